@@ -1,0 +1,23 @@
+"""autoq: automated mixed-precision quantization search for PyTorch."""
+
+from autoq.api import search
+from autoq.budget import Budget, parse_budget
+from autoq.choice import Assignment, LayerChoice
+from autoq.errors import AutoqError
+from autoq.quant import QuantSpec
+from autoq.search import Point, SearchConfig, SearchResult
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Assignment",
+    "AutoqError",
+    "Budget",
+    "LayerChoice",
+    "Point",
+    "QuantSpec",
+    "SearchConfig",
+    "SearchResult",
+    "parse_budget",
+    "search",
+]

@@ -1,0 +1,90 @@
+"""The Python API: ``autoq.search(model, calibration, evaluate, budget=...)``."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import fields
+from typing import Any
+
+from torch import nn
+
+from autoq.builtin import load_workload
+from autoq.builtin.workload import Workload
+from autoq.errors import AutoqError
+from autoq.evaluate import OutputFidelity
+from autoq.search import SearchConfig, SearchResult, run_search
+
+_CONFIG_FIELDS = {f.name for f in fields(SearchConfig)}
+
+
+def search(
+    model: nn.Module | str | None = None,
+    calibration: Iterable[Any] | None = None,
+    evaluate: Callable[[nn.Module], float] | None = None,
+    budget: str | float = "4.5bits",
+    *,
+    name: str | None = None,
+    holdout: float = 0.25,
+    metric: str | None = None,
+    **options: Any,
+) -> SearchResult:
+    """Find per-layer quantization choices for ``model`` within ``budget``.
+
+    ``model`` is an ``nn.Module`` (with ``calibration``: a sequence of batches, each a
+    tensor, a tuple of positional inputs or a dict of keyword inputs), or the name
+    of a built-in (``"minilm"``, ``"digits-cnn"``) or a local Hugging Face directory.
+    ``evaluate(model) -> float`` is your quality metric, higher is better; without it
+    the last ``holdout`` fraction of the calibration batches is held out and quality
+    is the mean cosine similarity of the outputs to the unquantized model's.
+    ``options`` are the fields of :class:`autoq.search.SearchConfig` (``n_trials``,
+    ``seed``, ``space``, ``skip``, ``pins``, ``tracking_uri``, ``storage``, ...).
+    The model's weights are left as they were; use ``result.apply(model)``.
+    """
+    unknown = set(options) - _CONFIG_FIELDS
+    if unknown:
+        raise AutoqError(f"unknown option(s) {sorted(unknown)}; valid options: {sorted(_CONFIG_FIELDS - {'budget'})}")
+    config = SearchConfig(budget=budget, **options)
+    if model is None or isinstance(model, str):
+        if calibration is not None or evaluate is not None:
+            raise AutoqError("calibration and evaluate go with an nn.Module; built-in models bring their own")
+        return run_search(load_workload(model), config)
+    return run_search(make_workload(model, calibration, evaluate, name=name, holdout=holdout, metric=metric), config)
+
+
+def make_workload(
+    model: nn.Module,
+    calibration: Iterable[Any] | None,
+    evaluate: Callable[[nn.Module], float] | None,
+    name: str | None = None,
+    holdout: float = 0.25,
+    metric: str | None = None,
+) -> Workload:
+    """Wrap a user's model, data and metric (or the built-in output-fidelity proxy)."""
+    if not isinstance(model, nn.Module):
+        raise AutoqError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    batches = list(calibration) if calibration is not None else []
+    if evaluate is None:
+        if len(batches) < 2:
+            raise AutoqError("without an evaluate function, autoq needs at least 2 calibration batches (one is held out to measure output fidelity)")
+        if not 0 < holdout < 1:
+            raise AutoqError(f"holdout must be between 0 and 1, got {holdout}")
+        n_held = max(1, math.ceil(holdout * len(batches)))
+        held_out, batches = batches[-n_held:], batches[:-n_held]
+        model.eval()
+        evaluate = OutputFidelity(model, held_out)
+        metric = metric or f"mean cosine similarity of outputs to the unquantized model on {n_held} held-out calibration batches"
+    elif not callable(evaluate):
+        raise AutoqError("evaluate must be a callable taking the model and returning a float (higher is better)")
+    return Workload(name=name or type(model).__name__, model=model, calibration=batches, evaluate=evaluate, metric=metric or "user-defined quality (higher is better)")
+
+
+def pins_from_strings(items: Iterable[str]) -> Mapping[str, str]:
+    """``["pattern=choice", ...]`` -> ``{pattern: choice}``, for the CLI's ``--pin``."""
+    pins = {}
+    for item in items:
+        pattern, sep, choice = item.rpartition("=")
+        if not sep or not pattern or not choice:
+            raise AutoqError(f"cannot parse pin {item!r}; expected PATTERN=CHOICE such as 'classifier=fp16' or 'attn=int8-ch-asym:rtn-mse'")
+        pins[pattern] = choice
+    return pins

@@ -1,0 +1,82 @@
+"""Second built-in: a small CNN on scikit-learn's 8x8 digits, trained once and cached.
+
+Quality is classification accuracy on a fixed held-out quarter of the data set.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from autoq.builtin.workload import Workload, cache_dir
+from autoq.errors import AutoqError
+
+RECIPE = "digits-cnn-v1"  # bump when the architecture or training changes
+
+
+def digits_cnn() -> nn.Module:
+    return nn.Sequential(
+        nn.Conv2d(1, 16, 3, padding=1), nn.ReLU(),
+        nn.Conv2d(16, 32, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(),
+        nn.Linear(32 * 4 * 4, 64), nn.ReLU(),
+        nn.Linear(64, 10),
+    )
+
+
+def digits_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(x_train, y_train, x_test, y_test): images scaled to [0, 1], a fixed 75/25 split."""
+    try:
+        from sklearn.datasets import load_digits
+    except ImportError:
+        raise AutoqError("the digits model needs scikit-learn: pip install 'autoq[demo]'") from None
+    data = load_digits()
+    x = torch.tensor(data.images, dtype=torch.float32).unsqueeze(1) / 16.0
+    y = torch.tensor(data.target, dtype=torch.long)
+    order = torch.randperm(len(y), generator=torch.Generator().manual_seed(seed))
+    cut = int(0.75 * len(y))
+    return x[order[:cut]], y[order[:cut]], x[order[cut:]], y[order[cut:]]
+
+
+def train_digits_cnn(x: torch.Tensor, y: torch.Tensor, epochs: int = 30, seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    model = digits_cnn()
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(seed)
+    for _ in range(epochs):
+        for idx in torch.randperm(len(y), generator=gen).split(64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
+            opt.step()
+    return model.eval()
+
+
+class Accuracy:
+    """``evaluate(model) -> accuracy`` on fixed test tensors."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        self.x, self.y = x, y
+
+    def __call__(self, model: nn.Module) -> float:
+        with torch.inference_mode():
+            return float((model(self.x).argmax(1) == self.y).float().mean())
+
+
+def digits_workload(batch_size: int = 128) -> Workload:
+    x_train, y_train, x_test, y_test = digits_data()
+    path = cache_dir() / f"{RECIPE}.pt"
+    model = digits_cnn()
+    if path.is_file():
+        model.load_state_dict(torch.load(path, weights_only=True))
+    else:
+        model = train_digits_cnn(x_train, y_train)
+        torch.save(model.state_dict(), path)
+    model.eval()
+    return Workload(
+        name="digits-cnn",
+        model=model,
+        calibration=list(x_train.split(batch_size)),
+        evaluate=Accuracy(x_test, y_test),
+        metric=f"top-1 accuracy on {len(y_test)} held-out scikit-learn digits",
+        data_fingerprint=RECIPE,
+    )

@@ -1,0 +1,31 @@
+"""`Workload`: a model with its calibration data and quality metric, ready to search."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+
+@dataclass(frozen=True)
+class Workload:
+    """What a search needs besides a budget. ``evaluate(model)`` returns quality, higher is better."""
+
+    name: str
+    model: nn.Module
+    calibration: Sequence[Any]
+    evaluate: Callable[[nn.Module], float]
+    metric: str  # what quality means, one line for summaries and MLflow
+    data_fingerprint: str = ""
+
+
+def cache_dir() -> Path:
+    """Where autoq keeps trained built-in models: ``$AUTOQ_CACHE_DIR`` or ``~/.cache/autoq``."""
+    root = os.environ.get("AUTOQ_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "autoq")
+    path = Path(root)
+    path.mkdir(parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,92 @@
+"""``autoq`` command line: a thin shell over the Python API.
+
+User errors print one line (``autoq: error: ...``) and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from autoq.errors import AutoqError
+
+
+def _search_parser(sub: argparse._SubParsersAction) -> None:
+    from autoq.builtin import BUILTINS, DEFAULT_MODEL
+    from autoq.tracking import DEFAULT_TRACKING_URI
+
+    p = sub.add_parser(
+        "search",
+        help="search per-layer quantization choices within a budget",
+        description="Search per-layer quantization choices within a budget and log the Pareto frontier to MLflow.",
+    )
+    p.add_argument("--budget", default="4.5bits", help="average bits per weight ('4.5bits', '4.5') or model size ('20MB', '20MiB'); default: 4.5bits")
+    p.add_argument("--model", default=None, help=f"a built-in ({', '.join(BUILTINS)}; default: {DEFAULT_MODEL}) or a local Hugging Face model directory")
+    p.add_argument("--space", default="default", help="search-space preset name or YAML file (default: default)")
+    p.add_argument("--n-trials", type=int, default=100, help="evaluated trials, uniform baselines included (default: 100)")
+    p.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
+    p.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
+    p.add_argument("--sampler", default="tpe", help="tpe (default), nsga2 or random")
+    p.add_argument("--skip", action="append", default=[], metavar="REGEX", help="leave layers matching REGEX unquantized (repeatable)")
+    p.add_argument("--pin", action="append", default=[], metavar="REGEX=CHOICE", help="fix layers matching REGEX to CHOICE, e.g. 'classifier=fp16' (repeatable)")
+    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI})")
+    p.add_argument("--experiment", default="autoq", help="MLflow experiment name (default: autoq)")
+    p.add_argument("--study-name", default=None, help="Optuna study name (default: autoq-MODEL-BUDGET-TIMESTAMP)")
+    p.add_argument("--storage", default="auto", help="Optuna storage URL (default: optuna.db beside the MLflow database)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def _run_search(args: argparse.Namespace) -> int:
+    from autoq.api import pins_from_strings
+    from autoq.budget import parse_budget
+    from autoq.builtin import load_workload
+    from autoq.search import SearchConfig, format_summary, run_search
+
+    config = SearchConfig(
+        budget=parse_budget(args.budget),  # parse first: a bad budget fails before any loading
+        space=args.space,
+        n_trials=args.n_trials,
+        seed=args.seed,
+        sampler=args.sampler,
+        skip=tuple(args.skip),
+        pins=tuple(pins_from_strings(args.pin).items()),
+        tracking_uri=args.tracking_uri,
+        experiment=args.experiment,
+        study_name=args.study_name,
+        storage=args.storage,
+        timeout=args.timeout,
+        progress=not args.no_progress,
+    )
+    print(f"autoq: loading {args.model or 'the default model (all-MiniLM-L6-v2)'} ...", file=sys.stderr, flush=True)
+    workload = load_workload(args.model)
+    result = run_search(workload, config)
+    print(format_summary(result))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="autoq", description="Automated mixed-precision quantization search for PyTorch.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _search_parser(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "search":
+            return _run_search(args)
+    except AutoqError as exc:
+        print(f"autoq: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autoq: interrupted; finished trials are kept in the Optuna storage and MLflow", file=sys.stderr)
+        return 130
+    parser.error(f"unknown command {args.command!r}")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""Built-in quality proxy: how close the quantized model's outputs stay to the original's.
+
+Quality is the mean cosine similarity, per example, between the quantized and
+the full-precision outputs (flattened) on held-out batches: 1.0 is identical,
+higher is better.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from autoq.errors import AutoqError
+
+
+def call_model(model: nn.Module, batch: Any) -> Any:
+    """Run ``model`` on one batch: a tensor, a tuple of positional inputs, or a mapping of keyword inputs."""
+    if isinstance(batch, Mapping):
+        return model(**batch)
+    if isinstance(batch, (tuple, list)):
+        return model(*batch)
+    return model(batch)
+
+
+def primary_output(output: Any) -> torch.Tensor:
+    """The tensor that stands for a model's output: ``logits``, ``last_hidden_state``, or the first tensor."""
+    if isinstance(output, torch.Tensor):
+        return output
+    if isinstance(output, Mapping):
+        for key in ("logits", "last_hidden_state"):
+            if key in output and isinstance(output[key], torch.Tensor):
+                return output[key]
+        values = list(output.values())
+    elif isinstance(output, (tuple, list)):
+        values = list(output)
+    else:
+        raise AutoqError(f"cannot find a tensor in the model output of type {type(output).__name__}")
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            return v
+    raise AutoqError("the model output holds no tensor to compare")
+
+
+def check_finite_batches(batches: Sequence[Any], what: str = "calibration") -> None:
+    """Refuse NaN or Inf in floating-point inputs, naming the batch."""
+    for i, batch in enumerate(batches):
+        items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (tuple, list)) else [batch]
+        for t in items:
+            if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all():
+                raise AutoqError(f"{what} batch {i} contains NaN or Inf values")
+
+
+def _cosine_per_example(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    a, b = a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double()
+    return torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12)
+
+
+def mean_pooled(output: Any, batch: Any) -> torch.Tensor:
+    """Sentence embedding: the mean of the token states under the attention mask."""
+    hidden = primary_output(output)
+    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+
+
+class OutputFidelity:
+    """``evaluate(model) -> mean cosine`` of outputs against reference outputs computed once.
+
+    ``readout(output, batch)`` picks what is compared; the default is the primary
+    output tensor (``logits``, ``last_hidden_state`` or the first tensor).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        batches: Sequence[Any],
+        readout: Callable[[Any, Any], torch.Tensor] | None = None,
+    ) -> None:
+        if not batches:
+            raise AutoqError("the output-fidelity proxy needs at least one held-out batch")
+        self.batches = list(batches)
+        self.readout = readout or (lambda output, batch: primary_output(output))
+        with torch.inference_mode():
+            self.reference = [self.readout(call_model(model, b), b).detach().clone() for b in self.batches]
+
+    def __call__(self, model: nn.Module) -> float:
+        total, count = 0.0, 0
+        with torch.inference_mode():
+            for batch, ref in zip(self.batches, self.reference):
+                cos = _cosine_per_example(self.readout(call_model(model, batch), batch), ref)
+                total += float(cos.sum())
+                count += cos.numel()
+        return total / count

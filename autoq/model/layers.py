@@ -1,0 +1,127 @@
+"""Find the quantizable layers of any ``nn.Module`` and read/write their weights as ``(out, in)``.
+
+Quantizable: ``nn.Linear``, ``nn.Conv1d``, ``nn.Conv2d`` and transformers' ``Conv1D``
+(whose weight is stored transposed, ``(in, out)``). Convolution weights are
+viewed as ``(out_channels, in_channels/groups * prod(kernel))`` so groups run
+along the flattened input dimension, like a GEMM after im2col.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from autoq.errors import AutoqError
+
+
+def _conv1d_type() -> type | None:
+    try:
+        from transformers.pytorch_utils import Conv1D
+    except Exception:  # transformers is optional for plain torch models
+        return None
+    return Conv1D
+
+
+@dataclass(frozen=True)
+class LayerInfo:
+    """A quantizable layer: its qualified name, kind and 2-D weight shape."""
+
+    name: str
+    kind: str  # "linear" | "conv1d" | "conv2d" | "hf_conv1d"
+    out_features: int
+    in_features: int
+
+    @property
+    def n_weights(self) -> int:
+        return self.out_features * self.in_features
+
+
+def _kind(module: nn.Module, hf_conv1d: type | None) -> str | None:
+    if isinstance(module, nn.Linear):
+        return "linear"
+    if isinstance(module, nn.Conv2d):
+        return "conv2d"
+    if isinstance(module, nn.Conv1d):
+        return "conv1d"
+    if hf_conv1d is not None and isinstance(module, hf_conv1d):
+        return "hf_conv1d"
+    return None
+
+
+def weight_2d(module: nn.Module) -> torch.Tensor:
+    """The layer's weight as an ``(out, in)`` float32 tensor (a copy)."""
+    w = module.weight.detach()
+    if _kind(module, _conv1d_type()) == "hf_conv1d":
+        return w.t().float().clone()
+    return w.reshape(w.shape[0], -1).float().clone()
+
+
+def to_native(module: nn.Module, w2d: torch.Tensor) -> torch.Tensor:
+    """Turn an ``(out, in)`` tensor back into the layer's own weight layout and dtype."""
+    w = module.weight
+    if _kind(module, _conv1d_type()) == "hf_conv1d":
+        return w2d.t().contiguous().to(w.dtype)
+    return w2d.reshape(w.shape).to(w.dtype)
+
+
+def _compile(patterns: Iterable[str], what: str) -> list[re.Pattern[str]]:
+    compiled = []
+    for p in patterns:
+        try:
+            compiled.append(re.compile(p))
+        except re.error as exc:
+            raise AutoqError(f"invalid {what} pattern {p!r}: {exc}") from None
+    return compiled
+
+
+def find_layers(model: nn.Module, skip: Iterable[str] = ()) -> list[LayerInfo]:
+    """All quantizable layers in module order, minus those whose name matches a ``skip`` regex.
+
+    Patterns use :func:`re.search` semantics on the qualified module name. Raises
+    :class:`AutoqError` when nothing is left to quantize or a pattern matches nothing.
+    """
+    skip_res = _compile(skip, "skip")
+    hf_conv1d = _conv1d_type()
+    found: list[LayerInfo] = []
+    used = [False] * len(skip_res)
+    for name, module in model.named_modules():
+        kind = _kind(module, hf_conv1d)
+        if kind is None:
+            continue
+        hits = [i for i, r in enumerate(skip_res) if r.search(name)]
+        for i in hits:
+            used[i] = True
+        if hits:
+            continue
+        w = module.weight
+        out_f = w.shape[1] if kind == "hf_conv1d" else w.shape[0]
+        found.append(LayerInfo(name, kind, int(out_f), int(w.numel() // out_f)))
+    unused = [p.pattern for p, u in zip(skip_res, used) if not u]
+    if unused:
+        raise AutoqError(f"skip pattern(s) {unused} match no quantizable layer")
+    if not found:
+        what = "after the skip rules" if skip_res else ""
+        raise AutoqError(
+            f"the model has no quantizable layer {what}".strip()
+            + " (autoq quantizes nn.Linear, nn.Conv1d, nn.Conv2d and transformers Conv1D weights)"
+        )
+    return found
+
+
+def get_module(model: nn.Module, name: str) -> nn.Module:
+    try:
+        return model.get_submodule(name)
+    except AttributeError:
+        raise AutoqError(f"the model has no layer named {name!r}") from None
+
+
+def check_finite_weights(model: nn.Module, layers: Iterable[LayerInfo]) -> None:
+    """Refuse NaN or Inf weights before any work starts, naming the layer."""
+    for layer in layers:
+        w = get_module(model, layer.name).weight
+        if not torch.isfinite(w).all():
+            raise AutoqError(f"layer {layer.name!r} has NaN or Inf weights; fix the checkpoint first")

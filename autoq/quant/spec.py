@@ -1,0 +1,127 @@
+"""`QuantSpec`: how one weight tensor is stored, and what that costs in bits.
+
+The accounting here is the contract behind a budget such as ``4.5bits``:
+every scale and every zero point is stored as fp16 (16 bits) and counted.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from dataclasses import dataclass
+
+from autoq.errors import AutoqError
+
+SUPPORTED_BITS = (2, 3, 4, 5, 6, 8, 16)
+GRANULARITIES = ("tensor", "channel", "group")
+GROUP_SIZES = (32, 64, 128)
+PARAM_BITS = 16  # scales and zero points are fp16
+
+_NAME_RE = re.compile(r"^int(\d+)-(tensor|ch|g(\d+))-(sym|asym)$")
+
+
+@dataclass(frozen=True)
+class QuantSpec:
+    """Integer weight format of one layer.
+
+    ``bits=16`` means "kept in half precision": no integer codes, no scales.
+    ``granularity`` is one of ``tensor`` (one scale), ``channel`` (one per output
+    channel) or ``group`` (one per ``group_size`` consecutive inputs of each output).
+    """
+
+    bits: int
+    granularity: str = "channel"
+    group_size: int | None = None
+    symmetric: bool = False
+
+    def __post_init__(self) -> None:
+        if self.bits not in SUPPORTED_BITS:
+            raise AutoqError(f"unsupported bit-width {self.bits}; choose one of {SUPPORTED_BITS}")
+        if self.granularity not in GRANULARITIES:
+            raise AutoqError(
+                f"unknown granularity {self.granularity!r}; choose one of {GRANULARITIES}"
+            )
+        if self.granularity == "group":
+            if self.group_size not in GROUP_SIZES:
+                raise AutoqError(
+                    f"group size {self.group_size} is not supported; choose one of {GROUP_SIZES}"
+                )
+        elif self.group_size is not None:
+            raise AutoqError("group_size is only meaningful with granularity='group'")
+        if self.bits == 16 and (self.granularity != "tensor" or self.symmetric):
+            # Normalise: half precision has no granularity; one canonical spec.
+            object.__setattr__(self, "granularity", "tensor")
+            object.__setattr__(self, "group_size", None)
+            object.__setattr__(self, "symmetric", False)
+
+    @classmethod
+    def half(cls) -> "QuantSpec":
+        """The "kept in half precision" format."""
+        return cls(bits=16, granularity="tensor")
+
+    @property
+    def is_half(self) -> bool:
+        return self.bits == 16
+
+    @property
+    def qmin(self) -> int:
+        return 0
+
+    @property
+    def qmax(self) -> int:
+        return (1 << self.bits) - 1
+
+    @property
+    def name(self) -> str:
+        """Compact, parseable name such as ``int4-g128-asym`` or ``fp16``."""
+        if self.is_half:
+            return "fp16"
+        gran = {"tensor": "tensor", "channel": "ch"}.get(self.granularity, f"g{self.group_size}")
+        return f"int{self.bits}-{gran}-{'sym' if self.symmetric else 'asym'}"
+
+    @classmethod
+    def from_name(cls, name: str) -> "QuantSpec":
+        if name == "fp16":
+            return cls.half()
+        match = _NAME_RE.match(name)
+        if not match:
+            raise AutoqError(
+                f"cannot parse quantization format {name!r}; expected e.g. 'int4-g128-asym', "
+                "'int8-ch-sym', 'int3-tensor-asym' or 'fp16'"
+            )
+        bits, gran, group, sym = match.groups()
+        if gran == "tensor":
+            return cls(int(bits), "tensor", None, sym == "sym")
+        if gran == "ch":
+            return cls(int(bits), "channel", None, sym == "sym")
+        return cls(int(bits), "group", int(group), sym == "sym")
+
+    def n_param_groups(self, out_features: int, in_features: int) -> int:
+        """How many (scale, zero) groups a weight of shape (out, in) has."""
+        if self.is_half:
+            return 0
+        if self.granularity == "tensor":
+            return 1
+        if self.granularity == "channel":
+            return out_features
+        assert self.group_size is not None
+        return out_features * math.ceil(in_features / self.group_size)
+
+    def storage_bits(self, out_features: int, in_features: int) -> int:
+        """Exact bits to store a weight of shape (out, in): codes + fp16 scales (+ zeros)."""
+        n = out_features * in_features
+        if self.is_half:
+            return n * 16
+        per_group = PARAM_BITS * (1 if self.symmetric else 2)
+        return n * self.bits + self.n_param_groups(out_features, in_features) * per_group
+
+    def storage_bytes(self, out_features: int, in_features: int) -> int:
+        """Bytes of the packed form: codes packed to whole bytes, then fp16 params."""
+        n = out_features * in_features
+        if self.is_half:
+            return n * 2
+        per_group = 2 * (1 if self.symmetric else 2)
+        return math.ceil(n * self.bits / 8) + self.n_param_groups(out_features, in_features) * per_group
+
+    def bits_per_weight(self, out_features: int, in_features: int) -> float:
+        return self.storage_bits(out_features, in_features) / (out_features * in_features)

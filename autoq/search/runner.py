@@ -1,0 +1,219 @@
+"""The search loop: validate, seed with uniform baselines, ask/evaluate/tell, log, summarise.
+
+Every proposal's cost is computed before evaluation; over-budget proposals are
+told to the strategy as infeasible and never cost an evaluation pass. Finished
+trials live in the Optuna storage and MLflow as they finish, so an interrupted
+search loses nothing that was done.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import optuna
+from tqdm.auto import tqdm
+
+from autoq.budget import Budget, parse_budget
+from autoq.builtin.workload import Workload
+from autoq.choice import Assignment
+from autoq.cost import CostModel
+from autoq.errors import AutoqError
+from autoq.evaluate import QuantCache, check_finite_batches
+from autoq.model import check_finite_weights, find_layers
+from autoq.search.result import Point, SearchResult, pareto_front
+from autoq.search.strategy import make_strategy
+from autoq.search_spaces import load_preset
+from autoq.space import SearchSpace
+from autoq.tracking import DEFAULT_TRACKING_URI, MlflowTracker, sqlite_path
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Everything about a search except the model and its data."""
+
+    budget: str | float | Budget = "4.5bits"
+    space: str = "default"
+    n_trials: int = 100
+    seed: int = 0
+    sampler: str = "tpe"
+    skip: tuple[str, ...] = ()
+    pins: tuple[tuple[str, str], ...] = ()
+    tracking_uri: str | None = DEFAULT_TRACKING_URI  # None: do not log to MLflow
+    experiment: str = "autoq"
+    study_name: str | None = None
+    storage: str | None = "auto"  # "auto": optuna.db beside the MLflow store; None: in memory
+    timeout: float | None = None  # seconds; stop asking for new trials after this
+    progress: bool = True
+    extra_params: tuple[tuple[str, str], ...] = field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        if self.n_trials < 1:
+            raise AutoqError(f"n_trials must be at least 1, got {self.n_trials}")
+        if isinstance(self.pins, Mapping):
+            object.__setattr__(self, "pins", tuple(self.pins.items()))
+        object.__setattr__(self, "skip", tuple(self.skip))
+
+    def resolved_storage(self) -> str | None:
+        if self.storage != "auto":
+            return self.storage
+        db = sqlite_path(self.tracking_uri) if self.tracking_uri else None
+        folder = db.parent if db is not None else Path(".")
+        return f"sqlite:///{folder / 'optuna.db'}"
+
+
+def default_study_name(model_name: str, budget: Budget) -> str:
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"autoq-{model_name}-{budget.text}-{stamp}")
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """A validated search problem: the space, its costs and the budget inside its range."""
+
+    space: SearchSpace
+    cost_model: CostModel
+    budget: Budget
+
+
+def prepare(workload: Workload, config: SearchConfig) -> Prepared:
+    """All the checks that need no evaluation, in the order a user would fix them."""
+    budget = parse_budget(config.budget)
+    layers = find_layers(workload.model, config.skip)
+    check_finite_weights(workload.model, layers)
+    check_finite_batches(workload.calibration)
+    space = SearchSpace.build(load_preset(config.space), layers, dict(config.pins))
+    cost_model = CostModel.for_model(workload.model, layers)
+    budget.check_feasible(*space.extremes(cost_model))
+    return Prepared(space, cost_model, budget)
+
+
+def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
+    """Search ``workload`` under ``config`` and return the evaluated points and frontier."""
+    start = time.perf_counter()
+    problem = prepare(workload, config)
+    space, cost_model, budget = problem.space, problem.cost_model, problem.budget
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+    t0 = time.perf_counter()
+    reference = float(workload.evaluate(workload.model))
+    eval_seconds = time.perf_counter() - t0
+    if not math.isfinite(reference):
+        raise AutoqError(f"the quality metric of the unquantized model is {reference}; check the evaluation data")
+
+    study_name = config.study_name or default_study_name(workload.name, budget)
+    storage = config.resolved_storage()
+    strategy = make_strategy(config.sampler, space, config.seed, study_name, storage)
+    uniform = [a for a in space.uniform_assignments() if budget.violation(cost_model.cost(a)) <= 0]
+    strategy.seed(uniform)
+    uniform_set = set(uniform)
+
+    tracker = MlflowTracker(config.tracking_uri, config.experiment) if config.tracking_uri else None
+    parent_id = None
+    if tracker:
+        parent_id = tracker.start(
+            study_name,
+            params={
+                "budget": budget.text, "budget_kind": budget.kind, "budget_value": budget.value,
+                "model": workload.name, "space": config.space, "seed": config.seed, "sampler": config.sampler,
+                "n_trials": config.n_trials, "n_layers": len(space.layers), "metric": workload.metric[:500],
+                "data_fingerprint": workload.data_fingerprint, "optuna_storage": storage or "memory",
+                "study_name": study_name, **dict(config.extra_params),
+            },
+            tags={"autoq.kind": "search", "autoq.model": workload.name},
+        )
+        tracker.client.log_text(parent_id, _space_json(space), "search_space.json")
+
+    cache = QuantCache(workload.model)
+    points: list[Point] = []
+    seen: dict[Assignment, float] = {}
+    n_infeasible = n_failed = in_a_row = 0
+    max_in_a_row = 200
+    bar = tqdm(total=config.n_trials, desc="autoq search", unit="trial", disable=not config.progress, dynamic_ncols=True)
+    status = "FAILED"
+    try:
+        while len(points) + n_failed < config.n_trials:
+            if config.timeout is not None and time.perf_counter() - start > config.timeout:
+                break
+            proposal = strategy.ask()
+            cost = cost_model.cost(proposal.assignment)
+            violation = budget.violation(cost)
+            if violation > 0:
+                strategy.tell(proposal, None, violation)
+                n_infeasible += 1
+                in_a_row += 1
+                if in_a_row > max_in_a_row:
+                    raise AutoqError(f"the sampler proposed {in_a_row} over-budget assignments in a row; try a larger budget or another --sampler")
+                continue
+            in_a_row = 0
+            error = None
+            quality = seen.get(proposal.assignment)
+            if quality is None:
+                try:
+                    with cache.apply(proposal.assignment) as model:
+                        quality = float(workload.evaluate(model))
+                    if not math.isfinite(quality):
+                        error = f"quality is {quality}"
+                except Exception as exc:  # a failing trial must not stop the search
+                    error = f"{type(exc).__name__}: {exc}"
+            is_uniform = proposal.assignment in uniform_set
+            metrics = {"effective_bits": cost.effective_bits, "size_bytes": cost.size_bytes, "size_mb": cost.size_bytes / 1e6}
+            if error is None:
+                seen[proposal.assignment] = quality
+                metrics["quality"] = quality
+            run_id = None
+            if tracker:
+                tags = {"uniform": str(is_uniform).lower(), "feasible": "true"}
+                if error:
+                    tags["error"] = error[:5000]
+                run_id = tracker.log_trial(proposal.number, metrics, tags, proposal.assignment.to_json(), "FAILED" if error else "FINISHED")
+            if error is not None:
+                n_failed += 1
+                strategy.tell(proposal, None, violation, error=error)
+            else:
+                strategy.tell(proposal, (quality, cost.effective_bits), violation)
+                points.append(Point(proposal.number, proposal.assignment, quality, cost.effective_bits, cost.size_bytes, is_uniform, run_id))
+            bar.update(1)
+            if points:
+                bar.set_postfix(best=f"{max(p.quality for p in points):.4f}", over_budget=n_infeasible)
+        status = "FINISHED"
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    finally:
+        bar.close()
+        if not points and status == "FINISHED":
+            status = "FAILED"
+        frontier = pareto_front(points)
+        if tracker:
+            tracker.finish(points, frontier, _summary_metrics(points, reference, eval_seconds, n_infeasible, n_failed), budget.value if budget.kind == "bits" else None, status)
+    if not points:
+        raise AutoqError(f"every trial failed ({n_failed}); the first error is in MLflow run tags and the Optuna study {study_name!r}")
+    return SearchResult(
+        budget=budget, metric=workload.metric, reference_quality=reference, points=tuple(points), frontier=tuple(frontier),
+        study_name=study_name, storage=storage, tracking_uri=config.tracking_uri, parent_run_id=parent_id,
+        eval_seconds=eval_seconds, wall_seconds=time.perf_counter() - start, n_infeasible=n_infeasible, n_failed=n_failed,
+    )
+
+
+def _summary_metrics(points: list[Point], reference: float, eval_seconds: float, n_infeasible: int, n_failed: int) -> dict[str, float]:
+    metrics = {"reference_quality": reference, "eval_seconds": eval_seconds, "n_evaluated": len(points), "n_over_budget": n_infeasible, "n_failed": n_failed}
+    if points:
+        best = max(points, key=lambda p: p.quality)
+        metrics.update(best_quality=best.quality, best_effective_bits=best.effective_bits)
+        uniform = [p for p in points if p.uniform]
+        if uniform:
+            metrics["best_uniform_quality"] = max(p.quality for p in uniform)
+            metrics["gain_over_uniform"] = best.quality - metrics["best_uniform_quality"]
+    return metrics
+
+
+def _space_json(space: SearchSpace) -> str:
+    import json
+
+    return json.dumps({layer.name: {"shape": [layer.out_features, layer.in_features], "options": [c.name for c in opts]} for layer, opts in zip(space.layers, space.options)}, indent=1)

@@ -1,0 +1,130 @@
+"""`SearchSpace`: the candidate `LayerChoice`s of every layer of one model.
+
+Built from a preset (see ``autoq.search_spaces``), the model's quantizable layers
+and the user's pins (``pattern=choice``: a layer matching ``pattern`` may only
+take ``choice``). Options that are identical for a layer (a group at least as
+wide as the layer's input is just per-channel) are kept once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from autoq.choice import Assignment, LayerChoice
+from autoq.cost import Cost, CostModel
+from autoq.errors import AutoqError
+from autoq.model import LayerInfo
+from autoq.ptq import get_method
+from autoq.quant import QuantSpec
+from autoq.search_spaces import Preset, Rule
+
+
+def _granularity(token: str, where: str) -> tuple[str, int | None]:
+    if token in {"tensor", "channel"}:
+        return token, None
+    match = re.fullmatch(r"g(\d+)", token)
+    if not match:
+        raise AutoqError(f"{where}: unknown granularity {token!r}; use tensor, channel, g32, g64 or g128")
+    return "group", int(match.group(1))
+
+
+def _rule_choices(rule: Rule, layer: LayerInfo, where: str) -> dict[str, LayerChoice]:
+    """Option label (as written in the preset, e.g. ``int4-g128-asym:rtn-mse``) -> the layer's choice.
+
+    Labels keep the preset's wording so "uniform int4-g128" means the same thing on
+    every layer even where a narrow layer turns g128 into per-channel.
+    """
+    for method in rule.methods:
+        get_method(method)  # unknown method -> AutoqError naming the known ones
+    labelled: dict[str, LayerChoice] = {}
+    for bits in rule.bits:
+        if bits == 16:
+            continue
+        for token in rule.granularity:
+            gran, group = _granularity(token, where)
+            if gran == "group" and group is not None and group >= layer.in_features:
+                gran, group = "channel", None
+            for sym in rule.symmetric:
+                spec = QuantSpec(bits, gran, group, sym)
+                for method in rule.methods:
+                    label = f"int{bits}-{'ch' if token == 'channel' else token}-{'sym' if sym else 'asym'}:{method}"
+                    labelled[label] = LayerChoice(spec, method)
+    if rule.half or 16 in rule.bits:
+        labelled["fp16"] = LayerChoice(QuantSpec.half())
+    return labelled
+
+
+@dataclass(frozen=True)
+class SearchSpace:
+    """Per-layer candidate choices, in model order."""
+
+    layers: tuple[LayerInfo, ...]
+    options: tuple[tuple[LayerChoice, ...], ...]
+    labels: tuple[dict[str, LayerChoice], ...] = ()  # preset label -> choice per layer; {} if pinned
+
+    @classmethod
+    def build(cls, preset: Preset, layers: Sequence[LayerInfo], pins: Mapping[str, str] | None = None) -> "SearchSpace":
+        pin_rules = [(re.compile(p), LayerChoice.from_name(c), p) for p, c in (pins or {}).items()]
+        used_pins: set[str] = set()
+        options, labels = [], []
+        for layer in layers:
+            pinned = next(((c, p) for r, c, p in pin_rules if r.search(layer.name)), None)
+            if pinned is not None:
+                if not pinned[0].weight.is_half:
+                    get_method(pinned[0].method)
+                options.append((pinned[0],))
+                labels.append({})
+                used_pins.add(pinned[1])
+                continue
+            idx = next((i for i, r in enumerate(preset.rules) if re.search(r.layers, layer.name)), None)
+            if idx is None:
+                raise AutoqError(f"search space {preset.name!r} has no rule for layer {layer.name!r}; add a catch-all rule (layers: '.*')")
+            labelled = _rule_choices(preset.rules[idx], layer, f"{preset.name}, rule {idx + 1}")
+            distinct = tuple(dict.fromkeys(labelled.values()))
+            options.append(distinct)
+            labels.append(labelled)
+        unused_pins = sorted(set(p for _, _, p in pin_rules) - used_pins)
+        if unused_pins:
+            raise AutoqError(f"pin pattern(s) {unused_pins} match no quantizable layer")
+        return cls(tuple(layers), tuple(options), tuple(labels))
+
+    @property
+    def names(self) -> list[str]:
+        return [layer.name for layer in self.layers]
+
+    def assignment(self, indices: Sequence[int]) -> Assignment:
+        return Assignment(tuple((layer.name, opts[i]) for layer, opts, i in zip(self.layers, self.options, indices)))
+
+    def validate(self, assignment: Mapping[str, LayerChoice]) -> None:
+        """Refuse an assignment naming unknown layers, missing layers, or choices outside the space."""
+        unknown = set(assignment) - set(self.names)
+        if unknown:
+            raise AutoqError(f"unknown layer name(s) {sorted(unknown)[:5]}; the model's quantizable layers are e.g. {self.names[:3]}")
+        for layer, opts in zip(self.layers, self.options):
+            if layer.name not in assignment:
+                raise AutoqError(f"assignment has no choice for layer {layer.name!r}")
+            if assignment[layer.name] not in opts:
+                raise AutoqError(f"{assignment[layer.name].name!r} is not an option of layer {layer.name!r}")
+
+    def uniform_assignments(self) -> list[Assignment]:
+        """One assignment per preset option that every unpinned layer offers (pinned layers keep their pin)."""
+        common = [label for label in dict.fromkeys(lab for labs in self.labels for lab in labs)
+                  if all(label in labs for labs in self.labels if labs)]
+        result: list[Assignment] = []
+        for label in common:
+            picks = [opts.index(labs[label]) if labs else 0 for opts, labs in zip(self.options, self.labels)]
+            candidate = self.assignment(picks)
+            if candidate not in result:
+                result.append(candidate)
+        return result
+
+    def extremes(self, cost_model: CostModel) -> tuple[Cost, Cost]:
+        """Costs of the cheapest and the dearest assignment (costs are additive per layer)."""
+        cheap, dear = [], []
+        for layer, opts in zip(self.layers, self.options):
+            bits = [cost_model.layer_bits(layer, c) for c in opts]
+            cheap.append(bits.index(min(bits)))
+            dear.append(bits.index(max(bits)))
+        return cost_model.cost(self.assignment(cheap)), cost_model.cost(self.assignment(dear))
