@@ -17,7 +17,6 @@ _UNITS = {
     "": ("bits", 1.0),
     "bit": ("bits", 1.0),
     "bits": ("bits", 1.0),
-    "b": ("bits", 1.0),
     "kb": ("bytes", 1e3),
     "mb": ("bytes", 1e6),
     "gb": ("bytes", 1e9),

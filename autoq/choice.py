@@ -85,7 +85,10 @@ class Assignment(Mapping[str, LayerChoice]):
             raise AutoqError("not an autoq assignment (missing 'format': 'autoq.assignment')")
         if data.get("version") != ASSIGNMENT_VERSION:
             raise AutoqError(f"assignment version {data.get('version')} is not supported (expected {ASSIGNMENT_VERSION})")
-        return cls(tuple((name, LayerChoice.from_name(c)) for name, c in data["layers"].items()))
+        layers = data.get("layers")
+        if not isinstance(layers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in layers.items()):
+            raise AutoqError("assignment 'layers' must map layer names to choice names such as 'int4-g128-asym:rtn-mse'")
+        return cls(tuple((name, LayerChoice.from_name(c)) for name, c in layers.items()))
 
     def summary(self) -> str:
         """Counts of each choice, for tables: ``int4-g128-asym:rtn-mse x30, fp16 x2``."""

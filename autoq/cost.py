@@ -33,8 +33,9 @@ class CostModel:
     @classmethod
     def for_model(cls, model: nn.Module, layers: Sequence[LayerInfo]) -> "CostModel":
         total = sum(p.numel() for p in model.parameters())
-        quantized = sum(get_module(model, layer.name).weight.numel() for layer in layers)
-        return cls(tuple(layers), total - quantized)
+        # a weight tied between layers is one parameter: subtract it once
+        weights = {id(w): w for w in (get_module(model, layer.name).weight for layer in layers)}
+        return cls(tuple(layers), total - sum(w.numel() for w in weights.values()))
 
     @property
     def n_weights(self) -> int:

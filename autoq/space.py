@@ -18,6 +18,7 @@ from autoq.errors import AutoqError
 from autoq.model import LayerInfo
 from autoq.ptq import get_method
 from autoq.quant import QuantSpec
+from autoq.quant.spec import GROUP_SIZES
 from autoq.search_spaces import Preset, Rule
 
 
@@ -25,8 +26,8 @@ def _granularity(token: str, where: str) -> tuple[str, int | None]:
     if token in {"tensor", "channel"}:
         return token, None
     match = re.fullmatch(r"g(\d+)", token)
-    if not match:
-        raise AutoqError(f"{where}: unknown granularity {token!r}; use tensor, channel, g32, g64 or g128")
+    if not match or int(match.group(1)) not in GROUP_SIZES:
+        raise AutoqError(f"{where}: unknown granularity {token!r}; use tensor, channel, " + ", ".join(f"g{g}" for g in GROUP_SIZES))
     return "group", int(match.group(1))
 
 

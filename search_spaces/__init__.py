@@ -55,13 +55,19 @@ def _rule(raw: Any, where: str) -> Rule:
     missing = {"bits", "granularity", "methods"} - set(raw)
     if missing:
         raise AutoqError(f"{where}: missing key(s) {sorted(missing)}")
+    bits = _as_tuple(raw["bits"])
+    symmetric = _as_tuple(raw.get("symmetric", False))
+    if not all(isinstance(b, int) and not isinstance(b, bool) for b in bits):
+        raise AutoqError(f"{where}: 'bits' must be integers such as [2, 3, 4, 8], got {raw['bits']!r}")
+    if not all(isinstance(s, bool) for s in symmetric) or not isinstance(raw.get("half", False), bool):
+        raise AutoqError(f"{where}: 'symmetric' and 'half' take true or false (unquoted)")
     return Rule(
         layers=str(raw.get("layers", ".*")),
-        bits=tuple(int(b) for b in _as_tuple(raw["bits"])),
+        bits=tuple(bits),
         granularity=tuple(str(g) for g in _as_tuple(raw["granularity"])),
-        symmetric=tuple(bool(s) for s in _as_tuple(raw.get("symmetric", False))),
+        symmetric=tuple(symmetric),
         methods=tuple(str(m) for m in _as_tuple(raw["methods"])),
-        half=bool(raw.get("half", False)),
+        half=raw.get("half", False),
     )
 
 
@@ -75,7 +81,9 @@ def parse_preset(text: str, source: str) -> Preset:
     unknown = set(data) - _PRESET_KEYS
     if unknown:
         raise AutoqError(f"{source}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_PRESET_KEYS)}")
-    rules = tuple(_rule(r, f"{source}, rule {i + 1}") for i, r in enumerate(data["rules"] or []))
+    if not isinstance(data["rules"], list):
+        raise AutoqError(f"{source}: 'rules' must be a list of rules")
+    rules = tuple(_rule(r, f"{source}, rule {i + 1}") for i, r in enumerate(data["rules"]))
     if not rules:
         raise AutoqError(f"{source}: 'rules' is empty")
     return Preset(str(data.get("name", Path(source).stem)), str(data.get("description", "")), rules)

@@ -27,6 +27,7 @@ from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.model import check_finite_weights, find_layers
 from autoq.search.result import Point, SearchResult, pareto_front
+from autoq.search.seeds import fill_seeds, uniform_seeds
 from autoq.search.strategy import make_strategy
 from autoq.search_spaces import load_preset
 from autoq.space import SearchSpace
@@ -42,6 +43,7 @@ class SearchConfig:
     n_trials: int = 100
     seed: int = 0
     sampler: str = "tpe"
+    n_fill_seeds: int = 8  # budget-filling mixes enqueued after the uniform baselines
     skip: tuple[str, ...] = ()
     pins: tuple[tuple[str, str], ...] = ()
     tracking_uri: str | None = DEFAULT_TRACKING_URI  # None: do not log to MLflow
@@ -109,8 +111,9 @@ def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     study_name = config.study_name or default_study_name(workload.name, budget)
     storage = config.resolved_storage()
     strategy = make_strategy(config.sampler, space, config.seed, study_name, storage)
-    uniform = [a for a in space.uniform_assignments() if budget.violation(cost_model.cost(a)) <= 0]
-    strategy.seed(uniform)
+    uniform = uniform_seeds(space, cost_model, budget)
+    fills = fill_seeds(space, cost_model, budget, min(config.n_fill_seeds, max(0, config.n_trials - len(uniform))), config.seed)
+    strategy.seed(uniform + fills)
     uniform_set = set(uniform)
 
     tracker = MlflowTracker(config.tracking_uri, config.experiment) if config.tracking_uri else None

@@ -4,6 +4,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -55,11 +57,13 @@ class OptunaStrategy:
             )
         except optuna.exceptions.DuplicatedStudyError:
             raise AutoqError(f"a study named {study_name!r} already exists in {storage}; choose another --study-name") from None
-        self.study.set_metric_names(list(OBJECTIVES))
+        with warnings.catch_warnings():  # experimental in Optuna, but what the dashboard shows
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            self.study.set_metric_names(list(OBJECTIVES))
 
     def seed(self, assignments: Sequence[Assignment]) -> None:
         for a in assignments:
-            self.study.enqueue_trial({name: choice.name for name, choice in a.items()}, user_attrs={"uniform": True})
+            self.study.enqueue_trial({name: choice.name for name, choice in a.items()}, user_attrs={"seeded": True})
 
     def ask(self) -> Proposal:
         trial = self.study.ask()

@@ -1,0 +1,7 @@
+"""``python -m autoq`` is the ``autoq`` command."""
+
+import sys
+
+from autoq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,32 @@
+"""Shared fixtures: a real SQLite MLflow store per test, migrated once per session and copied."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+
+@pytest.fixture(scope="session")
+def _mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from mlflow.tracking import MlflowClient
+
+    folder = tmp_path_factory.mktemp("mlflow-template")
+    db = folder / "mlflow.db"
+    MlflowClient(tracking_uri=f"sqlite:///{db}").search_experiments()  # runs the schema migration once
+    return db
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path: Path, _mlflow_template: Path) -> str:
+    """A fresh, already-migrated SQLite MLflow store in this test's temporary directory."""
+    db = tmp_path / "mlflow.db"
+    shutil.copy(_mlflow_template, db)
+    return f"sqlite:///{db}"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Built-in models cache into one session folder, never the user's ~/.cache."""
+    monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "autoq-cache"))

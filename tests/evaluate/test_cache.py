@@ -1,0 +1,172 @@
+"""QuantCache and apply_assignment: swapping fake-quantized weights in and out."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from autoq.choice import Assignment, LayerChoice
+from autoq.errors import AutoqError
+from autoq.evaluate import QuantCache, apply_assignment, quantize_layer
+from autoq.quant import QuantSpec
+
+INT2 = LayerChoice(QuantSpec(2, "channel"), "rtn-minmax")
+INT3 = LayerChoice(QuantSpec(3, "group", 32), "rtn-mse")
+FP16 = LayerChoice(QuantSpec.half())
+
+
+def model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 8)).eval()
+
+
+def weights(m: nn.Module) -> dict[str, torch.Tensor]:
+    return {name: m.get_submodule(name).weight.detach().clone() for name in ("0", "2")}
+
+
+ASSIGNMENT = Assignment.from_dict({"0": INT3, "2": INT2})
+
+
+def test_quantize_layer_returns_native_layout_and_changes_values():
+    m = model()
+    q = quantize_layer(m[0], INT3)
+    assert q.shape == m[0].weight.shape
+    assert q.dtype == m[0].weight.dtype
+    assert not torch.equal(q, m[0].weight.detach())
+    # int3 with groups of 32 has at most 8 levels per group
+    assert all(len(torch.unique(q[r, g * 32:(g + 1) * 32])) <= 8 for r in range(16) for g in range(2))
+
+
+def test_quantize_layer_hf_conv1d_layout():
+    torch.manual_seed(0)
+    module = Conv1D(8, 64)  # weight (64, 8)
+    q = quantize_layer(module, INT2)
+    assert q.shape == (64, 8)
+    # per output channel means per column of the transposed weight: <= 4 levels each
+    assert all(len(torch.unique(q[:, o])) <= 4 for o in range(8))
+
+
+def test_apply_swaps_in_quantized_weights_and_restores():
+    m = model()
+    original = weights(m)
+    ptrs = {name: m.get_submodule(name).weight.data_ptr() for name in original}
+    expected = {"0": quantize_layer(m[0], INT3), "2": quantize_layer(m[2], INT2)}
+    cache = QuantCache(m)
+    with cache.apply(ASSIGNMENT) as applied:
+        assert applied is m
+        for name, w in expected.items():
+            assert torch.equal(m.get_submodule(name).weight.detach(), w)
+    for name, w in original.items():
+        assert torch.equal(m.get_submodule(name).weight.detach(), w)
+        assert m.get_submodule(name).weight.data_ptr() == ptrs[name]
+
+
+def test_apply_restores_when_body_raises():
+    m = model()
+    original = weights(m)
+    cache = QuantCache(m)
+    with pytest.raises(RuntimeError, match="boom"):
+        with cache.apply(ASSIGNMENT):
+            assert not torch.equal(m[0].weight.detach(), original["0"])
+            raise RuntimeError("boom")
+    for name, w in original.items():
+        assert torch.equal(m.get_submodule(name).weight.detach(), w)
+
+
+def test_apply_restores_layers_already_swapped_when_a_later_one_fails():
+    m = model()
+    original = weights(m)
+    cache = QuantCache(m)
+    bad = Assignment.from_dict({"0": INT3, "ghost": INT2})
+    with pytest.raises(AutoqError, match="ghost"):
+        with cache.apply(bad):
+            pass
+    assert torch.equal(m[0].weight.detach(), original["0"])
+
+
+def test_applied_model_output_differs_and_returns():
+    m = model()
+    x = torch.randn(5, 64)
+    with torch.no_grad():
+        before = m(x)
+        with QuantCache(m).apply(ASSIGNMENT):
+            during = m(x)
+        after = m(x)
+    assert not torch.allclose(during, before)
+    assert torch.equal(after, before)
+
+
+def test_cache_memoises():
+    m = model()
+    cache = QuantCache(m)
+    assert len(cache) == 0
+    first = cache.weight("0", INT3)
+    assert cache.weight("0", INT3) is first
+    assert len(cache) == 1
+    with cache.apply(ASSIGNMENT):
+        assert m[0].weight.data_ptr() == first.data_ptr()
+    assert len(cache) == 2
+    with cache.apply(ASSIGNMENT):
+        pass
+    assert len(cache) == 2
+    with cache.apply(Assignment.from_dict({"0": INT2, "2": INT2})):
+        pass
+    assert len(cache) == 3
+    assert cache.weight("0", INT2) is not cache.weight("0", INT3)
+
+
+def test_repeated_apply_is_reproducible():
+    m = model()
+    x = torch.randn(3, 64)
+    cache = QuantCache(m)
+    with torch.no_grad():
+        with cache.apply(ASSIGNMENT):
+            first = m(x)
+        with cache.apply(Assignment.from_dict({"0": FP16, "2": FP16})):
+            pass
+        with cache.apply(ASSIGNMENT):
+            second = m(x)
+    assert torch.equal(first, second)
+
+
+def test_apply_assignment_in_place():
+    m = model()
+    expected = {"0": quantize_layer(m[0], INT3), "2": quantize_layer(m[2], INT2)}
+    out = apply_assignment(m, ASSIGNMENT)
+    assert out is m
+    for name, w in expected.items():
+        assert torch.equal(m.get_submodule(name).weight.detach(), w)
+    assert m[0].weight.requires_grad  # still a parameter
+
+
+def test_apply_assignment_matches_cache():
+    m1, m2 = model(), model()
+    x = torch.randn(4, 64)
+    with torch.no_grad():
+        with QuantCache(m1).apply(ASSIGNMENT):
+            via_cache = m1(x)
+        via_apply = apply_assignment(m2, ASSIGNMENT)(x)
+    assert torch.equal(via_cache, via_apply)
+
+
+def test_fp16_choice_rounds_to_half():
+    m = model()
+    w = m[0].weight.detach().clone()
+    apply_assignment(m, {"0": FP16})
+    assert torch.equal(m[0].weight.detach(), w.half().float())
+    assert m[0].weight.dtype == torch.float32
+    assert not torch.equal(m[0].weight.detach(), w)  # random float32 weights are not all representable in fp16
+
+
+def test_quantized_output_differs_from_original():
+    m = model()
+    x = torch.randn(6, 64)
+    with torch.no_grad():
+        before = m(x)
+        after = apply_assignment(m, ASSIGNMENT)(x)
+    assert not torch.allclose(before, after)
+    # but stays correlated: quantization is an approximation, not noise
+    cos = torch.nn.functional.cosine_similarity(before.flatten(), after.flatten(), dim=0)
+    assert cos > 0.5

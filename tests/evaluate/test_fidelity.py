@@ -1,0 +1,230 @@
+"""OutputFidelity and its helpers: calling models, picking outputs, pooling, NaN checks."""
+
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import pytest
+import torch
+from torch import nn
+
+from autoq.errors import AutoqError
+from autoq.evaluate import OutputFidelity, call_model, check_finite_batches, mean_pooled, primary_output
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4)).eval()
+
+
+class TwoInputs(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(1)
+        self.a = nn.Linear(8, 4)
+        self.b = nn.Linear(3, 4)
+
+    def forward(self, x, y):
+        return (self.a(x) + self.b(y), None)
+
+
+class Encoder(nn.Module):
+    """Keyword inputs, dict output like a Hugging Face model."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(2)
+        self.embed = nn.Embedding(10, 6)
+        self.proj = nn.Linear(6, 6)
+
+    def forward(self, input_ids, attention_mask):
+        hidden = self.proj(self.embed(input_ids))
+        return {"last_hidden_state": hidden, "pooler_output": hidden[:, 0]}
+
+
+def perturb(model: nn.Module, scale: float = 0.3) -> None:
+    gen = torch.Generator().manual_seed(123)
+    with torch.no_grad():
+        for p in model.parameters():
+            if p.dim() == 2:
+                p.add_(scale * torch.randn(p.shape, generator=gen))
+
+
+# ---------------------------------------------------------------- OutputFidelity
+
+
+def test_unchanged_model_scores_one():
+    model = mlp()
+    torch.manual_seed(5)
+    fidelity = OutputFidelity(model, [torch.randn(4, 8), torch.randn(3, 8)])
+    assert fidelity(model) == pytest.approx(1.0, abs=1e-9)
+
+
+def test_perturbed_model_scores_less():
+    model = mlp()
+    torch.manual_seed(5)
+    fidelity = OutputFidelity(model, [torch.randn(4, 8), torch.randn(3, 8)])
+    perturb(model)
+    score = fidelity(model)
+    assert -1.0 <= score < 1.0 - 1e-6
+
+
+def test_bigger_perturbation_scores_lower():
+    torch.manual_seed(5)
+    batches = [torch.randn(16, 8)]
+    scores = []
+    for scale in (0.01, 0.1, 1.0):
+        model = mlp()
+        fidelity = OutputFidelity(model, batches)
+        perturb(model, scale)
+        scores.append(fidelity(model))
+    assert scores[0] > scores[1] > scores[2]
+
+
+def test_score_is_mean_over_examples():
+    model = mlp()
+    torch.manual_seed(5)
+    batches = [torch.randn(2, 8), torch.randn(3, 8)]
+    fidelity = OutputFidelity(model, batches)
+    with torch.no_grad():
+        refs = [model(b) for b in batches]
+    perturb(model)
+    with torch.no_grad():
+        outs = [model(b) for b in batches]
+    cos = torch.cat([torch.nn.functional.cosine_similarity(o.double(), r.double(), dim=1) for o, r in zip(outs, refs)])
+    assert fidelity(model) == pytest.approx(float(cos.mean()), abs=1e-9)
+
+
+def test_tuple_batches():
+    model = TwoInputs()
+    torch.manual_seed(5)
+    batches = [(torch.randn(4, 8), torch.randn(4, 3)), [torch.randn(2, 8), torch.randn(2, 3)]]
+    fidelity = OutputFidelity(model, batches)
+    assert fidelity(model) == pytest.approx(1.0, abs=1e-9)
+    perturb(model)
+    assert fidelity(model) < 1.0 - 1e-6
+
+
+def test_dict_batches_and_mean_pooled_readout():
+    model = Encoder()
+    torch.manual_seed(5)
+    ids = torch.randint(0, 10, (3, 5))
+    mask = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0], [1, 0, 0, 0, 0]])
+    batches = [{"input_ids": ids, "attention_mask": mask}]
+    fidelity = OutputFidelity(model, batches, readout=mean_pooled)
+    assert fidelity.reference[0].shape == (3, 6)
+    assert fidelity(model) == pytest.approx(1.0, abs=1e-9)
+    perturb(model)
+    assert fidelity(model) < 1.0 - 1e-6
+
+
+def test_empty_batches_raise():
+    with pytest.raises(AutoqError, match="at least one"):
+        OutputFidelity(mlp(), [])
+
+
+def test_reference_is_not_affected_by_later_changes():
+    model = mlp()
+    torch.manual_seed(5)
+    fidelity = OutputFidelity(model, [torch.randn(4, 8)])
+    ref = fidelity.reference[0].clone()
+    perturb(model)
+    fidelity(model)
+    assert torch.equal(fidelity.reference[0], ref)
+
+
+# ---------------------------------------------------------------- call_model
+
+
+def test_call_model_dispatch():
+    seen = []
+
+    def fn(*args, **kwargs):
+        seen.append((args, kwargs))
+        return 0
+
+    class Wrap(nn.Module):
+        def forward(self, *args, **kwargs):
+            return fn(*args, **kwargs)
+
+    wrap = Wrap()
+    t = torch.ones(1)
+    call_model(wrap, t)
+    call_model(wrap, (t, t))
+    call_model(wrap, [t])
+    call_model(wrap, {"x": t})
+    assert [(len(a), sorted(k)) for a, k in seen] == [(1, []), (2, []), (1, []), (0, ["x"])]
+
+
+# ---------------------------------------------------------------- primary_output
+
+
+def test_primary_output_preferences():
+    a, b, c = torch.zeros(1), torch.ones(1), torch.full((1,), 2.0)
+    assert primary_output(a) is a
+    assert primary_output({"hidden": a, "last_hidden_state": b, "logits": c}) is c
+    assert primary_output({"hidden": a, "last_hidden_state": b}) is b
+    assert primary_output(OrderedDict(hidden=a, other=b)) is a
+    assert primary_output({"logits": None, "x": "text", "y": b}) is b
+    assert primary_output((None, "text", b, c)) is b
+    assert primary_output([a, b]) is a
+
+
+@pytest.mark.parametrize("output", [{}, {"a": None, "b": "x"}, (), (None, 3), [None], 5, "text", None])
+def test_primary_output_without_tensor_raises(output):
+    with pytest.raises(AutoqError, match="tensor"):
+        primary_output(output)
+
+
+# ---------------------------------------------------------------- mean_pooled
+
+
+def test_mean_pooled_respects_mask():
+    torch.manual_seed(0)
+    hidden = torch.randn(2, 4, 3)
+    mask = torch.tensor([[1, 1, 0, 0], [1, 1, 1, 1]])
+    pooled = mean_pooled({"last_hidden_state": hidden}, {"attention_mask": mask})
+    assert torch.allclose(pooled[0], hidden[0, :2].mean(0))
+    assert torch.allclose(pooled[1], hidden[1].mean(0))
+    changed = hidden.clone()
+    changed[0, 2:] = 1000.0  # padding positions
+    again = mean_pooled({"last_hidden_state": changed}, {"attention_mask": mask})
+    assert torch.equal(again, pooled)
+    changed[0, 1] += 1.0  # a real token
+    assert not torch.allclose(mean_pooled({"last_hidden_state": changed}, {"attention_mask": mask})[0], pooled[0])
+
+
+def test_mean_pooled_all_padding_is_finite():
+    hidden = torch.randn(1, 3, 2)
+    pooled = mean_pooled(hidden, {"attention_mask": torch.zeros(1, 3, dtype=torch.long)})
+    assert torch.equal(pooled, torch.zeros(1, 2))
+
+
+# ---------------------------------------------------------------- check_finite_batches
+
+
+def test_check_finite_batches_passes_on_clean_data():
+    check_finite_batches([torch.randn(2, 3), (torch.randn(2), torch.arange(3)), {"ids": torch.arange(4), "x": torch.ones(2)}])
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        torch.tensor([1.0, float("nan")]),
+        (torch.ones(2), torch.tensor([float("inf")])),
+        {"ids": torch.arange(2), "x": torch.tensor([[float("-inf")]])},
+    ],
+)
+def test_check_finite_batches_names_the_batch(bad):
+    batches = [torch.ones(2), torch.zeros(3), bad]
+    with pytest.raises(AutoqError, match="calibration batch 2"):
+        check_finite_batches(batches)
+
+
+def test_check_finite_batches_uses_the_label():
+    with pytest.raises(AutoqError, match="held-out batch 0"):
+        check_finite_batches([torch.tensor([float("nan")])], what="held-out")
+
+
+def test_check_finite_batches_ignores_integer_tensors():
+    check_finite_batches([torch.tensor([1, 2, 3]), {"ids": torch.tensor([0])}])

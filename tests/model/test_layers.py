@@ -1,0 +1,178 @@
+"""find_layers, weight views and module lookup."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+from transformers.pytorch_utils import Conv1D
+
+from autoq.errors import AutoqError
+from autoq.model import LayerInfo, check_finite_weights, find_layers, get_module, to_native, weight_2d
+
+
+class Block(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.attn = Conv1D(12, 6)  # transformers: weight is (in=6, out=12)
+        self.mlp = nn.Linear(12, 10)
+        self.norm = nn.LayerNorm(10)
+
+
+class Net(nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv1d = nn.Conv1d(4, 6, kernel_size=3)
+        self.conv2d = nn.Conv2d(4, 8, kernel_size=(3, 2), groups=2)
+        self.embed = nn.Embedding(20, 6)
+        self.block = Block()
+        self.head = nn.Linear(10, 3, bias=False)
+
+
+def net() -> Net:
+    torch.manual_seed(0)
+    return Net()
+
+
+def test_finds_every_kind_with_shapes():
+    layers = find_layers(net())
+    assert layers == [
+        LayerInfo("conv1d", "conv1d", 6, 4 * 3),
+        LayerInfo("conv2d", "conv2d", 8, (4 // 2) * 3 * 2),
+        LayerInfo("block.attn", "hf_conv1d", 12, 6),
+        LayerInfo("block.mlp", "linear", 10, 12),
+        LayerInfo("head", "linear", 3, 10),
+    ]
+    for layer in layers:
+        assert layer.n_weights == layer.out_features * layer.in_features
+
+
+def test_n_weights_matches_parameter_count():
+    model = net()
+    for layer in find_layers(model):
+        assert layer.n_weights == get_module(model, layer.name).weight.numel()
+
+
+@pytest.mark.parametrize("name", ["conv1d", "conv2d", "block.attn", "block.mlp", "head"])
+def test_weight_2d_round_trip(name):
+    model = net()
+    module = get_module(model, name)
+    layer = next(layer for layer in find_layers(model) if layer.name == name)
+    w2d = weight_2d(module)
+    assert w2d.shape == (layer.out_features, layer.in_features)
+    assert w2d.dtype == torch.float32
+    back = to_native(module, w2d)
+    assert back.shape == module.weight.shape
+    assert back.dtype == module.weight.dtype
+    assert torch.equal(back, module.weight.detach())
+
+
+def test_hf_conv1d_is_transposed():
+    module = net().block.attn
+    assert module.weight.shape == (6, 12)
+    assert torch.equal(weight_2d(module), module.weight.detach().t())
+    # row i of the (out, in) view holds the weights of output i
+    x = torch.randn(2, 6)
+    assert torch.allclose(module(x), x @ weight_2d(module).t() + module.bias, atol=1e-6)
+
+
+def test_conv_rows_are_output_channels():
+    module = net().conv2d
+    w2d = weight_2d(module)
+    for o in range(module.out_channels):
+        assert torch.equal(w2d[o], module.weight.detach()[o].flatten())
+
+
+def test_weight_2d_is_a_copy():
+    module = net().head
+    before = module.weight.detach().clone()
+    w2d = weight_2d(module)
+    w2d.add_(1.0)
+    assert torch.equal(module.weight.detach(), before)
+
+
+def test_to_native_restores_half_dtype():
+    torch.manual_seed(0)
+    module = nn.Linear(8, 4).half()
+    w2d = weight_2d(module)
+    assert w2d.dtype == torch.float32
+    back = to_native(module, w2d)
+    assert back.dtype == torch.float16
+    assert torch.equal(back, module.weight.detach())
+
+
+def test_to_native_hf_conv1d_layout_from_modified_view():
+    module = net().block.attn
+    w2d = torch.arange(12 * 6, dtype=torch.float32).reshape(12, 6)
+    native = to_native(module, w2d)
+    assert native.shape == (6, 12)
+    assert native.is_contiguous()
+    assert torch.equal(native, w2d.t())
+
+
+def test_skip_removes_matching_layers():
+    names = [layer.name for layer in find_layers(net(), skip=["^head$", "attn"])]
+    assert names == ["conv1d", "conv2d", "block.mlp"]
+
+
+def test_skip_uses_search_semantics():
+    names = [layer.name for layer in find_layers(net(), skip=["conv"])]
+    assert names == ["block.attn", "block.mlp", "head"]
+
+
+def test_skip_matching_nothing_raises():
+    with pytest.raises(AutoqError, match="lm_head"):
+        find_layers(net(), skip=["head", "lm_head"])
+
+
+def test_skip_matching_non_quantizable_module_only_raises():
+    with pytest.raises(AutoqError, match="embed"):
+        find_layers(net(), skip=["embed"])
+
+
+def test_no_quantizable_layer_raises():
+    with pytest.raises(AutoqError, match=r"nn\.Linear"):
+        find_layers(nn.Sequential(nn.ReLU()))
+
+
+def test_embedding_and_norm_only_model_raises():
+    with pytest.raises(AutoqError, match="no quantizable layer"):
+        find_layers(nn.Sequential(nn.Embedding(5, 3), nn.LayerNorm(3)))
+
+
+def test_skipping_everything_raises():
+    with pytest.raises(AutoqError, match="after the skip rules"):
+        find_layers(net(), skip=[".*"])
+
+
+def test_invalid_regex_raises():
+    with pytest.raises(AutoqError, match="invalid skip pattern"):
+        find_layers(net(), skip=["("])
+
+
+def test_get_module():
+    model = net()
+    assert get_module(model, "block.mlp") is model.block.mlp
+    with pytest.raises(AutoqError, match="block.nope"):
+        get_module(model, "block.nope")
+
+
+def test_check_finite_weights_passes_on_clean_model():
+    model = net()
+    check_finite_weights(model, find_layers(model))
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+def test_check_finite_weights_names_the_layer(bad):
+    model = net()
+    with torch.no_grad():
+        model.block.mlp.weight[3, 1] = bad
+    with pytest.raises(AutoqError, match="'block.mlp'"):
+        check_finite_weights(model, find_layers(model))
+
+
+def test_check_finite_weights_ignores_layers_not_listed():
+    model = net()
+    with torch.no_grad():
+        model.head.weight[0, 0] = float("nan")
+    check_finite_weights(model, find_layers(model, skip=["head"]))

@@ -1,0 +1,121 @@
+"""End-to-end search on the built-in digits CNN through the Python API, with real MLflow and Optuna stores."""
+
+from __future__ import annotations
+
+import json
+import pickle
+
+import optuna
+import pytest
+from helpers import child_runs
+from mlflow.tracking import MlflowClient
+
+import autoq
+from autoq.builtin import load_workload
+from autoq.choice import Assignment
+from autoq.cost import CostModel
+from autoq.errors import AutoqError
+from autoq.model import find_layers
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_workload("digits-cnn")
+
+
+@pytest.fixture(scope="module")
+def result(digits, tmp_path_factory, _mlflow_template):
+    import shutil
+
+    folder = tmp_path_factory.mktemp("digits-search")
+    shutil.copy(_mlflow_template, folder / "mlflow.db")
+    return autoq.search(
+        "digits-cnn",
+        budget="4.5bits",
+        n_trials=25,
+        seed=0,
+        tracking_uri=f"sqlite:///{folder / 'mlflow.db'}",
+        progress=False,
+    )
+
+
+def test_frontier_points_are_within_budget_recomputed_from_mlflow(result, digits):
+    client = MlflowClient(result.tracking_uri)
+    cost_model = CostModel.for_model(digits.model, find_layers(digits.model))
+    runs = {r.info.run_id: r for r in child_runs(client, result.parent_run_id)}
+    front_runs = [r for r in runs.values() if r.data.tags.get("pareto") == "true"]
+    assert {p.run_id for p in result.frontier} == {r.info.run_id for r in front_runs}
+    for run in front_runs:
+        path = client.download_artifacts(run.info.run_id, "assignment.json")
+        assignment = Assignment.from_json(open(path).read())
+        bits = cost_model.cost(assignment).effective_bits
+        assert bits <= 4.5
+        assert bits == pytest.approx(run.data.metrics["effective_bits"], abs=1e-9)
+
+
+def test_mlflow_holds_parent_children_and_artifacts(result):
+    client = MlflowClient(result.tracking_uri)
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.params["budget"] == "4.5bits"
+    assert parent.data.params["model"] == "digits-cnn"
+    assert parent.data.params["seed"] == "0"
+    names = {a.path for a in client.list_artifacts(result.parent_run_id)}
+    assert {"frontier.csv", "frontier.json", "frontier.png", "search_space.json"} <= names
+    children = child_runs(client, result.parent_run_id)
+    assert len(children) == len(result.points) == 25
+    assert all({"quality", "effective_bits", "size_bytes"} <= set(r.data.metrics) for r in children)
+    csv_path = client.download_artifacts(result.parent_run_id, "frontier.csv")
+    assert len(open(csv_path).read().strip().splitlines()) == len(result.frontier) + 1
+
+
+def test_best_is_at_least_best_uniform_and_frontier_is_nondominated(result):
+    uniform = result.best_uniform
+    assert uniform is not None and uniform.uniform
+    assert result.best.quality >= uniform.quality
+    front = result.frontier
+    assert all(a.effective_bits < b.effective_bits and a.quality < b.quality for a, b in zip(front, front[1:]))
+    for p in result.points:  # every point is weakly dominated by a frontier point
+        assert any(q.effective_bits <= p.effective_bits and q.quality >= p.quality for q in front)
+
+
+def test_optuna_storage_keeps_every_trial(result):
+    study = optuna.load_study(study_name=result.study_name, storage=result.storage)
+    complete = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(complete) == 25
+    assert all(t.constraints["budget"] <= 0 for t in complete)
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert len(pruned) == result.n_infeasible
+    assert all(t.constraints["budget"] > 0 for t in pruned)
+
+
+def test_result_pickles_and_applies(result, digits):
+    clone = pickle.loads(pickle.dumps(result))
+    assert clone == result
+    import copy
+
+    model = copy.deepcopy(digits.model)
+    result.apply(model)
+    assert digits.evaluate(model) == pytest.approx(result.best.quality, abs=1e-9)
+
+
+def test_same_seed_same_frontier(digits, mlflow_uri):
+    def run():
+        r = autoq.search("digits-cnn", budget="3.5bits", n_trials=12, seed=3, tracking_uri=None, storage=None, progress=False)
+        return [(p.assignment, p.quality) for p in r.points]
+
+    assert run() == run()
+
+
+def test_size_budget(mlflow_uri):
+    r = autoq.search("digits-cnn", budget="0.03MB", n_trials=10, tracking_uri=None, storage=None, progress=False)
+    assert all(p.size_bytes <= 30_000 for p in r.points)
+    assert r.budget.kind == "bytes"
+
+
+def test_existing_study_name_is_refused(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    kwargs = dict(budget="4.5bits", n_trials=2, tracking_uri=None, storage=storage, study_name="same", progress=False)
+    autoq.search("digits-cnn", **kwargs)
+    with pytest.raises(AutoqError, match="already exists"):
+        autoq.search("digits-cnn", **kwargs)

@@ -1,0 +1,134 @@
+"""Uniform and budget-fill seeds."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from autoq.budget import parse_budget
+from autoq.cost import CostModel
+from autoq.model import find_layers
+from autoq.search.seeds import fill_seeds, uniform_seeds
+from autoq.search_spaces import load_preset
+from autoq.space import SearchSpace
+
+
+def setup(preset: str = "per-channel", widths=((256, 64), (128, 32), (512, 8), (64, 4), (256, 128))):
+    torch.manual_seed(0)
+    model = nn.Sequential(*(nn.Linear(i, o) for i, o in widths))  # shapes only; never run
+    layers = find_layers(model)
+    return SearchSpace.build(load_preset(preset), layers), CostModel.for_model(model, layers)
+
+
+@pytest.fixture(scope="module")
+def small():
+    return setup()
+
+
+BUDGETS = ["2.5bits", "3.3bits", "4.5bits", "5.9bits", "7bits", "12bits"]
+
+
+@pytest.mark.parametrize("text", BUDGETS)
+def test_uniform_seeds_fit_and_are_sorted(small, text):
+    space, cm = small
+    budget = parse_budget(text)
+    seeds = uniform_seeds(space, cm, budget)
+    assert seeds
+    measures = [budget.measure(cm.cost(a)) for a in seeds]
+    assert all(m <= budget.value for m in measures)
+    assert measures == sorted(measures)
+    # exactly the uniform assignments that fit
+    fitting = [a for a in space.uniform_assignments() if budget.measure(cm.cost(a)) <= budget.value]
+    assert set(seeds) == set(fitting)
+    assert len(seeds) == len(fitting)
+
+
+def test_uniform_seeds_empty_below_everything(small):
+    space, cm = small
+    assert uniform_seeds(space, cm, parse_budget("1bits")) == []
+
+
+def test_uniform_seeds_size_budget(small):
+    space, cm = small
+    dearest = max(cm.cost(a).size_bytes for a in space.uniform_assignments())
+    budget = parse_budget(f"{dearest / 2e6}MB")
+    seeds = uniform_seeds(space, cm, budget)
+    sizes = [cm.cost(a).size_bytes for a in seeds]
+    assert seeds and all(s <= dearest / 2 for s in sizes)
+    assert sizes == sorted(sizes)
+
+
+@pytest.mark.parametrize("text", BUDGETS)
+def test_fill_seeds_properties(small, text):
+    space, cm = small
+    budget = parse_budget(text)
+    seeds = fill_seeds(space, cm, budget, count=6, seed=0)
+    assert seeds, "the budget lies between two uniform assignments, so there is slack to fill"
+    assert len(seeds) <= 6
+    assert len(set(seeds)) == len(seeds)
+    uniform = space.uniform_assignments()
+    below = [a for a in uniform if budget.violation(cm.cost(a)) <= 0]
+    floor = max(budget.measure(cm.cost(a)) for a in below)
+    for s in seeds:
+        space.validate(s)
+        assert list(s) == space.names
+        assert budget.violation(cm.cost(s)) <= 0
+        assert s not in uniform
+        assert budget.measure(cm.cost(s)) >= floor
+
+
+def test_fill_seeds_mix_two_formats(small):
+    space, cm = small
+    budget = parse_budget("4.5bits")
+    for s in fill_seeds(space, cm, budget, count=6, seed=0):
+        bits = {c.weight.bits for c in s.values()}
+        assert bits == {4, 5}
+
+
+def test_fill_seeds_deterministic_per_seed(small):
+    space, cm = small
+    budget = parse_budget("4.5bits")
+    assert fill_seeds(space, cm, budget, 5, seed=3) == fill_seeds(space, cm, budget, 5, seed=3)
+
+
+def test_fill_seeds_respect_count(small):
+    space, cm = small
+    budget = parse_budget("4.5bits")
+    assert len(fill_seeds(space, cm, budget, count=2)) == 2
+    assert fill_seeds(space, cm, budget, count=0) == []
+
+
+def test_no_fill_seeds_without_uniform_above_budget(small):
+    space, cm = small
+    dearest = max(cm.cost(a).effective_bits for a in space.uniform_assignments())
+    assert dearest == 16.0
+    assert fill_seeds(space, cm, parse_budget("16bits"), count=8) == []
+    assert fill_seeds(space, cm, parse_budget("20bits"), count=8) == []
+
+
+def test_no_fill_seeds_without_uniform_below_budget(small):
+    space, cm = small
+    assert fill_seeds(space, cm, parse_budget("2bits"), count=8) == []
+
+
+def test_fill_seeds_size_budget(small):
+    space, cm = small
+    uniform = sorted(cm.cost(a).size_bytes for a in space.uniform_assignments())
+    mid = (uniform[4] + uniform[6]) / 2
+    budget = parse_budget(f"{mid / 1e6}MB")
+    seeds = fill_seeds(space, cm, budget, count=4)
+    assert seeds
+    assert all(cm.cost(s).size_bytes <= mid for s in seeds)
+    assert all(cm.cost(s).size_bytes >= max(u for u in uniform if u <= mid) for s in seeds)
+
+
+def test_fill_seeds_never_cheaper_than_best_fitting_uniform_default_preset():
+    space, cm = setup("default", widths=((256, 8), (64, 8)))
+    # at exactly the cost of uniform int4-ch there is no slack to fill
+    assert fill_seeds(space, cm, parse_budget("4.2bits"), count=8) == []
+    budget = parse_budget("4.9bits")
+    floor = max(budget.measure(cm.cost(a)) for a in uniform_seeds(space, cm, budget))
+    seeds = fill_seeds(space, cm, budget, count=8)
+    assert seeds
+    assert all(floor <= budget.measure(cm.cost(s)) <= 4.9 for s in seeds)

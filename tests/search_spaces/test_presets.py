@@ -1,0 +1,156 @@
+"""Search-space presets: built-ins, YAML files, and the loader's errors."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from autoq.errors import AutoqError
+from autoq.ptq import method_names
+from autoq.search_spaces import Preset, Rule, load_preset, parse_preset, preset_names
+
+GOOD = """
+name: tiny
+description: two rules
+rules:
+  - layers: "^head$"
+    bits: 8
+    granularity: channel
+    methods: rtn-minmax
+  - layers: ".*"
+    bits: [2, 4]
+    granularity: [channel, g64]
+    symmetric: [false, true]
+    methods: [rtn-mse]
+    half: true
+"""
+
+
+def write(tmp_path, text: str, name: str = "space.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def test_preset_names_lists_builtins():
+    names = preset_names()
+    assert "default" in names
+    assert "per-channel" in names
+    assert names == sorted(names)
+    assert all(not n.endswith(".yaml") for n in names)
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_builtin_loads_with_known_methods(name):
+    preset = load_preset(name)
+    assert isinstance(preset, Preset)
+    assert preset.name == name
+    assert preset.description.strip()
+    assert preset.rules
+    for rule in preset.rules:
+        assert isinstance(rule, Rule)
+        assert rule.bits and rule.granularity and rule.methods and rule.symmetric
+        assert set(rule.methods) <= set(method_names())
+
+
+def test_default_preset_contents():
+    (rule,) = load_preset("default").rules
+    assert rule.layers == ".*"
+    assert rule.bits == (2, 3, 4, 5, 6, 8)
+    assert rule.granularity == ("channel", "g128")
+    assert rule.symmetric == (False,)
+    assert rule.methods == ("rtn-mse",)
+    assert rule.half is True
+
+
+def test_per_channel_preset_contents():
+    (rule,) = load_preset("per-channel").rules
+    assert rule.granularity == ("channel",)
+    assert rule.methods == ("rtn-minmax", "rtn-mse")
+    assert rule.half is True
+
+
+def test_load_yaml_file(tmp_path):
+    preset = load_preset(str(write(tmp_path, GOOD)))
+    assert preset.name == "tiny"
+    assert preset.description == "two rules"
+    head, rest = preset.rules
+    # scalars become 1-tuples, omitted keys take defaults
+    assert head == Rule("^head$", (8,), ("channel",), (False,), ("rtn-minmax",), False)
+    assert rest == Rule(".*", (2, 4), ("channel", "g64"), (False, True), ("rtn-mse",), True)
+
+
+def test_file_name_is_the_default_name(tmp_path):
+    path = write(tmp_path, "rules:\n  - bits: 4\n    granularity: channel\n    methods: rtn-mse\n", name="my-space.yml")
+    preset = load_preset(str(path))
+    assert preset.name == "my-space"
+    assert preset.description == ""
+    assert preset.rules[0].layers == ".*"
+
+
+def test_unknown_preset_lists_builtins():
+    with pytest.raises(AutoqError) as info:
+        load_preset("no-such-space")
+    message = str(info.value)
+    assert "no-such-space" in message
+    assert "default" in message and "per-channel" in message
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(AutoqError, match="does not exist"):
+        load_preset(str(tmp_path / "missing.yaml"))
+
+
+def test_directory_is_not_a_preset_file(tmp_path):
+    with pytest.raises(AutoqError):
+        load_preset(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    "text, match",
+    [
+        ("rules: [unclosed\n", "YAML"),
+        ("- just\n- a list\n", "rules"),
+        ("name: x\n", "rules"),
+        ("rules:\n  - {bits: 4, granularity: channel, methods: rtn-mse}\nextra: 1\n", "extra"),
+        ("rules:\n  - {bits: 4, granularity: channel, methods: rtn-mse, group: 64}\n", "group"),
+        ("rules:\n  - {bits: 4, granularity: channel}\n", "methods"),
+        ("rules:\n  - {layers: '.*'}\n", "bits"),
+        ("rules: []\n", "empty"),
+        ("rules:\n", "empty"),
+        ("rules:\n  - 4\n", "mapping"),
+    ],
+)
+def test_bad_files(tmp_path, text, match):
+    path = write(tmp_path, text)
+    with pytest.raises(AutoqError, match=match) as info:
+        load_preset(str(path))
+    assert str(path) in str(info.value)
+
+
+def test_missing_keys_are_all_named():
+    with pytest.raises(AutoqError) as info:
+        parse_preset("rules:\n  - {layers: '.*'}\n", "x.yaml")
+    message = str(info.value)
+    for key in ("bits", "granularity", "methods"):
+        assert key in message
+    assert "rule 1" in message
+
+
+def test_error_names_the_rule_number():
+    text = "rules:\n  - {bits: 4, granularity: channel, methods: rtn-mse}\n  - {bits: 4, granularity: channel, methods: rtn-mse, oops: 1}\n"
+    with pytest.raises(AutoqError, match="rule 2"):
+        parse_preset(text, "x.yaml")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "rules: 5\n",
+        "rules:\n  - {bits: four, granularity: channel, methods: rtn-mse}\n",
+    ],
+)
+def test_malformed_values_are_user_errors(text):
+    with pytest.raises(AutoqError):
+        parse_preset(text, "x.yaml")

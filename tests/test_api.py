@@ -1,0 +1,104 @@
+"""The Python API on a user's own model: built-in proxy, user metric, and bad input."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch import nn
+
+import autoq
+from autoq.errors import AutoqError
+
+
+def tiny_mlp(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 8)).eval()
+
+
+def batches(n: int = 6, seed: int = 1) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(seed)
+    return [torch.randn(16, 32, generator=g) for _ in range(n)]
+
+
+def test_search_with_builtin_proxy_and_no_mlflow():
+    model = tiny_mlp()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    result = autoq.search(model, batches(), budget="5bits", n_trials=15, tracking_uri=None, storage=None, progress=False)
+    assert len(result.points) == 15
+    assert all(p.effective_bits <= 5 for p in result.points)
+    assert 0 < result.best.quality <= 1.0 + 1e-9
+    assert result.reference_quality == pytest.approx(1.0)
+    # the search leaves the user's weights untouched
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    quantized = result.apply(copy.deepcopy(model))
+    assert not torch.equal(quantized[0].weight, model[0].weight)
+
+
+def test_user_metric_is_what_gets_maximised():
+    model = tiny_mlp()
+    x = torch.randn(64, 32, generator=torch.Generator().manual_seed(5))
+    with torch.no_grad():
+        target = model(x)
+
+    def neg_mse(m: nn.Module) -> float:
+        with torch.no_grad():
+            return -float(((m(x) - target) ** 2).mean())
+
+    result = autoq.search(model, batches(), neg_mse, budget="4.5bits", n_trials=12, tracking_uri=None, storage=None, progress=False)
+    assert result.best.quality == max(p.quality for p in result.points)
+    assert result.best.quality <= 0
+    assert result.metric.startswith("user-defined")
+
+
+def test_model_with_nothing_to_quantize():
+    with pytest.raises(AutoqError, match="no quantizable layer"):
+        autoq.search(nn.Sequential(nn.ReLU()), batches(), budget="4bits", tracking_uri=None, storage=None)
+
+
+def test_nan_in_weights_names_the_layer():
+    model = tiny_mlp()
+    with torch.no_grad():
+        model[2].weight[0, 0] = float("nan")
+    with pytest.raises(AutoqError, match="'2'.*NaN"):
+        autoq.search(model, batches(), budget="4bits", tracking_uri=None, storage=None)
+
+
+def test_nan_in_calibration_names_the_batch():
+    data = batches()
+    data[1][0, 0] = float("inf")
+    with pytest.raises(AutoqError, match="batch 1"):
+        autoq.search(tiny_mlp(), data, lambda m: 1.0, budget="4bits", tracking_uri=None, storage=None)
+
+
+def test_bad_options_are_refused():
+    with pytest.raises(AutoqError, match="unknown option"):
+        autoq.search(tiny_mlp(), batches(), budget="4bits", n_trailz=3)
+    with pytest.raises(AutoqError, match="at least 2 calibration batches"):
+        autoq.search(tiny_mlp(), batches(1), budget="4bits", tracking_uri=None, storage=None)
+    with pytest.raises(AutoqError, match="feasible range"):
+        autoq.search(tiny_mlp(), batches(), budget="1bits", tracking_uri=None, storage=None)
+    with pytest.raises(AutoqError, match="unknown search strategy"):
+        autoq.search(tiny_mlp(), batches(), budget="4bits", sampler="annealing", tracking_uri=None, storage=None)
+    with pytest.raises(AutoqError, match="no quantizable layer named|match no quantizable layer"):
+        autoq.search(tiny_mlp(), batches(), budget="4bits", pins={"nonexistent": "fp16"}, tracking_uri=None, storage=None)
+
+
+def test_failing_metric_is_recorded_not_fatal():
+    calls = {"n": 0}
+
+    def flaky(m: nn.Module) -> float:
+        calls["n"] += 1
+        if calls["n"] in (3, 4):
+            raise RuntimeError("boom")
+        return float("nan") if calls["n"] == 5 else 0.5
+
+    result = autoq.search(tiny_mlp(), batches(), flaky, budget="5bits", n_trials=8, tracking_uri=None, storage=None, progress=False)
+    assert result.n_failed == 3
+    assert len(result.points) == 5
+
+
+def test_pins_hold_in_every_point():
+    result = autoq.search(tiny_mlp(), batches(), budget="6bits", pins={"^4$": "fp16"}, n_trials=10, tracking_uri=None, storage=None, progress=False)
+    assert all(p.assignment["4"].name == "fp16" for p in result.points)

@@ -1,0 +1,144 @@
+"""parse_budget, Budget.measure/violation and the feasibility check."""
+
+from __future__ import annotations
+
+import pytest
+
+from autoq.budget import Budget, parse_budget
+from autoq.cost import Cost
+from autoq.errors import AutoqError
+
+
+# ---------------------------------------------------------------- parsing
+
+
+@pytest.mark.parametrize("text", ["4.5bits", "4.5", "4.5 bits", "4.5BITS", " 4.5bit ", "4.5Bits"])
+def test_bits_spellings(text):
+    budget = parse_budget(text)
+    assert budget.kind == "bits"
+    assert budget.value == pytest.approx(4.5)
+
+
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("20MB", 20e6),
+        ("20mb", 20e6),
+        ("20 MB", 20e6),
+        ("20MiB", 20 * 2**20),
+        ("1.5GB", 1.5e9),
+        ("2GiB", 2 * 2**30),
+        ("512KiB", 512 * 2**10),
+        ("300kB", 300e3),
+    ],
+)
+def test_size_units(text, expected):
+    budget = parse_budget(text)
+    assert budget.kind == "bytes"
+    assert budget.value == pytest.approx(expected)
+
+
+def test_decimal_and_binary_megabytes_differ():
+    assert parse_budget("20MiB").value > parse_budget("20MB").value
+
+
+def test_scientific_notation_and_leading_dot():
+    assert parse_budget("4.5e0bits").value == pytest.approx(4.5)
+    assert parse_budget(".5").value == pytest.approx(0.5)
+
+
+def test_text_keeps_raw_input():
+    assert parse_budget(" 4.5 BITS").text == " 4.5 BITS"
+    assert parse_budget("20MiB").text == "20MiB"
+
+
+def test_number_means_bits():
+    budget = parse_budget(3.25)
+    assert (budget.kind, budget.value) == ("bits", 3.25)
+
+
+def test_budget_passes_through():
+    budget = Budget("bytes", 123.0, "123")
+    assert parse_budget(budget) is budget
+
+
+@pytest.mark.parametrize("text", ["3ms", "500us", "0.2s", "3 MS"])
+def test_latency_is_refused_with_a_reason(text):
+    with pytest.raises(AutoqError, match="latency") as info:
+        parse_budget(text)
+    assert "4.5bits" in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["abc", "", "   ", "-1bits", "0bits", "0", "-0.0", "4.5parsecs", "20B", "1e", "4.5 bits extra", "bits", "1.2.3"])
+def test_bad_budgets_show_an_example(text):
+    with pytest.raises(AutoqError) as info:
+        parse_budget(text)
+    assert "4.5bits" in str(info.value)
+
+
+def test_bad_budget_message_quotes_input():
+    with pytest.raises(AutoqError, match="parsecs"):
+        parse_budget("4.5parsecs")
+
+
+# ---------------------------------------------------------------- measure / violation
+
+
+def test_measure_and_violation_bits():
+    budget = parse_budget("4.5bits")
+    cost = Cost(effective_bits=4.25, size_bytes=10_000_000)
+    assert budget.measure(cost) == 4.25
+    assert budget.violation(cost) == pytest.approx(-0.25)
+    assert budget.violation(Cost(5.0, 1)) == pytest.approx(0.5)
+    assert budget.violation(Cost(4.5, 1)) == 0.0
+
+
+def test_measure_and_violation_bytes():
+    budget = parse_budget("20MB")
+    cost = Cost(effective_bits=99.0, size_bytes=21_000_000)
+    assert budget.measure(cost) == 21_000_000.0
+    assert budget.violation(cost) == pytest.approx(1_000_000.0)
+    assert budget.violation(Cost(1.0, 19_000_000)) < 0
+
+
+def test_latency_budget_cannot_measure():
+    budget = Budget("latency_ms", 3.0, "3ms")
+    with pytest.raises(AutoqError, match="latency"):
+        budget.measure(Cost(4.0, 100))
+
+
+# ---------------------------------------------------------------- feasibility
+
+CHEAP = Cost(effective_bits=2.0634, size_bytes=1_500_000)
+DEAR = Cost(effective_bits=16.0, size_bytes=12_000_000)
+
+
+@pytest.mark.parametrize("text, where", [("2bits", "below"), ("16.5bits", "above")])
+def test_infeasible_bits_budget_states_the_range(text, where):
+    with pytest.raises(AutoqError) as info:
+        parse_budget(text).check_feasible(CHEAP, DEAR)
+    message = str(info.value)
+    assert where in message
+    assert "2.063 bits" in message
+    assert "16.000 bits" in message
+    assert repr(text) in message
+
+
+@pytest.mark.parametrize("text", ["2.0634", "4.5bits", "16bits"])
+def test_feasible_bits_budget_passes(text):
+    parse_budget(text).check_feasible(CHEAP, DEAR)  # no exception
+
+
+@pytest.mark.parametrize("text, where", [("1MB", "below"), ("13MB", "above")])
+def test_infeasible_bytes_budget_formats_megabytes(text, where):
+    with pytest.raises(AutoqError) as info:
+        parse_budget(text).check_feasible(CHEAP, DEAR)
+    message = str(info.value)
+    assert where in message
+    assert "1.500 MB" in message
+    assert "12.000 MB" in message
+
+
+def test_feasible_bytes_budget_passes():
+    parse_budget("10MiB").check_feasible(CHEAP, DEAR)
+    parse_budget("12MB").check_feasible(CHEAP, DEAR)

@@ -1,0 +1,192 @@
+"""LayerChoice names and Assignment (mapping, hashing, JSON)."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+
+import pytest
+
+from autoq.choice import ASSIGNMENT_VERSION, Assignment, LayerChoice
+from autoq.errors import AutoqError
+from autoq.quant import QuantSpec
+
+INT4 = LayerChoice(QuantSpec(4, "group", 128, symmetric=False), "rtn-mse")
+INT8 = LayerChoice(QuantSpec(8, "channel", None, symmetric=True), "rtn-minmax")
+FP16 = LayerChoice(QuantSpec.half())
+
+
+# ---------------------------------------------------------------- LayerChoice
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["int4-g128-asym:rtn-mse", "int8-ch-sym:rtn-minmax", "int2-tensor-asym:rtn-mse", "int3-g32-sym:rtn-mse", "fp16"],
+)
+def test_name_round_trip(name):
+    choice = LayerChoice.from_name(name)
+    assert choice.name == name
+    assert LayerChoice.from_name(choice.name) == choice
+
+
+def test_from_name_parses_fields():
+    choice = LayerChoice.from_name("int4-g128-asym:rtn-mse")
+    assert choice == INT4
+    assert choice.weight.bits == 4
+    assert choice.weight.granularity == "group"
+    assert choice.weight.group_size == 128
+    assert choice.weight.symmetric is False
+    assert choice.method == "rtn-mse"
+
+
+def test_fp16_from_name():
+    choice = LayerChoice.from_name("fp16")
+    assert choice.weight.is_half
+    assert choice.method == "none"
+    assert choice == FP16
+
+
+def test_fp16_normalises_method():
+    choice = LayerChoice(QuantSpec.half(), "rtn-mse")
+    assert choice.method == "none"
+    assert choice == FP16
+    assert hash(choice) == hash(FP16)
+    assert choice.name == "fp16"
+
+
+def test_default_method_for_integer_formats():
+    assert LayerChoice(QuantSpec(4, "channel")).method == "rtn-mse"
+
+
+def test_choices_differ_by_method():
+    a = LayerChoice(QuantSpec(4, "channel"), "rtn-mse")
+    b = LayerChoice(QuantSpec(4, "channel"), "rtn-minmax")
+    assert a != b
+    assert a.name != b.name
+
+
+@pytest.mark.parametrize(
+    "name",
+    ["", "int4-g128-asym", "int4-g128-asym:", ":rtn-mse", "int9-ch-asym:rtn-mse", "int4-g100-asym:rtn-mse", "fp32", "garbage:rtn-mse", "FP16x"],
+)
+def test_bad_names_raise(name):
+    with pytest.raises(AutoqError):
+        LayerChoice.from_name(name)
+
+
+def test_missing_method_message_shows_example():
+    with pytest.raises(AutoqError, match="int4-g128-asym:rtn-mse"):
+        LayerChoice.from_name("int4-g128-asym")
+
+
+# ---------------------------------------------------------------- Assignment
+
+
+def make() -> Assignment:
+    return Assignment.from_dict({"embed.proj": INT4, "block.0": FP16, "block.1": INT8, "head": INT4})
+
+
+def test_assignment_is_an_ordered_mapping():
+    a = make()
+    assert isinstance(a, Mapping)
+    assert list(a) == ["embed.proj", "block.0", "block.1", "head"]
+    assert list(a.keys()) == ["embed.proj", "block.0", "block.1", "head"]
+    assert list(a.values()) == [INT4, FP16, INT8, INT4]
+    assert len(a) == 4
+    assert a["block.1"] == INT8
+    assert "head" in a and "tail" not in a
+    assert a.get("tail") is None
+    assert dict(a) == {"embed.proj": INT4, "block.0": FP16, "block.1": INT8, "head": INT4}
+
+
+def test_missing_key_raises_key_error():
+    with pytest.raises(KeyError):
+        make()["nope"]
+
+
+def test_equal_content_is_equal_and_hashes_equal():
+    a, b = make(), make()
+    assert a is not b
+    assert a == b
+    assert hash(a) == hash(b)
+    assert len({a, b}) == 1
+    different = Assignment.from_dict({**dict(a), "head": FP16})
+    assert different != a
+    assert len({a, different}) == 2
+
+
+def test_assignment_is_immutable():
+    a = make()
+    with pytest.raises(AttributeError):
+        a.items_ = ()  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        a["head"] = FP16  # type: ignore[index]
+
+
+def test_json_round_trip():
+    a = make()
+    text = a.to_json()
+    data = json.loads(text)
+    assert data["format"] == "autoq.assignment"
+    assert data["version"] == ASSIGNMENT_VERSION
+    assert data["layers"] == {
+        "embed.proj": "int4-g128-asym:rtn-mse",
+        "block.0": "fp16",
+        "block.1": "int8-ch-sym:rtn-minmax",
+        "head": "int4-g128-asym:rtn-mse",
+    }
+    back = Assignment.from_json(text)
+    assert back == a
+    assert list(back) == list(a)
+
+
+def test_empty_assignment_round_trip():
+    assert Assignment.from_json(Assignment().to_json()) == Assignment()
+
+
+@pytest.mark.parametrize("text", ["{not json", "", "[1, 2"])
+def test_from_json_rejects_invalid_json(text):
+    with pytest.raises(AutoqError, match="JSON"):
+        Assignment.from_json(text)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [[], "autoq.assignment", 3, {"layers": {}}, {"format": "other", "version": 1, "layers": {}}],
+)
+def test_from_json_rejects_wrong_format(data):
+    with pytest.raises(AutoqError, match="autoq.assignment"):
+        Assignment.from_json(json.dumps(data))
+
+
+@pytest.mark.parametrize("version", [0, 2, "1", None])
+def test_from_json_rejects_wrong_version(version):
+    data = {"format": "autoq.assignment", "version": version, "layers": {"a": "fp16"}}
+    with pytest.raises(AutoqError, match="version"):
+        Assignment.from_json(json.dumps(data))
+
+
+def test_from_json_rejects_bad_choice_name():
+    data = {"format": "autoq.assignment", "version": 1, "layers": {"a": "int4-g128-asym"}}
+    with pytest.raises(AutoqError):
+        Assignment.from_json(json.dumps(data))
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        {"format": "autoq.assignment", "version": 1},
+        {"format": "autoq.assignment", "version": 1, "layers": ["fp16"]},
+        {"format": "autoq.assignment", "version": 1, "layers": {"a": 4}},
+    ],
+)
+def test_from_json_malformed_layers_is_a_user_error(data):
+    with pytest.raises(AutoqError):
+        Assignment.from_json(json.dumps(data))
+
+
+def test_summary_counts_most_common_first():
+    assert make().summary() == "int4-g128-asym:rtn-mse x2, fp16 x1, int8-ch-sym:rtn-minmax x1"
+    three_fp16 = Assignment.from_dict({"a": INT8, "b": FP16, "c": FP16, "d": FP16})
+    assert three_fp16.summary() == "fp16 x3, int8-ch-sym:rtn-minmax x1"
+    assert Assignment().summary() == ""

@@ -1,0 +1,268 @@
+"""SearchSpace: per-layer options from a preset, pins, uniform assignments, extremes."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from torch import nn
+
+from autoq.choice import Assignment, LayerChoice
+from autoq.cost import CostModel
+from autoq.errors import AutoqError
+from autoq.model import find_layers
+from autoq.quant import QuantSpec
+from autoq.space import SearchSpace
+from autoq.search_spaces import Preset, Rule, load_preset
+
+FP16 = LayerChoice(QuantSpec.half())
+N_DEFAULT_LABELS = 6 * 2 + 1  # 6 bit-widths x (channel, g128) + fp16
+
+
+def model() -> nn.Module:
+    """Layer '0' is wide (256 inputs: g128 is real groups); '2' is narrow (64 inputs)."""
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(256, 16), nn.ReLU(), nn.Linear(16, 8), nn.ReLU(), nn.Linear(64, 4))
+
+
+@pytest.fixture(scope="module")
+def layers():
+    m = model()
+    return find_layers(m)
+
+
+@pytest.fixture(scope="module")
+def cost_model(layers):
+    return CostModel.for_model(model(), layers)
+
+
+@pytest.fixture(scope="module")
+def space(layers):
+    return SearchSpace.build(load_preset("default"), layers)
+
+
+def rule(**kw) -> Rule:
+    base = dict(layers=".*", bits=(4,), granularity=("channel",), symmetric=(False,), methods=("rtn-mse",), half=False)
+    base.update(kw)
+    return Rule(**base)
+
+
+def test_layer_shapes(layers):
+    assert [(layer.name, layer.in_features) for layer in layers] == [("0", 256), ("2", 16), ("4", 64)]
+
+
+def test_options_are_distinct_and_hold_fp16_once(space):
+    assert space.names == ["0", "2", "4"]
+    for opts in space.options:
+        assert len(set(opts)) == len(opts)
+        assert sum(c.weight.is_half for c in opts) == 1
+        assert FP16 in opts
+
+
+def test_wide_layer_offers_every_preset_option(space):
+    opts = space.options[0]
+    assert len(opts) == N_DEFAULT_LABELS
+    names = {c.name for c in opts}
+    for bits in (2, 3, 4, 5, 6, 8):
+        assert f"int{bits}-ch-asym:rtn-mse" in names
+        assert f"int{bits}-g128-asym:rtn-mse" in names
+
+
+@pytest.mark.parametrize("index", [1, 2])
+def test_narrow_layer_has_no_group_128(space, index):
+    opts = space.options[index]
+    assert all(c.weight.granularity != "group" for c in opts)
+    assert len(opts) == 6 + 1  # g128 collapsed onto per-channel
+    assert {c.weight.bits for c in opts} == {2, 3, 4, 5, 6, 8, 16}
+
+
+def test_labels_keep_preset_wording(space):
+    for labs in space.labels:
+        assert len(labs) == N_DEFAULT_LABELS
+    narrow = space.labels[1]
+    assert narrow["int4-g128-asym:rtn-mse"] == narrow["int4-ch-asym:rtn-mse"]
+    assert narrow["int4-g128-asym:rtn-mse"].weight == QuantSpec(4, "channel", None, False)
+    wide = space.labels[0]
+    assert wide["int4-g128-asym:rtn-mse"].weight == QuantSpec(4, "group", 128, False)
+
+
+def test_uniform_assignments_one_per_label(space):
+    uniform = space.uniform_assignments()
+    assert len(uniform) == N_DEFAULT_LABELS
+    assert len(set(uniform)) == len(uniform)
+    labels = list(space.labels[0])
+    for a in uniform:
+        space.validate(a)
+        assert list(a) == space.names
+        # uniform in the preset-label sense: one label explains every layer
+        matching = [lab for lab in labels if all(a[name] == labs[lab] for name, labs in zip(space.names, space.labels))]
+        assert len(matching) == 1
+
+
+def test_uniform_g128_falls_back_to_channel_on_narrow_layers(space):
+    uniform = space.uniform_assignments()
+    g128 = [a for a in uniform if a["0"].weight == QuantSpec(4, "group", 128, False)]
+    assert len(g128) == 1
+    assert g128[0]["2"].weight == QuantSpec(4, "channel", None, False)
+    assert g128[0]["4"].weight == QuantSpec(4, "channel", None, False)
+    all_fp16 = [a for a in uniform if all(c == FP16 for c in a.values())]
+    assert len(all_fp16) == 1
+
+
+def test_assignment_by_indices(space):
+    a = space.assignment([0, 1, 2])
+    assert isinstance(a, Assignment)
+    assert [a[n] for n in space.names] == [space.options[0][0], space.options[1][1], space.options[2][2]]
+
+
+# ---------------------------------------------------------------- pins
+
+
+def test_pin_fixes_a_layer(layers):
+    space = SearchSpace.build(load_preset("default"), layers, pins={"^0$": "fp16"})
+    assert space.options[0] == (FP16,)
+    assert len(space.options[1]) == 7
+
+
+def test_pin_with_plain_name(layers):
+    space = SearchSpace.build(load_preset("default"), layers, pins={"0": "int8-ch-asym:rtn-minmax"})
+    assert space.options[0] == (LayerChoice.from_name("int8-ch-asym:rtn-minmax"),)
+    assert len(space.options[2]) == 7
+
+
+def test_pinned_layer_keeps_pin_in_every_uniform_assignment(layers):
+    space = SearchSpace.build(load_preset("default"), layers, pins={"^0$": "fp16"})
+    uniform = space.uniform_assignments()
+    # the unpinned layers are narrow: 7 distinct uniform choices remain
+    assert len(uniform) == 7
+    assert len(set(uniform)) == 7
+    for a in uniform:
+        assert a["0"] == FP16
+        assert a["2"] == a["4"]
+        space.validate(a)
+
+
+def test_pin_matching_nothing_raises(layers):
+    with pytest.raises(AutoqError, match="nomatch"):
+        SearchSpace.build(load_preset("default"), layers, pins={"nomatch": "fp16"})
+
+
+def test_pin_with_bad_choice_raises(layers):
+    with pytest.raises(AutoqError):
+        SearchSpace.build(load_preset("default"), layers, pins={"0": "int4-ch-asym"})
+
+
+def test_pin_with_unknown_method_raises(layers):
+    with pytest.raises(AutoqError, match="rtn-mse"):
+        SearchSpace.build(load_preset("default"), layers, pins={"0": "int4-ch-asym:magic"})
+
+
+# ---------------------------------------------------------------- preset errors
+
+
+def test_unknown_method_lists_known_ones(layers):
+    preset = Preset("p", "", (rule(methods=("rtn-mse", "gptq-magic")),))
+    with pytest.raises(AutoqError) as info:
+        SearchSpace.build(preset, layers)
+    message = str(info.value)
+    assert "gptq-magic" in message
+    assert "rtn-minmax" in message and "rtn-mse" in message
+
+
+def test_no_rule_for_a_layer_raises(layers):
+    preset = Preset("p", "", (rule(layers="^0$"),))
+    with pytest.raises(AutoqError, match="'2'"):
+        SearchSpace.build(preset, layers)
+
+
+def test_first_matching_rule_wins(layers):
+    preset = Preset("p", "", (rule(layers="^2$", bits=(8,)), rule(bits=(3,))))
+    space = SearchSpace.build(preset, layers)
+    assert [tuple(c.weight.bits for c in opts) for opts in space.options] == [(3,), (8,), (3,)]
+
+
+@pytest.mark.parametrize("token", ["rows", "group", "g", "128"])
+def test_unknown_granularity_raises(layers, token):
+    preset = Preset("p", "", (rule(granularity=("channel", token)),))
+    with pytest.raises(AutoqError, match="granularity"):
+        SearchSpace.build(preset, layers)
+
+
+def test_bits_16_means_fp16(layers):
+    preset = Preset("p", "", (rule(bits=(4, 16)),))
+    space = SearchSpace.build(preset, layers)
+    for opts in space.options:
+        assert opts == (LayerChoice(QuantSpec(4, "channel")), FP16)
+
+
+def test_symmetric_and_methods_multiply_options(layers):
+    preset = Preset("p", "", (rule(bits=(4,), symmetric=(False, True), methods=("rtn-mse", "rtn-minmax"), half=True),))
+    space = SearchSpace.build(preset, layers)
+    assert all(len(opts) == 2 * 2 + 1 for opts in space.options)
+
+
+# ---------------------------------------------------------------- validate
+
+
+def test_validate_accepts_options(space):
+    space.validate(space.assignment([0, 0, 0]))
+    space.validate(space.assignment([len(o) - 1 for o in space.options]))
+
+
+def test_validate_rejects_unknown_layer(space):
+    a = {**dict(space.assignment([0, 0, 0])), "ghost": FP16}
+    with pytest.raises(AutoqError, match="ghost"):
+        space.validate(a)
+
+
+def test_validate_rejects_missing_layer(space):
+    a = dict(space.assignment([0, 0, 0]))
+    del a["4"]
+    with pytest.raises(AutoqError, match="'4'"):
+        space.validate(a)
+
+
+@pytest.mark.parametrize(
+    "name, choice",
+    [
+        ("0", "int4-g64-asym:rtn-mse"),  # granularity not in the preset
+        ("0", "int4-ch-asym:rtn-minmax"),  # method not in the preset
+        ("2", "int4-g128-asym:rtn-mse"),  # not an option of a narrow layer (it is per-channel there)
+        ("4", "int4-ch-sym:rtn-mse"),  # symmetric not in the preset
+    ],
+)
+def test_validate_rejects_choices_outside_space(space, name, choice):
+    a = dict(space.assignment([0, 0, 0]))
+    a[name] = LayerChoice.from_name(choice)
+    with pytest.raises(AutoqError, match="not an option"):
+        space.validate(a)
+
+
+# ---------------------------------------------------------------- extremes
+
+
+def test_extremes_match_brute_force(space, cost_model):
+    cheapest, dearest = space.extremes(cost_model)
+    costs = [cost_model.cost(space.assignment(idx)) for idx in itertools.product(*(range(len(o)) for o in space.options))]
+    assert cheapest.effective_bits == pytest.approx(min(c.effective_bits for c in costs))
+    assert dearest.effective_bits == pytest.approx(max(c.effective_bits for c in costs))
+    assert dearest.effective_bits == 16.0
+
+
+def test_extremes_are_all_min_and_all_max(space, cost_model):
+    cheapest, dearest = space.extremes(cost_model)
+    all_min = space.assignment([min(range(len(o)), key=lambda i, o=o, l=l: cost_model.layer_bits(l, o[i])) for o, l in zip(space.options, space.layers)])
+    all_max = space.assignment([max(range(len(o)), key=lambda i, o=o, l=l: cost_model.layer_bits(l, o[i])) for o, l in zip(space.options, space.layers)])
+    assert cheapest == cost_model.cost(all_min)
+    assert dearest == cost_model.cost(all_max)
+    assert all(c.weight.bits == 2 for c in all_min.values())
+    assert all(c == FP16 for c in all_max.values())
+
+
+def test_uniform_costs_lie_within_extremes(space, cost_model):
+    cheapest, dearest = space.extremes(cost_model)
+    for a in space.uniform_assignments():
+        cost = cost_model.cost(a)
+        assert cheapest.effective_bits <= cost.effective_bits <= dearest.effective_bits
+        assert cheapest.size_bytes <= cost.size_bytes <= dearest.size_bytes
