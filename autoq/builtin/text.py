@@ -11,6 +11,7 @@ import importlib
 import inspect
 import random
 import re
+import warnings
 
 MODULES = (
     "abc", "argparse", "array", "ast", "asyncio", "base64", "bisect", "calendar", "cmd", "codecs",
@@ -29,17 +30,19 @@ _SPLIT = re.compile(r"(?<=[.!?])\s+")
 
 
 def _docstrings(module_name: str) -> list[str]:
-    try:
-        module = importlib.import_module(module_name)
-    except Exception:
-        return []
-    docs = [inspect.getdoc(module) or ""]
-    for name in sorted(vars(module)):
-        if name.startswith("_"):
-            continue
-        obj = getattr(module, name, None)
-        if getattr(obj, "__module__", None) == module.__name__:
-            docs.append(inspect.getdoc(obj) or "")
+    with warnings.catch_warnings():  # some modules warn on import or attribute access
+        warnings.simplefilter("ignore")
+        try:
+            module = importlib.import_module(module_name)
+        except Exception:
+            return []
+        docs = [inspect.getdoc(module) or ""]
+        for name in sorted(vars(module)):
+            if name.startswith("_"):
+                continue
+            obj = getattr(module, name, None)
+            if getattr(obj, "__module__", None) == module.__name__:
+                docs.append(inspect.getdoc(obj) or "")
     return docs
 
 
