@@ -34,7 +34,7 @@ class LayerChoice:
         return "fp16" if self.weight.is_half else f"{self.weight.name}:{self.method}"
 
     @classmethod
-    def from_name(cls, name: str) -> "LayerChoice":
+    def from_name(cls, name: str) -> LayerChoice:
         if name == "fp16":
             return cls(QuantSpec.half())
         spec, sep, method = name.partition(":")
@@ -50,7 +50,7 @@ class Assignment(Mapping[str, LayerChoice]):
     items_: tuple[tuple[str, LayerChoice], ...] = field(default=())
 
     @classmethod
-    def from_dict(cls, choices: Mapping[str, LayerChoice]) -> "Assignment":
+    def from_dict(cls, choices: Mapping[str, LayerChoice]) -> Assignment:
         return cls(tuple(choices.items()))
 
     def __getitem__(self, key: str) -> LayerChoice:
@@ -76,7 +76,7 @@ class Assignment(Mapping[str, LayerChoice]):
         }
 
     @classmethod
-    def from_json(cls, text: str) -> "Assignment":
+    def from_json(cls, text: str) -> Assignment:
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:

@@ -31,7 +31,7 @@ class CostModel:
     other_params: int  # parameters outside the quantized weights, stored as fp16
 
     @classmethod
-    def for_model(cls, model: nn.Module, layers: Sequence[LayerInfo]) -> "CostModel":
+    def for_model(cls, model: nn.Module, layers: Sequence[LayerInfo]) -> CostModel:
         total = sum(p.numel() for p in model.parameters())
         # a weight tied between layers is one parameter: subtract it once
         weights = {id(w): w for w in (get_module(model, layer.name).weight for layer in layers)}

@@ -66,7 +66,7 @@ class SearchSpace:
     labels: tuple[dict[str, LayerChoice], ...] = ()  # preset label -> choice per layer; {} if pinned
 
     @classmethod
-    def build(cls, preset: Preset, layers: Sequence[LayerInfo], pins: Mapping[str, str] | None = None) -> "SearchSpace":
+    def build(cls, preset: Preset, layers: Sequence[LayerInfo], pins: Mapping[str, str] | None = None) -> SearchSpace:
         pin_rules = [(re.compile(p), LayerChoice.from_name(c), p) for p, c in (pins or {}).items()]
         used_pins: set[str] = set()
         options, labels = [], []

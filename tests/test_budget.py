@@ -8,7 +8,6 @@ from autoq.budget import Budget, parse_budget
 from autoq.cost import Cost
 from autoq.errors import AutoqError
 
-
 # ---------------------------------------------------------------- parsing
 
 
@@ -113,30 +112,27 @@ CHEAP = Cost(effective_bits=2.0634, size_bytes=1_500_000)
 DEAR = Cost(effective_bits=16.0, size_bytes=12_000_000)
 
 
-@pytest.mark.parametrize("text, where", [("2bits", "below"), ("16.5bits", "above")])
-def test_infeasible_bits_budget_states_the_range(text, where):
+@pytest.mark.parametrize(
+    "text, where, low, high",
+    [
+        ("2bits", "below", "2.063 bits", "16.000 bits"),
+        ("16.5bits", "above", "2.063 bits", "16.000 bits"),
+        ("1MB", "below", "1.500 MB", "12.000 MB"),
+        ("13MB", "above", "1.500 MB", "12.000 MB"),
+    ],
+)
+def test_infeasible_budget_states_the_range_in_its_unit(text, where, low, high):
     with pytest.raises(AutoqError) as info:
         parse_budget(text).check_feasible(CHEAP, DEAR)
     message = str(info.value)
     assert where in message
-    assert "2.063 bits" in message
-    assert "16.000 bits" in message
+    assert low in message and high in message
     assert repr(text) in message
 
 
 @pytest.mark.parametrize("text", ["2.0634", "4.5bits", "16bits"])
 def test_feasible_bits_budget_passes(text):
     parse_budget(text).check_feasible(CHEAP, DEAR)  # no exception
-
-
-@pytest.mark.parametrize("text, where", [("1MB", "below"), ("13MB", "above")])
-def test_infeasible_bytes_budget_formats_megabytes(text, where):
-    with pytest.raises(AutoqError) as info:
-        parse_budget(text).check_feasible(CHEAP, DEAR)
-    message = str(info.value)
-    assert where in message
-    assert "1.500 MB" in message
-    assert "12.000 MB" in message
 
 
 def test_feasible_bytes_budget_passes():

@@ -6,6 +6,7 @@ import itertools
 
 import pytest
 import torch
+from autoq.search_spaces import Preset, Rule, load_preset
 from torch import nn
 
 from autoq.choice import Assignment, LayerChoice
@@ -14,7 +15,6 @@ from autoq.errors import AutoqError
 from autoq.model import find_layers
 from autoq.quant import QuantSpec
 from autoq.space import SearchSpace
-from autoq.search_spaces import Preset, Rule, load_preset
 
 FP16 = LayerChoice(QuantSpec.half())
 N_DEFAULT_LABELS = 6 * 2 + 1  # 6 bit-widths x (channel, g128) + fp16
@@ -252,8 +252,8 @@ def test_extremes_match_brute_force(space, cost_model):
 
 def test_extremes_are_all_min_and_all_max(space, cost_model):
     cheapest, dearest = space.extremes(cost_model)
-    all_min = space.assignment([min(range(len(o)), key=lambda i, o=o, l=l: cost_model.layer_bits(l, o[i])) for o, l in zip(space.options, space.layers)])
-    all_max = space.assignment([max(range(len(o)), key=lambda i, o=o, l=l: cost_model.layer_bits(l, o[i])) for o, l in zip(space.options, space.layers)])
+    all_min = space.assignment([min(range(len(o)), key=lambda i, o=o, layer=layer: cost_model.layer_bits(layer, o[i])) for o, layer in zip(space.options, space.layers)])
+    all_max = space.assignment([max(range(len(o)), key=lambda i, o=o, layer=layer: cost_model.layer_bits(layer, o[i])) for o, layer in zip(space.options, space.layers)])
     assert cheapest == cost_model.cost(all_min)
     assert dearest == cost_model.cost(all_max)
     assert all(c.weight.bits == 2 for c in all_min.values())

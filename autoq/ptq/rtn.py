@@ -8,7 +8,13 @@ from typing import Any
 import torch
 
 from autoq.ptq.registry import register_method
-from autoq.quant import QuantizedTensor, QuantSpec, lp_search_range, minmax_range, quantize
+from autoq.quant import (
+    QuantizedTensor,
+    QuantSpec,
+    lp_search_range,
+    minmax_range,
+    quantize,
+)
 
 
 @register_method("rtn-minmax")

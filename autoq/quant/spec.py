@@ -55,7 +55,7 @@ class QuantSpec:
             object.__setattr__(self, "symmetric", False)
 
     @classmethod
-    def half(cls) -> "QuantSpec":
+    def half(cls) -> QuantSpec:
         """The "kept in half precision" format."""
         return cls(bits=16, granularity="tensor")
 
@@ -80,7 +80,7 @@ class QuantSpec:
         return f"int{self.bits}-{gran}-{'sym' if self.symmetric else 'asym'}"
 
     @classmethod
-    def from_name(cls, name: str) -> "QuantSpec":
+    def from_name(cls, name: str) -> QuantSpec:
         if name == "fp16":
             return cls.half()
         match = _NAME_RE.match(name)

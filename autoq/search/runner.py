@@ -12,7 +12,7 @@ import math
 import re
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -52,7 +52,6 @@ class SearchConfig:
     storage: str | None = "auto"  # "auto": optuna.db beside the MLflow store; None: in memory
     timeout: float | None = None  # seconds; stop asking for new trials after this
     progress: bool = True
-    extra_params: tuple[tuple[str, str], ...] = field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
@@ -116,21 +115,8 @@ def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     strategy.seed(uniform + fills)
     uniform_set = set(uniform)
 
-    tracker = MlflowTracker(config.tracking_uri, config.experiment) if config.tracking_uri else None
-    parent_id = None
-    if tracker:
-        parent_id = tracker.start(
-            study_name,
-            params={
-                "budget": budget.text, "budget_kind": budget.kind, "budget_value": budget.value,
-                "model": workload.name, "space": config.space, "seed": config.seed, "sampler": config.sampler,
-                "n_trials": config.n_trials, "n_layers": len(space.layers), "metric": workload.metric[:500],
-                "data_fingerprint": workload.data_fingerprint, "optuna_storage": storage or "memory",
-                "study_name": study_name, **dict(config.extra_params),
-            },
-            tags={"autoq.kind": "search", "autoq.model": workload.name},
-        )
-        tracker.client.log_text(parent_id, _space_json(space), "search_space.json")
+    tracker = _start_tracking(workload, config, space, budget, study_name, storage)
+    parent_id = tracker.parent_id if tracker else None
 
     cache = QuantCache(workload.model)
     points: list[Point] = []
@@ -154,21 +140,13 @@ def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
                     raise AutoqError(f"the sampler proposed {in_a_row} over-budget assignments in a row; try a larger budget or another --sampler")
                 continue
             in_a_row = 0
-            error = None
-            quality = seen.get(proposal.assignment)
+            quality, error = seen.get(proposal.assignment), None
             if quality is None:
-                try:
-                    with cache.apply(proposal.assignment) as model:
-                        quality = float(workload.evaluate(model))
-                    if not math.isfinite(quality):
-                        error = f"quality is {quality}"
-                except Exception as exc:  # a failing trial must not stop the search
-                    error = f"{type(exc).__name__}: {exc}"
+                quality, error = _evaluate(workload, cache, proposal.assignment)
             is_uniform = proposal.assignment in uniform_set
             metrics = {"effective_bits": cost.effective_bits, "size_bytes": cost.size_bytes, "size_mb": cost.size_bytes / 1e6}
             if error is None:
-                seen[proposal.assignment] = quality
-                metrics["quality"] = quality
+                seen[proposal.assignment] = metrics["quality"] = quality
             run_id = None
             if tracker:
                 tags = {"uniform": str(is_uniform).lower(), "feasible": "true"}
@@ -202,6 +180,36 @@ def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
         study_name=study_name, storage=storage, tracking_uri=config.tracking_uri, parent_run_id=parent_id,
         eval_seconds=eval_seconds, wall_seconds=time.perf_counter() - start, n_infeasible=n_infeasible, n_failed=n_failed,
     )
+
+
+def _evaluate(workload: Workload, cache: QuantCache, assignment: Assignment) -> tuple[float, str | None]:
+    """Quality of ``assignment``, or the error that stopped it: a failing trial must not stop the search."""
+    try:
+        with cache.apply(assignment) as model:
+            quality = float(workload.evaluate(model))
+    except Exception as exc:
+        return math.nan, f"{type(exc).__name__}: {exc}"
+    return quality, None if math.isfinite(quality) else f"quality is {quality}"
+
+
+def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace, budget: Budget, study_name: str, storage: str | None) -> MlflowTracker | None:
+    """The MLflow parent run of this search, or ``None`` when tracking is off."""
+    if not config.tracking_uri:
+        return None
+    tracker = MlflowTracker(config.tracking_uri, config.experiment)
+    parent_id = tracker.start(
+        study_name,
+        params={
+            "budget": budget.text, "budget_kind": budget.kind, "budget_value": budget.value,
+            "model": workload.name, "space": config.space, "seed": config.seed, "sampler": config.sampler,
+            "n_trials": config.n_trials, "n_layers": len(space.layers), "metric": workload.metric[:500],
+            "data_fingerprint": workload.data_fingerprint, "optuna_storage": storage or "memory",
+            "study_name": study_name,
+        },
+        tags={"autoq.kind": "search", "autoq.model": workload.name},
+    )
+    tracker.client.log_text(parent_id, _space_json(space), "search_space.json")
+    return tracker
 
 
 def _summary_metrics(points: list[Point], reference: float, eval_seconds: float, n_infeasible: int, n_failed: int) -> dict[str, float]:

@@ -9,7 +9,13 @@ import torch
 from torch import nn
 
 from autoq.errors import AutoqError
-from autoq.evaluate import OutputFidelity, call_model, check_finite_batches, mean_pooled, primary_output
+from autoq.evaluate import (
+    OutputFidelity,
+    call_model,
+    check_finite_batches,
+    mean_pooled,
+    primary_output,
+)
 
 
 def mlp() -> nn.Module:

@@ -8,7 +8,14 @@ from torch import nn
 from transformers.pytorch_utils import Conv1D
 
 from autoq.errors import AutoqError
-from autoq.model import LayerInfo, check_finite_weights, find_layers, get_module, to_native, weight_2d
+from autoq.model import (
+    LayerInfo,
+    check_finite_weights,
+    find_layers,
+    get_module,
+    to_native,
+    weight_2d,
+)
 
 
 class Block(nn.Module):

@@ -2,28 +2,20 @@
 
 from __future__ import annotations
 
-import itertools
-
 import pytest
 import torch
+from spec_cases import all_int_specs
 
 import autoq.ptq.registry as registry
 from autoq.errors import AutoqError
 from autoq.ptq import get_method, method_names, register_method
-from autoq.quant import QuantizedTensor, QuantSpec, lp_search_range, minmax_range, quantize
-
-INT_BITS = (2, 3, 4, 5, 6, 8)
-GROUPS = (32, 64, 128)
-
-
-def all_int_specs() -> list[QuantSpec]:
-    specs = []
-    for bits, sym in itertools.product(INT_BITS, (False, True)):
-        specs.append(QuantSpec(bits, "tensor", None, sym))
-        specs.append(QuantSpec(bits, "channel", None, sym))
-        for g in GROUPS:
-            specs.append(QuantSpec(bits, "group", g, sym))
-    return specs
+from autoq.quant import (
+    QuantizedTensor,
+    QuantSpec,
+    lp_search_range,
+    minmax_range,
+    quantize,
+)
 
 
 def sq_err(w: torch.Tensor, qt: QuantizedTensor) -> float:

@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import math
 
 import pytest
 import torch
+from spec_cases import GROUPS, INT_BITS, all_int_specs
 
 from autoq.errors import AutoqError
 from autoq.quant import QuantSpec, pack_codes, quantize
-
-INT_BITS = (2, 3, 4, 5, 6, 8)
-GROUPS = (32, 64, 128)
-
-
-def all_int_specs() -> list[QuantSpec]:
-    specs = []
-    for bits, sym in itertools.product(INT_BITS, (False, True)):
-        specs.append(QuantSpec(bits, "tensor", None, sym))
-        specs.append(QuantSpec(bits, "channel", None, sym))
-        for g in GROUPS:
-            specs.append(QuantSpec(bits, "group", g, sym))
-    return specs
-
 
 # ---------------------------------------------------------------- bit accounting
 

@@ -2,28 +2,17 @@
 
 from __future__ import annotations
 
-import itertools
 import math
 
 import pytest
 import torch
+from spec_cases import GROUPS, INT_BITS, all_int_specs
 
 from autoq.quant import QuantizedTensor, QuantSpec, fake_quantize, quantize
 
-INT_BITS = (2, 3, 4, 5, 6, 8)
-GROUPS = (32, 64, 128)
 # odd shapes; in_features 45/70/200/300 are not multiples of the group sizes
 SHAPES = [(7, 45), (5, 70), (16, 128), (3, 200), (4, 300), (3, 129), (2, 33)]
 
-
-def all_int_specs(bits_list=INT_BITS) -> list[QuantSpec]:
-    specs = []
-    for bits, sym in itertools.product(bits_list, (False, True)):
-        specs.append(QuantSpec(bits, "tensor", None, sym))
-        specs.append(QuantSpec(bits, "channel", None, sym))
-        for g in GROUPS:
-            specs.append(QuantSpec(bits, "group", g, sym))
-    return specs
 
 
 def weights(shape, seed: int) -> torch.Tensor:
