@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from autoq.choice import Assignment, LayerChoice
 from autoq.cost import Cost, CostModel
 from autoq.errors import AutoqError
-from autoq.model import LayerInfo
+from autoq.model import LayerInfo, compile_patterns
 from autoq.ptq import get_method
 from autoq.quant import QuantSpec
 from autoq.quant.spec import GROUP_SIZES
@@ -67,7 +67,8 @@ class SearchSpace:
 
     @classmethod
     def build(cls, preset: Preset, layers: Sequence[LayerInfo], pins: Mapping[str, str] | None = None) -> SearchSpace:
-        pin_rules = [(re.compile(p), LayerChoice.from_name(c), p) for p, c in (pins or {}).items()]
+        pins = dict(pins or {})
+        pin_rules = [(r, LayerChoice.from_name(c), p) for r, (p, c) in zip(compile_patterns(pins, "pin"), pins.items())]
         used_pins: set[str] = set()
         options, labels = [], []
         for layer in layers:

@@ -8,6 +8,7 @@ allowed, and whether fp16 ("kept in half precision") is an option.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -61,8 +62,13 @@ def _rule(raw: Any, where: str) -> Rule:
         raise AutoqError(f"{where}: 'bits' must be integers such as [2, 3, 4, 8], got {raw['bits']!r}")
     if not all(isinstance(s, bool) for s in symmetric) or not isinstance(raw.get("half", False), bool):
         raise AutoqError(f"{where}: 'symmetric' and 'half' take true or false (unquoted)")
+    layers = str(raw.get("layers", ".*"))
+    try:
+        re.compile(layers)
+    except re.error as exc:
+        raise AutoqError(f"{where}: invalid 'layers' pattern {layers!r}: {exc}") from None
     return Rule(
-        layers=str(raw.get("layers", ".*")),
+        layers=layers,
         bits=tuple(bits),
         granularity=tuple(str(g) for g in _as_tuple(raw["granularity"])),
         symmetric=tuple(symmetric),

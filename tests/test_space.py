@@ -266,3 +266,9 @@ def test_uniform_costs_lie_within_extremes(space, cost_model):
         cost = cost_model.cost(a)
         assert cheapest.effective_bits <= cost.effective_bits <= dearest.effective_bits
         assert cheapest.size_bytes <= cost.size_bytes <= dearest.size_bytes
+
+
+def test_invalid_pin_regex_is_a_clear_error():
+    model = nn.Sequential(nn.Linear(16, 8))
+    with pytest.raises(AutoqError, match="invalid pin pattern"):
+        SearchSpace.build(load_preset("default"), find_layers(model), {"(": "fp16"})

@@ -1,12 +1,13 @@
-"""Model handling: quantizable layers, weight views, loading from disk."""
+"""Model handling: quantizable layers and their weights viewed as (out, in)."""
 
 from autoq.model.layers import (
     LayerInfo,
     check_finite_weights,
+    compile_patterns,
     find_layers,
     get_module,
     to_native,
     weight_2d,
 )
 
-__all__ = ["LayerInfo", "check_finite_weights", "find_layers", "get_module", "to_native", "weight_2d"]
+__all__ = ["LayerInfo", "check_finite_weights", "compile_patterns", "find_layers", "get_module", "to_native", "weight_2d"]

@@ -68,7 +68,8 @@ def to_native(module: nn.Module, w2d: torch.Tensor) -> torch.Tensor:
     return w2d.reshape(w.shape).to(w.dtype)
 
 
-def _compile(patterns: Iterable[str], what: str) -> list[re.Pattern[str]]:
+def compile_patterns(patterns: Iterable[str], what: str) -> list[re.Pattern[str]]:
+    """Compile user regexes, turning a bad one into an error that names it."""
     compiled = []
     for p in patterns:
         try:
@@ -84,7 +85,7 @@ def find_layers(model: nn.Module, skip: Iterable[str] = ()) -> list[LayerInfo]:
     Patterns use :func:`re.search` semantics on the qualified module name. Raises
     :class:`AutoqError` when nothing is left to quantize or a pattern matches nothing.
     """
-    skip_res = _compile(skip, "skip")
+    skip_res = compile_patterns(skip, "skip")
     hf_conv1d = _conv1d_type()
     found: list[LayerInfo] = []
     used = [False] * len(skip_res)

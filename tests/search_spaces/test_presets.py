@@ -154,3 +154,9 @@ def test_error_names_the_rule_number():
 def test_malformed_values_are_user_errors(text):
     with pytest.raises(AutoqError):
         parse_preset(text, "x.yaml")
+
+
+def test_invalid_layers_regex_names_the_rule():
+    text = "rules:\n  - layers: '('\n    bits: [4]\n    granularity: [channel]\n    methods: [rtn-mse]\n"
+    with pytest.raises(AutoqError, match="rule 1: invalid 'layers' pattern"):
+        parse_preset(text, "bad.yaml")
