@@ -66,7 +66,10 @@ def _run_search(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from autoq import __version__
+
     parser = argparse.ArgumentParser(prog="autoq", description="Automated mixed-precision quantization search for PyTorch.")
+    parser.add_argument("--version", action="version", version=f"autoq {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _search_parser(sub)
     return parser

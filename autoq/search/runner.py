@@ -152,7 +152,7 @@ def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
                 tags = {"uniform": str(is_uniform).lower(), "feasible": "true"}
                 if error:
                     tags["error"] = error[:5000]
-                run_id = tracker.log_trial(proposal.number, metrics, tags, proposal.assignment.to_json(), "FAILED" if error else "FINISHED")
+                run_id = tracker.log_trial(proposal.number, metrics, tags, proposal.assignment, "FAILED" if error else "FINISHED")
             if error is not None:
                 n_failed += 1
                 strategy.tell(proposal, None, violation, error=error)

@@ -13,6 +13,7 @@ import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+from autoq.choice import Assignment
 from autoq.search.result import Point
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
@@ -55,7 +56,7 @@ class MlflowTracker:
         self.client.log_batch(self.parent_id, params=[Param(k, str(v)) for k, v in params.items()], synchronous=True)
         return self.parent_id
 
-    def log_trial(self, number: int, metrics: Mapping[str, float], tags: Mapping[str, str], assignment_json: str, status: str = "FINISHED") -> str:
+    def log_trial(self, number: int, metrics: Mapping[str, float], tags: Mapping[str, str], assignment: Assignment, status: str = "FINISHED") -> str:
         from mlflow.entities import Metric, Param
 
         assert self.parent_id is not None, "start() first"
@@ -69,10 +70,10 @@ class MlflowTracker:
         self.client.log_batch(
             run_id,
             metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-            params=[Param("trial", str(number))],
+            params=[Param("trial", str(number)), Param("choices", assignment.summary()[:6000])],
             synchronous=True,
         )
-        self.client.log_text(run_id, assignment_json, "assignment.json")
+        self.client.log_text(run_id, assignment.to_json(), "assignment.json")
         self.client.set_terminated(run_id, status=status)
         return run_id
 

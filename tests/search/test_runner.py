@@ -64,6 +64,9 @@ def test_mlflow_holds_parent_children_and_artifacts(result):
     children = child_runs(client, result.parent_run_id)
     assert len(children) == len(result.points) == 25
     assert all({"quality", "effective_bits", "size_bytes"} <= set(r.data.metrics) for r in children)
+    by_trial = {int(r.data.params["trial"]): r for r in children}
+    for p in result.points:
+        assert by_trial[p.trial].data.params["choices"] == p.assignment.summary()
     csv_path = client.download_artifacts(result.parent_run_id, "frontier.csv")
     assert len(open(csv_path).read().strip().splitlines()) == len(result.frontier) + 1
 
