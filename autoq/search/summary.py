@@ -43,5 +43,5 @@ def format_summary(result: SearchResult) -> str:
         lines.append(f"  Open it:  mlflow ui --backend-store-uri {result.tracking_uri}")
     if result.storage:
         lines.append(f"Optuna study {result.study_name!r} in {result.storage}.")
-        lines.append(f"  Open it:  optuna-dashboard {result.storage}")
+        lines.append(f"  Open it:  optuna-dashboard {result.storage}   (pip install optuna-dashboard)")
     return "\n".join(lines)
