@@ -52,3 +52,41 @@ def test_no_quantizable_layer_in_a_real_model_dir(tmp_path):
 def test_help_lists_search():
     proc = subprocess.run([sys.executable, "-m", "autoq", "--help"], capture_output=True, text=True)
     assert proc.returncode == 0 and "search" in proc.stdout
+
+
+def test_ctrl_c_keeps_finished_trials(tmp_path, mlflow_uri):
+    import signal
+    import time
+
+    import optuna
+    from helpers import child_runs
+    from mlflow.tracking import MlflowClient
+
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    cmd = [sys.executable, "-m", "autoq", "search", "--model", "digits-cnn", "--n-trials", "100000", "--tracking-uri", mlflow_uri, "--no-progress", "--study-name", "interrupted"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    deadline = time.time() + 120
+    complete = 0
+    while time.time() < deadline and complete < 5:  # wait for some finished trials
+        time.sleep(0.5)
+        try:
+            study = optuna.load_study(study_name="interrupted", storage=storage)
+            complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+        except Exception:  # the study does not exist yet
+            continue
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err[-2000:]
+    assert "interrupted" in err and "Traceback" not in err
+
+    study = optuna.load_study(study_name="interrupted", storage=storage)
+    finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert len(finished) >= 5
+    client = MlflowClient(mlflow_uri)
+    parent = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], filter_string="tags.`autoq.kind` = 'search'")[0]
+    assert parent.info.status == "KILLED"
+    children = child_runs(client, parent.info.run_id)
+    # every finished trial is in MLflow; the one cut off mid-way may be logged but not yet told to Optuna
+    assert len(finished) <= len(children) <= len(finished) + 1
+    assert "frontier.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
