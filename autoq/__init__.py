@@ -5,7 +5,7 @@ from autoq.budget import Budget, parse_budget
 from autoq.choice import Assignment, LayerChoice
 from autoq.errors import AutoqError
 from autoq.quant import QuantSpec
-from autoq.search import Point, SearchConfig, SearchResult
+from autoq.engine import Point, SearchConfig, SearchResult
 
 __version__ = "0.1.0"
 

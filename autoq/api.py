@@ -13,7 +13,7 @@ from autoq.builtin import load_workload
 from autoq.builtin.workload import Workload
 from autoq.errors import AutoqError
 from autoq.evaluate import OutputFidelity
-from autoq.search import SearchConfig, SearchResult, run_search
+from autoq.engine import SearchConfig, SearchResult, run_search
 
 _CONFIG_FIELDS = {f.name for f in fields(SearchConfig)}
 
@@ -37,7 +37,7 @@ def search(
     ``evaluate(model) -> float`` is your quality metric, higher is better; without it
     the last ``holdout`` fraction of the calibration batches is held out and quality
     is the mean cosine similarity of the outputs to the unquantized model's.
-    ``options`` are the fields of :class:`autoq.search.SearchConfig` (``n_trials``,
+    ``options`` are the fields of :class:`autoq.engine.SearchConfig` (``n_trials``,
     ``seed``, ``space``, ``skip``, ``pins``, ``tracking_uri``, ``storage``, ...).
     The model's weights are left as they were; use ``result.apply(model)``.
     """

@@ -41,7 +41,7 @@ def _run_search(args: argparse.Namespace) -> int:
     from autoq.api import pins_from_strings
     from autoq.budget import parse_budget
     from autoq.builtin import load_workload
-    from autoq.search import SearchConfig, format_summary, run_search
+    from autoq.engine import SearchConfig, format_summary, run_search
 
     config = SearchConfig(
         budget=parse_budget(args.budget),  # parse first: a bad budget fails before any loading

@@ -20,8 +20,8 @@ import torch
 from autoq.builtin import load_workload
 from autoq.cost import CostModel
 from autoq.evaluate import QuantCache
-from autoq.search import SearchConfig, run_search
-from autoq.search.runner import prepare
+from autoq.engine import SearchConfig, run_search
+from autoq.engine.runner import prepare
 
 
 def main() -> None:

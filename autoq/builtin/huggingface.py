@@ -12,6 +12,8 @@ import hashlib
 from collections.abc import Mapping
 from pathlib import Path
 
+import torch
+
 from autoq.builtin.text import stdlib_sentences
 from autoq.builtin.workload import Workload
 from autoq.errors import AutoqError
@@ -38,6 +40,8 @@ def load_pretrained(path: str | Path):
         tokenizer = AutoTokenizer.from_pretrained(str(directory))
     except Exception as exc:  # transformers raises many types for a broken directory
         raise AutoqError(f"could not load a model from {str(path)!r}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
+        tokenizer.pad_token = tokenizer.eos_token  # causal LMs ship without a padding token
     return model, tokenizer
 
 
@@ -66,7 +70,8 @@ def text_workload(
     held_out = sentences[:n_eval]
     calibration = sentences[n_eval : n_eval + n_calibration]
     eval_batches = sentence_batches(tokenizer, held_out, batch_size, max_length)
-    probe = call_model(model, eval_batches[0])
+    with torch.inference_mode():
+        probe = call_model(model, eval_batches[0])
     has_hidden = isinstance(probe, Mapping) and "last_hidden_state" in probe
     readout = mean_pooled if has_hidden else (lambda output, batch: primary_output(output))
     fingerprint = hashlib.sha256("\n".join(held_out + ["--"] + calibration).encode()).hexdigest()[:16]

@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from autoq.choice import Assignment
-from autoq.search.result import Point
+from autoq.engine.result import Point
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 

@@ -26,9 +26,9 @@ from autoq.cost import CostModel
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.model import check_finite_weights, find_layers
-from autoq.search.result import Point, SearchResult, pareto_front
-from autoq.search.seeds import fill_seeds, uniform_seeds
-from autoq.search.strategy import make_strategy
+from autoq.engine.result import Point, SearchResult, pareto_front
+from autoq.engine.seeds import fill_seeds, uniform_seeds
+from autoq.engine.strategy import make_strategy
 from autoq.search_spaces import load_preset
 from autoq.space import SearchSpace
 from autoq.tracking import DEFAULT_TRACKING_URI, MlflowTracker, sqlite_path

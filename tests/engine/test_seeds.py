@@ -10,7 +10,7 @@ from torch import nn
 from autoq.budget import parse_budget
 from autoq.cost import CostModel
 from autoq.model import find_layers
-from autoq.search.seeds import fill_seeds, uniform_seeds
+from autoq.engine.seeds import fill_seeds, uniform_seeds
 from autoq.space import SearchSpace
 
 

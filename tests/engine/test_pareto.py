@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoq.choice import Assignment
-from autoq.search.result import Point, pareto_front
+from autoq.engine.result import Point, pareto_front
 
 
 def point(trial: int, quality: float, bits: float) -> Point:

