@@ -3,9 +3,9 @@
 from autoq.api import search
 from autoq.budget import Budget, parse_budget
 from autoq.choice import Assignment, LayerChoice
+from autoq.engine import Point, SearchConfig, SearchResult
 from autoq.errors import AutoqError
 from autoq.quant import QuantSpec
-from autoq.engine import Point, SearchConfig, SearchResult
 
 __version__ = "0.1.0"
 

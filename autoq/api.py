@@ -11,9 +11,9 @@ from torch import nn
 
 from autoq.builtin import load_workload
 from autoq.builtin.workload import Workload
+from autoq.engine import SearchConfig, SearchResult, run_search
 from autoq.errors import AutoqError
 from autoq.evaluate import OutputFidelity
-from autoq.engine import SearchConfig, SearchResult, run_search
 
 _CONFIG_FIELDS = {f.name for f in fields(SearchConfig)}
 

@@ -19,9 +19,9 @@ import torch
 
 from autoq.builtin import load_workload
 from autoq.cost import CostModel
-from autoq.evaluate import QuantCache
 from autoq.engine import SearchConfig, run_search
 from autoq.engine.runner import prepare
+from autoq.evaluate import QuantCache
 
 
 def main() -> None:

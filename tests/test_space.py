@@ -6,7 +6,6 @@ import itertools
 
 import pytest
 import torch
-from autoq.search_spaces import Preset, Rule, load_preset
 from torch import nn
 
 from autoq.choice import Assignment, LayerChoice
@@ -14,6 +13,7 @@ from autoq.cost import CostModel
 from autoq.errors import AutoqError
 from autoq.model import find_layers
 from autoq.quant import QuantSpec
+from autoq.search_spaces import Preset, Rule, load_preset
 from autoq.space import SearchSpace
 
 FP16 = LayerChoice(QuantSpec.half())

@@ -23,12 +23,12 @@ from autoq.budget import Budget, parse_budget
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.cost import CostModel
-from autoq.errors import AutoqError
-from autoq.evaluate import QuantCache, check_finite_batches
-from autoq.model import check_finite_weights, find_layers
 from autoq.engine.result import Point, SearchResult, pareto_front
 from autoq.engine.seeds import fill_seeds, uniform_seeds
 from autoq.engine.strategy import make_strategy
+from autoq.errors import AutoqError
+from autoq.evaluate import QuantCache, check_finite_batches
+from autoq.model import check_finite_weights, find_layers
 from autoq.search_spaces import load_preset
 from autoq.space import SearchSpace
 from autoq.tracking import DEFAULT_TRACKING_URI, MlflowTracker, sqlite_path

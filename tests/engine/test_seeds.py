@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
-from autoq.search_spaces import load_preset
 from torch import nn
 
 from autoq.budget import parse_budget
 from autoq.cost import CostModel
-from autoq.model import find_layers
 from autoq.engine.seeds import fill_seeds, uniform_seeds
+from autoq.model import find_layers
+from autoq.search_spaces import load_preset
 from autoq.space import SearchSpace
 
 

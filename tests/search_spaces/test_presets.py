@@ -5,10 +5,10 @@ from __future__ import annotations
 import textwrap
 
 import pytest
-from autoq.search_spaces import Preset, Rule, load_preset, parse_preset, preset_names
 
 from autoq.errors import AutoqError
 from autoq.ptq import method_names
+from autoq.search_spaces import Preset, Rule, load_preset, parse_preset, preset_names
 
 GOOD = """
 name: tiny
