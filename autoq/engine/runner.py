@@ -43,7 +43,7 @@ class SearchConfig:
     n_trials: int = 100
     seed: int = 0
     sampler: str = "tpe"
-    n_fill_seeds: int = 8  # budget-filling mixes enqueued after the uniform baselines
+    n_fill_seeds: int = 16  # budget-filling mixes enqueued after the uniform baselines
     skip: tuple[str, ...] = ()
     pins: tuple[tuple[str, str], ...] = ()
     tracking_uri: str | None = DEFAULT_TRACKING_URI  # None: do not log to MLflow
