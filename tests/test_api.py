@@ -102,3 +102,18 @@ def test_failing_metric_is_recorded_not_fatal():
 def test_pins_hold_in_every_point():
     result = autoq.search(tiny_mlp(), batches(), budget="6bits", pins={"^4$": "fp16"}, n_trials=10, tracking_uri=None, storage=None, progress=False)
     assert all(p.assignment["4"].name == "fp16" for p in result.points)
+
+
+def test_search_leaves_third_party_logging_as_it_was():
+    import logging
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    logging.getLogger("mlflow").setLevel(logging.INFO)
+    try:
+        autoq.search(tiny_mlp(), batches(), budget="5bits", n_trials=3, tracking_uri=None, storage=None, progress=False)
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+        assert logging.getLogger("mlflow").level == logging.INFO
+    finally:
+        logging.getLogger("mlflow").setLevel(logging.NOTSET)

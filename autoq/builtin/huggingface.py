@@ -31,10 +31,6 @@ def load_pretrained(path: str | Path):
     if not (directory / "config.json").is_file():
         raise AutoqError(f"{str(path)!r} is not a Hugging Face model directory: it has no config.json")
     from transformers import AutoModel, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
     try:
         model = AutoModel.from_pretrained(str(directory)).eval()
         tokenizer = AutoTokenizer.from_pretrained(str(directory))

@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-import optuna
 from tqdm.auto import tqdm
 
 from autoq.budget import Budget, parse_budget
@@ -99,7 +98,6 @@ def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     start = time.perf_counter()
     problem = prepare(workload, config)
     space, cost_model, budget = problem.space, problem.cost_model, problem.budget
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
 
     t0 = time.perf_counter()
     reference = float(workload.evaluate(workload.model))

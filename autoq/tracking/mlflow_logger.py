@@ -30,11 +30,8 @@ class MlflowTracker:
     """Logs one search: ``start`` the parent, ``log_trial`` per trial, ``finish`` with the frontier."""
 
     def __init__(self, tracking_uri: str, experiment: str) -> None:
-        import logging
-
         from mlflow.tracking import MlflowClient
 
-        logging.getLogger("mlflow").setLevel(logging.WARNING)  # no schema-migration chatter over the progress bar
         self.tracking_uri = tracking_uri
         db = sqlite_path(tracking_uri)
         if db is not None:

@@ -1,0 +1,46 @@
+"""Quieter third-party logging for the length of one call, restored afterwards.
+
+autoq runs inside users' own Optuna studies and pipelines, so it never changes
+their logging for good: Optuna's per-trial INFO lines, MLflow's schema-migration
+notes and transformers' progress bars are silenced only while autoq works.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    import mlflow  # noqa: F401  (configures its loggers on import: import first, then adjust)
+    import optuna
+
+    optuna_level = optuna.logging.get_verbosity()
+    mlflow_logger = logging.getLogger("mlflow")
+    mlflow_level = mlflow_logger.level
+    hf = _transformers_logging()
+    hf_state = (hf.get_verbosity(), hf.is_progress_bar_enabled()) if hf else None
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    mlflow_logger.setLevel(logging.WARNING)
+    if hf:
+        hf.set_verbosity_error()
+        hf.disable_progress_bar()
+    try:
+        yield
+    finally:
+        optuna.logging.set_verbosity(optuna_level)
+        mlflow_logger.setLevel(mlflow_level)
+        if hf and hf_state:
+            hf.set_verbosity(hf_state[0])
+            if hf_state[1]:
+                hf.enable_progress_bar()
+
+
+def _transformers_logging():
+    try:
+        from transformers.utils import logging as hf_logging
+    except ImportError:
+        return None
+    return hf_logging
