@@ -26,6 +26,8 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
         (["--model", "digits-cnn", "--skip", ".*"], "no quantizable layer"),
         (["--model", "digits-cnn", "--space", "nope"], "unknown search space 'nope'"),
         (["--model", "digits-cnn", "--pin", "garbage"], "cannot parse pin"),
+        (["--sampler", "annealing"], "unknown search strategy 'annealing'"),
+        (["--n-trials", "0"], "n_trials must be at least 1"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
