@@ -28,6 +28,7 @@ from autoq.engine.strategy import SAMPLERS, make_strategy
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.model import check_finite_weights, find_layers
+from autoq.quiet import quiet_logs
 from autoq.search_spaces import load_preset
 from autoq.space import SearchSpace
 from autoq.tracking import DEFAULT_TRACKING_URI, MlflowTracker, sqlite_path
@@ -97,6 +98,11 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
 
 def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     """Search ``workload`` under ``config`` and return the evaluated points and frontier."""
+    with quiet_logs():
+        return _run_search(workload, config)
+
+
+def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     start = time.perf_counter()
     problem = prepare(workload, config)
     space, cost_model, budget = problem.space, problem.cost_model, problem.budget
