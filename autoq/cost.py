@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 from torch import nn
 
@@ -37,7 +38,7 @@ class CostModel:
         weights = {id(w): w for w in (get_module(model, layer.name).weight for layer in layers)}
         return cls(tuple(layers), total - sum(w.numel() for w in weights.values()))
 
-    @property
+    @cached_property
     def n_weights(self) -> int:
         return sum(layer.n_weights for layer in self.layers)
 

@@ -15,7 +15,8 @@ from collections.abc import Sequence
 
 from autoq.budget import Budget
 from autoq.choice import Assignment
-from autoq.cost import CostModel
+from autoq.cost import Cost, CostModel
+from autoq.model import LayerInfo
 from autoq.space import SearchSpace
 
 
@@ -28,18 +29,19 @@ def uniform_seeds(space: SearchSpace, cost_model: CostModel, budget: Budget) -> 
 def fill_seeds(space: SearchSpace, cost_model: CostModel, budget: Budget, count: int, seed: int = 0) -> list[Assignment]:
     """Up to ``count`` distinct budget-filling mixes: the dearest uniform assignment within the
     budget with layers raised to one of the two cheapest uniform formats above it."""
-    uniform = sorted(space.uniform_assignments(), key=lambda a: budget.measure(cost_model.cost(a)))
-    below = [a for a in uniform if budget.violation(cost_model.cost(a)) <= 0]
-    above = [a for a in uniform if budget.violation(cost_model.cost(a)) > 0]
+    below = uniform_seeds(space, cost_model, budget)
+    above = sorted(
+        (a for a in space.uniform_assignments() if budget.violation(cost_model.cost(a)) > 0),
+        key=lambda a: budget.measure(cost_model.cost(a)),
+    )
     if not below or not above or count <= 0:
         return []
     base, uppers = below[-1], above[:2]
     rng = random.Random(seed)
-    names = [layer.name for layer in space.layers]
     seeds: list[Assignment] = []
     for attempt in range(count * 4):
         upper = uppers[attempt % len(uppers)]
-        candidate = _fill(base, upper, rng.sample(names, len(names)), cost_model, budget)
+        candidate = _fill(base, upper, rng.sample(space.layers, len(space.layers)), cost_model, budget)
         if candidate not in seeds and candidate != base:
             seeds.append(candidate)
         if len(seeds) == count:
@@ -47,10 +49,15 @@ def fill_seeds(space: SearchSpace, cost_model: CostModel, budget: Budget, count:
     return seeds
 
 
-def _fill(base: Assignment, upper: Assignment, order: Sequence[str], cost_model: CostModel, budget: Budget) -> Assignment:
+def _fill(base: Assignment, upper: Assignment, order: Sequence[LayerInfo], cost_model: CostModel, budget: Budget) -> Assignment:
+    """Raise layers of ``base`` to ``upper`` in ``order`` while the budget holds (costs add up per layer)."""
     choices = dict(base.items())
-    for name in order:
-        trial = {**choices, name: upper[name]}
-        if budget.violation(cost_model.cost(trial)) <= 0:
-            choices = trial
+    bits = sum(cost_model.layer_bits(layer, choices[layer.name]) for layer in cost_model.layers)
+    size = cost_model.cost(base).size_bytes
+    for layer in order:
+        old, new = choices[layer.name], upper[layer.name]
+        new_bits = bits + cost_model.layer_bits(layer, new) - cost_model.layer_bits(layer, old)
+        new_size = size + cost_model.layer_bytes(layer, new) - cost_model.layer_bytes(layer, old)
+        if budget.violation(Cost(new_bits / cost_model.n_weights, new_size)) <= 0:
+            choices[layer.name], bits, size = new, new_bits, new_size
     return Assignment(tuple(choices.items()))
