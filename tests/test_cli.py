@@ -56,7 +56,8 @@ def test_help_lists_search():
     assert proc.returncode == 0 and "search" in proc.stdout
 
 
-def test_ctrl_c_keeps_finished_trials(tmp_path, mlflow_uri):
+@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
+def test_interrupt_keeps_finished_trials(signame, tmp_path, mlflow_uri):
     import signal
     import time
 
@@ -66,19 +67,26 @@ def test_ctrl_c_keeps_finished_trials(tmp_path, mlflow_uri):
 
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "autoq", "search", "--model", "digits-cnn", "--n-trials", "100000", "--tracking-uri", mlflow_uri, "--no-progress", "--study-name", "interrupted"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    # a shell without job control may start us with SIGINT ignored, which the child would inherit
+    proc = subprocess.Popen(
+        cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    deadline = time.time() + 120
-    complete = 0
-    while time.time() < deadline and complete < 5:  # wait for some finished trials
-        time.sleep(0.5)
-        try:
-            study = optuna.load_study(study_name="interrupted", storage=storage)
-            complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-        except Exception:  # the study does not exist yet
-            continue
-    proc.send_signal(signal.SIGINT)
-    _, err = proc.communicate(timeout=120)
+    try:
+        deadline = time.time() + 120
+        complete = 0
+        while time.time() < deadline and complete < 5:  # wait for some finished trials
+            time.sleep(0.5)
+            try:
+                study = optuna.load_study(study_name="interrupted", storage=storage)
+                complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+            except Exception:  # the study does not exist yet
+                continue
+        proc.send_signal(getattr(signal, signame))
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
     assert proc.returncode == 130, err[-2000:]
     assert "interrupted" in err and "Traceback" not in err
 
