@@ -14,7 +14,6 @@ from autoq.builtin.workload import Workload
 from autoq.engine import SearchConfig, SearchResult, run_search
 from autoq.errors import AutoqError
 from autoq.evaluate import OutputFidelity
-from autoq.quiet import quiet_logs
 
 _CONFIG_FIELDS = {f.name for f in fields(SearchConfig)}
 
@@ -46,12 +45,11 @@ def search(
     if unknown:
         raise AutoqError(f"unknown option(s) {sorted(unknown)}; valid options: {sorted(_CONFIG_FIELDS - {'budget'})}")
     config = SearchConfig(budget=budget, **options)
-    with quiet_logs():
-        if model is None or isinstance(model, str):
-            if calibration is not None or evaluate is not None:
-                raise AutoqError("calibration and evaluate go with an nn.Module; built-in models bring their own")
-            return run_search(load_workload(model), config)
-        return run_search(make_workload(model, calibration, evaluate, name=name, holdout=holdout, metric=metric), config)
+    if model is None or isinstance(model, str):
+        if calibration is not None or evaluate is not None:
+            raise AutoqError("calibration and evaluate go with an nn.Module; built-in models bring their own")
+        return run_search(load_workload(model), config)
+    return run_search(make_workload(model, calibration, evaluate, name=name, holdout=holdout, metric=metric), config)
 
 
 def make_workload(

@@ -43,7 +43,6 @@ def _run_search(args: argparse.Namespace) -> int:
     from autoq.budget import parse_budget
     from autoq.builtin import load_workload
     from autoq.engine import SearchConfig, format_summary, run_search
-    from autoq.quiet import quiet_logs
 
     config = SearchConfig(
         budget=parse_budget(args.budget),  # parse first: a bad budget fails before any loading
@@ -61,8 +60,7 @@ def _run_search(args: argparse.Namespace) -> int:
         progress=not args.no_progress,
     )
     print(f"autoq: loading {args.model or 'the default model (all-MiniLM-L6-v2)'} ...", file=sys.stderr, flush=True)
-    with quiet_logs():
-        result = run_search(load_workload(args.model), config)
+    result = run_search(load_workload(args.model), config)
     print(format_summary(result))
     return 0
 

@@ -8,7 +8,6 @@ allowed, and whether fp16 ("kept in half precision") is an option.
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 import yaml
 
 from autoq.errors import AutoqError
+from autoq.model import compile_patterns
 
 _RULE_KEYS = {"layers", "bits", "granularity", "symmetric", "methods", "half"}
 _PRESET_KEYS = {"name", "description", "rules"}
@@ -64,9 +64,9 @@ def _rule(raw: Any, where: str) -> Rule:
         raise AutoqError(f"{where}: 'symmetric' and 'half' take true or false (unquoted)")
     layers = str(raw.get("layers", ".*"))
     try:
-        re.compile(layers)
-    except re.error as exc:
-        raise AutoqError(f"{where}: invalid 'layers' pattern {layers!r}: {exc}") from None
+        compile_patterns([layers], "'layers'")
+    except AutoqError as exc:
+        raise AutoqError(f"{where}: {exc}") from None
     return Rule(
         layers=layers,
         bits=tuple(bits),

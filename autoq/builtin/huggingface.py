@@ -18,6 +18,7 @@ from autoq.builtin.text import stdlib_sentences
 from autoq.builtin.workload import Workload
 from autoq.errors import AutoqError
 from autoq.evaluate import OutputFidelity, call_model, mean_pooled, primary_output
+from autoq.quiet import quiet_logs
 
 
 def load_pretrained(path: str | Path):
@@ -32,8 +33,9 @@ def load_pretrained(path: str | Path):
         raise AutoqError(f"{str(path)!r} is not a Hugging Face model directory: it has no config.json")
     from transformers import AutoModel, AutoTokenizer
     try:
-        model = AutoModel.from_pretrained(str(directory)).eval()
-        tokenizer = AutoTokenizer.from_pretrained(str(directory))
+        with quiet_logs():  # no weight-loading progress bars or warnings over our own output
+            model = AutoModel.from_pretrained(str(directory)).eval()
+            tokenizer = AutoTokenizer.from_pretrained(str(directory))
     except Exception as exc:  # transformers raises many types for a broken directory
         raise AutoqError(f"could not load a model from {str(path)!r}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     if tokenizer.pad_token is None and tokenizer.eos_token is not None:

@@ -24,7 +24,7 @@ from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.engine.result import Point, SearchResult, pareto_front
 from autoq.engine.seeds import fill_seeds, uniform_seeds
-from autoq.engine.strategy import SAMPLERS, make_strategy
+from autoq.engine.strategy import make_strategy, sampler_factory
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.model import check_finite_weights, find_layers
@@ -56,8 +56,7 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.n_trials < 1:
             raise AutoqError(f"n_trials must be at least 1, got {self.n_trials}")
-        if self.sampler not in SAMPLERS:
-            raise AutoqError(f"unknown search strategy {self.sampler!r}; choose one of {', '.join(SAMPLERS)}")
+        sampler_factory(self.sampler)  # an unknown name fails here, before any loading
         if isinstance(self.pins, Mapping):
             object.__setattr__(self, "pins", tuple(self.pins.items()))
         object.__setattr__(self, "skip", tuple(self.skip))

@@ -98,8 +98,13 @@ def _random(seed: int) -> optuna.samplers.BaseSampler:
 SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {"tpe": _tpe, "nsga2": _nsga2, "random": _random}
 
 
-def make_strategy(name: str, space: SearchSpace, seed: int, study_name: str, storage: str | None) -> Strategy:
-    """Registry lookup: ``tpe`` (default), ``nsga2`` or ``random``, all as Optuna studies."""
+def sampler_factory(name: str) -> Callable[[int], optuna.samplers.BaseSampler]:
+    """Registry lookup: ``tpe`` (default), ``nsga2`` or ``random``; an unknown name is a clear error."""
     if name not in SAMPLERS:
         raise AutoqError(f"unknown search strategy {name!r}; choose one of {', '.join(SAMPLERS)}")
-    return OptunaStrategy(space, SAMPLERS[name](seed), study_name, storage)
+    return SAMPLERS[name]
+
+
+def make_strategy(name: str, space: SearchSpace, seed: int, study_name: str, storage: str | None) -> Strategy:
+    """The named strategy as an Optuna study over ``space``."""
+    return OptunaStrategy(space, sampler_factory(name)(seed), study_name, storage)
