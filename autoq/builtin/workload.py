@@ -21,6 +21,7 @@ class Workload:
     evaluate: Callable[[nn.Module], float]
     metric: str  # what quality means, one line for summaries and MLflow
     data_fingerprint: str = ""
+    skip: tuple[str, ...] = ()  # layers this model leaves unquantized by default (e.g. a tied lm_head)
 
 
 def cache_dir() -> Path:

@@ -18,7 +18,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from autoq.budget import Budget, parse_budget
+from autoq.budget import Budget, check_latency_config, parse_budget
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.cost import CostModel
@@ -27,6 +27,7 @@ from autoq.engine.seeds import fill_seeds, uniform_seeds
 from autoq.engine.strategy import make_strategy, sampler_factory
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, check_finite_batches
+from autoq.latency import latency_model
 from autoq.model import check_finite_weights, find_layers
 from autoq.quiet import quiet_logs
 from autoq.search_spaces import load_preset
@@ -52,10 +53,14 @@ class SearchConfig:
     storage: str | None = "auto"  # "auto": optuna.db beside the MLflow store; None: in memory
     timeout: float | None = None  # seconds; stop asking for new trials after this
     progress: bool = True
+    device: str | None = None  # latency source: a preset ("h100": roofline estimate) or a measured table JSON
+    batch: int = 1  # activation rows per forward for latency (tokens), a batch the table measured
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
             raise AutoqError(f"n_trials must be at least 1, got {self.n_trials}")
+        check_latency_config(parse_budget(self.budget), self.device)
+        latency_model(self.device, self.batch)  # an unknown device or unmeasured batch fails here, before any loading
         sampler_factory(self.sampler)  # an unknown name fails here, before any loading
         if isinstance(self.pins, Mapping):
             object.__setattr__(self, "pins", tuple(self.pins.items()))
@@ -86,12 +91,12 @@ class Prepared:
 def prepare(workload: Workload, config: SearchConfig) -> Prepared:
     """All the checks that need no evaluation, in the order a user would fix them."""
     budget = parse_budget(config.budget)
-    layers = find_layers(workload.model, config.skip)
+    layers = find_layers(workload.model, tuple(workload.skip) + tuple(config.skip))
     check_finite_weights(workload.model, layers)
     check_finite_batches(workload.calibration)
     space = SearchSpace.build(load_preset(config.space), layers, dict(config.pins))
-    cost_model = CostModel.for_model(workload.model, layers)
-    budget.check_feasible(*space.extremes(cost_model))
+    cost_model = CostModel.for_model(workload.model, layers, latency_model(config.device, config.batch))
+    budget.check_feasible(*space.extremes(cost_model, budget.kind), cost_model.latency_source)
     return Prepared(space, cost_model, budget)
 
 
@@ -122,6 +127,8 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
 
     tracker = _start_tracking(workload, config, space, budget, study_name, storage)
     parent_id = tracker.parent_id if tracker else None
+    if tracker and cost_model.latency_source:
+        tracker.client.set_tag(parent_id, "latency_source", cost_model.latency_source)
 
     cache = QuantCache(workload.model)
     points: list[Point] = []
@@ -150,11 +157,15 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
                 quality, error = _evaluate(workload, cache, proposal.assignment)
             is_uniform = proposal.assignment in uniform_set
             metrics = {"effective_bits": cost.effective_bits, "size_bytes": cost.size_bytes, "size_mb": cost.size_bytes / 1e6}
+            if cost.latency_us is not None:
+                metrics["latency_ms"] = cost.latency_us / 1e3
             if error is None:
                 seen[proposal.assignment] = metrics["quality"] = quality
             run_id = None
             if tracker:
                 tags = {"uniform": str(is_uniform).lower(), "feasible": "true"}
+                if cost_model.latency_source:
+                    tags["latency_source"] = cost_model.latency_source
                 if error:
                     tags["error"] = error[:5000]
                 run_id = tracker.log_trial(proposal.number, metrics, tags, proposal.assignment, "FAILED" if error else "FINISHED")
@@ -163,7 +174,7 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
                 strategy.tell(proposal, None, violation, error=error)
             else:
                 strategy.tell(proposal, (quality, cost.effective_bits), violation)
-                points.append(Point(proposal.number, proposal.assignment, quality, cost.effective_bits, cost.size_bytes, is_uniform, run_id))
+                points.append(Point(proposal.number, proposal.assignment, quality, cost.effective_bits, cost.size_bytes, is_uniform, run_id, cost.latency_us, cost_model.latency_source))
             bar.update(1)
             if points:
                 bar.set_postfix(best=f"{max(p.quality for p in points):.4f}", over_budget=n_infeasible)
@@ -177,7 +188,8 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
             status = "FAILED"
         frontier = pareto_front(points)
         if tracker:
-            tracker.finish(points, frontier, _summary_metrics(points, reference, eval_seconds, n_infeasible, n_failed), budget.value if budget.kind == "bits" else None, status)
+            tracker.finish(points, frontier, _summary_metrics(points, reference, eval_seconds, n_infeasible, n_failed), budget.value if budget.kind == "bits" else None, status,
+                           latency_budget_ms=budget.value if budget.is_latency else None)
     if not points:
         raise AutoqError(f"every trial failed ({n_failed}); the first error is in MLflow run tags and the Optuna study {study_name!r}")
     return SearchResult(
@@ -209,7 +221,7 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
             "model": workload.name, "space": config.space, "seed": config.seed, "sampler": config.sampler,
             "n_trials": config.n_trials, "n_layers": len(space.layers), "metric": workload.metric[:500],
             "data_fingerprint": workload.data_fingerprint, "optuna_storage": storage or "memory",
-            "study_name": study_name,
+            "study_name": study_name, "device": config.device or "none", "batch": config.batch,
         },
         tags={"autoq.kind": "search", "autoq.model": workload.name},
     )
@@ -222,6 +234,8 @@ def _summary_metrics(points: list[Point], reference: float, eval_seconds: float,
     if points:
         best = max(points, key=lambda p: p.quality)
         metrics.update(best_quality=best.quality, best_effective_bits=best.effective_bits)
+        if best.latency_ms is not None:
+            metrics["best_latency_ms"] = best.latency_ms
         uniform = [p for p in points if p.uniform]
         if uniform:
             metrics["best_uniform_quality"] = max(p.quality for p in uniform)

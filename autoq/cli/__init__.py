@@ -1,0 +1,53 @@
+"""``autoq`` command line: thin shells over the Python API, one module per subcommand.
+
+Every module in this package that defines ``add_parser(subparsers)`` is a
+subcommand (``autoq search``, ...); it registers its parser and sets
+``run=...`` as the parser default. User errors print one line
+(``autoq: error: ...``) and exit with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import pkgutil
+import signal
+import sys
+from collections.abc import Sequence
+
+from autoq.errors import AutoqError
+
+
+def build_parser() -> argparse.ArgumentParser:
+    from autoq import __version__
+
+    parser = argparse.ArgumentParser(prog="autoq", description="Automated mixed-precision quantization search for PyTorch.")
+    parser.add_argument("--version", action="version", version=f"autoq {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "add_parser"):
+            module.add_parser(sub)
+    return parser
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's TERM stops as cleanly as Ctrl-C
+    try:
+        return int(args.run(args) or 0)
+    except AutoqError as exc:
+        print(f"autoq: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("autoq: interrupted; finished trials are kept in the Optuna storage and MLflow", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""Export a chosen point as packed safetensors and load it back (``autoq.export``)."""

@@ -1,0 +1,1 @@
+"""Per-layer sensitivity metrics (``autoq.sensitivity``): one registry, each metric a table over (layer, option)."""

@@ -1,0 +1,53 @@
+"""SmolLM2-135M built-in: token batching, perplexity and the relative-perplexity quality."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from autoq.builtin.smollm2 import perplexity, token_batches
+
+
+def test_token_batches_cut_the_stream_into_full_sequences() -> None:
+    ids = torch.arange(1000)
+    batches = token_batches(ids, seq_len=64, batch_size=4)
+    assert [b["input_ids"].shape for b in batches] == [(4, 64)] * 3 + [(3, 64)]  # 15 sequences, ragged tail dropped
+    assert torch.equal(torch.cat([b["input_ids"] for b in batches]).flatten(), ids[: 15 * 64])
+
+
+class _Bigram(torch.nn.Module):
+    """A model whose next-token distribution is known: uniform over ``vocab`` tokens."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, input_ids: torch.Tensor):
+        logits = torch.zeros(*input_ids.shape, self.vocab)
+        return type("Out", (), {"logits": logits})()
+
+
+def test_perplexity_of_a_uniform_model_is_the_vocabulary_size() -> None:
+    batches = token_batches(torch.randint(0, 50, (512,), generator=torch.Generator().manual_seed(0)), 32, 4)
+    assert perplexity(_Bigram(50), batches) == pytest.approx(50.0, rel=1e-6)
+
+
+@pytest.mark.slow
+def test_smollm2_workload_scores_quantization_below_full_precision() -> None:
+    pytest.importorskip("gguf")
+    from autoq.builtin import load_workload
+    from autoq.choice import LayerChoice
+    from autoq.evaluate import QuantCache
+    from autoq.model import find_layers
+
+    work = load_workload("smollm2")
+    layers = find_layers(work.model, work.skip)
+    assert len(layers) == 210 and all(layer.name != "lm_head" for layer in layers)
+    assert work.evaluate(work.model) == pytest.approx(1.0)
+    assert math.isfinite(work.evaluate.reference) and work.evaluate.reference > 1
+    int2 = LayerChoice.from_name("int2-ch-asym:rtn-minmax")
+    with QuantCache(work.model).apply({layer.name: int2 for layer in layers if ".mlp." in layer.name}) as model:
+        assert work.evaluate(model) < 0.9
+    assert work.evaluate(work.model) == pytest.approx(1.0)  # weights restored
