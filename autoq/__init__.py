@@ -5,6 +5,7 @@ from autoq.budget import Budget, parse_budget
 from autoq.choice import Assignment, LayerChoice
 from autoq.engine import Point, SearchConfig, SearchResult
 from autoq.errors import AutoqError
+from autoq.export import export, load
 from autoq.quant import QuantSpec
 
 __version__ = "0.1.0"
@@ -18,6 +19,8 @@ __all__ = [
     "QuantSpec",
     "SearchConfig",
     "SearchResult",
+    "export",
+    "load",
     "parse_budget",
     "search",
 ]

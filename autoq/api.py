@@ -38,8 +38,12 @@ def search(
     the last ``holdout`` fraction of the calibration batches is held out and quality
     is the mean cosine similarity of the outputs to the unquantized model's.
     ``options`` are the fields of :class:`autoq.engine.SearchConfig` (``n_trials``,
-    ``seed``, ``space``, ``skip``, ``pins``, ``tracking_uri``, ``storage``, ...).
-    The model's weights are left as they were; use ``result.apply(model)``.
+    ``seed``, ``space``, ``skip``, ``pins``, ``tracking_uri``, ``storage``, ...), the
+    scale-out and recovery ones included (``backend="ray"``, ``workers``, ``address``,
+    ``max_retries``, ``resume=True`` with ``study_name``). No global state is kept and Ray
+    is started (and stopped) only for ``backend="ray"`` when none is running.
+    The model's weights are left as they were; use ``result.apply(model)``. The result
+    pickles, compares, and reloads with ``SearchResult.from_mlflow(run_id, tracking_uri)``.
     """
     unknown = set(options) - _CONFIG_FIELDS
     if unknown:

@@ -1,8 +1,9 @@
-"""Budgets: ``4.5bits``, ``4.5``, ``20MB``, ``20MiB``, ``3ms`` parsed into one type.
+"""Budgets: ``4.5bits``, ``4.5``, ``20MB``, ``20MiB``, ``3ms``, ``250us`` parsed into one type.
 
-Bits and sizes are checked against the feasible range of the search space (its
-cheapest and dearest assignment). Latency budgets are recognised but refused
-until measured kernel tables exist.
+Every budget is checked against the feasible range of the search space (its
+cheapest and dearest assignment). A latency budget needs a latency source
+(``--device h100`` for a roofline estimate, ``--device TABLE.json`` for a
+measured kernel table); without one it is refused with a message saying so.
 """
 
 from __future__ import annotations
@@ -29,6 +30,10 @@ _UNITS = {
 }
 _BUDGET_RE = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
 _EXAMPLES = "e.g. '4.5bits', '4.5', '20MB', '20MiB'"
+NEEDS_DEVICE = (
+    "a latency budget needs a device to estimate latency on: pass --device h100 (or another preset: roofline estimate) "
+    "or --device TABLE.json (a table measured by 'autoq kernels bench'); in Python, device='h100'"
+)
 
 
 @dataclass(frozen=True)
@@ -45,7 +50,9 @@ class Budget:
             return cost.effective_bits
         if self.kind == "bytes":
             return float(cost.size_bytes)
-        raise AutoqError("latency budgets are not supported yet")
+        if cost.latency_us is None:
+            raise AutoqError(f"cannot check latency budget {self.text!r}: {NEEDS_DEVICE}")
+        return cost.latency_us / 1e3
 
     def violation(self, cost: Cost) -> float:
         """``measure - value``: <= 0 means within budget (Optuna's constraint convention)."""
@@ -54,12 +61,22 @@ class Budget:
     def fmt(self, amount: float) -> str:
         if self.kind == "bits":
             return f"{amount:.3f} bits"
+        if self.kind == "latency_ms":
+            from autoq.latency import format_latency_us
+
+            return format_latency_us(amount * 1e3)
         return f"{amount / 1e6:.3f} MB"
 
-    def check_feasible(self, cheapest: Cost, dearest: Cost) -> None:
+    @property
+    def is_latency(self) -> bool:
+        return self.kind == "latency_ms"
+
+    def check_feasible(self, cheapest: Cost, dearest: Cost, latency_source: str | None = None) -> None:
         """Refuse a budget that no assignment meets, or that every assignment meets."""
         lo, hi = self.measure(cheapest), self.measure(dearest)
         span = f"the feasible range for this model and search space is {self.fmt(lo)} to {self.fmt(hi)}"
+        if self.is_latency and latency_source:
+            span += f" (latency source: {latency_source})"
         if self.value < lo:
             raise AutoqError(f"budget {self.text!r} is below the cheapest assignment; {span}")
         if self.value > hi:
@@ -73,14 +90,15 @@ def parse_budget(text: str | float | Budget) -> Budget:
     raw = str(text)
     match = _BUDGET_RE.match(raw)
     if not match or match.group(2).lower() not in _UNITS:
-        raise AutoqError(f"cannot parse budget {raw!r}; expected a positive number with a unit, {_EXAMPLES}, or a latency like '3ms'")
+        raise AutoqError(f"cannot parse budget {raw!r}; expected a positive number with a unit, {_EXAMPLES}, or a latency like '3ms', '250us', '0.003s'")
     number, unit = float(match.group(1)), match.group(2).lower()
     kind, scale = _UNITS[unit]
     if not number > 0:
         raise AutoqError(f"budget {raw!r} must be positive, {_EXAMPLES}")
-    if kind == "latency_ms":
-        raise AutoqError(
-            f"latency budget {raw!r} needs measured kernel latency tables, which this version does not have yet; "
-            f"use a bits or size budget, {_EXAMPLES}"
-        )
     return Budget(kind, number * scale, raw)
+
+
+def check_latency_config(budget: Budget, device: str | None) -> None:
+    """A latency budget without a device is refused before any loading, naming ``--device``."""
+    if budget.is_latency and device is None:
+        raise AutoqError(f"budget {budget.text!r} is a latency; {NEEDS_DEVICE}")

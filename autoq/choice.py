@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 
 from autoq.errors import AutoqError
 from autoq.quant import QuantSpec
+from autoq.quant.activation import ActSpec
 
 ASSIGNMENT_VERSION = 1
 HALF_METHOD = "none"
@@ -19,28 +20,42 @@ HALF_METHOD = "none"
 
 @dataclass(frozen=True)
 class LayerChoice:
-    """Weight format plus the PTQ method that produces it."""
+    """Weight format plus the PTQ method that produces it, and optionally an activation format.
+
+    Activation quantization simulates a W8A8-style deployment; it does not change the
+    stored size (the cost model counts weight bits only). A layer kept in fp16 has none.
+    """
 
     weight: QuantSpec
     method: str = "rtn-mse"
+    activation: ActSpec | None = None
 
     def __post_init__(self) -> None:
         if self.weight.is_half and self.method != HALF_METHOD:
             object.__setattr__(self, "method", HALF_METHOD)
+        if self.weight.is_half and self.activation is not None:
+            object.__setattr__(self, "activation", None)
 
     @property
     def name(self) -> str:
-        """``int4-g128-asym:rtn-mse``; ``fp16`` for a layer kept in half precision."""
-        return "fp16" if self.weight.is_half else f"{self.weight.name}:{self.method}"
+        """``int4-g128-asym:rtn-mse``, ``int8-ch-sym:smoothquant+a8-tensor``; ``fp16`` for half precision."""
+        if self.weight.is_half:
+            return "fp16"
+        act = f"+{self.activation.name}" if self.activation is not None else ""
+        return f"{self.weight.name}:{self.method}{act}"
 
     @classmethod
     def from_name(cls, name: str) -> LayerChoice:
         if name == "fp16":
             return cls(QuantSpec.half())
-        spec, sep, method = name.partition(":")
-        if not sep or not method:
-            raise AutoqError(f"cannot parse layer choice {name!r}; expected 'FORMAT:METHOD' such as 'int4-g128-asym:rtn-mse', or 'fp16'")
-        return cls(QuantSpec.from_name(spec), method)
+        spec, sep, rest = name.partition(":")
+        method, plus, act = rest.partition("+")
+        if not sep or not method or (plus and not act):
+            raise AutoqError(
+                f"cannot parse layer choice {name!r}; expected 'FORMAT:METHOD[+ACT]' such as 'int4-g128-asym:rtn-mse', "
+                "'int8-ch-sym:smoothquant+a8-tensor', or 'fp16'"
+            )
+        return cls(QuantSpec.from_name(spec), method, ActSpec.from_name(act) if act else None)
 
 
 @dataclass(frozen=True)

@@ -3,18 +3,21 @@
 Effective bits = (sum over quantized layers of codes + fp16 scales and zero points)
 / (number of weights in those layers). Size in bytes additionally counts every
 other parameter (biases, embeddings, norms, skipped layers) at fp16, the form
-an exported model keeps them in.
+an exported model keeps them in. Latency, when the cost model has a latency
+source (``--device``), is the sum of the quantizable layers' GEMM latencies
+from ``autoq.latency``; attention, norms and embeddings are not counted.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 
 from torch import nn
 
 from autoq.choice import LayerChoice
+from autoq.latency import LatencyModel
 from autoq.model import LayerInfo, get_module
 
 
@@ -22,21 +25,31 @@ from autoq.model import LayerInfo, get_module
 class Cost:
     effective_bits: float
     size_bytes: int
+    latency_us: float | None = None  # None when no device (latency source) was given
 
 
 @dataclass(frozen=True)
 class CostModel:
-    """Size accounting for one model's quantizable layers."""
+    """Size (and, with a latency source, latency) accounting for one model's quantizable layers."""
 
     layers: tuple[LayerInfo, ...]
     other_params: int  # parameters outside the quantized weights, stored as fp16
+    latency: LatencyModel | None = None
 
     @classmethod
-    def for_model(cls, model: nn.Module, layers: Sequence[LayerInfo]) -> CostModel:
+    def for_model(cls, model: nn.Module, layers: Sequence[LayerInfo], latency: LatencyModel | None = None) -> CostModel:
         total = sum(p.numel() for p in model.parameters())
         # a weight tied between layers is one parameter: subtract it once
         weights = {id(w): w for w in (get_module(model, layer.name).weight for layer in layers)}
-        return cls(tuple(layers), total - sum(w.numel() for w in weights.values()))
+        return cls(tuple(layers), total - sum(w.numel() for w in weights.values()), latency)
+
+    def with_latency(self, latency: LatencyModel | None) -> CostModel:
+        return replace(self, latency=latency)
+
+    @property
+    def latency_source(self) -> str | None:
+        """``table:<device>``, ``estimate:roofline:<device>``, or ``None`` without a device."""
+        return self.latency.source if self.latency is not None else None
 
     @cached_property
     def n_weights(self) -> int:
@@ -48,7 +61,21 @@ class CostModel:
     def layer_bytes(self, layer: LayerInfo, choice: LayerChoice) -> int:
         return choice.weight.storage_bytes(layer.out_features, layer.in_features)
 
+    def layer_us(self, layer: LayerInfo, choice: LayerChoice) -> float:
+        if self.latency is None:
+            raise ValueError("this cost model has no latency source")
+        return self.latency.layer_us(layer.out_features, layer.in_features, choice.weight)
+
+    def layer_amount(self, layer: LayerInfo, choice: LayerChoice, kind: str) -> float:
+        """The layer's share of a budget of ``kind`` (bits | bytes | latency_ms): costs add up per layer."""
+        if kind == "bits":
+            return self.layer_bits(layer, choice)
+        if kind == "bytes":
+            return self.layer_bytes(layer, choice)
+        return self.layer_us(layer, choice)
+
     def cost(self, assignment: Mapping[str, LayerChoice]) -> Cost:
         bits = sum(self.layer_bits(layer, assignment[layer.name]) for layer in self.layers)
         size = sum(self.layer_bytes(layer, assignment[layer.name]) for layer in self.layers)
-        return Cost(bits / self.n_weights, size + 2 * self.other_params)
+        latency = sum(self.layer_us(layer, assignment[layer.name]) for layer in self.layers) if self.latency is not None else None
+        return Cost(bits / self.n_weights, size + 2 * self.other_params, latency)

@@ -18,8 +18,9 @@ from autoq.errors import AutoqError
 from autoq.model import LayerInfo, compile_patterns
 from autoq.ptq import get_method
 from autoq.quant import QuantSpec
+from autoq.quant.activation import ActSpec
 from autoq.quant.spec import GROUP_SIZES
-from autoq.search_spaces import Preset, Rule
+from autoq.search_spaces import Preset, Rule, check_against_layers
 
 
 def _granularity(token: str, where: str) -> tuple[str, int | None]:
@@ -50,8 +51,10 @@ def _rule_choices(rule: Rule, layer: LayerInfo, where: str) -> dict[str, LayerCh
             for sym in rule.symmetric:
                 spec = QuantSpec(bits, gran, group, sym)
                 for method in rule.methods:
-                    label = f"int{bits}-{'ch' if token == 'channel' else token}-{'sym' if sym else 'asym'}:{method}"
-                    labelled[label] = LayerChoice(spec, method)
+                    for act in rule.activations:
+                        label = f"int{bits}-{'ch' if token == 'channel' else token}-{'sym' if sym else 'asym'}:{method}"
+                        label += f"+{act}" if act else ""
+                        labelled[label] = LayerChoice(spec, method, ActSpec.from_name(act) if act else None)
     if rule.half or 16 in rule.bits:
         labelled["fp16"] = LayerChoice(QuantSpec.half())
     return labelled
@@ -68,6 +71,7 @@ class SearchSpace:
     @classmethod
     def build(cls, preset: Preset, layers: Sequence[LayerInfo], pins: Mapping[str, str] | None = None) -> SearchSpace:
         pins = dict(pins or {})
+        check_against_layers(preset, layers)
         pin_rules = [(r, LayerChoice.from_name(c), p) for r, (p, c) in zip(compile_patterns(pins, "pin"), pins.items())]
         used_pins: set[str] = set()
         options, labels = [], []
@@ -122,11 +126,11 @@ class SearchSpace:
                 result.append(candidate)
         return result
 
-    def extremes(self, cost_model: CostModel) -> tuple[Cost, Cost]:
-        """Costs of the cheapest and the dearest assignment (costs are additive per layer)."""
+    def extremes(self, cost_model: CostModel, kind: str = "bits") -> tuple[Cost, Cost]:
+        """Costs of the cheapest and the dearest assignment by a budget ``kind`` (costs are additive per layer)."""
         cheap, dear = [], []
         for layer, opts in zip(self.layers, self.options):
-            bits = [cost_model.layer_bits(layer, c) for c in opts]
+            bits = [cost_model.layer_amount(layer, c, kind) for c in opts]
             cheap.append(bits.index(min(bits)))
             dear.append(bits.index(max(bits)))
         return cost_model.cost(self.assignment(cheap)), cost_model.cost(self.assignment(dear))

@@ -3,12 +3,20 @@
 A preset is a list of rules; each layer takes the first rule whose ``layers``
 regex matches its name. A rule lists the bit-widths, granularities
 (``tensor``, ``channel``, ``g32``, ``g64``, ``g128``), symmetry and PTQ methods
-allowed, and whether fp16 ("kept in half precision") is an option.
+allowed, optional activation formats (``activations: [none, a8-tensor, a8-token]``),
+and whether fp16 ("kept in half precision") is an option.
+
+Errors name the file and YAML line: at load for an unknown method, granularity or
+activation format; against the model's layers (:func:`check_against_layers`, called
+by ``SearchSpace.build``) for a rule whose pattern takes no layer, or a group size
+wider than every layer the rule governs.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,9 +24,13 @@ from typing import Any
 import yaml
 
 from autoq.errors import AutoqError
-from autoq.model import compile_patterns
+from autoq.model import LayerInfo, compile_patterns
+from autoq.ptq import method_names
+from autoq.quant.activation import ActSpec
+from autoq.quant.spec import GROUP_SIZES
 
-_RULE_KEYS = {"layers", "bits", "granularity", "symmetric", "methods", "half"}
+_RULE_KEYS = {"layers", "bits", "granularity", "symmetric", "methods", "half", "activations"}
+NO_ACTIVATION = "none"
 _PRESET_KEYS = {"name", "description", "rules"}
 
 
@@ -30,6 +42,16 @@ class Rule:
     symmetric: tuple[bool, ...]
     methods: tuple[str, ...]
     half: bool
+    activations: tuple[str | None, ...] = (None,)  # None: weight-only
+    line: int = field(default=0, compare=False)  # YAML line of the rule (0: not from a file)
+    key_lines: tuple[tuple[str, int], ...] = field(default=(), compare=False)
+    source: str = field(default="", compare=False)
+
+    def where(self, key: str | None = None, index: int | None = None) -> str:
+        """``file, line N, rule I`` for error messages (the key's own line when known)."""
+        line = dict(self.key_lines).get(key, self.line) if key else self.line
+        parts = [p for p in (self.source, f"line {line}" if line else "", f"rule {index}" if index else "") if p]
+        return ", ".join(parts) or "search space"
 
 
 @dataclass(frozen=True)
@@ -47,7 +69,43 @@ def _as_tuple(value: Any) -> tuple:
     return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
-def _rule(raw: Any, where: str) -> Rule:
+def _rule_lines(text: str) -> list[tuple[int, dict[str, int]]]:
+    """(line of each rule, line of each of its keys), 1-based, from the YAML node tree."""
+    try:
+        root = yaml.compose(text)
+    except yaml.YAMLError:
+        return []
+    if not isinstance(root, yaml.MappingNode):
+        return []
+    for key, value in root.value:
+        if getattr(key, "value", None) == "rules" and isinstance(value, yaml.SequenceNode):
+            out = []
+            for item in value.value:
+                keys = {k.value: v.start_mark.line + 1 for k, v in item.value} if isinstance(item, yaml.MappingNode) else {}
+                out.append((item.start_mark.line + 1, keys))
+            return out
+    return []
+
+
+def _check_names(rule: Rule, index: int) -> None:
+    known = set(method_names())
+    for m in rule.methods:
+        if m not in known:
+            raise AutoqError(f"{rule.where('methods', index)}: unknown PTQ method {m!r}; known methods: {', '.join(sorted(known))}")
+    for g in rule.granularity:
+        match = re.fullmatch(r"g(\d+)", g)
+        if g not in {"tensor", "channel"} and (not match or int(match.group(1)) not in GROUP_SIZES):
+            raise AutoqError(f"{rule.where('granularity', index)}: unknown granularity {g!r}; use tensor, channel, "
+                             + ", ".join(f"g{size}" for size in GROUP_SIZES))
+    for a in rule.activations:
+        if a is not None:
+            try:
+                ActSpec.from_name(a)
+            except AutoqError as exc:
+                raise AutoqError(f"{rule.where('activations', index)}: {exc}") from None
+
+
+def _rule(raw: Any, where: str, line: int = 0, key_lines: Mapping[str, int] | None = None, source: str = "") -> Rule:
     if not isinstance(raw, dict):
         raise AutoqError(f"{where}: a rule must be a mapping with keys {sorted(_RULE_KEYS)}")
     unknown = set(raw) - _RULE_KEYS
@@ -67,6 +125,7 @@ def _rule(raw: Any, where: str) -> Rule:
         compile_patterns([layers], "'layers'")
     except AutoqError as exc:
         raise AutoqError(f"{where}: {exc}") from None
+    acts = tuple(None if a is None or str(a) == NO_ACTIVATION else str(a) for a in _as_tuple(raw.get("activations", NO_ACTIVATION)))
     return Rule(
         layers=layers,
         bits=tuple(bits),
@@ -74,6 +133,10 @@ def _rule(raw: Any, where: str) -> Rule:
         symmetric=tuple(symmetric),
         methods=tuple(str(m) for m in _as_tuple(raw["methods"])),
         half=raw.get("half", False),
+        activations=acts,
+        line=line,
+        key_lines=tuple((key_lines or {}).items()),
+        source=source,
     )
 
 
@@ -89,7 +152,15 @@ def parse_preset(text: str, source: str) -> Preset:
         raise AutoqError(f"{source}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_PRESET_KEYS)}")
     if not isinstance(data["rules"], list):
         raise AutoqError(f"{source}: 'rules' must be a list of rules")
-    rules = tuple(_rule(r, f"{source}, rule {i + 1}") for i, r in enumerate(data["rules"]))
+    lines = _rule_lines(text)
+    rules = []
+    for i, raw in enumerate(data["rules"]):
+        line, keys = lines[i] if i < len(lines) else (0, {})
+        where = f"{source}, line {line}, rule {i + 1}" if line else f"{source}, rule {i + 1}"
+        rule = _rule(raw, where, line, keys, source)
+        _check_names(rule, i + 1)
+        rules.append(rule)
+    rules = tuple(rules)
     if not rules:
         raise AutoqError(f"{source}: 'rules' is empty")
     return Preset(str(data.get("name", Path(source).stem)), str(data.get("description", "")), rules)
@@ -106,3 +177,36 @@ def load_preset(name_or_path: str) -> Preset:
         raise AutoqError(f"unknown search space {name_or_path!r}; built-in presets: {', '.join(preset_names())}, or a path to a YAML file")
     text = resources.files(__name__).joinpath(f"{name_or_path}.yaml").read_text()
     return parse_preset(text, f"{name_or_path}.yaml")
+
+
+def check_against_layers(preset: Preset, layers: Sequence[LayerInfo]) -> None:
+    """Refuse rules that govern no layer and group sizes wider than every layer a rule governs.
+
+    Each layer takes the first rule whose pattern matches it. A group at least as
+    wide as a layer's input is per-channel on that layer (the space keeps it once);
+    a group size that is so on *every* layer a targeted rule governs can never form a
+    group there and is refused. A rule that governs every layer (a generic catch-all)
+    keeps the collapse silently, so generic presets work on narrow models.
+    """
+    taken: dict[int, list[LayerInfo]] = {i: [] for i in range(len(preset.rules))}
+    for layer in layers:
+        idx = next((i for i, r in enumerate(preset.rules) if re.search(r.layers, layer.name)), None)
+        if idx is not None:
+            taken[idx].append(layer)
+    for i, rule in enumerate(preset.rules):
+        governed = taken[i]
+        if not governed:
+            shadowed = any(re.search(rule.layers, layer.name) for layer in layers)
+            why = "every layer it matches is taken by an earlier rule" if shadowed else "it matches no quantizable layer"
+            example = ", ".join(layer.name for layer in layers[:3])
+            raise AutoqError(f"{rule.where('layers', i + 1)}: pattern {rule.layers!r} governs no layer ({why}); layers are e.g. {example}")
+        widest = max(layer.in_features for layer in governed)
+        if len(governed) == len(layers):
+            continue  # a catch-all rule is generic: on narrow layers a group collapses to per-channel
+        for g in rule.granularity:
+            match = re.fullmatch(r"g(\d+)", g)
+            if match and int(match.group(1)) > widest:
+                raise AutoqError(
+                    f"{rule.where('granularity', i + 1)}: group size {g} is impossible here: the widest layer this rule governs "
+                    f"({max(governed, key=lambda layer: layer.in_features).name!r}) has only {widest} inputs; use channel or a smaller group"
+                )

@@ -94,7 +94,8 @@ def test_failing_metric_is_recorded_not_fatal():
             raise RuntimeError("boom")
         return float("nan") if calls["n"] == 5 else 0.5
 
-    result = autoq.search(tiny_mlp(), batches(), flaky, budget="5bits", n_trials=8, tracking_uri=None, storage=None, progress=False)
+    # max_retries=0: a failed trial counts as evaluated at once (retries: tests/engine/test_trials.py)
+    result = autoq.search(tiny_mlp(), batches(), flaky, budget="5bits", n_trials=8, max_retries=0, tracking_uri=None, storage=None, progress=False)
     assert result.n_failed == 3
     assert len(result.points) == 5
 

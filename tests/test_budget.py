@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from autoq.budget import Budget, parse_budget
+from autoq.budget import Budget, check_latency_config, parse_budget
 from autoq.cost import Cost
 from autoq.errors import AutoqError
 
@@ -61,11 +61,29 @@ def test_budget_passes_through():
     assert parse_budget(budget) is budget
 
 
-@pytest.mark.parametrize("text", ["3ms", "500us", "0.2s", "3 MS"])
-def test_latency_is_refused_with_a_reason(text):
-    with pytest.raises(AutoqError, match="latency") as info:
-        parse_budget(text)
-    assert "4.5bits" in str(info.value)
+@pytest.mark.parametrize("text, ms", [("3ms", 3.0), ("250us", 0.25), ("0.003s", 3.0), ("3 MS", 3.0), ("1.5e3us", 1.5)])
+def test_latency_units(text, ms):
+    budget = parse_budget(text)
+    assert budget.kind == "latency_ms" and budget.is_latency
+    assert budget.value == pytest.approx(ms)
+
+
+def test_latency_without_device_names_the_flag():
+    check_latency_config(parse_budget("4.5bits"), None)  # bits need no device
+    check_latency_config(parse_budget("3ms"), "h100")
+    with pytest.raises(AutoqError, match="--device h100") as info:
+        check_latency_config(parse_budget("3ms"), None)
+    assert "'3ms'" in str(info.value) and "TABLE.json" in str(info.value)
+
+
+def test_config_refuses_latency_without_device_before_loading():
+    from autoq.engine import SearchConfig
+
+    with pytest.raises(AutoqError, match="--device"):
+        SearchConfig(budget="3ms")
+    with pytest.raises(AutoqError, match="unknown device"):
+        SearchConfig(budget="3ms", device="tpu9000")
+    assert SearchConfig(budget="3ms", device="h100", batch=16).batch == 16
 
 
 @pytest.mark.parametrize("text", ["abc", "", "   ", "-1bits", "0bits", "0", "-0.0", "4.5parsecs", "20B", "1e", "4.5 bits extra", "bits", "1.2.3"])
@@ -100,10 +118,26 @@ def test_measure_and_violation_bytes():
     assert budget.violation(Cost(1.0, 19_000_000)) < 0
 
 
-def test_latency_budget_cannot_measure():
+def test_latency_budget_cannot_measure_without_a_latency():
     budget = Budget("latency_ms", 3.0, "3ms")
-    with pytest.raises(AutoqError, match="latency"):
+    with pytest.raises(AutoqError, match="latency.*--device"):
         budget.measure(Cost(4.0, 100))
+
+
+def test_measure_and_violation_latency():
+    budget = parse_budget("250us")
+    assert budget.measure(Cost(4.0, 100, latency_us=300.0)) == pytest.approx(0.3)
+    assert budget.violation(Cost(4.0, 100, latency_us=300.0)) == pytest.approx(0.05)
+    assert budget.violation(Cost(4.0, 100, latency_us=200.0)) < 0
+
+
+def test_infeasible_latency_states_the_range_and_source():
+    cheap, dear = Cost(2.0, 1, latency_us=150.0), Cost(16.0, 2, latency_us=2500.0)
+    with pytest.raises(AutoqError) as info:
+        parse_budget("100us").check_feasible(cheap, dear, "estimate:roofline:h100")
+    message = str(info.value)
+    assert "below" in message and "150.000 us" in message and "2.5000 ms" in message and "estimate:roofline:h100" in message
+    parse_budget("1ms").check_feasible(cheap, dear, "estimate:roofline:h100")
 
 
 # ---------------------------------------------------------------- feasibility

@@ -155,3 +155,28 @@ def test_tied_weight_between_quantizable_layers_is_not_subtracted_twice():
     model = nn.Sequential(first, second)
     cm = CostModel.for_model(model, find_layers(model))
     assert cm.other_params == 0
+
+
+# ---------------------------------------------------------------- latency
+
+
+def test_latency_is_the_sum_of_layer_latencies_with_its_source():
+    from autoq.latency import RooflineLatency, roofline_us
+
+    model = mlp()
+    latency = RooflineLatency.named("a100", batch=4)
+    cm = CostModel.for_model(model, find_layers(model), latency)
+    int4 = QuantSpec(4, "channel")
+    assignment = Assignment.from_dict({"0": LayerChoice(int4, "rtn-mse"), "2": FP16})
+    expected = roofline_us(8, 16, int4, 4, latency.device) + roofline_us(4, 8, QuantSpec.half(), 4, latency.device)
+    cost = cm.cost(assignment)
+    assert cost.latency_us == pytest.approx(expected)
+    assert cm.latency_source == "estimate:roofline:a100"
+    assert cost.size_bytes == CostModel.for_model(model, find_layers(model)).cost(assignment).size_bytes
+
+
+def test_no_device_no_latency():
+    model = mlp()
+    cm = CostModel.for_model(model, find_layers(model))
+    assignment = Assignment.from_dict({"0": FP16, "2": FP16})
+    assert cm.cost(assignment).latency_us is None and cm.latency_source is None

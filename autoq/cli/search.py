@@ -8,6 +8,7 @@ import sys
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from autoq.builtin import BUILTINS, DEFAULT_MODEL
+    from autoq.cli.scale import add_scale_args
     from autoq.tracking import DEFAULT_TRACKING_URI
 
     p = sub.add_parser(
@@ -15,20 +16,29 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="search per-layer quantization choices within a budget",
         description="Search per-layer quantization choices within a budget and log the Pareto frontier to MLflow.",
     )
-    p.add_argument("--budget", default="4.5bits", help="average bits per weight ('4.5bits', '4.5') or model size ('20MB', '20MiB'); default: 4.5bits")
+    p.add_argument("--budget", default="4.5bits", help="average bits per weight ('4.5bits', '4.5'), model size ('20MB', '20MiB') or latency with --device ('3ms', '250us'); default: 4.5bits")
     p.add_argument("--model", default=None, help=f"a built-in ({', '.join(BUILTINS)}; default: {DEFAULT_MODEL}) or a local Hugging Face model directory")
     p.add_argument("--space", default="default", help="search-space preset name or YAML file (default: default)")
     p.add_argument("--n-trials", type=int, default=100, help="evaluated trials, uniform baselines included (default: 100)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting new trials after this many seconds")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
     p.add_argument("--sampler", default="tpe", help="tpe (default), nsga2 or random")
+    p.add_argument("--strategy", default="optuna", help="optuna (default: seeded sampler), ilp, greedy or random (each alone)")
+    p.add_argument("--seed-from", default=None, metavar="METRIC", help="seed from a sensitivity table: hessian, fisher, kl, sqnr, mse, or a table file (.json/.csv)")
     p.add_argument("--skip", action="append", default=[], metavar="REGEX", help="leave layers matching REGEX unquantized (repeatable)")
     p.add_argument("--pin", action="append", default=[], metavar="REGEX=CHOICE", help="fix layers matching REGEX to CHOICE, e.g. 'classifier=fp16' (repeatable)")
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI})")
     p.add_argument("--experiment", default="autoq", help="MLflow experiment name (default: autoq)")
     p.add_argument("--study-name", default=None, help="Optuna study name (default: autoq-MODEL-BUDGET-TIMESTAMP)")
     p.add_argument("--storage", default="auto", help="Optuna storage URL (default: optuna.db beside the MLflow database)")
+    p.add_argument("--device", default=None, metavar="NAME|TABLE.json",
+                   help="add latency: a GPU preset (h100, h200, a100, ...: a roofline ESTIMATE) or a latency table measured by 'autoq kernels bench'; needed for budgets like '3ms'")
+    p.add_argument("--batch", type=int, default=1, help="rows of activations (tokens) per forward for latency (default: 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--sequential", action="store_true",
+                   help="data-driven methods (gptq, awq, ...) see inputs from already-quantized earlier layers: "
+                        "one truncated calibration pass per layer for each such choice (see README)")
+    add_scale_args(p)  # --backend, --workers, --resume, ... (autoq/cli/scale.py); keep it after the other options
     p.set_defaults(run=run)
 
 
@@ -36,14 +46,18 @@ def run(args: argparse.Namespace) -> int:
     from autoq.api import pins_from_strings
     from autoq.budget import parse_budget
     from autoq.builtin import load_workload
+    from autoq.cli.scale import resumed_args, scale_options
     from autoq.engine import SearchConfig, format_summary, run_search
 
+    args = resumed_args(args)  # --resume NAME: the stored search's settings
     config = SearchConfig(
         budget=parse_budget(args.budget),  # parse first: a bad budget fails before any loading
         space=args.space,
         n_trials=args.n_trials,
         seed=args.seed,
         sampler=args.sampler,
+        strategy=args.strategy,
+        seed_from=args.seed_from,
         skip=tuple(args.skip),
         pins=tuple(pins_from_strings(args.pin).items()),
         tracking_uri=args.tracking_uri,
@@ -52,6 +66,10 @@ def run(args: argparse.Namespace) -> int:
         storage=args.storage,
         timeout=args.timeout,
         progress=not args.no_progress,
+        sequential=args.sequential,
+        device=args.device,
+        batch=args.batch,
+        **scale_options(args),
     )
     print(f"autoq: loading {args.model or 'the default model (all-MiniLM-L6-v2)'} ...", file=sys.stderr, flush=True)
     result = run_search(load_workload(args.model), config)

@@ -22,23 +22,46 @@ class Point:
     size_bytes: int
     uniform: bool = False
     run_id: str | None = None
+    latency_us: float | None = None  # with a device: summed layer latency from the cost model
+    latency_source: str | None = None  # "table:<device>" or "estimate:roofline:<device>"
+
+    @property
+    def latency_ms(self) -> float | None:
+        return None if self.latency_us is None else self.latency_us / 1e3
 
     def row(self) -> dict:
-        return {
+        row = {
             "trial": self.trial,
             "quality": self.quality,
             "effective_bits": self.effective_bits,
             "size_bytes": self.size_bytes,
-            "uniform": self.uniform,
-            "run_id": self.run_id or "",
-            "choices": self.assignment.summary(),
         }
+        if self.latency_us is not None:
+            row.update(latency_ms=self.latency_ms, latency_source=self.latency_source or "")
+        row.update(uniform=self.uniform, run_id=self.run_id or "", choices=self.assignment.summary())
+        return row
+
+
+def _dominates(a: Point, b: Point) -> bool:
+    """``a`` is at least as good as ``b`` in quality, bits and latency (ties count as dominating)."""
+    return a.quality >= b.quality and a.effective_bits <= b.effective_bits and a.latency_us <= b.latency_us  # type: ignore[operator]
 
 
 def pareto_front(points: list[Point]) -> list[Point]:
-    """Points not dominated in (quality up, effective bits down), sorted by bits; ties keep the earliest."""
-    ordered = sorted(points, key=lambda p: (p.effective_bits, -p.quality, p.trial))
+    """Points not dominated in (quality up, effective bits down[, latency down]), sorted by bits.
+
+    Latency joins the objectives when every point has one (a search with a device).
+    Ties keep the earliest trial.
+    """
+    ordered = sorted(points, key=lambda p: (p.effective_bits, -p.quality, p.latency_us or 0.0, p.trial))
     front: list[Point] = []
+    if points and all(p.latency_us is not None for p in points):
+        # sorted this way, a point can only be dominated (or tied) by one before it,
+        # and whatever dominates it is itself on the front or dominated by a front member
+        for p in ordered:
+            if not any(_dominates(f, p) for f in front):
+                front.append(p)
+        return front
     for p in ordered:
         if not front or p.quality > front[-1].quality:
             front.append(p)
@@ -58,8 +81,8 @@ class SearchResult:
     storage: str | None
     tracking_uri: str | None
     parent_run_id: str | None
-    eval_seconds: float  # one evaluation pass of the unquantized model
-    wall_seconds: float
+    eval_seconds: float = field(compare=False)  # one evaluation pass of the unquantized model; timings are not part of equality
+    wall_seconds: float = field(compare=False)
     n_infeasible: int = 0
     n_failed: int = 0
     extra: dict = field(default_factory=dict, compare=False)
@@ -67,7 +90,7 @@ class SearchResult:
     @property
     def best(self) -> Point:
         """The highest-quality point within the budget (every evaluated point is)."""
-        return max(self.points, key=lambda p: (p.quality, -p.effective_bits))
+        return max(self.points, key=lambda p: (p.quality, -p.effective_bits, -(p.latency_us or 0.0)))
 
     @property
     def uniform_points(self) -> list[Point]:
@@ -77,6 +100,17 @@ class SearchResult:
     def best_uniform(self) -> Point | None:
         uniform = self.uniform_points
         return max(uniform, key=lambda p: (p.quality, -p.effective_bits)) if uniform else None
+
+    def covers(self, other: SearchResult) -> bool:
+        """Every frontier point of ``other`` is matched or beaten (quality up, bits down) by a point of this frontier."""
+        return all(any(p.quality >= q.quality and p.effective_bits <= q.effective_bits for p in self.frontier) for q in other.frontier)
+
+    @classmethod
+    def from_mlflow(cls, run_id: str, tracking_uri: str) -> SearchResult:
+        """Rebuild the result of a search from its MLflow parent run id (``result.parent_run_id``)."""
+        from autoq.tracking.runs import load_result
+
+        return load_result(run_id, tracking_uri)
 
     def apply(self, model: nn.Module, point: Point | Assignment | None = None) -> nn.Module:
         """Quantize ``model`` in place with ``point`` (the best one by default) and return it."""

@@ -23,8 +23,10 @@ from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.engine.result import Point, SearchResult, pareto_front
-from autoq.engine.seeds import fill_seeds, uniform_seeds
-from autoq.engine.strategy import make_strategy, sampler_factory
+from autoq.engine.resume import check_execution, check_resumable, finished_trials, remember_settings, stored_settings
+from autoq.engine.seeding import check_seed_from, start_strategy
+from autoq.engine.strategy import sampler_factory, strategy_factory
+from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.latency import latency_model
@@ -32,7 +34,7 @@ from autoq.model import check_finite_weights, find_layers
 from autoq.quiet import quiet_logs
 from autoq.search_spaces import load_preset
 from autoq.space import SearchSpace
-from autoq.tracking import DEFAULT_TRACKING_URI, MlflowTracker, sqlite_path
+from autoq.tracking import DEFAULT_TRACKING_URI, STUDY_TAG, MlflowTracker, sqlite_path
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class SearchConfig:
     seed: int = 0
     sampler: str = "tpe"
     n_fill_seeds: int = 16  # budget-filling mixes enqueued after the uniform baselines
+    strategy: str = "optuna"  # optuna | ilp | greedy | random (autoq.engine.strategy.STRATEGIES)
+    seed_from: str | None = None  # sensitivity metric (or table file) whose ILP/greedy solutions replace the random fill seeds
     skip: tuple[str, ...] = ()
     pins: tuple[tuple[str, str], ...] = ()
     tracking_uri: str | None = DEFAULT_TRACKING_URI  # None: do not log to MLflow
@@ -55,6 +59,15 @@ class SearchConfig:
     progress: bool = True
     device: str | None = None  # latency source: a preset ("h100": roofline estimate) or a measured table JSON
     batch: int = 1  # activation rows per forward for latency (tokens), a batch the table measured
+    backend: str = "optuna"  # "optuna": evaluate in this process; "ray": Ray Tune workers (autoq.engine.ray_backend)
+    workers: int = 1  # concurrent trials (ray)
+    cpus_per_trial: float = 1.0  # ray resources per trial
+    gpus_per_trial: float = 0.0  # ray resources per trial; fractions share a GPU
+    address: str | None = None  # ray cluster to join ("auto", "ray://host:10001"); None: a local Ray, started and stopped here
+    resume: bool = False  # continue the stored study ``study_name`` (finished trials kept, interrupted ones retried)
+    max_retries: int = 2  # a failing trial is evaluated again up to this many times before it counts as failed
+    model_source: str | None = None  # how to load the model again (built-in name or directory), stored for --resume
+    sequential: bool = False  # data-driven PTQ methods see inputs from already-quantized earlier layers (autoq.model.capture)
 
     def __post_init__(self) -> None:
         if self.n_trials < 1:
@@ -62,6 +75,9 @@ class SearchConfig:
         check_latency_config(parse_budget(self.budget), self.device)
         latency_model(self.device, self.batch)  # an unknown device or unmeasured batch fails here, before any loading
         sampler_factory(self.sampler)  # an unknown name fails here, before any loading
+        strategy_factory(self.strategy)
+        check_seed_from(self.seed_from)
+        check_execution(self)
         if isinstance(self.pins, Mapping):
             object.__setattr__(self, "pins", tuple(self.pins.items()))
         object.__setattr__(self, "skip", tuple(self.skip))
@@ -119,10 +135,12 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
 
     study_name = config.study_name or default_study_name(workload.name, budget)
     storage = config.resolved_storage()
-    strategy = make_strategy(config.sampler, space, config.seed, study_name, storage)
-    uniform = uniform_seeds(space, cost_model, budget)
-    fills = fill_seeds(space, cost_model, budget, min(config.n_fill_seeds, max(0, config.n_trials - len(uniform))), config.seed)
-    strategy.seed(uniform + fills)
+    if config.resume:  # marks the interrupted trials failed and enqueues them again
+        check_resumable(storage, study_name, stored_settings(workload, config))
+    strategy, seeds, uniform = start_strategy(workload, config, problem, study_name, storage)
+    if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
+        strategy.seed(seeds)
+        remember_settings(storage, study_name, stored_settings(workload, config))
     uniform_set = set(uniform)
 
     tracker = _start_tracking(workload, config, space, budget, study_name, storage)
@@ -130,73 +148,66 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     if tracker and cost_model.latency_source:
         tracker.client.set_tag(parent_id, "latency_source", cost_model.latency_source)
 
-    cache = QuantCache(workload.model)
-    points: list[Point] = []
-    seen: dict[Assignment, float] = {}
-    n_infeasible = n_failed = in_a_row = 0
-    max_in_a_row = 2000  # random proposals in the default space fit a 4.5-bit budget about 3% of the time
     bar = tqdm(total=config.n_trials, desc="autoq search", unit="trial", disable=not config.progress, dynamic_ncols=True)
+    book = TrialBook(strategy, cost_model, budget, uniform_set, config.n_trials, config.max_retries, tracker, bar)
+    if config.resume:
+        book.restore(*finished_trials(storage, study_name, space, cost_model, uniform_set, tracker))
+    deadline = start + config.timeout if config.timeout is not None else None
     status = "FAILED"
     try:
-        while len(points) + n_failed < config.n_trials:
-            if config.timeout is not None and time.perf_counter() - start > config.timeout:
-                break
-            proposal = strategy.ask()
-            cost = cost_model.cost(proposal.assignment)
-            violation = budget.violation(cost)
-            if violation > 0:
-                strategy.tell(proposal, None, violation)
-                n_infeasible += 1
-                in_a_row += 1
-                if in_a_row > max_in_a_row:
-                    raise AutoqError(f"the sampler proposed {in_a_row} over-budget assignments in a row; try a larger budget or another --sampler")
-                continue
-            in_a_row = 0
-            quality, error = seen.get(proposal.assignment), None
-            if quality is None:
-                quality, error = _evaluate(workload, cache, proposal.assignment)
-            is_uniform = proposal.assignment in uniform_set
-            metrics = {"effective_bits": cost.effective_bits, "size_bytes": cost.size_bytes, "size_mb": cost.size_bytes / 1e6}
-            if cost.latency_us is not None:
-                metrics["latency_ms"] = cost.latency_us / 1e3
-            if error is None:
-                seen[proposal.assignment] = metrics["quality"] = quality
-            run_id = None
-            if tracker:
-                tags = {"uniform": str(is_uniform).lower(), "feasible": "true"}
-                if cost_model.latency_source:
-                    tags["latency_source"] = cost_model.latency_source
-                if error:
-                    tags["error"] = error[:5000]
-                run_id = tracker.log_trial(proposal.number, metrics, tags, proposal.assignment, "FAILED" if error else "FINISHED")
-            if error is not None:
-                n_failed += 1
-                strategy.tell(proposal, None, violation, error=error)
-            else:
-                strategy.tell(proposal, (quality, cost.effective_bits), violation)
-                points.append(Point(proposal.number, proposal.assignment, quality, cost.effective_bits, cost.size_bytes, is_uniform, run_id, cost.latency_us, cost_model.latency_source))
-            bar.update(1)
-            if points:
-                bar.set_postfix(best=f"{max(p.quality for p in points):.4f}", over_budget=n_infeasible)
+        if config.backend == "ray":
+            from autoq.engine.ray_backend import run_trials_on_ray
+
+            run_trials_on_ray(workload, config, book, deadline)
+        else:
+            _run_trials(workload, book, deadline, config)
         status = "FINISHED"
     except KeyboardInterrupt:
         status = "KILLED"
         raise
     finally:
         bar.close()
+        points = book.points
         if not points and status == "FINISHED":
             status = "FAILED"
         frontier = pareto_front(points)
         if tracker:
-            tracker.finish(points, frontier, _summary_metrics(points, reference, eval_seconds, n_infeasible, n_failed), budget.value if budget.kind == "bits" else None, status,
+            tracker.finish(points, frontier, _summary_metrics(points, reference, eval_seconds, book.n_infeasible, book.n_failed), budget.value if budget.kind == "bits" else None, status,
                            latency_budget_ms=budget.value if budget.is_latency else None)
     if not points:
-        raise AutoqError(f"every trial failed ({n_failed}); the first error is in MLflow run tags and the Optuna study {study_name!r}")
+        raise AutoqError(f"every trial failed ({book.n_failed}); the first error is in MLflow run tags and the Optuna study {study_name!r}")
     return SearchResult(
         budget=budget, metric=workload.metric, reference_quality=reference, points=tuple(points), frontier=tuple(frontier),
         study_name=study_name, storage=storage, tracking_uri=config.tracking_uri, parent_run_id=parent_id,
-        eval_seconds=eval_seconds, wall_seconds=time.perf_counter() - start, n_infeasible=n_infeasible, n_failed=n_failed,
+        eval_seconds=eval_seconds, wall_seconds=time.perf_counter() - start, n_infeasible=book.n_infeasible, n_failed=book.n_failed,
     )
+
+
+def _run_trials(workload: Workload, book: TrialBook, deadline: float | None, config: SearchConfig | None = None) -> None:
+    """The in-process backend: evaluate one proposal at a time until the book is full."""
+    cache = new_cache(workload, config)
+    while not book.done():
+        if deadline is not None and time.perf_counter() > deadline:
+            break
+        pending = book.next()
+        if pending is None:
+            break
+        quality, error = _evaluate(workload, cache, pending.proposal.assignment)
+        book.record(pending.proposal.number, quality, error)
+
+
+def new_cache(workload: Workload, config: SearchConfig | None = None) -> QuantCache:
+    """The quantized-weight cache trials share (one per process: the Ray backend builds one per worker).
+
+    Layer statistics for data-driven methods (GPTQ, AWQ, ...) are captured from the
+    calibration batches on first need only, so data-free searches pay nothing.
+    """
+    from autoq.model.capture import CalibrationStats
+
+    skip = tuple(workload.skip) + (tuple(config.skip) if config else ())
+    layers = find_layers(workload.model, skip)
+    stats = CalibrationStats(workload.model, layers, workload.calibration, sequential=bool(config and config.sequential))
+    return QuantCache(workload.model, stats)
 
 
 def _evaluate(workload: Workload, cache: QuantCache, assignment: Assignment) -> tuple[float, str | None]:
@@ -214,16 +225,20 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
     if not config.tracking_uri:
         return None
     tracker = MlflowTracker(config.tracking_uri, config.experiment)
+    if config.resume and tracker.continue_search(study_name):  # the same parent run, not a second one
+        return tracker
     parent_id = tracker.start(
         study_name,
         params={
             "budget": budget.text, "budget_kind": budget.kind, "budget_value": budget.value,
             "model": workload.name, "space": config.space, "seed": config.seed, "sampler": config.sampler,
+            "strategy": config.strategy, "seed_from": config.seed_from or "none",
             "n_trials": config.n_trials, "n_layers": len(space.layers), "metric": workload.metric[:500],
             "data_fingerprint": workload.data_fingerprint, "optuna_storage": storage or "memory",
             "study_name": study_name, "device": config.device or "none", "batch": config.batch,
+            "backend": config.backend, "workers": config.workers, "max_retries": config.max_retries,
         },
-        tags={"autoq.kind": "search", "autoq.model": workload.name},
+        tags={"autoq.kind": "search", "autoq.model": workload.name, STUDY_TAG: study_name},
     )
     tracker.client.log_text(parent_id, _space_json(space), "search_space.json")
     return tracker

@@ -53,11 +53,13 @@ def _fill(base: Assignment, upper: Assignment, order: Sequence[LayerInfo], cost_
     """Raise layers of ``base`` to ``upper`` in ``order`` while the budget holds (costs add up per layer)."""
     choices = dict(base.items())
     bits = sum(cost_model.layer_bits(layer, choices[layer.name]) for layer in cost_model.layers)
-    size = cost_model.cost(base).size_bytes
+    base_cost = cost_model.cost(base)
+    size, latency = base_cost.size_bytes, base_cost.latency_us
     for layer in order:
         old, new = choices[layer.name], upper[layer.name]
         new_bits = bits + cost_model.layer_bits(layer, new) - cost_model.layer_bits(layer, old)
         new_size = size + cost_model.layer_bytes(layer, new) - cost_model.layer_bytes(layer, old)
-        if budget.violation(Cost(new_bits / cost_model.n_weights, new_size)) <= 0:
-            choices[layer.name], bits, size = new, new_bits, new_size
+        new_latency = None if latency is None else latency + cost_model.layer_us(layer, new) - cost_model.layer_us(layer, old)
+        if budget.violation(Cost(new_bits / cost_model.n_weights, new_size, new_latency)) <= 0:
+            choices[layer.name], bits, size, latency = new, new_bits, new_size, new_latency
     return Assignment(tuple(choices.items()))

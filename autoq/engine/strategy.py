@@ -4,14 +4,22 @@
 
 from __future__ import annotations
 
+import itertools
+import random
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import optuna
 
+from autoq.budget import Budget
 from autoq.choice import Assignment
+from autoq.cost import CostModel
+from autoq.engine.greedy import greedy_seeds
+from autoq.engine.ilp import ilp_seeds
+from autoq.engine.knapsack import Knapsack, random_feasible
+from autoq.engine.seeds import fill_seeds, uniform_seeds
 from autoq.errors import AutoqError
 from autoq.space import SearchSpace
 
@@ -43,7 +51,7 @@ class OptunaStrategy:
     constraint value, which TPE and NSGA-II rank by violation alone.
     """
 
-    def __init__(self, space: SearchSpace, sampler: optuna.samplers.BaseSampler, study_name: str, storage: str | None) -> None:
+    def __init__(self, space: SearchSpace, sampler: optuna.samplers.BaseSampler, study_name: str, storage: str | None, resume: bool = False) -> None:
         self.space = space
         self._by_name = [{c.name: c for c in opts} for opts in space.options]
         try:
@@ -52,7 +60,7 @@ class OptunaStrategy:
                 storage=storage,
                 sampler=sampler,
                 directions=list(DIRECTIONS),
-                load_if_exists=False,
+                load_if_exists=resume,  # resume: continue the stored study (see autoq.engine.resume)
             )
         except optuna.exceptions.DuplicatedStudyError:
             raise AutoqError(f"a study named {study_name!r} already exists in {storage}; choose another --study-name") from None
@@ -105,6 +113,101 @@ def sampler_factory(name: str) -> Callable[[int], optuna.samplers.BaseSampler]:
     return SAMPLERS[name]
 
 
-def make_strategy(name: str, space: SearchSpace, seed: int, study_name: str, storage: str | None) -> Strategy:
-    """The named strategy as an Optuna study over ``space``."""
-    return OptunaStrategy(space, sampler_factory(name)(seed), study_name, storage)
+def make_strategy(name: str, space: SearchSpace, seed: int, study_name: str, storage: str | None, resume: bool = False) -> Strategy:
+    """The named strategy as an Optuna study over ``space`` (``resume``: load the stored study of that name)."""
+    return OptunaStrategy(space, sampler_factory(name)(seed), study_name, storage, resume)
+
+
+class QueueStrategy(OptunaStrategy):
+    """Proposals from a fixed source (ILP, greedy, random) instead of a sampler.
+
+    Each proposal is enqueued into an Optuna study first, so the trials are stored,
+    shown by the dashboard and told like any other. When ``source`` runs dry it
+    repeats its first proposal, which the search loop recognises and does not evaluate again.
+    """
+
+    def __init__(self, space: SearchSpace, source: Iterator[Assignment], study_name: str, storage: str | None, resume: bool = False) -> None:
+        super().__init__(space, optuna.samplers.RandomSampler(seed=0), study_name, storage, resume)
+        self._source = source
+        self._first: Assignment | None = None
+
+    def ask(self) -> Proposal:
+        if not self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            nxt = next(self._source, None)
+            if nxt is None:
+                nxt = self._first
+            if nxt is not None:
+                self._first = self._first or nxt
+                self.seed([nxt])
+        return super().ask()
+
+
+@dataclass(frozen=True)
+class StrategyContext:
+    """What a strategy factory may use; ``scores`` (per layer, per option of ``space``) come from a sensitivity table."""
+
+    space: SearchSpace
+    cost_model: CostModel
+    budget: Budget
+    sampler: str
+    seed: int
+    study_name: str
+    storage: str | None
+    n_trials: int
+    n_fill_seeds: int
+    scores: tuple[tuple[float, ...], ...] | None = None
+    resume: bool = False
+
+    def knapsack(self) -> Knapsack:
+        return Knapsack.build(self.space, self.cost_model, self.budget, self.scores)
+
+
+# factory(ctx) -> (strategy, seeds to enqueue before it runs, the uniform baselines among them)
+StrategyFactory = Callable[[StrategyContext], tuple[Strategy, list[Assignment], list[Assignment]]]
+
+
+def _optuna_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], list[Assignment]]:
+    """The sampler (TPE / NSGA-II / random) after the uniform baselines and budget-filling seeds; with a
+    sensitivity table the fill seeds are ILP and greedy solutions instead of random mixes."""
+    strategy = make_strategy(ctx.sampler, ctx.space, ctx.seed, ctx.study_name, ctx.storage, resume=ctx.resume)
+    uniform = uniform_seeds(ctx.space, ctx.cost_model, ctx.budget)
+    count = min(ctx.n_fill_seeds, max(0, ctx.n_trials - len(uniform)))
+    if ctx.scores is None:
+        extra = fill_seeds(ctx.space, ctx.cost_model, ctx.budget, count, ctx.seed)
+    else:
+        problem = ctx.knapsack()
+        n_greedy = count // 4
+        extra = [a for a in ilp_seeds(problem, count - n_greedy, ctx.seed) if a not in uniform]
+        extra += [a for a in greedy_seeds(problem, n_greedy + count) if a not in uniform and a not in extra][: count - len(extra)]
+    return strategy, uniform + extra, uniform
+
+
+def _queue(ctx: StrategyContext, source: Iterator[Assignment]) -> tuple[Strategy, list[Assignment], list[Assignment]]:
+    return QueueStrategy(ctx.space, source, ctx.study_name, ctx.storage, ctx.resume), [], []
+
+
+def _ilp_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], list[Assignment]]:
+    """ILP solutions alone: a budget sweep plus noisy-score solves at the budget, one per trial."""
+    return _queue(ctx, iter(ilp_seeds(ctx.knapsack(), ctx.n_trials, ctx.seed)))
+
+
+def _greedy_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], list[Assignment]]:
+    """Greedy sensitivity-per-bit allocations alone, over a sweep of budgets."""
+    return _queue(ctx, iter(greedy_seeds(ctx.knapsack(), ctx.n_trials)))
+
+
+def _random_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], list[Assignment]]:
+    """Random search: uniformly random choices, repaired into the budget (the honest baseline)."""
+    problem, rng = ctx.knapsack(), random.Random(ctx.seed)
+    return _queue(ctx, (problem.assignment(random_feasible(problem, rng)) for _ in itertools.count()))
+
+
+STRATEGIES: dict[str, StrategyFactory] = {"optuna": _optuna_strategy, "ilp": _ilp_strategy, "greedy": _greedy_strategy, "random": _random_strategy}
+NEEDS_SCORES = frozenset({"ilp", "greedy"})
+
+
+def strategy_factory(name: str) -> StrategyFactory:
+    """Registry lookup for ``--strategy``: ``optuna`` (default), ``ilp``, ``greedy`` or ``random``."""
+    if name not in STRATEGIES:
+        raise AutoqError(f"unknown --strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
+    return STRATEGIES[name]

@@ -2,24 +2,36 @@
 
 from __future__ import annotations
 
-from autoq.engine.result import SearchResult
+from autoq.engine.result import Point, SearchResult
+from autoq.latency import format_latency_us
 
 
 def _fmt_bytes(n: int) -> str:
     return f"{n / 1e6:.2f} MB"
 
 
+def _fmt_latency(p: Point) -> str:
+    return f"{format_latency_us(p.latency_us):>12}" if p.latency_us is not None else ""
+
+
 def format_summary(result: SearchResult) -> str:
+    source = result.points[0].latency_source if result.points else None
+    objectives = "quality, bits, latency" if source else "quality, bits"
     lines = [
-        f"Pareto frontier within {result.budget.text} ({len(result.frontier)} of {len(result.points)} evaluated trials; quality = {result.metric}; unquantized = {result.reference_quality:.4f}):",
-        f"  {'trial':>5}  {'quality':>8}  {'eff.bits':>8}  {'size':>10}  choices",
+        f"Pareto frontier ({objectives}) within {result.budget.text} ({len(result.frontier)} of {len(result.points)} evaluated trials; quality = {result.metric}; unquantized = {result.reference_quality:.4f}):",
+        f"  {'trial':>5}  {'quality':>8}  {'eff.bits':>8}  {'size':>10}  " + (f"{'latency':>12}  " if source else "") + "choices",
     ]
     for p in result.frontier:
         mark = " (uniform)" if p.uniform else ""
-        lines.append(f"  {p.trial:>5}  {p.quality:>8.4f}  {p.effective_bits:>8.3f}  {_fmt_bytes(p.size_bytes):>10}  {p.assignment.summary()}{mark}")
+        latency = f"{_fmt_latency(p)}  " if source else ""
+        lines.append(f"  {p.trial:>5}  {p.quality:>8.4f}  {p.effective_bits:>8.3f}  {_fmt_bytes(p.size_bytes):>10}  {latency}{p.assignment.summary()}{mark}")
+    if source:
+        kind = "an ESTIMATE from published peaks, not a measurement" if source.startswith("estimate:") else "from a measured kernel table"
+        lines.append(f"  latency = sum of the quantized layers' GEMMs, source {source} ({kind})")
     best, uni = result.best, result.best_uniform
     lines.append("")
-    lines.append(f"Best within budget: trial {best.trial}, quality {best.quality:.4f} at {best.effective_bits:.3f} bits.")
+    at_latency = f" and {format_latency_us(best.latency_us)} [{source}]" if best.latency_us is not None else ""
+    lines.append(f"Best within budget: trial {best.trial}, quality {best.quality:.4f} at {best.effective_bits:.3f} bits{at_latency}.")
     if uni is not None:
         gain = best.quality - uni.quality
         lines.append(

@@ -1,68 +1,194 @@
 """Quantize each (layer, choice) once per search and swap the results into the model.
 
 A trial then costs one evaluation pass plus pointer swaps: ``apply`` replaces each
-layer's ``weight.data`` with the cached fake-quantized tensor and restores the
-originals on exit.
+layer's ``weight.data`` (and ``bias.data`` for bias correction) with cached
+tensors, and for choices with an activation format installs a forward pre-hook
+that divides the input by the method's ``input_scale`` (SmoothQuant) and
+fake-quantizes it; everything is restored on exit.
+
+Data-driven methods read the layer's calibration statistics from ``stats``
+(captured lazily on first need). With sequential statistics, the first request
+for a data-driven choice quantizes every layer with that choice in model order,
+each seeing inputs from the already-quantized earlier layers, and caches them all.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
 
 from autoq.choice import LayerChoice
+from autoq.errors import AutoqError
 from autoq.model import get_module, to_native, weight_2d
-from autoq.ptq import get_method
+from autoq.model.capture import CalibrationStats, LayerStats
+from autoq.ptq import get_method, method_needs_stats
+from autoq.ptq.result import bias_delta_of, input_scale_of
+from autoq.quant.activation import ActRange, ActSpec, fake_quantize_activation, static_range
 
 
-def quantize_layer(module: nn.Module, choice: LayerChoice) -> torch.Tensor:
-    """The layer's weight after ``choice``, dequantized, in the layer's own layout and dtype."""
+@dataclass(frozen=True)
+class QuantizedLayer:
+    """What one (layer, choice) puts into the model."""
+
+    weight: torch.Tensor  # native layout and dtype
+    bias: torch.Tensor | None = None  # replacement bias (bias correction), native dtype
+    input_scale: torch.Tensor | None = None  # the input is divided by it before activation quantization
+    activation: ActSpec | None = None
+    act_range: ActRange | None = None  # static per-tensor activation range
+    folded: torch.Tensor | None = None  # with input_scale: the weight with 1/input_scale folded in (no hook needed)
+
+    @property
+    def weight_only(self) -> torch.Tensor:
+        """The weight that gives this layer's float output without any hook."""
+        return self.folded if self.folded is not None else self.weight
+
+
+def _needs_stats(choice: LayerChoice) -> bool:
+    if choice.weight.is_half:
+        return False
+    return method_needs_stats(choice.method) or (choice.activation is not None and choice.activation.static)
+
+
+def quantize_layer_full(module: nn.Module, choice: LayerChoice, stats: LayerStats | None = None) -> QuantizedLayer:
+    """Everything ``choice`` changes in ``module``, given the layer's statistics (when the choice needs them)."""
     w = weight_2d(module)
     if choice.weight.is_half:
-        return to_native(module, w.half().float())
-    q = get_method(choice.method)(w, choice.weight, None)
-    return to_native(module, q.dequantize())
+        return QuantizedLayer(to_native(module, w.half().float()))
+    q = get_method(choice.method)(w, choice.weight, stats)
+    scale, delta = input_scale_of(q), bias_delta_of(q)
+    bias = None
+    if delta is not None and getattr(module, "bias", None) is not None:
+        bias = (module.bias.detach().float() + delta).to(module.bias.dtype)
+    act = choice.activation
+    if act is None:
+        return QuantizedLayer(to_native(module, q.dequantize()), bias)
+    if scale is not None and not isinstance(module, nn.Linear):
+        raise AutoqError(f"{choice.name}: input scaling with activation quantization is supported on nn.Linear layers only")
+    stored = q.dequantize_stored() if scale is not None else q.dequantize()  # type: ignore[attr-defined]
+    rng = None
+    if act.static:
+        if stats is None:
+            raise AutoqError(f"{choice.name}: static activation quantization needs calibration statistics")
+        rng = static_range(stats.min, stats.max, scale)
+    folded = to_native(module, q.dequantize()) if scale is not None else None
+    return QuantizedLayer(to_native(module, stored), bias, scale, act, rng, folded)
+
+
+def quantize_layer(module: nn.Module, choice: LayerChoice, stats: LayerStats | None = None) -> torch.Tensor:
+    """The layer's weight after ``choice``, dequantized, in the layer's own layout and dtype (weight-only view)."""
+    return quantize_layer_full(module, LayerChoice(choice.weight, choice.method), stats).weight
+
+
+def _activation_hook(layer: QuantizedLayer):
+    def hook(module: nn.Module, args: tuple) -> tuple:
+        x = args[0]
+        channels_last = not isinstance(module, nn.Linear) and x.dim() > 2
+        if channels_last:
+            x = x.movedim(1, -1)
+        if layer.input_scale is not None:
+            x = x / layer.input_scale.to(x.dtype)
+        x = fake_quantize_activation(x, layer.activation, layer.act_range)  # type: ignore[arg-type]
+        if channels_last:
+            x = x.movedim(-1, 1)
+        return (x, *args[1:])
+
+    return hook
 
 
 class QuantCache:
-    """Memo of fake-quantized weights keyed by (layer name, choice), filled lazily."""
+    """Memo of quantized layers keyed by (layer name, choice), filled lazily.
 
-    def __init__(self, model: nn.Module) -> None:
+    ``stats``: a :class:`~autoq.model.capture.CalibrationStats` (lazy, optionally
+    sequential), a mapping of layer name to :class:`LayerStats`, or ``None``
+    (data-free methods only).
+    """
+
+    def __init__(self, model: nn.Module, stats: CalibrationStats | Mapping[str, LayerStats] | None = None) -> None:
         self.model = model
-        self._weights: dict[tuple[str, LayerChoice], torch.Tensor] = {}
+        self.stats = stats
+        self._layers: dict[tuple[str, LayerChoice], QuantizedLayer] = {}
 
     def __len__(self) -> int:
-        return len(self._weights)
+        return len(self._layers)
+
+    def _stats(self, name: str, choice: LayerChoice) -> LayerStats | None:
+        if not _needs_stats(choice):
+            return None
+        if self.stats is None:
+            raise AutoqError(f"{choice.name} needs calibration statistics; create QuantCache(model, stats=CalibrationStats(...))")
+        if isinstance(self.stats, CalibrationStats):
+            return self.stats.get(name)
+        if name not in self.stats:
+            raise AutoqError(f"no calibration statistics for layer {name!r}")
+        return self.stats[name]
+
+    def layer(self, name: str, choice: LayerChoice) -> QuantizedLayer:
+        key = (name, choice)
+        if key not in self._layers:
+            if isinstance(self.stats, CalibrationStats) and self.stats.sequential and _needs_stats(choice):
+                self._sweep(choice)
+            if key not in self._layers:
+                self._layers[key] = quantize_layer_full(get_module(self.model, name), choice, self._stats(name, choice))
+        return self._layers[key]
+
+    def _sweep(self, choice: LayerChoice) -> None:
+        """Quantize every layer with ``choice`` sequentially (inputs from quantized earlier layers)."""
+        assert isinstance(self.stats, CalibrationStats)
+
+        def quantize(name: str, stats: LayerStats) -> torch.Tensor:
+            layer = quantize_layer_full(get_module(self.model, name), choice, stats)
+            self._layers[(name, choice)] = layer
+            return layer.weight_only  # earlier layers' activation formats are not simulated during the sweep
+
+        self.stats.sweep(quantize)
 
     def weight(self, name: str, choice: LayerChoice) -> torch.Tensor:
-        key = (name, choice)
-        if key not in self._weights:
-            self._weights[key] = quantize_layer(get_module(self.model, name), choice)
-        return self._weights[key]
+        return self.layer(name, choice).weight
 
     @contextmanager
     def apply(self, assignment: Mapping[str, LayerChoice]) -> Iterator[nn.Module]:
-        """Context manager: the model with ``assignment`` applied; originals restored after."""
-        originals: dict[str, torch.Tensor] = {}
+        """Context manager: the model with ``assignment`` applied; originals (and hooks) restored after."""
+        originals: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
+        handles: list[Any] = []
         try:
             for name, choice in assignment.items():
                 module = get_module(self.model, name)
-                new = self.weight(name, choice)
-                originals[name] = module.weight.data
-                module.weight.data = new
+                layer = self.layer(name, choice)
+                bias = getattr(module, "bias", None)
+                originals[name] = (module.weight.data, bias.data if bias is not None else None)
+                module.weight.data = layer.weight
+                if layer.bias is not None and bias is not None:
+                    bias.data = layer.bias
+                if layer.activation is not None:
+                    handles.append(module.register_forward_pre_hook(_activation_hook(layer)))
             yield self.model
         finally:
-            for name, data in originals.items():
-                get_module(self.model, name).weight.data = data
+            for h in handles:
+                h.remove()
+            for name, (weight, bias) in originals.items():
+                module = get_module(self.model, name)
+                module.weight.data = weight
+                if bias is not None:
+                    module.bias.data = bias
 
 
-def apply_assignment(model: nn.Module, assignment: Mapping[str, LayerChoice]) -> nn.Module:
-    """Quantize ``model`` in place under ``assignment`` (fake quantization) and return it."""
+def apply_assignment(model: nn.Module, assignment: Mapping[str, LayerChoice], stats: Mapping[str, LayerStats] | None = None) -> nn.Module:
+    """Quantize ``model`` in place under ``assignment`` (fake quantization of weights and biases) and return it.
+
+    Activation formats need forward hooks: use :meth:`QuantCache.apply` for those.
+    """
     with torch.no_grad():
         for name, choice in assignment.items():
+            if choice.activation is not None:
+                raise AutoqError(f"{name}: {choice.name} quantizes activations; use QuantCache(model, stats).apply(assignment)")
             module = get_module(model, name)
-            module.weight.data = quantize_layer(module, choice)
+            layer = quantize_layer_full(module, choice, stats.get(name) if stats and _needs_stats(choice) else None)
+            module.weight.data = layer.weight
+            if layer.bias is not None:
+                module.bias.data = layer.bias
     return model

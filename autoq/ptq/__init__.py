@@ -1,6 +1,13 @@
-"""PTQ methods, one registry. Importing this package registers the built-in methods."""
+"""PTQ methods, one registry. Importing this package registers the built-in methods.
 
-from autoq.ptq import rtn  # noqa: F401  (registers rtn-minmax, rtn-mse)
-from autoq.ptq.registry import get_method, method_names, register_method
+Per-layer weight methods: ``rtn-minmax``, ``rtn-mse``, ``rtn-lp``, ``rtn-percentile``
+(no data), ``gptq``, ``gptq-act``, ``awq``, ``adaround``, ``smoothquant``,
+``bias-correction`` (need the layer's calibration statistics). Model transforms
+for CNNs (batch-norm folding, cross-layer equalization) are in :mod:`autoq.ptq.cle`.
+"""
 
-__all__ = ["get_method", "method_names", "register_method"]
+from autoq.ptq import adaround, awq, bias_correction, gptq, rtn, smoothquant  # noqa: F401  (register the methods)
+from autoq.ptq.registry import get_method, method_info, method_names, method_needs_stats, register_method
+from autoq.ptq.result import TransformedTensor
+
+__all__ = ["TransformedTensor", "get_method", "method_info", "method_names", "method_needs_stats", "register_method"]

@@ -1,9 +1,12 @@
-"""Experiment tracking (MLflow)."""
+"""Experiment tracking (MLflow): logging a search, and reading searches back."""
 
 from autoq.tracking.mlflow_logger import (
     DEFAULT_TRACKING_URI,
+    STUDY_TAG,
+    TRIAL_TAG,
     MlflowTracker,
+    absolute_uri,
     sqlite_path,
 )
 
-__all__ = ["DEFAULT_TRACKING_URI", "MlflowTracker", "sqlite_path"]
+__all__ = ["DEFAULT_TRACKING_URI", "STUDY_TAG", "TRIAL_TAG", "MlflowTracker", "absolute_uri", "sqlite_path"]

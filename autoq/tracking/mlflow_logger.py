@@ -17,6 +17,8 @@ from autoq.choice import Assignment
 from autoq.engine.result import Point
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+STUDY_TAG = "autoq.study"  # on the parent run: the Optuna study name, which identifies a search for --resume
+TRIAL_TAG = "autoq.trial"  # on each child run: the Optuna trial number
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -24,6 +26,12 @@ def sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
     return Path(uri[len("sqlite:///"):])
+
+
+def absolute_uri(uri: str) -> str:
+    """A ``sqlite:///`` URI with an absolute path (the same database from any working directory)."""
+    db = sqlite_path(uri)
+    return f"sqlite:///{db.resolve()}" if db is not None else uri
 
 
 class MlflowTracker:
@@ -53,6 +61,23 @@ class MlflowTracker:
         self.client.log_batch(self.parent_id, params=[Param(k, str(v)) for k, v in params.items()], synchronous=True)
         return self.parent_id
 
+    def continue_search(self, study_name: str) -> bool:
+        """Reopen the parent run of the search ``study_name`` (found by its tag); ``False`` if there is none."""
+        from autoq.tracking.runs import find_search
+
+        parent = find_search(self.client, self.experiment_id, study_name)
+        if parent is None:
+            return False
+        self.parent_id = parent.info.run_id
+        self.client.update_run(self.parent_id, status="RUNNING")
+        self.client.set_tag(self.parent_id, "autoq.resumed", str(int(self.client.get_run(self.parent_id).data.tags.get("autoq.resumed", "0")) + 1))
+        return True
+
+    def attach(self, parent_id: str) -> MlflowTracker:
+        """Log children of an existing parent run (what a Ray worker does)."""
+        self.parent_id = parent_id
+        return self
+
     def log_trial(self, number: int, metrics: Mapping[str, float], tags: Mapping[str, str], assignment: Assignment, status: str = "FINISHED") -> str:
         from mlflow.entities import Metric, Param
 
@@ -60,7 +85,7 @@ class MlflowTracker:
         run = self.client.create_run(
             self.experiment_id,
             run_name=f"trial-{number}",
-            tags={"mlflow.parentRunId": self.parent_id, "autoq.trial": str(number), **tags},
+            tags={"mlflow.parentRunId": self.parent_id, TRIAL_TAG: str(number), **tags},
         )
         run_id = run.info.run_id
         now = int(time.time() * 1000)
@@ -74,7 +99,10 @@ class MlflowTracker:
         self.client.set_terminated(run_id, status=status)
         return run_id
 
-    def finish(self, points: Sequence[Point], frontier: Sequence[Point], metrics: Mapping[str, float], plot_budget: float | None, status: str = "FINISHED") -> None:
+    def finish(
+        self, points: Sequence[Point], frontier: Sequence[Point], metrics: Mapping[str, float], plot_budget: float | None, status: str = "FINISHED",
+        latency_budget_ms: float | None = None,
+    ) -> None:
         from mlflow.entities import Metric
 
         assert self.parent_id is not None, "start() first"
@@ -88,7 +116,7 @@ class MlflowTracker:
             out = Path(tmp)
             write_frontier_csv(frontier, out / "frontier.csv")
             (out / "frontier.json").write_text(json.dumps([{**p.row(), "assignment": p.assignment.to_dict()} for p in frontier], indent=1))
-            plot_frontier(points, frontier, plot_budget, out / "frontier.png")
+            plot_frontier(points, frontier, plot_budget, out / "frontier.png", latency_budget_ms)
             for name in ("frontier.csv", "frontier.json", "frontier.png"):
                 self.client.log_artifact(self.parent_id, str(out / name))
         self.client.set_terminated(self.parent_id, status=status)
@@ -104,18 +132,25 @@ def write_frontier_csv(points: Sequence[Point], path: Path) -> None:
             writer.writerow(p.row())
 
 
-def plot_frontier(points: Sequence[Point], frontier: Sequence[Point], budget_bits: float | None, path: Path) -> None:
+def plot_frontier(points: Sequence[Point], frontier: Sequence[Point], budget_bits: float | None, path: Path, budget_latency_ms: float | None = None) -> None:
+    """Quality against effective bits; with latencies, a second panel of quality against latency."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    with_latency = bool(points) and all(p.latency_us is not None for p in points)
+    if with_latency:
+        fig, (ax, lat_ax) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=120)
+        _plot_latency(lat_ax, points, frontier, budget_latency_ms)
+    else:
+        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     ax.scatter([p.effective_bits for p in points], [p.quality for p in points], s=12, c="#9aa5b1", label="trials")
     uni = [p for p in points if p.uniform]
     if uni:
         ax.scatter([p.effective_bits for p in uni], [p.quality for p in uni], s=40, marker="s", facecolors="none", edgecolors="#d9480f", label="uniform")
-    ax.step([p.effective_bits for p in frontier], [p.quality for p in frontier], where="post", c="#1864ab", lw=1.5)
+    if not with_latency:  # a three-objective front is not a staircase in (bits, quality)
+        ax.step([p.effective_bits for p in frontier], [p.quality for p in frontier], where="post", c="#1864ab", lw=1.5)
     ax.scatter([p.effective_bits for p in frontier], [p.quality for p in frontier], s=24, c="#1864ab", label="Pareto frontier")
     if budget_bits is not None:
         ax.axvline(budget_bits, ls="--", c="#495057", lw=1, label="budget")
@@ -127,3 +162,22 @@ def plot_frontier(points: Sequence[Point], frontier: Sequence[Point], budget_bit
     fig.savefig(path)
     plt.close(fig)
 
+
+def _plot_latency(ax, points: Sequence[Point], frontier: Sequence[Point], budget_ms: float | None) -> None:
+    from matplotlib.ticker import MaxNLocator
+
+    source = points[0].latency_source or "unknown source"
+    in_us = max(p.latency_us for p in points) < 1e3  # small models: microseconds read better
+    scale, unit = (1e3, "us") if in_us else (1.0, "ms")
+    ax.scatter([p.latency_ms * scale for p in points], [p.quality for p in points], s=12, c="#9aa5b1", label="trials")
+    front = sorted(frontier, key=lambda p: p.latency_us)
+    ax.scatter([p.latency_ms * scale for p in front], [p.quality for p in front], s=24, c="#1864ab", label="Pareto frontier (quality, bits, latency)")
+    if budget_ms is not None:
+        ax.axvline(budget_ms * scale, ls="--", c="#495057", lw=1, label="latency budget")
+    estimate = "ESTIMATE from published peaks, not measured" if source.startswith("estimate:") else "measured kernel table"
+    ax.set_title(f"latency source: {source}\n({estimate})", fontsize=9)
+    ax.set_xlabel(f"latency of the quantized layers' GEMMs ({unit})")
+    ax.set_ylabel("quality (higher is better)")
+    ax.xaxis.set_major_locator(MaxNLocator(5))
+    ax.grid(alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)

@@ -93,3 +93,40 @@ def test_small_example():
 
 def test_empty():
     assert pareto_front([]) == []
+
+
+# ---------------------------------------------------------------- with latency (three objectives)
+
+
+def lpoint(trial: int, quality: float, bits: float, latency: float) -> Point:
+    return Point(trial=trial, assignment=Assignment(), quality=quality, effective_bits=bits, size_bytes=int(bits * 100), latency_us=latency)
+
+
+def dominates3(q: Point, p: Point) -> bool:
+    weak = q.quality >= p.quality and q.effective_bits <= p.effective_bits and q.latency_us <= p.latency_us
+    return weak and (q.quality > p.quality or q.effective_bits < p.effective_bits or q.latency_us < p.latency_us)
+
+
+def brute_force3(points: list[Point]) -> list[Point]:
+    kept = [
+        p for p in points
+        if not any(dominates3(q, p) for q in points)
+        and not any((q.quality, q.effective_bits, q.latency_us) == (p.quality, p.effective_bits, p.latency_us) and q.trial < p.trial for q in points)
+    ]
+    return sorted(kept, key=lambda p: p.effective_bits)
+
+
+def test_latency_keeps_a_point_that_bits_alone_would_drop():
+    # same bits, lower quality, but faster: on the 3-objective front, not on the 2-objective one
+    a, b = lpoint(0, 0.9, 4.0, 100.0), lpoint(1, 0.8, 4.0, 50.0)
+    assert pareto_front([a, b]) == [a, b]
+    assert pareto_front([point(0, 0.9, 4.0), point(1, 0.8, 4.0)]) == [point(0, 0.9, 4.0)]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.integers(0, 5), st.integers(0, 5)), min_size=1, max_size=30))
+def test_three_objective_front_matches_brute_force(values):
+    points = [lpoint(i, q / 5, 2 + b, 10.0 * lat) for i, (q, b, lat) in enumerate(values)]
+    front = pareto_front(points)
+    assert sorted(front, key=lambda p: p.trial) == sorted(brute_force3(points), key=lambda p: p.trial)
+    assert [p.effective_bits for p in front] == sorted(p.effective_bits for p in front)

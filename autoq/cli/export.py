@@ -1,0 +1,40 @@
+"""``autoq export``: write a point logged in MLflow as a packed model (safetensors + autoq_config.json)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from autoq.builtin import BUILTINS, DEFAULT_MODEL
+    from autoq.tracking import DEFAULT_TRACKING_URI
+
+    p = sub.add_parser(
+        "export",
+        help="export a searched point as packed safetensors that 'autoq.load' runs on the kernels",
+        description="Export the assignment of an MLflow trial run (or the best frontier point of a search run) as packed "
+                    "integer weights (safetensors) plus autoq_config.json; load it with autoq.load(DIR).",
+    )
+    p.add_argument("--run-id", required=True, help="an MLflow trial run id (or a search's parent run id: its best frontier point)")
+    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI})")
+    p.add_argument("--model", default=None, help=f"the model the run searched: a built-in ({', '.join(BUILTINS)}; default: {DEFAULT_MODEL}) or a local Hugging Face directory")
+    p.add_argument("--out", required=True, help="output directory")
+    p.set_defaults(run=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from autoq.builtin import DEFAULT_MODEL
+    from autoq.export import export
+    from autoq.export.config import read_config
+    from autoq.export.from_run import assignment_from_run
+
+    assignment, what = assignment_from_run(args.tracking_uri, args.run_id)
+    print(f"autoq: exporting {what} ({assignment.summary()}) ...", file=sys.stderr, flush=True)
+    out = export(args.model or DEFAULT_MODEL, assignment, args.out)
+    config = read_config(out)
+    cost = config["cost"]
+    print(f"Exported {len(assignment)} layers to {out}: {config['weights']} is {config['file_bytes'] / 1e6:.3f} MB "
+          f"(cost model: {cost['size_bytes'] / 1e6:.3f} MB at {cost['effective_bits']:.3f} effective bits).")
+    print(f"  Load it:  model = autoq.load({str(out)!r})")
+    return 0

@@ -1,0 +1,94 @@
+"""``autoq kernels bench``: measure autoq's kernels on this GPU into a latency table for ``--device``."""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from autoq.builtin import BUILTINS, DEFAULT_MODEL
+    from autoq.kernels.bench import DEFAULT_BATCHES, DEFAULT_KERNELS
+
+    p = sub.add_parser("kernels", help="autoq's Triton kernels: measure them into a latency table",
+                       description="autoq's Triton kernels (weight-only W2/W3/W4/W8, W8A8).")
+    commands = p.add_subparsers(dest="kernels_command", required=True, metavar="ACTION")
+    b = commands.add_parser(
+        "bench", help="measure every format at a model's layer shapes on this GPU and write a latency table (JSON)",
+        description="Time every weight format's kernel and torch's fp16 matmul at the layer shapes of a model "
+                    "(and/or explicit shapes) and batch sizes on the current CUDA GPU; write the latency table that "
+                    "'autoq search --device TABLE.json' reads. Needs a GPU.",
+    )
+    b.add_argument("--model", default=None, help=f"a built-in ({', '.join(BUILTINS)}; default: {DEFAULT_MODEL}), a local Hugging Face "
+                   "model directory, or 'none' to measure only --shapes")
+    b.add_argument("--shapes", default=None, help="extra layer shapes NxK (out x in features), e.g. 4096x4096,4096x11008,11008x4096")
+    b.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)), help="batch sizes (rows of activations); default: 1,16,128")
+    b.add_argument("--formats", default=None, help="weight formats, e.g. int4-g128-asym,int8-ch-sym (default: 2-8 bits per channel and g32/g64/g128)")
+    b.add_argument("--kernels", default=",".join(DEFAULT_KERNELS), help=f"kernels to time (default: {','.join(DEFAULT_KERNELS)})")
+    b.add_argument("--rep-ms", type=int, default=100, help="do_bench repetition time per case in ms (default: 100)")
+    b.add_argument("--out", default=None, help="output JSON (default: latency_<device>.json in the current directory)")
+    b.add_argument("--merge", action="store_true", help="keep the rows of an existing --out table that were not re-measured")
+    b.add_argument("--no-progress", action="store_true", help="no progress bar")
+    b.set_defaults(run=run_bench)
+
+
+def device_slug(name: str) -> str:
+    """``NVIDIA H100 80GB HBM3`` -> ``nvidia-h100-80gb-hbm3``."""
+    return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "gpu"
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from autoq.errors import AutoqError
+    from autoq.kernels.bench import (
+        BenchConfig,
+        default_formats,
+        format_table,
+        measure,
+        model_shapes,
+        parse_batches,
+        parse_formats,
+        parse_shapes,
+        speedups,
+    )
+    from autoq.kernels.capability import require_gpu
+    from autoq.kernels.registry import get_kernel
+    from autoq.kernels.table import LatencyTable
+
+    batches = parse_batches(args.batches)  # parse everything first: bad input fails before any loading
+    formats = parse_formats(args.formats) if args.formats else default_formats()
+    kernels = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
+    for name in kernels:
+        get_kernel(name)
+    shapes = parse_shapes(args.shapes) if args.shapes else ()
+    if args.model == "none" and not shapes:
+        raise AutoqError("--model none measures only --shapes, and no --shapes were given")
+    require_gpu("'autoq kernels bench'")  # before loading a model: without a GPU there is nothing to measure
+
+    if args.model != "none":
+        from autoq.builtin import load_workload
+
+        print(f"autoq: loading {args.model or 'the default model'} for its layer shapes ...", file=sys.stderr, flush=True)
+        shapes = tuple(dict.fromkeys(model_shapes(load_workload(args.model).model) + shapes))
+    config = BenchConfig(shapes=shapes, batches=batches, formats=formats, kernels=kernels, rep_ms=args.rep_ms)
+    table = measure(config, progress=not args.no_progress)
+    out = Path(args.out or f"latency_{device_slug(table.device)}.json")
+    if args.merge and out.exists():
+        old = LatencyTable.load(out)
+        if old.device != table.device:
+            raise AutoqError(f"--merge: {out} was measured on {old.device!r}, not on this {table.device!r}; choose another --out")
+        table = LatencyTable(table.device, old.merged(table.rows).rows, table.torch, table.triton, table.cuda, table.created,
+                             table.peak_bandwidth_gbs)
+    table.save(out)
+    best: dict[tuple, dict] = {}
+    for row in speedups(table):
+        key = (row["n"], row["k"], row["batch"])
+        if key not in best or (row["speedup"] or 0) > (best[key]["speedup"] or 0):
+            best[key] = row
+    print(f"fastest format per shape and batch on {table.device} (speedup over torch fp16):")
+    print(format_table(best.values()))
+    print(f"autoq: {len(table.rows)} measurements of {len(shapes)} shapes x {len(batches)} batches written to {out}; "
+          f"use it with 'autoq search --budget 3ms --device {out}'")
+    return 0

@@ -1,0 +1,87 @@
+"""``autoq runs`` and ``autoq pareto NAME``: list searches and print a frontier from the MLflow store."""
+
+from __future__ import annotations
+
+import argparse
+from datetime import datetime
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from autoq.tracking import DEFAULT_TRACKING_URI
+
+    for name, help_, fn in (
+        ("runs", "list the searches in an MLflow store", run_list),
+        ("pareto", "print the Pareto frontier of one search from the MLflow store", run_pareto),
+    ):
+        p = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
+        if name == "pareto":
+            p.add_argument("name", help="the search's study name (see 'autoq runs') or its MLflow parent run id")
+        p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI})")
+        p.add_argument("--experiment", default="autoq", help="MLflow experiment name (default: autoq)")
+        p.set_defaults(run=fn)
+
+
+def _client(args: argparse.Namespace):
+    from mlflow.tracking import MlflowClient
+
+    from autoq.errors import AutoqError
+    from autoq.tracking import sqlite_path
+
+    db = sqlite_path(args.tracking_uri)
+    if db is not None and not db.exists():
+        raise AutoqError(f"no MLflow store at {db}; pass --tracking-uri of the store your searches logged to")
+    client = MlflowClient(tracking_uri=args.tracking_uri)
+    experiment = client.get_experiment_by_name(args.experiment)
+    if experiment is None:
+        raise AutoqError(f"no experiment {args.experiment!r} in {args.tracking_uri}; pass --experiment")
+    return client, experiment.experiment_id
+
+
+def run_list(args: argparse.Namespace) -> int:
+    from autoq.tracking import STUDY_TAG
+    from autoq.tracking.runs import searches
+
+    client, experiment_id = _client(args)
+    runs = searches(client, [experiment_id])
+    if not runs:
+        print(f"no searches in experiment {args.experiment!r} of {args.tracking_uri}")
+        return 0
+    header = f"{'study name':<44} {'status':<9} {'model':<20} {'budget':<9} {'trials':>6} {'best':>8}  {'started (UTC)':<16}  parent run id"
+    print(header)
+    for run in runs:
+        p, m, t = run.data.params, run.data.metrics, run.data.tags
+        name = t.get(STUDY_TAG) or p.get("study_name") or run.info.run_name
+        best = f"{m['best_quality']:.4f}" if "best_quality" in m else "-"
+        trials = str(int(m["n_evaluated"])) if "n_evaluated" in m else "-"
+        started = datetime.utcfromtimestamp(run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M")
+        print(f"{name:<44} {run.info.status:<9} {p.get('model', '?'):<20} {p.get('budget', '?'):<9} {trials:>6} {best:>8}  {started:<16}  {run.info.run_id}")
+    print(f"\nautoq pareto NAME --tracking-uri {args.tracking_uri}   prints a frontier; autoq search --resume NAME continues a search.")
+    return 0
+
+
+def run_pareto(args: argparse.Namespace) -> int:
+    from autoq.engine import format_summary
+    from autoq.engine.result import SearchResult
+    from autoq.errors import AutoqError
+    from autoq.tracking.runs import find_search
+
+    client, experiment_id = _client(args)
+    parent = find_search(client, experiment_id, args.name)
+    run_id = parent.info.run_id if parent is not None else args.name
+    if parent is None and not _is_run(client, run_id):
+        raise AutoqError(f"no search named {args.name!r} in experiment {args.experiment!r} of {args.tracking_uri}; 'autoq runs' lists them")
+    result = SearchResult.from_mlflow(run_id, args.tracking_uri)
+    if not result.points:
+        raise AutoqError(f"search {args.name!r} has no finished trial yet")
+    print(format_summary(result))
+    return 0
+
+
+def _is_run(client, run_id: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_run(run_id)
+    except MlflowException:
+        return False
+    return True

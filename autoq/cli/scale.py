@@ -1,0 +1,55 @@
+"""The ``autoq search`` options for backends, workers, retries and resume (not a subcommand)."""
+
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+# search option (argparse dest) -> key of the settings stored with the study (autoq.engine.resume)
+_STORED = {"budget": "budget", "space": "space", "sampler": "sampler", "seed": "seed", "skip": "skip", "pin": "pins",
+           "device": "device", "batch": "batch", "model": "model_source", "n_trials": "n_trials", "experiment": "experiment",
+           "strategy": "strategy", "seed_from": "seed_from", "sequential": "sequential"}
+
+
+def add_scale_args(p: argparse.ArgumentParser) -> None:
+    """Add the options; call it after the other options of ``autoq search`` (it records their defaults)."""
+    g = p.add_argument_group("scale-out, failures and resume")
+    g.add_argument("--backend", default="optuna", choices=("optuna", "ray"), help="optuna: evaluate trials in this process (default); ray: on Ray Tune workers")
+    g.add_argument("--workers", type=int, default=1, help="trials evaluated at once (ray; default: 1)")
+    g.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per Ray trial (default: 1)")
+    g.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per Ray trial; fractions share a GPU (default: 0)")
+    g.add_argument("--address", default=None, help="join this Ray cluster ('auto', 'ray://HOST:10001'); default: start a local Ray for this search")
+    g.add_argument("--max-retries", type=int, default=2, help="retry a failing trial this many times before it counts as failed (default: 2)")
+    g.add_argument("--resume", default=None, metavar="NAME",
+                   help="continue the interrupted search NAME (its study name) from its storage; its other settings are read back from it")
+    p.set_defaults(search_defaults={a.dest: a.default for a in p._actions})
+
+
+def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
+    """With ``--resume NAME``: options left at their defaults take the stored search's values."""
+    if not args.resume:
+        return args
+    from autoq.engine import SearchConfig
+    from autoq.engine.resume import read_settings
+
+    if args.study_name and args.study_name != args.resume:
+        from autoq.errors import AutoqError
+
+        raise AutoqError(f"--resume {args.resume} and --study-name {args.study_name} name different searches; give one of them")
+    storage = SearchConfig(tracking_uri=args.tracking_uri, storage=args.storage).resolved_storage()
+    stored = read_settings(storage, args.resume)
+    values = vars(args).copy()
+    defaults = args.search_defaults
+    for dest, key in _STORED.items():
+        if key in stored and stored[key] is not None and values.get(dest) == defaults.get(dest):
+            values[dest] = [f"{p}={c}" for p, c in stored[key]] if dest == "pin" else stored[key]
+    values["study_name"] = args.resume
+    return argparse.Namespace(**values)
+
+
+def scale_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The ``SearchConfig`` fields these options set."""
+    return {
+        "backend": args.backend, "workers": args.workers, "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
+        "address": args.address, "max_retries": args.max_retries, "resume": bool(args.resume), "model_source": args.model,
+    }

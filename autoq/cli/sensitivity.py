@@ -1,0 +1,125 @@
+"""``autoq sensitivity``: per-layer sensitivity table (CSV + JSON), heat map (PNG), logged to MLflow."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+
+def add_parser(sub: argparse._SubParsersAction) -> None:
+    from autoq.builtin import BUILTINS, DEFAULT_MODEL
+    from autoq.sensitivity import metric_names
+    from autoq.tracking import DEFAULT_TRACKING_URI
+
+    p = sub.add_parser(
+        "sensitivity",
+        help="score every (layer, option) by a sensitivity metric",
+        description=(
+            "Compute a sensitivity table over (layer, option) for one metric, write it as CSV and JSON with a heat map, "
+            "and log all three to MLflow. Tables are cached on disk and reused by `autoq search --seed-from METRIC`."
+        ),
+    )
+    p.add_argument("--metric", required=True, help=f"one of {', '.join(metric_names())}")
+    p.add_argument("--model", default=None, help=f"a built-in ({', '.join(BUILTINS)}; default: {DEFAULT_MODEL}) or a local Hugging Face model directory")
+    p.add_argument("--space", default="default", help="search-space preset name or YAML file whose options are scored (default: default)")
+    p.add_argument("--skip", action="append", default=[], metavar="REGEX", help="leave layers matching REGEX out (repeatable)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a metric setting, e.g. n_samples=128, tol=0.02, max_iter=200 (repeatable)")
+    p.add_argument("--out", default="sensitivity-tables", help="output folder (default: ./sensitivity-tables)")
+    p.add_argument("--refresh", action="store_true", help="recompute even if an identical table is cached (and cache the new one)")
+    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI}; 'none' to skip)")
+    p.add_argument("--experiment", default="autoq", help="MLflow experiment name (default: autoq)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(run=run)
+
+
+def parse_settings(items: list[str]) -> dict[str, object]:
+    """``["n_samples=128", "tol=0.02"]`` -> ``{"n_samples": 128, "tol": 0.02}`` (ints, floats, else strings)."""
+    from autoq.errors import AutoqError
+
+    settings: dict[str, object] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise AutoqError(f"cannot parse --set {item!r}; expected KEY=VALUE such as n_samples=128")
+        for cast in (int, float):
+            try:
+                settings[key] = cast(value)
+                break
+            except ValueError:
+                continue
+        else:
+            settings[key] = None if value.lower() == "none" else value
+    return settings
+
+
+def run(args: argparse.Namespace) -> int:
+    from autoq.builtin import load_workload
+    from autoq.model import find_layers
+    from autoq.quiet import quiet_logs
+    from autoq.search_spaces import load_preset
+    from autoq.sensitivity import get_metric, workload_table
+    from autoq.space import SearchSpace
+
+    info = get_metric(args.metric)  # an unknown metric fails before loading the model
+    settings = parse_settings(args.set)
+    from autoq.sensitivity.registry import resolve_settings
+
+    resolve_settings(info, settings)
+    preset = load_preset(args.space)
+    print(f"autoq: loading {args.model or 'the default model (all-MiniLM-L6-v2)'} ...", file=sys.stderr, flush=True)
+    workload = load_workload(args.model)
+    layers = find_layers(workload.model, tuple(workload.skip) + tuple(args.skip))
+    space = SearchSpace.build(preset, layers)
+    start = time.perf_counter()
+    table = workload_table(workload, space.layers, space.options, args.metric, settings, refresh=args.refresh, progress=not args.no_progress)
+    wall = time.perf_counter() - start
+    out = Path(args.out)
+    stem = f"{_safe(workload.name)}-{args.metric}"
+    paths = [table.save(out / f"{stem}.csv"), table.save(out / f"{stem}.json"), table.heatmap(out / f"{stem}.png")]
+    run_id = None
+    if args.tracking_uri and args.tracking_uri.lower() != "none":
+        with quiet_logs():
+            run_id = _log_mlflow(args, workload.name, table, wall, paths)
+    cached = wall < 0.5 * table.seconds
+    print(_summary(table, wall, cached, paths, args.tracking_uri if run_id else None, run_id))
+    return 0
+
+
+def _safe(name: str) -> str:
+    import re
+
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", name)
+
+
+def _log_mlflow(args: argparse.Namespace, model_name: str, table, wall: float, paths: list[Path]) -> str:
+    from mlflow.entities import Metric
+
+    from autoq.tracking import MlflowTracker
+
+    tracker = MlflowTracker(args.tracking_uri, args.experiment)
+    params = {"metric": table.metric, "model": model_name, "model_hash": table.model_hash, "data_fingerprint": table.data_fingerprint,
+              "space": args.space, "n_layers": len(table.layers), **{f"setting.{k}": v for k, v in table.params}}
+    run_id = tracker.start(f"sensitivity-{table.metric}-{model_name}", params, {"autoq.kind": "sensitivity", "autoq.model": model_name})
+    now = int(time.time() * 1000)
+    tracker.client.log_batch(run_id, metrics=[Metric("compute_seconds", table.seconds, now, 0), Metric("wall_seconds", wall, now, 0)], synchronous=True)
+    for path in paths:
+        tracker.client.log_artifact(run_id, str(path))
+    tracker.client.set_terminated(run_id, "FINISHED")
+    return run_id
+
+
+def _summary(table, wall: float, cached: bool, paths: list[Path], uri: str | None, run_id: str | None) -> str:
+    from autoq.sensitivity.table import layer_scores
+
+    lines = [f"{table.metric} sensitivity of {len(table.layers)} layers x {len(table.options)} options "
+             f"({'from the cache, computed' if cached else 'computed'} in {table.seconds:.1f} s; this run {wall:.1f} s)."]
+    probe = next((o for o in table.options if o.startswith("int3-")), table.options[0])
+    scores = sorted(zip(layer_scores(table, table.layers, probe), table.layers), reverse=True)
+    lines.append(f"Most sensitive at {probe}: " + ", ".join(f"{name} ({score:.3g})" for score, name in scores[:5]))
+    lines.append("Files: " + ", ".join(str(p) for p in paths))
+    if run_id:
+        lines.append(f"MLflow: run {run_id} in {uri} (experiment tag autoq.kind=sensitivity).")
+    lines.append(f"Seed a search with it: autoq search --seed-from {table.metric}")
+    return "\n".join(lines)

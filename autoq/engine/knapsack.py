@@ -1,0 +1,89 @@
+"""The multiple-choice knapsack every seed source solves: one option per layer, costs add up per layer.
+
+`Knapsack` holds per-layer option costs (in the budget's own unit: bits, bytes
+or microseconds) and, when a sensitivity table is given, per-layer option scores.
+ILP, greedy and random seeds are all built on it.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from autoq.budget import Budget
+from autoq.choice import Assignment
+from autoq.cost import CostModel
+from autoq.errors import AutoqError
+from autoq.space import SearchSpace
+
+
+@dataclass(frozen=True)
+class Knapsack:
+    """Costs (and scores) per layer and option, aligned with ``space.options``; ``capacity`` is the budget."""
+
+    space: SearchSpace
+    costs: tuple[tuple[float, ...], ...]
+    capacity: float
+    scores: tuple[tuple[float, ...], ...] = ()
+
+    @classmethod
+    def build(cls, space: SearchSpace, cost_model: CostModel, budget: Budget, scores: Sequence[Sequence[float]] | None = None) -> Knapsack:
+        kind = budget.kind
+        costs = tuple(tuple(float(cost_model.layer_amount(layer, c, kind)) for c in opts) for layer, opts in zip(space.layers, space.options))
+        if kind == "bits":
+            capacity = budget.value * cost_model.n_weights
+        elif kind == "bytes":
+            capacity = budget.value - 2 * cost_model.other_params
+        else:  # latency budgets are in ms, layer latencies in us
+            capacity = budget.value * 1e3
+        if scores is not None:
+            scores = tuple(tuple(float(s) for s in row) for row in scores)
+            if [len(r) for r in scores] != [len(o) for o in space.options]:
+                raise AutoqError("sensitivity scores do not match the search space's options")
+        return cls(space, costs, capacity, scores or ())
+
+    @property
+    def lowest(self) -> float:
+        """Cost of the cheapest assignment."""
+        return sum(min(c) for c in self.costs)
+
+    def total(self, picks: Sequence[int]) -> float:
+        return sum(c[i] for c, i in zip(self.costs, picks))
+
+    def assignment(self, picks: Sequence[int]) -> Assignment:
+        return self.space.assignment(list(picks))
+
+    def score_matrix(self) -> np.ndarray:
+        """Scores padded to a rectangle with +inf (options a layer lacks)."""
+        if not self.scores:
+            raise AutoqError("this seed source needs sensitivity scores (--seed-from METRIC)")
+        width = max(len(r) for r in self.scores)
+        out = np.full((len(self.scores), width), np.inf)
+        for i, row in enumerate(self.scores):
+            out[i, : len(row)] = row
+        return out
+
+    def sweep(self, count: int, top: float | None = None) -> list[float]:
+        """``count`` capacities evenly spaced from ``top`` (the budget) down towards the cheapest cost."""
+        top = self.capacity if top is None else top
+        lo = self.lowest
+        return [top - (top - lo) * i / max(1, count) for i in range(count)]
+
+
+def random_feasible(problem: Knapsack, rng: random.Random) -> list[int]:
+    """A random assignment, repaired into the budget by moving random layers to random cheaper options."""
+    picks = [rng.randrange(len(c)) for c in problem.costs]
+    total = problem.total(picks)
+    while total > problem.capacity:
+        layers = [i for i, (c, p) in enumerate(zip(problem.costs, picks)) if any(x < c[p] for x in c)]
+        if not layers:
+            raise AutoqError("no assignment fits the budget")
+        i = rng.choice(layers)
+        cheaper = [k for k, x in enumerate(problem.costs[i]) if x < problem.costs[i][picks[i]]]
+        k = rng.choice(cheaper)
+        total += problem.costs[i][k] - problem.costs[i][picks[i]]
+        picks[i] = k
+    return picks

@@ -1,0 +1,209 @@
+"""The Ray backend: the same search, with trials evaluated by Ray Tune workers.
+
+The driver keeps the search itself: an :class:`OptunaStrategy` (same sampler,
+seeds and budget constraint as the in-process backend) wrapped in a Tune
+``Searcher``, and the :class:`~autoq.engine.trials.TrialBook`. Ray Tune's own
+``OptunaSearch`` would hand every proposal to a worker, but at a 4.5-bit budget
+about 97% of random proposals are over budget and are known to be so before any
+evaluation: here they are told as infeasible in the driver and never reach Ray.
+
+Workers hold the model and a quantization cache for their lifetime (actors are
+reused between trials), evaluate an assignment and log it as a child run of the
+search's MLflow parent (``MlflowClient`` with explicit run ids). A trial that
+raises is a failed result; a worker that dies is a Tune trial error: either way
+the driver records the failure with its error and retries it (``max_retries``).
+The search state lives in the Optuna storage, so ``--resume`` works the same
+for both backends and ``Tuner.restore`` is not needed.
+
+This module imports Ray; ``autoq`` imports it only when ``backend="ray"``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import tempfile
+import time
+from typing import Any
+
+import ray
+from ray import tune
+from ray.tune import Callback
+from ray.tune.search import Searcher
+
+from autoq.builtin.workload import Workload
+from autoq.choice import Assignment
+from autoq.engine.trials import TrialBook, trial_metrics, trial_tags
+from autoq.tracking import MlflowTracker, absolute_uri
+
+OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray needs little: the workload is the largest object
+
+
+def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline: float | None) -> None:
+    """Evaluate the book's proposals on Ray Tune workers until it is full (or the deadline passes)."""
+    started = _ensure_ray(config)
+    try:
+        searcher = BookSearcher(book, deadline)
+        tracking = (absolute_uri(config.tracking_uri), config.experiment, book.tracker.parent_id) if book.tracker else None
+        trainable = tune.with_resources(
+            tune.with_parameters(AutoqTrainable, workload=workload, search_config=config, tracking=tracking, threads=max(1, int(config.cpus_per_trial))),
+            {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
+        )
+        with tempfile.TemporaryDirectory(prefix="autoq-tune-") as tmp, _quiet_tune():
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=config.workers, reuse_actors=True),
+                run_config=tune.RunConfig(
+                    name="autoq", storage_path=tmp, verbose=0, callbacks=[ErrorTags(searcher)],
+                    failure_config=tune.FailureConfig(max_failures=0),  # the book retries, with the error recorded
+                    checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+                ),
+            )
+            tuner.fit()
+        if not book.done() and not searcher.timed_out():
+            raise KeyboardInterrupt  # Tune stopped early: it caught Ctrl-C / SIGTERM itself
+    finally:
+        if started:
+            ray.shutdown()
+
+
+def _ensure_ray(config: Any) -> bool:
+    """Join ``config.address``, or start a local Ray sized for the workers; ``True`` if we started it.
+
+    A Ray the caller already started is used as it is and left running.
+    """
+    if ray.is_initialized():
+        return False
+    common = dict(logging_level=logging.ERROR, log_to_driver=False)
+    if config.address:
+        ray.init(address=config.address, **common)
+    else:
+        cpus = max(1, math.ceil(config.workers * config.cpus_per_trial))
+        ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **common)
+    return True
+
+
+class _quiet_tune:
+    """Turn off Tune's per-trial result files and its console warnings while the search runs
+    (our progress bar and MLflow report the trials; the results need no files)."""
+
+    _ENV = {
+        "TUNE_DISABLE_AUTO_CALLBACK_LOGGERS": "1", "RAY_AIR_NEW_OUTPUT": "0", "TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S": "1000",
+        "RAY_CHDIR_TO_TRIAL_DIR": "0",  # workers keep the driver's working directory: relative paths mean the same there
+    }
+
+    def __enter__(self) -> None:
+        self._old = {k: os.environ.get(k) for k in self._ENV}
+        os.environ.update(self._ENV)
+        self._logger = logging.getLogger("ray.tune")
+        self._level = self._logger.level
+        self._logger.setLevel(logging.ERROR)
+
+    def __exit__(self, *exc: object) -> None:
+        self._logger.setLevel(self._level)
+        for k, v in self._old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+class BookSearcher(Searcher):
+    """A Tune searcher that hands out the book's within-budget proposals and records their results."""
+
+    def __init__(self, book: TrialBook, deadline: float | None) -> None:
+        super().__init__(metric="quality", mode="max")
+        self.book, self.deadline = book, deadline
+        self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
+        self.failed_runs: dict[str, str] = {}  # Tune trial id -> MLflow run id of a trial whose worker failed
+
+    def timed_out(self) -> bool:
+        return self.deadline is not None and time.perf_counter() > self.deadline
+
+    def suggest(self, trial_id: str) -> dict | str | None:
+        if self.book.done() or (self.timed_out() and not self.book.in_flight):
+            return Searcher.FINISHED
+        if self.timed_out():
+            return None  # let the running trials finish
+        pending = self.book.next()
+        if pending is None:  # enough trials are running; more may be needed if one fails
+            return Searcher.FINISHED if self.book.done() else None
+        proposal = pending.proposal
+        self.numbers[trial_id] = proposal.number
+        return {
+            "trial": proposal.number,
+            "assignment": proposal.assignment.to_json(),
+            "metrics": trial_metrics(pending.cost),
+            "tags": trial_tags(proposal.assignment in self.book.uniform, self.book.cost_model, attempt=str(pending.attempt), backend="ray"),
+        }
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        number = self.numbers.pop(trial_id, None)
+        if number is None or number not in self.book.in_flight:
+            return
+        if error or not result or "quality" not in result:
+            run_id = self.book.record(number, math.nan, "the Ray worker evaluating this trial died or raised outside the evaluation")
+            if run_id:
+                self.failed_runs[trial_id] = run_id
+            return
+        self.book.record(number, float(result["quality"]), result.get("error") or None, result.get("run_id") or None)
+
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        """Nothing to save: the search state is in the Optuna storage (see the module docstring)."""
+
+
+class ErrorTags(Callback):
+    """Put Tune's error text of a failed trial (a dead worker's traceback) on its MLflow run."""
+
+    def __init__(self, searcher: BookSearcher) -> None:
+        self.searcher = searcher
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        run_id = self.searcher.failed_runs.pop(trial.trial_id, None)
+        tracker = self.searcher.book.tracker
+        if run_id and tracker:
+            text = str(trial.get_error() or "")
+            if text:
+                tracker.client.set_tag(run_id, "error", text[-5000:])
+
+
+class AutoqTrainable(tune.Trainable):
+    """One Ray worker: the model and its quantization cache, reused across trials (``reuse_actors``)."""
+
+    def setup(
+        self, config: dict, workload: Workload | None = None, search_config: Any = None, tracking: tuple[str, str, str] | None = None, threads: int = 1
+    ) -> None:
+        import torch
+
+        from autoq.engine.runner import new_cache
+
+        torch.set_num_threads(threads)  # the CPUs this trial holds, no more: workers share the machine
+        self.workload = workload
+        self.cache = new_cache(workload, search_config)
+        self.tracker = MlflowTracker(tracking[0], tracking[1]).attach(tracking[2]) if tracking else None
+
+    def reset_config(self, new_config: dict) -> bool:
+        self.config = new_config
+        return True
+
+    def step(self) -> dict:
+        from autoq.engine.runner import _evaluate
+
+        assignment = Assignment.from_json(self.config["assignment"])
+        quality, error = _evaluate(self.workload, self.cache, assignment)
+        return {"quality": quality, "error": error or "", "run_id": self._log(assignment, quality, error) or "", "done": True}
+
+    def _log(self, assignment: Assignment, quality: float, error: str | None) -> str | None:
+        """Log the trial as a child run; on a logging error leave it to the driver (which logs what has no run id)."""
+        if self.tracker is None:
+            return None
+        metrics, tags = dict(self.config["metrics"]), dict(self.config["tags"])
+        if error:
+            tags["error"] = error[:5000]
+        else:
+            metrics["quality"] = quality
+        try:
+            return self.tracker.log_trial(self.config["trial"], metrics, tags, assignment, "FAILED" if error else "FINISHED")
+        except Exception:  # e.g. a locked SQLite store: the driver logs it instead
+            return None

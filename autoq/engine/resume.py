@@ -1,0 +1,145 @@
+"""Resume an interrupted search from its Optuna storage and MLflow parent run.
+
+A search is identified by its study name in its storage. Resuming keeps every
+finished trial (COMPLETE, or FAIL with an evaluation error), marks trials left
+RUNNING by a dead process as failed and enqueues their parameters again, and
+deletes MLflow child runs of trials that were logged but never told to Optuna
+(a kill between the two), so no trial appears twice. The seeds of the original
+search are still enqueued (WAITING) in the storage and are not added again.
+Resuming assumes no other process is still working on the study.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
+
+import optuna
+
+from autoq.budget import parse_budget
+from autoq.builtin.workload import Workload
+from autoq.choice import Assignment
+from autoq.cost import CostModel
+from autoq.engine.result import Point
+from autoq.engine.trials import make_point
+from autoq.errors import AutoqError
+from autoq.space import SearchSpace
+from autoq.tracking import MlflowTracker
+
+if TYPE_CHECKING:
+    from autoq.engine.runner import SearchConfig
+
+BACKENDS = ("optuna", "ray")
+SETTINGS_ATTR = "autoq.settings"  # study user attribute: what defines the search, checked on resume
+INTERRUPTED_ATTR = "autoq.interrupted"
+_MUST_MATCH = ("model", "budget", "space", "sampler", "strategy", "seed_from", "seed", "skip", "pins", "device", "batch", "sequential")
+FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
+
+
+def check_execution(config: SearchConfig) -> None:
+    """Validate the backend, worker, retry and resume options (before anything is loaded)."""
+    if config.backend not in BACKENDS:
+        raise AutoqError(f"unknown backend {config.backend!r}; choose one of {', '.join(BACKENDS)}")
+    if config.workers < 1:
+        raise AutoqError(f"workers must be at least 1, got {config.workers}")
+    if config.workers > 1 and config.backend != "ray":
+        raise AutoqError(f"{config.workers} workers need the ray backend (--backend ray); the optuna backend evaluates one trial at a time")
+    if config.cpus_per_trial <= 0 or config.gpus_per_trial < 0:
+        raise AutoqError(f"cpus_per_trial must be positive and gpus_per_trial not negative, got {config.cpus_per_trial} and {config.gpus_per_trial}")
+    if config.gpus_per_trial and config.backend == "ray" and not config.address:
+        import torch
+
+        if not torch.cuda.is_available():
+            raise AutoqError(f"gpus_per_trial {config.gpus_per_trial} needs a GPU and this machine has none; use 0, or the --address of a Ray cluster with GPUs")
+    if config.max_retries < 0:
+        raise AutoqError(f"max_retries must be 0 or more, got {config.max_retries}")
+    if config.resume and (not config.study_name or config.storage is None):
+        raise AutoqError("resume needs the study name of the search and its persistent storage (--resume NAME, and --storage if it was not the default)")
+
+
+def stored_settings(workload: Workload, config: SearchConfig) -> dict[str, Any]:
+    """What defines a search: stored with the study, compared on resume."""
+    return {
+        "model": workload.name, "model_source": config.model_source, "budget": parse_budget(config.budget).text,
+        "space": config.space, "sampler": config.sampler, "seed": config.seed, "skip": list(config.skip),
+        "pins": [list(p) for p in config.pins], "device": config.device, "batch": config.batch, "n_trials": config.n_trials,
+        "strategy": config.strategy, "seed_from": config.seed_from, "sequential": config.sequential,
+        "tracking_uri": config.tracking_uri, "experiment": config.experiment,
+    }
+
+
+def _load(storage: str | None, study_name: str) -> optuna.Study:
+    if storage is None:
+        raise AutoqError("an in-memory study cannot be resumed; give a storage URL")
+    try:
+        return optuna.load_study(study_name=study_name, storage=storage)
+    except KeyError:
+        raise AutoqError(f"no search named {study_name!r} in {storage}; `autoq runs` lists the searches in a tracking store") from None
+
+
+def remember_settings(storage: str | None, study_name: str, settings: dict[str, Any]) -> None:
+    if storage is not None:
+        _load(storage, study_name).set_user_attr(SETTINGS_ATTR, settings)
+
+
+def read_settings(storage: str, study_name: str) -> dict[str, Any]:
+    """The settings a stored search was started with (``{}`` for a study autoq did not start)."""
+    return dict(_load(storage, study_name).user_attrs.get(SETTINGS_ATTR, {}))
+
+
+def check_resumable(storage: str | None, study_name: str, settings: dict[str, Any]) -> int:
+    """Check that ``settings`` match the stored search, then reopen it; returns how many trials were interrupted."""
+    study = _load(storage, study_name)
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    if stored is None:
+        raise AutoqError(f"study {study_name!r} in {storage} was not started by autoq search; it cannot be resumed")
+    differ = [f"{key} {settings[key]!r} (stored: {stored.get(key)!r})" for key in _MUST_MATCH if key in stored and stored[key] != settings[key]]
+    if differ:
+        raise AutoqError(f"cannot resume {study_name!r} with other settings: {'; '.join(differ)}; resume with the stored ones")
+    return _reopen(study)
+
+
+def _reopen(study: optuna.Study) -> int:
+    """Mark trials left RUNNING by a dead process as failed and enqueue their parameters again."""
+    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    for t in running:
+        trial = optuna.trial.Trial(study, t._trial_id)
+        trial.set_user_attr(INTERRUPTED_ATTR, True)
+        trial.set_user_attr("error", "interrupted: the search stopped while this trial ran; retried on resume")
+        study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+        study.enqueue_trial(t.params, user_attrs={"autoq.retry_of": t.number})
+    return len(running)
+
+
+def finished_trials(
+    storage: str, study_name: str, space: SearchSpace, cost_model: CostModel, uniform: Iterable[Assignment], tracker: MlflowTracker | None
+) -> tuple[list[Point], Counter[Assignment], int]:
+    """The points, failed evaluations per assignment, and over-budget count of a reopened study.
+
+    MLflow child runs of trials that did not finish are deleted here (see the module docstring).
+    """
+    from autoq.tracking.runs import reconcile_children
+
+    study = _load(storage, study_name)
+    uniform = set(uniform)
+    by_name = [{c.name: c for c in opts} for opts in space.options]
+    trials = study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.PRUNED))
+    kept = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE or (t.state == optuna.trial.TrialState.FAIL and not t.user_attrs.get(INTERRUPTED_ATTR))]
+    run_ids = reconcile_children(tracker.client, tracker.parent_id, {t.number for t in kept}) if tracker else {}
+    points, failures = [], Counter()
+    for t in kept:
+        assignment = _assignment(t.params, space, by_name, study_name)
+        if t.state == optuna.trial.TrialState.FAIL:
+            failures[assignment] += 1
+        else:
+            points.append(make_point(t.number, assignment, t.values[0], cost_model.cost(assignment), assignment in uniform, run_ids.get(t.number), cost_model))
+    n_infeasible = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
+    return points, failures, n_infeasible
+
+
+def _assignment(params: dict[str, Any], space: SearchSpace, by_name: list[dict], study_name: str) -> Assignment:
+    try:
+        return Assignment(tuple((layer.name, options[params[layer.name]]) for layer, options in zip(space.layers, by_name)))
+    except KeyError as exc:
+        raise AutoqError(f"study {study_name!r} holds a choice the search space no longer has ({exc}); resume with the original model and space") from None

@@ -1,0 +1,71 @@
+"""Where a search starts: the strategy named by ``--strategy`` and its seeds, from ``--seed-from``.
+
+``--seed-from`` names a sensitivity metric (``hessian``, ``fisher``, ``kl``, ``sqnr``,
+``mse``: computed on the workload's calibration data, or read from the on-disk
+cache) or a table file written by ``autoq sensitivity`` (``.json`` / ``.csv``),
+which must come from the same model. ``ilp`` and ``greedy`` need a table; without
+``--seed-from`` they use `DEFAULT_SEED_METRIC`.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autoq.builtin.workload import Workload
+from autoq.choice import Assignment
+from autoq.engine.strategy import NEEDS_SCORES, Strategy, StrategyContext, strategy_factory
+from autoq.errors import AutoqError
+from autoq.space import SearchSpace
+
+if TYPE_CHECKING:
+    from autoq.engine.runner import Prepared, SearchConfig
+    from autoq.sensitivity import SensitivityTable
+
+DEFAULT_SEED_METRIC = "kl"
+
+
+def check_seed_from(seed_from: str | None) -> None:
+    """Refuse an unknown metric name early (a file path is checked when it is read)."""
+    if seed_from is None or _is_path(seed_from):
+        return
+    from autoq.sensitivity import get_metric
+
+    get_metric(seed_from)
+
+
+def _is_path(text: str) -> bool:
+    return Path(text).suffix.lower() in {".json", ".csv"} or "/" in text
+
+
+def seed_table(workload: Workload, space: SearchSpace, seed_from: str, progress: bool = True) -> SensitivityTable:
+    """The sensitivity table named by ``seed_from``, checked against the workload's model."""
+    from autoq.sensitivity import SensitivityTable, model_hash, workload_table
+
+    if _is_path(seed_from):
+        table = SensitivityTable.load(seed_from)
+        table.check_model(model_hash(workload.model), workload.name)
+        return table
+    if progress:
+        print(f"autoq: {seed_from} sensitivity for {len(space.layers)} layers (cached after the first run) ...", file=sys.stderr, flush=True)
+    return workload_table(workload, space.layers, space.options, seed_from, progress=progress)
+
+
+def space_scores(table: SensitivityTable, space: SearchSpace) -> tuple[tuple[float, ...], ...]:
+    """The table's scores aligned with ``space.options``; a missing (layer, option) is a clear error."""
+    return tuple(tuple(table.score(layer.name, c.name) for c in opts) for layer, opts in zip(space.layers, space.options))
+
+
+def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, study_name: str, storage: str | None) -> tuple[Strategy, list[Assignment], list[Assignment]]:
+    """(strategy, seeds to enqueue, uniform baselines among them) for ``config.strategy`` and ``config.seed_from``."""
+    factory = strategy_factory(config.strategy)
+    seed_from = config.seed_from or (DEFAULT_SEED_METRIC if config.strategy in NEEDS_SCORES else None)
+    scores = space_scores(seed_table(workload, problem.space, seed_from, config.progress), problem.space) if seed_from else None
+    ctx = StrategyContext(
+        problem.space, problem.cost_model, problem.budget, config.sampler, config.seed, study_name, storage,
+        config.n_trials, config.n_fill_seeds, scores, config.resume,
+    )
+    if scores is None and config.strategy in NEEDS_SCORES:
+        raise AutoqError(f"--strategy {config.strategy} needs a sensitivity table; pass --seed-from METRIC")
+    return factory(ctx)

@@ -1,0 +1,175 @@
+"""The bookkeeping every backend shares: budget checks before evaluation, points, failures, retries.
+
+A :class:`TrialBook` sits between a strategy (ask/tell) and whatever evaluates
+(the in-process loop in :mod:`autoq.engine.runner`, or Ray workers in
+:mod:`autoq.engine.ray_backend`). Over-budget proposals are told as infeasible
+and never handed out; assignments already evaluated are recorded at once; a
+failed trial is recorded with its error (Optuna FAIL, MLflow FAILED child run)
+and enqueued again until it has failed ``max_retries + 1`` times. A search has
+evaluated ``n_trials`` when points plus final failures reach that count.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
+
+from tqdm.auto import tqdm
+
+from autoq.budget import Budget
+from autoq.choice import Assignment
+from autoq.cost import Cost, CostModel
+from autoq.engine.result import Point
+from autoq.engine.strategy import Proposal, Strategy
+from autoq.errors import AutoqError
+from autoq.tracking import MlflowTracker
+
+MAX_OVER_BUDGET_IN_A_ROW = 2000  # random proposals in the default space fit a 4.5-bit budget about 3% of the time
+
+
+def trial_metrics(cost: Cost, quality: float | None = None) -> dict[str, float]:
+    """What a trial's MLflow child run records as metrics."""
+    metrics = {"effective_bits": cost.effective_bits, "size_bytes": cost.size_bytes, "size_mb": cost.size_bytes / 1e6}
+    if cost.latency_us is not None:
+        metrics["latency_ms"] = cost.latency_us / 1e3
+    if quality is not None:
+        metrics["quality"] = quality
+    return metrics
+
+
+def trial_tags(uniform: bool, cost_model: CostModel, error: str | None = None, **extra: str) -> dict[str, str]:
+    """What a trial's MLflow child run records as tags (the error, when it failed)."""
+    tags = {"uniform": str(uniform).lower(), "feasible": "true", **extra}
+    if cost_model.latency_source:
+        tags["latency_source"] = cost_model.latency_source
+    if error:
+        tags["error"] = error[:5000]
+    return tags
+
+
+def make_point(number: int, assignment: Assignment, quality: float, cost: Cost, uniform: bool, run_id: str | None, cost_model: CostModel) -> Point:
+    """One evaluated trial as a frontier candidate."""
+    return Point(number, assignment, quality, cost.effective_bits, cost.size_bytes, uniform, run_id, cost.latency_us, cost_model.latency_source)
+
+
+@dataclass
+class Pending:
+    """A proposal handed out for evaluation and not yet recorded."""
+
+    proposal: Proposal
+    cost: Cost
+    violation: float
+    attempt: int  # 1 for the first evaluation of this assignment, 2 for its first retry, ...
+
+
+class TrialBook:
+    """Counts and records the trials of one search; not thread-safe (one driver owns it)."""
+
+    def __init__(
+        self,
+        strategy: Strategy,
+        cost_model: CostModel,
+        budget: Budget,
+        uniform: Iterable[Assignment],
+        n_trials: int,
+        max_retries: int,
+        tracker: MlflowTracker | None,
+        bar: tqdm | None = None,
+    ) -> None:
+        self.strategy, self.cost_model, self.budget = strategy, cost_model, budget
+        self.uniform = set(uniform)
+        self.n_trials, self.max_retries, self.tracker, self.bar = n_trials, max_retries, tracker, bar
+        self.points: list[Point] = []
+        self.failures: Counter[Assignment] = Counter()  # failed evaluations per assignment, retries included
+        self.n_failed = 0  # assignments that failed max_retries + 1 times: they count as evaluated
+        self.n_infeasible = 0
+        self.in_flight: dict[int, Pending] = {}
+        self._seen: dict[Assignment, float] = {}
+        self._in_a_row = 0
+
+    # -- state restored from a stored study (resume) --------------------------------------------
+    def restore(self, points: Iterable[Point], failures: Counter[Assignment], n_infeasible: int) -> None:
+        """Take over finished trials of an interrupted search; log to MLflow those it lacks."""
+        for p in points:
+            if p.run_id is None and self.tracker:
+                cost = self.cost_model.cost(p.assignment)
+                tags = trial_tags(p.uniform, self.cost_model, restored="true")
+                p = replace(p, run_id=self.tracker.log_trial(p.trial, trial_metrics(cost, p.quality), tags, p.assignment))
+            self.points.append(p)
+            self._seen[p.assignment] = p.quality
+        self.failures.update(failures)
+        self.n_failed = sum(1 for n in self.failures.values() if n > self.max_retries)
+        self.n_infeasible += n_infeasible
+        self._progress(len(self.points) + self.n_failed)
+
+    # -- counting ---------------------------------------------------------------------------------
+    @property
+    def n_done(self) -> int:
+        return len(self.points) + self.n_failed
+
+    def done(self) -> bool:
+        return self.n_done >= self.n_trials
+
+    def wanted(self) -> int:
+        """How many more proposals should be handed out now (in-flight ones count as done)."""
+        return self.n_trials - self.n_done - len(self.in_flight)
+
+    # -- ask / record -----------------------------------------------------------------------------
+    def next(self) -> Pending | None:
+        """The next within-budget proposal that needs an evaluation, or ``None`` once enough are out.
+
+        Over-budget proposals are told as infeasible here; assignments with a known
+        quality are recorded at once without evaluating them again.
+        """
+        while self.wanted() > 0:
+            proposal = self.strategy.ask()
+            cost = self.cost_model.cost(proposal.assignment)
+            violation = self.budget.violation(cost)
+            if violation > 0:
+                self.strategy.tell(proposal, None, violation)
+                self.n_infeasible += 1
+                self._in_a_row += 1
+                if self._in_a_row > MAX_OVER_BUDGET_IN_A_ROW:
+                    raise AutoqError(f"the sampler proposed {self._in_a_row} over-budget assignments in a row; try a larger budget or another --sampler")
+                continue
+            self._in_a_row = 0
+            pending = Pending(proposal, cost, violation, self.failures[proposal.assignment] + 1)
+            self.in_flight[proposal.number] = pending
+            known = self._seen.get(proposal.assignment)
+            if known is None:
+                return pending
+            self.record(proposal.number, known, None)
+        return None
+
+    def record(self, number: int, quality: float, error: str | None, run_id: str | None = None) -> str | None:
+        """Record the evaluation of in-flight trial ``number``: log it (unless a worker did), tell, retry or count.
+
+        Returns the MLflow run id of the trial (``None`` without tracking)."""
+        pending = self.in_flight.pop(number)
+        proposal, cost = pending.proposal, pending.cost
+        is_uniform = proposal.assignment in self.uniform
+        if run_id is None and self.tracker:
+            tags = trial_tags(is_uniform, self.cost_model, error, attempt=str(pending.attempt))
+            run_id = self.tracker.log_trial(number, trial_metrics(cost, None if error else quality), tags, proposal.assignment, "FAILED" if error else "FINISHED")
+        if error is not None:
+            self.strategy.tell(proposal, None, pending.violation, error=error)
+            self.failures[proposal.assignment] += 1
+            if self.failures[proposal.assignment] <= self.max_retries:
+                self.strategy.seed([proposal.assignment])  # retried as a new trial
+            else:
+                self.n_failed += 1
+                self._progress(1)
+            return run_id
+        self.strategy.tell(proposal, (quality, cost.effective_bits), pending.violation)
+        self._seen[proposal.assignment] = quality
+        self.points.append(make_point(number, proposal.assignment, quality, cost, is_uniform, run_id, self.cost_model))
+        self._progress(1)
+        return run_id
+
+    def _progress(self, n: int) -> None:
+        if self.bar is None or n == 0:
+            return
+        self.bar.update(n)
+        if self.points:
+            self.bar.set_postfix(best=f"{max(p.quality for p in self.points):.4f}", over_budget=self.n_infeasible, failed=sum(self.failures.values()))

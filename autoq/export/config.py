@@ -1,0 +1,67 @@
+"""``autoq_config.json``: what an export holds, and which model it rebuilds on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from autoq.errors import AutoqError
+
+EXPORT_FORMAT = "autoq.export"
+EXPORT_VERSION = 1
+CONFIG_NAME = "autoq_config.json"
+WEIGHTS_NAME = "model.safetensors"
+
+
+def describe_base(model: nn.Module, builtin: str | None) -> dict[str, Any]:
+    """How to rebuild the architecture: a Hugging Face config and class, or a built-in's name (or both)."""
+    base: dict[str, Any] = {"builtin": builtin, "class": type(model).__name__}
+    hf_config = getattr(model, "config", None)
+    if hf_config is not None and hasattr(hf_config, "to_dict"):
+        base["hf_config"] = hf_config.to_dict()
+    return base
+
+
+def write_config(out_dir: Path, config: dict[str, Any]) -> Path:
+    path = out_dir / CONFIG_NAME
+    path.write_text(json.dumps({"format": EXPORT_FORMAT, "version": EXPORT_VERSION, **config}, indent=1) + "\n")
+    return path
+
+
+def read_config(out_dir: Path) -> dict[str, Any]:
+    path = out_dir / CONFIG_NAME
+    if not path.is_file():
+        raise AutoqError(f"{str(out_dir)!r} is not an autoq export: it has no {CONFIG_NAME} (write one with 'autoq export' or autoq.export)")
+    try:
+        data = json.loads(path.read_text())
+    except json.JSONDecodeError as exc:
+        raise AutoqError(f"{path} is not valid JSON: {exc}") from None
+    if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
+        raise AutoqError(f"{path} is not an autoq export config (missing 'format': '{EXPORT_FORMAT}')")
+    if data.get("version") != EXPORT_VERSION:
+        raise AutoqError(f"{path}: export version {data.get('version')!r} is not supported (expected {EXPORT_VERSION})")
+    return data
+
+
+def rebuild_base(base: dict[str, Any]) -> nn.Module:
+    """A fresh model of the exported architecture (its weights are overwritten by the export)."""
+    if base.get("hf_config"):
+        import transformers
+
+        from autoq.quiet import quiet_logs
+
+        hf = dict(base["hf_config"])
+        cls = getattr(transformers, base.get("class", ""), None)
+        if cls is None:
+            raise AutoqError(f"transformers has no class {base.get('class')!r}; pass model= to autoq.load")
+        with quiet_logs():
+            config = transformers.AutoConfig.for_model(hf.pop("model_type"), **hf)
+            return cls(config).eval()
+    if base.get("builtin"):
+        from autoq.builtin import load_workload
+
+        return load_workload(base["builtin"]).model
+    raise AutoqError("this export does not say how to rebuild its model; pass model= (an instance of the same architecture) to autoq.load")

@@ -1,0 +1,38 @@
+"""The assignment an MLflow run recorded: a trial's ``assignment.json``, or a search's best frontier point."""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from pathlib import Path
+
+from autoq.choice import Assignment
+from autoq.errors import AutoqError
+
+
+def assignment_from_run(tracking_uri: str, run_id: str) -> tuple[Assignment, str]:
+    """(assignment, what it is) for a trial run, or for a search's parent run (its highest-quality frontier point)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise AutoqError(f"no MLflow run {run_id!r} in {tracking_uri}; pass a trial's run id (or a search's parent run id) and the same --tracking-uri") from None
+    is_search = run.data.tags.get("autoq.kind") == "search"
+    artifact = "frontier.json" if is_search else "assignment.json"
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            path = Path(client.download_artifacts(run_id, artifact, tmp))
+        except (MlflowException, OSError):
+            raise AutoqError(f"MLflow run {run_id!r} has no {artifact}; is it an autoq trial or search run?") from None
+        text = path.read_text()
+    if not is_search:
+        trial = run.data.tags.get("autoq.trial", "?")
+        return Assignment.from_json(text), f"trial {trial} (run {run_id})"
+    frontier = json.loads(text)
+    if not frontier:
+        raise AutoqError(f"search run {run_id!r} has an empty frontier; export one of its trial runs instead")
+    best = max(frontier, key=lambda p: (p["quality"], -p["effective_bits"]))
+    return Assignment.from_json(json.dumps(best["assignment"])), f"the best frontier point, trial {best['trial']}, of search run {run_id}"

@@ -1,0 +1,61 @@
+"""How one quantized weight is stored in the exported safetensors file, and read back.
+
+In memory, a loaded layer always holds the kernels' layout (`autoq.kernels.PackedWeight`:
+int32 words along K, fp16 scales and zeros). On disk each layer takes one of two
+layouts, chosen so the file costs exactly what the budget counted:
+
+* ``int32-k``: the kernel layout itself, when it spends no extra byte (2, 4 and 8
+  bits with K a multiple of the codes per word). Loading is a plain copy.
+* ``bitstream``: the tight little-endian bit stream of `autoq.quant.pack_codes`
+  (``ceil(N*K*bits/8)`` bytes, what ``QuantSpec.storage_bytes`` counts), repacked into
+  the kernel layout at load. Used for 3, 5 and 6 bits, whose kernel layout spends
+  32 bits on 30 bits of codes (+6.7%), and for K not a multiple of the word.
+
+Tensors per layer: ``<layer>.qweight`` (int32 ``(N, ceil(K/C))`` or uint8 stream),
+``<layer>.scales`` (fp16 ``(N, G)``, ``(N, 1)`` or ``(1, 1)``) and, for asymmetric
+formats, ``<layer>.zeros`` (fp16, same shape).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from autoq.errors import AutoqError
+from autoq.kernels.formats import PackedWeight, pack_weight, packed_nbytes
+from autoq.quant import QuantizedTensor, QuantSpec, pack_codes, unpack_codes
+
+KERNEL_LAYOUT = "int32-k"
+STREAM_LAYOUT = "bitstream"
+
+
+def choose_layout(spec: QuantSpec, n: int, k: int) -> str:
+    """The kernel layout when it is as small as the counted storage, else the bit stream."""
+    return KERNEL_LAYOUT if packed_nbytes(spec, n, k) == spec.storage_bytes(n, k) else STREAM_LAYOUT
+
+
+def to_tensors(name: str, qt: QuantizedTensor) -> tuple[dict[str, torch.Tensor], str]:
+    """The safetensors entries of one quantized layer, and the layout they use."""
+    packed = PackedWeight.from_quantized(qt)
+    n, k = qt.shape
+    layout = choose_layout(qt.spec, n, k)
+    qweight = packed.qweight if layout == KERNEL_LAYOUT else pack_codes(qt.codes, qt.spec.bits)
+    tensors = {f"{name}.qweight": qweight.contiguous(), f"{name}.scales": packed.scales.contiguous()}
+    if packed.zeros is not None:
+        tensors[f"{name}.zeros"] = packed.zeros.contiguous()
+    return tensors, layout
+
+
+def from_tensors(name: str, tensors: dict[str, torch.Tensor], spec: QuantSpec, shape: tuple[int, int], layout: str) -> PackedWeight:
+    """Rebuild the kernel layout of one layer from its safetensors entries."""
+    n, k = shape
+    try:
+        qweight, scales = tensors[f"{name}.qweight"], tensors[f"{name}.scales"]
+    except KeyError as exc:
+        raise AutoqError(f"the exported weights lack {exc.args[0]!r}; the export is incomplete or from another model") from None
+    zeros = tensors.get(f"{name}.zeros")
+    if layout == STREAM_LAYOUT:
+        codes = unpack_codes(qweight, spec.bits, n * k).reshape(n, k)
+        qweight = pack_weight(codes, spec.bits)
+    elif layout != KERNEL_LAYOUT:
+        raise AutoqError(f"layer {name!r}: unknown storage layout {layout!r} (expected {KERNEL_LAYOUT} or {STREAM_LAYOUT})")
+    return PackedWeight(spec, (n, k), qweight, scales, zeros)

@@ -1,0 +1,66 @@
+"""``autoq.load(out_dir, model=None)``: rebuild an exported model with `QuantLinear` layers.
+
+Linear layers (and transformers' ``Conv1D``) become `QuantLinear`, which keeps the
+weight packed and runs the Triton kernel on CUDA (fp16/bf16 activations) or the
+plain-torch dequantize-and-matmul path elsewhere. Convolutions have no kernel:
+their weights are dequantized into the ordinary module at load. Every other
+parameter is loaded from its fp16 copy into the model's own dtype.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from torch import nn
+
+from autoq.choice import LayerChoice
+from autoq.errors import AutoqError
+from autoq.export.config import WEIGHTS_NAME, read_config, rebuild_base
+from autoq.export.layout import from_tensors
+from autoq.export.modules import QuantLinear
+from autoq.model import find_layers, get_module, to_native
+
+_LINEAR_KINDS = ("linear", "hf_conv1d")
+
+
+def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
+    parent, _, child = name.rpartition(".")
+    setattr(model.get_submodule(parent) if parent else model, child, new)
+
+
+def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "auto") -> nn.Module:
+    """The exported model, ready to run. ``model``: an instance of the same architecture to load into (modified in place)."""
+    from safetensors.torch import load_file
+
+    out = Path(out_dir)
+    config = read_config(out)
+    model = model if model is not None else rebuild_base(config.get("base", {}))
+    tensors = load_file(str(out / config.get("weights", WEIGHTS_NAME)))
+    found = {layer.name: layer for layer in find_layers(model)}
+    quantized = {name: entry for name, entry in config["layers"].items() if "layout" in entry}
+    for name, entry in config["layers"].items():
+        layer = found.get(name)
+        if layer is None or [layer.out_features, layer.in_features] != entry["shape"]:
+            got = None if layer is None else [layer.out_features, layer.in_features]
+            raise AutoqError(f"the model does not match the export: layer {name!r} is {got} here, {entry['shape']} in the export")
+
+    quant_keys = {f"{name}.{part}" for name in quantized for part in ("qweight", "scales", "zeros")}
+    state = {k: v for k, v in tensors.items() if k not in quant_keys}
+    result = model.load_state_dict(state, strict=False)
+    if result.unexpected_keys:
+        raise AutoqError(f"the export holds tensors the model does not have: {result.unexpected_keys[:5]}; pass the model it was exported from")
+    loaded_ids = {id(p) for n, p in model.named_parameters(remove_duplicate=False) if n in state}
+    params = dict(model.named_parameters(remove_duplicate=False))
+    missing = [k for k in result.missing_keys if k not in {f"{n}.weight" for n in quantized} and not (k in params and id(params[k]) in loaded_ids)]
+    if missing:
+        raise AutoqError(f"the export lacks parameters the model has: {missing[:5]}; it was exported from another model")
+
+    for name, entry in quantized.items():
+        spec = LayerChoice.from_name(entry["choice"]).weight
+        packed = from_tensors(name, tensors, spec, tuple(entry["shape"]), entry["layout"])
+        module = get_module(model, name)
+        if entry["kind"] in _LINEAR_KINDS:
+            _replace(model, name, QuantLinear(packed.to(module.weight.device), module.bias, backend))
+        else:  # convolutions: no kernel, dequantize into the module
+            module.weight.data = to_native(module, packed.dequantize()).to(module.weight.device)
+    return model.eval()

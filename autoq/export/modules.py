@@ -1,0 +1,47 @@
+"""`QuantLinear`: a linear layer whose weight stays packed and runs on autoq's kernels.
+
+``forward`` calls :func:`autoq.kernels.ops.wq_linear`: the Triton weight-only kernel
+for fp16/bf16 activations on CUDA, and otherwise the plain-torch path that
+dequantizes (``scale * (code - zero)`` in fp32, exactly the search's simulated
+quantization) and multiplies in fp32.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from autoq.kernels.formats import PackedWeight
+
+
+class QuantLinear(nn.Module):
+    """``y = x @ dequant(W).T + b`` with ``W`` held as a `PackedWeight` (int32 codes, fp16 scales/zeros)."""
+
+    def __init__(self, packed: PackedWeight, bias: torch.Tensor | None = None, backend: str = "auto") -> None:
+        super().__init__()
+        self.spec = packed.spec
+        self.out_features, self.in_features = packed.shape
+        self.backend = backend  # "auto" (Triton on CUDA for fp16/bf16), "triton" or "torch"
+        self.register_buffer("qweight", packed.qweight)
+        self.register_buffer("scales", packed.scales)
+        self.register_buffer("zeros", packed.zeros)
+        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+
+    @property
+    def packed(self) -> PackedWeight:
+        """The weight in the kernel layout, on this module's current device."""
+        zeros = None if self.zeros is None else self.zeros.half()  # model.float() must not change what kernels read
+        return PackedWeight(self.spec, (self.out_features, self.in_features), self.qweight, self.scales.half(), zeros)
+
+    def dequantized_weight(self) -> torch.Tensor:
+        """The weight as fp32 ``(out, in)``: what the search simulated."""
+        return self.packed.dequantize(torch.float32)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from autoq.kernels.ops import wq_linear
+
+        y = wq_linear(x, self.packed, backend=self.backend)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
+
+    def extra_repr(self) -> str:
+        return f"in_features={self.in_features}, out_features={self.out_features}, format={self.spec.name}, bias={self.bias is not None}"

@@ -1,0 +1,104 @@
+"""``autoq.export(model, point, out_dir)``: a chosen point as packed safetensors plus ``autoq_config.json``.
+
+Quantized layers are re-quantized with their PTQ method exactly as the search's
+cache did (same codes, same fp16 scales), stored per `autoq.export.layout`.
+Every other parameter (biases, embeddings, norms, fp16 layers, skipped layers)
+is stored as fp16, the form the cost model counts; persistent buffers are
+stored as fp16 when floating, unchanged otherwise. So the file's size is the
+cost model's ``size_bytes`` plus the safetensors header and the buffers.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from autoq.choice import Assignment
+from autoq.cost import CostModel
+from autoq.errors import AutoqError
+from autoq.export.config import WEIGHTS_NAME, describe_base, write_config
+from autoq.export.layout import to_tensors
+from autoq.model import find_layers, get_module, weight_2d
+from autoq.ptq import get_method, method_needs_stats
+
+
+def _assignment_of(point: object) -> Assignment:
+    assignment = getattr(point, "assignment", point)  # a Point, or an Assignment itself
+    if not isinstance(assignment, Assignment):
+        raise AutoqError(f"export needs an Assignment or a Point (e.g. result.best), got {type(point).__name__}")
+    return assignment
+
+
+def _resolve_model(model: nn.Module | str) -> tuple[nn.Module, str | None]:
+    if isinstance(model, nn.Module):
+        return model, None
+    from autoq.builtin import BUILTINS, load_workload
+
+    return load_workload(model).model, (model if model in BUILTINS else None)
+
+
+def _shared_weights(model: nn.Module, names: set[str]) -> list[str]:
+    """Quantized weights that are also another parameter (tied): the export cannot split them."""
+    by_id: dict[int, list[str]] = {}
+    for pname, p in model.named_parameters(remove_duplicate=False):
+        by_id.setdefault(id(p), []).append(pname)
+    return [n for n in names if len(by_id.get(id(get_module(model, n.rsplit(".", 1)[0]).weight), [])) > 1]
+
+
+def export(model: nn.Module | str, point: object, out_dir: str | Path) -> Path:
+    """Write ``point`` (a `Point` or `Assignment`) of ``model`` (a module, a built-in name or an HF directory) to ``out_dir``."""
+    assignment = _assignment_of(point)
+    model, builtin = _resolve_model(model)
+    found = {layer.name: layer for layer in find_layers(model)}
+    unknown = [name for name in assignment if name not in found]
+    if unknown:
+        raise AutoqError(f"the assignment names layers the model does not have: {unknown[:5]}; export it with the model it was searched on")
+    layers = [found[name] for name in assignment]
+    quantized = {name: c for name, c in assignment.items() if not c.weight.is_half}
+    weight_names = {f"{name}.weight" for name in quantized}
+    unsupported = sorted({c.name for c in quantized.values() if c.activation is not None or method_needs_stats(c.method)})
+    if unsupported:
+        raise AutoqError(
+            f"export supports data-free weight-only choices (rtn-minmax, rtn-mse, ...) for now; {unsupported[:3]} need calibration "
+            "statistics or activation quantization, which the exporter does not reproduce yet"
+        )
+    tied = _shared_weights(model, weight_names)
+    if tied:
+        raise AutoqError(f"quantized weight(s) {tied[:3]} are tied to other parameters; skip those layers (--skip) and search again")
+
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, dict] = {}
+    with torch.no_grad():
+        for layer in layers:
+            choice = assignment[layer.name]
+            entry = {"choice": choice.name, "kind": layer.kind, "shape": [layer.out_features, layer.in_features]}
+            if layer.name in quantized:
+                qt = get_method(choice.method)(weight_2d(get_module(model, layer.name)), choice.weight, None)
+                layer_tensors, entry["layout"] = to_tensors(layer.name, qt)
+                tensors.update(layer_tensors)
+            meta[layer.name] = entry
+        param_names = {pname for pname, _ in model.named_parameters(remove_duplicate=False)}
+        for pname, p in model.named_parameters():
+            if pname not in weight_names:
+                tensors[pname] = p.detach().to(torch.float16 if p.is_floating_point() else p.dtype).contiguous().clone()
+        for bname, b in model.state_dict().items():
+            if bname not in param_names and bname not in tensors:
+                tensors[bname] = (b.half() if b.is_floating_point() else b).contiguous().clone()
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt", "producer": "autoq"})
+    cost = CostModel.for_model(model, layers).cost(assignment)
+    write_config(out, {
+        "base": describe_base(model, builtin),
+        "weights": WEIGHTS_NAME,
+        "assignment": assignment.to_dict(),
+        "layers": meta,
+        "cost": {"effective_bits": cost.effective_bits, "size_bytes": cost.size_bytes},
+        "file_bytes": (out / WEIGHTS_NAME).stat().st_size,
+    })
+    return out

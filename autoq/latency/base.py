@@ -1,0 +1,31 @@
+"""What the cost model asks of a latency source: microseconds per layer, and a label."""
+
+from __future__ import annotations
+
+from typing import Protocol
+
+from autoq.quant import QuantSpec
+
+
+class LatencyModel(Protocol):
+    """Per-layer latency of ``y = x @ W^T`` with ``W`` of shape ``(out, in)`` stored as ``spec``.
+
+    ``batch`` is the number of rows of ``x`` (tokens). ``source`` is
+    ``table:<device>`` for a measured table or ``estimate:roofline:<device>``
+    for a roofline estimate, and goes with every latency autoq reports.
+    """
+
+    batch: int
+
+    @property
+    def source(self) -> str: ...
+
+    @property
+    def is_estimate(self) -> bool: ...
+
+    def layer_us(self, out_features: int, in_features: int, spec: QuantSpec) -> float: ...
+
+
+def format_latency_us(us: float) -> str:
+    """``152.3 us`` below a millisecond, ``3.142 ms`` above: enough digits to tell formats apart."""
+    return f"{us:.3f} us" if us < 1e3 else f"{us / 1e3:.4f} ms"

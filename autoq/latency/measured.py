@@ -1,0 +1,122 @@
+"""Per-layer latency from a measured kernel table (``autoq kernels bench``), interpolated.
+
+Lookup for a layer ``(N, K)`` in format ``f`` at the search's batch size:
+
+1. The same shape, format and batch was measured: its median.
+2. Other shapes of that format and batch were measured: latency is linear in the
+   work ``N*K`` (bytes and FLOPs of one format both scale with it) between the
+   nearest measured shapes below and above. Below the smallest, the smallest
+   shape's latency (a launch-bound floor, conservative); above the largest,
+   the largest scaled by ``N*K`` (work-bound).
+3. The format was not measured (the kernels cover fewer formats than the search
+   space): the nearest measured format (bits first, then granularity) at the
+   same shape, scaled by the ratio of the two formats' roofline estimates on the
+   table's device, or by their bytes when the device has no preset.
+
+The batch size must be one the table measured; nothing is interpolated across batch.
+"""
+
+from __future__ import annotations
+
+import bisect
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from autoq.errors import AutoqError
+from autoq.latency.devices import preset_for
+from autoq.latency.roofline import gemm_bytes, roofline_us
+from autoq.quant import QuantSpec
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """One row of a latency table: shape ``(n, k)`` (= out, in), format name, batch, median microseconds."""
+
+    n: int
+    k: int
+    format: str
+    batch: int
+    median_us: float
+
+
+class TableLatency:
+    """A `LatencyModel` backed by measurements of one device at one batch size."""
+
+    def __init__(self, device: str, rows: Iterable[Measurement], batch: int, origin: str = "") -> None:
+        rows = list(rows)
+        self.device, self.batch, self.origin = device, batch, origin
+        batches = sorted({r.batch for r in rows})
+        if batch not in batches:
+            raise AutoqError(f"the latency table {origin or device!r} has no measurements at batch {batch}; measured batches: {batches or 'none'}")
+        self._by_format: dict[str, list[tuple[int, int, int, float]]] = {}
+        for r in rows:
+            if r.batch == batch:
+                if not r.median_us > 0:
+                    raise AutoqError(f"latency table {origin or device!r}: median_us must be positive, got {r.median_us} for {r.format} {r.n}x{r.k}")
+                self._by_format.setdefault(r.format, []).append((r.n * r.k, r.n, r.k, float(r.median_us)))
+        for measured in self._by_format.values():
+            measured.sort()
+        self._specs = {name: QuantSpec.from_name(name) for name in self._by_format}
+        self._preset = preset_for(device)
+        self._memo: dict[tuple[int, int, QuantSpec], float] = {}
+
+    @property
+    def source(self) -> str:
+        return f"table:{self.device}"
+
+    @property
+    def is_estimate(self) -> bool:
+        return False
+
+    @property
+    def formats(self) -> list[str]:
+        return sorted(self._by_format)
+
+    def layer_us(self, out_features: int, in_features: int, spec: QuantSpec) -> float:
+        key = (out_features, in_features, spec)
+        if key not in self._memo:
+            self._memo[key] = self._lookup(out_features, in_features, spec)
+        return self._memo[key]
+
+    def _lookup(self, n: int, k: int, spec: QuantSpec) -> float:
+        if spec.name in self._by_format:
+            return _interpolate(self._by_format[spec.name], n, k)
+        ref = self._nearest_format(spec)
+        ref_us = _interpolate(self._by_format[ref.name], n, k)
+        if self._preset is not None:
+            ratio = roofline_us(n, k, spec, self.batch, self._preset) / roofline_us(n, k, ref, self.batch, self._preset)
+        else:
+            ratio = gemm_bytes(n, k, spec, self.batch) / gemm_bytes(n, k, ref, self.batch)
+        return ref_us * ratio
+
+    def _nearest_format(self, spec: QuantSpec) -> QuantSpec:
+        if not self._specs:
+            raise AutoqError(f"the latency table {self.origin or self.device!r} has no rows at batch {self.batch}")
+        # fp16 is a different kernel: never stand in for an integer format, nor the reverse
+        same_kind = [s for s in self._specs.values() if s.is_half == spec.is_half]
+        if not same_kind:
+            kind = "the fp16 matmul" if spec.is_half else "any integer format"
+            raise AutoqError(f"the latency table {self.origin or self.device!r} has no rows for {kind} at batch {self.batch}; re-run 'autoq kernels bench'")
+        return min(
+            same_kind,
+            key=lambda s: (abs(s.bits - spec.bits), s.granularity != spec.granularity, abs((s.group_size or 0) - (spec.group_size or 0)), s.symmetric != spec.symmetric, s.name),
+        )
+
+
+def _interpolate(measured: list[tuple[int, int, int, float]], n: int, k: int) -> float:
+    """Latency at ``(n, k)`` from sorted ``(n*k, n, k, us)`` rows of one format and batch."""
+    for _, mn, mk, us in measured:
+        if (mn, mk) == (n, k):
+            return us
+    work = n * k
+    works = [m[0] for m in measured]
+    i = bisect.bisect_left(works, work)
+    if i == 0:
+        return measured[0][3]
+    if i == len(measured):
+        w_max, _, _, us_max = measured[-1]
+        return us_max * work / w_max
+    (w_lo, _, _, us_lo), (w_hi, _, _, us_hi) = measured[i - 1], measured[i]
+    if w_hi == w_lo:
+        return (us_lo + us_hi) / 2
+    return us_lo + (us_hi - us_lo) * (work - w_lo) / (w_hi - w_lo)

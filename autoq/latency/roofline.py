@@ -1,0 +1,51 @@
+"""Roofline latency of one weight-only GEMM ``y[M, N] = x[M, K] @ W[N, K]^T``.
+
+``time = max(bytes / bandwidth, 2*M*N*K / fp16 peak) + launch overhead``, where
+bytes = the packed weight with its fp16 scales and zero points (exactly what
+``QuantSpec.storage_bytes`` counts) plus the fp16 activations read and written.
+Weight-only kernels dequantize to fp16 in registers and use fp16 tensor cores,
+so the compute roof is the fp16 peak for every format. It is an ideal: real
+kernels reach a fraction of it, so the result is labelled as an estimate.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from autoq.latency.devices import DevicePreset, get_device
+from autoq.quant import QuantSpec
+
+
+def gemm_bytes(n: int, k: int, spec: QuantSpec, batch: int) -> int:
+    """Bytes moved: packed weight + fp16 params, fp16 input ``(batch, k)`` and output ``(batch, n)``."""
+    return spec.storage_bytes(n, k) + 2 * batch * (n + k)
+
+
+def roofline_us(n: int, k: int, spec: QuantSpec, batch: int, device: DevicePreset) -> float:
+    """Estimated microseconds for one layer of ``n`` outputs and ``k`` inputs at ``batch`` rows."""
+    memory_s = gemm_bytes(n, k, spec, batch) / (device.bandwidth_gbs * 1e9)
+    compute_s = 2.0 * n * k * batch / (device.fp16_tflops * 1e12)
+    return max(memory_s, compute_s) * 1e6 + device.launch_us
+
+
+@dataclass(frozen=True)
+class RooflineLatency:
+    """Per-layer latency from a device preset's published peaks (no measurement)."""
+
+    device: DevicePreset
+    batch: int = 1
+
+    @classmethod
+    def named(cls, name: str, batch: int = 1) -> RooflineLatency:
+        return cls(get_device(name), batch)
+
+    @property
+    def source(self) -> str:
+        return f"estimate:roofline:{self.device.name}"
+
+    @property
+    def is_estimate(self) -> bool:
+        return True
+
+    def layer_us(self, out_features: int, in_features: int, spec: QuantSpec) -> float:
+        return roofline_us(out_features, in_features, spec, self.batch, self.device)

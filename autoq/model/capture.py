@@ -1,0 +1,261 @@
+"""Capture each layer's calibration statistics once, for every PTQ method and metric to share.
+
+Per layer, over the inputs it sees on the calibration batches, as rows of the
+``(out, in)`` weight view (a convolution's input is unfolded, im2col-style):
+
+- ``xtx``: ``X^T X`` accumulated in float64 (GPTQ's Hessian is ``2 X^T X / n``;
+  the layer output error of any ``W_hat`` is ``tr((W_hat - W) X^T X (W_hat - W)^T)``);
+- ``absmax``, ``absmean``, ``mean``, ``min``, ``max`` per input channel (AWQ,
+  SmoothQuant, bias correction, static activation ranges);
+- ``n_tokens`` (rows seen) and a bounded, evenly thinned ``samples`` of input rows
+  for methods that optimise an output loss on real rows.
+
+Sequential capture (GPTQ-style) lets layer ``i`` see the inputs produced by layers
+``0..i-1`` already quantized: one calibration pass per layer (each stopped as
+soon as the layer has its input), instead of one pass for all layers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from autoq.errors import AutoqError
+from autoq.model.layers import LayerInfo, get_module
+
+DEFAULT_MAX_SAMPLES = 512
+
+
+@dataclass(frozen=True)
+class LayerStats:
+    """Calibration statistics of one layer's input (rows = tokens / im2col patches)."""
+
+    xtx: torch.Tensor  # float64 (in, in)
+    absmax: torch.Tensor  # float32 (in,)
+    absmean: torch.Tensor  # float32 (in,)
+    mean: torch.Tensor  # float32 (in,)
+    min: torch.Tensor  # float32 (in,)
+    max: torch.Tensor  # float32 (in,)
+    n_tokens: int
+    samples: torch.Tensor  # float32 (<= max_samples, in)
+
+    @property
+    def in_features(self) -> int:
+        return int(self.xtx.shape[0])
+
+    def hessian(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+        """``X^T X / n``: the per-row layer loss Hessian up to a factor 2."""
+        return (self.xtx / max(self.n_tokens, 1)).to(dtype)
+
+    def output_error(self, w: torch.Tensor, w_hat: torch.Tensor) -> float:
+        """Mean squared output error per token, ``||X (W_hat - W)^T||^2 / n``, from ``xtx`` exactly."""
+        d = (w_hat - w).double()
+        return float(((d @ self.hessian()) * d).sum())
+
+    def loss_factor(self, max_rows: int) -> tuple[torch.Tensor, float]:
+        """``(R, tail)`` with ``||R d||^2 + tail * ||d||^2 ~ d^T (X^T X / n) d`` for any weight-error row ``d``.
+
+        Exact (the Cholesky factor) when the layer has at most ``max_rows`` inputs;
+        otherwise the top ``max_rows`` eigen-directions (randomized range finder) plus the
+        mean remaining eigenvalue as an isotropic ``tail``: output losses then cost
+        ``max_rows`` rows per step instead of ``in_features``.
+        """
+        h = self.hessian(torch.float64)
+        n_in = h.shape[0]
+        if n_in <= max_rows:
+            h = h.clone()
+            h.diagonal().add_(1e-10 * float(h.diagonal().mean()) + 1e-12)
+            return torch.linalg.cholesky(h).t().float().contiguous(), 0.0  # H = L L^T: d^T H d = ||L^T d||^2
+        u, top, _ = torch.svd_lowrank(h.float(), q=max_rows, niter=4, M=None)  # symmetric PSD: SVD = eigen-decomposition
+        top = top.clamp_min(0.0)
+        tail = max(0.0, (float(h.diagonal().sum()) - float(top.sum())) / (n_in - max_rows))
+        return (u * top.sqrt()).t().contiguous(), tail
+
+    def output_energy(self, w: torch.Tensor) -> float:
+        """``||X W^T||^2 / n``: what :meth:`output_error` is relative to."""
+        return self.output_error(torch.zeros_like(w), w)
+
+
+def layer_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """The layer input as rows ``(n, in)`` matching :func:`autoq.model.weight_2d`'s columns."""
+    if isinstance(module, nn.Conv2d | nn.Conv1d):
+        if module.groups != 1:
+            raise AutoqError(f"grouped convolutions (groups={module.groups}) have no single input per output channel; "
+                             "data-driven methods need groups=1")
+        if isinstance(module.padding, str) or module.padding_mode != "zeros":
+            raise AutoqError("data-driven methods support convolutions with integer zero padding only")
+        if isinstance(module, nn.Conv1d):
+            x = x.unsqueeze(-2)
+            kernel, dil, pad, stride = (1, *module.kernel_size), (1, *module.dilation), (0, *module.padding), (1, *module.stride)
+        else:
+            kernel, dil, pad, stride = module.kernel_size, module.dilation, module.padding, module.stride
+        cols = F.unfold(x, kernel, dilation=dil, padding=pad, stride=stride)  # (B, C*k, L)
+        return cols.transpose(1, 2).reshape(-1, cols.shape[1])
+    return x.reshape(-1, x.shape[-1])
+
+
+class _Accumulator:
+    """Running sums of one layer's input rows."""
+
+    def __init__(self, max_samples: int, seed: int) -> None:
+        self.max_samples = max_samples
+        self.gen = torch.Generator().manual_seed(seed)
+        self.xtx: torch.Tensor | None = None
+        self.n = 0
+        self.samples: list[torch.Tensor] = []
+
+    def add(self, rows: torch.Tensor) -> None:
+        rows = rows.detach().float()
+        if not torch.isfinite(rows).all():
+            raise AutoqError("a layer input on the calibration data holds NaN or Inf")
+        r64 = rows.double()
+        if self.xtx is None:
+            n_in = rows.shape[1]
+            self.xtx = torch.zeros(n_in, n_in, dtype=torch.float64)
+            self.abs_sum = torch.zeros(n_in, dtype=torch.float64)
+            self.sum = torch.zeros(n_in, dtype=torch.float64)
+            self.absmax = torch.zeros(n_in)
+            self.lo = torch.full((n_in,), float("inf"))
+            self.hi = torch.full((n_in,), float("-inf"))
+        self.xtx.addmm_(r64.t(), r64)
+        self.abs_sum += r64.abs().sum(0)
+        self.sum += r64.sum(0)
+        self.absmax = torch.maximum(self.absmax, rows.abs().amax(0))
+        self.lo = torch.minimum(self.lo, rows.amin(0))
+        self.hi = torch.maximum(self.hi, rows.amax(0))
+        self.n += rows.shape[0]
+        if self.max_samples:
+            keep = min(rows.shape[0], self.max_samples)
+            idx = torch.randperm(rows.shape[0], generator=self.gen)[:keep]
+            self.samples.append(rows[idx].clone())
+            pool = torch.cat(self.samples)
+            if pool.shape[0] > self.max_samples:  # keep a uniform thinning of everything seen
+                pool = pool[torch.randperm(pool.shape[0], generator=self.gen)[: self.max_samples]]
+            self.samples = [pool]
+
+    def finish(self) -> LayerStats:
+        if self.xtx is None:
+            raise AutoqError("the layer saw no input on the calibration batches")
+        n = self.n
+        samples = self.samples[0] if self.samples else torch.zeros(0, self.xtx.shape[0])
+        return LayerStats(self.xtx, self.absmax, (self.abs_sum / n).float(), (self.sum / n).float(), self.lo, self.hi, n, samples)
+
+
+class _StopForward(Exception):
+    """Raised by a hook once the layer it waits for has its input: the rest of the pass is not needed."""
+
+
+def _run(model: nn.Module, batches: Iterable[Any]) -> None:
+    from autoq.evaluate.fidelity import call_model  # lazy: evaluate imports model
+
+    with torch.inference_mode():
+        for batch in batches:
+            try:
+                call_model(model, batch)
+            except _StopForward:
+                pass
+
+
+def capture_stats(
+    model: nn.Module,
+    layers: Sequence[LayerInfo],
+    batches: Sequence[Any],
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+    seed: int = 0,
+) -> dict[str, LayerStats]:
+    """Statistics of every layer in ``layers`` from one pass over ``batches`` (float model)."""
+    if not batches:
+        raise AutoqError("capturing layer statistics needs at least one calibration batch")
+    accs = {layer.name: _Accumulator(max_samples, seed + i) for i, layer in enumerate(layers)}
+    handles = []
+    for layer in layers:
+        module = get_module(model, layer.name)
+        acc = accs[layer.name]
+        handles.append(module.register_forward_pre_hook(lambda m, args, acc=acc: acc.add(layer_rows(m, args[0]))))
+    try:
+        _run(model, batches)
+    finally:
+        for h in handles:
+            h.remove()
+    return {name: _named(name, acc) for name, acc in accs.items()}
+
+
+def _named(name: str, acc: _Accumulator) -> LayerStats:
+    try:
+        return acc.finish()
+    except AutoqError as exc:
+        raise AutoqError(f"layer {name!r}: {exc}") from None
+
+
+def capture_sequential(
+    model: nn.Module,
+    layers: Sequence[LayerInfo],
+    batches: Sequence[Any],
+    quantize: Callable[[str, LayerStats], torch.Tensor],
+    max_samples: int = DEFAULT_MAX_SAMPLES,
+    seed: int = 0,
+) -> dict[str, LayerStats]:
+    """Statistics of each layer with every earlier layer (in ``layers`` order) already quantized.
+
+    ``quantize(name, stats)`` returns the layer's new weight in its native layout; it
+    is swapped in after the layer's statistics are taken. The model's weights are
+    restored before returning. Cost: one (truncated) calibration pass per layer.
+    """
+    if not batches:
+        raise AutoqError("capturing layer statistics needs at least one calibration batch")
+    stats: dict[str, LayerStats] = {}
+    originals: dict[str, torch.Tensor] = {}
+    try:
+        for i, layer in enumerate(layers):
+            module = get_module(model, layer.name)
+            acc = _Accumulator(max_samples, seed + i)
+
+            def hook(m: nn.Module, args: tuple, acc: _Accumulator = acc) -> None:
+                acc.add(layer_rows(m, args[0]))
+                raise _StopForward
+
+            handle = module.register_forward_pre_hook(hook)
+            try:
+                _run(model, batches)
+            finally:
+                handle.remove()
+            stats[layer.name] = _named(layer.name, acc)
+            originals[layer.name] = module.weight.data
+            module.weight.data = quantize(layer.name, stats[layer.name])
+    finally:
+        for name, data in originals.items():
+            get_module(model, name).weight.data = data
+    return stats
+
+
+class CalibrationStats:
+    """Layer statistics captured lazily, once, on first use, and shared by every method.
+
+    ``get(name)`` returns the float model's statistics (one calibration pass for
+    all layers). With ``sequential=True``, :meth:`sweep` captures statistics with
+    earlier layers already quantized; the evaluation cache calls it once per
+    data-driven choice (see :class:`autoq.evaluate.QuantCache`).
+    """
+
+    def __init__(self, model: nn.Module, layers: Sequence[LayerInfo], batches: Sequence[Any], sequential: bool = False,
+                 max_samples: int = DEFAULT_MAX_SAMPLES, seed: int = 0) -> None:
+        self.model, self.layers, self.batches = model, tuple(layers), list(batches)
+        self.sequential, self.max_samples, self.seed = sequential, max_samples, seed
+        self._float: dict[str, LayerStats] | None = None
+
+    def get(self, name: str) -> LayerStats:
+        if self._float is None:
+            self._float = capture_stats(self.model, self.layers, self.batches, self.max_samples, self.seed)
+        try:
+            return self._float[name]
+        except KeyError:
+            raise AutoqError(f"no calibration statistics for layer {name!r}: it is not one of the searched layers") from None
+
+    def sweep(self, quantize: Callable[[str, LayerStats], torch.Tensor]) -> dict[str, LayerStats]:
+        """Sequential statistics of every layer, quantizing each with ``quantize`` after its capture."""
+        return capture_sequential(self.model, self.layers, self.batches, quantize, self.max_samples, self.seed)

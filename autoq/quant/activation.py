@@ -1,0 +1,95 @@
+"""Activation quantization (fake-quant) for W8A8 / W4A8 deployments.
+
+``ActSpec`` names an activation format: ``a8-tensor`` (static per-tensor:
+one scale for the whole input, calibrated once from the calibration inputs'
+range) or ``a8-token`` (dynamic per-token: one scale per input row, computed
+at run time), at 8 or 4 bits, symmetric by default (``-asym`` for a zero point).
+Activation quantization does not change a model's stored size: the cost model
+counts weight bits only.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import torch
+
+from autoq.errors import AutoqError
+
+ACT_BITS = (4, 8)
+ACT_MODES = ("tensor", "token")
+_NAME_RE = re.compile(r"^a(\d+)-(tensor|token)(-asym)?$")
+_EPS = 1e-8
+
+
+@dataclass(frozen=True)
+class ActSpec:
+    """How a layer's input is quantized: bits, static per-tensor or dynamic per-token, symmetry."""
+
+    bits: int = 8
+    mode: str = "tensor"
+    symmetric: bool = True
+
+    def __post_init__(self) -> None:
+        if self.bits not in ACT_BITS:
+            raise AutoqError(f"unsupported activation bit-width {self.bits}; choose one of {ACT_BITS}")
+        if self.mode not in ACT_MODES:
+            raise AutoqError(f"unknown activation mode {self.mode!r}; choose 'tensor' (static) or 'token' (dynamic)")
+
+    @property
+    def static(self) -> bool:
+        return self.mode == "tensor"
+
+    @property
+    def name(self) -> str:
+        return f"a{self.bits}-{self.mode}" + ("" if self.symmetric else "-asym")
+
+    @classmethod
+    def from_name(cls, name: str) -> ActSpec:
+        match = _NAME_RE.match(name)
+        if not match:
+            raise AutoqError(f"cannot parse activation format {name!r}; expected 'a8-tensor', 'a8-token', 'a4-token' or 'a8-tensor-asym'")
+        return cls(int(match.group(1)), match.group(2), match.group(3) is None)
+
+
+@dataclass(frozen=True)
+class ActRange:
+    """Calibrated range of a static per-tensor activation quantizer."""
+
+    lo: float
+    hi: float
+
+
+def _fake(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, spec: ActSpec) -> torch.Tensor:
+    qmax = (1 << spec.bits) - 1
+    if spec.symmetric:
+        half = 1 << (spec.bits - 1)
+        scale = (torch.maximum(lo.abs(), hi.abs()) / (half - 1)).clamp_min(_EPS)
+        return torch.clamp(torch.round(x / scale), -(half - 1), half - 1) * scale
+    lo, hi = lo.clamp(max=0.0), hi.clamp(min=0.0)
+    scale = ((hi - lo) / qmax).clamp_min(_EPS)
+    zero = torch.round(-lo / scale)
+    return (torch.clamp(torch.round(x / scale) + zero, 0, qmax) - zero) * scale
+
+
+def fake_quantize_activation(x: torch.Tensor, spec: ActSpec, calibrated: ActRange | None = None) -> torch.Tensor:
+    """Quantize-dequantize ``x`` (last dimension = channels) under ``spec``."""
+    xf = x.float()
+    if spec.static:
+        if calibrated is None:
+            raise AutoqError(f"static activation format {spec.name} needs a calibrated range (layer statistics)")
+        lo = torch.tensor(calibrated.lo, dtype=xf.dtype)
+        hi = torch.tensor(calibrated.hi, dtype=xf.dtype)
+        out = _fake(xf, lo, hi, spec)
+    else:
+        out = _fake(xf, xf.amin(dim=-1, keepdim=True), xf.amax(dim=-1, keepdim=True), spec)
+    return out.to(x.dtype)
+
+
+def static_range(ch_min: torch.Tensor, ch_max: torch.Tensor, input_scale: torch.Tensor | None = None) -> ActRange:
+    """Per-tensor range of ``x / input_scale`` from per-channel calibration minima and maxima."""
+    lo, hi = ch_min.float(), ch_max.float()
+    if input_scale is not None:
+        lo, hi = lo / input_scale, hi / input_scale
+    return ActRange(float(lo.min()), float(hi.max()))

@@ -1,0 +1,140 @@
+"""Reading searches back from MLflow: find a search, its trial runs, and rebuild its result.
+
+Used by resume (continue the parent run, drop half-logged children), by
+``autoq runs`` / ``autoq pareto`` and by ``SearchResult.from_mlflow``.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from autoq.errors import AutoqError
+from autoq.tracking.mlflow_logger import STUDY_TAG, TRIAL_TAG
+
+if TYPE_CHECKING:
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
+
+    from autoq.engine.result import SearchResult
+
+SEARCH_FILTER = "tags.`autoq.kind` = 'search'"
+_BAR_ENV = "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"
+
+
+def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str = "", order_by: list[str] | None = None) -> list[Run]:
+    """Every matching run, page by page."""
+    runs, token = [], None
+    while True:
+        page = client.search_runs(experiment_ids, filter_string=filter_string, max_results=1000, order_by=order_by, page_token=token)
+        runs.extend(page)
+        token = page.token
+        if not token:
+            return runs
+
+
+def _quoted(value: str) -> str:
+    if "'" in value:
+        raise AutoqError(f"names with a single quote cannot be looked up in MLflow: {value!r}")
+    return f"'{value}'"
+
+
+def find_search(client: MlflowClient, experiment_id: str, study_name: str) -> Run | None:
+    """The parent run of the search ``study_name`` (its study tag, or the study_name param of older runs)."""
+    for key in (f"tags.`{STUDY_TAG}`", "params.study_name"):
+        found = all_runs(client, [experiment_id], f"{SEARCH_FILTER} and {key} = {_quoted(study_name)}", order_by=["attributes.start_time ASC"])
+        if found:
+            return found[0]
+    return None
+
+
+def searches(client: MlflowClient, experiment_ids: list[str]) -> list[Run]:
+    """Every search parent run in these experiments, newest first."""
+    return all_runs(client, experiment_ids, SEARCH_FILTER, order_by=["attributes.start_time DESC"])
+
+
+def trial_runs(client: MlflowClient, parent_id: str) -> list[Run]:
+    """The child runs of a search (one per logged trial attempt), oldest first."""
+    experiment_id = client.get_run(parent_id).info.experiment_id
+    return all_runs(client, [experiment_id], f"tags.mlflow.parentRunId = {_quoted(parent_id)}", order_by=["attributes.start_time ASC"])
+
+
+def reconcile_children(client: MlflowClient, parent_id: str | None, finished: Iterable[int]) -> dict[int, str]:
+    """Delete child runs of trials that did not finish and repeated logs of one trial;
+    return trial number -> run id for the finished trials that are logged."""
+    if parent_id is None:
+        return {}
+    finished = set(finished)
+    by_trial: dict[int, list[Run]] = defaultdict(list)
+    for run in trial_runs(client, parent_id):
+        number = run.data.tags.get(TRIAL_TAG)
+        if number is not None and number.isdigit():
+            by_trial[int(number)].append(run)
+    kept = {}
+    for number, runs in by_trial.items():
+        keep = runs[:1] if number in finished else []
+        for run in runs[len(keep):]:
+            client.delete_run(run.info.run_id)
+        if keep:
+            kept[number] = keep[0].info.run_id
+    return kept
+
+
+@contextmanager
+def _no_download_bars() -> Iterator[None]:
+    """MLflow draws a progress bar per downloaded artifact; one per trial is noise."""
+    old = os.environ.get(_BAR_ENV)
+    os.environ[_BAR_ENV] = "false"
+    try:
+        yield
+    finally:
+        if old is None:
+            os.environ.pop(_BAR_ENV, None)
+        else:
+            os.environ[_BAR_ENV] = old
+
+
+def load_result(run_id: str, tracking_uri: str) -> SearchResult:
+    """Rebuild a :class:`SearchResult` from a search's parent run and its finished child runs."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    from autoq.budget import parse_budget
+    from autoq.choice import Assignment
+    from autoq.engine.result import Point, SearchResult, pareto_front
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        parent = client.get_run(run_id)
+    except MlflowException:
+        raise AutoqError(f"no run {run_id!r} in {tracking_uri}; `autoq runs --tracking-uri {tracking_uri}` lists the searches") from None
+    params, metrics, tags = parent.data.params, parent.data.metrics, parent.data.tags
+    if tags.get("autoq.kind") != "search":
+        raise AutoqError(f"run {run_id!r} is not the parent run of an autoq search")
+    points = []
+    with tempfile.TemporaryDirectory() as tmp, _no_download_bars():
+        for run in trial_runs(client, run_id):
+            m = run.data.metrics
+            if run.info.status != "FINISHED" or "quality" not in m:
+                continue
+            path = client.download_artifacts(run.info.run_id, "assignment.json", tmp)
+            latency_ms = m.get("latency_ms")
+            points.append(Point(
+                int(run.data.tags[TRIAL_TAG]), Assignment.from_json(Path(path).read_text()), m["quality"], m["effective_bits"], int(m["size_bytes"]),
+                run.data.tags.get("uniform") == "true", run.info.run_id,
+                None if latency_ms is None else latency_ms * 1e3, run.data.tags.get("latency_source"),
+            ))
+    points.sort(key=lambda p: p.trial)
+    end = parent.info.end_time or parent.info.start_time
+    return SearchResult(
+        budget=parse_budget(params["budget"]), metric=params.get("metric", ""), reference_quality=metrics.get("reference_quality", float("nan")),
+        points=tuple(points), frontier=tuple(pareto_front(points)), study_name=params.get("study_name", parent.info.run_name),
+        storage=None if params.get("optuna_storage") in (None, "memory") else params["optuna_storage"], tracking_uri=tracking_uri, parent_run_id=run_id,
+        eval_seconds=metrics.get("eval_seconds", float("nan")), wall_seconds=(end - parent.info.start_time) / 1000,
+        n_infeasible=int(metrics.get("n_over_budget", 0)), n_failed=int(metrics.get("n_failed", 0)),
+    )

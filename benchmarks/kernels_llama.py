@@ -1,0 +1,103 @@
+"""Benchmark: autoq's kernels at LLaMA-7B layer shapes against torch's fp16 matmul (needs a CUDA GPU).
+
+Shapes ``N x K`` (out x in): 4096x4096 (q/k/v/o), 11008x4096 (gate/up), 4096x11008 (down), at
+batch 1, 16 and 128. First checks every kernel on this GPU against a float64 reference
+(max relative error per format and batch), then times each format with
+``triton.testing.do_bench`` (L2 flushed between runs). Prints speedup over fp16 and
+achieved bandwidth against the device's peak, and writes
+``benchmarks/results/kernels_<device>.json`` (the latency table is inside it, under ``table``).
+
+    python benchmarks/kernels_llama.py [--formats int4-g128-asym,...] [--batches 1,16,128] [--rep-ms 100]
+
+Without a GPU it says so and exits with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+
+from autoq.cli.kernels import device_slug
+from autoq.errors import AutoqError
+from autoq.kernels.bench import (
+    LLAMA_7B_SHAPES,
+    BenchConfig,
+    format_table,
+    measure,
+    parse_batches,
+    parse_formats,
+    random_quantized,
+    speedups,
+)
+from autoq.kernels.capability import require_gpu
+from autoq.kernels.registry import get_kernel
+
+DEFAULT_FORMATS = "int2-g128-asym,int3-g128-asym,int4-g128-asym,int4-g128-sym,int4-ch-asym,int8-ch-asym,int8-ch-sym"
+
+
+def check_correctness(formats, kernels, batches, shape=(4096, 4096)) -> list[dict]:
+    """Max relative error (to the largest |reference| entry) of every kernel on this GPU against float64."""
+    gen = torch.Generator().manual_seed(1)
+    n, k = shape
+    rows = []
+    for spec in formats:
+        qt = random_quantized(n, k, spec, gen)
+        for name in kernels:
+            info = get_kernel(name)
+            if not info.supports(spec):
+                continue
+            packed = info.prepare(qt).to("cuda")
+            w = packed.dequantize(torch.float64)
+            for m in batches:
+                x = torch.randn(m, k, generator=gen).half().cuda()
+                ref = x.double() @ w.T
+                err = (info.run(x, packed, backend="triton").double() - ref).abs().max() / ref.abs().max()
+                rows.append({"format": spec.name, "kernel": name, "batch": m, "n": n, "k": k, "max_rel_error": float(err)})
+    return rows
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--formats", default=DEFAULT_FORMATS)
+    parser.add_argument("--kernels", default="wq,w8a8")
+    parser.add_argument("--batches", default="1,16,128")
+    parser.add_argument("--rep-ms", type=int, default=100)
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/kernels_<device>.json")
+    args = parser.parse_args()
+    try:
+        formats, batches = parse_formats(args.formats), parse_batches(args.batches)
+        kernels = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
+        require_gpu("benchmarks/kernels_llama.py")
+    except AutoqError as exc:
+        print(f"kernels_llama: error: {exc}", file=sys.stderr)
+        return 2
+
+    correctness = check_correctness(formats, kernels, batches)
+    table = measure(BenchConfig(shapes=LLAMA_7B_SHAPES, batches=batches, formats=formats, kernels=kernels, rep_ms=args.rep_ms))
+    rows = speedups(table)
+    for row in rows:
+        row["bandwidth_share"] = None if row["bandwidth_share"] is None else round(row["bandwidth_share"], 3)
+    print(f"{table.device}: peak bandwidth {table.peak_bandwidth_gbs or float('nan'):.0f} GB/s; torch {table.torch}, triton {table.triton}, CUDA {table.cuda}")
+    print(format_table(rows, ("n", "k", "format", "kernel", "batch", "median_us", "fp16_us", "speedup", "gbps", "bandwidth_share")))
+    worst = max(correctness, key=lambda r: r["max_rel_error"]) if correctness else None
+    if worst:
+        print(f"largest error against float64: {worst['max_rel_error']:.2e} ({worst['format']}, {worst['kernel']}, batch {worst['batch']})")
+
+    out = Path(args.out or Path(__file__).parent / "results" / f"kernels_{device_slug(table.device)}.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "device": table.device, "torch": table.torch, "triton": table.triton, "cuda": table.cuda, "created": table.created,
+        "peak_bandwidth_gbs": table.peak_bandwidth_gbs, "shapes_nk": [list(s) for s in LLAMA_7B_SHAPES], "batches": list(batches),
+        "speedups": rows, "correctness": correctness, "table": table.to_dict(),
+    }
+    out.write_text(json.dumps(summary, indent=1) + "\n")
+    print(f"written to {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,61 @@
+"""autoq as one step of a larger AutoML pipeline: an outer Optuna study chooses the bit budget.
+
+The outer study trades accuracy for size: each outer trial picks a budget (bits per weight),
+runs an autoq search inside it, and scores the best quantized model found as
+``accuracy - size_penalty * effective_bits``. autoq keeps no global state and starts no
+Ray unless asked, so it nests inside an outer study (or a Ray Tune trainable) like any
+function; its results pickle, so the pipeline can store them and reload them later
+(``autoq.SearchResult.from_mlflow(run_id, tracking_uri)`` when MLflow logging is on).
+
+    python examples/outer_optuna_pipeline.py [--outer-trials 4] [--inner-trials 12] [--model digits-cnn]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pickle
+
+import optuna
+
+import autoq
+from autoq.builtin import load_workload
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", default="digits-cnn")
+    parser.add_argument("--outer-trials", type=int, default=4)
+    parser.add_argument("--inner-trials", type=int, default=12)
+    parser.add_argument("--size-penalty", type=float, default=0.01, help="accuracy worth one bit per weight")
+    parser.add_argument("--out", default=None, help="pickle the best autoq result here")
+    args = parser.parse_args()
+
+    workload = load_workload(args.model)  # load once; every inner search reuses it
+    results: dict[int, autoq.SearchResult] = {}
+
+    def objective(trial: optuna.Trial) -> float:
+        budget = trial.suggest_float("bits", 3.0, 6.0, step=0.25)
+        config = autoq.SearchConfig(budget=f"{budget}bits", n_trials=args.inner_trials, seed=trial.number, tracking_uri=None, storage=None, progress=False)
+        result = autoq.engine.run_search(workload, config)
+        results[trial.number] = result
+        best = result.best
+        trial.set_user_attr("effective_bits", best.effective_bits)
+        trial.set_user_attr("quality", best.quality)
+        return best.quality - args.size_penalty * best.effective_bits
+
+    study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
+    study.optimize(objective, n_trials=args.outer_trials)
+
+    print(f"{'outer trial':>11} {'budget':>7} {'quality':>8} {'eff.bits':>8} {'score':>8}")
+    for t in study.trials:
+        print(f"{t.number:>11} {t.params['bits']:>7.2f} {t.user_attrs['quality']:>8.4f} {t.user_attrs['effective_bits']:>8.3f} {t.value:>8.4f}")
+    best = results[study.best_trial.number]
+    print(f"best: {study.best_params['bits']} bits per weight -> {best.best.assignment.summary()}")
+    if args.out:
+        with open(args.out, "wb") as fh:
+            pickle.dump(best, fh)
+        print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,210 @@
+"""Measure kernels into a :class:`~autoq.kernels.table.LatencyTable` on the current GPU.
+
+For every layer shape ``(N, K)``, batch ``M`` and weight format, each kernel that reads
+the format (by default the dispatching weight-only kernel ``wq`` and, for symmetric
+int8, ``w8a8``) and torch's fp16 ``F.linear`` as the baseline are timed with
+``triton.testing.do_bench`` (L2 flushed before every run, so weights come from HBM as
+in a real forward pass). Inputs are random; latency does not depend on the values.
+Needs a CUDA GPU: without one, :func:`measure` raises an ``AutoqError``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from autoq.errors import AutoqError
+from autoq.kernels.capability import require_gpu
+from autoq.kernels.formats import PACKED_BITS
+from autoq.kernels.table import INT8_TOKENS, WEIGHT_ONLY, LatencyRow, LatencyTable
+from autoq.quant import QuantizedTensor, QuantSpec
+
+DEFAULT_BATCHES = (1, 16, 128)
+DEFAULT_KERNELS = ("wq", "w8a8")
+BASELINE_KERNEL = "torch-fp16"
+LLAMA_7B_SHAPES = ((4096, 4096), (11008, 4096), (4096, 11008))  # (N, K): q/k/v/o, gate/up, down
+_SHAPE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+
+
+def default_formats() -> tuple[QuantSpec, ...]:
+    """Every packed bit-width per channel and in groups of 32/64/128 (asymmetric), plus the common symmetric ones."""
+    asym = [QuantSpec(b, "channel") for b in PACKED_BITS] + [QuantSpec(b, "group", g) for b in PACKED_BITS for g in (32, 64, 128)]
+    sym = [QuantSpec(4, "group", 128, True), QuantSpec(4, "channel", None, True), QuantSpec(8, "channel", None, True)]
+    return tuple(asym + sym)
+
+
+def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
+    """``"4096x4096,11008x4096"`` -> ``((4096, 4096), (11008, 4096))`` (each ``N x K`` = out x in features)."""
+    shapes = []
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        match = _SHAPE_RE.match(part)
+        if not match or int(match[1]) < 1 or int(match[2]) < 1:
+            raise AutoqError(f"cannot parse layer shape {part!r}; expected NxK (out x in features), e.g. '4096x11008'")
+        shapes.append((int(match[1]), int(match[2])))
+    if not shapes:
+        raise AutoqError("no layer shapes given; expected e.g. '4096x4096,11008x4096'")
+    return tuple(shapes)
+
+
+def parse_formats(text: str) -> tuple[QuantSpec, ...]:
+    """Comma-separated ``QuantSpec`` names (``int4-g128-asym,int8-ch-sym``); ``fp16`` is always the baseline."""
+    specs = tuple(QuantSpec.from_name(p.strip()) for p in text.split(",") if p.strip() and p.strip() != "fp16")
+    if not specs:
+        raise AutoqError("no formats given; expected e.g. 'int4-g128-asym,int8-ch-sym'")
+    return specs
+
+
+def parse_batches(text: str) -> tuple[int, ...]:
+    try:
+        batches = tuple(int(p) for p in text.split(",") if p.strip())
+    except ValueError:
+        raise AutoqError(f"cannot parse batch sizes {text!r}; expected e.g. '1,16,128'") from None
+    if not batches or min(batches) < 1:
+        raise AutoqError(f"batch sizes must be positive integers, e.g. '1,16,128'; got {text!r}")
+    return batches
+
+
+def model_shapes(model: torch.nn.Module) -> tuple[tuple[int, int], ...]:
+    """The distinct ``(out, in)`` shapes of the model's quantizable layers, in first-seen order."""
+    from autoq.model.layers import find_layers
+
+    seen: dict[tuple[int, int], None] = {}
+    for info in find_layers(model):
+        seen.setdefault((info.out_features, info.in_features), None)
+    return tuple(seen)
+
+
+def moved_bytes(n: int, k: int, batch: int, weight_bytes: int, quantizes_activations: bool = False) -> int:
+    """Bytes a linear layer must move at least: weights (+ scales), fp16 activations in, fp16 outputs out."""
+    extra = batch * (k + 4) * 2 if quantizes_activations else 0  # int8 copy written and read back, fp32 scales
+    return weight_bytes + batch * k * 2 + batch * n * 2 + extra
+
+
+def peak_bandwidth_gbs(device_name: str) -> float | None:
+    """The device's memory bandwidth in GB/s: from the driver's clock and bus width, else a known preset."""
+    props = torch.cuda.get_device_properties(0)
+    clock_khz, bus_bits = getattr(props, "memory_clock_rate", 0), getattr(props, "memory_bus_width", 0)
+    if clock_khz and bus_bits:
+        return 2 * clock_khz * 1e3 * bus_bits / 8 / 1e9  # double data rate
+    from autoq.latency.devices import preset_for
+
+    preset = preset_for(device_name)
+    return preset.bandwidth_gbs if preset else None
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """What to measure: layer shapes ``(N, K)``, batch sizes, weight formats, kernels, do_bench repetition time (ms)."""
+
+    shapes: tuple[tuple[int, int], ...]
+    batches: tuple[int, ...] = DEFAULT_BATCHES
+    formats: tuple[QuantSpec, ...] = ()
+    kernels: tuple[str, ...] = DEFAULT_KERNELS
+    rep_ms: int = 100
+    seed: int = 0
+
+    def cases(self) -> list[tuple[tuple[int, int], QuantSpec | None, str]]:
+        """(shape, format, kernel) to measure at every batch; format ``None`` is the fp16 baseline."""
+        from autoq.kernels.registry import get_kernel
+
+        infos = [get_kernel(name) for name in self.kernels]
+        formats = self.formats or default_formats()
+        out: list[tuple[tuple[int, int], QuantSpec | None, str]] = []
+        for shape in self.shapes:
+            out.append((shape, None, BASELINE_KERNEL))
+            out += [(shape, spec, info.name) for spec in formats for info in infos if info.supports(spec)]
+        return out
+
+
+def random_quantized(n: int, k: int, spec: QuantSpec, generator: torch.Generator) -> QuantizedTensor:
+    """A weight of random codes and plausible scales (timing does not depend on the values)."""
+    g = spec.n_param_groups(n, k)
+    codes = torch.randint(0, spec.qmax + 1, (n, k), generator=generator, dtype=torch.int64).to(torch.uint8)
+    scale = (torch.rand(g, generator=generator) * 0.01 + 1e-3).half()
+    zero = torch.full((g,), float(1 << (spec.bits - 1))).half()
+    if not spec.symmetric:
+        zero = torch.randint(0, spec.qmax + 1, (g,), generator=generator).half()
+    return QuantizedTensor(spec, codes, scale, zero)
+
+
+def _timed(fn, rep_ms: int) -> tuple[float, float, float]:
+    from triton.testing import do_bench
+
+    median, p20, p80 = do_bench(fn, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
+    return median * 1e3, p20 * 1e3, p80 * 1e3
+
+
+def _prepare(n: int, k: int, spec: QuantSpec | None, kernel: str, gen: torch.Generator, device: torch.device):
+    """``(run(x) -> y, weight bytes, quantizes activations)`` for one case; ``spec=None`` is the fp16 baseline."""
+    if spec is None:
+        weight = (torch.randn(n, k, generator=gen) * 0.02).half().to(device)
+        return (lambda x: torch.nn.functional.linear(x, weight)), weight.numel() * 2, False
+    from autoq.kernels.registry import get_kernel
+
+    info = get_kernel(kernel)
+    packed = info.prepare(random_quantized(n, k, spec, gen)).to(device)
+    return (lambda x: info.run(x, packed, backend="triton")), packed.nbytes, info.quantizes_activations
+
+
+def _time_case(run, x: torch.Tensor, rep_ms: int) -> tuple[float, float, float]:
+    run(x)  # compile and autotune outside the timing
+    return _timed(lambda: run(x), rep_ms)
+
+
+def measure(config: BenchConfig, progress: bool = True) -> LatencyTable:
+    """Time every case of ``config`` at every batch on GPU 0; one row per (shape, format, kernel, batch)."""
+    require_gpu("'autoq kernels bench'")
+    import triton
+    from tqdm.auto import tqdm
+
+    device = torch.device("cuda")
+    gen = torch.Generator().manual_seed(config.seed)
+    name = torch.cuda.get_device_name(0)
+    rows: list[LatencyRow] = []
+    cases = config.cases()
+    bar = tqdm(total=len(cases) * len(config.batches), desc="kernels bench", disable=not progress, unit="case")
+    for (n, k), spec, kernel in cases:
+        run, nbytes, quant_act = _prepare(n, k, spec, kernel, gen, device)
+        for m in config.batches:
+            x = torch.randn(m, k, generator=gen).half().to(device)
+            median, p20, p80 = _time_case(run, x, config.rep_ms)
+            gbps = moved_bytes(n, k, m, nbytes, quant_act) / (median * 1e-6) / 1e9
+            rows.append(LatencyRow(n, k, spec.name if spec else "fp16", kernel, m, median, p20, p80, gbps,
+                                   INT8_TOKENS if quant_act else WEIGHT_ONLY))
+            bar.update(1)
+    bar.close()
+    return LatencyTable(
+        device=name, rows=tuple(rows), torch=torch.__version__, triton=triton.__version__, cuda=str(torch.version.cuda),
+        created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), peak_bandwidth_gbs=peak_bandwidth_gbs(name),
+    )
+
+
+def speedups(table: LatencyTable, activation: str | None = None) -> list[dict]:
+    """Per row: speedup over the fp16 baseline at the same shape and batch, and bandwidth as a share of peak."""
+    out = []
+    for row in table.rows:
+        if row.format == "fp16" or (activation is not None and row.activation != activation):
+            continue
+        base = table.lookup(row.n, row.k, "fp16", row.batch)
+        out.append({
+            "n": row.n, "k": row.k, "format": row.format, "kernel": row.kernel, "batch": row.batch, "median_us": row.median_us,
+            "fp16_us": base.median_us if base else None, "speedup": base.median_us / row.median_us if base else None,
+            "gbps": row.gbps, "bandwidth_share": row.gbps / table.peak_bandwidth_gbs if table.peak_bandwidth_gbs else None,
+        })
+    return out
+
+
+def format_table(rows: Iterable[dict], columns: Sequence[str] = ("n", "k", "format", "kernel", "batch", "median_us", "speedup", "gbps")) -> str:
+    """A plain-text table of ``rows`` (dicts) for the terminal."""
+    def cell(v) -> str:
+        return "-" if v is None else f"{v:.2f}" if isinstance(v, float) else str(v)
+
+    body = [[cell(r.get(c)) for c in columns] for r in rows]
+    widths = [max([len(c)] + [len(b[i]) for b in body]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths))]
+    lines += ["  ".join(v.rjust(w) for v, w in zip(b, widths)) for b in body]
+    return "\n".join(lines)

@@ -1,0 +1,50 @@
+"""Can Triton kernels run here? Checks that never import Triton unless asked to run one."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+
+import torch
+
+from autoq.errors import AutoqError
+
+
+def interpreting() -> bool:
+    """Whether ``TRITON_INTERPRET`` asks Triton to run kernels on the CPU with numpy."""
+    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
+
+
+def triton_installed() -> bool:
+    return importlib.util.find_spec("triton") is not None
+
+
+def gpu_available() -> bool:
+    return torch.cuda.is_available()
+
+
+def triton_usable(device: torch.device) -> bool:
+    """Whether a Triton kernel can run on tensors on ``device``: CUDA, or the CPU under the interpreter."""
+    if not triton_installed():
+        return False
+    return interpreting() if device.type == "cpu" else device.type == "cuda"
+
+
+def require_triton(device: torch.device) -> None:
+    """Raise an :class:`AutoqError` that says why Triton kernels cannot run on ``device``."""
+    if not triton_installed():
+        raise AutoqError("Triton is not installed; install it with 'pip install triton' or use backend='torch'")
+    if not triton_usable(device):
+        raise AutoqError(
+            f"Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 for CPU tensors); got tensors on {device}. "
+            "Use backend='torch' for the reference path"
+        )
+
+
+def require_gpu(what: str) -> None:
+    """Raise an :class:`AutoqError` unless a CUDA GPU and Triton are present (measurements need real hardware)."""
+    if not gpu_available():
+        raise AutoqError(f"{what} needs a CUDA GPU and none is visible here (torch.cuda.is_available() is False); "
+                         "run it on a machine with an NVIDIA GPU")
+    if not triton_installed():
+        raise AutoqError(f"{what} needs Triton; install it with 'pip install triton'")

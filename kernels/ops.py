@@ -1,0 +1,137 @@
+"""Entry points: ``y = x @ W.T`` for packed weights, on Triton or on the plain-torch reference path.
+
+``backend="auto"`` runs Triton for CUDA tensors and torch otherwise (a CPU model never
+crawls through the interpreter); ``"triton"`` insists on Triton (CUDA, or CPU tensors
+under ``TRITON_INTERPRET=1``); ``"torch"`` is the reference: dequantize, then an fp32
+matmul. Inputs may have any leading shape ``(..., K)``; fp16 and bf16 activations (fp32
+too on the torch path). Bias is the caller's business.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+
+import torch
+
+from autoq.errors import AutoqError
+from autoq.kernels.capability import require_triton, triton_usable
+from autoq.kernels.formats import Int8Weight, PackedWeight
+
+GEMV_MAX_BATCH = 1  # batch sizes up to this use the GEMV kernel, larger ones the tiled GEMM
+BACKENDS = ("auto", "triton", "torch")
+_TRITON_DTYPES = (torch.float16, torch.bfloat16)
+
+
+def _use_triton(device: torch.device, dtype: torch.dtype, backend: str) -> bool:
+    """Whether to run Triton for activations of ``dtype`` on ``device`` (see the module docstring)."""
+    if backend not in BACKENDS:
+        raise AutoqError(f"unknown kernel backend {backend!r}; choose one of {BACKENDS}")
+    if backend == "torch":
+        return False
+    if backend == "auto":
+        return device.type == "cuda" and dtype in _TRITON_DTYPES and triton_usable(device)
+    require_triton(device)
+    if dtype not in _TRITON_DTYPES:
+        raise AutoqError(f"Triton kernels take fp16 or bf16 activations, got {dtype}")
+    return True
+
+
+def _check_k(x: torch.Tensor, k: int) -> None:
+    if x.shape[-1] != k:
+        raise AutoqError(f"activations have {x.shape[-1]} features but the weight expects {k}")
+
+
+def split_k_for(n: int, k: int, block_n: int = 8, target_programs: int | None = None) -> int:
+    """K splits for the GEMV when even ``block_n``-row programs cannot fill the GPU (two programs per SM).
+
+    Splitting costs an fp32 partial buffer and a reduction kernel, so it is only for narrow layers
+    with long rows (each split keeps at least 512 columns).
+    """
+    if target_programs is None:
+        target_programs = 2 * _sm_count()
+    programs = math.ceil(n / block_n)
+    if programs >= target_programs:
+        return 1
+    split = min(math.ceil(target_programs / programs), max(1, k // 512))
+    return 1 << (split.bit_length() - 1)  # a power of two, rounded down
+
+
+@functools.cache
+def _sm_count() -> int:
+    return torch.cuda.get_device_properties(0).multi_processor_count if torch.cuda.is_available() else 1
+
+
+def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: str = "auto", split_k: int | None = None) -> torch.Tensor:
+    """``x @ dequant(w).T`` for a weight-only packed weight; ``kernel`` is ``auto`` (by batch), ``gemv`` or ``gemm``."""
+    n, k = w.shape
+    _check_k(x, k)
+    if kernel not in ("auto", "gemv", "gemm"):
+        raise AutoqError(f"unknown weight-only kernel {kernel!r}; choose auto, gemv or gemm")
+    lead = x.shape[:-1]
+    x2 = x.reshape(-1, k)
+    if not _use_triton(x.device, x.dtype, backend):
+        return (x2.float() @ w.dequantize().to(x.device).T).to(x.dtype).reshape(*lead, n)
+    from autoq.kernels import triton_wq  # imports Triton
+
+    # the kernels assume unit stride along K and zeros laid out like scales: no-ops for PackedWeight's own tensors
+    x2 = x2.contiguous()
+    if not all(t.is_contiguous() for t in (w.qweight, w.scales, w.zeros) if t is not None):
+        w = PackedWeight(w.spec, w.shape, w.qweight.contiguous(), w.scales.contiguous(), None if w.zeros is None else w.zeros.contiguous())
+    m = x2.shape[0]
+    if kernel == "gemv" or (kernel == "auto" and m <= GEMV_MAX_BATCH):
+        split = split_k if split_k is not None else split_k_for(n, k)
+        if split > 1:
+            partial = torch.empty(split, m, n, dtype=torch.float32, device=x.device)
+            triton_wq.launch_gemv(x2, w.qweight, w.scales, w.zeros, partial, split, w.bits, w.codes_per_word, w.group_size)
+            out = partial.sum(dim=0).to(x.dtype)
+        else:
+            out = torch.empty(m, n, dtype=x.dtype, device=x.device)
+            triton_wq.launch_gemv(x2, w.qweight, w.scales, w.zeros, out, 1, w.bits, w.codes_per_word, w.group_size)
+    else:
+        out = torch.empty(m, n, dtype=x.dtype, device=x.device)
+        triton_wq.launch_gemm(x2, w.qweight, w.scales, w.zeros, out, w.bits, w.codes_per_word, w.group_size)
+    return out.reshape(*lead, n)
+
+
+def quantize_tokens(x: torch.Tensor, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+    """Dynamic symmetric int8 quantization per row (token): int8 codes ``(M, K)`` and fp32 scales ``(M,)``.
+
+    ``scale = max|x_row| / 127`` (at least 1e-8); codes round half away from zero.
+    """
+    x2 = x.reshape(-1, x.shape[-1])
+    if not _use_triton(x.device, x.dtype, backend):
+        xf = x2.float()
+        scale = (xf.abs().amax(dim=1) / 127.0).clamp_min(1e-8)
+        v = xf / scale[:, None]
+        q = torch.where(v >= 0, torch.floor(v + 0.5), torch.ceil(v - 0.5)).clamp_(-127, 127)
+        return q.to(torch.int8), scale
+    from autoq.kernels import triton_w8a8  # imports Triton
+
+    x2 = x2.contiguous()
+    q = torch.empty(x2.shape, dtype=torch.int8, device=x.device)
+    scale = torch.empty(x2.shape[0], dtype=torch.float32, device=x.device)
+    triton_w8a8.launch_quantize_rows(x2, q, scale)
+    return q, scale
+
+
+def int8_matmul(q: torch.Tensor, q_scale: torch.Tensor, w: Int8Weight, out_dtype: torch.dtype, backend: str = "auto") -> torch.Tensor:
+    """``(q * q_scale[:, None]) @ (w.qweight * w.scales[:, None]).T`` with int32 accumulation: ``(M, N)`` in ``out_dtype``."""
+    _check_k(q, w.shape[1])
+    if not _use_triton(q.device, out_dtype, backend):
+        acc = (q.double() @ w.qweight.to(q.device).double().T)  # exact: integer products in float64
+        return (acc * q_scale.double()[:, None] * w.scales.to(q.device).double().reshape(1, -1)).to(out_dtype)
+    from autoq.kernels import triton_w8a8  # imports Triton
+
+    out = torch.empty(q.shape[0], w.shape[0], dtype=out_dtype, device=q.device)
+    triton_w8a8.launch_int8_gemm(q.contiguous(), q_scale.contiguous(), w.qweight.contiguous(), w.scales.contiguous(), out)
+    return out
+
+
+def w8a8_linear(x: torch.Tensor, w: Int8Weight, backend: str = "auto") -> torch.Tensor:
+    """``x @ W.T`` with int8 weights and per-token int8 activations quantized on the fly."""
+    n, k = w.shape
+    _check_k(x, k)
+    lead = x.shape[:-1]
+    q, scale = quantize_tokens(x, backend)
+    return int8_matmul(q, scale, w, x.dtype, backend).reshape(*lead, n)

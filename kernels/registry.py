@@ -1,0 +1,81 @@
+"""Registry of kernels: name -> which weight formats it reads, how to pack a weight for it, how to run it.
+
+Every entry runs ``y = x @ W.T`` for activations ``x`` ``(M, K)`` and a weight prepared
+from a :class:`~autoq.quant.QuantizedTensor` ``(N, K)``; ``run`` takes ``backend`` as
+:mod:`autoq.kernels.ops` does. The benchmark measures every entry on every format it
+supports; the conformance test checks every entry against a float64 reference.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from autoq.errors import AutoqError
+from autoq.kernels import ops
+from autoq.kernels.formats import Int8Weight, PackedWeight, supports_w8a8, supports_weight_only
+from autoq.quant import QuantizedTensor, QuantSpec
+
+
+@dataclass(frozen=True)
+class KernelInfo:
+    """One kernel: ``supports(spec)``, ``prepare(qt) -> packed`` once per weight, ``run(x, packed, backend) -> y``."""
+
+    name: str
+    description: str
+    supports: Callable[[QuantSpec], bool]
+    prepare: Callable[[QuantizedTensor], Any]
+    run: Callable[..., torch.Tensor]
+    quantizes_activations: bool = False
+
+
+_KERNELS: dict[str, KernelInfo] = {}
+
+
+def register_kernel(info: KernelInfo) -> KernelInfo:
+    if info.name in _KERNELS:
+        raise ValueError(f"kernel {info.name!r} is already registered")
+    _KERNELS[info.name] = info
+    return info
+
+
+def get_kernel(name: str) -> KernelInfo:
+    try:
+        return _KERNELS[name]
+    except KeyError:
+        raise AutoqError(f"unknown kernel {name!r}; known kernels: {', '.join(sorted(_KERNELS))}") from None
+
+
+def kernel_names() -> list[str]:
+    return sorted(_KERNELS)
+
+
+def kernels_for(spec: QuantSpec) -> list[KernelInfo]:
+    """The kernels that read weights of format ``spec``."""
+    return [info for name, info in sorted(_KERNELS.items()) if info.supports(spec)]
+
+
+register_kernel(KernelInfo(
+    "wq", "weight-only low-bit: GEMV at batch 1, tiled GEMM above (the dispatching entry point)",
+    supports_weight_only, PackedWeight.from_quantized,
+    lambda x, w, backend="auto": ops.wq_linear(x, w, backend, kernel="auto"),
+))
+register_kernel(KernelInfo(
+    "wq-gemv", "weight-only low-bit GEMV, split-K by shape (any batch, one row per program)",
+    supports_weight_only, PackedWeight.from_quantized,
+    lambda x, w, backend="auto": ops.wq_linear(x, w, backend, kernel="gemv"),
+))
+register_kernel(KernelInfo(
+    "wq-gemm", "weight-only low-bit tiled GEMM (tl.dot on fp16/bf16, fp32 accumulation)",
+    supports_weight_only, PackedWeight.from_quantized,
+    lambda x, w, backend="auto": ops.wq_linear(x, w, backend, kernel="gemm"),
+))
+register_kernel(KernelInfo(
+    "w8a8", "int8 weights x per-token int8 activations, int32 accumulation (dynamic activation quantization kernel first)",
+    supports_w8a8, Int8Weight.from_quantized,
+    lambda x, w, backend="auto": ops.w8a8_linear(x, w, backend),
+    quantizes_activations=True,
+))

@@ -1,0 +1,158 @@
+"""Latency tables: measured kernel latencies per (layer shape, weight format, batch) on one device.
+
+Written by ``autoq kernels bench`` and read by the cost model. JSON layout (version 1)::
+
+    {"version": 1, "device": "NVIDIA H100 80GB HBM3", "torch": "2.13.0", "triton": "3.9.0",
+     "cuda": "12.8", "created": "2026-11-25T14:00:00Z", "peak_bandwidth_gbs": 3350.0,
+     "rows": [{"n": 4096, "k": 4096, "format": "int4-g128-asym", "kernel": "wq", "batch": 1,
+               "median_us": 12.3, "p20_us": 12.1, "p80_us": 12.6, "gbps": 1450.2,
+               "activation": "fp16"}, ...]}
+
+``n``/``k`` are ``out_features``/``in_features`` of the layer (``y = x @ W.T``, ``W`` is
+``(n, k)``); ``format`` is the weight format's ``QuantSpec.name`` (``fp16`` for the torch
+baseline); ``kernel`` is the registry name of the kernel measured (``torch-fp16`` for
+the baseline); ``batch`` is the number of rows of ``x`` (tokens); ``gbps`` is the
+achieved bandwidth: bytes of packed weights, scales, activations and outputs over the
+median time; ``activation`` is ``fp16`` for weight-only kernels and the baseline (the
+activations stay fp16) and ``int8-token`` for W8A8 (activations quantized per token,
+which the search does not simulate). ``select`` and ``lookup`` consider ``fp16``-activation
+rows unless asked otherwise. ``peak_bandwidth_gbs`` is optional (``null`` when unknown).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from autoq.errors import AutoqError
+
+TABLE_VERSION = 1
+_ROW_FIELDS = ("n", "k", "format", "kernel", "batch", "median_us", "p20_us", "p80_us", "gbps")
+WEIGHT_ONLY = "fp16"  # activation of weight-only kernels and of the fp16 baseline
+INT8_TOKENS = "int8-token"  # activation of W8A8 kernels
+
+
+@dataclass(frozen=True)
+class LatencyRow:
+    """One measurement: kernel ``kernel`` on weight format ``format`` at shape ``(n, k)`` and ``batch`` rows."""
+
+    n: int
+    k: int
+    format: str
+    kernel: str
+    batch: int
+    median_us: float
+    p20_us: float
+    p80_us: float
+    gbps: float
+    activation: str = WEIGHT_ONLY
+
+    @property
+    def key(self) -> tuple[int, int, str, int]:
+        return (self.n, self.k, self.format, self.batch)
+
+
+@dataclass(frozen=True)
+class LatencyTable:
+    """A device's measured latencies with the versions they were measured under."""
+
+    device: str
+    rows: tuple[LatencyRow, ...]
+    torch: str = ""
+    triton: str = ""
+    cuda: str = ""
+    created: str = ""
+    peak_bandwidth_gbs: float | None = None
+    _best: dict = field(init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        best: dict[tuple, LatencyRow] = {}
+        for row in self.rows:
+            key = (*row.key, row.activation)
+            if key not in best or row.median_us < best[key].median_us:
+                best[key] = row
+        object.__setattr__(self, "_best", best)
+
+    def lookup(self, n: int, k: int, fmt: str, batch: int, kernel: str | None = None,
+               activation: str = WEIGHT_ONLY) -> LatencyRow | None:
+        """The exact measurement for this shape, format and batch: the fastest kernel unless ``kernel`` is named."""
+        if kernel is None:
+            return self._best.get((n, k, fmt, batch, activation))
+        for row in self.rows:
+            if row.key == (n, k, fmt, batch) and row.kernel == kernel:
+                return row
+        return None
+
+    def select(self, fmt: str | None = None, batch: int | None = None, activation: str = WEIGHT_ONLY) -> tuple[LatencyRow, ...]:
+        """The fastest row per (shape, format, batch) with ``activation``, filtered by format and/or batch (for interpolation)."""
+        return tuple(r for r in self._best.values()
+                     if (fmt is None or r.format == fmt) and (batch is None or r.batch == batch) and r.activation == activation)
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        return tuple(sorted({r.format for r in self.rows}))
+
+    @property
+    def shapes(self) -> tuple[tuple[int, int], ...]:
+        return tuple(sorted({(r.n, r.k) for r in self.rows}))
+
+    @property
+    def batches(self) -> tuple[int, ...]:
+        return tuple(sorted({r.batch for r in self.rows}))
+
+    def merged(self, rows: Iterable[LatencyRow]) -> LatencyTable:
+        """This table plus ``rows`` (a new row replaces an old one with the same key and kernel)."""
+        new = list(rows)
+        keys = {(r.key, r.kernel) for r in new}
+        kept = [r for r in self.rows if (r.key, r.kernel) not in keys]
+        return LatencyTable(self.device, tuple(kept + new), self.torch, self.triton, self.cuda, self.created, self.peak_bandwidth_gbs)
+
+    def to_dict(self) -> dict:
+        return {
+            "version": TABLE_VERSION,
+            "device": self.device,
+            "torch": self.torch,
+            "triton": self.triton,
+            "cuda": self.cuda,
+            "created": self.created,
+            "peak_bandwidth_gbs": self.peak_bandwidth_gbs,
+            "rows": [asdict(r) for r in self.rows],
+        }
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+        return path
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "latency table") -> LatencyTable:
+        if not isinstance(data, dict) or data.get("version") != TABLE_VERSION:
+            version = data.get("version") if isinstance(data, dict) else None
+            raise AutoqError(f"{source}: expected a latency table of version {TABLE_VERSION}, got version {version!r}")
+        if not isinstance(data.get("device"), str) or not isinstance(data.get("rows"), list):
+            raise AutoqError(f"{source}: a latency table needs a 'device' string and a 'rows' list")
+        rows = []
+        for i, raw in enumerate(data["rows"]):
+            missing = [f for f in _ROW_FIELDS if not isinstance(raw, dict) or f not in raw]
+            if missing:
+                raise AutoqError(f"{source}: row {i} lacks {', '.join(missing)}; each row needs {', '.join(_ROW_FIELDS)}")
+            rows.append(LatencyRow(int(raw["n"]), int(raw["k"]), str(raw["format"]), str(raw["kernel"]), int(raw["batch"]),
+                                   float(raw["median_us"]), float(raw["p20_us"]), float(raw["p80_us"]), float(raw["gbps"]),
+                                   str(raw.get("activation", WEIGHT_ONLY))))
+        peak = data.get("peak_bandwidth_gbs")
+        return cls(data["device"], tuple(rows), str(data.get("torch", "")), str(data.get("triton", "")), str(data.get("cuda", "")),
+                   str(data.get("created", "")), None if peak is None else float(peak))
+
+    @classmethod
+    def load(cls, path: str | Path) -> LatencyTable:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise AutoqError(f"latency table {path} does not exist; write one with 'autoq kernels bench --out {path}'") from None
+        except json.JSONDecodeError as exc:
+            raise AutoqError(f"latency table {path} is not valid JSON: {exc}") from None
+        return cls.from_dict(data, source=str(path))

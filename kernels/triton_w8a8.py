@@ -1,0 +1,110 @@
+"""W8A8 Triton kernels: per-token int8 activation quantization and an int8 GEMM with int32 accumulation.
+
+Imported only when a kernel runs (it imports Triton).
+
+* ``quantize_rows``: one program per row; pass 1 finds ``max|x|``, pass 2 writes
+  ``round(x / scale)`` (half away from zero) as int8 with ``scale = max|x| / 127``.
+* ``int8_gemm``: ``acc = q @ W.T`` in int32 on int8 tensor cores (``tl.dot``), then
+  ``y = acc * scale_x[m] * scale_w[n]`` in fp32, stored as fp16/bf16. Per-tensor weight
+  scales use stride 0.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from autoq.kernels.capability import interpreting
+
+
+@triton.jit
+def quantize_rows_kernel(x_ptr, q_ptr, s_ptr, K, stride_xm, stride_qm, BLOCK_K: tl.constexpr):
+    row = tl.program_id(0)
+    amax = tl.zeros([BLOCK_K], dtype=tl.float32)
+    for k0 in range(0, K, BLOCK_K):
+        offs = k0 + tl.arange(0, BLOCK_K)
+        x = tl.load(x_ptr + row * stride_xm + offs, mask=offs < K, other=0.0).to(tl.float32)
+        amax = tl.maximum(amax, tl.abs(x))
+    scale = tl.maximum(tl.max(amax, axis=0) / 127.0, 1e-8)
+    tl.store(s_ptr + row, scale)
+    for k0 in range(0, K, BLOCK_K):
+        offs = k0 + tl.arange(0, BLOCK_K)
+        mask = offs < K
+        v = tl.load(x_ptr + row * stride_xm + offs, mask=mask, other=0.0).to(tl.float32) / scale
+        q = tl.where(v >= 0, tl.floor(v + 0.5), tl.ceil(v - 0.5))
+        q = tl.minimum(tl.maximum(q, -127.0), 127.0)
+        tl.store(q_ptr + row * stride_qm + offs, q.to(tl.int8), mask=mask)
+
+
+@triton.jit
+def int8_gemm_kernel(a_ptr, sa_ptr, w_ptr, sw_ptr, out_ptr, M, N, K, M_BUCKET, stride_am, stride_wn, stride_sw, stride_om,
+                     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    per_group = GROUP_M * num_n
+    first_m = (pid // per_group) * GROUP_M
+    size_m = tl.minimum(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % per_group) % size_m
+    pid_n = (pid % per_group) // size_m
+    offs_m = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    m_mask = offs_m < M
+    n_mask = offs_n < N
+    acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.int32)
+    for k0 in range(0, K, BLOCK_K):
+        offs_k = k0 + tl.arange(0, BLOCK_K)
+        k_mask = offs_k < K
+        a = tl.load(a_ptr + offs_m[:, None] * stride_am + offs_k[None, :], mask=m_mask[:, None] & k_mask[None, :], other=0)
+        b = tl.load(w_ptr + offs_n[None, :] * stride_wn + offs_k[:, None], mask=n_mask[None, :] & k_mask[:, None], other=0)
+        acc += tl.dot(a, b, out_dtype=tl.int32)
+    sa = tl.load(sa_ptr + offs_m, mask=m_mask, other=0.0)
+    sw = tl.load(sw_ptr + offs_n * stride_sw, mask=n_mask, other=0.0).to(tl.float32)
+    y = acc.to(tl.float32) * sa[:, None] * sw[None, :]
+    tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], y.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+
+
+INTERPRET_QUANT = {"BLOCK_K": 256}
+INTERPRET_GEMM = {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8}
+
+_QUANT_CONFIGS = [triton.Config({"BLOCK_K": bk}, num_warps=w) for bk, w in [(512, 4), (1024, 4), (2048, 8), (4096, 8)]]
+_GEMM_CONFIGS = [
+    triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_warps=w, num_stages=s)
+    for bm, bn, bk, w, s in [(16, 64, 128, 4, 4), (16, 128, 128, 4, 3), (32, 64, 128, 4, 4), (32, 128, 128, 4, 3),
+                             (64, 64, 128, 4, 4), (64, 128, 128, 4, 3), (128, 128, 128, 8, 3), (128, 256, 128, 8, 3),
+                             (128, 128, 64, 4, 4), (64, 256, 128, 8, 3)]
+]
+
+
+def _prune_gemm(configs, named_args, **kwargs):
+    m = named_args["M_BUCKET"]
+    kept = [c for c in configs if c.kwargs["BLOCK_M"] <= max(16, m)]
+    return kept or configs[:1]
+
+
+_quant_tuned = triton.autotune(configs=_QUANT_CONFIGS, key=["K"])(quantize_rows_kernel)
+_gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": _prune_gemm})(int8_gemm_kernel)
+
+
+def launch_quantize_rows(x, q, scale) -> None:
+    """Quantize each row of ``x`` ``(M, K)`` into ``q`` (int8) and ``scale`` (fp32 ``(M,)``)."""
+    m, k = x.shape
+    args = (x, q, scale, k, x.stride(0), q.stride(0))
+    if interpreting():
+        quantize_rows_kernel[(m,)](*args, **INTERPRET_QUANT)
+    else:
+        _quant_tuned[(m,)](*args)
+
+
+def launch_int8_gemm(a, a_scale, w, w_scale, out) -> None:
+    """``out = (a @ w.T) * a_scale[:, None] * w_scale[None, :]`` with int8 ``a`` ``(M, K)`` and ``w`` ``(N, K)``."""
+    m, k = a.shape
+    n = w.shape[0]
+    bucket = 1 << max(0, (m - 1).bit_length())
+    stride_sw = 0 if w_scale.numel() == 1 else w_scale.stride(0)
+    args = (a, a_scale, w, w_scale, out, m, n, k, bucket, a.stride(0), w.stride(0), stride_sw, out.stride(0))
+    if interpreting():
+        c = INTERPRET_GEMM
+        int8_gemm_kernel[(triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)](*args, **c)
+    else:
+        _gemm_tuned[lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)](*args)

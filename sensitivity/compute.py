@@ -1,0 +1,103 @@
+"""Compute a metric's `SensitivityTable` for a workload's search space, through an on-disk cache.
+
+The cache lives in ``autoq.builtin.cache_dir() / "sensitivity"``, one JSON file per
+key; the key hashes the model weights, the calibration data's fingerprint, the
+metric, its settings and the (layer, options) it covers, so any change in any of
+them computes a new table and an unchanged search reuses the old one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from autoq.builtin.workload import Workload, cache_dir
+from autoq.choice import LayerChoice
+from autoq.evaluate import QuantCache
+from autoq.model import LayerInfo
+from autoq.quiet import quiet_logs
+from autoq.sensitivity.inputs import Inputs, data_fingerprint, model_hash
+from autoq.sensitivity.registry import get_metric, resolve_settings
+from autoq.sensitivity.table import SensitivityTable
+
+
+def cache_key(model_digest: str, data_digest: str, metric: str, settings: Mapping[str, Any], layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]]) -> str:
+    blob = json.dumps(
+        {"model": model_digest, "data": data_digest, "metric": metric, "settings": {k: repr(v) for k, v in sorted(settings.items())},
+         "options": [[layer.name, [c.name for c in opts]] for layer, opts in zip(layers, options)]},
+        sort_keys=True,
+    )
+    return hashlib.blake2b(blob.encode(), digest_size=12).hexdigest()
+
+
+def cache_path(metric: str, key: str) -> Path:
+    return cache_dir() / "sensitivity" / f"{metric}-{key}.json"
+
+
+def compute_table(
+    model: nn.Module,
+    batches: Sequence[Any],
+    layers: Sequence[LayerInfo],
+    options: Sequence[Sequence[LayerChoice]],
+    metric: str,
+    settings: Mapping[str, Any] | None = None,
+    *,
+    model_name: str = "",
+    fingerprint: str = "",
+    loss: Callable[[Any, Any], torch.Tensor] | None = None,
+    use_cache: bool = True,
+    refresh: bool = False,
+    progress: bool = True,
+    weights: QuantCache | None = None,
+) -> SensitivityTable:
+    """The ``metric`` table over ``layers`` x ``options``, from the cache when an identical one was computed.
+
+    ``loss(output, batch)`` makes the gradient metrics use a task loss on
+    ``(inputs, labels)`` batches; tables computed with a custom loss are not cached.
+    ``refresh`` recomputes and overwrites a cached table; ``use_cache=False`` neither reads nor writes.
+    ``weights`` shares quantized weights between metrics (and with a search).
+    """
+    info = get_metric(metric)
+    resolved = resolve_settings(info, settings)
+    digest = model_hash(model)
+    data_digest = fingerprint or data_fingerprint(batches)
+    path = cache_path(metric, cache_key(digest, data_digest, metric, resolved, layers, options)) if use_cache and loss is None else None
+    if path is not None and path.is_file() and not refresh:
+        return SensitivityTable.load(path)
+    inputs = Inputs(model, tuple(batches), tuple(layers), tuple(tuple(o) for o in options), loss, weights)
+    was_training = model.training
+    model.eval()
+    start = time.perf_counter()
+    bar = tqdm(total=info.n_steps(inputs, resolved), desc=f"autoq sensitivity {metric}", disable=not progress, dynamic_ncols=True)
+    try:
+        with quiet_logs():
+            out = info.fn(inputs, resolved, bar)
+    finally:
+        bar.close()
+        model.train(was_training)
+    table = SensitivityTable(
+        metric=metric, model_hash=digest, data_fingerprint=data_digest, entries=out.entries, seconds=time.perf_counter() - start,
+        model_name=model_name, params=tuple((k, repr(v)) for k, v in resolved.items()),
+        layer_stats=tuple((layer, tuple(stats.items())) for layer, stats in out.layer_stats.items()),
+    )
+    if path is not None:
+        table.save(path)
+    return table
+
+
+def workload_table(workload: Workload, layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]], metric: str,
+                   settings: Mapping[str, Any] | None = None, *, use_cache: bool = True, refresh: bool = False, progress: bool = True,
+                   weights: QuantCache | None = None) -> SensitivityTable:
+    """`compute_table` on a workload's model and calibration batches."""
+    return compute_table(
+        workload.model, workload.calibration, layers, options, metric, settings,
+        model_name=workload.name, fingerprint=workload.data_fingerprint, use_cache=use_cache, refresh=refresh, progress=progress, weights=weights,
+    )

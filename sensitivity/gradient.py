@@ -1,0 +1,221 @@
+"""Gradient-based metrics: Hessian trace per layer (Hutchinson, HAWQ-V2) and the diagonal Fisher.
+
+Both work on a loss: the user's task loss when ``Inputs.loss`` is given, else the
+divergence from the full-precision output (see `autoq.sensitivity.inputs.divergence`),
+averaged over output positions. At the full-precision point that divergence has
+zero gradient, and its Hessian is the Gauss-Newton / Fisher matrix.
+
+* ``hessian``: ``tr(H_l) ~ mean over Rademacher v of v_l . (H v)_l``. One
+  Hessian-vector product (autograd twice) per iteration serves every layer. It
+  stops when every layer's standard error is below ``tol`` times its trace, or
+  after ``max_iter`` iterations. Score at an option: ``tr(H_l) / n_l * ||Q(W) - W||^2``,
+  with the standard error scaled the same way.
+* ``fisher``: ``F = E[g^2]`` with targets sampled from the model's own output
+  distribution (a categorical over logits, a unit Gaussian around real outputs), so
+  no labels are needed; the noise is independent across positions, so one
+  backward pass of the summed loss per batch gives an unbiased diagonal. Score:
+  ``sum F * (Q(W) - W)^2``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any
+
+import torch
+from torch import nn
+
+from autoq.errors import AutoqError
+from autoq.evaluate import call_model
+from autoq.sensitivity.inputs import (
+    Inputs,
+    _as_2d,
+    batch_rows,
+    divergence,
+    finite,
+    position_weights,
+    readout,
+    resolve_output_kind,
+    subsample,
+)
+from autoq.sensitivity.registry import MetricOutput, register_metric
+from autoq.sensitivity.table import Entry
+
+BatchLoss = Callable[[nn.Module, Any, int], torch.Tensor]  # (model, batch, batch index) -> scalar, summing to the full loss
+
+
+@contextlib.contextmanager
+def only_grads_for(model: nn.Module, params: Sequence[torch.Tensor]) -> Iterator[None]:
+    """Gradients flow to ``params`` only, and attention uses the twice-differentiable math kernel."""
+    saved = [(p, p.requires_grad) for p in model.parameters()]
+    wanted = {id(p) for p in params}
+    try:
+        for p, _ in saved:
+            p.requires_grad_(id(p) in wanted)
+        try:
+            from torch.nn.attention import SDPBackend, sdpa_kernel
+
+            kernel = sdpa_kernel(SDPBackend.MATH)
+        except ImportError:  # older torch: the default kernels
+            kernel = contextlib.nullcontext()
+        with torch.enable_grad(), kernel:
+            yield
+    finally:
+        for p, flag in saved:
+            p.requires_grad_(flag)
+
+
+def divergence_loss(inputs: Inputs, batches: Sequence[Any], output_kind: str) -> BatchLoss:
+    """Mean divergence from the full-precision output over all (unmasked) positions of ``batches``."""
+    with torch.no_grad():
+        raw = [call_model(inputs.model, b) for b in batches]
+    kind = resolve_output_kind(output_kind, raw[0])
+    refs = [readout(r).detach().clone() for r in raw]
+    weights = [position_weights(b, ref) for b, ref in zip(batches, refs)]
+    total = float(sum(w.sum() for w in weights))
+
+    def loss(model: nn.Module, batch: Any, i: int) -> torch.Tensor:
+        out = readout(call_model(model, batch))
+        return (divergence(out, refs[i], kind) * weights[i].double()).sum() / total
+
+    return loss
+
+
+def user_loss(inputs: Inputs, batches: Sequence[Any]) -> BatchLoss:
+    """The task loss ``Inputs.loss(output, batch)`` (a batch mean), weighted by batch size into a mean over rows."""
+    sizes = [batch_rows(inputs.feed(b)) for b in batches]
+    total = sum(sizes)
+
+    def loss(model: nn.Module, batch: Any, i: int) -> torch.Tensor:
+        return inputs.loss(call_model(model, inputs.feed(batch)), batch) * (sizes[i] / total)
+
+    return loss
+
+
+def hutchinson(
+    model: nn.Module, params: Sequence[torch.Tensor], batches: Sequence[Any], loss: BatchLoss, *,
+    tol: float, max_iter: int, min_iter: int, seed: int, progress: Any = None, joint: bool = True,
+) -> tuple[list[float], list[float], int]:
+    """Per-parameter Hessian traces with their standard errors, and the iterations used.
+
+    ``joint``: one Hessian-vector product per iteration probes every layer at once
+    (cheap; cross-layer blocks add variance). Otherwise one product per layer with
+    the probe zero elsewhere: ``len(params)`` times the work, no cross-layer variance.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    n = len(params)
+    mean, m2 = [0.0] * n, [0.0] * n
+    it = 0
+    with only_grads_for(model, params):
+        while it < max_iter:
+            vs = [(torch.randint(0, 2, p.shape, generator=gen) * 2 - 1).to(p.dtype) for p in params]
+            sample = [0.0] * n
+            for i, batch in enumerate(batches):
+                # a layer the output does not depend on (MiniLM's pooler under last_hidden_state) has no gradient: trace 0
+                grads = torch.autograd.grad(loss(model, batch, i), params, create_graph=True, allow_unused=True)
+                for group in ([range(n)] if joint else [[k] for k in range(n)]):
+                    used = [k for k in group if grads[k] is not None and grads[k].requires_grad]
+                    if not used:
+                        continue
+                    dot = sum((grads[k] * vs[k]).sum() for k in used)
+                    hvs = torch.autograd.grad(dot, [params[k] for k in used], retain_graph=not joint, allow_unused=True)
+                    for k, hv in zip(used, hvs):
+                        if hv is not None:
+                            sample[k] += float((hv * vs[k]).sum())
+            it += 1
+            for k in range(n):  # Welford's running mean and variance
+                delta = sample[k] - mean[k]
+                mean[k] += delta / it
+                m2[k] += delta * (sample[k] - mean[k])
+            ses = [math.sqrt(m2[k] / (it - 1) / it) if it > 1 else math.inf for k in range(n)]
+            worst = max(se / max(abs(m), 1e-30) for se, m in zip(ses, mean))
+            if progress is not None:
+                progress.update(1)
+                progress.set_postfix(rel_se=f"{worst:.3f}")
+            if it >= max(2, min_iter) and worst <= tol:
+                break
+    return mean, ses, it
+
+
+@register_metric(
+    "hessian", "Hessian trace per layer (Hutchinson, Rademacher vectors) times ||Q(W)-W||^2 / n", steps="max_iter",
+    n_samples=32, rows_per_batch=32, tol=0.05, max_iter=40, min_iter=10, seed=0, output_kind="auto", probe="joint",
+)
+def hessian_metric(inputs: Inputs, settings: Mapping[str, Any], progress: Any = None) -> MetricOutput:
+    batches = subsample(inputs.batches, settings["n_samples"], settings["rows_per_batch"])
+    loss = user_loss(inputs, batches) if inputs.loss is not None else divergence_loss(inputs, batches, settings["output_kind"])
+    modules = inputs.modules()
+    params = [m.weight for m in modules]
+    traces, ses, iters = hutchinson(
+        inputs.model, params, batches, loss, tol=settings["tol"], max_iter=settings["max_iter"],
+        min_iter=settings["min_iter"], seed=settings["seed"], progress=progress, joint=_joint(settings["probe"]),
+    )
+    entries, stats = [], {}
+    for layer, module, options, trace, se in zip(inputs.layers, modules, inputs.options, traces, ses):
+        n = module.weight.numel()
+        stats[layer.name] = {"trace": trace, "trace_stderr": se, "n_params": float(n), "iterations": float(iters)}
+        for choice, delta in inputs.perturbations(layer, module, options):
+            sq = float(delta.double().pow(2).sum())
+            score = finite(trace / n * sq, f"hessian score of {layer.name} at {choice.name}")
+            entries.append(Entry(layer.name, choice.name, score, se / n * sq))
+    return MetricOutput(tuple(entries), stats)
+
+
+def _joint(probe: str) -> bool:
+    if probe not in ("joint", "layerwise"):
+        raise AutoqError(f"hessian probe must be 'joint' (one product for all layers) or 'layerwise' (one per layer), not {probe!r}")
+    return probe == "joint"
+
+
+def sampled_fisher(
+    model: nn.Module, params: Sequence[torch.Tensor], batches: Sequence[Any], output_kind: str, draws: int, seed: int,
+    progress: Any = None, feed: Callable[[Any], Any] = lambda batch: batch,
+) -> list[torch.Tensor]:
+    """Diagonal Fisher per parameter, averaged over output positions (see the module docstring)."""
+    gen = torch.Generator().manual_seed(seed)
+    fisher = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    total = 0.0
+    kind = None
+    with only_grads_for(model, params):
+        for _ in range(draws):
+            for batch in batches:
+                raw = call_model(model, feed(batch))
+                if kind is None:  # decided on the raw output: a bare tensor is logits, last_hidden_state is not
+                    kind = resolve_output_kind(output_kind, raw)
+                out = readout(raw)
+                w = position_weights(batch, out).double()
+                if kind == "logits":
+                    flat = out.reshape(-1, out.shape[-1]).double()
+                    target = torch.multinomial(torch.softmax(flat.detach(), -1), 1, generator=gen).squeeze(-1)
+                    per_pos = nn.functional.cross_entropy(flat, target, reduction="none").reshape(w.shape)
+                else:
+                    noise = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+                    per_pos = 0.5 * (out.double() - out.detach().double() - noise).pow(2)
+                    per_pos = per_pos.sum(-1) if out.dim() > 1 else per_pos
+                grads = torch.autograd.grad((per_pos * w).sum(), params, allow_unused=True)
+                for f, g in zip(fisher, grads):
+                    if g is not None:
+                        f += g.double().pow(2)
+                total += float(w.sum())
+            if progress is not None:
+                progress.update(1)
+    return [f / total for f in fisher]
+
+
+@register_metric(
+    "fisher", "diagonal Fisher information (squared gradients, sampled targets) weighted by (Q(W)-W)^2", steps="draws",
+    n_samples=128, rows_per_batch=32, draws=4, seed=0, output_kind="auto",
+)
+def fisher_metric(inputs: Inputs, settings: Mapping[str, Any], progress: Any = None) -> MetricOutput:
+    batches = subsample(inputs.batches, settings["n_samples"], settings["rows_per_batch"])
+    modules = inputs.modules()
+    fisher = sampled_fisher(inputs.model, [m.weight for m in modules], batches, settings["output_kind"], settings["draws"], settings["seed"], progress, inputs.feed)
+    entries, stats = [], {}
+    for layer, module, options, f in zip(inputs.layers, modules, inputs.options, fisher):
+        f2d = _as_2d(module, f.to(module.weight.dtype)).double()
+        stats[layer.name] = {"fisher_trace": float(f.sum()), "n_params": float(f.numel())}
+        for choice, delta in inputs.perturbations(layer, module, options):
+            entries.append(Entry(layer.name, choice.name, finite(float((f2d * delta.double().pow(2)).sum()), f"fisher score of {layer.name} at {choice.name}")))
+    return MetricOutput(tuple(entries), stats)

@@ -1,0 +1,203 @@
+"""What every sensitivity metric works on: the model, a calibration subset, the layers and their options.
+
+Also the shared pieces: how a model output is compared with the full-precision
+one (categorical KL for logits, the KL of unit-variance Gaussians, i.e. half the
+squared error, for real-valued outputs such as hidden states), which output
+positions count (an ``attention_mask`` drops padding), and hashes of the model
+weights and the data that key the on-disk cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from autoq.choice import LayerChoice
+from autoq.errors import AutoqError
+from autoq.evaluate import QuantCache, primary_output, quantize_layer
+from autoq.model import LayerInfo, get_module, weight_2d
+
+OUTPUT_KINDS = ("auto", "logits", "real")
+
+
+@dataclass(frozen=True)
+class Inputs:
+    """A sensitivity problem: ``batches`` are the calibration batches a metric may use."""
+
+    model: nn.Module
+    batches: tuple[Any, ...]
+    layers: tuple[LayerInfo, ...]
+    options: tuple[tuple[LayerChoice, ...], ...]
+    loss: Callable[[Any, Any], torch.Tensor] | None = None  # task loss(output, batch); batches are then (inputs, labels)
+    weights: QuantCache | None = None  # share quantized weights with other metrics or a search; None: quantize on the fly
+
+    def modules(self) -> list[nn.Module]:
+        return [get_module(self.model, layer.name) for layer in self.layers]
+
+    def quantized(self, layer: LayerInfo, choice: LayerChoice) -> torch.Tensor:
+        """The layer's weight under ``choice`` (native layout), from the shared cache when there is one."""
+        if self.weights is not None:
+            return self.weights.weight(layer.name, choice)
+        return quantize_layer(get_module(self.model, layer.name), choice)
+
+    def perturbations(self, layer: LayerInfo, module: nn.Module, options: Sequence[LayerChoice]) -> Iterator[tuple[LayerChoice, torch.Tensor]]:
+        """``(choice, Q(W) - W)`` in the ``(out, in)`` layout, one option at a time."""
+        w = weight_2d(module)
+        for choice in options:
+            yield choice, _as_2d(module, self.quantized(layer, choice)) - w
+
+    def feed(self, batch: Any) -> Any:
+        """What the model is called with: the inputs of an ``(inputs, labels)`` batch when a task loss is set."""
+        return batch[0] if self.loss is not None and isinstance(batch, (tuple, list)) and len(batch) == 2 else batch
+
+
+def take_rows(batch: Any, start: int, stop: int) -> Any:
+    """Rows ``start:stop`` of a batch (a tensor, a tuple/list of tensors, or a mapping of tensors)."""
+    if isinstance(batch, torch.Tensor):
+        return batch[start:stop]
+    if isinstance(batch, Mapping):
+        return {k: take_rows(v, start, stop) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(take_rows(v, start, stop) for v in batch)
+    return batch
+
+
+def batch_rows(batch: Any) -> int:
+    if isinstance(batch, torch.Tensor):
+        return int(batch.shape[0])
+    values = list(batch.values()) if isinstance(batch, Mapping) else list(batch) if isinstance(batch, (tuple, list)) else []
+    for v in values:
+        if isinstance(v, torch.Tensor):
+            return int(v.shape[0])
+    raise AutoqError("a calibration batch holds no tensor; batches must be tensors, tuples of tensors or dicts of tensors")
+
+
+def repeat_rows(batch: Any, times: int) -> Any:
+    """The batch stacked ``times`` along dimension 0 (copy ``k`` is rows ``k*n:(k+1)*n``)."""
+    if isinstance(batch, torch.Tensor):
+        return torch.cat([batch] * times) if batch.dim() > 0 else batch
+    if isinstance(batch, Mapping):
+        return {k: repeat_rows(v, times) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(repeat_rows(v, times) for v in batch)
+    return batch
+
+
+def subsample(batches: Sequence[Any], n_samples: int | None, rows_per_batch: int | None = None) -> tuple[Any, ...]:
+    """About ``n_samples`` rows spread evenly over all batches (sorted-by-length batches stay representative),
+    re-cut into batches of at most ``rows_per_batch`` rows. ``None`` keeps everything."""
+    batches = list(batches)
+    if not batches:
+        raise AutoqError("sensitivity needs at least one calibration batch")
+    sizes = [batch_rows(b) for b in batches]
+    total = sum(sizes)
+    want = total if n_samples is None else max(1, min(n_samples, total))
+    picked = []
+    for b, size in zip(batches, sizes):
+        k = max(1, round(want * size / total))
+        picked.append(take_rows(b, 0, min(k, size)))
+    if rows_per_batch is None:
+        return tuple(picked)
+    out = []
+    for b in picked:
+        n = batch_rows(b)
+        out.extend(take_rows(b, i, min(n, i + rows_per_batch)) for i in range(0, n, rows_per_batch))
+    return tuple(out)
+
+
+def resolve_output_kind(kind: str, output: Any) -> str:
+    """``logits`` for a ``logits`` field or a bare tensor (a classifier), else ``real``; explicit kinds pass through."""
+    if kind not in OUTPUT_KINDS:
+        raise AutoqError(f"unknown output kind {kind!r}; choose one of {', '.join(OUTPUT_KINDS)}")
+    if kind != "auto":
+        return kind
+    if isinstance(output, torch.Tensor):
+        return "logits"
+    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
+        return "logits"
+    return "real"
+
+
+def position_weights(batch: Any, out: torch.Tensor) -> torch.Tensor:
+    """Weight of each output position (all dims but the last): 1, or the ``attention_mask`` where it fits."""
+    shape = out.shape[:-1] if out.dim() > 1 else out.shape
+    if isinstance(batch, Mapping) and isinstance(batch.get("attention_mask"), torch.Tensor):
+        mask = batch["attention_mask"]
+        if tuple(mask.shape) == tuple(shape):
+            return mask.to(out.dtype)
+    return torch.ones(shape, dtype=out.dtype)
+
+
+def divergence(out: torch.Tensor, ref: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per-position divergence of ``out`` from the full-precision ``ref``.
+
+    logits: KL(softmax(ref) || softmax(out)) over the last dimension.
+    real: KL between unit-variance Gaussians centred on each, ``0.5 * sum((out - ref)^2)``.
+    """
+    if out.dim() == 1:
+        out, ref = out.unsqueeze(-1), ref.unsqueeze(-1)
+    if kind == "logits":
+        log_p = torch.log_softmax(ref.double(), -1)
+        log_q = torch.log_softmax(out.double(), -1)
+        return (log_p.exp() * (log_p - log_q)).sum(-1)
+    return 0.5 * (out.double() - ref.double()).pow(2).sum(-1)
+
+
+def readout(output: Any) -> torch.Tensor:
+    return primary_output(output)
+
+
+def _as_2d(module: nn.Module, native: torch.Tensor) -> torch.Tensor:
+    """A native-layout weight back into ``(out, in)`` (HF Conv1D stores ``(in, out)``)."""
+    saved = module.weight.data
+    try:
+        module.weight.data = native
+        return weight_2d(module)
+    finally:
+        module.weight.data = saved
+
+
+def model_hash(model: nn.Module) -> str:
+    """A short hash of every parameter and buffer (names, shapes, dtypes and bytes)."""
+    h = hashlib.blake2b(digest_size=10)
+    for name, t in sorted(model.state_dict(keep_vars=False).items()):
+        t = t.detach().contiguous().cpu()
+        h.update(f"{name}:{tuple(t.shape)}:{t.dtype};".encode())
+        if t.numel():
+            h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()
+
+
+def data_fingerprint(batches: Sequence[Any]) -> str:
+    """A short hash of the calibration tensors (used when a workload brings no fingerprint)."""
+    h = hashlib.blake2b(digest_size=8)
+
+    def feed(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            t = x.detach().contiguous().cpu()
+            h.update(f"{tuple(t.shape)}:{t.dtype};".encode())
+            if t.numel():
+                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
+        elif isinstance(x, Mapping):
+            for k in sorted(x):
+                h.update(str(k).encode())
+                feed(x[k])
+        elif isinstance(x, (tuple, list)):
+            for v in x:
+                feed(v)
+
+    for b in batches:
+        feed(b)
+    return h.hexdigest()
+
+
+def finite(value: float, what: str) -> float:
+    if not math.isfinite(value):
+        raise AutoqError(f"{what} is {value}; check the calibration data and the model")
+    return value

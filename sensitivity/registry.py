@@ -1,0 +1,74 @@
+"""Registry of sensitivity metrics: ``name -> MetricInfo`` (function plus default settings).
+
+A metric is ``fn(inputs, settings, progress) -> MetricOutput``: one `Entry` per
+(layer, option) of ``inputs`` and optional per-layer statistics (a Hessian trace
+and its standard error). ``settings`` are the metric's defaults updated by the
+caller; they are part of the cache key, so a table computed with other settings
+is never reused.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from autoq.errors import AutoqError
+from autoq.sensitivity.inputs import Inputs
+from autoq.sensitivity.table import Entry
+
+
+@dataclass(frozen=True)
+class MetricOutput:
+    entries: tuple[Entry, ...]
+    layer_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+
+
+MetricFn = Callable[[Inputs, Mapping[str, Any], Any], MetricOutput]
+
+
+@dataclass(frozen=True)
+class MetricInfo:
+    name: str
+    fn: MetricFn
+    defaults: Mapping[str, Any]
+    description: str
+    steps: str = "layers"  # progress-bar length: "layers", or the name of a setting (e.g. max_iter)
+
+    def n_steps(self, inputs: Inputs, settings: Mapping[str, Any]) -> int:
+        return len(inputs.layers) if self.steps == "layers" else int(settings[self.steps])
+
+
+_METRICS: dict[str, MetricInfo] = {}
+
+
+def register_metric(name: str, description: str, steps: str = "layers", **defaults: Any) -> Callable[[MetricFn], MetricFn]:
+    """Decorator: make a metric available under ``name`` with default ``settings``."""
+
+    def add(fn: MetricFn) -> MetricFn:
+        if name in _METRICS:
+            raise ValueError(f"sensitivity metric {name!r} is already registered")
+        _METRICS[name] = MetricInfo(name, fn, dict(defaults), description, steps)
+        return fn
+
+    return add
+
+
+def get_metric(name: str) -> MetricInfo:
+    try:
+        return _METRICS[name]
+    except KeyError:
+        raise AutoqError(f"unknown sensitivity metric {name!r}; choose one of {', '.join(metric_names())}") from None
+
+
+def metric_names() -> list[str]:
+    return list(_METRICS)
+
+
+def resolve_settings(info: MetricInfo, overrides: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The metric's defaults updated by ``overrides``; an unknown setting is an error that lists the known ones."""
+    overrides = dict(overrides or {})
+    unknown = set(overrides) - set(info.defaults)
+    if unknown:
+        raise AutoqError(f"unknown setting(s) {sorted(unknown)} for sensitivity metric {info.name!r}; known: {sorted(info.defaults)}")
+    return {**info.defaults, **overrides}

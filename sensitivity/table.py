@@ -1,0 +1,191 @@
+"""`SensitivityTable`: one metric's score for every (layer, option), with what it cost.
+
+Higher scores mean more damage when that layer alone takes that option. A table
+records the model hash and data fingerprint it was computed from, so a table from
+another model is refused instead of silently seeding the wrong search. It round-trips
+through JSON (everything) and CSV (metadata in ``# key: value`` header lines).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from autoq.errors import AutoqError
+
+TABLE_FORMAT = "autoq.sensitivity"
+TABLE_VERSION = 1
+
+
+@dataclass(frozen=True)
+class Entry:
+    """Score of one layer at one option (a `LayerChoice` name); ``stderr`` where the metric estimates one."""
+
+    layer: str
+    option: str
+    score: float
+    stderr: float | None = None
+
+
+@dataclass(frozen=True)
+class SensitivityTable:
+    """Scores over (layer, option) for one metric, model and calibration set."""
+
+    metric: str
+    model_hash: str
+    data_fingerprint: str
+    entries: tuple[Entry, ...]
+    seconds: float
+    model_name: str = ""
+    params: tuple[tuple[str, str], ...] = ()  # metric settings that change the numbers (samples, tolerance, ...)
+    layer_stats: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()  # e.g. Hessian trace per layer
+    _index: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
+
+    def __post_init__(self) -> None:
+        index = {(e.layer, e.option): e for e in self.entries}
+        if len(index) != len(self.entries):
+            raise AutoqError("a sensitivity table lists the same (layer, option) twice")
+        self._index.update(index)
+
+    @property
+    def layers(self) -> list[str]:
+        return list(dict.fromkeys(e.layer for e in self.entries))
+
+    @property
+    def options(self) -> list[str]:
+        """Every option name in the table, in first-seen order."""
+        return list(dict.fromkeys(e.option for e in self.entries))
+
+    def entry(self, layer: str, option: str) -> Entry:
+        try:
+            return self._index[(layer, option)]
+        except KeyError:
+            raise AutoqError(f"the {self.metric} sensitivity table has no score for layer {layer!r} at {option!r}; recompute it for this search space") from None
+
+    def score(self, layer: str, option: str) -> float:
+        return self.entry(layer, option).score
+
+    def stats(self, layer: str) -> dict[str, float]:
+        return dict(dict(self.layer_stats).get(layer, ()))
+
+    def check_model(self, model_hash: str, model_name: str = "") -> None:
+        """Refuse to use this table for a model with different weights."""
+        if model_hash != self.model_hash:
+            this = f" ({model_name})" if model_name else ""
+            raise AutoqError(
+                f"this {self.metric} sensitivity table was computed for model {self.model_hash} ({self.model_name or 'unnamed'}), "
+                f"not for this model {model_hash}{this}; compute one for this model with `autoq sensitivity --metric {self.metric} --model ...`"
+            )
+
+    # ---- serialisation -------------------------------------------------------------------------
+    def _meta(self) -> dict:
+        return {
+            "format": TABLE_FORMAT, "version": TABLE_VERSION, "metric": self.metric, "model_name": self.model_name,
+            "model_hash": self.model_hash, "data_fingerprint": self.data_fingerprint, "seconds": self.seconds,
+            "params": dict(self.params),
+        }
+
+    def to_json(self) -> str:
+        data = self._meta()
+        data["layer_stats"] = {layer: dict(stats) for layer, stats in self.layer_stats}
+        data["entries"] = [[e.layer, e.option, e.score, e.stderr] for e in self.entries]
+        return json.dumps(data, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> SensitivityTable:
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise AutoqError(f"sensitivity table is not valid JSON: {exc}") from None
+        _check_meta(data)
+        entries = tuple(Entry(str(la), str(op), float(s), None if se is None else float(se)) for la, op, s, se in data["entries"])
+        stats = tuple((layer, tuple((k, float(v)) for k, v in s.items())) for layer, s in data.get("layer_stats", {}).items())
+        return cls(
+            data["metric"], data["model_hash"], data["data_fingerprint"], entries, float(data["seconds"]), data.get("model_name", ""),
+            tuple((str(k), str(v)) for k, v in data.get("params", {}).items()), stats,
+        )
+
+    def to_csv(self) -> str:
+        out = io.StringIO()
+        for key, value in self._meta().items():
+            out.write(f"# {key}: {json.dumps(value)}\n")
+        writer = csv.writer(out, lineterminator="\n")
+        writer.writerow(["layer", "option", "score", "stderr"])
+        for e in self.entries:
+            writer.writerow([e.layer, e.option, repr(e.score), "" if e.stderr is None else repr(e.stderr)])
+        return out.getvalue()
+
+    @classmethod
+    def from_csv(cls, text: str) -> SensitivityTable:
+        lines = text.splitlines()
+        meta: dict = {}
+        body = []
+        for line in lines:
+            if line.startswith("# ") and ": " in line:
+                key, _, value = line[2:].partition(": ")
+                meta[key] = json.loads(value)
+            elif line.strip():
+                body.append(line)
+        _check_meta(meta)
+        rows = list(csv.DictReader(body))
+        entries = tuple(Entry(r["layer"], r["option"], float(r["score"]), float(r["stderr"]) if r["stderr"] else None) for r in rows)
+        return cls(
+            meta["metric"], meta["model_hash"], meta["data_fingerprint"], entries, float(meta["seconds"]), meta.get("model_name", ""),
+            tuple((str(k), str(v)) for k, v in meta.get("params", {}).items()),
+        )
+
+    def save(self, path: str | Path) -> Path:
+        """Write JSON or CSV, chosen by the file extension."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(self.to_csv() if path.suffix.lower() == ".csv" else self.to_json())
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> SensitivityTable:
+        path = Path(path)
+        if not path.is_file():
+            raise AutoqError(f"sensitivity table {str(path)!r} does not exist; write one with `autoq sensitivity --metric ... --out {path}`")
+        text = path.read_text()
+        return cls.from_csv(text) if path.suffix.lower() == ".csv" else cls.from_json(text)
+
+    def heatmap(self, path: str | Path, title: str | None = None) -> Path:
+        """Layers x options heat map of log10(score) as a PNG."""
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+        import numpy as np
+
+        layers, options = self.layers, self.options
+        grid = np.full((len(layers), len(options)), np.nan)
+        for e in self.entries:
+            grid[layers.index(e.layer), options.index(e.option)] = math.log10(e.score) if e.score > 0 else np.nan
+        fig, ax = plt.subplots(figsize=(2 + 0.45 * len(options), 1.5 + 0.18 * len(layers)), dpi=110)
+        im = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+        ax.set_xticks(range(len(options)), [o.replace(":", "\n") for o in options], rotation=90, fontsize=6)
+        ax.set_yticks(range(len(layers)), layers, fontsize=max(3, min(7, 600 // max(1, len(layers)))))
+        fig.colorbar(im, ax=ax, label=f"log10 {self.metric} score (higher = more sensitive)")
+        ax.set_title(title or f"{self.metric} sensitivity: {self.model_name or self.model_hash}", fontsize=9)
+        fig.tight_layout()
+        path = Path(path)
+        fig.savefig(path)
+        plt.close(fig)
+        return path
+
+
+def _check_meta(data: Mapping) -> None:
+    if not isinstance(data, Mapping) or data.get("format") != TABLE_FORMAT:
+        raise AutoqError(f"not an autoq sensitivity table (missing 'format': '{TABLE_FORMAT}')")
+    if data.get("version") != TABLE_VERSION:
+        raise AutoqError(f"sensitivity table version {data.get('version')} is not supported (expected {TABLE_VERSION})")
+
+
+def layer_scores(table: SensitivityTable, layers: Sequence[str], option: str) -> list[float]:
+    """One score per layer at ``option`` (a column of the table), for rankings."""
+    return [table.score(layer, option) for layer in layers]

@@ -1,0 +1,66 @@
+"""``autoq sensitivity`` and the search's ``--strategy`` / ``--seed-from`` flags, in process on the digits CNN."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from autoq.builtin import load_workload
+from autoq.cli import main
+from autoq.sensitivity import SensitivityTable, model_hash
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The digits CNN's tiny ops run fastest on one thread; on a busy machine a thread pool crawls."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture
+def out(tmp_path):
+    return tmp_path / "tables"
+
+
+def test_sensitivity_writes_table_heatmap_and_logs_to_mlflow(out, mlflow_uri, capsys):
+    args = ["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--out", str(out), "--tracking-uri", mlflow_uri, "--no-progress"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert "sqnr sensitivity of 4 layers x 13 options" in printed and "autoq search --seed-from sqnr" in printed
+    table = SensitivityTable.load(out / "digits-cnn-sqnr.json")
+    assert SensitivityTable.load(out / "digits-cnn-sqnr.csv").entries == table.entries
+    assert table.model_hash == model_hash(load_workload("digits-cnn").model)
+    assert (out / "digits-cnn-sqnr.png").read_bytes()[:4] == b"\x89PNG"
+    client = MlflowClient(mlflow_uri)
+    runs = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], "tags.`autoq.kind` = 'sensitivity'")
+    assert len(runs) == 1 and runs[0].data.params["metric"] == "sqnr"
+    assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} == {"digits-cnn-sqnr.csv", "digits-cnn-sqnr.json", "digits-cnn-sqnr.png"}
+    assert main(args) == 0  # the second run reads the disk cache
+    assert "from the cache" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--metric", "hesian"], "unknown sensitivity metric 'hesian'; choose one of"),
+    (["--metric", "kl", "--set", "n_sample=3"], "unknown setting(s) ['n_sample'] for sensitivity metric 'kl'"),
+    (["--metric", "kl", "--set", "oops"], "cannot parse --set 'oops'"),
+])
+def test_bad_input_is_one_line_exit_2(args, needle, out, capsys):
+    assert main(["sensitivity", *args, "--model", "digits-cnn", "--out", str(out), "--tracking-uri", "none"]) == 2
+    err = capsys.readouterr().err
+    assert needle in err and "Traceback" not in err
+
+
+def test_search_with_strategy_and_seed_from(out, tmp_path, mlflow_uri, capsys):
+    args = ["search", "--model", "digits-cnn", "--budget", "3.5bits", "--n-trials", "3", "--tracking-uri", mlflow_uri, "--no-progress"]
+    assert main([*args, "--strategy", "ilp", "--seed-from", "kl"]) == 0
+    assert "Best within budget" in capsys.readouterr().out
+    other = load_workload("digits-cnn").model
+    with torch.no_grad():
+        other[0].weight.mul_(1.01)
+    foreign = SensitivityTable("kl", model_hash(other), "x", (), 1.0, "a perturbed CNN").save(tmp_path / "foreign.json")
+    assert main([*args, "--seed-from", str(foreign)]) == 2
+    assert "not for this model" in capsys.readouterr().err
+    assert main([*args, "--strategy", "anneal"]) == 2

@@ -1,0 +1,36 @@
+"""``autoq runs`` and ``autoq pareto NAME`` read searches back from the MLflow store."""
+
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import autoq
+from autoq.cli import main
+
+
+def test_runs_lists_and_pareto_prints_the_frontier(tmp_path, mlflow_uri, capsys):
+    def _autoq(*args: str, cwd) -> SimpleNamespace:  # in process: the same entry point as the command, without a new interpreter
+        code = main(list(args))
+        out, err = capsys.readouterr()
+        return SimpleNamespace(returncode=code, stdout=out, stderr=err)
+
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=10, tracking_uri=mlflow_uri, study_name="listed", progress=False)
+
+    listed = _autoq("runs", "--tracking-uri", mlflow_uri, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    row = next(line for line in listed.stdout.splitlines() if line.startswith("listed "))
+    assert "FINISHED" in row and "digits-cnn" in row and "4.5bits" in row and result.parent_run_id in row
+    assert f"{result.best.quality:.4f}" in row
+
+    for name in ("listed", result.parent_run_id):  # by study name or by parent run id
+        shown = _autoq("pareto", name, "--tracking-uri", mlflow_uri, cwd=tmp_path)
+        assert shown.returncode == 0, shown.stderr
+        assert "Pareto frontier" in shown.stdout and f"within 4.5bits ({len(result.frontier)} of 10 evaluated trials" in shown.stdout
+        for p in result.frontier:
+            assert f"{p.quality:.4f}" in shown.stdout
+        assert "Downloading" not in shown.stderr
+
+    missing = _autoq("pareto", "nope", "--tracking-uri", mlflow_uri, cwd=tmp_path)
+    assert missing.returncode == 2 and "no search named 'nope'" in missing.stderr and "Traceback" not in missing.stderr
+    no_store = _autoq("runs", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", cwd=tmp_path)
+    assert no_store.returncode == 2 and "no MLflow store" in no_store.stderr

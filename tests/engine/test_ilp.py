@@ -1,0 +1,102 @@
+"""The ILP seed source against brute force on a 4-layer space, and its seeds."""
+
+from __future__ import annotations
+
+import itertools
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from autoq.budget import parse_budget
+from autoq.cost import CostModel
+from autoq.engine.greedy import greedy_allocate, greedy_seeds
+from autoq.engine.ilp import ilp_seeds, solve_ilp
+from autoq.engine.knapsack import Knapsack, random_feasible
+from autoq.model import find_layers
+from autoq.search_spaces import load_preset
+from autoq.space import SearchSpace
+
+
+def four_layers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(64, 256), nn.Linear(256, 128), nn.Linear(128, 300), nn.Linear(300, 10))
+    layers = find_layers(model)
+    space = SearchSpace.build(load_preset("default"), layers)
+    return space, CostModel.for_model(model, layers)
+
+
+def problem(budget: str, seed: int = 0) -> Knapsack:
+    space, cost_model = four_layers()
+    rng = np.random.default_rng(seed)
+    # sensitivity falls with bits, with layer-specific weights and noise, like real tables
+    scores = [[rng.lognormal(0, 1) * 4.0 ** -c.weight.bits * rng.uniform(0.5, 2) for c in opts] for opts in space.options]
+    return Knapsack.build(space, cost_model, parse_budget(budget), scores)
+
+
+def brute_force(p: Knapsack, capacity: float) -> float:
+    best = np.inf
+    costs = [np.array(c) for c in p.costs]
+    scores = [np.array(s) for s in p.scores]
+    for picks in itertools.product(*[range(len(c)) for c in costs]):
+        if sum(c[i] for c, i in zip(costs, picks)) <= capacity:
+            best = min(best, sum(s[i] for s, i in zip(scores, picks)))
+    return best
+
+
+@pytest.mark.parametrize("budget, seed", [("3.1bits", 0), ("4.5bits", 1), ("5.2bits", 2), ("2.3bits", 3)])
+def test_ilp_matches_brute_force_on_four_layers(budget, seed):
+    p = problem(budget, seed)
+    picks = solve_ilp(p)
+    assert picks is not None and p.total(picks) <= p.capacity
+    assert sum(p.scores[i][k] for i, k in enumerate(picks)) == pytest.approx(brute_force(p, p.capacity), rel=1e-6)
+
+
+def test_ilp_below_the_cheapest_assignment_is_none():
+    p = problem("3bits")
+    assert solve_ilp(p, capacity=p.lowest * 0.99) is None
+    assert greedy_allocate(p, capacity=p.lowest * 0.99) is None
+
+
+def test_greedy_is_feasible_and_no_better_than_the_ilp():
+    for seed, budget in enumerate(["2.6bits", "3.7bits", "4.4bits", "6bits"]):
+        p = problem(budget, seed)
+        greedy, exact = greedy_allocate(p), solve_ilp(p)
+        assert p.total(greedy) <= p.capacity
+        objective = [sum(p.scores[i][k] for i, k in enumerate(x)) for x in (greedy, exact)]
+        assert objective[0] >= objective[1] * (1 - 1e-9)
+
+
+def test_ilp_seeds_are_distinct_within_budget_and_a_shorter_list_is_a_prefix():
+    p = problem("4.5bits")
+    seeds = ilp_seeds(p, 10, seed=3)
+    assert len(seeds) == len(set(seeds)) == 10
+    space, cost_model = four_layers()
+    assert all(cost_model.cost(a).effective_bits <= 4.5 for a in seeds)
+    assert seeds[0] == p.assignment(solve_ilp(p))  # the optimum at the budget comes first
+    assert ilp_seeds(p, 4, seed=3) == seeds[:4]
+    bits = [cost_model.cost(a).effective_bits for a in seeds]
+    assert min(bits) < 3.5  # the sweep reaches well below the budget
+
+
+def test_greedy_seeds_and_random_picks_fit():
+    import random
+
+    p = problem("3.3bits")
+    space, cost_model = four_layers()
+    for a in greedy_seeds(p, 6):
+        assert cost_model.cost(a).effective_bits <= 3.3
+    rng = random.Random(0)
+    picks = [random_feasible(p, rng) for _ in range(50)]
+    assert all(p.total(x) <= p.capacity for x in picks)
+    assert len({tuple(x) for x in picks}) >= 30
+
+
+def test_size_budgets_use_bytes():
+    space, cost_model = four_layers()
+    cheapest, dearest = space.extremes(cost_model, "bytes")
+    middle = (cheapest.size_bytes + dearest.size_bytes) // 2
+    p = Knapsack.build(space, cost_model, parse_budget(f"{middle / 1e6}MB"), [[1.0 / (1 + k) for k in range(len(o))] for o in space.options])
+    picks = solve_ilp(p)
+    assert cost_model.cost(p.assignment(picks)).size_bytes <= middle

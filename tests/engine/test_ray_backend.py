@@ -1,0 +1,136 @@
+"""The Ray backend on a real local Ray (2 CPUs): same frontier as the Optuna backend, faults survived.
+
+How Ray's ordering matters: the driver asks the Optuna study for proposals in the
+same order under both backends, so seeded trials and the proposals of a sampler
+that ignores history (random, and TPE before ``n_startup_trials``) are identical.
+With 2 workers the results come back out of order, and TPE's later proposals
+depend on which trials it has already been told: a longer TPE search can take a
+different path. The tests check equality where it must hold (1 worker; the random
+sampler with 2 workers) and the invariants that must hold anyway (2 workers, TPE).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+
+import pytest
+from helpers import child_runs
+from mlflow.tracking import MlflowClient
+
+import autoq
+from autoq.api import make_workload
+from autoq.builtin import load_workload
+from autoq.engine import SearchConfig, run_search
+
+pytestmark = pytest.mark.slow
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    """One local Ray for the module (starting one costs ~5 s); the searches use it and leave it running."""
+    ray.init(num_cpus=2, include_dashboard=False, object_store_memory=256 * 1024**2, log_to_driver=False)
+    yield
+    ray.shutdown()
+
+
+@pytest.fixture
+def digits():  # function scope: after conftest points AUTOQ_CACHE_DIR at the session cache
+    return load_workload("digits-cnn")
+
+
+def _frontier(result) -> list[tuple]:
+    return [(p.assignment, round(p.quality, 6), p.effective_bits) for p in result.frontier]
+
+
+def _search(workload, **options):
+    return run_search(workload, SearchConfig(**{"budget": "4.5bits", "seed": 0, "storage": None, "tracking_uri": None, "progress": False, **options}))
+
+
+def test_import_autoq_does_not_import_ray():
+    code = "import sys, autoq; assert 'ray' not in sys.modules, 'ray imported'"
+    assert subprocess.run([sys.executable, "-c", code], capture_output=True).returncode == 0
+
+
+def test_one_worker_finds_the_same_frontier_as_optuna(local_ray, digits):
+    optuna_result = _search(digits, n_trials=16)
+    ray_result = _search(digits, n_trials=16, backend="ray", workers=1)
+    assert _frontier(ray_result) == _frontier(optuna_result)
+    assert [p.assignment for p in ray_result.points] == [p.assignment for p in optuna_result.points]
+
+
+def test_two_workers_random_sampler_same_frontier(local_ray, digits):
+    optuna_result = _search(digits, n_trials=16, sampler="random")
+    ray_result = _search(digits, n_trials=16, sampler="random", backend="ray", workers=2)
+    assert _frontier(ray_result) == _frontier(optuna_result)
+    assert sorted(p.trial for p in ray_result.points) == sorted(p.trial for p in optuna_result.points)
+
+
+def test_two_workers_tpe_invariants_and_mlflow(local_ray, digits, mlflow_uri):
+    result = _search(digits, n_trials=20, backend="ray", workers=2, tracking_uri=mlflow_uri, storage="auto")
+    optuna_result = _search(digits, n_trials=20)
+    assert len(result.points) == 20 and len({p.trial for p in result.points}) == 20
+    assert all(p.effective_bits <= 4.5 for p in result.points)
+    seeds = {p.assignment for p in optuna_result.points if p.trial < 8}  # 6 uniform + 2 budget-filling seeds
+    assert seeds <= {p.assignment for p in result.points}  # same seeds
+    assert result.best.quality >= result.best_uniform.quality
+    front = result.frontier
+    assert all(a.effective_bits < b.effective_bits and a.quality < b.quality for a, b in zip(front, front[1:]))
+    # every worker logged its trial as a child of the one parent run
+    client = MlflowClient(mlflow_uri)
+    runs = child_runs(client, result.parent_run_id)
+    assert sorted(int(r.data.tags["autoq.trial"]) for r in runs) == sorted(p.trial for p in result.points)
+    assert all(r.data.tags.get("backend") == "ray" and r.info.status == "FINISHED" for r in runs)
+    assert client.get_run(result.parent_run_id).data.params["backend"] == "ray"
+
+
+def test_worker_killed_mid_trial_and_raising_trial(local_ray, digits, mlflow_uri, tmp_path):
+    marker, driver = tmp_path / "killed-once", os.getpid()
+    calls = tmp_path / "calls"
+
+    def evaluate(model):
+        if os.getpid() != driver:  # only inside a Ray worker
+            with open(calls, "a") as fh:
+                fh.write("x")
+            n = os.path.getsize(calls)
+            if not marker.exists():
+                marker.touch()
+                os.kill(os.getpid(), signal.SIGKILL)  # the worker dies mid-trial
+            if n == 4:
+                raise MemoryError("injected out of memory")
+        return digits.evaluate(model)
+
+    workload = make_workload(digits.model, digits.calibration, evaluate, name="digits-faulty")
+    result = _search(workload, n_trials=10, backend="ray", workers=2, tracking_uri=mlflow_uri)
+    assert len(result.points) == 10 and result.n_failed == 0  # both failures were retried and finished
+
+    client = MlflowClient(mlflow_uri)
+    runs = child_runs(client, result.parent_run_id)
+    failed = [r for r in runs if r.info.status == "FAILED"]
+    errors = sorted(r.data.tags["error"] for r in failed)
+    assert len(failed) == 2, errors
+    assert any("MemoryError: injected out of memory" in e for e in errors)
+    assert any("died" in e or "ActorDied" in e or "RayActorError" in e for e in errors)
+    assert sum(r.info.status == "FINISHED" for r in runs) == 10
+
+
+def test_python_api_with_relative_store_leaves_a_caller_ray_running(local_ray, mlflow_uri, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # mlflow_uri's database is tmp_path / "mlflow.db": name it relative, as the CLI default does
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, backend="ray", tracking_uri="sqlite:///mlflow.db", progress=False)
+    assert ray.is_initialized()
+    runs = child_runs(MlflowClient(mlflow_uri), result.parent_run_id)
+    assert len(runs) == 3 and all(r.data.tags.get("backend") == "ray" for r in runs)  # logged by the workers, into the same store
+
+
+def test_resume_on_ray_continues_an_optuna_backend_search(local_ray, digits, mlflow_uri, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = _search(digits, n_trials=6, tracking_uri=mlflow_uri, storage=storage, study_name="mixed")
+    resumed = _search(digits, n_trials=12, tracking_uri=mlflow_uri, storage=storage, study_name="mixed", resume=True, backend="ray", workers=2)
+    assert resumed.parent_run_id == first.parent_run_id and len(resumed.points) == 12
+    assert set(first.points) <= set(resumed.points)
+    runs = child_runs(MlflowClient(mlflow_uri), first.parent_run_id)
+    assert len(runs) == 12 and len({r.data.tags["autoq.trial"] for r in runs}) == 12

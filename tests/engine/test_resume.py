@@ -1,0 +1,118 @@
+"""Resume: a search killed with SIGKILL continues from its Optuna storage and MLflow parent run."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+
+import optuna
+import pytest
+from helpers import child_runs
+from mlflow.tracking import MlflowClient
+
+import autoq
+from autoq.builtin import load_workload
+from autoq.errors import AutoqError
+from autoq.tracking import STUDY_TAG
+
+N_TRIALS = 30
+
+
+@pytest.fixture
+def digits():  # function scope: after conftest points AUTOQ_CACHE_DIR at the session cache
+    return load_workload("digits-cnn")  # trains and caches the CNN once per session, before any subprocess needs it
+
+
+def _cli(*args: str, cwd) -> list[str]:
+    return [sys.executable, "-m", "autoq", "search", *args, "--no-progress"]
+
+
+def _states(storage: str, name: str) -> Counter:
+    study = optuna.load_study(study_name=name, storage=storage)
+    return Counter(t.state.name for t in study.trials)
+
+
+def _parents(client: MlflowClient, name: str) -> list:
+    experiment = client.get_experiment_by_name("autoq")
+    return client.search_runs([experiment.experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{name}'")
+
+
+def test_sigkill_then_resume_keeps_finished_trials_without_duplicates(digits, tmp_path, mlflow_uri):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    args = ["--model", "digits-cnn", "--budget", "4.5bits", "--n-trials", str(N_TRIALS), "--tracking-uri", mlflow_uri, "--study-name", "killed"]
+    proc = subprocess.Popen(_cli(*args, cwd=tmp_path), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=env)
+    try:
+        deadline, complete = time.time() + 120, 0
+        while time.time() < deadline and complete < 6 and proc.poll() is None:
+            time.sleep(0.1)
+            try:
+                complete = _states(storage, "killed")["COMPLETE"]
+            except KeyError:  # the study does not exist yet
+                continue
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == -signal.SIGKILL, "the search finished before it could be killed"
+    before = {t.number: t.values for t in optuna.load_study(study_name="killed", storage=storage).trials if t.state.name == "COMPLETE"}
+    assert 6 <= len(before) < N_TRIALS
+
+    # resume from the stored settings: only the name and the stores are given
+    done = subprocess.run(_cli("--resume", "killed", "--tracking-uri", mlflow_uri, cwd=tmp_path), cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "Pareto frontier" in done.stdout
+
+    study = optuna.load_study(study_name="killed", storage=storage)
+    after = {t.number: t.values for t in study.trials if t.state.name == "COMPLETE"}
+    assert len(after) == N_TRIALS  # the count asked for, no more
+    assert all(after[n] == v for n, v in before.items())  # every trial finished before the kill is kept as it was
+    assert not any(t.state.name == "RUNNING" for t in study.trials)
+
+    client = MlflowClient(mlflow_uri)
+    parents = _parents(client, "killed")
+    assert len(parents) == 1 and parents[0].info.status == "FINISHED"  # continued, not duplicated
+    assert parents[0].data.tags["autoq.resumed"] == "1"
+    children = child_runs(client, parents[0].info.run_id)
+    numbers = [int(r.data.tags["autoq.trial"]) for r in children]
+    assert len(numbers) == len(set(numbers)) == N_TRIALS  # no trial is logged twice
+    assert set(numbers) == set(after)
+    assert all(r.info.status == "FINISHED" for r in children)
+
+
+def test_resume_drops_half_logged_trial_and_retries_it(digits, tmp_path, mlflow_uri):
+    """A kill between logging a trial to MLflow and telling Optuna leaves a RUNNING trial with a child run."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    kwargs = dict(budget="4.5bits", seed=1, tracking_uri=mlflow_uri, storage=storage, study_name="half", progress=False)
+    first = autoq.search("digits-cnn", n_trials=10, **kwargs)
+    study = optuna.load_study(study_name="half", storage=storage)
+    stuck = study.ask(study.trials[0].distributions)  # what a dead process leaves: a RUNNING trial with parameters
+    client = MlflowClient(mlflow_uri)
+    orphan = client.create_run(client.get_run(first.parent_run_id).info.experiment_id, tags={"mlflow.parentRunId": first.parent_run_id, "autoq.trial": str(stuck.number)})
+
+    resumed = autoq.search("digits-cnn", n_trials=14, resume=True, **kwargs)
+    assert len(resumed.points) == 14 and resumed.parent_run_id == first.parent_run_id
+    assert {p.trial for p in first.points} <= {p.trial for p in resumed.points}
+    assert client.get_run(orphan.info.run_id).info.lifecycle_stage == "deleted"
+    stuck_now = optuna.load_study(study_name="half", storage=storage).trials[stuck.number]
+    assert stuck_now.state.name == "FAIL" and "interrupted" in stuck_now.user_attrs["error"]
+    children = child_runs(client, first.parent_run_id)
+    assert len(children) == 14 and len({r.data.tags["autoq.trial"] for r in children}) == 14
+
+
+def test_resume_refuses_other_settings_and_unknown_names(digits, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=None, storage=storage, study_name="s", progress=False)
+    with pytest.raises(AutoqError, match=r"other settings: budget '3.5bits' \(stored: '4.5bits'\)"):
+        autoq.search("digits-cnn", budget="3.5bits", n_trials=5, tracking_uri=None, storage=storage, study_name="s", resume=True, progress=False)
+    with pytest.raises(AutoqError, match="no search named 'other'"):
+        autoq.search("digits-cnn", budget="4.5bits", n_trials=5, tracking_uri=None, storage=storage, study_name="other", resume=True, progress=False)
+    with pytest.raises(AutoqError, match="resume needs the study name"):
+        autoq.SearchConfig(resume=True)
+    # a resume that asks for no more trials than are finished evaluates nothing new
+    again = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=None, storage=storage, study_name="s", resume=True, progress=False)
+    assert len(again.points) == 3

@@ -1,0 +1,92 @@
+"""The strategy registry (optuna, ilp, greedy, random) and sensitivity seeds, end to end on the digits CNN."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+from autoq.builtin import load_workload
+from autoq.engine import SearchConfig, run_search
+from autoq.engine.ilp import solve_ilp
+from autoq.engine.knapsack import Knapsack
+from autoq.engine.runner import prepare
+from autoq.engine.seeding import seed_table, space_scores
+from autoq.engine.seeds import fill_seeds, uniform_seeds
+from autoq.engine.strategy import STRATEGIES
+from autoq.errors import AutoqError
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """The digits CNN's tiny ops run fastest on one thread; on a busy machine a thread pool crawls."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_workload("digits-cnn")
+
+
+def search(workload, **options):
+    return run_search(workload, SearchConfig(**{"budget": "3.5bits", "n_trials": 8, "tracking_uri": None, "storage": None, "progress": False, **options}))
+
+
+def ilp_optimum(workload, budget="3.5bits"):
+    problem = prepare(workload, SearchConfig(budget=budget, tracking_uri=None))
+    table = seed_table(workload, problem.space, "kl", progress=False)
+    knapsack = Knapsack.build(problem.space, problem.cost_model, problem.budget, space_scores(table, problem.space))
+    return knapsack.assignment(solve_ilp(knapsack))
+
+
+def test_registry_names():
+    assert set(STRATEGIES) == {"optuna", "ilp", "greedy", "random"}
+
+
+@pytest.mark.parametrize("strategy", ["ilp", "greedy", "random"])
+def test_each_strategy_runs_alone_within_budget(digits, strategy):
+    result = search(digits, strategy=strategy, seed_from=None if strategy == "random" else "kl")
+    assert len(result.points) == 8
+    assert all(p.effective_bits <= 3.5 for p in result.points)
+    assert not any(p.uniform for p in result.points)  # run alone: no uniform baselines
+    if strategy == "ilp":
+        assert result.points[0].assignment == ilp_optimum(digits)
+    if strategy == "random":
+        assert len({p.assignment for p in result.points}) >= 6
+
+
+def test_ilp_without_seed_from_uses_kl(digits):
+    assert search(digits, strategy="ilp", n_trials=1).points[0].assignment == ilp_optimum(digits)
+
+
+def test_seeded_optuna_enqueues_uniform_then_ilp_seeds(digits):
+    problem = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None))
+    uniform = uniform_seeds(problem.space, problem.cost_model, problem.budget)
+    result = search(digits, seed_from="kl", n_trials=len(uniform) + 3)
+    assert [p.assignment for p in result.points[: len(uniform)]] == uniform
+    assert result.points[len(uniform)].assignment == ilp_optimum(digits)
+    assert result.best.quality >= max(p.quality for p in result.points if p.uniform)
+
+
+def test_default_search_keeps_the_random_fill_seeds(digits):
+    problem = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None))
+    uniform = uniform_seeds(problem.space, problem.cost_model, problem.budget)
+    fills = fill_seeds(problem.space, problem.cost_model, problem.budget, 2, 0)
+    result = search(digits, n_trials=len(uniform) + 2, n_fill_seeds=2)
+    assert [p.assignment for p in result.points] == uniform + fills
+
+
+def test_strategy_and_seed_from_are_logged(digits, mlflow_uri):
+    result = search(digits, strategy="greedy", seed_from="kl", n_trials=3, tracking_uri=mlflow_uri)
+    params = MlflowClient(mlflow_uri).get_run(result.parent_run_id).data.params
+    assert (params["strategy"], params["seed_from"]) == ("greedy", "kl")
+
+
+def test_bad_strategy_and_seed_from_fail_before_loading():
+    with pytest.raises(AutoqError, match="unknown --strategy 'anneal'; choose one of optuna, ilp, greedy, random"):
+        SearchConfig(strategy="anneal")
+    with pytest.raises(AutoqError, match="unknown sensitivity metric 'hesse'"):
+        SearchConfig(seed_from="hesse")

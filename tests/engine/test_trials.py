@@ -1,0 +1,101 @@
+"""Failures: a trial that raises or returns NaN is recorded with its error, retried, and never stops the search."""
+
+from __future__ import annotations
+
+import math
+
+import optuna
+import pytest
+import torch
+from helpers import child_runs
+from mlflow.tracking import MlflowClient
+from torch import nn
+
+import autoq
+from autoq.errors import AutoqError
+
+
+def tiny_mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 64), nn.GELU(), nn.Linear(64, 8)).eval()
+
+
+class FaultyMetric:
+    """Negative output MSE to the unquantized model; call number k in ``raises`` raises, in ``nans`` gives NaN."""
+
+    def __init__(self, model: nn.Module, raises=(), nans=(), sticky: bool = False) -> None:
+        self.x = torch.randn(64, 32, generator=torch.Generator().manual_seed(5))
+        with torch.no_grad():
+            self.target = model(self.x)
+        self.calls, self.raises, self.nans = 0, set(raises), set(nans)
+        self.sticky, self.doomed = sticky, set()  # sticky: an assignment that failed once always fails
+
+    def __call__(self, model: nn.Module) -> float:
+        self.calls += 1
+        weights = tuple(float(m.weight.detach().sum()) for m in model if isinstance(m, nn.Linear))
+        if self.calls in self.raises or weights in self.doomed:
+            if self.sticky:
+                self.doomed.add(weights)
+            raise RuntimeError(f"injected fault in call {self.calls}")
+        if self.calls in self.nans:
+            return math.nan
+        with torch.no_grad():
+            return -float(((model(self.x) - self.target) ** 2).mean())
+
+
+def _batches() -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(1)
+    return [torch.randn(16, 32, generator=g) for _ in range(4)]
+
+
+def test_raising_and_nan_trials_are_retried_and_visible_in_mlflow(tmp_path, mlflow_uri):
+    model = tiny_mlp()
+    metric = FaultyMetric(model, raises={3}, nans={5})  # call 1 is the unquantized reference
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = autoq.search(model, _batches(), metric, budget="5bits", n_trials=10, max_retries=1, tracking_uri=mlflow_uri, storage=storage, study_name="faulty", progress=False)
+
+    assert len(result.points) == 10 and result.n_failed == 0  # both failures succeeded on their retry
+    study = optuna.load_study(study_name="faulty", storage=storage)
+    failed = [t for t in study.trials if t.state == optuna.trial.TrialState.FAIL]
+    assert sorted(t.user_attrs["error"] for t in failed) == ["RuntimeError: injected fault in call 3", "quality is nan"]
+    retried = {tuple(sorted(t.params.items())) for t in failed}
+    complete = [tuple(sorted(t.params.items())) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
+    assert retried <= set(complete)  # the same assignments were evaluated again and finished
+
+    client = MlflowClient(mlflow_uri)
+    runs = child_runs(client, result.parent_run_id)
+    failed_runs = [r for r in runs if r.info.status == "FAILED"]
+    assert sorted(r.data.tags["error"] for r in failed_runs) == ["RuntimeError: injected fault in call 3", "quality is nan"]
+    assert all("quality" not in r.data.metrics for r in failed_runs)
+    assert sum(r.info.status == "FINISHED" for r in runs) == 10
+    assert client.get_run(result.parent_run_id).info.status == "FINISHED"
+
+
+def test_a_trial_failing_past_its_retries_counts_as_evaluated():
+    model = tiny_mlp()
+    metric = FaultyMetric(model, raises={2}, sticky=True)  # the first trial fails, and so does its one retry
+    result = autoq.search(model, _batches(), metric, budget="5bits", n_trials=6, max_retries=1, tracking_uri=None, storage=None, progress=False)
+    assert result.n_failed == 1 and len(result.points) == 5
+
+
+def test_every_trial_failing_is_an_error_not_a_hang():
+    model = tiny_mlp()
+    metric = FaultyMetric(model, raises=set(range(2, 100)))
+    with pytest.raises(AutoqError, match="every trial failed"):
+        autoq.search(model, _batches(), metric, budget="5bits", n_trials=3, max_retries=1, tracking_uri=None, storage=None, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("options", "needle"),
+    [
+        ({"backend": "spark"}, "unknown backend 'spark'"),
+        ({"workers": 2}, "need the ray backend"),
+        ({"workers": 0, "backend": "ray"}, "workers must be at least 1"),
+        ({"max_retries": -1}, "max_retries must be 0 or more"),
+        ({"backend": "ray", "cpus_per_trial": 0}, "cpus_per_trial must be positive"),
+        pytest.param({"backend": "ray", "gpus_per_trial": 0.5}, "needs a GPU", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")),
+    ],
+)
+def test_bad_execution_options(options, needle):
+    with pytest.raises(AutoqError, match=needle):
+        autoq.SearchConfig(**options)

@@ -1,0 +1,130 @@
+"""QuantCache with layer statistics: data-driven methods, activation hooks, bias correction, sequential capture."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from autoq.choice import Assignment, LayerChoice
+from autoq.errors import AutoqError
+from autoq.evaluate import QuantCache
+from autoq.evaluate.cache import apply_assignment
+from autoq.model import find_layers
+from autoq.model.capture import CalibrationStats, capture_stats
+
+
+def model_and_data() -> tuple[nn.Module, list[torch.Tensor]]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 48), nn.GELU(), nn.Linear(48, 8))
+    gen = torch.Generator().manual_seed(1)
+    scale = torch.ones(32)
+    scale[3] = 30.0  # an outlier channel, as in LLM activations
+    data = [torch.randn(64, 32, generator=gen) * scale for _ in range(4)]
+    return model, data
+
+
+def uniform(model: nn.Module, name: str) -> Assignment:
+    return Assignment(tuple((layer.name, LayerChoice.from_name(name)) for layer in find_layers(model)))
+
+
+def output_error(model, data, cache, assignment) -> float:
+    x = torch.cat(data)
+    with torch.no_grad():
+        ref = model(x)
+        with cache.apply(assignment) as m:
+            out = m(x)
+    return float((out - ref).pow(2).mean())
+
+
+def test_old_callers_without_stats_still_work():
+    model, data = model_and_data()
+    cache = QuantCache(model)
+    assert output_error(model, data, cache, uniform(model, "int4-ch-asym:rtn-mse")) > 0
+    with pytest.raises(AutoqError, match="statistics"):
+        cache.weight("0", LayerChoice.from_name("int4-ch-asym:gptq"))
+
+
+def test_data_methods_read_captured_stats_and_beat_rtn():
+    model, data = model_and_data()
+    stats = CalibrationStats(model, find_layers(model), data)
+    cache = QuantCache(model, stats)
+    rtn = output_error(model, data, cache, uniform(model, "int3-ch-asym:rtn-minmax"))
+    gptq = output_error(model, data, cache, uniform(model, "int3-ch-asym:gptq"))
+    assert gptq < rtn
+
+
+def test_activation_hooks_are_installed_and_removed():
+    model, data = model_and_data()
+    cache = QuantCache(model, capture_stats(model, find_layers(model), data))
+    x = torch.cat(data)
+    with torch.no_grad():
+        ref = model(x)
+        with cache.apply(uniform(model, "int8-ch-sym:rtn-minmax+a8-tensor")) as m:
+            assert all(len(layer._forward_pre_hooks) == 1 for layer in (m[0], m[2]))
+            quantized = m(x)
+        assert all(len(layer._forward_pre_hooks) == 0 for layer in (model[0], model[2]))
+        assert torch.equal(model(x), ref)
+    assert not torch.equal(quantized, ref)
+
+
+def test_smoothquant_beats_plain_per_tensor_w8a8_on_outliers():
+    model, data = model_and_data()
+    cache = QuantCache(model, capture_stats(model, find_layers(model), data))
+    plain = output_error(model, data, cache, uniform(model, "int8-ch-sym:rtn-minmax+a4-tensor"))
+    smooth = output_error(model, data, cache, uniform(model, "int8-ch-sym:smoothquant+a4-tensor"))
+    assert smooth < 0.7 * plain
+
+
+def test_weight_only_smoothquant_folds_the_scale():
+    model, data = model_and_data()
+    cache = QuantCache(model, capture_stats(model, find_layers(model), data))
+    layer = cache.layer("0", LayerChoice.from_name("int8-ch-sym:smoothquant"))
+    assert layer.input_scale is None and layer.activation is None  # nothing for a hook to do
+    assert output_error(model, data, cache, uniform(model, "int8-ch-sym:smoothquant")) < 1e-3
+
+
+def test_bias_correction_changes_bias_inside_apply_only():
+    model, data = model_and_data()
+    cache = QuantCache(model, capture_stats(model, find_layers(model), data))
+    bias = model[0].bias.detach().clone()
+    with cache.apply(uniform(model, "int2-ch-asym:bias-correction")) as m:
+        assert not torch.equal(m[0].bias, bias)
+    assert torch.equal(model[0].bias, bias)
+    rtn = output_error(model, data, cache, uniform(model, "int2-ch-asym:rtn-mse"))
+    corrected = output_error(model, data, cache, uniform(model, "int2-ch-asym:bias-correction"))
+    assert corrected < rtn
+
+
+def test_sequential_cache_quantizes_every_layer_in_one_sweep():
+    model, data = model_and_data()
+    cache = QuantCache(model, CalibrationStats(model, find_layers(model), data, sequential=True))
+    before = [p.detach().clone() for p in model.parameters()]
+    cache.layer("2", LayerChoice.from_name("int3-ch-asym:gptq"))
+    assert len(cache) == 2  # the sweep filled layer 0 too
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))
+    flat = QuantCache(model, CalibrationStats(model, find_layers(model), data))
+    choice = LayerChoice.from_name("int3-ch-asym:gptq")
+    assert torch.equal(cache.weight("0", choice), flat.weight("0", choice))  # first layer: same float input
+    assert not torch.equal(cache.weight("2", choice), flat.weight("2", choice))
+
+
+def test_apply_assignment_refuses_activation_formats():
+    model, data = model_and_data()
+    with pytest.raises(AutoqError, match="activations"):
+        apply_assignment(model, uniform(model, "int8-ch-sym:rtn-minmax+a8-token"))
+
+
+def test_search_cache_gets_lazy_stats_and_the_sequential_flag():
+    from autoq.builtin.workload import Workload
+    from autoq.engine import SearchConfig
+    from autoq.engine.runner import new_cache
+
+    model, data = model_and_data()
+    workload = Workload("toy", model, data, lambda m: 1.0, "none")
+    cache = new_cache(workload, SearchConfig(sequential=True, tracking_uri=None, storage=None))
+    assert isinstance(cache.stats, CalibrationStats) and cache.stats.sequential
+    assert [layer.name for layer in cache.stats.layers] == ["0", "2"]
+    assert not new_cache(workload).stats.sequential
+    cache.weight("2", LayerChoice.from_name("int4-ch-asym:awq"))
+    assert len(cache) == 2

@@ -1,0 +1,47 @@
+"""``autoq export --run-id``: a trial run's assignment, or a search run's best frontier point, exported and loaded."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+import autoq
+from autoq.choice import Assignment
+from autoq.cli import main
+from autoq.export import CONFIG_NAME
+
+
+@pytest.fixture(scope="module")
+def searched(tmp_path_factory, _mlflow_template):
+    import shutil
+
+    folder = tmp_path_factory.mktemp("export-search")
+    shutil.copy(_mlflow_template, folder / "mlflow.db")
+    return autoq.search("digits-cnn", budget="4.5bits", n_trials=4, tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", storage=None, progress=False)
+
+
+def exported_assignment(out) -> Assignment:
+    return Assignment.from_json(json.dumps(json.loads((out / CONFIG_NAME).read_text())["assignment"]))
+
+
+def test_export_a_trial_run(searched, tmp_path, capsys):
+    point = searched.points[-1]
+    out = tmp_path / "trial"
+    assert main(["export", "--run-id", point.run_id, "--tracking-uri", searched.tracking_uri, "--model", "digits-cnn", "--out", str(out)]) == 0
+    assert "Exported 4 layers" in capsys.readouterr().out
+    assert exported_assignment(out) == point.assignment
+    model = autoq.load(out)
+    assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
+
+
+def test_export_a_search_run_takes_its_best_point(searched, tmp_path):
+    out = tmp_path / "best"
+    assert main(["export", "--run-id", searched.parent_run_id, "--tracking-uri", searched.tracking_uri, "--model", "digits-cnn", "--out", str(out)]) == 0
+    assert exported_assignment(out) == searched.best.assignment
+
+
+def test_unknown_run_is_one_line_exit_2(searched, tmp_path, capsys):
+    assert main(["export", "--run-id", "0" * 32, "--tracking-uri", searched.tracking_uri, "--model", "digits-cnn", "--out", str(tmp_path / "x")]) == 2
+    assert "no MLflow run" in capsys.readouterr().err

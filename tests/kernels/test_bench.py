@@ -1,0 +1,93 @@
+"""autoq.kernels.bench and ``autoq kernels bench``: what is measured, how results read, and the refusal without a GPU."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from autoq.errors import AutoqError
+from autoq.kernels.bench import (
+    BASELINE_KERNEL,
+    BenchConfig,
+    default_formats,
+    format_table,
+    measure,
+    model_shapes,
+    moved_bytes,
+    parse_batches,
+    parse_formats,
+    parse_shapes,
+    random_quantized,
+    speedups,
+)
+from autoq.kernels.formats import PackedWeight
+from autoq.kernels.table import LatencyRow, LatencyTable
+from autoq.quant import QuantSpec
+
+NO_GPU = not torch.cuda.is_available()
+REPO = Path(__file__).resolve().parents[2]
+
+
+def test_parse_shapes_batches_formats():
+    assert parse_shapes("4096x4096, 4096X11008,11008x4096") == ((4096, 4096), (4096, 11008), (11008, 4096))
+    assert parse_batches("1,16,128") == (1, 16, 128)
+    assert [s.name for s in parse_formats("int4-g128-asym,fp16,int8-ch-sym")] == ["int4-g128-asym", "int8-ch-sym"]
+    for bad in ("4096", "4096x", "0x5", ""):
+        with pytest.raises(AutoqError, match="shape"):
+            parse_shapes(bad)
+    for bad in ("1,x", "0", ""):
+        with pytest.raises(AutoqError, match="batch"):
+            parse_batches(bad)
+    with pytest.raises(AutoqError, match="group size"):
+        parse_formats("int4-g100-asym")
+    with pytest.raises(AutoqError, match="int4-g128-asym"):
+        parse_formats("int4_g128")
+
+
+def test_model_shapes_are_distinct_layer_shapes():
+    model = torch.nn.Sequential(torch.nn.Linear(32, 96), torch.nn.ReLU(), torch.nn.Linear(96, 32), torch.nn.Linear(32, 96), torch.nn.Linear(96, 10))
+    assert model_shapes(model) == ((96, 32), (32, 96), (10, 96))
+
+
+def test_cases_cover_every_format_with_each_kernel_that_reads_it():
+    config = BenchConfig(shapes=((64, 128),), formats=(QuantSpec.from_name("int4-g128-asym"), QuantSpec.from_name("int8-ch-sym")))
+    cases = config.cases()
+    assert cases[0] == ((64, 128), None, BASELINE_KERNEL)
+    assert [(spec.name, kernel) for _, spec, kernel in cases[1:]] == [("int4-g128-asym", "wq"), ("int8-ch-sym", "wq"), ("int8-ch-sym", "w8a8")]
+    names = [s.name for s in default_formats()]
+    assert len(names) == len(set(names)) and "int3-g128-asym" in names and "int8-ch-sym" in names
+
+
+def test_random_weights_and_moved_bytes():
+    spec = QuantSpec.from_name("int4-g128-asym")
+    qt = random_quantized(256, 512, spec, torch.Generator().manual_seed(0))
+    packed = PackedWeight.from_quantized(qt)
+    assert packed.nbytes == 256 * 512 // 2 + 256 * 4 * 2 * 2
+    assert moved_bytes(256, 512, 1, packed.nbytes) == packed.nbytes + 512 * 2 + 256 * 2
+
+
+def test_speedups_and_text_table():
+    rows = (LatencyRow(4096, 4096, "fp16", BASELINE_KERNEL, 1, 30.0, 29.0, 31.0, 1100.0),
+            LatencyRow(4096, 4096, "int4-g128-asym", "wq", 1, 10.0, 9.5, 10.5, 900.0))
+    table = LatencyTable("GPU", rows, peak_bandwidth_gbs=3000.0)
+    (s,) = speedups(table)
+    assert s["speedup"] == pytest.approx(3.0) and s["bandwidth_share"] == pytest.approx(0.3)
+    text = format_table([s])
+    assert "int4-g128-asym" in text and "3.00" in text
+
+
+@pytest.mark.skipif(not NO_GPU, reason="checks the refusal on a machine without a GPU")
+def test_measure_refuses_without_gpu():
+    with pytest.raises(AutoqError, match="needs a CUDA GPU"):
+        measure(BenchConfig(shapes=((8, 8),)))
+
+
+@pytest.mark.skipif(not NO_GPU, reason="checks the refusal on a machine without a GPU")
+def test_llama_benchmark_refuses_without_gpu():
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "kernels_llama.py")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2
+    assert "needs a CUDA GPU" in proc.stderr

@@ -1,0 +1,143 @@
+"""Packed layouts of autoq.kernels.formats: round trips, the documented bit layout, QuantizedTensor conversion."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from autoq.errors import AutoqError
+from autoq.kernels.formats import (
+    PACKED_BITS,
+    Int8Weight,
+    PackedWeight,
+    codes_per_word,
+    pack_weight,
+    packed_nbytes,
+    supports_w8a8,
+    supports_weight_only,
+    unpack_weight,
+)
+from autoq.quant import QuantSpec, quantize
+
+SPECS = [QuantSpec(b, g, s, sym) for b in PACKED_BITS for g, s in [("tensor", None), ("channel", None), ("group", 32), ("group", 64), ("group", 128)]
+         for sym in (False, True)]
+
+
+@st.composite
+def codes_case(draw):
+    bits = draw(st.sampled_from(PACKED_BITS))
+    n = draw(st.integers(1, 5))
+    k = draw(st.one_of(st.integers(1, 70), st.sampled_from([codes_per_word(bits) * j for j in (1, 2, 3)])))
+    values = draw(st.lists(st.integers(0, (1 << bits) - 1), min_size=n * k, max_size=n * k))
+    return bits, torch.tensor(values, dtype=torch.uint8).reshape(n, k)
+
+
+@settings(max_examples=150, deadline=None, database=None)
+@given(codes_case())
+def test_pack_unpack_round_trip(case):
+    bits, codes = case
+    packed = pack_weight(codes, bits)
+    assert packed.dtype == torch.int32
+    assert packed.shape == (codes.shape[0], math.ceil(codes.shape[1] / codes_per_word(bits)))
+    assert torch.equal(unpack_weight(packed, bits, codes.shape[1]), codes)
+
+
+@settings(max_examples=60, deadline=None, database=None)
+@given(codes_case())
+def test_word_layout_matches_python_integers(case):
+    """Code k of a row sits in word k // C at bit (k % C) * bits; unused high bits and trailing slots are zero."""
+    bits, codes = case
+    per_word = codes_per_word(bits)
+    packed = pack_weight(codes, bits)
+    for row, words in zip(codes.tolist(), packed.tolist()):
+        for w, word in enumerate(words):
+            expected = sum(c << (i * bits) for i, c in enumerate(row[w * per_word:(w + 1) * per_word]))
+            assert word & 0xFFFFFFFF == expected
+
+
+def test_codes_per_word_is_documented_layout():
+    assert {b: codes_per_word(b) for b in PACKED_BITS} == {2: 16, 3: 10, 4: 8, 5: 6, 6: 5, 8: 4}
+
+
+def test_all_ones_fill_the_sign_bit():
+    """2-bit and 4-bit words use all 32 bits: the top code lands in the int32 sign bit and still round-trips."""
+    for bits in (2, 4, 8):
+        codes = torch.full((2, codes_per_word(bits)), (1 << bits) - 1, dtype=torch.uint8)
+        packed = pack_weight(codes, bits)
+        assert int(packed[0, 0]) == -1
+        assert torch.equal(unpack_weight(packed, bits, codes.shape[1]), codes)
+
+
+@pytest.mark.parametrize("bad", [
+    lambda: pack_weight(torch.full((2, 3), 8, dtype=torch.uint8), 3),
+    lambda: pack_weight(torch.zeros(2, 3, dtype=torch.uint8), 7),
+    lambda: pack_weight(torch.zeros(6, dtype=torch.uint8), 4),
+    lambda: pack_weight(torch.zeros(2, 3), 4),
+    lambda: unpack_weight(torch.zeros(2, 1, dtype=torch.int32), 4, 9),
+    lambda: unpack_weight(torch.zeros(2, 1, dtype=torch.int64), 4, 8),
+])
+def test_bad_input_is_an_autoq_error(bad):
+    with pytest.raises(AutoqError):
+        bad()
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+def test_from_quantized_dequantizes_exactly_like_the_quantized_tensor(spec):
+    gen = torch.Generator().manual_seed(spec.bits * 31 + (spec.group_size or 0))
+    n, k = 7, 203  # K not a multiple of any group or word
+    w = torch.randn(n, k, generator=gen) * torch.linspace(0.1, 3.0, n)[:, None]
+    qt = quantize(w, spec)
+    packed = PackedWeight.from_quantized(qt)
+    assert torch.equal(packed.codes(), qt.codes)
+    assert torch.equal(packed.dequantize(), qt.dequantize())
+    assert packed.nbytes == packed_nbytes(spec, n, k)
+    assert (packed.zeros is None) == spec.symmetric
+    expected_groups = {"tensor": (1, 1), "channel": (n, 1)}.get(spec.granularity, (n, math.ceil(k / (spec.group_size or 1))))
+    assert tuple(packed.scales.shape) == expected_groups
+
+
+def test_packed_bytes_against_counted_storage():
+    """2/4/8 bits with K a multiple of the word cost exactly what QuantSpec counts; 3 bits spend 32 bits per 30."""
+    for name in ("int2-g128-asym", "int4-ch-sym", "int8-g64-asym"):
+        spec = QuantSpec.from_name(name)
+        assert packed_nbytes(spec, 64, 256) == spec.storage_bytes(64, 256)
+    spec = QuantSpec.from_name("int3-ch-sym")
+    assert packed_nbytes(spec, 64, 300) == 64 * 30 * 4 + 64 * 2
+    assert packed_nbytes(QuantSpec.half(), 3, 5) == 30
+
+
+def test_packed_weight_validates_its_parts():
+    qt = quantize(torch.randn(4, 40), QuantSpec.from_name("int4-g32-asym"))
+    p = PackedWeight.from_quantized(qt)
+    with pytest.raises(AutoqError, match="scales/zeros"):
+        PackedWeight(p.spec, p.shape, p.qweight, p.scales[:, :1], p.zeros)
+    with pytest.raises(AutoqError, match="qweight"):
+        PackedWeight(p.spec, (4, 41), p.qweight, p.scales, p.zeros)
+    with pytest.raises(AutoqError, match="zeros"):
+        PackedWeight(p.spec, p.shape, p.qweight, p.scales, None)
+    with pytest.raises(AutoqError):
+        PackedWeight(QuantSpec.half(), p.shape, p.qweight, p.scales, p.zeros)
+
+
+@pytest.mark.parametrize("name", ["int8-ch-sym", "int8-tensor-sym"])
+def test_int8_weight_from_quantized(name):
+    spec = QuantSpec.from_name(name)
+    qt = quantize(torch.randn(6, 50, generator=torch.Generator().manual_seed(3)), spec)
+    w = Int8Weight.from_quantized(qt)
+    assert w.qweight.dtype == torch.int8
+    assert torch.equal(w.dequantize(), qt.dequantize())
+    assert w.nbytes == 6 * 50 + w.scales.numel() * 2
+
+
+def test_support_predicates():
+    assert supports_w8a8(QuantSpec.from_name("int8-ch-sym"))
+    assert not supports_w8a8(QuantSpec.from_name("int8-ch-asym"))
+    assert not supports_w8a8(QuantSpec.from_name("int8-g128-sym"))
+    assert supports_weight_only(QuantSpec.from_name("int3-g64-asym"))
+    assert not supports_weight_only(QuantSpec.half())
+    with pytest.raises(AutoqError, match="W8A8"):
+        Int8Weight.from_quantized(quantize(torch.randn(3, 8), QuantSpec.from_name("int4-ch-sym")))

@@ -1,0 +1,53 @@
+"""Conformance of every registered kernel (autoq.kernels.registry), and that importing autoq never imports Triton."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from autoq.errors import AutoqError
+from autoq.kernels.capability import interpreting
+from autoq.kernels.registry import get_kernel, kernel_names, kernels_for
+from autoq.quant import QuantSpec, quantize
+
+DEVICE = torch.device("cpu" if interpreting() else "cuda")
+PROBE_FORMATS = ["int2-g32-asym", "int3-ch-sym", "int4-g128-asym", "int8-ch-sym", "int8-tensor-sym", "int5-g64-asym"]
+
+
+@pytest.mark.parametrize("name", kernel_names())
+def test_every_kernel_matches_float64_on_every_format_it_reads(name: str):
+    info = get_kernel(name)
+    gen = torch.Generator().manual_seed(len(name))
+    formats = [QuantSpec.from_name(f) for f in PROBE_FORMATS if info.supports(QuantSpec.from_name(f))]
+    assert formats, f"kernel {name} reads none of {PROBE_FORMATS}"
+    for spec in formats:
+        qt = quantize(torch.randn(40, 150, generator=gen), spec)
+        weight = info.prepare(qt).to(DEVICE)
+        w64 = qt.dequantize().double().to(DEVICE)
+        for m in (1, 18):
+            x = torch.randn(m, 150, generator=gen).half().to(DEVICE)
+            ref = x.double() @ w64.T
+            for backend in ("triton", "torch"):
+                y = info.run(x, weight, backend=backend)
+                assert y.shape == (m, 40) and y.dtype == torch.float16
+                # relative to the largest output: fp16 rounding, plus per-token int8 activations for W8A8
+                tol = 2e-2 if info.quantizes_activations else 2e-3
+                assert (y.double() - ref).abs().max() <= tol * ref.abs().max(), (name, spec.name, m, backend)
+
+
+def test_kernels_for_each_format():
+    assert [k.name for k in kernels_for(QuantSpec.from_name("int4-g128-asym"))] == ["wq", "wq-gemm", "wq-gemv"]
+    assert "w8a8" in [k.name for k in kernels_for(QuantSpec.from_name("int8-ch-sym"))]
+    assert "w8a8" not in [k.name for k in kernels_for(QuantSpec.from_name("int8-g128-sym"))]
+    assert kernels_for(QuantSpec.half()) == []
+    with pytest.raises(AutoqError, match="known kernels"):
+        get_kernel("marlin")
+
+
+def test_importing_autoq_and_its_kernels_package_does_not_import_triton():
+    code = ("import sys, autoq, autoq.kernels, autoq.kernels.ops, autoq.kernels.registry, autoq.kernels.bench, autoq.cli.kernels; "
+            "assert 'triton' not in sys.modules, 'triton was imported'")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)

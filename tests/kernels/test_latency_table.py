@@ -1,0 +1,82 @@
+"""LatencyTable (autoq.kernels.table): JSON round trip, lookups, and clear errors for bad files."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from autoq.errors import AutoqError
+from autoq.kernels.table import INT8_TOKENS, LatencyRow, LatencyTable
+
+
+def row(fmt: str, kernel: str, us: float, n: int = 384, k: int = 1536, batch: int = 1, activation: str = "fp16") -> LatencyRow:
+    return LatencyRow(n, k, fmt, kernel, batch, us, us * 0.9, us * 1.1, 100.0 / us, activation)
+
+
+@pytest.fixture
+def table() -> LatencyTable:
+    rows = (row("fp16", "torch-fp16", 10.0), row("int4-g128-asym", "wq", 4.0), row("int4-g128-asym", "wq-gemv", 3.0),
+            row("int8-ch-sym", "wq", 6.0), row("int8-ch-sym", "w8a8", 5.0, activation=INT8_TOKENS),
+            row("int4-g128-asym", "wq", 9.0, batch=16), row("int4-g128-asym", "wq", 20.0, n=1536, k=384))
+    return LatencyTable("NVIDIA H100 80GB HBM3", rows, "2.13.0", "3.9.0", "12.8", "2026-11-25T14:00:00Z", 3352.3)
+
+
+def test_round_trip_through_json(table: LatencyTable, tmp_path):
+    path = table.save(tmp_path / "sub" / "table.json")
+    loaded = LatencyTable.load(path)
+    assert loaded == table
+    data = json.loads(path.read_text())
+    assert data["version"] == 1 and data["device"] == table.device and len(data["rows"]) == len(table.rows)
+    assert set(data["rows"][0]) == {"n", "k", "format", "kernel", "batch", "median_us", "p20_us", "p80_us", "gbps", "activation"}
+
+
+def test_lookup_picks_the_fastest_weight_only_kernel(table: LatencyTable):
+    assert table.lookup(384, 1536, "int4-g128-asym", 1).kernel == "wq-gemv"
+    assert table.lookup(384, 1536, "int4-g128-asym", 1, kernel="wq").median_us == 4.0
+    assert table.lookup(384, 1536, "int8-ch-sym", 1).kernel == "wq"  # W8A8 quantizes activations: asked for separately
+    assert table.lookup(384, 1536, "int8-ch-sym", 1, activation=INT8_TOKENS).kernel == "w8a8"
+    assert table.lookup(384, 1536, "int4-g128-asym", 128) is None
+    assert table.lookup(4096, 4096, "fp16", 1) is None
+
+
+def test_select_and_summaries(table: LatencyTable):
+    picked = table.select(fmt="int4-g128-asym", batch=1)
+    assert sorted((r.n, r.k, r.median_us) for r in picked) == [(384, 1536, 3.0), (1536, 384, 20.0)]
+    assert all(r.activation == "fp16" for r in table.select())
+    assert table.formats == ("fp16", "int4-g128-asym", "int8-ch-sym")
+    assert table.shapes == ((384, 1536), (1536, 384))
+    assert table.batches == (1, 16)
+
+
+def test_merged_replaces_only_remeasured_rows(table: LatencyTable):
+    merged = table.merged([row("int4-g128-asym", "wq", 2.5), row("int2-ch-asym", "wq", 1.0)])
+    assert merged.lookup(384, 1536, "int4-g128-asym", 1, kernel="wq").median_us == 2.5
+    assert merged.lookup(384, 1536, "int4-g128-asym", 1).median_us == 2.5
+    assert merged.lookup(384, 1536, "int2-ch-asym", 1) is not None
+    assert len(merged.rows) == len(table.rows) + 1
+
+
+def test_rows_without_activation_default_to_weight_only(table: LatencyTable):
+    data = table.to_dict()
+    for r in data["rows"]:
+        del r["activation"]
+    assert all(r.activation == "fp16" for r in LatencyTable.from_dict(data).rows)
+
+
+@pytest.mark.parametrize("content,match", [
+    ("{not json", "not valid JSON"),
+    (json.dumps({"version": 2, "device": "x", "rows": []}), "version"),
+    (json.dumps({"version": 1, "rows": []}), "device"),
+    (json.dumps({"version": 1, "device": "x", "rows": [{"n": 1, "k": 2}]}), "lacks format"),
+])
+def test_bad_files_are_autoq_errors(tmp_path, content, match):
+    path = tmp_path / "t.json"
+    path.write_text(content)
+    with pytest.raises(AutoqError, match=match):
+        LatencyTable.load(path)
+
+
+def test_missing_file_says_how_to_make_one(tmp_path):
+    with pytest.raises(AutoqError, match="autoq kernels bench"):
+        LatencyTable.load(tmp_path / "absent.json")

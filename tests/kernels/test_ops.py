@@ -1,0 +1,184 @@
+"""Triton kernels against a float64 reference (run through Triton's interpreter on CPU; see conftest.py).
+
+Error bounds follow from fp16/bf16 operands: the output is rounded once to the activation
+dtype (unit roundoff u = 2**-11 for fp16, 2**-8 for bf16) and the GEMM also rounds the
+dequantized weights to that dtype, so ``|y - ref| <= 2u * (|x| @ |W|.T)`` elementwise;
+the tests allow twice that. Shapes are chosen not to be multiples of any block, word or group.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from autoq.errors import AutoqError
+from autoq.kernels.capability import interpreting
+from autoq.kernels.formats import KERNEL_BITS, PACKED_BITS, Int8Weight, PackedWeight, pack_weight
+from autoq.kernels.ops import int8_matmul, quantize_tokens, split_k_for, w8a8_linear, wq_linear
+from autoq.quant import QuantSpec, quantize
+
+DEVICE = torch.device("cpu" if interpreting() else "cuda")
+UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
+GRANULARITIES = [("tensor", None), ("channel", None), ("group", 32), ("group", 64), ("group", 128)]
+N, K = 72, 203  # 72 = 64 + 8 outputs; 203 leaves a partial K block, word and group for every format
+
+
+def random_packed(spec: QuantSpec, n: int, k: int, gen: torch.Generator) -> PackedWeight:
+    """Random codes, positive scales spread over a decade, and (asymmetric) random integer zero points."""
+    g = 1 if spec.granularity in ("tensor", "channel") else math.ceil(k / spec.group_size)
+    rows = 1 if spec.granularity == "tensor" else n
+    codes = torch.randint(0, spec.qmax + 1, (n, k), generator=gen).to(torch.uint8)
+    scales = (10 ** (torch.rand(rows, g, generator=gen) - 2)).half()
+    zeros = None if spec.symmetric else torch.randint(0, spec.qmax + 1, (rows, g), generator=gen).half()
+    return PackedWeight(spec, (n, k), pack_weight(codes, spec.bits), scales, zeros).to(DEVICE)
+
+
+def assert_close_to_reference(y: torch.Tensor, x: torch.Tensor, w64: torch.Tensor, dtype: torch.dtype) -> None:
+    assert y.dtype == dtype and y.shape == (*x.shape[:-1], w64.shape[0])
+    ref = x.double() @ w64.T
+    bound = 4 * UNIT_ROUNDOFF[dtype] * (x.double().abs() @ w64.abs().T) + 1e-6
+    err = (y.double() - ref).abs()
+    assert torch.isfinite(y).all()
+    assert (err <= bound).all(), f"max error {err.max():.3g}, worst ratio to bound {(err / bound).max():.3g}"
+
+
+def spec_id(spec: QuantSpec) -> str:
+    return spec.name
+
+
+ALL_WEIGHT_ONLY = [QuantSpec(b, g, s, sym) for b in KERNEL_BITS for g, s in GRANULARITIES for sym in (False, True)]
+
+
+@pytest.mark.parametrize("spec", ALL_WEIGHT_ONLY, ids=spec_id)
+def test_weight_only_kernels_every_format(spec: QuantSpec):
+    """GEMV (batch 1, with and without split-K; batch 3) and GEMM (batch 5 and 37) on fp16 activations."""
+    gen = torch.Generator().manual_seed(hash(spec.name) % 2**31)
+    packed = random_packed(spec, N, K, gen)
+    w64 = packed.dequantize(torch.float64)
+    for m, kernel, split in [(1, "gemv", 1), (1, "gemv", 2), (3, "gemv", 1), (5, "gemm", None), (37, "gemm", None)]:
+        x = torch.randn(m, K, generator=gen).half().to(DEVICE)
+        y = wq_linear(x, packed, backend="triton", kernel=kernel, split_k=split)
+        assert_close_to_reference(y, x, w64, torch.float16)
+
+
+@pytest.mark.parametrize("bits", sorted(set(PACKED_BITS) - set(KERNEL_BITS)))
+def test_weight_only_kernels_other_bit_widths(bits: int):
+    gen = torch.Generator().manual_seed(bits)
+    packed = random_packed(QuantSpec(bits, "group", 64), N, K, gen)
+    for m in (1, 9):
+        x = torch.randn(m, K, generator=gen).half().to(DEVICE)
+        assert_close_to_reference(wq_linear(x, packed, backend="triton"), x, packed.dequantize(torch.float64), torch.float16)
+
+
+@pytest.mark.parametrize("name", ["int4-g128-asym", "int3-g32-sym", "int8-ch-asym"])
+def test_weight_only_kernels_bf16(name: str):
+    gen = torch.Generator().manual_seed(7)
+    packed = random_packed(QuantSpec.from_name(name), N, K, gen)
+    for m in (1, 20):
+        x = torch.randn(m, K, generator=gen).bfloat16().to(DEVICE)
+        assert_close_to_reference(wq_linear(x, packed, backend="triton"), x, packed.dequantize(torch.float64), torch.bfloat16)
+
+
+@pytest.mark.parametrize("n,k", [(5, 19), (130, 64), (33, 300)])
+def test_weight_only_small_and_ragged_shapes(n: int, k: int):
+    """Shapes smaller than one block, exactly one K block, and several K blocks with a remainder."""
+    gen = torch.Generator().manual_seed(n * k)
+    packed = random_packed(QuantSpec.from_name("int4-g32-asym"), n, k, gen)
+    for m in (1, 17):
+        x = torch.randn(m, k, generator=gen).half().to(DEVICE)
+        assert_close_to_reference(wq_linear(x, packed, backend="triton"), x, packed.dequantize(torch.float64), torch.float16)
+
+
+def test_weight_only_from_real_quantized_weights_and_leading_dims():
+    """A QuantizedTensor from autoq.quant runs on the kernel; (B, T, K) inputs keep their leading shape."""
+    gen = torch.Generator().manual_seed(11)
+    qt = quantize(torch.randn(N, K, generator=gen), QuantSpec.from_name("int4-g64-asym"))
+    packed = PackedWeight.from_quantized(qt).to(DEVICE)
+    x = torch.randn(2, 3, K, generator=gen).half().to(DEVICE)
+    y = wq_linear(x, packed, backend="triton")
+    assert y.shape == (2, 3, N)
+    assert_close_to_reference(y.reshape(6, N), x.reshape(6, K), qt.dequantize().double().to(DEVICE), torch.float16)
+    torch_path = wq_linear(x.cpu(), packed.to("cpu"), backend="torch")
+    assert_close_to_reference(torch_path.reshape(6, N), x.cpu().reshape(6, K), qt.dequantize().double(), torch.float16)
+
+
+def test_split_k_heuristic():
+    assert split_k_for(4096, 4096, target_programs=264) == 1  # 512 programs of 8 rows fill the GPU
+    assert split_k_for(384, 384, target_programs=264) == 1  # K too short to split
+    assert split_k_for(384, 4096, target_programs=264) == 4  # 48 programs want 6 splits: rounded down to 4
+    assert split_k_for(64, 1536, target_programs=264) == 2  # at least 512 columns per split
+
+
+def test_bad_calls_are_autoq_errors():
+    packed = random_packed(QuantSpec.from_name("int4-ch-asym"), 8, 16, torch.Generator().manual_seed(0))
+    with pytest.raises(AutoqError, match="features"):
+        wq_linear(torch.randn(2, 15).half().to(DEVICE), packed, backend="triton")
+    with pytest.raises(AutoqError, match="fp16 or bf16"):
+        wq_linear(torch.randn(2, 16).to(DEVICE), packed, backend="triton")
+    with pytest.raises(AutoqError, match="backend"):
+        wq_linear(torch.randn(2, 16).half(), packed, backend="cuda")
+
+
+def test_quantize_tokens_matches_the_torch_reference():
+    gen = torch.Generator().manual_seed(5)
+    x = torch.randn(6, 300, generator=gen) * torch.logspace(-2, 2, 6)[:, None]
+    x[2] = 0.0  # an all-zero token keeps codes 0 and a tiny positive scale
+    x = x.half().to(DEVICE)
+    q, scale = quantize_tokens(x, backend="triton")
+    q_ref, scale_ref = quantize_tokens(x.cpu(), backend="torch")
+    assert q.dtype == torch.int8 and scale.dtype == torch.float32
+    assert torch.allclose(scale.cpu(), scale_ref, rtol=1e-6, atol=0)
+    assert (q.cpu().int() - q_ref.int()).abs().max() <= 1  # ties may round differently
+    assert (q.cpu() == q_ref).float().mean() > 0.99
+    assert q[2].abs().max() == 0 and q.abs().max() == 127
+
+
+@pytest.mark.parametrize("name", ["int8-ch-sym", "int8-tensor-sym"])
+def test_int8_gemm_is_exact_before_the_output_rounding(name: str):
+    """int32 accumulation is exact; only the fp32 rescale and the fp16 output round."""
+    gen = torch.Generator().manual_seed(9)
+    for m in (1, 37):
+        q = torch.randint(-127, 128, (m, K), generator=gen).to(torch.int8).to(DEVICE)
+        q_scale = (torch.rand(m, generator=gen) * 0.1 + 1e-3).to(DEVICE)
+        rows = 1 if name.endswith("tensor-sym") else N
+        w = Int8Weight(QuantSpec.from_name(name), torch.randint(-128, 128, (N, K), generator=gen).to(torch.int8),
+                       (torch.rand(rows, generator=gen) * 0.01 + 1e-4).half()).to(DEVICE)
+        y = int8_matmul(q, q_scale, w, torch.float16, backend="triton")
+        ref = (q.double() @ w.qweight.double().T) * q_scale.double()[:, None] * w.scales.double().reshape(1, -1)
+        assert ((y.double() - ref).abs() <= 2 * UNIT_ROUNDOFF[torch.float16] * ref.abs() + 1e-7).all()
+
+
+def test_w8a8_linear_against_float64():
+    """End to end: the error is the activation rounding (half a step per element) plus fp16 output rounding."""
+    gen = torch.Generator().manual_seed(13)
+    qt = quantize(torch.randn(N, K, generator=gen), QuantSpec.from_name("int8-ch-sym"))
+    w = Int8Weight.from_quantized(qt).to(DEVICE)
+    w64 = w.dequantize(torch.float64)
+    for m in (1, 37):
+        x = torch.randn(m, K, generator=gen).half().to(DEVICE)
+        y = w8a8_linear(x, w, backend="triton")
+        ref = x.double() @ w64.T
+        step = x.double().abs().amax(dim=1, keepdim=True) / 127
+        bound = 0.5 * step * w64.abs().sum(dim=1)[None, :] * 1.01 + 4 * UNIT_ROUNDOFF[torch.float16] * (x.double().abs() @ w64.abs().T)
+        assert ((y.double() - ref).abs() <= bound).all()
+        y_torch = w8a8_linear(x.cpu(), w.to("cpu"), backend="torch")
+        assert ((y_torch.double() - ref.cpu()).abs() <= bound.cpu()).all()
+
+
+@pytest.mark.skipif(not interpreting(), reason="the interpreter's block configuration is what is varied")
+@pytest.mark.parametrize("blocks", [{"BLOCK_N": 16, "BLOCK_K": 32, "BLOCK_M": 16}, {"BLOCK_N": 32, "BLOCK_K": 64, "BLOCK_M": 64}])
+def test_weight_only_with_other_block_sizes(monkeypatch, blocks):
+    """Blocks narrower than a group (one scale per row of the tile), several K steps, one word per block row."""
+    from autoq.kernels import triton_wq
+
+    monkeypatch.setattr(triton_wq, "INTERPRET_GEMV", {"BLOCK_N": blocks["BLOCK_N"], "BLOCK_K": blocks["BLOCK_K"]})
+    monkeypatch.setattr(triton_wq, "INTERPRET_GEMM", {**blocks, "GROUP_M": 2})
+    gen = torch.Generator().manual_seed(blocks["BLOCK_K"])
+    for name in ("int2-g128-asym", "int3-g64-sym", "int4-g32-asym", "int8-ch-asym"):
+        packed = random_packed(QuantSpec.from_name(name), 40, 150, gen)
+        for m, split in ((1, 1), (1, 2), (21, None)):
+            x = torch.randn(m, 150, generator=gen).half().to(DEVICE)
+            y = wq_linear(x, packed, backend="triton", split_k=split)
+            assert_close_to_reference(y, x, packed.dequantize(torch.float64), torch.float16)

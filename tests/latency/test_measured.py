@@ -1,0 +1,94 @@
+"""Latency from a measured table: exact rows, interpolation in N*K, format stand-ins, loading.
+
+The tables here are written by the tests with made-up numbers: they test the
+lookup rules, they are not measurements of anything.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from autoq.errors import AutoqError
+from autoq.kernels.table import LatencyRow, LatencyTable
+from autoq.latency import Measurement, TableLatency, get_device, latency_model, load_table, roofline_us
+from autoq.quant import QuantSpec
+
+INT4 = QuantSpec.from_name("int4-g128-asym")
+
+
+def rows(fmt: str = "int4-g128-asym", batch: int = 1) -> list[Measurement]:
+    return [Measurement(100, 100, fmt, batch, 10.0), Measurement(200, 200, fmt, batch, 30.0), Measurement(400, 400, fmt, batch, 110.0)]
+
+
+def test_exact_row():
+    table = TableLatency("Test GPU", rows(), batch=1)
+    assert table.layer_us(200, 200, INT4) == 30.0
+    assert table.source == "table:Test GPU" and not table.is_estimate
+
+
+def test_linear_in_work_between_neighbours():
+    table = TableLatency("Test GPU", rows(), batch=1)
+    # 300x100 = 30,000 lies between 10,000 (10 us) and 40,000 (30 us): 10 + 20 * 20/30
+    assert table.layer_us(300, 100, INT4) == pytest.approx(10 + 20 * 20_000 / 30_000)
+    # same work as a measured shape but another aspect ratio: that shape's latency
+    assert table.layer_us(400, 100, INT4) == pytest.approx(30.0)
+
+
+def test_below_smallest_is_the_floor_above_largest_scales():
+    table = TableLatency("Test GPU", rows(), batch=1)
+    assert table.layer_us(10, 10, INT4) == 10.0
+    assert table.layer_us(800, 400, INT4) == pytest.approx(110.0 * 2)
+
+
+def test_unmeasured_format_scales_from_the_nearest_by_bytes_without_a_preset():
+    table = TableLatency("Test GPU", rows("int4-g128-asym") + rows("fp16"), batch=1)
+    int3 = QuantSpec.from_name("int3-g128-asym")
+    ratio = (int3.storage_bytes(200, 200) + 2 * 400) / (INT4.storage_bytes(200, 200) + 2 * 400)
+    assert table.layer_us(200, 200, int3) == pytest.approx(30.0 * ratio)
+    assert table.layer_us(200, 200, QuantSpec.half()) == 30.0  # fp16 is its own row, never a stand-in
+
+
+def test_unmeasured_format_uses_the_roofline_ratio_of_a_known_device():
+    table = TableLatency("NVIDIA H100 80GB HBM3", rows(), batch=1)
+    int8 = QuantSpec.from_name("int8-ch-asym")
+    h100 = get_device("h100")
+    expected = 30.0 * roofline_us(200, 200, int8, 1, h100) / roofline_us(200, 200, INT4, 1, h100)
+    assert table.layer_us(200, 200, int8) == pytest.approx(expected)
+
+
+def test_missing_fp16_row_is_an_error():
+    table = TableLatency("Test GPU", rows(), batch=1)
+    with pytest.raises(AutoqError, match="fp16"):
+        table.layer_us(100, 100, QuantSpec.half())
+
+
+def test_unmeasured_batch_is_an_error_listing_the_measured_ones():
+    with pytest.raises(AutoqError, match=r"batch 16.*\[1\]"):
+        TableLatency("Test GPU", rows(), batch=16)
+
+
+def write_table(path, device="Test GPU (made-up numbers)"):
+    data = [
+        LatencyRow(n, k, fmt, kernel, b, us, us * 0.98, us * 1.03, 1.0)
+        for (n, k, fmt, kernel, b, us) in [
+            (100, 100, "int4-g128-asym", "wq-gemv", 1, 12.0),
+            (100, 100, "int4-g128-asym", "wq-gemm", 1, 9.0),  # the faster kernel counts
+            (100, 100, "fp16", "torch-fp16", 1, 20.0),
+            (100, 100, "fp16", "torch-fp16", 16, 25.0),
+        ]
+    ]
+    return LatencyTable(device, tuple(data), torch="2.13.0").save(path)
+
+
+def test_load_table_json_uses_the_fastest_kernel(tmp_path):
+    path = write_table(tmp_path / "t.json")
+    model = latency_model(str(path), batch=1)
+    assert isinstance(model, TableLatency)
+    assert model.layer_us(100, 100, INT4) == 9.0
+    assert model.source == "table:Test GPU (made-up numbers)"
+    assert load_table(path, batch=16).layer_us(100, 100, QuantSpec.half()) == 25.0
+
+
+def test_missing_table_file_names_bench(tmp_path):
+    with pytest.raises(AutoqError, match="autoq kernels bench"):
+        latency_model(str(tmp_path / "nope.json"))

@@ -1,0 +1,72 @@
+"""Roofline estimates: hand-computed values, regimes, labels and device presets."""
+
+from __future__ import annotations
+
+import pytest
+
+from autoq.errors import AutoqError
+from autoq.latency import DEVICES, RooflineLatency, gemm_bytes, get_device, latency_model, preset_for, roofline_us
+from autoq.quant import QuantSpec
+
+H100 = get_device("h100")
+INT4 = QuantSpec.from_name("int4-g128-asym")
+FP16 = QuantSpec.half()
+
+
+def test_memory_bound_value_by_hand():
+    # 4096x4096 int4 g128 asym: 8 MiB of codes + 4096*32 groups * 4 bytes; activations 2*(4096+4096) bytes
+    expected_bytes = 4096 * 4096 // 2 + 4096 * 32 * 4 + 2 * (4096 + 4096)
+    assert gemm_bytes(4096, 4096, INT4, 1) == expected_bytes
+    assert roofline_us(4096, 4096, INT4, 1, H100) == pytest.approx(expected_bytes / 3350e9 * 1e6 + H100.launch_us)
+
+
+def test_compute_bound_at_large_batch():
+    # 2*4096*4096*4096 FLOPs over 989.4 TFLOPS dominates the bytes at batch 4096
+    us = roofline_us(4096, 4096, INT4, 4096, H100)
+    assert us == pytest.approx(2 * 4096**3 / 989.4e12 * 1e6 + H100.launch_us)
+    assert us == pytest.approx(roofline_us(4096, 4096, FP16, 4096, H100), rel=1e-9)  # same fp16 tensor-core roof
+
+
+def test_int4_speedup_at_batch_1_is_below_the_ideal_3_88x():
+    speedup = roofline_us(4096, 4096, FP16, 1, H100) / roofline_us(4096, 4096, INT4, 1, H100)
+    assert 2.0 < speedup < 16 / 4.125
+
+
+def test_fewer_bits_never_slower_in_the_estimate():
+    lat = [roofline_us(1536, 384, QuantSpec(b, "channel"), 1, H100) for b in (2, 3, 4, 5, 6, 8)]
+    assert lat == sorted(lat)
+
+
+def test_label_says_estimate():
+    model = RooflineLatency.named("h100", batch=16)
+    assert model.source == "estimate:roofline:h100"
+    assert model.is_estimate and model.batch == 16
+    assert model.layer_us(384, 384, INT4) == pytest.approx(roofline_us(384, 384, INT4, 16, H100))
+
+
+def test_presets_have_sane_published_figures():
+    assert {"h100", "h200", "a100"} <= set(DEVICES)
+    for preset in DEVICES.values():
+        assert 500 <= preset.bandwidth_gbs <= 5000 and 100 <= preset.fp16_tflops <= 1000
+    assert get_device("H200").bandwidth_gbs > get_device("h100").bandwidth_gbs > get_device("a100").bandwidth_gbs
+
+
+@pytest.mark.parametrize("name, preset", [("NVIDIA H100 80GB HBM3", "h100"), ("NVIDIA H100 PCIe", "h100-pcie"), ("NVIDIA A100-SXM4-80GB", "a100"), ("NVIDIA H200", "h200"), ("Test GPU", None)])
+def test_preset_for_device_strings(name, preset):
+    found = preset_for(name)
+    assert (found.name if found else None) == preset
+
+
+def test_unknown_device_lists_presets_and_tables():
+    with pytest.raises(AutoqError, match="h100.*latency table JSON"):
+        latency_model("tpu9000")
+
+
+@pytest.mark.parametrize("batch", [0, -1, 1.5])
+def test_bad_batch(batch):
+    with pytest.raises(AutoqError, match="batch"):
+        latency_model("h100", batch)
+
+
+def test_no_device_no_model():
+    assert latency_model(None) is None

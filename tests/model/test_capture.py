@@ -1,0 +1,114 @@
+"""Capture of per-layer calibration statistics: exact sums, conv unfolding, bounded samples, sequential inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from autoq.errors import AutoqError
+from autoq.model import find_layers, get_module, to_native, weight_2d
+from autoq.model.capture import CalibrationStats, capture_sequential, capture_stats
+
+
+def mlp() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(12, 16), nn.ReLU(), nn.Linear(16, 4))
+
+
+def batches(n: int = 3, rows: int = 40, width: int = 12) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return [torch.randn(rows, width, generator=gen) * torch.linspace(0.1, 3, width) for _ in range(n)]
+
+
+def test_linear_stats_are_exact():
+    model, data = mlp(), batches()
+    stats = capture_stats(model, find_layers(model), data, max_samples=50)
+    x = torch.cat(data).double()
+    first = stats["0"]
+    assert first.xtx.dtype == torch.float64
+    assert torch.allclose(first.xtx, x.t() @ x)
+    assert first.n_tokens == 120
+    assert torch.allclose(first.absmax, x.abs().amax(0).float())
+    assert torch.allclose(first.mean, x.mean(0).float(), atol=1e-6)
+    assert torch.allclose(first.absmean, x.abs().mean(0).float(), atol=1e-6)
+    assert first.samples.shape == (50, 12)  # bounded
+    hidden = torch.relu(model[0](torch.cat(data))).double()
+    assert torch.allclose(stats["2"].xtx, hidden.t() @ hidden, rtol=1e-5)
+    assert float(stats["2"].min.min()) >= 0.0  # after ReLU
+
+
+def test_output_error_matches_the_real_layer_output():
+    model, data = mlp(), batches()
+    stats = capture_stats(model, find_layers(model), data)["0"]
+    w = weight_2d(model[0])
+    w_hat = w + 0.01 * torch.randn_like(w)
+    x = torch.cat(data)
+    direct = float((x @ (w_hat - w).t()).pow(2).sum()) / x.shape[0]
+    assert stats.output_error(w, w_hat) == pytest.approx(direct, rel=1e-5)
+
+
+def test_conv_inputs_are_unfolded_like_the_weight_view():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 5, 3, padding=1, stride=2))
+    x = torch.randn(4, 3, 9, 9)
+    stats = capture_stats(model, find_layers(model), [x])["0"]
+    conv = model[0]
+    assert stats.in_features == 27
+    w = weight_2d(conv)
+    w_hat = w + 0.05 * torch.randn_like(w)
+    with torch.no_grad():
+        y = conv(x)
+        conv.weight.data = to_native(conv, w_hat)
+        y_hat = conv(x)
+    n_rows = 4 * 5 * 5  # output positions
+    direct = float((y_hat - y).pow(2).sum()) / n_rows
+    assert stats.n_tokens == n_rows
+    assert stats.output_error(w, w_hat) == pytest.approx(direct, rel=1e-4)
+
+
+def test_grouped_conv_is_refused():
+    model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4))
+    with pytest.raises(AutoqError, match="grouped"):
+        capture_stats(model, find_layers(model), [torch.randn(1, 4, 6, 6)])
+
+
+def test_layer_that_never_runs_is_named():
+    model = nn.ModuleDict({"used": nn.Linear(4, 4), "unused": nn.Linear(4, 4)})
+    model.forward = lambda x: model["used"](x)  # type: ignore[method-assign]
+    with pytest.raises(AutoqError, match="unused"):
+        capture_stats(model, find_layers(model), [torch.randn(2, 4)])
+
+
+def test_sequential_inputs_come_from_quantized_earlier_layers():
+    model, data = mlp(), batches()
+    layers = find_layers(model)
+    before = {n: p.detach().clone() for n, p in model.state_dict().items()}
+    seen = []
+
+    def zero_out(name, stats):
+        seen.append(name)
+        return torch.zeros_like(get_module(model, name).weight)  # a drastic "quantizer"
+
+    seq = capture_sequential(model, layers, data, zero_out)
+    flat = capture_stats(model, layers, data)
+    assert seen == ["0", "2"]
+    assert torch.allclose(seq["0"].xtx, flat["0"].xtx)  # the first layer sees the float input
+    constant = torch.relu(model[0].bias.detach()).double()  # layer 0 zeroed: its output is relu(bias) for every row
+    assert torch.allclose(seq["2"].xtx, 120 * torch.outer(constant, constant))
+    assert not torch.allclose(flat["2"].xtx, seq["2"].xtx)
+    for name, value in model.state_dict().items():
+        assert torch.equal(value, before[name])  # weights restored
+
+
+def test_calibration_stats_capture_lazily_once():
+    model, data = mlp(), batches()
+    calls = []
+    model[0].register_forward_hook(lambda *a: calls.append(1))
+    stats = CalibrationStats(model, find_layers(model), data)
+    assert calls == []
+    stats.get("0")
+    stats.get("2")
+    assert len(calls) == len(data)
+    with pytest.raises(AutoqError, match="nope"):
+        stats.get("nope")

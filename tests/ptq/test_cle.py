@@ -1,0 +1,72 @@
+"""Batch-norm folding and cross-layer equalization leave the float output unchanged and even out ranges."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from autoq.errors import AutoqError
+from autoq.ptq.cle import equalization_pairs, equalize, fold_batch_norm, fold_batch_norms
+
+
+def cnn() -> nn.Module:
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(1, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 16, 3, padding=1), nn.BatchNorm2d(16), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(16 * 4 * 4, 32), nn.ReLU(), nn.Linear(32, 10),
+    )
+    with torch.no_grad():  # non-trivial running statistics and very unequal channel ranges
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.2, 3)
+                m.weight.uniform_(0.2, 4)
+                m.bias.uniform_(-1, 1)
+        model[0].weight.mul_(torch.logspace(-2, 1, 8)[:, None, None, None])
+    return model.eval()
+
+
+def x() -> torch.Tensor:
+    return torch.randn(16, 1, 8, 8, generator=torch.Generator().manual_seed(1))
+
+
+def test_fold_batch_norms_keeps_output():
+    model = cnn()
+    with torch.no_grad():
+        ref = model(x())
+        assert fold_batch_norms(model) == 2
+        assert not any(isinstance(m, nn.BatchNorm2d) for m in model.modules())
+        assert torch.allclose(model(x()), ref, atol=1e-5)
+
+
+def test_fold_into_a_layer_without_bias():
+    conv, bn = nn.Conv2d(2, 3, 1, bias=False), nn.BatchNorm2d(3).eval()
+    bn.running_mean.fill_(0.5)
+    inp = torch.randn(2, 2, 4, 4)
+    with torch.no_grad():
+        ref = bn(conv(inp))
+        fold_batch_norm(conv, bn)
+        assert torch.allclose(conv(inp), ref, atol=1e-6)
+
+
+def test_cle_keeps_output_and_equalizes_ranges():
+    model = cnn()
+    fold_batch_norms(model)
+    pairs = equalization_pairs(model)
+    assert len(pairs) == 3  # conv-conv, conv-(pool, flatten)-linear, linear-linear
+    first, second = pairs[0]
+    r0 = first.weight.detach().reshape(8, -1).abs().amax(1)
+    spread_before = float(r0.max() / r0.min())
+    with torch.no_grad():
+        ref = model(x())
+        equalize(model)
+        assert torch.allclose(model(x()), ref, atol=1e-4, rtol=1e-4)
+    r1 = first.weight.detach().reshape(8, -1).abs().amax(1)
+    assert float(r1.max() / r1.min()) < spread_before / 10  # 1000x spread of the first conv's channels, evened out
+
+
+def test_fold_refuses_wrong_modules():
+    with pytest.raises(AutoqError):
+        fold_batch_norm(nn.ReLU(), nn.BatchNorm2d(2))

@@ -1,0 +1,105 @@
+"""What each PTQ method promises, on seeded layers with correlated inputs."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from ptq_cases import correlated_inputs, layer_and_stats
+
+from autoq.ptq import get_method
+from autoq.ptq.adaround import AdaRoundConfig, adaround
+from autoq.ptq.gptq import gptq
+from autoq.ptq.rtn import percentile_range
+from autoq.ptq.smoothquant import smoothquant
+from autoq.quant import QuantSpec
+from autoq.quant.activation import ActSpec, fake_quantize_activation, static_range
+
+FORMATS = [QuantSpec(3, "group", 32), QuantSpec(4, "channel"), QuantSpec(3, "tensor")]
+
+
+def rel_error(name: str, w, stats, spec) -> float:
+    rtn = stats.output_error(w, get_method("rtn-minmax")(w, spec, stats).dequantize())
+    return stats.output_error(w, get_method(name)(w, spec, stats).dequantize()) / rtn
+
+
+@pytest.mark.parametrize("spec", FORMATS, ids=lambda s: s.name)
+@pytest.mark.parametrize("name", ["gptq", "gptq-act"])
+def test_gptq_error_feedback_beats_rtn_on_correlated_inputs(layer, spec, name):
+    w, stats = layer
+    assert rel_error(name, w, stats, spec) < 0.9
+
+
+def test_gptq_handles_dead_inputs():
+    w, stats = layer_and_stats(n_in=64, n_out=8, seed=1)
+    xtx = stats.xtx.clone()
+    xtx[5, :] = 0
+    xtx[:, 5] = 0  # input 5 never fires
+    dead = stats.__class__(xtx, stats.absmax, stats.absmean, stats.mean, stats.min, stats.max, stats.n_tokens, stats.samples)
+    q = gptq(w, QuantSpec(4, "channel"), dead)
+    assert torch.isfinite(q.dequantize()).all()
+
+
+@pytest.mark.parametrize("spec", FORMATS[:2], ids=lambda s: s.name)
+def test_adaround_variables_end_near_0_or_1_and_beat_rtn(layer, spec):
+    w, stats = layer
+    q, h = adaround(w, spec, stats, AdaRoundConfig(iters=300))
+    assert float(((h < 0.01) | (h > 0.99)).float().mean()) > 0.9
+    assert rel_error("adaround", w, stats, spec) < 0.95
+    # every code is the floor or the ceiling of w / scale: rounding changes, nothing else
+    base = get_method("rtn-mse")(w, spec, stats)
+    assert int((q.codes.int() - base.codes.int()).abs().max()) <= 1
+
+
+@pytest.mark.parametrize("spec", FORMATS[:2], ids=lambda s: s.name)
+def test_awq_never_worse_than_rtn_on_calibration_and_folds_scale(layer, spec):
+    w, stats = layer
+    q = get_method("awq")(w, spec, stats)
+    assert rel_error("awq", w, stats, spec) <= 1.0 + 1e-6
+    # codes describe W diag(s); dequantize() is in the layer's own input coordinates
+    assert torch.allclose(q.dequantize(), q.dequantize_stored() / q.input_scale[None, :])
+
+
+def test_smoothquant_leaves_float_output_unchanged(layer):
+    w, stats = layer
+    q = smoothquant(w, QuantSpec(8, "channel", None, True), stats)
+    s = q.input_scale
+    x = correlated_inputs(w.shape[1], 64, seed=3)
+    assert torch.allclose((x / s) @ (w * s[None, :]).t(), x @ w.t(), rtol=1e-4, atol=1e-4)
+
+
+def test_smoothquant_helps_per_tensor_w8a8_with_outlier_channels():
+    w, stats = layer_and_stats(n_in=128, n_out=32, seed=2)
+    x = correlated_inputs(128, 512, seed=2)  # same distribution as calibration
+    act = ActSpec(8, "tensor")
+    spec = QuantSpec(8, "channel", None, True)
+    ref = x @ w.t()
+    plain = get_method("rtn-minmax")(w, spec, stats).dequantize()
+    y_plain = fake_quantize_activation(x, act, static_range(stats.min, stats.max)) @ plain.t()
+    q = smoothquant(w, spec, stats)
+    xs = fake_quantize_activation(x / q.input_scale, act, static_range(stats.min, stats.max, q.input_scale))
+    y_smooth = xs @ q.dequantize_stored().t()
+    assert float((y_smooth - ref).pow(2).mean()) < 0.7 * float((y_plain - ref).pow(2).mean())
+
+
+def test_bias_correction_removes_mean_output_shift(layer):
+    w, stats = layer
+    spec = QuantSpec(2, "channel")
+    q = get_method("bias-correction")(w, spec, stats)
+    shift = (q.dequantize() - w) @ stats.mean
+    assert float(shift.abs().max()) > 1e-3  # 2-bit rounding does shift the mean output
+    assert torch.allclose(shift + q.bias_delta, torch.zeros_like(shift), atol=1e-5)
+
+
+def test_percentile_clips_only_the_extremes():
+    w = torch.randn(4, 2000, generator=torch.Generator().manual_seed(0))
+    w[:, 0] = 50.0
+    lo, hi = percentile_range(w, QuantSpec(4, "channel"))
+    assert bool((hi < 5).all()) and bool((lo > -5).all())
+    assert bool((hi > 2).all())
+
+
+def test_lp_norm_range_at_most_minmax_lp_error():
+    w = torch.randn(8, 256, generator=torch.Generator().manual_seed(0))
+    spec = QuantSpec(3, "channel")
+    err = {m: float((get_method(m)(w, spec).dequantize() - w).abs().pow(2.4).sum()) for m in ("rtn-minmax", "rtn-lp")}
+    assert err["rtn-lp"] <= err["rtn-minmax"]

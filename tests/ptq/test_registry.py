@@ -1,0 +1,60 @@
+"""Conformance: every registered PTQ method keeps the registry's contract (add a method, it is tested here)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autoq.errors import AutoqError
+from autoq.ptq import get_method, method_names, method_needs_stats, register_method
+from autoq.ptq.result import TransformedTensor
+from autoq.quant import QuantizedTensor, QuantSpec
+
+SPECS = [QuantSpec(4, "group", 32), QuantSpec(3, "channel", None, True), QuantSpec(8, "tensor"), QuantSpec(2, "group", 64)]
+BUILTINS = {"rtn-minmax", "rtn-mse", "rtn-lp", "rtn-percentile", "gptq", "gptq-act", "awq", "adaround", "smoothquant", "smoothquant-search", "bias-correction"}
+
+
+def test_builtins_are_registered():
+    assert BUILTINS <= set(method_names())
+
+
+@pytest.mark.parametrize("spec", SPECS, ids=lambda s: s.name)
+@pytest.mark.parametrize("name", method_names())
+def test_method_contract(name, spec, layer):
+    w, stats = layer  # 96 inputs: group 64 pads the last group
+    q = get_method(name)(w, spec, stats)
+    assert isinstance(q, QuantizedTensor)
+    assert q.spec == spec
+    assert q.codes.shape == w.shape and q.codes.dtype == torch.uint8
+    assert int(q.codes.max()) <= spec.qmax
+    assert q.scale.dtype == torch.float16 and q.scale.numel() == spec.n_param_groups(*w.shape)
+    assert q.zero.numel() == q.scale.numel()
+    w_hat = q.dequantize()
+    assert w_hat.shape == w.shape and torch.isfinite(w_hat).all()
+    assert float((w_hat - w).norm()) < float(w.norm())  # a quantizer, not noise: closer than all-zeros
+    # deterministic
+    again = get_method(name)(w, spec, stats)
+    assert torch.equal(again.codes, q.codes)
+    if isinstance(q, TransformedTensor) and q.input_scale is not None:
+        assert q.input_scale.shape == (w.shape[1],) and bool((q.input_scale > 0).all())
+
+
+@pytest.mark.parametrize("name", method_names())
+def test_stats_requirement_is_declared(name, layer):
+    w, _ = layer
+    spec = QuantSpec(4, "channel")
+    if method_needs_stats(name):
+        with pytest.raises(AutoqError, match="calibration statistics"):
+            get_method(name)(w, spec, None)
+    else:
+        assert isinstance(get_method(name)(w, spec, None), QuantizedTensor)
+
+
+def test_unknown_method_lists_known():
+    with pytest.raises(AutoqError, match="gptq"):
+        get_method("no-such-method")
+
+
+def test_duplicate_registration_refused():
+    with pytest.raises(ValueError, match="already registered"):
+        register_method("gptq")(lambda w, spec, stats=None: None)

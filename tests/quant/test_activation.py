@@ -1,0 +1,72 @@
+"""Activation formats: names, static per-tensor and dynamic per-token fake quantization, and LayerChoice names."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from autoq.choice import Assignment, LayerChoice
+from autoq.errors import AutoqError
+from autoq.quant import QuantSpec
+from autoq.quant.activation import ActRange, ActSpec, fake_quantize_activation, static_range
+
+
+@pytest.mark.parametrize("name", ["a8-tensor", "a8-token", "a4-token", "a4-tensor", "a8-tensor-asym", "a4-token-asym"])
+def test_names_round_trip(name):
+    assert ActSpec.from_name(name).name == name
+
+
+@pytest.mark.parametrize("name", ["a16-tensor", "a8-row", "a8", "8-tensor"])
+def test_bad_names(name):
+    with pytest.raises(AutoqError):
+        ActSpec.from_name(name)
+
+
+def rows() -> torch.Tensor:
+    gen = torch.Generator().manual_seed(0)
+    return torch.randn(32, 64, generator=gen) * torch.linspace(0.1, 4, 32)[:, None]
+
+
+@pytest.mark.parametrize("bits", [8, 4])
+def test_per_token_error_is_bounded_by_half_a_step_per_row(bits):
+    x = rows()
+    y = fake_quantize_activation(x, ActSpec(bits, "token"))
+    step = x.abs().amax(dim=-1, keepdim=True) / ((1 << (bits - 1)) - 1)
+    assert bool(((y - x).abs() <= step / 2 + 1e-6).all())
+
+
+def test_eight_bits_finer_than_four():
+    x = rows()
+    err = {b: float((fake_quantize_activation(x, ActSpec(b, "token")) - x).pow(2).mean()) for b in (4, 8)}
+    assert err[8] < err[4] / 50
+
+
+def test_static_needs_a_calibrated_range_and_clips_outside_it():
+    x = rows()
+    with pytest.raises(AutoqError, match="calibrated range"):
+        fake_quantize_activation(x, ActSpec(8, "tensor"))
+    y = fake_quantize_activation(x, ActSpec(8, "tensor"), ActRange(-1.0, 1.0))
+    assert float(y.abs().max()) <= 1.0 + 1e-6
+    asym = fake_quantize_activation(x.clamp_min(0), ActSpec(8, "tensor", symmetric=False), ActRange(0.0, 2.0))
+    assert float(asym.min()) >= 0.0
+
+
+def test_static_range_of_scaled_input():
+    lo, hi = torch.tensor([-2.0, -1.0]), torch.tensor([4.0, 1.0])
+    assert static_range(lo, hi) == ActRange(-2.0, 4.0)
+    assert static_range(lo, hi, torch.tensor([4.0, 0.5])) == ActRange(-2.0, 2.0)
+
+
+@pytest.mark.parametrize("name", ["int8-ch-sym:smoothquant+a8-tensor", "int4-g128-asym:gptq+a8-token", "int4-g128-asym:rtn-mse", "fp16"])
+def test_layer_choice_names_round_trip(name):
+    choice = LayerChoice.from_name(name)
+    assert choice.name == name
+    assert Assignment.from_json(Assignment((("l", choice),)).to_json())["l"] == choice
+
+
+def test_layer_choice_activation_parsed_and_fp16_has_none():
+    choice = LayerChoice.from_name("int8-ch-sym:smoothquant+a8-tensor")
+    assert choice.activation == ActSpec(8, "tensor") and choice.method == "smoothquant"
+    assert LayerChoice(QuantSpec.half(), activation=ActSpec()).activation is None
+    with pytest.raises(AutoqError):
+        LayerChoice.from_name("int8-ch-sym:smoothquant+")

@@ -1,0 +1,114 @@
+"""Preset validation names the YAML line: unknown method, impossible group size, a pattern that governs nothing."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+import torch
+from torch import nn
+
+from autoq.errors import AutoqError
+from autoq.model import find_layers
+from autoq.search_spaces import load_preset, parse_preset, preset_names
+from autoq.space import SearchSpace
+
+
+def layers():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 64), nn.ReLU(), nn.Linear(64, 10))
+    return find_layers(model)  # '0' has 256 inputs, '2' has 64
+
+
+def preset(text: str):
+    return parse_preset(textwrap.dedent(text), "space.yaml")
+
+
+def test_unknown_method_names_its_line():
+    text = """
+    rules:
+      - layers: ".*"
+        bits: [4]
+        granularity: [channel]
+        methods: [rtn-mse, gptqq]
+    """
+    with pytest.raises(AutoqError, match=r"space.yaml, line 6, rule 1: unknown PTQ method 'gptqq'.*gptq"):
+        preset(text)
+
+
+def test_unknown_activation_names_its_line():
+    text = """
+    rules:
+      - layers: ".*"
+        bits: [8]
+        granularity: [channel]
+        methods: [smoothquant]
+        activations: [none, a8-row]
+    """
+    with pytest.raises(AutoqError, match=r"line 7, rule 1: cannot parse activation format 'a8-row'"):
+        preset(text)
+
+
+def test_unknown_granularity_names_its_line():
+    text = "rules:\n  - bits: 4\n    granularity: [g100]\n    methods: rtn-mse\n"
+    with pytest.raises(AutoqError, match=r"line 3, rule 1: unknown granularity 'g100'"):
+        preset(text)
+
+
+def test_impossible_group_size_names_the_line_and_layer():
+    text = """
+    rules:
+      - layers: "^2$"
+        bits: [4]
+        granularity: [channel, g128]
+        methods: [rtn-mse]
+      - layers: ".*"
+        bits: [4]
+        granularity: [g128]
+        methods: [rtn-mse]
+    """
+    with pytest.raises(AutoqError, match=r"line 5, rule 1: group size g128 is impossible here.*'2'.*64 inputs"):
+        SearchSpace.build(preset(text), layers())
+
+
+def test_catch_all_rule_collapses_groups_silently():
+    space = SearchSpace.build(load_preset("default"), layers())
+    assert all(c.weight.granularity != "group" for c in space.options[1])
+
+
+@pytest.mark.parametrize("pattern, why", [("^head$", "matches no quantizable layer"), ("^0$", "taken by an earlier rule")])
+def test_rule_that_governs_nothing_names_its_line(pattern, why):
+    text = f"""
+    rules:
+      - layers: ".*"
+        bits: [4]
+        granularity: [channel]
+        methods: [rtn-mse]
+      - layers: "{pattern}"
+        bits: [8]
+        granularity: [channel]
+        methods: [rtn-mse]
+    """
+    with pytest.raises(AutoqError, match=rf"line 7, rule 2: pattern .* governs no layer \(.*{why}\)"):
+        SearchSpace.build(preset(text), layers())
+
+
+@pytest.mark.parametrize("name", ["weights-only-llm", "w8a8", "cnn-mixed", "full"])
+def test_new_presets_are_listed_and_build(name):
+    assert name in preset_names()
+    space = SearchSpace.build(load_preset(name), layers())
+    assert all(len(opts) > 1 for opts in space.options)
+
+
+def test_w8a8_offers_activation_formats_and_fp16():
+    space = SearchSpace.build(load_preset("w8a8"), layers())
+    names = {c.name for c in space.options[0]}
+    assert names == {"fp16"} | {f"int8-ch-sym:{m}+{a}" for m in ("rtn-minmax", "smoothquant", "smoothquant-search") for a in ("a8-tensor", "a8-token")}
+
+
+def test_full_preset_multiplies_bits_granularity_and_methods():
+    space = SearchSpace.build(load_preset("full"), layers())
+    wide = space.options[0]
+    assert {c.method for c in wide if not c.weight.is_half} == {"rtn-mse", "rtn-lp", "gptq", "awq"}
+    assert {c.weight.group_size for c in wide if c.weight.granularity == "group"} == {32, 64, 128}
+    assert len(wide) == 6 * 4 * 4 + 1

@@ -1,0 +1,86 @@
+"""The on-disk cache of sensitivity tables: hits, misses, and what never comes from it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from tiny_models import mlp, space_for
+
+from autoq.builtin.workload import Workload
+from autoq.engine.seeding import seed_table
+from autoq.errors import AutoqError
+from autoq.sensitivity import cache_path, compute_table, model_hash, workload_table
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "sensitivity"
+
+
+def batches(seed: int = 1):
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(8, 6, generator=gen) for _ in range(2)]
+
+
+def mark(path) -> None:
+    """Tamper with a cached table so that a hit is recognisable."""
+    data = json.loads(path.read_text())
+    data["seconds"] = 12345.0
+    path.write_text(json.dumps(data))
+
+
+def test_cache_hit_and_misses(cache):
+    model, data = mlp(), batches()
+    space = space_for(model)
+
+    def run(m=model, d=data, settings=None, options=space.options):
+        return compute_table(m, d, space.layers, options, "kl", settings, progress=False)
+
+    first = run()
+    files = list(cache.glob("kl-*.json"))
+    assert len(files) == 1
+    mark(files[0])
+    assert run().seconds == 12345.0  # hit: identical model, data, metric, settings and options
+    assert run(settings={"n_samples": 8}).seconds != 12345.0  # other settings
+    assert run(d=batches(seed=2)).seconds != 12345.0  # other data
+    assert run(options=[opts[:3] for opts in space.options]).seconds != 12345.0  # other options
+    changed = mlp()
+    with torch.no_grad():
+        changed[0].weight[0, 0] += 1e-3
+    assert model_hash(changed) != model_hash(model)
+    assert run(m=changed).seconds != 12345.0  # other weights
+    assert len(list(cache.glob("kl-*.json"))) == 5
+    assert first.entries == run().entries
+
+
+def test_tables_with_a_custom_loss_or_use_cache_false_are_not_cached(cache):
+    model = mlp()
+    space = space_for(model)
+    data = [(x, torch.zeros(len(x), dtype=torch.long)) for x in batches()]
+    compute_table(model, data, space.layers, space.options, "hessian", {"max_iter": 3}, loss=lambda out, b: torch.nn.functional.cross_entropy(out, b[1]), progress=False)
+    compute_table(model, batches(), space.layers, space.options, "kl", use_cache=False, progress=False)
+    assert not cache.exists() or not list(cache.iterdir())
+
+
+def test_workload_tables_use_the_workload_fingerprint_and_name(cache):
+    model = mlp()
+    space = space_for(model)
+    workload = Workload("tiny-mlp", model, batches(), lambda m: 1.0, "none", data_fingerprint="fp-1")
+    table = workload_table(workload, space.layers, space.options, "sqnr", progress=False)
+    assert (table.model_name, table.data_fingerprint, table.model_hash) == ("tiny-mlp", "fp-1", model_hash(model))
+    assert cache_path("sqnr", "x").parent == cache
+
+
+def test_a_table_file_from_another_model_is_refused_by_the_search(cache, tmp_path):
+    model, other = mlp(seed=0), mlp(seed=1)
+    space = space_for(model)
+    table = compute_table(other, batches(), space.layers, space.options, "kl", model_name="other-mlp", progress=False)
+    path = table.save(tmp_path / "other.json")
+    workload = Workload("tiny-mlp", model, batches(), lambda m: 1.0, "none")
+    with pytest.raises(AutoqError, match=r"computed for model \w+ \(other-mlp\), not for this model \w+ \(tiny-mlp\)"):
+        seed_table(workload, space, str(path), progress=False)
+    own = compute_table(model, batches(), space.layers, space.options, "kl", progress=False).save(tmp_path / "own.csv")
+    assert seed_table(workload, space, str(own), progress=False).model_hash == model_hash(model)

@@ -1,0 +1,97 @@
+"""Done-when 1: Hutchinson per-layer traces against exact Hessians on a small MLP and a small CNN."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import cnn, labelled, mlp, space_for
+from torch import nn
+from torch.func import functional_call
+
+from autoq.sensitivity import compute_table
+from autoq.sensitivity.gradient import divergence_loss, hutchinson
+from autoq.sensitivity.inputs import Inputs
+
+
+def task_loss(output, batch):
+    return nn.functional.cross_entropy(output, batch[1])
+
+
+def exact_traces(model: nn.Module, names: list[str], loss_of_model) -> list[float]:
+    """Trace of each layer's diagonal Hessian block, from the full block formed by autograd."""
+    params = dict(model.named_parameters())
+    traces = []
+    for name in names:
+        key = f"{name}.weight"
+        w0 = params[key].detach().clone()
+
+        def f(w, key=key):
+            return loss_of_model(lambda x: functional_call(model, {**params, key: w}, (x,)))
+
+        h = torch.autograd.functional.hessian(f, w0)
+        traces.append(float(h.reshape(w0.numel(), w0.numel()).diagonal().sum()))
+    return traces
+
+
+@pytest.mark.parametrize("make, shape, probe", [(mlp, (6,), "joint"), (mlp, (6,), "layerwise"), (cnn, (1, 6, 6), "layerwise")], ids=["mlp-joint", "mlp-layerwise", "cnn-layerwise"])
+def test_hutchinson_matches_exact_traces_on_the_task_loss(make, shape, probe):
+    model = make()
+    batches = labelled(shape, classes=model[-1].out_features)
+    space = space_for(model)
+    total = sum(len(b[1]) for b in batches)
+
+    def loss_of_model(forward):
+        return sum(task_loss(forward(x), (x, y)) * len(y) / total for x, y in batches)
+
+    exact = exact_traces(model, space.names, loss_of_model)
+    table = compute_table(model, batches, space.layers, space.options, "hessian",
+                          {"tol": 0.01, "max_iter": 4000, "min_iter": 50, "n_samples": None, "rows_per_batch": None, "probe": probe},
+                          loss=task_loss, progress=False)
+    for name, truth in zip(space.names, exact):
+        stats = table.stats(name)
+        assert stats["trace"] == pytest.approx(truth, rel=0.05), name
+        assert abs(stats["trace"] - truth) <= 3 * stats["trace_stderr"], (name, stats, truth)
+        assert 0 < stats["trace_stderr"] <= 0.03 * abs(stats["trace"])
+
+
+def test_hutchinson_on_the_kl_to_full_precision_matches_exact():
+    """Without labels the loss is the KL to the full-precision logits: zero gradient, Hessian = Fisher."""
+    model = mlp(seed=3)
+    batches = tuple(x for x, _ in labelled((6,), 4, seed=5))
+    space = space_for(model)
+    inputs = Inputs(model, batches, space.layers, space.options)
+    loss = divergence_loss(inputs, batches, "auto")
+    exact = exact_traces(model, space.names, lambda fwd: sum(loss(_Call(fwd), b, i) for i, b in enumerate(batches)))
+    params = [m.weight for m in inputs.modules()]
+    traces, ses, iters = hutchinson(model, params, batches, loss, tol=0.01, max_iter=4000, min_iter=50, seed=0)
+    assert iters < 4000 or max(s / t for s, t in zip(ses, traces)) <= 0.02
+    for t, se, truth in zip(traces, ses, exact):
+        assert t == pytest.approx(truth, rel=0.05)
+        assert abs(t - truth) <= 3 * se
+
+
+class _Call(nn.Module):
+    """A module that runs ``fn``: lets a loss written for modules run with substituted weights."""
+
+    def __init__(self, fn) -> None:
+        super().__init__()
+        self.fn = fn
+
+    def forward(self, x):
+        return self.fn(x)
+
+
+def test_hessian_score_is_trace_per_weight_times_squared_perturbation():
+    model = mlp()
+    batches = labelled((6,), 4)
+    space = space_for(model)
+    table = compute_table(model, batches, space.layers, space.options, "hessian", {"max_iter": 20, "n_samples": None, "rows_per_batch": None},
+                          loss=task_loss, progress=False)
+    inputs = Inputs(model, tuple(batches), space.layers, space.options)
+    for layer, module, options in zip(space.layers, [model[0], model[2], model[4]], space.options):
+        stats = table.stats(layer.name)
+        for choice, delta in inputs.perturbations(layer, module, options):
+            expected = stats["trace"] / module.weight.numel() * float(delta.double().pow(2).sum())
+            entry = table.entry(layer.name, choice.name)
+            assert entry.score == pytest.approx(expected, rel=1e-9)
+            assert entry.stderr == pytest.approx(stats["trace_stderr"] / module.weight.numel() * float(delta.double().pow(2).sum()), rel=1e-9)

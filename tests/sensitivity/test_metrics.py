@@ -1,0 +1,170 @@
+"""Every registered metric on tiny models: known answers, brute force, and a conformance check."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import mlp, space_for
+from torch import nn
+
+from autoq.choice import Assignment
+from autoq.errors import AutoqError
+from autoq.evaluate import QuantCache, quantize_layer
+from autoq.model import find_layers
+from autoq.search_spaces import load_preset
+from autoq.sensitivity import compute_table, get_metric, metric_names
+from autoq.space import SearchSpace
+
+ALL_ROWS = {"n_samples": None, "rows_per_batch": None}
+
+
+def linear_model() -> nn.Module:
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(40, 5)).eval()
+
+
+def inputs(rows: int = 16, features: int = 40, n: int = 2, seed: int = 1) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(seed)
+    return [torch.randn(rows, features, generator=gen) for _ in range(n)]
+
+
+@pytest.mark.parametrize("metric", ["kl", "mse", "sqnr"])
+@torch.no_grad()
+def test_forward_metrics_on_one_linear_layer_have_closed_forms(metric):
+    model, batches = linear_model(), inputs()
+    space = space_for(model)
+    table = compute_table(model, batches, space.layers, space.options, metric, {**ALL_ROWS, "output_kind": "real"}, use_cache=False, progress=False)
+    x = torch.cat(batches).double()
+    layer = model[0]
+    for choice in space.options[0]:  # the metric runs in float32, the closed form in float64
+        dw = quantize_layer(layer, choice).double() - layer.weight.double()
+        noise = (x @ dw.T).pow(2)
+        expected = {
+            "mse": noise.mean(),
+            "kl": 0.5 * noise.sum(1).mean(),  # unit-variance Gaussian KL per row
+            "sqnr": noise.sum() / (x @ layer.weight.double().T + layer.bias.double()).pow(2).sum(),
+        }[metric]
+        assert table.score("0", choice.name) == pytest.approx(float(expected), rel=1e-4)
+
+
+def test_kl_with_all_options_in_one_pass_matches_one_layer_at_a_time_by_brute_force():
+    model, batches = mlp(), inputs(features=6, n=3)
+    space = space_for(model)
+    table = compute_table(model, batches, space.layers, space.options, "kl", {**ALL_ROWS, "options_per_pass": 5}, use_cache=False, progress=False)
+    cache = QuantCache(model)
+    with torch.no_grad():
+        ref = torch.cat([model(b) for b in batches]).double()
+        for layer, options in zip(space.layers, space.options):
+            for choice in options:
+                with cache.apply(Assignment(((layer.name, choice),))):
+                    out = torch.cat([model(b) for b in batches]).double()
+                p = torch.log_softmax(ref, -1)
+                kl = (p.exp() * (p - torch.log_softmax(out, -1))).sum(-1).mean()
+                assert table.score(layer.name, choice.name) == pytest.approx(float(kl), rel=1e-3, abs=1e-10)
+
+
+class Masked(nn.Module):
+    """Takes keyword inputs like a Hugging Face model and returns ``last_hidden_state``."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.proj = nn.Linear(40, 6)
+
+    def forward(self, x, attention_mask):
+        return {"last_hidden_state": self.proj(x)}
+
+
+def test_padding_positions_do_not_count():
+    model = Masked().eval()
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 7, 40, generator=gen)
+    mask = torch.ones(4, 7, dtype=torch.long)
+    mask[:, 4:] = 0
+    space = SearchSpace.build(load_preset("default"), find_layers(model))
+    scores = {}
+    for padded in (x, torch.cat([x[:, :4], 100 * torch.randn(4, 3, 40, generator=gen)], 1)):
+        table = compute_table(model, [{"x": padded, "attention_mask": mask}], space.layers, space.options, "mse", ALL_ROWS, use_cache=False, progress=False)
+        scores[len(scores)] = [e.score for e in table.entries]
+    assert scores[0] == pytest.approx(scores[1], rel=1e-9)
+
+
+@torch.no_grad()
+def test_sampled_fisher_matches_its_closed_form_on_one_linear_layer():
+    """Real output, unit-Gaussian targets: F_ij = mean over rows of x_j^2."""
+    model, batches = linear_model(), inputs()
+    space = space_for(model)
+    table = compute_table(model, batches, space.layers, space.options, "fisher", {**ALL_ROWS, "output_kind": "real", "draws": 300}, use_cache=False, progress=False)
+    x = torch.cat(batches).double()
+    fisher = x.pow(2).mean(0).expand(5, 40)
+    for choice in space.options[0]:
+        dw = quantize_layer(model[0], choice).double() - model[0].weight.double()
+        assert table.score("0", choice.name) == pytest.approx(float((fisher * dw.pow(2)).sum()), rel=0.1)
+
+
+def test_fisher_and_hessian_traces_agree_at_full_precision():
+    """For the KL to the full-precision output both estimate the Gauss-Newton trace."""
+    model, batches = mlp(seed=4), inputs(features=6, n=2, seed=7)
+    space = space_for(model)
+    fisher = compute_table(model, batches, space.layers, space.options, "fisher", {**ALL_ROWS, "draws": 400}, use_cache=False, progress=False)
+    hessian = compute_table(model, batches, space.layers, space.options, "hessian", {**ALL_ROWS, "max_iter": 2000, "tol": 0.01, "probe": "layerwise"},
+                            use_cache=False, progress=False)
+    for name in space.names:
+        assert fisher.stats(name)["fisher_trace"] == pytest.approx(hessian.stats(name)["trace"], rel=0.1)
+
+
+@pytest.mark.parametrize("metric", metric_names())
+def test_every_metric_scores_every_option_and_more_error_scores_higher(metric):
+    model, batches = mlp(), inputs(features=6, n=2)
+    space = space_for(model)
+    extra = {"max_iter": 200} if metric == "hessian" else {"draws": 50} if metric == "fisher" else {}
+    table = compute_table(model, batches, space.layers, space.options, metric, {**ALL_ROWS, **extra}, use_cache=False, progress=False)
+    assert table.metric == metric and table.seconds > 0
+    assert {(e.layer, e.option) for e in table.entries} == {(layer.name, c.name) for layer, opts in zip(space.layers, space.options) for c in opts}
+    for layer, labels in zip(space.layers, space.labels):
+        two, eight, half = (table.score(layer.name, labels[k].name) for k in ("int2-ch-asym:rtn-mse", "int8-ch-asym:rtn-mse", "fp16"))
+        assert two > eight >= 0 and half <= eight
+
+
+def test_unknown_metric_and_setting_are_clear_errors():
+    with pytest.raises(AutoqError, match="unknown sensitivity metric 'hesian'; choose one of kl, sqnr, mse, hessian, fisher"):
+        get_metric("hesian")
+    model = linear_model()
+    space = space_for(model)
+    with pytest.raises(AutoqError, match=r"unknown setting\(s\) \['n_sample'\] for sensitivity metric 'kl'"):
+        compute_table(model, inputs(), space.layers, space.options, "kl", {"n_sample": 3}, progress=False)
+    with pytest.raises(AutoqError, match="unknown output kind"):
+        compute_table(model, inputs(), space.layers, space.options, "kl", {"output_kind": "probs"}, use_cache=False, progress=False)
+
+
+def test_gradient_metrics_read_hidden_states_as_real_outputs():
+    """``auto`` decides on the raw output: ``last_hidden_state`` is real-valued, not logits."""
+    model = Masked().eval()
+    gen = torch.Generator().manual_seed(3)
+    batch = {"x": torch.randn(4, 5, 40, generator=gen), "attention_mask": torch.ones(4, 5, dtype=torch.long)}
+    space = SearchSpace.build(load_preset("default"), find_layers(model))
+    tables = [compute_table(model, [batch], space.layers, space.options, "fisher", {**ALL_ROWS, "draws": 3, "output_kind": kind}, use_cache=False, progress=False)
+              for kind in ("auto", "real")]
+    assert tables[0].entries == tables[1].entries
+
+
+class WithUnused(nn.Module):
+    """Has a layer the output never uses (like MiniLM's pooler under ``last_hidden_state``)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.used, self.unused = nn.Linear(6, 3), nn.Linear(6, 3)
+
+    def forward(self, x):
+        return self.used(x)
+
+
+@pytest.mark.parametrize("metric", metric_names())
+def test_a_layer_the_output_does_not_use_scores_zero(metric):
+    model = WithUnused().eval()
+    space = space_for(model)
+    table = compute_table(model, inputs(features=6), space.layers, space.options, metric, {**ALL_ROWS, **({"max_iter": 12} if metric == "hessian" else {})},
+                          use_cache=False, progress=False)
+    assert all(e.score == 0 for e in table.entries if e.layer == "unused")
+    assert any(e.score > 0 for e in table.entries if e.layer == "used")

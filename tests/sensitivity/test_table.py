@@ -1,0 +1,67 @@
+"""`SensitivityTable`: lookups, CSV/JSON round trips, the heat map, refusing another model's table."""
+
+from __future__ import annotations
+
+import pytest
+
+from autoq.errors import AutoqError
+from autoq.sensitivity import Entry, SensitivityTable
+
+
+def table(model_hash: str = "abc123") -> SensitivityTable:
+    entries = (
+        Entry("enc.0.q", "int2-ch-asym:rtn-mse", 0.5, 0.01),
+        Entry("enc.0.q", "int4-g128-asym:rtn-mse", 0.0123456789012345, None),
+        Entry("enc.0.q", "fp16", 1e-12, 0.0),
+        Entry("enc,1 \"odd\"", "int2-ch-asym:rtn-mse", 2.5, None),
+    )
+    return SensitivityTable("hessian", model_hash, "data42", entries, 12.5, "tiny", (("tol", "0.05"),), (("enc.0.q", (("trace", 3.0), ("trace_stderr", 0.1))),))
+
+
+def test_lookups_and_missing_entries():
+    t = table()
+    assert t.layers == ["enc.0.q", "enc,1 \"odd\""]
+    assert t.options[:2] == ["int2-ch-asym:rtn-mse", "int4-g128-asym:rtn-mse"]
+    assert t.score("enc.0.q", "fp16") == 1e-12
+    assert t.stats("enc.0.q") == {"trace": 3.0, "trace_stderr": 0.1}
+    with pytest.raises(AutoqError, match="no score for layer 'enc.0.q' at 'int8-ch-asym:rtn-mse'"):
+        t.score("enc.0.q", "int8-ch-asym:rtn-mse")
+
+
+def test_duplicate_entries_are_refused():
+    with pytest.raises(AutoqError, match="twice"):
+        SensitivityTable("kl", "h", "d", (Entry("a", "fp16", 1.0), Entry("a", "fp16", 2.0)), 1.0)
+
+
+def test_json_round_trip_keeps_everything(tmp_path):
+    t = table()
+    back = SensitivityTable.load(t.save(tmp_path / "t.json"))
+    assert back == t
+    assert back.stats("enc.0.q") == t.stats("enc.0.q")
+
+
+def test_csv_round_trip_keeps_scores_exactly(tmp_path):
+    t = table()
+    back = SensitivityTable.load(t.save(tmp_path / "t.csv"))
+    assert back.entries == t.entries
+    assert (back.metric, back.model_hash, back.data_fingerprint, back.seconds, back.params) == (t.metric, t.model_hash, t.data_fingerprint, t.seconds, t.params)
+
+
+def test_heatmap_is_a_png(tmp_path):
+    path = table().heatmap(tmp_path / "t.png")
+    assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_table_from_another_model_is_refused():
+    t = table("abc123")
+    t.check_model("abc123")
+    with pytest.raises(AutoqError, match="computed for model abc123 .*not for this model fff999"):
+        t.check_model("fff999", "other")
+
+
+def test_not_a_table(tmp_path):
+    (tmp_path / "x.json").write_text('{"format": "autoq.assignment"}')
+    with pytest.raises(AutoqError, match="not an autoq sensitivity table"):
+        SensitivityTable.load(tmp_path / "x.json")
+    with pytest.raises(AutoqError, match="does not exist"):
+        SensitivityTable.load(tmp_path / "missing.json")

@@ -1,0 +1,51 @@
+"""Reading a search back from MLflow: the result by parent run id, the parent by study name."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+import autoq
+from autoq.errors import AutoqError
+from autoq.tracking.runs import find_search, reconcile_children, trial_runs
+
+
+@pytest.fixture
+def searched(mlflow_uri):
+    return autoq.search("digits-cnn", budget="4.5bits", n_trials=12, seed=2, tracking_uri=mlflow_uri, study_name="reload-me", progress=False)
+
+
+def test_result_reloads_from_mlflow_by_run_id(searched, mlflow_uri):
+    loaded = autoq.SearchResult.from_mlflow(searched.parent_run_id, mlflow_uri)
+    assert loaded == searched  # points, frontier, budget, names and counts; timings are not compared
+    assert loaded.best == searched.best and loaded.best_uniform == searched.best_uniform
+    assert pickle.loads(pickle.dumps(loaded)) == loaded
+    assert loaded.covers(searched) and searched.covers(loaded)
+    assert loaded.wall_seconds > 0
+
+
+def test_find_search_and_reconcile(searched, mlflow_uri):
+    client = MlflowClient(mlflow_uri)
+    experiment_id = client.get_run(searched.parent_run_id).info.experiment_id
+    assert find_search(client, experiment_id, "reload-me").info.run_id == searched.parent_run_id
+    assert find_search(client, experiment_id, "nothing") is None
+    # keep the first 10 evaluated trials: the children of the last 2 are deleted, the rest map to their runs
+    first = sorted(p.trial for p in searched.points)[:10]
+    kept = reconcile_children(client, searched.parent_run_id, first)
+    assert sorted(kept) == first
+    assert {p.run_id for p in searched.points if p.trial in first} == set(kept.values())
+    assert len(trial_runs(client, searched.parent_run_id)) == 10
+
+
+def test_unknown_run_is_a_clear_error(mlflow_uri):
+    with pytest.raises(AutoqError, match="no run 'abc'"):
+        autoq.SearchResult.from_mlflow("abc", mlflow_uri)
+
+
+def test_covers_compares_frontiers(searched):
+    from dataclasses import replace
+
+    worse = replace(searched, frontier=tuple(replace(p, quality=p.quality - 0.1) for p in searched.frontier))
+    assert searched.covers(worse) and not worse.covers(searched)
