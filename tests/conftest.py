@@ -6,6 +6,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+import torch
 
 
 @pytest.fixture(scope="session")
@@ -30,3 +31,12 @@ def mlflow_uri(tmp_path: Path, _mlflow_template: Path) -> str:
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     """Built-in models cache into one session folder, never the user's ~/.cache."""
     monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "autoq-cache"))
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models run fastest on one torch thread; on a busy machine a thread pool crawls on them."""
+    saved = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(saved)

@@ -10,14 +10,7 @@ from autoq.builtin import load_workload
 from autoq.cli import main
 from autoq.sensitivity import SensitivityTable, model_hash
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The digits CNN's tiny ops run fastest on one thread; on a busy machine a thread pool crawls."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture

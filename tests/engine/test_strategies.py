@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import pytest
-import torch
 from mlflow.tracking import MlflowClient
 
 from autoq.builtin import load_workload
@@ -16,14 +15,7 @@ from autoq.engine.seeds import fill_seeds, uniform_seeds
 from autoq.engine.strategy import STRATEGIES
 from autoq.errors import AutoqError
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """The digits CNN's tiny ops run fastest on one thread; on a busy machine a thread pool crawls."""
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(saved)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")

@@ -1,14 +1,10 @@
-"""Tiny models run fastest on one thread; a busy machine makes a thread pool crawl on them."""
+"""Every sensitivity test runs its tiny models on one torch thread (the root conftest's ``one_thread``)."""
 
 from __future__ import annotations
 
 import pytest
-import torch
 
 
 @pytest.fixture(autouse=True)
-def _one_thread():
-    saved = torch.get_num_threads()
-    torch.set_num_threads(1)
+def _one_thread(one_thread):
     yield
-    torch.set_num_threads(saved)
