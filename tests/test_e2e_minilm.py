@@ -26,7 +26,7 @@ def test_cli_search_on_real_minilm(tmp_path, mlflow_uri):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = proc.stdout
-    assert "Pareto frontier within 4.5bits" in out and "mlflow ui --backend-store-uri" in out
+    assert "Pareto frontier (quality, bits) within 4.5bits" in out and "mlflow ui --backend-store-uri" in out
     assert "Best uniform within budget" in out and "better." in out
 
     client = MlflowClient(mlflow_uri)

@@ -149,7 +149,7 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
         tracker.client.set_tag(parent_id, "latency_source", cost_model.latency_source)
 
     bar = tqdm(total=config.n_trials, desc="autoq search", unit="trial", disable=not config.progress, dynamic_ncols=True)
-    book = TrialBook(strategy, cost_model, budget, uniform_set, config.n_trials, config.max_retries, tracker, bar)
+    book = TrialBook(strategy, cost_model, budget, uniform_set, config.n_trials, config.max_retries, tracker, bar, config.backend)
     if config.resume:
         book.restore(*finished_trials(storage, study_name, space, cost_model, uniform_set, tracker))
     deadline = start + config.timeout if config.timeout is not None else None

@@ -76,8 +76,10 @@ class TrialBook:
         max_retries: int,
         tracker: MlflowTracker | None,
         bar: tqdm | None = None,
+        backend: str = "optuna",
     ) -> None:
         self.strategy, self.cost_model, self.budget = strategy, cost_model, budget
+        self.backend = backend  # tagged on every child run, whoever logs it (a worker or this driver)
         self.uniform = set(uniform)
         self.n_trials, self.max_retries, self.tracker, self.bar = n_trials, max_retries, tracker, bar
         self.points: list[Point] = []
@@ -150,7 +152,7 @@ class TrialBook:
         proposal, cost = pending.proposal, pending.cost
         is_uniform = proposal.assignment in self.uniform
         if run_id is None and self.tracker:
-            tags = trial_tags(is_uniform, self.cost_model, error, attempt=str(pending.attempt))
+            tags = trial_tags(is_uniform, self.cost_model, error, attempt=str(pending.attempt), backend=self.backend)
             run_id = self.tracker.log_trial(number, trial_metrics(cost, None if error else quality), tags, proposal.assignment, "FAILED" if error else "FINISHED")
         if error is not None:
             self.strategy.tell(proposal, None, pending.violation, error=error)
