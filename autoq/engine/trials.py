@@ -23,6 +23,7 @@ from autoq.cost import Cost, CostModel
 from autoq.engine.result import Point
 from autoq.engine.strategy import Proposal, Strategy
 from autoq.errors import AutoqError
+from autoq.interrupts import deferred_interrupts
 from autoq.tracking import MlflowTracker
 
 MAX_OVER_BUDGET_IN_A_ROW = 2000  # random proposals in the default space fit a 4.5-bit budget about 3% of the time
@@ -129,7 +130,8 @@ class TrialBook:
             cost = self.cost_model.cost(proposal.assignment)
             violation = self.budget.violation(cost)
             if violation > 0:
-                self.strategy.tell(proposal, None, violation)
+                with deferred_interrupts():  # an Optuna storage write cut in half would lock SQLite
+                    self.strategy.tell(proposal, None, violation)
                 self.n_infeasible += 1
                 self._in_a_row += 1
                 if self._in_a_row > MAX_OVER_BUDGET_IN_A_ROW:
@@ -148,6 +150,10 @@ class TrialBook:
         """Record the evaluation of in-flight trial ``number``: log it (unless a worker did), tell, retry or count.
 
         Returns the MLflow run id of the trial (``None`` without tracking)."""
+        with deferred_interrupts():  # the MLflow and Optuna writes of one trial are never cut in half
+            return self._record(number, quality, error, run_id)
+
+    def _record(self, number: int, quality: float, error: str | None, run_id: str | None) -> str | None:
         pending = self.in_flight.pop(number)
         proposal, cost = pending.proposal, pending.cost
         is_uniform = proposal.assignment in self.uniform

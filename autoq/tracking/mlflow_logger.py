@@ -15,6 +15,7 @@ from pathlib import Path
 
 from autoq.choice import Assignment
 from autoq.engine.result import Point
+from autoq.interrupts import deferred_interrupts
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 STUDY_TAG = "autoq.study"  # on the parent run: the Optuna study name, which identifies a search for --resume
@@ -54,12 +55,13 @@ class MlflowTracker:
         self.parent_id: str | None = None
 
     def start(self, run_name: str, params: Mapping[str, object], tags: Mapping[str, str]) -> str:
-        from mlflow.entities import Param
+        with deferred_interrupts():  # a write cut in half would leave the SQLite store locked
+            from mlflow.entities import Param
 
-        run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
-        self.parent_id = run.info.run_id
-        self.client.log_batch(self.parent_id, params=[Param(k, str(v)) for k, v in params.items()], synchronous=True)
-        return self.parent_id
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+            self.parent_id = run.info.run_id
+            self.client.log_batch(self.parent_id, params=[Param(k, str(v)) for k, v in params.items()], synchronous=True)
+            return self.parent_id
 
     def continue_search(self, study_name: str) -> bool:
         """Reopen the parent run of the search ``study_name`` (found by its tag); ``False`` if there is none."""
@@ -79,47 +81,49 @@ class MlflowTracker:
         return self
 
     def log_trial(self, number: int, metrics: Mapping[str, float], tags: Mapping[str, str], assignment: Assignment, status: str = "FINISHED") -> str:
-        from mlflow.entities import Metric, Param
+        with deferred_interrupts():  # a write cut in half would leave the SQLite store locked
+            from mlflow.entities import Metric, Param
 
-        assert self.parent_id is not None, "start() first"
-        run = self.client.create_run(
-            self.experiment_id,
-            run_name=f"trial-{number}",
-            tags={"mlflow.parentRunId": self.parent_id, TRIAL_TAG: str(number), **tags},
-        )
-        run_id = run.info.run_id
-        now = int(time.time() * 1000)
-        self.client.log_batch(
-            run_id,
-            metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-            params=[Param("trial", str(number)), Param("choices", assignment.summary()[:6000])],
-            synchronous=True,
-        )
-        self.client.log_text(run_id, assignment.to_json(), "assignment.json")
-        self.client.set_terminated(run_id, status=status)
-        return run_id
+            assert self.parent_id is not None, "start() first"
+            run = self.client.create_run(
+                self.experiment_id,
+                run_name=f"trial-{number}",
+                tags={"mlflow.parentRunId": self.parent_id, TRIAL_TAG: str(number), **tags},
+            )
+            run_id = run.info.run_id
+            now = int(time.time() * 1000)
+            self.client.log_batch(
+                run_id,
+                metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                params=[Param("trial", str(number)), Param("choices", assignment.summary()[:6000])],
+                synchronous=True,
+            )
+            self.client.log_text(run_id, assignment.to_json(), "assignment.json")
+            self.client.set_terminated(run_id, status=status)
+            return run_id
 
     def finish(
         self, points: Sequence[Point], frontier: Sequence[Point], metrics: Mapping[str, float], plot_budget: float | None, status: str = "FINISHED",
         latency_budget_ms: float | None = None,
     ) -> None:
-        from mlflow.entities import Metric
+        with deferred_interrupts():  # a write cut in half would leave the SQLite store locked
+            from mlflow.entities import Metric
 
-        assert self.parent_id is not None, "start() first"
-        on_front = {p.run_id for p in frontier}
-        for p in points:
-            if p.run_id:
-                self.client.set_tag(p.run_id, "pareto", "true" if p.run_id in on_front else "false")
-        now = int(time.time() * 1000)
-        self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], synchronous=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            out = Path(tmp)
-            write_frontier_csv(frontier, out / "frontier.csv")
-            (out / "frontier.json").write_text(json.dumps([{**p.row(), "assignment": p.assignment.to_dict()} for p in frontier], indent=1))
-            plot_frontier(points, frontier, plot_budget, out / "frontier.png", latency_budget_ms)
-            for name in ("frontier.csv", "frontier.json", "frontier.png"):
-                self.client.log_artifact(self.parent_id, str(out / name))
-        self.client.set_terminated(self.parent_id, status=status)
+            assert self.parent_id is not None, "start() first"
+            on_front = {p.run_id for p in frontier}
+            for p in points:
+                if p.run_id:
+                    self.client.set_tag(p.run_id, "pareto", "true" if p.run_id in on_front else "false")
+            now = int(time.time() * 1000)
+            self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], synchronous=True)
+            with tempfile.TemporaryDirectory() as tmp:
+                out = Path(tmp)
+                write_frontier_csv(frontier, out / "frontier.csv")
+                (out / "frontier.json").write_text(json.dumps([{**p.row(), "assignment": p.assignment.to_dict()} for p in frontier], indent=1))
+                plot_frontier(points, frontier, plot_budget, out / "frontier.png", latency_budget_ms)
+                for name in ("frontier.csv", "frontier.json", "frontier.png"):
+                    self.client.log_artifact(self.parent_id, str(out / name))
+            self.client.set_terminated(self.parent_id, status=status)
 
 
 def write_frontier_csv(points: Sequence[Point], path: Path) -> None:

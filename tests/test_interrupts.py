@@ -1,0 +1,41 @@
+"""``deferred_interrupts``: a signal inside the block is held, then delivered when the block ends."""
+
+from __future__ import annotations
+
+import os
+import signal
+
+import pytest
+
+from autoq.interrupts import deferred_interrupts
+
+
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+def test_signal_inside_the_block_is_delivered_after_it(sig: int) -> None:
+    seen: list[str] = []
+    previous = signal.signal(sig, lambda signum, frame: seen.append("handler"))
+    try:
+        with deferred_interrupts():
+            os.kill(os.getpid(), sig)
+            seen.append("block finished")
+        assert seen == ["block finished", "handler"]
+        assert signal.getsignal(sig) is not None and seen.count("handler") == 1
+    finally:
+        signal.signal(sig, previous)
+
+
+def test_ctrl_c_inside_the_block_raises_keyboardinterrupt_after_it() -> None:
+    finished = False
+    with pytest.raises(KeyboardInterrupt):
+        with deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGINT)
+            finished = True
+    assert finished
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+
+
+def test_no_signal_means_no_side_effect() -> None:
+    before = signal.getsignal(signal.SIGTERM)
+    with deferred_interrupts():
+        pass
+    assert signal.getsignal(signal.SIGTERM) is before
