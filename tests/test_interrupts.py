@@ -25,13 +25,17 @@ def test_signal_inside_the_block_is_delivered_after_it(sig: int) -> None:
 
 
 def test_ctrl_c_inside_the_block_raises_keyboardinterrupt_after_it() -> None:
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # other libraries (Ray Tune) install their own
     finished = False
-    with pytest.raises(KeyboardInterrupt):
-        with deferred_interrupts():
-            os.kill(os.getpid(), signal.SIGINT)
-            finished = True
-    assert finished
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            with deferred_interrupts():
+                os.kill(os.getpid(), signal.SIGINT)
+                finished = True
+        assert finished
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def test_no_signal_means_no_side_effect() -> None:
