@@ -23,6 +23,7 @@ from __future__ import annotations
 import logging
 import math
 import os
+import signal
 import tempfile
 import time
 from typing import Any
@@ -60,7 +61,12 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
                     checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
                 ),
             )
-            tuner.fit()
+            handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+            try:
+                tuner.fit()
+            finally:  # Tune installs its own SIGINT/SIGTERM handlers and leaves them behind
+                for sig, handler in handlers.items():
+                    signal.signal(sig, handler)
         if not book.done() and not searcher.timed_out():
             raise KeyboardInterrupt  # Tune stopped early: it caught Ctrl-C / SIGTERM itself
     finally:

@@ -134,3 +134,11 @@ def test_resume_on_ray_continues_an_optuna_backend_search(local_ray, digits, mlf
     assert set(first.points) <= set(resumed.points)
     runs = child_runs(MlflowClient(mlflow_uri), first.parent_run_id)
     assert len(runs) == 12 and len({r.data.tags["autoq.trial"] for r in runs}) == 12
+
+
+def test_signal_handlers_are_restored_after_a_ray_search(local_ray, digits):
+    import signal
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    _search(digits, n_trials=4, backend="ray", workers=1)
+    assert {sig: signal.getsignal(sig) for sig in before} == before
