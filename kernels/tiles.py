@@ -1,4 +1,4 @@
-"""Tile ordering shared by the GEMM kernels."""
+"""Tile ordering and autotune helpers shared by the GEMM kernels."""
 
 from __future__ import annotations
 
@@ -22,3 +22,15 @@ def tile_offsets(M, N, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, GROUP_M: tl
     pid_m = first_m + (pid % per_group) % size_m
     pid_n = (pid % per_group) // size_m
     return pid_m * BLOCK_M + tl.arange(0, BLOCK_M), pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+
+
+def batch_bucket(m: int) -> int:
+    """The batch rounded up to a power of two: the autotune key, so nearby batches share a tuned config."""
+    return 1 << max(0, (m - 1).bit_length())
+
+
+def prune_gemm_configs(configs, named_args, **kwargs):
+    """Drop tiles much taller than the batch: they only multiply masked rows."""
+    m = named_args["M_BUCKET"]
+    kept = [c for c in configs if c.kwargs["BLOCK_M"] <= max(16, m)]
+    return kept or configs[:1]

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from autoq.kernels.capability import interpreting
-from autoq.kernels.tiles import tile_offsets
+from autoq.kernels.tiles import batch_bucket, prune_gemm_configs, tile_offsets
 
 
 @triton.jit
@@ -68,14 +68,8 @@ _GEMM_CONFIGS = [
 ]
 
 
-def _prune_gemm(configs, named_args, **kwargs):
-    m = named_args["M_BUCKET"]
-    kept = [c for c in configs if c.kwargs["BLOCK_M"] <= max(16, m)]
-    return kept or configs[:1]
-
-
 _quant_tuned = triton.autotune(configs=_QUANT_CONFIGS, key=["K"])(quantize_rows_kernel)
-_gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": _prune_gemm})(int8_gemm_kernel)
+_gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": prune_gemm_configs})(int8_gemm_kernel)
 
 
 def launch_quantize_rows(x, q, scale) -> None:
@@ -92,7 +86,7 @@ def launch_int8_gemm(a, a_scale, w, w_scale, out) -> None:
     """``out = (a @ w.T) * a_scale[:, None] * w_scale[None, :]`` with int8 ``a`` ``(M, K)`` and ``w`` ``(N, K)``."""
     m, k = a.shape
     n = w.shape[0]
-    bucket = 1 << max(0, (m - 1).bit_length())
+    bucket = batch_bucket(m)
     stride_sw = 0 if w_scale.numel() == 1 else w_scale.stride(0)
     args = (a, a_scale, w, w_scale, out, m, n, k, bucket, a.stride(0), w.stride(0), stride_sw, out.stride(0))
     if interpreting():

@@ -22,7 +22,7 @@ import triton
 import triton.language as tl
 
 from autoq.kernels.capability import interpreting
-from autoq.kernels.tiles import tile_offsets
+from autoq.kernels.tiles import batch_bucket, prune_gemm_configs, tile_offsets
 
 
 @triton.jit
@@ -159,16 +159,9 @@ _GEMM_CONFIGS = [
 ]
 
 
-def _prune_gemm(configs, named_args, **kwargs):
-    """Drop tiles much taller than the batch: they only multiply masked rows."""
-    m = named_args["M_BUCKET"]
-    kept = [c for c in configs if c.kwargs["BLOCK_M"] <= max(16, m)]
-    return kept or configs[:1]
-
-
 _gemv_tuned = triton.autotune(configs=_GEMV_CONFIGS, key=["N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"])(wq_gemv_kernel)
 _gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K", "BITS", "GROUP", "HAS_ZEROS"],
-                              prune_configs_by={"early_config_prune": _prune_gemm})(wq_gemm_kernel)
+                              prune_configs_by={"early_config_prune": prune_gemm_configs})(wq_gemm_kernel)
 
 
 def _wordwise(cpw: int) -> bool:
@@ -201,7 +194,7 @@ def launch_gemm(x, qweight, scales, zeros, out, bits: int, cpw: int, group: int)
     """Run the tiled GEMM kernel into ``out`` ``(M, N)``."""
     m, k = x.shape
     n = qweight.shape[0]
-    bucket = 1 << max(0, (m - 1).bit_length())
+    bucket = batch_bucket(m)
     args = (x, qweight, scales, scales if zeros is None else zeros, out, m, n, k, bucket, x.stride(0), qweight.stride(0),
             _row_stride(scales), scales.stride(1), out.stride(0))
     meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=_wordwise(cpw))
