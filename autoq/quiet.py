@@ -44,3 +44,31 @@ def _transformers_logging():
     except ImportError:
         return None
     return hf_logging
+
+
+@contextmanager
+def native_stdout_silenced() -> Iterator[None]:
+    """Send what native code writes to file descriptor 1 to /dev/null for the call.
+
+    HiGHS (scipy's ``milp``) prints a debug line, ``HighsMipSolverData::transformNewIntegerFeasibleSolution
+    tmpSolver.run();``, straight from C++ whatever its display options (ERGO-Code/HiGHS#2783); on a large
+    ILP it fills the terminal around the progress bar. Python's own ``sys.stdout`` is flushed first and
+    is untouched.
+    """
+    import os
+    import sys
+
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):  # no usable descriptor 1 (some embedded interpreters): nothing to silence
+        yield
+        return
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)

@@ -3,8 +3,8 @@
 Rows: uniform (every uniform assignment within the budget), random search (random
 choices repaired into the budget), ILP alone (budget sweep + noisy-score solves),
 unseeded Optuna (today's default: uniform baselines, random budget-filling mixes,
-then multivariate TPE) and seeded Optuna (uniform baselines, ILP and greedy seeds
-from a sensitivity table, then the same TPE). Each strategy gets the same number of
+then multivariate TPE) and seeded Optuna (uniform baselines, raise, ILP and greedy
+seeds from a sensitivity table, then the same TPE). Each strategy gets the same number of
 evaluated trials (over-budget proposals are not evaluated, as in ``autoq search``).
 Columns: the best quality within the budget and the Pareto hypervolume within the
 budget (quality above the cheapest uniform assignment's, times bits below the budget).
@@ -41,8 +41,8 @@ from autoq.sensitivity import workload_table
 SMOLLM2_SPACE = str(Path(__file__).parent / "smollm2_space.yaml")
 # model -> (budgets, trials per strategy, seed metric, search space, workload loader)
 SETUPS = {
-    "minilm": (("4.5bits", "3.5bits"), 16, "fisher", "default", None),
-    "smollm2": (("4.25bits", "3.25bits"), 12, "fisher", SMOLLM2_SPACE, None),
+    "minilm": (("4.5bits", "3.5bits"), 32, "fisher", "default", None),
+    "smollm2": (("4.25bits", "3.25bits"), 24, "fisher", SMOLLM2_SPACE, None),
 }
 STRATEGIES = (("random", "random", None), ("ILP alone", "ilp", "metric"), ("unseeded Optuna (TPE)", "optuna", None), ("seeded Optuna (TPE)", "optuna", "metric"))
 

@@ -4,9 +4,9 @@ minimise   sum_l sum_k score[l, k] * x[l, k]
 subject to sum_k x[l, k] = 1 for every layer l,   sum_{l,k} cost[l, k] * x[l, k] <= capacity,   x binary.
 
 Additive per-layer sensitivity is an approximation, so one solution is not enough:
-`ilp_seeds` solves at the target with the scores perturbed by log-normal noise
-(robustness to estimation error) and at a sweep of budgets below the target,
-giving distinct, diverse seeds near the frontier.
+`ilp_seeds` solves at a sweep of budgets from the target down (seeds spread along
+the whole frontier), then at the target with the scores perturbed by log-normal
+noise (robustness to estimation error), giving distinct, diverse seeds.
 """
 
 from __future__ import annotations
@@ -19,17 +19,21 @@ from scipy.sparse import csr_array
 
 from autoq.choice import Assignment
 from autoq.engine.knapsack import Knapsack
+from autoq.quiet import native_stdout_silenced
 
 SWEEP_STEPS = 8  # budgets in the sweep, evenly spaced from the target down to the cheapest assignment
 
 
-def solve_ilp(problem: Knapsack, capacity: float | None = None, scores: np.ndarray | None = None, time_limit: float = 20.0) -> list[int] | None:
-    """Option index per layer minimising the summed score within ``capacity``; ``None`` if nothing fits."""
+def solve_ilp(problem: Knapsack, capacity: float | None = None, scores: np.ndarray | None = None, time_limit: float = 20.0,
+              floor: Sequence[int] | None = None) -> list[int] | None:
+    """Option index per layer minimising the summed score within ``capacity``; ``None`` if nothing fits.
+    ``floor`` (an option index per layer) allows only options costing at least that option, per layer."""
     capacity = problem.capacity if capacity is None else capacity
-    if capacity < problem.lowest:
+    least = [0.0] * len(problem.costs) if floor is None else [row[k] for row, k in zip(problem.costs, floor)]
+    index = [(layer, k) for layer, row in enumerate(problem.costs) for k in range(len(row)) if row[k] >= least[layer]]
+    if capacity < sum(min(c for c in row if c >= lo) for row, lo in zip(problem.costs, least)):
         return None
     matrix = problem.score_matrix() if scores is None else scores
-    index = [(layer, k) for layer, row in enumerate(problem.costs) for k in range(len(row))]
     n_layers = len(problem.costs)
     top = float(np.max(np.abs(matrix[np.isfinite(matrix)]))) or 1.0
     c = np.array([matrix[layer, k] / top for layer, k in index])
@@ -39,7 +43,9 @@ def solve_ilp(problem: Knapsack, capacity: float | None = None, scores: np.ndarr
     cost = np.array([[problem.costs[layer][k] / scale for layer, k in index]])
     # the cost row is scaled to O(1); a hair of slack below the capacity absorbs HiGHS' feasibility tolerance
     constraints = [LinearConstraint(one_each, 1, 1), LinearConstraint(cost, -np.inf, capacity / scale - 1e-9)]
-    result = milp(c, constraints=constraints, integrality=np.ones(len(index)), bounds=Bounds(0, 1), options={"time_limit": time_limit, "mip_rel_gap": 1e-6})
+    with native_stdout_silenced():
+        result = milp(c, constraints=constraints, integrality=np.ones(len(index)), bounds=Bounds(0, 1),
+                      options={"time_limit": time_limit, "mip_rel_gap": 1e-6})
     if result.x is None:
         return None
     picks = [0] * n_layers
@@ -52,29 +58,45 @@ def solve_ilp(problem: Knapsack, capacity: float | None = None, scores: np.ndarr
 
 
 def ilp_seeds(problem: Knapsack, count: int, seed: int = 0, noise: float = 0.5, steps: int = SWEEP_STEPS) -> list[Assignment]:
-    """Up to ``count`` distinct ILP solutions, most promising first: the budget itself, then noisy-score
-    solves at the budget alternating with a fixed sweep of lower budgets. The order does not depend on
-    ``count``, so a shorter list is a prefix of a longer one."""
+    """Up to ``count`` distinct ILP solutions: the budget itself, then the sweep of lower budgets (so even a
+    short list spans the whole bits range, which is what the Pareto frontier needs), then solves at the
+    budget with noisy scores. The order does not depend on ``count``: a shorter list is a prefix of a longer one."""
     if count <= 0:
         return []
     base = problem.score_matrix()
     rng = np.random.default_rng(seed)
-    capacities = problem.sweep(steps)
     seeds: list[Assignment] = []
 
     def add(picks: Sequence[int] | None) -> None:
-        if picks is not None:
+        if picks is not None and len(seeds) < count:
             candidate = problem.assignment(picks)
             if candidate not in seeds:
                 seeds.append(candidate)
 
-    add(solve_ilp(problem, capacities[0], base))
+    for capacity in problem.sweep(steps):
+        add(solve_ilp(problem, capacity, base))
+    for _ in range(6 * count):
+        if len(seeds) >= count:
+            break
+        add(solve_ilp(problem, problem.capacity, base * rng.lognormal(0.0, noise, base.shape)))
+    return seeds
+
+
+def raise_seeds(problem: Knapsack, floor: Sequence[int], count: int, seed: int = 0, noise: float = 0.5) -> list[Assignment]:
+    """Up to ``count`` distinct ILP solutions at the budget that only ever raise layers above ``floor`` (the
+    dearest uniform assignment within the budget): the exact solve, then noisy-score solves.
+
+    Additive sensitivity ignores how errors compound, so the unrestricted optimum may drop some layers far
+    below the uniform baseline to pay for others; on an LLM that can lose to the baseline itself. Raising
+    the most sensitive layers of a known-good uniform point cannot go below it, whatever the scores' errors."""
+    base = problem.score_matrix()
+    rng = np.random.default_rng(seed)
+    seeds: list[Assignment] = []
     for attempt in range(6 * count):
         if len(seeds) >= count:
             break
-        noisy = base * rng.lognormal(0.0, noise, base.shape)  # drawn every attempt, so the sequence is fixed
-        if attempt % 2 == 1 and attempt // 2 + 1 < len(capacities):
-            add(solve_ilp(problem, capacities[attempt // 2 + 1], base))
-        else:
-            add(solve_ilp(problem, problem.capacity, noisy))
-    return seeds[:count]
+        scores = base if attempt == 0 else base * rng.lognormal(0.0, noise, base.shape)
+        picks = solve_ilp(problem, problem.capacity, scores, floor=floor)
+        if picks is not None and (candidate := problem.assignment(picks)) not in seeds:
+            seeds.append(candidate)
+    return seeds

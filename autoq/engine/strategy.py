@@ -17,7 +17,7 @@ from autoq.budget import Budget
 from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.engine.greedy import greedy_seeds
-from autoq.engine.ilp import ilp_seeds
+from autoq.engine.ilp import ilp_seeds, raise_seeds
 from autoq.engine.knapsack import Knapsack, random_feasible
 from autoq.engine.seeds import fill_seeds, uniform_seeds
 from autoq.errors import AutoqError
@@ -168,18 +168,35 @@ StrategyFactory = Callable[[StrategyContext], tuple[Strategy, list[Assignment], 
 
 def _optuna_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], list[Assignment]]:
     """The sampler (TPE / NSGA-II / random) after the uniform baselines and budget-filling seeds; with a
-    sensitivity table the fill seeds are ILP and greedy solutions instead of random mixes."""
+    sensitivity table the fill seeds come from it instead of random mixes (see `_table_seeds`)."""
     strategy = make_strategy(ctx.sampler, ctx.space, ctx.seed, ctx.study_name, ctx.storage, resume=ctx.resume)
     uniform = uniform_seeds(ctx.space, ctx.cost_model, ctx.budget)
     count = min(ctx.n_fill_seeds, max(0, ctx.n_trials - len(uniform)))
     if ctx.scores is None:
         extra = fill_seeds(ctx.space, ctx.cost_model, ctx.budget, count, ctx.seed)
     else:
-        problem = ctx.knapsack()
-        n_greedy = count // 4
-        extra = [a for a in ilp_seeds(problem, count - n_greedy, ctx.seed) if a not in uniform]
-        extra += [a for a in greedy_seeds(problem, n_greedy + count) if a not in uniform and a not in extra][: count - len(extra)]
+        extra = _table_seeds(ctx, uniform, count)
     return strategy, uniform + extra, uniform
+
+
+def _table_seeds(ctx: StrategyContext, uniform: list[Assignment], count: int) -> list[Assignment]:
+    """``count`` distinct seeds from the sensitivity table, none of them a uniform baseline: a third raise
+    the dearest uniform baseline's most sensitive layers (ILP above that floor, exact then noisy), the
+    ILP budget sweep spans the frontier, and greedy allocations take the last eighth."""
+    problem = ctx.knapsack()
+    seeds: list[Assignment] = []
+
+    def take(candidates: Sequence[Assignment], limit: int) -> None:
+        fresh = [a for a in candidates if a not in uniform and a not in seeds]
+        seeds.extend(fresh[: max(0, limit - len(seeds))])
+
+    if uniform:
+        floor = [opts.index(uniform[-1][layer.name]) for layer, opts in zip(ctx.space.layers, ctx.space.options)]
+        take(raise_seeds(problem, floor, count // 3 + 1, ctx.seed), count // 3)
+    n_greedy = count // 8
+    take(ilp_seeds(problem, count, ctx.seed), count - n_greedy)
+    take(greedy_seeds(problem, count), count)
+    return seeds
 
 
 def _queue(ctx: StrategyContext, source: Iterator[Assignment]) -> tuple[Strategy, list[Assignment], list[Assignment]]:

@@ -12,7 +12,7 @@ from torch import nn
 from autoq.budget import parse_budget
 from autoq.cost import CostModel
 from autoq.engine.greedy import greedy_allocate, greedy_seeds
-from autoq.engine.ilp import ilp_seeds, solve_ilp
+from autoq.engine.ilp import ilp_seeds, raise_seeds, solve_ilp
 from autoq.engine.knapsack import Knapsack, random_feasible
 from autoq.model import find_layers
 from autoq.search_spaces import load_preset
@@ -35,11 +35,14 @@ def problem(budget: str, seed: int = 0) -> Knapsack:
     return Knapsack.build(space, cost_model, parse_budget(budget), scores)
 
 
-def brute_force(p: Knapsack, capacity: float) -> float:
+def brute_force(p: Knapsack, capacity: float, floor: list[int] | None = None) -> float:
     best = np.inf
     costs = [np.array(c) for c in p.costs]
     scores = [np.array(s) for s in p.scores]
+    least = [c[k] for c, k in zip(costs, floor)] if floor else [0.0] * len(costs)
     for picks in itertools.product(*[range(len(c)) for c in costs]):
+        if any(c[i] < lo for c, i, lo in zip(costs, picks, least)):
+            continue
         if sum(c[i] for c, i in zip(costs, picks)) <= capacity:
             best = min(best, sum(s[i] for s, i in zip(scores, picks)))
     return best
@@ -78,6 +81,29 @@ def test_ilp_seeds_are_distinct_within_budget_and_a_shorter_list_is_a_prefix():
     assert ilp_seeds(p, 4, seed=3) == seeds[:4]
     bits = [cost_model.cost(a).effective_bits for a in seeds]
     assert min(bits) < 3.5  # the sweep reaches well below the budget
+
+
+@pytest.mark.parametrize("budget, seed", [("4.5bits", 0), ("5.2bits", 1), ("3.4bits", 2)])
+def test_ilp_above_a_floor_matches_brute_force_and_raise_seeds_never_go_below_it(budget, seed):
+    p = problem(budget, seed)
+    # the floor: the dearest uniform assignment within the budget, as the seeded search uses it
+    uniform = [a for a in p.space.uniform_assignments() if p.total(picks_of(p, a)) <= p.capacity]
+    floor = picks_of(p, max(uniform, key=lambda a: p.total(picks_of(p, a))))
+    picks = solve_ilp(p, floor=floor)
+    assert sum(p.scores[i][k] for i, k in enumerate(picks)) == pytest.approx(brute_force(p, p.capacity, floor), rel=1e-6)
+    seeds = raise_seeds(p, floor, 5, seed=seed)
+    assert seeds[0] == p.assignment(picks) and len(set(seeds)) == len(seeds)
+    assert len(seeds) >= (2 if budget == "5.2bits" else 1)  # room above the floor: noisy solves differ
+    for a in seeds:
+        chosen = picks_of(p, a)
+        assert p.total(chosen) <= p.capacity
+        assert all(row[k] >= row[f] for row, k, f in zip(p.costs, chosen, floor))
+    # a floor above the budget leaves nothing to solve
+    assert solve_ilp(p, capacity=p.total(floor) * 0.99, floor=floor) is None
+
+
+def picks_of(p: Knapsack, assignment) -> list[int]:
+    return [opts.index(assignment[layer.name]) for layer, opts in zip(p.space.layers, p.space.options)]
 
 
 def test_greedy_seeds_and_random_picks_fit():

@@ -54,12 +54,21 @@ def test_ilp_without_seed_from_uses_kl(digits):
     assert search(digits, strategy="ilp", n_trials=1).points[0].assignment == ilp_optimum(digits)
 
 
-def test_seeded_optuna_enqueues_uniform_then_ilp_seeds(digits):
+def test_seeded_optuna_enqueues_uniform_then_raise_then_ilp_seeds(digits):
     problem = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None))
     uniform = uniform_seeds(problem.space, problem.cost_model, problem.budget)
-    result = search(digits, seed_from="kl", n_trials=len(uniform) + 3)
-    assert [p.assignment for p in result.points[: len(uniform)]] == uniform
-    assert result.points[len(uniform)].assignment == ilp_optimum(digits)
+    n_fill = 9
+    result = search(digits, seed_from="kl", n_trials=len(uniform) + n_fill, n_fill_seeds=n_fill)
+    seeded = [p.assignment for p in result.points]
+    assert seeded[: len(uniform)] == uniform
+    # a third of the fill seeds only raise layers above the dearest uniform baseline ...
+    top = uniform[-1]
+    for a in seeded[len(uniform) : len(uniform) + n_fill // 3]:
+        bits = problem.cost_model.layer_bits
+        assert all(bits(layer, a[layer.name]) >= bits(layer, top[layer.name]) for layer in problem.space.layers)
+    # ... then the ILP sweep, the optimum at the budget first unless a raise seed already is it
+    assert ilp_optimum(digits) in seeded
+    assert len(set(seeded)) == len(seeded)
     assert result.best.quality >= max(p.quality for p in result.points if p.uniform)
 
 
