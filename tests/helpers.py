@@ -1,4 +1,4 @@
-"""Reading back what a search left in MLflow, for assertions."""
+"""Reading back what a search left in MLflow, and what an export wrote, for assertions."""
 
 from __future__ import annotations
 
@@ -10,3 +10,12 @@ def child_runs(client: MlflowClient, parent_id: str) -> list:
     return client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000
     )
+
+
+def same_tensors(a, b) -> bool:
+    """Equal safetensors files, tensor by tensor (the header's metadata order is not fixed between writes)."""
+    import torch
+    from safetensors.torch import load_file
+
+    x, y = load_file(str(a)), load_file(str(b))
+    return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)

@@ -27,11 +27,13 @@ def run(args: argparse.Namespace) -> int:
     from autoq.builtin import DEFAULT_MODEL
     from autoq.export import export
     from autoq.export.config import read_config
-    from autoq.export.from_run import assignment_from_run
+    from autoq.export.from_run import point_from_run
 
-    assignment, what = assignment_from_run(args.tracking_uri, args.run_id)
-    print(f"autoq: exporting {what} ({assignment.summary()}) ...", file=sys.stderr, flush=True)
-    out = export(args.model or DEFAULT_MODEL, assignment, args.out)
+    point = point_from_run(args.tracking_uri, args.run_id)
+    assignment = point.assignment
+    print(f"autoq: exporting {point.what} ({assignment.summary()}) ...", file=sys.stderr, flush=True)
+    model = args.model or DEFAULT_MODEL
+    out = export(model, assignment, args.out, sequential=point.sequential, data_fingerprint=point.data_fingerprint or None)
     config = read_config(out)
     cost = config["cost"]
     print(f"Exported {len(assignment)} layers to {out}: {config['weights']} is {config['file_bytes'] / 1e6:.3f} MB "

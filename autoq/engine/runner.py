@@ -237,6 +237,7 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
             "data_fingerprint": workload.data_fingerprint, "optuna_storage": storage or "memory",
             "study_name": study_name, "device": config.device or "none", "batch": config.batch,
             "backend": config.backend, "workers": config.workers, "max_retries": config.max_retries,
+            "sequential": config.sequential,
         },
         tags={"autoq.kind": "search", "autoq.model": workload.name, STUDY_TAG: study_name},
     )

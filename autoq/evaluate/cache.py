@@ -155,10 +155,12 @@ class QuantCache:
         """Context manager: the model with ``assignment`` applied; originals (and hooks) restored after."""
         originals: dict[str, tuple[torch.Tensor, torch.Tensor | None]] = {}
         handles: list[Any] = []
+        # every layer first, then the swaps: a sequential sweep (triggered by a layer's first data-driven
+        # choice) must quantize the float weights of the layers before it, not ones this call swapped in
+        layers = {name: self.layer(name, choice) for name, choice in assignment.items()}
         try:
-            for name, choice in assignment.items():
+            for name, layer in layers.items():
                 module = get_module(self.model, name)
-                layer = self.layer(name, choice)
                 bias = getattr(module, "bias", None)
                 originals[name] = (module.weight.data, bias.data if bias is not None else None)
                 module.weight.data = layer.weight

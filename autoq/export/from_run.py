@@ -1,13 +1,35 @@
-"""The assignment an MLflow run recorded: a trial's ``assignment.json``, or a search's best frontier point."""
+"""The assignment an MLflow run recorded: a trial's ``assignment.json``, or a search's best frontier point,
+with the search settings an export must reproduce (sequential statistics, the calibration data's fingerprint)."""
 
 from __future__ import annotations
 
 import json
 import tempfile
+from dataclasses import dataclass
 from pathlib import Path
 
 from autoq.choice import Assignment
 from autoq.errors import AutoqError
+
+
+@dataclass(frozen=True)
+class RunPoint:
+    assignment: Assignment
+    what: str  # "trial 7 (run ...)" or "the best frontier point, ..."
+    sequential: bool = False  # the search captured statistics sequentially
+    data_fingerprint: str = ""  # of the search's workload data ("" when not recorded)
+
+
+def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
+    """The point of a trial run, or of a search's parent run (its highest-quality frontier point)."""
+    from mlflow.tracking import MlflowClient
+
+    assignment, what = assignment_from_run(tracking_uri, run_id)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    run = client.get_run(run_id)
+    parent_id = run.data.tags.get("mlflow.parentRunId")
+    params = client.get_run(parent_id).data.params if parent_id else run.data.params
+    return RunPoint(assignment, what, params.get("sequential") == "True", params.get("data_fingerprint", ""))
 
 
 def assignment_from_run(tracking_uri: str, run_id: str) -> tuple[Assignment, str]:

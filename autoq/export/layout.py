@@ -13,7 +13,8 @@ layouts, chosen so the file costs exactly what the budget counted:
 
 Tensors per layer: ``<layer>.qweight`` (int32 ``(N, ceil(K/C))`` or uint8 stream),
 ``<layer>.scales`` (fp16 ``(N, G)``, ``(N, 1)`` or ``(1, 1)``) and, for asymmetric
-formats, ``<layer>.zeros`` (fp16, same shape).
+formats, ``<layer>.zeros`` (fp16, same shape). AWQ layers add ``<layer>.input_scale``
+(fp32 ``(K,)``): the codes are those of ``W diag(s)`` and the layer divides its input by ``s``.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ import torch
 
 from autoq.errors import AutoqError
 from autoq.kernels.formats import PackedWeight, pack_weight, packed_nbytes
+from autoq.ptq.result import input_scale_of
 from autoq.quant import QuantizedTensor, QuantSpec, pack_codes, unpack_codes
 
 KERNEL_LAYOUT = "int32-k"
@@ -42,6 +44,9 @@ def to_tensors(name: str, qt: QuantizedTensor) -> tuple[dict[str, torch.Tensor],
     tensors = {f"{name}.qweight": qweight.contiguous(), f"{name}.scales": packed.scales.contiguous()}
     if packed.zeros is not None:
         tensors[f"{name}.zeros"] = packed.zeros.contiguous()
+    input_scale = input_scale_of(qt)
+    if input_scale is not None:
+        tensors[f"{name}.input_scale"] = input_scale.float().contiguous()
     return tensors, layout
 
 

@@ -44,7 +44,7 @@ def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "au
             got = None if layer is None else [layer.out_features, layer.in_features]
             raise AutoqError(f"the model does not match the export: layer {name!r} is {got} here, {entry['shape']} in the export")
 
-    quant_keys = {f"{name}.{part}" for name in quantized for part in ("qweight", "scales", "zeros")}
+    quant_keys = {f"{name}.{part}" for name in quantized for part in ("qweight", "scales", "zeros", "input_scale")}
     state = {k: v for k, v in tensors.items() if k not in quant_keys}
     result = model.load_state_dict(state, strict=False)
     if result.unexpected_keys:
@@ -59,8 +59,10 @@ def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "au
         spec = LayerChoice.from_name(entry["choice"]).weight
         packed = from_tensors(name, tensors, spec, tuple(entry["shape"]), entry["layout"])
         module = get_module(model, name)
+        input_scale = tensors.get(f"{name}.input_scale")
         if entry["kind"] in _LINEAR_KINDS:
-            _replace(model, name, QuantLinear(packed.to(module.weight.device), module.bias, backend))
-        else:  # convolutions: no kernel, dequantize into the module
-            module.weight.data = to_native(module, packed.dequantize()).to(module.weight.device)
+            _replace(model, name, QuantLinear(packed.to(module.weight.device), module.bias, backend, input_scale))
+        else:  # convolutions: no kernel, dequantize into the module (with AWQ's input scale folded in)
+            weight = packed.dequantize() if input_scale is None else packed.dequantize() / input_scale[None, :]
+            module.weight.data = to_native(module, weight).to(module.weight.device)
     return model.eval()

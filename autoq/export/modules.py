@@ -17,7 +17,8 @@ from autoq.kernels.formats import PackedWeight
 class QuantLinear(nn.Module):
     """``y = x @ dequant(W).T + b`` with ``W`` held as a `PackedWeight` (int32 codes, fp16 scales/zeros)."""
 
-    def __init__(self, packed: PackedWeight, bias: torch.Tensor | None = None, backend: str = "auto") -> None:
+    def __init__(self, packed: PackedWeight, bias: torch.Tensor | None = None, backend: str = "auto",
+                 input_scale: torch.Tensor | None = None) -> None:
         super().__init__()
         self.spec = packed.spec
         self.out_features, self.in_features = packed.shape
@@ -25,6 +26,8 @@ class QuantLinear(nn.Module):
         self.register_buffer("qweight", packed.qweight)
         self.register_buffer("scales", packed.scales)
         self.register_buffer("zeros", packed.zeros)
+        # AWQ: the codes are those of W diag(s); the input is divided by s (fp32, (in,)) before the kernel
+        self.register_buffer("input_scale", None if input_scale is None else input_scale.float().to(packed.qweight.device))
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
 
     @property
@@ -34,12 +37,15 @@ class QuantLinear(nn.Module):
         return PackedWeight(self.spec, (self.out_features, self.in_features), self.qweight, self.scales.half(), zeros)
 
     def dequantized_weight(self) -> torch.Tensor:
-        """The weight as fp32 ``(out, in)``: what the search simulated."""
-        return self.packed.dequantize(torch.float32)
+        """The weight as fp32 ``(out, in)`` in the layer's own input coordinates: what the search simulated."""
+        w = self.packed.dequantize(torch.float32)
+        return w if self.input_scale is None else w / self.input_scale[None, :]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from autoq.kernels.ops import wq_linear
 
+        if self.input_scale is not None:
+            x = (x.float() / self.input_scale).to(x.dtype)
         y = wq_linear(x, self.packed, backend=self.backend)
         return y if self.bias is None else y + self.bias.to(y.dtype)
 

@@ -1,7 +1,10 @@
 """``autoq.export(model, point, out_dir)``: a chosen point as packed safetensors plus ``autoq_config.json``.
 
 Quantized layers are re-quantized with their PTQ method exactly as the search's
-cache did (same codes, same fp16 scales), stored per `autoq.export.layout`.
+cache did (same codes, same fp16 scales; data-driven methods from the same
+calibration batches, see `autoq.export.quantize`), stored per `autoq.export.layout`.
+AWQ's per-input-channel scale is stored beside the codes (the layer divides its
+input by it), and bias correction's shifted bias replaces the layer's bias.
 Every other parameter (biases, embeddings, norms, fp16 layers, skipped layers)
 is stored as fp16, the form the cost model counts; persistent buffers are
 stored as fp16 when floating, unchanged otherwise. So the file's size is the
@@ -10,7 +13,9 @@ cost model's ``size_bytes`` plus the safetensors header and the buffers.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -20,8 +25,9 @@ from autoq.cost import CostModel
 from autoq.errors import AutoqError
 from autoq.export.config import WEIGHTS_NAME, describe_base, write_config
 from autoq.export.layout import to_tensors
-from autoq.model import find_layers, get_module, weight_2d
-from autoq.ptq import get_method, method_needs_stats
+from autoq.export.quantize import needs_calibration, quantize_point
+from autoq.model import find_layers, get_module
+from autoq.ptq.result import bias_delta_of
 
 
 def _assignment_of(point: object) -> Assignment:
@@ -31,12 +37,21 @@ def _assignment_of(point: object) -> Assignment:
     return assignment
 
 
-def _resolve_model(model: nn.Module | str) -> tuple[nn.Module, str | None]:
+def _resolve_model(model: nn.Module | str, calibration: Sequence[Any] | None, data_fingerprint: str | None,
+                   data_driven: list[str]) -> tuple[nn.Module, str | None, Sequence[Any] | None]:
+    """(module, built-in name or None, calibration batches): a name brings its workload's calibration set."""
     if isinstance(model, nn.Module):
-        return model, None
+        return model, None, calibration
     from autoq.builtin import BUILTINS, load_workload
 
-    return load_workload(model).model, (model if model in BUILTINS else None)
+    workload = load_workload(model)
+    if data_driven and calibration is None and data_fingerprint and workload.data_fingerprint not in ("", data_fingerprint):
+        raise AutoqError(
+            f"the search calibrated on other data (fingerprint {data_fingerprint}) than {model!r} gives here "
+            f"({workload.data_fingerprint}), so its {', '.join(data_driven[:3])} layers cannot be reproduced; "
+            "export with the model the search used"
+        )
+    return workload.model, (model if model in BUILTINS else None), (workload.calibration if calibration is None else calibration)
 
 
 def _shared_weights(model: nn.Module, names: set[str]) -> list[str]:
@@ -47,10 +62,20 @@ def _shared_weights(model: nn.Module, names: set[str]) -> list[str]:
     return [n for n in names if len(by_id.get(id(get_module(model, n.rsplit(".", 1)[0]).weight), [])) > 1]
 
 
-def export(model: nn.Module | str, point: object, out_dir: str | Path) -> Path:
-    """Write ``point`` (a `Point` or `Assignment`) of ``model`` (a module, a built-in name or an HF directory) to ``out_dir``."""
+def export(model: nn.Module | str, point: object, out_dir: str | Path, calibration: Sequence[Any] | None = None,
+           sequential: bool = False, data_fingerprint: str | None = None) -> Path:
+    """Write ``point`` (a `Point` or `Assignment`) of ``model`` (a module, a built-in name or an HF directory) to ``out_dir``.
+
+    ``calibration``: the batches the search calibrated on, needed when the point uses a data-driven method
+    (GPTQ, AWQ, AdaRound, bias correction); a model given by name brings its own, checked against
+    ``data_fingerprint`` (the search's, when known). ``sequential``: the search ran with ``sequential=True``.
+    """
     assignment = _assignment_of(point)
-    model, builtin = _resolve_model(model)
+    if any(c.activation is not None for c in assignment.values()):
+        names = sorted({c.name for c in assignment.values() if c.activation is not None})
+        raise AutoqError(f"export writes weight-only formats; {names[:3]} quantize activations too, which the exported "
+                         "QuantLinear does not run yet: choose a weight-only point")
+    model, builtin, calibration = _resolve_model(model, calibration, data_fingerprint, needs_calibration(assignment))
     found = {layer.name: layer for layer in find_layers(model)}
     unknown = [name for name in assignment if name not in found]
     if unknown:
@@ -58,30 +83,30 @@ def export(model: nn.Module | str, point: object, out_dir: str | Path) -> Path:
     layers = [found[name] for name in assignment]
     quantized = {name: c for name, c in assignment.items() if not c.weight.is_half}
     weight_names = {f"{name}.weight" for name in quantized}
-    unsupported = sorted({c.name for c in quantized.values() if c.activation is not None or method_needs_stats(c.method)})
-    if unsupported:
-        raise AutoqError(
-            f"export supports data-free weight-only choices (rtn-minmax, rtn-mse, ...) for now; {unsupported[:3]} need calibration "
-            "statistics or activation quantization, which the exporter does not reproduce yet"
-        )
     tied = _shared_weights(model, weight_names)
     if tied:
         raise AutoqError(f"quantized weight(s) {tied[:3]} are tied to other parameters; skip those layers (--skip) and search again")
 
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, dict] = {}
+    biases: dict[str, torch.Tensor] = {}
     with torch.no_grad():
+        qts = quantize_point(model, assignment, layers, calibration, sequential)
         for layer in layers:
             choice = assignment[layer.name]
             entry = {"choice": choice.name, "kind": layer.kind, "shape": [layer.out_features, layer.in_features]}
             if layer.name in quantized:
-                qt = get_method(choice.method)(weight_2d(get_module(model, layer.name)), choice.weight, None)
+                qt = qts[layer.name]
                 layer_tensors, entry["layout"] = to_tensors(layer.name, qt)
                 tensors.update(layer_tensors)
+                bias, delta = getattr(get_module(model, layer.name), "bias", None), bias_delta_of(qt)
+                if delta is not None and bias is not None:  # as the search's cache: the float bias plus the shift
+                    biases[f"{layer.name}.bias"] = (bias.detach().float() + delta).to(bias.dtype)
             meta[layer.name] = entry
         param_names = {pname for pname, _ in model.named_parameters(remove_duplicate=False)}
         for pname, p in model.named_parameters():
             if pname not in weight_names:
+                p = biases.get(pname, p)
                 tensors[pname] = p.detach().to(torch.float16 if p.is_floating_point() else p.dtype).contiguous().clone()
         for bname, b in model.state_dict().items():
             if bname not in param_names and bname not in tensors:

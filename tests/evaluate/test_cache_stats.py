@@ -109,6 +109,20 @@ def test_sequential_cache_quantizes_every_layer_in_one_sweep():
     assert not torch.equal(cache.weight("2", choice), flat.weight("2", choice))
 
 
+def test_sequential_entries_do_not_depend_on_the_order_layers_are_met():
+    """A mixed assignment's sweeps must quantize the float weights of earlier layers, never the ones the same
+    ``apply`` already swapped in (a bug once: later sweeps re-quantized quantized weights)."""
+    model, data = model_and_data()
+    mixed = Assignment((("0", LayerChoice.from_name("int3-ch-asym:awq")), ("2", LayerChoice.from_name("int3-ch-asym:gptq"))))
+    met_in_apply = QuantCache(model, CalibrationStats(model, find_layers(model), data, sequential=True))
+    met_before = QuantCache(model, CalibrationStats(model, find_layers(model), data, sequential=True))
+    for name in reversed(list(mixed)):  # fill the entries outside apply, last layer first
+        met_before.layer(name, mixed[name])
+    assert output_error(model, data, met_in_apply, mixed) == output_error(model, data, met_before, mixed)
+    gptq = LayerChoice.from_name("int3-ch-asym:gptq")
+    assert torch.equal(met_in_apply.weight("0", gptq), met_before.weight("0", gptq))
+
+
 def test_apply_assignment_refuses_activation_formats():
     model, data = model_and_data()
     with pytest.raises(AutoqError, match="activations"):

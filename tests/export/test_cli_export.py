@@ -45,3 +45,25 @@ def test_export_a_search_run_takes_its_best_point(searched, tmp_path):
 def test_unknown_run_is_one_line_exit_2(searched, tmp_path, capsys):
     assert main(["export", "--run-id", "0" * 32, "--tracking-uri", searched.tracking_uri, "--model", "digits-cnn", "--out", str(tmp_path / "x")]) == 2
     assert "no MLflow run" in capsys.readouterr().err
+
+
+def test_export_of_a_sequential_gptq_search_reruns_it_the_same_way(tmp_path, _mlflow_template):
+    import shutil
+
+    from helpers import same_tensors
+
+    from autoq.export import WEIGHTS_NAME
+
+    shutil.copy(_mlflow_template, tmp_path / "mlflow.db")
+    space = tmp_path / "gptq.yaml"
+    space.write_text('name: gptq\nrules:\n  - layers: ".*"\n    bits: [3, 4]\n    granularity: [channel]\n    methods: [gptq]\n')
+    result = autoq.search("digits-cnn", budget="4bits", space=str(space), n_trials=2, sequential=True,
+                          tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", storage=None, progress=False)
+    out = tmp_path / "cli"
+    assert main(["export", "--run-id", result.parent_run_id, "--tracking-uri", result.tracking_uri, "--model", "digits-cnn", "--out", str(out)]) == 0
+    best = result.best.assignment
+    assert exported_assignment(out) == best
+    same = autoq.export("digits-cnn", best, tmp_path / "seq", sequential=True)
+    flat = autoq.export("digits-cnn", best, tmp_path / "flat")
+    assert same_tensors(out / WEIGHTS_NAME, same / WEIGHTS_NAME)  # the run's --sequential was read back
+    assert not same_tensors(out / WEIGHTS_NAME, flat / WEIGHTS_NAME)

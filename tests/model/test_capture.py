@@ -112,3 +112,15 @@ def test_calibration_stats_capture_lazily_once():
     assert len(calls) == len(data)
     with pytest.raises(AutoqError, match="nope"):
         stats.get("nope")
+
+
+def test_low_rank_loss_factor_is_deterministic_and_leaves_the_global_rng_alone():
+    """Wide layers use a randomized sketch; it must be the same every call (export re-quantizes AWQ and
+    AdaRound and must get the search's codes) without touching the caller's random stream."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 8))
+    stats = capture_stats(model, find_layers(model), [torch.randn(200, 40) @ torch.randn(40, 40)])["0"]
+    state = torch.get_rng_state()
+    (r1, t1), (r2, t2) = stats.loss_factor(16), stats.loss_factor(16)
+    assert torch.equal(r1, r2) and t1 == t2 and r1.shape == (16, 40) and t1 > 0
+    assert torch.equal(torch.get_rng_state(), state)

@@ -1,0 +1,95 @@
+"""Exporting points that use data-driven methods (GPTQ, AWQ, AdaRound, bias correction).
+
+The export re-quantizes from the same calibration batches the search used, so the
+loaded model must give the search cache's outputs (AWQ's input scale and bias
+correction's shifted bias included), also with sequential statistics.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from helpers import same_tensors
+
+import autoq
+from autoq.builtin import load_workload
+from autoq.choice import Assignment, LayerChoice
+from autoq.errors import AutoqError
+from autoq.evaluate import QuantCache
+from autoq.export import WEIGHTS_NAME, QuantLinear
+from autoq.model import find_layers
+from autoq.model.capture import CalibrationStats
+
+# digits-cnn layers: conv 0, conv 2, linear 6, linear 8
+POINT = {"0": "int4-ch-asym:awq", "2": "int3-g64-asym:gptq", "6": "int4-g128-asym:awq", "8": "int4-ch-asym:bias-correction"}
+
+
+def assignment(choices: dict[str, str]) -> Assignment:
+    return Assignment(tuple((name, LayerChoice.from_name(c)) for name, c in choices.items()))
+
+
+def search_outputs(workload, point: Assignment, x: torch.Tensor, sequential: bool) -> torch.Tensor:
+    """What the search evaluated: its cache on the workload's calibration statistics (captured from the float
+    model), with every parameter but the quantized weights in fp16, as the export stores them."""
+    model = copy.deepcopy(workload.model)
+    for name, p in model.named_parameters():
+        if not name.endswith(".weight"):
+            p.data = p.data.half().float()
+    stats = CalibrationStats(workload.model, find_layers(workload.model), workload.calibration, sequential=sequential)
+    cache = QuantCache(model, stats)
+    with torch.inference_mode(), cache.apply(point) as quantized:
+        return quantized(x)
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max() / b.abs().max())
+
+
+@pytest.fixture(scope="module")
+def digits():
+    return load_workload("digits-cnn")
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_data_driven_point_round_trips_to_the_search_outputs(digits, tmp_path, sequential):
+    point = assignment(POINT)
+    out = autoq.export("digits-cnn", point, tmp_path / "dd", sequential=sequential)  # by name: its calibration set
+    loaded = autoq.load(out)
+    assert isinstance(loaded[6], QuantLinear) and loaded[6].input_scale is not None  # AWQ keeps x / s
+    assert loaded[8].input_scale is None
+    x = digits.calibration[0]
+    with torch.inference_mode():
+        got = loaded(x)
+    expected = search_outputs(digits, point, x, sequential)
+    assert rel_err(got, expected) < 1e-4  # measured: ~1e-6 (summation order, x / s before the matmul)
+    # the data mattered: a plain round-to-nearest export of the same formats gives other outputs
+    rtn = {k: v.split(":")[0] + ":rtn-minmax" for k, v in POINT.items()}
+    with torch.inference_mode():
+        plain = autoq.load(autoq.export("digits-cnn", assignment(rtn), tmp_path / "rtn"))(x)
+    assert rel_err(plain, expected) > 1e-3
+
+
+def test_bias_correction_stores_the_shifted_bias(digits, tmp_path):
+    point = assignment({**{k: "fp16" for k in POINT}, "8": "int3-ch-asym:bias-correction"})
+    loaded = autoq.load(autoq.export("digits-cnn", point, tmp_path / "bc"))
+    assert not torch.allclose(loaded[8].bias.float(), digits.model[8].bias.half().float())
+
+
+def test_a_module_needs_its_calibration_batches(digits, tmp_path):
+    point = assignment(POINT)
+    with pytest.raises(AutoqError, match="need the calibration data the search used"):
+        autoq.export(digits.model, point, tmp_path / "x")
+    out = autoq.export(digits.model, point, tmp_path / "ok", calibration=digits.calibration)
+    by_name = autoq.export("digits-cnn", point, tmp_path / "named")
+    assert same_tensors(out / WEIGHTS_NAME, by_name / WEIGHTS_NAME)
+
+
+def test_other_calibration_data_and_activation_formats_are_refused(tmp_path):
+    point = assignment(POINT)
+    with pytest.raises(AutoqError, match="calibrated on other data"):
+        autoq.export("digits-cnn", point, tmp_path / "x", data_fingerprint="some-other-data")
+    w8a8 = assignment({**{k: "fp16" for k in POINT}, "6": "int8-ch-sym:smoothquant+a8-tensor"})
+    with pytest.raises(AutoqError, match="weight-only"):
+        autoq.export("digits-cnn", w8a8, tmp_path / "y")
