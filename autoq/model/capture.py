@@ -71,7 +71,7 @@ class LayerStats:
             h = h.clone()
             h.diagonal().add_(1e-10 * float(h.diagonal().mean()) + 1e-12)
             return torch.linalg.cholesky(h).t().float().contiguous(), 0.0  # H = L L^T: d^T H d = ||L^T d||^2
-        with torch.random.fork_rng(devices=[]):  # a fixed sketch: the same statistics always give the same factor
+        with torch.random.fork_rng(devices=[h.device] if h.is_cuda else []):  # a fixed sketch: the same statistics give the same factor
             torch.manual_seed(0)  # (so a re-quantization at export reproduces the search's codes exactly)
             u, top, _ = torch.svd_lowrank(h.float(), q=max_rows, niter=4, M=None)  # symmetric PSD: SVD = eigen-decomposition
         top = top.clamp_min(0.0)
