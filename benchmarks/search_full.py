@@ -3,7 +3,8 @@
 On the default model (MiniLM) at 4.5 bits: a bits-only search (rtn-mse, group 128,
 only the bit-width varies per layer), the ``default`` preset (bits x {channel, g128},
 rtn-mse) and ``full`` (bits x {channel, g32, g64, g128} x {rtn-mse, rtn-lp, gptq,
-awq}), each with the same number of evaluated trials and seed. Prints the best
+awq}), each with the same number of evaluated trials and seed, unseeded (``--seed-from none``:
+uniform baselines and random budget-filling mixes, then TPE). Prints the best
 point within the budget of each and writes JSON to ``benchmarks/results/search_full.json``.
 
     python benchmarks/search_full.py [--n-trials 50] [--budget 4.5bits] [--n-eval 128]
@@ -48,7 +49,7 @@ def main() -> None:
         bits_only = Path(tmp) / "bits-only.yaml"
         bits_only.write_text(BITS_ONLY)
         for label, space in (("bits-only", str(bits_only)), ("default", "default"), ("full", "full")):
-            config = SearchConfig(budget=args.budget, space=space, n_trials=args.n_trials, seed=0,
+            config = SearchConfig(budget=args.budget, space=space, n_trials=args.n_trials, seed=0, seed_from="none",
                                   tracking_uri=f"sqlite:///{tmp}/mlflow.db", storage=None, progress=True)
             t0 = time.perf_counter()
             result = run_search(workload, config)

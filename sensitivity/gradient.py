@@ -46,6 +46,14 @@ from autoq.sensitivity.table import Entry
 BatchLoss = Callable[[nn.Module, Any, int], torch.Tensor]  # (model, batch, batch index) -> scalar, summing to the full loss
 
 
+def _differentiable(loss: torch.Tensor, metric: str) -> torch.Tensor:
+    """``loss``, or a clear error when the model's output carries no gradient (a forward under ``no_grad``)."""
+    if not loss.requires_grad:
+        raise AutoqError(f"the {metric} metric needs gradients, but the model's output does not require grad (does its forward "
+                         "run under torch.no_grad or inference_mode?); use a forward metric instead: kl, sqnr or mse")
+    return loss
+
+
 @contextlib.contextmanager
 def only_grads_for(model: nn.Module, params: Sequence[torch.Tensor]) -> Iterator[None]:
     """Gradients flow to ``params`` only, and attention uses the twice-differentiable math kernel."""
@@ -114,7 +122,7 @@ def hutchinson(
             sample = [0.0] * n
             for i, batch in enumerate(batches):
                 # a layer the output does not depend on (MiniLM's pooler under last_hidden_state) has no gradient: trace 0
-                grads = torch.autograd.grad(loss(model, batch, i), params, create_graph=True, allow_unused=True)
+                grads = torch.autograd.grad(_differentiable(loss(model, batch, i), "hessian"), params, create_graph=True, allow_unused=True)
                 for group in ([range(n)] if joint else [[k] for k in range(n)]):
                     used = [k for k in group if grads[k] is not None and grads[k].requires_grad]
                     if not used:
@@ -194,7 +202,7 @@ def sampled_fisher(
                     noise = torch.randn(out.shape, generator=gen, dtype=torch.float64)
                     per_pos = 0.5 * (out.double() - out.detach().double() - noise).pow(2)
                     per_pos = per_pos.sum(-1) if out.dim() > 1 else per_pos
-                grads = torch.autograd.grad((per_pos * w).sum(), params, allow_unused=True)
+                grads = torch.autograd.grad(_differentiable((per_pos * w).sum(), "fisher"), params, allow_unused=True)
                 for f, g in zip(fisher, grads):
                     if g is not None:
                         f += g.double().pow(2)

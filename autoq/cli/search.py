@@ -24,7 +24,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
     p.add_argument("--sampler", default="tpe", help="tpe (default), nsga2 or random")
     p.add_argument("--strategy", default="optuna", help="optuna (default: seeded sampler), ilp, greedy or random (each alone)")
-    p.add_argument("--seed-from", default=None, metavar="METRIC", help="seed from a sensitivity table: hessian, fisher, kl, sqnr, mse, or a table file (.json/.csv)")
+    p.add_argument("--seed-from", default="auto", metavar="METRIC",
+                   help="seed from a sensitivity table: hessian, fisher, kl, sqnr, mse, or a table file (.json/.csv); "
+                        "auto (default): fisher, cached on disk; none: random budget-filling mixes")
     p.add_argument("--skip", action="append", default=[], metavar="REGEX", help="leave layers matching REGEX unquantized (repeatable)")
     p.add_argument("--pin", action="append", default=[], metavar="REGEX=CHOICE", help="fix layers matching REGEX to CHOICE, e.g. 'classifier=fp16' (repeatable)")
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI})")

@@ -24,7 +24,7 @@ from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.engine.result import Point, SearchResult, pareto_front
 from autoq.engine.resume import check_execution, check_resumable, finished_trials, remember_settings, stored_settings
-from autoq.engine.seeding import check_seed_from, start_strategy
+from autoq.engine.seeding import check_seed_from, seed_metric, start_strategy
 from autoq.engine.strategy import sampler_factory, strategy_factory
 from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError
@@ -48,7 +48,7 @@ class SearchConfig:
     sampler: str = "tpe"
     n_fill_seeds: int = 16  # budget-filling mixes enqueued after the uniform baselines
     strategy: str = "optuna"  # optuna | ilp | greedy | random (autoq.engine.strategy.STRATEGIES)
-    seed_from: str | None = None  # sensitivity metric (or table file) whose ILP/greedy solutions replace the random fill seeds
+    seed_from: str | None = "auto"  # sensitivity metric or table file seeding the search; "auto": fisher; None / "none": random fill seeds
     skip: tuple[str, ...] = ()
     pins: tuple[tuple[str, str], ...] = ()
     tracking_uri: str | None = DEFAULT_TRACKING_URI  # None: do not log to MLflow
@@ -232,7 +232,7 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
         params={
             "budget": budget.text, "budget_kind": budget.kind, "budget_value": budget.value,
             "model": workload.name, "space": config.space, "seed": config.seed, "sampler": config.sampler,
-            "strategy": config.strategy, "seed_from": config.seed_from or "none",
+            "strategy": config.strategy, "seed_from": seed_metric(config.seed_from, config.strategy) or "none",
             "n_trials": config.n_trials, "n_layers": len(space.layers), "metric": workload.metric[:500],
             "data_fingerprint": workload.data_fingerprint, "optuna_storage": storage or "memory",
             "study_name": study_name, "device": config.device or "none", "batch": config.batch,

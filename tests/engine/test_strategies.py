@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from mlflow.tracking import MlflowClient
 
 from autoq.builtin import load_workload
@@ -27,9 +28,9 @@ def search(workload, **options):
     return run_search(workload, SearchConfig(**{"budget": "3.5bits", "n_trials": 8, "tracking_uri": None, "storage": None, "progress": False, **options}))
 
 
-def ilp_optimum(workload, budget="3.5bits"):
+def ilp_optimum(workload, budget="3.5bits", metric="kl"):
     problem = prepare(workload, SearchConfig(budget=budget, tracking_uri=None))
-    table = seed_table(workload, problem.space, "kl", progress=False)
+    table = seed_table(workload, problem.space, metric, progress=False)
     knapsack = Knapsack.build(problem.space, problem.cost_model, problem.budget, space_scores(table, problem.space))
     return knapsack.assignment(solve_ilp(knapsack))
 
@@ -50,8 +51,9 @@ def test_each_strategy_runs_alone_within_budget(digits, strategy):
         assert len({p.assignment for p in result.points}) >= 6
 
 
-def test_ilp_without_seed_from_uses_kl(digits):
-    assert search(digits, strategy="ilp", n_trials=1).points[0].assignment == ilp_optimum(digits)
+def test_ilp_without_seed_from_uses_fisher(digits):
+    for seed_from in ("auto", "none", None):
+        assert search(digits, strategy="ilp", seed_from=seed_from, n_trials=1).points[0].assignment == ilp_optimum(digits, metric="fisher")
 
 
 def test_seeded_optuna_enqueues_uniform_then_raise_then_ilp_seeds(digits):
@@ -72,12 +74,47 @@ def test_seeded_optuna_enqueues_uniform_then_raise_then_ilp_seeds(digits):
     assert result.best.quality >= max(p.quality for p in result.points if p.uniform)
 
 
-def test_default_search_keeps_the_random_fill_seeds(digits):
+def test_unseeded_search_keeps_the_random_fill_seeds(digits):
     problem = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None))
     uniform = uniform_seeds(problem.space, problem.cost_model, problem.budget)
     fills = fill_seeds(problem.space, problem.cost_model, problem.budget, 2, 0)
-    result = search(digits, n_trials=len(uniform) + 2, n_fill_seeds=2)
-    assert [p.assignment for p in result.points] == uniform + fills
+    for seed_from in ("none", None):
+        result = search(digits, n_trials=len(uniform) + 2, n_fill_seeds=2, seed_from=seed_from)
+        assert [p.assignment for p in result.points] == uniform + fills
+
+
+def test_default_search_seeds_from_fisher(digits, mlflow_uri):
+    assert SearchConfig().seed_from == "auto"
+    default = search(digits, n_trials=10, tracking_uri=mlflow_uri)
+    fisher = search(digits, n_trials=10, seed_from="fisher")
+    assert [p.assignment for p in default.points] == [p.assignment for p in fisher.points]
+    assert MlflowClient(mlflow_uri).get_run(default.parent_run_id).data.params["seed_from"] == "fisher"
+
+
+class NoGradient(torch.nn.Module):
+    """A model whose forward runs without autograd (as a wrapped inference module may): no Fisher table."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.body = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 8))
+
+    def forward(self, x):
+        with torch.no_grad():
+            return self.body(x)
+
+
+def test_default_seeding_falls_back_with_a_warning_where_a_named_metric_fails(capsys):
+    import autoq
+
+    batches = [torch.randn(32, 16, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    options = {"budget": "4.5bits", "n_trials": 6, "tracking_uri": None, "storage": None, "progress": False}
+    fallback = autoq.search(NoGradient(), batches, **options)
+    assert "starting from random budget-filling mixes instead" in capsys.readouterr().err
+    unseeded = autoq.search(NoGradient(), batches, seed_from="none", **options)
+    assert [p.assignment for p in fallback.points] == [p.assignment for p in unseeded.points]
+    with pytest.raises(AutoqError, match="fisher metric needs gradients"):
+        autoq.search(NoGradient(), batches, seed_from="fisher", **options)
 
 
 def test_strategy_and_seed_from_are_logged(digits, mlflow_uri):
