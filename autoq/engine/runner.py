@@ -232,7 +232,7 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
         params={
             "budget": budget.text, "budget_kind": budget.kind, "budget_value": budget.value,
             "model": workload.name, "space": config.space, "seed": config.seed, "sampler": config.sampler,
-            "strategy": config.strategy, "seed_from": seed_metric(config.seed_from, config.strategy) or "none",
+            "strategy": config.strategy, "seed_from": seed_metric(config.seed_from, config.strategy, space) or "none",
             "n_trials": config.n_trials, "n_layers": len(space.layers), "metric": workload.metric[:500],
             "data_fingerprint": workload.data_fingerprint, "optuna_storage": storage or "memory",
             "study_name": study_name, "device": config.device or "none", "batch": config.batch,

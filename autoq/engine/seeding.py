@@ -63,17 +63,39 @@ def space_scores(table: SensitivityTable, space: SearchSpace) -> tuple[tuple[flo
     return tuple(tuple(table.score(layer.name, c.name) for c in opts) for layer, opts in zip(space.layers, space.options))
 
 
-def seed_metric(seed_from: str | None, strategy: str) -> str | None:
-    """The metric or table file ``--seed-from`` resolves to for ``--strategy`` (``None``: unseeded)."""
+AUTO_MAX_DATA_DRIVEN = 500  # (layer, option) pairs with GPTQ/AWQ/AdaRound/... that `auto` quantizes up front, at most
+
+
+def data_driven_pairs(space: SearchSpace) -> int:
+    """How many (layer, option) pairs of ``space`` need a data-driven PTQ method: a table quantizes them all."""
+    from autoq.ptq import method_needs_stats
+
+    return sum(not c.weight.is_half and method_needs_stats(c.method) for opts in space.options for c in opts)
+
+
+def seed_metric(seed_from: str | None, strategy: str, space: SearchSpace | None = None, limit: int = AUTO_MAX_DATA_DRIVEN) -> str | None:
+    """The metric or table file ``--seed-from`` resolves to for ``--strategy`` (``None``: unseeded).
+
+    ``auto`` is `DEFAULT_SEED_METRIC` unless ``space`` has more than ``limit`` data-driven (layer, option)
+    pairs: a table quantizes every pair up front (GPTQ, AWQ, AdaRound at up to seconds each on an LLM),
+    where a search quantizes only the pairs its trials meet."""
     if seed_from in (None, NONE):
         return DEFAULT_SEED_METRIC if strategy in NEEDS_SCORES else None
-    return DEFAULT_SEED_METRIC if seed_from == AUTO else seed_from
+    if seed_from != AUTO:
+        return seed_from
+    if strategy not in NEEDS_SCORES and space is not None and data_driven_pairs(space) > limit:
+        return None
+    return DEFAULT_SEED_METRIC
 
 
 def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, study_name: str, storage: str | None) -> tuple[Strategy, list[Assignment], list[Assignment]]:
     """(strategy, seeds to enqueue, uniform baselines among them) for ``config.strategy`` and ``config.seed_from``."""
     factory = strategy_factory(config.strategy)
-    seed_from = seed_metric(config.seed_from, config.strategy)
+    seed_from = seed_metric(config.seed_from, config.strategy, problem.space)
+    if config.seed_from == AUTO and seed_from is None and config.progress:
+        print(f"autoq: --seed-from auto skips the sensitivity table: it would run data-driven PTQ on {data_driven_pairs(problem.space)} "
+              f"(layer, option) pairs up front (more than {AUTO_MAX_DATA_DRIVEN}); starting from random budget-filling mixes "
+              "(--seed-from fisher computes it anyway)", file=sys.stderr, flush=True)
     scores = None
     if seed_from:
         try:

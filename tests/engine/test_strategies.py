@@ -128,3 +128,19 @@ def test_bad_strategy_and_seed_from_fail_before_loading():
         SearchConfig(strategy="anneal")
     with pytest.raises(AutoqError, match="unknown sensitivity metric 'hesse'"):
         SearchConfig(seed_from="hesse")
+
+
+def test_auto_skips_tables_that_would_run_data_driven_ptq_on_too_many_pairs(digits, tmp_path):
+    from autoq.engine.seeding import data_driven_pairs, seed_metric
+
+    space_file = tmp_path / "gptq.yaml"
+    space_file.write_text('name: gptq\nrules:\n  - layers: ".*"\n    bits: [2, 3, 4]\n    granularity: [channel]\n    methods: [rtn-mse, gptq]\n')
+    space = prepare(digits, SearchConfig(budget="3.5bits", space=str(space_file), tracking_uri=None)).space
+    pairs = data_driven_pairs(space)
+    assert pairs == 3 * len(space.layers)  # the gptq options only
+    assert seed_metric("auto", "optuna", space, limit=pairs) == "fisher"
+    assert seed_metric("auto", "optuna", space, limit=pairs - 1) is None
+    assert seed_metric("fisher", "optuna", space, limit=0) == "fisher"  # a named metric is always computed
+    assert seed_metric("auto", "ilp", space, limit=0) == "fisher"  # ilp cannot run without one
+    default = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
+    assert data_driven_pairs(default) == 0 and seed_metric("auto", "optuna", default) == "fisher"
