@@ -199,10 +199,15 @@ class Int8Weight:
 
     @classmethod
     def from_quantized(cls, qt: QuantizedTensor) -> Int8Weight:
-        if not supports_w8a8(qt.spec):
-            raise AutoqError(f"W8A8 needs a symmetric 8-bit per-channel or per-tensor weight, got {qt.spec.name}")
-        values = (qt.codes.to(torch.int16) - 128).to(torch.int8)  # codes are in [0, 255]
-        return cls(qt.spec, values.contiguous(), qt.scale.reshape(-1).half().contiguous())
+        return cls.from_codes(qt.spec, qt.codes, qt.scale)
+
+    @classmethod
+    def from_codes(cls, spec: QuantSpec, codes: torch.Tensor, scales: torch.Tensor) -> Int8Weight:
+        """From unsigned codes in [0, 255] (zero point 128) and their scales, in any shape holding N or 1 values."""
+        if not supports_w8a8(spec):
+            raise AutoqError(f"W8A8 needs a symmetric 8-bit per-channel or per-tensor weight, got {spec.name}")
+        values = (codes.to(torch.int16) - 128).to(torch.int8)
+        return cls(spec, values.contiguous(), scales.reshape(-1).half().contiguous())
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         compute = torch.float64 if dtype == torch.float64 else torch.float32

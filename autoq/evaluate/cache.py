@@ -48,7 +48,7 @@ class QuantizedLayer:
         return self.folded if self.folded is not None else self.weight
 
 
-def _needs_stats(choice: LayerChoice) -> bool:
+def needs_stats(choice: LayerChoice) -> bool:
     if choice.weight.is_half:
         return False
     return method_needs_stats(choice.method) or (choice.activation is not None and choice.activation.static)
@@ -117,7 +117,7 @@ class QuantCache:
         return len(self._layers)
 
     def _stats(self, name: str, choice: LayerChoice) -> LayerStats | None:
-        if not _needs_stats(choice):
+        if not needs_stats(choice):
             return None
         if self.stats is None:
             raise AutoqError(f"{choice.name} needs calibration statistics; create QuantCache(model, stats=CalibrationStats(...))")
@@ -130,7 +130,7 @@ class QuantCache:
     def layer(self, name: str, choice: LayerChoice) -> QuantizedLayer:
         key = (name, choice)
         if key not in self._layers:
-            if isinstance(self.stats, CalibrationStats) and self.stats.sequential and _needs_stats(choice):
+            if isinstance(self.stats, CalibrationStats) and self.stats.sequential and needs_stats(choice):
                 self._sweep(choice)
             if key not in self._layers:
                 self._layers[key] = quantize_layer_full(get_module(self.model, name), choice, self._stats(name, choice))
@@ -189,7 +189,7 @@ def apply_assignment(model: nn.Module, assignment: Mapping[str, LayerChoice], st
             if choice.activation is not None:
                 raise AutoqError(f"{name}: {choice.name} quantizes activations; use QuantCache(model, stats).apply(assignment)")
             module = get_module(model, name)
-            layer = quantize_layer_full(module, choice, stats.get(name) if stats and _needs_stats(choice) else None)
+            layer = quantize_layer_full(module, choice, stats.get(name) if stats and needs_stats(choice) else None)
             module.weight.data = layer.weight
             if layer.bias is not None:
                 module.bias.data = layer.bias

@@ -2,7 +2,8 @@
 
 Linear layers (and transformers' ``Conv1D``) become `QuantLinear`, which keeps the
 weight packed and runs the Triton kernel on CUDA (fp16/bf16 activations) or the
-plain-torch dequantize-and-matmul path elsewhere. Convolutions have no kernel:
+plain-torch dequantize-and-matmul path elsewhere; those with an activation format
+(W8A8) become `ActQuantLinear`. Convolutions have no kernel:
 their weights are dequantized into the ordinary module at load. Every other
 parameter is loaded from its fp16 copy into the model's own dtype.
 """
@@ -15,12 +16,12 @@ from torch import nn
 
 from autoq.choice import LayerChoice
 from autoq.errors import AutoqError
+from autoq.export.act_modules import ActQuantLinear
 from autoq.export.config import WEIGHTS_NAME, read_config, rebuild_base
-from autoq.export.layout import from_tensors
+from autoq.export.layout import LINEAR_KINDS, from_tensors
 from autoq.export.modules import QuantLinear
 from autoq.model import find_layers, get_module, to_native
-
-_LINEAR_KINDS = ("linear", "hf_conv1d")
+from autoq.quant.activation import ActRange, ActSpec
 
 
 def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
@@ -60,7 +61,12 @@ def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "au
         packed = from_tensors(name, tensors, spec, tuple(entry["shape"]), entry["layout"])
         module = get_module(model, name)
         input_scale = tensors.get(f"{name}.input_scale")
-        if entry["kind"] in _LINEAR_KINDS:
+        if "activation" in entry:
+            act_range = ActRange(*entry["act_range"]) if "act_range" in entry else None
+            layer = ActQuantLinear(packed.to(module.weight.device), ActSpec.from_name(entry["activation"]), act_range, module.bias,
+                                   None if input_scale is None else input_scale.to(module.weight.device), backend)
+            _replace(model, name, layer)
+        elif entry["kind"] in LINEAR_KINDS:
             _replace(model, name, QuantLinear(packed.to(module.weight.device), module.bias, backend, input_scale))
         else:  # convolutions: no kernel, dequantize into the module (with AWQ's input scale folded in)
             weight = packed.dequantize() if input_scale is None else packed.dequantize() / input_scale[None, :]

@@ -1,15 +1,17 @@
 """Re-quantize the layers of a chosen point exactly as the search's cache did, for export.
 
 Data-free methods (round-to-nearest) need only the weights. Data-driven ones (GPTQ,
-AWQ, AdaRound, bias correction) need the layer statistics the search captured: the
-same calibration batches give the same statistics and so the same codes. With
-``sequential`` statistics each distinct data-driven choice gets its own sweep, as
-in the search (a layer's inputs come from earlier layers quantized with that choice).
+AWQ, AdaRound, bias correction, SmoothQuant) and static activation formats need the
+layer statistics the search captured: the same calibration batches give the same
+statistics, so the same codes and ranges. With ``sequential`` statistics each distinct
+such choice gets its own sweep, as in the search (a layer's inputs come from earlier
+layers quantized with that choice).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -17,20 +19,39 @@ from torch import nn
 
 from autoq.choice import Assignment, LayerChoice
 from autoq.errors import AutoqError
+from autoq.evaluate.cache import needs_stats
 from autoq.model import LayerInfo, get_module, to_native, weight_2d
 from autoq.model.capture import CalibrationStats, LayerStats
-from autoq.ptq import get_method, method_needs_stats
+from autoq.ptq import get_method
+from autoq.ptq.result import input_scale_of
 from autoq.quant import QuantizedTensor
+from autoq.quant.activation import ActRange, static_range
+
+
+@dataclass(frozen=True)
+class PointLayer:
+    """One exported layer: its quantized weight and, for a static activation format, the calibrated range."""
+
+    tensor: QuantizedTensor
+    act_range: ActRange | None = None
 
 
 def needs_calibration(assignment: Assignment) -> list[str]:
-    """Names of the data-driven choices of ``assignment`` (sorted): those that need calibration batches."""
-    return sorted({c.name for c in assignment.values() if not c.weight.is_half and method_needs_stats(c.method)})
+    """Names of the choices of ``assignment`` that need calibration batches (sorted)."""
+    return sorted({c.name for c in assignment.values() if not c.weight.is_half and needs_stats(c)})
+
+
+def _layer(module: nn.Module, choice: LayerChoice, stats: LayerStats | None) -> PointLayer:
+    q = get_method(choice.method)(weight_2d(module), choice.weight, stats)
+    if choice.activation is None or not choice.activation.static:
+        return PointLayer(q)
+    assert stats is not None
+    return PointLayer(q, static_range(stats.min, stats.max, input_scale_of(q)))
 
 
 def quantize_point(model: nn.Module, assignment: Assignment, layers: Sequence[LayerInfo],
-                   calibration: Sequence[Any] | None = None, sequential: bool = False) -> dict[str, QuantizedTensor]:
-    """The quantized tensor of every non-fp16 layer of ``assignment``, keyed by layer name."""
+                   calibration: Sequence[Any] | None = None, sequential: bool = False) -> dict[str, PointLayer]:
+    """Every non-fp16 layer of ``assignment``, keyed by layer name."""
     data_driven = needs_calibration(assignment)
     if data_driven and calibration is None:
         raise AutoqError(
@@ -38,28 +59,27 @@ def quantize_point(model: nn.Module, assignment: Assignment, layers: Sequence[La
             "(autoq.export), or export a built-in model by name, whose calibration set autoq rebuilds"
         )
     stats = CalibrationStats(model, layers, calibration or [], sequential=sequential)
-    out: dict[str, QuantizedTensor] = {}
+    out: dict[str, PointLayer] = {}
     if sequential:
         for name in data_driven:
             out.update(_sweep(model, assignment, stats, LayerChoice.from_name(name)))
     for name, choice in assignment.items():
         if choice.weight.is_half or name in out:
             continue
-        layer_stats = stats.get(name) if method_needs_stats(choice.method) else None
-        out[name] = get_method(choice.method)(weight_2d(get_module(model, name)), choice.weight, layer_stats)
+        out[name] = _layer(get_module(model, name), choice, stats.get(name) if needs_stats(choice) else None)
     return out
 
 
-def _sweep(model: nn.Module, assignment: Assignment, stats: CalibrationStats, choice: LayerChoice) -> dict[str, QuantizedTensor]:
+def _sweep(model: nn.Module, assignment: Assignment, stats: CalibrationStats, choice: LayerChoice) -> dict[str, PointLayer]:
     """One sequential sweep with ``choice`` on every layer (as the search's cache ran it); keep the layers that chose it."""
-    kept: dict[str, QuantizedTensor] = {}
+    kept: dict[str, PointLayer] = {}
 
     def quantize(name: str, layer_stats: LayerStats) -> torch.Tensor:
         module = get_module(model, name)
-        q = get_method(choice.method)(weight_2d(module), choice.weight, layer_stats)
+        layer = _layer(module, choice, layer_stats)
         if assignment.get(name) == choice:
-            kept[name] = q
-        return to_native(module, q.dequantize())
+            kept[name] = layer
+        return to_native(module, layer.tensor.dequantize())  # the weight-only view, as the cache's sweep installs it
 
     stats.sweep(quantize)
     return kept

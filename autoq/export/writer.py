@@ -3,8 +3,10 @@
 Quantized layers are re-quantized with their PTQ method exactly as the search's
 cache did (same codes, same fp16 scales; data-driven methods from the same
 calibration batches, see `autoq.export.quantize`), stored per `autoq.export.layout`.
-AWQ's per-input-channel scale is stored beside the codes (the layer divides its
-input by it), and bias correction's shifted bias replaces the layer's bias.
+AWQ's and SmoothQuant's per-input-channel scale is stored beside the codes (the
+layer divides its input by it), bias correction's shifted bias replaces the layer's
+bias, and a layer with an activation format records it (and, static, its calibrated
+range) in the config, for `autoq.export.ActQuantLinear`.
 Every other parameter (biases, embeddings, norms, fp16 layers, skipped layers)
 is stored as fp16, the form the cost model counts; persistent buffers are
 stored as fp16 when floating, unchanged otherwise. So the file's size is the
@@ -24,7 +26,7 @@ from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.errors import AutoqError
 from autoq.export.config import WEIGHTS_NAME, describe_base, write_config
-from autoq.export.layout import to_tensors
+from autoq.export.layout import LINEAR_KINDS, to_tensors
 from autoq.export.quantize import needs_calibration, quantize_point
 from autoq.model import find_layers, get_module
 from autoq.ptq.result import bias_delta_of
@@ -71,10 +73,6 @@ def export(model: nn.Module | str, point: object, out_dir: str | Path, calibrati
     ``data_fingerprint`` (the search's, when known). ``sequential``: the search ran with ``sequential=True``.
     """
     assignment = _assignment_of(point)
-    if any(c.activation is not None for c in assignment.values()):
-        names = sorted({c.name for c in assignment.values() if c.activation is not None})
-        raise AutoqError(f"export writes weight-only formats; {names[:3]} quantize activations too, which the exported "
-                         "QuantLinear does not run yet: choose a weight-only point")
     model, builtin, calibration = _resolve_model(model, calibration, data_fingerprint, needs_calibration(assignment))
     found = {layer.name: layer for layer in find_layers(model)}
     unknown = [name for name in assignment if name not in found]
@@ -83,6 +81,10 @@ def export(model: nn.Module | str, point: object, out_dir: str | Path, calibrati
     layers = [found[name] for name in assignment]
     quantized = {name: c for name, c in assignment.items() if not c.weight.is_half}
     weight_names = {f"{name}.weight" for name in quantized}
+    act_convs = [name for name, c in quantized.items() if c.activation is not None and found[name].kind not in LINEAR_KINDS]
+    if act_convs:
+        raise AutoqError(f"activation quantization is exported for linear layers only; {act_convs[:3]} are convolutions: "
+                         "choose a weight-only format for them")
     tied = _shared_weights(model, weight_names)
     if tied:
         raise AutoqError(f"quantized weight(s) {tied[:3]} are tied to other parameters; skip those layers (--skip) and search again")
@@ -96,8 +98,13 @@ def export(model: nn.Module | str, point: object, out_dir: str | Path, calibrati
             choice = assignment[layer.name]
             entry = {"choice": choice.name, "kind": layer.kind, "shape": [layer.out_features, layer.in_features]}
             if layer.name in quantized:
-                qt = qts[layer.name]
+                qt = qts[layer.name].tensor
                 layer_tensors, entry["layout"] = to_tensors(layer.name, qt)
+                if choice.activation is not None:  # the exported layer quantizes its input (ActQuantLinear)
+                    entry["activation"] = choice.activation.name
+                    act_range = qts[layer.name].act_range
+                    if act_range is not None:
+                        entry["act_range"] = [act_range.lo, act_range.hi]
                 tensors.update(layer_tensors)
                 bias, delta = getattr(get_module(model, layer.name), "bias", None), bias_delta_of(qt)
                 if delta is not None and bias is not None:  # as the search's cache: the float bias plus the shift

@@ -8,6 +8,7 @@ correction's shifted bias included), also with sequential statistics.
 from __future__ import annotations
 
 import copy
+import json
 
 import pytest
 import torch
@@ -18,7 +19,7 @@ from autoq.builtin import load_workload
 from autoq.choice import Assignment, LayerChoice
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache
-from autoq.export import WEIGHTS_NAME, QuantLinear
+from autoq.export import CONFIG_NAME, WEIGHTS_NAME, ActQuantLinear, QuantLinear
 from autoq.model import find_layers
 from autoq.model.capture import CalibrationStats
 
@@ -86,10 +87,37 @@ def test_a_module_needs_its_calibration_batches(digits, tmp_path):
     assert same_tensors(out / WEIGHTS_NAME, by_name / WEIGHTS_NAME)
 
 
-def test_other_calibration_data_and_activation_formats_are_refused(tmp_path):
-    point = assignment(POINT)
+def test_other_calibration_data_is_refused(tmp_path):
     with pytest.raises(AutoqError, match="calibrated on other data"):
-        autoq.export("digits-cnn", point, tmp_path / "x", data_fingerprint="some-other-data")
-    w8a8 = assignment({**{k: "fp16" for k in POINT}, "6": "int8-ch-sym:smoothquant+a8-tensor"})
-    with pytest.raises(AutoqError, match="weight-only"):
-        autoq.export("digits-cnn", w8a8, tmp_path / "y")
+        autoq.export("digits-cnn", assignment(POINT), tmp_path / "x", data_fingerprint="some-other-data")
+
+
+W8A8 = {"0": "int4-ch-asym:rtn-mse", "2": "int8-ch-sym:rtn-minmax", "6": "int8-ch-sym:smoothquant+a8-tensor", "8": "int8-ch-sym:rtn-minmax+a8-token"}
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_w8a8_point_round_trips_to_the_search_outputs(digits, tmp_path, sequential):
+    # a sequential sweep runs its choice on every layer, and the search refuses SmoothQuant on convolutions
+    choices = {**W8A8, "6": "int8-ch-sym:rtn-minmax+a8-tensor"} if sequential else W8A8
+    point = assignment(choices)
+    config_entry = json.loads((autoq.export("digits-cnn", point, tmp_path / "w", sequential=sequential) / CONFIG_NAME).read_text())["layers"]
+    assert config_entry["6"]["activation"] == "a8-tensor" and len(config_entry["6"]["act_range"]) == 2
+    assert config_entry["8"]["activation"] == "a8-token" and "act_range" not in config_entry["8"]
+    loaded = autoq.load(tmp_path / "w")
+    assert isinstance(loaded[6], ActQuantLinear) and (loaded[6].input_scale is not None) != sequential  # SmoothQuant's x / s
+    assert isinstance(loaded[8], ActQuantLinear) and loaded[8].input_scale is None
+    x = digits.calibration[0]
+    with torch.inference_mode():
+        got = loaded(x)
+    expected = search_outputs(digits, point, x, sequential)
+    assert rel_err(got, expected) < 1e-4  # the same fake quantization of x / s, the same stored weights
+    weight_only = {k: v.split("+")[0] for k, v in choices.items()}
+    with torch.inference_mode():
+        plain = autoq.load(autoq.export("digits-cnn", assignment(weight_only), tmp_path / "wo"))(x)
+    assert rel_err(plain, expected) > 1e-4  # activation quantization changed the outputs
+
+
+def test_activation_formats_on_convolutions_are_refused(tmp_path):
+    point = assignment({**W8A8, "2": "int8-ch-sym:rtn-minmax+a8-token"})
+    with pytest.raises(AutoqError, match="linear layers only"):
+        autoq.export("digits-cnn", point, tmp_path / "x")

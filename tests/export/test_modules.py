@@ -42,3 +42,26 @@ def test_float_cast_keeps_fp16_params_for_the_kernel():
     module, _ = layer("int4-g32-asym")
     module.float()
     assert module.packed.scales.dtype == torch.float16 and module.packed.zeros.dtype == torch.float16
+
+
+@pytest.mark.parametrize("act", ["a8-tensor", "a8-token"])
+def test_w8a8_kernel_path_matches_the_simulated_torch_path(act):
+    from autoq.export import ActQuantLinear
+    from autoq.quant.activation import ActRange, ActSpec
+
+    torch.manual_seed(0)
+    qt = quantize(torch.randn(24, 70), QuantSpec.from_name("int8-ch-sym"))
+    x = torch.randn(3, 70) * torch.linspace(0.5, 4.0, 70)  # channels of different ranges, as SmoothQuant sees them
+    scale = torch.rand(70) + 0.5
+    spec = ActSpec.from_name(act)
+    rng = ActRange(float((x / scale).min()), float((x / scale).max())) if spec.static else None
+    module = ActQuantLinear(PackedWeight.from_quantized(qt), spec, rng, torch.randn(24), input_scale=scale, backend="torch")
+    with torch.inference_mode():
+        from autoq.quant.activation import fake_quantize_activation
+
+        expected = fake_quantize_activation(x / scale, spec, rng) @ qt.dequantize().T + module.bias
+        assert torch.allclose(module(x), expected, rtol=0, atol=1e-5)  # the torch path is the search's simulation
+        reference = module(x.half()).float()
+        module.backend = "triton"  # int8 activation codes and the int8 GEMM, on Triton's interpreter here
+        got = module(x.half()).float()
+    assert float((got - reference).abs().max() / reference.abs().max()) < 1e-2  # fp16 operands

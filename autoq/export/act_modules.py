@@ -1,0 +1,78 @@
+"""`ActQuantLinear`: an exported layer that quantizes its input too (W8A8 and the other activation formats).
+
+The search simulates such a layer as ``linear(fake_quant(x / s), W_stored)``: SmoothQuant's
+per-input-channel scale ``s`` (absent for plain round-to-nearest), then the activation
+format (static per-tensor from the calibrated range, or dynamic per-token), then the
+stored weight. ``forward`` runs exactly that on the torch path. On CUDA with fp16/bf16
+inputs, a symmetric int8 activation format and a symmetric int8 weight (per channel or
+per tensor), it runs autoq's W8A8 kernel instead: the same int8 codes, multiplied with
+int32 accumulation.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from autoq.kernels.formats import Int8Weight, PackedWeight, supports_w8a8
+from autoq.quant.activation import ActRange, ActSpec, fake_quantize_activation
+
+
+class ActQuantLinear(nn.Module):
+    """``y = quant(x / s) @ dequant(W).T + b`` with ``W`` packed; ``s``, the activation range and format as buffers."""
+
+    def __init__(self, packed: PackedWeight, act: ActSpec, act_range: ActRange | None = None, bias: torch.Tensor | None = None,
+                 input_scale: torch.Tensor | None = None, backend: str = "auto") -> None:
+        super().__init__()
+        self.spec, self.act, self.backend = packed.spec, act, backend
+        self.out_features, self.in_features = packed.shape
+        self.register_buffer("qweight", packed.qweight)
+        self.register_buffer("scales", packed.scales)
+        self.register_buffer("zeros", packed.zeros)
+        self.register_buffer("input_scale", None if input_scale is None else input_scale.float())
+        self.act_range = act_range
+        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+        self._int8: Int8Weight | None = None  # the kernel's int8 layout, built on first use (and again after a move)
+
+    @property
+    def packed(self) -> PackedWeight:
+        zeros = None if self.zeros is None else self.zeros.half()
+        return PackedWeight(self.spec, (self.out_features, self.in_features), self.qweight, self.scales.half(), zeros)
+
+    def _int8_path(self, x: torch.Tensor) -> bool:
+        if self.backend == "torch" or not (self.act.bits == 8 and self.act.symmetric and supports_w8a8(self.spec)):
+            return False
+        if self.backend == "triton":
+            return True
+        return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.input_scale is not None:
+            x = (x.float() / self.input_scale).to(x.dtype)
+        if self._int8_path(x):
+            y = self._int8_forward(x)
+        else:
+            xq = fake_quantize_activation(x.float(), self.act, self.act_range)
+            y = (xq @ self.packed.dequantize(torch.float32).T).to(x.dtype)
+        return y if self.bias is None else y + self.bias.to(y.dtype)
+
+    def _int8_forward(self, x: torch.Tensor) -> torch.Tensor:
+        from autoq.kernels.ops import int8_matmul, quantize_tokens
+
+        if self._int8 is None or self._int8.qweight.device != self.qweight.device:
+            self._int8 = Int8Weight.from_codes(self.spec, self.packed.codes(), self.packed.scales)
+        weight = self._int8
+        x2 = x.reshape(-1, x.shape[-1])
+        if self.act.static:  # one calibrated scale for every row, codes as the simulation rounds them
+            assert self.act_range is not None
+            scale = max(abs(self.act_range.lo), abs(self.act_range.hi)) / 127.0
+            scale = max(scale, 1e-8)
+            q = torch.clamp(torch.round(x2.float() / scale), -127, 127).to(torch.int8)
+            q_scale = torch.full((x2.shape[0],), scale, dtype=torch.float32, device=x.device)
+        else:
+            q, q_scale = quantize_tokens(x2, self.backend)
+        return int8_matmul(q, q_scale, weight, x.dtype, self.backend).reshape(*x.shape[:-1], self.out_features)
+
+    def extra_repr(self) -> str:
+        return (f"in_features={self.in_features}, out_features={self.out_features}, format={self.spec.name}+{self.act.name}, "
+                f"smoothed={self.input_scale is not None}, bias={self.bias is not None}")
