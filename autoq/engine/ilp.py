@@ -57,10 +57,12 @@ def solve_ilp(problem: Knapsack, capacity: float | None = None, scores: np.ndarr
     return picks
 
 
-def ilp_seeds(problem: Knapsack, count: int, seed: int = 0, noise: float = 0.5, steps: int = SWEEP_STEPS) -> list[Assignment]:
+def ilp_seeds(problem: Knapsack, count: int, seed: int = 0, noise: float = 0.5, steps: int = SWEEP_STEPS,
+              floor: Sequence[int] | None = None) -> list[Assignment]:
     """Up to ``count`` distinct ILP solutions: the budget itself, then the sweep of lower budgets (so even a
     short list spans the whole bits range, which is what the Pareto frontier needs), then solves at the
-    budget with noisy scores. The order does not depend on ``count``: a shorter list is a prefix of a longer one."""
+    budget with noisy scores; every solve above ``floor`` when given (see `solve_ilp`). The order does not
+    depend on ``count``: a shorter list is a prefix of a longer one."""
     if count <= 0:
         return []
     base = problem.score_matrix()
@@ -74,11 +76,11 @@ def ilp_seeds(problem: Knapsack, count: int, seed: int = 0, noise: float = 0.5, 
                 seeds.append(candidate)
 
     for capacity in problem.sweep(steps):
-        add(solve_ilp(problem, capacity, base))
+        add(solve_ilp(problem, capacity, base, floor=floor))
     for _ in range(6 * count):
         if len(seeds) >= count:
             break
-        add(solve_ilp(problem, problem.capacity, base * rng.lognormal(0.0, noise, base.shape)))
+        add(solve_ilp(problem, problem.capacity, base * rng.lognormal(0.0, noise, base.shape), floor=floor))
     return seeds
 
 
@@ -89,14 +91,4 @@ def raise_seeds(problem: Knapsack, floor: Sequence[int], count: int, seed: int =
     Additive sensitivity ignores how errors compound, so the unrestricted optimum may drop some layers far
     below the uniform baseline to pay for others; on an LLM that can lose to the baseline itself. Raising
     the most sensitive layers of a known-good uniform point cannot go below it, whatever the scores' errors."""
-    base = problem.score_matrix()
-    rng = np.random.default_rng(seed)
-    seeds: list[Assignment] = []
-    for attempt in range(6 * count):
-        if len(seeds) >= count:
-            break
-        scores = base if attempt == 0 else base * rng.lognormal(0.0, noise, base.shape)
-        picks = solve_ilp(problem, problem.capacity, scores, floor=floor)
-        if picks is not None and (candidate := problem.assignment(picks)) not in seeds:
-            seeds.append(candidate)
-    return seeds
+    return ilp_seeds(problem, count, seed, noise, steps=1, floor=floor)  # a one-step sweep: the budget itself

@@ -28,6 +28,7 @@ from autoq.model import get_module, to_native, weight_2d
 from autoq.model.capture import CalibrationStats, LayerStats
 from autoq.ptq import get_method, method_needs_stats
 from autoq.ptq.result import bias_delta_of, input_scale_of
+from autoq.quant import QuantizedTensor
 from autoq.quant.activation import ActRange, ActSpec, fake_quantize_activation, static_range
 
 
@@ -54,27 +55,34 @@ def needs_stats(choice: LayerChoice) -> bool:
     return method_needs_stats(choice.method) or (choice.activation is not None and choice.activation.static)
 
 
-def quantize_layer_full(module: nn.Module, choice: LayerChoice, stats: LayerStats | None = None) -> QuantizedLayer:
-    """Everything ``choice`` changes in ``module``, given the layer's statistics (when the choice needs them)."""
-    w = weight_2d(module)
-    if choice.weight.is_half:
-        return QuantizedLayer(to_native(module, w.half().float()))
-    q = get_method(choice.method)(w, choice.weight, stats)
+def quantize_choice(module: nn.Module, choice: LayerChoice, stats: LayerStats | None = None) -> tuple[QuantizedTensor, torch.Tensor | None, ActRange | None]:
+    """(the method's quantized weight, bias correction's shifted bias, a static activation format's range) for a
+    quantized ``choice``: what the search simulates and what an export stores come from this one place."""
+    q = get_method(choice.method)(weight_2d(module), choice.weight, stats)
     scale, delta = input_scale_of(q), bias_delta_of(q)
     bias = None
     if delta is not None and getattr(module, "bias", None) is not None:
         bias = (module.bias.detach().float() + delta).to(module.bias.dtype)
     act = choice.activation
+    if act is not None and scale is not None and not isinstance(module, nn.Linear):
+        raise AutoqError(f"{choice.name}: input scaling with activation quantization is supported on nn.Linear layers only")
+    if act is None or not act.static:
+        return q, bias, None
+    if stats is None:
+        raise AutoqError(f"{choice.name}: static activation quantization needs calibration statistics")
+    return q, bias, static_range(stats.min, stats.max, scale)
+
+
+def quantize_layer_full(module: nn.Module, choice: LayerChoice, stats: LayerStats | None = None) -> QuantizedLayer:
+    """Everything ``choice`` changes in ``module``, given the layer's statistics (when the choice needs them)."""
+    if choice.weight.is_half:
+        return QuantizedLayer(to_native(module, weight_2d(module).half().float()))
+    q, bias, rng = quantize_choice(module, choice, stats)
+    act = choice.activation
     if act is None:
         return QuantizedLayer(to_native(module, q.dequantize()), bias)
-    if scale is not None and not isinstance(module, nn.Linear):
-        raise AutoqError(f"{choice.name}: input scaling with activation quantization is supported on nn.Linear layers only")
+    scale = input_scale_of(q)
     stored = q.dequantize_stored() if scale is not None else q.dequantize()  # type: ignore[attr-defined]
-    rng = None
-    if act.static:
-        if stats is None:
-            raise AutoqError(f"{choice.name}: static activation quantization needs calibration statistics")
-        rng = static_range(stats.min, stats.max, scale)
     folded = to_native(module, q.dequantize()) if scale is not None else None
     return QuantizedLayer(to_native(module, stored), bias, scale, act, rng, folded)
 

@@ -12,32 +12,20 @@ int32 accumulation.
 from __future__ import annotations
 
 import torch
-from torch import nn
 
+from autoq.export.modules import QuantLinear
 from autoq.kernels.formats import Int8Weight, PackedWeight, supports_w8a8
 from autoq.quant.activation import ActRange, ActSpec, fake_quantize_activation
 
 
-class ActQuantLinear(nn.Module):
-    """``y = quant(x / s) @ dequant(W).T + b`` with ``W`` packed; ``s``, the activation range and format as buffers."""
+class ActQuantLinear(QuantLinear):
+    """``y = quant(x / s) @ dequant(W).T + b``: a `QuantLinear` (same buffers) whose input is quantized too."""
 
     def __init__(self, packed: PackedWeight, act: ActSpec, act_range: ActRange | None = None, bias: torch.Tensor | None = None,
                  input_scale: torch.Tensor | None = None, backend: str = "auto") -> None:
-        super().__init__()
-        self.spec, self.act, self.backend = packed.spec, act, backend
-        self.out_features, self.in_features = packed.shape
-        self.register_buffer("qweight", packed.qweight)
-        self.register_buffer("scales", packed.scales)
-        self.register_buffer("zeros", packed.zeros)
-        self.register_buffer("input_scale", None if input_scale is None else input_scale.float())
-        self.act_range = act_range
-        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+        super().__init__(packed, bias, backend, input_scale)
+        self.act, self.act_range = act, act_range
         self._int8: Int8Weight | None = None  # the kernel's int8 layout, built on first use (and again after a move)
-
-    @property
-    def packed(self) -> PackedWeight:
-        zeros = None if self.zeros is None else self.zeros.half()
-        return PackedWeight(self.spec, (self.out_features, self.in_features), self.qweight, self.scales.half(), zeros)
 
     def _int8_path(self, x: torch.Tensor) -> bool:
         if self.backend == "torch" or not (self.act.bits == 8 and self.act.symmetric and supports_w8a8(self.spec)):

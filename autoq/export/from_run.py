@@ -22,18 +22,6 @@ class RunPoint:
 
 def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
     """The point of a trial run, or of a search's parent run (its highest-quality frontier point)."""
-    from mlflow.tracking import MlflowClient
-
-    assignment, what = assignment_from_run(tracking_uri, run_id)
-    client = MlflowClient(tracking_uri=tracking_uri)
-    run = client.get_run(run_id)
-    parent_id = run.data.tags.get("mlflow.parentRunId")
-    params = client.get_run(parent_id).data.params if parent_id else run.data.params
-    return RunPoint(assignment, what, params.get("sequential") == "True", params.get("data_fingerprint", ""))
-
-
-def assignment_from_run(tracking_uri: str, run_id: str) -> tuple[Assignment, str]:
-    """(assignment, what it is) for a trial run, or for a search's parent run (its highest-quality frontier point)."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
@@ -42,6 +30,17 @@ def assignment_from_run(tracking_uri: str, run_id: str) -> tuple[Assignment, str
         run = client.get_run(run_id)
     except MlflowException:
         raise AutoqError(f"no MLflow run {run_id!r} in {tracking_uri}; pass a trial's run id (or a search's parent run id) and the same --tracking-uri") from None
+    assignment, what = _assignment(client, run)
+    parent_id = run.data.tags.get("mlflow.parentRunId")  # a trial: the search settings are on its parent
+    params = client.get_run(parent_id).data.params if parent_id else run.data.params
+    return RunPoint(assignment, what, params.get("sequential") == "True", params.get("data_fingerprint", ""))
+
+
+def _assignment(client, run) -> tuple[Assignment, str]:
+    """(assignment, what it is) of a trial run, or of a search run's highest-quality frontier point."""
+    from mlflow.exceptions import MlflowException
+
+    run_id = run.info.run_id
     is_search = run.data.tags.get("autoq.kind") == "search"
     artifact = "frontier.json" if is_search else "assignment.json"
     with tempfile.TemporaryDirectory() as tmp:

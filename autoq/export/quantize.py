@@ -19,34 +19,25 @@ from torch import nn
 
 from autoq.choice import Assignment, LayerChoice
 from autoq.errors import AutoqError
-from autoq.evaluate.cache import needs_stats
-from autoq.model import LayerInfo, get_module, to_native, weight_2d
+from autoq.evaluate.cache import needs_stats, quantize_choice
+from autoq.model import LayerInfo, get_module, to_native
 from autoq.model.capture import CalibrationStats, LayerStats
-from autoq.ptq import get_method
-from autoq.ptq.result import input_scale_of
 from autoq.quant import QuantizedTensor
-from autoq.quant.activation import ActRange, static_range
+from autoq.quant.activation import ActRange
 
 
 @dataclass(frozen=True)
 class PointLayer:
-    """One exported layer: its quantized weight and, for a static activation format, the calibrated range."""
+    """One exported layer: its quantized weight, bias correction's shifted bias, a static activation format's range."""
 
     tensor: QuantizedTensor
+    bias: torch.Tensor | None = None
     act_range: ActRange | None = None
 
 
 def needs_calibration(assignment: Assignment) -> list[str]:
     """Names of the choices of ``assignment`` that need calibration batches (sorted)."""
     return sorted({c.name for c in assignment.values() if not c.weight.is_half and needs_stats(c)})
-
-
-def _layer(module: nn.Module, choice: LayerChoice, stats: LayerStats | None) -> PointLayer:
-    q = get_method(choice.method)(weight_2d(module), choice.weight, stats)
-    if choice.activation is None or not choice.activation.static:
-        return PointLayer(q)
-    assert stats is not None
-    return PointLayer(q, static_range(stats.min, stats.max, input_scale_of(q)))
 
 
 def quantize_point(model: nn.Module, assignment: Assignment, layers: Sequence[LayerInfo],
@@ -66,7 +57,7 @@ def quantize_point(model: nn.Module, assignment: Assignment, layers: Sequence[La
     for name, choice in assignment.items():
         if choice.weight.is_half or name in out:
             continue
-        out[name] = _layer(get_module(model, name), choice, stats.get(name) if needs_stats(choice) else None)
+        out[name] = PointLayer(*quantize_choice(get_module(model, name), choice, stats.get(name) if needs_stats(choice) else None))
     return out
 
 
@@ -76,7 +67,7 @@ def _sweep(model: nn.Module, assignment: Assignment, stats: CalibrationStats, ch
 
     def quantize(name: str, layer_stats: LayerStats) -> torch.Tensor:
         module = get_module(model, name)
-        layer = _layer(module, choice, layer_stats)
+        layer = PointLayer(*quantize_choice(module, choice, layer_stats))
         if assignment.get(name) == choice:
             kept[name] = layer
         return to_native(module, layer.tensor.dequantize())  # the weight-only view, as the cache's sweep installs it

@@ -29,7 +29,6 @@ from autoq.export.config import WEIGHTS_NAME, describe_base, write_config
 from autoq.export.layout import LINEAR_KINDS, to_tensors
 from autoq.export.quantize import needs_calibration, quantize_point
 from autoq.model import find_layers, get_module
-from autoq.ptq.result import bias_delta_of
 
 
 def _assignment_of(point: object) -> Assignment:
@@ -98,17 +97,15 @@ def export(model: nn.Module | str, point: object, out_dir: str | Path, calibrati
             choice = assignment[layer.name]
             entry = {"choice": choice.name, "kind": layer.kind, "shape": [layer.out_features, layer.in_features]}
             if layer.name in quantized:
-                qt = qts[layer.name].tensor
-                layer_tensors, entry["layout"] = to_tensors(layer.name, qt)
+                part = qts[layer.name]
+                layer_tensors, entry["layout"] = to_tensors(layer.name, part.tensor)
+                tensors.update(layer_tensors)
                 if choice.activation is not None:  # the exported layer quantizes its input (ActQuantLinear)
                     entry["activation"] = choice.activation.name
-                    act_range = qts[layer.name].act_range
-                    if act_range is not None:
-                        entry["act_range"] = [act_range.lo, act_range.hi]
-                tensors.update(layer_tensors)
-                bias, delta = getattr(get_module(model, layer.name), "bias", None), bias_delta_of(qt)
-                if delta is not None and bias is not None:  # as the search's cache: the float bias plus the shift
-                    biases[f"{layer.name}.bias"] = (bias.detach().float() + delta).to(bias.dtype)
+                    if part.act_range is not None:
+                        entry["act_range"] = [part.act_range.lo, part.act_range.hi]
+                if part.bias is not None:  # bias correction's shifted bias
+                    biases[f"{layer.name}.bias"] = part.bias
             meta[layer.name] = entry
         param_names = {pname for pname, _ in model.named_parameters(remove_duplicate=False)}
         for pname, p in model.named_parameters():
