@@ -1,14 +1,36 @@
-"""autoq: automated mixed-precision quantization search for PyTorch."""
+"""autoq: automated mixed-precision quantization search for PyTorch.
 
-from autoq.api import search
+``search`` and ``SearchConfig`` load the search engine (Optuna, Ray) on first use, so
+``import autoq`` and the kernels work on a machine that has only torch and Triton.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
 from autoq.budget import Budget, parse_budget
 from autoq.choice import Assignment, LayerChoice
-from autoq.engine import Point, SearchConfig, SearchResult
+from autoq.engine.result import Point, SearchResult
 from autoq.errors import AutoqError
 from autoq.export import export, load
 from autoq.quant import QuantSpec
 
+if TYPE_CHECKING:
+    from autoq.api import search
+    from autoq.engine.runner import SearchConfig
+
 __version__ = "0.1.0"
+
+_LAZY = {"search": "autoq.api", "SearchConfig": "autoq.engine.runner"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 
 __all__ = [
     "Assignment",

@@ -1,7 +1,9 @@
 """Budgets: ``4.5bits``, ``4.5``, ``20MB``, ``20MiB``, ``3ms``, ``250us`` parsed into one type.
 
 Every budget is checked against the feasible range of the search space (its
-cheapest and dearest assignment). A latency budget needs a latency source
+cheapest and dearest assignment): one below the cheapest is refused, one above the
+dearest is accepted with a note, since every assignment meets it ("3 ms" for a model
+whose slowest assignment takes 0.3 ms is a real request, not a typo). A latency budget needs a latency source
 (``--device h100`` for a roofline estimate, ``--device TABLE.json`` for a
 measured kernel table); without one it is refused with a message saying so.
 """
@@ -71,8 +73,8 @@ class Budget:
     def is_latency(self) -> bool:
         return self.kind == "latency_ms"
 
-    def check_feasible(self, cheapest: Cost, dearest: Cost, latency_source: str | None = None) -> None:
-        """Refuse a budget that no assignment meets, or that every assignment meets."""
+    def check_feasible(self, cheapest: Cost, dearest: Cost, latency_source: str | None = None) -> str | None:
+        """Refuse a budget that no assignment meets; return a note (else ``None``) if every assignment meets it."""
         lo, hi = self.measure(cheapest), self.measure(dearest)
         span = f"the feasible range for this model and search space is {self.fmt(lo)} to {self.fmt(hi)}"
         if self.is_latency and latency_source:
@@ -80,7 +82,9 @@ class Budget:
         if self.value < lo:
             raise AutoqError(f"budget {self.text!r} is below the cheapest assignment; {span}")
         if self.value > hi:
-            raise AutoqError(f"budget {self.text!r} is above the dearest assignment, so there is nothing to search; {span}")
+            return (f"budget {self.text!r} is above the dearest assignment, so every assignment meets it and it does not "
+                    f"narrow the search; {span}")
+        return None
 
 
 def parse_budget(text: str | float | Budget) -> Budget:

@@ -15,6 +15,17 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
 
 
+def autotuning() -> bool:
+    """Whether kernels autotune their block sizes: on a GPU, unless ``AUTOQ_AUTOTUNE=0``.
+
+    With ``AUTOQ_AUTOTUNE=0`` (and always under the interpreter) each kernel runs one fixed
+    configuration: a fast first call, for tests of the compiled kernels on many odd shapes.
+    """
+    if interpreting():
+        return False
+    return os.environ.get("AUTOQ_AUTOTUNE", "1").strip().lower() not in ("0", "false", "no", "off")
+
+
 def triton_installed() -> bool:
     return importlib.util.find_spec("triton") is not None
 

@@ -14,8 +14,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from autoq.kernels.capability import interpreting
-from autoq.kernels.tiles import batch_bucket, prune_gemm_configs, tile_offsets
+from autoq.kernels.capability import autotuning
+from autoq.kernels.tiles import autotune_bench, batch_bucket, prune_gemm_configs, tile_offsets
 
 
 @triton.jit
@@ -56,8 +56,9 @@ def int8_gemm_kernel(a_ptr, sa_ptr, w_ptr, sw_ptr, out_ptr, M, N, K, M_BUCKET, s
     tl.store(out_ptr + offs_m[:, None] * stride_om + offs_n[None, :], y.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
-INTERPRET_QUANT = {"BLOCK_K": 256}
-INTERPRET_GEMM = {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8}
+# One configuration each when not autotuning (the interpreter, or AUTOQ_AUTOTUNE=0).
+FIXED_QUANT = {"BLOCK_K": 256}
+FIXED_GEMM = {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8}
 
 _QUANT_CONFIGS = [triton.Config({"BLOCK_K": bk}, num_warps=w) for bk, w in [(512, 4), (1024, 4), (2048, 8), (4096, 8)]]
 _GEMM_CONFIGS = [
@@ -68,18 +69,19 @@ _GEMM_CONFIGS = [
 ]
 
 
-_quant_tuned = triton.autotune(configs=_QUANT_CONFIGS, key=["K"])(quantize_rows_kernel)
-_gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": prune_gemm_configs})(int8_gemm_kernel)
+_quant_tuned = triton.autotune(configs=_QUANT_CONFIGS, key=["K"], do_bench=autotune_bench)(quantize_rows_kernel)
+_gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K"], prune_configs_by={"early_config_prune": prune_gemm_configs},
+                              do_bench=autotune_bench)(int8_gemm_kernel)
 
 
 def launch_quantize_rows(x, q, scale) -> None:
     """Quantize each row of ``x`` ``(M, K)`` into ``q`` (int8) and ``scale`` (fp32 ``(M,)``)."""
     m, k = x.shape
     args = (x, q, scale, k, x.stride(0), q.stride(0))
-    if interpreting():
-        quantize_rows_kernel[(m,)](*args, **INTERPRET_QUANT)
-    else:
+    if autotuning():
         _quant_tuned[(m,)](*args)
+    else:
+        quantize_rows_kernel[(m,)](*args, **FIXED_QUANT)
 
 
 def launch_int8_gemm(a, a_scale, w, w_scale, out) -> None:
@@ -89,8 +91,8 @@ def launch_int8_gemm(a, a_scale, w, w_scale, out) -> None:
     bucket = batch_bucket(m)
     stride_sw = 0 if w_scale.numel() == 1 else w_scale.stride(0)
     args = (a, a_scale, w, w_scale, out, m, n, k, bucket, a.stride(0), w.stride(0), stride_sw, out.stride(0))
-    if interpreting():
-        c = INTERPRET_GEMM
-        int8_gemm_kernel[(triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)](*args, **c)
-    else:
+    if autotuning():
         _gemm_tuned[lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)](*args)
+    else:
+        c = FIXED_GEMM
+        int8_gemm_kernel[(triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)](*args, **c)

@@ -12,8 +12,8 @@ or ``group_size`` a multiple of ``BLOCK_K``), else once per group in the tile.
 * ``gemm``: tiled ``BLOCK_M x BLOCK_N`` with ``tl.dot`` on fp16/bf16 operands and fp32
   accumulation, grouped program order for L2 reuse.
 
-On a GPU both are autotuned per (N, K, batch bucket); under ``TRITON_INTERPRET=1`` one
-large-block configuration is used directly (autotuning needs a GPU).
+On a GPU both are autotuned per (N, K, batch bucket); under ``TRITON_INTERPRET=1`` (or with
+``AUTOQ_AUTOTUNE=0``) one large-block configuration is used directly.
 """
 
 from __future__ import annotations
@@ -21,8 +21,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from autoq.kernels.capability import interpreting
-from autoq.kernels.tiles import batch_bucket, prune_gemm_configs, tile_offsets
+from autoq.kernels.capability import autotuning, interpreting
+from autoq.kernels.tiles import autotune_bench, batch_bucket, prune_gemm_configs, tile_offsets
 
 
 @triton.jit
@@ -142,9 +142,10 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, M_BUCKET, strid
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
-# One configuration each under the interpreter: large blocks keep the number of programs and loop steps small.
-INTERPRET_GEMV = {"BLOCK_N": 64, "BLOCK_K": 128}
-INTERPRET_GEMM = {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8}
+# One configuration each when not autotuning (see ``autotuning``): large blocks keep the number of programs and
+# loop steps small under the interpreter, and are valid tiles on any GPU.
+FIXED_GEMV = {"BLOCK_N": 64, "BLOCK_K": 128}
+FIXED_GEMM = {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8}
 
 _GEMV_CONFIGS = [
     triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
@@ -159,9 +160,10 @@ _GEMM_CONFIGS = [
 ]
 
 
-_gemv_tuned = triton.autotune(configs=_GEMV_CONFIGS, key=["N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"])(wq_gemv_kernel)
+_gemv_tuned = triton.autotune(configs=_GEMV_CONFIGS, key=["N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"],
+                              do_bench=autotune_bench)(wq_gemv_kernel)
 _gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K", "BITS", "GROUP", "HAS_ZEROS"],
-                              prune_configs_by={"early_config_prune": prune_gemm_configs})(wq_gemm_kernel)
+                              prune_configs_by={"early_config_prune": prune_gemm_configs}, do_bench=autotune_bench)(wq_gemm_kernel)
 
 
 def _wordwise(cpw: int) -> bool:
@@ -183,11 +185,11 @@ def launch_gemv(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: in
     args = (x, qweight, scales, scales if zeros is None else zeros, out, n, k, x.stride(0), qweight.stride(0),
             _row_stride(scales), scales.stride(1), stride_os, stride_om)
     meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=_wordwise(cpw), SPLIT_K=split_k)
-    if interpreting():
-        grid = (triton.cdiv(n, INTERPRET_GEMV["BLOCK_N"]), split_k, m)
-        wq_gemv_kernel[grid](*args, **meta, **INTERPRET_GEMV)
-    else:
+    if autotuning():
         _gemv_tuned[lambda c: (triton.cdiv(n, c["BLOCK_N"]), split_k, m)](*args, **meta)
+    else:
+        grid = (triton.cdiv(n, FIXED_GEMV["BLOCK_N"]), split_k, m)
+        wq_gemv_kernel[grid](*args, **meta, **FIXED_GEMV)
 
 
 def launch_gemm(x, qweight, scales, zeros, out, bits: int, cpw: int, group: int) -> None:
@@ -198,9 +200,10 @@ def launch_gemm(x, qweight, scales, zeros, out, bits: int, cpw: int, group: int)
     args = (x, qweight, scales, scales if zeros is None else zeros, out, m, n, k, bucket, x.stride(0), qweight.stride(0),
             _row_stride(scales), scales.stride(1), out.stride(0))
     meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=_wordwise(cpw))
-    if interpreting():
-        c = INTERPRET_GEMM
-        grid = (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)
-        wq_gemm_kernel[grid](*args, **meta, DOT_FP32=True, **c)
+    dot_fp32 = interpreting()  # numpy computes the interpreter's dot: same products, fp32 operands (see the kernel)
+    if autotuning():
+        _gemm_tuned[lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)](*args, **meta, DOT_FP32=dot_fp32)
     else:
-        _gemm_tuned[lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)](*args, **meta, DOT_FP32=False)
+        c = FIXED_GEMM
+        grid = (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)
+        wq_gemm_kernel[grid](*args, **meta, DOT_FP32=dot_fp32, **c)

@@ -34,7 +34,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--study-name", default=None, help="Optuna study name (default: autoq-MODEL-BUDGET-TIMESTAMP)")
     p.add_argument("--storage", default="auto", help="Optuna storage URL (default: optuna.db beside the MLflow database)")
     p.add_argument("--device", default=None, metavar="NAME|TABLE.json",
-                   help="add latency: a GPU preset (h100, h200, a100, ...: a roofline ESTIMATE) or a latency table measured by 'autoq kernels bench'; needed for budgets like '3ms'")
+                   help="add latency: a latency table measured by 'autoq kernels bench', or a GPU preset (h100, h200, a100, ...: "
+                        "its committed measured table if autoq ships one, else a roofline ESTIMATE; roofline:h100 forces the estimate); "
+                        "needed for budgets like '3ms'")
     p.add_argument("--batch", type=int, default=1, help="rows of activations (tokens) per forward for latency (default: 1)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--sequential", action="store_true",

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -97,11 +98,12 @@ def default_study_name(model_name: str, budget: Budget) -> str:
 
 @dataclass(frozen=True)
 class Prepared:
-    """A validated search problem: the space, its costs and the budget inside its range."""
+    """A validated search problem: the space, its costs and the budget (``slack``: why it does not bind, if so)."""
 
     space: SearchSpace
     cost_model: CostModel
     budget: Budget
+    slack: str | None = None
 
 
 def prepare(workload: Workload, config: SearchConfig) -> Prepared:
@@ -112,8 +114,8 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
     check_finite_batches(workload.calibration)
     space = SearchSpace.build(load_preset(config.space), layers, dict(config.pins))
     cost_model = CostModel.for_model(workload.model, layers, latency_model(config.device, config.batch))
-    budget.check_feasible(*space.extremes(cost_model, budget.kind), cost_model.latency_source)
-    return Prepared(space, cost_model, budget)
+    slack = budget.check_feasible(*space.extremes(cost_model, budget.kind), cost_model.latency_source)
+    return Prepared(space, cost_model, budget, slack)
 
 
 def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
@@ -126,6 +128,8 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     start = time.perf_counter()
     problem = prepare(workload, config)
     space, cost_model, budget = problem.space, problem.cost_model, problem.budget
+    if problem.slack:
+        print(f"autoq: note: {problem.slack}", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
     reference = float(workload.evaluate(workload.model))

@@ -1,4 +1,11 @@
-"""``--device NAME|TABLE.json`` -> a `LatencyModel`: a measured table if given a file, else a roofline preset."""
+"""``--device NAME|TABLE.json`` -> a `LatencyModel`.
+
+* a path: that measured table;
+* a preset name (``h100``, ``h200``, ...): the table committed for it under
+  ``autoq/latency/tables/<name>.json`` when one exists and measured the batch (measured
+  beats estimated), else the roofline estimate from the preset's published peaks;
+* ``roofline:<name>``: the roofline estimate, even where a committed table exists.
+"""
 
 from __future__ import annotations
 
@@ -6,8 +13,18 @@ from pathlib import Path
 
 from autoq.errors import AutoqError
 from autoq.latency.base import LatencyModel
+from autoq.latency.devices import get_device
 from autoq.latency.measured import Measurement, TableLatency
 from autoq.latency.roofline import RooflineLatency
+
+TABLES_DIR = Path(__file__).parent / "tables"
+ROOFLINE_PREFIX = "roofline:"
+
+
+def committed_table(preset: str, tables_dir: Path = TABLES_DIR) -> Path | None:
+    """The latency table measured on ``preset``'s GPU and shipped with autoq, if any."""
+    path = Path(tables_dir) / f"{preset.lower()}.json"
+    return path if path.is_file() else None
 
 
 def is_table_path(device: str) -> bool:
@@ -27,12 +44,21 @@ def load_table(path: str | Path, batch: int = 1) -> TableLatency:
     return TableLatency(table.device, rows, batch, origin=str(path))
 
 
-def latency_model(device: str | None, batch: int = 1) -> LatencyModel | None:
-    """The latency source for ``device`` (a preset name or a table path); ``None`` without a device."""
+def latency_model(device: str | None, batch: int = 1, tables_dir: Path = TABLES_DIR) -> LatencyModel | None:
+    """The latency source for ``device`` (a table path, a preset name, ``roofline:<preset>``); ``None`` without one."""
     if device is None:
         return None
     if not isinstance(batch, int) or batch < 1:
         raise AutoqError(f"batch must be a positive integer (rows of activations per forward, e.g. 1 or 16), got {batch!r}")
     if is_table_path(device):
         return load_table(device, batch)
-    return RooflineLatency.named(device, batch)
+    if device.lower().startswith(ROOFLINE_PREFIX):
+        return RooflineLatency.named(device[len(ROOFLINE_PREFIX):], batch)
+    preset = get_device(device)  # an unknown name fails here, listing the presets
+    table = committed_table(preset.name, tables_dir)
+    if table is not None:
+        from autoq.kernels.table import LatencyTable
+
+        if batch in LatencyTable.load(table).batches:
+            return load_table(table, batch)
+    return RooflineLatency.named(preset.name, batch)

@@ -87,3 +87,12 @@ def test_latency_budget_outside_the_table_range_states_it(digits, tmp_path, caps
     assert main(["search", "--model", "digits-cnn", "--budget", "500us", "--device", table, "--no-progress"]) == 2
     err = capsys.readouterr().err
     assert "below the cheapest" in err and "1.5" in err and f"table:{DEVICE}" in err
+
+
+def test_latency_budget_above_the_slowest_assignment_is_searched_with_a_note(digits, tmp_path, capsys):
+    """'3 ms' for a model whose slowest assignment is faster: every point fits, and the user is told so."""
+    table = write_digits_table(tmp_path / "digits-table.json", digits.model)
+    result = autoq.search("digits-cnn", budget="1s", device=table, n_trials=4, tracking_uri=None, storage=None, progress=False)
+    err = capsys.readouterr().err
+    assert "autoq: note: budget '1s' is above the dearest assignment" in err and f"table:{DEVICE}" in err
+    assert len(result.points) == 4 and all(p.latency_us <= 1e6 for p in result.points)

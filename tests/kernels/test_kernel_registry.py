@@ -51,3 +51,39 @@ def test_importing_autoq_and_its_kernels_package_does_not_import_triton():
     code = ("import sys, autoq, autoq.kernels, autoq.kernels.ops, autoq.kernels.registry, autoq.kernels.bench, autoq.cli.kernels; "
             "assert 'triton' not in sys.modules, 'triton was imported'")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+
+
+BLOCK_SEARCH_DEPS = """
+import sys, importlib.abc
+class Block(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split('.')[0] in ('optuna', 'mlflow', 'ray'):
+            raise ImportError(f'{name} is blocked: a GPU machine may have only torch and Triton')
+sys.meta_path.insert(0, Block())
+"""
+
+
+def test_kernels_and_their_cli_need_neither_optuna_nor_mlflow_nor_ray():
+    """A lent GPU machine has torch and Triton but not the search stack: measuring there must still work."""
+    code = BLOCK_SEARCH_DEPS + (
+        "import autoq, autoq.kernels.bench, autoq.export, autoq.tracking\n"
+        "from autoq.cli import build_parser, main\n"
+        "build_parser()\n"
+        "assert main(['kernels', 'bench', '--model', 'none']) == 2  # a usage error on any machine, after the imports\n"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
+    with pytest.raises(subprocess.CalledProcessError):  # and the blocker does block: the search itself needs Optuna
+        subprocess.run([sys.executable, "-c", BLOCK_SEARCH_DEPS + "import autoq; autoq.search"], check=True, timeout=120,
+                       capture_output=True)
+
+
+def test_autotuning_is_off_under_the_interpreter_and_with_autoq_autotune_0(monkeypatch):
+    from autoq.kernels.capability import autotuning
+
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    monkeypatch.delenv("AUTOQ_AUTOTUNE", raising=False)
+    assert not autotuning()
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    assert autotuning()
+    monkeypatch.setenv("AUTOQ_AUTOTUNE", "0")
+    assert not autotuning()

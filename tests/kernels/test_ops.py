@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from autoq.errors import AutoqError
-from autoq.kernels.capability import interpreting
+from autoq.kernels.capability import autotuning, interpreting
 from autoq.kernels.formats import KERNEL_BITS, PACKED_BITS, Int8Weight, PackedWeight, pack_weight
 from autoq.kernels.ops import int8_matmul, quantize_tokens, split_k_for, w8a8_linear, wq_linear
 from autoq.quant import QuantSpec, quantize
@@ -167,14 +167,14 @@ def test_w8a8_linear_against_float64():
         assert ((y_torch.double() - ref.cpu()).abs() <= bound.cpu()).all()
 
 
-@pytest.mark.skipif(not interpreting(), reason="the interpreter's block configuration is what is varied")
+@pytest.mark.skipif(autotuning(), reason="the fixed block configuration (interpreter, AUTOQ_AUTOTUNE=0) is what is varied")
 @pytest.mark.parametrize("blocks", [{"BLOCK_N": 16, "BLOCK_K": 32, "BLOCK_M": 16}, {"BLOCK_N": 32, "BLOCK_K": 64, "BLOCK_M": 64}])
 def test_weight_only_with_other_block_sizes(monkeypatch, blocks):
     """Blocks narrower than a group (one scale per row of the tile), several K steps, one word per block row."""
     from autoq.kernels import triton_wq
 
-    monkeypatch.setattr(triton_wq, "INTERPRET_GEMV", {"BLOCK_N": blocks["BLOCK_N"], "BLOCK_K": blocks["BLOCK_K"]})
-    monkeypatch.setattr(triton_wq, "INTERPRET_GEMM", {**blocks, "GROUP_M": 2})
+    monkeypatch.setattr(triton_wq, "FIXED_GEMV", {"BLOCK_N": blocks["BLOCK_N"], "BLOCK_K": blocks["BLOCK_K"]})
+    monkeypatch.setattr(triton_wq, "FIXED_GEMM", {**blocks, "GROUP_M": 2})
     gen = torch.Generator().manual_seed(blocks["BLOCK_K"])
     for name in ("int2-g128-asym", "int3-g64-sym", "int4-g32-asym", "int8-ch-asym"):
         packed = random_packed(QuantSpec.from_name(name), 40, 150, gen)

@@ -10,7 +10,8 @@ import pytest
 
 from autoq.errors import AutoqError
 from autoq.kernels.table import LatencyRow, LatencyTable
-from autoq.latency import Measurement, TableLatency, get_device, latency_model, load_table, roofline_us
+from autoq.latency import Measurement, TableLatency, get_device, latency_model, load_table, preset_for, roofline_us
+from autoq.latency.resolve import TABLES_DIR
 from autoq.quant import QuantSpec
 
 INT4 = QuantSpec.from_name("int4-g128-asym")
@@ -92,3 +93,25 @@ def test_load_table_json_uses_the_fastest_kernel(tmp_path):
 def test_missing_table_file_names_bench(tmp_path):
     with pytest.raises(AutoqError, match="autoq kernels bench"):
         latency_model(str(tmp_path / "nope.json"))
+
+
+def test_a_preset_reads_its_committed_table_at_a_measured_batch_else_the_roofline(tmp_path):
+    """``--device h100`` prefers a table measured on an H100 and shipped with autoq; ``roofline:h100`` forces the estimate."""
+    write_table(tmp_path / "h100.json", device="NVIDIA H100 80GB HBM3")
+    measured = latency_model("H100", batch=1, tables_dir=tmp_path)
+    assert isinstance(measured, TableLatency) and measured.source == "table:NVIDIA H100 80GB HBM3"
+    assert measured.layer_us(100, 100, INT4) == 9.0
+    for device, batch in (("h100", 128), ("roofline:h100", 1), ("a100", 1)):  # batch not measured; forced; no table
+        model = latency_model(device, batch=batch, tables_dir=tmp_path)
+        assert not isinstance(model, TableLatency) and model.source == f"estimate:roofline:{device.split(':')[-1]}"
+    with pytest.raises(AutoqError, match="unknown device 'roofline:tpu'|unknown device 'tpu'"):
+        latency_model("roofline:tpu", tables_dir=tmp_path)
+
+
+@pytest.mark.parametrize("path", sorted(TABLES_DIR.glob("*.json")), ids=lambda p: p.name)  # skipped while none is committed
+def test_committed_tables_are_measurements_of_their_preset(path):
+    """A table shipped under autoq/latency/tables/ loads, names the GPU its file is named for, and says what measured it."""
+    table = LatencyTable.load(path)
+    assert preset_for(table.device) == get_device(path.stem), f"{path.name} was measured on {table.device!r}"
+    assert table.torch and table.triton and table.cuda and table.created
+    assert 1 in table.batches and all(r.median_us > 0 for r in table.rows)

@@ -1,0 +1,139 @@
+"""Everything a lent GPU is for, in one call: check autoq's kernels there and measure them.
+
+Run it on the GPU machine (the device tool; it needs only torch and Triton, which that
+machine's ``python3`` has, so autoq goes on ``PYTHONPATH`` instead of being installed):
+
+    python3 benchmarks/gpu_session.py [--out DIR] [--deadline-s 450]
+
+Steps, each in its own process with a share of the deadline, so one that hangs loses
+nothing already written:
+
+1. ``benchmarks/kernels_llama.py``: every kernel against float64 on the GPU, then
+   LLaMA-7B layer shapes at batch 1, 16, 128: speedup over torch fp16, bandwidth
+   against the device's -> ``kernels_<device>.json``.
+2. ``autoq kernels bench`` at the default model's layer shapes, in the default search
+   space's formats, merged with step 1's table -> ``<preset>.json``: commit it as
+   ``autoq/latency/tables/<preset>.json`` and ``--device <preset>`` reads it.
+3. ``tests/kernels`` on the compiled kernels, one fixed block configuration each
+   (``AUTOQ_AUTOTUNE=0``: autotuning every odd test shape would take the whole lease).
+
+Writes at most 6 files under ``--out`` (``$OUT`` on the device machine): the two JSON
+files, ``nvidia_smi.txt``, one log per step. Without a GPU it says so and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+# all-MiniLM-L6-v2 (the default model): q/k/v/o and pooler 384x384, intermediate 1536x384, output 384x1536.
+# The GPU machine does not have its weights; tests/kernels/test_bench.py checks these against the model.
+DEFAULT_MODEL_SHAPES = "384x384,1536x384,384x1536"
+# The default search space's formats (2-8 bits per channel and g128, asymmetric) and the symmetric ones
+# that the LLaMA benchmark and W8A8 read; the table interpolates the rest by roofline ratio.
+TABLE_FORMATS = ",".join(
+    [f"int{b}-{g}-asym" for b in (2, 3, 4, 5, 6, 8) for g in ("ch", "g128")] + ["int4-g128-sym", "int8-ch-sym"]
+)
+STEP_SHARES = {"llama": 0.45, "table": 0.35, "tests": 0.2}  # of the deadline: the measurements first
+
+
+def importable_tree(parent: Path | None = None) -> Path:
+    """A folder to put on PYTHONPATH where ``autoq.kernels`` (and the other mapped packages) resolve without pip."""
+    site = Path(tempfile.mkdtemp(prefix="autoq-site-", dir=parent))
+    shutil.copytree(REPO / "autoq", site / "autoq")
+    for sub in ("kernels", "sensitivity", "search_spaces"):  # pyproject.toml's package-dir mapping
+        (site / "autoq" / sub).symlink_to(REPO / sub, target_is_directory=True)
+    return site
+
+
+def shell_output(cmd: list[str]) -> str:
+    try:
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=60)
+        return proc.stdout + proc.stderr + "\n"
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"{' '.join(cmd)}: {exc}\n"
+
+
+def run_step(name: str, cmd: list[str], env: dict, log: Path, timeout: float) -> int:
+    """Run one step with its output in ``log``, then print the log's end; a timeout is exit 124, not an exception."""
+    print(f"\n== {name}: {' '.join(cmd)} (at most {timeout:.0f} s)", flush=True)
+    start = time.perf_counter()
+    with log.open("w") as fh:
+        try:
+            code = subprocess.run(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout, check=False).returncode
+        except subprocess.TimeoutExpired:
+            code = 124
+    lines = [line for line in log.read_text(errors="replace").splitlines() if "%|" not in line]  # no progress bars
+    print("\n".join(lines[-40:]))
+    print(f"== {name}: exit {code} after {time.perf_counter() - start:.0f} s", flush=True)
+    return code
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.environ.get("OUT", "gpu-results"), help="output folder (default: $OUT, else gpu-results)")
+    parser.add_argument("--deadline-s", type=float, default=450.0, help="wall-clock seconds for all three steps (default: 450)")
+    args = parser.parse_args()
+    start = time.perf_counter()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+
+    import torch
+
+    if not torch.cuda.is_available():
+        print("gpu_session: error: no CUDA GPU is visible here (torch.cuda.is_available() is False)", file=sys.stderr)
+        return 2
+    query = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem", "--format=csv"]
+    smi = "".join(shell_output(cmd) for cmd in (query, ["nvidia-smi"]))
+    (out / "nvidia_smi.txt").write_text(smi)
+    print(smi.split("\n\n")[0], flush=True)
+
+    site = importable_tree()
+    sys.path.insert(0, str(site))
+    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "PYTHONUNBUFFERED": "1",
+           "TRITON_INTERPRET": "0"}
+    from autoq.cli.kernels import device_slug
+    from autoq.latency.devices import preset_for
+
+    slug = device_slug(torch.cuda.get_device_name(0))
+    preset = preset_for(torch.cuda.get_device_name(0))
+    table_name = f"{preset.name if preset else slug}.json"
+    llama_json = out / f"kernels_{slug}.json"
+
+    def share(step: str) -> float:
+        left = args.deadline_s - (time.perf_counter() - start)
+        return max(10.0, min(left, args.deadline_s * STEP_SHARES[step]))
+
+    codes = {}
+    codes["llama"] = run_step("LLaMA-7B shapes", [sys.executable, "benchmarks/kernels_llama.py", "--out", str(llama_json)],
+                              env, out / "llama.log", share("llama"))
+    merge: list[str] = []
+    if llama_json.is_file():  # start the committed table from step 1's rows, then add the default model's shapes
+        code = ("import json, sys; from autoq.kernels.table import LatencyTable; "
+                "LatencyTable.from_dict(json.load(open(sys.argv[1]))['table']).save(sys.argv[2])")
+        subprocess.run([sys.executable, "-c", code, str(llama_json), str(out / table_name)], env=env, check=True)
+        merge = ["--merge"]
+    codes["table"] = run_step(
+        "default model's table",
+        [sys.executable, "-m", "autoq", "kernels", "bench", "--model", "none", "--shapes", DEFAULT_MODEL_SHAPES,
+         "--formats", TABLE_FORMATS, "--rep-ms", "50", "--out", str(out / table_name), *merge],
+        env, out / "table.log", share("table"))
+    codes["tests"] = run_step(
+        "kernel tests on the GPU",
+        [sys.executable, "-m", "pytest", "tests/kernels", "-q", "-p", "no:cacheprovider", "--deselect",
+         "tests/kernels/test_compile_check.py"],
+        {**env, "AUTOQ_AUTOTUNE": "0"}, out / "tests.log", share("tests"))
+    print(f"\ngpu_session: {time.perf_counter() - start:.0f} s; exit codes {codes}; files in {out}: "
+          f"{', '.join(sorted(p.name for p in out.iterdir()))}")
+    return 0 if all(c == 0 for c in codes.values()) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
