@@ -3,9 +3,14 @@
 The interpreter runs kernels as numpy code and so misses what only the compiler sees
 (types, layouts, shared memory). This check closes part of that gap on machines without a
 GPU: every kernel is compiled to a cubin for, by default, Hopper (sm_90) and Ampere (sm_80)
-in representative configurations. It cannot say anything about speed or about results.
+in representative configurations. It cannot say anything about results.
 
-    TRITON_INTERPRET=0 python -m autoq.kernels.compile_check [--arch 90,80]
+``--sass`` also reads each cubin's machine code (with the ``cuobjdump`` Triton ships): the
+registers and stack (spills) a thread uses, shared memory, the width of every global load
+and which matrix instruction the GEMMs use. That is what decides whether a memory-bound
+kernel can approach the bandwidth, and it costs no GPU time to look at.
+
+    TRITON_INTERPRET=0 python -m autoq.kernels.compile_check [--arch 90,80] [--sass] [--json FILE]
 
 Run it with ``TRITON_INTERPRET`` unset or 0: under the interpreter kernels are not compilable objects.
 """
@@ -13,16 +18,29 @@ Run it with ``TRITON_INTERPRET`` unset or 0: under the interpreter kernels are n
 from __future__ import annotations
 
 import argparse
+import collections
+import dataclasses
+import inspect
+import json
+import re
+import subprocess
 import sys
-from dataclasses import dataclass
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
 
 from autoq.errors import AutoqError
 from autoq.kernels.capability import interpreting
 
+# How Triton specializes a launch with 16-byte aligned pointers and sizes and strides divisible by 16 (as
+# at LLaMA shapes): those arguments get ``tt.divisibility = 16``; an integer argument equal to 1 becomes a constant.
+ALIGNED_WQ = ("x_ptr", "w_ptr", "s_ptr", "z_ptr", "out_ptr", "N", "K", "stride_xm", "stride_wn", "stride_sn", "stride_om")
+
 
 @dataclass(frozen=True)
 class CompileCase:
-    """One kernel specialisation: runtime argument types (``*fp16``, ``i32``, ...) and constexpr values."""
+    """One kernel specialisation: runtime argument types (``*fp16``, ``i32``, ...), constexpr values, and the
+    arguments known to be multiples of 16 (``aligned``: what Triton sees at runtime for such shapes)."""
 
     name: str
     kernel: str  # attribute of triton_wq / triton_w8a8
@@ -30,6 +48,7 @@ class CompileCase:
     constexprs: dict
     num_warps: int = 4
     num_stages: int = 3
+    aligned: tuple[str, ...] = field(default=())
 
 
 def _wq_types(kind: str, act: str, out: str) -> dict:
@@ -41,30 +60,44 @@ def _wq_types(kind: str, act: str, out: str) -> dict:
     return {**ptrs, **dict.fromkeys(ints, "i32")}
 
 
+def _wq_case(name: str, kernel: str, kind: str, act: str, out: str, constexprs: dict, aligned: bool, warps: int, stages: int) -> CompileCase:
+    """A weight-only case; ``aligned`` compiles it as a launch at 16-aligned shapes (group scales contiguous: stride 1)."""
+    types = _wq_types(kind, act, out)
+    if aligned:
+        del types["stride_sg"]
+        constexprs = {**constexprs, "stride_sg": 1}
+    return CompileCase(name, kernel, types, constexprs, warps, stages, ALIGNED_WQ if aligned else ())
+
+
 def default_cases() -> list[CompileCase]:
-    """Weight-only GEMV/GEMM for word-wise (2/4/8-bit) and gathered (3-bit) unpacking, every scale layout, W8A8."""
+    """Weight-only GEMV/GEMM for word-wise (2/4/8-bit) and gathered (3-bit) unpacking, every scale layout, W8A8.
+
+    The even-K cases are compiled as at 16-aligned shapes (the LLaMA-7B ones), the others as at odd shapes."""
     cases = []
     for bits, group, zeros, act in [(4, 128, True, "fp16"), (4, 32, False, "bf16"), (3, 64, True, "fp16"), (2, 0, True, "fp16"), (8, 0, False, "bf16")]:
         cpw = 32 // bits
         wordwise = cpw & (cpw - 1) == 0
         base = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros, WORDWISE=wordwise)
         tag = f"int{bits}-{'g' + str(group) if group else 'ch'}-{'asym' if zeros else 'sym'}-{act}"
-        for split, out in [(1, act), (4, "fp32")]:
-            cases.append(CompileCase(f"wq-gemv {tag} split{split}", "wq_gemv_kernel", _wq_types("gemv", act, out),
-                                     {**base, "SPLIT_K": split, "BLOCK_N": 16, "BLOCK_K": 256}))
-        cases.append(CompileCase(f"wq-gemm {tag}", "wq_gemm_kernel", _wq_types("gemm", act, act),
-                                 {**base, "DOT_FP32": False, "BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, 4, 3))
+        for split, out, even in [(1, act, True), (4, "fp32", False)]:
+            cases.append(_wq_case(f"wq-gemv {tag} split{split}{' even-K' if even else ''}", "wq_gemv_kernel", "gemv", act, out,
+                                  {**base, "SPLIT_K": split, "EVEN_K": even, "BLOCK_N": 16, "BLOCK_K": 256}, even, 4, 3))
+        even = bits != 3
+        cases.append(_wq_case(f"wq-gemm {tag}{' even-K' if even else ''}", "wq_gemm_kernel", "gemm", act, act,
+                              {**base, "DOT_FP32": False, "EVEN_K": even, "BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, even, 4, 3))
     int8_types = {"a_ptr": "*i8", "sa_ptr": "*fp32", "w_ptr": "*i8", "sw_ptr": "*fp16", "out_ptr": "*fp16",
                   **dict.fromkeys(["M", "N", "K", "M_BUCKET", "stride_am", "stride_wn", "stride_sw", "stride_om"], "i32")}
-    cases.append(CompileCase("w8a8 int8-gemm", "int8_gemm_kernel", int8_types, {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8}, 4, 3))
+    int8_aligned = ("a_ptr", "sa_ptr", "w_ptr", "sw_ptr", "out_ptr", "N", "K", "stride_am", "stride_wn", "stride_om")
+    cases.append(CompileCase("w8a8 int8-gemm", "int8_gemm_kernel", int8_types, {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8}, 4, 3,
+                             int8_aligned))
     for act in ("fp16", "bf16"):
         quant_types = {"x_ptr": f"*{act}", "q_ptr": "*i8", "s_ptr": "*fp32", "K": "i32", "stride_xm": "i32", "stride_qm": "i32"}
         cases.append(CompileCase(f"w8a8 quantize-rows {act}", "quantize_rows_kernel", quant_types, {"BLOCK_K": 1024}))
     return cases
 
 
-def compile_case(case: CompileCase, arch: int) -> None:
-    """Compile ``case`` for ``sm_<arch>``; raises whatever the compiler raises."""
+def compile_case(case: CompileCase, arch: int):
+    """Compile ``case`` for ``sm_<arch>`` and return Triton's compiled kernel; raises whatever the compiler raises."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
@@ -75,26 +108,83 @@ def compile_case(case: CompileCase, arch: int) -> None:
         raise AutoqError("the compile check needs TRITON_INTERPRET unset or 0 (interpreted kernels are not compiled)")
     module = triton_wq if hasattr(triton_wq, case.kernel) else triton_w8a8
     fn = getattr(module, case.kernel)
+    params = list(inspect.signature(fn.fn).parameters)
     signature = {**case.types, **dict.fromkeys(case.constexprs, "constexpr")}
-    src = ASTSource(fn, signature, case.constexprs)
-    triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": case.num_warps, "num_stages": case.num_stages})
+    signature = {name: signature[name] for name in params}
+    attrs = {(params.index(name),): [["tt.divisibility", 16]] for name in case.aligned}
+    src = ASTSource(fn, signature, case.constexprs, attrs)
+    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": case.num_warps, "num_stages": case.num_stages})
+
+
+def _cuobjdump() -> Path:
+    import triton
+
+    knobs = getattr(getattr(triton, "knobs", None), "nvidia", None)
+    tool = getattr(getattr(knobs, "cuobjdump", None), "path", None)
+    path = Path(tool) if tool else Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
+    if not path.is_file():
+        raise AutoqError(f"--sass needs cuobjdump, which this Triton does not ship at {path}")
+    return path
+
+
+@dataclass(frozen=True)
+class SassReport:
+    """What the machine code of one kernel says: per-thread registers and stack (spills), static shared
+    memory, global loads by width (``LDG.E.128`` is 16 bytes a thread; ``LDGSTS`` copies to shared
+    memory asynchronously) and the matrix instructions (``HGMMA``/``IGMMA`` are Hopper's wgmma)."""
+
+    registers: int
+    stack_bytes: int
+    shared_bytes: int
+    global_loads: dict[str, int]
+    mma: dict[str, int]
+
+    def summary(self) -> str:
+        loads = " ".join(f"{k}x{v}" for k, v in sorted(self.global_loads.items()))
+        mma = " ".join(sorted(self.mma)) or "-"
+        return f"regs {self.registers:3d}  stack {self.stack_bytes:3d}  smem {self.shared_bytes:6d}  mma {mma:14s}  loads {loads}"
+
+
+def sass_report(compiled) -> SassReport:
+    """Read ``compiled``'s cubin with cuobjdump (no GPU needed)."""
+    tool = _cuobjdump()
+    with tempfile.TemporaryDirectory() as tmp:
+        cubin = Path(tmp) / "kernel.cubin"
+        cubin.write_bytes(compiled.asm["cubin"])
+        usage = subprocess.run([tool, "-res-usage", cubin], capture_output=True, text=True, check=True).stdout
+        sass = subprocess.run([tool, "-sass", cubin], capture_output=True, text=True, check=True).stdout
+    regs, stack = re.search(r"REG:(\d+)", usage), re.search(r"STACK:(\d+)", usage)
+    loads = collections.Counter(re.findall(r"\b(LDG(?:STS)?\.[A-Z0-9.]+)", sass))
+    mma = collections.Counter(m.split(".")[0] for m in re.findall(r"\b(?:[HIQ]GMMA|HMMA|IMMA)\.[A-Z0-9.]+", sass))
+    return SassReport(int(regs[1]) if regs else -1, int(stack[1]) if stack else -1, int(compiled.metadata.shared),
+                      dict(loads), dict(mma))
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", default="90,80", help="CUDA compute capabilities, e.g. 90,80")
+    parser.add_argument("--sass", action="store_true", help="also report registers, spills, shared memory, load widths, MMA kind")
+    parser.add_argument("--json", default=None, help="with --sass: also write the reports to this JSON file, by arch and case")
     args = parser.parse_args(argv)
     failures = 0
+    reports: dict[str, dict] = {}
     for arch in (int(a) for a in args.arch.split(",")):
         for case in default_cases():
             try:
-                compile_case(case, arch)
-                print(f"ok    sm_{arch}  {case.name}")
+                compiled = compile_case(case, arch)
+                line = ""
+                if args.sass:
+                    report = sass_report(compiled)
+                    reports.setdefault(f"sm_{arch}", {})[case.name] = {**dataclasses.asdict(report), "aligned": bool(case.aligned)}
+                    line = f"  {report.summary()}"
+                print(f"ok    sm_{arch}  {case.name}{line}")
             except AutoqError:
                 raise
             except Exception as exc:  # report every failing specialisation, not just the first
                 failures += 1
                 print(f"FAIL  sm_{arch}  {case.name}: {type(exc).__name__}: {exc}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(reports, indent=1) + "\n")
     return 1 if failures else 0
 
 

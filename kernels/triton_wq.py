@@ -39,21 +39,28 @@ def _scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, g, stride_sn, stride_sg, BITS
 
 @triton.jit
 def _codes_nk(w_ptr, offs_n, k0, offs_k, n_mask, k_mask, k_limit, stride_wn, BITS: tl.constexpr, CPW: tl.constexpr,
-              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, WORDWISE: tl.constexpr):
+              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, WORDWISE: tl.constexpr, EVEN_K: tl.constexpr):
     """Unpacked codes ``(BLOCK_N, BLOCK_K)`` of columns ``k0 + arange(BLOCK_K)``, as fp32.
 
     ``WORDWISE`` (2/4/8 bits: a power-of-two number of codes per word) loads each word once,
     contiguously, and expands it to its ``CPW`` codes; otherwise (3/5/6 bits) each column
-    gathers its own word (repeated addresses hit the cache).
+    gathers its own word (repeated addresses hit the cache). ``EVEN_K``: the block lies
+    inside K, so the load is masked by row alone and each thread's words load as one vector.
     """
     if WORDWISE:
         offs_w = k0 // CPW + tl.arange(0, BLOCK_K // CPW)
-        w_mask = n_mask[:, None] & (offs_w * CPW < k_limit)[None, :]
+        if EVEN_K:
+            w_mask = n_mask[:, None]
+        else:
+            w_mask = n_mask[:, None] & (offs_w * CPW < k_limit)[None, :]
         words = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_w[None, :], mask=w_mask, other=0)
         shifts = tl.arange(0, CPW) * BITS
         codes = tl.reshape((words[:, :, None] >> shifts[None, None, :]) & ((1 << BITS) - 1), [BLOCK_N, BLOCK_K])
     else:
-        mask = n_mask[:, None] & k_mask[None, :]
+        if EVEN_K:
+            mask = n_mask[:, None]
+        else:
+            mask = n_mask[:, None] & k_mask[None, :]
         words = tl.load(w_ptr + offs_n[:, None] * stride_wn + (offs_k // CPW)[None, :], mask=mask, other=0)
         codes = (words >> ((offs_k % CPW) * BITS)[None, :]) & ((1 << BITS) - 1)
     return codes.to(tl.float32)
@@ -87,7 +94,7 @@ def _dequant_groups(codes, s_ptr, z_ptr, offs_n, n_mask, k0, k_limit, stride_sn,
 @triton.jit
 def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, N, K, stride_xm, stride_wn, stride_sn, stride_sg, stride_os, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, SPLIT_K: tl.constexpr,
-                   BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                   EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     row = tl.program_id(2)
@@ -102,8 +109,11 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, N, K, stride_xm, stride_
     for k0 in range(k_begin, k_end, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         k_mask = offs_k < k_end
-        x = tl.load(x_ptr + row * stride_xm + offs_k, mask=k_mask, other=0.0).to(tl.float32)
-        codes = _codes_nk(w_ptr, offs_n, k0, offs_k, n_mask, k_mask, k_end, stride_wn, BITS, CPW, BLOCK_N, BLOCK_K, WORDWISE)
+        if EVEN_K:
+            x = tl.load(x_ptr + row * stride_xm + offs_k).to(tl.float32)
+        else:
+            x = tl.load(x_ptr + row * stride_xm + offs_k, mask=k_mask, other=0.0).to(tl.float32)
+        codes = _codes_nk(w_ptr, offs_n, k0, offs_k, n_mask, k_mask, k_end, stride_wn, BITS, CPW, BLOCK_N, BLOCK_K, WORDWISE, EVEN_K)
         if GROUP == 0:
             acc += (codes - zero[:, None]) * x[None, :]  # the row's one scale is applied after the loop
         else:
@@ -118,7 +128,7 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, N, K, stride_xm, stride_
 @triton.jit
 def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, M_BUCKET, stride_xm, stride_wn, stride_sn, stride_sg, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, DOT_FP32: tl.constexpr,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
+                   EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr):
     offs_m, offs_n = tile_offsets(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     m_mask = offs_m < M
     n_mask = offs_n < N
@@ -128,8 +138,11 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, M_BUCKET, strid
     for k0 in range(0, K, BLOCK_K):
         offs_k = k0 + tl.arange(0, BLOCK_K)
         k_mask = offs_k < K
-        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_mask[:, None] & k_mask[None, :], other=0.0)
-        codes = _codes_nk(w_ptr, offs_n, k0, offs_k, n_mask, k_mask, K, stride_wn, BITS, CPW, BLOCK_N, BLOCK_K, WORDWISE)
+        if EVEN_K:
+            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_mask[:, None], other=0.0)
+        else:
+            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_mask[:, None] & k_mask[None, :], other=0.0)
+        codes = _codes_nk(w_ptr, offs_n, k0, offs_k, n_mask, k_mask, K, stride_wn, BITS, CPW, BLOCK_N, BLOCK_K, WORDWISE, EVEN_K)
         if GROUP == 0:
             w = (codes - zero[:, None]) * scale[:, None]
         else:
@@ -152,18 +165,27 @@ _GEMV_CONFIGS = [
     for bn, bk, w, s in [(8, 256, 4, 2), (16, 128, 4, 2), (16, 256, 4, 3), (32, 128, 4, 3), (32, 256, 8, 3),
                          (64, 64, 4, 3), (64, 128, 8, 2), (8, 512, 4, 2), (4, 512, 2, 2), (128, 64, 8, 2)]
 ]
+# The two smaller 16-row tiles are there for 3/5/6 bits at batch <= 16: every other 16-row tile spills registers
+# when its codes are gathered (112-168 bytes of stack in the sm_90 SASS; `compile_check --sass` shows it).
 _GEMM_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_warps=w, num_stages=s)
-    for bm, bn, bk, w, s in [(16, 64, 128, 4, 3), (16, 128, 64, 4, 4), (32, 64, 128, 4, 3), (32, 128, 64, 4, 4),
-                             (64, 64, 64, 4, 4), (64, 128, 64, 4, 3), (64, 128, 32, 4, 4), (128, 128, 64, 8, 3),
-                             (128, 64, 64, 4, 4), (128, 256, 64, 8, 3)]
+    for bm, bn, bk, w, s in [(16, 64, 128, 4, 3), (16, 128, 64, 4, 4), (16, 64, 64, 4, 3), (16, 128, 32, 4, 4),
+                             (32, 64, 128, 4, 3), (32, 128, 64, 4, 4), (64, 64, 64, 4, 4), (64, 128, 64, 4, 3),
+                             (64, 128, 32, 4, 4), (128, 128, 64, 8, 3), (128, 64, 64, 4, 4), (128, 256, 64, 8, 3)]
 ]
 
 
+def even_k(k: int, block_k: int, split_k: int = 1) -> bool:
+    """Whether every K split is whole ``BLOCK_K`` blocks: then no load is masked along K (see ``_codes_nk``)."""
+    return k % (block_k * split_k) == 0
+
+
+_EVEN_K = {"EVEN_K": lambda a: even_k(a["K"], a["BLOCK_K"], a.get("SPLIT_K", 1))}
 _gemv_tuned = triton.autotune(configs=_GEMV_CONFIGS, key=["N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"],
-                              do_bench=autotune_bench)(wq_gemv_kernel)
+                              do_bench=autotune_bench)(triton.heuristics(_EVEN_K)(wq_gemv_kernel))
 _gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K", "BITS", "GROUP", "HAS_ZEROS"],
-                              prune_configs_by={"early_config_prune": prune_gemm_configs}, do_bench=autotune_bench)(wq_gemm_kernel)
+                              prune_configs_by={"early_config_prune": prune_gemm_configs},
+                              do_bench=autotune_bench)(triton.heuristics(_EVEN_K)(wq_gemm_kernel))
 
 
 def _wordwise(cpw: int) -> bool:
@@ -189,7 +211,7 @@ def launch_gemv(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: in
         _gemv_tuned[lambda c: (triton.cdiv(n, c["BLOCK_N"]), split_k, m)](*args, **meta)
     else:
         grid = (triton.cdiv(n, FIXED_GEMV["BLOCK_N"]), split_k, m)
-        wq_gemv_kernel[grid](*args, **meta, **FIXED_GEMV)
+        wq_gemv_kernel[grid](*args, **meta, EVEN_K=even_k(k, FIXED_GEMV["BLOCK_K"], split_k), **FIXED_GEMV)
 
 
 def launch_gemm(x, qweight, scales, zeros, out, bits: int, cpw: int, group: int) -> None:
@@ -206,4 +228,4 @@ def launch_gemm(x, qweight, scales, zeros, out, bits: int, cpw: int, group: int)
     else:
         c = FIXED_GEMM
         grid = (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)
-        wq_gemm_kernel[grid](*args, **meta, DOT_FP32=dot_fp32, **c)
+        wq_gemm_kernel[grid](*args, **meta, DOT_FP32=dot_fp32, EVEN_K=even_k(k, c["BLOCK_K"]), **c)

@@ -91,6 +91,21 @@ def test_weight_only_small_and_ragged_shapes(n: int, k: int):
         assert_close_to_reference(wq_linear(x, packed, backend="triton"), x, packed.dequantize(torch.float64), torch.float16)
 
 
+@pytest.mark.parametrize("name", ["int4-g128-asym", "int2-ch-sym", "int8-g32-asym", "int3-g64-asym", "int4-tensor-sym"])
+def test_weight_only_when_k_is_whole_blocks(name: str):
+    """K a multiple of BLOCK_K (and of BLOCK_K * split): the unmasked, vector-load path along K (EVEN_K)."""
+    from autoq.kernels.triton_wq import FIXED_GEMM, FIXED_GEMV, even_k
+
+    k = 2 * FIXED_GEMV["BLOCK_K"] * FIXED_GEMM["BLOCK_K"] // math.gcd(FIXED_GEMV["BLOCK_K"], FIXED_GEMM["BLOCK_K"])
+    assert even_k(k, FIXED_GEMV["BLOCK_K"], 2) and even_k(k, FIXED_GEMM["BLOCK_K"]) and not even_k(k + 8, FIXED_GEMV["BLOCK_K"])
+    gen = torch.Generator().manual_seed(len(name))
+    packed = random_packed(QuantSpec.from_name(name), 70, k, gen)
+    for m, kernel, split in [(1, "gemv", 1), (1, "gemv", 2), (6, "gemm", None)]:
+        x = torch.randn(m, k, generator=gen).half().to(DEVICE)
+        y = wq_linear(x, packed, backend="triton", kernel=kernel, split_k=split)
+        assert_close_to_reference(y, x, packed.dequantize(torch.float64), torch.float16)
+
+
 def test_weight_only_from_real_quantized_weights_and_leading_dims():
     """A QuantizedTensor from autoq.quant runs on the kernel; (B, T, K) inputs keep their leading shape."""
     gen = torch.Generator().manual_seed(11)
