@@ -85,6 +85,10 @@ def default_cases() -> list[CompileCase]:
         even = bits != 3
         cases.append(_wq_case(f"wq-gemm {tag}{' even-K' if even else ''}", "wq_gemm_kernel", "gemm", act, act,
                               {**base, "DOT_FP32": False, "EVEN_K": even, "BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, even, 4, 3))
+    # a gathered format in a 16-row tile (batch <= 16), the tile added because the larger ones spill
+    cases.append(_wq_case("wq-gemm int3-g64-asym-fp16 even-K 16-row", "wq_gemm_kernel", "gemm", "fp16", "fp16",
+                          dict(BITS=3, CPW=10, GROUP=64, HAS_ZEROS=True, WORDWISE=False, DOT_FP32=False, EVEN_K=True,
+                               BLOCK_M=16, BLOCK_N=128, BLOCK_K=32, GROUP_M=8), True, 4, 4))
     int8_types = {"a_ptr": "*i8", "sa_ptr": "*fp32", "w_ptr": "*i8", "sw_ptr": "*fp16", "out_ptr": "*fp16",
                   **dict.fromkeys(["M", "N", "K", "M_BUCKET", "stride_am", "stride_wn", "stride_sw", "stride_om"], "i32")}
     int8_aligned = ("a_ptr", "sa_ptr", "w_ptr", "sw_ptr", "out_ptr", "N", "K", "stride_am", "stride_wn", "stride_om")

@@ -166,7 +166,7 @@ _GEMV_CONFIGS = [
                          (64, 64, 4, 3), (64, 128, 8, 2), (8, 512, 4, 2), (4, 512, 2, 2), (128, 64, 8, 2)]
 ]
 # The two smaller 16-row tiles are there for 3/5/6 bits at batch <= 16: every other 16-row tile spills registers
-# when its codes are gathered (112-168 bytes of stack in the sm_90 SASS; `compile_check --sass` shows it).
+# when its codes are gathered (112-384 bytes of stack in the sm_90 SASS; `compile_check --sass` shows it).
 _GEMM_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_warps=w, num_stages=s)
     for bm, bn, bk, w, s in [(16, 64, 128, 4, 3), (16, 128, 64, 4, 4), (16, 64, 64, 4, 3), (16, 128, 32, 4, 4),

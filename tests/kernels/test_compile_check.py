@@ -44,10 +44,21 @@ def test_gemv_loads_each_threads_packed_words_as_one_vector(sm90):
 
 
 def test_gemms_copy_tiles_in_16_byte_pieces_and_use_hopper_wgmma(sm90):
-    reports = {name: r for name, r in sm90[1].items() if r["aligned"] and "gemm" in name}
+    reports = {name: r for name, r in sm90[1].items() if r["aligned"] and "gemm" in name and "16-row" not in name}
     assert len(reports) == 5
     for name, report in reports.items():
         copies = {k for k in report["global_loads"] if k.startswith("LDGSTS")}
         assert copies and all(k.endswith(".128") for k in copies), (name, report)  # no 4-byte cp.async
         assert set(report["mma"]) == ({"IGMMA"} if "int8-gemm" in name else {"HGMMA"}), (name, report)
         assert report["stack_bytes"] == 0, (name, report)
+
+
+def test_a_16_row_tile_runs_gathered_codes_without_spilling(sm90):
+    """Batch <= 16 keeps only 16-row tiles; for 3/5/6 bits the larger ones spill, this one must not."""
+    from autoq.kernels.triton_wq import _GEMM_CONFIGS
+
+    tile = next(c for c in default_cases() if c.name == "wq-gemm int3-g64-asym-fp16 even-K 16-row")
+    assert any(c.kwargs == {k: tile.constexprs[k] for k in c.kwargs} and (c.num_warps, c.num_stages) == (tile.num_warps, tile.num_stages)
+               for c in _GEMM_CONFIGS), "the tile checked here is one the autotuner tries"
+    report = sm90[1][tile.name]
+    assert report["stack_bytes"] == 0 and set(report["mma"]) == {"HMMA"}, report
