@@ -33,7 +33,8 @@ if TYPE_CHECKING:
 BACKENDS = ("optuna", "ray")
 SETTINGS_ATTR = "autoq.settings"  # study user attribute: what defines the search, checked on resume
 INTERRUPTED_ATTR = "autoq.interrupted"
-_MUST_MATCH = ("model", "budget", "space", "sampler", "strategy", "seed_from", "seed", "skip", "pins", "device", "batch", "sequential")
+_MUST_MATCH = ("model", "budget", "space", "sampler", "strategy", "seed_from", "seed", "skip", "pins", "device", "batch", "sequential",
+               "max_uniform_seeds")
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
 
 
@@ -64,7 +65,7 @@ def stored_settings(workload: Workload, config: SearchConfig) -> dict[str, Any]:
         "model": workload.name, "model_source": config.model_source, "budget": parse_budget(config.budget).text,
         "space": config.space, "sampler": config.sampler, "seed": config.seed, "skip": list(config.skip),
         "pins": [list(p) for p in config.pins], "device": config.device, "batch": config.batch, "n_trials": config.n_trials,
-        "strategy": config.strategy, "seed_from": config.seed_from, "sequential": config.sequential,
+        "strategy": config.strategy, "seed_from": config.seed_from, "sequential": config.sequential, "max_uniform_seeds": config.max_uniform_seeds,
         "tracking_uri": config.tracking_uri, "experiment": config.experiment,
     }
 

@@ -48,6 +48,7 @@ class SearchConfig:
     seed: int = 0
     sampler: str = "tpe"
     n_fill_seeds: int = 16  # budget-filling mixes enqueued after the uniform baselines
+    max_uniform_seeds: int | None = 16  # uniform baselines at most (each weight format once first; see seeds.uniform_seeds); None: all
     strategy: str = "optuna"  # optuna | ilp | greedy | random (autoq.engine.strategy.STRATEGIES)
     seed_from: str | None = "auto"  # sensitivity metric or table file seeding the search; "auto": fisher; None / "none": random fill seeds
     skip: tuple[str, ...] = ()

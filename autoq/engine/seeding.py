@@ -106,6 +106,6 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
                   "starting from random budget-filling mixes instead (--seed-from METRIC to insist, none to skip)", file=sys.stderr, flush=True)
     ctx = StrategyContext(
         problem.space, problem.cost_model, problem.budget, config.sampler, config.seed, study_name, storage,
-        config.n_trials, config.n_fill_seeds, scores, config.resume,
+        config.n_trials, config.n_fill_seeds, scores, config.resume, config.max_uniform_seeds,
     )
     return factory(ctx)  # ilp/greedy always have scores here: seed_metric names a table, whose failure raised

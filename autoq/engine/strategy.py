@@ -157,6 +157,7 @@ class StrategyContext:
     n_fill_seeds: int
     scores: tuple[tuple[float, ...], ...] | None = None
     resume: bool = False
+    max_uniform_seeds: int | None = None
 
     def knapsack(self) -> Knapsack:
         return Knapsack.build(self.space, self.cost_model, self.budget, self.scores)
@@ -170,7 +171,7 @@ def _optuna_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], 
     """The sampler (TPE / NSGA-II / random) after the uniform baselines and budget-filling seeds; with a
     sensitivity table the fill seeds come from it instead of random mixes (see `_table_seeds`)."""
     strategy = make_strategy(ctx.sampler, ctx.space, ctx.seed, ctx.study_name, ctx.storage, resume=ctx.resume)
-    uniform = uniform_seeds(ctx.space, ctx.cost_model, ctx.budget)
+    uniform = uniform_seeds(ctx.space, ctx.cost_model, ctx.budget, ctx.max_uniform_seeds)
     count = min(ctx.n_fill_seeds, max(0, ctx.n_trials - len(uniform)))
     if ctx.scores is None:
         extra = fill_seeds(ctx.space, ctx.cost_model, ctx.budget, count, ctx.seed)

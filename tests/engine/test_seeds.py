@@ -132,3 +132,26 @@ def test_fill_seeds_never_cheaper_than_best_fitting_uniform_default_preset():
     seeds = fill_seeds(space, cm, budget, count=8)
     assert seeds
     assert all(floor <= budget.measure(cm.cost(s)) <= 4.9 for s in seeds)
+
+
+def test_a_limit_keeps_every_format_once_then_more_methods_of_the_dearest():
+    """``full`` at 4.5 bits: 11 formats x 4 methods fit; limited, each format keeps its first method, and the
+    places left go to the other methods of the dearest formats (where the best baseline is)."""
+    space, cm = setup("full", widths=((256, 256), (256, 512), (512, 256)))
+    budget = parse_budget("4.5bits")
+    every = uniform_seeds(space, cm, budget)
+    groups: dict[tuple, list] = {}
+    for a in every:
+        groups.setdefault(tuple(c.weight for c in a.values()), []).append(a)
+    assert len(groups) == 11 and len(every) == 44
+    kept = uniform_seeds(space, cm, budget, 16)
+    first = [g[0] for g in groups.values()]
+    dearest = list(groups.values())[-1]
+    assert [a["0"].weight.name for a in dearest] == ["int4-g64-asym"] * 4
+    expected = set(first) | set(dearest[1:]) | set(list(groups.values())[-2][1:3])
+    assert len(kept) == 16 and set(kept) == expected
+    assert {a["0"].method for a in kept if a["0"].weight.name == "int4-g64-asym"} == {"rtn-mse", "rtn-lp", "gptq", "awq"}
+    assert kept == [a for a in every if a in kept]  # still cheapest first
+    # fewer places than formats: one per format all the same; a large or no limit: all of them
+    assert uniform_seeds(space, cm, budget, 1) == first
+    assert uniform_seeds(space, cm, budget, 44) == every == uniform_seeds(space, cm, budget, None)

@@ -145,3 +145,18 @@ def test_auto_skips_tables_that_would_run_data_driven_ptq_on_too_many_pairs(digi
     assert seed_metric("auto", "ilp", space, limit=0) == "fisher"  # ilp cannot run without one
     default = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
     assert data_driven_pairs(default) == 0 and seed_metric("auto", "optuna", default) == "fisher"
+
+
+def test_a_many_method_space_enqueues_at_most_max_uniform_seeds_baselines(digits):
+    """``full`` has a uniform baseline per (format, method); the default keeps 16 of them, ``None`` all."""
+    from autoq.engine.seeding import start_strategy
+
+    counts = {}
+    for limit in (16, None):
+        config = SearchConfig(budget="4.5bits", space="full", seed_from="none", tracking_uri=None, storage=None, max_uniform_seeds=limit)
+        problem = prepare(digits, config)
+        _, seeds, uniform = start_strategy(digits, config, problem, f"limit-{limit}", None)
+        assert seeds[: len(uniform)] == uniform
+        counts[limit] = len(uniform)
+    assert counts[16] == 16 < counts[None]
+    assert SearchConfig().max_uniform_seeds == 16
