@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -36,7 +37,8 @@ from autoq.kernels.bench import (
 from autoq.kernels.capability import require_gpu
 from autoq.kernels.registry import get_kernel
 
-DEFAULT_FORMATS = "int2-g128-asym,int3-g128-asym,int4-g128-asym,int4-g128-sym,int4-ch-asym,int8-ch-asym,int8-ch-sym"
+# W4 first: its batch-1 speedup is the headline number, measured even if a deadline cuts the run short
+DEFAULT_FORMATS = "int4-g128-asym,int4-g128-sym,int4-ch-asym,int8-ch-sym,int8-ch-asym,int2-g128-asym,int3-g128-asym"
 
 
 def check_correctness(formats, kernels, batches, shape=(4096, 4096)) -> list[dict]:
@@ -66,6 +68,8 @@ def main() -> int:
     parser.add_argument("--kernels", default="wq,w8a8")
     parser.add_argument("--batches", default="1,16,128")
     parser.add_argument("--rep-ms", type=int, default=100)
+    parser.add_argument("--max-seconds", type=float, default=None,
+                        help="from the start, checks included: start no new timing after this long; write what was measured")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/kernels_<device>.json")
     args = parser.parse_args()
     try:
@@ -76,8 +80,11 @@ def main() -> int:
         print(f"kernels_llama: error: {exc}", file=sys.stderr)
         return 2
 
+    start = time.perf_counter()
     correctness = check_correctness(formats, kernels, batches)
-    table = measure(BenchConfig(shapes=LLAMA_7B_SHAPES, batches=batches, formats=formats, kernels=kernels, rep_ms=args.rep_ms))
+    left = None if args.max_seconds is None else max(0.0, args.max_seconds - (time.perf_counter() - start))
+    table = measure(BenchConfig(shapes=LLAMA_7B_SHAPES, batches=batches, formats=formats, kernels=kernels, rep_ms=args.rep_ms,
+                                max_seconds=left))
     rows = speedups(table)
     for row in rows:
         row["bandwidth_share"] = None if row["bandwidth_share"] is None else round(row["bandwidth_share"], 3)

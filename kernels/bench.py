@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+import sys
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 
@@ -106,17 +108,19 @@ class BenchConfig:
     kernels: tuple[str, ...] = DEFAULT_KERNELS
     rep_ms: int = 100
     seed: int = 0
+    max_seconds: float | None = None  # start no new case after this long; the table then holds the cases measured
 
     def cases(self) -> list[tuple[tuple[int, int], QuantSpec | None, str]]:
-        """(shape, format, kernel) to measure at every batch; format ``None`` is the fp16 baseline."""
+        """(shape, format, kernel) to measure at every batch; format ``None`` is the fp16 baseline.
+
+        The baselines come first, then format by format over all shapes, so a run cut short by
+        ``max_seconds`` still has the first formats at every shape, each with its baseline."""
         from autoq.kernels.registry import get_kernel
 
         infos = [get_kernel(name) for name in self.kernels]
         formats = self.formats or default_formats()
-        out: list[tuple[tuple[int, int], QuantSpec | None, str]] = []
-        for shape in self.shapes:
-            out.append((shape, None, BASELINE_KERNEL))
-            out += [(shape, spec, info.name) for spec in formats for info in infos if info.supports(spec)]
+        out: list[tuple[tuple[int, int], QuantSpec | None, str]] = [(shape, None, BASELINE_KERNEL) for shape in self.shapes]
+        out += [(shape, spec, info.name) for spec in formats for info in infos if info.supports(spec) for shape in self.shapes]
         return out
 
 
@@ -167,7 +171,12 @@ def measure(config: BenchConfig, progress: bool = True) -> LatencyTable:
     rows: list[LatencyRow] = []
     cases = config.cases()
     bar = tqdm(total=len(cases) * len(config.batches), desc="kernels bench", disable=not progress, unit="case")
-    for (n, k), spec, kernel in cases:
+    start = time.perf_counter()
+    for done, ((n, k), spec, kernel) in enumerate(cases):
+        if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
+            print(f"autoq: kernels bench: stopped after {config.max_seconds:.0f} s (max_seconds) with {len(cases) - done} of "
+                  f"{len(cases)} cases not measured; the table holds the others", file=sys.stderr, flush=True)
+            break
         run, nbytes, quant_act = _prepare(n, k, spec, kernel, gen, device)
         for m in config.batches:
             x = torch.randn(m, k, generator=gen).half().to(device)

@@ -62,6 +62,15 @@ def test_cases_cover_every_format_with_each_kernel_that_reads_it():
     assert len(names) == len(set(names)) and "int3-g128-asym" in names and "int8-ch-sym" in names
 
 
+def test_cases_put_every_baseline_first_then_go_format_by_format():
+    """A run cut short (max_seconds) keeps the first formats at every shape, each with its fp16 baseline."""
+    shapes = ((64, 128), (96, 32))
+    config = BenchConfig(shapes=shapes, formats=(QuantSpec.from_name("int4-g128-asym"), QuantSpec.from_name("int2-ch-asym")), kernels=("wq",))
+    cases = [(shape, spec.name if spec else "fp16") for shape, spec, _ in config.cases()]
+    assert cases == [(shapes[0], "fp16"), (shapes[1], "fp16"), (shapes[0], "int4-g128-asym"), (shapes[1], "int4-g128-asym"),
+                     (shapes[0], "int2-ch-asym"), (shapes[1], "int2-ch-asym")]
+
+
 def test_random_weights_and_moved_bytes():
     spec = QuantSpec.from_name("int4-g128-asym")
     qt = random_quantized(256, 512, spec, torch.Generator().manual_seed(0))
