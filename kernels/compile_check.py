@@ -18,19 +18,16 @@ Run it with ``TRITON_INTERPRET`` unset or 0: under the interpreter kernels are n
 from __future__ import annotations
 
 import argparse
-import collections
 import dataclasses
 import inspect
 import json
-import re
-import subprocess
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoq.errors import AutoqError
 from autoq.kernels.capability import interpreting
+from autoq.kernels.sass import sass_report
 
 # How Triton specializes a launch with 16-byte aligned pointers and sizes and strides divisible by 16 (as
 # at LLaMA shapes): those arguments get ``tt.divisibility = 16``; an integer argument equal to 1 becomes a constant.
@@ -118,50 +115,6 @@ def compile_case(case: CompileCase, arch: int):
     attrs = {(params.index(name),): [["tt.divisibility", 16]] for name in case.aligned}
     src = ASTSource(fn, signature, case.constexprs, attrs)
     return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": case.num_warps, "num_stages": case.num_stages})
-
-
-def _cuobjdump() -> Path:
-    import triton
-
-    knobs = getattr(getattr(triton, "knobs", None), "nvidia", None)
-    tool = getattr(getattr(knobs, "cuobjdump", None), "path", None)
-    path = Path(tool) if tool else Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "cuobjdump"
-    if not path.is_file():
-        raise AutoqError(f"--sass needs cuobjdump, which this Triton does not ship at {path}")
-    return path
-
-
-@dataclass(frozen=True)
-class SassReport:
-    """What the machine code of one kernel says: per-thread registers and stack (spills), static shared
-    memory, global loads by width (``LDG.E.128`` is 16 bytes a thread; ``LDGSTS`` copies to shared
-    memory asynchronously) and the matrix instructions (``HGMMA``/``IGMMA`` are Hopper's wgmma)."""
-
-    registers: int
-    stack_bytes: int
-    shared_bytes: int
-    global_loads: dict[str, int]
-    mma: dict[str, int]
-
-    def summary(self) -> str:
-        loads = " ".join(f"{k}x{v}" for k, v in sorted(self.global_loads.items()))
-        mma = " ".join(sorted(self.mma)) or "-"
-        return f"regs {self.registers:3d}  stack {self.stack_bytes:3d}  smem {self.shared_bytes:6d}  mma {mma:14s}  loads {loads}"
-
-
-def sass_report(compiled) -> SassReport:
-    """Read ``compiled``'s cubin with cuobjdump (no GPU needed)."""
-    tool = _cuobjdump()
-    with tempfile.TemporaryDirectory() as tmp:
-        cubin = Path(tmp) / "kernel.cubin"
-        cubin.write_bytes(compiled.asm["cubin"])
-        usage = subprocess.run([tool, "-res-usage", cubin], capture_output=True, text=True, check=True).stdout
-        sass = subprocess.run([tool, "-sass", cubin], capture_output=True, text=True, check=True).stdout
-    regs, stack = re.search(r"REG:(\d+)", usage), re.search(r"STACK:(\d+)", usage)
-    loads = collections.Counter(re.findall(r"\b(LDG(?:STS)?\.[A-Z0-9.]+)", sass))
-    mma = collections.Counter(m.split(".")[0] for m in re.findall(r"\b(?:[HIQ]GMMA|HMMA|IMMA)\.[A-Z0-9.]+", sass))
-    return SassReport(int(regs[1]) if regs else -1, int(stack[1]) if stack else -1, int(compiled.metadata.shared),
-                      dict(loads), dict(mma))
 
 
 def main(argv: list[str] | None = None) -> int:
