@@ -152,6 +152,8 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     parent_id = tracker.parent_id if tracker else None
     if tracker and cost_model.latency_source:
         tracker.client.set_tag(parent_id, "latency_source", cost_model.latency_source)
+    if tracker and problem.slack:
+        tracker.client.set_tag(parent_id, "budget_note", problem.slack)  # the budget binds nothing: shown in the UI's run page
 
     bar = tqdm(total=config.n_trials, desc="autoq search", unit="trial", disable=not config.progress, dynamic_ncols=True)
     book = TrialBook(strategy, cost_model, budget, uniform_set, config.n_trials, config.max_retries, tracker, bar, config.backend)

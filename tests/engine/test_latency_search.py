@@ -89,10 +89,13 @@ def test_latency_budget_outside_the_table_range_states_it(digits, tmp_path, caps
     assert "below the cheapest" in err and "1.5" in err and f"table:{DEVICE}" in err
 
 
-def test_latency_budget_above_the_slowest_assignment_is_searched_with_a_note(digits, tmp_path, capsys):
+def test_latency_budget_above_the_slowest_assignment_is_searched_with_a_note(digits, tmp_path, capsys, mlflow_uri):
     """'3 ms' for a model whose slowest assignment is faster: every point fits, and the user is told so."""
     table = write_digits_table(tmp_path / "digits-table.json", digits.model)
-    result = autoq.search("digits-cnn", budget="1s", device=table, n_trials=4, tracking_uri=None, storage=None, progress=False)
+    result = autoq.search("digits-cnn", budget="1s", device=table, n_trials=4, tracking_uri=mlflow_uri, storage=None, progress=False)
     err = capsys.readouterr().err
     assert "autoq: note: budget '1s' is above the dearest assignment" in err and f"table:{DEVICE}" in err
     assert len(result.points) == 4 and all(p.latency_us <= 1e6 for p in result.points)
+    client = MlflowClient(mlflow_uri)
+    parent = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], "tags.`autoq.kind` = 'search'")[0]
+    assert parent.data.tags["budget_note"].startswith("budget '1s' is above the dearest assignment")
