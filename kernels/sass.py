@@ -31,18 +31,33 @@ def _cuobjdump() -> Path:
 class SassReport:
     """What the machine code of one kernel says: per-thread registers and stack (spills), static shared
     memory, global loads by width (``LDG.E.128`` is 16 bytes a thread; ``LDGSTS`` copies to shared
-    memory asynchronously) and the matrix instructions (``HGMMA``/``IGMMA`` are Hopper's wgmma)."""
+    memory asynchronously), the matrix instructions (``HGMMA``/``IGMMA`` are Hopper's wgmma) and the
+    length of the main loop: instructions a thread issues per K step (the longest backward branch)."""
 
     registers: int
     stack_bytes: int
     shared_bytes: int
     global_loads: dict[str, int]
     mma: dict[str, int]
+    loop_instructions: int = 0
 
     def summary(self) -> str:
         loads = " ".join(f"{k}x{v}" for k, v in sorted(self.global_loads.items()))
         mma = " ".join(sorted(self.mma)) or "-"
-        return f"regs {self.registers:3d}  stack {self.stack_bytes:3d}  smem {self.shared_bytes:6d}  mma {mma:14s}  loads {loads}"
+        return (f"regs {self.registers:3d}  stack {self.stack_bytes:3d}  smem {self.shared_bytes:6d}  loop {self.loop_instructions:4d}  "
+                f"mma {mma:6s}  loads {loads}")
+
+
+def loop_length(sass: str) -> int:
+    """Instructions in the longest loop of a SASS listing: from a backward branch's target to the branch."""
+    listing = [(int(m[1], 16), line) for line in sass.splitlines() if (m := re.match(r"\s+/\*([0-9a-f]{4,})\*/", line))]
+    longest = 0
+    for address, line in listing:
+        branch = re.search(r"\bBRA\s+(?:`\()?0x([0-9a-f]+)", line)
+        if branch and int(branch[1], 16) < address:
+            start = int(branch[1], 16)
+            longest = max(longest, sum(1 for a, _ in listing if start <= a <= address))
+    return longest
 
 
 def sass_report(compiled) -> SassReport:
@@ -57,4 +72,4 @@ def sass_report(compiled) -> SassReport:
     loads = collections.Counter(re.findall(r"\b(LDG(?:STS)?\.[A-Z0-9.]+)", sass))
     mma = collections.Counter(m.split(".")[0] for m in re.findall(r"\b(?:[HIQ]GMMA|HMMA|IMMA)\.[A-Z0-9.]+", sass))
     return SassReport(int(regs[1]) if regs else -1, int(stack[1]) if stack else -1, int(compiled.metadata.shared),
-                      dict(loads), dict(mma))
+                      dict(loads), dict(mma), loop_length(sass))

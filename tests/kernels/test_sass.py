@@ -1,0 +1,27 @@
+"""Reading SASS listings (autoq.kernels.sass): the main loop's length, on a listing written here."""
+
+from __future__ import annotations
+
+from autoq.kernels.sass import loop_length
+
+LISTING = """
+        /*0000*/                   MOV R1, c[0x0][0x28] ;
+        /*0010*/                   S2R R0, SR_CTAID.X ;
+        /*0020*/                   LDG.E.128 R4, desc[UR4][R2.64] ;
+        /*0030*/                   FFMA R8, R4, R5, R8 ;
+        /*0040*/              @!P0 BRA 0x20 ;
+        /*0050*/                   SHF.R.S32.HI R4, RZ, 0x3, R4 ;
+        /*0060*/                   LOP3.LUT R5, R4, 0xf, RZ, 0xc0, !PT ;
+        /*0070*/                   FADD R6, R5, -R7 ;
+        /*0080*/              @!P1 BRA 0x50 ;
+        /*0090*/                   EXIT ;
+        /*00a0*/                   BRA 0xa0;
+"""
+
+
+def test_loop_length_is_the_longest_backward_branch_body():
+    assert loop_length(LISTING) == 4  # 0x50..0x80 beats 0x20..0x40 (3); the self-branch at 0xa0 is 1
+
+
+def test_no_loop_is_zero():
+    assert loop_length("        /*0000*/                   EXIT ;\n") == 0
