@@ -8,9 +8,9 @@ machine's ``python3`` has, so autoq goes on ``PYTHONPATH`` instead of being inst
 Steps, each in its own process with a share of the deadline, so one that hangs loses
 nothing already written:
 
-1. ``benchmarks/kernels_llama.py``: every kernel against float64 on the GPU, then
-   LLaMA-7B layer shapes at batch 1, 16, 128: speedup over torch fp16, bandwidth
-   against the device's -> ``kernels_<device>.json``.
+1. ``benchmarks/kernels_llama.py``: LLaMA-7B layer shapes at batch 1, 16, 128: speedup over
+   torch fp16, bandwidth against the device's, then every kernel against float64 on the GPU
+   -> ``kernels_<device>.json``.
 2. ``autoq kernels bench`` at the default model's layer shapes, in the default search
    space's formats, merged with step 1's table -> ``<preset>.json``: commit it as
    ``autoq/latency/tables/<preset>.json`` and ``--device <preset>`` reads it.
