@@ -3,7 +3,7 @@
 Run it on the GPU machine (the device tool; it needs only torch and Triton, which that
 machine's ``python3`` has, so autoq goes on ``PYTHONPATH`` instead of being installed):
 
-    python3 benchmarks/gpu_session.py [--out DIR] [--deadline-s 450]
+    python3 benchmarks/gpu_session.py [--out DIR] [--deadline-s 450] [--steps llama,table,tests]
 
 Steps, each in its own process with a share of the deadline, so one that hangs loses
 nothing already written:
@@ -79,8 +79,12 @@ def run_step(name: str, cmd: list[str], env: dict, log: Path, timeout: float) ->
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=os.environ.get("OUT", "gpu-results"), help="output folder (default: $OUT, else gpu-results)")
-    parser.add_argument("--deadline-s", type=float, default=450.0, help="wall-clock seconds for all three steps (default: 450)")
+    parser.add_argument("--deadline-s", type=float, default=450.0, help="wall-clock seconds for all the steps (default: 450)")
+    parser.add_argument("--steps", default=",".join(STEP_SHARES), help=f"which steps, in order (default: {','.join(STEP_SHARES)})")
     args = parser.parse_args()
+    steps = [step.strip() for step in args.steps.split(",") if step.strip()]
+    if not steps or set(steps) - set(STEP_SHARES):
+        parser.error(f"--steps takes some of {', '.join(STEP_SHARES)}; got {args.steps!r}")
     start = time.perf_counter()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -110,30 +114,33 @@ def main() -> int:
     def share(step: str) -> float:
         """This step's part of the time left, by its share among the steps not yet run: time a step leaves unused goes on."""
         left = args.deadline_s - (time.perf_counter() - start)
-        later = list(STEP_SHARES)[list(STEP_SHARES).index(step):]
+        later = steps[steps.index(step):]
         return max(10.0, left * STEP_SHARES[step] / sum(STEP_SHARES[s] for s in later))
 
     codes = {}
-    limit = share("llama")  # the benchmark stops starting cases at 80% of it and writes what it has; the kill is a backstop
-    codes["llama"] = run_step("LLaMA-7B shapes", [sys.executable, "benchmarks/kernels_llama.py", "--out", str(llama_json),
-                                                  "--max-seconds", f"{0.8 * limit:.0f}"], env, out / "llama.log", limit)
-    merge: list[str] = []
-    if llama_json.is_file():  # start the committed table from step 1's rows, then add the default model's shapes
-        code = ("import json, sys; from autoq.kernels.table import LatencyTable; "
-                "LatencyTable.from_dict(json.load(open(sys.argv[1]))['table']).save(sys.argv[2])")
-        subprocess.run([sys.executable, "-c", code, str(llama_json), str(out / table_name)], env=env, check=True)
-        merge = ["--merge"]
-    limit = share("table")
-    codes["table"] = run_step(
-        "default model's table",
-        [sys.executable, "-m", "autoq", "kernels", "bench", "--model", "none", "--shapes", DEFAULT_MODEL_SHAPES,
-         "--formats", TABLE_FORMATS, "--rep-ms", "50", "--max-seconds", f"{0.8 * limit:.0f}", "--out", str(out / table_name), *merge],
-        env, out / "table.log", limit)
-    codes["tests"] = run_step(
-        "kernel tests on the GPU",
-        [sys.executable, "-m", "pytest", "tests/kernels", "-q", "-p", "no:cacheprovider", "--deselect",
-         "tests/kernels/test_compile_check.py"],
-        {**env, "AUTOQ_AUTOTUNE": "0"}, out / "tests.log", share("tests"))
+    if "llama" in steps:
+        limit = share("llama")  # the benchmark stops starting cases at 80% of it and writes what it has; the kill is a backstop
+        codes["llama"] = run_step("LLaMA-7B shapes", [sys.executable, "benchmarks/kernels_llama.py", "--out", str(llama_json),
+                                                      "--max-seconds", f"{0.8 * limit:.0f}"], env, out / "llama.log", limit)
+    if "table" in steps:
+        merge: list[str] = []
+        if llama_json.is_file():  # start the committed table from step 1's rows, then add the default model's shapes
+            code = ("import json, sys; from autoq.kernels.table import LatencyTable; "
+                    "LatencyTable.from_dict(json.load(open(sys.argv[1]))['table']).save(sys.argv[2])")
+            subprocess.run([sys.executable, "-c", code, str(llama_json), str(out / table_name)], env=env, check=True)
+            merge = ["--merge"]
+        limit = share("table")
+        codes["table"] = run_step(
+            "default model's table",
+            [sys.executable, "-m", "autoq", "kernels", "bench", "--model", "none", "--shapes", DEFAULT_MODEL_SHAPES,
+             "--formats", TABLE_FORMATS, "--rep-ms", "50", "--max-seconds", f"{0.8 * limit:.0f}", "--out", str(out / table_name), *merge],
+            env, out / "table.log", limit)
+    if "tests" in steps:
+        codes["tests"] = run_step(
+            "kernel tests on the GPU",
+            [sys.executable, "-m", "pytest", "tests/kernels", "-q", "-p", "no:cacheprovider", "--deselect",
+             "tests/kernels/test_compile_check.py"],
+            {**env, "AUTOQ_AUTOTUNE": "0"}, out / "tests.log", share("tests"))
     print(f"\ngpu_session: {time.perf_counter() - start:.0f} s; exit codes {codes}; files in {out}: "
           f"{', '.join(sorted(p.name for p in out.iterdir()))}")
     return 0 if all(c == 0 for c in codes.values()) else 1

@@ -8,6 +8,7 @@ these tests keep them true. The script's GPU steps themselves can only run on a 
 from __future__ import annotations
 
 import importlib.util
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -60,3 +61,25 @@ def test_its_autoq_tree_resolves_the_mapped_packages_without_pip(session, tmp_pa
 def test_without_a_gpu_it_says_so_and_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr
+
+
+def test_its_steps_run_in_order_with_shares_of_the_deadline(tmp_path):
+    """The orchestration, with CUDA claimed in the driver only: each benchmark step then refuses (no GPU in its
+    process) and says so in its log; the shares, commands and files are those a GPU machine gets."""
+    fake = ("import runpy, sys, torch; torch.cuda.is_available = lambda: True; torch.cuda.get_device_name = lambda i=0: 'NVIDIA H200'; "
+            f"sys.argv = ['gpu_session.py', '--out', {str(tmp_path)!r}, '--deadline-s', '100', '--steps', 'llama,table']; "
+            f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
+    proc = subprocess.run([sys.executable, "-c", fake], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # both steps failed: no GPU where they ran
+    out = proc.stdout
+    llama = out.index("== LLaMA-7B shapes: ")
+    table = out.index("== default model's table: ")
+    assert llama < table and "kernel tests" not in out
+    stop, limit = map(float, re.search(r"kernels_nvidia-h200\.json --max-seconds (\d+) \(at most (\d+) s\)", out).groups())
+    assert 45 <= limit <= 57 and abs(stop - 0.8 * limit) <= 1  # 0.45 / (0.45 + 0.35) of what is left of 100 s
+    assert "--out " + str(tmp_path / "h200.json") in out
+    assert {p.name for p in tmp_path.iterdir()} == {"nvidia_smi.txt", "llama.log", "table.log"}
+    for log in ("llama.log", "table.log"):
+        assert "needs a CUDA GPU" in (tmp_path / log).read_text()
+    bad = subprocess.run([sys.executable, str(SCRIPT), "--steps", "llama,bogus"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode == 2 and "--steps takes some of llama, table, tests" in bad.stderr
