@@ -24,6 +24,7 @@ files, ``nvidia_smi.txt``, one log per step. Without a GPU it says so and exits 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import subprocess
@@ -34,7 +35,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # all-MiniLM-L6-v2 (the default model): q/k/v/o and pooler 384x384, intermediate 1536x384, output 384x1536.
-# The GPU machine does not have its weights; tests/kernels/test_bench.py checks these against the model.
+# The GPU machine does not have its weights; tests/latency/test_gpu_session.py checks these against the model.
 DEFAULT_MODEL_SHAPES = "384x384,1536x384,384x1536"
 # The default search space's formats (2-8 bits per channel and g128, asymmetric) and the symmetric ones
 # that the LLaMA benchmark and W8A8 read; the table interpolates the rest by roofline ratio.
@@ -104,6 +105,7 @@ def main() -> int:
     env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "PYTHONUNBUFFERED": "1",
            "TRITON_INTERPRET": "0"}
     from autoq.cli.kernels import device_slug
+    from autoq.kernels.table import LatencyTable
     from autoq.latency.devices import preset_for
 
     slug = device_slug(torch.cuda.get_device_name(0))
@@ -125,9 +127,7 @@ def main() -> int:
     if "table" in steps:
         merge: list[str] = []
         if llama_json.is_file():  # start the committed table from step 1's rows, then add the default model's shapes
-            code = ("import json, sys; from autoq.kernels.table import LatencyTable; "
-                    "LatencyTable.from_dict(json.load(open(sys.argv[1]))['table']).save(sys.argv[2])")
-            subprocess.run([sys.executable, "-c", code, str(llama_json), str(out / table_name)], env=env, check=True)
+            LatencyTable.from_dict(json.loads(llama_json.read_text())["table"]).save(out / table_name)
             merge = ["--merge"]
         limit = share("table")
         codes["table"] = run_step(
