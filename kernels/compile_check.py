@@ -51,7 +51,7 @@ class CompileCase:
 def _wq_types(kind: str, act: str, out: str) -> dict:
     ptrs = {"x_ptr": f"*{act}", "w_ptr": "*i32", "s_ptr": "*fp16", "z_ptr": "*fp16", "out_ptr": f"*{out}"}
     if kind == "gemv":
-        ints = ["N", "K", "stride_xm", "stride_wn", "stride_sn", "stride_sg", "stride_os", "stride_om"]
+        ints = ["one_f32", "N", "K", "stride_xm", "stride_wn", "stride_sn", "stride_sg", "stride_os", "stride_om"]
     else:
         ints = ["M", "N", "K", "M_BUCKET", "stride_xm", "stride_wn", "stride_sn", "stride_sg", "stride_om"]
     return {**ptrs, **dict.fromkeys(ints, "i32")}
@@ -66,19 +66,28 @@ def _wq_case(name: str, kernel: str, kind: str, act: str, out: str, constexprs: 
     return CompileCase(name, kernel, types, constexprs, warps, stages, ALIGNED_WQ if aligned else ())
 
 
+def gemv_case(spec, act: str, block_n: int, block_k: int, warps: int, stages: int) -> CompileCase:
+    """The batch-1 GEMV for ``spec`` (a :class:`autoq.quant.QuantSpec`) at 16-aligned shapes with whole K steps, no split."""
+    cpw = 32 // spec.bits
+    constexprs = dict(BITS=spec.bits, CPW=cpw, GROUP=spec.group_size or 0, HAS_ZEROS=not spec.symmetric, WORDWISE=cpw & (cpw - 1) == 0,
+                      SPLIT_K=1, EVEN_K=True, BLOCK_N=block_n, BLOCK_K=block_k)
+    return _wq_case(f"wq-gemv {spec.name}-{act} {block_n}x{block_k} w{warps}", "wq_gemv_kernel", "gemv", act, act, constexprs, True, warps, stages)
+
+
 def default_cases() -> list[CompileCase]:
     """Weight-only GEMV/GEMM for word-wise (2/4/8-bit) and gathered (3-bit) unpacking, every scale layout, W8A8.
 
     The even-K cases are compiled as at 16-aligned shapes (the LLaMA-7B ones), the others as at odd shapes."""
     cases = []
-    for bits, group, zeros, act in [(4, 128, True, "fp16"), (4, 32, False, "bf16"), (3, 64, True, "fp16"), (2, 0, True, "fp16"), (8, 0, False, "bf16")]:
+    for bits, group, zeros, act in [(4, 128, True, "fp16"), (4, 32, False, "bf16"), (4, 0, True, "fp16"), (3, 64, True, "fp16"),
+                                    (2, 0, True, "fp16"), (8, 0, False, "bf16")]:
         cpw = 32 // bits
         wordwise = cpw & (cpw - 1) == 0
         base = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros, WORDWISE=wordwise)
         tag = f"int{bits}-{'g' + str(group) if group else 'ch'}-{'asym' if zeros else 'sym'}-{act}"
         for split, out, even in [(1, act, True), (4, "fp32", False)]:
             cases.append(_wq_case(f"wq-gemv {tag} split{split}{' even-K' if even else ''}", "wq_gemv_kernel", "gemv", act, out,
-                                  {**base, "SPLIT_K": split, "EVEN_K": even, "BLOCK_N": 16, "BLOCK_K": 256}, even, 4, 3))
+                                  {**base, "SPLIT_K": split, "EVEN_K": even, "BLOCK_N": 16, "BLOCK_K": 1024}, even, 4, 3))
         even = bits != 3
         cases.append(_wq_case(f"wq-gemm {tag}{' even-K' if even else ''}", "wq_gemm_kernel", "gemm", act, act,
                               {**base, "DOT_FP32": False, "EVEN_K": even, "BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, even, 4, 3))
@@ -95,6 +104,17 @@ def default_cases() -> list[CompileCase]:
         quant_types = {"x_ptr": f"*{act}", "q_ptr": "*i8", "s_ptr": "*fp32", "K": "i32", "stride_xm": "i32", "stride_qm": "i32"}
         cases.append(CompileCase(f"w8a8 quantize-rows {act}", "quantize_rows_kernel", quant_types, {"BLOCK_K": 1024}))
     return cases
+
+
+def weights_per_thread(case: CompileCase) -> int:
+    """Weights one thread dequantizes per main-loop iteration (0 for kernels without packed weights): the
+    loop's instruction count over this is the instructions a weight that decide a memory-bound kernel's speed."""
+    c = case.constexprs
+    if "CPW" not in c:
+        return 0
+    words = c["BLOCK_K"] // c["CPW"] if c["WORDWISE"] or "BLOCK_M" in c else c["BLOCK_K"] // 8  # see triton_wq
+    cols = c["BLOCK_K"] if "BLOCK_M" in c else words * c["CPW"]
+    return c["BLOCK_N"] * cols // (32 * case.num_warps)
 
 
 def compile_case(case: CompileCase, arch: int):
@@ -132,8 +152,11 @@ def main(argv: list[str] | None = None) -> int:
                 line = ""
                 if args.sass:
                     report = sass_report(compiled)
-                    reports.setdefault(f"sm_{arch}", {})[case.name] = {**dataclasses.asdict(report), "aligned": bool(case.aligned)}
-                    line = f"  {report.summary()}"
+                    per_thread = weights_per_thread(case)
+                    per_weight = round(report.loop_instructions / per_thread, 2) if per_thread else None
+                    reports.setdefault(f"sm_{arch}", {})[case.name] = {**dataclasses.asdict(report), "aligned": bool(case.aligned),
+                                                                       "weights_per_thread": per_thread, "loop_per_weight": per_weight}
+                    line = f"  {report.summary()}" + (f"  loop/weight {per_weight:5.2f}" if per_weight else "")
                 print(f"ok    sm_{arch}  {case.name}{line}")
             except AutoqError:
                 raise

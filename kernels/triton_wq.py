@@ -1,16 +1,18 @@
 """Weight-only low-bit Triton kernels: ``y = x @ dequant(W).T`` for packed W2/W3/W4/W8 (and W5/W6).
 
 Imported only when a kernel runs (it imports Triton). Both kernels read the layout of
-:mod:`autoq.kernels.formats` and dequantize in registers: a code is one load of its
-int32 word, a shift by ``(k % C) * bits`` and a mask; ``w = scale * (code - zero)`` in
-fp32. Scales come once per row of a tile when a group spans the whole K block (per channel,
-or ``group_size`` a multiple of ``BLOCK_K``), else once per group in the tile.
+:mod:`autoq.kernels.formats` and dequantize in registers; ``w = scale * (code - zero)``.
 
-* ``gemv``: one program per ``BLOCK_N`` outputs, per row of ``x`` and per K split; the
-  products accumulate elementwise in an fp32 ``(BLOCK_N, BLOCK_K)`` tile reduced once at
-  the end (no tensor cores: batch 1 is memory-bound). With ``split_k > 1`` each split writes fp32 partial sums that the host adds.
+* ``gemv`` (batch 1; memory-bound, no tensor cores): one program per ``BLOCK_N`` outputs, per
+  row of ``x`` and per K split. Packed words are never unpacked into a tile: slot ``j`` of every
+  word is turned into the float ``1 + code / 2**bits`` by a shift and an and-or and multiplied
+  by ``x[word * C + j]`` (see ``_mantissa_codes``), and each scale group's
+  ``sum (code - zero) * x`` is recovered from ``sum m * x`` and ``sum x`` once per word. That is
+  three instructions a weight where an int-to-float conversion and a subtraction would take five.
+  With ``split_k > 1`` each split writes fp32 partial sums that the host adds.
 * ``gemm``: tiled ``BLOCK_M x BLOCK_N`` with ``tl.dot`` on fp16/bf16 operands and fp32
-  accumulation, grouped program order for L2 reuse.
+  accumulation, grouped program order for L2 reuse; codes are unpacked to a tile, a shift and
+  a mask each, and scales come once per row of a tile when a group spans the K block.
 
 On a GPU both are autotuned per (N, K, batch bucket); under ``TRITON_INTERPRET=1`` (or with
 ``AUTOQ_AUTOTUNE=0``) one large-block configuration is used directly.
@@ -32,6 +34,19 @@ def _scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, g, stride_sn, stride_sg, BITS
     scale = tl.load(s_ptr + ptrs, mask=n_mask, other=0.0).to(tl.float32)
     if HAS_ZEROS:
         zero = tl.load(z_ptr + ptrs, mask=n_mask, other=0.0).to(tl.float32)
+    else:
+        zero = tl.zeros_like(scale) + (1 << (BITS - 1))
+    return scale, zero
+
+
+@triton.jit
+def _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, g, g_mask, stride_sn, stride_sg, BITS: tl.constexpr, HAS_ZEROS: tl.constexpr):
+    """Scale and zero ``(BLOCK_N, G)`` of the groups ``g`` ``(G,)`` (masked by ``g_mask``), for every row."""
+    ptrs = offs_n[:, None] * stride_sn + g[None, :] * stride_sg
+    mask = n_mask[:, None] & g_mask[None, :]
+    scale = tl.load(s_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
+    if HAS_ZEROS:
+        zero = tl.load(z_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
     else:
         zero = tl.zeros_like(scale) + (1 << (BITS - 1))
     return scale, zero
@@ -92,36 +107,158 @@ def _dequant_groups(codes, s_ptr, z_ptr, offs_n, n_mask, k0, k_limit, stride_sn,
 
 
 @triton.jit
-def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, N, K, stride_xm, stride_wn, stride_sn, stride_sg, stride_os, stride_om,
+def _mantissa_codes(words, one_f32, J: tl.constexpr, BITS: tl.constexpr):
+    """Code ``J`` of every word as the fp32 ``1 + code / 2**BITS``: one shift and one and-or, no int-to-float.
+
+    The code is moved to the top ``BITS`` mantissa bits and or-ed with ``one_f32``, the bits of
+    1.0f (``ONE_F32``), so the value is exact; callers undo the affine map once per word. ``one_f32``
+    is a kernel argument, not a literal: as a literal the compiler re-creates the and-mask in a
+    register before every and-or (0.66 extra instructions a weight in the sm_90 SASS).
+    """
+    shift: tl.constexpr = J * BITS - (23 - BITS)
+    if shift > 0:
+        moved = words >> shift
+    elif shift < 0:
+        moved = words << (-shift)
+    else:
+        moved = words
+    return ((moved & (((1 << BITS) - 1) << (23 - BITS))) | one_f32).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _load_x(x_ptr, cols, k_end, EVEN_K: tl.constexpr):
+    """Activations at ``cols`` as fp32 (zero past ``k_end`` unless the step is known to lie inside K)."""
+    if EVEN_K:
+        x = tl.load(x_ptr + cols)
+    else:
+        x = tl.load(x_ptr + cols, mask=cols < k_end, other=0.0)
+    return x.to(tl.float32)
+
+
+@triton.jit
+def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
+                      stride_sn, stride_sg, BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr,
+                      EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """``sum_k scale * (code - zero) * x`` over words ``[w_begin, w_end)`` when groups are whole words (2/4/8 bits).
+
+    The words tile ``(BLOCK_N, NG, WPG)`` (``NG`` scale groups of ``WPG`` words in a K step) stays in the
+    layout it was loaded in: slot ``j`` of every word multiplies ``x[word * CPW + j]``, so no code moves
+    between threads. With ``m = 1 + code / 2**BITS``, a group's ``sum (code - zero) * x`` is
+    ``2**BITS * sum m * x - (2**BITS + zero) * sum x``: per weight a shift, an and-or and an FMA.
+    """
+    WPG: tl.constexpr = (GROUP if GROUP > 0 and GROUP < BLOCK_K else BLOCK_K) // CPW
+    NG: tl.constexpr = BLOCK_K // (WPG * CPW)
+    ONE: tl.constexpr = 1 << BITS
+    tl.static_assert(WPG * NG * CPW == BLOCK_K, "BLOCK_K and the group size must be whole words")
+    wi = tl.arange(0, NG)[:, None] * WPG + tl.arange(0, WPG)[None, :]
+    acc = tl.zeros([BLOCK_N, NG, WPG], dtype=tl.float32)
+    xsum = tl.zeros([NG, WPG], dtype=tl.float32)  # per channel: sum x over the whole range
+    for w0 in range(w_begin, w_end, BLOCK_K // CPW):
+        widx = w0 + wi
+        cols = widx * CPW
+        w_ptrs = w_ptr + offs_n[:, None, None] * stride_wn + widx[None, :, :]
+        if EVEN_K:
+            words = tl.load(w_ptrs, mask=n_mask[:, None, None], other=0)
+        else:
+            words = tl.load(w_ptrs, mask=n_mask[:, None, None] & (cols < k_end)[None, :, :], other=0)
+        part = tl.zeros([BLOCK_N, NG, WPG], dtype=tl.float32)
+        xs = tl.zeros([NG, WPG], dtype=tl.float32)
+        for j in tl.static_range(CPW):
+            xj = _load_x(x_ptr + row * stride_xm, cols + j, k_end, EVEN_K)
+            part += _mantissa_codes(words, one_f32, j, BITS) * xj[None, :, :]
+            xs += xj
+        if GROUP == 0:
+            acc += part
+            xsum += xs
+        else:
+            g = w0 * CPW // GROUP + tl.arange(0, NG)
+            scale, zero = _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, g, g * GROUP < k_end, stride_sn, stride_sg, BITS, HAS_ZEROS)
+            acc += (scale * ONE)[:, :, None] * part - (scale * (ONE + zero))[:, :, None] * xs[None, :, :]
+    y = tl.sum(tl.sum(acc, axis=2), axis=1)
+    if GROUP == 0:
+        scale, zero = _scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, 0, stride_sn, stride_sg, BITS, HAS_ZEROS)
+        y = scale * (ONE * y - (ONE + zero) * tl.sum(tl.sum(xsum, axis=1), axis=0))
+    return y
+
+
+@triton.jit
+def _gemv_split_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
+                      stride_sn, stride_sg, BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr,
+                      EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr):
+    """The same sum for 3/5/6 bits, ``BLOCK_W`` words a step: a word's codes may straddle two scale groups.
+
+    The slots of each word split at ``bound`` (the first slot of the next group) by splitting ``x``:
+    ``lo`` slots go to the word's first group, ``hi`` slots to the next. The split is computed once
+    per activation and shared by every row; each weight costs one more FMA than in whole-word groups.
+    """
+    ONE: tl.constexpr = 1 << BITS
+    wi = tl.arange(0, BLOCK_W)
+    acc = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.float32)
+    xsum = tl.zeros([BLOCK_W], dtype=tl.float32)
+    for w0 in range(w_begin, w_end, BLOCK_W):
+        widx = w0 + wi
+        cols = widx * CPW
+        w_ptrs = w_ptr + offs_n[:, None] * stride_wn + widx[None, :]
+        if EVEN_K:
+            words = tl.load(w_ptrs, mask=n_mask[:, None], other=0)
+        else:
+            words = tl.load(w_ptrs, mask=n_mask[:, None] & (cols < k_end)[None, :], other=0)
+        if GROUP == 0:
+            part = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.float32)
+            for j in tl.static_range(CPW):
+                xj = _load_x(x_ptr + row * stride_xm, cols + j, k_end, EVEN_K)
+                part += _mantissa_codes(words, one_f32, j, BITS) * xj[None, :]
+                xsum += xj
+            acc += part
+        else:
+            first = cols // GROUP
+            bound = (first + 1) * GROUP - cols  # slots from here on belong to group first + 1
+            lo = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.float32)
+            hi = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.float32)
+            xs_lo = tl.zeros([BLOCK_W], dtype=tl.float32)
+            xs_hi = tl.zeros([BLOCK_W], dtype=tl.float32)
+            for j in tl.static_range(CPW):
+                xj = _load_x(x_ptr + row * stride_xm, cols + j, k_end, EVEN_K)
+                x_hi = tl.where(bound <= j, xj, 0.0)
+                x_lo = xj - x_hi
+                m = _mantissa_codes(words, one_f32, j, BITS)
+                lo += m * x_lo[None, :]
+                hi += m * x_hi[None, :]
+                xs_lo += x_lo
+                xs_hi += x_hi
+            s_lo, z_lo = _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, first, cols < k_end, stride_sn, stride_sg, BITS, HAS_ZEROS)
+            s_hi, z_hi = _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, first + 1, (bound < CPW) & (cols + bound < k_end),
+                                          stride_sn, stride_sg, BITS, HAS_ZEROS)
+            acc += ONE * (s_lo * lo + s_hi * hi) - (s_lo * (ONE + z_lo)) * xs_lo[None, :] - (s_hi * (ONE + z_hi)) * xs_hi[None, :]
+    y = tl.sum(acc, axis=1)
+    if GROUP == 0:
+        scale, zero = _scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, 0, stride_sn, stride_sg, BITS, HAS_ZEROS)
+        y = scale * (ONE * y - (ONE + zero) * tl.sum(xsum, axis=0))
+    return y
+
+
+@triton.jit
+def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, one_f32, N, K, stride_xm, stride_wn, stride_sn, stride_sg, stride_os, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, SPLIT_K: tl.constexpr,
                    EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+    """One program: ``BLOCK_N`` outputs of one row of ``x`` over one K split, a K step being ``gemv_step_words`` words."""
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     row = tl.program_id(2)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < N
-    k_per_split = tl.cdiv(tl.cdiv(K, SPLIT_K), BLOCK_K) * BLOCK_K
-    k_begin = pid_s * k_per_split
-    k_end = tl.minimum(k_begin + k_per_split, K)
-    acc = tl.zeros([BLOCK_N, BLOCK_K], dtype=tl.float32)  # reduced once after the loop
-    if GROUP == 0:
-        scale, zero = _scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, 0, stride_sn, stride_sg, BITS, HAS_ZEROS)
-    for k0 in range(k_begin, k_end, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        k_mask = offs_k < k_end
-        if EVEN_K:
-            x = tl.load(x_ptr + row * stride_xm + offs_k).to(tl.float32)
-        else:
-            x = tl.load(x_ptr + row * stride_xm + offs_k, mask=k_mask, other=0.0).to(tl.float32)
-        codes = _codes_nk(w_ptr, offs_n, k0, offs_k, n_mask, k_mask, k_end, stride_wn, BITS, CPW, BLOCK_N, BLOCK_K, WORDWISE, EVEN_K)
-        if GROUP == 0:
-            acc += (codes - zero[:, None]) * x[None, :]  # the row's one scale is applied after the loop
-        else:
-            w = _dequant_groups(codes, s_ptr, z_ptr, offs_n, n_mask, k0, k_end, stride_sn, stride_sg, BITS, GROUP, HAS_ZEROS, BLOCK_N, BLOCK_K)
-            acc += w * x[None, :]
-    y = tl.sum(acc, axis=1)
-    if GROUP == 0:
-        y = y * scale
+    STEP: tl.constexpr = BLOCK_K // CPW if WORDWISE else BLOCK_K // 8
+    n_words = tl.cdiv(K, CPW)
+    w_per_split = tl.cdiv(tl.cdiv(n_words, SPLIT_K), STEP) * STEP
+    w_begin = pid_s * w_per_split
+    w_end = tl.minimum(w_begin + w_per_split, n_words)
+    k_end = tl.minimum(w_end * CPW, K)
+    if WORDWISE:
+        y = _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
+                              stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K, BLOCK_N, BLOCK_K)
+    else:
+        y = _gemv_split_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
+                              stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K, BLOCK_N, STEP)
     tl.store(out_ptr + pid_s * stride_os + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_mask)
 
 
@@ -155,15 +292,20 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, M_BUCKET, strid
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
 
+ONE_F32 = 0x3F800000  # the bits of 1.0f, passed to the GEMV (see ``_mantissa_codes``)
+
 # One configuration each when not autotuning (see ``autotuning``): large blocks keep the number of programs and
 # loop steps small under the interpreter, and are valid tiles on any GPU.
 FIXED_GEMV = {"BLOCK_N": 64, "BLOCK_K": 128}
 FIXED_GEMM = {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8}
 
+# Batch-1 tiles: 16 rows by 1024 columns over 128 threads puts 4 rows and 4 words in each thread, so each
+# activation a thread loads and converts serves 4 rows (sm_90 SASS: 3.8 instructions a weight in the W4 main loop,
+# 4.6 with groups of 128). Narrower K steps are for short rows, fewer rows for narrow layers.
 _GEMV_CONFIGS = [
     triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
-    for bn, bk, w, s in [(8, 256, 4, 2), (16, 128, 4, 2), (16, 256, 4, 3), (32, 128, 4, 3), (32, 256, 8, 3),
-                         (64, 64, 4, 3), (64, 128, 8, 2), (8, 512, 4, 2), (4, 512, 2, 2), (128, 64, 8, 2)]
+    for bn, bk, w, s in [(16, 1024, 4, 2), (16, 1024, 4, 3), (16, 512, 2, 3), (16, 2048, 8, 2), (8, 1024, 2, 3),
+                         (32, 512, 4, 3), (32, 256, 2, 2), (64, 256, 4, 2), (8, 512, 2, 2), (8, 256, 1, 2)]
 ]
 # The two smaller 16-row tiles are there for 3/5/6 bits at batch <= 16: every other 16-row tile spills registers
 # when its codes are gathered (112-384 bytes of stack in the sm_90 SASS; `compile_check --sass` shows it).
@@ -176,20 +318,24 @@ _GEMM_CONFIGS = [
 
 
 def even_k(k: int, block_k: int, split_k: int = 1) -> bool:
-    """Whether every K split is whole ``BLOCK_K`` blocks: then no load is masked along K (see ``_codes_nk``)."""
+    """Whether every K split is whole K steps of ``block_k`` columns: then no load is masked along K."""
     return k % (block_k * split_k) == 0
 
 
-_EVEN_K = {"EVEN_K": lambda a: even_k(a["K"], a["BLOCK_K"], a.get("SPLIT_K", 1))}
-_gemv_tuned = triton.autotune(configs=_GEMV_CONFIGS, key=["N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"],
-                              do_bench=autotune_bench)(triton.heuristics(_EVEN_K)(wq_gemv_kernel))
+def gemv_step_columns(block_k: int, cpw: int) -> int:
+    """Columns the GEMV covers per K step: ``block_k``, or for 3/5/6 bits ``block_k // 8`` whole words."""
+    return block_k if _wordwise(cpw) else block_k // 8 * cpw
+
+
+_gemv_tuned = triton.autotune(configs=_GEMV_CONFIGS, key=["N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"], do_bench=autotune_bench)(
+    triton.heuristics({"EVEN_K": lambda a: even_k(a["K"], gemv_step_columns(a["BLOCK_K"], a["CPW"]), a["SPLIT_K"])})(wq_gemv_kernel))
 _gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K", "BITS", "GROUP", "HAS_ZEROS"],
-                              prune_configs_by={"early_config_prune": prune_gemm_configs},
-                              do_bench=autotune_bench)(triton.heuristics(_EVEN_K)(wq_gemm_kernel))
+                              prune_configs_by={"early_config_prune": prune_gemm_configs}, do_bench=autotune_bench)(
+    triton.heuristics({"EVEN_K": lambda a: even_k(a["K"], a["BLOCK_K"])})(wq_gemm_kernel))
 
 
 def _wordwise(cpw: int) -> bool:
-    """Whether words expand to their codes in registers (a power-of-two count divides every BLOCK_K)."""
+    """Whether every BLOCK_K and group is whole words (2/4/8 bits; the GEMM then expands words in registers)."""
     return cpw & (cpw - 1) == 0 and all(c.kwargs["BLOCK_K"] % cpw == 0 for c in _GEMV_CONFIGS + _GEMM_CONFIGS)
 
 
@@ -204,14 +350,15 @@ def launch_gemv(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: in
     n = qweight.shape[0]
     stride_os = out.stride(0) if split_k > 1 else 0
     stride_om = out.stride(-2)
-    args = (x, qweight, scales, scales if zeros is None else zeros, out, n, k, x.stride(0), qweight.stride(0),
+    args = (x, qweight, scales, scales if zeros is None else zeros, out, ONE_F32, n, k, x.stride(0), qweight.stride(0),
             _row_stride(scales), scales.stride(1), stride_os, stride_om)
     meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=_wordwise(cpw), SPLIT_K=split_k)
     if autotuning():
         _gemv_tuned[lambda c: (triton.cdiv(n, c["BLOCK_N"]), split_k, m)](*args, **meta)
     else:
         grid = (triton.cdiv(n, FIXED_GEMV["BLOCK_N"]), split_k, m)
-        wq_gemv_kernel[grid](*args, **meta, EVEN_K=even_k(k, FIXED_GEMV["BLOCK_K"], split_k), **FIXED_GEMV)
+        step = gemv_step_columns(FIXED_GEMV["BLOCK_K"], cpw)
+        wq_gemv_kernel[grid](*args, **meta, EVEN_K=even_k(k, step, split_k), **FIXED_GEMV)
 
 
 def launch_gemm(x, qweight, scales, zeros, out, bits: int, cpw: int, group: int) -> None:

@@ -43,9 +43,23 @@ def test_gemv_loads_each_threads_packed_words_as_one_vector(sm90):
         assert reports[name]["stack_bytes"] == 0, (name, reports[name])
 
 
+def test_gemv_main_loop_is_about_three_instructions_a_weight(sm90):
+    """Batch 1 is memory-bound only while a thread issues few instructions per weight (an H200 SM issues
+    128 a clock and receives about 37 int4 weights a clock). The GEMV's shift, and-or and FMA are three;
+    the rest is activations and scales, shared by the 4 rows a thread holds. The old unpack-to-a-tile
+    GEMV issued 6.8 a weight for int4 per channel and 15.7 in groups of 128."""
+    reports = sm90[1]
+    per_weight = {name: r["loop_per_weight"] for name, r in reports.items() if name.startswith("wq-gemv") and "split1" in name}
+    assert per_weight["wq-gemv int4-ch-asym-fp16 split1 even-K"] <= 4.0, per_weight
+    for name in ("wq-gemv int4-g128-asym-fp16 split1 even-K", "wq-gemv int4-g32-sym-bf16 split1 even-K",
+                 "wq-gemv int2-ch-asym-fp16 split1 even-K", "wq-gemv int8-ch-sym-bf16 split1 even-K"):
+        assert per_weight[name] <= 5.0, (name, per_weight)
+    assert per_weight["wq-gemv int3-g64-asym-fp16 split1 even-K"] <= 10.0, per_weight  # codes straddle groups: 2 FMAs a weight
+
+
 def test_gemms_copy_tiles_in_16_byte_pieces_and_use_hopper_wgmma(sm90):
     reports = {name: r for name, r in sm90[1].items() if r["aligned"] and "gemm" in name and "16-row" not in name}
-    assert len(reports) == 5
+    assert len(reports) == 6
     for name, report in reports.items():
         copies = {k for k in report["global_loads"] if k.startswith("LDGSTS")}
         assert copies and all(k.endswith(".128") for k in copies), (name, report)  # no 4-byte cp.async
@@ -62,3 +76,32 @@ def test_a_16_row_tile_runs_gathered_codes_without_spilling(sm90):
                for c in _GEMM_CONFIGS), "the tile checked here is one the autotuner tries"
     report = sm90[1][tile.name]
     assert report["stack_bytes"] == 0 and set(report["mma"]) == {"HMMA"}, report
+
+
+def test_weights_per_thread_counts_a_k_step_of_the_tile():
+    from autoq.kernels.compile_check import weights_per_thread
+
+    cases = {c.name: c for c in default_cases()}
+    assert weights_per_thread(cases["wq-gemv int4-g128-asym-fp16 split1 even-K"]) == 16 * 1024 // 128
+    assert weights_per_thread(cases["wq-gemv int3-g64-asym-fp16 split1 even-K"]) == 16 * (1024 // 8) * 10 // 128  # whole words a step
+    assert weights_per_thread(cases["wq-gemm int4-g128-asym-fp16 even-K"]) == 128 * 64 // 128
+    assert weights_per_thread(cases["w8a8 int8-gemm"]) == 0
+
+
+def test_gemv_sass_benchmark_writes_every_tile(tmp_path):
+    """benchmarks/gemv_sass.py: one row per format with every autotune tile, and the device limits of its bytes."""
+    from pathlib import Path
+
+    from autoq.kernels.triton_wq import _GEMV_CONFIGS
+
+    script = Path(__file__).parents[2] / "benchmarks" / "gemv_sass.py"
+    out = tmp_path / "sass.json"
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
+    proc = subprocess.run([sys.executable, str(script), "--formats", "int4-ch-asym", "--out", str(out)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    (row,) = json.loads(out.read_text())["rows"]
+    assert row["format"] == "int4-ch-asym" and len(row["tiles"]) == len(_GEMV_CONFIGS)
+    assert 0.5 < row["bytes_per_weight"] < 0.51  # 4 bits plus two fp16 per 4096-weight row
+    assert abs(row["limits"]["H200"] - 128 * 132 * 1.98e9 * row["bytes_per_weight"] / 4800e9) < 0.01
+    assert all(t["stack_bytes"] == 0 and 3.0 <= t["loop_per_weight"] for t in row["tiles"])  # shift, and-or, FMA at least

@@ -93,17 +93,42 @@ def test_weight_only_small_and_ragged_shapes(n: int, k: int):
 
 @pytest.mark.parametrize("name", ["int4-g128-asym", "int2-ch-sym", "int8-g32-asym", "int3-g64-asym", "int4-tensor-sym"])
 def test_weight_only_when_k_is_whole_blocks(name: str):
-    """K a multiple of BLOCK_K (and of BLOCK_K * split): the unmasked, vector-load path along K (EVEN_K)."""
-    from autoq.kernels.triton_wq import FIXED_GEMM, FIXED_GEMV, even_k
+    """K a multiple of the K step (and of the step * split): the unmasked, vector-load path along K (EVEN_K)."""
+    from autoq.kernels.triton_wq import FIXED_GEMM, FIXED_GEMV, even_k, gemv_step_columns
 
-    k = 2 * FIXED_GEMV["BLOCK_K"] * FIXED_GEMM["BLOCK_K"] // math.gcd(FIXED_GEMV["BLOCK_K"], FIXED_GEMM["BLOCK_K"])
-    assert even_k(k, FIXED_GEMV["BLOCK_K"], 2) and even_k(k, FIXED_GEMM["BLOCK_K"]) and not even_k(k + 8, FIXED_GEMV["BLOCK_K"])
+    spec = QuantSpec.from_name(name)
+    step = gemv_step_columns(FIXED_GEMV["BLOCK_K"], 32 // spec.bits)
+    k = 2 * math.lcm(step, FIXED_GEMM["BLOCK_K"])
+    assert even_k(k, step, 2) and even_k(k, FIXED_GEMM["BLOCK_K"]) and not even_k(k + 8, step)
     gen = torch.Generator().manual_seed(len(name))
-    packed = random_packed(QuantSpec.from_name(name), 70, k, gen)
+    packed = random_packed(spec, 70, k, gen)
     for m, kernel, split in [(1, "gemv", 1), (1, "gemv", 2), (6, "gemm", None)]:
         x = torch.randn(m, k, generator=gen).half().to(DEVICE)
         y = wq_linear(x, packed, backend="triton", kernel=kernel, split_k=split)
         assert_close_to_reference(y, x, packed.dequantize(torch.float64), torch.float16)
+
+
+@pytest.mark.parametrize("name,k", [("int3-g128-asym", 257), ("int5-g32-sym", 33), ("int4-g32-asym", 65), ("int6-g64-asym", 129)])
+def test_gemv_last_group_holds_one_column(name: str, k: int):
+    """K one past a group boundary: the last group is a single column, inside a word that starts in the group before."""
+    gen = torch.Generator().manual_seed(k)
+    packed = random_packed(QuantSpec.from_name(name), 19, k, gen)
+    x = torch.randn(1, k, generator=gen).half().to(DEVICE)
+    for split in (1, 2):
+        y = wq_linear(x, packed, backend="triton", kernel="gemv", split_k=split)
+        assert_close_to_reference(y, x, packed.dequantize(torch.float64), torch.float16)
+
+
+@pytest.mark.parametrize("name", ["int4-ch-asym", "int8-g128-asym", "int3-ch-sym", "int2-g32-asym"])
+def test_gemv_long_rows_of_positive_activations(name: str):
+    """The GEMV sums ``2**bits * sum m * x - (2**bits + zero) * sum x`` (m = 1 + code / 2**bits): with x >= 0
+    (after ReLU/GELU) and long rows the two terms are large and nearly cancel; the result must keep fp16 accuracy."""
+    k = 4096
+    gen = torch.Generator().manual_seed(k + len(name))
+    packed = random_packed(QuantSpec.from_name(name), 24, k, gen)
+    x = torch.rand(1, k, generator=gen).half().to(DEVICE)
+    y = wq_linear(x, packed, backend="triton", kernel="gemv", split_k=1)
+    assert_close_to_reference(y, x, packed.dequantize(torch.float64), torch.float16)
 
 
 def test_weight_only_from_real_quantized_weights_and_leading_dims():

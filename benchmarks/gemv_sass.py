@@ -1,0 +1,89 @@
+"""Benchmark without a GPU: instructions per weight in the batch-1 GEMV's main loop, read from its SASS.
+
+Compiles ``wq_gemv_kernel`` for every format below in every autotune tile (as Triton specializes a
+launch at 16-aligned shapes with whole K steps), reads the machine code with the ``cuobjdump``
+Triton ships, and divides the main loop's length by the weights a thread handles per iteration.
+A GEMV stays memory-bound only while that count is under what the device can issue per weight its
+memory delivers; the ``H100``/``H200`` columns give that limit for each format's bytes per weight
+(4096 x 4096, packed words plus scales). This is a static count, not a timing: the GPU decides.
+
+    TRITON_INTERPRET=0 python benchmarks/gemv_sass.py [--arch 90] [--formats int4-ch-asym,...] [--out benchmarks/results/gemv_sass_sm90.json]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+FORMATS = ("int4-ch-asym", "int4-ch-sym", "int4-g128-asym", "int4-g32-asym", "int8-ch-sym", "int8-g128-asym",
+           "int2-ch-asym", "int2-g64-asym", "int3-ch-sym", "int3-g64-asym", "int5-g128-asym", "int6-g32-asym")
+
+
+@dataclass(frozen=True)
+class Issue:
+    """What a GPU issues and reads: thread-instructions per clock (4 schedulers x 32 lanes per SM) and bytes per second."""
+
+    name: str
+    sms: int
+    clock_ghz: float
+    bandwidth_gbs: float
+
+    def affordable(self, bytes_per_weight: float) -> float:
+        """Instructions a weight the SMs can issue while the memory delivers weights at full bandwidth."""
+        return 128 * self.sms * self.clock_ghz * 1e9 / (self.bandwidth_gbs * 1e9 / bytes_per_weight)
+
+
+DEVICES = (Issue("H100", 132, 1.98, 3350.0), Issue("H200", 132, 1.98, 4800.0))  # SXM boards, boost clock
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--arch", type=int, default=90)
+    parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated formats (default: %(default)s)")
+    parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/gemv_sass_sm<arch>.json)")
+    args = parser.parse_args(argv)
+    os.environ["TRITON_INTERPRET"] = "0"
+    import triton
+
+    from autoq.kernels.compile_check import compile_case, gemv_case, weights_per_thread
+    from autoq.kernels.formats import packed_nbytes
+    from autoq.kernels.sass import sass_report
+    from autoq.kernels.triton_wq import _GEMV_CONFIGS
+    from autoq.quant import QuantSpec
+
+    rows = []
+    print(f"{'format':16s} {'best tile':>16s} {'loop/weight':>11s} {'16x1024 w4':>10s} {'spills':>6s}  "
+          + "  ".join(f"{d.name} limit" for d in DEVICES))
+    for name in args.formats.split(","):
+        spec = QuantSpec.from_name(name)
+        bytes_per_weight = packed_nbytes(spec, 4096, 4096) / 4096**2
+        limits = {d.name: round(d.affordable(bytes_per_weight), 2) for d in DEVICES}
+        tiles = []
+        for config in _GEMV_CONFIGS:
+            case = gemv_case(spec, "fp16", config.kwargs["BLOCK_N"], config.kwargs["BLOCK_K"], config.num_warps, config.num_stages)
+            report = sass_report(compile_case(case, args.arch))
+            per_thread = weights_per_thread(case)
+            tiles.append({"block_n": config.kwargs["BLOCK_N"], "block_k": config.kwargs["BLOCK_K"], "num_warps": config.num_warps,
+                          "num_stages": config.num_stages, "registers": report.registers, "stack_bytes": report.stack_bytes,
+                          "loop_instructions": report.loop_instructions, "weights_per_thread": per_thread,
+                          "loop_per_weight": round(report.loop_instructions / per_thread, 2)})
+        best = min(tiles, key=lambda t: t["loop_per_weight"])
+        main_tile = next(t for t in tiles if (t["block_n"], t["block_k"], t["num_warps"]) == (16, 1024, 4))
+        spills = sum(t["stack_bytes"] > 0 for t in tiles)
+        rows.append({"format": name, "bytes_per_weight": round(bytes_per_weight, 4), "limits": limits, "tiles": tiles})
+        tile = f"{best['block_n']}x{best['block_k']} w{best['num_warps']}"
+        print(f"{name:16s} {tile:>16s} {best['loop_per_weight']:11.2f} {main_tile['loop_per_weight']:10.2f} {spills:6d}  "
+              + "  ".join(f"{limits[d.name]:10.2f}" for d in DEVICES), flush=True)
+    out = Path(args.out or Path(__file__).parent / "results" / f"gemv_sass_sm{args.arch}.json")
+    out.write_text(json.dumps({"arch": f"sm_{args.arch}", "triton": triton.__version__, "kernel": "wq_gemv_kernel",
+                               "shape_for_bytes": [4096, 4096], "rows": rows}, indent=1) + "\n")
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
