@@ -6,8 +6,9 @@ Triton ships, and divides the main loop's length by the weights a thread handles
 A GEMV stays memory-bound only while that count is under what the device can issue per weight its
 memory delivers; the ``H100``/``H200`` columns give that limit for each format's bytes per weight
 (4096 x 4096, packed words plus scales). This is a static count, not a timing: the GPU decides.
+The code depends on the Triton version that compiles it, which is in the output's name.
 
-    TRITON_INTERPRET=0 python benchmarks/gemv_sass.py [--arch 90] [--formats int4-ch-asym,...] [--out benchmarks/results/gemv_sass_sm90.json]
+    TRITON_INTERPRET=0 python benchmarks/gemv_sass.py [--arch 90] [--formats int4-ch-asym,...] [--out FILE]
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90)
     parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated formats (default: %(default)s)")
-    parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/gemv_sass_sm<arch>.json)")
+    parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/gemv_sass_sm<arch>_triton<version>.json)")
     args = parser.parse_args(argv)
     os.environ["TRITON_INTERPRET"] = "0"
     import triton
@@ -78,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         tile = f"{best['block_n']}x{best['block_k']} w{best['num_warps']}"
         print(f"{name:16s} {tile:>16s} {best['loop_per_weight']:11.2f} {main_tile['loop_per_weight']:10.2f} {spills:6d}  "
               + "  ".join(f"{limits[d.name]:10.2f}" for d in DEVICES), flush=True)
-    out = Path(args.out or Path(__file__).parent / "results" / f"gemv_sass_sm{args.arch}.json")
+    out = Path(args.out or Path(__file__).parent / "results" / f"gemv_sass_sm{args.arch}_triton{triton.__version__}.json")
     out.write_text(json.dumps({"arch": f"sm_{args.arch}", "triton": triton.__version__, "kernel": "wq_gemv_kernel",
                                "shape_for_bytes": [4096, 4096], "rows": rows}, indent=1) + "\n")
     print(f"wrote {out}")

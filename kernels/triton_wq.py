@@ -141,43 +141,56 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
                       EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
     """``sum_k scale * (code - zero) * x`` over words ``[w_begin, w_end)`` when groups are whole words (2/4/8 bits).
 
-    The words tile ``(BLOCK_N, NG, WPG)`` (``NG`` scale groups of ``WPG`` words in a K step) stays in the
-    layout it was loaded in: slot ``j`` of every word multiplies ``x[word * CPW + j]``, so no code moves
-    between threads. With ``m = 1 + code / 2**BITS``, a group's ``sum (code - zero) * x`` is
-    ``2**BITS * sum m * x - (2**BITS + zero) * sum x``: per weight a shift, an and-or and an FMA.
+    The words tile ``(BLOCK_N, BW)`` stays in the layout it was loaded in: slot ``j`` of every word
+    multiplies ``x[word * CPW + j]``, so no code moves between threads. With ``m = 1 + code / 2**BITS``,
+    a group's ``sum (code - zero) * x`` is ``2**BITS * sum m * x - (2**BITS + zero) * sum x``: per weight a
+    shift, an and-or and an FMA. Groups narrower than a step (``NG`` of ``WPG`` words) are summed per
+    step; a 2-D tile, not a 3-D one, keeps Triton 3.6 from giving each thread a single row.
     """
+    BW: tl.constexpr = BLOCK_K // CPW
     WPG: tl.constexpr = (GROUP if GROUP > 0 and GROUP < BLOCK_K else BLOCK_K) // CPW
-    NG: tl.constexpr = BLOCK_K // (WPG * CPW)
+    NG: tl.constexpr = BW // WPG
     ONE: tl.constexpr = 1 << BITS
-    tl.static_assert(WPG * NG * CPW == BLOCK_K, "BLOCK_K and the group size must be whole words")
-    wi = tl.arange(0, NG)[:, None] * WPG + tl.arange(0, WPG)[None, :]
-    acc = tl.zeros([BLOCK_N, NG, WPG], dtype=tl.float32)
-    xsum = tl.zeros([NG, WPG], dtype=tl.float32)  # per channel: sum x over the whole range
-    for w0 in range(w_begin, w_end, BLOCK_K // CPW):
+    tl.static_assert(WPG * NG == BW, "BLOCK_K and the group size must be whole words")
+    wi = tl.arange(0, BW)
+    acc = tl.zeros([BLOCK_N, BW], dtype=tl.float32)  # per channel and whole-step groups: reduced after the loop
+    acc_g = tl.zeros([BLOCK_N, NG], dtype=tl.float32)  # narrower groups
+    corr = tl.zeros([BLOCK_N], dtype=tl.float32)  # whole-step groups: sum of scale * (2**BITS + zero) * sum x
+    xsum = tl.zeros([BW], dtype=tl.float32)  # per channel: sum x over the whole range
+    for w0 in range(w_begin, w_end, BW):
         widx = w0 + wi
         cols = widx * CPW
-        w_ptrs = w_ptr + offs_n[:, None, None] * stride_wn + widx[None, :, :]
+        w_ptrs = w_ptr + offs_n[:, None] * stride_wn + widx[None, :]
         if EVEN_K:
-            words = tl.load(w_ptrs, mask=n_mask[:, None, None], other=0)
+            words = tl.load(w_ptrs, mask=n_mask[:, None], other=0)
         else:
-            words = tl.load(w_ptrs, mask=n_mask[:, None, None] & (cols < k_end)[None, :, :], other=0)
-        part = tl.zeros([BLOCK_N, NG, WPG], dtype=tl.float32)
-        xs = tl.zeros([NG, WPG], dtype=tl.float32)
+            words = tl.load(w_ptrs, mask=n_mask[:, None] & (cols < k_end)[None, :], other=0)
+        part = tl.zeros([BLOCK_N, BW], dtype=tl.float32)
+        xs = tl.zeros([BW], dtype=tl.float32)
         for j in tl.static_range(CPW):
             xj = _load_x(x_ptr + row * stride_xm, cols + j, k_end, EVEN_K)
-            part += _mantissa_codes(words, one_f32, j, BITS) * xj[None, :, :]
+            part += _mantissa_codes(words, one_f32, j, BITS) * xj[None, :]
             xs += xj
         if GROUP == 0:
             acc += part
             xsum += xs
+        elif NG == 1:
+            scale, zero = _scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, w0 * CPW // GROUP, stride_sn, stride_sg, BITS, HAS_ZEROS)
+            acc += (scale * ONE)[:, None] * part
+            corr += scale * (ONE + zero) * tl.sum(xs, axis=0)
         else:
             g = w0 * CPW // GROUP + tl.arange(0, NG)
             scale, zero = _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, g, g * GROUP < k_end, stride_sn, stride_sg, BITS, HAS_ZEROS)
-            acc += (scale * ONE)[:, :, None] * part - (scale * (ONE + zero))[:, :, None] * xs[None, :, :]
-    y = tl.sum(tl.sum(acc, axis=2), axis=1)
+            part_g = tl.sum(tl.reshape(part, [BLOCK_N, NG, WPG]), axis=2)
+            xs_g = tl.sum(tl.reshape(xs, [NG, WPG]), axis=1)
+            acc_g += scale * ONE * part_g - scale * (ONE + zero) * xs_g[None, :]
     if GROUP == 0:
         scale, zero = _scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, 0, stride_sn, stride_sg, BITS, HAS_ZEROS)
-        y = scale * (ONE * y - (ONE + zero) * tl.sum(tl.sum(xsum, axis=1), axis=0))
+        y = scale * (ONE * tl.sum(acc, axis=1) - (ONE + zero) * tl.sum(xsum, axis=0))
+    elif NG == 1:
+        y = tl.sum(acc, axis=1) - corr
+    else:
+        y = tl.sum(acc_g, axis=1)
     return y
 
 
@@ -300,8 +313,8 @@ FIXED_GEMV = {"BLOCK_N": 64, "BLOCK_K": 128}
 FIXED_GEMM = {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8}
 
 # Batch-1 tiles: 16 rows by 1024 columns over 128 threads puts 4 rows and 4 words in each thread, so each
-# activation a thread loads and converts serves 4 rows (sm_90 SASS: 3.8 instructions a weight in the W4 main loop,
-# 4.6 with groups of 128). Narrower K steps are for short rows, fewer rows for narrow layers.
+# activation a thread loads and converts serves 4 rows (sm_90 SASS, Triton 3.9: 3.8 instructions a weight in the W4 main loop,
+# 4.2 with groups of 128). Narrower K steps are for short rows, fewer rows for narrow layers.
 _GEMV_CONFIGS = [
     triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
     for bn, bk, w, s in [(16, 1024, 4, 2), (16, 1024, 4, 3), (16, 512, 2, 3), (16, 2048, 8, 2), (8, 1024, 2, 3),

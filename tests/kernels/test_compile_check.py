@@ -51,8 +51,9 @@ def test_gemv_main_loop_is_about_three_instructions_a_weight(sm90):
     reports = sm90[1]
     per_weight = {name: r["loop_per_weight"] for name, r in reports.items() if name.startswith("wq-gemv") and "split1" in name}
     assert per_weight["wq-gemv int4-ch-asym-fp16 split1 even-K"] <= 4.0, per_weight
-    for name in ("wq-gemv int4-g128-asym-fp16 split1 even-K", "wq-gemv int4-g32-sym-bf16 split1 even-K",
-                 "wq-gemv int2-ch-asym-fp16 split1 even-K", "wq-gemv int8-ch-sym-bf16 split1 even-K"):
+    for name in ("wq-gemv int4-g128-asym-fp16 split1 even-K", "wq-gemv int4-g32-sym-bf16 split1 even-K"):
+        assert per_weight[name] <= 4.5, (name, per_weight)
+    for name in ("wq-gemv int2-ch-asym-fp16 split1 even-K", "wq-gemv int8-ch-sym-bf16 split1 even-K"):
         assert per_weight[name] <= 5.0, (name, per_weight)
     assert per_weight["wq-gemv int3-g64-asym-fp16 split1 even-K"] <= 10.0, per_weight  # codes straddle groups: 2 FMAs a weight
 
