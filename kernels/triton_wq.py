@@ -12,7 +12,8 @@ Imported only when a kernel runs (it imports Triton). Both kernels read the layo
   With ``split_k > 1`` each split writes fp32 partial sums that the host adds.
 * ``gemm``: tiled ``BLOCK_M x BLOCK_N`` with ``tl.dot`` on fp16/bf16 operands and fp32
   accumulation, grouped program order for L2 reuse; codes are unpacked to a tile, a shift and
-  a mask each, and scales come once per row of a tile when a group spans the K block.
+  a mask each, and dequantized in fp16 through the bits of ``1024 + code`` (``_dequant``);
+  scales come once per row of a tile when a group spans the K block.
 
 On a GPU both are autotuned per (N, K, batch bucket); under ``TRITON_INTERPRET=1`` (or with
 ``AUTOQ_AUTOTUNE=0``) one large-block configuration is used directly.
@@ -55,7 +56,7 @@ def _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, g, g_mask, stride_sn, stride_
 @triton.jit
 def _codes_nk(w_ptr, offs_n, k0, offs_k, n_mask, k_mask, k_limit, stride_wn, BITS: tl.constexpr, CPW: tl.constexpr,
               BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, WORDWISE: tl.constexpr, EVEN_K: tl.constexpr):
-    """Unpacked codes ``(BLOCK_N, BLOCK_K)`` of columns ``k0 + arange(BLOCK_K)``, as fp32.
+    """Unpacked integer codes ``(BLOCK_N, BLOCK_K)`` of columns ``k0 + arange(BLOCK_K)`` (int32).
 
     ``WORDWISE`` (2/4/8 bits: a power-of-two number of codes per word) loads each word once,
     contiguously, and expands it to its ``CPW`` codes; otherwise (3/5/6 bits) each column
@@ -78,31 +79,42 @@ def _codes_nk(w_ptr, offs_n, k0, offs_k, n_mask, k_mask, k_limit, stride_wn, BIT
             mask = n_mask[:, None] & k_mask[None, :]
         words = tl.load(w_ptr + offs_n[:, None] * stride_wn + (offs_k // CPW)[None, :], mask=mask, other=0)
         codes = (words >> ((offs_k % CPW) * BITS)[None, :]) & ((1 << BITS) - 1)
-    return codes.to(tl.float32)
+    return codes
+
+
+@triton.jit
+def _dequant(codes, scale, zero, HALF: tl.constexpr):
+    """``scale * (code - zero)`` of integer codes, broadcast as given, in the activation dtype.
+
+    fp16 (``HALF``): ``code | 0x6400`` is the fp16 ``1024 + code``, so ``(1024 + code) - (1024 + zero)`` is
+    exact and one fp16 multiply rounds the product once, as the fp32 product rounded to fp16 would be,
+    without an int-to-float conversion and with two weights an instruction. bf16 (8-bit significand)
+    cannot hold ``128 + code`` for 8-bit codes, so it computes in fp32.
+    """
+    if HALF:
+        c16 = (codes | 0x6400).to(tl.int16).to(tl.float16, bitcast=True)
+        w = (c16 - (zero + 1024.0).to(tl.float16)) * scale.to(tl.float16)
+    else:
+        w = ((codes.to(tl.float32) - zero) * scale).to(tl.bfloat16)
+    return w
 
 
 @triton.jit
 def _dequant_groups(codes, s_ptr, z_ptr, offs_n, n_mask, k0, k_limit, stride_sn, stride_sg, BITS: tl.constexpr,
-                    GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """``scale * (code - zero)`` of a ``(BLOCK_N, BLOCK_K)`` tile of a group format (GROUP > 0).
+                    GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HALF: tl.constexpr):
+    """Dequantized ``(BLOCK_N, BLOCK_K)`` tile of a group format (GROUP > 0), in the activation dtype.
 
     A group at least as wide as the block gives one (scale, zero) per row; narrower groups
     (a power of two dividing BLOCK_K) view the tile as ``(BLOCK_N, BLOCK_K // GROUP, GROUP)``.
     """
     if GROUP % BLOCK_K == 0:
         scale, zero = _scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, k0 // GROUP, stride_sn, stride_sg, BITS, HAS_ZEROS)
-        w = (codes - zero[:, None]) * scale[:, None]
+        w = _dequant(codes, scale[:, None], zero[:, None], HALF)
     else:
-        offs_g = k0 // GROUP + tl.arange(0, BLOCK_K // GROUP)
-        ptrs = offs_n[:, None] * stride_sn + offs_g[None, :] * stride_sg
-        mask = n_mask[:, None] & (offs_g * GROUP < k_limit)[None, :]
-        scale = tl.load(s_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
-        if HAS_ZEROS:
-            zero = tl.load(z_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
-        else:
-            zero = tl.zeros_like(scale) + (1 << (BITS - 1))
+        g = k0 // GROUP + tl.arange(0, BLOCK_K // GROUP)
+        scale, zero = _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, g, g * GROUP < k_limit, stride_sn, stride_sg, BITS, HAS_ZEROS)
         grouped = tl.reshape(codes, [BLOCK_N, BLOCK_K // GROUP, GROUP])
-        w = tl.reshape((grouped - zero[:, :, None]) * scale[:, :, None], [BLOCK_N, BLOCK_K])
+        w = tl.reshape(_dequant(grouped, scale[:, :, None], zero[:, :, None], HALF), [BLOCK_N, BLOCK_K])
     return w
 
 
@@ -283,6 +295,7 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, M_BUCKET, strid
     m_mask = offs_m < M
     n_mask = offs_n < N
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
+    HALF: tl.constexpr = x_ptr.dtype.element_ty == tl.float16  # else bf16
     if GROUP == 0:
         scale, zero = _scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, 0, stride_sn, stride_sg, BITS, HAS_ZEROS)
     for k0 in range(0, K, BLOCK_K):
@@ -294,13 +307,13 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, M_BUCKET, strid
             x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_mask[:, None] & k_mask[None, :], other=0.0)
         codes = _codes_nk(w_ptr, offs_n, k0, offs_k, n_mask, k_mask, K, stride_wn, BITS, CPW, BLOCK_N, BLOCK_K, WORDWISE, EVEN_K)
         if GROUP == 0:
-            w = (codes - zero[:, None]) * scale[:, None]
+            w = _dequant(codes, scale[:, None], zero[:, None], HALF)
         else:
-            w = _dequant_groups(codes, s_ptr, z_ptr, offs_n, n_mask, k0, K, stride_sn, stride_sg, BITS, GROUP, HAS_ZEROS, BLOCK_N, BLOCK_K)
-        if DOT_FP32:  # the interpreter: fp32 operands, weights rounded to the activation dtype first
-            acc += tl.dot(x.to(tl.float32), tl.trans(w.to(x_ptr.dtype.element_ty).to(tl.float32)))
+            w = _dequant_groups(codes, s_ptr, z_ptr, offs_n, n_mask, k0, K, stride_sn, stride_sg, BITS, GROUP, HAS_ZEROS, BLOCK_N, BLOCK_K, HALF)
+        if DOT_FP32:  # the interpreter: fp32 operands (the weights are already rounded to the activation dtype)
+            acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)))
         else:
-            acc += tl.dot(x, tl.trans(w.to(x_ptr.dtype.element_ty)))
+            acc += tl.dot(x, tl.trans(w))
     out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
