@@ -29,28 +29,27 @@ from autoq.kernels.tiles import autotune_bench, batch_bucket, prune_gemm_configs
 
 
 @triton.jit
-def _scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, g, stride_sn, stride_sg, BITS: tl.constexpr, HAS_ZEROS: tl.constexpr):
-    """Scale and zero ``(BLOCK_N,)`` of group ``g`` (one group covers the whole K block)."""
-    ptrs = offs_n * stride_sn + g * stride_sg
-    scale = tl.load(s_ptr + ptrs, mask=n_mask, other=0.0).to(tl.float32)
-    if HAS_ZEROS:
-        zero = tl.load(z_ptr + ptrs, mask=n_mask, other=0.0).to(tl.float32)
-    else:
-        zero = tl.zeros_like(scale) + (1 << (BITS - 1))
-    return scale, zero
-
-
-@triton.jit
-def _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, g, g_mask, stride_sn, stride_sg, BITS: tl.constexpr, HAS_ZEROS: tl.constexpr):
-    """Scale and zero ``(BLOCK_N, G)`` of the groups ``g`` ``(G,)`` (masked by ``g_mask``), for every row."""
-    ptrs = offs_n[:, None] * stride_sn + g[None, :] * stride_sg
-    mask = n_mask[:, None] & g_mask[None, :]
+def _load_scale_zero(s_ptr, z_ptr, ptrs, mask, BITS: tl.constexpr, HAS_ZEROS: tl.constexpr):
+    """fp32 scales and zero points at offsets ``ptrs``; a symmetric format's zero is ``2**(BITS-1)``."""
     scale = tl.load(s_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
     if HAS_ZEROS:
         zero = tl.load(z_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
     else:
         zero = tl.zeros_like(scale) + (1 << (BITS - 1))
     return scale, zero
+
+
+@triton.jit
+def _scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, g, stride_sn, stride_sg, BITS: tl.constexpr, HAS_ZEROS: tl.constexpr):
+    """Scale and zero ``(BLOCK_N,)`` of group ``g`` (one group covers the whole K block)."""
+    return _load_scale_zero(s_ptr, z_ptr, offs_n * stride_sn + g * stride_sg, n_mask, BITS, HAS_ZEROS)
+
+
+@triton.jit
+def _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, g, g_mask, stride_sn, stride_sg, BITS: tl.constexpr, HAS_ZEROS: tl.constexpr):
+    """Scale and zero ``(BLOCK_N, G)`` of the groups ``g`` ``(G,)`` (masked by ``g_mask``), for every row."""
+    ptrs = offs_n[:, None] * stride_sn + g[None, :] * stride_sg
+    return _load_scale_zero(s_ptr, z_ptr, ptrs, n_mask[:, None] & g_mask[None, :], BITS, HAS_ZEROS)
 
 
 @triton.jit
@@ -148,10 +147,22 @@ def _load_x(x_ptr, cols, k_end, EVEN_K: tl.constexpr):
 
 
 @triton.jit
+def _load_words(w_ptr, offs_n, n_mask, widx, cols, k_end, stride_wn, EVEN_K: tl.constexpr):
+    """Packed words ``(BLOCK_N, W)`` at word indices ``widx`` (first columns ``cols``); 0 past N or K."""
+    w_ptrs = w_ptr + offs_n[:, None] * stride_wn + widx[None, :]
+    if EVEN_K:
+        words = tl.load(w_ptrs, mask=n_mask[:, None], other=0)
+    else:
+        words = tl.load(w_ptrs, mask=n_mask[:, None] & (cols < k_end)[None, :], other=0)
+    return words
+
+
+@triton.jit
 def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
                       stride_sn, stride_sg, BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr,
-                      EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """``sum_k scale * (code - zero) * x`` over words ``[w_begin, w_end)`` when groups are whole words (2/4/8 bits).
+                      EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BW: tl.constexpr):
+    """``sum_k scale * (code - zero) * x`` over words ``[w_begin, w_end)``, ``BW`` words a step, when every scale
+    group is whole words (2/4/8 bits, and any width per channel).
 
     The words tile ``(BLOCK_N, BW)`` stays in the layout it was loaded in: slot ``j`` of every word
     multiplies ``x[word * CPW + j]``, so no code moves between threads. With ``m = 1 + code / 2**BITS``,
@@ -159,8 +170,7 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
     shift, an and-or and an FMA. Groups narrower than a step (``NG`` of ``WPG`` words) are summed per
     step; a 2-D tile, not a 3-D one, keeps Triton 3.6 from giving each thread a single row.
     """
-    BW: tl.constexpr = BLOCK_K // CPW
-    WPG: tl.constexpr = (GROUP if GROUP > 0 and GROUP < BLOCK_K else BLOCK_K) // CPW
+    WPG: tl.constexpr = GROUP // CPW if GROUP > 0 and GROUP < BW * CPW else BW
     NG: tl.constexpr = BW // WPG
     ONE: tl.constexpr = 1 << BITS
     tl.static_assert(WPG * NG == BW, "BLOCK_K and the group size must be whole words")
@@ -172,11 +182,7 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
     for w0 in range(w_begin, w_end, BW):
         widx = w0 + wi
         cols = widx * CPW
-        w_ptrs = w_ptr + offs_n[:, None] * stride_wn + widx[None, :]
-        if EVEN_K:
-            words = tl.load(w_ptrs, mask=n_mask[:, None], other=0)
-        else:
-            words = tl.load(w_ptrs, mask=n_mask[:, None] & (cols < k_end)[None, :], other=0)
+        words = _load_words(w_ptr, offs_n, n_mask, widx, cols, k_end, stride_wn, EVEN_K)
         part = tl.zeros([BLOCK_N, BW], dtype=tl.float32)
         xs = tl.zeros([BW], dtype=tl.float32)
         for j in tl.static_range(CPW):
@@ -210,63 +216,47 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
 def _gemv_split_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
                       stride_sn, stride_sg, BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr,
                       EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr):
-    """The same sum for 3/5/6 bits, ``BLOCK_W`` words a step: a word's codes may straddle two scale groups.
+    """The same sum for 3/5/6-bit group formats, ``BLOCK_W`` words a step: a word may straddle two groups.
 
     The slots of each word split at ``bound`` (the first slot of the next group) by splitting ``x``:
     ``lo`` slots go to the word's first group, ``hi`` slots to the next. The split is computed once
-    per activation and shared by every row; each weight costs one more FMA than in whole-word groups.
+    per activation and shared by every row; each weight costs one more FMA than in whole-word groups,
+    and each word gathers its two groups' scales.
     """
     ONE: tl.constexpr = 1 << BITS
     wi = tl.arange(0, BLOCK_W)
     acc = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.float32)
-    xsum = tl.zeros([BLOCK_W], dtype=tl.float32)
     for w0 in range(w_begin, w_end, BLOCK_W):
         widx = w0 + wi
         cols = widx * CPW
-        w_ptrs = w_ptr + offs_n[:, None] * stride_wn + widx[None, :]
-        if EVEN_K:
-            words = tl.load(w_ptrs, mask=n_mask[:, None], other=0)
-        else:
-            words = tl.load(w_ptrs, mask=n_mask[:, None] & (cols < k_end)[None, :], other=0)
-        if GROUP == 0:
-            part = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.float32)
-            for j in tl.static_range(CPW):
-                xj = _load_x(x_ptr + row * stride_xm, cols + j, k_end, EVEN_K)
-                part += _mantissa_codes(words, one_f32, j, BITS) * xj[None, :]
-                xsum += xj
-            acc += part
-        else:
-            first = cols // GROUP
-            bound = (first + 1) * GROUP - cols  # slots from here on belong to group first + 1
-            lo = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.float32)
-            hi = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.float32)
-            xs_lo = tl.zeros([BLOCK_W], dtype=tl.float32)
-            xs_hi = tl.zeros([BLOCK_W], dtype=tl.float32)
-            for j in tl.static_range(CPW):
-                xj = _load_x(x_ptr + row * stride_xm, cols + j, k_end, EVEN_K)
-                x_hi = tl.where(bound <= j, xj, 0.0)
-                x_lo = xj - x_hi
-                m = _mantissa_codes(words, one_f32, j, BITS)
-                lo += m * x_lo[None, :]
-                hi += m * x_hi[None, :]
-                xs_lo += x_lo
-                xs_hi += x_hi
-            s_lo, z_lo = _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, first, cols < k_end, stride_sn, stride_sg, BITS, HAS_ZEROS)
-            s_hi, z_hi = _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, first + 1, (bound < CPW) & (cols + bound < k_end),
-                                          stride_sn, stride_sg, BITS, HAS_ZEROS)
-            acc += ONE * (s_lo * lo + s_hi * hi) - (s_lo * (ONE + z_lo)) * xs_lo[None, :] - (s_hi * (ONE + z_hi)) * xs_hi[None, :]
-    y = tl.sum(acc, axis=1)
-    if GROUP == 0:
-        scale, zero = _scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, 0, stride_sn, stride_sg, BITS, HAS_ZEROS)
-        y = scale * (ONE * y - (ONE + zero) * tl.sum(xsum, axis=0))
-    return y
+        words = _load_words(w_ptr, offs_n, n_mask, widx, cols, k_end, stride_wn, EVEN_K)
+        first = cols // GROUP
+        bound = (first + 1) * GROUP - cols  # slots from here on belong to group first + 1
+        lo = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.float32)
+        hi = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.float32)
+        xs_lo = tl.zeros([BLOCK_W], dtype=tl.float32)
+        xs_hi = tl.zeros([BLOCK_W], dtype=tl.float32)
+        for j in tl.static_range(CPW):
+            xj = _load_x(x_ptr + row * stride_xm, cols + j, k_end, EVEN_K)
+            x_hi = tl.where(bound <= j, xj, 0.0)
+            x_lo = xj - x_hi
+            m = _mantissa_codes(words, one_f32, j, BITS)
+            lo += m * x_lo[None, :]
+            hi += m * x_hi[None, :]
+            xs_lo += x_lo
+            xs_hi += x_hi
+        s_lo, z_lo = _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, first, cols < k_end, stride_sn, stride_sg, BITS, HAS_ZEROS)
+        s_hi, z_hi = _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, first + 1, (bound < CPW) & (cols + bound < k_end),
+                                      stride_sn, stride_sg, BITS, HAS_ZEROS)
+        acc += ONE * (s_lo * lo + s_hi * hi) - (s_lo * (ONE + z_lo)) * xs_lo[None, :] - (s_hi * (ONE + z_hi)) * xs_hi[None, :]
+    return tl.sum(acc, axis=1)
 
 
 @triton.jit
 def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, one_f32, N, K, stride_xm, stride_wn, stride_sn, stride_sg, stride_os, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, SPLIT_K: tl.constexpr,
                    EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
-    """One program: ``BLOCK_N`` outputs of one row of ``x`` over one K split, a K step being ``gemv_step_words`` words."""
+    """One program: ``BLOCK_N`` outputs of one row of ``x`` over one K split, ``STEP`` words a K step (``gemv_step_columns``)."""
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     row = tl.program_id(2)
@@ -278,9 +268,9 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, one_f32, N, K, stride_xm
     w_begin = pid_s * w_per_split
     w_end = tl.minimum(w_begin + w_per_split, n_words)
     k_end = tl.minimum(w_end * CPW, K)
-    if WORDWISE:
+    if WORDWISE or GROUP == 0:
         y = _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
-                              stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K, BLOCK_N, BLOCK_K)
+                              stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K, BLOCK_N, STEP)
     else:
         y = _gemv_split_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
                               stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K, BLOCK_N, STEP)
