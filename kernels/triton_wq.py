@@ -6,9 +6,9 @@ Imported only when a kernel runs (it imports Triton). Both kernels read the layo
 * ``gemv`` (batch 1; memory-bound, no tensor cores): one program per ``BLOCK_N`` outputs, per
   row of ``x`` and per K split. Packed words are never unpacked into a tile: slot ``j`` of every
   word is turned into the float ``1 + code / 2**bits`` by a shift and an and-or and multiplied
-  by ``x[word * C + j]`` (see ``_mantissa_codes``), and each scale group's
-  ``sum (code - zero) * x`` is recovered from ``sum m * x`` and ``sum x`` once per word. That is
-  three instructions a weight where an int-to-float conversion and a subtraction would take five.
+  by ``x[word * C + j]`` (see ``_mantissa_codes``); each scale group's ``sum (code - zero) * x`` is
+  recovered from ``sum m * x`` and ``sum x`` once per group and K step (once per row per channel).
+  That is three instructions a weight where an int-to-float conversion and a subtraction would take five.
   With ``split_k > 1`` each split writes fp32 partial sums that the host adds.
 * ``gemm``: tiled ``BLOCK_M x BLOCK_N`` with ``tl.dot`` on fp16/bf16 operands and fp32
   accumulation, grouped program order for L2 reuse; codes are unpacked to a tile, a shift and
