@@ -343,7 +343,18 @@ def gemv_step_columns(block_k: int, cpw: int) -> int:
     return block_k if _wordwise(cpw) else block_k // 8 * cpw
 
 
-_gemv_tuned = triton.autotune(configs=_GEMV_CONFIGS, key=["N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"], do_bench=autotune_bench)(
+def prune_gemv_configs(configs, named_args, **kwargs):
+    """Drop tiles whose K step is longer than the row (K rounded up to a power of two): their lanes only load masks.
+
+    Short rows (a small model's 384 inputs) then autotune 3 to 6 tiles, not 10. Keeps the shortest step if none fits.
+    Triton passes the positional arguments as ``named_args`` and the keyword ones (``CPW``) as ``kwargs``."""
+    k = 1 << max(0, (named_args["K"] - 1).bit_length())
+    kept = [c for c in configs if gemv_step_columns(c.kwargs["BLOCK_K"], kwargs["CPW"]) <= k]
+    return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_K"])]
+
+
+_gemv_tuned = triton.autotune(configs=_GEMV_CONFIGS, key=["N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"], do_bench=autotune_bench,
+                              prune_configs_by={"early_config_prune": prune_gemv_configs})(
     triton.heuristics({"EVEN_K": lambda a: even_k(a["K"], gemv_step_columns(a["BLOCK_K"], a["CPW"]), a["SPLIT_K"])})(wq_gemv_kernel))
 _gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K", "BITS", "GROUP", "HAS_ZEROS"],
                               prune_configs_by={"early_config_prune": prune_gemm_configs}, do_bench=autotune_bench)(

@@ -222,3 +222,23 @@ def test_weight_only_with_other_block_sizes(monkeypatch, blocks):
             x = torch.randn(m, 150, generator=gen).half().to(DEVICE)
             y = wq_linear(x, packed, backend="triton", split_k=split)
             assert_close_to_reference(y, x, packed.dequantize(torch.float64), torch.float16)
+
+
+def test_autotune_pruning_keeps_tiles_that_fit_the_row_and_the_batch():
+    """Through Triton's own autotuners (their calling convention): GEMV tiles whose K step exceeds the row are
+    dropped, GEMM tiles much taller than the batch are dropped."""
+    from autoq.kernels import triton_wq
+
+    configs = triton_wq._GEMV_CONFIGS
+    for k, cpw in [(384, 8), (384, 10), (1536, 16), (4096, 8), (11008, 4), (100, 8)]:
+        triton_wq._gemv_tuned.nargs = {"N": 64, "K": k}
+        kept = triton_wq._gemv_tuned.prune_configs({"BITS": 32 // cpw, "CPW": cpw, "GROUP": 0, "HAS_ZEROS": True, "SPLIT_K": 1})
+        fits = [c for c in configs if triton_wq.gemv_step_columns(c.kwargs["BLOCK_K"], cpw) <= 1 << (k - 1).bit_length()]
+        assert kept == (fits or [min(configs, key=lambda c: c.kwargs["BLOCK_K"])]), (k, cpw)
+        assert (len(kept) == len(configs)) == (k >= 2048 or (k > 1024 and cpw & (cpw - 1) == 0)), (k, cpw)
+    for bucket in (1, 16, 128):
+        triton_wq._gemm_tuned.nargs = {"M": bucket, "N": 64, "K": 256, "M_BUCKET": bucket}
+        kept = triton_wq._gemm_tuned.prune_configs({"BITS": 4, "CPW": 8, "GROUP": 0, "HAS_ZEROS": True, "WORDWISE": True})
+        assert kept and all(c.kwargs["BLOCK_M"] <= max(16, bucket) for c in kept)
+        assert any(c.kwargs["BLOCK_M"] == max(16, min(bucket, 128)) for c in kept)
+    triton_wq._gemv_tuned.nargs = triton_wq._gemm_tuned.nargs = None
