@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     from autoq.quant import QuantSpec
 
     rows = []
-    print(f"{'format':16s} {'best tile':>16s} {'loop/weight':>11s} {'16x1024 w4':>10s} {'spills':>6s}  "
+    print(f"{'format':16s} {'best tile':>19s} {'loop/weight':>11s} {'16x1024 w4':>10s} {'spills':>6s}  "
           + "  ".join(f"{d.name} limit" for d in DEVICES))
     for name in args.formats.split(","):
         spec = QuantSpec.from_name(name)
@@ -65,19 +65,21 @@ def main(argv: list[str] | None = None) -> int:
         limits = {d.name: round(d.affordable(bytes_per_weight), 2) for d in DEVICES}
         tiles = []
         for config in _GEMV_CONFIGS:
-            case = gemv_case(spec, "fp16", config.kwargs["BLOCK_N"], config.kwargs["BLOCK_K"], config.num_warps, config.num_stages)
+            case = gemv_case(spec, "fp16", config.kwargs["BLOCK_N"], config.kwargs["BLOCK_K"], config.num_warps, config.num_stages,
+                             config.kwargs["PREFETCH"])
             report = sass_report(compile_case(case, args.arch))
             per_thread = weights_per_thread(case)
-            tiles.append({"block_n": config.kwargs["BLOCK_N"], "block_k": config.kwargs["BLOCK_K"], "num_warps": config.num_warps,
+            tiles.append({"block_n": config.kwargs["BLOCK_N"], "block_k": config.kwargs["BLOCK_K"], "prefetch": config.kwargs["PREFETCH"],
+                          "num_warps": config.num_warps,
                           "num_stages": config.num_stages, "registers": report.registers, "stack_bytes": report.stack_bytes,
                           "loop_instructions": report.loop_instructions, "weights_per_thread": per_thread,
                           "loop_per_weight": round(report.loop_instructions / per_thread, 2)})
         best = min(tiles, key=lambda t: t["loop_per_weight"])
-        main_tile = next(t for t in tiles if (t["block_n"], t["block_k"], t["num_warps"]) == (16, 1024, 4))
+        main_tile = next(t for t in tiles if (t["block_n"], t["block_k"], t["num_warps"], t["prefetch"]) == (16, 1024, 4, True))
         spills = sum(t["stack_bytes"] > 0 for t in tiles)
         rows.append({"format": name, "bytes_per_weight": round(bytes_per_weight, 4), "limits": limits, "tiles": tiles})
-        tile = f"{best['block_n']}x{best['block_k']} w{best['num_warps']}"
-        print(f"{name:16s} {tile:>16s} {best['loop_per_weight']:11.2f} {main_tile['loop_per_weight']:10.2f} {spills:6d}  "
+        tile = f"{best['block_n']}x{best['block_k']} w{best['num_warps']}{'' if best['prefetch'] else ' np'}"
+        print(f"{name:16s} {tile:>19s} {best['loop_per_weight']:11.2f} {main_tile['loop_per_weight']:10.2f} {spills:6d}  "
               + "  ".join(f"{limits[d.name]:10.2f}" for d in DEVICES), flush=True)
     out = Path(args.out or Path(__file__).parent / "results" / f"gemv_sass_sm{args.arch}_triton{triton.__version__}.json")
     out.write_text(json.dumps({"arch": f"sm_{args.arch}", "triton": triton.__version__, "kernel": "wq_gemv_kernel",

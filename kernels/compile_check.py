@@ -66,12 +66,13 @@ def _wq_case(name: str, kernel: str, kind: str, act: str, out: str, constexprs: 
     return CompileCase(name, kernel, types, constexprs, warps, stages, ALIGNED_WQ if aligned else ())
 
 
-def gemv_case(spec, act: str, block_n: int, block_k: int, warps: int, stages: int) -> CompileCase:
+def gemv_case(spec, act: str, block_n: int, block_k: int, warps: int, stages: int, prefetch: bool = True) -> CompileCase:
     """The batch-1 GEMV for ``spec`` (a :class:`autoq.quant.QuantSpec`) at 16-aligned shapes with whole K steps, no split."""
     cpw = 32 // spec.bits
     constexprs = dict(BITS=spec.bits, CPW=cpw, GROUP=spec.group_size or 0, HAS_ZEROS=not spec.symmetric, WORDWISE=cpw & (cpw - 1) == 0,
-                      SPLIT_K=1, EVEN_K=True, BLOCK_N=block_n, BLOCK_K=block_k)
-    return _wq_case(f"wq-gemv {spec.name}-{act} {block_n}x{block_k} w{warps}", "wq_gemv_kernel", "gemv", act, act, constexprs, True, warps, stages)
+                      SPLIT_K=1, EVEN_K=True, BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch)
+    name = f"wq-gemv {spec.name}-{act} {block_n}x{block_k} w{warps}{'' if prefetch else ' no-prefetch'}"
+    return _wq_case(name, "wq_gemv_kernel", "gemv", act, act, constexprs, True, warps, stages)
 
 
 def default_cases() -> list[CompileCase]:
@@ -88,7 +89,7 @@ def default_cases() -> list[CompileCase]:
         tag = f"int{bits}-{'g' + str(group) if group else 'ch'}-{'asym' if zeros else 'sym'}-{act}"
         for split, out, even in [(1, act, True), (4, "fp32", False)]:
             cases.append(_wq_case(f"wq-gemv {tag} split{split}{' even-K' if even else ''}", "wq_gemv_kernel", "gemv", act, out,
-                                  {**base, "SPLIT_K": split, "EVEN_K": even, "BLOCK_N": 16, "BLOCK_K": 1024}, even, 4, 3))
+                                  {**base, "SPLIT_K": split, "EVEN_K": even, "BLOCK_N": 16, "BLOCK_K": 1024, "PREFETCH": True}, even, 4, 2))
         even = bits != 3
         cases.append(_wq_case(f"wq-gemm {tag}{' even-K' if even else ''}", "wq_gemm_kernel", "gemm", act, act,
                               {**base, "DOT_FP32": False, "EVEN_K": even, "BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, even, 4, 3))

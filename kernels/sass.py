@@ -10,7 +10,7 @@ import collections
 import re
 import subprocess
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoq.errors import AutoqError
@@ -31,8 +31,9 @@ def _cuobjdump() -> Path:
 class SassReport:
     """What the machine code of one kernel says: per-thread registers and stack (spills), static shared
     memory, global loads by width (``LDG.E.128`` is 16 bytes a thread; ``LDGSTS`` copies to shared
-    memory asynchronously), the matrix instructions (``HGMMA``/``IGMMA`` are Hopper's wgmma) and the
-    length of the main loop: instructions a thread issues per K step (the longest backward branch)."""
+    memory asynchronously), the matrix instructions (``HGMMA``/``IGMMA`` are Hopper's wgmma), the
+    length of the main loop (instructions a thread issues per K step: the longest backward branch) and
+    the global loads inside it (fewer than in all: some are issued before the loop, as a prefetch)."""
 
     registers: int
     stack_bytes: int
@@ -40,6 +41,7 @@ class SassReport:
     global_loads: dict[str, int]
     mma: dict[str, int]
     loop_instructions: int = 0
+    loop_loads: dict[str, int] = field(default_factory=dict)
 
     def summary(self) -> str:
         loads = " ".join(f"{k}x{v}" for k, v in sorted(self.global_loads.items()))
@@ -48,16 +50,30 @@ class SassReport:
                 f"mma {mma:6s}  loads {loads}")
 
 
-def loop_length(sass: str) -> int:
-    """Instructions in the longest loop of a SASS listing: from a backward branch's target to the branch."""
-    listing = [(int(m[1], 16), line) for line in sass.splitlines() if (m := re.match(r"\s+/\*([0-9a-f]{4,})\*/", line))]
-    longest = 0
+def _listing(sass: str) -> list[tuple[int, str]]:
+    return [(int(m[1], 16), line) for line in sass.splitlines() if (m := re.match(r"\s+/\*([0-9a-f]{4,})\*/", line))]
+
+
+def main_loop(sass: str) -> list[str]:
+    """The instructions of the longest loop of a SASS listing: from a backward branch's target to the branch."""
+    listing = _listing(sass)
+    longest: list[str] = []
     for address, line in listing:
         branch = re.search(r"\bBRA\s+(?:`\()?0x([0-9a-f]+)", line)
         if branch and int(branch[1], 16) < address:
             start = int(branch[1], 16)
-            longest = max(longest, sum(1 for a, _ in listing if start <= a <= address))
+            body = [text for a, text in listing if start <= a <= address]
+            longest = body if len(body) > len(longest) else longest
     return longest
+
+
+def loop_length(sass: str) -> int:
+    """Instructions in the longest loop of a SASS listing (see ``main_loop``)."""
+    return len(main_loop(sass))
+
+
+def _global_loads(lines) -> dict[str, int]:
+    return dict(collections.Counter(m for line in lines for m in re.findall(r"\b(LDG(?:STS)?\.[A-Z0-9.]+)", line)))
 
 
 def sass_report(compiled) -> SassReport:
@@ -69,7 +85,7 @@ def sass_report(compiled) -> SassReport:
         usage = subprocess.run([tool, "-res-usage", cubin], capture_output=True, text=True, check=True).stdout
         sass = subprocess.run([tool, "-sass", cubin], capture_output=True, text=True, check=True).stdout
     regs, stack = re.search(r"REG:(\d+)", usage), re.search(r"STACK:(\d+)", usage)
-    loads = collections.Counter(re.findall(r"\b(LDG(?:STS)?\.[A-Z0-9.]+)", sass))
     mma = collections.Counter(m.split(".")[0] for m in re.findall(r"\b(?:[HIQ]GMMA|HMMA|IMMA)\.[A-Z0-9.]+", sass))
+    loop = main_loop(sass)
     return SassReport(int(regs[1]) if regs else -1, int(stack[1]) if stack else -1, int(compiled.metadata.shared),
-                      dict(loads), dict(mma), loop_length(sass))
+                      _global_loads(sass.splitlines()), dict(mma), len(loop), _global_loads(loop))

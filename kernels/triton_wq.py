@@ -147,20 +147,21 @@ def _load_x(x_ptr, cols, k_end, EVEN_K: tl.constexpr):
 
 
 @triton.jit
-def _load_words(w_ptr, offs_n, n_mask, widx, cols, k_end, stride_wn, EVEN_K: tl.constexpr):
-    """Packed words ``(BLOCK_N, W)`` at word indices ``widx`` (first columns ``cols``); 0 past N or K."""
-    w_ptrs = w_ptr + offs_n[:, None] * stride_wn + widx[None, :]
-    if EVEN_K:
-        words = tl.load(w_ptrs, mask=n_mask[:, None], other=0)
+def _load_words(w_ptr, offs_n, n_mask, w0, wi, w_end, k_end, stride_wn, CPW: tl.constexpr, EVEN_K: tl.constexpr):
+    """Packed words ``(BLOCK_N, W)`` of the step starting at word ``w0`` (``wi = arange(W)``); 0 past N or K and,
+    for a prefetch past the last step (``w0 >= w_end``), all 0 without touching memory."""
+    w_ptrs = w_ptr + offs_n[:, None] * stride_wn + (w0 + wi)[None, :]
+    if EVEN_K:  # whole steps: one predicate for the step keeps each thread's words a single vector load
+        words = tl.load(w_ptrs, mask=n_mask[:, None] & (w0 + 0 * wi < w_end)[None, :], other=0)
     else:
-        words = tl.load(w_ptrs, mask=n_mask[:, None] & (cols < k_end)[None, :], other=0)
+        words = tl.load(w_ptrs, mask=n_mask[:, None] & ((w0 + wi) * CPW < k_end)[None, :], other=0)
     return words
 
 
 @triton.jit
 def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
                       stride_sn, stride_sg, BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr,
-                      EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BW: tl.constexpr):
+                      EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BW: tl.constexpr, PREFETCH: tl.constexpr):
     """``sum_k scale * (code - zero) * x`` over words ``[w_begin, w_end)``, ``BW`` words a step, when every scale
     group is whole words (2/4/8 bits, and any width per channel).
 
@@ -169,6 +170,10 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
     a group's ``sum (code - zero) * x`` is ``2**BITS * sum m * x - (2**BITS + zero) * sum x``: per weight a
     shift, an and-or and an FMA. Groups narrower than a step (``NG`` of ``WPG`` words) are summed per
     step; a 2-D tile, not a 3-D one, keeps Triton 3.6 from giving each thread a single row.
+
+    ``PREFETCH`` loads the next step's words before this step's arithmetic. Triton does not pipeline these
+    loads (the sm_90 SASS is the same for 2 and 3 stages): without it each step waits a full memory latency,
+    and a layer of 256 programs keeps about half the bytes in flight that an H200 needs. The autotuner tries both.
     """
     WPG: tl.constexpr = GROUP // CPW if GROUP > 0 and GROUP < BW * CPW else BW
     NG: tl.constexpr = BW // WPG
@@ -179,10 +184,14 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
     acc_g = tl.zeros([BLOCK_N, NG], dtype=tl.float32)  # narrower groups
     corr = tl.zeros([BLOCK_N], dtype=tl.float32)  # whole-step groups: sum of scale * (2**BITS + zero) * sum x
     xsum = tl.zeros([BW], dtype=tl.float32)  # per channel: sum x over the whole range
+    if PREFETCH:
+        words = _load_words(w_ptr, offs_n, n_mask, w_begin, wi, w_end, k_end, stride_wn, CPW, EVEN_K)
     for w0 in range(w_begin, w_end, BW):
-        widx = w0 + wi
-        cols = widx * CPW
-        words = _load_words(w_ptr, offs_n, n_mask, widx, cols, k_end, stride_wn, EVEN_K)
+        cols = (w0 + wi) * CPW
+        if PREFETCH:
+            ahead = _load_words(w_ptr, offs_n, n_mask, w0 + BW, wi, w_end, k_end, stride_wn, CPW, EVEN_K)  # in flight during this step
+        else:
+            words = _load_words(w_ptr, offs_n, n_mask, w0, wi, w_end, k_end, stride_wn, CPW, EVEN_K)
         part = tl.zeros([BLOCK_N, BW], dtype=tl.float32)
         xs = tl.zeros([BW], dtype=tl.float32)
         for j in tl.static_range(CPW):
@@ -202,6 +211,8 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
             part_g = tl.sum(tl.reshape(part, [BLOCK_N, NG, WPG]), axis=2)
             xs_g = tl.sum(tl.reshape(xs, [NG, WPG]), axis=1)
             acc_g += scale * ONE * part_g - scale * (ONE + zero) * xs_g[None, :]
+        if PREFETCH:
+            words = ahead
     if GROUP == 0:
         scale, zero = _scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, 0, stride_sn, stride_sg, BITS, HAS_ZEROS)
         y = scale * (ONE * tl.sum(acc, axis=1) - (ONE + zero) * tl.sum(xsum, axis=0))
@@ -215,7 +226,7 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
 @triton.jit
 def _gemv_split_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
                       stride_sn, stride_sg, BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr,
-                      EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr):
+                      EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr, PREFETCH: tl.constexpr):
     """The same sum for 3/5/6-bit group formats, ``BLOCK_W`` words a step: a word may straddle two groups.
 
     The slots of each word split at ``bound`` (the first slot of the next group) by splitting ``x``:
@@ -226,10 +237,14 @@ def _gemv_split_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
     ONE: tl.constexpr = 1 << BITS
     wi = tl.arange(0, BLOCK_W)
     acc = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.float32)
+    if PREFETCH:
+        words = _load_words(w_ptr, offs_n, n_mask, w_begin, wi, w_end, k_end, stride_wn, CPW, EVEN_K)
     for w0 in range(w_begin, w_end, BLOCK_W):
-        widx = w0 + wi
-        cols = widx * CPW
-        words = _load_words(w_ptr, offs_n, n_mask, widx, cols, k_end, stride_wn, EVEN_K)
+        cols = (w0 + wi) * CPW
+        if PREFETCH:
+            ahead = _load_words(w_ptr, offs_n, n_mask, w0 + BLOCK_W, wi, w_end, k_end, stride_wn, CPW, EVEN_K)
+        else:
+            words = _load_words(w_ptr, offs_n, n_mask, w0, wi, w_end, k_end, stride_wn, CPW, EVEN_K)
         first = cols // GROUP
         bound = (first + 1) * GROUP - cols  # slots from here on belong to group first + 1
         lo = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.float32)
@@ -249,13 +264,15 @@ def _gemv_split_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
         s_hi, z_hi = _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, first + 1, (bound < CPW) & (cols + bound < k_end),
                                       stride_sn, stride_sg, BITS, HAS_ZEROS)
         acc += ONE * (s_lo * lo + s_hi * hi) - (s_lo * (ONE + z_lo)) * xs_lo[None, :] - (s_hi * (ONE + z_hi)) * xs_hi[None, :]
+        if PREFETCH:
+            words = ahead
     return tl.sum(acc, axis=1)
 
 
 @triton.jit
 def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, one_f32, N, K, stride_xm, stride_wn, stride_sn, stride_sg, stride_os, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, SPLIT_K: tl.constexpr,
-                   EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr):
+                   EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr):
     """One program: ``BLOCK_N`` outputs of one row of ``x`` over one K split, ``STEP`` words a K step (``gemv_step_columns``)."""
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
@@ -270,10 +287,10 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, one_f32, N, K, stride_xm
     k_end = tl.minimum(w_end * CPW, K)
     if WORDWISE or GROUP == 0:
         y = _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
-                              stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K, BLOCK_N, STEP)
+                              stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K, BLOCK_N, STEP, PREFETCH)
     else:
         y = _gemv_split_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
-                              stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K, BLOCK_N, STEP)
+                              stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K, BLOCK_N, STEP, PREFETCH)
     tl.store(out_ptr + pid_s * stride_os + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_mask)
 
 
@@ -312,16 +329,18 @@ ONE_F32 = 0x3F800000  # the bits of 1.0f, passed to the GEMV (see ``_mantissa_co
 
 # One configuration each when not autotuning (see ``autotuning``): large blocks keep the number of programs and
 # loop steps small under the interpreter, and are valid tiles on any GPU.
-FIXED_GEMV = {"BLOCK_N": 64, "BLOCK_K": 128}
+FIXED_GEMV = {"BLOCK_N": 64, "BLOCK_K": 128, "PREFETCH": True}
 FIXED_GEMM = {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8}
 
 # Batch-1 tiles: 16 rows by 1024 columns over 128 threads puts 4 rows and 4 words in each thread, so each
-# activation a thread loads and converts serves 4 rows (sm_90 SASS, Triton 3.9: 3.8 instructions a weight in the W4 main loop,
-# 4.2 with groups of 128). Narrower K steps are for short rows, fewer rows for narrow layers.
+# activation a thread loads and converts serves 4 rows (sm_90 SASS, Triton 3.9: about 4 instructions a weight in
+# the W4 main loop, 4.4 with groups of 128). Narrower K steps are for short rows, fewer rows for narrow layers.
+# Every tile prefetches the next step's words; the three main ones are also tried without (see _gemv_word_groups).
 _GEMV_CONFIGS = [
-    triton.Config({"BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
-    for bn, bk, w, s in [(16, 1024, 4, 2), (16, 1024, 4, 3), (16, 512, 2, 3), (16, 2048, 8, 2), (8, 1024, 2, 3),
-                         (32, 512, 4, 3), (32, 256, 2, 2), (64, 256, 4, 2), (8, 512, 2, 2), (8, 256, 1, 2)]
+    triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "PREFETCH": pf}, num_warps=w, num_stages=s)
+    for bn, bk, w, s, pf in [(16, 1024, 4, 2, True), (16, 1024, 4, 2, False), (16, 512, 2, 2, True), (16, 512, 2, 2, False),
+                             (16, 2048, 8, 2, True), (8, 1024, 2, 2, True), (8, 1024, 2, 2, False), (32, 512, 4, 2, True),
+                             (32, 256, 2, 2, True), (64, 256, 4, 2, True), (8, 512, 2, 2, True), (8, 256, 1, 2, True)]
 ]
 # The two smaller 16-row tiles are there for 3/5/6 bits at batch <= 16: every other 16-row tile spills registers
 # when its codes are gathered (112-384 bytes of stack in the sm_90 SASS; `compile_check --sass` shows it).

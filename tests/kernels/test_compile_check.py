@@ -43,19 +43,29 @@ def test_gemv_loads_each_threads_packed_words_as_one_vector(sm90):
         assert reports[name]["stack_bytes"] == 0, (name, reports[name])
 
 
-def test_gemv_main_loop_is_about_three_instructions_a_weight(sm90):
+def test_gemv_loads_the_next_steps_words_during_this_one(sm90):
+    """Triton pipelines only loads that feed tl.dot; the GEMV prefetches its words itself: one load of each
+    thread's words before the loop (the first step) and one inside it (the next step), both 16 bytes wide."""
+    for name, report in sm90[1].items():
+        if name.startswith("wq-gemv") and "split1 even-K" in name:
+            vectors = report["global_loads"].get("LDG.E.128", 0)
+            assert vectors > 0 and report["loop_loads"].get("LDG.E.128", 0) * 2 == vectors, (name, report)
+
+
+def test_gemv_main_loop_is_about_four_instructions_a_weight(sm90):
     """Batch 1 is memory-bound only while a thread issues few instructions per weight (an H200 SM issues
     128 a clock and receives about 37 int4 weights a clock). The GEMV's shift, and-or and FMA are three;
-    the rest is activations and scales, shared by the 4 rows a thread holds. The old unpack-to-a-tile
-    GEMV issued 6.8 a weight for int4 per channel and 15.7 in groups of 128."""
+    the rest is activations, scales and the prefetch, shared by the 4 rows a thread holds. The old
+    unpack-to-a-tile GEMV issued 6.8 a weight for int4 per channel, 15.7 in groups of 128, 18.6 for int3 g64.
+    The limits leave room for other Triton versions (3.9 gives 4.0, 4.4, 4.4, 4.7, 4.3 and 9.0)."""
     reports = sm90[1]
     per_weight = {name: r["loop_per_weight"] for name, r in reports.items() if name.startswith("wq-gemv") and "split1" in name}
-    assert per_weight["wq-gemv int4-ch-asym-fp16 split1 even-K"] <= 4.0, per_weight
+    assert per_weight["wq-gemv int4-ch-asym-fp16 split1 even-K"] <= 4.5, per_weight
     for name in ("wq-gemv int4-g128-asym-fp16 split1 even-K", "wq-gemv int4-g32-sym-bf16 split1 even-K"):
-        assert per_weight[name] <= 4.5, (name, per_weight)
-    for name in ("wq-gemv int2-ch-asym-fp16 split1 even-K", "wq-gemv int8-ch-sym-bf16 split1 even-K"):
         assert per_weight[name] <= 5.0, (name, per_weight)
-    assert per_weight["wq-gemv int3-g64-asym-fp16 split1 even-K"] <= 10.0, per_weight  # codes straddle groups: 2 FMAs a weight
+    for name in ("wq-gemv int2-ch-asym-fp16 split1 even-K", "wq-gemv int8-ch-sym-bf16 split1 even-K"):
+        assert per_weight[name] <= 5.5, (name, per_weight)
+    assert per_weight["wq-gemv int3-g64-asym-fp16 split1 even-K"] <= 11.0, per_weight  # codes straddle groups: 2 FMAs a weight
 
 
 def test_gemms_copy_tiles_in_16_byte_pieces_and_use_hopper_wgmma(sm90):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autoq.kernels.sass import loop_length
+from autoq.kernels.sass import loop_length, main_loop
 
 LISTING = """
         /*0000*/                   MOV R1, c[0x0][0x28] ;
@@ -25,3 +25,9 @@ def test_loop_length_is_the_longest_backward_branch_body():
 
 def test_no_loop_is_zero():
     assert loop_length("        /*0000*/                   EXIT ;\n") == 0
+
+
+def test_main_loop_is_the_longest_loop_body():
+    body = main_loop(LISTING)
+    assert len(body) == 4 and "SHF.R.S32.HI" in body[0] and "BRA 0x50" in body[-1]
+    assert not any("LDG" in line for line in body)  # the load at 0x20 is in the shorter loop
