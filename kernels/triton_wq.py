@@ -365,7 +365,7 @@ def gemv_step_columns(block_k: int, cpw: int) -> int:
 def prune_gemv_configs(configs, named_args, **kwargs):
     """Drop tiles whose K step is longer than the row (K rounded up to a power of two): their lanes only load masks.
 
-    Short rows (a small model's 384 inputs) then autotune 3 to 6 tiles, not 10. Keeps the shortest step if none fits.
+    Short rows (a small model's 384 inputs) then autotune 3 to 7 tiles, not 12. Keeps the shortest step if none fits.
     Triton passes the positional arguments as ``named_args`` and the keyword ones (``CPW``) as ``kwargs``."""
     k = 1 << max(0, (named_args["K"] - 1).bit_length())
     kept = [c for c in configs if gemv_step_columns(c.kwargs["BLOCK_K"], kwargs["CPW"]) <= k]
