@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 FORMATS = ("int4-ch-asym", "int4-ch-sym", "int4-g128-asym", "int4-g32-asym", "int8-ch-sym", "int8-g128-asym",
-           "int2-ch-asym", "int2-g64-asym", "int3-ch-sym", "int3-g64-asym", "int5-g128-asym", "int6-g32-asym")
+           "int2-ch-asym", "int2-g64-asym", "int3-ch-sym", "int3-g32-asym", "int3-g64-asym", "int3-g128-asym", "int5-g128-asym",
+           "int6-g32-asym")
 
 
 @dataclass(frozen=True)

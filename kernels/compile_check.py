@@ -27,6 +27,7 @@ from pathlib import Path
 
 from autoq.errors import AutoqError
 from autoq.kernels.capability import interpreting
+from autoq.kernels.gemv_steps import group_tile, step_columns, wordwise
 from autoq.kernels.sass import sass_report
 
 # How Triton specializes a launch with 16-byte aligned pointers and sizes and strides divisible by 16 (as
@@ -68,9 +69,10 @@ def _wq_case(name: str, kernel: str, kind: str, act: str, out: str, constexprs: 
 
 def gemv_case(spec, act: str, block_n: int, block_k: int, warps: int, stages: int, prefetch: bool = True) -> CompileCase:
     """The batch-1 GEMV for ``spec`` (a :class:`autoq.quant.QuantSpec`) at 16-aligned shapes with whole K steps, no split."""
-    cpw = 32 // spec.bits
-    constexprs = dict(BITS=spec.bits, CPW=cpw, GROUP=spec.group_size or 0, HAS_ZEROS=not spec.symmetric, WORDWISE=cpw & (cpw - 1) == 0,
-                      SPLIT_K=1, EVEN_K=True, BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch)
+    cpw, group = 32 // spec.bits, spec.group_size or 0
+    tw, ngs = group_tile(block_k, cpw, group)
+    constexprs = dict(BITS=spec.bits, CPW=cpw, GROUP=group, HAS_ZEROS=not spec.symmetric, WORDWISE=wordwise(cpw),
+                      SPLIT_K=1, EVEN_K=True, BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch, TW=tw, NGS=ngs)
     name = f"wq-gemv {spec.name}-{act} {block_n}x{block_k} w{warps}{'' if prefetch else ' no-prefetch'}"
     return _wq_case(name, "wq_gemv_kernel", "gemv", act, act, constexprs, True, warps, stages)
 
@@ -84,12 +86,13 @@ def default_cases() -> list[CompileCase]:
     for bits, group, zeros, act in [(4, 128, True, "fp16"), (4, 32, False, "bf16"), (4, 0, True, "fp16"), (3, 64, True, "fp16"),
                                     (2, 0, True, "fp16"), (8, 0, False, "bf16")]:
         cpw = 32 // bits
-        wordwise = cpw & (cpw - 1) == 0
-        base = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros, WORDWISE=wordwise)
+        base = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros, WORDWISE=wordwise(cpw))
+        tw, ngs = group_tile(1024, cpw, group)
         tag = f"int{bits}-{'g' + str(group) if group else 'ch'}-{'asym' if zeros else 'sym'}-{act}"
         for split, out, even in [(1, act, True), (4, "fp32", False)]:
             cases.append(_wq_case(f"wq-gemv {tag} split{split}{' even-K' if even else ''}", "wq_gemv_kernel", "gemv", act, out,
-                                  {**base, "SPLIT_K": split, "EVEN_K": even, "BLOCK_N": 16, "BLOCK_K": 1024, "PREFETCH": True}, even, 4, 2))
+                                  {**base, "SPLIT_K": split, "EVEN_K": even, "BLOCK_N": 16, "BLOCK_K": 1024, "PREFETCH": True,
+                                   "TW": tw, "NGS": ngs}, even, 4, 2))
         even = bits != 3
         cases.append(_wq_case(f"wq-gemm {tag}{' even-K' if even else ''}", "wq_gemm_kernel", "gemm", act, act,
                               {**base, "DOT_FP32": False, "EVEN_K": even, "BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, even, 4, 3))
@@ -114,8 +117,7 @@ def weights_per_thread(case: CompileCase) -> int:
     c = case.constexprs
     if "CPW" not in c:
         return 0
-    words = c["BLOCK_K"] // c["CPW"] if c["WORDWISE"] or "BLOCK_M" in c else c["BLOCK_K"] // 8  # see triton_wq
-    cols = c["BLOCK_K"] if "BLOCK_M" in c else words * c["CPW"]
+    cols = c["BLOCK_K"] if "BLOCK_M" in c else step_columns(c["BLOCK_K"], c["CPW"], c["GROUP"])
     return c["BLOCK_N"] * cols // (32 * case.num_warps)
 
 

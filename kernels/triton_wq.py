@@ -25,6 +25,7 @@ import triton
 import triton.language as tl
 
 from autoq.kernels.capability import autotuning, interpreting
+from autoq.kernels.gemv_steps import even_k, group_tile, step_columns, wordwise
 from autoq.kernels.tiles import autotune_bench, batch_bucket, prune_gemm_configs, tile_offsets
 
 
@@ -159,6 +160,29 @@ def _load_words(w_ptr, offs_n, n_mask, w0, wi, w_end, k_end, stride_wn, CPW: tl.
 
 
 @triton.jit
+def _load_group_words(w_ptr, offs_n, n_mask, k0, u, k_end, stride_wn, CPW: tl.constexpr, GROUP: tl.constexpr, TW: tl.constexpr):
+    """Words ``(BLOCK_N, NGS * TW)`` of the step at column ``k0``: lane ``u`` is word ``u % TW`` of group ``u // TW``
+    counted from the word holding the group's first column; words with no column in their group are 0."""
+    lo = (k0 // GROUP + u // TW) * GROUP
+    widx = lo // CPW + u % TW
+    live = widx * CPW < tl.minimum(lo + GROUP, k_end)
+    return tl.load(w_ptr + offs_n[:, None] * stride_wn + widx[None, :], mask=n_mask[:, None] & live[None, :], other=0)
+
+
+@triton.jit
+def _group_sums(part, xs, s_ptr, z_ptr, offs_n, n_mask, g0, k_end, stride_sn, stride_sg, BITS: tl.constexpr, GROUP: tl.constexpr,
+                HAS_ZEROS: tl.constexpr, BLOCK_N: tl.constexpr, NG: tl.constexpr, WPG: tl.constexpr):
+    """``sum scale * (code - zero) * x`` ``(BLOCK_N, NG)`` of groups ``g0 ..`` from a step's per-word ``sum m * x``
+    ``(BLOCK_N, NG * WPG)`` and ``sum x`` ``(NG * WPG,)``, ``WPG`` words a group (``m = 1 + code / 2**BITS``)."""
+    ONE: tl.constexpr = 1 << BITS
+    g = g0 + tl.arange(0, NG)
+    scale, zero = _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, g, g * GROUP < k_end, stride_sn, stride_sg, BITS, HAS_ZEROS)
+    part_g = tl.sum(tl.reshape(part, [BLOCK_N, NG, WPG]), axis=2)
+    xs_g = tl.sum(tl.reshape(xs, [NG, WPG]), axis=1)
+    return scale * ONE * part_g - scale * (ONE + zero) * xs_g[None, :]
+
+
+@triton.jit
 def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
                       stride_sn, stride_sg, BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr,
                       EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BW: tl.constexpr, PREFETCH: tl.constexpr):
@@ -206,11 +230,8 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
             acc += (scale * ONE)[:, None] * part
             corr += scale * (ONE + zero) * tl.sum(xs, axis=0)
         else:
-            g = w0 * CPW // GROUP + tl.arange(0, NG)
-            scale, zero = _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, g, g * GROUP < k_end, stride_sn, stride_sg, BITS, HAS_ZEROS)
-            part_g = tl.sum(tl.reshape(part, [BLOCK_N, NG, WPG]), axis=2)
-            xs_g = tl.sum(tl.reshape(xs, [NG, WPG]), axis=1)
-            acc_g += scale * ONE * part_g - scale * (ONE + zero) * xs_g[None, :]
+            acc_g += _group_sums(part, xs, s_ptr, z_ptr, offs_n, n_mask, w0 * CPW // GROUP, k_end, stride_sn, stride_sg,
+                                 BITS, GROUP, HAS_ZEROS, BLOCK_N, NG, WPG)
         if PREFETCH:
             words = ahead
     if GROUP == 0:
@@ -224,73 +245,66 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
 
 
 @triton.jit
-def _gemv_split_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
+def _gemv_group_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, k_begin, k_end, stride_xm, stride_wn,
                       stride_sn, stride_sg, BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr,
-                      EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_W: tl.constexpr, PREFETCH: tl.constexpr):
-    """The same sum for 3/5/6-bit group formats, ``BLOCK_W`` words a step: a word may straddle two groups.
+                      BLOCK_N: tl.constexpr, NGS: tl.constexpr, TW: tl.constexpr, PREFETCH: tl.constexpr):
+    """The same sum for 3/5/6-bit group formats, ``NGS`` groups a step, each read as the ``TW`` words it touches.
 
-    The slots of each word split at ``bound`` (the first slot of the next group) by splitting ``x``:
-    ``lo`` slots go to the word's first group, ``hi`` slots to the next. The split is computed once
-    per activation and shared by every row; each weight costs one more FMA than in whole-word groups,
-    and each word gathers its two groups' scales.
+    A word that straddles two groups is loaded for both (the second load hits the cache) and each copy
+    multiplies only its own group's activations (the others are masked to 0), so a weight costs a shift,
+    an and-or and an FMA, and every group's scale is loaded once, as in whole-word groups.
     """
-    ONE: tl.constexpr = 1 << BITS
-    wi = tl.arange(0, BLOCK_W)
-    acc = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.float32)
+    u = tl.arange(0, NGS * TW)
+    acc_g = tl.zeros([BLOCK_N, NGS], dtype=tl.float32)
     if PREFETCH:
-        words = _load_words(w_ptr, offs_n, n_mask, w_begin, wi, w_end, k_end, stride_wn, CPW, EVEN_K)
-    for w0 in range(w_begin, w_end, BLOCK_W):
-        cols = (w0 + wi) * CPW
+        words = _load_group_words(w_ptr, offs_n, n_mask, k_begin, u, k_end, stride_wn, CPW, GROUP, TW)
+    for k0 in range(k_begin, k_end, NGS * GROUP):
         if PREFETCH:
-            ahead = _load_words(w_ptr, offs_n, n_mask, w0 + BLOCK_W, wi, w_end, k_end, stride_wn, CPW, EVEN_K)
+            ahead = _load_group_words(w_ptr, offs_n, n_mask, k0 + NGS * GROUP, u, k_end, stride_wn, CPW, GROUP, TW)
         else:
-            words = _load_words(w_ptr, offs_n, n_mask, w0, wi, w_end, k_end, stride_wn, CPW, EVEN_K)
-        first = cols // GROUP
-        bound = (first + 1) * GROUP - cols  # slots from here on belong to group first + 1
-        lo = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.float32)
-        hi = tl.zeros([BLOCK_N, BLOCK_W], dtype=tl.float32)
-        xs_lo = tl.zeros([BLOCK_W], dtype=tl.float32)
-        xs_hi = tl.zeros([BLOCK_W], dtype=tl.float32)
+            words = _load_group_words(w_ptr, offs_n, n_mask, k0, u, k_end, stride_wn, CPW, GROUP, TW)
+        lo = (k0 // GROUP + u // TW) * GROUP
+        hi = tl.minimum(lo + GROUP, k_end)
+        cols = (lo // CPW + u % TW) * CPW
+        part = tl.zeros([BLOCK_N, NGS * TW], dtype=tl.float32)
+        xs = tl.zeros([NGS * TW], dtype=tl.float32)
         for j in tl.static_range(CPW):
-            xj = _load_x(x_ptr + row * stride_xm, cols + j, k_end, EVEN_K)
-            x_hi = tl.where(bound <= j, xj, 0.0)
-            x_lo = xj - x_hi
-            m = _mantissa_codes(words, one_f32, j, BITS)
-            lo += m * x_lo[None, :]
-            hi += m * x_hi[None, :]
-            xs_lo += x_lo
-            xs_hi += x_hi
-        s_lo, z_lo = _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, first, cols < k_end, stride_sn, stride_sg, BITS, HAS_ZEROS)
-        s_hi, z_hi = _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, first + 1, (bound < CPW) & (cols + bound < k_end),
-                                      stride_sn, stride_sg, BITS, HAS_ZEROS)
-        acc += ONE * (s_lo * lo + s_hi * hi) - (s_lo * (ONE + z_lo)) * xs_lo[None, :] - (s_hi * (ONE + z_hi)) * xs_hi[None, :]
+            c = cols + j
+            xj = tl.load(x_ptr + row * stride_xm + c, mask=(c >= lo) & (c < hi), other=0.0).to(tl.float32)
+            part += _mantissa_codes(words, one_f32, j, BITS) * xj[None, :]
+            xs += xj
+        acc_g += _group_sums(part, xs, s_ptr, z_ptr, offs_n, n_mask, k0 // GROUP, k_end, stride_sn, stride_sg,
+                             BITS, GROUP, HAS_ZEROS, BLOCK_N, NGS, TW)
         if PREFETCH:
             words = ahead
-    return tl.sum(acc, axis=1)
+    return tl.sum(acc_g, axis=1)
 
 
 @triton.jit
 def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, one_f32, N, K, stride_xm, stride_wn, stride_sn, stride_sg, stride_os, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, SPLIT_K: tl.constexpr,
-                   EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr):
-    """One program: ``BLOCK_N`` outputs of one row of ``x`` over one K split, ``STEP`` words a K step (``gemv_step_columns``)."""
+                   EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr, TW: tl.constexpr,
+                   NGS: tl.constexpr):
+    """One program: ``BLOCK_N`` outputs of one row of ``x`` over one K split; how it walks K is
+    :mod:`autoq.kernels.gemv_steps` (``TW``/``NGS`` from its ``group_tile``)."""
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     row = tl.program_id(2)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < N
-    STEP: tl.constexpr = BLOCK_K // CPW if WORDWISE else BLOCK_K // 8
-    n_words = tl.cdiv(K, CPW)
-    w_per_split = tl.cdiv(tl.cdiv(n_words, SPLIT_K), STEP) * STEP
-    w_begin = pid_s * w_per_split
-    w_end = tl.minimum(w_begin + w_per_split, n_words)
-    k_end = tl.minimum(w_end * CPW, K)
     if WORDWISE or GROUP == 0:
-        y = _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
-                              stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K, BLOCK_N, STEP, PREFETCH)
+        STEP: tl.constexpr = BLOCK_K // CPW if WORDWISE else BLOCK_K // 8  # words
+        n_words = tl.cdiv(K, CPW)
+        w_per_split = tl.cdiv(tl.cdiv(n_words, SPLIT_K), STEP) * STEP
+        w_begin = pid_s * w_per_split
+        w_end = tl.minimum(w_begin + w_per_split, n_words)
+        y = _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, tl.minimum(w_end * CPW, K),
+                              stride_xm, stride_wn, stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K, BLOCK_N, STEP, PREFETCH)
     else:
-        y = _gemv_split_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
-                              stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K, BLOCK_N, STEP, PREFETCH)
+        k_per_split = tl.cdiv(tl.cdiv(K, SPLIT_K), NGS * GROUP) * NGS * GROUP  # whole groups
+        k_begin = pid_s * k_per_split
+        y = _gemv_group_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, k_begin, tl.minimum(k_begin + k_per_split, K),
+                              stride_xm, stride_wn, stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, BLOCK_N, NGS, TW, PREFETCH)
     tl.store(out_ptr + pid_s * stride_os + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_mask)
 
 
@@ -352,37 +366,27 @@ _GEMM_CONFIGS = [
 ]
 
 
-def even_k(k: int, block_k: int, split_k: int = 1) -> bool:
-    """Whether every K split is whole K steps of ``block_k`` columns: then no load is masked along K."""
-    return k % (block_k * split_k) == 0
-
-
-def gemv_step_columns(block_k: int, cpw: int) -> int:
-    """Columns the GEMV covers per K step: ``block_k``, or for 3/5/6 bits ``block_k // 8`` whole words."""
-    return block_k if _wordwise(cpw) else block_k // 8 * cpw
-
-
 def prune_gemv_configs(configs, named_args, **kwargs):
     """Drop tiles whose K step is longer than the row (K rounded up to a power of two): their lanes only load masks.
 
     Short rows (a small model's 384 inputs) then autotune 3 to 7 tiles, not 12. Keeps the shortest step if none fits.
     Triton passes the positional arguments as ``named_args`` and the keyword ones (``CPW``) as ``kwargs``."""
     k = 1 << max(0, (named_args["K"] - 1).bit_length())
-    kept = [c for c in configs if gemv_step_columns(c.kwargs["BLOCK_K"], kwargs["CPW"]) <= k]
+    kept = [c for c in configs if step_columns(c.kwargs["BLOCK_K"], kwargs["CPW"], kwargs["GROUP"]) <= k]
     return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_K"])]
 
 
+_GEMV_STEPS = {  # constexprs of how the GEMV walks K, from the block size and the format (see gemv_steps)
+    "EVEN_K": lambda a: even_k(a["K"], step_columns(a["BLOCK_K"], a["CPW"], a["GROUP"]), a["SPLIT_K"]),
+    "TW": lambda a: group_tile(a["BLOCK_K"], a["CPW"], a["GROUP"])[0],
+    "NGS": lambda a: group_tile(a["BLOCK_K"], a["CPW"], a["GROUP"])[1],
+}
 _gemv_tuned = triton.autotune(configs=_GEMV_CONFIGS, key=["N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"], do_bench=autotune_bench,
                               prune_configs_by={"early_config_prune": prune_gemv_configs})(
-    triton.heuristics({"EVEN_K": lambda a: even_k(a["K"], gemv_step_columns(a["BLOCK_K"], a["CPW"]), a["SPLIT_K"])})(wq_gemv_kernel))
+    triton.heuristics(_GEMV_STEPS)(wq_gemv_kernel))
 _gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K", "BITS", "GROUP", "HAS_ZEROS"],
                               prune_configs_by={"early_config_prune": prune_gemm_configs}, do_bench=autotune_bench)(
     triton.heuristics({"EVEN_K": lambda a: even_k(a["K"], a["BLOCK_K"])})(wq_gemm_kernel))
-
-
-def _wordwise(cpw: int) -> bool:
-    """Whether every BLOCK_K and group is whole words (2/4/8 bits; the GEMM then expands words in registers)."""
-    return cpw & (cpw - 1) == 0 and all(c.kwargs["BLOCK_K"] % cpw == 0 for c in _GEMV_CONFIGS + _GEMM_CONFIGS)
 
 
 def _row_stride(scales) -> int:
@@ -398,13 +402,13 @@ def launch_gemv(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: in
     stride_om = out.stride(-2)
     args = (x, qweight, scales, scales if zeros is None else zeros, out, ONE_F32, n, k, x.stride(0), qweight.stride(0),
             _row_stride(scales), scales.stride(1), stride_os, stride_om)
-    meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=_wordwise(cpw), SPLIT_K=split_k)
+    meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw), SPLIT_K=split_k)
     if autotuning():
         _gemv_tuned[lambda c: (triton.cdiv(n, c["BLOCK_N"]), split_k, m)](*args, **meta)
     else:
         grid = (triton.cdiv(n, FIXED_GEMV["BLOCK_N"]), split_k, m)
-        step = gemv_step_columns(FIXED_GEMV["BLOCK_K"], cpw)
-        wq_gemv_kernel[grid](*args, **meta, EVEN_K=even_k(k, step, split_k), **FIXED_GEMV)
+        steps = {name: rule({**meta, **FIXED_GEMV, "K": k}) for name, rule in _GEMV_STEPS.items()}
+        wq_gemv_kernel[grid](*args, **meta, **steps, **FIXED_GEMV)
 
 
 def launch_gemm(x, qweight, scales, zeros, out, bits: int, cpw: int, group: int) -> None:
@@ -414,7 +418,7 @@ def launch_gemm(x, qweight, scales, zeros, out, bits: int, cpw: int, group: int)
     bucket = batch_bucket(m)
     args = (x, qweight, scales, scales if zeros is None else zeros, out, m, n, k, bucket, x.stride(0), qweight.stride(0),
             _row_stride(scales), scales.stride(1), out.stride(0))
-    meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=_wordwise(cpw))
+    meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw))
     dot_fp32 = interpreting()  # numpy computes the interpreter's dot: same products, fp32 operands (see the kernel)
     if autotuning():
         _gemm_tuned[lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)](*args, **meta, DOT_FP32=dot_fp32)

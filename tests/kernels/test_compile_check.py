@@ -44,12 +44,13 @@ def test_gemv_loads_each_threads_packed_words_as_one_vector(sm90):
 
 
 def test_gemv_loads_the_next_steps_words_during_this_one(sm90):
-    """Triton pipelines only loads that feed tl.dot; the GEMV prefetches its words itself: one load of each
-    thread's words before the loop (the first step) and one inside it (the next step), both 16 bytes wide."""
+    """Triton does not pipeline the GEMV's word loads; it prefetches them itself: one load of each thread's
+    words before the loop (the first step) and one inside it (the next step), 16 bytes wide for whole words."""
     for name, report in sm90[1].items():
         if name.startswith("wq-gemv") and "split1 even-K" in name:
-            vectors = report["global_loads"].get("LDG.E.128", 0)
-            assert vectors > 0 and report["loop_loads"].get("LDG.E.128", 0) * 2 == vectors, (name, report)
+            kind = "LDG.E" if "int3-g" in name else "LDG.E.128"  # 3-bit groups read words at group offsets, unaligned
+            assert report["global_loads"].get(kind, 0) > 0, (name, report)
+            assert report["loop_loads"].get(kind, 0) * 2 == report["global_loads"][kind], (name, report)
 
 
 def test_gemv_main_loop_is_about_four_instructions_a_weight(sm90):
@@ -65,7 +66,7 @@ def test_gemv_main_loop_is_about_four_instructions_a_weight(sm90):
         assert per_weight[name] <= 5.0, (name, per_weight)
     for name in ("wq-gemv int2-ch-asym-fp16 split1 even-K", "wq-gemv int8-ch-sym-bf16 split1 even-K"):
         assert per_weight[name] <= 5.5, (name, per_weight)
-    assert per_weight["wq-gemv int3-g64-asym-fp16 split1 even-K"] <= 11.0, per_weight  # codes straddle groups: 2 FMAs a weight
+    assert per_weight["wq-gemv int3-g64-asym-fp16 split1 even-K"] <= 7.5, per_weight  # read group by group (was 9.0 split at words)
 
 
 def test_gemms_copy_tiles_in_16_byte_pieces_and_use_hopper_wgmma(sm90):
@@ -94,7 +95,7 @@ def test_weights_per_thread_counts_a_k_step_of_the_tile():
 
     cases = {c.name: c for c in default_cases()}
     assert weights_per_thread(cases["wq-gemv int4-g128-asym-fp16 split1 even-K"]) == 16 * 1024 // 128
-    assert weights_per_thread(cases["wq-gemv int3-g64-asym-fp16 split1 even-K"]) == 16 * (1024 // 8) * 10 // 128  # whole words a step
+    assert weights_per_thread(cases["wq-gemv int3-g64-asym-fp16 split1 even-K"]) == 16 * (16 * 64) // 128  # 16 groups a step
     assert weights_per_thread(cases["wq-gemm int4-g128-asym-fp16 even-K"]) == 128 * 64 // 128
     assert weights_per_thread(cases["w8a8 int8-gemm"]) == 0
 

@@ -94,10 +94,11 @@ def test_weight_only_small_and_ragged_shapes(n: int, k: int):
 @pytest.mark.parametrize("name", ["int4-g128-asym", "int2-ch-sym", "int8-g32-asym", "int3-g64-asym", "int4-tensor-sym"])
 def test_weight_only_when_k_is_whole_blocks(name: str):
     """K a multiple of the K step (and of the step * split): the unmasked, vector-load path along K (EVEN_K)."""
-    from autoq.kernels.triton_wq import FIXED_GEMM, FIXED_GEMV, even_k, gemv_step_columns
+    from autoq.kernels.gemv_steps import even_k, step_columns
+    from autoq.kernels.triton_wq import FIXED_GEMM, FIXED_GEMV
 
     spec = QuantSpec.from_name(name)
-    step = gemv_step_columns(FIXED_GEMV["BLOCK_K"], 32 // spec.bits)
+    step = step_columns(FIXED_GEMV["BLOCK_K"], 32 // spec.bits, spec.group_size or 0)
     k = 2 * math.lcm(step, FIXED_GEMM["BLOCK_K"])
     assert even_k(k, step, 2) and even_k(k, FIXED_GEMM["BLOCK_K"]) and not even_k(k + 8, step)
     gen = torch.Generator().manual_seed(len(name))
@@ -230,12 +231,13 @@ def test_autotune_pruning_keeps_tiles_that_fit_the_row_and_the_batch():
     """Through Triton's own autotuners (their calling convention): GEMV tiles whose K step exceeds the row are
     dropped, GEMM tiles much taller than the batch are dropped."""
     from autoq.kernels import triton_wq
+    from autoq.kernels.gemv_steps import step_columns
 
     configs = triton_wq._GEMV_CONFIGS
     for k, cpw in [(384, 8), (384, 10), (1536, 16), (4096, 8), (11008, 4), (100, 8)]:
         triton_wq._gemv_tuned.nargs = {"N": 64, "K": k}
         kept = triton_wq._gemv_tuned.prune_configs({"BITS": 32 // cpw, "CPW": cpw, "GROUP": 0, "HAS_ZEROS": True, "SPLIT_K": 1})
-        fits = [c for c in configs if triton_wq.gemv_step_columns(c.kwargs["BLOCK_K"], cpw) <= 1 << (k - 1).bit_length()]
+        fits = [c for c in configs if step_columns(c.kwargs["BLOCK_K"], cpw, 0) <= 1 << (k - 1).bit_length()]
         assert kept == (fits or [min(configs, key=lambda c: c.kwargs["BLOCK_K"])]), (k, cpw)
         assert (len(kept) == len(configs)) == (k >= 2048 or (k > 1024 and cpw & (cpw - 1) == 0)), (k, cpw)
     for bucket in (1, 16, 128):

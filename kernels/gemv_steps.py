@@ -1,0 +1,44 @@
+"""How the batch-1 GEMV walks K for each packed format: plain Python, shared by the kernel's launcher,
+its autotuner hooks and the compile check (none of which should disagree about a K step).
+
+Two ways, chosen per format (see ``autoq.kernels.triton_wq``):
+
+* whole words (2/4/8 bits, where groups are whole words, and every width per channel): ``BLOCK_K``
+  columns a step for 2/4/8 bits, ``BLOCK_K // 8`` whole words for 3/5/6 bits;
+* group by group (3/5/6 bits in groups, whose words can straddle two groups): ``NGS`` groups a step,
+  each read as the ``TW`` words it touches (the power of two covering ``words_touched``); for the
+  group sizes autoq offers, 67-80% of those slots hold the group's own codes.
+"""
+
+from __future__ import annotations
+
+
+def wordwise(cpw: int) -> bool:
+    """Whether the codes per word are a power of two (2/4/8 bits): groups and K blocks are then whole words."""
+    return cpw & (cpw - 1) == 0
+
+
+def words_touched(cpw: int, group: int) -> int:
+    """The most words one group touches: group ``g`` starts at column ``g * group``, word ``g * group // cpw``."""
+    return max((start % cpw + group - 1) // cpw + 1 for start in range(0, cpw * group, group))
+
+
+def group_tile(block_k: int, cpw: int, group: int) -> tuple[int, int]:
+    """``(TW, NGS)`` when the GEMV reads a 3/5/6-bit group format group by group, else ``(0, 0)``."""
+    if wordwise(cpw) or group == 0:
+        return 0, 0
+    tw = 1 << (words_touched(cpw, group) - 1).bit_length()
+    return tw, max(1, block_k // 8 // tw)
+
+
+def step_columns(block_k: int, cpw: int, group: int = 0) -> int:
+    """Columns of K the GEMV covers per step of its loop (splits of K are whole steps)."""
+    if wordwise(cpw):
+        return block_k
+    groups = group_tile(block_k, cpw, group)[1]
+    return groups * group if group else block_k // 8 * cpw
+
+
+def even_k(k: int, step: int, split_k: int = 1) -> bool:
+    """Whether every K split is whole steps of ``step`` columns: then no load needs a mask along K."""
+    return k % (step * split_k) == 0
