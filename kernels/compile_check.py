@@ -78,7 +78,7 @@ def gemv_case(spec, act: str, block_n: int, block_k: int, warps: int, stages: in
 
 
 def default_cases() -> list[CompileCase]:
-    """Weight-only GEMV/GEMM for 2/4/8 bits and 3 bits (words straddling groups in the GEMV, codes gathered in the GEMM),
+    """Weight-only GEMV/GEMM for 2/4/8 bits and 3 bits (groups read group by group in the GEMV, codes gathered in the GEMM),
     every scale layout, W8A8.
 
     The even-K cases are compiled as at 16-aligned shapes (the LLaMA-7B ones), the others as at odd shapes."""
