@@ -38,10 +38,14 @@ def load_table(path: str | Path, batch: int = 1) -> TableLatency:
     file = Path(path)
     if not file.is_file():
         raise AutoqError(f"latency table {str(path)!r} does not exist; write one with 'autoq kernels bench' on the target GPU, or pass a preset such as --device h100")
-    table = LatencyTable.load(file)
-    # select(): the fastest kernel measured for each (shape, format, batch)
+    return _table_latency(LatencyTable.load(file), batch, str(path))
+
+
+def _table_latency(table, batch: int, origin: str) -> TableLatency:
+    """A loaded :class:`autoq.kernels.table.LatencyTable` at one batch size: the fastest kernel measured
+    for each (shape, format, batch) (``select()``)."""
     rows = [Measurement(r.n, r.k, r.format, r.batch, r.median_us) for r in table.select()]
-    return TableLatency(table.device, rows, batch, origin=str(path))
+    return TableLatency(table.device, rows, batch, origin=origin)
 
 
 def latency_model(device: str | None, batch: int = 1, tables_dir: Path = TABLES_DIR) -> LatencyModel | None:
@@ -59,6 +63,7 @@ def latency_model(device: str | None, batch: int = 1, tables_dir: Path = TABLES_
     if table is not None:
         from autoq.kernels.table import LatencyTable
 
-        if batch in LatencyTable.load(table).batches:
-            return load_table(table, batch)
+        measured = LatencyTable.load(table)  # read once: checked for the batch, then used
+        if batch in measured.batches:
+            return _table_latency(measured, batch, str(table))
     return RooflineLatency.named(preset.name, batch)
