@@ -27,19 +27,26 @@ FORMATS = ("int4-ch-asym", "int4-ch-sym", "int4-g128-asym", "int4-g32-asym", "in
 
 @dataclass(frozen=True)
 class Issue:
-    """What a GPU issues and reads: thread-instructions per clock (4 schedulers x 32 lanes per SM) and bytes per second."""
+    """What a GPU issues and reads: thread-instructions per clock (4 schedulers x 32 lanes per SM) and the
+    memory bandwidth of its :mod:`autoq.latency.devices` preset."""
 
-    name: str
+    preset: str
     sms: int
     clock_ghz: float
-    bandwidth_gbs: float
+
+    @property
+    def name(self) -> str:
+        return self.preset.upper()
 
     def affordable(self, bytes_per_weight: float) -> float:
         """Instructions a weight the SMs can issue while the memory delivers weights at full bandwidth."""
-        return 128 * self.sms * self.clock_ghz * 1e9 / (self.bandwidth_gbs * 1e9 / bytes_per_weight)
+        from autoq.latency.devices import get_device
+
+        weights_per_second = get_device(self.preset).bandwidth_gbs * 1e9 / bytes_per_weight
+        return 128 * self.sms * self.clock_ghz * 1e9 / weights_per_second
 
 
-DEVICES = (Issue("H100", 132, 1.98, 3350.0), Issue("H200", 132, 1.98, 4800.0))  # SXM boards, boost clock
+DEVICES = (Issue("h100", 132, 1.98), Issue("h200", 132, 1.98))  # SXM boards, boost clock
 
 
 def main(argv: list[str] | None = None) -> int:
