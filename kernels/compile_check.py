@@ -27,7 +27,7 @@ from pathlib import Path
 
 from autoq.errors import AutoqError
 from autoq.kernels.capability import interpreting
-from autoq.kernels.gemv_steps import group_tile, step_columns, wordwise
+from autoq.kernels.gemv_steps import step_columns, step_constexprs, wordwise
 from autoq.kernels.sass import sass_report
 
 # How Triton specializes a launch with 16-byte aligned pointers and sizes and strides divisible by 16 (as
@@ -67,12 +67,16 @@ def _wq_case(name: str, kernel: str, kind: str, act: str, out: str, constexprs: 
     return CompileCase(name, kernel, types, constexprs, warps, stages, ALIGNED_WQ if aligned else ())
 
 
+def _gemv_constexprs(bits: int, group: int, zeros: bool, block_n: int, block_k: int, split: int, even: bool, prefetch: bool) -> dict:
+    """The GEMV's constexprs as its launcher sets them (the K step's from ``gemv_steps``)."""
+    cpw = 32 // bits
+    return dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros, WORDWISE=wordwise(cpw), SPLIT_K=split, EVEN_K=even,
+                BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch, **step_constexprs(block_k, cpw, group))
+
+
 def gemv_case(spec, act: str, block_n: int, block_k: int, warps: int, stages: int, prefetch: bool = True) -> CompileCase:
     """The batch-1 GEMV for ``spec`` (a :class:`autoq.quant.QuantSpec`) at 16-aligned shapes with whole K steps, no split."""
-    cpw, group = 32 // spec.bits, spec.group_size or 0
-    tw, ngs = group_tile(block_k, cpw, group)
-    constexprs = dict(BITS=spec.bits, CPW=cpw, GROUP=group, HAS_ZEROS=not spec.symmetric, WORDWISE=wordwise(cpw),
-                      SPLIT_K=1, EVEN_K=True, BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch, TW=tw, NGS=ngs)
+    constexprs = _gemv_constexprs(spec.bits, spec.group_size or 0, not spec.symmetric, block_n, block_k, 1, True, prefetch)
     name = f"wq-gemv {spec.name}-{act} {block_n}x{block_k} w{warps}{'' if prefetch else ' no-prefetch'}"
     return _wq_case(name, "wq_gemv_kernel", "gemv", act, act, constexprs, True, warps, stages)
 
@@ -87,12 +91,10 @@ def default_cases() -> list[CompileCase]:
                                     (2, 0, True, "fp16"), (8, 0, False, "bf16")]:
         cpw = 32 // bits
         base = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros, WORDWISE=wordwise(cpw))
-        tw, ngs = group_tile(1024, cpw, group)
         tag = f"int{bits}-{'g' + str(group) if group else 'ch'}-{'asym' if zeros else 'sym'}-{act}"
         for split, out, even in [(1, act, True), (4, "fp32", False)]:
             cases.append(_wq_case(f"wq-gemv {tag} split{split}{' even-K' if even else ''}", "wq_gemv_kernel", "gemv", act, out,
-                                  {**base, "SPLIT_K": split, "EVEN_K": even, "BLOCK_N": 16, "BLOCK_K": 1024, "PREFETCH": True,
-                                   "TW": tw, "NGS": ngs}, even, 4, 2))
+                                  _gemv_constexprs(bits, group, zeros, 16, 1024, split, even, True), even, 4, 2))
         even = bits != 3
         cases.append(_wq_case(f"wq-gemm {tag}{' even-K' if even else ''}", "wq_gemm_kernel", "gemm", act, act,
                               {**base, "DOT_FP32": False, "EVEN_K": even, "BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, even, 4, 3))

@@ -31,12 +31,16 @@ def group_tile(block_k: int, cpw: int, group: int) -> tuple[int, int]:
     return tw, max(1, block_k // 8 // tw)
 
 
+def step_constexprs(block_k: int, cpw: int, group: int) -> dict[str, int]:
+    """The GEMV's constexprs for its K step: ``STEP`` words (whole-word path), ``TW`` and ``NGS`` (group path)."""
+    tw, groups = group_tile(block_k, cpw, group)
+    return {"STEP": block_k // cpw if wordwise(cpw) else block_k // 8, "TW": tw, "NGS": groups}
+
+
 def step_columns(block_k: int, cpw: int, group: int = 0) -> int:
     """Columns of K the GEMV covers per step of its loop (splits of K are whole steps)."""
-    if wordwise(cpw):
-        return block_k
-    groups = group_tile(block_k, cpw, group)[1]
-    return groups * group if group else block_k // 8 * cpw
+    steps = step_constexprs(block_k, cpw, group)
+    return steps["NGS"] * group if steps["TW"] else steps["STEP"] * cpw
 
 
 def even_k(k: int, step: int, split_k: int = 1) -> bool:

@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from autoq.kernels.capability import autotuning, interpreting
-from autoq.kernels.gemv_steps import even_k, group_tile, step_columns, wordwise
+from autoq.kernels.gemv_steps import even_k, step_columns, step_constexprs, wordwise
 from autoq.kernels.tiles import autotune_bench, batch_bucket, prune_gemm_configs, tile_offsets
 
 
@@ -283,17 +283,16 @@ def _gemv_group_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
 @triton.jit
 def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, one_f32, N, K, stride_xm, stride_wn, stride_sn, stride_sg, stride_os, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, SPLIT_K: tl.constexpr,
-                   EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr, TW: tl.constexpr,
-                   NGS: tl.constexpr):
-    """One program: ``BLOCK_N`` outputs of one row of ``x`` over one K split; how it walks K is
-    :mod:`autoq.kernels.gemv_steps` (``TW``/``NGS`` from its ``group_tile``)."""
+                   EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr, STEP: tl.constexpr,
+                   TW: tl.constexpr, NGS: tl.constexpr):
+    """One program: ``BLOCK_N`` outputs of one row of ``x`` over one K split; how it walks K (``STEP``, ``TW``,
+    ``NGS``, derived from ``BLOCK_K``) is :func:`autoq.kernels.gemv_steps.step_constexprs`."""
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     row = tl.program_id(2)
     offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     n_mask = offs_n < N
     if WORDWISE or GROUP == 0:
-        STEP: tl.constexpr = BLOCK_K // CPW if WORDWISE else BLOCK_K // 8  # words
         n_words = tl.cdiv(K, CPW)
         w_per_split = tl.cdiv(tl.cdiv(n_words, SPLIT_K), STEP) * STEP
         w_begin = pid_s * w_per_split
@@ -378,8 +377,7 @@ def prune_gemv_configs(configs, named_args, **kwargs):
 
 _GEMV_STEPS = {  # constexprs of how the GEMV walks K, from the block size and the format (see gemv_steps)
     "EVEN_K": lambda a: even_k(a["K"], step_columns(a["BLOCK_K"], a["CPW"], a["GROUP"]), a["SPLIT_K"]),
-    "TW": lambda a: group_tile(a["BLOCK_K"], a["CPW"], a["GROUP"])[0],
-    "NGS": lambda a: group_tile(a["BLOCK_K"], a["CPW"], a["GROUP"])[1],
+    **{name: (lambda a, name=name: step_constexprs(a["BLOCK_K"], a["CPW"], a["GROUP"])[name]) for name in ("STEP", "TW", "NGS")},
 }
 _gemv_tuned = triton.autotune(configs=_GEMV_CONFIGS, key=["N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"], do_bench=autotune_bench,
                               prune_configs_by={"early_config_prune": prune_gemv_configs})(
