@@ -22,6 +22,7 @@ import torch
 from autoq.errors import AutoqError
 from autoq.kernels.capability import require_gpu
 from autoq.kernels.formats import PACKED_BITS
+from autoq.kernels.precompile import PrecompileCase, Target, cache_entries, precompile
 from autoq.kernels.table import INT8_TOKENS, WEIGHT_ONLY, LatencyRow, LatencyTable
 from autoq.quant import QuantizedTensor, QuantSpec
 
@@ -108,7 +109,13 @@ class BenchConfig:
     kernels: tuple[str, ...] = DEFAULT_KERNELS
     rep_ms: int = 100
     seed: int = 0
-    max_seconds: float | None = None  # start no new case after this long; the table then holds the cases measured
+    max_seconds: float | None = None  # start no new case after this long (precompiling included); the table holds the cases measured
+    compile_workers: int | None = None  # processes that precompile the kernels first (None: one per core; 0: compile at launch)
+
+    def __post_init__(self) -> None:
+        if self.compile_workers is not None and self.compile_workers < 0:
+            raise AutoqError(f"compile_workers must be 0 (compile at launch), a positive number of processes or None "
+                             f"(one per core); got {self.compile_workers}")
 
     def cases(self) -> list[tuple[tuple[int, int], QuantSpec | None, str]]:
         """(shape, format, kernel) to measure at every batch; format ``None`` is the fp16 baseline.
@@ -122,6 +129,15 @@ class BenchConfig:
         out: list[tuple[tuple[int, int], QuantSpec | None, str]] = [(shape, None, BASELINE_KERNEL) for shape in self.shapes]
         out += [(shape, spec, info.name) for spec in formats for info in infos if info.supports(spec) for shape in self.shapes]
         return out
+
+    def precompile_cases(self) -> list[PrecompileCase]:
+        """What :meth:`cases` will launch, as precompile work: one piece per kernel, format and batch, over all shapes.
+
+        Shapes share a piece because they mostly share kernels (one compile serves every shape that specializes alike)."""
+        from autoq.kernels.precompile import PrecompileCase
+
+        pairs = dict.fromkeys((kernel, spec.name) for _, spec, kernel in self.cases() if spec is not None)
+        return [PrecompileCase(kernel, spec, self.shapes, (m,)) for kernel, spec in pairs for m in self.batches]
 
 
 def random_quantized(n: int, k: int, spec: QuantSpec, generator: torch.Generator) -> QuantizedTensor:
@@ -160,7 +176,10 @@ def _time_case(run, x: torch.Tensor, rep_ms: int) -> tuple[float, float, float]:
 
 
 def measure(config: BenchConfig, progress: bool = True) -> LatencyTable:
-    """Time every case of ``config`` at every batch on GPU 0; one row per (shape, format, kernel, batch)."""
+    """Time every case of ``config`` at every batch on GPU 0; one row per (shape, format, kernel, batch).
+
+    The kernels are first compiled in parallel (``config.compile_workers``), so that the timing loop
+    only loads them; it reports how many it still had to compile (0 when precompiling caught all)."""
     require_gpu("'autoq kernels bench'")
     import triton
     from tqdm.auto import tqdm
@@ -170,8 +189,12 @@ def measure(config: BenchConfig, progress: bool = True) -> LatencyTable:
     name = torch.cuda.get_device_name(0)
     rows: list[LatencyRow] = []
     cases = config.cases()
-    bar = tqdm(total=len(cases) * len(config.batches), desc="kernels bench", disable=not progress, unit="case")
     start = time.perf_counter()
+    if config.compile_workers != 0:
+        report = precompile(config.precompile_cases(), Target.current(), config.compile_workers, progress)
+        print(f"autoq: kernels bench: {report.summary()}", file=sys.stderr, flush=True)
+    compiled = cache_entries()
+    bar = tqdm(total=len(cases) * len(config.batches), desc="kernels bench", disable=not progress, unit="case")
     for done, ((n, k), spec, kernel) in enumerate(cases):
         if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
             print(f"autoq: kernels bench: stopped after {config.max_seconds:.0f} s (max_seconds) with {len(cases) - done} of "
@@ -186,6 +209,7 @@ def measure(config: BenchConfig, progress: bool = True) -> LatencyTable:
                                    INT8_TOKENS if quant_act else WEIGHT_ONLY))
             bar.update(1)
     bar.close()
+    print(f"autoq: kernels bench: the timing loop compiled {cache_entries() - compiled} kernels", file=sys.stderr, flush=True)
     return LatencyTable(
         device=name, rows=tuple(rows), torch=torch.__version__, triton=triton.__version__, cuda=str(torch.version.cuda),
         created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), peak_bandwidth_gbs=peak_bandwidth_gbs(name),

@@ -149,6 +149,15 @@ class PackedWeight:
         zeros = None if qt.spec.symmetric else _params_2d(qt.zero, qt.spec, n, k)
         return cls(qt.spec, (n, k), pack_weight(qt.codes, qt.spec.bits), _params_2d(qt.scale, qt.spec, n, k), zeros)
 
+    @classmethod
+    def empty(cls, spec: QuantSpec, shape: tuple[int, int], device: torch.device | str = "meta") -> PackedWeight:
+        """An uninitialized weight in this layout: what compiling a kernel for the shape needs, without data."""
+        n, k = shape
+        groups = spec.n_param_groups(n, k)
+        params = _params_2d(torch.empty(groups, device=device), spec, n, k)
+        qweight = torch.empty(n, math.ceil(k / codes_per_word(spec.bits)), dtype=torch.int32, device=device)
+        return cls(spec, (n, k), qweight, params, None if spec.symmetric else torch.empty_like(params))
+
     def codes(self) -> torch.Tensor:
         """Unpacked uint8 codes ``(N, K)``."""
         return unpack_weight(self.qweight, self.bits, self.shape[1])
@@ -208,6 +217,12 @@ class Int8Weight:
             raise AutoqError(f"W8A8 needs a symmetric 8-bit per-channel or per-tensor weight, got {spec.name}")
         values = (codes.to(torch.int16) - 128).to(torch.int8)
         return cls(spec, values.contiguous(), scales.reshape(-1).half().contiguous())
+
+    @classmethod
+    def empty(cls, spec: QuantSpec, shape: tuple[int, int], device: torch.device | str = "meta") -> Int8Weight:
+        """An uninitialized weight in this layout (see :meth:`PackedWeight.empty`)."""
+        scales = torch.empty(1 if spec.granularity == "tensor" else shape[0], dtype=torch.float16, device=device)
+        return cls(spec, torch.empty(shape, dtype=torch.int8, device=device), scales)
 
     def dequantize(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         compute = torch.float64 if dtype == torch.float64 else torch.float32

@@ -5,6 +5,10 @@ crawls through the interpreter); ``"triton"`` insists on Triton (CUDA, or CPU te
 under ``TRITON_INTERPRET=1``); ``"torch"`` is the reference: dequantize, then an fp32
 matmul. Inputs may have any leading shape ``(..., K)``; fp16 and bf16 activations (fp32
 too on the torch path). Bias is the caller's business.
+
+``compile_only=True`` runs none of it: it compiles the Triton kernels the call would launch
+for inputs of these shapes and dtypes, on any device (``meta`` tensors will do), and returns
+an uninitialized output of the right shape (see :mod:`autoq.kernels.precompile`).
 """
 
 from __future__ import annotations
@@ -62,7 +66,8 @@ def _sm_count() -> int:
     return torch.cuda.get_device_properties(0).multi_processor_count if torch.cuda.is_available() else 1
 
 
-def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: str = "auto", split_k: int | None = None) -> torch.Tensor:
+def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: str = "auto", split_k: int | None = None,
+              compile_only: bool = False) -> torch.Tensor:
     """``x @ dequant(w).T`` for a weight-only packed weight; ``kernel`` is ``auto`` (by batch), ``gemv`` or ``gemm``."""
     n, k = w.shape
     _check_k(x, k)
@@ -70,7 +75,7 @@ def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: s
         raise AutoqError(f"unknown weight-only kernel {kernel!r}; choose auto, gemv or gemm")
     lead = x.shape[:-1]
     x2 = x.reshape(-1, k)
-    if not _use_triton(x.device, x.dtype, backend):
+    if not compile_only and not _use_triton(x.device, x.dtype, backend):
         return (x2.float() @ w.dequantize().to(x.device).T).to(x.dtype).reshape(*lead, n)
     from autoq.kernels import triton_wq  # imports Triton
 
@@ -83,24 +88,24 @@ def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: s
         split = split_k if split_k is not None else split_k_for(n, k)
         if split > 1:
             partial = torch.empty(split, m, n, dtype=torch.float32, device=x.device)
-            triton_wq.launch_gemv(x2, w.qweight, w.scales, w.zeros, partial, split, w.bits, w.codes_per_word, w.group_size)
+            triton_wq.launch_gemv(x2, w.qweight, w.scales, w.zeros, partial, split, w.bits, w.codes_per_word, w.group_size, compile_only)
             out = partial.sum(dim=0).to(x.dtype)
         else:
             out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-            triton_wq.launch_gemv(x2, w.qweight, w.scales, w.zeros, out, 1, w.bits, w.codes_per_word, w.group_size)
+            triton_wq.launch_gemv(x2, w.qweight, w.scales, w.zeros, out, 1, w.bits, w.codes_per_word, w.group_size, compile_only)
     else:
         out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-        triton_wq.launch_gemm(x2, w.qweight, w.scales, w.zeros, out, w.bits, w.codes_per_word, w.group_size)
+        triton_wq.launch_gemm(x2, w.qweight, w.scales, w.zeros, out, w.bits, w.codes_per_word, w.group_size, compile_only)
     return out.reshape(*lead, n)
 
 
-def quantize_tokens(x: torch.Tensor, backend: str = "auto") -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_tokens(x: torch.Tensor, backend: str = "auto", compile_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Dynamic symmetric int8 quantization per row (token): int8 codes ``(M, K)`` and fp32 scales ``(M,)``.
 
     ``scale = max|x_row| / 127`` (at least 1e-8); codes round half away from zero.
     """
     x2 = x.reshape(-1, x.shape[-1])
-    if not _use_triton(x.device, x.dtype, backend):
+    if not compile_only and not _use_triton(x.device, x.dtype, backend):
         xf = x2.float()
         scale = (xf.abs().amax(dim=1) / 127.0).clamp_min(1e-8)
         v = xf / scale[:, None]
@@ -111,27 +116,29 @@ def quantize_tokens(x: torch.Tensor, backend: str = "auto") -> tuple[torch.Tenso
     x2 = x2.contiguous()
     q = torch.empty(x2.shape, dtype=torch.int8, device=x.device)
     scale = torch.empty(x2.shape[0], dtype=torch.float32, device=x.device)
-    triton_w8a8.launch_quantize_rows(x2, q, scale)
+    triton_w8a8.launch_quantize_rows(x2, q, scale, compile_only)
     return q, scale
 
 
-def int8_matmul(q: torch.Tensor, q_scale: torch.Tensor, w: Int8Weight, out_dtype: torch.dtype, backend: str = "auto") -> torch.Tensor:
+def int8_matmul(q: torch.Tensor, q_scale: torch.Tensor, w: Int8Weight, out_dtype: torch.dtype, backend: str = "auto",
+                compile_only: bool = False) -> torch.Tensor:
     """``(q * q_scale[:, None]) @ (w.qweight * w.scales[:, None]).T`` with int32 accumulation: ``(M, N)`` in ``out_dtype``."""
     _check_k(q, w.shape[1])
-    if not _use_triton(q.device, out_dtype, backend):
+    if not compile_only and not _use_triton(q.device, out_dtype, backend):
         acc = (q.double() @ w.qweight.to(q.device).double().T)  # exact: integer products in float64
         return (acc * q_scale.double()[:, None] * w.scales.to(q.device).double().reshape(1, -1)).to(out_dtype)
     from autoq.kernels import triton_w8a8  # imports Triton
 
     out = torch.empty(q.shape[0], w.shape[0], dtype=out_dtype, device=q.device)
-    triton_w8a8.launch_int8_gemm(q.contiguous(), q_scale.contiguous(), w.qweight.contiguous(), w.scales.contiguous(), out)
+    triton_w8a8.launch_int8_gemm(q.contiguous(), q_scale.contiguous(), w.qweight.contiguous(), w.scales.contiguous(), out,
+                                 compile_only)
     return out
 
 
-def w8a8_linear(x: torch.Tensor, w: Int8Weight, backend: str = "auto") -> torch.Tensor:
+def w8a8_linear(x: torch.Tensor, w: Int8Weight, backend: str = "auto", compile_only: bool = False) -> torch.Tensor:
     """``x @ W.T`` with int8 weights and per-token int8 activations quantized on the fly."""
     n, k = w.shape
     _check_k(x, k)
     lead = x.shape[:-1]
-    q, scale = quantize_tokens(x, backend)
-    return int8_matmul(q, scale, w, x.dtype, backend).reshape(*lead, n)
+    q, scale = quantize_tokens(x, backend, compile_only)
+    return int8_matmul(q, scale, w, x.dtype, backend, compile_only).reshape(*lead, n)

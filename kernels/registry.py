@@ -22,12 +22,17 @@ from autoq.quant import QuantizedTensor, QuantSpec
 
 @dataclass(frozen=True)
 class KernelInfo:
-    """One kernel: ``supports(spec)``, ``prepare(qt) -> packed`` once per weight, ``run(x, packed, backend) -> y``."""
+    """One kernel: ``supports(spec)``, ``prepare(qt) -> packed`` once per weight, ``run(x, packed, backend) -> y``.
+
+    ``empty(spec, shape, device)`` is an uninitialized packed weight, and ``run(..., compile_only=True)``
+    compiles what ``run`` would launch without running it: together they precompile kernels for
+    shapes without data (:mod:`autoq.kernels.precompile`)."""
 
     name: str
     description: str
     supports: Callable[[QuantSpec], bool]
     prepare: Callable[[QuantizedTensor], Any]
+    empty: Callable[..., Any]
     run: Callable[..., torch.Tensor]
     quantizes_activations: bool = False
 
@@ -60,22 +65,22 @@ def kernels_for(spec: QuantSpec) -> list[KernelInfo]:
 
 register_kernel(KernelInfo(
     "wq", "weight-only low-bit: GEMV at batch 1, tiled GEMM above (the dispatching entry point)",
-    supports_weight_only, PackedWeight.from_quantized,
-    lambda x, w, backend="auto": ops.wq_linear(x, w, backend, kernel="auto"),
+    supports_weight_only, PackedWeight.from_quantized, PackedWeight.empty,
+    lambda x, w, backend="auto", compile_only=False: ops.wq_linear(x, w, backend, kernel="auto", compile_only=compile_only),
 ))
 register_kernel(KernelInfo(
     "wq-gemv", "weight-only low-bit GEMV, split-K by shape (any batch, one row per program)",
-    supports_weight_only, PackedWeight.from_quantized,
-    lambda x, w, backend="auto": ops.wq_linear(x, w, backend, kernel="gemv"),
+    supports_weight_only, PackedWeight.from_quantized, PackedWeight.empty,
+    lambda x, w, backend="auto", compile_only=False: ops.wq_linear(x, w, backend, kernel="gemv", compile_only=compile_only),
 ))
 register_kernel(KernelInfo(
     "wq-gemm", "weight-only low-bit tiled GEMM (tl.dot on fp16/bf16, fp32 accumulation)",
-    supports_weight_only, PackedWeight.from_quantized,
-    lambda x, w, backend="auto": ops.wq_linear(x, w, backend, kernel="gemm"),
+    supports_weight_only, PackedWeight.from_quantized, PackedWeight.empty,
+    lambda x, w, backend="auto", compile_only=False: ops.wq_linear(x, w, backend, kernel="gemm", compile_only=compile_only),
 ))
 register_kernel(KernelInfo(
     "w8a8", "int8 weights x per-token int8 activations, int32 accumulation (dynamic activation quantization kernel first)",
-    supports_w8a8, Int8Weight.from_quantized,
-    lambda x, w, backend="auto": ops.w8a8_linear(x, w, backend),
+    supports_w8a8, Int8Weight.from_quantized, Int8Weight.empty,
+    lambda x, w, backend="auto", compile_only=False: ops.w8a8_linear(x, w, backend, compile_only),
     quantizes_activations=True,
 ))

@@ -1,4 +1,4 @@
-"""Tile ordering and autotune helpers shared by the GEMM kernels."""
+"""Tile ordering, autotune and launch helpers shared by the kernels."""
 
 from __future__ import annotations
 
@@ -38,6 +38,19 @@ def autotune_bench(kernel_call, quantiles):
     from triton.testing import do_bench
 
     return do_bench(kernel_call, warmup=5, rep=20, quantiles=quantiles)
+
+
+def launch(kernel, grid, args: tuple, kwargs: dict, compile_only: bool = False) -> None:
+    """``kernel[grid](*args, **kwargs)``, or with ``compile_only`` only compile what that launch would run.
+
+    ``kernel`` is a ``triton.jit`` function or an autotuner over one; an autotuner compiles every
+    configuration its pruning keeps, so a later launch of the same specialization finds them all in
+    Triton's cache (see :mod:`autoq.kernels.precompile`).
+    """
+    if compile_only:
+        kernel.warmup(*args, grid=grid, **kwargs)
+    else:
+        kernel[grid](*args, **kwargs)
 
 
 def prune_gemm_configs(configs, named_args, **kwargs):

@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from autoq.kernels.capability import autotuning
-from autoq.kernels.tiles import autotune_bench, batch_bucket, prune_gemm_configs, tile_offsets
+from autoq.kernels.tiles import autotune_bench, batch_bucket, launch, prune_gemm_configs, tile_offsets
 
 
 @triton.jit
@@ -74,25 +74,27 @@ _gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K"],
                               do_bench=autotune_bench)(int8_gemm_kernel)
 
 
-def launch_quantize_rows(x, q, scale) -> None:
-    """Quantize each row of ``x`` ``(M, K)`` into ``q`` (int8) and ``scale`` (fp32 ``(M,)``)."""
+def launch_quantize_rows(x, q, scale, compile_only: bool = False) -> None:
+    """Quantize each row of ``x`` ``(M, K)`` into ``q`` (int8) and ``scale`` (fp32 ``(M,)``); ``compile_only``: compile it."""
     m, k = x.shape
     args = (x, q, scale, k, x.stride(0), q.stride(0))
     if autotuning():
-        _quant_tuned[(m,)](*args)
+        launch(_quant_tuned, (m,), args, {}, compile_only)
     else:
-        quantize_rows_kernel[(m,)](*args, **FIXED_QUANT)
+        launch(quantize_rows_kernel, (m,), args, FIXED_QUANT, compile_only)
 
 
-def launch_int8_gemm(a, a_scale, w, w_scale, out) -> None:
-    """``out = (a @ w.T) * a_scale[:, None] * w_scale[None, :]`` with int8 ``a`` ``(M, K)`` and ``w`` ``(N, K)``."""
+def launch_int8_gemm(a, a_scale, w, w_scale, out, compile_only: bool = False) -> None:
+    """``out = (a @ w.T) * a_scale[:, None] * w_scale[None, :]`` with int8 ``a`` ``(M, K)`` and ``w`` ``(N, K)``.
+
+    With ``compile_only`` nothing runs: the kernels this launch needs are compiled."""
     m, k = a.shape
     n = w.shape[0]
     bucket = batch_bucket(m)
     stride_sw = 0 if w_scale.numel() == 1 else w_scale.stride(0)
     args = (a, a_scale, w, w_scale, out, m, n, k, bucket, a.stride(0), w.stride(0), stride_sw, out.stride(0))
     if autotuning():
-        _gemm_tuned[lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)](*args)
+        launch(_gemm_tuned, lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),), args, {}, compile_only)
     else:
         c = FIXED_GEMM
-        int8_gemm_kernel[(triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)](*args, **c)
+        launch(int8_gemm_kernel, (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),), args, c, compile_only)

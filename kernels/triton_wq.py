@@ -26,7 +26,7 @@ import triton.language as tl
 
 from autoq.kernels.capability import autotuning, interpreting
 from autoq.kernels.gemv_steps import even_k, step_columns, step_constexprs, wordwise
-from autoq.kernels.tiles import autotune_bench, batch_bucket, prune_gemm_configs, tile_offsets
+from autoq.kernels.tiles import autotune_bench, batch_bucket, launch, prune_gemm_configs, tile_offsets
 
 
 @triton.jit
@@ -392,8 +392,10 @@ def _row_stride(scales) -> int:
     return 0 if scales.shape[0] == 1 else scales.stride(0)
 
 
-def launch_gemv(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: int, group: int) -> None:
-    """Run the GEMV kernel: ``out`` is ``(M, N)`` when ``split_k == 1``, else fp32 ``(split_k, M, N)``."""
+def launch_gemv(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: int, group: int, compile_only: bool = False) -> None:
+    """Run the GEMV kernel: ``out`` is ``(M, N)`` when ``split_k == 1``, else fp32 ``(split_k, M, N)``.
+
+    With ``compile_only`` nothing runs: the kernels this launch needs are compiled (see ``tiles.launch``)."""
     m, k = x.shape
     n = qweight.shape[0]
     stride_os = out.stride(0) if split_k > 1 else 0
@@ -402,25 +404,25 @@ def launch_gemv(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: in
             _row_stride(scales), scales.stride(1), stride_os, stride_om)
     meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw), SPLIT_K=split_k)
     if autotuning():
-        _gemv_tuned[lambda c: (triton.cdiv(n, c["BLOCK_N"]), split_k, m)](*args, **meta)
+        launch(_gemv_tuned, lambda c: (triton.cdiv(n, c["BLOCK_N"]), split_k, m), args, meta, compile_only)
     else:
         grid = (triton.cdiv(n, FIXED_GEMV["BLOCK_N"]), split_k, m)
         steps = {name: rule({**meta, **FIXED_GEMV, "K": k}) for name, rule in _GEMV_STEPS.items()}
-        wq_gemv_kernel[grid](*args, **meta, **steps, **FIXED_GEMV)
+        launch(wq_gemv_kernel, grid, args, {**meta, **steps, **FIXED_GEMV}, compile_only)
 
 
-def launch_gemm(x, qweight, scales, zeros, out, bits: int, cpw: int, group: int) -> None:
-    """Run the tiled GEMM kernel into ``out`` ``(M, N)``."""
+def launch_gemm(x, qweight, scales, zeros, out, bits: int, cpw: int, group: int, compile_only: bool = False) -> None:
+    """Run the tiled GEMM kernel into ``out`` ``(M, N)`` (with ``compile_only``, only compile it)."""
     m, k = x.shape
     n = qweight.shape[0]
     bucket = batch_bucket(m)
     args = (x, qweight, scales, scales if zeros is None else zeros, out, m, n, k, bucket, x.stride(0), qweight.stride(0),
             _row_stride(scales), scales.stride(1), out.stride(0))
-    meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw))
-    dot_fp32 = interpreting()  # numpy computes the interpreter's dot: same products, fp32 operands (see the kernel)
+    meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw),
+                DOT_FP32=interpreting())  # numpy computes the interpreter's dot: same products, fp32 operands (see the kernel)
     if autotuning():
-        _gemm_tuned[lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)](*args, **meta, DOT_FP32=dot_fp32)
+        launch(_gemm_tuned, lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),), args, meta, compile_only)
     else:
         c = FIXED_GEMM
         grid = (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)
-        wq_gemm_kernel[grid](*args, **meta, DOT_FP32=dot_fp32, EVEN_K=even_k(k, c["BLOCK_K"]), **c)
+        launch(wq_gemm_kernel, grid, args, {**meta, "EVEN_K": even_k(k, c["BLOCK_K"]), **c}, compile_only)

@@ -28,6 +28,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--kernels", default=",".join(DEFAULT_KERNELS), help=f"kernels to time (default: {','.join(DEFAULT_KERNELS)})")
     b.add_argument("--rep-ms", type=int, default=100, help="do_bench repetition time per case in ms (default: 100)")
     b.add_argument("--max-seconds", type=float, default=None, help="start no new case after this many seconds and write what was measured")
+    b.add_argument("--compile-workers", type=int, default=None,
+                   help="processes that compile the kernels before timing starts (default: one per core; 0: compile each at its first launch)")
     b.add_argument("--out", default=None, help="output JSON (default: latency_<device>.json in the current directory)")
     b.add_argument("--merge", action="store_true", help="keep the rows of an existing --out table that were not re-measured")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -74,7 +76,7 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"autoq: loading {args.model or 'the default model'} for its layer shapes ...", file=sys.stderr, flush=True)
         shapes = tuple(dict.fromkeys(model_shapes(load_workload(args.model).model) + shapes))
     config = BenchConfig(shapes=shapes, batches=batches, formats=formats, kernels=kernels, rep_ms=args.rep_ms,
-                         max_seconds=args.max_seconds)
+                         max_seconds=args.max_seconds, compile_workers=args.compile_workers)
     table = measure(config, progress=not args.no_progress)
     out = Path(args.out or f"latency_{device_slug(table.device)}.json")
     if args.merge and out.exists():

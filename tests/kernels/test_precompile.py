@@ -1,0 +1,80 @@
+"""autoq.kernels.precompile: worker processes compile, for a GPU target and without a GPU, exactly what launches would.
+
+The workers compile for sm_90 into a fresh Triton cache; each compiled kernel is one folder there, so the
+tests count what was compiled against what the autotuners' own configuration lists and pruning keep.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from autoq.errors import AutoqError
+from autoq.kernels.bench import BenchConfig
+from autoq.kernels.precompile import PrecompileCase, Target, cache_entries, precompile
+from autoq.quant import QuantSpec
+
+HOPPER = Target("cuda", 90, 32)
+
+
+@pytest.fixture
+def compiling(tmp_path, monkeypatch):
+    """A fresh Triton cache for this test (the workers inherit the environment), and compiling, not interpreting."""
+    monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton-cache"))
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    return tmp_path / "triton-cache"
+
+
+def autotuned_configs(k: int, batch: int, cpw: int, group: int) -> int:
+    """How many tiles the weight-only autotuners keep for a launch at ``K = k`` (GEMV at batch 1, else the GEMM)."""
+    from autoq.kernels import triton_wq
+    from autoq.kernels.tiles import batch_bucket, prune_gemm_configs
+
+    if batch == 1:
+        return len(triton_wq.prune_gemv_configs(triton_wq._GEMV_CONFIGS, {"K": k}, CPW=cpw, GROUP=group))
+    return len(prune_gemm_configs(triton_wq._GEMM_CONFIGS, {"M_BUCKET": batch_bucket(batch)}))
+
+
+def test_workers_compile_every_tile_the_autotuner_keeps_and_real_tensors_find_them(compiling):
+    cases = [PrecompileCase("wq", "int4-g128-asym", ((384, 384),), (1,)), PrecompileCase("wq", "int4-g128-asym", ((384, 384),), (16,))]
+    report = precompile(cases, HOPPER, workers=2, progress=False)
+    expected = autotuned_configs(384, 1, 8, 128) + autotuned_configs(384, 16, 8, 128)
+    assert report.failures == ()
+    assert report.compiled == expected == cache_entries() > 8, report  # 7 GEMV tiles at 384-long rows, 4 GEMM tiles at batch 16
+    assert report.workers == 2 and report.cases == 2
+    # real allocations (aligned CPU tensors) specialize like the meta stand-ins: every kernel is found in the cache
+    again = precompile([PrecompileCase(c.kernel, c.spec, c.shapes, c.batches, device="cpu") for c in cases], HOPPER, workers=1,
+                       progress=False)
+    assert again.compiled == 0 and again.failures == (), again
+    # another format is another set of kernels
+    assert precompile([PrecompileCase("wq", "int8-ch-sym", ((384, 384),), (1,))], HOPPER, workers=1, progress=False).compiled \
+        == autotuned_configs(384, 1, 4, 0)
+
+
+def test_a_failed_case_is_reported_not_raised(compiling):
+    report = precompile([PrecompileCase("w8a8", "int4-g128-asym", ((64, 64),), (1,)), PrecompileCase("nope", "int4-ch-asym", ((64, 64),), (1,))],
+                        HOPPER, workers=1, progress=False)
+    assert report.compiled == 0 and len(report.failures) == 2
+    assert any("does not read int4-g128-asym" in f for f in report.failures), report.failures
+    assert any("unknown kernel 'nope'" in f for f in report.failures), report.failures
+    assert "2 failed" in report.summary()
+
+
+def test_refuses_to_precompile_for_the_interpreter(monkeypatch):
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    with pytest.raises(AutoqError, match="TRITON_INTERPRET"):
+        precompile([PrecompileCase("wq", "int4-ch-asym", ((64, 64),), (1,))], HOPPER)
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(AutoqError, match="at least 1"):
+        precompile([PrecompileCase("wq", "int4-ch-asym", ((64, 64),), (1,))], HOPPER, workers=-1)
+
+
+def test_bench_config_precompiles_each_kernel_format_and_batch_over_all_shapes():
+    shapes = ((384, 384), (1536, 384))
+    config = BenchConfig(shapes=shapes, batches=(1, 16), formats=(QuantSpec.from_name("int4-g128-asym"), QuantSpec.from_name("int8-ch-sym")))
+    cases = config.precompile_cases()
+    assert [(c.kernel, c.spec, c.batches) for c in cases] == [
+        ("wq", "int4-g128-asym", (1,)), ("wq", "int4-g128-asym", (16,)), ("wq", "int8-ch-sym", (1,)), ("wq", "int8-ch-sym", (16,)),
+        ("w8a8", "int8-ch-sym", (1,)), ("w8a8", "int8-ch-sym", (16,))]
+    assert all(c.shapes == shapes and c.device == "meta" for c in cases)
+    with pytest.raises(AutoqError, match="compile_workers"):
+        BenchConfig(shapes=shapes, compile_workers=-2)
