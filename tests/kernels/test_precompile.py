@@ -7,6 +7,7 @@ tests count what was compiled against what the autotuners' own configuration lis
 from __future__ import annotations
 
 import pytest
+import torch
 
 from autoq.errors import AutoqError
 from autoq.kernels.bench import BenchConfig
@@ -66,6 +67,12 @@ def test_refuses_to_precompile_for_the_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     with pytest.raises(AutoqError, match="at least 1"):
         precompile([PrecompileCase("wq", "int4-ch-asym", ((64, 64),), (1,))], HOPPER, workers=-1)
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
+def test_the_current_target_needs_a_gpu():
+    with pytest.raises(AutoqError, match="no GPU to compile for.*Target"):
+        Target.current()
 
 
 def test_bench_config_precompiles_each_kernel_format_and_batch_over_all_shapes():
