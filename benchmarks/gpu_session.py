@@ -16,7 +16,8 @@ core, ``autoq.kernels.precompile``; one at a time that took about 410 s on a 2-c
    space's formats, merged with step 1's table -> ``<preset>.json``: commit it as
    ``autoq/latency/tables/<preset>.json`` and ``--device <preset>`` reads it.
 3. ``tests/kernels`` on the compiled kernels, one fixed block configuration each
-   (``AUTOQ_AUTOTUNE=0``: autotuning every odd test shape would take the whole lease).
+   (``AUTOQ_AUTOTUNE=0``: autotuning every odd test shape would take the whole lease), in
+   several processes where pytest-xdist is installed; the CPU-only compile checks are left out.
 
 Writes at most 6 files under ``--out`` (``$OUT`` on the device machine): the two JSON
 files, ``nvidia_smi.txt``, one log per step. Without a GPU it says so and exits 2.
@@ -25,6 +26,7 @@ files, ``nvidia_smi.txt``, one log per step. Without a GPU it says so and exits 
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import shutil
@@ -53,6 +55,13 @@ def importable_tree(parent: Path | None = None) -> Path:
     for sub in ("kernels", "sensitivity", "search_spaces"):  # pyproject.toml's package-dir mapping
         (site / "autoq" / sub).symlink_to(REPO / sub, target_is_directory=True)
     return site
+
+
+def xdist_args(cpus: int | None = None) -> list[str]:
+    """pytest-xdist's ``-n`` where it is installed (the GPU image has it): each test process compiles its own kernels."""
+    if importlib.util.find_spec("xdist") is None:
+        return []
+    return ["-n", str(max(1, min(8, (cpus or os.cpu_count() or 1) // 2)))]
 
 
 def shell_output(cmd: list[str]) -> str:
@@ -139,8 +148,8 @@ def main() -> int:
     if "tests" in steps:
         codes["tests"] = run_step(
             "kernel tests on the GPU",
-            [sys.executable, "-m", "pytest", "tests/kernels", "-q", "-p", "no:cacheprovider", "--deselect",
-             "tests/kernels/test_compile_check.py"],
+            [sys.executable, "-m", "pytest", "tests/kernels", "-q", "-p", "no:cacheprovider", *xdist_args(),
+             "--deselect", "tests/kernels/test_compile_check.py", "--deselect", "tests/kernels/test_precompile.py"],
             {**env, "AUTOQ_AUTOTUNE": "0"}, out / "tests.log", share("tests"))
     print(f"\ngpu_session: {time.perf_counter() - start:.0f} s; exit codes {codes}; files in {out}: "
           f"{', '.join(sorted(p.name for p in out.iterdir()))}")

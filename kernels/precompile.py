@@ -172,17 +172,19 @@ def precompile(cases: Sequence[PrecompileCase], target: Target, workers: int | N
     workers = max(1, min(workers or os.cpu_count() or 1, len(cases)))
     before, start = cache_entries(), time.perf_counter()
     failures: list[str] = []
-    # spawn, not fork: a forked child would inherit the parent's CUDA context and its imported, interpreted kernels
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                             initargs=(target,)) as pool, tqdm(total=len(cases), desc="precompile", unit="case",
-                                                              disable=not progress) as bar:
-        futures = {pool.submit(_run_case, case): case for case in cases}
-        for future in as_completed(futures):
-            try:
-                failure = future.result()
-            except BrokenProcessPool as exc:  # a worker died (or failed to start): its cases compile at launch
-                failure = f"{futures[future].kernel} {futures[future].spec}: worker process failed: {exc}"
-            if failure is not None:
-                failures.append(failure)
-            bar.update(1)
+    try:  # spawn, not fork: a forked child would inherit the parent's CUDA context and its imported, interpreted kernels
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
+                                 initargs=(target,)) as pool, tqdm(total=len(cases), desc="precompile", unit="case",
+                                                                  disable=not progress) as bar:
+            futures = {pool.submit(_run_case, case): case for case in cases}
+            for future in as_completed(futures):
+                try:
+                    failure = future.result()
+                except BrokenProcessPool as exc:  # a worker died (or failed to start): its cases compile at launch
+                    failure = f"{futures[future].kernel} {futures[future].spec}: worker process failed: {exc}"
+                if failure is not None:
+                    failures.append(failure)
+                bar.update(1)
+    except OSError as exc:  # no processes or semaphores here (a sandbox without /dev/shm, say): compile at launch
+        failures.append(f"could not start worker processes: {exc}")
     return PrecompileReport(len(cases), workers, time.perf_counter() - start, cache_entries() - before, tuple(failures))

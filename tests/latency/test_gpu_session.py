@@ -83,3 +83,10 @@ def test_its_steps_run_in_order_with_shares_of_the_deadline(tmp_path):
         assert "needs a CUDA GPU" in (tmp_path / log).read_text()
     bad = subprocess.run([sys.executable, str(SCRIPT), "--steps", "llama,bogus"], capture_output=True, text=True, timeout=60)
     assert bad.returncode == 2 and "--steps takes some of llama, table, tests" in bad.stderr
+
+
+def test_kernel_tests_spread_over_processes_only_where_xdist_is_installed(session):
+    if importlib.util.find_spec("xdist") is None:
+        assert session.xdist_args(16) == []
+    else:
+        assert session.xdist_args(16) == ["-n", "8"] and session.xdist_args(64) == ["-n", "8"] and session.xdist_args(1) == ["-n", "1"]
