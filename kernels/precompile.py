@@ -7,7 +7,7 @@ CPU machine): most of a short GPU lease. :func:`precompile` runs them first, in 
 worker processes, into Triton's on-disk cache; the launches then load them from there.
 
 The workers need no GPU. Each compiles for a given target (the GPU's, read in the parent)
-through :class:`CompileOnlyDriver`, with ``meta`` tensors in place of data, by calling the
+through a compile-only Triton driver, with ``meta`` tensors in place of data, by calling the
 kernels' own entry points with ``compile_only=True``: they specialize and compile exactly
 what a launch of those shapes would, and so share its cache entries. The same code runs on
 a machine without a GPU, which is how the tests check it.
@@ -146,8 +146,10 @@ def _run_case(case: PrecompileCase) -> str | None:
 
 
 def triton_cache_dir() -> Path:
-    """Triton's on-disk kernel cache (``TRITON_CACHE_DIR``, else ``~/.triton/cache``)."""
-    return Path(os.environ.get("TRITON_CACHE_DIR") or Path.home() / ".triton" / "cache")
+    """Triton's on-disk kernel cache, as Triton resolves it (``TRITON_CACHE_DIR``, ``TRITON_HOME``, ``~/.triton/cache``)."""
+    from triton import knobs
+
+    return Path(knobs.cache.dir)
 
 
 def cache_entries() -> int:
