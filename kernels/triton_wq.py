@@ -350,8 +350,8 @@ FIXED_GEMM = {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8}
 # the W4 main loop, 4.4 with groups of 128). Narrower K steps are for short rows, fewer rows for narrow layers.
 # Every tile prefetches the next step's words; the three main ones are also tried without (see _gemv_word_groups).
 # The two 32-row tiles put 8 rows in a thread: 7-20% fewer instructions a weight than the main tile for most formats
-# (int4 per channel 3.69, g128 4.01-4.07; int2 3.93; int3 groups 5.8-6.0), but up to 255 registers, a spill for
-# int8 per channel and half as many programs. Whether that pays is the GPU's to say.
+# (Triton 3.9: int4 per channel 3.68, g128 4.01; 3.6: 3.91 and 4.24; benchmarks/gemv_sass.py), but up to 255
+# registers, a spill for int8 per channel and half as many programs. Whether that pays is the GPU's to say.
 _GEMV_CONFIGS = [
     triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "PREFETCH": pf}, num_warps=w, num_stages=s)
     for bn, bk, w, s, pf in [(16, 1024, 4, 2, True), (16, 1024, 4, 2, False), (16, 512, 2, 2, True), (16, 512, 2, 2, False),
