@@ -36,8 +36,8 @@ from autoq.kernels.bench import (
 from autoq.kernels.capability import require_gpu
 from autoq.kernels.registry import get_kernel
 
-# Every bit-width per channel and in groups of 128, and W4 in groups of 32 and 64 too. W4 first: its batch-1
-# speedup is the headline number, measured even if a deadline cuts the run short.
+# W2, W3, W4 and W8, each per channel and in groups of 128, and W4 in groups of 32 and 64 too. W4 first: its
+# batch-1 speedup is the headline number, measured even if a deadline cuts the run short.
 DEFAULT_FORMATS = ",".join([
     "int4-g128-asym", "int4-g128-sym", "int4-ch-asym", "int8-ch-sym", "int8-ch-asym", "int2-g128-asym", "int3-g128-asym",
     "int4-g64-asym", "int4-g32-asym", "int8-g128-asym", "int2-ch-asym", "int3-ch-asym",
