@@ -134,8 +134,6 @@ class BenchConfig:
         """What :meth:`cases` will launch, as precompile work: one piece per kernel, format and batch, over all shapes.
 
         Shapes share a piece because they mostly share kernels (one compile serves every shape that specializes alike)."""
-        from autoq.kernels.precompile import PrecompileCase
-
         pairs = dict.fromkeys((kernel, spec.name) for _, spec, kernel in self.cases() if spec is not None)
         return [PrecompileCase(kernel, spec, self.shapes, (m,)) for kernel, spec in pairs for m in self.batches]
 

@@ -386,9 +386,10 @@ _GEMV_STEPS = {  # constexprs of how the GEMV walks K, from the block size and t
 _gemv_tuned = triton.autotune(configs=_GEMV_CONFIGS, key=["N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"], do_bench=autotune_bench,
                               prune_configs_by={"early_config_prune": prune_gemv_configs})(
     triton.heuristics(_GEMV_STEPS)(wq_gemv_kernel))
+_GEMM_STEPS = {"EVEN_K": lambda a: even_k(a["K"], a["BLOCK_K"])}  # the GEMM's K step is its block
 _gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K", "BITS", "GROUP", "HAS_ZEROS"],
                               prune_configs_by={"early_config_prune": prune_gemm_configs}, do_bench=autotune_bench)(
-    triton.heuristics({"EVEN_K": lambda a: even_k(a["K"], a["BLOCK_K"])})(wq_gemm_kernel))
+    triton.heuristics(_GEMM_STEPS)(wq_gemm_kernel))
 
 
 def _row_stride(scales) -> int:
@@ -429,4 +430,5 @@ def launch_gemm(x, qweight, scales, zeros, out, bits: int, cpw: int, group: int,
     else:
         c = FIXED_GEMM
         grid = (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)
-        launch(wq_gemm_kernel, grid, args, {**meta, "EVEN_K": even_k(k, c["BLOCK_K"]), **c}, compile_only)
+        steps = {name: rule({**meta, **c, "K": k}) for name, rule in _GEMM_STEPS.items()}
+        launch(wq_gemm_kernel, grid, args, {**meta, **steps, **c}, compile_only)
