@@ -67,11 +67,6 @@ def main_loop(sass: str) -> list[str]:
     return longest
 
 
-def loop_length(sass: str) -> int:
-    """Instructions in the longest loop of a SASS listing (see ``main_loop``)."""
-    return len(main_loop(sass))
-
-
 def _global_loads(lines) -> dict[str, int]:
     return dict(collections.Counter(m for line in lines for m in re.findall(r"\b(LDG(?:STS)?\.[A-Z0-9.]+)", line)))
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autoq.kernels.sass import loop_length, main_loop
+from autoq.kernels.sass import main_loop
 
 LISTING = """
         /*0000*/                   MOV R1, c[0x0][0x28] ;
@@ -20,11 +20,11 @@ LISTING = """
 
 
 def test_loop_length_is_the_longest_backward_branch_body():
-    assert loop_length(LISTING) == 4  # 0x50..0x80 beats 0x20..0x40 (3); the self-branch at 0xa0 is 1
+    assert len(main_loop(LISTING)) == 4  # 0x50..0x80 beats 0x20..0x40 (3); the self-branch at 0xa0 is 1
 
 
 def test_no_loop_is_zero():
-    assert loop_length("        /*0000*/                   EXIT ;\n") == 0
+    assert len(main_loop("        /*0000*/                   EXIT ;\n")) == 0
 
 
 def test_main_loop_is_the_longest_loop_body():
