@@ -1,7 +1,7 @@
 """Benchmark without a GPU: instructions per weight in the batch-1 GEMV's main loop, read from its SASS.
 
-Compiles ``wq_gemv_kernel`` for every format below in every autotune tile (as Triton specializes a
-launch at 16-aligned shapes with whole K steps), reads the machine code with the ``cuobjdump``
+Compiles ``wq_gemv_kernel`` for every format below in every autotune tile, through its launcher at
+4096 x 4096 (``compile_only``: specialized exactly as that launch on the GPU), reads the machine code with the ``cuobjdump``
 Triton ships, and divides the main loop's length by the weights a thread handles per iteration.
 A GEMV stays memory-bound only while that count is under what the device can issue per weight its
 memory delivers; the ``H100``/``H200`` columns give that limit for each format's bytes per weight
@@ -73,8 +73,7 @@ def main(argv: list[str] | None = None) -> int:
         limits = {d.name: round(d.affordable(bytes_per_weight), 2) for d in DEVICES}
         tiles = []
         for config in _GEMV_CONFIGS:
-            case = gemv_case(spec, "fp16", config.kwargs["BLOCK_N"], config.kwargs["BLOCK_K"], config.num_warps, config.num_stages,
-                             config.kwargs["PREFETCH"])
+            case = gemv_case(spec, "fp16", config)
             report = sass_report(compile_case(case, args.arch))
             per_thread = weights_per_thread(case)
             tiles.append({"block_n": config.kwargs["BLOCK_N"], "block_k": config.kwargs["BLOCK_K"], "prefetch": config.kwargs["PREFETCH"],

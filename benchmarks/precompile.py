@@ -55,8 +55,9 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for name in chosen:
         for workers in (int(w) for w in args.workers.split(",")):
-            os.environ["TRITON_CACHE_DIR"] = tempfile.mkdtemp(prefix="autoq-precompile-")  # the workers inherit it
-            report = precompile(sets[name], Target("cuda", args.arch, 32), workers, progress=False)
+            with tempfile.TemporaryDirectory(prefix="autoq-precompile-") as cache:  # a fresh cache each run, removed after
+                os.environ["TRITON_CACHE_DIR"] = cache  # the workers inherit it
+                report = precompile(sets[name], Target("cuda", args.arch, 32), workers, progress=False)
             rows.append({"set": name, "cases": report.cases, "workers": report.workers, "kernels": report.compiled,
                          "seconds": round(report.seconds, 1), "failures": list(report.failures)})
             print(f"{name:6s} {report.cases:4d} cases  {report.workers:3d} workers  {report.compiled:4d} kernels  "

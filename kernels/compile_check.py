@@ -19,128 +19,146 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import inspect
 import json
 import sys
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from autoq.errors import AutoqError
-from autoq.kernels.capability import interpreting
-from autoq.kernels.gemv_steps import step_columns, step_constexprs, wordwise
+from autoq.kernels.gemv_steps import step_columns
+from autoq.kernels.precompile import Target, compiling_for
 from autoq.kernels.sass import sass_report
 
-# How Triton specializes a launch with 16-byte aligned pointers and sizes and strides divisible by 16 (as
-# at LLaMA shapes): those arguments get ``tt.divisibility = 16``; an integer argument equal to 1 becomes a constant.
-ALIGNED_WQ = ("x_ptr", "w_ptr", "s_ptr", "z_ptr", "out_ptr", "N", "K", "stride_xm", "stride_wn", "stride_sn", "stride_om")
+LLAMA = (4096, 4096)  # a 16-aligned layer (N, K): pointers, sizes and strides multiples of 16, whole K steps
+ODD = (1001, 4100)  # a layer whose rows, packed words and K steps are not
+_KERNELS = {"gemv": "wq_gemv_kernel", "gemm": "wq_gemm_kernel", "int8-gemm": "int8_gemm_kernel", "quantize-rows": "quantize_rows_kernel"}
+_DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 
 
 @dataclass(frozen=True)
 class CompileCase:
-    """One kernel specialisation: runtime argument types (``*fp16``, ``i32``, ...), constexpr values, and the
-    arguments known to be multiples of 16 (``aligned``: what Triton sees at runtime for such shapes)."""
+    """One launch to compile: the launcher (``gemv``, ``gemm``, ``int8-gemm``, ``quantize-rows``), the weight format
+    (a ``QuantSpec`` name), activations (``fp16``/``bf16``), layer shape ``(N, K)``, batch, K splits, and one tile.
+
+    It compiles through the launcher itself (``compile_only``) with ``meta`` tensors of that shape, so Triton
+    specializes it exactly as a launch at that shape: alignment, strides equal to 1, the K-step rules."""
 
     name: str
-    kernel: str  # attribute of triton_wq / triton_w8a8
-    types: dict
-    constexprs: dict
+    launcher: str
+    blocks: tuple[tuple[str, int], ...]
     num_warps: int = 4
     num_stages: int = 3
-    aligned: tuple[str, ...] = field(default=())
+    spec: str | None = None
+    act: str = "fp16"
+    shape: tuple[int, int] = LLAMA
+    batch: int = 1
+    split_k: int = 1
+
+    @classmethod
+    def of_tile(cls, name: str, launcher: str, tile, **fields) -> CompileCase:
+        """A case for one ``triton.Config`` (one of the autotuners' tiles, say)."""
+        return cls(name, launcher, tuple(tile.kwargs.items()), tile.num_warps, tile.num_stages, **fields)
+
+    @property
+    def kernel(self) -> str:
+        """The Triton function this launch runs."""
+        return _KERNELS[self.launcher]
+
+    @property
+    def aligned(self) -> bool:
+        """Whether the layer's N and K are multiples of 16 (a LLaMA-like shape)."""
+        return all(d % 16 == 0 for d in self.shape)
+
+    def tile(self):
+        import triton
+
+        return triton.Config(dict(self.blocks), num_warps=self.num_warps, num_stages=self.num_stages)
 
 
-def _wq_types(kind: str, act: str, out: str) -> dict:
-    ptrs = {"x_ptr": f"*{act}", "w_ptr": "*i32", "s_ptr": "*fp16", "z_ptr": "*fp16", "out_ptr": f"*{out}"}
-    if kind == "gemv":
-        ints = ["one_f32", "N", "K", "stride_xm", "stride_wn", "stride_sn", "stride_sg", "stride_os", "stride_om"]
-    else:
-        ints = ["M", "N", "K", "M_BUCKET", "stride_xm", "stride_wn", "stride_sn", "stride_sg", "stride_om"]
-    return {**ptrs, **dict.fromkeys(ints, "i32")}
+def _tile(**blocks: int) -> tuple[tuple[str, int], ...]:
+    return tuple(blocks.items())
 
 
-def _wq_case(name: str, kernel: str, kind: str, act: str, out: str, constexprs: dict, aligned: bool, warps: int, stages: int) -> CompileCase:
-    """A weight-only case; ``aligned`` compiles it as a launch at 16-aligned shapes (group scales contiguous: stride 1)."""
-    types = _wq_types(kind, act, out)
-    if aligned:
-        del types["stride_sg"]
-        constexprs = {**constexprs, "stride_sg": 1}
-    return CompileCase(name, kernel, types, constexprs, warps, stages, ALIGNED_WQ if aligned else ())
-
-
-def _gemv_constexprs(bits: int, group: int, zeros: bool, block_n: int, block_k: int, split: int, even: bool, prefetch: bool) -> dict:
-    """The GEMV's constexprs as its launcher sets them (the K step's from ``gemv_steps``)."""
-    cpw = 32 // bits
-    return dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros, WORDWISE=wordwise(cpw), SPLIT_K=split, EVEN_K=even,
-                BLOCK_N=block_n, BLOCK_K=block_k, PREFETCH=prefetch, **step_constexprs(block_k, cpw, group))
-
-
-def gemv_case(spec, act: str, block_n: int, block_k: int, warps: int, stages: int, prefetch: bool = True) -> CompileCase:
-    """The batch-1 GEMV for ``spec`` (a :class:`autoq.quant.QuantSpec`) at 16-aligned shapes with whole K steps, no split."""
-    constexprs = _gemv_constexprs(spec.bits, spec.group_size or 0, not spec.symmetric, block_n, block_k, 1, True, prefetch)
-    name = f"wq-gemv {spec.name}-{act} {block_n}x{block_k} w{warps}{'' if prefetch else ' no-prefetch'}"
-    return _wq_case(name, "wq_gemv_kernel", "gemv", act, act, constexprs, True, warps, stages)
+def gemv_case(spec, act: str, tile) -> CompileCase:
+    """The batch-1 GEMV for ``spec`` (a :class:`autoq.quant.QuantSpec`) in ``tile`` (a ``triton.Config``) at 4096 x 4096."""
+    b = tile.kwargs
+    name = f"wq-gemv {spec.name}-{act} {b['BLOCK_N']}x{b['BLOCK_K']} w{tile.num_warps}{'' if b['PREFETCH'] else ' no-prefetch'}"
+    return CompileCase.of_tile(name, "gemv", tile, spec=spec.name, act=act)
 
 
 def default_cases() -> list[CompileCase]:
     """Weight-only GEMV/GEMM for 2/4/8 bits and 3 bits (groups read group by group in the GEMV, codes gathered in the GEMM),
-    every scale layout, W8A8.
+    every scale layout, W8A8: each at a LLaMA shape (``even-K`` in the name) and some at an odd one."""
+    from autoq.quant import QuantSpec
 
-    The even-K cases are compiled as at 16-aligned shapes (the LLaMA-7B ones), the others as at odd shapes."""
+    gemv_tile = _tile(BLOCK_N=16, BLOCK_K=1024, PREFETCH=True)
     cases = []
     for bits, group, zeros, act in [(4, 128, True, "fp16"), (4, 32, False, "bf16"), (4, 0, True, "fp16"), (3, 64, True, "fp16"),
                                     (2, 0, True, "fp16"), (8, 0, False, "bf16")]:
-        cpw = 32 // bits
-        base = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros, WORDWISE=wordwise(cpw))
-        tag = f"int{bits}-{'g' + str(group) if group else 'ch'}-{'asym' if zeros else 'sym'}-{act}"
-        for split, out, even in [(1, act, True), (4, "fp32", False)]:
-            cases.append(_wq_case(f"wq-gemv {tag} split{split}{' even-K' if even else ''}", "wq_gemv_kernel", "gemv", act, out,
-                                  _gemv_constexprs(bits, group, zeros, 16, 1024, split, even, True), even, 4, 2))
+        spec = QuantSpec(bits, "group" if group else "channel", group or None, not zeros)
+        tag = f"{spec.name}-{act}"
+        cases.append(CompileCase(f"wq-gemv {tag} split1 even-K", "gemv", gemv_tile, 4, 2, spec.name, act, LLAMA))
+        cases.append(CompileCase(f"wq-gemv {tag} split4", "gemv", gemv_tile, 4, 2, spec.name, act, ODD, split_k=4))
         even = bits != 3
-        cases.append(_wq_case(f"wq-gemm {tag}{' even-K' if even else ''}", "wq_gemm_kernel", "gemm", act, act,
-                              {**base, "DOT_FP32": False, "EVEN_K": even, "BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, even, 4, 3))
+        cases.append(CompileCase(f"wq-gemm {tag}{' even-K' if even else ''}", "gemm", _tile(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8),
+                                 4, 3, spec.name, act, LLAMA if even else ODD, batch=128 if even else 100))
     # a gathered format in a 16-row tile (batch <= 16), the tile added because the larger ones spill
-    cases.append(_wq_case("wq-gemm int3-g64-asym-fp16 even-K 16-row", "wq_gemm_kernel", "gemm", "fp16", "fp16",
-                          dict(BITS=3, CPW=10, GROUP=64, HAS_ZEROS=True, WORDWISE=False, DOT_FP32=False, EVEN_K=True,
-                               BLOCK_M=16, BLOCK_N=128, BLOCK_K=32, GROUP_M=8), True, 4, 4))
-    int8_types = {"a_ptr": "*i8", "sa_ptr": "*fp32", "w_ptr": "*i8", "sw_ptr": "*fp16", "out_ptr": "*fp16",
-                  **dict.fromkeys(["M", "N", "K", "M_BUCKET", "stride_am", "stride_wn", "stride_sw", "stride_om"], "i32")}
-    int8_aligned = ("a_ptr", "sa_ptr", "w_ptr", "sw_ptr", "out_ptr", "N", "K", "stride_am", "stride_wn", "stride_om")
-    cases.append(CompileCase("w8a8 int8-gemm", "int8_gemm_kernel", int8_types, {"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 128, "GROUP_M": 8}, 4, 3,
-                             int8_aligned))
+    cases.append(CompileCase("wq-gemm int3-g64-asym-fp16 even-K 16-row", "gemm", _tile(BLOCK_M=16, BLOCK_N=128, BLOCK_K=32, GROUP_M=8),
+                             4, 4, "int3-g64-asym", "fp16", LLAMA, batch=16))
+    cases.append(CompileCase("w8a8 int8-gemm", "int8-gemm", _tile(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8), 4, 3,
+                             "int8-ch-sym", "fp16", LLAMA, batch=128))
     for act in ("fp16", "bf16"):
-        quant_types = {"x_ptr": f"*{act}", "q_ptr": "*i8", "s_ptr": "*fp32", "K": "i32", "stride_xm": "i32", "stride_qm": "i32"}
-        cases.append(CompileCase(f"w8a8 quantize-rows {act}", "quantize_rows_kernel", quant_types, {"BLOCK_K": 1024}))
+        cases.append(CompileCase(f"w8a8 quantize-rows {act}", "quantize-rows", _tile(BLOCK_K=1024), act=act, batch=128))
     return cases
 
 
 def weights_per_thread(case: CompileCase) -> int:
     """Weights one thread dequantizes per main-loop iteration (0 for kernels without packed weights): the
     loop's instruction count over this is the instructions a weight that decide a memory-bound kernel's speed."""
-    c = case.constexprs
-    if "CPW" not in c:
+    if case.launcher not in ("gemv", "gemm"):
         return 0
-    cols = c["BLOCK_K"] if "BLOCK_M" in c else step_columns(c["BLOCK_K"], c["CPW"], c["GROUP"])
-    return c["BLOCK_N"] * cols // (32 * case.num_warps)
+    from autoq.kernels.formats import codes_per_word
+    from autoq.quant import QuantSpec
+
+    spec, b = QuantSpec.from_name(case.spec), dict(case.blocks)
+    cols = b["BLOCK_K"] if case.launcher == "gemm" else step_columns(b["BLOCK_K"], codes_per_word(spec.bits), spec.group_size or 0)
+    return b["BLOCK_N"] * cols // (32 * case.num_warps)
+
+
+def _launch(case: CompileCase) -> list:
+    """Compile ``case`` through its launcher with ``meta`` tensors (inside :func:`compiling_for`)."""
+    import torch
+
+    from autoq.kernels import triton_w8a8, triton_wq
+    from autoq.kernels.formats import Int8Weight, PackedWeight
+    from autoq.quant import QuantSpec
+
+    (n, k), m, dtype = case.shape, case.batch, getattr(torch, _DTYPES[case.act])
+
+    def empty(*shape, dtype=dtype):
+        return torch.empty(*shape, dtype=dtype, device="meta")
+
+    if case.launcher == "quantize-rows":
+        return triton_w8a8.launch_quantize_rows(empty(m, k), empty(m, k, dtype=torch.int8), empty(m, dtype=torch.float32), True, case.tile())
+    spec = QuantSpec.from_name(case.spec)
+    if case.launcher == "int8-gemm":
+        w = Int8Weight.empty(spec, case.shape)
+        return triton_w8a8.launch_int8_gemm(empty(m, k, dtype=torch.int8), empty(m, dtype=torch.float32), w.qweight, w.scales,
+                                            empty(m, n), True, case.tile())
+    w = PackedWeight.empty(spec, case.shape)
+    if case.launcher == "gemm":
+        return triton_wq.launch_gemm(empty(m, k), w.qweight, w.scales, w.zeros, empty(m, n), w.bits, w.codes_per_word, w.group_size,
+                                     True, case.tile())
+    out = empty(case.split_k, m, n, dtype=torch.float32) if case.split_k > 1 else empty(m, n)  # as ops.wq_linear allocates it
+    return triton_wq.launch_gemv(empty(m, k), w.qweight, w.scales, w.zeros, out, case.split_k, w.bits, w.codes_per_word, w.group_size,
+                                 True, case.tile())
 
 
 def compile_case(case: CompileCase, arch: int):
     """Compile ``case`` for ``sm_<arch>`` and return Triton's compiled kernel; raises whatever the compiler raises."""
-    import triton
-    from triton.backends.compiler import GPUTarget
-    from triton.compiler import ASTSource
-
-    from autoq.kernels import triton_w8a8, triton_wq
-
-    if interpreting():
-        raise AutoqError("the compile check needs TRITON_INTERPRET unset or 0 (interpreted kernels are not compiled)")
-    module = triton_wq if hasattr(triton_wq, case.kernel) else triton_w8a8
-    fn = getattr(module, case.kernel)
-    params = list(inspect.signature(fn.fn).parameters)
-    signature = {**case.types, **dict.fromkeys(case.constexprs, "constexpr")}
-    signature = {name: signature[name] for name in params}
-    attrs = {(params.index(name),): [["tt.divisibility", 16]] for name in case.aligned}
-    src = ASTSource(fn, signature, case.constexprs, attrs)
-    return triton.compile(src, target=GPUTarget("cuda", arch, 32), options={"num_warps": case.num_warps, "num_stages": case.num_stages})
+    with compiling_for(Target("cuda", arch, 32)):
+        (kernel,) = _launch(case)
+    return kernel
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -160,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
                     report = sass_report(compiled)
                     per_thread = weights_per_thread(case)
                     per_weight = round(report.loop_instructions / per_thread, 2) if per_thread else None
-                    reports.setdefault(f"sm_{arch}", {})[case.name] = {**dataclasses.asdict(report), "aligned": bool(case.aligned),
+                    reports.setdefault(f"sm_{arch}", {})[case.name] = {**dataclasses.asdict(report), "aligned": case.aligned,
                                                                        "weights_per_thread": per_thread, "loop_per_weight": per_weight}
                     line = f"  {report.summary()}" + (f"  loop/weight {per_weight:5.2f}" if per_weight else "")
                 print(f"ok    sm_{arch}  {case.name}{line}")

@@ -15,10 +15,11 @@ a machine without a GPU, which is how the tests check it.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -94,8 +95,8 @@ def _compile_only_driver(target: Target):
         def get_current_target(self):
             return GPUTarget(target.backend, target.arch, target.warp_size)
 
-        def get_current_device(self) -> int:
-            return 0
+        def get_current_device(self) -> str:  # Triton keeps compiled kernels per device: one key per target, no GPU's
+            return f"compile-only:{target.backend}:{target.arch}"
 
         def get_current_stream(self, device=None) -> int:
             return 0
@@ -115,7 +116,25 @@ def _compile_only_driver(target: Target):
     return CompileOnlyDriver()
 
 
-def compile_case(case: PrecompileCase) -> None:
+@contextlib.contextmanager
+def compiling_for(target: Target) -> Iterator[None]:
+    """Within it, Triton launches in this process compile for ``target`` and run nothing (no GPU needed).
+
+    The kernels' ``compile_only=True`` entry points then return what they compiled, exactly as a launch
+    specializes it; :mod:`autoq.kernels.compile_check` reads their machine code this way."""
+    from triton.runtime.driver import driver
+
+    if interpreting():
+        raise AutoqError("compiling kernels needs TRITON_INTERPRET unset or 0: the interpreter runs kernels without compiling them")
+    previous = getattr(driver, "_active", None)  # None: Triton picks its default driver when next asked (none without a GPU)
+    driver.set_active(_compile_only_driver(target))
+    try:
+        yield
+    finally:
+        driver.set_active(previous)
+
+
+def compile_launches(case: PrecompileCase) -> None:
     """Compile, in this process, every kernel ``case`` launches (Triton's active driver decides the target)."""
     from autoq.kernels.registry import get_kernel
     from autoq.quant import QuantSpec
@@ -139,7 +158,7 @@ def _init_worker(target: Target) -> None:
 
 def _run_case(case: PrecompileCase) -> str | None:
     try:
-        compile_case(case)
+        compile_launches(case)
     except Exception as exc:  # reported, not raised: the launch compiles what precompiling missed
         return f"{case.kernel} {case.spec}: {type(exc).__name__}: {exc}"
     return None

@@ -40,17 +40,24 @@ def autotune_bench(kernel_call, quantiles):
     return do_bench(kernel_call, warmup=5, rep=20, quantiles=quantiles)
 
 
-def launch(kernel, grid, args: tuple, kwargs: dict, compile_only: bool = False) -> None:
+def launch(kernel, grid, args: tuple, kwargs: dict, compile_only: bool = False) -> list:
     """``kernel[grid](*args, **kwargs)``, or with ``compile_only`` only compile what that launch would run.
 
     ``kernel`` is a ``triton.jit`` function or an autotuner over one; an autotuner compiles every
     configuration its pruning keeps, so a later launch of the same specialization finds them all in
-    Triton's cache (see :mod:`autoq.kernels.precompile`).
+    Triton's cache (see :mod:`autoq.kernels.precompile`). Returns Triton's compiled kernels (one per
+    configuration) with ``compile_only``, else ``[]``: what the machine-code checks read.
     """
-    if compile_only:
-        kernel.warmup(*args, grid=grid, **kwargs)
-    else:
+    if not compile_only:
         kernel[grid](*args, **kwargs)
+        return []
+    compiled = kernel.warmup(*args, grid=grid, **kwargs)
+    return list(compiled) if isinstance(compiled, list) else [compiled]
+
+
+def tile_kwargs(tile) -> dict:
+    """A ``triton.Config``'s launch keywords: its block sizes, warps and stages."""
+    return {**tile.kwargs, "num_warps": tile.num_warps, "num_stages": tile.num_stages}
 
 
 def prune_gemm_configs(configs, named_args, **kwargs):

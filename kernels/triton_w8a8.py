@@ -15,7 +15,7 @@ import triton
 import triton.language as tl
 
 from autoq.kernels.capability import autotuning
-from autoq.kernels.tiles import autotune_bench, batch_bucket, launch, prune_gemm_configs, tile_offsets
+from autoq.kernels.tiles import autotune_bench, batch_bucket, launch, prune_gemm_configs, tile_kwargs, tile_offsets
 
 
 @triton.jit
@@ -74,27 +74,28 @@ _gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K"],
                               do_bench=autotune_bench)(int8_gemm_kernel)
 
 
-def launch_quantize_rows(x, q, scale, compile_only: bool = False) -> None:
-    """Quantize each row of ``x`` ``(M, K)`` into ``q`` (int8) and ``scale`` (fp32 ``(M,)``); ``compile_only``: compile it."""
+def launch_quantize_rows(x, q, scale, compile_only: bool = False, tile: triton.Config | None = None) -> list:
+    """Quantize each row of ``x`` ``(M, K)`` into ``q`` (int8) and ``scale`` (fp32 ``(M,)``).
+
+    ``tile`` runs that configuration instead of autotuning; ``compile_only`` compiles and returns the kernels."""
     m, k = x.shape
     args = (x, q, scale, k, x.stride(0), q.stride(0))
-    if autotuning():
-        launch(_quant_tuned, (m,), args, {}, compile_only)
-    else:
-        launch(quantize_rows_kernel, (m,), args, FIXED_QUANT, compile_only)
+    if tile is None and autotuning():
+        return launch(_quant_tuned, (m,), args, {}, compile_only)
+    return launch(quantize_rows_kernel, (m,), args, FIXED_QUANT if tile is None else tile_kwargs(tile), compile_only)
 
 
-def launch_int8_gemm(a, a_scale, w, w_scale, out, compile_only: bool = False) -> None:
+def launch_int8_gemm(a, a_scale, w, w_scale, out, compile_only: bool = False, tile: triton.Config | None = None) -> list:
     """``out = (a @ w.T) * a_scale[:, None] * w_scale[None, :]`` with int8 ``a`` ``(M, K)`` and ``w`` ``(N, K)``.
 
-    With ``compile_only`` nothing runs: the kernels this launch needs are compiled."""
+    ``tile`` runs that configuration instead of autotuning. With ``compile_only`` nothing runs: the
+    kernels this launch needs are compiled and returned."""
     m, k = a.shape
     n = w.shape[0]
     bucket = batch_bucket(m)
     stride_sw = 0 if w_scale.numel() == 1 else w_scale.stride(0)
     args = (a, a_scale, w, w_scale, out, m, n, k, bucket, a.stride(0), w.stride(0), stride_sw, out.stride(0))
-    if autotuning():
-        launch(_gemm_tuned, lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),), args, {}, compile_only)
-    else:
-        c = FIXED_GEMM
-        launch(int8_gemm_kernel, (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),), args, c, compile_only)
+    if tile is None and autotuning():
+        return launch(_gemm_tuned, lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),), args, {}, compile_only)
+    blocks = FIXED_GEMM if tile is None else tile_kwargs(tile)
+    return launch(int8_gemm_kernel, (triton.cdiv(m, blocks["BLOCK_M"]) * triton.cdiv(n, blocks["BLOCK_N"]),), args, blocks, compile_only)

@@ -26,7 +26,7 @@ import triton.language as tl
 
 from autoq.kernels.capability import autotuning, interpreting
 from autoq.kernels.gemv_steps import even_k, step_columns, step_constexprs, wordwise
-from autoq.kernels.tiles import autotune_bench, batch_bucket, launch, prune_gemm_configs, tile_offsets
+from autoq.kernels.tiles import autotune_bench, batch_bucket, launch, prune_gemm_configs, tile_kwargs, tile_offsets
 
 
 @triton.jit
@@ -350,8 +350,8 @@ FIXED_GEMM = {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8}
 # the W4 main loop, 4.4 with groups of 128). Narrower K steps are for short rows, fewer rows for narrow layers.
 # Every tile prefetches the next step's words; the three main ones are also tried without (see _gemv_word_groups).
 # The two 32-row tiles put 8 rows in a thread: 7-20% fewer instructions a weight than the main tile for most formats
-# (Triton 3.9: int4 per channel 3.68, g128 4.01; 3.6: 3.91 and 4.24; benchmarks/gemv_sass.py), but up to 255
-# registers, a spill for int8 per channel and half as many programs. Whether that pays is the GPU's to say.
+# (Triton 3.9: int4 per channel 3.68, g128 4.01; 3.6: 3.91 and 4.24; benchmarks/gemv_sass.py), but 168-191 registers
+# for W4 (255 and a spill for int8 per channel) and half as many programs. Whether that pays is the GPU's to say.
 _GEMV_CONFIGS = [
     triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "PREFETCH": pf}, num_warps=w, num_stages=s)
     for bn, bk, w, s, pf in [(16, 1024, 4, 2, True), (16, 1024, 4, 2, False), (16, 512, 2, 2, True), (16, 512, 2, 2, False),
@@ -397,10 +397,12 @@ def _row_stride(scales) -> int:
     return 0 if scales.shape[0] == 1 else scales.stride(0)
 
 
-def launch_gemv(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: int, group: int, compile_only: bool = False) -> None:
+def launch_gemv(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: int, group: int, compile_only: bool = False,
+                tile: triton.Config | None = None) -> list:
     """Run the GEMV kernel: ``out`` is ``(M, N)`` when ``split_k == 1``, else fp32 ``(split_k, M, N)``.
 
-    With ``compile_only`` nothing runs: the kernels this launch needs are compiled (see ``tiles.launch``)."""
+    ``tile`` (one of ``_GEMV_CONFIGS``, say) runs that tile instead of autotuning. With ``compile_only``
+    nothing runs: the kernels this launch needs are compiled and returned (see ``tiles.launch``)."""
     m, k = x.shape
     n = qweight.shape[0]
     stride_os = out.stride(0) if split_k > 1 else 0
@@ -408,16 +410,16 @@ def launch_gemv(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: in
     args = (x, qweight, scales, scales if zeros is None else zeros, out, ONE_F32, n, k, x.stride(0), qweight.stride(0),
             _row_stride(scales), scales.stride(1), stride_os, stride_om)
     meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw), SPLIT_K=split_k)
-    if autotuning():
-        launch(_gemv_tuned, lambda c: (triton.cdiv(n, c["BLOCK_N"]), split_k, m), args, meta, compile_only)
-    else:
-        grid = (triton.cdiv(n, FIXED_GEMV["BLOCK_N"]), split_k, m)
-        steps = {name: rule({**meta, **FIXED_GEMV, "K": k}) for name, rule in _GEMV_STEPS.items()}
-        launch(wq_gemv_kernel, grid, args, {**meta, **steps, **FIXED_GEMV}, compile_only)
+    if tile is None and autotuning():
+        return launch(_gemv_tuned, lambda c: (triton.cdiv(n, c["BLOCK_N"]), split_k, m), args, meta, compile_only)
+    blocks = FIXED_GEMV if tile is None else tile_kwargs(tile)
+    steps = {name: rule({**meta, **blocks, "K": k}) for name, rule in _GEMV_STEPS.items()}
+    return launch(wq_gemv_kernel, (triton.cdiv(n, blocks["BLOCK_N"]), split_k, m), args, {**meta, **steps, **blocks}, compile_only)
 
 
-def launch_gemm(x, qweight, scales, zeros, out, bits: int, cpw: int, group: int, compile_only: bool = False) -> None:
-    """Run the tiled GEMM kernel into ``out`` ``(M, N)`` (with ``compile_only``, only compile it)."""
+def launch_gemm(x, qweight, scales, zeros, out, bits: int, cpw: int, group: int, compile_only: bool = False,
+                tile: triton.Config | None = None) -> list:
+    """Run the tiled GEMM kernel into ``out`` ``(M, N)``; ``tile`` and ``compile_only`` as for :func:`launch_gemv`."""
     m, k = x.shape
     n = qweight.shape[0]
     bucket = batch_bucket(m)
@@ -425,10 +427,9 @@ def launch_gemm(x, qweight, scales, zeros, out, bits: int, cpw: int, group: int,
             _row_stride(scales), scales.stride(1), out.stride(0))
     meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw),
                 DOT_FP32=interpreting())  # numpy computes the interpreter's dot: same products, fp32 operands (see the kernel)
-    if autotuning():
-        launch(_gemm_tuned, lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),), args, meta, compile_only)
-    else:
-        c = FIXED_GEMM
-        grid = (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)
-        steps = {name: rule({**meta, **c, "K": k}) for name, rule in _GEMM_STEPS.items()}
-        launch(wq_gemm_kernel, grid, args, {**meta, **steps, **c}, compile_only)
+    if tile is None and autotuning():
+        return launch(_gemm_tuned, lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),), args, meta, compile_only)
+    blocks = FIXED_GEMM if tile is None else tile_kwargs(tile)
+    grid = (triton.cdiv(m, blocks["BLOCK_M"]) * triton.cdiv(n, blocks["BLOCK_N"]),)
+    steps = {name: rule({**meta, **blocks, "K": k}) for name, rule in _GEMM_STEPS.items()}
+    return launch(wq_gemm_kernel, grid, args, {**meta, **steps, **blocks}, compile_only)
