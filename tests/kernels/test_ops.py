@@ -1,9 +1,7 @@
 """Triton kernels against a float64 reference (run through Triton's interpreter on CPU; see conftest.py).
 
-Error bounds follow from fp16/bf16 operands: the output is rounded once to the activation
-dtype (unit roundoff u = 2**-11 for fp16, 2**-8 for bf16) and the GEMM also rounds the
-dequantized weights to that dtype, so ``|y - ref| <= 2u * (|x| @ |W|.T)`` elementwise;
-the tests allow twice that. Shapes are chosen not to be multiples of any block, word or group.
+Error bounds are those of ``kernel_cases.assert_close_to_reference`` (fp16/bf16 operands). Shapes are
+chosen not to be multiples of any block, word or group.
 """
 
 from __future__ import annotations
@@ -12,36 +10,16 @@ import math
 
 import pytest
 import torch
+from kernel_cases import DEVICE, UNIT_ROUNDOFF, assert_close_to_reference, random_packed
 
 from autoq.errors import AutoqError
-from autoq.kernels.capability import autotuning, interpreting
-from autoq.kernels.formats import KERNEL_BITS, PACKED_BITS, Int8Weight, PackedWeight, pack_weight
+from autoq.kernels.capability import autotuning
+from autoq.kernels.formats import KERNEL_BITS, PACKED_BITS, Int8Weight, PackedWeight
 from autoq.kernels.ops import int8_matmul, quantize_tokens, split_k_for, w8a8_linear, wq_linear
 from autoq.quant import QuantSpec, quantize
 
-DEVICE = torch.device("cpu" if interpreting() else "cuda")
-UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
 GRANULARITIES = [("tensor", None), ("channel", None), ("group", 32), ("group", 64), ("group", 128)]
 N, K = 72, 203  # 72 = 64 + 8 outputs; 203 leaves a partial K block, word and group for every format
-
-
-def random_packed(spec: QuantSpec, n: int, k: int, gen: torch.Generator) -> PackedWeight:
-    """Random codes, positive scales spread over a decade, and (asymmetric) random integer zero points."""
-    g = 1 if spec.granularity in ("tensor", "channel") else math.ceil(k / spec.group_size)
-    rows = 1 if spec.granularity == "tensor" else n
-    codes = torch.randint(0, spec.qmax + 1, (n, k), generator=gen).to(torch.uint8)
-    scales = (10 ** (torch.rand(rows, g, generator=gen) - 2)).half()
-    zeros = None if spec.symmetric else torch.randint(0, spec.qmax + 1, (rows, g), generator=gen).half()
-    return PackedWeight(spec, (n, k), pack_weight(codes, spec.bits), scales, zeros).to(DEVICE)
-
-
-def assert_close_to_reference(y: torch.Tensor, x: torch.Tensor, w64: torch.Tensor, dtype: torch.dtype) -> None:
-    assert y.dtype == dtype and y.shape == (*x.shape[:-1], w64.shape[0])
-    ref = x.double() @ w64.T
-    bound = 4 * UNIT_ROUNDOFF[dtype] * (x.double().abs() @ w64.abs().T) + 1e-6
-    err = (y.double() - ref).abs()
-    assert torch.isfinite(y).all()
-    assert (err <= bound).all(), f"max error {err.max():.3g}, worst ratio to bound {(err / bound).max():.3g}"
 
 
 def spec_id(spec: QuantSpec) -> str:

@@ -1,0 +1,96 @@
+"""Every tile the autotuners may pick, against a float64 reference (under the interpreter here).
+
+On a GPU each autotuner picks its tile by speed, and each tile takes its own path through the kernel:
+its K step, prefetch or not, whole steps or a masked last one, words and groups per step. The other
+kernel tests run one fixed tile; here every tile runs through its launcher (``tile=``) at shapes with
+several K steps, a partial last one and rows that are not a multiple of the tile, so a wrong answer
+cannot hide in a tile that only a GPU's autotuner would choose.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from kernel_cases import DEVICE, UNIT_ROUNDOFF, assert_close_to_reference, random_packed
+
+from autoq.kernels.formats import Int8Weight, PackedWeight
+from autoq.quant import QuantSpec
+
+pytest.importorskip("triton")
+
+from autoq.kernels import triton_w8a8, triton_wq  # noqa: E402  (after the skip: imports Triton)
+
+# per channel (whole words; 3 bits: 10 codes a word), narrow groups summed per step, 3-bit groups read group by group
+GEMV_FORMATS = ("int4-ch-asym", "int3-ch-sym", "int4-g32-sym", "int8-g64-asym", "int3-g128-asym")
+GEMM_FORMATS = ("int4-g128-asym", "int3-g64-sym", "int8-ch-asym")
+GEMV_K = 2 * 2560 + 37  # two steps of the longest tile (2048 columns; 3-bit per channel: 256 words) and a remainder
+
+
+def tile_id(tile) -> str:
+    return "-".join(f"{v:d}" for v in tile.kwargs.values()) + f"-w{tile.num_warps}"
+
+
+def gemv(x: torch.Tensor, w: PackedWeight, split: int, tile) -> torch.Tensor:
+    """The GEMV in one tile, with its output buffers as ``ops.wq_linear`` allocates them."""
+    m, n = x.shape[0], w.shape[0]
+    out = torch.empty(split, m, n, dtype=torch.float32, device=x.device) if split > 1 else torch.empty(m, n, dtype=x.dtype, device=x.device)
+    triton_wq.launch_gemv(x, w.qweight, w.scales, w.zeros, out, split, w.bits, w.codes_per_word, w.group_size, tile=tile)
+    return out.sum(dim=0).to(x.dtype) if split > 1 else out
+
+
+@pytest.mark.parametrize("tile", triton_wq._GEMV_CONFIGS, ids=tile_id)
+def test_every_gemv_tile(tile):
+    gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_N"] * tile.kwargs["BLOCK_K"] + tile.num_warps)
+    for name in GEMV_FORMATS:
+        packed = random_packed(QuantSpec.from_name(name), 2 * tile.kwargs["BLOCK_N"] - 3, GEMV_K, gen)
+        w64 = packed.dequantize(torch.float64)
+        x = torch.randn(1, GEMV_K, generator=gen).half().to(DEVICE)
+        for split in (1, 2):
+            assert_close_to_reference(gemv(x, packed, split, tile), x, w64, torch.float16)
+    whole = 2 * 2048  # whole K steps (EVEN_K) for the 4-bit formats in every tile
+    packed = random_packed(QuantSpec.from_name("int4-g128-asym"), 37, whole, gen)
+    x = torch.randn(1, whole, generator=gen).bfloat16().to(DEVICE)
+    assert_close_to_reference(gemv(x, packed, 1, tile), x, packed.dequantize(torch.float64), torch.bfloat16)
+
+
+@pytest.mark.parametrize("tile", triton_wq._GEMM_CONFIGS, ids=tile_id)
+def test_every_weight_only_gemm_tile(tile):
+    gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_M"] * tile.kwargs["BLOCK_N"] + tile.kwargs["BLOCK_K"])
+    m, n, k = tile.kwargs["BLOCK_M"] + 5, tile.kwargs["BLOCK_N"] + 7, 2 * tile.kwargs["BLOCK_K"] + 29
+    for name, dtype in zip(GEMM_FORMATS, (torch.float16, torch.bfloat16, torch.float16)):
+        packed = random_packed(QuantSpec.from_name(name), n, k, gen)
+        x = torch.randn(m, k, generator=gen).to(dtype).to(DEVICE)
+        out = torch.empty(m, n, dtype=dtype, device=DEVICE)
+        triton_wq.launch_gemm(x, packed.qweight, packed.scales, packed.zeros, out, packed.bits, packed.codes_per_word,
+                              packed.group_size, tile=tile)
+        assert_close_to_reference(out, x, packed.dequantize(torch.float64), dtype)
+
+
+@pytest.mark.parametrize("tile", triton_w8a8._GEMM_CONFIGS, ids=tile_id)
+def test_every_int8_gemm_tile(tile):
+    """int32 accumulation is exact, so the only error is the final rescale rounded to fp16."""
+    gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_M"] + tile.kwargs["BLOCK_N"])
+    m, n, k = tile.kwargs["BLOCK_M"] + 3, tile.kwargs["BLOCK_N"] + 5, 2 * tile.kwargs["BLOCK_K"] + 11
+    q = torch.randint(-127, 128, (m, k), generator=gen, dtype=torch.int8).to(DEVICE)
+    q_scale = (torch.rand(m, generator=gen) + 0.5).to(DEVICE)
+    w = Int8Weight(QuantSpec.from_name("int8-ch-sym"), torch.randint(-127, 128, (n, k), generator=gen, dtype=torch.int8),
+                   (torch.rand(n, generator=gen) * 0.01 + 1e-3).half()).to(DEVICE)
+    out = torch.empty(m, n, dtype=torch.float16, device=DEVICE)
+    triton_w8a8.launch_int8_gemm(q, q_scale, w.qweight, w.scales, out, tile=tile)
+    ref = (q.double() @ w.qweight.double().T) * q_scale.double()[:, None] * w.scales.double()[None, :]
+    assert (((out.double() - ref).abs()) <= UNIT_ROUNDOFF[torch.float16] * ref.abs() + 1e-6).all()
+
+
+@pytest.mark.parametrize("tile", triton_w8a8._QUANT_CONFIGS, ids=tile_id)
+def test_every_token_quantization_tile(tile):
+    """Rows longer than the tile, and a remainder: the same codes and scales as the torch reference."""
+    from autoq.kernels.ops import quantize_tokens
+
+    gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_K"])
+    x = torch.randn(3, tile.kwargs["BLOCK_K"] * 2 + 13, generator=gen).half().to(DEVICE)
+    q = torch.empty(x.shape, dtype=torch.int8, device=DEVICE)
+    scale = torch.empty(x.shape[0], dtype=torch.float32, device=DEVICE)
+    triton_w8a8.launch_quantize_rows(x, q, scale, tile=tile)
+    q_ref, scale_ref = quantize_tokens(x.cpu(), backend="torch")
+    assert torch.equal(scale.cpu(), scale_ref)
+    assert (q.cpu().int() - q_ref.int()).abs().max() <= 1  # a value exactly halfway may round either way in fp32 division
