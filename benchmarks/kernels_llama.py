@@ -91,7 +91,7 @@ def main() -> int:
     for row in rows:
         row["bandwidth_share"] = None if row["bandwidth_share"] is None else round(row["bandwidth_share"], 3)
     print(f"{table.device}: peak bandwidth {table.peak_bandwidth_gbs or float('nan'):.0f} GB/s; torch {table.torch}, triton {table.triton}, CUDA {table.cuda}")
-    print(format_table(rows, ("n", "k", "format", "kernel", "batch", "median_us", "fp16_us", "speedup", "gbps", "bandwidth_share")))
+    print(format_table(rows, ("n", "k", "format", "kernel", "batch", "median_us", "fp16_us", "speedup", "gbps", "bandwidth_share", "tile")))
 
     out = Path(args.out or Path(__file__).parent / "results" / f"kernels_{device_slug(table.device)}.json")
     out.parent.mkdir(parents=True, exist_ok=True)

@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import torch
 
 from autoq.errors import AutoqError
+from autoq.kernels.autotune_log import TileChoice, recording
 from autoq.kernels.capability import require_gpu
 from autoq.kernels.formats import PACKED_BITS
 from autoq.kernels.precompile import PrecompileCase, Target, cache_entries, precompile
@@ -168,9 +169,11 @@ def _prepare(n: int, k: int, spec: QuantSpec | None, kernel: str, gen: torch.Gen
     return (lambda x: info.run(x, packed, backend="triton")), packed.nbytes, info.quantizes_activations
 
 
-def _time_case(run, x: torch.Tensor, rep_ms: int) -> tuple[float, float, float]:
-    run(x)  # compile and autotune outside the timing
-    return _timed(lambda: run(x), rep_ms)
+def _time_case(run, x: torch.Tensor, rep_ms: int) -> tuple[tuple[float, float, float], list[TileChoice]]:
+    """``(median, p20, p80)`` in us, and the tiles the autotuners chose (on the first call, outside the timing)."""
+    with recording() as tiles:
+        run(x)  # compile and autotune outside the timing
+    return _timed(lambda: run(x), rep_ms), tiles
 
 
 def measure(config: BenchConfig, progress: bool = True) -> LatencyTable:
@@ -201,10 +204,11 @@ def measure(config: BenchConfig, progress: bool = True) -> LatencyTable:
         run, nbytes, quant_act = _prepare(n, k, spec, kernel, gen, device)
         for m in config.batches:
             x = torch.randn(m, k, generator=gen).half().to(device)
-            median, p20, p80 = _time_case(run, x, config.rep_ms)
+            (median, p20, p80), tiles = _time_case(run, x, config.rep_ms)
             gbps = moved_bytes(n, k, m, nbytes, quant_act) / (median * 1e-6) / 1e9
             rows.append(LatencyRow(n, k, spec.name if spec else "fp16", kernel, m, median, p20, p80, gbps,
-                                   INT8_TOKENS if quant_act else WEIGHT_ONLY))
+                                   INT8_TOKENS if quant_act else WEIGHT_ONLY, tuple(f"{c.kernel} {c.tile}" for c in tiles),
+                                   tuple((f"{c.kernel} {t}", us) for c in tiles for t, us in c.timings_us)))
             bar.update(1)
     bar.close()
     print(f"autoq: kernels bench: the timing loop compiled {cache_entries() - compiled} kernels", file=sys.stderr, flush=True)
@@ -225,6 +229,7 @@ def speedups(table: LatencyTable, activation: str | None = None) -> list[dict]:
             "n": row.n, "k": row.k, "format": row.format, "kernel": row.kernel, "batch": row.batch, "median_us": row.median_us,
             "fp16_us": base.median_us if base else None, "speedup": base.median_us / row.median_us if base else None,
             "gbps": row.gbps, "bandwidth_share": row.gbps / table.peak_bandwidth_gbs if table.peak_bandwidth_gbs else None,
+            "tile": "; ".join(row.tiles) or None,
         })
     return out
 

@@ -17,13 +17,15 @@ median time; ``activation`` is ``fp16`` for weight-only kernels and the baseline
 activations stay fp16) and ``int8-token`` for W8A8 (activations quantized per token,
 which the search does not simulate). ``select`` and ``lookup`` consider ``fp16``-activation
 rows unless asked otherwise. ``peak_bandwidth_gbs`` is optional (``null`` when unknown).
+Rows timed with autotuning may also carry ``tiles`` (the tile each Triton kernel ran with) and
+``tile_timings_us`` (every candidate tile's median as the autotuner timed it); readers need neither.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoq.errors import AutoqError
@@ -48,10 +50,21 @@ class LatencyRow:
     p80_us: float
     gbps: float
     activation: str = WEIGHT_ONLY
+    tiles: tuple[str, ...] = ()  # the tile each autotuned Triton kernel ran with ("wq_gemv_kernel 16x1024 w4 s2")
+    tile_timings_us: tuple[tuple[str, float], ...] = ()  # every candidate tile's median as its autotuner timed it
 
     @property
     def key(self) -> tuple[int, int, str, int]:
         return (self.n, self.k, self.format, self.batch)
+
+    def to_dict(self) -> dict:
+        """The row as JSON: the tile fields only when known, the candidates as ``{tile: us}``."""
+        out = {f: getattr(self, f) for f in (*_ROW_FIELDS, "activation")}
+        if self.tiles:
+            out["tiles"] = list(self.tiles)
+        if self.tile_timings_us:
+            out["tile_timings_us"] = dict(self.tile_timings_us)
+        return out
 
 
 @dataclass(frozen=True)
@@ -118,7 +131,7 @@ class LatencyTable:
             "cuda": self.cuda,
             "created": self.created,
             "peak_bandwidth_gbs": self.peak_bandwidth_gbs,
-            "rows": [asdict(r) for r in self.rows],
+            "rows": [r.to_dict() for r in self.rows],
         }
 
     def save(self, path: str | Path) -> Path:
@@ -141,7 +154,8 @@ class LatencyTable:
                 raise AutoqError(f"{source}: row {i} lacks {', '.join(missing)}; each row needs {', '.join(_ROW_FIELDS)}")
             rows.append(LatencyRow(int(raw["n"]), int(raw["k"]), str(raw["format"]), str(raw["kernel"]), int(raw["batch"]),
                                    float(raw["median_us"]), float(raw["p20_us"]), float(raw["p80_us"]), float(raw["gbps"]),
-                                   str(raw.get("activation", WEIGHT_ONLY))))
+                                   str(raw.get("activation", WEIGHT_ONLY)), tuple(str(t) for t in raw.get("tiles", ())),
+                                   tuple((str(t), float(us)) for t, us in dict(raw.get("tile_timings_us", {})).items())))
         peak = data.get("peak_bandwidth_gbs")
         return cls(data["device"], tuple(rows), str(data.get("torch", "")), str(data.get("triton", "")), str(data.get("cuda", "")),
                    str(data.get("created", "")), None if peak is None else float(peak))

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from autoq.errors import AutoqError
+from autoq.kernels.bench import speedups
 from autoq.kernels.table import INT8_TOKENS, LatencyRow, LatencyTable
 
 
@@ -29,6 +30,20 @@ def test_round_trip_through_json(table: LatencyTable, tmp_path):
     data = json.loads(path.read_text())
     assert data["version"] == 1 and data["device"] == table.device and len(data["rows"]) == len(table.rows)
     assert set(data["rows"][0]) == {"n", "k", "format", "kernel", "batch", "median_us", "p20_us", "p80_us", "gbps", "activation"}
+
+
+def test_rows_keep_the_tiles_their_autotuners_chose(table: LatencyTable, tmp_path):
+    """A timed row may say which tile each Triton kernel ran with and how every candidate did; tables without them load."""
+    tuned = LatencyRow(4096, 4096, "int4-ch-asym", "wq", 1, 3.2, 3.1, 3.3, 2600.0, tiles=("wq_gemv_kernel 32x1024 w4 s2",),
+                       tile_timings_us=(("wq_gemv_kernel 32x1024 w4 s2", 3.25), ("wq_gemv_kernel 16x1024 w4 s2", 3.5)))
+    both = LatencyTable(table.device, (*table.rows, tuned))
+    data = json.loads(both.save(tmp_path / "t.json").read_text())
+    assert data["rows"][-1]["tiles"] == ["wq_gemv_kernel 32x1024 w4 s2"]
+    assert data["rows"][-1]["tile_timings_us"] == {"wq_gemv_kernel 32x1024 w4 s2": 3.25, "wq_gemv_kernel 16x1024 w4 s2": 3.5}
+    assert "tiles" not in data["rows"][0] and "tile_timings_us" not in data["rows"][0]
+    assert LatencyTable.load(tmp_path / "t.json").rows[-1] == tuned
+    (s,) = [r for r in speedups(both) if r["n"] == 4096]
+    assert s["tile"] == "wq_gemv_kernel 32x1024 w4 s2"
 
 
 def test_lookup_picks_the_fastest_weight_only_kernel(table: LatencyTable):

@@ -1,0 +1,50 @@
+"""autoq.kernels.autotune_log: the tile each autotuned kernel chose and every candidate's timing, from Triton's autotuners.
+
+Autotuning needs a GPU to time candidates, so here the autotuners' state is written as Triton writes it at a
+launch; a contract test reads Triton's own source for those writes, so a Triton that stops making them fails here.
+"""
+
+from __future__ import annotations
+
+import inspect
+
+import pytest
+
+pytest.importorskip("triton")
+
+import triton  # noqa: E402
+
+from autoq.kernels.autotune_log import autotuners, recording, tile_name  # noqa: E402
+
+
+def test_tile_names_are_blocks_warps_and_stages():
+    assert tile_name(triton.Config({"BLOCK_N": 16, "BLOCK_K": 1024, "PREFETCH": True}, num_warps=4, num_stages=2)) == "16x1024 w4 s2"
+    assert tile_name(triton.Config({"BLOCK_N": 8, "BLOCK_K": 512, "PREFETCH": False}, num_warps=2, num_stages=2)) == "8x512 w2 s2 no-prefetch"
+    assert tile_name(triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=3)) == "64x128x64 w4 s3"
+
+
+def test_triton_autotuners_record_their_choice_and_timings_where_autoq_reads_them():
+    from triton.runtime.autotuner import Autotuner
+
+    source = inspect.getsource(Autotuner)
+    assert "self.best_config = " in source and "self.configs_timings = " in source
+    assert set(autotuners()) == {"wq_gemv_kernel", "wq_gemm_kernel", "quantize_rows_kernel", "int8_gemm_kernel"}
+    assert all(isinstance(t, Autotuner) for t in autotuners().values())
+
+
+def test_recording_keeps_what_the_launches_inside_the_block_chose(monkeypatch):
+    tuners = autotuners()
+    gemv, gemm = tuners["wq_gemv_kernel"], tuners["wq_gemm_kernel"]
+    for tuner in tuners.values():  # restored after the test
+        monkeypatch.setattr(tuner, "best_config", None, raising=False)
+        monkeypatch.setattr(tuner, "configs_timings", None, raising=False)
+    stale = gemm.configs[0]
+    gemm.best_config, gemm.configs_timings = stale, {stale: [1.0, 0.9, 1.1]}  # from a launch before the block
+    fast, slow = gemv.configs[0], gemv.configs[1]
+    with recording() as choices:
+        gemv.best_config, gemv.configs_timings = fast, {slow: [0.0042, 0.004, 0.0045], fast: [0.0031, 0.003, 0.0033]}
+        tuners["quantize_rows_kernel"].best_config = tuners["quantize_rows_kernel"].configs[0]  # chosen earlier: no timings
+    assert [c.kernel for c in choices] == ["wq_gemv_kernel", "quantize_rows_kernel"]
+    assert choices[0].tile == tile_name(fast) == choices[0].timings_us[0][0]
+    assert choices[0].timings_us == ((tile_name(fast), 3.1), (tile_name(slow), 4.2))  # ms -> us, fastest first
+    assert choices[1].timings_us == ()
