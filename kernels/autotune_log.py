@@ -9,6 +9,7 @@ prefetch, narrower steps) beyond the one number it keeps.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -22,8 +23,9 @@ def tile_name(config) -> str:
 
 @dataclass(frozen=True)
 class TileChoice:
-    """One autotuned kernel's choice: its tile and every candidate's median in us (empty when it was not timed here:
-    a single candidate left after pruning, or a choice made by an earlier launch with the same autotune key)."""
+    """One autotuned kernel's choice: its tile and every candidate's median in us, fastest first (empty when it was
+    not timed here: a single candidate left after pruning, or a choice made by an earlier launch with the same
+    autotune key; a candidate that could not run, too large for the GPU, say, is left out)."""
 
     kernel: str
     tile: str
@@ -59,5 +61,6 @@ def recording() -> Iterator[list[TileChoice]]:
         if tuner.best_config is None:
             continue
         timings = tuner.configs_timings or {}
-        ranked = sorted(((tile_name(c), round(_median_us(t), 3)) for c, t in timings.items()), key=lambda item: item[1])
+        timed = ((tile_name(c), round(_median_us(t), 3)) for c, t in timings.items())
+        ranked = sorted(((name, us) for name, us in timed if math.isfinite(us)), key=lambda item: item[1])  # inf: could not run
         choices.append(TileChoice(name, tile_name(tuner.best_config), tuple(ranked)))

@@ -40,11 +40,12 @@ def test_recording_keeps_what_the_launches_inside_the_block_chose(monkeypatch):
         monkeypatch.setattr(tuner, "configs_timings", None, raising=False)
     stale = gemm.configs[0]
     gemm.best_config, gemm.configs_timings = stale, {stale: [1.0, 0.9, 1.1]}  # from a launch before the block
-    fast, slow = gemv.configs[0], gemv.configs[1]
+    fast, slow, too_big = gemv.configs[0], gemv.configs[1], gemv.configs[2]
     with recording() as choices:
-        gemv.best_config, gemv.configs_timings = fast, {slow: [0.0042, 0.004, 0.0045], fast: [0.0031, 0.003, 0.0033]}
+        gemv.best_config = fast
+        gemv.configs_timings = {slow: [0.0042, 0.004, 0.0045], fast: [0.0031, 0.003, 0.0033], too_big: [float("inf")] * 3}
         tuners["quantize_rows_kernel"].best_config = tuners["quantize_rows_kernel"].configs[0]  # chosen earlier: no timings
     assert [c.kernel for c in choices] == ["wq_gemv_kernel", "quantize_rows_kernel"]
     assert choices[0].tile == tile_name(fast) == choices[0].timings_us[0][0]
-    assert choices[0].timings_us == ((tile_name(fast), 3.1), (tile_name(slow), 4.2))  # ms -> us, fastest first
+    assert choices[0].timings_us == ((tile_name(fast), 3.1), (tile_name(slow), 4.2))  # ms -> us, fastest first, no inf
     assert choices[1].timings_us == ()
