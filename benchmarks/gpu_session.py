@@ -16,8 +16,10 @@ core, ``autoq.kernels.precompile``; one at a time that took 667 s on a 2-core CP
    space's formats, merged with step 1's table -> ``<preset>.json``: commit it as
    ``autoq/latency/tables/<preset>.json`` and ``--device <preset>`` reads it.
 3. ``tests/kernels`` on the compiled kernels, one fixed block configuration each
-   (``AUTOQ_AUTOTUNE=0``: autotuning every odd test shape would take the whole lease), in
-   several processes where pytest-xdist is installed; the CPU-only compile checks are left out.
+   (``AUTOQ_AUTOTUNE=0``: autotuning every odd test shape would take the whole lease) and every
+   autotune tile in ``test_autotune_tiles.py``, in several processes where pytest-xdist is
+   installed; the CPU-only compile checks are left out. ``-v`` logs each test as it ends, so a
+   step cut off by its deadline still says which passed.
 
 Writes at most 6 files under ``--out`` (``$OUT`` on the device machine): the two JSON
 files, ``nvidia_smi.txt``, one log per step. Without a GPU it says so and exits 2.
@@ -148,7 +150,7 @@ def main() -> int:
     if "tests" in steps:
         codes["tests"] = run_step(
             "kernel tests on the GPU",
-            [sys.executable, "-m", "pytest", "tests/kernels", "-q", "-p", "no:cacheprovider", *xdist_args(),
+            [sys.executable, "-m", "pytest", "tests/kernels", "-v", "--tb=short", "-p", "no:cacheprovider", *xdist_args(),
              "--deselect", "tests/kernels/test_compile_check.py", "--deselect", "tests/kernels/test_precompile.py"],
             {**env, "AUTOQ_AUTOTUNE": "0"}, out / "tests.log", share("tests"))
     print(f"\ngpu_session: {time.perf_counter() - start:.0f} s; exit codes {codes}; files in {out}: "
