@@ -6,7 +6,11 @@
   Triton on CUDA (or under ``TRITON_INTERPRET=1`` when asked), torch elsewhere.
 * :mod:`~autoq.kernels.registry`: kernel name -> (formats it reads, how to pack, how to run).
 * :mod:`~autoq.kernels.table`: ``LatencyTable``, the JSON latency table the cost model reads.
-* :mod:`~autoq.kernels.bench`: measures the registry's kernels into a ``LatencyTable`` (GPU only).
+* :mod:`~autoq.kernels.bench`: measures the registry's kernels into a ``LatencyTable`` (GPU only),
+  recording each autotuner's chosen tile (:mod:`~autoq.kernels.autotune_log`).
+* :mod:`~autoq.kernels.precompile`: compiles what launches would, for a named GPU target and without
+  one, in parallel before a benchmark, or in process for :mod:`~autoq.kernels.compile_check`, which
+  reads the machine code (:mod:`~autoq.kernels.sass`).
 
 Importing this package never imports Triton; only running a Triton kernel does.
 """
