@@ -62,5 +62,5 @@ def recording() -> Iterator[list[TileChoice]]:
             continue
         timings = tuner.configs_timings if isinstance(tuner.configs_timings, dict) else {}
         timed = ((tile_name(c), round(_median_us(t), 3)) for c, t in timings.items())
-        ranked = sorted(((name, us) for name, us in timed if math.isfinite(us)), key=lambda item: item[1])  # inf: could not run
+        ranked = sorted(((tile, us) for tile, us in timed if math.isfinite(us)), key=lambda item: item[1])  # inf: could not run
         choices.append(TileChoice(name, tile_name(tuner.best_config), tuple(ranked)))

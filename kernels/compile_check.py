@@ -70,6 +70,7 @@ class CompileCase:
         return all(d % 16 == 0 for d in self.shape)
 
     def tile(self):
+        """The tile as the ``triton.Config`` the launchers take."""
         import triton
 
         return triton.Config(dict(self.blocks), num_warps=self.num_warps, num_stages=self.num_stages)
