@@ -68,7 +68,7 @@ def test_every_weight_only_gemm_tile(tile):
 
 @pytest.mark.parametrize("tile", triton_w8a8._GEMM_CONFIGS, ids=tile_id)
 def test_every_int8_gemm_tile(tile):
-    """int32 accumulation is exact, so the only error is the final rescale rounded to fp16."""
+    """int32 accumulation is exact, so the only errors are the fp32 rescale and its rounding to fp16."""
     gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_M"] + tile.kwargs["BLOCK_N"])
     m, n, k = tile.kwargs["BLOCK_M"] + 3, tile.kwargs["BLOCK_N"] + 5, 2 * tile.kwargs["BLOCK_K"] + 11
     q = torch.randint(-127, 128, (m, k), generator=gen, dtype=torch.int8).to(DEVICE)
@@ -78,7 +78,7 @@ def test_every_int8_gemm_tile(tile):
     out = torch.empty(m, n, dtype=torch.float16, device=DEVICE)
     triton_w8a8.launch_int8_gemm(q, q_scale, w.qweight, w.scales, out, tile=tile)
     ref = (q.double() @ w.qweight.double().T) * q_scale.double()[:, None] * w.scales.double()[None, :]
-    assert (((out.double() - ref).abs()) <= UNIT_ROUNDOFF[torch.float16] * ref.abs() + 1e-6).all()
+    assert ((out.double() - ref).abs() <= 2 * UNIT_ROUNDOFF[torch.float16] * ref.abs() + 1e-6).all()
 
 
 @pytest.mark.parametrize("tile", triton_w8a8._QUANT_CONFIGS, ids=tile_id)
