@@ -92,5 +92,5 @@ def test_every_token_quantization_tile(tile):
     scale = torch.empty(x.shape[0], dtype=torch.float32, device=DEVICE)
     triton_w8a8.launch_quantize_rows(x, q, scale, tile=tile)
     q_ref, scale_ref = quantize_tokens(x.cpu(), backend="torch")
-    assert torch.equal(scale.cpu(), scale_ref)
-    assert (q.cpu().int() - q_ref.int()).abs().max() <= 1  # a value exactly halfway may round either way in fp32 division
+    assert torch.allclose(scale.cpu(), scale_ref, rtol=1e-6, atol=0)  # a GPU's fp32 division may differ in the last bit
+    assert (q.cpu().int() - q_ref.int()).abs().max() <= 1  # so a value at a rounding tie may go either way
