@@ -196,6 +196,32 @@ def _group_sums(part, xs, s_ptr, z_ptr, offs_n, n_mask, g0, k_end, stride_sn, st
 
 
 @triton.jit
+def _as_slots(xw, BW: tl.constexpr, CPW: tl.constexpr):
+    """A step's activations ``(BW * CPW,)`` as ``(BW, 2, ..., 2)``: the trailing dims index the slot of the word."""
+    if CPW == 4:
+        out = tl.reshape(xw, [BW, 2, 2])
+    elif CPW == 8:
+        out = tl.reshape(xw, [BW, 2, 2, 2])
+    else:
+        out = tl.reshape(xw, [BW, 2, 2, 2, 2])
+    return out
+
+
+@triton.jit
+def _slot_products(part, xs, words, one_f32, x, FIRST: tl.constexpr, STRIDE: tl.constexpr, COUNT: tl.constexpr, BITS: tl.constexpr):
+    """Adds ``m_j * x_j`` to ``part`` and ``x_j`` to ``xs`` for slots ``FIRST, FIRST + STRIDE, ...`` (``COUNT``) of
+    ``x`` ``(BW, 2, ...)``, splitting its trailing dims pairwise so each slot's activations stay in their thread."""
+    if COUNT == 1:
+        part += _mantissa_codes(words, one_f32, FIRST, BITS) * x[None, :]
+        xs += x
+    else:
+        even, odd = tl.split(x)
+        part, xs = _slot_products(part, xs, words, one_f32, even, FIRST, 2 * STRIDE, COUNT // 2, BITS)
+        part, xs = _slot_products(part, xs, words, one_f32, odd, FIRST + STRIDE, 2 * STRIDE, COUNT // 2, BITS)
+    return part, xs
+
+
+@triton.jit
 def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
                       stride_sn, stride_sg, BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr,
                       EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BW: tl.constexpr, PREFETCH: tl.constexpr):
@@ -208,10 +234,16 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
     shift, an and-or and an FMA. Groups narrower than a step (``NG`` of ``WPG`` words) are summed per
     step; a 2-D tile, not a 3-D one, keeps Triton 3.6 from giving each thread a single row.
 
+    With a power-of-two ``CPW`` (``SPLIT_X``) a step's activations load as one contiguous vector and are split
+    pairwise into the slots (``_slot_products``), so they too stay in the thread that loaded them. Gathering
+    each slot's activations instead loads 2 bytes at a time and, with Triton 3.6, moves them between threads
+    through shared memory: 4.39 instructions a weight for int4 per channel in the sm_90 SASS, now 4.08.
+
     ``PREFETCH`` loads the next step's words before this step's arithmetic. Triton does not pipeline these
     loads (the sm_90 SASS is the same for 2 and 3 stages): without it each step waits a full memory latency,
     and a layer of 256 programs keeps about half the bytes in flight that an H200 needs. The autotuner tries both.
     """
+    SPLIT_X: tl.constexpr = CPW == 4 or CPW == 8 or CPW == 16
     WPG: tl.constexpr = GROUP // CPW if GROUP > 0 and GROUP < BW * CPW else BW
     NG: tl.constexpr = BW // WPG
     ONE: tl.constexpr = 1 << BITS
@@ -231,10 +263,14 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
             words = _load_words(w_ptr, offs_n, n_mask, w0, wi, w_end, k_end, stride_wn, CPW, EVEN_K)
         part = tl.zeros([BLOCK_N, BW], dtype=tl.float32)
         xs = tl.zeros([BW], dtype=tl.float32)
-        for j in tl.static_range(CPW):
-            xj = _load_x(x_ptr + row * stride_xm, cols + j, k_end, EVEN_K)
-            part += _mantissa_codes(words, one_f32, j, BITS) * xj[None, :]
-            xs += xj
+        if SPLIT_X:
+            xw = _load_x(x_ptr + row * stride_xm, w0 * CPW + tl.arange(0, BW * CPW), k_end, EVEN_K)
+            part, xs = _slot_products(part, xs, words, one_f32, _as_slots(xw, BW, CPW), 0, 1, CPW, BITS)
+        else:
+            for j in tl.static_range(CPW):
+                xj = _load_x(x_ptr + row * stride_xm, cols + j, k_end, EVEN_K)
+                part += _mantissa_codes(words, one_f32, j, BITS) * xj[None, :]
+                xs += xj
         if GROUP == 0:
             acc += part
             xsum += xs
@@ -359,12 +395,12 @@ FIXED_GEMV = {"BLOCK_N": 64, "BLOCK_K": 128, "PREFETCH": True}
 FIXED_GEMM = {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8}
 
 # Batch-1 tiles: 16 rows by 1024 columns over 128 threads puts 4 rows and 4 words in each thread, so each
-# activation a thread loads and converts serves 4 rows (sm_90 SASS, Triton 3.9: about 4 instructions a weight in
-# the W4 main loop, 4.4 with groups of 128). Narrower K steps are for short rows, fewer rows for narrow layers.
+# activation a thread loads and converts serves 4 rows (sm_90 SASS, Triton 3.9: 3.9 instructions a weight in
+# the W4 main loop, 4.3 with groups of 128). Narrower K steps are for short rows, fewer rows for narrow layers.
 # Every tile prefetches the next step's words; the three main ones are also tried without (see _gemv_word_groups).
 # The two 32-row tiles put 8 rows in a thread: 7-20% fewer instructions a weight than the main tile for most formats
-# (Triton 3.9: int4 per channel 3.68, g128 4.01; 3.6: 3.91 and 4.24; benchmarks/gemv_sass.py), but 168-191 registers
-# for W4 (255 and a spill for int8 per channel) and half as many programs. Whether that pays is the GPU's to say.
+# (Triton 3.9: int4 per channel 3.66, g128 3.98; 3.6: 3.72 and 4.07; benchmarks/gemv_sass.py), but 168-255 registers
+# for W4 (and a spill for int8 per channel) and half as many programs. Whether that pays is the GPU's to say.
 _GEMV_CONFIGS = [
     triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "PREFETCH": pf}, num_warps=w, num_stages=s)
     for bn, bk, w, s, pf in [(16, 1024, 4, 2, True), (16, 1024, 4, 2, False), (16, 512, 2, 2, True), (16, 512, 2, 2, False),

@@ -44,13 +44,14 @@ def test_gemv_loads_each_threads_packed_words_as_one_vector(sm90):
 
 
 def test_gemv_loads_the_next_steps_words_during_this_one(sm90):
-    """Triton does not pipeline the GEMV's word loads; it prefetches them itself: one load of each thread's
-    words before the loop (the first step) and one inside it (the next step), 16 bytes wide for whole words."""
+    """Triton does not pipeline the GEMV's word loads; it prefetches them itself: each thread's words load
+    before the loop (the first step) and again inside it (the next step), 16 bytes wide for whole words.
+    Inside the loop the activations of 2/4/8-bit steps load 16 bytes wide too, so the loop has at least as many."""
     for name, report in sm90[1].items():
         if name.startswith("wq-gemv") and "split1 even-K" in name:
             kind = "LDG.E" if "int3-g" in name else "LDG.E.128"  # 3-bit groups read words at group offsets, unaligned
-            assert report["global_loads"].get(kind, 0) > 0, (name, report)
-            assert report["loop_loads"].get(kind, 0) * 2 == report["global_loads"][kind], (name, report)
+            before = report["global_loads"].get(kind, 0) - report["loop_loads"].get(kind, 0)
+            assert before > 0 and report["loop_loads"][kind] >= before, (name, report)
 
 
 def test_gemv_main_loop_is_about_four_instructions_a_weight(sm90):
@@ -58,15 +59,15 @@ def test_gemv_main_loop_is_about_four_instructions_a_weight(sm90):
     128 a clock and receives about 37 int4 weights a clock). The GEMV's shift, and-or and FMA are three;
     the rest is activations, scales and the prefetch, shared by the 4 rows a thread holds. The old
     unpack-to-a-tile GEMV issued 6.8 a weight for int4 per channel, 15.7 in groups of 128, 18.6 for int3 g64.
-    The limits leave room for other Triton versions (3.9 gives 3.96, 4.40, 4.39, 4.72, 4.27 and 6.51;
-    3.6, the GPU machine's, 4.39, 4.80, 5.02, 4.73, 4.52 and 6.55)."""
+    The limits leave room for other Triton versions (3.9 gives 3.92, 4.31, 4.37, 4.12, 4.25 and 6.51;
+    3.6, the GPU machine's, 4.08, 4.47, 4.61, 4.40, 4.20 and 6.55)."""
     reports = sm90[1]
     per_weight = {name: r["loop_per_weight"] for name, r in reports.items() if name.startswith("wq-gemv") and "split1" in name}
-    assert per_weight["wq-gemv int4-ch-asym-fp16 split1 even-K"] <= 4.5, per_weight
+    assert per_weight["wq-gemv int4-ch-asym-fp16 split1 even-K"] <= 4.25, per_weight
     for name in ("wq-gemv int4-g128-asym-fp16 split1 even-K", "wq-gemv int4-g32-sym-bf16 split1 even-K"):
-        assert per_weight[name] <= 5.25, (name, per_weight)
+        assert per_weight[name] <= 4.9, (name, per_weight)
     for name in ("wq-gemv int2-ch-asym-fp16 split1 even-K", "wq-gemv int8-ch-sym-bf16 split1 even-K"):
-        assert per_weight[name] <= 5.5, (name, per_weight)
+        assert per_weight[name] <= 4.75, (name, per_weight)
     assert per_weight["wq-gemv int3-g64-asym-fp16 split1 even-K"] <= 7.5, per_weight  # read group by group (was 9.0 split at words)
 
 
