@@ -148,11 +148,8 @@ def _launch(case: CompileCase) -> list:
                                             empty(m, n), True, case.tile())
     w = PackedWeight.empty(spec, case.shape)
     if case.launcher == "gemm":
-        return triton_wq.launch_gemm(empty(m, k), w.qweight, w.scales, w.zeros, empty(m, n), w.bits, w.codes_per_word, w.group_size,
-                                     True, case.tile())
-    out = empty(case.split_k, m, n, dtype=torch.float32) if case.split_k > 1 else empty(m, n)  # as ops.wq_linear allocates it
-    return triton_wq.launch_gemv(empty(m, k), w.qweight, w.scales, w.zeros, out, case.split_k, w.bits, w.codes_per_word, w.group_size,
-                                 True, case.tile())
+        return triton_wq.gemm(empty(m, k), w, True, case.tile())[1]
+    return triton_wq.gemv(empty(m, k), w, case.split_k, True, case.tile())[1]
 
 
 def compile_case(case: CompileCase, arch: int):

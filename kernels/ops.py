@@ -83,19 +83,10 @@ def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: s
     x2 = x2.contiguous()
     if not all(t.is_contiguous() for t in (w.qweight, w.scales, w.zeros) if t is not None):
         w = PackedWeight(w.spec, w.shape, w.qweight.contiguous(), w.scales.contiguous(), None if w.zeros is None else w.zeros.contiguous())
-    m = x2.shape[0]
-    if kernel == "gemv" or (kernel == "auto" and m <= GEMV_MAX_BATCH):
-        split = split_k if split_k is not None else split_k_for(n, k)
-        if split > 1:
-            partial = torch.empty(split, m, n, dtype=torch.float32, device=x.device)
-            triton_wq.launch_gemv(x2, w.qweight, w.scales, w.zeros, partial, split, w.bits, w.codes_per_word, w.group_size, compile_only)
-            out = partial.sum(dim=0).to(x.dtype)
-        else:
-            out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-            triton_wq.launch_gemv(x2, w.qweight, w.scales, w.zeros, out, 1, w.bits, w.codes_per_word, w.group_size, compile_only)
+    if kernel == "gemv" or (kernel == "auto" and x2.shape[0] <= GEMV_MAX_BATCH):
+        out, _ = triton_wq.gemv(x2, w, split_k if split_k is not None else split_k_for(n, k), compile_only)
     else:
-        out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-        triton_wq.launch_gemm(x2, w.qweight, w.scales, w.zeros, out, w.bits, w.codes_per_word, w.group_size, compile_only)
+        out, _ = triton_wq.gemm(x2, w, compile_only)
     return out.reshape(*lead, n)
 
 

@@ -116,6 +116,11 @@ def _compile_only_driver(target: Target):
     return CompileOnlyDriver()
 
 
+def _require_compiler(what: str) -> None:
+    if interpreting():
+        raise AutoqError(f"{what} needs TRITON_INTERPRET unset or 0: the interpreter runs kernels without compiling them")
+
+
 @contextlib.contextmanager
 def compiling_for(target: Target) -> Iterator[None]:
     """Within it, Triton launches in this process compile for ``target`` and run nothing (no GPU needed).
@@ -124,8 +129,7 @@ def compiling_for(target: Target) -> Iterator[None]:
     specializes it; :mod:`autoq.kernels.compile_check` reads their machine code this way."""
     from triton.runtime.driver import driver
 
-    if interpreting():
-        raise AutoqError("compiling kernels needs TRITON_INTERPRET unset or 0: the interpreter runs kernels without compiling them")
+    _require_compiler("compiling kernels")
     previous = getattr(driver, "_active", None)  # None: Triton picks its default driver when next asked (none without a GPU)
     driver.set_active(_compile_only_driver(target))
     try:
@@ -183,8 +187,7 @@ def precompile(cases: Sequence[PrecompileCase], target: Target, workers: int | N
     Failures are reported, not raised: whatever was not precompiled compiles when it is launched."""
     if not triton_installed():
         raise AutoqError("precompiling kernels needs Triton; install it with 'pip install triton'")
-    if interpreting():
-        raise AutoqError("precompiling needs TRITON_INTERPRET unset or 0: the interpreter runs kernels without compiling them")
+    _require_compiler("precompiling")
     if workers is not None and workers < 1:
         raise AutoqError(f"precompile workers must be at least 1, got {workers}")
     from tqdm.auto import tqdm

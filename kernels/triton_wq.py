@@ -21,6 +21,7 @@ On a GPU both are autotuned per (N, K, batch bucket); under ``TRITON_INTERPRET=1
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
 
@@ -482,3 +483,22 @@ def launch_gemm(x, qweight, scales, zeros, out, bits: int, cpw: int, group: int,
     grid = (triton.cdiv(m, blocks["BLOCK_M"]) * triton.cdiv(n, blocks["BLOCK_N"]),)
     steps = {name: rule({**meta, **blocks, "K": k}) for name, rule in _GEMM_STEPS.items()}
     return launch(wq_gemm_kernel, grid, args, {**meta, **steps, **blocks}, compile_only)
+
+
+def gemv(x, w, split_k: int, compile_only: bool = False, tile: triton.Config | None = None) -> tuple:
+    """``x @ dequant(w).T`` by the GEMV for a ``PackedWeight`` ``w``: ``(out, compiled kernels)``.
+
+    Allocates what :func:`launch_gemv` writes (fp32 partial sums when split over K, which it then adds)."""
+    m, n = x.shape[0], w.shape[0]
+    if split_k > 1:
+        out = torch.empty(split_k, m, n, dtype=torch.float32, device=x.device)
+    else:
+        out = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    compiled = launch_gemv(x, w.qweight, w.scales, w.zeros, out, split_k, w.bits, w.codes_per_word, w.group_size, compile_only, tile)
+    return (out.sum(dim=0).to(x.dtype) if split_k > 1 else out), compiled
+
+
+def gemm(x, w, compile_only: bool = False, tile: triton.Config | None = None) -> tuple:
+    """``x @ dequant(w).T`` by the tiled GEMM for a ``PackedWeight`` ``w``: ``(out, compiled kernels)``."""
+    out = torch.empty(x.shape[0], w.shape[0], dtype=x.dtype, device=x.device)
+    return out, launch_gemm(x, w.qweight, w.scales, w.zeros, out, w.bits, w.codes_per_word, w.group_size, compile_only, tile)

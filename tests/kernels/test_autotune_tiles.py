@@ -13,7 +13,7 @@ import pytest
 import torch
 from kernel_cases import DEVICE, UNIT_ROUNDOFF, assert_close_to_reference, random_packed
 
-from autoq.kernels.formats import Int8Weight, PackedWeight
+from autoq.kernels.formats import Int8Weight
 from autoq.quant import QuantSpec
 
 pytest.importorskip("triton")
@@ -30,14 +30,6 @@ def tile_id(tile) -> str:
     return "-".join(f"{v:d}" for v in tile.kwargs.values()) + f"-w{tile.num_warps}"
 
 
-def gemv(x: torch.Tensor, w: PackedWeight, split: int, tile) -> torch.Tensor:
-    """The GEMV in one tile, with its output buffers as ``ops.wq_linear`` allocates them."""
-    m, n = x.shape[0], w.shape[0]
-    out = torch.empty(split, m, n, dtype=torch.float32, device=x.device) if split > 1 else torch.empty(m, n, dtype=x.dtype, device=x.device)
-    triton_wq.launch_gemv(x, w.qweight, w.scales, w.zeros, out, split, w.bits, w.codes_per_word, w.group_size, tile=tile)
-    return out.sum(dim=0).to(x.dtype) if split > 1 else out
-
-
 @pytest.mark.parametrize("tile", triton_wq._GEMV_CONFIGS, ids=tile_id)
 def test_every_gemv_tile(tile):
     gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_N"] * tile.kwargs["BLOCK_K"] + tile.num_warps)
@@ -46,11 +38,11 @@ def test_every_gemv_tile(tile):
         w64 = packed.dequantize(torch.float64)
         x = torch.randn(1, GEMV_K, generator=gen).half().to(DEVICE)
         for split in (1, 2):
-            assert_close_to_reference(gemv(x, packed, split, tile), x, w64, torch.float16)
+            assert_close_to_reference(triton_wq.gemv(x, packed, split, tile=tile)[0], x, w64, torch.float16)
     whole = 2 * 2048  # whole K steps (EVEN_K) for the 4-bit formats in every tile
     packed = random_packed(QuantSpec.from_name("int4-g128-asym"), 37, whole, gen)
     x = torch.randn(1, whole, generator=gen).bfloat16().to(DEVICE)
-    assert_close_to_reference(gemv(x, packed, 1, tile), x, packed.dequantize(torch.float64), torch.bfloat16)
+    assert_close_to_reference(triton_wq.gemv(x, packed, 1, tile=tile)[0], x, packed.dequantize(torch.float64), torch.bfloat16)
 
 
 @pytest.mark.parametrize("tile", triton_wq._GEMM_CONFIGS, ids=tile_id)
@@ -60,10 +52,7 @@ def test_every_weight_only_gemm_tile(tile):
     for name, dtype in zip(GEMM_FORMATS, (torch.float16, torch.bfloat16, torch.float16)):
         packed = random_packed(QuantSpec.from_name(name), n, k, gen)
         x = torch.randn(m, k, generator=gen).to(dtype).to(DEVICE)
-        out = torch.empty(m, n, dtype=dtype, device=DEVICE)
-        triton_wq.launch_gemm(x, packed.qweight, packed.scales, packed.zeros, out, packed.bits, packed.codes_per_word,
-                              packed.group_size, tile=tile)
-        assert_close_to_reference(out, x, packed.dequantize(torch.float64), dtype)
+        assert_close_to_reference(triton_wq.gemm(x, packed, tile=tile)[0], x, packed.dequantize(torch.float64), dtype)
 
 
 @pytest.mark.parametrize("tile", triton_w8a8._GEMM_CONFIGS, ids=tile_id)
