@@ -58,9 +58,8 @@ def main(argv: list[str] | None = None) -> int:
     os.environ["TRITON_INTERPRET"] = "0"
     import triton
 
-    from autoq.kernels.compile_check import compile_case, gemv_case, weights_per_thread
+    from autoq.kernels.compile_check import gemv_case, tile_report
     from autoq.kernels.formats import packed_nbytes
-    from autoq.kernels.sass import sass_report
     from autoq.kernels.triton_wq import _GEMV_CONFIGS
     from autoq.quant import QuantSpec
 
@@ -73,14 +72,9 @@ def main(argv: list[str] | None = None) -> int:
         limits = {d.name: round(d.affordable(bytes_per_weight), 2) for d in DEVICES}
         tiles = []
         for config in _GEMV_CONFIGS:
-            case = gemv_case(spec, "fp16", config)
-            report = sass_report(compile_case(case, args.arch))
-            per_thread = weights_per_thread(case)
             tiles.append({"block_n": config.kwargs["BLOCK_N"], "block_k": config.kwargs["BLOCK_K"], "prefetch": config.kwargs["PREFETCH"],
-                          "num_warps": config.num_warps,
-                          "num_stages": config.num_stages, "registers": report.registers, "stack_bytes": report.stack_bytes,
-                          "loop_instructions": report.loop_instructions, "weights_per_thread": per_thread,
-                          "loop_per_weight": round(report.loop_instructions / per_thread, 2)})
+                          "num_warps": config.num_warps, "num_stages": config.num_stages,
+                          **tile_report(gemv_case(spec, "fp16", config), args.arch)})
         best = min(tiles, key=lambda t: t["loop_per_weight"])
         main_tile = next(t for t in tiles if (t["block_n"], t["block_k"], t["num_warps"], t["prefetch"]) == (16, 1024, 4, True))
         spills = sum(t["stack_bytes"] > 0 for t in tiles)

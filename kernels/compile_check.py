@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoq.errors import AutoqError
-from autoq.kernels.gemv_steps import step_columns
+from autoq.kernels.gemv_steps import gemm_step_columns, step_columns
 from autoq.kernels.precompile import Target, compiling_for
 from autoq.kernels.sass import sass_report
 
@@ -87,9 +87,18 @@ def gemv_case(spec, act: str, tile) -> CompileCase:
     return CompileCase.of_tile(name, "gemv", tile, spec=spec.name, act=act)
 
 
+def gemm_case(spec, act: str, tile) -> CompileCase:
+    """The tiled GEMM for ``spec`` in ``tile`` at 4096 x 4096, at batch 16 for a 16-row tile (what a batch of 16
+    autotunes among) and 128 for the others."""
+    b = tile.kwargs
+    batch = 16 if b["BLOCK_M"] == 16 else 128
+    name = f"wq-gemm {spec.name}-{act} {b['BLOCK_M']}x{b['BLOCK_N']}x{b['BLOCK_K']} w{tile.num_warps} batch{batch}"
+    return CompileCase.of_tile(name, "gemm", tile, spec=spec.name, act=act, batch=batch)
+
+
 def default_cases() -> list[CompileCase]:
-    """Weight-only GEMV/GEMM for 2/4/8 bits and 3 bits (groups read group by group in the GEMV, codes gathered in the GEMM),
-    every scale layout, W8A8: each at a LLaMA shape (``even-K`` in the name) and some at an odd one."""
+    """Weight-only GEMV/GEMM for 2/4/8 bits and 3 bits (groups read group by group in the GEMV, slot groups of 3 words
+    in the GEMM), every scale layout, W8A8: each at a LLaMA shape (``even-K`` in the name) and some at an odd one."""
     from autoq.quant import QuantSpec
 
     gemv_tile = _tile(BLOCK_N=16, BLOCK_K=1024, PREFETCH=True)
@@ -103,9 +112,10 @@ def default_cases() -> list[CompileCase]:
         even = bits != 3
         cases.append(CompileCase(f"wq-gemm {tag}{' even-K' if even else ''}", "gemm", _tile(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8),
                                  4, 3, spec.name, act, LLAMA if even else ODD, batch=128 if even else 100))
-    # a gathered format in a 16-row tile (batch <= 16), the tile added because the larger ones spill
-    cases.append(CompileCase("wq-gemm int3-g64-asym-fp16 even-K 16-row", "gemm", _tile(BLOCK_M=16, BLOCK_N=128, BLOCK_K=32, GROUP_M=8),
-                             4, 4, "int3-g64-asym", "fp16", LLAMA, batch=16))
+    # 3-bit slot groups in the 16-row tile a batch of 16 runs best (sm_90 SASS), per channel and straddling scale groups
+    for spec in ("int3-ch-asym", "int3-g64-asym"):
+        cases.append(CompileCase(f"wq-gemm {spec}-fp16 16-row", "gemm", _tile(BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, GROUP_M=8),
+                                 4, 4, spec, "fp16", LLAMA, batch=16))
     cases.append(CompileCase("w8a8 int8-gemm", "int8-gemm", _tile(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8), 4, 3,
                              "int8-ch-sym", "fp16", LLAMA, batch=128))
     for act in ("fp16", "bf16"):
@@ -115,14 +125,16 @@ def default_cases() -> list[CompileCase]:
 
 def weights_per_thread(case: CompileCase) -> int:
     """Weights one thread dequantizes per main-loop iteration (0 for kernels without packed weights): the
-    loop's instruction count over this is the instructions a weight that decide a memory-bound kernel's speed."""
+    loop's instruction count over this is the instructions a weight that decide a memory-bound kernel's speed.
+    Columns of K, not slots: a 3/5/6-bit GEMM's 2 spare slots of 32 count as the overhead they are."""
     if case.launcher not in ("gemv", "gemm"):
         return 0
     from autoq.kernels.formats import codes_per_word
     from autoq.quant import QuantSpec
 
     spec, b = QuantSpec.from_name(case.spec), dict(case.blocks)
-    cols = b["BLOCK_K"] if case.launcher == "gemm" else step_columns(b["BLOCK_K"], codes_per_word(spec.bits), spec.group_size or 0)
+    cpw = codes_per_word(spec.bits)
+    cols = gemm_step_columns(b["BLOCK_K"], cpw) if case.launcher == "gemm" else step_columns(b["BLOCK_K"], cpw, spec.group_size or 0)
     return b["BLOCK_N"] * cols // (32 * case.num_warps)
 
 
@@ -157,6 +169,14 @@ def compile_case(case: CompileCase, arch: int):
     with compiling_for(Target("cuda", arch, 32)):
         (kernel,) = _launch(case)
     return kernel
+
+
+def tile_report(case: CompileCase, arch: int) -> dict:
+    """What the SASS benchmarks tabulate for one case: registers, stack, main-loop length and instructions a weight."""
+    report = sass_report(compile_case(case, arch))
+    per_thread = weights_per_thread(case)
+    return {"registers": report.registers, "stack_bytes": report.stack_bytes, "loop_instructions": report.loop_instructions,
+            "weights_per_thread": per_thread, "loop_per_weight": round(report.loop_instructions / per_thread, 2)}
 
 
 def main(argv: list[str] | None = None) -> int:

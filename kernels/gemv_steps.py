@@ -1,7 +1,9 @@
-"""How the batch-1 GEMV walks K for each packed format: plain Python, shared by the kernel's launcher,
-its autotuner hooks and the compile check (none of which should disagree about a K step).
+"""How the weight-only kernels walk K for each packed format: plain Python, shared by the kernels' launchers,
+their autotuner hooks and the compile check (none of which should disagree about a K step).
 
-Two ways, chosen per format (see ``autoq.kernels.triton_wq``):
+The GEMM spreads words into slot groups whose slots are a power of two (``gemm_slot_group``), so its
+``BLOCK_K`` counts slots: ``gemm_step_columns`` columns of K a step. The GEMV has two ways, chosen
+per format (see ``autoq.kernels.triton_wq``):
 
 * whole words (2/4/8 bits, where groups are whole words, and every width per channel): ``BLOCK_K``
   columns a step for 2/4/8 bits, ``BLOCK_K // 8`` whole words for 3/5/6 bits;
@@ -41,6 +43,18 @@ def step_columns(block_k: int, cpw: int, group: int = 0) -> int:
     """Columns of K the GEMV covers per step of its loop (splits of K are whole steps)."""
     steps = step_constexprs(block_k, cpw, group)
     return steps["NGS"] * group if steps["TW"] else steps["STEP"] * cpw
+
+
+def gemm_slot_group(cpw: int) -> tuple[int, int]:
+    """``(words, slots)`` of the GEMM's slot group: one word of 2/4/8-bit codes in as many slots, or the 3/5/6
+    words of 3/5/6-bit codes (30 codes) in 32 slots, the last 2 spare."""
+    return (1, cpw) if wordwise(cpw) else (30 // cpw, 32)
+
+
+def gemm_step_columns(block_k: int, cpw: int) -> int:
+    """Columns of K the GEMM covers per step: ``block_k`` slots, ``block_k // slots`` slot groups."""
+    words, slots = gemm_slot_group(cpw)
+    return block_k // slots * words * cpw
 
 
 def even_k(k: int, step: int, split_k: int = 1) -> bool:

@@ -13,7 +13,9 @@ Imported only when a kernel runs (it imports Triton). Both kernels read the layo
 * ``gemm``: tiled ``BLOCK_M x BLOCK_N`` with ``tl.dot`` on fp16/bf16 operands and fp32
   accumulation, grouped program order for L2 reuse; codes are unpacked to a tile, a shift and
   a mask each, in the thread that loaded their word, and dequantized in fp16 through the bits of ``1024 + code`` (``_dequant``);
-  scales come once per row of a tile when a group spans the K block.
+  scales come once per row of a tile when a group spans the K block. Its ``BLOCK_K`` counts slots:
+  a 2/4/8-bit word fills as many slots as it has codes, three, five or six 3/5/6-bit words (30 codes)
+  fill 32, and the activations of the 2 spare slots are masked to 0 (``_codes_nk``).
 
 On a GPU both are autotuned per (N, K, batch bucket); under ``TRITON_INTERPRET=1`` (or with
 ``AUTOQ_AUTOTUNE=0``) one large-block configuration is used directly.
@@ -26,7 +28,7 @@ import triton
 import triton.language as tl
 
 from autoq.kernels.capability import autotuning, interpreting
-from autoq.kernels.gemv_steps import even_k, step_columns, step_constexprs, wordwise
+from autoq.kernels.gemv_steps import even_k, gemm_step_columns, step_columns, step_constexprs, wordwise
 from autoq.kernels.tiles import autotune_bench, batch_bucket, launch, prune_gemm_configs, tile_kwargs, tile_offsets
 
 
@@ -55,50 +57,89 @@ def _scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, g, g_mask, stride_sn, stride_
 
 
 @triton.jit
-def _spread_codes(words, FIRST: tl.constexpr, STRIDE: tl.constexpr, COUNT: tl.constexpr, BITS: tl.constexpr):
-    """Codes ``FIRST, FIRST + STRIDE, ...`` (``COUNT``, a power of two) of every word, along new trailing dims of size 2
-    whose flattened index is the code's slot: joined pairwise, each thread keeps its words' codes in its own registers."""
+def _spread_codes(words, FIRST: tl.constexpr, STRIDE: tl.constexpr, COUNT: tl.constexpr, BITS: tl.constexpr, CPW: tl.constexpr,
+                  CODES: tl.constexpr):
+    """Codes ``FIRST, FIRST + STRIDE, ...`` (``COUNT``, a power of two) of every slot group, along new trailing dims of
+    size 2 whose flattened index is the code's slot: joined pairwise, each thread keeps its words' codes in its own
+    registers. ``words`` holds the group's word tiles in order; slot ``s`` is code ``s % CPW`` of word ``s // CPW``,
+    and slots from ``CODES`` on (2 of 32 for 3/5/6 bits) are code 0."""
     if COUNT == 1:
-        return (words >> (FIRST * BITS)) & ((1 << BITS) - 1)
+        if FIRST < CODES:
+            out = (words[FIRST // CPW] >> ((FIRST % CPW) * BITS)) & ((1 << BITS) - 1)
+        else:
+            out = tl.zeros_like(words[0])
     else:
-        even = _spread_codes(words, FIRST, 2 * STRIDE, COUNT // 2, BITS)
-        odd = _spread_codes(words, FIRST + STRIDE, 2 * STRIDE, COUNT // 2, BITS)
-        return tl.join(even, odd)
+        even = _spread_codes(words, FIRST, 2 * STRIDE, COUNT // 2, BITS, CPW, CODES)
+        odd = _spread_codes(words, FIRST + STRIDE, 2 * STRIDE, COUNT // 2, BITS, CPW, CODES)
+        out = tl.join(even, odd)
+    return out
 
 
 @triton.jit
-def _codes_nk(w_ptr, offs_n, k0, offs_k, n_mask, k_mask, k_limit, stride_wn, BITS: tl.constexpr, CPW: tl.constexpr,
-              BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, WORDWISE: tl.constexpr, EVEN_K: tl.constexpr):
-    """Unpacked integer codes ``(BLOCK_N, BLOCK_K)`` of columns ``k0 + arange(BLOCK_K)`` (int32).
+def _slot_columns(k0, K, SG_CODES: tl.constexpr, SG_SLOTS: tl.constexpr, BLOCK_K: tl.constexpr):
+    """The GEMM step's ``BLOCK_K`` slots (slot groups of ``SG_SLOTS`` slots holding ``SG_CODES`` columns, from column
+    ``k0``): their columns and whether each holds a column of K. Without spare slots they are ``k0 + arange``."""
+    s = tl.arange(0, BLOCK_K)
+    if SG_SLOTS == SG_CODES:
+        cols = k0 + s
+        live = cols < K
+    else:
+        cols = k0 + (s // SG_SLOTS) * SG_CODES + s % SG_SLOTS
+        live = (s % SG_SLOTS < SG_CODES) & (cols < K)
+    return cols, live
 
-    ``WORDWISE`` (2/4/8 bits: a power-of-two number of codes per word) loads each word once,
-    contiguously, and expands it to its ``CPW`` codes in the loading thread's registers
-    (``_spread_codes``; a reshape of the shifted ``(BLOCK_N, words, CPW)`` tile went through shared
-    memory: 8.3 instructions a weight for int4 in the sm_90 SASS, now 4.9); otherwise (3/5/6 bits) each column
-    gathers its own word (repeated addresses hit the cache). ``EVEN_K``: the block lies
-    inside K, so the load is masked by row alone and each thread's words load as one vector.
-    """
-    if WORDWISE:
-        offs_w = k0 // CPW + tl.arange(0, BLOCK_K // CPW)
+
+@triton.jit
+def _word_tile(w_ptr, offs_n, n_mask, first, n_words, stride_wn, R: tl.constexpr, SG_WORDS: tl.constexpr, EVEN_K: tl.constexpr):
+    """Word ``R`` of every slot group (``first``: each group's first word) ``(BLOCK_N, groups)``; a dummy past ``SG_WORDS``."""
+    if R < SG_WORDS:
+        offs_w = first + R
         if EVEN_K:
             w_mask = n_mask[:, None]
         else:
-            w_mask = n_mask[:, None] & (offs_w * CPW < k_limit)[None, :]
-        words = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_w[None, :], mask=w_mask, other=0)
-        codes = tl.reshape(_spread_codes(words, 0, 1, CPW, BITS), [BLOCK_N, BLOCK_K])
+            w_mask = n_mask[:, None] & (offs_w < n_words)[None, :]
+        out = tl.load(w_ptr + offs_n[:, None] * stride_wn + offs_w[None, :], mask=w_mask, other=0)
     else:
-        if EVEN_K:
-            mask = n_mask[:, None]
-        else:
-            mask = n_mask[:, None] & k_mask[None, :]
-        words = tl.load(w_ptr + offs_n[:, None] * stride_wn + (offs_k // CPW)[None, :], mask=mask, other=0)
-        codes = (words >> ((offs_k % CPW) * BITS)[None, :]) & ((1 << BITS) - 1)
-    return codes
+        out = tl.zeros([1, 1], dtype=tl.int32)
+    return out
 
 
 @triton.jit
-def _dequant(codes, scale, zero, HALF: tl.constexpr):
-    """``scale * (code - zero)`` of integer codes, broadcast as given, in the activation dtype.
+def _codes_nk(w_ptr, offs_n, w0, n_mask, n_words, stride_wn, BITS: tl.constexpr, CPW: tl.constexpr, SG_WORDS: tl.constexpr,
+              SG_SLOTS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, EVEN_K: tl.constexpr):
+    """Integer codes ``(BLOCK_N, BLOCK_K)`` (int32) of the ``BLOCK_K // SG_SLOTS`` slot groups from word ``w0``, slot by slot.
+
+    A slot group is one word of 2/4/8-bit codes, or ``SG_WORDS`` words of 3/5/6-bit codes (3, 5 or 6 words:
+    30 codes in 32 slots). Each word is loaded once and spread into its codes in the loading thread's
+    registers (``_spread_codes``). A reshape of the shifted ``(BLOCK_N, words, CPW)`` tile went through shared
+    memory (8.3 instructions a weight for int4 in the sm_90 SASS, now 4.9); gathering each column's word, as
+    3/5/6 bits did, cost 10.3 for int3 per channel at batch 16 (17.2 with Triton 3.6), now 6.9 (9.5).
+    ``EVEN_K``: the step lies inside K, so the load is masked by row alone and each thread's 2/4/8-bit words
+    load as one vector.
+    """
+    first = w0 + tl.arange(0, BLOCK_K // SG_SLOTS) * SG_WORDS
+    # a tuple of the most words a slot group has (6-bit: 6); the ones past SG_WORDS are never read
+    words = (_word_tile(w_ptr, offs_n, n_mask, first, n_words, stride_wn, 0, SG_WORDS, EVEN_K),
+             _word_tile(w_ptr, offs_n, n_mask, first, n_words, stride_wn, 1, SG_WORDS, EVEN_K),
+             _word_tile(w_ptr, offs_n, n_mask, first, n_words, stride_wn, 2, SG_WORDS, EVEN_K),
+             _word_tile(w_ptr, offs_n, n_mask, first, n_words, stride_wn, 3, SG_WORDS, EVEN_K),
+             _word_tile(w_ptr, offs_n, n_mask, first, n_words, stride_wn, 4, SG_WORDS, EVEN_K),
+             _word_tile(w_ptr, offs_n, n_mask, first, n_words, stride_wn, 5, SG_WORDS, EVEN_K))
+    return tl.reshape(_spread_codes(words, 0, 1, SG_SLOTS, BITS, CPW, SG_WORDS * CPW), [BLOCK_N, BLOCK_K])
+
+
+@triton.jit
+def _dtype_params(scale, zero, HALF: tl.constexpr):
+    """fp32 ``scale`` and ``zero`` as :func:`_dequant_with` takes them: fp16 ``scale`` and ``1024 + zero``, else as given."""
+    if HALF:
+        return scale.to(tl.float16), (zero + 1024.0).to(tl.float16)
+    else:
+        return scale, zero
+
+
+@triton.jit
+def _dequant_with(codes, scale, zero, HALF: tl.constexpr):
+    """``scale * (code - zero)`` of integer codes in the activation dtype, ``scale`` and ``zero`` from :func:`_dtype_params`.
 
     fp16 (``HALF``): ``code | 0x6400`` is the fp16 ``1024 + code``, so ``(1024 + code) - (1024 + zero)`` is
     exact and one fp16 multiply rounds the product once, as the fp32 product rounded to fp16 would be,
@@ -106,17 +147,23 @@ def _dequant(codes, scale, zero, HALF: tl.constexpr):
     cannot hold ``128 + code`` for 8-bit codes, so it computes in fp32.
     """
     if HALF:
-        c16 = (codes | 0x6400).to(tl.int16).to(tl.float16, bitcast=True)
-        w = (c16 - (zero + 1024.0).to(tl.float16)) * scale.to(tl.float16)
+        w = ((codes | 0x6400).to(tl.int16).to(tl.float16, bitcast=True) - zero) * scale
     else:
         w = ((codes.to(tl.float32) - zero) * scale).to(tl.bfloat16)
     return w
 
 
 @triton.jit
+def _dequant(codes, scale, zero, HALF: tl.constexpr):
+    """``scale * (code - zero)`` of integer codes, fp32 ``scale`` and ``zero`` broadcast as given, in the activation dtype."""
+    scale, zero = _dtype_params(scale, zero, HALF)
+    return _dequant_with(codes, scale, zero, HALF)
+
+
+@triton.jit
 def _dequant_groups(codes, s_ptr, z_ptr, offs_n, n_mask, k0, k_limit, stride_sn, stride_sg, BITS: tl.constexpr,
                     GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HALF: tl.constexpr):
-    """Dequantized ``(BLOCK_N, BLOCK_K)`` tile of a group format (GROUP > 0), in the activation dtype.
+    """Dequantized ``(BLOCK_N, BLOCK_K)`` tile of a 2/4/8-bit group format (GROUP > 0), in the activation dtype.
 
     A group at least as wide as the block gives one (scale, zero) per row; narrower groups
     (a power of two dividing BLOCK_K) view the tile as ``(BLOCK_N, BLOCK_K // GROUP, GROUP)``.
@@ -130,6 +177,44 @@ def _dequant_groups(codes, s_ptr, z_ptr, offs_n, n_mask, k0, k_limit, stride_sn,
         grouped = tl.reshape(codes, [BLOCK_N, BLOCK_K // GROUP, GROUP])
         w = tl.reshape(_dequant(grouped, scale[:, :, None], zero[:, :, None], HALF), [BLOCK_N, BLOCK_K])
     return w
+
+
+@triton.jit
+def _dot(acc, x, w, DOT_FP32: tl.constexpr):
+    """``acc + x @ w.T``. ``DOT_FP32`` (the interpreter, whose dot numpy computes) passes fp32 operands: the same products,
+    since the weights are already rounded to the activation dtype."""
+    if DOT_FP32:
+        out = acc + tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)))
+    else:
+        out = acc + tl.dot(x, tl.trans(w))
+    return out
+
+
+@triton.jit
+def _dequant_straddling(codes, cols, s_ptr, z_ptr, offs_n, n_mask, k0, k_limit, stride_sn, stride_sg, BITS: tl.constexpr,
+                        GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, SG_CODES: tl.constexpr, SG_SLOTS: tl.constexpr,
+                        BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HALF: tl.constexpr):
+    """Dequantized slots ``(BLOCK_N, BLOCK_K)`` of a 3/5/6-bit group format, whose slot groups can straddle scale groups.
+
+    A slot group holds 30 columns and a scale group at least 32, so each slot group touches at most two:
+    the one holding its first column (``lo``) and the next. Both groups' scales and zeros are loaded per row
+    and slot group, in the dtype the dequantization uses, and each slot selects its own: a select a weight
+    for each. (A dot a scale group, on the other group's activations masked to 0, dequantizes every slot twice
+    and costs more: 18.9 instructions a weight for int3 g64 in a 16 x 128 x 32 tile of the sm_90 SASS, against 13.3.)
+    """
+    NSG: tl.constexpr = BLOCK_K // SG_SLOTS
+    first = k0 + tl.arange(0, NSG) * SG_CODES  # each slot group's first column
+    lo = first // GROUP
+    s_lo, z_lo = _dtype_params(*_scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, lo, lo * GROUP < k_limit, stride_sn, stride_sg,
+                                                 BITS, HAS_ZEROS), HALF)
+    s_hi, z_hi = _dtype_params(*_scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, lo + 1, (lo + 1) * GROUP < k_limit, stride_sn,
+                                                 stride_sg, BITS, HAS_ZEROS), HALF)
+    # slot t of a group is in the next scale group from its offset (lo + 1) * GROUP - first on (a slot group, not a slot, computes it)
+    later = (tl.arange(0, SG_SLOTS)[None, :] >= ((lo + 1) * GROUP - first)[:, None])[None, :, :]
+    scale = tl.where(later, s_hi[:, :, None], s_lo[:, :, None])
+    zero = tl.where(later, z_hi[:, :, None], z_lo[:, :, None])
+    w = _dequant_with(tl.reshape(codes, [BLOCK_N, NSG, SG_SLOTS]), scale, zero, HALF)
+    return tl.reshape(w, [BLOCK_N, BLOCK_K])
 
 
 @triton.jit
@@ -366,24 +451,30 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, M_BUCKET, strid
     n_mask = offs_n < N
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     HALF: tl.constexpr = x_ptr.dtype.element_ty == tl.float16  # else bf16
+    SG_WORDS: tl.constexpr = 1 if WORDWISE else 30 // CPW  # words of a slot group (gemv_steps.gemm_slot_group)
+    SG_SLOTS: tl.constexpr = CPW if WORDWISE else 32  # its slots, a power of two
+    SG_CODES: tl.constexpr = SG_WORDS * CPW  # and the columns they hold
+    STEP: tl.constexpr = BLOCK_K // SG_SLOTS * SG_CODES  # columns of K a step
+    n_words = tl.cdiv(K, CPW)
     if GROUP == 0:
         scale, zero = _scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, 0, stride_sn, stride_sg, BITS, HAS_ZEROS)
-    for k0 in range(0, K, BLOCK_K):
-        offs_k = k0 + tl.arange(0, BLOCK_K)
-        k_mask = offs_k < K
-        if EVEN_K:
-            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_mask[:, None], other=0.0)
+    for k0 in range(0, K, STEP):
+        cols, live = _slot_columns(k0, K, SG_CODES, SG_SLOTS, BLOCK_K)
+        if EVEN_K and WORDWISE:  # 3/5/6 bits always mask: 2 slots of 32 are spare
+            x_mask = m_mask[:, None]
         else:
-            x = tl.load(x_ptr + offs_m[:, None] * stride_xm + offs_k[None, :], mask=m_mask[:, None] & k_mask[None, :], other=0.0)
-        codes = _codes_nk(w_ptr, offs_n, k0, offs_k, n_mask, k_mask, K, stride_wn, BITS, CPW, BLOCK_N, BLOCK_K, WORDWISE, EVEN_K)
+            x_mask = m_mask[:, None] & live[None, :]
+        x = tl.load(x_ptr + offs_m[:, None] * stride_xm + cols[None, :], mask=x_mask, other=0.0)
+        codes = _codes_nk(w_ptr, offs_n, k0 // CPW, n_mask, n_words, stride_wn, BITS, CPW, SG_WORDS, SG_SLOTS, BLOCK_N, BLOCK_K, EVEN_K)
         if GROUP == 0:
-            w = _dequant(codes, scale[:, None], zero[:, None], HALF)
-        else:
+            acc = _dot(acc, x, _dequant(codes, scale[:, None], zero[:, None], HALF), DOT_FP32)
+        elif WORDWISE:
             w = _dequant_groups(codes, s_ptr, z_ptr, offs_n, n_mask, k0, K, stride_sn, stride_sg, BITS, GROUP, HAS_ZEROS, BLOCK_N, BLOCK_K, HALF)
-        if DOT_FP32:  # the interpreter: fp32 operands (the weights are already rounded to the activation dtype)
-            acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)))
+            acc = _dot(acc, x, w, DOT_FP32)
         else:
-            acc += tl.dot(x, tl.trans(w))
+            w = _dequant_straddling(codes, cols, s_ptr, z_ptr, offs_n, n_mask, k0, K, stride_sn, stride_sg, BITS, GROUP, HAS_ZEROS,
+                                    SG_CODES, SG_SLOTS, BLOCK_N, BLOCK_K, HALF)
+            acc = _dot(acc, x, w, DOT_FP32)
     out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
@@ -409,8 +500,9 @@ _GEMV_CONFIGS = [
                              (32, 256, 2, 2, True), (64, 256, 4, 2, True), (8, 512, 2, 2, True), (8, 256, 1, 2, True),
                              (32, 1024, 4, 2, True), (32, 2048, 8, 2, True)]
 ]
-# The two smaller 16-row tiles are there for 3/5/6 bits at batch <= 16: every other 16-row tile spills registers
-# when its codes are gathered (112-384 bytes of stack in the sm_90 SASS; `compile_check --sass` shows it).
+# The two smaller 16-row tiles were added when 3/5/6-bit codes were gathered column by column and every other 16-row
+# tile spilled. With slot groups none does, and neither has the fewest instructions a weight for any format
+# (16 x 128 x 64 or 16 x 64 x 128 has; benchmarks/gemm_sass.py). They stay as candidates: more programs for narrow layers.
 _GEMM_CONFIGS = [
     triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk, "GROUP_M": 8}, num_warps=w, num_stages=s)
     for bm, bn, bk, w, s in [(16, 64, 128, 4, 3), (16, 128, 64, 4, 4), (16, 64, 64, 4, 3), (16, 128, 32, 4, 4),
@@ -436,7 +528,7 @@ _GEMV_STEPS = {  # constexprs of how the GEMV walks K, from the block size and t
 _gemv_tuned = triton.autotune(configs=_GEMV_CONFIGS, key=["N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"], do_bench=autotune_bench,
                               prune_configs_by={"early_config_prune": prune_gemv_configs})(
     triton.heuristics(_GEMV_STEPS)(wq_gemv_kernel))
-_GEMM_STEPS = {"EVEN_K": lambda a: even_k(a["K"], a["BLOCK_K"])}  # the GEMM's K step is its block
+_GEMM_STEPS = {"EVEN_K": lambda a: even_k(a["K"], gemm_step_columns(a["BLOCK_K"], a["CPW"]))}
 _gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K", "BITS", "GROUP", "HAS_ZEROS"],
                               prune_configs_by={"early_config_prune": prune_gemm_configs}, do_bench=autotune_bench)(
     triton.heuristics(_GEMM_STEPS)(wq_gemm_kernel))

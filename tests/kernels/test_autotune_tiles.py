@@ -22,7 +22,8 @@ from autoq.kernels import triton_w8a8, triton_wq  # noqa: E402  (after the skip:
 
 # per channel (whole words; 3 bits: 10 codes a word), narrow groups summed per step, 3-bit groups read group by group
 GEMV_FORMATS = ("int4-ch-asym", "int3-ch-sym", "int4-g32-sym", "int8-g64-asym", "int3-g128-asym")
-GEMM_FORMATS = ("int4-g128-asym", "int3-g64-sym", "int8-ch-asym")
+# 2/4/8-bit words, and 3/5/6-bit slot groups (3 and 5 words) straddling scale groups or per channel
+GEMM_FORMATS = ("int4-g128-asym", "int3-g64-sym", "int8-ch-asym", "int5-g32-asym", "int3-ch-asym")
 GEMV_K = 2 * 2560 + 37  # two steps of the longest tile (2048 columns; 3-bit per channel: 256 words) and a remainder
 
 
@@ -49,7 +50,7 @@ def test_every_gemv_tile(tile):
 def test_every_weight_only_gemm_tile(tile):
     gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_M"] * tile.kwargs["BLOCK_N"] + tile.kwargs["BLOCK_K"])
     m, n, k = tile.kwargs["BLOCK_M"] + 5, tile.kwargs["BLOCK_N"] + 7, 2 * tile.kwargs["BLOCK_K"] + 29
-    for name, dtype in zip(GEMM_FORMATS, (torch.float16, torch.bfloat16, torch.float16)):
+    for name, dtype in zip(GEMM_FORMATS, (torch.float16, torch.bfloat16, torch.float16, torch.float16, torch.bfloat16)):
         packed = random_packed(QuantSpec.from_name(name), n, k, gen)
         x = torch.randn(m, k, generator=gen).to(dtype).to(DEVICE)
         assert_close_to_reference(triton_wq.gemm(x, packed, tile=tile)[0], x, packed.dequantize(torch.float64), dtype)

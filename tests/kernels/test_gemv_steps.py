@@ -1,10 +1,10 @@
-"""How the GEMV walks K per format (autoq.kernels.gemv_steps): plain arithmetic, checked against the layout."""
+"""How the kernels walk K per format (autoq.kernels.gemv_steps): plain arithmetic, checked against the layout."""
 
 from __future__ import annotations
 
 import pytest
 
-from autoq.kernels.gemv_steps import even_k, group_tile, step_columns, words_touched, wordwise
+from autoq.kernels.gemv_steps import even_k, gemm_slot_group, gemm_step_columns, group_tile, step_columns, words_touched, wordwise
 from autoq.quant.spec import GROUP_SIZES
 
 
@@ -33,3 +33,20 @@ def test_whole_word_formats_and_per_channel_step_by_block():
 
 def test_even_k():
     assert even_k(4096, 1024) and even_k(4096, 1024, 4) and not even_k(4096, 1024, 8) and not even_k(4100, 1024)
+
+
+@pytest.mark.parametrize("cpw", [16, 10, 8, 6, 5, 4])
+def test_gemm_slot_groups_are_whole_words_in_a_power_of_two_of_slots(cpw: int):
+    """2/4/8 bits: a word a group, no spare slot; 3/5/6 bits: 30 codes in 32 slots. A slot group must not be wider than
+    the narrowest scale group: the GEMM lets each touch at most two."""
+    words, slots = gemm_slot_group(cpw)
+    codes = words * cpw
+    assert slots & (slots - 1) == 0 and codes <= slots
+    assert (words, slots - codes) == ((1, 0) if wordwise(cpw) else (30 // cpw, 2))
+    assert codes <= min(GROUP_SIZES)
+    assert gemm_step_columns(128, cpw) == 128 // slots * codes
+
+
+def test_gemm_steps_in_columns():
+    assert gemm_step_columns(64, 8) == 64 and gemm_step_columns(32, 16) == 32
+    assert gemm_step_columns(64, 10) == 60 and gemm_step_columns(128, 6) == 120 and gemm_step_columns(32, 5) == 30

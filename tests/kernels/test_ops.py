@@ -69,22 +69,38 @@ def test_weight_only_small_and_ragged_shapes(n: int, k: int):
         assert_close_to_reference(wq_linear(x, packed, backend="triton"), x, packed.dequantize(torch.float64), torch.float16)
 
 
-@pytest.mark.parametrize("name", ["int4-g128-asym", "int2-ch-sym", "int8-g32-asym", "int3-g64-asym", "int4-tensor-sym"])
+@pytest.mark.parametrize("name", ["int4-g128-asym", "int2-ch-sym", "int8-g32-asym", "int3-g64-asym", "int3-ch-sym", "int4-tensor-sym"])
 def test_weight_only_when_k_is_whole_blocks(name: str):
     """K a multiple of the K step (and of the step * split): the unmasked, vector-load path along K (EVEN_K)."""
-    from autoq.kernels.gemv_steps import even_k, step_columns
+    from autoq.kernels.gemv_steps import even_k, gemm_step_columns, step_columns
     from autoq.kernels.triton_wq import FIXED_GEMM, FIXED_GEMV
 
     spec = QuantSpec.from_name(name)
     step = step_columns(FIXED_GEMV["BLOCK_K"], 32 // spec.bits, spec.group_size or 0)
-    k = 2 * math.lcm(step, FIXED_GEMM["BLOCK_K"])
-    assert even_k(k, step, 2) and even_k(k, FIXED_GEMM["BLOCK_K"]) and not even_k(k + 8, step)
+    gemm_step = gemm_step_columns(FIXED_GEMM["BLOCK_K"], 32 // spec.bits)
+    k = 2 * math.lcm(step, gemm_step)
+    assert even_k(k, step, 2) and even_k(k, gemm_step) and not even_k(k + 8, step)
     gen = torch.Generator().manual_seed(len(name))
     packed = random_packed(spec, 70, k, gen)
     for m, kernel, split in [(1, "gemv", 1), (1, "gemv", 2), (6, "gemm", None)]:
         x = torch.randn(m, k, generator=gen).half().to(DEVICE)
         y = wq_linear(x, packed, backend="triton", kernel=kernel, split_k=split)
         assert_close_to_reference(y, x, packed.dequantize(torch.float64), torch.float16)
+
+
+@pytest.mark.parametrize("name", ["int3-g32-asym", "int5-g64-sym", "int6-g128-asym", "int3-ch-asym", "int5-ch-sym", "int6-tensor-sym"])
+def test_gemm_slot_groups_across_scale_groups(name: str):
+    """The GEMM reads 3/5/6-bit words in slot groups of 30 columns (3, 5 or 6 words) that straddle scale groups of
+    32-128: K ending inside a slot group and inside a word, one column past a scale group, exactly whole steps
+    (4 slot groups, 120 columns, in the fixed tile), and a single partial step; fp16 and bf16."""
+    spec = QuantSpec.from_name(name)
+    gen = torch.Generator().manual_seed(len(name) * spec.bits)
+    for k in (257, 240, 97, 23):
+        packed = random_packed(spec, 37, k, gen)
+        for dtype in (torch.float16, torch.bfloat16):
+            x = torch.randn(9, k, generator=gen).to(dtype).to(DEVICE)
+            y = wq_linear(x, packed, backend="triton", kernel="gemm")
+            assert_close_to_reference(y, x, packed.dequantize(torch.float64), dtype)
 
 
 @pytest.mark.parametrize("name,k", [("int3-g128-asym", 257), ("int5-g32-sym", 33), ("int4-g32-asym", 65), ("int6-g64-asym", 129)])
