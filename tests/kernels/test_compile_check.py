@@ -147,20 +147,26 @@ def test_weights_per_thread_counts_a_k_step_of_the_tile():
     assert weights_per_thread(cases["w8a8 int8-gemm"]) == 0
 
 
-def test_gemv_sass_benchmark_writes_every_tile(tmp_path):
-    """benchmarks/gemv_sass.py: one row per format with every autotune tile, and the device limits of its bytes."""
+def sass_benchmark_row(script: str, spec: str, tmp_path) -> dict:
+    """Run ``benchmarks/<script>`` for one format (compiling for sm_90) and return its one row of the JSON it writes."""
     from pathlib import Path
 
-    from autoq.kernels.triton_wq import _GEMV_CONFIGS
-
-    script = Path(__file__).parents[2] / "benchmarks" / "gemv_sass.py"
     out = tmp_path / "sass.json"
     env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
-    proc = subprocess.run([sys.executable, str(script), "--formats", "int4-ch-asym", "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=600)
+    proc = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "benchmarks" / script), "--formats", spec, "--out", str(out)],
+                          env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     (row,) = json.loads(out.read_text())["rows"]
-    assert row["format"] == "int4-ch-asym" and len(row["tiles"]) == len(_GEMV_CONFIGS)
+    assert row["format"] == spec
+    return row
+
+
+def test_gemv_sass_benchmark_writes_every_tile(tmp_path):
+    """benchmarks/gemv_sass.py: one row per format with every autotune tile, and the device limits of its bytes."""
+    from autoq.kernels.triton_wq import _GEMV_CONFIGS
+
+    row = sass_benchmark_row("gemv_sass.py", "int4-ch-asym", tmp_path)
+    assert len(row["tiles"]) == len(_GEMV_CONFIGS)
     assert 0.5 < row["bytes_per_weight"] < 0.51  # 4 bits plus two fp16 per 4096-weight row
     assert abs(row["limits"]["H200"] - 128 * 132 * 1.98e9 * row["bytes_per_weight"] / 4800e9) < 0.01
     assert all(t["stack_bytes"] == 0 and 3.0 <= t["loop_per_weight"] for t in row["tiles"])  # shift, and-or, FMA at least
@@ -168,18 +174,10 @@ def test_gemv_sass_benchmark_writes_every_tile(tmp_path):
 
 def test_gemm_sass_benchmark_writes_every_tile(tmp_path):
     """benchmarks/gemm_sass.py: one row per format with every autotune tile, 16-row tiles at batch 16, others at 128."""
-    from pathlib import Path
-
     from autoq.kernels.triton_wq import _GEMM_CONFIGS
 
-    script = Path(__file__).parents[2] / "benchmarks" / "gemm_sass.py"
-    out = tmp_path / "sass.json"
-    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
-    proc = subprocess.run([sys.executable, str(script), "--formats", "int6-ch-asym", "--out", str(out)], env=env,
-                          capture_output=True, text=True, timeout=600)
-    assert proc.returncode == 0, proc.stdout + proc.stderr
-    (row,) = json.loads(out.read_text())["rows"]
-    assert row["format"] == "int6-ch-asym" and len(row["tiles"]) == len(_GEMM_CONFIGS)
+    row = sass_benchmark_row("gemm_sass.py", "int6-ch-asym", tmp_path)
+    assert len(row["tiles"]) == len(_GEMM_CONFIGS)
     for tile in row["tiles"]:
         assert tile["batch"] == (16 if tile["block_m"] == 16 else 128)
         threads = 32 * tile["num_warps"]
