@@ -180,17 +180,6 @@ def _dequant_groups(codes, s_ptr, z_ptr, offs_n, n_mask, k0, k_limit, stride_sn,
 
 
 @triton.jit
-def _dot(acc, x, w, DOT_FP32: tl.constexpr):
-    """``acc + x @ w.T``. ``DOT_FP32`` (the interpreter, whose dot numpy computes) passes fp32 operands: the same products,
-    since the weights are already rounded to the activation dtype."""
-    if DOT_FP32:
-        out = acc + tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)))
-    else:
-        out = acc + tl.dot(x, tl.trans(w))
-    return out
-
-
-@triton.jit
 def _dequant_straddling(codes, cols, s_ptr, z_ptr, offs_n, n_mask, k0, k_limit, stride_sn, stride_sg, BITS: tl.constexpr,
                         GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, SG_CODES: tl.constexpr, SG_SLOTS: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HALF: tl.constexpr):
@@ -209,7 +198,7 @@ def _dequant_straddling(codes, cols, s_ptr, z_ptr, offs_n, n_mask, k0, k_limit, 
                                                  BITS, HAS_ZEROS), HALF)
     s_hi, z_hi = _dtype_params(*_scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, lo + 1, (lo + 1) * GROUP < k_limit, stride_sn,
                                                  stride_sg, BITS, HAS_ZEROS), HALF)
-    # slot t of a group is in the next scale group from its offset (lo + 1) * GROUP - first on (a slot group, not a slot, computes it)
+    # slot t is in the next scale group from t = (lo + 1) * GROUP - first on: one offset a slot group, not a column a slot
     later = (tl.arange(0, SG_SLOTS)[None, :] >= ((lo + 1) * GROUP - first)[:, None])[None, :, :]
     scale = tl.where(later, s_hi[:, :, None], s_lo[:, :, None])
     zero = tl.where(later, z_hi[:, :, None], z_lo[:, :, None])
@@ -467,14 +456,16 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, M_BUCKET, strid
         x = tl.load(x_ptr + offs_m[:, None] * stride_xm + cols[None, :], mask=x_mask, other=0.0)
         codes = _codes_nk(w_ptr, offs_n, k0 // CPW, n_mask, n_words, stride_wn, BITS, CPW, SG_WORDS, SG_SLOTS, BLOCK_N, BLOCK_K, EVEN_K)
         if GROUP == 0:
-            acc = _dot(acc, x, _dequant(codes, scale[:, None], zero[:, None], HALF), DOT_FP32)
+            w = _dequant(codes, scale[:, None], zero[:, None], HALF)
         elif WORDWISE:
             w = _dequant_groups(codes, s_ptr, z_ptr, offs_n, n_mask, k0, K, stride_sn, stride_sg, BITS, GROUP, HAS_ZEROS, BLOCK_N, BLOCK_K, HALF)
-            acc = _dot(acc, x, w, DOT_FP32)
         else:
             w = _dequant_straddling(codes, cols, s_ptr, z_ptr, offs_n, n_mask, k0, K, stride_sn, stride_sg, BITS, GROUP, HAS_ZEROS,
                                     SG_CODES, SG_SLOTS, BLOCK_N, BLOCK_K, HALF)
-            acc = _dot(acc, x, w, DOT_FP32)
+        if DOT_FP32:  # the interpreter: fp32 operands (the weights are already rounded to the activation dtype)
+            acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)))
+        else:
+            acc += tl.dot(x, tl.trans(w))
     out_ptrs = out_ptr + offs_m[:, None] * stride_om + offs_n[None, :]
     tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
 
