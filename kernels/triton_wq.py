@@ -189,7 +189,7 @@ def _dequant_straddling(codes, cols, s_ptr, z_ptr, offs_n, n_mask, k0, k_limit, 
     the one holding its first column (``lo``) and the next. Both groups' scales and zeros are loaded per row
     and slot group, in the dtype the dequantization uses, and each slot selects its own: a select a weight
     for each. (A dot a scale group, on the other group's activations masked to 0, dequantizes every slot twice
-    and costs more: 18.9 instructions a weight for int3 g64 in a 16 x 128 x 32 tile of the sm_90 SASS, against 13.3.)
+    and costs more: 15.9 instructions a weight for int3 g64 in a 16 x 128 x 32 tile of the sm_90 SASS, against 13.3.)
     """
     NSG: tl.constexpr = BLOCK_K // SG_SLOTS
     first = k0 + tl.arange(0, NSG) * SG_CODES  # each slot group's first column
