@@ -112,10 +112,15 @@ def default_cases() -> list[CompileCase]:
         even = bits != 3
         cases.append(CompileCase(f"wq-gemm {tag}{' even-K' if even else ''}", "gemm", _tile(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8),
                                  4, 3, spec.name, act, LLAMA if even else ODD, batch=128 if even else 100))
-    # 3-bit slot groups in the 16-row tile a batch of 16 runs best (sm_90 SASS), per channel and straddling scale groups
+    # 3-bit slot groups in the 16-row tile a batch of 16 runs best (sm_90 SASS), per channel and straddling scale groups;
+    # and split over K, as a batch of 16 runs on a GPU (ops.gemm_split_k_for)
+    small_batch = _tile(BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, GROUP_M=8)
     for spec in ("int3-ch-asym", "int3-g64-asym"):
-        cases.append(CompileCase(f"wq-gemm {spec}-fp16 16-row", "gemm", _tile(BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, GROUP_M=8),
-                                 4, 4, spec, "fp16", LLAMA, batch=16))
+        cases.append(CompileCase(f"wq-gemm {spec}-fp16 16-row", "gemm", small_batch, 4, 4, spec, "fp16", LLAMA, batch=16))
+    cases.append(CompileCase("wq-gemm int4-g128-asym-fp16 16-row split8 even-K", "gemm", small_batch, 4, 4, "int4-g128-asym", "fp16", LLAMA,
+                             batch=16, split_k=8))
+    cases.append(CompileCase("wq-gemm int3-g32-asym-fp16 16-row split4", "gemm", small_batch, 4, 4, "int3-g32-asym", "fp16", ODD,
+                             batch=13, split_k=4))
     cases.append(CompileCase("w8a8 int8-gemm", "int8-gemm", _tile(BLOCK_M=64, BLOCK_N=128, BLOCK_K=128, GROUP_M=8), 4, 3,
                              "int8-ch-sym", "fp16", LLAMA, batch=128))
     for act in ("fp16", "bf16"):
@@ -160,7 +165,7 @@ def _launch(case: CompileCase) -> list:
                                             empty(m, n), True, case.tile())
     w = PackedWeight.empty(spec, case.shape)
     if case.launcher == "gemm":
-        return triton_wq.gemm(empty(m, k), w, True, case.tile())[1]
+        return triton_wq.gemm(empty(m, k), w, case.split_k, True, case.tile())[1]
     return triton_wq.gemv(empty(m, k), w, case.split_k, True, case.tile())[1]
 
 

@@ -111,6 +111,15 @@ def test_3_bit_gemm_spreads_slot_groups_in_a_16_row_tile(sm90):
         assert report["loop_per_weight"] <= limit, (case.name, report)
 
 
+def test_gemm_split_over_k_keeps_its_loop(sm90):
+    """A batch of 16 splits K (ops.gemm_split_k_for): each split's loop is the unsplit one's (int4 g128 in 16 x 128 x 64,
+    Triton 3.9: 6.73 instructions a weight split 8 ways, 6.77 whole), still copying 16-byte pieces when K splits evenly."""
+    report = sm90[1]["wq-gemm int4-g128-asym-fp16 16-row split8 even-K"]
+    assert report["stack_bytes"] == 0 and report["loop_per_weight"] <= 7.5, report
+    assert any(k.startswith("LDGSTS") and k.endswith(".128") for k in report["global_loads"]), report
+    assert sm90[1]["wq-gemm int3-g32-asym-fp16 16-row split4"]["stack_bytes"] == 0
+
+
 def test_a_case_compiles_the_kernel_a_launch_runs(tmp_path):
     """The machine code checked is what runs: a case compiles through its launcher, so an autotuned launch at the
     same shape finds the case's kernel in Triton's cache and compiles only the autotuner's other tiles.

@@ -15,7 +15,7 @@ from kernel_cases import DEVICE, UNIT_ROUNDOFF, assert_close_to_reference, rando
 from autoq.errors import AutoqError
 from autoq.kernels.capability import autotuning
 from autoq.kernels.formats import KERNEL_BITS, PACKED_BITS, Int8Weight, PackedWeight
-from autoq.kernels.ops import int8_matmul, quantize_tokens, split_k_for, w8a8_linear, wq_linear
+from autoq.kernels.ops import gemm_split_k_for, int8_matmul, quantize_tokens, split_k_for, w8a8_linear, wq_linear
 from autoq.quant import QuantSpec, quantize
 
 GRANULARITIES = [("tensor", None), ("channel", None), ("group", 32), ("group", 64), ("group", 128)]
@@ -144,6 +144,34 @@ def test_split_k_heuristic():
     assert split_k_for(384, 384, target_programs=264) == 1  # K too short to split
     assert split_k_for(384, 4096, target_programs=264) == 4  # 48 programs want 6 splits: rounded down to 4
     assert split_k_for(64, 1536, target_programs=264) == 2  # at least 512 columns per split
+
+
+def test_gemm_split_k_heuristic():
+    """Batches up to 16 (16-row tiles only) split K when 16 x 128 tiles cannot fill the GPU; larger batches never do."""
+    assert gemm_split_k_for(16, 4096, 4096, target_programs=264) == 8  # 32 tiles want 9 splits: 8
+    assert gemm_split_k_for(2, 11008, 4096, target_programs=264) == 4  # 86 tiles want 4 splits
+    assert gemm_split_k_for(16, 4096, 11008, target_programs=264) == 8
+    assert gemm_split_k_for(16, 576, 576, target_programs=264) == 1  # K too short to split
+    assert gemm_split_k_for(17, 4096, 4096, target_programs=264) == 1  # taller tiles: K stays whole
+
+
+@pytest.mark.parametrize("name", ["int4-g128-asym", "int3-g64-sym", "int8-ch-asym", "int5-ch-asym", "int2-g32-asym"])
+def test_gemm_split_over_k(name: str):
+    """The GEMM split over K: fp32 partial sums of whole steps, added on the host; ragged K, more splits than steps
+    (the extra splits add zeros), and K a multiple of the step times the split (every split unmasked along K)."""
+    from autoq.kernels.gemv_steps import gemm_step_columns
+    from autoq.kernels.triton_wq import FIXED_GEMM
+
+    spec = QuantSpec.from_name(name)
+    whole = 3 * 4 * gemm_step_columns(FIXED_GEMM["BLOCK_K"], 32 // spec.bits)
+    gen = torch.Generator().manual_seed(len(name) + spec.bits)
+    for k, splits in [(1000, (2, 3)), (257, (8,)), (whole, (4,))]:
+        packed = random_packed(spec, 70, k, gen)
+        for split in splits:
+            for m in (5, 16):
+                x = torch.randn(m, k, generator=gen).half().to(DEVICE)
+                y = wq_linear(x, packed, backend="triton", kernel="gemm", split_k=split)
+                assert_close_to_reference(y, x, packed.dequantize(torch.float64), torch.float16)
 
 
 def test_bad_calls_are_autoq_errors():
