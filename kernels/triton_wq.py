@@ -589,6 +589,7 @@ def _split_output(x, n: int, split_k: int) -> torch.Tensor:
 
 
 def _reduce_splits(out: torch.Tensor, split_k: int, dtype: torch.dtype) -> torch.Tensor:
+    """The output from :func:`_split_output`'s buffer: the partial sums added (in fp32, then rounded once), or itself."""
     return out.sum(dim=0).to(dtype) if split_k > 1 else out
 
 
