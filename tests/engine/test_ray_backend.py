@@ -89,18 +89,22 @@ def test_two_workers_tpe_invariants_and_mlflow(local_ray, digits, mlflow_uri):
 
 
 def test_worker_killed_mid_trial_and_raising_trial(local_ray, digits, mlflow_uri, tmp_path):
-    marker, driver = tmp_path / "killed-once", os.getpid()
-    calls = tmp_path / "calls"
+    driver = os.getpid()
+
+    def first_to_claim(path) -> bool:
+        """True for exactly one caller across processes, whoever creates ``path``: two workers can start trials at once.
+        (Defined here so that Ray ships it with ``evaluate``; workers cannot import this test module.)"""
+        try:
+            os.close(os.open(path, os.O_CREAT | os.O_EXCL))
+        except FileExistsError:
+            return False
+        return True
 
     def evaluate(model):
         if os.getpid() != driver:  # only inside a Ray worker
-            with open(calls, "a") as fh:
-                fh.write("x")
-            n = os.path.getsize(calls)
-            if not marker.exists():
-                marker.touch()
+            if first_to_claim(tmp_path / "killed-once"):
                 os.kill(os.getpid(), signal.SIGKILL)  # the worker dies mid-trial
-            if n == 4:
+            if first_to_claim(tmp_path / "raised-once"):
                 raise MemoryError("injected out of memory")
         return digits.evaluate(model)
 
