@@ -176,12 +176,17 @@ def compile_case(case: CompileCase, arch: int):
     return kernel
 
 
+def loop_per_weight(report, case: CompileCase) -> float | None:
+    """The main loop's instructions per weight a thread dequantizes in it (``None`` for kernels without packed weights)."""
+    per_thread = weights_per_thread(case)
+    return round(report.loop_instructions / per_thread, 2) if per_thread else None
+
+
 def tile_report(case: CompileCase, arch: int) -> dict:
     """What the SASS benchmarks tabulate for one case: registers, stack, main-loop length and instructions a weight."""
     report = sass_report(compile_case(case, arch))
-    per_thread = weights_per_thread(case)
     return {"registers": report.registers, "stack_bytes": report.stack_bytes, "loop_instructions": report.loop_instructions,
-            "weights_per_thread": per_thread, "loop_per_weight": round(report.loop_instructions / per_thread, 2)}
+            "weights_per_thread": weights_per_thread(case), "loop_per_weight": loop_per_weight(report, case)}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -199,10 +204,10 @@ def main(argv: list[str] | None = None) -> int:
                 line = ""
                 if args.sass:
                     report = sass_report(compiled)
-                    per_thread = weights_per_thread(case)
-                    per_weight = round(report.loop_instructions / per_thread, 2) if per_thread else None
+                    per_weight = loop_per_weight(report, case)
                     reports.setdefault(f"sm_{arch}", {})[case.name] = {**dataclasses.asdict(report), "aligned": case.aligned,
-                                                                       "weights_per_thread": per_thread, "loop_per_weight": per_weight}
+                                                                       "weights_per_thread": weights_per_thread(case),
+                                                                       "loop_per_weight": per_weight}
                     line = f"  {report.summary()}" + (f"  loop/weight {per_weight:5.2f}" if per_weight else "")
                 print(f"ok    sm_{arch}  {case.name}{line}")
             except AutoqError:

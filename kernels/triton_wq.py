@@ -28,7 +28,7 @@ import triton
 import triton.language as tl
 
 from autoq.kernels.capability import autotuning, interpreting
-from autoq.kernels.gemv_steps import even_k, gemm_step_columns, step_columns, step_constexprs, wordwise
+from autoq.kernels.gemv_steps import even_k, gemm_slot_group, gemm_step_columns, step_columns, step_constexprs, wordwise
 from autoq.kernels.tiles import autotune_bench, batch_bucket, launch, prune_gemm_configs, tile_kwargs, tile_offsets
 
 
@@ -435,17 +435,16 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, one_f32, N, K, stride_xm
 def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, M_BUCKET, stride_xm, stride_wn, stride_sn, stride_sg, stride_os, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, DOT_FP32: tl.constexpr,
                    SPLIT_K: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   GROUP_M: tl.constexpr):
+                   GROUP_M: tl.constexpr, SG_WORDS: tl.constexpr, SG_SLOTS: tl.constexpr):
     """One program: a ``BLOCK_M x BLOCK_N`` output tile over one of ``SPLIT_K`` ranges of K, whole steps each (a split
-    writes fp32 partial sums that the host adds, as the GEMV's do)."""
+    writes fp32 partial sums that the host adds, as the GEMV's do). ``SG_WORDS`` words fill a slot group of ``SG_SLOTS``
+    slots (:func:`autoq.kernels.gemv_steps.gemm_slot_group`)."""
     offs_m, offs_n = tile_offsets(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     m_mask = offs_m < M
     n_mask = offs_n < N
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     HALF: tl.constexpr = x_ptr.dtype.element_ty == tl.float16  # else bf16
-    SG_WORDS: tl.constexpr = 1 if WORDWISE else 30 // CPW  # words of a slot group (gemv_steps.gemm_slot_group)
-    SG_SLOTS: tl.constexpr = CPW if WORDWISE else 32  # its slots, a power of two
-    SG_CODES: tl.constexpr = SG_WORDS * CPW  # and the columns they hold
+    SG_CODES: tl.constexpr = SG_WORDS * CPW  # the columns a slot group holds
     STEP: tl.constexpr = BLOCK_K // SG_SLOTS * SG_CODES  # columns of K a step
     n_words = tl.cdiv(K, CPW)
     if SPLIT_K == 1:  # plain bounds: a loop from 0 pipelines better (int4 per channel, 16 x 128 x 64: 5.67, not 6.02)
@@ -529,7 +528,11 @@ _GEMV_STEPS = {  # constexprs of how the GEMV walks K, from the block size and t
 _gemv_tuned = triton.autotune(configs=_GEMV_CONFIGS, key=["N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"], do_bench=autotune_bench,
                               prune_configs_by={"early_config_prune": prune_gemv_configs})(
     triton.heuristics(_GEMV_STEPS)(wq_gemv_kernel))
-_GEMM_STEPS = {"EVEN_K": lambda a: even_k(a["K"], gemm_step_columns(a["BLOCK_K"], a["CPW"]), a["SPLIT_K"])}
+_GEMM_STEPS = {  # constexprs of how the GEMM walks K (see gemv_steps)
+    "EVEN_K": lambda a: even_k(a["K"], gemm_step_columns(a["BLOCK_K"], a["CPW"]), a["SPLIT_K"]),
+    "SG_WORDS": lambda a: gemm_slot_group(a["CPW"])[0],
+    "SG_SLOTS": lambda a: gemm_slot_group(a["CPW"])[1],
+}
 _gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"],
                               prune_configs_by={"early_config_prune": prune_gemm_configs}, do_bench=autotune_bench)(
     triton.heuristics(_GEMM_STEPS)(wq_gemm_kernel))
