@@ -40,7 +40,7 @@ def main(argv: list[str] | None = None) -> int:
     import triton
 
     from autoq.kernels.compile_check import gemm_case, tile_report
-    from autoq.kernels.triton_wq import _GEMM_CONFIGS
+    from autoq.kernels.triton_wq_gemm import _GEMM_CONFIGS
     from autoq.quant import QuantSpec
 
     def label(t: dict | None) -> str:

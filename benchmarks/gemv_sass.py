@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from autoq.kernels.compile_check import gemv_case, tile_report
     from autoq.kernels.formats import packed_nbytes
-    from autoq.kernels.triton_wq import _GEMV_CONFIGS
+    from autoq.kernels.triton_wq_gemv import _GEMV_CONFIGS
     from autoq.quant import QuantSpec
 
     rows = []

@@ -34,9 +34,9 @@ class TileChoice:
 
 def autotuners() -> dict:
     """Every autotuned kernel by its Triton function's name (imports Triton)."""
-    from autoq.kernels import triton_w8a8, triton_wq
+    from autoq.kernels import triton_w8a8, triton_wq_gemm, triton_wq_gemv
 
-    return {"wq_gemv_kernel": triton_wq._gemv_tuned, "wq_gemm_kernel": triton_wq._gemm_tuned,
+    return {"wq_gemv_kernel": triton_wq_gemv._gemv_tuned, "wq_gemm_kernel": triton_wq_gemm._gemm_tuned,
             "quantize_rows_kernel": triton_w8a8._quant_tuned, "int8_gemm_kernel": triton_w8a8._gemm_tuned}
 
 

@@ -147,7 +147,7 @@ def _launch(case: CompileCase) -> list:
     """Compile ``case`` through its launcher with ``meta`` tensors (inside :func:`compiling_for`)."""
     import torch
 
-    from autoq.kernels import triton_w8a8, triton_wq
+    from autoq.kernels import triton_w8a8, triton_wq_gemm, triton_wq_gemv
     from autoq.kernels.formats import Int8Weight, PackedWeight
     from autoq.quant import QuantSpec
 
@@ -165,8 +165,8 @@ def _launch(case: CompileCase) -> list:
                                             empty(m, n), True, case.tile())
     w = PackedWeight.empty(spec, case.shape)
     if case.launcher == "gemm":
-        return triton_wq.gemm(empty(m, k), w, case.split_k, True, case.tile())[1]
-    return triton_wq.gemv(empty(m, k), w, case.split_k, True, case.tile())[1]
+        return triton_wq_gemm.gemm(empty(m, k), w, case.split_k, True, case.tile())[1]
+    return triton_wq_gemv.gemv(empty(m, k), w, case.split_k, True, case.tile())[1]
 
 
 def compile_case(case: CompileCase, arch: int):

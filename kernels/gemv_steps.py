@@ -3,7 +3,7 @@ their autotuner hooks and the compile check (none of which should disagree about
 
 The GEMM spreads words into slot groups whose slots are a power of two (``gemm_slot_group``), so its
 ``BLOCK_K`` counts slots: ``gemm_step_columns`` columns of K a step. The GEMV has two ways, chosen
-per format (see ``autoq.kernels.triton_wq``):
+per format (see ``autoq.kernels.triton_wq_gemv``):
 
 * whole words (2/4/8 bits, where groups are whole words, and every width per channel): ``BLOCK_K``
   columns a step for 2/4/8 bits, ``BLOCK_K // 8`` whole words for 3/5/6 bits;

@@ -23,6 +23,7 @@ from autoq.kernels.capability import require_triton, triton_usable
 from autoq.kernels.formats import Int8Weight, PackedWeight
 
 GEMV_MAX_BATCH = 1  # batch sizes up to this use the GEMV kernel, larger ones the tiled GEMM
+GEMM_MIN_BLOCK_M = 16  # the shortest GEMM tiles: the only ones autotuned for batches up to this (tiles.prune_gemm_configs)
 BACKENDS = ("auto", "triton", "torch")
 _TRITON_DTYPES = (torch.float16, torch.bfloat16)
 
@@ -62,13 +63,13 @@ def split_k_for(n: int, k: int, block_n: int = 8, target_programs: int | None = 
 
 
 def gemm_split_k_for(m: int, n: int, k: int, target_programs: int | None = None) -> int:
-    """K splits for the tiled GEMM at batches up to 16, where its autotuner keeps only 16-row tiles.
+    """K splits for the tiled GEMM at batches up to 16 (``GEMM_MIN_BLOCK_M``), where its autotuner keeps only 16-row tiles.
 
     A batch of 16 over 4096 outputs makes 32 tiles of 16 x 128 (the tile with the fewest instructions a
     weight), for an H200's 132 SMs: split 8 ways over K it makes 256. Larger batches keep K whole: their
     tiles are taller and they reuse each weight more, and the fp32 partial sums grow with the batch.
     """
-    return split_k_for(n, k, block_n=128, target_programs=target_programs) if m <= 16 else 1
+    return split_k_for(n, k, block_n=128, target_programs=target_programs) if m <= GEMM_MIN_BLOCK_M else 1
 
 
 @functools.cache
@@ -88,16 +89,16 @@ def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: s
     x2 = x.reshape(-1, k)
     if not compile_only and not _use_triton(x.device, x.dtype, backend):
         return (x2.float() @ w.dequantize().to(x.device).T).to(x.dtype).reshape(*lead, n)
-    from autoq.kernels import triton_wq  # imports Triton
+    from autoq.kernels import triton_wq_gemm, triton_wq_gemv  # import Triton
 
     # the kernels assume unit stride along K and zeros laid out like scales: no-ops for PackedWeight's own tensors
     x2 = x2.contiguous()
     if not all(t.is_contiguous() for t in (w.qweight, w.scales, w.zeros) if t is not None):
         w = PackedWeight(w.spec, w.shape, w.qweight.contiguous(), w.scales.contiguous(), None if w.zeros is None else w.zeros.contiguous())
     if kernel == "gemv" or (kernel == "auto" and x2.shape[0] <= GEMV_MAX_BATCH):
-        out, _ = triton_wq.gemv(x2, w, split_k if split_k is not None else split_k_for(n, k), compile_only)
+        out, _ = triton_wq_gemv.gemv(x2, w, split_k if split_k is not None else split_k_for(n, k), compile_only)
     else:
-        out, _ = triton_wq.gemm(x2, w, split_k if split_k is not None else gemm_split_k_for(x2.shape[0], n, k), compile_only)
+        out, _ = triton_wq_gemm.gemm(x2, w, split_k if split_k is not None else gemm_split_k_for(x2.shape[0], n, k), compile_only)
     return out.reshape(*lead, n)
 
 

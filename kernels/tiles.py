@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import torch
 import triton
 import triton.language as tl
+
+from autoq.kernels.ops import GEMM_MIN_BLOCK_M
 
 
 @triton.jit
@@ -61,7 +64,19 @@ def tile_kwargs(tile) -> dict:
 
 
 def prune_gemm_configs(configs, named_args, **kwargs):
-    """Drop tiles much taller than the batch: they only multiply masked rows."""
+    """Drop tiles much taller than the batch: they only multiply masked rows (the shortest, ``GEMM_MIN_BLOCK_M``, stay)."""
     m = named_args["M_BUCKET"]
-    kept = [c for c in configs if c.kwargs["BLOCK_M"] <= max(16, m)]
+    kept = [c for c in configs if c.kwargs["BLOCK_M"] <= max(GEMM_MIN_BLOCK_M, m)]
     return kept or configs[:1]
+
+
+def split_output(x: torch.Tensor, n: int, split_k: int) -> torch.Tensor:
+    """What a launch split ``split_k`` ways over K writes: fp32 partial sums ``(split_k, M, N)``, or the output itself."""
+    if split_k > 1:
+        return torch.empty(split_k, x.shape[0], n, dtype=torch.float32, device=x.device)
+    return torch.empty(x.shape[0], n, dtype=x.dtype, device=x.device)
+
+
+def reduce_splits(out: torch.Tensor, split_k: int, dtype: torch.dtype) -> torch.Tensor:
+    """The output from :func:`split_output`'s buffer: the partial sums added (in fp32, then rounded once), or itself."""
+    return out.sum(dim=0).to(dtype) if split_k > 1 else out

@@ -18,7 +18,7 @@ from autoq.quant import QuantSpec
 
 pytest.importorskip("triton")
 
-from autoq.kernels import triton_w8a8, triton_wq  # noqa: E402  (after the skip: imports Triton)
+from autoq.kernels import triton_w8a8, triton_wq_gemm, triton_wq_gemv  # noqa: E402  (after the skip: imports Triton)
 
 # per channel (whole words; 3 bits: 10 codes a word), narrow groups summed per step, 3-bit groups read group by group
 GEMV_FORMATS = ("int4-ch-asym", "int3-ch-sym", "int4-g32-sym", "int8-g64-asym", "int3-g128-asym")
@@ -31,7 +31,7 @@ def tile_id(tile) -> str:
     return "-".join(f"{v:d}" for v in tile.kwargs.values()) + f"-w{tile.num_warps}"
 
 
-@pytest.mark.parametrize("tile", triton_wq._GEMV_CONFIGS, ids=tile_id)
+@pytest.mark.parametrize("tile", triton_wq_gemv._GEMV_CONFIGS, ids=tile_id)
 def test_every_gemv_tile(tile):
     gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_N"] * tile.kwargs["BLOCK_K"] + tile.num_warps)
     for name in GEMV_FORMATS:
@@ -39,14 +39,14 @@ def test_every_gemv_tile(tile):
         w64 = packed.dequantize(torch.float64)
         x = torch.randn(1, GEMV_K, generator=gen).half().to(DEVICE)
         for split in (1, 2):
-            assert_close_to_reference(triton_wq.gemv(x, packed, split, tile=tile)[0], x, w64, torch.float16)
+            assert_close_to_reference(triton_wq_gemv.gemv(x, packed, split, tile=tile)[0], x, w64, torch.float16)
     whole = 2 * 2048  # whole K steps (EVEN_K) for the 4-bit formats in every tile
     packed = random_packed(QuantSpec.from_name("int4-g128-asym"), 37, whole, gen)
     x = torch.randn(1, whole, generator=gen).bfloat16().to(DEVICE)
-    assert_close_to_reference(triton_wq.gemv(x, packed, 1, tile=tile)[0], x, packed.dequantize(torch.float64), torch.bfloat16)
+    assert_close_to_reference(triton_wq_gemv.gemv(x, packed, 1, tile=tile)[0], x, packed.dequantize(torch.float64), torch.bfloat16)
 
 
-@pytest.mark.parametrize("tile", triton_wq._GEMM_CONFIGS, ids=tile_id)
+@pytest.mark.parametrize("tile", triton_wq_gemm._GEMM_CONFIGS, ids=tile_id)
 def test_every_weight_only_gemm_tile(tile):
     gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_M"] * tile.kwargs["BLOCK_N"] + tile.kwargs["BLOCK_K"])
     m, n, k = tile.kwargs["BLOCK_M"] + 5, tile.kwargs["BLOCK_N"] + 7, 2 * tile.kwargs["BLOCK_K"] + 29
@@ -54,7 +54,7 @@ def test_every_weight_only_gemm_tile(tile):
     for name, dtype, split in zip(GEMM_FORMATS, (torch.float16, torch.bfloat16, torch.float16, torch.float16, torch.bfloat16), splits):
         packed = random_packed(QuantSpec.from_name(name), n, k, gen)
         x = torch.randn(m, k, generator=gen).to(dtype).to(DEVICE)
-        assert_close_to_reference(triton_wq.gemm(x, packed, split, tile=tile)[0], x, packed.dequantize(torch.float64), dtype)
+        assert_close_to_reference(triton_wq_gemm.gemm(x, packed, split, tile=tile)[0], x, packed.dequantize(torch.float64), dtype)
 
 
 @pytest.mark.parametrize("tile", triton_w8a8._GEMM_CONFIGS, ids=tile_id)

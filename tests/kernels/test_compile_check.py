@@ -98,7 +98,7 @@ def test_3_bit_gemm_spreads_slot_groups_in_a_16_row_tile(sm90):
     spilled in most tiles."""
     import triton
 
-    from autoq.kernels.triton_wq import _GEMM_CONFIGS
+    from autoq.kernels.triton_wq_gemm import _GEMM_CONFIGS
 
     newer = tuple(int(part) for part in triton.__version__.split(".")[:2]) >= (3, 9)
     limits = {"int3-ch-asym": 8.0, "int3-g64-asym": 11.0} if newer else {"int3-ch-asym": 10.0, "int3-g64-asym": 13.0}
@@ -126,7 +126,7 @@ def test_a_case_compiles_the_kernel_a_launch_runs(tmp_path):
 
     (Hand-built specializations missed, for one, that per-channel scales have row stride 1: 255 registers where
     the launch's kernel has 168, in a 32-row tile.)"""
-    from autoq.kernels.triton_wq import _GEMV_CONFIGS
+    from autoq.kernels.triton_wq_gemv import _GEMV_CONFIGS
 
     script = (
         "from autoq.kernels.compile_check import compile_case, default_cases\n"
@@ -172,7 +172,7 @@ def sass_benchmark_row(script: str, spec: str, tmp_path) -> dict:
 
 def test_gemv_sass_benchmark_writes_every_tile(tmp_path):
     """benchmarks/gemv_sass.py: one row per format with every autotune tile, and the device limits of its bytes."""
-    from autoq.kernels.triton_wq import _GEMV_CONFIGS
+    from autoq.kernels.triton_wq_gemv import _GEMV_CONFIGS
 
     row = sass_benchmark_row("gemv_sass.py", "int4-ch-asym", tmp_path)
     assert len(row["tiles"]) == len(_GEMV_CONFIGS)
@@ -183,7 +183,7 @@ def test_gemv_sass_benchmark_writes_every_tile(tmp_path):
 
 def test_gemm_sass_benchmark_writes_every_tile(tmp_path):
     """benchmarks/gemm_sass.py: one row per format with every autotune tile, 16-row tiles at batch 16, others at 128."""
-    from autoq.kernels.triton_wq import _GEMM_CONFIGS
+    from autoq.kernels.triton_wq_gemm import _GEMM_CONFIGS
 
     row = sass_benchmark_row("gemm_sass.py", "int6-ch-asym", tmp_path)
     assert len(row["tiles"]) == len(_GEMM_CONFIGS)

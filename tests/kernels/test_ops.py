@@ -73,7 +73,8 @@ def test_weight_only_small_and_ragged_shapes(n: int, k: int):
 def test_weight_only_when_k_is_whole_blocks(name: str):
     """K a multiple of the K step (and of the step * split): the unmasked, vector-load path along K (EVEN_K)."""
     from autoq.kernels.gemv_steps import even_k, gemm_step_columns, step_columns
-    from autoq.kernels.triton_wq import FIXED_GEMM, FIXED_GEMV
+    from autoq.kernels.triton_wq_gemm import FIXED_GEMM
+    from autoq.kernels.triton_wq_gemv import FIXED_GEMV
 
     spec = QuantSpec.from_name(name)
     step = step_columns(FIXED_GEMV["BLOCK_K"], 32 // spec.bits, spec.group_size or 0)
@@ -160,7 +161,7 @@ def test_gemm_split_over_k(name: str):
     """The GEMM split over K: fp32 partial sums of whole steps, added on the host; ragged K, more splits than steps
     (the extra splits add zeros), and K a multiple of the step times the split (every split unmasked along K)."""
     from autoq.kernels.gemv_steps import gemm_step_columns
-    from autoq.kernels.triton_wq import FIXED_GEMM
+    from autoq.kernels.triton_wq_gemm import FIXED_GEMM
 
     spec = QuantSpec.from_name(name)
     whole = 3 * 4 * gemm_step_columns(FIXED_GEMM["BLOCK_K"], 32 // spec.bits)
@@ -236,10 +237,10 @@ def test_w8a8_linear_against_float64():
 def test_weight_only_with_other_block_sizes(monkeypatch, blocks):
     """Blocks narrower than a group (one scale per row of the tile), several K steps, one word per block row;
     the GEMV with and without loading the next step's words ahead."""
-    from autoq.kernels import triton_wq
+    from autoq.kernels import triton_wq_gemm, triton_wq_gemv
 
-    monkeypatch.setattr(triton_wq, "FIXED_GEMV", {k: blocks[k] for k in ("BLOCK_N", "BLOCK_K", "PREFETCH")})
-    monkeypatch.setattr(triton_wq, "FIXED_GEMM", {**{k: blocks[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}, "GROUP_M": 2})
+    monkeypatch.setattr(triton_wq_gemv, "FIXED_GEMV", {k: blocks[k] for k in ("BLOCK_N", "BLOCK_K", "PREFETCH")})
+    monkeypatch.setattr(triton_wq_gemm, "FIXED_GEMM", {**{k: blocks[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}, "GROUP_M": 2})
     gen = torch.Generator().manual_seed(blocks["BLOCK_K"])
     for name in ("int2-g128-asym", "int3-g64-sym", "int4-g32-asym", "int8-ch-asym"):
         packed = random_packed(QuantSpec.from_name(name), 40, 150, gen)
@@ -252,19 +253,21 @@ def test_weight_only_with_other_block_sizes(monkeypatch, blocks):
 def test_autotune_pruning_keeps_tiles_that_fit_the_row_and_the_batch():
     """Through Triton's own autotuners (their calling convention): GEMV tiles whose K step exceeds the row are
     dropped, GEMM tiles much taller than the batch are dropped."""
-    from autoq.kernels import triton_wq
+    from autoq.kernels import triton_wq_gemm, triton_wq_gemv
     from autoq.kernels.gemv_steps import step_columns
+    from autoq.kernels.ops import GEMM_MIN_BLOCK_M
 
-    configs = triton_wq._GEMV_CONFIGS
+    configs = triton_wq_gemv._GEMV_CONFIGS
     for k, cpw in [(384, 8), (384, 10), (1536, 16), (4096, 8), (11008, 4), (100, 8)]:
-        triton_wq._gemv_tuned.nargs = {"N": 64, "K": k}
-        kept = triton_wq._gemv_tuned.prune_configs({"BITS": 32 // cpw, "CPW": cpw, "GROUP": 0, "HAS_ZEROS": True, "SPLIT_K": 1})
+        triton_wq_gemv._gemv_tuned.nargs = {"N": 64, "K": k}
+        kept = triton_wq_gemv._gemv_tuned.prune_configs({"BITS": 32 // cpw, "CPW": cpw, "GROUP": 0, "HAS_ZEROS": True, "SPLIT_K": 1})
         fits = [c for c in configs if step_columns(c.kwargs["BLOCK_K"], cpw, 0) <= 1 << (k - 1).bit_length()]
         assert kept == (fits or [min(configs, key=lambda c: c.kwargs["BLOCK_K"])]), (k, cpw)
         assert (len(kept) == len(configs)) == (k >= 2048 or (k > 1024 and cpw & (cpw - 1) == 0)), (k, cpw)
+    assert GEMM_MIN_BLOCK_M == min(c.kwargs["BLOCK_M"] for c in triton_wq_gemm._GEMM_CONFIGS)  # what gemm_split_k_for assumes
     for bucket in (1, 16, 128):
-        triton_wq._gemm_tuned.nargs = {"M": bucket, "N": 64, "K": 256, "M_BUCKET": bucket}
-        kept = triton_wq._gemm_tuned.prune_configs({"BITS": 4, "CPW": 8, "GROUP": 0, "HAS_ZEROS": True, "WORDWISE": True})
+        triton_wq_gemm._gemm_tuned.nargs = {"M": bucket, "N": 64, "K": 256, "M_BUCKET": bucket}
+        kept = triton_wq_gemm._gemm_tuned.prune_configs({"BITS": 4, "CPW": 8, "GROUP": 0, "HAS_ZEROS": True, "WORDWISE": True})
         assert kept and all(c.kwargs["BLOCK_M"] <= max(16, bucket) for c in kept)
         assert any(c.kwargs["BLOCK_M"] == max(16, min(bucket, 128)) for c in kept)
-    triton_wq._gemv_tuned.nargs = triton_wq._gemm_tuned.nargs = None
+    triton_wq_gemv._gemv_tuned.nargs = triton_wq_gemm._gemm_tuned.nargs = None

@@ -27,12 +27,12 @@ def compiling(tmp_path, monkeypatch):
 
 def autotuned_configs(k: int, batch: int, cpw: int, group: int) -> int:
     """How many tiles the weight-only autotuners keep for a launch at ``K = k`` (GEMV at batch 1, else the GEMM)."""
-    from autoq.kernels import triton_wq
+    from autoq.kernels import triton_wq_gemm, triton_wq_gemv
     from autoq.kernels.tiles import batch_bucket, prune_gemm_configs
 
     if batch == 1:
-        return len(triton_wq.prune_gemv_configs(triton_wq._GEMV_CONFIGS, {"K": k}, CPW=cpw, GROUP=group))
-    return len(prune_gemm_configs(triton_wq._GEMM_CONFIGS, {"M_BUCKET": batch_bucket(batch)}))
+        return len(triton_wq_gemv.prune_gemv_configs(triton_wq_gemv._GEMV_CONFIGS, {"K": k}, CPW=cpw, GROUP=group))
+    return len(prune_gemm_configs(triton_wq_gemm._GEMM_CONFIGS, {"M_BUCKET": batch_bucket(batch)}))
 
 
 def test_workers_compile_every_tile_the_autotuner_keeps_and_real_tensors_find_them(compiling):

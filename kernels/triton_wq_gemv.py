@@ -1,0 +1,322 @@
+"""The weight-only GEMV in Triton: ``y = x @ dequant(W).T`` for packed W2-W8 at batch 1 (memory-bound, no tensor cores).
+
+Imported only when a kernel runs (it imports Triton); :func:`autoq.kernels.ops.wq_linear` chooses it
+for batch 1 and :mod:`autoq.kernels.triton_wq_gemm` for larger batches. It reads the layout of
+:mod:`autoq.kernels.formats` and dequantizes in registers; ``w = scale * (code - zero)``.
+
+One program per ``BLOCK_N`` outputs, per row of ``x`` and per K split. Packed words are never
+unpacked into a tile: slot ``j`` of every word is turned into the float ``1 + code / 2**bits`` by a
+shift and an and-or and multiplied by ``x[word * C + j]`` (see ``_mantissa_codes``); each scale group's
+``sum (code - zero) * x`` is recovered from ``sum m * x`` and ``sum x`` once per group and K step (once
+per row per channel). That is three instructions a weight where an int-to-float conversion and a
+subtraction would take five. With ``split_k > 1`` each split writes fp32 partial sums that the host adds.
+
+On a GPU it is autotuned per (N, K, split, format); under ``TRITON_INTERPRET=1`` (or with
+``AUTOQ_AUTOTUNE=0``) one large-block configuration (``FIXED_GEMV``) is used directly.
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from autoq.kernels.capability import autotuning
+from autoq.kernels.gemv_steps import even_k, step_columns, step_constexprs, wordwise
+from autoq.kernels.tiles import autotune_bench, launch, reduce_splits, split_output, tile_kwargs
+from autoq.kernels.triton_scales import scale_row_stride, scale_zero_cols, scale_zero_rows
+
+
+@triton.jit
+def _mantissa_codes(words, one_f32, J: tl.constexpr, BITS: tl.constexpr):
+    """Code ``J`` of every word as the fp32 ``1 + code / 2**BITS``: one shift and one and-or, no int-to-float.
+
+    The code is moved to the top ``BITS`` mantissa bits and or-ed with ``one_f32``, the bits of
+    1.0f (``ONE_F32``), so the value is exact; callers undo the affine map once per word. ``one_f32``
+    is a kernel argument, not a literal: as a literal the compiler re-creates the and-mask in a
+    register before every and-or (0.66 extra instructions a weight in the sm_90 SASS).
+    """
+    shift: tl.constexpr = J * BITS - (23 - BITS)
+    if shift > 0:
+        moved = words >> shift
+    elif shift < 0:
+        moved = words << (-shift)
+    else:
+        moved = words
+    return ((moved & (((1 << BITS) - 1) << (23 - BITS))) | one_f32).to(tl.float32, bitcast=True)
+
+
+@triton.jit
+def _load_x(x_ptr, cols, k_end, EVEN_K: tl.constexpr):
+    """Activations at ``cols`` as fp32 (zero past ``k_end`` unless the step is known to lie inside K)."""
+    if EVEN_K:
+        x = tl.load(x_ptr + cols)
+    else:
+        x = tl.load(x_ptr + cols, mask=cols < k_end, other=0.0)
+    return x.to(tl.float32)
+
+
+@triton.jit
+def _load_words(w_ptr, offs_n, n_mask, w0, wi, w_end, k_end, stride_wn, CPW: tl.constexpr, EVEN_K: tl.constexpr):
+    """Packed words ``(BLOCK_N, W)`` of the step starting at word ``w0`` (``wi = arange(W)``); 0 past N or K and,
+    for a prefetch past the last step (``w0 >= w_end``), all 0 without touching memory."""
+    w_ptrs = w_ptr + offs_n[:, None] * stride_wn + (w0 + wi)[None, :]
+    if EVEN_K:  # whole steps: one predicate for the step keeps each thread's words a single vector load
+        words = tl.load(w_ptrs, mask=n_mask[:, None] & (w0 + 0 * wi < w_end)[None, :], other=0)
+    else:
+        words = tl.load(w_ptrs, mask=n_mask[:, None] & ((w0 + wi) * CPW < k_end)[None, :], other=0)
+    return words
+
+
+@triton.jit
+def _load_group_words(w_ptr, offs_n, n_mask, k0, u, k_end, stride_wn, CPW: tl.constexpr, GROUP: tl.constexpr, TW: tl.constexpr):
+    """Words ``(BLOCK_N, NGS * TW)`` of the step at column ``k0``: lane ``u`` is word ``u % TW`` of group ``u // TW``
+    counted from the word holding the group's first column; words with no column in their group are 0."""
+    lo = (k0 // GROUP + u // TW) * GROUP
+    widx = lo // CPW + u % TW
+    live = widx * CPW < tl.minimum(lo + GROUP, k_end)
+    return tl.load(w_ptr + offs_n[:, None] * stride_wn + widx[None, :], mask=n_mask[:, None] & live[None, :], other=0)
+
+
+@triton.jit
+def _group_sums(part, xs, s_ptr, z_ptr, offs_n, n_mask, g0, k_end, stride_sn, stride_sg, BITS: tl.constexpr, GROUP: tl.constexpr,
+                HAS_ZEROS: tl.constexpr, BLOCK_N: tl.constexpr, NG: tl.constexpr, WPG: tl.constexpr):
+    """``sum scale * (code - zero) * x`` ``(BLOCK_N, NG)`` of groups ``g0 ..`` from a step's per-word ``sum m * x``
+    ``(BLOCK_N, NG * WPG)`` and ``sum x`` ``(NG * WPG,)``, ``WPG`` words a group (``m = 1 + code / 2**BITS``)."""
+    ONE: tl.constexpr = 1 << BITS
+    g = g0 + tl.arange(0, NG)
+    scale, zero = scale_zero_cols(s_ptr, z_ptr, offs_n, n_mask, g, g * GROUP < k_end, stride_sn, stride_sg, BITS, HAS_ZEROS)
+    part_g = tl.sum(tl.reshape(part, [BLOCK_N, NG, WPG]), axis=2)
+    xs_g = tl.sum(tl.reshape(xs, [NG, WPG]), axis=1)
+    return scale * ONE * part_g - scale * (ONE + zero) * xs_g[None, :]
+
+
+@triton.jit
+def _as_slots(xw, BW: tl.constexpr, CPW: tl.constexpr):
+    """A step's activations ``(BW * CPW,)`` as ``(BW, 2, ..., 2)``: the trailing dims index the slot of the word."""
+    if CPW == 4:
+        out = tl.reshape(xw, [BW, 2, 2])
+    elif CPW == 8:
+        out = tl.reshape(xw, [BW, 2, 2, 2])
+    else:
+        out = tl.reshape(xw, [BW, 2, 2, 2, 2])
+    return out
+
+
+@triton.jit
+def _slot_products(part, xs, words, one_f32, x, FIRST: tl.constexpr, STRIDE: tl.constexpr, COUNT: tl.constexpr, BITS: tl.constexpr):
+    """Adds ``m_j * x_j`` to ``part`` and ``x_j`` to ``xs`` for slots ``FIRST, FIRST + STRIDE, ...`` (``COUNT``) of
+    ``x`` ``(BW, 2, ...)``, splitting its trailing dims pairwise so each slot's activations stay in their thread."""
+    if COUNT == 1:
+        part += _mantissa_codes(words, one_f32, FIRST, BITS) * x[None, :]
+        xs += x
+    else:
+        even, odd = tl.split(x)
+        part, xs = _slot_products(part, xs, words, one_f32, even, FIRST, 2 * STRIDE, COUNT // 2, BITS)
+        part, xs = _slot_products(part, xs, words, one_f32, odd, FIRST + STRIDE, 2 * STRIDE, COUNT // 2, BITS)
+    return part, xs
+
+
+@triton.jit
+def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
+                      stride_sn, stride_sg, BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr,
+                      EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BW: tl.constexpr, PREFETCH: tl.constexpr):
+    """``sum_k scale * (code - zero) * x`` over words ``[w_begin, w_end)``, ``BW`` words a step, when every scale
+    group is whole words (2/4/8 bits, and any width per channel).
+
+    The words tile ``(BLOCK_N, BW)`` stays in the layout it was loaded in: slot ``j`` of every word
+    multiplies ``x[word * CPW + j]``, so no code moves between threads. With ``m = 1 + code / 2**BITS``,
+    a group's ``sum (code - zero) * x`` is ``2**BITS * sum m * x - (2**BITS + zero) * sum x``: per weight a
+    shift, an and-or and an FMA. Groups narrower than a step (``NG`` of ``WPG`` words) are summed per
+    step; a 2-D tile, not a 3-D one, keeps Triton 3.6 from giving each thread a single row.
+
+    With a power-of-two ``CPW`` (``SPLIT_X``) a step's activations load as one contiguous vector and are split
+    pairwise into the slots (``_slot_products``), so they too stay in the thread that loaded them. Gathering
+    each slot's activations instead loads 2 bytes at a time and, with Triton 3.6, moves them between threads
+    through shared memory: 4.39 instructions a weight for int4 per channel in the sm_90 SASS, now 4.08.
+
+    ``PREFETCH`` loads the next step's words before this step's arithmetic. Triton does not pipeline these
+    loads (the sm_90 SASS is the same for 2 and 3 stages): without it each step waits a full memory latency,
+    and a layer of 256 programs keeps about half the bytes in flight that an H200 needs. The autotuner tries both.
+    """
+    SPLIT_X: tl.constexpr = CPW == 4 or CPW == 8 or CPW == 16
+    WPG: tl.constexpr = GROUP // CPW if GROUP > 0 and GROUP < BW * CPW else BW
+    NG: tl.constexpr = BW // WPG
+    ONE: tl.constexpr = 1 << BITS
+    tl.static_assert(WPG * NG == BW, "BLOCK_K and the group size must be whole words")
+    wi = tl.arange(0, BW)
+    acc = tl.zeros([BLOCK_N, BW], dtype=tl.float32)  # per channel and whole-step groups: reduced after the loop
+    acc_g = tl.zeros([BLOCK_N, NG], dtype=tl.float32)  # narrower groups
+    corr = tl.zeros([BLOCK_N], dtype=tl.float32)  # whole-step groups: sum of scale * (2**BITS + zero) * sum x
+    xsum = tl.zeros([BW], dtype=tl.float32)  # per channel: sum x over the whole range
+    if PREFETCH:
+        words = _load_words(w_ptr, offs_n, n_mask, w_begin, wi, w_end, k_end, stride_wn, CPW, EVEN_K)
+    for w0 in range(w_begin, w_end, BW):
+        cols = (w0 + wi) * CPW
+        if PREFETCH:
+            ahead = _load_words(w_ptr, offs_n, n_mask, w0 + BW, wi, w_end, k_end, stride_wn, CPW, EVEN_K)  # in flight during this step
+        else:
+            words = _load_words(w_ptr, offs_n, n_mask, w0, wi, w_end, k_end, stride_wn, CPW, EVEN_K)
+        part = tl.zeros([BLOCK_N, BW], dtype=tl.float32)
+        xs = tl.zeros([BW], dtype=tl.float32)
+        if SPLIT_X:
+            xw = _load_x(x_ptr + row * stride_xm, w0 * CPW + tl.arange(0, BW * CPW), k_end, EVEN_K)
+            part, xs = _slot_products(part, xs, words, one_f32, _as_slots(xw, BW, CPW), 0, 1, CPW, BITS)
+        else:
+            for j in tl.static_range(CPW):
+                xj = _load_x(x_ptr + row * stride_xm, cols + j, k_end, EVEN_K)
+                part += _mantissa_codes(words, one_f32, j, BITS) * xj[None, :]
+                xs += xj
+        if GROUP == 0:
+            acc += part
+            xsum += xs
+        elif NG == 1:
+            scale, zero = scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, w0 * CPW // GROUP, stride_sn, stride_sg, BITS, HAS_ZEROS)
+            acc += (scale * ONE)[:, None] * part
+            corr += scale * (ONE + zero) * tl.sum(xs, axis=0)
+        else:
+            acc_g += _group_sums(part, xs, s_ptr, z_ptr, offs_n, n_mask, w0 * CPW // GROUP, k_end, stride_sn, stride_sg,
+                                 BITS, GROUP, HAS_ZEROS, BLOCK_N, NG, WPG)
+        if PREFETCH:
+            words = ahead
+    if GROUP == 0:
+        scale, zero = scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, 0, stride_sn, stride_sg, BITS, HAS_ZEROS)
+        y = scale * (ONE * tl.sum(acc, axis=1) - (ONE + zero) * tl.sum(xsum, axis=0))
+    elif NG == 1:
+        y = tl.sum(acc, axis=1) - corr
+    else:
+        y = tl.sum(acc_g, axis=1)
+    return y
+
+
+@triton.jit
+def _gemv_group_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, k_begin, k_end, stride_xm, stride_wn,
+                      stride_sn, stride_sg, BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr,
+                      BLOCK_N: tl.constexpr, NGS: tl.constexpr, TW: tl.constexpr, PREFETCH: tl.constexpr):
+    """The same sum for 3/5/6-bit group formats, ``NGS`` groups a step, each read as the ``TW`` words it touches.
+
+    A word that straddles two groups is loaded for both (the second load hits the cache) and each copy
+    multiplies only its own group's activations (the others are masked to 0), so a weight costs a shift,
+    an and-or and an FMA, and every group's scale is loaded once, as in whole-word groups.
+    """
+    u = tl.arange(0, NGS * TW)
+    acc_g = tl.zeros([BLOCK_N, NGS], dtype=tl.float32)
+    if PREFETCH:
+        words = _load_group_words(w_ptr, offs_n, n_mask, k_begin, u, k_end, stride_wn, CPW, GROUP, TW)
+    for k0 in range(k_begin, k_end, NGS * GROUP):
+        if PREFETCH:
+            ahead = _load_group_words(w_ptr, offs_n, n_mask, k0 + NGS * GROUP, u, k_end, stride_wn, CPW, GROUP, TW)
+        else:
+            words = _load_group_words(w_ptr, offs_n, n_mask, k0, u, k_end, stride_wn, CPW, GROUP, TW)
+        lo = (k0 // GROUP + u // TW) * GROUP
+        hi = tl.minimum(lo + GROUP, k_end)
+        cols = (lo // CPW + u % TW) * CPW
+        part = tl.zeros([BLOCK_N, NGS * TW], dtype=tl.float32)
+        xs = tl.zeros([NGS * TW], dtype=tl.float32)
+        for j in tl.static_range(CPW):
+            c = cols + j
+            xj = tl.load(x_ptr + row * stride_xm + c, mask=(c >= lo) & (c < hi), other=0.0).to(tl.float32)
+            part += _mantissa_codes(words, one_f32, j, BITS) * xj[None, :]
+            xs += xj
+        acc_g += _group_sums(part, xs, s_ptr, z_ptr, offs_n, n_mask, k0 // GROUP, k_end, stride_sn, stride_sg,
+                             BITS, GROUP, HAS_ZEROS, BLOCK_N, NGS, TW)
+        if PREFETCH:
+            words = ahead
+    return tl.sum(acc_g, axis=1)
+
+
+@triton.jit
+def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, one_f32, N, K, stride_xm, stride_wn, stride_sn, stride_sg, stride_os, stride_om,
+                   BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, SPLIT_K: tl.constexpr,
+                   EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr, STEP: tl.constexpr,
+                   TW: tl.constexpr, NGS: tl.constexpr):
+    """One program: ``BLOCK_N`` outputs of one row of ``x`` over one K split; how it walks K (``STEP``, ``TW``,
+    ``NGS``, derived from ``BLOCK_K``) is :func:`autoq.kernels.gemv_steps.step_constexprs`."""
+    pid_n = tl.program_id(0)
+    pid_s = tl.program_id(1)
+    row = tl.program_id(2)
+    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    n_mask = offs_n < N
+    if WORDWISE or GROUP == 0:
+        n_words = tl.cdiv(K, CPW)
+        w_per_split = tl.cdiv(tl.cdiv(n_words, SPLIT_K), STEP) * STEP
+        w_begin = pid_s * w_per_split
+        w_end = tl.minimum(w_begin + w_per_split, n_words)
+        y = _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, tl.minimum(w_end * CPW, K),
+                              stride_xm, stride_wn, stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K, BLOCK_N, STEP, PREFETCH)
+    else:
+        k_per_split = tl.cdiv(tl.cdiv(K, SPLIT_K), NGS * GROUP) * NGS * GROUP  # whole groups
+        k_begin = pid_s * k_per_split
+        y = _gemv_group_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, k_begin, tl.minimum(k_begin + k_per_split, K),
+                              stride_xm, stride_wn, stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, BLOCK_N, NGS, TW, PREFETCH)
+    tl.store(out_ptr + pid_s * stride_os + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_mask)
+
+
+
+ONE_F32 = 0x3F800000  # the bits of 1.0f, passed to the GEMV (see ``_mantissa_codes``)
+
+# One configuration when not autotuning (see ``autotuning``): a large block keeps the number of programs and
+# loop steps small under the interpreter, and are valid tiles on any GPU.
+FIXED_GEMV = {"BLOCK_N": 64, "BLOCK_K": 128, "PREFETCH": True}
+
+# Batch-1 tiles: 16 rows by 1024 columns over 128 threads puts 4 rows and 4 words in each thread, so each
+# activation a thread loads and converts serves 4 rows (sm_90 SASS, Triton 3.9: 3.9 instructions a weight in
+# the W4 main loop, 4.3 with groups of 128). Narrower K steps are for short rows, fewer rows for narrow layers.
+# Every tile prefetches the next step's words; the three main ones are also tried without (see _gemv_word_groups).
+# The two 32-row tiles put 8 rows in a thread: 7-20% fewer instructions a weight than the main tile for most formats
+# (Triton 3.9: int4 per channel 3.66, g128 3.98; 3.6: 3.72 and 4.07; benchmarks/gemv_sass.py), but 168-255 registers
+# for W4 (and a spill for int8 per channel) and half as many programs. Whether that pays is the GPU's to say.
+_GEMV_CONFIGS = [
+    triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "PREFETCH": pf}, num_warps=w, num_stages=s)
+    for bn, bk, w, s, pf in [(16, 1024, 4, 2, True), (16, 1024, 4, 2, False), (16, 512, 2, 2, True), (16, 512, 2, 2, False),
+                             (16, 2048, 8, 2, True), (8, 1024, 2, 2, True), (8, 1024, 2, 2, False), (32, 512, 4, 2, True),
+                             (32, 256, 2, 2, True), (64, 256, 4, 2, True), (8, 512, 2, 2, True), (8, 256, 1, 2, True),
+                             (32, 1024, 4, 2, True), (32, 2048, 8, 2, True)]
+]
+
+
+def prune_gemv_configs(configs, named_args, **kwargs):
+    """Drop tiles whose K step is longer than the row (K rounded up to a power of two): their lanes only load masks.
+
+    Short rows (a small model's 384 inputs) then autotune 3 to 7 tiles, not 14. Keeps the shortest step if none fits.
+    Triton passes the positional arguments as ``named_args`` and the keyword ones (``CPW``) as ``kwargs``."""
+    k = 1 << max(0, (named_args["K"] - 1).bit_length())
+    kept = [c for c in configs if step_columns(c.kwargs["BLOCK_K"], kwargs["CPW"], kwargs["GROUP"]) <= k]
+    return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_K"])]
+
+
+_GEMV_STEPS = {  # constexprs of how the GEMV walks K, from the block size and the format (see gemv_steps)
+    "EVEN_K": lambda a: even_k(a["K"], step_columns(a["BLOCK_K"], a["CPW"], a["GROUP"]), a["SPLIT_K"]),
+    **{name: (lambda a, name=name: step_constexprs(a["BLOCK_K"], a["CPW"], a["GROUP"])[name]) for name in ("STEP", "TW", "NGS")},
+}
+_gemv_tuned = triton.autotune(configs=_GEMV_CONFIGS, key=["N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"], do_bench=autotune_bench,
+                              prune_configs_by={"early_config_prune": prune_gemv_configs})(
+    triton.heuristics(_GEMV_STEPS)(wq_gemv_kernel))
+
+
+def launch_gemv(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: int, group: int, compile_only: bool = False,
+                tile: triton.Config | None = None) -> list:
+    """Run the GEMV kernel: ``out`` is ``(M, N)`` when ``split_k == 1``, else fp32 ``(split_k, M, N)``.
+
+    ``tile`` (one of ``_GEMV_CONFIGS``, say) runs that tile instead of autotuning. With ``compile_only``
+    nothing runs: the kernels this launch needs are compiled and returned (see ``tiles.launch``)."""
+    m, k = x.shape
+    n = qweight.shape[0]
+    stride_os = out.stride(0) if split_k > 1 else 0
+    stride_om = out.stride(-2)
+    args = (x, qweight, scales, scales if zeros is None else zeros, out, ONE_F32, n, k, x.stride(0), qweight.stride(0),
+            scale_row_stride(scales), scales.stride(1), stride_os, stride_om)
+    meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw), SPLIT_K=split_k)
+    if tile is None and autotuning():
+        return launch(_gemv_tuned, lambda c: (triton.cdiv(n, c["BLOCK_N"]), split_k, m), args, meta, compile_only)
+    blocks = FIXED_GEMV if tile is None else tile_kwargs(tile)
+    steps = {name: rule({**meta, **blocks, "K": k}) for name, rule in _GEMV_STEPS.items()}
+    return launch(wq_gemv_kernel, (triton.cdiv(n, blocks["BLOCK_N"]), split_k, m), args, {**meta, **steps, **blocks}, compile_only)
+
+
+def gemv(x, w, split_k: int, compile_only: bool = False, tile: triton.Config | None = None) -> tuple:
+    """``x @ dequant(w).T`` by the GEMV for a ``PackedWeight`` ``w``: ``(out, compiled kernels)``.
+
+    Allocates what :func:`launch_gemv` writes (fp32 partial sums when split over K, which it then adds)."""
+    out = split_output(x, w.shape[0], split_k)
+    compiled = launch_gemv(x, w.qweight, w.scales, w.zeros, out, split_k, w.bits, w.codes_per_word, w.group_size, compile_only, tile)
+    return reduce_splits(out, split_k, x.dtype), compiled
