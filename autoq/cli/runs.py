@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-from datetime import datetime
+from datetime import datetime, timezone
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -46,15 +46,18 @@ def run_list(args: argparse.Namespace) -> int:
     if not runs:
         print(f"no searches in experiment {args.experiment!r} of {args.tracking_uri}")
         return 0
-    header = f"{'study name':<44} {'status':<9} {'model':<20} {'budget':<9} {'trials':>6} {'best':>8}  {'started (UTC)':<16}  parent run id"
-    print(header)
+    rows = [("study name", "status", "model", "budget", "trials", "best", "started (UTC)", "parent run id")]
     for run in runs:
         p, m, t = run.data.params, run.data.metrics, run.data.tags
-        name = t.get(STUDY_TAG) or p.get("study_name") or run.info.run_name
-        best = f"{m['best_quality']:.4f}" if "best_quality" in m else "-"
-        trials = str(int(m["n_evaluated"])) if "n_evaluated" in m else "-"
-        started = datetime.utcfromtimestamp(run.info.start_time / 1000).strftime("%Y-%m-%d %H:%M")
-        print(f"{name:<44} {run.info.status:<9} {p.get('model', '?'):<20} {p.get('budget', '?'):<9} {trials:>6} {best:>8}  {started:<16}  {run.info.run_id}")
+        started = datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
+        rows.append((t.get(STUDY_TAG) or p.get("study_name") or run.info.run_name, run.info.status, p.get("model", "?"),
+                     p.get("budget", "?"), str(int(m["n_evaluated"])) if "n_evaluated" in m else "-",
+                     f"{m['best_quality']:.4f}" if "best_quality" in m else "-", started, run.info.run_id))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]  # the default study names are 46 characters
+    right = {"trials", "best"}
+    for row in rows:
+        cells = (cell.rjust(w) if head in right else cell.ljust(w) for cell, w, head in zip(row, widths, rows[0]))
+        print("  ".join(cells).rstrip())
     print(f"\nautoq pareto NAME --tracking-uri {args.tracking_uri}   prints a frontier; autoq search --resume NAME continues a search.")
     return 0
 

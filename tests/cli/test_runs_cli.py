@@ -14,15 +14,17 @@ def test_runs_lists_and_pareto_prints_the_frontier(tmp_path, mlflow_uri, capsys)
         out, err = capsys.readouterr()
         return SimpleNamespace(returncode=code, stdout=out, stderr=err)
 
-    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=10, tracking_uri=mlflow_uri, study_name="listed", progress=False)
+    long_name = "listed-autoq-digits-cnn-4.5bits-20261130-133655-with-a-longer-tail"  # longer than the default names
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=10, tracking_uri=mlflow_uri, study_name=long_name, progress=False)
 
     listed = _autoq("runs", "--tracking-uri", mlflow_uri, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
-    row = next(line for line in listed.stdout.splitlines() if line.startswith("listed "))
+    header, row = (next(line for line in listed.stdout.splitlines() if line.startswith(start)) for start in ("study name", long_name))
+    assert row.index("FINISHED") == header.index("status") and row.index(result.parent_run_id) == header.index("parent run id")
     assert "FINISHED" in row and "digits-cnn" in row and "4.5bits" in row and result.parent_run_id in row
     assert f"{result.best.quality:.4f}" in row
 
-    for name in ("listed", result.parent_run_id):  # by study name or by parent run id
+    for name in (long_name, result.parent_run_id):  # by study name or by parent run id
         shown = _autoq("pareto", name, "--tracking-uri", mlflow_uri, cwd=tmp_path)
         assert shown.returncode == 0, shown.stderr
         assert "Pareto frontier" in shown.stdout and f"within 4.5bits ({len(result.frontier)} of 10 evaluated trials" in shown.stdout
