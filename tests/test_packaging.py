@@ -1,0 +1,44 @@
+"""A real wheel (``pip install .``, not the editable install the tests run from) carries every module and data file.
+
+``pyproject.toml`` maps ``kernels/``, ``sensitivity/`` and ``search_spaces/`` into ``autoq`` and lists the
+packages by hand, so a new subpackage left off the list still imports in an editable install and is
+missing from a real one. Building the wheel is the check that sees it.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+MAPPED = {"autoq": "autoq", "kernels": "autoq/kernels", "sensitivity": "autoq/sensitivity", "search_spaces": "autoq/search_spaces"}
+DATA_SUFFIXES = (".py", ".yaml", ".json")
+
+
+def source_files() -> set[str]:
+    """Every tracked module and data file of the package, as its path inside the wheel."""
+    tracked = subprocess.run(["git", "ls-files", *MAPPED], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    files = set()
+    for path in tracked:
+        top, _, rest = path.partition("/")
+        if path.endswith(DATA_SUFFIXES) or path == "autoq/latency/tables/README.md":
+            files.add(f"{MAPPED[top]}/{rest}")
+    return files
+
+
+def test_wheel_holds_every_module_and_data_file(tmp_path):
+    if not (REPO / ".git").exists():
+        pytest.skip("needs the git checkout to list the tracked files")
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+                           capture_output=True, text=True)
+    assert build.returncode == 0, build.stderr[-2000:]
+    assert "would be ignored" not in build.stderr, build.stderr[-2000:]  # setuptools' warning for an unlisted package
+    (wheel,) = tmp_path.glob("autoq-*.whl")
+    shipped = set(zipfile.ZipFile(wheel).namelist())
+    expected = source_files()
+    assert {"autoq/kernels/triton_wq_gemv.py", "autoq/search_spaces/default.yaml", "autoq/sensitivity/__init__.py"} <= expected
+    assert not expected - shipped, f"tracked but not in the wheel: {sorted(expected - shipped)}"
