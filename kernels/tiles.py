@@ -1,4 +1,4 @@
-"""Tile ordering, autotune and launch helpers shared by the kernels."""
+"""Tile ordering, autotune and launch helpers shared by the kernels, and the buffers of launches split over K."""
 
 from __future__ import annotations
 

@@ -185,7 +185,6 @@ def _dequant_straddling(codes, cols, s_ptr, z_ptr, offs_n, n_mask, k0, k_limit, 
     return tl.reshape(w, [BLOCK_N, BLOCK_K])
 
 
-
 @triton.jit
 def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, M_BUCKET, stride_xm, stride_wn, stride_sn, stride_sg, stride_os, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, DOT_FP32: tl.constexpr,
@@ -235,7 +234,7 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, M_BUCKET, strid
 
 
 # One configuration when not autotuning (see ``autotuning``): a large block keeps the number of programs and
-# loop steps small under the interpreter, and are valid tiles on any GPU.
+# loop steps small under the interpreter, and it is a valid tile on any GPU.
 FIXED_GEMM = {"BLOCK_M": 32, "BLOCK_N": 64, "BLOCK_K": 128, "GROUP_M": 8}
 
 # The two smaller 16-row tiles were added when 3/5/6-bit codes were gathered column by column and every other 16-row

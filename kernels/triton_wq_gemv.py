@@ -251,11 +251,10 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, one_f32, N, K, stride_xm
     tl.store(out_ptr + pid_s * stride_os + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_mask)
 
 
-
 ONE_F32 = 0x3F800000  # the bits of 1.0f, passed to the GEMV (see ``_mantissa_codes``)
 
 # One configuration when not autotuning (see ``autotuning``): a large block keeps the number of programs and
-# loop steps small under the interpreter, and are valid tiles on any GPU.
+# loop steps small under the interpreter, and it is a valid tile on any GPU.
 FIXED_GEMV = {"BLOCK_N": 64, "BLOCK_K": 128, "PREFETCH": True}
 
 # Batch-1 tiles: 16 rows by 1024 columns over 128 threads puts 4 rows and 4 words in each thread, so each
