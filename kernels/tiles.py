@@ -51,6 +51,9 @@ def launch(kernel, grid, args: tuple, kwargs: dict, compile_only: bool = False) 
     Triton's cache (see :mod:`autoq.kernels.precompile`). Returns Triton's compiled kernels (one per
     configuration) with ``compile_only``, else ``[]``: what the machine-code checks read.
     """
+    # Fused multiply-adds, asked for: the GEMV's shift, and-or and FMA a weight count on them. Triton 3.9 fuses by
+    # default but warns at the first compile that 3.10 will not; asking keeps the code and silences the warning.
+    kwargs = {**kwargs, "enable_fp_fusion": True}
     if not compile_only:
         kernel[grid](*args, **kwargs)
         return []

@@ -18,9 +18,12 @@ from autoq.kernels.compile_check import default_cases
 
 @pytest.fixture(scope="module")
 def sm90(tmp_path_factory):
-    """The compile check's output and its SASS reports of every case, for sm_90."""
+    """The compile check's output and its SASS reports of every case, for sm_90.
+
+    With Triton's default FP fusion off (Triton 3.10's default): the launches ask for fused multiply-adds
+    themselves, and the instruction counts below hold only with them (int4 per channel: 3.92 a weight, 4.90 without)."""
     out = tmp_path_factory.mktemp("sass") / "sm90.json"
-    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "0"}
     proc = subprocess.run([sys.executable, "-m", "autoq.kernels.compile_check", "--arch", "90", "--sass", "--json", str(out)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
@@ -138,7 +141,7 @@ def test_a_case_compiles_the_kernel_a_launch_runs(tmp_path):
         "    compile_launches(PrecompileCase('wq', case.spec, (case.shape,), (case.batch,)))\n"
         "print(first, cache_entries() - first)\n"
     )
-    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1", "TRITON_CACHE_DIR": str(tmp_path)}
+    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_CACHE_DIR": str(tmp_path)}
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     first, then = map(int, proc.stdout.split())
@@ -161,7 +164,7 @@ def sass_benchmark_row(script: str, spec: str, tmp_path) -> dict:
     from pathlib import Path
 
     out = tmp_path / "sass.json"
-    env = {**os.environ, "TRITON_INTERPRET": "0", "TRITON_DEFAULT_FP_FUSION": "1"}
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
     proc = subprocess.run([sys.executable, str(Path(__file__).parents[2] / "benchmarks" / script), "--formats", spec, "--out", str(out)],
                           env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
