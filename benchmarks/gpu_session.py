@@ -7,7 +7,7 @@ machine's ``python3`` has, so autoq goes on ``PYTHONPATH`` instead of being inst
 
 Steps, each in its own process with a share of the deadline, so one that hangs loses
 nothing already written (the two benchmarks first compile their 554 and 483 kernels on every
-core, ``autoq.kernels.precompile``; one at a time that took 667 s on a 2-core CPU):
+core, ``autoq.kernels.precompile``; one at a time that took 548 s on a 2-core CPU):
 
 1. ``benchmarks/kernels_llama.py``: LLaMA-7B layer shapes at batch 1, 16, 128: speedup over
    torch fp16, bandwidth against the device's, then every kernel against float64 on the GPU

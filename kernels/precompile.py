@@ -2,7 +2,7 @@
 
 An autotuned kernel compiles each candidate tile the first time a new format and shape is
 launched, one after another. Measuring the default formats at LLaMA-7B's and the default
-model's shapes makes about a thousand such compilations (0.4-0.65 s each on this project's
+model's shapes makes about a thousand such compilations (0.4-0.6 s each on this project's
 CPU machine): more than a short GPU lease. :func:`precompile` runs them first, in parallel
 worker processes, into Triton's on-disk cache; the launches then load them from there.
 
