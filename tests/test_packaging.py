@@ -7,6 +7,7 @@ missing from a real one. Building the wheel is the check that sees it.
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import zipfile
@@ -21,7 +22,7 @@ DATA_SUFFIXES = (".py", ".yaml", ".json")
 
 def source_files() -> set[str]:
     """Every tracked module and data file of the package, as its path inside the wheel."""
-    tracked = subprocess.run(["git", "ls-files", *MAPPED], cwd=REPO, capture_output=True, text=True, check=True).stdout.split()
+    tracked = subprocess.run(["git", "ls-files", "-z", *MAPPED], cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\0")
     files = set()
     for path in tracked:
         top, _, rest = path.partition("/")
@@ -33,7 +34,12 @@ def source_files() -> set[str]:
 def test_wheel_holds_every_module_and_data_file(tmp_path):
     if not (REPO / ".git").exists():
         pytest.skip("needs the git checkout to list the tracked files")
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(REPO)],
+    src = tmp_path / "src"  # a copy of the tracked files: a build in the checkout leaves build/, whose stale files could ship
+    for path in subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\0"):
+        if path and (REPO / path).is_file():
+            (src / path).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(REPO / path, src / path)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(tmp_path), str(src)],
                            capture_output=True, text=True)
     assert build.returncode == 0, build.stderr[-2000:]
     assert "would be ignored" not in build.stderr, build.stderr[-2000:]  # setuptools' warning for an unlisted package
