@@ -95,7 +95,7 @@ def launch_int8_gemm(a, a_scale, w, w_scale, out, compile_only: bool = False, ti
     bucket = batch_bucket(m)
     stride_sw = 0 if w_scale.numel() == 1 else w_scale.stride(0)
     args = (a, a_scale, w, w_scale, out, m, n, k, bucket, a.stride(0), w.stride(0), stride_sw, out.stride(0))
+    grid = lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)  # noqa: E731  (both launches below)
     if tile is None and autotuning():
-        return launch(_gemm_tuned, lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),), args, {}, compile_only)
-    blocks = FIXED_GEMM if tile is None else tile_kwargs(tile)
-    return launch(int8_gemm_kernel, (triton.cdiv(m, blocks["BLOCK_M"]) * triton.cdiv(n, blocks["BLOCK_N"]),), args, blocks, compile_only)
+        return launch(_gemm_tuned, grid, args, {}, compile_only)
+    return launch(int8_gemm_kernel, grid, args, FIXED_GEMM if tile is None else tile_kwargs(tile), compile_only)

@@ -270,11 +270,10 @@ def launch_gemm(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: in
             scale_row_stride(scales), scales.stride(1), stride_os, out.stride(-2))
     meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw), SPLIT_K=split_k,
                 DOT_FP32=interpreting())  # numpy computes the interpreter's dot: same products, fp32 operands (see the kernel)
+    grid = lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]), split_k)  # noqa: E731  (both launches below)
     if tile is None and autotuning():
-        return launch(_gemm_tuned, lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]), split_k), args, meta,
-                      compile_only)
+        return launch(_gemm_tuned, grid, args, meta, compile_only)
     blocks = FIXED_GEMM if tile is None else tile_kwargs(tile)
-    grid = (triton.cdiv(m, blocks["BLOCK_M"]) * triton.cdiv(n, blocks["BLOCK_N"]), split_k)
     steps = {name: rule({**meta, **blocks, "K": k}) for name, rule in _GEMM_STEPS.items()}
     return launch(wq_gemm_kernel, grid, args, {**meta, **steps, **blocks}, compile_only)
 

@@ -305,11 +305,12 @@ def launch_gemv(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: in
     args = (x, qweight, scales, scales if zeros is None else zeros, out, ONE_F32, n, k, x.stride(0), qweight.stride(0),
             scale_row_stride(scales), scales.stride(1), stride_os, stride_om)
     meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw), SPLIT_K=split_k)
+    grid = lambda c: (triton.cdiv(n, c["BLOCK_N"]), split_k, m)  # noqa: E731  (both launches below)
     if tile is None and autotuning():
-        return launch(_gemv_tuned, lambda c: (triton.cdiv(n, c["BLOCK_N"]), split_k, m), args, meta, compile_only)
+        return launch(_gemv_tuned, grid, args, meta, compile_only)
     blocks = FIXED_GEMV if tile is None else tile_kwargs(tile)
     steps = {name: rule({**meta, **blocks, "K": k}) for name, rule in _GEMV_STEPS.items()}
-    return launch(wq_gemv_kernel, (triton.cdiv(n, blocks["BLOCK_N"]), split_k, m), args, {**meta, **steps, **blocks}, compile_only)
+    return launch(wq_gemv_kernel, grid, args, {**meta, **steps, **blocks}, compile_only)
 
 
 def gemv(x, w, split_k: int, compile_only: bool = False, tile: triton.Config | None = None) -> tuple:
