@@ -26,6 +26,7 @@ from pathlib import Path
 
 from autoq.errors import AutoqError
 from autoq.kernels.gemv_steps import gemm_step_columns, step_columns
+from autoq.kernels.ops import GEMM_MIN_BLOCK_M
 from autoq.kernels.precompile import Target, compiling_for
 from autoq.kernels.sass import sass_report
 
@@ -91,7 +92,7 @@ def gemm_case(spec, act: str, tile) -> CompileCase:
     """The tiled GEMM for ``spec`` in ``tile`` at 4096 x 4096, at batch 16 for a 16-row tile (what a batch of 16
     autotunes among) and 128 for the others."""
     b = tile.kwargs
-    batch = 16 if b["BLOCK_M"] == 16 else 128
+    batch = GEMM_MIN_BLOCK_M if b["BLOCK_M"] == GEMM_MIN_BLOCK_M else 128
     name = f"wq-gemm {spec.name}-{act} {b['BLOCK_M']}x{b['BLOCK_N']}x{b['BLOCK_K']} w{tile.num_warps} batch{batch}"
     return CompileCase.of_tile(name, "gemm", tile, spec=spec.name, act=act, batch=batch)
 
