@@ -159,7 +159,7 @@ def _dequant_groups(codes, s_ptr, z_ptr, offs_n, n_mask, k0, k_limit, stride_sn,
 
 
 @triton.jit
-def _dequant_straddling(codes, cols, s_ptr, z_ptr, offs_n, n_mask, k0, k_limit, stride_sn, stride_sg, BITS: tl.constexpr,
+def _dequant_straddling(codes, s_ptr, z_ptr, offs_n, n_mask, k0, k_limit, stride_sn, stride_sg, BITS: tl.constexpr,
                         GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, SG_CODES: tl.constexpr, SG_SLOTS: tl.constexpr,
                         BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, HALF: tl.constexpr):
     """Dequantized slots ``(BLOCK_N, BLOCK_K)`` of a 3/5/6-bit group format, whose slot groups can straddle scale groups.
@@ -189,17 +189,17 @@ def _dequant_straddling(codes, cols, s_ptr, z_ptr, offs_n, n_mask, k0, k_limit, 
 def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, M_BUCKET, stride_xm, stride_wn, stride_sn, stride_sg, stride_os, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, DOT_FP32: tl.constexpr,
                    SPLIT_K: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                   GROUP_M: tl.constexpr, SG_WORDS: tl.constexpr, SG_SLOTS: tl.constexpr):
+                   GROUP_M: tl.constexpr, SG_WORDS: tl.constexpr, SG_SLOTS: tl.constexpr, STEP: tl.constexpr):
     """One program: a ``BLOCK_M x BLOCK_N`` output tile over one of ``SPLIT_K`` ranges of K, whole steps each (a split
     writes fp32 partial sums that the host adds, as the GEMV's do). ``SG_WORDS`` words fill a slot group of ``SG_SLOTS``
-    slots (:func:`autoq.kernels.gemv_steps.gemm_slot_group`)."""
+    slots (:func:`autoq.kernels.gemv_steps.gemm_slot_group`), and a step covers ``STEP`` columns of K
+    (:func:`autoq.kernels.gemv_steps.gemm_step_columns`)."""
     offs_m, offs_n = tile_offsets(M, N, BLOCK_M, BLOCK_N, GROUP_M)
     m_mask = offs_m < M
     n_mask = offs_n < N
     acc = tl.zeros([BLOCK_M, BLOCK_N], dtype=tl.float32)
     HALF: tl.constexpr = x_ptr.dtype.element_ty == tl.float16  # else bf16
     SG_CODES: tl.constexpr = SG_WORDS * CPW  # the columns a slot group holds
-    STEP: tl.constexpr = BLOCK_K // SG_SLOTS * SG_CODES  # columns of K a step
     n_words = tl.cdiv(K, CPW)
     if SPLIT_K == 1:  # plain bounds: a loop from 0 pipelines better (int4 per channel, 16 x 128 x 64: 5.67, not 6.02)
         k_begin = 0
@@ -223,7 +223,7 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, M_BUCKET, strid
         elif WORDWISE:
             w = _dequant_groups(codes, s_ptr, z_ptr, offs_n, n_mask, k0, K, stride_sn, stride_sg, BITS, GROUP, HAS_ZEROS, BLOCK_N, BLOCK_K, HALF)
         else:
-            w = _dequant_straddling(codes, cols, s_ptr, z_ptr, offs_n, n_mask, k0, K, stride_sn, stride_sg, BITS, GROUP, HAS_ZEROS,
+            w = _dequant_straddling(codes, s_ptr, z_ptr, offs_n, n_mask, k0, K, stride_sn, stride_sg, BITS, GROUP, HAS_ZEROS,
                                     SG_CODES, SG_SLOTS, BLOCK_N, BLOCK_K, HALF)
         if DOT_FP32:  # the interpreter: fp32 operands (the weights are already rounded to the activation dtype)
             acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)))
@@ -249,6 +249,7 @@ _GEMM_CONFIGS = [
 
 
 _GEMM_STEPS = {  # constexprs of how the GEMM walks K (see gemv_steps)
+    "STEP": lambda a: gemm_step_columns(a["BLOCK_K"], a["CPW"]),
     "EVEN_K": lambda a: even_k(a["K"], gemm_step_columns(a["BLOCK_K"], a["CPW"]), a["SPLIT_K"]),
     "SG_WORDS": lambda a: gemm_slot_group(a["CPW"])[0],
     "SG_SLOTS": lambda a: gemm_slot_group(a["CPW"])[1],
