@@ -90,7 +90,7 @@ def moved_bytes(n: int, k: int, batch: int, weight_bytes: int, quantizes_activat
 
 def peak_bandwidth_gbs(device_name: str) -> float | None:
     """The device's memory bandwidth in GB/s: from the driver's clock and bus width, else a known preset."""
-    props = torch.cuda.get_device_properties(0)
+    props = torch.cuda.get_device_properties(torch.cuda.current_device())
     clock_khz, bus_bits = getattr(props, "memory_clock_rate", 0), getattr(props, "memory_bus_width", 0)
     if clock_khz and bus_bits:
         return 2 * clock_khz * 1e3 * bus_bits / 8 / 1e9  # double data rate
@@ -177,7 +177,7 @@ def _time_case(run, x: torch.Tensor, rep_ms: int) -> tuple[tuple[float, float, f
 
 
 def measure(config: BenchConfig, progress: bool = True) -> LatencyTable:
-    """Time every case of ``config`` at every batch on GPU 0; one row per (shape, format, kernel, batch).
+    """Time every case of ``config`` at every batch on the current GPU (``torch.cuda.current_device()``, pick one with ``CUDA_VISIBLE_DEVICES``); one row per (shape, format, kernel, batch).
 
     The kernels are first compiled in parallel (``config.compile_workers``), so that the timing loop
     only loads them; it reports how many it still had to compile (0 when precompiling caught all)."""
@@ -185,9 +185,9 @@ def measure(config: BenchConfig, progress: bool = True) -> LatencyTable:
     import triton
     from tqdm.auto import tqdm
 
-    device = torch.device("cuda")
+    device = torch.device("cuda", torch.cuda.current_device())
     gen = torch.Generator().manual_seed(config.seed)
-    name = torch.cuda.get_device_name(0)
+    name = torch.cuda.get_device_name(device)
     rows: list[LatencyRow] = []
     cases = config.cases()
     start = time.perf_counter()

@@ -47,14 +47,16 @@ def _check_k(x: torch.Tensor, k: int) -> None:
         raise AutoqError(f"activations have {x.shape[-1]} features but the weight expects {k}")
 
 
-def split_k_for(n: int, k: int, block_n: int = 8, target_programs: int | None = None) -> int:
+def split_k_for(n: int, k: int, block_n: int = 8, target_programs: int | None = None,
+                device: torch.device | None = None) -> int:
     """K splits for the GEMV (or a GEMM's row of tiles) when even ``block_n``-row programs cannot fill the GPU (two programs per SM).
 
     Splitting costs an fp32 partial buffer and a reduction kernel, so it is only for narrow layers
-    with long rows (each split keeps at least 512 columns).
+    with long rows (each split keeps at least 512 columns). ``target_programs`` defaults to twice
+    the SM count of ``device`` (see :func:`sm_count`).
     """
     if target_programs is None:
-        target_programs = 2 * _sm_count()
+        target_programs = 2 * sm_count(device)
     programs = math.ceil(n / block_n)
     if programs >= target_programs:
         return 1
@@ -62,19 +64,30 @@ def split_k_for(n: int, k: int, block_n: int = 8, target_programs: int | None = 
     return 1 << (split.bit_length() - 1)  # a power of two, rounded down
 
 
-def gemm_split_k_for(m: int, n: int, k: int, target_programs: int | None = None) -> int:
+def gemm_split_k_for(m: int, n: int, k: int, target_programs: int | None = None, device: torch.device | None = None) -> int:
     """K splits for the tiled GEMM at batches up to 16 (``GEMM_MIN_BLOCK_M``), where its autotuner keeps only 16-row tiles.
 
     A batch of 16 over 4096 outputs makes 32 tiles of 16 x 128 (the tile with the fewest instructions a
     weight), for an H200's 132 SMs: split 8 ways over K it makes 256. Larger batches keep K whole: their
     tiles are taller and they reuse each weight more, and the fp32 partial sums grow with the batch.
     """
-    return split_k_for(n, k, block_n=128, target_programs=target_programs) if m <= GEMM_MIN_BLOCK_M else 1
+    return split_k_for(n, k, block_n=128, target_programs=target_programs, device=device) if m <= GEMM_MIN_BLOCK_M else 1
+
+
+def sm_count(device: torch.device | None = None) -> int:
+    """Streaming multiprocessors of the CUDA GPU that ``device`` names; the current GPU for ``None`` or ``meta``; 1 without one.
+
+    The tensors' own GPU, not GPU 0: on a machine with mixed GPUs the split must fit the one that runs it.
+    """
+    if not torch.cuda.is_available() or (device is not None and device.type not in ("cuda", "meta")):
+        return 1
+    index = device.index if device is not None and device.type == "cuda" and device.index is not None else torch.cuda.current_device()
+    return _cuda_sm_count(index)
 
 
 @functools.cache
-def _sm_count() -> int:
-    return torch.cuda.get_device_properties(0).multi_processor_count if torch.cuda.is_available() else 1
+def _cuda_sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: str = "auto", split_k: int | None = None,
@@ -96,9 +109,10 @@ def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: s
     if not all(t.is_contiguous() for t in (w.qweight, w.scales, w.zeros) if t is not None):
         w = PackedWeight(w.spec, w.shape, w.qweight.contiguous(), w.scales.contiguous(), None if w.zeros is None else w.zeros.contiguous())
     if kernel == "gemv" or (kernel == "auto" and x2.shape[0] <= GEMV_MAX_BATCH):
-        out, _ = triton_wq_gemv.gemv(x2, w, split_k if split_k is not None else split_k_for(n, k), compile_only)
+        out, _ = triton_wq_gemv.gemv(x2, w, split_k if split_k is not None else split_k_for(n, k, device=x.device), compile_only)
     else:
-        out, _ = triton_wq_gemm.gemm(x2, w, split_k if split_k is not None else gemm_split_k_for(x2.shape[0], n, k), compile_only)
+        split = split_k if split_k is not None else gemm_split_k_for(x2.shape[0], n, k, device=x.device)
+        out, _ = triton_wq_gemm.gemm(x2, w, split, compile_only)
     return out.reshape(*lead, n)
 
 

@@ -15,7 +15,7 @@ from kernel_cases import DEVICE, UNIT_ROUNDOFF, assert_close_to_reference, rando
 from autoq.errors import AutoqError
 from autoq.kernels.capability import autotuning
 from autoq.kernels.formats import KERNEL_BITS, PACKED_BITS, Int8Weight, PackedWeight
-from autoq.kernels.ops import gemm_split_k_for, int8_matmul, quantize_tokens, split_k_for, w8a8_linear, wq_linear
+from autoq.kernels.ops import gemm_split_k_for, int8_matmul, quantize_tokens, sm_count, split_k_for, w8a8_linear, wq_linear
 from autoq.quant import QuantSpec, quantize
 
 GRANULARITIES = [("tensor", None), ("channel", None), ("group", 32), ("group", 64), ("group", 128)]
@@ -145,6 +145,17 @@ def test_split_k_heuristic():
     assert split_k_for(384, 384, target_programs=264) == 1  # K too short to split
     assert split_k_for(384, 4096, target_programs=264) == 4  # 48 programs want 6 splits: rounded down to 4
     assert split_k_for(64, 1536, target_programs=264) == 2  # at least 512 columns per split
+
+
+def test_split_targets_the_tensors_own_device():
+    """The default target is two programs per SM of the device that runs the kernel: a CPU (the interpreter) has one."""
+    cpu = torch.device("cpu")
+    assert sm_count(cpu) == 1
+    assert split_k_for(384, 4096, device=cpu) == 1  # 48 programs already fill two "SMs"
+    assert gemm_split_k_for(16, 128, 4096, device=cpu) == 2  # one 16 x 128 tile: split in two
+    for index in range(torch.cuda.device_count()):  # on a GPU machine: each GPU's own count, not GPU 0's
+        cuda = torch.device("cuda", index)
+        assert sm_count(cuda) == torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def test_gemm_split_k_heuristic():
