@@ -63,21 +63,17 @@ def kernels_for(spec: QuantSpec) -> list[KernelInfo]:
     return [info for name, info in sorted(_KERNELS.items()) if info.supports(spec)]
 
 
-register_kernel(KernelInfo(
-    "wq", "weight-only low-bit: GEMV at batch 1, tiled GEMM above (the dispatching entry point)",
-    supports_weight_only, PackedWeight.from_quantized, PackedWeight.empty,
-    lambda x, w, backend="auto", compile_only=False: ops.wq_linear(x, w, backend, kernel="auto", compile_only=compile_only),
-))
-register_kernel(KernelInfo(
-    "wq-gemv", "weight-only low-bit GEMV, split-K by shape (any batch, one row per program)",
-    supports_weight_only, PackedWeight.from_quantized, PackedWeight.empty,
-    lambda x, w, backend="auto", compile_only=False: ops.wq_linear(x, w, backend, kernel="gemv", compile_only=compile_only),
-))
-register_kernel(KernelInfo(
-    "wq-gemm", "weight-only low-bit tiled GEMM (tl.dot on fp16/bf16, fp32 accumulation)",
-    supports_weight_only, PackedWeight.from_quantized, PackedWeight.empty,
-    lambda x, w, backend="auto", compile_only=False: ops.wq_linear(x, w, backend, kernel="gemm", compile_only=compile_only),
-))
+def _weight_only(name: str, description: str, kernel: str) -> KernelInfo:
+    """A weight-only entry: ``ops.wq_linear`` with its ``kernel`` choice (``auto`` dispatches by batch)."""
+    def run(x: torch.Tensor, w: PackedWeight, backend: str = "auto", compile_only: bool = False) -> torch.Tensor:
+        return ops.wq_linear(x, w, backend, kernel=kernel, compile_only=compile_only)
+
+    return KernelInfo(name, description, supports_weight_only, PackedWeight.from_quantized, PackedWeight.empty, run)
+
+
+register_kernel(_weight_only("wq", "weight-only low-bit: GEMV at batch 1, tiled GEMM above (the dispatching entry point)", "auto"))
+register_kernel(_weight_only("wq-gemv", "weight-only low-bit GEMV, split-K by shape (any batch, one row per program)", "gemv"))
+register_kernel(_weight_only("wq-gemm", "weight-only low-bit tiled GEMM (tl.dot on fp16/bf16, fp32 accumulation)", "gemm"))
 register_kernel(KernelInfo(
     "w8a8", "int8 weights x per-token int8 activations, int32 accumulation (dynamic activation quantization kernel first)",
     supports_w8a8, Int8Weight.from_quantized, Int8Weight.empty,
