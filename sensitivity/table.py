@@ -155,18 +155,18 @@ class SensitivityTable:
         return cls.from_csv(text) if path.suffix.lower() == ".csv" else cls.from_json(text)
 
     def heatmap(self, path: str | Path, title: str | None = None) -> Path:
-        """Layers x options heat map of log10(score) as a PNG."""
-        import matplotlib
+        """Layers x options heat map of log10(score) as a PNG.
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+        On a bare ``Figure``: no pyplot state, and the caller's matplotlib backend (a notebook's, say) is left as it was."""
         import numpy as np
+        from matplotlib.figure import Figure
 
         layers, options = self.layers, self.options
         grid = np.full((len(layers), len(options)), np.nan)
         for e in self.entries:
             grid[layers.index(e.layer), options.index(e.option)] = math.log10(e.score) if e.score > 0 else np.nan
-        fig, ax = plt.subplots(figsize=(2 + 0.45 * len(options), 1.5 + 0.18 * len(layers)), dpi=110)
+        fig = Figure(figsize=(2 + 0.45 * len(options), 1.5 + 0.18 * len(layers)), dpi=110)
+        ax = fig.subplots()
         im = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
         ax.set_xticks(range(len(options)), [o.replace(":", "\n") for o in options], rotation=90, fontsize=6)
         ax.set_yticks(range(len(layers)), layers, fontsize=max(3, min(7, 600 // max(1, len(layers)))))
@@ -175,7 +175,6 @@ class SensitivityTable:
         fig.tight_layout()
         path = Path(path)
         fig.savefig(path)
-        plt.close(fig)
         return path
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from autoq.choice import Assignment
 from autoq.engine.result import Point
 from autoq.interrupts import deferred_interrupts
+from autoq.tracking.frontier_plot import save_frontier_plot
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 STUDY_TAG = "autoq.study"  # on the parent run: the Optuna study name, which identifies a search for --resume
@@ -120,7 +121,7 @@ class MlflowTracker:
                 out = Path(tmp)
                 write_frontier_csv(frontier, out / "frontier.csv")
                 (out / "frontier.json").write_text(json.dumps([{**p.row(), "assignment": p.assignment.to_dict()} for p in frontier], indent=1))
-                plot_frontier(points, frontier, plot_budget, out / "frontier.png", latency_budget_ms)
+                save_frontier_plot(points, frontier, out / "frontier.png", plot_budget, latency_budget_ms)
                 for name in ("frontier.csv", "frontier.json", "frontier.png"):
                     self.client.log_artifact(self.parent_id, str(out / name))
             self.client.set_terminated(self.parent_id, status=status)
@@ -134,54 +135,3 @@ def write_frontier_csv(points: Sequence[Point], path: Path) -> None:
         writer.writeheader()
         for p in points:
             writer.writerow(p.row())
-
-
-def plot_frontier(points: Sequence[Point], frontier: Sequence[Point], budget_bits: float | None, path: Path, budget_latency_ms: float | None = None) -> None:
-    """Quality against effective bits; with latencies, a second panel of quality against latency."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    with_latency = bool(points) and all(p.latency_us is not None for p in points)
-    if with_latency:
-        fig, (ax, lat_ax) = plt.subplots(1, 2, figsize=(12, 4.5), dpi=120)
-        _plot_latency(lat_ax, points, frontier, budget_latency_ms)
-    else:
-        fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
-    ax.scatter([p.effective_bits for p in points], [p.quality for p in points], s=12, c="#9aa5b1", label="trials")
-    uni = [p for p in points if p.uniform]
-    if uni:
-        ax.scatter([p.effective_bits for p in uni], [p.quality for p in uni], s=40, marker="s", facecolors="none", edgecolors="#d9480f", label="uniform")
-    if not with_latency:  # a three-objective front is not a staircase in (bits, quality)
-        ax.step([p.effective_bits for p in frontier], [p.quality for p in frontier], where="post", c="#1864ab", lw=1.5)
-    ax.scatter([p.effective_bits for p in frontier], [p.quality for p in frontier], s=24, c="#1864ab", label="Pareto frontier")
-    if budget_bits is not None:
-        ax.axvline(budget_bits, ls="--", c="#495057", lw=1, label="budget")
-    ax.set_xlabel("effective bits per weight (scales and zero points counted)")
-    ax.set_ylabel("quality (higher is better)")
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-
-
-def _plot_latency(ax, points: Sequence[Point], frontier: Sequence[Point], budget_ms: float | None) -> None:
-    from matplotlib.ticker import MaxNLocator
-
-    source = points[0].latency_source or "unknown source"
-    in_us = max(p.latency_us for p in points) < 1e3  # small models: microseconds read better
-    scale, unit = (1e3, "us") if in_us else (1.0, "ms")
-    ax.scatter([p.latency_ms * scale for p in points], [p.quality for p in points], s=12, c="#9aa5b1", label="trials")
-    front = sorted(frontier, key=lambda p: p.latency_us)
-    ax.scatter([p.latency_ms * scale for p in front], [p.quality for p in front], s=24, c="#1864ab", label="Pareto frontier (quality, bits, latency)")
-    if budget_ms is not None:
-        ax.axvline(budget_ms * scale, ls="--", c="#495057", lw=1, label="latency budget")
-    estimate = "ESTIMATE from published peaks, not measured" if source.startswith("estimate:") else "measured kernel table"
-    ax.set_title(f"latency source: {source}\n({estimate})", fontsize=9)
-    ax.set_xlabel(f"latency of the quantized layers' GEMMs ({unit})")
-    ax.set_ylabel("quality (higher is better)")
-    ax.xaxis.set_major_locator(MaxNLocator(5))
-    ax.grid(alpha=0.3)
-    ax.legend(loc="lower right", fontsize=8)

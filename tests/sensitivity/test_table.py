@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import matplotlib
 import pytest
 
 from autoq.errors import AutoqError
@@ -47,8 +48,14 @@ def test_csv_round_trip_keeps_scores_exactly(tmp_path):
     assert (back.metric, back.model_hash, back.data_fingerprint, back.seconds, back.params) == (t.metric, t.model_hash, t.data_fingerprint, t.seconds, t.params)
 
 
-def test_heatmap_is_a_png(tmp_path):
-    path = table().heatmap(tmp_path / "t.png")
+def test_heatmap_is_a_png_and_leaves_the_callers_backend(tmp_path):
+    previous = matplotlib.get_backend()
+    matplotlib.use("svg")  # as a notebook would have its own
+    try:
+        path = table().heatmap(tmp_path / "t.png")
+        assert matplotlib.get_backend() == "svg"
+    finally:
+        matplotlib.use(previous)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
