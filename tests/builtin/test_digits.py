@@ -7,7 +7,7 @@ from pathlib import Path
 
 import torch
 
-from autoq.builtin.digits import RECIPE, digits_workload
+from autoq.builtin.digits import RECIPE, digits_workload, train_digits_cnn
 
 
 def test_trained_once_then_loaded_from_cache():
@@ -21,3 +21,15 @@ def test_trained_once_then_loaded_from_cache():
         assert torch.equal(a, b)
     assert first.evaluate(first.model) > 0.95
     assert len(first.calibration) > 0 and first.calibration[0].shape[1:] == (1, 8, 8)
+
+
+def test_building_it_leaves_the_callers_random_state():
+    """Training (same weights for the same seed) and loading from the cache draw nothing from the global torch RNG."""
+    x, y = torch.rand(64, 1, 8, 8, generator=torch.Generator().manual_seed(1)), torch.arange(64) % 10
+    state = torch.get_rng_state()
+    first, second = train_digits_cnn(x, y, epochs=1), train_digits_cnn(x, y, epochs=1)
+    digits_workload()
+    digits_workload()  # the second one loads from the cache
+    assert torch.equal(torch.get_rng_state(), state)
+    for a, b in zip(first.state_dict().values(), second.state_dict().values()):
+        assert torch.equal(a, b)
