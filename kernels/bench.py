@@ -177,7 +177,9 @@ def _time_case(run, x: torch.Tensor, rep_ms: int) -> tuple[tuple[float, float, f
 
 
 def measure(config: BenchConfig, progress: bool = True) -> LatencyTable:
-    """Time every case of ``config`` at every batch on the current GPU (``torch.cuda.current_device()``, pick one with ``CUDA_VISIBLE_DEVICES``); one row per (shape, format, kernel, batch).
+    """Time every case of ``config`` at every batch on the current GPU; one row per (shape, format, kernel, batch).
+
+    The current GPU is ``torch.cuda.current_device()``: choose another with ``CUDA_VISIBLE_DEVICES``.
 
     The kernels are first compiled in parallel (``config.compile_workers``), so that the timing loop
     only loads them; it reports how many it still had to compile (0 when precompiling caught all)."""
