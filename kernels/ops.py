@@ -79,10 +79,11 @@ def sm_count(device: torch.device | None = None) -> int:
 
     The tensors' own GPU, not GPU 0: on a machine with mixed GPUs the split must fit the one that runs it.
     """
-    if not torch.cuda.is_available() or (device is not None and device.type not in ("cuda", "meta")):
-        return 1
-    index = device.index if device is not None and device.type == "cuda" and device.index is not None else torch.cuda.current_device()
-    return _cuda_sm_count(index)
+    if device is not None and device.type == "cuda":  # a launch's tensors: no availability check on this path
+        return _cuda_sm_count(torch.cuda.current_device() if device.index is None else device.index)
+    if (device is None or device.type == "meta") and torch.cuda.is_available():
+        return _cuda_sm_count(torch.cuda.current_device())
+    return 1
 
 
 @functools.cache
