@@ -20,13 +20,12 @@ MAPPED = {"autoq": "autoq", "kernels": "autoq/kernels", "sensitivity": "autoq/se
 DATA_SUFFIXES = (".py", ".yaml", ".json")
 
 
-def source_files() -> set[str]:
-    """Every tracked module and data file of the package, as its path inside the wheel."""
-    tracked = subprocess.run(["git", "ls-files", "-z", *MAPPED], cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\0")
+def source_files(tracked: list[str]) -> set[str]:
+    """Every tracked module and data file of the package (from ``tracked``, the repository's files), as its path inside the wheel."""
     files = set()
     for path in tracked:
         top, _, rest = path.partition("/")
-        if path.endswith(DATA_SUFFIXES) or path == "autoq/latency/tables/README.md":
+        if top in MAPPED and (path.endswith(DATA_SUFFIXES) or path == "autoq/latency/tables/README.md"):
             files.add(f"{MAPPED[top]}/{rest}")
     return files
 
@@ -34,8 +33,9 @@ def source_files() -> set[str]:
 def test_wheel_holds_every_module_and_data_file(tmp_path):
     if not (REPO / ".git").exists():
         pytest.skip("needs the git checkout to list the tracked files")
+    tracked = subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\0")
     src = tmp_path / "src"  # a copy of the tracked files: a build in the checkout leaves build/, whose stale files could ship
-    for path in subprocess.run(["git", "ls-files", "-z"], cwd=REPO, capture_output=True, text=True, check=True).stdout.split("\0"):
+    for path in tracked:
         if path and (REPO / path).is_file():
             (src / path).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / path, src / path)
@@ -45,6 +45,6 @@ def test_wheel_holds_every_module_and_data_file(tmp_path):
     assert "would be ignored" not in build.stderr, build.stderr[-2000:]  # setuptools' warning for an unlisted package
     (wheel,) = tmp_path.glob("autoq-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
-    expected = source_files()
+    expected = source_files(tracked)
     assert {"autoq/kernels/triton_wq_gemv.py", "autoq/search_spaces/default.yaml", "autoq/sensitivity/__init__.py"} <= expected
     assert not expected - shipped, f"tracked but not in the wheel: {sorted(expected - shipped)}"
