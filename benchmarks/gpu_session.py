@@ -59,6 +59,17 @@ def importable_tree(parent: Path | None = None) -> Path:
     return site
 
 
+def step_env(site: Path) -> dict[str, str]:
+    """The steps' environment: ``site`` first on the path, compiled kernels, unbuffered output.
+
+    ``PYTHONSAFEPATH`` keeps ``python -m`` from putting the working directory (the repository,
+    whose ``autoq/`` lacks the mapped ``kernels/``) ahead of ``site``: without it, on 2026-11-30,
+    ``python -m autoq`` and ``python -m pytest`` on the GPU machine failed on ``import autoq.kernels``.
+    """
+    return {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "PYTHONUNBUFFERED": "1",
+            "TRITON_INTERPRET": "0", "PYTHONSAFEPATH": "1"}
+
+
 def xdist_args(cpus: int | None = None) -> list[str]:
     """pytest-xdist's ``-n`` where it is installed (the GPU image has it): each test process compiles its own kernels."""
     if importlib.util.find_spec("xdist") is None:
@@ -114,8 +125,7 @@ def main() -> int:
 
     site = importable_tree()
     sys.path.insert(0, str(site))
-    env = {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "PYTHONUNBUFFERED": "1",
-           "TRITON_INTERPRET": "0"}
+    env = step_env(site)
     from autoq.cli.kernels import device_slug
     from autoq.kernels.table import LatencyTable
     from autoq.latency.devices import preset_for

@@ -1,8 +1,8 @@
 """Benchmark: autoq's kernels at LLaMA-7B layer shapes against torch's fp16 matmul (needs a CUDA GPU).
 
 Shapes ``N x K`` (out x in): 4096x4096 (q/k/v/o), 11008x4096 (gate/up), 4096x11008 (down), at
-batch 1, 16 and 128. Times each format with ``triton.testing.do_bench`` (L2 flushed between
-runs) and writes the speedup over fp16 and the achieved bandwidth against the device's peak to
+batch 1, 16 and 128. Times each format by CUDA graph replay (``autoq.kernels.timing``: GPU time,
+L2 flushed before each call) and writes the speedup over fp16 and the achieved bandwidth against the device's peak to
 ``benchmarks/results/kernels_<device>.json`` (the latency table is inside it, under ``table``).
 Then it checks every kernel on this GPU against a float64 reference (max relative error per
 format and batch) and writes the file again with the checks.

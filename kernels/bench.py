@@ -2,9 +2,10 @@
 
 For every layer shape ``(N, K)``, batch ``M`` and weight format, each kernel that reads
 the format (by default the dispatching weight-only kernel ``wq`` and, for symmetric
-int8, ``w8a8``) and torch's fp16 ``F.linear`` as the baseline are timed with
-``triton.testing.do_bench`` (L2 flushed before every run, so weights come from HBM as
-in a real forward pass). Inputs are random; latency does not depend on the values.
+int8, ``w8a8``) and torch's fp16 ``F.linear`` as the baseline are timed by CUDA graph
+replay (:mod:`autoq.kernels.timing`: GPU time without the host's launch cost, L2 flushed
+before every call, so weights come from HBM as in a real forward pass). Inputs are random;
+latency does not depend on the values.
 Needs a CUDA GPU: without one, :func:`measure` raises an ``AutoqError``.
 """
 
@@ -25,6 +26,7 @@ from autoq.kernels.capability import require_gpu
 from autoq.kernels.formats import PACKED_BITS
 from autoq.kernels.precompile import PrecompileCase, Target, cache_entries, precompile
 from autoq.kernels.table import INT8_TOKENS, WEIGHT_ONLY, LatencyRow, LatencyTable
+from autoq.kernels.timing import gpu_time_us, warm_up
 from autoq.quant import QuantizedTensor, QuantSpec
 
 DEFAULT_BATCHES = (1, 16, 128)
@@ -102,7 +104,7 @@ def peak_bandwidth_gbs(device_name: str) -> float | None:
 
 @dataclass(frozen=True)
 class BenchConfig:
-    """What to measure: layer shapes ``(N, K)``, batch sizes, weight formats, kernels, do_bench repetition time (ms)."""
+    """What to measure: layer shapes ``(N, K)``, batch sizes, weight formats, kernels, timing time per case (ms)."""
 
     shapes: tuple[tuple[int, int], ...]
     batches: tuple[int, ...] = DEFAULT_BATCHES
@@ -150,13 +152,6 @@ def random_quantized(n: int, k: int, spec: QuantSpec, generator: torch.Generator
     return QuantizedTensor(spec, codes, scale, zero)
 
 
-def _timed(fn, rep_ms: int) -> tuple[float, float, float]:
-    from triton.testing import do_bench
-
-    median, p20, p80 = do_bench(fn, rep=rep_ms, quantiles=[0.5, 0.2, 0.8])
-    return median * 1e3, p20 * 1e3, p80 * 1e3
-
-
 def _prepare(n: int, k: int, spec: QuantSpec | None, kernel: str, gen: torch.Generator, device: torch.device):
     """``(run(x) -> y, weight bytes, quantizes activations)`` for one case; ``spec=None`` is the fp16 baseline."""
     if spec is None:
@@ -173,7 +168,7 @@ def _time_case(run, x: torch.Tensor, rep_ms: int) -> tuple[tuple[float, float, f
     """``(median, p20, p80)`` in us, and the tiles the autotuners chose (on the first call, outside the timing)."""
     with recording() as tiles:
         run(x)  # compile and autotune outside the timing
-    return _timed(lambda: run(x), rep_ms), tiles
+    return gpu_time_us(lambda: run(x), rep_ms, x.device), tiles
 
 
 def measure(config: BenchConfig, progress: bool = True) -> LatencyTable:
@@ -197,6 +192,7 @@ def measure(config: BenchConfig, progress: bool = True) -> LatencyTable:
         report = precompile(config.precompile_cases(), Target.current(), config.compile_workers, progress)
         print(f"autoq: kernels bench: {report.summary()}", file=sys.stderr, flush=True)
     compiled = cache_entries()
+    warm_up(device)
     bar = tqdm(total=len(cases) * len(config.batches), desc="kernels bench", disable=not progress, unit="case")
     for done, ((n, k), spec, kernel) in enumerate(cases):
         if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:

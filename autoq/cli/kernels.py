@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)), help="batch sizes (rows of activations); default: 1,16,128")
     b.add_argument("--formats", default=None, help="weight formats, e.g. int4-g128-asym,int8-ch-sym (default: 2-8 bits per channel and g32/g64/g128)")
     b.add_argument("--kernels", default=",".join(DEFAULT_KERNELS), help=f"kernels to time (default: {','.join(DEFAULT_KERNELS)})")
-    b.add_argument("--rep-ms", type=int, default=100, help="do_bench repetition time per case in ms (default: 100)")
+    b.add_argument("--rep-ms", type=int, default=100, help="timing time per case in ms, CUDA graph replays (default: 100)")
     b.add_argument("--max-seconds", type=float, default=None, help="start no new case after this many seconds and write what was measured")
     b.add_argument("--compile-workers", type=int, default=None,
                    help="processes that compile the kernels before timing starts (default: one per core; 0: compile each at its first launch)")

@@ -8,7 +8,9 @@ these tests keep them true. The script's GPU steps themselves can only run on a 
 from __future__ import annotations
 
 import importlib.util
+import os
 import re
+import site as sitecustom
 import subprocess
 import sys
 from pathlib import Path
@@ -55,6 +57,21 @@ def test_its_autoq_tree_resolves_the_mapped_packages_without_pip(session, tmp_pa
                           env={"PYTHONPATH": str(site), "PATH": "/usr/bin:/bin"})
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == str(site / "autoq" / "kernels" / "bench.py")
+
+
+def test_its_steps_import_the_tree_from_inside_the_repository(session, tmp_path):
+    """The steps run with the repository as working directory, whose ``autoq/`` lacks the mapped ``kernels/``:
+    ``python -m`` must still import the tree. ``-S`` leaves out this environment's editable install, as on the GPU
+    machine, which has none; its packages (torch) come in through ``PYTHONPATH`` instead."""
+    site = session.importable_tree(tmp_path)
+    env = {**session.step_env(site), "PYTHONPATH": os.pathsep.join([str(site), *sitecustom.getsitepackages()])}
+    proc = subprocess.run([sys.executable, "-S", "-m", "autoq", "kernels", "bench", "--help"], cwd=session.REPO, env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert "--rep-ms" in proc.stdout
+    collect = [sys.executable, "-S", "-m", "pytest", "tests/kernels/test_formats.py", "--collect-only", "-q", "-p", "no:cacheprovider"]
+    proc = subprocess.run(collect, cwd=session.REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and " collected" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")

@@ -1,0 +1,42 @@
+"""kernels/timing.py: one call's GPU time from paired graph replays, the host's launch time left out."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+import torch
+
+from autoq.kernels.timing import gpu_time_us, per_call_us
+
+
+def test_one_calls_time_is_the_paired_difference_over_the_calls():
+    gen = torch.Generator().manual_seed(0)
+    flush = (1.0 + 0.05 * torch.rand(200, generator=gen, dtype=torch.float64)).tolist()  # ms, each replay's own
+    call_us = (7.0 + torch.rand(200, generator=gen, dtype=torch.float64)).tolist()  # 7-8 us a call
+    with_calls = [f + 16 * c * 1e-3 for f, c in zip(flush, call_us)]
+    median, p20, p80 = per_call_us(with_calls, flush, calls=16)
+    assert p20 <= median <= p80
+    assert 7.0 <= p20 and p80 <= 8.0 and abs(median - 7.5) < 0.15  # the flush's own spread (50 us) drops out by pairing
+
+
+@pytest.mark.parametrize("a, b, calls", [([1.0], [1.0, 2.0], 4), ([], [], 4), ([1.0], [0.5], 0)])
+def test_unpaired_or_empty_replays_are_refused(a, b, calls):
+    with pytest.raises(ValueError, match="as many replays"):
+        per_call_us(a, b, calls)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="times a copy on a GPU")
+def test_the_hosts_time_stays_out_of_the_measurement():
+    """A call that sleeps 300 us on the host before a 16 MB copy: its graph time is the copy's (a few us), not the sleep."""
+    device = torch.device("cuda", torch.cuda.current_device())
+    src = torch.randn(4 * 1024 * 1024, device=device)
+    dst = torch.empty_like(src)
+
+    def call():
+        time.sleep(300e-6)
+        dst.copy_(src)
+
+    median, p20, p80 = gpu_time_us(call, rep_ms=20, device=device)
+    assert 0 < p20 <= median <= p80 < 100
+    assert torch.equal(dst, src)
