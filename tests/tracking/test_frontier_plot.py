@@ -54,6 +54,24 @@ def test_with_latency_a_second_panel_names_the_source(source, label):
     assert "effective bits" in bits_ax.get_xlabel()
 
 
+@pytest.mark.parametrize("budget_ms, drawn", [(0.1, True), (3.0, False)])
+def test_a_budget_far_beyond_every_point_is_named_not_drawn(budget_ms, drawn):
+    """3 ms over points at 70-150 us would stretch the axis twenty-fold: the legend names the budget instead."""
+    pts = points(source="table:Test GPU")
+    lat_ax = frontier_figure(pts, pareto_front(pts), budget_bits=20.0, budget_latency_ms=budget_ms).axes[1]
+    lines = [line for line in lat_ax.lines if line.get_linestyle() == "--"]
+    legend = [t.get_text() for t in lat_ax.get_legend().get_texts()]
+    highest = max(p.latency_us for p in pts)
+    if drawn:
+        assert [line.get_xdata()[0] for line in lines] == [pytest.approx(100.0)] and "latency budget" in legend
+    else:
+        assert all(len(line.get_xdata()) == 0 for line in lines)
+        assert "latency budget 3000 us: every point meets it (off the axis)" in legend
+        assert lat_ax.get_xlim()[1] < 1.2 * highest
+    bits_ax = lat_ax.figure.axes[0]
+    assert "budget 20 bits: every point meets it (off the axis)" in [t.get_text() for t in bits_ax.get_legend().get_texts()]
+
+
 def test_saved_png_has_both_panels_and_leaves_the_callers_backend(tmp_path):
     """A notebook's backend survives a search: the plot never calls ``matplotlib.use``."""
     previous = matplotlib.get_backend()
