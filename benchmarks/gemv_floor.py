@@ -1,10 +1,12 @@
-"""Benchmark: how fast can batch-1 W4 go on this GPU? Read floors against the GEMV's tiles (needs a CUDA GPU).
+"""Benchmark: how fast can batch-1 W4 go on this GPU? fp16 against every GEMV tile and larger ones (needs a CUDA GPU).
 
 At LLaMA-7B shapes a W4 weight is 8-23 MB, only a few memory latencies deep on an H200, so the
 bandwidth ratio to fp16 (3.5-3.9x) need not be reachable. This measures, by CUDA graph replay
 with L2 flushed (``autoq.kernels.timing``):
 
-- the floor: ``torch.sum`` over a buffer of the W4 weight's bytes, and over the fp16 weight's;
+- ``torch.sum`` over a buffer of the W4 weight's bytes, and over the fp16 weight's, meant as a read
+  floor. It is not one: on the H200 (2026-11-30) the int32 sum read at 424-531 GB/s and the fp16 sum
+  more slowly than cuBLAS's GEMV, so the rows are kept only as a reference;
 - torch's fp16 ``F.linear`` at batch 1;
 - the W4 per-channel GEMV at 4096x4096 with every autotune tile and some larger ones outside the
   list, each checked against a float32 reference first.
@@ -38,7 +40,7 @@ SWEEP_SHAPE = (4096, 4096)
 
 
 def sweep(device: torch.device, rep_ms: float, shapes=LLAMA_7B_SHAPES, sweep_shape=SWEEP_SHAPE, timer=gpu_time_us) -> list[dict]:
-    """One row per measurement: the read floors and fp16 at each shape, every tile at ``sweep_shape``."""
+    """One row per measurement: the two sums and fp16 at each shape, every tile at ``sweep_shape``."""
     import triton
 
     from autoq.kernels import triton_wq_gemv

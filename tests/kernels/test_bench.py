@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
+from kernel_cases import DEVICE
 
 from autoq.errors import AutoqError
 from autoq.kernels.bench import (
@@ -100,3 +102,33 @@ def test_llama_benchmark_refuses_without_gpu():
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "kernels_llama.py")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2
     assert "needs a CUDA GPU" in proc.stderr
+
+
+@pytest.mark.skipif(not NO_GPU, reason="checks the refusal on a machine without a GPU")
+def test_gemv_floor_benchmark_refuses_without_gpu():
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gemv_floor.py")], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "needs a CUDA GPU" in proc.stderr
+
+
+def test_gemv_floor_sweep_checks_and_times_every_tile():
+    """The tile sweep on a small shape with a stand-in timer: every autotune tile and every extra one runs, is checked
+    against float32 first, and gets a row; on a GPU the same code times them by graph replay."""
+    spec = importlib.util.spec_from_file_location("gemv_floor", REPO / "benchmarks" / "gemv_floor.py")
+    floor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(floor)
+    calls = []
+
+    def timer(fn, rep_ms, device):
+        fn()
+        calls.append(rep_ms)
+        return 2.0, 1.5, 2.5
+
+    rows = floor.sweep(torch.device(DEVICE), 7.0, shapes=((24, 1100), (8, 64)), sweep_shape=(24, 1100), timer=timer)
+    tiles = [r for r in rows if r["what"].startswith("W4 GEMV")]
+    from autoq.kernels import triton_wq_gemv
+
+    assert len(tiles) == len(triton_wq_gemv._GEMV_CONFIGS) + len(floor.EXTRA_TILES)
+    assert all("error" not in r and r["rel_err"] < 1e-3 for r in tiles), [r for r in tiles if "error" in r]
+    assert [r["what"] for r in rows if r["n"] == 8] == ["sum over W4 bytes", "sum over fp16 bytes", "fp16 F.linear"]  # no sweep there
+    assert len(calls) == len(rows) and set(calls) == {7.0}
+    assert "W4 GEMV 16x1024 w4 s2 no-prefetch" in floor.format_rows(rows)
