@@ -32,15 +32,28 @@ def batch_bucket(m: int) -> int:
     return 1 << max(0, (m - 1).bit_length())
 
 
+AUTOTUNE_REP_MS = 10.0  # of paired graph replays a candidate: 10 pairs of 8 calls at least
+AUTOTUNE_CALLS = 8
+
+
 def autotune_bench(kernel_call, quantiles):
-    """Time one candidate configuration for the autotuner: 5 ms warm-up, 20 ms of repeats.
+    """Time one candidate configuration for the autotuner: its GPU time in ms at ``quantiles``, by graph replay.
 
-    Triton's default (25 + 100 ms) costs over a second per shape for ten candidates; these
-    kernels run for microseconds, so 20 ms still times hundreds of calls.
+    Like the latency tables (:mod:`autoq.kernels.timing`): ``do_bench`` let the host's launch time in,
+    and on an H200 its times were a median 1.44x the graph-timed ones at the default model's shapes
+    (up to 4.3x), so tiles of a few microseconds were chosen partly by launch noise. The first call
+    compiles the candidate outside the timing, so a tile that does not fit (``OutOfResources`` and the
+    like) reaches Triton's autotuner, which skips it, as before.
     """
-    from triton.testing import do_bench
+    import torch
 
-    return do_bench(kernel_call, warmup=5, rep=20, quantiles=quantiles)
+    from autoq.kernels.timing import gpu_time_us
+
+    kernel_call()
+    wanted = (0.5,) if quantiles is None else tuple(quantiles)
+    device = torch.device("cuda", torch.cuda.current_device())
+    ms = [us / 1e3 for us in gpu_time_us(kernel_call, AUTOTUNE_REP_MS, device, AUTOTUNE_CALLS, wanted)]
+    return ms[0] if quantiles is None else ms
 
 
 def launch(kernel, grid, args: tuple, kwargs: dict, compile_only: bool = False) -> list:

@@ -24,16 +24,17 @@ import torch
 
 FLUSH_BYTES = 256 * 1024 * 1024  # as do_bench: several times any GPU's L2
 CALLS_PER_GRAPH = 16
+QUANTILES = (0.5, 0.2, 0.8)  # median, p20, p80: what the latency table keeps
 
 
-def per_call_us(with_calls_ms: Sequence[float], flush_only_ms: Sequence[float], calls: int) -> tuple[float, float, float]:
-    """``(median, p20, p80)`` in us of one call, from paired replay times (ms) of the two graphs."""
+def per_call_us(with_calls_ms: Sequence[float], flush_only_ms: Sequence[float], calls: int,
+                quantiles: Sequence[float] = QUANTILES) -> tuple[float, ...]:
+    """One call's time in us at ``quantiles`` (default: median, p20, p80), from paired replay times (ms) of the two graphs."""
     if len(with_calls_ms) != len(flush_only_ms) or not with_calls_ms or calls < 1:
         raise ValueError(f"need as many replays of each graph (got {len(with_calls_ms)} and {len(flush_only_ms)}, "
                          f"at least one) and calls >= 1 (got {calls})")
     diffs = (torch.tensor(with_calls_ms, dtype=torch.float64) - torch.tensor(flush_only_ms, dtype=torch.float64)) / calls * 1e3
-    median, p20, p80 = diffs.quantile(torch.tensor([0.5, 0.2, 0.8], dtype=torch.float64)).tolist()
-    return median, p20, p80
+    return tuple(diffs.quantile(torch.tensor(list(quantiles), dtype=torch.float64)).tolist())
 
 
 def warm_up(device: torch.device, seconds: float = 0.5) -> None:
@@ -56,8 +57,9 @@ def _capture(fn: Callable[[], object], flush: torch.Tensor, calls: int, with_cal
     return graph
 
 
-def graph_time_us(fn: Callable[[], object], rep_ms: float, device: torch.device, calls: int = CALLS_PER_GRAPH) -> tuple[float, float, float]:
-    """``(median, p20, p80)`` in us of one ``fn()`` on the GPU, by paired graph replays for about ``rep_ms``."""
+def graph_time_us(fn: Callable[[], object], rep_ms: float, device: torch.device, calls: int = CALLS_PER_GRAPH,
+                  quantiles: Sequence[float] = QUANTILES) -> tuple[float, ...]:
+    """One ``fn()``'s GPU time in us at ``quantiles``, by paired graph replays for about ``rep_ms``."""
     flush = torch.empty(FLUSH_BYTES // 4, dtype=torch.int32, device=device)
     side = torch.cuda.Stream(device)
     side.wait_stream(torch.cuda.current_stream(device))
@@ -85,13 +87,14 @@ def graph_time_us(fn: Callable[[], object], rep_ms: float, device: torch.device,
     pair_ms = max(1e-3, (max(first[0]) + max(first[1])))
     n = int(min(1000, max(10, rep_ms / pair_ms)))
     a, b = replays(n)
-    return per_call_us(a, b, calls)
+    return per_call_us(a, b, calls, quantiles)
 
 
-def gpu_time_us(fn: Callable[[], object], rep_ms: float, device: torch.device) -> tuple[float, float, float]:
+def gpu_time_us(fn: Callable[[], object], rep_ms: float, device: torch.device, calls: int = CALLS_PER_GRAPH,
+                quantiles: Sequence[float] = QUANTILES) -> tuple[float, ...]:
     """:func:`graph_time_us`, or ``do_bench`` (host launch cost included) with a warning where capture fails."""
     try:
-        return graph_time_us(fn, rep_ms, device)
+        return graph_time_us(fn, rep_ms, device, calls, quantiles)
     except Exception as exc:  # noqa: BLE001 - a measurement run must go on; the warning says why, and the GPU test fails
         first = (str(exc).splitlines() or [""])[0]
         print(f"autoq: kernels bench: warning: timing by CUDA graph failed ({type(exc).__name__}: {first}); timed with do_bench, "
@@ -99,5 +102,4 @@ def gpu_time_us(fn: Callable[[], object], rep_ms: float, device: torch.device) -
         torch.cuda.synchronize(device)
         from triton.testing import do_bench
 
-        median, p20, p80 = do_bench(fn, rep=int(rep_ms), quantiles=[0.5, 0.2, 0.8])
-        return median * 1e3, p20 * 1e3, p80 * 1e3
+        return tuple(ms * 1e3 for ms in do_bench(fn, rep=max(1, int(rep_ms)), quantiles=list(quantiles)))

@@ -20,6 +20,14 @@ def test_one_calls_time_is_the_paired_difference_over_the_calls():
     assert 7.0 <= p20 and p80 <= 8.0 and abs(median - 7.5) < 0.15  # the flush's own spread (50 us) drops out by pairing
 
 
+def test_any_quantiles_in_the_order_asked():
+    """The autotuner asks for (0.5, 0.2, 0.8) and Triton's do_bench contract returns them in that order."""
+    flush = [1.0] * 101
+    with_calls = [1.0 + 4 * (1.0 + i / 100) * 1e-3 for i in range(101)]  # 1-2 us a call, evenly
+    assert per_call_us(with_calls, flush, 4, quantiles=(0.5, 0.2, 0.8)) == pytest.approx((1.5, 1.2, 1.8))
+    assert per_call_us(with_calls, flush, 4, quantiles=(0.9,)) == pytest.approx((1.9,))
+
+
 @pytest.mark.parametrize("a, b, calls", [([1.0], [1.0, 2.0], 4), ([], [], 4), ([1.0], [0.5], 0)])
 def test_unpaired_or_empty_replays_are_refused(a, b, calls):
     with pytest.raises(ValueError, match="as many replays"):
@@ -40,3 +48,14 @@ def test_the_hosts_time_stays_out_of_the_measurement():
     median, p20, p80 = gpu_time_us(call, rep_ms=20, device=device)
     assert 0 < p20 <= median <= p80 < 100
     assert torch.equal(dst, src)
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="times a kernel on a GPU")
+def test_the_autotuners_bench_returns_ms_at_its_quantiles():
+    from autoq.kernels.tiles import autotune_bench
+
+    src = torch.randn(4 * 1024 * 1024, device="cuda")
+    dst = torch.empty_like(src)
+    median, p20, p80 = autotune_bench(lambda: dst.copy_(src), quantiles=(0.5, 0.2, 0.8))
+    assert 0 < p20 <= median <= p80 < 0.1  # ms: a 32 MB copy takes some us
+    assert 0 < autotune_bench(lambda: dst.copy_(src), quantiles=None) < 0.1
