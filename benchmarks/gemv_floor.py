@@ -31,12 +31,10 @@ from autoq.kernels.timing import gpu_time_us, warm_up
 from autoq.quant import QuantSpec
 
 FORMAT = "int4-ch-asym"
+SWEEP_SHAPE = (4096, 4096)  # the shape every tile is timed at
 # (BLOCK_N, BLOCK_K, warps, stages, prefetch) outside the autotune list: longer K steps and more warps, more bytes in flight
 EXTRA_TILES = [(8, 2048, 4, 2, True), (8, 4096, 8, 2, True), (16, 4096, 8, 2, True), (4, 2048, 2, 2, True),
                (4, 4096, 4, 2, True), (16, 2048, 8, 3, True), (32, 4096, 8, 2, True), (64, 512, 4, 2, True)]
-
-
-SWEEP_SHAPE = (4096, 4096)
 
 
 def sweep(device: torch.device, rep_ms: float, shapes=LLAMA_7B_SHAPES, sweep_shape=SWEEP_SHAPE, timer=gpu_time_us) -> list[dict]:

@@ -97,7 +97,7 @@ def gpu_time_us(fn: Callable[[], object], rep_ms: float, device: torch.device, c
         return graph_time_us(fn, rep_ms, device, calls, quantiles)
     except Exception as exc:  # noqa: BLE001 - a measurement run must go on; the warning says why, and the GPU test fails
         first = (str(exc).splitlines() or [""])[0]
-        print(f"autoq: kernels bench: warning: timing by CUDA graph failed ({type(exc).__name__}: {first}); timed with do_bench, "
+        print(f"autoq: kernel timing: warning: timing by CUDA graph failed ({type(exc).__name__}: {first}); timed with do_bench, "
               "which includes the host's launch time", file=sys.stderr, flush=True)
         torch.cuda.synchronize(device)
         from triton.testing import do_bench
