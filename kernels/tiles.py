@@ -45,8 +45,6 @@ def autotune_bench(kernel_call, quantiles):
     compiles the candidate outside the timing, so a tile that does not fit (``OutOfResources`` and the
     like) reaches Triton's autotuner, which skips it, as before.
     """
-    import torch
-
     from autoq.kernels.timing import gpu_time_us
 
     kernel_call()
