@@ -1,17 +1,25 @@
-"""Benchmark: how fast can batch-1 W4 go on this GPU? fp16 against every GEMV tile and larger ones (needs a CUDA GPU).
+"""Benchmark: how fast can batch-1 W4 go on this GPU, and how much of it is the timing? (needs a CUDA GPU)
 
 At LLaMA-7B shapes a W4 weight is 8-23 MB, only a few memory latencies deep on an H200, so the
-bandwidth ratio to fp16 (3.5-3.9x) need not be reachable. This measures, by CUDA graph replay
-with L2 flushed (``autoq.kernels.timing``):
+bandwidth ratio to fp16 (3.5-3.9x) need not be reachable, and a fixed cost per call counts.
+Every row is timed by both methods of ``autoq.kernels.timing`` (CUDA graph replay):
 
-- ``torch.sum`` over a buffer of the W4 weight's bytes, and over the fp16 weight's, meant as a read
-  floor. It is not one: on the H200 (2026-11-30) the int32 sum read at 424-531 GB/s and the fp16 sum
-  more slowly than cuBLAS's GEMV, so the rows are kept only as a reference;
+- ``flush``: L2 flushed (256 MB written) before each call, what the committed tables used;
+- ``rotate``: calls back to back, each on its own copy of the weights, as layers in a forward pass.
+
+Rows, at every LLaMA shape unless said:
+
+- a one-element ``add_``: what one call costs with no bytes to read, under each method;
 - torch's fp16 ``F.linear`` at batch 1;
-- the W4 per-channel GEMV at 4096x4096 with every autotune tile and some larger ones outside the
+- the autotuned W4 GEMV (``autoq.kernels.ops.wq_linear``) per channel and in groups of 128, with its
+  speedup over fp16 by the same method: the issue's target is 3x;
+- at 4096 x 4096, the per-channel W4 GEMV in every autotune tile and some larger ones outside the
   list, each checked against a float32 reference first.
 
-    python benchmarks/gemv_floor.py [--out gemv_floor.json] [--rep-ms 30]
+On the H200 (2026-11-30, flush only) every tile took 7.6-18.6 us at 4096 x 4096 and a ``torch.sum``
+over the same bytes, meant as a read floor, read at 424-531 GB/s (no floor: that row is gone).
+
+    python benchmarks/gemv_floor.py [--out gemv_floor.json] [--rep-ms 30] [--timings flush,rotate]
 
 Prints a table and writes JSON. Without a GPU it says so and exits with status 2.
 """
@@ -21,80 +29,121 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from collections.abc import Iterator
 
 import torch
 
 from autoq.errors import AutoqError
 from autoq.kernels.bench import LLAMA_7B_SHAPES, random_quantized
 from autoq.kernels.capability import require_gpu
-from autoq.kernels.timing import gpu_time_us, warm_up
+from autoq.kernels.precompile import PrecompileCase, Target, precompile
+from autoq.kernels.table import TIMINGS
+from autoq.kernels.timing import copies_for, time_calls_us, warm_up
 from autoq.quant import QuantSpec
 
-FORMAT = "int4-ch-asym"
+FORMATS = ("int4-ch-asym", "int4-g128-asym")  # the autotuned rows; the tile sweep is the first
 SWEEP_SHAPE = (4096, 4096)  # the shape every tile is timed at
 # (BLOCK_N, BLOCK_K, warps, stages, prefetch) outside the autotune list: longer K steps and more warps, more bytes in flight
 EXTRA_TILES = [(8, 2048, 4, 2, True), (8, 4096, 8, 2, True), (16, 4096, 8, 2, True), (4, 2048, 2, 2, True),
                (4, 4096, 4, 2, True), (16, 2048, 8, 3, True), (32, 4096, 8, 2, True), (64, 512, 4, 2, True)]
 
 
-def sweep(device: torch.device, rep_ms: float, shapes=LLAMA_7B_SHAPES, sweep_shape=SWEEP_SHAPE, timer=gpu_time_us) -> list[dict]:
-    """One row per measurement: the two sums and fp16 at each shape, every tile at ``sweep_shape``."""
+def _copies(nbytes: int, timings) -> int:
+    return copies_for(nbytes) if "rotate" in timings else 1
+
+
+def _timed(row: dict, fns, nbytes: int, timings, rep_ms: float, device: torch.device, timer) -> dict:
+    """``row`` with ``<timing>_us`` (median, p20, p80) and ``<timing>_gbps`` for each of ``timings``."""
+    row = dict(row, bytes=nbytes, copies=len(fns))
+    for timing in timings:
+        median, p20, p80 = timer(fns, timing, rep_ms, device)
+        row[f"{timing}_us"] = [median, p20, p80]
+        row[f"{timing}_gbps"] = nbytes / median / 1e3 if nbytes else None
+    return row
+
+
+def _tile_rows(device, n, k, x, packed_cpu, timings, rep_ms, timer) -> Iterator[dict]:
+    """The per-channel W4 GEMV in every autotune tile and every extra one, each checked against float32 first."""
     import triton
 
     from autoq.kernels import triton_wq_gemv
+
+    copies = [packed_cpu.to(device, copy=True) for _ in range(_copies(packed_cpu.nbytes, timings))]
+    ref = x.float() @ packed_cpu.dequantize().to(device).float().T
+    tiles = [(c, "autotune list") for c in triton_wq_gemv._GEMV_CONFIGS]
+    tiles += [(triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "PREFETCH": pf}, num_warps=w, num_stages=s), "extra")
+              for bn, bk, w, s, pf in EXTRA_TILES]
+    for tile, source in tiles:
+        name = (f"W4 GEMV {tile.kwargs['BLOCK_N']}x{tile.kwargs['BLOCK_K']} w{tile.num_warps} s{tile.num_stages}"
+                + ("" if tile.kwargs["PREFETCH"] else " no-prefetch"))
+        row = dict(n=n, k=k, what=name, source=source)
+        try:
+            out, _ = triton_wq_gemv.gemv(x, copies[0], 1, tile=tile)
+            err = ((out.float() - ref).norm() / ref.norm()).item()
+            if not err < 1e-2:
+                raise ValueError(f"relative error {err:.2e} against float32")
+            fns = [lambda t=tile, w=w: triton_wq_gemv.gemv(x, w, 1, tile=t) for w in copies]
+            row = _timed(dict(row, rel_err=err), fns, packed_cpu.nbytes, timings, rep_ms, device, timer)
+        except Exception as exc:  # noqa: BLE001 - a tile that does not compile or is wrong is reported, not fatal
+            row = dict(row, error=f"{type(exc).__name__}: {str(exc)[:200]}")
+        yield row
+
+
+def sweep(device: torch.device, rep_ms: float, shapes=LLAMA_7B_SHAPES, sweep_shape=SWEEP_SHAPE, timings=tuple(TIMINGS),
+          timer=time_calls_us) -> Iterator[dict]:
+    """Rows as they are measured (see the module docstring), the tile sweep last; ``timer(fns, timing, rep_ms, device)``
+    gives (median, p20, p80)."""
+    from autoq.kernels.ops import wq_linear
     from autoq.kernels.registry import get_kernel
 
     gen = torch.Generator().manual_seed(0)
-    spec = QuantSpec.from_name(FORMAT)
-    rows = []
     for n, k in shapes:
-        packed = get_kernel("wq").prepare(random_quantized(n, k, spec, gen)).to(device)
-        fp16 = torch.randn(n, k, generator=gen).half().to(device)
-        words = torch.randint(0, 9, (packed.nbytes // 4,), generator=gen, dtype=torch.int32).to(device)
         x = torch.randn(1, k, generator=gen).half().to(device)
-        for what, nbytes, fn in [("sum over W4 bytes", words.numel() * 4, words.sum), ("sum over fp16 bytes", fp16.numel() * 2, fp16.sum),
-                                 ("fp16 F.linear", fp16.numel() * 2, (lambda x=x, w=fp16: torch.nn.functional.linear(x, w)))]:
-            median, p20, p80 = timer(fn, rep_ms, device)
-            rows.append(dict(n=n, k=k, what=what, bytes=nbytes, median_us=median, p20_us=p20, p80_us=p80, gbps=nbytes / median / 1e3))
-        if (n, k) != tuple(sweep_shape):
-            continue
-        ref = x.float() @ packed.dequantize().to(device).float().T
-        tiles = [(c, "autotune list") for c in triton_wq_gemv._GEMV_CONFIGS]
-        tiles += [(triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "PREFETCH": pf}, num_warps=w, num_stages=s), "extra")
-                  for bn, bk, w, s, pf in EXTRA_TILES]
-        for tile, source in tiles:
-            name = (f"W4 GEMV {tile.kwargs['BLOCK_N']}x{tile.kwargs['BLOCK_K']} w{tile.num_warps} s{tile.num_stages}"
-                    + ("" if tile.kwargs["PREFETCH"] else " no-prefetch"))
-            try:
-                out, _ = triton_wq_gemv.gemv(x, packed, 1, tile=tile)
-                err = ((out.float() - ref).norm() / ref.norm()).item()
-                if not err < 1e-2:
-                    raise ValueError(f"relative error {err:.2e} against float32")
-                median, p20, p80 = timer(lambda t=tile, x=x, w=packed: triton_wq_gemv.gemv(x, w, 1, tile=t), rep_ms, device)
-            except Exception as exc:  # noqa: BLE001 - a tile that does not compile or is wrong is reported, not fatal
-                rows.append(dict(n=n, k=k, what=name, source=source, error=f"{type(exc).__name__}: {str(exc)[:200]}"))
-                continue
-            rows.append(dict(n=n, k=k, what=name, source=source, bytes=packed.nbytes, median_us=median, p20_us=p20, p80_us=p80,
-                             gbps=packed.nbytes / median / 1e3, rel_err=err))
-    return rows
+        cells = [torch.zeros(1, device=device) for _ in range(_copies(4, timings))]
+        yield _timed(dict(n=n, k=k, what="one-element add_"), [lambda c=c: c.add_(1) for c in cells], 0, timings, rep_ms, device, timer)
+        fp16 = (torch.randn(n, k, generator=gen) * 0.02).half()
+        copies = [fp16.to(device, copy=True) for _ in range(_copies(fp16.numel() * 2, timings))]
+        base = _timed(dict(n=n, k=k, what="fp16 F.linear"), [lambda w=w, x=x: torch.nn.functional.linear(x, w) for w in copies],
+                      fp16.numel() * 2, timings, rep_ms, device, timer)
+        yield base
+        del copies
+        for name in FORMATS:
+            packed = get_kernel("wq").prepare(random_quantized(n, k, QuantSpec.from_name(name), gen))
+            copies = [packed.to(device, copy=True) for _ in range(_copies(packed.nbytes, timings))]
+            row = _timed(dict(n=n, k=k, what=f"{name} autotuned"), [lambda w=w, x=x: wq_linear(x, w, backend="triton") for w in copies],
+                         packed.nbytes, timings, rep_ms, device, timer)
+            del copies
+            yield dict(row, **{f"{timing}_speedup": base[f"{timing}_us"][0] / row[f"{timing}_us"][0] for timing in timings})
+    n, k = sweep_shape
+    x = torch.randn(1, k, generator=gen).half().to(device)
+    yield from _tile_rows(device, n, k, x, get_kernel("wq").prepare(random_quantized(n, k, QuantSpec.from_name(FORMATS[0]), gen)),
+                          timings, rep_ms, timer)
 
 
-def format_rows(rows: list[dict]) -> str:
-    lines = [f"{'n':>6} {'k':>6}  {'what':<40} {'median_us':>9} {'p20':>7} {'p80':>7} {'GB/s':>7}"]
-    for r in rows:
-        if "error" in r:
-            lines.append(f"{r['n']:>6} {r['k']:>6}  {r['what']:<40} {r['error']}")
-        else:
-            lines.append(f"{r['n']:>6} {r['k']:>6}  {r['what']:<40} {r['median_us']:>9.2f} {r['p20_us']:>7.2f} {r['p80_us']:>7.2f} "
-                         f"{r['gbps']:>7.0f}")
-    return "\n".join(lines)
+def format_row(r: dict, timings=tuple(TIMINGS)) -> str:
+    """One line: per timing the median (us), GB/s and, for the autotuned rows, the speedup over fp16."""
+    line = f"{r['n']:>6} {r['k']:>6}  {r['what']:<36}"
+    if "error" in r:
+        return f"{line} {r['error']}"
+    for t in timings:
+        gbps, speedup = r.get(f"{t}_gbps"), r.get(f"{t}_speedup")
+        line += f" {r[f'{t}_us'][0]:>10.2f} {'-' if gbps is None else f'{gbps:.0f}':>6} {'-' if speedup is None else f'{speedup:.2f}':>6}"
+    return line
+
+
+def header(timings=tuple(TIMINGS)) -> str:
+    return f"{'n':>6} {'k':>6}  {'what':<36}" + "".join(f" {t + ' us':>10} {'GB/s':>6} {'x fp16':>6}" for t in timings)
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="gemv_floor.json")
     parser.add_argument("--rep-ms", type=float, default=30.0)
+    parser.add_argument("--timings", default=",".join(TIMINGS), help=f"some of {', '.join(TIMINGS)} (default: both)")
     args = parser.parse_args()
+    timings = tuple(t.strip() for t in args.timings.split(",") if t.strip())
+    if not timings or set(timings) - set(TIMINGS):
+        parser.error(f"--timings takes some of {', '.join(TIMINGS)}; got {args.timings!r}")
     try:
         require_gpu("benchmarks/gemv_floor.py")
     except AutoqError as exc:
@@ -103,13 +152,17 @@ def main() -> int:
     import triton
 
     device = torch.device("cuda", torch.cuda.current_device())
+    report = precompile([PrecompileCase("wq", name, LLAMA_7B_SHAPES, (1,)) for name in FORMATS], Target.current())  # on every core
+    print(f"gemv_floor: {report.summary()}", flush=True)
     warm_up(device)
-    rows = sweep(device, args.rep_ms)
-    result = dict(device=torch.cuda.get_device_name(device), torch=torch.__version__, triton=triton.__version__, format=FORMAT,
-                  timing="CUDA graph replay, L2 flushed before each call (autoq.kernels.timing)", rows=rows)
-    with open(args.out, "w") as fh:
-        json.dump(result, fh, indent=1)
-    print(format_rows(rows))
+    result = dict(device=torch.cuda.get_device_name(device), torch=torch.__version__, triton=triton.__version__,
+                  timings={t: TIMINGS[t] for t in timings}, rows=[])
+    print(header(timings), flush=True)
+    for row in sweep(device, args.rep_ms, timings=timings):  # written row by row: a run cut short keeps what it measured
+        result["rows"].append(row)
+        print(format_row(row, timings), flush=True)
+        with open(args.out, "w") as fh:
+            json.dump(result, fh, indent=1)
     print(f"written to {args.out}")
     return 0
 

@@ -3,26 +3,31 @@
 Run it on the GPU machine (the device tool; it needs only torch and Triton, which that
 machine's ``python3`` has, so autoq goes on ``PYTHONPATH`` instead of being installed):
 
-    python3 benchmarks/gpu_session.py [--out DIR] [--deadline-s 450] [--steps llama,table,tests]
+    python3 benchmarks/gpu_session.py [--out DIR] [--deadline-s 450] [--steps floor,llama,table,tests] [--timing rotate]
 
 Steps, each in its own process with a share of the deadline, so one that hangs loses
 nothing already written (the two benchmarks first compile their 554 and 483 kernels on every
 core, ``autoq.kernels.precompile``; one at a time that took 548 s on a 2-core CPU):
 
-1. ``benchmarks/kernels_llama.py``: LLaMA-7B layer shapes at batch 1, 16, 128: speedup over
+1. ``benchmarks/gemv_floor.py``: batch 1 at the LLaMA-7B shapes, fp16 against the autotuned W4
+   GEMV and every GEMV tile, and an empty call, each timed both ways (L2 flushed, and calls
+   rotating over copies of the weights) -> ``gemv_floor_<device>.json``.
+2. ``benchmarks/kernels_llama.py``: LLaMA-7B layer shapes at batch 1, 16, 128: speedup over
    torch fp16, bandwidth against the device's, then every kernel against float64 on the GPU
-   -> ``kernels_<device>.json``.
-2. ``autoq kernels bench`` at the default model's layer shapes, in the default search
-   space's formats, merged with step 1's table -> ``<preset>.json``: commit it as
+   -> ``kernels_<device>[_rotate].json``.
+3. ``autoq kernels bench`` at the default model's layer shapes, in the default search
+   space's formats, merged with step 2's table -> ``<preset>.json``: commit it as
    ``autoq/latency/tables/<preset>.json`` and ``--device <preset>`` reads it.
-3. ``tests/kernels`` on the compiled kernels, one fixed block configuration each
+4. ``tests/kernels`` on the compiled kernels, one fixed block configuration each
    (``AUTOQ_AUTOTUNE=0``: autotuning every odd test shape would take the whole lease) and every
    autotune tile in ``test_autotune_tiles.py``, in several processes where pytest-xdist is
    installed; the CPU-only compile checks are left out. ``-v`` logs each test as it ends, so a
    step cut off by its deadline still says which passed.
 
-Writes at most 6 files under ``--out`` (``$OUT`` on the device machine): the two JSON
-files, ``nvidia_smi.txt``, one log per step. Without a GPU it says so and exits 2.
+``--timing`` (``flush``, the default, or ``rotate``) is how steps 2 and 3 time each case
+(``autoq.kernels.timing``); the table says which. Writes at most 8 files under ``--out``
+(``$OUT`` on the device machine): the three JSON files, ``nvidia_smi.txt``, one log per step.
+Without a GPU it says so and exits 2.
 """
 
 from __future__ import annotations
@@ -47,7 +52,7 @@ DEFAULT_MODEL_SHAPES = "384x384,1536x384,384x1536"
 TABLE_FORMATS = ",".join(  # the most used first, in case the deadline cuts the run short
     [f"int{b}-{g}-asym" for b in (4, 8, 3, 2, 5, 6) for g in ("g128", "ch")] + ["int4-g128-sym", "int8-ch-sym"]
 )
-STEP_SHARES = {"llama": 0.45, "table": 0.35, "tests": 0.2}  # of the deadline, in the order the steps run
+STEP_SHARES = {"floor": 0.2, "llama": 0.35, "table": 0.3, "tests": 0.15}  # of the deadline, in the order the steps run
 
 
 def importable_tree(parent: Path | None = None) -> Path:
@@ -105,6 +110,8 @@ def main() -> int:
     parser.add_argument("--out", default=os.environ.get("OUT", "gpu-results"), help="output folder (default: $OUT, else gpu-results)")
     parser.add_argument("--deadline-s", type=float, default=450.0, help="wall-clock seconds for all the steps (default: 450)")
     parser.add_argument("--steps", default=",".join(STEP_SHARES), help=f"which steps, in order (default: {','.join(STEP_SHARES)})")
+    parser.add_argument("--timing", choices=("flush", "rotate"), default="flush",  # kernels.table.TIMINGS: autoq is not on the path yet
+                        help="how the llama and table steps time a case (default: flush)")
     args = parser.parse_args()
     steps = [step.strip() for step in args.steps.split(",") if step.strip()]
     if not steps or set(steps) - set(STEP_SHARES):
@@ -133,7 +140,7 @@ def main() -> int:
     slug = device_slug(torch.cuda.get_device_name(0))
     preset = preset_for(torch.cuda.get_device_name(0))
     table_name = f"{preset.name if preset else slug}.json"
-    llama_json = out / f"kernels_{slug}.json"
+    llama_json = out / f"kernels_{slug}{'' if args.timing == 'flush' else '_' + args.timing}.json"
 
     def share(step: str) -> float:
         """This step's part of the time left, by its share among the steps not yet run: time a step leaves unused goes on."""
@@ -142,20 +149,24 @@ def main() -> int:
         return max(10.0, left * STEP_SHARES[step] / sum(STEP_SHARES[s] for s in later))
 
     codes = {}
+    if "floor" in steps:
+        codes["floor"] = run_step("batch-1 W4 floor, both timings", [sys.executable, "benchmarks/gemv_floor.py", "--out",
+                                                                     str(out / f"gemv_floor_{slug}.json")], env, out / "floor.log", share("floor"))
     if "llama" in steps:
         limit = share("llama")  # the benchmark stops starting cases at 80% of it and writes what it has; the kill is a backstop
         codes["llama"] = run_step("LLaMA-7B shapes", [sys.executable, "benchmarks/kernels_llama.py", "--out", str(llama_json),
-                                                      "--max-seconds", f"{0.8 * limit:.0f}"], env, out / "llama.log", limit)
+                                                      "--max-seconds", f"{0.8 * limit:.0f}", "--timing", args.timing], env, out / "llama.log", limit)
     if "table" in steps:
         merge: list[str] = []
-        if llama_json.is_file():  # start the committed table from step 1's rows, then add the default model's shapes
+        if llama_json.is_file():  # start the committed table from the llama step's rows, then add the default model's shapes
             LatencyTable.from_dict(json.loads(llama_json.read_text())["table"]).save(out / table_name)
             merge = ["--merge"]
         limit = share("table")
         codes["table"] = run_step(
             "default model's table",
             [sys.executable, "-m", "autoq", "kernels", "bench", "--model", "none", "--shapes", DEFAULT_MODEL_SHAPES,
-             "--formats", TABLE_FORMATS, "--rep-ms", "50", "--max-seconds", f"{0.8 * limit:.0f}", "--out", str(out / table_name), *merge],
+             "--formats", TABLE_FORMATS, "--rep-ms", "50", "--max-seconds", f"{0.8 * limit:.0f}", "--timing", args.timing,
+             "--out", str(out / table_name), *merge],
             env, out / "table.log", limit)
     if "tests" in steps:
         codes["tests"] = run_step(

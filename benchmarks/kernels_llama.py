@@ -2,12 +2,14 @@
 
 Shapes ``N x K`` (out x in): 4096x4096 (q/k/v/o), 11008x4096 (gate/up), 4096x11008 (down), at
 batch 1, 16 and 128. Times each format by CUDA graph replay (``autoq.kernels.timing``: GPU time,
-L2 flushed before each call) and writes the speedup over fp16 and the achieved bandwidth against the device's peak to
-``benchmarks/results/kernels_<device>.json`` (the latency table is inside it, under ``table``).
+by ``--timing``: ``flush``, L2 flushed before each call, or ``rotate``, calls back to back on their own
+copies of the weights) and writes the speedup over fp16 and the achieved bandwidth against the device's
+peak to ``benchmarks/results/kernels_<device>.json`` (``kernels_<device>_rotate.json`` for ``rotate``;
+the latency table is inside it, under ``table``).
 Then it checks every kernel on this GPU against a float64 reference (max relative error per
 format and batch) and writes the file again with the checks.
 
-    python benchmarks/kernels_llama.py [--formats int4-g128-asym,...] [--batches 1,16,128] [--rep-ms 100]
+    python benchmarks/kernels_llama.py [--formats int4-g128-asym,...] [--batches 1,16,128] [--rep-ms 100] [--timing rotate]
 
 Without a GPU it says so and exits with status 2.
 """
@@ -35,6 +37,7 @@ from autoq.kernels.bench import (
 )
 from autoq.kernels.capability import require_gpu
 from autoq.kernels.registry import get_kernel
+from autoq.kernels.table import TIMINGS
 
 # W2, W3, W4 and W8, each per channel and in groups of 128, and W4 in groups of 32 and 64 too. W4 first: its
 # batch-1 speedup is the headline number, measured even if a deadline cuts the run short.
@@ -71,9 +74,10 @@ def main() -> int:
     parser.add_argument("--kernels", default="wq,w8a8")
     parser.add_argument("--batches", default="1,16,128")
     parser.add_argument("--rep-ms", type=int, default=100)
+    parser.add_argument("--timing", choices=tuple(TIMINGS), default="flush", help="how each case is timed (default: flush)")
     parser.add_argument("--max-seconds", type=float, default=None,
                         help="start no new timing after this long; write what was measured (the float64 checks follow)")
-    parser.add_argument("--out", default=None, help="default: benchmarks/results/kernels_<device>.json")
+    parser.add_argument("--out", default=None, help="default: benchmarks/results/kernels_<device>[_rotate].json")
     args = parser.parse_args()
     try:
         formats, batches = parse_formats(args.formats), parse_batches(args.batches)
@@ -86,18 +90,20 @@ def main() -> int:
     # Timings first, written at once, then the float64 checks (which reuse the compiled kernels), written again:
     # a run stopped by its deadline keeps what it measured.
     table = measure(BenchConfig(shapes=LLAMA_7B_SHAPES, batches=batches, formats=formats, kernels=kernels, rep_ms=args.rep_ms,
-                                max_seconds=args.max_seconds))
+                                max_seconds=args.max_seconds, timing=args.timing))
     rows = speedups(table)
     for row in rows:
         row["bandwidth_share"] = None if row["bandwidth_share"] is None else round(row["bandwidth_share"], 3)
-    print(f"{table.device}: peak bandwidth {table.peak_bandwidth_gbs or float('nan'):.0f} GB/s; torch {table.torch}, triton {table.triton}, CUDA {table.cuda}")
+    print(f"{table.device}: peak bandwidth {table.peak_bandwidth_gbs or float('nan'):.0f} GB/s; torch {table.torch}, triton {table.triton}, "
+          f"CUDA {table.cuda}; timing {table.timing} ({TIMINGS[table.timing]})")
     print(format_table(rows, ("n", "k", "format", "kernel", "batch", "median_us", "fp16_us", "speedup", "gbps", "bandwidth_share", "tile")))
 
-    out = Path(args.out or Path(__file__).parent / "results" / f"kernels_{device_slug(table.device)}.json")
+    suffix = "" if args.timing == "flush" else f"_{args.timing}"
+    out = Path(args.out or Path(__file__).parent / "results" / f"kernels_{device_slug(table.device)}{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
     summary = {
         "device": table.device, "torch": table.torch, "triton": table.triton, "cuda": table.cuda, "created": table.created,
-        "peak_bandwidth_gbs": table.peak_bandwidth_gbs, "shapes_nk": [list(s) for s in LLAMA_7B_SHAPES], "batches": list(batches),
+        "peak_bandwidth_gbs": table.peak_bandwidth_gbs, "timing": table.timing, "shapes_nk": [list(s) for s in LLAMA_7B_SHAPES], "batches": list(batches),
         "speedups": rows, "correctness": None, "table": table.to_dict(),
     }
     out.write_text(json.dumps(summary, indent=1) + "\n")

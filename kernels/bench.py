@@ -3,9 +3,10 @@
 For every layer shape ``(N, K)``, batch ``M`` and weight format, each kernel that reads
 the format (by default the dispatching weight-only kernel ``wq`` and, for symmetric
 int8, ``w8a8``) and torch's fp16 ``F.linear`` as the baseline are timed by CUDA graph
-replay (:mod:`autoq.kernels.timing`: GPU time without the host's launch cost, L2 flushed
-before every call, so weights come from HBM as in a real forward pass). Inputs are random;
-latency does not depend on the values.
+replay (:mod:`autoq.kernels.timing`: GPU time without the host's launch cost, weights read
+from HBM), by one of two methods (``BenchConfig.timing``): ``flush`` clears the L2 before
+each call; ``rotate`` runs calls back to back, each on its own copy of the weights, as layers
+run in a forward pass. Inputs are random; latency does not depend on the values.
 Needs a CUDA GPU: without one, :func:`measure` raises an ``AutoqError``.
 """
 
@@ -25,8 +26,8 @@ from autoq.kernels.autotune_log import TileChoice, recording
 from autoq.kernels.capability import require_gpu
 from autoq.kernels.formats import PACKED_BITS
 from autoq.kernels.precompile import PrecompileCase, Target, cache_entries, precompile
-from autoq.kernels.table import INT8_TOKENS, WEIGHT_ONLY, LatencyRow, LatencyTable
-from autoq.kernels.timing import gpu_time_us, warm_up
+from autoq.kernels.table import INT8_TOKENS, TIMINGS, WEIGHT_ONLY, LatencyRow, LatencyTable
+from autoq.kernels.timing import copies_for, time_calls_us, warm_up
 from autoq.quant import QuantizedTensor, QuantSpec
 
 DEFAULT_BATCHES = (1, 16, 128)
@@ -114,8 +115,12 @@ class BenchConfig:
     seed: int = 0
     max_seconds: float | None = None  # start no new case after this long (precompiling included); the table holds the cases measured
     compile_workers: int | None = None  # processes that precompile the kernels first (None: one per core; 0: compile at launch)
+    timing: str = "flush"  # how each case is timed: one of table.TIMINGS
 
     def __post_init__(self) -> None:
+        if self.timing not in TIMINGS:
+            raise AutoqError(f"unknown timing {self.timing!r}; choose one of {', '.join(TIMINGS)} "
+                             f"({'; '.join(f'{k}: {v}' for k, v in TIMINGS.items())})")
         if self.compile_workers is not None and self.compile_workers < 0:
             raise AutoqError(f"compile_workers must be 0 (compile at launch), a positive number of processes or None "
                              f"(one per core); got {self.compile_workers}")
@@ -152,23 +157,32 @@ def random_quantized(n: int, k: int, spec: QuantSpec, generator: torch.Generator
     return QuantizedTensor(spec, codes, scale, zero)
 
 
-def _prepare(n: int, k: int, spec: QuantSpec | None, kernel: str, gen: torch.Generator, device: torch.device):
-    """``(run(x) -> y, weight bytes, quantizes activations)`` for one case; ``spec=None`` is the fp16 baseline."""
+def _prepare(n: int, k: int, spec: QuantSpec | None, kernel: str, gen: torch.Generator, device: torch.device, timing: str):
+    """``(weights, run(x, w) -> y, weight bytes, quantizes activations)`` for one case; ``spec=None`` is the fp16 baseline.
+
+    ``weights`` are copies of one random weight on ``device``, each in its own memory: one for ``flush``,
+    :func:`~autoq.kernels.timing.copies_for` for ``rotate``."""
     if spec is None:
-        weight = (torch.randn(n, k, generator=gen) * 0.02).half().to(device)
-        return (lambda x: torch.nn.functional.linear(x, weight)), weight.numel() * 2, False
+        weight = (torch.randn(n, k, generator=gen) * 0.02).half()
+        nbytes = weight.numel() * 2
+        return [weight.to(device, copy=True) for _ in range(_copies(nbytes, timing))], torch.nn.functional.linear, nbytes, False
     from autoq.kernels.registry import get_kernel
 
     info = get_kernel(kernel)
-    packed = info.prepare(random_quantized(n, k, spec, gen)).to(device)
-    return (lambda x: info.run(x, packed, backend="triton")), packed.nbytes, info.quantizes_activations
+    packed = info.prepare(random_quantized(n, k, spec, gen))
+    copies = [packed.to(device, copy=True) for _ in range(_copies(packed.nbytes, timing))]
+    return copies, (lambda x, w: info.run(x, w, backend="triton")), packed.nbytes, info.quantizes_activations
 
 
-def _time_case(run, x: torch.Tensor, rep_ms: int) -> tuple[tuple[float, float, float], list[TileChoice]]:
+def _copies(nbytes: int, timing: str) -> int:
+    return copies_for(nbytes) if timing == "rotate" else 1
+
+
+def _time_case(weights, run, x: torch.Tensor, rep_ms: int, timing: str) -> tuple[tuple[float, float, float], list[TileChoice]]:
     """``(median, p20, p80)`` in us, and the tiles the autotuners chose (on the first call, outside the timing)."""
     with recording() as tiles:
-        run(x)  # compile and autotune outside the timing
-    return gpu_time_us(lambda: run(x), rep_ms, x.device), tiles
+        run(x, weights[0])  # compile and autotune outside the timing (every copy has the same shapes: one choice serves all)
+    return time_calls_us([lambda w=w: run(x, w) for w in weights], timing, rep_ms, x.device), tiles
 
 
 def measure(config: BenchConfig, progress: bool = True) -> LatencyTable:
@@ -199,10 +213,10 @@ def measure(config: BenchConfig, progress: bool = True) -> LatencyTable:
             print(f"autoq: kernels bench: stopped after {config.max_seconds:.0f} s (max_seconds) with {len(cases) - done} of "
                   f"{len(cases)} cases not measured; the table holds the others", file=sys.stderr, flush=True)
             break
-        run, nbytes, quant_act = _prepare(n, k, spec, kernel, gen, device)
+        weights, run, nbytes, quant_act = _prepare(n, k, spec, kernel, gen, device, config.timing)
         for m in config.batches:
             x = torch.randn(m, k, generator=gen).half().to(device)
-            (median, p20, p80), tiles = _time_case(run, x, config.rep_ms)
+            (median, p20, p80), tiles = _time_case(weights, run, x, config.rep_ms, config.timing)
             gbps = moved_bytes(n, k, m, nbytes, quant_act) / (median * 1e-6) / 1e9
             rows.append(LatencyRow(n, k, spec.name if spec else "fp16", kernel, m, median, p20, p80, gbps,
                                    INT8_TOKENS if quant_act else WEIGHT_ONLY, tuple(f"{c.kernel} {c.tile}" for c in tiles),
@@ -213,6 +227,7 @@ def measure(config: BenchConfig, progress: bool = True) -> LatencyTable:
     return LatencyTable(
         device=name, rows=tuple(rows), torch=torch.__version__, triton=triton.__version__, cuda=str(torch.version.cuda),
         created=dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"), peak_bandwidth_gbs=peak_bandwidth_gbs(name),
+        timing=config.timing,
     )
 
 

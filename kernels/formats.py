@@ -176,9 +176,10 @@ class PackedWeight:
         w = self.param_columns(self.scales.to(compute)) * (self.codes().to(compute) - self.param_columns(zero))
         return w.to(dtype)
 
-    def to(self, device: torch.device | str) -> PackedWeight:
-        zeros = None if self.zeros is None else self.zeros.to(device)
-        return PackedWeight(self.spec, self.shape, self.qweight.to(device), self.scales.to(device), zeros)
+    def to(self, device: torch.device | str, copy: bool = False) -> PackedWeight:
+        """On ``device``; with ``copy``, in new memory even if already there (as ``Tensor.to``)."""
+        zeros = None if self.zeros is None else self.zeros.to(device, copy=copy)
+        return PackedWeight(self.spec, self.shape, self.qweight.to(device, copy=copy), self.scales.to(device, copy=copy), zeros)
 
 
 @dataclass(frozen=True)
@@ -229,8 +230,9 @@ class Int8Weight:
         scales = self.scales.to(compute).reshape(-1, 1)
         return (scales * self.qweight.to(compute)).to(dtype)
 
-    def to(self, device: torch.device | str) -> Int8Weight:
-        return Int8Weight(self.spec, self.qweight.to(device), self.scales.to(device))
+    def to(self, device: torch.device | str, copy: bool = False) -> Int8Weight:
+        """On ``device``; with ``copy``, in new memory even if already there (as ``Tensor.to``)."""
+        return Int8Weight(self.spec, self.qweight.to(device, copy=copy), self.scales.to(device, copy=copy))
 
 
 def supports_weight_only(spec: QuantSpec) -> bool:

@@ -3,7 +3,7 @@
 Written by ``autoq kernels bench`` and read by the cost model. JSON layout (version 1)::
 
     {"version": 1, "device": "NVIDIA H100 80GB HBM3", "torch": "2.13.0", "triton": "3.9.0",
-     "cuda": "12.8", "created": "2026-11-25T14:00:00Z", "peak_bandwidth_gbs": 3350.0,
+     "cuda": "12.8", "created": "2026-11-25T14:00:00Z", "peak_bandwidth_gbs": 3350.0, "timing": "flush",
      "rows": [{"n": 4096, "k": 4096, "format": "int4-g128-asym", "kernel": "wq", "batch": 1,
                "median_us": 12.3, "p20_us": 12.1, "p80_us": 12.6, "gbps": 1450.2,
                "activation": "fp16"}, ...]}
@@ -17,6 +17,8 @@ median time; ``activation`` is ``fp16`` for weight-only kernels and the baseline
 activations stay fp16) and ``int8-token`` for W8A8 (activations quantized per token,
 which the search does not simulate). ``select`` and ``lookup`` consider ``fp16``-activation
 rows unless asked otherwise. ``peak_bandwidth_gbs`` is optional (``null`` when unknown).
+``timing`` says how every row was timed (``TIMINGS``; tables written before it existed were
+``flush``): one table holds one method, so its speedups compare like with like.
 Rows timed with autotuning may also carry ``tiles`` (the tile each Triton kernel ran with) and
 ``tile_timings_us`` (every candidate tile's median as the autotuner timed it); readers need neither.
 """
@@ -25,7 +27,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from autoq.errors import AutoqError
@@ -34,6 +36,10 @@ TABLE_VERSION = 1
 _ROW_FIELDS = ("n", "k", "format", "kernel", "batch", "median_us", "p20_us", "p80_us", "gbps")
 WEIGHT_ONLY = "fp16"  # activation of weight-only kernels and of the fp16 baseline
 INT8_TOKENS = "int8-token"  # activation of W8A8 kernels
+TIMINGS = {  # how a table's rows were timed (autoq.kernels.timing), by the name the table and --timing use
+    "flush": "CUDA graph replay, L2 flushed before each call",
+    "rotate": "CUDA graph replay, calls back to back, each on its own copy of the weights",
+}
 
 
 @dataclass(frozen=True)
@@ -78,9 +84,12 @@ class LatencyTable:
     cuda: str = ""
     created: str = ""
     peak_bandwidth_gbs: float | None = None
+    timing: str = "flush"  # one of TIMINGS
     _best: dict = field(init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
+        if self.timing not in TIMINGS:
+            raise AutoqError(f"latency table timing {self.timing!r} is unknown; it is one of {', '.join(TIMINGS)}")
         best: dict[tuple, LatencyRow] = {}
         for row in self.rows:
             key = (*row.key, row.activation)
@@ -120,7 +129,17 @@ class LatencyTable:
         new = list(rows)
         keys = {(r.key, r.kernel) for r in new}
         kept = [r for r in self.rows if (r.key, r.kernel) not in keys]
-        return LatencyTable(self.device, tuple(kept + new), self.torch, self.triton, self.cuda, self.created, self.peak_bandwidth_gbs)
+        return replace(self, rows=tuple(kept + new))
+
+    def updating(self, old: LatencyTable, source: str = "the existing table") -> LatencyTable:
+        """This table (a new measurement) with ``old``'s rows that it did not re-measure kept: what ``--merge`` writes.
+
+        Refused when ``old`` was measured on another device or by another timing, whose rows would not compare."""
+        for what, mine, theirs in (("device", self.device, old.device), ("timing", self.timing, old.timing)):
+            if mine != theirs:
+                raise AutoqError(f"--merge: {source} was measured with {what} {theirs!r}, not this run's {mine!r}; "
+                                 "choose another --out, or measure with the same " + what)
+        return replace(self, rows=old.merged(self.rows).rows)
 
     def to_dict(self) -> dict:
         return {
@@ -131,6 +150,7 @@ class LatencyTable:
             "cuda": self.cuda,
             "created": self.created,
             "peak_bandwidth_gbs": self.peak_bandwidth_gbs,
+            "timing": self.timing,
             "rows": [r.to_dict() for r in self.rows],
         }
 
@@ -157,8 +177,11 @@ class LatencyTable:
                                    str(raw.get("activation", WEIGHT_ONLY)), tuple(str(t) for t in raw.get("tiles", ())),
                                    tuple((str(t), float(us)) for t, us in dict(raw.get("tile_timings_us", {})).items())))
         peak = data.get("peak_bandwidth_gbs")
+        timing = data.get("timing", "flush")
+        if timing not in TIMINGS:
+            raise AutoqError(f"{source}: timing {timing!r} is unknown; a latency table's timing is one of {', '.join(TIMINGS)}")
         return cls(data["device"], tuple(rows), str(data.get("torch", "")), str(data.get("triton", "")), str(data.get("cuda", "")),
-                   str(data.get("created", "")), None if peak is None else float(peak))
+                   str(data.get("created", "")), None if peak is None else float(peak), timing)
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:

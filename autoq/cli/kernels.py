@@ -10,6 +10,7 @@ import sys
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from autoq.builtin import BUILTINS, DEFAULT_MODEL
     from autoq.kernels.bench import DEFAULT_BATCHES, DEFAULT_KERNELS
+    from autoq.kernels.table import TIMINGS
 
     p = sub.add_parser("kernels", help="autoq's Triton kernels: measure them into a latency table",
                        description="autoq's Triton kernels (weight-only W2/W3/W4/W8, W8A8).")
@@ -27,6 +28,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--formats", default=None, help="weight formats, e.g. int4-g128-asym,int8-ch-sym (default: 2-8 bits per channel and g32/g64/g128)")
     b.add_argument("--kernels", default=",".join(DEFAULT_KERNELS), help=f"kernels to time (default: {','.join(DEFAULT_KERNELS)})")
     b.add_argument("--rep-ms", type=int, default=100, help="timing time per case in ms, CUDA graph replays (default: 100)")
+    b.add_argument("--timing", choices=tuple(TIMINGS), default="flush",
+                   help="flush: L2 flushed before each call (default); rotate: calls back to back, each on its own copy "
+                        "of the weights, as layers run in a forward pass")
     b.add_argument("--max-seconds", type=float, default=None, help="start no new case after this many seconds and write what was measured")
     b.add_argument("--compile-workers", type=int, default=None,
                    help="processes that compile the kernels before timing starts (default: one per core; 0: compile each at its first launch)")
@@ -76,15 +80,11 @@ def run_bench(args: argparse.Namespace) -> int:
         print(f"autoq: loading {args.model or 'the default model'} for its layer shapes ...", file=sys.stderr, flush=True)
         shapes = tuple(dict.fromkeys(model_shapes(load_workload(args.model).model) + shapes))
     config = BenchConfig(shapes=shapes, batches=batches, formats=formats, kernels=kernels, rep_ms=args.rep_ms,
-                         max_seconds=args.max_seconds, compile_workers=args.compile_workers)
+                         max_seconds=args.max_seconds, compile_workers=args.compile_workers, timing=args.timing)
     table = measure(config, progress=not args.no_progress)
     out = Path(args.out or f"latency_{device_slug(table.device)}.json")
     if args.merge and out.exists():
-        old = LatencyTable.load(out)
-        if old.device != table.device:
-            raise AutoqError(f"--merge: {out} was measured on {old.device!r}, not on this {table.device!r}; choose another --out")
-        table = LatencyTable(table.device, old.merged(table.rows).rows, table.torch, table.triton, table.cuda, table.created,
-                             table.peak_bandwidth_gbs)
+        table = table.updating(LatencyTable.load(out), source=str(out))
     table.save(out)
     best: dict[tuple, dict] = {}
     for row in speedups(table):

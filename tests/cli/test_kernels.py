@@ -28,6 +28,15 @@ def test_cli_rejects_bad_arguments_before_looking_for_a_gpu(capsys):
     assert "unknown kernel" in capsys.readouterr().err
 
 
+def test_cli_takes_the_two_timings_and_nothing_else(capsys):
+    with pytest.raises(SystemExit) as exc:
+        main(["kernels", "bench", "--timing", "cold"])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "--timing: invalid choice: 'cold'" in err and "flush" in err and "rotate" in err
+    if NO_GPU:  # a valid timing goes on to the GPU check
+        assert main(["kernels", "bench", "--shapes", "64x64", "--model", "none", "--timing", "rotate"]) == 2
+        assert "needs a CUDA GPU" in capsys.readouterr().err
 
 
 def test_device_slug():

@@ -15,6 +15,7 @@ from autoq.errors import AutoqError
 from autoq.kernels.bench import (
     BASELINE_KERNEL,
     BenchConfig,
+    _prepare,
     default_formats,
     format_table,
     measure,
@@ -28,6 +29,7 @@ from autoq.kernels.bench import (
 )
 from autoq.kernels.formats import PackedWeight
 from autoq.kernels.table import LatencyRow, LatencyTable
+from autoq.kernels.timing import copies_for
 from autoq.quant import QuantSpec
 
 NO_GPU = not torch.cuda.is_available()
@@ -73,6 +75,29 @@ def test_cases_put_every_baseline_first_then_go_format_by_format():
                      (shapes[0], "int2-ch-asym"), (shapes[1], "int2-ch-asym")]
 
 
+def test_an_unknown_timing_is_refused_with_the_two_there_are():
+    with pytest.raises(AutoqError, match="unknown timing 'cold'; choose one of flush, rotate .*rotate: CUDA graph replay, calls back to back"):
+        BenchConfig(shapes=((8, 8),), timing="cold")
+
+
+@pytest.mark.parametrize("spec_name, kernel", [(None, BASELINE_KERNEL), ("int4-g128-asym", "wq"), ("int8-ch-sym", "w8a8")])
+def test_rotated_cases_run_on_enough_distinct_copies_of_one_weight(spec_name, kernel):
+    """``rotate`` times each case on copies of its weight in distinct memory, so many that each leaves the L2 before it
+    is read again; ``flush`` on one. Every copy computes the same output."""
+    spec = QuantSpec.from_name(spec_name) if spec_name else None
+    weights, run, nbytes, _ = _prepare(16, 256, spec, kernel, torch.Generator().manual_seed(0), torch.device(DEVICE), "rotate")
+    assert len(weights) == copies_for(nbytes) > 1
+
+    def tensors(w):
+        return [w] if spec is None else [t for t in vars(w).values() if isinstance(t, torch.Tensor)]
+
+    assert len({t.data_ptr() for w in weights for t in tensors(w)}) == len(tensors(weights[0])) * len(weights)
+    x = torch.randn(1, 256, generator=torch.Generator().manual_seed(1)).half().to(DEVICE)
+    assert torch.equal(run(x, weights[0]), run(x, weights[-1]))
+    flushed, _, flushed_bytes, _ = _prepare(16, 256, spec, kernel, torch.Generator().manual_seed(0), torch.device(DEVICE), "flush")
+    assert len(flushed) == 1 and flushed_bytes == nbytes and torch.equal(run(x, flushed[0]), run(x, weights[0]))
+
+
 def test_random_weights_and_moved_bytes():
     spec = QuantSpec.from_name("int4-g128-asym")
     qt = random_quantized(256, 512, spec, torch.Generator().manual_seed(0))
@@ -110,25 +135,39 @@ def test_gemv_floor_benchmark_refuses_without_gpu():
     assert proc.returncode == 2 and "needs a CUDA GPU" in proc.stderr
 
 
-def test_gemv_floor_sweep_checks_and_times_every_tile():
-    """The tile sweep on a small shape with a stand-in timer: every autotune tile and every extra one runs, is checked
-    against float32 first, and gets a row; on a GPU the same code times them by graph replay."""
+def test_gemv_floor_sweep_checks_and_times_every_tile_by_both_methods():
+    """The sweep on small shapes with a stand-in timer: every autotune tile and every extra one runs, is checked against
+    float32 first, and gets both timings; rotated rows get enough copies of their weights; the autotuned W4 rows get a
+    speedup over fp16 by each method. On a GPU the same code times them by graph replay."""
     spec = importlib.util.spec_from_file_location("gemv_floor", REPO / "benchmarks" / "gemv_floor.py")
     floor = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(floor)
     calls = []
 
-    def timer(fn, rep_ms, device):
-        fn()
-        calls.append(rep_ms)
-        return 2.0, 1.5, 2.5
+    def timer(fns, timing, rep_ms, device):
+        fns[0 if timing == "flush" else -1]()
+        calls.append((timing, rep_ms, len(fns)))
+        return (2.0, 1.5, 2.5) if timing == "flush" else (1.0, 0.9, 1.1)
 
-    rows = floor.sweep(torch.device(DEVICE), 7.0, shapes=((24, 1100), (8, 64)), sweep_shape=(24, 1100), timer=timer)
+    rows = list(floor.sweep(torch.device(DEVICE), 7.0, shapes=((24, 1100), (8, 64)), sweep_shape=(24, 1100), timer=timer))
     tiles = [r for r in rows if r["what"].startswith("W4 GEMV")]
     from autoq.kernels import triton_wq_gemv
 
     assert len(tiles) == len(triton_wq_gemv._GEMV_CONFIGS) + len(floor.EXTRA_TILES)
     assert all("error" not in r and r["rel_err"] < 1e-3 for r in tiles), [r for r in tiles if "error" in r]
-    assert [r["what"] for r in rows if r["n"] == 8] == ["sum over W4 bytes", "sum over fp16 bytes", "fp16 F.linear"]  # no sweep there
-    assert len(calls) == len(rows) and set(calls) == {7.0}
-    assert "W4 GEMV 16x1024 w4 s2 no-prefetch" in floor.format_rows(rows)
+    per_shape = ["one-element add_", "fp16 F.linear", "int4-ch-asym autotuned", "int4-g128-asym autotuned"]
+    assert [r["what"] for r in rows if r["n"] == 8] == per_shape  # no sweep there
+    assert all(r["flush_us"] == [2.0, 1.5, 2.5] and r["rotate_us"] == [1.0, 0.9, 1.1] for r in rows)
+    assert all(r["copies"] == copies_for(max(4, r["bytes"])) for r in rows)  # so many that each copy leaves the L2
+    assert len(calls) == 2 * len(rows) and {c[1] for c in calls} == {7.0}
+    autotuned = [r for r in rows if r["what"].endswith("autotuned")]
+    assert len(autotuned) == 4 and all(r["flush_speedup"] == 1.0 and r["rotate_speedup"] == 1.0 for r in autotuned)
+    assert rows[-1]["what"].startswith("W4 GEMV") and rows[0]["what"] == "one-element add_"  # the tile sweep last
+    text = "\n".join([floor.header(), *map(floor.format_row, rows)])
+    assert "W4 GEMV 16x1024 w4 s2 no-prefetch" in text and "rotate us" in text
+
+
+def test_gemv_floor_refuses_an_unknown_timing():
+    proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gemv_floor.py"), "--timings", "flush,cold"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and "--timings takes some of flush, rotate; got 'flush,cold'" in proc.stderr

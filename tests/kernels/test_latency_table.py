@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import pytest
 
@@ -70,6 +71,32 @@ def test_merged_replaces_only_remeasured_rows(table: LatencyTable):
     assert merged.lookup(384, 1536, "int4-g128-asym", 1).median_us == 2.5
     assert merged.lookup(384, 1536, "int2-ch-asym", 1) is not None
     assert len(merged.rows) == len(table.rows) + 1
+
+
+def test_a_table_says_how_it_was_timed_and_older_ones_were_flushed(table: LatencyTable, tmp_path):
+    rotated = replace(table, timing="rotate")
+    assert LatencyTable.load(rotated.save(tmp_path / "r.json")).timing == "rotate"
+    assert rotated.merged([row("int2-ch-asym", "wq", 1.0)]).timing == "rotate"
+    data = table.to_dict()
+    assert data["timing"] == "flush"
+    del data["timing"]  # written before tables said
+    assert LatencyTable.from_dict(data).timing == "flush"
+    with pytest.raises(AutoqError, match="timing 'cold' is unknown.*flush, rotate"):
+        LatencyTable.from_dict({**data, "timing": "cold"}, source="t.json")
+    with pytest.raises(AutoqError, match="timing 'cold' is unknown"):
+        replace(table, timing="cold")
+
+
+def test_updating_keeps_old_rows_of_the_same_device_and_timing_only(table: LatencyTable):
+    new = LatencyTable(table.device, (row("int4-g128-asym", "wq", 2.5),), "2.14.0", created="2026-12-01T00:00:00Z")
+    updated = new.updating(table)
+    assert len(updated.rows) == len(table.rows)
+    assert updated.lookup(384, 1536, "int4-g128-asym", 1, kernel="wq").median_us == 2.5
+    assert (updated.torch, updated.created) == ("2.14.0", "2026-12-01T00:00:00Z")  # the new measurement's versions
+    with pytest.raises(AutoqError, match="timing 'flush', not this run's 'rotate'.*same timing"):
+        replace(new, timing="rotate").updating(table, source="old.json")
+    with pytest.raises(AutoqError, match="old.json was measured with device 'NVIDIA H100 80GB HBM3', not this run's 'NVIDIA H200'"):
+        replace(new, device="NVIDIA H200").updating(table, source="old.json")
 
 
 def test_rows_without_activation_default_to_weight_only(table: LatencyTable):

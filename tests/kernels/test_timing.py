@@ -7,7 +7,7 @@ import time
 import pytest
 import torch
 
-from autoq.kernels.timing import gpu_time_us, per_call_us
+from autoq.kernels.timing import MAX_COPIES, ROTATE_BYTES, copies_for, gpu_time_us, per_call_us, rotate_time_us, time_calls_us
 
 
 def test_one_calls_time_is_the_paired_difference_over_the_calls():
@@ -32,6 +32,36 @@ def test_any_quantiles_in_the_order_asked():
 def test_unpaired_or_empty_replays_are_refused(a, b, calls):
     with pytest.raises(ValueError, match="as many replays"):
         per_call_us(a, b, calls)
+
+
+def test_rotated_copies_cover_several_l2s_within_bounds():
+    w4_llama = 4096 * 4096 // 2 + 4096 * 4  # W4 per channel at 4096 x 4096: 8.4 MB -> 32 copies, 268 MB
+    assert copies_for(w4_llama) == 32 and (copies_for(w4_llama) - 1) * w4_llama < ROTATE_BYTES <= 32 * w4_llama
+    assert copies_for(2 * 11008 * 4096) == 3  # fp16 gate/up: 90 MB
+    assert copies_for(ROTATE_BYTES) == 2 and copies_for(10 * ROTATE_BYTES) == 2  # two at least: a pass is not one call
+    assert copies_for(384 * 384 // 2) == MAX_COPIES  # a small layer: bounded, 1024 x 74 KB
+    assert copies_for(100, cycle_bytes=1000, most=8) == 8
+    with pytest.raises(ValueError, match="positive"):
+        copies_for(0)
+
+
+def test_rotation_needs_two_copies_and_timing_is_one_of_two():
+    with pytest.raises(ValueError, match="at least 2 calls on distinct copies, got 1"):
+        rotate_time_us([lambda: None], 1.0, torch.device("cpu"))
+    with pytest.raises(ValueError, match="unknown timing 'cold'; choose flush or rotate"):
+        time_calls_us([lambda: None], "cold", 1.0, torch.device("cpu"))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="times copies on a GPU")
+def test_rotated_calls_are_timed_each_on_its_copy():
+    """16 MB copies, each call on its own pair of buffers: a call takes at least its bytes over any GPU's bandwidth
+    (8 TB/s) and well under the flushed time of a call that waits for the host."""
+    device = torch.device("cuda", torch.cuda.current_device())
+    pairs = [(torch.randn(4 * 1024 * 1024, device=device), torch.empty(4 * 1024 * 1024, device=device))
+             for _ in range(copies_for(32 * 1024 * 1024))]
+    median, p20, p80 = rotate_time_us([lambda s=s, d=d: d.copy_(s) for s, d in pairs], rep_ms=20, device=device)
+    assert 32 * 2**20 / 8e12 * 1e6 < p20 <= median <= p80 < 100
+    assert all(torch.equal(s, d) for s, d in pairs)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="times a copy on a GPU")

@@ -84,22 +84,26 @@ def test_its_steps_run_in_order_with_shares_of_the_deadline(tmp_path):
     """The orchestration, with CUDA claimed in the driver only: each benchmark step then refuses (no GPU in its
     process) and says so in its log; the shares, commands and files are those a GPU machine gets."""
     fake = ("import runpy, sys, torch; torch.cuda.is_available = lambda: True; torch.cuda.get_device_name = lambda i=0: 'NVIDIA H200'; "
-            f"sys.argv = ['gpu_session.py', '--out', {str(tmp_path)!r}, '--deadline-s', '100', '--steps', 'llama,table']; "
+            f"sys.argv = ['gpu_session.py', '--out', {str(tmp_path)!r}, '--deadline-s', '100', '--steps', 'floor,llama,table', "
+            "'--timing', 'rotate']; "
             f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
     proc = subprocess.run([sys.executable, "-c", fake], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 1, proc.stdout + proc.stderr  # both steps failed: no GPU where they ran
+    assert proc.returncode == 1, proc.stdout + proc.stderr  # every step failed: no GPU where they ran
     out = proc.stdout
+    floor = out.index("== batch-1 W4 floor, both timings: ")
     llama = out.index("== LLaMA-7B shapes: ")
     table = out.index("== default model's table: ")
-    assert llama < table and "kernel tests" not in out
-    stop, limit = map(float, re.search(r"kernels_nvidia-h200\.json --max-seconds (\d+) \(at most (\d+) s\)", out).groups())
-    assert 50 <= limit <= 57 and abs(stop - 0.8 * limit) <= 1  # 0.45 / (0.45 + 0.35) of what is left of 100 s
-    assert "--out " + str(tmp_path / "h200.json") in out
-    assert {p.name for p in tmp_path.iterdir()} == {"nvidia_smi.txt", "llama.log", "table.log"}
-    for log in ("llama.log", "table.log"):
+    assert floor < llama < table and "kernel tests" not in out
+    assert re.search(r"gemv_floor_nvidia-h200\.json \(at most (2[2-4]) s\)", out)  # 0.2 / (0.2 + 0.35 + 0.3) of 100 s
+    stop, limit = map(float, re.search(r"kernels_nvidia-h200_rotate\.json --max-seconds (\d+) --timing rotate \(at most (\d+) s\)",
+                                       out).groups())
+    assert 50 <= limit <= 55 and abs(stop - 0.8 * limit) <= 1  # 0.35 / (0.35 + 0.3) of what is left
+    assert "--timing rotate --out " + str(tmp_path / "h200.json") in out
+    assert {p.name for p in tmp_path.iterdir()} == {"nvidia_smi.txt", "floor.log", "llama.log", "table.log"}
+    for log in ("floor.log", "llama.log", "table.log"):
         assert "needs a CUDA GPU" in (tmp_path / log).read_text()
     bad = subprocess.run([sys.executable, str(SCRIPT), "--steps", "llama,bogus"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode == 2 and "--steps takes some of llama, table, tests" in bad.stderr
+    assert bad.returncode == 2 and "--steps takes some of floor, llama, table, tests" in bad.stderr
 
 
 def test_kernel_tests_spread_over_processes_only_where_xdist_is_installed(session):
