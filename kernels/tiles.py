@@ -6,6 +6,7 @@ import torch
 import triton
 import triton.language as tl
 
+from autoq.kernels.capability import autotuning
 from autoq.kernels.ops import GEMM_MIN_BLOCK_M
 
 
@@ -70,6 +71,18 @@ def launch(kernel, grid, args: tuple, kwargs: dict, compile_only: bool = False) 
         return []
     compiled = kernel.warmup(*args, grid=grid, **kwargs)
     return list(compiled) if isinstance(compiled, list) else [compiled]
+
+
+def launch_tile(tuned, kernel, fixed: dict, tile, grid, args: tuple, meta: dict, compile_only: bool = False,
+                steps: dict | None = None, k: int | None = None) -> list:
+    """One launcher's choice of tile: the autotuner ``tuned`` when autotuning and no ``tile`` is named, else ``kernel``
+    with ``tile`` (a ``triton.Config``) or the ``fixed`` blocks, plus the constexprs the autotuner's heuristics would
+    derive (``steps``: name -> rule over the launch's ``meta``, blocks and ``K`` = ``k``). See :func:`launch`."""
+    if tile is None and autotuning():
+        return launch(tuned, grid, args, meta, compile_only)
+    blocks = fixed if tile is None else tile_kwargs(tile)
+    derived = {name: rule({**meta, **blocks, "K": k}) for name, rule in (steps or {}).items()}
+    return launch(kernel, grid, args, {**meta, **derived, **blocks}, compile_only)
 
 
 def tile_kwargs(tile) -> dict:

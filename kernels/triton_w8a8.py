@@ -14,8 +14,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from autoq.kernels.capability import autotuning
-from autoq.kernels.tiles import autotune_bench, batch_bucket, launch, prune_gemm_configs, tile_kwargs, tile_offsets
+from autoq.kernels.tiles import autotune_bench, batch_bucket, launch_tile, prune_gemm_configs, tile_offsets
 
 
 @triton.jit
@@ -80,9 +79,7 @@ def launch_quantize_rows(x, q, scale, compile_only: bool = False, tile: triton.C
     ``tile`` runs that configuration instead of autotuning; ``compile_only`` compiles and returns the kernels."""
     m, k = x.shape
     args = (x, q, scale, k, x.stride(0), q.stride(0))
-    if tile is None and autotuning():
-        return launch(_quant_tuned, (m,), args, {}, compile_only)
-    return launch(quantize_rows_kernel, (m,), args, FIXED_QUANT if tile is None else tile_kwargs(tile), compile_only)
+    return launch_tile(_quant_tuned, quantize_rows_kernel, FIXED_QUANT, tile, (m,), args, {}, compile_only)
 
 
 def launch_int8_gemm(a, a_scale, w, w_scale, out, compile_only: bool = False, tile: triton.Config | None = None) -> list:
@@ -96,6 +93,4 @@ def launch_int8_gemm(a, a_scale, w, w_scale, out, compile_only: bool = False, ti
     stride_sw = 0 if w_scale.numel() == 1 else w_scale.stride(0)
     args = (a, a_scale, w, w_scale, out, m, n, k, bucket, a.stride(0), w.stride(0), stride_sw, out.stride(0))
     grid = lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)  # noqa: E731  (both launches below)
-    if tile is None and autotuning():
-        return launch(_gemm_tuned, grid, args, {}, compile_only)
-    return launch(int8_gemm_kernel, grid, args, FIXED_GEMM if tile is None else tile_kwargs(tile), compile_only)
+    return launch_tile(_gemm_tuned, int8_gemm_kernel, FIXED_GEMM, tile, grid, args, {}, compile_only)

@@ -20,16 +20,15 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from autoq.kernels.capability import autotuning, interpreting
+from autoq.kernels.capability import interpreting
 from autoq.kernels.gemv_steps import even_k, gemm_slot_group, gemm_step_columns, wordwise
 from autoq.kernels.tiles import (
     autotune_bench,
     batch_bucket,
-    launch,
+    launch_tile,
     prune_gemm_configs,
     reduce_splits,
     split_output,
-    tile_kwargs,
     tile_offsets,
 )
 from autoq.kernels.triton_scales import scale_row_stride, scale_zero_cols, scale_zero_rows
@@ -272,11 +271,7 @@ def launch_gemm(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: in
     meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw), SPLIT_K=split_k,
                 DOT_FP32=interpreting())  # numpy computes the interpreter's dot: same products, fp32 operands (see the kernel)
     grid = lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]), split_k)  # noqa: E731  (both launches below)
-    if tile is None and autotuning():
-        return launch(_gemm_tuned, grid, args, meta, compile_only)
-    blocks = FIXED_GEMM if tile is None else tile_kwargs(tile)
-    steps = {name: rule({**meta, **blocks, "K": k}) for name, rule in _GEMM_STEPS.items()}
-    return launch(wq_gemm_kernel, grid, args, {**meta, **steps, **blocks}, compile_only)
+    return launch_tile(_gemm_tuned, wq_gemm_kernel, FIXED_GEMM, tile, grid, args, meta, compile_only, _GEMM_STEPS, k)
 
 
 def gemm(x, w, split_k: int = 1, compile_only: bool = False, tile: triton.Config | None = None) -> tuple:

@@ -20,9 +20,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from autoq.kernels.capability import autotuning
 from autoq.kernels.gemv_steps import even_k, step_columns, step_constexprs, wordwise
-from autoq.kernels.tiles import autotune_bench, launch, reduce_splits, split_output, tile_kwargs
+from autoq.kernels.tiles import autotune_bench, launch_tile, reduce_splits, split_output
 from autoq.kernels.triton_scales import scale_row_stride, scale_zero_cols, scale_zero_rows
 
 
@@ -306,11 +305,7 @@ def launch_gemv(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: in
             scale_row_stride(scales), scales.stride(1), stride_os, stride_om)
     meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw), SPLIT_K=split_k)
     grid = lambda c: (triton.cdiv(n, c["BLOCK_N"]), split_k, m)  # noqa: E731  (both launches below)
-    if tile is None and autotuning():
-        return launch(_gemv_tuned, grid, args, meta, compile_only)
-    blocks = FIXED_GEMV if tile is None else tile_kwargs(tile)
-    steps = {name: rule({**meta, **blocks, "K": k}) for name, rule in _GEMV_STEPS.items()}
-    return launch(wq_gemv_kernel, grid, args, {**meta, **steps, **blocks}, compile_only)
+    return launch_tile(_gemv_tuned, wq_gemv_kernel, FIXED_GEMV, tile, grid, args, meta, compile_only, _GEMV_STEPS, k)
 
 
 def gemv(x, w, split_k: int, compile_only: bool = False, tile: triton.Config | None = None) -> tuple:
