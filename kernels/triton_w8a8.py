@@ -92,5 +92,5 @@ def launch_int8_gemm(a, a_scale, w, w_scale, out, compile_only: bool = False, ti
     bucket = batch_bucket(m)
     stride_sw = 0 if w_scale.numel() == 1 else w_scale.stride(0)
     args = (a, a_scale, w, w_scale, out, m, n, k, bucket, a.stride(0), w.stride(0), stride_sw, out.stride(0))
-    grid = lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)  # noqa: E731  (both launches below)
+    grid = lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]),)  # noqa: E731
     return launch_tile(_gemm_tuned, int8_gemm_kernel, FIXED_GEMM, tile, grid, args, {}, compile_only)

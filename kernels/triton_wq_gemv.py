@@ -304,7 +304,7 @@ def launch_gemv(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: in
     args = (x, qweight, scales, scales if zeros is None else zeros, out, ONE_F32, n, k, x.stride(0), qweight.stride(0),
             scale_row_stride(scales), scales.stride(1), stride_os, stride_om)
     meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw), SPLIT_K=split_k)
-    grid = lambda c: (triton.cdiv(n, c["BLOCK_N"]), split_k, m)  # noqa: E731  (both launches below)
+    grid = lambda c: (triton.cdiv(n, c["BLOCK_N"]), split_k, m)  # noqa: E731
     return launch_tile(_gemv_tuned, wq_gemv_kernel, FIXED_GEMV, tile, grid, args, meta, compile_only, _GEMV_STEPS, k)
 
 
