@@ -42,9 +42,9 @@ class Measurement:
 class TableLatency:
     """A `LatencyModel` backed by measurements of one device at one batch size."""
 
-    def __init__(self, device: str, rows: Iterable[Measurement], batch: int, origin: str = "") -> None:
+    def __init__(self, device: str, rows: Iterable[Measurement], batch: int, origin: str = "", timing: str = "flush") -> None:
         rows = list(rows)
-        self.device, self.batch, self.origin = device, batch, origin
+        self.device, self.batch, self.origin, self.timing = device, batch, origin, timing
         batches = sorted({r.batch for r in rows})
         if batch not in batches:
             raise AutoqError(f"the latency table {origin or device!r} has no measurements at batch {batch}; measured batches: {batches or 'none'}")
@@ -62,7 +62,9 @@ class TableLatency:
 
     @property
     def source(self) -> str:
-        return f"table:{self.device}"
+        """``table:<device>``, naming the table's timing unless it is the default ``flush`` (``autoq.kernels.table.TIMINGS``):
+        latencies by two methods must not be compared unawares, in MLflow tags or plots."""
+        return f"table:{self.device}" + ("" if self.timing == "flush" else f" ({self.timing} timing)")
 
     @property
     def is_estimate(self) -> bool:

@@ -45,7 +45,7 @@ def _table_latency(table, batch: int, origin: str) -> TableLatency:
     """A loaded :class:`autoq.kernels.table.LatencyTable` at one batch size: the fastest kernel measured
     for each (shape, format, batch) (``select()``)."""
     rows = [Measurement(r.n, r.k, r.format, r.batch, r.median_us) for r in table.select()]
-    return TableLatency(table.device, rows, batch, origin=origin)
+    return TableLatency(table.device, rows, batch, origin=origin, timing=table.timing)
 
 
 def latency_model(device: str | None, batch: int = 1, tables_dir: Path = TABLES_DIR) -> LatencyModel | None:

@@ -6,6 +6,8 @@ lookup rules, they are not measurements of anything.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 
 from autoq.errors import AutoqError
@@ -88,6 +90,14 @@ def test_load_table_json_uses_the_fastest_kernel(tmp_path):
     assert model.layer_us(100, 100, INT4) == 9.0
     assert model.source == "table:Test GPU (made-up numbers)"
     assert load_table(path, batch=16).layer_us(100, 100, QuantSpec.half()) == 25.0
+
+
+def test_a_rotate_timed_table_names_its_timing_in_the_source(tmp_path):
+    """Latencies timed by two methods must not be compared unawares: the source, which MLflow tags and plots carry, says."""
+    path = write_table(tmp_path / "t.json")
+    rotated = replace(LatencyTable.load(path), timing="rotate").save(tmp_path / "r.json")
+    assert latency_model(str(rotated), batch=1).source == "table:Test GPU (made-up numbers) (rotate timing)"
+    assert latency_model(str(path), batch=1).source == "table:Test GPU (made-up numbers)"
 
 
 def test_missing_table_file_names_bench(tmp_path):
