@@ -34,11 +34,11 @@ from collections.abc import Iterator
 import torch
 
 from autoq.errors import AutoqError
-from autoq.kernels.bench import LLAMA_7B_SHAPES, random_quantized
+from autoq.kernels.bench import BASELINE_KERNEL, LLAMA_7B_SHAPES, prepare_case
 from autoq.kernels.capability import require_gpu
 from autoq.kernels.precompile import PrecompileCase, Target, precompile
 from autoq.kernels.table import TIMINGS
-from autoq.kernels.timing import copies_for, time_calls_us, warm_up
+from autoq.kernels.timing import copies_needed, time_calls_us, warm_up
 from autoq.quant import QuantSpec
 
 FORMATS = ("int4-ch-asym", "int4-g128-asym")  # the autotuned rows; the tile sweep is the first
@@ -48,8 +48,9 @@ EXTRA_TILES = [(8, 2048, 4, 2, True), (8, 4096, 8, 2, True), (16, 4096, 8, 2, Tr
                (4, 4096, 4, 2, True), (16, 2048, 8, 3, True), (32, 4096, 8, 2, True), (64, 512, 4, 2, True)]
 
 
-def _copies(nbytes: int, timings) -> int:
-    return copies_for(nbytes) if "rotate" in timings else 1
+def _copying(timings) -> str:
+    """The timing whose copies of each weight serve all of ``timings``: ``flush`` reads the first of ``rotate``'s."""
+    return "rotate" if "rotate" in timings else "flush"
 
 
 def _timed(row: dict, fns, nbytes: int, timings, rep_ms: float, device: torch.device, timer) -> dict:
@@ -62,14 +63,13 @@ def _timed(row: dict, fns, nbytes: int, timings, rep_ms: float, device: torch.de
     return row
 
 
-def _tile_rows(device, n, k, x, packed_cpu, timings, rep_ms, timer) -> Iterator[dict]:
+def _tile_rows(device, n, k, x, weights, nbytes, timings, rep_ms, timer) -> Iterator[dict]:
     """The per-channel W4 GEMV in every autotune tile and every extra one, each checked against float32 first."""
     import triton
 
     from autoq.kernels import triton_wq_gemv
 
-    copies = [packed_cpu.to(device, copy=True) for _ in range(_copies(packed_cpu.nbytes, timings))]
-    ref = x.float() @ packed_cpu.dequantize().to(device).float().T
+    ref = x.float() @ weights[0].dequantize().float().T
     tiles = [(c, "autotune list") for c in triton_wq_gemv._GEMV_CONFIGS]
     tiles += [(triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "PREFETCH": pf}, num_warps=w, num_stages=s), "extra")
               for bn, bk, w, s, pf in EXTRA_TILES]
@@ -78,12 +78,12 @@ def _tile_rows(device, n, k, x, packed_cpu, timings, rep_ms, timer) -> Iterator[
                 + ("" if tile.kwargs["PREFETCH"] else " no-prefetch"))
         row = dict(n=n, k=k, what=name, source=source)
         try:
-            out, _ = triton_wq_gemv.gemv(x, copies[0], 1, tile=tile)
+            out, _ = triton_wq_gemv.gemv(x, weights[0], 1, tile=tile)
             err = ((out.float() - ref).norm() / ref.norm()).item()
             if not err < 1e-2:
                 raise ValueError(f"relative error {err:.2e} against float32")
-            fns = [lambda t=tile, w=w: triton_wq_gemv.gemv(x, w, 1, tile=t) for w in copies]
-            row = _timed(dict(row, rel_err=err), fns, packed_cpu.nbytes, timings, rep_ms, device, timer)
+            fns = [lambda t=tile, w=w: triton_wq_gemv.gemv(x, w, 1, tile=t) for w in weights]
+            row = _timed(dict(row, rel_err=err), fns, nbytes, timings, rep_ms, device, timer)
         except Exception as exc:  # noqa: BLE001 - a tile that does not compile or is wrong is reported, not fatal
             row = dict(row, error=f"{type(exc).__name__}: {str(exc)[:200]}")
         yield row
@@ -92,32 +92,27 @@ def _tile_rows(device, n, k, x, packed_cpu, timings, rep_ms, timer) -> Iterator[
 def sweep(device: torch.device, rep_ms: float, shapes=LLAMA_7B_SHAPES, sweep_shape=SWEEP_SHAPE, timings=tuple(TIMINGS),
           timer=time_calls_us) -> Iterator[dict]:
     """Rows as they are measured (see the module docstring), the tile sweep last; ``timer(fns, timing, rep_ms, device)``
-    gives (median, p20, p80)."""
-    from autoq.kernels.ops import wq_linear
-    from autoq.kernels.registry import get_kernel
-
+    gives (median, p20, p80). Weights are made as ``autoq kernels bench`` makes them (``prepare_case``)."""
     gen = torch.Generator().manual_seed(0)
+    copying = _copying(timings)
     for n, k in shapes:
         x = torch.randn(1, k, generator=gen).half().to(device)
-        cells = [torch.zeros(1, device=device) for _ in range(_copies(4, timings))]
+        cells = [torch.zeros(1, device=device) for _ in range(copies_needed(copying, 4))]
         yield _timed(dict(n=n, k=k, what="one-element add_"), [lambda c=c: c.add_(1) for c in cells], 0, timings, rep_ms, device, timer)
-        fp16 = (torch.randn(n, k, generator=gen) * 0.02).half()
-        copies = [fp16.to(device, copy=True) for _ in range(_copies(fp16.numel() * 2, timings))]
-        base = _timed(dict(n=n, k=k, what="fp16 F.linear"), [lambda w=w, x=x: torch.nn.functional.linear(x, w) for w in copies],
-                      fp16.numel() * 2, timings, rep_ms, device, timer)
+        weights, run, nbytes, _ = prepare_case(n, k, None, BASELINE_KERNEL, gen, device, copying)
+        base = _timed(dict(n=n, k=k, what="fp16 F.linear"), [lambda w=w, x=x, run=run: run(x, w) for w in weights], nbytes, timings,
+                      rep_ms, device, timer)
         yield base
-        del copies
         for name in FORMATS:
-            packed = get_kernel("wq").prepare(random_quantized(n, k, QuantSpec.from_name(name), gen))
-            copies = [packed.to(device, copy=True) for _ in range(_copies(packed.nbytes, timings))]
-            row = _timed(dict(n=n, k=k, what=f"{name} autotuned"), [lambda w=w, x=x: wq_linear(x, w, backend="triton") for w in copies],
-                         packed.nbytes, timings, rep_ms, device, timer)
-            del copies
+            weights, run, nbytes, _ = prepare_case(n, k, QuantSpec.from_name(name), "wq", gen, device, copying)
+            row = _timed(dict(n=n, k=k, what=f"{name} autotuned"), [lambda w=w, x=x, run=run: run(x, w) for w in weights], nbytes,
+                         timings, rep_ms, device, timer)
             yield dict(row, **{f"{timing}_speedup": base[f"{timing}_us"][0] / row[f"{timing}_us"][0] for timing in timings})
+        del weights
     n, k = sweep_shape
     x = torch.randn(1, k, generator=gen).half().to(device)
-    yield from _tile_rows(device, n, k, x, get_kernel("wq").prepare(random_quantized(n, k, QuantSpec.from_name(FORMATS[0]), gen)),
-                          timings, rep_ms, timer)
+    weights, _, nbytes, _ = prepare_case(n, k, QuantSpec.from_name(FORMATS[0]), "wq", gen, device, copying)
+    yield from _tile_rows(device, n, k, x, weights, nbytes, timings, rep_ms, timer)
 
 
 def format_row(r: dict, timings=tuple(TIMINGS)) -> str:

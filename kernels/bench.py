@@ -27,7 +27,7 @@ from autoq.kernels.capability import require_gpu
 from autoq.kernels.formats import PACKED_BITS
 from autoq.kernels.precompile import PrecompileCase, Target, cache_entries, precompile
 from autoq.kernels.table import INT8_TOKENS, TIMINGS, WEIGHT_ONLY, LatencyRow, LatencyTable
-from autoq.kernels.timing import copies_for, time_calls_us, warm_up
+from autoq.kernels.timing import copies_needed, time_calls_us, warm_up
 from autoq.quant import QuantizedTensor, QuantSpec
 
 DEFAULT_BATCHES = (1, 16, 128)
@@ -157,25 +157,21 @@ def random_quantized(n: int, k: int, spec: QuantSpec, generator: torch.Generator
     return QuantizedTensor(spec, codes, scale, zero)
 
 
-def _prepare(n: int, k: int, spec: QuantSpec | None, kernel: str, gen: torch.Generator, device: torch.device, timing: str):
+def prepare_case(n: int, k: int, spec: QuantSpec | None, kernel: str, gen: torch.Generator, device: torch.device, timing: str):
     """``(weights, run(x, w) -> y, weight bytes, quantizes activations)`` for one case; ``spec=None`` is the fp16 baseline.
 
     ``weights`` are copies of one random weight on ``device``, each in its own memory: one for ``flush``,
-    :func:`~autoq.kernels.timing.copies_for` for ``rotate``."""
+    :func:`~autoq.kernels.timing.copies_for` for ``rotate`` (:func:`~autoq.kernels.timing.copies_needed`)."""
     if spec is None:
         weight = (torch.randn(n, k, generator=gen) * 0.02).half()
         nbytes = weight.numel() * 2
-        return [weight.to(device, copy=True) for _ in range(_copies(nbytes, timing))], torch.nn.functional.linear, nbytes, False
+        return [weight.to(device, copy=True) for _ in range(copies_needed(timing, nbytes))], torch.nn.functional.linear, nbytes, False
     from autoq.kernels.registry import get_kernel
 
     info = get_kernel(kernel)
     packed = info.prepare(random_quantized(n, k, spec, gen))
-    copies = [packed.to(device, copy=True) for _ in range(_copies(packed.nbytes, timing))]
+    copies = [packed.to(device, copy=True) for _ in range(copies_needed(timing, packed.nbytes))]
     return copies, (lambda x, w: info.run(x, w, backend="triton")), packed.nbytes, info.quantizes_activations
-
-
-def _copies(nbytes: int, timing: str) -> int:
-    return copies_for(nbytes) if timing == "rotate" else 1
 
 
 def _time_case(weights, run, x: torch.Tensor, rep_ms: int, timing: str) -> tuple[tuple[float, float, float], list[TileChoice]]:
@@ -213,7 +209,7 @@ def measure(config: BenchConfig, progress: bool = True) -> LatencyTable:
             print(f"autoq: kernels bench: stopped after {config.max_seconds:.0f} s (max_seconds) with {len(cases) - done} of "
                   f"{len(cases)} cases not measured; the table holds the others", file=sys.stderr, flush=True)
             break
-        weights, run, nbytes, quant_act = _prepare(n, k, spec, kernel, gen, device, config.timing)
+        weights, run, nbytes, quant_act = prepare_case(n, k, spec, kernel, gen, device, config.timing)
         for m in config.batches:
             x = torch.randn(m, k, generator=gen).half().to(device)
             (median, p20, p80), tiles = _time_case(weights, run, x, config.rep_ms, config.timing)

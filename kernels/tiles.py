@@ -8,6 +8,7 @@ import triton.language as tl
 
 from autoq.kernels.capability import autotuning
 from autoq.kernels.ops import GEMM_MIN_BLOCK_M
+from autoq.kernels.timing import gpu_time_us
 
 
 @triton.jit
@@ -46,8 +47,6 @@ def autotune_bench(kernel_call, quantiles):
     compiles the candidate outside the timing, so a tile that does not fit (``OutOfResources`` and the
     like) reaches Triton's autotuner, which skips it, as before.
     """
-    from autoq.kernels.timing import gpu_time_us
-
     kernel_call()
     wanted = (0.5,) if quantiles is None else tuple(quantiles)
     device = torch.device("cuda", torch.cuda.current_device())

@@ -66,6 +66,11 @@ def copies_for(weight_bytes: int, cycle_bytes: int = ROTATE_BYTES, most: int = M
     return max(2, min(most, -(-cycle_bytes // weight_bytes)))
 
 
+def copies_needed(timing: str, weight_bytes: int) -> int:
+    """Copies of a weight that ``timing`` times a call on: one for ``flush``, :func:`copies_for` for ``rotate``."""
+    return copies_for(weight_bytes) if timing == "rotate" else 1
+
+
 def _capture(work: Callable[[], None]) -> torch.cuda.CUDAGraph:
     graph = torch.cuda.CUDAGraph()
     with torch.cuda.graph(graph):

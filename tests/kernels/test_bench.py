@@ -15,7 +15,6 @@ from autoq.errors import AutoqError
 from autoq.kernels.bench import (
     BASELINE_KERNEL,
     BenchConfig,
-    _prepare,
     default_formats,
     format_table,
     measure,
@@ -24,6 +23,7 @@ from autoq.kernels.bench import (
     parse_batches,
     parse_formats,
     parse_shapes,
+    prepare_case,
     random_quantized,
     speedups,
 )
@@ -85,7 +85,7 @@ def test_rotated_cases_run_on_enough_distinct_copies_of_one_weight(spec_name, ke
     """``rotate`` times each case on copies of its weight in distinct memory, so many that each leaves the L2 before it
     is read again; ``flush`` on one. Every copy computes the same output."""
     spec = QuantSpec.from_name(spec_name) if spec_name else None
-    weights, run, nbytes, _ = _prepare(16, 256, spec, kernel, torch.Generator().manual_seed(0), torch.device(DEVICE), "rotate")
+    weights, run, nbytes, _ = prepare_case(16, 256, spec, kernel, torch.Generator().manual_seed(0), torch.device(DEVICE), "rotate")
     assert len(weights) == copies_for(nbytes) > 1
 
     def tensors(w):
@@ -94,7 +94,7 @@ def test_rotated_cases_run_on_enough_distinct_copies_of_one_weight(spec_name, ke
     assert len({t.data_ptr() for w in weights for t in tensors(w)}) == len(tensors(weights[0])) * len(weights)
     x = torch.randn(1, 256, generator=torch.Generator().manual_seed(1)).half().to(DEVICE)
     assert torch.equal(run(x, weights[0]), run(x, weights[-1]))
-    flushed, _, flushed_bytes, _ = _prepare(16, 256, spec, kernel, torch.Generator().manual_seed(0), torch.device(DEVICE), "flush")
+    flushed, _, flushed_bytes, _ = prepare_case(16, 256, spec, kernel, torch.Generator().manual_seed(0), torch.device(DEVICE), "flush")
     assert len(flushed) == 1 and flushed_bytes == nbytes and torch.equal(run(x, flushed[0]), run(x, weights[0]))
 
 
