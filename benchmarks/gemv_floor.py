@@ -13,11 +13,12 @@ Rows, at every LLaMA shape unless said:
 - torch's fp16 ``F.linear`` at batch 1;
 - the autotuned W4 GEMV (``autoq.kernels.ops.wq_linear``) per channel and in groups of 128, with its
   speedup over fp16 by the same method: the issue's target is 3x;
-- at 4096 x 4096, the per-channel W4 GEMV in every autotune tile and some larger ones outside the
-  list, each checked against a float32 reference first.
+- at 4096 x 4096, the per-channel W4 GEMV in every autotune tile and some outside the list (longer K
+  steps, more warps; rows in each thread in other sizes), each checked against a float32 reference first.
 
-On the H200 (2026-11-30, flush only) every tile took 7.6-18.6 us at 4096 x 4096 and a ``torch.sum``
-over the same bytes, meant as a read floor, read at 424-531 GB/s (no floor: that row is gone).
+On the H200 (2026-11-30, flush only) every tile then in the list took 7.6-18.6 us at 4096 x 4096 and a
+``torch.sum`` over the same bytes, meant as a read floor, read at 424-531 GB/s (no floor: that row is gone).
+The tiles with the rows in each thread (``ROWS_IN_THREAD``, no barriers in the loop) came after it.
 
     python benchmarks/gemv_floor.py [--out gemv_floor.json] [--rep-ms 30] [--timings flush,rotate]
 
@@ -43,9 +44,13 @@ from autoq.quant import QuantSpec
 
 FORMATS = ("int4-ch-asym", "int4-g128-asym")  # the autotuned rows; the tile sweep is the first
 SWEEP_SHAPE = (4096, 4096)  # the shape every tile is timed at
-# (BLOCK_N, BLOCK_K, warps, stages, prefetch) outside the autotune list: longer K steps and more warps, more bytes in flight
-EXTRA_TILES = [(8, 2048, 4, 2, True), (8, 4096, 8, 2, True), (16, 4096, 8, 2, True), (4, 2048, 2, 2, True),
-               (4, 4096, 4, 2, True), (16, 2048, 8, 3, True), (32, 4096, 8, 2, True), (64, 512, 4, 2, True)]
+# (BLOCK_N, BLOCK_K, warps, stages, prefetch, rows in thread) outside the autotune list: longer K steps and more warps,
+# more bytes in flight; and rows in each thread (no barriers) in shorter steps, 2 warps, and 2 rows a thread
+
+EXTRA_TILES = [(8, 2048, 4, 2, True, False), (8, 4096, 8, 2, True, False), (16, 4096, 8, 2, True, False),
+               (4, 2048, 2, 2, True, False), (4, 4096, 4, 2, True, False), (16, 2048, 8, 3, True, False),
+               (32, 4096, 8, 2, True, False), (64, 512, 4, 2, True, False), (8, 512, 2, 2, True, True),
+               (8, 1024, 4, 2, False, True), (2, 1024, 4, 2, True, True), (8, 2048, 8, 2, True, True)]
 
 
 def _copying(timings) -> str:
@@ -65,18 +70,14 @@ def _timed(row: dict, fns, nbytes: int, timings, rep_ms: float, device: torch.de
 
 def _tile_rows(device, n, k, x, weights, nbytes, timings, rep_ms, timer) -> Iterator[dict]:
     """The per-channel W4 GEMV in every autotune tile and every extra one, each checked against float32 first."""
-    import triton
-
     from autoq.kernels import triton_wq_gemv
+    from autoq.kernels.autotune_log import tile_name
 
     ref = x.float() @ weights[0].dequantize().float().T
     tiles = [(c, "autotune list") for c in triton_wq_gemv._GEMV_CONFIGS]
-    tiles += [(triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "PREFETCH": pf}, num_warps=w, num_stages=s), "extra")
-              for bn, bk, w, s, pf in EXTRA_TILES]
+    tiles += [(triton_wq_gemv.gemv_tile(*extra), "extra") for extra in EXTRA_TILES]
     for tile, source in tiles:
-        name = (f"W4 GEMV {tile.kwargs['BLOCK_N']}x{tile.kwargs['BLOCK_K']} w{tile.num_warps} s{tile.num_stages}"
-                + ("" if tile.kwargs["PREFETCH"] else " no-prefetch"))
-        row = dict(n=n, k=k, what=name, source=source)
+        row = dict(n=n, k=k, what=f"W4 GEMV {tile_name(tile)}", source=source)
         try:
             out, _ = triton_wq_gemv.gemv(x, weights[0], 1, tile=tile)
             err = ((out.float() - ref).norm() / ref.norm()).item()

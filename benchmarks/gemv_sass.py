@@ -5,7 +5,8 @@ Compiles ``wq_gemv_kernel`` for every format below in every autotune tile, throu
 Triton ships, and divides the main loop's length by the weights a thread handles per iteration.
 A GEMV stays memory-bound only while that count is under what the device can issue per weight its
 memory delivers; the ``H100``/``H200`` columns give that limit for each format's bytes per weight
-(4096 x 4096, packed words plus scales). This is a static count, not a timing: the GPU decides.
+(4096 x 4096, packed words plus scales). ``bar`` counts the barriers in the loop of the main tile and of
+the 16-row ``ROWS_IN_THREAD`` tile (``rows/thr``). This is a static count, not a timing: the GPU decides.
 The code depends on the Triton version that compiles it, which is in the output's name.
 
     TRITON_INTERPRET=0 python benchmarks/gemv_sass.py [--arch 90] [--formats int4-ch-asym,...] [--out FILE]
@@ -64,7 +65,8 @@ def main(argv: list[str] | None = None) -> int:
     from autoq.quant import QuantSpec
 
     rows = []
-    print(f"{'format':16s} {'best tile':>19s} {'loop/weight':>11s} {'16x1024 w4':>10s} {'spills':>6s}  "
+    print(f"{'format':16s} {'best tile':>19s} {'loop/weight':>11s} {'16x1024 w4':>10s} {'bar':>4s} {'rows/thr':>10s} {'bar':>4s} "
+          f"{'spills':>6s}  "
           + "  ".join(f"{d.name} limit" for d in DEVICES))
     for name in args.formats.split(","):
         spec = QuantSpec.from_name(name)
@@ -73,14 +75,16 @@ def main(argv: list[str] | None = None) -> int:
         tiles = []
         for config in _GEMV_CONFIGS:
             tiles.append({"block_n": config.kwargs["BLOCK_N"], "block_k": config.kwargs["BLOCK_K"], "prefetch": config.kwargs["PREFETCH"],
-                          "num_warps": config.num_warps, "num_stages": config.num_stages,
-                          **tile_report(gemv_case(spec, "fp16", config), args.arch)})
+                          "rows_in_thread": config.kwargs["ROWS_IN_THREAD"], "num_warps": config.num_warps,
+                          "num_stages": config.num_stages, **tile_report(gemv_case(spec, "fp16", config), args.arch)})
         best = min(tiles, key=lambda t: t["loop_per_weight"])
-        main_tile = next(t for t in tiles if (t["block_n"], t["block_k"], t["num_warps"], t["prefetch"]) == (16, 1024, 4, True))
+        main_tile, rows_tile = (next(t for t in tiles if (t["block_n"], t["block_k"], t["num_warps"], t["prefetch"], t["rows_in_thread"])
+                                     == (16, 1024, 4, True, rows)) for rows in (False, True))
         spills = sum(t["stack_bytes"] > 0 for t in tiles)
         rows.append({"format": name, "bytes_per_weight": round(bytes_per_weight, 4), "limits": limits, "tiles": tiles})
-        tile = f"{best['block_n']}x{best['block_k']} w{best['num_warps']}{'' if best['prefetch'] else ' np'}"
-        print(f"{name:16s} {tile:>19s} {best['loop_per_weight']:11.2f} {main_tile['loop_per_weight']:10.2f} {spills:6d}  "
+        tile = f"{best['block_n']}x{best['block_k']} w{best['num_warps']}{'' if best['prefetch'] else ' np'}{' rt' if best['rows_in_thread'] else ''}"
+        print(f"{name:16s} {tile:>19s} {best['loop_per_weight']:11.2f} {main_tile['loop_per_weight']:10.2f} {main_tile['loop_barriers']:4d} "
+              f"{rows_tile['loop_per_weight']:10.2f} {rows_tile['loop_barriers']:4d} {spills:6d}  "
               + "  ".join(f"{limits[d.name]:10.2f}" for d in DEVICES), flush=True)
     out = Path(args.out or Path(__file__).parent / "results" / f"gemv_sass_sm{args.arch}_triton{triton.__version__}.json")
     out.write_text(json.dumps({"arch": f"sm_{args.arch}", "triton": triton.__version__, "kernel": "wq_gemv_kernel",

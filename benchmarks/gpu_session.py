@@ -6,7 +6,7 @@ machine's ``python3`` has, so autoq goes on ``PYTHONPATH`` instead of being inst
     python3 benchmarks/gpu_session.py [--out DIR] [--deadline-s 450] [--steps floor,llama,table,tests] [--timing rotate]
 
 Steps, each in its own process with a share of the deadline, so one that hangs loses
-nothing already written (the two benchmarks first compile their 554 and 483 kernels on every
+nothing already written (the two benchmarks first compile their several hundred kernels on every
 core, ``autoq.kernels.precompile``; one at a time that took 548 s on a 2-core CPU):
 
 1. ``benchmarks/gemv_floor.py``: batch 1 at the LLaMA-7B shapes, fp16 against the autotuned W4

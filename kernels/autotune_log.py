@@ -15,10 +15,15 @@ from dataclasses import dataclass
 
 
 def tile_name(config) -> str:
-    """A ``triton.Config`` in a few characters: its blocks, warps and stages (``16x1024 w4 s2``; ``no-prefetch`` when off)."""
+    """A ``triton.Config`` in a few characters: its blocks, warps and stages (``16x1024 w4 s2``), then the GEMV's
+    switches that differ from its main tile (``no-prefetch``, ``rows-in-thread``)."""
     blocks = "x".join(str(v) for k, v in config.kwargs.items() if k.startswith("BLOCK_"))
-    off = "" if config.kwargs.get("PREFETCH", True) else " no-prefetch"
-    return f"{blocks} w{config.num_warps} s{config.num_stages}{off}"
+    return f"{blocks} w{config.num_warps} s{config.num_stages}{gemv_switches(config.kwargs)}"
+
+
+def gemv_switches(kwargs: dict) -> str:
+    """`` no-prefetch`` and `` rows-in-thread`` where a GEMV tile's keywords turn them off or on, else ``""``."""
+    return ("" if kwargs.get("PREFETCH", True) else " no-prefetch") + (" rows-in-thread" if kwargs.get("ROWS_IN_THREAD") else "")
 
 
 @dataclass(frozen=True)

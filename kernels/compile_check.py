@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from autoq.errors import AutoqError
+from autoq.kernels.autotune_log import gemv_switches
 from autoq.kernels.gemv_steps import gemm_step_columns, step_columns
 from autoq.kernels.ops import GEMM_MIN_BLOCK_M
 from autoq.kernels.precompile import Target, compiling_for
@@ -84,7 +85,7 @@ def _tile(**blocks: int) -> tuple[tuple[str, int], ...]:
 def gemv_case(spec, act: str, tile) -> CompileCase:
     """The batch-1 GEMV for ``spec`` (a :class:`autoq.quant.QuantSpec`) in ``tile`` (a ``triton.Config``) at 4096 x 4096."""
     b = tile.kwargs
-    name = f"wq-gemv {spec.name}-{act} {b['BLOCK_N']}x{b['BLOCK_K']} w{tile.num_warps}{'' if b['PREFETCH'] else ' no-prefetch'}"
+    name = f"wq-gemv {spec.name}-{act} {b['BLOCK_N']}x{b['BLOCK_K']} w{tile.num_warps}{gemv_switches(b)}"
     return CompileCase.of_tile(name, "gemv", tile, spec=spec.name, act=act)
 
 
@@ -102,7 +103,7 @@ def default_cases() -> list[CompileCase]:
     in the GEMM), every scale layout, W8A8: each at a LLaMA shape (``even-K`` in the name) and some at an odd one."""
     from autoq.quant import QuantSpec
 
-    gemv_tile = _tile(BLOCK_N=16, BLOCK_K=1024, PREFETCH=True)
+    gemv_tile = _tile(BLOCK_N=16, BLOCK_K=1024, PREFETCH=True, ROWS_IN_THREAD=False)
     cases = []
     for bits, group, zeros, act in [(4, 128, True, "fp16"), (4, 32, False, "bf16"), (4, 0, True, "fp16"), (3, 64, True, "fp16"),
                                     (2, 0, True, "fp16"), (8, 0, False, "bf16")]:
@@ -113,6 +114,10 @@ def default_cases() -> list[CompileCase]:
         even = bits != 3
         cases.append(CompileCase(f"wq-gemm {tag}{' even-K' if even else ''}", "gemm", _tile(BLOCK_M=64, BLOCK_N=128, BLOCK_K=64, GROUP_M=8),
                                  4, 3, spec.name, act, LLAMA if even else ODD, batch=128 if even else 100))
+    # the rows of the tile in each thread (ROWS_IN_THREAD): one word of 16 rows, its activations in the same thread
+    rows_tile = _tile(BLOCK_N=16, BLOCK_K=1024, PREFETCH=True, ROWS_IN_THREAD=True)
+    for spec, act in (("int4-ch-asym", "fp16"), ("int8-ch-sym", "bf16")):
+        cases.append(CompileCase(f"wq-gemv {spec}-{act} rows-in-thread even-K", "gemv", rows_tile, 4, 2, spec, act, LLAMA))
     # 3-bit slot groups in the 16-row tile a batch of 16 runs best (sm_90 SASS), per channel and straddling scale groups;
     # and split over K, as a batch of 16 runs on a GPU (ops.gemm_split_k_for)
     small_batch = _tile(BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, GROUP_M=8)
@@ -184,10 +189,11 @@ def loop_per_weight(report, case: CompileCase) -> float | None:
 
 
 def tile_report(case: CompileCase, arch: int) -> dict:
-    """What the SASS benchmarks tabulate for one case: registers, stack, main-loop length and instructions a weight."""
+    """What the SASS benchmarks tabulate for one case: registers, stack, main-loop length, instructions a weight and barriers."""
     report = sass_report(compile_case(case, arch))
     return {"registers": report.registers, "stack_bytes": report.stack_bytes, "loop_instructions": report.loop_instructions,
-            "weights_per_thread": weights_per_thread(case), "loop_per_weight": loop_per_weight(report, case)}
+            "weights_per_thread": weights_per_thread(case), "loop_per_weight": loop_per_weight(report, case),
+            "loop_barriers": report.loop_barriers}
 
 
 def main(argv: list[str] | None = None) -> int:

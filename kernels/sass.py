@@ -33,7 +33,8 @@ class SassReport:
     memory, global loads by width (``LDG.E.128`` is 16 bytes a thread; ``LDGSTS`` copies to shared
     memory asynchronously), the matrix instructions (``HGMMA``/``IGMMA`` are Hopper's wgmma), the
     length of the main loop (instructions a thread issues per K step: the longest backward branch) and
-    the global loads inside it (fewer than in all: some are issued before the loop, as a prefetch)."""
+    the global loads inside it (fewer than in all: some are issued before the loop, as a prefetch), and the
+    barriers inside it (``BAR.SYNC``: data moved between threads through shared memory, or a cross-warp sum)."""
 
     registers: int
     stack_bytes: int
@@ -42,12 +43,13 @@ class SassReport:
     mma: dict[str, int]
     loop_instructions: int = 0
     loop_loads: dict[str, int] = field(default_factory=dict)
+    loop_barriers: int = 0
 
     def summary(self) -> str:
         loads = " ".join(f"{k}x{v}" for k, v in sorted(self.global_loads.items()))
         mma = " ".join(sorted(self.mma)) or "-"
         return (f"regs {self.registers:3d}  stack {self.stack_bytes:3d}  smem {self.shared_bytes:6d}  loop {self.loop_instructions:4d}  "
-                f"mma {mma:6s}  loads {loads}")
+                f"bar {self.loop_barriers:2d}  mma {mma:6s}  loads {loads}")
 
 
 def _listing(sass: str) -> list[tuple[int, str]]:
@@ -67,6 +69,11 @@ def main_loop(sass: str) -> list[str]:
     return longest
 
 
+def barriers(lines) -> int:
+    """How many of these SASS lines are block-wide barriers (``BAR.SYNC``)."""
+    return sum(bool(re.search(r"\bBAR\.SYNC\b", line)) for line in lines)
+
+
 def _global_loads(lines) -> dict[str, int]:
     return dict(collections.Counter(m for line in lines for m in re.findall(r"\b(LDG(?:STS)?\.[A-Z0-9.]+)", line)))
 
@@ -83,4 +90,4 @@ def sass_report(compiled) -> SassReport:
     mma = collections.Counter(m.split(".")[0] for m in re.findall(r"\b(?:[HIQ]GMMA|HMMA|IMMA)\.[A-Z0-9.]+", sass))
     loop = main_loop(sass)
     return SassReport(int(regs[1]) if regs else -1, int(stack[1]) if stack else -1, int(compiled.metadata.shared),
-                      _global_loads(sass.splitlines()), dict(mma), len(loop), _global_loads(loop))
+                      _global_loads(sass.splitlines()), dict(mma), len(loop), _global_loads(loop), barriers(loop))

@@ -73,14 +73,14 @@ def launch(kernel, grid, args: tuple, kwargs: dict, compile_only: bool = False) 
 
 
 def launch_tile(tuned, kernel, fixed: dict, tile, grid, args: tuple, meta: dict, compile_only: bool = False,
-                steps: dict | None = None, k: int | None = None) -> list:
+                steps: dict | None = None, sizes: dict | None = None) -> list:
     """One launcher's choice of tile: the autotuner ``tuned`` when autotuning and no ``tile`` is named, else ``kernel``
     with ``tile`` (a ``triton.Config``) or the ``fixed`` blocks, plus the constexprs the autotuner's heuristics would
-    derive (``steps``: name -> rule over the launch's ``meta``, blocks and ``K`` = ``k``). See :func:`launch`."""
+    derive (``steps``: name -> rule over the launch's ``meta``, blocks and ``sizes``, such as ``K``). See :func:`launch`."""
     if tile is None and autotuning():
         return launch(tuned, grid, args, meta, compile_only)
     blocks = fixed if tile is None else tile_kwargs(tile)
-    derived = {name: rule({**meta, **blocks, "K": k}) for name, rule in (steps or {}).items()}
+    derived = {name: rule({**meta, **blocks, **(sizes or {})}) for name, rule in (steps or {}).items()}
     return launch(kernel, grid, args, {**meta, **derived, **blocks}, compile_only)
 
 

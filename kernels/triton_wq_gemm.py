@@ -271,7 +271,7 @@ def launch_gemm(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: in
     meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw), SPLIT_K=split_k,
                 DOT_FP32=interpreting())  # numpy computes the interpreter's dot: same products, fp32 operands (see the kernel)
     grid = lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]), split_k)  # noqa: E731
-    return launch_tile(_gemm_tuned, wq_gemm_kernel, FIXED_GEMM, tile, grid, args, meta, compile_only, _GEMM_STEPS, k)
+    return launch_tile(_gemm_tuned, wq_gemm_kernel, FIXED_GEMM, tile, grid, args, meta, compile_only, _GEMM_STEPS, {"K": k})
 
 
 def gemm(x, w, split_k: int = 1, compile_only: bool = False, tile: triton.Config | None = None) -> tuple:

@@ -22,7 +22,7 @@ import triton.language as tl
 
 from autoq.kernels.gemv_steps import even_k, step_columns, step_constexprs, wordwise
 from autoq.kernels.tiles import autotune_bench, launch_tile, reduce_splits, split_output
-from autoq.kernels.triton_scales import scale_row_stride, scale_zero_cols, scale_zero_rows
+from autoq.kernels.triton_scales import load_scale_zero, scale_row_stride, scale_zero_cols, scale_zero_rows
 
 
 @triton.jit
@@ -55,14 +55,31 @@ def _load_x(x_ptr, cols, k_end, EVEN_K: tl.constexpr):
 
 
 @triton.jit
-def _load_words(w_ptr, offs_n, n_mask, w0, wi, w_end, k_end, stride_wn, CPW: tl.constexpr, EVEN_K: tl.constexpr):
-    """Packed words ``(BLOCK_N, W)`` of the step starting at word ``w0`` (``wi = arange(W)``); 0 past N or K and,
-    for a prefetch past the last step (``w0 >= w_end``), all 0 without touching memory."""
-    w_ptrs = w_ptr + offs_n[:, None] * stride_wn + (w0 + wi)[None, :]
+def _load_words(w_ptr, rows, row_mask, w0, wcols, w_end, k_end, stride_wn, CPW: tl.constexpr, EVEN_K: tl.constexpr,
+                EVEN_N: tl.constexpr):
+    """Packed words of rows ``rows`` at words ``w0 + wcols`` of the step starting at word ``w0`` (the two broadcast
+    together); 0 past N or K and, for a prefetch past the last step (``w0 >= w_end``), all 0 without touching memory.
+    ``EVEN_N`` (whole tiles of rows) drops the rows' mask: a predicate a load fewer, 16 a step with rows in a thread."""
+    w_ptrs = w_ptr + rows * stride_wn + (w0 + wcols)
     if EVEN_K:  # whole steps: one predicate for the step keeps each thread's words a single vector load
-        words = tl.load(w_ptrs, mask=n_mask[:, None] & (w0 + 0 * wi < w_end)[None, :], other=0)
+        in_k = w0 + 0 * wcols < w_end
     else:
-        words = tl.load(w_ptrs, mask=n_mask[:, None] & ((w0 + wi) * CPW < k_end)[None, :], other=0)
+        in_k = (w0 + wcols) * CPW < k_end
+    if EVEN_N:
+        words = tl.load(w_ptrs, mask=in_k, other=0)
+    else:
+        words = tl.load(w_ptrs, mask=row_mask & in_k, other=0)
+    return words
+
+
+@triton.jit
+def _step_words(w_ptr, rows, row_mask, w0, wcols, w_end, k_end, stride_wn, CPW: tl.constexpr, EVEN_K: tl.constexpr,
+                EVEN_N: tl.constexpr, BLOCK_N: tl.constexpr, BW: tl.constexpr, ROWS_IN_THREAD: tl.constexpr):
+    """The words tile ``(BLOCK_N, BW)`` of the step at word ``w0``; with ``ROWS_IN_THREAD`` loaded flat (``rows`` and
+    ``wcols`` are ``(BLOCK_N * BW,)``, word-fastest) and reshaped, so no Triton version has a 2-D tie to break."""
+    words = _load_words(w_ptr, rows, row_mask, w0, wcols, w_end, k_end, stride_wn, CPW, EVEN_K, EVEN_N)
+    if ROWS_IN_THREAD:
+        words = tl.reshape(words, [BLOCK_N, BW])
     return words
 
 
@@ -116,9 +133,10 @@ def _slot_products(part, xs, words, one_f32, x, FIRST: tl.constexpr, STRIDE: tl.
 
 
 @triton.jit
-def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
+def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn,
                       stride_sn, stride_sg, BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr,
-                      EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BW: tl.constexpr, PREFETCH: tl.constexpr):
+                      EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, BLOCK_N: tl.constexpr, BW: tl.constexpr, PREFETCH: tl.constexpr,
+                      ROWS_IN_THREAD: tl.constexpr):
     """``sum_k scale * (code - zero) * x`` over words ``[w_begin, w_end)``, ``BW`` words a step, when every scale
     group is whole words (2/4/8 bits, and any width per channel).
 
@@ -129,35 +147,63 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
     step; a 2-D tile, not a 3-D one, keeps Triton 3.6 from giving each thread a single row.
 
     With a power-of-two ``CPW`` (``SPLIT_X``) a step's activations load as one contiguous vector and are split
-    pairwise into the slots (``_slot_products``), so they too stay in the thread that loaded them. Gathering
-    each slot's activations instead loads 2 bytes at a time and, with Triton 3.6, moves them between threads
-    through shared memory: 4.39 instructions a weight for int4 per channel in the sm_90 SASS, now 4.08.
+    pairwise into the slots (``_slot_products``): 4.08 instructions a weight for int4 per channel with Triton 3.6,
+    where gathering each slot's activations took 4.39. The split slots are still not laid out as the words'
+    tile, though: Triton passes each through shared memory, a store, a load and two barriers a slot (below).
 
     ``PREFETCH`` loads the next step's words before this step's arithmetic. Triton does not pipeline these
     loads (the sm_90 SASS is the same for 2 and 3 stages): without it each step waits a full memory latency,
     and a layer of 256 programs keeps about half the bytes in flight that an H200 needs. The autotuner tries both.
+
+    ``ROWS_IN_THREAD`` gives each thread one word of every row of the tile instead of 4 words of 4 rows.
+    Triton lays a load out by its addresses: 4 contiguous words become one 16-byte vector a thread, and the
+    activations those words need are then loaded by other threads, so every slot's activations went through
+    shared memory: 8 store/load pairs and 16 barriers a step for W4 per channel in the sm_90 SASS (Triton 3.9;
+    20 with 3.6). Here the words load flat, word-fastest, with lanes paired as ``i ^ 1`` so that no contiguity
+    is left to vectorize, and are reshaped to the tile: one 4-byte word per row in each thread, the same layout
+    with Triton 3.6 and 3.9 (a 2-D load is a tie that the two versions break differently). Each slot's
+    activations load as a ``(1, BW)`` tile in that layout, and in group formats each word takes its own group's
+    scale: the loop has no barrier and moves nothing between threads. Fewer rows a thread make more threads
+    (several warps a scheduler at LLaMA shapes) for more instructions a weight. ``EVEN_N`` drops the rows' mask.
     """
     SPLIT_X: tl.constexpr = CPW == 4 or CPW == 8 or CPW == 16
     WPG: tl.constexpr = GROUP // CPW if GROUP > 0 and GROUP < BW * CPW else BW
     NG: tl.constexpr = BW // WPG
     ONE: tl.constexpr = 1 << BITS
     tl.static_assert(WPG * NG == BW, "BLOCK_K and the group size must be whole words")
-    wi = tl.arange(0, BW)
+    if ROWS_IN_THREAD:  # word i of the step in lane i ^ 1: no contiguity for Triton to vectorize (see above)
+        tl.static_assert(BW % 2 == 0 and (WPG % 2 == 0 or NG == 1), "ROWS_IN_THREAD pairs words within a step and a group")
+        wi = tl.arange(0, BW) ^ 1
+        flat = tl.arange(0, BLOCK_N * BW)
+        rows = n0 + flat // BW
+        row_mask = rows < N
+        wcols = (flat % BW) ^ 1
+    else:
+        wi = tl.arange(0, BW)
+        rows = offs_n[:, None]
+        row_mask = n_mask[:, None]
+        wcols = wi[None, :]
     acc = tl.zeros([BLOCK_N, BW], dtype=tl.float32)  # per channel and whole-step groups: reduced after the loop
     acc_g = tl.zeros([BLOCK_N, NG], dtype=tl.float32)  # narrower groups
     corr = tl.zeros([BLOCK_N], dtype=tl.float32)  # whole-step groups: sum of scale * (2**BITS + zero) * sum x
     xsum = tl.zeros([BW], dtype=tl.float32)  # per channel: sum x over the whole range
     if PREFETCH:
-        words = _load_words(w_ptr, offs_n, n_mask, w_begin, wi, w_end, k_end, stride_wn, CPW, EVEN_K)
+        words = _step_words(w_ptr, rows, row_mask, w_begin, wcols, w_end, k_end, stride_wn, CPW, EVEN_K, EVEN_N, BLOCK_N, BW, ROWS_IN_THREAD)
     for w0 in range(w_begin, w_end, BW):
         cols = (w0 + wi) * CPW
         if PREFETCH:
-            ahead = _load_words(w_ptr, offs_n, n_mask, w0 + BW, wi, w_end, k_end, stride_wn, CPW, EVEN_K)  # in flight during this step
+            ahead = _step_words(w_ptr, rows, row_mask, w0 + BW, wcols, w_end, k_end, stride_wn, CPW, EVEN_K, EVEN_N, BLOCK_N, BW,
+                                ROWS_IN_THREAD)  # in flight during this step
         else:
-            words = _load_words(w_ptr, offs_n, n_mask, w0, wi, w_end, k_end, stride_wn, CPW, EVEN_K)
+            words = _step_words(w_ptr, rows, row_mask, w0, wcols, w_end, k_end, stride_wn, CPW, EVEN_K, EVEN_N, BLOCK_N, BW, ROWS_IN_THREAD)
         part = tl.zeros([BLOCK_N, BW], dtype=tl.float32)
         xs = tl.zeros([BW], dtype=tl.float32)
-        if SPLIT_X:
+        if ROWS_IN_THREAD:  # each slot's activations as a (1, BW) tile: laid out as the words' tile, one a thread
+            for j in tl.static_range(CPW):
+                xj = _load_x(x_ptr + row * stride_xm, cols[None, :] + j, k_end, EVEN_K)
+                part += _mantissa_codes(words, one_f32, j, BITS) * xj
+                xs += tl.sum(xj, axis=0)
+        elif SPLIT_X:
             xw = _load_x(x_ptr + row * stride_xm, w0 * CPW + tl.arange(0, BW * CPW), k_end, EVEN_K)
             part, xs = _slot_products(part, xs, words, one_f32, _as_slots(xw, BW, CPW), 0, 1, CPW, BITS)
         else:
@@ -172,6 +218,11 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
             scale, zero = scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, w0 * CPW // GROUP, stride_sn, stride_sg, BITS, HAS_ZEROS)
             acc += (scale * ONE)[:, None] * part
             corr += scale * (ONE + zero) * tl.sum(xs, axis=0)
+        elif ROWS_IN_THREAD:  # each word's own group's scale, as the words are laid out: no sum across lanes in the loop
+            flat_cols = (w0 + wcols) * CPW
+            scale, zero = load_scale_zero(s_ptr, z_ptr, rows * stride_sn + flat_cols // GROUP * stride_sg, row_mask & (flat_cols < k_end),
+                                          BITS, HAS_ZEROS)
+            acc += tl.reshape(scale, [BLOCK_N, BW]) * (ONE * part - tl.reshape(ONE + zero, [BLOCK_N, BW]) * xs[None, :])
         else:
             acc_g += _group_sums(part, xs, s_ptr, z_ptr, offs_n, n_mask, w0 * CPW // GROUP, k_end, stride_sn, stride_sg,
                                  BITS, GROUP, HAS_ZEROS, BLOCK_N, NG, WPG)
@@ -182,6 +233,8 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
         y = scale * (ONE * tl.sum(acc, axis=1) - (ONE + zero) * tl.sum(xsum, axis=0))
     elif NG == 1:
         y = tl.sum(acc, axis=1) - corr
+    elif ROWS_IN_THREAD:
+        y = tl.sum(acc, axis=1)
     else:
         y = tl.sum(acc_g, axis=1)
     return y
@@ -226,8 +279,9 @@ def _gemv_group_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
 @triton.jit
 def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, one_f32, N, K, stride_xm, stride_wn, stride_sn, stride_sg, stride_os, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, SPLIT_K: tl.constexpr,
-                   EVEN_K: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr, STEP: tl.constexpr,
-                   TW: tl.constexpr, NGS: tl.constexpr):
+                   EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr,
+                   STEP: tl.constexpr,
+                   TW: tl.constexpr, NGS: tl.constexpr, ROWS_IN_THREAD: tl.constexpr):
     """One program: ``BLOCK_N`` outputs of one row of ``x`` over one K split; how it walks K (``STEP``, ``TW``,
     ``NGS``, derived from ``BLOCK_K``) is :func:`autoq.kernels.gemv_steps.step_constexprs`."""
     pid_n = tl.program_id(0)
@@ -240,8 +294,9 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, one_f32, N, K, stride_xm
         w_per_split = tl.cdiv(tl.cdiv(n_words, SPLIT_K), STEP) * STEP
         w_begin = pid_s * w_per_split
         w_end = tl.minimum(w_begin + w_per_split, n_words)
-        y = _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, w_begin, w_end, tl.minimum(w_end * CPW, K),
-                              stride_xm, stride_wn, stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K, BLOCK_N, STEP, PREFETCH)
+        y = _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, pid_n * BLOCK_N, N, offs_n, n_mask, row, w_begin, w_end, tl.minimum(w_end * CPW, K),
+                              stride_xm, stride_wn, stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K, EVEN_N, BLOCK_N, STEP, PREFETCH,
+                              ROWS_IN_THREAD)
     else:
         k_per_split = tl.cdiv(tl.cdiv(K, SPLIT_K), NGS * GROUP) * NGS * GROUP  # whole groups
         k_begin = pid_s * k_per_split
@@ -252,9 +307,16 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, one_f32, N, K, stride_xm
 
 ONE_F32 = 0x3F800000  # the bits of 1.0f, passed to the GEMV (see ``_mantissa_codes``)
 
+
+def gemv_tile(block_n: int, block_k: int, warps: int, stages: int = 2, prefetch: bool = True, rows_in_thread: bool = False):
+    """A GEMV tile as a ``triton.Config``: every launch keyword of the kernel's tile, in one place."""
+    return triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k, "PREFETCH": prefetch, "ROWS_IN_THREAD": rows_in_thread},
+                         num_warps=warps, num_stages=stages)
+
+
 # One configuration when not autotuning (see ``autotuning``): a large block keeps the number of programs and
 # loop steps small under the interpreter, and it is a valid tile on any GPU.
-FIXED_GEMV = {"BLOCK_N": 64, "BLOCK_K": 128, "PREFETCH": True}
+FIXED_GEMV = gemv_tile(64, 128, 4).kwargs
 
 # Batch-1 tiles: 16 rows by 1024 columns over 128 threads puts 4 rows and 4 words in each thread, so each
 # activation a thread loads and converts serves 4 rows (sm_90 SASS, Triton 3.9: 3.9 instructions a weight in
@@ -263,13 +325,16 @@ FIXED_GEMV = {"BLOCK_N": 64, "BLOCK_K": 128, "PREFETCH": True}
 # The two 32-row tiles put 8 rows in a thread: 7-20% fewer instructions a weight than the main tile for most formats
 # (Triton 3.9: int4 per channel 3.66, g128 3.98; 3.6: 3.72 and 4.07; benchmarks/gemv_sass.py), but 168-255 registers
 # for W4 (and a spill for int8 per channel) and half as many programs. Whether that pays is the GPU's to say.
-_GEMV_CONFIGS = [
-    triton.Config({"BLOCK_N": bn, "BLOCK_K": bk, "PREFETCH": pf}, num_warps=w, num_stages=s)
-    for bn, bk, w, s, pf in [(16, 1024, 4, 2, True), (16, 1024, 4, 2, False), (16, 512, 2, 2, True), (16, 512, 2, 2, False),
-                             (16, 2048, 8, 2, True), (8, 1024, 2, 2, True), (8, 1024, 2, 2, False), (32, 512, 4, 2, True),
-                             (32, 256, 2, 2, True), (64, 256, 4, 2, True), (8, 512, 2, 2, True), (8, 256, 1, 2, True),
-                             (32, 1024, 4, 2, True), (32, 2048, 8, 2, True)]
-]
+# The last four hold the rows in a thread (ROWS_IN_THREAD: no barrier in the loop), one word of 16, 8 or 4 rows each:
+# the fewer rows, the more warps (4096 rows: 1024, 2048, 4096 and, with 2048-column steps, 4096) and the more
+# instructions a weight (W4 per channel: 3.96, 4.27, 4.88, 4.25 with Triton 3.9). The H200's autotune timings
+# suggest why that may pay: the other tiles make 512-2048 warps for a 4096 x 4096 W4 layer, 1-4 for each scheduler,
+# and each K step added about 0.3-1 us whatever its size (W4 g128, 32 x 256 to 32 x 2048: 20.8, 12.6, 8.6, 7.5 us).
+_GEMV_CONFIGS = [gemv_tile(bn, bk, w, s, pf) for bn, bk, w, s, pf in [
+    (16, 1024, 4, 2, True), (16, 1024, 4, 2, False), (16, 512, 2, 2, True), (16, 512, 2, 2, False), (16, 2048, 8, 2, True),
+    (8, 1024, 2, 2, True), (8, 1024, 2, 2, False), (32, 512, 4, 2, True), (32, 256, 2, 2, True), (64, 256, 4, 2, True),
+    (8, 512, 2, 2, True), (8, 256, 1, 2, True), (32, 1024, 4, 2, True), (32, 2048, 8, 2, True)]]
+_GEMV_CONFIGS += [gemv_tile(bn, bk, w, rows_in_thread=True) for bn, bk, w in [(16, 1024, 4), (8, 1024, 4), (4, 1024, 4), (8, 2048, 8)]]
 
 
 def prune_gemv_configs(configs, named_args, **kwargs):
@@ -284,6 +349,7 @@ def prune_gemv_configs(configs, named_args, **kwargs):
 
 _GEMV_STEPS = {  # constexprs of how the GEMV walks K, from the block size and the format (see gemv_steps)
     "EVEN_K": lambda a: even_k(a["K"], step_columns(a["BLOCK_K"], a["CPW"], a["GROUP"]), a["SPLIT_K"]),
+    "EVEN_N": lambda a: a["N"] % a["BLOCK_N"] == 0,
     **{name: (lambda a, name=name: step_constexprs(a["BLOCK_K"], a["CPW"], a["GROUP"])[name]) for name in ("STEP", "TW", "NGS")},
 }
 _gemv_tuned = triton.autotune(configs=_GEMV_CONFIGS, key=["N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"], do_bench=autotune_bench,
@@ -305,7 +371,7 @@ def launch_gemv(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: in
             scale_row_stride(scales), scales.stride(1), stride_os, stride_om)
     meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw), SPLIT_K=split_k)
     grid = lambda c: (triton.cdiv(n, c["BLOCK_N"]), split_k, m)  # noqa: E731
-    return launch_tile(_gemv_tuned, wq_gemv_kernel, FIXED_GEMV, tile, grid, args, meta, compile_only, _GEMV_STEPS, k)
+    return launch_tile(_gemv_tuned, wq_gemv_kernel, FIXED_GEMV, tile, grid, args, meta, compile_only, _GEMV_STEPS, {"N": n, "K": k})
 
 
 def gemv(x, w, split_k: int, compile_only: bool = False, tile: triton.Config | None = None) -> tuple:

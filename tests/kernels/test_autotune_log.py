@@ -20,6 +20,8 @@ from autoq.kernels.autotune_log import autotuners, recording, tile_name  # noqa:
 def test_tile_names_are_blocks_warps_and_stages():
     assert tile_name(triton.Config({"BLOCK_N": 16, "BLOCK_K": 1024, "PREFETCH": True}, num_warps=4, num_stages=2)) == "16x1024 w4 s2"
     assert tile_name(triton.Config({"BLOCK_N": 8, "BLOCK_K": 512, "PREFETCH": False}, num_warps=2, num_stages=2)) == "8x512 w2 s2 no-prefetch"
+    rows = triton.Config({"BLOCK_N": 8, "BLOCK_K": 1024, "PREFETCH": True, "ROWS_IN_THREAD": True}, num_warps=4, num_stages=2)
+    assert tile_name(rows) == "8x1024 w4 s2 rows-in-thread"
     assert tile_name(triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=3)) == "64x128x64 w4 s3"
 
 

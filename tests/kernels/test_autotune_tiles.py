@@ -40,10 +40,24 @@ def test_every_gemv_tile(tile):
         x = torch.randn(1, GEMV_K, generator=gen).half().to(DEVICE)
         for split in (1, 2):
             assert_close_to_reference(triton_wq_gemv.gemv(x, packed, split, tile=tile)[0], x, w64, torch.float16)
-    whole = 2 * 2048  # whole K steps (EVEN_K) for the 4-bit formats in every tile
-    packed = random_packed(QuantSpec.from_name("int4-g128-asym"), 37, whole, gen)
+    whole = 2 * 2048  # whole K steps (EVEN_K) for the 4-bit formats in every tile, and whole tiles of rows (EVEN_N)
+    packed = random_packed(QuantSpec.from_name("int4-g128-asym"), 2 * tile.kwargs["BLOCK_N"], whole, gen)
     x = torch.randn(1, whole, generator=gen).bfloat16().to(DEVICE)
     assert_close_to_reference(triton_wq_gemv.gemv(x, packed, 1, tile=tile)[0], x, packed.dequantize(torch.float64), torch.bfloat16)
+
+
+@pytest.mark.parametrize("tile", [t for t in triton_wq_gemv._GEMV_CONFIGS if t.kwargs["ROWS_IN_THREAD"]], ids=tile_id)
+def test_rows_in_thread_tiles_take_every_word_width(tile):
+    """The tiles with the rows in each thread load words and activations flat, and scale each word by its own group:
+    2-bit words (16 activations each) and 8-bit ones too, groups narrower and wider than a step, per channel."""
+    gen = torch.Generator().manual_seed(7 * tile.kwargs["BLOCK_N"] + tile.kwargs["BLOCK_K"])
+    k = tile.kwargs["BLOCK_K"] + 160  # a whole step and a masked one
+    for name, dtype in (("int2-g32-asym", torch.float16), ("int2-ch-sym", torch.bfloat16), ("int8-ch-sym", torch.float16),
+                        ("int4-g128-sym", torch.bfloat16), ("int8-g64-asym", torch.float16)):
+        packed = random_packed(QuantSpec.from_name(name), tile.kwargs["BLOCK_N"] + 3, k, gen)
+        x = torch.randn(1, k, generator=gen).to(dtype).to(DEVICE)
+        for split in (1, 2):
+            assert_close_to_reference(triton_wq_gemv.gemv(x, packed, split, tile=tile)[0], x, packed.dequantize(torch.float64), dtype)
 
 
 @pytest.mark.parametrize("tile", triton_wq_gemm._GEMM_CONFIGS, ids=tile_id)

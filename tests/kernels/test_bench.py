@@ -164,7 +164,7 @@ def test_gemv_floor_sweep_checks_and_times_every_tile_by_both_methods():
     assert len(autotuned) == 4 and all(r["flush_speedup"] == 1.0 and r["rotate_speedup"] == 1.0 for r in autotuned)
     assert rows[-1]["what"].startswith("W4 GEMV") and rows[0]["what"] == "one-element add_"  # the tile sweep last
     text = "\n".join([floor.header(), *map(floor.format_row, rows)])
-    assert "W4 GEMV 16x1024 w4 s2 no-prefetch" in text and "rotate us" in text
+    assert "W4 GEMV 16x1024 w4 s2 no-prefetch" in text and "W4 GEMV 8x1024 w4 s2 rows-in-thread" in text and "rotate us" in text
 
 
 def test_gemv_floor_refuses_an_unknown_timing():

@@ -74,6 +74,18 @@ def test_gemv_main_loop_is_about_four_instructions_a_weight(sm90):
     assert per_weight["wq-gemv int3-g64-asym-fp16 split1 even-K"] <= 7.5, per_weight  # read group by group (was 9.0 split at words)
 
 
+def test_gemv_with_rows_in_thread_moves_nothing_between_threads(sm90):
+    """``ROWS_IN_THREAD`` loads one word of every row in each thread, and that word's activations as one vector in
+    the same thread: the W4 and W8 per-channel loops have no barrier (the 4-rows-a-thread main tile passes each slot's
+    activations through shared memory: 16 barriers a step for W4 with Triton 3.9), and W4 keeps about four
+    instructions a weight (3.9: 3.95; W8 4.67). The words load 4 bytes wide, which is what keeps them apart."""
+    reports = sm90[1]
+    for name, limit in (("wq-gemv int4-ch-asym-fp16 rows-in-thread even-K", 4.25), ("wq-gemv int8-ch-sym-bf16 rows-in-thread even-K", 5.0)):
+        report = reports[name]
+        assert report["loop_barriers"] == 0 and report["stack_bytes"] == 0, (name, report)
+        assert report["loop_loads"].get("LDG.E", 0) >= 16 and report["loop_per_weight"] <= limit, (name, report)
+
+
 def test_gemm_keeps_each_words_codes_in_its_thread(sm90):
     """The weight-only GEMM spreads each loaded word into its codes in registers (pairwise joins): about 5-6
     instructions a weight in the 64 x 128 x 64 tile (Triton 3.9: 4.89, 5.80, 6.03; 3.6: 5.34, 5.70, 5.88), where a

@@ -243,14 +243,14 @@ def test_w8a8_linear_against_float64():
 
 
 @pytest.mark.skipif(autotuning(), reason="the fixed block configuration (interpreter, AUTOQ_AUTOTUNE=0) is what is varied")
-@pytest.mark.parametrize("blocks", [{"BLOCK_N": 16, "BLOCK_K": 32, "BLOCK_M": 16, "PREFETCH": False},
-                                    {"BLOCK_N": 32, "BLOCK_K": 64, "BLOCK_M": 64, "PREFETCH": True}])
+@pytest.mark.parametrize("blocks", [{"BLOCK_N": 16, "BLOCK_K": 32, "BLOCK_M": 16, "PREFETCH": False, "ROWS_IN_THREAD": True},
+                                    {"BLOCK_N": 32, "BLOCK_K": 64, "BLOCK_M": 64, "PREFETCH": True, "ROWS_IN_THREAD": False}])
 def test_weight_only_with_other_block_sizes(monkeypatch, blocks):
     """Blocks narrower than a group (one scale per row of the tile), several K steps, one word per block row;
-    the GEMV with and without loading the next step's words ahead."""
+    the GEMV with and without loading the next step's words ahead, with and without the rows in each thread."""
     from autoq.kernels import triton_wq_gemm, triton_wq_gemv
 
-    monkeypatch.setattr(triton_wq_gemv, "FIXED_GEMV", {k: blocks[k] for k in ("BLOCK_N", "BLOCK_K", "PREFETCH")})
+    monkeypatch.setattr(triton_wq_gemv, "FIXED_GEMV", {k: blocks[k] for k in ("BLOCK_N", "BLOCK_K", "PREFETCH", "ROWS_IN_THREAD")})
     monkeypatch.setattr(triton_wq_gemm, "FIXED_GEMM", {**{k: blocks[k] for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K")}, "GROUP_M": 2})
     gen = torch.Generator().manual_seed(blocks["BLOCK_K"])
     for name in ("int2-g128-asym", "int3-g64-sym", "int4-g32-asym", "int8-ch-asym"):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autoq.kernels.sass import main_loop
+from autoq.kernels.sass import barriers, main_loop
 
 LISTING = """
         /*0000*/                   MOV R1, c[0x0][0x28] ;
@@ -11,6 +11,7 @@ LISTING = """
         /*0030*/                   FFMA R8, R4, R5, R8 ;
         /*0040*/              @!P0 BRA 0x20 ;
         /*0050*/                   SHF.R.S32.HI R4, RZ, 0x3, R4 ;
+        /*0058*/                   BAR.SYNC.DEFER_BLOCKING 0x0 ;
         /*0060*/                   LOP3.LUT R5, R4, 0xf, RZ, 0xc0, !PT ;
         /*0070*/                   FADD R6, R5, -R7 ;
         /*0080*/              @!P1 BRA 0x50 ;
@@ -20,7 +21,7 @@ LISTING = """
 
 
 def test_loop_length_is_the_longest_backward_branch_body():
-    assert len(main_loop(LISTING)) == 4  # 0x50..0x80 beats 0x20..0x40 (3); the self-branch at 0xa0 is 1
+    assert len(main_loop(LISTING)) == 5  # 0x50..0x80 beats 0x20..0x40 (3); the self-branch at 0xa0 is 1
 
 
 def test_no_loop_is_zero():
@@ -29,5 +30,10 @@ def test_no_loop_is_zero():
 
 def test_main_loop_is_the_longest_loop_body():
     body = main_loop(LISTING)
-    assert len(body) == 4 and "SHF.R.S32.HI" in body[0] and "BRA 0x50" in body[-1]
+    assert len(body) == 5 and "SHF.R.S32.HI" in body[0] and "BRA 0x50" in body[-1]
     assert not any("LDG" in line for line in body)  # the load at 0x20 is in the shorter loop
+
+
+def test_barriers_counts_bar_sync_in_the_lines_given():
+    assert barriers(main_loop(LISTING)) == 1
+    assert barriers(main_loop(LISTING.replace("BAR.SYNC.DEFER_BLOCKING 0x0", "NOP"))) == 0
