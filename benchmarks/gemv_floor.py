@@ -45,12 +45,12 @@ from autoq.quant import QuantSpec
 FORMATS = ("int4-ch-asym", "int4-g128-asym")  # the autotuned rows; the tile sweep is the first
 SWEEP_SHAPE = (4096, 4096)  # the shape every tile is timed at
 # (BLOCK_N, BLOCK_K, warps, stages, prefetch, rows in thread) outside the autotune list: longer K steps and more warps,
-# more bytes in flight; and rows in each thread (no barriers) in shorter steps, 2 warps, and 2 rows a thread
-
+# more bytes in flight; and rows in each thread (no barriers) in a shorter step on 2 warps, without prefetch, 2 rows
+# a thread, and 4 rows a thread in 2048-column steps (8192 warps for 4096 rows)
 EXTRA_TILES = [(8, 2048, 4, 2, True, False), (8, 4096, 8, 2, True, False), (16, 4096, 8, 2, True, False),
                (4, 2048, 2, 2, True, False), (4, 4096, 4, 2, True, False), (16, 2048, 8, 3, True, False),
                (32, 4096, 8, 2, True, False), (64, 512, 4, 2, True, False), (8, 512, 2, 2, True, True),
-               (8, 1024, 4, 2, False, True), (2, 1024, 4, 2, True, True), (8, 2048, 8, 2, True, True)]
+               (8, 1024, 4, 2, False, True), (2, 1024, 4, 2, True, True), (4, 2048, 8, 2, True, True)]
 
 
 def _copying(timings) -> str:
