@@ -280,8 +280,7 @@ def _gemv_group_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
 def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, one_f32, N, K, stride_xm, stride_wn, stride_sn, stride_sg, stride_os, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, SPLIT_K: tl.constexpr,
                    EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr,
-                   STEP: tl.constexpr,
-                   TW: tl.constexpr, NGS: tl.constexpr, ROWS_IN_THREAD: tl.constexpr):
+                   STEP: tl.constexpr, TW: tl.constexpr, NGS: tl.constexpr, ROWS_IN_THREAD: tl.constexpr):
     """One program: ``BLOCK_N`` outputs of one row of ``x`` over one K split; how it walks K (``STEP``, ``TW``,
     ``NGS``, derived from ``BLOCK_K``) is :func:`autoq.kernels.gemv_steps.step_constexprs`."""
     pid_n = tl.program_id(0)
