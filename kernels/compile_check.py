@@ -116,7 +116,7 @@ def default_cases() -> list[CompileCase]:
                                  4, 3, spec.name, act, LLAMA if even else ODD, batch=128 if even else 100))
     # the rows of the tile in each thread (ROWS_IN_THREAD): one word of 16 rows, its activations in the same thread
     rows_tile = _tile(BLOCK_N=16, BLOCK_K=1024, PREFETCH=True, ROWS_IN_THREAD=True)
-    for spec, act in (("int4-ch-asym", "fp16"), ("int8-ch-sym", "bf16")):
+    for spec, act in (("int4-ch-asym", "fp16"), ("int8-ch-sym", "bf16"), ("int4-g128-asym", "fp16")):
         cases.append(CompileCase(f"wq-gemv {spec}-{act} rows-in-thread even-K", "gemv", rows_tile, 4, 2, spec, act, LLAMA))
     # 3-bit slot groups in the 16-row tile a batch of 16 runs best (sm_90 SASS), per channel and straddling scale groups;
     # and split over K, as a batch of 16 runs on a GPU (ops.gemm_split_k_for)

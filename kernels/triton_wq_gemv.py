@@ -94,6 +94,26 @@ def _load_group_words(w_ptr, offs_n, n_mask, k0, u, k_end, stride_wn, CPW: tl.co
 
 
 @triton.jit
+def _word_scales(s_ptr, z_ptr, offs, row_mask, cols, k_end, BITS: tl.constexpr, HAS_ZEROS: tl.constexpr, EVEN_K: tl.constexpr,
+                 EVEN_N: tl.constexpr):
+    """Scales and zeros at ``offs``, one a word with rows in a thread: masked by the rows and the words' first columns
+    ``cols`` only where a tile or step can be partial (a mask is a predicate and a compare a load)."""
+    if EVEN_K and EVEN_N:
+        scale = tl.load(s_ptr + offs).to(tl.float32)
+        if HAS_ZEROS:
+            zero = tl.load(z_ptr + offs).to(tl.float32)
+        else:
+            zero = tl.zeros_like(scale) + (1 << (BITS - 1))
+    elif EVEN_K:
+        scale, zero = load_scale_zero(s_ptr, z_ptr, offs, row_mask, BITS, HAS_ZEROS)
+    elif EVEN_N:
+        scale, zero = load_scale_zero(s_ptr, z_ptr, offs, cols < k_end, BITS, HAS_ZEROS)
+    else:
+        scale, zero = load_scale_zero(s_ptr, z_ptr, offs, row_mask & (cols < k_end), BITS, HAS_ZEROS)
+    return scale, zero
+
+
+@triton.jit
 def _group_sums(part, xs, s_ptr, z_ptr, offs_n, n_mask, g0, k_end, stride_sn, stride_sg, BITS: tl.constexpr, GROUP: tl.constexpr,
                 HAS_ZEROS: tl.constexpr, BLOCK_N: tl.constexpr, NG: tl.constexpr, WPG: tl.constexpr):
     """``sum scale * (code - zero) * x`` ``(BLOCK_N, NG)`` of groups ``g0 ..`` from a step's per-word ``sum m * x``
@@ -219,9 +239,10 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask
             acc += (scale * ONE)[:, None] * part
             corr += scale * (ONE + zero) * tl.sum(xs, axis=0)
         elif ROWS_IN_THREAD:  # each word's own group's scale, as the words are laid out: no sum across lanes in the loop
+            # 64-bit offsets: with the constexpr row stride, Triton 3.9 folds each row's into the load's immediate
             flat_cols = (w0 + wcols) * CPW
-            scale, zero = load_scale_zero(s_ptr, z_ptr, rows * stride_sn + flat_cols // GROUP * stride_sg, row_mask & (flat_cols < k_end),
-                                          BITS, HAS_ZEROS)
+            scale, zero = _word_scales(s_ptr, z_ptr, rows.to(tl.int64) * stride_sn + (flat_cols // GROUP) * stride_sg, row_mask, flat_cols,
+                                       k_end, BITS, HAS_ZEROS, EVEN_K, EVEN_N)
             acc += tl.reshape(scale, [BLOCK_N, BW]) * (ONE * part - tl.reshape(ONE + zero, [BLOCK_N, BW]) * xs[None, :])
         else:
             acc_g += _group_sums(part, xs, s_ptr, z_ptr, offs_n, n_mask, w0 * CPW // GROUP, k_end, stride_sn, stride_sg,
@@ -277,12 +298,14 @@ def _gemv_group_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
 
 
 @triton.jit
-def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, one_f32, N, K, stride_xm, stride_wn, stride_sn, stride_sg, stride_os, stride_om,
+def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, one_f32, N, K, stride_xm, stride_wn: tl.constexpr, stride_sn: tl.constexpr,
+                   stride_sg, stride_os, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, SPLIT_K: tl.constexpr,
                    EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr,
                    STEP: tl.constexpr, TW: tl.constexpr, NGS: tl.constexpr, ROWS_IN_THREAD: tl.constexpr):
     """One program: ``BLOCK_N`` outputs of one row of ``x`` over one K split; how it walks K (``STEP``, ``TW``,
-    ``NGS``, derived from ``BLOCK_K``) is :func:`autoq.kernels.gemv_steps.step_constexprs`."""
+    ``NGS``, derived from ``BLOCK_K``) is :func:`autoq.kernels.gemv_steps.step_constexprs`. The row strides of the
+    words and scales are constexprs: a thread's rows are then one address plus immediate offsets (one GEMV a row length)."""
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     row = tl.program_id(2)
@@ -326,7 +349,7 @@ FIXED_GEMV = gemv_tile(64, 128, 4).kwargs
 # for W4 (and a spill for int8 per channel) and half as many programs. Whether that pays is the GPU's to say.
 # The last four hold the rows in a thread (ROWS_IN_THREAD: no barrier in the loop), one word of 16, 8 or 4 rows each:
 # the fewer rows, the more warps (4096 rows: 1024, 2048, 4096 and, with 2048-column steps, 4096) and the more
-# instructions a weight (W4 per channel: 3.96, 4.27, 4.88, 4.25 with Triton 3.9). The H200's autotune timings
+# instructions a weight (W4 per channel: 3.73, 4.03, 4.66, 4.03 with Triton 3.9; g128 4.69 to 5.81). The H200's autotune timings
 # suggest why that may pay: the other tiles make 512-2048 warps for a 4096 x 4096 W4 layer, 1-4 for each scheduler,
 # and each K step added about 0.3-1 us whatever its size (W4 g128, 32 x 256 to 32 x 2048: 20.8, 12.6, 8.6, 7.5 us).
 _GEMV_CONFIGS = [gemv_tile(bn, bk, w, s, pf) for bn, bk, w, s, pf in [
