@@ -7,7 +7,7 @@ machine's ``python3`` has, so autoq goes on ``PYTHONPATH`` instead of being inst
 
 Steps, each in its own process with a share of the deadline, so one that hangs loses
 nothing already written (the two benchmarks first compile their several hundred kernels on every
-core, ``autoq.kernels.precompile``; one at a time that took 548 s on a 2-core CPU):
+core, ``autoq.kernels.precompile``; one at a time that takes about 10 minutes on a 2-core CPU):
 
 1. ``benchmarks/gemv_floor.py``: batch 1 at the LLaMA-7B shapes, fp16 against the autotuned W4
    GEMV and every GEMV tile, and an empty call, each timed both ways (L2 flushed, and calls
