@@ -12,11 +12,22 @@ import triton.language as tl
 
 
 @triton.jit
+def _load_f32(ptrs, mask):
+    """``ptrs`` as fp32, 0 where ``mask`` is false; ``mask=None`` loads every one (no predicate)."""
+    if mask is None:
+        values = tl.load(ptrs)
+    else:
+        values = tl.load(ptrs, mask=mask, other=0.0)
+    return values.to(tl.float32)
+
+
+@triton.jit
 def load_scale_zero(s_ptr, z_ptr, ptrs, mask, BITS: tl.constexpr, HAS_ZEROS: tl.constexpr):
-    """fp32 scales and zero points at offsets ``ptrs``; a symmetric format's zero is ``2**(BITS-1)``."""
-    scale = tl.load(s_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
+    """fp32 scales and zero points at offsets ``ptrs`` (``mask=None``: all in bounds); a symmetric format's zero is
+    ``2**(BITS-1)``."""
+    scale = _load_f32(s_ptr + ptrs, mask)
     if HAS_ZEROS:
-        zero = tl.load(z_ptr + ptrs, mask=mask, other=0.0).to(tl.float32)
+        zero = _load_f32(z_ptr + ptrs, mask)
     else:
         zero = tl.zeros_like(scale) + (1 << (BITS - 1))
     return scale, zero

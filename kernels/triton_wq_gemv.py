@@ -99,11 +99,7 @@ def _word_scales(s_ptr, z_ptr, offs, row_mask, cols, k_end, BITS: tl.constexpr, 
     """Scales and zeros at ``offs``, one a word with rows in a thread: masked by the rows and the words' first columns
     ``cols`` only where a tile or step can be partial (a mask is a predicate and a compare a load)."""
     if EVEN_K and EVEN_N:
-        scale = tl.load(s_ptr + offs).to(tl.float32)
-        if HAS_ZEROS:
-            zero = tl.load(z_ptr + offs).to(tl.float32)
-        else:
-            zero = tl.zeros_like(scale) + (1 << (BITS - 1))
+        scale, zero = load_scale_zero(s_ptr, z_ptr, offs, None, BITS, HAS_ZEROS)
     elif EVEN_K:
         scale, zero = load_scale_zero(s_ptr, z_ptr, offs, row_mask, BITS, HAS_ZEROS)
     elif EVEN_N:
