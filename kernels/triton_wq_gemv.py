@@ -99,14 +99,14 @@ def _word_scales(s_ptr, z_ptr, offs, row_mask, cols, k_end, BITS: tl.constexpr, 
     """Scales and zeros at ``offs``, one a word with rows in a thread: masked by the rows and the words' first columns
     ``cols`` only where a tile or step can be partial (a mask is a predicate and a compare a load)."""
     if EVEN_K and EVEN_N:
-        scale, zero = load_scale_zero(s_ptr, z_ptr, offs, None, BITS, HAS_ZEROS)
+        mask = None
     elif EVEN_K:
-        scale, zero = load_scale_zero(s_ptr, z_ptr, offs, row_mask, BITS, HAS_ZEROS)
+        mask = row_mask
     elif EVEN_N:
-        scale, zero = load_scale_zero(s_ptr, z_ptr, offs, cols < k_end, BITS, HAS_ZEROS)
+        mask = cols < k_end
     else:
-        scale, zero = load_scale_zero(s_ptr, z_ptr, offs, row_mask & (cols < k_end), BITS, HAS_ZEROS)
-    return scale, zero
+        mask = row_mask & (cols < k_end)
+    return load_scale_zero(s_ptr, z_ptr, offs, mask, BITS, HAS_ZEROS)
 
 
 @triton.jit
