@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from autoq.choice import Assignment, LayerChoice
 from autoq.cost import Cost, CostModel
 from autoq.errors import AutoqError
-from autoq.model import LayerInfo, compile_patterns
+from autoq.model import LayerInfo, compile_patterns, name_examples
 from autoq.ptq import get_method
 from autoq.quant import QuantSpec
 from autoq.quant.activation import ActSpec
@@ -93,7 +93,8 @@ class SearchSpace:
             labels.append(labelled)
         unused_pins = sorted(set(p for _, _, p in pin_rules) - used_pins)
         if unused_pins:
-            raise AutoqError(f"pin pattern(s) {unused_pins} match no quantizable layer")
+            raise AutoqError(f"pin pattern(s) {unused_pins} match no quantizable layer; {name_examples([x.name for x in layers])} "
+                             "(patterns are regular expressions searched in these names)")
         return cls(tuple(layers), tuple(options), tuple(labels))
 
     @property
@@ -107,7 +108,7 @@ class SearchSpace:
         """Refuse an assignment naming unknown layers, missing layers, or choices outside the space."""
         unknown = set(assignment) - set(self.names)
         if unknown:
-            raise AutoqError(f"unknown layer name(s) {sorted(unknown)[:5]}; the model's quantizable layers are e.g. {self.names[:3]}")
+            raise AutoqError(f"unknown layer name(s) {sorted(unknown)[:5]}; {name_examples(self.names)}")
         for layer, opts in zip(self.layers, self.options):
             if layer.name not in assignment:
                 raise AutoqError(f"assignment has no choice for layer {layer.name!r}")

@@ -24,7 +24,7 @@ from typing import Any
 import yaml
 
 from autoq.errors import AutoqError
-from autoq.model import LayerInfo, compile_patterns
+from autoq.model import LayerInfo, compile_patterns, name_examples
 from autoq.ptq import method_names
 from autoq.quant.activation import ActSpec
 from autoq.quant.spec import GROUP_SIZES
@@ -198,8 +198,8 @@ def check_against_layers(preset: Preset, layers: Sequence[LayerInfo]) -> None:
         if not governed:
             shadowed = any(re.search(rule.layers, layer.name) for layer in layers)
             why = "every layer it matches is taken by an earlier rule" if shadowed else "it matches no quantizable layer"
-            example = ", ".join(layer.name for layer in layers[:3])
-            raise AutoqError(f"{rule.where('layers', i + 1)}: pattern {rule.layers!r} governs no layer ({why}); layers are e.g. {example}")
+            raise AutoqError(f"{rule.where('layers', i + 1)}: pattern {rule.layers!r} governs no layer ({why}); "
+                             f"{name_examples([layer.name for layer in layers])}")
         widest = max(layer.in_features for layer in governed)
         if len(governed) == len(layers):
             continue  # a catch-all rule is generic: on narrow layers a group collapses to per-channel

@@ -212,7 +212,7 @@ def test_validate_accepts_options(space):
 
 def test_validate_rejects_unknown_layer(space):
     a = {**dict(space.assignment([0, 0, 0])), "ghost": FP16}
-    with pytest.raises(AutoqError, match="ghost"):
+    with pytest.raises(AutoqError, match=r"\['ghost'\]; the model's 3 quantizable layer\(s\) are named like '0', '2', '4'"):
         space.validate(a)
 
 
@@ -266,6 +266,11 @@ def test_uniform_costs_lie_within_extremes(space, cost_model):
         cost = cost_model.cost(a)
         assert cheapest.effective_bits <= cost.effective_bits <= dearest.effective_bits
         assert cheapest.size_bytes <= cost.size_bytes <= dearest.size_bytes
+
+
+def test_a_pin_that_matches_nothing_shows_what_names_look_like(layers):
+    with pytest.raises(AutoqError, match=r"\['head'\] match no quantizable layer; the model's 3 quantizable layer\(s\) are named like '0'"):
+        SearchSpace.build(load_preset("default"), layers, {"head": "fp16"})
 
 
 def test_invalid_pin_regex_is_a_clear_error():

@@ -6,8 +6,9 @@ from autoq.model.layers import (
     compile_patterns,
     find_layers,
     get_module,
+    name_examples,
     to_native,
     weight_2d,
 )
 
-__all__ = ["LayerInfo", "check_finite_weights", "compile_patterns", "find_layers", "get_module", "to_native", "weight_2d"]
+__all__ = ["LayerInfo", "check_finite_weights", "compile_patterns", "find_layers", "get_module", "name_examples", "to_native", "weight_2d"]

@@ -68,6 +68,17 @@ def to_native(module: nn.Module, w2d: torch.Tensor) -> torch.Tensor:
     return w2d.reshape(w.shape).to(w.dtype)
 
 
+def name_examples(names: list[str], k: int = 3) -> str:
+    """A short list of layer names for an error message: the first ``k`` and the last, with the count.
+
+    Patterns are matched with :func:`re.search` on exactly these names, so showing a few
+    tells the user what a pattern has to look like."""
+    shown = [repr(n) for n in names[:k]]
+    if len(names) > k:
+        shown += ["...", repr(names[-1])] if len(names) > k + 1 else [repr(names[-1])]
+    return f"the model's {len(names)} quantizable layer(s) are named like {', '.join(shown)}"
+
+
 def compile_patterns(patterns: Iterable[str], what: str) -> list[re.Pattern[str]]:
     """Compile user regexes, turning a bad one into an error that names it."""
     compiled = []
@@ -89,10 +100,12 @@ def find_layers(model: nn.Module, skip: Iterable[str] = ()) -> list[LayerInfo]:
     hf_conv1d = _conv1d_type()
     found: list[LayerInfo] = []
     used = [False] * len(skip_res)
+    names: list[str] = []
     for name, module in model.named_modules():
         kind = _kind(module, hf_conv1d)
         if kind is None:
             continue
+        names.append(name)
         hits = [i for i, r in enumerate(skip_res) if r.search(name)]
         for i in hits:
             used[i] = True
@@ -103,7 +116,8 @@ def find_layers(model: nn.Module, skip: Iterable[str] = ()) -> list[LayerInfo]:
         found.append(LayerInfo(name, kind, int(out_f), int(w.numel() // out_f)))
     unused = [p.pattern for p, u in zip(skip_res, used) if not u]
     if unused:
-        raise AutoqError(f"skip pattern(s) {unused} match no quantizable layer")
+        raise AutoqError(f"skip pattern(s) {unused} match no quantizable layer; {name_examples(names)} "
+                         "(patterns are regular expressions searched in these names)")
     if not found:
         what = "after the skip rules" if skip_res else ""
         raise AutoqError(

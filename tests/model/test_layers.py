@@ -13,6 +13,7 @@ from autoq.model import (
     check_finite_weights,
     find_layers,
     get_module,
+    name_examples,
     to_native,
     weight_2d,
 )
@@ -155,6 +156,21 @@ def test_skipping_everything_raises():
 def test_invalid_regex_raises():
     with pytest.raises(AutoqError, match="invalid skip pattern"):
         find_layers(net(), skip=["("])
+
+
+def test_a_skip_pattern_that_matches_nothing_shows_what_names_look_like():
+    with pytest.raises(AutoqError, match=r"\['\^attn'\] match no quantizable layer; the model's 5 quantizable layer\(s\) are "
+                                         r"named like 'conv1d', 'conv2d', 'block.attn', \.\.\., 'head'"):
+        find_layers(net(), skip=["^attn"])
+
+
+@pytest.mark.parametrize(("names", "expected"), [
+    (["a"], "1 quantizable layer(s) are named like 'a'"),
+    (["a", "b", "c", "d"], "4 quantizable layer(s) are named like 'a', 'b', 'c', 'd'"),
+    (["a", "b", "c", "d", "e"], "5 quantizable layer(s) are named like 'a', 'b', 'c', ..., 'e'"),
+])
+def test_name_examples_shows_the_first_names_and_the_last(names, expected):
+    assert name_examples(names).endswith(expected)
 
 
 def test_get_module():

@@ -89,7 +89,7 @@ def test_rule_that_governs_nothing_names_its_line(pattern, why):
         granularity: [channel]
         methods: [rtn-mse]
     """
-    with pytest.raises(AutoqError, match=rf"line 7, rule 2: pattern .* governs no layer \(.*{why}\)"):
+    with pytest.raises(AutoqError, match=rf"line 7, rule 2: pattern .* governs no layer \(.*{why}\); the model's 2 quantizable layer\(s\) are named like '0', '2'"):
         SearchSpace.build(preset(text), layers())
 
 
