@@ -25,11 +25,9 @@ def _client(args: argparse.Namespace):
     from mlflow.tracking import MlflowClient
 
     from autoq.errors import AutoqError
-    from autoq.tracking import sqlite_path
+    from autoq.tracking import require_store
 
-    db = sqlite_path(args.tracking_uri)
-    if db is not None and not db.exists():
-        raise AutoqError(f"no MLflow store at {db}; pass --tracking-uri of the store your searches logged to")
+    require_store(args.tracking_uri)
     client = MlflowClient(tracking_uri=args.tracking_uri)
     experiment = client.get_experiment_by_name(args.experiment)
     if experiment is None:

@@ -25,6 +25,9 @@ def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
 
+    from autoq.tracking import require_store
+
+    require_store(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
         run = client.get_run(run_id)

@@ -6,7 +6,8 @@ from autoq.tracking.mlflow_logger import (
     TRIAL_TAG,
     MlflowTracker,
     absolute_uri,
+    require_store,
     sqlite_path,
 )
 
-__all__ = ["DEFAULT_TRACKING_URI", "STUDY_TAG", "TRIAL_TAG", "MlflowTracker", "absolute_uri", "sqlite_path"]
+__all__ = ["DEFAULT_TRACKING_URI", "STUDY_TAG", "TRIAL_TAG", "MlflowTracker", "absolute_uri", "require_store", "sqlite_path"]

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from autoq.choice import Assignment
 from autoq.engine.result import Point
+from autoq.errors import AutoqError
 from autoq.interrupts import deferred_interrupts
 from autoq.tracking.frontier_plot import save_frontier_plot
 
@@ -28,6 +29,17 @@ def sqlite_path(uri: str) -> Path | None:
     if not uri.startswith("sqlite:///"):
         return None
     return Path(uri[len("sqlite:///"):])
+
+
+def require_store(uri: str) -> None:
+    """Refuse to read from a ``sqlite:///`` store whose file does not exist.
+
+    MLflow would create an empty database there, so a command run in the wrong folder
+    would leave a stray ``mlflow.db`` behind and then report a missing run or experiment."""
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        raise AutoqError(f"no MLflow store at {db} ({uri}); pass --tracking-uri of the store your searches logged to, "
+                         "or run this in the folder where 'autoq search' ran")
 
 
 def absolute_uri(uri: str) -> str:

@@ -107,7 +107,9 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
     from autoq.budget import parse_budget
     from autoq.choice import Assignment
     from autoq.engine.result import Point, SearchResult, pareto_front
+    from autoq.tracking.mlflow_logger import require_store
 
+    require_store(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     try:
         parent = client.get_run(run_id)

@@ -47,6 +47,13 @@ def test_unknown_run_is_one_line_exit_2(searched, tmp_path, capsys):
     assert "no MLflow run" in capsys.readouterr().err
 
 
+def test_a_missing_store_is_refused_and_not_created(tmp_path, capsys):
+    db = tmp_path / "elsewhere.db"
+    assert main(["export", "--run-id", "0" * 32, "--tracking-uri", f"sqlite:///{db}", "--out", str(tmp_path / "x")]) == 2
+    assert f"no MLflow store at {db}" in capsys.readouterr().err
+    assert not db.exists()
+
+
 def test_export_of_a_sequential_gptq_search_reruns_it_the_same_way(tmp_path, _mlflow_template):
     import shutil
 

@@ -44,6 +44,13 @@ def test_unknown_run_is_a_clear_error(mlflow_uri):
         autoq.SearchResult.from_mlflow("abc", mlflow_uri)
 
 
+def test_a_missing_store_is_refused_and_not_created(tmp_path):
+    db = tmp_path / "typo.db"
+    with pytest.raises(AutoqError, match="no MLflow store at .*typo.db"):
+        autoq.SearchResult.from_mlflow("abc", f"sqlite:///{db}")
+    assert not db.exists()
+
+
 def test_covers_compares_frontiers(searched):
     from dataclasses import replace
 
