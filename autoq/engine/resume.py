@@ -25,7 +25,7 @@ from autoq.engine.result import Point
 from autoq.engine.trials import make_point
 from autoq.errors import AutoqError
 from autoq.space import SearchSpace
-from autoq.tracking import MlflowTracker
+from autoq.tracking import MlflowTracker, sqlite_path
 
 if TYPE_CHECKING:
     from autoq.engine.runner import SearchConfig
@@ -73,6 +73,10 @@ def stored_settings(workload: Workload, config: SearchConfig) -> dict[str, Any]:
 def _load(storage: str | None, study_name: str) -> optuna.Study:
     if storage is None:
         raise AutoqError("an in-memory study cannot be resumed; give a storage URL")
+    db = sqlite_path(storage)
+    if db is not None and not db.exists():  # Optuna would create an empty database there
+        raise AutoqError(f"no Optuna storage at {db} ({storage}) to resume {study_name!r} from; pass the --storage the search used, "
+                         "or run this in the folder where it ran")
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:

@@ -13,7 +13,7 @@ from autoq.cli import main
         (["--workers", "2"], "need the ray backend"),
         (["--backend", "ray", "--workers", "0"], "workers must be at least 1"),
         (["--max-retries", "-1"], "max_retries must be 0 or more"),
-        (["--resume", "nope"], "no search named 'nope'"),
+        (["--resume", "nope"], "no Optuna storage at"),  # nothing ran in tmp_path: no optuna.db to resume from
         (["--resume", "a", "--study-name", "b"], "name different searches"),
     ],
 )

@@ -111,6 +111,11 @@ def test_resume_refuses_other_settings_and_unknown_names(digits, tmp_path):
         autoq.search("digits-cnn", budget="3.5bits", n_trials=5, tracking_uri=None, storage=storage, study_name="s", resume=True, progress=False)
     with pytest.raises(AutoqError, match="no search named 'other'"):
         autoq.search("digits-cnn", budget="4.5bits", n_trials=5, tracking_uri=None, storage=storage, study_name="other", resume=True, progress=False)
+    missing = tmp_path / "elsewhere" / "optuna.db"
+    with pytest.raises(AutoqError, match="no Optuna storage at .*elsewhere.*optuna.db"):
+        autoq.search("digits-cnn", budget="4.5bits", n_trials=5, tracking_uri=None, storage=f"sqlite:///{missing}", study_name="s",
+                     resume=True, progress=False)
+    assert not missing.exists()
     with pytest.raises(AutoqError, match="resume needs the study name"):
         autoq.SearchConfig(resume=True)
     # a resume that asks for no more trials than are finished evaluates nothing new
