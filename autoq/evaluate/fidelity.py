@@ -25,6 +25,12 @@ def call_model(model: nn.Module, batch: Any) -> Any:
     return model(batch)
 
 
+def model_failed(exc: Exception, what: str) -> AutoqError:
+    """The error for a model that raises on the user's own data: which batch, what it raised, what a batch must be."""
+    return AutoqError(f"the model fails on {what} ({type(exc).__name__}: {exc}); each batch must be what the "
+                      "model accepts as model(batch), model(*batch) for a tuple or model(**batch) for a dict")
+
+
 def primary_output(output: Any) -> torch.Tensor:
     """The tensor that stands for a model's output: ``logits``, ``last_hidden_state``, or the first tensor."""
     if isinstance(output, torch.Tensor):
@@ -83,7 +89,15 @@ class OutputFidelity:
         self.batches = list(batches)
         self.readout = readout or (lambda output, batch: primary_output(output))
         with torch.inference_mode():
-            self.reference = [self.readout(call_model(model, b), b).detach().clone() for b in self.batches]
+            self.reference = []
+            for i, b in enumerate(self.batches):
+                try:
+                    out = call_model(model, b)
+                except AutoqError:
+                    raise
+                except Exception as exc:  # the user's model on the user's data: say which batch
+                    raise model_failed(exc, f"held-out batch {i} of {len(self.batches)}") from exc
+                self.reference.append(self.readout(out, b).detach().clone())
 
     def __call__(self, model: nn.Module) -> float:
         total, count = 0.0, 0

@@ -129,6 +129,13 @@ def test_empty_batches_raise():
         OutputFidelity(mlp(), [])
 
 
+def test_a_batch_the_model_cannot_take_is_named():
+    good, bad = torch.randn(3, 8), torch.randn(3, 7)
+    with pytest.raises(AutoqError, match=r"the model fails on held-out batch 1 of 2 \(RuntimeError: .*\); each batch must be") as info:
+        OutputFidelity(mlp(), [good, bad])
+    assert isinstance(info.value.__cause__, RuntimeError)  # the model's own traceback stays reachable
+
+
 def test_reference_is_not_affected_by_later_changes():
     model = mlp()
     torch.manual_seed(5)

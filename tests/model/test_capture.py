@@ -73,6 +73,17 @@ def test_grouped_conv_is_refused():
         capture_stats(model, find_layers(model), [torch.randn(1, 4, 6, 6)])
 
 
+@pytest.mark.parametrize("capture", ["stats", "sequential"])
+def test_a_batch_the_model_cannot_take_is_named(capture):
+    model = mlp()
+    data = [*batches(2), torch.randn(5, 11)]
+    with pytest.raises(AutoqError, match=r"the model fails on calibration batch 2 \(RuntimeError: "):
+        if capture == "stats":
+            capture_stats(model, find_layers(model), data)
+        else:
+            capture_sequential(model, find_layers(model), data, lambda name, stats: get_module(model, name).weight.data)
+
+
 def test_layer_that_never_runs_is_named():
     model = nn.ModuleDict({"used": nn.Linear(4, 4), "unused": nn.Linear(4, 4)})
     model.forward = lambda x: model["used"](x)  # type: ignore[method-assign]
