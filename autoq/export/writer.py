@@ -34,7 +34,7 @@ from autoq.model import find_layers, get_module
 def _assignment_of(point: object) -> Assignment:
     assignment = getattr(point, "assignment", point)  # a Point, or an Assignment itself
     if not isinstance(assignment, Assignment):
-        raise AutoqError(f"export needs an Assignment or a Point (e.g. result.best), got {type(point).__name__}")
+        raise AutoqError(f"export needs an Assignment, a Point (e.g. result.best) or an MLflow run id (str), got {type(point).__name__}")
     return assignment
 
 
@@ -64,13 +64,27 @@ def _shared_weights(model: nn.Module, names: set[str]) -> list[str]:
 
 
 def export(model: nn.Module | str, point: object, out_dir: str | Path, calibration: Sequence[Any] | None = None,
-           sequential: bool = False, data_fingerprint: str | None = None) -> Path:
-    """Write ``point`` (a `Point` or `Assignment`) of ``model`` (a module, a built-in name or an HF directory) to ``out_dir``.
+           sequential: bool | None = None, data_fingerprint: str | None = None, tracking_uri: str | None = None) -> Path:
+    """Write ``point`` of ``model`` (a module, a built-in name or an HF directory) to ``out_dir``.
 
+    ``point``: a `Point`, an `Assignment`, or the id of an MLflow run in ``tracking_uri`` (default
+    ``sqlite:///mlflow.db``): a trial run's assignment, or a search run's best frontier point, as
+    ``autoq export --run-id`` takes it; ``sequential`` and ``data_fingerprint`` then default to the search's.
     ``calibration``: the batches the search calibrated on, needed when the point uses a data-driven method
     (GPTQ, AWQ, AdaRound, bias correction); a model given by name brings its own, checked against
     ``data_fingerprint`` (the search's, when known). ``sequential``: the search ran with ``sequential=True``.
     """
+    if isinstance(point, str):
+        from autoq.export.from_run import point_from_run
+        from autoq.tracking import DEFAULT_TRACKING_URI
+
+        run = point_from_run(tracking_uri or DEFAULT_TRACKING_URI, point)
+        point, sequential = run.assignment, run.sequential if sequential is None else sequential
+        data_fingerprint = data_fingerprint or run.data_fingerprint or None
+    elif tracking_uri is not None:
+        raise AutoqError("tracking_uri is for a point given as an MLflow run id (a str); this point is a "
+                         f"{type(point).__name__}")
+    sequential = bool(sequential)
     assignment = _assignment_of(point)
     model, builtin, calibration = _resolve_model(model, calibration, data_fingerprint, needs_calibration(assignment))
     found = {layer.name: layer for layer in find_layers(model)}

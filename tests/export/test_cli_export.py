@@ -42,6 +42,16 @@ def test_export_a_search_run_takes_its_best_point(searched, tmp_path):
     assert exported_assignment(out) == searched.best.assignment
 
 
+def test_the_python_api_exports_by_run_id_too(searched, tmp_path):
+    trial = searched.points[0]
+    out = autoq.export("digits-cnn", trial.run_id, tmp_path / "trial", tracking_uri=searched.tracking_uri)
+    assert exported_assignment(out) == trial.assignment
+    best = autoq.export("digits-cnn", searched.parent_run_id, tmp_path / "best", tracking_uri=searched.tracking_uri)
+    assert exported_assignment(best) == searched.best.assignment
+    with pytest.raises(autoq.AutoqError, match="tracking_uri is for a point given as an MLflow run id"):
+        autoq.export("digits-cnn", trial.assignment, tmp_path / "x", tracking_uri=searched.tracking_uri)
+
+
 def test_unknown_run_is_one_line_exit_2(searched, tmp_path, capsys):
     assert main(["export", "--run-id", "0" * 32, "--tracking-uri", searched.tracking_uri, "--model", "digits-cnn", "--out", str(tmp_path / "x")]) == 2
     assert "no MLflow run" in capsys.readouterr().err
