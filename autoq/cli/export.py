@@ -20,6 +20,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI})")
     p.add_argument("--model", default=None, help=f"the model the run searched: a built-in ({', '.join(BUILTINS)}; default: {DEFAULT_MODEL}) or a local Hugging Face directory")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
 
@@ -33,7 +34,8 @@ def run(args: argparse.Namespace) -> int:
     assignment = point.assignment
     print(f"autoq: exporting {point.what} ({assignment.summary()}) ...", file=sys.stderr, flush=True)
     model = args.model or DEFAULT_MODEL
-    out = export(model, assignment, args.out, sequential=point.sequential, data_fingerprint=point.data_fingerprint or None)
+    out = export(model, assignment, args.out, sequential=point.sequential, data_fingerprint=point.data_fingerprint or None,
+                 progress=not args.no_progress)
     config = read_config(out)
     cost = config["cost"]
     print(f"Exported {len(assignment)} layers to {out}: {config['weights']} is {config['file_bytes'] / 1e6:.3f} MB "

@@ -16,6 +16,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from tqdm.auto import tqdm
 
 from autoq.choice import Assignment, LayerChoice
 from autoq.errors import AutoqError
@@ -41,8 +42,8 @@ def needs_calibration(assignment: Assignment) -> list[str]:
 
 
 def quantize_point(model: nn.Module, assignment: Assignment, layers: Sequence[LayerInfo],
-                   calibration: Sequence[Any] | None = None, sequential: bool = False) -> dict[str, PointLayer]:
-    """Every non-fp16 layer of ``assignment``, keyed by layer name."""
+                   calibration: Sequence[Any] | None = None, sequential: bool = False, progress: bool = False) -> dict[str, PointLayer]:
+    """Every non-fp16 layer of ``assignment``, keyed by layer name; ``progress`` shows a bar over the layer quantizations."""
     data_driven = needs_calibration(assignment)
     if data_driven and calibration is None:
         raise AutoqError(
@@ -50,18 +51,25 @@ def quantize_point(model: nn.Module, assignment: Assignment, layers: Sequence[La
             "(autoq.export), or export a built-in model by name, whose calibration set autoq rebuilds"
         )
     stats = CalibrationStats(model, layers, calibration or [], sequential=sequential)
+    quantized = [name for name, choice in assignment.items() if not choice.weight.is_half]
+    sweeps = [LayerChoice.from_name(name) for name in data_driven] if sequential else []
+    # a sequential sweep quantizes every layer with its choice (and keeps those that chose it); the rest once each
+    kept_by_sweeps = sum(1 for name in quantized if assignment[name] in sweeps)
+    total = len(sweeps) * len(layers) + len(quantized) - kept_by_sweeps
     out: dict[str, PointLayer] = {}
-    if sequential:
-        for name in data_driven:
-            out.update(_sweep(model, assignment, stats, LayerChoice.from_name(name)))
-    for name, choice in assignment.items():
-        if choice.weight.is_half or name in out:
-            continue
-        out[name] = PointLayer(*quantize_choice(get_module(model, name), choice, stats.get(name) if needs_stats(choice) else None))
+    with tqdm(total=total, desc="autoq export", unit="layer", disable=not progress, dynamic_ncols=True) as bar:
+        for choice in sweeps:
+            out.update(_sweep(model, assignment, stats, choice, bar))
+        for name in quantized:
+            if name in out:
+                continue
+            choice = assignment[name]
+            out[name] = PointLayer(*quantize_choice(get_module(model, name), choice, stats.get(name) if needs_stats(choice) else None))
+            bar.update(1)
     return out
 
 
-def _sweep(model: nn.Module, assignment: Assignment, stats: CalibrationStats, choice: LayerChoice) -> dict[str, PointLayer]:
+def _sweep(model: nn.Module, assignment: Assignment, stats: CalibrationStats, choice: LayerChoice, bar: tqdm) -> dict[str, PointLayer]:
     """One sequential sweep with ``choice`` on every layer (as the search's cache ran it); keep the layers that chose it."""
     kept: dict[str, PointLayer] = {}
 
@@ -70,6 +78,7 @@ def _sweep(model: nn.Module, assignment: Assignment, stats: CalibrationStats, ch
         layer = PointLayer(*quantize_choice(module, choice, layer_stats))
         if assignment.get(name) == choice:
             kept[name] = layer
+        bar.update(1)
         return to_native(module, layer.tensor.dequantize())  # the weight-only view, as the cache's sweep installs it
 
     stats.sweep(quantize)

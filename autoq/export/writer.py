@@ -64,7 +64,8 @@ def _shared_weights(model: nn.Module, names: set[str]) -> list[str]:
 
 
 def export(model: nn.Module | str, point: object, out_dir: str | Path, calibration: Sequence[Any] | None = None,
-           sequential: bool | None = None, data_fingerprint: str | None = None, tracking_uri: str | None = None) -> Path:
+           sequential: bool | None = None, data_fingerprint: str | None = None, tracking_uri: str | None = None,
+           progress: bool = True) -> Path:
     """Write ``point`` of ``model`` (a module, a built-in name or an HF directory) to ``out_dir``.
 
     ``point``: a `Point`, an `Assignment`, or the id of an MLflow run in ``tracking_uri`` (default
@@ -73,6 +74,7 @@ def export(model: nn.Module | str, point: object, out_dir: str | Path, calibrati
     ``calibration``: the batches the search calibrated on, needed when the point uses a data-driven method
     (GPTQ, AWQ, AdaRound, bias correction); a model given by name brings its own, checked against
     ``data_fingerprint`` (the search's, when known). ``sequential``: the search ran with ``sequential=True``.
+    ``progress``: a bar over the layers being quantized (GPTQ and the like take a while on large models).
     """
     if isinstance(point, str):
         from autoq.export.from_run import point_from_run
@@ -106,7 +108,7 @@ def export(model: nn.Module | str, point: object, out_dir: str | Path, calibrati
     meta: dict[str, dict] = {}
     biases: dict[str, torch.Tensor] = {}
     with torch.no_grad():
-        qts = quantize_point(model, assignment, layers, calibration, sequential)
+        qts = quantize_point(model, assignment, layers, calibration, sequential, progress)
         for layer in layers:
             choice = assignment[layer.name]
             entry = {"choice": choice.name, "kind": layer.kind, "shape": [layer.out_features, layer.in_features]}

@@ -36,10 +36,14 @@ def test_export_a_trial_run(searched, tmp_path, capsys):
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
 
 
-def test_export_a_search_run_takes_its_best_point(searched, tmp_path):
+def test_export_a_search_run_takes_its_best_point(searched, tmp_path, capsys):
     out = tmp_path / "best"
     assert main(["export", "--run-id", searched.parent_run_id, "--tracking-uri", searched.tracking_uri, "--model", "digits-cnn", "--out", str(out)]) == 0
     assert exported_assignment(out) == searched.best.assignment
+    assert "autoq export: 100%" in capsys.readouterr().err  # the progress bar, which --no-progress turns off
+    assert main(["export", "--run-id", searched.parent_run_id, "--tracking-uri", searched.tracking_uri, "--model", "digits-cnn",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert "autoq export:" not in capsys.readouterr().err
 
 
 def test_the_python_api_exports_by_run_id_too(searched, tmp_path):

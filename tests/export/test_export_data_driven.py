@@ -54,9 +54,13 @@ def digits():
 
 
 @pytest.mark.parametrize("sequential", [False, True])
-def test_data_driven_point_round_trips_to_the_search_outputs(digits, tmp_path, sequential):
+def test_data_driven_point_round_trips_to_the_search_outputs(digits, tmp_path, sequential, capsys):
     point = assignment(POINT)
     out = autoq.export("digits-cnn", point, tmp_path / "dd", sequential=sequential)  # by name: its calibration set
+    # the bar counts layer quantizations: sequentially, each of the 4 data-driven choices sweeps all 4 layers
+    done = 16 if sequential else 4
+    err = capsys.readouterr().err
+    assert "autoq export: 100%" in err and f"| {done}/{done} [" in err
     loaded = autoq.load(out)
     assert isinstance(loaded[6], QuantLinear) and loaded[6].input_scale is not None  # AWQ keeps x / s
     assert loaded[8].input_scale is None
