@@ -30,9 +30,16 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
 
 
 def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "auto") -> nn.Module:
-    """The exported model, ready to run. ``model``: an instance of the same architecture to load into (modified in place)."""
+    """The exported model, ready to run. ``model``: an instance of the same architecture to load into (modified in place).
+
+    ``backend``: ``auto`` (Triton on CUDA for fp16/bf16, else torch), ``triton`` or ``torch`` (see `autoq.kernels.ops`)."""
     from safetensors.torch import load_file
 
+    from autoq.kernels.ops import BACKENDS
+
+    if backend not in BACKENDS:
+        raise AutoqError(f"unknown kernel backend {backend!r}; choose one of {BACKENDS} (the device is the model's: "
+                         "move it with model.cuda())")
     out = Path(out_dir)
     config = read_config(out)
     model = model if model is not None else rebuild_base(config.get("base", {}))

@@ -115,7 +115,7 @@ def test_errors_say_what_is_wrong(tmp_path):
     workload = load_workload("digits-cnn")
     with pytest.raises(AutoqError, match="autoq_config.json"):
         autoq.load(tmp_path)
-    with pytest.raises(AutoqError, match="Assignment or a Point"):
+    with pytest.raises(AutoqError, match=r"an Assignment, a Point \(e.g. result.best\) or an MLflow run id \(str\), got dict"):
         autoq.export(workload.model, {"0": "fp16"}, tmp_path / "x")
     bad = Assignment((("nope", LayerChoice.from_name("fp16")),))
     with pytest.raises(AutoqError, match="does not have"):
@@ -123,3 +123,5 @@ def test_errors_say_what_is_wrong(tmp_path):
     out = autoq.export(workload.model, mixed(workload.model), tmp_path / "ok")
     with pytest.raises(AutoqError, match="does not match"):
         autoq.load(out, model=torch.nn.Sequential(torch.nn.Linear(3, 3)))
+    with pytest.raises(AutoqError, match=r"unknown kernel backend 'cuda'; choose one of \('auto', 'triton', 'torch'\)"):
+        autoq.load(out, backend="cuda")
