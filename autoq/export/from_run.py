@@ -46,7 +46,9 @@ def _assignment(client, run) -> tuple[Assignment, str]:
     run_id = run.info.run_id
     is_search = run.data.tags.get("autoq.kind") == "search"
     artifact = "frontier.json" if is_search else "assignment.json"
-    with tempfile.TemporaryDirectory() as tmp:
+    from autoq.tracking.runs import no_download_bars
+
+    with tempfile.TemporaryDirectory() as tmp, no_download_bars():
         try:
             path = Path(client.download_artifacts(run_id, artifact, tmp))
         except (MlflowException, OSError):

@@ -86,7 +86,7 @@ def reconcile_children(client: MlflowClient, parent_id: str | None, finished: It
 
 
 @contextmanager
-def _no_download_bars() -> Iterator[None]:
+def no_download_bars() -> Iterator[None]:
     """MLflow draws a progress bar per downloaded artifact; one per trial is noise."""
     old = os.environ.get(_BAR_ENV)
     os.environ[_BAR_ENV] = "false"
@@ -119,7 +119,7 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
     if tags.get("autoq.kind") != "search":
         raise AutoqError(f"run {run_id!r} is not the parent run of an autoq search")
     points = []
-    with tempfile.TemporaryDirectory() as tmp, _no_download_bars():
+    with tempfile.TemporaryDirectory() as tmp, no_download_bars():
         for run in trial_runs(client, run_id):
             m = run.data.metrics
             if run.info.status != "FINISHED" or "quality" not in m:
