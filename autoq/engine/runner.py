@@ -178,15 +178,17 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
         if not points and status == "FINISHED":
             status = "FAILED"
         frontier = pareto_front(points)
+        wall_seconds = time.perf_counter() - start  # logged too, so 'autoq pareto' reports the same time as the search
         if tracker:
-            tracker.finish(points, frontier, _summary_metrics(points, reference, eval_seconds, book.n_infeasible, book.n_failed), budget.value if budget.kind == "bits" else None, status,
+            metrics = _summary_metrics(points, reference, eval_seconds, book.n_infeasible, book.n_failed)
+            tracker.finish(points, frontier, {**metrics, "wall_seconds": wall_seconds}, budget.value if budget.kind == "bits" else None, status,
                            latency_budget_ms=budget.value if budget.is_latency else None)
     if not points:
         raise AutoqError(f"every trial failed ({book.n_failed}); the first error is in MLflow run tags and the Optuna study {study_name!r}")
     return SearchResult(
         budget=budget, metric=workload.metric, reference_quality=reference, points=tuple(points), frontier=tuple(frontier),
         study_name=study_name, storage=storage, tracking_uri=config.tracking_uri, parent_run_id=parent_id,
-        eval_seconds=eval_seconds, wall_seconds=time.perf_counter() - start, n_infeasible=book.n_infeasible, n_failed=book.n_failed,
+        eval_seconds=eval_seconds, wall_seconds=wall_seconds, n_infeasible=book.n_infeasible, n_failed=book.n_failed,
     )
 
 

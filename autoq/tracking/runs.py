@@ -137,6 +137,6 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
         budget=parse_budget(params["budget"]), metric=params.get("metric", ""), reference_quality=metrics.get("reference_quality", float("nan")),
         points=tuple(points), frontier=tuple(pareto_front(points)), study_name=params.get("study_name", parent.info.run_name),
         storage=None if params.get("optuna_storage") in (None, "memory") else params["optuna_storage"], tracking_uri=tracking_uri, parent_run_id=run_id,
-        eval_seconds=metrics.get("eval_seconds", float("nan")), wall_seconds=(end - parent.info.start_time) / 1000,
+        eval_seconds=metrics.get("eval_seconds", float("nan")), wall_seconds=metrics.get("wall_seconds", (end - parent.info.start_time) / 1000),
         n_infeasible=int(metrics.get("n_over_budget", 0)), n_failed=int(metrics.get("n_failed", 0)),
     )
