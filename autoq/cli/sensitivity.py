@@ -77,14 +77,29 @@ def run(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - start
     out = Path(args.out)
     stem = f"{_safe(workload.name)}-{args.metric}"
-    paths = [table.save(out / f"{stem}.csv"), table.save(out / f"{stem}.json"), table.heatmap(out / f"{stem}.png")]
+    table_json = table.save(out / f"{stem}.json")
+    paths = [table.save(out / f"{stem}.csv"), table_json, table.heatmap(out / f"{stem}.png")]
     run_id = None
     if args.tracking_uri and args.tracking_uri.lower() != "none":
         with quiet_logs():
             run_id = _log_mlflow(args, workload.name, table, wall, paths)
     cached = wall < 0.5 * table.seconds
-    print(_summary(table, wall, cached, paths, args.tracking_uri if run_id else None, run_id))
+    print(_summary(table, wall, cached, paths, args.tracking_uri if run_id else None, run_id, _search_command(args, table_json)))
     return 0
+
+
+def _search_command(args: argparse.Namespace, table_json: Path) -> str:
+    """The search this table seeds: same model, space and skips, seeded from the JSON table itself (exact, whatever --set said)."""
+    import shlex
+
+    words = ["autoq", "search"]
+    if args.model:
+        words += ["--model", args.model]
+    if args.space != "default":
+        words += ["--space", args.space]
+    for pattern in args.skip:
+        words += ["--skip", pattern]
+    return shlex.join([*words, "--seed-from", str(table_json)])
 
 
 def _safe(name: str) -> str:
@@ -110,7 +125,7 @@ def _log_mlflow(args: argparse.Namespace, model_name: str, table, wall: float, p
     return run_id
 
 
-def _summary(table, wall: float, cached: bool, paths: list[Path], uri: str | None, run_id: str | None) -> str:
+def _summary(table, wall: float, cached: bool, paths: list[Path], uri: str | None, run_id: str | None, search: str) -> str:
     from autoq.sensitivity.table import layer_scores
 
     lines = [f"{table.metric} sensitivity of {len(table.layers)} layers x {len(table.options)} options "
@@ -121,5 +136,5 @@ def _summary(table, wall: float, cached: bool, paths: list[Path], uri: str | Non
     lines.append("Files: " + ", ".join(str(p) for p in paths))
     if run_id:
         lines.append(f"MLflow: run {run_id} in {uri} (experiment tag autoq.kind=sensitivity).")
-    lines.append(f"Seed a search with it: autoq search --seed-from {table.metric}")
+    lines.append(f"Seed a search with it: {search}")
     return "\n".join(lines)

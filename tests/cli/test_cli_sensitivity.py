@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -22,7 +24,10 @@ def test_sensitivity_writes_table_heatmap_and_logs_to_mlflow(out, mlflow_uri, ca
     args = ["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--out", str(out), "--tracking-uri", mlflow_uri, "--no-progress"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "sqnr sensitivity of 4 layers x 13 options" in printed and "autoq search --seed-from sqnr" in printed
+    assert "sqnr sensitivity of 4 layers x 13 options" in printed
+    suggested = next(line for line in printed.splitlines() if line.startswith("Seed a search with it: "))
+    command = shlex.split(suggested.split(": ", 1)[1])
+    assert command == ["autoq", "search", "--model", "digits-cnn", "--seed-from", str(out / "digits-cnn-sqnr.json")]
     table = SensitivityTable.load(out / "digits-cnn-sqnr.json")
     assert SensitivityTable.load(out / "digits-cnn-sqnr.csv").entries == table.entries
     assert table.model_hash == model_hash(load_workload("digits-cnn").model)
@@ -33,6 +38,9 @@ def test_sensitivity_writes_table_heatmap_and_logs_to_mlflow(out, mlflow_uri, ca
     assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} == {"digits-cnn-sqnr.csv", "digits-cnn-sqnr.json", "digits-cnn-sqnr.png"}
     assert main(args) == 0  # the second run reads the disk cache
     assert "from the cache" in capsys.readouterr().out
+    # the suggested search runs as printed
+    assert main([*command[1:], "--budget", "3.5bits", "--n-trials", "3", "--tracking-uri", mlflow_uri, "--no-progress"]) == 0
+    assert "Best within budget" in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(("args", "needle"), [
