@@ -43,11 +43,11 @@ def _assignment(client, run) -> tuple[Assignment, str]:
     """(assignment, what it is) of a trial run, or of a search run's highest-quality frontier point."""
     from mlflow.exceptions import MlflowException
 
+    from autoq.tracking.runs import no_download_bars
+
     run_id = run.info.run_id
     is_search = run.data.tags.get("autoq.kind") == "search"
     artifact = "frontier.json" if is_search else "assignment.json"
-    from autoq.tracking.runs import no_download_bars
-
     with tempfile.TemporaryDirectory() as tmp, no_download_bars():
         try:
             path = Path(client.download_artifacts(run_id, artifact, tmp))
