@@ -1,10 +1,12 @@
-"""Hold Ctrl-C and SIGTERM while a store write is in flight.
+"""Hold Ctrl-C and SIGTERM while a store call is in flight.
 
 A KeyboardInterrupt raised inside an SQLAlchemy write skips its rollback (it is
 not an ``Exception``) and leaves the SQLite file locked, so the clean-up that
 follows (marking the parent run KILLED, the frontier tags) would fail with
-"database is locked". Inside ``deferred_interrupts()`` the signal is recorded
-and delivered again, to the handler that was in place, when the block ends.
+"database is locked". One raised inside a read makes SQLAlchemy log a traceback
+("Error closing cursor") as it gives up the connection. Inside
+``deferred_interrupts()`` the signal is recorded and delivered again, to the
+handler that was in place, when the block ends.
 """
 
 from __future__ import annotations

@@ -126,7 +126,8 @@ class TrialBook:
         quality are recorded at once without evaluating them again.
         """
         while self.wanted() > 0:
-            proposal = self.strategy.ask()
+            with deferred_interrupts():  # Optuna's ask reads the study and writes a new trial: never cut short
+                proposal = self.strategy.ask()
             cost = self.cost_model.cost(proposal.assignment)
             violation = self.budget.violation(cost)
             if violation > 0:

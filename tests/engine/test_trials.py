@@ -99,3 +99,33 @@ def test_every_trial_failing_is_an_error_not_a_hang():
 def test_bad_execution_options(options, needle):
     with pytest.raises(AutoqError, match=needle):
         autoq.SearchConfig(**options)
+
+
+def test_ctrl_c_during_an_ask_lets_the_ask_finish_then_stops(tmp_path, monkeypatch):
+    """Optuna's ask reads the study and writes a trial: a signal inside it is delivered once it returns."""
+    import os
+    import signal
+
+    real_ask = optuna.Study.ask
+    log: list[str] = []
+
+    def ask(self, *args, **kwargs):
+        if len(log) == 4:  # the fifth ask of the search
+            os.kill(os.getpid(), signal.SIGINT)
+        trial = real_ask(self, *args, **kwargs)
+        log.append(f"asked {trial.number}")
+        return trial
+
+    monkeypatch.setattr(optuna.Study, "ask", ask)
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            autoq.search(tiny_mlp(), _batches(), budget="5bits", n_trials=10, tracking_uri=None, storage=storage, study_name="cut",
+                         progress=False)
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert log == [f"asked {i}" for i in range(5)]  # the fifth ask ran to its end before the interrupt
+    trials = optuna.load_study(study_name="cut", storage=storage).trials
+    states = [t.state.name for t in trials[:5]]
+    assert states == ["COMPLETE"] * 4 + ["RUNNING"]  # the asked trial is stored; resume marks it failed and asks it again
