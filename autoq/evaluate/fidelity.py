@@ -25,10 +25,16 @@ def call_model(model: nn.Module, batch: Any) -> Any:
     return model(batch)
 
 
-def model_failed(exc: Exception, what: str) -> AutoqError:
-    """The error for a model that raises on the user's own data: which batch, what it raised, what a batch must be."""
-    return AutoqError(f"the model fails on {what} ({type(exc).__name__}: {exc}); each batch must be what the "
-                      "model accepts as model(batch), model(*batch) for a tuple or model(**batch) for a dict")
+def call_on_user_batch(model: nn.Module, batch: Any, where: str, passthrough: tuple[type[BaseException], ...] = ()) -> Any:
+    """:func:`call_model` on the user's own data: an error the model raises becomes an ``AutoqError`` naming the batch
+    (``where``), what it raised and what a batch must be; ``AutoqError`` and the ``passthrough`` types pass unchanged."""
+    try:
+        return call_model(model, batch)
+    except (AutoqError, *passthrough):
+        raise
+    except Exception as exc:
+        raise AutoqError(f"the model fails on {where} ({type(exc).__name__}: {exc}); each batch must be what the "
+                         "model accepts as model(batch), model(*batch) for a tuple or model(**batch) for a dict") from exc
 
 
 def primary_output(output: Any) -> torch.Tensor:
@@ -89,15 +95,8 @@ class OutputFidelity:
         self.batches = list(batches)
         self.readout = readout or (lambda output, batch: primary_output(output))
         with torch.inference_mode():
-            self.reference = []
-            for i, b in enumerate(self.batches):
-                try:
-                    out = call_model(model, b)
-                except AutoqError:
-                    raise
-                except Exception as exc:  # the user's model on the user's data: say which batch
-                    raise model_failed(exc, f"held-out batch {i} of {len(self.batches)}") from exc
-                self.reference.append(self.readout(out, b).detach().clone())
+            self.reference = [self.readout(call_on_user_batch(model, b, f"held-out batch {i} of {len(self.batches)}"), b).detach().clone()
+                              for i, b in enumerate(self.batches)]
 
     def __call__(self, model: nn.Module) -> float:
         total, count = 0.0, 0

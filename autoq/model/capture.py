@@ -153,18 +153,14 @@ class _StopForward(Exception):
 
 
 def _run(model: nn.Module, batches: Iterable[Any]) -> None:
-    from autoq.evaluate.fidelity import call_model, model_failed  # lazy: evaluate imports model
+    from autoq.evaluate.fidelity import call_on_user_batch  # lazy: evaluate imports model
 
     with torch.inference_mode():
         for i, batch in enumerate(batches):
             try:
-                call_model(model, batch)
+                call_on_user_batch(model, batch, f"calibration batch {i}", passthrough=(_StopForward,))
             except _StopForward:
                 pass
-            except AutoqError:
-                raise
-            except Exception as exc:  # the user's model on the user's data: say which batch
-                raise model_failed(exc, f"calibration batch {i}") from exc
 
 
 def capture_stats(
