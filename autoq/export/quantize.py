@@ -51,18 +51,14 @@ def quantize_point(model: nn.Module, assignment: Assignment, layers: Sequence[La
             "(autoq.export), or export a built-in model by name, whose calibration set autoq rebuilds"
         )
     stats = CalibrationStats(model, layers, calibration or [], sequential=sequential)
-    quantized = [name for name, choice in assignment.items() if not choice.weight.is_half]
     sweeps = [LayerChoice.from_name(name) for name in data_driven] if sequential else []
-    # a sequential sweep quantizes every layer with its choice (and keeps those that chose it); the rest once each
-    kept_by_sweeps = sum(1 for name in quantized if assignment[name] in sweeps)
-    total = len(sweeps) * len(layers) + len(quantized) - kept_by_sweeps
+    # a sequential sweep quantizes every layer with its choice and keeps those that chose it; the rest are quantized once each
+    rest = [name for name, choice in assignment.items() if not choice.weight.is_half and choice not in sweeps]
     out: dict[str, PointLayer] = {}
-    with tqdm(total=total, desc="autoq export", unit="layer", disable=not progress, dynamic_ncols=True) as bar:
+    with tqdm(total=len(sweeps) * len(layers) + len(rest), desc="autoq export", unit="layer", disable=not progress, dynamic_ncols=True) as bar:
         for choice in sweeps:
             out.update(_sweep(model, assignment, stats, choice, bar))
-        for name in quantized:
-            if name in out:
-                continue
+        for name in rest:
             choice = assignment[name]
             out[name] = PointLayer(*quantize_choice(get_module(model, name), choice, stats.get(name) if needs_stats(choice) else None))
             bar.update(1)
