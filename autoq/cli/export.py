@@ -33,9 +33,7 @@ def run(args: argparse.Namespace) -> int:
     point = point_from_run(args.tracking_uri, args.run_id)
     assignment = point.assignment
     print(f"autoq: exporting {point.what} ({assignment.summary()}) ...", file=sys.stderr, flush=True)
-    model = args.model or DEFAULT_MODEL
-    out = export(model, assignment, args.out, sequential=point.sequential, data_fingerprint=point.data_fingerprint or None,
-                 progress=not args.no_progress)
+    out = export(args.model or DEFAULT_MODEL, point, args.out, progress=not args.no_progress)  # the run's sequential flag and data
     config = read_config(out)
     cost = config["cost"]
     print(f"Exported {len(assignment)} layers to {out}: {config['weights']} is {config['file_bytes'] / 1e6:.3f} MB "

@@ -26,6 +26,7 @@ from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.errors import AutoqError
 from autoq.export.config import WEIGHTS_NAME, describe_base, write_config
+from autoq.export.from_run import RunPoint, point_from_run
 from autoq.export.layout import LINEAR_KINDS, to_tensors
 from autoq.export.quantize import needs_calibration, quantize_point
 from autoq.model import find_layers, get_module
@@ -70,22 +71,23 @@ def export(model: nn.Module | str, point: object, out_dir: str | Path, calibrati
 
     ``point``: a `Point`, an `Assignment`, or the id of an MLflow run in ``tracking_uri`` (default
     ``sqlite:///mlflow.db``): a trial run's assignment, or a search run's best frontier point, as
-    ``autoq export --run-id`` takes it; ``sequential`` and ``data_fingerprint`` then default to the search's.
+    ``autoq export --run-id`` takes it (or its `RunPoint`); ``sequential`` and ``data_fingerprint`` then default
+    to the search's.
     ``calibration``: the batches the search calibrated on, needed when the point uses a data-driven method
     (GPTQ, AWQ, AdaRound, bias correction); a model given by name brings its own, checked against
     ``data_fingerprint`` (the search's, when known). ``sequential``: the search ran with ``sequential=True``.
     ``progress``: a bar over the layers being quantized (GPTQ and the like take a while on large models).
     """
     if isinstance(point, str):
-        from autoq.export.from_run import point_from_run
         from autoq.tracking import DEFAULT_TRACKING_URI
 
-        run = point_from_run(tracking_uri or DEFAULT_TRACKING_URI, point)
-        point, sequential = run.assignment, run.sequential if sequential is None else sequential
-        data_fingerprint = data_fingerprint or run.data_fingerprint or None
+        point = point_from_run(tracking_uri or DEFAULT_TRACKING_URI, point)
     elif tracking_uri is not None:
         raise AutoqError("tracking_uri is for a point given as an MLflow run id (a str); this point is a "
                          f"{type(point).__name__}")
+    if isinstance(point, RunPoint):  # the search's settings, unless the caller overrides them
+        sequential = point.sequential if sequential is None else sequential
+        data_fingerprint = data_fingerprint or point.data_fingerprint or None
     sequential = bool(sequential)
     assignment = _assignment_of(point)
     model, builtin, calibration = _resolve_model(model, calibration, data_fingerprint, needs_calibration(assignment))
