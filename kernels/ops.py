@@ -28,10 +28,16 @@ BACKENDS = ("auto", "triton", "torch")
 _TRITON_DTYPES = (torch.float16, torch.bfloat16)
 
 
+def check_backend(backend: str) -> None:
+    """Refuse a backend name other than ``auto``, ``triton`` or ``torch`` (the device is the tensors' own)."""
+    if backend not in BACKENDS:
+        raise AutoqError(f"unknown kernel backend {backend!r}; choose one of {BACKENDS} (the device is the tensors': "
+                         "move a model with model.cuda())")
+
+
 def _use_triton(device: torch.device, dtype: torch.dtype, backend: str) -> bool:
     """Whether to run Triton for activations of ``dtype`` on ``device`` (see the module docstring)."""
-    if backend not in BACKENDS:
-        raise AutoqError(f"unknown kernel backend {backend!r}; choose one of {BACKENDS}")
+    check_backend(backend)
     if backend == "torch":
         return False
     if backend == "auto":

@@ -35,11 +35,9 @@ def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "au
     ``backend``: ``auto`` (Triton on CUDA for fp16/bf16, else torch), ``triton`` or ``torch`` (see `autoq.kernels.ops`)."""
     from safetensors.torch import load_file
 
-    from autoq.kernels.ops import BACKENDS
+    from autoq.kernels.ops import check_backend
 
-    if backend not in BACKENDS:
-        raise AutoqError(f"unknown kernel backend {backend!r}; choose one of {BACKENDS} (the device is the model's: "
-                         "move it with model.cuda())")
+    check_backend(backend)  # here, not at the first forward
     out = Path(out_dir)
     config = read_config(out)
     model = model if model is not None else rebuild_base(config.get("base", {}))
