@@ -23,9 +23,18 @@ from autoq.engine.seeds import fill_seeds, uniform_seeds
 from autoq.errors import AutoqError
 from autoq.space import SearchSpace
 
-OBJECTIVES = ("quality", "effective_bits")
-DIRECTIONS = ("maximize", "minimize")
+OBJECTIVES = {"quality": "maximize", "effective_bits": "minimize"}
+LATENCY_OBJECTIVE = {"latency_ms": "minimize"}  # the third objective of a search with a latency source (--device)
 CONSTRAINT = "budget"
+
+
+def study_objectives(with_latency: bool) -> dict[str, str]:
+    """Optuna's objectives (metric name: direction), in the order a trial's values are told.
+
+    They are the MLflow metric names of a trial, so the study's Pareto front
+    (``study.best_trials``, the dashboard's plot) is autoq's frontier.
+    """
+    return {**OBJECTIVES, **(LATENCY_OBJECTIVE if with_latency else {})}
 
 
 @dataclass(frozen=True)
@@ -38,11 +47,11 @@ class Proposal:
 class Strategy(Protocol):
     def seed(self, assignments: Sequence[Assignment]) -> None: ...
     def ask(self) -> Proposal: ...
-    def tell(self, proposal: Proposal, values: tuple[float, float] | None, violation: float, error: str | None = None) -> None: ...
+    def tell(self, proposal: Proposal, values: tuple[float, ...] | None, violation: float, error: str | None = None) -> None: ...
 
 
 class OptunaStrategy:
-    """A multi-objective Optuna study (maximise quality, minimise effective bits).
+    """A multi-objective Optuna study: maximise quality, minimise effective bits and, with a device, latency.
 
     Each layer is a categorical parameter named after the layer, valued by the
     choice name. The budget is Optuna's constraint (``<= 0`` feasible), set with
@@ -51,22 +60,27 @@ class OptunaStrategy:
     constraint value, which TPE and NSGA-II rank by violation alone.
     """
 
-    def __init__(self, space: SearchSpace, sampler: optuna.samplers.BaseSampler, study_name: str, storage: str | None, resume: bool = False) -> None:
+    def __init__(
+        self, space: SearchSpace, sampler: optuna.samplers.BaseSampler, study_name: str, storage: str | None, resume: bool = False,
+        with_latency: bool = False,
+    ) -> None:
         self.space = space
         self._by_name = [{c.name: c for c in opts} for opts in space.options]
+        objectives = study_objectives(with_latency)
         try:
             self.study = optuna.create_study(
                 study_name=study_name,
                 storage=storage,
                 sampler=sampler,
-                directions=list(DIRECTIONS),
+                directions=list(objectives.values()),
                 load_if_exists=resume,  # resume: continue the stored study (see autoq.engine.resume)
             )
         except optuna.exceptions.DuplicatedStudyError:
             raise AutoqError(f"a study named {study_name!r} already exists in {storage}; choose another --study-name") from None
+        self.n_objectives = _stored_objectives(self.study, objectives)
         with warnings.catch_warnings():  # experimental in Optuna, but what the dashboard shows
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            self.study.set_metric_names(list(OBJECTIVES))
+            self.study.set_metric_names(list(objectives)[: self.n_objectives])
 
     def seed(self, assignments: Sequence[Assignment]) -> None:
         for a in assignments:
@@ -88,7 +102,18 @@ class OptunaStrategy:
         elif values is None:
             self.study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         else:
-            self.study.tell(trial, list(values))
+            self.study.tell(trial, list(values[: self.n_objectives]))
+
+
+def _stored_objectives(study: optuna.Study, objectives: dict[str, str]) -> int:
+    """How many of ``objectives`` a (possibly resumed) study has: all of them, or the first two
+    for a search with a device stored before latency became an Optuna objective."""
+    stored = [d.name.lower() for d in study.directions]
+    if stored != list(objectives.values())[: len(stored)] or len(stored) < len(OBJECTIVES):
+        wanted = ", ".join(f"{name} ({direction})" for name, direction in objectives.items())
+        raise AutoqError(f"study {study.study_name!r} optimises {len(stored)} objective(s) {stored}, not {wanted}; "
+                         "it was not started by this autoq search: resume it with its own settings, or choose another --study-name")
+    return len(stored)
 
 
 def _tpe(seed: int) -> optuna.samplers.BaseSampler:
@@ -113,9 +138,12 @@ def sampler_factory(name: str) -> Callable[[int], optuna.samplers.BaseSampler]:
     return SAMPLERS[name]
 
 
-def make_strategy(name: str, space: SearchSpace, seed: int, study_name: str, storage: str | None, resume: bool = False) -> Strategy:
-    """The named strategy as an Optuna study over ``space`` (``resume``: load the stored study of that name)."""
-    return OptunaStrategy(space, sampler_factory(name)(seed), study_name, storage, resume)
+def make_strategy(
+    name: str, space: SearchSpace, seed: int, study_name: str, storage: str | None, resume: bool = False, with_latency: bool = False
+) -> Strategy:
+    """The named strategy as an Optuna study over ``space`` (``resume``: load the stored study of that name;
+    ``with_latency``: latency is the third objective)."""
+    return OptunaStrategy(space, sampler_factory(name)(seed), study_name, storage, resume, with_latency)
 
 
 class QueueStrategy(OptunaStrategy):
@@ -126,8 +154,10 @@ class QueueStrategy(OptunaStrategy):
     repeats its first proposal, which the search loop recognises and does not evaluate again.
     """
 
-    def __init__(self, space: SearchSpace, source: Iterator[Assignment], study_name: str, storage: str | None, resume: bool = False) -> None:
-        super().__init__(space, optuna.samplers.RandomSampler(seed=0), study_name, storage, resume)
+    def __init__(
+        self, space: SearchSpace, source: Iterator[Assignment], study_name: str, storage: str | None, resume: bool = False, with_latency: bool = False
+    ) -> None:
+        super().__init__(space, optuna.samplers.RandomSampler(seed=0), study_name, storage, resume, with_latency)
         self._source = source
         self._first: Assignment | None = None
 
@@ -162,6 +192,11 @@ class StrategyContext:
     def knapsack(self) -> Knapsack:
         return Knapsack.build(self.space, self.cost_model, self.budget, self.scores)
 
+    @property
+    def with_latency(self) -> bool:
+        """A latency source (--device) makes latency the study's third objective."""
+        return self.cost_model.latency_source is not None
+
 
 # factory(ctx) -> (strategy, seeds to enqueue before it runs, the uniform baselines among them)
 StrategyFactory = Callable[[StrategyContext], tuple[Strategy, list[Assignment], list[Assignment]]]
@@ -170,7 +205,7 @@ StrategyFactory = Callable[[StrategyContext], tuple[Strategy, list[Assignment], 
 def _optuna_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], list[Assignment]]:
     """The sampler (TPE / NSGA-II / random) after the uniform baselines and budget-filling seeds; with a
     sensitivity table the fill seeds come from it instead of random mixes (see `_table_seeds`)."""
-    strategy = make_strategy(ctx.sampler, ctx.space, ctx.seed, ctx.study_name, ctx.storage, resume=ctx.resume)
+    strategy = make_strategy(ctx.sampler, ctx.space, ctx.seed, ctx.study_name, ctx.storage, ctx.resume, ctx.with_latency)
     uniform = uniform_seeds(ctx.space, ctx.cost_model, ctx.budget, ctx.max_uniform_seeds)
     count = min(ctx.n_fill_seeds, max(0, ctx.n_trials - len(uniform)))
     if ctx.scores is None:
@@ -201,7 +236,7 @@ def _table_seeds(ctx: StrategyContext, uniform: list[Assignment], count: int) ->
 
 
 def _queue(ctx: StrategyContext, source: Iterator[Assignment]) -> tuple[Strategy, list[Assignment], list[Assignment]]:
-    return QueueStrategy(ctx.space, source, ctx.study_name, ctx.storage, ctx.resume), [], []
+    return QueueStrategy(ctx.space, source, ctx.study_name, ctx.storage, ctx.resume, ctx.with_latency), [], []
 
 
 def _ilp_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], list[Assignment]]:

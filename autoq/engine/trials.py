@@ -39,6 +39,12 @@ def trial_metrics(cost: Cost, quality: float | None = None) -> dict[str, float]:
     return metrics
 
 
+def objective_values(quality: float, cost: Cost) -> tuple[float, ...]:
+    """What a trial tells its study, in the order of :func:`~autoq.engine.strategy.study_objectives`."""
+    latency = () if cost.latency_us is None else (cost.latency_us / 1e3,)
+    return (quality, cost.effective_bits, *latency)
+
+
 def trial_tags(uniform: bool, cost_model: CostModel, error: str | None = None, **extra: str) -> dict[str, str]:
     """What a trial's MLflow child run records as tags (the error, when it failed)."""
     tags = {"uniform": str(uniform).lower(), "feasible": "true", **extra}
@@ -170,7 +176,7 @@ class TrialBook:
                 self.n_failed += 1
                 self._progress(1)
             return run_id
-        self.strategy.tell(proposal, (quality, cost.effective_bits), pending.violation)
+        self.strategy.tell(proposal, objective_values(quality, cost), pending.violation)
         self._seen[proposal.assignment] = quality
         self.points.append(make_point(number, proposal.assignment, quality, cost, is_uniform, run_id, self.cost_model))
         self._progress(1)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import optuna
 import pytest
 from helpers import child_runs
 from matplotlib.image import imread
@@ -81,6 +82,24 @@ def test_roofline_preset_labels_every_latency_as_an_estimate(digits):
     # 3 objectives: no frontier point is dominated in (quality, bits, latency)
     for p in result.frontier:
         assert not any(q.quality > p.quality and q.effective_bits <= p.effective_bits and q.latency_us <= p.latency_us for q in result.points)
+
+
+def test_latency_is_the_studys_third_objective_and_its_pareto_front_is_the_frontier(digits, tmp_path):
+    """With a device, Optuna optimises (quality, bits, latency), resumed too: the dashboard's front is autoq's frontier."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    table = write_digits_table(tmp_path / "digits-table.json", digits.model)
+    options = dict(budget="3ms", device=table, tracking_uri=None, storage=storage, progress=False)
+    first = autoq.search("digits-cnn", n_trials=8, **options)
+    result = autoq.search("digits-cnn", n_trials=14, study_name=first.study_name, resume=True, **options)  # resumed with three
+    assert len(result.points) == 14
+    study = optuna.load_study(study_name=result.study_name, storage=storage)
+    assert [d.name for d in study.directions] == ["MAXIMIZE", "MINIMIZE", "MINIMIZE"]
+    assert study.metric_names == ["quality", "effective_bits", "latency_ms"]
+    told = {t.number: tuple(t.values) for t in study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))}
+    assert told == {p.trial: (p.quality, p.effective_bits, p.latency_ms) for p in result.points}
+    assert {tuple(t.values) for t in study.best_trials} == {(p.quality, p.effective_bits, p.latency_ms) for p in result.frontier}
+    # latency is not a function of bits here (the table's 200 us per layer), so it shapes the front
+    assert len({p.latency_ms for p in result.frontier}) > 1
 
 
 def test_latency_budget_outside_the_table_range_states_it(digits, tmp_path, capsys):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import optuna
 import pytest
 import torch
 from mlflow.tracking import MlflowClient
@@ -13,7 +14,7 @@ from autoq.engine.knapsack import Knapsack
 from autoq.engine.runner import prepare
 from autoq.engine.seeding import seed_table, space_scores
 from autoq.engine.seeds import fill_seeds, uniform_seeds
-from autoq.engine.strategy import STRATEGIES
+from autoq.engine.strategy import STRATEGIES, OptunaStrategy
 from autoq.errors import AutoqError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -49,6 +50,25 @@ def test_each_strategy_runs_alone_within_budget(digits, strategy):
         assert result.points[0].assignment == ilp_optimum(digits)
     if strategy == "random":
         assert len({p.assignment for p in result.points}) >= 6
+
+
+def test_a_study_stored_before_latency_was_an_objective_resumes_with_its_two(digits, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    space = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
+    optuna.create_study(study_name="old", storage=storage, directions=["maximize", "minimize"])
+    strategy = OptunaStrategy(space, optuna.samplers.RandomSampler(seed=0), "old", storage, resume=True, with_latency=True)
+    proposal = strategy.ask()
+    strategy.tell(proposal, (0.9, 4.0, 0.25), violation=-1.0)
+    assert strategy.study.trials[0].values == [0.9, 4.0]
+    assert strategy.study.metric_names == ["quality", "effective_bits"]
+
+
+def test_a_study_with_other_objectives_is_refused_on_resume(digits, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    space = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
+    optuna.create_study(study_name="foreign", storage=storage, directions=["minimize"])
+    with pytest.raises(AutoqError, match=r"optimises 1 objective\(s\) \['minimize'\], not quality \(maximize\), effective_bits \(minimize\)"):
+        OptunaStrategy(space, optuna.samplers.RandomSampler(seed=0), "foreign", storage, resume=True)
 
 
 def test_ilp_without_seed_from_uses_fisher(digits):
