@@ -21,7 +21,7 @@ from autoq.budget import Budget
 from autoq.choice import Assignment
 from autoq.cost import Cost, CostModel
 from autoq.engine.result import Point
-from autoq.engine.strategy import Proposal, Strategy
+from autoq.engine.strategy import Proposal, Strategy, study_objectives
 from autoq.errors import AutoqError
 from autoq.interrupts import deferred_interrupts
 from autoq.tracking import MlflowTracker
@@ -40,9 +40,9 @@ def trial_metrics(cost: Cost, quality: float | None = None) -> dict[str, float]:
 
 
 def objective_values(quality: float, cost: Cost) -> tuple[float, ...]:
-    """What a trial tells its study, in the order of :func:`~autoq.engine.strategy.study_objectives`."""
-    latency = () if cost.latency_us is None else (cost.latency_us / 1e3,)
-    return (quality, cost.effective_bits, *latency)
+    """What a trial tells its study: the MLflow metrics :func:`~autoq.engine.strategy.study_objectives` names, in its order."""
+    metrics = trial_metrics(cost, quality)
+    return tuple(metrics[name] for name in study_objectives(cost.latency_us is not None))
 
 
 def trial_tags(uniform: bool, cost_model: CostModel, error: str | None = None, **extra: str) -> dict[str, str]:
