@@ -279,4 +279,4 @@ def gemm(x, w, split_k: int = 1, compile_only: bool = False, tile: triton.Config
     as :func:`autoq.kernels.triton_wq_gemv.gemv` does."""
     out = split_output(x, w.shape[0], split_k)
     compiled = launch_gemm(x, w.qweight, w.scales, w.zeros, out, split_k, w.bits, w.codes_per_word, w.group_size, compile_only, tile)
-    return reduce_splits(out, split_k, x.dtype), compiled
+    return reduce_splits(out, split_k, x.dtype, compile_only), compiled

@@ -398,4 +398,4 @@ def gemv(x, w, split_k: int, compile_only: bool = False, tile: triton.Config | N
     Allocates what :func:`launch_gemv` writes (fp32 partial sums when split over K, which it then adds)."""
     out = split_output(x, w.shape[0], split_k)
     compiled = launch_gemv(x, w.qweight, w.scales, w.zeros, out, split_k, w.bits, w.codes_per_word, w.group_size, compile_only, tile)
-    return reduce_splits(out, split_k, x.dtype), compiled
+    return reduce_splits(out, split_k, x.dtype, compile_only), compiled
