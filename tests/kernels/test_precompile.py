@@ -19,7 +19,12 @@ HOPPER = Target("cuda", 90, 32)
 
 @pytest.fixture
 def compiling(tmp_path, monkeypatch):
-    """A fresh Triton cache for this test (the workers inherit the environment), and compiling, not interpreting."""
+    """A fresh Triton cache for this test (the workers inherit the environment), and compiling, not interpreting.
+
+    Only the worker processes compile: this one imports the kernel modules first, while the conftest's
+    ``TRITON_INTERPRET`` holds, so kernels defined here stay interpreted for the tests that run after."""
+    from autoq.kernels import triton_w8a8, triton_wq_gemm, triton_wq_gemv  # noqa: F401
+
     monkeypatch.setenv("TRITON_CACHE_DIR", str(tmp_path / "triton-cache"))
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     return tmp_path / "triton-cache"
