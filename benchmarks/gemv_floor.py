@@ -15,10 +15,9 @@ Rows, at every LLaMA shape unless said:
   speedup over fp16 by the same method: the issue's target is 3x;
 - at 4096 x 4096, the per-channel W4 GEMV in every autotune tile and some outside the list (longer K
   steps, more warps; rows in each thread in other sizes), each checked against a float32 reference first;
-- three of them split over K (``SPLIT_TILES``, timed before the tiles outside the list), down to one K
-  step a program: the autotuned launch splits only layers too narrow to fill the GPU
-  (``autoq.kernels.ops.split_k_for``), and these rows say whether more, shorter programs pay at batch 1
-  even for a wide one.
+- the autotuner's split candidates (four tiles split 2, 4 or 8 ways over K, down to one step a program,
+  partial sums added by one more kernel; before the tiles outside the list): the autotuner picks by these
+  timings too, and they say per tile whether more, shorter programs pay at batch 1.
 
 On the H200 (2026-11-30, flush only) every tile then in the list took 7.6-18.6 us at 4096 x 4096 and a
 ``torch.sum`` over the same bytes, meant as a read floor, read at 424-531 GB/s (no floor: that row is gone).
@@ -55,9 +54,6 @@ EXTRA_TILES = [(8, 2048, 4, 2, True, False), (8, 4096, 8, 2, True, False), (16, 
                (4, 2048, 2, 2, True, False), (4, 4096, 4, 2, True, False), (16, 2048, 8, 3, True, False),
                (32, 4096, 8, 2, True, False), (64, 512, 4, 2, True, False), (8, 512, 2, 2, True, True),
                (8, 1024, 4, 2, False, True), (2, 1024, 4, 2, True, True), (4, 2048, 8, 2, True, True)]
-# tiles again with K split over programs (fp32 partial sums, then one small kernel adds them): at 4096 x 4096, 4 ways in
-# 1024-column steps (8 in 512) leave each program one step, 4-8x the programs and warps of the unsplit launch
-SPLIT_TILES = [((16, 1024, 4, 2, True, False), (2, 4)), ((8, 1024, 4, 2, True, True), (2, 4)), ((16, 512, 2, 2, True, False), (4, 8))]
 
 
 def _copying(timings) -> str:
@@ -75,25 +71,32 @@ def _timed(row: dict, fns, nbytes: int, timings, rep_ms: float, device: torch.de
     return row
 
 
+def split_tiles(k: int, weight) -> list:
+    """The split candidates of the GEMV's split-choosing autotuner that it keeps for rows of ``k`` columns."""
+    from autoq.kernels import triton_wq_gemv
+
+    kept = triton_wq_gemv.prune_gemv_configs(triton_wq_gemv._GEMV_SPLIT_CONFIGS, {"K": k}, CPW=weight.codes_per_word, GROUP=weight.group_size)
+    return [c for c in kept if c.kwargs["SPLIT_K"] > 1]
+
+
 def _tile_rows(device, n, k, x, weights, nbytes, timings, rep_ms, timer) -> Iterator[dict]:
     """The per-channel W4 GEMV in every autotune tile and every extra one, each checked against float32 first."""
     from autoq.kernels import triton_wq_gemv
     from autoq.kernels.autotune_log import tile_name
 
     ref = x.float() @ weights[0].dequantize().float().T
-    tiles = [(c, "autotune list", 1) for c in triton_wq_gemv._GEMV_CONFIGS]
-    # split before the extra tiles: a run cut short by its deadline keeps the rows that test a new idea, not more tiles
-    tiles += [(triton_wq_gemv.gemv_tile(*extra), "split", split) for extra, splits in SPLIT_TILES for split in splits]
-    tiles += [(triton_wq_gemv.gemv_tile(*extra), "extra", 1) for extra in EXTRA_TILES]
-    for tile, source, split in tiles:
-        row = dict(n=n, k=k, what=f"W4 GEMV {tile_name(tile)}" + (f" split{split}" if split > 1 else ""), source=source,
-                   split_k=split)
+    tiles = [(c, "autotune list") for c in triton_wq_gemv._GEMV_CONFIGS]
+    # the split candidates before the extra tiles: a run cut short by its deadline keeps what the autotuner may choose
+    tiles += [(c, "autotune list, split") for c in split_tiles(k, weights[0])]
+    tiles += [(triton_wq_gemv.gemv_tile(*extra), "extra") for extra in EXTRA_TILES]
+    for tile, source in tiles:
+        row = dict(n=n, k=k, what=f"W4 GEMV {tile_name(tile)}", source=source, split_k=tile.kwargs.get("SPLIT_K", 1))
         try:
-            out, _ = triton_wq_gemv.gemv(x, weights[0], split, tile=tile)
+            out, _ = triton_wq_gemv.gemv(x, weights[0], None, tile=tile)
             err = ((out.float() - ref).norm() / ref.norm()).item()
             if not err < 1e-2:
                 raise ValueError(f"relative error {err:.2e} against float32")
-            fns = [lambda t=tile, w=w, s=split: triton_wq_gemv.gemv(x, w, s, tile=t) for w in weights]
+            fns = [lambda t=tile, w=w: triton_wq_gemv.gemv(x, w, None, tile=t) for w in weights]
             row = _timed(dict(row, rel_err=err), fns, nbytes, timings, rep_ms, device, timer)
         except Exception as exc:  # noqa: BLE001 - a tile that does not compile or is wrong is reported, not fatal
             row = dict(row, error=f"{type(exc).__name__}: {str(exc)[:200]}")

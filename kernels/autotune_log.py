@@ -16,9 +16,10 @@ from dataclasses import dataclass
 
 def tile_name(config) -> str:
     """A ``triton.Config`` in a few characters: its blocks, warps and stages (``16x1024 w4 s2``), then the GEMV's
-    switches that differ from its main tile (``no-prefetch``, ``rows-in-thread``)."""
+    switches that differ from its main tile (``no-prefetch``, ``rows-in-thread``) and a split over K it chose (``split4``)."""
     blocks = "x".join(str(v) for k, v in config.kwargs.items() if k.startswith("BLOCK_"))
-    return f"{blocks} w{config.num_warps} s{config.num_stages}{gemv_switches(config.kwargs)}"
+    split = config.kwargs.get("SPLIT_K", 1)
+    return f"{blocks} w{config.num_warps} s{config.num_stages}{gemv_switches(config.kwargs)}" + (f" split{split}" if split > 1 else "")
 
 
 def gemv_switches(kwargs: dict) -> str:
@@ -38,11 +39,13 @@ class TileChoice:
 
 
 def autotuners() -> dict:
-    """Every autotuned kernel by its Triton function's name (imports Triton)."""
+    """Every autotuner by its Triton function's name (imports Triton); the GEMV has two: one chooses the split over K
+    with the tile (what launches use), the other tunes the tile of a split the caller names (``split given``)."""
     from autoq.kernels import triton_w8a8, triton_wq_gemm, triton_wq_gemv
 
-    return {"wq_gemv_kernel": triton_wq_gemv._gemv_tuned, "wq_gemm_kernel": triton_wq_gemm._gemm_tuned,
-            "quantize_rows_kernel": triton_w8a8._quant_tuned, "int8_gemm_kernel": triton_w8a8._gemm_tuned}
+    return {"wq_gemv_kernel": triton_wq_gemv._gemv_split_tuned, "wq_gemv_kernel split given": triton_wq_gemv._gemv_tuned,
+            "wq_gemm_kernel": triton_wq_gemm._gemm_tuned, "quantize_rows_kernel": triton_w8a8._quant_tuned,
+            "int8_gemm_kernel": triton_w8a8._gemm_tuned}
 
 
 def _median_us(timing) -> float:

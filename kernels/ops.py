@@ -19,7 +19,7 @@ import math
 import torch
 
 from autoq.errors import AutoqError
-from autoq.kernels.capability import require_triton, triton_usable
+from autoq.kernels.capability import autotuning, require_triton, triton_usable
 from autoq.kernels.formats import Int8Weight, PackedWeight
 
 GEMV_MAX_BATCH = 1  # batch sizes up to this use the GEMV kernel, larger ones the tiled GEMM
@@ -56,6 +56,8 @@ def _check_k(x: torch.Tensor, k: int) -> None:
 def split_k_for(n: int, k: int, block_n: int = 8, target_programs: int | None = None,
                 device: torch.device | None = None) -> int:
     """K splits for the GEMV (or a GEMM's row of tiles) when even ``block_n``-row programs cannot fill the GPU (two programs per SM).
+
+    The GEMV uses it only when it does not autotune: autotuning, it times splits with its tiles and keeps the fastest.
 
     Splitting costs an fp32 partial buffer and a reduction kernel, so it is only for narrow layers
     with long rows (each split keeps at least 512 columns). ``target_programs`` defaults to twice
@@ -100,7 +102,8 @@ def _cuda_sm_count(index: int) -> int:
 def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: str = "auto", split_k: int | None = None,
               compile_only: bool = False) -> torch.Tensor:
     """``x @ dequant(w).T`` for a weight-only packed weight; ``kernel`` is ``auto`` (by batch), ``gemv`` or ``gemm``;
-    ``split_k`` splits K that many ways (default: :func:`split_k_for` for the GEMV, :func:`gemm_split_k_for`)."""
+    ``split_k`` splits K that many ways (default: the GEMV's autotuner chooses, or :func:`split_k_for` where it does not
+    autotune; :func:`gemm_split_k_for` for the GEMM)."""
     n, k = w.shape
     _check_k(x, k)
     if kernel not in ("auto", "gemv", "gemm"):
@@ -116,7 +119,9 @@ def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: s
     if not all(t.is_contiguous() for t in (w.qweight, w.scales, w.zeros) if t is not None):
         w = PackedWeight(w.spec, w.shape, w.qweight.contiguous(), w.scales.contiguous(), None if w.zeros is None else w.zeros.contiguous())
     if kernel == "gemv" or (kernel == "auto" and x2.shape[0] <= GEMV_MAX_BATCH):
-        out, _ = triton_wq_gemv.gemv(x2, w, split_k if split_k is not None else split_k_for(n, k, device=x.device), compile_only)
+        if split_k is None and not autotuning():  # autotuning, the GEMV's autotuner chooses the split with the tile
+            split_k = split_k_for(n, k, device=x.device)
+        out, _ = triton_wq_gemv.gemv(x2, w, split_k, compile_only)
     else:
         split = split_k if split_k is not None else gemm_split_k_for(x2.shape[0], n, k, device=x.device)
         out, _ = triton_wq_gemm.gemm(x2, w, split, compile_only)

@@ -117,16 +117,21 @@ def _reduce_splits_kernel(part_ptr, out_ptr, numel, SPLIT_K: tl.constexpr, BLOCK
 REDUCE_BLOCK = 1024  # outputs a program of the split reduction: 4 warps, 8 a thread
 
 
-def reduce_splits(out: torch.Tensor, split_k: int, dtype: torch.dtype, compile_only: bool = False) -> torch.Tensor:
-    """The output from :func:`split_output`'s buffer: the partial sums added (in fp32, then rounded once), or itself.
+def add_splits(part: torch.Tensor, split_k: int, out: torch.Tensor, compile_only: bool = False) -> None:
+    """``out = sum of part[:split_k]`` for fp32 partial sums ``part`` laid out as ``out`` (contiguous), by one kernel.
 
-    One small kernel adds and rounds, where ``out.sum(0).to(dtype)`` took two launches and wrote and read
-    the fp32 sum once more (a batch-16 W4 GEMM of 4096 x 4096 splits 8 ways). Not yet timed on a GPU.
+    It adds in fp32 and rounds once to ``out``'s dtype, where ``part.sum(0).to(dtype)`` took two kernels and
+    wrote and read the fp32 sum once more (a batch-16 W4 GEMM of 4096 x 4096 splits 8 ways). Not yet timed on a GPU.
     """
+    numel = out.numel()
+    launch(_reduce_splits_kernel, (triton.cdiv(numel, REDUCE_BLOCK),), (part, out, numel),
+           dict(SPLIT_K=split_k, BLOCK=REDUCE_BLOCK, num_warps=4), compile_only)
+
+
+def reduce_splits(out: torch.Tensor, split_k: int, dtype: torch.dtype, compile_only: bool = False) -> torch.Tensor:
+    """The output from :func:`split_output`'s buffer: the partial sums added (:func:`add_splits`), or itself."""
     if split_k == 1:
         return out
     result = torch.empty(out.shape[1:], dtype=dtype, device=out.device)
-    numel = result.numel()
-    launch(_reduce_splits_kernel, (triton.cdiv(numel, REDUCE_BLOCK),), (out, result, numel),
-           dict(SPLIT_K=split_k, BLOCK=REDUCE_BLOCK, num_warps=4), compile_only)
+    add_splits(out, split_k, result, compile_only)
     return result

@@ -9,19 +9,26 @@ unpacked into a tile: slot ``j`` of every word is turned into the float ``1 + co
 shift and an and-or and multiplied by ``x[word * C + j]`` (see ``_mantissa_codes``); each scale group's
 ``sum (code - zero) * x`` is recovered from ``sum m * x`` and ``sum x`` once per group and K step (once
 per row per channel). That is three instructions a weight where an int-to-float conversion and a
-subtraction would take five. With ``split_k > 1`` each split writes fp32 partial sums that the host adds.
+subtraction would take five. Split over K, each split writes fp32 partial sums that one small kernel
+adds (:func:`autoq.kernels.tiles.add_splits`).
 
-On a GPU it is autotuned per (N, K, split, format); under ``TRITON_INTERPRET=1`` (or with
-``AUTOQ_AUTOTUNE=0``) one large-block configuration (``FIXED_GEMV``) is used directly.
+On a GPU it is autotuned per (N, K, format), the split over K with the tile (or per split, where the
+caller names one); under ``TRITON_INTERPRET=1`` (or with ``AUTOQ_AUTOTUNE=0``) one large-block
+configuration (``FIXED_GEMV``) is used directly, split as :func:`autoq.kernels.ops.split_k_for` says.
 """
 
 from __future__ import annotations
 
+import functools
+
+import torch
 import triton
 import triton.language as tl
 
+from autoq.errors import AutoqError
+from autoq.kernels.capability import autotuning
 from autoq.kernels.gemv_steps import even_k, step_columns, step_constexprs, wordwise
-from autoq.kernels.tiles import autotune_bench, launch_tile, reduce_splits, split_output
+from autoq.kernels.tiles import add_splits, autotune_bench, launch_tile
 from autoq.kernels.triton_scales import load_scale_zero, scale_row_stride, scale_zero_cols, scale_zero_rows
 
 
@@ -294,12 +301,13 @@ def _gemv_group_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
 
 
 @triton.jit
-def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, one_f32, N, K, stride_xm, stride_wn: tl.constexpr, stride_sn: tl.constexpr,
-                   stride_sg, stride_os, stride_om,
+def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, part_ptr, one_f32, N, K, stride_xm, stride_wn: tl.constexpr, stride_sn: tl.constexpr,
+                   stride_sg, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, SPLIT_K: tl.constexpr,
                    EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr,
                    STEP: tl.constexpr, TW: tl.constexpr, NGS: tl.constexpr, ROWS_IN_THREAD: tl.constexpr):
-    """One program: ``BLOCK_N`` outputs of one row of ``x`` over one K split; how it walks K (``STEP``, ``TW``,
+    """One program: ``BLOCK_N`` outputs of one row of ``x`` over one K split (written to ``out_ptr`` when K is not split,
+    else as fp32 to ``part_ptr``, one ``(M, N)`` slice a split); how it walks K (``STEP``, ``TW``,
     ``NGS``, derived from ``BLOCK_K``) is :func:`autoq.kernels.gemv_steps.step_constexprs`. The row strides of the
     words and scales are constexprs: a thread's rows are then one address plus immediate offsets (one GEMV a row length)."""
     pid_n = tl.program_id(0)
@@ -320,16 +328,21 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, one_f32, N, K, stride_xm
         k_begin = pid_s * k_per_split
         y = _gemv_group_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, k_begin, tl.minimum(k_begin + k_per_split, K),
                               stride_xm, stride_wn, stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, BLOCK_N, NGS, TW, PREFETCH)
-    tl.store(out_ptr + pid_s * stride_os + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_mask)
+    if SPLIT_K == 1:
+        tl.store(out_ptr + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_mask)
+    else:  # fp32 partial sums, each split an (M, N) slice laid out as the output (tiles.add_splits adds them)
+        tl.store(part_ptr + (pid_s * tl.num_programs(2) + row) * stride_om + offs_n, y, mask=n_mask)
 
 
 ONE_F32 = 0x3F800000  # the bits of 1.0f, passed to the GEMV (see ``_mantissa_codes``)
 
 
-def gemv_tile(block_n: int, block_k: int, warps: int, stages: int = 2, prefetch: bool = True, rows_in_thread: bool = False):
-    """A GEMV tile as a ``triton.Config``: every launch keyword of the kernel's tile, in one place."""
-    return triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k, "PREFETCH": prefetch, "ROWS_IN_THREAD": rows_in_thread},
-                         num_warps=warps, num_stages=stages)
+def gemv_tile(block_n: int, block_k: int, warps: int, stages: int = 2, prefetch: bool = True, rows_in_thread: bool = False,
+              split_k: int | None = None):
+    """A GEMV tile as a ``triton.Config``: every launch keyword of the kernel's tile, in one place; with ``split_k``,
+    the split over K too (the tiles of the autotuner that chooses the split)."""
+    kwargs = {"BLOCK_N": block_n, "BLOCK_K": block_k, "PREFETCH": prefetch, "ROWS_IN_THREAD": rows_in_thread}
+    return triton.Config(kwargs if split_k is None else {**kwargs, "SPLIT_K": split_k}, num_warps=warps, num_stages=stages)
 
 
 # One configuration when not autotuning (see ``autotuning``): a large block keeps the number of programs and
@@ -354,15 +367,46 @@ _GEMV_CONFIGS = [gemv_tile(bn, bk, w, s, pf) for bn, bk, w, s, pf in [
     (8, 512, 2, 2, True), (8, 256, 1, 2, True), (32, 1024, 4, 2, True), (32, 2048, 8, 2, True)]]
 _GEMV_CONFIGS += [gemv_tile(bn, bk, w, rows_in_thread=True) for bn, bk, w in [(16, 1024, 4), (8, 1024, 4), (4, 1024, 4), (8, 2048, 8)]]
 
+# The autotuner that also chooses the split over K (what a batch-1 launch uses on a GPU): every tile above whole,
+# and four split 2, 4 and 8 ways where each split keeps a whole step (prune_gemv_configs). The H200 timings read as
+# a fixed latency a K step that too few warps hide (kernels/README.md); a split gives 2-8x the programs, each with
+# fewer steps. Its timing of a split tile includes adding the partial sums (_add_splits_after_bench).
+GEMV_SPLITS = (2, 4, 8)
+_SPLIT_TILES = [(16, 1024, 4, 2, True, False), (8, 1024, 4, 2, True, True), (16, 512, 2, 2, True, False), (8, 256, 1, 2, True, False)]
+_GEMV_SPLIT_CONFIGS = [triton.Config({**c.kwargs, "SPLIT_K": 1}, num_warps=c.num_warps, num_stages=c.num_stages) for c in _GEMV_CONFIGS]
+_GEMV_SPLIT_CONFIGS += [gemv_tile(*tile, split_k=split) for tile in _SPLIT_TILES for split in GEMV_SPLITS]
+
 
 def prune_gemv_configs(configs, named_args, **kwargs):
-    """Drop tiles whose K step is longer than the row (K rounded up to a power of two): their lanes only load masks.
+    """Drop tiles whose K step is longer than the row (K rounded up to a power of two): their lanes only load masks;
+    and split tiles whose splits would not each get a whole step of K.
 
     Short rows (a small model's 384 inputs) then autotune 3 to 7 tiles, not 14. Keeps the shortest step if none fits.
     Triton passes the positional arguments as ``named_args`` and the keyword ones (``CPW``) as ``kwargs``."""
-    k = 1 << max(0, (named_args["K"] - 1).bit_length())
-    kept = [c for c in configs if step_columns(c.kwargs["BLOCK_K"], kwargs["CPW"], kwargs["GROUP"]) <= k]
-    return kept or [min(configs, key=lambda c: c.kwargs["BLOCK_K"])]
+    k = named_args["K"]
+    k_pow2 = 1 << max(0, (k - 1).bit_length())
+
+    def fits(c) -> bool:
+        step = step_columns(c.kwargs["BLOCK_K"], kwargs["CPW"], kwargs["GROUP"])
+        split = c.kwargs.get("SPLIT_K", 1)
+        return step <= k_pow2 if split == 1 else split * step <= k
+
+    kept = [c for c in configs if fits(c)]
+    return kept or [min((c for c in configs if c.kwargs.get("SPLIT_K", 1) == 1), key=lambda c: c.kwargs["BLOCK_K"])]
+
+
+@functools.cache
+def gemv_splits(k: int, cpw: int, group: int) -> tuple[int, ...]:
+    """The splits over K (more than 1) the split-choosing autotuner may pick for rows of ``k`` columns (cached: every
+    launch asks, and pruning the list in Python takes about 10 us)."""
+    kept = prune_gemv_configs(_GEMV_SPLIT_CONFIGS, {"K": k}, CPW=cpw, GROUP=group)
+    return tuple(sorted({c.kwargs["SPLIT_K"] for c in kept} - {1}))
+
+
+def _add_splits_after_bench(nargs: dict, exception) -> None:
+    """Autotuner post-hook: a split candidate's timing includes adding its partial sums, as every launch of it does."""
+    if exception is None and nargs["SPLIT_K"] > 1:
+        add_splits(nargs["part_ptr"], nargs["SPLIT_K"], nargs["out_ptr"])
 
 
 _GEMV_STEPS = {  # constexprs of how the GEMV walks K, from the block size and the format (see gemv_steps)
@@ -370,32 +414,59 @@ _GEMV_STEPS = {  # constexprs of how the GEMV walks K, from the block size and t
     "EVEN_N": lambda a: a["N"] % a["BLOCK_N"] == 0,
     **{name: (lambda a, name=name: step_constexprs(a["BLOCK_K"], a["CPW"], a["GROUP"])[name]) for name in ("STEP", "TW", "NGS")},
 }
+_gemv_heuristic = triton.heuristics(_GEMV_STEPS)(wq_gemv_kernel)
 _gemv_tuned = triton.autotune(configs=_GEMV_CONFIGS, key=["N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"], do_bench=autotune_bench,
-                              prune_configs_by={"early_config_prune": prune_gemv_configs})(
-    triton.heuristics(_GEMV_STEPS)(wq_gemv_kernel))
+                              prune_configs_by={"early_config_prune": prune_gemv_configs})(_gemv_heuristic)
+_gemv_split_tuned = triton.autotune(configs=_GEMV_SPLIT_CONFIGS, key=["N", "K", "BITS", "GROUP", "HAS_ZEROS"], do_bench=autotune_bench,
+                                    prune_configs_by={"early_config_prune": prune_gemv_configs}, post_hook=_add_splits_after_bench)(
+    _gemv_heuristic)
 
 
-def launch_gemv(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: int, group: int, compile_only: bool = False,
+def launch_gemv(x, qweight, scales, zeros, out, part, split_k: int | None, bits: int, cpw: int, group: int, compile_only: bool = False,
                 tile: triton.Config | None = None) -> list:
-    """Run the GEMV kernel: ``out`` is ``(M, N)`` when ``split_k == 1``, else fp32 ``(split_k, M, N)``.
+    """Run the GEMV kernel into ``out`` ``(M, N)``, or, split over K, its fp32 partial sums into ``part`` ``(splits, M, N)``
+    (contiguous, with ``out``'s row stride; empty where nothing splits).
 
-    ``tile`` (one of ``_GEMV_CONFIGS``, say) runs that tile instead of autotuning. With ``compile_only``
-    nothing runs: the kernels this launch needs are compiled and returned (see ``tiles.launch``)."""
+    ``split_k=None`` lets the autotuner choose the split with the tile (``_gemv_split_tuned``; ``part`` then holds a
+    slice for the largest split it may choose, :func:`gemv_splits`). ``tile`` (one of ``_GEMV_CONFIGS``, say) runs
+    that tile instead of autotuning. With ``compile_only`` nothing runs: the kernels this launch needs are
+    compiled and returned (see ``tiles.launch``)."""
     m, k = x.shape
     n = qweight.shape[0]
-    stride_os = out.stride(0) if split_k > 1 else 0
-    stride_om = out.stride(-2)
-    args = (x, qweight, scales, scales if zeros is None else zeros, out, ONE_F32, n, k, x.stride(0), qweight.stride(0),
-            scale_row_stride(scales), scales.stride(1), stride_os, stride_om)
-    meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw), SPLIT_K=split_k)
-    grid = lambda c: (triton.cdiv(n, c["BLOCK_N"]), split_k, m)  # noqa: E731
-    return launch_tile(_gemv_tuned, wq_gemv_kernel, FIXED_GEMV, tile, grid, args, meta, compile_only, _GEMV_STEPS, {"N": n, "K": k})
+    args = (x, qweight, scales, scales if zeros is None else zeros, out, part, ONE_F32, n, k, x.stride(0), qweight.stride(0),
+            scale_row_stride(scales), scales.stride(1), out.stride(-2))
+    meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw))
+    if split_k is not None:
+        meta["SPLIT_K"] = split_k
+    tuned = _gemv_tuned if split_k is not None else _gemv_split_tuned
+    grid = lambda c: (triton.cdiv(n, c["BLOCK_N"]), c["SPLIT_K"], m)  # noqa: E731
+    return launch_tile(tuned, wq_gemv_kernel, FIXED_GEMV, tile, grid, args, meta, compile_only, _GEMV_STEPS, {"N": n, "K": k})
 
 
-def gemv(x, w, split_k: int, compile_only: bool = False, tile: triton.Config | None = None) -> tuple:
+def gemv(x, w, split_k: int | None, compile_only: bool = False, tile: triton.Config | None = None) -> tuple:
     """``x @ dequant(w).T`` by the GEMV for a ``PackedWeight`` ``w``: ``(out, compiled kernels)``.
 
-    Allocates what :func:`launch_gemv` writes (fp32 partial sums when split over K, which it then adds)."""
-    out = split_output(x, w.shape[0], split_k)
-    compiled = launch_gemv(x, w.qweight, w.scales, w.zeros, out, split_k, w.bits, w.codes_per_word, w.group_size, compile_only, tile)
-    return reduce_splits(out, split_k, x.dtype, compile_only), compiled
+    ``split_k=None``: the autotuner chooses the split over K with the tile (on a GPU), or ``tile`` says it (its
+    ``SPLIT_K``, else 1). Allocates what :func:`launch_gemv` writes and, split, adds the partial sums."""
+    m, n = x.shape[0], w.shape[0]
+    choose = split_k is None and tile is None and autotuning()
+    if split_k is None and not choose:
+        split_k = 1 if tile is None else tile.kwargs.get("SPLIT_K", 1)
+    elif split_k is not None and tile is not None and tile.kwargs.get("SPLIT_K", split_k) != split_k:
+        raise AutoqError(f"tile {tile} splits K {tile.kwargs['SPLIT_K']} ways, not {split_k}: pass split_k=None")
+    splits = gemv_splits(w.shape[1], w.codes_per_word, w.group_size) if choose else (split_k,)
+    out = torch.empty(m, n, dtype=x.dtype, device=x.device)
+    # fp32 even when nothing splits (then empty): one specialization of each whole tile, whichever path launches it
+    most = max(splits, default=1)
+    part = torch.empty(most if most > 1 else 0, m, n, dtype=torch.float32, device=x.device)
+    compiled = launch_gemv(x, w.qweight, w.scales, w.zeros, out, part, None if choose else split_k, w.bits, w.codes_per_word,
+                           w.group_size, compile_only, tile)
+    if compile_only:  # what the launch may add: one adding kernel for each split it may choose
+        for split in splits:
+            if split > 1:
+                add_splits(part, split, out, compile_only=True)
+        return out, compiled
+    split = _gemv_split_tuned.best_config.kwargs["SPLIT_K"] if choose else split_k
+    if split > 1:
+        add_splits(part, split, out)
+    return out, compiled

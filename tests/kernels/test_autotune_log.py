@@ -22,6 +22,9 @@ def test_tile_names_are_blocks_warps_and_stages():
     assert tile_name(triton.Config({"BLOCK_N": 8, "BLOCK_K": 512, "PREFETCH": False}, num_warps=2, num_stages=2)) == "8x512 w2 s2 no-prefetch"
     rows = triton.Config({"BLOCK_N": 8, "BLOCK_K": 1024, "PREFETCH": True, "ROWS_IN_THREAD": True}, num_warps=4, num_stages=2)
     assert tile_name(rows) == "8x1024 w4 s2 rows-in-thread"
+    split = triton.Config({"BLOCK_N": 16, "BLOCK_K": 512, "PREFETCH": True, "SPLIT_K": 4}, num_warps=2, num_stages=2)
+    assert tile_name(split) == "16x512 w2 s2 split4"
+    assert tile_name(triton.Config({**split.kwargs, "SPLIT_K": 1}, num_warps=2, num_stages=2)) == "16x512 w2 s2"
     assert tile_name(triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=3)) == "64x128x64 w4 s3"
 
 
@@ -30,8 +33,14 @@ def test_triton_autotuners_record_their_choice_and_timings_where_autoq_reads_the
 
     source = inspect.getsource(Autotuner)
     assert "self.best_config = " in source and "self.configs_timings = " in source
-    assert set(autotuners()) == {"wq_gemv_kernel", "wq_gemm_kernel", "quantize_rows_kernel", "int8_gemm_kernel"}
+    assert set(autotuners()) == {"wq_gemv_kernel", "wq_gemv_kernel split given", "wq_gemm_kernel", "quantize_rows_kernel",
+                                 "int8_gemm_kernel"}
     assert all(isinstance(t, Autotuner) for t in autotuners().values())
+    # the GEMV's split candidates are timed with the kernel that adds their partial sums: Triton calls the post-hook
+    # inside each candidate's timed call (after the kernel), and never on a plain launch, where the GEMV adds them itself
+    bench, run = inspect.getsource(Autotuner._bench), inspect.getsource(Autotuner.run)
+    assert bench.index("self.fn.run(") < bench.index("self.post_hook(full_nargs, exception=None)") < bench.index("self.do_bench(")
+    assert "post_hook" not in run.split("self.best_config = config")[1]
 
 
 def test_recording_keeps_what_the_launches_inside_the_block_chose(monkeypatch):

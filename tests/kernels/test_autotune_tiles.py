@@ -13,6 +13,7 @@ import pytest
 import torch
 from kernel_cases import DEVICE, UNIT_ROUNDOFF, assert_close_to_reference, random_packed
 
+from autoq.errors import AutoqError
 from autoq.kernels.formats import Int8Weight
 from autoq.quant import QuantSpec
 
@@ -58,6 +59,20 @@ def test_rows_in_thread_tiles_take_every_word_width(tile):
         x = torch.randn(1, k, generator=gen).to(dtype).to(DEVICE)
         for split in (1, 2):
             assert_close_to_reference(triton_wq_gemv.gemv(x, packed, split, tile=tile)[0], x, packed.dequantize(torch.float64), dtype)
+
+
+@pytest.mark.parametrize("tile", [t for t in triton_wq_gemv._GEMV_SPLIT_CONFIGS if t.kwargs["SPLIT_K"] > 1], ids=tile_id)
+def test_every_split_gemv_tile(tile):
+    """The split-choosing autotuner's split tiles, as a launch runs its choice (``split_k=None``: the tile says): the
+    fp32 partial sums of every split, one kernel adding them; a remainder step, and rows not a multiple of the tile."""
+    gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_N"] * tile.kwargs["SPLIT_K"] + tile.kwargs["BLOCK_K"])
+    k = tile.kwargs["SPLIT_K"] * tile.kwargs["BLOCK_K"] + 37  # every split a step (the pruning's rule), and a remainder
+    for name, dtype in (("int4-ch-asym", torch.float16), ("int4-g32-sym", torch.bfloat16), ("int3-g128-asym", torch.float16)):
+        packed = random_packed(QuantSpec.from_name(name), 2 * tile.kwargs["BLOCK_N"] - 3, k, gen)
+        x = torch.randn(1, k, generator=gen).to(dtype).to(DEVICE)
+        assert_close_to_reference(triton_wq_gemv.gemv(x, packed, None, tile=tile)[0], x, packed.dequantize(torch.float64), dtype)
+    with pytest.raises(AutoqError, match="pass split_k=None"):
+        triton_wq_gemv.gemv(x, packed, 1, tile=tile)
 
 
 @pytest.mark.parametrize("tile", triton_wq_gemm._GEMM_CONFIGS, ids=tile_id)

@@ -136,8 +136,8 @@ def test_gemv_floor_benchmark_refuses_without_gpu():
 
 
 def test_gemv_floor_sweep_checks_and_times_every_tile_by_both_methods():
-    """The sweep on small shapes with a stand-in timer: every autotune tile, every extra one and the split ones run, are checked against
-    float32 first, and gets both timings; rotated rows get enough copies of their weights; the autotuned W4 rows get a
+    """The sweep on small shapes with a stand-in timer: every autotune tile (the split candidates that fit too) and every
+    extra one runs, is checked against float32 first, and gets both timings; rotated rows get enough copies of their weights; the autotuned W4 rows get a
     speedup over fp16 by each method. On a GPU the same code times them by graph replay."""
     spec = importlib.util.spec_from_file_location("gemv_floor", REPO / "benchmarks" / "gemv_floor.py")
     floor = importlib.util.module_from_spec(spec)
@@ -153,7 +153,9 @@ def test_gemv_floor_sweep_checks_and_times_every_tile_by_both_methods():
     tiles = [r for r in rows if r["what"].startswith("W4 GEMV")]
     from autoq.kernels import triton_wq_gemv
 
-    splits = sum(len(s) for _, s in floor.SPLIT_TILES)
+    split_tiles = floor.split_tiles(1100, PackedWeight.empty(QuantSpec.from_name("int4-ch-asym"), (24, 1100)))
+    splits = len(split_tiles)
+    assert splits > 0 and all(1 < t.kwargs["SPLIT_K"] and t.kwargs["SPLIT_K"] * t.kwargs["BLOCK_K"] <= 1100 for t in split_tiles)
     assert len(tiles) == len(triton_wq_gemv._GEMV_CONFIGS) + len(floor.EXTRA_TILES) + splits
     split_rows = [r for r in tiles if r["split_k"] > 1]
     assert len(split_rows) == splits and all(r["what"].endswith(f" split{r['split_k']}") for r in split_rows)
@@ -168,7 +170,7 @@ def test_gemv_floor_sweep_checks_and_times_every_tile_by_both_methods():
     assert rows[-1]["what"].startswith("W4 GEMV") and rows[0]["what"] == "one-element add_"  # the tile sweep last
     text = "\n".join([floor.header(), *map(floor.format_row, rows)])
     assert "W4 GEMV 16x1024 w4 s2 no-prefetch" in text and "W4 GEMV 8x1024 w4 s2 rows-in-thread" in text and "rotate us" in text
-    assert "W4 GEMV 8x1024 w4 s2 rows-in-thread split4" in text
+    assert "W4 GEMV 8x256 w1 s2 split4" in text
 
 
 def test_gemv_floor_refuses_an_unknown_timing():

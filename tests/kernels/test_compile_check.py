@@ -140,11 +140,12 @@ def test_gemm_split_over_k_keeps_its_loop(sm90):
 
 def test_a_case_compiles_the_kernel_a_launch_runs(tmp_path):
     """The machine code checked is what runs: a case compiles through its launcher, so an autotuned launch at the
-    same shape finds the case's kernel in Triton's cache and compiles only the autotuner's other tiles.
+    same shape finds the case's kernel in Triton's cache and compiles only the autotuner's other tiles, its split
+    candidates and the kernels adding their partial sums.
 
     (Hand-built specializations missed, for one, that per-channel scales have row stride 1: 255 registers where
     the launch's kernel has 168, in a 32-row tile.)"""
-    from autoq.kernels.triton_wq_gemv import _GEMV_CONFIGS
+    from autoq.kernels.triton_wq_gemv import _GEMV_CONFIGS, _GEMV_SPLIT_CONFIGS, gemv_splits, prune_gemv_configs
 
     script = (
         "from autoq.kernels.compile_check import compile_case, default_cases\n"
@@ -160,7 +161,9 @@ def test_a_case_compiles_the_kernel_a_launch_runs(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     first, then = map(int, proc.stdout.split())
-    assert (first, then) == (1, len(_GEMV_CONFIGS) - 1)  # K = 4096 keeps every tile
+    kept = prune_gemv_configs(_GEMV_SPLIT_CONFIGS, {"K": 4096}, CPW=8, GROUP=0)  # every whole tile, splits with a step each
+    assert len(kept) > len(_GEMV_CONFIGS) and gemv_splits(4096, 8, 0) == (2, 4, 8)
+    assert (first, then) == (1, len(kept) - 1 + 3)
 
 
 def test_weights_per_thread_counts_a_k_step_of_the_tile():

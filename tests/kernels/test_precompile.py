@@ -31,12 +31,14 @@ def compiling(tmp_path, monkeypatch):
 
 
 def autotuned_configs(k: int, batch: int, cpw: int, group: int) -> int:
-    """How many tiles the weight-only autotuners keep for a launch at ``K = k`` (GEMV at batch 1, else the GEMM)."""
+    """How many kernels a launch at ``K = k`` compiles: the tiles the weight-only autotuners keep (GEMV at batch 1, else
+    the GEMM), and at batch 1 one kernel adding partial sums for each split over K the GEMV's autotuner may choose."""
     from autoq.kernels import triton_wq_gemm, triton_wq_gemv
     from autoq.kernels.tiles import batch_bucket, prune_gemm_configs
 
     if batch == 1:
-        return len(triton_wq_gemv.prune_gemv_configs(triton_wq_gemv._GEMV_CONFIGS, {"K": k}, CPW=cpw, GROUP=group))
+        tiles = triton_wq_gemv.prune_gemv_configs(triton_wq_gemv._GEMV_SPLIT_CONFIGS, {"K": k}, CPW=cpw, GROUP=group)
+        return len(tiles) + len(triton_wq_gemv.gemv_splits(k, cpw, group))
     return len(prune_gemm_configs(triton_wq_gemm._GEMM_CONFIGS, {"M_BUCKET": batch_bucket(batch)}))
 
 
@@ -51,9 +53,12 @@ def test_workers_compile_every_tile_the_autotuner_keeps_and_real_tensors_find_th
     again = precompile([PrecompileCase(c.kernel, c.spec, c.shapes, c.batches, device="cpu") for c in cases], HOPPER, workers=1,
                        progress=False)
     assert again.compiled == 0 and again.failures == (), again
-    # another format is another set of kernels
-    assert precompile([PrecompileCase("wq", "int8-ch-sym", ((384, 384),), (1,))], HOPPER, workers=1, progress=False).compiled \
-        == autotuned_configs(384, 1, 4, 0)
+    # another format is another set of kernels; longer rows add the GEMV's split candidates and their adding kernels
+    from autoq.kernels.triton_wq_gemv import gemv_splits
+
+    assert gemv_splits(1536, 4, 0) == (2, 4)
+    assert precompile([PrecompileCase("wq", "int8-ch-sym", ((384, 1536),), (1,))], HOPPER, workers=1, progress=False).compiled \
+        == autotuned_configs(1536, 1, 4, 0) == cache_entries() - expected
 
 
 def test_a_failed_case_is_reported_not_raised(compiling):

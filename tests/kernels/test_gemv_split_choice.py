@@ -1,0 +1,62 @@
+"""The batch-1 GEMV's autotuner chooses the split over K with the tile, and every launch adds the partial sums it chose.
+
+A GPU times the candidates; here Triton's own autotuner runs the interpreted kernel with a stand-in timer that
+checks each candidate's output as its timed call leaves it (the split ones are added by the autotuner's post-hook)
+and makes one chosen candidate win, so the launch that follows runs it and adds its splits on the host side.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from kernel_cases import DEVICE, assert_close_to_reference, random_packed
+
+from autoq.quant import QuantSpec
+
+pytest.importorskip("triton")
+
+from autoq.kernels import tiles, triton_wq_gemv  # noqa: E402  (after the skip: imports Triton)
+
+
+def test_split_candidates_keep_a_whole_step_for_every_split():
+    assert triton_wq_gemv.gemv_splits(4096, 8, 0) == (2, 4, 8)  # int4: 8 x 512 columns fill 4096
+    assert triton_wq_gemv.gemv_splits(1536, 8, 0) == (2, 4)  # 4 x 256 and 2 x 512 fit, 8 x 256 does not
+    assert triton_wq_gemv.gemv_splits(384, 8, 0) == ()  # the default model's short rows never split
+    assert triton_wq_gemv.gemv_splits(11008, 4, 0) == (2, 4, 8)  # int8: 4 codes a word, same columns a step
+    kept = triton_wq_gemv.prune_gemv_configs(triton_wq_gemv._GEMV_SPLIT_CONFIGS, {"K": 1536}, CPW=8, GROUP=0)
+    whole = triton_wq_gemv.prune_gemv_configs(triton_wq_gemv._GEMV_CONFIGS, {"K": 1536}, CPW=8, GROUP=0)
+    assert [c.kwargs | {"SPLIT_K": 1} for c in whole] == [c.kwargs for c in kept if c.kwargs["SPLIT_K"] == 1]  # every tile whole
+    assert all(c.kwargs["SPLIT_K"] * c.kwargs["BLOCK_K"] <= 1536 for c in kept if c.kwargs["SPLIT_K"] > 1)
+
+
+@pytest.mark.parametrize("name,dtype", [("int4-ch-asym", torch.float16), ("int4-g128-asym", torch.bfloat16)])
+def test_the_autotuner_chooses_a_split_and_the_launch_adds_it(monkeypatch, name, dtype):
+    tuner = triton_wq_gemv._gemv_split_tuned
+    monkeypatch.setattr(triton_wq_gemv, "autotuning", lambda: True)
+    monkeypatch.setattr(tiles, "autotuning", lambda: True)
+    monkeypatch.setattr(tuner, "cache", {})  # a fresh choice, restored after the test
+    gen = torch.Generator().manual_seed(3)
+    n, k = 21, 2048 + 64
+    packed = random_packed(QuantSpec.from_name(name), n, k, gen)
+    x = torch.randn(1, k, generator=gen).to(dtype).to(DEVICE)
+    w64 = packed.dequantize(torch.float64)
+    timed = []
+
+    def stand_in_timer(kernel_call, quantiles):
+        """Each candidate once: its output checked, then a time that makes the last candidate (a split one) the fastest."""
+        out = tuner.nargs["out_ptr"]
+        out.fill_(float("nan"))
+        kernel_call()
+        assert_close_to_reference(out.clone(), x, w64, dtype)  # split candidates: added by the post-hook
+        timed.append(True)
+        return [1.0 / len(timed)] * len(quantiles)
+
+    monkeypatch.setattr(tuner, "do_bench", stand_in_timer)
+    out, _ = triton_wq_gemv.gemv(x, packed, None)
+    candidates = triton_wq_gemv.prune_gemv_configs(tuner.configs, {"K": k}, CPW=packed.codes_per_word, GROUP=packed.group_size)
+    assert len(timed) == len(candidates) > len(triton_wq_gemv._GEMV_CONFIGS) // 2
+    assert tuner.best_config is candidates[-1] and tuner.best_config.kwargs["SPLIT_K"] > 1
+    assert_close_to_reference(out, x, w64, dtype)
+    timed.clear()
+    again, _ = triton_wq_gemv.gemv(x, packed, None)  # the choice is cached: no timing, the same split, added again
+    assert timed == [] and torch.equal(again, out)
