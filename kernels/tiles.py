@@ -104,7 +104,7 @@ def split_output(x: torch.Tensor, n: int, split_k: int) -> torch.Tensor:
 
 
 @triton.jit
-def _reduce_splits_kernel(part_ptr, out_ptr, numel, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr):
+def _add_splits_kernel(part_ptr, out_ptr, numel, SPLIT_K: tl.constexpr, BLOCK: tl.constexpr):
     """``out = sum over s of part[s]``, added in fp32 in split order and rounded once to ``out``'s dtype."""
     offs = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = offs < numel
@@ -124,7 +124,7 @@ def add_splits(part: torch.Tensor, split_k: int, out: torch.Tensor, compile_only
     wrote and read the fp32 sum once more (a batch-16 W4 GEMM of 4096 x 4096 splits 8 ways). Not yet timed on a GPU.
     """
     numel = out.numel()
-    launch(_reduce_splits_kernel, (triton.cdiv(numel, REDUCE_BLOCK),), (part, out, numel),
+    launch(_add_splits_kernel, (triton.cdiv(numel, REDUCE_BLOCK),), (part, out, numel),
            dict(SPLIT_K=split_k, BLOCK=REDUCE_BLOCK, num_warps=4), compile_only)
 
 
