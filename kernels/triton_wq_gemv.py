@@ -19,7 +19,9 @@ configuration (``FIXED_GEMV``) is used directly, split as :func:`autoq.kernels.o
 
 from __future__ import annotations
 
+import contextlib
 import functools
+import threading
 
 import torch
 import triton
@@ -422,6 +424,11 @@ _gemv_split_tuned = triton.autotune(configs=_GEMV_SPLIT_CONFIGS, key=["N", "K", 
     _gemv_heuristic)
 
 
+# The split-choosing autotuner is one object for every GEMV: it records the choice of each launch in best_config, so a
+# launch and the read of its choice hold this lock, or a launch in another thread could swap the choice in between.
+_CHOICE_LOCK = threading.Lock()
+
+
 def launch_gemv(x, qweight, scales, zeros, out, part, split_k: int | None, bits: int, cpw: int, group: int, compile_only: bool = False,
                 tile: triton.Config | None = None) -> list:
     """Run the GEMV kernel into ``out`` ``(M, N)``, or, split over K, its fp32 partial sums into ``part`` ``(splits, M, N)``
@@ -459,14 +466,15 @@ def gemv(x, w, split_k: int | None, compile_only: bool = False, tile: triton.Con
     # fp32 even when nothing splits (then empty): one specialization of each whole tile, whichever path launches it
     most = max(splits, default=1)
     part = torch.empty(most if most > 1 else 0, m, n, dtype=torch.float32, device=x.device)
-    compiled = launch_gemv(x, w.qweight, w.scales, w.zeros, out, part, None if choose else split_k, w.bits, w.codes_per_word,
-                           w.group_size, compile_only, tile)
+    locked = choose and not compile_only
+    with _CHOICE_LOCK if locked else contextlib.nullcontext():
+        compiled = launch_gemv(x, w.qweight, w.scales, w.zeros, out, part, None if choose else split_k, w.bits, w.codes_per_word,
+                               w.group_size, compile_only, tile)
+        chosen = _gemv_split_tuned.best_config.kwargs["SPLIT_K"] if locked else split_k
     if compile_only:  # what the launch may add: one adding kernel for each split it may choose
         for split in splits:
             if split > 1:
                 add_splits(part, split, out, compile_only=True)
-        return out, compiled
-    split = _gemv_split_tuned.best_config.kwargs["SPLIT_K"] if choose else split_k
-    if split > 1:
-        add_splits(part, split, out)
+    elif chosen > 1:
+        add_splits(part, chosen, out)
     return out, compiled

@@ -60,3 +60,47 @@ def test_the_autotuner_chooses_a_split_and_the_launch_adds_it(monkeypatch, name,
     timed.clear()
     again, _ = triton_wq_gemv.gemv(x, packed, None)  # the choice is cached: no timing, the same split, added again
     assert timed == [] and torch.equal(again, out)
+
+
+def test_launches_in_threads_each_add_their_own_choice(monkeypatch):
+    """One autotuner serves every GEMV and records each launch's choice in ``best_config``: two layers, one whose
+    choice splits K and one whose does not, launched at once from two threads, each still get their own sums.
+
+    Without the GEMV's lock this fails here sooner than on a GPU: the interpreter's launches share its grid and
+    collide. On a GPU the hazard is the other thread's choice read after a launch; the lock covers both."""
+    import threading
+
+    tuner = triton_wq_gemv._gemv_split_tuned
+    monkeypatch.setattr(triton_wq_gemv, "autotuning", lambda: True)
+    monkeypatch.setattr(tiles, "autotuning", lambda: True)
+    monkeypatch.setattr(tuner, "cache", {})
+    gen = torch.Generator().manual_seed(5)
+    spec = QuantSpec.from_name("int4-ch-asym")
+    layers = {n: random_packed(spec, n, 2048, gen) for n in (19, 23)}  # 19 rows choose the last candidate (split), 23 the first
+    x = torch.randn(1, 2048, generator=gen).half().to(DEVICE)
+    calls = {}
+
+    def stand_in_timer(kernel_call, quantiles):
+        n = tuner.nargs["N"]
+        calls[n] = calls.get(n, 0) + 1
+        return [1.0 / calls[n] if n == 19 else float(calls[n])] * len(quantiles)
+
+    monkeypatch.setattr(tuner, "do_bench", stand_in_timer)
+    for n, packed in layers.items():  # tuned one after the other
+        triton_wq_gemv.gemv(x, packed, None)
+        assert (tuner.best_config.kwargs["SPLIT_K"] > 1) == (n == 19)
+    errors = []
+
+    def run(packed):
+        try:
+            for _ in range(4):
+                assert_close_to_reference(triton_wq_gemv.gemv(x, packed, None)[0], x, packed.dequantize(torch.float64), torch.float16)
+        except Exception as exc:  # noqa: BLE001 - whatever a thread raises fails the test here
+            errors.append(exc)
+
+    threads = [threading.Thread(target=run, args=(packed,)) for packed in layers.values()]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
