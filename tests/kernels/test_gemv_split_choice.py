@@ -29,8 +29,9 @@ def test_split_candidates_keep_a_whole_step_for_every_split():
     assert all(c.kwargs["SPLIT_K"] * c.kwargs["BLOCK_K"] <= 1536 for c in kept if c.kwargs["SPLIT_K"] > 1)
 
 
-@pytest.mark.parametrize("name,dtype", [("int4-ch-asym", torch.float16), ("int4-g128-asym", torch.bfloat16)])
-def test_the_autotuner_chooses_a_split_and_the_launch_adds_it(monkeypatch, name, dtype):
+@pytest.mark.parametrize("name,dtype,rows", [("int4-ch-asym", torch.float16, 1), ("int4-g128-asym", torch.bfloat16, 1),
+                                             ("int4-ch-asym", torch.float16, 3)])  # kernel="gemv" takes a few rows of x too
+def test_the_autotuner_chooses_a_split_and_the_launch_adds_it(monkeypatch, name, dtype, rows):
     tuner = triton_wq_gemv._gemv_split_tuned
     monkeypatch.setattr(triton_wq_gemv, "autotuning", lambda: True)
     monkeypatch.setattr(tiles, "autotuning", lambda: True)
@@ -38,7 +39,7 @@ def test_the_autotuner_chooses_a_split_and_the_launch_adds_it(monkeypatch, name,
     gen = torch.Generator().manual_seed(3)
     n, k = 21, 2048 + 64
     packed = random_packed(QuantSpec.from_name(name), n, k, gen)
-    x = torch.randn(1, k, generator=gen).to(dtype).to(DEVICE)
+    x = torch.randn(rows, k, generator=gen).to(dtype).to(DEVICE)
     w64 = packed.dequantize(torch.float64)
     timed = []
 
