@@ -10,7 +10,7 @@ from autoq.kernels.capability import interpreting
 
 pytest.importorskip("triton")
 
-from autoq.kernels.tiles import REDUCE_BLOCK, reduce_splits, split_output  # noqa: E402  (after the skip: imports Triton)
+from autoq.kernels.tiles import REDUCE_BLOCK, add_splits, reduce_splits, split_output  # noqa: E402  (after the skip: imports Triton)
 
 
 @pytest.mark.parametrize("split_k,m,n,dtype", [(2, 1, 4096 + 5, torch.float16), (3, 16, 383, torch.bfloat16),
@@ -40,3 +40,15 @@ def test_one_split_is_the_output_itself():
     x = torch.zeros(2, 3, dtype=torch.float16, device=DEVICE)
     out = split_output(x, 5, 1)
     assert out.dtype == torch.float16 and reduce_splits(out, 1, torch.float16) is out
+
+
+def test_add_splits_reads_only_the_splits_it_is_told():
+    """The GEMV's buffer holds a slice for the largest split its autotuner may choose; a smaller choice adds only its own
+    (the slices past it are NaN here, so reading one would show)."""
+    gen = torch.Generator().manual_seed(11)
+    part = torch.full((8, 2, 300), float("nan"))
+    part[:3] = torch.randn(3, 2, 300, generator=gen)
+    part = part.to(DEVICE)
+    out = torch.empty(2, 300, dtype=torch.float16, device=DEVICE)
+    add_splits(part, 3, out)
+    assert torch.equal(out.cpu(), (part[0] + part[1] + part[2]).to(torch.float16).cpu())
