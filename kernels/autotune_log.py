@@ -39,13 +39,13 @@ class TileChoice:
 
 
 def autotuners() -> dict:
-    """Every autotuner by its Triton function's name (imports Triton); the GEMV has two: one chooses the split over K
-    with the tile (what launches use), the other tunes the tile of a split the caller names (``split given``)."""
+    """Every autotuner by its Triton function's name (imports Triton); the weight-only kernels have two each: one chooses
+    the split over K with the tile (what launches use), the other tunes the tile of a split the caller names (``split given``)."""
     from autoq.kernels import triton_w8a8, triton_wq_gemm, triton_wq_gemv
 
     return {"wq_gemv_kernel": triton_wq_gemv._gemv_split_tuned, "wq_gemv_kernel split given": triton_wq_gemv._gemv_tuned,
-            "wq_gemm_kernel": triton_wq_gemm._gemm_tuned, "quantize_rows_kernel": triton_w8a8._quant_tuned,
-            "int8_gemm_kernel": triton_w8a8._gemm_tuned}
+            "wq_gemm_kernel": triton_wq_gemm._gemm_split_tuned, "wq_gemm_kernel split given": triton_wq_gemm._gemm_tuned,
+            "quantize_rows_kernel": triton_w8a8._quant_tuned, "int8_gemm_kernel": triton_w8a8._gemm_tuned}
 
 
 def _median_us(timing) -> float:

@@ -73,7 +73,8 @@ def split_k_for(n: int, k: int, block_n: int = 8, target_programs: int | None = 
 
 
 def gemm_split_k_for(m: int, n: int, k: int, target_programs: int | None = None, device: torch.device | None = None) -> int:
-    """K splits for the tiled GEMM at batches up to 16 (``GEMM_MIN_BLOCK_M``), where its autotuner keeps only 16-row tiles.
+    """K splits for the tiled GEMM at batches up to 16 (``GEMM_MIN_BLOCK_M``), where its autotuner keeps only 16-row tiles;
+    used where it does not autotune (autotuning, it times splits with its tiles and keeps the fastest).
 
     A batch of 16 over 4096 outputs makes 32 tiles of 16 x 128 (the tile with the fewest instructions a
     weight), for an H200's 132 SMs: split 8 ways over K it makes 256. Larger batches keep K whole: their
@@ -102,8 +103,8 @@ def _cuda_sm_count(index: int) -> int:
 def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: str = "auto", split_k: int | None = None,
               compile_only: bool = False) -> torch.Tensor:
     """``x @ dequant(w).T`` for a weight-only packed weight; ``kernel`` is ``auto`` (by batch), ``gemv`` or ``gemm``;
-    ``split_k`` splits K that many ways (default: the GEMV's autotuner chooses, or :func:`split_k_for` where it does not
-    autotune; :func:`gemm_split_k_for` for the GEMM)."""
+    ``split_k`` splits K that many ways (default: the kernel's autotuner chooses, or, where it does not autotune,
+    :func:`split_k_for` for the GEMV and :func:`gemm_split_k_for` for the GEMM)."""
     n, k = w.shape
     _check_k(x, k)
     if kernel not in ("auto", "gemv", "gemm"):
@@ -123,8 +124,9 @@ def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: s
             split_k = split_k_for(n, k, device=x.device)
         out, _ = triton_wq_gemv.gemv(x2, w, split_k, compile_only)
     else:
-        split = split_k if split_k is not None else gemm_split_k_for(x2.shape[0], n, k, device=x.device)
-        out, _ = triton_wq_gemm.gemm(x2, w, split, compile_only)
+        if split_k is None and not autotuning():  # autotuning, the GEMM's autotuner chooses the split with the tile
+            split_k = gemm_split_k_for(x2.shape[0], n, k, device=x.device)
+        out, _ = triton_wq_gemm.gemm(x2, w, split_k, compile_only)
     return out.reshape(*lead, n)
 
 

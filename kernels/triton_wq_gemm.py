@@ -9,26 +9,31 @@ loaded their word, and dequantized in fp16 through the bits of ``1024 + code`` (
 come once per row of a tile when a group spans the K block. Its ``BLOCK_K`` counts slots: a 2/4/8-bit
 word fills as many slots as it has codes, three, five or six 3/5/6-bit words (30 codes) fill 32, and
 the activations of the 2 spare slots are masked to 0 (``_codes_nk``). At batches up to 16 it can split
-K, as the GEMV does (:func:`autoq.kernels.ops.gemm_split_k_for`).
+K, as the GEMV does: fp32 partial sums that one small kernel adds (:func:`autoq.kernels.tiles.run_split`).
 
-On a GPU it is autotuned per (batch bucket, N, K, split, format); under ``TRITON_INTERPRET=1`` (or with
-``AUTOQ_AUTOTUNE=0``) one large-block configuration (``FIXED_GEMM``) is used directly.
+On a GPU it is autotuned per (batch bucket, N, K, format), the split over K with the tile (or per split,
+where the caller names one); under ``TRITON_INTERPRET=1`` (or with ``AUTOQ_AUTOTUNE=0``) one large-block
+configuration (``FIXED_GEMM``) is used directly, split as :func:`autoq.kernels.ops.gemm_split_k_for` says.
 """
 
 from __future__ import annotations
+
+import functools
 
 import triton
 import triton.language as tl
 
 from autoq.kernels.capability import interpreting
 from autoq.kernels.gemv_steps import even_k, gemm_slot_group, gemm_step_columns, wordwise
+from autoq.kernels.ops import GEMM_MIN_BLOCK_M
 from autoq.kernels.tiles import (
+    add_splits_after_bench,
     autotune_bench,
     batch_bucket,
     launch_tile,
     prune_gemm_configs,
-    reduce_splits,
-    split_output,
+    resolved_split,
+    run_split,
     tile_offsets,
 )
 from autoq.kernels.triton_scales import scale_row_stride, scale_zero_cols, scale_zero_rows
@@ -185,12 +190,12 @@ def _dequant_straddling(codes, s_ptr, z_ptr, offs_n, n_mask, k0, k_limit, stride
 
 
 @triton.jit
-def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, M_BUCKET, stride_xm, stride_wn, stride_sn, stride_sg, stride_os, stride_om,
+def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, part_ptr, M, N, K, M_BUCKET, stride_xm, stride_wn, stride_sn, stride_sg, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, DOT_FP32: tl.constexpr,
                    SPLIT_K: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                    GROUP_M: tl.constexpr, SG_WORDS: tl.constexpr, SG_SLOTS: tl.constexpr, STEP: tl.constexpr):
     """One program: a ``BLOCK_M x BLOCK_N`` output tile over one of ``SPLIT_K`` ranges of K, whole steps each (a split
-    writes fp32 partial sums that the host adds, as the GEMV's do). ``SG_WORDS`` words fill a slot group of ``SG_SLOTS``
+    writes fp32 partial sums to ``part_ptr``, one ``(M, N)`` slice laid out as the output, as the GEMV's do). ``SG_WORDS`` words fill a slot group of ``SG_SLOTS``
     slots (:func:`autoq.kernels.gemv_steps.gemm_slot_group`), and a step covers ``STEP`` columns of K
     (:func:`autoq.kernels.gemv_steps.gemm_step_columns`)."""
     offs_m, offs_n = tile_offsets(M, N, BLOCK_M, BLOCK_N, GROUP_M)
@@ -228,8 +233,11 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, M, N, K, M_BUCKET, strid
             acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)))
         else:
             acc += tl.dot(x, tl.trans(w))
-    out_ptrs = out_ptr + tl.program_id(1) * stride_os + offs_m[:, None] * stride_om + offs_n[None, :]
-    tl.store(out_ptrs, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+    offs = offs_m[:, None] * stride_om + offs_n[None, :]
+    if SPLIT_K == 1:
+        tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
+    else:
+        tl.store(part_ptr + tl.program_id(1) * M * stride_om + offs, acc, mask=m_mask[:, None] & n_mask[None, :])
 
 
 # One configuration when not autotuning (see ``autotuning``): a large block keeps the number of programs and
@@ -253,30 +261,69 @@ _GEMM_STEPS = {  # constexprs of how the GEMM walks K (see gemv_steps)
     "SG_WORDS": lambda a: gemm_slot_group(a["CPW"])[0],
     "SG_SLOTS": lambda a: gemm_slot_group(a["CPW"])[1],
 }
+
+# The autotuner that also chooses the split over K (what launches use on a GPU): every tile whole, and the 16-row tiles
+# (the only ones batches up to 16 keep) split 2, 4 and 8 ways where each split keeps a whole step (prune_gemm_splits);
+# ops.gemm_split_k_for, a rule written without a GPU, splits only where it does not autotune.
+GEMM_SPLITS = (2, 4, 8)
+_GEMM_SPLIT_CONFIGS = [triton.Config({**c.kwargs, "SPLIT_K": 1}, num_warps=c.num_warps, num_stages=c.num_stages) for c in _GEMM_CONFIGS]
+_GEMM_SPLIT_CONFIGS += [triton.Config({**c.kwargs, "SPLIT_K": split}, num_warps=c.num_warps, num_stages=c.num_stages)
+                        for c in _GEMM_CONFIGS if c.kwargs["BLOCK_M"] == GEMM_MIN_BLOCK_M for split in GEMM_SPLITS]
+
+
+def prune_gemm_splits(configs, named_args, **kwargs):
+    """:func:`autoq.kernels.tiles.prune_gemm_configs`, and split tiles only for batches up to 16 (larger ones reuse
+    each weight more and need more partial sums) where each split gets a whole step of K."""
+    small = named_args["M_BUCKET"] <= GEMM_MIN_BLOCK_M
+
+    def fits(c) -> bool:
+        split = c.kwargs.get("SPLIT_K", 1)
+        return split == 1 or (small and split * gemm_step_columns(c.kwargs["BLOCK_K"], kwargs["CPW"]) <= named_args["K"])
+
+    return prune_gemm_configs([c for c in configs if fits(c)], named_args)
+
+
+@functools.cache
+def gemm_splits(m_bucket: int, k: int, cpw: int) -> tuple[int, ...]:
+    """The splits over K (more than 1) the split-choosing autotuner may pick for a batch bucket and rows of ``k`` columns."""
+    kept = prune_gemm_splits(_GEMM_SPLIT_CONFIGS, {"M_BUCKET": m_bucket, "K": k}, CPW=cpw)
+    return tuple(sorted({c.kwargs["SPLIT_K"] for c in kept} - {1}))
+
+
+_gemm_heuristic = triton.heuristics(_GEMM_STEPS)(wq_gemm_kernel)
 _gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"],
-                              prune_configs_by={"early_config_prune": prune_gemm_configs}, do_bench=autotune_bench)(
-    triton.heuristics(_GEMM_STEPS)(wq_gemm_kernel))
+                              prune_configs_by={"early_config_prune": prune_gemm_configs}, do_bench=autotune_bench)(_gemm_heuristic)
+_gemm_split_tuned = triton.autotune(configs=_GEMM_SPLIT_CONFIGS, key=["M_BUCKET", "N", "K", "BITS", "GROUP", "HAS_ZEROS"],
+                                    prune_configs_by={"early_config_prune": prune_gemm_splits}, do_bench=autotune_bench,
+                                    post_hook=add_splits_after_bench)(_gemm_heuristic)
 
 
-def launch_gemm(x, qweight, scales, zeros, out, split_k: int, bits: int, cpw: int, group: int, compile_only: bool = False,
+def launch_gemm(x, qweight, scales, zeros, out, part, split_k: int | None, bits: int, cpw: int, group: int, compile_only: bool = False,
                 tile: triton.Config | None = None) -> list:
-    """Run the tiled GEMM kernel: ``out`` is ``(M, N)`` when ``split_k == 1``, else fp32 ``(split_k, M, N)``; ``tile`` and
-    ``compile_only`` as for :func:`autoq.kernels.triton_wq_gemv.launch_gemv`."""
+    """Run the tiled GEMM kernel into ``out`` ``(M, N)``, or, split over K, its fp32 partial sums into ``part``; ``split_k``
+    (``None``: the autotuner chooses it with the tile), ``tile`` and ``compile_only`` as for
+    :func:`autoq.kernels.triton_wq_gemv.launch_gemv`."""
     m, k = x.shape
     n = qweight.shape[0]
-    bucket = batch_bucket(m)
-    stride_os = out.stride(0) if split_k > 1 else 0
-    args = (x, qweight, scales, scales if zeros is None else zeros, out, m, n, k, bucket, x.stride(0), qweight.stride(0),
-            scale_row_stride(scales), scales.stride(1), stride_os, out.stride(-2))
-    meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw), SPLIT_K=split_k,
+    args = (x, qweight, scales, scales if zeros is None else zeros, out, part, m, n, k, batch_bucket(m), x.stride(0), qweight.stride(0),
+            scale_row_stride(scales), scales.stride(1), out.stride(-2))
+    meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw),
                 DOT_FP32=interpreting())  # numpy computes the interpreter's dot: same products, fp32 operands (see the kernel)
-    grid = lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]), split_k)  # noqa: E731
-    return launch_tile(_gemm_tuned, wq_gemm_kernel, FIXED_GEMM, tile, grid, args, meta, compile_only, _GEMM_STEPS, {"K": k})
+    if split_k is not None:
+        meta["SPLIT_K"] = split_k
+    tuned = _gemm_tuned if split_k is not None else _gemm_split_tuned
+    grid = lambda c: (triton.cdiv(m, c["BLOCK_M"]) * triton.cdiv(n, c["BLOCK_N"]), c["SPLIT_K"])  # noqa: E731
+    return launch_tile(tuned, wq_gemm_kernel, FIXED_GEMM, tile, grid, args, meta, compile_only, _GEMM_STEPS, {"K": k})
 
 
-def gemm(x, w, split_k: int = 1, compile_only: bool = False, tile: triton.Config | None = None) -> tuple:
+def gemm(x, w, split_k: int | None = 1, compile_only: bool = False, tile: triton.Config | None = None) -> tuple:
     """``x @ dequant(w).T`` by the tiled GEMM for a ``PackedWeight`` ``w``: ``(out, compiled kernels)``; splits over K
-    as :func:`autoq.kernels.triton_wq_gemv.gemv` does."""
-    out = split_output(x, w.shape[0], split_k)
-    compiled = launch_gemm(x, w.qweight, w.scales, w.zeros, out, split_k, w.bits, w.codes_per_word, w.group_size, compile_only, tile)
-    return reduce_splits(out, split_k, x.dtype, compile_only), compiled
+    as :func:`autoq.kernels.triton_wq_gemv.gemv` does (``split_k=None``: the autotuner chooses, or the tile says)."""
+    m, n = x.shape[0], w.shape[0]
+    split = resolved_split(split_k, tile)
+    splits = gemm_splits(batch_bucket(m), w.shape[1], w.codes_per_word) if split is None else (split,)
+
+    def launch(out, part):
+        return launch_gemm(x, w.qweight, w.scales, w.zeros, out, part, split, w.bits, w.codes_per_word, w.group_size, compile_only, tile)
+
+    return run_split(launch, _gemm_split_tuned, m, n, x.dtype, x.device, split, splits, compile_only)

@@ -19,18 +19,13 @@ configuration (``FIXED_GEMV``) is used directly, split as :func:`autoq.kernels.o
 
 from __future__ import annotations
 
-import contextlib
 import functools
-import threading
 
-import torch
 import triton
 import triton.language as tl
 
-from autoq.errors import AutoqError
-from autoq.kernels.capability import autotuning
 from autoq.kernels.gemv_steps import even_k, step_columns, step_constexprs, wordwise
-from autoq.kernels.tiles import add_splits, autotune_bench, launch_tile
+from autoq.kernels.tiles import add_splits_after_bench, autotune_bench, launch_tile, resolved_split, run_split
 from autoq.kernels.triton_scales import load_scale_zero, scale_row_stride, scale_zero_cols, scale_zero_rows
 
 
@@ -372,7 +367,7 @@ _GEMV_CONFIGS += [gemv_tile(bn, bk, w, rows_in_thread=True) for bn, bk, w in [(1
 # The autotuner that also chooses the split over K (what a batch-1 launch uses on a GPU): every tile above whole,
 # and four split 2, 4 and 8 ways where each split keeps a whole step (prune_gemv_configs). The H200 timings read as
 # a fixed latency a K step that too few warps hide (kernels/README.md); a split gives 2-8x the programs, each with
-# fewer steps. Its timing of a split tile includes adding the partial sums (_add_splits_after_bench).
+# fewer steps. Its timing of a split tile includes adding the partial sums (tiles.add_splits_after_bench).
 GEMV_SPLITS = (2, 4, 8)
 _SPLIT_TILES = [(16, 1024, 4, 2, True, False), (8, 1024, 4, 2, True, True), (16, 512, 2, 2, True, False), (8, 256, 1, 2, True, False)]
 _GEMV_SPLIT_CONFIGS = [triton.Config({**c.kwargs, "SPLIT_K": 1}, num_warps=c.num_warps, num_stages=c.num_stages) for c in _GEMV_CONFIGS]
@@ -405,12 +400,6 @@ def gemv_splits(k: int, cpw: int, group: int) -> tuple[int, ...]:
     return tuple(sorted({c.kwargs["SPLIT_K"] for c in kept} - {1}))
 
 
-def _add_splits_after_bench(nargs: dict, exception) -> None:
-    """Autotuner post-hook: a split candidate's timing includes adding its partial sums, as every launch of it does."""
-    if exception is None and nargs["SPLIT_K"] > 1:
-        add_splits(nargs["part_ptr"], nargs["SPLIT_K"], nargs["out_ptr"])
-
-
 _GEMV_STEPS = {  # constexprs of how the GEMV walks K, from the block size and the format (see gemv_steps)
     "EVEN_K": lambda a: even_k(a["K"], step_columns(a["BLOCK_K"], a["CPW"], a["GROUP"]), a["SPLIT_K"]),
     "EVEN_N": lambda a: a["N"] % a["BLOCK_N"] == 0,
@@ -420,13 +409,8 @@ _gemv_heuristic = triton.heuristics(_GEMV_STEPS)(wq_gemv_kernel)
 _gemv_tuned = triton.autotune(configs=_GEMV_CONFIGS, key=["N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"], do_bench=autotune_bench,
                               prune_configs_by={"early_config_prune": prune_gemv_configs})(_gemv_heuristic)
 _gemv_split_tuned = triton.autotune(configs=_GEMV_SPLIT_CONFIGS, key=["N", "K", "BITS", "GROUP", "HAS_ZEROS"], do_bench=autotune_bench,
-                                    prune_configs_by={"early_config_prune": prune_gemv_configs}, post_hook=_add_splits_after_bench)(
+                                    prune_configs_by={"early_config_prune": prune_gemv_configs}, post_hook=add_splits_after_bench)(
     _gemv_heuristic)
-
-
-# The split-choosing autotuner is one object for every GEMV: it records the choice of each launch in best_config, so a
-# launch and the read of its choice hold this lock, or a launch in another thread could swap the choice in between.
-_CHOICE_LOCK = threading.Lock()
 
 
 def launch_gemv(x, qweight, scales, zeros, out, part, split_k: int | None, bits: int, cpw: int, group: int, compile_only: bool = False,
@@ -456,25 +440,10 @@ def gemv(x, w, split_k: int | None, compile_only: bool = False, tile: triton.Con
     ``split_k=None``: the autotuner chooses the split over K with the tile (on a GPU), or ``tile`` says it (its
     ``SPLIT_K``, else 1). Allocates what :func:`launch_gemv` writes and, split, adds the partial sums."""
     m, n = x.shape[0], w.shape[0]
-    choose = split_k is None and tile is None and autotuning()
-    if split_k is None and not choose:
-        split_k = 1 if tile is None else tile.kwargs.get("SPLIT_K", 1)
-    elif split_k is not None and tile is not None and tile.kwargs.get("SPLIT_K", split_k) != split_k:
-        raise AutoqError(f"tile {tile} splits K {tile.kwargs['SPLIT_K']} ways, not {split_k}: pass split_k=None")
-    splits = gemv_splits(w.shape[1], w.codes_per_word, w.group_size) if choose else (split_k,)
-    out = torch.empty(m, n, dtype=x.dtype, device=x.device)
-    # fp32 even when nothing splits (then empty): one specialization of each whole tile, whichever path launches it
-    most = max(splits, default=1)
-    part = torch.empty(most if most > 1 else 0, m, n, dtype=torch.float32, device=x.device)
-    locked = choose and not compile_only
-    with _CHOICE_LOCK if locked else contextlib.nullcontext():
-        compiled = launch_gemv(x, w.qweight, w.scales, w.zeros, out, part, None if choose else split_k, w.bits, w.codes_per_word,
-                               w.group_size, compile_only, tile)
-        chosen = _gemv_split_tuned.best_config.kwargs["SPLIT_K"] if locked else split_k
-    if compile_only:  # what the launch may add: one adding kernel for each split it may choose
-        for split in splits:
-            if split > 1:
-                add_splits(part, split, out, compile_only=True)
-    elif chosen > 1:
-        add_splits(part, chosen, out)
-    return out, compiled
+    split = resolved_split(split_k, tile)
+    splits = gemv_splits(w.shape[1], w.codes_per_word, w.group_size) if split is None else (split,)
+
+    def launch(out, part):
+        return launch_gemv(x, w.qweight, w.scales, w.zeros, out, part, split, w.bits, w.codes_per_word, w.group_size, compile_only, tile)
+
+    return run_split(launch, _gemv_split_tuned, m, n, x.dtype, x.device, split, splits, compile_only)

@@ -86,6 +86,18 @@ def test_every_weight_only_gemm_tile(tile):
         assert_close_to_reference(triton_wq_gemm.gemm(x, packed, split, tile=tile)[0], x, packed.dequantize(torch.float64), dtype)
 
 
+@pytest.mark.parametrize("tile", [t for t in triton_wq_gemm._GEMM_SPLIT_CONFIGS if t.kwargs["SPLIT_K"] > 1], ids=tile_id)
+def test_every_split_gemm_tile(tile):
+    """The GEMM's split candidates (16-row tiles, batches up to 16) as a launch runs its autotuner's choice: 2/4/8-bit
+    words and 3/5-bit slot groups, every split a step and a remainder, rows and columns not a multiple of the tile."""
+    gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_N"] * tile.kwargs["SPLIT_K"] + tile.kwargs["BLOCK_K"])
+    k = tile.kwargs["SPLIT_K"] * tile.kwargs["BLOCK_K"] + 29
+    for name, dtype, m in (("int4-g128-asym", torch.float16, 16), ("int3-g64-sym", torch.bfloat16, 5), ("int8-ch-asym", torch.float16, 2)):
+        packed = random_packed(QuantSpec.from_name(name), tile.kwargs["BLOCK_N"] + 7, k, gen)
+        x = torch.randn(m, k, generator=gen).to(dtype).to(DEVICE)
+        assert_close_to_reference(triton_wq_gemm.gemm(x, packed, None, tile=tile)[0], x, packed.dequantize(torch.float64), dtype)
+
+
 @pytest.mark.parametrize("tile", triton_w8a8._GEMM_CONFIGS, ids=tile_id)
 def test_every_int8_gemm_tile(tile):
     """int32 accumulation is exact, so the only errors are the fp32 rescale and its rounding to fp16."""

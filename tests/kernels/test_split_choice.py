@@ -1,4 +1,5 @@
-"""The batch-1 GEMV's autotuner chooses the split over K with the tile, and every launch adds the partial sums it chose.
+"""The weight-only kernels' autotuners choose the split over K with the tile, and every launch adds the partial sums
+it chose (the GEMV at batch 1, the GEMM at batches up to 16).
 
 A GPU times the candidates; here Triton's own autotuner runs the interpreted kernel with a stand-in timer that
 checks each candidate's output as its timed call leaves it (the split ones are added by the autotuner's post-hook)
@@ -15,7 +16,8 @@ from autoq.quant import QuantSpec
 
 pytest.importorskip("triton")
 
-from autoq.kernels import tiles, triton_wq_gemv  # noqa: E402  (after the skip: imports Triton)
+from autoq.kernels import tiles, triton_wq_gemm, triton_wq_gemv  # noqa: E402  (after the skip: imports Triton)
+from autoq.kernels.tiles import batch_bucket  # noqa: E402
 
 
 def test_split_candidates_keep_a_whole_step_for_every_split():
@@ -29,11 +31,32 @@ def test_split_candidates_keep_a_whole_step_for_every_split():
     assert all(c.kwargs["SPLIT_K"] * c.kwargs["BLOCK_K"] <= 1536 for c in kept if c.kwargs["SPLIT_K"] > 1)
 
 
-@pytest.mark.parametrize("name,dtype,rows", [("int4-ch-asym", torch.float16, 1), ("int4-g128-asym", torch.bfloat16, 1),
-                                             ("int4-ch-asym", torch.float16, 3)])  # kernel="gemv" takes a few rows of x too
-def test_the_autotuner_chooses_a_split_and_the_launch_adds_it(monkeypatch, name, dtype, rows):
-    tuner = triton_wq_gemv._gemv_split_tuned
-    monkeypatch.setattr(triton_wq_gemv, "autotuning", lambda: True)
+def test_gemm_split_candidates_are_16_row_tiles_for_batches_up_to_16():
+    assert triton_wq_gemm.gemm_splits(16, 4096, 8) == triton_wq_gemm.gemm_splits(2, 4096, 8) == (2, 4, 8)
+    assert triton_wq_gemm.gemm_splits(32, 4096, 8) == ()  # larger batches reuse each weight more: K stays whole
+    kept = triton_wq_gemm.prune_gemm_splits(triton_wq_gemm._GEMM_SPLIT_CONFIGS, {"M_BUCKET": 16, "K": 384}, CPW=8)
+    split = [c for c in kept if c.kwargs["SPLIT_K"] > 1]
+    assert split and all(c.kwargs["BLOCK_M"] == 16 and c.kwargs["SPLIT_K"] * c.kwargs["BLOCK_K"] <= 384 for c in split)
+    whole = triton_wq_gemm.prune_gemm_splits(triton_wq_gemm._GEMM_SPLIT_CONFIGS, {"M_BUCKET": 128, "K": 4096}, CPW=8)
+    assert len(whole) == len(triton_wq_gemm._GEMM_CONFIGS) and all(c.kwargs["SPLIT_K"] == 1 for c in whole)
+
+
+def _launcher(kernel: str):
+    """The split-choosing autotuner of ``kernel``, its launch with the split left to it, and its candidates for a weight."""
+    if kernel == "gemv":
+        return (triton_wq_gemv._gemv_split_tuned, lambda x, w: triton_wq_gemv.gemv(x, w, None),
+                lambda x, w: triton_wq_gemv.prune_gemv_configs(triton_wq_gemv._GEMV_SPLIT_CONFIGS, {"K": w.shape[1]},
+                                                               CPW=w.codes_per_word, GROUP=w.group_size))
+    return (triton_wq_gemm._gemm_split_tuned, lambda x, w: triton_wq_gemm.gemm(x, w, None),
+            lambda x, w: triton_wq_gemm.prune_gemm_splits(triton_wq_gemm._GEMM_SPLIT_CONFIGS,
+                                                          {"M_BUCKET": batch_bucket(x.shape[0]), "K": w.shape[1]}, CPW=w.codes_per_word))
+
+
+@pytest.mark.parametrize("kernel,name,dtype,rows", [("gemv", "int4-ch-asym", torch.float16, 1), ("gemv", "int4-g128-asym", torch.bfloat16, 1),
+                                                    ("gemv", "int4-ch-asym", torch.float16, 3),  # kernel="gemv" takes a few rows too
+                                                    ("gemm", "int4-g128-asym", torch.float16, 5), ("gemm", "int3-g64-asym", torch.bfloat16, 16)])
+def test_the_autotuner_chooses_a_split_and_the_launch_adds_it(monkeypatch, kernel, name, dtype, rows):
+    tuner, run, candidates_for = _launcher(kernel)
     monkeypatch.setattr(tiles, "autotuning", lambda: True)
     monkeypatch.setattr(tuner, "cache", {})  # a fresh choice, restored after the test
     gen = torch.Generator().manual_seed(3)
@@ -53,13 +76,13 @@ def test_the_autotuner_chooses_a_split_and_the_launch_adds_it(monkeypatch, name,
         return [1.0 / len(timed)] * len(quantiles)
 
     monkeypatch.setattr(tuner, "do_bench", stand_in_timer)
-    out, _ = triton_wq_gemv.gemv(x, packed, None)
-    candidates = triton_wq_gemv.prune_gemv_configs(tuner.configs, {"K": k}, CPW=packed.codes_per_word, GROUP=packed.group_size)
-    assert len(timed) == len(candidates) > len(triton_wq_gemv._GEMV_CONFIGS) // 2
+    out, _ = run(x, packed)
+    candidates = candidates_for(x, packed)
+    assert len(timed) == len(candidates) > 4
     assert tuner.best_config is candidates[-1] and tuner.best_config.kwargs["SPLIT_K"] > 1
     assert_close_to_reference(out, x, w64, dtype)
     timed.clear()
-    again, _ = triton_wq_gemv.gemv(x, packed, None)  # the choice is cached: no timing, the same split, added again
+    again, _ = run(x, packed)  # the choice is cached: no timing, the same split, added again
     assert timed == [] and torch.equal(again, out)
 
 
@@ -72,7 +95,6 @@ def test_launches_in_threads_each_add_their_own_choice(monkeypatch):
     import threading
 
     tuner = triton_wq_gemv._gemv_split_tuned
-    monkeypatch.setattr(triton_wq_gemv, "autotuning", lambda: True)
     monkeypatch.setattr(tiles, "autotuning", lambda: True)
     monkeypatch.setattr(tuner, "cache", {})
     gen = torch.Generator().manual_seed(5)
