@@ -9,7 +9,7 @@ loaded their word, and dequantized in fp16 through the bits of ``1024 + code`` (
 come once per row of a tile when a group spans the K block. Its ``BLOCK_K`` counts slots: a 2/4/8-bit
 word fills as many slots as it has codes, three, five or six 3/5/6-bit words (30 codes) fill 32, and
 the activations of the 2 spare slots are masked to 0 (``_codes_nk``). At batches up to 16 it can split
-K, as the GEMV does: fp32 partial sums that one small kernel adds (:func:`autoq.kernels.tiles.run_split`).
+K, as the GEMV does: fp32 partial sums that one small kernel adds (:func:`autoq.kernels.splits.run_split`).
 
 On a GPU it is autotuned per (batch bucket, N, K, format), the split over K with the tile (or per split,
 where the caller names one); under ``TRITON_INTERPRET=1`` (or with ``AUTOQ_AUTOTUNE=0``) one large-block
@@ -26,16 +26,8 @@ import triton.language as tl
 from autoq.kernels.capability import interpreting
 from autoq.kernels.gemv_steps import even_k, gemm_slot_group, gemm_step_columns, wordwise
 from autoq.kernels.ops import GEMM_MIN_BLOCK_M
-from autoq.kernels.tiles import (
-    add_splits_after_bench,
-    autotune_bench,
-    batch_bucket,
-    launch_tile,
-    prune_gemm_configs,
-    resolved_split,
-    run_split,
-    tile_offsets,
-)
+from autoq.kernels.splits import add_splits_after_bench, resolved_split, run_split
+from autoq.kernels.tiles import autotune_bench, batch_bucket, launch_tile, prune_gemm_configs, tile_offsets
 from autoq.kernels.triton_scales import scale_row_stride, scale_zero_cols, scale_zero_rows
 
 

@@ -10,7 +10,7 @@ shift and an and-or and multiplied by ``x[word * C + j]`` (see ``_mantissa_codes
 ``sum (code - zero) * x`` is recovered from ``sum m * x`` and ``sum x`` once per group and K step (once
 per row per channel). That is three instructions a weight where an int-to-float conversion and a
 subtraction would take five. Split over K, each split writes fp32 partial sums that one small kernel
-adds (:func:`autoq.kernels.tiles.add_splits`).
+adds (:func:`autoq.kernels.splits.add_splits`).
 
 On a GPU it is autotuned per (N, K, format), the split over K with the tile (or per split, where the
 caller names one); under ``TRITON_INTERPRET=1`` (or with ``AUTOQ_AUTOTUNE=0``) one large-block
@@ -25,7 +25,8 @@ import triton
 import triton.language as tl
 
 from autoq.kernels.gemv_steps import even_k, step_columns, step_constexprs, wordwise
-from autoq.kernels.tiles import add_splits_after_bench, autotune_bench, launch_tile, resolved_split, run_split
+from autoq.kernels.splits import add_splits_after_bench, resolved_split, run_split
+from autoq.kernels.tiles import autotune_bench, launch_tile
 from autoq.kernels.triton_scales import load_scale_zero, scale_row_stride, scale_zero_cols, scale_zero_rows
 
 
@@ -327,7 +328,7 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, part_ptr, one_f32, N, K,
                               stride_xm, stride_wn, stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, BLOCK_N, NGS, TW, PREFETCH)
     if SPLIT_K == 1:
         tl.store(out_ptr + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_mask)
-    else:  # fp32 partial sums, each split an (M, N) slice laid out as the output (tiles.add_splits adds them)
+    else:  # fp32 partial sums, each split an (M, N) slice laid out as the output (splits.add_splits adds them)
         tl.store(part_ptr + (pid_s * tl.num_programs(2) + row) * stride_om + offs_n, y, mask=n_mask)
 
 
@@ -367,7 +368,7 @@ _GEMV_CONFIGS += [gemv_tile(bn, bk, w, rows_in_thread=True) for bn, bk, w in [(1
 # The autotuner that also chooses the split over K (what a batch-1 launch uses on a GPU): every tile above whole,
 # and four split 2, 4 and 8 ways where each split keeps a whole step (prune_gemv_configs). The H200 timings read as
 # a fixed latency a K step that too few warps hide (kernels/README.md); a split gives 2-8x the programs, each with
-# fewer steps. Its timing of a split tile includes adding the partial sums (tiles.add_splits_after_bench).
+# fewer steps. Its timing of a split tile includes adding the partial sums (splits.add_splits_after_bench).
 GEMV_SPLITS = (2, 4, 8)
 _SPLIT_TILES = [(16, 1024, 4, 2, True, False), (8, 1024, 4, 2, True, True), (16, 512, 2, 2, True, False), (8, 256, 1, 2, True, False)]
 _GEMV_SPLIT_CONFIGS = [triton.Config({**c.kwargs, "SPLIT_K": 1}, num_warps=c.num_warps, num_stages=c.num_stages) for c in _GEMV_CONFIGS]

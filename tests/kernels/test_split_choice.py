@@ -16,7 +16,7 @@ from autoq.quant import QuantSpec
 
 pytest.importorskip("triton")
 
-from autoq.kernels import tiles, triton_wq_gemm, triton_wq_gemv  # noqa: E402  (after the skip: imports Triton)
+from autoq.kernels import splits, tiles, triton_wq_gemm, triton_wq_gemv  # noqa: E402  (after the skip: imports Triton)
 from autoq.kernels.tiles import batch_bucket  # noqa: E402
 
 
@@ -57,7 +57,8 @@ def _launcher(kernel: str):
                                                     ("gemm", "int4-g128-asym", torch.float16, 5), ("gemm", "int3-g64-asym", torch.bfloat16, 16)])
 def test_the_autotuner_chooses_a_split_and_the_launch_adds_it(monkeypatch, kernel, name, dtype, rows):
     tuner, run, candidates_for = _launcher(kernel)
-    monkeypatch.setattr(tiles, "autotuning", lambda: True)
+    monkeypatch.setattr(tiles, "autotuning", lambda: True)  # launch_tile's check, and resolved_split's
+    monkeypatch.setattr(splits, "autotuning", lambda: True)
     monkeypatch.setattr(tuner, "cache", {})  # a fresh choice, restored after the test
     gen = torch.Generator().manual_seed(3)
     n, k = 21, 2048 + 64
@@ -95,7 +96,8 @@ def test_launches_in_threads_each_add_their_own_choice(monkeypatch):
     import threading
 
     tuner = triton_wq_gemv._gemv_split_tuned
-    monkeypatch.setattr(tiles, "autotuning", lambda: True)
+    monkeypatch.setattr(tiles, "autotuning", lambda: True)  # launch_tile's check, and resolved_split's
+    monkeypatch.setattr(splits, "autotuning", lambda: True)
     monkeypatch.setattr(tuner, "cache", {})
     gen = torch.Generator().manual_seed(5)
     spec = QuantSpec.from_name("int4-ch-asym")

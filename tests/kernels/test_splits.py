@@ -1,4 +1,4 @@
-"""Launches split over K (:mod:`autoq.kernels.tiles`): fp32 partial sums, one kernel adding them and rounding once."""
+"""Launches split over K (:mod:`autoq.kernels.splits`): fp32 partial sums, one kernel adding them and rounding once."""
 
 from __future__ import annotations
 
@@ -11,11 +11,11 @@ from autoq.kernels.capability import autotuning, interpreting
 
 pytest.importorskip("triton")
 
-from autoq.kernels.tiles import REDUCE_BLOCK, add_splits, resolved_split, run_split  # noqa: E402  (after the skip: imports Triton)
+from autoq.kernels.splits import ADD_BLOCK, add_splits, resolved_split, run_split  # noqa: E402  (after the skip: imports Triton)
 
 
 @pytest.mark.parametrize("split_k,m,n,dtype", [(2, 1, 4096 + 5, torch.float16), (3, 16, 383, torch.bfloat16),
-                                               (8, 5, REDUCE_BLOCK, torch.float16)])
+                                               (8, 5, ADD_BLOCK, torch.float16)])
 def test_run_split_adds_in_split_order_and_rounds_once(split_k, m, n, dtype):
     """Bit for bit the fp32 sum in split order, rounded once: outputs past a whole block, a partial last block,
     and partial sums that cancel (what a second rounding to fp16 per split would get wrong)."""
