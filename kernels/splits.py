@@ -32,6 +32,17 @@ def _add_splits_kernel(part_ptr, out_ptr, numel, SPLIT_K: tl.constexpr, BLOCK: t
 
 
 ADD_BLOCK = 1024  # outputs a program of the adding kernel: 4 warps, 8 a thread
+SPLITS = (2, 4, 8)  # the splits over K the split-choosing autotuners try with each of their split tiles
+
+
+def with_split(config, split: int):
+    """``config`` (a ``triton.Config``) splitting K ``split`` ways: a candidate of a split-choosing autotuner."""
+    return triton.Config({**config.kwargs, "SPLIT_K": split}, num_warps=config.num_warps, num_stages=config.num_stages)
+
+
+def splits_of(configs) -> tuple[int, ...]:
+    """The splits over K (more than 1) among ``configs``, in increasing order."""
+    return tuple(sorted({c.kwargs["SPLIT_K"] for c in configs} - {1}))
 
 
 def add_splits(part: torch.Tensor, split_k: int, out: torch.Tensor, compile_only: bool = False) -> None:

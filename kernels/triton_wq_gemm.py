@@ -26,7 +26,7 @@ import triton.language as tl
 from autoq.kernels.capability import interpreting
 from autoq.kernels.gemv_steps import even_k, gemm_slot_group, gemm_step_columns, wordwise
 from autoq.kernels.ops import GEMM_MIN_BLOCK_M
-from autoq.kernels.splits import add_splits_after_bench, resolved_split, run_split
+from autoq.kernels.splits import SPLITS, add_splits_after_bench, resolved_split, run_split, splits_of, with_split
 from autoq.kernels.tiles import autotune_bench, batch_bucket, launch_tile, prune_gemm_configs, tile_offsets
 from autoq.kernels.triton_scales import scale_row_stride, scale_zero_cols, scale_zero_rows
 
@@ -257,10 +257,8 @@ _GEMM_STEPS = {  # constexprs of how the GEMM walks K (see gemv_steps)
 # The autotuner that also chooses the split over K (what launches use on a GPU): every tile whole, and the 16-row tiles
 # (the only ones batches up to 16 keep) split 2, 4 and 8 ways where each split keeps a whole step (prune_gemm_splits);
 # ops.gemm_split_k_for, a rule written without a GPU, splits only where it does not autotune.
-GEMM_SPLITS = (2, 4, 8)
-_GEMM_SPLIT_CONFIGS = [triton.Config({**c.kwargs, "SPLIT_K": 1}, num_warps=c.num_warps, num_stages=c.num_stages) for c in _GEMM_CONFIGS]
-_GEMM_SPLIT_CONFIGS += [triton.Config({**c.kwargs, "SPLIT_K": split}, num_warps=c.num_warps, num_stages=c.num_stages)
-                        for c in _GEMM_CONFIGS if c.kwargs["BLOCK_M"] == GEMM_MIN_BLOCK_M for split in GEMM_SPLITS]
+_GEMM_SPLIT_CONFIGS = [with_split(c, 1) for c in _GEMM_CONFIGS]
+_GEMM_SPLIT_CONFIGS += [with_split(c, split) for c in _GEMM_CONFIGS if c.kwargs["BLOCK_M"] == GEMM_MIN_BLOCK_M for split in SPLITS]
 
 
 def prune_gemm_splits(configs, named_args, **kwargs):
@@ -278,8 +276,7 @@ def prune_gemm_splits(configs, named_args, **kwargs):
 @functools.cache
 def gemm_splits(m_bucket: int, k: int, cpw: int) -> tuple[int, ...]:
     """The splits over K (more than 1) the split-choosing autotuner may pick for a batch bucket and rows of ``k`` columns."""
-    kept = prune_gemm_splits(_GEMM_SPLIT_CONFIGS, {"M_BUCKET": m_bucket, "K": k}, CPW=cpw)
-    return tuple(sorted({c.kwargs["SPLIT_K"] for c in kept} - {1}))
+    return splits_of(prune_gemm_splits(_GEMM_SPLIT_CONFIGS, {"M_BUCKET": m_bucket, "K": k}, CPW=cpw))
 
 
 _gemm_heuristic = triton.heuristics(_GEMM_STEPS)(wq_gemm_kernel)

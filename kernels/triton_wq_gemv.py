@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from autoq.kernels.gemv_steps import even_k, step_columns, step_constexprs, wordwise
-from autoq.kernels.splits import add_splits_after_bench, resolved_split, run_split
+from autoq.kernels.splits import SPLITS, add_splits_after_bench, resolved_split, run_split, splits_of, with_split
 from autoq.kernels.tiles import autotune_bench, launch_tile
 from autoq.kernels.triton_scales import load_scale_zero, scale_row_stride, scale_zero_cols, scale_zero_rows
 
@@ -335,12 +335,10 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, part_ptr, one_f32, N, K,
 ONE_F32 = 0x3F800000  # the bits of 1.0f, passed to the GEMV (see ``_mantissa_codes``)
 
 
-def gemv_tile(block_n: int, block_k: int, warps: int, stages: int = 2, prefetch: bool = True, rows_in_thread: bool = False,
-              split_k: int | None = None):
-    """A GEMV tile as a ``triton.Config``: every launch keyword of the kernel's tile, in one place; with ``split_k``,
-    the split over K too (the tiles of the autotuner that chooses the split)."""
-    kwargs = {"BLOCK_N": block_n, "BLOCK_K": block_k, "PREFETCH": prefetch, "ROWS_IN_THREAD": rows_in_thread}
-    return triton.Config(kwargs if split_k is None else {**kwargs, "SPLIT_K": split_k}, num_warps=warps, num_stages=stages)
+def gemv_tile(block_n: int, block_k: int, warps: int, stages: int = 2, prefetch: bool = True, rows_in_thread: bool = False):
+    """A GEMV tile as a ``triton.Config``: every launch keyword of the kernel's tile, in one place."""
+    return triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k, "PREFETCH": prefetch, "ROWS_IN_THREAD": rows_in_thread},
+                         num_warps=warps, num_stages=stages)
 
 
 # One configuration when not autotuning (see ``autotuning``): a large block keeps the number of programs and
@@ -369,10 +367,9 @@ _GEMV_CONFIGS += [gemv_tile(bn, bk, w, rows_in_thread=True) for bn, bk, w in [(1
 # and four split 2, 4 and 8 ways where each split keeps a whole step (prune_gemv_configs). The H200 timings read as
 # a fixed latency a K step that too few warps hide (kernels/README.md); a split gives 2-8x the programs, each with
 # fewer steps. Its timing of a split tile includes adding the partial sums (splits.add_splits_after_bench).
-GEMV_SPLITS = (2, 4, 8)
 _SPLIT_TILES = [(16, 1024, 4, 2, True, False), (8, 1024, 4, 2, True, True), (16, 512, 2, 2, True, False), (8, 256, 1, 2, True, False)]
-_GEMV_SPLIT_CONFIGS = [triton.Config({**c.kwargs, "SPLIT_K": 1}, num_warps=c.num_warps, num_stages=c.num_stages) for c in _GEMV_CONFIGS]
-_GEMV_SPLIT_CONFIGS += [gemv_tile(*tile, split_k=split) for tile in _SPLIT_TILES for split in GEMV_SPLITS]
+_GEMV_SPLIT_CONFIGS = [with_split(c, 1) for c in _GEMV_CONFIGS]
+_GEMV_SPLIT_CONFIGS += [with_split(gemv_tile(*tile), split) for tile in _SPLIT_TILES for split in SPLITS]
 
 
 def prune_gemv_configs(configs, named_args, **kwargs):
@@ -397,8 +394,7 @@ def prune_gemv_configs(configs, named_args, **kwargs):
 def gemv_splits(k: int, cpw: int, group: int) -> tuple[int, ...]:
     """The splits over K (more than 1) the split-choosing autotuner may pick for rows of ``k`` columns (cached: every
     launch asks, and pruning the list in Python takes about 10 us)."""
-    kept = prune_gemv_configs(_GEMV_SPLIT_CONFIGS, {"K": k}, CPW=cpw, GROUP=group)
-    return tuple(sorted({c.kwargs["SPLIT_K"] for c in kept} - {1}))
+    return splits_of(prune_gemv_configs(_GEMV_SPLIT_CONFIGS, {"K": k}, CPW=cpw, GROUP=group))
 
 
 _GEMV_STEPS = {  # constexprs of how the GEMV walks K, from the block size and the format (see gemv_steps)
