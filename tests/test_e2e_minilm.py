@@ -33,7 +33,8 @@ def test_cli_search_on_real_minilm(tmp_path, mlflow_uri):
     parents = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], filter_string="tags.`autoq.kind` = 'search'")
     assert len(parents) == 1
     parent = parents[0]
-    assert parent.data.params["model"] == "all-MiniLM-L6-v2"
+    assert parent.data.params["model"] == "all-MiniLM-L6-v2" and parent.data.params["model_source"] == "minilm"
+    assert f"autoq export --run-id {parent.info.run_id} --tracking-uri {mlflow_uri} --out quantized" in out
     children = child_runs(client, parent.info.run_id)
     assert len(children) == 10
     front = [r for r in children if r.data.tags["pareto"] == "true"]

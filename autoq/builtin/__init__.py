@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
+from pathlib import Path
 
 from autoq.builtin.digits import digits_workload
 from autoq.builtin.huggingface import minilm_workload, text_workload
@@ -18,11 +20,14 @@ DEFAULT_MODEL = "minilm"
 
 
 def load_workload(model: str | None = None) -> Workload:
-    """A built-in by name (``minilm``, ``smollm2``, ``digits-cnn``), or a local Hugging Face directory by path."""
+    """A built-in by name (``minilm``, ``smollm2``, ``digits-cnn``), or a local Hugging Face directory by path.
+
+    Its ``source`` is that name, or the directory's absolute path: a search logs it, so that ``autoq export
+    --run-id`` rebuilds the model the run searched without being told which."""
     name = model or DEFAULT_MODEL
     if name in BUILTINS:
-        return BUILTINS[name]()
-    return text_workload(name)
+        return dataclasses.replace(BUILTINS[name](), source=name)
+    return dataclasses.replace(text_workload(name), source=str(Path(name).resolve()))
 
 
 __all__ = ["BUILTINS", "DEFAULT_MODEL", "Workload", "load_workload", "minilm_workload", "smollm2_workload", "text_workload", "digits_workload"]

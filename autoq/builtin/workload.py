@@ -22,6 +22,7 @@ class Workload:
     metric: str  # what quality means, one line for summaries and MLflow
     data_fingerprint: str = ""
     skip: tuple[str, ...] = ()  # layers this model leaves unquantized by default (e.g. a tied lm_head)
+    source: str = ""  # what load_workload rebuilds it from (a built-in name, a directory); "" for a module of the caller's
 
 
 def cache_dir() -> Path:

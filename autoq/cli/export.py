@@ -7,7 +7,7 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from autoq.builtin import BUILTINS, DEFAULT_MODEL
+    from autoq.builtin import BUILTINS
     from autoq.tracking import DEFAULT_TRACKING_URI
 
     p = sub.add_parser(
@@ -18,22 +18,23 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--run-id", required=True, help="an MLflow trial run id (or a search's parent run id: its best frontier point)")
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI})")
-    p.add_argument("--model", default=None, help=f"the model the run searched: a built-in ({', '.join(BUILTINS)}; default: {DEFAULT_MODEL}) or a local Hugging Face directory")
+    p.add_argument("--model", default=None, help=f"the model the run searched: a built-in ({', '.join(BUILTINS)}) or a local Hugging Face directory "
+                                                "(default: the one the search loaded, from the run)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from autoq.builtin import DEFAULT_MODEL
     from autoq.export import export
     from autoq.export.config import read_config
     from autoq.export.from_run import point_from_run
 
     point = point_from_run(args.tracking_uri, args.run_id)
     assignment = point.assignment
-    print(f"autoq: exporting {point.what} ({assignment.summary()}) ...", file=sys.stderr, flush=True)
-    out = export(args.model or DEFAULT_MODEL, point, args.out, progress=not args.no_progress)  # the run's sequential flag and data
+    print(f"autoq: exporting {point.what} ({assignment.summary()}) of {args.model or point.model_source or 'the model'} ...",
+          file=sys.stderr, flush=True)
+    out = export(args.model, point, args.out, progress=not args.no_progress)  # the run's model, sequential flag and data
     config = read_config(out)
     cost = config["cost"]
     print(f"Exported {len(assignment)} layers to {out}: {config['weights']} is {config['file_bytes'] / 1e6:.3f} MB "

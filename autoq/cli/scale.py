@@ -51,5 +51,5 @@ def scale_options(args: argparse.Namespace) -> dict[str, Any]:
     """The ``SearchConfig`` fields these options set."""
     return {
         "backend": args.backend, "workers": args.workers, "cpus_per_trial": args.cpus_per_trial, "gpus_per_trial": args.gpus_per_trial,
-        "address": args.address, "max_retries": args.max_retries, "resume": bool(args.resume), "model_source": args.model,
+        "address": args.address, "max_retries": args.max_retries, "resume": bool(args.resume),
     }

@@ -62,7 +62,7 @@ def check_execution(config: SearchConfig) -> None:
 def stored_settings(workload: Workload, config: SearchConfig) -> dict[str, Any]:
     """What defines a search: stored with the study, compared on resume."""
     return {
-        "model": workload.name, "model_source": config.model_source, "budget": parse_budget(config.budget).text,
+        "model": workload.name, "model_source": workload.source or None, "budget": parse_budget(config.budget).text,
         "space": config.space, "sampler": config.sampler, "seed": config.seed, "skip": list(config.skip),
         "pins": [list(p) for p in config.pins], "device": config.device, "batch": config.batch, "n_trials": config.n_trials,
         "strategy": config.strategy, "seed_from": config.seed_from, "sequential": config.sequential, "max_uniform_seeds": config.max_uniform_seeds,

@@ -68,7 +68,6 @@ class SearchConfig:
     address: str | None = None  # ray cluster to join ("auto", "ray://host:10001"); None: a local Ray, started and stopped here
     resume: bool = False  # continue the stored study ``study_name`` (finished trials kept, interrupted ones retried)
     max_retries: int = 2  # a failing trial is evaluated again up to this many times before it counts as failed
-    model_source: str | None = None  # how to load the model again (built-in name or directory), stored for --resume
     sequential: bool = False  # data-driven PTQ methods see inputs from already-quantized earlier layers (autoq.model.capture)
 
     def __post_init__(self) -> None:
@@ -240,7 +239,7 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
         study_name,
         params={
             "budget": budget.text, "budget_kind": budget.kind, "budget_value": budget.value,
-            "model": workload.name, "space": config.space, "seed": config.seed, "sampler": config.sampler,
+            "model": workload.name, "model_source": workload.source or "none", "space": config.space, "seed": config.seed, "sampler": config.sampler,
             "strategy": config.strategy, "seed_from": seed_metric(config.seed_from, config.strategy, space) or "none",
             "n_trials": config.n_trials, "n_layers": len(space.layers), "metric": workload.metric[:500],
             "data_fingerprint": workload.data_fingerprint, "optuna_storage": storage or "memory",

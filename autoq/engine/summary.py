@@ -14,6 +14,14 @@ def _fmt_latency(p: Point) -> str:
     return f"{format_latency_us(p.latency_us):>12}" if p.latency_us is not None else ""
 
 
+def export_command(run_id: str | None, tracking_uri: str) -> str:
+    """The ``autoq export`` command line for an MLflow run (``--tracking-uri`` only where it is not the default)."""
+    from autoq.tracking import DEFAULT_TRACKING_URI
+
+    store = "" if tracking_uri == DEFAULT_TRACKING_URI else f" --tracking-uri {tracking_uri}"
+    return f"autoq export --run-id {run_id}{store} --out quantized"
+
+
 def format_summary(result: SearchResult) -> str:
     source = result.points[0].latency_source if result.points else None
     objectives = "quality, bits, latency" if source else "quality, bits"
@@ -53,6 +61,7 @@ def format_summary(result: SearchResult) -> str:
     if result.tracking_uri:
         lines.append(f"MLflow: parent run {result.parent_run_id} in {result.tracking_uri} (frontier.csv, frontier.png, pareto=true tags).")
         lines.append(f"  Open it:  mlflow ui --backend-store-uri {result.tracking_uri}")
+        lines.append(f"  Export the best point:  {export_command(result.parent_run_id, result.tracking_uri)}   (a trial's run id: that point)")
     if result.storage:
         lines.append(f"Optuna study {result.study_name!r} in {result.storage}.")
         lines.append(f"  Open it:  optuna-dashboard {result.storage}   (pip install optuna-dashboard)")

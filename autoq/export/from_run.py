@@ -18,6 +18,8 @@ class RunPoint:
     what: str  # "trial 7 (run ...)" or "the best frontier point, ..."
     sequential: bool = False  # the search captured statistics sequentially
     data_fingerprint: str = ""  # of the search's workload data ("" when not recorded)
+    model_name: str = ""  # the searched model's name, as the search logged it
+    model_source: str = ""  # what autoq.builtin.load_workload rebuilds it from ("" for a module the caller passed)
 
 
 def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
@@ -36,7 +38,18 @@ def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
     assignment, what = _assignment(client, run)
     parent_id = run.data.tags.get("mlflow.parentRunId")  # a trial: the search settings are on its parent
     params = client.get_run(parent_id).data.params if parent_id else run.data.params
-    return RunPoint(assignment, what, params.get("sequential") == "True", params.get("data_fingerprint", ""))
+    source = params.get("model_source", "none")
+    return RunPoint(assignment, what, params.get("sequential") == "True", params.get("data_fingerprint", ""), params.get("model", ""),
+                    "" if source == "none" else source)
+
+
+def model_of(point: RunPoint) -> str:
+    """The built-in name or directory the run's search loaded its model from, to export it without being told."""
+    if not point.model_source:
+        searched = f"{point.model_name!r}" if point.model_name else "a model"
+        raise AutoqError(f"{point.what} searched {searched} given as a module (or by an autoq that did not log its source); "
+                         "pass the model to export: --model NAME_OR_DIR, or autoq.export(model, ...)")
+    return point.model_source
 
 
 def _assignment(client, run) -> tuple[Assignment, str]:

@@ -26,7 +26,7 @@ from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.errors import AutoqError
 from autoq.export.config import WEIGHTS_NAME, describe_base, write_config
-from autoq.export.from_run import RunPoint, point_from_run
+from autoq.export.from_run import RunPoint, model_of, point_from_run
 from autoq.export.layout import LINEAR_KINDS, to_tensors
 from autoq.export.quantize import needs_calibration, quantize_point
 from autoq.model import find_layers, get_module
@@ -64,10 +64,13 @@ def _shared_weights(model: nn.Module, names: set[str]) -> list[str]:
     return [n for n in names if len(by_id.get(id(get_module(model, n.rsplit(".", 1)[0]).weight), [])) > 1]
 
 
-def export(model: nn.Module | str, point: object, out_dir: str | Path, calibration: Sequence[Any] | None = None,
+def export(model: nn.Module | str | None, point: object, out_dir: str | Path, calibration: Sequence[Any] | None = None,
            sequential: bool | None = None, data_fingerprint: str | None = None, tracking_uri: str | None = None,
            progress: bool = True) -> Path:
     """Write ``point`` of ``model`` (a module, a built-in name or an HF directory) to ``out_dir``.
+
+    ``model=None`` takes the model the run's search loaded (a built-in name or a directory, logged as its
+    ``model_source`` parameter) for a point given as an MLflow run id; a search of a module needs it passed.
 
     ``point``: a `Point`, an `Assignment`, or the id of an MLflow run in ``tracking_uri`` (default
     ``sqlite:///mlflow.db``): a trial run's assignment, or a search run's best frontier point, as
@@ -88,6 +91,10 @@ def export(model: nn.Module | str, point: object, out_dir: str | Path, calibrati
     if isinstance(point, RunPoint):  # the search's settings, unless the caller overrides them
         sequential = point.sequential if sequential is None else sequential
         data_fingerprint = data_fingerprint or point.data_fingerprint or None
+        model = model_of(point) if model is None else model
+    elif model is None:
+        raise AutoqError(f"model=None takes the model a run searched, for a point given as an MLflow run id; this point is a "
+                         f"{type(point).__name__}: pass the model")
     sequential = bool(sequential)
     assignment = _assignment_of(point)
     model, builtin, calibration = _resolve_model(model, calibration, data_fingerprint, needs_calibration(assignment))

@@ -57,6 +57,35 @@ def test_the_python_api_exports_by_run_id_too(searched, tmp_path):
         autoq.export("digits-cnn", trial.assignment, tmp_path / "x", tracking_uri=searched.tracking_uri)
 
 
+def test_export_takes_the_searched_model_from_the_run(searched, tmp_path, capsys):
+    # the search loaded the built-in digits-cnn and logged it as model_source: without --model the export rebuilds it,
+    # not the default MiniLM (whose layers the assignment does not name)
+    out = tmp_path / "from-run"
+    assert main(["export", "--run-id", searched.parent_run_id, "--tracking-uri", searched.tracking_uri, "--out", str(out), "--no-progress"]) == 0
+    assert exported_assignment(out) == searched.best.assignment
+    assert "of digits-cnn ..." in capsys.readouterr().err
+    trial = searched.points[0]
+    assert exported_assignment(autoq.export(None, trial.run_id, tmp_path / "api", tracking_uri=searched.tracking_uri)) == trial.assignment
+    with pytest.raises(autoq.AutoqError, match="model=None takes the model a run searched"):
+        autoq.export(None, trial.assignment, tmp_path / "x")
+
+
+def test_a_search_of_a_module_needs_its_model_passed(tmp_path, _mlflow_template, capsys):
+    import shutil
+
+    shutil.copy(_mlflow_template, tmp_path / "mlflow.db")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 64), torch.nn.ReLU(), torch.nn.Linear(64, 8))
+    batches = [torch.randn(16, 64) for _ in range(4)]
+    result = autoq.search(model, batches, budget="4.5bits", n_trials=2, tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", storage=None,
+                          progress=False)
+    args = ["export", "--run-id", result.parent_run_id, "--tracking-uri", result.tracking_uri, "--out", str(tmp_path / "cli")]
+    assert main(args) == 2
+    assert "searched 'Sequential' given as a module" in capsys.readouterr().err and not (tmp_path / "cli").exists()
+    out = autoq.export(model, result.parent_run_id, tmp_path / "api", tracking_uri=result.tracking_uri)
+    assert exported_assignment(out) == result.best.assignment
+
+
 def test_unknown_run_is_one_line_exit_2(searched, tmp_path, capsys):
     assert main(["export", "--run-id", "0" * 32, "--tracking-uri", searched.tracking_uri, "--model", "digits-cnn", "--out", str(tmp_path / "x")]) == 2
     assert "no MLflow run" in capsys.readouterr().err
