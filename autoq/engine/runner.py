@@ -30,7 +30,7 @@ from autoq.engine.strategy import sampler_factory, strategy_factory
 from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, check_finite_batches
-from autoq.latency import latency_model
+from autoq.latency.resolve import latency_model, unmeasured_batch_note
 from autoq.model import check_finite_weights, find_layers
 from autoq.quiet import quiet_logs
 from autoq.search_spaces import load_preset
@@ -128,8 +128,9 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     start = time.perf_counter()
     problem = prepare(workload, config)
     space, cost_model, budget = problem.space, problem.cost_model, problem.budget
-    if problem.slack:
-        print(f"autoq: note: {problem.slack}", file=sys.stderr, flush=True)
+    for note in (problem.slack, unmeasured_batch_note(config.device, config.batch)):
+        if note:
+            print(f"autoq: note: {note}", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
     reference = float(workload.evaluate(workload.model))

@@ -41,6 +41,26 @@ def load_table(path: str | Path, batch: int = 1) -> TableLatency:
     return _table_latency(LatencyTable.load(file), batch, str(path))
 
 
+def unmeasured_batch_note(device: str | None, batch: int = 1, tables_dir: Path = TABLES_DIR) -> str | None:
+    """Why a preset with a committed table still gets the roofline estimate (its table did not measure ``batch``), or ``None``.
+
+    :func:`latency_model` falls back quietly, and the estimate is labelled as one; this is the line a search prints so
+    that a user who asked for ``--device h200`` at an unmeasured batch sees that the measurements were not used."""
+    if device is None or is_table_path(device) or device.lower().startswith(ROOFLINE_PREFIX):
+        return None
+    preset = get_device(device)
+    table = committed_table(preset.name, tables_dir)
+    if table is None:
+        return None
+    from autoq.kernels.table import LatencyTable
+
+    batches = sorted(LatencyTable.load(table).batches)
+    if batch in batches:
+        return None
+    return (f"the {preset.name} table shipped with autoq measured batches {', '.join(map(str, batches))}, not {batch}: latency is the "
+            f"roofline estimate; pass --batch {min(batches, key=lambda b: abs(b - batch))} for measured latencies")
+
+
 def _table_latency(table, batch: int, origin: str) -> TableLatency:
     """A loaded :class:`autoq.kernels.table.LatencyTable` at one batch size: the fastest kernel measured
     for each (shape, format, batch) (``select()``)."""

@@ -13,7 +13,7 @@ import pytest
 from autoq.errors import AutoqError
 from autoq.kernels.table import LatencyRow, LatencyTable
 from autoq.latency import Measurement, TableLatency, get_device, latency_model, load_table, preset_for, roofline_us
-from autoq.latency.resolve import TABLES_DIR
+from autoq.latency.resolve import TABLES_DIR, unmeasured_batch_note
 from autoq.quant import QuantSpec
 
 INT4 = QuantSpec.from_name("int4-g128-asym")
@@ -116,6 +116,18 @@ def test_a_preset_reads_its_committed_table_at_a_measured_batch_else_the_rooflin
         assert not isinstance(model, TableLatency) and model.source == f"estimate:roofline:{device.split(':')[-1]}"
     with pytest.raises(AutoqError, match="unknown device 'roofline:tpu'|unknown device 'tpu'"):
         latency_model("roofline:tpu", tables_dir=tmp_path)
+
+
+def test_a_preset_at_an_unmeasured_batch_gets_a_note(tmp_path):
+    """The quiet fallback to the roofline is said once by the search: which batches the shipped table has, and the nearest."""
+    write_table(tmp_path / "h100.json", device="NVIDIA H100 80GB HBM3")
+    measured = LatencyTable.load(tmp_path / "h100.json").batches
+    unmeasured = max(measured) + 3
+    note = unmeasured_batch_note("h100", unmeasured, tables_dir=tmp_path)
+    assert note is not None and f"measured batches {', '.join(map(str, sorted(measured)))}, not {unmeasured}" in note
+    assert f"--batch {max(measured)} for measured latencies" in note
+    for device, batch in (("h100", min(measured)), ("roofline:h100", unmeasured), ("a100", unmeasured), (None, 1), (str(tmp_path / "h100.json"), 1)):
+        assert unmeasured_batch_note(device, batch, tables_dir=tmp_path) is None
 
 
 @pytest.mark.parametrize("path", sorted(TABLES_DIR.glob("*.json")), ids=lambda p: p.name)  # skipped while none is committed
