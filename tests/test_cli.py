@@ -21,7 +21,7 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
         (["--budget=-1bits"], "must be positive"),
         (["--budget", "3ms"], "latency budget"),
         (["--model", "digits-cnn", "--budget", "0.5bits"], "below the cheapest assignment; the feasible range"),
-        (["--model", "does/not/exist"], "does not exist"),
+        (["--model", "does/not/exist"], "does not exist; pass a local Hugging Face model directory (with config.json) or a built-in model: minilm, smollm2, digits-cnn"),
         (["--model", "digits-cnn", "--skip", ".*"], "no quantizable layer"),
         (["--model", "digits-cnn", "--space", "nope"], "unknown search space 'nope'"),
         (["--model", "digits-cnn", "--pin", "garbage"], "cannot parse pin"),

@@ -25,9 +25,11 @@ def load_pretrained(path: str | Path):
     """(model, tokenizer) from a local ``from_pretrained`` directory, in eval mode, on CPU."""
     directory = Path(path)
     if not directory.exists():
+        from autoq.builtin import BUILTINS
+
         raise AutoqError(
             f"model path {str(path)!r} does not exist; pass a local Hugging Face model directory "
-            "(with config.json) or a built-in model: minilm, digits-cnn"
+            f"(with config.json) or a built-in model: {', '.join(BUILTINS)}"
         )
     if not (directory / "config.json").is_file():
         raise AutoqError(f"{str(path)!r} is not a Hugging Face model directory: it has no config.json")
