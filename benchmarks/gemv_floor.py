@@ -16,7 +16,7 @@ Rows, at every LLaMA shape unless said:
 - at 4096 x 4096, the per-channel W4 GEMV in every autotune tile and some outside the list (longer K
   steps, more warps; rows in each thread in other sizes), each checked against a float32 reference first;
 - the autotuner's split candidates (four tiles split 2, 4 or 8 ways over K, down to one step a program,
-  partial sums added by one more kernel; before the tiles outside the list): the autotuner picks by these
+  partial sums added by the last split of each tile, in the same kernel; before the tiles outside the list): the autotuner picks by these
   timings too, and they say per tile whether more, shorter programs pay at batch 1.
 
 On the H200 (2026-11-30, flush only) every tile then in the list took 7.6-18.6 us at 4096 x 4096 and a

@@ -101,6 +101,12 @@ def _params_2d(values: torch.Tensor, spec: QuantSpec, n: int, k: int) -> torch.T
     return values.reshape(n, math.ceil(k / spec.group_size)).half().contiguous()
 
 
+def split_counters(n: int, device: torch.device | str | None = None) -> torch.Tensor:
+    """The scratch a layer of ``n`` outputs keeps for the weight-only kernels' launches split over K: one zeroed int32
+    per output, enough for the GEMV at batch 1 and the GEMM's 16-row tiles up to batch 16 (one counter a tile)."""
+    return torch.zeros(n, dtype=torch.int32, device=device)
+
+
 @dataclass(frozen=True)
 class PackedWeight:
     """One weight in the weight-only kernel layout (see the module docstring)."""
@@ -110,6 +116,9 @@ class PackedWeight:
     qweight: torch.Tensor  # int32 (N, ceil(K / C))
     scales: torch.Tensor  # fp16 (N, G) or (1, 1)
     zeros: torch.Tensor | None  # fp16 like scales; None when symmetric
+    # Scratch of the kernels' launches split over K, not data: int32 zeros, one per output (autoq.kernels.splits). Each
+    # launch leaves them zero. Without them a split launch zeroes its own (a memset more); not in nbytes.
+    counters: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         n, k = self.shape
@@ -147,7 +156,8 @@ class PackedWeight:
         """Pack a :class:`QuantizedTensor` (codes, flat per-group scale/zero) into the kernel layout."""
         n, k = qt.shape
         zeros = None if qt.spec.symmetric else _params_2d(qt.zero, qt.spec, n, k)
-        return cls(qt.spec, (n, k), pack_weight(qt.codes, qt.spec.bits), _params_2d(qt.scale, qt.spec, n, k), zeros)
+        qweight = pack_weight(qt.codes, qt.spec.bits)
+        return cls(qt.spec, (n, k), qweight, _params_2d(qt.scale, qt.spec, n, k), zeros, split_counters(n, qweight.device))
 
     @classmethod
     def empty(cls, spec: QuantSpec, shape: tuple[int, int], device: torch.device | str = "meta") -> PackedWeight:
@@ -156,7 +166,7 @@ class PackedWeight:
         groups = spec.n_param_groups(n, k)
         params = _params_2d(torch.empty(groups, device=device), spec, n, k)
         qweight = torch.empty(n, math.ceil(k / codes_per_word(spec.bits)), dtype=torch.int32, device=device)
-        return cls(spec, (n, k), qweight, params, None if spec.symmetric else torch.empty_like(params))
+        return cls(spec, (n, k), qweight, params, None if spec.symmetric else torch.empty_like(params), split_counters(n, device))
 
     def codes(self) -> torch.Tensor:
         """Unpacked uint8 codes ``(N, K)``."""
@@ -179,7 +189,8 @@ class PackedWeight:
     def to(self, device: torch.device | str, copy: bool = False) -> PackedWeight:
         """On ``device``; with ``copy``, in new memory even if already there (as ``Tensor.to``)."""
         zeros = None if self.zeros is None else self.zeros.to(device, copy=copy)
-        return PackedWeight(self.spec, self.shape, self.qweight.to(device, copy=copy), self.scales.to(device, copy=copy), zeros)
+        counters = None if self.counters is None else self.counters.to(device, copy=copy)
+        return PackedWeight(self.spec, self.shape, self.qweight.to(device, copy=copy), self.scales.to(device, copy=copy), zeros, counters)
 
 
 @dataclass(frozen=True)

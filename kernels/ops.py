@@ -59,7 +59,7 @@ def split_k_for(n: int, k: int, block_n: int = 8, target_programs: int | None = 
 
     The GEMV uses it only when it does not autotune: autotuning, it times splits with its tiles and keeps the fastest.
 
-    Splitting costs an fp32 partial buffer and a reduction kernel, so it is only for narrow layers
+    Splitting costs an fp32 partial buffer and the adding of its slices, so it is only for narrow layers
     with long rows (each split keeps at least 512 columns). ``target_programs`` defaults to twice
     the SM count of ``device`` (see :func:`sm_count`).
     """
@@ -118,7 +118,8 @@ def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: s
     # the kernels assume unit stride along K and zeros laid out like scales: no-ops for PackedWeight's own tensors
     x2 = x2.contiguous()
     if not all(t.is_contiguous() for t in (w.qweight, w.scales, w.zeros) if t is not None):
-        w = PackedWeight(w.spec, w.shape, w.qweight.contiguous(), w.scales.contiguous(), None if w.zeros is None else w.zeros.contiguous())
+        w = PackedWeight(w.spec, w.shape, w.qweight.contiguous(), w.scales.contiguous(), None if w.zeros is None else w.zeros.contiguous(),
+                         w.counters)
     if kernel == "gemv" or (kernel == "auto" and x2.shape[0] <= GEMV_MAX_BATCH):
         if split_k is None and not autotuning():  # autotuning, the GEMV's autotuner chooses the split with the tile
             split_k = split_k_for(n, k, device=x.device)

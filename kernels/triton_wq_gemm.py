@@ -9,7 +9,7 @@ loaded their word, and dequantized in fp16 through the bits of ``1024 + code`` (
 come once per row of a tile when a group spans the K block. Its ``BLOCK_K`` counts slots: a 2/4/8-bit
 word fills as many slots as it has codes, three, five or six 3/5/6-bit words (30 codes) fill 32, and
 the activations of the 2 spare slots are masked to 0 (``_codes_nk``). At batches up to 16 it can split
-K, as the GEMV does: fp32 partial sums that one small kernel adds (:func:`autoq.kernels.splits.run_split`).
+K, as the GEMV does: fp32 partial sums that the last split of each tile adds (:func:`autoq.kernels.splits.store_split`).
 
 On a GPU it is autotuned per (batch bucket, N, K, format), the split over K with the tile (or per split,
 where the caller names one); under ``TRITON_INTERPRET=1`` (or with ``AUTOQ_AUTOTUNE=0``) one large-block
@@ -26,7 +26,7 @@ import triton.language as tl
 from autoq.kernels.capability import interpreting
 from autoq.kernels.gemv_steps import even_k, gemm_slot_group, gemm_step_columns, wordwise
 from autoq.kernels.ops import GEMM_MIN_BLOCK_M
-from autoq.kernels.splits import SPLITS, add_splits_after_bench, resolved_split, run_split, splits_of, with_split
+from autoq.kernels.splits import SPLITS, resolved_split, run_split, splits_of, store_split, with_split
 from autoq.kernels.tiles import autotune_bench, batch_bucket, launch_tile, prune_gemm_configs, tile_offsets
 from autoq.kernels.triton_scales import scale_row_stride, scale_zero_cols, scale_zero_rows
 
@@ -182,12 +182,13 @@ def _dequant_straddling(codes, s_ptr, z_ptr, offs_n, n_mask, k0, k_limit, stride
 
 
 @triton.jit
-def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, part_ptr, M, N, K, M_BUCKET, stride_xm, stride_wn, stride_sn, stride_sg, stride_om,
+def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, part_ptr, count_ptr, M, N, K, M_BUCKET, stride_xm, stride_wn, stride_sn, stride_sg, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, DOT_FP32: tl.constexpr,
                    SPLIT_K: tl.constexpr, EVEN_K: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
                    GROUP_M: tl.constexpr, SG_WORDS: tl.constexpr, SG_SLOTS: tl.constexpr, STEP: tl.constexpr):
     """One program: a ``BLOCK_M x BLOCK_N`` output tile over one of ``SPLIT_K`` ranges of K, whole steps each (a split
-    writes fp32 partial sums to ``part_ptr``, one ``(M, N)`` slice laid out as the output, as the GEMV's do). ``SG_WORDS`` words fill a slot group of ``SG_SLOTS``
+    writes fp32 partial sums to ``part_ptr``, one ``(M, N)`` slice laid out as the output, added by the last split, as the
+    GEMV's are). ``SG_WORDS`` words fill a slot group of ``SG_SLOTS``
     slots (:func:`autoq.kernels.gemv_steps.gemm_slot_group`), and a step covers ``STEP`` columns of K
     (:func:`autoq.kernels.gemv_steps.gemm_step_columns`)."""
     offs_m, offs_n = tile_offsets(M, N, BLOCK_M, BLOCK_N, GROUP_M)
@@ -225,11 +226,8 @@ def wq_gemm_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, part_ptr, M, N, K, M_BUC
             acc += tl.dot(x.to(tl.float32), tl.trans(w.to(tl.float32)))
         else:
             acc += tl.dot(x, tl.trans(w))
-    offs = offs_m[:, None] * stride_om + offs_n[None, :]
-    if SPLIT_K == 1:
-        tl.store(out_ptr + offs, acc.to(out_ptr.dtype.element_ty), mask=m_mask[:, None] & n_mask[None, :])
-    else:
-        tl.store(part_ptr + tl.program_id(1) * M * stride_om + offs, acc, mask=m_mask[:, None] & n_mask[None, :])
+    store_split(acc, out_ptr, part_ptr, count_ptr, offs_m[:, None] * stride_om + offs_n[None, :], m_mask[:, None] & n_mask[None, :],
+                M * stride_om, tl.program_id(0), SPLIT_K)
 
 
 # One configuration when not autotuning (see ``autotuning``): a large block keeps the number of programs and
@@ -283,18 +281,18 @@ _gemm_heuristic = triton.heuristics(_GEMM_STEPS)(wq_gemm_kernel)
 _gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"],
                               prune_configs_by={"early_config_prune": prune_gemm_configs}, do_bench=autotune_bench)(_gemm_heuristic)
 _gemm_split_tuned = triton.autotune(configs=_GEMM_SPLIT_CONFIGS, key=["M_BUCKET", "N", "K", "BITS", "GROUP", "HAS_ZEROS"],
-                                    prune_configs_by={"early_config_prune": prune_gemm_splits}, do_bench=autotune_bench,
-                                    post_hook=add_splits_after_bench)(_gemm_heuristic)
+                                    prune_configs_by={"early_config_prune": prune_gemm_splits}, do_bench=autotune_bench)(_gemm_heuristic)
 
 
-def launch_gemm(x, qweight, scales, zeros, out, part, split_k: int | None, bits: int, cpw: int, group: int, compile_only: bool = False,
-                tile: triton.Config | None = None) -> list:
-    """Run the tiled GEMM kernel into ``out`` ``(M, N)``, or, split over K, its fp32 partial sums into ``part``; ``split_k``
+def launch_gemm(x, qweight, scales, zeros, out, part, counters, split_k: int | None, bits: int, cpw: int, group: int,
+                compile_only: bool = False, tile: triton.Config | None = None) -> list:
+    """Run the tiled GEMM kernel into ``out`` ``(M, N)``, split over K through ``part`` and ``counters`` (one per output
+    tile: ``ceil(M / 16) * N`` always suffice); ``split_k``
     (``None``: the autotuner chooses it with the tile), ``tile`` and ``compile_only`` as for
     :func:`autoq.kernels.triton_wq_gemv.launch_gemv`."""
     m, k = x.shape
     n = qweight.shape[0]
-    args = (x, qweight, scales, scales if zeros is None else zeros, out, part, m, n, k, batch_bucket(m), x.stride(0), qweight.stride(0),
+    args = (x, qweight, scales, scales if zeros is None else zeros, out, part, counters, m, n, k, batch_bucket(m), x.stride(0), qweight.stride(0),
             scale_row_stride(scales), scales.stride(1), out.stride(-2))
     meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw),
                 DOT_FP32=interpreting())  # numpy computes the interpreter's dot: same products, fp32 operands (see the kernel)
@@ -312,7 +310,8 @@ def gemm(x, w, split_k: int | None = 1, compile_only: bool = False, tile: triton
     split = resolved_split(split_k, tile)
     splits = gemm_splits(batch_bucket(m), w.shape[1], w.codes_per_word) if split is None else (split,)
 
-    def launch(out, part):
-        return launch_gemm(x, w.qweight, w.scales, w.zeros, out, part, split, w.bits, w.codes_per_word, w.group_size, compile_only, tile)
+    def launch(out, part, counters):
+        return launch_gemm(x, w.qweight, w.scales, w.zeros, out, part, counters, split, w.bits, w.codes_per_word, w.group_size,
+                           compile_only, tile)
 
-    return run_split(launch, _gemm_split_tuned, m, n, x.dtype, x.device, split, splits, compile_only)
+    return run_split(launch, m, n, x.dtype, x.device, splits, triton.cdiv(m, GEMM_MIN_BLOCK_M), w.counters)

@@ -9,8 +9,8 @@ unpacked into a tile: slot ``j`` of every word is turned into the float ``1 + co
 shift and an and-or and multiplied by ``x[word * C + j]`` (see ``_mantissa_codes``); each scale group's
 ``sum (code - zero) * x`` is recovered from ``sum m * x`` and ``sum x`` once per group and K step (once
 per row per channel). That is three instructions a weight where an int-to-float conversion and a
-subtraction would take five. Split over K, each split writes fp32 partial sums that one small kernel
-adds (:func:`autoq.kernels.splits.add_splits`).
+subtraction would take five. Split over K, each split writes fp32 partial sums and the last split of
+each tile to finish adds them (:func:`autoq.kernels.splits.store_split`).
 
 On a GPU it is autotuned per (N, K, format), the split over K with the tile (or per split, where the
 caller names one); under ``TRITON_INTERPRET=1`` (or with ``AUTOQ_AUTOTUNE=0``) one large-block
@@ -25,7 +25,7 @@ import triton
 import triton.language as tl
 
 from autoq.kernels.gemv_steps import even_k, step_columns, step_constexprs, wordwise
-from autoq.kernels.splits import SPLITS, add_splits_after_bench, resolved_split, run_split, splits_of, with_split
+from autoq.kernels.splits import SPLITS, resolved_split, run_split, splits_of, store_split, with_split
 from autoq.kernels.tiles import autotune_bench, launch_tile
 from autoq.kernels.triton_scales import load_scale_zero, scale_row_stride, scale_zero_cols, scale_zero_rows
 
@@ -299,13 +299,13 @@ def _gemv_group_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, 
 
 
 @triton.jit
-def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, part_ptr, one_f32, N, K, stride_xm, stride_wn: tl.constexpr, stride_sn: tl.constexpr,
+def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, part_ptr, count_ptr, one_f32, N, K, stride_xm, stride_wn: tl.constexpr, stride_sn: tl.constexpr,
                    stride_sg, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, SPLIT_K: tl.constexpr,
                    EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr,
                    STEP: tl.constexpr, TW: tl.constexpr, NGS: tl.constexpr, ROWS_IN_THREAD: tl.constexpr):
     """One program: ``BLOCK_N`` outputs of one row of ``x`` over one K split (written to ``out_ptr`` when K is not split,
-    else as fp32 to ``part_ptr``, one ``(M, N)`` slice a split); how it walks K (``STEP``, ``TW``,
+    else as fp32 to ``part_ptr``, one ``(M, N)`` slice a split, added by the last split: ``store_split``); how it walks K (``STEP``, ``TW``,
     ``NGS``, derived from ``BLOCK_K``) is :func:`autoq.kernels.gemv_steps.step_constexprs`. The row strides of the
     words and scales are constexprs: a thread's rows are then one address plus immediate offsets (one GEMV a row length)."""
     pid_n = tl.program_id(0)
@@ -326,10 +326,8 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, part_ptr, one_f32, N, K,
         k_begin = pid_s * k_per_split
         y = _gemv_group_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, k_begin, tl.minimum(k_begin + k_per_split, K),
                               stride_xm, stride_wn, stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, BLOCK_N, NGS, TW, PREFETCH)
-    if SPLIT_K == 1:
-        tl.store(out_ptr + row * stride_om + offs_n, y.to(out_ptr.dtype.element_ty), mask=n_mask)
-    else:  # fp32 partial sums, each split an (M, N) slice laid out as the output (splits.add_splits adds them)
-        tl.store(part_ptr + (pid_s * tl.num_programs(2) + row) * stride_om + offs_n, y, mask=n_mask)
+    store_split(y, out_ptr, part_ptr, count_ptr, row * stride_om + offs_n, n_mask, tl.num_programs(2) * stride_om,
+                row * tl.num_programs(0) + pid_n, SPLIT_K)
 
 
 ONE_F32 = 0x3F800000  # the bits of 1.0f, passed to the GEMV (see ``_mantissa_codes``)
@@ -366,7 +364,7 @@ _GEMV_CONFIGS += [gemv_tile(bn, bk, w, rows_in_thread=True) for bn, bk, w in [(1
 # The autotuner that also chooses the split over K (what a batch-1 launch uses on a GPU): every tile above whole,
 # and four split 2, 4 and 8 ways where each split keeps a whole step (prune_gemv_configs). The H200 timings read as
 # a fixed latency a K step that too few warps hide (kernels/README.md); a split gives 2-8x the programs, each with
-# fewer steps. Its timing of a split tile includes adding the partial sums (splits.add_splits_after_bench).
+# fewer steps. A split tile adds its partial sums in the same kernel (splits.store_split), so its timing includes them.
 _SPLIT_TILES = [(16, 1024, 4, 2, True, False), (8, 1024, 4, 2, True, True), (16, 512, 2, 2, True, False), (8, 256, 1, 2, True, False)]
 _GEMV_SPLIT_CONFIGS = [with_split(c, 1) for c in _GEMV_CONFIGS]
 _GEMV_SPLIT_CONFIGS += [with_split(gemv_tile(*tile), split) for tile in _SPLIT_TILES for split in SPLITS]
@@ -406,14 +404,14 @@ _gemv_heuristic = triton.heuristics(_GEMV_STEPS)(wq_gemv_kernel)
 _gemv_tuned = triton.autotune(configs=_GEMV_CONFIGS, key=["N", "K", "SPLIT_K", "BITS", "GROUP", "HAS_ZEROS"], do_bench=autotune_bench,
                               prune_configs_by={"early_config_prune": prune_gemv_configs})(_gemv_heuristic)
 _gemv_split_tuned = triton.autotune(configs=_GEMV_SPLIT_CONFIGS, key=["N", "K", "BITS", "GROUP", "HAS_ZEROS"], do_bench=autotune_bench,
-                                    prune_configs_by={"early_config_prune": prune_gemv_configs}, post_hook=add_splits_after_bench)(
-    _gemv_heuristic)
+                                    prune_configs_by={"early_config_prune": prune_gemv_configs})(_gemv_heuristic)
 
 
-def launch_gemv(x, qweight, scales, zeros, out, part, split_k: int | None, bits: int, cpw: int, group: int, compile_only: bool = False,
-                tile: triton.Config | None = None) -> list:
-    """Run the GEMV kernel into ``out`` ``(M, N)``, or, split over K, its fp32 partial sums into ``part`` ``(splits, M, N)``
-    (contiguous, with ``out``'s row stride; empty where nothing splits).
+def launch_gemv(x, qweight, scales, zeros, out, part, counters, split_k: int | None, bits: int, cpw: int, group: int,
+                compile_only: bool = False, tile: triton.Config | None = None) -> list:
+    """Run the GEMV kernel into ``out`` ``(M, N)``; split over K, through fp32 partial sums in ``part`` ``(splits, M, N)``
+    (contiguous, with ``out``'s row stride; empty where nothing splits) and zeroed int32 ``counters``, one per
+    ``BLOCK_N`` outputs of a row (``M * N`` always suffice; see :func:`autoq.kernels.splits.store_split`).
 
     ``split_k=None`` lets the autotuner choose the split with the tile (``_gemv_split_tuned``; ``part`` then holds a
     slice for the largest split it may choose, :func:`gemv_splits`). ``tile`` (one of ``_GEMV_CONFIGS``, say) runs
@@ -421,7 +419,7 @@ def launch_gemv(x, qweight, scales, zeros, out, part, split_k: int | None, bits:
     compiled and returned (see ``tiles.launch``)."""
     m, k = x.shape
     n = qweight.shape[0]
-    args = (x, qweight, scales, scales if zeros is None else zeros, out, part, ONE_F32, n, k, x.stride(0), qweight.stride(0),
+    args = (x, qweight, scales, scales if zeros is None else zeros, out, part, counters, ONE_F32, n, k, x.stride(0), qweight.stride(0),
             scale_row_stride(scales), scales.stride(1), out.stride(-2))
     meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw))
     if split_k is not None:
@@ -435,12 +433,13 @@ def gemv(x, w, split_k: int | None, compile_only: bool = False, tile: triton.Con
     """``x @ dequant(w).T`` by the GEMV for a ``PackedWeight`` ``w``: ``(out, compiled kernels)``.
 
     ``split_k=None``: the autotuner chooses the split over K with the tile (on a GPU), or ``tile`` says it (its
-    ``SPLIT_K``, else 1). Allocates what :func:`launch_gemv` writes and, split, adds the partial sums."""
+    ``SPLIT_K``, else 1). Allocates what :func:`launch_gemv` writes; a split counts on ``w.counters``."""
     m, n = x.shape[0], w.shape[0]
     split = resolved_split(split_k, tile)
     splits = gemv_splits(w.shape[1], w.codes_per_word, w.group_size) if split is None else (split,)
 
-    def launch(out, part):
-        return launch_gemv(x, w.qweight, w.scales, w.zeros, out, part, split, w.bits, w.codes_per_word, w.group_size, compile_only, tile)
+    def launch(out, part, counters):
+        return launch_gemv(x, w.qweight, w.scales, w.zeros, out, part, counters, split, w.bits, w.codes_per_word, w.group_size,
+                           compile_only, tile)
 
-    return run_split(launch, _gemv_split_tuned, m, n, x.dtype, x.device, split, splits, compile_only)
+    return run_split(launch, m, n, x.dtype, x.device, splits, m, w.counters)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from autoq.kernels.formats import PackedWeight
+from autoq.kernels.formats import PackedWeight, split_counters
 
 
 class QuantLinear(nn.Module):
@@ -26,6 +26,10 @@ class QuantLinear(nn.Module):
         self.register_buffer("qweight", packed.qweight)
         self.register_buffer("scales", packed.scales)
         self.register_buffer("zeros", packed.zeros)
+        # the kernels' scratch for launches split over K (zero between launches), not saved: one layer's calls share it,
+        # so one layer must not run on two streams at once
+        counters = packed.counters if packed.counters is not None else split_counters(self.out_features, packed.qweight.device)
+        self.register_buffer("split_counters", counters, persistent=False)
         # AWQ: the codes are those of W diag(s); the input is divided by s (fp32, (in,)) before the kernel
         self.register_buffer("input_scale", None if input_scale is None else input_scale.float().to(packed.qweight.device))
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
@@ -34,7 +38,7 @@ class QuantLinear(nn.Module):
     def packed(self) -> PackedWeight:
         """The weight in the kernel layout, on this module's current device."""
         zeros = None if self.zeros is None else self.zeros.half()  # model.float() must not change what kernels read
-        return PackedWeight(self.spec, (self.out_features, self.in_features), self.qweight, self.scales.half(), zeros)
+        return PackedWeight(self.spec, (self.out_features, self.in_features), self.qweight, self.scales.half(), zeros, self.split_counters)
 
     def dequantized_weight(self) -> torch.Tensor:
         """The weight as fp32 ``(out, in)`` in the layer's own input coordinates: what the search simulated."""

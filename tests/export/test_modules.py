@@ -38,6 +38,23 @@ def test_triton_path_matches_torch_path(name, batch):
     assert float((got - reference).abs().max() / reference.abs().max()) < 1e-2  # fp16 operands
 
 
+def test_the_layer_keeps_zeroed_counters_for_split_launches_outside_its_state_dict():
+    from autoq.kernels.ops import split_k_for
+
+    module, _ = layer("int4-g128-asym", n=8, k=2048)
+    assert module.split_counters.dtype == torch.int32 and module.split_counters.shape == (8,)
+    assert "split_counters" not in module.state_dict() and module.packed.counters is module.split_counters
+    assert split_k_for(8, 2048) > 1  # the interpreter's GEMV splits this narrow layer over K
+    x = torch.randn(1, 2048).half()
+    with torch.inference_mode():
+        module.backend = "torch"
+        reference = module(x).float()
+        module.backend = "triton"
+        got = module(x).float()
+    assert float((got - reference).abs().max() / reference.abs().max()) < 1e-2
+    assert not module.split_counters.any()  # left at zero for the next call
+
+
 def test_float_cast_keeps_fp16_params_for_the_kernel():
     module, _ = layer("int4-g32-asym")
     module.float()

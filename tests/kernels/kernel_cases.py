@@ -13,7 +13,7 @@ import math
 import torch
 
 from autoq.kernels.capability import interpreting
-from autoq.kernels.formats import PackedWeight, pack_weight
+from autoq.kernels.formats import PackedWeight, pack_weight, split_counters
 from autoq.quant import QuantSpec
 
 DEVICE = torch.device("cpu" if interpreting() else "cuda")
@@ -21,13 +21,14 @@ UNIT_ROUNDOFF = {torch.float16: 2.0**-11, torch.bfloat16: 2.0**-8}
 
 
 def random_packed(spec: QuantSpec, n: int, k: int, gen: torch.Generator) -> PackedWeight:
-    """Random codes, positive scales spread over a decade, and (asymmetric) random integer zero points."""
+    """Random codes, positive scales spread over a decade, and (asymmetric) random integer zero points; with the
+    counters a layer keeps for launches split over K."""
     g = 1 if spec.granularity in ("tensor", "channel") else math.ceil(k / spec.group_size)
     rows = 1 if spec.granularity == "tensor" else n
     codes = torch.randint(0, spec.qmax + 1, (n, k), generator=gen).to(torch.uint8)
     scales = (10 ** (torch.rand(rows, g, generator=gen) - 2)).half()
     zeros = None if spec.symmetric else torch.randint(0, spec.qmax + 1, (rows, g), generator=gen).half()
-    return PackedWeight(spec, (n, k), pack_weight(codes, spec.bits), scales, zeros).to(DEVICE)
+    return PackedWeight(spec, (n, k), pack_weight(codes, spec.bits), scales, zeros, split_counters(n)).to(DEVICE)
 
 
 def assert_close_to_reference(y: torch.Tensor, x: torch.Tensor, w64: torch.Tensor, dtype: torch.dtype) -> None:

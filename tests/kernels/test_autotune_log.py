@@ -36,11 +36,6 @@ def test_triton_autotuners_record_their_choice_and_timings_where_autoq_reads_the
     assert set(autotuners()) == {"wq_gemv_kernel", "wq_gemv_kernel split given", "wq_gemm_kernel", "wq_gemm_kernel split given",
                                  "quantize_rows_kernel", "int8_gemm_kernel"}
     assert all(isinstance(t, Autotuner) for t in autotuners().values())
-    # the weight-only kernels' split candidates are timed with the kernel that adds their partial sums: Triton calls the post-hook
-    # inside each candidate's timed call (after the kernel), and never on a plain launch, where autoq adds them itself
-    bench, run = inspect.getsource(Autotuner._bench), inspect.getsource(Autotuner.run)
-    assert bench.index("self.fn.run(") < bench.index("self.post_hook(full_nargs, exception=None)") < bench.index("self.do_bench(")
-    assert "post_hook" not in run.split("self.best_config = config")[1]
 
 
 def test_recording_keeps_what_the_launches_inside_the_block_chose(monkeypatch):

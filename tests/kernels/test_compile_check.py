@@ -131,7 +131,7 @@ def test_3_bit_gemm_spreads_slot_groups_in_a_16_row_tile(sm90):
 
 def test_gemm_split_over_k_keeps_its_loop(sm90):
     """A batch of 16 splits K (ops.gemm_split_k_for): each split's loop is the unsplit one's (int4 g128 in 16 x 128 x 64,
-    Triton 3.9: 6.73 instructions a weight split 8 ways, 6.77 whole), still copying 16-byte pieces when K splits evenly."""
+    Triton 3.9: 6.91 instructions a weight split 8 ways with the adding in the kernel, 6.77 whole), still copying 16-byte pieces when K splits evenly."""
     report = sm90[1]["wq-gemm int4-g128-asym-fp16 16-row split8 even-K"]
     assert report["stack_bytes"] == 0 and report["loop_per_weight"] <= 7.5, report
     assert any(k.startswith("LDGSTS") and k.endswith(".128") for k in report["global_loads"]), report
@@ -140,8 +140,8 @@ def test_gemm_split_over_k_keeps_its_loop(sm90):
 
 def test_a_case_compiles_the_kernel_a_launch_runs(tmp_path):
     """The machine code checked is what runs: a case compiles through its launcher, so an autotuned launch at the
-    same shape finds the case's kernel in Triton's cache and compiles only the autotuner's other tiles, its split
-    candidates and the kernels adding their partial sums.
+    same shape finds the case's kernel in Triton's cache and compiles only the autotuner's other tiles and its split
+    candidates (which add their own partial sums: no other kernel).
 
     (Hand-built specializations missed, for one, that per-channel scales have row stride 1: 255 registers where
     the launch's kernel has 168, in a 32-row tile.)"""
@@ -163,7 +163,7 @@ def test_a_case_compiles_the_kernel_a_launch_runs(tmp_path):
     first, then = map(int, proc.stdout.split())
     kept = prune_gemv_configs(_GEMV_SPLIT_CONFIGS, {"K": 4096}, CPW=8, GROUP=0)  # every whole tile, splits with a step each
     assert len(kept) > len(_GEMV_CONFIGS) and gemv_splits(4096, 8, 0) == (2, 4, 8)
-    assert (first, then) == (1, len(kept) - 1 + 3)
+    assert (first, then) == (1, len(kept) - 1)
 
 
 def test_weights_per_thread_counts_a_k_step_of_the_tile():

@@ -1,9 +1,9 @@
-"""The weight-only kernels' autotuners choose the split over K with the tile, and every launch adds the partial sums
-it chose (the GEMV at batch 1, the GEMM at batches up to 16).
+"""The weight-only kernels' autotuners choose the split over K with the tile, and a split launch adds its own partial
+sums (the GEMV at batch 1, the GEMM at batches up to 16).
 
 A GPU times the candidates; here Triton's own autotuner runs the interpreted kernel with a stand-in timer that
-checks each candidate's output as its timed call leaves it (the split ones are added by the autotuner's post-hook)
-and makes one chosen candidate win, so the launch that follows runs it and adds its splits on the host side.
+checks each candidate's output as its timed call leaves it (a split one's added by its last split, in the kernel)
+and makes one chosen candidate win, so the launch that follows runs it.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ def _launcher(kernel: str):
 @pytest.mark.parametrize("kernel,name,dtype,rows", [("gemv", "int4-ch-asym", torch.float16, 1), ("gemv", "int4-g128-asym", torch.bfloat16, 1),
                                                     ("gemv", "int4-ch-asym", torch.float16, 3),  # kernel="gemv" takes a few rows too
                                                     ("gemm", "int4-g128-asym", torch.float16, 5), ("gemm", "int3-g64-asym", torch.bfloat16, 16)])
-def test_the_autotuner_chooses_a_split_and_the_launch_adds_it(monkeypatch, kernel, name, dtype, rows):
+def test_the_autotuner_chooses_a_split_and_the_launch_runs_it(monkeypatch, kernel, name, dtype, rows):
     tuner, run, candidates_for = _launcher(kernel)
     monkeypatch.setattr(tiles, "autotuning", lambda: True)  # launch_tile's check, and resolved_split's
     monkeypatch.setattr(splits, "autotuning", lambda: True)
@@ -72,7 +72,8 @@ def test_the_autotuner_chooses_a_split_and_the_launch_adds_it(monkeypatch, kerne
         out = tuner.nargs["out_ptr"]
         out.fill_(float("nan"))
         kernel_call()
-        assert_close_to_reference(out.clone(), x, w64, dtype)  # split candidates: added by the post-hook
+        assert_close_to_reference(out.clone(), x, w64, dtype)  # split candidates too: one kernel adds its splits
+        assert not packed.counters.any()  # and leaves the layer's counters at zero for the next
         timed.append(True)
         return [1.0 / len(timed)] * len(quantiles)
 
@@ -83,49 +84,5 @@ def test_the_autotuner_chooses_a_split_and_the_launch_adds_it(monkeypatch, kerne
     assert tuner.best_config is candidates[-1] and tuner.best_config.kwargs["SPLIT_K"] > 1
     assert_close_to_reference(out, x, w64, dtype)
     timed.clear()
-    again, _ = run(x, packed)  # the choice is cached: no timing, the same split, added again
-    assert timed == [] and torch.equal(again, out)
-
-
-def test_launches_in_threads_each_add_their_own_choice(monkeypatch):
-    """One autotuner serves every GEMV and records each launch's choice in ``best_config``: two layers, one whose
-    choice splits K and one whose does not, launched at once from two threads, each still get their own sums.
-
-    Without the GEMV's lock this fails here sooner than on a GPU: the interpreter's launches share its grid and
-    collide. On a GPU the hazard is the other thread's choice read after a launch; the lock covers both."""
-    import threading
-
-    tuner = triton_wq_gemv._gemv_split_tuned
-    monkeypatch.setattr(tiles, "autotuning", lambda: True)  # launch_tile's check, and resolved_split's
-    monkeypatch.setattr(splits, "autotuning", lambda: True)
-    monkeypatch.setattr(tuner, "cache", {})
-    gen = torch.Generator().manual_seed(5)
-    spec = QuantSpec.from_name("int4-ch-asym")
-    layers = {n: random_packed(spec, n, 2048, gen) for n in (19, 23)}  # 19 rows choose the last candidate (split), 23 the first
-    x = torch.randn(1, 2048, generator=gen).half().to(DEVICE)
-    calls = {}
-
-    def stand_in_timer(kernel_call, quantiles):
-        n = tuner.nargs["N"]
-        calls[n] = calls.get(n, 0) + 1
-        return [1.0 / calls[n] if n == 19 else float(calls[n])] * len(quantiles)
-
-    monkeypatch.setattr(tuner, "do_bench", stand_in_timer)
-    for n, packed in layers.items():  # tuned one after the other
-        triton_wq_gemv.gemv(x, packed, None)
-        assert (tuner.best_config.kwargs["SPLIT_K"] > 1) == (n == 19)
-    errors = []
-
-    def run(packed):
-        try:
-            for _ in range(4):
-                assert_close_to_reference(triton_wq_gemv.gemv(x, packed, None)[0], x, packed.dequantize(torch.float64), torch.float16)
-        except Exception as exc:  # noqa: BLE001 - whatever a thread raises fails the test here
-            errors.append(exc)
-
-    threads = [threading.Thread(target=run, args=(packed,)) for packed in layers.values()]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
-    assert errors == []
+    again, _ = run(x, packed)  # the choice is cached: no timing, the same split
+    assert timed == [] and torch.equal(again, out) and not packed.counters.any()
