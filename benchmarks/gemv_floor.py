@@ -17,7 +17,10 @@ Rows, at every LLaMA shape unless said:
   steps, more warps; rows in each thread in other sizes), each checked against a float32 reference first;
 - the autotuner's split candidates (four tiles split 2, 4 or 8 ways over K, down to one step a program,
   partial sums added by the last split of each tile, in the same kernel; before the tiles outside the list): the autotuner picks by these
-  timings too, and they say per tile whether more, shorter programs pay at batch 1.
+  timings too, and they say per tile whether more, shorter programs pay at batch 1;
+- on Hopper, ``PDL_TILES`` again as programmatic dependent launches (``gemv(..., pdl=True)``): under ``rotate``,
+  where calls run back to back, each starts while the one before ends; whether that takes the fixed cost of a
+  call off is what these rows say.
 
 On the H200 (2026-11-30, flush only) every tile then in the list took 7.6-18.6 us at 4096 x 4096 and a
 ``torch.sum`` over the same bytes, meant as a read floor, read at 424-531 GB/s (no floor: that row is gone).
@@ -54,6 +57,9 @@ EXTRA_TILES = [(8, 2048, 4, 2, True, False), (8, 4096, 8, 2, True, False), (16, 
                (4, 2048, 2, 2, True, False), (4, 4096, 4, 2, True, False), (16, 2048, 8, 3, True, False),
                (32, 4096, 8, 2, True, False), (64, 512, 4, 2, True, False), (8, 512, 2, 2, True, True),
                (8, 1024, 4, 2, False, True), (2, 1024, 4, 2, True, True), (4, 2048, 8, 2, True, True)]
+# (BLOCK_N, BLOCK_K, warps, stages, prefetch, rows in thread, split) timed again as programmatic dependent launches: the
+# main tile, the fastest on the H200 (2026-11-30), the rows-in-thread one, and a split to one step a program
+PDL_TILES = [(16, 1024, 4, 2, True, False, 1), (8, 1024, 2, 2, True, False, 1), (8, 1024, 4, 2, True, True, 1), (16, 512, 2, 2, True, False, 8)]
 
 
 def _copying(timings) -> str:
@@ -83,20 +89,24 @@ def _tile_rows(device, n, k, x, weights, nbytes, timings, rep_ms, timer) -> Iter
     """The per-channel W4 GEMV in every autotune tile and every extra one, each checked against float32 first."""
     from autoq.kernels import triton_wq_gemv
     from autoq.kernels.autotune_log import tile_name
+    from autoq.kernels.splits import with_split
 
     ref = x.float() @ weights[0].dequantize().float().T
     tiles = [(c, "autotune list") for c in triton_wq_gemv._GEMV_CONFIGS]
     # the split candidates before the extra tiles: a run cut short by its deadline keeps what the autotuner may choose
     tiles += [(c, "autotune list, split") for c in split_tiles(k, weights[0])]
+    if triton_wq_gemv.pdl_problem(device) is None:  # before the extra tiles too
+        tiles += [(with_split(triton_wq_gemv.gemv_tile(*pdl[:-1]), pdl[-1]), "pdl") for pdl in PDL_TILES]
     tiles += [(triton_wq_gemv.gemv_tile(*extra), "extra") for extra in EXTRA_TILES]
     for tile, source in tiles:
-        row = dict(n=n, k=k, what=f"W4 GEMV {tile_name(tile)}", source=source, split_k=tile.kwargs.get("SPLIT_K", 1))
+        pdl = source == "pdl"
+        row = dict(n=n, k=k, what=f"W4 GEMV {tile_name(tile)}{' pdl' if pdl else ''}", source=source, split_k=tile.kwargs.get("SPLIT_K", 1))
         try:
-            out, _ = triton_wq_gemv.gemv(x, weights[0], None, tile=tile)
+            out, _ = triton_wq_gemv.gemv(x, weights[0], None, tile=tile, pdl=pdl)
             err = ((out.float() - ref).norm() / ref.norm()).item()
             if not err < 1e-2:
                 raise ValueError(f"relative error {err:.2e} against float32")
-            fns = [lambda t=tile, w=w: triton_wq_gemv.gemv(x, w, None, tile=t) for w in weights]
+            fns = [lambda t=tile, w=w, p=pdl: triton_wq_gemv.gemv(x, w, None, tile=t, pdl=p) for w in weights]
             row = _timed(dict(row, rel_err=err), fns, nbytes, timings, rep_ms, device, timer)
         except Exception as exc:  # noqa: BLE001 - a tile that does not compile or is wrong is reported, not fatal
             row = dict(row, error=f"{type(exc).__name__}: {str(exc)[:200]}")

@@ -24,6 +24,12 @@ import functools
 import triton
 import triton.language as tl
 
+try:  # programmatic dependent launch (Hopper and later), in Triton 3.3 and later
+    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
+except ImportError:
+    gdc_launch_dependents = gdc_wait = None
+
+from autoq.errors import AutoqError
 from autoq.kernels.gemv_steps import even_k, step_columns, step_constexprs, wordwise
 from autoq.kernels.splits import SPLITS, resolved_split, run_split, splits_of, store_split, with_split
 from autoq.kernels.tiles import autotune_bench, launch_tile
@@ -303,11 +309,16 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, part_ptr, count_ptr, one
                    stride_sg, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, SPLIT_K: tl.constexpr,
                    EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr,
-                   STEP: tl.constexpr, TW: tl.constexpr, NGS: tl.constexpr, ROWS_IN_THREAD: tl.constexpr):
+                   STEP: tl.constexpr, TW: tl.constexpr, NGS: tl.constexpr, ROWS_IN_THREAD: tl.constexpr, PDL: tl.constexpr):
     """One program: ``BLOCK_N`` outputs of one row of ``x`` over one K split (written to ``out_ptr`` when K is not split,
     else as fp32 to ``part_ptr``, one ``(M, N)`` slice a split, added by the last split: ``store_split``); how it walks K (``STEP``, ``TW``,
     ``NGS``, derived from ``BLOCK_K``) is :func:`autoq.kernels.gemv_steps.step_constexprs`. The row strides of the
-    words and scales are constexprs: a thread's rows are then one address plus immediate offsets (one GEMV a row length)."""
+    words and scales are constexprs: a thread's rows are then one address plus immediate offsets (one GEMV a row length).
+    ``PDL`` (launched with ``launch_pdl``, sm_90 and later): the program starts while the previous kernel in the stream
+    ends, waits for it before its first load or store, and lets the next kernel start likewise (see :func:`gemv`)."""
+    if PDL:
+        gdc_wait()
+        gdc_launch_dependents()
     pid_n = tl.program_id(0)
     pid_s = tl.program_id(1)
     row = tl.program_id(2)
@@ -408,7 +419,7 @@ _gemv_split_tuned = triton.autotune(configs=_GEMV_SPLIT_CONFIGS, key=["N", "K", 
 
 
 def launch_gemv(x, qweight, scales, zeros, out, part, counters, split_k: int | None, bits: int, cpw: int, group: int,
-                compile_only: bool = False, tile: triton.Config | None = None) -> list:
+                compile_only: bool = False, tile: triton.Config | None = None, pdl: bool = False) -> list:
     """Run the GEMV kernel into ``out`` ``(M, N)``; split over K, through fp32 partial sums in ``part`` ``(splits, M, N)``
     (contiguous, with ``out``'s row stride; empty where nothing splits) and zeroed int32 ``counters``, one per
     ``BLOCK_N`` outputs of a row (``M * N`` always suffice; see :func:`autoq.kernels.splits.store_split`).
@@ -416,12 +427,14 @@ def launch_gemv(x, qweight, scales, zeros, out, part, counters, split_k: int | N
     ``split_k=None`` lets the autotuner choose the split with the tile (``_gemv_split_tuned``; ``part`` then holds a
     slice for the largest split it may choose, :func:`gemv_splits`). ``tile`` (one of ``_GEMV_CONFIGS``, say) runs
     that tile instead of autotuning. With ``compile_only`` nothing runs: the kernels this launch needs are
-    compiled and returned (see ``tiles.launch``)."""
+    compiled and returned (see ``tiles.launch``). ``pdl``: a programmatic dependent launch (see :func:`gemv`)."""
     m, k = x.shape
     n = qweight.shape[0]
     args = (x, qweight, scales, scales if zeros is None else zeros, out, part, counters, ONE_F32, n, k, x.stride(0), qweight.stride(0),
             scale_row_stride(scales), scales.stride(1), out.stride(-2))
-    meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw))
+    meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw), PDL=pdl)
+    if pdl:
+        meta["launch_pdl"] = True
     if split_k is not None:
         meta["SPLIT_K"] = split_k
     tuned = _gemv_tuned if split_k is not None else _gemv_split_tuned
@@ -429,17 +442,42 @@ def launch_gemv(x, qweight, scales, zeros, out, part, counters, split_k: int | N
     return launch_tile(tuned, wq_gemv_kernel, FIXED_GEMV, tile, grid, args, meta, compile_only, _GEMV_STEPS, {"N": n, "K": k})
 
 
-def gemv(x, w, split_k: int | None, compile_only: bool = False, tile: triton.Config | None = None) -> tuple:
+def gemv(x, w, split_k: int | None, compile_only: bool = False, tile: triton.Config | None = None, pdl: bool = False) -> tuple:
     """``x @ dequant(w).T`` by the GEMV for a ``PackedWeight`` ``w``: ``(out, compiled kernels)``.
 
     ``split_k=None``: the autotuner chooses the split over K with the tile (on a GPU), or ``tile`` says it (its
-    ``SPLIT_K``, else 1). Allocates what :func:`launch_gemv` writes; a split counts on ``w.counters``."""
+    ``SPLIT_K``, else 1). Allocates what :func:`launch_gemv` writes; a split counts on ``w.counters``.
+
+    ``pdl=True`` (Hopper or later, Triton 3.3 or later; for measuring, ``benchmarks/gemv_floor.py``): a programmatic
+    dependent launch. Its programs may start while the stream's previous kernel ends and wait for it
+    (``griddepcontrol.wait``) before any load or store, so launching overlaps the previous kernel's tail; each
+    lets the next kernel launch early too. Not used by ``ops.wq_linear``: whether it pays is for a GPU to say."""
+    problem = pdl_problem(x.device, compile_only) if pdl else None
+    if problem:
+        raise AutoqError(problem)
     m, n = x.shape[0], w.shape[0]
     split = resolved_split(split_k, tile)
     splits = gemv_splits(w.shape[1], w.codes_per_word, w.group_size) if split is None else (split,)
 
     def launch(out, part, counters):
         return launch_gemv(x, w.qweight, w.scales, w.zeros, out, part, counters, split, w.bits, w.codes_per_word, w.group_size,
-                           compile_only, tile)
+                           compile_only, tile, pdl)
 
     return run_split(launch, m, n, x.dtype, x.device, splits, m, w.counters)
+
+
+def pdl_problem(device, compile_only: bool = False) -> str | None:
+    """Why a programmatic dependent launch cannot run on ``device``, or ``None``: Triton without grid dependency control
+    (before 3.3), the interpreter, or a GPU before Hopper (compiling for a target is the caller's choice)."""
+    from autoq.kernels.capability import interpreting
+
+    if gdc_wait is None:
+        return f"programmatic dependent launch needs Triton 3.3 or later (this is {triton.__version__})"
+    if compile_only:
+        return None
+    if interpreting() or device.type != "cuda":
+        return "programmatic dependent launch needs a GPU; Triton's interpreter cannot run it (TRITON_INTERPRET=1)"
+    import torch
+
+    major, minor = torch.cuda.get_device_capability(device)
+    return None if major >= 9 else f"programmatic dependent launch needs a Hopper GPU or later (sm_90+); this one is sm_{major}{minor}"

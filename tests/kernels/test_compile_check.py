@@ -166,6 +166,31 @@ def test_a_case_compiles_the_kernel_a_launch_runs(tmp_path):
     assert (first, then) == (1, len(kept) - 1)
 
 
+def test_a_programmatic_dependent_launch_waits_for_the_previous_kernel_before_any_load():
+    """``gemv(..., pdl=True)`` compiles a kernel flagged for PDL whose first act is ``griddepcontrol.wait`` (nothing read
+    or written before the previous kernel is done) then ``launch_dependents``; the default launch has neither."""
+    script = (
+        "import torch\n"
+        "from autoq.kernels import triton_wq_gemv\n"
+        "from autoq.kernels.formats import PackedWeight\n"
+        "from autoq.kernels.precompile import Target, compiling_for\n"
+        "from autoq.quant import QuantSpec\n"
+        "w = PackedWeight.empty(QuantSpec.from_name('int4-g128-asym'), (4096, 4096))\n"
+        "x = torch.empty(1, 4096, dtype=torch.float16, device='meta')\n"
+        "with compiling_for(Target('cuda', 90, 32)):\n"
+        "    for pdl in (True, False):\n"
+        "        (k,) = triton_wq_gemv.gemv(x, w, 4, True, triton_wq_gemv.gemv_tile(16, 512, 2), pdl=pdl)[1]\n"
+        "        ptx = k.asm['ptx']\n"
+        "        first = min(ptx.index(op) for op in ('ld.global', 'st.global', 'atom.global'))\n"
+        "        wait = ptx.find('griddepcontrol.wait')\n"
+        "        print(k.metadata.launch_pdl, -1 < wait < first, ptx.count('griddepcontrol'))\n"
+    )
+    env = {**os.environ, "TRITON_INTERPRET": "0"}
+    proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.split() == ["True", "True", "2", "False", "False", "0"]
+
+
 def test_weights_per_thread_counts_a_k_step_of_the_tile():
     from autoq.kernels.compile_check import weights_per_thread
 
