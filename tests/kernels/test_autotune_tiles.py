@@ -64,7 +64,7 @@ def test_rows_in_thread_tiles_take_every_word_width(tile):
 @pytest.mark.parametrize("tile", [t for t in triton_wq_gemv._GEMV_SPLIT_CONFIGS if t.kwargs["SPLIT_K"] > 1], ids=tile_id)
 def test_every_split_gemv_tile(tile):
     """The split-choosing autotuner's split tiles, as a launch runs its choice (``split_k=None``: the tile says): the
-    fp32 partial sums of every split, one kernel adding them; a remainder step, and rows not a multiple of the tile."""
+    fp32 partial sums of every split, added by the last one in the same kernel; a remainder step, and rows not a multiple of the tile."""
     gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_N"] * tile.kwargs["SPLIT_K"] + tile.kwargs["BLOCK_K"])
     k = tile.kwargs["SPLIT_K"] * tile.kwargs["BLOCK_K"] + 37  # every split a step (the pruning's rule), and a remainder
     for name, dtype in (("int4-ch-asym", torch.float16), ("int4-g32-sym", torch.bfloat16), ("int3-g128-asym", torch.float16)):
