@@ -30,7 +30,7 @@ from autoq.engine.strategy import sampler_factory, strategy_factory
 from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, check_finite_batches
-from autoq.latency.resolve import latency_model, unmeasured_batch_note
+from autoq.latency import latency_model
 from autoq.model import check_finite_weights, find_layers
 from autoq.quiet import quiet_logs
 from autoq.search_spaces import load_preset
@@ -128,7 +128,7 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     start = time.perf_counter()
     problem = prepare(workload, config)
     space, cost_model, budget = problem.space, problem.cost_model, problem.budget
-    for note in (problem.slack, unmeasured_batch_note(config.device, config.batch)):
+    for note in (problem.slack, cost_model.latency.note if cost_model.latency is not None else None):
         if note:
             print(f"autoq: note: {note}", file=sys.stderr, flush=True)
 

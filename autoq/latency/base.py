@@ -16,6 +16,7 @@ class LatencyModel(Protocol):
     """
 
     batch: int
+    note: str  # a line a search prints about this source ("" when there is nothing to say)
 
     @property
     def source(self) -> str: ...

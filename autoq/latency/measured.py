@@ -45,6 +45,7 @@ class TableLatency:
     def __init__(self, device: str, rows: Iterable[Measurement], batch: int, origin: str = "", timing: str = "flush") -> None:
         rows = list(rows)
         self.device, self.batch, self.origin, self.timing = device, batch, origin, timing
+        self.note = ""
         batches = sorted({r.batch for r in rows})
         if batch not in batches:
             raise AutoqError(f"the latency table {origin or device!r} has no measurements at batch {batch}; measured batches: {batches or 'none'}")

@@ -3,7 +3,8 @@
 * a path: that measured table;
 * a preset name (``h100``, ``h200``, ...): the table committed for it under
   ``autoq/latency/tables/<name>.json`` when one exists and measured the batch (measured
-  beats estimated), else the roofline estimate from the preset's published peaks;
+  beats estimated), else the roofline estimate from the preset's published peaks (with a
+  ``note`` saying why, where a table exists but did not measure the batch);
 * ``roofline:<name>``: the roofline estimate, even where a committed table exists.
 """
 
@@ -41,26 +42,6 @@ def load_table(path: str | Path, batch: int = 1) -> TableLatency:
     return _table_latency(LatencyTable.load(file), batch, str(path))
 
 
-def unmeasured_batch_note(device: str | None, batch: int = 1, tables_dir: Path = TABLES_DIR) -> str | None:
-    """Why a preset with a committed table still gets the roofline estimate (its table did not measure ``batch``), or ``None``.
-
-    :func:`latency_model` falls back quietly, and the estimate is labelled as one; this is the line a search prints so
-    that a user who asked for ``--device h200`` at an unmeasured batch sees that the measurements were not used."""
-    if device is None or is_table_path(device) or device.lower().startswith(ROOFLINE_PREFIX):
-        return None
-    preset = get_device(device)
-    table = committed_table(preset.name, tables_dir)
-    if table is None:
-        return None
-    from autoq.kernels.table import LatencyTable
-
-    batches = sorted(LatencyTable.load(table).batches)
-    if batch in batches:
-        return None
-    return (f"the {preset.name} table shipped with autoq measured batches {', '.join(map(str, batches))}, not {batch}: latency is the "
-            f"roofline estimate; pass --batch {min(batches, key=lambda b: abs(b - batch))} for measured latencies")
-
-
 def _table_latency(table, batch: int, origin: str) -> TableLatency:
     """A loaded :class:`autoq.kernels.table.LatencyTable` at one batch size: the fastest kernel measured
     for each (shape, format, batch) (``select()``)."""
@@ -86,4 +67,10 @@ def latency_model(device: str | None, batch: int = 1, tables_dir: Path = TABLES_
         measured = LatencyTable.load(table)  # read once: checked for the batch, then used
         if batch in measured.batches:
             return _table_latency(measured, batch, str(table))
+        # the fallback is labelled an estimate everywhere; the note says so once more, where the search starts
+        batches = sorted(measured.batches)
+        nearest = min(batches, key=lambda b: abs(b - batch))
+        return RooflineLatency.named(preset.name, batch, note=(
+            f"the {preset.name} table shipped with autoq measured batches {', '.join(map(str, batches))}, not {batch}: latency "
+            f"is the roofline estimate; pass --batch {nearest} for measured latencies"))
     return RooflineLatency.named(preset.name, batch)

@@ -10,7 +10,7 @@ kernels reach a fraction of it, so the result is labelled as an estimate.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from autoq.latency.devices import DevicePreset, get_device
 from autoq.quant import QuantSpec
@@ -34,10 +34,11 @@ class RooflineLatency:
 
     device: DevicePreset
     batch: int = 1
+    note: str = field(default="", compare=False)  # why it stands where a measured table was asked for ("" otherwise)
 
     @classmethod
-    def named(cls, name: str, batch: int = 1) -> RooflineLatency:
-        return cls(get_device(name), batch)
+    def named(cls, name: str, batch: int = 1, note: str = "") -> RooflineLatency:
+        return cls(get_device(name), batch, note)
 
     @property
     def source(self) -> str:

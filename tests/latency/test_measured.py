@@ -13,7 +13,7 @@ import pytest
 from autoq.errors import AutoqError
 from autoq.kernels.table import LatencyRow, LatencyTable
 from autoq.latency import Measurement, TableLatency, get_device, latency_model, load_table, preset_for, roofline_us
-from autoq.latency.resolve import TABLES_DIR, unmeasured_batch_note
+from autoq.latency.resolve import TABLES_DIR
 from autoq.quant import QuantSpec
 
 INT4 = QuantSpec.from_name("int4-g128-asym")
@@ -119,15 +119,17 @@ def test_a_preset_reads_its_committed_table_at_a_measured_batch_else_the_rooflin
 
 
 def test_a_preset_at_an_unmeasured_batch_gets_a_note(tmp_path):
-    """The quiet fallback to the roofline is said once by the search: which batches the shipped table has, and the nearest."""
+    """The quiet fallback to the roofline carries a note the search prints: which batches the shipped table has, and the nearest."""
     write_table(tmp_path / "h100.json", device="NVIDIA H100 80GB HBM3")
     measured = LatencyTable.load(tmp_path / "h100.json").batches
     unmeasured = max(measured) + 3
-    note = unmeasured_batch_note("h100", unmeasured, tables_dir=tmp_path)
-    assert note is not None and f"measured batches {', '.join(map(str, sorted(measured)))}, not {unmeasured}" in note
+    fallback = latency_model("h100", unmeasured, tables_dir=tmp_path)
+    note = fallback.note
+    assert fallback.is_estimate and f"measured batches {', '.join(map(str, sorted(measured)))}, not {unmeasured}" in note
     assert f"--batch {max(measured)} for measured latencies" in note
-    for device, batch in (("h100", min(measured)), ("roofline:h100", unmeasured), ("a100", unmeasured), (None, 1), (str(tmp_path / "h100.json"), 1)):
-        assert unmeasured_batch_note(device, batch, tables_dir=tmp_path) is None
+    for device, batch in (("h100", min(measured)), ("roofline:h100", unmeasured), ("a100", unmeasured), (str(tmp_path / "h100.json"), 1)):
+        assert latency_model(device, batch, tables_dir=tmp_path).note == ""
+    assert latency_model(None, 1, tables_dir=tmp_path) is None  # no source, nothing to note
 
 
 @pytest.mark.parametrize("path", sorted(TABLES_DIR.glob("*.json")), ids=lambda p: p.name)  # skipped while none is committed
