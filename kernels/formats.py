@@ -102,8 +102,8 @@ def _params_2d(values: torch.Tensor, spec: QuantSpec, n: int, k: int) -> torch.T
 
 
 def split_counters(n: int, device: torch.device | str | None = None) -> torch.Tensor:
-    """The scratch a layer of ``n`` outputs keeps for the weight-only kernels' launches split over K: one zeroed int32
-    per output, enough for the GEMV at batch 1 and the GEMM's 16-row tiles up to batch 16 (one counter a tile)."""
+    """``n`` zeroed int32 counters for the weight-only kernels' launches split over K (one a tile). A layer keeps one per
+    output: enough for the GEMV at batch 1 and the GEMM's 16-row tiles up to batch 16."""
     return torch.zeros(n, dtype=torch.int32, device=device)
 
 

@@ -16,6 +16,7 @@ import triton.language as tl
 
 from autoq.errors import AutoqError
 from autoq.kernels.capability import autotuning
+from autoq.kernels.formats import split_counters
 
 SPLITS = (2, 4, 8)  # the splits over K the split-choosing autotuners try with each of their split tiles
 
@@ -76,5 +77,5 @@ def run_split(launch, m: int, n: int, dtype: torch.dtype, device: torch.device, 
     if most == 1:
         counters = torch.empty(0, dtype=torch.int32, device=device)
     elif counters is None or counters.numel() < row_tiles * n or counters.device != out.device:
-        counters = torch.zeros(row_tiles * n, dtype=torch.int32, device=device)
+        counters = split_counters(row_tiles * n, device)
     return out, launch(out, part, counters)
