@@ -46,7 +46,7 @@ def test_cli_search_on_real_minilm(tmp_path, mlflow_uri):
     cost_model = CostModel.for_model(workload.model, find_layers(workload.model))
     assert len(cost_model.layers) == 37
     run = max(front, key=lambda r: r.data.metrics["quality"])
-    assignment = Assignment.from_json(open(client.download_artifacts(run.info.run_id, "assignment.json")).read())
+    assignment = Assignment.from_json(open(client.download_artifacts(run.info.run_id, "assignment.json", str(tmp_path))).read())
     assert cost_model.cost(assignment).effective_bits == pytest.approx(run.data.metrics["effective_bits"])
     assert run.data.metrics["quality"] >= max(r.data.metrics["quality"] for r in children if r.data.tags["uniform"] == "true")
 

@@ -61,16 +61,16 @@ def test_cli_search_under_3ms_returns_only_points_within_the_table_latency(digit
     assert len(children) == 12
     latencies = []
     for run in children:
-        assignment = Assignment.from_json(open(client.download_artifacts(run.info.run_id, "assignment.json")).read())
+        assignment = Assignment.from_json(open(client.download_artifacts(run.info.run_id, "assignment.json", str(tmp_path))).read())
         latency_ms = cost_model.cost(assignment).latency_us / 1e3
         assert latency_ms <= 3.0
         assert run.data.metrics["latency_ms"] == pytest.approx(latency_ms, rel=1e-9)
         assert run.data.tags["latency_source"] == f"table:{DEVICE}"
         latencies.append(latency_ms)
     assert max(latencies) > 2.0  # the budget is used, not just the cheapest corner
-    png = imread(client.download_artifacts(parent.info.run_id, "frontier.png"))
+    png = imread(client.download_artifacts(parent.info.run_id, "frontier.png", str(tmp_path)))
     assert png.shape[:2] == (540, 1440)  # two panels: quality against bits, and against latency (tests/tracking has the rest)
-    front = json.load(open(client.download_artifacts(parent.info.run_id, "frontier.json")))
+    front = json.load(open(client.download_artifacts(parent.info.run_id, "frontier.json", str(tmp_path))))
     assert front and all(p["latency_source"] == f"table:{DEVICE}" and p["latency_ms"] <= 3.0 for p in front)
 
 

@@ -38,21 +38,21 @@ def result(digits, tmp_path_factory, _mlflow_template):
     )
 
 
-def test_frontier_points_are_within_budget_recomputed_from_mlflow(result, digits):
+def test_frontier_points_are_within_budget_recomputed_from_mlflow(result, digits, tmp_path):
     client = MlflowClient(result.tracking_uri)
     cost_model = CostModel.for_model(digits.model, find_layers(digits.model))
     runs = {r.info.run_id: r for r in child_runs(client, result.parent_run_id)}
     front_runs = [r for r in runs.values() if r.data.tags.get("pareto") == "true"]
     assert {p.run_id for p in result.frontier} == {r.info.run_id for r in front_runs}
     for run in front_runs:
-        path = client.download_artifacts(run.info.run_id, "assignment.json")
+        path = client.download_artifacts(run.info.run_id, "assignment.json", str(tmp_path))
         assignment = Assignment.from_json(open(path).read())
         bits = cost_model.cost(assignment).effective_bits
         assert bits <= 4.5
         assert bits == pytest.approx(run.data.metrics["effective_bits"], abs=1e-9)
 
 
-def test_mlflow_holds_parent_children_and_artifacts(result):
+def test_mlflow_holds_parent_children_and_artifacts(result, tmp_path):
     client = MlflowClient(result.tracking_uri)
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
@@ -67,7 +67,7 @@ def test_mlflow_holds_parent_children_and_artifacts(result):
     by_trial = {int(r.data.params["trial"]): r for r in children}
     for p in result.points:
         assert by_trial[p.trial].data.params["choices"] == p.assignment.summary()
-    csv_path = client.download_artifacts(result.parent_run_id, "frontier.csv")
+    csv_path = client.download_artifacts(result.parent_run_id, "frontier.csv", str(tmp_path))
     assert len(open(csv_path).read().strip().splitlines()) == len(result.frontier) + 1
 
 
