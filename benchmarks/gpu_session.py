@@ -67,12 +67,13 @@ def importable_tree(parent: Path | None = None) -> Path:
 def step_env(site: Path) -> dict[str, str]:
     """The steps' environment: ``site`` first on the path, compiled kernels, unbuffered output.
 
-    ``PYTHONSAFEPATH`` keeps ``python -m`` from putting the working directory (the repository,
-    whose ``autoq/`` lacks the mapped ``kernels/``) ahead of ``site``: without it, on 2026-11-30,
-    ``python -m autoq`` and ``python -m pytest`` on the GPU machine failed on ``import autoq.kernels``.
+    The steps also run with ``site`` as their working directory (:func:`run_step`): ``python -m`` puts the working
+    directory first on the path, and the repository's own ``autoq/`` lacks the mapped ``kernels/``. On
+    2026-11-30 ``python -m autoq`` and ``python -m pytest`` failed so on the GPU machine, run from the repository.
+    (``PYTHONSAFEPATH`` would keep the working directory off the path too, but only from Python 3.11.)
     """
     return {**os.environ, "PYTHONPATH": f"{site}{os.pathsep}{os.environ.get('PYTHONPATH', '')}", "PYTHONUNBUFFERED": "1",
-            "TRITON_INTERPRET": "0", "PYTHONSAFEPATH": "1"}
+            "TRITON_INTERPRET": "0"}
 
 
 def xdist_args(cpus: int | None = None) -> list[str]:
@@ -90,13 +91,14 @@ def shell_output(cmd: list[str]) -> str:
         return f"{' '.join(cmd)}: {exc}\n"
 
 
-def run_step(name: str, cmd: list[str], env: dict, log: Path, timeout: float) -> int:
-    """Run one step with its output in ``log``, then print the log's end; a timeout is exit 124, not an exception."""
+def run_step(name: str, cmd: list[str], env: dict, site: Path, log: Path, timeout: float) -> int:
+    """Run one step in the importable tree ``site`` (see :func:`step_env`) with its output in ``log``, then print
+    the log's end; a timeout is exit 124, not an exception."""
     print(f"\n== {name}: {' '.join(cmd)} (at most {timeout:.0f} s)", flush=True)
     start = time.perf_counter()
     with log.open("w") as fh:
         try:
-            code = subprocess.run(cmd, cwd=REPO, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout, check=False).returncode
+            code = subprocess.run(cmd, cwd=site, env=env, stdout=fh, stderr=subprocess.STDOUT, timeout=timeout, check=False).returncode
         except subprocess.TimeoutExpired:
             code = 124
     lines = [line for line in log.read_text(errors="replace").splitlines() if "%|" not in line]  # no progress bars
@@ -150,12 +152,12 @@ def main() -> int:
 
     codes = {}
     if "floor" in steps:
-        codes["floor"] = run_step("batch-1 W4 floor, both timings", [sys.executable, "benchmarks/gemv_floor.py", "--out",
-                                                                     str(out / f"gemv_floor_{slug}.json")], env, out / "floor.log", share("floor"))
+        codes["floor"] = run_step("batch-1 W4 floor, both timings", [sys.executable, str(REPO / "benchmarks/gemv_floor.py"), "--out",
+                                                                     str(out / f"gemv_floor_{slug}.json")], env, site, out / "floor.log", share("floor"))
     if "llama" in steps:
         limit = share("llama")  # the benchmark stops starting cases at 80% of it and writes what it has; the kill is a backstop
-        codes["llama"] = run_step("LLaMA-7B shapes", [sys.executable, "benchmarks/kernels_llama.py", "--out", str(llama_json),
-                                                      "--max-seconds", f"{0.8 * limit:.0f}", "--timing", args.timing], env, out / "llama.log", limit)
+        codes["llama"] = run_step("LLaMA-7B shapes", [sys.executable, str(REPO / "benchmarks/kernels_llama.py"), "--out", str(llama_json),
+                                                      "--max-seconds", f"{0.8 * limit:.0f}", "--timing", args.timing], env, site, out / "llama.log", limit)
     if "table" in steps:
         merge: list[str] = []
         if llama_json.is_file():  # start the committed table from the llama step's rows, then add the default model's shapes
@@ -167,13 +169,13 @@ def main() -> int:
             [sys.executable, "-m", "autoq", "kernels", "bench", "--model", "none", "--shapes", DEFAULT_MODEL_SHAPES,
              "--formats", TABLE_FORMATS, "--rep-ms", "50", "--max-seconds", f"{0.8 * limit:.0f}", "--timing", args.timing,
              "--out", str(out / table_name), *merge],
-            env, out / "table.log", limit)
+            env, site, out / "table.log", limit)
     if "tests" in steps:
         codes["tests"] = run_step(
             "kernel tests on the GPU",
-            [sys.executable, "-m", "pytest", "tests/kernels", "-v", "--tb=short", "-p", "no:cacheprovider", *xdist_args(),
+            [sys.executable, "-m", "pytest", str(REPO / "tests/kernels"), "--rootdir", str(REPO), "-v", "--tb=short", "-p", "no:cacheprovider", *xdist_args(),
              "--deselect", "tests/kernels/test_compile_check.py", "--deselect", "tests/kernels/test_precompile.py"],
-            {**env, "AUTOQ_AUTOTUNE": "0"}, out / "tests.log", share("tests"))
+            {**env, "AUTOQ_AUTOTUNE": "0"}, site, out / "tests.log", share("tests"))
     print(f"\ngpu_session: {time.perf_counter() - start:.0f} s; exit codes {codes}; files in {out}: "
           f"{', '.join(sorted(p.name for p in out.iterdir()))}")
     return 0 if all(c == 0 for c in codes.values()) else 1

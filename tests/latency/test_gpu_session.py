@@ -59,18 +59,20 @@ def test_its_autoq_tree_resolves_the_mapped_packages_without_pip(session, tmp_pa
     assert proc.stdout.strip() == str(site / "autoq" / "kernels" / "bench.py")
 
 
-def test_its_steps_import_the_tree_from_inside_the_repository(session, tmp_path):
-    """The steps run with the repository as working directory, whose ``autoq/`` lacks the mapped ``kernels/``:
-    ``python -m`` must still import the tree. ``-S`` leaves out this environment's editable install, as on the GPU
-    machine, which has none; its packages (torch) come in through ``PYTHONPATH`` instead."""
+def test_its_steps_import_the_tree_and_find_the_repository(session, tmp_path):
+    """The steps run in the importable tree, so that ``python -m`` finds it before the repository's ``autoq/`` (which
+    lacks the mapped ``kernels/``) on any Python, and name the repository's files by absolute path. ``-S`` leaves out
+    this environment's editable install, as on the GPU machine, which has none; its packages (torch) come in
+    through ``PYTHONPATH`` instead."""
     site = session.importable_tree(tmp_path)
     env = {**session.step_env(site), "PYTHONPATH": os.pathsep.join([str(site), *sitecustom.getsitepackages()])}
-    proc = subprocess.run([sys.executable, "-S", "-m", "autoq", "kernels", "bench", "--help"], cwd=session.REPO, env=env,
+    proc = subprocess.run([sys.executable, "-S", "-m", "autoq", "kernels", "bench", "--help"], cwd=site, env=env,
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
     assert "--rep-ms" in proc.stdout
-    collect = [sys.executable, "-S", "-m", "pytest", "tests/kernels/test_formats.py", "--collect-only", "-q", "-p", "no:cacheprovider"]
-    proc = subprocess.run(collect, cwd=session.REPO, env=env, capture_output=True, text=True, timeout=120)
+    collect = [sys.executable, "-S", "-m", "pytest", str(session.REPO / "tests/kernels/test_formats.py"), "--rootdir", str(session.REPO),
+               "--collect-only", "-q", "-p", "no:cacheprovider"]
+    proc = subprocess.run(collect, cwd=site, env=env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and " collected" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
