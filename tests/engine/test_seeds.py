@@ -14,7 +14,7 @@ from autoq.search_spaces import load_preset
 from autoq.space import SearchSpace
 
 
-def setup(preset: str = "per-channel", widths=((256, 64), (128, 32), (512, 8), (64, 4), (256, 128))):
+def space_and_costs(preset: str = "per-channel", widths=((256, 64), (128, 32), (512, 8), (64, 4), (256, 128))):
     torch.manual_seed(0)
     model = nn.Sequential(*(nn.Linear(i, o) for i, o in widths))  # shapes only; never run
     layers = find_layers(model)
@@ -23,7 +23,7 @@ def setup(preset: str = "per-channel", widths=((256, 64), (128, 32), (512, 8), (
 
 @pytest.fixture(scope="module")
 def small():
-    return setup()
+    return space_and_costs()
 
 
 BUDGETS = ["2.5bits", "3.3bits", "4.5bits", "5.9bits", "7bits", "12bits"]
@@ -124,7 +124,7 @@ def test_fill_seeds_size_budget(small):
 
 
 def test_fill_seeds_never_cheaper_than_best_fitting_uniform_default_preset():
-    space, cm = setup("default", widths=((256, 8), (64, 8)))
+    space, cm = space_and_costs("default", widths=((256, 8), (64, 8)))
     # at exactly the cost of uniform int4-ch there is no slack to fill
     assert fill_seeds(space, cm, parse_budget("4.2bits"), count=8) == []
     budget = parse_budget("4.9bits")
@@ -137,7 +137,7 @@ def test_fill_seeds_never_cheaper_than_best_fitting_uniform_default_preset():
 def test_a_limit_keeps_every_format_once_then_more_methods_of_the_dearest():
     """``full`` at 4.5 bits: 11 formats x 4 methods fit; limited, each format keeps its first method, and the
     places left go to the other methods of the dearest formats (where the best baseline is)."""
-    space, cm = setup("full", widths=((256, 256), (256, 512), (512, 256)))
+    space, cm = space_and_costs("full", widths=((256, 256), (256, 512), (512, 256)))
     budget = parse_budget("4.5bits")
     every = uniform_seeds(space, cm, budget)
     groups: dict[tuple, list] = {}
