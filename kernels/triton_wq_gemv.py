@@ -23,11 +23,7 @@ import functools
 
 import triton
 import triton.language as tl
-
-try:  # programmatic dependent launch (Hopper and later), in Triton 3.3 and later
-    from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait
-except ImportError:
-    gdc_launch_dependents = gdc_wait = None
+from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait  # programmatic dependent launch (Hopper and later)
 
 from autoq.errors import AutoqError
 from autoq.kernels.gemv_steps import even_k, step_columns, step_constexprs, wordwise
@@ -448,7 +444,7 @@ def gemv(x, w, split_k: int | None, compile_only: bool = False, tile: triton.Con
     ``split_k=None``: the autotuner chooses the split over K with the tile (on a GPU), or ``tile`` says it (its
     ``SPLIT_K``, else 1). Allocates what :func:`launch_gemv` writes; a split counts on ``w.counters``.
 
-    ``pdl=True`` (Hopper or later, Triton 3.3 or later; for measuring, ``benchmarks/gemv_floor.py``): a programmatic
+    ``pdl=True`` (Hopper or later; for measuring, ``benchmarks/gemv_floor.py``): a programmatic
     dependent launch. Its programs may start while the stream's previous kernel ends and wait for it
     (``griddepcontrol.wait``) before any load or store, so launching overlaps the previous kernel's tail; each
     lets the next kernel launch early too. Not used by ``ops.wq_linear``: whether it pays is for a GPU to say."""
@@ -467,12 +463,10 @@ def gemv(x, w, split_k: int | None, compile_only: bool = False, tile: triton.Con
 
 
 def pdl_problem(device, compile_only: bool = False) -> str | None:
-    """Why a programmatic dependent launch cannot run on ``device``, or ``None``: Triton without grid dependency control
-    (before 3.3), the interpreter, or a GPU before Hopper (compiling for a target is the caller's choice)."""
+    """Why a programmatic dependent launch cannot run on ``device``, or ``None``: the interpreter, or a GPU before
+    Hopper (compiling for a target is the caller's choice)."""
     from autoq.kernels.capability import interpreting
 
-    if gdc_wait is None:
-        return f"programmatic dependent launch needs Triton 3.3 or later (this is {triton.__version__})"
     if compile_only:
         return None
     if interpreting() or device.type != "cuda":

@@ -1,8 +1,9 @@
-"""A real wheel (``pip install .``, not the editable install the tests run from) carries every module and data file.
+"""What ``pyproject.toml`` promises: a real wheel carries every module and data file, and every lower bound is the release
+``.ci/lowest`` installs.
 
 ``pyproject.toml`` maps ``kernels/``, ``sensitivity/`` and ``search_spaces/`` into ``autoq`` and lists the
-packages by hand, so a new subpackage left off the list still imports in an editable install and is
-missing from a real one. Building the wheel is the check that sees it.
+packages by hand, so a new subpackage left off the list still imports in an editable install (what the tests run
+from) and is missing from a real one. Building the wheel is the check that sees it.
 """
 
 from __future__ import annotations
@@ -11,9 +12,13 @@ import shutil
 import subprocess
 import sys
 import zipfile
+from importlib.metadata import requires
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
 MAPPED = {"autoq": "autoq", "kernels": "autoq/kernels", "sensitivity": "autoq/sensitivity", "search_spaces": "autoq/search_spaces"}
@@ -48,3 +53,29 @@ def test_wheel_holds_every_module_and_data_file(tmp_path):
     expected = source_files(tracked)
     assert {"autoq/kernels/triton_wq_gemv.py", "autoq/search_spaces/default.yaml", "autoq/sensitivity/__init__.py"} <= expected
     assert not expected - shipped, f"tracked but not in the wheel: {sorted(expected - shipped)}"
+
+
+def lower_bounds(requirements: list[str]) -> dict[str, Version]:
+    """Each requirement's ``>=`` version by canonical name; a name with two different bounds (say in two extras) fails."""
+    bounds: dict[str, Version] = {}
+    for text in requirements:
+        req = Requirement(text)
+        (floor,) = [Version(s.version) for s in req.specifier if s.operator == ">="] or [None]
+        assert floor, f"{text}: every dependency needs a lower bound for .ci/lowest to install"
+        name = canonicalize_name(req.name)
+        assert bounds.setdefault(name, floor) == floor, f"{name} has two lower bounds: {bounds[name]} and {floor}"
+    return bounds
+
+
+def test_lowest_constraints_pin_every_lower_bound():
+    """``.ci/lowest-constraints.txt`` pins exactly the installed metadata's lower bounds (pyproject.toml's, at install)."""
+    floors = lower_bounds(requires("autoq") or [])
+    pins = {}
+    for line in (REPO / ".ci" / "lowest-constraints.txt").read_text().splitlines():
+        if line.strip() and not line.startswith("#"):
+            req = Requirement(line)
+            (spec,) = req.specifier
+            assert spec.operator == "==", line
+            pins[canonicalize_name(req.name)] = Version(spec.version)
+    assert {"torch", "triton", "optuna", "mlflow", "ray", "pytest"} <= set(floors)
+    assert pins == floors
