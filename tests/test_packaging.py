@@ -8,6 +8,7 @@ from) and is missing from a real one. Building the wheel is the check that sees 
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
@@ -79,3 +80,13 @@ def test_lowest_constraints_pin_every_lower_bound():
             pins[canonicalize_name(req.name)] = Version(spec.version)
     assert {"torch", "triton", "optuna", "mlflow", "ray", "pytest"} <= set(floors)
     assert pins == floors
+
+
+def test_readme_states_the_torch_and_triton_range_pyproject_gives():
+    readme = (REPO / "README.md").read_text()
+    torch_low, torch_high = re.search(r"Any torch from ([\d.]+) to ([\d.]+) works", readme).groups()
+    triton_low = re.search(r"Triton ([\d.]+) is the oldest", readme).group(1)
+    specs = {canonicalize_name(Requirement(r).name): Requirement(r).specifier for r in requires("autoq") or []}
+    assert {(s.operator, Version(s.version)) for s in specs["torch"]} == {(">=", Version(torch_low)), ("<=", Version(torch_high))}
+    assert {(s.operator, Version(s.version)) for s in specs["triton"]} == {(">=", Version(triton_low))}
+    assert re.search(rf"oldest torch\s+whose Linux wheels go with it is {re.escape(torch_low)}\b", readme)
