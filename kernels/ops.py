@@ -13,6 +13,7 @@ an uninitialized output of the right shape (see :mod:`autoq.kernels.precompile`)
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import math
 
@@ -118,8 +119,8 @@ def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: s
     # the kernels assume unit stride along K and zeros laid out like scales: no-ops for PackedWeight's own tensors
     x2 = x2.contiguous()
     if not all(t.is_contiguous() for t in (w.qweight, w.scales, w.zeros) if t is not None):
-        w = PackedWeight(w.spec, w.shape, w.qweight.contiguous(), w.scales.contiguous(), None if w.zeros is None else w.zeros.contiguous(),
-                         w.counters)
+        w = dataclasses.replace(w, qweight=w.qweight.contiguous(), scales=w.scales.contiguous(),
+                                zeros=None if w.zeros is None else w.zeros.contiguous())  # the rest (counters) as they are
     if kernel == "gemv" or (kernel == "auto" and x2.shape[0] <= GEMV_MAX_BATCH):
         if split_k is None and not autotuning():  # autotuning, the GEMV's autotuner chooses the split with the tile
             split_k = split_k_for(n, k, device=x.device)

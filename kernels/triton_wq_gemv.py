@@ -21,11 +21,13 @@ from __future__ import annotations
 
 import functools
 
+import torch
 import triton
 import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait  # programmatic dependent launch (Hopper and later)
 
 from autoq.errors import AutoqError
+from autoq.kernels.capability import interpreting
 from autoq.kernels.gemv_steps import even_k, step_columns, step_constexprs, wordwise
 from autoq.kernels.splits import SPLITS, resolved_split, run_split, splits_of, store_split, with_split
 from autoq.kernels.tiles import autotune_bench, launch_tile
@@ -465,13 +467,9 @@ def gemv(x, w, split_k: int | None, compile_only: bool = False, tile: triton.Con
 def pdl_problem(device, compile_only: bool = False) -> str | None:
     """Why a programmatic dependent launch cannot run on ``device``, or ``None``: the interpreter, or a GPU before
     Hopper (compiling for a target is the caller's choice)."""
-    from autoq.kernels.capability import interpreting
-
     if compile_only:
         return None
     if interpreting() or device.type != "cuda":
         return "programmatic dependent launch needs a GPU; Triton's interpreter cannot run it (TRITON_INTERPRET=1)"
-    import torch
-
     major, minor = torch.cuda.get_device_capability(device)
     return None if major >= 9 else f"programmatic dependent launch needs a Hopper GPU or later (sm_90+); this one is sm_{major}{minor}"
