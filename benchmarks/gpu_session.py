@@ -133,6 +133,16 @@ def main() -> int:
     print(smi.split("\n\n")[0], flush=True)
 
     site = importable_tree()
+    try:
+        return run_steps(args, steps, out, site, start)
+    finally:
+        shutil.rmtree(site, ignore_errors=True)  # a copy of autoq/: nothing to keep
+
+
+def run_steps(args: argparse.Namespace, steps: list[str], out: Path, site: Path, start: float) -> int:
+    """The steps, in order, each in the importable tree ``site``; 0 when every step exited 0."""
+    import torch
+
     sys.path.insert(0, str(site))
     env = step_env(site)
     from autoq.cli.kernels import device_slug

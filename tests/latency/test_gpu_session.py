@@ -89,8 +89,12 @@ def test_its_steps_run_in_order_with_shares_of_the_deadline(tmp_path):
             f"sys.argv = ['gpu_session.py', '--out', {str(tmp_path)!r}, '--deadline-s', '100', '--steps', 'floor,llama,table', "
             "'--timing', 'rotate']; "
             f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
-    proc = subprocess.run([sys.executable, "-c", fake], capture_output=True, text=True, timeout=300)
+    scratch = tmp_path / "scratch"  # where the importable tree goes: removed at the end, as on a crash
+    scratch.mkdir()
+    proc = subprocess.run([sys.executable, "-c", fake], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "TMPDIR": str(scratch)})
     assert proc.returncode == 1, proc.stdout + proc.stderr  # every step failed: no GPU where they ran
+    assert not [p for p in scratch.iterdir() if p.name.startswith("autoq-site-")]
     out = proc.stdout
     floor = out.index("== batch-1 W4 floor, both timings: ")
     llama = out.index("== LLaMA-7B shapes: ")
@@ -101,7 +105,7 @@ def test_its_steps_run_in_order_with_shares_of_the_deadline(tmp_path):
                                        out).groups())
     assert 50 <= limit <= 55 and abs(stop - 0.8 * limit) <= 1  # 0.35 / (0.35 + 0.3) of what is left
     assert "--timing rotate --out " + str(tmp_path / "h200.json") in out
-    assert {p.name for p in tmp_path.iterdir()} == {"nvidia_smi.txt", "floor.log", "llama.log", "table.log"}
+    assert {p.name for p in tmp_path.iterdir()} == {"scratch", "nvidia_smi.txt", "floor.log", "llama.log", "table.log"}
     for log in ("floor.log", "llama.log", "table.log"):
         assert "needs a CUDA GPU" in (tmp_path / log).read_text()
     bad = subprocess.run([sys.executable, str(SCRIPT), "--steps", "llama,bogus"], capture_output=True, text=True, timeout=60)
