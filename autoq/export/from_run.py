@@ -24,17 +24,9 @@ class RunPoint:
 
 def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
     """The point of a trial run, or of a search's parent run (its highest-quality frontier point)."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
+    from autoq.tracking import stored_run
 
-    from autoq.tracking import require_store
-
-    require_store(tracking_uri)
-    client = MlflowClient(tracking_uri=tracking_uri)
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise AutoqError(f"no MLflow run {run_id!r} in {tracking_uri}; pass a trial's run id (or a search's parent run id) and the same --tracking-uri") from None
+    client, run = stored_run(tracking_uri, run_id, "pass a trial's run id (or a search's parent run id) and the same --tracking-uri")
     assignment, what = _assignment(client, run)
     parent_id = run.data.tags.get("mlflow.parentRunId")  # a trial: the search settings are on its parent
     params = client.get_run(parent_id).data.params if parent_id else run.data.params

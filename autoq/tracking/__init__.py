@@ -8,6 +8,7 @@ from autoq.tracking.mlflow_logger import (
     absolute_uri,
     require_store,
     sqlite_path,
+    stored_run,
 )
 
-__all__ = ["DEFAULT_TRACKING_URI", "STUDY_TAG", "TRIAL_TAG", "MlflowTracker", "absolute_uri", "require_store", "sqlite_path"]
+__all__ = ["DEFAULT_TRACKING_URI", "STUDY_TAG", "TRIAL_TAG", "MlflowTracker", "absolute_uri", "require_store", "sqlite_path", "stored_run"]

@@ -42,6 +42,19 @@ def require_store(uri: str) -> None:
                          "or run this in the folder where 'autoq search' ran")
 
 
+def stored_run(tracking_uri: str, run_id: str, missing: str):
+    """``(client, run)`` for ``run_id`` in an existing store; ``missing`` ends the error when there is no such run."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    require_store(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        return client, client.get_run(run_id)
+    except MlflowException:
+        raise AutoqError(f"no MLflow run {run_id!r} in {tracking_uri}; {missing}") from None
+
+
 def absolute_uri(uri: str) -> str:
     """A ``sqlite:///`` URI with an absolute path (the same database from any working directory)."""
     db = sqlite_path(uri)

@@ -101,20 +101,12 @@ def no_download_bars() -> Iterator[None]:
 
 def load_result(run_id: str, tracking_uri: str) -> SearchResult:
     """Rebuild a :class:`SearchResult` from a search's parent run and its finished child runs."""
-    from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
-
     from autoq.budget import parse_budget
     from autoq.choice import Assignment
     from autoq.engine.result import Point, SearchResult, pareto_front
-    from autoq.tracking.mlflow_logger import require_store
+    from autoq.tracking.mlflow_logger import stored_run
 
-    require_store(tracking_uri)
-    client = MlflowClient(tracking_uri=tracking_uri)
-    try:
-        parent = client.get_run(run_id)
-    except MlflowException:
-        raise AutoqError(f"no run {run_id!r} in {tracking_uri}; `autoq runs --tracking-uri {tracking_uri}` lists the searches") from None
+    client, parent = stored_run(tracking_uri, run_id, f"`autoq runs --tracking-uri {tracking_uri}` lists the searches")
     params, metrics, tags = parent.data.params, parent.data.metrics, parent.data.tags
     if tags.get("autoq.kind") != "search":
         raise AutoqError(f"run {run_id!r} is not the parent run of an autoq search")

@@ -40,7 +40,7 @@ def test_find_search_and_reconcile(searched, mlflow_uri):
 
 
 def test_unknown_run_is_a_clear_error(mlflow_uri):
-    with pytest.raises(AutoqError, match="no run 'abc'"):
+    with pytest.raises(AutoqError, match="no MLflow run 'abc' in .*; `autoq runs --tracking-uri"):
         autoq.SearchResult.from_mlflow("abc", mlflow_uri)
 
 
