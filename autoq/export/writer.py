@@ -15,6 +15,7 @@ cost model's ``size_bytes`` plus the safetensors header and the buffers.
 
 from __future__ import annotations
 
+import stat
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from torch import nn
 from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.errors import AutoqError
-from autoq.export.config import WEIGHTS_NAME, describe_base, write_config
+from autoq.export.config import CONFIG_NAME, WEIGHTS_NAME, describe_base, write_config
 from autoq.export.from_run import RunPoint, model_of, point_from_run
 from autoq.export.layout import LINEAR_KINDS, to_tensors
 from autoq.export.quantize import needs_calibration, quantize_point
@@ -155,4 +156,8 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
         "cost": {"effective_bits": cost.effective_bits, "size_bytes": cost.size_bytes},
         "file_bytes": (out / WEIGHTS_NAME).stat().st_size,
     })
+    # safetensors 0.8 writes through a temporary file made 0600 and renames it (safetensors#782), so only the
+    # exporting user could read the weights (a model baked into a container as root, a shared folder). They get
+    # the mode of the config written beside them, which open() gave as for any new file: 0666 less the umask.
+    (out / WEIGHTS_NAME).chmod(stat.S_IMODE((out / CONFIG_NAME).stat().st_mode))
     return out

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import copy
 import json
+import os
+import stat
 
 import pytest
 import torch
@@ -109,6 +111,20 @@ def test_exporting_a_point_and_loading_into_a_given_model(tmp_path):
     out = autoq.export(workload.model, point, tmp_path / "p")
     target = copy.deepcopy(workload.model)
     assert autoq.load(out, model=target) is target
+
+
+@pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
+@pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask022", "umask027"])
+def test_the_weights_are_as_readable_as_the_config(tmp_path, umask):
+    """safetensors 0.8 creates its file 0600 whatever the umask (safetensors#782): a model exported as one user
+    could not be loaded as another."""
+    old = os.umask(umask)
+    try:
+        out = autoq.export("digits-cnn", mixed(load_workload("digits-cnn").model), tmp_path / "shared")
+    finally:
+        os.umask(old)
+    modes = {name: stat.S_IMODE((out / name).stat().st_mode) for name in (WEIGHTS_NAME, CONFIG_NAME)}
+    assert modes == {WEIGHTS_NAME: 0o666 & ~umask, CONFIG_NAME: 0o666 & ~umask}
 
 
 def test_errors_say_what_is_wrong(tmp_path):
