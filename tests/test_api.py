@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import re
 
 import pytest
 import torch
@@ -83,6 +84,14 @@ def test_bad_options_are_refused():
         autoq.search(tiny_mlp(), batches(), budget="4bits", sampler="annealing", tracking_uri=None, storage=None)
     with pytest.raises(AutoqError, match="no quantizable layer named|match no quantizable layer"):
         autoq.search(tiny_mlp(), batches(), budget="4bits", pins={"nonexistent": "fp16"}, tracking_uri=None, storage=None)
+
+
+def test_a_metric_that_is_not_one_number_is_refused_with_what_it_must_return():
+    for value, shown in (("good", "str 'good'"), ({"acc": 0.9}, "dict {'acc': 0.9}"), (torch.ones(3), "Tensor tensor([1., 1., 1.])")):
+        with pytest.raises(AutoqError, match=f"evaluate\\(model\\) must return one number.*returned {re.escape(shown)}"):
+            autoq.search(tiny_mlp(), batches(), lambda m, v=value: v, budget="5bits", n_trials=2, tracking_uri=None, storage=None, progress=False)
+    accepted = autoq.search(tiny_mlp(), batches(), lambda m: torch.tensor(0.5), budget="5bits", n_trials=2, tracking_uri=None, storage=None, progress=False)
+    assert accepted.reference_quality == 0.5 and {p.quality for p in accepted.points} == {0.5}  # a one-element tensor is a number
 
 
 def test_failing_metric_is_recorded_not_fatal():

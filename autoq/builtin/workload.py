@@ -10,6 +10,8 @@ from typing import Any
 
 from torch import nn
 
+from autoq.errors import AutoqError
+
 
 @dataclass(frozen=True)
 class Workload:
@@ -23,6 +25,17 @@ class Workload:
     data_fingerprint: str = ""
     skip: tuple[str, ...] = ()  # layers this model leaves unquantized by default (e.g. a tied lm_head)
     source: str = ""  # what load_workload rebuilds it from (a built-in name, a directory); "" for a module of the caller's
+
+    def quality(self, model: nn.Module) -> float:
+        """``evaluate(model)`` as a float; a value that is not one number (a string, a dict, a tensor of many) is
+        an error that says what ``evaluate`` must return, not float()'s message."""
+        value = self.evaluate(model)
+        try:
+            return float(value)
+        except (TypeError, ValueError, RuntimeError):
+            shown = repr(value)
+            raise AutoqError(f"evaluate(model) must return one number, higher is better (e.g. accuracy, or -loss); it returned "
+                             f"{type(value).__name__} {shown[:80]}{'...' if len(shown) > 80 else ''}") from None
 
 
 def cache_dir() -> Path:

@@ -133,7 +133,7 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
             print(f"autoq: note: {note}", file=sys.stderr, flush=True)
 
     t0 = time.perf_counter()
-    reference = float(workload.evaluate(workload.model))
+    reference = workload.quality(workload.model)
     eval_seconds = time.perf_counter() - t0
     if not math.isfinite(reference):
         raise AutoqError(f"the quality metric of the unquantized model is {reference}; check the evaluation data")
@@ -223,7 +223,7 @@ def _evaluate(workload: Workload, cache: QuantCache, assignment: Assignment) -> 
     """Quality of ``assignment``, or the error that stopped it: a failing trial must not stop the search."""
     try:
         with cache.apply(assignment) as model:
-            quality = float(workload.evaluate(model))
+            quality = workload.quality(model)
     except Exception as exc:
         return math.nan, f"{type(exc).__name__}: {exc}"
     return quality, None if math.isfinite(quality) else f"quality is {quality}"
