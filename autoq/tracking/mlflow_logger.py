@@ -12,12 +12,17 @@ import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from autoq.choice import Assignment
 from autoq.engine.result import Point
 from autoq.errors import AutoqError
 from autoq.interrupts import deferred_interrupts
 from autoq.tracking.frontier_plot import save_frontier_plot
+
+if TYPE_CHECKING:  # MLflow is imported where it is used: `import autoq` does not import it
+    from mlflow.entities import Run
+    from mlflow.tracking import MlflowClient
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
 STUDY_TAG = "autoq.study"  # on the parent run: the Optuna study name, which identifies a search for --resume
@@ -42,7 +47,7 @@ def require_store(uri: str) -> None:
                          "or run this in the folder where 'autoq search' ran")
 
 
-def stored_run(tracking_uri: str, run_id: str, missing: str):
+def stored_run(tracking_uri: str, run_id: str, missing: str) -> tuple[MlflowClient, Run]:
     """``(client, run)`` for ``run_id`` in an existing store; ``missing`` ends the error when there is no such run."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
