@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from autoq.choice import LayerChoice
@@ -29,19 +30,33 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
+def _read_weights(path: Path, expected_bytes: int | None) -> dict[str, torch.Tensor]:
+    """The export's tensors; a missing, cut-short or damaged file is an error that names it, not safetensors' own."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    again = "write it again with 'autoq export' (or autoq.export)"
+    if not path.is_file():
+        raise AutoqError(f"{path} is missing: the export is incomplete; {again}")
+    try:
+        return load_file(str(path))
+    except SafetensorError as exc:
+        size = path.stat().st_size
+        cut = f", and it is {size} bytes where the export wrote {expected_bytes}: cut short or changed since" if expected_bytes not in (None, size) else ""
+        raise AutoqError(f"{path} is not a readable safetensors file ({exc}){cut}; {again}") from None
+
+
 def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "auto") -> nn.Module:
     """The exported model, ready to run. ``model``: an instance of the same architecture to load into (modified in place).
 
     ``backend``: ``auto`` (Triton on CUDA for fp16/bf16, else torch), ``triton`` or ``torch`` (see `autoq.kernels.ops`)."""
-    from safetensors.torch import load_file
-
     from autoq.kernels.ops import check_backend
 
     check_backend(backend)  # here, not at the first forward
     out = Path(out_dir)
     config = read_config(out)
     model = model if model is not None else rebuild_base(config.get("base", {}))
-    tensors = load_file(str(out / config.get("weights", WEIGHTS_NAME)))
+    tensors = _read_weights(out / config.get("weights", WEIGHTS_NAME), config.get("file_bytes"))
     found = {layer.name: layer for layer in find_layers(model)}
     quantized = {name: entry for name, entry in config["layers"].items() if "layout" in entry}
     for name, entry in config["layers"].items():

@@ -26,11 +26,12 @@ from torch import nn
 from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.errors import AutoqError
+from autoq.evaluate.fidelity import check_finite_batches
 from autoq.export.config import CONFIG_NAME, WEIGHTS_NAME, describe_base, write_config
 from autoq.export.from_run import RunPoint, model_of, point_from_run
 from autoq.export.layout import LINEAR_KINDS, to_tensors
 from autoq.export.quantize import needs_calibration, quantize_point
-from autoq.model import find_layers, get_module
+from autoq.model import check_finite_weights, find_layers, get_module
 
 
 def _assignment_of(point: object) -> Assignment:
@@ -113,6 +114,9 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     tied = _shared_weights(model, weight_names)
     if tied:
         raise AutoqError(f"quantized weight(s) {tied[:3]} are tied to other parameters; skip those layers (--skip) and search again")
+    check_finite_weights(model, [found[name] for name in quantized])  # NaN would quantize to codes without a warning
+    if calibration:
+        check_finite_batches(calibration)
 
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, dict] = {}

@@ -113,6 +113,35 @@ def test_exporting_a_point_and_loading_into_a_given_model(tmp_path):
     assert autoq.load(out, model=target) is target
 
 
+def test_nan_weights_or_data_are_refused_naming_where(tmp_path):
+    workload = load_workload("digits-cnn")
+    model = copy.deepcopy(workload.model)
+    with torch.no_grad():
+        model[6].weight[3, 5] = float("nan")
+    with pytest.raises(AutoqError, match="layer '6' has NaN or Inf weights"):
+        autoq.export(model, mixed(model), tmp_path / "nan", progress=False)
+    gptq = Assignment((("6", LayerChoice.from_name("int4-ch-asym:gptq")),))
+    batches = [b.clone() for b in workload.calibration[:3]]
+    batches[2][0, 0, 0, 0] = float("inf")
+    with pytest.raises(AutoqError, match="calibration batch 2 contains NaN or Inf"):
+        autoq.export(workload.model, gptq, tmp_path / "inf", calibration=batches, progress=False)
+    assert not (tmp_path / "nan").exists() and not (tmp_path / "inf").exists()  # refused before writing anything
+
+
+def test_a_damaged_or_missing_weights_file_says_so_and_how_to_mend_it(tmp_path):
+    workload = load_workload("digits-cnn")
+    out = autoq.export(workload.model, mixed(workload.model), tmp_path / "cut", progress=False)
+    size = (out / WEIGHTS_NAME).stat().st_size
+    with open(out / WEIGHTS_NAME, "r+b") as fh:
+        fh.truncate(size // 2)
+    with pytest.raises(AutoqError, match=rf"model.safetensors is not a readable safetensors file .*it is {size // 2} bytes where the "
+                                         rf"export wrote {size}: cut short .*write it again with 'autoq export'"):
+        autoq.load(out, model=copy.deepcopy(workload.model))
+    (out / WEIGHTS_NAME).unlink()
+    with pytest.raises(AutoqError, match="model.safetensors is missing: the export is incomplete"):
+        autoq.load(out, model=copy.deepcopy(workload.model))
+
+
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")
 @pytest.mark.parametrize("umask", [0o022, 0o027], ids=["umask022", "umask027"])
 def test_the_weights_are_as_readable_as_the_config(tmp_path, umask):
