@@ -4,8 +4,8 @@ Effective bits = (sum over quantized layers of codes + fp16 scales and zero poin
 / (number of weights in those layers). Size in bytes additionally counts every
 other parameter (biases, embeddings, norms, skipped layers) at fp16, the form
 an exported model keeps them in. Latency, when the cost model has a latency
-source (``--device``), is the sum of the quantizable layers' GEMM latencies
-from ``autoq.latency``; attention, norms and embeddings are not counted.
+source (``--device``), is the sum of the searched layers' GEMM latencies
+from ``autoq.latency``; attention, norms, embeddings and skipped layers are not counted.
 """
 
 from __future__ import annotations

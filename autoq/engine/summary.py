@@ -35,7 +35,7 @@ def format_summary(result: SearchResult) -> str:
         lines.append(f"  {p.trial:>5}  {p.quality:>8.4f}  {p.effective_bits:>8.3f}  {_fmt_bytes(p.size_bytes):>10}  {latency}{p.assignment.summary()}{mark}")
     if source:
         kind = "an ESTIMATE from published peaks, not a measurement" if source.startswith("estimate:") else "from a measured kernel table"
-        lines.append(f"  latency = sum of the quantized layers' GEMMs, source {source} ({kind})")
+        lines.append(f"  latency = sum of the searched layers' GEMMs (fp16 or quantized), source {source} ({kind})")
     best, uni = result.best, result.best_uniform
     lines.append("")
     at_latency = f" and {format_latency_us(best.latency_us)} [{source}]" if best.latency_us is not None else ""

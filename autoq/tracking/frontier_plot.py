@@ -72,7 +72,7 @@ def _latency_panel(ax: Axes, points: Sequence[Point], frontier: Sequence[Point],
         _budget_line(ax, budget_ms * scale, [p.latency_ms * scale for p in points], "latency budget", unit)
     estimate = "ESTIMATE from published peaks, not measured" if source.startswith("estimate:") else "measured kernel table"
     ax.set_title(f"latency source: {source}\n({estimate})", fontsize=9)
-    ax.set_xlabel(f"latency of the quantized layers' GEMMs ({unit})")
+    ax.set_xlabel(f"latency of the searched layers' GEMMs ({unit})")
     ax.set_ylabel("quality (higher is better)")
     ax.xaxis.set_major_locator(MaxNLocator(5))
     ax.grid(alpha=0.3)
