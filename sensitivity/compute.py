@@ -79,7 +79,7 @@ def compute_table(
     bar = tqdm(total=info.n_steps(inputs, resolved), desc=f"autoq sensitivity {metric}", disable=not progress, dynamic_ncols=True)
     try:
         with quiet_logs():
-            out = info.fn(inputs, resolved, bar)
+            out = info.fn(inputs.with_stats(), resolved, bar)
     finally:
         bar.close()
         model.train(was_training)

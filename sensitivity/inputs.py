@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import torch
@@ -21,7 +21,9 @@ from torch import nn
 from autoq.choice import LayerChoice
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, primary_output, quantize_layer
+from autoq.evaluate.cache import needs_stats
 from autoq.model import LayerInfo, get_module, weight_2d
+from autoq.model.capture import CalibrationStats
 
 OUTPUT_KINDS = ("auto", "logits", "real")
 
@@ -36,6 +38,7 @@ class Inputs:
     options: tuple[tuple[LayerChoice, ...], ...]
     loss: Callable[[Any, Any], torch.Tensor] | None = None  # task loss(output, batch); batches are then (inputs, labels)
     weights: QuantCache | None = None  # share quantized weights with other metrics or a search; None: quantize on the fly
+    stats: CalibrationStats | None = None  # without weights: data-driven methods' (GPTQ, AWQ, ...) layer statistics
 
     def modules(self) -> list[nn.Module]:
         return [get_module(self.model, layer.name) for layer in self.layers]
@@ -44,7 +47,22 @@ class Inputs:
         """The layer's weight under ``choice`` (native layout), from the shared cache when there is one."""
         if self.weights is not None:
             return self.weights.weight(layer.name, choice)
-        return quantize_layer(get_module(self.model, layer.name), choice)
+        weight_only = LayerChoice(choice.weight, choice.method)  # what quantize_layer quantizes
+        if needs_stats(weight_only) and self.stats is None:
+            raise AutoqError(f"{choice.name} of layer {layer.name!r} needs calibration statistics; give the Inputs stats= or weights=")
+        stats = self.stats.get(layer.name) if needs_stats(weight_only) else None
+        return quantize_layer(get_module(self.model, layer.name), choice, stats)
+
+    def with_stats(self) -> Inputs:
+        """These inputs, able to quantize with data-driven methods: the layers' statistics captured now, in one pass
+        over the batches, when an option needs them (as a search's do, before any metric hooks the model)."""
+        if self.weights is not None or self.stats is not None:
+            return self
+        if not any(needs_stats(LayerChoice(c.weight, c.method)) for opts in self.options for c in opts):
+            return self
+        stats = CalibrationStats(self.model, self.layers, [self.feed(b) for b in self.batches])
+        stats.get(self.layers[0].name)
+        return replace(self, stats=stats)
 
     def perturbations(self, layer: LayerInfo, module: nn.Module, options: Sequence[LayerChoice]) -> Iterator[tuple[LayerChoice, torch.Tensor]]:
         """``(choice, Q(W) - W)`` in the ``(out, in)`` layout, one option at a time."""

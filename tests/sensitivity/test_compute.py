@@ -11,6 +11,9 @@ from tiny_models import mlp, space_for
 from autoq.builtin.workload import Workload
 from autoq.engine.seeding import seed_table
 from autoq.errors import AutoqError
+from autoq.evaluate import QuantCache
+from autoq.model import find_layers
+from autoq.model.capture import CalibrationStats
 from autoq.sensitivity import cache_path, compute_table, model_hash, workload_table
 
 
@@ -84,3 +87,45 @@ def test_a_table_file_from_another_model_is_refused_by_the_search(cache, tmp_pat
         seed_table(workload, space, str(path), progress=False)
     own = compute_table(model, batches(), space.layers, space.options, "kl", progress=False).save(tmp_path / "own.csv")
     assert seed_table(workload, space, str(own), progress=False).model_hash == model_hash(model)
+
+
+def data_driven_options(model):
+    """Every layer's options: RTN, then GPTQ, AWQ and bias correction, which need the layer's calibration statistics."""
+    from autoq.choice import LayerChoice
+
+    names = ("int3-ch-asym:rtn-mse", "int3-ch-asym:gptq", "int4-g128-asym:awq", "int3-ch-asym:bias-correction")
+    layers = find_layers(model)
+    return layers, [[LayerChoice.from_name(n) for n in names] for _ in layers]
+
+
+@pytest.mark.parametrize("metric", ["kl", "sqnr", "mse", "hessian", "fisher"])
+def test_data_driven_options_are_scored_with_the_searchs_weights(cache, metric):
+    """A table over GPTQ/AWQ/... options quantizes them with statistics from its own batches, as the search's
+    cache does (they failed for want of statistics): the same weights, so the same scores as with that cache."""
+    model, data = mlp(), batches()
+    layers, options = data_driven_options(model)
+    settings = {"max_iter": 3, "min_iter": 2} if metric == "hessian" else None
+    own = compute_table(model, data, layers, options, metric, settings, use_cache=False, progress=False)
+    shared = QuantCache(model, CalibrationStats(model, layers, data))
+    searchs = compute_table(model, data, layers, options, metric, settings, use_cache=False, progress=False, weights=shared)
+    assert own.entries == searchs.entries and len(own.entries) == 4 * len(layers)
+    gptq = {e.layer: e.score for e in own.entries if e.option.endswith(":gptq")}
+    rtn = {e.layer: e.score for e in own.entries if e.option.endswith(":rtn-mse")}
+    assert gptq != rtn  # GPTQ's own weights were scored, not RTN's
+
+
+def test_statistics_come_from_the_inputs_of_labelled_batches_in_eval_mode(cache):
+    """With a task loss the batches are (inputs, labels): the statistics see the inputs. A model in training mode
+    (dropout) is captured in eval mode, so its table is that of the same model in eval mode."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(6, 8), torch.nn.Dropout(0.5), torch.nn.Tanh(), torch.nn.Linear(8, 3))
+    data = [(x, torch.randint(0, 3, (len(x),), generator=torch.Generator().manual_seed(i))) for i, x in enumerate(batches())]
+    layers, options = data_driven_options(model)
+
+    def table(m):
+        return compute_table(m, data, layers, options, "sqnr", use_cache=False, progress=False,
+                             loss=lambda out, b: torch.nn.functional.cross_entropy(out, b[1]))
+
+    training = table(model.train())
+    assert model.training  # left as it was
+    assert training.entries == table(model.eval()).entries
