@@ -36,7 +36,8 @@ def _rule_choices(rule: Rule, layer: LayerInfo, where: str) -> dict[str, LayerCh
     """Option label (as written in the preset, e.g. ``int4-g128-asym:rtn-mse``) -> the layer's choice.
 
     Labels keep the preset's wording so "uniform int4-g128" means the same thing on
-    every layer even where a narrow layer turns g128 into per-channel.
+    every layer even where a narrow layer turns g128 into per-channel, or where a
+    convolution, which cannot take an activation format, turns ``+a8-tensor`` weight-only.
     """
     for method in rule.methods:
         get_method(method)  # unknown method -> AutoqError naming the known ones
@@ -54,7 +55,7 @@ def _rule_choices(rule: Rule, layer: LayerInfo, where: str) -> dict[str, LayerCh
                     for act in rule.activations:
                         label = f"int{bits}-{'ch' if token == 'channel' else token}-{'sym' if sym else 'asym'}:{method}"
                         label += f"+{act}" if act else ""
-                        labelled[label] = LayerChoice(spec, method, ActSpec.from_name(act) if act else None)
+                        labelled[label] = LayerChoice(spec, method, ActSpec.from_name(act) if act and layer.is_linear else None)
     if rule.half or 16 in rule.bits:
         labelled["fp16"] = LayerChoice(QuantSpec.half())
     return labelled

@@ -2,8 +2,9 @@
 
 All options of a layer share each forward pass: the calibration rows are stacked
 once per option, and a hook on the layer computes copy ``k`` of its output with
-option ``k``'s quantized weight. One pass per layer (per group of
-``options_per_pass`` options) covers every option.
+option ``k`` as a trial runs it (its weight, bias correction's bias, its activation
+format on the input). One pass per layer (per group of ``options_per_pass`` options)
+covers every option.
 
 * ``kl``: mean per-position KL divergence from the full-precision output
   (categorical over logits; for real outputs such as hidden states the KL between
@@ -23,6 +24,7 @@ from torch import nn
 
 from autoq.choice import LayerChoice
 from autoq.evaluate import call_model
+from autoq.evaluate.cache import QuantizedLayer, quantize_input
 from autoq.model import LayerInfo
 from autoq.sensitivity.inputs import (
     Inputs,
@@ -62,19 +64,25 @@ def _nsr(out: torch.Tensor, ref: torch.Tensor, w: torch.Tensor, kind: str) -> tu
     return float((_sq_error(out, ref, w) * w.double()).sum()), float((signal * w.double()).sum())
 
 
-def _option_hook(weights: Sequence[torch.Tensor]):
-    """Forward hook: the stacked input's copy ``k`` goes through the layer with ``weights[k]``."""
+def _option_hook(layers: Sequence[QuantizedLayer]):
+    """Forward hook: the stacked input's copy ``k`` goes through the layer as option ``k`` makes it: its weight,
+    bias correction's bias, and its activation format on the input, as a search's trial runs it."""
 
     def hook(module: nn.Module, args: tuple, output: Any) -> torch.Tensor:
-        chunks = args[0].chunk(len(weights), dim=0)
-        saved = module.weight.data
+        chunks = args[0].chunk(len(layers), dim=0)
+        bias = getattr(module, "bias", None)
+        saved, saved_bias = module.weight.data, (bias.data if bias is not None else None)
         try:
             outs = []
-            for chunk, w in zip(chunks, weights):
-                module.weight.data = w
-                outs.append(module.forward(chunk))
+            for chunk, layer in zip(chunks, layers):
+                module.weight.data = layer.weight
+                if bias is not None:
+                    bias.data = layer.bias if layer.bias is not None else saved_bias
+                outs.append(module.forward(quantize_input(module, layer, chunk) if layer.activation is not None else chunk))
         finally:
             module.weight.data = saved
+            if bias is not None:
+                bias.data = saved_bias
         return torch.cat(outs, dim=0)
 
     return hook
@@ -88,8 +96,7 @@ def layer_scores(
     totals = [[0.0, 0.0] for _ in options]
     for start in range(0, len(options), max(1, options_per_pass)):
         group = list(range(start, min(len(options), start + options_per_pass)))
-        weights = [inputs.quantized(layer, options[i]) for i in group]
-        handle = module.register_forward_hook(_option_hook(weights))
+        handle = module.register_forward_hook(_option_hook([inputs.quantized_layer(layer, options[i]) for i in group]))
         try:
             with torch.no_grad():
                 for batch, ref in zip(batches, refs):

@@ -20,8 +20,8 @@ from torch import nn
 
 from autoq.choice import LayerChoice
 from autoq.errors import AutoqError
-from autoq.evaluate import QuantCache, primary_output, quantize_layer
-from autoq.evaluate.cache import needs_stats
+from autoq.evaluate import QuantCache, primary_output
+from autoq.evaluate.cache import QuantizedLayer, needs_stats, quantize_layer_full
 from autoq.model import LayerInfo, get_module, weight_2d
 from autoq.model.capture import CalibrationStats
 
@@ -43,22 +43,27 @@ class Inputs:
     def modules(self) -> list[nn.Module]:
         return [get_module(self.model, layer.name) for layer in self.layers]
 
-    def quantized(self, layer: LayerInfo, choice: LayerChoice) -> torch.Tensor:
-        """The layer's weight under ``choice`` (native layout), from the shared cache when there is one."""
+    def quantized_layer(self, layer: LayerInfo, choice: LayerChoice) -> QuantizedLayer:
+        """Everything ``choice`` puts into the layer (weight, bias correction's bias, SmoothQuant's input scale, the
+        activation format), as a search's trial gets it; from the shared cache when there is one."""
         if self.weights is not None:
-            return self.weights.weight(layer.name, choice)
-        weight_only = LayerChoice(choice.weight, choice.method)  # what quantize_layer quantizes
-        if needs_stats(weight_only) and self.stats is None:
+            return self.weights.layer(layer.name, choice)
+        if needs_stats(choice) and self.stats is None:
             raise AutoqError(f"{choice.name} of layer {layer.name!r} needs calibration statistics; give the Inputs stats= or weights=")
-        stats = self.stats.get(layer.name) if needs_stats(weight_only) else None
-        return quantize_layer(get_module(self.model, layer.name), choice, stats)
+        stats = self.stats.get(layer.name) if needs_stats(choice) else None
+        return quantize_layer_full(get_module(self.model, layer.name), choice, stats)
+
+    def quantized(self, layer: LayerInfo, choice: LayerChoice) -> torch.Tensor:
+        """The layer's weight under ``choice`` (native layout) as a weight alone gives its output: SmoothQuant's
+        input scale folded back in; what the gradient metrics score, which see weights only."""
+        return self.quantized_layer(layer, choice).weight_only
 
     def with_stats(self) -> Inputs:
         """These inputs, able to quantize with data-driven methods: the layers' statistics captured now, in one pass
         over the batches, when an option needs them (as a search's do, before any metric hooks the model)."""
         if self.weights is not None or self.stats is not None:
             return self
-        if not any(needs_stats(LayerChoice(c.weight, c.method)) for opts in self.options for c in opts):
+        if not any(needs_stats(c) for opts in self.options for c in opts):
             return self
         stats = CalibrationStats(self.model, self.layers, [self.feed(b) for b in self.batches])
         stats.get(self.layers[0].name)

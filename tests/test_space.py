@@ -110,6 +110,23 @@ def test_uniform_g128_falls_back_to_channel_on_narrow_layers(space):
     assert len(all_fp16) == 1
 
 
+def test_convolutions_take_activation_formats_weight_only_under_the_same_labels():
+    """A convolution cannot take an activation format (the simulation and the export run them on features-last
+    GEMMs only), so under ``w8a8`` it gets each option weight-only: the uniform "+a8-tensor" point quantizes the
+    linear layers' activations and the convolutions' weights, as a narrow layer turns g128 per-channel."""
+    torch.manual_seed(0)
+    cnn = nn.Sequential(nn.Conv2d(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.Linear(4 * 6 * 6, 10))
+    space = SearchSpace.build(load_preset("w8a8"), find_layers(cnn))
+    conv, linear = space.options
+    assert all(c.activation is None for c in conv) and len(conv) == 4  # rtn-minmax, smoothquant(-search), fp16
+    assert {c.activation.name for c in linear if c.activation is not None} == {"a8-tensor", "a8-token"}
+    label = "int8-ch-sym:smoothquant+a8-tensor"
+    assert space.labels[0][label] == LayerChoice.from_name("int8-ch-sym:smoothquant")
+    assert space.labels[1][label] == LayerChoice.from_name(label)
+    uniform = [a for a in space.uniform_assignments() if a["3"] == LayerChoice.from_name(label)]
+    assert len(uniform) == 1 and uniform[0]["0"] == LayerChoice.from_name("int8-ch-sym:smoothquant")
+
+
 def test_assignment_by_indices(space):
     a = space.assignment([0, 1, 2])
     assert isinstance(a, Assignment)

@@ -64,8 +64,8 @@ def quantize_choice(module: nn.Module, choice: LayerChoice, stats: LayerStats | 
     if delta is not None and getattr(module, "bias", None) is not None:
         bias = (module.bias.detach().float() + delta).to(module.bias.dtype)
     act = choice.activation
-    if act is not None and scale is not None and not isinstance(module, nn.Linear):
-        raise AutoqError(f"{choice.name}: input scaling with activation quantization is supported on nn.Linear layers only")
+    if act is not None and scale is not None and _channels_first(module):
+        raise AutoqError(f"{choice.name}: input scaling with activation quantization is supported on linear layers only, not convolutions")
     if act is None or not act.static:
         return q, bias, None
     if stats is None:
@@ -92,18 +92,33 @@ def quantize_layer(module: nn.Module, choice: LayerChoice, stats: LayerStats | N
     return quantize_layer_full(module, LayerChoice(choice.weight, choice.method), stats).weight
 
 
+def _channels_first(module: nn.Module) -> bool:
+    """A torch convolution, whose input has its channels in dim 1; linear layers (transformers' ``Conv1D`` too)
+    take them last."""
+    return isinstance(module, nn.modules.conv._ConvNd)
+
+
+def sweep_choice(module: nn.Module, choice: LayerChoice) -> LayerChoice:
+    """``choice`` as a sequential sweep runs it on ``module``: a convolution takes it without its activation format,
+    as a search space gives it one (`autoq.space`)."""
+    return LayerChoice(choice.weight, choice.method) if _channels_first(module) else choice
+
+
+def quantize_input(module: nn.Module, layer: QuantizedLayer, x: torch.Tensor) -> torch.Tensor:
+    """The layer's input as ``layer`` sees it: divided by the method's input scale (SmoothQuant), then
+    fake-quantized to its activation format, per token = per position of the channel axis."""
+    channels_last = _channels_first(module) and x.dim() > 2
+    if channels_last:
+        x = x.movedim(1, -1)
+    if layer.input_scale is not None:
+        x = x / layer.input_scale.to(x.dtype)
+    x = fake_quantize_activation(x, layer.activation, layer.act_range)  # type: ignore[arg-type]
+    return x.movedim(-1, 1) if channels_last else x
+
+
 def _activation_hook(layer: QuantizedLayer):
     def hook(module: nn.Module, args: tuple) -> tuple:
-        x = args[0]
-        channels_last = not isinstance(module, nn.Linear) and x.dim() > 2
-        if channels_last:
-            x = x.movedim(1, -1)
-        if layer.input_scale is not None:
-            x = x / layer.input_scale.to(x.dtype)
-        x = fake_quantize_activation(x, layer.activation, layer.act_range)  # type: ignore[arg-type]
-        if channels_last:
-            x = x.movedim(-1, 1)
-        return (x, *args[1:])
+        return (quantize_input(module, layer, args[0]), *args[1:])
 
     return hook
 
@@ -145,12 +160,14 @@ class QuantCache:
         return self._layers[key]
 
     def _sweep(self, choice: LayerChoice) -> None:
-        """Quantize every layer with ``choice`` sequentially (inputs from quantized earlier layers)."""
+        """Quantize every layer with ``choice`` sequentially (inputs from quantized earlier layers; `sweep_choice`)."""
         assert isinstance(self.stats, CalibrationStats)
 
         def quantize(name: str, stats: LayerStats) -> torch.Tensor:
-            layer = quantize_layer_full(get_module(self.model, name), choice, stats)
-            self._layers[(name, choice)] = layer
+            module = get_module(self.model, name)
+            own = sweep_choice(module, choice)
+            layer = quantize_layer_full(module, own, stats)
+            self._layers[(name, own)] = layer
             return layer.weight_only  # earlier layers' activation formats are not simulated during the sweep
 
         self.stats.sweep(quantize)

@@ -27,7 +27,6 @@ from autoq.ptq.result import input_scale_of
 from autoq.quant import QuantizedTensor, QuantSpec, pack_codes, unpack_codes
 
 KERNEL_LAYOUT = "int32-k"
-LINEAR_KINDS = ("linear", "hf_conv1d")  # layer kinds that load as (Act)QuantLinear; convolutions are dequantized
 STREAM_LAYOUT = "bitstream"
 
 

@@ -19,9 +19,9 @@ from autoq.choice import LayerChoice
 from autoq.errors import AutoqError
 from autoq.export.act_modules import ActQuantLinear
 from autoq.export.config import WEIGHTS_NAME, read_config, rebuild_base
-from autoq.export.layout import LINEAR_KINDS, from_tensors
+from autoq.export.layout import from_tensors
 from autoq.export.modules import QuantLinear
-from autoq.model import find_layers, get_module, to_native
+from autoq.model import LINEAR_KINDS, find_layers, get_module, to_native
 from autoq.quant.activation import ActRange, ActSpec
 
 

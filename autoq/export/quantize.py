@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from autoq.choice import Assignment, LayerChoice
 from autoq.errors import AutoqError
-from autoq.evaluate.cache import needs_stats, quantize_choice
+from autoq.evaluate.cache import needs_stats, quantize_choice, sweep_choice
 from autoq.model import LayerInfo, get_module, to_native
 from autoq.model.capture import CalibrationStats, LayerStats
 from autoq.quant import QuantizedTensor
@@ -71,8 +71,9 @@ def _sweep(model: nn.Module, assignment: Assignment, stats: CalibrationStats, ch
 
     def quantize(name: str, layer_stats: LayerStats) -> torch.Tensor:
         module = get_module(model, name)
-        layer = PointLayer(*quantize_choice(module, choice, layer_stats))
-        if assignment.get(name) == choice:
+        own = sweep_choice(module, choice)
+        layer = PointLayer(*quantize_choice(module, own, layer_stats))
+        if assignment.get(name) == own:
             kept[name] = layer
         bar.update(1)
         return to_native(module, layer.tensor.dequantize())  # the weight-only view, as the cache's sweep installs it

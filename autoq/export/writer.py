@@ -29,7 +29,7 @@ from autoq.errors import AutoqError
 from autoq.evaluate.fidelity import check_finite_batches
 from autoq.export.config import CONFIG_NAME, WEIGHTS_NAME, describe_base, write_config
 from autoq.export.from_run import RunPoint, model_of, point_from_run
-from autoq.export.layout import LINEAR_KINDS, to_tensors
+from autoq.export.layout import to_tensors
 from autoq.export.quantize import needs_calibration, quantize_point
 from autoq.model import check_finite_weights, find_layers, get_module
 
@@ -107,7 +107,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     layers = [found[name] for name in assignment]
     quantized = {name: c for name, c in assignment.items() if not c.weight.is_half}
     weight_names = {f"{name}.weight" for name in quantized}
-    act_convs = [name for name, c in quantized.items() if c.activation is not None and found[name].kind not in LINEAR_KINDS]
+    act_convs = [name for name, c in quantized.items() if c.activation is not None and not found[name].is_linear]
     if act_convs:
         raise AutoqError(f"activation quantization is exported for linear layers only; {act_convs[:3]} are convolutions: "
                          "choose a weight-only format for them")

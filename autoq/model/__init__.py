@@ -1,6 +1,7 @@
 """Model handling: quantizable layers and their weights viewed as (out, in)."""
 
 from autoq.model.layers import (
+    LINEAR_KINDS,
     LayerInfo,
     check_finite_weights,
     compile_patterns,
@@ -11,4 +12,4 @@ from autoq.model.layers import (
     weight_2d,
 )
 
-__all__ = ["LayerInfo", "check_finite_weights", "compile_patterns", "find_layers", "get_module", "name_examples", "to_native", "weight_2d"]
+__all__ = ["LINEAR_KINDS", "LayerInfo", "check_finite_weights", "compile_patterns", "find_layers", "get_module", "name_examples", "to_native", "weight_2d"]

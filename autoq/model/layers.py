@@ -26,6 +26,9 @@ def _conv1d_type() -> type | None:
     return Conv1D
 
 
+LINEAR_KINDS = ("linear", "hf_conv1d")  # features last: activation formats run on these, not on convolutions
+
+
 @dataclass(frozen=True)
 class LayerInfo:
     """A quantizable layer: its qualified name, kind and 2-D weight shape."""
@@ -38,6 +41,12 @@ class LayerInfo:
     @property
     def n_weights(self) -> int:
         return self.out_features * self.in_features
+
+    @property
+    def is_linear(self) -> bool:
+        """``nn.Linear`` or transformers' ``Conv1D``: a GEMM on features-last inputs, which activation formats and
+        the kernels serve; a torch convolution is not."""
+        return self.kind in LINEAR_KINDS
 
 
 def _kind(module: nn.Module, hf_conv1d: type | None) -> str | None:

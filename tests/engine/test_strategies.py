@@ -180,3 +180,14 @@ def test_a_many_method_space_enqueues_at_most_max_uniform_seeds_baselines(digits
         counts[limit] = len(uniform)
     assert counts[16] == 16 < counts[None]
     assert SearchConfig().max_uniform_seeds == 16
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_a_w8a8_search_on_a_cnn_runs_every_trial_and_seeds_from_kl(digits, sequential):
+    """``w8a8`` on a model with convolutions: they take its options weight-only (autoq.space), so no trial fails
+    on an activation format a convolution cannot take, and a kl table (which sees activation formats) seeds it."""
+    result = search(digits, space="w8a8", budget="8.5bits", n_trials=10, seed_from="kl", sequential=sequential)
+    assert result.n_failed == 0 and len(result.points) == 10
+    convs = {"0", "2"}
+    assert all(p.assignment[name].activation is None for p in result.points for name in convs)
+    assert any(p.assignment["6"].activation is not None for p in result.points)

@@ -170,3 +170,27 @@ def test_quantized_output_differs_from_original():
     # but stays correlated: quantization is an approximation, not noise
     cos = torch.nn.functional.cosine_similarity(before.flatten(), after.flatten(), dim=0)
     assert cos > 0.5
+
+
+@pytest.mark.parametrize("choice", ["int8-ch-sym:rtn-minmax+a8-token", "int8-ch-sym:smoothquant+a8-tensor", "int8-ch-sym:smoothquant+a4-token"])
+def test_hf_conv1d_quantizes_its_inputs_as_the_same_linear_layer_does(choice):
+    """transformers' Conv1D takes its features last, as nn.Linear does: per-token scales are per (batch, position)
+    row of features (not per feature across positions, as for a channels-first convolution), and SmoothQuant's
+    input scale applies to it (it was refused as for a convolution)."""
+    from autoq.model import find_layers
+    from autoq.model.capture import CalibrationStats
+
+    torch.manual_seed(0)
+    linear = nn.Sequential(nn.Linear(16, 12))
+    conv1d = nn.Sequential(Conv1D(12, 16))
+    with torch.no_grad():
+        conv1d[0].weight.copy_(linear[0].weight.T)
+        conv1d[0].bias.copy_(linear[0].bias)
+    x = torch.randn(3, 7, 16) * torch.linspace(0.1, 4, 16)  # (batch, positions, features), outlier features
+    outs = []
+    for model in (linear, conv1d):
+        cache = QuantCache(model, CalibrationStats(model, find_layers(model), [x[:2], x[2:]]))
+        with torch.no_grad(), cache.apply(Assignment((("0", LayerChoice.from_name(choice)),))):
+            outs.append(model(x))
+    assert not torch.allclose(outs[0], linear(x).detach())  # the format does something
+    torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)

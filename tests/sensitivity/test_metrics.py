@@ -7,10 +7,11 @@ import torch
 from tiny_models import mlp, space_for
 from torch import nn
 
-from autoq.choice import Assignment
+from autoq.choice import Assignment, LayerChoice
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, quantize_layer
 from autoq.model import find_layers
+from autoq.model.capture import CalibrationStats
 from autoq.search_spaces import load_preset
 from autoq.sensitivity import compute_table, get_metric, metric_names
 from autoq.space import SearchSpace
@@ -47,15 +48,25 @@ def test_forward_metrics_on_one_linear_layer_have_closed_forms(metric):
         assert table.score("0", choice.name) == pytest.approx(float(expected), rel=1e-4)
 
 
-def test_kl_with_all_options_in_one_pass_matches_one_layer_at_a_time_by_brute_force():
+# beyond the default space's weights: bias correction's bias, SmoothQuant's input scale, static and dynamic activations
+EVERY_PART = ("int4-ch-asym:bias-correction", "int8-ch-sym:smoothquant+a8-tensor", "int8-ch-sym:rtn-minmax+a8-token",
+              "int4-ch-sym:smoothquant+a4-tensor", "int8-ch-sym:rtn-minmax", "int4-g128-asym:awq")
+
+
+@pytest.mark.parametrize("space_name", ["default", "every-part"])
+def test_kl_with_all_options_in_one_pass_matches_one_layer_at_a_time_by_brute_force(space_name):
+    """The stacked pass scores each option as the search's cache applies it to one layer: for activation formats
+    and bias correction too, which a weight-only score would not see."""
     model, batches = mlp(), inputs(features=6, n=3)
     space = space_for(model)
-    table = compute_table(model, batches, space.layers, space.options, "kl", {**ALL_ROWS, "options_per_pass": 5}, use_cache=False, progress=False)
-    cache = QuantCache(model)
+    layers = space.layers
+    options = space.options if space_name == "default" else [[LayerChoice.from_name(n) for n in EVERY_PART] for _ in layers]
+    table = compute_table(model, batches, layers, options, "kl", {**ALL_ROWS, "options_per_pass": 5}, use_cache=False, progress=False)
+    cache = QuantCache(model, CalibrationStats(model, layers, batches))
     with torch.no_grad():
         ref = torch.cat([model(b) for b in batches]).double()
-        for layer, options in zip(space.layers, space.options):
-            for choice in options:
+        for layer, layer_options in zip(layers, options):
+            for choice in layer_options:
                 with cache.apply(Assignment(((layer.name, choice),))):
                     out = torch.cat([model(b) for b in batches]).double()
                 p = torch.log_softmax(ref, -1)
