@@ -28,10 +28,15 @@ from autoq.sensitivity.inputs import Inputs, data_fingerprint, model_hash
 from autoq.sensitivity.registry import get_metric, resolve_settings
 from autoq.sensitivity.table import SensitivityTable
 
+# Raised when what a table's scores mean changes, so that no table cached before is read as one of now.
+# 2: the forward metrics score an option's bias, input scale and activation format too, not its weight alone.
+SCORING_VERSION = 2
+
 
 def cache_key(model_digest: str, data_digest: str, metric: str, settings: Mapping[str, Any], layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]]) -> str:
     blob = json.dumps(
-        {"model": model_digest, "data": data_digest, "metric": metric, "settings": {k: repr(v) for k, v in sorted(settings.items())},
+        {"scoring": SCORING_VERSION, "model": model_digest, "data": data_digest, "metric": metric,
+         "settings": {k: repr(v) for k, v in sorted(settings.items())},
          "options": [[layer.name, [c.name for c in opts]] for layer, opts in zip(layers, options)]},
         sort_keys=True,
     )

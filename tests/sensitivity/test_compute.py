@@ -129,3 +129,15 @@ def test_statistics_come_from_the_inputs_of_labelled_batches_in_eval_mode(cache)
     training = table(model.train())
     assert model.training  # left as it was
     assert training.entries == table(model.eval()).entries
+
+
+def test_a_table_cached_under_an_older_scoring_is_not_read(cache, monkeypatch):
+    import autoq.sensitivity.compute as compute
+
+    model, data = mlp(), batches()
+    space = space_for(model)
+    compute_table(model, data, space.layers, space.options, "sqnr", progress=False)
+    mark(next(cache.glob("sqnr-*.json")))
+    assert compute_table(model, data, space.layers, space.options, "sqnr", progress=False).seconds == 12345.0
+    monkeypatch.setattr(compute, "SCORING_VERSION", compute.SCORING_VERSION + 1)
+    assert compute_table(model, data, space.layers, space.options, "sqnr", progress=False).seconds != 12345.0
