@@ -81,6 +81,10 @@ class SearchSpace:
             if pinned is not None:
                 if not pinned[0].weight.is_half:
                     get_method(pinned[0].method)
+                if pinned[0].activation is not None and not layer.is_linear:
+                    raise AutoqError(f"pin {pinned[1]!r} gives {layer.name!r}, a {layer.kind} layer, the activation format of "
+                                     f"{pinned[0].name!r}; activation formats run on linear layers only: pin "
+                                     f"{LayerChoice(pinned[0].weight, pinned[0].method).name!r} there")
                 options.append((pinned[0],))
                 labels.append({})
                 used_pins.add(pinned[1])

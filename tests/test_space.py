@@ -125,6 +125,10 @@ def test_convolutions_take_activation_formats_weight_only_under_the_same_labels(
     assert space.labels[1][label] == LayerChoice.from_name(label)
     uniform = [a for a in space.uniform_assignments() if a["3"] == LayerChoice.from_name(label)]
     assert len(uniform) == 1 and uniform[0]["0"] == LayerChoice.from_name("int8-ch-sym:smoothquant")
+    with pytest.raises(AutoqError, match=r"pin '\^0\$' gives '0', a conv2d layer, the activation format of 'int8-ch-sym:rtn-minmax\+a8-token'; "
+                                         r"activation formats run on linear layers only: pin 'int8-ch-sym:rtn-minmax' there"):
+        SearchSpace.build(load_preset("w8a8"), find_layers(cnn), {"^0$": "int8-ch-sym:rtn-minmax+a8-token"})
+    assert SearchSpace.build(load_preset("w8a8"), find_layers(cnn), {"^3$": "int8-ch-sym:rtn-minmax+a8-token"}).options[1][0].activation
 
 
 def test_assignment_by_indices(space):
