@@ -114,7 +114,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     tied = _shared_weights(model, weight_names)
     if tied:
         raise AutoqError(f"quantized weight(s) {tied[:3]} are tied to other parameters; skip those layers (--skip) and search again")
-    check_finite_weights(model, [found[name] for name in quantized])  # NaN would quantize to codes without a warning
+    check_finite_weights(model, layers)  # as the search does: NaN would quantize to codes without a warning
     if calibration:
         check_finite_batches(calibration)
 
