@@ -24,7 +24,7 @@ from torch import nn
 
 from autoq.choice import LayerChoice
 from autoq.errors import AutoqError
-from autoq.model import get_module, to_native, weight_2d
+from autoq.model import channels_first, get_module, to_native, weight_2d
 from autoq.model.capture import CalibrationStats, LayerStats
 from autoq.ptq import get_method, method_needs_stats
 from autoq.ptq.result import bias_delta_of, input_scale_of
@@ -64,7 +64,7 @@ def quantize_choice(module: nn.Module, choice: LayerChoice, stats: LayerStats | 
     if delta is not None and getattr(module, "bias", None) is not None:
         bias = (module.bias.detach().float() + delta).to(module.bias.dtype)
     act = choice.activation
-    if act is not None and scale is not None and _channels_first(module):
+    if act is not None and scale is not None and channels_first(module):
         raise AutoqError(f"{choice.name}: input scaling with activation quantization is supported on linear layers only, not convolutions")
     if act is None or not act.static:
         return q, bias, None
@@ -92,28 +92,22 @@ def quantize_layer(module: nn.Module, choice: LayerChoice, stats: LayerStats | N
     return quantize_layer_full(module, LayerChoice(choice.weight, choice.method), stats).weight
 
 
-def _channels_first(module: nn.Module) -> bool:
-    """A torch convolution, whose input has its channels in dim 1; linear layers (transformers' ``Conv1D`` too)
-    take them last."""
-    return isinstance(module, nn.modules.conv._ConvNd)
-
-
 def sweep_choice(module: nn.Module, choice: LayerChoice) -> LayerChoice:
     """``choice`` as a sequential sweep runs it on ``module``: a convolution takes it without its activation format,
     as a search space gives it one (`autoq.space`)."""
-    return LayerChoice(choice.weight, choice.method) if _channels_first(module) else choice
+    return LayerChoice(choice.weight, choice.method) if channels_first(module) else choice
 
 
 def quantize_input(module: nn.Module, layer: QuantizedLayer, x: torch.Tensor) -> torch.Tensor:
     """The layer's input as ``layer`` sees it: divided by the method's input scale (SmoothQuant), then
     fake-quantized to its activation format, per token = per position of the channel axis."""
-    channels_last = _channels_first(module) and x.dim() > 2
-    if channels_last:
+    move = channels_first(module) and x.dim() > 2  # channels last for the scales, then back
+    if move:
         x = x.movedim(1, -1)
     if layer.input_scale is not None:
         x = x / layer.input_scale.to(x.dtype)
     x = fake_quantize_activation(x, layer.activation, layer.act_range)  # type: ignore[arg-type]
-    return x.movedim(-1, 1) if channels_last else x
+    return x.movedim(-1, 1) if move else x
 
 
 def _activation_hook(layer: QuantizedLayer):

@@ -3,6 +3,7 @@
 from autoq.model.layers import (
     LINEAR_KINDS,
     LayerInfo,
+    channels_first,
     check_finite_weights,
     compile_patterns,
     find_layers,
@@ -12,4 +13,4 @@ from autoq.model.layers import (
     weight_2d,
 )
 
-__all__ = ["LINEAR_KINDS", "LayerInfo", "check_finite_weights", "compile_patterns", "find_layers", "get_module", "name_examples", "to_native", "weight_2d"]
+__all__ = ["LINEAR_KINDS", "LayerInfo", "channels_first", "check_finite_weights", "compile_patterns", "find_layers", "get_module", "name_examples", "to_native", "weight_2d"]

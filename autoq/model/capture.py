@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from autoq.errors import AutoqError
-from autoq.model.layers import LayerInfo, get_module
+from autoq.model.layers import LayerInfo, channels_first, get_module
 
 DEFAULT_MAX_SAMPLES = 512
 
@@ -85,7 +85,7 @@ class LayerStats:
 
 def layer_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The layer input as rows ``(n, in)`` matching :func:`autoq.model.weight_2d`'s columns."""
-    if isinstance(module, nn.Conv2d | nn.Conv1d):
+    if channels_first(module):
         if module.groups != 1:
             raise AutoqError(f"grouped convolutions (groups={module.groups}) have no single input per output channel; "
                              "data-driven methods need groups=1")

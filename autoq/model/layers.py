@@ -49,6 +49,12 @@ class LayerInfo:
         return self.kind in LINEAR_KINDS
 
 
+def channels_first(module: nn.Module) -> bool:
+    """A torch convolution, whose input has its channels in dim 1 (the ``conv1d`` and ``conv2d`` kinds); linear
+    layers, transformers' ``Conv1D`` too, take them last."""
+    return isinstance(module, nn.Conv1d | nn.Conv2d)
+
+
 def _kind(module: nn.Module, hf_conv1d: type | None) -> str | None:
     if isinstance(module, nn.Linear):
         return "linear"
