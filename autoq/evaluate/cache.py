@@ -117,6 +117,19 @@ def _activation_hook(layer: QuantizedLayer):
     return hook
 
 
+def stats_for(stats: CalibrationStats | Mapping[str, LayerStats] | None, name: str, choice: LayerChoice) -> LayerStats | None:
+    """Layer ``name``'s statistics from ``stats`` when ``choice`` needs them, else ``None``."""
+    if not needs_stats(choice):
+        return None
+    if stats is None:
+        raise AutoqError(f"{choice.name} needs calibration statistics; create QuantCache(model, stats=CalibrationStats(...))")
+    if isinstance(stats, CalibrationStats):
+        return stats.get(name)
+    if name not in stats:
+        raise AutoqError(f"no calibration statistics for layer {name!r}")
+    return stats[name]
+
+
 class QuantCache:
     """Memo of quantized layers keyed by (layer name, choice), filled lazily.
 
@@ -133,24 +146,13 @@ class QuantCache:
     def __len__(self) -> int:
         return len(self._layers)
 
-    def _stats(self, name: str, choice: LayerChoice) -> LayerStats | None:
-        if not needs_stats(choice):
-            return None
-        if self.stats is None:
-            raise AutoqError(f"{choice.name} needs calibration statistics; create QuantCache(model, stats=CalibrationStats(...))")
-        if isinstance(self.stats, CalibrationStats):
-            return self.stats.get(name)
-        if name not in self.stats:
-            raise AutoqError(f"no calibration statistics for layer {name!r}")
-        return self.stats[name]
-
     def layer(self, name: str, choice: LayerChoice) -> QuantizedLayer:
         key = (name, choice)
         if key not in self._layers:
             if isinstance(self.stats, CalibrationStats) and self.stats.sequential and needs_stats(choice):
                 self._sweep(choice)
             if key not in self._layers:
-                self._layers[key] = quantize_layer_full(get_module(self.model, name), choice, self._stats(name, choice))
+                self._layers[key] = quantize_layer_full(get_module(self.model, name), choice, stats_for(self.stats, name, choice))
         return self._layers[key]
 
     def _sweep(self, choice: LayerChoice) -> None:

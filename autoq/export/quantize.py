@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from autoq.choice import Assignment, LayerChoice
 from autoq.errors import AutoqError
-from autoq.evaluate.cache import needs_stats, quantize_choice, sweep_choice
+from autoq.evaluate.cache import needs_stats, quantize_choice, stats_for, sweep_choice
 from autoq.model import LayerInfo, get_module, to_native
 from autoq.model.capture import CalibrationStats, LayerStats
 from autoq.quant import QuantizedTensor
@@ -60,7 +60,7 @@ def quantize_point(model: nn.Module, assignment: Assignment, layers: Sequence[La
             out.update(_sweep(model, assignment, stats, choice, bar))
         for name in rest:
             choice = assignment[name]
-            out[name] = PointLayer(*quantize_choice(get_module(model, name), choice, stats.get(name) if needs_stats(choice) else None))
+            out[name] = PointLayer(*quantize_choice(get_module(model, name), choice, stats_for(stats, name, choice)))
             bar.update(1)
     return out
 
