@@ -7,7 +7,12 @@ Ray unless asked, so it nests inside an outer study (or a Ray Tune trainable) li
 function; its results pickle, so the pipeline can store them and reload them later
 (``autoq.SearchResult.from_mlflow(run_id, tracking_uri)`` when MLflow logging is on).
 
+With ``--tracking-uri``, each outer trial is an MLflow run of the pipeline's experiment and its autoq
+search is nested in it (``mlflow_parent_run_id``), with the search's trials nested in turn: the MLflow
+UI shows outer trial > autoq search > inner trials.
+
     python examples/outer_optuna_pipeline.py [--outer-trials 4] [--inner-trials 12] [--model digits-cnn]
+                                             [--tracking-uri sqlite:///mlflow.db]
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from __future__ import annotations
 import argparse
 import pickle
 
+import mlflow
 import optuna
 
 import autoq
@@ -28,6 +34,7 @@ def main() -> None:
     parser.add_argument("--inner-trials", type=int, default=12)
     parser.add_argument("--size-penalty", type=float, default=0.01, help="accuracy worth one bit per weight")
     parser.add_argument("--out", default=None, help="pickle the best autoq result here")
+    parser.add_argument("--tracking-uri", default=None, help="log the pipeline to MLflow here, each search nested in its outer trial's run")
     args = parser.parse_args()
 
     workload = load_workload(args.model)  # load once; every inner search reuses it
@@ -35,14 +42,24 @@ def main() -> None:
 
     def objective(trial: optuna.Trial) -> float:
         budget = trial.suggest_float("bits", 3.0, 6.0, step=0.25)
-        config = autoq.SearchConfig(budget=f"{budget}bits", n_trials=args.inner_trials, seed=trial.number, tracking_uri=None, storage=None, progress=False)
-        result = autoq.engine.run_search(workload, config)
+        options = dict(budget=f"{budget}bits", n_trials=args.inner_trials, seed=trial.number, storage=None, progress=False)
+        if args.tracking_uri is None:
+            result = autoq.engine.run_search(workload, autoq.SearchConfig(**options, tracking_uri=None))
+        else:
+            with mlflow.start_run(run_name=f"outer-trial-{trial.number}") as run:
+                mlflow.log_param("bits", budget)
+                result = autoq.engine.run_search(workload, autoq.SearchConfig(**options, tracking_uri=args.tracking_uri,
+                                                                               mlflow_parent_run_id=run.info.run_id))
+                mlflow.log_metrics({"quality": result.best.quality, "effective_bits": result.best.effective_bits})
         results[trial.number] = result
         best = result.best
         trial.set_user_attr("effective_bits", best.effective_bits)
         trial.set_user_attr("quality", best.quality)
         return best.quality - args.size_penalty * best.effective_bits
 
+    if args.tracking_uri is not None:
+        mlflow.set_tracking_uri(args.tracking_uri)
+        mlflow.set_experiment("outer-pipeline")
     study = optuna.create_study(direction="maximize", sampler=optuna.samplers.TPESampler(seed=0))
     study.optimize(objective, n_trials=args.outer_trials)
 

@@ -31,6 +31,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--pin", action="append", default=[], metavar="REGEX=CHOICE", help="fix layers matching REGEX to CHOICE, e.g. 'classifier=fp16' (repeatable)")
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI})")
     p.add_argument("--experiment", default="autoq", help="MLflow experiment name (default: autoq)")
+    p.add_argument("--mlflow-parent-run-id", default=None, metavar="RUN_ID",
+                   help="nest the search's MLflow run in this existing run (a pipeline step's); it then logs to that run's experiment")
     p.add_argument("--study-name", default=None, help="Optuna study name (default: autoq-MODEL-BUDGET-TIMESTAMP)")
     p.add_argument("--storage", default="auto", help="Optuna storage URL (default: optuna.db beside the MLflow database)")
     p.add_argument("--device", default=None, metavar="NAME|TABLE.json",
@@ -66,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
         pins=tuple(pins_from_strings(args.pin).items()),
         tracking_uri=args.tracking_uri,
         experiment=args.experiment,
+        mlflow_parent_run_id=args.mlflow_parent_run_id,
         study_name=args.study_name,
         storage=args.storage,
         timeout=args.timeout,

@@ -113,7 +113,7 @@ def _log_mlflow(args: argparse.Namespace, model_name: str, table, wall: float, p
 
     from autoq.tracking import MlflowTracker
 
-    tracker = MlflowTracker(args.tracking_uri, args.experiment)
+    tracker = MlflowTracker.open(args.tracking_uri, args.experiment)
     params = {"metric": table.metric, "model": model_name, "model_hash": table.model_hash, "data_fingerprint": table.data_fingerprint,
               "space": args.space, "n_layers": len(table.layers), **{f"setting.{k}": v for k, v in table.params}}
     run_id = tracker.start(f"sensitivity-{table.metric}-{model_name}", params, {"autoq.kind": "sensitivity", "autoq.model": model_name})

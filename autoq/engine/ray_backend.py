@@ -46,7 +46,7 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
     started = _ensure_ray(config)
     try:
         searcher = BookSearcher(book, deadline)
-        tracking = (absolute_uri(config.tracking_uri), config.experiment, book.tracker.parent_id) if book.tracker else None
+        tracking = (absolute_uri(config.tracking_uri), book.tracker.experiment_id, book.tracker.parent_id) if book.tracker else None
         trainable = tune.with_resources(
             tune.with_parameters(AutoqTrainable, workload=workload, search_config=config, tracking=tracking, threads=max(1, int(config.cpus_per_trial))),
             {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
@@ -175,7 +175,10 @@ class ErrorTags(Callback):
 
 
 class AutoqTrainable(tune.Trainable):
-    """One Ray worker: the model and its quantization cache, reused across trials (``reuse_actors``)."""
+    """One Ray worker: the model and its quantization cache, reused across trials (``reuse_actors``).
+
+    ``tracking``: (tracking URI, experiment id, the search's run id), so trial runs join the search's
+    experiment, whichever it is (a nested search's is its outer run's)."""
 
     def setup(
         self, config: dict, workload: Workload | None = None, search_config: Any = None, tracking: tuple[str, str, str] | None = None, threads: int = 1

@@ -67,6 +67,7 @@ def stored_settings(workload: Workload, config: SearchConfig) -> dict[str, Any]:
         "pins": [list(p) for p in config.pins], "device": config.device, "batch": config.batch, "n_trials": config.n_trials,
         "strategy": config.strategy, "seed_from": config.seed_from, "sequential": config.sequential, "max_uniform_seeds": config.max_uniform_seeds,
         "tracking_uri": config.tracking_uri, "experiment": config.experiment,
+        "mlflow_parent_run_id": config.mlflow_parent_run_id,
     }
 
 

@@ -35,7 +35,7 @@ from autoq.model import check_finite_weights, find_layers
 from autoq.quiet import quiet_logs
 from autoq.search_spaces import load_preset
 from autoq.space import SearchSpace
-from autoq.tracking import DEFAULT_TRACKING_URI, STUDY_TAG, MlflowTracker, sqlite_path
+from autoq.tracking import DEFAULT_TRACKING_URI, NEST_HINT, STUDY_TAG, MlflowTracker, sqlite_path, stored_run
 
 
 @dataclass(frozen=True)
@@ -55,6 +55,7 @@ class SearchConfig:
     pins: tuple[tuple[str, str], ...] = ()
     tracking_uri: str | None = DEFAULT_TRACKING_URI  # None: do not log to MLflow
     experiment: str = "autoq"
+    mlflow_parent_run_id: str | None = None  # nest the search's run in this existing MLflow run (a pipeline step's); it joins that run's experiment
     study_name: str | None = None
     storage: str | None = "auto"  # "auto": optuna.db beside the MLflow store; None: in memory
     timeout: float | None = None  # seconds; stop asking for new trials after this
@@ -79,6 +80,8 @@ class SearchConfig:
         strategy_factory(self.strategy)
         check_seed_from(self.seed_from)
         check_execution(self)
+        if self.mlflow_parent_run_id is not None and not self.tracking_uri:
+            raise AutoqError("mlflow_parent_run_id nests the search's MLflow run in another run, but MLflow logging is off (tracking_uri=None)")
         if isinstance(self.pins, Mapping):
             object.__setattr__(self, "pins", tuple(self.pins.items()))
         object.__setattr__(self, "skip", tuple(self.skip))
@@ -112,6 +115,8 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
     layers = find_layers(workload.model, tuple(workload.skip) + tuple(config.skip))
     check_finite_weights(workload.model, layers)
     check_finite_batches(workload.calibration)
+    if config.tracking_uri and config.mlflow_parent_run_id:  # before any evaluation, not when the search's run starts
+        stored_run(config.tracking_uri, config.mlflow_parent_run_id, NEST_HINT)
     space = SearchSpace.build(load_preset(config.space), layers, dict(config.pins))
     cost_model = CostModel.for_model(workload.model, layers, latency_model(config.device, config.batch))
     slack = budget.check_feasible(*space.extremes(cost_model, budget.kind), cost_model.latency_source)
@@ -233,7 +238,7 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
     """The MLflow parent run of this search, or ``None`` when tracking is off."""
     if not config.tracking_uri:
         return None
-    tracker = MlflowTracker(config.tracking_uri, config.experiment)
+    tracker = MlflowTracker.open(config.tracking_uri, config.experiment, config.mlflow_parent_run_id)
     if config.resume and tracker.continue_search(study_name):  # the same parent run, not a second one
         return tracker
     parent_id = tracker.start(

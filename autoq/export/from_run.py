@@ -28,7 +28,8 @@ def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
 
     client, run = stored_run(tracking_uri, run_id, "pass a trial's run id (or a search's parent run id) and the same --tracking-uri")
     assignment, what = _assignment(client, run)
-    parent_id = run.data.tags.get("mlflow.parentRunId")  # a trial: the search settings are on its parent
+    # a trial's search settings are on its parent; a search's are its own (it has a parent too when nested in a pipeline's run)
+    parent_id = None if run.data.tags.get("autoq.kind") == "search" else run.data.tags.get("mlflow.parentRunId")
     params = client.get_run(parent_id).data.params if parent_id else run.data.params
     source = params.get("model_source", "none")
     return RunPoint(assignment, what, params.get("sequential") == "True", params.get("data_fingerprint", ""), params.get("model", ""),

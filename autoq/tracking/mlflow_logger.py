@@ -25,6 +25,7 @@ if TYPE_CHECKING:  # MLflow is imported where it is used: `import autoq` does no
     from mlflow.tracking import MlflowClient
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+NEST_HINT = "mlflow_parent_run_id (--mlflow-parent-run-id) must be a run in the search's tracking_uri (--tracking-uri)"
 STUDY_TAG = "autoq.study"  # on the parent run: the Optuna study name, which identifies a search for --resume
 TRIAL_TAG = "autoq.trial"  # on each child run: the Optuna trial number
 
@@ -67,29 +68,45 @@ def absolute_uri(uri: str) -> str:
 
 
 class MlflowTracker:
-    """Logs one search: ``start`` the parent, ``log_trial`` per trial, ``finish`` with the frontier."""
+    """Logs one search: ``start`` the parent, ``log_trial`` per trial, ``finish`` with the frontier.
 
-    def __init__(self, tracking_uri: str, experiment: str) -> None:
+    ``open`` finds (or creates) the experiment by name, or takes the experiment of ``nest_under``, an
+    existing run the search's run is then nested in (a pipeline step's run: MLflow shows nesting
+    within one experiment only). A Ray worker builds one on the search's experiment id and ``attach``es."""
+
+    def __init__(self, tracking_uri: str, experiment_id: str, nest_under: str | None = None) -> None:
         from mlflow.tracking import MlflowClient
 
         self.tracking_uri = tracking_uri
+        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.experiment_id = experiment_id
+        self.nest_under = nest_under
+        self.parent_id: str | None = None
+
+    @classmethod
+    def open(cls, tracking_uri: str, experiment: str, nest_under: str | None = None) -> MlflowTracker:
+        """A tracker on the experiment named ``experiment``, created if new; with ``nest_under``, on that run's experiment."""
+        if nest_under is not None:
+            _, outer = stored_run(tracking_uri, nest_under, NEST_HINT)
+            return cls(tracking_uri, outer.info.experiment_id, nest_under)
+        from mlflow.tracking import MlflowClient
+
         db = sqlite_path(tracking_uri)
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
-        self.client = MlflowClient(tracking_uri=tracking_uri)
-        found = self.client.get_experiment_by_name(experiment)
+        client = MlflowClient(tracking_uri=tracking_uri)
+        found = client.get_experiment_by_name(experiment)
         if found is not None:
-            self.experiment_id = found.experiment_id
-        else:
-            location = (db.resolve().parent / "mlartifacts").as_uri() if db is not None else None
-            self.experiment_id = self.client.create_experiment(experiment, artifact_location=location)
-        self.parent_id: str | None = None
+            return cls(tracking_uri, found.experiment_id)
+        location = (db.resolve().parent / "mlartifacts").as_uri() if db is not None else None
+        return cls(tracking_uri, client.create_experiment(experiment, artifact_location=location))
 
     def start(self, run_name: str, params: Mapping[str, object], tags: Mapping[str, str]) -> str:
         with deferred_interrupts():  # a write cut in half would leave the SQLite store locked
             from mlflow.entities import Param
 
-            run = self.client.create_run(self.experiment_id, run_name=run_name, tags=dict(tags))
+            nested = {"mlflow.parentRunId": self.nest_under} if self.nest_under else {}
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags={**tags, **nested})
             self.parent_id = run.info.run_id
             self.client.log_batch(self.parent_id, params=[Param(k, str(v)) for k, v in params.items()], synchronous=True)
             return self.parent_id

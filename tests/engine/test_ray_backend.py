@@ -71,7 +71,9 @@ def test_two_workers_random_sampler_same_frontier(local_ray, digits):
 
 
 def test_two_workers_tpe_invariants_and_mlflow(local_ray, digits, mlflow_uri):
-    result = _search(digits, n_trials=20, backend="ray", workers=2, tracking_uri=mlflow_uri, storage="auto")
+    client = MlflowClient(mlflow_uri)
+    outer = client.create_run(client.create_experiment("pipeline")).info  # nested in a pipeline's run: its experiment
+    result = _search(digits, n_trials=20, backend="ray", workers=2, tracking_uri=mlflow_uri, storage="auto", mlflow_parent_run_id=outer.run_id)
     optuna_result = _search(digits, n_trials=20)
     assert len(result.points) == 20 and len({p.trial for p in result.points}) == 20
     assert all(p.effective_bits <= 4.5 for p in result.points)
@@ -80,9 +82,9 @@ def test_two_workers_tpe_invariants_and_mlflow(local_ray, digits, mlflow_uri):
     assert result.best.quality >= result.best_uniform.quality
     front = result.frontier
     assert all(a.effective_bits < b.effective_bits and a.quality < b.quality for a, b in zip(front, front[1:]))
-    # every worker logged its trial as a child of the one parent run
-    client = MlflowClient(mlflow_uri)
+    # every worker logged its trial as a child of the one parent run, in the outer run's experiment
     runs = child_runs(client, result.parent_run_id)
+    assert {r.info.experiment_id for r in runs} == {outer.experiment_id} and client.get_experiment_by_name("autoq") is None
     assert sorted(int(r.data.tags["autoq.trial"]) for r in runs) == sorted(p.trial for p in result.points)
     assert all(r.data.tags.get("backend") == "ray" and r.info.status == "FINISHED" for r in runs)
     assert client.get_run(result.parent_run_id).data.params["backend"] == "ray"

@@ -1,0 +1,60 @@
+"""A search nested in a pipeline's MLflow run (``mlflow_parent_run_id``): where its runs go, and what reads them back."""
+
+from __future__ import annotations
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+import autoq
+from autoq.cli import main
+from autoq.errors import AutoqError
+from autoq.export.from_run import point_from_run
+from autoq.tracking.runs import trial_runs
+
+
+@pytest.fixture
+def outer(mlflow_uri):
+    """A pipeline step's run, in an experiment of the pipeline's own, with params a search's settings must not be read from."""
+    client = MlflowClient(mlflow_uri)
+    run = client.create_run(client.create_experiment("pipeline"), run_name="step-1")
+    client.log_param(run.info.run_id, "model_source", "not-a-model")
+    return run
+
+
+def test_search_run_nests_in_the_outer_run_and_its_experiment(outer, mlflow_uri):
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=6, seed=1, tracking_uri=mlflow_uri, progress=False,
+                          mlflow_parent_run_id=outer.info.run_id)
+    client = MlflowClient(mlflow_uri)
+    search = client.get_run(result.parent_run_id)
+    assert search.data.tags["mlflow.parentRunId"] == outer.info.run_id
+    assert search.info.experiment_id == outer.info.experiment_id
+    assert client.get_experiment_by_name("autoq") is None  # nothing logged to the default experiment
+    trials = trial_runs(client, result.parent_run_id)
+    assert sorted(int(r.data.tags["autoq.trial"]) for r in trials) == sorted(p.trial for p in result.points)
+    assert all(r.info.experiment_id == outer.info.experiment_id for r in trials)
+    assert client.get_run(outer.info.run_id).info.status == "RUNNING"  # the pipeline's run is the pipeline's to end
+    assert autoq.SearchResult.from_mlflow(result.parent_run_id, mlflow_uri) == result
+    # exporting the search run reads the search's settings, not its parent's
+    point = point_from_run(mlflow_uri, result.parent_run_id)
+    assert point.model_source == "digits-cnn" and point.assignment == max(result.frontier, key=lambda p: (p.quality, -p.effective_bits)).assignment
+
+
+def test_an_unknown_outer_run_is_refused_before_any_evaluation(mlflow_uri):
+    with pytest.raises(AutoqError, match="no MLflow run 'nope' in .*mlflow_parent_run_id .* must be a run in the search's tracking_uri"):
+        autoq.search("digits-cnn", n_trials=2, tracking_uri=mlflow_uri, progress=False, mlflow_parent_run_id="nope", seed_from="none")
+
+
+def test_nesting_needs_mlflow_logging():
+    with pytest.raises(AutoqError, match="MLflow logging is off"):
+        autoq.SearchConfig(tracking_uri=None, mlflow_parent_run_id="abc")
+
+
+def test_cli_resume_continues_the_nested_search(outer, mlflow_uri, capsys):
+    base = ["search", "--no-progress", "--tracking-uri", mlflow_uri, "--model", "digits-cnn", "--n-trials", "3", "--seed-from", "none"]
+    assert main([*base, "--study-name", "nested", "--mlflow-parent-run-id", outer.info.run_id]) == 0
+    assert main(["search", "--no-progress", "--tracking-uri", mlflow_uri, "--resume", "nested", "--n-trials", "5"]) == 0
+    capsys.readouterr()
+    client = MlflowClient(mlflow_uri)
+    searches = client.search_runs([outer.info.experiment_id], "tags.`autoq.kind` = 'search'")
+    assert len(searches) == 1  # the resumed search found its run in the outer run's experiment
+    assert len(trial_runs(client, searches[0].info.run_id)) == 5
