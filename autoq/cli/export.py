@@ -21,6 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None, help=f"the model the run searched: a built-in ({', '.join(BUILTINS)}) or a local Hugging Face directory "
                                                 "(default: the one the search loaded, from the run)")
     p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--log-to-run", action="store_true",
+                   help="also log the export as artifacts of the run (runs:/RUN_ID/quantized_model, which autoq.load takes)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -29,15 +31,20 @@ def run(args: argparse.Namespace) -> int:
     from autoq.export import export
     from autoq.export.config import read_config
     from autoq.export.from_run import point_from_run
+    from autoq.export.mlflow_store import log_export
 
     point = point_from_run(args.tracking_uri, args.run_id)
     assignment = point.assignment
     print(f"autoq: exporting {point.what} ({assignment.summary()}) of {args.model or point.model_source or 'the model'} ...",
           file=sys.stderr, flush=True)
     out = export(args.model, point, args.out, progress=not args.no_progress)  # the run's model, sequential flag and data
+    uri = log_export(args.tracking_uri, args.run_id, out) if args.log_to_run else None
     config = read_config(out)
     cost = config["cost"]
     print(f"Exported {len(assignment)} layers to {out}: {config['weights']} is {config['file_bytes'] / 1e6:.3f} MB "
           f"(cost model: {cost['size_bytes'] / 1e6:.3f} MB at {cost['effective_bits']:.3f} effective bits).")
     print(f"  Load it:  model = autoq.load({str(out)!r})")
+    if uri:
+        print(f"Logged to MLflow run {args.run_id} as {uri}; from any machine that reaches the store:")
+        print(f"  model = autoq.load({uri!r}, tracking_uri={args.tracking_uri!r})")
     return 0

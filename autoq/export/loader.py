@@ -20,6 +20,7 @@ from autoq.errors import AutoqError
 from autoq.export.act_modules import ActQuantLinear
 from autoq.export.config import WEIGHTS_NAME, read_config, rebuild_base
 from autoq.export.layout import from_tensors
+from autoq.export.mlflow_store import ARTIFACT_PATH, downloaded, is_artifact_uri
 from autoq.export.modules import QuantLinear
 from autoq.model import LINEAR_KINDS, find_layers, get_module, to_native
 from autoq.quant.activation import ActRange, ActSpec
@@ -46,14 +47,24 @@ def _read_weights(path: Path, expected_bytes: int | None) -> dict[str, torch.Ten
         raise AutoqError(f"{path} is not a readable safetensors file ({exc}){cut}; {again}") from None
 
 
-def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "auto") -> nn.Module:
+def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "auto", tracking_uri: str | None = None) -> nn.Module:
     """The exported model, ready to run. ``model``: an instance of the same architecture to load into (modified in place).
 
+    ``out_dir``: the export's folder, or an MLflow artifact URI of one (``runs:/<run id>/quantized_model``, what
+    ``autoq export --log-to-run`` logs), downloaded from ``tracking_uri`` (default ``sqlite:///mlflow.db``).
     ``backend``: ``auto`` (Triton on CUDA for fp16/bf16, else torch), ``triton`` or ``torch`` (see `autoq.kernels.ops`)."""
     from autoq.kernels.ops import check_backend
 
     check_backend(backend)  # here, not at the first forward
-    out = Path(out_dir)
+    if is_artifact_uri(out_dir):
+        with downloaded(str(out_dir), tracking_uri) as local:
+            return _load_folder(local, model, backend)
+    if tracking_uri is not None:
+        raise AutoqError(f"tracking_uri is for an MLflow artifact URI such as runs:/<run id>/{ARTIFACT_PATH}; {str(out_dir)!r} is a folder")
+    return _load_folder(Path(out_dir), model, backend)
+
+
+def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
     config = read_config(out)
     model = model if model is not None else rebuild_base(config.get("base", {}))
     tensors = _read_weights(out / config.get("weights", WEIGHTS_NAME), config.get("file_bytes"))

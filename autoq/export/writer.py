@@ -30,6 +30,7 @@ from autoq.evaluate.fidelity import check_finite_batches
 from autoq.export.config import CONFIG_NAME, WEIGHTS_NAME, describe_base, write_config
 from autoq.export.from_run import RunPoint, model_of, point_from_run
 from autoq.export.layout import to_tensors
+from autoq.export.mlflow_store import log_export
 from autoq.export.quantize import needs_calibration, quantize_point
 from autoq.model import check_finite_weights, find_layers, get_module
 
@@ -68,7 +69,7 @@ def _shared_weights(model: nn.Module, names: set[str]) -> list[str]:
 
 def export(model: nn.Module | str | None, point: object, out_dir: str | Path, calibration: Sequence[Any] | None = None,
            sequential: bool | None = None, data_fingerprint: str | None = None, tracking_uri: str | None = None,
-           progress: bool = True) -> Path:
+           progress: bool = True, log_to_run: bool = False) -> Path:
     """Write ``point`` of ``model`` (a module, a built-in name or an HF directory) to ``out_dir``.
 
     ``model=None`` takes the model the run's search loaded (a built-in name or a directory, logged as its
@@ -82,14 +83,18 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     (GPTQ, AWQ, AdaRound, bias correction); a model given by name brings its own, checked against
     ``data_fingerprint`` (the search's, when known). ``sequential``: the search ran with ``sequential=True``.
     ``progress``: a bar over the layers being quantized (GPTQ and the like take a while on large models).
+    ``log_to_run``: also log the export as artifacts of that run (``runs:/<run id>/quantized_model``, which
+    ``autoq.load`` takes), for a point given as a run id.
     """
-    if isinstance(point, str):
+    run_id = point if isinstance(point, str) else None
+    if run_id is not None:
         from autoq.tracking import DEFAULT_TRACKING_URI
 
-        point = point_from_run(tracking_uri or DEFAULT_TRACKING_URI, point)
-    elif tracking_uri is not None:
-        raise AutoqError("tracking_uri is for a point given as an MLflow run id (a str); this point is a "
-                         f"{type(point).__name__}")
+        tracking_uri = tracking_uri or DEFAULT_TRACKING_URI
+        point = point_from_run(tracking_uri, run_id)
+    elif tracking_uri is not None or log_to_run:
+        option = "tracking_uri" if tracking_uri is not None else "log_to_run"
+        raise AutoqError(f"{option} is for a point given as an MLflow run id (a str); this point is a {type(point).__name__}")
     if isinstance(point, RunPoint):  # the search's settings, unless the caller overrides them
         sequential = point.sequential if sequential is None else sequential
         data_fingerprint = data_fingerprint or point.data_fingerprint or None
@@ -164,4 +169,6 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     # exporting user could read the weights (a model baked into a container as root, a shared folder). They get
     # the mode of the config written beside them, which open() gave as for any new file: 0666 less the umask.
     (out / WEIGHTS_NAME).chmod(stat.S_IMODE((out / CONFIG_NAME).stat().st_mode))
+    if log_to_run:
+        log_export(tracking_uri, run_id, out)
     return out
