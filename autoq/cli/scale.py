@@ -8,7 +8,6 @@ from typing import Any
 # search option (argparse dest) -> key of the settings stored with the study (autoq.engine.resume)
 _STORED = {"budget": "budget", "space": "space", "sampler": "sampler", "seed": "seed", "skip": "skip", "pin": "pins",
            "device": "device", "batch": "batch", "model": "model_source", "n_trials": "n_trials", "experiment": "experiment",
-           "mlflow_parent_run_id": "mlflow_parent_run_id",
            "strategy": "strategy", "seed_from": "seed_from", "sequential": "sequential"}
 
 

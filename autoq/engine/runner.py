@@ -24,7 +24,7 @@ from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.engine.result import Point, SearchResult, pareto_front
-from autoq.engine.resume import check_execution, check_resumable, finished_trials, remember_settings, stored_settings
+from autoq.engine.resume import check_execution, check_resumable, finished_trials, read_settings, remember_settings, stored_settings
 from autoq.engine.seeding import check_seed_from, seed_metric, start_strategy
 from autoq.engine.strategy import sampler_factory, strategy_factory
 from autoq.engine.trials import TrialBook
@@ -238,7 +238,10 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
     """The MLflow parent run of this search, or ``None`` when tracking is off."""
     if not config.tracking_uri:
         return None
-    tracker = MlflowTracker.open(config.tracking_uri, config.experiment, config.mlflow_parent_run_id)
+    nest_under = config.mlflow_parent_run_id
+    if config.resume and nest_under is None:  # the run the search was nested in holds its run: look for it there
+        nest_under = read_settings(storage, study_name).get("mlflow_parent_run_id")
+    tracker = MlflowTracker.open(config.tracking_uri, config.experiment, nest_under)
     if config.resume and tracker.continue_search(study_name):  # the same parent run, not a second one
         return tracker
     parent_id = tracker.start(

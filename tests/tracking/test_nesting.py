@@ -58,3 +58,11 @@ def test_cli_resume_continues_the_nested_search(outer, mlflow_uri, capsys):
     searches = client.search_runs([outer.info.experiment_id], "tags.`autoq.kind` = 'search'")
     assert len(searches) == 1  # the resumed search found its run in the outer run's experiment
     assert len(trial_runs(client, searches[0].info.run_id)) == 5
+
+
+def test_python_api_resume_finds_the_nested_run_without_being_told(outer, mlflow_uri):
+    options = dict(tracking_uri=mlflow_uri, progress=False, seed_from="none", study_name="api-nested")
+    first = autoq.search("digits-cnn", n_trials=3, mlflow_parent_run_id=outer.info.run_id, **options)
+    resumed = autoq.search("digits-cnn", n_trials=5, resume=True, **options)
+    assert resumed.parent_run_id == first.parent_run_id and len(resumed.points) == 5
+    assert MlflowClient(mlflow_uri).get_experiment_by_name("autoq") is None
