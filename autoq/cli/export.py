@@ -32,6 +32,7 @@ def run(args: argparse.Namespace) -> int:
     from autoq.export.config import read_config
     from autoq.export.from_run import point_from_run
     from autoq.export.mlflow_store import log_export
+    from autoq.tracking import absolute_uri
 
     point = point_from_run(args.tracking_uri, args.run_id)
     assignment = point.assignment
@@ -46,5 +47,5 @@ def run(args: argparse.Namespace) -> int:
     print(f"  Load it:  model = autoq.load({str(out)!r})")
     if uri:
         print(f"Logged to MLflow run {args.run_id} as {uri}; from any machine that reaches the store:")
-        print(f"  model = autoq.load({uri!r}, tracking_uri={args.tracking_uri!r})")
+        print(f"  model = autoq.load({uri!r}, tracking_uri={absolute_uri(args.tracking_uri)!r})")
     return 0
