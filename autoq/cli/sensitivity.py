@@ -30,6 +30,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--refresh", action="store_true", help="recompute even if an identical table is cached (and cache the new one)")
     p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI}; 'none' to skip)")
     p.add_argument("--experiment", default="autoq", help="MLflow experiment name (default: autoq)")
+    p.add_argument("--mlflow-parent-run-id", default=None, metavar="RUN_ID",
+                   help="nest this run in an existing MLflow run (a pipeline step's); it then logs to that run's experiment")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
@@ -68,6 +70,14 @@ def run(args: argparse.Namespace) -> int:
 
     resolve_settings(info, settings)
     preset = load_preset(args.space)
+    logging = bool(args.tracking_uri) and args.tracking_uri.lower() != "none"
+    if args.mlflow_parent_run_id:  # refused before the table is computed, not after
+        from autoq.errors import AutoqError
+        from autoq.tracking import NEST_HINT, stored_run
+
+        if not logging:
+            raise AutoqError("--mlflow-parent-run-id nests the table's MLflow run in another run, but MLflow logging is off (--tracking-uri none)")
+        stored_run(args.tracking_uri, args.mlflow_parent_run_id, NEST_HINT)
     print(f"autoq: loading {args.model or 'the default model (all-MiniLM-L6-v2)'} ...", file=sys.stderr, flush=True)
     workload = load_workload(args.model)
     layers = find_layers(workload.model, tuple(workload.skip) + tuple(args.skip))
@@ -80,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     table_json = table.save(out / f"{stem}.json")
     paths = [table.save(out / f"{stem}.csv"), table_json, table.heatmap(out / f"{stem}.png")]
     run_id = None
-    if args.tracking_uri and args.tracking_uri.lower() != "none":
+    if logging:
         with quiet_logs():
             run_id = _log_mlflow(args, workload.name, table, wall, paths)
     cached = wall < 0.5 * table.seconds
@@ -113,7 +123,7 @@ def _log_mlflow(args: argparse.Namespace, model_name: str, table, wall: float, p
 
     from autoq.tracking import MlflowTracker
 
-    tracker = MlflowTracker.open(args.tracking_uri, args.experiment)
+    tracker = MlflowTracker.open(args.tracking_uri, args.experiment, args.mlflow_parent_run_id)
     params = {"metric": table.metric, "model": model_name, "model_hash": table.model_hash, "data_fingerprint": table.data_fingerprint,
               "space": args.space, "n_layers": len(table.layers), **{f"setting.{k}": v for k, v in table.params}}
     run_id = tracker.start(f"sensitivity-{table.metric}-{model_name}", params, {"autoq.kind": "sensitivity", "autoq.model": model_name})

@@ -65,3 +65,18 @@ def test_search_with_strategy_and_seed_from(out, tmp_path, mlflow_uri, capsys):
     assert main([*args, "--seed-from", str(foreign)]) == 2
     assert "not for this model" in capsys.readouterr().err
     assert main([*args, "--strategy", "anneal"]) == 2
+
+
+def test_sensitivity_run_nests_in_a_pipeline_run(out, mlflow_uri, capsys):
+    client = MlflowClient(mlflow_uri)
+    outer = client.create_run(client.create_experiment("pipeline")).info
+    base = ["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--out", str(out), "--tracking-uri", mlflow_uri, "--no-progress"]
+    assert main([*base, "--mlflow-parent-run-id", outer.run_id]) == 0
+    runs = client.search_runs([outer.experiment_id], "tags.`autoq.kind` = 'sensitivity'")
+    assert len(runs) == 1 and runs[0].data.tags["mlflow.parentRunId"] == outer.run_id
+    capsys.readouterr()
+    assert main([*base, "--mlflow-parent-run-id", "nope"]) == 2  # before any table is computed
+    err = capsys.readouterr().err
+    assert "no MLflow run 'nope'" in err and "autoq: loading" not in err
+    assert main([*base[:-3], "--tracking-uri", "none", "--mlflow-parent-run-id", outer.run_id]) == 2
+    assert "MLflow logging is off" in capsys.readouterr().err
