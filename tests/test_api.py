@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import re
 
+import optuna
 import pytest
 import torch
 from torch import nn
@@ -80,8 +81,10 @@ def test_bad_options_are_refused():
         autoq.search(tiny_mlp(), batches(1), budget="4bits", tracking_uri=None, storage=None)
     with pytest.raises(AutoqError, match="feasible range"):
         autoq.search(tiny_mlp(), batches(), budget="1bits", tracking_uri=None, storage=None)
-    with pytest.raises(AutoqError, match="unknown search strategy"):
+    with pytest.raises(AutoqError, match="unknown sampler 'annealing'; choose one of tpe, nsga2, random, or pass an optuna.samplers.BaseSampler"):
         autoq.search(tiny_mlp(), batches(), budget="4bits", sampler="annealing", tracking_uri=None, storage=None)
+    with pytest.raises(AutoqError, match="unknown sampler <class 'optuna.samplers._tpe.sampler.TPESampler'>"):  # the class, not an instance
+        autoq.search(tiny_mlp(), batches(), budget="4bits", sampler=optuna.samplers.TPESampler, tracking_uri=None, storage=None)
     with pytest.raises(AutoqError, match="no quantizable layer named|match no quantizable layer"):
         autoq.search(tiny_mlp(), batches(), budget="4bits", pins={"nonexistent": "fp16"}, tracking_uri=None, storage=None)
 

@@ -25,7 +25,7 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
         (["--model", "digits-cnn", "--skip", ".*"], "no quantizable layer"),
         (["--model", "digits-cnn", "--space", "nope"], "unknown search space 'nope'"),
         (["--model", "digits-cnn", "--pin", "garbage"], "cannot parse pin"),
-        (["--sampler", "annealing"], "unknown search strategy 'annealing'"),
+        (["--sampler", "annealing"], "unknown sampler 'annealing'; choose one of tpe, nsga2, random"),
         (["--n-trials", "0"], "n_trials must be at least 1"),
     ],
 )

@@ -22,6 +22,7 @@ from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.engine.result import Point
+from autoq.engine.strategy import sampler_name
 from autoq.engine.trials import make_point
 from autoq.errors import AutoqError
 from autoq.space import SearchSpace
@@ -63,7 +64,7 @@ def stored_settings(workload: Workload, config: SearchConfig) -> dict[str, Any]:
     """What defines a search: stored with the study, compared on resume."""
     return {
         "model": workload.name, "model_source": workload.source or None, "budget": parse_budget(config.budget).text,
-        "space": config.space, "sampler": config.sampler, "seed": config.seed, "skip": list(config.skip),
+        "space": config.space, "sampler": sampler_name(config.sampler), "seed": config.seed, "skip": list(config.skip),
         "pins": [list(p) for p in config.pins], "device": config.device, "batch": config.batch, "n_trials": config.n_trials,
         "strategy": config.strategy, "seed_from": config.seed_from, "sequential": config.sequential, "max_uniform_seeds": config.max_uniform_seeds,
         "tracking_uri": config.tracking_uri, "experiment": config.experiment,

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
+from optuna.samplers import BaseSampler
 from tqdm.auto import tqdm
 
 from autoq.budget import Budget, check_latency_config, parse_budget
@@ -26,7 +27,7 @@ from autoq.cost import CostModel
 from autoq.engine.result import Point, SearchResult, pareto_front
 from autoq.engine.resume import check_execution, check_resumable, finished_trials, read_settings, remember_settings, stored_settings
 from autoq.engine.seeding import check_seed_from, seed_metric, start_strategy
-from autoq.engine.strategy import sampler_factory, strategy_factory
+from autoq.engine.strategy import sampler_factory, sampler_name, strategy_factory
 from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, check_finite_batches
@@ -46,7 +47,7 @@ class SearchConfig:
     space: str = "default"
     n_trials: int = 100
     seed: int = 0
-    sampler: str = "tpe"
+    sampler: str | BaseSampler = "tpe"  # tpe | nsga2 | random (autoq.engine.strategy.SAMPLERS), or an Optuna sampler instance
     n_fill_seeds: int = 16  # budget-filling mixes enqueued after the uniform baselines
     max_uniform_seeds: int | None = 16  # uniform baselines at most (each weight format once first; see seeds.uniform_seeds); None: all
     strategy: str = "optuna"  # optuna | ilp | greedy | random (autoq.engine.strategy.STRATEGIES)
@@ -76,7 +77,7 @@ class SearchConfig:
             raise AutoqError(f"n_trials must be at least 1, got {self.n_trials}")
         check_latency_config(parse_budget(self.budget), self.device)
         latency_model(self.device, self.batch)  # an unknown device or unmeasured batch fails here, before any loading
-        sampler_factory(self.sampler)  # an unknown name fails here, before any loading
+        sampler_factory(self.sampler)  # an unknown name or type fails here, before any loading
         strategy_factory(self.strategy)
         check_seed_from(self.seed_from)
         check_execution(self)
@@ -248,7 +249,7 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
         study_name,
         params={
             "budget": budget.text, "budget_kind": budget.kind, "budget_value": budget.value,
-            "model": workload.name, "model_source": workload.source or "none", "space": config.space, "seed": config.seed, "sampler": config.sampler,
+            "model": workload.name, "model_source": workload.source or "none", "space": config.space, "seed": config.seed, "sampler": sampler_name(config.sampler),
             "strategy": config.strategy, "seed_from": seed_metric(config.seed_from, config.strategy, space) or "none",
             "n_trials": config.n_trials, "n_layers": len(space.layers), "metric": workload.metric[:500],
             "data_fingerprint": workload.data_fingerprint, "optuna_storage": storage or "memory",

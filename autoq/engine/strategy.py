@@ -131,19 +131,31 @@ def _random(seed: int) -> optuna.samplers.BaseSampler:
 SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {"tpe": _tpe, "nsga2": _nsga2, "random": _random}
 
 
-def sampler_factory(name: str) -> Callable[[int], optuna.samplers.BaseSampler]:
-    """Registry lookup: ``tpe`` (default), ``nsga2`` or ``random``; an unknown name is a clear error."""
-    if name not in SAMPLERS:
-        raise AutoqError(f"unknown search strategy {name!r}; choose one of {', '.join(SAMPLERS)}")
-    return SAMPLERS[name]
+def sampler_factory(sampler: str | optuna.samplers.BaseSampler) -> Callable[[int], optuna.samplers.BaseSampler]:
+    """Registry lookup: ``tpe`` (default), ``nsga2`` or ``random``; an unknown name is a clear error.
+
+    A sampler instance (the Python API's ``sampler=optuna.samplers.GPSampler(seed=1)``) is used as given, with
+    its own seed: it must handle multi-objective studies (2 objectives, 3 with a latency source)."""
+    if isinstance(sampler, optuna.samplers.BaseSampler):
+        return lambda seed: sampler
+    if not isinstance(sampler, str) or sampler not in SAMPLERS:
+        raise AutoqError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}, "
+                         "or pass an optuna.samplers.BaseSampler instance (Python API)")
+    return SAMPLERS[sampler]
+
+
+def sampler_name(sampler: str | optuna.samplers.BaseSampler) -> str:
+    """How a search records its sampler (MLflow param, stored settings): the registry name, or an instance's class."""
+    return sampler if isinstance(sampler, str) else type(sampler).__name__
 
 
 def make_strategy(
-    name: str, space: SearchSpace, seed: int, study_name: str, storage: str | None, resume: bool = False, with_latency: bool = False
+    sampler: str | optuna.samplers.BaseSampler, space: SearchSpace, seed: int, study_name: str, storage: str | None, resume: bool = False,
+    with_latency: bool = False,
 ) -> Strategy:
-    """The named strategy as an Optuna study over ``space`` (``resume``: load the stored study of that name;
+    """The sampler's strategy as an Optuna study over ``space`` (``resume``: load the stored study of that name;
     ``with_latency``: latency is the third objective)."""
-    return OptunaStrategy(space, sampler_factory(name)(seed), study_name, storage, resume, with_latency)
+    return OptunaStrategy(space, sampler_factory(sampler)(seed), study_name, storage, resume, with_latency)
 
 
 class QueueStrategy(OptunaStrategy):
@@ -179,7 +191,7 @@ class StrategyContext:
     space: SearchSpace
     cost_model: CostModel
     budget: Budget
-    sampler: str
+    sampler: str | optuna.samplers.BaseSampler
     seed: int
     study_name: str
     storage: str | None

@@ -52,6 +52,34 @@ def test_each_strategy_runs_alone_within_budget(digits, strategy):
         assert len({p.assignment for p in result.points}) >= 6
 
 
+class CountingSampler(optuna.samplers.RandomSampler):
+    """A sampler of the caller's own (Optuna's random one, counting the parameters it draws)."""
+
+    def __init__(self, seed: int) -> None:
+        super().__init__(seed=seed)
+        self.draws = 0
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        self.draws += 1
+        return super().sample_independent(study, trial, param_name, param_distribution)
+
+
+def test_an_optuna_sampler_instance_drives_the_study_and_is_recorded_by_class(digits, mlflow_uri, tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    sampler = CountingSampler(seed=3)
+    result = search(digits, sampler=sampler, n_trials=24, seed_from="none", storage=storage, study_name="mine", tracking_uri=mlflow_uri)
+    study = optuna.load_study(study_name="mine", storage=storage)
+    sampled = [t for t in study.trials if not t.user_attrs.get("seeded")]
+    assert sampled and sampler.draws == 4 * len(sampled)  # every non-seeded trial's 4 layers came from it
+    assert len(result.points) == 24 and all(p.effective_bits <= 3.5 for p in result.points)
+    assert MlflowClient(mlflow_uri).get_run(result.parent_run_id).data.params["sampler"] == "CountingSampler"
+    resumed = search(digits, sampler=CountingSampler(seed=3), n_trials=26, seed_from="none", storage=storage, study_name="mine",
+                     tracking_uri=None, resume=True)
+    assert len(resumed.points) == 26
+    with pytest.raises(AutoqError, match="sampler 'tpe' \\(stored: 'CountingSampler'\\)"):
+        search(digits, n_trials=28, seed_from="none", storage=storage, study_name="mine", tracking_uri=None, resume=True)
+
+
 def test_a_study_stored_before_latency_was_an_objective_resumes_with_its_two(digits, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     space = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
