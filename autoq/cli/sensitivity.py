@@ -73,11 +73,11 @@ def run(args: argparse.Namespace) -> int:
     logging = bool(args.tracking_uri) and args.tracking_uri.lower() != "none"
     if args.mlflow_parent_run_id:  # refused before the table is computed, not after
         from autoq.errors import AutoqError
-        from autoq.tracking import NEST_HINT, stored_run
+        from autoq.tracking import outer_run
 
         if not logging:
             raise AutoqError("--mlflow-parent-run-id nests the table's MLflow run in another run, but MLflow logging is off (--tracking-uri none)")
-        stored_run(args.tracking_uri, args.mlflow_parent_run_id, NEST_HINT)
+        outer_run(args.tracking_uri, args.mlflow_parent_run_id)
     print(f"autoq: loading {args.model or 'the default model (all-MiniLM-L6-v2)'} ...", file=sys.stderr, flush=True)
     workload = load_workload(args.model)
     layers = find_layers(workload.model, tuple(workload.skip) + tuple(args.skip))

@@ -36,7 +36,7 @@ from autoq.model import check_finite_weights, find_layers
 from autoq.quiet import quiet_logs
 from autoq.search_spaces import load_preset
 from autoq.space import SearchSpace
-from autoq.tracking import DEFAULT_TRACKING_URI, NEST_HINT, STUDY_TAG, MlflowTracker, sqlite_path, stored_run
+from autoq.tracking import DEFAULT_TRACKING_URI, STUDY_TAG, MlflowTracker, outer_run, sqlite_path
 
 
 @dataclass(frozen=True)
@@ -117,7 +117,7 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
     check_finite_weights(workload.model, layers)
     check_finite_batches(workload.calibration)
     if config.tracking_uri and config.mlflow_parent_run_id:  # before any evaluation, not when the search's run starts
-        stored_run(config.tracking_uri, config.mlflow_parent_run_id, NEST_HINT)
+        outer_run(config.tracking_uri, config.mlflow_parent_run_id)
     space = SearchSpace.build(load_preset(config.space), layers, dict(config.pins))
     cost_model = CostModel.for_model(workload.model, layers, latency_model(config.device, config.batch))
     slack = budget.check_feasible(*space.extremes(cost_model, budget.kind), cost_model.latency_source)

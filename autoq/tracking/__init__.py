@@ -2,14 +2,14 @@
 
 from autoq.tracking.mlflow_logger import (
     DEFAULT_TRACKING_URI,
-    NEST_HINT,
     STUDY_TAG,
     TRIAL_TAG,
     MlflowTracker,
     absolute_uri,
+    outer_run,
     require_store,
     sqlite_path,
     stored_run,
 )
 
-__all__ = ["DEFAULT_TRACKING_URI", "NEST_HINT", "STUDY_TAG", "TRIAL_TAG", "MlflowTracker", "absolute_uri", "require_store", "sqlite_path", "stored_run"]
+__all__ = ["DEFAULT_TRACKING_URI", "STUDY_TAG", "TRIAL_TAG", "MlflowTracker", "absolute_uri", "outer_run", "require_store", "sqlite_path", "stored_run"]

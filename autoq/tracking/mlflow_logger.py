@@ -25,7 +25,6 @@ if TYPE_CHECKING:  # MLflow is imported where it is used: `import autoq` does no
     from mlflow.tracking import MlflowClient
 
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
-NEST_HINT = "mlflow_parent_run_id (--mlflow-parent-run-id) must be a run in the search's tracking_uri (--tracking-uri)"
 STUDY_TAG = "autoq.study"  # on the parent run: the Optuna study name, which identifies a search for --resume
 TRIAL_TAG = "autoq.trial"  # on each child run: the Optuna trial number
 
@@ -61,6 +60,15 @@ def stored_run(tracking_uri: str, run_id: str, missing: str) -> tuple[MlflowClie
         raise AutoqError(f"no MLflow run {run_id!r} in {tracking_uri}; {missing}") from None
 
 
+def outer_run(tracking_uri: str, run_id: str) -> Run:
+    """The existing run ``run_id`` that a search or table is to be nested in (``mlflow_parent_run_id``)."""
+    _, run = stored_run(tracking_uri, run_id, "mlflow_parent_run_id (--mlflow-parent-run-id) must be a run in the same tracking_uri (--tracking-uri)")
+    if run.info.lifecycle_stage == "deleted":
+        raise AutoqError(f"MLflow run {run_id!r} is deleted, and the UI hides the runs nested in it; restore it (mlflow runs restore "
+                         f"--run-id {run_id}) or nest in another run")
+    return run
+
+
 def absolute_uri(uri: str) -> str:
     """A ``sqlite:///`` URI with an absolute path (the same database from any working directory)."""
     db = sqlite_path(uri)
@@ -87,8 +95,7 @@ class MlflowTracker:
     def open(cls, tracking_uri: str, experiment: str, nest_under: str | None = None) -> MlflowTracker:
         """A tracker on the experiment named ``experiment``, created if new; with ``nest_under``, on that run's experiment."""
         if nest_under is not None:
-            _, outer = stored_run(tracking_uri, nest_under, NEST_HINT)
-            return cls(tracking_uri, outer.info.experiment_id, nest_under)
+            return cls(tracking_uri, outer_run(tracking_uri, nest_under).info.experiment_id, nest_under)
         from mlflow.tracking import MlflowClient
 
         db = sqlite_path(tracking_uri)

@@ -40,8 +40,14 @@ def test_search_run_nests_in_the_outer_run_and_its_experiment(outer, mlflow_uri)
 
 
 def test_an_unknown_outer_run_is_refused_before_any_evaluation(mlflow_uri):
-    with pytest.raises(AutoqError, match="no MLflow run 'nope' in .*mlflow_parent_run_id .* must be a run in the search's tracking_uri"):
+    with pytest.raises(AutoqError, match="no MLflow run 'nope' in .*mlflow_parent_run_id .* must be a run in the same tracking_uri"):
         autoq.search("digits-cnn", n_trials=2, tracking_uri=mlflow_uri, progress=False, mlflow_parent_run_id="nope", seed_from="none")
+
+
+def test_a_deleted_outer_run_is_refused(outer, mlflow_uri):
+    MlflowClient(mlflow_uri).delete_run(outer.info.run_id)
+    with pytest.raises(AutoqError, match="is deleted, and the UI hides the runs nested in it; restore it"):
+        autoq.search("digits-cnn", n_trials=2, tracking_uri=mlflow_uri, progress=False, mlflow_parent_run_id=outer.info.run_id, seed_from="none")
 
 
 def test_nesting_needs_mlflow_logging():
