@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from torch import nn
 
 from autoq.budget import Budget
 from autoq.choice import Assignment
 from autoq.evaluate import apply_assignment
+
+if TYPE_CHECKING:
+    import optuna
 
 
 @dataclass(frozen=True)
@@ -111,6 +115,18 @@ class SearchResult:
         from autoq.tracking.runs import load_result
 
         return load_result(run_id, tracking_uri)
+
+    def study(self) -> optuna.Study:
+        """The search's Optuna study, loaded from its storage: ``result.study().trials_dataframe()``, ``optuna.visualization``.
+
+        Its trials hold every proposal, the over-budget ones pruned, with the layers' choices as params."""
+        if self.storage is None:
+            from autoq.errors import AutoqError
+
+            raise AutoqError(f"the study {self.study_name!r} was kept in memory (storage=None) and is gone; search with a storage to keep it")
+        import optuna
+
+        return optuna.load_study(study_name=self.study_name, storage=self.storage)
 
     def apply(self, model: nn.Module, point: Point | Assignment | None = None) -> nn.Module:
         """Quantize ``model`` in place with ``point`` (the best one by default) and return it."""
