@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from datetime import datetime, timezone
 
 
@@ -56,7 +57,8 @@ def run_list(args: argparse.Namespace) -> int:
     for row in rows:
         cells = (cell.rjust(w) if head in right else cell.ljust(w) for cell, w, head in zip(row, widths, rows[0]))
         print("  ".join(cells).rstrip())
-    print(f"\nautoq pareto NAME --tracking-uri {args.tracking_uri}   prints a frontier; autoq search --resume NAME continues a search.")
+    where = f"--tracking-uri {args.tracking_uri}" + (f" --experiment {shlex.quote(args.experiment)}" if args.experiment != "autoq" else "")
+    print(f"\nautoq pareto NAME {where}   prints a frontier; autoq search --resume NAME continues a search.")
     return 0
 
 

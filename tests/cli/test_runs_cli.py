@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from types import SimpleNamespace
 
 import autoq
@@ -36,3 +37,13 @@ def test_runs_lists_and_pareto_prints_the_frontier(tmp_path, mlflow_uri, capsys)
     assert missing.returncode == 2 and "no search named 'nope'" in missing.stderr and "Traceback" not in missing.stderr
     no_store = _autoq("runs", "--tracking-uri", f"sqlite:///{tmp_path / 'none.db'}", cwd=tmp_path)
     assert no_store.returncode == 2 and "no MLflow store" in no_store.stderr
+
+
+def test_the_hint_of_another_experiment_names_it_and_its_command_works(mlflow_uri, capsys):
+    autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=mlflow_uri, study_name="elsewhere", experiment="my exp",
+                 progress=False, seed_from="none")
+    assert main(["runs", "--tracking-uri", mlflow_uri, "--experiment", "my exp"]) == 0
+    hint = capsys.readouterr().out.splitlines()[-1]
+    assert hint.startswith(f"autoq pareto NAME --tracking-uri {mlflow_uri} --experiment 'my exp'   prints a frontier")
+    command = shlex.split(hint.split("   ")[0].replace("NAME", "elsewhere"))
+    assert main(command[1:]) == 0 and "Pareto frontier" in capsys.readouterr().out
