@@ -29,8 +29,11 @@ def mlflow_uri(tmp_path: Path, _mlflow_template: Path) -> str:
 
 @pytest.fixture(autouse=True)
 def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Built-in models cache into one session folder, never the user's ~/.cache."""
+    """Built-in models cache into one session folder, never the user's ~/.cache; and no MLflow server or experiment
+    named in the environment (autoq's defaults follow MLflow's variables) reaches a test."""
     monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "autoq-cache"))
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
 
 
 @pytest.fixture

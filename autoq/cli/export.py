@@ -8,7 +8,7 @@ import sys
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from autoq.builtin import BUILTINS
-    from autoq.tracking import DEFAULT_TRACKING_URI
+    from autoq.cli.mlflow_args import add_mlflow_args
 
     p = sub.add_parser(
         "export",
@@ -17,7 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "integer weights (safetensors) plus autoq_config.json; load it with autoq.load(DIR).",
     )
     p.add_argument("--run-id", required=True, help="an MLflow trial run id (or a search's parent run id: its best frontier point)")
-    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI})")
+    add_mlflow_args(p, experiment=False)
     p.add_argument("--model", default=None, help=f"the model the run searched: a built-in ({', '.join(BUILTINS)}) or a local Hugging Face directory "
                                                 "(default: the one the search loaded, from the run)")
     p.add_argument("--out", required=True, help="output directory")

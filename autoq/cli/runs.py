@@ -8,7 +8,7 @@ from datetime import datetime, timezone
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
-    from autoq.tracking import DEFAULT_TRACKING_URI
+    from autoq.cli.mlflow_args import add_mlflow_args
 
     for name, help_, fn in (
         ("runs", "list the searches in an MLflow store", run_list),
@@ -17,8 +17,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p = sub.add_parser(name, help=help_, description=help_[0].upper() + help_[1:] + ".")
         if name == "pareto":
             p.add_argument("name", help="the search's study name (see 'autoq runs') or its MLflow parent run id")
-        p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI})")
-        p.add_argument("--experiment", default="autoq", help="MLflow experiment name (default: autoq)")
+        add_mlflow_args(p)
         p.set_defaults(run=fn)
 
 
@@ -37,7 +36,7 @@ def _client(args: argparse.Namespace):
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from autoq.tracking import STUDY_TAG
+    from autoq.tracking import STUDY_TAG, default_experiment
     from autoq.tracking.runs import searches
 
     client, experiment_id = _client(args)
@@ -57,7 +56,7 @@ def run_list(args: argparse.Namespace) -> int:
     for row in rows:
         cells = (cell.rjust(w) if head in right else cell.ljust(w) for cell, w, head in zip(row, widths, rows[0]))
         print("  ".join(cells).rstrip())
-    where = f"--tracking-uri {args.tracking_uri}" + (f" --experiment {shlex.quote(args.experiment)}" if args.experiment != "autoq" else "")
+    where = f"--tracking-uri {args.tracking_uri}" + (f" --experiment {shlex.quote(args.experiment)}" if args.experiment != default_experiment() else "")
     print(f"\nautoq pareto NAME {where}   prints a frontier; autoq search --resume NAME continues a search.")
     return 0
 

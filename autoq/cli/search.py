@@ -8,8 +8,8 @@ import sys
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from autoq.builtin import BUILTINS, DEFAULT_MODEL
+    from autoq.cli.mlflow_args import add_mlflow_args
     from autoq.cli.scale import add_scale_args
-    from autoq.tracking import DEFAULT_TRACKING_URI
 
     p = sub.add_parser(
         "search",
@@ -29,10 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "auto (default): fisher, cached on disk; none: random budget-filling mixes")
     p.add_argument("--skip", action="append", default=[], metavar="REGEX", help="leave layers matching REGEX unquantized (repeatable)")
     p.add_argument("--pin", action="append", default=[], metavar="REGEX=CHOICE", help="fix layers matching REGEX to CHOICE, e.g. 'classifier=fp16' (repeatable)")
-    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI})")
-    p.add_argument("--experiment", default="autoq", help="MLflow experiment name (default: autoq)")
-    p.add_argument("--mlflow-parent-run-id", default=None, metavar="RUN_ID",
-                   help="nest the search's MLflow run in this existing run (a pipeline step's); it then logs to that run's experiment")
+    add_mlflow_args(p, nest=True)
     p.add_argument("--study-name", default=None, help="Optuna study name (default: autoq-MODEL-BUDGET-TIMESTAMP)")
     p.add_argument("--storage", default="auto", help="Optuna storage URL (default: optuna.db beside the MLflow database)")
     p.add_argument("--device", default=None, metavar="NAME|TABLE.json",

@@ -10,8 +10,8 @@ from pathlib import Path
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from autoq.builtin import BUILTINS, DEFAULT_MODEL
+    from autoq.cli.mlflow_args import add_mlflow_args
     from autoq.sensitivity import metric_names
-    from autoq.tracking import DEFAULT_TRACKING_URI
 
     p = sub.add_parser(
         "sensitivity",
@@ -28,10 +28,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a metric setting, e.g. n_samples=128, tol=0.02, max_iter=200 (repeatable)")
     p.add_argument("--out", default="sensitivity-tables", help="output folder (default: ./sensitivity-tables)")
     p.add_argument("--refresh", action="store_true", help="recompute even if an identical table is cached (and cache the new one)")
-    p.add_argument("--tracking-uri", default=DEFAULT_TRACKING_URI, help=f"MLflow tracking URI (default: {DEFAULT_TRACKING_URI}; 'none' to skip)")
-    p.add_argument("--experiment", default="autoq", help="MLflow experiment name (default: autoq)")
-    p.add_argument("--mlflow-parent-run-id", default=None, metavar="RUN_ID",
-                   help="nest this run in an existing MLflow run (a pipeline step's); it then logs to that run's experiment")
+    add_mlflow_args(p, nest=True, can_skip=True)
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 

@@ -13,7 +13,7 @@ import re
 import sys
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -36,7 +36,7 @@ from autoq.model import check_finite_weights, find_layers
 from autoq.quiet import quiet_logs
 from autoq.search_spaces import load_preset
 from autoq.space import SearchSpace
-from autoq.tracking import DEFAULT_TRACKING_URI, STUDY_TAG, MlflowTracker, outer_run, sqlite_path
+from autoq.tracking import STUDY_TAG, MlflowTracker, default_experiment, default_tracking_uri, outer_run, sqlite_path
 
 
 @dataclass(frozen=True)
@@ -54,8 +54,8 @@ class SearchConfig:
     seed_from: str | None = "auto"  # sensitivity metric or table file seeding the search; "auto": fisher; None / "none": random fill seeds
     skip: tuple[str, ...] = ()
     pins: tuple[tuple[str, str], ...] = ()
-    tracking_uri: str | None = DEFAULT_TRACKING_URI  # None: do not log to MLflow
-    experiment: str = "autoq"
+    tracking_uri: str | None = field(default_factory=default_tracking_uri)  # $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db; None: no MLflow
+    experiment: str = field(default_factory=default_experiment)  # $MLFLOW_EXPERIMENT_NAME, else autoq
     mlflow_parent_run_id: str | None = None  # nest the search's run in this existing MLflow run (a pipeline step's); it joins that run's experiment
     study_name: str | None = None
     storage: str | None = "auto"  # "auto": optuna.db beside the MLflow store; None: in memory

@@ -16,9 +16,9 @@ def _fmt_latency(p: Point) -> str:
 
 def export_command(run_id: str | None, tracking_uri: str) -> str:
     """The ``autoq export`` command line for an MLflow run (``--tracking-uri`` only where it is not the default)."""
-    from autoq.tracking import DEFAULT_TRACKING_URI
+    from autoq.tracking import default_tracking_uri
 
-    store = "" if tracking_uri == DEFAULT_TRACKING_URI else f" --tracking-uri {tracking_uri}"
+    store = "" if tracking_uri == default_tracking_uri() else f" --tracking-uri {tracking_uri}"
     return f"autoq export --run-id {run_id}{store} --out quantized"
 
 

@@ -41,10 +41,10 @@ def downloaded(uri: str, tracking_uri: str | None) -> Iterator[Path]:
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
-    from autoq.tracking import DEFAULT_TRACKING_URI, require_store
+    from autoq.tracking import default_tracking_uri, require_store
     from autoq.tracking.runs import no_download_bars
 
-    store = tracking_uri or DEFAULT_TRACKING_URI
+    store = tracking_uri or default_tracking_uri()
     if uri.startswith("runs:/"):
         require_store(store)  # MLflow would create an empty store and then miss the run
     with tempfile.TemporaryDirectory(prefix="autoq-load-") as tmp, no_download_bars():

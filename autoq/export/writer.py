@@ -76,7 +76,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     ``model_source`` parameter) for a point given as an MLflow run id; a search of a module needs it passed.
 
     ``point``: a `Point`, an `Assignment`, or the id of an MLflow run in ``tracking_uri`` (default
-    ``sqlite:///mlflow.db``): a trial run's assignment, or a search run's best frontier point, as
+    ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``): a trial run's assignment, or a search run's best frontier point, as
     ``autoq export --run-id`` takes it (or its `RunPoint`); ``sequential`` and ``data_fingerprint`` then default
     to the search's.
     ``calibration``: the batches the search calibrated on, needed when the point uses a data-driven method
@@ -88,9 +88,9 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     """
     run_id = point if isinstance(point, str) else None
     if run_id is not None:
-        from autoq.tracking import DEFAULT_TRACKING_URI
+        from autoq.tracking import default_tracking_uri
 
-        tracking_uri = tracking_uri or DEFAULT_TRACKING_URI
+        tracking_uri = tracking_uri or default_tracking_uri()
         point = point_from_run(tracking_uri, run_id)
     elif tracking_uri is not None or log_to_run:
         option = "tracking_uri" if tracking_uri is not None else "log_to_run"

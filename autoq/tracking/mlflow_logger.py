@@ -8,6 +8,7 @@ the frontier as CSV, JSON and a PNG plot among the parent's artifacts.
 from __future__ import annotations
 
 import json
+import os
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -24,9 +25,22 @@ if TYPE_CHECKING:  # MLflow is imported where it is used: `import autoq` does no
     from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
-DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"
+DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # where MLFLOW_TRACKING_URI is not set
+DEFAULT_EXPERIMENT = "autoq"  # where MLFLOW_EXPERIMENT_NAME is not set
 STUDY_TAG = "autoq.study"  # on the parent run: the Optuna study name, which identifies a search for --resume
 TRIAL_TAG = "autoq.trial"  # on each child run: the Optuna trial number
+
+
+def default_tracking_uri() -> str:
+    """``$MLFLOW_TRACKING_URI``, which MLflow's own clients honour (a pipeline's tracking server), else ``sqlite:///mlflow.db``.
+
+    Read when a search or command starts, not at import."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
+
+
+def default_experiment() -> str:
+    """``$MLFLOW_EXPERIMENT_NAME``, as MLflow's fluent API honours it, else ``autoq``."""
+    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
 
 
 def sqlite_path(uri: str) -> Path | None:

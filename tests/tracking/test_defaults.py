@@ -1,0 +1,36 @@
+"""autoq's MLflow defaults follow MLflow's own variables: ``MLFLOW_TRACKING_URI`` and ``MLFLOW_EXPERIMENT_NAME``."""
+
+from __future__ import annotations
+
+import shlex
+
+from mlflow.tracking import MlflowClient
+
+import autoq
+from autoq.cli import main
+
+
+def test_without_the_variables_a_local_sqlite_store_and_the_autoq_experiment():
+    config = autoq.SearchConfig()
+    assert (config.tracking_uri, config.experiment) == ("sqlite:///mlflow.db", "autoq")
+
+
+def test_the_variables_direct_every_command_that_is_not_told_otherwise(mlflow_uri, tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "pipeline-exp")
+    work = tmp_path / "work"  # the store is tmp_path/mlflow.db: work in another folder
+    work.mkdir()
+    monkeypatch.chdir(work)
+    assert (autoq.SearchConfig().tracking_uri, autoq.SearchConfig().experiment) == (mlflow_uri, "pipeline-exp")
+
+    assert main(["search", "--model", "digits-cnn", "--n-trials", "3", "--no-progress", "--seed-from", "none", "--study-name", "env"]) == 0
+    out = capsys.readouterr().out
+    assert not (work / "mlflow.db").exists()  # logged to the store the environment names
+    client = MlflowClient(mlflow_uri)
+    searches = client.search_runs([client.get_experiment_by_name("pipeline-exp").experiment_id], "tags.`autoq.kind` = 'search'")
+    assert [r.data.tags["autoq.study"] for r in searches] == ["env"]
+
+    export = next(line.split(":  ", 1)[1].split("   (")[0] for line in out.splitlines() if "Export the best point:" in line)
+    assert "--tracking-uri" not in export  # the default store is the environment's, so the printed command needs none
+    assert main(shlex.split(export)[1:] + ["--no-progress"]) == 0
+    assert main(["runs"]) == 0 and "env" in capsys.readouterr().out
