@@ -15,4 +15,17 @@ from autoq.tracking.mlflow_logger import (
     stored_run,
 )
 
-__all__ = ["DEFAULT_EXPERIMENT", "DEFAULT_TRACKING_URI", "STUDY_TAG", "TRIAL_TAG", "MlflowTracker", "absolute_uri", "default_experiment", "default_tracking_uri", "outer_run", "require_store", "sqlite_path", "stored_run"]
+__all__ = [
+    "DEFAULT_EXPERIMENT",
+    "DEFAULT_TRACKING_URI",
+    "STUDY_TAG",
+    "TRIAL_TAG",
+    "MlflowTracker",
+    "absolute_uri",
+    "default_experiment",
+    "default_tracking_uri",
+    "outer_run",
+    "require_store",
+    "sqlite_path",
+    "stored_run",
+]
