@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from mlflow.tracking import MlflowClient
 
@@ -42,6 +44,7 @@ def test_search_run_nests_in_the_outer_run_and_its_experiment(outer, mlflow_uri)
 def test_an_unknown_outer_run_is_refused_before_any_evaluation(mlflow_uri):
     with pytest.raises(AutoqError, match="no MLflow run 'nope' in .*mlflow_parent_run_id .* must be a run in the same tracking_uri"):
         autoq.search("digits-cnn", n_trials=2, tracking_uri=mlflow_uri, progress=False, mlflow_parent_run_id="nope", seed_from="none")
+    assert not (Path(mlflow_uri.removeprefix("sqlite:///")).parent / "optuna.db").exists()  # refused before the study was made
 
 
 def test_a_deleted_outer_run_is_refused(outer, mlflow_uri):
