@@ -67,12 +67,12 @@ def run(args: argparse.Namespace) -> int:
 
     resolve_settings(info, settings)
     preset = load_preset(args.space)
-    logging = bool(args.tracking_uri) and args.tracking_uri.lower() != "none"
+    to_mlflow = bool(args.tracking_uri) and args.tracking_uri.lower() != "none"
     if args.mlflow_parent_run_id:  # refused before the table is computed, not after
         from autoq.errors import AutoqError
         from autoq.tracking import outer_run
 
-        if not logging:
+        if not to_mlflow:
             raise AutoqError("--mlflow-parent-run-id nests the table's MLflow run in another run, but MLflow logging is off (--tracking-uri none)")
         outer_run(args.tracking_uri, args.mlflow_parent_run_id)
     print(f"autoq: loading {args.model or 'the default model (all-MiniLM-L6-v2)'} ...", file=sys.stderr, flush=True)
@@ -87,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     table_json = table.save(out / f"{stem}.json")
     paths = [table.save(out / f"{stem}.csv"), table_json, table.heatmap(out / f"{stem}.png")]
     run_id = None
-    if logging:
+    if to_mlflow:
         with quiet_logs():
             run_id = _log_mlflow(args, workload.name, table, wall, paths)
     cached = wall < 0.5 * table.seconds
