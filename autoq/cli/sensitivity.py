@@ -55,7 +55,7 @@ def parse_settings(items: list[str]) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     from autoq.builtin import load_workload
-    from autoq.model import find_layers
+    from autoq.model import find_layers, searched_tied, tied_note
     from autoq.quiet import quiet_logs
     from autoq.search_spaces import load_preset
     from autoq.sensitivity import get_metric, workload_table
@@ -77,7 +77,11 @@ def run(args: argparse.Namespace) -> int:
         outer_run(args.tracking_uri, args.mlflow_parent_run_id)
     print(f"autoq: loading {args.model or 'the default model (all-MiniLM-L6-v2)'} ...", file=sys.stderr, flush=True)
     workload = load_workload(args.model)
-    layers = find_layers(workload.model, tuple(workload.skip) + tuple(args.skip))
+    skip = tuple(workload.skip) + tuple(args.skip)
+    layers = find_layers(workload.model, skip)
+    tied = searched_tied(workload.model, skip, (), layers)
+    if tied:
+        print(f"autoq: note: {tied_note(tied)}", file=sys.stderr, flush=True)
     space = SearchSpace.build(preset, layers)
     start = time.perf_counter()
     table = workload_table(workload, space.layers, space.options, args.metric, settings, refresh=args.refresh, progress=not args.no_progress)

@@ -32,7 +32,7 @@ from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.latency import latency_model
-from autoq.model import check_finite_weights, find_layers
+from autoq.model import check_finite_weights, find_layers, searched_tied, tied_note
 from autoq.quiet import quiet_logs
 from autoq.search_spaces import load_preset
 from autoq.space import SearchSpace
@@ -108,12 +108,15 @@ class Prepared:
     cost_model: CostModel
     budget: Budget
     slack: str | None = None
+    tied: str | None = None  # the note on layers left unquantized because their weight is tied
 
 
 def prepare(workload: Workload, config: SearchConfig) -> Prepared:
     """All the checks that need no evaluation, in the order a user would fix them."""
     budget = parse_budget(config.budget)
-    layers = find_layers(workload.model, tuple(workload.skip) + tuple(config.skip))
+    skip = tuple(workload.skip) + tuple(config.skip)
+    layers = find_layers(workload.model, skip)
+    tied = searched_tied(workload.model, skip, dict(config.pins), layers)
     check_finite_weights(workload.model, layers)
     check_finite_batches(workload.calibration)
     if config.tracking_uri and config.mlflow_parent_run_id:  # before any evaluation, not when the search's run starts
@@ -121,7 +124,7 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
     space = SearchSpace.build(load_preset(config.space), layers, dict(config.pins))
     cost_model = CostModel.for_model(workload.model, layers, latency_model(config.device, config.batch))
     slack = budget.check_feasible(*space.extremes(cost_model, budget.kind), cost_model.latency_source)
-    return Prepared(space, cost_model, budget, slack)
+    return Prepared(space, cost_model, budget, slack, tied_note(tied) if tied else None)
 
 
 def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
@@ -134,7 +137,7 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     start = time.perf_counter()
     problem = prepare(workload, config)
     space, cost_model, budget = problem.space, problem.cost_model, problem.budget
-    for note in (problem.slack, cost_model.latency.note if cost_model.latency is not None else None):
+    for note in (problem.tied, problem.slack, cost_model.latency.note if cost_model.latency is not None else None):
         if note:
             print(f"autoq: note: {note}", file=sys.stderr, flush=True)
 

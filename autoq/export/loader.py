@@ -68,7 +68,7 @@ def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
     config = read_config(out)
     model = model if model is not None else rebuild_base(config.get("base", {}))
     tensors = _read_weights(out / config.get("weights", WEIGHTS_NAME), config.get("file_bytes"))
-    found = {layer.name: layer for layer in find_layers(model)}
+    found = {layer.name: layer for layer in find_layers(model, include_tied=True)}
     quantized = {name: entry for name, entry in config["layers"].items() if "layout" in entry}
     for name, entry in config["layers"].items():
         layer = found.get(name)

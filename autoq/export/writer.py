@@ -32,7 +32,7 @@ from autoq.export.from_run import RunPoint, model_of, point_from_run
 from autoq.export.layout import to_tensors
 from autoq.export.mlflow_store import log_export
 from autoq.export.quantize import needs_calibration, quantize_point
-from autoq.model import check_finite_weights, find_layers, get_module
+from autoq.model import check_finite_weights, find_layers, tied_weights
 
 
 def _assignment_of(point: object) -> Assignment:
@@ -57,14 +57,6 @@ def _resolve_model(model: nn.Module | str, calibration: Sequence[Any] | None, da
             "export with the model the search used"
         )
     return workload.model, (model if model in BUILTINS else None), (workload.calibration if calibration is None else calibration)
-
-
-def _shared_weights(model: nn.Module, names: set[str]) -> list[str]:
-    """Quantized weights that are also another parameter (tied): the export cannot split them."""
-    by_id: dict[int, list[str]] = {}
-    for pname, p in model.named_parameters(remove_duplicate=False):
-        by_id.setdefault(id(p), []).append(pname)
-    return [n for n in names if len(by_id.get(id(get_module(model, n.rsplit(".", 1)[0]).weight), [])) > 1]
 
 
 def export(model: nn.Module | str | None, point: object, out_dir: str | Path, calibration: Sequence[Any] | None = None,
@@ -105,7 +97,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     sequential = bool(sequential)
     assignment = _assignment_of(point)
     model, builtin, calibration = _resolve_model(model, calibration, data_fingerprint, needs_calibration(assignment))
-    found = {layer.name: layer for layer in find_layers(model)}
+    found = {layer.name: layer for layer in find_layers(model, include_tied=True)}
     unknown = [name for name in assignment if name not in found]
     if unknown:
         raise AutoqError(f"the assignment names layers the model does not have: {unknown[:5]}; export it with the model it was searched on")
@@ -116,9 +108,10 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     if act_convs:
         raise AutoqError(f"activation quantization is exported for linear layers only; {act_convs[:3]} are convolutions: "
                          "choose a weight-only format for them")
-    tied = _shared_weights(model, weight_names)
+    tied = [f"{name} (tied to {aliases[0]})" for name, aliases in tied_weights(model).items() if name in quantized]
     if tied:
-        raise AutoqError(f"quantized weight(s) {tied[:3]} are tied to other parameters; skip those layers (--skip) and search again")
+        raise AutoqError(f"the point quantizes layer(s) whose weight is tied to another parameter: {tied[:3]}; an export cannot "
+                         "quantize one use of a weight and keep the other (a search leaves these layers out): keep them fp16")
     check_finite_weights(model, layers)  # as the search does: NaN would quantize to codes without a warning
     if calibration:
         check_finite_batches(calibration)

@@ -9,8 +9,11 @@ from autoq.model.layers import (
     find_layers,
     get_module,
     name_examples,
+    searched_tied,
+    tied_note,
+    tied_weights,
     to_native,
     weight_2d,
 )
 
-__all__ = ["LINEAR_KINDS", "LayerInfo", "channels_first", "check_finite_weights", "compile_patterns", "find_layers", "get_module", "name_examples", "to_native", "weight_2d"]
+__all__ = ["LINEAR_KINDS", "LayerInfo", "channels_first", "check_finite_weights", "compile_patterns", "find_layers", "get_module", "name_examples", "searched_tied", "tied_note", "tied_weights", "to_native", "weight_2d"]

@@ -105,13 +105,61 @@ def compile_patterns(patterns: Iterable[str], what: str) -> list[re.Pattern[str]
     return compiled
 
 
-def find_layers(model: nn.Module, skip: Iterable[str] = ()) -> list[LayerInfo]:
-    """All quantizable layers in module order, minus those whose name matches a ``skip`` regex.
+def tied_weights(model: nn.Module) -> dict[str, list[str]]:
+    """Quantizable layers whose weight is also another parameter: layer name -> the weight's other names.
 
-    Patterns use :func:`re.search` semantics on the qualified module name. Raises
-    :class:`AutoqError` when nothing is left to quantize or a pattern matches nothing.
+    A tied ``lm_head`` shares its weight with the token embedding, and a module used at two places has one weight
+    under two names. One tensor cannot be quantized for one use and kept for the other, so a search leaves these
+    layers in half precision, as transformers' quantizers leave a tied ``lm_head``.
+    """
+    names: dict[int, list[str]] = {}
+    for pname, p in model.named_parameters(remove_duplicate=False):
+        names.setdefault(id(p), []).append(pname)
+    hf_conv1d = _conv1d_type()
+    tied = {}
+    for name, module in model.named_modules():
+        if _kind(module, hf_conv1d) is not None:
+            aliases = [n for n in names.get(id(module.weight), []) if n != f"{name}.weight"]
+            if aliases:
+                tied[name] = aliases
+    return tied
+
+
+def tied_note(tied: dict[str, list[str]]) -> str:
+    """One line for the user: which layers a search leaves unquantized because their weight is tied."""
+    shown = ", ".join(f"{name!r} (shared with {aliases[0]!r})" for name, aliases in list(tied.items())[:3])
+    more = f" and {len(tied) - 3} more" if len(tied) > 3 else ""
+    return (f"{len(tied)} layer(s) with tied weights left unquantized, as transformers' quantizers leave a tied lm_head: "
+            f"{shown}{more}; untie them (e.g. tie_word_embeddings=False and a cloned weight) to search them")
+
+
+def searched_tied(model: nn.Module, skip: Iterable[str], pins: Iterable[str], layers: Iterable[LayerInfo]) -> dict[str, list[str]]:
+    """The tied layers a search leaves out that ``skip`` does not already name (for a note to the user).
+
+    A pin pattern that matches none of the searched ``layers`` but a tied one is refused here, saying why, where
+    the space would only say that it matches no layer.
     """
     skip_res = compile_patterns(skip, "skip")
+    tied = {name: aliases for name, aliases in tied_weights(model).items() if not any(r.search(name) for r in skip_res)}
+    names = [layer.name for layer in layers]
+    pins = list(pins)
+    for pattern, regex in zip(pins, compile_patterns(pins, "pin")):
+        hit = next((name for name in tied if regex.search(name)), None)
+        if hit is not None and not any(regex.search(name) for name in names):
+            raise AutoqError(f"pin pattern {pattern!r} matches only {hit!r}, whose weight is tied to {tied[hit][0]!r}: a search "
+                             "leaves tied layers unquantized; untie the weight (e.g. tie_word_embeddings=False) to search it")
+    return tied
+
+
+def find_layers(model: nn.Module, skip: Iterable[str] = (), include_tied: bool = False) -> list[LayerInfo]:
+    """All quantizable layers in module order, minus those whose name matches a ``skip`` regex.
+
+    Patterns use :func:`re.search` semantics on the qualified module name. Layers with a tied weight
+    (:func:`tied_weights`) are left out too unless ``include_tied``: the export reads them to refuse them by
+    name. Raises :class:`AutoqError` when nothing is left to quantize or a pattern matches nothing.
+    """
+    skip_res = compile_patterns(skip, "skip")
+    tied = {} if include_tied else tied_weights(model)
     hf_conv1d = _conv1d_type()
     found: list[LayerInfo] = []
     used = [False] * len(skip_res)
@@ -124,7 +172,7 @@ def find_layers(model: nn.Module, skip: Iterable[str] = ()) -> list[LayerInfo]:
         hits = [i for i, r in enumerate(skip_res) if r.search(name)]
         for i in hits:
             used[i] = True
-        if hits:
+        if hits or name in tied:
             continue
         w = module.weight
         out_f = w.shape[1] if kind == "hf_conv1d" else w.shape[0]
@@ -135,9 +183,10 @@ def find_layers(model: nn.Module, skip: Iterable[str] = ()) -> list[LayerInfo]:
                          "(patterns are regular expressions searched in these names)")
     if not found:
         what = "after the skip rules" if skip_res else ""
+        left_out = f"; {tied_note(tied)}" if tied else ""
         raise AutoqError(
             f"the model has no quantizable layer {what}".strip()
-            + " (autoq quantizes nn.Linear, nn.Conv1d, nn.Conv2d and transformers Conv1D weights)"
+            + f" (autoq quantizes nn.Linear, nn.Conv1d, nn.Conv2d and transformers Conv1D weights){left_out}"
         )
     return found
 

@@ -156,6 +156,30 @@ def test_the_weights_are_as_readable_as_the_config(tmp_path, umask):
     assert modes == {WEIGHTS_NAME: 0o666 & ~umask, CONFIG_NAME: 0o666 & ~umask}
 
 
+def test_a_tied_lm_head_stays_fp16_through_search_export_and_load(tmp_path, capsys):
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    config = GPT2Config(n_layer=2, n_embd=64, n_head=4, vocab_size=300, n_positions=32, bos_token_id=0, eos_token_id=0)
+    model = GPT2LMHeadModel(config).eval()
+    assert model.lm_head.weight is model.transformer.wte.weight  # tied, as GPT-2 and many small LLMs ship
+    batches = [{"input_ids": torch.randint(0, 300, (4, 16))} for _ in range(8)]
+    result = autoq.search(model, batches, budget="4.5bits", n_trials=4, tracking_uri=None, storage=None, progress=False)
+    assert "lm_head" not in result.best.assignment and len(result.best.assignment) == 8
+    assert "'lm_head' (shared with 'transformer.wte.weight')" in capsys.readouterr().err
+
+    loaded = autoq.load(autoq.export(model, result.best, tmp_path / "gpt2", progress=False))
+    assert loaded.lm_head.weight is loaded.transformer.wte.weight  # still tied, in fp16
+    with torch.inference_mode():
+        got = loaded(**batches[0]).logits.float()
+        want = round_others_to_fp16(simulated(model, result.best.assignment), result.best.assignment)(**batches[0]).logits
+    assert rel_err(got, want) < 1e-4
+
+    head = Assignment(tuple(result.best.assignment.items()) + (("lm_head", LayerChoice.from_name("int8-ch-asym:rtn-mse")),))
+    with pytest.raises(AutoqError, match=r"quantizes layer\(s\) whose weight is tied .*'lm_head \(tied to transformer.wte.weight\)'"):
+        autoq.export(model, head, tmp_path / "head", progress=False)
+
+
 def test_errors_say_what_is_wrong(tmp_path):
     workload = load_workload("digits-cnn")
     with pytest.raises(AutoqError, match="autoq_config.json"):

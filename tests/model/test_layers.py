@@ -14,6 +14,8 @@ from autoq.model import (
     find_layers,
     get_module,
     name_examples,
+    searched_tied,
+    tied_weights,
     to_native,
     weight_2d,
 )
@@ -171,6 +173,43 @@ def test_a_skip_pattern_that_matches_nothing_shows_what_names_look_like():
 ])
 def test_name_examples_shows_the_first_names_and_the_last(names, expected):
     assert name_examples(names).endswith(expected)
+
+
+class TiedLM(nn.Module):
+    """A language model in miniature whose output layer shares the token embedding's weight."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.embed = nn.Embedding(20, 6)
+        self.body = nn.Linear(6, 6)
+        self.head = nn.Linear(6, 20, bias=False)
+        self.head.weight = self.embed.weight
+
+
+def test_a_tied_layer_is_found_and_left_out_unless_asked_for():
+    model = TiedLM()
+    assert tied_weights(model) == {"head": ["embed.weight"]}
+    assert [layer.name for layer in find_layers(model)] == ["body"]
+    assert [layer.name for layer in find_layers(model, include_tied=True)] == ["body", "head"]
+    assert tied_weights(net()) == {}
+
+
+def test_a_module_used_twice_has_a_tied_weight():
+    shared = nn.Linear(4, 4)
+    model = nn.Sequential(shared, nn.ReLU(), shared)
+    assert tied_weights(model) == {"0": ["2.weight"]}
+    with pytest.raises(AutoqError, match=r"no quantizable layer .*1 layer\(s\) with tied weights .*'0' \(shared with '2.weight'\)"):
+        find_layers(model)
+
+
+def test_searched_tied_leaves_out_what_skip_names_and_refuses_a_pin_of_a_tied_layer_only():
+    model = TiedLM()
+    layers = find_layers(model)
+    assert searched_tied(model, (), (), layers) == {"head": ["embed.weight"]}
+    assert searched_tied(model, ("^head$",), (), layers) == {}
+    assert searched_tied(model, (), ("body|head",), layers) == {"head": ["embed.weight"]}  # it pins body too
+    with pytest.raises(AutoqError, match="pin pattern 'head' matches only 'head', whose weight is tied to 'embed.weight'"):
+        searched_tied(model, (), ("head",), layers)
 
 
 def test_get_module():
