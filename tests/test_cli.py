@@ -27,6 +27,9 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
         (["--model", "digits-cnn", "--pin", "garbage"], "cannot parse pin"),
         (["--sampler", "annealing"], "unknown sampler 'annealing'; choose one of tpe, nsga2, random"),
         (["--n-trials", "0"], "n_trials must be at least 1"),
+        (["--model", "digits-cnn", "--tracking-uri", "./runs"], "MLflow cannot use the tracking URI './runs': The filesystem tracking backend"),
+        (["--model", "digits-cnn", "--storage", "optuna.db"], "Optuna storage 'optuna.db' is not a database URL; use one such as sqlite:///optuna.db"),
+        (["--resume", "nightly", "--storage", "none"], "--resume nightly reads the search from its Optuna storage, and --storage none keeps none"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, needle, tmp_path):
@@ -48,6 +51,14 @@ def test_no_quantizable_layer_in_a_real_model_dir(tmp_path):
     (tmp_path / "empty").mkdir()
     proc = run_cli("search", "--model", str(tmp_path / "empty"), "--no-progress", cwd=tmp_path)
     assert proc.returncode == 2 and "no config.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_tracking_uri_and_storage_none_search_without_writing_a_file(tmp_path):
+    proc = run_cli("search", "--model", "digits-cnn", "--budget", "4", "--n-trials", "3", "--tracking-uri", "none", "--storage", "none",
+                   "--seed-from", "none", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert "Best within budget: trial" in proc.stdout and "MLflow" not in proc.stdout
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_help_lists_search():

@@ -19,3 +19,8 @@ def add_mlflow_args(p: argparse.ArgumentParser, experiment: bool = True, nest: b
     if nest:
         p.add_argument("--mlflow-parent-run-id", default=None, metavar="RUN_ID",
                        help="nest this command's MLflow run in an existing run (a pipeline step's); it then logs to that run's experiment")
+
+
+def tracking_uri_of(args: argparse.Namespace) -> str | None:
+    """``--tracking-uri``, or ``None`` (no MLflow) for ``none``, as the Python API's ``tracking_uri=None``."""
+    return None if args.tracking_uri.lower() == "none" else args.tracking_uri

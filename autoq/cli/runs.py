@@ -22,13 +22,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 
 def _client(args: argparse.Namespace):
-    from mlflow.tracking import MlflowClient
-
     from autoq.errors import AutoqError
-    from autoq.tracking import require_store
+    from autoq.tracking import require_store, tracking_client
 
     require_store(args.tracking_uri)
-    client = MlflowClient(tracking_uri=args.tracking_uri)
+    client = tracking_client(args.tracking_uri)
     experiment = client.get_experiment_by_name(args.experiment)
     if experiment is None:
         raise AutoqError(f"no experiment {args.experiment!r} in {args.tracking_uri}; pass --experiment")

@@ -29,14 +29,17 @@ def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     """With ``--resume NAME``: options left at their defaults take the stored search's values."""
     if not args.resume:
         return args
+    from autoq.cli.mlflow_args import tracking_uri_of
     from autoq.engine import SearchConfig
     from autoq.engine.resume import read_settings
+    from autoq.errors import AutoqError
 
     if args.study_name and args.study_name != args.resume:
-        from autoq.errors import AutoqError
-
         raise AutoqError(f"--resume {args.resume} and --study-name {args.study_name} name different searches; give one of them")
-    storage = SearchConfig(tracking_uri=args.tracking_uri, storage=args.storage).resolved_storage()
+    if args.storage.lower() == "none":
+        raise AutoqError(f"--resume {args.resume} reads the search from its Optuna storage, and --storage none keeps none; "
+                         "pass the storage it ran with, or leave --storage out for the default")
+    storage = SearchConfig(tracking_uri=tracking_uri_of(args), storage=args.storage).resolved_storage()
     stored = read_settings(storage, args.resume)
     values = vars(args).copy()
     defaults = args.search_defaults

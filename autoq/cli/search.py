@@ -29,9 +29,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "auto (default): fisher, cached on disk; none: random budget-filling mixes")
     p.add_argument("--skip", action="append", default=[], metavar="REGEX", help="leave layers matching REGEX unquantized (repeatable)")
     p.add_argument("--pin", action="append", default=[], metavar="REGEX=CHOICE", help="fix layers matching REGEX to CHOICE, e.g. 'classifier=fp16' (repeatable)")
-    add_mlflow_args(p, nest=True)
+    add_mlflow_args(p, nest=True, can_skip=True)
     p.add_argument("--study-name", default=None, help="Optuna study name (default: autoq-MODEL-BUDGET-TIMESTAMP)")
-    p.add_argument("--storage", default="auto", help="Optuna storage URL (default: optuna.db beside the MLflow database)")
+    p.add_argument("--storage", default="auto", help="Optuna storage URL (default: optuna.db beside the MLflow database; 'none': in memory, not resumable)")
     p.add_argument("--device", default=None, metavar="NAME|TABLE.json",
                    help="add latency: a latency table measured by 'autoq kernels bench', or a GPU preset (h100, h200, a100, ...: "
                         "its committed measured table if autoq ships one, else a roofline ESTIMATE; roofline:h100 forces the estimate); "
@@ -49,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
     from autoq.api import pins_from_strings
     from autoq.budget import parse_budget
     from autoq.builtin import load_workload
+    from autoq.cli.mlflow_args import tracking_uri_of
     from autoq.cli.scale import resumed_args, scale_options
     from autoq.engine import SearchConfig, format_summary, run_search
 
@@ -63,11 +64,11 @@ def run(args: argparse.Namespace) -> int:
         seed_from=args.seed_from,
         skip=tuple(args.skip),
         pins=tuple(pins_from_strings(args.pin).items()),
-        tracking_uri=args.tracking_uri,
+        tracking_uri=tracking_uri_of(args),
         experiment=args.experiment,
         mlflow_parent_run_id=args.mlflow_parent_run_id,
         study_name=args.study_name,
-        storage=args.storage,
+        storage=None if args.storage.lower() == "none" else args.storage,
         timeout=args.timeout,
         progress=not args.no_progress,
         sequential=args.sequential,

@@ -55,11 +55,13 @@ def parse_settings(items: list[str]) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     from autoq.builtin import load_workload
+    from autoq.cli.mlflow_args import tracking_uri_of
     from autoq.model import find_layers, searched_tied, tied_note
     from autoq.quiet import quiet_logs
     from autoq.search_spaces import load_preset
     from autoq.sensitivity import get_metric, workload_table
     from autoq.space import SearchSpace
+    from autoq.tracking import sqlite_path, tracking_client
 
     info = get_metric(args.metric)  # an unknown metric fails before loading the model
     settings = parse_settings(args.set)
@@ -67,7 +69,9 @@ def run(args: argparse.Namespace) -> int:
 
     resolve_settings(info, settings)
     preset = load_preset(args.space)
-    to_mlflow = bool(args.tracking_uri) and args.tracking_uri.lower() != "none"
+    to_mlflow = tracking_uri_of(args) is not None
+    if to_mlflow and sqlite_path(args.tracking_uri) is None:  # a store MLflow refuses fails now, not after the table
+        tracking_client(args.tracking_uri)
     if args.mlflow_parent_run_id:  # refused before the table is computed, not after
         from autoq.errors import AutoqError
         from autoq.tracking import outer_run

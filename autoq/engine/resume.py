@@ -56,8 +56,22 @@ def check_execution(config: SearchConfig) -> None:
             raise AutoqError(f"gpus_per_trial {config.gpus_per_trial} needs a GPU and this machine has none; use 0, or the --address of a Ray cluster with GPUs")
     if config.max_retries < 0:
         raise AutoqError(f"max_retries must be 0 or more, got {config.max_retries}")
+    if config.storage not in (None, "auto"):
+        _check_storage_url(config.storage)
     if config.resume and (not config.study_name or config.storage is None):
         raise AutoqError("resume needs the study name of the search and its persistent storage (--resume NAME, and --storage if it was not the default)")
+
+
+def _check_storage_url(storage: str) -> None:
+    """An Optuna storage must be a database URL (Optuna's RDB storage); say so before SQLAlchemy would, mid-search."""
+    from sqlalchemy.engine.url import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        make_url(storage)
+    except ArgumentError:
+        raise AutoqError(f"Optuna storage {storage!r} is not a database URL; use one such as sqlite:///optuna.db or "
+                         "postgresql://user@host/db, 'auto' (optuna.db beside the MLflow store), or none (in memory)") from None
 
 
 def stored_settings(workload: Workload, config: SearchConfig) -> dict[str, Any]:

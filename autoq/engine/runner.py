@@ -36,7 +36,7 @@ from autoq.model import check_finite_weights, find_layers, searched_tied, tied_n
 from autoq.quiet import quiet_logs
 from autoq.search_spaces import load_preset
 from autoq.space import SearchSpace
-from autoq.tracking import STUDY_TAG, MlflowTracker, default_experiment, default_tracking_uri, outer_run, sqlite_path
+from autoq.tracking import STUDY_TAG, MlflowTracker, default_experiment, default_tracking_uri, outer_run, sqlite_path, tracking_client
 
 
 @dataclass(frozen=True)
@@ -121,6 +121,8 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
     check_finite_batches(workload.calibration)
     if config.tracking_uri and config.mlflow_parent_run_id:  # before any evaluation, not when the search's run starts
         outer_run(config.tracking_uri, config.mlflow_parent_run_id)
+    elif config.tracking_uri and sqlite_path(config.tracking_uri) is None:  # a store MLflow refuses; a SQLite file is made later
+        tracking_client(config.tracking_uri)
     space = SearchSpace.build(load_preset(config.space), layers, dict(config.pins))
     cost_model = CostModel.for_model(workload.model, layers, latency_model(config.device, config.batch))
     slack = budget.check_feasible(*space.extremes(cost_model, budget.kind), cost_model.latency_source)

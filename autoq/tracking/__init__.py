@@ -13,6 +13,7 @@ from autoq.tracking.mlflow_logger import (
     require_store,
     sqlite_path,
     stored_run,
+    tracking_client,
 )
 
 __all__ = [
@@ -28,4 +29,5 @@ __all__ = [
     "require_store",
     "sqlite_path",
     "stored_run",
+    "tracking_client",
 ]

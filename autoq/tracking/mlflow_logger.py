@@ -50,6 +50,20 @@ def sqlite_path(uri: str) -> Path | None:
     return Path(uri[len("sqlite:///"):])
 
 
+def tracking_client(uri: str) -> MlflowClient:
+    """An ``MlflowClient`` on ``uri``; a store MLflow refuses (MLflow 3 refuses a plain folder, its old file store) is an
+    `AutoqError` that says which URIs work, not MLflow's traceback."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.tracking import MlflowClient
+
+    try:
+        return MlflowClient(tracking_uri=uri)
+    except MlflowException as exc:
+        reason = str(exc.message).split(". ")[0]
+        raise AutoqError(f"MLflow cannot use the tracking URI {uri!r}: {reason}; use a database such as "
+                         f"{DEFAULT_TRACKING_URI} or a tracking server (http://HOST:5000)") from None
+
+
 def require_store(uri: str) -> None:
     """Refuse to read from a ``sqlite:///`` store whose file does not exist.
 
@@ -64,10 +78,9 @@ def require_store(uri: str) -> None:
 def stored_run(tracking_uri: str, run_id: str, missing: str) -> tuple[MlflowClient, Run]:
     """``(client, run)`` for ``run_id`` in an existing store; ``missing`` ends the error when there is no such run."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
 
     require_store(tracking_uri)
-    client = MlflowClient(tracking_uri=tracking_uri)
+    client = tracking_client(tracking_uri)
     try:
         return client, client.get_run(run_id)
     except MlflowException:
@@ -97,10 +110,8 @@ class MlflowTracker:
     within one experiment only). A Ray worker builds one on the search's experiment id and ``attach``es."""
 
     def __init__(self, tracking_uri: str, experiment_id: str, nest_under: str | None = None) -> None:
-        from mlflow.tracking import MlflowClient
-
         self.tracking_uri = tracking_uri
-        self.client = MlflowClient(tracking_uri=tracking_uri)
+        self.client = tracking_client(tracking_uri)
         self.experiment_id = experiment_id
         self.nest_under = nest_under
         self.parent_id: str | None = None
@@ -110,12 +121,10 @@ class MlflowTracker:
         """A tracker on the experiment named ``experiment``, created if new; with ``nest_under``, on that run's experiment."""
         if nest_under is not None:
             return cls(tracking_uri, outer_run(tracking_uri, nest_under).info.experiment_id, nest_under)
-        from mlflow.tracking import MlflowClient
-
         db = sqlite_path(tracking_uri)
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
-        client = MlflowClient(tracking_uri=tracking_uri)
+        client = tracking_client(tracking_uri)
         found = client.get_experiment_by_name(experiment)
         if found is not None:
             return cls(tracking_uri, found.experiment_id)

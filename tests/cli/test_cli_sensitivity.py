@@ -54,6 +54,12 @@ def test_bad_input_is_one_line_exit_2(args, needle, out, capsys):
     assert needle in err and "Traceback" not in err
 
 
+def test_a_tracking_store_mlflow_refuses_is_refused_before_the_table_is_computed(out, tmp_path, capsys):
+    assert main(["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--out", str(out), "--tracking-uri", str(tmp_path / "runs")]) == 2
+    assert "MLflow cannot use the tracking URI" in capsys.readouterr().err
+    assert not out.exists()
+
+
 def test_search_with_strategy_and_seed_from(out, tmp_path, mlflow_uri, capsys):
     args = ["search", "--model", "digits-cnn", "--budget", "3.5bits", "--n-trials", "3", "--tracking-uri", mlflow_uri, "--no-progress"]
     assert main([*args, "--strategy", "ilp", "--seed-from", "kl"]) == 0
