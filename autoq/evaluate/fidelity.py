@@ -33,8 +33,10 @@ def call_on_user_batch(model: nn.Module, batch: Any, where: str, passthrough: tu
     except (AutoqError, *passthrough):
         raise
     except Exception as exc:
+        pairs = (" (a DataLoader of (inputs, labels) pairs: pass the inputs alone, e.g. [x for x, _ in loader])"
+                 if isinstance(batch, (tuple, list)) and len(batch) == 2 else "")
         raise AutoqError(f"the model fails on {where} ({type(exc).__name__}: {exc}); each batch must be what the "
-                         "model accepts as model(batch), model(*batch) for a tuple or model(**batch) for a dict") from exc
+                         f"model accepts as model(batch), model(*batch) for a tuple or model(**batch) for a dict{pairs}") from exc
 
 
 def primary_output(output: Any) -> torch.Tensor:

@@ -136,6 +136,15 @@ def test_a_batch_the_model_cannot_take_is_named():
     assert isinstance(info.value.__cause__, RuntimeError)  # the model's own traceback stays reachable
 
 
+def test_an_inputs_and_labels_pair_gets_a_hint_to_pass_the_inputs():
+    from torch.utils.data import DataLoader, TensorDataset
+
+    loader = DataLoader(TensorDataset(torch.randn(6, 8), torch.randint(0, 4, (6,))), batch_size=3)
+    with pytest.raises(AutoqError, match=r"pass the inputs alone, e.g. \[x for x, _ in loader\]"):
+        OutputFidelity(mlp(), list(loader))
+    assert OutputFidelity(mlp(), [x for x, _ in loader])(mlp()) == pytest.approx(1.0)  # the inputs alone run
+
+
 def test_reference_is_not_affected_by_later_changes():
     model = mlp()
     torch.manual_seed(5)
