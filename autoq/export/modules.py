@@ -14,6 +14,9 @@ from torch import nn
 from autoq.kernels.formats import PackedWeight, split_counters
 
 
+_STORED_FLOATS = ("scales", "zeros", "input_scale")  # floating-point buffers that are part of the exported quantization
+
+
 class QuantLinear(nn.Module):
     """``y = x @ dequant(W).T + b`` with ``W`` held as a `PackedWeight` (int32 codes, fp16 scales/zeros)."""
 
@@ -34,11 +37,22 @@ class QuantLinear(nn.Module):
         self.register_buffer("input_scale", None if input_scale is None else input_scale.float().to(packed.qweight.device))
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
 
+    def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
+        """``model.to(torch.bfloat16)``, ``.half()``, ``.float()`` change the compute dtype (the bias), never the stored
+        quantization: fp16 scales and zero points rounded to bf16, or an fp32 AWQ input scale rounded to 16 bits, would
+        no longer be what the search simulated. Devices still move (as bitsandbytes' layers do)."""
+        stored = {name: getattr(self, name) for name in _STORED_FLOATS if getattr(self, name) is not None}
+        super()._apply(fn, recurse)
+        for name, before in stored.items():
+            after = getattr(self, name)
+            if after.dtype != before.dtype:
+                setattr(self, name, before.to(after.device))
+        return self
+
     @property
     def packed(self) -> PackedWeight:
         """The weight in the kernel layout, on this module's current device."""
-        zeros = None if self.zeros is None else self.zeros.half()  # model.float() must not change what kernels read
-        return PackedWeight(self.spec, (self.out_features, self.in_features), self.qweight, self.scales.half(), zeros, self.split_counters)
+        return PackedWeight(self.spec, (self.out_features, self.in_features), self.qweight, self.scales, self.zeros, self.split_counters)
 
     def dequantized_weight(self) -> torch.Tensor:
         """The weight as fp32 ``(out, in)`` in the layer's own input coordinates: what the search simulated."""

@@ -55,10 +55,22 @@ def test_the_layer_keeps_zeroed_counters_for_split_launches_outside_its_state_di
     assert not module.split_counters.any()  # left at zero for the next call
 
 
-def test_float_cast_keeps_fp16_params_for_the_kernel():
-    module, _ = layer("int4-g32-asym")
-    module.float()
-    assert module.packed.scales.dtype == torch.float16 and module.packed.zeros.dtype == torch.float16
+@pytest.mark.parametrize("cast", [torch.nn.Module.float, torch.nn.Module.half, torch.nn.Module.double,
+                                  lambda m: m.to(torch.bfloat16), lambda m: m.to("cpu", torch.bfloat16)])
+def test_a_dtype_cast_changes_the_compute_dtype_never_the_stored_quantization(cast):
+    torch.manual_seed(0)
+    qt = quantize(torch.randn(24, 70), QuantSpec.from_name("int4-g32-asym"))
+    awq_scale = torch.rand(70) + 0.5  # an fp32 AWQ input scale: bf16 would round it to 8 bits
+    module = QuantLinear(PackedWeight.from_quantized(qt), torch.randn(24), input_scale=awq_scale)
+    weight = module.dequantized_weight()
+    cast(module)
+    assert (module.scales.dtype, module.zeros.dtype, module.input_scale.dtype) == (torch.float16, torch.float16, torch.float32)
+    assert torch.equal(module.input_scale, awq_scale)
+    assert torch.equal(module.dequantized_weight(), weight)  # bf16 scales moved it by up to 0.4% of its largest weight
+    dtype = module.bias.dtype
+    assert dtype != torch.float32 or cast is torch.nn.Module.float
+    with torch.inference_mode():
+        assert module(torch.randn(3, 70).to(dtype)).dtype == dtype
 
 
 @pytest.mark.parametrize("act", ["a8-tensor", "a8-token"])
