@@ -67,6 +67,9 @@ def _check_storage_url(storage: str) -> None:
     from sqlalchemy.engine.url import make_url
     from sqlalchemy.exc import ArgumentError
 
+    if not isinstance(storage, str):
+        raise AutoqError(f"storage must be a database URL (a str: Optuna's RDB storage, which a resume and result.study() reopen), "
+                         f"'auto' or None; got a {type(storage).__name__}")
     try:
         make_url(storage)
     except ArgumentError:
