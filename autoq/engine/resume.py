@@ -69,7 +69,7 @@ def _check_storage_url(storage: str) -> None:
 
     if not isinstance(storage, str):
         raise AutoqError(f"storage must be a database URL (a str: Optuna's RDB storage, which a resume and result.study() reopen), "
-                         f"'auto' or None; got a {type(storage).__name__}")
+                         f"'auto' or None; got an object of type {type(storage).__name__}")
     try:
         make_url(storage)
     except ArgumentError:

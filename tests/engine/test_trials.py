@@ -94,7 +94,7 @@ def test_every_trial_failing_is_an_error_not_a_hang():
         ({"max_retries": -1}, "max_retries must be 0 or more"),
         ({"backend": "ray", "cpus_per_trial": 0}, "cpus_per_trial must be positive"),
         ({"storage": "optuna.db"}, "Optuna storage 'optuna.db' is not a database URL; use one such as sqlite:///optuna.db"),
-        ({"storage": optuna.storages.InMemoryStorage()}, "storage must be a database URL .* got a InMemoryStorage"),
+        ({"storage": optuna.storages.InMemoryStorage()}, "storage must be a database URL .* got an object of type InMemoryStorage"),
         pytest.param({"backend": "ray", "gpus_per_trial": 0.5}, "needs a GPU", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")),
     ],
 )
