@@ -13,7 +13,6 @@ from torch import nn
 
 from autoq.kernels.formats import PackedWeight, split_counters
 
-
 _STORED_FLOATS = ("scales", "zeros", "input_scale")  # floating-point buffers that are part of the exported quantization
 
 

@@ -20,6 +20,7 @@ from autoq.engine.result import Point
 from autoq.errors import AutoqError
 from autoq.interrupts import deferred_interrupts
 from autoq.tracking.frontier_plot import save_frontier_plot
+from autoq.tracking.run_notes import NOTE_TAG, point_note, search_note
 
 if TYPE_CHECKING:  # MLflow is imported where it is used: `import autoq` does not import it
     from mlflow.entities import Run
@@ -192,6 +193,9 @@ class MlflowTracker:
             for p in points:
                 if p.run_id:
                     self.client.set_tag(p.run_id, "pareto", "true" if p.run_id in on_front else "false")
+                    if p.run_id in on_front:  # the UI's description of the run: how to export this point
+                        self.client.set_tag(p.run_id, NOTE_TAG, point_note(p, self.tracking_uri))
+            self.client.set_tag(self.parent_id, NOTE_TAG, search_note(frontier, self.tracking_uri))
             now = int(time.time() * 1000)
             self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], synchronous=True)
             with tempfile.TemporaryDirectory() as tmp:

@@ -1,0 +1,56 @@
+"""Run descriptions for the MLflow UI: what a search found and the command that exports a point.
+
+MLflow shows the ``mlflow.note.content`` tag as Markdown at the top of a run's page (its "Description"),
+which is where a user who picks a point in the UI looks first. The search run lists its frontier; each
+frontier trial run says how to export itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from autoq.engine.result import Point
+
+NOTE_TAG = "mlflow.note.content"
+MAX_ROWS = 40  # MLflow caps a tag at 8,000 characters; the rest of the frontier is in frontier.csv
+
+
+def export_command(run_id: str, tracking_uri: str) -> str:
+    return f"autoq export --run-id {run_id} --out quantized --tracking-uri {tracking_uri}"
+
+
+def _cost(point: Point) -> str:
+    latency = f", {point.latency_us:.1f} us ({point.latency_source})" if point.latency_us is not None else ""
+    return f"quality {point.quality:.4f} at {point.effective_bits:.3f} bits per weight, {point.size_bytes / 1e6:.2f} MB{latency}"
+
+
+def point_note(point: Point, tracking_uri: str) -> str:
+    """The description of a frontier trial's run (neutral: after a resume the point may have left the frontier)."""
+    return "\n".join([
+        f"**Trial {point.trial}**: {_cost(point)}. The `pareto` tag says whether it is on the search's frontier.",
+        "",
+        "Export it as a packed model, then run it with `autoq.load(\"quantized\")`:",
+        "```",
+        export_command(point.run_id or "<run id>", tracking_uri),
+        "```",
+    ])
+
+
+def search_note(frontier: Sequence[Point], tracking_uri: str) -> str:
+    """The description of a search's run: its frontier as a table with run ids, and how to export a point."""
+    latency = any(p.latency_us is not None for p in frontier)
+    head = "| trial | quality | bits | size (MB) |" + (" latency (us) |" if latency else "") + " run id |"
+    lines = [
+        f"**autoq search**: {len(frontier)} Pareto points (quality up, effective bits down{', latency down' if latency else ''}). "
+        "They are the nested trial runs tagged `pareto = true` (filter: `tags.pareto = 'true'`); the plot is `frontier.png`.",
+        "",
+        head,
+        "|" + "---|" * head.count(" |"),
+    ]
+    for p in frontier[:MAX_ROWS]:
+        us = f" {p.latency_us:.1f} |" if latency else ""
+        lines.append(f"| {p.trial} | {p.quality:.4f} | {p.effective_bits:.3f} | {p.size_bytes / 1e6:.2f} |{us} `{p.run_id or ''}` |")
+    if len(frontier) > MAX_ROWS:
+        lines.append(f"\n{len(frontier) - MAX_ROWS} more in `frontier.csv`.")
+    lines += ["", "Export a point by its run id:", "```", export_command("<run id>", tracking_uri), "```"]
+    return "\n".join(lines)

@@ -1,0 +1,47 @@
+"""The run descriptions a user reads in the MLflow UI: the search's frontier with run ids, and each point's export command."""
+
+from __future__ import annotations
+
+import shlex
+
+from mlflow.tracking import MlflowClient
+
+import autoq
+from autoq.choice import Assignment, LayerChoice
+from autoq.cli import main
+from autoq.engine.result import Point
+from autoq.export import QuantLinear
+from autoq.tracking.run_notes import MAX_ROWS, NOTE_TAG, search_note
+
+
+def test_a_search_run_lists_its_frontier_and_a_trial_run_exports_itself(mlflow_uri, tmp_path, monkeypatch, capsys):
+    result = autoq.search("digits-cnn", budget="3.5bits", n_trials=8, seed=1, tracking_uri=mlflow_uri, progress=False)
+    client = MlflowClient(mlflow_uri)
+    note = client.get_run(result.parent_run_id).data.tags[NOTE_TAG]
+    assert note.startswith(f"**autoq search**: {len(result.frontier)} Pareto points")
+    rows = [line for line in note.splitlines() if line.startswith("| ") and "`" in line]
+    assert [row.split(" | ")[0].strip("| ") for row in rows] == [str(p.trial) for p in result.frontier]
+    assert all(f"`{p.run_id}`" in row for p, row in zip(result.frontier, rows))
+
+    off_front = [p for p in result.points if p not in result.frontier]
+    assert off_front and all(NOTE_TAG not in client.get_run(p.run_id).data.tags for p in off_front)
+    point = result.frontier[-1]
+    trial_note = client.get_run(point.run_id).data.tags[NOTE_TAG]
+    assert f"quality {point.quality:.4f} at {point.effective_bits:.3f} bits" in trial_note
+    command = shlex.split(next(line for line in trial_note.splitlines() if line.startswith("autoq export")))
+    monkeypatch.chdir(tmp_path)
+    assert main(command[1:] + ["--no-progress"]) == 0  # the command as the UI shows it exports that point
+    loaded = autoq.load(tmp_path / "quantized")
+    assert sum(isinstance(m, QuantLinear) for m in loaded.modules()) == sum(
+        not c.weight.is_half and name in ("6", "8") for name, c in point.assignment.items())
+
+
+def test_a_long_frontier_is_cut_to_what_an_mlflow_tag_holds():
+    one = Assignment((("0", LayerChoice.from_name("int4-ch-asym:rtn-mse")),))
+    frontier = [Point(i, one, 0.5 + i / 1000, 2 + i / 100, 10_000 + i, run_id="f" * 32, latency_us=3.0 + i, latency_source="table:X")
+                for i in range(MAX_ROWS + 25)]
+    note = search_note(frontier, "sqlite:///mlflow.db")
+    assert len(note) < 8000  # MLflow's limit on a tag's value
+    assert note.count("`ffff") == MAX_ROWS and "25 more in `frontier.csv`" in note
+    assert "| latency (us) |" in note and "| 3.0 |" in note
+    assert "latency" not in search_note([frontier[0].__class__(0, one, 0.9, 4.0, 1, run_id="r")], "sqlite:///mlflow.db")
