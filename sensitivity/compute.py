@@ -30,7 +30,9 @@ from autoq.sensitivity.table import SensitivityTable
 
 # Raised when what a table's scores mean changes, so that no table cached before is read as one of now.
 # 2: the forward metrics score an option's bias, input scale and activation format too, not its weight alone.
-SCORING_VERSION = 2
+# 3: rtn-percentile interpolates its quantiles (in groups under 500 weights it was rtn-minmax); a negative Hessian trace
+#    estimate scores 0; a one-column output is read as a regression, not a one-class softmax (every score was 0).
+SCORING_VERSION = 3
 
 
 def cache_key(model_digest: str, data_digest: str, metric: str, settings: Mapping[str, Any], layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]]) -> str:

@@ -9,7 +9,8 @@ zero gradient, and its Hessian is the Gauss-Newton / Fisher matrix.
   Hessian-vector product (autograd twice) per iteration serves every layer. It
   stops when every layer's standard error is below ``tol`` times its trace, or
   after ``max_iter`` iterations. Score at an option: ``tr(H_l) / n_l * ||Q(W) - W||^2``,
-  with the standard error scaled the same way.
+  with the standard error scaled the same way; a negative trace estimate (noise, or negative
+  curvature of a user's loss) scores 0.
 * ``fisher``: ``F = E[g^2]`` with targets sampled from the model's own output
   distribution (a categorical over logits, a unit Gaussian around real outputs), so
   no labels are needed; the noise is independent across positions, so one
@@ -118,7 +119,7 @@ def hutchinson(
     it = 0
     with only_grads_for(model, params):
         while it < max_iter:
-            vs = [(torch.randint(0, 2, p.shape, generator=gen) * 2 - 1).to(p.dtype) for p in params]
+            vs = [(torch.randint(0, 2, p.shape, generator=gen) * 2 - 1).to(device=p.device, dtype=p.dtype) for p in params]
             sample = [0.0] * n
             for i, batch in enumerate(batches):
                 # a layer the output does not depend on (MiniLM's pooler under last_hidden_state) has no gradient: trace 0
@@ -166,7 +167,9 @@ def hessian_metric(inputs: Inputs, settings: Mapping[str, Any], progress: Any = 
         stats[layer.name] = {"trace": trace, "trace_stderr": se, "n_params": float(n), "iterations": float(iters)}
         for choice, delta in inputs.perturbations(layer, module, options):
             sq = float(delta.double().pow(2).sum())
-            score = finite(trace / n * sq, f"hessian score of {layer.name} at {choice.name}")
+            # a trace is never below 0 for the divergence (its Hessian is Gauss-Newton), yet a noisy estimate can be; a
+            # negative score would rank the layer's coarsest option best, so a score is at least 0 (stats keep the estimate)
+            score = finite(max(trace, 0.0) / n * sq, f"hessian score of {layer.name} at {choice.name}")
             entries.append(Entry(layer.name, choice.name, score, se / n * sq))
     return MetricOutput(tuple(entries), stats)
 
@@ -196,10 +199,11 @@ def sampled_fisher(
                 w = position_weights(batch, out).double()
                 if kind == "logits":
                     flat = out.reshape(-1, out.shape[-1]).double()
-                    target = torch.multinomial(torch.softmax(flat.detach(), -1), 1, generator=gen).squeeze(-1)
+                    probs = torch.softmax(flat.detach(), -1).cpu()  # drawn on the CPU generator: the same targets on any device
+                    target = torch.multinomial(probs, 1, generator=gen).squeeze(-1).to(flat.device)
                     per_pos = nn.functional.cross_entropy(flat, target, reduction="none").reshape(w.shape)
                 else:
-                    noise = torch.randn(out.shape, generator=gen, dtype=torch.float64)
+                    noise = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.device)
                     per_pos = 0.5 * (out.double() - out.detach().double() - noise).pow(2)
                     per_pos = per_pos.sum(-1) if out.dim() > 1 else per_pos
                 grads = torch.autograd.grad(_differentiable((per_pos * w).sum(), "fisher"), params, allow_unused=True)

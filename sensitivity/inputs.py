@@ -132,13 +132,14 @@ def subsample(batches: Sequence[Any], n_samples: int | None, rows_per_batch: int
 
 
 def resolve_output_kind(kind: str, output: Any) -> str:
-    """``logits`` for a ``logits`` field or a bare tensor (a classifier), else ``real``; explicit kinds pass through."""
+    """``logits`` for a ``logits`` field or a bare tensor with two or more columns (a classifier), else ``real``
+    (a regressor's one column: a softmax over one class would make every score 0); explicit kinds pass through."""
     if kind not in OUTPUT_KINDS:
         raise AutoqError(f"unknown output kind {kind!r}; choose one of {', '.join(OUTPUT_KINDS)}")
     if kind != "auto":
         return kind
     if isinstance(output, torch.Tensor):
-        return "logits"
+        return "logits" if output.dim() > 1 and output.shape[-1] > 1 else "real"
     if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
         return "logits"
     return "real"
@@ -150,8 +151,8 @@ def position_weights(batch: Any, out: torch.Tensor) -> torch.Tensor:
     if isinstance(batch, Mapping) and isinstance(batch.get("attention_mask"), torch.Tensor):
         mask = batch["attention_mask"]
         if tuple(mask.shape) == tuple(shape):
-            return mask.to(out.dtype)
-    return torch.ones(shape, dtype=out.dtype)
+            return mask.to(device=out.device, dtype=out.dtype)
+    return torch.ones(shape, dtype=out.dtype, device=out.device)
 
 
 def divergence(out: torch.Tensor, ref: torch.Tensor, kind: str) -> torch.Tensor:

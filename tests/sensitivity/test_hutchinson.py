@@ -95,3 +95,18 @@ def test_hessian_score_is_trace_per_weight_times_squared_perturbation():
             entry = table.entry(layer.name, choice.name)
             assert entry.score == pytest.approx(expected, rel=1e-9)
             assert entry.stderr == pytest.approx(stats["trace_stderr"] / module.weight.numel() * float(delta.double().pow(2).sum()), rel=1e-9)
+
+
+def test_a_negative_trace_estimate_scores_zero_not_below_the_other_options():
+    """A negative trace (noise, or a loss curving down) would make a layer's coarsest option look best to the ILP."""
+    model = mlp()
+    batches = labelled((6,), 4)
+    space = space_for(model)
+
+    def concave(output, batch):  # negative curvature everywhere: every trace is negative
+        return -output.pow(2).mean()
+
+    table = compute_table(model, batches, space.layers, space.options, "hessian", {"max_iter": 12, "n_samples": None, "rows_per_batch": None},
+                          loss=concave, use_cache=False, progress=False)
+    assert all(table.stats(layer.name)["trace"] < 0 for layer in space.layers)  # the estimates are kept as they are
+    assert {e.score for e in table.entries} == {0.0}

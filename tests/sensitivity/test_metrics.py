@@ -159,6 +159,20 @@ def test_gradient_metrics_read_hidden_states_as_real_outputs():
     assert tables[0].entries == tables[1].entries
 
 
+@pytest.mark.parametrize("metric", ["kl", "fisher", "hessian"])
+def test_a_one_column_output_is_a_regression_not_a_one_class_softmax(metric):
+    from autoq.sensitivity.inputs import resolve_output_kind
+
+    assert resolve_output_kind("auto", torch.zeros(8, 1)) == "real" and resolve_output_kind("auto", torch.zeros(8)) == "real"
+    assert resolve_output_kind("auto", torch.zeros(8, 2)) == "logits"
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(40, 16), nn.Tanh(), nn.Linear(16, 1)).eval()
+    space = space_for(model)
+    table = compute_table(model, inputs(), space.layers, space.options, metric, {**ALL_ROWS, **({"max_iter": 12} if metric == "hessian" else {})},
+                          use_cache=False, progress=False)
+    assert all(e.score > 0 for e in table.entries if e.option != "fp16")  # a softmax over one class scored every option 0
+
+
 class WithUnused(nn.Module):
     """Has a layer the output never uses (like MiniLM's pooler under ``last_hidden_state``)."""
 
