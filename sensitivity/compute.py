@@ -31,7 +31,8 @@ from autoq.sensitivity.table import SensitivityTable
 # Raised when what a table's scores mean changes, so that no table cached before is read as one of now.
 # 2: the forward metrics score an option's bias, input scale and activation format too, not its weight alone.
 # 3: rtn-percentile interpolates its quantiles (in groups under 500 weights it was rtn-minmax); a negative Hessian trace
-#    estimate scores 0; a one-column output is read as a regression, not a one-class softmax (every score was 0).
+#    estimate scores 0; a one-column output is read as a regression, not a one-class softmax (every score was 0); the
+#    forward metrics score layers whose input holds the batch on another axis, and those the model calls without forward.
 SCORING_VERSION = 3
 
 

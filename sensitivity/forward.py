@@ -4,7 +4,9 @@ All options of a layer share each forward pass: the calibration rows are stacked
 once per option, and a hook on the layer computes copy ``k`` of its output with
 option ``k`` as a trial runs it (its weight, bias correction's bias, its activation
 format on the input). One pass per layer (per group of ``options_per_pass`` options)
-covers every option.
+covers every option. The copies are found on whichever axis of the layer's input holds
+them; where the model mixes stacked rows (a sequence-first model attends across them) or
+skips a layer's ``forward``, each option takes its own pass.
 
 * ``kl``: mean per-position KL divergence from the full-precision output
   (categorical over logits; for real outputs such as hidden states the KL between
@@ -16,7 +18,8 @@ covers every option.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -28,6 +31,7 @@ from autoq.evaluate.cache import QuantizedLayer, quantize_input
 from autoq.model import LayerInfo
 from autoq.sensitivity.inputs import (
     Inputs,
+    concat_rows,
     divergence,
     finite,
     position_weights,
@@ -64,42 +68,86 @@ def _nsr(out: torch.Tensor, ref: torch.Tensor, w: torch.Tensor, kind: str) -> tu
     return float((_sq_error(out, ref, w) * w.double()).sum()), float((signal * w.double()).sum())
 
 
-def _option_hook(layers: Sequence[QuantizedLayer]):
+class _NotStackable(Exception):
+    """A layer's input shows no axis that holds the stacked copies: score its options one pass each."""
+
+
+def _copy_axis(shape: tuple[int, ...], ref: tuple[int, ...] | None, k: int) -> int:
+    """The axis of a layer's input along which the ``k`` copies lie: the one that is ``k`` times the unstacked input's
+    (dim 0 when the layer sees the model's batch first; dim 1 in a sequence-first layer such as a default
+    ``nn.TransformerEncoderLayer`` inside a batch-first model)."""
+    if k == 1:
+        return 0
+    if ref is None or len(shape) != len(ref):
+        raise _NotStackable
+    axes = [i for i in range(len(shape)) if shape[i] == k * ref[i] and all(shape[j] == ref[j] for j in range(len(shape)) if j != i)]
+    if len(axes) != 1:
+        raise _NotStackable
+    return axes[0]
+
+
+def _option_hook(layers: Sequence[QuantizedLayer], ref_shape: Callable[[], tuple[int, ...] | None]):
     """Forward hook: the stacked input's copy ``k`` goes through the layer as option ``k`` makes it: its weight,
     bias correction's bias, and its activation format on the input, as a search's trial runs it."""
 
     def hook(module: nn.Module, args: tuple, output: Any) -> torch.Tensor:
-        chunks = args[0].chunk(len(layers), dim=0)
-        bias = getattr(module, "bias", None)
-        saved, saved_bias = module.weight.data, (bias.data if bias is not None else None)
-        try:
-            outs = []
-            for chunk, layer in zip(chunks, layers):
-                module.weight.data = layer.weight
-                if bias is not None:
-                    bias.data = layer.bias if layer.bias is not None else saved_bias
+        axis = _copy_axis(tuple(args[0].shape), ref_shape(), len(layers))
+        chunks = args[0].chunk(len(layers), dim=axis)
+        outs = []
+        for chunk, layer in zip(chunks, layers):
+            with _option_weights(module, layer):
                 outs.append(module.forward(quantize_input(module, layer, chunk) if layer.activation is not None else chunk))
-        finally:
-            module.weight.data = saved
-            if bias is not None:
-                bias.data = saved_bias
-        return torch.cat(outs, dim=0)
+        return torch.cat(outs, dim=axis)
 
     return hook
 
 
+@contextlib.contextmanager
+def _option_weights(module: nn.Module, layer: QuantizedLayer) -> Iterator[None]:
+    """The module's weight (and bias correction's bias) as the option sets them, restored after."""
+    bias = getattr(module, "bias", None)
+    saved, saved_bias = module.weight.data, (bias.data if bias is not None else None)
+    try:
+        module.weight.data = layer.weight
+        if bias is not None and layer.bias is not None:
+            bias.data = layer.bias
+        yield
+    finally:
+        module.weight.data = saved
+        if bias is not None:
+            bias.data = saved_bias
+
+
 def layer_scores(
     inputs: Inputs, layer: LayerInfo, module: nn.Module, options: Sequence[LayerChoice], batches: Sequence[Any], refs: Sequence[torch.Tensor],
-    kind: str, reduce: Reducer, options_per_pass: int,
+    kind: str, reduce: Reducer, options_per_pass: int, shapes: Sequence[Mapping[str, tuple[int, ...]]] | None = None,
 ) -> list[float]:
-    """Score of each option of one layer: ``sum numerators / sum denominators`` over ``batches``."""
+    """Score of each option of one layer: ``sum numerators / sum denominators`` over ``batches``.
+
+    ``shapes``: the layer inputs' shapes in the unstacked pass, per batch, by layer name. Options share a pass
+    (stacked copies of each batch) where the layer's input shows the copies' axis; a layer the model calls
+    without its ``forward`` (``nn.MultiheadAttention``'s ``out_proj``) or whose input hides the copies takes one
+    pass per option, its weight set for the whole pass."""
+    shapes = shapes if shapes is not None else [{} for _ in batches]
+    fired = all(layer.name in s for s in shapes)
+    per_pass = max(1, options_per_pass) if fired else 1
+    try:
+        return _scores(inputs, layer, module, options, batches, refs, kind, reduce, per_pass, shapes, fired)
+    except _NotStackable:
+        return _scores(inputs, layer, module, options, batches, refs, kind, reduce, 1, shapes, fired)
+
+
+def _scores(inputs, layer, module, options, batches, refs, kind, reduce, per_pass, shapes, fired) -> list[float]:  # type: ignore[no-untyped-def]
     totals = [[0.0, 0.0] for _ in options]
-    for start in range(0, len(options), max(1, options_per_pass)):
-        group = list(range(start, min(len(options), start + options_per_pass)))
-        handle = module.register_forward_hook(_option_hook([inputs.quantized_layer(layer, options[i]) for i in group]))
+    current: list[tuple[int, ...] | None] = [None]
+    for start in range(0, len(options), per_pass):
+        group = list(range(start, min(len(options), start + per_pass)))
+        quantized = [inputs.quantized_layer(layer, options[i]) for i in group]
+        handle = module.register_forward_hook(_option_hook(quantized, lambda: current[0]))
         try:
-            with torch.no_grad():
-                for batch, ref in zip(batches, refs):
+            with torch.no_grad(), (contextlib.nullcontext() if fired else _option_weights(module, quantized[0])):
+                for batch, ref, shape in zip(batches, refs, shapes):
+                    current[0] = shape.get(layer.name)
                     outs = readout(call_model(inputs.model, repeat_rows(batch, len(group)))).chunk(len(group), dim=0)
                     w = position_weights(batch, ref)
                     for i, out in zip(group, outs):
@@ -111,17 +159,69 @@ def layer_scores(
     return [num / den if den > 0 else 0.0 for num, den in totals]
 
 
+def _reference(inputs: Inputs, batches: Sequence[Any]) -> tuple[list[Any], list[dict[str, tuple[int, ...]]]]:
+    """The unquantized outputs, and each layer's input shape per batch (absent where the model skips its forward)."""
+    shapes: list[dict[str, tuple[int, ...]]] = []
+
+    def recorder(name: str):
+        def hook(module: nn.Module, args: tuple) -> None:
+            shapes[-1].setdefault(name, tuple(args[0].shape))
+        return hook
+
+    handles = [m.register_forward_pre_hook(recorder(layer.name)) for layer, m in zip(inputs.layers, inputs.modules())]
+    raw = []
+    try:
+        with torch.no_grad():
+            for b in batches:
+                shapes.append({})
+                raw.append(call_model(inputs.model, b))
+    finally:
+        for h in handles:
+            h.remove()
+    return raw, shapes
+
+
+def _rows_stay_apart(inputs: Inputs, batches: Sequence[Any], refs: Sequence[torch.Tensor]) -> bool:
+    """Whether two batches stacked along dim 0 give each its own output: not so where dim 0 of the model's input is
+    its sequence (a sequence-first transformer attends across the copies), and then options cannot share a pass."""
+    first = batches[0]
+    other = next((i for i in range(1, len(batches)) if _shapes(batches[i]) == _shapes(first)), None)
+    if other is None:
+        return True  # nothing to tell them apart with
+    with torch.no_grad():
+        out = readout(call_model(inputs.model, concat_rows([first, batches[other]])))
+    n = refs[0].shape[0]
+    if out.shape[0] != n + refs[other].shape[0] or out.shape[1:] != refs[0].shape[1:]:
+        return False
+    return all(_close(got, want) for got, want in ((out[:n], refs[0]), (out[n:], refs[other])))
+
+
+def _shapes(batch: Any) -> Any:
+    if isinstance(batch, torch.Tensor):
+        return tuple(batch.shape)
+    if isinstance(batch, Mapping):
+        return {k: _shapes(v) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return [_shapes(v) for v in batch]
+    return None
+
+
+def _close(got: torch.Tensor, want: torch.Tensor) -> bool:
+    scale = float(want.detach().abs().max()) if want.numel() else 0.0
+    return float((got.double() - want.double()).abs().max()) <= 1e-3 * scale + 1e-6 if want.numel() else True
+
+
 def _forward_metric(name: str, reduce: Reducer) -> Callable[[Inputs, Mapping[str, Any], Any], MetricOutput]:
     def metric(inputs: Inputs, settings: Mapping[str, Any], progress: Any = None) -> MetricOutput:
         batches = [inputs.feed(b) for b in subsample(inputs.batches, settings["n_samples"], settings["rows_per_batch"])]
-        with torch.no_grad():
-            raw = [call_model(inputs.model, b) for b in batches]
+        raw, shapes = _reference(inputs, batches)
         kind = resolve_output_kind(settings["output_kind"], raw[0])
         refs = [readout(r).detach().clone() for r in raw]
         del raw
+        per_pass = settings["options_per_pass"] if _rows_stay_apart(inputs, batches, refs) else 1
         entries = []
         for layer, module, options in zip(inputs.layers, inputs.modules(), inputs.options):
-            scores = layer_scores(inputs, layer, module, options, batches, refs, kind, reduce, settings["options_per_pass"])
+            scores = layer_scores(inputs, layer, module, options, batches, refs, kind, reduce, per_pass, shapes)
             entries.extend(Entry(layer.name, c.name, finite(s, f"{name} score of {layer.name} at {c.name}")) for c, s in zip(options, scores))
             if progress is not None:
                 progress.update(1)

@@ -100,13 +100,19 @@ def batch_rows(batch: Any) -> int:
 
 def repeat_rows(batch: Any, times: int) -> Any:
     """The batch stacked ``times`` along dimension 0 (copy ``k`` is rows ``k*n:(k+1)*n``)."""
-    if isinstance(batch, torch.Tensor):
-        return torch.cat([batch] * times) if batch.dim() > 0 else batch
-    if isinstance(batch, Mapping):
-        return {k: repeat_rows(v, times) for k, v in batch.items()}
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(repeat_rows(v, times) for v in batch)
-    return batch
+    return concat_rows([batch] * times)
+
+
+def concat_rows(batches: Sequence[Any]) -> Any:
+    """Batches of one structure joined along dimension 0 (their tensors; anything else is the first's)."""
+    first = batches[0]
+    if isinstance(first, torch.Tensor):
+        return torch.cat(list(batches)) if first.dim() > 0 and len(batches) > 1 else first
+    if isinstance(first, Mapping):
+        return {k: concat_rows([b[k] for b in batches]) for k in first}
+    if isinstance(first, (tuple, list)):
+        return type(first)(concat_rows([b[i] for b in batches]) for i in range(len(first)))
+    return first
 
 
 def subsample(batches: Sequence[Any], n_samples: int | None, rows_per_batch: int | None = None) -> tuple[Any, ...]:

@@ -74,6 +74,52 @@ def test_kl_with_all_options_in_one_pass_matches_one_layer_at_a_time_by_brute_fo
                 assert table.score(layer.name, choice.name) == pytest.approx(float(kl), rel=1e-3, abs=1e-10)
 
 
+class SeqFirstInside(nn.Module):
+    """A batch-first model around a default (sequence-first) encoder layer: its linear layers see the batch on dim 1."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.enc = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        return self.head(self.enc(x.transpose(0, 1)).transpose(0, 1))
+
+
+class SeqFirst(nn.Module):
+    """Takes (time, batch, features): copies stacked on dim 0 would be one longer sequence, attended across."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.enc = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0)
+
+    def forward(self, x):
+        return self.enc(x)
+
+
+@pytest.mark.parametrize("make", [SeqFirstInside, SeqFirst])
+def test_forward_metrics_score_what_quantizing_the_layer_does_whatever_axis_holds_the_batch(make):
+    """Includes ``self_attn.out_proj``, whose weight nn.MultiheadAttention uses without calling its forward."""
+    model = make().eval()
+    gen = torch.Generator().manual_seed(2)
+    batches = [torch.randn(8, 6, 16, generator=gen) for _ in range(2)]
+    layers = find_layers(model)
+    assert "enc.self_attn.out_proj" in [layer.name for layer in layers]
+    options = [[LayerChoice.from_name(n) for n in ("int2-ch-asym:rtn-mse", "int8-ch-asym:rtn-mse", "int4-ch-sym:rtn-minmax+a8-token")]
+               for _ in layers]
+    table = compute_table(model, batches, layers, options, "mse", {**ALL_ROWS, "options_per_pass": 3}, use_cache=False, progress=False)
+    cache = QuantCache(model)
+    with torch.no_grad():
+        ref = [model(b) for b in batches]
+        for layer, layer_options in zip(layers, options):
+            for choice in layer_options:
+                with cache.apply(Assignment(((layer.name, choice),))):
+                    mse = sum(float((model(b) - r).double().pow(2).sum()) for b, r in zip(batches, ref)) / sum(r.numel() for r in ref)
+                assert mse > 0 and table.score(layer.name, choice.name) == pytest.approx(mse, rel=1e-3), (layer.name, choice.name)
+
+
 class Masked(nn.Module):
     """Takes keyword inputs like a Hugging Face model and returns ``last_hidden_state``."""
 
