@@ -1,8 +1,8 @@
 """Compute a metric's `SensitivityTable` for a workload's search space, through an on-disk cache.
 
 The cache lives in ``autoq.builtin.cache_dir() / "sensitivity"``, one JSON file per
-key; the key hashes the model weights, the calibration data's fingerprint, the
-metric, its settings and the (layer, options) it covers, so any change in any of
+key; the key hashes the model weights, the calibration data's fingerprint and batch
+shapes, the metric, its settings and the (layer, options) it covers, so any change in any of
 them computes a new table and an unchanged search reuses the old one.
 """
 
@@ -23,8 +23,9 @@ from autoq.builtin.workload import Workload, cache_dir
 from autoq.choice import LayerChoice
 from autoq.evaluate import QuantCache
 from autoq.model import LayerInfo
+from autoq.model.capture import CalibrationStats
 from autoq.quiet import quiet_logs
-from autoq.sensitivity.inputs import Inputs, data_fingerprint, model_hash
+from autoq.sensitivity.inputs import Inputs, batch_shapes_digest, data_fingerprint, model_hash
 from autoq.sensitivity.registry import get_metric, resolve_settings
 from autoq.sensitivity.table import SensitivityTable
 
@@ -77,7 +78,10 @@ def compute_table(
     resolved = resolve_settings(info, settings)
     digest = model_hash(model)
     data_digest = fingerprint or data_fingerprint(batches)
-    path = cache_path(metric, cache_key(digest, data_digest, metric, resolved, layers, options)) if use_cache and loss is None else None
+    # a workload's fingerprint names its data recipe, not how it is batched (digits-cnn's batch_size): the key adds the shapes
+    key_data = f"{fingerprint}:{batch_shapes_digest(batches)}" if fingerprint else data_digest
+    cacheable = use_cache and loss is None and not _own_statistics(weights)
+    path = cache_path(metric, cache_key(digest, key_data, metric, resolved, layers, options)) if cacheable else None
     if path is not None and path.is_file() and not refresh:
         return SensitivityTable.load(path)
     inputs = Inputs(model, tuple(batches), tuple(layers), tuple(tuple(o) for o in options), loss, weights)
@@ -99,6 +103,14 @@ def compute_table(
     if path is not None:
         table.save(path)
     return table
+
+
+def _own_statistics(weights: QuantCache | None) -> bool:
+    """Shared weights whose data-driven options may differ from a fresh computation's (sequential capture, or statistics
+    given as a mapping): a table computed through them is neither read from nor written to the cache."""
+    if weights is None or weights.stats is None:
+        return False
+    return not isinstance(weights.stats, CalibrationStats) or weights.stats.sequential
 
 
 def workload_table(workload: Workload, layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]], metric: str,

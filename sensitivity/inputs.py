@@ -224,6 +224,27 @@ def data_fingerprint(batches: Sequence[Any]) -> str:
     return h.hexdigest()
 
 
+def batch_shapes_digest(batches: Sequence[Any]) -> str:
+    """A short hash of the batches' tensor shapes and dtypes, not their bytes (cheap on any data)."""
+    h = hashlib.blake2b(digest_size=6)
+
+    def feed(x: Any) -> None:
+        if isinstance(x, torch.Tensor):
+            h.update(f"{tuple(x.shape)}:{x.dtype};".encode())
+        elif isinstance(x, Mapping):
+            for k in sorted(x):
+                h.update(str(k).encode())
+                feed(x[k])
+        elif isinstance(x, (tuple, list)):
+            for v in x:
+                feed(v)
+        h.update(b"|")
+
+    for b in batches:
+        feed(b)
+    return h.hexdigest()
+
+
 def finite(value: float, what: str) -> float:
     if not math.isfinite(value):
         raise AutoqError(f"{what} is {value}; check the calibration data and the model")

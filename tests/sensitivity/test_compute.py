@@ -77,6 +77,30 @@ def test_workload_tables_use_the_workload_fingerprint_and_name(cache):
     assert cache_path("sqnr", "x").parent == cache
 
 
+def test_a_workload_fingerprint_does_not_hide_other_batching_or_sequential_statistics(cache):
+    """A built-in's fingerprint names its data recipe (digits-cnn's is constant whatever its batch_size), and a shared
+    cache with sequential statistics quantizes GPTQ and the like otherwise than a fresh table does."""
+    model = mlp()
+    space = space_for(model)
+    rows = torch.cat(batches())
+
+    def run(data, weights=None):
+        workload = Workload("tiny-mlp", model, data, lambda m: 1.0, "none", data_fingerprint="recipe")
+        return workload_table(workload, space.layers, space.options, "mse", progress=False, weights=weights)
+
+    run(list(rows.split(8)))
+    mark(next(cache.glob("mse-*.json")))
+    assert run(list(rows.split(8))).seconds == 12345.0  # the same recipe, batched the same: a hit
+    assert run(list(rows.split(4))).seconds != 12345.0  # the same rows batched otherwise: computed again
+    assert len(list(cache.glob("mse-*.json"))) == 2
+    layers, options = data_driven_options(model)
+    sequential = QuantCache(model, CalibrationStats(model, layers, batches(), sequential=True))
+    compute_table(model, batches(), layers, options, "mse", progress=False, weights=sequential)
+    assert len(list(cache.glob("mse-*.json"))) == 2  # neither read nor written
+    compute_table(model, batches(), layers, options, "mse", progress=False, weights=QuantCache(model, CalibrationStats(model, layers, batches())))
+    assert len(list(cache.glob("mse-*.json"))) == 3  # plain statistics give what a fresh table gives: cached
+
+
 def test_a_table_file_from_another_model_is_refused_by_the_search(cache, tmp_path):
     model, other = mlp(seed=0), mlp(seed=1)
     space = space_for(model)
