@@ -4,7 +4,8 @@ These act on pairs of layers, not on one weight, so they are not registry
 methods: apply them to the float model before a search (both leave its float
 output unchanged). ``fold_batch_norms`` merges each ``Conv/Linear -> BatchNorm``
 of an ``nn.Sequential`` into the layer. ``equalize`` rescales each pair
-``layer1 -> (ReLU | pooling | flatten | dropout)* -> layer2`` so output channel
+``layer1 -> (ReLU | pooling | flatten | dropout)* -> layer2`` (no pooling or flatten after a
+Linear, whose channels are last) so output channel
 ``i`` of layer1 and input channel ``i`` of layer2 have the same range:
 ``W1[i] /= s_i, b1[i] /= s_i, W2[:, i] *= s_i`` with ``s_i = sqrt(r1_i / r2_i)``,
 exact because ReLU and max/avg pooling commute with positive per-channel scales.
@@ -18,7 +19,9 @@ from torch import nn
 from autoq.errors import AutoqError
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
-_PASS_THROUGH = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.Dropout, nn.Flatten)
+_ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout)
+# pooling and Flatten keep channels apart only where they are dim 1 (a convolution's output); a Linear's are last
+_PASS_THROUGH = (*_ELEMENTWISE, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.Flatten)
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 
@@ -56,15 +59,18 @@ def fold_batch_norms(model: nn.Module) -> int:
 
 
 def equalization_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
-    """Consecutive layer pairs inside ``nn.Sequential`` joined only by scale-commuting modules."""
+    """Consecutive layer pairs inside ``nn.Sequential`` joined only by scale-commuting modules: elementwise ones after
+    a Linear (whose input may be ``(batch, tokens, features)``: pooling or flattening it mixes or interleaves its
+    channels), pooling and Flatten too after a convolution."""
     pairs = []
     for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
         children = list(seq.children())
         for i, first in enumerate(children):
             if not isinstance(first, _LAYERS) or getattr(first, "groups", 1) != 1:
                 continue
+            between = _ELEMENTWISE if isinstance(first, nn.Linear) else _PASS_THROUGH
             j = i + 1
-            while j < len(children) and isinstance(children[j], _PASS_THROUGH):
+            while j < len(children) and isinstance(children[j], between):
                 j += 1
             if j < len(children) and isinstance(children[j], _LAYERS) and getattr(children[j], "groups", 1) == 1:
                 pairs.append((first, children[j]))

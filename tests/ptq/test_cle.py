@@ -67,6 +67,21 @@ def test_cle_keeps_output_and_equalizes_ranges():
     assert float(r1.max() / r1.min()) < spread_before / 10  # 1000x spread of the first conv's channels, evened out
 
 
+@pytest.mark.parametrize("between", [nn.Flatten(), nn.MaxPool1d(2), nn.AvgPool1d(2)])
+def test_a_linear_on_token_features_is_not_paired_across_pooling_or_flatten(between):
+    """A Linear on ``(batch, tokens, features)`` has its channels last: Flatten interleaves them token-major and
+    pooling mixes neighbouring ones, so rescaling them is not exact (Flatten moved the output by half its size)."""
+    torch.manual_seed(0)
+    fan = {nn.Flatten: 5 * 8, nn.MaxPool1d: 4, nn.AvgPool1d: 4}[type(between)]
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), between, nn.Linear(fan, 3), nn.ReLU(), nn.Linear(3, 2)).eval()
+    with torch.no_grad():
+        model[0].weight.mul_(torch.logspace(-1, 1, 8)[:, None])
+        inputs = torch.randn(4, 5, 6)
+        ref = model(inputs)
+        assert equalize(model) == 1  # only the Linear -> ReLU -> Linear pair after it
+        assert torch.allclose(model(inputs), ref, atol=1e-5)
+
+
 def test_fold_refuses_wrong_modules():
     with pytest.raises(AutoqError):
         fold_batch_norm(nn.ReLU(), nn.BatchNorm2d(2))
