@@ -45,12 +45,14 @@ def rectified_sigmoid(v: torch.Tensor) -> torch.Tensor:
 
 def adaround(weight: torch.Tensor, spec: QuantSpec, stats: Any, config: AdaRoundConfig = AdaRoundConfig()) -> tuple[QuantizedTensor, torch.Tensor]:
     """The AdaRound codes and the final ``h(V)`` (for inspection), same grouped layout as the codes."""
-    # |2h - 1|^beta underflows to denormals, which are ~10x slower on CPUs: flush them while optimising
-    torch.set_flush_denormal(True)  # returns whether the CPU supports it; torch has no getter, the default is off
+    # |2h - 1|^beta underflows to denormals, which are ~10x slower on CPUs: flush them while optimising, then put the
+    # process-wide setting back as it was (torch has no getter: a denormal times 1 reads 0 when flushing is on)
+    was_on = float(torch.tensor([1e-40]) * torch.tensor([1.0])) == 0.0
+    torch.set_flush_denormal(True)  # returns whether the CPU supports it
     try:
         return _adaround(weight, spec, stats, config)
     finally:
-        torch.set_flush_denormal(False)
+        torch.set_flush_denormal(was_on)
 
 
 def _step(v, g_d, s_free, c0, m, m2, lam, beta, lr1, c2):

@@ -2,8 +2,9 @@
 
 Min-max never clips; the grid searches shrink each group's range to trade clipping
 error for rounding error (p = 2: mean squared error; p = 2.4: the LP-norm setting
-Nagel et al. recommend at low bits); percentile clips the most extreme 0.1% of a
-group's weights on each side.
+Nagel et al. recommend at low bits); percentile clips each group at its 0.1% and 99.9%
+quantiles, interpolated between order statistics (numpy's default), so that a group of
+fewer than 1,000 weights is still clipped a little towards its second-largest value.
 """
 
 from __future__ import annotations
@@ -38,15 +39,24 @@ def rtn_lp(weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> Quantize
     return quantize(weight, spec, lo, hi)
 
 
-def percentile_range(weight: torch.Tensor, spec: QuantSpec, q: float = PERCENTILE) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-group ``[quantile(1 - q), quantile(q)]`` (order statistics, no interpolation)."""
-    grouped = GroupView(tuple(weight.shape), spec).split(weight.detach().float())
+def _quantile(grouped: torch.Tensor, q: float) -> torch.Tensor:
+    """Each row's ``q`` quantile, linear between the order statistics around ``q * (n - 1)`` (``torch.quantile``'s
+    default, which refuses inputs over 16M elements, and nearest-rank would make every group under 500 weights min-max)."""
     n = grouped.shape[1]
-    k_hi = min(n, max(1, round(q * n)))
-    k_lo = max(1, n + 1 - k_hi)
-    lo = torch.kthvalue(grouped, k_lo, dim=1).values
-    hi = torch.kthvalue(grouped, k_hi, dim=1).values
-    return lo, hi
+    pos = q * (n - 1)
+    below = min(int(pos), n - 1)
+    value = torch.kthvalue(grouped, below + 1, dim=1).values
+    frac = pos - below
+    if frac <= 0 or below + 1 >= n:
+        return value
+    above = torch.kthvalue(grouped, below + 2, dim=1).values
+    return value + frac * (above - value)
+
+
+def percentile_range(weight: torch.Tensor, spec: QuantSpec, q: float = PERCENTILE) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-group ``[quantile(1 - q), quantile(q)]``, interpolated."""
+    grouped = GroupView(tuple(weight.shape), spec).split(weight.detach().float())
+    return _quantile(grouped, 1.0 - q), _quantile(grouped, q)
 
 
 @register_method("rtn-percentile")

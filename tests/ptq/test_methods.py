@@ -50,6 +50,22 @@ def test_adaround_variables_end_near_0_or_1_and_beat_rtn(layer, spec):
     assert int((q.codes.int() - base.codes.int()).abs().max()) <= 1
 
 
+@pytest.mark.parametrize("before", [False, True])
+def test_adaround_puts_the_process_wide_denormal_setting_back_as_it_was(layer, before):
+    def flushing() -> bool:
+        return float(torch.tensor([1e-40]) * torch.tensor([1.0])) == 0.0
+
+    if not torch.set_flush_denormal(before):
+        pytest.skip("this CPU cannot flush denormals")
+    try:
+        assert flushing() == before
+        w, stats = layer
+        adaround(w, FORMATS[0], stats, AdaRoundConfig(iters=2))
+        assert flushing() == before  # was always turned off, even for a caller who had it on
+    finally:
+        torch.set_flush_denormal(False)
+
+
 @pytest.mark.parametrize("spec", FORMATS[:2], ids=lambda s: s.name)
 def test_awq_never_worse_than_rtn_on_calibration_and_folds_scale(layer, spec):
     w, stats = layer
@@ -96,6 +112,18 @@ def test_percentile_clips_only_the_extremes():
     lo, hi = percentile_range(w, QuantSpec(4, "channel"))
     assert bool((hi < 5).all()) and bool((lo > -5).all())
     assert bool((hi > 2).all())
+
+
+@pytest.mark.parametrize("spec", [QuantSpec(4, "group", 32), QuantSpec(4, "group", 128), QuantSpec(4, "channel")])
+def test_percentile_differs_from_minmax_in_small_groups_and_clips_towards_the_runner_up(spec):
+    w = torch.randn(6, 384, generator=torch.Generator().manual_seed(0))
+    lo, hi = percentile_range(w, spec)
+    grouped = w.reshape(6, -1, spec.group_size or 384).reshape(-1, spec.group_size or 384)
+    top2, bottom2 = grouped.topk(2, dim=1).values, (-grouped).topk(2, dim=1).values.neg()
+    assert bool((hi < top2[:, 0]).all() and (hi > top2[:, 1]).all())  # strictly between the largest two
+    assert bool((lo > bottom2[:, 0]).all() and (lo < bottom2[:, 1]).all())
+    assert torch.allclose(hi, torch.quantile(grouped, 0.999, dim=1)) and torch.allclose(lo, torch.quantile(grouped, 0.001, dim=1))
+    assert not torch.equal(get_method("rtn-percentile")(w, spec).codes, get_method("rtn-minmax")(w, spec).codes)
 
 
 def test_lp_norm_range_at_most_minmax_lp_error():
