@@ -112,7 +112,7 @@ class SensitivityTable:
 
     def to_csv(self) -> str:
         out = io.StringIO()
-        for key, value in self._meta().items():
+        for key, value in {**self._meta(), "layer_stats": {layer: dict(stats) for layer, stats in self.layer_stats}}.items():
             out.write(f"# {key}: {json.dumps(value)}\n")
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["layer", "option", "score", "stderr"])
@@ -134,9 +134,10 @@ class SensitivityTable:
         _check_meta(meta)
         rows = list(csv.DictReader(body))
         entries = tuple(Entry(r["layer"], r["option"], float(r["score"]), float(r["stderr"]) if r["stderr"] else None) for r in rows)
+        stats = tuple((layer, tuple((k, float(v)) for k, v in s.items())) for layer, s in meta.get("layer_stats", {}).items())
         return cls(
             meta["metric"], meta["model_hash"], meta["data_fingerprint"], entries, float(meta["seconds"]), meta.get("model_name", ""),
-            tuple((str(k), str(v)) for k, v in meta.get("params", {}).items()),
+            tuple((str(k), str(v)) for k, v in meta.get("params", {}).items()), stats,
         )
 
     def save(self, path: str | Path) -> Path:
