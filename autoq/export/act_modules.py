@@ -21,11 +21,24 @@ from autoq.quant.activation import ActRange, ActSpec, fake_quantize_activation
 class ActQuantLinear(QuantLinear):
     """``y = quant(x / s) @ dequant(W).T + b``: a `QuantLinear` (same buffers) whose input is quantized too."""
 
+    stored_floats = (*QuantLinear.stored_floats, "act_lo_hi")
+
     def __init__(self, packed: PackedWeight, act: ActSpec, act_range: ActRange | None = None, bias: torch.Tensor | None = None,
                  input_scale: torch.Tensor | None = None, backend: str = "auto") -> None:
         super().__init__(packed, bias, backend, input_scale)
         self.act, self.act_range = act, act_range
-        self._int8: Int8Weight | None = None  # the kernel's int8 layout, built on first use (and again after a move)
+        # the static range in the state dict too (float64: the exported floats exactly), so that loading another
+        # export's state moves it; `act_range` keeps it as floats, read without a device sync in every forward
+        lo_hi = None if act_range is None else torch.tensor([act_range.lo, act_range.hi], dtype=torch.float64, device=packed.qweight.device)
+        self.register_buffer("act_lo_hi", lo_hi)
+        self._int8: Int8Weight | None = None  # the kernel's int8 layout, built on first use (and again after a move or a load)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        """After ``load_state_dict``: the range and the int8 layout follow the loaded codes, scales and range."""
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.act_lo_hi is not None:
+            self.act_range = ActRange(float(self.act_lo_hi[0]), float(self.act_lo_hi[1]))
+        self._int8 = None
 
     def _int8_path(self, x: torch.Tensor) -> bool:
         if self.backend == "torch" or not (self.act.bits == 8 and self.act.symmetric and supports_w8a8(self.spec)):

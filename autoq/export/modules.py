@@ -13,11 +13,11 @@ from torch import nn
 
 from autoq.kernels.formats import PackedWeight, split_counters
 
-_STORED_FLOATS = ("scales", "zeros", "input_scale")  # floating-point buffers that are part of the exported quantization
-
 
 class QuantLinear(nn.Module):
     """``y = x @ dequant(W).T + b`` with ``W`` held as a `PackedWeight` (int32 codes, fp16 scales/zeros)."""
+
+    stored_floats: tuple[str, ...] = ("scales", "zeros", "input_scale")  # float buffers that are part of the quantization
 
     def __init__(self, packed: PackedWeight, bias: torch.Tensor | None = None, backend: str = "auto",
                  input_scale: torch.Tensor | None = None) -> None:
@@ -35,12 +35,14 @@ class QuantLinear(nn.Module):
         # AWQ: the codes are those of W diag(s); the input is divided by s (fp32, (in,)) before the kernel
         self.register_buffer("input_scale", None if input_scale is None else input_scale.float().to(packed.qweight.device))
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+        # follows .half()/.to(dtype) as an ordinary layer's weight would: the dtype `weight` is read in
+        self.register_buffer("compute_dtype_probe", torch.zeros(0, device=packed.qweight.device), persistent=False)
 
     def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
         """``model.to(torch.bfloat16)``, ``.half()``, ``.float()`` change the compute dtype (the bias), never the stored
         quantization: fp16 scales and zero points rounded to bf16, or an fp32 AWQ input scale rounded to 16 bits, would
         no longer be what the search simulated. Devices still move (as bitsandbytes' layers do)."""
-        stored = {name: getattr(self, name) for name in _STORED_FLOATS if getattr(self, name) is not None}
+        stored = {name: getattr(self, name) for name in self.stored_floats if getattr(self, name) is not None}
         super()._apply(fn, recurse)
         for name, before in stored.items():
             after = getattr(self, name)
@@ -52,6 +54,13 @@ class QuantLinear(nn.Module):
     def packed(self) -> PackedWeight:
         """The weight in the kernel layout, on this module's current device."""
         return PackedWeight(self.spec, (self.out_features, self.in_features), self.qweight, self.scales, self.zeros, self.split_counters)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """The dequantized ``(out, in)`` weight in the module's compute dtype, read-only and rebuilt on each read: for code
+        that reads a linear layer's ``weight`` rather than calling it (torch's ``TransformerEncoderLayer`` checks its
+        layers' weights before every forward). ``forward`` never uses it."""
+        return self.dequantized_weight().to(self.compute_dtype_probe.dtype)
 
     def dequantized_weight(self) -> torch.Tensor:
         """The weight as fp32 ``(out, in)`` in the layer's own input coordinates: what the search simulated."""

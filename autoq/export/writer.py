@@ -16,6 +16,7 @@ cost model's ``size_bytes`` plus the safetensors header and the buffers.
 from __future__ import annotations
 
 import stat
+import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,18 @@ def _resolve_model(model: nn.Module | str, calibration: Sequence[Any] | None, da
             "export with the model the search used"
         )
     return workload.model, (model if model in BUILTINS else None), (workload.calibration if calibration is None else calibration)
+
+
+def _stored(name: str, tensor: torch.Tensor, kept: list[str]) -> torch.Tensor:
+    """What the export stores of a parameter or buffer outside the quantized weights: fp16 (the cost model's 2 bytes
+    a value), unless that overflows a finite value (a BatchNorm's running variance above 65504), then as it is."""
+    if not tensor.is_floating_point():
+        return tensor.contiguous().clone()
+    half = tensor.half()
+    if tensor.dtype != torch.float16 and not torch.isfinite(half).all() and torch.isfinite(tensor).all():
+        kept.append(name)
+        return tensor.contiguous().clone()
+    return half.contiguous().clone()
 
 
 def export(model: nn.Module | str | None, point: object, out_dir: str | Path, calibration: Sequence[Any] | None = None,
@@ -104,10 +117,10 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     layers = [found[name] for name in assignment]
     quantized = {name: c for name, c in assignment.items() if not c.weight.is_half}
     weight_names = {f"{name}.weight" for name in quantized}
-    act_convs = [name for name, c in quantized.items() if c.activation is not None and not found[name].is_linear]
+    act_convs = [f"{name} ({found[name].kind})" for name, c in quantized.items() if c.activation is not None and not found[name].is_linear]
     if act_convs:
-        raise AutoqError(f"activation quantization is exported for linear layers only; {act_convs[:3]} are convolutions: "
-                         "choose a weight-only format for them")
+        raise AutoqError(f"activation quantization is exported for linear layers only; {act_convs[:3]} are not (convolutions, or "
+                         "a MultiheadAttention's out_proj, whose input the module never passes through it): choose a weight-only format for them")
     tied = [f"{name} (tied to {aliases[0]})" for name, aliases in tied_weights(model).items() if name in quantized]
     if tied:
         raise AutoqError(f"the point quantizes layer(s) whose weight is tied to another parameter: {tied[:3]}; an export cannot "
@@ -115,6 +128,9 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     check_finite_weights(model, layers)  # as the search does: NaN would quantize to codes without a warning
     if calibration:
         check_finite_batches(calibration)
+    out = Path(out_dir)
+    if out.exists() and not out.is_dir():  # now, not after quantizing (GPTQ on a large model takes a while)
+        raise AutoqError(f"{out} is a file; pass a folder (new or existing) to export into")
 
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, dict] = {}
@@ -136,15 +152,16 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
                     biases[f"{layer.name}.bias"] = part.bias
             meta[layer.name] = entry
         param_names = {pname for pname, _ in model.named_parameters(remove_duplicate=False)}
+        kept: list[str] = []
         for pname, p in model.named_parameters():
             if pname not in weight_names:
-                p = biases.get(pname, p)
-                tensors[pname] = p.detach().to(torch.float16 if p.is_floating_point() else p.dtype).contiguous().clone()
+                tensors[pname] = _stored(pname, biases.get(pname, p).detach(), kept)
         for bname, b in model.state_dict().items():
             if bname not in param_names and bname not in tensors:
-                tensors[bname] = (b.half() if b.is_floating_point() else b).contiguous().clone()
+                tensors[bname] = _stored(bname, b, kept)
+    if kept:
+        print(f"autoq: note: kept {len(kept)} tensor(s) in fp32 that fp16 would turn to inf (beyond 65504): {kept[:3]}", file=sys.stderr)
 
-    out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save_file
 

@@ -34,7 +34,7 @@ class LayerInfo:
     """A quantizable layer: its qualified name, kind and 2-D weight shape."""
 
     name: str
-    kind: str  # "linear" | "conv1d" | "conv2d" | "hf_conv1d"
+    kind: str  # "linear" | "conv1d" | "conv2d" | "hf_conv1d" | "mha_out_proj" (an nn.MultiheadAttention reads its weight itself)
     out_features: int
     in_features: int
 
@@ -161,6 +161,9 @@ def find_layers(model: nn.Module, skip: Iterable[str] = (), include_tied: bool =
     skip_res = compile_patterns(skip, "skip")
     tied = {} if include_tied else tied_weights(model)
     hf_conv1d = _conv1d_type()
+    # nn.MultiheadAttention uses its out_proj's weight and bias without calling it: no input hook, activation format
+    # or kernel reaches it, so it is searched weight-only and exported dequantized, like a convolution
+    bypassed = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}
     found: list[LayerInfo] = []
     used = [False] * len(skip_res)
     names: list[str] = []
@@ -168,6 +171,7 @@ def find_layers(model: nn.Module, skip: Iterable[str] = (), include_tied: bool =
         kind = _kind(module, hf_conv1d)
         if kind is None:
             continue
+        kind = "mha_out_proj" if id(module) in bypassed else kind
         names.append(name)
         hits = [i for i, r in enumerate(skip_res) if r.search(name)]
         for i in hits:

@@ -180,6 +180,37 @@ def test_a_tied_lm_head_stays_fp16_through_search_export_and_load(tmp_path, caps
         autoq.export(model, head, tmp_path / "head", progress=False)
 
 
+def test_a_torch_transformer_layer_round_trips_with_its_attention_output_dequantized(tmp_path):
+    """nn.MultiheadAttention reads out_proj's weight without calling it, and TransformerEncoderLayer reads its linear
+    layers' weights before each forward: the loaded model used to fail with "'QuantLinear' has no attribute 'weight'"."""
+    torch.manual_seed(0)
+    model = torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True).eval()
+    kinds = {layer.name: layer.kind for layer in find_layers(model)}
+    assert kinds == {"self_attn.out_proj": "mha_out_proj", "linear1": "linear", "linear2": "linear"}
+    assignment = Assignment.from_dict({name: LayerChoice.from_name("int4-ch-asym:rtn-mse") for name in kinds})
+    out = autoq.export(model, assignment, tmp_path / "enc", progress=False)
+    loaded = autoq.load(out, model=torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True))
+    assert isinstance(loaded.linear1, QuantLinear) and type(loaded.self_attn.out_proj) is type(model.self_attn.out_proj)
+    x = torch.randn(2, 5, 16)
+    with torch.inference_mode():
+        assert rel_err(loaded(x), round_others_to_fp16(simulated(model, assignment), assignment)(x)) < 1e-5
+    act = Assignment.from_dict({**dict(assignment.items()), "self_attn.out_proj": LayerChoice.from_name("int8-ch-sym:rtn-minmax+a8-token")})
+    with pytest.raises(AutoqError, match=r"\['self_attn.out_proj \(mha_out_proj\)'\] are not"):
+        autoq.export(model, act, tmp_path / "act", progress=False)
+
+
+def test_a_value_beyond_fp16_is_kept_in_fp32_not_stored_as_inf(tmp_path, capsys):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.BatchNorm1d(4), torch.nn.Linear(4, 3)).eval()
+    model[1].running_var.fill_(1.5e5)  # an unnormalised feature's variance
+    assignment = Assignment.from_dict({"0": LayerChoice.from_name("int8-ch-asym:rtn-mse"), "2": LayerChoice.from_name("int8-ch-asym:rtn-mse")})
+    loaded = autoq.load(autoq.export(model, assignment, tmp_path / "bn", progress=False), model=copy.deepcopy(model))
+    assert "kept 1 tensor(s) in fp32" in capsys.readouterr().err and torch.equal(loaded[1].running_var, model[1].running_var)
+    x = torch.randn(5, 8)
+    with torch.inference_mode():
+        assert rel_err(loaded(x), round_others_to_fp16(simulated(model, assignment), assignment)(x)) < 1e-2
+
+
 def test_errors_say_what_is_wrong(tmp_path):
     workload = load_workload("digits-cnn")
     with pytest.raises(AutoqError, match="autoq_config.json"):
@@ -189,6 +220,9 @@ def test_errors_say_what_is_wrong(tmp_path):
     bad = Assignment((("nope", LayerChoice.from_name("fp16")),))
     with pytest.raises(AutoqError, match="does not have"):
         autoq.export(workload.model, bad, tmp_path / "x")
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(AutoqError, match="a-file is a file; pass a folder"):
+        autoq.export(workload.model, mixed(workload.model), tmp_path / "a-file", progress=False)
     out = autoq.export(workload.model, mixed(workload.model), tmp_path / "ok")
     with pytest.raises(AutoqError, match="does not match"):
         autoq.load(out, model=torch.nn.Sequential(torch.nn.Linear(3, 3)))

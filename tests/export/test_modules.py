@@ -94,3 +94,33 @@ def test_w8a8_kernel_path_matches_the_simulated_torch_path(act):
         module.backend = "triton"  # int8 activation codes and the int8 GEMM, on Triton's interpreter here
         got = module(x.half()).float()
     assert float((got - reference).abs().max() / reference.abs().max()) < 1e-2  # fp16 operands
+
+
+def test_weight_reads_as_the_dequantized_weight_in_the_compute_dtype():
+    module, w = layer("int4-g32-asym")
+    assert torch.equal(module.weight, w) and module.weight.dtype == torch.float32
+    module.half()
+    assert module.weight.dtype == torch.float16 and torch.equal(module.weight, w.half())
+    assert "weight" not in module.state_dict()  # read-only view, never stored
+
+
+@pytest.mark.parametrize("act", ["a8-tensor", "a8-token"])
+def test_loading_another_layers_state_moves_its_range_and_its_int8_codes(act):
+    """The static range is in the state dict, and the W8A8 kernel's int8 layout is rebuilt after a load."""
+    from autoq.export import ActQuantLinear
+    from autoq.quant.activation import ActRange, ActSpec
+
+    spec = ActSpec.from_name(act)
+
+    def make(seed: int, hi: float) -> ActQuantLinear:
+        torch.manual_seed(seed)
+        qt = quantize(torch.randn(8, 16), QuantSpec.from_name("int8-ch-sym"))
+        return ActQuantLinear(PackedWeight.from_quantized(qt), spec, ActRange(-hi, hi) if spec.static else None, torch.randn(8), backend="triton")
+
+    a, b = make(0, 1.0), make(1, 20.0)
+    x = (torch.randn(3, 16) * 4).half()
+    with torch.inference_mode():
+        a(x)  # builds a's int8 layout
+        a.load_state_dict(b.state_dict())
+        assert torch.equal(a(x), b(x))
+    assert a.act_range == b.act_range and ("act_lo_hi" in a.state_dict()) == spec.static
