@@ -117,13 +117,13 @@ class _Accumulator:
             raise AutoqError("a layer input on the calibration data holds NaN or Inf")
         r64 = rows.double()
         if self.xtx is None:
-            n_in = rows.shape[1]
-            self.xtx = torch.zeros(n_in, n_in, dtype=torch.float64)
-            self.abs_sum = torch.zeros(n_in, dtype=torch.float64)
-            self.sum = torch.zeros(n_in, dtype=torch.float64)
-            self.absmax = torch.zeros(n_in)
-            self.lo = torch.full((n_in,), float("inf"))
-            self.hi = torch.full((n_in,), float("-inf"))
+            n_in, device = rows.shape[1], rows.device  # on the model's device: a CUDA model's rows stay there
+            self.xtx = torch.zeros(n_in, n_in, dtype=torch.float64, device=device)
+            self.abs_sum = torch.zeros(n_in, dtype=torch.float64, device=device)
+            self.sum = torch.zeros(n_in, dtype=torch.float64, device=device)
+            self.absmax = torch.zeros(n_in, device=device)
+            self.lo = torch.full((n_in,), float("inf"), device=device)
+            self.hi = torch.full((n_in,), float("-inf"), device=device)
         self.xtx.addmm_(r64.t(), r64)
         self.abs_sum += r64.abs().sum(0)
         self.sum += r64.sum(0)
@@ -144,7 +144,7 @@ class _Accumulator:
         if self.xtx is None:
             raise AutoqError("the layer saw no input on the calibration batches")
         n = self.n
-        samples = self.samples[0] if self.samples else torch.zeros(0, self.xtx.shape[0])
+        samples = self.samples[0] if self.samples else torch.zeros(0, self.xtx.shape[0], device=self.xtx.device)
         return LayerStats(self.xtx, self.absmax, (self.abs_sum / n).float(), (self.sum / n).float(), self.lo, self.hi, n, samples)
 
 
