@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from torch import nn
 
 from autoq.budget import Budget
 from autoq.choice import Assignment
+from autoq.errors import AutoqError
 from autoq.evaluate import apply_assignment
 
 if TYPE_CHECKING:
@@ -44,6 +46,12 @@ class Point:
             row.update(latency_ms=self.latency_ms, latency_source=self.latency_source or "")
         row.update(uniform=self.uniform, run_id=self.run_id or "", choices=self.assignment.summary())
         return row
+
+
+def best_point(points: Sequence[Point]) -> Point:
+    """The highest quality; of equal qualities the fewest bits, then the lowest latency (what ``result.best`` and the
+    logged ``best_*`` metrics both report)."""
+    return max(points, key=lambda p: (p.quality, -p.effective_bits, -(p.latency_us or 0.0)))
 
 
 def _dominates(a: Point, b: Point) -> bool:
@@ -93,8 +101,10 @@ class SearchResult:
 
     @property
     def best(self) -> Point:
-        """The highest-quality point within the budget (every evaluated point is)."""
-        return max(self.points, key=lambda p: (p.quality, -p.effective_bits, -(p.latency_us or 0.0)))
+        """The highest-quality point within the budget (every evaluated point is); of equals, the cheapest."""
+        if not self.points:
+            raise AutoqError(f"the search {self.study_name!r} has no evaluated point (every trial failed, or none ran)")
+        return best_point(self.points)
 
     @property
     def uniform_points(self) -> list[Point]:
@@ -121,15 +131,29 @@ class SearchResult:
 
         Its trials hold every proposal, the over-budget ones pruned, with the layers' choices as params."""
         if self.storage is None:
-            from autoq.errors import AutoqError
-
             raise AutoqError(f"the study {self.study_name!r} was kept in memory (storage=None) and is gone; search with a storage to keep it")
         import optuna
 
         return optuna.load_study(study_name=self.study_name, storage=self.storage)
 
-    def apply(self, model: nn.Module, point: Point | Assignment | None = None) -> nn.Module:
-        """Quantize ``model`` in place with ``point`` (the best one by default) and return it."""
+    def apply(self, model: nn.Module, point: Point | Assignment | None = None, calibration: Sequence[Any] | None = None) -> nn.Module:
+        """Quantize ``model`` in place with ``point`` (the best one by default) and return it (fake quantization, fp32).
+
+        ``calibration``: the batches the search calibrated on, for data-driven methods (GPTQ, AWQ, AdaRound, bias
+        correction), which are run again on them (a search without ``evaluate`` held out the last quarter of the
+        batches it was given and calibrated on the rest). A point with activation formats needs hooks: `autoq.export` it."""
+        from autoq.evaluate.cache import needs_stats
+        from autoq.model import find_layers
+        from autoq.model.capture import CalibrationStats
+
         chosen = point if point is not None else self.best
         assignment = chosen.assignment if isinstance(chosen, Point) else chosen
-        return apply_assignment(model, assignment)
+        data_driven = sorted({c.method for c in assignment.values() if needs_stats(c)})
+        if data_driven and calibration is None:
+            raise AutoqError(f"the point uses data-driven methods {data_driven}: pass the search's calibration batches, "
+                             "result.apply(model, calibration=batches)")
+        stats = None
+        if data_driven:
+            layers = [layer for layer in find_layers(model, include_tied=True) if layer.name in assignment]
+            stats = CalibrationStats(model, layers, list(calibration or []))
+        return apply_assignment(model, assignment, stats)

@@ -24,7 +24,7 @@ from autoq.budget import Budget, check_latency_config, parse_budget
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.cost import CostModel
-from autoq.engine.result import Point, SearchResult, pareto_front
+from autoq.engine.result import Point, SearchResult, best_point, pareto_front
 from autoq.engine.resume import check_execution, check_resumable, finished_trials, read_settings, remember_settings, stored_settings
 from autoq.engine.seeding import check_seed_from, seed_metric, start_strategy
 from autoq.engine.strategy import sampler_factory, sampler_name, strategy_factory
@@ -85,7 +85,7 @@ class SearchConfig:
             raise AutoqError("mlflow_parent_run_id nests the search's MLflow run in another run, but MLflow logging is off (tracking_uri=None)")
         if isinstance(self.pins, Mapping):
             object.__setattr__(self, "pins", tuple(self.pins.items()))
-        object.__setattr__(self, "skip", tuple(self.skip))
+        object.__setattr__(self, "skip", (self.skip,) if isinstance(self.skip, str) else tuple(self.skip))  # one pattern, not its letters
 
     def resolved_storage(self) -> str | None:
         if self.storage != "auto":
@@ -194,8 +194,12 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
             metrics = _summary_metrics(points, reference, eval_seconds, book.n_infeasible, book.n_failed)
             tracker.finish(points, frontier, {**metrics, "wall_seconds": wall_seconds}, budget.value if budget.kind == "bits" else None, status,
                            latency_budget_ms=budget.value if budget.is_latency else None)
+    if not points and book.n_failed:
+        where = "MLflow run tags and the Optuna study" if tracker else "the Optuna study"
+        raise AutoqError(f"every trial failed ({book.n_failed}); the first error is in {where} {study_name!r}")
     if not points:
-        raise AutoqError(f"every trial failed ({book.n_failed}); the first error is in MLflow run tags and the Optuna study {study_name!r}")
+        raise AutoqError(f"no trial was evaluated: the timeout ({config.timeout} s) ended the search before its first trial; "
+                         "give it more time" if config.timeout is not None else "no trial was evaluated")
     return SearchResult(
         budget=budget, metric=workload.metric, reference_quality=reference, points=tuple(points), frontier=tuple(frontier),
         study_name=study_name, storage=storage, tracking_uri=config.tracking_uri, parent_run_id=parent_id,
@@ -271,7 +275,7 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
 def _summary_metrics(points: list[Point], reference: float, eval_seconds: float, n_infeasible: int, n_failed: int) -> dict[str, float]:
     metrics = {"reference_quality": reference, "eval_seconds": eval_seconds, "n_evaluated": len(points), "n_over_budget": n_infeasible, "n_failed": n_failed}
     if points:
-        best = max(points, key=lambda p: p.quality)
+        best = best_point(points)
         metrics.update(best_quality=best.quality, best_effective_bits=best.effective_bits)
         if best.latency_ms is not None:
             metrics["best_latency_ms"] = best.latency_ms

@@ -101,6 +101,38 @@ def test_result_pickles_and_applies(result, digits):
     assert digits.evaluate(model) == pytest.approx(result.best.quality, abs=1e-9)
 
 
+def test_the_logged_best_is_result_best_of_equal_qualities_the_cheapest(result):
+    top = max(p.quality for p in result.points)
+    assert sum(p.quality == top for p in result.points) > 1  # accuracy on 450 images: several trials tie
+    metrics = MlflowClient(result.tracking_uri).get_run(result.parent_run_id).data.metrics
+    assert result.best.effective_bits == min(p.effective_bits for p in result.points if p.quality == top)
+    assert metrics["best_effective_bits"] == result.best.effective_bits and metrics["best_quality"] == top
+
+
+def test_data_driven_points_apply_with_the_calibration_batches(digits):
+    import copy
+
+    result = autoq.search("digits-cnn", budget="6bits", n_trials=3, pins={".*": "int4-ch-asym:gptq"}, seed_from="none",
+                          tracking_uri=None, storage=None, progress=False)
+    model = copy.deepcopy(digits.model)
+    with pytest.raises(AutoqError, match=r"data-driven methods \['gptq'\]: pass the search's calibration batches"):
+        result.apply(model)
+    result.apply(model, calibration=digits.calibration)
+    assert digits.evaluate(model) == pytest.approx(result.best.quality, abs=1e-9)
+
+
+def test_a_skip_string_is_one_pattern_and_a_search_with_no_point_says_why():
+    assert autoq.SearchConfig(skip="conv").skip == ("conv",)  # was ('c', 'o', 'n', 'v')
+    with pytest.raises(AutoqError, match=r"no trial was evaluated: the timeout \(1e-06 s\) ended the search before its first trial"):
+        autoq.search("digits-cnn", budget="4.5bits", n_trials=3, timeout=1e-6, tracking_uri=None, storage=None, progress=False, seed_from="none")
+    import dataclasses
+
+    empty = dataclasses.replace(autoq.search("digits-cnn", budget="4.5bits", n_trials=1, tracking_uri=None, storage=None, progress=False,
+                                             seed_from="none"), points=(), frontier=())
+    with pytest.raises(AutoqError, match="has no evaluated point"):
+        _ = empty.best
+
+
 def test_same_seed_same_frontier(digits, mlflow_uri):
     def run():
         r = autoq.search("digits-cnn", budget="3.5bits", n_trials=12, seed=3, tracking_uri=None, storage=None, progress=False)
