@@ -164,6 +164,7 @@ class QueueStrategy(OptunaStrategy):
     Each proposal is enqueued into an Optuna study first, so the trials are stored,
     shown by the dashboard and told like any other. When ``source`` runs dry it
     repeats its first proposal, which the search loop recognises and does not evaluate again.
+    A resumed study skips the proposals it already holds: the source starts from its beginning again.
     """
 
     def __init__(
@@ -172,16 +173,24 @@ class QueueStrategy(OptunaStrategy):
         super().__init__(space, optuna.samplers.RandomSampler(seed=0), study_name, storage, resume, with_latency)
         self._source = source
         self._first: Assignment | None = None
+        finished = [t for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()]
+        self._stored = {frozenset(t.params.items()) for t in finished}
 
     def ask(self) -> Proposal:
         if not self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
-            nxt = next(self._source, None)
+            nxt = self._next_new()
             if nxt is None:
                 nxt = self._first
             if nxt is not None:
-                self._first = self._first or nxt
                 self.seed([nxt])
         return super().ask()
+
+    def _next_new(self) -> Assignment | None:
+        for assignment in self._source:
+            self._first = self._first or assignment
+            if frozenset((name, choice.name) for name, choice in assignment.items()) not in self._stored:
+                return assignment
+        return None
 
 
 @dataclass(frozen=True)
@@ -210,7 +219,7 @@ class StrategyContext:
         return self.cost_model.latency_source is not None
 
 
-# factory(ctx) -> (strategy, seeds to enqueue before it runs, the uniform baselines among them)
+# factory(ctx) -> (strategy, seeds to enqueue before it runs, the uniform assignments to flag as baselines when evaluated)
 StrategyFactory = Callable[[StrategyContext], tuple[Strategy, list[Assignment], list[Assignment]]]
 
 
@@ -248,7 +257,9 @@ def _table_seeds(ctx: StrategyContext, uniform: list[Assignment], count: int) ->
 
 
 def _queue(ctx: StrategyContext, source: Iterator[Assignment]) -> tuple[Strategy, list[Assignment], list[Assignment]]:
-    return QueueStrategy(ctx.space, source, ctx.study_name, ctx.storage, ctx.resume, ctx.with_latency), [], []
+    """No seeds: the source alone; every uniform assignment within the budget is flagged as one if it proposes it."""
+    uniform = uniform_seeds(ctx.space, ctx.cost_model, ctx.budget)
+    return QueueStrategy(ctx.space, source, ctx.study_name, ctx.storage, ctx.resume, ctx.with_latency), [], uniform
 
 
 def _ilp_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], list[Assignment]]:

@@ -47,7 +47,7 @@ def format_summary(result: SearchResult) -> str:
             f"the search is {gain:+.4f} better."
         )
     else:
-        lines.append("No uniform assignment fits this budget.")
+        lines.append("No uniform assignment was evaluated (none fits this budget, or the strategy proposed none).")
     extra = []
     if result.n_infeasible:
         extra.append(f"{result.n_infeasible} over-budget proposals were skipped without evaluation")

@@ -11,6 +11,7 @@ evaluated ``n_trials`` when points plus final failures reach that count.
 
 from __future__ import annotations
 
+import math
 from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, replace
@@ -108,7 +109,8 @@ class TrialBook:
             self.points.append(p)
             self._seen[p.assignment] = p.quality
         self.failures.update(failures)
-        self.n_failed = sum(1 for n in self.failures.values() if n > self.max_retries)
+        # as `_record` counts: every failure of an assignment past its retries is a trial that failed for good
+        self.n_failed = sum(max(0, n - self.max_retries) for n in self.failures.values())
         self.n_infeasible += n_infeasible
         self._progress(len(self.points) + self.n_failed)
 
@@ -145,12 +147,16 @@ class TrialBook:
                     raise AutoqError(f"the sampler proposed {self._in_a_row} over-budget assignments in a row; try a larger budget or another --sampler")
                 continue
             self._in_a_row = 0
-            pending = Pending(proposal, cost, violation, self.failures[proposal.assignment] + 1)
+            failed = self.failures[proposal.assignment]
+            pending = Pending(proposal, cost, violation, failed + 1)
             self.in_flight[proposal.number] = pending
             known = self._seen.get(proposal.assignment)
-            if known is None:
+            if known is not None:
+                self.record(proposal.number, known, None)
+            elif failed > self.max_retries:  # it failed for good: proposed again, it counts as failed again, unevaluated
+                self.record(proposal.number, math.nan, f"not evaluated again: this assignment failed {failed} times")
+            else:
                 return pending
-            self.record(proposal.number, known, None)
         return None
 
     def record(self, number: int, quality: float, error: str | None, run_id: str | None = None) -> str | None:

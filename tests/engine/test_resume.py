@@ -121,3 +121,41 @@ def test_resume_refuses_other_settings_and_unknown_names(digits, tmp_path):
     # a resume that asks for no more trials than are finished evaluates nothing new
     again = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=None, storage=storage, study_name="s", resume=True, progress=False)
     assert len(again.points) == 3
+
+
+@pytest.mark.parametrize("strategy", ["random", "greedy"])
+def test_a_resumed_queue_strategy_goes_on_where_it_stopped(digits, tmp_path, strategy):
+    """ILP, greedy and random replay their proposals from the start: the stored ones used to come back as repeats,
+    each taking one of the trials asked for."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    options = dict(budget="4.5bits", strategy=strategy, tracking_uri=None, storage=storage, study_name="q", progress=False)
+    first = autoq.search("digits-cnn", n_trials=4, **options)
+    resumed = autoq.search("digits-cnn", n_trials=9, resume=True, **options)
+    assert [p.assignment for p in resumed.points[:4]] == [p.assignment for p in first.points]
+    assert len(resumed.points) == 9 and len({p.assignment for p in resumed.points}) == 9
+
+
+def test_an_assignment_that_failed_for_good_is_not_evaluated_again_nor_counted_otherwise_on_resume(tmp_path):
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    data = [torch.randn(8, 16) for _ in range(4)]
+    reference = model(torch.cat(data)).detach()
+    calls = []
+
+    def evaluate(m):  # int2 and int3 x2 "fail" (NaN)
+        calls.append(1)
+        with torch.no_grad():
+            quality = float(torch.nn.functional.cosine_similarity(m(torch.cat(data)), reference).mean())
+        return quality if quality > 0.98 else float("nan")
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    options = dict(budget="6bits", n_trials=14, max_retries=0, seed_from="none", tracking_uri=None, storage=storage, study_name="f", progress=False)
+    first = autoq.search(model, data, evaluate, **options)
+    fails = Counter(tuple(sorted(t.params.items())) for t in first.study().trials if t.state.name == "FAIL")
+    assert len(first.points) + first.n_failed == 14 and first.n_failed == sum(fails.values())
+    assert len(calls) == 1 + len({p.assignment for p in first.points}) + len(fails)  # the reference, then each assignment once
+    calls.clear()
+    again = autoq.search(model, data, evaluate, resume=True, **options)
+    assert (len(again.points), again.n_failed, len(calls)) == (len(first.points), first.n_failed, 1)  # finished: nothing more
