@@ -57,7 +57,8 @@ class OptunaStrategy:
     choice name. The budget is Optuna's constraint (``<= 0`` feasible), set with
     ``trial.set_constraint`` so constraint-aware samplers learn where it lies.
     Over-budget proposals are not evaluated: they are told as pruned with their
-    constraint value, which TPE and NSGA-II rank by violation alone.
+    constraint value, which TPE ranks by violation alone; NSGA-II (Optuna 5) breeds from completed trials only,
+    so it learns the budget from the evaluated ones, which all fit it.
     """
 
     def __init__(
