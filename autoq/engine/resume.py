@@ -35,7 +35,7 @@ BACKENDS = ("optuna", "ray")
 SETTINGS_ATTR = "autoq.settings"  # study user attribute: what defines the search, checked on resume
 INTERRUPTED_ATTR = "autoq.interrupted"
 _MUST_MATCH = ("model", "budget", "space", "sampler", "strategy", "seed_from", "seed", "skip", "pins", "device", "batch", "sequential",
-               "max_uniform_seeds")
+               "max_uniform_seeds", "data_fingerprint")
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
 
 
@@ -86,6 +86,7 @@ def stored_settings(workload: Workload, config: SearchConfig) -> dict[str, Any]:
         "strategy": config.strategy, "seed_from": config.seed_from, "sequential": config.sequential, "max_uniform_seeds": config.max_uniform_seeds,
         "tracking_uri": config.tracking_uri, "experiment": config.experiment,
         "mlflow_parent_run_id": config.mlflow_parent_run_id,
+        "data_fingerprint": workload.data_fingerprint,  # other data would score the new trials otherwise than the stored
     }
 
 

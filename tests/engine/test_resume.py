@@ -159,3 +159,15 @@ def test_an_assignment_that_failed_for_good_is_not_evaluated_again_nor_counted_o
     calls.clear()
     again = autoq.search(model, data, evaluate, resume=True, **options)
     assert (len(again.points), again.n_failed, len(calls)) == (len(first.points), first.n_failed, 1)  # finished: nothing more
+
+
+def test_a_resume_on_other_data_is_refused(digits, tmp_path):
+    import dataclasses
+
+    from autoq.engine import SearchConfig, run_search
+
+    config = SearchConfig(budget="4.5bits", n_trials=3, tracking_uri=None, storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="d",
+                          progress=False, seed_from="none")
+    run_search(dataclasses.replace(digits, data_fingerprint="data-v1"), config)
+    with pytest.raises(AutoqError, match=r"other settings: data_fingerprint 'data-v2' \(stored: 'data-v1'\)"):
+        run_search(dataclasses.replace(digits, data_fingerprint="data-v2"), dataclasses.replace(config, n_trials=5, resume=True))
