@@ -3,7 +3,7 @@
 Imported only when a kernel runs (it imports Triton).
 
 * ``quantize_rows``: one program per row; pass 1 finds ``max|x|``, pass 2 writes
-  ``round(x / scale)`` (half away from zero) as int8 with ``scale = max|x| / 127``.
+  ``round(x / scale)`` (half to even, as ``torch.round``) as int8 with ``scale = max|x| / 127``.
 * ``int8_gemm``: ``acc = q @ W.T`` in int32 on int8 tensor cores (``tl.dot``), then
   ``y = acc * scale_x[m] * scale_w[n]`` in fp32, stored as fp16/bf16. Per-tensor weight
   scales use stride 0.
@@ -31,7 +31,8 @@ def quantize_rows_kernel(x_ptr, q_ptr, s_ptr, K, stride_xm, stride_qm, BLOCK_K: 
         offs = k0 + tl.arange(0, BLOCK_K)
         mask = offs < K
         v = tl.load(x_ptr + row * stride_xm + offs, mask=mask, other=0.0).to(tl.float32) / scale
-        q = tl.where(v >= 0, tl.floor(v + 0.5), tl.ceil(v - 0.5))
+        q = tl.floor(v + 0.5)  # half to even, as torch.round and the search's simulation round: a tie goes down when odd
+        q = tl.where(((q - v) == 0.5) & ((q - 2.0 * tl.floor(q * 0.5)) != 0.0), q - 1.0, q)
         q = tl.minimum(tl.maximum(q, -127.0), 127.0)
         tl.store(q_ptr + row * stride_qm + offs, q.to(tl.int8), mask=mask)
 
