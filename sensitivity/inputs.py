@@ -203,34 +203,22 @@ def model_hash(model: nn.Module) -> str:
 
 def data_fingerprint(batches: Sequence[Any]) -> str:
     """A short hash of the calibration tensors (used when a workload brings no fingerprint)."""
-    h = hashlib.blake2b(digest_size=8)
-
-    def feed(x: Any) -> None:
-        if isinstance(x, torch.Tensor):
-            t = x.detach().contiguous().cpu()
-            h.update(f"{tuple(t.shape)}:{t.dtype};".encode())
-            if t.numel():
-                h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes())
-        elif isinstance(x, Mapping):
-            for k in sorted(x):
-                h.update(str(k).encode())
-                feed(x[k])
-        elif isinstance(x, (tuple, list)):
-            for v in x:
-                feed(v)
-
-    for b in batches:
-        feed(b)
-    return h.hexdigest()
+    return _digest(batches, with_bytes=True, size=8)
 
 
 def batch_shapes_digest(batches: Sequence[Any]) -> str:
     """A short hash of the batches' tensor shapes and dtypes, not their bytes (cheap on any data)."""
-    h = hashlib.blake2b(digest_size=6)
+    return _digest(batches, with_bytes=False, size=6)
+
+
+def _digest(batches: Sequence[Any], with_bytes: bool, size: int) -> str:
+    h = hashlib.blake2b(digest_size=size)
 
     def feed(x: Any) -> None:
         if isinstance(x, torch.Tensor):
             h.update(f"{tuple(x.shape)}:{x.dtype};".encode())
+            if with_bytes and x.numel():
+                h.update(x.detach().contiguous().cpu().reshape(-1).view(torch.uint8).numpy().tobytes())
         elif isinstance(x, Mapping):
             for k in sorted(x):
                 h.update(str(k).encode())
@@ -238,7 +226,6 @@ def batch_shapes_digest(batches: Sequence[Any]) -> str:
         elif isinstance(x, (tuple, list)):
             for v in x:
                 feed(v)
-        h.update(b"|")
 
     for b in batches:
         feed(b)
