@@ -19,6 +19,7 @@ from torch import nn
 from autoq.choice import LayerChoice
 from autoq.latency import LatencyModel
 from autoq.model import LayerInfo, get_module
+from autoq.quant import QuantSpec
 
 
 @dataclass(frozen=True)
@@ -62,9 +63,12 @@ class CostModel:
         return choice.weight.storage_bytes(layer.out_features, layer.in_features)
 
     def layer_us(self, layer: LayerInfo, choice: LayerChoice) -> float:
+        """The layer's GEMM at its format; a layer no kernel runs (a convolution, an attention's out_proj: the export
+        dequantizes them) at the fp16 matmul's, whatever its format: its format changes its size, not its time."""
         if self.latency is None:
             raise ValueError("this cost model has no latency source")
-        return self.latency.layer_us(layer.out_features, layer.in_features, choice.weight)
+        spec = choice.weight if layer.is_linear else QuantSpec.half()
+        return self.latency.layer_us(layer.out_features, layer.in_features, spec)
 
     def layer_amount(self, layer: LayerInfo, choice: LayerChoice, kind: str) -> float:
         """The layer's share of a budget of ``kind`` (bits | bytes | latency_ms): costs add up per layer."""

@@ -180,3 +180,16 @@ def test_no_device_no_latency():
     cm = CostModel.for_model(model, find_layers(model))
     assignment = Assignment.from_dict({"0": FP16, "2": FP16})
     assert cm.cost(assignment).latency_us is None and cm.latency_source is None
+
+
+def test_a_layer_no_kernel_runs_costs_the_fp16_matmul_whatever_its_format():
+    """A convolution is dequantized at export: its format changes its size, not its time."""
+    from autoq.latency import RooflineLatency
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(4, 8, 3), nn.Flatten(), nn.Linear(8 * 4 * 4, 10))
+    cm = CostModel.for_model(model, find_layers(model), RooflineLatency.named("h100", batch=1))
+    conv, linear = find_layers(model)
+    int2, half = LayerChoice(QuantSpec(2, "channel"), "rtn-mse"), FP16
+    assert cm.layer_us(conv, int2) == cm.layer_us(conv, half)
+    assert cm.layer_us(linear, int2) < cm.layer_us(linear, half)

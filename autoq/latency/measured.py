@@ -3,15 +3,19 @@
 Lookup for a layer ``(N, K)`` in format ``f`` at the search's batch size:
 
 1. The same shape, format and batch was measured: its median.
-2. Other shapes of that format and batch were measured: latency is linear in the
+2. Other shapes of that format and batch were measured around it (the smallest
+   ``N*K`` at most the layer's, the largest at least): latency is linear in the
    work ``N*K`` (bytes and FLOPs of one format both scale with it) between the
-   nearest measured shapes below and above. Below the smallest, the smallest
-   shape's latency (a launch-bound floor, conservative); above the largest,
-   the largest scaled by ``N*K`` (work-bound).
-3. The format was not measured (the kernels cover fewer formats than the search
-   space): the nearest measured format (bits first, then granularity) at the
-   same shape, scaled by the ratio of the two formats' roofline estimates on the
-   table's device, or by their bytes when the device has no preset.
+   nearest measured shapes below and above; shapes of equal work are averaged.
+3. The format was not measured there (the kernels cover fewer formats than the
+   search space, some only at some shapes): the nearest format (bits first, then
+   granularity) measured around the shape, scaled by the ratio of the two formats'
+   roofline estimates on the table's device, or by their bytes when the device has
+   no preset. A format measured only at LLaMA shapes is not stretched down to
+   384 x 384, nor one measured only there up to 4096 x 4096.
+4. No format was measured around the shape: the format's own (or the nearest
+   one's, scaled) smallest shape's latency below its range (a launch-bound floor,
+   conservative), its largest scaled by ``N*K`` above it (work-bound).
 
 The batch size must be one the table measured; nothing is interpolated across batch.
 """
@@ -49,14 +53,14 @@ class TableLatency:
         batches = sorted({r.batch for r in rows})
         if batch not in batches:
             raise AutoqError(f"the latency table {origin or device!r} has no measurements at batch {batch}; measured batches: {batches or 'none'}")
-        self._by_format: dict[str, list[tuple[int, int, int, float]]] = {}
+        self._by_format: dict[str, list] = {}
         for r in rows:
             if r.batch == batch:
                 if not r.median_us > 0:
                     raise AutoqError(f"latency table {origin or device!r}: median_us must be positive, got {r.median_us} for {r.format} {r.n}x{r.k}")
                 self._by_format.setdefault(r.format, []).append((r.n * r.k, r.n, r.k, float(r.median_us)))
-        for measured in self._by_format.values():
-            measured.sort()
+        for name, measured in self._by_format.items():
+            self._by_format[name] = _equal_work_averaged(sorted(measured))
         self._specs = {name: QuantSpec.from_name(name) for name in self._by_format}
         self._preset = preset_for(device)
         self._memo: dict[tuple[int, int, QuantSpec], float] = {}
@@ -82,9 +86,12 @@ class TableLatency:
         return self._memo[key]
 
     def _lookup(self, n: int, k: int, spec: QuantSpec) -> float:
-        if spec.name in self._by_format:
+        if spec.name in self._by_format and _covers(self._by_format[spec.name], n * k):
             return _interpolate(self._by_format[spec.name], n, k)
-        ref = self._nearest_format(spec)
+        covering = [s for s in self._specs.values() if _covers(self._by_format[s.name], n * k)]
+        if spec.name in self._by_format and not any(s.is_half == spec.is_half for s in covering):
+            return _interpolate(self._by_format[spec.name], n, k)  # nothing of its kind measured around it: step 4
+        ref = self._nearest_format(spec, covering if any(s.is_half == spec.is_half for s in covering) else None)
         ref_us = _interpolate(self._by_format[ref.name], n, k)
         if self._preset is not None:
             ratio = roofline_us(n, k, spec, self.batch, self._preset) / roofline_us(n, k, ref, self.batch, self._preset)
@@ -92,11 +99,11 @@ class TableLatency:
             ratio = gemm_bytes(n, k, spec, self.batch) / gemm_bytes(n, k, ref, self.batch)
         return ref_us * ratio
 
-    def _nearest_format(self, spec: QuantSpec) -> QuantSpec:
+    def _nearest_format(self, spec: QuantSpec, among: list[QuantSpec] | None = None) -> QuantSpec:
         if not self._specs:
             raise AutoqError(f"the latency table {self.origin or self.device!r} has no rows at batch {self.batch}")
         # fp16 is a different kernel: never stand in for an integer format, nor the reverse
-        same_kind = [s for s in self._specs.values() if s.is_half == spec.is_half]
+        same_kind = [s for s in (among if among is not None else self._specs.values()) if s.is_half == spec.is_half]
         if not same_kind:
             kind = "the fp16 matmul" if spec.is_half else "any integer format"
             raise AutoqError(f"the latency table {self.origin or self.device!r} has no rows for {kind} at batch {self.batch}; re-run 'autoq kernels bench'")
@@ -106,20 +113,35 @@ class TableLatency:
         )
 
 
-def _interpolate(measured: list[tuple[int, int, int, float]], n: int, k: int) -> float:
-    """Latency at ``(n, k)`` from sorted ``(n*k, n, k, us)`` rows of one format and batch."""
-    for _, mn, mk, us in measured:
-        if (mn, mk) == (n, k):
-            return us
+Rows = list[tuple[int, tuple[tuple[int, int, float], ...], float]]  # (n*k, the measured (n, k, us) of that work, their mean us)
+
+
+def _equal_work_averaged(measured: list[tuple[int, int, int, float]]) -> Rows:
+    """Sorted ``(n*k, n, k, us)`` rows grouped by work: 4096 x 11008 and 11008 x 4096 give one point between their
+    neighbours (their mean), so a layer one column wider never takes the other one's time."""
+    rows: Rows = []
+    for work, n, k, us in measured:
+        if rows and rows[-1][0] == work:
+            shapes = (*rows[-1][1], (n, k, us))
+            rows[-1] = (work, shapes, sum(s[2] for s in shapes) / len(shapes))
+        else:
+            rows.append((work, ((n, k, us),), us))
+    return rows
+
+
+def _covers(rows: Rows, work: int) -> bool:
+    return rows[0][0] <= work <= rows[-1][0]
+
+
+def _interpolate(rows: Rows, n: int, k: int) -> float:
+    """Latency at ``(n, k)`` from one format's rows at one batch (see the module docstring, steps 1, 2 and 4)."""
     work = n * k
-    works = [m[0] for m in measured]
-    i = bisect.bisect_left(works, work)
+    i = bisect.bisect_left([r[0] for r in rows], work)
+    if i < len(rows) and rows[i][0] == work:
+        return next((us for mn, mk, us in rows[i][1] if (mn, mk) == (n, k)), rows[i][2])
     if i == 0:
-        return measured[0][3]
-    if i == len(measured):
-        w_max, _, _, us_max = measured[-1]
-        return us_max * work / w_max
-    (w_lo, _, _, us_lo), (w_hi, _, _, us_hi) = measured[i - 1], measured[i]
-    if w_hi == w_lo:
-        return (us_lo + us_hi) / 2
+        return rows[0][2]
+    if i == len(rows):
+        return rows[-1][2] * work / rows[-1][0]
+    (w_lo, _, us_lo), (w_hi, _, us_hi) = rows[i - 1], rows[i]
     return us_lo + (us_hi - us_lo) * (work - w_lo) / (w_hi - w_lo)

@@ -59,6 +59,26 @@ def test_unmeasured_format_uses_the_roofline_ratio_of_a_known_device():
     assert table.layer_us(200, 200, int8) == pytest.approx(expected)
 
 
+def test_a_format_measured_elsewhere_borrows_a_format_measured_around_the_shape():
+    """int5 measured only at small shapes, int4 over the whole range: at a large shape int5 takes int4's time scaled
+    by their bytes, not its small shapes' time stretched by N*K (84 us where fp16 took 15 in the H200 table)."""
+    small_int5 = [Measurement(100, 100, "int5-g128-asym", 1, 12.0)]
+    table = TableLatency("Test GPU", rows() + small_int5, batch=1)
+    int5 = QuantSpec.from_name("int5-g128-asym")
+    ratio = (int5.storage_bytes(400, 400) + 2 * 800) / (INT4.storage_bytes(400, 400) + 2 * 800)
+    assert table.layer_us(400, 400, int5) == pytest.approx(110.0 * ratio)
+    assert table.layer_us(100, 100, int5) == 12.0  # its own row where it was measured
+    alone = TableLatency("Test GPU", small_int5 + rows("fp16"), batch=1)  # no integer format around 400 x 400: its own range stretches
+    assert alone.layer_us(400, 400, int5) == pytest.approx(12.0 * 16)
+
+
+def test_shapes_of_equal_work_are_averaged_so_latency_grows_with_work():
+    table = TableLatency("Test GPU", rows() + [Measurement(800, 50, "int4-g128-asym", 1, 50.0)], batch=1)
+    assert table.layer_us(200, 200, INT4) == 30.0 and table.layer_us(800, 50, INT4) == 50.0  # measured shapes: their own rows
+    assert table.layer_us(201, 200, INT4) > table.layer_us(199, 200, INT4) > 10.0
+    assert table.layer_us(400, 100, INT4) == pytest.approx(40.0)  # another shape of that work: the mean
+
+
 def test_missing_fp16_row_is_an_error():
     table = TableLatency("Test GPU", rows(), batch=1)
     with pytest.raises(AutoqError, match="fp16"):
