@@ -50,9 +50,10 @@ def get_device(name: str) -> DevicePreset:
 
 
 def preset_for(device_name: str) -> DevicePreset | None:
-    """The preset named in a measured table's device string (``NVIDIA H100 80GB HBM3`` -> h100), most specific first."""
-    squashed = device_name.lower().replace(" ", "")
-    for preset in sorted(DEVICES.values(), key=lambda p: -len(p.name)):
-        if preset.name.replace("-", "") in squashed:
+    """The preset named in a measured table's device string (``NVIDIA H100 80GB HBM3`` -> h100), most specific first:
+    every part of the preset's name appears in it (``NVIDIA A100-SXM4-40GB`` -> a100-40gb, ``... -80GB`` -> a100)."""
+    squashed = "".join(ch for ch in device_name.lower() if ch.isalnum())
+    for preset in sorted(DEVICES.values(), key=lambda p: (-len(p.name.split("-")), -len(p.name))):
+        if all(part in squashed for part in preset.name.split("-")):
             return preset
     return None
