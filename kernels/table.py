@@ -26,11 +26,13 @@ Rows timed with autotuning may also carry ``tiles`` (the tile each Triton kernel
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from autoq.errors import AutoqError
+from autoq.quant import QuantSpec
 
 TABLE_VERSION = 1
 _ROW_FIELDS = ("n", "k", "format", "kernel", "batch", "median_us", "p20_us", "p80_us", "gbps")
@@ -172,16 +174,31 @@ class LatencyTable:
             missing = [f for f in _ROW_FIELDS if not isinstance(raw, dict) or f not in raw]
             if missing:
                 raise AutoqError(f"{source}: row {i} lacks {', '.join(missing)}; each row needs {', '.join(_ROW_FIELDS)}")
-            rows.append(LatencyRow(int(raw["n"]), int(raw["k"]), str(raw["format"]), str(raw["kernel"]), int(raw["batch"]),
-                                   float(raw["median_us"]), float(raw["p20_us"]), float(raw["p80_us"]), float(raw["gbps"]),
-                                   str(raw.get("activation", WEIGHT_ONLY)), tuple(str(t) for t in raw.get("tiles", ())),
-                                   tuple((str(t), float(us)) for t, us in dict(raw.get("tile_timings_us", {})).items())))
+            try:
+                row = LatencyRow(int(raw["n"]), int(raw["k"]), str(raw["format"]), str(raw["kernel"]), int(raw["batch"]),
+                                 float(raw["median_us"]), float(raw["p20_us"]), float(raw["p80_us"]), float(raw["gbps"]),
+                                 str(raw.get("activation", WEIGHT_ONLY)), tuple(str(t) for t in raw.get("tiles", ())),
+                                 tuple((str(t), float(us)) for t, us in dict(raw.get("tile_timings_us", {})).items()))
+                QuantSpec.from_name(row.format)
+            except (TypeError, ValueError, AutoqError) as exc:
+                raise AutoqError(f"{source}: row {i} ({raw.get('format')} {raw.get('n')}x{raw.get('k')}) is malformed: {exc}; "
+                                 "each row holds integers n, k, batch, a format name such as int4-g128-asym, and numbers in microseconds") from None
+            if min(row.n, row.k, row.batch) < 1:
+                raise AutoqError(f"{source}: row {i} has n={row.n}, k={row.k}, batch={row.batch}; each must be at least 1")
+            if not all(math.isfinite(v) and v > 0 for v in (row.median_us, row.p20_us, row.p80_us)):
+                raise AutoqError(f"{source}: row {i} ({row.format} {row.n}x{row.k}) has timings {row.p20_us}, {row.median_us}, {row.p80_us} us; "
+                                 "they must be positive and finite")
+            rows.append(row)
         peak = data.get("peak_bandwidth_gbs")
+        try:
+            peak = None if peak is None else float(peak)
+        except (TypeError, ValueError):
+            raise AutoqError(f"{source}: peak_bandwidth_gbs {peak!r} is not a number of GB/s") from None
         timing = data.get("timing", "flush")
         if timing not in TIMINGS:
             raise AutoqError(f"{source}: timing {timing!r} is unknown; a latency table's timing is one of {', '.join(TIMINGS)}")
         return cls(data["device"], tuple(rows), str(data.get("torch", "")), str(data.get("triton", "")), str(data.get("cuda", "")),
-                   str(data.get("created", "")), None if peak is None else float(peak), timing)
+                   str(data.get("created", "")), peak, timing)
 
     @classmethod
     def load(cls, path: str | Path) -> LatencyTable:

@@ -119,6 +119,24 @@ def test_bad_files_are_autoq_errors(tmp_path, content, match):
         LatencyTable.load(path)
 
 
+@pytest.mark.parametrize("change,match", [
+    ({"median_us": None}, r"row 0 \(fp16 384x1536\) is malformed"),
+    ({"median_us": "fast"}, "is malformed"),
+    ({"tile_timings_us": [1, 2]}, "is malformed"),
+    ({"format": "int7-g100-asym"}, r"row 0 \(int7-g100-asym 384x1536\) is malformed: .*bit"),
+    ({"median_us": float("inf")}, "must be positive and finite"),
+    ({"p20_us": 0.0}, "must be positive and finite"),
+    ({"n": 0}, "each must be at least 1"),
+])
+def test_a_malformed_row_is_an_error_naming_it(table: LatencyTable, change, match):
+    data = table.to_dict()
+    data["rows"][0].update(change)
+    with pytest.raises(AutoqError, match=match):
+        LatencyTable.from_dict(json.loads(json.dumps(data)))  # as read from a file (inf is JSON's Infinity)
+    with pytest.raises(AutoqError, match="peak_bandwidth_gbs 'fast' is not a number"):
+        LatencyTable.from_dict({**table.to_dict(), "peak_bandwidth_gbs": "fast"})
+
+
 def test_missing_file_says_how_to_make_one(tmp_path):
     with pytest.raises(AutoqError, match="autoq kernels bench"):
         LatencyTable.load(tmp_path / "absent.json")
