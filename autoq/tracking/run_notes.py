@@ -20,7 +20,8 @@ def export_command(run_id: str, tracking_uri: str) -> str:
 
 
 def _cost(point: Point) -> str:
-    latency = f", {point.latency_us:.1f} us ({point.latency_source})" if point.latency_us is not None else ""
+    source = (point.latency_source or "").replace("estimate:", "ESTIMATE ")
+    latency = f", {point.latency_us:.1f} us ({source})" if point.latency_us is not None else ""
     return f"quality {point.quality:.4f} at {point.effective_bits:.3f} bits per weight, {point.size_bytes / 1e6:.2f} MB{latency}"
 
 
@@ -39,7 +40,9 @@ def point_note(point: Point, tracking_uri: str) -> str:
 def search_note(frontier: Sequence[Point], tracking_uri: str) -> str:
     """The description of a search's run: its frontier as a table with run ids, and how to export a point."""
     latency = any(p.latency_us is not None for p in frontier)
-    head = "| trial | quality | bits | size (MB) |" + (" latency (us) |" if latency else "") + " run id |"
+    sources = sorted({p.latency_source or "" for p in frontier if p.latency_us is not None})
+    label = ", ".join(s.replace("estimate:", "ESTIMATE ") for s in sources)
+    head = "| trial | quality | bits | size (MB) |" + (f" latency (us, {label}) |" if latency else "") + " run id |"
     lines = [
         f"**autoq search**: {len(frontier)} Pareto points (quality up, effective bits down{', latency down' if latency else ''}). "
         "They are the nested trial runs tagged `pareto = true` (filter: `tags.pareto = 'true'`); the plot is `frontier.png`.",

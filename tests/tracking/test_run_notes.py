@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from dataclasses import replace
 
 from mlflow.tracking import MlflowClient
 
@@ -43,5 +44,7 @@ def test_a_long_frontier_is_cut_to_what_an_mlflow_tag_holds():
     note = search_note(frontier, "sqlite:///mlflow.db")
     assert len(note) < 8000  # MLflow's limit on a tag's value
     assert note.count("`ffff") == MAX_ROWS and "25 more in `frontier.csv`" in note
-    assert "| latency (us) |" in note and "| 3.0 |" in note
+    assert "| latency (us, table:X) |" in note and "| 3.0 |" in note
+    estimated = search_note([replace(p, latency_source="estimate:roofline:h100") for p in frontier[:2]], "sqlite:///mlflow.db")
+    assert "| latency (us, ESTIMATE roofline:h100) |" in estimated  # an estimate says so, as every latency output does
     assert "latency" not in search_note([frontier[0].__class__(0, one, 0.9, 4.0, 1, run_id="r")], "sqlite:///mlflow.db")
