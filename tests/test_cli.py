@@ -27,6 +27,8 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
         (["--model", "digits-cnn", "--pin", "garbage"], "cannot parse pin"),
         (["--sampler", "annealing"], "unknown sampler 'annealing'; choose one of tpe, nsga2, random"),
         (["--n-trials", "0"], "n_trials must be at least 1"),
+        (["--model", "digits-cnn", "--budget", "1us", "--device", "h200", "--batch", "4"],
+         "(latency source: estimate:roofline:h200); the h200 table shipped with autoq measured batches 1, 16, 128, not 4"),
         (["--model", "digits-cnn", "--tracking-uri", "./runs"], "MLflow cannot use the tracking URI './runs': The filesystem tracking backend"),
         (["--model", "digits-cnn", "--storage", "optuna.db"], "Optuna storage 'optuna.db' is not a database URL; use one such as sqlite:///optuna.db"),
         (["--resume", "nightly", "--storage", "none"], "--resume nightly reads the search from its Optuna storage, and --storage none keeps none"),

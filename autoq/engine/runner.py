@@ -125,7 +125,13 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
         tracking_client(config.tracking_uri)
     space = SearchSpace.build(load_preset(config.space), layers, dict(config.pins))
     cost_model = CostModel.for_model(workload.model, layers, latency_model(config.device, config.batch))
-    slack = budget.check_feasible(*space.extremes(cost_model, budget.kind), cost_model.latency_source)
+    try:
+        slack = budget.check_feasible(*space.extremes(cost_model, budget.kind), cost_model.latency_source)
+    except AutoqError as exc:  # the latency note (a table without this batch, say) is printed only later: say it now
+        note = cost_model.latency.note if cost_model.latency is not None and budget.is_latency else ""
+        if not note:
+            raise
+        raise AutoqError(f"{exc}; {note}") from None
     return Prepared(space, cost_model, budget, slack, tied_note(tied) if tied else None)
 
 
