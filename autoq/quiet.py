@@ -14,28 +14,40 @@ from contextlib import contextmanager
 
 @contextmanager
 def quiet_logs() -> Iterator[None]:
-    import mlflow  # noqa: F401  (configures its loggers on import: import first, then adjust)
-    import optuna
-
-    optuna_level = optuna.logging.get_verbosity()
-    mlflow_logger = logging.getLogger("mlflow")
-    mlflow_level = mlflow_logger.level
+    """Each library that is installed: loading an exported model needs neither MLflow nor Optuna."""
+    optuna = _optional("optuna")
+    mlflow_logger = logging.getLogger("mlflow") if _optional("mlflow") else None  # it configures its loggers on import
+    optuna_level = optuna.logging.get_verbosity() if optuna else None
+    mlflow_level = mlflow_logger.level if mlflow_logger else None
     hf = _transformers_logging()
     hf_state = (hf.get_verbosity(), hf.is_progress_bar_enabled()) if hf else None
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    mlflow_logger.setLevel(logging.WARNING)
+    if optuna:
+        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    if mlflow_logger:
+        mlflow_logger.setLevel(logging.WARNING)
     if hf:
         hf.set_verbosity_error()
         hf.disable_progress_bar()
     try:
         yield
     finally:
-        optuna.logging.set_verbosity(optuna_level)
-        mlflow_logger.setLevel(mlflow_level)
+        if optuna:
+            optuna.logging.set_verbosity(optuna_level)
+        if mlflow_logger:
+            mlflow_logger.setLevel(mlflow_level)
         if hf and hf_state:
             hf.set_verbosity(hf_state[0])
             if hf_state[1]:
                 hf.enable_progress_bar()
+
+
+def _optional(name: str):  # type: ignore[no-untyped-def]
+    import importlib
+
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
 
 
 def _transformers_logging():
