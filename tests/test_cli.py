@@ -31,6 +31,8 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
          "(latency source: estimate:roofline:h200); the h200 table shipped with autoq measured batches 1, 16, 128, not 4"),
         (["--model", "digits-cnn", "--tracking-uri", "./runs"], "MLflow cannot use the tracking URI './runs': The filesystem tracking backend"),
         (["--model", "digits-cnn", "--storage", "optuna.db"], "Optuna storage 'optuna.db' is not a database URL; use one such as sqlite:///optuna.db"),
+        (["--model", "digits-cnn", "--storage", "bogus://x"], "SQLAlchemy cannot open 'bogus' databases"),
+        (["--model", "digits-cnn", "--experiment", " "], "the MLflow experiment name is empty"),
         (["--resume", "nightly", "--storage", "none"], "--resume nightly reads the search from its Optuna storage, and --storage none keeps none"),
     ],
 )
@@ -61,6 +63,20 @@ def test_tracking_uri_and_storage_none_search_without_writing_a_file(tmp_path):
     assert proc.returncode == 0, proc.stderr
     assert "Best within budget: trial" in proc.stdout and "MLflow" not in proc.stdout
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_store_in_a_new_folder_is_made_and_a_deleted_experiment_refused_before_the_study(tmp_path):
+    from mlflow.tracking import MlflowClient
+
+    uri = f"sqlite:///{tmp_path / 'new' / 'deeper' / 'mlflow.db'}"
+    common = ["search", "--model", "digits-cnn", "--budget", "4", "--n-trials", "2", "--seed-from", "none", "--tracking-uri", uri]
+    proc = run_cli(*common, cwd=tmp_path)
+    assert proc.returncode == 0 and (tmp_path / "new" / "deeper" / "optuna.db").exists(), proc.stderr[-1500:]
+    client = MlflowClient(uri)
+    client.delete_experiment(client.create_experiment("gone"))
+    proc = run_cli(*common, "--experiment", "gone", "--study-name", "s", cwd=tmp_path)
+    assert proc.returncode == 2 and "MLflow experiment 'gone' is deleted" in proc.stderr and "Traceback" not in proc.stderr
+    assert run_cli(*common, "--study-name", "s", cwd=tmp_path).returncode == 0  # the refused search left no study behind
 
 
 def test_help_lists_search():

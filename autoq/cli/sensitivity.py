@@ -61,7 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from autoq.search_spaces import load_preset
     from autoq.sensitivity import get_metric, workload_table
     from autoq.space import SearchSpace
-    from autoq.tracking import sqlite_path, tracking_client
+    from autoq.tracking import check_experiment, sqlite_path, tracking_client
 
     info = get_metric(args.metric)  # an unknown metric fails before loading the model
     settings = parse_settings(args.set)
@@ -72,6 +72,8 @@ def run(args: argparse.Namespace) -> int:
     to_mlflow = tracking_uri_of(args) is not None
     if to_mlflow and sqlite_path(args.tracking_uri) is None:  # a store MLflow refuses fails now, not after the table
         tracking_client(args.tracking_uri)
+    if to_mlflow and not args.mlflow_parent_run_id:
+        check_experiment(args.tracking_uri, args.experiment)
     if args.mlflow_parent_run_id:  # refused before the table is computed, not after
         from autoq.errors import AutoqError
         from autoq.tracking import outer_run

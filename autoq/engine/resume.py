@@ -71,10 +71,15 @@ def _check_storage_url(storage: str) -> None:
         raise AutoqError(f"storage must be a database URL (a str: Optuna's RDB storage, which a resume and result.study() reopen), "
                          f"'auto' or None; got an object of type {type(storage).__name__}")
     try:
-        make_url(storage)
+        url = make_url(storage)
     except ArgumentError:
         raise AutoqError(f"Optuna storage {storage!r} is not a database URL; use one such as sqlite:///optuna.db or "
                          "postgresql://user@host/db, 'auto' (optuna.db beside the MLflow store), or none (in memory)") from None
+    try:
+        url.get_dialect()
+    except Exception as exc:  # an unknown database kind, or its driver not installed
+        raise AutoqError(f"Optuna storage {storage!r}: SQLAlchemy cannot open {url.drivername!r} databases ({exc}); "
+                         "use sqlite:///optuna.db, or install the database's driver") from None
 
 
 def stored_settings(workload: Workload, config: SearchConfig) -> dict[str, Any]:

@@ -36,7 +36,16 @@ from autoq.model import check_finite_weights, find_layers, searched_tied, tied_n
 from autoq.quiet import quiet_logs
 from autoq.search_spaces import load_preset
 from autoq.space import SearchSpace
-from autoq.tracking import STUDY_TAG, MlflowTracker, default_experiment, default_tracking_uri, outer_run, sqlite_path, tracking_client
+from autoq.tracking import (
+    STUDY_TAG,
+    MlflowTracker,
+    check_experiment,
+    default_experiment,
+    default_tracking_uri,
+    outer_run,
+    sqlite_path,
+    tracking_client,
+)
 
 
 @dataclass(frozen=True)
@@ -121,8 +130,10 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
     check_finite_batches(workload.calibration)
     if config.tracking_uri and config.mlflow_parent_run_id:  # before any evaluation, not when the search's run starts
         outer_run(config.tracking_uri, config.mlflow_parent_run_id)
-    elif config.tracking_uri and sqlite_path(config.tracking_uri) is None:  # a store MLflow refuses; a SQLite file is made later
-        tracking_client(config.tracking_uri)
+    elif config.tracking_uri:  # a store MLflow refuses (a SQLite file is made later), or an experiment it would refuse
+        if sqlite_path(config.tracking_uri) is None:
+            tracking_client(config.tracking_uri)
+        check_experiment(config.tracking_uri, config.experiment)
     space = SearchSpace.build(load_preset(config.space), layers, dict(config.pins))
     cost_model = CostModel.for_model(workload.model, layers, latency_model(config.device, config.batch))
     try:
@@ -157,6 +168,9 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
 
     study_name = config.study_name or default_study_name(workload.name, budget)
     storage = config.resolved_storage()
+    db = sqlite_path(storage) if storage else None
+    if db is not None and not config.resume:
+        db.parent.mkdir(parents=True, exist_ok=True)  # as MLflow's store beside it is made: a new folder is fine
     if config.resume:  # marks the interrupted trials failed and enqueues them again
         check_resumable(storage, study_name, stored_settings(workload, config))
     strategy, seeds, uniform = start_strategy(workload, config, problem, study_name, storage)

@@ -65,6 +65,20 @@ def tracking_client(uri: str) -> MlflowClient:
                          f"{DEFAULT_TRACKING_URI} or a tracking server (http://HOST:5000)") from None
 
 
+def check_experiment(uri: str, name: str) -> None:
+    """Refuse, before a search starts, an experiment name MLflow would refuse when its run is created: an empty one,
+    or one that is deleted (MLflow keeps a deleted experiment's name, and logs nothing to it)."""
+    if not name.strip():
+        raise AutoqError("the MLflow experiment name is empty; pass --experiment NAME (default: $MLFLOW_EXPERIMENT_NAME, else autoq)")
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        return  # a new store: the experiment will be new
+    found = tracking_client(uri).get_experiment_by_name(name)
+    if found is not None and found.lifecycle_stage == "deleted":
+        raise AutoqError(f"MLflow experiment {name!r} is deleted in {uri}; restore it (mlflow experiments restore --experiment-id "
+                         f"{found.experiment_id}) or pass another --experiment")
+
+
 def require_store(uri: str) -> None:
     """Refuse to read from a ``sqlite:///`` store whose file does not exist.
 
