@@ -73,7 +73,7 @@ def make_workload(
             raise AutoqError("without an evaluate function, autoq needs at least 2 calibration batches (one is held out to measure output fidelity)")
         if not 0 < holdout < 1:
             raise AutoqError(f"holdout must be between 0 and 1, got {holdout}")
-        n_held = max(1, math.ceil(holdout * len(batches)))
+        n_held = min(len(batches) - 1, max(1, math.ceil(holdout * len(batches))))  # at least one batch left to calibrate on
         held_out, batches = batches[-n_held:], batches[:-n_held]
         model.eval()
         evaluate = OutputFidelity(model, held_out)

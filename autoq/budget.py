@@ -67,7 +67,8 @@ class Budget:
             from autoq.latency import format_latency_us
 
             return format_latency_us(amount * 1e3)
-        return f"{amount / 1e6:.3f} MB"
+        mb = amount / 1e6
+        return f"{mb:.3f} MB" if mb >= 1 else f"{mb:.4g} MB"  # 9,800 bytes is 0.0098 MB, not 0.010 (a budget of 0.01MB)
 
     @property
     def is_latency(self) -> bool:

@@ -151,7 +151,8 @@ class SensitivityTable:
     def load(cls, path: str | Path) -> SensitivityTable:
         path = Path(path)
         if not path.is_file():
-            raise AutoqError(f"sensitivity table {str(path)!r} does not exist; write one with `autoq sensitivity --metric ... --out {path}`")
+            raise AutoqError(f"sensitivity table {str(path)!r} does not exist; `autoq sensitivity --metric METRIC --out DIR` writes "
+                             "DIR/<model>-<metric>.json (and .csv), and prints the search that reads it")
         text = path.read_text()
         return cls.from_csv(text) if path.suffix.lower() == ".csv" else cls.from_json(text)
 

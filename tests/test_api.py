@@ -130,3 +130,11 @@ def test_search_leaves_third_party_logging_as_it_was():
         assert logging.getLogger("mlflow").level == logging.INFO
     finally:
         logging.getLogger("mlflow").setLevel(logging.NOTSET)
+
+
+def test_a_large_holdout_still_leaves_a_batch_to_calibrate_on():
+    from autoq.api import make_workload
+
+    torch.manual_seed(0)
+    workload = make_workload(nn.Sequential(nn.Linear(8, 4)), [torch.randn(4, 8) for _ in range(4)], None, holdout=0.9)
+    assert len(workload.calibration) == 1 and len(workload.evaluate.batches) == 3  # 0.9 of 4 held out every batch

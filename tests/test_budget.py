@@ -159,6 +159,11 @@ def test_infeasible_budget_states_the_range_in_its_unit(text, low, high):
     assert repr(text) in message
 
 
+def test_a_range_below_a_megabyte_keeps_the_digits_that_tell_it_from_the_budget():
+    with pytest.raises(AutoqError, match=r"feasible range for this model and search space is 0.01027 MB to 0.07656 MB"):
+        parse_budget("0.01MB").check_feasible(Cost(3.0, 10_270), Cost(16.0, 76_560))  # 0.010 MB read as if it fit
+
+
 @pytest.mark.parametrize("text, high", [("16.5bits", "16.000 bits"), ("13MB", "12.000 MB")])
 def test_budget_above_the_dearest_assignment_is_accepted_with_a_note(text, high):
     note = parse_budget(text).check_feasible(CHEAP, DEAR)

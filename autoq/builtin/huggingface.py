@@ -77,7 +77,7 @@ def text_workload(
     readout = mean_pooled if has_hidden else (lambda output, batch: primary_output(output))
     fingerprint = hashlib.sha256("\n".join(held_out + ["--"] + calibration).encode()).hexdigest()[:16]
     return Workload(
-        name=name or Path(path).name,
+        name=name or Path(path).resolve().name,  # "." names the folder it is
         model=model,
         calibration=sentence_batches(tokenizer, calibration, batch_size, max_length),
         evaluate=OutputFidelity(model, eval_batches, readout),

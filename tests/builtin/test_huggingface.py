@@ -41,6 +41,11 @@ def test_local_directory_loads_with_conv1d_layers(tiny_gpt2_dir):
     assert "held-out sentences" in workload.metric
 
 
+def test_the_current_folder_is_named_as_the_folder_it_is(tiny_gpt2_dir, monkeypatch):
+    monkeypatch.chdir(tiny_gpt2_dir)
+    assert load_workload(".").name == tiny_gpt2_dir.name  # was '': study 'autoq--4.5bits-...', tables '-mse.json'
+
+
 def test_search_on_a_local_directory(tiny_gpt2_dir):
     result = autoq.search(str(tiny_gpt2_dir), budget="4.5bits", n_trials=6, tracking_uri=None, storage=None, progress=False)
     assert len(result.points) == 6
