@@ -71,4 +71,27 @@ def resolve_settings(info: MetricInfo, overrides: Mapping[str, Any] | None) -> d
     unknown = set(overrides) - set(info.defaults)
     if unknown:
         raise AutoqError(f"unknown setting(s) {sorted(unknown)} for sensitivity metric {info.name!r}; known: {sorted(info.defaults)}")
+    for key, value in overrides.items():
+        _check_setting(info.name, key, value, info.defaults[key])
     return {**info.defaults, **overrides}
+
+
+NONE_MEANS_ALL = ("n_samples", "rows_per_batch")  # None: every calibration row, batches as they come
+
+
+def _check_setting(metric: str, key: str, value: Any, default: Any) -> None:
+    """A setting has its default's kind: a count a whole number (at least 1; a seed at least 0), a tolerance a positive
+    number, a name a string. A wrong one failed deep in the metric (a TypeError, an IndexError) or was taken as is."""
+    what = f"setting {key}={value!r} of sensitivity metric {metric!r}"
+    if value is None and key in NONE_MEANS_ALL:
+        return
+    if isinstance(default, bool) or isinstance(default, str):
+        if type(value) is not type(default):
+            raise AutoqError(f"{what} must be a {type(default).__name__} like its default {default!r}")
+    elif isinstance(default, int):
+        least = 0 if key == "seed" else 1
+        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+            none = " (or none: all)" if key in NONE_MEANS_ALL else ""
+            raise AutoqError(f"{what} must be a whole number of at least {least}{none}, like its default {default!r}")
+    elif isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+        raise AutoqError(f"{what} must be a positive number, like its default {default!r}")
