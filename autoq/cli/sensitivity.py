@@ -56,6 +56,7 @@ def parse_settings(items: list[str]) -> dict[str, object]:
 def run(args: argparse.Namespace) -> int:
     from autoq.builtin import load_workload
     from autoq.cli.mlflow_args import tracking_uri_of
+    from autoq.errors import AutoqError
     from autoq.model import find_layers, searched_tied, tied_note
     from autoq.quiet import quiet_logs
     from autoq.search_spaces import load_preset
@@ -69,13 +70,14 @@ def run(args: argparse.Namespace) -> int:
 
     resolve_settings(info, settings)
     preset = load_preset(args.space)
+    if Path(args.out).exists() and not Path(args.out).is_dir():  # now, not after the table is computed
+        raise AutoqError(f"--out {args.out} is a file; pass a folder (new or existing) for the table's files")
     to_mlflow = tracking_uri_of(args) is not None
     if to_mlflow and sqlite_path(args.tracking_uri) is None:  # a store MLflow refuses fails now, not after the table
         tracking_client(args.tracking_uri)
     if to_mlflow and not args.mlflow_parent_run_id:
         check_experiment(args.tracking_uri, args.experiment)
     if args.mlflow_parent_run_id:  # refused before the table is computed, not after
-        from autoq.errors import AutoqError
         from autoq.tracking import outer_run
 
         if not to_mlflow:

@@ -58,6 +58,12 @@ def test_bad_input_is_one_line_exit_2(args, needle, out, capsys):
     assert needle in err and "Traceback" not in err
 
 
+def test_out_naming_a_file_is_refused_before_the_table_is_computed(tmp_path, capsys):
+    (tmp_path / "afile").write_text("")
+    assert main(["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--out", str(tmp_path / "afile"), "--tracking-uri", "none"]) == 2
+    assert "afile is a file; pass a folder" in capsys.readouterr().err
+
+
 def test_a_tracking_store_mlflow_refuses_is_refused_before_the_table_is_computed(out, tmp_path, capsys):
     assert main(["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--out", str(out), "--tracking-uri", str(tmp_path / "runs")]) == 2
     assert "MLflow cannot use the tracking URI" in capsys.readouterr().err
