@@ -54,8 +54,8 @@ def run_list(args: argparse.Namespace) -> int:
     for row in rows:
         cells = (cell.rjust(w) if head in right else cell.ljust(w) for cell, w, head in zip(row, widths, rows[0]))
         print("  ".join(cells).rstrip())
-    where = f"--tracking-uri {args.tracking_uri}" + (f" --experiment {shlex.quote(args.experiment)}" if args.experiment != default_experiment() else "")
-    print(f"\nautoq pareto NAME {where}   prints a frontier; autoq search --resume NAME continues a search.")
+    where = f"--tracking-uri {shlex.quote(args.tracking_uri)}" + (f" --experiment {shlex.quote(args.experiment)}" if args.experiment != default_experiment() else "")
+    print(f"\nautoq pareto NAME {where}   prints a frontier;\nautoq search --resume NAME {where}   continues a search.")
     return 0
 
 

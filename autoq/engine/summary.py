@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shlex
+
 from autoq.engine.result import Point, SearchResult
 from autoq.latency import format_latency_us
 
@@ -18,7 +20,7 @@ def export_command(run_id: str | None, tracking_uri: str) -> str:
     """The ``autoq export`` command line for an MLflow run (``--tracking-uri`` only where it is not the default)."""
     from autoq.tracking import default_tracking_uri
 
-    store = "" if tracking_uri == default_tracking_uri() else f" --tracking-uri {tracking_uri}"
+    store = "" if tracking_uri == default_tracking_uri() else f" --tracking-uri {shlex.quote(tracking_uri)}"
     return f"autoq export --run-id {run_id}{store} --out quantized"
 
 
@@ -60,9 +62,9 @@ def format_summary(result: SearchResult) -> str:
     lines.append("")
     if result.tracking_uri:
         lines.append(f"MLflow: parent run {result.parent_run_id} in {result.tracking_uri} (frontier.csv, frontier.png, pareto=true tags).")
-        lines.append(f"  Open it:  mlflow ui --backend-store-uri {result.tracking_uri}")
+        lines.append(f"  Open it:  mlflow ui --backend-store-uri {shlex.quote(result.tracking_uri)}")
         lines.append(f"  Export the best point:  {export_command(result.parent_run_id, result.tracking_uri)}   (a trial's run id: that point)")
     if result.storage:
         lines.append(f"Optuna study {result.study_name!r} in {result.storage}.")
-        lines.append(f"  Open it:  optuna-dashboard {result.storage}   (pip install optuna-dashboard)")
+        lines.append(f"  Open it:  optuna-dashboard {shlex.quote(result.storage)}   (pip install optuna-dashboard)")
     return "\n".join(lines)

@@ -7,6 +7,7 @@ frontier trial run says how to export itself.
 
 from __future__ import annotations
 
+import shlex
 from collections.abc import Sequence
 
 from autoq.engine.result import Point
@@ -16,7 +17,7 @@ MAX_ROWS = 40  # MLflow caps a tag at 8,000 characters; the rest of the frontier
 
 
 def export_command(run_id: str, tracking_uri: str) -> str:
-    return f"autoq export --run-id {run_id} --out quantized --tracking-uri {tracking_uri}"
+    return f"autoq export --run-id {run_id} --out quantized --tracking-uri {shlex.quote(tracking_uri)}"
 
 
 def _cost(point: Point) -> str:

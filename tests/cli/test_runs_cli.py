@@ -43,7 +43,25 @@ def test_the_hint_of_another_experiment_names_it_and_its_command_works(mlflow_ur
     autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=mlflow_uri, study_name="elsewhere", experiment="my exp",
                  progress=False, seed_from="none")
     assert main(["runs", "--tracking-uri", mlflow_uri, "--experiment", "my exp"]) == 0
-    hint = capsys.readouterr().out.splitlines()[-1]
-    assert hint.startswith(f"autoq pareto NAME --tracking-uri {mlflow_uri} --experiment 'my exp'   prints a frontier")
-    command = shlex.split(hint.split("   ")[0].replace("NAME", "elsewhere"))
+    pareto_hint, resume_hint = capsys.readouterr().out.splitlines()[-2:]
+    assert pareto_hint.startswith(f"autoq pareto NAME --tracking-uri {mlflow_uri} --experiment 'my exp'   prints a frontier")
+    command = shlex.split(pareto_hint.split("   ")[0].replace("NAME", "elsewhere"))
     assert main(command[1:]) == 0 and "Pareto frontier" in capsys.readouterr().out
+    resume = shlex.split(resume_hint.split("   ")[0].replace("NAME", "elsewhere"))
+    assert main([*resume[1:], "--n-trials", "4", "--no-progress"]) == 0 and "4 trials" in capsys.readouterr().out  # the study beside that store
+
+
+def test_printed_commands_survive_a_store_path_with_a_space(tmp_path, _mlflow_template, monkeypatch, capsys):
+    import shutil
+
+    (tmp_path / "my dir").mkdir()
+    shutil.copy(_mlflow_template, tmp_path / "my dir" / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'my dir' / 'mlflow.db'}"
+    monkeypatch.chdir(tmp_path)
+    assert main(["search", "--model", "digits-cnn", "--budget", "4", "--n-trials", "2", "--seed-from", "none", "--tracking-uri", uri,
+                 "--no-progress"]) == 0
+    export = next(line for line in capsys.readouterr().out.splitlines() if "Export the best point:" in line)
+    command = shlex.split(export.split("Export the best point:")[1].split("   (")[0])
+    assert "'" in export and main([*command[1:], "--no-progress"]) == 0  # quoted as a shell reads it
+    assert (tmp_path / "quantized" / "autoq_config.json").exists()
+
