@@ -88,7 +88,7 @@ class SearchConfig:
         latency_model(self.device, self.batch)  # an unknown device or unmeasured batch fails here, before any loading
         sampler_factory(self.sampler)  # an unknown name or type fails here, before any loading
         strategy_factory(self.strategy)
-        check_seed_from(self.seed_from)
+        check_seed_from(self.seed_from, self.strategy)
         check_execution(self)
         if self.mlflow_parent_run_id is not None and not self.tracking_uri:
             raise AutoqError("mlflow_parent_run_id nests the search's MLflow run in another run, but MLflow logging is off (tracking_uri=None)")

@@ -8,7 +8,7 @@ mixes instead. The default, ``auto``, is `DEFAULT_SEED_METRIC`: the cheapest met
 (one backward pass per calibration batch) and as good a ranking as the forward ones
 on MiniLM (Spearman 0.971 against 0.977); should the table fail to compute, an
 ``auto`` search warns and goes on unseeded, where a named metric is an error.
-``ilp`` and ``greedy`` always need a table (``none`` means `DEFAULT_SEED_METRIC` for them).
+``ilp`` and ``greedy`` always need a table (``none`` is refused for them).
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.engine.strategy import NEEDS_SCORES, Strategy, StrategyContext, strategy_factory
+from autoq.errors import AutoqError
 from autoq.space import SearchSpace
 
 if TYPE_CHECKING:
@@ -31,8 +32,12 @@ AUTO = "auto"
 NONE = "none"
 
 
-def check_seed_from(seed_from: str | None) -> None:
-    """Refuse an unknown metric name early (a file path is checked when it is read)."""
+def check_seed_from(seed_from: str | None, strategy: str = "optuna") -> None:
+    """Refuse an unknown metric name early (a file path is checked when it is read), and ``none`` for a strategy
+    that solves on a table (it used to compute the default table anyway, unasked)."""
+    if seed_from in (None, NONE) and strategy in NEEDS_SCORES:
+        raise AutoqError(f"--strategy {strategy} solves on a sensitivity table, and --seed-from none gives it none; pass a metric "
+                         f"({DEFAULT_SEED_METRIC}, kl, ...) or a table file, or leave --seed-from auto ({DEFAULT_SEED_METRIC})")
     if seed_from in (None, AUTO, NONE) or _is_path(seed_from):
         return
     from autoq.sensitivity import get_metric
@@ -79,7 +84,7 @@ def seed_metric(seed_from: str | None, strategy: str, space: SearchSpace | None 
     pairs: a table quantizes every pair up front (GPTQ, AWQ, AdaRound at up to seconds each on an LLM),
     where a search quantizes only the pairs its trials meet."""
     if seed_from in (None, NONE):
-        return DEFAULT_SEED_METRIC if strategy in NEEDS_SCORES else None
+        return None  # refused for ilp and greedy by check_seed_from
     if seed_from != AUTO:
         return seed_from
     if strategy not in NEEDS_SCORES and space is not None and data_driven_pairs(space) > limit:

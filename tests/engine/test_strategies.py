@@ -99,9 +99,11 @@ def test_a_study_with_other_objectives_is_refused_on_resume(digits, tmp_path):
         OptunaStrategy(space, optuna.samplers.RandomSampler(seed=0), "foreign", storage, resume=True)
 
 
-def test_ilp_without_seed_from_uses_fisher(digits):
-    for seed_from in ("auto", "none", None):
-        assert search(digits, strategy="ilp", seed_from=seed_from, n_trials=1).points[0].assignment == ilp_optimum(digits, metric="fisher")
+def test_ilp_seeds_from_fisher_by_default_and_refuses_none(digits):
+    assert search(digits, strategy="ilp", seed_from="auto", n_trials=1).points[0].assignment == ilp_optimum(digits, metric="fisher")
+    for strategy, seed_from in (("ilp", "none"), ("greedy", None)):  # none used to compute fisher anyway, unasked
+        with pytest.raises(AutoqError, match=f"--strategy {strategy} solves on a sensitivity table, and --seed-from none gives it none"):
+            SearchConfig(strategy=strategy, seed_from=seed_from)
 
 
 def test_seeded_optuna_enqueues_uniform_then_raise_then_ilp_seeds(digits):
