@@ -19,3 +19,14 @@ def same_tensors(a, b) -> bool:
 
     x, y = load_file(str(a)), load_file(str(b))
     return x.keys() == y.keys() and all(torch.equal(x[k], y[k]) for k in x)
+
+
+def mlflow_refuses_folder_stores(folder) -> bool:
+    """MLflow 3 refuses its old file store from some release on; the lowest MLflow pyproject.toml admits still takes it."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        MlflowClient(tracking_uri=str(folder))
+    except MlflowException:
+        return True
+    return False

@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import pytest
+from helpers import mlflow_refuses_folder_stores
 
 
 def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -29,7 +30,6 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
         (["--n-trials", "0"], "n_trials must be at least 1"),
         (["--model", "digits-cnn", "--budget", "1us", "--device", "h200", "--batch", "4"],
          "(latency source: estimate:roofline:h200); the h200 table shipped with autoq measured batches 1, 16, 128, not 4"),
-        (["--model", "digits-cnn", "--tracking-uri", "./runs"], "MLflow cannot use the tracking URI './runs': The filesystem tracking backend"),
         (["--model", "digits-cnn", "--storage", "optuna.db"], "Optuna storage 'optuna.db' is not a database URL; use one such as sqlite:///optuna.db"),
         (["--model", "digits-cnn", "--storage", "bogus://x"], "SQLAlchemy cannot open 'bogus' databases"),
         (["--model", "digits-cnn", "--experiment", " "], "the MLflow experiment name is empty"),
@@ -55,6 +55,14 @@ def test_no_quantizable_layer_in_a_real_model_dir(tmp_path):
     (tmp_path / "empty").mkdir()
     proc = run_cli("search", "--model", str(tmp_path / "empty"), "--no-progress", cwd=tmp_path)
     assert proc.returncode == 2 and "no config.json" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_folder_tracking_store_mlflow_refuses_is_one_line_before_any_work(tmp_path):
+    if not mlflow_refuses_folder_stores(tmp_path / "probe"):
+        pytest.skip("this MLflow still accepts folder stores")
+    proc = run_cli("search", "--model", "digits-cnn", "--tracking-uri", "./runs", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "autoq: error: MLflow cannot use the tracking URI './runs': The filesystem tracking backend" in proc.stderr
 
 
 def test_tracking_uri_and_storage_none_search_without_writing_a_file(tmp_path):
