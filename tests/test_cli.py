@@ -32,6 +32,7 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
          "(latency source: estimate:roofline:h200); the h200 table shipped with autoq measured batches 1, 16, 128, not 4"),
         (["--model", "digits-cnn", "--storage", "optuna.db"], "Optuna storage 'optuna.db' is not a database URL; use one such as sqlite:///optuna.db"),
         (["--model", "digits-cnn", "--storage", "bogus://x"], "SQLAlchemy cannot open 'bogus' databases"),
+        (["--batch", "0"], "batch (rows of activations per forward, for latency) must be at least 1, got 0"),
         (["--model", "digits-cnn", "--experiment", " "], "the MLflow experiment name is empty"),
         (["--resume", "nightly", "--storage", "none"], "--resume nightly reads the search from its Optuna storage, and --storage none keeps none"),
     ],
@@ -63,6 +64,14 @@ def test_a_folder_tracking_store_mlflow_refuses_is_one_line_before_any_work(tmp_
     proc = run_cli("search", "--model", "digits-cnn", "--tracking-uri", "./runs", "--no-progress", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "autoq: error: MLflow cannot use the tracking URI './runs': The filesystem tracking backend" in proc.stderr
+
+
+def test_a_tracking_server_that_does_not_answer_is_one_line_before_any_work(tmp_path, monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")  # MLflow's own retries would take minutes
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    proc = run_cli("search", "--model", "digits-cnn", "--tracking-uri", "http://127.0.0.1:9", "--no-progress", cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert "autoq: error: MLflow tracking store http://127.0.0.1:9 did not answer" in proc.stderr and not (tmp_path / "optuna.db").exists()
 
 
 def test_tracking_uri_and_storage_none_search_without_writing_a_file(tmp_path):

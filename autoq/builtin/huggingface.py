@@ -41,9 +41,23 @@ def load_pretrained(path: str | Path):
             tokenizer = AutoTokenizer.from_pretrained(str(directory))
     except Exception as exc:  # transformers raises many types for a broken directory
         raise AutoqError(f"could not load a model from {str(path)!r}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
-    if tokenizer.pad_token is None and tokenizer.eos_token is not None:
-        tokenizer.pad_token = tokenizer.eos_token  # causal LMs ship without a padding token
+    if tokenizer.pad_token is None:  # causal LMs ship without a padding token: pad with their end (or unknown) token
+        stand_in = tokenizer.eos_token or tokenizer.unk_token
+        if stand_in is None:
+            raise AutoqError(f"the tokenizer in {str(path)!r} has no padding, end or unknown token to pad sentence batches with; "
+                             "set tokenizer.pad_token and save it, or search the model through the Python API with your own batches")
+        tokenizer.pad_token = stand_in
     return model, tokenizer
+
+
+def max_positions(model: torch.nn.Module) -> int | None:
+    """How many token positions the model embeds (its config's ``max_position_embeddings`` or ``n_positions``)."""
+    config = getattr(model, "config", None)
+    for key in ("max_position_embeddings", "n_positions"):
+        value = getattr(config, key, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def sentence_batches(tokenizer, sentences: list[str], batch_size: int, max_length: int) -> list[dict]:
@@ -65,6 +79,7 @@ def text_workload(
 ) -> Workload:
     """A local HF model with calibration and held-out evaluation sentences (disjoint)."""
     model, tokenizer = load_pretrained(path)
+    max_length = min(max_length, max_positions(model) or max_length)  # a model of 64 positions gets sentences of 64 tokens
     sentences = stdlib_sentences()
     if n_calibration + n_eval > len(sentences):
         raise AutoqError(f"asked for {n_calibration + n_eval} sentences; the built-in corpus has {len(sentences)}")

@@ -84,6 +84,8 @@ class SearchConfig:
     def __post_init__(self) -> None:
         if self.n_trials < 1:
             raise AutoqError(f"n_trials must be at least 1, got {self.n_trials}")
+        if self.batch < 1:
+            raise AutoqError(f"batch (rows of activations per forward, for latency) must be at least 1, got {self.batch}")
         check_latency_config(parse_budget(self.budget), self.device)
         latency_model(self.device, self.batch)  # an unknown device or unmeasured batch fails here, before any loading
         sampler_factory(self.sampler)  # an unknown name or type fails here, before any loading

@@ -73,7 +73,13 @@ def check_experiment(uri: str, name: str) -> None:
     db = sqlite_path(uri)
     if db is not None and not db.exists():
         return  # a new store: the experiment will be new
-    found = tracking_client(uri).get_experiment_by_name(name)
+    from mlflow.exceptions import MlflowException
+
+    try:
+        found = tracking_client(uri).get_experiment_by_name(name)
+    except MlflowException as exc:  # a tracking server that does not answer, after MLflow's own retries
+        raise AutoqError(f"MLflow tracking store {uri} did not answer ({str(exc.message).splitlines()[0][:300]}); start it, "
+                         "or pass another --tracking-uri (none: no MLflow)") from None
     if found is not None and found.lifecycle_stage == "deleted":
         raise AutoqError(f"MLflow experiment {name!r} is deleted in {uri}; restore it (mlflow experiments restore --experiment-id "
                          f"{found.experiment_id}) or pass another --experiment")

