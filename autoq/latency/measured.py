@@ -86,12 +86,11 @@ class TableLatency:
         return self._memo[key]
 
     def _lookup(self, n: int, k: int, spec: QuantSpec) -> float:
-        if spec.name in self._by_format and _covers(self._by_format[spec.name], n * k):
+        # formats of its kind measured around the shape (fp16 never stands in for an integer format, nor the reverse)
+        covering = [s for s in self._specs.values() if s.is_half == spec.is_half and _covers(self._by_format[s.name], n * k)]
+        if spec.name in {s.name for s in covering} or (spec.name in self._by_format and not covering):  # steps 1-2, or 4 on its own rows
             return _interpolate(self._by_format[spec.name], n, k)
-        covering = [s for s in self._specs.values() if _covers(self._by_format[s.name], n * k)]
-        if spec.name in self._by_format and not any(s.is_half == spec.is_half for s in covering):
-            return _interpolate(self._by_format[spec.name], n, k)  # nothing of its kind measured around it: step 4
-        ref = self._nearest_format(spec, covering if any(s.is_half == spec.is_half for s in covering) else None)
+        ref = self._nearest_format(spec, covering or None)
         ref_us = _interpolate(self._by_format[ref.name], n, k)
         if self._preset is not None:
             ratio = roofline_us(n, k, spec, self.batch, self._preset) / roofline_us(n, k, ref, self.batch, self._preset)
