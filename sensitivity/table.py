@@ -87,12 +87,20 @@ class SensitivityTable:
         return {
             "format": TABLE_FORMAT, "version": TABLE_VERSION, "metric": self.metric, "model_name": self.model_name,
             "model_hash": self.model_hash, "data_fingerprint": self.data_fingerprint, "seconds": self.seconds,
-            "params": dict(self.params),
+            "params": dict(self.params), "layer_stats": {layer: dict(stats) for layer, stats in self.layer_stats},
         }
+
+    @classmethod
+    def _from_meta(cls, meta: Mapping, entries: tuple[Entry, ...]) -> SensitivityTable:
+        """A table from what `_meta` wrote (JSON's top level or CSV's comment lines) and its entries."""
+        stats = tuple((layer, tuple((k, float(v)) for k, v in s.items())) for layer, s in meta.get("layer_stats", {}).items())
+        return cls(
+            meta["metric"], meta["model_hash"], meta["data_fingerprint"], entries, float(meta["seconds"]), meta.get("model_name", ""),
+            tuple((str(k), str(v)) for k, v in meta.get("params", {}).items()), stats,
+        )
 
     def to_json(self) -> str:
         data = self._meta()
-        data["layer_stats"] = {layer: dict(stats) for layer, stats in self.layer_stats}
         data["entries"] = [[e.layer, e.option, e.score, e.stderr] for e in self.entries]
         return json.dumps(data, indent=1)
 
@@ -104,15 +112,11 @@ class SensitivityTable:
             raise AutoqError(f"sensitivity table is not valid JSON: {exc}") from None
         _check_meta(data)
         entries = tuple(Entry(str(la), str(op), float(s), None if se is None else float(se)) for la, op, s, se in data["entries"])
-        stats = tuple((layer, tuple((k, float(v)) for k, v in s.items())) for layer, s in data.get("layer_stats", {}).items())
-        return cls(
-            data["metric"], data["model_hash"], data["data_fingerprint"], entries, float(data["seconds"]), data.get("model_name", ""),
-            tuple((str(k), str(v)) for k, v in data.get("params", {}).items()), stats,
-        )
+        return cls._from_meta(data, entries)
 
     def to_csv(self) -> str:
         out = io.StringIO()
-        for key, value in {**self._meta(), "layer_stats": {layer: dict(stats) for layer, stats in self.layer_stats}}.items():
+        for key, value in self._meta().items():
             out.write(f"# {key}: {json.dumps(value)}\n")
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(["layer", "option", "score", "stderr"])
@@ -134,11 +138,7 @@ class SensitivityTable:
         _check_meta(meta)
         rows = list(csv.DictReader(body))
         entries = tuple(Entry(r["layer"], r["option"], float(r["score"]), float(r["stderr"]) if r["stderr"] else None) for r in rows)
-        stats = tuple((layer, tuple((k, float(v)) for k, v in s.items())) for layer, s in meta.get("layer_stats", {}).items())
-        return cls(
-            meta["metric"], meta["model_hash"], meta["data_fingerprint"], entries, float(meta["seconds"]), meta.get("model_name", ""),
-            tuple((str(k), str(v)) for k, v in meta.get("params", {}).items()), stats,
-        )
+        return cls._from_meta(meta, entries)
 
     def save(self, path: str | Path) -> Path:
         """Write JSON or CSV, chosen by the file extension."""
