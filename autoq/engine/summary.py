@@ -16,11 +16,12 @@ def _fmt_latency(p: Point) -> str:
     return f"{format_latency_us(p.latency_us):>12}" if p.latency_us is not None else ""
 
 
-def export_command(run_id: str | None, tracking_uri: str) -> str:
-    """The ``autoq export`` command line for an MLflow run (``--tracking-uri`` only where it is not the default)."""
+def export_command(run_id: str | None, tracking_uri: str, name_store: bool = False) -> str:
+    """The ``autoq export`` command line for an MLflow run: ``--tracking-uri`` where it is not the default, or always with
+    ``name_store`` (a run's MLflow description is read where no default can be assumed)."""
     from autoq.tracking import default_tracking_uri
 
-    store = "" if tracking_uri == default_tracking_uri() else f" --tracking-uri {shlex.quote(tracking_uri)}"
+    store = f" --tracking-uri {shlex.quote(tracking_uri)}" if name_store or tracking_uri != default_tracking_uri() else ""
     return f"autoq export --run-id {run_id}{store} --out quantized"
 
 

@@ -7,22 +7,22 @@ frontier trial run says how to export itself.
 
 from __future__ import annotations
 
-import shlex
 from collections.abc import Sequence
 
 from autoq.engine.result import Point
+from autoq.engine.summary import export_command
 
 NOTE_TAG = "mlflow.note.content"
 MAX_ROWS = 40  # MLflow caps a tag at 8,000 characters; the rest of the frontier is in frontier.csv
 
 
-def export_command(run_id: str, tracking_uri: str) -> str:
-    return f"autoq export --run-id {run_id} --out quantized --tracking-uri {shlex.quote(tracking_uri)}"
+def _source(latency_source: str | None) -> str:
+    """A latency's source as the description shows it: an estimate in capitals, as every latency output marks it."""
+    return (latency_source or "").replace("estimate:", "ESTIMATE ")
 
 
 def _cost(point: Point) -> str:
-    source = (point.latency_source or "").replace("estimate:", "ESTIMATE ")
-    latency = f", {point.latency_us:.1f} us ({source})" if point.latency_us is not None else ""
+    latency = f", {point.latency_us:.1f} us ({_source(point.latency_source)})" if point.latency_us is not None else ""
     return f"quality {point.quality:.4f} at {point.effective_bits:.3f} bits per weight, {point.size_bytes / 1e6:.2f} MB{latency}"
 
 
@@ -33,7 +33,7 @@ def point_note(point: Point, tracking_uri: str) -> str:
         "",
         "Export it as a packed model, then run it with `autoq.load(\"quantized\")`:",
         "```",
-        export_command(point.run_id or "<run id>", tracking_uri),
+        export_command(point.run_id or "<run id>", tracking_uri, name_store=True),
         "```",
     ])
 
@@ -41,8 +41,7 @@ def point_note(point: Point, tracking_uri: str) -> str:
 def search_note(frontier: Sequence[Point], tracking_uri: str) -> str:
     """The description of a search's run: its frontier as a table with run ids, and how to export a point."""
     latency = any(p.latency_us is not None for p in frontier)
-    sources = sorted({p.latency_source or "" for p in frontier if p.latency_us is not None})
-    label = ", ".join(s.replace("estimate:", "ESTIMATE ") for s in sources)
+    label = ", ".join(sorted({_source(p.latency_source) for p in frontier if p.latency_us is not None}))
     head = "| trial | quality | bits | size (MB) |" + (f" latency (us, {label}) |" if latency else "") + " run id |"
     lines = [
         f"**autoq search**: {len(frontier)} Pareto points (quality up, effective bits down{', latency down' if latency else ''}). "
@@ -56,5 +55,5 @@ def search_note(frontier: Sequence[Point], tracking_uri: str) -> str:
         lines.append(f"| {p.trial} | {p.quality:.4f} | {p.effective_bits:.3f} | {p.size_bytes / 1e6:.2f} |{us} `{p.run_id or ''}` |")
     if len(frontier) > MAX_ROWS:
         lines.append(f"\n{len(frontier) - MAX_ROWS} more in `frontier.csv`.")
-    lines += ["", "Export a point by its run id:", "```", export_command("<run id>", tracking_uri), "```"]
+    lines += ["", "Export a point by its run id:", "```", export_command("<run id>", tracking_uri, name_store=True), "```"]
     return "\n".join(lines)
