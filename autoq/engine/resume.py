@@ -118,8 +118,9 @@ def read_settings(storage: str, study_name: str) -> dict[str, Any]:
     return dict(_load(storage, study_name).user_attrs.get(SETTINGS_ATTR, {}))
 
 
-def check_resumable(storage: str | None, study_name: str, settings: dict[str, Any]) -> int:
-    """Check that ``settings`` match the stored search, then reopen it; returns how many trials were interrupted."""
+def check_resumable(storage: str | None, study_name: str, settings: dict[str, Any], space: SearchSpace) -> int:
+    """Check that ``settings`` match the stored search and that its trials fit ``space``, then reopen it;
+    returns how many trials were interrupted. Everything is checked before the study or its MLflow run changes."""
     study = _load(storage, study_name)
     stored = study.user_attrs.get(SETTINGS_ATTR)
     if stored is None:
@@ -127,6 +128,9 @@ def check_resumable(storage: str | None, study_name: str, settings: dict[str, An
     differ = [f"{key} {settings[key]!r} (stored: {stored.get(key)!r})" for key in _MUST_MATCH if key in stored and stored[key] != settings[key]]
     if differ:
         raise AutoqError(f"cannot resume {study_name!r} with other settings: {'; '.join(differ)}; resume with the stored ones")
+    names = _options_by_name(space)
+    for t in study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)):
+        _check_fits(t.params, names, study_name, complete=t.state != optuna.trial.TrialState.RUNNING)  # a kill may cut a trial's picks short
     return _reopen(study)
 
 
@@ -153,13 +157,13 @@ def finished_trials(
 
     study = _load(storage, study_name)
     uniform = set(uniform)
-    by_name = [{c.name: c for c in opts} for opts in space.options]
+    names = _options_by_name(space)
     trials = study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.PRUNED))
     kept = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE or (t.state == optuna.trial.TrialState.FAIL and not t.user_attrs.get(INTERRUPTED_ATTR))]
     run_ids = reconcile_children(tracker.client, tracker.parent_id, {t.number for t in kept}) if tracker else {}
     points, failures = [], Counter()
     for t in kept:
-        assignment = _assignment(t.params, space, by_name, study_name)
+        assignment = _assignment(t.params, names, study_name)
         if t.state == optuna.trial.TrialState.FAIL:
             failures[assignment] += 1
         else:
@@ -168,8 +172,29 @@ def finished_trials(
     return points, failures, n_infeasible
 
 
-def _assignment(params: dict[str, Any], space: SearchSpace, by_name: list[dict], study_name: str) -> Assignment:
-    try:
-        return Assignment(tuple((layer.name, options[params[layer.name]]) for layer, options in zip(space.layers, by_name)))
-    except KeyError as exc:
-        raise AutoqError(f"study {study_name!r} holds a choice the search space no longer has ({exc}); resume with the original model and space") from None
+def _options_by_name(space: SearchSpace) -> dict[str, dict[str, Any]]:
+    """Each layer's options by choice name, in the space's layer order."""
+    return {layer.name: {c.name: c for c in opts} for layer, opts in zip(space.layers, space.options)}
+
+
+def _assignment(params: dict[str, Any], names: dict[str, dict[str, Any]], study_name: str) -> Assignment:
+    _check_fits(params, names, study_name)
+    return Assignment(tuple((name, options[params[name]]) for name, options in names.items()))
+
+
+def _check_fits(params: dict[str, Any], names: dict[str, dict[str, Any]], study_name: str, complete: bool = True) -> None:
+    """Refuse a stored trial's ``params`` that name what the search space lacks or (``complete``) lack a layer it has."""
+    misfit = _misfit(params, names, complete)
+    if misfit:
+        raise AutoqError(f"study {study_name!r} does not fit this model's search space ({misfit}); resume with the original model and space")
+
+
+def _misfit(params: dict[str, Any], names: dict[str, dict[str, Any]], complete: bool) -> str | None:
+    gone = [name for name in params if name not in names]
+    if gone:
+        return f"stored layer {gone[0]!r} is not in it"
+    wrong = [f"{name}={value!r}" for name, value in params.items() if value not in names[name]]
+    if wrong:
+        return f"stored choice {wrong[0]} is not among its options"
+    missing = [name for name in names if name not in params] if complete else []
+    return f"its layer {missing[0]!r} is not in the stored trials" if missing else None

@@ -174,7 +174,7 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     if db is not None and not config.resume:
         db.parent.mkdir(parents=True, exist_ok=True)  # as MLflow's store beside it is made: a new folder is fine
     if config.resume:  # marks the interrupted trials failed and enqueues them again
-        check_resumable(storage, study_name, stored_settings(workload, config))
+        check_resumable(storage, study_name, stored_settings(workload, config), space)
     strategy, seeds, uniform = start_strategy(workload, config, problem, study_name, storage)
     if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
         strategy.seed(seeds)

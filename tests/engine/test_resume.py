@@ -171,3 +171,31 @@ def test_a_resume_on_other_data_is_refused(digits, tmp_path):
     run_search(dataclasses.replace(digits, data_fingerprint="data-v1"), config)
     with pytest.raises(AutoqError, match=r"other settings: data_fingerprint 'data-v2' \(stored: 'data-v1'\)"):
         run_search(dataclasses.replace(digits, data_fingerprint="data-v2"), dataclasses.replace(config, n_trials=5, resume=True))
+
+
+def test_a_resume_of_a_changed_model_is_refused_before_the_study_or_its_run_change(tmp_path, mlflow_uri):
+    """Layers renamed under the same model name: the stored trials no longer fit. This used to be found only after the
+    MLflow parent run was reopened (left RUNNING, its resume counter raised) and the interrupted trials re-enqueued."""
+    from collections import OrderedDict
+
+    import torch
+
+    def model(second: str) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(OrderedDict([("first", torch.nn.Linear(16, 32)), ("act", torch.nn.ReLU()), (second, torch.nn.Linear(32, 4))]))
+
+    data = [torch.randn(8, 16) for _ in range(2)]
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    options = dict(budget="6bits", n_trials=3, seed_from="none", tracking_uri=mlflow_uri, storage=storage, study_name="c", progress=False)
+    first = autoq.search(model("second"), data, **options)
+    study = optuna.load_study(study_name="c", storage=storage)
+    interrupted = study.ask()  # as a kill mid-trial leaves it
+    interrupted.suggest_categorical("first", list(study.trials[0].distributions["first"].choices))
+    before = Counter(t.state.name for t in study.trials)
+    with pytest.raises(AutoqError, match=r"does not fit this model.s search space \(stored layer .second. is not in it\)"):
+        autoq.search(model("renamed"), data, resume=True, **options)
+    parent = MlflowClient(mlflow_uri).get_run(first.parent_run_id)
+    assert parent.info.status == "FINISHED" and "autoq.resumed" not in parent.data.tags
+    assert Counter(t.state.name for t in optuna.load_study(study_name="c", storage=storage).trials) == before
+    again = autoq.search(model("second"), data, resume=True, **{**options, "n_trials": 4})  # the original still resumes
+    assert len(again.points) == 4
