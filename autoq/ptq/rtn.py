@@ -54,9 +54,16 @@ def _quantile(grouped: torch.Tensor, q: float) -> torch.Tensor:
 
 
 def percentile_range(weight: torch.Tensor, spec: QuantSpec, q: float = PERCENTILE) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-group ``[quantile(1 - q), quantile(q)]``, interpolated."""
-    grouped = GroupView(tuple(weight.shape), spec).split(weight.detach().float())
-    return _quantile(grouped, 1.0 - q), _quantile(grouped, q)
+    """Per-group ``[quantile(1 - q), quantile(q)]``, interpolated; a ragged last group's over its real weights only
+    (its padding repeats the last column, which would pull its quantiles towards that one weight)."""
+    view = GroupView(tuple(weight.shape), spec)
+    grouped = view.split(weight.detach().float())
+    lo, hi = _quantile(grouped, 1.0 - q), _quantile(grouped, q)
+    if view.pad:
+        last = grouped.reshape(view.out_features, view.n_per_row, view.group)[:, -1, : view.group - view.pad]
+        lo.view(view.out_features, view.n_per_row)[:, -1] = _quantile(last, 1.0 - q)
+        hi.view(view.out_features, view.n_per_row)[:, -1] = _quantile(last, q)
+    return lo, hi
 
 
 @register_method("rtn-percentile")

@@ -126,6 +126,16 @@ def test_percentile_differs_from_minmax_in_small_groups_and_clips_towards_the_ru
     assert not torch.equal(get_method("rtn-percentile")(w, spec).codes, get_method("rtn-minmax")(w, spec).codes)
 
 
+def test_percentile_of_a_ragged_last_group_counts_its_real_weights_only():
+    """100 inputs in groups of 32: the last group has 4 real weights and 28 copies of the last one."""
+    w = torch.randn(5, 100, generator=torch.Generator().manual_seed(0))
+    lo, hi = percentile_range(w, QuantSpec(4, "group", 32))
+    lo, hi = lo.view(5, 4), hi.view(5, 4)
+    full = w[:, :96].reshape(5, 3, 32)
+    assert torch.allclose(hi[:, :3], torch.quantile(full, 0.999, dim=2)) and torch.allclose(lo[:, :3], torch.quantile(full, 0.001, dim=2))
+    assert torch.allclose(hi[:, 3], torch.quantile(w[:, 96:], 0.999, dim=1)) and torch.allclose(lo[:, 3], torch.quantile(w[:, 96:], 0.001, dim=1))
+
+
 def test_lp_norm_range_at_most_minmax_lp_error():
     w = torch.randn(8, 256, generator=torch.Generator().manual_seed(0))
     spec = QuantSpec(3, "channel")
