@@ -34,7 +34,9 @@ from autoq.sensitivity.table import SensitivityTable
 # 3: rtn-percentile interpolates its quantiles (in groups under 500 weights it was rtn-minmax); a negative Hessian trace
 #    estimate scores 0; a one-column output is read as a regression, not a one-class softmax (every score was 0); the
 #    forward metrics score layers whose input holds the batch on another axis, and those the model calls without forward.
-SCORING_VERSION = 3
+# 4: fisher draws its logits' residuals with the softmax's covariance instead of sampling labels; rtn-percentile takes a
+#    ragged last group's quantiles over its real weights.
+SCORING_VERSION = 4
 
 
 def cache_key(model_digest: str, data_digest: str, metric: str, settings: Mapping[str, Any], layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]]) -> str:

@@ -11,10 +11,15 @@ zero gradient, and its Hessian is the Gauss-Newton / Fisher matrix.
   after ``max_iter`` iterations. Score at an option: ``tr(H_l) / n_l * ||Q(W) - W||^2``,
   with the standard error scaled the same way; a negative trace estimate (noise, or negative
   curvature of a user's loss) scores 0.
-* ``fisher``: ``F = E[g^2]`` with targets sampled from the model's own output
-  distribution (a categorical over logits, a unit Gaussian around real outputs), so
-  no labels are needed; the noise is independent across positions, so one
-  backward pass of the summed loss per batch gives an unbiased diagonal. Score:
+* ``fisher``: ``F = E[g^2]`` with ``g = J^T r`` for residuals ``r`` drawn with the
+  covariance of the model's own output distribution, so no labels are needed: a unit
+  Gaussian around real outputs; for logits the softmax's ``diag(p) - p p^T``, drawn as
+  ``sqrt(p) * z - p * (sqrt(p) . z)`` with Rademacher ``z``. That has the expectation of
+  the usual sampled-label Fisher without its heavy tail: on a classifier 99.9% sure of
+  its answers, a sampled label is almost always that answer (a tiny gradient), and the
+  rare other draws carry the whole estimate (4 draws ranged 0.02-5x the exact Fisher per
+  layer on digits-cnn; these 0.7-1.1x). The residuals are independent across positions,
+  so one backward pass of the summed loss per batch gives an unbiased diagonal. Score:
   ``sum F * (Q(W) - W)^2``.
 """
 
@@ -180,6 +185,16 @@ def _joint(probe: str) -> bool:
     return probe == "joint"
 
 
+def softmax_residuals(logits: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+    """Random rows with covariance ``diag(p) - p p^T`` for ``p = softmax(logits)`` (the Fisher of a softmax
+    in its logits): ``sqrt(p) * z - p * (sqrt(p) . z)``, Rademacher ``z`` drawn on the CPU generator, so the
+    draws are the same on any device."""
+    p = torch.softmax(logits.double(), -1)
+    z = (torch.randint(0, 2, p.shape, generator=gen) * 2 - 1).to(device=p.device, dtype=p.dtype)
+    root = p.sqrt()
+    return root * z - p * (root * z).sum(-1, keepdim=True)
+
+
 def sampled_fisher(
     model: nn.Module, params: Sequence[torch.Tensor], batches: Sequence[Any], output_kind: str, draws: int, seed: int,
     progress: Any = None, feed: Callable[[Any], Any] = lambda batch: batch,
@@ -199,9 +214,7 @@ def sampled_fisher(
                 w = position_weights(batch, out).double()
                 if kind == "logits":
                     flat = out.reshape(-1, out.shape[-1]).double()
-                    probs = torch.softmax(flat.detach(), -1).cpu()  # drawn on the CPU generator: the same targets on any device
-                    target = torch.multinomial(probs, 1, generator=gen).squeeze(-1).to(flat.device)
-                    per_pos = nn.functional.cross_entropy(flat, target, reduction="none").reshape(w.shape)
+                    per_pos = (flat * softmax_residuals(flat.detach(), gen)).sum(-1).reshape(w.shape)
                 else:
                     noise = torch.randn(out.shape, generator=gen, dtype=torch.float64).to(out.device)
                     per_pos = 0.5 * (out.double() - out.detach().double() - noise).pow(2)
@@ -217,7 +230,7 @@ def sampled_fisher(
 
 
 @register_metric(
-    "fisher", "diagonal Fisher information (squared gradients, sampled targets) weighted by (Q(W)-W)^2", steps="draws",
+    "fisher", "diagonal Fisher information (squared gradients of residuals drawn from the model's output distribution) weighted by (Q(W)-W)^2", steps="draws",
     n_samples=128, rows_per_batch=32, draws=4, seed=0, output_kind="auto",
 )
 def fisher_metric(inputs: Inputs, settings: Mapping[str, Any], progress: Any = None) -> MetricOutput:
