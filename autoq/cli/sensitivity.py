@@ -57,7 +57,7 @@ def run(args: argparse.Namespace) -> int:
     from autoq.builtin import load_workload
     from autoq.cli.mlflow_args import tracking_uri_of
     from autoq.errors import AutoqError
-    from autoq.model import find_layers, searched_tied, tied_note
+    from autoq.model import find_layers, left_out_note, searched_tied
     from autoq.quiet import quiet_logs
     from autoq.search_spaces import load_preset
     from autoq.sensitivity import get_metric, workload_table
@@ -87,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
     workload = load_workload(args.model)
     skip = tuple(workload.skip) + tuple(args.skip)
     layers = find_layers(workload.model, skip)
-    tied = searched_tied(workload.model, skip, (), layers)
-    if tied:
-        print(f"autoq: note: {tied_note(tied)}", file=sys.stderr, flush=True)
+    note = left_out_note(workload.model, skip, searched_tied(workload.model, skip, (), layers))
+    if note:
+        print(f"autoq: note: {note}", file=sys.stderr, flush=True)
     space = SearchSpace.build(preset, layers)
     start = time.perf_counter()
     table = workload_table(workload, space.layers, space.options, args.metric, settings, refresh=args.refresh, progress=not args.no_progress)

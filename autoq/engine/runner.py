@@ -32,7 +32,7 @@ from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.latency import latency_model
-from autoq.model import check_finite_weights, find_layers, searched_tied, tied_note
+from autoq.model import check_finite_weights, find_layers, left_out_note, searched_tied
 from autoq.quiet import quiet_logs
 from autoq.search_spaces import load_preset
 from autoq.space import SearchSpace
@@ -119,7 +119,7 @@ class Prepared:
     cost_model: CostModel
     budget: Budget
     slack: str | None = None
-    tied: str | None = None  # the note on layers left unquantized because their weight is tied
+    left_out: str | None = None  # the note on layers left unquantized: tied weights, or weights a parametrization computes
 
 
 def prepare(workload: Workload, config: SearchConfig) -> Prepared:
@@ -145,7 +145,7 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
         if not note:
             raise
         raise AutoqError(f"{exc}; {note}") from None
-    return Prepared(space, cost_model, budget, slack, tied_note(tied) if tied else None)
+    return Prepared(space, cost_model, budget, slack, left_out_note(workload.model, skip, tied))
 
 
 def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
@@ -158,7 +158,7 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     start = time.perf_counter()
     problem = prepare(workload, config)
     space, cost_model, budget = problem.space, problem.cost_model, problem.budget
-    for note in (problem.tied, problem.slack, cost_model.latency.note if cost_model.latency is not None else None):
+    for note in (problem.left_out, problem.slack, cost_model.latency.note if cost_model.latency is not None else None):
         if note:
             print(f"autoq: note: {note}", file=sys.stderr, flush=True)
 

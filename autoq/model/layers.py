@@ -133,6 +133,32 @@ def tied_note(tied: dict[str, list[str]]) -> str:
             f"{shown}{more}; untie them (e.g. tie_word_embeddings=False and a cloned weight) to search them")
 
 
+def derived_weights(model: nn.Module) -> list[str]:
+    """Quantizable layers whose ``weight`` is computed from other parameters on every forward, not a parameter:
+    ``weight_norm`` and ``spectral_norm`` (as parametrizations or as the older hooks). Writing a quantized weight into
+    such a layer changes nothing (the next forward computes it again), so a search leaves them out."""
+    hf_conv1d = _conv1d_type()
+    return [name for name, module in model.named_modules()
+            if _kind(module, hf_conv1d) is not None and not isinstance(module.weight, nn.Parameter)]
+
+
+def derived_note(names: list[str]) -> str:
+    """One line for the user: which layers a search leaves unquantized because their weight is computed."""
+    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
+    return (f"{len(names)} layer(s) whose weight a parametrization computes (weight_norm, spectral_norm) left unquantized: "
+            f"{', '.join(map(repr, names[:3]))}{more}; fold it into the weight first to search them "
+            "(torch.nn.utils.parametrize.remove_parametrizations(module, 'weight'), or torch.nn.utils.remove_weight_norm)")
+
+
+def left_out_note(model: nn.Module, skip: Iterable[str], tied: dict[str, list[str]]) -> str | None:
+    """The note on layers a search leaves unquantized that ``skip`` does not already name: ``tied`` ones
+    (:func:`searched_tied`) and those whose weight is computed (:func:`derived_weights`); ``None`` if none."""
+    skip_res = compile_patterns(skip, "skip")
+    derived = [name for name in derived_weights(model) if not any(r.search(name) for r in skip_res)]
+    notes = ([tied_note(tied)] if tied else []) + ([derived_note(derived)] if derived else [])
+    return "; ".join(notes) or None
+
+
 def searched_tied(model: nn.Module, skip: Iterable[str], pins: Iterable[str], layers: Iterable[LayerInfo]) -> dict[str, list[str]]:
     """The tied layers a search leaves out that ``skip`` does not already name (for a note to the user).
 
@@ -156,10 +182,12 @@ def find_layers(model: nn.Module, skip: Iterable[str] = (), include_tied: bool =
 
     Patterns use :func:`re.search` semantics on the qualified module name. Layers with a tied weight
     (:func:`tied_weights`) are left out too unless ``include_tied``: the export reads them to refuse them by
-    name. Raises :class:`AutoqError` when nothing is left to quantize or a pattern matches nothing.
+    name; so are layers whose weight is computed (:func:`derived_weights`). Raises :class:`AutoqError` when
+    nothing is left to quantize or a pattern matches nothing.
     """
     skip_res = compile_patterns(skip, "skip")
     tied = {} if include_tied else tied_weights(model)
+    derived = set(derived_weights(model))
     hf_conv1d = _conv1d_type()
     # nn.MultiheadAttention uses its out_proj's weight and bias without calling it: no input hook, activation format
     # or kernel reaches it, so it is searched weight-only and exported dequantized, like a convolution
@@ -176,7 +204,7 @@ def find_layers(model: nn.Module, skip: Iterable[str] = (), include_tied: bool =
         hits = [i for i, r in enumerate(skip_res) if r.search(name)]
         for i in hits:
             used[i] = True
-        if hits or name in tied:
+        if hits or name in tied or name in derived:
             continue
         w = module.weight
         out_f = w.shape[1] if kind == "hf_conv1d" else w.shape[0]
@@ -187,7 +215,7 @@ def find_layers(model: nn.Module, skip: Iterable[str] = (), include_tied: bool =
                          "(patterns are regular expressions searched in these names)")
     if not found:
         what = "after the skip rules" if skip_res else ""
-        left_out = f"; {tied_note(tied)}" if tied else ""
+        left_out = (f"; {tied_note(tied)}" if tied else "") + (f"; {derived_note(sorted(derived))}" if derived else "")
         raise AutoqError(
             f"the model has no quantizable layer {what}".strip()
             + f" (autoq quantizes nn.Linear, nn.Conv1d, nn.Conv2d and transformers Conv1D weights){left_out}"

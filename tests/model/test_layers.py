@@ -13,6 +13,7 @@ from autoq.model import (
     check_finite_weights,
     find_layers,
     get_module,
+    left_out_note,
     name_examples,
     searched_tied,
     tied_weights,
@@ -210,6 +211,32 @@ def test_searched_tied_leaves_out_what_skip_names_and_refuses_a_pin_of_a_tied_la
     assert searched_tied(model, (), ("body|head",), layers) == {"head": ["embed.weight"]}  # it pins body too
     with pytest.raises(AutoqError, match="pin pattern 'head' matches only 'head', whose weight is tied to 'embed.weight'"):
         searched_tied(model, (), ("head",), layers)
+
+
+def _normed() -> nn.Module:
+    from torch.nn.utils import parametrizations
+
+    model = nn.Sequential(nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 4))
+    parametrizations.weight_norm(model[0])
+    parametrizations.spectral_norm(model[2])
+    with pytest.warns(FutureWarning):  # the older hook form, deprecated but still common in loaded models
+        nn.utils.weight_norm(model[4])
+    return model
+
+
+def test_a_layer_whose_weight_a_parametrization_computes_is_left_out_with_a_note():
+    """Writing a quantized weight into a weight-normed layer changed nothing: its forward computes the weight again,
+    so every trial scored that layer in float."""
+    model = _normed()
+    assert [layer.name for layer in find_layers(model)] == ["6"]
+    note = left_out_note(model, (), {})
+    assert note.startswith("3 layer(s) whose weight a parametrization computes") and "'0', '2', '4'" in note
+    assert "remove_parametrizations" in note
+    assert left_out_note(model, ("^[024]$",), {}) is None
+    nn.utils.parametrize.remove_parametrizations(model[0], "weight")
+    assert [layer.name for layer in find_layers(model)] == ["0", "6"]
+    with pytest.raises(AutoqError, match=r"no quantizable layer .*1 layer\(s\) whose weight a parametrization computes .*'0'"):
+        find_layers(nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Linear(3, 3))))
 
 
 def test_get_module():
