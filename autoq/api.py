@@ -42,7 +42,7 @@ def search(
     scale-out and recovery ones included (``backend="ray"``, ``workers``, ``address``,
     ``max_retries``, ``resume=True`` with ``study_name``). No global state is kept and Ray
     is started (and stopped) only for ``backend="ray"`` when none is running.
-    The model's weights are left as they were; use ``result.apply(model)``. The result
+    The model's weights and train/eval modes are left as they were; use ``result.apply(model)``. The result
     pickles, compares, and reloads with ``SearchResult.from_mlflow(run_id, tracking_uri)``.
     """
     unknown = set(options) - _CONFIG_FIELDS
@@ -53,7 +53,12 @@ def search(
         if calibration is not None or evaluate is not None:
             raise AutoqError("calibration and evaluate go with an nn.Module; built-in models bring their own")
         return run_search(load_workload(model), config)
-    return run_search(make_workload(model, calibration, evaluate, name=name, holdout=holdout, metric=metric), config)
+    modes = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
+    try:
+        return run_search(make_workload(model, calibration, evaluate, name=name, holdout=holdout, metric=metric), config)
+    finally:  # the output-fidelity proxy evaluates in eval mode: a pipeline's model in train() goes back to it
+        for module, training in modes:
+            module.training = training
 
 
 def make_workload(

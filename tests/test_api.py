@@ -54,6 +54,23 @@ def test_user_metric_is_what_gets_maximised():
     assert result.metric.startswith("user-defined")
 
 
+def test_a_model_in_train_mode_is_given_back_in_train_mode():
+    model = nn.Sequential(nn.Linear(32, 64), nn.Dropout(0.1), nn.Linear(64, 8)).train()
+    model[2].eval()  # per module, as set
+    autoq.search(model, batches(), budget="6bits", n_trials=2, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    assert [m.training for m in model.modules()] == [True, True, True, False]
+
+
+def test_weight_normed_layers_are_left_out_with_a_note(capsys):
+    """A trial's quantized weight never reached a weight-normed layer (its forward computes the weight), so its
+    quality was the float layer's."""
+    model = tiny_mlp()
+    nn.utils.parametrizations.weight_norm(model[2])
+    result = autoq.search(model, batches(), budget="6bits", n_trials=2, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    assert all([name for name, _ in p.assignment.items()] == ["0", "4"] for p in result.points)
+    assert "1 layer(s) whose weight a parametrization computes (weight_norm, spectral_norm) left unquantized: '2'" in capsys.readouterr().err
+
+
 def test_model_with_nothing_to_quantize():
     with pytest.raises(AutoqError, match="no quantizable layer"):
         autoq.search(nn.Sequential(nn.ReLU()), batches(), budget="4bits", tracking_uri=None, storage=None)
