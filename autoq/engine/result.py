@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import torch
 from torch import nn
 
 from autoq.budget import Budget
@@ -98,6 +99,7 @@ class SearchResult:
     n_infeasible: int = 0
     n_failed: int = 0
     extra: dict = field(default_factory=dict, compare=False)
+    sequential: bool = False  # the search captured data-driven methods' statistics sequentially: apply does too
 
     @property
     def best(self) -> Point:
@@ -140,20 +142,31 @@ class SearchResult:
         """Quantize ``model`` in place with ``point`` (the best one by default) and return it (fake quantization, fp32).
 
         ``calibration``: the batches the search calibrated on, for data-driven methods (GPTQ, AWQ, AdaRound, bias
-        correction), which are run again on them (a search without ``evaluate`` held out the last quarter of the
-        batches it was given and calibrated on the rest). A point with activation formats needs hooks: `autoq.export` it."""
-        from autoq.evaluate.cache import needs_stats
-        from autoq.model import find_layers
-        from autoq.model.capture import CalibrationStats
+        correction), which are run again on them, sequentially if the search was (a search without ``evaluate`` held
+        out the last quarter of the batches it was given and calibrated on the rest). The layers come out as the
+        search evaluated them and as `autoq.export` writes them. A point with activation formats needs hooks:
+        `autoq.export` it."""
+        from autoq.export.quantize import needs_calibration, quantize_point
+        from autoq.model import find_layers, get_module, to_native
 
         chosen = point if point is not None else self.best
         assignment = chosen.assignment if isinstance(chosen, Point) else chosen
-        data_driven = sorted({c.method for c in assignment.values() if needs_stats(c)})
+        with_acts = [f"{name} ({c.name})" for name, c in assignment.items() if c.activation is not None]
+        if with_acts:  # before any layer changes, not midway
+            raise AutoqError(f"the point quantizes activations ({', '.join(with_acts[:3])}), which needs forward hooks: "
+                             "autoq.export it and autoq.load the result")
+        data_driven = needs_calibration(assignment)
         if data_driven and calibration is None:
-            raise AutoqError(f"the point uses data-driven methods {data_driven}: pass the search's calibration batches, "
-                             "result.apply(model, calibration=batches)")
-        stats = None
-        if data_driven:
-            layers = [layer for layer in find_layers(model, include_tied=True) if layer.name in assignment]
-            stats = CalibrationStats(model, layers, list(calibration or []))
-        return apply_assignment(model, assignment, stats)
+            methods = sorted({c.method for c in assignment.values() if c.name in data_driven})
+            raise AutoqError(f"the point uses data-driven methods {methods}: pass the search's "
+                             "calibration batches, result.apply(model, calibration=batches)")
+        layers = [layer for layer in find_layers(model, include_tied=True) if layer.name in assignment]
+        parts = quantize_point(model, assignment, layers, list(calibration or []), sequential=self.sequential)
+        apply_assignment(model, {name: c for name, c in assignment.items() if c.weight.is_half})
+        with torch.no_grad():
+            for name, part in parts.items():
+                module = get_module(model, name)
+                module.weight.data = to_native(module, part.tensor.dequantize())
+                if part.bias is not None:
+                    module.bias.data = part.bias
+        return model

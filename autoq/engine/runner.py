@@ -226,6 +226,7 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
         budget=budget, metric=workload.metric, reference_quality=reference, points=tuple(points), frontier=tuple(frontier),
         study_name=study_name, storage=storage, tracking_uri=config.tracking_uri, parent_run_id=parent_id,
         eval_seconds=eval_seconds, wall_seconds=wall_seconds, n_infeasible=book.n_infeasible, n_failed=book.n_failed,
+        sequential=config.sequential,
     )
 
 

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import dataclasses
 import pickle
 
 import optuna
 import pytest
+import torch
 from helpers import child_runs
 from mlflow.tracking import MlflowClient
 
@@ -119,6 +121,34 @@ def test_data_driven_points_apply_with_the_calibration_batches(digits):
         result.apply(model)
     result.apply(model, calibration=digits.calibration)
     assert digits.evaluate(model) == pytest.approx(result.best.quality, abs=1e-9)
+
+
+def test_apply_refuses_activation_formats_before_it_changes_a_layer(digits):
+    import copy
+
+    from autoq.choice import LayerChoice
+
+    model = copy.deepcopy(digits.model)
+    before = [p.clone() for p in model.parameters()]
+    point = Assignment((("0", LayerChoice.from_name("int4-ch-asym:rtn-mse")), ("8", LayerChoice.from_name("int8-ch-sym:rtn-minmax+a8-token"))))
+    result = autoq.search("digits-cnn", budget="6bits", n_trials=1, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    with pytest.raises(AutoqError, match=r"quantizes activations \(8 \(int8-ch-sym:rtn-minmax\+a8-token\)\), which needs forward hooks"):
+        result.apply(model, point)
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # layer 0 came first: it used to be changed
+
+
+def test_apply_reproduces_a_sequential_search(digits, mlflow_uri):
+    """A sequential search calibrates each layer on the outputs of the quantized layers before it; apply used to
+    calibrate on float inputs, so the model it gave back was not the one the search scored."""
+    import copy
+
+    result = autoq.search("digits-cnn", budget="6bits", n_trials=2, pins={".*": "int3-ch-asym:gptq"}, seed_from="none", sequential=True,
+                          tracking_uri=mlflow_uri, storage=None, progress=False)
+    assert result.sequential and autoq.SearchResult.from_mlflow(result.parent_run_id, mlflow_uri).sequential
+    model = result.apply(copy.deepcopy(digits.model), calibration=digits.calibration)
+    assert digits.evaluate(model) == pytest.approx(result.best.quality, abs=1e-9)
+    plain = dataclasses.replace(result, sequential=False).apply(copy.deepcopy(digits.model), calibration=digits.calibration)
+    assert not torch.equal(plain[-1].weight, model[-1].weight)  # the later layers' statistics differ
 
 
 def test_a_skip_string_is_one_pattern_and_a_search_with_no_point_says_why():
