@@ -16,7 +16,7 @@ from autoq.choice import Assignment, LayerChoice
 from autoq.cost import Cost, CostModel
 from autoq.errors import AutoqError
 from autoq.model import LayerInfo, compile_patterns, name_examples
-from autoq.ptq import get_method
+from autoq.ptq import get_method, method_needs_stats
 from autoq.quant import QuantSpec
 from autoq.quant.activation import ActSpec
 from autoq.quant.spec import GROUP_SIZES
@@ -38,9 +38,15 @@ def _rule_choices(rule: Rule, layer: LayerInfo, where: str) -> dict[str, LayerCh
     Labels keep the preset's wording so "uniform int4-g128" means the same thing on
     every layer even where a narrow layer turns g128 into per-channel, or where a
     convolution, which cannot take an activation format, turns ``+a8-tensor`` weight-only.
+    A layer data-driven methods cannot run on (``LayerInfo.no_rows``: a depthwise
+    convolution, say) gets the rule's data-free methods only.
     """
     for method in rule.methods:
         get_method(method)  # unknown method -> AutoqError naming the known ones
+    methods = [m for m in rule.methods if not (layer.no_rows and method_needs_stats(m))]
+    if not methods:
+        raise AutoqError(f"{where} gives {layer.name!r} only data-driven methods {list(rule.methods)}, and {layer.no_rows} cannot take "
+                         "them; add a data-free method such as rtn-mse to the rule, or a rule for this layer before it")
     labelled: dict[str, LayerChoice] = {}
     for bits in rule.bits:
         if bits == 16:
@@ -51,7 +57,7 @@ def _rule_choices(rule: Rule, layer: LayerInfo, where: str) -> dict[str, LayerCh
                 gran, group = "channel", None
             for sym in rule.symmetric:
                 spec = QuantSpec(bits, gran, group, sym)
-                for method in rule.methods:
+                for method in methods:
                     for act in rule.activations:
                         label = f"int{bits}-{'ch' if token == 'channel' else token}-{'sym' if sym else 'asym'}:{method}"
                         label += f"+{act}" if act else ""
@@ -81,6 +87,9 @@ class SearchSpace:
             if pinned is not None:
                 if not pinned[0].weight.is_half:
                     get_method(pinned[0].method)
+                if layer.no_rows and not pinned[0].weight.is_half and method_needs_stats(pinned[0].method):
+                    raise AutoqError(f"pin {pinned[1]!r} gives {layer.name!r} {pinned[0].name!r}, a data-driven method, and {layer.no_rows} "
+                                     "cannot take it; pin a data-free method there (rtn-mse, say)")
                 if pinned[0].activation is not None and not layer.is_linear:
                     raise AutoqError(f"pin {pinned[1]!r} gives {layer.name!r}, a {layer.kind} layer, the activation format of "
                                      f"{pinned[0].name!r}; activation formats run on linear layers only: pin "

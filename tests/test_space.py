@@ -131,6 +131,25 @@ def test_convolutions_take_activation_formats_weight_only_under_the_same_labels(
     assert SearchSpace.build(load_preset("w8a8"), find_layers(cnn), {"^3$": "int8-ch-sym:rtn-minmax+a8-token"}).options[1][0].activation
 
 
+def test_layers_data_driven_methods_cannot_run_on_get_the_data_free_ones_only():
+    """A depthwise convolution has no single input per output channel: GPTQ, AdaRound and bias correction failed on
+    it in every trial that picked them (half the trials of a cnn-mixed search), or in all of them."""
+    cnn = nn.Sequential(nn.Conv2d(3, 8, 3), nn.Conv2d(8, 8, 3, groups=8), nn.Conv2d(8, 8, 3, padding="same"), nn.Flatten(), nn.Linear(8 * 4 * 4, 4))
+    layers = find_layers(cnn)
+    assert [bool(layer.no_rows) for layer in layers] == [False, True, True, False]
+    assert "grouped convolution (groups=8)" in layers[1].no_rows and "padding='same'" in layers[2].no_rows
+    space = SearchSpace.build(load_preset("cnn-mixed"), layers)
+    methods = [{c.method for c in opts if not c.weight.is_half} for opts in space.options]
+    assert methods[0] == methods[3] == {"rtn-mse", "rtn-percentile", "bias-correction", "adaround"}
+    assert methods[1] == methods[2] == {"rtn-mse", "rtn-percentile"}
+    assert all(a["1"].weight.is_half or a["1"].method in ("rtn-mse", "rtn-percentile") for a in space.uniform_assignments())
+    gptq_only = Preset("g", "", (Rule(".*", (4,), ("channel",), (False,), ("gptq",), False),))
+    with pytest.raises(AutoqError, match=r"gives '1' only data-driven methods \['gptq'\], and a grouped convolution \(groups=8\).* cannot take them"):
+        SearchSpace.build(gptq_only, layers)
+    with pytest.raises(AutoqError, match=r"pin '\^1\$' gives '1' 'int4-ch-asym:gptq', a data-driven method, and a grouped convolution"):
+        SearchSpace.build(load_preset("cnn-mixed"), layers, {"^1$": "int4-ch-asym:gptq"})
+
+
 def test_assignment_by_indices(space):
     a = space.assignment([0, 1, 2])
     assert isinstance(a, Assignment)

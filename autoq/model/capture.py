@@ -26,7 +26,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from autoq.errors import AutoqError
-from autoq.model.layers import LayerInfo, channels_first, get_module
+from autoq.model.layers import LayerInfo, channels_first, get_module, rows_unsupported
 
 DEFAULT_MAX_SAMPLES = 512
 
@@ -86,11 +86,9 @@ class LayerStats:
 def layer_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
     """The layer input as rows ``(n, in)`` matching :func:`autoq.model.weight_2d`'s columns."""
     if channels_first(module):
-        if module.groups != 1:
-            raise AutoqError(f"grouped convolutions (groups={module.groups}) have no single input per output channel; "
-                             "data-driven methods need groups=1")
-        if isinstance(module.padding, str) or module.padding_mode != "zeros":
-            raise AutoqError("data-driven methods support convolutions with integer zero padding only")
+        why = rows_unsupported(module)
+        if why:
+            raise AutoqError(f"{why}: data-driven methods need an ungrouped convolution with integer zero padding")
         if isinstance(module, nn.Conv1d):
             x = x.unsqueeze(-2)
             kernel, dil, pad, stride = (1, *module.kernel_size), (1, *module.dilation), (0, *module.padding), (1, *module.stride)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
@@ -37,6 +37,7 @@ class LayerInfo:
     kind: str  # "linear" | "conv1d" | "conv2d" | "hf_conv1d" | "mha_out_proj" (an nn.MultiheadAttention reads its weight itself)
     out_features: int
     in_features: int
+    no_rows: str = field(default="", compare=False)  # why data-driven methods cannot run on it (a grouped convolution, say); "" if they can
 
     @property
     def n_weights(self) -> int:
@@ -65,6 +66,18 @@ def _kind(module: nn.Module, hf_conv1d: type | None) -> str | None:
     if hf_conv1d is not None and isinstance(module, hf_conv1d):
         return "hf_conv1d"
     return None
+
+
+def rows_unsupported(module: nn.Module) -> str:
+    """Why the layer's input cannot be laid out as rows against its weight's columns, which data-driven methods
+    (GPTQ, AWQ, AdaRound, bias correction, SmoothQuant) work on; "" when it can."""
+    if not channels_first(module):
+        return ""
+    if module.groups != 1:
+        return f"a grouped convolution (groups={module.groups}), which has no single input per output channel"
+    if isinstance(module.padding, str) or module.padding_mode != "zeros":
+        return f"a convolution with padding={module.padding!r} and padding_mode={module.padding_mode!r}"
+    return ""
 
 
 def weight_2d(module: nn.Module) -> torch.Tensor:
@@ -208,7 +221,7 @@ def find_layers(model: nn.Module, skip: Iterable[str] = (), include_tied: bool =
             continue
         w = module.weight
         out_f = w.shape[1] if kind == "hf_conv1d" else w.shape[0]
-        found.append(LayerInfo(name, kind, int(out_f), int(w.numel() // out_f)))
+        found.append(LayerInfo(name, kind, int(out_f), int(w.numel() // out_f), rows_unsupported(module)))
     unused = [p.pattern for p, u in zip(skip_res, used) if not u]
     if unused:
         raise AutoqError(f"skip pattern(s) {unused} match no quantizable layer; {name_examples(names)} "
