@@ -27,7 +27,7 @@ from autoq.errors import AutoqError
 from autoq.model import LayerInfo, compile_patterns, name_examples
 from autoq.ptq import method_names
 from autoq.quant.activation import ActSpec
-from autoq.quant.spec import GROUP_SIZES
+from autoq.quant.spec import GROUP_SIZES, SUPPORTED_BITS
 
 _RULE_KEYS = {"layers", "bits", "granularity", "symmetric", "methods", "half", "activations"}
 NO_ACTIVATION = "none"
@@ -114,13 +114,22 @@ def _rule(raw: Any, where: str, line: int = 0, key_lines: Mapping[str, int] | No
     missing = {"bits", "granularity", "methods"} - set(raw)
     if missing:
         raise AutoqError(f"{where}: missing key(s) {sorted(missing)}")
+    empty = [key for key in ("bits", "granularity", "methods", "symmetric", "activations") if key in raw and _as_tuple(raw[key]) == ()]
+    if empty:
+        raise AutoqError(f"{where}: {', '.join(repr(k) for k in empty)} is an empty list; give at least one value "
+                         "(such as bits: [4, 8], granularity: [channel], methods: [rtn-mse], symmetric: false, activations: [none])")
     bits = _as_tuple(raw["bits"])
     symmetric = _as_tuple(raw.get("symmetric", False))
     if not all(isinstance(b, int) and not isinstance(b, bool) for b in bits):
         raise AutoqError(f"{where}: 'bits' must be integers such as [2, 3, 4, 8], got {raw['bits']!r}")
+    unsupported = [b for b in bits if b not in SUPPORTED_BITS]
+    if unsupported:
+        raise AutoqError(f"{where}: unsupported bit-width(s) {unsupported} in 'bits'; choose from {list(SUPPORTED_BITS)} (16: fp16)")
     if not all(isinstance(s, bool) for s in symmetric) or not isinstance(raw.get("half", False), bool):
         raise AutoqError(f"{where}: 'symmetric' and 'half' take true or false (unquoted)")
-    layers = str(raw.get("layers", ".*"))
+    if not isinstance(raw.get("layers", ".*"), str):
+        raise AutoqError(f"{where}: 'layers' must be a regular expression in quotes, such as '.*' or 'attention', got {raw['layers']!r}")
+    layers = raw.get("layers", ".*")
     try:
         compile_patterns([layers], "'layers'")
     except AutoqError as exc:

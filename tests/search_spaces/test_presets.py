@@ -120,6 +120,12 @@ def test_directory_is_not_a_preset_file(tmp_path):
         ("rules: []\n", "empty"),
         ("rules:\n", "empty"),
         ("rules:\n  - 4\n", "mapping"),
+        # empty lists: a traceback (min() of an empty sequence), or with half: true an fp16-only search
+        ("rules:\n  - {bits: [], granularity: channel, methods: rtn-mse, half: true}\n", r"line 2, rule 1: 'bits' is an empty list"),
+        ("rules:\n  - {bits: 4, granularity: [], methods: [], symmetric: []}\n", "'granularity', 'methods', 'symmetric' is an empty list"),
+        ("rules:\n  - {bits: 4, granularity: channel, methods: rtn-mse, activations: []}\n", "'activations' is an empty list"),
+        ("rules:\n  - {bits: [4, 7], granularity: channel, methods: rtn-mse}\n", r"rule 1: unsupported bit-width\(s\) \[7\] in 'bits'; choose from"),
+        ("rules:\n  - {layers: , bits: 4, granularity: channel, methods: rtn-mse}\n", "'layers' must be a regular expression in quotes"),
     ],
 )
 def test_bad_files(tmp_path, text, match):
