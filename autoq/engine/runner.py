@@ -217,8 +217,9 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
             tracker.finish(points, frontier, {**metrics, "wall_seconds": wall_seconds}, budget.value if budget.kind == "bits" else None, status,
                            latency_budget_ms=budget.value if budget.is_latency else None)
     if not points and book.n_failed:
-        where = "MLflow run tags and the Optuna study" if tracker else "the Optuna study"
-        raise AutoqError(f"every trial failed ({book.n_failed}); the first error is in {where} {study_name!r}")
+        stored = [where for where, kept in (("its MLflow run tags", tracker), (f"the Optuna study {study_name!r}", storage)) if kept]
+        first = f"; the first error: {book.first_error}" if book.first_error else ""
+        raise AutoqError(f"every trial failed ({book.n_failed}){first}" + (f" (each trial's is in {' and '.join(stored)})" if stored else ""))
     if not points:
         raise AutoqError(f"no trial was evaluated: the timeout ({config.timeout} s) ended the search before its first trial; "
                          "give it more time" if config.timeout is not None else "no trial was evaluated")

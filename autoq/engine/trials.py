@@ -94,6 +94,7 @@ class TrialBook:
         self.failures: Counter[Assignment] = Counter()  # failed evaluations per assignment, retries included
         self.n_failed = 0  # assignments that failed max_retries + 1 times: they count as evaluated
         self.n_infeasible = 0
+        self.first_error: str | None = None  # of this run's evaluations, for the message when every trial failed
         self.in_flight: dict[int, Pending] = {}
         self._seen: dict[Assignment, float] = {}
         self._in_a_row = 0
@@ -174,6 +175,7 @@ class TrialBook:
             tags = trial_tags(is_uniform, self.cost_model, error, attempt=str(pending.attempt), backend=self.backend)
             run_id = self.tracker.log_trial(number, trial_metrics(cost, None if error else quality), tags, proposal.assignment, "FAILED" if error else "FINISHED")
         if error is not None:
+            self.first_error = self.first_error or error
             self.strategy.tell(proposal, None, pending.violation, error=error)
             self.failures[proposal.assignment] += 1
             if self.failures[proposal.assignment] <= self.max_retries:
