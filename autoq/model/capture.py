@@ -192,6 +192,24 @@ def _named(name: str, acc: _Accumulator) -> LayerStats:
         raise AutoqError(f"layer {name!r}: {exc}") from None
 
 
+def execution_order(model: nn.Module, layers: Sequence[LayerInfo], batch: Any) -> list[int]:
+    """Indices into ``layers`` in the order a forward pass on ``batch`` first calls them (layers it does not call
+    last, in ``layers`` order): a model may define a layer before one that runs ahead of it."""
+    first: dict[int, int] = {}
+    handles = []
+    for i, layer in enumerate(layers):
+        def hook(m: nn.Module, args: tuple, i: int = i) -> None:
+            first.setdefault(i, len(first))
+
+        handles.append(get_module(model, layer.name).register_forward_pre_hook(hook))
+    try:
+        _run(model, [batch])
+    finally:
+        for h in handles:
+            h.remove()
+    return sorted(range(len(layers)), key=lambda i: first.get(i, len(layers) + i))
+
+
 def capture_sequential(
     model: nn.Module,
     layers: Sequence[LayerInfo],
@@ -200,18 +218,20 @@ def capture_sequential(
     max_samples: int = DEFAULT_MAX_SAMPLES,
     seed: int = 0,
 ) -> dict[str, LayerStats]:
-    """Statistics of each layer with every earlier layer (in ``layers`` order) already quantized.
+    """Statistics of each layer with every layer that runs before it already quantized.
 
     ``quantize(name, stats)`` returns the layer's new weight in its native layout; it
     is swapped in after the layer's statistics are taken. The model's weights are
-    restored before returning. Cost: one (truncated) calibration pass per layer.
+    restored before returning. Cost: one (truncated) calibration pass per layer, and one
+    forward of the first batch for the order the layers run in (:func:`execution_order`).
     """
     if not batches:
         raise AutoqError("capturing layer statistics needs at least one calibration batch")
     stats: dict[str, LayerStats] = {}
     originals: dict[str, torch.Tensor] = {}
     try:
-        for i, layer in enumerate(layers):
+        for i in execution_order(model, layers, batches[0]):
+            layer = layers[i]
             module = get_module(model, layer.name)
             acc = _Accumulator(max_samples, seed + i)
 
@@ -244,7 +264,10 @@ class CalibrationStats:
 
     def __init__(self, model: nn.Module, layers: Sequence[LayerInfo], batches: Sequence[Any], sequential: bool = False,
                  max_samples: int = DEFAULT_MAX_SAMPLES, seed: int = 0) -> None:
-        self.model, self.layers, self.batches = model, tuple(layers), list(batches)
+        # a layer whose input cannot be read as rows (LayerInfo.no_rows) takes data-free methods only: not captured
+        self.model, self.batches = model, list(batches)
+        self.layers = tuple(layer for layer in layers if not layer.no_rows)
+        self._no_rows = {layer.name: layer.no_rows for layer in layers if layer.no_rows}
         self.sequential, self.max_samples, self.seed = sequential, max_samples, seed
         self._float: dict[str, LayerStats] | None = None
 
@@ -254,6 +277,8 @@ class CalibrationStats:
         try:
             return self._float[name]
         except KeyError:
+            if name in self._no_rows:
+                raise AutoqError(f"layer {name!r} is {self._no_rows[name]}: data-driven methods cannot run on it") from None
             raise AutoqError(f"no calibration statistics for layer {name!r}: it is not one of the searched layers") from None
 
     def sweep(self, quantize: Callable[[str, LayerStats], torch.Tensor]) -> dict[str, LayerStats]:

@@ -112,6 +112,32 @@ def test_sequential_inputs_come_from_quantized_earlier_layers():
         assert torch.equal(value, before[name])  # weights restored
 
 
+def test_sequential_capture_follows_the_order_layers_run_in_not_the_order_they_are_defined_in():
+    class HeadFirst(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.head = nn.Linear(8, 3)  # defined first, runs last
+            self.body = nn.Linear(6, 8)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.body(x)))
+
+    torch.manual_seed(0)
+    model, data = HeadFirst(), [torch.randn(10, 6) for _ in range(3)]
+    layers = find_layers(model)
+    assert [layer.name for layer in layers] == ["head", "body"]
+    seen = []
+
+    def zero_out(name, stats):
+        seen.append(name)
+        return torch.zeros_like(get_module(model, name).weight)
+
+    seq = capture_sequential(model, layers, data, zero_out)
+    assert seen == ["body", "head"]
+    constant = torch.relu(model.body.bias.detach()).double()  # body zeroed before head's capture: its output is relu(bias)
+    assert torch.allclose(seq["head"].xtx, 30 * torch.outer(constant, constant))
+
+
 def test_calibration_stats_capture_lazily_once():
     model, data = mlp(), batches()
     calls = []
