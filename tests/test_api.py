@@ -71,6 +71,19 @@ def test_weight_normed_layers_are_left_out_with_a_note(capsys):
     assert "1 layer(s) whose weight a parametrization computes (weight_norm, spectral_norm) left unquantized: '2'" in capsys.readouterr().err
 
 
+def test_a_multihead_attention_model_searches_data_driven_methods_without_failures():
+    """nn.MultiheadAttention reads its out_proj's weight without calling it, so no input reaches a hook there: the
+    statistics of every layer were captured together and all failed on it, so every trial with GPTQ anywhere failed."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.TransformerEncoderLayer(16, 2, 32, batch_first=True, dropout=0.0)).eval()
+    data = [torch.randn(4, 5, 16, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    result = autoq.search(model, data, budget="8bits", space="full", n_trials=4, seed_from="none", pins={"linear": "int4-ch-asym:gptq"},
+                          tracking_uri=None, storage=None, progress=False)
+    assert result.n_failed == 0 and len(result.points) == 4
+    assert all(p.assignment["0.linear1"].method == "gptq" for p in result.points)
+    assert {p.assignment["0.self_attn.out_proj"].method for p in result.points} <= {"rtn-mse", "rtn-lp"}
+
+
 def test_model_with_nothing_to_quantize():
     with pytest.raises(AutoqError, match="no quantizable layer"):
         autoq.search(nn.Sequential(nn.ReLU()), batches(), budget="4bits", tracking_uri=None, storage=None)

@@ -221,7 +221,8 @@ def find_layers(model: nn.Module, skip: Iterable[str] = (), include_tied: bool =
             continue
         w = module.weight
         out_f = w.shape[1] if kind == "hf_conv1d" else w.shape[0]
-        found.append(LayerInfo(name, kind, int(out_f), int(w.numel() // out_f), rows_unsupported(module)))
+        no_rows = "a MultiheadAttention's out_proj, whose input the module never passes through it" if kind == "mha_out_proj" else rows_unsupported(module)
+        found.append(LayerInfo(name, kind, int(out_f), int(w.numel() // out_f), no_rows))
     unused = [p.pattern for p, u in zip(skip_res, used) if not u]
     if unused:
         raise AutoqError(f"skip pattern(s) {unused} match no quantizable layer; {name_examples(names)} "
