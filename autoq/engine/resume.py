@@ -130,19 +130,29 @@ def check_resumable(storage: str | None, study_name: str, settings: dict[str, An
         raise AutoqError(f"cannot resume {study_name!r} with other settings: {'; '.join(differ)}; resume with the stored ones")
     names = _options_by_name(space)
     for t in study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)):
-        _check_fits(t.params, names, study_name, complete=t.state != optuna.trial.TrialState.RUNNING)  # a kill may cut a trial's picks short
-    return _reopen(study)
+        _check_fits(t.params, names, study_name, complete=not _interrupted(t))  # a kill may cut a trial's picks short
+    return _reopen(study, names)
 
 
-def _reopen(study: optuna.Study) -> int:
-    """Mark trials left RUNNING by a dead process as failed and enqueue their parameters again."""
+def _interrupted(trial: optuna.trial.FrozenTrial) -> bool:
+    """Left RUNNING by a dead process, or marked failed for it by an earlier resume: its picks may be incomplete."""
+    return trial.state == optuna.trial.TrialState.RUNNING or bool(trial.user_attrs.get(INTERRUPTED_ATTR))
+
+
+def _reopen(study: optuna.Study, names: dict[str, dict[str, Any]]) -> int:
+    """Mark trials left RUNNING by a dead process as failed and enqueue them again: an enqueued (seeded) trial with
+    its fixed parameters, another with its picks when it had made them all (a kill during Optuna's ask stores only
+    some, which would pin a few layers of a random proposal; the sampler proposes afresh instead)."""
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
     for t in running:
         trial = optuna.trial.Trial(study, t._trial_id)
         trial.set_user_attr(INTERRUPTED_ATTR, True)
         trial.set_user_attr("error", "interrupted: the search stopped while this trial ran; retried on resume")
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-        study.enqueue_trial(t.params, user_attrs={"autoq.retry_of": t.number})
+        params = t.system_attrs.get("fixed_params") or (t.params if _misfit(t.params, names, complete=True) is None else None)
+        if params:
+            extra = {"seeded": True} if t.user_attrs.get("seeded") else {}
+            study.enqueue_trial(params, user_attrs={"autoq.retry_of": t.number, **extra})
     return len(running)
 
 

@@ -199,3 +199,31 @@ def test_a_resume_of_a_changed_model_is_refused_before_the_study_or_its_run_chan
     assert Counter(t.state.name for t in optuna.load_study(study_name="c", storage=storage).trials) == before
     again = autoq.search(model("second"), data, resume=True, **{**options, "n_trials": 4})  # the original still resumes
     assert len(again.points) == 4
+
+
+def test_a_kill_during_optunas_ask_leaves_a_study_that_resumes_again_and_again(tmp_path):
+    """A kill while Optuna stores a trial's picks leaves it RUNNING with some of them. Its retry used to be enqueued with
+    those few (a seeded trial lost its assignment), and the next resume refused the study as not fitting the model."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    data = [torch.randn(8, 16, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    options = dict(budget="6bits", seed_from="none", tracking_uri=None, storage=storage, study_name="k", progress=False)
+    autoq.search(model, data, n_trials=2, **options)
+    study = optuna.load_study(study_name="k", storage=storage)
+    choices = {name: list(d.choices) for name, d in study.trials[0].distributions.items()}
+    seeded = {"0": "int4-ch-asym:rtn-mse", "2": "int5-ch-asym:rtn-mse", "4": "int4-ch-asym:rtn-mse"}
+    study.enqueue_trial(seeded, user_attrs={"seeded": True})
+    waiting = len(study.get_trials(states=(optuna.trial.TrialState.WAITING,)))
+    for _ in range(waiting + 1):  # the search's own seeds, then ours, then a sampled trial: each killed after its first pick
+        study.ask().suggest_categorical("0", choices["0"])
+    killed = study.get_trials(states=(optuna.trial.TrialState.RUNNING,))
+    assert sum("fixed_params" in t.system_attrs for t in killed) == waiting and all(len(t.params) == 1 for t in killed)
+    resumed = autoq.search(model, data, n_trials=4 + waiting, resume=True, **options)
+    retried = {t.user_attrs["autoq.retry_of"]: t for t in resumed.study().trials if "autoq.retry_of" in t.user_attrs}
+    assert sorted(retried) == [t.number for t in killed[:-1]]  # the sampled one is proposed afresh, not with its one pick
+    assert all(r.params == t.system_attrs["fixed_params"] and r.user_attrs.get("seeded") for t, r in zip(killed, retried.values()))
+    assert any(dict((n, c.name) for n, c in p.assignment.items()) == seeded for p in resumed.points)
+    again = autoq.search(model, data, n_trials=5 + waiting, resume=True, **options)
+    assert len(again.points) == 5 + waiting
