@@ -68,7 +68,7 @@ def run(args: argparse.Namespace) -> int:
         experiment=args.experiment,
         mlflow_parent_run_id=args.mlflow_parent_run_id,
         study_name=args.study_name,
-        storage=None if args.storage.lower() == "none" else args.storage,
+        storage=args.storage,  # 'none': in memory, as SearchConfig reads it
         timeout=args.timeout,
         progress=not args.no_progress,
         sequential=args.sequential,

@@ -134,9 +134,9 @@ class SearchResult:
         Its trials hold every proposal, the over-budget ones pruned, with the layers' choices as params."""
         if self.storage is None:
             raise AutoqError(f"the study {self.study_name!r} was kept in memory (storage=None) and is gone; search with a storage to keep it")
-        import optuna
+        from autoq.engine.resume import load_study
 
-        return optuna.load_study(study_name=self.study_name, storage=self.storage)
+        return load_study(self.storage, self.study_name)  # a clear error, and no empty database made, where it is not
 
     def apply(self, model: nn.Module, point: Point | Assignment | None = None, calibration: Sequence[Any] | None = None) -> nn.Module:
         """Quantize ``model`` in place with ``point`` (the best one by default) and return it (fake quantization, fp32).

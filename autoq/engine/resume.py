@@ -95,12 +95,13 @@ def stored_settings(workload: Workload, config: SearchConfig) -> dict[str, Any]:
     }
 
 
-def _load(storage: str | None, study_name: str) -> optuna.Study:
+def load_study(storage: str | None, study_name: str) -> optuna.Study:
+    """The stored study, or an AutoqError saying what is missing (Optuna would make an empty SQLite file)."""
     if storage is None:
         raise AutoqError("an in-memory study cannot be resumed; give a storage URL")
     db = sqlite_path(storage)
     if db is not None and not db.exists():  # Optuna would create an empty database there
-        raise AutoqError(f"no Optuna storage at {db} ({storage}) to resume {study_name!r} from; pass the --storage the search used, "
+        raise AutoqError(f"no Optuna storage at {db} ({storage}) to load {study_name!r} from; pass the --storage the search used, "
                          "or run this in the folder where it ran")
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
@@ -110,18 +111,18 @@ def _load(storage: str | None, study_name: str) -> optuna.Study:
 
 def remember_settings(storage: str | None, study_name: str, settings: dict[str, Any]) -> None:
     if storage is not None:
-        _load(storage, study_name).set_user_attr(SETTINGS_ATTR, settings)
+        load_study(storage, study_name).set_user_attr(SETTINGS_ATTR, settings)
 
 
 def read_settings(storage: str, study_name: str) -> dict[str, Any]:
     """The settings a stored search was started with (``{}`` for a study autoq did not start)."""
-    return dict(_load(storage, study_name).user_attrs.get(SETTINGS_ATTR, {}))
+    return dict(load_study(storage, study_name).user_attrs.get(SETTINGS_ATTR, {}))
 
 
 def check_resumable(storage: str | None, study_name: str, settings: dict[str, Any], space: SearchSpace) -> int:
     """Check that ``settings`` match the stored search and that its trials fit ``space``, then reopen it;
     returns how many trials were interrupted. Everything is checked before the study or its MLflow run changes."""
-    study = _load(storage, study_name)
+    study = load_study(storage, study_name)
     stored = study.user_attrs.get(SETTINGS_ATTR)
     if stored is None:
         raise AutoqError(f"study {study_name!r} in {storage} was not started by autoq search; it cannot be resumed")
@@ -165,7 +166,7 @@ def finished_trials(
     """
     from autoq.tracking.runs import reconcile_children
 
-    study = _load(storage, study_name)
+    study = load_study(storage, study_name)
     uniform = set(uniform)
     names = _options_by_name(space)
     trials = study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.PRUNED))

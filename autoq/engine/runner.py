@@ -9,12 +9,10 @@ search loses nothing that was done.
 from __future__ import annotations
 
 import math
-import re
 import sys
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
 
 from optuna.samplers import BaseSampler
@@ -28,6 +26,7 @@ from autoq.engine.result import Point, SearchResult, best_point, pareto_front
 from autoq.engine.resume import check_execution, check_resumable, finished_trials, read_settings, remember_settings, stored_settings
 from autoq.engine.seeding import check_seed_from, seed_metric, start_strategy
 from autoq.engine.strategy import sampler_factory, sampler_name, strategy_factory
+from autoq.engine.study_names import default_study_name, removed_unless_finished
 from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, check_finite_batches
@@ -39,6 +38,7 @@ from autoq.space import SearchSpace
 from autoq.tracking import (
     STUDY_TAG,
     MlflowTracker,
+    absolute_uri,
     check_experiment,
     default_experiment,
     default_tracking_uri,
@@ -63,11 +63,11 @@ class SearchConfig:
     seed_from: str | None = "auto"  # sensitivity metric or table file seeding the search; "auto": fisher; None / "none": random fill seeds
     skip: tuple[str, ...] = ()
     pins: tuple[tuple[str, str], ...] = ()
-    tracking_uri: str | None = field(default_factory=default_tracking_uri)  # $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db; None: no MLflow
+    tracking_uri: str | None = field(default_factory=default_tracking_uri)  # $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db; None (or "none"): no MLflow
     experiment: str = field(default_factory=default_experiment)  # $MLFLOW_EXPERIMENT_NAME, else autoq
     mlflow_parent_run_id: str | None = None  # nest the search's run in this existing MLflow run (a pipeline step's); it joins that run's experiment
     study_name: str | None = None
-    storage: str | None = "auto"  # "auto": optuna.db beside the MLflow store; None: in memory
+    storage: str | None = "auto"  # "auto": optuna.db beside the MLflow store; None (or "none"): in memory
     timeout: float | None = None  # seconds; stop asking for new trials after this
     progress: bool = True
     device: str | None = None  # latency source: a preset ("h100": roofline estimate) or a measured table JSON
@@ -82,6 +82,10 @@ class SearchConfig:
     sequential: bool = False  # data-driven PTQ methods see inputs from already-quantized earlier layers (autoq.model.capture)
 
     def __post_init__(self) -> None:
+        for name in ("tracking_uri", "storage"):  # "none", as on the command line, is None
+            value = getattr(self, name)
+            if isinstance(value, str) and value.strip().lower() == "none":
+                object.__setattr__(self, name, None)
         if self.n_trials < 1:
             raise AutoqError(f"n_trials must be at least 1, got {self.n_trials}")
         if self.batch < 1:
@@ -99,16 +103,13 @@ class SearchConfig:
         object.__setattr__(self, "skip", (self.skip,) if isinstance(self.skip, str) else tuple(self.skip))  # one pattern, not its letters
 
     def resolved_storage(self) -> str | None:
+        """The Optuna storage URL, a SQLite file's path made absolute: a result or MLflow param read from another
+        folder (``result.study()``, a pickled result) must name the same database."""
         if self.storage != "auto":
-            return self.storage
+            return absolute_uri(self.storage) if self.storage else self.storage
         db = sqlite_path(self.tracking_uri) if self.tracking_uri else None
         folder = db.parent if db is not None else Path(".")
-        return f"sqlite:///{folder / 'optuna.db'}"
-
-
-def default_study_name(model_name: str, budget: Budget) -> str:
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"autoq-{model_name}-{budget.text}-{stamp}")
+        return absolute_uri(f"sqlite:///{folder / 'optuna.db'}")
 
 
 @dataclass(frozen=True)
@@ -168,17 +169,18 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     if not math.isfinite(reference):
         raise AutoqError(f"the quality metric of the unquantized model is {reference}; check the evaluation data")
 
-    study_name = config.study_name or default_study_name(workload.name, budget)
     storage = config.resolved_storage()
+    study_name = config.study_name or default_study_name(workload.name, budget, storage)
     db = sqlite_path(storage) if storage else None
     if db is not None and not config.resume:
         db.parent.mkdir(parents=True, exist_ok=True)  # as MLflow's store beside it is made: a new folder is fine
     if config.resume:  # marks the interrupted trials failed and enqueues them again
         check_resumable(storage, study_name, stored_settings(workload, config), space)
-    strategy, seeds, uniform = start_strategy(workload, config, problem, study_name, storage)
-    if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
-        strategy.seed(seeds)
-        remember_settings(storage, study_name, stored_settings(workload, config))
+    with removed_unless_finished(storage, study_name, new=not config.resume):  # cut short, it could be neither resumed nor reused
+        strategy, seeds, uniform = start_strategy(workload, config, problem, study_name, storage)
+        if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
+            strategy.seed(seeds)
+            remember_settings(storage, study_name, stored_settings(workload, config))
     uniform_set = set(uniform)
 
     tracker = _start_tracking(workload, config, space, budget, study_name, storage)

@@ -77,7 +77,8 @@ class OptunaStrategy:
                 load_if_exists=resume,  # resume: continue the stored study (see autoq.engine.resume)
             )
         except optuna.exceptions.DuplicatedStudyError:
-            raise AutoqError(f"a study named {study_name!r} already exists in {storage}; choose another --study-name") from None
+            raise AutoqError(f"a study named {study_name!r} already exists in {storage}; choose another name (--study-name, or "
+                             "study_name= in Python), or resume it (--resume NAME, resume=True)") from None
         self.n_objectives = _stored_objectives(self.study, objectives)
         with warnings.catch_warnings():  # experimental in Optuna, but what the dashboard shows
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

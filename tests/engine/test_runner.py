@@ -181,5 +181,67 @@ def test_existing_study_name_is_refused(tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     kwargs = dict(budget="4.5bits", n_trials=2, tracking_uri=None, storage=storage, study_name="same", progress=False)
     autoq.search("digits-cnn", **kwargs)
-    with pytest.raises(AutoqError, match="already exists"):
+    with pytest.raises(AutoqError, match=r"already exists .*; choose another name \(--study-name, or study_name= in Python\)"):
         autoq.search("digits-cnn", **kwargs)
+
+
+def test_default_study_names_stay_unique_within_a_second(tmp_path, monkeypatch):
+    """A pipeline looping over seeds started searches within one second: the second failed on the first's name."""
+    from datetime import datetime as real
+
+    from autoq.engine import study_names
+
+    class Frozen(real):
+        @classmethod
+        def now(cls, tz=None):
+            return real(2026, 12, 1, 12, 0, 0, tzinfo=tz)
+
+    monkeypatch.setattr(study_names, "datetime", Frozen)
+    kwargs = dict(budget="4.5bits", n_trials=1, seed_from="none", tracking_uri=None, storage=f"sqlite:///{tmp_path / 'optuna.db'}", progress=False)
+    names = [autoq.search("digits-cnn", seed=seed, **kwargs).study_name for seed in range(3)]
+    base = "autoq-digits-cnn-4.5bits-20261201-120000"
+    assert names == [base, f"{base}-2", f"{base}-3"]
+
+
+def test_a_study_cut_short_while_seeding_is_removed_so_its_name_can_be_used(tmp_path, monkeypatch):
+    """Ctrl-C between the study's creation and its stored settings left a study that could be neither resumed ("not
+    started by autoq search") nor reused ("already exists")."""
+    import optuna
+
+    from autoq.engine import strategy
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    kwargs = dict(budget="4.5bits", n_trials=1, seed_from="none", tracking_uri=None, storage=storage, study_name="nightly", progress=False)
+
+    def interrupted(self, assignments):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(strategy.OptunaStrategy, "seed", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            autoq.search("digits-cnn", **kwargs)
+    assert "nightly" not in optuna.get_all_study_names(storage)
+    assert len(autoq.search("digits-cnn", **kwargs).points) == 1
+
+
+def test_a_result_finds_its_study_from_any_folder(tmp_path, monkeypatch):
+    """The storage was kept as the relative sqlite:///optuna.db: from another folder, study() raised a bare KeyError
+    and left an empty optuna.db there."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "run")
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=2, seed_from="none", tracking_uri=None, storage="sqlite:///optuna.db",
+                          progress=False)
+    assert result.storage == f"sqlite:///{tmp_path / 'run' / 'optuna.db'}"
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert len(result.study().trials) >= 2
+    gone = dataclasses.replace(result, storage="sqlite:///optuna.db")  # as a result pickled before
+    with pytest.raises(AutoqError, match="no Optuna storage at optuna.db"):
+        gone.study()
+    assert not (tmp_path / "elsewhere" / "optuna.db").exists()
+
+
+def test_none_as_a_string_is_none_as_on_the_command_line():
+    """storage='none' was refused by a message that recommended 'none'; tracking_uri='none' reached MLflow."""
+    config = autoq.SearchConfig(storage="none", tracking_uri="None")
+    assert config.storage is None and config.tracking_uri is None and config.resolved_storage() is None
