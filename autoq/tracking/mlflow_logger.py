@@ -7,6 +7,7 @@ the frontier as CSV, JSON and a PNG plot among the parent's artifacts.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import tempfile
@@ -56,13 +57,21 @@ def tracking_client(uri: str) -> MlflowClient:
     `AutoqError` that says which URIs work, not MLflow's traceback."""
     from mlflow.exceptions import MlflowException
     from mlflow.tracking import MlflowClient
+    from sqlalchemy.exc import SQLAlchemyError
 
+    db = sqlite_path(uri)
     try:
-        return MlflowClient(tracking_uri=uri)
+        # a new SQLite store is built by migrations (seconds): a Ctrl-C among them would leave it half built for good
+        with deferred_interrupts() if db is not None and not db.exists() else contextlib.nullcontext():
+            return MlflowClient(tracking_uri=uri)
     except MlflowException as exc:
         reason = str(exc.message).split(". ")[0]
         raise AutoqError(f"MLflow cannot use the tracking URI {uri!r}: {reason}; use a database such as "
                          f"{DEFAULT_TRACKING_URI} or a tracking server (http://HOST:5000)") from None
+    except SQLAlchemyError as exc:
+        what = f"the MLflow database {db}" if db is not None else f"the MLflow store {uri!r}"
+        raise AutoqError(f"{what} cannot be opened ({type(exc).__name__}: {str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}); "
+                         "a store whose creation was cut short stays broken: move it aside to start a new one") from None
 
 
 def check_experiment(uri: str, name: str) -> None:

@@ -1,0 +1,36 @@
+"""Opening an MLflow store: a new SQLite store is built whole, a broken one is one clear error."""
+
+from __future__ import annotations
+
+import signal
+
+import pytest
+
+from autoq.errors import AutoqError
+from autoq.tracking import tracking_client
+
+
+def test_a_broken_sqlite_store_is_one_line_that_names_the_file(tmp_path):
+    """A store whose creation was cut short made every later command end in a 100-line SQLAlchemy traceback."""
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"not a database " * 20)
+    with pytest.raises(AutoqError, match=f"the MLflow database {db} cannot be opened .*move it aside to start a new one"):
+        tracking_client(f"sqlite:///{db}")
+
+
+def test_a_ctrl_c_while_a_new_store_is_built_waits_until_it_is_whole(tmp_path, monkeypatch):
+    """Building a new SQLite store runs MLflow's migrations for seconds: a Ctrl-C among them left it half built."""
+    from mlflow.tracking import MlflowClient
+
+    built = []
+
+    class Interrupted(MlflowClient):
+        def __init__(self, tracking_uri: str) -> None:
+            signal.raise_signal(signal.SIGINT)  # as if pressed during the migrations
+            super().__init__(tracking_uri=tracking_uri)
+            built.append(tracking_uri)
+
+    monkeypatch.setattr("mlflow.tracking.MlflowClient", Interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        tracking_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
+    assert built and MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment("0") is not None
