@@ -41,8 +41,20 @@ def default_tracking_uri() -> str:
 
 
 def default_experiment() -> str:
-    """``$MLFLOW_EXPERIMENT_NAME``, as MLflow's fluent API honours it, else ``autoq``."""
-    return os.environ.get("MLFLOW_EXPERIMENT_NAME") or DEFAULT_EXPERIMENT
+    """``$MLFLOW_EXPERIMENT_NAME``, else the experiment ``$MLFLOW_EXPERIMENT_ID`` names in the default store (what
+    ``mlflow.set_experiment`` sets for the rest of a pipeline), as MLflow's fluent API reads them; else ``autoq``."""
+    name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
+    experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
+    if name or not experiment_id:
+        return name or DEFAULT_EXPERIMENT
+    from mlflow.exceptions import MlflowException
+
+    uri = default_tracking_uri()
+    try:
+        return tracking_client(uri).get_experiment(experiment_id).name
+    except MlflowException:
+        raise AutoqError(f"MLFLOW_EXPERIMENT_ID={experiment_id} names no experiment in {uri}; unset it, or set "
+                         "MLFLOW_EXPERIMENT_NAME (or pass --experiment / experiment=)") from None
 
 
 def sqlite_path(uri: str) -> Path | None:

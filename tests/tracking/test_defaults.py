@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 import autoq
@@ -34,3 +35,22 @@ def test_the_variables_direct_every_command_that_is_not_told_otherwise(mlflow_ur
     assert "--tracking-uri" not in export  # the default store is the environment's, so the printed command needs none
     assert main(shlex.split(export)[1:] + ["--no-progress"]) == 0
     assert main(["runs"]) == 0 and "env" in capsys.readouterr().out
+
+
+def test_a_pipelines_set_experiment_is_followed(mlflow_uri, monkeypatch):
+    """mlflow.set_experiment() tells the rest of the process through MLFLOW_EXPERIMENT_ID; the search landed in 'autoq'."""
+    import mlflow
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
+    experiment = mlflow.set_experiment("pipeline")
+    try:
+        assert autoq.SearchConfig().experiment == "pipeline"
+    finally:
+        mlflow.tracking.fluent._active_experiment_id = None
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "999")
+    with pytest.raises(autoq.AutoqError, match="MLFLOW_EXPERIMENT_ID=999 names no experiment in"):
+        autoq.SearchConfig()
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "by-name")  # the name wins, as in MLflow
+    assert autoq.SearchConfig().experiment == "by-name" and experiment.name == "pipeline"
