@@ -2,7 +2,8 @@
 
 autoq runs inside users' own Optuna studies and pipelines, so it never changes
 their logging for good: Optuna's per-trial INFO lines, MLflow's schema-migration
-notes and transformers' progress bars are silenced only while autoq works.
+notes and transformers' progress bars are silenced only while autoq works. A level
+someone changed meanwhile is left as they set it.
 """
 
 from __future__ import annotations
@@ -30,14 +31,16 @@ def quiet_logs() -> Iterator[None]:
         hf.disable_progress_bar()
     try:
         yield
-    finally:
-        if optuna:
+    finally:  # each level only where it is still the one set here: two searches in threads (an outer study's n_jobs=2)
+        # overlap, and the second saved the first's quiet level; restoring it after the first restored would keep it
+        if optuna and optuna.logging.get_verbosity() == optuna.logging.WARNING:
             optuna.logging.set_verbosity(optuna_level)
-        if mlflow_logger:
+        if mlflow_logger and mlflow_logger.level == logging.WARNING:
             mlflow_logger.setLevel(mlflow_level)
         if hf and hf_state:
-            hf.set_verbosity(hf_state[0])
-            if hf_state[1]:
+            if hf.get_verbosity() == hf.ERROR:
+                hf.set_verbosity(hf_state[0])
+            if hf_state[1] and not hf.is_progress_bar_enabled():
                 hf.enable_progress_bar()
 
 

@@ -1,9 +1,12 @@
-"""Silencing native writes to stdout (HiGHS' debug line) without losing Python's own output."""
+"""Quiet logging and output: native writes to stdout (HiGHS' debug line) and third-party log levels, restored after."""
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
+
+import pytest
 
 SCRIPT = """
 import os
@@ -44,3 +47,35 @@ print("loaded")
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and "loaded" in proc.stdout, proc.stderr[-2000:]
+
+
+@pytest.mark.parametrize("first_out", ["first", "second"])
+def test_overlapping_calls_leave_the_levels_as_they_found_them(first_out):
+    """Two searches in threads of an outer study (n_jobs=2): the second saved the first's quiet levels, and restoring
+    them after the first had restored left Optuna at WARNING for the rest of the process."""
+    import optuna
+    from transformers.utils import logging as hf
+
+    from autoq.quiet import quiet_logs
+
+    before = (optuna.logging.get_verbosity(), logging.getLogger("mlflow").level, hf.get_verbosity(), hf.is_progress_bar_enabled())
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    hf.set_verbosity_info()
+    hf.enable_progress_bar()
+    try:
+        a, b = quiet_logs(), quiet_logs()
+        a.__enter__()
+        b.__enter__()
+        assert optuna.logging.get_verbosity() == optuna.logging.WARNING
+        for cm in (a, b) if first_out == "first" else (b, a):
+            cm.__exit__(None, None, None)
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+        assert hf.get_verbosity() == hf.INFO and hf.is_progress_bar_enabled()
+        with quiet_logs():
+            optuna.logging.set_verbosity(optuna.logging.DEBUG)  # the user's own change meanwhile is kept
+        assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
+    finally:
+        optuna.logging.set_verbosity(before[0])
+        logging.getLogger("mlflow").setLevel(before[1])
+        hf.set_verbosity(before[2])
+        (hf.enable_progress_bar if before[3] else hf.disable_progress_bar)()
