@@ -21,16 +21,17 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         p.set_defaults(run=fn)
 
 
-def _client(args: argparse.Namespace):
+def _client(args: argparse.Namespace, required: bool = True):
+    """The store's client and the experiment's id (``None`` where it is missing and not ``required``)."""
     from autoq.errors import AutoqError
     from autoq.tracking import require_store, tracking_client
 
     require_store(args.tracking_uri)
     client = tracking_client(args.tracking_uri)
     experiment = client.get_experiment_by_name(args.experiment)
-    if experiment is None:
+    if experiment is None and required:
         raise AutoqError(f"no experiment {args.experiment!r} in {args.tracking_uri}; pass --experiment")
-    return client, experiment.experiment_id
+    return client, experiment.experiment_id if experiment is not None else None
 
 
 def run_list(args: argparse.Namespace) -> int:
@@ -65,11 +66,13 @@ def run_pareto(args: argparse.Namespace) -> int:
     from autoq.errors import AutoqError
     from autoq.tracking.runs import find_search
 
-    client, experiment_id = _client(args)
-    parent = find_search(client, experiment_id, args.name)
+    client, experiment_id = _client(args, required=False)  # a run id needs no experiment (a search nested in a pipeline's)
+    parent = find_search(client, experiment_id, args.name) if experiment_id is not None else None
     run_id = parent.info.run_id if parent is not None else args.name
     if parent is None and not _is_run(client, run_id):
-        raise AutoqError(f"no search named {args.name!r} in experiment {args.experiment!r} of {args.tracking_uri}; 'autoq runs' lists them")
+        where = f"experiment {args.experiment!r}" if experiment_id is not None else f"an experiment {args.experiment!r} (there is none)"
+        raise AutoqError(f"no search named {args.name!r} in {where} of {args.tracking_uri}, nor a run with that id; "
+                         "'autoq runs --experiment NAME' lists the searches of an experiment")
     result = SearchResult.from_mlflow(run_id, args.tracking_uri)
     if not result.points:
         raise AutoqError(f"search {args.name!r} has no finished trial yet")

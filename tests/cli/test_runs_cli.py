@@ -39,6 +39,14 @@ def test_runs_lists_and_pareto_prints_the_frontier(tmp_path, mlflow_uri, capsys)
     assert no_store.returncode == 2 and "no MLflow store" in no_store.stderr
 
 
+def test_pareto_by_run_id_needs_no_experiment(mlflow_uri, capsys):
+    """A search nested in a pipeline's experiment, in a store with no 'autoq' experiment: a run id is global."""
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=mlflow_uri, experiment="pipeline", progress=False, seed_from="none")
+    assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 0 and "Pareto frontier" in capsys.readouterr().out
+    assert main(["pareto", "nope", "--tracking-uri", mlflow_uri]) == 2
+    assert "no search named 'nope' in an experiment 'autoq' (there is none)" in capsys.readouterr().err
+
+
 def test_the_hint_of_another_experiment_names_it_and_its_command_works(mlflow_uri, capsys):
     autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=mlflow_uri, study_name="elsewhere", experiment="my exp",
                  progress=False, seed_from="none")
