@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 from autoq.budget import Budget, parse_budget
 from autoq.choice import Assignment, LayerChoice
 from autoq.engine.result import Point, SearchResult
-from autoq.errors import AutoqError
+from autoq.errors import AutoqError, SearchInterrupted
 from autoq.export import export, load
 from autoq.quant import QuantSpec
 
@@ -40,6 +40,7 @@ __all__ = [
     "Point",
     "QuantSpec",
     "SearchConfig",
+    "SearchInterrupted",
     "SearchResult",
     "export",
     "load",

@@ -9,3 +9,7 @@ from __future__ import annotations
 
 class AutoqError(ValueError):
     """A problem with the user's input, explained in the message."""
+
+
+class SearchInterrupted(KeyboardInterrupt):
+    """Ctrl-C or SIGTERM stopped a search; the message says what was kept and how to continue it."""

@@ -133,7 +133,8 @@ def test_interrupt_keeps_finished_trials(signame, tmp_path, mlflow_uri):
     finally:
         proc.kill()
     assert proc.returncode == 130, err[-2000:]
-    assert "interrupted" in err and "Traceback" not in err
+    assert "interrupted after" in err and "Traceback" not in err
+    assert f"kept in the Optuna study and MLflow; continue with: autoq search --resume interrupted --tracking-uri {mlflow_uri}" in err
 
     study = optuna.load_study(study_name="interrupted", storage=storage)
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]

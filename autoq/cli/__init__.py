@@ -16,7 +16,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
-from autoq.errors import AutoqError
+from autoq.errors import AutoqError, SearchInterrupted
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -45,8 +45,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except AutoqError as exc:
         print(f"autoq: error: {exc}", file=sys.stderr)
         return 2
+    except SearchInterrupted as exc:
+        print(f"autoq: {exc}", file=sys.stderr)
+        return 130
     except KeyboardInterrupt:
-        print("autoq: interrupted; finished trials are kept in the Optuna storage and MLflow", file=sys.stderr)
+        print("autoq: interrupted", file=sys.stderr)
         return 130
     except BrokenPipeError:  # `autoq runs | head`: the reader left; say nothing more, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())

@@ -9,6 +9,7 @@ search loses nothing that was done.
 from __future__ import annotations
 
 import math
+import shlex
 import sys
 import time
 from collections.abc import Mapping
@@ -28,7 +29,7 @@ from autoq.engine.seeding import check_seed_from, seed_metric, start_strategy
 from autoq.engine.strategy import sampler_factory, sampler_name, strategy_factory
 from autoq.engine.study_names import default_study_name, removed_unless_finished
 from autoq.engine.trials import TrialBook
-from autoq.errors import AutoqError
+from autoq.errors import AutoqError, SearchInterrupted
 from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.latency import latency_model
 from autoq.model import check_finite_weights, find_layers, left_out_note, searched_tied
@@ -204,9 +205,9 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
         else:
             _run_trials(workload, book, deadline, config)
         status = "FINISHED"
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
         status = "KILLED"
-        raise
+        raise SearchInterrupted(_interrupted_note(config, book, study_name, storage, tracker is not None)) from exc
     finally:
         bar.close()
         points = book.points
@@ -231,6 +232,20 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
         eval_seconds=eval_seconds, wall_seconds=wall_seconds, n_infeasible=book.n_infeasible, n_failed=book.n_failed,
         sequential=config.sequential,
     )
+
+
+def _interrupted_note(config: SearchConfig, book: TrialBook, study_name: str, storage: str | None, tracked: bool) -> str:
+    """What an interrupted search kept, and the command that continues it."""
+    done = f"{book.n_done} finished trial(s)"
+    if storage is None:
+        kept = "MLflow keeps them, but with --storage none it cannot be resumed" if tracked else "nothing keeps them (--storage none, --tracking-uri none)"
+        return f"interrupted after {done}; {kept}"
+    options = [f"--storage {shlex.quote(storage)}"] if config.storage != "auto" else []
+    if config.tracking_uri and config.tracking_uri != default_tracking_uri():
+        options.insert(0, f"--tracking-uri {shlex.quote(config.tracking_uri)}")
+    command = " ".join(["autoq search --resume", shlex.quote(study_name), *options])
+    where = "the Optuna study" + (" and MLflow" if tracked else "")
+    return f"interrupted after {done}, kept in {where}; continue with: {command}   (Python: resume=True, study_name={study_name!r})"
 
 
 def _run_trials(workload: Workload, book: TrialBook, deadline: float | None, config: SearchConfig | None = None) -> None:

@@ -245,3 +245,30 @@ def test_none_as_a_string_is_none_as_on_the_command_line():
     """storage='none' was refused by a message that recommended 'none'; tracking_uri='none' reached MLflow."""
     config = autoq.SearchConfig(storage="none", tracking_uri="None")
     assert config.storage is None and config.tracking_uri is None and config.resolved_storage() is None
+
+
+@pytest.mark.parametrize("stored", [True, False])
+def test_an_interrupted_search_says_what_it_kept_and_how_to_continue(tmp_path, stored):
+    """The message said trials were kept in the Optuna storage and MLflow even where nothing kept them, and never
+    gave the study name a resume needs."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    data = [torch.randn(8, 32, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    calls = []
+
+    def evaluate(m):
+        calls.append(1)
+        if len(calls) == 4:  # the reference, then 2 trials
+            raise KeyboardInterrupt
+        return float(len(calls))  # any quality
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}" if stored else None
+    with pytest.raises(autoq.SearchInterrupted) as info:
+        autoq.search(model, data, evaluate, budget="6bits", n_trials=10, seed_from="none", tracking_uri=None, storage=storage,
+                     study_name="cut", progress=False)
+    if stored:
+        assert str(info.value) == (f"interrupted after 2 finished trial(s), kept in the Optuna study; continue with: autoq search --resume cut "
+                                   f"--storage {storage}   (Python: resume=True, study_name='cut')")
+    else:
+        assert str(info.value) == "interrupted after 2 finished trial(s); nothing keeps them (--storage none, --tracking-uri none)"
+    assert isinstance(info.value, KeyboardInterrupt)
