@@ -18,10 +18,11 @@ def _fmt_latency(p: Point) -> str:
 
 def export_command(run_id: str | None, tracking_uri: str, name_store: bool = False) -> str:
     """The ``autoq export`` command line for an MLflow run: ``--tracking-uri`` where it is not the default, or always with
-    ``name_store`` (a run's MLflow description is read where no default can be assumed)."""
-    from autoq.tracking import default_tracking_uri
+    ``name_store`` (a run's MLflow description is read where no default can be assumed: a SQLite store by its absolute path)."""
+    from autoq.tracking import absolute_uri, default_tracking_uri
 
-    store = f" --tracking-uri {shlex.quote(tracking_uri)}" if name_store or tracking_uri != default_tracking_uri() else ""
+    uri = absolute_uri(tracking_uri) if name_store else tracking_uri
+    store = f" --tracking-uri {shlex.quote(uri)}" if name_store or tracking_uri != default_tracking_uri() else ""
     return f"autoq export --run-id {run_id}{store} --out quantized"
 
 

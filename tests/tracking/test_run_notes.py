@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import replace
+from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
@@ -48,3 +49,5 @@ def test_a_long_frontier_is_cut_to_what_an_mlflow_tag_holds():
     estimated = search_note([replace(p, latency_source="estimate:roofline:h100") for p in frontier[:2]], "sqlite:///mlflow.db")
     assert "| latency (us, ESTIMATE roofline:h100) |" in estimated  # an estimate says so, as every latency output does
     assert "latency" not in search_note([frontier[0].__class__(0, one, 0.9, 4.0, 1, run_id="r")], "sqlite:///mlflow.db")
+    # the description is read in the MLflow UI, run from anywhere: the relative store named no particular database
+    assert f"--tracking-uri sqlite:///{Path.cwd() / 'mlflow.db'}" in note and "sqlite:///mlflow.db" not in note
