@@ -200,10 +200,11 @@ class AutoqTrainable(tune.Trainable):
         from autoq.engine.runner import _evaluate
 
         assignment = Assignment.from_json(self.config["assignment"])
+        started_ms = int(time.time() * 1000)
         quality, error = _evaluate(self.workload, self.cache, assignment)
-        return {"quality": quality, "error": error or "", "run_id": self._log(assignment, quality, error) or "", "done": True}
+        return {"quality": quality, "error": error or "", "run_id": self._log(assignment, quality, error, started_ms) or "", "done": True}
 
-    def _log(self, assignment: Assignment, quality: float, error: str | None) -> str | None:
+    def _log(self, assignment: Assignment, quality: float, error: str | None, started_ms: int) -> str | None:
         """Log the trial as a child run; on a logging error leave it to the driver (which logs what has no run id)."""
         if self.tracker is None:
             return None
@@ -213,6 +214,6 @@ class AutoqTrainable(tune.Trainable):
         else:
             metrics["quality"] = quality
         try:
-            return self.tracker.log_trial(self.config["trial"], metrics, tags, assignment, "FAILED" if error else "FINISHED")
+            return self.tracker.log_trial(self.config["trial"], metrics, tags, assignment, "FAILED" if error else "FINISHED", start_ms=started_ms)
         except Exception:  # e.g. a locked SQLite store: the driver logs it instead
             return None

@@ -12,9 +12,10 @@ evaluated ``n_trials`` when points plus final failures reach that count.
 from __future__ import annotations
 
 import math
+import time
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 
 from tqdm.auto import tqdm
 
@@ -69,6 +70,7 @@ class Pending:
     cost: Cost
     violation: float
     attempt: int  # 1 for the first evaluation of this assignment, 2 for its first retry, ...
+    started_ms: int = field(default_factory=lambda: int(time.time() * 1000))  # handed out: its MLflow run's start time
 
 
 class TrialBook:
@@ -173,7 +175,8 @@ class TrialBook:
         is_uniform = proposal.assignment in self.uniform
         if run_id is None and self.tracker:
             tags = trial_tags(is_uniform, self.cost_model, error, attempt=str(pending.attempt), backend=self.backend)
-            run_id = self.tracker.log_trial(number, trial_metrics(cost, None if error else quality), tags, proposal.assignment, "FAILED" if error else "FINISHED")
+            run_id = self.tracker.log_trial(number, trial_metrics(cost, None if error else quality), tags, proposal.assignment,
+                                            "FAILED" if error else "FINISHED", start_ms=pending.started_ms)
         if error is not None:
             self.first_error = self.first_error or error
             self.strategy.tell(proposal, None, pending.violation, error=error)

@@ -200,13 +200,17 @@ class MlflowTracker:
         self.parent_id = parent_id
         return self
 
-    def log_trial(self, number: int, metrics: Mapping[str, float], tags: Mapping[str, str], assignment: Assignment, status: str = "FINISHED") -> str:
+    def log_trial(self, number: int, metrics: Mapping[str, float], tags: Mapping[str, str], assignment: Assignment, status: str = "FINISHED",
+                  start_ms: int | None = None) -> str:
+        """One trial's child run, logged once it is evaluated; ``start_ms`` (epoch ms: when its evaluation began) makes the
+        run's Start Time and Duration in the MLflow UI the evaluation's, not the logging's."""
         with deferred_interrupts():  # a write cut in half would leave the SQLite store locked
             from mlflow.entities import Metric, Param
 
             assert self.parent_id is not None, "start() first"
             run = self.client.create_run(
                 self.experiment_id,
+                start_time=start_ms,
                 run_name=f"trial-{number}",
                 tags={"mlflow.parentRunId": self.parent_id, TRIAL_TAG: str(number), **tags},
             )
