@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 BACKENDS = ("optuna", "ray")
 SETTINGS_ATTR = "autoq.settings"  # study user attribute: what defines the search, checked on resume
 INTERRUPTED_ATTR = "autoq.interrupted"
+WALL_ATTR = "autoq.wall_seconds"  # study user attribute: wall time of the sessions so far (a resume adds its own)
 _MUST_MATCH = ("model", "budget", "space", "sampler", "strategy", "seed_from", "seed", "skip", "pins", "device", "batch", "sequential",
                "max_uniform_seeds", "data_fingerprint")
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
@@ -112,6 +113,19 @@ def load_study(storage: str | None, study_name: str) -> optuna.Study:
 def remember_settings(storage: str | None, study_name: str, settings: dict[str, Any]) -> None:
     if storage is not None:
         load_study(storage, study_name).set_user_attr(SETTINGS_ATTR, settings)
+
+
+def add_wall_seconds(storage: str | None, study_name: str, seconds: float) -> float:
+    """The search's wall time over all its sessions: ``seconds`` of this one plus those stored, stored again."""
+    if storage is None:
+        return seconds
+    from autoq.interrupts import deferred_interrupts
+
+    with deferred_interrupts():  # a write cut in half would leave the SQLite file locked
+        study = load_study(storage, study_name)
+        total = float(study.user_attrs.get(WALL_ATTR, 0.0)) + seconds
+        study.set_user_attr(WALL_ATTR, total)
+    return total
 
 
 def read_settings(storage: str, study_name: str) -> dict[str, Any]:

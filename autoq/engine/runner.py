@@ -24,7 +24,15 @@ from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.engine.result import Point, SearchResult, best_point, pareto_front
-from autoq.engine.resume import check_execution, check_resumable, finished_trials, read_settings, remember_settings, stored_settings
+from autoq.engine.resume import (
+    add_wall_seconds,
+    check_execution,
+    check_resumable,
+    finished_trials,
+    read_settings,
+    remember_settings,
+    stored_settings,
+)
 from autoq.engine.seeding import check_seed_from, seed_metric, start_strategy
 from autoq.engine.strategy import sampler_factory, sampler_name, strategy_factory
 from autoq.engine.study_names import default_study_name, removed_unless_finished
@@ -188,6 +196,8 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     parent_id = tracker.parent_id if tracker else None
     if tracker and cost_model.latency_source:
         tracker.client.set_tag(parent_id, "latency_source", cost_model.latency_source)
+    if tracker:  # the n_trials param is the first session's and cannot change: a resume may ask for more
+        tracker.client.set_tag(parent_id, "autoq.n_trials", str(config.n_trials))
     if tracker and problem.slack:
         tracker.client.set_tag(parent_id, "budget_note", problem.slack)  # the budget binds nothing: shown in the UI's run page
 
@@ -214,7 +224,8 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
         if not points and status == "FINISHED":
             status = "FAILED"
         frontier = pareto_front(points)
-        wall_seconds = time.perf_counter() - start  # logged too, so 'autoq pareto' reports the same time as the search
+        # over every session of a resumed search; logged too, so 'autoq pareto' reports the same time as the search
+        wall_seconds = add_wall_seconds(storage, study_name, time.perf_counter() - start)
         if tracker:
             metrics = _summary_metrics(points, reference, eval_seconds, book.n_infeasible, book.n_failed)
             tracker.finish(points, frontier, {**metrics, "wall_seconds": wall_seconds}, budget.value if budget.kind == "bits" else None, status,
