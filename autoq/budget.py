@@ -4,7 +4,7 @@ Every budget is checked against the feasible range of the search space (its
 cheapest and dearest assignment): one below the cheapest is refused, one above the
 dearest is accepted with a note, since every assignment meets it ("3 ms" for a model
 whose slowest assignment takes 0.3 ms is a real request, not a typo). A latency budget needs a latency source
-(``--device h100`` for a roofline estimate, ``--device TABLE.json`` for a
+(``--device h100`` for a roofline estimate, ``--device h200`` or ``--device TABLE.json`` for a
 measured kernel table); without one it is refused with a message saying so.
 """
 

@@ -43,8 +43,8 @@ def get_device(name: str) -> DevicePreset:
     preset = DEVICES.get(name.lower())
     if preset is None:
         raise AutoqError(
-            f"unknown device {name!r}; use a preset ({', '.join(DEVICES)}) for a roofline estimate, "
-            "or the path of a latency table JSON written by 'autoq kernels bench'"
+            f"unknown device {name!r}; use a preset ({', '.join(DEVICES)}: its committed measured table where there is one, "
+            "else a roofline estimate), or the path of a latency table JSON written by 'autoq kernels bench'"
         )
     return preset
 
