@@ -168,3 +168,21 @@ def test_a_large_holdout_still_leaves_a_batch_to_calibrate_on():
     torch.manual_seed(0)
     workload = make_workload(nn.Sequential(nn.Linear(8, 4)), [torch.randn(4, 8) for _ in range(4)], None, holdout=0.9)
     assert len(workload.calibration) == 1 and len(workload.evaluate.batches) == 3  # 0.9 of 4 held out every batch
+
+
+def test_apply_and_export_refuse_other_calibration_batches_than_the_searchs(mlflow_uri, tmp_path):
+    """Without evaluate the search calibrates on the first three quarters of the batches; passing all of them to apply
+    or export rebuilt other GPTQ weights than the search scored (0.9972 for a point it measured at 0.9934), silently."""
+    model, data = tiny_mlp(), batches(8)
+    result = autoq.search(model, data, budget="8bits", n_trials=2, seed_from="none", pins={".*": "int4-ch-asym:gptq"},
+                          tracking_uri=mlflow_uri, storage=None, progress=False)
+    assert result.n_calibration == 6 and result.calibration_digest
+    with pytest.raises(AutoqError, match=r"these 8 calibration batches are not the 6 the search calibrated on .*pass calibration=batches\[:6\]"):
+        result.apply(copy.deepcopy(model), calibration=data)
+    result.apply(copy.deepcopy(model), calibration=data[:6])
+    best = result.best.run_id
+    with pytest.raises(AutoqError, match="not the 6 the search calibrated on"):
+        autoq.export(model, best, tmp_path / "q", calibration=data, tracking_uri=mlflow_uri, progress=False)
+    autoq.export(model, best, tmp_path / "q", calibration=data[:6], tracking_uri=mlflow_uri, progress=False)
+    reloaded = autoq.SearchResult.from_mlflow(result.parent_run_id, mlflow_uri)
+    assert (reloaded.calibration_digest, reloaded.n_calibration) == (result.calibration_digest, 6)

@@ -100,6 +100,8 @@ class SearchResult:
     n_failed: int = 0
     extra: dict = field(default_factory=dict, compare=False)
     sequential: bool = False  # the search captured data-driven methods' statistics sequentially: apply does too
+    calibration_digest: str = field(default="", compare=False)  # of the batches data-driven methods calibrated on ("" if none could)
+    n_calibration: int = field(default=0, compare=False)  # how many batches that was
 
     @property
     def best(self) -> Point:
@@ -146,7 +148,7 @@ class SearchResult:
         out the last quarter of the batches it was given and calibrated on the rest). The layers come out as the
         search evaluated them and as `autoq.export` writes them. A point with activation formats needs hooks:
         `autoq.export` it."""
-        from autoq.export.quantize import needs_calibration, quantize_point
+        from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
         from autoq.model import find_layers, get_module, to_native
 
         chosen = point if point is not None else self.best
@@ -160,6 +162,8 @@ class SearchResult:
             methods = sorted({c.method for c in assignment.values() if c.name in data_driven})
             raise AutoqError(f"the point uses data-driven methods {methods}: pass the search's "
                              "calibration batches, result.apply(model, calibration=batches)")
+        if data_driven:
+            check_calibration(list(calibration or []), self.calibration_digest, self.n_calibration)
         layers = [layer for layer in find_layers(model, include_tied=True) if layer.name in assignment]
         parts = quantize_point(model, assignment, layers, list(calibration or []), sequential=self.sequential)
         apply_assignment(model, {name: c for name, c in assignment.items() if c.weight.is_half})

@@ -33,7 +33,7 @@ from autoq.engine.resume import (
     remember_settings,
     stored_settings,
 )
-from autoq.engine.seeding import check_seed_from, seed_metric, start_strategy
+from autoq.engine.seeding import check_seed_from, data_driven_pairs, seed_metric, start_strategy
 from autoq.engine.strategy import sampler_factory, sampler_name, strategy_factory
 from autoq.engine.study_names import default_study_name, removed_unless_finished
 from autoq.engine.trials import TrialBook
@@ -192,7 +192,8 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
             remember_settings(storage, study_name, stored_settings(workload, config))
     uniform_set = set(uniform)
 
-    tracker = _start_tracking(workload, config, space, budget, study_name, storage)
+    calibration_digest = _calibration_digest(workload, space)
+    tracker = _start_tracking(workload, config, space, budget, study_name, storage, calibration_digest)
     parent_id = tracker.parent_id if tracker else None
     if tracker and cost_model.latency_source:
         tracker.client.set_tag(parent_id, "latency_source", cost_model.latency_source)
@@ -241,7 +242,7 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
         budget=budget, metric=workload.metric, reference_quality=reference, points=tuple(points), frontier=tuple(frontier),
         study_name=study_name, storage=storage, tracking_uri=config.tracking_uri, parent_run_id=parent_id,
         eval_seconds=eval_seconds, wall_seconds=wall_seconds, n_infeasible=book.n_infeasible, n_failed=book.n_failed,
-        sequential=config.sequential,
+        sequential=config.sequential, calibration_digest=calibration_digest, n_calibration=len(workload.calibration),
     )
 
 
@@ -296,7 +297,16 @@ def _evaluate(workload: Workload, cache: QuantCache, assignment: Assignment) -> 
     return quality, None if math.isfinite(quality) else f"quality is {quality}"
 
 
-def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace, budget: Budget, study_name: str, storage: str | None) -> MlflowTracker | None:
+def _calibration_digest(workload: Workload, space: SearchSpace) -> str:
+    """A hash of the calibration batches where data-driven methods are searched: ``apply`` and ``export`` check theirs
+    against it (a search without ``evaluate`` calibrates on only the first three quarters of the batches it is given)."""
+    from autoq.sensitivity.inputs import data_fingerprint
+
+    return data_fingerprint(workload.calibration) if data_driven_pairs(space) else ""
+
+
+def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace, budget: Budget, study_name: str, storage: str | None,
+                    calibration_digest: str = "") -> MlflowTracker | None:
     """The MLflow parent run of this search, or ``None`` when tracking is off."""
     if not config.tracking_uri:
         return None
@@ -316,7 +326,8 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
             "data_fingerprint": workload.data_fingerprint, "optuna_storage": storage or "memory",
             "study_name": study_name, "device": config.device or "none", "batch": config.batch,
             "backend": config.backend, "workers": config.workers, "max_retries": config.max_retries,
-            "sequential": config.sequential,
+            "sequential": config.sequential, "calibration_digest": calibration_digest or "none",
+            "n_calibration_batches": len(workload.calibration),
         },
         tags={"autoq.kind": "search", "autoq.model": workload.name, STUDY_TAG: study_name},
     )

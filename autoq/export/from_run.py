@@ -20,6 +20,8 @@ class RunPoint:
     data_fingerprint: str = ""  # of the search's workload data ("" when not recorded)
     model_name: str = ""  # the searched model's name, as the search logged it
     model_source: str = ""  # what autoq.builtin.load_workload rebuilds it from ("" for a module the caller passed)
+    calibration_digest: str = ""  # of the batches the search's data-driven methods calibrated on ("" when not recorded)
+    n_calibration: int = 0
 
 
 def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
@@ -32,8 +34,9 @@ def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
     parent_id = None if run.data.tags.get("autoq.kind") == "search" else run.data.tags.get("mlflow.parentRunId")
     params = client.get_run(parent_id).data.params if parent_id else run.data.params
     source = params.get("model_source", "none")
+    digest = params.get("calibration_digest", "")
     return RunPoint(assignment, what, params.get("sequential") == "True", params.get("data_fingerprint", ""), params.get("model", ""),
-                    "" if source == "none" else source)
+                    "" if source == "none" else source, "" if digest == "none" else digest, int(params.get("n_calibration_batches", 0)))
 
 
 def model_of(point: RunPoint) -> str:

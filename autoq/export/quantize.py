@@ -41,6 +41,19 @@ def needs_calibration(assignment: Assignment) -> list[str]:
     return sorted({c.name for c in assignment.values() if not c.weight.is_half and needs_stats(c)})
 
 
+def check_calibration(calibration: Sequence[Any], digest: str, n_batches: int) -> None:
+    """Refuse calibration batches other than those the search calibrated on (its ``digest`` of them, ``""`` when not
+    recorded): data-driven methods would rebuild other weights than the ones the search scored, without a word."""
+    from autoq.sensitivity.inputs import data_fingerprint
+
+    if not digest or data_fingerprint(calibration) == digest:
+        return
+    held = (" (a search without evaluate holds out the last quarter of the batches it is given and calibrates on the rest: "
+            f"pass calibration=batches[:{n_batches}])") if n_batches and len(calibration) > n_batches else ""
+    raise AutoqError(f"these {len(calibration)} calibration batches are not the {n_batches or 'ones'} the search calibrated on{held}; "
+                     "GPTQ, AWQ and the like would rebuild other weights than the search scored")
+
+
 def quantize_point(model: nn.Module, assignment: Assignment, layers: Sequence[LayerInfo],
                    calibration: Sequence[Any] | None = None, sequential: bool = False, progress: bool = False) -> dict[str, PointLayer]:
     """Every non-fp16 layer of ``assignment``, keyed by layer name; ``progress`` shows a bar over the layer quantizations."""

@@ -32,7 +32,7 @@ from autoq.export.config import CONFIG_NAME, WEIGHTS_NAME, describe_base, write_
 from autoq.export.from_run import RunPoint, model_of, point_from_run
 from autoq.export.layout import to_tensors
 from autoq.export.mlflow_store import log_export
-from autoq.export.quantize import needs_calibration, quantize_point
+from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
 from autoq.model import check_finite_weights, find_layers, tied_weights
 
 
@@ -128,6 +128,8 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     check_finite_weights(model, layers)  # as the search does: NaN would quantize to codes without a warning
     if calibration:
         check_finite_batches(calibration)
+    if isinstance(point, RunPoint) and calibration is not None and needs_calibration(assignment):
+        check_calibration(list(calibration), point.calibration_digest, point.n_calibration)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():  # now, not after quantizing (GPTQ on a large model takes a while)
         raise AutoqError(f"{out} is a file; pass a folder (new or existing) to export into")
