@@ -5,7 +5,8 @@ methods: apply them to the float model before a search (both leave its float
 output unchanged). ``fold_batch_norms`` merges each ``Conv/Linear -> BatchNorm``
 of an ``nn.Sequential`` into the layer. ``equalize`` rescales each pair
 ``layer1 -> (ReLU | pooling | flatten | dropout)* -> layer2`` (no pooling or flatten after a
-Linear, whose channels are last) so output channel
+Linear, whose channels are last; either layer may be a grouped or depthwise convolution, the case
+of MobileNets that Nagel et al. designed it for) so output channel
 ``i`` of layer1 and input channel ``i`` of layer2 have the same range:
 ``W1[i] /= s_i, b1[i] /= s_i, W2[:, i] *= s_i`` with ``s_i = sqrt(r1_i / r2_i)``,
 exact because ReLU and max/avg pooling commute with positive per-channel scales.
@@ -66,34 +67,43 @@ def equalization_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
     for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
         children = list(seq.children())
         for i, first in enumerate(children):
-            if not isinstance(first, _LAYERS) or getattr(first, "groups", 1) != 1:
+            if not isinstance(first, _LAYERS):
                 continue
             between = _ELEMENTWISE if isinstance(first, nn.Linear) else _PASS_THROUGH
             j = i + 1
             while j < len(children) and isinstance(children[j], between):
                 j += 1
-            if j < len(children) and isinstance(children[j], _LAYERS) and getattr(children[j], "groups", 1) == 1:
+            if j < len(children) and isinstance(children[j], _LAYERS):
                 pairs.append((first, children[j]))
     return pairs
 
 
+def _by_input_channel(first: nn.Module, second: nn.Module) -> torch.Tensor:
+    """``second``'s weight as ``(groups, outputs per group, inputs per group, rest)``, so that ``[g, :, j]`` holds every
+    weight that ``first``'s output channel ``g * inputs per group + j`` meets: one group for a Linear (several inputs
+    per channel after a Flatten) or an ungrouped convolution; a grouped or depthwise convolution meets each channel
+    in its own group only."""
+    c, w2 = first.weight.shape[0], second.weight
+    groups = 1 if isinstance(second, nn.Linear) else second.groups
+    per_group = w2.shape[1] if groups > 1 else c
+    if groups == 1 and w2.shape[1] % c or groups > 1 and per_group * groups != c:
+        raise AutoqError(f"cannot equalize: {c} output channels do not match the next layer's {w2.shape[1] * groups} inputs")
+    return w2.reshape(groups, w2.shape[0] // groups, per_group, -1)
+
+
 @torch.no_grad()
 def equalize_pair(first: nn.Module, second: nn.Module) -> None:
-    """Equalize the ranges of ``first``'s output channels and ``second``'s matching input channels."""
+    """Equalize the ranges of ``first``'s output channels and ``second``'s matching input channels (either may be a
+    grouped or depthwise convolution: output channel ``i``'s weights are ``W1[i]`` whatever the groups)."""
     c = first.weight.shape[0]
-    w2 = second.weight
-    fan = w2.shape[1] if w2.dim() == 2 else w2.shape[1]
-    if fan % c:
-        raise AutoqError(f"cannot equalize: {c} output channels do not divide the next layer's {fan} inputs")
-    per = fan // c  # > 1 when a Flatten turns each channel into `per` inputs
+    w2 = _by_input_channel(first, second)
     r1 = first.weight.reshape(c, -1).abs().amax(dim=1)
-    w2_cols = w2.reshape(w2.shape[0], c, per, -1)
-    r2 = w2_cols.abs().amax(dim=(0, 2, 3))
+    r2 = w2.abs().amax(dim=(1, 3)).reshape(c)
     s = torch.where((r1 > 0) & (r2 > 0), (r1 / r2.clamp_min(1e-12)).sqrt(), torch.ones_like(r1))
     first.weight.div_(s.reshape(-1, *([1] * (first.weight.dim() - 1))))
     if first.bias is not None:
         first.bias.div_(s)
-    second.weight.copy_((w2_cols * s.reshape(1, c, 1, 1)).reshape(w2.shape))
+    second.weight.copy_((w2 * s.reshape(w2.shape[0], 1, w2.shape[2], 1)).reshape(second.weight.shape))
 
 
 def equalize(model: nn.Module, rounds: int = 4) -> int:

@@ -67,6 +67,39 @@ def test_cle_keeps_output_and_equalizes_ranges():
     assert float(r1.max() / r1.min()) < spread_before / 10  # 1000x spread of the first conv's channels, evened out
 
 
+@pytest.mark.parametrize("multiplier", [1, 2])
+def test_cle_equalizes_through_depthwise_convolutions(multiplier):
+    """A MobileNet block, conv -> depthwise conv -> pointwise conv: the case CLE was designed for. Grouped layers were
+    left out of every pair, so equalize() returned 0 and changed nothing."""
+    torch.manual_seed(0)
+    model = nn.Sequential(
+        nn.Conv2d(3, 8, 3, padding=1), nn.BatchNorm2d(8), nn.ReLU(),
+        nn.Conv2d(8, 8 * multiplier, 3, padding=1, groups=8), nn.BatchNorm2d(8 * multiplier), nn.ReLU(),
+        nn.Conv2d(8 * multiplier, 16, 1),
+    )
+    with torch.no_grad():
+        model[3].weight.mul_(torch.logspace(-2, 1, 8 * multiplier)[:, None, None, None])  # 1000x spread over depthwise channels
+        for m in model.modules():
+            if isinstance(m, nn.BatchNorm2d):
+                m.running_var.uniform_(0.2, 3)
+    model.eval()
+    inp = torch.randn(4, 3, 8, 8, generator=torch.Generator().manual_seed(1))
+    fold_batch_norms(model)
+    assert len(equalization_pairs(model)) == 2
+    depthwise = model[3]
+
+    def spread() -> float:
+        r = depthwise.weight.detach().reshape(depthwise.weight.shape[0], -1).abs().amax(1)
+        return float(r.max() / r.min())
+
+    before = spread()
+    with torch.no_grad():
+        ref = model(inp)
+        equalize(model)
+        assert torch.allclose(model(inp), ref, atol=1e-4, rtol=1e-4)
+    assert spread() < before / 10
+
+
 @pytest.mark.parametrize("between", [nn.Flatten(), nn.MaxPool1d(2), nn.AvgPool1d(2)])
 def test_a_linear_on_token_features_is_not_paired_across_pooling_or_flatten(between):
     """A Linear on ``(batch, tokens, features)`` has its channels last: Flatten interleaves them token-major and
