@@ -17,6 +17,7 @@ from functools import cached_property
 from torch import nn
 
 from autoq.choice import LayerChoice
+from autoq.kernels.formats import supports_w8a8
 from autoq.latency import LatencyModel
 from autoq.model import LayerInfo, get_module
 from autoq.quant import QuantSpec
@@ -64,11 +65,15 @@ class CostModel:
 
     def layer_us(self, layer: LayerInfo, choice: LayerChoice) -> float:
         """The layer's GEMM at its format; a layer no kernel runs (a convolution, an attention's out_proj: the export
-        dequantizes them) at the fp16 matmul's, whatever its format: its format changes its size, not its time."""
+        dequantizes them) at the fp16 matmul's, whatever its format: its format changes its size, not its time. A
+        symmetric int8 activation format on an int8 weight the W8A8 kernel reads runs that kernel, as the export does."""
         if self.latency is None:
             raise ValueError("this cost model has no latency source")
-        spec = choice.weight if layer.is_linear else QuantSpec.half()
-        return self.latency.layer_us(layer.out_features, layer.in_features, spec)
+        if not layer.is_linear:
+            return self.latency.layer_us(layer.out_features, layer.in_features, QuantSpec.half())
+        act = choice.activation
+        w8a8 = act is not None and act.bits == 8 and act.symmetric and supports_w8a8(choice.weight)
+        return self.latency.layer_us(layer.out_features, layer.in_features, choice.weight, int8_activations=w8a8)
 
     def layer_amount(self, layer: LayerInfo, choice: LayerChoice, kind: str) -> float:
         """The layer's share of a budget of ``kind`` (bits | bytes | latency_ms): costs add up per layer."""

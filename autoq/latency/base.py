@@ -24,7 +24,9 @@ class LatencyModel(Protocol):
     @property
     def is_estimate(self) -> bool: ...
 
-    def layer_us(self, out_features: int, in_features: int, spec: QuantSpec) -> float: ...
+    def layer_us(self, out_features: int, in_features: int, spec: QuantSpec, int8_activations: bool = False) -> float:
+        """``int8_activations``: the layer quantizes its input to int8 too and runs the W8A8 kernel."""
+        ...
 
 
 def format_latency_us(us: float) -> str:

@@ -18,6 +18,8 @@ Lookup for a layer ``(N, K)`` in format ``f`` at the search's batch size:
    conservative), its largest scaled by ``N*K`` above it (work-bound).
 
 The batch size must be one the table measured; nothing is interpolated across batch.
+A layer that quantizes its input to int8 as well (W8A8) takes the W8A8 kernel's rows,
+which the table measured for int8 weights per channel, by the same steps.
 """
 
 from __future__ import annotations
@@ -41,6 +43,7 @@ class Measurement:
     format: str
     batch: int
     median_us: float
+    activation: str = "fp16"  # "int8-token": the W8A8 kernel (int8 input rows), else the weight-only kernel
 
 
 class TableLatency:
@@ -54,16 +57,19 @@ class TableLatency:
         if batch not in batches:
             raise AutoqError(f"the latency table {origin or device!r} has no measurements at batch {batch}; measured batches: {batches or 'none'}")
         self._by_format: dict[str, list] = {}
+        w8a8: list = []
         for r in rows:
             if r.batch == batch:
                 if not r.median_us > 0:
                     raise AutoqError(f"latency table {origin or device!r}: median_us must be positive, got {r.median_us} for {r.format} {r.n}x{r.k}")
-                self._by_format.setdefault(r.format, []).append((r.n * r.k, r.n, r.k, float(r.median_us)))
+                into = self._by_format.setdefault(r.format, []) if r.activation == "fp16" else w8a8  # activations of kernels.table
+                into.append((r.n * r.k, r.n, r.k, float(r.median_us)))
         for name, measured in self._by_format.items():
             self._by_format[name] = _equal_work_averaged(sorted(measured))
+        self._w8a8: Rows = _equal_work_averaged(sorted(w8a8)) if w8a8 else []  # int8 weights x int8 rows: one series
         self._specs = {name: QuantSpec.from_name(name) for name in self._by_format}
         self._preset = preset_for(device)
-        self._memo: dict[tuple[int, int, QuantSpec], float] = {}
+        self._memo: dict[tuple[int, int, QuantSpec, bool], float] = {}
 
     @property
     def source(self) -> str:
@@ -79,10 +85,12 @@ class TableLatency:
     def formats(self) -> list[str]:
         return sorted(self._by_format)
 
-    def layer_us(self, out_features: int, in_features: int, spec: QuantSpec) -> float:
-        key = (out_features, in_features, spec)
+    def layer_us(self, out_features: int, in_features: int, spec: QuantSpec, int8_activations: bool = False) -> float:
+        """The layer's kernel time: with ``int8_activations`` the W8A8 kernel's rows (steps 1, 2 and 4 of the module
+        docstring on them) where the table measured it, else the weight-only kernel's, as without."""
+        key = (out_features, in_features, spec, int8_activations and bool(self._w8a8))
         if key not in self._memo:
-            self._memo[key] = self._lookup(out_features, in_features, spec)
+            self._memo[key] = _interpolate(self._w8a8, out_features, in_features) if key[3] else self._lookup(out_features, in_features, spec)
         return self._memo[key]
 
     def _lookup(self, n: int, k: int, spec: QuantSpec) -> float:

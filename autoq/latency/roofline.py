@@ -4,7 +4,8 @@
 bytes = the packed weight with its fp16 scales and zero points (exactly what
 ``QuantSpec.storage_bytes`` counts) plus the fp16 activations read and written.
 Weight-only kernels dequantize to fp16 in registers and use fp16 tensor cores,
-so the compute roof is the fp16 peak for every format. It is an ideal: real
+so the compute roof is the fp16 peak for every format; the W8A8 kernel (int8
+activations too) multiplies int8 codes, under the int8 peak. It is an ideal: real
 kernels reach a fraction of it, so the result is labelled as an estimate.
 """
 
@@ -16,15 +17,18 @@ from autoq.latency.devices import DevicePreset, get_device
 from autoq.quant import QuantSpec
 
 
-def gemm_bytes(n: int, k: int, spec: QuantSpec, batch: int) -> int:
-    """Bytes moved: packed weight + fp16 params, fp16 input ``(batch, k)`` and output ``(batch, n)``."""
-    return spec.storage_bytes(n, k) + 2 * batch * (n + k)
+def gemm_bytes(n: int, k: int, spec: QuantSpec, batch: int, int8_activations: bool = False) -> int:
+    """Bytes moved: packed weight + fp16 params, the input ``(batch, k)`` (fp16, or int8 with ``int8_activations``)
+    and the fp16 output ``(batch, n)``."""
+    return spec.storage_bytes(n, k) + (1 if int8_activations else 2) * batch * k + 2 * batch * n
 
 
-def roofline_us(n: int, k: int, spec: QuantSpec, batch: int, device: DevicePreset) -> float:
-    """Estimated microseconds for one layer of ``n`` outputs and ``k`` inputs at ``batch`` rows."""
-    memory_s = gemm_bytes(n, k, spec, batch) / (device.bandwidth_gbs * 1e9)
-    compute_s = 2.0 * n * k * batch / (device.fp16_tflops * 1e12)
+def roofline_us(n: int, k: int, spec: QuantSpec, batch: int, device: DevicePreset, int8_activations: bool = False) -> float:
+    """Estimated microseconds for one layer of ``n`` outputs and ``k`` inputs at ``batch`` rows; with ``int8_activations``
+    (the W8A8 kernel) the compute roof is the int8 peak."""
+    memory_s = gemm_bytes(n, k, spec, batch, int8_activations) / (device.bandwidth_gbs * 1e9)
+    peak = device.int8_tops if int8_activations else device.fp16_tflops
+    compute_s = 2.0 * n * k * batch / (peak * 1e12)
     return max(memory_s, compute_s) * 1e6 + device.launch_us
 
 
@@ -48,5 +52,5 @@ class RooflineLatency:
     def is_estimate(self) -> bool:
         return True
 
-    def layer_us(self, out_features: int, in_features: int, spec: QuantSpec) -> float:
-        return roofline_us(out_features, in_features, spec, self.batch, self.device)
+    def layer_us(self, out_features: int, in_features: int, spec: QuantSpec, int8_activations: bool = False) -> float:
+        return roofline_us(out_features, in_features, spec, self.batch, self.device, int8_activations)

@@ -112,6 +112,34 @@ def test_load_table_json_uses_the_fastest_kernel(tmp_path):
     assert load_table(path, batch=16).layer_us(100, 100, QuantSpec.half()) == 25.0
 
 
+def test_a_w8a8_layer_takes_the_w8a8_kernels_rows_and_the_roofline_the_int8_peak(tmp_path):
+    """The table's W8A8 rows were never read: a layer quantizing its input to int8 was charged the weight-only kernel's
+    time (29.2 us at 4096 x 4096, batch 128 on the H200, where the W8A8 kernel measured 18.5 us)."""
+    from torch import nn
+
+    from autoq.choice import LayerChoice
+    from autoq.cost import CostModel
+    from autoq.model import find_layers
+
+    data = [LatencyRow(n, n, "int8-ch-sym", kernel, 128, us, us, us, 1.0, activation=act) for n, kernel, act, us in (
+        (100, "wq", "fp16", 30.0), (200, "wq", "fp16", 90.0), (100, "w8a8", "int8-token", 12.0), (200, "w8a8", "int8-token", 40.0))]
+    data += [LatencyRow(100, 100, "fp16", "torch-fp16", 128, 20.0, 20.0, 20.0, 1.0), LatencyRow(100, 100, "int8-ch-asym", "wq", 128, 33.0, 33.0, 33.0, 1.0)]
+    path = LatencyTable("Test GPU", tuple(data), torch="2.13.0").save(tmp_path / "t.json")
+    table = latency_model(str(path), batch=128)
+    int8 = QuantSpec.from_name("int8-ch-sym")
+    assert (table.layer_us(200, 200, int8), table.layer_us(200, 200, int8, int8_activations=True)) == (90.0, 40.0)
+    assert table.layer_us(150, 100, int8, int8_activations=True) == pytest.approx(12.0 + 28.0 * 5_000 / 30_000)
+    model = nn.Sequential(nn.Linear(200, 200))
+    cost = CostModel.for_model(model, find_layers(model), table)
+    layer = cost.layers[0]
+    charged = {name: cost.layer_us(layer, LayerChoice.from_name(name)) for name in (
+        "int8-ch-sym:rtn-minmax", "int8-ch-sym:rtn-minmax+a8-token", "int8-ch-sym:smoothquant+a8-tensor", "int8-ch-asym:rtn-minmax+a8-token")}
+    assert charged == {"int8-ch-sym:rtn-minmax": 90.0, "int8-ch-sym:rtn-minmax+a8-token": 40.0, "int8-ch-sym:smoothquant+a8-tensor": 40.0,
+                       "int8-ch-asym:rtn-minmax+a8-token": pytest.approx(table.layer_us(200, 200, QuantSpec.from_name("int8-ch-asym")))}
+    h100 = get_device("h100")  # compute-bound at a large batch: int8 tensor cores, twice the fp16 peak
+    assert roofline_us(8192, 8192, int8, 4096, h100, int8_activations=True) < 0.6 * roofline_us(8192, 8192, int8, 4096, h100)
+
+
 def test_a_rotate_timed_table_names_its_timing_in_the_source(tmp_path):
     """Latencies timed by two methods must not be compared unawares: the source, which MLflow tags and plots carry, says."""
     path = write_table(tmp_path / "t.json")
