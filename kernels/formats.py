@@ -91,14 +91,19 @@ def packed_nbytes(spec: QuantSpec, out_features: int, in_features: int) -> int:
     return out_features * math.ceil(in_features / codes_per_word(spec.bits)) * 4 + n_groups * params
 
 
+def _params_shape(spec: QuantSpec, n: int, k: int) -> tuple[int, int]:
+    """The kernel's ``(N, G)`` of per-group parameters: ``(1, 1)`` per tensor, ``(N, 1)`` per channel."""
+    if spec.granularity == "tensor":
+        return (1, 1)
+    if spec.granularity == "channel":
+        return (n, 1)
+    assert spec.group_size is not None
+    return (n, math.ceil(k / spec.group_size))
+
+
 def _params_2d(values: torch.Tensor, spec: QuantSpec, n: int, k: int) -> torch.Tensor:
     """QuantizedTensor's flat per-group parameters as the kernel's ``(N, G)`` (``(1, 1)`` per tensor)."""
-    if spec.granularity == "tensor":
-        return values.reshape(1, 1).half().contiguous()
-    if spec.granularity == "channel":
-        return values.reshape(n, 1).half().contiguous()
-    assert spec.group_size is not None
-    return values.reshape(n, math.ceil(k / spec.group_size)).half().contiguous()
+    return values.reshape(_params_shape(spec, n, k)).half().contiguous()
 
 
 def split_counters(n: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -127,7 +132,7 @@ class PackedWeight:
         if tuple(self.qweight.shape) != (n, math.ceil(k / self.codes_per_word)) or self.qweight.dtype != torch.int32:
             raise AutoqError(f"qweight of {self.spec.name} for shape {self.shape} must be int32 {(n, math.ceil(k / self.codes_per_word))}, "
                              f"got {self.qweight.dtype} {tuple(self.qweight.shape)}")
-        expected = tuple(_params_2d(torch.zeros(self.spec.n_param_groups(n, k)), self.spec, n, k).shape)
+        expected = _params_shape(self.spec, n, k)  # arithmetic: a QuantLinear builds one in every forward
         if tuple(self.scales.shape) != expected or (self.zeros is not None and tuple(self.zeros.shape) != expected):
             raise AutoqError(f"scales/zeros of {self.spec.name} for shape {self.shape} must have shape {expected}")
         if (self.zeros is None) != self.spec.symmetric:

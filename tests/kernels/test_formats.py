@@ -141,3 +141,20 @@ def test_support_predicates():
     assert not supports_weight_only(QuantSpec.half())
     with pytest.raises(AutoqError, match="W8A8"):
         Int8Weight.from_quantized(quantize(torch.randn(3, 8), QuantSpec.from_name("int4-ch-sym")))
+
+
+def test_a_packed_weight_is_checked_without_allocating(monkeypatch):
+    """QuantLinear builds a PackedWeight in every forward; its shape check allocated one float per scale group (524,288
+    for an int4-g32 4096 x 4096 layer), more host work than the GPU kernel it wraps."""
+    spec = QuantSpec(4, "group", 32, False)
+    packed = PackedWeight.from_quantized(quantize(torch.randn(64, 96), spec))
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("allocated")
+
+    monkeypatch.setattr(torch, "zeros", refuse)
+    again = PackedWeight(packed.spec, packed.shape, packed.qweight, packed.scales, packed.zeros)
+    assert again.shape == (64, 96)
+    monkeypatch.undo()
+    with pytest.raises(AutoqError, match=r"must have shape \(64, 3\)"):
+        PackedWeight(packed.spec, packed.shape, packed.qweight, packed.scales[:, :2], packed.zeros)
