@@ -137,10 +137,7 @@ class LatencyTable:
         """This table (a new measurement) with ``old``'s rows that it did not re-measure kept: what ``--merge`` writes.
 
         Refused when ``old`` was measured on another device or by another timing, whose rows would not compare."""
-        for what, mine, theirs in (("device", self.device, old.device), ("timing", self.timing, old.timing)):
-            if mine != theirs:
-                raise AutoqError(f"--merge: {source} was measured with {what} {theirs!r}, not this run's {mine!r}; "
-                                 "choose another --out, or measure with the same " + what)
+        check_mergeable(old, self.device, self.timing, source)
         return replace(self, rows=old.merged(self.rows).rows)
 
     def to_dict(self) -> dict:
@@ -210,3 +207,12 @@ class LatencyTable:
         except json.JSONDecodeError as exc:
             raise AutoqError(f"latency table {path} is not valid JSON: {exc}") from None
         return cls.from_dict(data, source=str(path))
+
+
+def check_mergeable(old: LatencyTable, device: str, timing: str, source: str = "the existing table") -> None:
+    """Refuse merging a measurement of ``device`` by ``timing`` into ``old`` (another device's or timing's rows would
+    not compare); ``autoq kernels bench --merge`` asks before it measures, so a refusal costs no GPU time."""
+    for what, mine, theirs in (("device", device, old.device), ("timing", timing, old.timing)):
+        if mine != theirs:
+            raise AutoqError(f"--merge: {source} was measured with {what} {theirs!r}, not this run's {mine!r}; "
+                             "choose another --out, or measure with the same " + what)

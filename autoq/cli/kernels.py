@@ -62,7 +62,7 @@ def run_bench(args: argparse.Namespace) -> int:
     )
     from autoq.kernels.capability import require_gpu
     from autoq.kernels.registry import get_kernel
-    from autoq.kernels.table import LatencyTable
+    from autoq.kernels.table import LatencyTable, check_mergeable
 
     batches = parse_batches(args.batches)  # parse everything first: bad input fails before any loading
     formats = parse_formats(args.formats) if args.formats else default_formats()
@@ -73,6 +73,14 @@ def run_bench(args: argparse.Namespace) -> int:
     if args.model == "none" and not shapes:
         raise AutoqError("--model none measures only --shapes, and no --shapes were given")
     require_gpu("'autoq kernels bench'")  # before loading a model: without a GPU there is nothing to measure
+    import torch
+
+    device = torch.cuda.get_device_name(torch.cuda.current_device())
+    out = Path(args.out or f"latency_{device_slug(device)}.json")
+    old = None
+    if args.merge and out.exists():  # read and checked now: a refusal after measuring would throw the measurement away
+        old = LatencyTable.load(out)
+        check_mergeable(old, device, args.timing, str(out))
 
     if args.model != "none":
         from autoq.builtin import load_workload
@@ -82,9 +90,8 @@ def run_bench(args: argparse.Namespace) -> int:
     config = BenchConfig(shapes=shapes, batches=batches, formats=formats, kernels=kernels, rep_ms=args.rep_ms,
                          max_seconds=args.max_seconds, compile_workers=args.compile_workers, timing=args.timing)
     table = measure(config, progress=not args.no_progress)
-    out = Path(args.out or f"latency_{device_slug(table.device)}.json")
-    if args.merge and out.exists():
-        table = table.updating(LatencyTable.load(out), source=str(out))
+    if old is not None:
+        table = table.updating(old, source=str(out))
     table.save(out)
     best: dict[tuple, dict] = {}
     for row in speedups(table):

@@ -41,3 +41,23 @@ def test_cli_takes_the_two_timings_and_nothing_else(capsys):
 
 def test_device_slug():
     assert device_slug("NVIDIA H100 80GB HBM3") == "nvidia-h100-80gb-hbm3"
+
+
+def test_merge_into_a_table_of_another_timing_is_refused_before_measuring(tmp_path, monkeypatch, capsys):
+    """The refusal came after the measurement, which was then thrown away: on a 15-minute GPU lease, the session's."""
+    import shutil
+
+    from autoq.kernels import bench, capability
+    from autoq.latency.resolve import TABLES_DIR
+
+    measured = []
+    monkeypatch.setattr(capability, "require_gpu", lambda what: None)  # stand-ins for a GPU on this machine
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    monkeypatch.setattr(bench, "measure", lambda *a, **k: measured.append(1))
+    old = shutil.copy(TABLES_DIR / "h200.json", tmp_path / "old.json")  # measured on the H200 by flush timing
+    args = ["kernels", "bench", "--model", "none", "--shapes", "384x384", "--formats", "int4-ch-asym", "--merge", "--out", str(old)]
+    assert main([*args, "--timing", "rotate"]) == 2
+    assert "--merge: " in capsys.readouterr().err and measured == []
+    (tmp_path / "old.json").write_text("{not json")
+    assert main([*args, "--timing", "flush"]) == 2 and measured == []
