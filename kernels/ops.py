@@ -110,6 +110,8 @@ def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: s
     _check_k(x, k)
     if kernel not in ("auto", "gemv", "gemm"):
         raise AutoqError(f"unknown weight-only kernel {kernel!r}; choose auto, gemv or gemm")
+    if split_k is not None and (isinstance(split_k, bool) or not isinstance(split_k, int) or split_k < 1):
+        raise AutoqError(f"split_k must be a positive integer (or None: the kernel chooses), got {split_k!r}")
     lead = x.shape[:-1]
     x2 = x.reshape(-1, k)
     if not compile_only and not _use_triton(x.device, x.dtype, backend):

@@ -122,3 +122,14 @@ def test_a_named_split_must_match_the_named_tile():
     assert resolved_split(None, None) == (None if autotuning() else 1)  # None: the split-choosing autotuner picks
     with pytest.raises(AutoqError, match="splits K 4 ways, not 2"):
         resolved_split(2, tile)
+
+
+@pytest.mark.parametrize("split_k", [0, -1, 2.0, True])
+def test_a_split_that_is_not_a_positive_integer_is_refused(split_k):
+    """0 raised a bare ZeroDivisionError; -1 launched nothing and returned the uninitialized output."""
+    from autoq.kernels.ops import wq_linear
+
+    w = random_packed(QuantSpec(4, "channel", None, False), 8, 64, torch.Generator().manual_seed(0))
+    for rows in (1, 4):
+        with pytest.raises(AutoqError, match=f"split_k must be a positive integer .*got {split_k!r}"):
+            wq_linear(torch.randn(rows, 64, dtype=torch.float16, device=DEVICE), w, backend="triton", split_k=split_k)
