@@ -164,19 +164,25 @@ class LatencyTable:
         if not isinstance(data, dict) or data.get("version") != TABLE_VERSION:
             version = data.get("version") if isinstance(data, dict) else None
             raise AutoqError(f"{source}: expected a latency table of version {TABLE_VERSION}, got version {version!r}")
-        if not isinstance(data.get("device"), str) or not isinstance(data.get("rows"), list):
-            raise AutoqError(f"{source}: a latency table needs a 'device' string and a 'rows' list")
+        if not isinstance(data.get("device"), str) or not data["device"].strip() or not isinstance(data.get("rows"), list):
+            raise AutoqError(f"{source}: a latency table needs a 'device' string (the GPU's name) and a 'rows' list")
         rows = []
         for i, raw in enumerate(data["rows"]):
             missing = [f for f in _ROW_FIELDS if not isinstance(raw, dict) or f not in raw]
             if missing:
                 raise AutoqError(f"{source}: row {i} lacks {', '.join(missing)}; each row needs {', '.join(_ROW_FIELDS)}")
+            odd = [f"{f}={raw[f]!r}" for f in ("n", "k", "batch") if isinstance(raw[f], bool) or not isinstance(raw[f], int)]
+            if odd:  # int() would truncate 384.7 and read true as 1
+                raise AutoqError(f"{source}: row {i} has {', '.join(odd)}; n, k and batch are integers")
+            if raw.get("activation", WEIGHT_ONLY) not in (WEIGHT_ONLY, INT8_TOKENS):
+                raise AutoqError(f"{source}: row {i} has activation {raw['activation']!r}; a row's activation is {WEIGHT_ONLY} or {INT8_TOKENS}")
             try:
                 row = LatencyRow(int(raw["n"]), int(raw["k"]), str(raw["format"]), str(raw["kernel"]), int(raw["batch"]),
                                  float(raw["median_us"]), float(raw["p20_us"]), float(raw["p80_us"]), float(raw["gbps"]),
                                  str(raw.get("activation", WEIGHT_ONLY)), tuple(str(t) for t in raw.get("tiles", ())),
                                  tuple((str(t), float(us)) for t, us in dict(raw.get("tile_timings_us", {})).items()))
-                QuantSpec.from_name(row.format)
+                if QuantSpec.from_name(row.format).name != row.format:  # int16-tensor-sym is fp16 under another name
+                    raise AutoqError(f"format {row.format!r} is written {QuantSpec.from_name(row.format).name!r}")
             except (TypeError, ValueError, AutoqError) as exc:
                 raise AutoqError(f"{source}: row {i} ({raw.get('format')} {raw.get('n')}x{raw.get('k')}) is malformed: {exc}; "
                                  "each row holds integers n, k, batch, a format name such as int4-g128-asym, and numbers in microseconds") from None

@@ -127,6 +127,13 @@ def test_bad_files_are_autoq_errors(tmp_path, content, match):
     ({"median_us": float("inf")}, "must be positive and finite"),
     ({"p20_us": 0.0}, "must be positive and finite"),
     ({"n": 0}, "each must be at least 1"),
+    # were read silently: 384.7 as 384, true as batch 1, a row of another activation dropped, and int16-tensor-sym
+    # (fp16 under another name) ended the search in a KeyError
+    ({"n": 384.7}, r"row 0 has n=384.7; n, k and batch are integers"),
+    ({"batch": True}, r"row 0 has batch=True"),
+    ({"k": "1536"}, r"row 0 has k='1536'"),
+    ({"activation": "bogus"}, r"row 0 has activation 'bogus'; a row's activation is fp16 or int8-token"),
+    ({"format": "int16-tensor-sym"}, r"is malformed: format 'int16-tensor-sym' is written 'fp16'"),
 ])
 def test_a_malformed_row_is_an_error_naming_it(table: LatencyTable, change, match):
     data = table.to_dict()
@@ -135,6 +142,8 @@ def test_a_malformed_row_is_an_error_naming_it(table: LatencyTable, change, matc
         LatencyTable.from_dict(json.loads(json.dumps(data)))  # as read from a file (inf is JSON's Infinity)
     with pytest.raises(AutoqError, match="peak_bandwidth_gbs 'fast' is not a number"):
         LatencyTable.from_dict({**table.to_dict(), "peak_bandwidth_gbs": "fast"})
+    with pytest.raises(AutoqError, match="needs a 'device' string"):
+        LatencyTable.from_dict({**table.to_dict(), "device": " "})
 
 
 def test_missing_file_says_how_to_make_one(tmp_path):
