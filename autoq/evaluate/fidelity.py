@@ -68,8 +68,11 @@ def check_finite_batches(batches: Sequence[Any], what: str = "calibration") -> N
 
 
 def _cosine_per_example(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Cosine per row; 1 where both rows are all zeros (unchanged: a ReLU output often is), which cosine makes 0."""
     a, b = a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double()
-    return torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12)
+    cos = torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12)
+    both_zero = (a == 0).all(dim=1) & (b == 0).all(dim=1)
+    return torch.where(both_zero, torch.ones_like(cos), cos)
 
 
 def mean_pooled(output: Any, batch: Any) -> torch.Tensor:

@@ -66,6 +66,21 @@ def test_unchanged_model_scores_one():
     assert fidelity(model) == pytest.approx(1.0, abs=1e-9)
 
 
+def test_rows_that_stay_all_zero_score_one():
+    """A model ending in a ReLU gives all-zero rows; cosine(0, 0) is 0, so the unquantized model scored 0.19 against itself."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 4), nn.ReLU()).eval()
+    with torch.no_grad():
+        model[0].bias.fill_(-3.0)  # most rows all zero
+    data = [torch.randn(16, 8, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    assert (model(torch.cat(data)) == 0).all(dim=1).float().mean() > 0.5
+    fidelity = OutputFidelity(model, data)
+    assert fidelity(model) == pytest.approx(1.0, abs=1e-9)
+    with torch.no_grad():
+        model[0].bias.fill_(0.0)  # now every row differs: the rows that were zero score 0, not 1
+    assert fidelity(model) < 0.6
+
+
 def test_perturbed_model_scores_less():
     model = mlp()
     torch.manual_seed(5)
