@@ -23,71 +23,46 @@ from __future__ import annotations
 import logging
 import math
 import os
-import signal
+import re
 import tempfile
 import time
 from typing import Any
 
-import ray
 from ray import tune
 from ray.tune import Callback
 from ray.tune.search import Searcher
 
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
+from autoq.engine.ray_session import term_stops_tune
 from autoq.engine.trials import TrialBook, trial_metrics, trial_tags
 from autoq.tracking import MlflowTracker, absolute_uri
 
-OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray needs little: the workload is the largest object
-
 
 def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline: float | None) -> None:
-    """Evaluate the book's proposals on Ray Tune workers until it is full (or the deadline passes)."""
-    started = _ensure_ray(config)
-    try:
-        searcher = BookSearcher(book, deadline)
-        tracking = (absolute_uri(config.tracking_uri), book.tracker.experiment_id, book.tracker.parent_id) if book.tracker else None
-        trainable = tune.with_resources(
-            tune.with_parameters(AutoqTrainable, workload=workload, search_config=config, tracking=tracking, threads=max(1, int(config.cpus_per_trial))),
-            {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
+    """Evaluate the book's proposals on Ray Tune workers until it is full (or the deadline passes), on the Ray that
+    :func:`autoq.engine.ray_session.ray_session` joined or started."""
+    searcher = BookSearcher(book, deadline)
+    tracking = (absolute_uri(config.tracking_uri), book.tracker.experiment_id, book.tracker.parent_id) if book.tracker else None
+    trainable = tune.with_resources(
+        tune.with_parameters(AutoqTrainable, workload=workload, search_config=config, tracking=tracking, threads=max(1, int(config.cpus_per_trial))),
+        {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
+    )
+    with tempfile.TemporaryDirectory(prefix="autoq-tune-") as tmp, _quiet_tune():
+        tuner = tune.Tuner(
+            trainable,
+            tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=config.workers, reuse_actors=True),
+            run_config=tune.RunConfig(
+                name="autoq", storage_path=tmp, verbose=0, callbacks=[ErrorTags(searcher)],
+                failure_config=tune.FailureConfig(max_failures=0),  # the book retries, with the error recorded
+                checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
+            ),
         )
-        with tempfile.TemporaryDirectory(prefix="autoq-tune-") as tmp, _quiet_tune():
-            tuner = tune.Tuner(
-                trainable,
-                tune_config=tune.TuneConfig(search_alg=searcher, num_samples=-1, max_concurrent_trials=config.workers, reuse_actors=True),
-                run_config=tune.RunConfig(
-                    name="autoq", storage_path=tmp, verbose=0, callbacks=[ErrorTags(searcher)],
-                    failure_config=tune.FailureConfig(max_failures=0),  # the book retries, with the error recorded
-                    checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
-                ),
-            )
-            handlers = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-            try:
-                tuner.fit()
-            finally:  # Tune installs its own SIGINT/SIGTERM handlers and leaves them behind
-                for sig, handler in handlers.items():
-                    signal.signal(sig, handler)
-        if not book.done() and not searcher.timed_out():
-            raise KeyboardInterrupt  # Tune stopped early: it caught Ctrl-C / SIGTERM itself
-    finally:
-        if started:
-            ray.shutdown()
-
-
-def _ensure_ray(config: Any) -> bool:
-    """Join ``config.address``, or start a local Ray sized for the workers; ``True`` if we started it.
-
-    A Ray the caller already started is used as it is and left running.
-    """
-    if ray.is_initialized():
-        return False
-    common = dict(logging_level=logging.ERROR, log_to_driver=False)
-    if config.address:
-        ray.init(address=config.address, **common)
-    else:
-        cpus = max(1, math.ceil(config.workers * config.cpus_per_trial))
-        ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **common)
-    return True
+        with term_stops_tune():
+            tuner.fit()
+        searcher.record_unexplained()
+    if not book.done() and not searcher.timed_out():
+        raise KeyboardInterrupt  # Tune stopped early: it caught Ctrl-C / SIGTERM itself
 
 
 class _quiet_tune:
@@ -122,7 +97,7 @@ class BookSearcher(Searcher):
         super().__init__(metric="quality", mode="max")
         self.book, self.deadline = book, deadline
         self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
-        self.failed_runs: dict[str, str] = {}  # Tune trial id -> MLflow run id of a trial whose worker failed
+        self.errored: dict[str, int] = {}  # Tune trial id -> Optuna trial number of a failed trial, until its error is read
 
     def timed_out(self) -> bool:
         return self.deadline is not None and time.perf_counter() > self.deadline
@@ -149,29 +124,54 @@ class BookSearcher(Searcher):
         if number is None or number not in self.book.in_flight:
             return
         if error or not result or "quality" not in result:
-            run_id = self.book.record(number, math.nan, "the Ray worker evaluating this trial died or raised outside the evaluation")
-            if run_id:
-                self.failed_runs[trial_id] = run_id
+            self.errored[trial_id] = number  # recorded by ErrorTags.on_trial_error, which Tune calls next with the error
             return
         self.book.record(number, float(result["quality"]), result.get("error") or None, result.get("run_id") or None)
+
+    def record_error(self, trial_id: str, text: str) -> None:
+        """Record the failure of a trial whose worker died or raised outside the evaluation: the last line of Tune's
+        error text (the exception) as its error, the whole text on its MLflow run."""
+        number = self.errored.pop(trial_id, None)
+        if number is None or number not in self.book.in_flight:
+            return
+        run_id = self.book.record(number, math.nan, f"the Ray worker failed: {_error_summary(text) or 'no error text'}"[:1000])
+        tracker = self.book.tracker
+        if run_id and tracker and text:
+            tracker.client.set_tag(run_id, "error", text[-5000:])
+
+    def record_unexplained(self) -> None:
+        """Trials Tune reported failed without an error callback: recorded as failed, so that the book's counts hold."""
+        for trial_id in list(self.errored):
+            self.record_error(trial_id, "")
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         """Nothing to save: the search state is in the Optuna storage (see the module docstring)."""
 
 
+def _error_summary(text: str) -> str:
+    """The line of Tune's error text that says what happened: the last exception line of a traceback ("RuntimeError:
+    ..."), else its first line (a dead actor's "The actor died unexpectedly ...")."""
+    lines = [line.strip() for line in text.splitlines() if line.strip() and not line.startswith("Failure #")]
+    raised = [line for line in lines if re.match(r"[A-Za-z_][\w.]*(Error|Exception|Interrupt|Exit)\b", line)]
+    return raised[-1] if raised else (lines[0] if lines else "")
+
+
 class ErrorTags(Callback):
-    """Put Tune's error text of a failed trial (a dead worker's traceback) on its MLflow run."""
+    """Record a failed trial (a dead worker) with Tune's error text: the Optuna trial's ``error``, the MLflow run's tag.
+
+    The text is read from the trial's local error file, which Tune writes before this callback; its
+    ``get_error()`` reads the synced storage copy, which does not exist yet at this point."""
 
     def __init__(self, searcher: BookSearcher) -> None:
         self.searcher = searcher
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        run_id = self.searcher.failed_runs.pop(trial.trial_id, None)
-        tracker = self.searcher.book.tracker
-        if run_id and tracker:
-            text = str(trial.get_error() or "")
-            if text:
-                tracker.client.set_tag(run_id, "error", text[-5000:])
+        text = ""
+        path = getattr(trial, "error_file", None)
+        if path and os.path.exists(path):
+            with open(path, encoding="utf-8", errors="replace") as f:
+                text = f.read()
+        self.searcher.record_error(trial.trial_id, text)
 
 
 class AutoqTrainable(tune.Trainable):

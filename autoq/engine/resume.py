@@ -48,6 +48,11 @@ def check_execution(config: SearchConfig) -> None:
         raise AutoqError(f"workers must be at least 1, got {config.workers}")
     if config.workers > 1 and config.backend != "ray":
         raise AutoqError(f"{config.workers} workers need the ray backend (--backend ray); the optuna backend evaluates one trial at a time")
+    ray_only = [f"--{name.replace('_', '-')} ({name}=)" for name, default in (("address", None), ("cpus_per_trial", 1.0), ("gpus_per_trial", 0.0))
+                if getattr(config, name) != default]
+    if ray_only and config.backend != "ray":
+        raise AutoqError(f"{', '.join(ray_only)} set how Ray runs trials and the optuna backend would ignore them: add --backend ray "
+                         "(backend='ray'), or leave them out")
     if config.cpus_per_trial <= 0 or config.gpus_per_trial < 0:
         raise AutoqError(f"cpus_per_trial must be positive and gpus_per_trial not negative, got {config.cpus_per_trial} and {config.gpus_per_trial}")
     if config.gpus_per_trial and config.backend == "ray" and not config.address:

@@ -23,6 +23,7 @@ from autoq.budget import Budget, check_latency_config, parse_budget
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.cost import CostModel
+from autoq.engine.ray_session import ray_session
 from autoq.engine.result import Point, SearchResult, best_point, pareto_front
 from autoq.engine.resume import (
     add_wall_seconds,
@@ -160,7 +161,7 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
 
 def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     """Search ``workload`` under ``config`` and return the evaluated points and frontier."""
-    with quiet_logs():
+    with quiet_logs(), ray_session(config):  # Ray joined or started (and checked) before anything is stored
         return _run_search(workload, config)
 
 
@@ -255,6 +256,11 @@ def _interrupted_note(config: SearchConfig, book: TrialBook, study_name: str, st
     options = [f"--storage {shlex.quote(storage)}"] if config.storage != "auto" else []
     if config.tracking_uri and config.tracking_uri != default_tracking_uri():
         options.insert(0, f"--tracking-uri {shlex.quote(config.tracking_uri)}")
+    if config.backend == "ray":  # the stored settings do not hold how the trials ran: without these it goes on in-process
+        defaults = SearchConfig.__dataclass_fields__
+        options += ["--backend ray", f"--workers {config.workers}"] + [
+            f"--{name.replace('_', '-')} {shlex.quote(str(getattr(config, name)))}" for name in ("address", "cpus_per_trial", "gpus_per_trial")
+            if getattr(config, name) != defaults[name].default]
     command = " ".join(["autoq search --resume", shlex.quote(study_name), *options])
     where = "the Optuna study" + (" and MLflow" if tracked else "")
     return f"interrupted after {done}, kept in {where}; continue with: {command}   (Python: resume=True, study_name={study_name!r})"

@@ -215,15 +215,21 @@ class MlflowTracker:
                 tags={"mlflow.parentRunId": self.parent_id, TRIAL_TAG: str(number), **tags},
             )
             run_id = run.info.run_id
-            now = int(time.time() * 1000)
-            self.client.log_batch(
-                run_id,
-                metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
-                params=[Param("trial", str(number)), Param("choices", assignment.summary()[:6000])],
-                synchronous=True,
-            )
-            self.client.log_text(run_id, assignment.to_json(), "assignment.json")
-            self.client.set_terminated(run_id, status=status)
+            try:
+                now = int(time.time() * 1000)
+                self.client.log_batch(
+                    run_id,
+                    metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()],
+                    params=[Param("trial", str(number)), Param("choices", assignment.summary()[:6000])],
+                    synchronous=True,
+                )
+                self.client.log_text(run_id, assignment.to_json(), "assignment.json")
+                self.client.set_terminated(run_id, status=status)
+            except Exception:
+                # a half-logged run would stay RUNNING beside the one the caller logs instead (a Ray worker's driver)
+                with contextlib.suppress(Exception):
+                    self.client.delete_run(run_id)
+                raise
             return run_id
 
     def finish(

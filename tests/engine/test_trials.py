@@ -95,6 +95,8 @@ def test_every_trial_failing_is_an_error_not_a_hang():
         ({"workers": 0, "backend": "ray"}, "workers must be at least 1"),
         ({"max_retries": -1}, "max_retries must be 0 or more"),
         ({"backend": "ray", "cpus_per_trial": 0}, "cpus_per_trial must be positive"),
+        ({"address": "auto"}, r"--address \(address=\) set how Ray runs trials and the optuna backend would ignore them"),
+        ({"cpus_per_trial": 2, "gpus_per_trial": 1}, r"--cpus-per-trial \(cpus_per_trial=\), --gpus-per-trial \(gpus_per_trial=\) set how"),
         ({"storage": "optuna.db"}, "Optuna storage 'optuna.db' is not a database URL; use one such as sqlite:///optuna.db"),
         ({"storage": optuna.storages.InMemoryStorage()}, "storage must be a database URL .* got an object of type InMemoryStorage"),
         pytest.param({"backend": "ray", "gpus_per_trial": 0.5}, "needs a GPU", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")),

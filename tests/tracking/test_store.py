@@ -34,3 +34,29 @@ def test_a_ctrl_c_while_a_new_store_is_built_waits_until_it_is_whole(tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         tracking_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert built and MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment("0") is not None
+
+
+def test_a_trial_run_whose_logging_fails_partway_is_deleted(mlflow_uri, monkeypatch):
+    """A Ray worker whose logging failed after the run was made left it RUNNING, and the driver logged the trial again:
+    two runs for one trial."""
+    from mlflow.tracking import MlflowClient
+
+    from autoq.choice import Assignment, LayerChoice
+    from autoq.tracking import MlflowTracker
+
+    tracker = MlflowTracker.open(mlflow_uri, "autoq")
+    tracker.start("s", params={}, tags={})
+    assignment = Assignment((("0", LayerChoice.from_name("int4-ch-asym:rtn-mse")),))
+
+    def locked(*args, **kwargs):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(tracker.client, "log_text", locked)
+    with pytest.raises(RuntimeError, match="database is locked"):
+        tracker.log_trial(1, {"quality": 0.5}, {}, assignment)
+    client = MlflowClient(mlflow_uri)
+    runs = client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{tracker.parent_id}'")
+    assert runs == []  # deleted runs are not listed
+    monkeypatch.undo()
+    tracker.log_trial(1, {"quality": 0.5}, {}, assignment)
+    assert len(client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{tracker.parent_id}'")) == 1

@@ -1,0 +1,124 @@
+"""The Ray a search runs on: joined or started before anything is stored, checked, and left as it was found.
+
+A cluster that cannot be joined (``--address auto`` with none running, an unreachable host) or cannot
+run a trial at all (no node with ``cpus_per_trial`` CPUs and ``gpus_per_trial`` GPUs) is a clear error
+before the search writes its MLflow run and Optuna study, where it used to be a traceback afterwards,
+or a hang. ``ray.init`` installs a SIGTERM handler that exits the process and Tune one for SIGUSR1;
+the session puts the caller's handlers back (a scheduler's TERM then stops a search as Ctrl-C does).
+A Ray the caller started is used as it is and left running.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import socket
+import sys
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from autoq.errors import AutoqError
+
+OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray needs little: the workload is the largest object
+CONNECT_TIMEOUT_S = 5.0  # an unreachable host:port is refused after this, not after Ray's minutes of retries
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
+@contextmanager
+def ray_session(config: Any) -> Iterator[None]:
+    """For ``config.backend == "ray"``: a joined or started Ray for the block, shut down after it if started here."""
+    if config.backend != "ray":
+        yield
+        return
+    import ray
+
+    main = threading.current_thread() is threading.main_thread()
+    handlers = {sig: signal.getsignal(sig) for sig in SIGNALS} if main else {}
+    started = _ensure_ray(config)
+    try:
+        if main:  # ray.init's TERM handler calls sys.exit: the search would end as a crash, not an interruption
+            signal.signal(signal.SIGTERM, handlers[signal.SIGTERM])
+        check_resources(config)
+        yield
+    finally:
+        if started:
+            ray.shutdown()
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)
+
+
+def _ensure_ray(config: Any) -> bool:
+    """Join ``config.address``, or start a local Ray sized for the workers; ``True`` if started here."""
+    import ray
+
+    if ray.is_initialized():
+        return False
+    common = dict(logging_level=logging.ERROR, log_to_driver=False)
+    if not config.address:
+        cpus = max(1, math.ceil(config.workers * config.cpus_per_trial))
+        ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **common)
+        return True
+    _check_reachable(config.address)
+    try:
+        ray.init(address=config.address, **common)
+    except (ConnectionError, RuntimeError) as exc:
+        raise AutoqError(f"cannot join a Ray cluster at --address {config.address!r} ({str(exc).splitlines()[0]}); start one "
+                         "('ray start --head') or leave --address out to run a local Ray") from None
+    return True
+
+
+def _check_reachable(address: str) -> None:
+    """A ``host:port`` (or ``ray://host:port``) that takes no connection is refused now: Ray retries for minutes."""
+    target = address.removeprefix("ray://")
+    host, sep, port = target.rpartition(":")
+    if not sep or not port.isdigit():
+        return  # "auto", or a form Ray resolves itself
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S).close()
+    except OSError as exc:
+        raise AutoqError(f"cannot reach the Ray cluster at --address {address!r} ({exc}); check the head node's address and port, "
+                         "or leave --address out to run a local Ray") from None
+
+
+def check_resources(config: Any) -> None:
+    """Refuse a trial that no node of a local Ray can run (it would wait forever); warn where a cluster's autoscaler
+    might still add such a node."""
+    import ray
+
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    cpus = max((n.get("CPU", 0.0) for n in nodes), default=0.0)
+    gpus = max((n.get("GPU", 0.0) for n in nodes), default=0.0)
+    if config.cpus_per_trial <= cpus and config.gpus_per_trial <= gpus:
+        return
+    message = (f"a trial needs {config.cpus_per_trial:g} CPU(s) and {config.gpus_per_trial:g} GPU(s) on one node, and the largest node "
+               f"of this Ray has {cpus:g} and {gpus:g}")
+    if not config.address:
+        raise AutoqError(f"{message}; lower --cpus-per-trial / --gpus-per-trial, or start Ray with more (ray.init(num_cpus=...))")
+    print(f"autoq: warning: {message}: trials wait until the cluster adds such a node", file=sys.stderr, flush=True)
+
+
+@contextmanager
+def term_stops_tune() -> Iterator[None]:
+    """While Tune runs: SIGTERM stops it as its SIGINT and SIGUSR1 handler does (the running trials end, the search is
+    interrupted and can be resumed); the handlers are restored after (Tune leaves its own behind)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    handlers = {sig: signal.getsignal(sig) for sig in SIGNALS}
+
+    def gentle(signum: int, frame: Any) -> None:
+        tune_stop = signal.getsignal(signal.SIGUSR1) if hasattr(signal, "SIGUSR1") else None
+        if callable(tune_stop) and tune_stop is not handlers.get(signal.SIGUSR1):
+            tune_stop(signum, frame)
+        else:  # Tune's handler not (yet) in place
+            raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, gentle)
+    try:
+        yield
+    finally:
+        for sig, handler in handlers.items():
+            signal.signal(sig, handler)

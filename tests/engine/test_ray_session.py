@@ -1,0 +1,102 @@
+"""The Ray a search runs on: a cluster it cannot join or use is refused before anything is stored, and signals.
+
+These start and stop Ray themselves (tests/engine/test_ray_backend.py shares one the caller started).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+from mlflow.tracking import MlflowClient
+
+import autoq
+from autoq.errors import AutoqError
+
+pytestmark = pytest.mark.slow
+
+ray = pytest.importorskip("ray")
+
+
+@pytest.fixture(autouse=True)
+def no_ray_running():
+    assert not ray.is_initialized(), "another test left Ray running"
+    yield
+    ray.shutdown()
+
+
+def _stores(tmp_path):
+    return dict(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}", storage=f"sqlite:///{tmp_path / 'optuna.db'}", progress=False)
+
+
+def test_an_unreachable_cluster_is_refused_at_once_and_before_any_store_is_written(tmp_path):
+    """An unreachable --address hung for minutes; 'auto' with no cluster gave a ConnectionError traceback after the
+    MLflow run and the Optuna study were made."""
+    with pytest.raises(AutoqError, match=r"cannot reach the Ray cluster at --address '127.0.0.1:1' \(.*refused"):
+        autoq.search("digits-cnn", budget="4.5bits", n_trials=2, backend="ray", address="127.0.0.1:1", **_stores(tmp_path))
+    assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()
+
+
+def test_a_failed_join_is_one_clear_error(tmp_path, monkeypatch):
+    def no_cluster(*args, **kwargs):
+        raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to.")
+
+    monkeypatch.setattr(ray, "init", no_cluster)
+    with pytest.raises(AutoqError, match=r"cannot join a Ray cluster at --address 'auto' \(Could not find any running Ray instance"):
+        autoq.search("digits-cnn", budget="4.5bits", n_trials=2, backend="ray", address="auto", **_stores(tmp_path))
+    assert not (tmp_path / "optuna.db").exists()
+
+
+def test_a_trial_no_node_can_run_is_refused_and_a_callers_ray_stays_up(tmp_path):
+    """cpus_per_trial above every node's CPUs: the trial waited forever, past the search's own timeout."""
+    ray.init(num_cpus=1, include_dashboard=False, object_store_memory=128 * 1024**2, log_to_driver=False)
+    with pytest.raises(AutoqError, match=r"a trial needs 2 CPU\(s\) and 0 GPU\(s\) on one node, and the largest node of this Ray has 1 and 0"):
+        autoq.search("digits-cnn", budget="4.5bits", n_trials=2, backend="ray", cpus_per_trial=2, timeout=60, **_stores(tmp_path))
+    assert ray.is_initialized()
+
+
+def test_a_search_that_starts_ray_leaves_the_callers_signal_handlers(tmp_path):
+    """ray.init installs a SIGTERM handler that exits the process, and Tune one for SIGUSR1: both stayed behind."""
+    def mine(signum, frame):
+        pass
+
+    before = {sig: signal.signal(sig, mine) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    try:
+        autoq.search("digits-cnn", budget="4.5bits", n_trials=2, backend="ray", **_stores(tmp_path))
+        assert not ray.is_initialized()  # started here, stopped here
+        assert all(signal.getsignal(sig) is mine for sig in before)
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
+
+
+def test_sigterm_stops_a_ray_search_as_ctrl_c_does(tmp_path):
+    """A scheduler's TERM ended a ray search as a crash: exit status 15, the parent run FAILED, no resume hint."""
+    import optuna
+
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    cmd = [sys.executable, "-m", "autoq", "search", "--model", "digits-cnn", "--n-trials", "400", "--backend", "ray", "--tracking-uri", uri,
+           "--no-progress", "--study-name", "termed", "--seed-from", "none"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    try:
+        deadline, complete = time.time() + 180, 0
+        while time.time() < deadline and complete < 3 and proc.poll() is None:
+            time.sleep(0.5)
+            try:
+                study = optuna.load_study(study_name="termed", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+                complete = sum(t.state.name == "COMPLETE" for t in study.trials)
+            except Exception:  # the study does not exist yet
+                continue
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-3000:]
+    assert f"continue with: autoq search --resume termed --tracking-uri {uri} --backend ray --workers 1" in err
+    client = MlflowClient(uri)
+    parents = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], "tags.`autoq.kind` = 'search'")
+    assert [p.info.status for p in parents] == ["KILLED"]
