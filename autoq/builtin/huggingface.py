@@ -37,10 +37,22 @@ def load_pretrained(path: str | Path):
     from transformers import AutoModel, AutoTokenizer
     try:
         with quiet_logs():  # no weight-loading progress bars or warnings over our own output
-            model = AutoModel.from_pretrained(str(directory), dtype=torch.float32).eval()
-            tokenizer = AutoTokenizer.from_pretrained(str(directory))
+            model, info = AutoModel.from_pretrained(str(directory), dtype=torch.float32, output_loading_info=True)
     except Exception as exc:  # transformers raises many types for a broken directory
         raise AutoqError(f"could not load a model from {str(path)!r}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+    missing = sorted(info.get("missing_keys") or ())
+    if missing:  # transformers fills them at random, and says so only in a log line: the search would score a random model
+        raise AutoqError(f"{len(missing)} weight(s) of {type(model).__name__} are missing from the checkpoint in {str(path)!r} "
+                         f"(such as {missing[0]!r}), and would be random; were they saved under other names (a wrapper's prefix)? "
+                         "Save the model with model.save_pretrained(dir)")
+    model.eval()
+    try:
+        with quiet_logs():
+            tokenizer = AutoTokenizer.from_pretrained(str(directory))
+    except Exception as exc:  # noqa: BLE001 - a vision or audio model has none
+        raise AutoqError(f"{str(path)!r} has no tokenizer that loads ({type(exc).__name__}; a vision or audio model?): "
+                         "'autoq search --model DIR' evaluates text models on sentences; search other models through the "
+                         "Python API with your own batches (autoq.search(model, batches))") from None
     if tokenizer.pad_token is None:  # causal LMs ship without a padding token: pad with their end (or unknown) token
         stand_in = tokenizer.eos_token or tokenizer.unk_token
         if stand_in is None:
@@ -51,12 +63,14 @@ def load_pretrained(path: str | Path):
 
 
 def max_positions(model: torch.nn.Module) -> int | None:
-    """How many token positions the model embeds (its config's ``max_position_embeddings`` or ``n_positions``)."""
+    """How many tokens the model embeds: its config's ``max_position_embeddings`` or ``n_positions``, less the
+    positions RoBERTa-like models skip (they number positions from ``padding_idx + 1``)."""
     config = getattr(model, "config", None)
     for key in ("max_position_embeddings", "n_positions"):
         value = getattr(config, key, None)
         if isinstance(value, int) and value > 0:
-            return value
+            offset = getattr(getattr(model, "embeddings", None), "padding_idx", None)
+            return value - (offset + 1) if isinstance(offset, int) and 0 <= offset < value - 1 else value
     return None
 
 
@@ -86,13 +100,19 @@ def text_workload(
     held_out = sentences[:n_eval]
     calibration = sentences[n_eval : n_eval + n_calibration]
     eval_batches = sentence_batches(tokenizer, held_out, batch_size, max_length)
-    with torch.inference_mode():
-        probe = call_model(model, eval_batches[0])
+    _check_words(tokenizer, eval_batches[0], path)
+    try:
+        with torch.inference_mode():
+            probe = call_model(model, eval_batches[0])
+    except Exception as exc:  # noqa: BLE001 - an encoder-decoder (T5) needs decoder inputs too
+        raise AutoqError(f"{type(model).__name__} from {str(path)!r} cannot run on sentence batches alone ({type(exc).__name__}: "
+                         f"{str(exc).splitlines()[0] if str(exc) else ''}); 'autoq search --model DIR' runs encoder-only and "
+                         "decoder-only text models: search this one through the Python API with your own batches") from None
     has_hidden = isinstance(probe, Mapping) and "last_hidden_state" in probe
     readout = mean_pooled if has_hidden else (lambda output, batch: primary_output(output))
     fingerprint = hashlib.sha256("\n".join(held_out + ["--"] + calibration).encode()).hexdigest()[:16]
     return Workload(
-        name=name or Path(path).resolve().name,  # "." names the folder it is
+        name=name or model_name(path),
         model=model,
         calibration=sentence_batches(tokenizer, calibration, batch_size, max_length),
         evaluate=OutputFidelity(model, eval_batches, readout),
@@ -103,6 +123,26 @@ def text_workload(
         ),
         data_fingerprint=fingerprint,
     )
+
+
+def _check_words(tokenizer, batch: Mapping, path: str | Path) -> None:
+    """Refuse a tokenizer that turns sentences into special tokens only: transformers builds an empty one from a
+    folder saved without its tokenizer files, and a search would score every model on ``[CLS] [UNK] [SEP]``."""
+    ids = batch["input_ids"]
+    special = torch.tensor(sorted(set(tokenizer.all_special_ids)), dtype=ids.dtype)
+    mask = batch.get("attention_mask", torch.ones_like(ids)).bool()
+    words = (~torch.isin(ids, special) & mask).sum()
+    if ids.numel() == 0 or int(words) == 0:
+        raise AutoqError(f"the tokenizer in {str(path)!r} turns sentences into no words (only special or unknown tokens): the folder "
+                         "has no tokenizer files; save them beside the model with tokenizer.save_pretrained(dir)")
+
+
+def model_name(path: str | Path) -> str:
+    """The folder's name, or ``org/name`` for a Hugging Face hub cache snapshot (``models--org--name/snapshots/<hash>``)."""
+    resolved = Path(path).resolve()  # "." names the folder it is
+    if resolved.parent.name == "snapshots" and resolved.parent.parent.name.startswith("models--"):
+        return resolved.parent.parent.name[len("models--"):].replace("--", "/")
+    return resolved.name
 
 
 def minilm_workload(**kwargs) -> Workload:

