@@ -74,7 +74,10 @@ def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
         layer = found.get(name)
         if layer is None or [layer.out_features, layer.in_features] != entry["shape"]:
             got = None if layer is None else [layer.out_features, layer.in_features]
-            raise AutoqError(f"the model does not match the export: layer {name!r} is {got} here, {entry['shape']} in the export")
+            prefix = getattr(model, "base_model_prefix", "")
+            inner = f" (the export holds the base model: pass model=yours.{prefix}, e.g. a causal LM's {prefix})" if (
+                layer is None and prefix and f"{prefix}.{name}" in found) else ""
+            raise AutoqError(f"the model does not match the export: layer {name!r} is {got} here, {entry['shape']} in the export{inner}")
 
     quant_keys = {f"{name}.{part}" for name in quantized for part in ("qweight", "scales", "zeros", "input_scale")}
     state = {k: v for k, v in tensors.items() if k not in quant_keys}

@@ -133,6 +133,9 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     out = Path(out_dir)
     if out.exists() and not out.is_dir():  # now, not after quantizing (GPTQ on a large model takes a while)
         raise AutoqError(f"{out} is a file; pass a folder (new or existing) to export into")
+    if (out / "config.json").is_file() or ((out / WEIGHTS_NAME).is_file() and not (out / CONFIG_NAME).is_file()):
+        raise AutoqError(f"{out} holds a model that autoq did not export (config.json or {WEIGHTS_NAME}): the export's "
+                         f"{WEIGHTS_NAME} would overwrite its weights; export into another folder")
 
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, dict] = {}

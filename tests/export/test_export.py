@@ -228,3 +228,33 @@ def test_errors_say_what_is_wrong(tmp_path):
         autoq.load(out, model=torch.nn.Sequential(torch.nn.Linear(3, 3)))
     with pytest.raises(AutoqError, match=r"unknown kernel backend 'cuda'; choose one of \('auto', 'triton', 'torch'\)"):
         autoq.load(out, backend="cuda")
+
+
+def test_loading_a_base_model_export_into_its_lm_says_to_pass_the_base(tmp_path):
+    """The CLI exports a folder's base model (AutoModel): loading it into the user's causal LM said only that a
+    layer 'is None here'."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    torch.manual_seed(0)
+    lm = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100, n_positions=16)).eval()
+    name = "h.0.mlp.c_fc"
+    out = autoq.export(lm.transformer, Assignment.from_dict({name: LayerChoice.from_name("int4-ch-asym:rtn-mse")}), tmp_path / "q", progress=False)
+    with pytest.raises(AutoqError, match=r"layer 'h.0.mlp.c_fc' is None here.*pass model=yours.transformer"):
+        autoq.load(out, model=GPT2LMHeadModel(lm.config))
+    assert autoq.load(out, model=GPT2LMHeadModel(lm.config).transformer) is not None
+
+
+def test_an_export_into_a_hugging_face_model_folder_is_refused(tmp_path):
+    """The export's model.safetensors overwrote the folder's own weights: the folder then loaded with random layers."""
+    from transformers import GPT2Config, GPT2Model
+
+    torch.manual_seed(0)
+    base = GPT2Model(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100, n_positions=16)).eval()
+    base.save_pretrained(tmp_path / "model")
+    weights = (tmp_path / "model" / "model.safetensors").read_bytes()
+    point = Assignment.from_dict({"h.0.mlp.c_fc": LayerChoice.from_name("int4-ch-asym:rtn-mse")})
+    with pytest.raises(AutoqError, match="holds a model that autoq did not export .*export into another folder"):
+        autoq.export(base, point, tmp_path / "model", progress=False)
+    assert (tmp_path / "model" / "model.safetensors").read_bytes() == weights
+    again = autoq.export(base, point, tmp_path / "q", progress=False)
+    assert autoq.export(base, point, again, progress=False) == again  # an autoq export folder is overwritten as before
