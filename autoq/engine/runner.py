@@ -303,6 +303,12 @@ def _evaluate(workload: Workload, cache: QuantCache, assignment: Assignment) -> 
     return quality, None if math.isfinite(quality) else f"quality is {quality}"
 
 
+def _model_hash(model) -> str:
+    from autoq.sensitivity.inputs import model_hash
+
+    return model_hash(model)
+
+
 def _calibration_digest(workload: Workload, space: SearchSpace) -> str:
     """A hash of the calibration batches where data-driven methods are searched: ``apply`` and ``export`` check theirs
     against it (a search without ``evaluate`` calibrates on only the first three quarters of the batches it is given)."""
@@ -334,6 +340,7 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
             "backend": config.backend, "workers": config.workers, "max_retries": config.max_retries,
             "sequential": config.sequential, "calibration_digest": calibration_digest or "none",
             "n_calibration_batches": len(workload.calibration),
+            "model_hash": _model_hash(workload.model),  # an export by run id checks it rebuilds these weights
         },
         tags={"autoq.kind": "search", "autoq.model": workload.name, STUDY_TAG: study_name},
     )

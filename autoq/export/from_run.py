@@ -22,6 +22,7 @@ class RunPoint:
     model_source: str = ""  # what autoq.builtin.load_workload rebuilds it from ("" for a module the caller passed)
     calibration_digest: str = ""  # of the batches the search's data-driven methods calibrated on ("" when not recorded)
     n_calibration: int = 0
+    model_hash: str = ""  # of the searched model's weights ("" when not recorded)
 
 
 def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
@@ -36,7 +37,8 @@ def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
     source = params.get("model_source", "none")
     digest = params.get("calibration_digest", "")
     return RunPoint(assignment, what, params.get("sequential") == "True", params.get("data_fingerprint", ""), params.get("model", ""),
-                    "" if source == "none" else source, "" if digest == "none" else digest, int(params.get("n_calibration_batches", 0)))
+                    "" if source == "none" else source, "" if digest == "none" else digest, int(params.get("n_calibration_batches", 0)),
+                    params.get("model_hash", ""))
 
 
 def model_of(point: RunPoint) -> str:

@@ -110,6 +110,13 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     sequential = bool(sequential)
     assignment = _assignment_of(point)
     model, builtin, calibration = _resolve_model(model, calibration, data_fingerprint, needs_calibration(assignment))
+    if isinstance(point, RunPoint) and point.model_hash:
+        from autoq.sensitivity.inputs import model_hash
+
+        now = model_hash(model)
+        if now != point.model_hash:
+            raise AutoqError(f"the model's weights are not the ones {point.what} scored (hash {now}, the search's "
+                             f"{point.model_hash}): changed since, or another model; export with the searched weights")
     found = {layer.name: layer for layer in find_layers(model, include_tied=True)}
     unknown = [name for name in assignment if name not in found]
     if unknown:

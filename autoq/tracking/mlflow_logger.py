@@ -42,19 +42,22 @@ def default_tracking_uri() -> str:
 
 def default_experiment() -> str:
     """``$MLFLOW_EXPERIMENT_NAME``, else the experiment ``$MLFLOW_EXPERIMENT_ID`` names in the default store (what
-    ``mlflow.set_experiment`` sets for the rest of a pipeline), as MLflow's fluent API reads them; else ``autoq``."""
+    ``mlflow.set_experiment`` sets for the rest of a pipeline), as MLflow's fluent API reads them; else ``autoq``.
+
+    An id the default store does not hold (or no store yet: none is made to look) falls back to ``autoq``: the
+    variable outlives the store it was set for, and a search told another ``tracking_uri`` cannot read it there."""
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
     experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
     if name or not experiment_id:
         return name or DEFAULT_EXPERIMENT
-    from mlflow.exceptions import MlflowException
-
     uri = default_tracking_uri()
+    db = sqlite_path(uri)
+    if db is not None and not db.is_file():
+        return DEFAULT_EXPERIMENT
     try:
         return tracking_client(uri).get_experiment(experiment_id).name
-    except MlflowException:
-        raise AutoqError(f"MLFLOW_EXPERIMENT_ID={experiment_id} names no experiment in {uri}; unset it, or set "
-                         "MLFLOW_EXPERIMENT_NAME (or pass --experiment / experiment=)") from None
+    except Exception:  # noqa: BLE001 - an id of another store, or a server that does not answer
+        return DEFAULT_EXPERIMENT
 
 
 def sqlite_path(uri: str) -> Path | None:

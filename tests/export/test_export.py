@@ -258,3 +258,16 @@ def test_an_export_into_a_hugging_face_model_folder_is_refused(tmp_path):
     assert (tmp_path / "model" / "model.safetensors").read_bytes() == weights
     again = autoq.export(base, point, tmp_path / "q", progress=False)
     assert autoq.export(base, point, again, progress=False) == again  # an autoq export folder is overwritten as before
+
+
+def test_an_export_by_run_id_refuses_other_weights_than_the_search_scored(tmp_path, mlflow_uri):
+    """A folder fine-tuned (or overwritten) since the search was exported silently with the search's assignment."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval()
+    data = [torch.randn(8, 16, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    result = autoq.search(model, data, budget="6bits", n_trials=2, seed_from="none", tracking_uri=mlflow_uri, storage=None, progress=False)
+    autoq.export(model, result.best.run_id, tmp_path / "a", tracking_uri=mlflow_uri, progress=False)
+    with torch.no_grad():
+        model[0].weight.add_(0.01)  # trained on since
+    with pytest.raises(AutoqError, match="the model's weights are not the ones trial .* scored .*export with the searched weights"):
+        autoq.export(model, result.best.run_id, tmp_path / "b", tracking_uri=mlflow_uri, progress=False)
