@@ -50,9 +50,9 @@ def load_pretrained(path: str | Path):
         with quiet_logs():
             tokenizer = AutoTokenizer.from_pretrained(str(directory))
     except Exception as exc:  # noqa: BLE001 - a vision or audio model has none
-        raise AutoqError(f"{str(path)!r} has no tokenizer that loads ({type(exc).__name__}; a vision or audio model?): "
-                         "'autoq search --model DIR' evaluates text models on sentences; search other models through the "
-                         "Python API with your own batches (autoq.search(model, batches))") from None
+        raise AutoqError(f"{str(path)!r} has no tokenizer that loads ({type(exc).__name__}): save a text model's tokenizer beside "
+                         "it (tokenizer.save_pretrained(dir)); 'autoq search --model DIR' evaluates text models on sentences, so "
+                         "search a vision or audio model through the Python API with your own batches (autoq.search(model, batches))") from None
     if tokenizer.pad_token is None:  # causal LMs ship without a padding token: pad with their end (or unknown) token
         stand_in = tokenizer.eos_token or tokenizer.unk_token
         if stand_in is None:

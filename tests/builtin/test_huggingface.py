@@ -97,8 +97,8 @@ def test_a_folder_without_its_tokenizer_is_refused(tiny_gpt2_dir, tmp_path):
 
     torch.manual_seed(0)
     BertModel(BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path / "bert")
-    with pytest.raises(AutoqError, match="turns sentences into no words .*tokenizer.save_pretrained"):
-        load_workload(str(tmp_path / "bert"))
+    with pytest.raises(AutoqError, match=r"(turns sentences into no words|has no tokenizer that loads).*tokenizer.save_pretrained"):
+        load_workload(str(tmp_path / "bert"))  # transformers 5 builds an empty tokenizer; older ones fail to build one
     shutil.copytree(tiny_gpt2_dir, tmp_path / "gpt2")
     for file in (tmp_path / "gpt2").glob("*"):
         if file.name not in ("config.json", "model.safetensors"):
