@@ -10,6 +10,7 @@ A Ray the caller started is used as it is and left running.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 import signal
@@ -25,6 +26,15 @@ from autoq.errors import AutoqError
 OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray needs little: the workload is the largest object
 CONNECT_TIMEOUT_S = 5.0  # an unreachable host:port is refused after this, not after Ray's minutes of retries
 SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
+
+
+RAY_OPTIONS = ("address", "cpus_per_trial", "gpus_per_trial")  # how Ray runs trials: SearchConfig fields the optuna backend ignores
+
+
+def ray_options_set(config: Any) -> dict[str, Any]:
+    """The :data:`RAY_OPTIONS` of ``config`` (a `SearchConfig`) that differ from their defaults."""
+    defaults = {f.name: f.default for f in dataclasses.fields(config)}
+    return {name: getattr(config, name) for name in RAY_OPTIONS if getattr(config, name) != defaults[name]}
 
 
 @contextmanager

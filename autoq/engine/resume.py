@@ -21,6 +21,7 @@ from autoq.budget import parse_budget
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.cost import CostModel
+from autoq.engine.ray_session import ray_options_set
 from autoq.engine.result import Point
 from autoq.engine.strategy import sampler_name
 from autoq.engine.trials import make_point
@@ -48,8 +49,7 @@ def check_execution(config: SearchConfig) -> None:
         raise AutoqError(f"workers must be at least 1, got {config.workers}")
     if config.workers > 1 and config.backend != "ray":
         raise AutoqError(f"{config.workers} workers need the ray backend (--backend ray); the optuna backend evaluates one trial at a time")
-    ray_only = [f"--{name.replace('_', '-')} ({name}=)" for name, default in (("address", None), ("cpus_per_trial", 1.0), ("gpus_per_trial", 0.0))
-                if getattr(config, name) != default]
+    ray_only = [f"--{name.replace('_', '-')} ({name}=)" for name in ray_options_set(config)]
     if ray_only and config.backend != "ray":
         raise AutoqError(f"{', '.join(ray_only)} set how Ray runs trials and the optuna backend would ignore them: add --backend ray "
                          "(backend='ray'), or leave them out")

@@ -23,7 +23,7 @@ from autoq.budget import Budget, check_latency_config, parse_budget
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.cost import CostModel
-from autoq.engine.ray_session import ray_session
+from autoq.engine.ray_session import ray_options_set, ray_session
 from autoq.engine.result import Point, SearchResult, best_point, pareto_front
 from autoq.engine.resume import (
     add_wall_seconds,
@@ -257,10 +257,8 @@ def _interrupted_note(config: SearchConfig, book: TrialBook, study_name: str, st
     if config.tracking_uri and config.tracking_uri != default_tracking_uri():
         options.insert(0, f"--tracking-uri {shlex.quote(config.tracking_uri)}")
     if config.backend == "ray":  # the stored settings do not hold how the trials ran: without these it goes on in-process
-        defaults = SearchConfig.__dataclass_fields__
         options += ["--backend ray", f"--workers {config.workers}"] + [
-            f"--{name.replace('_', '-')} {shlex.quote(str(getattr(config, name)))}" for name in ("address", "cpus_per_trial", "gpus_per_trial")
-            if getattr(config, name) != defaults[name].default]
+            f"--{name.replace('_', '-')} {shlex.quote(str(value))}" for name, value in ray_options_set(config).items()]
     command = " ".join(["autoq search --resume", shlex.quote(study_name), *options])
     where = "the Optuna study" + (" and MLflow" if tracked else "")
     return f"interrupted after {done}, kept in {where}; continue with: {command}   (Python: resume=True, study_name={study_name!r})"
@@ -303,12 +301,6 @@ def _evaluate(workload: Workload, cache: QuantCache, assignment: Assignment) -> 
     return quality, None if math.isfinite(quality) else f"quality is {quality}"
 
 
-def _model_hash(model) -> str:
-    from autoq.sensitivity.inputs import model_hash
-
-    return model_hash(model)
-
-
 def _calibration_digest(workload: Workload, space: SearchSpace) -> str:
     """A hash of the calibration batches where data-driven methods are searched: ``apply`` and ``export`` check theirs
     against it (a search without ``evaluate`` calibrates on only the first three quarters of the batches it is given)."""
@@ -322,6 +314,7 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
     """The MLflow parent run of this search, or ``None`` when tracking is off."""
     if not config.tracking_uri:
         return None
+    from autoq.sensitivity.inputs import model_hash
     nest_under = config.mlflow_parent_run_id
     if config.resume and nest_under is None:  # the run the search was nested in holds its run: look for it there
         nest_under = read_settings(storage, study_name).get("mlflow_parent_run_id")
@@ -340,7 +333,7 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
             "backend": config.backend, "workers": config.workers, "max_retries": config.max_retries,
             "sequential": config.sequential, "calibration_digest": calibration_digest or "none",
             "n_calibration_batches": len(workload.calibration),
-            "model_hash": _model_hash(workload.model),  # an export by run id checks it rebuilds these weights
+            "model_hash": model_hash(workload.model),  # an export by run id checks it rebuilds these weights
         },
         tags={"autoq.kind": "search", "autoq.model": workload.name, STUDY_TAG: study_name},
     )

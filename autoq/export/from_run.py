@@ -28,16 +28,15 @@ class RunPoint:
 def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
     """The point of a trial run, or of a search's parent run (its highest-quality frontier point)."""
     from autoq.tracking import stored_run
+    from autoq.tracking.runs import recorded
 
     client, run = stored_run(tracking_uri, run_id, "pass a trial's run id (or a search's parent run id) and the same --tracking-uri")
     assignment, what = _assignment(client, run)
     # a trial's search settings are on its parent; a search's are its own (it has a parent too when nested in a pipeline's run)
     parent_id = None if run.data.tags.get("autoq.kind") == "search" else run.data.tags.get("mlflow.parentRunId")
     params = client.get_run(parent_id).data.params if parent_id else run.data.params
-    source = params.get("model_source", "none")
-    digest = params.get("calibration_digest", "")
     return RunPoint(assignment, what, params.get("sequential") == "True", params.get("data_fingerprint", ""), params.get("model", ""),
-                    "" if source == "none" else source, "" if digest == "none" else digest, int(params.get("n_calibration_batches", 0)),
+                    recorded(params, "model_source"), recorded(params, "calibration_digest"), int(params.get("n_calibration_batches", 0)),
                     params.get("model_hash", ""))
 
 

@@ -131,10 +131,13 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
         storage=None if params.get("optuna_storage") in (None, "memory") else params["optuna_storage"], tracking_uri=tracking_uri, parent_run_id=run_id,
         eval_seconds=metrics.get("eval_seconds", float("nan")), wall_seconds=metrics.get("wall_seconds", (end - parent.info.start_time) / 1000),
         n_infeasible=int(metrics.get("n_over_budget", 0)), n_failed=int(metrics.get("n_failed", 0)),
-        sequential=params.get("sequential") == "True", calibration_digest=_recorded(params.get("calibration_digest")),
+        sequential=params.get("sequential") == "True", calibration_digest=recorded(params, "calibration_digest"),
         n_calibration=int(params.get("n_calibration_batches", 0)),
     )
 
 
-def _recorded(value: str | None) -> str:
+def recorded(params: dict, name: str) -> str:
+    """A search run's param that it logs as ``none`` when unset (``model_source``, ``calibration_digest``): ``""`` then,
+    and for a run logged before the param existed."""
+    value = params.get(name)
     return "" if value in (None, "none") else value
