@@ -1,6 +1,7 @@
 """What an assignment costs: exact effective bits per weight and bytes on disk.
 
-Effective bits = (sum over quantized layers of codes + fp16 scales and zero points)
+Effective bits = (sum over quantized layers of codes + fp16 scales and zero points,
+plus the fp32 input scale of a method that scales its layer's input: AWQ, SmoothQuant)
 / (number of weights in those layers). Size in bytes additionally counts every
 other parameter (biases, embeddings, norms, skipped layers) at fp16, the form
 an exported model keeps them in. Latency, when the cost model has a latency
@@ -20,6 +21,7 @@ from autoq.choice import LayerChoice
 from autoq.kernels.formats import supports_w8a8
 from autoq.latency import LatencyModel
 from autoq.model import LayerInfo, get_module
+from autoq.ptq.registry import input_scale_bits
 from autoq.quant import QuantSpec
 
 
@@ -58,10 +60,12 @@ class CostModel:
         return sum(layer.n_weights for layer in self.layers)
 
     def layer_bits(self, layer: LayerInfo, choice: LayerChoice) -> int:
-        return choice.weight.storage_bits(layer.out_features, layer.in_features)
+        """What the export stores for the layer: its weight format's codes, scales and zero points, and the method's
+        input scale if it has one."""
+        return choice.weight.storage_bits(layer.out_features, layer.in_features) + input_scale_bits(choice.method, layer.in_features)
 
     def layer_bytes(self, layer: LayerInfo, choice: LayerChoice) -> int:
-        return choice.weight.storage_bytes(layer.out_features, layer.in_features)
+        return choice.weight.storage_bytes(layer.out_features, layer.in_features) + input_scale_bits(choice.method, layer.in_features) // 8
 
     def layer_us(self, layer: LayerInfo, choice: LayerChoice) -> float:
         """The layer's GEMM at its format; a layer no kernel runs (a convolution, an attention's out_proj: the export

@@ -78,6 +78,20 @@ def test_odd_bit_codes_are_packed_to_whole_bytes():
     assert cost.effective_bits == pytest.approx((45 + 16) / 15)
 
 
+def test_input_scaling_methods_count_their_fp32_scale():
+    model = mlp()
+    layers = find_layers(model)
+    cm = CostModel.for_model(model, layers)
+    spec = QuantSpec(4, "channel", None, symmetric=True)
+    plain = cm.layer_bits(layers[0], LayerChoice(spec, "gptq"))
+    assert plain == 8 * 16 * 4 + 8 * 16
+    for method in ("awq", "smoothquant", "smoothquant-search"):  # + one fp32 scale per input (16 of them)
+        assert cm.layer_bits(layers[0], LayerChoice(spec, method)) == plain + 16 * 32
+        assert cm.layer_bytes(layers[0], LayerChoice(spec, method)) == plain // 8 + 16 * 4
+    cost = cm.cost({"0": LayerChoice(spec, "awq"), "2": LayerChoice(spec, "rtn-mse")})
+    assert cost.effective_bits == pytest.approx((plain + 16 * 32 + 4 * 8 * 4 + 4 * 16) / 160)
+
+
 def test_all_fp16_is_sixteen_bits_and_two_bytes_per_parameter():
     model = mlp()
     cm = CostModel.for_model(model, find_layers(model))

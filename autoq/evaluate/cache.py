@@ -26,7 +26,7 @@ from autoq.choice import LayerChoice
 from autoq.errors import AutoqError
 from autoq.model import channels_first, get_module, to_native, weight_2d
 from autoq.model.capture import CalibrationStats, LayerStats
-from autoq.ptq import get_method, method_needs_stats
+from autoq.ptq import get_method, method_info, method_needs_stats
 from autoq.ptq.result import bias_delta_of, input_scale_of
 from autoq.quant import QuantizedTensor
 from autoq.quant.activation import ActRange, ActSpec, fake_quantize_activation, static_range
@@ -60,6 +60,9 @@ def quantize_choice(module: nn.Module, choice: LayerChoice, stats: LayerStats | 
     quantized ``choice``: what the search simulates and what an export stores come from this one place."""
     q = get_method(choice.method)(weight_2d(module), choice.weight, stats)
     scale, delta = input_scale_of(q), bias_delta_of(q)
+    if scale is not None and not method_info(choice.method).scales_input:
+        raise AutoqError(f"PTQ method {choice.method!r} returned an input scale but was registered without scales_input=True; "
+                         "register it with register_method(..., scales_input=True) so that the cost model counts the scale's bytes")
     bias = None
     if delta is not None and getattr(module, "bias", None) is not None:
         bias = (module.bias.detach().float() + delta).to(module.bias.dtype)

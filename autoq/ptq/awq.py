@@ -49,6 +49,6 @@ def awq(weight: torch.Tensor, spec: QuantSpec, stats: Any, grid: int = GRID) -> 
     return TransformedTensor(q.spec, q.codes, q.scale, q.zero, input_scale=s)
 
 
-@register_method("awq", needs_stats=True)
+@register_method("awq", needs_stats=True, scales_input=True)
 def awq_method(weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> QuantizedTensor:
     return awq(weight, spec, stats)

@@ -5,7 +5,9 @@ layer) to a :class:`~autoq.quant.QuantizedTensor`. Methods registered with
 ``needs_stats=True`` read a :class:`~autoq.model.capture.LayerStats` and refuse
 ``stats=None`` with an :class:`AutoqError`; the others ignore ``stats``. A method
 may return a :class:`~autoq.ptq.result.TransformedTensor` when it also scales the
-layer's input or shifts its bias. New methods register with :func:`register_method`.
+layer's input or shifts its bias; one that scales the input registers with
+``scales_input=True``, so that the cost model counts the stored scale (fp32, 4 bytes
+an input). New methods register with :func:`register_method`.
 """
 
 from __future__ import annotations
@@ -29,18 +31,20 @@ class MethodInfo:
     name: str
     fn: PTQMethod
     needs_stats: bool
+    scales_input: bool = False  # returns a per-input-channel scale, stored with the weight (fp32, 32 bits an input)
 
 
 _METHODS: dict[str, MethodInfo] = {}
 
 
-def register_method(name: str, needs_stats: bool = False) -> Callable[[PTQMethod], PTQMethod]:
-    """Decorator: make a PTQ method available under ``name``."""
+def register_method(name: str, needs_stats: bool = False, scales_input: bool = False) -> Callable[[PTQMethod], PTQMethod]:
+    """Decorator: make a PTQ method available under ``name``. ``scales_input``: the method may return an input scale
+    (a `TransformedTensor`'s ``input_scale``), which the export stores and the cost model counts."""
 
     def add(fn: PTQMethod) -> PTQMethod:
         if name in _METHODS:
             raise ValueError(f"PTQ method {name!r} is already registered")
-        _METHODS[name] = MethodInfo(name, fn, needs_stats)
+        _METHODS[name] = MethodInfo(name, fn, needs_stats, scales_input)
         return fn
 
     return add
@@ -60,6 +64,13 @@ def get_method(name: str) -> PTQMethod:
 def method_needs_stats(name: str) -> bool:
     """Whether ``name`` reads the layer's calibration statistics."""
     return method_info(name).needs_stats
+
+
+def input_scale_bits(name: str, in_features: int) -> int:
+    """The bits a layer of ``in_features`` inputs stores besides its weight format under method ``name``: the fp32
+    input scale of a method registered with ``scales_input``, else 0 (also for ``none``, a layer kept in fp16)."""
+    info = _METHODS.get(name)
+    return 32 * in_features if info is not None and info.scales_input else 0
 
 
 def method_names() -> list[str]:

@@ -65,11 +65,11 @@ def smoothquant_search(weight: torch.Tensor, spec: QuantSpec, stats: Any, act: A
     return best[1]
 
 
-@register_method("smoothquant-search", needs_stats=True)
+@register_method("smoothquant-search", needs_stats=True, scales_input=True)
 def smoothquant_search_method(weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> QuantizedTensor:
     return smoothquant_search(weight, spec, stats)
 
 
-@register_method("smoothquant", needs_stats=True)
+@register_method("smoothquant", needs_stats=True, scales_input=True)
 def smoothquant_method(weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> QuantizedTensor:
     return smoothquant(weight, spec, stats)

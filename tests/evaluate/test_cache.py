@@ -194,3 +194,23 @@ def test_hf_conv1d_quantizes_its_inputs_as_the_same_linear_layer_does(choice):
             outs.append(model(x))
     assert not torch.allclose(outs[0], linear(x).detach())  # the format does something
     torch.testing.assert_close(outs[1], outs[0], rtol=1e-5, atol=1e-5)
+
+
+def test_an_input_scale_from_a_method_not_registered_as_scaling_is_refused(monkeypatch):
+    """The cost model counts an input scale only for methods registered with ``scales_input``: a method that returns
+    one without saying so would be exported larger than the search believed."""
+    from autoq.ptq import registry
+    from autoq.ptq.result import TransformedTensor
+    from autoq.ptq.rtn import rtn_minmax
+
+    def scaled(weight, spec, stats=None):
+        q = rtn_minmax(weight, spec)
+        return TransformedTensor(q.spec, q.codes, q.scale, q.zero, input_scale=torch.ones(weight.shape[1]))
+
+    m = model()
+    choice = LayerChoice(QuantSpec(4, "channel"), "test-scaled")
+    monkeypatch.setitem(registry._METHODS, "test-scaled", registry.MethodInfo("test-scaled", scaled, needs_stats=False))
+    with pytest.raises(AutoqError, match="scales_input=True"):
+        quantize_layer(m[0], choice)
+    monkeypatch.setitem(registry._METHODS, "test-scaled", registry.MethodInfo("test-scaled", scaled, False, scales_input=True))
+    assert quantize_layer(m[0], choice).shape == m[0].weight.shape

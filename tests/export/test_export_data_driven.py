@@ -13,10 +13,12 @@ import json
 import pytest
 import torch
 from helpers import same_tensors
+from safetensors import safe_open
 
 import autoq
 from autoq.builtin import load_workload
 from autoq.choice import Assignment, LayerChoice
+from autoq.cost import CostModel
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache
 from autoq.export import CONFIG_NAME, WEIGHTS_NAME, ActQuantLinear, QuantLinear
@@ -64,6 +66,10 @@ def test_data_driven_point_round_trips_to_the_search_outputs(digits, tmp_path, s
     loaded = autoq.load(out)
     assert isinstance(loaded[6], QuantLinear) and loaded[6].input_scale is not None  # AWQ keeps x / s
     assert loaded[8].input_scale is None
+    # the file holds what the cost model counted, AWQ's fp32 input scales (9 + 512 inputs) included
+    with safe_open(out / WEIGHTS_NAME, "pt") as f:
+        stored = sum(f.get_tensor(k).numel() * f.get_tensor(k).element_size() for k in f.keys())
+    assert stored == CostModel.for_model(digits.model, find_layers(digits.model)).cost(point).size_bytes
     x = digits.calibration[0]
     with torch.inference_mode():
         got = loaded(x)

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from autoq.errors import AutoqError
-from autoq.ptq import get_method, method_names, method_needs_stats, register_method
+from autoq.ptq import get_method, method_info, method_names, method_needs_stats, register_method
 from autoq.ptq.result import TransformedTensor
 from autoq.quant import QuantizedTensor, QuantSpec
 
@@ -37,6 +37,7 @@ def test_method_contract(name, spec, layer):
     assert torch.equal(again.codes, q.codes)
     if isinstance(q, TransformedTensor) and q.input_scale is not None:
         assert q.input_scale.shape == (w.shape[1],) and bool((q.input_scale > 0).all())
+        assert method_info(name).scales_input  # else the cost model would not count the stored scale
 
 
 @pytest.mark.parametrize("name", method_names())
