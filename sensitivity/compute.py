@@ -36,7 +36,9 @@ from autoq.sensitivity.table import SensitivityTable
 #    forward metrics score layers whose input holds the batch on another axis, and those the model calls without forward.
 # 4: fisher draws its logits' residuals with the softmax's covariance instead of sampling labels; rtn-percentile takes a
 #    ragged last group's quantiles over its real weights.
-SCORING_VERSION = 4
+# 5: a one-column `logits` field (a Hugging Face num_labels=1 head) is a regression too; fisher scores an fp16 model's
+#    diagonal in float64 (small entries flushed to 0); a class masked with a -inf logit adds 0 to kl, not NaN.
+SCORING_VERSION = 5
 
 
 def cache_key(model_digest: str, data_digest: str, metric: str, settings: Mapping[str, Any], layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]]) -> str:

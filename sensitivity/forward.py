@@ -53,7 +53,8 @@ def _kl(out: torch.Tensor, ref: torch.Tensor, w: torch.Tensor, kind: str) -> tup
 
 
 def _sq_error(out: torch.Tensor, ref: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    diff = (out.double() - ref.double()).pow(2)
+    out, ref = out.double(), ref.double()
+    diff = torch.where(out == ref, 0.0, (out - ref).pow(2))  # equal infinities (a masked position) differ by 0, not NaN
     return diff.sum(-1) if out.dim() > 1 else diff
 
 

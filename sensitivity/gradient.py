@@ -35,9 +35,9 @@ from torch import nn
 
 from autoq.errors import AutoqError
 from autoq.evaluate import call_model
+from autoq.model import layout_2d
 from autoq.sensitivity.inputs import (
     Inputs,
-    _as_2d,
     batch_rows,
     divergence,
     finite,
@@ -239,7 +239,7 @@ def fisher_metric(inputs: Inputs, settings: Mapping[str, Any], progress: Any = N
     fisher = sampled_fisher(inputs.model, [m.weight for m in modules], batches, settings["output_kind"], settings["draws"], settings["seed"], progress, inputs.feed)
     entries, stats = [], {}
     for layer, module, options, f in zip(inputs.layers, modules, inputs.options, fisher):
-        f2d = _as_2d(module, f.to(module.weight.dtype)).double()
+        f2d = layout_2d(module, f)  # float64 throughout: an fp16 model's small Fisher entries must not flush to 0
         stats[layer.name] = {"fisher_trace": float(f.sum()), "n_params": float(f.numel())}
         for choice, delta in inputs.perturbations(layer, module, options):
             entries.append(Entry(layer.name, choice.name, finite(float((f2d * delta.double().pow(2)).sum()), f"fisher score of {layer.name} at {choice.name}")))

@@ -22,7 +22,7 @@ from autoq.choice import LayerChoice
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, primary_output
 from autoq.evaluate.cache import QuantizedLayer, needs_stats, quantize_layer_full, stats_for
-from autoq.model import LayerInfo, get_module, weight_2d
+from autoq.model import LayerInfo, get_module, layout_2d, weight_2d
 from autoq.model.capture import CalibrationStats
 
 OUTPUT_KINDS = ("auto", "logits", "real")
@@ -70,7 +70,7 @@ class Inputs:
         """``(choice, Q(W) - W)`` in the ``(out, in)`` layout, one option at a time."""
         w = weight_2d(module)
         for choice in options:
-            yield choice, _as_2d(module, self.quantized(layer, choice)) - w
+            yield choice, layout_2d(module, self.quantized(layer, choice)).float() - w
 
     def feed(self, batch: Any) -> Any:
         """What the model is called with: the inputs of an ``(inputs, labels)`` batch when a task loss is set."""
@@ -138,16 +138,17 @@ def subsample(batches: Sequence[Any], n_samples: int | None, rows_per_batch: int
 
 
 def resolve_output_kind(kind: str, output: Any) -> str:
-    """``logits`` for a ``logits`` field or a bare tensor with two or more columns (a classifier), else ``real``
-    (a regressor's one column: a softmax over one class would make every score 0); explicit kinds pass through."""
+    """``logits`` for a bare tensor or a ``logits`` field with two or more columns (a classifier), else ``real`` (a
+    regressor's one column, as a Hugging Face ``num_labels=1`` head gives: a softmax over one class would make every
+    score 0); explicit kinds pass through."""
     if kind not in OUTPUT_KINDS:
         raise AutoqError(f"unknown output kind {kind!r}; choose one of {', '.join(OUTPUT_KINDS)}")
     if kind != "auto":
         return kind
+    if isinstance(output, Mapping):  # a dict or a Hugging Face ModelOutput: its logits field, if it has one
+        output = output.get("logits")
     if isinstance(output, torch.Tensor):
         return "logits" if output.dim() > 1 and output.shape[-1] > 1 else "real"
-    if isinstance(output, Mapping) and isinstance(output.get("logits"), torch.Tensor):
-        return "logits"
     return "real"
 
 
@@ -172,22 +173,13 @@ def divergence(out: torch.Tensor, ref: torch.Tensor, kind: str) -> torch.Tensor:
     if kind == "logits":
         log_p = torch.log_softmax(ref.double(), -1)
         log_q = torch.log_softmax(out.double(), -1)
-        return (log_p.exp() * (log_p - log_q)).sum(-1)
+        # a class the reference masks out (a -inf logit) has p = 0 and adds nothing, not 0 * (-inf - -inf) = NaN
+        return torch.where(log_p.isneginf(), 0.0, log_p.exp() * (log_p - log_q)).sum(-1)
     return 0.5 * (out.double() - ref.double()).pow(2).sum(-1)
 
 
 def readout(output: Any) -> torch.Tensor:
     return primary_output(output)
-
-
-def _as_2d(module: nn.Module, native: torch.Tensor) -> torch.Tensor:
-    """A native-layout weight back into ``(out, in)`` (HF Conv1D stores ``(in, out)``)."""
-    saved = module.weight.data
-    try:
-        module.weight.data = native
-        return weight_2d(module)
-    finally:
-        module.weight.data = saved
 
 
 def model_hash(model: nn.Module) -> str:

@@ -8,6 +8,7 @@ from autoq.model.layers import (
     compile_patterns,
     find_layers,
     get_module,
+    layout_2d,
     left_out_note,
     name_examples,
     searched_tied,
@@ -17,4 +18,4 @@ from autoq.model.layers import (
     weight_2d,
 )
 
-__all__ = ["LINEAR_KINDS", "LayerInfo", "channels_first", "check_finite_weights", "compile_patterns", "find_layers", "get_module", "left_out_note", "name_examples", "searched_tied", "tied_note", "tied_weights", "to_native", "weight_2d"]
+__all__ = ["LINEAR_KINDS", "LayerInfo", "channels_first", "check_finite_weights", "compile_patterns", "find_layers", "get_module", "layout_2d", "left_out_note", "name_examples", "searched_tied", "tied_note", "tied_weights", "to_native", "weight_2d"]

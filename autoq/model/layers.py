@@ -80,12 +80,17 @@ def rows_unsupported(module: nn.Module) -> str:
     return ""
 
 
+def layout_2d(module: nn.Module, t: torch.Tensor) -> torch.Tensor:
+    """A tensor in the layer's weight layout (a weight, a gradient, a Fisher diagonal) as ``(out, in)``, in its own
+    dtype: HF Conv1D stores ``(in, out)``, a convolution ``(out, in/groups, *kernel)``."""
+    if _kind(module, _conv1d_type()) == "hf_conv1d":
+        return t.t()
+    return t.reshape(t.shape[0], -1)
+
+
 def weight_2d(module: nn.Module) -> torch.Tensor:
     """The layer's weight as an ``(out, in)`` float32 tensor (a copy)."""
-    w = module.weight.detach()
-    if _kind(module, _conv1d_type()) == "hf_conv1d":
-        return w.t().float().clone()
-    return w.reshape(w.shape[0], -1).float().clone()
+    return layout_2d(module, module.weight.detach()).float().clone()
 
 
 def to_native(module: nn.Module, w2d: torch.Tensor) -> torch.Tensor:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import copy
+
 import pytest
 import torch
 from tiny_models import mlp, space_for
 from torch import nn
+from transformers.modeling_outputs import SequenceClassifierOutput
 
 from autoq.choice import Assignment, LayerChoice
 from autoq.errors import AutoqError
@@ -205,18 +208,46 @@ def test_gradient_metrics_read_hidden_states_as_real_outputs():
     assert tables[0].entries == tables[1].entries
 
 
+class Wrapped(nn.Module):
+    """A regressor whose one column comes bare, in a dict, or in a Hugging Face output (``num_labels=1``)."""
+
+    def __init__(self, wrap: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.f, self.wrap = nn.Sequential(nn.Linear(40, 16), nn.Tanh(), nn.Linear(16, 1)), wrap
+
+    def forward(self, x):
+        y = self.f(x)
+        if self.wrap == "dict":
+            return {"logits": y}
+        return SequenceClassifierOutput(logits=y) if self.wrap == "hf" else y
+
+
+@pytest.mark.parametrize("wrap", ["bare", "dict", "hf"])
 @pytest.mark.parametrize("metric", ["kl", "fisher", "hessian"])
-def test_a_one_column_output_is_a_regression_not_a_one_class_softmax(metric):
+def test_a_one_column_output_is_a_regression_not_a_one_class_softmax(metric, wrap):
     from autoq.sensitivity.inputs import resolve_output_kind
 
     assert resolve_output_kind("auto", torch.zeros(8, 1)) == "real" and resolve_output_kind("auto", torch.zeros(8)) == "real"
     assert resolve_output_kind("auto", torch.zeros(8, 2)) == "logits"
-    torch.manual_seed(0)
-    model = nn.Sequential(nn.Linear(40, 16), nn.Tanh(), nn.Linear(16, 1)).eval()
+    assert resolve_output_kind("auto", {"logits": torch.zeros(8, 1)}) == "real"
+    assert resolve_output_kind("auto", {"logits": torch.zeros(8, 3)}) == "logits"
+    model = Wrapped(wrap).eval()
     space = space_for(model)
     table = compute_table(model, inputs(), space.layers, space.options, metric, {**ALL_ROWS, **({"max_iter": 12} if metric == "hessian" else {})},
                           use_cache=False, progress=False)
     assert all(e.score > 0 for e in table.entries if e.option != "fp16")  # a softmax over one class scored every option 0
+
+
+def test_a_class_the_reference_masks_out_adds_nothing_to_kl():
+    """A -inf logit (a masked class) has probability 0 in both: it adds 0, not NaN (0 * (-inf - -inf))."""
+    from autoq.sensitivity.inputs import divergence
+
+    ref = torch.tensor([[2.0, 0.5, float("-inf")]])
+    out = torch.tensor([[1.9, 0.6, float("-inf")]])
+    expected = divergence(out[:, :2], ref[:, :2], "logits")
+    got = divergence(out, ref, "logits")
+    assert torch.isfinite(got).all() and torch.allclose(got, expected) and float(got) > 0
 
 
 class WithUnused(nn.Module):
@@ -278,3 +309,20 @@ def test_fisher_of_a_confident_classifier_is_close_to_the_exact_one_with_few_dra
         table = compute_table(model, batches, space.layers, space.options, "fisher", {**ALL_ROWS, "draws": 4, "seed": seed}, use_cache=False, progress=False)
         for name, e in zip(("0", "2"), exact):
             assert table.stats(name)["fisher_trace"] == pytest.approx(float(e.sum()) / len(x), rel=0.3)
+
+
+def test_fisher_of_an_fp16_model_keeps_its_small_entries():
+    """The float64 Fisher diagonal is scored in float64: cast to an fp16 model's dtype on the way, entries below
+    6e-8 (small inputs, wide layers) flushed to 0 and so did the layer's every score."""
+    torch.manual_seed(0)
+    half = nn.Sequential(nn.Linear(64, 64), nn.Tanh(), nn.Linear(64, 10)).half().eval()
+    full = copy.deepcopy(half).float()  # the same weights in float32
+    gen = torch.Generator().manual_seed(1)
+    xs = [0.0005 * torch.randn(32, 64, generator=gen) for _ in range(2)]
+    space = space_for(half)
+    t16 = compute_table(half, [x.half() for x in xs], space.layers, space.options, "fisher", use_cache=False, progress=False)
+    t32 = compute_table(full, xs, space.layers, space.options, "fisher", use_cache=False, progress=False)
+    for layer in t16.layers:
+        for option in t16.options:
+            if option != "fp16":  # measured: within 0.5%
+                assert t16.score(layer, option) == pytest.approx(t32.score(layer, option), rel=0.05)
