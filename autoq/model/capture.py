@@ -107,7 +107,8 @@ class _Accumulator:
         self.gen = torch.Generator().manual_seed(seed)
         self.xtx: torch.Tensor | None = None
         self.n = 0
-        self.samples: list[torch.Tensor] = []
+        self.samples: torch.Tensor | None = None  # a uniform sample of the rows seen: those with the smallest keys
+        self.keys: torch.Tensor | None = None
 
     def add(self, rows: torch.Tensor) -> None:
         rows = rows.detach().float()
@@ -130,19 +131,25 @@ class _Accumulator:
         self.hi = torch.maximum(self.hi, rows.amax(0))
         self.n += rows.shape[0]
         if self.max_samples:
-            keep = min(rows.shape[0], self.max_samples)
-            idx = torch.randperm(rows.shape[0], generator=self.gen)[:keep]
-            self.samples.append(rows[idx].clone())
-            pool = torch.cat(self.samples)
-            if pool.shape[0] > self.max_samples:  # keep a uniform thinning of everything seen
-                pool = pool[torch.randperm(pool.shape[0], generator=self.gen)[: self.max_samples]]
-            self.samples = [pool]
+            self._sample(rows)
+
+    def _sample(self, rows: torch.Tensor) -> None:
+        """Bottom-k sampling: every row seen gets a uniform random key and the ``max_samples`` smallest keys stay, so
+        the sample is uniform over all rows whatever the batches' sizes and order (thinning the pool again at each
+        batch halved every older batch's share)."""
+        keys = torch.rand(rows.shape[0], generator=self.gen).to(rows.device)
+        if self.samples is not None:
+            rows, keys = torch.cat([self.samples, rows]), torch.cat([self.keys, keys])
+        if rows.shape[0] > self.max_samples:
+            keep = keys.topk(self.max_samples, largest=False).indices
+            rows, keys = rows[keep], keys[keep]
+        self.samples, self.keys = rows.clone(), keys
 
     def finish(self) -> LayerStats:
         if self.xtx is None:
             raise AutoqError("the layer saw no input on the calibration batches")
         n = self.n
-        samples = self.samples[0] if self.samples else torch.zeros(0, self.xtx.shape[0], device=self.xtx.device)
+        samples = self.samples if self.samples is not None else torch.zeros(0, self.xtx.shape[0], device=self.xtx.device)
         return LayerStats(self.xtx, self.absmax, (self.abs_sum / n).float(), (self.sum / n).float(), self.lo, self.hi, n, samples)
 
 

@@ -38,6 +38,21 @@ def test_linear_stats_are_exact():
     assert float(stats["2"].min.min()) >= 0.0  # after ReLU
 
 
+def test_samples_are_uniform_over_every_row_seen():
+    """Each batch's share of the samples is its share of the rows, whatever their order and sizes (thinning the
+    pool again at every batch gave the last of 8 equal batches 48% of the samples)."""
+    model = nn.Sequential(nn.Linear(4, 2)).eval()
+    equal = [torch.full((512, 4), float(b)) for b in range(8)]  # a sample row's value says its batch
+    samples = capture_stats(model, find_layers(model), equal, max_samples=512)["0"].samples
+    shares = torch.bincount(samples[:, 0].long(), minlength=8).float() / 512
+    assert samples.shape == (512, 4) and float(shares.min()) > 0.08 and float(shares.max()) < 0.17  # 1/8 = 0.125
+    unequal = [torch.zeros(4096, 4), torch.ones(512, 4)]  # 89% of the rows, then 11%
+    samples = capture_stats(model, find_layers(model), unequal, max_samples=512)["0"].samples
+    assert 0.84 < float((samples[:, 0] == 0).float().mean()) < 0.94
+    again = capture_stats(model, find_layers(model), unequal, max_samples=512)["0"].samples
+    assert torch.equal(again, samples)  # seeded
+
+
 def test_output_error_matches_the_real_layer_output():
     model, data = mlp(), batches()
     stats = capture_stats(model, find_layers(model), data)["0"]
