@@ -37,7 +37,8 @@ from autoq.sensitivity.table import SensitivityTable
 # 4: fisher draws its logits' residuals with the softmax's covariance instead of sampling labels; rtn-percentile takes a
 #    ragged last group's quantiles over its real weights.
 # 5: a one-column `logits` field (a Hugging Face num_labels=1 head) is a regression too; fisher scores an fp16 model's
-#    diagonal in float64 (small entries flushed to 0); a class masked with a -inf logit adds 0 to kl, not NaN.
+#    diagonal in float64 (small entries flushed to 0); a class masked with a -inf logit adds 0 to kl, not NaN; a
+#    sequence-first model with one calibration batch is scored one option per pass (its copies attended each other).
 SCORING_VERSION = 5
 
 

@@ -31,6 +31,7 @@ from autoq.evaluate.cache import QuantizedLayer, quantize_input
 from autoq.model import LayerInfo
 from autoq.sensitivity.inputs import (
     Inputs,
+    batch_rows,
     concat_rows,
     divergence,
     finite,
@@ -39,6 +40,7 @@ from autoq.sensitivity.inputs import (
     repeat_rows,
     resolve_output_kind,
     subsample,
+    take_rows,
 )
 from autoq.sensitivity.registry import MetricOutput, register_metric
 from autoq.sensitivity.table import Entry
@@ -187,14 +189,23 @@ def _rows_stay_apart(inputs: Inputs, batches: Sequence[Any], refs: Sequence[torc
     its sequence (a sequence-first transformer attends across the copies), and then options cannot share a pass."""
     first = batches[0]
     other = next((i for i in range(1, len(batches)) if _shapes(batches[i]) == _shapes(first)), None)
-    if other is None:
-        return True  # nothing to tell them apart with
+    if other is not None:
+        pair, pair_refs = [first, batches[other]], [refs[0], refs[other]]
+    else:
+        # no partner batch: the first one's two halves, each also run alone (two copies of one batch would not tell:
+        # attention over a sequence repeated twice gives the sequence's own output)
+        n = batch_rows(first)
+        if n < 2:
+            return False  # nothing to tell them apart with: one option per pass is always right
+        pair = [take_rows(first, 0, n // 2), take_rows(first, n // 2, n)]
+        with torch.no_grad():
+            pair_refs = [readout(call_model(inputs.model, half)) for half in pair]
     with torch.no_grad():
-        out = readout(call_model(inputs.model, concat_rows([first, batches[other]])))
-    n = refs[0].shape[0]
-    if out.shape[0] != n + refs[other].shape[0] or out.shape[1:] != refs[0].shape[1:]:
+        out = readout(call_model(inputs.model, concat_rows(pair)))
+    n = pair_refs[0].shape[0]
+    if out.shape[0] != n + pair_refs[1].shape[0] or out.shape[1:] != pair_refs[0].shape[1:]:
         return False
-    return all(_close(got, want) for got, want in ((out[:n], refs[0]), (out[n:], refs[other])))
+    return all(_close(got, want) for got, want in ((out[:n], pair_refs[0]), (out[n:], pair_refs[1])))
 
 
 def _shapes(batch: Any) -> Any:

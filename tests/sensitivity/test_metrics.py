@@ -91,23 +91,27 @@ class SeqFirstInside(nn.Module):
 
 
 class SeqFirst(nn.Module):
-    """Takes (time, batch, features): copies stacked on dim 0 would be one longer sequence, attended across."""
+    """Takes (time, batch, features): copies stacked on dim 0 would be one longer sequence, attended across (after
+    ``proj``, whose copies differ)."""
 
     def __init__(self) -> None:
         super().__init__()
         torch.manual_seed(0)
+        self.proj = nn.Linear(16, 16)
         self.enc = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0)
 
     def forward(self, x):
-        return self.enc(x)
+        return self.enc(self.proj(x))
 
 
+@pytest.mark.parametrize("n_batches", [2, 1])
 @pytest.mark.parametrize("make", [SeqFirstInside, SeqFirst])
-def test_forward_metrics_score_what_quantizing_the_layer_does_whatever_axis_holds_the_batch(make):
-    """Includes ``self_attn.out_proj``, whose weight nn.MultiheadAttention uses without calling its forward."""
+def test_forward_metrics_score_what_quantizing_the_layer_does_whatever_axis_holds_the_batch(make, n_batches):
+    """Includes ``self_attn.out_proj``, whose weight nn.MultiheadAttention uses without calling its forward. With
+    one batch there is no second one to test the stacking with: its two halves are."""
     model = make().eval()
     gen = torch.Generator().manual_seed(2)
-    batches = [torch.randn(8, 6, 16, generator=gen) for _ in range(2)]
+    batches = [torch.randn(8, 6, 16, generator=gen) for _ in range(n_batches)]
     layers = find_layers(model)
     assert "enc.self_attn.out_proj" in [layer.name for layer in layers]
     options = [[LayerChoice.from_name(n) for n in ("int2-ch-asym:rtn-mse", "int8-ch-asym:rtn-mse", "int4-ch-sym:rtn-minmax+a8-token")]
