@@ -24,6 +24,7 @@ from autoq.choice import LayerChoice
 from autoq.evaluate import QuantCache
 from autoq.model import LayerInfo
 from autoq.model.capture import CalibrationStats
+from autoq.model.modes import eval_mode
 from autoq.quiet import quiet_logs
 from autoq.sensitivity.inputs import Inputs, batch_shapes_digest, data_fingerprint, model_hash
 from autoq.sensitivity.registry import get_metric, resolve_settings
@@ -90,16 +91,13 @@ def compute_table(
     if path is not None and path.is_file() and not refresh:
         return SensitivityTable.load(path)
     inputs = Inputs(model, tuple(batches), tuple(layers), tuple(tuple(o) for o in options), loss, weights)
-    was_training = model.training
-    model.eval()
     start = time.perf_counter()
     bar = tqdm(total=info.n_steps(inputs, resolved), desc=f"autoq sensitivity {metric}", disable=not progress, dynamic_ncols=True)
     try:
-        with quiet_logs():
+        with quiet_logs(), eval_mode(model):
             out = info.fn(inputs.with_stats(), resolved, bar)
     finally:
         bar.close()
-        model.train(was_training)
     table = SensitivityTable(
         metric=metric, model_hash=digest, data_fingerprint=data_digest, entries=out.entries, seconds=time.perf_counter() - start,
         model_name=model_name, params=tuple((k, repr(v)) for k, v in resolved.items()),

@@ -27,6 +27,7 @@ from torch.nn import functional as F
 
 from autoq.errors import AutoqError
 from autoq.model.layers import LayerInfo, channels_first, get_module, rows_unsupported
+from autoq.model.modes import eval_mode
 
 DEFAULT_MAX_SAMPLES = 512
 
@@ -160,7 +161,7 @@ class _StopForward(Exception):
 def _run(model: nn.Module, batches: Iterable[Any]) -> None:
     from autoq.evaluate.fidelity import call_on_user_batch  # lazy: evaluate imports model
 
-    with torch.inference_mode():
+    with torch.inference_mode(), eval_mode(model):  # statistics of the deployed model: no dropout
         for i, batch in enumerate(batches):
             try:
                 call_on_user_batch(model, batch, f"calibration batch {i}", passthrough=(_StopForward,))
