@@ -63,7 +63,7 @@ class Inputs:
         if not any(needs_stats(c) for opts in self.options for c in opts):
             return self
         stats = CalibrationStats(self.model, self.layers, [self.feed(b) for b in self.batches])
-        stats.get(self.layers[0].name)
+        stats.capture()  # (not get(first layer): a first layer that takes no data-driven method has no statistics)
         return replace(self, stats=stats)
 
     def perturbations(self, layer: LayerInfo, module: nn.Module, options: Sequence[LayerChoice]) -> Iterator[tuple[LayerChoice, torch.Tensor]]:

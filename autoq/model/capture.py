@@ -279,9 +279,13 @@ class CalibrationStats:
         self.sequential, self.max_samples, self.seed = sequential, max_samples, seed
         self._float: dict[str, LayerStats] | None = None
 
-    def get(self, name: str) -> LayerStats:
+    def capture(self) -> None:
+        """Run the one calibration pass now (``get`` runs it on first use): before any metric hooks the model."""
         if self._float is None:
             self._float = capture_stats(self.model, self.layers, self.batches, self.max_samples, self.seed)
+
+    def get(self, name: str) -> LayerStats:
+        self.capture()
         try:
             return self._float[name]
         except KeyError:

@@ -9,6 +9,7 @@ import torch
 from tiny_models import mlp, space_for
 
 from autoq.builtin.workload import Workload
+from autoq.choice import LayerChoice
 from autoq.engine.seeding import seed_table
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache
@@ -115,7 +116,6 @@ def test_a_table_file_from_another_model_is_refused_by_the_search(cache, tmp_pat
 
 def data_driven_options(model):
     """Every layer's options: RTN, then GPTQ, AWQ and bias correction, which need the layer's calibration statistics."""
-    from autoq.choice import LayerChoice
 
     names = ("int3-ch-asym:rtn-mse", "int3-ch-asym:gptq", "int4-g128-asym:awq", "int3-ch-asym:bias-correction")
     layers = find_layers(model)
@@ -165,3 +165,18 @@ def test_a_table_cached_under_an_older_scoring_is_not_read(cache, monkeypatch):
     assert compute_table(model, data, space.layers, space.options, "sqnr", progress=False).seconds == 12345.0
     monkeypatch.setattr(compute, "SCORING_VERSION", compute.SCORING_VERSION + 1)
     assert compute_table(model, data, space.layers, space.options, "sqnr", progress=False).seconds != 12345.0
+
+
+def test_data_driven_options_do_not_need_statistics_of_a_first_layer_that_takes_none(cache):
+    """A plain torch transformer's first quantizable module is an attention's out_proj, whose input cannot be captured:
+    the space gives it data-free options only, and the other layers' GPTQ options are still scored."""
+    torch.manual_seed(0)
+    layer = torch.nn.TransformerEncoderLayer(16, 2, dim_feedforward=32, dropout=0.0, batch_first=True)
+    model = torch.nn.TransformerEncoder(layer, 1, enable_nested_tensor=False).eval()
+    layers = find_layers(model)
+    assert layers[0].no_rows and not layers[1].no_rows
+    options = [[LayerChoice.from_name(n) for n in (("int4-ch-asym:rtn-mse",) if info.no_rows else ("int4-ch-asym:rtn-mse", "int4-ch-asym:gptq"))]
+               for info in layers]
+    table = compute_table(model, [torch.randn(4, 6, 16, generator=torch.Generator().manual_seed(1))], layers, options, "mse",
+                          use_cache=False, progress=False)
+    assert len(table.entries) == 5 and table.score("layers.0.linear1", "int4-ch-asym:gptq") > 0
