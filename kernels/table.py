@@ -32,6 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from autoq.errors import AutoqError
+from autoq.files import write_text_atomic
 from autoq.quant import QuantSpec
 
 TABLE_VERSION = 1
@@ -154,10 +155,7 @@ class LatencyTable:
         }
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-        return path
+        return write_text_atomic(path, json.dumps(self.to_dict(), indent=1) + "\n")
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "latency table") -> LatencyTable:

@@ -21,12 +21,13 @@ from tqdm.auto import tqdm
 
 from autoq.builtin.workload import Workload, cache_dir
 from autoq.choice import LayerChoice
+from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache
 from autoq.model import LayerInfo
 from autoq.model.capture import CalibrationStats
 from autoq.model.modes import eval_mode
 from autoq.quiet import quiet_logs
-from autoq.sensitivity.inputs import Inputs, batch_shapes_digest, data_fingerprint, model_hash
+from autoq.sensitivity.inputs import Inputs, batch_shapes_digest, data_fingerprint, model_hash, structure_digest
 from autoq.sensitivity.registry import get_metric, resolve_settings
 from autoq.sensitivity.table import SensitivityTable
 
@@ -83,13 +84,17 @@ def compute_table(
     info = get_metric(metric)
     resolved = resolve_settings(info, settings)
     digest = model_hash(model)
+    key_model = f"{digest}:{structure_digest(model)}"  # the same weights in another architecture score otherwise
     data_digest = fingerprint or data_fingerprint(batches)
     # a workload's fingerprint names its data recipe, not how it is batched (digits-cnn's batch_size): the key adds the shapes
     key_data = f"{fingerprint}:{batch_shapes_digest(batches)}" if fingerprint else data_digest
     cacheable = use_cache and loss is None and not _own_statistics(weights)
-    path = cache_path(metric, cache_key(digest, key_data, metric, resolved, layers, options)) if cacheable else None
+    path = cache_path(metric, cache_key(key_model, key_data, metric, resolved, layers, options)) if cacheable else None
     if path is not None and path.is_file() and not refresh:
-        return SensitivityTable.load(path)
+        try:
+            return SensitivityTable.load(path)
+        except AutoqError:  # damaged (a copy cut short, an edit): computed again below and written over
+            pass
     inputs = Inputs(model, tuple(batches), tuple(layers), tuple(tuple(o) for o in options), loss, weights)
     start = time.perf_counter()
     bar = tqdm(total=info.n_steps(inputs, resolved), desc=f"autoq sensitivity {metric}", disable=not progress, dynamic_ncols=True)

@@ -193,6 +193,15 @@ def model_hash(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+def structure_digest(model: nn.Module) -> str:
+    """A short hash of what the weights do not say: the model's class, its modules and their settings (``repr``: an
+    activation, a norm's eps) and a Hugging Face model's config. Code inside a custom ``forward`` it cannot see."""
+    config = getattr(model, "config", None)
+    to_json = getattr(config, "to_json_string", None)
+    text = f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}\n{to_json() if callable(to_json) else ''}"
+    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+
+
 def data_fingerprint(batches: Sequence[Any]) -> str:
     """A short hash of the calibration tensors (used when a workload brings no fingerprint)."""
     return _digest(batches, with_bytes=True, size=8)

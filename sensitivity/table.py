@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from autoq.errors import AutoqError
+from autoq.files import write_text_atomic
 
 TABLE_FORMAT = "autoq.sensitivity"
 TABLE_VERSION = 1
@@ -141,11 +142,9 @@ class SensitivityTable:
         return cls._from_meta(meta, entries)
 
     def save(self, path: str | Path) -> Path:
-        """Write JSON or CSV, chosen by the file extension."""
+        """Write JSON or CSV, chosen by the file extension, whole or not at all (a killed run leaves no half table)."""
         path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(self.to_csv() if path.suffix.lower() == ".csv" else self.to_json())
-        return path
+        return write_text_atomic(path, self.to_csv() if path.suffix.lower() == ".csv" else self.to_json())
 
     @classmethod
     def load(cls, path: str | Path) -> SensitivityTable:

@@ -15,7 +15,7 @@ from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache
 from autoq.model import find_layers
 from autoq.model.capture import CalibrationStats
-from autoq.sensitivity import cache_path, compute_table, model_hash, workload_table
+from autoq.sensitivity import SensitivityTable, cache_path, compute_table, model_hash, workload_table
 
 
 @pytest.fixture
@@ -56,7 +56,11 @@ def test_cache_hit_and_misses(cache):
         changed[0].weight[0, 0] += 1e-3
     assert model_hash(changed) != model_hash(model)
     assert run(m=changed).seconds != 12345.0  # other weights
-    assert len(list(cache.glob("kl-*.json"))) == 5
+    other_activation = mlp()
+    other_activation[1] = torch.nn.Sigmoid()  # the same weights (and state dict) in another architecture
+    assert model_hash(other_activation) == model_hash(model)
+    assert run(m=other_activation).seconds != 12345.0
+    assert len(list(cache.glob("kl-*.json"))) == 6
     assert first.entries == run().entries
 
 
@@ -116,7 +120,6 @@ def test_a_table_file_from_another_model_is_refused_by_the_search(cache, tmp_pat
 
 def data_driven_options(model):
     """Every layer's options: RTN, then GPTQ, AWQ and bias correction, which need the layer's calibration statistics."""
-
     names = ("int3-ch-asym:rtn-mse", "int3-ch-asym:gptq", "int4-g128-asym:awq", "int3-ch-asym:bias-correction")
     layers = find_layers(model)
     return layers, [[LayerChoice.from_name(n) for n in names] for _ in layers]
@@ -180,3 +183,17 @@ def test_data_driven_options_do_not_need_statistics_of_a_first_layer_that_takes_
     table = compute_table(model, [torch.randn(4, 6, 16, generator=torch.Generator().manual_seed(1))], layers, options, "mse",
                           use_cache=False, progress=False)
     assert len(table.entries) == 5 and table.score("layers.0.linear1", "int4-ch-asym:gptq") > 0
+
+
+def test_a_damaged_cached_table_is_computed_again(cache):
+    """A table cut short (a copy, a disk full) is a miss, not an error that blocks its key until --refresh; a table
+    is written whole or not at all (no temporary file stays behind)."""
+    model, data = mlp(), batches()
+    space = space_for(model)
+    first = compute_table(model, data, space.layers, space.options, "sqnr", progress=False)
+    (path,) = cache.glob("sqnr-*.json")
+    path.write_text(path.read_text()[:100])
+    again = compute_table(model, data, space.layers, space.options, "sqnr", progress=False)
+    assert again.entries == first.entries
+    assert SensitivityTable.load(path).entries == first.entries  # written over
+    assert [p.name for p in cache.iterdir()] == [path.name]
