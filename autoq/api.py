@@ -82,7 +82,7 @@ def make_workload(
         held_out, batches = batches[-n_held:], batches[:-n_held]
         model.eval()
         evaluate = OutputFidelity(model, held_out)
-        metric = metric or f"mean cosine similarity of outputs to the unquantized model on {n_held} held-out calibration batches"
+        metric = metric or evaluate.description
     elif not callable(evaluate):
         raise AutoqError("evaluate must be a callable taking the model and returning a float (higher is better)")
     return Workload(name=name or type(model).__name__, model=model, calibration=batches, evaluate=evaluate, metric=metric or "user-defined quality (higher is better)")

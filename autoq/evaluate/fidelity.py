@@ -2,7 +2,10 @@
 
 Quality is the mean cosine similarity, per example, between the quantized and
 the full-precision outputs (flattened) on held-out batches: 1.0 is identical,
-higher is better.
+higher is better. A model with one output value per example (a regressor, a
+``num_labels=1`` head) would score a cosine of 1 for any change that keeps its
+sign; its quality is the R^2 of the quantized outputs against the full-precision
+ones instead (also 1.0 when identical).
 """
 
 from __future__ import annotations
@@ -103,11 +106,31 @@ class OutputFidelity:
             self.reference = [self.readout(call_on_user_batch(model, b, f"held-out batch {i} of {len(self.batches)}"), b).detach().clone()
                               for i, b in enumerate(self.batches)]
 
+    @property
+    def scalar(self) -> bool:
+        """One output value per example: compared by R^2 over the held-out examples, not by cosine."""
+        return all(r.reshape(r.shape[0], -1).shape[1] == 1 for r in self.reference if r.dim() and r.shape[0])
+
+    @property
+    def description(self) -> str:
+        what = ("R^2 of the outputs against the unquantized model's (one value per example)" if self.scalar
+                else "mean cosine similarity of outputs to the unquantized model")
+        return f"{what} on {len(self.batches)} held-out calibration batches"
+
     def __call__(self, model: nn.Module) -> float:
-        total, count = 0.0, 0
         with torch.inference_mode():
-            for batch, ref in zip(self.batches, self.reference):
-                cos = _cosine_per_example(self.readout(call_model(model, batch), batch), ref)
-                total += float(cos.sum())
-                count += cos.numel()
-        return total / count
+            outs = [self.readout(call_model(model, batch), batch) for batch in self.batches]
+        if self.scalar:
+            return _r_squared(outs, self.reference)
+        cos = [_cosine_per_example(out, ref) for out, ref in zip(outs, self.reference)]
+        return float(sum(float(c.sum()) for c in cos) / sum(c.numel() for c in cos))
+
+
+def _r_squared(outs: Sequence[torch.Tensor], refs: Sequence[torch.Tensor]) -> float:
+    """``1 - SSE / SST`` of ``outs`` as predictions of ``refs`` (all examples pooled); against ``sum(ref^2)`` when every
+    reference is the same value, and 0 for any change of outputs that are all zero."""
+    out = torch.cat([o.reshape(-1) for o in outs]).double()
+    ref = torch.cat([r.reshape(-1) for r in refs]).double()
+    sse = float((out - ref).pow(2).sum())
+    sst = float((ref - ref.mean()).pow(2).sum()) or float(ref.pow(2).sum())
+    return 1.0 - sse / sst if sst > 0 else float(sse == 0)

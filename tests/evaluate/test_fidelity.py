@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from collections import OrderedDict
 
 import pytest
@@ -114,6 +115,42 @@ def test_score_is_mean_over_examples():
         outs = [model(b) for b in batches]
     cos = torch.cat([torch.nn.functional.cosine_similarity(o.double(), r.double(), dim=1) for o, r in zip(outs, refs)])
     assert fidelity(model) == pytest.approx(float(cos.mean()), abs=1e-9)
+
+
+class Regressor(nn.Module):
+    """One value per example, as ``(B, 1)`` or flattened to ``(B,)``."""
+
+    def __init__(self, flat: bool) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.f, self.flat = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 1)), flat
+
+    def forward(self, x):
+        y = self.f(x)
+        return y[:, 0] if self.flat else y
+
+
+@pytest.mark.parametrize("flat", [True, False])
+def test_one_value_per_example_is_scored_by_r_squared_not_cosine(flat):
+    """A cosine of two one-value rows is +-1: every change that keeps the sign scored a perfect 1.0."""
+    model = Regressor(flat).eval()
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randn(32, 8, generator=gen) for _ in range(2)]
+    fid = OutputFidelity(model, batches)
+    assert fid.scalar and "R^2" in fid.description
+    assert fid(model) == pytest.approx(1.0)
+    refs = torch.cat(fid.reference).reshape(-1).double()
+    scores = []
+    for scale in (0.01, 0.1, 0.5):
+        moved = copy.deepcopy(model)
+        perturb(moved, scale)
+        with torch.no_grad():
+            outs = torch.cat([moved(b) for b in batches]).reshape(-1).double()
+        r2 = 1 - float((outs - refs).pow(2).sum() / (refs - refs.mean()).pow(2).sum())
+        assert fid(moved) == pytest.approx(r2)
+        scores.append(fid(moved))
+    assert 1.0 > scores[0] > scores[1] > scores[2]
+    assert not OutputFidelity(mlp(), batches).scalar and "cosine" in OutputFidelity(mlp(), batches).description
 
 
 def test_tuple_batches():
