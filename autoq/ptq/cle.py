@@ -5,8 +5,8 @@ methods: apply them to the float model before a search (both leave its float
 output unchanged). ``fold_batch_norms`` merges each ``Conv/Linear -> BatchNorm``
 of an ``nn.Sequential`` into the layer. ``equalize`` rescales each pair
 ``layer1 -> (ReLU | pooling | flatten | dropout)* -> layer2`` (no pooling or flatten after a
-Linear, whose channels are last; either layer may be a grouped or depthwise convolution, the case
-of MobileNets that Nagel et al. designed it for) so output channel
+Linear, whose channels are last; a convolution meets a Linear only through a Flatten; either layer
+may be a grouped or depthwise convolution, the case of MobileNets that Nagel et al. designed it for) so output channel
 ``i`` of layer1 and input channel ``i`` of layer2 have the same range:
 ``W1[i] /= s_i, b1[i] /= s_i, W2[:, i] *= s_i`` with ``s_i = sqrt(r1_i / r2_i)``,
 exact because ReLU and max/avg pooling commute with positive per-channel scales.
@@ -73,9 +73,21 @@ def equalization_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:
             j = i + 1
             while j < len(children) and isinstance(children[j], between):
                 j += 1
-            if j < len(children) and isinstance(children[j], _LAYERS):
+            if j < len(children) and _channels_meet(first, children[i + 1:j], children[j]):
                 pairs.append((first, children[j]))
     return pairs
+
+
+def _channels_meet(first: nn.Module, between: list[nn.Module], second: nn.Module) -> bool:
+    """Whether ``second``'s input channels are ``first``'s output channels: a Linear's (last axis) feed a Linear; a
+    convolution's (dim 1) feed a convolution of its kind, or a Linear only through a ``Flatten`` of every dim after the
+    batch (without one, the Linear would act on the length or width axis, and the rescaling would change the output)."""
+    if isinstance(first, nn.Linear):
+        return isinstance(second, nn.Linear)
+    flattens = [m for m in between if isinstance(m, nn.Flatten)]
+    if isinstance(second, nn.Linear):
+        return len(flattens) == 1 and flattens[0].start_dim == 1 and flattens[0].end_dim == -1
+    return type(second) is type(first) and not flattens
 
 
 def _by_input_channel(first: nn.Module, second: nn.Module) -> torch.Tensor:

@@ -115,6 +115,24 @@ def test_a_linear_on_token_features_is_not_paired_across_pooling_or_flatten(betw
         assert torch.allclose(model(inputs), ref, atol=1e-5)
 
 
+@pytest.mark.parametrize("layers", ["conv-linear", "linear-conv", "conv-flatten-conv"])
+def test_layers_whose_channels_lie_on_other_axes_are_not_paired(layers):
+    """A Linear after a convolution without a Flatten acts on the length axis; a convolution after a Linear sees the
+    Linear's last axis as its length: rescaling either pair moved the output by a tenth to a quarter of its size."""
+    torch.manual_seed(0)
+    model = {
+        "conv-linear": nn.Sequential(nn.Conv1d(4, 8, 3, padding=1), nn.ReLU(), nn.Linear(16, 5)),
+        "linear-conv": nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Conv1d(4, 8, 3)),
+        "conv-flatten-conv": nn.Sequential(nn.Conv1d(4, 8, 3, padding=1), nn.ReLU(), nn.Flatten(0, 1), nn.Conv1d(16, 3, 1)),
+    }[layers].eval()
+    assert equalization_pairs(model) == []
+    inputs = torch.randn(2, 4, 16)
+    with torch.no_grad():
+        ref = model(inputs)
+        assert equalize(model) == 0
+        assert torch.equal(model(inputs), ref)
+
+
 def test_fold_refuses_wrong_modules():
     with pytest.raises(AutoqError):
         fold_batch_norm(nn.ReLU(), nn.BatchNorm2d(2))
