@@ -85,7 +85,7 @@ COMPILE_ABOVE = 20_000_000  # weights x iterations above which compiling the ste
 
 
 def _adaround(weight: torch.Tensor, spec: QuantSpec, stats: Any, config: AdaRoundConfig) -> tuple[QuantizedTensor, torch.Tensor]:
-    stats = require_stats(stats, "adaround")
+    stats = require_stats(stats, "adaround", weight, spec)
     w = weight.detach().float()
     base = rtn_mse(w, spec)
     view = GroupView(tuple(w.shape), spec)

@@ -24,7 +24,7 @@ MAX_ROWS = 256  # output error from a rank-256 factor of X^T X on wider layers (
 
 
 def awq(weight: torch.Tensor, spec: QuantSpec, stats: Any, grid: int = GRID) -> TransformedTensor:
-    stats = require_stats(stats, "awq")
+    stats = require_stats(stats, "awq", weight, spec)
     w = weight.detach().float()
     rows, tail = stats.loss_factor(MAX_ROWS)
     rows_t = rows.t()

@@ -20,7 +20,7 @@ from autoq.quant import QuantizedTensor, QuantSpec
 
 @register_method("bias-correction", needs_stats=True)
 def bias_correction(weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> QuantizedTensor:
-    stats = require_stats(stats, "bias-correction")
+    stats = require_stats(stats, "bias-correction", weight, spec)
     w = weight.detach().float()
     q = rtn_mse(w, spec)
     delta = -((q.dequantize() - w).double() @ stats.mean.double()).float()

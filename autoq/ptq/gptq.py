@@ -44,11 +44,9 @@ def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
 
 
 def gptq(weight: torch.Tensor, spec: QuantSpec, stats: Any, act_order: bool = False, block: int = BLOCK, damp: float = DAMP) -> QuantizedTensor:
-    stats = require_stats(stats, "gptq")
+    stats = require_stats(stats, "gptq", weight, spec)
     w = weight.detach().float().clone()
     out_f, in_f = w.shape
-    if stats.in_features != in_f:
-        raise AutoqError(f"GPTQ: statistics are for {stats.in_features} inputs, the weight has {in_f}")
     h = stats.hessian(torch.float64).clone()
     dead = h.diagonal() == 0
     h[dead, dead] = 1.0

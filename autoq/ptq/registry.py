@@ -77,8 +77,14 @@ def method_names() -> list[str]:
     return sorted(_METHODS)
 
 
-def require_stats(stats: Any, method: str) -> Any:
-    """``stats``, or an error saying that ``method`` needs calibration statistics."""
+def require_stats(stats: Any, method: str, weight: torch.Tensor, spec: QuantSpec) -> Any:
+    """``stats``, checked against the ``(out, in)`` weight they are for, or an error saying what is wrong: none
+    given, statistics of another width, or the fp16 spec (a layer kept in half precision has nothing to quantize)."""
+    if spec.is_half:
+        raise ValueError("fp16 is not an integer format; nothing to quantize")
     if stats is None:
         raise AutoqError(f"PTQ method {method!r} needs the layer's calibration statistics (autoq.model.capture); got none")
+    if stats.in_features != weight.shape[1]:
+        raise AutoqError(f"PTQ method {method!r}: the calibration statistics are for {stats.in_features} inputs, the weight "
+                         f"has {weight.shape[1]}; capture them from this layer's input")
     return stats

@@ -37,7 +37,7 @@ def smoothing_scale(weight: torch.Tensor, act_absmax: torch.Tensor, alpha: float
 
 
 def smoothquant(weight: torch.Tensor, spec: QuantSpec, stats: Any, alpha: float = ALPHA) -> TransformedTensor:
-    stats = require_stats(stats, "smoothquant")
+    stats = require_stats(stats, "smoothquant", weight, spec)
     w = weight.detach().float()
     s = smoothing_scale(w, stats.absmax, alpha)
     q = rtn_minmax(w * s[None, :], spec)
@@ -46,7 +46,7 @@ def smoothquant(weight: torch.Tensor, spec: QuantSpec, stats: Any, alpha: float 
 
 def smoothquant_search(weight: torch.Tensor, spec: QuantSpec, stats: Any, act: ActSpec = W8A8_TENSOR) -> TransformedTensor:
     """SmoothQuant with alpha chosen per layer from ``ALPHA_GRID`` by the W8A8 output error on the captured input rows."""
-    stats = require_stats(stats, "smoothquant-search")
+    stats = require_stats(stats, "smoothquant-search", weight, spec)
     x = stats.samples.float()
     if x.shape[0] == 0:
         return smoothquant(weight, spec, stats)

@@ -51,6 +51,21 @@ def test_stats_requirement_is_declared(name, layer):
         assert isinstance(get_method(name)(w, spec, None), QuantizedTensor)
 
 
+@pytest.mark.parametrize("name", method_names())
+def test_the_fp16_spec_is_refused(name, layer):
+    """A layer kept in half precision has nothing to quantize (GPTQ wrapped its 65535-level codes into uint8)."""
+    w, stats = layer
+    with pytest.raises(ValueError, match="not an integer format"):
+        get_method(name)(w, QuantSpec.half(), stats)
+
+
+@pytest.mark.parametrize("name", [n for n in method_names() if method_needs_stats(n)])
+def test_statistics_of_another_width_are_refused_by_name(name, layer):
+    w, stats = layer  # statistics of 96 inputs
+    with pytest.raises(AutoqError, match="statistics are for 96 inputs, the weight has 64"):
+        get_method(name)(w[:, :64], QuantSpec(4, "channel"), stats)
+
+
 def test_unknown_method_lists_known():
     with pytest.raises(AutoqError, match="gptq"):
         get_method("no-such-method")
