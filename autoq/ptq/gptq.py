@@ -47,7 +47,7 @@ def gptq(weight: torch.Tensor, spec: QuantSpec, stats: Any, act_order: bool = Fa
     stats = require_stats(stats, "gptq", weight, spec)
     w = weight.detach().float().clone()
     out_f, in_f = w.shape
-    h = stats.hessian(torch.float64).clone()
+    h = stats.hessian(torch.float64).to(w.device).clone()  # statistics and weight on one device (a CUDA layer's stay there)
     dead = h.diagonal() == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
@@ -56,8 +56,9 @@ def gptq(weight: torch.Tensor, spec: QuantSpec, stats: Any, act_order: bool = Fa
     grouped = spec.granularity == "group"
     gs = spec.group_size or in_f
     n_per_row = view.n_per_row
-    scale_m = torch.zeros(out_f, n_per_row)
-    zero_m = torch.zeros(out_f, n_per_row)
+    dev = w.device
+    scale_m = torch.zeros(out_f, n_per_row, device=dev)
+    zero_m = torch.zeros(out_f, n_per_row, device=dev)
     if spec.granularity == "tensor":
         s, z = _params(w.reshape(1, -1), spec)
         scale_m[:], zero_m[:] = s, z
@@ -68,11 +69,11 @@ def gptq(weight: torch.Tensor, spec: QuantSpec, stats: Any, act_order: bool = Fa
         for g in range(n_per_row):
             scale_m[:, g], zero_m[:, g] = _params(w[:, g * gs : (g + 1) * gs], spec)
 
-    perm = torch.argsort(h.diagonal(), descending=True) if act_order else torch.arange(in_f)
+    perm = torch.argsort(h.diagonal(), descending=True) if act_order else torch.arange(in_f, device=dev)
     w = w[:, perm]
     hinv = _inverse_cholesky(h[perm][:, perm], damp)
-    group_of = perm // gs if grouped else torch.zeros(in_f, dtype=torch.long)
-    codes = torch.zeros(out_f, in_f)
+    group_of = (perm // gs).tolist() if grouped else [0] * in_f  # a list: no device sync per column
+    codes = torch.zeros(out_f, in_f, device=dev)
     for i1 in range(0, in_f, block):
         i2 = min(i1 + block, in_f)
         w1 = w[:, i1:i2].clone()
@@ -80,7 +81,7 @@ def gptq(weight: torch.Tensor, spec: QuantSpec, stats: Any, act_order: bool = Fa
         hinv1 = hinv[i1:i2, i1:i2]
         for i in range(i2 - i1):
             col = i1 + i
-            g = int(group_of[col])
+            g = group_of[col]
             if grouped and not act_order and col % gs == 0:
                 end = min(i + gs, i2 - i1)  # gs divides the block, so a group never spans two blocks
                 scale_m[:, g], zero_m[:, g] = _params(w1[:, i:end], spec)
