@@ -72,8 +72,14 @@ class LayerStats:
             h = h.clone()
             h.diagonal().add_(1e-10 * float(h.diagonal().mean()) + 1e-12)
             return torch.linalg.cholesky(h).t().float().contiguous(), 0.0  # H = L L^T: d^T H d = ||L^T d||^2
-        with torch.random.fork_rng(devices=[h.device] if h.is_cuda else []):  # a fixed sketch: the same statistics give the same factor
-            torch.manual_seed(0)  # (so a re-quantization at export reproduces the search's codes exactly)
+        # a fixed sketch, so that the same statistics give the same factor (and an export's re-quantization the search's
+        # codes); only the generator of h's device is seeded and put back (torch.manual_seed would seed every GPU's)
+        with torch.random.fork_rng(devices=[h.device] if h.is_cuda else []):
+            if h.is_cuda:
+                with torch.cuda.device(h.device):
+                    torch.cuda.manual_seed(0)
+            else:
+                torch.default_generator.manual_seed(0)
             u, top, _ = torch.svd_lowrank(h.float(), q=max_rows, niter=4, M=None)  # symmetric PSD: SVD = eigen-decomposition
         top = top.clamp_min(0.0)
         tail = max(0.0, (float(h.diagonal().sum()) - float(top.sum())) / (n_in - max_rows))

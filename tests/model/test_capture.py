@@ -173,6 +173,9 @@ def test_low_rank_loss_factor_is_deterministic_and_leaves_the_global_rng_alone()
     model = nn.Sequential(nn.Linear(40, 8))
     stats = capture_stats(model, find_layers(model), [torch.randn(200, 40) @ torch.randn(40, 40)])["0"]
     state = torch.get_rng_state()
+    # the GPUs' seeds: torch.manual_seed seeds them too, queued until CUDA starts (this test's own call above is there)
+    queued = list(torch.cuda._lazy_seed_tracker.get_calls())
     (r1, t1), (r2, t2) = stats.loss_factor(16), stats.loss_factor(16)
     assert torch.equal(r1, r2) and t1 == t2 and r1.shape == (16, 40) and t1 > 0
     assert torch.equal(torch.get_rng_state(), state)
+    assert torch.cuda.is_initialized() or list(torch.cuda._lazy_seed_tracker.get_calls()) == queued
