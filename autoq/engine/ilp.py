@@ -36,7 +36,11 @@ def solve_ilp(problem: Knapsack, capacity: float | None = None, scores: np.ndarr
         return None
     matrix = problem.score_matrix() if scores is None else scores
     n_layers = len(problem.costs)
-    objective = _objective(problem, matrix, capacity)
+    objective, greedy = _objective(problem, matrix, capacity)
+    if greedy is not None and any(problem.costs[layer][k] < least[layer] for layer, k in enumerate(greedy)):
+        greedy = None  # below the floor: not a solution of this problem
+    if greedy is not None and not objective[np.arange(n_layers), greedy].any():
+        return greedy  # every layer at its least score: nothing can beat it (a solver's tolerance could only lose)
     c = np.array([objective[layer, k] for layer, k in index])
     rows = [layer for layer, _ in index]
     one_each = csr_array((np.ones(len(index)), (rows, np.arange(len(index)))), shape=(n_layers, len(index)))
@@ -55,21 +59,30 @@ def solve_ilp(problem: Knapsack, capacity: float | None = None, scores: np.ndarr
             picks[layer] = k
     if problem.total(picks) > capacity:  # never hand out an over-budget seed, whatever the solver's tolerance
         return None
+    if greedy is not None and _score(objective, greedy) < _score(objective, picks):
+        return greedy  # the solver stopped within its gap above a solution greedy had found
     return picks
 
 
-def _objective(problem: Knapsack, matrix: np.ndarray, capacity: float) -> np.ndarray:
+def _score(objective: np.ndarray, picks: Sequence[int]) -> float:
+    return float(sum(objective[layer, k] for layer, k in enumerate(picks)))
+
+
+def _objective(problem: Knapsack, matrix: np.ndarray, capacity: float) -> tuple[np.ndarray, list[int] | None]:
     """The scores with each layer's least subtracted (a constant: one option per layer is picked) and scaled so that a
-    good solution, the greedy one, scores 1. HiGHS stops within an absolute gap of about 1e-6; scaled by the largest
-    score instead (a 2-bit option's, thousands of times an 8-bit one's), the optimum was so small that solutions up
-    to 9% worse passed as optimal."""
+    good solution, the greedy one, scores 1; and that greedy solution (``None`` if greedy found none).
+
+    HiGHS stops within an absolute gap of about 1e-6; scaled by the largest score (a 2-bit option's, thousands of
+    times an 8-bit one's), the optimum was so small that solutions up to 9% worse passed as optimal. Where greedy
+    scores 0 the smallest positive score is the unit instead (and greedy's solution is optimal)."""
     finite = np.isfinite(matrix)
     least = np.where(finite, matrix, np.inf).min(axis=1, initial=np.inf)
     shifted = matrix - np.where(np.isfinite(least), least, 0.0)[:, None]
     picks = greedy_allocate(problem, capacity)
-    good = float(sum(shifted[layer, k] for layer, k in enumerate(picks))) if picks is not None else 0.0
-    scale = good if good > 0 else float(np.max(shifted[finite], initial=0.0))
-    return shifted / (scale or 1.0)
+    good = _score(shifted, picks) if picks is not None else 0.0
+    positive = shifted[finite & (shifted > 0)]
+    scale = good if good > 0 else float(positive.min()) if positive.size else 1.0
+    return shifted / scale, picks
 
 
 def ilp_seeds(problem: Knapsack, count: int, seed: int = 0, noise: float = 0.5, steps: int = SWEEP_STEPS,
