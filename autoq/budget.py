@@ -10,8 +10,10 @@ measured kernel table); without one it is refused with a message saying so.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
+from decimal import Decimal
 
 from autoq.cost import Cost
 from autoq.errors import AutoqError
@@ -27,10 +29,12 @@ _UNITS = {
     "mib": ("bytes", 2.0**20),
     "gib": ("bytes", 2.0**30),
     "us": ("latency_ms", 1e-3),
+    "\u00b5s": ("latency_ms", 1e-3),  # micro sign
+    "\u03bcs": ("latency_ms", 1e-3),  # Greek mu
     "ms": ("latency_ms", 1.0),
     "s": ("latency_ms", 1e3),
 }
-_BUDGET_RE = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*([a-z]*)\s*$", re.IGNORECASE)
+_BUDGET_RE = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*([a-z\u00b5\u03bc]*)\s*$", re.IGNORECASE)
 _EXAMPLES = "e.g. '4.5bits', '4.5', '20MB', '20MiB'"
 NEEDS_DEVICE = (
     "a latency budget needs a device to estimate latency on: pass --device h100 (or another preset: roofline estimate) "
@@ -70,6 +74,18 @@ class Budget:
         mb = amount / 1e6
         return f"{mb:.3f} MB" if mb >= 1 else f"{mb:.4g} MB"  # 9,800 bytes is 0.0098 MB, not 0.010 (a budget of 0.01MB)
 
+    def fmt_bound(self, amount: float, up: bool) -> str:
+        """:meth:`fmt`, rounded away from the inside of a range: a feasible range's low end up and its high end down,
+        so that each end, typed back as a budget, is feasible (2.08333 bits shown as 2.083 was refused)."""
+        text = self.fmt(amount)
+        number, unit = text.split(" ", 1)
+        per_unit = {"bits": 1.0, "MB": 1e6, "us": 1e-3, "ms": 1.0}[unit]
+        shown = Decimal(number)
+        if (float(shown) * per_unit < amount) if up else (float(shown) * per_unit > amount):
+            step = Decimal((0, (1,), shown.as_tuple().exponent))
+            shown = shown + step if up else shown - step
+        return f"{shown} {unit}"
+
     @property
     def is_latency(self) -> bool:
         return self.kind == "latency_ms"
@@ -77,7 +93,7 @@ class Budget:
     def check_feasible(self, cheapest: Cost, dearest: Cost, latency_source: str | None = None) -> str | None:
         """Refuse a budget that no assignment meets; return a note (else ``None``) if every assignment meets it."""
         lo, hi = self.measure(cheapest), self.measure(dearest)
-        span = f"the feasible range for this model and search space is {self.fmt(lo)} to {self.fmt(hi)}"
+        span = f"the feasible range for this model and search space is {self.fmt_bound(lo, up=True)} to {self.fmt_bound(hi, up=False)}"
         if self.is_latency and latency_source:
             span += f" (latency source: {latency_source})"
         if self.value < lo:
@@ -100,6 +116,8 @@ def parse_budget(text: str | float | Budget) -> Budget:
     kind, scale = _UNITS[unit]
     if not number > 0:
         raise AutoqError(f"budget {raw!r} must be positive, {_EXAMPLES}")
+    if not math.isfinite(number * scale):  # '1e400' overflows to inf: a budget nothing can be measured against
+        raise AutoqError(f"budget {raw!r} is too large to be a number; {_EXAMPLES}")
     return Budget(kind, number * scale, raw)
 
 

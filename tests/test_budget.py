@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import re
+
+import numpy as np
 import pytest
 
 from autoq.budget import Budget, check_latency_config, parse_budget
@@ -61,7 +64,8 @@ def test_budget_passes_through():
     assert parse_budget(budget) is budget
 
 
-@pytest.mark.parametrize("text, ms", [("3ms", 3.0), ("250us", 0.25), ("0.003s", 3.0), ("3 MS", 3.0), ("1.5e3us", 1.5)])
+@pytest.mark.parametrize("text, ms", [("3ms", 3.0), ("250us", 0.25), ("0.003s", 3.0), ("3 MS", 3.0), ("1.5e3us", 1.5),
+                                      ("250\u00b5s", 0.25), ("250 \u03bcs", 0.25)])  # micro sign, Greek mu
 def test_latency_units(text, ms):
     budget = parse_budget(text)
     assert budget.kind == "latency_ms" and budget.is_latency
@@ -91,6 +95,13 @@ def test_bad_budgets_show_an_example(text):
     with pytest.raises(AutoqError) as info:
         parse_budget(text)
     assert "4.5bits" in str(info.value)
+
+
+@pytest.mark.parametrize("text", ["1e400", "1e400MB", "1e309ms", "1e300GB", "1e306s"])
+def test_a_number_too_large_to_be_finite_is_refused(text):
+    """It overflowed to inf and was accepted, though 'inf' itself is refused; every cost then measured as NaN."""
+    with pytest.raises(AutoqError, match="too large"):
+        parse_budget(text)
 
 
 def test_bad_budget_message_quotes_input():
@@ -148,7 +159,7 @@ DEAR = Cost(effective_bits=16.0, size_bytes=12_000_000)
 
 @pytest.mark.parametrize(
     "text, low, high",
-    [("2bits", "2.063 bits", "16.000 bits"), ("1MB", "1.500 MB", "12.000 MB")],
+    [("2bits", "2.064 bits", "16.000 bits"), ("1MB", "1.500 MB", "12.000 MB")],  # 2.0634 rounded up: 2.063 is below it
 )
 def test_infeasible_budget_states_the_range_in_its_unit(text, low, high):
     with pytest.raises(AutoqError) as info:
@@ -157,6 +168,22 @@ def test_infeasible_budget_states_the_range_in_its_unit(text, low, high):
     assert "below the cheapest" in message
     assert low in message and high in message
     assert repr(text) in message
+
+
+@pytest.mark.parametrize("kind", ["bits", "MB", "ms"])
+def test_each_stated_end_of_the_range_is_feasible_when_typed_back(kind):
+    """The low end is rounded up and the high end down: each, passed back as the budget, passes the check."""
+    rng = np.random.default_rng(0)
+    for _ in range(200):
+        lo, hi = sorted(rng.uniform(0.001, 20, 2) * {"bits": 1.0, "MB": 1e6, "ms": 1e3}[kind])
+        cheap, dear = (Cost(v, int(v), v) if kind == "bits" else Cost(1.0, int(v), v) for v in (lo, hi))
+        if kind == "MB":
+            lo, hi = float(int(lo)), float(int(hi))
+        with pytest.raises(AutoqError) as info:
+            parse_budget(f"1e-9{'bits' if kind == 'bits' else kind}").check_feasible(cheap, dear, "table:test")
+        low, high = re.search(r"is (\S+ \S+) to (\S+ \S+)", str(info.value)).groups()
+        for end in (low, high):
+            assert parse_budget(end.replace(" ", "")).check_feasible(cheap, dear, "table:test") is None, (lo, hi, end)
 
 
 def test_a_range_below_a_megabyte_keeps_the_digits_that_tell_it_from_the_budget():
