@@ -95,5 +95,7 @@ def pins_from_strings(items: Iterable[str]) -> Mapping[str, str]:
         pattern, sep, choice = item.rpartition("=")
         if not sep or not pattern or not choice:
             raise AutoqError(f"cannot parse pin {item!r}; expected PATTERN=CHOICE such as 'classifier=fp16' or 'attn=int8-ch-asym:rtn-mse'")
+        if pins.get(pattern, choice) != choice:
+            raise AutoqError(f"pattern {pattern!r} is pinned twice, to {pins[pattern]!r} and to {choice!r}; pin it once")
         pins[pattern] = choice
     return pins

@@ -83,7 +83,13 @@ class SearchSpace:
         used_pins: set[str] = set()
         options, labels = [], []
         for layer in layers:
-            pinned = next(((c, p) for r, c, p in pin_rules if r.search(layer.name)), None)
+            matching = [(c, p) for r, c, p in pin_rules if r.search(layer.name)]
+            if len({c for c, _ in matching}) > 1:
+                raise AutoqError(f"pins {[p for _, p in matching]} all match layer {layer.name!r} and give it different choices "
+                                 f"({', '.join(c.name for c, _ in matching)}); make the patterns exclusive (anchor one: "
+                                 f"'^{re.escape(layer.name)}$') or give them the same choice")
+            used_pins.update(p for _, p in matching)
+            pinned = matching[0] if matching else None
             if pinned is not None:
                 if not pinned[0].weight.is_half:
                     get_method(pinned[0].method)
@@ -96,7 +102,6 @@ class SearchSpace:
                                      f"{LayerChoice(pinned[0].weight, pinned[0].method).name!r} there")
                 options.append((pinned[0],))
                 labels.append({})
-                used_pins.add(pinned[1])
                 continue
             idx = next((i for i, r in enumerate(preset.rules) if re.search(r.layers, layer.name)), None)
             if idx is None:

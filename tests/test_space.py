@@ -188,6 +188,28 @@ def test_pin_matching_nothing_raises(layers):
         SearchSpace.build(load_preset("default"), layers, pins={"nomatch": "fp16"})
 
 
+@pytest.mark.parametrize("order", [1, -1])
+def test_pins_that_give_one_layer_different_choices_are_refused_in_either_order(layers, order):
+    """The first matching pin won, so the result hung on their order, and a fully shadowed pin was said to match no
+    layer; the error now names the layer, both pins and an anchored pattern."""
+    pins = dict(list({"0|2": "int8-ch-asym:rtn-mse", "^2$": "fp16"}.items())[::order])
+    with pytest.raises(AutoqError, match=r"all match layer '2' and give it different choices.*'\^2\$'"):
+        SearchSpace.build(load_preset("default"), layers, pins=pins)
+
+
+def test_overlapping_pins_that_agree_are_both_used(layers):
+    space = SearchSpace.build(load_preset("default"), layers, pins={"0|2": "fp16", "^2$": "fp16"})
+    assert space.options[0] == space.options[1] == (FP16,) and len(space.options[2]) == 7
+
+
+def test_one_pattern_pinned_twice_to_different_choices_is_refused():
+    from autoq.api import pins_from_strings
+
+    assert pins_from_strings(["0=fp16", "0=fp16"]) == {"0": "fp16"}
+    with pytest.raises(AutoqError, match="'0' is pinned twice, to 'fp16' and to 'int8-ch-asym:rtn-mse'"):
+        pins_from_strings(["0=fp16", "0=int8-ch-asym:rtn-mse"])
+
+
 def test_pin_with_bad_choice_raises(layers):
     with pytest.raises(AutoqError):
         SearchSpace.build(load_preset("default"), layers, pins={"0": "int4-ch-asym"})
