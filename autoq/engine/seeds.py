@@ -34,8 +34,8 @@ def uniform_seeds(space: SearchSpace, cost_model: CostModel, budget: Budget, lim
     if limit is None or len(fitting) <= limit:
         return fitting
     by_format: dict[tuple, list[Assignment]] = {}
-    for a in fitting:  # one weight format on every layer: one cost, whatever the method
-        by_format.setdefault(tuple(choice.weight for choice in a.values()), []).append(a)
+    for a in fitting:  # one weight format on every layer (one cost, but for an input-scaling method's scales)
+        by_format.setdefault(_format(a), []).append(a)
     kept = {group[0] for group in by_format.values()}
     extras = [a for group in reversed(by_format.values()) for a in group[1:]]  # dearest format first
     kept.update(extras[: max(0, limit - len(kept))])
@@ -52,7 +52,12 @@ def fill_seeds(space: SearchSpace, cost_model: CostModel, budget: Budget, count:
     )
     if not below or not above or count <= 0:
         return []
-    base, uppers = below[-1], above[:2]
+    base, uppers = below[-1], []
+    for a in above:  # the two cheapest formats, each with its first method (not one format twice, with two methods)
+        if all(_format(a) != _format(u) for u in uppers):
+            uppers.append(a)
+        if len(uppers) == 2:
+            break
     rng = random.Random(seed)
     seeds: list[Assignment] = []
     for attempt in range(count * 4):
@@ -63,6 +68,10 @@ def fill_seeds(space: SearchSpace, cost_model: CostModel, budget: Budget, count:
         if len(seeds) == count:
             break
     return seeds
+
+
+def _format(a: Assignment) -> tuple:
+    return tuple(choice.weight for choice in a.values())
 
 
 def _fill(base: Assignment, upper: Assignment, order: Sequence[LayerInfo], cost_model: CostModel, budget: Budget) -> Assignment:

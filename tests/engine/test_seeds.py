@@ -79,11 +79,13 @@ def test_fill_seeds_properties(small, text):
 
 
 def test_fill_seeds_mix_two_formats(small):
+    """The dearest fitting format raised towards one of the two cheapest formats above the budget: int5 and int6 (in a
+    space of several methods, not int5 twice under two methods)."""
     space, cm = small
     budget = parse_budget("4.5bits")
-    for s in fill_seeds(space, cm, budget, count=6, seed=0):
-        bits = {c.weight.bits for c in s.values()}
-        assert bits == {4, 5}
+    mixes = {frozenset(c.weight.bits for c in s.values()) for s in fill_seeds(space, cm, budget, count=6, seed=0)}
+    assert mixes == {frozenset({4, 5}), frozenset({4, 6})}
+    assert len({c.method for a in space.uniform_assignments() for c in a.values()}) > 1
 
 
 def test_fill_seeds_deterministic_per_seed(small):
@@ -135,23 +137,23 @@ def test_fill_seeds_never_cheaper_than_best_fitting_uniform_default_preset():
 
 
 def test_a_limit_keeps_every_format_once_then_more_methods_of_the_dearest():
-    """``full`` at 4.5 bits: 11 formats x 4 methods fit; limited, each format keeps its first method, and the
-    places left go to the other methods of the dearest formats (where the best baseline is)."""
+    """``full`` at 4.5 bits: 11 formats fit, with 4 methods each but int4-g64 (4.5 bits) without AWQ (its fp32 input
+    scales add 32 bits an input); limited, each format keeps its first method, and the places left go to the other
+    methods of the dearest formats (where the best baseline is)."""
     space, cm = space_and_costs("full", widths=((256, 256), (256, 512), (512, 256)))
     budget = parse_budget("4.5bits")
     every = uniform_seeds(space, cm, budget)
     groups: dict[tuple, list] = {}
     for a in every:
         groups.setdefault(tuple(c.weight for c in a.values()), []).append(a)
-    assert len(groups) == 11 and len(every) == 44
+    assert len(groups) == 11 and len(every) == 43
     kept = uniform_seeds(space, cm, budget, 16)
     first = [g[0] for g in groups.values()]
-    dearest = list(groups.values())[-1]
-    assert [a["0"].weight.name for a in dearest] == ["int4-g64-asym"] * 4
-    expected = set(first) | set(dearest[1:]) | set(list(groups.values())[-2][1:3])
-    assert len(kept) == 16 and set(kept) == expected
-    assert {a["0"].method for a in kept if a["0"].weight.name == "int4-g64-asym"} == {"rtn-mse", "rtn-lp", "gptq", "awq"}
+    dearest, second = list(groups.values())[-1], list(groups.values())[-2]
+    assert [a["0"].weight.name for a in dearest] == ["int4-g64-asym"] * 3 and len(second) == 4
+    assert len(kept) == 16 and set(kept) == set(first) | set(dearest[1:]) | set(second[1:4])
+    assert {a["0"].method for a in kept if a["0"].weight.name == "int4-g64-asym"} == {"rtn-mse", "rtn-lp", "gptq"}
     assert kept == [a for a in every if a in kept]  # still cheapest first
     # fewer places than formats: one per format all the same; a large or no limit: all of them
     assert uniform_seeds(space, cm, budget, 1) == first
-    assert uniform_seeds(space, cm, budget, 44) == every == uniform_seeds(space, cm, budget, None)
+    assert uniform_seeds(space, cm, budget, 43) == every == uniform_seeds(space, cm, budget, None)
