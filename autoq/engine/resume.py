@@ -138,6 +138,18 @@ def read_settings(storage: str, study_name: str) -> dict[str, Any]:
     return dict(load_study(storage, study_name).user_attrs.get(SETTINGS_ATTR, {}))
 
 
+def _same(key: str, stored: Any, given: Any) -> bool:
+    """Whether a stored setting and the given one mean the same: a budget by its kind and value ('4.5', '4.5 bits'
+    and '4.5bits' are one budget), everything else as stored."""
+    if key == "budget" and isinstance(stored, str) and isinstance(given, str):
+        try:
+            a, b = parse_budget(stored), parse_budget(given)
+        except AutoqError:
+            return stored == given
+        return (a.kind, a.value) == (b.kind, b.value)
+    return stored == given
+
+
 def check_resumable(storage: str | None, study_name: str, settings: dict[str, Any], space: SearchSpace) -> int:
     """Check that ``settings`` match the stored search and that its trials fit ``space``, then reopen it;
     returns how many trials were interrupted. Everything is checked before the study or its MLflow run changes."""
@@ -145,7 +157,7 @@ def check_resumable(storage: str | None, study_name: str, settings: dict[str, An
     stored = study.user_attrs.get(SETTINGS_ATTR)
     if stored is None:
         raise AutoqError(f"study {study_name!r} in {storage} was not started by autoq search; it cannot be resumed")
-    differ = [f"{key} {settings[key]!r} (stored: {stored.get(key)!r})" for key in _MUST_MATCH if key in stored and stored[key] != settings[key]]
+    differ = [f"{key} {settings[key]!r} (stored: {stored.get(key)!r})" for key in _MUST_MATCH if key in stored and not _same(key, stored[key], settings[key])]
     if differ:
         raise AutoqError(f"cannot resume {study_name!r} with other settings: {'; '.join(differ)}; resume with the stored ones")
     names = _options_by_name(space)

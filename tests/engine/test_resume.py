@@ -118,8 +118,9 @@ def test_resume_refuses_other_settings_and_unknown_names(digits, tmp_path):
     assert not missing.exists()
     with pytest.raises(AutoqError, match="resume needs the study name"):
         autoq.SearchConfig(resume=True)
-    # a resume that asks for no more trials than are finished evaluates nothing new
-    again = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=None, storage=storage, study_name="s", resume=True, progress=False)
+    # a resume that asks for no more trials than are finished evaluates nothing new; the budget may be spelled
+    # otherwise ('4.5' was refused against a stored '4.5bits')
+    again = autoq.search("digits-cnn", budget="4.5", n_trials=3, tracking_uri=None, storage=storage, study_name="s", resume=True, progress=False)
     assert len(again.points) == 3
 
 
