@@ -214,8 +214,9 @@ def check_against_layers(preset: Preset, layers: Sequence[LayerInfo]) -> None:
             continue  # a catch-all rule is generic: on narrow layers a group collapses to per-channel
         for g in rule.granularity:
             match = re.fullmatch(r"g(\d+)", g)
-            if match and int(match.group(1)) > widest:
+            if match and int(match.group(1)) >= widest:  # one group of the whole input is per-channel
                 raise AutoqError(
                     f"{rule.where('granularity', i + 1)}: group size {g} is impossible here: the widest layer this rule governs "
-                    f"({max(governed, key=lambda layer: layer.in_features).name!r}) has only {widest} inputs; use channel or a smaller group"
+                    f"({max(governed, key=lambda layer: layer.in_features).name!r}) has only {widest} inputs, one group at most "
+                    "(per-channel); use channel or a smaller group"
                 )

@@ -69,6 +69,9 @@ def test_impossible_group_size_names_the_line_and_layer():
     """
     with pytest.raises(AutoqError, match=r"line 5, rule 1: group size g128 is impossible here.*'2'.*64 inputs"):
         SearchSpace.build(preset(text), layers())
+    # a group exactly as wide as the input is one group per row: per-channel, so as impossible (it was kept silently)
+    with pytest.raises(AutoqError, match=r"group size g64 is impossible here.*'2'.*64 inputs"):
+        SearchSpace.build(preset(text.replace("g128]\n        methods: [rtn-mse]\n      - layers", "g64]\n        methods: [rtn-mse]\n      - layers")), layers())
 
 
 def test_catch_all_rule_collapses_groups_silently():
