@@ -176,16 +176,19 @@ def parse_preset(text: str, source: str) -> Preset:
 
 
 def load_preset(name_or_path: str) -> Preset:
-    """A built-in preset by name, or a YAML file by path."""
+    """A built-in preset by name, or a YAML file by path. A built-in name (no folder, no suffix) is the preset even where
+    the working folder holds a file or folder of that name (a run's output folder called ``default``, say)."""
     path = Path(name_or_path)
+    if name_or_path in preset_names():
+        text = resources.files(__name__).joinpath(f"{name_or_path}.yaml").read_text()
+        return parse_preset(text, f"{name_or_path}.yaml")
     if path.suffix in {".yaml", ".yml"} or path.exists():
+        if path.is_dir():
+            raise AutoqError(f"search-space file {name_or_path!r} is a folder; pass a YAML file or a built-in preset: {', '.join(preset_names())}")
         if not path.is_file():
             raise AutoqError(f"search-space file {name_or_path!r} does not exist")
         return parse_preset(path.read_text(), str(path))
-    if name_or_path not in preset_names():
-        raise AutoqError(f"unknown search space {name_or_path!r}; built-in presets: {', '.join(preset_names())}, or a path to a YAML file")
-    text = resources.files(__name__).joinpath(f"{name_or_path}.yaml").read_text()
-    return parse_preset(text, f"{name_or_path}.yaml")
+    raise AutoqError(f"unknown search space {name_or_path!r}; built-in presets: {', '.join(preset_names())}, or a path to a YAML file")
 
 
 def check_against_layers(preset: Preset, layers: Sequence[LayerInfo]) -> None:

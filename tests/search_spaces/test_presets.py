@@ -103,8 +103,16 @@ def test_missing_file(tmp_path):
 
 
 def test_directory_is_not_a_preset_file(tmp_path):
-    with pytest.raises(AutoqError):
+    with pytest.raises(AutoqError, match="is a folder; pass a YAML file or a built-in preset"):
         load_preset(str(tmp_path))
+
+
+def test_a_builtin_name_is_the_preset_whatever_the_working_folder_holds(tmp_path, monkeypatch):
+    """A run's output folder named 'default' in the working folder made 'default' a missing file."""
+    (tmp_path / "default").mkdir()
+    (tmp_path / "full").write_text("not yaml: [")
+    monkeypatch.chdir(tmp_path)
+    assert load_preset("default").name == "default" and load_preset("full").name == "full"
 
 
 @pytest.mark.parametrize(
