@@ -7,6 +7,7 @@ them is an *estimate* and is labelled ``estimate:roofline:<name>`` everywhere.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 
 from autoq.errors import AutoqError
@@ -51,9 +52,10 @@ def get_device(name: str) -> DevicePreset:
 
 def preset_for(device_name: str) -> DevicePreset | None:
     """The preset named in a measured table's device string (``NVIDIA H100 80GB HBM3`` -> h100), most specific first:
-    every part of the preset's name appears in it (``NVIDIA A100-SXM4-40GB`` -> a100-40gb, ``... -80GB`` -> a100)."""
-    squashed = "".join(ch for ch in device_name.lower() if ch.isalnum())
+    every part of the preset's name is a word of it (``NVIDIA A100-SXM4-40GB`` -> a100-40gb, ``... -80GB`` -> a100;
+    ``NVIDIA RTX A1000`` -> none: a100 is in it, but not as a word)."""
+    words = set(re.split(r"[^a-z0-9]+", device_name.lower()))
     for preset in sorted(DEVICES.values(), key=lambda p: (-len(p.name.split("-")), -len(p.name))):
-        if all(part in squashed for part in preset.name.split("-")):
+        if all(part in words for part in preset.name.split("-")):
             return preset
     return None

@@ -53,7 +53,8 @@ def test_presets_have_sane_published_figures():
 
 @pytest.mark.parametrize("name, preset", [("NVIDIA H100 80GB HBM3", "h100"), ("NVIDIA H100 PCIe", "h100-pcie"), ("NVIDIA A100-SXM4-80GB", "a100"),
                                           ("NVIDIA A100-SXM4-40GB", "a100-40gb"), ("NVIDIA A100-PCIE-40GB", "a100-40gb"), ("NVIDIA H200", "h200"),
-                                          ("NVIDIA L40S", "l40s"), ("NVIDIA A10G", "a10g"), ("Test GPU", None)])
+                                          ("NVIDIA L40S", "l40s"), ("NVIDIA A10G", "a10g"), ("Test GPU", None),
+                                          ("NVIDIA RTX A1000 6GB Laptop GPU", None), ("NVIDIA H100 NVL", "h100")])
 def test_preset_for_device_strings(name, preset):
     found = preset_for(name)
     assert (found.name if found else None) == preset
