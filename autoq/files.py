@@ -1,9 +1,11 @@
-"""`write_text_atomic`: a file written whole or not at all."""
+"""Files: `write_text_atomic` (a file written whole or not at all) and `make_folder` (an output folder, made up front)."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from autoq.errors import AutoqError
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
@@ -17,4 +19,17 @@ def write_text_atomic(path: str | Path, text: str) -> Path:
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)
+    return path
+
+
+def make_folder(path: str | Path, what: str) -> Path:
+    """Make an output folder (and its parents) before the work that fills it: one that cannot be made (a read-only or
+    missing mount) is an `AutoqError` naming it, not a traceback after minutes of quantization or scoring."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise AutoqError(f"cannot make the {what} folder {str(path)!r}: {exc.strerror or exc}; pass a folder you can write to") from None
+    if not os.access(path, os.W_OK):
+        raise AutoqError(f"the {what} folder {str(path)!r} is not writable; pass a folder you can write to")
     return path

@@ -36,9 +36,25 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
+# options whose value may begin with '-' ('--budget -1bits'): argparse would read it as an unknown option
+_SIGNED = ("--budget", "--seed", "--timeout")
+
+
+def _join_signed_values(argv: Sequence[str]) -> list[str]:
+    """``--budget -1bits`` as ``--budget=-1bits``, so that the value gets autoq's message, not argparse's usage."""
+    out: list[str] = []
+    args = list(argv)
+    for i, arg in enumerate(args):
+        if out and out[-1] in _SIGNED and arg.startswith("-") and not arg.startswith("--") and i > 0 and args[i - 1] == out[-1]:
+            out[-1] = f"{out[-1]}={arg}"
+        else:
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = parser.parse_args(_join_signed_values(sys.argv[1:] if argv is None else argv))
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's TERM stops as cleanly as Ctrl-C
     try:
         return int(args.run(args) or 0)
@@ -54,6 +70,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     except BrokenPipeError:  # `autoq runs | head`: the reader left; say nothing more, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141
+    except OSError as exc:  # a folder that cannot be written, a disk that is full: the user's to fix, no traceback
+        where = f": {exc.filename}" if exc.filename else ""
+        print(f"autoq: error: {exc.strerror or exc}{where}", file=sys.stderr)
+        return 2
+    except Exception as exc:
+        if not type(exc).__module__.startswith("sqlalchemy."):
+            raise
+        # a database (Optuna storage, MLflow store) that cannot be opened or written: its own words, first line
+        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
+        print(f"autoq: error: a database could not be opened or written ({type(exc).__name__}: {reason}); check --storage and "
+              "--tracking-uri, and that their folders are writable", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from autoq.engine.trials import make_point
 from autoq.errors import AutoqError
 from autoq.space import SearchSpace
 from autoq.tracking import MlflowTracker, sqlite_path
+from autoq.tracking.mlflow_logger import check_sqlite_writable
 
 if TYPE_CHECKING:
     from autoq.engine.runner import SearchConfig
@@ -64,6 +65,8 @@ def check_execution(config: SearchConfig) -> None:
         raise AutoqError(f"max_retries must be 0 or more, got {config.max_retries}")
     if config.storage not in (None, "auto"):
         _check_storage_url(config.storage)
+    if config.storage is not None:
+        check_sqlite_writable(config.resolved_storage(), "Optuna storage" + (" (auto: beside the MLflow store)" if config.storage == "auto" else ""))
     if config.resume and (not config.study_name or config.storage is None):
         raise AutoqError("resume needs the study name of the search and its persistent storage (--resume NAME, and --storage if it was not the default)")
 
@@ -82,10 +85,15 @@ def _check_storage_url(storage: str) -> None:
         raise AutoqError(f"Optuna storage {storage!r} is not a database URL; use one such as sqlite:///optuna.db or "
                          "postgresql://user@host/db, 'auto' (optuna.db beside the MLflow store), or none (in memory)") from None
     try:
-        url.get_dialect()
-    except Exception as exc:  # an unknown database kind, or its driver not installed
+        dialect = url.get_dialect()
+    except Exception as exc:  # an unknown database kind
         raise AutoqError(f"Optuna storage {storage!r}: SQLAlchemy cannot open {url.drivername!r} databases ({exc}); "
                          "use sqlite:///optuna.db, or install the database's driver") from None
+    try:
+        dialect.import_dbapi()
+    except ImportError as exc:  # a known kind whose driver is not installed (psycopg2 for postgresql://, ...)
+        raise AutoqError(f"Optuna storage {storage!r}: the {url.drivername!r} driver is not installed ({exc}); install it "
+                         f"(pip install {exc.name or 'its driver'}), or use sqlite:///optuna.db") from None
 
 
 def stored_settings(workload: Workload, config: SearchConfig) -> dict[str, Any]:

@@ -33,6 +33,7 @@ from autoq.export.from_run import RunPoint, model_of, point_from_run
 from autoq.export.layout import to_tensors
 from autoq.export.mlflow_store import log_export
 from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
+from autoq.files import make_folder
 from autoq.model import check_finite_weights, find_layers, tied_weights
 
 
@@ -143,6 +144,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     if (out / "config.json").is_file() or ((out / WEIGHTS_NAME).is_file() and not (out / CONFIG_NAME).is_file()):
         raise AutoqError(f"{out} holds a model that autoq did not export (config.json or {WEIGHTS_NAME}): the export's "
                          f"{WEIGHTS_NAME} would overwrite its weights; export into another folder")
+    make_folder(out, "export")  # now too: a folder that cannot be made fails before the quantization, not after
 
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, dict] = {}
@@ -174,7 +176,6 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     if kept:
         print(f"autoq: note: kept {len(kept)} tensor(s) in fp32 that fp16 would turn to inf (beyond 65504): {kept[:3]}", file=sys.stderr)
 
-    out.mkdir(parents=True, exist_ok=True)
     from safetensors.torch import save_file
 
     save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt", "producer": "autoq"})

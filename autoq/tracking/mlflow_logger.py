@@ -89,11 +89,47 @@ def tracking_client(uri: str) -> MlflowClient:
                          "a store whose creation was cut short stays broken: move it aside to start a new one") from None
 
 
+def check_sqlite_writable(uri: str, what: str) -> None:
+    """Refuse a ``sqlite:///`` database that cannot be made or written, naming why, before any work: SQLAlchemy would
+    say only 'unable to open database file', mid-search. A missing folder is fine (the search makes it) when the
+    nearest folder that exists above it is writable."""
+    db = sqlite_path(uri)
+    if db is None:
+        return
+    if db.exists():
+        if not os.access(db, os.W_OK) or not os.access(db.parent, os.W_OK):  # SQLite writes a journal beside it
+            raise AutoqError(f"{what} {uri}: {str(db)!r} or its folder is not writable; pass a URL in a folder you can write to")
+        return
+    above = db.parent.absolute()
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    if not above.is_dir():
+        raise AutoqError(f"{what} {uri}: {str(above)!r} is a file, not a folder; pass another URL")
+    if not os.access(above, os.W_OK):
+        raise AutoqError(f"{what} {uri}: the folder {str(above)!r} is not writable; pass a URL in a folder you can write to")
+
+
+def _check_server(uri: str) -> None:
+    """A tracking server that does not answer fails in seconds, not after MLflow's minutes of retries."""
+    if not uri.startswith(("http://", "https://")):
+        return
+    import requests
+
+    try:
+        requests.get(f"{uri.rstrip('/')}/health", timeout=10)
+    except requests.RequestException as exc:
+        raise AutoqError(f"MLflow tracking server {uri} does not answer ({type(exc).__name__}); start it (mlflow server), "
+                         "or pass another --tracking-uri (none: no MLflow)") from None
+
+
 def check_experiment(uri: str, name: str) -> None:
     """Refuse, before a search starts, an experiment name MLflow would refuse when its run is created: an empty one,
-    or one that is deleted (MLflow keeps a deleted experiment's name, and logs nothing to it)."""
+    or one that is deleted (MLflow keeps a deleted experiment's name, and logs nothing to it); and a store that
+    cannot be written or a server that does not answer."""
     if not name.strip():
         raise AutoqError("the MLflow experiment name is empty; pass --experiment NAME (default: $MLFLOW_EXPERIMENT_NAME, else autoq)")
+    check_sqlite_writable(uri, "MLflow tracking store")
+    _check_server(uri)
     db = sqlite_path(uri)
     if db is not None and not db.exists():
         return  # a new store: the experiment will be new
@@ -101,9 +137,10 @@ def check_experiment(uri: str, name: str) -> None:
 
     try:
         found = tracking_client(uri).get_experiment_by_name(name)
-    except MlflowException as exc:  # a tracking server that does not answer, after MLflow's own retries
-        raise AutoqError(f"MLflow tracking store {uri} did not answer ({str(exc.message).splitlines()[0][:300]}); start it, "
-                         "or pass another --tracking-uri (none: no MLflow)") from None
+    except MlflowException as exc:  # a tracking server that answers with an error, after MLflow's own retries
+        first = str(exc.message).splitlines()[0]
+        raise AutoqError(f"MLflow tracking store {uri} did not answer ({first if len(first) <= 300 else first[:297] + '...'}); "
+                         "start it, or pass another --tracking-uri (none: no MLflow)") from None
     if found is not None and found.lifecycle_stage == "deleted":
         raise AutoqError(f"MLflow experiment {name!r} is deleted in {uri}; restore it (mlflow experiments restore --experiment-id "
                          f"{found.experiment_id}) or pass another --experiment")

@@ -65,6 +65,14 @@ def test_out_naming_a_file_is_refused_before_the_table_is_computed(tmp_path, cap
     assert "afile is a file; pass a folder" in capsys.readouterr().err
 
 
+def test_an_out_folder_that_cannot_be_made_is_refused_before_the_table_is_computed(tmp_path, capsys):
+    """It was a FileNotFoundError traceback after the table (minutes on MiniLM)."""
+    (tmp_path / "afile").write_text("")
+    assert main(["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--out", str(tmp_path / "afile" / "sub"), "--tracking-uri", "none"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot make the --out folder" in err and "loading" not in err and "Traceback" not in err
+
+
 def test_a_tracking_store_mlflow_refuses_is_refused_before_the_table_is_computed(out, tmp_path, capsys):
     if not mlflow_refuses_folder_stores(tmp_path / "probe"):
         pytest.skip("this MLflow still accepts folder stores")

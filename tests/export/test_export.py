@@ -223,6 +223,8 @@ def test_errors_say_what_is_wrong(tmp_path):
     (tmp_path / "a-file").write_text("")
     with pytest.raises(AutoqError, match="a-file is a file; pass a folder"):
         autoq.export(workload.model, mixed(workload.model), tmp_path / "a-file", progress=False)
+    with pytest.raises(AutoqError, match="cannot make the export folder .*a-file/sub"):  # before quantizing, not a traceback after
+        autoq.export(workload.model, mixed(workload.model), tmp_path / "a-file" / "sub", progress=False)
     out = autoq.export(workload.model, mixed(workload.model), tmp_path / "ok")
     with pytest.raises(AutoqError, match="does not match"):
         autoq.load(out, model=torch.nn.Sequential(torch.nn.Linear(3, 3)))
