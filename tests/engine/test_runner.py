@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 import pickle
 
 import optuna
@@ -71,12 +72,15 @@ def test_mlflow_holds_parent_children_and_artifacts(result, tmp_path):
         assert by_trial[p.trial].data.params["choices"] == p.assignment.summary()
     csv_path = client.download_artifacts(result.parent_run_id, "frontier.csv", str(tmp_path))
     assert len(open(csv_path).read().strip().splitlines()) == len(result.frontier) + 1
+    front = json.load(open(client.download_artifacts(result.parent_run_id, "frontier.json", str(tmp_path))))
+    assert len(result.frontier) < len(result.points)  # so that logging every point would be seen
+    assert sorted(row["trial"] for row in front) == sorted(p.trial for p in result.frontier)
 
 
-def test_best_is_at_least_best_uniform_and_frontier_is_nondominated(result):
+def test_best_is_the_best_point_and_frontier_is_nondominated(result):
     uniform = result.best_uniform
-    assert uniform is not None and uniform.uniform
-    assert result.best.quality >= uniform.quality
+    assert uniform is not None and uniform.uniform and uniform.quality == max(p.quality for p in result.uniform_points)
+    assert result.best.quality == max(p.quality for p in result.points)
     front = result.frontier
     assert all(a.effective_bits < b.effective_bits and a.quality < b.quality for a, b in zip(front, front[1:]))
     for p in result.points:  # every point is weakly dominated by a frontier point

@@ -187,3 +187,13 @@ def test_committed_tables_are_measurements_of_their_preset(path):
     assert preset_for(table.device) == get_device(path.stem), f"{path.name} was measured on {table.device!r}"
     assert table.torch and table.triton and table.cuda and table.created
     assert 1 in table.batches and all(r.median_us > 0 for r in table.rows)
+
+
+def test_an_unmeasured_format_borrows_the_nearest_bit_width_before_the_same_granularity():
+    """int3 per channel, with int4-g128 and int8 per channel measured: int4 (nearer in bits) is scaled by bytes, not
+    int8 (the same granularity); swapping the order went unseen with tables of one integer format."""
+    rows = [Measurement(200, 200, "int4-g128-asym", 1, 30.0), Measurement(200, 200, "int8-ch-asym", 1, 50.0)]
+    table = TableLatency("Test GPU", rows, batch=1)
+    int3, int4 = QuantSpec.from_name("int3-ch-asym"), QuantSpec.from_name("int4-g128-asym")
+    ratio = (int3.storage_bytes(200, 200) + 2 * 400) / (int4.storage_bytes(200, 200) + 2 * 400)
+    assert table.layer_us(200, 200, int3) == pytest.approx(30.0 * ratio)
