@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from mlflow.tracking import MlflowClient
 
 
@@ -30,3 +32,9 @@ def mlflow_refuses_folder_stores(folder) -> bool:
     except MlflowException:
         return True
     return False
+
+
+def artifacts_beside(uri: str) -> str:
+    """An artifact location beside a ``sqlite:///`` test store: an experiment a test creates itself would otherwise keep
+    its artifacts in ./mlruns of the folder the tests run from."""
+    return str(Path(uri[len("sqlite:///"):]).parent / "artifacts")

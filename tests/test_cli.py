@@ -7,7 +7,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import mlflow_refuses_folder_stores
+from helpers import artifacts_beside, mlflow_refuses_folder_stores
 
 
 def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
@@ -95,7 +95,7 @@ def test_a_store_in_a_new_folder_is_made_and_a_deleted_experiment_refused_before
     proc = run_cli(*common, cwd=tmp_path)
     assert proc.returncode == 0 and (tmp_path / "new" / "deeper" / "optuna.db").exists(), proc.stderr[-1500:]
     client = MlflowClient(uri)
-    client.delete_experiment(client.create_experiment("gone"))
+    client.delete_experiment(client.create_experiment("gone", artifact_location=artifacts_beside(uri)))
     proc = run_cli(*common, "--experiment", "gone", "--study-name", "s", cwd=tmp_path)
     assert proc.returncode == 2 and "MLflow experiment 'gone' is deleted" in proc.stderr and "Traceback" not in proc.stderr
     assert run_cli(*common, "--study-name", "s", cwd=tmp_path).returncode == 0  # the refused search left no study behind

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 import autoq
@@ -29,6 +30,7 @@ def _run_pipeline(tmp_path, *extra: str) -> autoq.SearchResult:
     return result
 
 
+@pytest.mark.slow
 def test_outer_optuna_pipeline(tmp_path):
     _run_pipeline(tmp_path)
     assert not (tmp_path / "mlflow.db").exists()  # the inner searches were asked not to log

@@ -6,7 +6,7 @@ import shlex
 
 import pytest
 import torch
-from helpers import mlflow_refuses_folder_stores
+from helpers import artifacts_beside, mlflow_refuses_folder_stores
 from mlflow.tracking import MlflowClient
 
 from autoq.builtin import load_workload
@@ -96,7 +96,7 @@ def test_search_with_strategy_and_seed_from(out, tmp_path, mlflow_uri, capsys):
 
 def test_sensitivity_run_nests_in_a_pipeline_run(out, mlflow_uri, capsys):
     client = MlflowClient(mlflow_uri)
-    outer = client.create_run(client.create_experiment("pipeline")).info
+    outer = client.create_run(client.create_experiment("pipeline", artifact_location=artifacts_beside(mlflow_uri))).info
     base = ["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--out", str(out), "--tracking-uri", mlflow_uri, "--no-progress"]
     assert main([*base, "--mlflow-parent-run-id", outer.run_id]) == 0
     runs = client.search_runs([outer.experiment_id], "tags.`autoq.kind` = 'sensitivity'")

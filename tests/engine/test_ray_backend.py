@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import child_runs
+from helpers import artifacts_beside, child_runs
 from mlflow.tracking import MlflowClient
 
 import autoq
@@ -72,7 +72,7 @@ def test_two_workers_random_sampler_same_frontier(local_ray, digits):
 
 def test_two_workers_tpe_invariants_and_mlflow(local_ray, digits, mlflow_uri):
     client = MlflowClient(mlflow_uri)
-    outer = client.create_run(client.create_experiment("pipeline")).info  # nested in a pipeline's run: its experiment
+    outer = client.create_run(client.create_experiment("pipeline", artifact_location=artifacts_beside(mlflow_uri))).info  # nested in a pipeline's run: its experiment
     result = _search(digits, n_trials=20, backend="ray", workers=2, tracking_uri=mlflow_uri, storage="auto", mlflow_parent_run_id=outer.run_id)
     optuna_result = _search(digits, n_trials=20)
     assert len(result.points) == 20 and len({p.trial for p in result.points}) == 20

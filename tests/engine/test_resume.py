@@ -41,6 +41,7 @@ def _parents(client: MlflowClient, name: str) -> list:
     return client.search_runs([experiment.experiment_id], filter_string=f"tags.`{STUDY_TAG}` = '{name}'")
 
 
+@pytest.mark.slow
 def test_sigkill_then_resume_keeps_finished_trials_without_duplicates(digits, tmp_path, mlflow_uri):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}

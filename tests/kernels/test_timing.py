@@ -55,28 +55,30 @@ def test_rotation_needs_two_copies_and_timing_is_one_of_two():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="times copies on a GPU")
 def test_rotated_calls_are_timed_each_on_its_copy():
     """16 MB copies, each call on its own pair of buffers: a call moves 32 MB, so it takes at least that over any GPU's
-    bandwidth (8 TB/s) and, with no host time in it, under 100 us; every copy ran."""
+    bandwidth (8 TB/s) and, with no host time in it, under 1 ms (32 MB at 100 GB/s is 0.34 ms: a bound on the
+    method, not on the GPU's speed); every copy ran."""
     device = torch.device("cuda", torch.cuda.current_device())
     pairs = [(torch.randn(4 * 1024 * 1024, device=device), torch.empty(4 * 1024 * 1024, device=device))
              for _ in range(copies_for(32 * 1024 * 1024))]
     median, p20, p80 = rotate_time_us([lambda s=s, d=d: d.copy_(s) for s, d in pairs], rep_ms=20, device=device)
-    assert 32 * 2**20 / 8e12 * 1e6 < p20 <= median <= p80 < 100
+    assert 32 * 2**20 / 8e12 * 1e6 < p20 <= median <= p80 < 1000
     assert all(torch.equal(s, d) for s, d in pairs)
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="times a copy on a GPU")
 def test_the_hosts_time_stays_out_of_the_measurement():
-    """A call that sleeps 300 us on the host before a 16 MB copy: its graph time is the copy's (a few us), not the sleep."""
+    """A call that sleeps 2 ms on the host before a 16 MB copy: its graph time is the copy's (under 1 ms on any GPU),
+    not the sleep."""
     device = torch.device("cuda", torch.cuda.current_device())
     src = torch.randn(4 * 1024 * 1024, device=device)
     dst = torch.empty_like(src)
 
     def call():
-        time.sleep(300e-6)
+        time.sleep(2e-3)
         dst.copy_(src)
 
     median, p20, p80 = gpu_time_us(call, rep_ms=20, device=device)
-    assert 0 < p20 <= median <= p80 < 100
+    assert 0 < p20 <= median <= p80 < 1000
     assert torch.equal(dst, src)
 
 
@@ -87,5 +89,5 @@ def test_the_autotuners_bench_returns_ms_at_its_quantiles():
     src = torch.randn(4 * 1024 * 1024, device="cuda")
     dst = torch.empty_like(src)
     median, p20, p80 = autotune_bench(lambda: dst.copy_(src), quantiles=(0.5, 0.2, 0.8))
-    assert 0 < p20 <= median <= p80 < 0.1  # ms: a 32 MB copy takes some us
-    assert 0 < autotune_bench(lambda: dst.copy_(src), quantiles=None) < 0.1
+    assert 0 < p20 <= median <= p80 < 1.0  # ms: a 32 MB copy takes some us (0.34 ms at 100 GB/s)
+    assert 0 < autotune_bench(lambda: dst.copy_(src), quantiles=None) < 1.0

@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import artifacts_beside
 from mlflow.tracking import MlflowClient
 
 import autoq
@@ -18,7 +19,7 @@ from autoq.tracking.runs import trial_runs
 def outer(mlflow_uri):
     """A pipeline step's run, in an experiment of the pipeline's own, with params a search's settings must not be read from."""
     client = MlflowClient(mlflow_uri)
-    run = client.create_run(client.create_experiment("pipeline"), run_name="step-1")
+    run = client.create_run(client.create_experiment("pipeline", artifact_location=artifacts_beside(mlflow_uri)), run_name="step-1")
     client.log_param(run.info.run_id, "model_source", "not-a-model")
     return run
 
