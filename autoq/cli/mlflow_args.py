@@ -7,7 +7,7 @@ import argparse
 
 def add_mlflow_args(p: argparse.ArgumentParser, experiment: bool = True, nest: bool = False, can_skip: bool = False) -> None:
     """``--tracking-uri`` (and ``--experiment``, ``--mlflow-parent-run-id``), defaulting as MLflow's own clients do:
-    ``$MLFLOW_TRACKING_URI`` and ``$MLFLOW_EXPERIMENT_NAME`` where set (read now, when the command runs)."""
+    ``$MLFLOW_TRACKING_URI`` and ``$MLFLOW_EXPERIMENT_NAME`` (or ``_ID``) where set (read now, when the command runs)."""
     from autoq.tracking import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI, default_experiment, default_tracking_uri
 
     skip = "; 'none' to skip" if can_skip else ""
@@ -15,7 +15,8 @@ def add_mlflow_args(p: argparse.ArgumentParser, experiment: bool = True, nest: b
                    help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI}{skip})")
     if experiment:
         p.add_argument("--experiment", default=default_experiment(),
-                       help=f"MLflow experiment name (default: $MLFLOW_EXPERIMENT_NAME, else {DEFAULT_EXPERIMENT})")
+                       help=f"MLflow experiment name (default: $MLFLOW_EXPERIMENT_NAME, else the experiment $MLFLOW_EXPERIMENT_ID names, "
+                            f"else {DEFAULT_EXPERIMENT})")
     if nest:
         p.add_argument("--mlflow-parent-run-id", default=None, metavar="RUN_ID",
                        help="nest this command's MLflow run in an existing run (a pipeline step's); it then logs to that run's experiment")

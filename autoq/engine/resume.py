@@ -11,6 +11,7 @@ Resuming assumes no other process is still working on the study.
 
 from __future__ import annotations
 
+import os
 from collections import Counter
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Any
@@ -38,7 +39,7 @@ SETTINGS_ATTR = "autoq.settings"  # study user attribute: what defines the searc
 INTERRUPTED_ATTR = "autoq.interrupted"
 WALL_ATTR = "autoq.wall_seconds"  # study user attribute: wall time of the sessions so far (a resume adds its own)
 _MUST_MATCH = ("model", "budget", "space", "sampler", "strategy", "seed_from", "seed", "skip", "pins", "device", "batch", "sequential",
-               "max_uniform_seeds", "data_fingerprint")
+               "max_uniform_seeds", "data_fingerprint", "experiment")  # another experiment would get a second parent run
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
 
 
@@ -56,6 +57,9 @@ def check_execution(config: SearchConfig) -> None:
                          "(backend='ray'), or leave them out")
     if config.cpus_per_trial <= 0 or config.gpus_per_trial < 0:
         raise AutoqError(f"cpus_per_trial must be positive and gpus_per_trial not negative, got {config.cpus_per_trial} and {config.gpus_per_trial}")
+    if config.backend == "ray" and not config.address and config.cpus_per_trial > (os.cpu_count() or 1):
+        raise AutoqError(f"cpus_per_trial {config.cpus_per_trial:g} is more than this machine's {os.cpu_count()} CPUs, and the local "
+                         "Ray autoq starts runs here; lower --cpus-per-trial, or pass the --address of a Ray cluster with such nodes")
     if config.gpus_per_trial and config.backend == "ray" and not config.address:
         import torch
 

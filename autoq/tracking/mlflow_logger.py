@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -44,8 +45,9 @@ def default_experiment() -> str:
     """``$MLFLOW_EXPERIMENT_NAME``, else the experiment ``$MLFLOW_EXPERIMENT_ID`` names in the default store (what
     ``mlflow.set_experiment`` sets for the rest of a pipeline), as MLflow's fluent API reads them; else ``autoq``.
 
-    An id the default store does not hold (or no store yet: none is made to look) falls back to ``autoq``: the
-    variable outlives the store it was set for, and a search told another ``tracking_uri`` cannot read it there."""
+    An id the default store does not hold (or no store yet: none is made to look) falls back to ``autoq``, with a
+    note on stderr: the variable outlives the store it was set for, and a search told another ``tracking_uri`` cannot
+    read it there."""
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
     experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
     if name or not experiment_id:
@@ -57,6 +59,8 @@ def default_experiment() -> str:
     try:
         return tracking_client(uri).get_experiment(experiment_id).name
     except Exception:  # noqa: BLE001 - an id of another store, or a server that does not answer
+        print(f"autoq: note: $MLFLOW_EXPERIMENT_ID={experiment_id} names no experiment in {uri}; logging to experiment "
+              f"{DEFAULT_EXPERIMENT!r} (set --experiment, or unset the variable)", file=sys.stderr)
         return DEFAULT_EXPERIMENT
 
 

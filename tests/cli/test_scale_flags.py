@@ -15,6 +15,7 @@ from autoq.cli import main
         (["--max-retries", "-1"], "max_retries must be 0 or more"),
         (["--resume", "nope"], "no Optuna storage at"),  # nothing ran in tmp_path: no optuna.db to resume from
         (["--resume", "a", "--study-name", "b"], "name different searches"),
+        (["--backend", "ray", "--cpus-per-trial", "100000"], "is more than this machine's"),  # the local Ray was sized to fit it
     ],
 )
 def test_bad_scale_flags(args, needle, tmp_path, capsys):

@@ -110,6 +110,9 @@ def test_resume_refuses_other_settings_and_unknown_names(digits, tmp_path):
     autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=None, storage=storage, study_name="s", progress=False)
     with pytest.raises(AutoqError, match=r"other settings: budget '3.5bits' \(stored: '4.5bits'\)"):
         autoq.search("digits-cnn", budget="3.5bits", n_trials=5, tracking_uri=None, storage=storage, study_name="s", resume=True, progress=False)
+    with pytest.raises(AutoqError, match=r"other settings: experiment 'other' \(stored: 'autoq'\)"):  # a second parent run
+        autoq.search("digits-cnn", budget="4.5bits", experiment="other", n_trials=5, tracking_uri=None, storage=storage, study_name="s",
+                     resume=True, progress=False)
     with pytest.raises(AutoqError, match=r"other settings: space 'per-channel' \(stored: 'default'\)"):
         autoq.search("digits-cnn", budget="4.5bits", space="per-channel", n_trials=5, tracking_uri=None, storage=storage, study_name="s",
                      resume=True, progress=False)

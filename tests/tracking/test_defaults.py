@@ -36,7 +36,7 @@ def test_the_variables_direct_every_command_that_is_not_told_otherwise(mlflow_ur
     assert main(["runs"]) == 0 and "env" in capsys.readouterr().out
 
 
-def test_a_pipelines_set_experiment_is_followed(mlflow_uri, monkeypatch, tmp_path):
+def test_a_pipelines_set_experiment_is_followed(mlflow_uri, monkeypatch, tmp_path, capsys):
     """mlflow.set_experiment() tells the rest of the process through MLFLOW_EXPERIMENT_ID; the search landed in 'autoq'."""
     import mlflow
 
@@ -48,8 +48,10 @@ def test_a_pipelines_set_experiment_is_followed(mlflow_uri, monkeypatch, tmp_pat
         assert autoq.SearchConfig().experiment == "pipeline"
     finally:
         mlflow.tracking.fluent._active_experiment_id = None
+    capsys.readouterr()
     monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "999")  # an id of another store: the variable outlives it
     assert autoq.SearchConfig().experiment == "autoq"
+    assert "$MLFLOW_EXPERIMENT_ID=999 names no experiment in" in capsys.readouterr().err  # said, not silent
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none-yet.db'}")
     assert autoq.SearchConfig().experiment == "autoq" and not (tmp_path / "none-yet.db").exists()  # no store made to look
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "by-name")  # the name wins, as in MLflow
