@@ -54,11 +54,11 @@ def format_summary(result: SearchResult) -> str:
         lines.append("No uniform assignment was evaluated (none fits this budget, or the strategy proposed none).")
     extra = []
     if result.n_infeasible:
-        extra.append(f"{result.n_infeasible} over-budget proposals were skipped without evaluation")
+        extra.append(f"{_count(result.n_infeasible, 'over-budget proposal')} {'was' if result.n_infeasible == 1 else 'were'} skipped without evaluation")
     if result.n_failed:
-        extra.append(f"{result.n_failed} trials failed (see their 'error' tags)")
+        extra.append(f"{_count(result.n_failed, 'trial')} failed (see {'its' if result.n_failed == 1 else 'their'} 'error' tags)")
     lines.append(
-        f"{len(result.points)} trials in {result.wall_seconds:.0f} s (one evaluation pass: {result.eval_seconds:.2f} s)"
+        f"{_count(len(result.points), 'trial')} in {result.wall_seconds:.0f} s (one evaluation pass: {result.eval_seconds:.2f} s)"
         + (f"; {'; '.join(extra)}." if extra else ".")
     )
     lines.append("")
@@ -70,3 +70,8 @@ def format_summary(result: SearchResult) -> str:
         lines.append(f"Optuna study {result.study_name!r} in {result.storage}.")
         lines.append(f"  Open it:  optuna-dashboard {shlex.quote(result.storage)}   (pip install optuna-dashboard)")
     return "\n".join(lines)
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 trial``, ``2 trials``."""
+    return f"{n} {noun}{'' if n == 1 else 's'}"

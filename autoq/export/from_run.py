@@ -69,6 +69,11 @@ def _assignment(client, run) -> tuple[Assignment, str]:
         return Assignment.from_json(text), f"trial {trial} (run {run_id})"
     frontier = json.loads(text)
     if not frontier:
-        raise AutoqError(f"search run {run_id!r} has an empty frontier; export one of its trial runs instead")
+        from autoq.tracking.mlflow_logger import STUDY_TAG
+
+        study = run.data.tags.get(STUDY_TAG)
+        resume = f"autoq search --resume {study}" if study else "autoq search --resume STUDY_NAME"
+        raise AutoqError(f"search run {run_id!r} has no finished trial yet (its frontier is empty); resume the search ({resume}) "
+                         "and export a point of its frontier then")
     best = max(frontier, key=lambda p: (p["quality"], -p["effective_bits"]))
     return Assignment.from_json(json.dumps(best["assignment"])), f"the best frontier point, trial {best['trial']}, of search run {run_id}"

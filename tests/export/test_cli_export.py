@@ -91,6 +91,20 @@ def test_unknown_run_is_one_line_exit_2(searched, tmp_path, capsys):
     assert "no MLflow run" in capsys.readouterr().err
 
 
+def test_a_search_with_no_finished_trial_says_to_resume_it(searched, tmp_path, capsys):
+    """Its frontier is empty: 'export one of its trial runs instead' pointed at trial runs it did not have."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(searched.tracking_uri)
+    search = client.get_run(searched.parent_run_id)
+    run = client.create_run(search.info.experiment_id, tags={"autoq.kind": "search", "autoq.study": "cut-short"}).info.run_id
+    (tmp_path / "frontier.json").write_text("[]")
+    client.log_artifact(run, str(tmp_path / "frontier.json"))
+    assert main(["export", "--run-id", run, "--tracking-uri", searched.tracking_uri, "--model", "digits-cnn", "--out", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "has no finished trial yet" in err and "autoq search --resume cut-short" in err
+
+
 def test_a_missing_store_is_refused_and_not_created(tmp_path, capsys):
     db = tmp_path / "elsewhere.db"
     assert main(["export", "--run-id", "0" * 32, "--tracking-uri", f"sqlite:///{db}", "--out", str(tmp_path / "x")]) == 2
