@@ -12,8 +12,10 @@ Resuming assumes no other process is still working on the study.
 from __future__ import annotations
 
 import os
+import socket
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -38,6 +40,7 @@ BACKENDS = ("optuna", "ray")
 SETTINGS_ATTR = "autoq.settings"  # study user attribute: what defines the search, checked on resume
 INTERRUPTED_ATTR = "autoq.interrupted"
 WALL_ATTR = "autoq.wall_seconds"  # study user attribute: wall time of the sessions so far (a resume adds its own)
+SESSION_ATTR = "autoq.session"  # study user attribute: the host and process of the session running it now, or last
 _MUST_MATCH = ("model", "budget", "space", "sampler", "strategy", "seed_from", "seed", "skip", "pins", "device", "batch", "sequential",
                "max_uniform_seeds", "data_fingerprint", "experiment")  # another experiment would get a second parent run
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
@@ -129,7 +132,41 @@ def load_study(storage: str | None, study_name: str) -> optuna.Study:
 
 def remember_settings(storage: str | None, study_name: str, settings: dict[str, Any]) -> None:
     if storage is not None:
-        load_study(storage, study_name).set_user_attr(SETTINGS_ATTR, settings)
+        study = load_study(storage, study_name)
+        study.set_user_attr(SETTINGS_ATTR, settings)
+        study.set_user_attr(SESSION_ATTR, _this_session())
+
+
+def _this_session() -> dict[str, Any]:
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def _check_not_running(study: optuna.Study, study_name: str) -> None:
+    """Refuse to resume a search that a live process on this machine still runs: the resume would fail its running
+    trial under it (and that process would then die, telling a trial already finished). On another host it cannot be
+    told; the process that last ran it is named in the study's ``autoq.session`` attribute."""
+    session = study.user_attrs.get(SESSION_ATTR)
+    if not isinstance(session, dict) or session.get("host") != socket.gethostname():
+        return
+    pid = session.get("pid")
+    if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+        raise AutoqError(f"search {study_name!r} is still running (process {pid} on this machine); let it finish, or stop it "
+                         f"(Ctrl-C there, or kill {pid}), then resume")
+
+
+def _alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed and not yet reaped by its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): alive, as far as can be told
+    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def add_wall_seconds(storage: str | None, study_name: str, seconds: float) -> float:
@@ -169,12 +206,14 @@ def check_resumable(storage: str | None, study_name: str, settings: dict[str, An
     stored = study.user_attrs.get(SETTINGS_ATTR)
     if stored is None:
         raise AutoqError(f"study {study_name!r} in {storage} was not started by autoq search; it cannot be resumed")
+    _check_not_running(study, study_name)
     differ = [f"{key} {settings[key]!r} (stored: {stored.get(key)!r})" for key in _MUST_MATCH if key in stored and not _same(key, stored[key], settings[key])]
     if differ:
         raise AutoqError(f"cannot resume {study_name!r} with other settings: {'; '.join(differ)}; resume with the stored ones")
     names = _options_by_name(space)
     for t in study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)):
         _check_fits(t.params, names, study_name, complete=not _interrupted(t))  # a kill may cut a trial's picks short
+    study.set_user_attr(SESSION_ATTR, _this_session())
     return _reopen(study, names)
 
 

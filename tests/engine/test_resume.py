@@ -55,6 +55,11 @@ def test_sigkill_then_resume_keeps_finished_trials_without_duplicates(digits, tm
                 complete = _states(storage, "killed")["COMPLETE"]
             except KeyError:  # the study does not exist yet
                 continue
+        # a resume while it runs is refused, and leaves it running (it failed the live trial, and the search died)
+        with pytest.raises(AutoqError, match=f"search 'killed' is still running \\(process {proc.pid} on this machine\\)"):
+            autoq.search("digits-cnn", budget="4.5bits", n_trials=N_TRIALS, tracking_uri=mlflow_uri, storage=storage, study_name="killed",
+                         resume=True, progress=False)
+        assert proc.poll() is None
         proc.send_signal(signal.SIGKILL)
         proc.wait(timeout=30)
     finally:
