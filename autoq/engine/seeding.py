@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
+from autoq.engine.seeds import uniform_seeds
 from autoq.engine.strategy import NEEDS_SCORES, Strategy, StrategyContext, strategy_factory
 from autoq.errors import AutoqError
 from autoq.space import SearchSpace
@@ -100,6 +101,13 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
         print(f"autoq: --seed-from auto skips the sensitivity table: it would run data-driven PTQ on {data_driven_pairs(problem.space)} "
               f"(layer, option) pairs up front (more than {AUTO_MAX_DATA_DRIVEN}); starting from random budget-filling mixes "
               "(--seed-from fisher computes it anyway)", file=sys.stderr, flush=True)
+    if seed_from and config.seed_from == AUTO and config.strategy == "optuna" and not config.resume:
+        n_uniform = len(uniform_seeds(problem.space, problem.cost_model, problem.budget, config.max_uniform_seeds))
+        if config.n_trials <= n_uniform:  # every trial asked for is a uniform baseline: no seed would be evaluated
+            seed_from = None
+            if config.progress:
+                print(f"autoq: --seed-from auto skips the sensitivity table: the {config.n_trials} trial(s) asked for are all uniform "
+                      f"baselines (of {n_uniform}); mixes, which it seeds, start after them", file=sys.stderr, flush=True)
     scores = None
     if seed_from:
         try:

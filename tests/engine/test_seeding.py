@@ -1,0 +1,17 @@
+"""Seeding from a sensitivity table: computed only where a seed it shapes would be evaluated."""
+
+from __future__ import annotations
+
+import autoq
+
+
+def test_auto_seeding_skips_the_table_when_every_trial_is_a_uniform_baseline(tmp_path, monkeypatch, capsys):
+    """digits-cnn at 4.5 bits has 6 uniform baselines: 3 trials never reach a seeded mix, so no table is computed
+    (on MiniLM the fisher table took 113 of a 3-trial search's 180 s); 8 trials do."""
+    monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "cache"))
+    few = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=None, storage=None)
+    assert all(p.uniform for p in few.points)
+    assert "skips the sensitivity table: the 3 trial(s) asked for are all uniform baselines (of 6)" in capsys.readouterr().err
+    assert not (tmp_path / "cache" / "sensitivity").exists()
+    autoq.search("digits-cnn", budget="4.5bits", n_trials=8, tracking_uri=None, storage=None, progress=False)
+    assert list((tmp_path / "cache" / "sensitivity").glob("fisher-*.json"))
