@@ -188,8 +188,9 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     db = sqlite_path(storage) if storage else None
     if db is not None and not config.resume:
         db.parent.mkdir(parents=True, exist_ok=True)  # as MLflow's store beside it is made: a new folder is fine
+    n_retried = 0
     if config.resume:  # marks the interrupted trials failed and enqueues them again
-        check_resumable(storage, study_name, stored_settings(workload, config), space)
+        n_retried = check_resumable(storage, study_name, stored_settings(workload, config), space)
     with removed_unless_finished(storage, study_name, new=not config.resume):  # cut short, it could be neither resumed nor reused
         strategy, seeds, uniform = start_strategy(workload, config, problem, study_name, storage)
         if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
@@ -211,6 +212,11 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     book = TrialBook(strategy, cost_model, budget, uniform_set, config.n_trials, config.max_retries, tracker, bar, config.backend)
     if config.resume:
         book.restore(*finished_trials(storage, study_name, space, cost_model, uniform_set, tracker))
+        if config.progress:
+            left = max(0, config.n_trials - len(book.points))
+            bar.write(f"autoq: resuming {study_name!r}: {len(book.points)} finished trial(s) kept, {n_retried} interrupted one(s) to "
+                      "retry; " + (f"{left} more to evaluate" if left else f"--n-trials {config.n_trials} are all done: nothing to evaluate"),
+                      file=sys.stderr)
     deadline = start + config.timeout if config.timeout is not None else None
     status = "FAILED"
     try:

@@ -110,7 +110,7 @@ def test_resume_drops_half_logged_trial_and_retries_it(digits, tmp_path, mlflow_
     assert len(children) == 14 and len({r.data.tags["autoq.trial"] for r in children}) == 14
 
 
-def test_resume_refuses_other_settings_and_unknown_names(digits, tmp_path):
+def test_resume_refuses_other_settings_and_unknown_names(digits, tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=None, storage=storage, study_name="s", progress=False)
     with pytest.raises(AutoqError, match=r"other settings: budget '3.5bits' \(stored: '4.5bits'\)"):
@@ -132,8 +132,10 @@ def test_resume_refuses_other_settings_and_unknown_names(digits, tmp_path):
         autoq.SearchConfig(resume=True)
     # a resume that asks for no more trials than are finished evaluates nothing new; the budget may be spelled
     # otherwise ('4.5' was refused against a stored '4.5bits')
-    again = autoq.search("digits-cnn", budget="4.5", n_trials=3, tracking_uri=None, storage=storage, study_name="s", resume=True, progress=False)
+    capsys.readouterr()
+    again = autoq.search("digits-cnn", budget="4.5", n_trials=3, tracking_uri=None, storage=storage, study_name="s", resume=True)
     assert len(again.points) == 3
+    assert "resuming 's': 3 finished trial(s) kept, 0 interrupted one(s) to retry; --n-trials 3 are all done" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("strategy", ["random", "greedy"])
