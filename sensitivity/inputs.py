@@ -123,6 +123,9 @@ def subsample(batches: Sequence[Any], n_samples: int | None, rows_per_batch: int
         raise AutoqError("sensitivity needs at least one calibration batch")
     sizes = [batch_rows(b) for b in batches]
     total = sum(sizes)
+    if total == 0:
+        raise AutoqError(f"the {len(batches)} calibration batch(es) hold no rows (each is empty along its first dimension); "
+                         "pass batches with examples in them")
     want = total if n_samples is None else max(1, min(n_samples, total))
     picked = []
     for b, size in zip(batches, sizes):

@@ -197,3 +197,13 @@ def test_a_damaged_cached_table_is_computed_again(cache):
     assert again.entries == first.entries
     assert SensitivityTable.load(path).entries == first.entries  # written over
     assert [p.name for p in cache.iterdir()] == [path.name]
+
+
+def test_calibration_batches_without_rows_are_a_clear_error():
+    """They divided by zero while picking the rows to score on."""
+    from autoq.sensitivity.inputs import subsample
+
+    with pytest.raises(AutoqError, match="calibration batch\\(es\\) hold no rows"):
+        subsample([torch.zeros(0, 6), torch.zeros(0, 6)], 128, 32)
+    with pytest.raises(AutoqError, match="at least one calibration batch"):
+        subsample([], 128, 32)
