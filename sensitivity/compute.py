@@ -24,7 +24,7 @@ from autoq.choice import LayerChoice
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache
 from autoq.model import LayerInfo
-from autoq.model.capture import CalibrationStats
+from autoq.model.capture import DEFAULT_MAX_SAMPLES, CalibrationStats
 from autoq.model.modes import eval_mode
 from autoq.quiet import quiet_logs
 from autoq.sensitivity.inputs import Inputs, batch_shapes_digest, data_fingerprint, model_hash, structure_digest
@@ -88,7 +88,7 @@ def compute_table(
     data_digest = fingerprint or data_fingerprint(batches)
     # a workload's fingerprint names its data recipe, not how it is batched (digits-cnn's batch_size): the key adds the shapes
     key_data = f"{fingerprint}:{batch_shapes_digest(batches)}" if fingerprint else data_digest
-    cacheable = use_cache and loss is None and not _own_statistics(weights)
+    cacheable = use_cache and loss is None and not _own_statistics(weights, batches)
     path = cache_path(metric, cache_key(key_model, key_data, metric, resolved, layers, options)) if cacheable else None
     if path is not None and path.is_file() and not refresh:
         try:
@@ -113,12 +113,18 @@ def compute_table(
     return table
 
 
-def _own_statistics(weights: QuantCache | None) -> bool:
-    """Shared weights whose data-driven options may differ from a fresh computation's (sequential capture, or statistics
-    given as a mapping): a table computed through them is neither read from nor written to the cache."""
+def _own_statistics(weights: QuantCache | None, batches: Sequence[Any]) -> bool:
+    """Shared weights whose data-driven options may differ from a fresh computation's (sequential capture, statistics
+    given as a mapping, or captured from other batches or with other sampling): a table computed through them is
+    neither read from nor written to the cache, whose key says nothing of them."""
     if weights is None or weights.stats is None:
         return False
-    return not isinstance(weights.stats, CalibrationStats) or weights.stats.sequential
+    stats = weights.stats
+    if not isinstance(stats, CalibrationStats) or stats.sequential:
+        return True
+    same_batches = (len(stats.batches) == len(batches) and all(a is b for a, b in zip(stats.batches, batches))
+                    or data_fingerprint(stats.batches) == data_fingerprint(batches))
+    return not same_batches or stats.max_samples != DEFAULT_MAX_SAMPLES or stats.seed != 0
 
 
 def workload_table(workload: Workload, layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]], metric: str,

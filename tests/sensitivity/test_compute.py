@@ -102,8 +102,16 @@ def test_a_workload_fingerprint_does_not_hide_other_batching_or_sequential_stati
     sequential = QuantCache(model, CalibrationStats(model, layers, batches(), sequential=True))
     compute_table(model, batches(), layers, options, "mse", progress=False, weights=sequential)
     assert len(list(cache.glob("mse-*.json"))) == 2  # neither read nor written
+    before = set(cache.glob("mse-*.json"))
     compute_table(model, batches(), layers, options, "mse", progress=False, weights=QuantCache(model, CalibrationStats(model, layers, batches())))
     assert len(list(cache.glob("mse-*.json"))) == 3  # plain statistics give what a fresh table gives: cached
+    (plain,) = set(cache.glob("mse-*.json")) - before
+    mark(plain)
+    # statistics of other batches, or sampled otherwise (smoothquant-search reads the samples), are not in the key:
+    # such a table is neither read (it was, as the plain one) nor written
+    for stats in (CalibrationStats(model, layers, batches(seed=5)), CalibrationStats(model, layers, batches(), max_samples=16)):
+        table = compute_table(model, batches(), layers, options, "mse", progress=False, weights=QuantCache(model, stats))
+        assert table.seconds != 12345.0 and len(list(cache.glob("mse-*.json"))) == 3
 
 
 def test_a_table_file_from_another_model_is_refused_by_the_search(cache, tmp_path):
