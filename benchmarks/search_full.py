@@ -5,7 +5,7 @@ only the bit-width varies per layer), the ``default`` preset (bits x {channel, g
 rtn-mse) and ``full`` (bits x {channel, g32, g64, g128} x {rtn-mse, rtn-lp, gptq,
 awq}), each with the same number of evaluated trials and seed, unseeded (``--seed-from none``:
 uniform baselines and random budget-filling mixes, then TPE). ``full`` runs twice: with the
-default cap of 16 uniform baselines and with all 44 (``max_uniform_seeds=None``). Prints the best
+default cap of 16 uniform baselines and with all 43 (``max_uniform_seeds=None``). Prints the best
 point within the budget of each and writes JSON to ``benchmarks/results/search_full.json``.
 
     python benchmarks/search_full.py [--n-trials 50] [--budget 4.5bits] [--n-eval 128]

@@ -23,7 +23,7 @@ from autoq.space import SearchSpace
 def uniform_seeds(space: SearchSpace, cost_model: CostModel, budget: Budget, limit: int | None = None) -> list[Assignment]:
     """Uniform assignments within the budget, cheapest first; with a ``limit``, fewer of them.
 
-    A space with several PTQ methods has a uniform assignment per (format, method): 44 within
+    A space with several PTQ methods has a uniform assignment per (format, method): 43 within
     4.5 bits for ``full`` on MiniLM, which would fill most of a search's trials. With a limit,
     every weight format keeps one (its first method: the frontier's reach in bits, even past the
     limit), and the places left up to ``limit`` go to the other methods of the dearest formats,
