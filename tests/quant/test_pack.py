@@ -53,6 +53,23 @@ def test_layout_matches_reference_bit_stream(case):
     assert bytes(packed.tolist()) == reference_pack(codes, bits)
 
 
+@settings(max_examples=150, deadline=None, database=None)
+@given(codes_and_bits(max_len=120), st.sampled_from([8, 16, 24, 64]))
+def test_packing_in_steps_gives_the_same_stream(case, chunk):
+    """The steps meet at whole bytes (a multiple of 8 codes): any step size gives the one stream, and reads back."""
+    bits, codes = case
+    packed = pack_codes(torch.tensor(codes, dtype=torch.uint8), bits, chunk=chunk)
+    assert bytes(packed.tolist()) == reference_pack(codes, bits)
+    assert unpack_codes(packed, bits, len(codes), chunk=chunk).tolist() == codes
+
+
+def test_a_step_that_is_not_whole_bytes_is_refused():
+    with pytest.raises(ValueError, match="multiple of 8"):
+        pack_codes(torch.zeros(20, dtype=torch.uint8), 3, chunk=12)
+    with pytest.raises(ValueError, match="multiple of 8"):
+        unpack_codes(torch.zeros(20, dtype=torch.uint8), 3, 20, chunk=0)
+
+
 @settings(max_examples=100, deadline=None, database=None)
 @given(
     bits=st.sampled_from(ALL_BITS),
