@@ -186,3 +186,15 @@ def test_apply_and_export_refuse_other_calibration_batches_than_the_searchs(mlfl
     autoq.export(model, best, tmp_path / "q", calibration=data[:6], tracking_uri=mlflow_uri, progress=False)
     reloaded = autoq.SearchResult.from_mlflow(result.parent_run_id, mlflow_uri)
     assert (reloaded.calibration_digest, reloaded.n_calibration) == (result.calibration_digest, 6)
+
+
+def test_a_numpy_seed_is_taken_and_a_bad_one_refused():
+    """A pipeline's numpy integer is a seed like any (stored and compared as an int); negative, too large or not an
+    integer is one line, not numpy's traceback after the model has loaded."""
+    import numpy as np
+
+    assert autoq.SearchConfig(seed=np.int64(7), tracking_uri=None).seed == 7
+    assert type(autoq.SearchConfig(seed=np.int64(7), tracking_uri=None).seed) is int
+    for bad in (-1, 2**32, 1.5, True):
+        with pytest.raises(AutoqError, match="seed must be an integer from 0 to 2\\*\\*32 - 1"):
+            autoq.SearchConfig(seed=bad, tracking_uri=None)

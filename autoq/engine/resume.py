@@ -6,7 +6,8 @@ RUNNING by a dead process as failed and enqueues their parameters again, and
 deletes MLflow child runs of trials that were logged but never told to Optuna
 (a kill between the two), so no trial appears twice. The seeds of the original
 search are still enqueued (WAITING) in the storage and are not added again.
-Resuming assumes no other process is still working on the study.
+A study that a live process on this machine still runs is not resumed (the study's ``autoq.session``
+attribute names the host and process); on another host that cannot be told, and is assumed not.
 """
 
 from __future__ import annotations

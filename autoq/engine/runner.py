@@ -9,6 +9,7 @@ search loses nothing that was done.
 from __future__ import annotations
 
 import math
+import numbers
 import shlex
 import sys
 import time
@@ -98,8 +99,9 @@ class SearchConfig:
                 object.__setattr__(self, name, None)
         if self.n_trials < 1:
             raise AutoqError(f"n_trials must be at least 1, got {self.n_trials}")
-        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed < 2**32:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed < 2**32:
             raise AutoqError(f"seed must be an integer from 0 to 2**32 - 1 (as numpy and Optuna take it), got {self.seed!r}")
+        object.__setattr__(self, "seed", int(self.seed))  # a numpy integer from a pipeline is stored and compared as an int
         if self.timeout is not None and not self.timeout > 0:
             raise AutoqError(f"timeout must be a positive number of seconds (or None: no limit), got {self.timeout}")
         if self.batch < 1:
