@@ -6,9 +6,12 @@ whole-tensor way they replaced (an int64 bit matrix of every code, kept here as 
 4 and 1.5-3, as fast (2-core x86 CPU, 2026-12-02). Peak memory is Python's tracemalloc peak during the call (numpy's
 buffers included), less the output, per code.
 
+Then one layer through the export's ``to_tensors`` and the loader's ``from_tensors`` (which pack the kernel's int32
+words in blocks of rows since 2026-12-02; whole layers took about 25 bytes a code): peak resident growth per code.
+
     python benchmarks/pack_memory.py [--rows 4096] [--cols 4096] [--out benchmarks/results/pack_memory.json]
 
-Prints a table and writes JSON.
+Prints two tables and writes JSON (Linux: the second reads /proc/self/status).
 """
 
 from __future__ import annotations
@@ -50,6 +53,43 @@ def measure(fn: Callable[..., torch.Tensor], *args: object) -> tuple[torch.Tenso
     return out, seconds, peak - out.numel() * out.element_size()
 
 
+def _peak_rss_growth(fn: Callable[..., object], *args: object) -> int:
+    """Peak resident memory above the start during ``fn(*args)`` (Linux: VmHWM after resetting it; torch's buffers are
+    not seen by tracemalloc)."""
+    Path("/proc/self/clear_refs").write_text("5")
+    start = _status("VmRSS")
+    fn(*args)
+    return _status("VmHWM") - start
+
+
+def _status(key: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(key):
+            return int(line.split()[1]) * 1024
+    raise KeyError(key)
+
+
+def export_rows(rows: int, cols: int) -> list[dict]:
+    """One layer through the export's ``to_tensors`` and the loader's ``from_tensors`` (int32 words or bit stream, fp16
+    scales): peak resident growth per code, outputs included."""
+    from autoq.export.layout import from_tensors, to_tensors
+    from autoq.quant import QuantSpec, quantize
+
+    out = []
+    print(f"\nexport and load of one {rows} x {cols} layer: peak resident growth per code (outputs included)")
+    for name in ("int3-ch-asym", "int4-ch-asym", "int6-g128-asym"):
+        spec = QuantSpec.from_name(name)
+        qt = quantize(torch.randn(rows, cols, generator=torch.Generator().manual_seed(0)), spec)
+        tensors, layout = to_tensors("layer", qt)
+        export_peak = _peak_rss_growth(to_tensors, "layer", qt)
+        load_peak = _peak_rss_growth(from_tensors, "layer", tensors, spec, (rows, cols), layout)
+        row = {"format": name, "layout": layout, "export_bytes_per_code": export_peak / qt.codes.numel(),
+               "load_bytes_per_code": load_peak / qt.codes.numel()}
+        out.append(row)
+        print(f"{name:<16} {layout:<10} export {row['export_bytes_per_code']:5.1f}   load {row['load_bytes_per_code']:5.1f}")
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=4096)
@@ -70,8 +110,9 @@ def main() -> None:
                    "unpack_bytes_per_code": unpack_peak / n, "unpack_seconds": unpack_s}
             rows.append(row)
             print(f"{bits:>4} {way:<7} {row['pack_bytes_per_code']:>11.1f} {pack_s:>7.2f} {row['unpack_bytes_per_code']:>13.1f} {unpack_s:>8.2f}")
+    layers = export_rows(args.rows, args.cols)
     Path(args.out).write_text(json.dumps({"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
-                                          "rows": rows}, indent=1) + "\n")
+                                          "rows": rows, "export": layers}, indent=1) + "\n")
     print(f"wrote {args.out}")
 
 

@@ -49,37 +49,53 @@ def codes_per_word(bits: int) -> int:
     return 32 // bits
 
 
+PACK_ROWS_CODES = 1 << 22  # codes per step of packing: rows are packed in blocks of about this many (bounds the temporaries)
+
+
+def _row_blocks(n: int, k: int) -> list[slice]:
+    """The row blocks that (un)packing steps through: about ``PACK_ROWS_CODES`` codes each, one row at least."""
+    step = max(1, PACK_ROWS_CODES // max(k, 1))
+    return [slice(start, min(n, start + step)) for start in range(0, n, step)]
+
+
 def pack_weight(codes: torch.Tensor, bits: int) -> torch.Tensor:
-    """Pack unsigned codes ``(N, K)`` (values in ``[0, 2**bits)``) along K into int32 ``(N, ceil(K / C))``."""
+    """Pack unsigned codes ``(N, K)`` (values in ``[0, 2**bits)``) along K into int32 ``(N, ceil(K / C))``, in blocks of
+    rows: the int64 temporaries are those of a block, not of the layer (25 bytes a code of a whole 8192 x 28672 layer)."""
     per_word = codes_per_word(bits)
     if codes.dim() != 2:
         raise AutoqError(f"codes must be 2-D (out_features, in_features), got shape {tuple(codes.shape)}")
     if codes.dtype.is_floating_point or codes.dtype == torch.bool:
         raise AutoqError(f"codes must be an integer tensor, got {codes.dtype}")
-    c = codes.to(torch.int64)
-    if c.numel() and (int(c.min()) < 0 or int(c.max()) >= 1 << bits):
+    if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) >= 1 << bits):
         raise AutoqError(f"codes out of range for {bits}-bit packing: expected values in [0, {(1 << bits) - 1}]")
-    n, k = c.shape
+    n, k = codes.shape
     n_words = math.ceil(k / per_word)
-    padded = torch.zeros(n, n_words * per_word, dtype=torch.int64, device=c.device)
-    padded[:, :k] = c
-    shifts = torch.arange(per_word, dtype=torch.int64, device=c.device) * bits
-    words = (padded.reshape(n, n_words, per_word) << shifts).sum(dim=-1)
-    words = torch.where(words >= 1 << 31, words - (1 << 32), words)  # two's complement int32
-    return words.to(torch.int32)
+    out = torch.empty(n, n_words, dtype=torch.int32, device=codes.device)
+    shifts = torch.arange(per_word, dtype=torch.int64, device=codes.device) * bits
+    for rows in _row_blocks(n, k):
+        block = codes[rows]
+        padded = torch.zeros(block.shape[0], n_words * per_word, dtype=torch.int64, device=codes.device)
+        padded[:, :k] = block
+        words = (padded.reshape(block.shape[0], n_words, per_word) << shifts).sum(dim=-1)
+        out[rows] = torch.where(words >= 1 << 31, words - (1 << 32), words).to(torch.int32)  # two's complement
+    return out
 
 
 def unpack_weight(qweight: torch.Tensor, bits: int, k: int) -> torch.Tensor:
-    """Inverse of :func:`pack_weight`: the first ``k`` codes of every row as uint8 ``(N, k)``."""
+    """Inverse of :func:`pack_weight`: the first ``k`` codes of every row as uint8 ``(N, k)`` (in blocks of rows)."""
     per_word = codes_per_word(bits)
     if qweight.dim() != 2 or qweight.dtype != torch.int32:
         raise AutoqError(f"packed weights must be a 2-D int32 tensor, got {qweight.dtype} of shape {tuple(qweight.shape)}")
     if qweight.shape[1] * per_word < k:
         raise AutoqError(f"{qweight.shape[1]} words of {per_word} codes cannot hold {k} columns")
-    words = qweight.to(torch.int64) & 0xFFFFFFFF
+    n = qweight.shape[0]
+    out = torch.empty(n, k, dtype=torch.uint8, device=qweight.device)
     shifts = torch.arange(per_word, dtype=torch.int64, device=qweight.device) * bits
-    codes = (words[:, :, None] >> shifts) & ((1 << bits) - 1)
-    return codes.reshape(qweight.shape[0], -1)[:, :k].to(torch.uint8)
+    for rows in _row_blocks(n, k):
+        words = qweight[rows].to(torch.int64) & 0xFFFFFFFF
+        codes = (words[:, :, None] >> shifts) & ((1 << bits) - 1)
+        out[rows] = codes.reshape(words.shape[0], -1)[:, :k].to(torch.uint8)
+    return out
 
 
 def packed_nbytes(spec: QuantSpec, out_features: int, in_features: int) -> int:
@@ -104,6 +120,12 @@ def _params_shape(spec: QuantSpec, n: int, k: int) -> tuple[int, int]:
 def _params_2d(values: torch.Tensor, spec: QuantSpec, n: int, k: int) -> torch.Tensor:
     """QuantizedTensor's flat per-group parameters as the kernel's ``(N, G)`` (``(1, 1)`` per tensor)."""
     return values.reshape(_params_shape(spec, n, k)).half().contiguous()
+
+
+def kernel_params(qt: QuantizedTensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A :class:`QuantizedTensor`'s fp16 scales and zero points (``None`` when symmetric) as the kernels read them."""
+    n, k = qt.shape
+    return _params_2d(qt.scale, qt.spec, n, k), None if qt.spec.symmetric else _params_2d(qt.zero, qt.spec, n, k)
 
 
 def split_counters(n: int, device: torch.device | str | None = None) -> torch.Tensor:
@@ -160,9 +182,9 @@ class PackedWeight:
     def from_quantized(cls, qt: QuantizedTensor) -> PackedWeight:
         """Pack a :class:`QuantizedTensor` (codes, flat per-group scale/zero) into the kernel layout."""
         n, k = qt.shape
-        zeros = None if qt.spec.symmetric else _params_2d(qt.zero, qt.spec, n, k)
+        scales, zeros = kernel_params(qt)
         qweight = pack_weight(qt.codes, qt.spec.bits)
-        return cls(qt.spec, (n, k), qweight, _params_2d(qt.scale, qt.spec, n, k), zeros, split_counters(n, qweight.device))
+        return cls(qt.spec, (n, k), qweight, scales, zeros, split_counters(n, qweight.device))
 
     @classmethod
     def empty(cls, spec: QuantSpec, shape: tuple[int, int], device: torch.device | str = "meta") -> PackedWeight:

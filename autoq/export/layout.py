@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 
 from autoq.errors import AutoqError
-from autoq.kernels.formats import PackedWeight, pack_weight, packed_nbytes
+from autoq.kernels.formats import PackedWeight, kernel_params, pack_weight, packed_nbytes
 from autoq.ptq.result import input_scale_of
 from autoq.quant import QuantizedTensor, QuantSpec, pack_codes, unpack_codes
 
@@ -37,13 +37,13 @@ def choose_layout(spec: QuantSpec, n: int, k: int) -> str:
 
 def to_tensors(name: str, qt: QuantizedTensor) -> tuple[dict[str, torch.Tensor], str]:
     """The safetensors entries of one quantized layer, and the layout they use."""
-    packed = PackedWeight.from_quantized(qt)
     n, k = qt.shape
     layout = choose_layout(qt.spec, n, k)
-    qweight = packed.qweight if layout == KERNEL_LAYOUT else pack_codes(qt.codes, qt.spec.bits)
-    tensors = {f"{name}.qweight": qweight.contiguous(), f"{name}.scales": packed.scales.contiguous()}
-    if packed.zeros is not None:
-        tensors[f"{name}.zeros"] = packed.zeros.contiguous()
+    qweight = pack_weight(qt.codes, qt.spec.bits) if layout == KERNEL_LAYOUT else pack_codes(qt.codes, qt.spec.bits)
+    scales, zeros = kernel_params(qt)
+    tensors = {f"{name}.qweight": qweight.contiguous(), f"{name}.scales": scales.contiguous()}
+    if zeros is not None:
+        tensors[f"{name}.zeros"] = zeros.contiguous()
     input_scale = input_scale_of(qt)
     if input_scale is not None:
         tensors[f"{name}.input_scale"] = input_scale.float().contiguous()

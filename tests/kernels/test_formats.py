@@ -59,6 +59,21 @@ def test_word_layout_matches_python_integers(case):
             assert word & 0xFFFFFFFF == expected
 
 
+@pytest.mark.parametrize("rows_codes", [1, 40, 100])
+def test_packing_in_blocks_of_rows_gives_the_same_words(monkeypatch, rows_codes):
+    """Blocks of one row, of a few, and of more rows than there are: the words and codes of one pass."""
+    import autoq.kernels.formats as formats
+
+    gen = torch.Generator().manual_seed(0)
+    for bits in PACKED_BITS:
+        codes = torch.randint(0, 1 << bits, (7, 37), generator=gen, dtype=torch.uint8)
+        whole = pack_weight(codes, bits)
+        monkeypatch.setattr(formats, "PACK_ROWS_CODES", rows_codes)
+        assert torch.equal(pack_weight(codes, bits), whole)
+        assert torch.equal(unpack_weight(whole, bits, 37), codes)
+        monkeypatch.undo()
+
+
 def test_codes_per_word_is_documented_layout():
     assert {b: codes_per_word(b) for b in PACKED_BITS} == {2: 16, 3: 10, 4: 8, 5: 6, 6: 5, 8: 4}
 
