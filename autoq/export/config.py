@@ -43,6 +43,9 @@ def read_config(out_dir: Path) -> dict[str, Any]:
         raise AutoqError(f"{path} is not an autoq export config (missing 'format': '{EXPORT_FORMAT}')")
     if data.get("version") != EXPORT_VERSION:
         raise AutoqError(f"{path}: export version {data.get('version')!r} is not supported (expected {EXPORT_VERSION})")
+    layers = data.get("layers")
+    if not isinstance(layers, dict) or not all(isinstance(e, dict) and {"choice", "kind", "shape"} <= set(e) for e in layers.values()):
+        raise AutoqError(f"{path} lacks its 'layers' (each with its choice, kind and shape): the file is damaged; export again")
     return data
 
 

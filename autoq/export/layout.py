@@ -59,6 +59,10 @@ def from_tensors(name: str, tensors: dict[str, torch.Tensor], spec: QuantSpec, s
         raise AutoqError(f"the exported weights lack {exc.args[0]!r}; the export is incomplete or from another model") from None
     zeros = tensors.get(f"{name}.zeros")
     if layout == STREAM_LAYOUT:
+        expected = (n * k * spec.bits + 7) // 8
+        if qweight.dtype != torch.uint8 or qweight.numel() != expected:
+            raise AutoqError(f"layer {name!r}: its stored codes are {qweight.numel()} {qweight.dtype} values where {spec.name} of "
+                             f"{n} x {k} takes {expected} bytes: the config and the weights are of different exports")
         codes = unpack_codes(qweight, spec.bits, n * k).reshape(n, k)
         qweight = pack_weight(codes, spec.bits)
     elif layout != KERNEL_LAYOUT:

@@ -78,10 +78,18 @@ def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
             inner = f" (the export holds the base model: pass model=yours.{prefix}, e.g. a causal LM's {prefix})" if (
                 layer is None and prefix and f"{prefix}.{name}" in found) else ""
             raise AutoqError(f"the model does not match the export: layer {name!r} is {got} here, {entry['shape']} in the export{inner}")
+        native = list(get_module(model, name).weight.shape)
+        if layer.kind != entry.get("kind", layer.kind) or native != entry.get("weight_shape", native):
+            raise AutoqError(f"the model does not match the export: layer {name!r} is a {layer.kind} of weight {native} here, a "
+                             f"{entry['kind']} of weight {entry.get('weight_shape', entry['shape'])} in the export; pass the model it was exported from")
 
     quant_keys = {f"{name}.{part}" for name in quantized for part in ("qweight", "scales", "zeros", "input_scale")}
     state = {k: v for k, v in tensors.items() if k not in quant_keys}
-    result = model.load_state_dict(state, strict=False)
+    try:
+        result = model.load_state_dict(state, strict=False)
+    except RuntimeError as exc:  # a tensor of another shape (an embedding of another vocabulary, say)
+        detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc).splitlines()[0])
+        raise AutoqError(f"the model does not match the export ({detail}); pass the model it was exported from") from None
     if result.unexpected_keys:
         raise AutoqError(f"the export holds tensors the model does not have: {result.unexpected_keys[:5]}; pass the model it was exported from")
     loaded_ids = {id(p) for n, p in model.named_parameters(remove_duplicate=False) if n in state}

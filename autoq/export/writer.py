@@ -34,7 +34,7 @@ from autoq.export.layout import to_tensors
 from autoq.export.mlflow_store import log_export
 from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
 from autoq.files import make_folder
-from autoq.model import check_finite_weights, find_layers, tied_weights
+from autoq.model import check_finite_weights, find_layers, get_module, tied_weights
 
 
 def _assignment_of(point: object) -> Assignment:
@@ -153,7 +153,8 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
         qts = quantize_point(model, assignment, layers, calibration, sequential, progress)
         for layer in layers:
             choice = assignment[layer.name]
-            entry = {"choice": choice.name, "kind": layer.kind, "shape": [layer.out_features, layer.in_features]}
+            entry = {"choice": choice.name, "kind": layer.kind, "shape": [layer.out_features, layer.in_features],
+                     "weight_shape": list(get_module(model, layer.name).weight.shape)}  # the native layout, checked at load
             if layer.name in quantized:
                 part = qts[layer.name]
                 layer_tensors, entry["layout"] = to_tensors(layer.name, part.tensor)

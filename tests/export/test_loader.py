@@ -1,0 +1,70 @@
+"""autoq.load refuses, in one clear line, a model or files that are not the export's: never a raw torch error, never
+a silent load into layers of another shape."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+import autoq
+from autoq.choice import Assignment, LayerChoice
+from autoq.errors import AutoqError
+from autoq.export import CONFIG_NAME, WEIGHTS_NAME
+
+
+class Tiny(nn.Module):
+    def __init__(self, vocab: int = 100) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.fc = nn.Embedding(vocab, 16), nn.Linear(16, 16)
+
+    def forward(self, x):
+        return self.fc(self.emb(x))
+
+
+def export(model: nn.Module, choices: dict[str, str], out) -> object:
+    return autoq.export(model, Assignment(tuple((n, LayerChoice.from_name(c)) for n, c in choices.items())), out, progress=False)
+
+
+@pytest.mark.parametrize("other", [nn.Conv2d(4, 6, (1, 3)), nn.Conv1d(4, 6, 3), nn.Linear(12, 6)])
+def test_a_layer_of_another_kind_or_kernel_is_refused(tmp_path, other):
+    """Each has the export's (out, in) = (6, 12): it loaded, the weight reshaped to the target's layout."""
+    torch.manual_seed(0)
+    out = export(nn.Sequential(nn.Conv2d(4, 6, (3, 1))), {"0": "int4-ch-asym:rtn-mse"}, tmp_path / "x")
+    assert json.loads((out / CONFIG_NAME).read_text())["layers"]["0"]["weight_shape"] == [6, 4, 3, 1]
+    with pytest.raises(AutoqError, match=r"layer '0' is a \w+ of weight \[.*\] here, a conv2d of weight \[6, 4, 3, 1\] in the export"):
+        autoq.load(out, model=nn.Sequential(other))
+
+
+def test_a_parameter_of_another_shape_is_refused(tmp_path):
+    out = export(Tiny(), {"fc": "int3-ch-asym:rtn-mse"}, tmp_path / "x")
+    with pytest.raises(AutoqError, match=r"does not match the export \(size mismatch for emb.weight"):
+        autoq.load(out, model=Tiny(vocab=120))
+
+
+def test_weights_of_another_export_or_a_damaged_config_are_refused(tmp_path):
+    int3 = export(Tiny(), {"fc": "int3-ch-asym:rtn-mse"}, tmp_path / "int3")  # a bit stream
+    int2 = export(Tiny(), {"fc": "int2-ch-asym:rtn-mse"}, tmp_path / "int2")  # int32 words
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    shutil.copy(int3 / CONFIG_NAME, mixed)
+    shutil.copy(int2 / WEIGHTS_NAME, mixed)
+    with pytest.raises(AutoqError, match="its stored codes are 16 torch.int32 values where int3-ch-asym of 16 x 16 takes 96 bytes"):
+        autoq.load(mixed, model=Tiny())
+    tensors = load_file(str(int3 / WEIGHTS_NAME))
+    tensors["fc.qweight"] = tensors["fc.qweight"][:50].clone()
+    save_file(tensors, str(mixed / WEIGHTS_NAME))
+    config = json.loads((int3 / CONFIG_NAME).read_text())
+    config.pop("file_bytes", None)
+    (mixed / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(AutoqError, match="its stored codes are 50 torch.uint8 values"):
+        autoq.load(mixed, model=Tiny())
+    del config["layers"]
+    (mixed / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(AutoqError, match="lacks its 'layers'"):
+        autoq.load(mixed, model=Tiny())
