@@ -26,11 +26,14 @@ def is_artifact_uri(location: str | Path) -> bool:
 
 
 def log_export(tracking_uri: str, run_id: str, out_dir: Path) -> str:
-    """Log the export in ``out_dir`` as artifacts of ``run_id`` and tag the run; returns its ``runs:/`` URI."""
+    """Log the export in ``out_dir`` (its config and weights, not whatever else the folder holds) as artifacts of
+    ``run_id`` and tag the run; returns its ``runs:/`` URI."""
+    from autoq.export.config import CONFIG_NAME, WEIGHTS_NAME
     from autoq.tracking import stored_run
 
     client, _ = stored_run(tracking_uri, run_id, "log the export to the run it was exported from")
-    client.log_artifacts(run_id, str(out_dir), ARTIFACT_PATH)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        client.log_artifact(run_id, str(Path(out_dir) / name), ARTIFACT_PATH)
     client.set_tag(run_id, EXPORTED_TAG, ARTIFACT_PATH)
     return f"runs:/{run_id}/{ARTIFACT_PATH}"
 

@@ -50,9 +50,13 @@ def test_cli_logs_the_export_to_its_run_and_load_fetches_it(searched, tmp_path, 
 
 
 def test_python_api_logs_to_the_run_it_exports(searched, tmp_path):
+    (tmp_path / "best").mkdir()
+    (tmp_path / "best" / "private-notes.txt").write_text("not the export's")  # a folder that holds other files too
     out = autoq.export(None, searched.parent_run_id, tmp_path / "best", tracking_uri=searched.tracking_uri, log_to_run=True)
     client = MlflowClient(searched.tracking_uri)
     assert client.get_run(searched.parent_run_id).data.tags[EXPORTED_TAG] == ARTIFACT_PATH
+    logged = {a.path.rpartition("/")[2] for a in client.list_artifacts(searched.parent_run_id, ARTIFACT_PATH)}
+    assert logged == {"autoq_config.json", "model.safetensors"}  # the whole folder went up
     model = autoq.load(f"runs:/{searched.parent_run_id}/{ARTIFACT_PATH}", tracking_uri=searched.tracking_uri)
     x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(1))
     assert torch.equal(model(x), autoq.load(out)(x))
