@@ -70,13 +70,14 @@ class CostModel:
     def layer_us(self, layer: LayerInfo, choice: LayerChoice) -> float:
         """The layer's GEMM at its format; a layer no kernel runs (a convolution, an attention's out_proj: the export
         dequantizes them) at the fp16 matmul's, whatever its format: its format changes its size, not its time. A
-        symmetric int8 activation format on an int8 weight the W8A8 kernel reads runs that kernel, as the export does."""
+        symmetric int8 activation format on an int8 weight the W8A8 kernel reads runs that kernel, as the export does;
+        any other activation format runs no kernel either (the export dequantizes and multiplies in torch)."""
         if self.latency is None:
             raise ValueError("this cost model has no latency source")
-        if not layer.is_linear:
-            return self.latency.layer_us(layer.out_features, layer.in_features, QuantSpec.half())
         act = choice.activation
         w8a8 = act is not None and act.bits == 8 and act.symmetric and supports_w8a8(choice.weight)
+        if not layer.is_linear or (act is not None and not w8a8):
+            return self.latency.layer_us(layer.out_features, layer.in_features, QuantSpec.half())
         return self.latency.layer_us(layer.out_features, layer.in_features, choice.weight, int8_activations=w8a8)
 
     def layer_amount(self, layer: LayerInfo, choice: LayerChoice, kind: str) -> float:

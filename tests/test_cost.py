@@ -197,7 +197,8 @@ def test_no_device_no_latency():
 
 
 def test_a_layer_no_kernel_runs_costs_the_fp16_matmul_whatever_its_format():
-    """A convolution is dequantized at export: its format changes its size, not its time."""
+    """A convolution is dequantized at export: its format changes its size, not its time; so is a linear layer with an
+    activation format the W8A8 kernel does not run."""
     from autoq.latency import RooflineLatency
 
     torch.manual_seed(0)
@@ -207,3 +208,8 @@ def test_a_layer_no_kernel_runs_costs_the_fp16_matmul_whatever_its_format():
     int2, half = LayerChoice(QuantSpec(2, "channel"), "rtn-mse"), FP16
     assert cm.layer_us(conv, int2) == cm.layer_us(conv, half)
     assert cm.layer_us(linear, int2) < cm.layer_us(linear, half)
+    # an activation format runs a kernel only as W8A8 (symmetric int8 on an int8 weight the kernel reads); W4A8 or an
+    # asymmetric a8 is dequantized and multiplied in torch, and was charged the weight-only kernel's time
+    for name in ("int4-g128-asym:rtn-mse+a8-token", "int8-ch-sym:rtn-minmax+a8-tensor-asym", "int4-ch-sym:rtn-minmax+a4-token"):
+        assert cm.layer_us(linear, LayerChoice.from_name(name)) == cm.layer_us(linear, half), name
+    assert cm.layer_us(linear, LayerChoice.from_name("int8-ch-sym:rtn-minmax+a8-token")) < cm.layer_us(linear, half)
