@@ -109,6 +109,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
         raise AutoqError(f"model=None takes the model a run searched, for a point given as an MLflow run id; this point is a "
                          f"{type(point).__name__}: pass the model")
     sequential = bool(sequential)
+    calibration = None if calibration is None else list(calibration)  # an iterator (a DataLoader's) is read more than once
     assignment = _assignment_of(point)
     model, builtin, calibration = _resolve_model(model, calibration, data_fingerprint, needs_calibration(assignment))
     if isinstance(point, RunPoint) and point.model_hash:

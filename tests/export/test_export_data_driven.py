@@ -95,6 +95,9 @@ def test_a_module_needs_its_calibration_batches(digits, tmp_path):
     out = autoq.export(digits.model, point, tmp_path / "ok", calibration=digits.calibration)
     by_name = autoq.export("digits-cnn", point, tmp_path / "named")
     assert same_tensors(out / WEIGHTS_NAME, by_name / WEIGHTS_NAME)
+    # an iterator of batches (a DataLoader's) too: the NaN check used it up, and the export then found no batch
+    from_iterator = autoq.export(digits.model, point, tmp_path / "iter", calibration=iter(digits.calibration))
+    assert same_tensors(from_iterator / WEIGHTS_NAME, by_name / WEIGHTS_NAME)
 
 
 def test_other_calibration_data_is_refused(tmp_path):
