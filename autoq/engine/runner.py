@@ -331,7 +331,7 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
     if config.resume and nest_under is None:  # the run the search was nested in holds its run: look for it there
         nest_under = read_settings(storage, study_name).get("mlflow_parent_run_id")
     tracker = MlflowTracker.open(config.tracking_uri, config.experiment, nest_under)
-    if config.resume and tracker.continue_search(study_name):  # the same parent run, not a second one
+    if config.resume and tracker.continue_search(study_name, storage):  # the same parent run, not a second one
         return tracker
     parent_id = tracker.start(
         study_name,

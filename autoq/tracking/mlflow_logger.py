@@ -227,11 +227,12 @@ class MlflowTracker:
             self.client.log_batch(self.parent_id, params=[Param(k, str(v)) for k, v in params.items()], synchronous=True)
             return self.parent_id
 
-    def continue_search(self, study_name: str) -> bool:
-        """Reopen the parent run of the search ``study_name`` (found by its tag); ``False`` if there is none."""
+    def continue_search(self, study_name: str, storage: str | None) -> bool:
+        """Reopen the parent run of the search ``study_name`` in ``storage`` (found by its tag and its optuna_storage
+        param: another search of that name in another storage is not it); ``False`` if there is none."""
         from autoq.tracking.runs import find_search
 
-        parent = find_search(self.client, self.experiment_id, study_name)
+        parent = find_search(self.client, self.experiment_id, study_name, storage or "memory")
         if parent is None:
             return False
         self.parent_id = parent.info.run_id

@@ -44,10 +44,19 @@ def _quoted(value: str) -> str:
     return f"'{value}'"
 
 
-def find_search(client: MlflowClient, experiment_id: str, study_name: str) -> Run | None:
-    """The parent run of the search ``study_name`` (its study tag, or the study_name param of older runs)."""
+def find_search(client: MlflowClient, experiment_id: str, study_name: str, storage: str | None = None) -> Run | None:
+    """The parent run of the search ``study_name`` (its study tag, or the study_name param of older runs).
+
+    A study name is unique in its Optuna storage only: one experiment can hold two searches of one name (another
+    ``--storage``, or a database deleted and made again). With ``storage``, the run whose ``optuna_storage`` param is
+    that storage (a run without the param matches too); without, a name two runs hold is refused, listing them."""
     for key in (f"tags.`{STUDY_TAG}`", "params.study_name"):
         found = all_runs(client, [experiment_id], f"{SEARCH_FILTER} and {key} = {_quoted(study_name)}", order_by=["attributes.start_time ASC"])
+        if storage is not None:
+            found = [r for r in found if r.data.params.get("optuna_storage", storage) == storage]
+        if len(found) > 1:
+            runs = "; ".join(f"{r.info.run_id} (storage {r.data.params.get('optuna_storage', '?')})" for r in found[:5])
+            raise AutoqError(f"{len(found)} searches in this experiment are named {study_name!r}: {runs}; name one by its run id")
         if found:
             return found[0]
     return None

@@ -255,3 +255,22 @@ def test_a_resumed_search_reports_its_whole_wall_time_and_its_new_trial_count(di
     run = MlflowClient(mlflow_uri).get_run(resumed.parent_run_id)
     assert run.data.params["n_trials"] == "3" and run.data.tags["autoq.n_trials"] == "5"
     assert run.data.metrics["wall_seconds"] == pytest.approx(resumed.wall_seconds)
+
+
+def test_a_resume_continues_its_own_run_not_a_namesakes_in_another_storage(digits, tmp_path, mlflow_uri, capsys):
+    """Study names are unique in one Optuna storage only: the resume of 'nightly' in b.db reopened a.db's 'nightly'
+    (the oldest of the name), logged its trials there and deleted that search's child runs."""
+    common = dict(budget="4.5bits", seed_from="none", tracking_uri=mlflow_uri, study_name="nightly", progress=False)
+    a = autoq.search("digits-cnn", n_trials=6, storage=f"sqlite:///{tmp_path / 'a.db'}", **common)
+    b = autoq.search("digits-cnn", n_trials=3, storage=f"sqlite:///{tmp_path / 'b.db'}", **common)
+    client = MlflowClient(mlflow_uri)
+    assert len(child_runs(client, a.parent_run_id)) == 6
+    again = autoq.search("digits-cnn", n_trials=4, storage=f"sqlite:///{tmp_path / 'b.db'}", resume=True, **common)
+    assert again.parent_run_id == b.parent_run_id != a.parent_run_id
+    assert len(child_runs(client, a.parent_run_id)) == 6 and len(child_runs(client, b.parent_run_id)) == 4
+    # a name two searches hold is refused where no storage tells them apart, listing both runs
+    from autoq.cli import main
+
+    assert main(["pareto", "nightly", "--tracking-uri", mlflow_uri]) == 2
+    err = capsys.readouterr().err
+    assert "2 searches in this experiment are named 'nightly'" in err and a.parent_run_id in err and b.parent_run_id in err
