@@ -32,6 +32,25 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def given_options(argv: Sequence[str]) -> set[str]:
+    """The dests of the options ``argv`` sets itself (an option given at its default value included): the same parser
+    with every default suppressed leaves only those in the namespace."""
+    parser = build_parser()
+
+    def suppress(p: argparse.ArgumentParser) -> None:
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for child in action.choices.values():
+                    suppress(child)
+            else:
+                action.default = argparse.SUPPRESS
+        p._defaults.clear()
+
+    suppress(parser)
+    namespace, _ = parser.parse_known_args(argv)
+    return set(vars(namespace)) - {"command"}
+
+
 def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
@@ -54,7 +73,9 @@ def _join_signed_values(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
-    args = parser.parse_args(_join_signed_values(sys.argv[1:] if argv is None else argv))
+    argv = _join_signed_values(sys.argv[1:] if argv is None else argv)
+    args = parser.parse_args(argv)
+    args.given = given_options(argv)  # what `--resume` must not replace with the stored search's values
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's TERM stops as cleanly as Ctrl-C
     try:
         return int(args.run(args) or 0)

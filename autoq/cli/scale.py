@@ -26,7 +26,8 @@ def add_scale_args(p: argparse.ArgumentParser) -> None:
 
 
 def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
-    """With ``--resume NAME``: options left at their defaults take the stored search's values."""
+    """With ``--resume NAME``: options not on the command line take the stored search's values (one given at its
+    default value is kept: ``--n-trials 100`` asks for 100)."""
     if not args.resume:
         return args
     from autoq.cli.mlflow_args import tracking_uri_of
@@ -42,9 +43,11 @@ def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     storage = SearchConfig(tracking_uri=tracking_uri_of(args), storage=args.storage).resolved_storage()
     stored = read_settings(storage, args.resume)
     values = vars(args).copy()
+    given = getattr(args, "given", None)  # the options on the command line (main sets it); else: those not at their default
     defaults = args.search_defaults
     for dest, key in _STORED.items():
-        if key in stored and stored[key] is not None and values.get(dest) == defaults.get(dest):
+        left_out = dest not in given if given is not None else values.get(dest) == defaults.get(dest)
+        if key in stored and stored[key] is not None and left_out:
             values[dest] = [f"{p}={c}" for p, c in stored[key]] if dest == "pin" else stored[key]
     values["study_name"] = args.resume
     return argparse.Namespace(**values)

@@ -35,3 +35,6 @@ def test_resume_reads_stored_settings(tmp_path, capsys, mlflow_uri):
     assert "within 3.5bits (" in out and "of 6 evaluated trials" in out
     assert main([*base, "--resume", "stored", "--seed", "8"]) == 2
     assert "seed 8 (stored: 7)" in capsys.readouterr().err
+    # an option given at its default value is given: it was taken for left out and replaced by the stored value
+    assert main([*base, "--resume", "stored", "--seed", "0"]) == 2
+    assert "seed 0 (stored: 7)" in capsys.readouterr().err
