@@ -50,9 +50,10 @@ class Point:
 
 
 def best_point(points: Sequence[Point]) -> Point:
-    """The highest quality; of equal qualities the fewest bits, then the lowest latency (what ``result.best`` and the
-    logged ``best_*`` metrics both report)."""
-    return max(points, key=lambda p: (p.quality, -p.effective_bits, -(p.latency_us or 0.0)))
+    """The highest quality; of equal qualities the fewest bits, then the lowest latency, then the earliest trial, as the
+    frontier keeps ties (what ``result.best`` and the logged ``best_*`` metrics both report; points of Ray workers come
+    in the order they finish, and the later of two equal trials was best while the frontier held the earlier)."""
+    return max(points, key=lambda p: (p.quality, -p.effective_bits, -(p.latency_us or 0.0), -p.trial))
 
 
 def _dominates(a: Point, b: Point) -> bool:

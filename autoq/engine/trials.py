@@ -198,4 +198,4 @@ class TrialBook:
             return
         self.bar.update(n)
         if self.points:
-            self.bar.set_postfix(best=f"{max(p.quality for p in self.points):.4f}", over_budget=self.n_infeasible, failed=sum(self.failures.values()))
+            self.bar.set_postfix(best=f"{max(p.quality for p in self.points):.4f}", over_budget=self.n_infeasible, failed=self.n_failed)

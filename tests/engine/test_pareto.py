@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from autoq.choice import Assignment
-from autoq.engine.result import Point, pareto_front
+from autoq.engine.result import Point, best_point, pareto_front
 
 
 def point(trial: int, quality: float, bits: float) -> Point:
@@ -84,6 +84,8 @@ def test_ties_keep_the_earliest_trial_regardless_of_input_order():
     a, b, c = point(7, 0.9, 4.0), point(3, 0.9, 4.0), point(5, 0.9, 4.0)
     assert pareto_front([a, b, c]) == [b]
     assert pareto_front([c, a, b])[0].trial == 3
+    # the best point is that frontier point too (Ray workers record in the order trials finish: the best was trial 7)
+    assert best_point([a, b, c]) == best_point([c, a, b]) == b
 
 
 def test_small_example():

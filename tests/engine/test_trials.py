@@ -71,11 +71,13 @@ def test_raising_and_nan_trials_are_retried_and_visible_in_mlflow(tmp_path, mlfl
     assert client.get_run(result.parent_run_id).info.status == "FINISHED"
 
 
-def test_a_trial_failing_past_its_retries_counts_as_evaluated():
+def test_a_trial_failing_past_its_retries_counts_as_evaluated(capsys):
     model = tiny_mlp()
     metric = FaultyMetric(model, raises={2}, sticky=True)  # the first trial fails, and so does its one retry
-    result = autoq.search(model, _batches(), metric, budget="5bits", n_trials=6, max_retries=1, tracking_uri=None, storage=None, progress=False)
+    result = autoq.search(model, _batches(), metric, budget="5bits", n_trials=6, max_retries=1, tracking_uri=None, storage=None)
     assert result.n_failed == 1 and len(result.points) == 5
+    bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
+    assert "failed=1" in [line for line in bar if "6/6" in line][-1]  # as the summary counts: it said failed=2 (with the retry)
 
 
 def test_every_trial_failing_is_an_error_not_a_hang():
