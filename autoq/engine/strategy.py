@@ -46,6 +46,7 @@ class Proposal:
 
 class Strategy(Protocol):
     def seed(self, assignments: Sequence[Assignment]) -> None: ...
+    def retry(self, proposal: Proposal) -> None: ...
     def ask(self) -> Proposal: ...
     def tell(self, proposal: Proposal, values: tuple[float, ...] | None, violation: float, error: str | None = None) -> None: ...
 
@@ -86,7 +87,13 @@ class OptunaStrategy:
 
     def seed(self, assignments: Sequence[Assignment]) -> None:
         for a in assignments:
-            self.study.enqueue_trial({name: choice.name for name, choice in a.items()}, user_attrs={"seeded": True})
+            self.study.enqueue_trial(_params(a), user_attrs={"seeded": True})
+
+    def retry(self, proposal: Proposal) -> None:
+        """Enqueue a failed proposal again: the retry names the trial it retries (``autoq.retry_of``, as a resume's
+        retries do) and is ``seeded`` only if that trial was (a sampler's proposal retried looked like a seed)."""
+        seeded = bool(proposal.handle.user_attrs.get("seeded"))  # the Optuna trial asked for
+        self.study.enqueue_trial(_params(proposal.assignment), user_attrs={"autoq.retry_of": proposal.number, **({"seeded": True} if seeded else {})})
 
     def ask(self) -> Proposal:
         trial = self.study.ask()
@@ -193,6 +200,10 @@ class QueueStrategy(OptunaStrategy):
             if frozenset((name, choice.name) for name, choice in assignment.items()) not in self._stored:
                 return assignment
         return None
+
+
+def _params(assignment: Assignment) -> dict[str, str]:
+    return {name: choice.name for name, choice in assignment.items()}
 
 
 @dataclass(frozen=True)

@@ -182,7 +182,7 @@ class TrialBook:
             self.strategy.tell(proposal, None, pending.violation, error=error)
             self.failures[proposal.assignment] += 1
             if self.failures[proposal.assignment] <= self.max_retries:
-                self.strategy.seed([proposal.assignment])  # retried as a new trial
+                self.strategy.retry(proposal)  # retried as a new trial
             else:
                 self.n_failed += 1
                 self._progress(1)

@@ -61,6 +61,9 @@ def test_raising_and_nan_trials_are_retried_and_visible_in_mlflow(tmp_path, mlfl
     retried = {tuple(sorted(t.params.items())) for t in failed}
     complete = [tuple(sorted(t.params.items())) for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert retried <= set(complete)  # the same assignments were evaluated again and finished
+    for t in failed:  # each retry names the trial it retries, and is a seed only where that trial was one
+        (retry,) = [r for r in study.trials if r.user_attrs.get("autoq.retry_of") == t.number]
+        assert retry.params == t.params and bool(retry.user_attrs.get("seeded")) == bool(t.user_attrs.get("seeded"))
 
     client = MlflowClient(mlflow_uri)
     runs = child_runs(client, result.parent_run_id)
