@@ -35,7 +35,7 @@ from autoq.engine.resume import (
     remember_settings,
     stored_settings,
 )
-from autoq.engine.seeding import check_seed_from, data_driven_pairs, seed_metric, start_strategy
+from autoq.engine.seeding import check_seed_from, data_driven_pairs, start_strategy
 from autoq.engine.strategy import sampler_factory, sampler_name, strategy_factory
 from autoq.engine.study_names import default_study_name, removed_unless_finished
 from autoq.engine.trials import TrialBook
@@ -194,14 +194,14 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     if config.resume:  # marks the interrupted trials failed and enqueues them again
         n_retried = check_resumable(storage, study_name, stored_settings(workload, config), space)
     with removed_unless_finished(storage, study_name, new=not config.resume):  # cut short, it could be neither resumed nor reused
-        strategy, seeds, uniform = start_strategy(workload, config, problem, study_name, storage)
+        strategy, seeds, uniform, seeded_from = start_strategy(workload, config, problem, study_name, storage)
         if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
             strategy.seed(seeds)
             remember_settings(storage, study_name, stored_settings(workload, config))
     uniform_set = set(uniform)
 
     calibration_digest = _calibration_digest(workload, space)
-    tracker = _start_tracking(workload, config, space, budget, study_name, storage, calibration_digest)
+    tracker = _start_tracking(workload, config, space, budget, study_name, storage, calibration_digest, seeded_from)
     parent_id = tracker.parent_id if tracker else None
     if tracker and cost_model.latency_source:
         tracker.client.set_tag(parent_id, "latency_source", cost_model.latency_source)
@@ -322,8 +322,9 @@ def _calibration_digest(workload: Workload, space: SearchSpace) -> str:
 
 
 def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace, budget: Budget, study_name: str, storage: str | None,
-                    calibration_digest: str = "") -> MlflowTracker | None:
-    """The MLflow parent run of this search, or ``None`` when tracking is off."""
+                    calibration_digest: str = "", seeded_from: str | None = None) -> MlflowTracker | None:
+    """The MLflow parent run of this search, or ``None`` when tracking is off; ``seeded_from``: the metric or table
+    file whose scores seeded it (``None``: none did, as when ``auto`` skipped the table or fell back)."""
     if not config.tracking_uri:
         return None
     from autoq.sensitivity.inputs import model_hash
@@ -338,7 +339,7 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
         params={
             "budget": budget.text, "budget_kind": budget.kind, "budget_value": budget.value,
             "model": workload.name, "model_source": workload.source or "none", "space": config.space, "seed": config.seed, "sampler": sampler_name(config.sampler),
-            "strategy": config.strategy, "seed_from": seed_metric(config.seed_from, config.strategy, space) or "none",
+            "strategy": config.strategy, "seed_from": seeded_from or "none",
             "n_trials": config.n_trials, "n_layers": len(space.layers), "metric": workload.metric[:500],
             "data_fingerprint": workload.data_fingerprint, "optuna_storage": storage or "memory",
             "study_name": study_name, "device": config.device or "none", "batch": config.batch,

@@ -93,8 +93,10 @@ def seed_metric(seed_from: str | None, strategy: str, space: SearchSpace | None 
     return DEFAULT_SEED_METRIC
 
 
-def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, study_name: str, storage: str | None) -> tuple[Strategy, list[Assignment], list[Assignment]]:
-    """(strategy, seeds to enqueue, uniform baselines among them) for ``config.strategy`` and ``config.seed_from``."""
+def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, study_name: str,
+                   storage: str | None) -> tuple[Strategy, list[Assignment], list[Assignment], str | None]:
+    """(strategy, seeds to enqueue, uniform baselines among them, the metric or table file whose scores seeded it:
+    ``None`` where none did) for ``config.strategy`` and ``config.seed_from``."""
     factory = strategy_factory(config.strategy)
     seed_from = seed_metric(config.seed_from, config.strategy, problem.space)
     if config.seed_from == AUTO and seed_from is None and config.progress:
@@ -117,8 +119,10 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
                 raise
             print(f"autoq: warning: no {seed_from} sensitivity table for seeding ({type(exc).__name__}: {exc}); "
                   "starting from random budget-filling mixes instead (--seed-from METRIC to insist, none to skip)", file=sys.stderr, flush=True)
+            seed_from = None
     ctx = StrategyContext(
         problem.space, problem.cost_model, problem.budget, config.sampler, config.seed, study_name, storage,
         config.n_trials, config.n_fill_seeds, scores, config.resume, config.max_uniform_seeds,
     )
-    return factory(ctx)  # ilp/greedy always have scores here: seed_metric names a table, whose failure raised
+    strategy, seeds, uniform = factory(ctx)  # ilp/greedy always have scores here: seed_metric names a table, whose failure raised
+    return strategy, seeds, uniform, seed_from

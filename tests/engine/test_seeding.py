@@ -2,16 +2,21 @@
 
 from __future__ import annotations
 
+from mlflow.tracking import MlflowClient
+
 import autoq
 
 
-def test_auto_seeding_skips_the_table_when_every_trial_is_a_uniform_baseline(tmp_path, monkeypatch, capsys):
+def test_auto_seeding_skips_the_table_when_every_trial_is_a_uniform_baseline(tmp_path, monkeypatch, capsys, mlflow_uri):
     """digits-cnn at 4.5 bits has 6 uniform baselines: 3 trials never reach a seeded mix, so no table is computed
-    (on MiniLM the fisher table took 113 of a 3-trial search's 180 s); 8 trials do."""
+    (on MiniLM the fisher table took 113 of a 3-trial search's 180 s); 8 trials do. The parent run's seed_from param
+    says what seeded the search (it said fisher either way)."""
     monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "cache"))
-    few = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=None, storage=None)
+    few = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=mlflow_uri, storage=None)
     assert all(p.uniform for p in few.points)
     assert "skips the sensitivity table: the 3 trial(s) asked for are all uniform baselines (of 6)" in capsys.readouterr().err
     assert not (tmp_path / "cache" / "sensitivity").exists()
-    autoq.search("digits-cnn", budget="4.5bits", n_trials=8, tracking_uri=None, storage=None, progress=False)
+    more = autoq.search("digits-cnn", budget="4.5bits", n_trials=8, tracking_uri=mlflow_uri, storage=None, progress=False)
     assert list((tmp_path / "cache" / "sensitivity").glob("fisher-*.json"))
+    client = MlflowClient(mlflow_uri)
+    assert [client.get_run(r.parent_run_id).data.params["seed_from"] for r in (few, more)] == ["none", "fisher"]
