@@ -76,7 +76,10 @@ def run_pareto(args: argparse.Namespace) -> int:
     result = SearchResult.from_mlflow(run_id, args.tracking_uri)
     if not result.points:
         raise AutoqError(f"search {args.name!r} has no finished trial yet")
-    print(format_summary(result))
+    status = client.get_run(run_id).info.status
+    if status != "FINISHED":  # killed (kill -9 leaves it RUNNING), failed, or still running
+        print(f"Search {result.study_name!r} did not finish (MLflow status {status}): the trials it finished so far.")
+    print(format_summary(result, finished=status == "FINISHED"))
     return 0
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import shlex
 
 from autoq.engine.result import Point, SearchResult
@@ -26,11 +27,14 @@ def export_command(run_id: str | None, tracking_uri: str, name_store: bool = Fal
     return f"autoq export --run-id {run_id}{store} --out quantized"
 
 
-def format_summary(result: SearchResult) -> str:
+def format_summary(result: SearchResult, finished: bool = True) -> str:
+    """The closing summary. ``finished=False``: a search read back from MLflow that did not end (killed, or still
+    running): its parent run holds no frontier files yet, so the export names the best trial's own run."""
     source = result.points[0].latency_source if result.points else None
     objectives = "quality, bits, latency" if source else "quality, bits"
+    reference = f"{result.reference_quality:.4f}" if math.isfinite(result.reference_quality) else "not recorded"
     lines = [
-        f"Pareto frontier ({objectives}) within {result.budget.text} ({len(result.frontier)} of {len(result.points)} evaluated trials; quality = {result.metric}; unquantized = {result.reference_quality:.4f}):",
+        f"Pareto frontier ({objectives}) within {result.budget.text} ({len(result.frontier)} of {len(result.points)} evaluated trials; quality = {result.metric}; unquantized = {reference}):",
         f"  {'trial':>5}  {'quality':>8}  {'eff.bits':>8}  {'size':>10}  " + (f"{'latency':>12}  " if source else "") + "choices",
     ]
     for p in result.frontier:
@@ -57,12 +61,15 @@ def format_summary(result: SearchResult) -> str:
         extra.append(f"{_count(result.n_infeasible, 'over-budget proposal')} {'was' if result.n_infeasible == 1 else 'were'} skipped without evaluation")
     if result.n_failed:
         extra.append(f"{_count(result.n_failed, 'trial')} failed (see {'its' if result.n_failed == 1 else 'their'} 'error' tags)")
-    lines.append(
-        f"{_count(len(result.points), 'trial')} in {result.wall_seconds:.0f} s (one evaluation pass: {result.eval_seconds:.2f} s)"
-        + (f"; {'; '.join(extra)}." if extra else ".")
-    )
+    one_pass = f" (one evaluation pass: {result.eval_seconds:.2f} s)" if math.isfinite(result.eval_seconds) else ""
+    lines.append(f"{_count(len(result.points), 'trial')} in {result.wall_seconds:.0f} s{one_pass}" + (f"; {'; '.join(extra)}." if extra else "."))
     lines.append("")
-    if result.tracking_uri:
+    if result.tracking_uri and not finished:
+        lines.append(f"MLflow: parent run {result.parent_run_id} in {result.tracking_uri}: the search did not finish, so it holds no "
+                     f"frontier files yet (autoq search --resume {shlex.quote(result.study_name)} writes them).")
+        lines.append(f"  Open it:  mlflow ui --backend-store-uri {shlex.quote(result.tracking_uri)}")
+        lines.append(f"  Export the best point:  {export_command(best.run_id, result.tracking_uri)}   (its trial's run)")
+    elif result.tracking_uri:
         lines.append(f"MLflow: parent run {result.parent_run_id} in {result.tracking_uri} (frontier.csv, frontier.png, pareto=true tags).")
         lines.append(f"  Open it:  mlflow ui --backend-store-uri {shlex.quote(result.tracking_uri)}")
         lines.append(f"  Export the best point:  {export_command(result.parent_run_id, result.tracking_uri)}   (a trial's run id: that point)")

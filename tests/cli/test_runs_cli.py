@@ -73,3 +73,22 @@ def test_printed_commands_survive_a_store_path_with_a_space(tmp_path, _mlflow_te
     assert "'" in export and main([*command[1:], "--no-progress"]) == 0  # quoted as a shell reads it
     assert (tmp_path / "quantized" / "autoq_config.json").exists()
 
+
+
+def test_pareto_of_a_search_that_did_not_finish_says_so_and_names_a_run_that_exports(mlflow_uri, capsys):
+    """A search killed with kill -9 leaves its parent run RUNNING without frontier files: pareto claimed them, printed
+    nan for what the search had not logged, and suggested exporting the parent run, which fails."""
+    import dataclasses
+
+    from mlflow.tracking import MlflowClient
+
+    from autoq.engine import format_summary
+
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=4, tracking_uri=mlflow_uri, progress=False)
+    MlflowClient(mlflow_uri).update_run(result.parent_run_id, status="RUNNING")
+    assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 0
+    out = capsys.readouterr().out
+    assert f"Search {result.study_name!r} did not finish (MLflow status RUNNING)" in out and "holds no frontier files yet" in out
+    assert f"--run-id {result.best.run_id}" in out and f"--run-id {result.parent_run_id}" not in out
+    cut = format_summary(dataclasses.replace(result, reference_quality=float("nan"), eval_seconds=float("nan")), finished=False)
+    assert "unquantized = not recorded" in cut and "nan" not in cut
