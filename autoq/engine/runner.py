@@ -273,7 +273,8 @@ def _interrupted_note(config: SearchConfig, book: TrialBook, study_name: str, st
             f"--{name.replace('_', '-')} {shlex.quote(str(value))}" for name, value in ray_options_set(config).items()]
     command = " ".join(["autoq search --resume", shlex.quote(study_name), *options])
     where = "the Optuna study" + (" and MLflow" if tracked else "")
-    return f"interrupted after {done}, kept in {where}; continue with: {command}   (Python: resume=True, study_name={study_name!r})"
+    return (f"interrupted after {done}, kept in {where}; continue with: {command}   (Python: the same call with resume=True, "
+            f"study_name={study_name!r}, n_trials={config.n_trials})")
 
 
 def _run_trials(workload: Workload, book: TrialBook, deadline: float | None, config: SearchConfig | None = None) -> None:

@@ -272,7 +272,7 @@ def test_an_interrupted_search_says_what_it_kept_and_how_to_continue(tmp_path, s
                      study_name="cut", progress=False)
     if stored:
         assert str(info.value) == (f"interrupted after 2 finished trial(s), kept in the Optuna study; continue with: autoq search --resume cut "
-                                   f"--storage {storage}   (Python: resume=True, study_name='cut')")
+                                   f"--storage {storage}   (Python: the same call with resume=True, study_name='cut', n_trials=10)")
     else:
         assert str(info.value) == "interrupted after 2 finished trial(s); nothing keeps them (--storage none, --tracking-uri none)"
     assert isinstance(info.value, KeyboardInterrupt)
