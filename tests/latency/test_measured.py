@@ -134,8 +134,9 @@ def test_a_w8a8_layer_takes_the_w8a8_kernels_rows_and_the_roofline_the_int8_peak
     layer = cost.layers[0]
     charged = {name: cost.layer_us(layer, LayerChoice.from_name(name)) for name in (
         "int8-ch-sym:rtn-minmax", "int8-ch-sym:rtn-minmax+a8-token", "int8-ch-sym:smoothquant+a8-tensor", "int8-ch-asym:rtn-minmax+a8-token")}
+    # an asymmetric int8 weight is not the W8A8 kernel's: the export runs that layer in torch, charged the fp16 matmul
     assert charged == {"int8-ch-sym:rtn-minmax": 90.0, "int8-ch-sym:rtn-minmax+a8-token": 40.0, "int8-ch-sym:smoothquant+a8-tensor": 40.0,
-                       "int8-ch-asym:rtn-minmax+a8-token": pytest.approx(table.layer_us(200, 200, QuantSpec.from_name("int8-ch-asym")))}
+                       "int8-ch-asym:rtn-minmax+a8-token": table.layer_us(200, 200, QuantSpec.half())}
     h100 = get_device("h100")  # compute-bound at a large batch: int8 tensor cores, twice the fp16 peak
     assert roofline_us(8192, 8192, int8, 4096, h100, int8_activations=True) < 0.6 * roofline_us(8192, 8192, int8, 4096, h100)
 
