@@ -47,6 +47,7 @@ class Proposal:
 class Strategy(Protocol):
     def seed(self, assignments: Sequence[Assignment]) -> None: ...
     def retry(self, proposal: Proposal) -> None: ...
+    def note(self, proposal: Proposal, key: str, value: object) -> None: ...
     def ask(self) -> Proposal: ...
     def tell(self, proposal: Proposal, values: tuple[float, ...] | None, violation: float, error: str | None = None) -> None: ...
 
@@ -88,6 +89,10 @@ class OptunaStrategy:
     def seed(self, assignments: Sequence[Assignment]) -> None:
         for a in assignments:
             self.study.enqueue_trial(_params(a), user_attrs={"seeded": True})
+
+    def note(self, proposal: Proposal, key: str, value: object) -> None:
+        """Record ``key`` on the proposal's trial (a user attribute: Optuna's dashboard and ``trials_dataframe`` show it)."""
+        proposal.handle.set_user_attr(key, value)
 
     def retry(self, proposal: Proposal) -> None:
         """Enqueue a failed proposal again: the retry names the trial it retries (``autoq.retry_of``, as a resume's

@@ -99,6 +99,7 @@ class TrialBook:
         self.first_error: str | None = None  # of this run's evaluations, for the message when every trial failed
         self.in_flight: dict[int, Pending] = {}
         self._seen: dict[Assignment, float] = {}
+        self._first: dict[Assignment, int] = {}  # the trial that first evaluated an assignment: later ones repeat it
         self._in_a_row = 0
 
     # -- state restored from a stored study (resume) --------------------------------------------
@@ -111,6 +112,7 @@ class TrialBook:
                 p = replace(p, run_id=self.tracker.log_trial(p.trial, trial_metrics(cost, p.quality), tags, p.assignment))
             self.points.append(p)
             self._seen[p.assignment] = p.quality
+            self._first.setdefault(p.assignment, p.trial)
         self.failures.update(failures)
         # as `_record` counts: every failure of an assignment past its retries is a trial that failed for good
         self.n_failed = sum(max(0, n - self.max_retries) for n in self.failures.values())
@@ -173,8 +175,10 @@ class TrialBook:
         pending = self.in_flight.pop(number)
         proposal, cost = pending.proposal, pending.cost
         is_uniform = proposal.assignment in self.uniform
+        repeat_of = self._first.get(proposal.assignment) if error is None else None  # a sampler proposed it again
         if run_id is None and self.tracker:
-            tags = trial_tags(is_uniform, self.cost_model, error, attempt=str(pending.attempt), backend=self.backend)
+            extra = {"repeat_of": str(repeat_of)} if repeat_of is not None else {}
+            tags = trial_tags(is_uniform, self.cost_model, error, attempt=str(pending.attempt), backend=self.backend, **extra)
             run_id = self.tracker.log_trial(number, trial_metrics(cost, None if error else quality), tags, proposal.assignment,
                                             "FAILED" if error else "FINISHED", start_ms=pending.started_ms)
         if error is not None:
@@ -187,8 +191,11 @@ class TrialBook:
                 self.n_failed += 1
                 self._progress(1)
             return run_id
+        if repeat_of is not None:
+            self.strategy.note(proposal, "autoq.repeat_of", repeat_of)  # before the tell: Optuna's attributes of a told trial are fixed
         self.strategy.tell(proposal, objective_values(quality, cost), pending.violation)
         self._seen[proposal.assignment] = quality
+        self._first.setdefault(proposal.assignment, number)
         self.points.append(make_point(number, proposal.assignment, quality, cost, is_uniform, run_id, self.cost_model))
         self._progress(1)
         return run_id

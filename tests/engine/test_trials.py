@@ -155,3 +155,21 @@ def test_a_trial_runs_mlflow_duration_is_its_evaluation(mlflow_uri):
     result = autoq.search(model, _batches(), slow, budget="5bits", n_trials=2, seed_from="none", tracking_uri=mlflow_uri, storage=None, progress=False)
     runs = child_runs(MlflowClient(mlflow_uri), result.parent_run_id)
     assert len(runs) == 2 and all(r.info.end_time - r.info.start_time >= 300 for r in runs)
+
+
+def test_a_repeated_proposal_names_the_trial_it_repeats(mlflow_uri):
+    """A sampler that proposes an evaluated assignment again gets its quality without an evaluation; the trial is
+    told (the sampler learns from it) and logged like any, and names the first (autoq.repeat_of in Optuna, repeat_of in
+    MLflow): Optuna's best_trials, less these repeats, is the frontier."""
+    pins = {"^[026]$": "int4-ch-asym:rtn-mse"}  # one free layer: TPE repeats itself soon
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=16, pins=pins, seed_from="none", tracking_uri=mlflow_uri, progress=False)
+    first: dict = {}
+    for p in result.points:
+        first.setdefault(p.assignment, p.trial)
+    repeats = {p.trial: first[p.assignment] for p in result.points if first[p.assignment] != p.trial}
+    assert repeats  # measured: 9 of 16
+    study = result.study()
+    assert {t.number: t.user_attrs["autoq.repeat_of"] for t in study.trials if "autoq.repeat_of" in t.user_attrs} == repeats
+    runs = child_runs(MlflowClient(mlflow_uri), result.parent_run_id)
+    assert {int(r.data.tags["autoq.trial"]): int(r.data.tags["repeat_of"]) for r in runs if "repeat_of" in r.data.tags} == repeats
+    assert sorted(t.number for t in study.best_trials if t.number not in repeats) == sorted(p.trial for p in result.frontier)
