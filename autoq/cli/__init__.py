@@ -16,6 +16,7 @@ import signal
 import sys
 from collections.abc import Sequence
 
+from autoq.cli.mlflow_args import fill_experiment
 from autoq.errors import AutoqError, SearchInterrupted
 
 
@@ -32,10 +33,9 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def given_options(argv: Sequence[str]) -> set[str]:
-    """The dests of the options ``argv`` sets itself (an option given at its default value included): the same parser
-    with every default suppressed leaves only those in the namespace."""
-    parser = build_parser()
+def given_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[str]:
+    """The dests of the options ``argv`` sets itself (an option given at its default value included): ``parser`` (done
+    with: its defaults are suppressed here) parses ``argv`` again, and leaves only those in the namespace."""
 
     def suppress(p: argparse.ArgumentParser) -> None:
         for action in p._actions:
@@ -75,7 +75,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     argv = _join_signed_values(sys.argv[1:] if argv is None else argv)
     args = parser.parse_args(argv)
-    args.given = given_options(argv)  # what `--resume` must not replace with the stored search's values
+    args.given = given_options(parser, argv)  # what `--resume` must not replace with the stored search's values
+    fill_experiment(args)
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's TERM stops as cleanly as Ctrl-C
     try:
         return int(args.run(args) or 0)

@@ -7,14 +7,16 @@ import argparse
 
 def add_mlflow_args(p: argparse.ArgumentParser, experiment: bool = True, nest: bool = False, can_skip: bool = False) -> None:
     """``--tracking-uri`` (and ``--experiment``, ``--mlflow-parent-run-id``), defaulting as MLflow's own clients do:
-    ``$MLFLOW_TRACKING_URI`` and ``$MLFLOW_EXPERIMENT_NAME`` (or ``_ID``) where set (read now, when the command runs)."""
-    from autoq.tracking import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI, default_experiment, default_tracking_uri
+    ``$MLFLOW_TRACKING_URI`` and ``$MLFLOW_EXPERIMENT_NAME`` (or ``_ID``) where set. The experiment's default is
+    resolved once the command runs (:func:`fill_experiment`), not for every subcommand's parser: an
+    ``$MLFLOW_EXPERIMENT_ID`` is looked up in the store."""
+    from autoq.tracking import DEFAULT_EXPERIMENT, DEFAULT_TRACKING_URI, default_tracking_uri
 
     skip = "; 'none' to skip" if can_skip else ""
     p.add_argument("--tracking-uri", default=default_tracking_uri(),
                    help=f"MLflow tracking URI (default: $MLFLOW_TRACKING_URI, else {DEFAULT_TRACKING_URI}{skip})")
     if experiment:
-        p.add_argument("--experiment", default=default_experiment(),
+        p.add_argument("--experiment", default=None,
                        help=f"MLflow experiment name (default: $MLFLOW_EXPERIMENT_NAME, else the experiment $MLFLOW_EXPERIMENT_ID names, "
                             f"else {DEFAULT_EXPERIMENT})")
     if nest:
@@ -25,3 +27,14 @@ def add_mlflow_args(p: argparse.ArgumentParser, experiment: bool = True, nest: b
 def tracking_uri_of(args: argparse.Namespace) -> str | None:
     """``--tracking-uri``, or ``None`` (no MLflow) for ``none``, as the Python API's ``tracking_uri=None``."""
     return None if args.tracking_uri.lower() == "none" else args.tracking_uri
+
+
+def fill_experiment(args: argparse.Namespace) -> None:
+    """``--experiment`` left out: the default experiment (``args.experiment_default`` keeps it, for hints that name
+    ``--experiment`` only where another was given)."""
+    if "experiment" in vars(args):
+        from autoq.tracking import default_experiment
+
+        args.experiment_default = default_experiment()
+        if args.experiment is None:
+            args.experiment = args.experiment_default

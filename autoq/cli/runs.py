@@ -35,7 +35,7 @@ def _client(args: argparse.Namespace, required: bool = True):
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from autoq.tracking import STUDY_TAG, default_experiment
+    from autoq.tracking import STUDY_TAG
     from autoq.tracking.runs import searches
 
     client, experiment_id = _client(args)
@@ -55,7 +55,7 @@ def run_list(args: argparse.Namespace) -> int:
     for row in rows:
         cells = (cell.rjust(w) if head in right else cell.ljust(w) for cell, w, head in zip(row, widths, rows[0]))
         print("  ".join(cells).rstrip())
-    where = f"--tracking-uri {shlex.quote(args.tracking_uri)}" + (f" --experiment {shlex.quote(args.experiment)}" if args.experiment != default_experiment() else "")
+    where = f"--tracking-uri {shlex.quote(args.tracking_uri)}" + (f" --experiment {shlex.quote(args.experiment)}" if args.experiment != args.experiment_default else "")
     print(f"\nautoq pareto NAME {where}   prints a frontier;\nautoq search --resume NAME {where}   continues a search.")
     return 0
 

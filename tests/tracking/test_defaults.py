@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 from mlflow.tracking import MlflowClient
 
@@ -56,3 +57,14 @@ def test_a_pipelines_set_experiment_is_followed(mlflow_uri, monkeypatch, tmp_pat
     assert autoq.SearchConfig().experiment == "autoq" and not (tmp_path / "none-yet.db").exists()  # no store made to look
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "by-name")  # the name wins, as in MLflow
     assert autoq.SearchConfig().experiment == "by-name" and experiment.name == "pipeline"
+
+
+def test_a_command_reads_the_experiment_variable_once(mlflow_uri, monkeypatch, capsys):
+    """Every subcommand's parser looked the id up in the store (and the note about an unknown one came 8 times):
+    the default is resolved once the command runs."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "999")
+    MlflowClient(mlflow_uri).create_experiment("autoq", artifact_location=str(Path(mlflow_uri[len("sqlite:///"):]).parent / "a"))
+    assert main(["runs"]) == 0
+    assert capsys.readouterr().err.count("$MLFLOW_EXPERIMENT_ID=999 names no experiment") == 1
