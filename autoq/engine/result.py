@@ -53,7 +53,13 @@ def best_point(points: Sequence[Point]) -> Point:
     """The highest quality; of equal qualities the fewest bits, then the lowest latency, then the earliest trial, as the
     frontier keeps ties (what ``result.best`` and the logged ``best_*`` metrics both report; points of Ray workers come
     in the order they finish, and the later of two equal trials was best while the frontier held the earlier)."""
-    return max(points, key=lambda p: (p.quality, -p.effective_bits, -(p.latency_us or 0.0), -p.trial))
+    return max(points, key=lambda p: best_rank(p.quality, p.effective_bits, p.latency_us, p.trial))
+
+
+def best_rank(quality: float, effective_bits: float, latency: float | None, trial: int) -> tuple[float, float, float, int]:
+    """The order :func:`best_point` picks by, the largest first; also for frontier rows read back from MLflow (an
+    export of a search run takes its best point by it). ``latency`` in any one unit, ``None`` without a device."""
+    return quality, -effective_bits, -(latency or 0.0), -trial
 
 
 def _dominates(a: Point, b: Point) -> bool:

@@ -75,5 +75,7 @@ def _assignment(client, run) -> tuple[Assignment, str]:
         resume = f"autoq search --resume {study}" if study else "autoq search --resume STUDY_NAME"
         raise AutoqError(f"search run {run_id!r} has no finished trial yet (its frontier is empty); resume the search ({resume}) "
                          "and export a point of its frontier then")
-    best = max(frontier, key=lambda p: (p["quality"], -p["effective_bits"]))
+    from autoq.engine.result import best_rank
+
+    best = max(frontier, key=lambda p: best_rank(p["quality"], p["effective_bits"], p.get("latency_ms"), p["trial"]))  # as result.best
     return Assignment.from_json(json.dumps(best["assignment"])), f"the best frontier point, trial {best['trial']}, of search run {run_id}"
