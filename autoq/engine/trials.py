@@ -98,8 +98,7 @@ class TrialBook:
         self.n_infeasible = 0
         self.first_error: str | None = None  # of this run's evaluations, for the message when every trial failed
         self.in_flight: dict[int, Pending] = {}
-        self._seen: dict[Assignment, float] = {}
-        self._first: dict[Assignment, int] = {}  # the trial that first evaluated an assignment: later ones repeat it
+        self._seen: dict[Assignment, Point] = {}  # the first point of each assignment: later proposals of it repeat it
         self._in_a_row = 0
 
     # -- state restored from a stored study (resume) --------------------------------------------
@@ -111,8 +110,7 @@ class TrialBook:
                 tags = trial_tags(p.uniform, self.cost_model, restored="true")
                 p = replace(p, run_id=self.tracker.log_trial(p.trial, trial_metrics(cost, p.quality), tags, p.assignment))
             self.points.append(p)
-            self._seen[p.assignment] = p.quality
-            self._first.setdefault(p.assignment, p.trial)
+            self._seen.setdefault(p.assignment, p)
         self.failures.update(failures)
         # as `_record` counts: every failure of an assignment past its retries is a trial that failed for good
         self.n_failed = sum(max(0, n - self.max_retries) for n in self.failures.values())
@@ -157,7 +155,7 @@ class TrialBook:
             self.in_flight[proposal.number] = pending
             known = self._seen.get(proposal.assignment)
             if known is not None:
-                self.record(proposal.number, known, None)
+                self.record(proposal.number, known.quality, None)
             elif failed > self.max_retries:  # it failed for good: proposed again, it counts as failed again, unevaluated
                 self.record(proposal.number, math.nan, f"not evaluated again: this assignment failed {failed} times")
             else:
@@ -175,7 +173,8 @@ class TrialBook:
         pending = self.in_flight.pop(number)
         proposal, cost = pending.proposal, pending.cost
         is_uniform = proposal.assignment in self.uniform
-        repeat_of = self._first.get(proposal.assignment) if error is None else None  # a sampler proposed it again
+        first = self._seen.get(proposal.assignment)
+        repeat_of = first.trial if first is not None and error is None else None  # a sampler proposed it again
         if run_id is None and self.tracker:
             extra = {"repeat_of": str(repeat_of)} if repeat_of is not None else {}
             tags = trial_tags(is_uniform, self.cost_model, error, attempt=str(pending.attempt), backend=self.backend, **extra)
@@ -194,9 +193,9 @@ class TrialBook:
         if repeat_of is not None:
             self.strategy.note(proposal, "autoq.repeat_of", repeat_of)  # before the tell: Optuna's attributes of a told trial are fixed
         self.strategy.tell(proposal, objective_values(quality, cost), pending.violation)
-        self._seen[proposal.assignment] = quality
-        self._first.setdefault(proposal.assignment, number)
-        self.points.append(make_point(number, proposal.assignment, quality, cost, is_uniform, run_id, self.cost_model))
+        point = make_point(number, proposal.assignment, quality, cost, is_uniform, run_id, self.cost_model)
+        self._seen.setdefault(proposal.assignment, point)
+        self.points.append(point)
         self._progress(1)
         return run_id
 
