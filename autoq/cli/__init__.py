@@ -62,9 +62,8 @@ _SIGNED = ("--budget", "--seed", "--timeout")
 def _join_signed_values(argv: Sequence[str]) -> list[str]:
     """``--budget -1bits`` as ``--budget=-1bits``, so that the value gets autoq's message, not argparse's usage."""
     out: list[str] = []
-    args = list(argv)
-    for i, arg in enumerate(args):
-        if out and out[-1] in _SIGNED and arg.startswith("-") and not arg.startswith("--") and i > 0 and args[i - 1] == out[-1]:
+    for arg in argv:
+        if out and out[-1] in _SIGNED and arg.startswith("-") and not arg.startswith("--"):  # out[-1] is the option itself
             out[-1] = f"{out[-1]}={arg}"
         else:
             out.append(arg)
