@@ -93,7 +93,7 @@ def test_nan_in_weights_names_the_layer():
     model = tiny_mlp()
     with torch.no_grad():
         model[2].weight[0, 0] = float("nan")
-    with pytest.raises(AutoqError, match="'2'.*NaN"):
+    with pytest.raises(AutoqError, match="'2.weight' holds NaN"):
         autoq.search(model, batches(), budget="4bits", tracking_uri=None, storage=None)
 
 

@@ -117,6 +117,21 @@ def test_score_is_mean_over_examples():
     assert fidelity(model) == pytest.approx(float(cos.mean()), abs=1e-9)
 
 
+
+def test_non_finite_outputs_name_the_held_out_batch():
+    """A quality of NaN alone does not say where to look: the reference's and a trial's NaN outputs name their batch."""
+    model = mlp()
+    batches = [torch.randn(4, 8, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    bad = batches[2].clone()
+    bad[1, 3] = float("nan")
+    with pytest.raises(AutoqError, match="unquantized model's output on held-out batch 2 of 3 holds NaN or Inf .*weights are finite"):
+        OutputFidelity(model, batches[:2] + [bad])
+    fidelity = OutputFidelity(model, batches)
+    with torch.no_grad():
+        model[0].weight[0, 0] = float("nan")  # every batch: the first is named
+    with pytest.raises(AutoqError, match="quantized model's output on held-out batch 0 of 3"):
+        fidelity(model)
+
 class Regressor(nn.Module):
     """One value per example, as ``(B, 1)`` or flattened to ``(B,)``."""
 
