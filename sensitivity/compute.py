@@ -41,7 +41,9 @@ from autoq.sensitivity.table import SensitivityTable
 # 5: a one-column `logits` field (a Hugging Face num_labels=1 head) is a regression too; fisher scores an fp16 model's
 #    diagonal in float64 (small entries flushed to 0); a class masked with a -inf logit adds 0 to kl, not NaN; a
 #    sequence-first model with one calibration batch is scored one option per pass (its copies attended each other).
-SCORING_VERSION = 5
+# 6: AWQ's and AdaRound's low-rank output error on layers wider than their factor counts its isotropic tail outside the
+#    factor's span only (it was added over all directions, counting the sketched ones twice).
+SCORING_VERSION = 6
 
 
 def cache_key(model_digest: str, data_digest: str, metric: str, settings: Mapping[str, Any], layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]]) -> str:

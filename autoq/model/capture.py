@@ -33,6 +33,24 @@ DEFAULT_MAX_SAMPLES = 512
 
 
 @dataclass(frozen=True)
+class LossFactor:
+    """``d^T H d ~ ||R d||^2 + tail * ||d||^2`` for weight-error rows ``d`` (``H = X^T X / n``): the layer output
+    error AWQ and AdaRound minimise, at ``len(rows)`` products a row instead of ``in_features``."""
+
+    rows: torch.Tensor  # float32 (r, in): the factor R
+    tail: float  # mean eigenvalue of H outside R's span; 0 where R is exact
+
+    def error(self, d: torch.Tensor) -> float:
+        """``sum_i d_i^T H d_i`` over the rows of ``d`` (out, in)."""
+        return float((d @ self.rows.t()).pow(2).sum()) + (self.tail * float(d.pow(2).sum()) if self.tail else 0.0)
+
+    def half_grad(self, d: torch.Tensor) -> torch.Tensor:
+        """``H d`` row by row: half the gradient of :meth:`error` in ``d``."""
+        g = (d @ self.rows.t()) @ self.rows
+        return g + self.tail * d if self.tail else g
+
+
+@dataclass(frozen=True)
 class LayerStats:
     """Calibration statistics of one layer's input (rows = tokens / im2col patches)."""
 
@@ -58,20 +76,21 @@ class LayerStats:
         d = (w_hat - w).double()
         return float(((d @ self.hessian()) * d).sum())
 
-    def loss_factor(self, max_rows: int) -> tuple[torch.Tensor, float]:
-        """``(R, tail)`` with ``||R d||^2 + tail * ||d||^2 ~ d^T (X^T X / n) d`` for any weight-error row ``d``.
+    def loss_factor(self, max_rows: int) -> LossFactor:
+        """``R`` and ``tail`` with ``||R d||^2 + tail * ||d||^2 ~ d^T (X^T X / n) d`` for any weight-error row ``d``.
 
         Exact (the Cholesky factor) when the layer has at most ``max_rows`` inputs;
-        otherwise the top ``max_rows`` eigen-directions (randomized range finder) plus the
-        mean remaining eigenvalue as an isotropic ``tail``: output losses then cost
-        ``max_rows`` rows per step instead of ``in_features``.
+        otherwise the top ``max_rows`` eigen-directions (randomized range finder) and the mean
+        remaining eigenvalue as an isotropic ``tail``, the rows weighted by their eigenvalue less
+        the tail so that it counts outside their span only (on average over directions ``d``, the
+        error is then exact): output losses cost ``max_rows`` rows per step, not ``in_features``.
         """
         h = self.hessian(torch.float64)
         n_in = h.shape[0]
         if n_in <= max_rows:
             h = h.clone()
             h.diagonal().add_(1e-10 * float(h.diagonal().mean()) + 1e-12)
-            return torch.linalg.cholesky(h).t().float().contiguous(), 0.0  # H = L L^T: d^T H d = ||L^T d||^2
+            return LossFactor(torch.linalg.cholesky(h).t().float().contiguous(), 0.0)  # H = L L^T: d^T H d = ||L^T d||^2
         # a fixed sketch, so that the same statistics give the same factor (and an export's re-quantization the search's
         # codes); only the generator of h's device is seeded and put back (torch.manual_seed would seed every GPU's)
         with torch.random.fork_rng(devices=[h.device] if h.is_cuda else []):
@@ -83,7 +102,9 @@ class LayerStats:
             u, top, _ = torch.svd_lowrank(h.float(), q=max_rows, niter=4, M=None)  # symmetric PSD: SVD = eigen-decomposition
         top = top.clamp_min(0.0)
         tail = max(0.0, (float(h.diagonal().sum()) - float(top.sum())) / (n_in - max_rows))
-        return (u * top.sqrt()).t().contiguous(), tail
+        # the tail stands for the spectrum outside the sketch's span only: inside it, the top eigenvalues less the tail
+        # (an isotropic tail over all of d counted the sketched directions twice, 13% over on a flat spectrum)
+        return LossFactor((u * (top - tail).clamp_min(0.0).sqrt()).t().contiguous(), tail)
 
     def output_energy(self, w: torch.Tensor) -> float:
         """``||X W^T||^2 / n``: what :meth:`output_error` is relative to."""

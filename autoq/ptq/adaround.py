@@ -101,16 +101,9 @@ def _adaround(weight: torch.Tensor, spec: QuantSpec, stats: Any, config: AdaRoun
     c0 = s * (fixed_code - z) - grouped  # soft error at h = 0 (for free entries), exact error for fixed ones
     p0 = ((rest - GAMMA) / (ZETA - GAMMA)).clamp(1e-4, 1 - 1e-4)
     v = torch.logit(p0)
-    rows, tail = stats.loss_factor(config.max_rows)
-    rows_t = rows.t().contiguous()
-
-    def error_grad(d: torch.Tensor) -> torch.Tensor:
-        g = (d @ rows_t) @ rows
-        return g + tail * d if tail else g
-
+    factor = stats.loss_factor(config.max_rows)
     with torch.no_grad():
-        d_rtn = base.dequantize() - w
-        norm = max(float(((d_rtn @ rows_t).pow(2).sum()) + tail * float(d_rtn.pow(2).sum())), 1e-20)
+        norm = max(factor.error(base.dequantize() - w), 1e-20)
     n = grouped.numel()
     step = _compiled_step() if n * config.iters > COMPILE_ABOVE else _step
     m, m2 = torch.zeros_like(v), torch.zeros_like(v)
@@ -118,7 +111,7 @@ def _adaround(weight: torch.Tensor, spec: QuantSpec, stats: Any, config: AdaRoun
     warm = int(config.warmup * config.iters)
     with torch.no_grad():
         for it in range(config.iters):
-            g_d = view.split(error_grad(view.merge(d_grouped))) * (2.0 / norm)
+            g_d = view.split(factor.half_grad(view.merge(d_grouped))) * (2.0 / norm)
             if it < warm:
                 lam, beta = 0.0, config.beta_start
             else:

@@ -26,12 +26,7 @@ MAX_ROWS = 256  # output error from a rank-256 factor of X^T X on wider layers (
 def awq(weight: torch.Tensor, spec: QuantSpec, stats: Any, grid: int = GRID) -> TransformedTensor:
     stats = require_stats(stats, "awq", weight, spec)
     w = weight.detach().float()
-    rows, tail = stats.loss_factor(MAX_ROWS)
-    rows_t = rows.t()
-
-    def output_error(d: torch.Tensor) -> float:
-        return float((d @ rows_t).pow(2).sum()) + (tail * float(d.pow(2).sum()) if tail else 0.0)
-
+    factor = stats.loss_factor(MAX_ROWS)
     x_mag = stats.absmean.float().clamp_min(1e-6)
     best: tuple[float, QuantizedTensor, torch.Tensor] | None = None
     for step in range(grid):
@@ -41,7 +36,7 @@ def awq(weight: torch.Tensor, spec: QuantSpec, stats: Any, grid: int = GRID) -> 
         if alpha == 0:
             s = torch.ones_like(s)
         q = rtn_minmax(w * s[None, :], spec)
-        err = output_error(q.dequantize() / s[None, :] - w)
+        err = factor.error(q.dequantize() / s[None, :] - w)
         if best is None or err < best[0]:
             best = (err, q, s)
     assert best is not None

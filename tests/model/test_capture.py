@@ -175,7 +175,31 @@ def test_low_rank_loss_factor_is_deterministic_and_leaves_the_global_rng_alone()
     state = torch.get_rng_state()
     # the GPUs' seeds: torch.manual_seed seeds them too, queued until CUDA starts (this test's own call above is there)
     queued = list(torch.cuda._lazy_seed_tracker.get_calls())
-    (r1, t1), (r2, t2) = stats.loss_factor(16), stats.loss_factor(16)
-    assert torch.equal(r1, r2) and t1 == t2 and r1.shape == (16, 40) and t1 > 0
+    f1, f2 = stats.loss_factor(16), stats.loss_factor(16)
+    assert torch.equal(f1.rows, f2.rows) and f1.tail == f2.tail and f1.rows.shape == (16, 40) and f1.tail > 0
     assert torch.equal(torch.get_rng_state(), state)
     assert torch.cuda.is_initialized() or list(torch.cuda._lazy_seed_tracker.get_calls()) == queued
+
+
+@pytest.mark.parametrize("n_in, max_rows", [(24, 32), (96, 16)])
+def test_loss_factor_gives_the_layer_output_error_and_its_gradient(n_in, max_rows):
+    """What AWQ and AdaRound minimise: exact through the Cholesky factor up to ``max_rows`` inputs; above, the
+    isotropic tail stands in for the spectrum the sketch leaves out (here most of it: without the tail the
+    error would be about a fifth of the true one; with the tail also over the sketched directions, 13% over)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(n_in, 6))
+    x = torch.randn(400, n_in) * torch.linspace(1.0, 2.0, n_in)  # a slowly falling spectrum, no small rank
+    stats = capture_stats(model, find_layers(model), [x])["0"]
+    factor = stats.loss_factor(max_rows)
+    d = torch.randn(300, n_in)  # many error rows: over random directions the tail is right on average
+    exact = stats.output_error(torch.zeros_like(d), d)
+    assert (factor.tail > 0) == (n_in > max_rows)
+    assert factor.error(d) == pytest.approx(exact, rel=1e-4 if n_in <= max_rows else 0.03)
+    if n_in > max_rows:
+        assert float((d @ factor.rows.t()).pow(2).sum()) < 0.5 * exact  # the tail carries most of it
+    d_var = d.clone().requires_grad_(True)
+    h = stats.hessian(torch.float32)
+    ((d_var @ h) * d_var).sum().backward()
+    grad = factor.half_grad(d) * 2
+    cos = torch.nn.functional.cosine_similarity(grad.reshape(1, -1), d_var.grad.reshape(1, -1))
+    assert float(cos) > (0.9999 if n_in <= max_rows else 0.8)
