@@ -9,8 +9,10 @@ them computes a new table and an unchanged search reuses the old one.
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import time
+import types
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from autoq.evaluate import QuantCache
 from autoq.model import LayerInfo
 from autoq.model.capture import DEFAULT_MAX_SAMPLES, CalibrationStats
 from autoq.model.modes import eval_mode
+from autoq.ptq import method_info
 from autoq.quiet import quiet_logs
 from autoq.sensitivity.inputs import Inputs, batch_shapes_digest, data_fingerprint, model_hash, structure_digest
 from autoq.sensitivity.registry import get_metric, resolve_settings
@@ -47,13 +50,37 @@ SCORING_VERSION = 6
 
 
 def cache_key(model_digest: str, data_digest: str, metric: str, settings: Mapping[str, Any], layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]]) -> str:
+    """What a cached table is found by: everything its scores depend on, including the code of the metric and of each
+    PTQ method it quantizes with (``SCORING_VERSION`` covers autoq's own helpers; a plug-in edited between runs must
+    not get the table of its old version)."""
+    methods = sorted({c.method for opts in options for c in opts if not c.weight.is_half})
     blob = json.dumps(
         {"scoring": SCORING_VERSION, "model": model_digest, "data": data_digest, "metric": metric,
          "settings": {k: repr(v) for k, v in sorted(settings.items())},
-         "options": [[layer.name, [c.name for c in opts]] for layer, opts in zip(layers, options)]},
+         "options": [[layer.name, [c.name for c in opts]] for layer, opts in zip(layers, options)],
+         "code": [code_digest(get_metric(metric).fn), *(code_digest(method_info(m).fn) for m in methods)]},
         sort_keys=True,
     )
     return hashlib.blake2b(blob.encode(), digest_size=12).hexdigest()
+
+
+def code_digest(fn: Callable[..., Any]) -> str:
+    """A hash of ``fn``'s name and source (its bytecode where the source is not on disk, as for code typed into a
+    notebook that has since changed): the same function gives the same digest in every process."""
+    target = inspect.unwrap(fn)
+    try:
+        text = inspect.getsource(target)
+    except (OSError, TypeError):
+        code = getattr(target, "__code__", None)
+        text = _code_text(code) if code is not None else type(target).__qualname__
+    name = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', type(target).__qualname__)}"
+    return hashlib.blake2b(f"{name}\n{text}".encode(), digest_size=8).hexdigest()
+
+
+def _code_text(code: types.CodeType) -> str:
+    """Bytecode, names and constants, nested functions' included (their ``repr`` holds a memory address)."""
+    consts = [_code_text(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return repr((code.co_code, consts, code.co_names))
 
 
 def cache_path(metric: str, key: str) -> Path:

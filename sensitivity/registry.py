@@ -11,15 +11,20 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from types import MappingProxyType
 from typing import Any
 
 from autoq.errors import AutoqError
+from autoq.plugin_names import check_name
 from autoq.sensitivity.inputs import Inputs
 from autoq.sensitivity.table import Entry
 
 
 @dataclass(frozen=True)
 class MetricOutput:
+    """What a metric returns: one `Entry` (layer, option, score, standard error) per option it scored, and optional
+    per-layer statistics (``{"hessian_trace": {"layer": value}, ...}``) that the table stores beside them."""
+
     entries: tuple[Entry, ...]
     layer_stats: dict[str, dict[str, float]] = field(default_factory=dict)
 
@@ -29,6 +34,9 @@ MetricFn = Callable[[Inputs, Mapping[str, Any], Any], MetricOutput]
 
 @dataclass(frozen=True)
 class MetricInfo:
+    """A registered metric: its name (``--metric``, ``--seed-from``), function, read-only default settings, one-line
+    description and what its progress bar counts."""
+
     name: str
     fn: MetricFn
     defaults: Mapping[str, Any]
@@ -45,16 +53,21 @@ _METRICS: dict[str, MetricInfo] = {}
 def register_metric(name: str, description: str, steps: str = "layers", **defaults: Any) -> Callable[[MetricFn], MetricFn]:
     """Decorator: make a metric available under ``name`` with default ``settings``."""
 
+    check_name("sensitivity metric", name, reserved=("auto", "none"))  # --seed-from's words
+    if name.lower().endswith((".json", ".csv")):
+        raise ValueError(f"cannot register sensitivity metric {name!r}: --seed-from reads a name ending in .json or .csv as a table file")
+
     def add(fn: MetricFn) -> MetricFn:
         if name in _METRICS:
             raise ValueError(f"sensitivity metric {name!r} is already registered")
-        _METRICS[name] = MetricInfo(name, fn, dict(defaults), description, steps)
+        _METRICS[name] = MetricInfo(name, fn, MappingProxyType(dict(defaults)), description, steps)
         return fn
 
     return add
 
 
 def get_metric(name: str) -> MetricInfo:
+    """The registered metric ``name``, or an error listing the known ones."""
     try:
         return _METRICS[name]
     except KeyError:
@@ -62,6 +75,7 @@ def get_metric(name: str) -> MetricInfo:
 
 
 def metric_names() -> list[str]:
+    """Every registered metric's name, in registration order (the built-ins first)."""
     return list(_METRICS)
 
 

@@ -26,7 +26,7 @@ from autoq.choice import LayerChoice
 from autoq.errors import AutoqError
 from autoq.model import channels_first, get_module, to_native, weight_2d
 from autoq.model.capture import CalibrationStats, LayerStats
-from autoq.ptq import get_method, method_info, method_needs_stats
+from autoq.ptq import method_info, method_needs_stats, run_method
 from autoq.ptq.result import bias_delta_of, input_scale_of
 from autoq.quant import QuantizedTensor
 from autoq.quant.activation import ActRange, ActSpec, fake_quantize_activation, static_range
@@ -58,7 +58,7 @@ def needs_stats(choice: LayerChoice) -> bool:
 def quantize_choice(module: nn.Module, choice: LayerChoice, stats: LayerStats | None = None) -> tuple[QuantizedTensor, torch.Tensor | None, ActRange | None]:
     """(the method's quantized weight, bias correction's shifted bias, a static activation format's range) for a
     quantized ``choice``: what the search simulates and what an export stores come from this one place."""
-    q = get_method(choice.method)(weight_2d(module), choice.weight, stats)
+    q = run_method(choice.method, weight_2d(module), choice.weight, stats)
     scale, delta = input_scale_of(q), bias_delta_of(q)
     if scale is not None and not method_info(choice.method).scales_input:
         raise AutoqError(f"PTQ method {choice.method!r} returned an input scale but was registered without scales_input=True; "

@@ -7,7 +7,7 @@ for CNNs (batch-norm folding, cross-layer equalization) are in :mod:`autoq.ptq.c
 """
 
 from autoq.ptq import adaround, awq, bias_correction, gptq, rtn, smoothquant  # noqa: F401  (register the methods)
-from autoq.ptq.registry import get_method, method_info, method_names, method_needs_stats, register_method
+from autoq.ptq.registry import get_method, method_info, method_names, method_needs_stats, register_method, run_method
 from autoq.ptq.result import TransformedTensor
 
-__all__ = ["TransformedTensor", "get_method", "method_info", "method_names", "method_needs_stats", "register_method"]
+__all__ = ["TransformedTensor", "get_method", "method_info", "method_names", "method_needs_stats", "register_method", "run_method"]

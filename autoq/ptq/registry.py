@@ -18,16 +18,26 @@ from typing import Any, Protocol
 
 import torch
 
+from autoq.choice import HALF_METHOD
 from autoq.errors import AutoqError
+from autoq.plugin_names import check_name
 from autoq.quant import QuantizedTensor, QuantSpec
 
 
 class PTQMethod(Protocol):
+    """``fn(weight, spec, stats=None)``: quantize a float32 ``(out, in)`` weight (a convolution's kernel flattened to
+    ``(out, in * kh * kw)``) to ``spec``; return a :class:`QuantizedTensor` of that spec and shape (codes in
+    ``[spec.qmin, spec.qmax]``, one fp16 scale and zero point per group), or a ``TransformedTensor`` that also scales
+    the input or shifts the bias. ``stats`` is the layer's ``LayerStats`` for methods registered with
+    ``needs_stats=True``, else ``None``. The same inputs must give the same codes: an export quantizes again."""
+
     def __call__(self, weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> QuantizedTensor: ...
 
 
 @dataclass(frozen=True)
 class MethodInfo:
+    """A registered method: its name in choice names (``int4-ch-asym:NAME``), the function, and what it reads and stores."""
+
     name: str
     fn: PTQMethod
     needs_stats: bool
@@ -41,6 +51,8 @@ def register_method(name: str, needs_stats: bool = False, scales_input: bool = F
     """Decorator: make a PTQ method available under ``name``. ``scales_input``: the method may return an input scale
     (a `TransformedTensor`'s ``input_scale``), which the export stores and the cost model counts."""
 
+    check_name("PTQ method", name, reserved=(HALF_METHOD, "fp16"))
+
     def add(fn: PTQMethod) -> PTQMethod:
         if name in _METHODS:
             raise ValueError(f"PTQ method {name!r} is already registered")
@@ -51,6 +63,7 @@ def register_method(name: str, needs_stats: bool = False, scales_input: bool = F
 
 
 def method_info(name: str) -> MethodInfo:
+    """The registered method ``name``, or an error listing the known ones."""
     try:
         return _METHODS[name]
     except KeyError:
@@ -58,7 +71,35 @@ def method_info(name: str) -> MethodInfo:
 
 
 def get_method(name: str) -> PTQMethod:
+    """The function of method ``name``, called as is (see :func:`run_method` for a checked call)."""
     return method_info(name).fn
+
+
+def run_method(name: str, weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> QuantizedTensor:
+    """Method ``name`` on ``weight``, its result checked against what was asked: a plug-in that returns another
+    format, shape or code range would otherwise be priced as ``spec`` and fail only when its export is loaded."""
+    q = method_info(name).fn(weight, spec, stats)
+    wrong = _wrong_result(q, weight, spec)
+    if wrong:
+        raise AutoqError(f"PTQ method {name!r} was asked for {spec.name} on a {tuple(weight.shape)} weight and returned {wrong}; "
+                         f"a method must return a QuantizedTensor of the spec and shape it is given")
+    return q
+
+
+def _wrong_result(q: Any, weight: torch.Tensor, spec: QuantSpec) -> str | None:
+    """What is wrong with ``q`` as ``spec``'s quantization of ``weight``, or ``None``."""
+    if not isinstance(q, QuantizedTensor):
+        return f"a {type(q).__name__}"
+    if q.spec != spec:
+        return f"{q.spec.name}"
+    if tuple(q.codes.shape) != tuple(weight.shape):
+        return f"codes of shape {tuple(q.codes.shape)}"
+    groups = spec.n_param_groups(*weight.shape)
+    if q.scale.numel() != groups or q.zero.numel() != groups:
+        return f"{q.scale.numel()} scales and {q.zero.numel()} zero points, not {groups}"
+    if q.codes.numel() and (int(q.codes.min()) < spec.qmin or int(q.codes.max()) > spec.qmax):
+        return f"codes from {int(q.codes.min())} to {int(q.codes.max())}, outside [{spec.qmin}, {spec.qmax}]"
+    return None
 
 
 def method_needs_stats(name: str) -> bool:
@@ -74,6 +115,7 @@ def input_scale_bits(name: str, in_features: int) -> int:
 
 
 def method_names() -> list[str]:
+    """Every registered method's name, sorted."""
     return sorted(_METHODS)
 
 

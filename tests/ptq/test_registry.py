@@ -6,9 +6,10 @@ import pytest
 import torch
 
 from autoq.errors import AutoqError
-from autoq.ptq import get_method, method_info, method_names, method_needs_stats, register_method
+from autoq.ptq import get_method, method_info, method_names, method_needs_stats, register_method, run_method
+from autoq.ptq import registry
 from autoq.ptq.result import TransformedTensor
-from autoq.quant import QuantizedTensor, QuantSpec
+from autoq.quant import QuantizedTensor, QuantSpec, quantize
 
 SPECS = [QuantSpec(4, "group", 32), QuantSpec(3, "channel", None, True), QuantSpec(8, "tensor"), QuantSpec(2, "group", 64)]
 BUILTINS = {"rtn-minmax", "rtn-mse", "rtn-lp", "rtn-percentile", "gptq", "gptq-act", "awq", "adaround", "smoothquant", "smoothquant-search", "bias-correction"}
@@ -74,3 +75,46 @@ def test_unknown_method_lists_known():
 def test_duplicate_registration_refused():
     with pytest.raises(ValueError, match="already registered"):
         register_method("gptq")(lambda w, spec, stats=None: None)
+    assert get_method("gptq").__name__ != "<lambda>"
+
+
+def test_a_new_method_is_found_by_name(monkeypatch):
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+
+    @register_method("test-identity")
+    def ident(weight, spec, stats=None):
+        return quantize(weight, spec)
+
+    assert get_method("test-identity") is ident and "test-identity" in method_names()
+
+
+@pytest.mark.parametrize("name", ["my+method", "my:method", "", "a b", "w/abs", "-x", "none", "fp16", None])
+def test_names_that_cannot_be_read_back_are_refused(name, monkeypatch):
+    """``int4-ch-asym:my+method`` registered, searched and exported, then failed to load as activation format 'method'."""
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    with pytest.raises(ValueError, match="cannot register PTQ method"):
+        register_method(name)(lambda w, spec, stats=None: quantize(w, spec))
+    assert set(registry._METHODS) == set(method_names()) and name not in method_names()
+
+
+def _shifted(q: QuantizedTensor, **changes) -> QuantizedTensor:
+    fields = {"spec": q.spec, "codes": q.codes, "scale": q.scale, "zero": q.zero, **changes}
+    return QuantizedTensor(**fields)
+
+
+@pytest.mark.parametrize("wrong, message", [
+    (lambda w, spec: quantize(w, QuantSpec(8, "channel")), "int8-ch-asym;"),
+    (lambda w, spec: _shifted(quantize(w, spec), codes=quantize(w, spec).codes[:, :-1]), r"codes of shape \(16, 95\)"),
+    (lambda w, spec: _shifted(quantize(w, spec), scale=quantize(w, spec).scale[:-1]), "15 scales and 16 zero points, not 16"),
+    (lambda w, spec: _shifted(quantize(w, spec), codes=quantize(w, spec).codes + 200), r"outside \[0, 15\]"),
+    (lambda w, spec: w.half(), "a Tensor;"),
+])
+def test_a_method_returning_something_else_than_asked_is_named(wrong, message, monkeypatch):
+    """A plug-in that ignores ``spec`` was searched as int2 with int8's quality and exported at 3.4x its recorded size."""
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    register_method("test-wrong")(lambda w, spec, stats=None: wrong(w, spec))
+    w = torch.randn(16, 96, generator=torch.Generator().manual_seed(0))
+    spec = QuantSpec(4, "channel")
+    with pytest.raises(AutoqError, match=f"'test-wrong' was asked for int4-ch-asym on a \\(16, 96\\) weight and returned .*{message}"):
+        run_method("test-wrong", w, spec)
+    assert torch.equal(run_method("rtn-minmax", w, spec).codes, get_method("rtn-minmax")(w, spec).codes)

@@ -6,9 +6,7 @@ import pytest
 import torch
 from spec_cases import all_int_specs
 
-import autoq.ptq.registry as registry
-from autoq.errors import AutoqError
-from autoq.ptq import get_method, method_names, register_method
+from autoq.ptq import get_method, method_names
 from autoq.quant import (
     QuantizedTensor,
     QuantSpec,
@@ -136,28 +134,3 @@ def test_rtn_mse_uses_searched_range():
     ref = quantize(w, spec, lo, hi)
     assert torch.equal(qt.codes, ref.codes)
     assert sq_err(w, qt) < sq_err(w, get_method("rtn-minmax")(w, spec))
-
-
-def test_unknown_method_raises_with_known_names():
-    with pytest.raises(AutoqError) as info:
-        get_method("nope")
-    msg = str(info.value)
-    assert "nope" in msg
-    assert "rtn-minmax" in msg and "rtn-mse" in msg
-
-
-def test_register_duplicate_name_raises():
-    with pytest.raises(ValueError):
-        register_method("rtn-minmax")(lambda w, s, stats=None: None)
-    assert get_method("rtn-minmax").__name__ == "rtn_minmax"
-
-
-def test_register_new_method(monkeypatch):
-    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
-
-    @register_method("test-identity")
-    def ident(weight, spec, stats=None):
-        return quantize(weight, spec)
-
-    assert get_method("test-identity") is ident
-    assert "test-identity" in method_names()

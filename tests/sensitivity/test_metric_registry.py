@@ -1,0 +1,87 @@
+"""The metric registry as a plug-in author meets it: names that can be read back, read-only defaults, and a cache
+that tells one version of a plug-in (metric or PTQ method) from the next."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from tiny_models import mlp, space_for
+
+from autoq.choice import LayerChoice
+from autoq.ptq import register_method
+from autoq.ptq import registry as ptq_registry
+from autoq.quant import QuantSpec, quantize
+from autoq.sensitivity import compute_table
+from autoq.sensitivity import registry as metric_registry
+from autoq.sensitivity.registry import MetricOutput, get_metric, register_metric, resolve_settings
+from autoq.sensitivity.table import Entry
+
+
+@pytest.fixture
+def fresh_registries(tmp_path, monkeypatch):
+    monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(metric_registry, "_METRICS", dict(metric_registry._METRICS))
+    monkeypatch.setattr(ptq_registry, "_METHODS", dict(ptq_registry._METHODS))
+
+
+@pytest.mark.parametrize("name", ["auto", "none", "w/abs", "my table.json", "scores.csv", "a:b", ""])
+def test_names_seed_from_would_read_otherwise_are_refused(name, fresh_registries):
+    """``--seed-from w/abs`` was read as a path to a table file, ``auto`` and ``none`` are its own words."""
+    with pytest.raises(ValueError, match="cannot register sensitivity metric"):
+        register_metric(name, "x")(lambda inputs, settings, progress: MetricOutput(()))
+    assert name not in metric_registry._METRICS
+
+
+def test_defaults_cannot_be_changed_through_the_registry():
+    """``get_metric('kl').defaults['n_samples'] = 2`` changed kl's default for the rest of the process."""
+    info = get_metric("kl")
+    with pytest.raises(TypeError):
+        info.defaults["n_samples"] = 2  # type: ignore[index]
+    assert resolve_settings(info, None)["n_samples"] == info.defaults["n_samples"] != 2
+
+
+NORM_METRIC = """
+def weight_norm(inputs, settings, progress):
+    entries = []
+    for layer, opts in zip(inputs.layers, inputs.options):
+        for choice in opts:
+            entries.append(Entry(layer.name, choice.name, FACTOR * float(inputs.quantized(layer, choice).norm())))
+        progress.update(1)
+    return MetricOutput(tuple(entries))
+"""
+
+
+def test_a_plugin_metric_edited_between_runs_is_not_read_from_the_cache(fresh_registries):
+    """The cache was keyed by the metric's name: version 2 of a user's metric got version 1's table back."""
+    model = mlp()
+    data = [torch.randn(8, 6, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    space = space_for(model)
+
+    def table(factor: str):
+        metric_registry._METRICS.pop("wnorm", None)
+        scope = {"Entry": Entry, "MetricOutput": MetricOutput}
+        exec(NORM_METRIC.replace("FACTOR", factor), scope)  # noqa: S102  (a user's file, version by version)
+        register_metric("wnorm", "weight norm")(scope["weight_norm"])
+        return compute_table(model, data, space.layers, space.options, "wnorm", progress=False)
+
+    one, again = table("1"), table("1")
+    assert one.seconds == again.seconds  # the same code: a cache hit
+    thousand = table("1000")  # edited: not the cached table
+    assert thousand.entries[0].score == pytest.approx(1000 * one.entries[0].score)
+
+
+def test_a_plugin_method_edited_between_runs_is_not_read_from_the_cache(fresh_registries):
+    model = mlp()
+    data = [torch.randn(8, 6, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    layers = space_for(model).layers
+    options = [[LayerChoice(QuantSpec(4, "channel"), "mine")] for _ in layers]
+
+    def table(source: str):
+        ptq_registry._METHODS.pop("mine", None)
+        register_method("mine")(eval(source, {"quantize": quantize, "QuantSpec": QuantSpec}))
+        return compute_table(model, data, layers, options, "sqnr", progress=False)
+
+    first = table("lambda w, spec, stats=None: quantize(w, spec)")
+    assert table("lambda w, spec, stats=None: quantize(w, spec)").seconds == first.seconds
+    clipped = table("lambda w, spec, stats=None: quantize(w.clamp(-0.05, 0.05), spec)")
+    assert clipped.seconds != first.seconds and clipped.entries != first.entries
