@@ -91,7 +91,8 @@ def _check_names(rule: Rule, index: int) -> None:
     known = set(method_names())
     for m in rule.methods:
         if m not in known:
-            raise AutoqError(f"{rule.where('methods', index)}: unknown PTQ method {m!r}; known methods: {', '.join(sorted(known))}")
+            raise AutoqError(f"{rule.where('methods', index)}: unknown PTQ method {m!r}; known methods: {', '.join(sorted(known))} (a "
+                             "plug-in's method is known once its module is imported: --plugin MODULE on the command line)")
     for g in rule.granularity:
         match = re.fullmatch(r"g(\d+)", g)
         if g not in {"tensor", "channel"} and (not match or int(match.group(1)) not in GROUP_SIZES):

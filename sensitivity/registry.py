@@ -71,7 +71,8 @@ def get_metric(name: str) -> MetricInfo:
     try:
         return _METRICS[name]
     except KeyError:
-        raise AutoqError(f"unknown sensitivity metric {name!r}; choose one of {', '.join(metric_names())}") from None
+        raise AutoqError(f"unknown sensitivity metric {name!r}; choose one of {', '.join(metric_names())} (a plug-in's metric is "
+                         "known once its module is imported: --plugin MODULE on the command line)") from None
 
 
 def metric_names() -> list[str]:

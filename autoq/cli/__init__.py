@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from autoq.cli.mlflow_args import fill_experiment
 from autoq.errors import AutoqError, SearchInterrupted
+from autoq.plugins import ENTRY_POINT_GROUP, ENV_VAR, load_plugins, plugin_args, plugin_note
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -25,6 +26,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="autoq", description="Automated mixed-precision quantization search for PyTorch.")
     parser.add_argument("--version", action="version", version=f"autoq {__version__}")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import MODULE (a module name or a .py file) first: its PTQ methods, metrics, strategies, samplers "
+                             f"and kernels become names autoq knows; repeatable, allowed after the command too (also ${ENV_VAR} "
+                             f"and '{ENTRY_POINT_GROUP}' entry points)")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for info in sorted(pkgutil.iter_modules(__path__), key=lambda m: m.name):
         module = importlib.import_module(f"{__name__}.{info.name}")
@@ -70,10 +75,32 @@ def _join_signed_values(argv: Sequence[str]) -> list[str]:
     return out
 
 
+def _without_plugins(argv: Sequence[str]) -> list[str]:
+    """``argv`` less its ``--plugin X`` options, which are read before parsing, wherever they stand."""
+    out: list[str] = []
+    skip = False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--plugin":
+            skip = True
+        elif not arg.startswith("--plugin="):
+            out.append(arg)
+    return out
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    plugins = plugin_args(argv)
+    try:
+        load_plugins(plugins)  # before the parser: its help lists what they register
+    except AutoqError as exc:
+        print(f"autoq: error: {exc}", file=sys.stderr)
+        return 2
     parser = build_parser()
-    argv = _join_signed_values(sys.argv[1:] if argv is None else argv)
+    argv = _join_signed_values(_without_plugins(argv))
     args = parser.parse_args(argv)
+    args.plugins = plugins  # for the follow-up commands a search prints
     args.given = given_options(parser, argv)  # what `--resume` must not replace with the stored search's values
     fill_experiment(args)
     signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's TERM stops as cleanly as Ctrl-C
@@ -83,7 +110,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"autoq: error: {exc}", file=sys.stderr)
         return 2
     except SearchInterrupted as exc:
-        print(f"autoq: {exc}", file=sys.stderr)
+        note = plugin_note(plugins)
+        print(f"autoq: {exc}" + (f" ({note})" if note else ""), file=sys.stderr)
         return 130
     except KeyboardInterrupt:
         print("autoq: interrupted", file=sys.stderr)

@@ -10,6 +10,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from autoq.builtin import BUILTINS, DEFAULT_MODEL
     from autoq.cli.mlflow_args import add_mlflow_args
     from autoq.cli.scale import add_scale_args
+    from autoq.engine.strategies import strategy_names
+    from autoq.engine.strategy import sampler_names
+    from autoq.sensitivity import metric_names
 
     p = sub.add_parser(
         "search",
@@ -22,10 +25,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-trials", type=int, default=100, help="evaluated trials, uniform baselines included (default: 100)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting new trials this many seconds after the search starts (its set-up included)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
-    p.add_argument("--sampler", default="tpe", help="tpe (default), nsga2 or random")
-    p.add_argument("--strategy", default="optuna", help="optuna (default: seeded sampler), ilp, greedy or random (each alone)")
+    p.add_argument("--sampler", default="tpe", help=f"{' / '.join(sampler_names())} (default: tpe)")
+    p.add_argument("--strategy", default="optuna",
+                   help=f"{' / '.join(strategy_names())}: optuna (default) is a seeded sampler, the others run alone")
     p.add_argument("--seed-from", default="auto", metavar="METRIC",
-                   help="seed from a sensitivity table: hessian, fisher, kl, sqnr, mse, or a table file (.json/.csv); "
+                   help=f"seed from a sensitivity table: {', '.join(metric_names())}, or a table file (.json/.csv); "
                         "auto (default): fisher, cached on disk; none: random budget-filling mixes")
     p.add_argument("--skip", action="append", default=[], metavar="REGEX", help="leave layers matching REGEX unquantized (repeatable)")
     p.add_argument("--pin", action="append", default=[], metavar="REGEX=CHOICE", help="fix layers matching REGEX to CHOICE, e.g. 'classifier=fp16' (repeatable)")
@@ -52,6 +56,7 @@ def run(args: argparse.Namespace) -> int:
     from autoq.cli.mlflow_args import tracking_uri_of
     from autoq.cli.scale import resumed_args, scale_options
     from autoq.engine import SearchConfig, format_summary, run_search
+    from autoq.plugins import plugin_note
 
     args = resumed_args(args)  # --resume NAME: the stored search's settings
     config = SearchConfig(
@@ -79,4 +84,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"autoq: loading {args.model or 'the default model (all-MiniLM-L6-v2)'} ...", file=sys.stderr, flush=True)
     result = run_search(load_workload(args.model), config)
     print(format_summary(result))
+    if getattr(args, "plugins", None):
+        print(f"Plug-ins: {plugin_note(args.plugins)}.")
     return 0

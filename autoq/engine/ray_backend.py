@@ -20,12 +20,15 @@ This module imports Ray; ``autoq`` imports it only when ``backend="ray"``.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import os
 import re
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from typing import Any
 
 from ray import tune
@@ -36,6 +39,7 @@ from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.engine.ray_session import term_stops_tune
 from autoq.engine.trials import TrialBook, trial_metrics, trial_tags
+from autoq.ptq.registry import MethodInfo, adopt_methods, plugin_methods
 from autoq.tracking import MlflowTracker, absolute_uri
 
 
@@ -44,10 +48,13 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
     :func:`autoq.engine.ray_session.ray_session` joined or started."""
     searcher = BookSearcher(book, deadline)
     tracking = (absolute_uri(config.tracking_uri), book.tracker.experiment_id, book.tracker.parent_id) if book.tracker else None
-    trainable = tune.with_resources(
-        tune.with_parameters(AutoqTrainable, workload=workload, search_config=config, tracking=tracking, threads=max(1, int(config.cpus_per_trial))),
-        {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
-    )
+    methods = plugin_methods()  # a worker imports autoq alone: the driver's plug-in methods go with the model
+    with _by_value(methods):  # with_parameters puts its objects in Ray's object store now
+        trainable = tune.with_resources(
+            tune.with_parameters(AutoqTrainable, workload=workload, search_config=config, tracking=tracking, threads=max(1, int(config.cpus_per_trial)),
+                                 methods=methods),
+            {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
+        )
     with tempfile.TemporaryDirectory(prefix="autoq-tune-") as tmp, _quiet_tune():
         tuner = tune.Tuner(
             trainable,
@@ -63,6 +70,22 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
         searcher.record_unexplained()
     if not book.done() and not searcher.timed_out():
         raise KeyboardInterrupt  # Tune stopped early: it caught Ctrl-C / SIGTERM itself
+
+
+@contextlib.contextmanager
+def _by_value(methods: tuple[MethodInfo, ...]) -> Iterator[None]:
+    """Pickle the methods' modules by their code, not their names: a plug-in loaded from a file, or from a folder the
+    workers do not search, cannot be imported there (``__main__``'s functions go by value already)."""
+    from ray import cloudpickle
+
+    modules = {sys.modules.get(getattr(info.fn, "__module__", None) or "") for info in methods} - {None, sys.modules["__main__"]}
+    for module in modules:
+        cloudpickle.register_pickle_by_value(module)
+    try:
+        yield
+    finally:
+        for module in modules:
+            cloudpickle.unregister_pickle_by_value(module)
 
 
 class _quiet_tune:
@@ -181,12 +204,14 @@ class AutoqTrainable(tune.Trainable):
     experiment, whichever it is (a nested search's is its outer run's)."""
 
     def setup(
-        self, config: dict, workload: Workload | None = None, search_config: Any = None, tracking: tuple[str, str, str] | None = None, threads: int = 1
+        self, config: dict, workload: Workload | None = None, search_config: Any = None, tracking: tuple[str, str, str] | None = None, threads: int = 1,
+        methods: tuple[MethodInfo, ...] = (),
     ) -> None:
         import torch
 
         from autoq.engine.runner import new_cache
 
+        adopt_methods(methods)
         torch.set_num_threads(threads)  # the CPUs this trial holds, no more: workers share the machine
         self.workload = workload
         self.cache = new_cache(workload, search_config)

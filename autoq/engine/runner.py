@@ -36,7 +36,8 @@ from autoq.engine.resume import (
     stored_settings,
 )
 from autoq.engine.seeding import check_seed_from, data_driven_pairs, start_strategy
-from autoq.engine.strategy import sampler_factory, sampler_name, strategy_factory
+from autoq.engine.strategies import strategy_factory
+from autoq.engine.strategy import sampler_factory, sampler_name
 from autoq.engine.study_names import default_study_name, removed_unless_finished
 from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError, SearchInterrupted
@@ -67,10 +68,10 @@ class SearchConfig:
     space: str = "default"
     n_trials: int = 100
     seed: int = 0
-    sampler: str | BaseSampler = "tpe"  # tpe | nsga2 | random (autoq.engine.strategy.SAMPLERS), or an Optuna sampler instance
+    sampler: str | BaseSampler = "tpe"  # tpe | nsga2 | random | a registered one (register_sampler), or an Optuna sampler instance
     n_fill_seeds: int = 16  # budget-filling mixes enqueued after the uniform baselines
     max_uniform_seeds: int | None = 16  # uniform baselines at most (each weight format once first; see seeds.uniform_seeds); None: all
-    strategy: str = "optuna"  # optuna | ilp | greedy | random (autoq.engine.strategy.STRATEGIES)
+    strategy: str = "optuna"  # optuna | ilp | greedy | random | a registered one (register_strategy)
     seed_from: str | None = "auto"  # sensitivity metric or table file seeding the search; "auto": fisher; None / "none": random fill seeds
     skip: tuple[str, ...] = ()
     pins: tuple[tuple[str, str], ...] = ()

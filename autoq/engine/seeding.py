@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.engine.seeds import uniform_seeds
-from autoq.engine.strategy import NEEDS_SCORES, Strategy, StrategyContext, strategy_factory
+from autoq.engine.strategies import StrategyContext, strategy_factory, strategy_needs_scores
+from autoq.engine.strategy import Strategy
 from autoq.errors import AutoqError
 from autoq.space import SearchSpace
 
@@ -36,7 +37,7 @@ NONE = "none"
 def check_seed_from(seed_from: str | None, strategy: str = "optuna") -> None:
     """Refuse an unknown metric name early (a file path is checked when it is read), and ``none`` for a strategy
     that solves on a table (it used to compute the default table anyway, unasked)."""
-    if seed_from in (None, NONE) and strategy in NEEDS_SCORES:
+    if seed_from in (None, NONE) and strategy_needs_scores(strategy):
         raise AutoqError(f"--strategy {strategy} solves on a sensitivity table, and --seed-from none gives it none; pass a metric "
                          f"({DEFAULT_SEED_METRIC}, kl, ...) or a table file, or leave --seed-from auto ({DEFAULT_SEED_METRIC})")
     if seed_from in (None, AUTO, NONE) or _is_path(seed_from):
@@ -88,7 +89,7 @@ def seed_metric(seed_from: str | None, strategy: str, space: SearchSpace | None 
         return None  # refused for ilp and greedy by check_seed_from
     if seed_from != AUTO:
         return seed_from
-    if strategy not in NEEDS_SCORES and space is not None and data_driven_pairs(space) > limit:
+    if not strategy_needs_scores(strategy) and space is not None and data_driven_pairs(space) > limit:
         return None
     return DEFAULT_SEED_METRIC
 
@@ -115,7 +116,7 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
         try:
             scores = space_scores(seed_table(workload, problem.space, seed_from, config.progress), problem.space)
         except Exception as exc:  # noqa: BLE001 - only the default may fall back, and it says why
-            if config.seed_from != AUTO or config.strategy in NEEDS_SCORES:
+            if config.seed_from != AUTO or strategy_needs_scores(config.strategy):
                 raise
             print(f"autoq: warning: no {seed_from} sensitivity table for seeding ({type(exc).__name__}: {exc}); "
                   "starting from random budget-filling mixes instead (--seed-from METRIC to insist, none to skip)", file=sys.stderr, flush=True)

@@ -1,11 +1,10 @@
-"""Search strategies speak ask/tell, like Optuna: ``seed`` known-good assignments,
-``ask`` for the next one, ``tell`` its objectives. One registry holds them.
+"""Search strategies speak ask/tell, like Optuna: ``seed`` known-good assignments, ``ask`` for the next one,
+``tell`` its objectives. The Optuna study strategy, its samplers (a registry), and the queue strategy that
+stores a fixed source's proposals as trials; the strategy registry and factories are in `autoq.engine.strategies`.
 """
 
 from __future__ import annotations
 
-import itertools
-import random
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -13,14 +12,9 @@ from typing import Any, Protocol
 
 import optuna
 
-from autoq.budget import Budget
 from autoq.choice import Assignment
-from autoq.cost import CostModel
-from autoq.engine.greedy import greedy_seeds
-from autoq.engine.ilp import ilp_seeds, raise_seeds
-from autoq.engine.knapsack import Knapsack, random_feasible
-from autoq.engine.seeds import fill_seeds, uniform_seeds
 from autoq.errors import AutoqError
+from autoq.plugin_names import check_name
 from autoq.space import SearchSpace
 
 OBJECTIVES = {"quality": "maximize", "effective_bits": "minimize"}
@@ -39,17 +33,32 @@ def study_objectives(with_latency: bool) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class Proposal:
-    handle: Any  # strategy-specific (an Optuna trial)
+    """One assignment a strategy asks to be evaluated: ``number`` is its trial number in the study (MLflow's
+    ``trial`` tag), ``handle`` whatever the strategy needs to tell it later (an Optuna trial)."""
+
+    handle: Any
     number: int
     assignment: Assignment
 
 
 class Strategy(Protocol):
-    def seed(self, assignments: Sequence[Assignment]) -> None: ...
-    def retry(self, proposal: Proposal) -> None: ...
-    def note(self, proposal: Proposal, key: str, value: object) -> None: ...
-    def ask(self) -> Proposal: ...
-    def tell(self, proposal: Proposal, values: tuple[float, ...] | None, violation: float, error: str | None = None) -> None: ...
+    """What the search loop drives, in Optuna's ask/tell style; every built-in one keeps its trials in an Optuna study."""
+
+    def seed(self, assignments: Sequence[Assignment]) -> None:
+        """Queue ``assignments`` to be proposed first, in order (Optuna's ``enqueue_trial``)."""
+
+    def retry(self, proposal: Proposal) -> None:
+        """Queue ``proposal``'s assignment again: its trial failed and is given another try."""
+
+    def note(self, proposal: Proposal, key: str, value: object) -> None:
+        """Store ``key=value`` with the trial (an Optuna user attribute), e.g. ``autoq.repeat_of``."""
+
+    def ask(self) -> Proposal:
+        """The next assignment to evaluate."""
+
+    def tell(self, proposal: Proposal, values: tuple[float, ...] | None, violation: float, error: str | None = None) -> None:
+        """The trial's objectives (``study_objectives`` order), or ``None`` with the ``error`` that failed it, and how far it
+        is over the budget (``<= 0`` within it; an over-budget proposal is told without values and not evaluated)."""
 
 
 class OptunaStrategy:
@@ -142,20 +151,40 @@ def _random(seed: int) -> optuna.samplers.BaseSampler:
     return optuna.samplers.RandomSampler(seed=seed)
 
 
-SAMPLERS: dict[str, Callable[[int], optuna.samplers.BaseSampler]] = {"tpe": _tpe, "nsga2": _nsga2, "random": _random}
+SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]  # seed -> a multi-objective Optuna sampler
+_SAMPLERS: dict[str, SamplerFactory] = {"tpe": _tpe, "nsga2": _nsga2, "random": _random}
 
 
-def sampler_factory(sampler: str | optuna.samplers.BaseSampler) -> Callable[[int], optuna.samplers.BaseSampler]:
-    """Registry lookup: ``tpe`` (default), ``nsga2`` or ``random``; an unknown name is a clear error.
+def register_sampler(name: str) -> Callable[[SamplerFactory], SamplerFactory]:
+    """Decorator: make ``factory(seed) -> optuna.samplers.BaseSampler`` available as ``--sampler NAME``. The sampler
+    must handle multi-objective studies (2 objectives, 3 with a latency source) and Optuna's constraints."""
+    check_name("sampler", name)
+
+    def add(factory: SamplerFactory) -> SamplerFactory:
+        if name in _SAMPLERS:
+            raise ValueError(f"sampler {name!r} is already registered")
+        _SAMPLERS[name] = factory
+        return factory
+
+    return add
+
+
+def sampler_names() -> list[str]:
+    """Every registered sampler's name, the built-ins first."""
+    return list(_SAMPLERS)
+
+
+def sampler_factory(sampler: str | optuna.samplers.BaseSampler) -> SamplerFactory:
+    """Registry lookup: ``tpe`` (default), ``nsga2``, ``random`` or a registered name; an unknown name is a clear error.
 
     A sampler instance (the Python API's ``sampler=optuna.samplers.GPSampler(seed=1)``) is used as given, with
     its own seed: it must handle multi-objective studies (2 objectives, 3 with a latency source)."""
     if isinstance(sampler, optuna.samplers.BaseSampler):
         return lambda seed: sampler
-    if not isinstance(sampler, str) or sampler not in SAMPLERS:
-        raise AutoqError(f"unknown sampler {sampler!r}; choose one of {', '.join(SAMPLERS)}, "
+    if not isinstance(sampler, str) or sampler not in _SAMPLERS:
+        raise AutoqError(f"unknown sampler {sampler!r}; choose one of {', '.join(_SAMPLERS)}, "
                          "or pass an optuna.samplers.BaseSampler instance (Python API)")
-    return SAMPLERS[sampler]
+    return _SAMPLERS[sampler]
 
 
 def sampler_name(sampler: str | optuna.samplers.BaseSampler) -> str:
@@ -209,99 +238,3 @@ class QueueStrategy(OptunaStrategy):
 
 def _params(assignment: Assignment) -> dict[str, str]:
     return {name: choice.name for name, choice in assignment.items()}
-
-
-@dataclass(frozen=True)
-class StrategyContext:
-    """What a strategy factory may use; ``scores`` (per layer, per option of ``space``) come from a sensitivity table."""
-
-    space: SearchSpace
-    cost_model: CostModel
-    budget: Budget
-    sampler: str | optuna.samplers.BaseSampler
-    seed: int
-    study_name: str
-    storage: str | None
-    n_trials: int
-    n_fill_seeds: int
-    scores: tuple[tuple[float, ...], ...] | None = None
-    resume: bool = False
-    max_uniform_seeds: int | None = None
-
-    def knapsack(self) -> Knapsack:
-        return Knapsack.build(self.space, self.cost_model, self.budget, self.scores)
-
-    @property
-    def with_latency(self) -> bool:
-        """A latency source (--device) makes latency the study's third objective."""
-        return self.cost_model.latency_source is not None
-
-
-# factory(ctx) -> (strategy, seeds to enqueue before it runs, the uniform assignments to flag as baselines when evaluated)
-StrategyFactory = Callable[[StrategyContext], tuple[Strategy, list[Assignment], list[Assignment]]]
-
-
-def _optuna_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], list[Assignment]]:
-    """The sampler (TPE / NSGA-II / random) after the uniform baselines and budget-filling seeds; with a
-    sensitivity table the fill seeds come from it instead of random mixes (see `_table_seeds`)."""
-    strategy = make_strategy(ctx.sampler, ctx.space, ctx.seed, ctx.study_name, ctx.storage, ctx.resume, ctx.with_latency)
-    uniform = uniform_seeds(ctx.space, ctx.cost_model, ctx.budget, ctx.max_uniform_seeds)
-    count = min(ctx.n_fill_seeds, max(0, ctx.n_trials - len(uniform)))
-    if ctx.scores is None:
-        extra = fill_seeds(ctx.space, ctx.cost_model, ctx.budget, count, ctx.seed)
-    else:
-        extra = _table_seeds(ctx, uniform, count)
-    return strategy, uniform + extra, uniform
-
-
-def _table_seeds(ctx: StrategyContext, uniform: list[Assignment], count: int) -> list[Assignment]:
-    """``count`` distinct seeds from the sensitivity table, none of them a uniform baseline: a third raise
-    the dearest uniform baseline's most sensitive layers (ILP above that floor, exact then noisy), the
-    ILP budget sweep spans the frontier, and greedy allocations take the last eighth."""
-    problem = ctx.knapsack()
-    seeds: list[Assignment] = []
-
-    def take(candidates: Sequence[Assignment], limit: int) -> None:
-        fresh = [a for a in candidates if a not in uniform and a not in seeds]
-        seeds.extend(fresh[: max(0, limit - len(seeds))])
-
-    if uniform:
-        floor = [opts.index(uniform[-1][layer.name]) for layer, opts in zip(ctx.space.layers, ctx.space.options)]
-        take(raise_seeds(problem, floor, count // 3 + 1, ctx.seed), count // 3)
-    n_greedy = count // 8
-    take(ilp_seeds(problem, count, ctx.seed), count - n_greedy)
-    take(greedy_seeds(problem, count), count)
-    return seeds
-
-
-def _queue(ctx: StrategyContext, source: Iterator[Assignment]) -> tuple[Strategy, list[Assignment], list[Assignment]]:
-    """No seeds: the source alone; every uniform assignment within the budget is flagged as one if it proposes it."""
-    uniform = uniform_seeds(ctx.space, ctx.cost_model, ctx.budget)
-    return QueueStrategy(ctx.space, source, ctx.study_name, ctx.storage, ctx.resume, ctx.with_latency), [], uniform
-
-
-def _ilp_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], list[Assignment]]:
-    """ILP solutions alone: a budget sweep plus noisy-score solves at the budget, one per trial."""
-    return _queue(ctx, iter(ilp_seeds(ctx.knapsack(), ctx.n_trials, ctx.seed)))
-
-
-def _greedy_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], list[Assignment]]:
-    """Greedy sensitivity-per-bit allocations alone, over a sweep of budgets."""
-    return _queue(ctx, iter(greedy_seeds(ctx.knapsack(), ctx.n_trials)))
-
-
-def _random_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], list[Assignment]]:
-    """Random search: uniformly random choices, repaired into the budget (the honest baseline)."""
-    problem, rng = ctx.knapsack(), random.Random(ctx.seed)
-    return _queue(ctx, (problem.assignment(random_feasible(problem, rng)) for _ in itertools.count()))
-
-
-STRATEGIES: dict[str, StrategyFactory] = {"optuna": _optuna_strategy, "ilp": _ilp_strategy, "greedy": _greedy_strategy, "random": _random_strategy}
-NEEDS_SCORES = frozenset({"ilp", "greedy"})
-
-
-def strategy_factory(name: str) -> StrategyFactory:
-    """Registry lookup for ``--strategy``: ``optuna`` (default), ``ilp``, ``greedy`` or ``random``."""
-    if name not in STRATEGIES:
-        raise AutoqError(f"unknown --strategy {name!r}; choose one of {', '.join(STRATEGIES)}")
-    return STRATEGIES[name]

@@ -67,7 +67,8 @@ def method_info(name: str) -> MethodInfo:
     try:
         return _METHODS[name]
     except KeyError:
-        raise AutoqError(f"unknown PTQ method {name!r}; known methods: {', '.join(sorted(_METHODS))}") from None
+        raise AutoqError(f"unknown PTQ method {name!r}; known methods: {', '.join(sorted(_METHODS))} (a plug-in's method is known once "
+                         "its module is imported: --plugin MODULE on the command line)") from None
 
 
 def get_method(name: str) -> PTQMethod:
@@ -112,6 +113,18 @@ def input_scale_bits(name: str, in_features: int) -> int:
     input scale of a method registered with ``scales_input``, else 0 (also for ``none``, a layer kept in fp16)."""
     info = _METHODS.get(name)
     return 32 * in_features if info is not None and info.scales_input else 0
+
+
+def plugin_methods() -> tuple[MethodInfo, ...]:
+    """The registered methods autoq does not define itself: what another process that imports autoq alone (a Ray
+    worker) lacks, to be sent there and :func:`adopt_methods`."""
+    return tuple(info for info in _METHODS.values() if not getattr(info.fn, "__module__", "").startswith("autoq."))
+
+
+def adopt_methods(infos: tuple[MethodInfo, ...]) -> None:
+    """Register methods another process registered (a Ray worker, the driver's plug-ins); a name known here keeps its own."""
+    for info in infos:
+        _METHODS.setdefault(info.name, info)
 
 
 def method_names() -> list[str]:

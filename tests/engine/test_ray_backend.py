@@ -127,6 +127,26 @@ def test_worker_killed_mid_trial_and_raising_trial(local_ray, digits, mlflow_uri
     assert sum(r.info.status == "FINISHED" for r in runs) == 10
 
 
+def test_a_plugin_method_from_a_file_runs_on_the_workers(local_ray, digits, tmp_path, monkeypatch):
+    """Workers import autoq alone: a method a plug-in file registered in the driver was unknown there, and every trial
+    that used it failed while the search went on without it."""
+    from autoq.plugins import import_plugin
+    from autoq.ptq import registry
+
+    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    (tmp_path / "wplug.py").write_text(
+        "from autoq.ptq import get_method, register_method\n\n"
+        "@register_method('rtn-worker')\ndef rtn_worker(weight, spec, stats=None):\n"
+        "    return get_method('rtn-minmax')(weight, spec, stats)\n")
+    import_plugin(str(tmp_path / "wplug.py"))  # a module no worker can import by name
+    space = tmp_path / "space.yaml"
+    space.write_text("name: w\ndescription: plug-in method only\nrules:\n  - layers: '.*'\n    bits: [4, 8]\n"
+                     "    granularity: [channel]\n    symmetric: false\n    methods: [rtn-worker]\n    half: false\n")
+    result = _search(digits, n_trials=4, backend="ray", workers=1, space=str(space), seed_from=None, max_retries=0)
+    assert result.n_failed == 0 and len(result.points) == 4
+    assert all(c.method == "rtn-worker" for p in result.points for c in p.assignment.values())
+
+
 def test_python_api_with_relative_store_leaves_a_caller_ray_running(local_ray, mlflow_uri, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # mlflow_uri's database is tmp_path / "mlflow.db": name it relative, as the CLI default does
     result = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, backend="ray", tracking_uri="sqlite:///mlflow.db", progress=False)

@@ -14,7 +14,8 @@ from autoq.engine.knapsack import Knapsack
 from autoq.engine.runner import prepare
 from autoq.engine.seeding import seed_table, space_scores
 from autoq.engine.seeds import fill_seeds, uniform_seeds
-from autoq.engine.strategy import STRATEGIES, OptunaStrategy
+from autoq.engine.strategies import strategy_names
+from autoq.engine.strategy import OptunaStrategy
 from autoq.errors import AutoqError
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -37,7 +38,7 @@ def ilp_optimum(workload, budget="3.5bits", metric="kl"):
 
 
 def test_registry_names():
-    assert set(STRATEGIES) == {"optuna", "ilp", "greedy", "random"}
+    assert set(strategy_names()) == {"optuna", "ilp", "greedy", "random"}
 
 
 @pytest.mark.parametrize("strategy", ["ilp", "greedy", "random"])
@@ -221,3 +222,22 @@ def test_a_w8a8_search_on_a_cnn_runs_every_trial_and_seeds_from_kl(digits, seque
     convs = {"0", "2"}
     assert all(p.assignment[name].activation is None for p in result.points for name in convs)
     assert any(p.assignment["6"].activation is not None for p in result.points)
+
+
+def test_a_registered_strategy_says_whether_it_needs_scores_whatever_was_imported_first(monkeypatch):
+    """``NEEDS_SCORES`` was copied into the seeding module at import: a user's strategy added later was not seen there."""
+    from autoq.engine import strategies
+    from autoq.engine.seeding import check_seed_from
+    from autoq.engine.strategies import register_strategy, strategy_factory, strategy_needs_scores
+
+    monkeypatch.setattr(strategies, "_STRATEGIES", dict(strategies._STRATEGIES))
+    register_strategy("my-ilp", needs_scores=True)(strategy_factory("ilp"))
+    register_strategy("my-random")(strategy_factory("random"))
+    assert strategy_needs_scores("my-ilp") and not strategy_needs_scores("my-random") and not strategy_needs_scores("nope")
+    with pytest.raises(AutoqError, match="--strategy my-ilp solves on a sensitivity table, and --seed-from none gives it none"):
+        check_seed_from("none", "my-ilp")
+    check_seed_from("none", "my-random")
+    with pytest.raises(ValueError, match="already registered"):
+        register_strategy("ilp")(strategy_factory("random"))
+    with pytest.raises(ValueError, match="cannot register strategy 'a b'"):
+        register_strategy("a b")(strategy_factory("random"))

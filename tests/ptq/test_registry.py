@@ -6,8 +6,7 @@ import pytest
 import torch
 
 from autoq.errors import AutoqError
-from autoq.ptq import get_method, method_info, method_names, method_needs_stats, register_method, run_method
-from autoq.ptq import registry
+from autoq.ptq import get_method, method_info, method_names, method_needs_stats, register_method, registry, run_method
 from autoq.ptq.result import TransformedTensor
 from autoq.quant import QuantizedTensor, QuantSpec, quantize
 

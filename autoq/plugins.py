@@ -1,0 +1,102 @@
+"""Loading plug-ins: modules that register PTQ methods, sensitivity metrics, strategies, samplers or kernels.
+
+The Python API needs none of this (import your module, then call autoq). The command line imports, before it
+reads its options (so that ``--help`` lists what they add): the ``autoq.plugins`` entry points of installed
+packages, the modules named in ``$AUTOQ_PLUGINS`` (comma-separated), and each ``--plugin MODULE`` (a module
+name, importable from the working folder as with ``python -m``, or a path to a ``.py`` file).
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import os
+import shlex
+import sys
+from collections.abc import Iterable, Sequence
+from importlib.metadata import entry_points
+from pathlib import Path
+from types import ModuleType
+
+from autoq.errors import AutoqError
+
+ENTRY_POINT_GROUP = "autoq.plugins"
+ENV_VAR = "AUTOQ_PLUGINS"
+
+
+def plugin_args(argv: Sequence[str]) -> list[str]:
+    """The values of every ``--plugin X`` / ``--plugin=X`` in ``argv``, in order."""
+    found = []
+    for i, arg in enumerate(argv):
+        if arg == "--plugin" and i + 1 < len(argv):
+            found.append(argv[i + 1])
+        elif arg.startswith("--plugin="):
+            found.append(arg.split("=", 1)[1])
+    return found
+
+
+def load_plugins(modules: Iterable[str] = ()) -> list[str]:
+    """Import the entry points of group ``autoq.plugins``, then ``$AUTOQ_PLUGINS``, then ``modules``; return what was
+    imported. A module already imported is not imported again; one that fails is an error naming it."""
+    loaded = []
+    for ep in entry_points(group=ENTRY_POINT_GROUP):
+        try:
+            ep.load()
+        except Exception as exc:
+            raise AutoqError(f"the autoq plug-in {ep.name!r} ({ep.value}, an {ENTRY_POINT_GROUP} entry point) failed to load: "
+                             f"{type(exc).__name__}: {exc}") from exc
+        loaded.append(ep.value)
+    env = [m.strip() for m in os.environ.get(ENV_VAR, "").split(",") if m.strip()]
+    for name in (*env, *modules):
+        import_plugin(name)
+        loaded.append(name)
+    return loaded
+
+
+def import_plugin(name: str) -> ModuleType:
+    """Import plug-in ``name``: a module name (the working folder is searched too, as ``python -m`` does) or a ``.py`` path."""
+    path = Path(name)
+    try:
+        if path.suffix == ".py" or os.sep in name or "/" in name:
+            return _import_file(path)
+        if "" not in sys.path and os.getcwd() not in sys.path:
+            sys.path.append(os.getcwd())  # `autoq` is a console script: unlike `python -m`, it does not search the working folder
+        return importlib.import_module(name)
+    except AutoqError:
+        raise
+    except ModuleNotFoundError as exc:
+        if exc.name != name.split(".")[0]:
+            raise AutoqError(f"plug-in {name!r} failed to import: ModuleNotFoundError: {exc}") from exc
+        raise AutoqError(f"cannot find plug-in module {name!r}; give an importable module name (python -c 'import {name}' "
+                         "must work from this folder) or a path to a .py file") from None
+    except Exception as exc:
+        raise AutoqError(f"plug-in {name!r} failed to import: {type(exc).__name__}: {exc}") from exc
+
+
+def _import_file(path: Path) -> ModuleType:
+    """A ``.py`` file as a module named after it (once: a second ``--plugin`` of the same file reuses it)."""
+    path = path.resolve()
+    if not path.is_file():
+        raise AutoqError(f"plug-in file {str(path)!r} does not exist")
+    name = f"autoq_plugin_{path.stem}"
+    module = sys.modules.get(name)
+    if module is not None and Path(getattr(module, "__file__", "")).resolve() == path:
+        return module
+    spec = importlib.util.spec_from_file_location(name, path)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    try:
+        spec.loader.exec_module(module)
+    except BaseException:
+        del sys.modules[name]
+        raise
+    return module
+
+
+def plugin_note(plugins: Sequence[str]) -> str:
+    """What to add to the commands a run prints (``autoq export``, ``autoq search --resume``) when ``--plugin`` was given."""
+    if not plugins:
+        return ""
+    options = " ".join(f"--plugin {shlex.quote(p)}" for p in plugins)
+    return f"add {options} to the autoq commands above (export, search --resume): they use the names it registers"

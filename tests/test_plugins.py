@@ -1,0 +1,86 @@
+"""Plug-ins from outside the package reach every way in: ``--plugin`` (a file or a module), ``$AUTOQ_PLUGINS``, the
+help texts, and a search that uses a plug-in's method, strategy and sampler by name."""
+
+from __future__ import annotations
+
+import pytest
+from test_cli import run_cli
+
+PLUGIN = '''
+import optuna
+
+from autoq.engine.strategies import register_strategy, strategy_factory
+from autoq.engine.strategy import register_sampler
+from autoq.ptq import get_method, register_method
+
+
+@register_method("rtn-user")
+def rtn_user(weight, spec, stats=None):
+    return get_method("rtn-minmax")(weight, spec, stats)
+
+
+register_strategy("mine")(lambda ctx: strategy_factory("random")(ctx))
+register_sampler("my-random")(lambda seed: optuna.samplers.RandomSampler(seed=seed))
+'''
+
+SPACE = """name: user
+description: a plug-in's method beside a built-in one
+rules:
+  - layers: ".*"
+    bits: [4, 8]
+    granularity: [channel]
+    symmetric: false
+    methods: [rtn-user, rtn-mse]
+    half: false
+"""
+
+
+@pytest.fixture
+def folder(tmp_path):
+    (tmp_path / "myplug.py").write_text(PLUGIN)
+    (tmp_path / "space.yaml").write_text(SPACE)
+    return tmp_path
+
+
+SEARCH = ("search", "--model", "digits-cnn", "--space", "space.yaml", "--n-trials", "4", "--seed-from", "none", "--tracking-uri", "none",
+          "--storage", "none", "--no-progress")
+
+
+@pytest.mark.parametrize("how", ["file", "module after the command", "environment"])
+def test_a_plugin_extends_the_names_a_search_takes(folder, how, monkeypatch):
+    if how == "file":
+        args = ["--plugin", "myplug.py", *SEARCH, "--strategy", "mine"]
+    elif how == "module after the command":
+        args = [*SEARCH, "--strategy", "mine", "--plugin=myplug"]  # the working folder is searched, as by python -m
+    else:
+        monkeypatch.setenv("AUTOQ_PLUGINS", "myplug")
+        args = [*SEARCH, "--sampler", "my-random"]
+    proc = run_cli(*args, cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    assert ":rtn-user" in proc.stdout
+    if how != "environment":
+        plugin = "myplug.py" if how == "file" else "myplug"
+        assert f"Plug-ins: add --plugin {plugin} to the autoq commands above" in proc.stdout
+
+
+def test_help_lists_what_plugins_register_and_names_without_them_are_refused(folder):
+    helped = run_cli("--plugin", "myplug.py", "search", "--help", cwd=folder)
+    assert helped.returncode == 0 and "mine" in helped.stdout and "my-random" in helped.stdout
+    unknown = run_cli(*SEARCH, "--strategy", "mine", cwd=folder)
+    assert unknown.returncode == 2 and "unknown --strategy 'mine'" in unknown.stderr
+    method = run_cli(*SEARCH, cwd=folder)
+    assert method.returncode == 2 and "unknown PTQ method 'rtn-user'" in method.stderr and "--plugin MODULE" in method.stderr
+
+
+@pytest.mark.parametrize(("plugin", "source", "needle"), [
+    ("nosuch", None, "cannot find plug-in module 'nosuch'; give an importable module name"),
+    ("missing.py", None, "missing.py' does not exist"),
+    ("broken.py", "raise RuntimeError('boom')", "plug-in 'broken.py' failed to import: RuntimeError: boom"),
+    ("needs.py", "import not_installed_anywhere", "plug-in 'needs.py' failed to import: ModuleNotFoundError"),
+    ("clash.py", "from autoq.ptq import register_method\nregister_method('a:b')(print)", "cannot register PTQ method 'a:b'"),
+])
+def test_a_plugin_that_cannot_load_is_one_line_exit_2(plugin, source, needle, tmp_path):
+    if source is not None:
+        (tmp_path / plugin).write_text(source)
+    proc = run_cli("--plugin", plugin, "runs", cwd=tmp_path)
+    assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
