@@ -17,6 +17,7 @@ import torch
 from autoq.errors import AutoqError
 from autoq.kernels import ops
 from autoq.kernels.formats import Int8Weight, PackedWeight, supports_w8a8, supports_weight_only
+from autoq.plugin_names import check_name
 from autoq.quant import QuantizedTensor, QuantSpec
 
 
@@ -41,6 +42,9 @@ _KERNELS: dict[str, KernelInfo] = {}
 
 
 def register_kernel(info: KernelInfo) -> KernelInfo:
+    """Make a kernel available to ``autoq kernels bench --kernels NAME`` and the latency tables (`KernelInfo` says what
+    each of its functions does); the name follows the plug-in rules of `autoq.plugin_names`."""
+    check_name("kernel", info.name)
     if info.name in _KERNELS:
         raise ValueError(f"kernel {info.name!r} is already registered")
     _KERNELS[info.name] = info

@@ -10,9 +10,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from autoq.builtin import BUILTINS, DEFAULT_MODEL
     from autoq.cli.mlflow_args import add_mlflow_args
     from autoq.cli.scale import add_scale_args
-    from autoq.engine.strategies import strategy_names
-    from autoq.engine.strategy import sampler_names
-    from autoq.sensitivity import metric_names
+    samplers, strategies, metrics = _registered_names()
 
     p = sub.add_parser(
         "search",
@@ -25,11 +23,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--n-trials", type=int, default=100, help="evaluated trials, uniform baselines included (default: 100)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting new trials this many seconds after the search starts (its set-up included)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
-    p.add_argument("--sampler", default="tpe", help=f"{' / '.join(sampler_names())} (default: tpe)")
+    p.add_argument("--sampler", default="tpe", help=f"{' / '.join(samplers)} (default: tpe)")
     p.add_argument("--strategy", default="optuna",
-                   help=f"{' / '.join(strategy_names())}: optuna (default) is a seeded sampler, the others run alone")
+                   help=f"{' / '.join(strategies)}: optuna (default) is a seeded sampler, the others run alone")
     p.add_argument("--seed-from", default="auto", metavar="METRIC",
-                   help=f"seed from a sensitivity table: {', '.join(metric_names())}, or a table file (.json/.csv); "
+                   help=f"seed from a sensitivity table: {', '.join(metrics)}, or a table file (.json/.csv); "
                         "auto (default): fisher, cached on disk; none: random budget-filling mixes")
     p.add_argument("--skip", action="append", default=[], metavar="REGEX", help="leave layers matching REGEX unquantized (repeatable)")
     p.add_argument("--pin", action="append", default=[], metavar="REGEX=CHOICE", help="fix layers matching REGEX to CHOICE, e.g. 'classifier=fp16' (repeatable)")
@@ -47,6 +45,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "one truncated calibration pass per layer for each such choice (see README)")
     add_scale_args(p)  # --backend, --workers, --resume, ... (autoq/cli/scale.py); keep it after the other options
     p.set_defaults(run=run)
+
+
+def _registered_names() -> tuple[list[str], list[str], list[str]]:
+    """Samplers, strategies and metrics, plug-ins' included, for the help; the built-in names where Optuna is not
+    installed (a GPU machine lent for `autoq kernels` has torch and Triton only, and builds this parser too)."""
+    try:
+        from autoq.engine.strategies import strategy_names
+        from autoq.engine.strategy import sampler_names
+        from autoq.sensitivity import metric_names
+    except ImportError:
+        return ["tpe", "nsga2", "random"], ["optuna", "ilp", "greedy", "random"], ["kl", "sqnr", "mse", "hessian", "fisher"]
+    return sampler_names(), strategy_names(), metric_names()
 
 
 def run(args: argparse.Namespace) -> int:
