@@ -14,6 +14,13 @@ from torch import nn
 from autoq.kernels.formats import PackedWeight, split_counters
 
 
+def _calls_forward(module: nn.Module, args: tuple) -> None:
+    """A pre-hook that does nothing but be there: torch's fused fast paths (``TransformerEncoderLayer`` in eval mode)
+    read their linear layers' ``weight`` and never call them unless a submodule has a hook, so without it a loaded
+    layer's kernel, and its activation quantization, would not run. The search's own hooks keep them off there too."""
+    return None
+
+
 class QuantLinear(nn.Module):
     """``y = x @ dequant(W).T + b`` with ``W`` held as a `PackedWeight` (int32 codes, fp16 scales/zeros)."""
 
@@ -37,6 +44,7 @@ class QuantLinear(nn.Module):
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
         # follows .half()/.to(dtype) as an ordinary layer's weight would: the dtype `weight` is read in
         self.register_buffer("compute_dtype_probe", torch.zeros(0, device=packed.qweight.device), persistent=False)
+        self.register_forward_pre_hook(_calls_forward)
 
     def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]
         """``model.to(torch.bfloat16)``, ``.half()``, ``.float()`` change the compute dtype (the bias), never the stored
@@ -59,7 +67,7 @@ class QuantLinear(nn.Module):
     def weight(self) -> torch.Tensor:
         """The dequantized ``(out, in)`` weight in the module's compute dtype, read-only and rebuilt on each read: for code
         that reads a linear layer's ``weight`` rather than calling it (torch's ``TransformerEncoderLayer`` checks its
-        layers' weights before every forward). ``forward`` never uses it."""
+        layers' weights before every forward, then calls them: see `_calls_forward`). ``forward`` never uses it."""
         return self.dequantized_weight().to(self.compute_dtype_probe.dtype)
 
     def dequantized_weight(self) -> torch.Tensor:

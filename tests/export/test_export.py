@@ -180,7 +180,7 @@ def test_a_tied_lm_head_stays_fp16_through_search_export_and_load(tmp_path, caps
         autoq.export(model, head, tmp_path / "head", progress=False)
 
 
-def test_a_torch_transformer_layer_round_trips_with_its_attention_output_dequantized(tmp_path):
+def test_a_torch_transformer_layer_round_trips_with_its_attention_output_dequantized(tmp_path, monkeypatch):
     """nn.MultiheadAttention reads out_proj's weight without calling it, and TransformerEncoderLayer reads its linear
     layers' weights before each forward: the loaded model used to fail with "'QuantLinear' has no attribute 'weight'"."""
     torch.manual_seed(0)
@@ -192,8 +192,13 @@ def test_a_torch_transformer_layer_round_trips_with_its_attention_output_dequant
     loaded = autoq.load(out, model=torch.nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0, batch_first=True))
     assert isinstance(loaded.linear1, QuantLinear) and type(loaded.self_attn.out_proj) is type(model.self_attn.out_proj)
     x = torch.randn(2, 5, 16)
+    calls = []
+    forward = QuantLinear.forward
+    monkeypatch.setattr(QuantLinear, "forward", lambda self, inp: calls.append(self) or forward(self, inp))  # a hook would change the path
     with torch.inference_mode():
         assert rel_err(loaded(x), round_others_to_fp16(simulated(model, assignment), assignment)(x)) < 1e-5
+    # torch's fused fast path read the layers' dequantized weights and never called them: no kernel, no activation format
+    assert calls == [loaded.linear1, loaded.linear2]
     act = Assignment.from_dict({**dict(assignment.items()), "self_attn.out_proj": LayerChoice.from_name("int8-ch-sym:rtn-minmax+a8-token")})
     with pytest.raises(AutoqError, match=r"\['self_attn.out_proj \(mha_out_proj\)'\] are not"):
         autoq.export(model, act, tmp_path / "act", progress=False)
