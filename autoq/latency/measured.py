@@ -13,9 +13,12 @@ Lookup for a layer ``(N, K)`` in format ``f`` at the search's batch size:
    roofline estimates on the table's device, or by their bytes when the device has
    no preset. A format measured only at LLaMA shapes is not stretched down to
    384 x 384, nor one measured only there up to 4096 x 4096.
-4. No format was measured around the shape: the format's own (or the nearest
-   one's, scaled) smallest shape's latency below its range (a launch-bound floor,
-   conservative), its largest scaled by ``N*K`` above it (work-bound).
+4. No format was measured around the shape: among the formats whose measured range
+   ends nearest it (by the ratio of work), the format's own rows or the nearest
+   format's, scaled as in 3: their smallest shape's latency below the range (a
+   launch-bound floor, conservative), their largest scaled by ``N*K`` above it
+   (work-bound). A format measured only at small shapes is not stretched far above
+   them while another was measured much closer.
 
 The batch size must be one the table measured; nothing is interpolated across batch.
 A layer that quantizes its input to int8 as well (W8A8) takes the W8A8 kernel's rows,
@@ -25,6 +28,7 @@ which the table measured for int8 weights per channel, by the same steps.
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -94,11 +98,14 @@ class TableLatency:
         return self._memo[key]
 
     def _lookup(self, n: int, k: int, spec: QuantSpec) -> float:
-        # formats of its kind measured around the shape (fp16 never stands in for an integer format, nor the reverse)
-        covering = [s for s in self._specs.values() if s.is_half == spec.is_half and _covers(self._by_format[s.name], n * k)]
-        if spec.name in {s.name for s in covering} or (spec.name in self._by_format and not covering):  # steps 1-2, or 4 on its own rows
+        # formats of its kind measured nearest the shape: around it if any (distance 0), else those whose range ends
+        # closest to it (fp16 never stands in for an integer format, nor the reverse)
+        kind = [s for s in self._specs.values() if s.is_half == spec.is_half]
+        distance = {s.name: _distance(self._by_format[s.name], n * k) for s in kind}
+        nearest = [s for s in kind if distance[s.name] == min(distance.values())] if kind else None
+        if spec.name in distance and distance[spec.name] == min(distance.values()):  # steps 1-2, or 4 on its own rows
             return _interpolate(self._by_format[spec.name], n, k)
-        ref = self._nearest_format(spec, covering or None)
+        ref = self._nearest_format(spec, nearest)
         ref_us = _interpolate(self._by_format[ref.name], n, k)
         if self._preset is not None:
             ratio = roofline_us(n, k, spec, self.batch, self._preset) / roofline_us(n, k, ref, self.batch, self._preset)
@@ -136,8 +143,11 @@ def _equal_work_averaged(measured: list[tuple[int, int, int, float]]) -> Rows:
     return rows
 
 
-def _covers(rows: Rows, work: int) -> bool:
-    return rows[0][0] <= work <= rows[-1][0]
+def _distance(rows: Rows, work: int) -> float:
+    """How far ``work`` lies outside the work these rows measured, as a ratio (0 inside): an int5 measured only at
+    384 x 1536 must not be stretched 70-fold up to a 5120 x 13824 layer when int4 was measured at 11008 x 4096."""
+    lo, hi = rows[0][0], rows[-1][0]
+    return 0.0 if lo <= work <= hi else math.log(lo / work) if work < lo else math.log(work / hi)
 
 
 def _interpolate(rows: Rows, n: int, k: int) -> float:

@@ -14,6 +14,7 @@ from autoq.errors import AutoqError
 from autoq.kernels.table import LatencyRow, LatencyTable
 from autoq.latency import Measurement, TableLatency, get_device, latency_model, load_table, preset_for, roofline_us
 from autoq.latency.resolve import TABLES_DIR
+from autoq.latency.roofline import gemm_bytes
 from autoq.quant import QuantSpec
 
 INT4 = QuantSpec.from_name("int4-g128-asym")
@@ -41,6 +42,24 @@ def test_below_smallest_is_the_floor_above_largest_scales():
     table = TableLatency("Test GPU", rows(), batch=1)
     assert table.layer_us(10, 10, INT4) == 10.0
     assert table.layer_us(800, 400, INT4) == pytest.approx(110.0 * 2)
+
+
+def test_beyond_every_range_the_format_measured_nearest_is_extrapolated_not_a_far_one():
+    """int5 measured only at small shapes was stretched in N*K up to a 70x larger layer (10-25x fp16 on an H200 at
+    LLaMA-13B sizes); g32 measured only at large shapes floored a small layer at the large shape's latency."""
+    int4, int5, g32 = QuantSpec.from_name("int4-g128-asym"), QuantSpec.from_name("int5-g128-asym"), QuantSpec.from_name("int4-g32-asym")
+    small = [Measurement(100, 100, "int4-g128-asym", 1, 10.0), Measurement(100, 100, "int5-g128-asym", 1, 11.0)]
+    large = [Measurement(1000, 1000, "int4-g128-asym", 1, 50.0), Measurement(1000, 1000, "int4-g32-asym", 1, 60.0)]
+    table = TableLatency("Test GPU", small + large, batch=1)
+    def ratio(spec, n, k):  # no preset for this device: the two formats' bytes
+        return gemm_bytes(n, k, spec, 1) / gemm_bytes(n, k, int4, 1)
+    # 4x the largest work: int4's largest scaled by work, times int5's bytes over int4's (not int5's 11 us x 400)
+    assert table.layer_us(2000, 2000, int5) == pytest.approx(50.0 * 4 * ratio(int5, 2000, 2000))
+    assert table.layer_us(2000, 2000, int4) == pytest.approx(200.0)
+    # below every range: int4's floor scaled to g32 (not g32's own 60 us floor from 1000 x 1000)
+    assert table.layer_us(50, 50, g32) == pytest.approx(10.0 * ratio(g32, 50, 50))
+    # inside their own ranges nothing changes
+    assert table.layer_us(100, 100, int5) == 11.0 and table.layer_us(1000, 1000, g32) == 60.0
 
 
 def test_unmeasured_format_scales_from_the_nearest_by_bytes_without_a_preset():
