@@ -31,7 +31,7 @@ from autoq.engine.strategy import sampler_name
 from autoq.engine.trials import make_point
 from autoq.errors import AutoqError
 from autoq.space import SearchSpace
-from autoq.tracking import MlflowTracker, sqlite_path
+from autoq.tracking import MlflowTracker, absolute_uri, sqlite_path
 from autoq.tracking.mlflow_logger import check_sqlite_writable
 
 if TYPE_CHECKING:
@@ -111,7 +111,7 @@ def stored_settings(workload: Workload, config: SearchConfig) -> dict[str, Any]:
         "space": config.space, "sampler": sampler_name(config.sampler), "seed": config.seed, "skip": list(config.skip),
         "pins": [list(p) for p in config.pins], "device": config.device, "batch": config.batch, "n_trials": config.n_trials,
         "strategy": config.strategy, "seed_from": config.seed_from, "sequential": config.sequential, "max_uniform_seeds": config.max_uniform_seeds,
-        "tracking_uri": config.tracking_uri, "experiment": config.experiment,
+        "tracking_uri": absolute_uri(config.tracking_uri) if config.tracking_uri else None, "experiment": config.experiment,
         "mlflow_parent_run_id": config.mlflow_parent_run_id,
         "data_fingerprint": workload.data_fingerprint,  # other data would score the new trials otherwise than the stored
     }
@@ -136,6 +136,15 @@ def remember_settings(storage: str | None, study_name: str, settings: dict[str, 
         study = load_study(storage, study_name)
         study.set_user_attr(SETTINGS_ATTR, settings)
         study.set_user_attr(SESSION_ATTR, _this_session())
+
+
+def remember_n_trials(storage: str, study_name: str, n_trials: int) -> None:
+    """A resume that asks for another ``n_trials`` stores it: the next resume (the command an interruption prints, which
+    reads the stored settings) then goes on to that count, not the first session's."""
+    study = load_study(storage, study_name)
+    settings = dict(study.user_attrs.get(SETTINGS_ATTR) or {})
+    if settings and settings.get("n_trials") != n_trials:
+        study.set_user_attr(SETTINGS_ATTR, {**settings, "n_trials": n_trials})
 
 
 def _this_session() -> dict[str, Any]:

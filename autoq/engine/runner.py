@@ -32,6 +32,7 @@ from autoq.engine.resume import (
     check_resumable,
     finished_trials,
     read_settings,
+    remember_n_trials,
     remember_settings,
     stored_settings,
 )
@@ -194,6 +195,7 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     n_retried = 0
     if config.resume:  # marks the interrupted trials failed and enqueues them again
         n_retried = check_resumable(storage, study_name, stored_settings(workload, config), space)
+        remember_n_trials(storage, study_name, config.n_trials)
     with removed_unless_finished(storage, study_name, new=not config.resume):  # cut short, it could be neither resumed nor reused
         strategy, seeds, uniform, seeded_from = start_strategy(workload, config, problem, study_name, storage)
         if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
@@ -254,7 +256,7 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
                          "give it more time" if config.timeout is not None else "no trial was evaluated")
     return SearchResult(
         budget=budget, metric=workload.metric, reference_quality=reference, points=tuple(points), frontier=tuple(frontier),
-        study_name=study_name, storage=storage, tracking_uri=config.tracking_uri, parent_run_id=parent_id,
+        study_name=study_name, storage=storage, tracking_uri=absolute_uri(config.tracking_uri) if config.tracking_uri else None, parent_run_id=parent_id,
         eval_seconds=eval_seconds, wall_seconds=wall_seconds, n_infeasible=book.n_infeasible, n_failed=book.n_failed,
         sequential=config.sequential, calibration_digest=calibration_digest, n_calibration=len(workload.calibration),
     )
@@ -267,8 +269,8 @@ def _interrupted_note(config: SearchConfig, book: TrialBook, study_name: str, st
         kept = "MLflow keeps them, but with --storage none it cannot be resumed" if tracked else "nothing keeps them (--storage none, --tracking-uri none)"
         return f"interrupted after {done}; {kept}"
     options = [f"--storage {shlex.quote(storage)}"] if config.storage != "auto" else []
-    if config.tracking_uri and config.tracking_uri != default_tracking_uri():
-        options.insert(0, f"--tracking-uri {shlex.quote(config.tracking_uri)}")
+    if config.tracking_uri:  # absolute: the command finds the same store (and the storage beside it) from any folder
+        options.insert(0, f"--tracking-uri {shlex.quote(absolute_uri(config.tracking_uri))}")
     if config.backend == "ray":  # the stored settings do not hold how the trials ran: without these it goes on in-process
         options += ["--backend ray", f"--workers {config.workers}"] + [
             f"--{name.replace('_', '-')} {shlex.quote(str(value))}" for name, value in ray_options_set(config).items()]

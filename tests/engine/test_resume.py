@@ -255,6 +255,12 @@ def test_a_resumed_search_reports_its_whole_wall_time_and_its_new_trial_count(di
     run = MlflowClient(mlflow_uri).get_run(resumed.parent_run_id)
     assert run.data.params["n_trials"] == "3" and run.data.tags["autoq.n_trials"] == "5"
     assert run.data.metrics["wall_seconds"] == pytest.approx(resumed.wall_seconds)
+    # what the next resume reads when --n-trials is left out (the command an interruption prints leaves it out): 5, not 3
+    from autoq.engine.resume import read_settings
+
+    stored = read_settings(options["storage"], "w")
+    assert stored["n_trials"] == 5 and stored["tracking_uri"] == resumed.tracking_uri
+    assert resumed.tracking_uri.startswith("sqlite:////")  # absolute: the same store from any folder
 
 
 def test_a_resume_continues_its_own_run_not_a_namesakes_in_another_storage(digits, tmp_path, mlflow_uri, capsys):

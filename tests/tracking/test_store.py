@@ -60,3 +60,16 @@ def test_a_trial_run_whose_logging_fails_partway_is_deleted(mlflow_uri, monkeypa
     monkeypatch.undo()
     tracker.log_trial(1, {"quality": 0.5}, {}, assignment)
     assert len(client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{tracker.parent_id}'")) == 1
+
+
+def test_an_in_memory_sqlite_url_names_no_file(tmp_path, monkeypatch):
+    """``storage="sqlite:///:memory:"`` made a file named ':memory:' in the working folder (its path made absolute)."""
+    from autoq.tracking import absolute_uri, sqlite_path
+
+    monkeypatch.chdir(tmp_path)
+    assert sqlite_path("sqlite:///:memory:") is None and absolute_uri("sqlite:///:memory:") == "sqlite:///:memory:"
+    assert sqlite_path("sqlite:///runs/m.db?timeout=30").name == "m.db"
+    from autoq.engine import SearchConfig
+
+    SearchConfig(storage="sqlite:///:memory:", tracking_uri=None)  # checked for writability, as a file would be
+    assert not (tmp_path / ":memory:").exists()
