@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -73,6 +73,7 @@ def make_workload(
     if not isinstance(model, nn.Module):
         raise AutoqError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     batches = list(calibration) if calibration is not None else []
+    held_out: list[Any] = []
     if evaluate is None:
         if len(batches) < 2:
             raise AutoqError("without an evaluate function, autoq needs at least 2 calibration batches (one is held out to measure output fidelity)")
@@ -85,7 +86,16 @@ def make_workload(
         metric = metric or evaluate.description
     elif not callable(evaluate):
         raise AutoqError("evaluate must be a callable taking the model and returning a float (higher is better)")
-    return Workload(name=name or type(model).__name__, model=model, calibration=batches, evaluate=evaluate, metric=metric or "user-defined quality (higher is better)")
+    return Workload(name=name or type(model).__name__, model=model, calibration=batches, evaluate=evaluate, metric=metric or "user-defined quality (higher is better)",
+                    data_fingerprint=_fingerprint(model, batches, held_out))
+
+
+def _fingerprint(model: nn.Module, calibration: Sequence[Any], held_out: Sequence[Any]) -> str:
+    """What a resume of a search of the caller's own model compares besides its class name: its weights, and the data
+    it calibrates and (without ``evaluate``) measures on. Another model or other data would mix two searches' trials."""
+    from autoq.sensitivity.inputs import data_fingerprint, model_hash
+
+    return f"weights {model_hash(model)}, data {data_fingerprint([*calibration, *held_out])}"
 
 
 def pins_from_strings(items: Iterable[str]) -> Mapping[str, str]:

@@ -188,6 +188,28 @@ def test_a_resume_on_other_data_is_refused(digits, tmp_path):
         run_search(dataclasses.replace(digits, data_fingerprint="data-v2"), dataclasses.replace(config, n_trials=5, resume=True))
 
 
+def test_a_resume_of_the_callers_own_model_with_other_weights_or_data_is_refused(tmp_path):
+    """Only the class name was compared for a model passed from Python: a resume on other weights, or other data, went on
+    and mixed both models' trials into one frontier."""
+    import torch
+
+    def model(seed: int) -> torch.nn.Module:
+        torch.manual_seed(seed)
+        return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+
+    def data(seed: int) -> list:
+        gen = torch.Generator().manual_seed(seed)
+        return [torch.randn(8, 16, generator=gen) for _ in range(4)]
+
+    options = dict(budget="6bits", seed_from="none", tracking_uri=None, storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="own",
+                   progress=False)
+    autoq.search(model(0), data(0), n_trials=3, **options)
+    for other_model, other_data, what in ((model(1), data(0), "weights"), (model(0), data(1), "data")):
+        with pytest.raises(AutoqError, match="other settings: data_fingerprint 'weights .*, data .*' \\(stored: 'weights "):
+            autoq.search(other_model, other_data, n_trials=4, resume=True, **options)
+    assert len(autoq.search(model(0), data(0), n_trials=4, resume=True, **options).points) == 4  # the same ones resume
+
+
 def test_a_resume_of_a_changed_model_is_refused_before_the_study_or_its_run_change(tmp_path, mlflow_uri):
     """Layers renamed under the same model name: the stored trials no longer fit. This used to be found only after the
     MLflow parent run was reopened (left RUNNING, its resume counter raised) and the interrupted trials re-enqueued."""
@@ -199,20 +221,30 @@ def test_a_resume_of_a_changed_model_is_refused_before_the_study_or_its_run_chan
         torch.manual_seed(0)
         return torch.nn.Sequential(OrderedDict([("first", torch.nn.Linear(16, 32)), ("act", torch.nn.ReLU()), (second, torch.nn.Linear(32, 4))]))
 
+    import dataclasses
+
+    from autoq.api import make_workload
+    from autoq.engine import SearchConfig, run_search
+
     data = [torch.randn(8, 16) for _ in range(2)]
+
+    def workload(second: str):  # one fingerprint for both (a renamed checkpoint's weights hash otherwise): the layers must tell
+        return dataclasses.replace(make_workload(model(second), data, None), data_fingerprint="same")
+
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    options = dict(budget="6bits", n_trials=3, seed_from="none", tracking_uri=mlflow_uri, storage=storage, study_name="c", progress=False)
-    first = autoq.search(model("second"), data, **options)
+    config = SearchConfig(budget="6bits", n_trials=3, seed_from="none", tracking_uri=mlflow_uri, storage=storage, study_name="c", progress=False)
+    first = run_search(workload("second"), config)
     study = optuna.load_study(study_name="c", storage=storage)
     interrupted = study.ask()  # as a kill mid-trial leaves it
     interrupted.suggest_categorical("first", list(study.trials[0].distributions["first"].choices))
     before = Counter(t.state.name for t in study.trials)
+    resume = dataclasses.replace(config, resume=True)
     with pytest.raises(AutoqError, match=r"does not fit this model.s search space \(stored layer .second. is not in it\)"):
-        autoq.search(model("renamed"), data, resume=True, **options)
+        run_search(workload("renamed"), resume)
     parent = MlflowClient(mlflow_uri).get_run(first.parent_run_id)
     assert parent.info.status == "FINISHED" and "autoq.resumed" not in parent.data.tags
     assert Counter(t.state.name for t in optuna.load_study(study_name="c", storage=storage).trials) == before
-    again = autoq.search(model("second"), data, resume=True, **{**options, "n_trials": 4})  # the original still resumes
+    again = run_search(workload("second"), dataclasses.replace(resume, n_trials=4))  # the original still resumes
     assert len(again.points) == 4
 
 
