@@ -43,6 +43,7 @@ from autoq.engine.study_names import default_study_name, removed_unless_finished
 from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError, SearchInterrupted
 from autoq.evaluate import QuantCache, check_finite_batches
+from autoq.interrupts import deferred_interrupts
 from autoq.latency import latency_model
 from autoq.model import check_finite_weights, find_layers, left_out_note, searched_tied
 from autoq.quiet import quiet_logs
@@ -223,7 +224,7 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
                       "retry; " + (f"{left} more to evaluate" if left else f"--n-trials {config.n_trials} are all done: nothing to evaluate"),
                       file=sys.stderr)
     deadline = start + config.timeout if config.timeout is not None else None
-    status = "FAILED"
+    status, late_interrupt = "FAILED", False
     try:
         if config.backend == "ray":
             from autoq.engine.ray_backend import run_trials_on_ray
@@ -236,17 +237,23 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
         status = "KILLED"
         raise SearchInterrupted(_interrupted_note(config, book, study_name, storage, tracker is not None)) from exc
     finally:
-        bar.close()
-        points = book.points
-        if not points and status == "FINISHED":
-            status = "FAILED"
-        frontier = pareto_front(points)
-        # over every session of a resumed search; logged too, so 'autoq pareto' reports the same time as the search
-        wall_seconds = add_wall_seconds(storage, study_name, time.perf_counter() - start)
-        if tracker:
-            metrics = _summary_metrics(points, reference, eval_seconds, book.n_infeasible, book.n_failed)
-            tracker.finish(points, frontier, {**metrics, "wall_seconds": wall_seconds}, budget.value if budget.kind == "bits" else None, status,
-                           latency_budget_ms=budget.value if budget.is_latency else None)
+        try:
+            with deferred_interrupts():  # the wall time, frontier and run status are stored whole, even when Ctrl-C comes now
+                bar.close()
+                points = book.points
+                if not points and status == "FINISHED":
+                    status = "FAILED"
+                frontier = pareto_front(points)
+                # over every session of a resumed search; logged too, so 'autoq pareto' reports the same time as the search
+                wall_seconds = add_wall_seconds(storage, study_name, time.perf_counter() - start)
+                if tracker:
+                    metrics = _summary_metrics(points, reference, eval_seconds, book.n_infeasible, book.n_failed)
+                    tracker.finish(points, frontier, {**metrics, "wall_seconds": wall_seconds}, budget.value if budget.kind == "bits" else None, status,
+                                   latency_budget_ms=budget.value if budget.is_latency else None)
+        except KeyboardInterrupt:  # after the clean-up: a stopping search keeps its note, a finished one is whole
+            late_interrupt = status != "KILLED"
+    if late_interrupt:
+        print("autoq: interrupted after the last trial; the search and its results were stored in full", file=sys.stderr, flush=True)
     if not points and book.n_failed:
         stored = [where for where, kept in (("its MLflow run tags", tracker), (f"the Optuna study {study_name!r}", storage)) if kept]
         first = f"; the first error: {book.first_error}" if book.first_error else ""

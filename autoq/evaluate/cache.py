@@ -31,6 +31,8 @@ from autoq.ptq.result import bias_delta_of, input_scale_of
 from autoq.quant import QuantizedTensor
 from autoq.quant.activation import ActRange, ActSpec, fake_quantize_activation, static_range
 
+_IN_USE = "_autoq_quant_cache_applying"  # set on the model while a cache has swapped its weights
+
 
 @dataclass(frozen=True)
 class QuantizedLayer:
@@ -182,6 +184,11 @@ class QuantCache:
         # every layer first, then the swaps: a sequential sweep (triggered by a layer's first data-driven
         # choice) must quantize the float weights of the layers before it, not ones this call swapped in
         layers = {name: self.layer(name, choice) for name, choice in assignment.items()}
+        owner = self.model.__dict__.setdefault(_IN_USE, self)  # atomic: one of two threads sets it
+        if owner is not self:
+            raise AutoqError("the model is being quantized by another autoq search in this process (two threads, or an Optuna study "
+                             "with n_jobs > 1, share one nn.Module: each would take the other's quantized weights for the originals); "
+                             "give each search its own copy, copy.deepcopy(model)")
         try:
             for name, layer in layers.items():
                 module = get_module(self.model, name)
@@ -201,6 +208,7 @@ class QuantCache:
                 module.weight.data = weight
                 if bias is not None:
                     module.bias.data = bias
+            self.model.__dict__.pop(_IN_USE, None)
 
 
 def apply_assignment(model: nn.Module, assignment: Mapping[str, LayerChoice], stats: Mapping[str, LayerStats] | None = None) -> nn.Module:

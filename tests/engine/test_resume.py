@@ -204,7 +204,7 @@ def test_a_resume_of_the_callers_own_model_with_other_weights_or_data_is_refused
     options = dict(budget="6bits", seed_from="none", tracking_uri=None, storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="own",
                    progress=False)
     autoq.search(model(0), data(0), n_trials=3, **options)
-    for other_model, other_data, what in ((model(1), data(0), "weights"), (model(0), data(1), "data")):
+    for other_model, other_data in ((model(1), data(0)), (model(0), data(1))):  # other weights, other data
         with pytest.raises(AutoqError, match="other settings: data_fingerprint 'weights .*, data .*' \\(stored: 'weights "):
             autoq.search(other_model, other_data, n_trials=4, resume=True, **options)
     assert len(autoq.search(model(0), data(0), n_trials=4, resume=True, **options).points) == 4  # the same ones resume

@@ -276,3 +276,26 @@ def test_an_interrupted_search_says_what_it_kept_and_how_to_continue(tmp_path, s
     else:
         assert str(info.value) == "interrupted after 2 finished trial(s); nothing keeps them (--storage none, --tracking-uri none)"
     assert isinstance(info.value, KeyboardInterrupt)
+
+
+def test_ctrl_c_as_the_search_stores_its_end_leaves_it_whole(mlflow_uri, tmp_path, monkeypatch, capsys):
+    """Ctrl-C just after the last trial, while the wall time was being stored, escaped the clean-up: the MLflow parent run
+    stayed RUNNING without its metrics, frontier.csv and pareto tags, as after a kill -9."""
+    import signal
+
+    from autoq.engine import runner
+
+    stored = runner.add_wall_seconds
+
+    def pressed_now(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)  # the user's Ctrl-C, as the end is being stored
+        return stored(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "add_wall_seconds", pressed_now)
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, seed_from="none", tracking_uri=mlflow_uri, progress=False,
+                          storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert "interrupted after the last trial; the search and its results were stored in full" in capsys.readouterr().err
+    client = MlflowClient(mlflow_uri)
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED" and parent.data.metrics["wall_seconds"] == pytest.approx(result.wall_seconds)
+    assert "frontier.csv" in {a.path for a in client.list_artifacts(result.parent_run_id)}

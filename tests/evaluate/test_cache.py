@@ -86,6 +86,24 @@ def test_apply_restores_layers_already_swapped_when_a_later_one_fails():
     assert torch.equal(m[0].weight.detach(), original["0"])
 
 
+def test_a_second_cache_on_a_model_in_use_is_refused_and_the_first_restores():
+    """Two searches on one module at once (threads, an Optuna study with n_jobs=2): the second took the first's quantized
+    weights for the originals, scored wrong qualities and left the model quantized for good."""
+    m = model()
+    original = weights(m)
+    first, second = QuantCache(m), QuantCache(m)
+    with first.apply(ASSIGNMENT):
+        with pytest.raises(AutoqError, match="being quantized by another autoq search in this process.*copy.deepcopy"):
+            with second.apply(ASSIGNMENT):
+                pass
+    for name, w in original.items():
+        assert torch.equal(m.get_submodule(name).weight.detach(), w)
+    with second.apply(ASSIGNMENT):  # free again once the first is done
+        pass
+    with first.apply(ASSIGNMENT):  # one cache's applies, one after another, as a search makes them
+        pass
+
+
 def test_applied_model_output_differs_and_returns():
     m = model()
     x = torch.randn(5, 64)
