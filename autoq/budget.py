@@ -93,7 +93,11 @@ class Budget:
     def check_feasible(self, cheapest: Cost, dearest: Cost, latency_source: str | None = None) -> str | None:
         """Refuse a budget that no assignment meets; return a note (else ``None``) if every assignment meets it."""
         lo, hi = self.measure(cheapest), self.measure(dearest)
-        span = f"the feasible range for this model and search space is {self.fmt_bound(lo, up=True)} to {self.fmt_bound(hi, up=False)}"
+        low, high = self.fmt_bound(lo, up=True), self.fmt_bound(hi, up=False)
+        if _amount(low) > _amount(high):  # one assignment (every layer pinned), or a range narrower than the rounding
+            span = f"every assignment of this model and search space costs {self.fmt(lo)}, so a budget of {low} or more fits it"
+        else:
+            span = f"the feasible range for this model and search space is {low} to {high}"
         if self.is_latency and latency_source:
             span += f" (latency source: {latency_source})"
         if self.value < lo:
@@ -102,6 +106,12 @@ class Budget:
             return (f"budget {self.text!r} is above the dearest assignment, so every assignment meets it and it does not "
                     f"narrow the search; {span}")
         return None
+
+
+def _amount(text: str) -> float:
+    """A `Budget.fmt` text as a number in one unit (bits, bytes or ms), to compare two of them."""
+    number, unit = text.split(" ", 1)
+    return float(number) * {"bits": 1.0, "MB": 1e6, "us": 1e-3, "ms": 1.0}[unit]
 
 
 def parse_budget(text: str | float | Budget) -> Budget:

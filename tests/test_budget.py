@@ -186,6 +186,17 @@ def test_each_stated_end_of_the_range_is_feasible_when_typed_back(kind):
             assert parse_budget(end.replace(" ", "")).check_feasible(cheap, dear, "table:test") is None, (lo, hi, end)
 
 
+def test_a_space_of_one_assignment_states_its_cost_not_an_inverted_range():
+    """Every layer pinned: '5.701 bits to 5.700 bits' (each end rounded inwards) read as an empty range."""
+    only = Cost(effective_bits=5.70049, size_bytes=1_000)
+    with pytest.raises(AutoqError) as info:
+        parse_budget("5bits").check_feasible(only, only)
+    message = str(info.value)
+    assert "every assignment of this model and search space costs 5.700 bits, so a budget of 5.701 bits or more fits it" in message
+    assert " to " not in message.split(";", 1)[1]
+    assert parse_budget("5.701bits").check_feasible(only, only) is not None  # fits, with the note that it binds nothing
+
+
 def test_a_range_below_a_megabyte_keeps_the_digits_that_tell_it_from_the_budget():
     with pytest.raises(AutoqError, match=r"feasible range for this model and search space is 0.01027 MB to 0.07656 MB"):
         parse_budget("0.01MB").check_feasible(Cost(3.0, 10_270), Cost(16.0, 76_560))  # 0.010 MB read as if it fit
