@@ -64,8 +64,21 @@ def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "au
     return _load_folder(Path(out_dir), model, backend)
 
 
+def _check_not_compiled(model: nn.Module) -> None:
+    """Refuse a ``torch.compile``d model or submodule: its compiled code is bound to the float layers, so layers swapped
+    inside it are never run (the loaded model computed in float while its module tree showed `QuantLinear`)."""
+    compiled = [name or "the model" for name, m in model.named_modules() if hasattr(m, "_orig_mod") and type(m).__name__ == "OptimizedModule"]
+    if compiled:
+        where = ", ".join(repr(c) if c != "the model" else c for c in compiled[:3])
+        raise AutoqError(f"{where} {'is' if len(compiled) == 1 else 'are'} torch.compile'd, and compiled code keeps running the float "
+                         "layers that load would replace; load into the model before torch.compile (its ._orig_mod), then compile "
+                         "the loaded model")
+
+
 def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
     config = read_config(out)
+    if model is not None:
+        _check_not_compiled(model)
     model = model if model is not None else rebuild_base(config.get("base", {}))
     tensors = _read_weights(out / config.get("weights", WEIGHTS_NAME), config.get("file_bytes"))
     found = {layer.name: layer for layer in find_layers(model, include_tied=True)}

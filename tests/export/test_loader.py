@@ -15,6 +15,7 @@ import autoq
 from autoq.choice import Assignment, LayerChoice
 from autoq.errors import AutoqError
 from autoq.export import CONFIG_NAME, WEIGHTS_NAME
+from autoq.export.modules import QuantLinear
 
 
 class Tiny(nn.Module):
@@ -39,6 +40,18 @@ def test_a_layer_of_another_kind_or_kernel_is_refused(tmp_path, other):
     assert json.loads((out / CONFIG_NAME).read_text())["layers"]["0"]["weight_shape"] == [6, 4, 3, 1]
     with pytest.raises(AutoqError, match=r"layer '0' is a \w+ of weight \[.*\] here, a conv2d of weight \[6, 4, 3, 1\] in the export"):
         autoq.load(out, model=nn.Sequential(other))
+
+
+def test_a_compiled_model_or_submodule_is_refused_naming_orig_mod(tmp_path):
+    """Compiled code is bound to the float layers: the loaded layer showed QuantLinear and ran the float weight."""
+    out = export(Tiny(), {"fc": "int4-ch-asym:rtn-mse"}, tmp_path / "x")
+    inner = Tiny()
+    inner.fc = torch.compile(inner.fc)  # compiles lazily: nothing runs here
+    with pytest.raises(AutoqError, match=r"'fc' is torch.compile'd.*load into the model before torch.compile \(its ._orig_mod\)"):
+        autoq.load(out, model=inner)
+    with pytest.raises(AutoqError, match=r"the model is torch.compile'd"):
+        autoq.load(out, model=torch.compile(Tiny()))
+    assert isinstance(autoq.load(out, model=torch.compile(Tiny())._orig_mod).fc, QuantLinear)
 
 
 def test_a_parameter_of_another_shape_is_refused(tmp_path):
