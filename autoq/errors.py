@@ -13,3 +13,8 @@ class AutoqError(ValueError):
 
 class SearchInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped a search; the message says what was kept and how to continue it."""
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a scheduler's stop), raised where Ctrl-C would be: it stops a search as cleanly, and the command line
+    exits with 143 (128 + 15) instead of Ctrl-C's 130, as shells and schedulers expect."""

@@ -17,7 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from autoq.cli.mlflow_args import fill_experiment
-from autoq.errors import AutoqError, SearchInterrupted
+from autoq.errors import AutoqError, SearchInterrupted, Terminated
 from autoq.plugins import ENTRY_POINT_GROUP, ENV_VAR, load_plugins, plugin_args, plugin_note
 
 
@@ -56,8 +56,13 @@ def given_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[s
     return set(vars(namespace)) - {"command"}
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _exit_status(exc: BaseException) -> int:
+    """143 for a stop by SIGTERM (also behind the `SearchInterrupted` it became), else Ctrl-C's 130."""
+    return 143 if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated) else 130
 
 
 # options whose value may begin with '-' ('--budget -1bits'): argparse would read it as an unknown option
@@ -103,7 +108,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.plugins = plugins  # for the follow-up commands a search prints
     args.given = given_options(parser, argv)  # what `--resume` must not replace with the stored search's values
     fill_experiment(args)
-    signal.signal(signal.SIGTERM, _interrupt)  # a scheduler's TERM stops as cleanly as Ctrl-C
+    signal.signal(signal.SIGTERM, _terminate)  # a scheduler's TERM stops as cleanly as Ctrl-C
     try:
         return int(args.run(args) or 0)
     except AutoqError as exc:
@@ -112,10 +117,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SearchInterrupted as exc:
         note = plugin_note(plugins)
         print(f"autoq: {exc}" + (f" ({note})" if note else ""), file=sys.stderr)
-        return 130
-    except KeyboardInterrupt:
+        return _exit_status(exc)
+    except KeyboardInterrupt as exc:
         print("autoq: interrupted", file=sys.stderr)
-        return 130
+        return _exit_status(exc)
     except BrokenPipeError:  # `autoq runs | head`: the reader left; say nothing more, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 141

@@ -39,6 +39,7 @@ from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.engine.ray_session import term_stops_tune
 from autoq.engine.trials import TrialBook, trial_metrics, trial_tags
+from autoq.errors import Terminated
 from autoq.ptq.registry import MethodInfo, adopt_methods, plugin_methods
 from autoq.tracking import MlflowTracker, absolute_uri
 
@@ -65,11 +66,11 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
                 checkpoint_config=tune.CheckpointConfig(checkpoint_at_end=False),
             ),
         )
-        with term_stops_tune():
+        with term_stops_tune() as terms:
             tuner.fit()
         searcher.record_unexplained()
     if not book.done() and not searcher.timed_out():
-        raise KeyboardInterrupt  # Tune stopped early: it caught Ctrl-C / SIGTERM itself
+        raise Terminated if terms else KeyboardInterrupt  # Tune stopped early: it caught SIGTERM / Ctrl-C itself
 
 
 @contextlib.contextmanager

@@ -21,7 +21,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-from autoq.errors import AutoqError
+from autoq.errors import AutoqError, Terminated
 
 OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray needs little: the workload is the largest object
 CONNECT_TIMEOUT_S = 5.0  # an unreachable host:port is refused after this, not after Ray's minutes of retries
@@ -111,24 +111,27 @@ def check_resources(config: Any) -> None:
 
 
 @contextmanager
-def term_stops_tune() -> Iterator[None]:
+def term_stops_tune() -> Iterator[list[int]]:
     """While Tune runs: SIGTERM stops it as its SIGINT and SIGUSR1 handler does (the running trials end, the search is
-    interrupted and can be resumed); the handlers are restored after (Tune leaves its own behind)."""
+    interrupted and can be resumed); the handlers are restored after (Tune leaves its own behind). Yields the list of
+    SIGTERMs received, so that the stop can be told from a Ctrl-C (its exit status is 143, not 130)."""
+    received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
-        yield
+        yield received
         return
     handlers = {sig: signal.getsignal(sig) for sig in SIGNALS}
 
     def gentle(signum: int, frame: Any) -> None:
+        received.append(signum)
         tune_stop = signal.getsignal(signal.SIGUSR1) if hasattr(signal, "SIGUSR1") else None
         if callable(tune_stop) and tune_stop is not handlers.get(signal.SIGUSR1):
             tune_stop(signum, frame)
         else:  # Tune's handler not (yet) in place
-            raise KeyboardInterrupt
+            raise Terminated
 
     signal.signal(signal.SIGTERM, gentle)
     try:
-        yield
+        yield received
     finally:
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
