@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -19,6 +20,16 @@ if TYPE_CHECKING:
 
 
 @dataclass(frozen=True)
+class Searched:
+    """How the search that scored a point quantized: what `autoq.export` of the point must do the same way (the
+    calibration batches it checks, ``sequential``), as it reads them from a run for a point given as a run id."""
+
+    sequential: bool = False
+    calibration_digest: str = ""
+    n_calibration: int = 0
+
+
+@dataclass(frozen=True)
 class Point:
     """One evaluated assignment."""
 
@@ -31,6 +42,7 @@ class Point:
     run_id: str | None = None
     latency_us: float | None = None  # with a device: summed layer latency from the cost model
     latency_source: str | None = None  # "table:<device>" or "estimate:roofline:<device>"
+    searched: Searched | None = field(default=None, compare=False, repr=False)  # set by the SearchResult that holds it
 
     @property
     def latency_ms(self) -> float | None:
@@ -109,6 +121,13 @@ class SearchResult:
     sequential: bool = False  # the search captured data-driven methods' statistics sequentially: apply does too
     calibration_digest: str = field(default="", compare=False)  # of the batches data-driven methods calibrated on ("" if none could)
     n_calibration: int = field(default=0, compare=False)  # how many batches that was
+
+    def __post_init__(self) -> None:
+        """Each point carries how it was searched, so that ``autoq.export(model, result.best, ...)`` checks the
+        calibration batches and reads ``sequential`` as ``result.apply`` does."""
+        searched = Searched(self.sequential, self.calibration_digest, self.n_calibration)
+        for name in ("points", "frontier"):
+            object.__setattr__(self, name, tuple(dataclasses.replace(p, searched=searched) for p in getattr(self, name)))
 
     @property
     def best(self) -> Point:

@@ -84,7 +84,8 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     ``point``: a `Point`, an `Assignment`, or the id of an MLflow run in ``tracking_uri`` (default
     ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``): a trial run's assignment, or a search run's best frontier point, as
     ``autoq export --run-id`` takes it (or its `RunPoint`); ``sequential`` and ``data_fingerprint`` then default
-    to the search's.
+    to the search's, as they do for a `Point` of a `SearchResult` (``result.best``), whose calibration batches are
+    checked against the search's as ``result.apply`` checks them.
     ``calibration``: the batches the search calibrated on, needed when the point uses a data-driven method
     (GPTQ, AWQ, AdaRound, bias correction); a model given by name brings its own, checked against
     ``data_fingerprint`` (the search's, when known). ``sequential``: the search ran with ``sequential=True``.
@@ -108,6 +109,9 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     elif model is None:
         raise AutoqError(f"model=None takes the model a run searched, for a point given as an MLflow run id; this point is a "
                          f"{type(point).__name__}: pass the model")
+    searched = getattr(point, "searched", None)  # a Point of a SearchResult: how its search quantized (engine needs optuna)
+    if searched is not None:
+        sequential = searched.sequential if sequential is None else sequential
     sequential = bool(sequential)
     calibration = None if calibration is None else list(calibration)  # an iterator (a DataLoader's) is read more than once
     assignment = _assignment_of(point)
@@ -139,6 +143,8 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
         check_finite_batches(calibration)
     if isinstance(point, RunPoint) and calibration is not None and needs_calibration(assignment):
         check_calibration(list(calibration), point.calibration_digest, point.n_calibration)
+    elif searched is not None and calibration is not None and needs_calibration(assignment):
+        check_calibration(list(calibration), searched.calibration_digest, searched.n_calibration)
     out = Path(out_dir)
     if out.exists() and not out.is_dir():  # now, not after quantizing (GPTQ on a large model takes a while)
         raise AutoqError(f"{out} is a file; pass a folder (new or existing) to export into")

@@ -8,6 +8,7 @@ correction's shifted bias included), also with sequential statistics.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 
 import pytest
@@ -80,6 +81,21 @@ def test_data_driven_point_round_trips_to_the_search_outputs(digits, tmp_path, s
     with torch.inference_mode():
         plain = autoq.load(autoq.export("digits-cnn", assignment(rtn), tmp_path / "rtn"))(x)
     assert rel_err(plain, expected) > 1e-3
+
+
+def test_a_point_of_a_result_exports_as_its_search_quantized(digits, tmp_path):
+    """``autoq.export(model, result.best, ...)`` took other calibration batches without a word and left out the search's
+    ``sequential``: its loaded model scored otherwise than the search (``result.apply`` refused the same batches)."""
+    result = autoq.search("digits-cnn", budget="6bits", n_trials=2, pins={".*": "int3-ch-asym:gptq"}, seed_from="none", sequential=True,
+                          tracking_uri=None, storage=None, progress=False)
+    fewer = digits.calibration[:-2]
+    with pytest.raises(AutoqError, match=rf"these {len(fewer)} calibration batches are not the {len(digits.calibration)} the search calibrated on"):
+        autoq.export(copy.deepcopy(digits.model), result.best, tmp_path / "other", calibration=fewer, progress=False)
+    out = autoq.export(copy.deepcopy(digits.model), result.best, tmp_path / "same", calibration=digits.calibration, progress=False)
+    loaded = autoq.load(out, model=copy.deepcopy(digits.model))
+    applied = result.apply(copy.deepcopy(digits.model), calibration=digits.calibration)  # sequential, as searched
+    assert torch.allclose(loaded[-1].dequantized_weight(), applied[-1].weight, rtol=0, atol=1e-6)
+    assert result.best == dataclasses.replace(result.best, searched=None)  # how it was searched is not part of a point's equality
 
 
 def test_bias_correction_stores_the_shifted_bias(digits, tmp_path):
