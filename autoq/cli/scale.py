@@ -42,6 +42,9 @@ def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
                          "pass the storage it ran with, or leave --storage out for the default")
     storage = SearchConfig(tracking_uri=tracking_uri_of(args), storage=args.storage).resolved_storage()
     stored = read_settings(storage, args.resume)
+    if stored and stored.get("model_source") is None and "model" in stored and getattr(args, "model", None) is None:
+        raise AutoqError(f"search {args.resume!r} searched a model passed from Python ({stored['model']}), which a command line cannot "
+                         "name; resume it from Python: autoq.search(model, data, ..., resume=True, study_name=...)")
     values = vars(args).copy()
     given = getattr(args, "given", None)  # the options on the command line (main sets it); else: those not at their default
     defaults = args.search_defaults

@@ -235,7 +235,7 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
         status = "FINISHED"
     except KeyboardInterrupt as exc:
         status = "KILLED"
-        raise SearchInterrupted(_interrupted_note(config, book, study_name, storage, tracker is not None)) from exc
+        raise SearchInterrupted(_interrupted_note(config, book, study_name, storage, tracker is not None, bool(workload.source))) from exc
     finally:
         try:
             with deferred_interrupts():  # the wall time, frontier and run status are stored whole, even when Ctrl-C comes now
@@ -269,8 +269,9 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     )
 
 
-def _interrupted_note(config: SearchConfig, book: TrialBook, study_name: str, storage: str | None, tracked: bool) -> str:
-    """What an interrupted search kept, and the command that continues it."""
+def _interrupted_note(config: SearchConfig, book: TrialBook, study_name: str, storage: str | None, tracked: bool, by_name: bool = True) -> str:
+    """What an interrupted search kept, and the command that continues it (the Python call alone for a model passed from
+    Python, ``by_name`` false: a command line cannot name it, and would load the default model to be refused)."""
     done = f"{book.n_done} finished trial(s)"
     if storage is None:
         kept = "MLflow keeps them, but with --storage none it cannot be resumed" if tracked else "nothing keeps them (--storage none, --tracking-uri none)"
@@ -283,8 +284,10 @@ def _interrupted_note(config: SearchConfig, book: TrialBook, study_name: str, st
             f"--{name.replace('_', '-')} {shlex.quote(str(value))}" for name, value in ray_options_set(config).items()]
     command = " ".join(["autoq search --resume", shlex.quote(study_name), *options])
     where = "the Optuna study" + (" and MLflow" if tracked else "")
-    return (f"interrupted after {done}, kept in {where}; continue with: {command}   (Python: the same call with resume=True, "
-            f"study_name={study_name!r}, n_trials={config.n_trials})")
+    python = f"the same call with resume=True, study_name={study_name!r}, n_trials={config.n_trials}"
+    if not by_name:
+        return f"interrupted after {done}, kept in {where}; continue with {python} (and the same model and data)"
+    return f"interrupted after {done}, kept in {where}; continue with: {command}   (Python: {python})"
 
 
 def _run_trials(workload: Workload, book: TrialBook, deadline: float | None, config: SearchConfig | None = None) -> None:

@@ -252,7 +252,7 @@ def test_none_as_a_string_is_none_as_on_the_command_line():
 
 
 @pytest.mark.parametrize("stored", [True, False])
-def test_an_interrupted_search_says_what_it_kept_and_how_to_continue(tmp_path, stored):
+def test_an_interrupted_search_says_what_it_kept_and_how_to_continue(tmp_path, stored, capsys):
     """The message said trials were kept in the Optuna storage and MLflow even where nothing kept them, and never
     gave the study name a resume needs."""
     torch.manual_seed(0)
@@ -270,9 +270,13 @@ def test_an_interrupted_search_says_what_it_kept_and_how_to_continue(tmp_path, s
     with pytest.raises(autoq.SearchInterrupted) as info:
         autoq.search(model, data, evaluate, budget="6bits", n_trials=10, seed_from="none", tracking_uri=None, storage=storage,
                      study_name="cut", progress=False)
-    if stored:
-        assert str(info.value) == (f"interrupted after 2 finished trial(s), kept in the Optuna study; continue with: autoq search --resume cut "
-                                   f"--storage {storage}   (Python: the same call with resume=True, study_name='cut', n_trials=10)")
+    if stored:  # a model passed from Python: no command line can name it (one would load the default model to be refused)
+        assert str(info.value) == ("interrupted after 2 finished trial(s), kept in the Optuna study; continue with the same call with "
+                                   "resume=True, study_name='cut', n_trials=10 (and the same model and data)")
+        from autoq.cli import main
+
+        assert main(["search", "--resume", "cut", "--storage", storage, "--tracking-uri", "none"]) == 2
+        assert "searched a model passed from Python (Sequential), which a command line cannot name" in capsys.readouterr().err
     else:
         assert str(info.value) == "interrupted after 2 finished trial(s); nothing keeps them (--storage none, --tracking-uri none)"
     assert isinstance(info.value, KeyboardInterrupt)
