@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields
 from typing import Any
 
+import torch
 from torch import nn
 
 from autoq.builtin import load_workload
@@ -72,13 +74,16 @@ def make_workload(
     """Wrap a user's model, data and metric (or the built-in output-fidelity proxy)."""
     if not isinstance(model, nn.Module):
         raise AutoqError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    if isinstance(calibration, torch.Tensor):
+        raise AutoqError(f"calibration must be a sequence of batches (a list of tensors, a DataLoader), not one tensor, whose "
+                         f"{len(calibration)} rows would each be a batch; split it, e.g. list(x.split(32))")
     batches = list(calibration) if calibration is not None else []
     held_out: list[Any] = []
     if evaluate is None:
         if len(batches) < 2:
             raise AutoqError("without an evaluate function, autoq needs at least 2 calibration batches (one is held out to measure output fidelity)")
-        if not 0 < holdout < 1:
-            raise AutoqError(f"holdout must be between 0 and 1, got {holdout}")
+        if isinstance(holdout, bool) or not isinstance(holdout, numbers.Real) or not 0 < holdout < 1:
+            raise AutoqError(f"holdout must be between 0 and 1, got {holdout!r}")
         n_held = min(len(batches) - 1, max(1, math.ceil(holdout * len(batches))))  # at least one batch left to calibrate on
         held_out, batches = batches[-n_held:], batches[:-n_held]
         model.eval()

@@ -177,7 +177,13 @@ class SearchResult:
         from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
         from autoq.model import find_layers, get_module, to_native
 
+        if not isinstance(model, nn.Module):
+            raise AutoqError(f"apply quantizes an nn.Module in place; got {type(model).__name__} (load a built-in by name with "
+                             "autoq.builtin.load_workload(name).model)")
         chosen = point if point is not None else self.best
+        if not isinstance(chosen, (Point, Assignment)):
+            raise AutoqError(f"point must be a Point of this result (result.best, result.frontier[i]) or an Assignment, got "
+                             f"{type(chosen).__name__}; an MLflow run id goes to autoq.export")
         assignment = chosen.assignment if isinstance(chosen, Point) else chosen
         with_acts = [f"{name} ({c.name})" for name, c in assignment.items() if c.activation is not None]
         if with_acts:  # before any layer changes, not midway

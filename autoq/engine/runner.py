@@ -13,7 +13,6 @@ import numbers
 import shlex
 import sys
 import time
-from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from autoq.budget import Budget, check_latency_config, parse_budget
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.cost import CostModel
+from autoq.engine.options import checked_options
 from autoq.engine.ray_session import ray_options_set, ray_session
 from autoq.engine.result import Point, SearchResult, best_point, pareto_front
 from autoq.engine.resume import (
@@ -100,15 +100,13 @@ class SearchConfig:
             value = getattr(self, name)
             if isinstance(value, str) and value.strip().lower() == "none":
                 object.__setattr__(self, name, None)
-        if self.n_trials < 1:
-            raise AutoqError(f"n_trials must be at least 1, got {self.n_trials}")
+        for name, value in checked_options(self).items():  # kinds first: a string n_trials is one clear line, not a TypeError
+            object.__setattr__(self, name, value)
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed < 2**32:
             raise AutoqError(f"seed must be an integer from 0 to 2**32 - 1 (as numpy and Optuna take it), got {self.seed!r}")
         object.__setattr__(self, "seed", int(self.seed))  # a numpy integer from a pipeline is stored and compared as an int
         if self.timeout is not None and not self.timeout > 0:
             raise AutoqError(f"timeout must be a positive number of seconds (or None: no limit), got {self.timeout}")
-        if self.batch < 1:
-            raise AutoqError(f"batch (rows of activations per forward, for latency) must be at least 1, got {self.batch}")
         check_latency_config(parse_budget(self.budget), self.device)
         latency_model(self.device, self.batch)  # an unknown device or unmeasured batch fails here, before any loading
         sampler_factory(self.sampler)  # an unknown name or type fails here, before any loading
@@ -117,9 +115,6 @@ class SearchConfig:
         check_execution(self)
         if self.mlflow_parent_run_id is not None and not self.tracking_uri:
             raise AutoqError("mlflow_parent_run_id nests the search's MLflow run in another run, but MLflow logging is off (tracking_uri=None)")
-        if isinstance(self.pins, Mapping):
-            object.__setattr__(self, "pins", tuple(self.pins.items()))
-        object.__setattr__(self, "skip", (self.skip,) if isinstance(self.skip, str) else tuple(self.skip))  # one pattern, not its letters
 
     def resolved_storage(self) -> str | None:
         """The Optuna storage URL, a SQLite file's path made absolute: a result or MLflow param read from another

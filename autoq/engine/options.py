@@ -1,0 +1,82 @@
+"""The kinds of `SearchConfig`'s options, checked before anything is loaded.
+
+A pipeline passes options from its own config (strings from YAML, floats from a tuner, numpy integers): a wrong
+kind used to fail late and deep (``n_trials=2.5`` in the ILP after the sensitivity table, ``skip=3`` as
+"'int' object is not iterable"), or not at all (``progress="no"`` read as true).
+"""
+
+from __future__ import annotations
+
+import numbers
+from collections.abc import Mapping
+from typing import Any
+
+from autoq.errors import AutoqError
+
+WHOLE = {"n_trials": 1, "batch": 1, "workers": 1, "max_retries": 0, "n_fill_seeds": 0, "max_uniform_seeds": 0}  # least value
+OPTIONAL = {"max_uniform_seeds"}  # None: no limit
+LABELS = {"batch": "batch (rows of activations per forward, for latency)"}
+FLAGS = ("progress", "resume", "sequential")
+
+
+def whole(name: str, value: Any, least: int, optional: bool = False) -> int | None:
+    """``value`` as an int of at least ``least`` (a numpy integer too; not a bool, a float or a string)."""
+    if value is None and optional:
+        return None
+    label = LABELS.get(name, name)
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise AutoqError(f"{label} must be a whole number (at least {least}), got {type(value).__name__} {value!r}")
+    if value < least:
+        raise AutoqError(f"{label} must be {'0 or more' if least == 0 else f'at least {least}'}, got {value}")
+    return int(value)
+
+
+def checked_options(config: Any) -> dict[str, Any]:
+    """The options of ``config`` whose kind is checked, normalised (ints, bools, tuples), to set back on it."""
+    out: dict[str, Any] = {name: whole(name, getattr(config, name), least, name in OPTIONAL) for name, least in WHOLE.items()}
+    for name in FLAGS:
+        value = getattr(config, name)
+        if not isinstance(value, bool):
+            raise AutoqError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
+    if config.timeout is not None and (isinstance(config.timeout, bool) or not isinstance(config.timeout, numbers.Real)):
+        raise AutoqError(f"timeout must be a number of seconds (or None: no limit), got {type(config.timeout).__name__} {config.timeout!r}")
+    out["skip"] = _patterns(config.skip)
+    out["pins"] = _pins(config.pins)
+    return out
+
+
+def _patterns(skip: Any) -> tuple[str, ...]:
+    """One pattern or a sequence of them: a string is one pattern, not its letters."""
+    items = (skip,) if isinstance(skip, str) else skip
+    try:
+        items = tuple(items)
+    except TypeError:
+        raise AutoqError(f"skip must be a regular expression or a list of them, got {type(skip).__name__} {skip!r}") from None
+    bad = [p for p in items if not isinstance(p, str)]
+    if bad:
+        raise AutoqError(f"skip must be a regular expression or a list of them; {bad[0]!r} is a {type(bad[0]).__name__}")
+    return items
+
+
+def _pins(pins: Any) -> tuple[tuple[str, str], ...]:
+    """``{pattern: choice}``, ``(pattern, choice)`` pairs, or the command line's ``"pattern=choice"`` strings."""
+    if isinstance(pins, Mapping):
+        pairs = list(pins.items())
+    elif isinstance(pins, str):
+        pairs = [pins]
+    else:
+        try:
+            pairs = list(pins)
+        except TypeError:
+            raise AutoqError(f"pins must be a mapping {{pattern: choice}}, got {type(pins).__name__} {pins!r}") from None
+    out = []
+    for item in pairs:
+        if isinstance(item, str):
+            from autoq.api import pins_from_strings
+
+            item = next(iter(pins_from_strings([item]).items()))
+        if not (isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item)):
+            raise AutoqError(f"pins must be a mapping {{pattern: choice}} such as {{'classifier': 'fp16'}}, or 'pattern=choice' "
+                             f"strings; got {item!r}")
+        out.append((item[0], item[1]))
+    return tuple(out)

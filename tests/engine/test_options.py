@@ -1,0 +1,51 @@
+"""Options of the wrong kind are one clear error before anything loads, as a pipeline passing its own config expects."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+import autoq
+from autoq.engine import SearchConfig
+from autoq.errors import AutoqError
+
+
+@pytest.mark.parametrize(("options", "needle"), [
+    ({"n_trials": "5"}, "n_trials must be a whole number (at least 1), got str '5'"),
+    ({"n_trials": 2.5}, "n_trials must be a whole number (at least 1), got float 2.5"),  # crashed in the ILP, minutes in
+    ({"n_trials": True}, "n_trials must be a whole number"),
+    ({"timeout": "10"}, "timeout must be a number of seconds"),
+    ({"skip": 3}, "skip must be a regular expression or a list of them, got int 3"),
+    ({"skip": ["pooler", 3]}, "3 is a int"),
+    ({"pins": 5}, "pins must be a mapping"),
+    ({"pins": [("a", "b", "c")]}, "pins must be a mapping {pattern: choice}"),
+    ({"progress": "no"}, "progress must be True or False, got str 'no'"),  # read as true
+    ({"max_uniform_seeds": -1}, "max_uniform_seeds must be 0 or more, got -1"),
+])
+def test_a_wrong_kind_is_one_clear_error(options, needle):
+    with pytest.raises(AutoqError) as info:
+        SearchConfig(tracking_uri=None, storage=None, **options)
+    assert needle in str(info.value)
+
+
+def test_kinds_a_pipeline_passes_are_taken_and_normalised():
+    config = SearchConfig(tracking_uri=None, storage=None, n_trials=np.int64(7), skip="pooler", pins=["attn=fp16", "fc=int8-ch-asym:rtn-mse"],
+                          max_uniform_seeds=None)
+    assert config.n_trials == 7 and type(config.n_trials) is int and config.skip == ("pooler",)
+    assert config.pins == (("attn", "fp16"), ("fc", "int8-ch-asym:rtn-mse"))  # the command line's form, as --pin gives it
+    assert SearchConfig(tracking_uri=None, storage=None, pins={"a": "fp16"}).pins == (("a", "fp16"),)
+
+
+def test_calibration_as_one_tensor_or_a_wrong_holdout_is_refused_and_apply_checks_its_arguments():
+    model = torch.nn.Sequential(torch.nn.Linear(16, 4))
+    with pytest.raises(AutoqError, match="not one tensor, whose 64 rows would each be a batch; split it"):
+        autoq.search(model, torch.randn(64, 16), tracking_uri=None, storage=None)
+    data = [torch.randn(8, 16) for _ in range(4)]
+    with pytest.raises(AutoqError, match="holdout must be between 0 and 1, got '0.5'"):
+        autoq.search(model, data, holdout="0.5", tracking_uri=None, storage=None)
+    result = autoq.search(model, data, budget="6bits", n_trials=2, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    with pytest.raises(AutoqError, match="apply quantizes an nn.Module in place; got str"):
+        result.apply("digits-cnn")
+    with pytest.raises(AutoqError, match="point must be a Point of this result .* got dict"):
+        result.apply(model, {"0": "int4-ch-asym:rtn-mse"})
