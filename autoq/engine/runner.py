@@ -16,6 +16,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import torch
 from optuna.samplers import BaseSampler
 from tqdm.auto import tqdm
 
@@ -152,15 +153,35 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
             tracking_client(config.tracking_uri)
         check_experiment(config.tracking_uri, config.experiment)
     space = SearchSpace.build(load_preset(config.space), layers, dict(config.pins))
+    check_calibration_usable(workload, space, config.space)
     cost_model = CostModel.for_model(workload.model, layers, latency_model(config.device, config.batch))
+    left_out = left_out_note(workload.model, skip, tied)
     try:
         slack = budget.check_feasible(*space.extremes(cost_model, budget.kind), cost_model.latency_source)
-    except AutoqError as exc:  # the latency note (a table without this batch, say) is printed only later: say it now
-        note = cost_model.latency.note if cost_model.latency is not None and budget.is_latency else ""
-        if not note:
+    except AutoqError as exc:  # the notes (a table without this batch, layers left out) are printed only later: say them now
+        latency_note = cost_model.latency.note if cost_model.latency is not None and budget.is_latency else ""
+        notes = [n for n in (latency_note, left_out) if n]
+        if not notes:
             raise
-        raise AutoqError(f"{exc}; {note}") from None
-    return Prepared(space, cost_model, budget, slack, left_out_note(workload.model, skip, tied))
+        raise AutoqError("; ".join([str(exc), *notes])) from None
+    return Prepared(space, cost_model, budget, slack, left_out)
+
+
+def check_calibration_usable(workload: Workload, space: SearchSpace, space_name: str) -> None:
+    """Data-driven options (GPTQ, AWQ, ...) capture their statistics from the calibration batches: without any, or with
+    batches the model refuses (``(inputs, labels)`` pairs), every such trial failed, one by one, after the search began."""
+    from autoq.evaluate.fidelity import call_on_user_batch
+    from autoq.model.modes import eval_mode
+    from autoq.ptq import method_needs_stats
+
+    methods = sorted({c.method for opts in space.options for c in opts if not c.weight.is_half and method_needs_stats(c.method)})
+    if not methods:
+        return
+    if not workload.calibration:
+        raise AutoqError(f"the search space {space_name!r} has data-driven methods ({', '.join(methods)}), which calibrate on the "
+                         "calibration batches, and none were given; pass calibration=[batches], or a space without them ('default')")
+    with torch.inference_mode(), eval_mode(workload.model):
+        call_on_user_batch(workload.model, workload.calibration[0], f"calibration batch 0 of {len(workload.calibration)} (for {', '.join(methods)})")
 
 
 def run_search(workload: Workload, config: SearchConfig) -> SearchResult:

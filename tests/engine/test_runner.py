@@ -303,3 +303,29 @@ def test_ctrl_c_as_the_search_stores_its_end_leaves_it_whole(mlflow_uri, tmp_pat
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED" and parent.data.metrics["wall_seconds"] == pytest.approx(result.wall_seconds)
     assert "frontier.csv" in {a.path for a in client.list_artifacts(result.parent_run_id)}
+
+
+def test_calibration_data_driven_methods_cannot_use_is_refused_before_the_search():
+    """Every GPTQ/AWQ trial failed one by one, after the search began: 17 of 30 without data, 7 of 12 on (x, y) pairs."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    options = dict(budget="6bits", n_trials=2, seed_from="none", tracking_uri=None, storage=None, progress=False, pins={".*": "int4-ch-asym:gptq"})
+    with pytest.raises(AutoqError, match=r"has data-driven methods \(gptq\), which calibrate on the calibration batches, and none were given"):
+        autoq.search(model, [], lambda m: 1.0, **options)
+    pairs = [(torch.randn(8, 16), torch.randint(0, 4, (8,))) for _ in range(3)]
+    with pytest.raises(AutoqError, match=r"the model fails on calibration batch 0 of 3 \(for gptq\).*pass the inputs alone"):
+        autoq.search(model, pairs, lambda m: 1.0, **options)
+    assert autoq.search(model, [x for x, _ in pairs], lambda m: 1.0, **options).best.quality == 1.0
+
+
+def test_a_refused_budget_also_says_which_layers_were_left_out():
+    """The note on tied layers left out was printed only for a search that ran, not with the feasible range it shaped."""
+    from autoq.api import make_workload
+    from autoq.engine import SearchConfig, prepare
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Embedding(10, 16), torch.nn.Linear(16, 16), torch.nn.Linear(16, 10))
+    model[2].weight = model[0].weight  # tied, as a language model's head is
+    workload = make_workload(model, [torch.randint(0, 10, (4, 5)) for _ in range(3)], lambda m: 1.0)
+    with pytest.raises(AutoqError, match=r"below the cheapest assignment; the feasible range .*; 1 layer\(s\) with tied weights left unquantized.*'2'"):
+        prepare(workload, SearchConfig(budget="0.5bits", tracking_uri=None, storage=None))
