@@ -89,12 +89,12 @@ def take_rows(batch: Any, start: int, stop: int) -> Any:
 
 
 def batch_rows(batch: Any) -> int:
-    if isinstance(batch, torch.Tensor):
-        return int(batch.shape[0])
-    values = list(batch.values()) if isinstance(batch, Mapping) else list(batch) if isinstance(batch, (tuple, list)) else []
-    for v in values:
-        if isinstance(v, torch.Tensor):
-            return int(v.shape[0])
+    """Rows (examples) of a batch: the first dimension of its first tensor, however nested."""
+    from autoq.evaluate.fidelity import batch_tensors
+
+    tensors = batch_tensors(batch)
+    if tensors:
+        return int(tensors[0].shape[0])
     raise AutoqError("a calibration batch holds no tensor; batches must be tensors, tuples of tensors or dicts of tensors")
 
 

@@ -55,18 +55,30 @@ def primary_output(output: Any) -> torch.Tensor:
         values = list(output)
     else:
         raise AutoqError(f"cannot find a tensor in the model output of type {type(output).__name__}")
-    for v in values:
-        if isinstance(v, torch.Tensor):
-            return v
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    floating = [v for v in tensors if v.is_floating_point() or v.is_complex()]
+    if floating:  # an integer output (class ids, lengths) says little of a quantization's effect
+        return floating[0]
+    if tensors:
+        raise AutoqError(f"the model output holds only {tensors[0].dtype} tensors, no floating-point one to compare; pass evaluate= "
+                         "(a quality metric), or return the logits")
     raise AutoqError("the model output holds no tensor to compare")
 
 
+def batch_tensors(batch: Any) -> list[torch.Tensor]:
+    """Every tensor in a batch, however nested in dicts, lists and tuples (``{"xs": [t1, t2]}``), in order."""
+    if isinstance(batch, torch.Tensor):
+        return [batch]
+    items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (tuple, list)) else []
+    return [t for item in items for t in batch_tensors(item)]
+
+
 def check_finite_batches(batches: Sequence[Any], what: str = "calibration") -> None:
-    """Refuse NaN or Inf in floating-point inputs, naming the batch."""
+    """Refuse NaN or Inf in floating-point inputs, naming the batch (one level deep was checked: a dict holding a list
+    of tensors went through, and every data-driven trial failed on it)."""
     for i, batch in enumerate(batches):
-        items = batch.values() if isinstance(batch, Mapping) else batch if isinstance(batch, (tuple, list)) else [batch]
-        for t in items:
-            if isinstance(t, torch.Tensor) and t.is_floating_point() and not torch.isfinite(t).all():
+        for t in batch_tensors(batch):
+            if t.is_floating_point() and not torch.isfinite(t).all():
                 raise AutoqError(f"{what} batch {i} contains NaN or Inf values")
 
 

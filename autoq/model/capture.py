@@ -130,7 +130,8 @@ def layer_rows(module: nn.Module, x: torch.Tensor) -> torch.Tensor:
 class _Accumulator:
     """Running sums of one layer's input rows."""
 
-    def __init__(self, max_samples: int, seed: int) -> None:
+    def __init__(self, max_samples: int, seed: int, name: str = "") -> None:
+        self.name = name
         self.max_samples = max_samples
         self.gen = torch.Generator().manual_seed(seed)
         self.xtx: torch.Tensor | None = None
@@ -141,7 +142,7 @@ class _Accumulator:
     def add(self, rows: torch.Tensor) -> None:
         rows = rows.detach().float()
         if not torch.isfinite(rows).all():
-            raise AutoqError("a layer input on the calibration data holds NaN or Inf")
+            raise _NonFiniteInput(f"the input of layer {self.name!r} holds NaN or Inf" if self.name else "a layer input holds NaN or Inf")
         r64 = rows.double()
         if self.xtx is None:
             n_in, device = rows.shape[1], rows.device  # on the model's device: a CUDA model's rows stay there
@@ -181,6 +182,10 @@ class _Accumulator:
         return LayerStats(self.xtx, self.absmax, (self.abs_sum / n).float(), (self.sum / n).float(), self.lo, self.hi, n, samples)
 
 
+class _NonFiniteInput(AutoqError):
+    """A layer's input holds NaN or Inf: the calibration pass names the batch (the inputs were finite, so the model made them)."""
+
+
 class _StopForward(Exception):
     """Raised by a hook once the layer it waits for has its input: the rest of the pass is not needed."""
 
@@ -194,6 +199,9 @@ def _run(model: nn.Module, batches: Iterable[Any]) -> None:
                 call_on_user_batch(model, batch, f"calibration batch {i}", passthrough=(_StopForward,))
             except _StopForward:
                 pass
+            except _NonFiniteInput as exc:
+                raise AutoqError(f"{exc} on calibration batch {i}: the model makes it from finite inputs (an overflow, or NaN "
+                                 "weights of a layer not searched)") from None
 
 
 def capture_stats(
@@ -206,7 +214,7 @@ def capture_stats(
     """Statistics of every layer in ``layers`` from one pass over ``batches`` (float model)."""
     if not batches:
         raise AutoqError("capturing layer statistics needs at least one calibration batch")
-    accs = {layer.name: _Accumulator(max_samples, seed + i) for i, layer in enumerate(layers)}
+    accs = {layer.name: _Accumulator(max_samples, seed + i, layer.name) for i, layer in enumerate(layers)}
     handles = []
     for layer in layers:
         module = get_module(model, layer.name)
@@ -268,7 +276,7 @@ def capture_sequential(
         for i in execution_order(model, layers, batches[0]):
             layer = layers[i]
             module = get_module(model, layer.name)
-            acc = _Accumulator(max_samples, seed + i)
+            acc = _Accumulator(max_samples, seed + i, layer.name)
 
             def hook(m: nn.Module, args: tuple, acc: _Accumulator = acc) -> None:
                 acc.add(layer_rows(m, args[0]))

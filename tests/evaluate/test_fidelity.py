@@ -302,6 +302,7 @@ def test_check_finite_batches_passes_on_clean_data():
         torch.tensor([1.0, float("nan")]),
         (torch.ones(2), torch.tensor([float("inf")])),
         {"ids": torch.arange(2), "x": torch.tensor([[float("-inf")]])},
+        {"xs": [torch.ones(2), torch.tensor([float("nan")])]},  # nested: one level deep was checked
     ],
 )
 def test_check_finite_batches_names_the_batch(bad):
@@ -317,3 +318,17 @@ def test_check_finite_batches_uses_the_label():
 
 def test_check_finite_batches_ignores_integer_tensors():
     check_finite_batches([torch.tensor([1, 2, 3]), {"ids": torch.tensor([0])}])
+
+
+def test_an_integer_output_is_passed_over_for_the_first_floating_one():
+    """Class ids first, logits second: the ids were compared, a quality of rounded sums."""
+    ids, logits = torch.tensor([1, 2]), torch.randn(2, 3)
+    assert primary_output([ids, logits]) is logits and primary_output({"pred": ids, "score": logits}) is logits
+    with pytest.raises(AutoqError, match="holds only torch.int64 tensors, no floating-point one to compare; pass evaluate="):
+        primary_output((ids,))
+
+
+def test_batch_rows_reads_nested_batches():
+    from autoq.sensitivity.inputs import batch_rows
+
+    assert batch_rows({"xs": [torch.ones(5, 2), torch.ones(5, 3)]}) == 5

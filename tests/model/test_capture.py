@@ -203,3 +203,19 @@ def test_loss_factor_gives_the_layer_output_error_and_its_gradient(n_in, max_row
     grad = factor.half_grad(d) * 2
     cos = torch.nn.functional.cosine_similarity(grad.reshape(1, -1), d_var.grad.reshape(1, -1))
     assert float(cos) > (0.9999 if n_in <= max_rows else 0.8)
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_a_non_finite_layer_input_names_the_layer_and_the_batch(sequential):
+    """Finite inputs, a model that makes Inf from them: the error named neither the layer nor the batch."""
+    model = mlp()
+    data = batches()
+    with torch.no_grad():
+        model[0].weight.abs_().mul_(100)
+        data[2][0] = 1e37  # finite, and overflows in the first layer's output
+    layers = find_layers(model)
+    with pytest.raises(AutoqError, match=r"the input of layer '2' holds NaN or Inf on calibration batch 2"):
+        if sequential:
+            capture_sequential(model, layers, data, lambda name, stats: get_module(model, name).weight.data)
+        else:
+            capture_stats(model, layers, data)
