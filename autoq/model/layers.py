@@ -168,12 +168,40 @@ def derived_note(names: list[str]) -> str:
             "(torch.nn.utils.parametrize.remove_parametrizations(module, 'weight'), or torch.nn.utils.remove_weight_norm)")
 
 
+# modules with weight matrices that no kernel or layer kind of autoq takes: (parameter, what it is)
+_UNSEARCHED = {nn.MultiheadAttention: ("in_proj_weight", "MultiheadAttention's packed q/k/v projection"),
+               nn.ConvTranspose1d: ("weight", "ConvTranspose1d"), nn.ConvTranspose2d: ("weight", "ConvTranspose2d"),
+               nn.ConvTranspose3d: ("weight", "ConvTranspose3d"), nn.Conv3d: ("weight", "Conv3d")}
+
+
+def unsearched_weights(model: nn.Module) -> list[tuple[str, str, int]]:
+    """Weight matrices in modules autoq does not quantize (``(parameter name, what it is, weights)``): they stay in half
+    precision, and a user who sees the attention's ``out_proj`` searched would not guess that its q/k/v are not."""
+    found = []
+    for name, module in model.named_modules():
+        for kind, (param, what) in _UNSEARCHED.items():
+            weight = getattr(module, param, None) if type(module) is kind else None
+            if isinstance(weight, torch.Tensor):
+                found.append((f"{name}.{param}" if name else param, what, weight.numel()))
+    return found
+
+
+def unsearched_note(found: list[tuple[str, str, int]]) -> str:
+    """One line for the user: the weights of :func:`unsearched_weights`."""
+    shown = ", ".join(f"{name!r} ({what}, {n:,} weights)" for name, what, n in found[:3])
+    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
+    return f"{len(found)} weight matri(ces) in modules autoq does not quantize stay fp16: {shown}{more}"
+
+
 def left_out_note(model: nn.Module, skip: Iterable[str], tied: dict[str, list[str]]) -> str | None:
-    """The note on layers a search leaves unquantized that ``skip`` does not already name: ``tied`` ones
-    (:func:`searched_tied`) and those whose weight is computed (:func:`derived_weights`); ``None`` if none."""
+    """The note on weights a search leaves unquantized that ``skip`` does not already name: ``tied`` layers
+    (:func:`searched_tied`), those whose weight is computed (:func:`derived_weights`) and modules autoq does not
+    quantize (:func:`unsearched_weights`); ``None`` if none."""
     skip_res = compile_patterns(skip, "skip")
     derived = [name for name in derived_weights(model) if not any(r.search(name) for r in skip_res)]
-    notes = ([tied_note(tied)] if tied else []) + ([derived_note(derived)] if derived else [])
+    unsearched = [w for w in unsearched_weights(model) if not any(r.search(w[0]) for r in skip_res)]
+    notes = (([tied_note(tied)] if tied else []) + ([derived_note(derived)] if derived else [])
+             + ([unsearched_note(unsearched)] if unsearched else []))
     return "; ".join(notes) or None
 
 
