@@ -79,7 +79,9 @@ def run_pareto(args: argparse.Namespace) -> int:
     status = client.get_run(run_id).info.status
     if status != "FINISHED":  # killed (kill -9 leaves it RUNNING), failed, or still running
         print(f"Search {result.study_name!r} did not finish (MLflow status {status}): the trials it finished so far.")
-    print(format_summary(result, finished=status == "FINISHED"))
+    # a search stopped by Ctrl-C or SIGTERM (KILLED) logged the frontier of the trials it finished; kill -9 logged none
+    logged = status == "FINISHED" or any(a.path == "frontier.csv" for a in client.list_artifacts(run_id))
+    print(format_summary(result, finished=logged))
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 from types import SimpleNamespace
 
 import autoq
@@ -80,12 +81,19 @@ def test_pareto_of_a_search_that_did_not_finish_says_so_and_names_a_run_that_exp
     nan for what the search had not logged, and suggested exporting the parent run, which fails."""
     import dataclasses
 
+    from mlflow.artifacts import download_artifacts
     from mlflow.tracking import MlflowClient
 
     from autoq.engine import format_summary
 
     result = autoq.search("digits-cnn", budget="4.5bits", n_trials=4, tracking_uri=mlflow_uri, progress=False)
-    MlflowClient(mlflow_uri).update_run(result.parent_run_id, status="RUNNING")
+    client = MlflowClient(mlflow_uri)
+    client.update_run(result.parent_run_id, status="KILLED")  # Ctrl-C: the frontier of the trials so far is logged
+    assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 0
+    out = capsys.readouterr().out
+    assert "did not finish (MLflow status KILLED)" in out and "(frontier.csv, frontier.png, pareto=true tags)" in out
+    client.update_run(result.parent_run_id, status="RUNNING")  # kill -9: no frontier files
+    Path(download_artifacts(artifact_uri=client.get_run(result.parent_run_id).info.artifact_uri)).joinpath("frontier.csv").unlink()
     assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 0
     out = capsys.readouterr().out
     assert f"Search {result.study_name!r} did not finish (MLflow status RUNNING)" in out and "holds no frontier files yet" in out
