@@ -112,7 +112,8 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
                 print(f"autoq: --seed-from auto skips the sensitivity table: the {config.n_trials} trial(s) asked for are all uniform "
                       f"baselines (of {n_uniform}); mixes, which it seeds, start after them", file=sys.stderr, flush=True)
     scores = None
-    if seed_from:
+    # a resumed study keeps the seeds its first session enqueued: only a strategy that solves on the table needs it again
+    if seed_from and not (config.resume and not strategy_needs_scores(config.strategy)):
         try:
             scores = space_scores(seed_table(workload, problem.space, seed_from, config.progress), problem.space)
         except Exception as exc:  # noqa: BLE001 - only the default may fall back, and it says why

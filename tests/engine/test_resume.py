@@ -312,3 +312,19 @@ def test_a_resume_continues_its_own_run_not_a_namesakes_in_another_storage(digit
     assert main(["pareto", "nightly", "--tracking-uri", mlflow_uri]) == 2
     err = capsys.readouterr().err
     assert "2 searches in this experiment are named 'nightly'" in err and a.parent_run_id in err and b.parent_run_id in err
+
+
+def test_a_resume_does_not_compute_a_table_only_the_first_sessions_seeds_used(digits, tmp_path, monkeypatch):
+    """The resumed study keeps its enqueued seeds: the table was computed again (minutes on MiniLM) and never read."""
+    monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "cache"))
+    options = dict(budget="4.5bits", seed_from="sqnr", tracking_uri=None, storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="t",
+                   progress=False)
+    autoq.search("digits-cnn", n_trials=3, **options)
+    tables = list((tmp_path / "cache" / "sensitivity").glob("sqnr-*.json"))
+    assert len(tables) == 1
+    tables[0].unlink()
+    assert len(autoq.search("digits-cnn", n_trials=5, resume=True, **options).points) == 5
+    assert not list((tmp_path / "cache" / "sensitivity").glob("sqnr-*.json"))
+    autoq.search("digits-cnn", n_trials=3, **{**options, "study_name": "g", "strategy": "greedy"})
+    autoq.search("digits-cnn", n_trials=4, resume=True, **{**options, "study_name": "g", "strategy": "greedy"})
+    assert list((tmp_path / "cache" / "sensitivity").glob("sqnr-*.json"))  # greedy solves on it: read (here, cached) again
