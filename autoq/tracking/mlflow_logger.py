@@ -13,7 +13,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -80,9 +80,11 @@ def tracking_client(uri: str) -> MlflowClient:
     from sqlalchemy.exc import SQLAlchemyError
 
     db = sqlite_path(uri)
+    new = db is not None and not db.exists()
     try:
-        # a new SQLite store is built by migrations (seconds): a Ctrl-C among them would leave it half built for good
-        with deferred_interrupts() if db is not None and not db.exists() else contextlib.nullcontext():
+        # a new SQLite store is built by migrations (seconds): a Ctrl-C among them would leave it half built for good, and
+        # two searches starting together would both migrate it (one died on the other's tables)
+        with _building(db) if new else contextlib.nullcontext(), deferred_interrupts() if new else contextlib.nullcontext():
             return MlflowClient(tracking_uri=uri)
     except MlflowException as exc:
         reason = str(exc.message).split(". ")[0]
@@ -92,6 +94,25 @@ def tracking_client(uri: str) -> MlflowClient:
         what = f"the MLflow database {db}" if db is not None else f"the MLflow store {uri!r}"
         raise AutoqError(f"{what} cannot be opened ({type(exc).__name__}: {str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}); "
                          "a store whose creation was cut short stays broken: move it aside to start a new one") from None
+
+
+@contextlib.contextmanager
+def _building(db: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the database's folder while a new SQLite store is made: a second process waits, then
+    opens the store the first one built (``flock`` on the folder; where there is none, as on Windows, no lock)."""
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    folder = db.parent.absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # and with it the lock
 
 
 def check_sqlite_writable(uri: str, what: str) -> None:

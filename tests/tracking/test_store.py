@@ -73,3 +73,23 @@ def test_an_in_memory_sqlite_url_names_no_file(tmp_path, monkeypatch):
 
     SearchConfig(storage="sqlite:///:memory:", tracking_uri=None)  # checked for writability, as a file would be
     assert not (tmp_path / ":memory:").exists()
+
+
+def _open_store(uri: str) -> str:
+    from autoq.tracking import tracking_client
+
+    try:
+        tracking_client(uri).search_experiments()
+    except Exception as exc:  # noqa: BLE001 - the test reports what each process met
+        return f"{type(exc).__name__}: {exc}"
+    return "ok"
+
+
+def test_searches_starting_together_on_a_new_store_all_open_it(tmp_path):
+    """Two searches in a fresh folder both migrated the new SQLite store: one died on the other's tables ('table
+    experiments already exists', or alembic's traceback) and was told to move the store, with the other's runs, aside."""
+    import multiprocessing
+
+    uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
+    with multiprocessing.get_context("spawn").Pool(3) as pool:
+        assert pool.map(_open_store, [uri] * 3) == ["ok"] * 3
