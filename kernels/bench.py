@@ -121,6 +121,10 @@ class BenchConfig:
         if self.timing not in TIMINGS:
             raise AutoqError(f"unknown timing {self.timing!r}; choose one of {', '.join(TIMINGS)} "
                              f"({'; '.join(f'{k}: {v}' for k, v in TIMINGS.items())})")
+        if isinstance(self.rep_ms, bool) or not isinstance(self.rep_ms, int) or self.rep_ms <= 0:
+            raise AutoqError(f"rep_ms (timing time per case, ms) must be a positive whole number, got {self.rep_ms!r}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise AutoqError(f"max_seconds must be a positive number of seconds (or None: no limit), got {self.max_seconds!r}")
         if self.compile_workers is not None and self.compile_workers < 0:
             raise AutoqError(f"compile_workers must be 0 (compile at launch), a positive number of processes or None "
                              f"(one per core); got {self.compile_workers}")

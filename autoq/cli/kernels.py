@@ -46,9 +46,11 @@ def device_slug(name: str) -> str:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    import os
     from pathlib import Path
 
     from autoq.errors import AutoqError
+    from autoq.files import make_folder
     from autoq.kernels.bench import (
         BenchConfig,
         default_formats,
@@ -72,11 +74,16 @@ def run_bench(args: argparse.Namespace) -> int:
     shapes = parse_shapes(args.shapes) if args.shapes else ()
     if args.model == "none" and not shapes:
         raise AutoqError("--model none measures only --shapes, and no --shapes were given")
+    BenchConfig(shapes=shapes, batches=batches, formats=formats, kernels=kernels, rep_ms=args.rep_ms, max_seconds=args.max_seconds,
+                compile_workers=args.compile_workers, timing=args.timing)  # its checks, before the GPU's
     require_gpu("'autoq kernels bench'")  # before loading a model: without a GPU there is nothing to measure
     import torch
 
     device = torch.cuda.get_device_name(torch.cuda.current_device())
     out = Path(args.out or f"latency_{device_slug(device)}.json")
+    make_folder(out.parent, "latency table")  # now, not after the GPU time is spent
+    if out.exists() and not os.access(out, os.W_OK):
+        raise AutoqError(f"{str(out)!r} is not writable; pass another --out")
     old = None
     if args.merge and out.exists():  # read and checked now: a refusal after measuring would throw the measurement away
         old = LatencyTable.load(out)
@@ -90,6 +97,10 @@ def run_bench(args: argparse.Namespace) -> int:
     config = BenchConfig(shapes=shapes, batches=batches, formats=formats, kernels=kernels, rep_ms=args.rep_ms,
                          max_seconds=args.max_seconds, compile_workers=args.compile_workers, timing=args.timing)
     table = measure(config, progress=not args.no_progress)
+    if not table.rows:  # a table without rows would be written, and recommended, only to be refused by the search
+        why = (f" within --max-seconds {args.max_seconds:g} (compiling the kernels took it); give it more time, or --compile-workers 0 "
+               "to compile each kernel at its first launch") if args.max_seconds else ""
+        raise AutoqError(f"nothing was measured{why}; no table written")
     if old is not None:
         table = table.updating(old, source=str(out))
     table.save(out)

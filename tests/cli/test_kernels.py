@@ -26,6 +26,10 @@ def test_cli_rejects_bad_arguments_before_looking_for_a_gpu(capsys):
     assert "--shapes" in capsys.readouterr().err
     assert main(["kernels", "bench", "--kernels", "marlin"]) == 2
     assert "unknown kernel" in capsys.readouterr().err
+    assert main(["kernels", "bench", "--max-seconds", "-1"]) == 2  # it wrote, and recommended, a table of no rows
+    assert "max_seconds must be a positive number of seconds" in capsys.readouterr().err
+    assert main(["kernels", "bench", "--rep-ms", "-5"]) == 2  # taken as 10 replay pairs
+    assert "rep_ms (timing time per case, ms) must be a positive whole number, got -5" in capsys.readouterr().err
 
 
 def test_cli_takes_the_two_timings_and_nothing_else(capsys):
@@ -61,3 +65,23 @@ def test_merge_into_a_table_of_another_timing_is_refused_before_measuring(tmp_pa
     assert "--merge: " in capsys.readouterr().err and measured == []
     (tmp_path / "old.json").write_text("{not json")
     assert main([*args, "--timing", "flush"]) == 2 and measured == []
+
+
+def test_an_output_that_cannot_be_written_or_an_empty_measurement_is_refused_without_a_table(tmp_path, monkeypatch, capsys):
+    """--out failed only after measure(), with the GPU time spent; a measurement cut to nothing wrote an empty table."""
+    from autoq.kernels import bench, capability
+    from autoq.kernels.table import LatencyTable
+
+    measured = []
+    monkeypatch.setattr(capability, "require_gpu", lambda what: None)  # stand-ins for a GPU on this machine
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    monkeypatch.setattr(bench, "measure", lambda *a, **k: measured.append(1) or LatencyTable("NVIDIA H200", ()))
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    args = ["kernels", "bench", "--model", "none", "--shapes", "384x384", "--formats", "int4-ch-asym"]
+    assert main([*args, "--out", str(blocker / "t.json")]) == 2
+    assert "cannot make the latency table folder" in capsys.readouterr().err and measured == []
+    assert main([*args, "--max-seconds", "1", "--out", str(tmp_path / "t.json")]) == 2
+    assert "nothing was measured within --max-seconds 1 (compiling the kernels took it)" in capsys.readouterr().err
+    assert measured == [1] and not (tmp_path / "t.json").exists()
