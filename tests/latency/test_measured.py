@@ -65,7 +65,7 @@ def test_beyond_every_range_the_format_measured_nearest_is_extrapolated_not_a_fa
 def test_unmeasured_format_scales_from_the_nearest_by_bytes_without_a_preset():
     table = TableLatency("Test GPU", rows("int4-g128-asym") + rows("fp16"), batch=1)
     int3 = QuantSpec.from_name("int3-g128-asym")
-    ratio = (int3.storage_bytes(200, 200) + 2 * 400) / (INT4.storage_bytes(200, 200) + 2 * 400)
+    ratio = gemm_bytes(200, 200, int3, 1) / gemm_bytes(200, 200, INT4, 1)  # in the kernels' layout
     assert table.layer_us(200, 200, int3) == pytest.approx(30.0 * ratio)
     assert table.layer_us(200, 200, QuantSpec.half()) == 30.0  # fp16 is its own row, never a stand-in
 
@@ -84,7 +84,7 @@ def test_a_format_measured_elsewhere_borrows_a_format_measured_around_the_shape(
     small_int5 = [Measurement(100, 100, "int5-g128-asym", 1, 12.0)]
     table = TableLatency("Test GPU", rows() + small_int5, batch=1)
     int5 = QuantSpec.from_name("int5-g128-asym")
-    ratio = (int5.storage_bytes(400, 400) + 2 * 800) / (INT4.storage_bytes(400, 400) + 2 * 800)
+    ratio = gemm_bytes(400, 400, int5, 1) / gemm_bytes(400, 400, INT4, 1)
     assert table.layer_us(400, 400, int5) == pytest.approx(110.0 * ratio)
     assert table.layer_us(100, 100, int5) == 12.0  # its own row where it was measured
     alone = TableLatency("Test GPU", small_int5 + rows("fp16"), batch=1)  # no integer format around 400 x 400: its own range stretches
@@ -215,5 +215,5 @@ def test_an_unmeasured_format_borrows_the_nearest_bit_width_before_the_same_gran
     rows = [Measurement(200, 200, "int4-g128-asym", 1, 30.0), Measurement(200, 200, "int8-ch-asym", 1, 50.0)]
     table = TableLatency("Test GPU", rows, batch=1)
     int3, int4 = QuantSpec.from_name("int3-ch-asym"), QuantSpec.from_name("int4-g128-asym")
-    ratio = (int3.storage_bytes(200, 200) + 2 * 400) / (int4.storage_bytes(200, 200) + 2 * 400)
+    ratio = gemm_bytes(200, 200, int3, 1) / gemm_bytes(200, 200, int4, 1)
     assert table.layer_us(200, 200, int3) == pytest.approx(30.0 * ratio)

@@ -73,3 +73,16 @@ def test_bad_batch(batch):
 
 def test_no_device_no_model():
     assert latency_model(None) is None
+
+
+def test_bytes_are_the_kernels_layout_and_w8a8_is_two_kernels():
+    """3/5/6-bit codes are padded into 32-bit words where the kernels read them (the tight bit stream was 6.8% short),
+    and W8A8 quantizes its activations in a kernel of its own: the estimate had it as fast as int8 weight-only, where the
+    H200 measured it twice as slow at batch 1."""
+    from autoq.kernels.formats import packed_nbytes
+
+    int3, int8 = QuantSpec.from_name("int3-ch-asym"), QuantSpec.from_name("int8-ch-sym")
+    assert gemm_bytes(4096, 4096, int3, 1) == packed_nbytes(int3, 4096, 4096) + 2 * (4096 + 4096) > int3.storage_bytes(4096, 4096) * 1.06
+    w8a8 = roofline_us(4096, 4096, int8, 1, H100, int8_activations=True)
+    assert w8a8 > roofline_us(4096, 4096, int8, 1, H100) + H100.launch_us * 0.99
+    assert gemm_bytes(4096, 4096, int8, 1, int8_activations=True) == packed_nbytes(int8, 4096, 4096) + 2 * 4096 + 2 * (4096 + 4) + 2 * 4096
