@@ -194,7 +194,10 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     start = time.perf_counter()
     problem = prepare(workload, config)
     space, cost_model, budget = problem.space, problem.cost_model, problem.budget
-    for note in (problem.left_out, problem.slack, cost_model.latency.note if cost_model.latency is not None else None):
+    coverage = getattr(cost_model.latency, "coverage_note", None)  # a measured table: the layers it did not measure near
+    shapes = [(layer.name, layer.out_features, layer.in_features) for layer in space.layers]
+    for note in (problem.left_out, problem.slack, cost_model.latency.note if cost_model.latency is not None else None,
+                 coverage(shapes) if coverage else None):
         if note:
             print(f"autoq: note: {note}", file=sys.stderr, flush=True)
 

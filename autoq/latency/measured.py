@@ -97,6 +97,23 @@ class TableLatency:
             self._memo[key] = _interpolate(self._w8a8, out_features, in_features) if key[3] else self._lookup(out_features, in_features, spec)
         return self._memo[key]
 
+    def coverage_note(self, shapes: Iterable[tuple[str, int, int]], far: float = 4.0) -> str:
+        """A note on the layers ``(name, n, k)`` whose work ``N*K`` lies more than ``far`` times outside every shape this
+        table measured: their latencies are stretched from its nearest shapes (a LLaMA-only table charged digits-cnn's
+        layers 4x their time), so the user should measure the model's own shapes. ``""`` if none."""
+        ends = [(rows[0][0], rows[-1][0]) for rows in self._by_format.values() if rows]
+        if not ends:
+            return ""
+        lo, hi = min(e[0] for e in ends), max(e[1] for e in ends)
+        shapes = list(shapes)
+        outside = [name for name, n, k in shapes if n * k * far < lo or n * k > hi * far]
+        if not outside:
+            return ""
+        shown = ", ".join(repr(name) for name in outside[:3]) + (f" and {len(outside) - 3} more" if len(outside) > 3 else "")
+        return (f"{len(outside)} of {len(shapes)} layers ({shown}) lie far outside the shapes the latency table "
+                f"{self.origin or self.device!r} measured ({lo:,} to {hi:,} weights a layer), so their latencies are stretched "
+                "from its nearest ones; 'autoq kernels bench --model ...' measures this model's own shapes")
+
     def _lookup(self, n: int, k: int, spec: QuantSpec) -> float:
         # formats of its kind measured nearest the shape: around it if any (distance 0), else those whose range ends
         # closest to it (fp16 never stands in for an integer format, nor the reverse)

@@ -217,3 +217,12 @@ def test_an_unmeasured_format_borrows_the_nearest_bit_width_before_the_same_gran
     int3, int4 = QuantSpec.from_name("int3-ch-asym"), QuantSpec.from_name("int4-g128-asym")
     ratio = gemm_bytes(200, 200, int3, 1) / gemm_bytes(200, 200, int4, 1)
     assert table.layer_us(200, 200, int3) == pytest.approx(30.0 * ratio)
+
+
+def test_layers_far_outside_the_measured_shapes_get_a_note():
+    """A table of LLaMA shapes charged digits-cnn's layers their floor (45-61 us against 11.5-12.5 us) without a word."""
+    table = TableLatency("Test GPU", rows(), batch=1, origin="llama.json")  # 10,000 to 160,000 weights a layer
+    assert table.coverage_note([("a", 100, 100), ("b", 50, 50), ("c", 800, 800)]) == ""  # within 4x of the ends
+    note = table.coverage_note([("a", 100, 100), ("tiny", 30, 30), ("huge", 2000, 2000)])
+    assert note.startswith("2 of 3 layers ('tiny', 'huge') lie far outside the shapes the latency table 'llama.json' measured "
+                           "(10,000 to 160,000 weights a layer)") and "autoq kernels bench --model" in note
