@@ -38,7 +38,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help="add latency: a latency table measured by 'autoq kernels bench', or a GPU preset (h100, h200, a100, ...: "
                         "its committed measured table if autoq ships one, else a roofline ESTIMATE; roofline:h100 forces the estimate); "
                         "needed for budgets like '3ms'")
-    p.add_argument("--batch", type=int, default=1, help="rows of activations (tokens) per forward for latency (default: 1)")
+    p.add_argument("--batch", type=int, default=1, help="rows of activations a layer multiplies per call, for latency: sequences x "
+                   "tokens for a transformer, examples for an MLP (default: 1; a measured table answers the batches it measured)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--sequential", action="store_true",
                    help="data-driven methods (gptq, awq, ...) see inputs from already-quantized earlier layers: "
