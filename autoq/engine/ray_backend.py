@@ -40,7 +40,7 @@ from autoq.choice import Assignment
 from autoq.engine.ray_session import term_stops_tune
 from autoq.engine.trials import TrialBook, trial_metrics, trial_tags
 from autoq.errors import Terminated
-from autoq.ptq.registry import MethodInfo, adopt_methods, plugin_methods
+from autoq.ptq.registry import MethodInfo, adopt_methods, registered_methods
 from autoq.tracking import MlflowTracker, absolute_uri
 
 
@@ -49,7 +49,7 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
     :func:`autoq.engine.ray_session.ray_session` joined or started."""
     searcher = BookSearcher(book, deadline)
     tracking = (absolute_uri(config.tracking_uri), book.tracker.experiment_id, book.tracker.parent_id) if book.tracker else None
-    methods = plugin_methods()  # a worker imports autoq alone: the driver's plug-in methods go with the model
+    methods = registered_methods()  # a worker imports autoq alone: the driver's plug-in methods go with the model
     with _by_value(methods):  # with_parameters puts its objects in Ray's object store now
         trainable = tune.with_resources(
             tune.with_parameters(AutoqTrainable, workload=workload, search_config=config, tracking=tracking, threads=max(1, int(config.cpus_per_trial)),
@@ -75,11 +75,14 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
 
 @contextlib.contextmanager
 def _by_value(methods: tuple[MethodInfo, ...]) -> Iterator[None]:
-    """Pickle the methods' modules by their code, not their names: a plug-in loaded from a file, or from a folder the
-    workers do not search, cannot be imported there (``__main__``'s functions go by value already)."""
+    """Pickle the modules of the user's own methods by their code, not their names: a plug-in loaded from a file, or
+    from a folder the workers do not search, cannot be imported there. Installed and standard-library modules (and
+    autoq's) go by name, as before, and so does ``__main__``'s code, which cloudpickle sends by value anyway."""
     from ray import cloudpickle
 
-    modules = {sys.modules.get(getattr(info.fn, "__module__", None) or "") for info in methods} - {None, sys.modules["__main__"]}
+    already = set(cloudpickle.list_registry_pickle_by_value())
+    modules = {m for m in (sys.modules.get(getattr(info.fn, "__module__", None) or "") for info in methods)
+               if m is not None and _users_own(m) and m.__name__ not in already}
     for module in modules:
         cloudpickle.register_pickle_by_value(module)
     try:
@@ -87,6 +90,19 @@ def _by_value(methods: tuple[MethodInfo, ...]) -> Iterator[None]:
     finally:
         for module in modules:
             cloudpickle.unregister_pickle_by_value(module)
+
+
+def _users_own(module: Any) -> bool:
+    """A module of the user's (a plug-in file, a script's folder), not ``__main__``, autoq's, the standard library's or
+    an installed package's, whose names every worker can import."""
+    import sysconfig
+
+    name, file = module.__name__, getattr(module, "__file__", None)
+    if name == "__main__" or name == "autoq" or name.startswith("autoq.") or not file:
+        return False
+    installed = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    path = os.path.realpath(file)
+    return not any(path.startswith(root + os.sep) for root in installed)
 
 
 class _quiet_tune:

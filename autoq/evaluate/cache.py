@@ -31,8 +31,6 @@ from autoq.ptq.result import bias_delta_of, input_scale_of
 from autoq.quant import QuantizedTensor
 from autoq.quant.activation import ActRange, ActSpec, fake_quantize_activation, static_range
 
-_IN_USE = "_autoq_quant_cache_applying"  # set on the model while a cache has swapped its weights
-
 
 @dataclass(frozen=True)
 class QuantizedLayer:
@@ -147,6 +145,16 @@ class QuantCache:
         self.model = model
         self.stats = stats
         self._layers: dict[tuple[str, LayerChoice], QuantizedLayer] = {}
+        # where each layer's float weight lives now: another cache's swapped-in weight is found by its address
+        self._float = {name: _address(m.weight) for name, m in model.named_modules() if isinstance(getattr(m, "weight", None), torch.Tensor)}
+
+    def _check_float(self, name: str, module: nn.Module) -> None:
+        """Refuse a layer whose weight is not the one this cache started from: two searches quantizing one module at once
+        (threads, an Optuna study with n_jobs > 1) each took the other's quantized weights for the originals."""
+        if self._float.get(name, _address(module.weight)) != _address(module.weight):
+            raise AutoqError(f"layer {name!r} does not hold the weight this search started from: another autoq search in this process "
+                             "is quantizing the same nn.Module (two threads, or an Optuna study with n_jobs > 1), or the model "
+                             "moved or changed since; give each search its own copy, copy.deepcopy(model)")
 
     def __len__(self) -> int:
         return len(self._layers)
@@ -157,7 +165,9 @@ class QuantCache:
             if isinstance(self.stats, CalibrationStats) and self.stats.sequential and needs_stats(choice):
                 self._sweep(choice)
             if key not in self._layers:
-                self._layers[key] = quantize_layer_full(get_module(self.model, name), choice, stats_for(self.stats, name, choice))
+                module = get_module(self.model, name)
+                self._check_float(name, module)
+                self._layers[key] = quantize_layer_full(module, choice, stats_for(self.stats, name, choice))
         return self._layers[key]
 
     def _sweep(self, choice: LayerChoice) -> None:
@@ -184,14 +194,10 @@ class QuantCache:
         # every layer first, then the swaps: a sequential sweep (triggered by a layer's first data-driven
         # choice) must quantize the float weights of the layers before it, not ones this call swapped in
         layers = {name: self.layer(name, choice) for name, choice in assignment.items()}
-        owner = self.model.__dict__.setdefault(_IN_USE, self)  # atomic: one of two threads sets it
-        if owner is not self:
-            raise AutoqError("the model is being quantized by another autoq search in this process (two threads, or an Optuna study "
-                             "with n_jobs > 1, share one nn.Module: each would take the other's quantized weights for the originals); "
-                             "give each search its own copy, copy.deepcopy(model)")
         try:
             for name, layer in layers.items():
                 module = get_module(self.model, name)
+                self._check_float(name, module)
                 bias = getattr(module, "bias", None)
                 originals[name] = (module.weight.data, bias.data if bias is not None else None)
                 module.weight.data = layer.weight
@@ -208,7 +214,11 @@ class QuantCache:
                 module.weight.data = weight
                 if bias is not None:
                     module.bias.data = bias
-            self.model.__dict__.pop(_IN_USE, None)
+
+
+def _address(weight: torch.Tensor) -> tuple[int, tuple[int, ...], str]:
+    """Where a weight's data lives (address, shape, device): a swapped-in tensor lives elsewhere."""
+    return weight.data_ptr(), tuple(weight.shape), str(weight.device)
 
 
 def apply_assignment(model: nn.Module, assignment: Mapping[str, LayerChoice], stats: Mapping[str, LayerStats] | None = None) -> nn.Module:

@@ -115,10 +115,10 @@ def input_scale_bits(name: str, in_features: int) -> int:
     return 32 * in_features if info is not None and info.scales_input else 0
 
 
-def plugin_methods() -> tuple[MethodInfo, ...]:
-    """The registered methods autoq does not define itself: what another process that imports autoq alone (a Ray
-    worker) lacks, to be sent there and :func:`adopt_methods`."""
-    return tuple(info for info in _METHODS.values() if not getattr(info.fn, "__module__", "").startswith("autoq."))
+def registered_methods() -> tuple[MethodInfo, ...]:
+    """Every registered method: what another process that imports autoq alone (a Ray worker) is sent, to
+    :func:`adopt_methods` those it lacks (a plug-in's, or a built-in function registered under another name)."""
+    return tuple(_METHODS.values())
 
 
 def adopt_methods(infos: tuple[MethodInfo, ...]) -> None:

@@ -207,7 +207,8 @@ def outer_run(tracking_uri: str, run_id: str) -> Run:
 def absolute_uri(uri: str) -> str:
     """A ``sqlite:///`` URI with an absolute path (the same database from any working directory)."""
     db = sqlite_path(uri)
-    return f"sqlite:///{db.resolve()}" if db is not None else uri
+    query = uri.partition("?")[1] + uri.partition("?")[2]  # '?timeout=30' and the like stay
+    return f"sqlite:///{db.resolve()}{query}" if db is not None else uri
 
 
 class MlflowTracker:

@@ -147,6 +147,39 @@ def test_a_plugin_method_from_a_file_runs_on_the_workers(local_ray, digits, tmp_
     assert all(c.method == "rtn-worker" for p in result.points for c in p.assignment.values())
 
 
+def test_only_the_users_own_modules_go_by_value_and_a_callers_registration_stays(tmp_path, monkeypatch):
+    """Every module of a registered method went by value: functools for a partial (which then failed to pickle), and
+    the caller's own by-value registration was undone after."""
+    import functools
+    import types
+
+    from ray import cloudpickle
+
+    from autoq.engine.ray_backend import _by_value
+    from autoq.ptq.registry import MethodInfo
+
+    mine = types.ModuleType("my_user_plugin")
+    mine.__file__ = str(tmp_path / "my_user_plugin.py")
+    exec("def q(weight, spec, stats=None):\n    return None\n", mine.__dict__)  # noqa: S102
+    mine.q.__module__ = "my_user_plugin"
+    theirs = types.ModuleType("their_plugin")
+    theirs.__file__ = str(tmp_path / "their_plugin.py")
+    exec("def q(weight, spec, stats=None):\n    return None\n", theirs.__dict__)  # noqa: S102
+    theirs.q.__module__ = "their_plugin"
+    monkeypatch.setitem(sys.modules, "my_user_plugin", mine)
+    monkeypatch.setitem(sys.modules, "their_plugin", theirs)
+    cloudpickle.register_pickle_by_value(theirs)
+    try:
+        methods = (MethodInfo("a", mine.q, False), MethodInfo("b", theirs.q, False), MethodInfo("c", functools.partial(mine.q), False))
+        with _by_value(methods):
+            assert cloudpickle.list_registry_pickle_by_value() >= {"my_user_plugin", "their_plugin"}
+            assert "functools" not in cloudpickle.list_registry_pickle_by_value()
+        assert "my_user_plugin" not in cloudpickle.list_registry_pickle_by_value()
+        assert "their_plugin" in cloudpickle.list_registry_pickle_by_value()  # the caller's, left as it was
+    finally:
+        cloudpickle.unregister_pickle_by_value(theirs)
+
+
 def test_python_api_with_relative_store_leaves_a_caller_ray_running(local_ray, mlflow_uri, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # mlflow_uri's database is tmp_path / "mlflow.db": name it relative, as the CLI default does
     result = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, backend="ray", tracking_uri="sqlite:///mlflow.db", progress=False)

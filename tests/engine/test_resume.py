@@ -208,6 +208,9 @@ def test_a_resume_of_the_callers_own_model_with_other_weights_or_data_is_refused
         with pytest.raises(AutoqError, match="other settings: data_fingerprint 'weights .*, data .*' \\(stored: 'weights "):
             autoq.search(other_model, other_data, n_trials=4, resume=True, **options)
     assert len(autoq.search(model(0), data(0), n_trials=4, resume=True, **options).points) == 4  # the same ones resume
+    study = optuna.load_study(study_name="own", storage=options["storage"])
+    study.set_user_attr("autoq.settings", {**study.user_attrs["autoq.settings"], "data_fingerprint": ""})  # stored before
+    assert len(autoq.search(model(1), data(0), n_trials=5, resume=True, **options).points) == 5  # nothing to compare: it goes on
 
 
 def test_a_resume_of_a_changed_model_is_refused_before_the_study_or_its_run_change(tmp_path, mlflow_uri):

@@ -69,6 +69,7 @@ def test_an_in_memory_sqlite_url_names_no_file(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert sqlite_path("sqlite:///:memory:") is None and absolute_uri("sqlite:///:memory:") == "sqlite:///:memory:"
     assert sqlite_path("sqlite:///runs/m.db?timeout=30").name == "m.db"
+    assert absolute_uri("sqlite:///runs/m.db?timeout=30") == f"sqlite:///{tmp_path.resolve() / 'runs' / 'm.db'}?timeout=30"  # kept
     from autoq.engine import SearchConfig
 
     SearchConfig(storage="sqlite:///:memory:", tracking_uri=None)  # checked for writability, as a file would be
