@@ -25,13 +25,14 @@ ENV_VAR = "AUTOQ_PLUGINS"
 
 
 def plugin_args(argv: Sequence[str]) -> list[str]:
-    """The values of every ``--plugin X`` / ``--plugin=X`` in ``argv``, in order."""
+    """The values of every ``--plugin X`` / ``--plugin=X`` in ``argv``, in order; one without a value is an error."""
     found = []
     for i, arg in enumerate(argv):
-        if arg == "--plugin" and i + 1 < len(argv):
-            found.append(argv[i + 1])
-        elif arg.startswith("--plugin="):
-            found.append(arg.split("=", 1)[1])
+        value = argv[i + 1] if arg == "--plugin" and i + 1 < len(argv) else arg.split("=", 1)[1] if arg.startswith("--plugin=") else None
+        if arg in ("--plugin", "--plugin=") and not value:
+            raise AutoqError("--plugin needs a module name or a .py file, e.g. --plugin myplug.py")
+        if value is not None:
+            found.append(value)
     return found
 
 
@@ -61,7 +62,9 @@ def import_plugin(name: str) -> ModuleType:
             return _import_file(path)
         if "" not in sys.path and os.getcwd() not in sys.path:
             sys.path.append(os.getcwd())  # `autoq` is a console script: unlike `python -m`, it does not search the working folder
-        return importlib.import_module(name)
+        spec = importlib.util.find_spec(name)
+        loaded = _loaded_from(Path(spec.origin)) if spec is not None and spec.origin else None
+        return loaded if loaded is not None else importlib.import_module(name)  # a file given before: not registered twice
     except AutoqError:
         raise
     except ModuleNotFoundError as exc:
@@ -73,15 +76,25 @@ def import_plugin(name: str) -> ModuleType:
         raise AutoqError(f"plug-in {name!r} failed to import: {type(exc).__name__}: {exc}") from exc
 
 
+def _loaded_from(path: Path) -> ModuleType | None:
+    """The module already imported from ``path``, under any name (a plug-in given as a file and as a module, or twice)."""
+    path = path.resolve()
+    for module in list(sys.modules.values()):
+        file = getattr(module, "__file__", None)
+        if file and Path(file).resolve() == path:
+            return module
+    return None
+
+
 def _import_file(path: Path) -> ModuleType:
     """A ``.py`` file as a module named after it (once: a second ``--plugin`` of the same file reuses it)."""
     path = path.resolve()
     if not path.is_file():
         raise AutoqError(f"plug-in file {str(path)!r} does not exist")
+    loaded = _loaded_from(path)
+    if loaded is not None:
+        return loaded
     name = f"autoq_plugin_{path.stem}"
-    module = sys.modules.get(name)
-    if module is not None and Path(getattr(module, "__file__", "")).resolve() == path:
-        return module
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
@@ -98,5 +111,6 @@ def plugin_note(plugins: Sequence[str]) -> str:
     """What to add to the commands a run prints (``autoq export``, ``autoq search --resume``) when ``--plugin`` was given."""
     if not plugins:
         return ""
-    options = " ".join(f"--plugin {shlex.quote(p)}" for p in plugins)
+    files = [str(Path(p).resolve()) if Path(p).suffix == ".py" or "/" in p else p for p in plugins]  # usable from any folder
+    options = " ".join(f"--plugin {shlex.quote(p)}" for p in files)
     return f"add {options} to the autoq commands above (export, search --resume): they use the names it registers"

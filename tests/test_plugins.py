@@ -58,8 +58,8 @@ def test_a_plugin_extends_the_names_a_search_takes(folder, how, monkeypatch):
     proc = run_cli(*args, cwd=folder)
     assert proc.returncode == 0, proc.stderr
     assert ":rtn-user" in proc.stdout
-    if how != "environment":
-        plugin = "myplug.py" if how == "file" else "myplug"
+    if how != "environment":  # a file by its absolute path: the printed commands work from any folder
+        plugin = str(folder.resolve() / "myplug.py") if how == "file" else "myplug"
         assert f"Plug-ins: add --plugin {plugin} to the autoq commands above" in proc.stdout
 
 
@@ -84,3 +84,16 @@ def test_a_plugin_that_cannot_load_is_one_line_exit_2(plugin, source, needle, tm
         (tmp_path / plugin).write_text(source)
     proc = run_cli("--plugin", plugin, "runs", cwd=tmp_path)
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
+
+
+def test_a_plugin_given_twice_loads_once_and_a_missing_value_is_refused(folder, monkeypatch):
+    """As a file and as a module (or in $AUTOQ_PLUGINS and on the line) it ran twice: 'already registered'."""
+    monkeypatch.setenv("AUTOQ_PLUGINS", "myplug")
+    proc = run_cli("--plugin", "myplug.py", *SEARCH, "--strategy", "mine", "--plugin", "myplug", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    monkeypatch.delenv("AUTOQ_PLUGINS")
+    for args in (["runs", "--plugin"], ["--plugin=", "runs"]):
+        proc = run_cli(*args, cwd=folder)
+        assert proc.returncode == 2 and "--plugin needs a module name or a .py file" in proc.stderr, args
+    proc = run_cli("--plug", "myplug.py", "runs", cwd=folder)  # no abbreviation that the loader would not see
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr

@@ -24,7 +24,8 @@ from autoq.plugins import ENTRY_POINT_GROUP, ENV_VAR, load_plugins, plugin_args,
 def build_parser() -> argparse.ArgumentParser:
     from autoq import __version__
 
-    parser = argparse.ArgumentParser(prog="autoq", description="Automated mixed-precision quantization search for PyTorch.")
+    parser = argparse.ArgumentParser(prog="autoq", description="Automated mixed-precision quantization search for PyTorch.",
+                                     allow_abbrev=False)  # '--plug X' would parse as --plugin, which is read before parsing
     parser.add_argument("--version", action="version", version=f"autoq {__version__}")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import MODULE (a module name or a .py file) first: its PTQ methods, metrics, strategies, samplers "
@@ -96,8 +97,8 @@ def _without_plugins(argv: Sequence[str]) -> list[str]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    plugins = plugin_args(argv)
     try:
+        plugins = plugin_args(argv)
         load_plugins(plugins)  # before the parser: its help lists what they register
     except AutoqError as exc:
         print(f"autoq: error: {exc}", file=sys.stderr)
