@@ -57,7 +57,9 @@ def search(
         return run_search(load_workload(model), config)
     modes = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
     try:
-        return run_search(make_workload(model, calibration, evaluate, name=name, holdout=holdout, metric=metric), config)
+        workload = make_workload(model, calibration, evaluate, name=name, holdout=holdout, metric=metric,
+                                 fingerprint=config.resolved_storage() is not None)  # a search that cannot be resumed needs none
+        return run_search(workload, config)
     finally:  # the output-fidelity proxy evaluates in eval mode: a pipeline's model in train() goes back to it
         for module, training in modes:
             module.training = training
@@ -70,8 +72,10 @@ def make_workload(
     name: str | None = None,
     holdout: float = 0.25,
     metric: str | None = None,
+    fingerprint: bool = True,
 ) -> Workload:
-    """Wrap a user's model, data and metric (or the built-in output-fidelity proxy)."""
+    """Wrap a user's model, data and metric (or the built-in output-fidelity proxy). ``fingerprint``: hash the weights and
+    data, which a resume compares (a pass over every weight: a search without storage, never resumed, skips it)."""
     if not isinstance(model, nn.Module):
         raise AutoqError(f"model must be a torch.nn.Module, got {type(model).__name__}")
     if isinstance(calibration, torch.Tensor):
@@ -92,7 +96,7 @@ def make_workload(
     elif not callable(evaluate):
         raise AutoqError("evaluate must be a callable taking the model and returning a float (higher is better)")
     return Workload(name=name or type(model).__name__, model=model, calibration=batches, evaluate=evaluate, metric=metric or "user-defined quality (higher is better)",
-                    data_fingerprint=_fingerprint(model, batches, held_out))
+                    data_fingerprint=_fingerprint(model, batches, held_out) if fingerprint else "")
 
 
 def _fingerprint(model: nn.Module, calibration: Sequence[Any], held_out: Sequence[Any]) -> str:

@@ -36,10 +36,21 @@ def checked_options(config: Any) -> dict[str, Any]:
     out: dict[str, Any] = {name: whole(name, getattr(config, name), least, name in OPTIONAL) for name, least in WHOLE.items()}
     for name in FLAGS:
         value = getattr(config, name)
-        if not isinstance(value, bool):
+        if type(value).__name__ not in ("bool", "bool_"):  # numpy's too
             raise AutoqError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
-    if config.timeout is not None and (isinstance(config.timeout, bool) or not isinstance(config.timeout, numbers.Real)):
-        raise AutoqError(f"timeout must be a number of seconds (or None: no limit), got {type(config.timeout).__name__} {config.timeout!r}")
+        out[name] = bool(value)
+    for name, what in (("timeout", "a number of seconds (or None: no limit)"), ("cpus_per_trial", "a number of CPUs"),
+                       ("gpus_per_trial", "a number of GPUs (0: none)")):
+        value = getattr(config, name)
+        if value is None and name == "timeout":
+            continue
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
+            raise AutoqError(f"{name} must be {what}, got {type(value).__name__} {value!r}")
+        out[name] = float(value)
+    for name in ("seed_from", "device", "study_name", "address", "mlflow_parent_run_id"):
+        value = getattr(config, name)
+        if value is not None and not isinstance(value, str):
+            raise AutoqError(f"{name} must be a str (or None), got {type(value).__name__} {value!r}")
     out["skip"] = _patterns(config.skip)
     out["pins"] = _pins(config.pins)
     return out

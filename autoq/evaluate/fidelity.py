@@ -117,7 +117,7 @@ class OutputFidelity:
         with torch.inference_mode():
             self.reference = [self.readout(call_on_user_batch(model, b, f"held-out batch {i} of {len(self.batches)}"), b).detach().clone()
                               for i, b in enumerate(self.batches)]
-        _check_finite_outputs(self.reference, "the unquantized model", _where_non_finite(model))
+        _check_finite_outputs(self.reference, "the unquantized model", lambda: _where_non_finite(model))
 
     @property
     def scalar(self) -> bool:
@@ -133,7 +133,7 @@ class OutputFidelity:
     def __call__(self, model: nn.Module) -> float:
         with torch.inference_mode():
             outs = [self.readout(call_model(model, batch), batch) for batch in self.batches]
-        _check_finite_outputs(outs, "the quantized model", "this assignment breaks the model")
+        _check_finite_outputs(outs, "the quantized model", lambda: "this assignment breaks the model")
         if self.scalar:
             return _r_squared(outs, self.reference)
         cos = [_cosine_per_example(out, ref) for out, ref in zip(outs, self.reference)]
@@ -148,12 +148,12 @@ def _where_non_finite(model: nn.Module) -> str:
     return "its weights are finite: check that batch's inputs, or an overflow in the model's dtype"
 
 
-def _check_finite_outputs(outs: Sequence[torch.Tensor], whose: str, hint: str) -> None:
+def _check_finite_outputs(outs: Sequence[torch.Tensor], whose: str, hint: Callable[[], str]) -> None:
     """Refuse NaN or Inf in compared outputs, naming the first held-out batch that has them: a quality of NaN
-    alone does not say where to look."""
+    alone does not say where to look. ``hint()``, what to check, is worked out only then."""
     for i, out in enumerate(outs):
         if out.is_floating_point() and not torch.isfinite(out).all():
-            raise AutoqError(f"{whose}'s output on held-out batch {i} of {len(outs)} holds NaN or Inf ({hint})")
+            raise AutoqError(f"{whose}'s output on held-out batch {i} of {len(outs)} holds NaN or Inf ({hint()})")
 
 
 def _r_squared(outs: Sequence[torch.Tensor], refs: Sequence[torch.Tensor]) -> float:

@@ -22,6 +22,9 @@ from autoq.errors import AutoqError
     ({"pins": [("a", "b", "c")]}, "pins must be a mapping {pattern: choice}"),
     ({"progress": "no"}, "progress must be True or False, got str 'no'"),  # read as true
     ({"max_uniform_seeds": -1}, "max_uniform_seeds must be 0 or more, got -1"),
+    ({"cpus_per_trial": "2", "backend": "ray"}, "cpus_per_trial must be a number of CPUs, got str '2'"),
+    ({"seed_from": 3}, "seed_from must be a str (or None), got int 3"),
+    ({"device": 3}, "device must be a str (or None), got int 3"),
 ])
 def test_a_wrong_kind_is_one_clear_error(options, needle):
     with pytest.raises(AutoqError) as info:
@@ -31,8 +34,9 @@ def test_a_wrong_kind_is_one_clear_error(options, needle):
 
 def test_kinds_a_pipeline_passes_are_taken_and_normalised():
     config = SearchConfig(tracking_uri=None, storage=None, n_trials=np.int64(7), skip="pooler", pins=["attn=fp16", "fc=int8-ch-asym:rtn-mse"],
-                          max_uniform_seeds=None)
+                          max_uniform_seeds=None, progress=np.False_, timeout=np.float32(30))
     assert config.n_trials == 7 and type(config.n_trials) is int and config.skip == ("pooler",)
+    assert config.progress is False and type(config.timeout) is float and config.timeout == 30.0
     assert config.pins == (("attn", "fp16"), ("fc", "int8-ch-asym:rtn-mse"))  # the command line's form, as --pin gives it
     assert SearchConfig(tracking_uri=None, storage=None, pins={"a": "fp16"}).pins == (("a", "fp16"),)
 
