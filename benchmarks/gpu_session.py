@@ -45,7 +45,7 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 # all-MiniLM-L6-v2 (the default model): q/k/v/o and pooler 384x384, intermediate 1536x384, output 384x1536.
-# The GPU machine does not have its weights; tests/latency/test_gpu_session.py checks these against the model.
+# The GPU machine does not have its weights; tests/benchmarks/test_gpu_session.py checks these against the model.
 DEFAULT_MODEL_SHAPES = "384x384,1536x384,384x1536"
 # The default search space's formats (2-8 bits per channel and g128, asymmetric) and the symmetric ones
 # that the LLaMA benchmark and W8A8 read; the table interpolates the rest by roofline ratio.

@@ -8,6 +8,7 @@ them computes a new table and an unchanged search reuses the old one.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -67,6 +68,9 @@ def cache_key(model_digest: str, data_digest: str, metric: str, settings: Mappin
 def code_digest(fn: Callable[..., Any]) -> str:
     """A hash of ``fn``'s name and source (its bytecode where the source is not on disk, as for code typed into a
     notebook that has since changed): the same function gives the same digest in every process."""
+    if isinstance(fn, functools.partial):  # its arguments are part of what it computes
+        inner = code_digest(fn.func)
+        return hashlib.blake2b(f"partial {inner} {fn.args!r} {sorted(fn.keywords.items())!r}".encode(), digest_size=8).hexdigest()
     target = inspect.unwrap(fn)
     try:
         text = inspect.getsource(target)

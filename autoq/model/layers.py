@@ -169,9 +169,12 @@ def derived_note(names: list[str]) -> str:
 
 
 # modules with weight matrices that no kernel or layer kind of autoq takes: (parameter, what it is)
-_UNSEARCHED = {nn.MultiheadAttention: ("in_proj_weight", "MultiheadAttention's packed q/k/v projection"),
-               nn.ConvTranspose1d: ("weight", "ConvTranspose1d"), nn.ConvTranspose2d: ("weight", "ConvTranspose2d"),
-               nn.ConvTranspose3d: ("weight", "ConvTranspose3d"), nn.Conv3d: ("weight", "Conv3d")}
+_UNSEARCHED = {nn.MultiheadAttention: (("in_proj_weight", "MultiheadAttention's packed q/k/v projection"),
+                                      ("q_proj_weight", "MultiheadAttention's q projection"),  # with kdim/vdim != embed_dim
+                                      ("k_proj_weight", "MultiheadAttention's k projection"),
+                                      ("v_proj_weight", "MultiheadAttention's v projection")),
+               nn.ConvTranspose1d: (("weight", "ConvTranspose1d"),), nn.ConvTranspose2d: (("weight", "ConvTranspose2d"),),
+               nn.ConvTranspose3d: (("weight", "ConvTranspose3d"),), nn.Conv3d: (("weight", "Conv3d"),)}
 
 
 def unsearched_weights(model: nn.Module) -> list[tuple[str, str, int]]:
@@ -179,10 +182,11 @@ def unsearched_weights(model: nn.Module) -> list[tuple[str, str, int]]:
     precision, and a user who sees the attention's ``out_proj`` searched would not guess that its q/k/v are not."""
     found = []
     for name, module in model.named_modules():
-        for kind, (param, what) in _UNSEARCHED.items():
-            weight = getattr(module, param, None) if type(module) is kind else None
-            if isinstance(weight, torch.Tensor):
-                found.append((f"{name}.{param}" if name else param, what, weight.numel()))
+        for kind, params in _UNSEARCHED.items():
+            for param, what in params if isinstance(module, kind) else ():
+                weight = getattr(module, param, None)
+                if isinstance(weight, torch.Tensor):
+                    found.append((f"{name}.{param}" if name else param, what, weight.numel()))
     return found
 
 

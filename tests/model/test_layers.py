@@ -277,3 +277,5 @@ def test_weights_in_modules_autoq_does_not_quantize_get_a_note():
     assert "'2.weight' (ConvTranspose2d, 18 weights)" in note
     assert left_out_note(model, ("in_proj", "^2"), {}) is None  # what a skip names is not news
     assert "0.self_attn.out_proj" in [layer.name for layer in find_layers(model)]
+    other_dims = left_out_note(nn.Sequential(nn.MultiheadAttention(8, 2, kdim=4, vdim=4)), (), {})  # q/k/v kept apart
+    assert other_dims.startswith("3 weight matri(ces)") and "'0.k_proj_weight' (MultiheadAttention's k projection, 32 weights)" in other_dims

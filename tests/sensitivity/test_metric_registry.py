@@ -85,3 +85,16 @@ def test_a_plugin_method_edited_between_runs_is_not_read_from_the_cache(fresh_re
     assert table("lambda w, spec, stats=None: quantize(w, spec)").seconds == first.seconds
     clipped = table("lambda w, spec, stats=None: quantize(w.clamp(-0.05, 0.05), spec)")
     assert clipped.seconds != first.seconds and clipped.entries != first.entries
+
+
+def test_a_partial_is_keyed_by_its_arguments():
+    """A method registered as functools.partial was keyed by 'functools.partial' alone: two configurations shared a table."""
+    import functools
+
+    from sensitivity.compute import code_digest
+
+    def clip(weight, spec, stats=None, frac=1.0):
+        return quantize(weight.clamp(-frac, frac), spec)
+
+    assert code_digest(functools.partial(clip, frac=0.5)) != code_digest(functools.partial(clip, frac=0.25))
+    assert code_digest(functools.partial(clip, frac=0.5)) == code_digest(functools.partial(clip, frac=0.5))
