@@ -91,7 +91,7 @@ def test_a_partial_is_keyed_by_its_arguments():
     """A method registered as functools.partial was keyed by 'functools.partial' alone: two configurations shared a table."""
     import functools
 
-    from sensitivity.compute import code_digest
+    from autoq.sensitivity.compute import code_digest
 
     def clip(weight, spec, stats=None, frac=1.0):
         return quantize(weight.clamp(-frac, frac), spec)
