@@ -97,3 +97,11 @@ def test_a_plugin_given_twice_loads_once_and_a_missing_value_is_refused(folder, 
         assert proc.returncode == 2 and "--plugin needs a module name or a .py file" in proc.stderr, args
     proc = run_cli("--plug", "myplug.py", "runs", cwd=folder)  # no abbreviation that the loader would not see
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
+
+
+def test_the_search_a_table_seeds_carries_the_plugin(folder):
+    """The printed 'Seed a search with it' command failed on the plug-in's method it did not load."""
+    proc = run_cli("--plugin", "myplug.py", "sensitivity", "--model", "digits-cnn", "--metric", "sqnr", "--space", "space.yaml",
+                   "--tracking-uri", "none", "--no-progress", cwd=folder)
+    assert proc.returncode == 0, proc.stderr
+    assert f"Seed a search with it: autoq search --plugin {folder.resolve() / 'myplug.py'} --model digits-cnn" in proc.stdout

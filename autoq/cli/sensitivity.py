@@ -114,6 +114,8 @@ def _search_command(args: argparse.Namespace, table_json: Path) -> str:
     import shlex
 
     words = ["autoq", "search"]
+    for plugin in getattr(args, "plugins", ()):  # the table's options may name a plug-in's methods
+        words += ["--plugin", str(Path(plugin).resolve()) if plugin.endswith(".py") or "/" in plugin else plugin]
     if args.model:
         words += ["--model", args.model]
     if args.space != "default":
@@ -156,6 +158,6 @@ def _summary(table, wall: float, cached: bool, paths: list[Path], uri: str | Non
     lines.append(f"Most sensitive at {probe}: " + ", ".join(f"{name} ({score:.3g})" for score, name in scores[:5]))
     lines.append("Files: " + ", ".join(str(p) for p in paths))
     if run_id:
-        lines.append(f"MLflow: run {run_id} in {uri} (experiment tag autoq.kind=sensitivity).")
+        lines.append(f"MLflow: run {run_id} in {uri} (run tag autoq.kind=sensitivity).")
     lines.append(f"Seed a search with it: {search}")
     return "\n".join(lines)
