@@ -70,7 +70,28 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
             tuner.fit()
         searcher.record_unexplained()
     if not book.done() and not searcher.timed_out():
+        record_logged(book)
         raise Terminated if terms else KeyboardInterrupt  # Tune stopped early: it caught SIGTERM / Ctrl-C itself
+
+
+def record_logged(book: TrialBook) -> int:
+    """Record the in-flight trials a worker evaluated and logged while Tune stopped (Ctrl-C, SIGTERM): their results
+    never reached the searcher, so they stayed RUNNING in Optuna and a resume evaluated them again (deleting the
+    child run that held the quality). Their finished child runs hold it; returns how many were recorded."""
+    from autoq.tracking import TRIAL_TAG
+
+    tracker = book.tracker
+    if tracker is None:
+        return 0
+    found = 0
+    for number in list(book.in_flight):
+        runs = tracker.client.search_runs(
+            [tracker.experiment_id], max_results=1,
+            filter_string=f"tags.mlflow.parentRunId = '{tracker.parent_id}' and tags.`{TRIAL_TAG}` = '{number}' and attributes.status = 'FINISHED'")
+        if runs and "quality" in runs[0].data.metrics:
+            book.record(number, float(runs[0].data.metrics["quality"]), None, runs[0].info.run_id)
+            found += 1
+    return found
 
 
 @contextlib.contextmanager

@@ -180,6 +180,31 @@ def test_only_the_users_own_modules_go_by_value_and_a_callers_registration_stays
         cloudpickle.unregister_pickle_by_value(theirs)
 
 
+def test_a_trial_a_worker_logged_as_tune_stopped_is_recorded_not_run_again(digits, mlflow_uri, tmp_path):
+    """Ctrl-C while a worker finished a trial: its child run held the quality, Optuna kept it RUNNING, and the resume
+    deleted the run and evaluated the assignment again."""
+    from autoq.engine import SearchConfig, prepare
+    from autoq.engine.ray_backend import record_logged
+    from autoq.engine.strategy import make_strategy
+    from autoq.engine.trials import TrialBook, trial_metrics, trial_tags
+    from autoq.tracking import MlflowTracker
+
+    config = SearchConfig(budget="4.5bits", tracking_uri=mlflow_uri, storage=f"sqlite:///{tmp_path / 'o.db'}", progress=False)
+    problem = prepare(digits, config)
+    strategy = make_strategy("random", problem.space, 0, "stopped", config.resolved_storage())
+    tracker = MlflowTracker.open(mlflow_uri, "autoq")
+    tracker.start("stopped", params={}, tags={})
+    book = TrialBook(strategy, problem.cost_model, problem.budget, [], 5, 0, tracker, backend="ray")
+    logged, waiting = book.next(), book.next()  # two in flight: one a worker logged, one it had not finished
+    number = logged.proposal.number
+    run_id = tracker.log_trial(number, {**trial_metrics(logged.cost), "quality": 0.5}, trial_tags(False, problem.cost_model, attempt="1"),
+                               logged.proposal.assignment)
+    assert record_logged(book) == 1
+    assert list(book.in_flight) == [waiting.proposal.number]
+    assert book.points[-1].quality == 0.5 and book.points[-1].run_id == run_id
+    assert strategy.study.trials[number].state.name == "COMPLETE"
+
+
 def test_python_api_with_relative_store_leaves_a_caller_ray_running(local_ray, mlflow_uri, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)  # mlflow_uri's database is tmp_path / "mlflow.db": name it relative, as the CLI default does
     result = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, backend="ray", tracking_uri="sqlite:///mlflow.db", progress=False)
