@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields
 from typing import Any
 
@@ -14,6 +14,7 @@ from torch import nn
 from autoq.builtin import load_workload
 from autoq.builtin.workload import Workload
 from autoq.engine import SearchConfig, SearchResult, run_search
+from autoq.engine.options import pins_from_strings  # noqa: F401  (the CLI's --pin, here since before)
 from autoq.errors import AutoqError
 from autoq.evaluate import OutputFidelity
 
@@ -105,16 +106,3 @@ def _fingerprint(model: nn.Module, calibration: Sequence[Any], held_out: Sequenc
     from autoq.sensitivity.inputs import data_fingerprint, model_hash
 
     return f"weights {model_hash(model)}, data {data_fingerprint([*calibration, *held_out])}"
-
-
-def pins_from_strings(items: Iterable[str]) -> Mapping[str, str]:
-    """``["pattern=choice", ...]`` -> ``{pattern: choice}``, for the CLI's ``--pin``."""
-    pins = {}
-    for item in items:
-        pattern, sep, choice = item.rpartition("=")
-        if not sep or not pattern or not choice:
-            raise AutoqError(f"cannot parse pin {item!r}; expected PATTERN=CHOICE such as 'classifier=fp16' or 'attn=int8-ch-asym:rtn-mse'")
-        if pins.get(pattern, choice) != choice:
-            raise AutoqError(f"pattern {pattern!r} is pinned twice, to {pins[pattern]!r} and to {choice!r}; pin it once")
-        pins[pattern] = choice
-    return pins

@@ -8,7 +8,7 @@ kind used to fail late and deep (``n_trials=2.5`` in the ILP after the sensitivi
 from __future__ import annotations
 
 import numbers
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from autoq.errors import AutoqError
@@ -83,11 +83,22 @@ def _pins(pins: Any) -> tuple[tuple[str, str], ...]:
     out = []
     for item in pairs:
         if isinstance(item, str):
-            from autoq.api import pins_from_strings
-
             item = next(iter(pins_from_strings([item]).items()))
         if not (isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item)):
             raise AutoqError(f"pins must be a mapping {{pattern: choice}} such as {{'classifier': 'fp16'}}, or 'pattern=choice' "
                              f"strings; got {item!r}")
         out.append((item[0], item[1]))
     return tuple(out)
+
+
+def pins_from_strings(items: Iterable[str]) -> Mapping[str, str]:
+    """``["pattern=choice", ...]`` -> ``{pattern: choice}``, for the CLI's ``--pin``."""
+    pins = {}
+    for item in items:
+        pattern, sep, choice = item.rpartition("=")
+        if not sep or not pattern or not choice:
+            raise AutoqError(f"cannot parse pin {item!r}; expected PATTERN=CHOICE such as 'classifier=fp16' or 'attn=int8-ch-asym:rtn-mse'")
+        if pins.get(pattern, choice) != choice:
+            raise AutoqError(f"pattern {pattern!r} is pinned twice, to {pins[pattern]!r} and to {choice!r}; pin it once")
+        pins[pattern] = choice
+    return pins
