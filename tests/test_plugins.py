@@ -105,3 +105,11 @@ def test_the_search_a_table_seeds_carries_the_plugin(folder):
                    "--tracking-uri", "none", "--no-progress", cwd=folder)
     assert proc.returncode == 0, proc.stderr
     assert f"Seed a search with it: autoq search --plugin {folder.resolve() / 'myplug.py'} --model digits-cnn" in proc.stdout
+
+
+def test_the_version_is_said_whatever_a_plugin_does(tmp_path, monkeypatch):
+    (tmp_path / "broken.py").write_text("raise RuntimeError('boom')")
+    monkeypatch.setenv("AUTOQ_PLUGINS", "broken")
+    proc = run_cli("--version", cwd=tmp_path)
+    assert proc.returncode == 0 and proc.stdout.startswith("autoq ")
+    assert run_cli("runs", cwd=tmp_path).returncode == 2  # any command loads it, and says why it fails

@@ -99,7 +99,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         plugins = plugin_args(argv)
-        load_plugins(plugins)  # before the parser: its help lists what they register
+        if argv != ["--version"]:  # the version is said whatever a plug-in does
+            load_plugins(plugins)  # before the parser: its help lists what they register
     except AutoqError as exc:
         print(f"autoq: error: {exc}", file=sys.stderr)
         return 2

@@ -215,12 +215,13 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     n_retried = 0
     if config.resume:  # marks the interrupted trials failed and enqueues them again
         n_retried = check_resumable(storage, study_name, stored_settings(workload, config), space)
-        remember_n_trials(storage, study_name, config.n_trials)
     with removed_unless_finished(storage, study_name, new=not config.resume):  # cut short, it could be neither resumed nor reused
         strategy, seeds, uniform, seeded_from = start_strategy(workload, config, problem, study_name, storage)
         if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
             strategy.seed(seeds)
             remember_settings(storage, study_name, stored_settings(workload, config))
+        else:  # once it has started: a resume that fails before keeps the count it had
+            remember_n_trials(storage, study_name, config.n_trials)
     uniform_set = set(uniform)
 
     calibration_digest = _calibration_digest(workload, space)
