@@ -24,16 +24,31 @@ ENTRY_POINT_GROUP = "autoq.plugins"
 ENV_VAR = "AUTOQ_PLUGINS"
 
 
-def plugin_args(argv: Sequence[str]) -> list[str]:
-    """The values of every ``--plugin X`` / ``--plugin=X`` in ``argv``, in order; one without a value is an error."""
-    found = []
-    for i, arg in enumerate(argv):
-        value = argv[i + 1] if arg == "--plugin" and i + 1 < len(argv) else arg.split("=", 1)[1] if arg.startswith("--plugin=") else None
-        if arg in ("--plugin", "--plugin=") and not value:
-            raise AutoqError("--plugin needs a module name or a .py file, e.g. --plugin myplug.py")
-        if value is not None:
-            found.append(value)
-    return found
+def split_plugins(argv: Sequence[str]) -> tuple[list[str], list[str]]:
+    """``(the values of every --plugin X / --plugin=X, the other arguments)``, in order; a ``--plugin`` without a value is
+    an error. The command line reads them before parsing, wherever they stand."""
+    plugins: list[str] = []
+    rest: list[str] = []
+    args = iter(argv)
+    for arg in args:
+        if arg == "--plugin" or arg.startswith("--plugin="):
+            value = next(args, "") if arg == "--plugin" else arg.split("=", 1)[1]
+            if not value:
+                raise AutoqError("--plugin needs a module name or a .py file, e.g. --plugin myplug.py")
+            plugins.append(value)
+        else:
+            rest.append(arg)
+    return plugins, rest
+
+
+def is_file(plugin: str) -> bool:
+    """Whether ``plugin`` names a ``.py`` file (by path) rather than a module."""
+    return Path(plugin).suffix == ".py" or os.sep in plugin or "/" in plugin
+
+
+def portable(plugin: str) -> str:
+    """``plugin`` as a command run from another folder must give it: a file by its absolute path, a module as is."""
+    return str(Path(plugin).resolve()) if is_file(plugin) else plugin
 
 
 def load_plugins(modules: Iterable[str] = ()) -> list[str]:
@@ -58,7 +73,7 @@ def import_plugin(name: str) -> ModuleType:
     """Import plug-in ``name``: a module name (the working folder is searched too, as ``python -m`` does) or a ``.py`` path."""
     path = Path(name)
     try:
-        if path.suffix == ".py" or os.sep in name or "/" in name:
+        if is_file(name):
             return _import_file(path)
         if "" not in sys.path and os.getcwd() not in sys.path:
             sys.path.append(os.getcwd())  # `autoq` is a console script: unlike `python -m`, it does not search the working folder
@@ -111,6 +126,5 @@ def plugin_note(plugins: Sequence[str]) -> str:
     """What to add to the commands a run prints (``autoq export``, ``autoq search --resume``) when ``--plugin`` was given."""
     if not plugins:
         return ""
-    files = [str(Path(p).resolve()) if Path(p).suffix == ".py" or "/" in p else p for p in plugins]  # usable from any folder
-    options = " ".join(f"--plugin {shlex.quote(p)}" for p in files)
+    options = " ".join(f"--plugin {shlex.quote(portable(p))}" for p in plugins)
     return f"add {options} to the autoq commands above (export, search --resume): they use the names it registers"

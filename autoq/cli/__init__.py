@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from autoq.cli.mlflow_args import fill_experiment
 from autoq.errors import AutoqError, SearchInterrupted, Terminated
-from autoq.plugins import ENTRY_POINT_GROUP, ENV_VAR, load_plugins, plugin_args, plugin_note
+from autoq.plugins import ENTRY_POINT_GROUP, ENV_VAR, load_plugins, plugin_note, split_plugins
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -81,31 +81,17 @@ def _join_signed_values(argv: Sequence[str]) -> list[str]:
     return out
 
 
-def _without_plugins(argv: Sequence[str]) -> list[str]:
-    """``argv`` less its ``--plugin X`` options, which are read before parsing, wherever they stand."""
-    out: list[str] = []
-    skip = False
-    for arg in argv:
-        if skip:
-            skip = False
-        elif arg == "--plugin":
-            skip = True
-        elif not arg.startswith("--plugin="):
-            out.append(arg)
-    return out
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
-        plugins = plugin_args(argv)
+        plugins, argv = split_plugins(argv)
         if argv != ["--version"]:  # the version is said whatever a plug-in does
             load_plugins(plugins)  # before the parser: its help lists what they register
     except AutoqError as exc:
         print(f"autoq: error: {exc}", file=sys.stderr)
         return 2
     parser = build_parser()
-    argv = _join_signed_values(_without_plugins(argv))
+    argv = _join_signed_values(argv)
     args = parser.parse_args(argv)
     args.plugins = plugins  # for the follow-up commands a search prints
     args.given = given_options(parser, argv)  # what `--resume` must not replace with the stored search's values

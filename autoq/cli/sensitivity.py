@@ -113,9 +113,11 @@ def _search_command(args: argparse.Namespace, table_json: Path) -> str:
     """The search this table seeds: same model, space and skips, seeded from the JSON table itself (exact, whatever --set said)."""
     import shlex
 
+    from autoq.plugins import portable
+
     words = ["autoq", "search"]
     for plugin in getattr(args, "plugins", ()):  # the table's options may name a plug-in's methods
-        words += ["--plugin", str(Path(plugin).resolve()) if plugin.endswith(".py") or "/" in plugin else plugin]
+        words += ["--plugin", portable(plugin)]
     if args.model:
         words += ["--model", args.model]
     if args.space != "default":
