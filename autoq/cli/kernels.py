@@ -46,6 +46,7 @@ def device_slug(name: str) -> str:
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    import dataclasses
     import os
     from pathlib import Path
 
@@ -74,8 +75,8 @@ def run_bench(args: argparse.Namespace) -> int:
     shapes = parse_shapes(args.shapes) if args.shapes else ()
     if args.model == "none" and not shapes:
         raise AutoqError("--model none measures only --shapes, and no --shapes were given")
-    BenchConfig(shapes=shapes, batches=batches, formats=formats, kernels=kernels, rep_ms=args.rep_ms, max_seconds=args.max_seconds,
-                compile_workers=args.compile_workers, timing=args.timing)  # its checks, before the GPU's
+    config = BenchConfig(shapes=shapes, batches=batches, formats=formats, kernels=kernels, rep_ms=args.rep_ms,
+                         max_seconds=args.max_seconds, compile_workers=args.compile_workers, timing=args.timing)  # checked before the GPU
     require_gpu("'autoq kernels bench'")  # before loading a model: without a GPU there is nothing to measure
     import torch
 
@@ -94,8 +95,7 @@ def run_bench(args: argparse.Namespace) -> int:
 
         print(f"autoq: loading {args.model or 'the default model'} for its layer shapes ...", file=sys.stderr, flush=True)
         shapes = tuple(dict.fromkeys(model_shapes(load_workload(args.model).model) + shapes))
-    config = BenchConfig(shapes=shapes, batches=batches, formats=formats, kernels=kernels, rep_ms=args.rep_ms,
-                         max_seconds=args.max_seconds, compile_workers=args.compile_workers, timing=args.timing)
+        config = dataclasses.replace(config, shapes=shapes)
     table = measure(config, progress=not args.no_progress)
     if not table.rows:  # a table without rows would be written, and recommended, only to be refused by the search
         why = (f" within --max-seconds {args.max_seconds:g} (compiling the kernels took it); give it more time, or --compile-workers 0 "

@@ -48,11 +48,10 @@ FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
 
 
 def check_execution(config: SearchConfig) -> None:
-    """Validate the backend, worker, retry and resume options (before anything is loaded)."""
+    """Validate the backend, worker, retry and resume options (before anything is loaded; their kinds and least values are
+    checked first, by `autoq.engine.options`)."""
     if config.backend not in BACKENDS:
         raise AutoqError(f"unknown backend {config.backend!r}; choose one of {', '.join(BACKENDS)}")
-    if config.workers < 1:
-        raise AutoqError(f"workers must be at least 1, got {config.workers}")
     if config.workers > 1 and config.backend != "ray":
         raise AutoqError(f"{config.workers} workers need the ray backend (--backend ray); the optuna backend evaluates one trial at a time")
     ray_only = [f"--{name.replace('_', '-')} ({name}=)" for name in ray_options_set(config)]
@@ -69,8 +68,6 @@ def check_execution(config: SearchConfig) -> None:
 
         if not torch.cuda.is_available():
             raise AutoqError(f"gpus_per_trial {config.gpus_per_trial} needs a GPU and this machine has none; use 0, or the --address of a Ray cluster with GPUs")
-    if config.max_retries < 0:
-        raise AutoqError(f"max_retries must be 0 or more, got {config.max_retries}")
     if config.storage not in (None, "auto"):
         _check_storage_url(config.storage)
     if config.storage is not None:
