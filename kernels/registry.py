@@ -14,11 +14,10 @@ from typing import Any
 
 import torch
 
-from autoq.errors import AutoqError
 from autoq.kernels import ops
 from autoq.kernels.formats import Int8Weight, PackedWeight, supports_w8a8, supports_weight_only
-from autoq.plugin_names import check_name
 from autoq.quant import QuantizedTensor, QuantSpec
+from autoq.registry import Registry
 
 
 @dataclass(frozen=True)
@@ -38,33 +37,28 @@ class KernelInfo:
     quantizes_activations: bool = False
 
 
-_KERNELS: dict[str, KernelInfo] = {}
+_KERNELS: Registry[KernelInfo] = Registry("kernel")
 
 
 def register_kernel(info: KernelInfo) -> KernelInfo:
     """Make a kernel available to ``autoq kernels bench --kernels NAME`` and the latency tables (`KernelInfo` says what
     each of its functions does); the name follows the plug-in rules of `autoq.plugin_names`."""
-    check_name("kernel", info.name)
-    if info.name in _KERNELS:
-        raise ValueError(f"kernel {info.name!r} is already registered")
-    _KERNELS[info.name] = info
-    return info
+    return _KERNELS.add(info.name, info)
 
 
 def get_kernel(name: str) -> KernelInfo:
-    try:
-        return _KERNELS[name]
-    except KeyError:
-        raise AutoqError(f"unknown kernel {name!r}; known kernels: {', '.join(sorted(_KERNELS))}") from None
+    """The kernel ``name``, or an error listing the known ones."""
+    return _KERNELS.get(name)
 
 
 def kernel_names() -> list[str]:
-    return sorted(_KERNELS)
+    """Every kernel's name, sorted."""
+    return sorted(_KERNELS.names())
 
 
 def kernels_for(spec: QuantSpec) -> list[KernelInfo]:
     """The kernels that read weights of format ``spec``."""
-    return [info for name, info in sorted(_KERNELS.items()) if info.supports(spec)]
+    return [info for info in sorted(_KERNELS.entries(), key=lambda i: i.name) if info.supports(spec)]
 
 
 def _weight_only(name: str, description: str, kernel: str) -> KernelInfo:

@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from autoq.errors import AutoqError
-from autoq.plugin_names import check_name
+from autoq.registry import Registry
 from autoq.sensitivity.inputs import Inputs
 from autoq.sensitivity.table import Entry
 
@@ -47,37 +47,28 @@ class MetricInfo:
         return len(inputs.layers) if self.steps == "layers" else int(settings[self.steps])
 
 
-_METRICS: dict[str, MetricInfo] = {}
+_METRICS: Registry[MetricInfo] = Registry(
+    "sensitivity metric", reserved=("auto", "none"),  # --seed-from's words
+    hint=" (a plug-in's metric is known once its module is imported: --plugin MODULE on the command line)",
+)
 
 
 def register_metric(name: str, description: str, steps: str = "layers", **defaults: Any) -> Callable[[MetricFn], MetricFn]:
     """Decorator: make a metric available under ``name`` with default ``settings``."""
-
-    check_name("sensitivity metric", name, reserved=("auto", "none"))  # --seed-from's words
+    _METRICS.check(name)
     if name.lower().endswith((".json", ".csv")):
         raise ValueError(f"cannot register sensitivity metric {name!r}: --seed-from reads a name ending in .json or .csv as a table file")
-
-    def add(fn: MetricFn) -> MetricFn:
-        if name in _METRICS:
-            raise ValueError(f"sensitivity metric {name!r} is already registered")
-        _METRICS[name] = MetricInfo(name, fn, MappingProxyType(dict(defaults)), description, steps)
-        return fn
-
-    return add
+    return _METRICS.decorator(name, lambda fn: MetricInfo(name, fn, MappingProxyType(dict(defaults)), description, steps))
 
 
 def get_metric(name: str) -> MetricInfo:
     """The registered metric ``name``, or an error listing the known ones."""
-    try:
-        return _METRICS[name]
-    except KeyError:
-        raise AutoqError(f"unknown sensitivity metric {name!r}; choose one of {', '.join(metric_names())} (a plug-in's metric is "
-                         "known once its module is imported: --plugin MODULE on the command line)") from None
+    return _METRICS.get(name)
 
 
 def metric_names() -> list[str]:
     """Every registered metric's name, in registration order (the built-ins first)."""
-    return list(_METRICS)
+    return _METRICS.names()
 
 
 def resolve_settings(info: MetricInfo, overrides: Mapping[str, Any] | None) -> dict[str, Any]:

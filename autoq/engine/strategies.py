@@ -20,8 +20,7 @@ from autoq.engine.ilp import ilp_seeds, raise_seeds
 from autoq.engine.knapsack import Knapsack, random_feasible
 from autoq.engine.seeds import fill_seeds, uniform_seeds
 from autoq.engine.strategy import QueueStrategy, Strategy, make_strategy
-from autoq.errors import AutoqError
-from autoq.plugin_names import check_name
+from autoq.registry import Registry
 from autoq.space import SearchSpace
 
 
@@ -120,29 +119,19 @@ class StrategyInfo:
     needs_scores: bool = False
 
 
-_STRATEGIES: dict[str, StrategyInfo] = {}
+_STRATEGIES: Registry[StrategyInfo] = Registry("strategy", asked_as="--strategy")
 
 
 def register_strategy(name: str, needs_scores: bool = False) -> Callable[[StrategyFactory], StrategyFactory]:
     """Decorator: make ``factory(ctx) -> (strategy, seeds, uniform)`` available as ``--strategy NAME``. ``strategy``
     keeps the `Strategy` protocol (`QueueStrategy` turns any iterator of assignments into one), ``seeds`` are
     enqueued before it runs, and the ``uniform`` assignments are flagged as baselines when evaluated."""
-    check_name("strategy", name)
-
-    def add(factory: StrategyFactory) -> StrategyFactory:
-        if name in _STRATEGIES:
-            raise ValueError(f"strategy {name!r} is already registered")
-        _STRATEGIES[name] = StrategyInfo(name, factory, needs_scores)
-        return factory
-
-    return add
+    return _STRATEGIES.decorator(name, lambda factory: StrategyInfo(name, factory, needs_scores))
 
 
 def strategy_info(name: str) -> StrategyInfo:
     """Registry lookup for ``--strategy``: ``optuna`` (default), ``ilp``, ``greedy``, ``random`` or a registered name."""
-    if name not in _STRATEGIES:
-        raise AutoqError(f"unknown --strategy {name!r}; choose one of {', '.join(_STRATEGIES)}")
-    return _STRATEGIES[name]
+    return _STRATEGIES.get(name)
 
 
 def strategy_factory(name: str) -> StrategyFactory:
@@ -152,13 +141,13 @@ def strategy_factory(name: str) -> StrategyFactory:
 
 def strategy_needs_scores(name: str) -> bool:
     """Whether strategy ``name`` solves on a sensitivity table (an unknown name: no; it is refused where it is used)."""
-    info = _STRATEGIES.get(name)
+    info = _STRATEGIES.find(name)
     return info is not None and info.needs_scores
 
 
 def strategy_names() -> list[str]:
     """Every registered strategy's name, the built-ins first."""
-    return list(_STRATEGIES)
+    return _STRATEGIES.names()
 
 
 register_strategy("optuna")(_optuna_strategy)

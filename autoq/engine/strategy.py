@@ -14,7 +14,7 @@ import optuna
 
 from autoq.choice import Assignment
 from autoq.errors import AutoqError
-from autoq.plugin_names import check_name
+from autoq.registry import Registry
 from autoq.space import SearchSpace
 
 OBJECTIVES = {"quality": "maximize", "effective_bits": "minimize"}
@@ -152,26 +152,21 @@ def _random(seed: int) -> optuna.samplers.BaseSampler:
 
 
 SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]  # seed -> a multi-objective Optuna sampler
-_SAMPLERS: dict[str, SamplerFactory] = {"tpe": _tpe, "nsga2": _nsga2, "random": _random}
+_SAMPLERS: Registry[SamplerFactory] = Registry("sampler", hint=", or pass an optuna.samplers.BaseSampler instance (Python API)")
+_SAMPLERS.add("tpe", _tpe)
+_SAMPLERS.add("nsga2", _nsga2)
+_SAMPLERS.add("random", _random)
 
 
 def register_sampler(name: str) -> Callable[[SamplerFactory], SamplerFactory]:
     """Decorator: make ``factory(seed) -> optuna.samplers.BaseSampler`` available as ``--sampler NAME``. The sampler
     must handle multi-objective studies (2 objectives, 3 with a latency source) and Optuna's constraints."""
-    check_name("sampler", name)
-
-    def add(factory: SamplerFactory) -> SamplerFactory:
-        if name in _SAMPLERS:
-            raise ValueError(f"sampler {name!r} is already registered")
-        _SAMPLERS[name] = factory
-        return factory
-
-    return add
+    return _SAMPLERS.decorator(name, lambda factory: factory)
 
 
 def sampler_names() -> list[str]:
     """Every registered sampler's name, the built-ins first."""
-    return list(_SAMPLERS)
+    return _SAMPLERS.names()
 
 
 def sampler_factory(sampler: str | optuna.samplers.BaseSampler) -> SamplerFactory:
@@ -181,10 +176,7 @@ def sampler_factory(sampler: str | optuna.samplers.BaseSampler) -> SamplerFactor
     its own seed: it must handle multi-objective studies (2 objectives, 3 with a latency source)."""
     if isinstance(sampler, optuna.samplers.BaseSampler):
         return lambda seed: sampler
-    if not isinstance(sampler, str) or sampler not in _SAMPLERS:
-        raise AutoqError(f"unknown sampler {sampler!r}; choose one of {', '.join(_SAMPLERS)}, "
-                         "or pass an optuna.samplers.BaseSampler instance (Python API)")
-    return _SAMPLERS[sampler]
+    return _SAMPLERS.get(sampler)
 
 
 def sampler_name(sampler: str | optuna.samplers.BaseSampler) -> str:

@@ -20,8 +20,8 @@ import torch
 
 from autoq.choice import HALF_METHOD
 from autoq.errors import AutoqError
-from autoq.plugin_names import check_name
 from autoq.quant import QuantizedTensor, QuantSpec
+from autoq.registry import Registry
 
 
 class PTQMethod(Protocol):
@@ -44,31 +44,21 @@ class MethodInfo:
     scales_input: bool = False  # returns a per-input-channel scale, stored with the weight (fp32, 32 bits an input)
 
 
-_METHODS: dict[str, MethodInfo] = {}
+_METHODS: Registry[MethodInfo] = Registry(
+    "PTQ method", reserved=(HALF_METHOD, "fp16"),
+    hint=" (a plug-in's method is known once its module is imported: --plugin MODULE on the command line)",
+)
 
 
 def register_method(name: str, needs_stats: bool = False, scales_input: bool = False) -> Callable[[PTQMethod], PTQMethod]:
     """Decorator: make a PTQ method available under ``name``. ``scales_input``: the method may return an input scale
     (a `TransformedTensor`'s ``input_scale``), which the export stores and the cost model counts."""
-
-    check_name("PTQ method", name, reserved=(HALF_METHOD, "fp16"))
-
-    def add(fn: PTQMethod) -> PTQMethod:
-        if name in _METHODS:
-            raise ValueError(f"PTQ method {name!r} is already registered")
-        _METHODS[name] = MethodInfo(name, fn, needs_stats, scales_input)
-        return fn
-
-    return add
+    return _METHODS.decorator(name, lambda fn: MethodInfo(name, fn, needs_stats, scales_input))
 
 
 def method_info(name: str) -> MethodInfo:
     """The registered method ``name``, or an error listing the known ones."""
-    try:
-        return _METHODS[name]
-    except KeyError:
-        raise AutoqError(f"unknown PTQ method {name!r}; known methods: {', '.join(sorted(_METHODS))} (a plug-in's method is known once "
-                         "its module is imported: --plugin MODULE on the command line)") from None
+    return _METHODS.get(name)
 
 
 def get_method(name: str) -> PTQMethod:
@@ -111,25 +101,25 @@ def method_needs_stats(name: str) -> bool:
 def input_scale_bits(name: str, in_features: int) -> int:
     """The bits a layer of ``in_features`` inputs stores besides its weight format under method ``name``: the fp32
     input scale of a method registered with ``scales_input``, else 0 (also for ``none``, a layer kept in fp16)."""
-    info = _METHODS.get(name)
+    info = _METHODS.find(name)
     return 32 * in_features if info is not None and info.scales_input else 0
 
 
 def registered_methods() -> tuple[MethodInfo, ...]:
     """Every registered method: what another process that imports autoq alone (a Ray worker) is sent, to
     :func:`adopt_methods` those it lacks (a plug-in's, or a built-in function registered under another name)."""
-    return tuple(_METHODS.values())
+    return _METHODS.entries()
 
 
 def adopt_methods(infos: tuple[MethodInfo, ...]) -> None:
     """Register methods another process registered (a Ray worker, the driver's plug-ins); a name known here keeps its own."""
     for info in infos:
-        _METHODS.setdefault(info.name, info)
+        _METHODS.adopt(info.name, info)
 
 
 def method_names() -> list[str]:
     """Every registered method's name, sorted."""
-    return sorted(_METHODS)
+    return sorted(_METHODS.names())
 
 
 def require_stats(stats: Any, method: str, weight: torch.Tensor, spec: QuantSpec) -> Any:

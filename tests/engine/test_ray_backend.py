@@ -133,7 +133,7 @@ def test_a_plugin_method_from_a_file_runs_on_the_workers(local_ray, digits, tmp_
     from autoq.plugins import import_plugin
     from autoq.ptq import registry
 
-    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    monkeypatch.setattr(registry, "_METHODS", registry._METHODS.copy())
     (tmp_path / "wplug.py").write_text(
         "from autoq.ptq import get_method, register_method\n\n"
         "@register_method('rtn-worker')\ndef rtn_worker(weight, spec, stats=None):\n"

@@ -230,7 +230,7 @@ def test_a_registered_strategy_says_whether_it_needs_scores_whatever_was_importe
     from autoq.engine.seeding import check_seed_from
     from autoq.engine.strategies import register_strategy, strategy_factory, strategy_needs_scores
 
-    monkeypatch.setattr(strategies, "_STRATEGIES", dict(strategies._STRATEGIES))
+    monkeypatch.setattr(strategies, "_STRATEGIES", strategies._STRATEGIES.copy())
     register_strategy("my-ilp", needs_scores=True)(strategy_factory("ilp"))
     register_strategy("my-random")(strategy_factory("random"))
     assert strategy_needs_scores("my-ilp") and not strategy_needs_scores("my-random") and not strategy_needs_scores("nope")

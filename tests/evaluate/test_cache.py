@@ -231,8 +231,11 @@ def test_an_input_scale_from_a_method_not_registered_as_scaling_is_refused(monke
 
     m = model()
     choice = LayerChoice(QuantSpec(4, "channel"), "test-scaled")
-    monkeypatch.setitem(registry._METHODS, "test-scaled", registry.MethodInfo("test-scaled", scaled, needs_stats=False))
+    base = registry._METHODS
+    monkeypatch.setattr(registry, "_METHODS", base.copy())
+    registry._METHODS.add("test-scaled", registry.MethodInfo("test-scaled", scaled, needs_stats=False))
     with pytest.raises(AutoqError, match="scales_input=True"):
         quantize_layer(m[0], choice)
-    monkeypatch.setitem(registry._METHODS, "test-scaled", registry.MethodInfo("test-scaled", scaled, False, scales_input=True))
+    monkeypatch.setattr(registry, "_METHODS", base.copy())
+    registry._METHODS.add("test-scaled", registry.MethodInfo("test-scaled", scaled, False, scales_input=True))
     assert quantize_layer(m[0], choice).shape == m[0].weight.shape

@@ -78,7 +78,7 @@ def test_duplicate_registration_refused():
 
 
 def test_a_new_method_is_found_by_name(monkeypatch):
-    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    monkeypatch.setattr(registry, "_METHODS", registry._METHODS.copy())
 
     @register_method("test-identity")
     def ident(weight, spec, stats=None):
@@ -90,10 +90,10 @@ def test_a_new_method_is_found_by_name(monkeypatch):
 @pytest.mark.parametrize("name", ["my+method", "my:method", "", "a b", "w/abs", "-x", "none", "fp16", None])
 def test_names_that_cannot_be_read_back_are_refused(name, monkeypatch):
     """``int4-ch-asym:my+method`` registered, searched and exported, then failed to load as activation format 'method'."""
-    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    monkeypatch.setattr(registry, "_METHODS", registry._METHODS.copy())
     with pytest.raises(ValueError, match="cannot register PTQ method"):
         register_method(name)(lambda w, spec, stats=None: quantize(w, spec))
-    assert set(registry._METHODS) == set(method_names()) and name not in method_names()
+    assert set(registry._METHODS.names()) == set(method_names()) and name not in method_names()
 
 
 def _shifted(q: QuantizedTensor, **changes) -> QuantizedTensor:
@@ -110,7 +110,7 @@ def _shifted(q: QuantizedTensor, **changes) -> QuantizedTensor:
 ])
 def test_a_method_returning_something_else_than_asked_is_named(wrong, message, monkeypatch):
     """A plug-in that ignores ``spec`` was searched as int2 with int8's quality and exported at 3.4x its recorded size."""
-    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    monkeypatch.setattr(registry, "_METHODS", registry._METHODS.copy())
     register_method("test-wrong")(lambda w, spec, stats=None: wrong(w, spec))
     w = torch.randn(16, 96, generator=torch.Generator().manual_seed(0))
     spec = QuantSpec(4, "channel")

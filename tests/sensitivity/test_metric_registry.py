@@ -20,8 +20,8 @@ from autoq.sensitivity.table import Entry
 @pytest.fixture
 def fresh_registries(tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "cache"))
-    monkeypatch.setattr(metric_registry, "_METRICS", dict(metric_registry._METRICS))
-    monkeypatch.setattr(ptq_registry, "_METHODS", dict(ptq_registry._METHODS))
+    monkeypatch.setattr(metric_registry, "_METRICS", metric_registry._METRICS.copy())
+    monkeypatch.setattr(ptq_registry, "_METHODS", ptq_registry._METHODS.copy())
 
 
 @pytest.mark.parametrize("name", ["auto", "none", "w/abs", "my table.json", "scores.csv", "a:b", ""])
@@ -57,8 +57,10 @@ def test_a_plugin_metric_edited_between_runs_is_not_read_from_the_cache(fresh_re
     data = [torch.randn(8, 6, generator=torch.Generator().manual_seed(i)) for i in range(2)]
     space = space_for(model)
 
+    base = metric_registry._METRICS
+
     def table(factor: str):
-        metric_registry._METRICS.pop("wnorm", None)
+        metric_registry._METRICS = base.copy()  # the fixture puts the registry back
         scope = {"Entry": Entry, "MetricOutput": MetricOutput}
         exec(NORM_METRIC.replace("FACTOR", factor), scope)  # noqa: S102  (a user's file, version by version)
         register_metric("wnorm", "weight norm")(scope["weight_norm"])
@@ -76,8 +78,10 @@ def test_a_plugin_method_edited_between_runs_is_not_read_from_the_cache(fresh_re
     layers = space_for(model).layers
     options = [[LayerChoice(QuantSpec(4, "channel"), "mine")] for _ in layers]
 
+    base = ptq_registry._METHODS
+
     def table(source: str):
-        ptq_registry._METHODS.pop("mine", None)
+        ptq_registry._METHODS = base.copy()  # the fixture puts the registry back
         register_method("mine")(eval(source, {"quantize": quantize, "QuantSpec": QuantSpec}))
         return compute_table(model, data, layers, options, "sqnr", progress=False)
 

@@ -1,0 +1,41 @@
+"""The registry the five plug-in kinds share (`autoq.registry.Registry`)."""
+
+from __future__ import annotations
+
+import pytest
+
+from autoq.errors import AutoqError
+from autoq.registry import Registry
+
+
+def test_names_are_checked_where_the_decorator_is_written_and_taken_once():
+    reg: Registry[int] = Registry("widget", reserved=("none",))
+    with pytest.raises(ValueError, match="cannot register widget 'a b'"):
+        reg.decorator("a b", len)  # before any function is given
+    with pytest.raises(ValueError, match="cannot register widget 'none': the name is reserved"):
+        reg.add("none", 1)
+    reg.decorator("abc", lambda fn: fn())(lambda: 3)
+    with pytest.raises(ValueError, match="widget 'abc' is already registered"):
+        reg.add("abc", 4)
+    assert reg.get("abc") == 3 and reg.names() == ["abc"] and len(reg) == 1
+
+
+def test_an_unknown_name_lists_the_known_ones_in_registration_order():
+    reg: Registry[str] = Registry("strategy", asked_as="--strategy", hint=" (or a plug-in's)")
+    for name in ("zeta", "alpha"):
+        reg.add(name, name.upper())
+    with pytest.raises(AutoqError, match=r"unknown --strategy 'beta'; choose one of zeta, alpha \(or a plug-in's\)"):
+        reg.get("beta")
+    with pytest.raises(AutoqError, match="unknown --strategy 3"):
+        reg.get(3)
+    assert reg.find("beta") is None and "zeta" in reg and 3 not in reg
+
+
+def test_a_copy_is_registered_into_alone_and_adopt_keeps_what_is_known():
+    reg: Registry[int] = Registry("method")
+    reg.add("a", 1)
+    other = reg.copy()
+    other.add("b", 2)
+    other.adopt("a", 10)
+    other.adopt("c", 3)
+    assert reg.names() == ["a"] and other.entries() == (1, 2, 3)
