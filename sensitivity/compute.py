@@ -47,7 +47,8 @@ from autoq.sensitivity.table import SensitivityTable
 #    sequence-first model with one calibration batch is scored one option per pass (its copies attended each other).
 # 6: AWQ's and AdaRound's low-rank output error on layers wider than their factor counts its isotropic tail outside the
 #    factor's span only (it was added over all directions, counting the sketched ones twice).
-SCORING_VERSION = 6
+# 7: the smallest scale is fp16's smallest value (2**-24), not 1e-6: rows of weights below about 1e-4 used few codes.
+SCORING_VERSION = 7
 
 
 def cache_key(model_digest: str, data_digest: str, metric: str, settings: Mapping[str, Any], layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]]) -> str:

@@ -281,9 +281,17 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
         raise AutoqError(f"the model has no layer named {name!r}") from None
 
 
+FP16_MAX = 65504.0
+
+
 def check_finite_weights(model: nn.Module, layers: Iterable[LayerInfo]) -> None:
-    """Refuse NaN or Inf weights before any work starts, naming the layer."""
+    """Refuse NaN or Inf weights before any work starts, naming the layer; and weights fp16 cannot hold (beyond 65504):
+    scales are stored in fp16 and a layer kept unquantized is fp16, so every choice of such a layer would be NaN."""
     for layer in layers:
         w = get_module(model, layer.name).weight
         if not torch.isfinite(w).all():
             raise AutoqError(f"layer {layer.name!r} has NaN or Inf weights; fix the checkpoint first")
+        largest = float(w.detach().abs().max()) if w.numel() else 0.0
+        if largest > FP16_MAX:
+            raise AutoqError(f"layer {layer.name!r} has weights up to {largest:.4g}, beyond fp16's {FP16_MAX:g}: autoq stores scales and "
+                             f"unquantized layers in fp16, where they overflow; leave the layer out (--skip, skip=[...]) or rescale it")

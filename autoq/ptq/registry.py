@@ -90,6 +90,8 @@ def _wrong_result(q: Any, weight: torch.Tensor, spec: QuantSpec) -> str | None:
         return f"{q.scale.numel()} scales and {q.zero.numel()} zero points, not {groups}"
     if q.codes.numel() and (int(q.codes.min()) < spec.qmin or int(q.codes.max()) > spec.qmax):
         return f"codes from {int(q.codes.min())} to {int(q.codes.max())}, outside [{spec.qmin}, {spec.qmax}]"
+    if not (torch.isfinite(q.scale).all() and torch.isfinite(q.zero).all()):
+        return "scales or zero points that are not finite (NaN or beyond fp16's 65504)"
     return None
 
 

@@ -16,7 +16,7 @@ import torch
 
 from autoq.quant.spec import QuantSpec
 
-_MIN_SCALE = 1e-6
+_MIN_SCALE = 2.0**-24  # fp16's smallest positive value: a scale is never 0, and a row of tiny weights keeps its codes
 
 
 @dataclass(frozen=True)

@@ -107,6 +107,7 @@ def _shifted(q: QuantizedTensor, **changes) -> QuantizedTensor:
     (lambda w, spec: _shifted(quantize(w, spec), scale=quantize(w, spec).scale[:-1]), "15 scales and 16 zero points, not 16"),
     (lambda w, spec: _shifted(quantize(w, spec), codes=quantize(w, spec).codes + 200), r"outside \[0, 15\]"),
     (lambda w, spec: w.half(), "a Tensor;"),
+    (lambda w, spec: _shifted(quantize(w, spec), scale=torch.full_like(quantize(w, spec).scale, float("inf"))), "not finite"),
 ])
 def test_a_method_returning_something_else_than_asked_is_named(wrong, message, monkeypatch):
     """A plug-in that ignores ``spec`` was searched as int2 with int8's quality and exported at 3.4x its recorded size."""

@@ -59,6 +59,16 @@ def test_minmax_error_within_half_step(spec, shape):
     assert worst <= 0, f"{spec.name} {shape}: error exceeds scale/2 by {worst}"
 
 
+@pytest.mark.parametrize(("largest", "codes"), [(1e-3, 250), (1e-5, 160), (1e-6, 30)])
+def test_a_row_of_tiny_weights_still_uses_its_codes(largest, codes):
+    """The smallest scale was 1e-6: an int8 row up to 1e-5 used 21 of 255 codes, at 13x the int8 error bound, and one
+    up to 1e-6 used 2. Now the limit is fp16's own spacing there (6e-8), which the stored scale cannot go below."""
+    w = torch.linspace(-largest, largest, 255).reshape(1, 255)
+    qt = quantize(w, QuantSpec(8, "channel", symmetric=False))
+    assert qt.codes.unique().numel() >= codes
+    assert (w - qt.dequantize()).abs().max() <= qt.scale.float().item() / 2 * 1.001
+
+
 @pytest.mark.parametrize("spec", all_int_specs(), ids=lambda s: s.name)
 def test_dequantize_matches_independent_reference(spec):
     # guards the group <-> element mapping used by the bound test above
