@@ -30,7 +30,9 @@ def _client(args: argparse.Namespace, required: bool = True):
     client = tracking_client(args.tracking_uri)
     experiment = client.get_experiment_by_name(args.experiment)
     if experiment is None and required:
-        raise AutoqError(f"no experiment {args.experiment!r} in {args.tracking_uri}; pass --experiment")
+        names = [e.name for e in client.search_experiments()]
+        raise AutoqError(f"no experiment {args.experiment!r} in {args.tracking_uri}; pass --experiment NAME, one of: "
+                         f"{', '.join(repr(n) for n in names) or 'none (the store is empty)'}")
     return client, experiment.experiment_id if experiment is not None else None
 
 
@@ -56,7 +58,13 @@ def run_list(args: argparse.Namespace) -> int:
         cells = (cell.rjust(w) if head in right else cell.ljust(w) for cell, w, head in zip(row, widths, rows[0]))
         print("  ".join(cells).rstrip())
     where = f"--tracking-uri {shlex.quote(args.tracking_uri)}" + (f" --experiment {shlex.quote(args.experiment)}" if args.experiment != args.experiment_default else "")
-    print(f"\nautoq pareto NAME {where}   prints a frontier;\nautoq search --resume NAME {where}   continues a search.")
+    print(f"\nautoq pareto NAME {where}   prints a frontier;")
+    resumable = [run for run in runs if run.data.params.get("optuna_storage", "memory") != "memory"]
+    if resumable:
+        print(f"autoq search --resume NAME {where}   continues a search", end="")
+        print("." if len(resumable) == len(runs) else " (not those run with --storage none: they kept no Optuna storage).")
+    else:
+        print("(none can be resumed: they ran with --storage none, and kept no Optuna storage)")
     return 0
 
 

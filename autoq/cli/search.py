@@ -90,6 +90,7 @@ def run(args: argparse.Namespace) -> int:
         sequential=args.sequential,
         device=args.device,
         batch=args.batch,
+        plugins=tuple(getattr(args, "plugins", None) or ()),
         **scale_options(args),
     )
     print(f"autoq: loading {args.model or 'the default model (all-MiniLM-L6-v2)'} ...", file=sys.stderr, flush=True)

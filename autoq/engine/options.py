@@ -53,6 +53,10 @@ def checked_options(config: Any) -> dict[str, Any]:
             raise AutoqError(f"{name} must be a str (or None), got {type(value).__name__} {value!r}")
     out["skip"] = _patterns(config.skip)
     out["pins"] = _pins(config.pins)
+    plugins = (config.plugins,) if isinstance(config.plugins, str) else config.plugins
+    if not isinstance(plugins, (list, tuple)) or not all(isinstance(p, str) and p for p in plugins):
+        raise AutoqError(f"plugins must be module names or .py files (str), got {config.plugins!r}")
+    out["plugins"] = tuple(plugins)
     return out
 
 

@@ -216,7 +216,9 @@ def check_resumable(storage: str | None, study_name: str, settings: dict[str, An
     if stored is None:
         raise AutoqError(f"study {study_name!r} in {storage} was not started by autoq search; it cannot be resumed")
     _check_not_running(study, study_name)
-    differ = [f"{key} {settings[key]!r} (stored: {stored.get(key)!r})" for key in _MUST_MATCH if key in stored and not _same(key, stored[key], settings[key])]
+    # a search nested in a run logs to that run's experiment, whatever experiment was named (autoq runs names the real one)
+    keys = [key for key in _MUST_MATCH if not (key == "experiment" and stored.get("mlflow_parent_run_id"))]
+    differ = [f"{key} {settings[key]!r} (stored: {stored.get(key)!r})" for key in keys if key in stored and not _same(key, stored[key], settings[key])]
     if differ:
         raise AutoqError(f"cannot resume {study_name!r} with other settings: {'; '.join(differ)}; resume with the stored ones")
     names = _options_by_name(space)

@@ -47,6 +47,7 @@ from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.interrupts import deferred_interrupts
 from autoq.latency import latency_model
 from autoq.model import check_finite_weights, find_layers, left_out_note, searched_tied
+from autoq.plugins import portable
 from autoq.quiet import quiet_logs
 from autoq.search_spaces import load_preset
 from autoq.space import SearchSpace
@@ -60,6 +61,7 @@ from autoq.tracking import (
     outer_run,
     sqlite_path,
     tracking_client,
+    without_password,
 )
 
 
@@ -95,6 +97,7 @@ class SearchConfig:
     resume: bool = False  # continue the stored study ``study_name`` (finished trials kept, interrupted ones retried)
     max_retries: int = 2  # a failing trial is evaluated again up to this many times before it counts as failed
     sequential: bool = False  # data-driven PTQ methods see inputs from already-quantized earlier layers (autoq.model.capture)
+    plugins: tuple[str, ...] = ()  # plug-ins (modules, .py files) whose names it uses: logged, and in the export commands it logs
 
     def __post_init__(self) -> None:
         for name in ("tracking_uri", "storage"):  # "none", as on the command line, is None
@@ -375,12 +378,13 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
             "model": workload.name, "model_source": workload.source or "none", "space": config.space, "seed": config.seed, "sampler": sampler_name(config.sampler),
             "strategy": config.strategy, "seed_from": seeded_from or "none",
             "n_trials": config.n_trials, "n_layers": len(space.layers), "metric": workload.metric[:500],
-            "data_fingerprint": workload.data_fingerprint, "optuna_storage": storage or "memory",
+            "data_fingerprint": workload.data_fingerprint, "optuna_storage": without_password(storage) if storage else "memory",
             "study_name": study_name, "device": config.device or "none", "batch": config.batch,
             "backend": config.backend, "workers": config.workers, "max_retries": config.max_retries,
             "sequential": config.sequential, "calibration_digest": calibration_digest or "none",
             "n_calibration_batches": len(workload.calibration),
             "model_hash": model_hash(workload.model),  # an export by run id checks it rebuilds these weights
+            "plugins": " ".join(shlex.quote(portable(p)) for p in config.plugins) or "none",  # the export needs them too
         },
         tags={"autoq.kind": "search", "autoq.model": workload.name, STUDY_TAG: study_name},
     )

@@ -17,14 +17,16 @@ def _fmt_latency(p: Point) -> str:
     return f"{format_latency_us(p.latency_us):>12}" if p.latency_us is not None else ""
 
 
-def export_command(run_id: str | None, tracking_uri: str, name_store: bool = False) -> str:
+def export_command(run_id: str | None, tracking_uri: str, name_store: bool = False, plugins: str = "") -> str:
     """The ``autoq export`` command line for an MLflow run: ``--tracking-uri`` where it is not the default, or always with
-    ``name_store`` (a run's MLflow description is read where no default can be assumed: a SQLite store by its absolute path)."""
+    ``name_store`` (a run's MLflow description is read where no default can be assumed: a SQLite store by its absolute path);
+    ``plugins``: the search's ``plugins`` param (quoted, space-separated), each added as ``--plugin``."""
     from autoq.tracking import absolute_uri, default_tracking_uri
 
     uri = absolute_uri(tracking_uri) if name_store else tracking_uri
     store = f" --tracking-uri {shlex.quote(uri)}" if name_store or tracking_uri != default_tracking_uri() else ""
-    return f"autoq export --run-id {run_id}{store} --out quantized"
+    extra = "".join(f" --plugin {shlex.quote(p)}" for p in shlex.split(plugins) if p != "none")
+    return f"autoq export --run-id {run_id}{store}{extra} --out quantized"
 
 
 def format_summary(result: SearchResult, finished: bool = True) -> str:
@@ -33,14 +35,16 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
     source = result.points[0].latency_source if result.points else None
     objectives = "quality, bits, latency" if source else "quality, bits"
     reference = f"{result.reference_quality:.4f}" if math.isfinite(result.reference_quality) else "not recorded"
+    runs = bool(result.tracking_uri) and any(p.run_id for p in result.frontier)  # the ids autoq export --run-id takes
     lines = [
         f"Pareto frontier ({objectives}) within {result.budget.text} ({len(result.frontier)} of {len(result.points)} evaluated trials; quality = {result.metric}; unquantized = {reference}):",
-        f"  {'trial':>5}  {'quality':>8}  {'eff.bits':>8}  {'size':>10}  " + (f"{'latency':>12}  " if source else "") + "choices",
+        f"  {'trial':>5}  {'quality':>8}  {'eff.bits':>8}  {'size':>10}  " + (f"{'latency':>12}  " if source else "") + (f"{'MLflow run id':<32}  " if runs else "") + "choices",
     ]
     for p in result.frontier:
         mark = " (uniform)" if p.uniform else ""
         latency = f"{_fmt_latency(p)}  " if source else ""
-        lines.append(f"  {p.trial:>5}  {p.quality:>8.4f}  {p.effective_bits:>8.3f}  {_fmt_bytes(p.size_bytes):>10}  {latency}{p.assignment.summary()}{mark}")
+        run_id = f"{p.run_id or '-':<32}  " if runs else ""
+        lines.append(f"  {p.trial:>5}  {p.quality:>8.4f}  {p.effective_bits:>8.3f}  {_fmt_bytes(p.size_bytes):>10}  {latency}{run_id}{p.assignment.summary()}{mark}")
     if source:
         kind = "an ESTIMATE from published peaks, not a measurement" if source.startswith("estimate:") else "from a measured kernel table"
         lines.append(f"  latency = sum of the searched layers' GEMMs (fp16 or quantized), source {source} ({kind})")
@@ -72,7 +76,7 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
     elif result.tracking_uri:
         lines.append(f"MLflow: parent run {result.parent_run_id} in {result.tracking_uri} (frontier.csv, frontier.png, pareto=true tags).")
         lines.append(f"  Open it:  mlflow ui --backend-store-uri {shlex.quote(result.tracking_uri)}")
-        lines.append(f"  Export the best point:  {export_command(result.parent_run_id, result.tracking_uri)}   (a trial's run id: that point)")
+        lines.append(f"  Export the best point:  {export_command(result.parent_run_id, result.tracking_uri)}   (or a frontier point's MLflow run id above)")
     if result.storage:
         lines.append(f"Optuna study {result.study_name!r} in {result.storage}.")
         lines.append(f"  Open it:  optuna-dashboard {shlex.quote(result.storage)}   (pip install optuna-dashboard)")

@@ -4,6 +4,7 @@ with the search settings an export must reproduce (sequential statistics, the ca
 from __future__ import annotations
 
 import json
+import shlex
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,13 +32,65 @@ def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
     from autoq.tracking.runs import recorded
 
     client, run = stored_run(tracking_uri, run_id, "pass a trial's run id (or a search's parent run id) and the same --tracking-uri")
+    _check_exportable(run)
     assignment, what = _assignment(client, run)
     # a trial's search settings are on its parent; a search's are its own (it has a parent too when nested in a pipeline's run)
     parent_id = None if run.data.tags.get("autoq.kind") == "search" else run.data.tags.get("mlflow.parentRunId")
-    params = client.get_run(parent_id).data.params if parent_id else run.data.params
+    params = _parent_params(client, parent_id, what) if parent_id else run.data.params
+    _check_methods_known(assignment, what, params.get("plugins", "none"))
     return RunPoint(assignment, what, params.get("sequential") == "True", params.get("data_fingerprint", ""), params.get("model", ""),
                     recorded(params, "model_source"), recorded(params, "calibration_digest"), int(params.get("n_calibration_batches", 0)),
                     params.get("model_hash", ""))
+
+
+def _check_exportable(run) -> None:
+    """Refuse a run that holds no point to export: a deleted one, a trial that failed, one autoq did not log."""
+    from autoq.tracking.mlflow_logger import TRIAL_TAG
+
+    run_id, tags = run.info.run_id, run.data.tags
+    if run.info.lifecycle_stage == "deleted":
+        raise AutoqError(f"MLflow run {run_id!r} is deleted; restore it first (mlflow runs restore --run-id {run_id}, or in the UI), "
+                         "or export another run")
+    if tags.get("autoq.kind") == "search":
+        return  # a Ctrl-C'd search logged the frontier of what it finished; one killed outright has none (_assignment says so)
+    if TRIAL_TAG not in tags:
+        raise AutoqError(f"MLflow run {run_id!r} is not an autoq trial or search run (it has no {TRIAL_TAG!r} tag); pass the run id "
+                         "of a trial (the UI's trial-N runs) or of a search's parent run")
+    if run.info.status != "FINISHED" or "error" in tags:
+        error = tags.get("error", "").strip().splitlines()
+        why = f": {error[-1]}" if error else ""
+        raise AutoqError(f"trial {tags[TRIAL_TAG]} (run {run_id}) did not finish (MLflow status {run.info.status}){why}; it has no "
+                         "quality to stand behind: export a finished trial, such as a frontier point (autoq pareto NAME lists them)")
+
+
+def _check_methods_known(assignment: Assignment, what: str, plugins: str) -> None:
+    """Refuse, before loading the model, a point whose PTQ methods no loaded plug-in registers, naming the plug-ins
+    the search ran with (logged as its ``plugins`` param)."""
+    from autoq.choice import HALF_METHOD
+    from autoq.ptq import method_names
+
+    known = set(method_names())
+    unknown = sorted({c.method for _, c in assignment.items() if c.method != HALF_METHOD and c.method not in known})
+    if not unknown:
+        return
+    names = ", ".join(repr(m) for m in unknown)
+    if plugins and plugins != "none":
+        options = " ".join(f"--plugin {shlex.quote(p)}" for p in shlex.split(plugins))
+        raise AutoqError(f"{what} uses PTQ method(s) {names}, which the search's plug-ins registered; add {options} "
+                         "(or import them first, from Python)")
+    raise AutoqError(f"{what} uses PTQ method(s) {names}, which no loaded plug-in registers; add --plugin MODULE_OR_FILE "
+                     "of the plug-in that registered them (or import it first, from Python)")
+
+
+def _parent_params(client, parent_id: str, what: str) -> dict:
+    """The params of the search run a trial belongs to (its settings: sequential, data fingerprint, model)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(parent_id).data.params
+    except MlflowException:
+        raise AutoqError(f"{what} belongs to search run {parent_id!r}, which is no longer in the store (deleted for good by "
+                         "'mlflow gc'?); the export needs its settings (model, data, sequential statistics)") from None
 
 
 def model_of(point: RunPoint) -> str:
@@ -62,6 +115,9 @@ def _assignment(client, run) -> tuple[Assignment, str]:
         try:
             path = Path(client.download_artifacts(run_id, artifact, tmp))
         except (MlflowException, OSError):
+            if is_search and run.info.status != "FINISHED":  # killed outright (kill -9): it logged no frontier
+                raise AutoqError(f"search run {run_id!r} did not finish (MLflow status {run.info.status}) and logged no frontier; "
+                                 f"{_resume_hint(run)} to log one, or export one of its trial runs") from None
             raise AutoqError(f"MLflow run {run_id!r} has no {artifact}; is it an autoq trial or search run?") from None
         text = path.read_text()
     if not is_search:
@@ -69,13 +125,16 @@ def _assignment(client, run) -> tuple[Assignment, str]:
         return Assignment.from_json(text), f"trial {trial} (run {run_id})"
     frontier = json.loads(text)
     if not frontier:
-        from autoq.tracking.mlflow_logger import STUDY_TAG
-
-        study = run.data.tags.get(STUDY_TAG)
-        resume = f"autoq search --resume {study}" if study else "autoq search --resume STUDY_NAME"
-        raise AutoqError(f"search run {run_id!r} has no finished trial yet (its frontier is empty); resume the search ({resume}) "
+        raise AutoqError(f"search run {run_id!r} has no finished trial yet (its frontier is empty); {_resume_hint(run)} "
                          "and export a point of its frontier then")
     from autoq.engine.result import best_rank
 
     best = max(frontier, key=lambda p: best_rank(p["quality"], p["effective_bits"], p.get("latency_ms"), p["trial"]))  # as result.best
     return Assignment.from_json(json.dumps(best["assignment"])), f"the best frontier point, trial {best['trial']}, of search run {run_id}"
+
+
+def _resume_hint(run) -> str:
+    from autoq.tracking.mlflow_logger import STUDY_TAG
+
+    study = run.data.tags.get(STUDY_TAG)
+    return f"resume the search (autoq search --resume {study or 'STUDY_NAME'})"

@@ -31,7 +31,10 @@ def log_export(tracking_uri: str, run_id: str, out_dir: Path) -> str:
     from autoq.export.config import CONFIG_NAME, WEIGHTS_NAME
     from autoq.tracking import stored_run
 
-    client, _ = stored_run(tracking_uri, run_id, "log the export to the run it was exported from")
+    client, run = stored_run(tracking_uri, run_id, "log the export to the run it was exported from")
+    if run.info.lifecycle_stage == "deleted":  # MLflow takes the artifacts and then refuses the tag
+        raise AutoqError(f"MLflow run {run_id!r} is deleted and takes no more logs; the export is in {out_dir}. Restore the run "
+                         f"(mlflow runs restore --run-id {run_id}) to log it there")
     for name in (CONFIG_NAME, WEIGHTS_NAME):
         client.log_artifact(run_id, str(Path(out_dir) / name), ARTIFACT_PATH)
     client.set_tag(run_id, EXPORTED_TAG, ARTIFACT_PATH)

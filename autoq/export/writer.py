@@ -15,9 +15,10 @@ cost model's ``size_bytes`` plus the safetensors header and the buffers.
 
 from __future__ import annotations
 
+import contextlib
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -63,14 +64,31 @@ def _resolve_model(model: nn.Module | str, calibration: Sequence[Any] | None, da
 
 def _stored(name: str, tensor: torch.Tensor, kept: list[str]) -> torch.Tensor:
     """What the export stores of a parameter or buffer outside the quantized weights: fp16 (the cost model's 2 bytes
-    a value), unless that overflows a finite value (a BatchNorm's running variance above 65504), then as it is."""
+    a value), unless that overflows a finite value (a BatchNorm's running variance above 65504) or loses the tensor to
+    underflow (values below fp16's normal range, 6e-5, keep few bits, and below 6e-8 none: an epsilon-like parameter
+    read 0), then as it is. A few tiny values in a large tensor (an embedding's) do not count: only a tensor fp16 holds
+    worse than its usual relative precision as a whole is kept."""
     if not tensor.is_floating_point():
         return tensor.contiguous().clone()
     half = tensor.half()
-    if tensor.dtype != torch.float16 and not torch.isfinite(half).all() and torch.isfinite(tensor).all():
+    overflows = not torch.isfinite(half).all() and torch.isfinite(tensor).all()
+    underflows = not overflows and float((half.float() - tensor.float()).norm()) > 1e-3 * float(tensor.float().norm())
+    if tensor.dtype != torch.float16 and (overflows or underflows):
         kept.append(name)
         return tensor.contiguous().clone()
     return half.contiguous().clone()
+
+
+@contextlib.contextmanager
+def _removed_if_empty(folder: Path, made: bool) -> Iterator[None]:
+    """Remove ``folder`` again if this export ``made`` it and fails before writing into it (a method that raises, a
+    Ctrl-C while quantizing): an empty folder left behind reads as an export that went wrong later."""
+    try:
+        yield
+    except BaseException:
+        if made and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
 
 
 def export(model: nn.Module | str | None, point: object, out_dir: str | Path, calibration: Sequence[Any] | None = None,
@@ -151,12 +169,13 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     if (out / "config.json").is_file() or ((out / WEIGHTS_NAME).is_file() and not (out / CONFIG_NAME).is_file()):
         raise AutoqError(f"{out} holds a model that autoq did not export (config.json or {WEIGHTS_NAME}): the export's "
                          f"{WEIGHTS_NAME} would overwrite its weights; export into another folder")
+    made = not out.exists()
     make_folder(out, "export")  # now too: a folder that cannot be made fails before the quantization, not after
 
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, dict] = {}
     biases: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
+    with torch.no_grad(), _removed_if_empty(out, made):
         qts = quantize_point(model, assignment, layers, calibration, sequential, progress)
         for layer in layers:
             choice = assignment[layer.name]
@@ -182,7 +201,8 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
             if bname not in param_names and bname not in tensors:
                 tensors[bname] = _stored(bname, b, kept)
     if kept:
-        print(f"autoq: note: kept {len(kept)} tensor(s) in fp32 that fp16 would turn to inf (beyond 65504): {kept[:3]}", file=sys.stderr)
+        print(f"autoq: note: kept {len(kept)} tensor(s) in their own precision that fp16 would turn to inf (beyond 65504) or "
+              f"lose to underflow (below 6e-5): {kept[:3]}", file=sys.stderr)
 
     from safetensors.torch import save_file
 

@@ -15,6 +15,7 @@ from autoq.tracking.mlflow_logger import (
     sqlite_path,
     stored_run,
     tracking_client,
+    without_password,
 )
 
 __all__ = [
@@ -32,4 +33,5 @@ __all__ = [
     "sqlite_path",
     "stored_run",
     "tracking_client",
+    "without_password",
 ]

@@ -211,6 +211,18 @@ def absolute_uri(uri: str) -> str:
     return f"sqlite:///{db.resolve()}{query}" if db is not None else uri
 
 
+def without_password(url: str) -> str:
+    """A database URL as it may be shown in MLflow (``postgresql://user:***@host/db``): an experiment's readers must not
+    read the Optuna storage's password. A URL without one, or that is not a database URL, is returned as it is."""
+    from sqlalchemy.engine.url import make_url
+
+    try:
+        parsed = make_url(url)
+    except Exception:  # 'memory', or not a URL at all
+        return url
+    return parsed.render_as_string(hide_password=True) if parsed.password else url
+
+
 class MlflowTracker:
     """Logs one search: ``start`` the parent, ``log_trial`` per trial, ``finish`` with the frontier.
 
@@ -224,6 +236,8 @@ class MlflowTracker:
         self.experiment_id = experiment_id
         self.nest_under = nest_under
         self.parent_id: str | None = None
+        self._context: dict[str, str] | None = None
+        self._step = 0  # of the parent's summary metrics: one a session, so a resume adds a point to each chart
 
     @classmethod
     def open(cls, tracking_uri: str, experiment: str, nest_under: str | None = None) -> MlflowTracker:
@@ -245,7 +259,7 @@ class MlflowTracker:
             from mlflow.entities import Param
 
             nested = {"mlflow.parentRunId": self.nest_under} if self.nest_under else {}
-            run = self.client.create_run(self.experiment_id, run_name=run_name, tags={**tags, **nested})
+            run = self.client.create_run(self.experiment_id, run_name=run_name, tags={**self.context_tags(), **tags, **nested})
             self.parent_id = run.info.run_id
             self.client.log_batch(self.parent_id, params=[Param(k, str(v)) for k, v in params.items()], synchronous=True)
             return self.parent_id
@@ -255,18 +269,33 @@ class MlflowTracker:
         param: another search of that name in another storage is not it); ``False`` if there is none."""
         from autoq.tracking.runs import find_search
 
-        parent = find_search(self.client, self.experiment_id, study_name, storage or "memory")
+        parent = find_search(self.client, self.experiment_id, study_name, without_password(storage) if storage else "memory")
         if parent is None:
             return False
         self.parent_id = parent.info.run_id
         self.client.update_run(self.parent_id, status="RUNNING")
-        self.client.set_tag(self.parent_id, "autoq.resumed", str(int(self.client.get_run(self.parent_id).data.tags.get("autoq.resumed", "0")) + 1))
+        self._step = int(parent.data.tags.get("autoq.resumed", "0")) + 1
+        self.client.set_tag(self.parent_id, "autoq.resumed", str(self._step))
         return True
 
     def attach(self, parent_id: str) -> MlflowTracker:
-        """Log children of an existing parent run (what a Ray worker does)."""
+        """Log children of an existing parent run (what a Ray worker does), with the parent's user and source."""
         self.parent_id = parent_id
+        tags = self.client.get_run(parent_id).data.tags
+        self._context = {k: v for k, v in tags.items() if k in ("mlflow.user", "mlflow.source.name", "mlflow.source.type", "mlflow.source.git.commit")}
         return self
+
+    def context_tags(self) -> dict[str, str]:
+        """The tags ``mlflow.start_run`` would set from where it runs (``mlflow.user``, ``mlflow.source.name`` and
+        ``.type``, a git commit): the UI's User and Source columns. ``create_run`` sets none of them itself."""
+        if self._context is None:
+            try:
+                from mlflow.tracking.context.registry import resolve_tags
+
+                self._context = {k: str(v) for k, v in resolve_tags().items() if k.startswith("mlflow.") and k != "mlflow.runName"}
+            except Exception:  # an MLflow without the context registry: the columns stay empty, as before
+                self._context = {}
+        return self._context
 
     def log_trial(self, number: int, metrics: Mapping[str, float], tags: Mapping[str, str], assignment: Assignment, status: str = "FINISHED",
                   start_ms: int | None = None) -> str:
@@ -280,7 +309,9 @@ class MlflowTracker:
                 self.experiment_id,
                 start_time=start_ms,
                 run_name=f"trial-{number}",
-                tags={"mlflow.parentRunId": self.parent_id, TRIAL_TAG: str(number), **tags},
+                # a failed trial is off the frontier: filtering on tags.pareto = 'false' finds it too
+                tags={**self.context_tags(), "mlflow.parentRunId": self.parent_id, TRIAL_TAG: str(number),
+                      **({} if status == "FINISHED" else {"pareto": "false"}), **tags},
             )
             run_id = run.info.run_id
             try:
@@ -309,14 +340,15 @@ class MlflowTracker:
 
             assert self.parent_id is not None, "start() first"
             on_front = {p.run_id for p in frontier}
+            plugins = self.client.get_run(self.parent_id).data.params.get("plugins", "")  # as the search logged them
             for p in points:
                 if p.run_id:
                     self.client.set_tag(p.run_id, "pareto", "true" if p.run_id in on_front else "false")
                     if p.run_id in on_front:  # the UI's description of the run: how to export this point
-                        self.client.set_tag(p.run_id, NOTE_TAG, point_note(p, self.tracking_uri))
-            self.client.set_tag(self.parent_id, NOTE_TAG, search_note(frontier, self.tracking_uri))
+                        self.client.set_tag(p.run_id, NOTE_TAG, point_note(p, self.tracking_uri, plugins))
+            self.client.set_tag(self.parent_id, NOTE_TAG, search_note(frontier, self.tracking_uri, plugins))
             now = int(time.time() * 1000)
-            self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, 0) for k, v in metrics.items()], synchronous=True)
+            self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, self._step) for k, v in metrics.items()], synchronous=True)
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp)
                 write_frontier_csv(frontier, out / "frontier.csv")

@@ -26,20 +26,21 @@ def _cost(point: Point) -> str:
     return f"quality {point.quality:.4f} at {point.effective_bits:.3f} bits per weight, {point.size_bytes / 1e6:.2f} MB{latency}"
 
 
-def point_note(point: Point, tracking_uri: str) -> str:
+def point_note(point: Point, tracking_uri: str, plugins: str = "") -> str:
     """The description of a frontier trial's run (neutral: after a resume the point may have left the frontier)."""
     return "\n".join([
         f"**Trial {point.trial}**: {_cost(point)}. The `pareto` tag says whether it is on the search's frontier.",
         "",
         "Export it as a packed model, then run it with `autoq.load(\"quantized\")`:",
         "```",
-        export_command(point.run_id or "<run id>", tracking_uri, name_store=True),
+        export_command(point.run_id or "<run id>", tracking_uri, name_store=True, plugins=plugins),
         "```",
     ])
 
 
-def search_note(frontier: Sequence[Point], tracking_uri: str) -> str:
-    """The description of a search's run: its frontier as a table with run ids, and how to export a point."""
+def search_note(frontier: Sequence[Point], tracking_uri: str, plugins: str = "") -> str:
+    """The description of a search's run: its frontier as a table with run ids, and how to export a point (``plugins``:
+    the search's ``plugins`` param, whose names the export must know too)."""
     latency = any(p.latency_us is not None for p in frontier)
     label = ", ".join(sorted({_source(p.latency_source) for p in frontier if p.latency_us is not None}))
     head = "| trial | quality | bits | size (MB) |" + (f" latency (us, {label}) |" if latency else "") + " run id |"
@@ -55,5 +56,5 @@ def search_note(frontier: Sequence[Point], tracking_uri: str) -> str:
         lines.append(f"| {p.trial} | {p.quality:.4f} | {p.effective_bits:.3f} | {p.size_bytes / 1e6:.2f} |{us} `{p.run_id or ''}` |")
     if len(frontier) > MAX_ROWS:
         lines.append(f"\n{len(frontier) - MAX_ROWS} more in `frontier.csv`.")
-    lines += ["", "Export a point by its run id:", "```", export_command("<run id>", tracking_uri, name_store=True), "```"]
+    lines += ["", "Export a point by its run id:", "```", export_command("<run id>", tracking_uri, name_store=True, plugins=plugins), "```"]
     return "\n".join(lines)

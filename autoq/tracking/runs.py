@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autoq.errors import AutoqError
-from autoq.tracking.mlflow_logger import STUDY_TAG, TRIAL_TAG
+from autoq.tracking.mlflow_logger import STUDY_TAG, TRIAL_TAG, without_password
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -53,7 +53,7 @@ def find_search(client: MlflowClient, experiment_id: str, study_name: str, stora
     for key in (f"tags.`{STUDY_TAG}`", "params.study_name"):
         found = all_runs(client, [experiment_id], f"{SEARCH_FILTER} and {key} = {_quoted(study_name)}", order_by=["attributes.start_time ASC"])
         if storage is not None:
-            found = [r for r in found if r.data.params.get("optuna_storage", storage) == storage]
+            found = [r for r in found if r.data.params.get("optuna_storage", storage) in (storage, without_password(storage))]
         if len(found) > 1:
             runs = "; ".join(f"{r.info.run_id} (storage {r.data.params.get('optuna_storage', '?')})" for r in found[:5])
             raise AutoqError(f"{len(found)} searches in this experiment are named {study_name!r}: {runs}; name one by its run id")

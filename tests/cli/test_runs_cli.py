@@ -100,3 +100,10 @@ def test_pareto_of_a_search_that_did_not_finish_says_so_and_names_a_run_that_exp
     assert f"--run-id {result.best.run_id}" in out and f"--run-id {result.parent_run_id}" not in out
     cut = format_summary(dataclasses.replace(result, reference_quality=float("nan"), eval_seconds=float("nan")), finished=False)
     assert "unquantized = not recorded" in cut and "nan" not in cut
+
+
+def test_runs_offers_no_resume_for_searches_that_kept_no_storage(mlflow_uri, capsys):
+    autoq.search("digits-cnn", budget="4.5bits", n_trials=2, tracking_uri=mlflow_uri, storage=None, progress=False, seed_from="none")
+    assert main(["runs", "--tracking-uri", mlflow_uri]) == 0
+    out = capsys.readouterr().out
+    assert "autoq search --resume" not in out and "none can be resumed: they ran with --storage none" in out

@@ -290,6 +290,9 @@ def test_a_resumed_search_reports_its_whole_wall_time_and_its_new_trial_count(di
     run = MlflowClient(mlflow_uri).get_run(resumed.parent_run_id)
     assert run.data.params["n_trials"] == "3" and run.data.tags["autoq.n_trials"] == "5"
     assert run.data.metrics["wall_seconds"] == pytest.approx(resumed.wall_seconds)
+    # one point a session on the run's charts (both sessions logged at step 0, two values at one step)
+    history = MlflowClient(mlflow_uri).get_metric_history(resumed.parent_run_id, "n_evaluated")
+    assert [(m.step, m.value) for m in history] == [(0, 3), (1, 5)]
     # what the next resume reads when --n-trials is left out (the command an interruption prints leaves it out): 5, not 3
     from autoq.engine.resume import read_settings
 

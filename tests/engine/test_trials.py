@@ -70,6 +70,7 @@ def test_raising_and_nan_trials_are_retried_and_visible_in_mlflow(tmp_path, mlfl
     failed_runs = [r for r in runs if r.info.status == "FAILED"]
     assert sorted(r.data.tags["error"] for r in failed_runs) == ["RuntimeError: injected fault in call 3", "quality is nan"]
     assert all("quality" not in r.data.metrics for r in failed_runs)
+    assert all(r.data.tags["pareto"] == "false" for r in failed_runs)  # tags.pareto = 'false' finds them too
     assert sum(r.info.status == "FINISHED" for r in runs) == 10
     assert client.get_run(result.parent_run_id).info.status == "FINISHED"
 

@@ -132,3 +132,68 @@ def test_export_of_a_sequential_gptq_search_reruns_it_the_same_way(tmp_path, _ml
     flat = autoq.export("digits-cnn", best, tmp_path / "flat")
     assert same_tensors(out / WEIGHTS_NAME, same / WEIGHTS_NAME)  # the run's --sequential was read back
     assert not same_tensors(out / WEIGHTS_NAME, flat / WEIGHTS_NAME)
+
+
+def _fake_trial(client, searched, tmp_path, assignment=None, parent=None, status="FINISHED", tags=None) -> str:
+    """A child run as a search logs one (assignment.json, trial tag), in the searched store."""
+    experiment = client.get_run(searched.parent_run_id).info.experiment_id
+    run = client.create_run(experiment, tags={"autoq.trial": "99", "mlflow.parentRunId": parent or searched.parent_run_id, **(tags or {})}).info.run_id
+    (tmp_path / "assignment.json").write_text((assignment or searched.points[0].assignment).to_json())
+    client.log_artifact(run, str(tmp_path / "assignment.json"))
+    client.set_terminated(run, status=status)
+    return run
+
+
+def _export_error(run_id, searched, tmp_path, capsys, *extra) -> str:
+    out = tmp_path / "never"
+    assert main(["export", "--run-id", run_id, "--tracking-uri", searched.tracking_uri, "--out", str(out), *extra]) == 2
+    assert not out.exists()  # refused before anything is made
+    return capsys.readouterr().err
+
+
+def test_runs_that_hold_no_point_to_export_are_refused(searched, tmp_path, capsys):
+    """A FAILED trial, a deleted run, a run autoq did not log and a trial whose search run is gone all exported (or
+    failed with a traceback): the failed one 'successfully', with no quality behind it."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(searched.tracking_uri)
+    failed = _fake_trial(client, searched, tmp_path, status="FAILED", tags={"error": "Traceback ...\nRuntimeError: boom"})
+    assert "trial 99 (run " in (err := _export_error(failed, searched, tmp_path, capsys)) and "did not finish (MLflow status FAILED): RuntimeError: boom" in err
+    deleted = _fake_trial(client, searched, tmp_path)
+    client.delete_run(deleted)
+    assert f"is deleted; restore it first (mlflow runs restore --run-id {deleted}" in _export_error(deleted, searched, tmp_path, capsys)
+    foreign = _fake_trial(client, searched, tmp_path)
+    client.delete_tag(foreign, "autoq.trial")
+    assert "is not an autoq trial or search run" in _export_error(foreign, searched, tmp_path, capsys)
+    orphan = _fake_trial(client, searched, tmp_path, parent="f" * 32)
+    assert f"belongs to search run {'f' * 32!r}, which is no longer in the store" in _export_error(orphan, searched, tmp_path, capsys)
+
+
+def test_a_search_killed_before_its_frontier_names_the_resume(searched, tmp_path, capsys):
+    """kill -9 left the parent RUNNING without frontier.json: 'is it an autoq trial or search run?' it said."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(searched.tracking_uri)
+    experiment = client.get_run(searched.parent_run_id).info.experiment_id
+    run = client.create_run(experiment, tags={"autoq.kind": "search", "autoq.study": "killed-9"}).info.run_id
+    err = _export_error(run, searched, tmp_path, capsys)
+    assert "did not finish (MLflow status RUNNING) and logged no frontier; resume the search (autoq search --resume killed-9)" in err
+
+
+def test_a_plugin_method_names_the_plugins_the_search_ran_with(searched, tmp_path, capsys):
+    """The export command in the run's description failed with 'unknown PTQ method': the plug-in was recorded nowhere."""
+    from mlflow.tracking import MlflowClient
+
+    from autoq.choice import LayerChoice
+    from autoq.quant import QuantSpec
+
+    client = MlflowClient(searched.tracking_uri)
+    experiment = client.get_run(searched.parent_run_id).info.experiment_id
+    parent = client.create_run(experiment, tags={"autoq.kind": "search"}).info.run_id
+    client.log_param(parent, "plugins", "/home/me/my\\ plug.py")
+    layers = list(searched.points[0].assignment)
+    mine = Assignment.from_dict({name: LayerChoice(QuantSpec(4, "channel"), "boom") for name in layers})
+    err = _export_error(_fake_trial(client, searched, tmp_path, mine, parent=parent), searched, tmp_path, capsys)
+    assert "uses PTQ method(s) 'boom', which the search's plug-ins registered; add --plugin '/home/me/my plug.py'" in err
+    err = _export_error(_fake_trial(client, searched, tmp_path, mine), searched, tmp_path, capsys)
+    assert "which no loaded plug-in registers; add --plugin MODULE_OR_FILE" in err

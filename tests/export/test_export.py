@@ -43,11 +43,14 @@ def simulated(model, assignment):
 
 
 def round_others_to_fp16(sim, assignment):
-    """What the export stores: every parameter but the quantized weights in fp16 (in place)."""
+    """What the export stores: every parameter but the quantized weights in fp16 (in place), but for those fp16 would
+    overflow or flush to zero, which it keeps as they are (`autoq.export.writer._stored`)."""
+    from autoq.export.writer import _stored
+
     quantized = {f"{name}.weight" for name, c in assignment.items() if not c.weight.is_half}
     for name, p in sim.named_parameters():
         if name not in quantized:
-            p.data = p.data.half().float()
+            p.data = _stored(name, p.data, []).float()
     return sim
 
 
@@ -119,6 +122,10 @@ def test_nan_weights_or_data_are_refused_naming_where(tmp_path):
     with torch.no_grad():
         model[6].weight[3, 5] = float("nan")
     with pytest.raises(AutoqError, match="layer '6' has NaN or Inf weights"):
+        autoq.export(model, mixed(model), tmp_path / "nan", progress=False)
+    with torch.no_grad():
+        model[6].weight[3, 5] = 1e6  # finite, but its fp16 scales (and the layer kept in fp16) would be inf, its weights NaN
+    with pytest.raises(AutoqError, match="layer '6' has weights up to 1e\\+06, beyond fp16's 65504.*leave the layer out"):
         autoq.export(model, mixed(model), tmp_path / "nan", progress=False)
     gptq = Assignment((("6", LayerChoice.from_name("int4-ch-asym:gptq")),))
     batches = [b.clone() for b in workload.calibration[:3]]
@@ -210,7 +217,7 @@ def test_a_value_beyond_fp16_is_kept_in_fp32_not_stored_as_inf(tmp_path, capsys)
     model[1].running_var.fill_(1.5e5)  # an unnormalised feature's variance
     assignment = Assignment.from_dict({"0": LayerChoice.from_name("int8-ch-asym:rtn-mse"), "2": LayerChoice.from_name("int8-ch-asym:rtn-mse")})
     loaded = autoq.load(autoq.export(model, assignment, tmp_path / "bn", progress=False), model=copy.deepcopy(model))
-    assert "kept 1 tensor(s) in fp32" in capsys.readouterr().err and torch.equal(loaded[1].running_var, model[1].running_var)
+    assert "kept 1 tensor(s) in their own precision" in capsys.readouterr().err and torch.equal(loaded[1].running_var, model[1].running_var)
     x = torch.randn(5, 8)
     with torch.inference_mode():
         assert rel_err(loaded(x), round_others_to_fp16(simulated(model, assignment), assignment)(x)) < 1e-2
@@ -278,3 +285,19 @@ def test_an_export_by_run_id_refuses_other_weights_than_the_search_scored(tmp_pa
         model[0].weight.add_(0.01)  # trained on since
     with pytest.raises(AutoqError, match="the model's weights are not the ones trial .* scored .*export with the searched weights"):
         autoq.export(model, result.best.run_id, tmp_path / "b", tracking_uri=mlflow_uri, progress=False)
+
+
+def test_a_tiny_value_is_kept_not_stored_as_zero(tmp_path, capsys):
+    """fp16 turns 2e-8 into 0: an epsilon-like parameter read 0.0 after the round trip, without a note."""
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 3)).eval()
+    with torch.no_grad():
+        model[1].bias.fill_(2e-8)
+    assignment = Assignment.from_dict({"0": LayerChoice.from_name("int8-ch-asym:rtn-mse"), "2": LayerChoice.from_name("int8-ch-asym:rtn-mse")})
+    out = autoq.export(model, assignment, tmp_path / "tiny", progress=False)
+    loaded = autoq.load(out, model=copy.deepcopy(model))
+    assert "or lose to underflow (below 6e-5): ['1.bias']" in capsys.readouterr().err
+    assert torch.equal(loaded[1].bias, model[1].bias)
+    from safetensors import safe_open
+
+    with safe_open(str(out / WEIGHTS_NAME), "pt") as stored:  # the rest is fp16 as before
+        assert stored.get_tensor("1.bias").dtype == torch.float32 and stored.get_tensor("1.weight").dtype == torch.float16

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 
 import pytest
@@ -62,7 +63,14 @@ def test_nesting_needs_mlflow_logging():
 def test_cli_resume_continues_the_nested_search(outer, mlflow_uri, capsys):
     base = ["search", "--no-progress", "--tracking-uri", mlflow_uri, "--model", "digits-cnn", "--n-trials", "3", "--seed-from", "none"]
     assert main([*base, "--study-name", "nested", "--mlflow-parent-run-id", outer.info.run_id]) == 0
-    assert main(["search", "--no-progress", "--tracking-uri", mlflow_uri, "--resume", "nested", "--n-trials", "5"]) == 0
+    capsys.readouterr()
+    # 'autoq runs' in the default experiment names the one the search went to; there, its resume command works
+    assert main(["runs", "--tracking-uri", mlflow_uri]) == 2
+    assert "no experiment 'autoq' in" in (err := capsys.readouterr().err) and "one of: 'pipeline'" in err
+    assert main(["runs", "--tracking-uri", mlflow_uri, "--experiment", "pipeline"]) == 0
+    resume = shlex.split(capsys.readouterr().out.splitlines()[-1].split("   ")[0].replace("NAME", "nested"))
+    assert resume[-2:] == ["--experiment", "pipeline"]  # refused as 'experiment pipeline (stored: autoq)' before
+    assert main([*resume[1:], "--n-trials", "5", "--no-progress"]) == 0
     capsys.readouterr()
     client = MlflowClient(mlflow_uri)
     searches = client.search_runs([outer.info.experiment_id], "tags.`autoq.kind` = 'search'")

@@ -17,9 +17,17 @@ from autoq.tracking.run_notes import MAX_ROWS, NOTE_TAG, search_note
 
 
 def test_a_search_run_lists_its_frontier_and_a_trial_run_exports_itself(mlflow_uri, tmp_path, monkeypatch, capsys):
-    result = autoq.search("digits-cnn", budget="3.5bits", n_trials=8, seed=1, tracking_uri=mlflow_uri, progress=False)
+    (tmp_path / "noop_plugin.py").write_text("# registers nothing; the search says it ran with it\n")
+    monkeypatch.chdir(tmp_path)
+    result = autoq.search("digits-cnn", budget="3.5bits", n_trials=8, seed=1, tracking_uri=mlflow_uri, progress=False, plugins=["noop_plugin.py"])
     client = MlflowClient(mlflow_uri)
-    note = client.get_run(result.parent_run_id).data.tags[NOTE_TAG]
+    parent = client.get_run(result.parent_run_id).data
+    assert parent.params["plugins"] == str(tmp_path / "noop_plugin.py")  # by absolute path: the commands work from anywhere
+    # the UI's User and Source columns: MLflow's own context tags, which create_run does not set by itself
+    assert parent.tags["mlflow.user"] and parent.tags["mlflow.source.type"] == "LOCAL"
+    assert client.get_run(result.points[0].run_id).data.tags["mlflow.user"] == parent.tags["mlflow.user"]
+    note = parent.tags[NOTE_TAG]
+    assert f"--plugin {tmp_path / 'noop_plugin.py'} --out quantized" in note
     assert note.startswith(f"**autoq search**: {len(result.frontier)} Pareto points")
     rows = [line for line in note.splitlines() if line.startswith("| ") and "`" in line]
     assert [row.split(" | ")[0].strip("| ") for row in rows] == [str(p.trial) for p in result.frontier]
@@ -31,7 +39,7 @@ def test_a_search_run_lists_its_frontier_and_a_trial_run_exports_itself(mlflow_u
     trial_note = client.get_run(point.run_id).data.tags[NOTE_TAG]
     assert f"quality {point.quality:.4f} at {point.effective_bits:.3f} bits" in trial_note
     command = shlex.split(next(line for line in trial_note.splitlines() if line.startswith("autoq export")))
-    monkeypatch.chdir(tmp_path)
+    assert "--plugin" in command
     assert main(command[1:] + ["--no-progress"]) == 0  # the command as the UI shows it exports that point
     loaded = autoq.load(tmp_path / "quantized")
     assert sum(isinstance(m, QuantLinear) for m in loaded.modules()) == sum(
