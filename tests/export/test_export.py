@@ -301,3 +301,20 @@ def test_a_tiny_value_is_kept_not_stored_as_zero(tmp_path, capsys):
 
     with safe_open(str(out / WEIGHTS_NAME), "pt") as stored:  # the rest is fp16 as before
         assert stored.get_tensor("1.bias").dtype == torch.float32 and stored.get_tensor("1.weight").dtype == torch.float16
+
+
+def test_an_export_that_fails_removes_the_folder_it_made(tmp_path, monkeypatch):
+    """A method that raised mid-export left an empty folder, which read as an export gone wrong later."""
+    from autoq.ptq import registry
+
+    monkeypatch.setattr(registry, "_METHODS", registry._METHODS.copy())
+    registry.register_method("raises")(lambda w, spec, stats=None: 1 / 0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 3))
+    assignment = Assignment.from_dict({"0": LayerChoice.from_name("int8-ch-asym:raises")})
+    with pytest.raises(ZeroDivisionError):
+        autoq.export(model, assignment, tmp_path / "new", progress=False)
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "mine").mkdir()
+    with pytest.raises(ZeroDivisionError):
+        autoq.export(model, assignment, tmp_path / "mine", progress=False)
+    assert (tmp_path / "mine").is_dir()  # the user's own folder stays

@@ -94,3 +94,27 @@ def test_searches_starting_together_on_a_new_store_all_open_it(tmp_path):
     uri = f"sqlite:///{tmp_path / 'new' / 'mlflow.db'}"
     with multiprocessing.get_context("spawn").Pool(3) as pool:
         assert pool.map(_open_store, [uri] * 3) == ["ok"] * 3
+
+
+def test_a_storage_password_is_not_shown_in_mlflow():
+    """The Optuna storage URL was logged verbatim as a param: readers of the experiment read the database password."""
+    from autoq.tracking import without_password
+
+    assert without_password("postgresql://me:s3cret@db.example:5432/studies") == "postgresql://me:***@db.example:5432/studies"
+    assert without_password("sqlite:////tmp/optuna.db") == "sqlite:////tmp/optuna.db"
+    assert without_password("postgresql://me@db/studies") == "postgresql://me@db/studies"
+    assert without_password("memory") == "memory"
+
+
+def test_a_resume_finds_its_run_by_the_storage_shown_without_its_password(mlflow_uri):
+    from mlflow.tracking import MlflowClient
+
+    from autoq.tracking.runs import find_search
+
+    client = MlflowClient(mlflow_uri)
+    experiment = client.create_experiment("x")
+    for storage in ("postgresql://me:***@db/s", "sqlite:////other.db"):
+        run = client.create_run(experiment, tags={"autoq.kind": "search", "autoq.study": "s"}).info.run_id
+        client.log_param(run, "optuna_storage", storage)
+    found = find_search(client, experiment, "s", "postgresql://me:s3cret@db/s")
+    assert found is not None and found.data.params["optuna_storage"] == "postgresql://me:***@db/s"
