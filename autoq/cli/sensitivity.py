@@ -155,9 +155,17 @@ def _summary(table, wall: float, cached: bool, paths: list[Path], uri: str | Non
 
     lines = [f"{table.metric} sensitivity of {len(table.layers)} layers x {len(table.options)} options "
              f"({'from the cache, computed' if cached else 'computed'} in {table.seconds:.1f} s; this run {wall:.1f} s)."]
-    probe = next((o for o in table.options if o.startswith("int3-")), table.options[0])
-    scores = sorted(zip(layer_scores(table, table.layers, probe), table.layers), reverse=True)
-    lines.append(f"Most sensitive at {probe}: " + ", ".join(f"{name} ({score:.3g})" for score, name in scores[:5]))
+    # an option every layer was scored at (a space's rules may give layers different options), int3 where there is one
+    scored = {(e.layer, e.option) for e in table.entries}
+    common = [o for o in table.options if all((layer, o) in scored for layer in table.layers)]
+    probe = next((o for o in common if o.startswith("int3-")), common[0] if common else None)
+    if probe is not None:
+        scores = sorted(zip(layer_scores(table, table.layers, probe), table.layers), reverse=True)
+        lines.append(f"Most sensitive at {probe}: " + ", ".join(f"{name} ({score:.3g})" for score, name in scores[:5]))
+    else:
+        worst = {layer: max(e.score for e in table.entries if e.layer == layer) for layer in table.layers}
+        ranked = sorted(worst.items(), key=lambda item: item[1], reverse=True)
+        lines.append("Most sensitive (each layer's worst option; the layers share none): " + ", ".join(f"{name} ({score:.3g})" for name, score in ranked[:5]))
     lines.append("Files: " + ", ".join(str(p) for p in paths))
     if run_id:
         lines.append(f"MLflow: run {run_id} in {uri} (run tag autoq.kind=sensitivity).")

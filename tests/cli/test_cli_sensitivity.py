@@ -107,3 +107,19 @@ def test_sensitivity_run_nests_in_a_pipeline_run(out, mlflow_uri, capsys):
     assert "no MLflow run 'nope'" in err and "autoq: loading" not in err
     assert main([*base[:-3], "--tracking-uri", "none", "--mlflow-parent-run-id", outer.run_id]) == 2
     assert "MLflow logging is off" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("layer_bits", "line"), [
+    ("[4, 8]", "Most sensitive at int8-ch-asym:rtn-mse: "),  # int3 is not an option of every layer: one all share
+    ("[2]", "Most sensitive (each layer's worst option; the layers share none): "),
+])
+def test_the_summary_ranks_layers_whose_options_differ(layer_bits, line, out, tmp_path, capsys):
+    """A space giving layer '8' no int3 option exited 2 after writing a good table: the summary looked up int3 for it."""
+    rule = "    granularity: [channel]\n    symmetric: false\n    methods: [rtn-mse]\n"
+    (tmp_path / "mixed.yaml").write_text(f"name: mixed\nrules:\n  - layers: '^8$'\n    bits: {layer_bits}\n{rule}"
+                                         f"  - layers: '.*'\n    bits: [3, 8]\n{rule}")
+    args = ["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--space", str(tmp_path / "mixed.yaml"), "--out", str(out),
+            "--tracking-uri", "none", "--no-progress"]
+    assert main(args) == 0
+    printed = capsys.readouterr().out
+    assert line in printed and "Seed a search with it: " in printed
