@@ -11,6 +11,7 @@ noise (robustness to estimation error), giving distinct, diverse seeds.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -46,8 +47,12 @@ def solve_ilp(problem: Knapsack, capacity: float | None = None, scores: np.ndarr
     one_each = csr_array((np.ones(len(index)), (rows, np.arange(len(index)))), shape=(n_layers, len(index)))
     scale = max(abs(capacity), 1.0)
     cost = np.array([[problem.costs[layer][k] / scale for layer, k in index]])
-    # the cost row is scaled to O(1); a hair of slack below the capacity absorbs HiGHS' feasibility tolerance
-    constraints = [LinearConstraint(one_each, 1, 1), LinearConstraint(cost, -np.inf, capacity / scale - 1e-9)]
+    # the cost row is scaled to O(1); a hair of slack below the capacity absorbs HiGHS' feasibility tolerance. Costs in
+    # whole units (bits, bytes) reach up to half a unit past the last whole one within it first: a total exactly on the
+    # capacity was cut off by the slack, and a worse solution below it returned
+    whole = all(float(c).is_integer() for row in problem.costs for c in row)
+    upper = (math.floor(capacity) + 0.5) / scale if whole else capacity / scale
+    constraints = [LinearConstraint(one_each, 1, 1), LinearConstraint(cost, -np.inf, upper - 1e-9)]
     with native_stdout_silenced():
         result = milp(c, constraints=constraints, integrality=np.ones(len(index)), bounds=Bounds(0, 1),
                       options={"time_limit": time_limit, "mip_rel_gap": 1e-6})
@@ -58,7 +63,7 @@ def solve_ilp(problem: Knapsack, capacity: float | None = None, scores: np.ndarr
         if value > 0.5:
             picks[layer] = k
     if problem.total(picks) > capacity:  # never hand out an over-budget seed, whatever the solver's tolerance
-        return None
+        return greedy  # within the budget (or None)
     if greedy is not None and _score(objective, greedy) < _score(objective, picks):
         return greedy  # the solver stopped within its gap above a solution greedy had found
     return picks

@@ -7,6 +7,7 @@ ILP, greedy and random seeds are all built on it.
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,7 +35,7 @@ class Knapsack:
         kind = budget.kind
         costs = tuple(tuple(float(cost_model.layer_amount(layer, c, kind)) for c in opts) for layer, opts in zip(space.layers, space.options))
         if kind == "bits":
-            capacity = budget.value * cost_model.n_weights
+            capacity = _bits_capacity(budget.value, cost_model.n_weights)
         elif kind == "bytes":
             capacity = budget.value - 2 * cost_model.other_params
         else:  # latency budgets are in ms, layer latencies in us
@@ -87,3 +88,14 @@ def random_feasible(problem: Knapsack, rng: random.Random) -> list[int]:
         total += problem.costs[i][k] - problem.costs[i][picks[i]]
         picks[i] = k
     return picks
+
+
+def _bits_capacity(bits: float, n_weights: int) -> float:
+    """The most total bits whose average is within ``bits``, as the search checks it (``total / n_weights <= bits``):
+    ``bits * n_weights`` can round below a total the search admits (a point's own effective bits as a budget)."""
+    capacity = bits * n_weights
+    while (up := math.nextafter(capacity, math.inf)) / n_weights <= bits:
+        capacity = up
+    while capacity / n_weights > bits:
+        capacity = math.nextafter(capacity, -math.inf)
+    return capacity

@@ -178,3 +178,31 @@ def test_the_ilp_sweep_reaches_down_to_the_cheapest_region():
     p = problem("6bits")
     seeds = ilp_seeds(p, SWEEP_STEPS, seed=0)
     assert min(p.total(picks_of(p, a)) for a in seeds) <= p.lowest + (p.capacity - p.lowest) * 2 / SWEEP_STEPS
+
+
+def test_an_optimum_exactly_on_an_integer_capacity_is_found():
+    """A hair of slack below the capacity (for HiGHS' tolerance) cut off totals exactly on it: a worse answer came back."""
+    rng = np.random.default_rng(0)
+    worse = 0
+    for _ in range(300):
+        costs = tuple(tuple(float(c) for c in sorted(rng.choice(np.arange(1, 9), size=3, replace=False))) for _ in range(4))
+        scores = tuple(tuple(float(s) for s in sorted(rng.uniform(0, 1, size=3), reverse=True)) for _ in range(4))
+        capacity = float(rng.integers(int(sum(min(c) for c in costs)), int(sum(max(c) for c in costs)) + 1))
+        p = Knapsack(None, costs, capacity, scores)  # type: ignore[arg-type]  (the solver reads costs and scores alone)
+        picks = solve_ilp(p)
+        assert picks is not None and p.total(picks) <= capacity
+        worse += sum(p.scores[i][k] for i, k in enumerate(picks)) > brute_force(p, capacity) + 1e-9
+    assert worse == 0
+
+
+def test_a_points_own_average_bits_as_the_budget_admits_it():
+    """``4.5 * n`` rounded below a total whose average the search calls 4.5: the ILP had no solution (None, not even greedy's)."""
+    from autoq.engine.knapsack import _bits_capacity
+
+    rng = np.random.default_rng(1)
+    for _ in range(2000):
+        n = int(rng.integers(1000, 10**9))
+        total = float(rng.integers(2 * n, 8 * n))
+        bits = total / n  # what the point's effective bits read, given back as the budget
+        capacity = _bits_capacity(bits, n)
+        assert capacity >= total and capacity / n <= bits
