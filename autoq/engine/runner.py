@@ -256,6 +256,9 @@ def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
         else:
             _run_trials(workload, book, deadline, config)
         status = "FINISHED"
+        if book.exhausted and book.n_done < config.n_trials:
+            print(f"autoq: the {config.strategy!r} strategy has no more distinct assignments to propose; the search ends after "
+                  f"{book.n_done} of its {config.n_trials} trials", file=sys.stderr)
     except KeyboardInterrupt as exc:
         status = "KILLED"
         raise SearchInterrupted(_interrupted_note(config, book, study_name, storage, tracker is not None, bool(workload.source))) from exc

@@ -60,6 +60,9 @@ class Strategy(Protocol):
         """The trial's objectives (``study_objectives`` order), or ``None`` with the ``error`` that failed it, and how far it
         is over the budget (``<= 0`` within it; an over-budget proposal is told without values and not evaluated)."""
 
+    # optional: ``exhausted`` (a bool property) is true once the strategy has nothing new to propose; the search then
+    # ends with the trials it has instead of recording repeats up to n_trials (`QueueStrategy` has it)
+
 
 class OptunaStrategy:
     """A multi-objective Optuna study: maximise quality, minimise effective bits and, with a device, latency.
@@ -197,9 +200,10 @@ class QueueStrategy(OptunaStrategy):
     """Proposals from a fixed source (ILP, greedy, random) instead of a sampler.
 
     Each proposal is enqueued into an Optuna study first, so the trials are stored,
-    shown by the dashboard and told like any other. When ``source`` runs dry it
-    repeats its first proposal, which the search loop recognises and does not evaluate again.
-    A resumed study skips the proposals it already holds: the source starts from its beginning again.
+    shown by the dashboard and told like any other. When ``source`` runs dry the strategy
+    is ``exhausted`` and the search ends there (asked again, it repeats its first proposal,
+    which the search loop recognises and does not evaluate again). A resumed study skips
+    the proposals it already holds: the source starts from its beginning again.
     """
 
     def __init__(
@@ -208,12 +212,21 @@ class QueueStrategy(OptunaStrategy):
         super().__init__(space, optuna.samplers.RandomSampler(seed=0), study_name, storage, resume, with_latency)
         self._source = source
         self._first: Assignment | None = None
+        self._ahead: Assignment | None = None  # the next new assignment, taken from the source to know whether there is one
         finished = [t for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()]
         self._stored = {frozenset(t.params.items()) for t in finished}
 
+    @property
+    def exhausted(self) -> bool:
+        """Whether nothing new is left to propose: no queued trial, and the source holds no assignment not yet stored."""
+        if self._ahead is not None or self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
+            return False
+        self._ahead = self._next_new()
+        return self._ahead is None
+
     def ask(self) -> Proposal:
         if not self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
-            nxt = self._next_new()
+            nxt, self._ahead = self._ahead or self._next_new(), None
             if nxt is None:
                 nxt = self._first
             if nxt is not None:

@@ -100,6 +100,7 @@ class TrialBook:
         self.in_flight: dict[int, Pending] = {}
         self._seen: dict[Assignment, Point] = {}  # the first point of each assignment: later proposals of it repeat it
         self._in_a_row = 0
+        self.exhausted = False  # the strategy had nothing new to propose: the search ends short of n_trials
 
     # -- state restored from a stored study (resume) --------------------------------------------
     def restore(self, points: Iterable[Point], failures: Counter[Assignment], n_infeasible: int) -> None:
@@ -123,7 +124,7 @@ class TrialBook:
         return len(self.points) + self.n_failed
 
     def done(self) -> bool:
-        return self.n_done >= self.n_trials
+        return self.n_done >= self.n_trials or (self.exhausted and not self.in_flight)
 
     def wanted(self) -> int:
         """How many more proposals should be handed out now (in-flight ones count as done)."""
@@ -138,6 +139,9 @@ class TrialBook:
         """
         while self.wanted() > 0:
             with deferred_interrupts():  # Optuna's ask reads the study and writes a new trial: never cut short
+                if getattr(self.strategy, "exhausted", False):
+                    self.exhausted = True
+                    return None
                 proposal = self.strategy.ask()
             cost = self.cost_model.cost(proposal.assignment)
             violation = self.budget.violation(cost)

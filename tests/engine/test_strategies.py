@@ -53,6 +53,15 @@ def test_each_strategy_runs_alone_within_budget(digits, strategy):
         assert len({p.assignment for p in result.points}) >= 6
 
 
+@pytest.mark.parametrize("strategy", ["ilp", "greedy"])
+def test_a_strategy_out_of_new_assignments_ends_the_search_instead_of_repeating(digits, strategy, capsys):
+    """30 ILP trials held 7 distinct assignments: the other 23 were repeats, each an MLflow run and a trial counted."""
+    result = search(digits, strategy=strategy, seed_from="kl", n_trials=60)
+    assert 0 < len(result.points) < 60
+    assert len({p.assignment for p in result.points}) == len(result.points)  # no repeats
+    assert f"the {strategy!r} strategy has no more distinct assignments to propose; the search ends after {len(result.points)} of its 60" in capsys.readouterr().err
+
+
 class CountingSampler(optuna.samplers.RandomSampler):
     """A sampler of the caller's own (Optuna's random one, counting the parameters it draws)."""
 
