@@ -97,11 +97,24 @@ def mean_pooled(output: Any, batch: Any) -> torch.Tensor:
     return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
+def unpadded_output(output: Any, batch: Any) -> torch.Tensor:
+    """The primary output with the positions a batch's ``attention_mask`` marks as padding set to zero, in the
+    quantized and the reference output alike: they drop out of the cosine, which then compares real tokens only (as
+    the sensitivity metrics and the built-in MiniLM's mean pooling do). Without a ``(batch, tokens)`` mask that
+    matches the output, the output as it is."""
+    out = primary_output(output)
+    mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2 and out.dim() >= 2 and tuple(out.shape[:2]) == tuple(mask.shape):
+        out = out * mask.reshape(*mask.shape, *([1] * (out.dim() - 2))).to(out.dtype)
+    return out
+
+
 class OutputFidelity:
     """``evaluate(model) -> mean cosine`` of outputs against reference outputs computed once.
 
     ``readout(output, batch)`` picks what is compared; the default is the primary
-    output tensor (``logits``, ``last_hidden_state`` or the first tensor).
+    output tensor (``logits``, ``last_hidden_state`` or the first tensor) at the
+    positions the batch's ``attention_mask`` keeps (`unpadded_output`).
     """
 
     def __init__(
@@ -113,7 +126,7 @@ class OutputFidelity:
         if not batches:
             raise AutoqError("the output-fidelity proxy needs at least one held-out batch")
         self.batches = list(batches)
-        self.readout = readout or (lambda output, batch: primary_output(output))
+        self.readout = readout or unpadded_output
         with torch.inference_mode():
             self.reference = [self.readout(call_on_user_batch(model, b, f"held-out batch {i} of {len(self.batches)}"), b).detach().clone()
                               for i, b in enumerate(self.batches)]

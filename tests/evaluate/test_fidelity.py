@@ -332,3 +332,23 @@ def test_batch_rows_reads_nested_batches():
     from autoq.sensitivity.inputs import batch_rows
 
     assert batch_rows({"xs": [torch.ones(5, 2), torch.ones(5, 3)]}) == 5
+
+
+def test_padding_positions_do_not_count():
+    """The API's default quality compared padded positions too: one model scored 0.631 right-padded and 0.714 left-padded
+    against 0.617 on its real tokens."""
+    model, changed = Encoder(), Encoder()
+    perturb(changed)
+    ids = torch.randint(0, 10, (3, 5), generator=torch.Generator().manual_seed(0))
+    real = [{"input_ids": ids, "attention_mask": torch.ones(3, 5, dtype=torch.long)}]
+
+    def padded(left: bool) -> list[dict]:
+        pad = torch.full((3, 4), 7)
+        both = torch.cat([pad, ids], 1) if left else torch.cat([ids, pad], 1)
+        mask = torch.cat([torch.zeros(3, 4), torch.ones(3, 5)] if left else [torch.ones(3, 5), torch.zeros(3, 4)], 1).long()
+        return [{"input_ids": both, "attention_mask": mask}]
+
+    on_real = OutputFidelity(model, real)(changed)
+    # the toy encoder attends nothing: a token's state is its own, wherever the padding is
+    assert OutputFidelity(model, padded(left=False))(changed) == pytest.approx(on_real, abs=1e-9)
+    assert OutputFidelity(model, padded(left=True))(changed) == pytest.approx(on_real, abs=1e-9)
