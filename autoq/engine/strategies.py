@@ -64,7 +64,10 @@ def _optuna_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], 
         extra = fill_seeds(ctx.space, ctx.cost_model, ctx.budget, count, ctx.seed)
     else:
         extra = _table_seeds(ctx, uniform, count)
-    return strategy, uniform + extra, uniform
+    # fewer trials than baselines: the dearest ones, nearest the budget, where the best baseline is (cheapest first, the
+    # most expensive was never evaluated and "the search is +0.0000 better" compared it with a poorer one)
+    enqueued = uniform[-ctx.n_trials:] if len(uniform) > ctx.n_trials else uniform
+    return strategy, enqueued + extra, uniform
 
 
 def _table_seeds(ctx: StrategyContext, uniform: list[Assignment], count: int) -> list[Assignment]:
