@@ -211,3 +211,13 @@ def test_budget_above_the_dearest_assignment_is_accepted_with_a_note(text, high)
 @pytest.mark.parametrize("text", ["2.0634", "4.5bits", "16bits", "10MiB", "12MB"])
 def test_budget_inside_the_range_passes_without_a_note(text):
     assert parse_budget(text).check_feasible(CHEAP, DEAR) is None
+
+
+@pytest.mark.parametrize(("text", "says"), [("20Mb", "megabits; a size budget is in bytes: '20MB'"),
+                                            ("5Kib", "kibibits; a size budget is in bytes: '5KiB'"),
+                                            ("1.5Gb", "gigabits; a size budget is in bytes: '1.5GB'")])
+def test_megabits_are_not_read_as_megabytes(text, says):
+    """'20Mb' was read as 20 MB, a budget 8x what the SI unit says."""
+    with pytest.raises(AutoqError, match=f"budget '{text}' reads as {says}"):
+        parse_budget(text)
+    assert parse_budget(text.replace("b", "B")).kind == "bytes"
