@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import os
 import signal
 import socket
 import sys
@@ -29,6 +30,12 @@ SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1
 
 
 RAY_OPTIONS = ("address", "cpus_per_trial", "gpus_per_trial")  # how Ray runs trials: SearchConfig fields the optuna backend ignores
+
+
+def cluster_address(config: Any) -> str | None:
+    """The Ray cluster a search joins: ``--address``, else ``$RAY_ADDRESS`` as Ray's own tools read it (``ray job
+    submit`` sets it for the job it runs); ``None``: a local Ray started for the search."""
+    return config.address or os.environ.get("RAY_ADDRESS", "").strip() or None
 
 
 def ray_options_set(config: Any) -> dict[str, Any]:
@@ -67,20 +74,23 @@ def _ensure_ray(config: Any) -> bool:
     if ray.is_initialized():
         return False
     common = dict(logging_level=logging.ERROR, log_to_driver=False)
-    if not config.address:
+    address = cluster_address(config)
+    if not address:
         cpus = max(1, math.ceil(config.workers * config.cpus_per_trial))
-        ray.init(num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **common)
+        # address="local": a RAY_ADDRESS set to an empty string would still make ray.init look for a cluster
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **common)
         return True
-    _check_reachable(config.address)
+    given = f"--address {address!r}" if config.address else f"RAY_ADDRESS={address!r} (the environment)"
+    _check_reachable(address, given)
     try:
-        ray.init(address=config.address, **common)
+        ray.init(address=address, **common)
     except (ConnectionError, RuntimeError) as exc:
-        raise AutoqError(f"cannot join a Ray cluster at --address {config.address!r} ({str(exc).splitlines()[0]}); start one "
-                         "('ray start --head') or leave --address out to run a local Ray") from None
+        raise AutoqError(f"cannot join a Ray cluster at {given} ({str(exc).splitlines()[0]}); start one "
+                         "('ray start --head'), or leave --address out and unset RAY_ADDRESS to run a local Ray") from None
     return True
 
 
-def _check_reachable(address: str) -> None:
+def _check_reachable(address: str, given: str) -> None:
     """A ``host:port`` (or ``ray://host:port``) that takes no connection is refused now: Ray retries for minutes."""
     target = address.removeprefix("ray://")
     host, sep, port = target.rpartition(":")
@@ -89,8 +99,8 @@ def _check_reachable(address: str) -> None:
     try:
         socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S).close()
     except OSError as exc:
-        raise AutoqError(f"cannot reach the Ray cluster at --address {address!r} ({exc}); check the head node's address and port, "
-                         "or leave --address out to run a local Ray") from None
+        raise AutoqError(f"cannot reach the Ray cluster at {given} ({exc}); check the head node's address and port, "
+                         "or leave --address out and unset RAY_ADDRESS to run a local Ray") from None
 
 
 def check_resources(config: Any) -> None:
@@ -105,7 +115,7 @@ def check_resources(config: Any) -> None:
         return
     message = (f"a trial needs {config.cpus_per_trial:g} CPU(s) and {config.gpus_per_trial:g} GPU(s) on one node, and the largest node "
                f"of this Ray has {cpus:g} and {gpus:g}")
-    if not config.address:
+    if not cluster_address(config):
         raise AutoqError(f"{message}; lower --cpus-per-trial / --gpus-per-trial, or start Ray with more (ray.init(num_cpus=...))")
     print(f"autoq: warning: {message}: trials wait until the cluster adds such a node", file=sys.stderr, flush=True)
 

@@ -12,6 +12,7 @@ attribute names the host and process); on another host that cannot be told, and 
 
 from __future__ import annotations
 
+import math
 import os
 import socket
 from collections import Counter
@@ -25,7 +26,7 @@ from autoq.budget import parse_budget
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.cost import CostModel
-from autoq.engine.ray_session import ray_options_set
+from autoq.engine.ray_session import cluster_address, ray_options_set
 from autoq.engine.result import Point
 from autoq.engine.strategy import sampler_name
 from autoq.engine.trials import make_point
@@ -38,6 +39,7 @@ if TYPE_CHECKING:
     from autoq.engine.runner import SearchConfig
 
 BACKENDS = ("optuna", "ray")
+RAY_UNIT = 1e-4  # Ray's smallest share of a CPU or GPU: a trial asking for less failed late, after the study was written
 SETTINGS_ATTR = "autoq.settings"  # study user attribute: what defines the search, checked on resume
 INTERRUPTED_ATTR = "autoq.interrupted"
 WALL_ATTR = "autoq.wall_seconds"  # study user attribute: wall time of the sessions so far (a resume adds its own)
@@ -58,12 +60,15 @@ def check_execution(config: SearchConfig) -> None:
     if ray_only and config.backend != "ray":
         raise AutoqError(f"{', '.join(ray_only)} set how Ray runs trials and the optuna backend would ignore them: add --backend ray "
                          "(backend='ray'), or leave them out")
-    if config.cpus_per_trial <= 0 or config.gpus_per_trial < 0:
-        raise AutoqError(f"cpus_per_trial must be positive and gpus_per_trial not negative, got {config.cpus_per_trial} and {config.gpus_per_trial}")
-    if config.backend == "ray" and not config.address and config.cpus_per_trial > (os.cpu_count() or 1):
+    cpus, gpus = config.cpus_per_trial, config.gpus_per_trial
+    if not (math.isfinite(cpus) and cpus >= RAY_UNIT) or not (math.isfinite(gpus) and (gpus == 0 or gpus >= RAY_UNIT)):
+        raise AutoqError(f"cpus_per_trial must be at least {RAY_UNIT:g} and gpus_per_trial 0 or at least {RAY_UNIT:g} (Ray's smallest "
+                         f"share of a resource), got {cpus} and {gpus}")
+    local = config.backend == "ray" and not cluster_address(config)
+    if local and config.cpus_per_trial > (os.cpu_count() or 1):
         raise AutoqError(f"cpus_per_trial {config.cpus_per_trial:g} is more than this machine's {os.cpu_count()} CPUs, and the local "
                          "Ray autoq starts runs here; lower --cpus-per-trial, or pass the --address of a Ray cluster with such nodes")
-    if config.gpus_per_trial and config.backend == "ray" and not config.address:
+    if config.gpus_per_trial and local:
         import torch
 
         if not torch.cuda.is_available():

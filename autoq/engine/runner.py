@@ -189,12 +189,12 @@ def check_calibration_usable(workload: Workload, space: SearchSpace, space_name:
 
 def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     """Search ``workload`` under ``config`` and return the evaluated points and frontier."""
+    start = time.perf_counter()  # --timeout and the wall time count Ray's start-up too (seconds on a cold machine)
     with quiet_logs(), ray_session(config):  # Ray joined or started (and checked) before anything is stored
-        return _run_search(workload, config)
+        return _run_search(workload, config, start)
 
 
-def _run_search(workload: Workload, config: SearchConfig) -> SearchResult:
-    start = time.perf_counter()
+def _run_search(workload: Workload, config: SearchConfig, start: float) -> SearchResult:
     problem = prepare(workload, config)
     space, cost_model, budget = problem.space, problem.cost_model, problem.budget
     coverage = getattr(cost_model.latency, "coverage_note", None)  # a measured table: the layers it did not measure near

@@ -41,6 +41,18 @@ def test_an_unreachable_cluster_is_refused_at_once_and_before_any_store_is_writt
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()
 
 
+def test_ray_address_in_the_environment_is_joined_as_ray_tools_do(tmp_path, monkeypatch):
+    """With RAY_ADDRESS set (as 'ray job submit' sets it) every ray search crashed: ray.init joined it and refused the
+    num_cpus autoq passes to a local Ray. It is the cluster to join, and a bad one is named as the environment's."""
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    with pytest.raises(AutoqError, match=r"cannot reach the Ray cluster at RAY_ADDRESS='127.0.0.1:1' \(the environment\).*unset RAY_ADDRESS"):
+        autoq.search("digits-cnn", budget="4.5bits", n_trials=2, backend="ray", **_stores(tmp_path))
+    assert not (tmp_path / "optuna.db").exists()
+    monkeypatch.setenv("RAY_ADDRESS", "")  # empty: a local Ray, as with none
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=2, backend="ray", seed_from="none", **_stores(tmp_path))
+    assert len(result.points) == 2 and not ray.is_initialized()
+
+
 def test_a_failed_join_is_one_clear_error(tmp_path, monkeypatch):
     def no_cluster(*args, **kwargs):
         raise ConnectionError("Could not find any running Ray instance. Please specify the one to connect to.")
