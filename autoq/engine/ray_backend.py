@@ -48,6 +48,10 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
     """Evaluate the book's proposals on Ray Tune workers until it is full (or the deadline passes), on the Ray that
     :func:`autoq.engine.ray_session.ray_session` joined or started."""
     searcher = BookSearcher(book, deadline)
+    if config.gpus_per_trial and all(p.device.type == "cpu" for p in workload.model.parameters()):
+        print(f"autoq: warning: each trial holds {config.gpus_per_trial:g} GPU(s) but evaluates where the model is, on the CPU: "
+              "autoq moves no model; pass a model (and data and evaluate function) on CUDA from Python to use them, or leave "
+              "--gpus-per-trial out", file=sys.stderr, flush=True)
     tracking = (absolute_uri(config.tracking_uri), book.tracker.experiment_id, book.tracker.parent_id) if book.tracker else None
     methods = registered_methods()  # a worker imports autoq alone: the driver's plug-in methods go with the model
     with _by_value(methods):  # with_parameters puts its objects in Ray's object store now

@@ -112,3 +112,14 @@ def test_sigterm_stops_a_ray_search_as_ctrl_c_does(tmp_path):
     client = MlflowClient(uri)
     parents = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], "tags.`autoq.kind` = 'search'")
     assert [p.info.status for p in parents] == ["KILLED"]
+
+
+def test_gpus_held_for_a_model_on_the_cpu_are_warned_about(tmp_path, monkeypatch, capsys):
+    """--gpus-per-trial reserved GPUs while every trial evaluated the CPU model, without a word (README's own example)."""
+    import torch
+
+    ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, object_store_memory=128 * 1024**2, log_to_driver=False)  # a GPU Ray declares
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=2, backend="ray", gpus_per_trial=1, seed_from="none", **_stores(tmp_path))
+    assert len(result.points) == 2
+    assert "each trial holds 1 GPU(s) but evaluates where the model is, on the CPU" in capsys.readouterr().err
