@@ -17,11 +17,18 @@ WEIGHTS_NAME = "model.safetensors"
 
 
 def describe_base(model: nn.Module, builtin: str | None) -> dict[str, Any]:
-    """How to rebuild the architecture: a Hugging Face config and class, or a built-in's name (or both)."""
+    """How to rebuild the architecture: a Hugging Face config and class, or a built-in's name (or both); the dtype of
+    its floating-point parameters, and a generation config where the model has one (its stop tokens, sampling)."""
     base: dict[str, Any] = {"builtin": builtin, "class": type(model).__name__}
     hf_config = getattr(model, "config", None)
     if hf_config is not None and hasattr(hf_config, "to_dict"):
         base["hf_config"] = hf_config.to_dict()
+    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
+    if len(dtypes) == 1:
+        base["dtype"] = str(dtypes.pop()).removeprefix("torch.")
+    generation = getattr(model, "generation_config", None)
+    if generation is not None and hasattr(generation, "to_dict"):
+        base["generation_config"] = generation.to_dict()
     return base
 
 
@@ -62,9 +69,21 @@ def rebuild_base(base: dict[str, Any]) -> nn.Module:
             raise AutoqError(f"transformers has no class {base.get('class')!r}; pass model= to autoq.load")
         with quiet_logs():
             config = transformers.AutoConfig.for_model(hf.pop("model_type"), **hf)
-            return cls(config).eval()
+            model = cls(config).eval()
+            if base.get("generation_config") and getattr(model, "generation_config", None) is not None:
+                model.generation_config = transformers.GenerationConfig.from_dict(dict(base["generation_config"]))
+        return _in_dtype(model, base.get("dtype"))
     if base.get("builtin"):
         from autoq.builtin import load_workload
 
-        return load_workload(base["builtin"]).model
+        return _in_dtype(load_workload(base["builtin"]).model, base.get("dtype"))
     raise AutoqError("this export does not say how to rebuild its model; pass model= (an instance of the same architecture) to autoq.load")
+
+
+def _in_dtype(model: nn.Module, dtype: str | None) -> nn.Module:
+    """The rebuilt model in the dtype it was exported in (a bf16 model came back in fp32: twice the memory, and on CUDA
+    no kernel, which takes fp16 and bf16 activations only)."""
+    import torch
+
+    wanted = getattr(torch, dtype, None) if dtype else None
+    return model.to(wanted) if isinstance(wanted, torch.dtype) and wanted.is_floating_point else model

@@ -10,6 +10,7 @@ parameter is loaded from its fp16 copy into the model's own dtype.
 
 from __future__ import annotations
 
+import warnings
 from pathlib import Path
 
 import torch
@@ -75,10 +76,45 @@ def _check_not_compiled(model: nn.Module) -> None:
                          "the loaded model")
 
 
+# config entries that say how a model is run or where it came from, not what it computes
+_BOOKKEEPING = {"_name_or_path", "transformers_version", "torch_dtype", "dtype", "architectures", "use_cache", "_attn_implementation",
+                "_attn_implementation_autoset", "attn_implementation", "output_attentions", "output_hidden_states", "return_dict",
+                "torchscript", "_commit_hash", "id2label", "label2id", "tokenizer_class", "transformers.js_config"}
+
+
+def _warn_config_differs(model: nn.Module, base: dict) -> None:
+    """Warn when a Hugging Face model given to load has settings other than the exported one's in its config (another
+    ``rope_theta``, ``rms_norm_eps``, activation): the shapes match, so it loads, and computes otherwise."""
+    exported, config = base.get("hf_config"), getattr(model, "config", None)
+    if not exported or config is None or not hasattr(config, "to_dict"):
+        return
+    here = config.to_dict()
+    differ = sorted(k for k in set(exported) | set(here) if k not in _BOOKKEEPING and exported.get(k) != here.get(k))
+    if differ:
+        shown = ", ".join(f"{k} ({here.get(k)!r} here, {exported.get(k)!r} in the export)" for k in differ[:4])
+        more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
+        warnings.warn(f"the model's config differs from the exported model's in {shown}{more}: the weights load, but the model may "
+                      "compute otherwise than the one searched; leave model= out to rebuild the exported one", UserWarning, stacklevel=4)
+
+
+def _check_ties(model: nn.Module, state: dict) -> None:
+    """Refuse an export holding two different tensors for parameters this model shares (an ``lm_head`` untied in memory
+    from a model whose config still ties it): loading both into the one tensor kept the second, silently."""
+    shared: dict[int, list[str]] = {}
+    for name, p in model.named_parameters(remove_duplicate=False):
+        shared.setdefault(id(p), []).append(name)
+    for names in shared.values():
+        held = [n for n in names if n in state]
+        if len(held) > 1 and any(not torch.equal(state[held[0]], state[n]) for n in held[1:]):
+            raise AutoqError(f"the export holds different tensors for {held[0]!r} and {held[1]!r}, which this model ties (one shared "
+                             "tensor: a config with tie_word_embeddings=True); untie them in the model (and its config) to load it")
+
+
 def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
     config = read_config(out)
     if model is not None:
         _check_not_compiled(model)
+        _warn_config_differs(model, config.get("base", {}))
     model = model if model is not None else rebuild_base(config.get("base", {}))
     tensors = _read_weights(out / config.get("weights", WEIGHTS_NAME), config.get("file_bytes"))
     found = {layer.name: layer for layer in find_layers(model, include_tied=True)}
@@ -98,6 +134,7 @@ def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
 
     quant_keys = {f"{name}.{part}" for name in quantized for part in ("qweight", "scales", "zeros", "input_scale")}
     state = {k: v for k, v in tensors.items() if k not in quant_keys}
+    _check_ties(model, state)
     try:
         result = model.load_state_dict(state, strict=False)
     except RuntimeError as exc:  # a tensor of another shape (an embedding of another vocabulary, say)

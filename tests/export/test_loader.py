@@ -81,3 +81,47 @@ def test_weights_of_another_export_or_a_damaged_config_are_refused(tmp_path):
     (mixed / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(AutoqError, match="lacks its 'layers'"):
         autoq.load(mixed, model=Tiny())
+
+
+def _tiny_llama(tie: bool = True, **overrides):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, num_key_value_heads=2,
+                         vocab_size=64, max_position_embeddings=32, tie_word_embeddings=tie, **overrides)
+    return LlamaForCausalLM(config).eval()
+
+
+MLP = {"model.layers.0.mlp.gate_proj": "int8-ch-asym:rtn-mse"}
+
+
+def test_a_rebuilt_model_keeps_its_dtype_and_generation_config(tmp_path):
+    """A bf16 model came back in fp32, and its generation config's second stop token was lost."""
+    model = _tiny_llama().to(torch.bfloat16)
+    model.generation_config.eos_token_id = [2, 7]
+    model.generation_config.do_sample, model.generation_config.temperature = True, 0.6
+    loaded = autoq.load(export(model, MLP, tmp_path / "q"))
+    assert {p.dtype for p in loaded.parameters()} == {torch.bfloat16}
+    assert loaded.generation_config.eos_token_id == [2, 7] and loaded.generation_config.temperature == 0.6
+
+
+def test_loading_into_a_model_of_other_settings_warns_naming_them(tmp_path):
+    """Another rope_theta or norm epsilon loaded without a word (the shapes match) and changed the logits by up to 2.3."""
+    out = export(_tiny_llama(), MLP, tmp_path / "q")
+    with pytest.warns(UserWarning, match=r"differs from the exported model's in rms_norm_eps \(0.001 here, 1e-06 in the export\), rope_\w+ \(.*99.0"):
+        autoq.load(out, model=_tiny_llama(rms_norm_eps=1e-3, rope_theta=99.0))
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        autoq.load(out, model=_tiny_llama(use_cache=False))  # how it runs, not what it computes: no warning
+
+
+def test_two_different_tensors_for_parameters_the_model_ties_are_refused(tmp_path):
+    """An lm_head untied in memory while the config still ties it: the rebuild tied them again and one overwrote the other."""
+    model = _tiny_llama(tie=True)
+    model.lm_head.weight = nn.Parameter(model.model.embed_tokens.weight.detach().clone() + 1)  # untied, config not told
+    out = export(model, MLP, tmp_path / "q")
+    with pytest.raises(AutoqError, match=r"different tensors for 'model.embed_tokens.weight' and 'lm_head.weight', which this model ties"):
+        autoq.load(out)
+    assert autoq.load(export(_tiny_llama(tie=True), MLP, tmp_path / "tied")).lm_head.weight.data_ptr() is not None
