@@ -81,7 +81,7 @@ def test_a_multihead_attention_model_searches_data_driven_methods_without_failur
                           tracking_uri=None, storage=None, progress=False)
     assert result.n_failed == 0 and len(result.points) == 4
     assert all(p.assignment["0.linear1"].method == "gptq" for p in result.points)
-    assert {p.assignment["0.self_attn.out_proj"].method for p in result.points} <= {"rtn-mse", "rtn-lp"}
+    assert {p.assignment["0.self_attn.out_proj"].method for p in result.points} <= {"rtn-mse", "rtn-lp", "none"}  # never data-driven
 
 
 def test_model_with_nothing_to_quantize():

@@ -228,7 +228,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float) -> Searc
     uniform_set = set(uniform)
 
     calibration_digest = _calibration_digest(workload, space)
-    tracker = _start_tracking(workload, config, space, budget, study_name, storage, calibration_digest, seeded_from)
+    tracker = _start_tracking(workload, config, space, budget, study_name, storage, reference, calibration_digest, seeded_from)
     parent_id = tracker.parent_id if tracker else None
     if tracker and cost_model.latency_source:
         tracker.client.set_tag(parent_id, "latency_source", cost_model.latency_source)
@@ -273,7 +273,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float) -> Searc
                 # over every session of a resumed search; logged too, so 'autoq pareto' reports the same time as the search
                 wall_seconds = add_wall_seconds(storage, study_name, time.perf_counter() - start)
                 if tracker:
-                    metrics = _summary_metrics(points, reference, eval_seconds, book.n_infeasible, book.n_failed)
+                    metrics = _summary_metrics(points, eval_seconds, book.n_infeasible, book.n_failed)
                     tracker.finish(points, frontier, {**metrics, "wall_seconds": wall_seconds}, budget.value if budget.kind == "bits" else None, status,
                                    latency_budget_ms=budget.value if budget.is_latency else None)
         except KeyboardInterrupt:  # after the clean-up: a stopping search keeps its note, a finished one is whole
@@ -362,9 +362,10 @@ def _calibration_digest(workload: Workload, space: SearchSpace) -> str:
 
 
 def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace, budget: Budget, study_name: str, storage: str | None,
-                    calibration_digest: str = "", seeded_from: str | None = None) -> MlflowTracker | None:
+                    reference: float, calibration_digest: str = "", seeded_from: str | None = None) -> MlflowTracker | None:
     """The MLflow parent run of this search, or ``None`` when tracking is off; ``seeded_from``: the metric or table
-    file whose scores seeded it (``None``: none did, as when ``auto`` skipped the table or fell back)."""
+    file whose scores seeded it (``None``: none did, as when ``auto`` skipped the table or fell back). The unquantized
+    model's quality is logged at once: a search killed outright (kill -9) showed 'unquantized = not recorded'."""
     if not config.tracking_uri:
         return None
     from autoq.sensitivity.inputs import model_hash
@@ -392,11 +393,12 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
         tags={"autoq.kind": "search", "autoq.model": workload.name, STUDY_TAG: study_name},
     )
     tracker.client.log_text(parent_id, _space_json(space), "search_space.json")
+    tracker.client.log_metric(parent_id, "reference_quality", reference, step=0)
     return tracker
 
 
-def _summary_metrics(points: list[Point], reference: float, eval_seconds: float, n_infeasible: int, n_failed: int) -> dict[str, float]:
-    metrics = {"reference_quality": reference, "eval_seconds": eval_seconds, "n_evaluated": len(points), "n_over_budget": n_infeasible, "n_failed": n_failed}
+def _summary_metrics(points: list[Point], eval_seconds: float, n_infeasible: int, n_failed: int) -> dict[str, float]:
+    metrics = {"eval_seconds": eval_seconds, "n_evaluated": len(points), "n_over_budget": n_infeasible, "n_failed": n_failed}  # reference_quality: at the start
     if points:
         best = best_point(points)
         metrics.update(best_quality=best.quality, best_effective_bits=best.effective_bits)

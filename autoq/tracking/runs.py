@@ -119,9 +119,10 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
     params, metrics, tags = parent.data.params, parent.data.metrics, parent.data.tags
     if tags.get("autoq.kind") != "search":
         raise AutoqError(f"run {run_id!r} is not the parent run of an autoq search")
-    points = []
+    points, last_end = [], 0
     with tempfile.TemporaryDirectory() as tmp, no_download_bars():
         for run in trial_runs(client, run_id):
+            last_end = max(last_end, run.info.end_time or 0)
             m = run.data.metrics
             if run.info.status != "FINISHED" or "quality" not in m:
                 continue
@@ -133,7 +134,7 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
                 None if latency_ms is None else latency_ms * 1e3, run.data.tags.get("latency_source"),
             ))
     points.sort(key=lambda p: p.trial)
-    end = parent.info.end_time or parent.info.start_time
+    end = parent.info.end_time or last_end or parent.info.start_time  # killed outright: its last trial's end
     return SearchResult(
         budget=parse_budget(params["budget"]), metric=params.get("metric", ""), reference_quality=metrics.get("reference_quality", float("nan")),
         points=tuple(points), frontier=tuple(pareto_front(points)), study_name=params.get("study_name", parent.info.run_name),
