@@ -171,17 +171,20 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
 
 
 def check_calibration_usable(workload: Workload, space: SearchSpace, space_name: str) -> None:
-    """Data-driven options (GPTQ, AWQ, ...) capture their statistics from the calibration batches: without any, or with
-    batches the model refuses (``(inputs, labels)`` pairs), every such trial failed, one by one, after the search began."""
+    """Data-driven options (GPTQ, AWQ, ..., and static activation formats, whose ranges are calibrated) capture their
+    statistics from the calibration batches: without any, or with batches the model refuses (``(inputs, labels)``
+    pairs), every such trial failed, one by one, after the search began."""
+    from autoq.evaluate.cache import needs_stats
     from autoq.evaluate.fidelity import call_on_user_batch
     from autoq.model.modes import eval_mode
     from autoq.ptq import method_needs_stats
 
-    methods = sorted({c.method for opts in space.options for c in opts if not c.weight.is_half and method_needs_stats(c.method)})
+    driven = [c for opts in space.options for c in opts if needs_stats(c)]
+    methods = sorted({c.method if method_needs_stats(c.method) else f"static {c.activation.name} activations" for c in driven})
     if not methods:
         return
     if not workload.calibration:
-        raise AutoqError(f"the search space {space_name!r} has data-driven methods ({', '.join(methods)}), which calibrate on the "
+        raise AutoqError(f"the search space {space_name!r} has data-driven options ({', '.join(methods)}), which calibrate on the "
                          "calibration batches, and none were given; pass calibration=[batches], or a space without them ('default')")
     with torch.inference_mode(), eval_mode(workload.model):
         call_on_user_batch(workload.model, workload.calibration[0], f"calibration batch 0 of {len(workload.calibration)} (for {', '.join(methods)})")
