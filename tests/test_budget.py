@@ -215,9 +215,10 @@ def test_budget_inside_the_range_passes_without_a_note(text):
 
 @pytest.mark.parametrize(("text", "says"), [("20Mb", "megabits; a size budget is in bytes: '20MB'"),
                                             ("5Kib", "kibibits; a size budget is in bytes: '5KiB'"),
-                                            ("1.5Gb", "gigabits; a size budget is in bytes: '1.5GB'")])
+                                            ("1.5Gb", "gigabits; a size budget is in bytes: '1.5GB'"),
+                                            ("20kb", "kilobits; a size budget is in bytes: '20KB'")])
 def test_megabits_are_not_read_as_megabytes(text, says):
     """'20Mb' was read as 20 MB, a budget 8x what the SI unit says."""
     with pytest.raises(AutoqError, match=f"budget '{text}' reads as {says}"):
         parse_budget(text)
-    assert parse_budget(text.replace("b", "B")).kind == "bytes"
+    assert parse_budget(text.replace("b", "B").replace("k", "K")).kind == "bytes"

@@ -377,6 +377,8 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
         nest_under = read_settings(storage, study_name).get("mlflow_parent_run_id")
     tracker = MlflowTracker.open(config.tracking_uri, config.experiment, nest_under)
     if config.resume and tracker.continue_search(study_name, storage):  # the same parent run, not a second one
+        if "reference_quality" not in tracker.client.get_run(tracker.parent_id).data.metrics:  # started by an autoq that logged it last
+            tracker.client.log_metric(tracker.parent_id, "reference_quality", reference, step=0)
         return tracker
     parent_id = tracker.start(
         study_name,

@@ -78,7 +78,8 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
         lines.append(f"  Open it:  mlflow ui --backend-store-uri {shlex.quote(result.tracking_uri)}")
         lines.append(f"  Export the best point:  {export_command(result.parent_run_id, result.tracking_uri)}   (or a frontier point's MLflow run id above)")
     if result.storage:
-        lines.append(f"Optuna study {result.study_name!r} in {result.storage}.")
+        hidden = " (MLflow keeps it with its password hidden: put yours in place of ***)" if ":***@" in result.storage else ""
+        lines.append(f"Optuna study {result.study_name!r} in {result.storage}{hidden}.")
         lines.append(f"  Open it:  optuna-dashboard {shlex.quote(result.storage)}   (pip install optuna-dashboard)")
     return "\n".join(lines)
 

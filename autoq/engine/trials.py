@@ -124,6 +124,8 @@ class TrialBook:
         return len(self.points) + self.n_failed
 
     def done(self) -> bool:
+        if self.exhausted and not self.in_flight:  # asked again: a trial that failed since may have been queued for a retry
+            self.exhausted = bool(getattr(self.strategy, "exhausted", False))
         return self.n_done >= self.n_trials or (self.exhausted and not self.in_flight)
 
     def wanted(self) -> int:
@@ -139,8 +141,8 @@ class TrialBook:
         """
         while self.wanted() > 0:
             with deferred_interrupts():  # Optuna's ask reads the study and writes a new trial: never cut short
-                if getattr(self.strategy, "exhausted", False):
-                    self.exhausted = True
+                self.exhausted = bool(getattr(self.strategy, "exhausted", False))
+                if self.exhausted:
                     return None
                 proposal = self.strategy.ask()
             cost = self.cost_model.cost(proposal.assignment)

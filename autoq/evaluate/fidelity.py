@@ -101,10 +101,11 @@ def unpadded_output(output: Any, batch: Any) -> torch.Tensor:
     """The primary output with the positions a batch's ``attention_mask`` marks as padding set to zero, in the
     quantized and the reference output alike: they drop out of the cosine, which then compares real tokens only (as
     the sensitivity metrics and the built-in MiniLM's mean pooling do). Without a ``(batch, tokens)`` mask that
-    matches the output, the output as it is."""
+    matches the output's first two dimensions (of three or more: a pooled ``(batch, features)`` output is not per
+    token, whatever its width), the output as it is."""
     out = primary_output(output)
     mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
-    if isinstance(mask, torch.Tensor) and mask.dim() == 2 and out.dim() >= 2 and tuple(out.shape[:2]) == tuple(mask.shape):
+    if isinstance(mask, torch.Tensor) and mask.dim() == 2 and out.dim() >= 3 and tuple(out.shape[:2]) == tuple(mask.shape):
         out = out * mask.reshape(*mask.shape, *([1] * (out.dim() - 2))).to(out.dtype)
     return out
 

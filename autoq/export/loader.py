@@ -10,8 +10,10 @@ parameter is loaded from its fp16 copy into the model's own dtype.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
@@ -88,13 +90,20 @@ def _warn_config_differs(model: nn.Module, base: dict) -> None:
     exported, config = base.get("hf_config"), getattr(model, "config", None)
     if not exported or config is None or not hasattr(config, "to_dict"):
         return
-    here = config.to_dict()
-    differ = sorted(k for k in set(exported) | set(here) if k not in _BOOKKEEPING and exported.get(k) != here.get(k))
+    exported, here = _comparable(exported), _comparable(json.loads(json.dumps(config.to_dict(), default=str)))  # as the export stored it
+    differ = sorted(k for k in set(exported) | set(here) if exported.get(k) != here.get(k))
     if differ:
         shown = ", ".join(f"{k} ({here.get(k)!r} here, {exported.get(k)!r} in the export)" for k in differ[:4])
         more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
         warnings.warn(f"the model's config differs from the exported model's in {shown}{more}: the weights load, but the model may "
                       "compute otherwise than the one searched; leave model= out to rebuild the exported one", UserWarning, stacklevel=4)
+
+
+def _comparable(config: Any) -> Any:
+    """A config (a nested composite one's ``text_config``, ``vision_config`` too) without its bookkeeping entries."""
+    if isinstance(config, dict):
+        return {k: _comparable(v) for k, v in config.items() if k not in _BOOKKEEPING}
+    return config
 
 
 def _check_ties(model: nn.Module, state: dict) -> None:
@@ -107,7 +116,8 @@ def _check_ties(model: nn.Module, state: dict) -> None:
         held = [n for n in names if n in state]
         if len(held) > 1 and any(not torch.equal(state[held[0]], state[n]) for n in held[1:]):
             raise AutoqError(f"the export holds different tensors for {held[0]!r} and {held[1]!r}, which this model ties (one shared "
-                             "tensor: a config with tie_word_embeddings=True); untie them in the model (and its config) to load it")
+                             "tensor: its config has tie_word_embeddings=True, or the like); pass model= built untied, as the exported one was "
+                             "(its config with tie_word_embeddings=False)")
 
 
 def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:

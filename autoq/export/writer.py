@@ -10,7 +10,9 @@ range) in the config, for `autoq.export.ActQuantLinear`.
 Every other parameter (biases, embeddings, norms, fp16 layers, skipped layers)
 is stored as fp16, the form the cost model counts; persistent buffers are
 stored as fp16 when floating, unchanged otherwise. So the file's size is the
-cost model's ``size_bytes`` plus the safetensors header and the buffers.
+cost model's ``size_bytes`` plus the safetensors header and the buffers, but for
+a tensor fp16 cannot hold (beyond 65504, or lost to underflow below 6e-5), which
+keeps its own dtype, with a note (see `_stored`).
 """
 
 from __future__ import annotations

@@ -269,7 +269,7 @@ class MlflowTracker:
         param: another search of that name in another storage is not it); ``False`` if there is none."""
         from autoq.tracking.runs import find_search
 
-        parent = find_search(self.client, self.experiment_id, study_name, without_password(storage) if storage else "memory")
+        parent = find_search(self.client, self.experiment_id, study_name, storage or "memory")  # logged with or without its password
         if parent is None:
             return False
         self.parent_id = parent.info.run_id

@@ -338,3 +338,20 @@ def test_a_resume_does_not_compute_a_table_only_the_first_sessions_seeds_used(di
     autoq.search("digits-cnn", n_trials=3, **{**options, "study_name": "g", "strategy": "greedy"})
     autoq.search("digits-cnn", n_trials=4, resume=True, **{**options, "study_name": "g", "strategy": "greedy"})
     assert list((tmp_path / "cache" / "sensitivity").glob("sqnr-*.json"))  # greedy solves on it: read (here, cached) again
+
+
+def test_a_resume_logs_the_unquantized_quality_a_run_lacks(digits, tmp_path, mlflow_uri):
+    """It is logged when a search starts now; a run an earlier autoq started and that was killed before its end has
+    none, and a resume (which does not start a run) left it 'not recorded' for good."""
+    import sqlite3
+
+    options = dict(budget="4.5bits", seed_from="none", tracking_uri=mlflow_uri, storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="r",
+                   progress=False)
+    first = autoq.search("digits-cnn", n_trials=2, **options)
+    with sqlite3.connect(mlflow_uri.removeprefix("sqlite:///")) as db:  # as an earlier autoq, killed, left it
+        for table in ("metrics", "latest_metrics"):
+            db.execute(f"DELETE FROM {table} WHERE key = 'reference_quality'")
+    assert "reference_quality" not in MlflowClient(mlflow_uri).get_run(first.parent_run_id).data.metrics
+    autoq.search("digits-cnn", n_trials=3, resume=True, **options)
+    history = MlflowClient(mlflow_uri).get_metric_history(first.parent_run_id, "reference_quality")
+    assert [m.value for m in history] == [pytest.approx(first.reference_quality)]

@@ -177,3 +177,27 @@ def test_a_repeated_proposal_names_the_trial_it_repeats(mlflow_uri):
     runs = child_runs(MlflowClient(mlflow_uri), result.parent_run_id)
     assert {int(r.data.tags["autoq.trial"]): int(r.data.tags["repeat_of"]) for r in runs if "repeat_of" in r.data.tags} == repeats
     assert sorted(t.number for t in study.best_trials if t.number not in repeats) == sorted(p.trial for p in result.frontier)
+
+
+def test_a_retry_queued_after_the_strategy_ran_out_is_still_run():
+    """Two trials in flight (Ray workers) as the ILP's list ran out; the last one failed and was queued again, but the
+    book had already called the search done: the retry stayed WAITING, neither run nor counted as failed."""
+    from autoq.builtin import load_workload
+    from autoq.engine.runner import SearchConfig, prepare
+    from autoq.engine.seeds import uniform_seeds
+    from autoq.engine.strategy import QueueStrategy
+    from autoq.engine.trials import TrialBook
+
+    problem = prepare(load_workload("digits-cnn"), SearchConfig(budget="8bits", tracking_uri=None))
+    two = uniform_seeds(problem.space, problem.cost_model, problem.budget)[-2:]
+    strategy = QueueStrategy(problem.space, iter(two), "s", None)
+    book = TrialBook(strategy, problem.cost_model, problem.budget, set(), n_trials=10, max_retries=2, tracker=None)
+    first, second = book.next(), book.next()
+    assert book.next() is None and book.exhausted  # nothing new: the two in flight are the last
+    book.record(first.proposal.number, 0.99, None)
+    book.record(second.proposal.number, math.nan, "RuntimeError: worker died")  # queued again for its retry
+    assert not book.done()
+    retry = book.next()
+    assert retry is not None and retry.proposal.assignment == second.proposal.assignment
+    book.record(retry.proposal.number, 0.98, None)
+    assert book.next() is None and book.done() and len(book.points) == 2

@@ -352,3 +352,23 @@ def test_padding_positions_do_not_count():
     # the toy encoder attends nothing: a token's state is its own, wherever the padding is
     assert OutputFidelity(model, padded(left=False))(changed) == pytest.approx(on_real, abs=1e-9)
     assert OutputFidelity(model, padded(left=True))(changed) == pytest.approx(on_real, abs=1e-9)
+
+
+def test_a_pooled_output_as_wide_as_the_padded_length_is_not_masked():
+    """A (batch, features) embedding of 8 features on batches padded to 8 tokens had features masked as if tokens."""
+    class Pooled(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(3)
+            self.embed, self.proj = nn.Embedding(10, 8), nn.Linear(8, 8)
+
+        def forward(self, input_ids, attention_mask):
+            return self.proj(self.embed(input_ids).mean(1))
+
+    model, broken = Pooled(), Pooled()
+    with torch.no_grad():
+        broken.proj.weight[6:] = 0  # features 6 and 7 lost
+        broken.proj.bias[6:] = 0
+    mask = torch.cat([torch.ones(4, 5), torch.zeros(4, 3)], 1).long()
+    batches = [{"input_ids": torch.randint(0, 10, (4, 8), generator=torch.Generator().manual_seed(1)), "attention_mask": mask}]
+    assert OutputFidelity(model, batches)(broken) < 0.99

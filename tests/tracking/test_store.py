@@ -118,3 +118,16 @@ def test_a_resume_finds_its_run_by_the_storage_shown_without_its_password(mlflow
         client.log_param(run, "optuna_storage", storage)
     found = find_search(client, experiment, "s", "postgresql://me:s3cret@db/s")
     assert found is not None and found.data.params["optuna_storage"] == "postgresql://me:***@db/s"
+
+
+def test_a_resume_continues_a_run_logged_with_the_password_shown_or_hidden(mlflow_uri):
+    """Runs an earlier autoq logged hold the storage with its password: the resume looked for the hidden form only and
+    would have opened a second parent run."""
+    from autoq.tracking import MlflowTracker
+
+    storage = "postgresql://me:s3cret@db/s"
+    for name, logged in (("old", storage), ("new", "postgresql://me:***@db/s")):
+        tracker = MlflowTracker.open(mlflow_uri, "exp")
+        tracker.start(name, {"optuna_storage": logged}, {"autoq.kind": "search", "autoq.study": name})
+        again = MlflowTracker.open(mlflow_uri, "exp")
+        assert again.continue_search(name, storage) and again.parent_id == tracker.parent_id
