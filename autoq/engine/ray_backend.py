@@ -73,9 +73,16 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
         with term_stops_tune() as terms:
             tuner.fit()
         searcher.record_unexplained()
-    if not book.done() and not searcher.timed_out():
+    if stopped_early(book, searcher.timed_out()):
         record_logged(book)
         raise Terminated if terms else KeyboardInterrupt  # Tune stopped early: it caught SIGTERM / Ctrl-C itself
+
+
+def stopped_early(book: TrialBook, timed_out: bool) -> bool:
+    """Whether Tune returned because it was stopped (Ctrl-C, SIGTERM: it catches them itself) rather than because the
+    searcher finished: trials still in flight, or too few done before the deadline. After the deadline the searcher
+    lets the running trials end, so a Ctrl-C then left them RUNNING in Optuna while the search ended as FINISHED."""
+    return bool(book.in_flight) or (not book.done() and not timed_out)
 
 
 def record_logged(book: TrialBook) -> int:

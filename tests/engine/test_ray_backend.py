@@ -240,3 +240,28 @@ def test_the_error_a_failed_worker_records_is_the_line_that_says_what_happened()
     died = "Failure # 1 (occurred at 2026-12-01_23-00-00)\nThe actor died unexpectedly before finishing this task.\n\tclass_name: X\n"
     assert _error_summary(died) == "The actor died unexpectedly before finishing this task."
     assert _error_summary("") == ""
+
+
+def test_a_stop_after_the_deadline_with_trials_running_is_an_interruption():
+    """After --timeout the searcher lets running trials end; a Ctrl-C then stopped Tune and the search ended FINISHED,
+    exit 0, its trials left RUNNING in Optuna (the optuna backend ends KILLED with the resume command)."""
+    import math
+
+    from autoq.engine.ray_backend import stopped_early
+    from autoq.engine.runner import prepare
+    from autoq.engine.seeds import uniform_seeds
+    from autoq.engine.strategy import QueueStrategy
+    from autoq.engine.trials import TrialBook
+
+    problem = prepare(load_workload("digits-cnn"), SearchConfig(budget="8bits", tracking_uri=None))
+    seeds = uniform_seeds(problem.space, problem.cost_model, problem.budget)
+    book = TrialBook(QueueStrategy(problem.space, iter(seeds), "s", None), problem.cost_model, problem.budget, set(), n_trials=3,
+                     max_retries=0, tracker=None)
+    running = book.next()
+    assert stopped_early(book, timed_out=True)  # past the deadline, but a trial is still in flight: Tune was stopped
+    book.record(running.proposal.number, 0.9, None)
+    assert not stopped_early(book, timed_out=True)  # the deadline ended it, nothing left running
+    assert stopped_early(book, timed_out=False)  # too few done, before any deadline
+    for _ in range(2):
+        book.record(book.next().proposal.number, math.nan, "boom")
+    assert book.done() and not stopped_early(book, timed_out=False)
