@@ -173,6 +173,8 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
                          f"{WEIGHTS_NAME} would overwrite its weights; export into another folder")
     made = not out.exists()
     make_folder(out, "export")  # now too: a folder that cannot be made fails before the quantization, not after
+    if (out / CONFIG_NAME).is_file():  # as save_pretrained does, an export replaces one there: said, not silent
+        print(f"autoq: note: replacing the autoq export already in {out}", file=sys.stderr, flush=True)
 
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, dict] = {}

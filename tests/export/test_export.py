@@ -258,7 +258,7 @@ def test_loading_a_base_model_export_into_its_lm_says_to_pass_the_base(tmp_path)
     assert autoq.load(out, model=GPT2LMHeadModel(lm.config).transformer) is not None
 
 
-def test_an_export_into_a_hugging_face_model_folder_is_refused(tmp_path):
+def test_an_export_into_a_hugging_face_model_folder_is_refused(tmp_path, capsys):
     """The export's model.safetensors overwrote the folder's own weights: the folder then loaded with random layers."""
     from transformers import GPT2Config, GPT2Model
 
@@ -271,7 +271,9 @@ def test_an_export_into_a_hugging_face_model_folder_is_refused(tmp_path):
         autoq.export(base, point, tmp_path / "model", progress=False)
     assert (tmp_path / "model" / "model.safetensors").read_bytes() == weights
     again = autoq.export(base, point, tmp_path / "q", progress=False)
-    assert autoq.export(base, point, again, progress=False) == again  # an autoq export folder is overwritten as before
+    capsys.readouterr()
+    assert autoq.export(base, point, again, progress=False) == again  # an autoq export folder is overwritten as before,
+    assert f"replacing the autoq export already in {again}" in capsys.readouterr().err  # saying so
 
 
 def test_an_export_by_run_id_refuses_other_weights_than_the_search_scored(tmp_path, mlflow_uri):
