@@ -136,14 +136,19 @@ class SearchSpace:
 
     def uniform_assignments(self) -> list[Assignment]:
         """One assignment per preset option that every unpinned layer offers (pinned layers keep their pin)."""
+        return list(self.uniform_by_label().values())
+
+    def uniform_by_label(self) -> dict[str, Assignment]:
+        """`uniform_assignments` by the preset option each gives every layer (its label: on a layer narrower than a
+        group, ``int4-g128-asym`` is that layer's per-channel format, so no layer's choice names it reliably)."""
         common = [label for label in dict.fromkeys(lab for labs in self.labels for lab in labs)
                   if all(label in labs for labs in self.labels if labs)]
-        result: list[Assignment] = []
+        result: dict[str, Assignment] = {}
         for label in common:
             picks = [opts.index(labs[label]) if labs else 0 for opts, labs in zip(self.options, self.labels)]
             candidate = self.assignment(picks)
-            if candidate not in result:
-                result.append(candidate)
+            if candidate not in result.values():
+                result[label] = candidate
         return result
 
     def extremes(self, cost_model: CostModel, kind: str = "bits") -> tuple[Cost, Cost]:

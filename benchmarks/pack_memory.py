@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 import tracemalloc
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from provenance import OUT_HELP, provenance
 
 from autoq.quant import pack_codes, unpack_codes
 
@@ -94,7 +94,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rows", type=int, default=4096)
     parser.add_argument("--cols", type=int, default=4096)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "pack_memory.json"))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "pack_memory.json"), help=OUT_HELP)
     args = parser.parse_args()
     n = args.rows * args.cols
     rows = []
@@ -111,7 +111,7 @@ def main() -> None:
             rows.append(row)
             print(f"{bits:>4} {way:<7} {row['pack_bytes_per_code']:>11.1f} {pack_s:>7.2f} {row['unpack_bytes_per_code']:>13.1f} {unpack_s:>8.2f}")
     layers = export_rows(args.rows, args.cols)
-    Path(args.out).write_text(json.dumps({"machine": f"{platform.machine()}, {torch.get_num_threads()} torch threads",
+    Path(args.out).write_text(json.dumps({**provenance(),
                                           "rows": rows, "export": layers}, indent=1) + "\n")
     print(f"wrote {args.out}")
 

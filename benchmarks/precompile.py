@@ -20,6 +20,8 @@ import sys
 import tempfile
 from pathlib import Path
 
+from provenance import OUT_HELP
+
 sys.path.insert(0, str(Path(__file__).parent))
 
 
@@ -41,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default=f"1,{os.cpu_count() or 1}", help="worker processes to try (default: %(default)s)")
     parser.add_argument("--sets", default="llama,table", help="which of the GPU session's steps (default: %(default)s)")
     parser.add_argument("--arch", type=int, default=90)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "precompile.json"))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "precompile.json"), help=OUT_HELP)
     args = parser.parse_args(argv)
     os.environ["TRITON_INTERPRET"] = "0"
     import triton

@@ -7,7 +7,11 @@ end quality with the method applied to every layer. Statistics come from one
 capture of the calibration batches (float inputs, not sequential). Prints a table
 and writes JSON to ``benchmarks/results/ptq_methods.json``.
 
-    python benchmarks/ptq_methods.py [--models minilm smollm2] [--ada-iters 100] [--ada-rows 64]
+    python benchmarks/ptq_methods.py [--models minilm smollm2] [--ada-iters minilm=100 smollm2=50] [--ada-rows 64]
+
+A run of some models, methods or formats replaces those rows of ``--out`` and keeps the others (each row says
+when, and at which commit, it was measured). ``rtn-minmax`` is the baseline of the error ratios: it is run
+first, and added where ``--methods`` leaves it out.
 
 SmolLM2's weights were stored as GGUF Q4_1 (4-bit, blocks of 32): 4-bit group-32
 would be lossless by accident, hence group 128 here. Its hidden size, 576, is not a
@@ -19,12 +23,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from contextlib import contextmanager
 from pathlib import Path
 
 import torch
+from provenance import OUT_HELP, provenance
 
 from autoq.builtin.huggingface import minilm_workload
 from autoq.builtin.smollm2 import smollm2_workload
@@ -60,17 +64,36 @@ def swapped(model, weights: dict[str, torch.Tensor]):
             get_module(model, name).weight.data = data
 
 
+def _model_steps(text: str) -> tuple[str, int]:
+    """``NAME=STEPS`` of ``--ada-iters``, or an argparse error saying so."""
+    name, sep, steps = text.partition("=")
+    if not sep or not steps.isdigit():
+        raise argparse.ArgumentTypeError(f"{text!r} is not NAME=STEPS (e.g. minilm=100)")
+    return name, int(steps)
+
+
+def _earlier(out: Path, measured: set[tuple[str, str, str]]) -> tuple[list[dict], dict]:
+    """The rows of an earlier ``out`` this run did not measure again (and its meta), to keep: a run of one model or
+    method wrote only its own rows, dropping the rest of the committed table."""
+    if not out.is_file():
+        return [], {}
+    earlier = json.loads(out.read_text())
+    return [r for r in earlier.get("rows", []) if (r["model"], r["format"], r["method"]) not in measured], earlier.get("meta", {})
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", nargs="+", default=["minilm", "smollm2"])
     parser.add_argument("--methods", nargs="+", default=list(METHODS))
     parser.add_argument("--formats", nargs="+", default=list(FORMATS))
-    parser.add_argument("--ada-iters", nargs="+", default=["minilm=100", "smollm2=50"], help="AdaRound steps per model, NAME=STEPS")
+    parser.add_argument("--ada-iters", nargs="+", type=_model_steps, default=[("minilm", 100), ("smollm2", 50)],
+                        help="AdaRound steps per model, NAME=STEPS (default: minilm=100 smollm2=50)")
     parser.add_argument("--ada-rows", type=int, default=64)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "ptq_methods.json"))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "ptq_methods.json"), help=OUT_HELP)
     args = parser.parse_args()
-    ada_iters = {k: int(v) for k, v in (item.split("=") for item in args.ada_iters)}
-    rows = []
+    ada_iters = dict(args.ada_iters)
+    methods = ["rtn-minmax", *(m for m in args.methods if m != "rtn-minmax")]  # the baseline every ratio divides by
+    rows, run = [], provenance()
     for model_name in args.models:
         wl = workload(model_name)
         ada = AdaRoundConfig(iters=ada_iters.get(model_name, 100), max_rows=args.ada_rows)
@@ -86,7 +109,7 @@ def main() -> None:
         for fmt in args.formats:
             spec = QuantSpec.from_name(fmt)
             base_err: dict[str, float] = {}
-            for method in args.methods:
+            for method in methods:
                 t0 = time.perf_counter()
                 quantized, ratios = {}, []
                 for layer in layers:
@@ -106,16 +129,17 @@ def main() -> None:
                     quality = float(wl.evaluate(model))
                 row = {"model": wl.name, "format": fmt, "method": method, "rel_layer_error": sum(ratios) / len(ratios),
                        "layers_better_than_rtn": sum(r < 1 for r in ratios), "n_layers": len(ratios),
-                       "quality": quality, "quantize_seconds": quant_s}
+                       "quality": quality, "quantize_seconds": quant_s, "measured": run["date"], "autoq_commit": run["autoq_commit"]}
                 rows.append(row)
                 print(f"{wl.name:<18} {fmt:<15} {method:<15} rel.err {row['rel_layer_error']:7.3f}  "
                       f"better {row['layers_better_than_rtn']:>3}/{len(ratios)}  quality {quality:.4f}  ({quant_s:.0f} s)", flush=True)
         rows.append({"model": wl.name, "format": "fp32", "method": "none", "quality": reference, "eval_seconds": eval_s, "metric": wl.metric,
                      "adaround": {"iters": ada.iters, "max_rows": ada.max_rows, "lr": ada.lr, "lam": ada.lam}})
         del wl, calib, held
-    meta = {"machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads", "torch": torch.__version__}
-    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"meta": meta, "rows": rows}, indent=1))
+    out = Path(args.out)
+    kept, meta = _earlier(out, {(r["model"], r["format"], r["method"]) for r in rows})
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"meta": {**meta, **run}, "rows": kept + rows}, indent=1))
     print(f"\n{'model':<18} {'format':<15} {'method':<15} {'rel.err':>8} {'quality':>8}")
     for r in rows:
         print(f"{r['model']:<18} {r['format']:<15} {r['method']:<15} {r.get('rel_layer_error', float('nan')):>8.3f} {r['quality']:>8.4f}")

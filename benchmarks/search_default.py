@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from provenance import OUT_HELP, provenance
 
 from autoq.builtin import load_workload
 from autoq.cost import CostModel
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--budget", default="4.5bits")
     parser.add_argument("--n-trials", type=int, default=100)
     parser.add_argument("--sampler", default="tpe")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "search_default.json"))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "search_default.json"), help=OUT_HELP)
     args = parser.parse_args()
 
     workload = load_workload(args.model)
@@ -45,11 +45,11 @@ def main() -> None:
     cache = QuantCache(workload.model)
     cost_model: CostModel = problem.cost_model
     uniform_rows = []
-    for assignment in problem.space.uniform_assignments():
+    for label, assignment in problem.space.uniform_by_label().items():
         with cache.apply(assignment) as model:
             quality = workload.evaluate(model)
         cost = cost_model.cost(assignment)
-        uniform_rows.append({"point": "uniform " + next(iter(assignment.values())).name, "quality": quality, "effective_bits": cost.effective_bits, "size_bytes": cost.size_bytes, "within_budget": problem.budget.violation(cost) <= 0})
+        uniform_rows.append({"point": f"uniform {label}", "quality": quality, "effective_bits": cost.effective_bits, "size_bytes": cost.size_bytes, "within_budget": problem.budget.violation(cost) <= 0})
     uniform_rows.sort(key=lambda r: r["effective_bits"])
 
     frontier_rows = [{"point": f"frontier trial {p.trial}" + (" (uniform)" if p.uniform else ""), "quality": p.quality, "effective_bits": p.effective_bits, "size_bytes": p.size_bytes, "within_budget": True} for p in result.frontier]
@@ -71,7 +71,7 @@ def main() -> None:
         "seconds_per_trial": per_trial,
         "eval_pass_seconds": result.eval_seconds,
         "trial_over_eval_pass": per_trial / result.eval_seconds,
-        "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads",
+        **provenance(),
         "torch": torch.__version__,
     }
 

@@ -8,19 +8,18 @@ uniform baselines and random budget-filling mixes, then TPE). ``full`` runs twic
 default cap of 16 uniform baselines and with all 43 (``max_uniform_seeds=None``). Prints the best
 point within the budget of each and writes JSON to ``benchmarks/results/search_full.json``.
 
-    python benchmarks/search_full.py [--n-trials 50] [--budget 4.5bits] [--n-eval 128]
+    python benchmarks/search_full.py [--n-trials 50] [--budget 4.5bits] [--n-eval 64]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from pathlib import Path
 
-import torch
+from provenance import OUT_HELP, provenance
 
 from autoq.builtin.huggingface import minilm_workload
 from autoq.engine import SearchConfig, run_search
@@ -42,7 +41,7 @@ def main() -> None:
     parser.add_argument("--n-trials", type=int, default=50)
     parser.add_argument("--budget", default="4.5bits")
     parser.add_argument("--n-eval", type=int, default=64, help="held-out sentences per evaluation (small: 2-core CPU)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "search_full.json"))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "search_full.json"), help=OUT_HELP)
     args = parser.parse_args()
     workload = minilm_workload(n_eval=args.n_eval)
     rows = []
@@ -68,7 +67,7 @@ def main() -> None:
     full = next(r for r in rows if r["space"] == "full")
     summary = {"model": workload.name, "metric": workload.metric, "budget": args.budget, "n_trials": args.n_trials,
                "full_best": full["best_quality"], "best_bits_only": baseline, "full_at_least_as_good": full["best_quality"] >= baseline,
-               "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"}
+               **provenance()}
     print(f"\n{'space':<16} {'trials':>6} {'uniform':>7} {'best quality':>12} {'eff.bits':>8} {'seconds':>7}  best point")
     for r in rows:
         print(f"{r['space']:<16} {r['n_trials']:>6} {r['n_uniform']:>7} {r['best_quality']:>12.4f} {r['best_effective_bits']:>8.3f} "

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -25,6 +24,7 @@ import time
 from pathlib import Path
 
 import torch
+from provenance import OUT_HELP, provenance
 from scipy.stats import spearmanr
 
 from autoq.builtin import load_workload
@@ -71,7 +71,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--metrics", default=",".join(metric_names()))
     parser.add_argument("--timed", default=",".join(TIMED), help="metrics run (and timed) through the CLI in a fresh process; '' for none")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sensitivity_ranking.json"))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sensitivity_ranking.json"), help=OUT_HELP)
     args = parser.parse_args()
 
     workload = load_workload("minilm")
@@ -106,7 +106,7 @@ def main() -> None:
         print(f"| {row['metric']} | {row['spearman']:+.3f} | {row['seconds']:.0f} | {wall} |")
     result = {
         "model": workload.name, "options": OPTIONS, "drops": drops, "layers": space.names, "drop_seconds": drop_seconds, "rows": rows,
-        "cli_timings": timings, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores, {torch.get_num_threads()} torch threads",
+        "cli_timings": timings, **provenance(),
         "torch": torch.__version__,
     }
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

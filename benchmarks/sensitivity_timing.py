@@ -13,17 +13,17 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 from pathlib import Path
 
+from provenance import OUT_HELP, provenance
 from sensitivity_ranking import time_cli
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--metrics", default="kl,hessian")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sensitivity_timing.json"))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sensitivity_timing.json"), help=OUT_HELP)
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -36,7 +36,7 @@ def main() -> None:
     print("\n| `autoq sensitivity --metric` | wall seconds (cold) | of which computing | load average before/after |\n|---|---:|---:|---:|")
     for r in rows:
         print(f"| {r['metric']} | {r['wall_seconds']:.0f} | {r['compute_seconds']:.0f} | {r['load_avg_before']:.1f} / {r['load_avg_after']:.1f} |")
-    Path(args.out).write_text(json.dumps({"model": "all-MiniLM-L6-v2", "rows": rows, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores"}, indent=1))
+    Path(args.out).write_text(json.dumps({"model": "all-MiniLM-L6-v2", "rows": rows, **provenance()}, indent=1))
     print(f"wrote {args.out}")
 
 

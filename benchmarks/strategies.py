@@ -2,7 +2,7 @@
 
 Rows: uniform (every uniform assignment within the budget), random search (random
 choices repaired into the budget), ILP alone (budget sweep + noisy-score solves),
-unseeded Optuna (today's default: uniform baselines, random budget-filling mixes,
+unseeded Optuna (the default before searches seeded from fisher: uniform baselines, random budget-filling mixes,
 then multivariate TPE) and seeded Optuna (uniform baselines, raise, ILP and greedy
 seeds from a sensitivity table, then the same TPE). Each strategy gets the same number of
 evaluated trials (over-budget proposals are not evaluated, as in ``autoq search``).
@@ -21,13 +21,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import time
 from dataclasses import replace
 from pathlib import Path
 
 import torch
+from provenance import OUT_HELP, provenance
 
 from autoq.builtin import load_workload
 from autoq.choice import Assignment
@@ -146,7 +145,7 @@ def main() -> None:
 def _main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="minilm,smollm2")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "strategies.json"))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "strategies.json"), help=OUT_HELP)
     args = parser.parse_args()
     start = time.perf_counter()
     rows = [row for name in args.models.split(",") for row in bench_model(name)]
@@ -159,7 +158,7 @@ def _main() -> None:
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps({
         "rows": kept + rows, "setups": {k: {"budgets": v[0], "trials": v[1], "seed_metric": v[2], "space": Path(v[3]).name} for k, v in SETUPS.items()},
-        "seconds": time.perf_counter() - start, "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "seconds": time.perf_counter() - start, **provenance(),
         "torch": torch.__version__,
     }, indent=1))
     print(f"wrote {out}")

@@ -19,13 +19,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import tempfile
 import time
 from pathlib import Path
 
 import optuna
 import torch
+from provenance import OUT_HELP, provenance
 
 from autoq.builtin import load_workload
 from autoq.engine import SearchConfig, run_search
@@ -47,7 +47,7 @@ def main() -> None:
     parser.add_argument("--n-trials", type=int, default=20)
     parser.add_argument("--configs", default="optuna:1,ray:1,ray:2", help="BACKEND:WORKERS, comma-separated")
     parser.add_argument("--repeats", type=int, default=2, help="rounds over the configs, interleaved; the table keeps each config's fastest round")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "throughput.json"))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "throughput.json"), help=OUT_HELP)
     args = parser.parse_args()
 
     workload = load_workload(args.model)
@@ -84,7 +84,7 @@ def main() -> None:
         print(f"{r['backend']:<8} {r['workers']:>7} {r['n_trials']:>6} {r['wall_seconds']:>7.1f} {r['trials_per_min_end_to_end']:>24.1f} {steady:>20}")
     out = {
         "model": workload.name, "budget": args.budget, "metric": workload.metric, "rows": rows, "all_runs": runs,
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads in the driver",
+        **provenance(),
         "note": "rows: each config's fastest round. Ray workers get 1 CPU each (torch uses 1 thread per worker); the optuna backend evaluates "
                 "in one process with all torch threads. The machine is shared: see the load averages in all_runs.",
         "torch": torch.__version__,

@@ -13,11 +13,10 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import time
 from pathlib import Path
 
-import torch
+from provenance import OUT_HELP, provenance
 
 from autoq.builtin.smollm2 import perplexity, smollm2_workload
 from autoq.choice import Assignment, LayerChoice
@@ -39,7 +38,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--n-eval-tokens", type=int, default=2048)
     parser.add_argument("--n-calibration-tokens", type=int, default=2048)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "w8a8_smoothquant.json"))
+    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "w8a8_smoothquant.json"), help=OUT_HELP)
     args = parser.parse_args()
     wl = smollm2_workload(n_calibration_tokens=args.n_calibration_tokens, n_eval_tokens=args.n_eval_tokens)
     layers = find_layers(wl.model, wl.skip)
@@ -61,7 +60,7 @@ def main() -> None:
     summary = {"model": wl.name, "best_smoothquant": smooth["choice"], "n_eval_tokens": args.n_eval_tokens, "reference_perplexity": reference,
                "smoothquant_a8_tensor_within_5pct": smooth["increase"] <= 0.05,
                "plain_a8_tensor_worse": plain["perplexity"] > smooth["perplexity"],
-               "machine": f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads"}
+               **provenance()}
     print(f"\n{smooth['choice']}: {100 * smooth['increase']:+.1f}% perplexity (within 5%: {summary['smoothquant_a8_tensor_within_5pct']}); "
           f"plain W8A8 per-tensor: {100 * plain['increase']:+.1f}%")
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

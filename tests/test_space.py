@@ -339,3 +339,17 @@ def test_invalid_pin_regex_is_a_clear_error():
     model = nn.Sequential(nn.Linear(16, 8))
     with pytest.raises(AutoqError, match="invalid pin pattern"):
         SearchSpace.build(load_preset("default"), find_layers(model), {"(": "fp16"})
+
+
+def test_uniform_assignments_are_named_by_the_option_they_give_every_layer():
+    """On digits-cnn the first layer (64 inputs) takes g128 as per channel: naming a baseline by that layer's choice
+    labelled the g128 baselines 'int4-ch-asym' beside the real per-channel ones (benchmarks/search_default.py)."""
+    from autoq.builtin import load_workload
+    from autoq.engine.runner import SearchConfig, prepare
+
+    space = prepare(load_workload("digits-cnn"), SearchConfig(budget="8bits", tracking_uri=None)).space
+    by_label = space.uniform_by_label()
+    assert list(by_label.values()) == space.uniform_assignments()
+    g128 = by_label["int4-g128-asym:rtn-mse"]
+    assert next(iter(g128.values())).name == "int4-ch-asym:rtn-mse" != "int4-g128-asym:rtn-mse"  # the first layer's own
+    assert g128 != by_label["int4-ch-asym:rtn-mse"]

@@ -1,0 +1,49 @@
+"""Where and when a benchmark ran, for its JSON: the CPU by name (``platform.processor()`` is empty on Linux, so
+results said only "x86_64"), the date, autoq's commit, and the versions that move its numbers."""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import subprocess
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def cpu_name() -> str:
+    """The CPU's model name (``/proc/cpuinfo`` on Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def commit() -> str:
+    """autoq's git commit (``+dirty`` with uncommitted changes), or ``unknown`` outside a checkout."""
+    try:
+        head = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head + ("+dirty" if dirty else "")
+
+
+def provenance() -> dict[str, str]:
+    """The fields every CPU benchmark's JSON carries about its run."""
+    return {
+        "machine": f"{cpu_name()} ({platform.machine()}), {os.cpu_count()} CPUs, {torch.get_num_threads()} torch threads",
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "autoq_commit": commit(),
+        "torch": torch.__version__,
+        "python": platform.python_version(),
+    }
+
+
+OUT_HELP = "JSON file (default: the committed result in benchmarks/results/; give another path for a trial run)"
