@@ -38,13 +38,14 @@ def lp_search_range(
     lo0, hi0 = grouped.amin(dim=1), grouped.amax(dim=1)
     best_err = torch.full_like(lo0, float("inf"))
     best_lo, best_hi = lo0.clone(), hi0.clone()
+    buffer = torch.empty_like(grouped)  # every candidate's codes and error, computed in place
     for alpha in torch.linspace(1.0, 1.0 - max_shrink, grid).tolist():
         lo, hi = lo0 * alpha, hi0 * alpha
         scale, zero = params_from_range(lo, hi, spec)
-        codes = quantize_grouped(grouped, scale, zero, spec)
-        err = (scale.float()[:, None] * (codes - zero.float()[:, None]) - grouped).abs_().pow_(p)
+        codes = quantize_grouped(grouped, scale, zero, spec, out=buffer)
+        err = codes.sub_(zero.float()[:, None]).mul_(scale.float()[:, None]).sub_(grouped).abs_().pow_(p)
         if mask is not None:
-            err = err * mask
+            err.mul_(mask)
         err = err.sum(dim=1)
         better = err < best_err
         best_err = torch.where(better, err, best_err)
