@@ -55,10 +55,10 @@ _METRICS: Registry[MetricInfo] = Registry(
 
 def register_metric(name: str, description: str, steps: str = "layers", **defaults: Any) -> Callable[[MetricFn], MetricFn]:
     """Decorator: make a metric available under ``name`` with default ``settings``."""
-    _METRICS.check(name)
+    add = _METRICS.decorator(name, lambda fn: MetricInfo(name, fn, MappingProxyType(dict(defaults)), description, steps))  # checks the name
     if name.lower().endswith((".json", ".csv")):
         raise ValueError(f"cannot register sensitivity metric {name!r}: --seed-from reads a name ending in .json or .csv as a table file")
-    return _METRICS.decorator(name, lambda fn: MetricInfo(name, fn, MappingProxyType(dict(defaults)), description, steps))
+    return add
 
 
 def get_metric(name: str) -> MetricInfo:

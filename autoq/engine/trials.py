@@ -124,9 +124,13 @@ class TrialBook:
         return len(self.points) + self.n_failed
 
     def done(self) -> bool:
-        if self.exhausted and not self.in_flight:  # asked again: a trial that failed since may have been queued for a retry
-            self.exhausted = bool(getattr(self.strategy, "exhausted", False))
-        return self.n_done >= self.n_trials or (self.exhausted and not self.in_flight)
+        if self.n_done >= self.n_trials:
+            return True
+        if self.in_flight or not self.exhausted:
+            return False
+        # the strategy had run out: asked again, since a trial that failed may have been queued for a retry
+        self.exhausted = bool(getattr(self.strategy, "exhausted", False))
+        return self.exhausted
 
     def wanted(self) -> int:
         """How many more proposals should be handed out now (in-flight ones count as done)."""

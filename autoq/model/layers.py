@@ -281,7 +281,7 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
         raise AutoqError(f"the model has no layer named {name!r}") from None
 
 
-FP16_MAX = 65504.0
+FP16_MAX = torch.finfo(torch.float16).max  # 65504
 
 
 def check_finite_weights(model: nn.Module, layers: Iterable[LayerInfo]) -> None:
