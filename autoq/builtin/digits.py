@@ -5,6 +5,11 @@ Quality is classification accuracy on a fixed held-out quarter of the data set.
 
 from __future__ import annotations
 
+import os
+import pickle
+import sys
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -67,13 +72,10 @@ class Accuracy:
 def digits_workload(batch_size: int = 128) -> Workload:
     x_train, y_train, x_test, y_test = digits_data()
     path = cache_dir() / f"{RECIPE}.pt"
-    if path.is_file():
-        with torch.device("meta"):  # no random initialization to overwrite (nor global RNG draws)
-            model = digits_cnn()
-        model.load_state_dict(torch.load(path, weights_only=True), assign=True)
-    else:
+    model = _cached(path)
+    if model is None:
         model = train_digits_cnn(x_train, y_train)
-        torch.save(model.state_dict(), path)
+        _save_atomic(model, path)
     model.eval()
     return Workload(
         name="digits-cnn",
@@ -83,3 +85,29 @@ def digits_workload(batch_size: int = 128) -> Workload:
         metric=f"top-1 accuracy on {len(y_test)} held-out scikit-learn digits",
         data_fingerprint=RECIPE,
     )
+
+
+def _cached(path: Path) -> nn.Module | None:
+    """The CNN stored at ``path``, or ``None`` where there is none or it cannot be read (then trained again: a file cut
+    short, by a kill or a full disk, failed every later run with torch's "failed finding central directory")."""
+    if not path.is_file():
+        return None
+    with torch.device("meta"):  # no random initialization to overwrite (nor global RNG draws)
+        model = digits_cnn()
+    try:
+        model.load_state_dict(torch.load(path, weights_only=True), assign=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        print(f"autoq: note: the cached digits-cnn at {path} cannot be read ({type(exc).__name__}); training it again",
+              file=sys.stderr, flush=True)
+        return None
+    return model
+
+
+def _save_atomic(model: nn.Module, path: Path) -> None:
+    """Save beside ``path`` and rename over it: another process starting at the same time reads the whole file or none."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

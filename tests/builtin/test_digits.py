@@ -33,3 +33,20 @@ def test_building_it_leaves_the_callers_random_state():
     assert torch.equal(torch.get_rng_state(), state)
     for a, b in zip(first.state_dict().values(), second.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_a_cache_file_cut_short_is_trained_again_and_written_whole(tmp_path, monkeypatch, capsys):
+    """A cached CNN cut short (a kill during the save, a full disk) failed every later run with torch's "failed finding
+    central directory", naming no file; the save wrote straight to the cached path, so a process starting meanwhile
+    could read half of it."""
+    good = Path(os.environ["AUTOQ_CACHE_DIR"]) / f"{RECIPE}.pt"
+    digits_workload()  # the session's cached CNN
+    monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path))
+    path = tmp_path / f"{RECIPE}.pt"
+    path.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    workload = digits_workload()
+    err = capsys.readouterr().err
+    assert f"the cached digits-cnn at {path} cannot be read" in err and "training it again" in err
+    assert workload.evaluate(workload.model) > 0.95
+    assert torch.load(path, weights_only=True).keys() == workload.model.state_dict().keys()  # whole again
+    assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left beside it
