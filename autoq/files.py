@@ -1,8 +1,11 @@
-"""Files: `write_text_atomic` (a file written whole or not at all) and `make_folder` (an output folder, made up front)."""
+"""Files: `write_text_atomic` (a file written whole or not at all), `make_folder` (an output folder, made up front) and
+`folder_lock` (one process at a time, on this machine, in a step over a folder's databases)."""
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator
 from pathlib import Path
 
 from autoq.errors import AutoqError
@@ -33,3 +36,29 @@ def make_folder(path: str | Path, what: str) -> Path:
     if not os.access(path, os.W_OK):
         raise AutoqError(f"the {what} folder {str(path)!r} is not writable; pass a folder you can write to")
     return path
+
+
+@contextlib.contextmanager
+def folder_lock(folder: str | Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``folder`` (made if missing) for the block: a second process on this machine waits.
+
+    It is ``flock`` on the folder itself, so no lock file is left beside the user's databases; where there is none
+    (Windows) or the filesystem refuses it (some network mounts), the block runs unlocked. Not reentrant: a block must
+    not take the same folder's lock again (it would wait for itself).
+    """
+    try:
+        import fcntl
+    except ImportError:
+        yield
+        return
+    folder = Path(folder).absolute()
+    folder.mkdir(parents=True, exist_ok=True)
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        except OSError:
+            pass  # no flock here: unlocked, as before there was a lock
+        yield
+    finally:
+        os.close(fd)  # and with it the lock

@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 from collections import Counter
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -28,7 +26,9 @@ from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.engine.ray_session import cluster_address, ray_options_set
 from autoq.engine.result import Point
+from autoq.engine.sessions import SESSION_ATTR, claim, dead_here, live_owner, storage_lock
 from autoq.engine.strategy import sampler_name
+from autoq.engine.study_names import SETTINGS_ATTR
 from autoq.engine.trials import make_point
 from autoq.errors import AutoqError
 from autoq.space import SearchSpace
@@ -40,10 +40,8 @@ if TYPE_CHECKING:
 
 BACKENDS = ("optuna", "ray")
 RAY_UNIT = 1e-4  # Ray's smallest share of a CPU or GPU: a trial asking for less failed late, after the study was written
-SETTINGS_ATTR = "autoq.settings"  # study user attribute: what defines the search, checked on resume
 INTERRUPTED_ATTR = "autoq.interrupted"
 WALL_ATTR = "autoq.wall_seconds"  # study user attribute: wall time of the sessions so far (a resume adds its own)
-SESSION_ATTR = "autoq.session"  # study user attribute: the host and process of the session running it now, or last
 _MUST_MATCH = ("model", "budget", "space", "sampler", "strategy", "seed_from", "seed", "skip", "pins", "device", "batch", "sequential",
                "max_uniform_seeds", "data_fingerprint", "experiment")  # another experiment would get a second parent run
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
@@ -137,7 +135,7 @@ def remember_settings(storage: str | None, study_name: str, settings: dict[str, 
     if storage is not None:
         study = load_study(storage, study_name)
         study.set_user_attr(SETTINGS_ATTR, settings)
-        study.set_user_attr(SESSION_ATTR, _this_session())
+        claim(study)
 
 
 def remember_n_trials(storage: str, study_name: str, n_trials: int) -> None:
@@ -149,36 +147,14 @@ def remember_n_trials(storage: str, study_name: str, n_trials: int) -> None:
         study.set_user_attr(SETTINGS_ATTR, {**settings, "n_trials": n_trials})
 
 
-def _this_session() -> dict[str, Any]:
-    return {"host": socket.gethostname(), "pid": os.getpid()}
-
-
 def _check_not_running(study: optuna.Study, study_name: str) -> None:
     """Refuse to resume a search that a live process on this machine still runs: the resume would fail its running
     trial under it (and that process would then die, telling a trial already finished). On another host it cannot be
     told; the process that last ran it is named in the study's ``autoq.session`` attribute."""
-    session = study.user_attrs.get(SESSION_ATTR)
-    if not isinstance(session, dict) or session.get("host") != socket.gethostname():
-        return
-    pid = session.get("pid")
-    if isinstance(pid, int) and pid != os.getpid() and _alive(pid):
+    pid = live_owner(study)
+    if pid is not None:
         raise AutoqError(f"search {study_name!r} is still running (process {pid} on this machine); let it finish, or stop it "
                          f"(Ctrl-C there, or kill {pid}), then resume")
-
-
-def _alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie, killed and not yet reaped by its parent, does not)."""
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True  # another user's process
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return True  # no /proc (macOS): alive, as far as can be told
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def add_wall_seconds(storage: str | None, study_name: str, seconds: float) -> float:
@@ -188,7 +164,10 @@ def add_wall_seconds(storage: str | None, study_name: str, seconds: float) -> fl
     from autoq.interrupts import deferred_interrupts
 
     with deferred_interrupts():  # a write cut in half would leave the SQLite file locked
-        study = load_study(storage, study_name)
+        try:
+            study = load_study(storage, study_name)
+        except AutoqError:  # deleted under the search (by hand): this session's time, and the search's own error goes on
+            return seconds
         total = float(study.user_attrs.get(WALL_ATTR, 0.0)) + seconds
         study.set_user_attr(WALL_ATTR, total)
     return total
@@ -216,11 +195,33 @@ def _same(key: str, stored: Any, given: Any) -> bool:
 def check_resumable(storage: str | None, study_name: str, settings: dict[str, Any], space: SearchSpace) -> int:
     """Check that ``settings`` match the stored search and that its trials fit ``space``, then reopen it;
     returns how many trials were interrupted. Everything is checked before the study or its MLflow run changes."""
-    study = load_study(storage, study_name)
-    stored = study.user_attrs.get(SETTINGS_ATTR)
-    if stored is None:
-        raise AutoqError(f"study {study_name!r} in {storage} was not started by autoq search; it cannot be resumed")
-    _check_not_running(study, study_name)
+    with storage_lock(storage):  # from reading who runs it to writing this process there: one resume at a time
+        study = load_study(storage, study_name)
+        _check_not_running(study, study_name)
+        stored = study.user_attrs.get(SETTINGS_ATTR)
+        if stored is None:
+            raise AutoqError(_never_started(study, study_name, storage))
+        _check_stored(study, study_name, settings, stored, space)
+        claim(study)
+    return _reopen(study, _options_by_name(space))
+
+
+def _never_started(study: optuna.Study, study_name: str, storage: str | None) -> str:
+    """Why a study without stored settings cannot be resumed: autoq did not start it, or its search was killed while it
+    set up (the sensitivity table, the seeds), before it stored them and before its first trial."""
+    session = study.user_attrs.get(SESSION_ATTR)
+    if not isinstance(session, dict):
+        return f"study {study_name!r} in {storage} was not started by autoq search; it cannot be resumed"
+    if dead_here(study):
+        return (f"search {study_name!r} has nothing to resume: its process was killed while it set up, before its first trial; "
+                "start it again with the same command (its empty study is taken over)")
+    return (f"search {study_name!r} has stored no settings yet: it is being set up on {session.get('host')} (process "
+            f"{session.get('pid')}), or was stopped there before its first trial; then start it again with another --study-name, "
+            f"or delete the empty study (optuna delete-study --study-name {study_name} --storage {storage})")
+
+
+def _check_stored(study: optuna.Study, study_name: str, settings: dict[str, Any], stored: dict[str, Any], space: SearchSpace) -> None:
+    """The stored settings are ``settings`` and every stored trial fits ``space``."""
     # a search nested in a run logs to that run's experiment, whatever experiment was named (autoq runs names the real one)
     keys = [key for key in _MUST_MATCH if not (key == "experiment" and stored.get("mlflow_parent_run_id"))]
     differ = [f"{key} {settings[key]!r} (stored: {stored.get(key)!r})" for key in keys if key in stored and not _same(key, stored[key], settings[key])]
@@ -229,8 +230,6 @@ def check_resumable(storage: str | None, study_name: str, settings: dict[str, An
     names = _options_by_name(space)
     for t in study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)):
         _check_fits(t.params, names, study_name, complete=not _interrupted(t))  # a kill may cut a trial's picks short
-    study.set_user_attr(SESSION_ATTR, _this_session())
-    return _reopen(study, names)
 
 
 def _interrupted(trial: optuna.trial.FrozenTrial) -> bool:

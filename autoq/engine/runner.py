@@ -8,6 +8,7 @@ search loses nothing that was done.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import numbers
 import shlex
@@ -39,8 +40,8 @@ from autoq.engine.resume import (
 )
 from autoq.engine.seeding import check_seed_from, data_driven_pairs, start_strategy
 from autoq.engine.strategies import strategy_factory
-from autoq.engine.strategy import sampler_factory, sampler_name
-from autoq.engine.study_names import default_study_name, removed_unless_finished
+from autoq.engine.strategy import sampler_factory, sampler_name, study_objectives
+from autoq.engine.study_names import default_study_name, new_study
 from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError, SearchInterrupted
 from autoq.evaluate import QuantCache, check_finite_batches
@@ -221,7 +222,10 @@ def _run_search(workload: Workload, config: SearchConfig, start: float) -> Searc
     n_retried = 0
     if config.resume:  # marks the interrupted trials failed and enqueues them again
         n_retried = check_resumable(storage, study_name, stored_settings(workload, config), space)
-    with removed_unless_finished(storage, study_name, new=not config.resume):  # cut short, it could be neither resumed nor reused
+        study = contextlib.nullcontext(study_name)
+    else:  # made now, before the seeds' work: a second search of this name is refused at once; cut short, it is deleted
+        study = new_study(storage, study_name, list(study_objectives(cost_model.latency_source is not None).values()), numbered=not config.study_name)
+    with study as study_name:
         strategy, seeds, uniform, seeded_from = start_strategy(workload, config, problem, study_name, storage)
         if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
             strategy.seed(seeds)

@@ -13,6 +13,7 @@ from typing import Any, Protocol
 import optuna
 
 from autoq.choice import Assignment
+from autoq.engine.study_names import is_claimed_here
 from autoq.errors import AutoqError
 from autoq.registry import Registry
 from autoq.space import SearchSpace
@@ -91,8 +92,10 @@ class OptunaStrategy:
                 load_if_exists=resume,  # resume: continue the stored study (see autoq.engine.resume)
             )
         except optuna.exceptions.DuplicatedStudyError:
-            raise AutoqError(f"a study named {study_name!r} already exists in {storage}; choose another name (--study-name, or "
-                             "study_name= in Python), or resume it (--resume NAME, resume=True)") from None
+            self.study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
+            if not is_claimed_here(self.study):  # the search made it for this process as it started (autoq.engine.study_names)
+                raise AutoqError(f"a study named {study_name!r} already exists in {storage}; choose another name (--study-name, or "
+                                 "study_name= in Python), or resume it (--resume NAME, resume=True)") from None
         self.n_objectives = _stored_objectives(self.study, objectives)
         with warnings.catch_warnings():  # experimental in Optuna, but what the dashboard shows
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)

@@ -1,9 +1,14 @@
-"""The Optuna study of a search: its default name, and its removal when the search stops before it is usable.
+"""The Optuna study of a search: its default name, its creation before any work, and its removal when the search stops
+before it is usable.
 
 A default name is the model, the budget and the time to the second; two searches started within one
 second (a pipeline looping over seeds) would share it, so a name the storage already holds gets
-``-2``, ``-3``, ... A study is usable (resumable) once its seeds and settings are stored: one cut
-short before that (Ctrl-C while seeding) could be neither resumed nor reused, so it is deleted.
+``-2``, ``-3``, ... The study is created as the search starts, before the sensitivity table and the seeds (minutes on
+a large model): the storage then refuses a second search of that name at once, and a default name taken meanwhile
+moves on to the next suffix. (Created only with the strategy, after that work, a second search's refusal deleted
+the first one's study, 2026-12-02.) A study is usable (resumable) once its seeds and settings are stored: one cut
+short before that (Ctrl-C while seeding) could be neither resumed nor reused, so it is deleted; one whose process was
+killed then is taken over by the next search of its name.
 """
 
 from __future__ import annotations
@@ -16,7 +21,11 @@ from datetime import datetime, timezone
 import optuna
 
 from autoq.budget import Budget
+from autoq.engine.sessions import claim, dead_here, is_ours, live_owner, storage_lock
+from autoq.errors import AutoqError
 from autoq.interrupts import deferred_interrupts
+
+SETTINGS_ATTR = "autoq.settings"  # study user attribute: what defines the search (stored once it is seeded)
 
 
 def default_study_name(model_name: str, budget: Budget, storage: str | None = None) -> str:
@@ -37,14 +46,61 @@ def _names(storage: str | None) -> list[str]:
 
 
 @contextmanager
-def removed_unless_finished(storage: str | None, study_name: str, new: bool) -> Iterator[None]:
-    """Delete the study ``study_name`` if the block, which creates (``new``) and seeds it, does not finish;
-    never a study that was there before it."""
-    existed = not new or study_name in _names(storage)
+def new_study(storage: str | None, study_name: str, directions: list[str], numbered: bool) -> Iterator[str]:
+    """Create the study of a new search, marked as this process's, and yield its name; delete it if the block (which
+    seeds it) does not finish. ``numbered``: the name is a default one, and if another search took it since, the next
+    free ``-N`` suffix is used. An in-memory search (``storage`` None) has nothing to claim."""
+    if storage is None:
+        yield study_name
+        return
+    name = _create(storage, study_name, directions, numbered)
     try:
-        yield
+        yield name
     except BaseException:
-        if storage is not None and not existed and study_name in _names(storage):
-            with deferred_interrupts():
-                optuna.delete_study(study_name=study_name, storage=storage)
+        with deferred_interrupts():
+            try:
+                optuna.delete_study(study_name=name, storage=storage)
+            except KeyError:
+                pass  # already gone
         raise
+
+
+def _create(storage: str, study_name: str, directions: list[str], numbered: bool) -> str:
+    for i in range(1, 1000):
+        name = study_name if i == 1 else f"{study_name}-{i}"
+        with storage_lock(storage):  # from finding the name free (or its study abandoned) to marking it this process's
+            try:
+                study = optuna.create_study(study_name=name, storage=storage, directions=directions)
+            except optuna.exceptions.DuplicatedStudyError:
+                study = optuna.load_study(study_name=name, storage=storage)
+                if not _abandoned(study):
+                    if numbered:
+                        continue
+                    raise AutoqError(_taken(study, name, storage)) from None
+                optuna.delete_study(study_name=name, storage=storage)
+                study = optuna.create_study(study_name=name, storage=storage, directions=directions)
+            claim(study)
+            return name
+    raise AutoqError(f"no free study name from {study_name!r} in {storage}; pass --study-name")
+
+
+def _abandoned(study: optuna.Study) -> bool:
+    """A study autoq created whose process, of this machine, was killed before it stored its settings or any trial."""
+    return SETTINGS_ATTR not in study.user_attrs and dead_here(study) and not study.get_trials(deepcopy=False)
+
+
+def _taken(study: optuna.Study, name: str, storage: str) -> str:
+    pid = live_owner(study)
+    if pid is not None and SETTINGS_ATTR not in study.user_attrs:
+        return (f"a search named {name!r} is starting in {storage} (process {pid} on this machine); choose another name "
+                "(--study-name, or study_name= in Python), or resume it once it has started (--resume NAME, resume=True)")
+    if pid is not None:
+        return (f"a search named {name!r} is running in {storage} (process {pid} on this machine); choose another name "
+                "(--study-name, or study_name= in Python)")
+    return (f"a study named {name!r} already exists in {storage}; choose another name (--study-name, or study_name= in Python), "
+            "or resume it (--resume NAME, resume=True)")
+
+
+def is_claimed_here(study: optuna.Study) -> bool:
+    """Whether ``study`` is one `new_study` made for this process, not yet seeded: the strategy takes it as it is."""
+    return SETTINGS_ATTR not in study.user_attrs and is_ours(study)

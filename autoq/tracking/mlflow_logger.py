@@ -13,13 +13,14 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autoq.choice import Assignment
 from autoq.engine.result import Point
 from autoq.errors import AutoqError
+from autoq.files import folder_lock
 from autoq.interrupts import deferred_interrupts
 from autoq.tracking.frontier_plot import save_frontier_plot
 from autoq.tracking.run_notes import NOTE_TAG, point_note, search_note
@@ -80,12 +81,15 @@ def tracking_client(uri: str) -> MlflowClient:
     from sqlalchemy.exc import SQLAlchemyError
 
     db = sqlite_path(uri)
-    new = db is not None and not db.exists()
     try:
         # a new SQLite store is built by migrations (seconds): a Ctrl-C among them would leave it half built for good, and
-        # two searches starting together would both migrate it (one died on the other's tables)
-        with _building(db) if new else contextlib.nullcontext(), deferred_interrupts() if new else contextlib.nullcontext():
-            return MlflowClient(tracking_uri=uri)
+        # two searches starting together would both migrate it (one died on the other's tables). Every opening takes the
+        # folder's lock, and only then asks whether the store is new: the file appears as soon as migrations begin, so a
+        # second process that asked first opened a store still being built (2026-12-02)
+        with folder_lock(db.parent) if db is not None else contextlib.nullcontext():
+            new = db is not None and not db.exists()
+            with deferred_interrupts() if new else contextlib.nullcontext():
+                return MlflowClient(tracking_uri=uri)
     except MlflowException as exc:
         reason = str(exc.message).split(". ")[0]
         raise AutoqError(f"MLflow cannot use the tracking URI {uri!r}: {reason}; use a database such as "
@@ -94,25 +98,6 @@ def tracking_client(uri: str) -> MlflowClient:
         what = f"the MLflow database {db}" if db is not None else f"the MLflow store {uri!r}"
         raise AutoqError(f"{what} cannot be opened ({type(exc).__name__}: {str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}); "
                          "a store whose creation was cut short stays broken: move it aside to start a new one") from None
-
-
-@contextlib.contextmanager
-def _building(db: Path) -> Iterator[None]:
-    """Hold an exclusive lock on the database's folder while a new SQLite store is made: a second process waits, then
-    opens the store the first one built (``flock`` on the folder; where there is none, as on Windows, no lock)."""
-    try:
-        import fcntl
-    except ImportError:
-        yield
-        return
-    folder = db.parent.absolute()
-    folder.mkdir(parents=True, exist_ok=True)
-    fd = os.open(folder, os.O_RDONLY)
-    try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
-        yield
-    finally:
-        os.close(fd)  # and with it the lock
 
 
 def check_sqlite_writable(uri: str, what: str) -> None:

@@ -1,0 +1,82 @@
+"""Which process runs a stored search, and one step at a time for the processes that would start or resume it.
+
+A study's ``autoq.session`` attribute names the host and process of the session running it now, or last. A live
+process on this machine is told from a dead one by its pid; on another host that cannot be told, and it is assumed
+not to run. Checking the attribute and then writing one's own are two store calls: `storage_lock` makes them one
+step for the processes of this machine (two resumes started together both ran the search, 2026-12-02).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import socket
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import optuna
+
+from autoq.files import folder_lock
+from autoq.tracking import sqlite_path
+
+SESSION_ATTR = "autoq.session"  # study user attribute: the host and process of the session running it now, or last
+
+
+def this_session() -> dict[str, Any]:
+    """This process, as ``autoq.session`` stores it."""
+    return {"host": socket.gethostname(), "pid": os.getpid()}
+
+
+def claim(study: optuna.Study) -> None:
+    """Mark ``study`` as run by this process."""
+    study.set_user_attr(SESSION_ATTR, this_session())
+
+
+def is_ours(study: optuna.Study) -> bool:
+    """Whether this process is the session ``study`` names."""
+    return study.user_attrs.get(SESSION_ATTR) == this_session()
+
+
+def live_owner(study: optuna.Study) -> int | None:
+    """The pid of another live process on this machine that runs ``study``; ``None`` where none does, or where the
+    session was on another host (not known)."""
+    session = study.user_attrs.get(SESSION_ATTR)
+    if not isinstance(session, dict) or session.get("host") != socket.gethostname():
+        return None
+    pid = session.get("pid")
+    return pid if isinstance(pid, int) and pid != os.getpid() and alive(pid) else None
+
+
+def dead_here(study: optuna.Study) -> bool:
+    """Whether the session ``study`` names was a process of this machine that is gone (killed): known to be stopped."""
+    session = study.user_attrs.get(SESSION_ATTR)
+    if not isinstance(session, dict) or session.get("host") != socket.gethostname():
+        return False
+    pid = session.get("pid")
+    return isinstance(pid, int) and pid != os.getpid() and not alive(pid)
+
+
+def alive(pid: int) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed and not yet reaped by its parent, does not)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return True  # no /proc (macOS): alive, as far as can be told
+    return stat.rpartition(")")[2].split()[0] != "Z"
+
+
+@contextlib.contextmanager
+def storage_lock(storage: str | None) -> Iterator[None]:
+    """One process of this machine at a time in the block, for a SQLite storage (the lock of its folder); other
+    storages, shared by hosts that a lock here cannot reach, run the block as it is. The block must not open an
+    MLflow store in the same folder (its opening takes that lock too)."""
+    db = sqlite_path(storage) if storage else None
+    with folder_lock(db.parent) if db is not None else contextlib.nullcontext():
+        yield

@@ -1,0 +1,184 @@
+"""Several processes on one study name: the name is taken as a search starts, before its set-up's work; a second
+search of it is refused at once and leaves the first's study alone; a study left empty by a killed set-up is taken
+over; a default name taken meanwhile moves on to the next suffix; two resumes are one at a time."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from types import SimpleNamespace
+
+import optuna
+import pytest
+
+import autoq
+from autoq.builtin import load_workload
+from autoq.engine.resume import check_resumable
+from autoq.engine.sessions import SESSION_ATTR, claim, storage_lock
+from autoq.engine.study_names import SETTINGS_ATTR, new_study
+from autoq.errors import AutoqError
+
+# a search of digits-cnn whose set-up (the sensitivity table) takes a minute: it holds its study name meanwhile
+SLOW_SETUP = """
+import sys, time
+import autoq.engine.seeding as seeding
+def slow(*args, **kwargs):
+    print("setting up", flush=True)
+    time.sleep(120)
+seeding.seed_table = slow
+import autoq
+autoq.search("digits-cnn", budget="4.5bits", n_trials=20, seed_from="fisher", tracking_uri=None, storage=sys.argv[1], study_name=sys.argv[2],
+             progress=False)
+"""
+DIRECTIONS = ["maximize", "minimize"]
+
+
+@pytest.fixture
+def digits():
+    return load_workload("digits-cnn")  # trained and cached before a subprocess needs it
+
+
+def _start(code: str, *args: str) -> subprocess.Popen:
+    proc = subprocess.Popen([sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    return proc
+
+
+def _wait_for(proc: subprocess.Popen, line: str, timeout: float = 120) -> None:
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        got = proc.stdout.readline()
+        if got.strip() == line:
+            return
+        if not got and proc.poll() is not None:
+            break
+    proc.kill()
+    raise AssertionError(f"no {line!r} from the subprocess: {proc.stderr.read()}")
+
+
+def test_a_second_search_of_a_name_being_set_up_is_refused_at_once_and_the_first_keeps_its_study(digits, tmp_path):
+    """The study was made only with the strategy, after the set-up's minutes: a second search of the name went through
+    its own set-up, failed on the first one's study, and then deleted it; the first died with "no search named"."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = _start(SLOW_SETUP, storage, "same")
+    try:
+        _wait_for(first, "setting up")
+        start = time.perf_counter()
+        with pytest.raises(AutoqError, match=f"a search named 'same' is starting in .* \\(process {first.pid} on this machine\\)"):
+            autoq.search("digits-cnn", budget="4.5bits", n_trials=2, tracking_uri=None, storage=storage, study_name="same", progress=False)
+        assert time.perf_counter() - start < 30  # refused before its own set-up, not after it
+        study = optuna.load_study(study_name="same", storage=storage)  # the first one's study is still there
+        assert study.user_attrs[SESSION_ATTR]["pid"] == first.pid
+        # its process killed while it set up, the empty study is taken over by the next search of that name
+        first.send_signal(signal.SIGKILL)
+        first.wait(timeout=30)
+        with pytest.raises(AutoqError, match="has nothing to resume: its process was killed while it set up.*same command"):
+            autoq.search("digits-cnn", budget="4.5bits", n_trials=2, tracking_uri=None, storage=storage, study_name="same", resume=True,
+                         progress=False)
+        result = autoq.search("digits-cnn", budget="4.5bits", n_trials=2, tracking_uri=None, storage=storage, study_name="same", progress=False)
+        assert result.study_name == "same" and len(result.points) == 2
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+
+
+def test_a_default_name_another_process_took_meanwhile_moves_on_to_the_next_suffix(digits, tmp_path):
+    """Two searches started in the same second picked the same free default name long before either made its study:
+    one was refused for a name it never gave, the other died on a study deleted under it."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    first = _start(SLOW_SETUP, storage, "autoq-digits-cnn-x")
+    try:
+        _wait_for(first, "setting up")
+        with new_study(storage, "autoq-digits-cnn-x", DIRECTIONS, numbered=True) as name:
+            assert name == "autoq-digits-cnn-x-2"
+        with pytest.raises(AutoqError, match="is starting"), new_study(storage, "autoq-digits-cnn-x", DIRECTIONS, numbered=False):
+            pass
+    finally:
+        first.kill()
+        first.wait(timeout=30)
+    assert sorted(optuna.get_all_study_names(storage)) == ["autoq-digits-cnn-x", "autoq-digits-cnn-x-2"]  # the refused one made none
+
+
+def test_a_study_autoq_did_not_make_is_neither_taken_over_nor_deleted(tmp_path):
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="theirs", storage=storage, directions=DIRECTIONS)
+    with pytest.raises(AutoqError, match="a study named 'theirs' already exists"), new_study(storage, "theirs", DIRECTIONS, numbered=False):
+        pass
+    assert optuna.get_all_study_names(storage) == ["theirs"]
+
+
+# a resume of study sys.argv[2] (no layers: nothing stored to check), once this prints "ready"
+RESUME = """
+import sys
+from types import SimpleNamespace
+from autoq.engine.resume import check_resumable
+print("ready", flush=True)
+try:
+    check_resumable(sys.argv[1], sys.argv[2], {}, SimpleNamespace(layers=[], options=[]))
+    print("resumed", flush=True)
+except Exception as exc:
+    print(f"refused: {exc}", flush=True)
+"""
+
+
+def test_a_resume_reads_who_runs_the_search_and_claims_it_in_one_step(tmp_path):
+    """Two resumes started together after a crash both read the dead process's session, then both wrote their own and
+    both ran the search (588 trials for 400). Here a resume starts while this process, as another resume would, holds
+    the storage between reading the session and writing its own: it waits, then sees this live process and refuses."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="crashed", storage=storage, directions=DIRECTIONS)
+    study.set_user_attr(SETTINGS_ATTR, {})
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    study.set_user_attr(SESSION_ATTR, {"host": os.uname().nodename, "pid": int(dead.stdout)})
+    with storage_lock(storage):
+        other = _start(RESUME, storage, "crashed")
+        _wait_for(other, "ready")
+        time.sleep(1.5)  # the other resume reaches its read of the session meanwhile
+        assert other.poll() is None  # it waits for the storage
+        claim(study)
+    out, err = other.communicate(timeout=60)
+    assert f"refused: search 'crashed' is still running (process {os.getpid()} on this machine)" in out, out + err
+    # alone, a resume of the crashed search goes on and claims it
+    study.set_user_attr(SESSION_ATTR, {"host": os.uname().nodename, "pid": int(dead.stdout)})
+    assert check_resumable(storage, "crashed", {}, SimpleNamespace(layers=[], options=[])) == 0
+    assert optuna.load_study(study_name="crashed", storage=storage).user_attrs[SESSION_ATTR]["pid"] == os.getpid()
+
+
+OPEN_STORE = """
+import sys
+from autoq.tracking import tracking_client
+print("ready", flush=True)
+tracking_client(sys.argv[1])
+print("opened", flush=True)
+"""
+
+
+def test_opening_an_mlflow_store_waits_while_another_process_builds_it(tmp_path, mlflow_uri):
+    """The folder was locked only when the database file was missing, asked before locking: the file appears as the
+    first process begins its migrations, and a second one opened the half-built store ('table ... already exists',
+    alembic's 'expected to match one row'). Here this process holds the lock as a builder would, the file present."""
+    from autoq.files import folder_lock
+    from autoq.tracking import sqlite_path
+
+    db = sqlite_path(mlflow_uri)
+    assert db.is_file()
+    with folder_lock(db.parent):
+        other = _start(OPEN_STORE, mlflow_uri)
+        _wait_for(other, "ready")
+        time.sleep(3)
+        assert other.poll() is None  # waits for the builder
+    out, err = other.communicate(timeout=120)
+    assert "opened" in out, err
+
+
+def test_the_wall_time_of_a_search_whose_study_was_deleted_under_it_is_this_sessions(tmp_path):
+    """Its store call raised inside the search's clean-up, hiding the search's own error and leaving the MLflow run
+    RUNNING."""
+    from autoq.engine.resume import add_wall_seconds
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="other", storage=storage)
+    assert add_wall_seconds(storage, "gone", 3.5) == 3.5
