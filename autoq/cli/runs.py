@@ -71,6 +71,7 @@ def run_list(args: argparse.Namespace) -> int:
 def run_pareto(args: argparse.Namespace) -> int:
     from autoq.engine import format_summary
     from autoq.engine.result import SearchResult
+    from autoq.engine.sessions import running_pid
     from autoq.errors import AutoqError
     from autoq.tracking.runs import find_search
 
@@ -85,7 +86,10 @@ def run_pareto(args: argparse.Namespace) -> int:
     if not result.points:
         raise AutoqError(f"search {args.name!r} has no finished trial yet")
     status = client.get_run(run_id).info.status
-    if status != "FINISHED":  # killed (kill -9 leaves it RUNNING), failed, or still running
+    pid = running_pid(result.storage, result.study_name)
+    if pid is not None:
+        print(f"Search {result.study_name!r} is still running (process {pid} on this machine): the trials it finished so far.")
+    elif status != "FINISHED":  # killed (kill -9 leaves it RUNNING), failed, or still running on another machine
         print(f"Search {result.study_name!r} did not finish (MLflow status {status}): the trials it finished so far.")
     # a search stopped by Ctrl-C or SIGTERM (KILLED) logged the frontier of the trials it finished; kill -9 logged none
     logged = status == "FINISHED" or any(a.path == "frontier.csv" for a in client.list_artifacts(run_id))

@@ -80,3 +80,17 @@ def storage_lock(storage: str | None) -> Iterator[None]:
     db = sqlite_path(storage) if storage else None
     with folder_lock(db.parent) if db is not None else contextlib.nullcontext():
         yield
+
+
+def running_pid(storage: str | None, study_name: str | None) -> int | None:
+    """The pid of a live process on this machine that runs the stored search ``study_name``, else ``None`` (also where
+    its storage or study cannot be read: a store that is gone is not made, as opening it would)."""
+    if not storage or not study_name:
+        return None
+    db = sqlite_path(storage)
+    if db is not None and not db.is_file():
+        return None
+    try:
+        return live_owner(optuna.load_study(study_name=study_name, storage=storage))
+    except Exception:  # noqa: BLE001 - no such study, a server that does not answer: not known to run
+        return None

@@ -69,8 +69,8 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
     lines.append(f"{_count(len(result.points), 'trial')} in {result.wall_seconds:.0f} s{one_pass}" + (f"; {'; '.join(extra)}." if extra else "."))
     lines.append("")
     if result.tracking_uri and not finished:
-        lines.append(f"MLflow: parent run {result.parent_run_id} in {result.tracking_uri}: the search did not finish, so it holds no "
-                     f"frontier files yet (autoq search --resume {shlex.quote(result.study_name)} writes them).")
+        lines.append(f"MLflow: parent run {result.parent_run_id} in {result.tracking_uri}: the search has not finished, so it holds no "
+                     f"frontier files yet (it writes them as it ends; if it was killed, autoq search --resume {shlex.quote(result.study_name)} does).")
         lines.append(f"  Open it:  mlflow ui --backend-store-uri {shlex.quote(result.tracking_uri)}")
         lines.append(f"  Export the best point:  {export_command(best.run_id, result.tracking_uri)}   (its trial's run)")
     elif result.tracking_uri:

@@ -117,24 +117,38 @@ def _assignment(client, run) -> tuple[Assignment, str]:
         except (MlflowException, OSError):
             if is_search and run.info.status != "FINISHED":  # killed outright (kill -9): it logged no frontier
                 raise AutoqError(f"search run {run_id!r} did not finish (MLflow status {run.info.status}) and logged no frontier; "
-                                 f"{_resume_hint(run)} to log one, or export one of its trial runs") from None
+                                 f"{_resume_hint(run)}, or export one of its trial runs") from None
             raise AutoqError(f"MLflow run {run_id!r} has no {artifact}; is it an autoq trial or search run?") from None
         text = path.read_text()
+    try:
+        parsed = json.loads(text)
+    except json.JSONDecodeError as exc:  # cut short: the search was writing it (MLflow copies an artifact in place)
+        raise AutoqError(f"the {artifact} of MLflow run {run_id!r} cannot be read ({exc}); if its search is still writing it, "
+                         "try again in a moment") from None
     if not is_search:
         trial = run.data.tags.get("autoq.trial", "?")
         return Assignment.from_json(text), f"trial {trial} (run {run_id})"
-    frontier = json.loads(text)
-    if not frontier:
+    if not parsed:
         raise AutoqError(f"search run {run_id!r} has no finished trial yet (its frontier is empty); {_resume_hint(run)} "
                          "and export a point of its frontier then")
     from autoq.engine.result import best_rank
 
-    best = max(frontier, key=lambda p: best_rank(p["quality"], p["effective_bits"], p.get("latency_ms"), p["trial"]))  # as result.best
-    return Assignment.from_json(json.dumps(best["assignment"])), f"the best frontier point, trial {best['trial']}, of search run {run_id}"
+    best = max(parsed, key=lambda p: best_rank(p["quality"], p["effective_bits"], p.get("latency_ms"), p["trial"]))  # as result.best
+    what = f"the best frontier point, trial {best['trial']}, of search run {run_id}"
+    if run.info.status == "RUNNING":  # a resumed search: its frontier is the one its last session logged as it ended
+        what += " (as its last finished session logged it: the search is running again, or was killed, and may find better)"
+    return Assignment.from_json(json.dumps(best["assignment"])), what
 
 
 def _resume_hint(run) -> str:
+    """What to do about a search run that has not finished: wait for the live process that runs it, or resume it (a
+    resume is refused while the search runs, so advising one then was wrong)."""
+    from autoq.engine.sessions import running_pid
     from autoq.tracking.mlflow_logger import STUDY_TAG
 
     study = run.data.tags.get(STUDY_TAG)
-    return f"resume the search (autoq search --resume {study or 'STUDY_NAME'})"
+    pid = running_pid(run.data.params.get("optuna_storage"), study)
+    if pid is not None:
+        return f"it is still running (process {pid} on this machine): wait for it to finish"
+    elsewhere = " (unless it still runs on another machine)" if run.info.status == "RUNNING" else ""
+    return f"resume the search{elsewhere} (autoq search --resume {study or 'STUDY_NAME'})"

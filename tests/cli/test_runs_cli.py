@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import shlex
+import socket
+import subprocess
+import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import autoq
 from autoq.cli import main
+from autoq.engine.sessions import SESSION_ATTR
 
 
 def test_runs_lists_and_pareto_prints_the_frontier(tmp_path, mlflow_uri, capsys):
@@ -97,6 +101,15 @@ def test_pareto_of_a_search_that_did_not_finish_says_so_and_names_a_run_that_exp
     assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 0
     out = capsys.readouterr().out
     assert f"Search {result.study_name!r} did not finish (MLflow status RUNNING)" in out and "holds no frontier files yet" in out
+    assert "if it was killed, autoq search --resume" in out
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a live process runs it: it was not killed
+    try:
+        result.study().set_user_attr(SESSION_ATTR, {"host": socket.gethostname(), "pid": alive.pid})
+        assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 0
+        assert f"Search {result.study_name!r} is still running (process {alive.pid} on this machine)" in capsys.readouterr().out
+    finally:
+        alive.kill()
+        alive.wait()
     assert f"--run-id {result.best.run_id}" in out and f"--run-id {result.parent_run_id}" not in out
     cut = format_summary(dataclasses.replace(result, reference_quality=float("nan"), eval_seconds=float("nan")), finished=False)
     assert "unquantized = not recorded" in cut and "nan" not in cut

@@ -177,7 +177,55 @@ def test_a_search_killed_before_its_frontier_names_the_resume(searched, tmp_path
     experiment = client.get_run(searched.parent_run_id).info.experiment_id
     run = client.create_run(experiment, tags={"autoq.kind": "search", "autoq.study": "killed-9"}).info.run_id
     err = _export_error(run, searched, tmp_path, capsys)
-    assert "did not finish (MLflow status RUNNING) and logged no frontier; resume the search (autoq search --resume killed-9)" in err
+    assert ("did not finish (MLflow status RUNNING) and logged no frontier; resume the search (unless it still runs on another "
+            "machine) (autoq search --resume killed-9)") in err
+
+
+def test_a_search_still_running_is_waited_for_not_resumed(searched, tmp_path, capsys):
+    """Exporting a search a live process runs advised resuming it, which autoq refuses while it runs; and a resumed
+    search's parent, running again with its last session's frontier.json, exported that point without a word."""
+    import subprocess
+    import sys
+
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    from autoq.engine.sessions import SESSION_ATTR
+
+    client = MlflowClient(searched.tracking_uri)
+    experiment = client.get_run(searched.parent_run_id).info.experiment_id
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="live", storage=storage, directions=["maximize", "minimize"])
+    run = client.create_run(experiment, tags={"autoq.kind": "search", "autoq.study": "live"}).info.run_id
+    client.log_param(run, "optuna_storage", storage)
+    alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        study.set_user_attr(SESSION_ATTR, {"host": __import__("socket").gethostname(), "pid": alive.pid})
+        err = _export_error(run, searched, tmp_path, capsys)
+        assert f"logged no frontier; it is still running (process {alive.pid} on this machine): wait for it to finish" in err
+    finally:
+        alive.kill()
+        alive.wait()
+    client.update_run(searched.parent_run_id, status="RUNNING")  # resumed: its frontier.json is its last session's
+    try:
+        out = tmp_path / "resumed"
+        assert main(["export", "--run-id", searched.parent_run_id, "--tracking-uri", searched.tracking_uri, "--out", str(out)]) == 0
+        assert "as its last finished session logged it: the search is running again" in capsys.readouterr().err
+    finally:
+        client.update_run(searched.parent_run_id, status="FINISHED")
+
+
+def test_an_artifact_cut_short_is_a_clear_error(searched, tmp_path, capsys):
+    """A frontier.json read while the search wrote it (MLflow copies an artifact in place) was a JSONDecodeError traceback."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(searched.tracking_uri)
+    experiment = client.get_run(searched.parent_run_id).info.experiment_id
+    run = client.create_run(experiment, tags={"autoq.kind": "search", "autoq.study": "cut"}).info.run_id
+    (tmp_path / "frontier.json").write_text('[{"trial": 1, "quality"')
+    client.log_artifact(run, str(tmp_path / "frontier.json"))
+    err = _export_error(run, searched, tmp_path, capsys)
+    assert f"the frontier.json of MLflow run {run!r} cannot be read" in err and "try again in a moment" in err
 
 
 def test_a_plugin_method_names_the_plugins_the_search_ran_with(searched, tmp_path, capsys):
