@@ -248,11 +248,13 @@ def _run_search(workload: Workload, config: SearchConfig, start: float) -> Searc
     book = TrialBook(strategy, cost_model, budget, uniform_set, config.n_trials, config.max_retries, tracker, bar, config.backend)
     if config.resume:
         book.restore(*finished_trials(storage, study_name, space, cost_model, uniform_set, tracker))
+        left = max(0, config.n_trials - len(book.points))
+        kept = (f"autoq: resuming {study_name!r}: {len(book.points)} finished trial(s) kept, {n_retried} interrupted one(s) to retry; "
+                + (f"{left} more to evaluate" if left else f"--n-trials {config.n_trials} are all done: nothing to evaluate"))
         if config.progress:
-            left = max(0, config.n_trials - len(book.points))
-            bar.write(f"autoq: resuming {study_name!r}: {len(book.points)} finished trial(s) kept, {n_retried} interrupted one(s) to "
-                      "retry; " + (f"{left} more to evaluate" if left else f"--n-trials {config.n_trials} are all done: nothing to evaluate"),
-                      file=sys.stderr)
+            bar.write(kept, file=sys.stderr)
+        else:  # a batch job's log says it too
+            print(kept, file=sys.stderr, flush=True)
     deadline = start + config.timeout if config.timeout is not None else None
     status, late_interrupt = "FAILED", False
     try:
@@ -266,6 +268,9 @@ def _run_search(workload: Workload, config: SearchConfig, start: float) -> Searc
         if book.exhausted and book.n_done < config.n_trials:
             print(f"autoq: the {config.strategy!r} strategy has no more distinct assignments to propose; the search ends after "
                   f"{book.n_done} of its {config.n_trials} trials", file=sys.stderr)
+        elif book.n_done < config.n_trials and deadline is not None and time.perf_counter() > deadline:  # it said nothing
+            print(f"autoq: --timeout {config.timeout:g} s ended the search after {book.n_done} of its {config.n_trials} trials"
+                  + _kept_and_how_to_continue(config, study_name, storage, tracker is not None, bool(workload.source)), file=sys.stderr)
     except KeyboardInterrupt as exc:
         status = "KILLED"
         raise SearchInterrupted(_interrupted_note(config, book, study_name, storage, tracker is not None, bool(workload.source))) from exc
@@ -303,12 +308,16 @@ def _run_search(workload: Workload, config: SearchConfig, start: float) -> Searc
 
 
 def _interrupted_note(config: SearchConfig, book: TrialBook, study_name: str, storage: str | None, tracked: bool, by_name: bool = True) -> str:
-    """What an interrupted search kept, and the command that continues it (the Python call alone for a model passed from
-    Python, ``by_name`` false: a command line cannot name it, and would load the default model to be refused)."""
-    done = f"{book.n_done} finished trial(s)"
+    """What an interrupted search kept, and the command that continues it."""
+    return f"interrupted after {book.n_done} finished trial(s)" + _kept_and_how_to_continue(config, study_name, storage, tracked, by_name)
+
+
+def _kept_and_how_to_continue(config: SearchConfig, study_name: str, storage: str | None, tracked: bool, by_name: bool = True) -> str:
+    """Where a search's finished trials are kept, and the command that continues it (the Python call alone for a model
+    passed from Python, ``by_name`` false: a command line cannot name it, and would load the default model to be refused)."""
     if storage is None:
         kept = "MLflow keeps them, but with --storage none it cannot be resumed" if tracked else "nothing keeps them (--storage none, --tracking-uri none)"
-        return f"interrupted after {done}; {kept}"
+        return f"; {kept}"
     options = [f"--storage {shlex.quote(storage)}"] if config.storage != "auto" else []
     if config.tracking_uri:  # absolute: the command finds the same store (and the storage beside it) from any folder
         options.insert(0, f"--tracking-uri {shlex.quote(absolute_uri(config.tracking_uri))}")
@@ -319,8 +328,8 @@ def _interrupted_note(config: SearchConfig, book: TrialBook, study_name: str, st
     where = "the Optuna study" + (" and MLflow" if tracked else "")
     python = f"the same call with resume=True, study_name={study_name!r}, n_trials={config.n_trials}"
     if not by_name:
-        return f"interrupted after {done}, kept in {where}; continue with {python} (and the same model and data)"
-    return f"interrupted after {done}, kept in {where}; continue with: {command}   (Python: {python})"
+        return f", kept in {where}; continue with {python} (and the same model and data)"
+    return f", kept in {where}; continue with: {command}   (Python: {python})"
 
 
 def _run_trials(workload: Workload, book: TrialBook, deadline: float | None, config: SearchConfig | None = None) -> None:

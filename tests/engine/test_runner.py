@@ -167,6 +167,29 @@ def test_a_skip_string_is_one_pattern_and_a_search_with_no_point_says_why():
         _ = empty.best
 
 
+def test_a_timeout_that_ends_the_search_says_so_and_how_to_go_on(digits, tmp_path, monkeypatch, capsys):
+    """A search stopped by --timeout printed only "N trials in S s", as if it had done what was asked. Each evaluation
+    here moves the clock on by 100 s, so a timeout of 150 s ends the search after its second trial."""
+    import time
+
+    from autoq.engine import runner
+
+    clock, real_clock, real_evaluate = {"offset": 0.0}, time.perf_counter, runner._evaluate
+
+    def evaluate(*args, **kwargs):
+        clock["offset"] += 100.0
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_evaluate", evaluate)
+    monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + clock["offset"])
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=10, timeout=150, tracking_uri=None, storage=storage, study_name="t",
+                          seed_from="none", progress=False)
+    assert len(result.points) == 2
+    err = capsys.readouterr().err
+    assert "--timeout 150 s ended the search after 2 of its 10 trials, kept in the Optuna study; continue with: autoq search --resume t" in err
+
+
 def test_same_seed_same_frontier(digits, mlflow_uri):
     def run():
         r = autoq.search("digits-cnn", budget="3.5bits", n_trials=12, seed=3, tracking_uri=None, storage=None, progress=False)
