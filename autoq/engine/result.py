@@ -121,6 +121,7 @@ class SearchResult:
     sequential: bool = False  # the search captured data-driven methods' statistics sequentially: apply does too
     calibration_digest: str = field(default="", compare=False)  # of the batches data-driven methods calibrated on ("" if none could)
     n_calibration: int = field(default=0, compare=False)  # how many batches that was
+    n_uniform: int | None = None  # uniform assignments within the budget the search counted as baselines (None: not recorded)
 
     def __post_init__(self) -> None:
         """Each point carries how it was searched, so that ``autoq.export(model, result.best, ...)`` checks the
@@ -139,6 +140,12 @@ class SearchResult:
     @property
     def uniform_points(self) -> list[Point]:
         return [p for p in self.points if p.uniform]
+
+    @property
+    def uniform_coverage(self) -> tuple[int, int | None]:
+        """(distinct uniform assignments evaluated, those within the budget): where fewer were evaluated (a strategy that
+        proposes its own, fewer trials than baselines), `best_uniform` is the best of those, not of all."""
+        return len({p.assignment for p in self.uniform_points}), self.n_uniform
 
     @property
     def best_uniform(self) -> Point | None:

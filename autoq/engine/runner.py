@@ -285,7 +285,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float) -> Searc
                 # over every session of a resumed search; logged too, so 'autoq pareto' reports the same time as the search
                 wall_seconds = add_wall_seconds(storage, study_name, time.perf_counter() - start)
                 if tracker:
-                    metrics = _summary_metrics(points, eval_seconds, book.n_infeasible, book.n_failed)
+                    metrics = _summary_metrics(points, eval_seconds, book.n_infeasible, book.n_failed, len(uniform_set))
                     tracker.finish(points, frontier, {**metrics, "wall_seconds": wall_seconds}, budget.value if budget.kind == "bits" else None, status,
                                    latency_budget_ms=budget.value if budget.is_latency else None)
         except KeyboardInterrupt:  # after the clean-up: a stopping search keeps its note, a finished one is whole
@@ -303,7 +303,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float) -> Searc
         budget=budget, metric=workload.metric, reference_quality=reference, points=tuple(points), frontier=tuple(frontier),
         study_name=study_name, storage=storage, tracking_uri=absolute_uri(config.tracking_uri) if config.tracking_uri else None, parent_run_id=parent_id,
         eval_seconds=eval_seconds, wall_seconds=wall_seconds, n_infeasible=book.n_infeasible, n_failed=book.n_failed,
-        sequential=config.sequential, calibration_digest=calibration_digest, n_calibration=len(workload.calibration),
+        sequential=config.sequential, calibration_digest=calibration_digest, n_calibration=len(workload.calibration), n_uniform=len(uniform_set),
     )
 
 
@@ -415,15 +415,21 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
     return tracker
 
 
-def _summary_metrics(points: list[Point], eval_seconds: float, n_infeasible: int, n_failed: int) -> dict[str, float]:
-    metrics = {"eval_seconds": eval_seconds, "n_evaluated": len(points), "n_over_budget": n_infeasible, "n_failed": n_failed}  # reference_quality: at the start
+def _summary_metrics(points: list[Point], eval_seconds: float, n_infeasible: int, n_failed: int, n_uniform: int) -> dict[str, float]:
+    """The parent run's summary metrics (reference_quality is logged at the start). ``best_uniform_quality`` and
+    ``gain_over_uniform`` only where every one of the ``n_uniform`` uniform baselines was evaluated: over some of them
+    (a strategy that proposes its own) the gain was overstated, and the UI sorts by it."""
+    distinct = {p.assignment for p in points}
+    metrics = {"eval_seconds": eval_seconds, "n_evaluated": len(points), "n_distinct": len(distinct), "n_over_budget": n_infeasible,
+               "n_failed": n_failed, "n_uniform_baselines": n_uniform}
     if points:
         best = best_point(points)
         metrics.update(best_quality=best.quality, best_effective_bits=best.effective_bits)
         if best.latency_ms is not None:
             metrics["best_latency_ms"] = best.latency_ms
         uniform = [p for p in points if p.uniform]
-        if uniform:
+        metrics["n_uniform_evaluated"] = len({p.assignment for p in uniform})
+        if uniform and metrics["n_uniform_evaluated"] >= n_uniform:
             metrics["best_uniform_quality"] = max(p.quality for p in uniform)
             metrics["gain_over_uniform"] = best.quality - metrics["best_uniform_quality"]
     return metrics

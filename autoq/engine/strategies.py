@@ -64,10 +64,19 @@ def _optuna_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], 
         extra = fill_seeds(ctx.space, ctx.cost_model, ctx.budget, count, ctx.seed)
     else:
         extra = _table_seeds(ctx, uniform, count)
-    # fewer trials than baselines: the dearest ones, nearest the budget, where the best baseline is (cheapest first, the
-    # most expensive was never evaluated and "the search is +0.0000 better" compared it with a poorer one)
-    enqueued = uniform[-ctx.n_trials:] if len(uniform) > ctx.n_trials else uniform
-    return strategy, enqueued + extra, uniform
+    return strategy, _likely_best(ctx, uniform) + extra, uniform
+
+
+def _likely_best(ctx: StrategyContext, uniform: list[Assignment]) -> list[Assignment]:
+    """The uniform baselines to enqueue: all of them, or with fewer trials than baselines those of the most effective
+    bits, where the best baseline likely is (cheapest first, the dearest were never evaluated and "the search is
+    +0.0000 better" compared it with a poorer one). Bits, not the budget's own measure: under a latency budget the
+    slowest format is not the best (int3's kernels are slower than int4's), so int3 was kept and int4 dropped."""
+    if len(uniform) <= ctx.n_trials:
+        return uniform
+    ranked = sorted(uniform, key=lambda a: ctx.cost_model.cost(a).effective_bits)  # stable: equal bits keep the budget's order
+    keep = set(ranked[-ctx.n_trials:])
+    return [a for a in uniform if a in keep]
 
 
 def _table_seeds(ctx: StrategyContext, uniform: list[Assignment], count: int) -> list[Assignment]:

@@ -52,15 +52,27 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
     lines.append("")
     at_latency = f" and {format_latency_us(best.latency_us)} [{source}]" if best.latency_us is not None else ""
     lines.append(f"Best within budget: trial {best.trial}, quality {best.quality:.4f} at {best.effective_bits:.3f} bits{at_latency}.")
-    if uni is not None:
+    evaluated, within = result.uniform_coverage
+    if uni is not None and (within is None or evaluated >= within):
         gain = best.quality - uni.quality
         lines.append(
             f"Best uniform within budget: trial {uni.trial} ({uni.assignment.summary()}), quality {uni.quality:.4f} at {uni.effective_bits:.3f} bits; "
             f"the search is {gain:+.4f} better."
         )
+    elif uni is not None:  # the best of those evaluated is not the best there is: say so, not "within budget"
+        gain = best.quality - uni.quality
+        lines.append(
+            f"Best uniform evaluated: trial {uni.trial} ({uni.assignment.summary()}), quality {uni.quality:.4f} at {uni.effective_bits:.3f} bits; "
+            f"the search is {gain:+.4f} better. Only {evaluated} of the {within} uniform assignments within the budget were evaluated (the "
+            "strategy proposed no others, or --n-trials was fewer), so a better uniform one may exist; the optuna strategy evaluates them first."
+        )
     else:
         lines.append("No uniform assignment was evaluated (none fits this budget, or the strategy proposed none).")
     extra = []
+    repeats = len(result.points) - len({p.assignment for p in result.points})
+    if repeats:  # late in a long search on a small space most proposals are repeats: more trials then add little
+        extra.append(f"{_count(repeats, 'trial')} repeated an earlier one's assignment (the sampler proposed it again; its quality was "
+                     "reused, not evaluated again)")
     if result.n_infeasible:
         extra.append(f"{_count(result.n_infeasible, 'over-budget proposal')} {'was' if result.n_infeasible == 1 else 'were'} skipped without evaluation")
     if result.n_failed:

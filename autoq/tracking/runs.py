@@ -143,6 +143,7 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
         n_infeasible=int(metrics.get("n_over_budget", 0)), n_failed=int(metrics.get("n_failed", 0)),
         sequential=params.get("sequential") == "True", calibration_digest=recorded(params, "calibration_digest"),
         n_calibration=int(params.get("n_calibration_batches", 0)),
+        n_uniform=int(metrics["n_uniform_baselines"]) if "n_uniform_baselines" in metrics else None,
     )
 
 

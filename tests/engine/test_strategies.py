@@ -259,3 +259,18 @@ def test_fewer_trials_than_baselines_evaluate_the_dearest_ones(digits):
     assert len(fitting) > 3
     result = search(digits, n_trials=3, seed_from=None)
     assert [p.assignment for p in result.points] == fitting[-3:]  # the dearest three, still cheapest first
+
+
+def test_with_fewer_trials_than_baselines_a_latency_budget_keeps_those_of_the_most_bits(digits, tmp_path):
+    """Under a latency budget the dearest baselines are the slowest, not the best: with 2 trials the two int3 formats
+    (slower kernels than int4 on the H200 table) were evaluated and int4, within the budget and better, was dropped."""
+    space = tmp_path / "s6.yaml"
+    space.write_text("name: s6\nrules:\n  - layers: '.*'\n    bits: [2, 3, 4]\n    granularity: [channel, tensor]\n"
+                     "    symmetric: false\n    methods: [rtn-mse]\n    half: false\n")
+    options = dict(budget="12.5us", device="h200", space=str(space), seed_from="none")
+    result = search(digits, n_trials=2, **options)
+    problem = prepare(digits, SearchConfig(tracking_uri=None, **options))
+    fitting = uniform_seeds(problem.space, problem.cost_model, problem.budget)
+    assert len(fitting) > 2 and result.n_uniform == len(fitting)
+    most_bits = sorted(problem.cost_model.cost(a).effective_bits for a in fitting)[-2:]
+    assert sorted(p.effective_bits for p in result.points if p.uniform) == most_bits

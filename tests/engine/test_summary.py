@@ -19,3 +19,40 @@ def test_a_storage_read_back_with_its_password_hidden_says_so():
     result = autoq.search("digits-cnn", budget="4.5bits", n_trials=1, seed_from="none", tracking_uri=None, storage=None, progress=False)
     summary = format_summary(dataclasses.replace(result, storage="postgresql://me:***@db/s"))
     assert "in postgresql://me:***@db/s (MLflow keeps it with its password hidden: put yours in place of ***)." in summary
+
+
+def test_a_best_uniform_of_only_some_baselines_says_so_and_logs_no_gain(mlflow_uri):
+    """--strategy random (ilp, greedy) evaluates only the uniform assignments it happens to propose: the summary called
+    the best of those "the best uniform within budget" and logged its gain (+0.0822 where the true one was +0.0511)."""
+    import dataclasses
+
+    from mlflow.tracking import MlflowClient
+
+    from autoq.engine.runner import _summary_metrics
+
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=8, tracking_uri=mlflow_uri, storage=None, progress=False)
+    evaluated, within = result.uniform_coverage
+    assert evaluated == within > 1  # the optuna strategy evaluates every baseline first
+    assert result.n_uniform == within == autoq.SearchResult.from_mlflow(result.parent_run_id, mlflow_uri).n_uniform
+    metrics = MlflowClient(mlflow_uri).get_run(result.parent_run_id).data.metrics
+    assert metrics["n_uniform_evaluated"] == metrics["n_uniform_baselines"] == within and "gain_over_uniform" in metrics
+    assert "Best uniform within budget: trial " in format_summary(result)
+    more = dataclasses.replace(result, n_uniform=within + 3)  # as when a strategy proposed only some of them
+    summary = format_summary(more)
+    assert "Best uniform evaluated: trial " in summary and "Best uniform within budget" not in summary
+    assert f"Only {within} of the {within + 3} uniform assignments within the budget were evaluated" in summary
+    logged = _summary_metrics(list(result.points), 0.1, 0, 0, within + 3)
+    assert "gain_over_uniform" not in logged and "best_uniform_quality" not in logged and logged["n_uniform_evaluated"] == within
+
+
+def test_repeated_assignments_are_counted_in_the_summary():
+    """Late in a long search on a small space most trials repeat an earlier assignment (557 distinct of 1956): the summary
+    counted them all as evaluated without a word."""
+    import dataclasses
+
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    assert "repeated an earlier" not in format_summary(result)
+    first = result.points[0]
+    again = dataclasses.replace(first, trial=99, run_id=None)
+    summary = format_summary(dataclasses.replace(result, points=(*result.points, again, dataclasses.replace(again, trial=100))))
+    assert "5 trials in " in summary and "2 trials repeated an earlier one's assignment" in summary
