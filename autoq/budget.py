@@ -133,7 +133,9 @@ def parse_budget(text: str | float | Budget) -> Budget:
         raise AutoqError(f"budget {raw!r} must be positive, {_EXAMPLES}")
     if not math.isfinite(number * scale):  # '1e400' overflows to inf: a budget nothing can be measured against
         raise AutoqError(f"budget {raw!r} is too large to be a number; {_EXAMPLES}")
-    return Budget(kind, number * scale, raw)
+    # in decimal, then rounded once: 0.015662 * 1e6 in floats is 15661.999..., which refused the 15,662-byte assignment
+    # that '0.015662MB' names as below the cheapest one
+    return Budget(kind, float(Decimal(match.group(1)) * Decimal(repr(scale))), raw)
 
 
 def check_latency_config(budget: Budget, device: str | None) -> None:

@@ -222,3 +222,13 @@ def test_megabits_are_not_read_as_megabytes(text, says):
     with pytest.raises(AutoqError, match=f"budget '{text}' reads as {says}"):
         parse_budget(text)
     assert parse_budget(text.replace("b", "B").replace("k", "K")).kind == "bytes"
+
+
+@pytest.mark.parametrize("text, value", [("0.015662MB", 15662.0), ("15.662kB", 15662.0), ("0.3ms", 0.3), ("0.1s", 100.0), ("4.35bits", 4.35)])
+def test_a_budget_is_the_decimal_it_spells_rounded_once(text, value):
+    """'0.015662MB' was 0.015662 * 1e6 = 15661.999... bytes in floats: the 15,662-byte assignment it names was refused as
+    below the cheapest one, in a message that gave its cost as 0.01566 MB."""
+    assert parse_budget(text).value == value
+    budget = parse_budget(text)
+    if budget.kind == "bytes":
+        assert budget.check_feasible(Cost(3.0, 15662), Cost(4.0, 20000)) is None
