@@ -41,6 +41,7 @@ if TYPE_CHECKING:
 BACKENDS = ("optuna", "ray")
 RAY_UNIT = 1e-4  # Ray's smallest share of a CPU or GPU: a trial asking for less failed late, after the study was written
 INTERRUPTED_ATTR = "autoq.interrupted"
+RUN_ATTR = "autoq.mlflow_run_id"  # study user attribute: the search's MLflow parent run (a resume reopens it)
 WALL_ATTR = "autoq.wall_seconds"  # study user attribute: wall time of the sessions so far (a resume adds its own)
 _MUST_MATCH = ("model", "budget", "space", "sampler", "strategy", "seed_from", "seed", "skip", "pins", "device", "batch", "sequential",
                "max_uniform_seeds", "data_fingerprint", "experiment")  # another experiment would get a second parent run
@@ -136,6 +137,20 @@ def remember_settings(storage: str | None, study_name: str, settings: dict[str, 
         study = load_study(storage, study_name)
         study.set_user_attr(SETTINGS_ATTR, settings)
         claim(study)
+
+
+def remember_run_id(storage: str | None, study_name: str, run_id: str) -> None:
+    """Record the search's MLflow parent run in its study: a resume reopens that run wherever the store has moved."""
+    if storage is not None:
+        load_study(storage, study_name).set_user_attr(RUN_ATTR, run_id)
+
+
+def read_run_id(storage: str | None, study_name: str) -> str | None:
+    """The MLflow parent run the search recorded (``None`` for one stored before it did, or in memory)."""
+    if storage is None:
+        return None
+    run_id = load_study(storage, study_name).user_attrs.get(RUN_ATTR)
+    return run_id if isinstance(run_id, str) else None
 
 
 def remember_n_trials(storage: str, study_name: str, n_trials: int) -> None:

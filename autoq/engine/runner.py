@@ -33,8 +33,10 @@ from autoq.engine.resume import (
     check_execution,
     check_resumable,
     finished_trials,
+    read_run_id,
     read_settings,
     remember_n_trials,
+    remember_run_id,
     remember_settings,
     stored_settings,
 )
@@ -389,7 +391,7 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
     if config.resume and nest_under is None:  # the run the search was nested in holds its run: look for it there
         nest_under = read_settings(storage, study_name).get("mlflow_parent_run_id")
     tracker = MlflowTracker.open(config.tracking_uri, config.experiment, nest_under)
-    if config.resume and tracker.continue_search(study_name, storage):  # the same parent run, not a second one
+    if config.resume and tracker.continue_search(study_name, storage, read_run_id(storage, study_name)):  # the same parent run, not a second one
         if "reference_quality" not in tracker.client.get_run(tracker.parent_id).data.metrics:  # started by an autoq that logged it last
             tracker.client.log_metric(tracker.parent_id, "reference_quality", reference, step=0)
         return tracker
@@ -412,6 +414,7 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
     )
     tracker.client.log_text(parent_id, _space_json(space), "search_space.json")
     tracker.client.log_metric(parent_id, "reference_quality", reference, step=0)
+    remember_run_id(storage, study_name, parent_id)
     return tracker
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shlex
 import sys
 import tempfile
 import time
@@ -98,6 +99,23 @@ def tracking_client(uri: str) -> MlflowClient:
         what = f"the MLflow database {db}" if db is not None else f"the MLflow store {uri!r}"
         raise AutoqError(f"{what} cannot be opened ({type(exc).__name__}: {str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}); "
                          "a store whose creation was cut short stays broken: move it aside to start a new one") from None
+
+
+def _note_moved(db: Path, artifact_location: str) -> None:
+    """Say so where a SQLite store autoq made was moved to another folder: MLflow records artifact locations as absolute
+    paths, so it looks for the store's artifacts (frontier files, trials' assignments), and writes new ones, where they
+    were; its old folder comes back, holding those of the runs since."""
+    from urllib.parse import unquote, urlparse
+
+    url = urlparse(artifact_location)
+    if url.scheme != "file":
+        return
+    recorded, here = Path(unquote(url.path)), db.resolve().parent / "mlartifacts"
+    if recorded.name == "mlartifacts" and recorded != here and here.is_dir() and not recorded.exists():
+        print(f"autoq: note: this MLflow store was moved: its artifacts are in {here}, but MLflow records them at {recorded} "
+              f"and looks for them (and writes new ones) there; move the store back, or link the old place to the new: "
+              f"mkdir -p {shlex.quote(str(recorded.parent))} && ln -s {shlex.quote(str(here))} {shlex.quote(str(recorded))}",
+              file=sys.stderr, flush=True)
 
 
 def check_sqlite_writable(uri: str, what: str) -> None:
@@ -235,6 +253,8 @@ class MlflowTracker:
         client = tracking_client(tracking_uri)
         found = client.get_experiment_by_name(experiment)
         if found is not None:
+            if db is not None:
+                _note_moved(db, found.artifact_location)
             return cls(tracking_uri, found.experiment_id)
         location = (db.resolve().parent / "mlartifacts").as_uri() if db is not None else None
         return cls(tracking_uri, client.create_experiment(experiment, artifact_location=location))
@@ -249,12 +269,16 @@ class MlflowTracker:
             self.client.log_batch(self.parent_id, params=[Param(k, str(v)) for k, v in params.items()], synchronous=True)
             return self.parent_id
 
-    def continue_search(self, study_name: str, storage: str | None) -> bool:
-        """Reopen the parent run of the search ``study_name`` in ``storage`` (found by its tag and its optuna_storage
-        param: another search of that name in another storage is not it); ``False`` if there is none."""
+    def continue_search(self, study_name: str, storage: str | None, run_id: str | None = None) -> bool:
+        """Reopen the parent run of the search ``study_name``: ``run_id``, the one its study recorded, where this store
+        holds it; else the run found by its tag and its optuna_storage param (another search of that name in another
+        storage is not it); ``False`` if there is none. By the run id, a store moved to another folder with its
+        storage (whose recorded path then differs) is still found: a second parent run logged every trial again."""
         from autoq.tracking.runs import find_search
 
-        parent = find_search(self.client, self.experiment_id, study_name, storage or "memory")  # logged with or without its password
+        parent = self._linked(run_id, study_name) if run_id else None
+        if parent is None:
+            parent = find_search(self.client, self.experiment_id, study_name, storage or "memory")  # logged with or without its password
         if parent is None:
             return False
         self.parent_id = parent.info.run_id
@@ -262,6 +286,18 @@ class MlflowTracker:
         self._step = int(parent.data.tags.get("autoq.resumed", "0")) + 1
         self.client.set_tag(self.parent_id, "autoq.resumed", str(self._step))
         return True
+
+    def _linked(self, run_id: str, study_name: str) -> Run | None:
+        """The live search run ``run_id`` of ``study_name`` in this experiment, or ``None``."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            run = self.client.get_run(run_id)
+        except MlflowException:  # another store's run
+            return None
+        tags = run.data.tags
+        ours = tags.get("autoq.kind") == "search" and tags.get(STUDY_TAG) == study_name and run.info.lifecycle_stage == "active"
+        return run if ours and run.info.experiment_id == self.experiment_id else None
 
     def attach(self, parent_id: str) -> MlflowTracker:
         """Log children of an existing parent run (what a Ray worker does), with the parent's user and source."""

@@ -357,3 +357,25 @@ def test_a_resume_logs_the_unquantized_quality_a_run_lacks(digits, tmp_path, mlf
     autoq.search("digits-cnn", n_trials=3, resume=True, **options)
     history = MlflowClient(mlflow_uri).get_metric_history(first.parent_run_id, "reference_quality")
     assert [m.value for m in history] == [pytest.approx(first.reference_quality)]
+
+
+def test_a_search_moved_with_its_stores_resumes_into_its_own_parent_run(digits, tmp_path, capsys):
+    """After 'mv a b' the parent run's optuna_storage param named the old path: the resume started a second parent run of
+    the same name, logged every finished trial again, and 'autoq pareto NAME' then refused the name as ambiguous. The
+    study now records its parent run's id."""
+    from autoq.tracking.runs import trial_runs
+
+    first = tmp_path / "a"
+    options = dict(budget="4.5bits", study_name="moved", seed_from="none", progress=False)
+    autoq.search("digits-cnn", n_trials=3, tracking_uri=f"sqlite:///{first / 'mlflow.db'}", **options)
+    moved = tmp_path / "b"
+    first.rename(moved)
+    uri = f"sqlite:///{moved / 'mlflow.db'}"
+    result = autoq.search("digits-cnn", n_trials=5, tracking_uri=uri, storage=f"sqlite:///{moved / 'optuna.db'}", resume=True, **options)
+    client = MlflowClient(uri)
+    assert [r.info.run_id for r in _parents(client, "moved")] == [result.parent_run_id]
+    numbers = [int(r.data.tags["autoq.trial"]) for r in trial_runs(client, result.parent_run_id)]
+    assert len(numbers) == len(set(numbers)) == len(result.points) == 5  # none logged twice
+    # MLflow keeps artifact locations absolute: the resume says so, and how to link the old place to the new
+    err = capsys.readouterr().err
+    assert f"this MLflow store was moved: its artifacts are in {moved / 'mlartifacts'}" in err and f"ln -s {moved / 'mlartifacts'}" in err
