@@ -126,10 +126,10 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
             m = run.data.metrics
             if run.info.status != "FINISHED" or "quality" not in m:
                 continue
-            path = client.download_artifacts(run.info.run_id, "assignment.json", tmp)
             latency_ms = m.get("latency_ms")
             points.append(Point(
-                int(run.data.tags[TRIAL_TAG]), Assignment.from_json(Path(path).read_text()), m["quality"], m["effective_bits"], int(m["size_bytes"]),
+                int(run.data.tags[TRIAL_TAG]), Assignment.from_json(artifact_text(client, run, "assignment.json", tmp)), m["quality"],
+                m["effective_bits"], int(m["size_bytes"]),
                 run.data.tags.get("uniform") == "true", run.info.run_id,
                 None if latency_ms is None else latency_ms * 1e3, run.data.tags.get("latency_source"),
             ))
@@ -145,6 +145,19 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
         n_calibration=int(params.get("n_calibration_batches", 0)),
         n_uniform=int(metrics["n_uniform_baselines"]) if "n_uniform_baselines" in metrics else None,
     )
+
+
+def artifact_text(client: MlflowClient, run: Run, name: str, tmp: str) -> str:
+    """The text of ``run``'s artifact ``name``: read where it is in a local artifact store (MLflow's download is a copy,
+    about 13 ms a file: 25 of the 34 s 'autoq pareto' took over 1,956 trials), else downloaded into ``tmp``."""
+    from urllib.parse import unquote, urlparse
+
+    url = urlparse(run.info.artifact_uri or "")
+    if url.scheme in ("", "file"):
+        path = Path(unquote(url.path)) / name
+        if path.is_file():
+            return path.read_text()
+    return Path(client.download_artifacts(run.info.run_id, name, tmp)).read_text()
 
 
 def recorded(params: dict, name: str) -> str:
