@@ -38,6 +38,7 @@ def _client(args: argparse.Namespace, required: bool = True):
 
 def run_list(args: argparse.Namespace) -> int:
     from autoq.tracking import STUDY_TAG
+    from autoq.tracking.mlflow_logger import run_storage
     from autoq.tracking.runs import searches
 
     client, experiment_id = _client(args)
@@ -59,7 +60,7 @@ def run_list(args: argparse.Namespace) -> int:
         print("  ".join(cells).rstrip())
     where = f"--tracking-uri {shlex.quote(args.tracking_uri)}" + (f" --experiment {shlex.quote(args.experiment)}" if args.experiment != args.experiment_default else "")
     print(f"\nautoq pareto NAME {where}   prints a frontier;")
-    resumable = [run for run in runs if run.data.params.get("optuna_storage", "memory") != "memory"]
+    resumable = [run for run in runs if run_storage(run) is not None]
     if resumable:
         print(f"autoq search --resume NAME {where}   continues a search", end="")
         print("." if len(resumable) == len(runs) else " (not those run with --storage none: they kept no Optuna storage).")
@@ -86,7 +87,7 @@ def run_pareto(args: argparse.Namespace) -> int:
     if not result.points:
         raise AutoqError(f"search {args.name!r} has no finished trial yet")
     status = client.get_run(run_id).info.status
-    pid = running_pid(result.storage, result.study_name)
+    pid = running_pid(result.storage, result.study_name) if status == "RUNNING" else None
     if pid is not None:
         print(f"Search {result.study_name!r} is still running (process {pid} on this machine): the trials it finished so far.")
     elif status != "FINISHED":  # killed (kill -9 leaves it RUNNING), failed, or still running on another machine

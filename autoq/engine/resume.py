@@ -26,7 +26,7 @@ from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.engine.ray_session import cluster_address, ray_options_set
 from autoq.engine.result import Point
-from autoq.engine.sessions import SESSION_ATTR, claim, dead_here, live_owner, storage_lock
+from autoq.engine.sessions import SESSION_ATTR, claim, dead_here, is_ours, live_owner, release, storage_lock
 from autoq.engine.strategy import sampler_name
 from autoq.engine.study_names import SETTINGS_ATTR
 from autoq.engine.trials import make_point
@@ -167,6 +167,9 @@ def _check_not_running(study: optuna.Study, study_name: str) -> None:
     trial under it (and that process would then die, telling a trial already finished). On another host it cannot be
     told; the process that last ran it is named in the study's ``autoq.session`` attribute."""
     pid = live_owner(study)
+    if pid is not None and SETTINGS_ATTR not in study.user_attrs:  # stopped now, its study is removed: nothing to resume then
+        raise AutoqError(f"search {study_name!r} is still setting up (process {pid} on this machine), before its first trial; "
+                         "let it start, or stop it and start it again")
     if pid is not None:
         raise AutoqError(f"search {study_name!r} is still running (process {pid} on this machine); let it finish, or stop it "
                          f"(Ctrl-C there, or kill {pid}), then resume")
@@ -186,6 +189,21 @@ def add_wall_seconds(storage: str | None, study_name: str, seconds: float) -> fl
         total = float(study.user_attrs.get(WALL_ATTR, 0.0)) + seconds
         study.set_user_attr(WALL_ATTR, total)
     return total
+
+
+def end_session(storage: str | None, study_name: str) -> None:
+    """Mark this process's session of the search as ended, once its results are stored (`autoq.engine.sessions.release`)."""
+    if storage is None:
+        return
+    from autoq.interrupts import deferred_interrupts
+
+    with deferred_interrupts():
+        try:
+            study = load_study(storage, study_name)
+        except AutoqError:
+            return
+        if is_ours(study):  # not a session another process has taken over since
+            release(study)
 
 
 def read_settings(storage: str, study_name: str) -> dict[str, Any]:
@@ -293,6 +311,16 @@ def finished_trials(
             points.append(make_point(t.number, assignment, t.values[0], cost_model.cost(assignment), assignment in uniform, run_ids.get(t.number), cost_model))
     n_infeasible = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
     return points, failures, n_infeasible
+
+
+def not_stored(storage: str, study_name: str, assignments: Iterable[Assignment]) -> list[Assignment]:
+    """Those of ``assignments`` that no trial of the stored study holds, in any state (a waiting, enqueued one by its
+    fixed parameters)."""
+    held = set()
+    for t in load_study(storage, study_name).get_trials(deepcopy=False):
+        params = t.params or t.system_attrs.get("fixed_params") or {}
+        held.add(frozenset(params.items()))
+    return [a for a in assignments if frozenset((name, choice.name) for name, choice in a.items()) not in held]
 
 
 def _options_by_name(space: SearchSpace) -> dict[str, dict[str, Any]]:

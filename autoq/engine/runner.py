@@ -32,7 +32,9 @@ from autoq.engine.resume import (
     add_wall_seconds,
     check_execution,
     check_resumable,
+    end_session,
     finished_trials,
+    not_stored,
     read_run_id,
     read_settings,
     remember_n_trials,
@@ -234,10 +236,12 @@ def _run_search(workload: Workload, config: SearchConfig, start: float) -> Searc
             remember_settings(storage, study_name, stored_settings(workload, config))
         else:  # once it has started: a resume that fails before keeps the count it had
             remember_n_trials(storage, study_name, config.n_trials)
+            # baselines a first session with fewer trials left out, which this one's count now takes in: never evaluated else
+            strategy.seed(not_stored(storage, study_name, [a for a in seeds if a in set(uniform)]))
     uniform_set = set(uniform)
 
     calibration_digest = _calibration_digest(workload, space)
-    tracker = _start_tracking(workload, config, space, budget, study_name, storage, reference, calibration_digest, seeded_from)
+    tracker = _start_tracking(workload, config, space, budget, study_name, storage, reference, calibration_digest, seeded_from, len(uniform_set))
     parent_id = tracker.parent_id if tracker else None
     if tracker and cost_model.latency_source:
         tracker.client.set_tag(parent_id, "latency_source", cost_model.latency_source)
@@ -286,10 +290,13 @@ def _run_search(workload: Workload, config: SearchConfig, start: float) -> Searc
                 frontier = pareto_front(points)
                 # over every session of a resumed search; logged too, so 'autoq pareto' reports the same time as the search
                 wall_seconds = add_wall_seconds(storage, study_name, time.perf_counter() - start)
-                if tracker:
-                    metrics = _summary_metrics(points, eval_seconds, book.n_infeasible, book.n_failed, len(uniform_set))
-                    tracker.finish(points, frontier, {**metrics, "wall_seconds": wall_seconds}, budget.value if budget.kind == "bits" else None, status,
-                                   latency_budget_ms=budget.value if budget.is_latency else None)
+                try:
+                    if tracker:
+                        metrics = _summary_metrics(points, eval_seconds, book.n_infeasible, book.n_failed, len(uniform_set))
+                        tracker.finish(points, frontier, {**metrics, "wall_seconds": wall_seconds}, budget.value if budget.kind == "bits" else None,
+                                       status, latency_budget_ms=budget.value if budget.is_latency else None)
+                finally:
+                    end_session(storage, study_name)  # the process may live on (a notebook): it no longer runs the search
         except KeyboardInterrupt:  # after the clean-up: a stopping search keeps its note, a finished one is whole
             late_interrupt = status != "KILLED"
     if late_interrupt:
@@ -380,7 +387,7 @@ def _calibration_digest(workload: Workload, space: SearchSpace) -> str:
 
 
 def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace, budget: Budget, study_name: str, storage: str | None,
-                    reference: float, calibration_digest: str = "", seeded_from: str | None = None) -> MlflowTracker | None:
+                    reference: float, calibration_digest: str = "", seeded_from: str | None = None, n_uniform: int = 0) -> MlflowTracker | None:
     """The MLflow parent run of this search, or ``None`` when tracking is off; ``seeded_from``: the metric or table
     file whose scores seeded it (``None``: none did, as when ``auto`` skipped the table or fell back). The unquantized
     model's quality is logged at once: a search killed outright (kill -9) showed 'unquantized = not recorded'."""
@@ -394,6 +401,8 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
     if config.resume and tracker.continue_search(study_name, storage, read_run_id(storage, study_name)):  # the same parent run, not a second one
         if "reference_quality" not in tracker.client.get_run(tracker.parent_id).data.metrics:  # started by an autoq that logged it last
             tracker.client.log_metric(tracker.parent_id, "reference_quality", reference, step=0)
+        tracker.client.log_metric(tracker.parent_id, "n_uniform_baselines", n_uniform, step=0)
+        remember_run_id(storage, study_name, tracker.parent_id)  # a search an earlier autoq started records it now
         return tracker
     parent_id = tracker.start(
         study_name,
@@ -414,6 +423,8 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
     )
     tracker.client.log_text(parent_id, _space_json(space), "search_space.json")
     tracker.client.log_metric(parent_id, "reference_quality", reference, step=0)
+    # at the start too: a search killed outright, read back, took every baseline for evaluated ("best uniform within budget")
+    tracker.client.log_metric(parent_id, "n_uniform_baselines", n_uniform, step=0)
     remember_run_id(storage, study_name, parent_id)
     return tracker
 

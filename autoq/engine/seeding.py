@@ -17,6 +17,8 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import optuna
+
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.engine.seeds import uniform_seeds
@@ -126,5 +128,10 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
         problem.space, problem.cost_model, problem.budget, config.sampler, config.seed, study_name, storage,
         config.n_trials, config.n_fill_seeds, scores, config.resume, config.max_uniform_seeds,
     )
-    strategy, seeds, uniform = factory(ctx)  # ilp/greedy always have scores here: seed_metric names a table, whose failure raised
+    try:
+        strategy, seeds, uniform = factory(ctx)  # ilp/greedy always have scores here: seed_metric names a table, whose failure raised
+    except optuna.exceptions.DuplicatedStudyError:  # a plug-in strategy made by an autoq before the search made its study
+        raise AutoqError(f"the {config.strategy!r} strategy creates its Optuna study itself, which the search has already made "
+                         f"({study_name!r}); the strategy must load it (optuna.create_study(..., load_if_exists=True), or "
+                         "make_strategy / QueueStrategy: see docs/plugins.md)") from None
     return strategy, seeds, uniform, seed_from

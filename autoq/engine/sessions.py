@@ -33,6 +33,12 @@ def claim(study: optuna.Study) -> None:
     study.set_user_attr(SESSION_ATTR, this_session())
 
 
+def release(study: optuna.Study) -> None:
+    """Mark ``study``'s session as ended: the process may live on (a notebook, a pipeline) without running it, and a
+    search that process finished was then reported as still running and refused to resume."""
+    study.set_user_attr(SESSION_ATTR, {**this_session(), "ended": True})
+
+
 def is_ours(study: optuna.Study) -> bool:
     """Whether this process is the session ``study`` names."""
     return study.user_attrs.get(SESSION_ATTR) == this_session()
@@ -42,17 +48,20 @@ def live_owner(study: optuna.Study) -> int | None:
     """The pid of another live process on this machine that runs ``study``; ``None`` where none does, or where the
     session was on another host (not known)."""
     session = study.user_attrs.get(SESSION_ATTR)
-    if not isinstance(session, dict) or session.get("host") != socket.gethostname():
+    if not isinstance(session, dict) or session.get("host") != socket.gethostname() or session.get("ended"):
         return None
     pid = session.get("pid")
     return pid if isinstance(pid, int) and pid != os.getpid() and alive(pid) else None
 
 
 def dead_here(study: optuna.Study) -> bool:
-    """Whether the session ``study`` names was a process of this machine that is gone (killed): known to be stopped."""
+    """Whether the session ``study`` names was a process of this machine that is gone (killed), or that ended it: known
+    to be stopped."""
     session = study.user_attrs.get(SESSION_ATTR)
     if not isinstance(session, dict) or session.get("host") != socket.gethostname():
         return False
+    if session.get("ended"):
+        return True
     pid = session.get("pid")
     return isinstance(pid, int) and pid != os.getpid() and not alive(pid)
 

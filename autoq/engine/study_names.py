@@ -68,7 +68,9 @@ def new_study(storage: str | None, study_name: str, directions: list[str], numbe
 def _create(storage: str, study_name: str, directions: list[str], numbered: bool) -> str:
     for i in range(1, 1000):
         name = study_name if i == 1 else f"{study_name}-{i}"
-        with storage_lock(storage):  # from finding the name free (or its study abandoned) to marking it this process's
+        # from finding the name free (or its study abandoned) to marking it this process's: one process at a time, and not
+        # cut short between (a study made but not marked would be nobody's: neither taken over nor resumable)
+        with storage_lock(storage), deferred_interrupts():
             try:
                 study = optuna.create_study(study_name=name, storage=storage, directions=directions)
             except optuna.exceptions.DuplicatedStudyError:
@@ -86,7 +88,8 @@ def _create(storage: str, study_name: str, directions: list[str], numbered: bool
 
 def _abandoned(study: optuna.Study) -> bool:
     """A study autoq created whose process, of this machine, was killed before it stored its settings or any trial."""
-    return SETTINGS_ATTR not in study.user_attrs and dead_here(study) and not study.get_trials(deepcopy=False)
+    waiting = optuna.trial.TrialState.WAITING  # its seeds, enqueued just before it was killed (nothing was evaluated)
+    return SETTINGS_ATTR not in study.user_attrs and dead_here(study) and all(t.state == waiting for t in study.get_trials(deepcopy=False))
 
 
 def _taken(study: optuna.Study, name: str, storage: str) -> str:

@@ -144,10 +144,10 @@ def _resume_hint(run) -> str:
     """What to do about a search run that has not finished: wait for the live process that runs it, or resume it (a
     resume is refused while the search runs, so advising one then was wrong)."""
     from autoq.engine.sessions import running_pid
-    from autoq.tracking.mlflow_logger import STUDY_TAG
+    from autoq.tracking.mlflow_logger import STUDY_TAG, run_storage
 
     study = run.data.tags.get(STUDY_TAG)
-    pid = running_pid(run.data.params.get("optuna_storage"), study)
+    pid = running_pid(run_storage(run), study) if run.info.status == "RUNNING" else None
     if pid is not None:
         return f"it is still running (process {pid} on this machine): wait for it to finish"
     elsewhere = " (unless it still runs on another machine)" if run.info.status == "RUNNING" else ""

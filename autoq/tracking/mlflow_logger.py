@@ -33,6 +33,7 @@ if TYPE_CHECKING:  # MLflow is imported where it is used: `import autoq` does no
 DEFAULT_TRACKING_URI = "sqlite:///mlflow.db"  # where MLFLOW_TRACKING_URI is not set
 DEFAULT_EXPERIMENT = "autoq"  # where MLFLOW_EXPERIMENT_NAME is not set
 STUDY_TAG = "autoq.study"  # on the parent run: the Optuna study name, which identifies a search for --resume
+STORAGE_TAG = "autoq.optuna_storage"  # a search run's storage where a resume found it moved (see run_storage)
 TRIAL_TAG = "autoq.trial"  # on each child run: the Optuna trial number
 
 
@@ -64,6 +65,14 @@ def default_experiment() -> str:
         print(f"autoq: note: $MLFLOW_EXPERIMENT_ID={experiment_id} names no experiment in {uri}; logging to experiment "
               f"{DEFAULT_EXPERIMENT!r} (set --experiment, or unset the variable)", file=sys.stderr)
         return DEFAULT_EXPERIMENT
+
+
+def run_storage(run: Run) -> str | None:
+    """The Optuna storage of a search run: where a resume found it moved (its ``autoq.optuna_storage`` tag), else
+    where it was when the search started (its ``optuna_storage`` param, which MLflow keeps unchanged); ``None`` for a
+    search kept in memory."""
+    storage = run.data.tags.get(STORAGE_TAG) or run.data.params.get("optuna_storage")
+    return None if storage in (None, "memory") else storage
 
 
 def sqlite_path(uri: str) -> Path | None:
@@ -101,21 +110,19 @@ def tracking_client(uri: str) -> MlflowClient:
                          "a store whose creation was cut short stays broken: move it aside to start a new one") from None
 
 
-def _note_moved(db: Path, artifact_location: str) -> None:
-    """Say so where a SQLite store autoq made was moved to another folder: MLflow records artifact locations as absolute
-    paths, so it looks for the store's artifacts (frontier files, trials' assignments), and writes new ones, where they
-    were; its old folder comes back, holding those of the runs since."""
-    from urllib.parse import unquote, urlparse
+def _check_not_moved(db: Path, artifact_location: str) -> None:
+    """Refuse to log to a SQLite store autoq made that was moved to another folder, saying how to go on: MLflow records
+    artifact locations as absolute paths, so it looks for the store's artifacts (frontier files, trials' assignments)
+    where they were, and would write new ones there, bringing the old folder back with only those (2026-12-02)."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
 
-    url = urlparse(artifact_location)
-    if url.scheme != "file":
+    if not artifact_location.startswith("file:"):
         return
-    recorded, here = Path(unquote(url.path)), db.resolve().parent / "mlartifacts"
+    recorded, here = Path(local_file_uri_to_path(artifact_location)), db.resolve().parent / "mlartifacts"
     if recorded.name == "mlartifacts" and recorded != here and here.is_dir() and not recorded.exists():
-        print(f"autoq: note: this MLflow store was moved: its artifacts are in {here}, but MLflow records them at {recorded} "
-              f"and looks for them (and writes new ones) there; move the store back, or link the old place to the new: "
-              f"mkdir -p {shlex.quote(str(recorded.parent))} && ln -s {shlex.quote(str(here))} {shlex.quote(str(recorded))}",
-              file=sys.stderr, flush=True)
+        raise AutoqError(f"this MLflow store was moved: its artifacts are in {here}, but MLflow records them at {recorded}, where it "
+                         "reads them and would write new ones; move the store back, or link the old place to the new first: "
+                         f"mkdir -p {shlex.quote(str(recorded.parent))} && ln -s {shlex.quote(str(here))} {shlex.quote(str(recorded))}")
 
 
 def check_sqlite_writable(uri: str, what: str) -> None:
@@ -173,6 +180,8 @@ def check_experiment(uri: str, name: str) -> None:
     if found is not None and found.lifecycle_stage == "deleted":
         raise AutoqError(f"MLflow experiment {name!r} is deleted in {uri}; restore it (mlflow experiments restore --experiment-id "
                          f"{found.experiment_id}) or pass another --experiment")
+    if found is not None and db is not None:
+        _check_not_moved(db, found.artifact_location)
 
 
 def require_store(uri: str) -> None:
@@ -253,8 +262,6 @@ class MlflowTracker:
         client = tracking_client(tracking_uri)
         found = client.get_experiment_by_name(experiment)
         if found is not None:
-            if db is not None:
-                _note_moved(db, found.artifact_location)
             return cls(tracking_uri, found.experiment_id)
         location = (db.resolve().parent / "mlartifacts").as_uri() if db is not None else None
         return cls(tracking_uri, client.create_experiment(experiment, artifact_location=location))
@@ -276,7 +283,7 @@ class MlflowTracker:
         storage (whose recorded path then differs) is still found: a second parent run logged every trial again."""
         from autoq.tracking.runs import find_search
 
-        parent = self._linked(run_id, study_name) if run_id else None
+        parent = self._linked(run_id, study_name, storage) if run_id else None
         if parent is None:
             parent = find_search(self.client, self.experiment_id, study_name, storage or "memory")  # logged with or without its password
         if parent is None:
@@ -287,8 +294,10 @@ class MlflowTracker:
         self.client.set_tag(self.parent_id, "autoq.resumed", str(self._step))
         return True
 
-    def _linked(self, run_id: str, study_name: str) -> Run | None:
-        """The live search run ``run_id`` of ``study_name`` in this experiment, or ``None``."""
+    def _linked(self, run_id: str, study_name: str, storage: str | None) -> Run | None:
+        """The live search run ``run_id`` of ``study_name`` in this experiment, if it was logged with ``storage`` or with a
+        SQLite storage that is gone (moved: here is where it went); else ``None``. A copy of the storage, its original
+        still in place, is another search: it reopened the original's run and deleted trial runs the copy lacked."""
         from mlflow.exceptions import MlflowException
 
         try:
@@ -297,7 +306,16 @@ class MlflowTracker:
             return None
         tags = run.data.tags
         ours = tags.get("autoq.kind") == "search" and tags.get(STUDY_TAG) == study_name and run.info.lifecycle_stage == "active"
-        return run if ours and run.info.experiment_id == self.experiment_id else None
+        if not ours or run.info.experiment_id != self.experiment_id:
+            return None
+        logged = run_storage(run) or ""
+        if storage is not None and logged in (storage, without_password(storage)):
+            return run
+        moved = sqlite_path(logged)
+        if storage is None or moved is None or moved.exists():
+            return None
+        self.client.set_tag(run.info.run_id, STORAGE_TAG, without_password(storage))  # where it is now: readers look here
+        return run
 
     def attach(self, parent_id: str) -> MlflowTracker:
         """Log children of an existing parent run (what a Ray worker does), with the parent's user and source."""

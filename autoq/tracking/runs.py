@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autoq.errors import AutoqError
-from autoq.tracking.mlflow_logger import STUDY_TAG, TRIAL_TAG, without_password
+from autoq.tracking.mlflow_logger import STUDY_TAG, TRIAL_TAG, run_storage, without_password
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -53,7 +53,7 @@ def find_search(client: MlflowClient, experiment_id: str, study_name: str, stora
     for key in (f"tags.`{STUDY_TAG}`", "params.study_name"):
         found = all_runs(client, [experiment_id], f"{SEARCH_FILTER} and {key} = {_quoted(study_name)}", order_by=["attributes.start_time ASC"])
         if storage is not None:
-            found = [r for r in found if r.data.params.get("optuna_storage", storage) in (storage, without_password(storage))]
+            found = [r for r in found if (run_storage(r) or storage) in (storage, without_password(storage))]
         if len(found) > 1:
             runs = "; ".join(f"{r.info.run_id} (storage {r.data.params.get('optuna_storage', '?')})" for r in found[:5])
             raise AutoqError(f"{len(found)} searches in this experiment are named {study_name!r}: {runs}; name one by its run id")
@@ -138,7 +138,7 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
     return SearchResult(
         budget=parse_budget(params["budget"]), metric=params.get("metric", ""), reference_quality=metrics.get("reference_quality", float("nan")),
         points=tuple(points), frontier=tuple(pareto_front(points)), study_name=params.get("study_name", parent.info.run_name),
-        storage=None if params.get("optuna_storage") in (None, "memory") else params["optuna_storage"], tracking_uri=tracking_uri, parent_run_id=run_id,
+        storage=run_storage(parent), tracking_uri=tracking_uri, parent_run_id=run_id,
         eval_seconds=metrics.get("eval_seconds", float("nan")), wall_seconds=metrics.get("wall_seconds", (end - parent.info.start_time) / 1000),
         n_infeasible=int(metrics.get("n_over_budget", 0)), n_failed=int(metrics.get("n_failed", 0)),
         sequential=params.get("sequential") == "True", calibration_digest=recorded(params, "calibration_digest"),
@@ -150,11 +150,12 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
 def artifact_text(client: MlflowClient, run: Run, name: str, tmp: str) -> str:
     """The text of ``run``'s artifact ``name``: read where it is in a local artifact store (MLflow's download is a copy,
     about 13 ms a file: 25 of the 34 s 'autoq pareto' took over 1,956 trials), else downloaded into ``tmp``."""
-    from urllib.parse import unquote, urlparse
+    from mlflow.utils.file_utils import local_file_uri_to_path
+    from mlflow.utils.uri import is_local_uri
 
-    url = urlparse(run.info.artifact_uri or "")
-    if url.scheme in ("", "file"):
-        path = Path(unquote(url.path)) / name
+    uri = run.info.artifact_uri or ""
+    if is_local_uri(uri):  # file:, a plain path, and Windows' C:\ and file:///C:/ alike
+        path = Path(local_file_uri_to_path(uri)) / name
         if path.is_file():
             return path.read_text()
     return Path(client.download_artifacts(run.info.run_id, name, tmp)).read_text()

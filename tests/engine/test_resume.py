@@ -71,6 +71,7 @@ def test_sigkill_then_resume_keeps_finished_trials_without_duplicates(digits, tm
     # time was 0 s (the parent run has no end)
     cut = autoq.SearchResult.from_mlflow(_parents(MlflowClient(mlflow_uri), "killed")[0].info.run_id, mlflow_uri)
     assert cut.reference_quality > 0.9 and cut.wall_seconds > 0  # its trials take well under a second on digits-cnn
+    assert cut.n_uniform is not None and cut.n_uniform > 0  # logged at the start: read back, every baseline was taken as evaluated
 
     # resume from the stored settings: only the name and the stores are given
     done = subprocess.run(_cli("--resume", "killed", "--tracking-uri", mlflow_uri, cwd=tmp_path), cwd=tmp_path, capture_output=True, text=True, env=env, timeout=300)
@@ -359,10 +360,14 @@ def test_a_resume_logs_the_unquantized_quality_a_run_lacks(digits, tmp_path, mlf
     assert [m.value for m in history] == [pytest.approx(first.reference_quality)]
 
 
-def test_a_search_moved_with_its_stores_resumes_into_its_own_parent_run(digits, tmp_path, capsys):
+def test_a_search_moved_with_its_stores_resumes_into_its_own_parent_run(digits, tmp_path):
     """After 'mv a b' the parent run's optuna_storage param named the old path: the resume started a second parent run of
     the same name, logged every finished trial again, and 'autoq pareto NAME' then refused the name as ambiguous. The
-    study now records its parent run's id."""
+    study now records its parent run's id. MLflow keeps artifact locations absolute: until the old place is linked to
+    the new, the resume is refused (it wrote the new artifacts to the old path, bringing back a folder of them alone)."""
+    import shutil
+    import subprocess
+
     from autoq.tracking.runs import trial_runs
 
     first = tmp_path / "a"
@@ -370,12 +375,34 @@ def test_a_search_moved_with_its_stores_resumes_into_its_own_parent_run(digits, 
     autoq.search("digits-cnn", n_trials=3, tracking_uri=f"sqlite:///{first / 'mlflow.db'}", **options)
     moved = tmp_path / "b"
     first.rename(moved)
-    uri = f"sqlite:///{moved / 'mlflow.db'}"
-    result = autoq.search("digits-cnn", n_trials=5, tracking_uri=uri, storage=f"sqlite:///{moved / 'optuna.db'}", resume=True, **options)
+    uri, storage = f"sqlite:///{moved / 'mlflow.db'}", f"sqlite:///{moved / 'optuna.db'}"
+    with pytest.raises(AutoqError, match="this MLflow store was moved") as info:
+        autoq.search("digits-cnn", n_trials=5, tracking_uri=uri, storage=storage, resume=True, **options)
+    assert not first.exists()  # refused before anything was written there
+    link = str(info.value).rsplit("link the old place to the new first: ", 1)[1]
+    subprocess.run(link, shell=True, check=True)
+    result = autoq.search("digits-cnn", n_trials=5, tracking_uri=uri, storage=storage, resume=True, **options)
     client = MlflowClient(uri)
     assert [r.info.run_id for r in _parents(client, "moved")] == [result.parent_run_id]
     numbers = [int(r.data.tags["autoq.trial"]) for r in trial_runs(client, result.parent_run_id)]
     assert len(numbers) == len(set(numbers)) == len(result.points) == 5  # none logged twice
-    # MLflow keeps artifact locations absolute: the resume says so, and how to link the old place to the new
-    err = capsys.readouterr().err
-    assert f"this MLflow store was moved: its artifacts are in {moved / 'mlartifacts'}" in err and f"ln -s {moved / 'mlartifacts'}" in err
+    assert autoq.SearchResult.from_mlflow(result.parent_run_id, uri) == result  # every artifact found
+    # a copy of the storage, its original in place, is another search: its own parent run, the original's trials untouched
+    copy = tmp_path / "c"
+    copy.mkdir()
+    shutil.copy(moved / "optuna.db", copy / "optuna.db")
+    forked = autoq.search("digits-cnn", n_trials=6, tracking_uri=uri, storage=f"sqlite:///{copy / 'optuna.db'}", resume=True, **options)
+    assert forked.parent_run_id != result.parent_run_id
+    assert sorted(int(r.data.tags["autoq.trial"]) for r in trial_runs(client, result.parent_run_id)) == sorted(numbers)
+
+
+def test_a_resume_with_more_trials_evaluates_the_baselines_the_first_session_left_out(digits, tmp_path):
+    """A first session with fewer trials than uniform baselines enqueued only some; a resume enqueues no seeds, so the
+    others were never evaluated however far it went, and the summary kept saying "Only 2 of the 6"."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    options = dict(budget="4.5bits", tracking_uri=None, storage=storage, study_name="few", seed_from="none", progress=False)
+    first = autoq.search("digits-cnn", n_trials=2, **options)
+    evaluated, within = first.uniform_coverage
+    assert evaluated == 2 < within
+    again = autoq.search("digits-cnn", n_trials=within + 2, resume=True, **options)
+    assert again.uniform_coverage == (within, within)

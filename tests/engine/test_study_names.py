@@ -70,6 +70,9 @@ def test_a_second_search_of_a_name_being_set_up_is_refused_at_once_and_the_first
         with pytest.raises(AutoqError, match=f"a search named 'same' is starting in .* \\(process {first.pid} on this machine\\)"):
             autoq.search("digits-cnn", budget="4.5bits", n_trials=2, tracking_uri=None, storage=storage, study_name="same", progress=False)
         assert time.perf_counter() - start < 30  # refused before its own set-up, not after it
+        with pytest.raises(AutoqError, match=f"search 'same' is still setting up \\(process {first.pid} on this machine\\)"):
+            autoq.search("digits-cnn", budget="4.5bits", n_trials=2, tracking_uri=None, storage=storage, study_name="same", resume=True,
+                         progress=False)
         study = optuna.load_study(study_name="same", storage=storage)  # the first one's study is still there
         assert study.user_attrs[SESSION_ATTR]["pid"] == first.pid
         # its process killed while it set up, the empty study is taken over by the next search of that name
@@ -182,3 +185,59 @@ def test_the_wall_time_of_a_search_whose_study_was_deleted_under_it_is_this_sess
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     optuna.create_study(study_name="other", storage=storage)
     assert add_wall_seconds(storage, "gone", 3.5) == 3.5
+
+
+def test_a_study_killed_with_its_seeds_enqueued_but_no_settings_is_taken_over(tmp_path):
+    """Killed between enqueuing its seeds and storing its settings, a study was refused both ways, each message
+    pointing to the other: "already exists ... resume it", and "nothing to resume ... start it again"."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="seeded", storage=storage, directions=DIRECTIONS)
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True)
+    study.set_user_attr(SESSION_ATTR, {"host": os.uname().nodename, "pid": int(dead.stdout)})
+    study.enqueue_trial({"x": "int4"})
+    with new_study(storage, "seeded", DIRECTIONS, numbered=False) as name:
+        taken = optuna.load_study(study_name=name, storage=storage)
+        assert name == "seeded" and not taken.trials and taken.user_attrs[SESSION_ATTR]["pid"] == os.getpid()
+    study = optuna.load_study(study_name="seeded", storage=storage)
+    study.tell(study.ask(), [1.0, 1.0])  # one evaluated trial: a search that was running, not one cut short in set-up
+    study.set_user_attr(SESSION_ATTR, {"host": os.uname().nodename, "pid": int(dead.stdout)})
+    with pytest.raises(AutoqError, match="already exists"), new_study(storage, "seeded", DIRECTIONS, numbered=False):
+        pass
+
+
+def test_a_search_a_live_process_finished_is_not_running(digits, tmp_path, mlflow_uri, capsys):
+    """A notebook or pipeline that ran a search lives on: 'autoq pareto' called the search still running and a resume
+    was refused ("still running (process N)")."""
+    from autoq.cli import main
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    code = ("import sys, time, autoq\n"
+            "autoq.search('digits-cnn', budget='4.5bits', n_trials=2, seed_from='none', tracking_uri=sys.argv[1], storage=sys.argv[2], "
+            "study_name='done', progress=False)\nprint('done', flush=True)\ntime.sleep(120)\n")
+    notebook = _start(code, mlflow_uri, storage)
+    try:
+        _wait_for(notebook, "done")
+        assert main(["pareto", "done", "--tracking-uri", mlflow_uri]) == 0
+        assert "still running" not in capsys.readouterr().out
+        again = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, seed_from="none", tracking_uri=mlflow_uri, storage=storage,
+                             study_name="done", resume=True, progress=False)
+        assert len(again.points) == 3
+    finally:
+        notebook.kill()
+        notebook.wait(timeout=30)
+
+
+def test_a_plug_in_strategy_that_creates_its_study_itself_is_told_how_to_load_it(digits, monkeypatch):
+    from autoq.engine import strategies
+    from autoq.engine.strategies import register_strategy, strategy_factory
+
+    monkeypatch.setattr(strategies, "_STRATEGIES", strategies._STRATEGIES.copy())
+
+    @register_strategy("makes-its-own")
+    def factory(ctx):
+        optuna.create_study(study_name=ctx.study_name, storage=ctx.storage, directions=DIRECTIONS)  # as before the search made it
+        return strategy_factory("random")(ctx)
+
+    with pytest.raises(AutoqError, match="creates its Optuna study itself.*load_if_exists=True"):
+        autoq.search("digits-cnn", budget="4.5bits", n_trials=2, strategy="makes-its-own", tracking_uri=None, progress=False,
+                     storage=f"sqlite:///{__import__('tempfile').mkdtemp()}/optuna.db")
