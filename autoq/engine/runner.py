@@ -198,11 +198,16 @@ def check_calibration_usable(workload: Workload, space: SearchSpace, space_name:
 def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     """Search ``workload`` under ``config`` and return the evaluated points and frontier."""
     start = time.perf_counter()  # --timeout and the wall time count Ray's start-up too (seconds on a cold machine)
+    claimed: list[tuple[str | None, str]] = []  # the study this process runs, once it has it
     with quiet_logs(), ray_session(config):  # Ray joined or started (and checked) before anything is stored
-        return _run_search(workload, config, start)
+        try:
+            return _run_search(workload, config, start, claimed)
+        finally:  # however it ends: the process may live on (a notebook), no longer running the search
+            for storage, study_name in claimed:
+                end_session(storage, study_name)
 
 
-def _run_search(workload: Workload, config: SearchConfig, start: float) -> SearchResult:
+def _run_search(workload: Workload, config: SearchConfig, start: float, claimed: list[tuple[str | None, str]]) -> SearchResult:
     problem = prepare(workload, config)
     space, cost_model, budget = problem.space, problem.cost_model, problem.budget
     coverage = getattr(cost_model.latency, "coverage_note", None)  # a measured table: the layers it did not measure near
@@ -230,6 +235,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float) -> Searc
     else:  # made now, before the seeds' work: a second search of this name is refused at once; cut short, it is deleted
         study = new_study(storage, study_name, list(study_objectives(cost_model.latency_source is not None).values()), numbered=not config.study_name)
     with study as study_name:
+        claimed.append((storage, study_name))
         strategy, seeds, uniform, seeded_from = start_strategy(workload, config, problem, study_name, storage)
         if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
             strategy.seed(seeds)
@@ -290,13 +296,10 @@ def _run_search(workload: Workload, config: SearchConfig, start: float) -> Searc
                 frontier = pareto_front(points)
                 # over every session of a resumed search; logged too, so 'autoq pareto' reports the same time as the search
                 wall_seconds = add_wall_seconds(storage, study_name, time.perf_counter() - start)
-                try:
-                    if tracker:
-                        metrics = _summary_metrics(points, eval_seconds, book.n_infeasible, book.n_failed, len(uniform_set))
-                        tracker.finish(points, frontier, {**metrics, "wall_seconds": wall_seconds}, budget.value if budget.kind == "bits" else None,
-                                       status, latency_budget_ms=budget.value if budget.is_latency else None)
-                finally:
-                    end_session(storage, study_name)  # the process may live on (a notebook): it no longer runs the search
+                if tracker:
+                    metrics = _summary_metrics(points, eval_seconds, book.n_infeasible, book.n_failed, len(uniform_set))
+                    tracker.finish(points, frontier, {**metrics, "wall_seconds": wall_seconds}, budget.value if budget.kind == "bits" else None, status,
+                                   latency_budget_ms=budget.value if budget.is_latency else None)
         except KeyboardInterrupt:  # after the clean-up: a stopping search keeps its note, a finished one is whole
             late_interrupt = status != "KILLED"
     if late_interrupt:

@@ -241,3 +241,18 @@ def test_a_plug_in_strategy_that_creates_its_study_itself_is_told_how_to_load_it
     with pytest.raises(AutoqError, match="creates its Optuna study itself.*load_if_exists=True"):
         autoq.search("digits-cnn", budget="4.5bits", n_trials=2, strategy="makes-its-own", tracking_uri=None, progress=False,
                      storage=f"sqlite:///{__import__('tempfile').mkdtemp()}/optuna.db")
+
+
+def test_a_search_that_fails_after_storing_its_study_ends_its_session(digits, tmp_path, monkeypatch):
+    """Its process lives on (a notebook): the study kept naming it as running, so a resume was refused while it lived."""
+    from autoq.engine import runner
+
+    def fail(*args, **kwargs):
+        raise AutoqError("the tracking store failed")
+
+    monkeypatch.setattr(runner, "_start_tracking", fail)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    with pytest.raises(AutoqError, match="the tracking store failed"):
+        autoq.search("digits-cnn", budget="4.5bits", n_trials=2, seed_from="none", tracking_uri=None, storage=storage, study_name="f",
+                     progress=False)
+    assert optuna.load_study(study_name="f", storage=storage).user_attrs[SESSION_ATTR]["ended"] is True
