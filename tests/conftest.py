@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +26,18 @@ def mlflow_uri(tmp_path: Path, _mlflow_template: Path) -> str:
     db = tmp_path / "mlflow.db"
     shutil.copy(_mlflow_template, db)
     return f"sqlite:///{db}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
+    """`_isolated_cache` for the whole session too: a module-scoped fixture (a search shared by a module's tests) is set up
+    before any test's function-scoped fixtures, so it trained and cached digits-cnn in the user's ~/.cache/autoq, and an
+    export test then found other weights than the session cache's (trained there on one thread by an earlier module)."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("AUTOQ_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "autoq-cache"))
+        patch.delenv("MLFLOW_TRACKING_URI", raising=False)
+        patch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+        yield
 
 
 @pytest.fixture(autouse=True)
