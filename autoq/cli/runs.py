@@ -37,7 +37,7 @@ def _client(args: argparse.Namespace, required: bool = True):
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from autoq.tracking import STUDY_TAG
+    from autoq.tracking import STUDY_TAG, absolute_uri
     from autoq.tracking.mlflow_logger import run_storage
     from autoq.tracking.runs import searches
 
@@ -58,7 +58,7 @@ def run_list(args: argparse.Namespace) -> int:
     for row in rows:
         cells = (cell.rjust(w) if head in right else cell.ljust(w) for cell, w, head in zip(row, widths, rows[0]))
         print("  ".join(cells).rstrip())
-    where = f"--tracking-uri {shlex.quote(args.tracking_uri)}" + (f" --experiment {shlex.quote(args.experiment)}" if args.experiment != args.experiment_default else "")
+    where = f"--tracking-uri {shlex.quote(absolute_uri(args.tracking_uri))}" + (f" --experiment {shlex.quote(args.experiment)}" if args.experiment != args.experiment_default else "")
     print(f"\nautoq pareto NAME {where}   prints a frontier;")
     resumable = [run for run in runs if run_storage(run) is not None]
     if resumable:
@@ -92,6 +92,9 @@ def run_pareto(args: argparse.Namespace) -> int:
         print(f"Search {result.study_name!r} is still running (process {pid} on this machine): the trials it finished so far.")
     elif status != "FINISHED":  # killed (kill -9 leaves it RUNNING), failed, or still running on another machine
         print(f"Search {result.study_name!r} did not finish (MLflow status {status}): the trials it finished so far.")
+        if result.storage and "***" not in result.storage:  # stopped, or killed (unless it runs on another machine): go on
+            print(f"Continue it: autoq search --resume {shlex.quote(result.study_name)} --tracking-uri {shlex.quote(result.tracking_uri)} "
+                  f"--storage {shlex.quote(result.storage)}")
     # a search stopped by Ctrl-C or SIGTERM (KILLED) logged the frontier of the trials it finished; kill -9 logged none
     logged = status == "FINISHED" or any(a.path == "frontier.csv" for a in client.list_artifacts(run_id))
     print(format_summary(result, finished=logged))

@@ -230,12 +230,14 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         db.parent.mkdir(parents=True, exist_ok=True)  # as MLflow's store beside it is made: a new folder is fine
     n_retried = 0
     if config.resume:  # marks the interrupted trials failed and enqueues them again
+        claimed.append((storage, study_name))  # before it claims: its session ends however the resume ends
         n_retried = check_resumable(storage, study_name, stored_settings(workload, config), space)
         study = contextlib.nullcontext(study_name)
     else:  # made now, before the seeds' work: a second search of this name is refused at once; cut short, it is deleted
         study = new_study(storage, study_name, list(study_objectives(cost_model.latency_source is not None).values()), numbered=not config.study_name)
     with study as study_name:
-        claimed.append((storage, study_name))
+        if not config.resume:
+            claimed.append((storage, study_name))
         strategy, seeds, uniform, seeded_from = start_strategy(workload, config, problem, study_name, storage)
         if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
             strategy.seed(seeds)
@@ -246,27 +248,31 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
             strategy.seed(not_stored(storage, study_name, [a for a in seeds if a in set(uniform)]))
     uniform_set = set(uniform)
 
-    calibration_digest = _calibration_digest(workload, space)
-    tracker = _start_tracking(workload, config, space, budget, study_name, storage, reference, calibration_digest, seeded_from, len(uniform_set))
-    parent_id = tracker.parent_id if tracker else None
-    if tracker and cost_model.latency_source:
-        tracker.client.set_tag(parent_id, "latency_source", cost_model.latency_source)
-    if tracker:  # the n_trials param is the first session's and cannot change: a resume may ask for more
-        tracker.client.set_tag(parent_id, "autoq.n_trials", str(config.n_trials))
-    if tracker and problem.slack:
-        tracker.client.set_tag(parent_id, "budget_note", problem.slack)  # the budget binds nothing: shown in the UI's run page
+    try:  # the study is stored with its seeds: a Ctrl-C now said only 'interrupted', not how to go on
+        calibration_digest = _calibration_digest(workload, space)
+        tracker = _start_tracking(workload, config, space, budget, study_name, storage, reference, calibration_digest, seeded_from, len(uniform_set))
+        parent_id = tracker.parent_id if tracker else None
+        if tracker and cost_model.latency_source:
+            tracker.client.set_tag(parent_id, "latency_source", cost_model.latency_source)
+        if tracker:  # the n_trials param is the first session's and cannot change: a resume may ask for more
+            tracker.client.set_tag(parent_id, "autoq.n_trials", str(config.n_trials))
+        if tracker and problem.slack:
+            tracker.client.set_tag(parent_id, "budget_note", problem.slack)  # the budget binds nothing: shown in the UI's run page
 
-    bar = tqdm(total=config.n_trials, desc="autoq search", unit="trial", disable=not config.progress, dynamic_ncols=True)
-    book = TrialBook(strategy, cost_model, budget, uniform_set, config.n_trials, config.max_retries, tracker, bar, config.backend)
-    if config.resume:
-        book.restore(*finished_trials(storage, study_name, space, cost_model, uniform_set, tracker))
-        left = max(0, config.n_trials - len(book.points))
-        kept = (f"autoq: resuming {study_name!r}: {len(book.points)} finished trial(s) kept, {n_retried} interrupted one(s) to retry; "
-                + (f"{left} more to evaluate" if left else f"--n-trials {config.n_trials} are all done: nothing to evaluate"))
-        if config.progress:
-            bar.write(kept, file=sys.stderr)
-        else:  # a batch job's log says it too
-            print(kept, file=sys.stderr, flush=True)
+        bar = tqdm(total=config.n_trials, desc="autoq search", unit="trial", disable=not config.progress, dynamic_ncols=True)
+        book = TrialBook(strategy, cost_model, budget, uniform_set, config.n_trials, config.max_retries, tracker, bar, config.backend)
+        if config.resume:
+            book.restore(*finished_trials(storage, study_name, space, cost_model, uniform_set, tracker))
+            left = max(0, config.n_trials - len(book.points))
+            kept = (f"autoq: resuming {study_name!r}: {len(book.points)} finished trial(s) kept, {n_retried} interrupted one(s) to retry; "
+                    + (f"{left} more to evaluate" if left else f"--n-trials {config.n_trials} are all done: nothing to evaluate"))
+            if config.progress:
+                bar.write(kept, file=sys.stderr)
+            else:  # a batch job's log says it too
+                print(kept, file=sys.stderr, flush=True)
+    except KeyboardInterrupt as exc:
+        raise SearchInterrupted("interrupted before this session's first trial" + _kept_and_how_to_continue(
+            config, study_name, storage, bool(config.tracking_uri), bool(workload.source))) from exc
     deadline = start + config.timeout if config.timeout is not None else None
     status, late_interrupt = "FAILED", False
     try:
@@ -330,9 +336,14 @@ def _kept_and_how_to_continue(config: SearchConfig, study_name: str, storage: st
     if storage is None:
         kept = "MLflow keeps them, but with --storage none it cannot be resumed" if tracked else "nothing keeps them (--storage none, --tracking-uri none)"
         return f"; {kept}"
-    options = [f"--storage {shlex.quote(storage)}"] if config.storage != "auto" else []
+    # the storage is implied only as the one beside a named MLflow store; without MLflow, 'auto' is optuna.db of the
+    # folder the search ran in: the command names it (absolute), and says --tracking-uri none (else the resume logged
+    # every trial to a new mlflow.db, or, from another folder, found no storage)
+    options = [f"--storage {shlex.quote(storage)}"] if config.storage != "auto" or not config.tracking_uri else []
     if config.tracking_uri:  # absolute: the command finds the same store (and the storage beside it) from any folder
         options.insert(0, f"--tracking-uri {shlex.quote(absolute_uri(config.tracking_uri))}")
+    else:
+        options.insert(0, "--tracking-uri none")
     if config.backend == "ray":  # the stored settings do not hold how the trials ran: without these it goes on in-process
         options += ["--backend ray", f"--workers {config.workers}"] + [
             f"--{name.replace('_', '-')} {shlex.quote(str(value))}" for name, value in ray_options_set(config).items()]

@@ -24,8 +24,18 @@ SESSION_ATTR = "autoq.session"  # study user attribute: the host and process of 
 
 
 def this_session() -> dict[str, Any]:
-    """This process, as ``autoq.session`` stores it."""
-    return {"host": socket.gethostname(), "pid": os.getpid()}
+    """This process, as ``autoq.session`` stores it: host, pid and (where /proc tells it) the pid's start time, so that
+    another process given the same pid later is not taken for this one."""
+    started = _start_time(os.getpid())
+    return {"host": socket.gethostname(), "pid": os.getpid(), **({"started": started} if started else {})}
+
+
+def _start_time(pid: int) -> str | None:
+    """When process ``pid`` started, in clock ticks since boot (/proc/PID/stat, field 22); ``None`` without /proc."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+    except (OSError, IndexError):
+        return None
 
 
 def claim(study: optuna.Study) -> None:
@@ -51,7 +61,7 @@ def live_owner(study: optuna.Study) -> int | None:
     if not isinstance(session, dict) or session.get("host") != socket.gethostname() or session.get("ended"):
         return None
     pid = session.get("pid")
-    return pid if isinstance(pid, int) and pid != os.getpid() and alive(pid) else None
+    return pid if isinstance(pid, int) and pid != os.getpid() and alive(pid, session.get("started")) else None
 
 
 def dead_here(study: optuna.Study) -> bool:
@@ -63,11 +73,14 @@ def dead_here(study: optuna.Study) -> bool:
     if session.get("ended"):
         return True
     pid = session.get("pid")
-    return isinstance(pid, int) and pid != os.getpid() and not alive(pid)
+    return isinstance(pid, int) and pid != os.getpid() and not alive(pid, session.get("started"))
 
 
-def alive(pid: int) -> bool:
-    """Whether process ``pid`` runs (a zombie, killed and not yet reaped by its parent, does not)."""
+def alive(pid: int, started: str | None = None) -> bool:
+    """Whether process ``pid`` runs (a zombie, killed and not yet reaped by its parent, does not); with ``started``, the
+    one that started then (a later process given the pid is another)."""
+    if started is not None and _start_time(pid) not in (None, started):
+        return False
     try:
         os.kill(pid, 0)
     except ProcessLookupError:

@@ -147,6 +147,8 @@ def _resume_hint(run) -> str:
     from autoq.tracking.mlflow_logger import STUDY_TAG, run_storage
 
     study = run.data.tags.get(STUDY_TAG)
+    if run.data.params.get("optuna_storage") == "memory":  # --storage none: no study to resume, nor to tell it runs by
+        return "it kept no Optuna storage (--storage none), so it cannot be resumed: wait for it if it still runs"
     pid = running_pid(run_storage(run), study) if run.info.status == "RUNNING" else None
     if pid is not None:
         return f"it is still running (process {pid} on this machine): wait for it to finish"

@@ -110,19 +110,26 @@ def tracking_client(uri: str) -> MlflowClient:
                          "a store whose creation was cut short stays broken: move it aside to start a new one") from None
 
 
-def _check_not_moved(db: Path, artifact_location: str) -> None:
-    """Refuse to log to a SQLite store autoq made that was moved to another folder, saying how to go on: MLflow records
-    artifact locations as absolute paths, so it looks for the store's artifacts (frontier files, trials' assignments)
-    where they were, and would write new ones there, bringing the old folder back with only those (2026-12-02)."""
+def _check_not_moved(db: Path, artifact_location: str, does: str = "reads them and would write new ones", copies: bool = False) -> None:
+    """Refuse a SQLite store autoq made that was moved to another folder, saying how to go on: MLflow records artifact
+    locations as absolute paths, so it looks for the store's artifacts (frontier files, trials' assignments) where they
+    were, and would write new ones there, bringing the old folder back with only those (2026-12-02). With ``copies``
+    (before writing), also a copy whose original is still in place: it would write into the original's artifacts."""
     from mlflow.utils.file_utils import local_file_uri_to_path
 
     if not artifact_location.startswith("file:"):
         return
     recorded, here = Path(local_file_uri_to_path(artifact_location)), db.resolve().parent / "mlartifacts"
-    if recorded.name == "mlartifacts" and recorded != here and here.is_dir() and not recorded.exists():
+    if recorded.name != "mlartifacts" or recorded == here or not here.is_dir():
+        return
+    if not recorded.exists():
         raise AutoqError(f"this MLflow store was moved: its artifacts are in {here}, but MLflow records them at {recorded}, where it "
-                         "reads them and would write new ones; move the store back, or link the old place to the new first: "
-                         f"mkdir -p {shlex.quote(str(recorded.parent))} && ln -s {shlex.quote(str(here))} {shlex.quote(str(recorded))}")
+                         f"{does}; move the store back, or link the old place to the new first: "
+                         f"mkdir -p {shlex.quote(str(recorded.parent))} && ln -sfn {shlex.quote(str(here))} {shlex.quote(str(recorded))}")
+    if copies and recorded.resolve() != here.resolve():
+        raise AutoqError(f"this MLflow store is a copy of the one beside {recorded}: MLflow records this experiment's artifacts there, "
+                         "and would write this search's into the original's; log to the original store, or to a new experiment "
+                         "here (--experiment NAME)")
 
 
 def check_sqlite_writable(uri: str, what: str) -> None:
@@ -181,7 +188,7 @@ def check_experiment(uri: str, name: str) -> None:
         raise AutoqError(f"MLflow experiment {name!r} is deleted in {uri}; restore it (mlflow experiments restore --experiment-id "
                          f"{found.experiment_id}) or pass another --experiment")
     if found is not None and db is not None:
-        _check_not_moved(db, found.artifact_location)
+        _check_not_moved(db, found.artifact_location, copies=True)
 
 
 def require_store(uri: str) -> None:
@@ -202,9 +209,13 @@ def stored_run(tracking_uri: str, run_id: str, missing: str) -> tuple[MlflowClie
     require_store(tracking_uri)
     client = tracking_client(tracking_uri)
     try:
-        return client, client.get_run(run_id)
+        run = client.get_run(run_id)
     except MlflowException:
         raise AutoqError(f"no MLflow run {run_id!r} in {tracking_uri}; {missing}") from None
+    db = sqlite_path(tracking_uri)
+    if db is not None:  # a moved store: its artifacts are looked for where they were (a traceback, or "has no frontier.json")
+        _check_not_moved(db, client.get_experiment(run.info.experiment_id).artifact_location, "reads them")
+    return client, run
 
 
 def outer_run(tracking_uri: str, run_id: str) -> Run:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from autoq.errors import AutoqError
-from autoq.tracking.mlflow_logger import STUDY_TAG, TRIAL_TAG, run_storage, without_password
+from autoq.tracking.mlflow_logger import STORAGE_TAG, STUDY_TAG, TRIAL_TAG, absolute_uri, run_storage, without_password
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -53,13 +53,21 @@ def find_search(client: MlflowClient, experiment_id: str, study_name: str, stora
     for key in (f"tags.`{STUDY_TAG}`", "params.study_name"):
         found = all_runs(client, [experiment_id], f"{SEARCH_FILTER} and {key} = {_quoted(study_name)}", order_by=["attributes.start_time ASC"])
         if storage is not None:
-            found = [r for r in found if (run_storage(r) or storage) in (storage, without_password(storage))]
+            found = [r for r in found if _logged_with(r, storage)]
         if len(found) > 1:
             runs = "; ".join(f"{r.info.run_id} (storage {r.data.params.get('optuna_storage', '?')})" for r in found[:5])
             raise AutoqError(f"{len(found)} searches in this experiment are named {study_name!r}: {runs}; name one by its run id")
         if found:
             return found[0]
     return None
+
+
+def _logged_with(run: Run, storage: str) -> bool:
+    """Whether the search ``run`` kept its trials in ``storage`` ("memory": none); a run that logged no storage (an early
+    autoq's) matches any. An in-memory run matched every storage once, and a resume reopened it and deleted its trials."""
+    if "optuna_storage" not in run.data.params and STORAGE_TAG not in run.data.tags:
+        return True
+    return (run_storage(run) or "memory") in (storage, without_password(storage))
 
 
 def searches(client: MlflowClient, experiment_ids: list[str]) -> list[Run]:
@@ -138,7 +146,7 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
     return SearchResult(
         budget=parse_budget(params["budget"]), metric=params.get("metric", ""), reference_quality=metrics.get("reference_quality", float("nan")),
         points=tuple(points), frontier=tuple(pareto_front(points)), study_name=params.get("study_name", parent.info.run_name),
-        storage=run_storage(parent), tracking_uri=tracking_uri, parent_run_id=run_id,
+        storage=run_storage(parent), tracking_uri=absolute_uri(tracking_uri), parent_run_id=run_id,  # its commands work from any folder
         eval_seconds=metrics.get("eval_seconds", float("nan")), wall_seconds=metrics.get("wall_seconds", (end - parent.info.start_time) / 1000),
         n_infeasible=int(metrics.get("n_over_budget", 0)), n_failed=int(metrics.get("n_failed", 0)),
         sequential=params.get("sequential") == "True", calibration_digest=recorded(params, "calibration_digest"),

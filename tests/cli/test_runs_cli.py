@@ -101,6 +101,7 @@ def test_pareto_of_a_search_that_did_not_finish_says_so_and_names_a_run_that_exp
     assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 0
     out = capsys.readouterr().out
     assert f"Search {result.study_name!r} did not finish (MLflow status RUNNING)" in out and "holds no frontier files yet" in out
+    assert f"Continue it: autoq search --resume {result.study_name} --tracking-uri {mlflow_uri} --storage {result.storage}" in out
     assert "if it was killed, autoq search --resume" in out
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a live process runs it: it was not killed
     try:

@@ -387,6 +387,11 @@ def test_a_search_moved_with_its_stores_resumes_into_its_own_parent_run(digits, 
     numbers = [int(r.data.tags["autoq.trial"]) for r in trial_runs(client, result.parent_run_id)]
     assert len(numbers) == len(set(numbers)) == len(result.points) == 5  # none logged twice
     assert autoq.SearchResult.from_mlflow(result.parent_run_id, uri) == result  # every artifact found
+    # a copy of the whole folder beside its original would write into the original's artifacts: refused
+    shutil.copytree(moved, tmp_path / "d")
+    with pytest.raises(AutoqError, match="this MLflow store is a copy of the one beside .*--experiment NAME"):
+        autoq.search("digits-cnn", n_trials=6, tracking_uri=f"sqlite:///{tmp_path / 'd' / 'mlflow.db'}",
+                     storage=f"sqlite:///{tmp_path / 'd' / 'optuna.db'}", resume=True, **options)
     # a copy of the storage, its original in place, is another search: its own parent run, the original's trials untouched
     copy = tmp_path / "c"
     copy.mkdir()

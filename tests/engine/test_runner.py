@@ -5,6 +5,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import pickle
+import subprocess
+import sys
 
 import optuna
 import pytest
@@ -187,7 +189,15 @@ def test_a_timeout_that_ends_the_search_says_so_and_how_to_go_on(digits, tmp_pat
                           seed_from="none", progress=False)
     assert len(result.points) == 2
     err = capsys.readouterr().err
-    assert "--timeout 150 s ended the search after 2 of its 10 trials, kept in the Optuna study; continue with: autoq search --resume t" in err
+    assert ("--timeout 150 s ended the search after 2 of its 10 trials, kept in the Optuna study; continue with: autoq search --resume t "
+            f"--tracking-uri none --storage {storage}") in err
+    # the printed command works from any folder, without MLflow as the search ran (it made a new mlflow.db, or found no storage)
+    command = err.split("continue with: ", 1)[1].split("   (Python:", 1)[0].split()
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    done = subprocess.run([sys.executable, "-m", "autoq", *command[1:], "--no-progress"], cwd=elsewhere, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "10 trials in " in done.stdout and not list(elsewhere.iterdir())
 
 
 def test_same_seed_same_frontier(digits, mlflow_uri):

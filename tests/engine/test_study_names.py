@@ -256,3 +256,47 @@ def test_a_search_that_fails_after_storing_its_study_ends_its_session(digits, tm
         autoq.search("digits-cnn", budget="4.5bits", n_trials=2, seed_from="none", tracking_uri=None, storage=storage, study_name="f",
                      progress=False)
     assert optuna.load_study(study_name="f", storage=storage).user_attrs[SESSION_ATTR]["ended"] is True
+
+
+def test_another_process_given_a_dead_sessions_pid_is_not_taken_for_it(tmp_path):
+    """Only host and pid were compared: a later process given the pid (a `sleep`) blocked the resume, and was named."""
+    from autoq.engine.sessions import _start_time, live_owner
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="reused", storage=storage, directions=DIRECTIONS)
+    other = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        session = {"host": os.uname().nodename, "pid": other.pid}
+        study.set_user_attr(SESSION_ATTR, {**session, "started": "1"})  # the process that had the pid started then
+        assert live_owner(optuna.load_study(study_name="reused", storage=storage)) is None
+        study.set_user_attr(SESSION_ATTR, {**session, "started": _start_time(other.pid)})
+        assert live_owner(optuna.load_study(study_name="reused", storage=storage)) == other.pid
+    finally:
+        other.kill()
+        other.wait()
+
+
+def test_a_ctrl_c_after_set_up_says_how_to_go_on_and_a_failed_resume_ends_its_session(digits, tmp_path, monkeypatch):
+    """A Ctrl-C while the MLflow run was being made printed only 'interrupted', though the study was stored; a resume
+    that failed after claiming the study (before the search took it on) left it named as running."""
+    from autoq.engine import resume, runner
+    from autoq.errors import SearchInterrupted
+
+    def pressed(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    options = dict(budget="4.5bits", n_trials=2, seed_from="none", tracking_uri=None, storage=storage, study_name="c", progress=False)
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "_start_tracking", pressed)
+        with pytest.raises(SearchInterrupted, match="interrupted before this session's first trial, kept in the Optuna study; "
+                                                    "continue with: autoq search --resume c --tracking-uri none --storage"):
+            autoq.search("digits-cnn", **options)
+
+    def broken(*args, **kwargs):
+        raise AutoqError("reopening failed")
+
+    monkeypatch.setattr(resume, "_reopen", broken)
+    with pytest.raises(AutoqError, match="reopening failed"):
+        autoq.search("digits-cnn", resume=True, **options)
+    assert optuna.load_study(study_name="c", storage=storage).user_attrs[SESSION_ATTR]["ended"] is True

@@ -131,3 +131,19 @@ def test_a_resume_continues_a_run_logged_with_the_password_shown_or_hidden(mlflo
         tracker.start(name, {"optuna_storage": logged}, {"autoq.kind": "search", "autoq.study": name})
         again = MlflowTracker.open(mlflow_uri, "exp")
         assert again.continue_search(name, storage) and again.parent_id == tracker.parent_id
+
+
+def test_a_resume_does_not_take_an_in_memory_search_of_its_name_for_its_own(mlflow_uri):
+    """An in-memory run matched any storage: a resume reopened it and deleted its trial runs."""
+    from mlflow.tracking import MlflowClient
+
+    from autoq.tracking.runs import find_search
+
+    client = MlflowClient(mlflow_uri)
+    experiment = client.create_experiment("mem")
+    memory = client.create_run(experiment, tags={"autoq.kind": "search", "autoq.study": "s"}).info.run_id
+    client.log_param(memory, "optuna_storage", "memory")
+    assert find_search(client, experiment, "s", "sqlite:////data/optuna.db") is None
+    assert find_search(client, experiment, "s", "memory").info.run_id == memory
+    early = client.create_run(experiment, tags={"autoq.kind": "search", "autoq.study": "t"}).info.run_id  # logged no storage
+    assert find_search(client, experiment, "t", "sqlite:////data/optuna.db").info.run_id == early
