@@ -372,10 +372,12 @@ def test_a_search_moved_with_its_stores_resumes_into_its_own_parent_run(digits, 
 
     first = tmp_path / "a"
     options = dict(budget="4.5bits", study_name="moved", seed_from="none", progress=False)
-    autoq.search("digits-cnn", n_trials=3, tracking_uri=f"sqlite:///{first / 'mlflow.db'}", **options)
+    before = autoq.search("digits-cnn", n_trials=3, tracking_uri=f"sqlite:///{first / 'mlflow.db'}", **options)
     moved = tmp_path / "b"
     first.rename(moved)
     uri, storage = f"sqlite:///{moved / 'mlflow.db'}", f"sqlite:///{moved / 'optuna.db'}"
+    with pytest.raises(AutoqError, match="this MLflow store was moved: .*where it reads them; .*ln -sfn"):  # autoq pareto, export
+        autoq.SearchResult.from_mlflow(before.parent_run_id, uri)  # (an MlflowException traceback, or "has no assignment.json")
     with pytest.raises(AutoqError, match="this MLflow store was moved") as info:
         autoq.search("digits-cnn", n_trials=5, tracking_uri=uri, storage=storage, resume=True, **options)
     assert not first.exists()  # refused before anything was written there
