@@ -5,20 +5,26 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from autoq.errors import AutoqError
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``: a run killed mid-write leaves
-    the old file (or none), never half a table that the next run would fail to read."""
+    """Write ``text`` whole or not at all (`write_atomic`): a run killed mid-write leaves the old file (or none), never
+    half a table that the next run would fail to read."""
+    return write_atomic(path, lambda tmp: tmp.write_text(text))
+
+
+def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
+    """Have ``write`` fill a temporary file beside ``path``, then rename it over ``path``: another process reads the
+    whole file or none, and a kill mid-write leaves the old one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     try:
-        tmp.write_text(text)
+        write(tmp)
         os.replace(tmp, path)
     finally:
         tmp.unlink(missing_ok=True)

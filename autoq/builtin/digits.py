@@ -5,7 +5,6 @@ Quality is classification accuracy on a fixed held-out quarter of the data set.
 
 from __future__ import annotations
 
-import os
 import pickle
 import sys
 from pathlib import Path
@@ -15,6 +14,7 @@ from torch import nn
 
 from autoq.builtin.workload import Workload, cache_dir
 from autoq.errors import AutoqError
+from autoq.files import write_atomic
 
 RECIPE = "digits-cnn-v1"  # bump when the architecture or training changes
 
@@ -75,7 +75,8 @@ def digits_workload(batch_size: int = 128) -> Workload:
     model = _cached(path)
     if model is None:
         model = train_digits_cnn(x_train, y_train)
-        _save_atomic(model, path)
+        state = model.state_dict()
+        write_atomic(path, lambda tmp: torch.save(state, tmp))  # another process starting now reads it whole or not at all
     model.eval()
     return Workload(
         name="digits-cnn",
@@ -101,13 +102,3 @@ def _cached(path: Path) -> nn.Module | None:
               file=sys.stderr, flush=True)
         return None
     return model
-
-
-def _save_atomic(model: nn.Module, path: Path) -> None:
-    """Save beside ``path`` and rename over it: another process starting at the same time reads the whole file or none."""
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)

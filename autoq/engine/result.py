@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -59,6 +59,11 @@ class Point:
             row.update(latency_ms=self.latency_ms, latency_source=self.latency_source or "")
         row.update(uniform=self.uniform, run_id=self.run_id or "", choices=self.assignment.summary())
         return row
+
+
+def distinct_assignments(points: Iterable[Point]) -> int:
+    """How many different assignments ``points`` hold (a sampler's repeat of one is a point of its own)."""
+    return len({p.assignment for p in points})
 
 
 def best_point(points: Sequence[Point]) -> Point:
@@ -145,7 +150,7 @@ class SearchResult:
     def uniform_coverage(self) -> tuple[int, int | None]:
         """(distinct uniform assignments evaluated, those within the budget): where fewer were evaluated (a strategy that
         proposes its own, fewer trials than baselines), `best_uniform` is the best of those, not of all."""
-        return len({p.assignment for p in self.uniform_points}), self.n_uniform
+        return distinct_assignments(self.uniform_points), self.n_uniform
 
     @property
     def best_uniform(self) -> Point | None:

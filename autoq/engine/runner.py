@@ -27,7 +27,7 @@ from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.engine.options import checked_options
 from autoq.engine.ray_session import ray_options_set, ray_session
-from autoq.engine.result import Point, SearchResult, best_point, pareto_front
+from autoq.engine.result import Point, SearchResult, best_point, distinct_assignments, pareto_front
 from autoq.engine.resume import (
     add_wall_seconds,
     check_execution,
@@ -224,7 +224,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         raise AutoqError(f"the quality metric of the unquantized model is {reference}; check the evaluation data")
 
     storage = config.resolved_storage()
-    study_name = config.study_name or default_study_name(workload.name, budget, storage)
+    study_name = config.study_name or default_study_name(workload.name, budget)
     db = sqlite_path(storage) if storage else None
     if db is not None and not config.resume:
         db.parent.mkdir(parents=True, exist_ok=True)  # as MLflow's store beside it is made: a new folder is fine
@@ -239,14 +239,14 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         if not config.resume:
             claimed.append((storage, study_name))
         strategy, seeds, uniform, seeded_from = start_strategy(workload, config, problem, study_name, storage)
+        uniform_set = set(uniform)
         if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
             strategy.seed(seeds)
             remember_settings(storage, study_name, stored_settings(workload, config))
         else:  # once it has started: a resume that fails before keeps the count it had
             remember_n_trials(storage, study_name, config.n_trials)
             # baselines a first session with fewer trials left out, which this one's count now takes in: never evaluated else
-            strategy.seed(not_stored(storage, study_name, [a for a in seeds if a in set(uniform)]))
-    uniform_set = set(uniform)
+            strategy.seed(not_stored(storage, study_name, [a for a in seeds if a in uniform_set]))
 
     try:  # the study is stored with its seeds: a Ctrl-C now said only 'interrupted', not how to go on
         calibration_digest = _calibration_digest(workload, space)
@@ -447,8 +447,7 @@ def _summary_metrics(points: list[Point], eval_seconds: float, n_infeasible: int
     """The parent run's summary metrics (reference_quality is logged at the start). ``best_uniform_quality`` and
     ``gain_over_uniform`` only where every one of the ``n_uniform`` uniform baselines was evaluated: over some of them
     (a strategy that proposes its own) the gain was overstated, and the UI sorts by it."""
-    distinct = {p.assignment for p in points}
-    metrics = {"eval_seconds": eval_seconds, "n_evaluated": len(points), "n_distinct": len(distinct), "n_over_budget": n_infeasible,
+    metrics = {"eval_seconds": eval_seconds, "n_evaluated": len(points), "n_distinct": distinct_assignments(points), "n_over_budget": n_infeasible,
                "n_failed": n_failed, "n_uniform_baselines": n_uniform}
     if points:
         best = best_point(points)
@@ -456,7 +455,7 @@ def _summary_metrics(points: list[Point], eval_seconds: float, n_infeasible: int
         if best.latency_ms is not None:
             metrics["best_latency_ms"] = best.latency_ms
         uniform = [p for p in points if p.uniform]
-        metrics["n_uniform_evaluated"] = len({p.assignment for p in uniform})
+        metrics["n_uniform_evaluated"] = distinct_assignments(uniform)
         if uniform and metrics["n_uniform_evaluated"] >= n_uniform:
             metrics["best_uniform_quality"] = max(p.quality for p in uniform)
             metrics["gain_over_uniform"] = best.quality - metrics["best_uniform_quality"]

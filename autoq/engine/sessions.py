@@ -57,23 +57,28 @@ def is_ours(study: optuna.Study) -> bool:
 def live_owner(study: optuna.Study) -> int | None:
     """The pid of another live process on this machine that runs ``study``; ``None`` where none does, or where the
     session was on another host (not known)."""
-    session = study.user_attrs.get(SESSION_ATTR)
-    if not isinstance(session, dict) or session.get("host") != socket.gethostname() or session.get("ended"):
-        return None
-    pid = session.get("pid")
-    return pid if isinstance(pid, int) and pid != os.getpid() and alive(pid, session.get("started")) else None
+    state, pid = _local_state(study)
+    return pid if state == "running" else None
 
 
 def dead_here(study: optuna.Study) -> bool:
     """Whether the session ``study`` names was a process of this machine that is gone (killed), or that ended it: known
     to be stopped."""
+    return _local_state(study)[0] == "stopped"
+
+
+def _local_state(study: optuna.Study) -> tuple[str, int | None]:
+    """What ``study``'s session says of another process of this machine: ``("running", pid)``, ``("stopped", None)``
+    (ended, or its process gone), or ``("unknown", None)`` (no session, another host, or this process)."""
     session = study.user_attrs.get(SESSION_ATTR)
     if not isinstance(session, dict) or session.get("host") != socket.gethostname():
-        return False
+        return "unknown", None
     if session.get("ended"):
-        return True
+        return "stopped", None
     pid = session.get("pid")
-    return isinstance(pid, int) and pid != os.getpid() and not alive(pid, session.get("started"))
+    if not isinstance(pid, int) or pid == os.getpid():
+        return "unknown", None
+    return ("running", pid) if alive(pid, session.get("started")) else ("stopped", None)
 
 
 def alive(pid: int, started: str | None = None) -> bool:

@@ -28,21 +28,10 @@ from autoq.interrupts import deferred_interrupts
 SETTINGS_ATTR = "autoq.settings"  # study user attribute: what defines the search (stored once it is seeded)
 
 
-def default_study_name(model_name: str, budget: Budget, storage: str | None = None) -> str:
-    """``autoq-<model>-<budget>-<UTC time>``, with a ``-N`` suffix when ``storage`` already holds that name."""
+def default_study_name(model_name: str, budget: Budget) -> str:
+    """``autoq-<model>-<budget>-<UTC time>``; `new_study` adds a ``-N`` suffix where the storage already holds it."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    base = re.sub(r"[^A-Za-z0-9_.-]+", "-", f"autoq-{model_name}-{budget.text}-{stamp}")
-    taken = set(_names(storage))
-    return next(name for name in (base, *(f"{base}-{i}" for i in range(2, len(taken) + 3))) if name not in taken)
-
-
-def _names(storage: str | None) -> list[str]:
-    if storage is None:
-        return []
-    try:
-        return optuna.get_all_study_names(storage)
-    except Exception:  # noqa: BLE001 - no database yet (or none readable): nothing is taken, and creating it says more
-        return []
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"autoq-{model_name}-{budget.text}-{stamp}")
 
 
 @contextmanager

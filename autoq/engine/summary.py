@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import shlex
 
-from autoq.engine.result import Point, SearchResult
+from autoq.engine.result import Point, SearchResult, distinct_assignments
 from autoq.latency import format_latency_us
 
 
@@ -69,7 +69,7 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
     else:
         lines.append("No uniform assignment was evaluated (none fits this budget, or the strategy proposed none).")
     extra = []
-    repeats = len(result.points) - len({p.assignment for p in result.points})
+    repeats = len(result.points) - distinct_assignments(result.points)
     if repeats:  # late in a long search on a small space most proposals are repeats: more trials then add little
         extra.append(f"{_count(repeats, 'trial')} repeated an earlier one's assignment (the sampler proposed it again; its quality was "
                      "reused, not evaluated again)")

@@ -7,7 +7,6 @@ import json
 import shlex
 import tempfile
 from dataclasses import dataclass
-from pathlib import Path
 
 from autoq.choice import Assignment
 from autoq.errors import AutoqError
@@ -106,20 +105,19 @@ def _assignment(client, run) -> tuple[Assignment, str]:
     """(assignment, what it is) of a trial run, or of a search run's highest-quality frontier point."""
     from mlflow.exceptions import MlflowException
 
-    from autoq.tracking.runs import no_download_bars
+    from autoq.tracking.runs import artifact_text, no_download_bars
 
     run_id = run.info.run_id
     is_search = run.data.tags.get("autoq.kind") == "search"
     artifact = "frontier.json" if is_search else "assignment.json"
     with tempfile.TemporaryDirectory() as tmp, no_download_bars():
         try:
-            path = Path(client.download_artifacts(run_id, artifact, tmp))
+            text = artifact_text(client, run, artifact, tmp)
         except (MlflowException, OSError):
             if is_search and run.info.status != "FINISHED":  # killed outright (kill -9): it logged no frontier
                 raise AutoqError(f"search run {run_id!r} did not finish (MLflow status {run.info.status}) and logged no frontier; "
                                  f"{_resume_hint(run)}, or export one of its trial runs") from None
             raise AutoqError(f"MLflow run {run_id!r} has no {artifact}; is it an autoq trial or search run?") from None
-        text = path.read_text()
     try:
         parsed = json.loads(text)
     except json.JSONDecodeError as exc:  # cut short: the search was writing it (MLflow copies an artifact in place)

@@ -311,19 +311,20 @@ class MlflowTracker:
         still in place, is another search: it reopened the original's run and deleted trial runs the copy lacked."""
         from mlflow.exceptions import MlflowException
 
+        from autoq.tracking.runs import logged_with
+
         try:
             run = self.client.get_run(run_id)
         except MlflowException:  # another store's run
             return None
         tags = run.data.tags
         ours = tags.get("autoq.kind") == "search" and tags.get(STUDY_TAG) == study_name and run.info.lifecycle_stage == "active"
-        if not ours or run.info.experiment_id != self.experiment_id:
+        if not ours or run.info.experiment_id != self.experiment_id or storage is None:
             return None
-        logged = run_storage(run) or ""
-        if storage is not None and logged in (storage, without_password(storage)):
+        if logged_with(run, storage):  # the rule find_search matches by
             return run
-        moved = sqlite_path(logged)
-        if storage is None or moved is None or moved.exists():
+        moved = sqlite_path(run_storage(run) or "")
+        if moved is None or moved.exists():
             return None
         self.client.set_tag(run.info.run_id, STORAGE_TAG, without_password(storage))  # where it is now: readers look here
         return run

@@ -53,7 +53,7 @@ def find_search(client: MlflowClient, experiment_id: str, study_name: str, stora
     for key in (f"tags.`{STUDY_TAG}`", "params.study_name"):
         found = all_runs(client, [experiment_id], f"{SEARCH_FILTER} and {key} = {_quoted(study_name)}", order_by=["attributes.start_time ASC"])
         if storage is not None:
-            found = [r for r in found if _logged_with(r, storage)]
+            found = [r for r in found if logged_with(r, storage)]
         if len(found) > 1:
             runs = "; ".join(f"{r.info.run_id} (storage {r.data.params.get('optuna_storage', '?')})" for r in found[:5])
             raise AutoqError(f"{len(found)} searches in this experiment are named {study_name!r}: {runs}; name one by its run id")
@@ -62,7 +62,7 @@ def find_search(client: MlflowClient, experiment_id: str, study_name: str, stora
     return None
 
 
-def _logged_with(run: Run, storage: str) -> bool:
+def logged_with(run: Run, storage: str) -> bool:
     """Whether the search ``run`` kept its trials in ``storage`` ("memory": none); a run that logged no storage (an early
     autoq's) matches any. An in-memory run matched every storage once, and a resume reopened it and deleted its trials."""
     if "optuna_storage" not in run.data.params and STORAGE_TAG not in run.data.tags:
