@@ -128,6 +128,22 @@ class BenchConfig:
         if self.compile_workers is not None and self.compile_workers < 0:
             raise AutoqError(f"compile_workers must be 0 (compile at launch), a positive number of processes or None "
                              f"(one per core); got {self.compile_workers}")
+        self._check_kernels_run_formats()
+
+    def _check_kernels_run_formats(self) -> None:
+        """Refuse formats asked for that none of the kernels runs, or kernels that run none of the default formats: such a
+        run measured only the fp16 baseline, after minutes of GPU set-up, and wrote a table without a format."""
+        from autoq.kernels.registry import get_kernel, kernels_for
+
+        if not self.kernels:
+            raise AutoqError("no kernel to time; name at least one, such as " + ", ".join(DEFAULT_KERNELS))
+        infos = [get_kernel(name) for name in self.kernels]
+        formats = self.formats or default_formats()
+        idle = [spec.name for spec in formats if not any(info.supports(spec) for info in infos)]
+        if self.formats and idle or len(idle) == len(formats):
+            which = "; ".join(f"{name}: {', '.join(k.name for k in kernels_for(parse_formats(name)[0])) or 'none'}" for name in idle[:4])
+            raise AutoqError(f"kernel(s) {', '.join(self.kernels)} run none of the format(s) {', '.join(idle)}; the kernels that run "
+                             f"each ({which}) go in --kernels")
 
     def cases(self) -> list[tuple[tuple[int, int], QuantSpec | None, str]]:
         """(shape, format, kernel) to measure at every batch; format ``None`` is the fp16 baseline.

@@ -196,7 +196,7 @@ class LatencyTable:
         except (TypeError, ValueError):
             raise AutoqError(f"{source}: peak_bandwidth_gbs {peak!r} is not a number of GB/s") from None
         timing = data.get("timing", "flush")
-        if timing not in TIMINGS:
+        if not isinstance(timing, str) or timing not in TIMINGS:
             raise AutoqError(f"{source}: timing {timing!r} is unknown; a latency table's timing is one of {', '.join(TIMINGS)}")
         return cls(data["device"], tuple(rows), str(data.get("torch", "")), str(data.get("triton", "")), str(data.get("cuda", "")),
                    str(data.get("created", "")), peak, timing)
@@ -205,7 +205,9 @@ class LatencyTable:
     def load(cls, path: str | Path) -> LatencyTable:
         path = Path(path)
         try:
-            data = json.loads(path.read_text())
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except UnicodeDecodeError:
+            raise AutoqError(f"latency table {path} is not UTF-8 text; 'autoq kernels bench' writes JSON") from None
         except FileNotFoundError:
             raise AutoqError(f"latency table {path} does not exist; write one with 'autoq kernels bench --out {path}'") from None
         except json.JSONDecodeError as exc:

@@ -14,6 +14,7 @@ wider than every layer the rule governs.
 
 from __future__ import annotations
 
+import io
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -111,7 +112,7 @@ def _rule(raw: Any, where: str, line: int = 0, key_lines: Mapping[str, int] | No
         raise AutoqError(f"{where}: a rule must be a mapping with keys {sorted(_RULE_KEYS)}")
     unknown = set(raw) - _RULE_KEYS
     if unknown:
-        raise AutoqError(f"{where}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_RULE_KEYS)}")
+        raise AutoqError(f"{where}: unknown key(s) {sorted(map(str, unknown))}; allowed: {sorted(_RULE_KEYS)}")
     missing = {"bits", "granularity", "methods"} - set(raw)
     if missing:
         raise AutoqError(f"{where}: missing key(s) {sorted(missing)}")
@@ -150,16 +151,41 @@ def _rule(raw: Any, where: str, line: int = 0, key_lines: Mapping[str, int] | No
     )
 
 
+def _named(text: str, source: str) -> io.StringIO:
+    """The text as a stream named ``source``: PyYAML's messages then name the file, not ``<unicode string>``."""
+    stream = io.StringIO(text)
+    stream.name = source
+    return stream
+
+
+def _refuse_duplicate_keys(node: yaml.Node | None, source: str) -> None:
+    """A key written twice in one mapping is an error: YAML loaders keep the last silently, so a second ``bits:`` in a rule
+    (or a second ``rules:`` block) replaced the first without a word."""
+    if isinstance(node, yaml.MappingNode):
+        seen: dict[tuple[str, str], int] = {}
+        for key, value in node.value:
+            if isinstance(key, yaml.ScalarNode):
+                first = seen.setdefault((key.tag, key.value), key.start_mark.line + 1)
+                if first != key.start_mark.line + 1:
+                    raise AutoqError(f"{source}, line {key.start_mark.line + 1}: key {key.value!r} is given twice in one mapping "
+                                     f"(first on line {first}); keep one")
+            _refuse_duplicate_keys(value, source)
+    elif isinstance(node, yaml.SequenceNode):
+        for item in node.value:
+            _refuse_duplicate_keys(item, source)
+
+
 def parse_preset(text: str, source: str) -> Preset:
     try:
-        data = yaml.safe_load(text)
+        _refuse_duplicate_keys(yaml.compose(_named(text, source)), source)
+        data = yaml.safe_load(_named(text, source))
     except yaml.YAMLError as exc:
         raise AutoqError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(data, dict) or "rules" not in data:
         raise AutoqError(f"{source}: a search space needs a top-level 'rules' list")
     unknown = set(data) - _PRESET_KEYS
     if unknown:
-        raise AutoqError(f"{source}: unknown key(s) {sorted(unknown)}; allowed: {sorted(_PRESET_KEYS)}")
+        raise AutoqError(f"{source}: unknown key(s) {sorted(map(str, unknown))}; allowed: {sorted(_PRESET_KEYS)}")
     if not isinstance(data["rules"], list):
         raise AutoqError(f"{source}: 'rules' must be a list of rules")
     lines = _rule_lines(text)
@@ -188,7 +214,11 @@ def load_preset(name_or_path: str) -> Preset:
             raise AutoqError(f"search-space file {name_or_path!r} is a folder; pass a YAML file or a built-in preset: {', '.join(preset_names())}")
         if not path.is_file():
             raise AutoqError(f"search-space file {name_or_path!r} does not exist")
-        return parse_preset(path.read_text(), str(path))
+        try:
+            text = path.read_text(encoding="utf-8")
+        except UnicodeDecodeError:
+            raise AutoqError(f"search-space file {name_or_path!r} is not UTF-8 text; a search space is a YAML file") from None
+        return parse_preset(text, str(path))
     raise AutoqError(f"unknown search space {name_or_path!r}; built-in presets: {', '.join(preset_names())}, or a path to a YAML file")
 
 

@@ -21,6 +21,7 @@ from autoq.files import write_text_atomic
 
 TABLE_FORMAT = "autoq.sensitivity"
 TABLE_VERSION = 1
+_CSV_COLUMNS = ("layer", "option", "score", "stderr")
 
 
 @dataclass(frozen=True)
@@ -94,11 +95,20 @@ class SensitivityTable:
     @classmethod
     def _from_meta(cls, meta: Mapping, entries: tuple[Entry, ...]) -> SensitivityTable:
         """A table from what `_meta` wrote (JSON's top level or CSV's comment lines) and its entries."""
-        stats = tuple((layer, tuple((k, float(v)) for k, v in s.items())) for layer, s in meta.get("layer_stats", {}).items())
-        return cls(
-            meta["metric"], meta["model_hash"], meta["data_fingerprint"], entries, float(meta["seconds"]), meta.get("model_name", ""),
-            tuple((str(k), str(v)) for k, v in meta.get("params", {}).items()), stats,
-        )
+        missing = [key for key in ("metric", "model_hash", "data_fingerprint", "seconds") if key not in meta]
+        if missing:
+            raise AutoqError(f"the sensitivity table has no {', '.join(map(repr, missing))}; `autoq sensitivity` writes every field")
+        try:
+            stats = tuple((str(layer), tuple((str(k), float(v)) for k, v in s.items()))
+                          for layer, s in meta.get("layer_stats", {}).items())
+            return cls(
+                str(meta["metric"]), str(meta["model_hash"]), str(meta["data_fingerprint"]), entries, float(meta["seconds"]),
+                str(meta.get("model_name", "")), tuple((str(k), str(v)) for k, v in meta.get("params", {}).items()), stats,
+            )
+        except AutoqError:
+            raise
+        except (AttributeError, TypeError, ValueError) as exc:
+            raise AutoqError(f"the sensitivity table's metadata cannot be read ({exc}); `autoq sensitivity` writes it anew") from None
 
     def to_json(self) -> str:
         data = self._meta()
@@ -112,15 +122,17 @@ class SensitivityTable:
         except json.JSONDecodeError as exc:
             raise AutoqError(f"sensitivity table is not valid JSON: {exc}") from None
         _check_meta(data)
-        entries = tuple(Entry(str(la), str(op), float(s), None if se is None else float(se)) for la, op, s, se in data["entries"])
-        return cls._from_meta(data, entries)
+        rows = data.get("entries")
+        if not isinstance(rows, list):
+            raise AutoqError("the sensitivity table has no 'entries' list of [layer, option, score, stderr] rows")
+        return cls._from_meta(data, tuple(_entry(n, row) for n, row in enumerate(rows, 1)))
 
     def to_csv(self) -> str:
         out = io.StringIO()
         for key, value in self._meta().items():
             out.write(f"# {key}: {json.dumps(value)}\n")
         writer = csv.writer(out, lineterminator="\n")
-        writer.writerow(["layer", "option", "score", "stderr"])
+        writer.writerow(_CSV_COLUMNS)
         for e in self.entries:
             writer.writerow([e.layer, e.option, repr(e.score), "" if e.stderr is None else repr(e.stderr)])
         return out.getvalue()
@@ -130,16 +142,23 @@ class SensitivityTable:
         lines = text.splitlines()
         meta: dict = {}
         body = []
-        for line in lines:
+        for number, line in enumerate(lines, 1):
             if line.startswith("# ") and ": " in line:
                 key, _, value = line[2:].partition(": ")
-                meta[key] = json.loads(value)
+                try:
+                    meta[key] = json.loads(value)
+                except json.JSONDecodeError:
+                    raise AutoqError(f"line {number} of the sensitivity table, '# {key}: ...', does not hold a JSON value") from None
             elif line.strip():
                 body.append(line)
         _check_meta(meta)
-        rows = list(csv.DictReader(body))
-        entries = tuple(Entry(r["layer"], r["option"], float(r["score"]), float(r["stderr"]) if r["stderr"] else None) for r in rows)
-        return cls._from_meta(meta, entries)
+        reader = csv.DictReader(body)
+        missing = [c for c in _CSV_COLUMNS if c not in (reader.fieldnames or ())]
+        if missing:
+            raise AutoqError(f"the sensitivity table has no column {', '.join(map(repr, missing))}; its header is "
+                             f"{','.join(_CSV_COLUMNS)}")
+        rows = [[r["layer"], r["option"], r["score"], r["stderr"] or None] for r in reader]
+        return cls._from_meta(meta, tuple(_entry(n, row) for n, row in enumerate(rows, 1)))
 
     def save(self, path: str | Path) -> Path:
         """Write JSON or CSV, chosen by the file extension, whole or not at all (a killed run leaves no half table)."""
@@ -152,8 +171,13 @@ class SensitivityTable:
         if not path.is_file():
             raise AutoqError(f"sensitivity table {str(path)!r} does not exist; `autoq sensitivity --metric METRIC --out DIR` writes "
                              "DIR/<model>-<metric>.json (and .csv), and prints the search that reads it")
-        text = path.read_text()
-        return cls.from_csv(text) if path.suffix.lower() == ".csv" else cls.from_json(text)
+        try:
+            text = path.read_text(encoding="utf-8")
+            return cls.from_csv(text) if path.suffix.lower() == ".csv" else cls.from_json(text)
+        except UnicodeDecodeError:
+            raise AutoqError(f"sensitivity table {str(path)!r} is not UTF-8 text; `autoq sensitivity` writes JSON or CSV") from None
+        except AutoqError as exc:
+            raise AutoqError(f"{path}: {exc}") from None
 
     def heatmap(self, path: str | Path, title: str | None = None) -> Path:
         """Layers x options heat map of log10(score) as a PNG.
@@ -177,6 +201,21 @@ class SensitivityTable:
         path = Path(path)
         fig.savefig(path)
         return path
+
+
+def _entry(number: int, row: object) -> Entry:
+    """Entry ``number`` (1-based) from its ``[layer, option, score, stderr]`` row, refusing what no metric writes: a score
+    that is not a finite number (the seeding solvers take it as is), an unknown or negative stderr."""
+    try:
+        layer, option, score, stderr = row  # type: ignore[misc]
+        entry = Entry(str(layer), str(option), float(score), None if stderr is None else float(stderr))
+    except (TypeError, ValueError):
+        raise AutoqError(f"entry {number} of the sensitivity table, {row!r}, is not [layer, option, score, stderr] with "
+                         "numbers for the score and stderr (stderr may be empty)") from None
+    if not math.isfinite(entry.score) or (entry.stderr is not None and not entry.stderr >= 0):
+        raise AutoqError(f"entry {number} of the sensitivity table ({entry.layer}, {entry.option}) has score {entry.score} and "
+                         f"stderr {entry.stderr}; a score is a finite number and a stderr one at least 0")
+    return entry
 
 
 def _check_meta(data: Mapping) -> None:

@@ -57,6 +57,20 @@ def given_options(parser: argparse.ArgumentParser, argv: Sequence[str]) -> set[s
     return set(vars(namespace)) - {"command"}
 
 
+def refuse_blank(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """An option given as an empty or blank string is an error: every name, path and URL autoq takes needs one. Read as
+    left out it changed what ran: ``--resume "$NAME"`` with ``NAME`` unset started a new search, ``--out ''`` wrote into
+    the working folder."""
+    command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
+    for action in parser._actions + command._actions:
+        value = getattr(args, action.dest, None)
+        if action.dest in args.given and isinstance(value, str) and not value.strip():
+            what = action.metavar or (action.dest.upper() if action.option_strings else action.dest)
+            if action.option_strings:
+                raise AutoqError(f"{'/'.join(action.option_strings)} is {value!r}: give {what}, or leave the option out")
+            raise AutoqError(f"{what} is {value!r}: give one ('autoq {args.command} --help' says what it is)")
+
+
 def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
@@ -95,9 +109,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     args.plugins = plugins  # for the follow-up commands a search prints
     args.given = given_options(parser, argv)  # what `--resume` must not replace with the stored search's values
-    fill_experiment(args)
     signal.signal(signal.SIGTERM, _terminate)  # a scheduler's TERM stops as cleanly as Ctrl-C
     try:
+        refuse_blank(parser, args)
+        fill_experiment(args)
         return int(args.run(args) or 0)
     except AutoqError as exc:
         print(f"autoq: error: {exc}", file=sys.stderr)

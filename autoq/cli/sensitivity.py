@@ -42,6 +42,8 @@ def parse_settings(items: list[str]) -> dict[str, object]:
         key, sep, value = item.partition("=")
         if not sep or not key:
             raise AutoqError(f"cannot parse --set {item!r}; expected KEY=VALUE such as n_samples=128")
+        if key in settings:  # the last was taken silently
+            raise AutoqError(f"--set {key} is given twice; set it once")
         for cast in (int, float):
             try:
                 settings[key] = cast(value)

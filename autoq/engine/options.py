@@ -51,6 +51,12 @@ def checked_options(config: Any) -> dict[str, Any]:
         value = getattr(config, name)
         if value is not None and not isinstance(value, str):
             raise AutoqError(f"{name} must be a str (or None), got {type(value).__name__} {value!r}")
+        if value is not None and not value.strip():  # '' was read as None: a new search for study_name='' of a resume
+            raise AutoqError(f"{name} is {value!r}: give one, or None for {'the default' if name != 'mlflow_parent_run_id' else 'no parent'}")
+    for name, optional in (("space", False), ("experiment", False), ("tracking_uri", True)):  # storage: resume._check_storage_url
+        value = getattr(config, name)
+        if not (isinstance(value, str) and value.strip()) and not (optional and value is None):
+            raise AutoqError(f"{name} must be a non-empty str{' (or None)' if optional else ''}, got {type(value).__name__} {value!r}")
     out["skip"] = _patterns(config.skip)
     out["pins"] = _pins(config.pins)
     plugins = (config.plugins,) if isinstance(config.plugins, str) else config.plugins
@@ -92,6 +98,7 @@ def _pins(pins: Any) -> tuple[tuple[str, str], ...]:
             raise AutoqError(f"pins must be a mapping {{pattern: choice}} such as {{'classifier': 'fp16'}}, or 'pattern=choice' "
                              f"strings; got {item!r}")
         out.append((item[0], item[1]))
+    pins_from_strings(f"{pattern}={choice}" for pattern, choice in out)  # one pattern pinned to two choices: as the CLI refuses it
     return tuple(out)
 
 

@@ -93,6 +93,9 @@ def _check_storage_url(storage: str) -> None:
     except ArgumentError:
         raise AutoqError(f"Optuna storage {storage!r} is not a database URL; use one such as sqlite:///optuna.db or "
                          "postgresql://user@host/db, 'auto' (optuna.db beside the MLflow store), or none (in memory)") from None
+    if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):  # each connection its own empty database
+        raise AutoqError(f"Optuna storage {storage!r} names no database file (SQLite in memory, which keeps nothing between "
+                         "connections); use a file such as sqlite:///optuna.db, or none for a search held in memory")
     try:
         dialect = url.get_dialect()
     except Exception as exc:  # an unknown database kind
@@ -253,13 +256,25 @@ def _never_started(study: optuna.Study, study_name: str, storage: str | None) ->
             f"or delete the empty study (optuna delete-study --study-name {study_name} --storage {storage})")
 
 
-def _check_stored(study: optuna.Study, study_name: str, settings: dict[str, Any], stored: dict[str, Any], space: SearchSpace) -> None:
-    """The stored settings are ``settings`` and every stored trial fits ``space``."""
+def check_same_settings(storage: str | None, study_name: str, settings: dict[str, Any]) -> None:
+    """Refuse other settings than the stored search's before the search problem is built from them: a changed pin or space
+    was reported as an infeasible budget, which the stored search was not. (`check_resumable` checks again, under the lock.)"""
+    stored = load_study(storage, study_name).user_attrs.get(SETTINGS_ATTR)
+    if stored is not None:
+        _check_settings(study_name, settings, stored)
+
+
+def _check_settings(study_name: str, settings: dict[str, Any], stored: dict[str, Any]) -> None:
     # a search nested in a run logs to that run's experiment, whatever experiment was named (autoq runs names the real one)
     keys = [key for key in _MUST_MATCH if not (key == "experiment" and stored.get("mlflow_parent_run_id"))]
     differ = [f"{key} {settings[key]!r} (stored: {stored.get(key)!r})" for key in keys if key in stored and not _same(key, stored[key], settings[key])]
     if differ:
         raise AutoqError(f"cannot resume {study_name!r} with other settings: {'; '.join(differ)}; resume with the stored ones")
+
+
+def _check_stored(study: optuna.Study, study_name: str, settings: dict[str, Any], stored: dict[str, Any], space: SearchSpace) -> None:
+    """The stored settings are ``settings`` and every stored trial fits ``space``."""
+    _check_settings(study_name, settings, stored)
     names = _options_by_name(space)
     for t in study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)):
         _check_fits(t.params, names, study_name, complete=not _interrupted(t))  # a kill may cut a trial's picks short

@@ -118,7 +118,7 @@ def compile_patterns(patterns: Iterable[str], what: str) -> list[re.Pattern[str]
     for p in patterns:
         try:
             compiled.append(re.compile(p))
-        except re.error as exc:
+        except (re.error, OverflowError, RecursionError) as exc:  # 'a{99999999999}' overflows, deep nesting recurses
             raise AutoqError(f"invalid {what} pattern {p!r}: {exc}") from None
     return compiled
 

@@ -48,6 +48,7 @@ def test_sensitivity_writes_table_heatmap_and_logs_to_mlflow(out, mlflow_uri, ca
     (["--metric", "hesian"], "unknown sensitivity metric 'hesian'; choose one of"),
     (["--metric", "kl", "--set", "n_sample=3"], "unknown setting(s) ['n_sample'] for sensitivity metric 'kl'"),
     (["--metric", "kl", "--set", "oops"], "cannot parse --set 'oops'"),
+    (["--metric", "kl", "--set", "n_samples=4", "--set", "n_samples=8"], "--set n_samples is given twice; set it once"),  # last won
     (["--metric", "kl", "--set", "n_samples=abc"], "setting n_samples='abc' of sensitivity metric 'kl' must be a whole number of at least 1"),
     (["--metric", "kl", "--set", "rows_per_batch=-4"], "must be a whole number of at least 1 (or none: all)"),
     (["--metric", "hessian", "--set", "tol=-1"], "setting tol=-1 of sensitivity metric 'hessian' must be a positive number"),

@@ -25,10 +25,22 @@ from autoq.errors import AutoqError
     ({"cpus_per_trial": "2", "backend": "ray"}, "cpus_per_trial must be a number of CPUs, got str '2'"),
     ({"seed_from": 3}, "seed_from must be a str (or None), got int 3"),
     ({"device": 3}, "device must be a str (or None), got int 3"),
+    # were read as left out: study_name='' started a new search where a resume was meant
+    ({"study_name": ""}, "study_name is '': give one, or None for the default"),
+    ({"mlflow_parent_run_id": " "}, "mlflow_parent_run_id is ' ': give one, or None for no parent"),
+    # failed after the model loaded, in the space loader or MLflow ('int' object has no attribute 'startswith')
+    ({"space": None}, "space must be a non-empty str, got NoneType None"),
+    ({"space": 3}, "space must be a non-empty str, got int 3"),
+    ({"tracking_uri": 3}, "tracking_uri must be a non-empty str (or None), got int 3"),
+    ({"experiment": None}, "experiment must be a non-empty str, got NoneType None"),
+    # one layer pinned to two choices: the last was taken silently (the CLI refused it)
+    ({"pins": ["6=fp16", "6=int8-ch-asym:rtn-mse"]}, "pattern '6' is pinned twice, to 'fp16' and to 'int8-ch-asym:rtn-mse'"),
+    ({"pins": [("6", "fp16"), ("6", "int8-ch-asym:rtn-mse")]}, "pattern '6' is pinned twice"),
+    ({"space": "does-not-exist.yaml"}, "search-space file 'does-not-exist.yaml' does not exist"),  # before any model loads
 ])
 def test_a_wrong_kind_is_one_clear_error(options, needle):
     with pytest.raises(AutoqError) as info:
-        SearchConfig(tracking_uri=None, storage=None, **options)
+        SearchConfig(**{"tracking_uri": None, "storage": None, **options})
     assert needle in str(info.value)
 
 

@@ -126,6 +126,10 @@ def test_resume_refuses_other_settings_and_unknown_names(digits, tmp_path, capsy
     with pytest.raises(AutoqError, match=r"other settings: space 'per-channel' \(stored: 'default'\)"):
         autoq.search("digits-cnn", budget="4.5bits", space="per-channel", n_trials=5, tracking_uri=None, storage=storage, study_name="s",
                      resume=True, progress=False)
+    # a pin that puts the budget out of reach: the pin is the error, not the budget (said infeasible, which the stored search is not)
+    with pytest.raises(AutoqError, match=r"other settings: pins \[\['6', 'fp16'\]\] \(stored: \[\]\)"):
+        autoq.search("digits-cnn", budget="4.5bits", pins={"6": "fp16"}, n_trials=5, tracking_uri=None, storage=storage, study_name="s",
+                     resume=True, progress=False)
     with pytest.raises(AutoqError, match="no search named 'other'"):
         autoq.search("digits-cnn", budget="4.5bits", n_trials=5, tracking_uri=None, storage=storage, study_name="other", resume=True, progress=False)
     missing = tmp_path / "elsewhere" / "optuna.db"

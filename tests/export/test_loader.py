@@ -81,6 +81,9 @@ def test_weights_of_another_export_or_a_damaged_config_are_refused(tmp_path):
     (mixed / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(AutoqError, match="lacks its 'layers'"):
         autoq.load(mixed, model=Tiny())
+    (mixed / CONFIG_NAME).write_bytes(b'{"format": "\xff"}')  # not text: was a UnicodeDecodeError traceback
+    with pytest.raises(AutoqError, match="autoq_config.json is not valid JSON: 'utf-8' codec"):
+        autoq.load(mixed, model=Tiny())
 
 
 def _tiny_llama(tie: bool = True, **overrides):

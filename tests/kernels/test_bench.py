@@ -80,6 +80,16 @@ def test_an_unknown_timing_is_refused_with_the_two_there_are():
         BenchConfig(shapes=((8, 8),), timing="cold")
 
 
+def test_kernels_that_run_none_of_the_formats_are_refused_before_the_gpu():
+    """Such a run timed only the fp16 baseline (``cases`` drops what no kernel runs) and wrote a table without a format."""
+    with pytest.raises(AutoqError, match=r"kernel\(s\) w8a8 run none of the format\(s\) int4-g128-asym; .*\(int4-g128-asym: wq, wq-gemm"):
+        BenchConfig(shapes=((8, 8),), kernels=("w8a8",), formats=parse_formats("int4-g128-asym,int8-ch-sym"))
+    with pytest.raises(AutoqError, match="no kernel to time"):
+        BenchConfig(shapes=((8, 8),), kernels=())
+    only_w8a8 = BenchConfig(shapes=((8, 8),), kernels=("w8a8",))  # the default formats: it measures those it runs
+    assert {spec.name for _, spec, _ in only_w8a8.cases() if spec is not None} == {"int8-ch-sym"}
+
+
 @pytest.mark.parametrize("spec_name, kernel", [(None, BASELINE_KERNEL), ("int4-g128-asym", "wq"), ("int8-ch-sym", "w8a8")])
 def test_rotated_cases_run_on_enough_distinct_copies_of_one_weight(spec_name, kernel):
     """``rotate`` times each case on copies of its weight in distinct memory, so many that each leaves the L2 before it

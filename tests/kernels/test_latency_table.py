@@ -85,6 +85,8 @@ def test_a_table_says_how_it_was_timed_and_older_ones_were_flushed(table: Latenc
         LatencyTable.from_dict({**data, "timing": "cold"}, source="t.json")
     with pytest.raises(AutoqError, match="timing 'cold' is unknown"):
         replace(table, timing="cold")
+    with pytest.raises(AutoqError, match=r"timing \['flush'\] is unknown"):  # was a TypeError (unhashable)
+        LatencyTable.from_dict({**data, "timing": ["flush"]}, source="t.json")
 
 
 def test_updating_keeps_old_rows_of_the_same_device_and_timing_only(table: LatencyTable):
@@ -116,6 +118,13 @@ def test_bad_files_are_autoq_errors(tmp_path, content, match):
     path = tmp_path / "t.json"
     path.write_text(content)
     with pytest.raises(AutoqError, match=match):
+        LatencyTable.load(path)
+
+
+def test_a_table_that_is_not_text_is_refused(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_bytes(b'{"device": "\xff\xfe"}')
+    with pytest.raises(AutoqError, match="is not UTF-8 text; 'autoq kernels bench' writes JSON"):
         LatencyTable.load(path)
 
 

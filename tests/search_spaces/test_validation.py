@@ -115,3 +115,47 @@ def test_full_preset_multiplies_bits_granularity_and_methods():
     assert {c.method for c in wide if not c.weight.is_half} == {"rtn-mse", "rtn-lp", "gptq", "awq"}
     assert {c.weight.group_size for c in wide if c.weight.granularity == "group"} == {32, 64, 128}
     assert len(wide) == 6 * 4 * 4 + 1
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("""
+     rules:
+       - layers: ".*"
+         bits: [2, 3]
+         granularity: [channel]
+         methods: [rtn-mse]
+         bits: [8]
+     """, "space.yaml, line 7: key 'bits' is given twice in one mapping \\(first on line 4\\)"),
+    ("""
+     rules:
+       - {bits: [4], granularity: [channel], methods: [rtn-mse]}
+     description: x
+     rules:
+       - {bits: [8], granularity: [channel], methods: [rtn-mse]}
+     """, "space.yaml, line 5: key 'rules' is given twice .*first on line 2"),
+])
+def test_a_key_given_twice_is_refused_with_its_lines(text, message):
+    """YAML keeps the last of two equal keys silently: a second 'bits:' made a 2/3-bit rule an 8-bit one."""
+    with pytest.raises(AutoqError, match=message):
+        preset(text)
+
+
+def test_unknown_keys_of_mixed_types_are_listed():
+    text = """
+    rules:
+      - {bits: [4], granularity: [channel], methods: [rtn-mse], 1: 2, foo: 3}
+    """
+    with pytest.raises(AutoqError, match=r"unknown key\(s\) \['1', 'foo'\]"):
+        preset(text)
+
+
+def test_yaml_syntax_errors_name_the_file():
+    with pytest.raises(AutoqError, match='(?s)space.yaml: not valid YAML: .*in "space.yaml", line 3'):
+        preset("rules:\n  - bits: [4\n  granularity: x\n")
+
+
+def test_a_space_file_that_is_not_text_is_refused(tmp_path):
+    path = tmp_path / "binary.yaml"
+    path.write_bytes(b"rules:\xff\xfe\x00")
+    with pytest.raises(AutoqError, match="is not UTF-8 text; a search space is a YAML file"):
+        load_preset(str(path))

@@ -72,3 +72,60 @@ def test_not_a_table(tmp_path):
         SensitivityTable.load(tmp_path / "x.json")
     with pytest.raises(AutoqError, match="does not exist"):
         SensitivityTable.load(tmp_path / "missing.json")
+
+
+def _edited_json(tmp_path, edit) -> str:
+    import json
+
+    data = json.loads(table().to_json())
+    edit(data)
+    path = tmp_path / "t.json"
+    path.write_text(json.dumps(data))
+    return str(path)
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda d: d.pop("entries"), "no 'entries' list"),
+    (lambda d: d.pop("metric"), "no 'metric'"),
+    (lambda d: d.pop("seconds"), "no 'seconds'"),
+    (lambda d: d.update(seconds="soon"), "metadata cannot be read"),
+    (lambda d: d.update(params=[1]), "metadata cannot be read"),
+    (lambda d: d["entries"][1].pop(), r"entry 2 of the sensitivity table, \['enc.0.q', 'int4-g128-asym:rtn-mse', 0.0123"),
+    (lambda d: d["entries"][0].__setitem__(2, "abc"), "entry 1 .* is not \\[layer, option, score, stderr\\]"),
+    (lambda d: d["entries"][0].__setitem__(2, None), "entry 1 .* is not \\[layer, option, score, stderr\\]"),
+    (lambda d: d["entries"][2].__setitem__(2, float("nan")), r"entry 3 .*\(enc.0.q, fp16\) has score nan .*a score is a finite number"),
+    (lambda d: d["entries"][2].__setitem__(2, float("inf")), "entry 3 .* has score inf"),
+    (lambda d: d["entries"][0].__setitem__(3, -1.0), "entry 1 .* stderr -1.0"),
+])
+def test_a_damaged_json_table_names_the_file_and_what_is_wrong(tmp_path, edit, message):
+    """Every damage a hand edit or a cut gives is an `AutoqError` (the CLI prints it in one line; the cache computes the
+    table again): a NaN score reached the ILP seeding, which failed in scipy, the others were KeyError or TypeError."""
+    path = _edited_json(tmp_path, edit)
+    with pytest.raises(AutoqError, match=f"^{path}: .*{message}"):
+        SensitivityTable.load(path)
+
+
+def test_an_infinite_stderr_is_kept(tmp_path):
+    """A gradient metric's stderr from one sample is inf: a table that holds one still loads."""
+    path = _edited_json(tmp_path, lambda d: d["entries"][0].__setitem__(3, float("inf")))
+    assert SensitivityTable.load(path).entry("enc.0.q", "int2-ch-asym:rtn-mse").stderr == float("inf")
+
+
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda text: text.replace(",stderr\n", "\n", 1), "no column 'stderr'; its header is layer,option,score,stderr"),
+    (lambda text: text.replace("# seconds: 12.5", "# seconds: twelve"), "line .*'# seconds: ...', does not hold a JSON value"),
+    (lambda text: text.replace("0.5,0.01", "nan,0.01"), r"entry 1 .* has score nan"),
+    (lambda text: text.replace("0.5,0.01", "half,0.01"), "entry 1 .* is not \\[layer, option, score, stderr\\]"),
+])
+def test_a_damaged_csv_table_names_the_file_and_what_is_wrong(tmp_path, edit, message):
+    path = tmp_path / "t.csv"
+    path.write_text(edit(table().to_csv()))
+    with pytest.raises(AutoqError, match=f"^{path}: .*{message}"):
+        SensitivityTable.load(path)
+
+
+def test_a_table_that_is_not_text_is_refused(tmp_path):
+    path = tmp_path / "t.json"
+    path.write_bytes(b"\xff\xfe\x00binary")
+    with pytest.raises(AutoqError, match="is not UTF-8 text"):
+        SensitivityTable.load(path)

@@ -72,7 +72,11 @@ def test_an_in_memory_sqlite_url_names_no_file(tmp_path, monkeypatch):
     assert absolute_uri("sqlite:///runs/m.db?timeout=30") == f"sqlite:///{tmp_path.resolve() / 'runs' / 'm.db'}?timeout=30"  # kept
     from autoq.engine import SearchConfig
 
-    SearchConfig(storage="sqlite:///:memory:", tracking_uri=None)  # checked for writability, as a file would be
+    # refused: a study in memory is storage=None (SQLite's keeps nothing a resume or result.study() could reopen, and
+    # 'sqlite:///' said "no search named ..." of the search's own new study)
+    for url in ("sqlite:///:memory:", "sqlite:///", "sqlite://"):
+        with pytest.raises(AutoqError, match=f"Optuna storage '{url}' names no database file .*or none for a search held in memory"):
+            SearchConfig(storage=url, tracking_uri=None)
     assert not (tmp_path / ":memory:").exists()
 
 
