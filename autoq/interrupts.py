@@ -6,7 +6,9 @@ follows (marking the parent run KILLED, the frontier tags) would fail with
 "database is locked". One raised inside a read makes SQLAlchemy log a traceback
 ("Error closing cursor") as it gives up the connection. Inside
 ``deferred_interrupts()`` the signal is recorded and delivered again, to the
-handler that was in place, when the block ends.
+handler that was in place, when the block ends. A second signal within the block
+raises `ForcedInterrupt` at once: a write to a tracking server that went away
+takes MLflow's retries, minutes, and a user who presses Ctrl-C again means it.
 """
 
 from __future__ import annotations
@@ -19,6 +21,11 @@ from contextlib import contextmanager
 _SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
+class ForcedInterrupt(KeyboardInterrupt):
+    """A second Ctrl-C or SIGTERM while a store write was held: the write was cut, so its store may be left mid-write
+    (a SQLite file locked): whoever catches it skips further writes to that store."""
+
+
 @contextmanager
 def deferred_interrupts() -> Iterator[None]:
     """Run the block without being cut short by SIGINT/SIGTERM; re-raise the first one after it."""
@@ -27,12 +34,22 @@ def deferred_interrupts() -> Iterator[None]:
         return
     received: list[int] = []
     previous = {sig: signal.getsignal(sig) for sig in _SIGNALS}
+
+    def hold(signum: int, frame: object) -> None:
+        received.append(signum)
+        if len(received) > 1:
+            raise ForcedInterrupt(f"signal {signum} again during a store write: stopped without waiting for it")
+
     for sig in _SIGNALS:
-        signal.signal(sig, lambda signum, frame: received.append(signum))
+        signal.signal(sig, hold)
+    forced = False
     try:
         yield
+    except ForcedInterrupt:
+        forced = True
+        raise
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
-        if received:
+        if received and not forced:
             signal.raise_signal(received[0])

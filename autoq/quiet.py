@@ -2,15 +2,19 @@
 
 autoq runs inside users' own Optuna studies and pipelines, so it never changes
 their logging for good: Optuna's per-trial INFO lines, MLflow's schema-migration
-notes and transformers' progress bars are silenced only while autoq works. A level
-someone changed meanwhile is left as they set it.
+notes, the links MLflow prints for every run it ends on a tracking server and
+transformers' progress bars are silenced only while autoq works. A level someone
+changed meanwhile is left as they set it.
 """
 
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from contextlib import contextmanager
+
+_SUPPRESS_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
 
 @contextmanager
@@ -29,9 +33,16 @@ def quiet_logs() -> Iterator[None]:
     if hf:
         hf.set_verbosity_error()
         hf.disable_progress_bar()
+    # MLflow writes '🏃 View run ... at: URL' and 'View experiment at' to stdout whenever a run on a tracking server ends
+    # (one more request each): two lines a trial, 800 for 400 trials, through the progress bar; autoq's summary links the search
+    links = _SUPPRESS_LINKS not in os.environ
+    if links:
+        os.environ[_SUPPRESS_LINKS] = "true"
     try:
         yield
-    finally:  # each level only where it is still the one set here: two searches in threads (an outer study's n_jobs=2)
+    finally:
+        if links and os.environ.get(_SUPPRESS_LINKS) == "true":
+            del os.environ[_SUPPRESS_LINKS]  # each level only where it is still the one set here: two searches in threads (an outer study's n_jobs=2)
         # overlap, and the second saved the first's quiet level; restoring it after the first restored would keep it
         if optuna and optuna.logging.get_verbosity() == optuna.logging.WARNING:
             optuna.logging.set_verbosity(optuna_level)

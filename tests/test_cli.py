@@ -38,7 +38,14 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
         (["--model", "digits-cnn", "--storage", "optuna.db"], "Optuna storage 'optuna.db' is not a database URL; use one such as sqlite:///optuna.db"),
         (["--model", "digits-cnn", "--storage", "bogus://x"], "SQLAlchemy cannot open 'bogus' databases"),
         (["--batch", "0"], "batch (rows of activations per forward, for latency) must be at least 1, got 0"),
-        (["--model", "digits-cnn", "--experiment", " "], "the MLflow experiment name is empty"),
+        (["--model", "digits-cnn", "--experiment", " "], "--experiment is ' ': give EXPERIMENT, or leave the option out"),
+        # an unset $NAME in a script: '--resume ""' started a new search, '--study-name ""' took the default name
+        (["--resume", ""], "--resume is '': give NAME, or leave the option out"),
+        (["--study-name", ""], "--study-name is '': give STUDY_NAME"),
+        # SQLite in memory: a search reported 'no search named ...' of its own new study
+        (["--storage", "sqlite:///"], "Optuna storage 'sqlite:///' names no database file"),
+        (["--model", "digits-cnn", "--tracking-uri", "sqlite://"], "MLflow tracking URI 'sqlite://' names no database file"),
+        (["--model", "digits-cnn", "--skip", "a{99999999999}"], "invalid skip pattern 'a{99999999999}': the repetition number is too large"),
         (["--resume", "nightly", "--storage", "none"], "--resume nightly reads the search from its Optuna storage, and --storage none keeps none"),
     ],
 )
@@ -151,3 +158,22 @@ def test_interrupt_keeps_finished_trials(signame, tmp_path, mlflow_uri):
     # every finished trial is in MLflow; the one cut off mid-way may be logged but not yet told to Optuna
     assert len(finished) <= len(children) <= len(finished) + 1
     assert "frontier.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["export", "--run-id", "0123", "--out", ""], "--out is '': give OUT, or leave the option out"),  # wrote into the working folder
+    (["export", "--run-id", "0123", "--out", "o", "--model", " "], "--model is ' ': give MODEL"),  # loaded the default model
+    (["pareto", ""], "name is '': give one ('autoq pareto --help' says what it is)"),
+    (["runs", "--tracking-uri", "none"], "this command reads searches from an MLflow store, and --tracking-uri none names none"),
+    (["pareto", "x", "--tracking-uri", "none"], "--tracking-uri none names none"),  # was MLflow's 'filesystem backend' message
+    # a server that does not answer: MLflow's retries took about 4 minutes, then a traceback, or export's "no MLflow run"
+    (["runs", "--tracking-uri", "http://127.0.0.1:9"], "MLflow tracking server http://127.0.0.1:9 does not answer"),
+    (["export", "--run-id", "0123", "--out", "o", "--tracking-uri", "http://127.0.0.1:9"], "http://127.0.0.1:9 does not answer"),
+])
+def test_commands_that_read_a_store_refuse_blank_and_missing_stores(args, needle, tmp_path, monkeypatch, capsys):
+    from autoq.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    assert main(args) == 2
+    assert needle in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []

@@ -43,3 +43,22 @@ def test_no_signal_means_no_side_effect() -> None:
     with deferred_interrupts():
         pass
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_second_signal_inside_the_block_stops_it_at_once() -> None:
+    """A write to a tracking server that went away takes MLflow's retries (minutes): Ctrl-C again stops there."""
+    from autoq.interrupts import ForcedInterrupt
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    reached: list[str] = []
+    try:
+        with pytest.raises(ForcedInterrupt):
+            with deferred_interrupts():
+                os.kill(os.getpid(), signal.SIGINT)
+                reached.append("after the first")
+                os.kill(os.getpid(), signal.SIGINT)
+                reached.append("after the second")
+        assert reached == ["after the first"]
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored, and not raised a third time
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -23,12 +23,18 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _client(args: argparse.Namespace, required: bool = True):
     """The store's client and the experiment's id (``None`` where it is missing and not ``required``)."""
+    from mlflow.exceptions import MlflowException
+
     from autoq.errors import AutoqError
     from autoq.tracking import require_store, tracking_client
+    from autoq.tracking.mlflow_logger import store_failed
 
     require_store(args.tracking_uri)
     client = tracking_client(args.tracking_uri)
-    experiment = client.get_experiment_by_name(args.experiment)
+    try:
+        experiment = client.get_experiment_by_name(args.experiment)
+    except MlflowException as exc:  # a server that answers /health but not MLflow's API (a wrong path): a traceback
+        raise store_failed(args.tracking_uri, exc) from None
     if experiment is None and required:
         names = [e.name for e in client.search_experiments()]
         raise AutoqError(f"no experiment {args.experiment!r} in {args.tracking_uri}; pass --experiment NAME, one of: "
@@ -37,7 +43,7 @@ def _client(args: argparse.Namespace, required: bool = True):
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from autoq.tracking import STUDY_TAG, absolute_uri
+    from autoq.tracking import STUDY_TAG, absolute_uri, sqlite_path
     from autoq.tracking.mlflow_logger import run_storage
     from autoq.tracking.runs import searches
 
@@ -62,7 +68,10 @@ def run_list(args: argparse.Namespace) -> int:
     print(f"\nautoq pareto NAME {where}   prints a frontier;")
     resumable = [run for run in runs if run_storage(run) is not None]
     if resumable:
-        print(f"autoq search --resume NAME {where}   continues a search", end="")
+        # a storage is implied beside a SQLite store only; a tracking server's searches kept theirs where each ran
+        storage = "" if sqlite_path(args.tracking_uri) else " --storage URL"
+        print(f"autoq search --resume NAME {where}{storage}   continues a search", end="")
+        print(" (URL: its optuna_storage param)" if storage else "", end="")
         print("." if len(resumable) == len(runs) else " (not those run with --storage none: they kept no Optuna storage).")
     else:
         print("(none can be resumed: they ran with --storage none, and kept no Optuna storage)")

@@ -32,6 +32,7 @@ from autoq.engine.resume import (
     add_wall_seconds,
     check_execution,
     check_resumable,
+    check_same_settings,
     end_session,
     finished_trials,
     not_stored,
@@ -68,6 +69,7 @@ from autoq.tracking import (
     tracking_client,
     without_password,
 )
+from autoq.tracking.mlflow_logger import store_failed
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,7 @@ class SearchConfig:
         sampler_factory(self.sampler)  # an unknown name or type fails here, before any loading
         strategy_factory(self.strategy)
         check_seed_from(self.seed_from, self.strategy)
+        load_preset(self.space)  # a typo in a space file is said before a model loads (minutes for a large one), not after
         check_execution(self)
         if self.mlflow_parent_run_id is not None and not self.tracking_uri:
             raise AutoqError("mlflow_parent_run_id nests the search's MLflow run in another run, but MLflow logging is off (tracking_uri=None)")
@@ -208,6 +211,8 @@ def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
 
 
 def _run_search(workload: Workload, config: SearchConfig, start: float, claimed: list[tuple[str | None, str]]) -> SearchResult:
+    if config.resume and config.study_name:  # other settings are the error, not what they make of the budget
+        check_same_settings(config.resolved_storage(), config.study_name, stored_settings(workload, config))
     problem = prepare(workload, config)
     space, cost_model, budget = problem.space, problem.cost_model, problem.budget
     coverage = getattr(cost_model.latency, "coverage_note", None)  # a measured table: the layers it did not measure near
@@ -292,6 +297,13 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
     except KeyboardInterrupt as exc:
         status = "KILLED"
         raise SearchInterrupted(_interrupted_note(config, book, study_name, storage, tracker is not None, bool(workload.source))) from exc
+    except Exception as exc:
+        if tracker is None or tracker.failure is not exc:
+            raise
+        # the tracking store failed (a server gone): a traceback after minutes of MLflow's retries said nothing of the trials
+        raise AutoqError(f"{store_failed(config.tracking_uri or '', exc)}, after {book.n_done} finished trial(s)"
+                         + _kept_and_how_to_continue(config, study_name, storage, True, bool(workload.source))
+                         + " (once the store answers again)") from None
     finally:
         try:
             with deferred_interrupts():  # the wall time, frontier and run status are stored whole, even when Ctrl-C comes now
@@ -302,7 +314,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
                 frontier = pareto_front(points)
                 # over every session of a resumed search; logged too, so 'autoq pareto' reports the same time as the search
                 wall_seconds = add_wall_seconds(storage, study_name, time.perf_counter() - start)
-                if tracker:
+                if tracker and tracker.failure is None:  # a store that failed is not written again: minutes of retries each
                     metrics = _summary_metrics(points, eval_seconds, book.n_infeasible, book.n_failed, len(uniform_set))
                     tracker.finish(points, frontier, {**metrics, "wall_seconds": wall_seconds}, budget.value if budget.kind == "bits" else None, status,
                                    latency_budget_ms=budget.value if budget.is_latency else None)
@@ -336,10 +348,11 @@ def _kept_and_how_to_continue(config: SearchConfig, study_name: str, storage: st
     if storage is None:
         kept = "MLflow keeps them, but with --storage none it cannot be resumed" if tracked else "nothing keeps them (--storage none, --tracking-uri none)"
         return f"; {kept}"
-    # the storage is implied only as the one beside a named MLflow store; without MLflow, 'auto' is optuna.db of the
-    # folder the search ran in: the command names it (absolute), and says --tracking-uri none (else the resume logged
-    # every trial to a new mlflow.db, or, from another folder, found no storage)
-    options = [f"--storage {shlex.quote(storage)}"] if config.storage != "auto" or not config.tracking_uri else []
+    # the storage is implied only as the one beside a named SQLite MLflow store; without MLflow, or with a tracking
+    # server, 'auto' is optuna.db of the folder the search ran in: the command names it (absolute; and without MLflow
+    # says --tracking-uri none, else the resume logged every trial to a new mlflow.db), or from another folder it found none
+    beside = config.storage == "auto" and config.tracking_uri and sqlite_path(config.tracking_uri) is not None
+    options = [] if beside else [f"--storage {shlex.quote(storage)}"]
     if config.tracking_uri:  # absolute: the command finds the same store (and the storage beside it) from any folder
         options.insert(0, f"--tracking-uri {shlex.quote(absolute_uri(config.tracking_uri))}")
     else:

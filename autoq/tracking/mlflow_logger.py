@@ -22,7 +22,7 @@ from autoq.choice import Assignment
 from autoq.engine.result import Point
 from autoq.errors import AutoqError
 from autoq.files import folder_lock
-from autoq.interrupts import deferred_interrupts
+from autoq.interrupts import ForcedInterrupt, deferred_interrupts
 from autoq.tracking.frontier_plot import save_frontier_plot
 from autoq.tracking.run_notes import NOTE_TAG, point_note, search_note
 
@@ -90,7 +90,13 @@ def tracking_client(uri: str) -> MlflowClient:
     from mlflow.tracking import MlflowClient
     from sqlalchemy.exc import SQLAlchemyError
 
+    if uri.strip().lower() == "none":  # 'autoq runs --tracking-uri none': a command that reads the store
+        raise AutoqError("this command reads searches from an MLflow store, and --tracking-uri none names none; pass the store "
+                         f"the search logged to (default {DEFAULT_TRACKING_URI})")
     db = sqlite_path(uri)
+    if db is None and uri.startswith("sqlite:"):  # SQLite in memory: the runs are gone when the command ends
+        raise AutoqError(f"MLflow tracking URI {uri!r} names no database file (SQLite in memory, which keeps nothing); use one "
+                         f"such as {DEFAULT_TRACKING_URI}, or none to log nothing")
     try:
         # a new SQLite store is built by migrations (seconds): a Ctrl-C among them would leave it half built for good, and
         # two searches starting together would both migrate it (one died on the other's tables). Every opening takes the
@@ -181,9 +187,7 @@ def check_experiment(uri: str, name: str) -> None:
     try:
         found = tracking_client(uri).get_experiment_by_name(name)
     except MlflowException as exc:  # a tracking server that answers with an error, after MLflow's own retries
-        first = str(exc.message).splitlines()[0]
-        raise AutoqError(f"MLflow tracking store {uri} did not answer ({first if len(first) <= 300 else first[:297] + '...'}); "
-                         "start it, or pass another --tracking-uri (none: no MLflow)") from None
+        raise store_failed(uri, exc) from None
     if found is not None and found.lifecycle_stage == "deleted":
         raise AutoqError(f"MLflow experiment {name!r} is deleted in {uri}; restore it (mlflow experiments restore --experiment-id "
                          f"{found.experiment_id}) or pass another --experiment")
@@ -191,11 +195,20 @@ def check_experiment(uri: str, name: str) -> None:
         _check_not_moved(db, found.artifact_location, copies=True)
 
 
+def store_failed(uri: str, exc: Exception) -> AutoqError:
+    """The error for a tracking store that failed a request (after MLflow's own retries): its first line, and what to do."""
+    first = str(getattr(exc, "message", exc)).splitlines()[0] if str(getattr(exc, "message", exc)) else type(exc).__name__
+    return AutoqError(f"MLflow tracking store {without_password(uri)} did not answer ({first if len(first) <= 300 else first[:297] + '...'}); "
+                      "start it, or pass another --tracking-uri (none: no MLflow)")
+
+
 def require_store(uri: str) -> None:
     """Refuse to read from a ``sqlite:///`` store whose file does not exist.
 
     MLflow would create an empty database there, so a command run in the wrong folder
-    would leave a stray ``mlflow.db`` behind and then report a missing run or experiment."""
+    would leave a stray ``mlflow.db`` behind and then report a missing run or experiment. A tracking server that does not
+    answer is refused too: reading one took MLflow's retries (about 4 minutes) and ended in a traceback, or in "no MLflow run"."""
+    _check_server(uri)
     db = sqlite_path(uri)
     if db is not None and not db.exists():
         raise AutoqError(f"no MLflow store at {db} ({uri}); pass --tracking-uri of the store your searches logged to, "
@@ -210,8 +223,10 @@ def stored_run(tracking_uri: str, run_id: str, missing: str) -> tuple[MlflowClie
     client = tracking_client(tracking_uri)
     try:
         run = client.get_run(run_id)
-    except MlflowException:
-        raise AutoqError(f"no MLflow run {run_id!r} in {tracking_uri}; {missing}") from None
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no such run; not a run id at all
+            raise AutoqError(f"no MLflow run {run_id!r} in {without_password(tracking_uri)}; {missing}") from None
+        raise store_failed(tracking_uri, exc) from None
     db = sqlite_path(tracking_uri)
     if db is not None:  # a moved store: its artifacts are looked for where they were (a traceback, or "has no frontier.json")
         _check_not_moved(db, client.get_experiment(run.info.experiment_id).artifact_location, "reads them")
@@ -261,6 +276,7 @@ class MlflowTracker:
         self.parent_id: str | None = None
         self._context: dict[str, str] | None = None
         self._step = 0  # of the parent's summary metrics: one a session, so a resume adds a point to each chart
+        self.failure: BaseException | None = None  # what cut a trial's logging short: no more writes (finish) this session
 
     @classmethod
     def open(cls, tracking_uri: str, experiment: str, nest_under: str | None = None) -> MlflowTracker:
@@ -351,7 +367,20 @@ class MlflowTracker:
     def log_trial(self, number: int, metrics: Mapping[str, float], tags: Mapping[str, str], assignment: Assignment, status: str = "FINISHED",
                   start_ms: int | None = None) -> str:
         """One trial's child run, logged once it is evaluated; ``start_ms`` (epoch ms: when its evaluation began) makes the
-        run's Start Time and Duration in the MLflow UI the evaluation's, not the logging's."""
+        run's Start Time and Duration in the MLflow UI the evaluation's, not the logging's. A store that fails (a
+        tracking server gone, after MLflow's retries) or a forced Ctrl-C is recorded in ``failure``: the search stops."""
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return self._log_trial(number, metrics, tags, assignment, status, start_ms)
+        except (MlflowException, ForcedInterrupt) as exc:
+            self.failure = exc
+            raise
+
+    def _log_trial(self, number: int, metrics: Mapping[str, float], tags: Mapping[str, str], assignment: Assignment, status: str,
+                   start_ms: int | None) -> str:
+        from mlflow.exceptions import MlflowException
+
         with deferred_interrupts():  # a write cut in half would leave the SQLite store locked
             from mlflow.entities import Metric, Param
 
@@ -375,6 +404,8 @@ class MlflowTracker:
                 )
                 self.client.log_text(run_id, assignment.to_json(), "assignment.json")
                 self.client.set_terminated(run_id, status=status)
+            except MlflowException:  # the store failed: a delete would wait through its retries again (a resume deletes the run)
+                raise
             except Exception:
                 # a half-logged run would stay RUNNING beside the one the caller logs instead (a Ray worker's driver)
                 with contextlib.suppress(Exception):
