@@ -6,9 +6,11 @@ follows (marking the parent run KILLED, the frontier tags) would fail with
 "database is locked". One raised inside a read makes SQLAlchemy log a traceback
 ("Error closing cursor") as it gives up the connection. Inside
 ``deferred_interrupts()`` the signal is recorded and delivered again, to the
-handler that was in place, when the block ends. A second signal within the block
-raises `ForcedInterrupt` at once: a write to a tracking server that went away
-takes MLflow's retries, minutes, and a user who presses Ctrl-C again means it.
+handler that was in place, when the block ends. In a ``forceable`` block (a write
+to a tracking server, which a local file cannot be left locked by) a second signal
+raises `ForcedInterrupt` at once: a server that went away takes MLflow's retries,
+minutes, and a user who presses Ctrl-C again means it. Never for local SQLite
+writes: a store cut mid-migration stays broken for good.
 """
 
 from __future__ import annotations
@@ -27,8 +29,10 @@ class ForcedInterrupt(KeyboardInterrupt):
 
 
 @contextmanager
-def deferred_interrupts() -> Iterator[None]:
-    """Run the block without being cut short by SIGINT/SIGTERM; re-raise the first one after it."""
+def deferred_interrupts(forceable: bool = False, pressed: int = 0) -> Iterator[None]:
+    """Run the block without being cut short by SIGINT/SIGTERM; re-raise the first one after it. ``forceable``: a second
+    signal raises `ForcedInterrupt`; ``pressed``: signals already received (a search stopping on Ctrl-C: the next one
+    forces its last writes)."""
     if threading.current_thread() is not threading.main_thread():
         yield  # only the main thread receives signals
         return
@@ -37,7 +41,7 @@ def deferred_interrupts() -> Iterator[None]:
 
     def hold(signum: int, frame: object) -> None:
         received.append(signum)
-        if len(received) > 1:
+        if forceable and len(received) + pressed > 1:
             raise ForcedInterrupt(f"signal {signum} again during a store write: stopped without waiting for it")
 
     for sig in _SIGNALS:

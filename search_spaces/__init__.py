@@ -165,10 +165,11 @@ def _refuse_duplicate_keys(node: yaml.Node | None, source: str) -> None:
         seen: dict[tuple[str, str], int] = {}
         for key, value in node.value:
             if isinstance(key, yaml.ScalarNode):
-                first = seen.setdefault((key.tag, key.value), key.start_mark.line + 1)
-                if first != key.start_mark.line + 1:
-                    raise AutoqError(f"{source}, line {key.start_mark.line + 1}: key {key.value!r} is given twice in one mapping "
-                                     f"(first on line {first}); keep one")
+                line = key.start_mark.line + 1
+                if (key.tag, key.value) in seen:  # by key, not line: a flow mapping holds both on one line
+                    raise AutoqError(f"{source}, line {line}: key {key.value!r} is given twice in one mapping "
+                                     f"(first on line {seen[key.tag, key.value]}); keep one")
+                seen[key.tag, key.value] = line
             _refuse_duplicate_keys(value, source)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:

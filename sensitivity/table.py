@@ -205,16 +205,17 @@ class SensitivityTable:
 
 def _entry(number: int, row: object) -> Entry:
     """Entry ``number`` (1-based) from its ``[layer, option, score, stderr]`` row, refusing what no metric writes: a score
-    that is not a finite number (the seeding solvers take it as is), an unknown or negative stderr."""
+    that is not a finite number (the seeding solvers take it as is), a negative stderr."""
     try:
         layer, option, score, stderr = row  # type: ignore[misc]
         entry = Entry(str(layer), str(option), float(score), None if stderr is None else float(stderr))
     except (TypeError, ValueError):
         raise AutoqError(f"entry {number} of the sensitivity table, {row!r}, is not [layer, option, score, stderr] with "
                          "numbers for the score and stderr (stderr may be empty)") from None
-    if not math.isfinite(entry.score) or (entry.stderr is not None and not entry.stderr >= 0):
+    # a stderr may be inf (one sample) or nan (inf times a zero change): only a negative one is not a metric's
+    if not math.isfinite(entry.score) or (entry.stderr is not None and entry.stderr < 0):
         raise AutoqError(f"entry {number} of the sensitivity table ({entry.layer}, {entry.option}) has score {entry.score} and "
-                         f"stderr {entry.stderr}; a score is a finite number and a stderr one at least 0")
+                         f"stderr {entry.stderr}; a score is a finite number and a stderr is not negative")
     return entry
 
 

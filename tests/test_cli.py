@@ -169,6 +169,8 @@ def test_interrupt_keeps_finished_trials(signame, tmp_path, mlflow_uri):
     # a server that does not answer: MLflow's retries took about 4 minutes, then a traceback, or export's "no MLflow run"
     (["runs", "--tracking-uri", "http://127.0.0.1:9"], "MLflow tracking server http://127.0.0.1:9 does not answer"),
     (["export", "--run-id", "0123", "--out", "o", "--tracking-uri", "http://127.0.0.1:9"], "http://127.0.0.1:9 does not answer"),
+    (["runs", "--tracking-uri", "http://alice:pw@127.0.0.1:9"], "server http://127.0.0.1:9 does not answer"),  # no credentials shown
+    (["kernels", "bench", "--out", ""], "--out is '': give OUT"),  # an action of a command's own: it wrote latency_<device>.json
 ])
 def test_commands_that_read_a_store_refuse_blank_and_missing_stores(args, needle, tmp_path, monkeypatch, capsys):
     from autoq.cli import main

@@ -53,12 +53,35 @@ def test_a_second_signal_inside_the_block_stops_it_at_once() -> None:
     reached: list[str] = []
     try:
         with pytest.raises(ForcedInterrupt):
-            with deferred_interrupts():
+            with deferred_interrupts(forceable=True):
                 os.kill(os.getpid(), signal.SIGINT)
                 reached.append("after the first")
                 os.kill(os.getpid(), signal.SIGINT)
                 reached.append("after the second")
         assert reached == ["after the first"]
         assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored, and not raised a third time
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def test_only_a_forceable_block_is_forced_and_a_stopping_search_forces_on_the_next_signal() -> None:
+    """A local SQLite write (a store's first migrations) is never cut: cut there, the store stayed broken for good. A search
+    stopping on Ctrl-C counts it: the next press forces its last writes (it was held for the whole write)."""
+    from autoq.interrupts import ForcedInterrupt
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    reached: list[str] = []
+    try:
+        with pytest.raises(KeyboardInterrupt) as info:
+            with deferred_interrupts():
+                os.kill(os.getpid(), signal.SIGINT)
+                os.kill(os.getpid(), signal.SIGINT)
+                reached.append("held both")
+        assert not isinstance(info.value, ForcedInterrupt) and reached == ["held both"]
+        with pytest.raises(ForcedInterrupt):
+            with deferred_interrupts(forceable=True, pressed=1):
+                os.kill(os.getpid(), signal.SIGINT)
+                reached.append("not reached")
+        assert reached == ["held both"]
     finally:
         signal.signal(signal.SIGINT, previous)

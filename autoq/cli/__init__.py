@@ -61,8 +61,11 @@ def refuse_blank(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
     """An option given as an empty or blank string is an error: every name, path and URL autoq takes needs one. Read as
     left out it changed what ran: ``--resume "$NAME"`` with ``NAME`` unset started a new search, ``--out ''`` wrote into
     the working folder."""
-    command = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices[args.command]
-    for action in parser._actions + command._actions:
+    actions, level = list(parser._actions), parser
+    while (sub := next((a for a in level._actions if isinstance(a, argparse._SubParsersAction)), None)) is not None:
+        level = sub.choices[getattr(args, sub.dest)]  # the command, then its action ('autoq kernels bench')
+        actions += level._actions
+    for action in actions:
         value = getattr(args, action.dest, None)
         if action.dest in args.given and isinstance(value, str) and not value.strip():
             what = action.metavar or (action.dest.upper() if action.option_strings else action.dest)

@@ -44,7 +44,7 @@ def _client(args: argparse.Namespace, required: bool = True):
 
 def run_list(args: argparse.Namespace) -> int:
     from autoq.tracking import STUDY_TAG, absolute_uri, sqlite_path
-    from autoq.tracking.mlflow_logger import run_storage
+    from autoq.tracking.mlflow_logger import run_storage, shown_uri
     from autoq.tracking.runs import searches
 
     client, experiment_id = _client(args)
@@ -64,7 +64,7 @@ def run_list(args: argparse.Namespace) -> int:
     for row in rows:
         cells = (cell.rjust(w) if head in right else cell.ljust(w) for cell, w, head in zip(row, widths, rows[0]))
         print("  ".join(cells).rstrip())
-    where = f"--tracking-uri {shlex.quote(absolute_uri(args.tracking_uri))}" + (f" --experiment {shlex.quote(args.experiment)}" if args.experiment != args.experiment_default else "")
+    where = f"--tracking-uri {shlex.quote(shown_uri(absolute_uri(args.tracking_uri)))}" + (f" --experiment {shlex.quote(args.experiment)}" if args.experiment != args.experiment_default else "")
     print(f"\nautoq pareto NAME {where}   prints a frontier;")
     resumable = [run for run in runs if run_storage(run) is not None]
     if resumable:
@@ -83,6 +83,7 @@ def run_pareto(args: argparse.Namespace) -> int:
     from autoq.engine.result import SearchResult
     from autoq.engine.sessions import running_pid
     from autoq.errors import AutoqError
+    from autoq.tracking.mlflow_logger import shown_uri
     from autoq.tracking.runs import find_search
 
     client, experiment_id = _client(args, required=False)  # a run id needs no experiment (a search nested in a pipeline's)
@@ -102,7 +103,7 @@ def run_pareto(args: argparse.Namespace) -> int:
     elif status != "FINISHED":  # killed (kill -9 leaves it RUNNING), failed, or still running on another machine
         print(f"Search {result.study_name!r} did not finish (MLflow status {status}): the trials it finished so far.")
         if result.storage and "***" not in result.storage:  # stopped, or killed (unless it runs on another machine): go on
-            print(f"Continue it: autoq search --resume {shlex.quote(result.study_name)} --tracking-uri {shlex.quote(result.tracking_uri)} "
+            print(f"Continue it: autoq search --resume {shlex.quote(result.study_name)} --tracking-uri {shlex.quote(shown_uri(result.tracking_uri))} "
                   f"--storage {shlex.quote(result.storage)}")
     # a search stopped by Ctrl-C or SIGTERM (KILLED) logged the frontier of the trials it finished; kill -9 logged none
     logged = status == "FINISHED" or any(a.path == "frontier.csv" for a in client.list_artifacts(run_id))

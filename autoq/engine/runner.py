@@ -50,7 +50,7 @@ from autoq.engine.study_names import default_study_name, new_study
 from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError, SearchInterrupted
 from autoq.evaluate import QuantCache, check_finite_batches
-from autoq.interrupts import deferred_interrupts
+from autoq.interrupts import ForcedInterrupt, deferred_interrupts
 from autoq.latency import latency_model
 from autoq.model import check_finite_weights, find_layers, left_out_note, searched_tied
 from autoq.plugins import portable
@@ -69,7 +69,7 @@ from autoq.tracking import (
     tracking_client,
     without_password,
 )
-from autoq.tracking.mlflow_logger import store_failed
+from autoq.tracking.mlflow_logger import credentials_note, shown_uri, store_failed
 
 
 @dataclass(frozen=True)
@@ -107,6 +107,8 @@ class SearchConfig:
     plugins: tuple[str, ...] = ()  # plug-ins (modules, .py files) whose names it uses: logged, and in the export commands it logs
 
     def __post_init__(self) -> None:
+        if self.experiment is None:  # a pipeline's os.environ.get(...): MLflow's default, as the field's own
+            object.__setattr__(self, "experiment", default_experiment())
         for name in ("tracking_uri", "storage"):  # "none", as on the command line, is None
             value = getattr(self, name)
             if isinstance(value, str) and value.strip().lower() == "none":
@@ -301,9 +303,9 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         if tracker is None or tracker.failure is not exc:
             raise
         # the tracking store failed (a server gone): a traceback after minutes of MLflow's retries said nothing of the trials
-        raise AutoqError(f"{store_failed(config.tracking_uri or '', exc)}, after {book.n_done} finished trial(s)"
-                         + _kept_and_how_to_continue(config, study_name, storage, True, bool(workload.source))
-                         + " (once the store answers again)") from None
+        raise store_failed(config.tracking_uri or "", exc, f"the search stopped after {book.n_done} finished trial(s)"
+                           + _kept_and_how_to_continue(config, study_name, storage, True, bool(workload.source))
+                           + " (once the store answers again)") from None
     finally:
         try:
             with deferred_interrupts():  # the wall time, frontier and run status are stored whole, even when Ctrl-C comes now
@@ -317,7 +319,11 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
                 if tracker and tracker.failure is None:  # a store that failed is not written again: minutes of retries each
                     metrics = _summary_metrics(points, eval_seconds, book.n_infeasible, book.n_failed, len(uniform_set))
                     tracker.finish(points, frontier, {**metrics, "wall_seconds": wall_seconds}, budget.value if budget.kind == "bits" else None, status,
-                                   latency_budget_ms=budget.value if budget.is_latency else None)
+                                   latency_budget_ms=budget.value if budget.is_latency else None, stopping=status == "KILLED")
+        except ForcedInterrupt as exc:  # Ctrl-C again while the frontier went to a tracking server: the run is left unfinished
+            raise SearchInterrupted(f"stopped while the search's MLflow run was written, which is left unfinished, after {book.n_done} "
+                                    "finished trial(s)" + _kept_and_how_to_continue(config, study_name, storage, True, bool(workload.source))
+                                    + " (it writes the frontier again)") from exc
         except KeyboardInterrupt:  # after the clean-up: a stopping search keeps its note, a finished one is whole
             late_interrupt = status != "KILLED"
     if late_interrupt:
@@ -354,7 +360,7 @@ def _kept_and_how_to_continue(config: SearchConfig, study_name: str, storage: st
     beside = config.storage == "auto" and config.tracking_uri and sqlite_path(config.tracking_uri) is not None
     options = [] if beside else [f"--storage {shlex.quote(storage)}"]
     if config.tracking_uri:  # absolute: the command finds the same store (and the storage beside it) from any folder
-        options.insert(0, f"--tracking-uri {shlex.quote(absolute_uri(config.tracking_uri))}")
+        options.insert(0, f"--tracking-uri {shlex.quote(shown_uri(absolute_uri(config.tracking_uri)))}")
     else:
         options.insert(0, "--tracking-uri none")
     if config.backend == "ray":  # the stored settings do not hold how the trials ran: without these it goes on in-process
@@ -365,7 +371,7 @@ def _kept_and_how_to_continue(config: SearchConfig, study_name: str, storage: st
     python = f"the same call with resume=True, study_name={study_name!r}, n_trials={config.n_trials}"
     if not by_name:
         return f", kept in {where}; continue with {python} (and the same model and data)"
-    return f", kept in {where}; continue with: {command}   (Python: {python})"
+    return f", kept in {where}; continue with: {command}   (Python: {python}){credentials_note(config.tracking_uri)}"
 
 
 def _run_trials(workload: Workload, book: TrialBook, deadline: float | None, config: SearchConfig | None = None) -> None:

@@ -21,9 +21,10 @@ def export_command(run_id: str | None, tracking_uri: str, name_store: bool = Fal
     """The ``autoq export`` command line for an MLflow run: ``--tracking-uri`` where it is not the default, or always with
     ``name_store`` (a run's MLflow description is read where no default can be assumed: a SQLite store by its absolute path);
     ``plugins``: the search's ``plugins`` param (quoted, space-separated), each added as ``--plugin``."""
-    from autoq.tracking import absolute_uri, default_tracking_uri, without_password
+    from autoq.tracking import absolute_uri, default_tracking_uri
+    from autoq.tracking.mlflow_logger import shown_uri
 
-    uri = without_password(absolute_uri(tracking_uri) if name_store else tracking_uri)  # a run's description is the team's to read
+    uri = shown_uri(absolute_uri(tracking_uri) if name_store else tracking_uri)  # a run's description is the team's to read
     store = f" --tracking-uri {shlex.quote(uri)}" if name_store or tracking_uri != default_tracking_uri() else ""
     extra = "".join(f" --plugin {shlex.quote(p)}" for p in shlex.split(plugins) if p != "none")
     return f"autoq export --run-id {run_id}{store}{extra} --out quantized"
@@ -32,10 +33,13 @@ def export_command(run_id: str | None, tracking_uri: str, name_store: bool = Fal
 def open_command(tracking_uri: str, run_id: str | None) -> str:
     """How to see a run: a tracking server's page for it (its UI is the server), else ``mlflow ui`` on the store (which
     refuses a server's URI)."""
-    from autoq.tracking import without_password
+    from urllib.parse import urlsplit, urlunsplit
+
+    from autoq.tracking.mlflow_logger import shown_uri
 
     if tracking_uri.startswith(("http://", "https://")):
-        return f"{without_password(tracking_uri).rstrip('/')}/#/runs/{run_id}   (in a browser)"
+        page = urlunsplit(urlsplit(shown_uri(tracking_uri))._replace(query="", fragment=""))
+        return f"{page.rstrip('/')}/#/runs/{run_id}   (in a browser)"
     return f"mlflow ui --backend-store-uri {shlex.quote(tracking_uri)}"
 
 
@@ -90,10 +94,10 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
     one_pass = f" (one evaluation pass: {result.eval_seconds:.2f} s)" if math.isfinite(result.eval_seconds) else ""
     lines.append(f"{_count(len(result.points), 'trial')} in {result.wall_seconds:.0f} s{one_pass}" + (f"; {'; '.join(extra)}." if extra else "."))
     lines.append("")
-    from autoq.tracking import without_password
+    from autoq.tracking.mlflow_logger import credentials_note, shown_uri
 
-    store = without_password(result.tracking_uri) if result.tracking_uri else ""
-    hidden = " (password hidden: put yours in place of ***, or set MLFLOW_TRACKING_PASSWORD)" if ":***@" in store else ""
+    store = shown_uri(result.tracking_uri) if result.tracking_uri else ""
+    hidden = credentials_note(result.tracking_uri)
     if result.tracking_uri and not finished:
         lines.append(f"MLflow: parent run {result.parent_run_id} in {store}{hidden}: the search has not finished, so it holds no "
                      f"frontier files yet (it writes them as it ends; if it was killed, autoq search --resume {shlex.quote(result.study_name)} does).")

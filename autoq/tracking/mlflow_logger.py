@@ -96,7 +96,7 @@ def tracking_client(uri: str) -> MlflowClient:
     db = sqlite_path(uri)
     if db is None and uri.startswith("sqlite:"):  # SQLite in memory: the runs are gone when the command ends
         raise AutoqError(f"MLflow tracking URI {uri!r} names no database file (SQLite in memory, which keeps nothing); use one "
-                         f"such as {DEFAULT_TRACKING_URI}, or none to log nothing")
+                         f"such as {DEFAULT_TRACKING_URI}")
     try:
         # a new SQLite store is built by migrations (seconds): a Ctrl-C among them would leave it half built for good, and
         # two searches starting together would both migrate it (one died on the other's tables). Every opening takes the
@@ -167,7 +167,7 @@ def _check_server(uri: str) -> None:
     try:
         requests.get(f"{uri.rstrip('/')}/health", timeout=10)
     except requests.RequestException as exc:
-        raise AutoqError(f"MLflow tracking server {uri} does not answer ({type(exc).__name__}); start it (mlflow server), "
+        raise AutoqError(f"MLflow tracking server {shown_uri(uri)} does not answer ({type(exc).__name__}); start it (mlflow server), "
                          "or pass another --tracking-uri (none: no MLflow)") from None
 
 
@@ -195,11 +195,11 @@ def check_experiment(uri: str, name: str) -> None:
         _check_not_moved(db, found.artifact_location, copies=True)
 
 
-def store_failed(uri: str, exc: Exception) -> AutoqError:
-    """The error for a tracking store that failed a request (after MLflow's own retries): its first line, and what to do."""
+def store_failed(uri: str, exc: Exception, advice: str = "start it, or pass another --tracking-uri (none: no MLflow)") -> AutoqError:
+    """The error for a tracking store that failed a request (after MLflow's own retries): its first line, and ``advice``."""
     first = str(getattr(exc, "message", exc)).splitlines()[0] if str(getattr(exc, "message", exc)) else type(exc).__name__
-    return AutoqError(f"MLflow tracking store {without_password(uri)} did not answer ({first if len(first) <= 300 else first[:297] + '...'}); "
-                      "start it, or pass another --tracking-uri (none: no MLflow)")
+    return AutoqError(f"MLflow tracking store {shown_uri(uri)} failed a request ({first if len(first) <= 300 else first[:297] + '...'}); "
+                      + advice)
 
 
 def require_store(uri: str) -> None:
@@ -225,7 +225,7 @@ def stored_run(tracking_uri: str, run_id: str, missing: str) -> tuple[MlflowClie
         run = client.get_run(run_id)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no such run; not a run id at all
-            raise AutoqError(f"no MLflow run {run_id!r} in {without_password(tracking_uri)}; {missing}") from None
+            raise AutoqError(f"no MLflow run {run_id!r} in {shown_uri(tracking_uri)}; {missing}") from None
         raise store_failed(tracking_uri, exc) from None
     db = sqlite_path(tracking_uri)
     if db is not None:  # a moved store: its artifacts are looked for where they were (a traceback, or "has no frontier.json")
@@ -261,6 +261,28 @@ def without_password(url: str) -> str:
     return parsed.render_as_string(hide_password=True) if parsed.password else url
 
 
+def shown_uri(uri: str) -> str:
+    """A tracking URI as autoq prints or logs it: a server's without its user and password (MLflow takes them from
+    ``MLFLOW_TRACKING_USERNAME`` and ``_PASSWORD``; left in a URL they override those, and a URL with ``***`` fails), a
+    database URL's password hidden. A run's description is every reader's of the experiment."""
+    from urllib.parse import urlsplit, urlunsplit
+
+    if not uri.startswith(("http://", "https://")):
+        return without_password(uri)
+    parts = urlsplit(uri)
+    if parts.username is None and parts.password is None:
+        return uri
+    host = f"[{parts.hostname}]" if parts.hostname and ":" in parts.hostname else parts.hostname or ""
+    return urlunsplit(parts._replace(netloc=host + (f":{parts.port}" if parts.port else "")))
+
+
+def credentials_note(uri: str | None) -> str:
+    """What to do about credentials `shown_uri` left out ("" when there were none)."""
+    if not uri or not uri.startswith(("http://", "https://")) or shown_uri(uri) == uri:
+        return ""
+    return " (the tracking URI's user and password are left out: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)"
+
+
 class MlflowTracker:
     """Logs one search: ``start`` the parent, ``log_trial`` per trial, ``finish`` with the frontier.
 
@@ -277,6 +299,7 @@ class MlflowTracker:
         self._context: dict[str, str] | None = None
         self._step = 0  # of the parent's summary metrics: one a session, so a resume adds a point to each chart
         self.failure: BaseException | None = None  # what cut a trial's logging short: no more writes (finish) this session
+        self.remote = tracking_uri.startswith(("http://", "https://"))  # a second Ctrl-C may cut its writes (not a local file's)
 
     @classmethod
     def open(cls, tracking_uri: str, experiment: str, nest_under: str | None = None) -> MlflowTracker:
@@ -381,7 +404,7 @@ class MlflowTracker:
                    start_ms: int | None) -> str:
         from mlflow.exceptions import MlflowException
 
-        with deferred_interrupts():  # a write cut in half would leave the SQLite store locked
+        with deferred_interrupts(forceable=self.remote):  # a write cut in half would leave the SQLite store locked
             from mlflow.entities import Metric, Param
 
             assert self.parent_id is not None, "start() first"
@@ -415,9 +438,11 @@ class MlflowTracker:
 
     def finish(
         self, points: Sequence[Point], frontier: Sequence[Point], metrics: Mapping[str, float], plot_budget: float | None, status: str = "FINISHED",
-        latency_budget_ms: float | None = None,
+        latency_budget_ms: float | None = None, stopping: bool = False,
     ) -> None:
-        with deferred_interrupts():  # a write cut in half would leave the SQLite store locked
+        """Tag the frontier, write its files and end the parent run. ``stopping``: the search is ending on Ctrl-C, so on a
+        tracking server the next one stops these writes (`ForcedInterrupt`), which a resume then makes again."""
+        with deferred_interrupts(forceable=self.remote, pressed=int(stopping)):  # a write cut in half would leave the SQLite store locked
             from mlflow.entities import Metric
 
             assert self.parent_id is not None, "start() first"

@@ -32,7 +32,7 @@ from autoq.errors import AutoqError
     ({"space": None}, "space must be a non-empty str, got NoneType None"),
     ({"space": 3}, "space must be a non-empty str, got int 3"),
     ({"tracking_uri": 3}, "tracking_uri must be a non-empty str (or None), got int 3"),
-    ({"experiment": None}, "experiment must be a non-empty str, got NoneType None"),
+    ({"experiment": 3}, "experiment must be a non-empty str, got int 3"),
     # one layer pinned to two choices: the last was taken silently (the CLI refused it)
     ({"pins": ["6=fp16", "6=int8-ch-asym:rtn-mse"]}, "pattern '6' is pinned twice, to 'fp16' and to 'int8-ch-asym:rtn-mse'"),
     ({"pins": [("6", "fp16"), ("6", "int8-ch-asym:rtn-mse")]}, "pattern '6' is pinned twice"),
@@ -50,6 +50,7 @@ def test_kinds_a_pipeline_passes_are_taken_and_normalised():
     assert config.n_trials == 7 and type(config.n_trials) is int and config.skip == ("pooler",)
     assert config.progress is False and type(config.timeout) is float and config.timeout == 30.0
     assert config.pins == (("attn", "fp16"), ("fc", "int8-ch-asym:rtn-mse"))  # the command line's form, as --pin gives it
+    assert SearchConfig(tracking_uri=None, storage=None, experiment=None).experiment == "autoq"  # None: the default (os.environ.get)
     assert SearchConfig(tracking_uri=None, storage=None, pins={"a": "fp16"}).pins == (("a", "fp16"),)
 
 

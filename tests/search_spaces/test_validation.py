@@ -133,6 +133,10 @@ def test_full_preset_multiplies_bits_granularity_and_methods():
      rules:
        - {bits: [8], granularity: [channel], methods: [rtn-mse]}
      """, "space.yaml, line 5: key 'rules' is given twice .*first on line 2"),
+    ("""
+     rules:
+       - {layers: ".*", bits: [2, 3], granularity: [channel], methods: [rtn-mse], bits: [8]}
+     """, "space.yaml, line 3: key 'bits' is given twice in one mapping \\(first on line 3\\)"),
 ])
 def test_a_key_given_twice_is_refused_with_its_lines(text, message):
     """YAML keeps the last of two equal keys silently: a second 'bits:' made a 2/3-bit rule an 8-bit one."""

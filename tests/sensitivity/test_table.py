@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import matplotlib
 import pytest
 
@@ -105,10 +107,12 @@ def test_a_damaged_json_table_names_the_file_and_what_is_wrong(tmp_path, edit, m
         SensitivityTable.load(path)
 
 
-def test_an_infinite_stderr_is_kept(tmp_path):
-    """A gradient metric's stderr from one sample is inf: a table that holds one still loads."""
-    path = _edited_json(tmp_path, lambda d: d["entries"][0].__setitem__(3, float("inf")))
-    assert SensitivityTable.load(path).entry("enc.0.q", "int2-ch-asym:rtn-mse").stderr == float("inf")
+def test_an_infinite_or_unknown_stderr_is_kept(tmp_path):
+    """A gradient metric's stderr from one sample is inf, and inf times a zero change is nan: tables autoq writes load."""
+    path = _edited_json(tmp_path, lambda d: (d["entries"][0].__setitem__(3, float("inf")), d["entries"][1].__setitem__(3, float("nan"))))
+    loaded = SensitivityTable.load(path)
+    assert loaded.entry("enc.0.q", "int2-ch-asym:rtn-mse").stderr == float("inf")
+    assert math.isnan(loaded.entry("enc.0.q", "int4-g128-asym:rtn-mse").stderr)
 
 
 @pytest.mark.parametrize(("edit", "message"), [
