@@ -278,8 +278,10 @@ def shown_uri(uri: str) -> str:
 
 def credentials_note(uri: str | None) -> str:
     """What to do about credentials `shown_uri` left out ("" when there were none)."""
-    if not uri or not uri.startswith(("http://", "https://")) or shown_uri(uri) == uri:
+    if not uri or shown_uri(uri) == uri:
         return ""
+    if not uri.startswith(("http://", "https://")):  # a database URL: MLflow has no variable for its password
+        return " (the tracking URI's password is hidden: put yours in place of ***)"
     return " (the tracking URI's user and password are left out: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD)"
 
 

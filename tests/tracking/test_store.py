@@ -151,3 +151,20 @@ def test_a_resume_does_not_take_an_in_memory_search_of_its_name_for_its_own(mlfl
     assert find_search(client, experiment, "s", "memory").info.run_id == memory
     early = client.create_run(experiment, tags={"autoq.kind": "search", "autoq.study": "t"}).info.run_id  # logged no storage
     assert find_search(client, experiment, "t", "sqlite:////data/optuna.db").info.run_id == early
+
+
+@pytest.mark.parametrize(("uri", "shown", "note"), [
+    ("http://alice:pw@127.0.0.1:5000", "http://127.0.0.1:5000", "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD"),
+    ("https://alice@host/mlflow?x=1", "https://host/mlflow?x=1", "set MLFLOW_TRACKING_USERNAME"),
+    ("http://u:p@[::1]:5000", "http://[::1]:5000", "left out"),
+    ("postgresql://u:pw@db/mlflow", "postgresql://u:***@db/mlflow", "put yours in place of ***"),  # no variable for a database's
+    ("http://127.0.0.1:5000", "http://127.0.0.1:5000", ""),
+    ("sqlite:////tmp/m.db", "sqlite:////tmp/m.db", ""),
+])
+def test_a_tracking_uri_is_shown_without_its_credentials(uri, shown, note):
+    """A password in the tracking URI went into every frontier run's description, which every reader of the experiment sees;
+    a server URL with '***' in place of it overrides MLflow's credential variables and fails."""
+    from autoq.tracking.mlflow_logger import credentials_note, shown_uri
+
+    assert shown_uri(uri) == shown
+    assert (note in credentials_note(uri)) if note else credentials_note(uri) == ""
