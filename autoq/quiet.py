@@ -40,10 +40,10 @@ def quiet_logs() -> Iterator[None]:
         os.environ[_SUPPRESS_LINKS] = "true"
     try:
         yield
-    finally:
-        if links and os.environ.get(_SUPPRESS_LINKS) == "true":
-            del os.environ[_SUPPRESS_LINKS]  # each level only where it is still the one set here: two searches in threads (an outer study's n_jobs=2)
+    finally:  # each level only where it is still the one set here: two searches in threads (an outer study's n_jobs=2)
         # overlap, and the second saved the first's quiet level; restoring it after the first restored would keep it
+        if links and os.environ.get(_SUPPRESS_LINKS) == "true":
+            del os.environ[_SUPPRESS_LINKS]
         if optuna and optuna.logging.get_verbosity() == optuna.logging.WARNING:
             optuna.logging.set_verbosity(optuna_level)
         if mlflow_logger and mlflow_logger.level == logging.WARNING:

@@ -27,7 +27,7 @@ def _client(args: argparse.Namespace, required: bool = True):
 
     from autoq.errors import AutoqError
     from autoq.tracking import require_store, tracking_client
-    from autoq.tracking.mlflow_logger import store_failed
+    from autoq.tracking.mlflow_logger import shown_uri, store_failed
 
     require_store(args.tracking_uri)
     client = tracking_client(args.tracking_uri)
@@ -37,7 +37,7 @@ def _client(args: argparse.Namespace, required: bool = True):
         raise store_failed(args.tracking_uri, exc) from None
     if experiment is None and required:
         names = [e.name for e in client.search_experiments()]
-        raise AutoqError(f"no experiment {args.experiment!r} in {args.tracking_uri}; pass --experiment NAME, one of: "
+        raise AutoqError(f"no experiment {args.experiment!r} in {shown_uri(args.tracking_uri)}; pass --experiment NAME, one of: "
                          f"{', '.join(repr(n) for n in names) or 'none (the store is empty)'}")
     return client, experiment.experiment_id if experiment is not None else None
 

@@ -46,6 +46,8 @@ def open_command(tracking_uri: str, run_id: str | None) -> str:
 def format_summary(result: SearchResult, finished: bool = True) -> str:
     """The closing summary. ``finished=False``: a search read back from MLflow that did not end (killed, or still
     running): its parent run holds no frontier files yet, so the export names the best trial's own run."""
+    from autoq.tracking.mlflow_logger import credentials_note, shown_uri
+
     source = result.points[0].latency_source if result.points else None
     objectives = "quality, bits, latency" if source else "quality, bits"
     reference = f"{result.reference_quality:.4f}" if math.isfinite(result.reference_quality) else "not recorded"
@@ -94,8 +96,6 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
     one_pass = f" (one evaluation pass: {result.eval_seconds:.2f} s)" if math.isfinite(result.eval_seconds) else ""
     lines.append(f"{_count(len(result.points), 'trial')} in {result.wall_seconds:.0f} s{one_pass}" + (f"; {'; '.join(extra)}." if extra else "."))
     lines.append("")
-    from autoq.tracking.mlflow_logger import credentials_note, shown_uri
-
     store = shown_uri(result.tracking_uri) if result.tracking_uri else ""
     hidden = credentials_note(result.tracking_uri)
     if result.tracking_uri and not finished:
