@@ -70,12 +70,8 @@ def _as_tuple(value: Any) -> tuple:
     return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
-def _rule_lines(text: str) -> list[tuple[int, dict[str, int]]]:
+def _rule_lines(root: yaml.Node | None) -> list[tuple[int, dict[str, int]]]:
     """(line of each rule, line of each of its keys), 1-based, from the YAML node tree."""
-    try:
-        root = yaml.compose(text)
-    except yaml.YAMLError:
-        return []
     if not isinstance(root, yaml.MappingNode):
         return []
     for key, value in root.value:
@@ -151,11 +147,18 @@ def _rule(raw: Any, where: str, line: int = 0, key_lines: Mapping[str, int] | No
     )
 
 
-def _named(text: str, source: str) -> io.StringIO:
-    """The text as a stream named ``source``: PyYAML's messages then name the file, not ``<unicode string>``."""
+def _compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
+    """The YAML node tree (for lines) and the data it holds, from one parse, keys given twice refused; the stream is
+    named ``source``, so PyYAML's messages name the file, not ``<unicode string>``."""
     stream = io.StringIO(text)
     stream.name = source
-    return stream
+    loader = yaml.SafeLoader(stream)
+    try:
+        root = loader.get_single_node()
+        _refuse_duplicate_keys(root, source)  # before constructing: it folds merge keys ('<<') into the mappings' nodes
+        return root, None if root is None else loader.construct_document(root)
+    finally:
+        loader.dispose()
 
 
 def _refuse_duplicate_keys(node: yaml.Node | None, source: str) -> None:
@@ -178,8 +181,7 @@ def _refuse_duplicate_keys(node: yaml.Node | None, source: str) -> None:
 
 def parse_preset(text: str, source: str) -> Preset:
     try:
-        _refuse_duplicate_keys(yaml.compose(_named(text, source)), source)
-        data = yaml.safe_load(_named(text, source))
+        root, data = _compose(text, source)
     except yaml.YAMLError as exc:
         raise AutoqError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(data, dict) or "rules" not in data:
@@ -189,7 +191,7 @@ def parse_preset(text: str, source: str) -> Preset:
         raise AutoqError(f"{source}: unknown key(s) {sorted(map(str, unknown))}; allowed: {sorted(_PRESET_KEYS)}")
     if not isinstance(data["rules"], list):
         raise AutoqError(f"{source}: 'rules' must be a list of rules")
-    lines = _rule_lines(text)
+    lines = _rule_lines(root)
     rules = []
     for i, raw in enumerate(data["rules"]):
         line, keys = lines[i] if i < len(lines) else (0, {})
