@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
@@ -26,6 +27,24 @@ def mlflow_uri(tmp_path: Path, _mlflow_template: Path) -> str:
     db = tmp_path / "mlflow.db"
     shutil.copy(_mlflow_template, db)
     return f"sqlite:///{db}"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _worker_threads() -> Iterator[None]:
+    """Under pytest-xdist (`-n auto`) each worker gets its share of the cores for torch's thread pool, and the `autoq`
+    processes tests start inherit it (OMP_NUM_THREADS): two workers each spinning a pool as wide as the machine
+    thrashed it (the MiniLM end-to-end test ran 3.7 times slower beside another worker than alone)."""
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    if workers <= 1:
+        yield
+        return
+    threads = max(1, (os.cpu_count() or 1) // workers)
+    saved = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("OMP_NUM_THREADS", str(threads))
+        yield
+    torch.set_num_threads(saved)
 
 
 @pytest.fixture(scope="session", autouse=True)
