@@ -170,7 +170,7 @@ class SensitivityTable:
         path = Path(path)
         if not path.is_file():
             raise AutoqError(f"sensitivity table {str(path)!r} does not exist; `autoq sensitivity --metric METRIC --out DIR` writes "
-                             "DIR/<model>-<metric>.json (and .csv), and prints the search that reads it")
+                             "DIR/<model>-<metric>.json (<model>-<space>-<metric>.json with --space) and .csv, and prints the search that reads it")
         try:
             text = path.read_text(encoding="utf-8")
             return cls.from_csv(text) if path.suffix.lower() == ".csv" else cls.from_json(text)

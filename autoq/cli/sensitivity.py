@@ -100,6 +100,8 @@ def run(args: argparse.Namespace) -> int:
     wall = time.perf_counter() - start
     out = Path(args.out)
     stem = f"{_safe(workload.name)}-{args.metric}"
+    if args.space != "default":  # a table of another space no longer overwrites the default space's in the same folder
+        stem = f"{_safe(workload.name)}-{_safe(Path(args.space).stem)}-{args.metric}"
     table_json = table.save(out / f"{stem}.json")
     paths = [table.save(out / f"{stem}.csv"), table_json, table.heatmap(out / f"{stem}.png")]
     run_id = None

@@ -44,6 +44,17 @@ def test_sensitivity_writes_table_heatmap_and_logs_to_mlflow(out, mlflow_uri, ca
     assert "Best within budget" in capsys.readouterr().out
 
 
+def test_tables_of_two_spaces_in_one_folder_keep_their_own_files(out, capsys):
+    """Files were named by model and metric only: the per-channel space's table overwrote the default space's."""
+    base = ["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--out", str(out), "--tracking-uri", "none", "--no-progress"]
+    assert main(base) == 0 and main([*base, "--space", "per-channel"]) == 0
+    printed = capsys.readouterr().out
+    default, per_channel = SensitivityTable.load(out / "digits-cnn-sqnr.json"), SensitivityTable.load(out / "digits-cnn-per-channel-sqnr.json")
+    assert any("-g" in e.option for e in default.entries) and not any("-g" in e.option for e in per_channel.entries)
+    assert f"--space per-channel --seed-from {out / 'digits-cnn-per-channel-sqnr.json'}" in printed
+    assert (out / "digits-cnn-per-channel-sqnr.csv").exists() and (out / "digits-cnn-per-channel-sqnr.png").exists()
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["--metric", "hesian"], "unknown sensitivity metric 'hesian'; choose one of"),
     (["--metric", "kl", "--set", "n_sample=3"], "unknown setting(s) ['n_sample'] for sensitivity metric 'kl'"),
