@@ -69,7 +69,7 @@ from autoq.tracking import (
     tracking_client,
     without_password,
 )
-from autoq.tracking.mlflow_logger import credentials_note, shown_uri, store_failed
+from autoq.tracking.mlflow_logger import credentials_note, shown_uri, store_errors, store_failed
 
 
 @dataclass(frozen=True)
@@ -280,6 +280,11 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
     except KeyboardInterrupt as exc:
         raise SearchInterrupted("interrupted before this session's first trial" + _kept_and_how_to_continue(
             config, study_name, storage, bool(config.tracking_uri), bool(workload.source))) from exc
+    except store_errors() as exc:  # a server gone while the seeds were computed (minutes): a traceback after MLflow's retries
+        if not config.tracking_uri:
+            raise
+        raise store_failed(config.tracking_uri, exc, "the search stopped before this session's first trial" + _kept_and_how_to_continue(
+            config, study_name, storage, True, bool(workload.source)) + " (once the store answers again)") from None
     deadline = start + config.timeout if config.timeout is not None else None
     status, late_interrupt = "FAILED", False
     try:
@@ -326,6 +331,12 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
                                     + " (it writes the frontier again)") from exc
         except KeyboardInterrupt:  # after the clean-up: a stopping search keeps its note, a finished one is whole
             late_interrupt = status != "KILLED"
+        except store_errors() as exc:  # the store failed while the frontier was written: a traceback said nothing of the trials
+            if tracker is None:
+                raise
+            raise store_failed(config.tracking_uri or "", exc, f"the search's MLflow run is left unfinished after {book.n_done} finished "
+                               "trial(s)" + _kept_and_how_to_continue(config, study_name, storage, True, bool(workload.source))
+                               + " (once the store answers again: it writes the frontier)") from None
     if late_interrupt:
         print("autoq: interrupted after the last trial; the search and its results were stored in full", file=sys.stderr, flush=True)
     if not points and book.n_failed:

@@ -195,6 +195,15 @@ def check_experiment(uri: str, name: str) -> None:
         _check_not_moved(db, found.artifact_location, copies=True)
 
 
+def store_errors() -> tuple[type[Exception], ...]:
+    """What a tracking store's failed request raises: MLflow's error (after its retries), or requests' for an artifact
+    upload that a server (or a proxy in front of it) answered with an error status."""
+    import requests
+    from mlflow.exceptions import MlflowException
+
+    return (MlflowException, requests.RequestException)
+
+
 def store_failed(uri: str, exc: Exception, advice: str = "start it, or pass another --tracking-uri (none: no MLflow)") -> AutoqError:
     """The error for a tracking store that failed a request (after MLflow's own retries): its first line, and ``advice``."""
     first = str(getattr(exc, "message", exc)).splitlines()[0] if str(getattr(exc, "message", exc)) else type(exc).__name__
@@ -394,18 +403,14 @@ class MlflowTracker:
         """One trial's child run, logged once it is evaluated; ``start_ms`` (epoch ms: when its evaluation began) makes the
         run's Start Time and Duration in the MLflow UI the evaluation's, not the logging's. A store that fails (a
         tracking server gone, after MLflow's retries) or a forced Ctrl-C is recorded in ``failure``: the search stops."""
-        from mlflow.exceptions import MlflowException
-
         try:
             return self._log_trial(number, metrics, tags, assignment, status, start_ms)
-        except (MlflowException, ForcedInterrupt) as exc:
+        except (*store_errors(), ForcedInterrupt) as exc:
             self.failure = exc
             raise
 
     def _log_trial(self, number: int, metrics: Mapping[str, float], tags: Mapping[str, str], assignment: Assignment, status: str,
                    start_ms: int | None) -> str:
-        from mlflow.exceptions import MlflowException
-
         with deferred_interrupts(forceable=self.remote):  # a write cut in half would leave the SQLite store locked
             from mlflow.entities import Metric, Param
 
@@ -429,7 +434,7 @@ class MlflowTracker:
                 )
                 self.client.log_text(run_id, assignment.to_json(), "assignment.json")
                 self.client.set_terminated(run_id, status=status)
-            except MlflowException:  # the store failed: a delete would wait through its retries again (a resume deletes the run)
+            except store_errors():  # the store failed: a delete would wait through its retries again (a resume deletes the run)
                 raise
             except Exception:
                 # a half-logged run would stay RUNNING beside the one the caller logs instead (a Ray worker's driver)

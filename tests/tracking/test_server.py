@@ -9,8 +9,10 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import pytest
@@ -63,6 +65,51 @@ def server(tmp_path: Path) -> Iterator[Server]:
         yield server
     finally:
         server.stop()
+
+
+class Gate:
+    """An HTTP proxy in front of a server that answers 503 to every request from the first one ``trigger(path, body)``
+    matches (a server gone behind its proxy), until ``failing`` is set back to False: one failure at a chosen write."""
+
+    def __init__(self, backend: str, trigger: Callable[[str, bytes], bool]) -> None:
+        self.backend, self.failing = backend, False
+        self.trigger: Callable[[str, bytes], bool] | None = trigger
+        gate = self
+
+        class Relay(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def relay(self) -> None:
+                body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                if gate.trigger is not None and gate.trigger(self.path, body):
+                    gate.failing, gate.trigger = True, None
+                if gate.failing:
+                    self.send_response(503)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length", "connection")}
+                answer = requests.request(self.command, gate.backend + self.path, headers=headers, data=body, timeout=60)
+                self.send_response(answer.status_code)
+                for k, v in answer.headers.items():
+                    if k.lower() not in ("content-length", "content-encoding", "transfer-encoding", "connection"):
+                        self.send_header(k, v)
+                self.send_header("Content-Length", str(len(answer.content)))
+                self.end_headers()
+                self.wfile.write(answer.content)
+
+            do_GET = do_POST = do_PUT = do_PATCH = do_DELETE = relay
+
+        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Relay)
+        self.uri = f"http://127.0.0.1:{self.httpd.server_address[1]}"
+        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.httpd.shutdown()
+        self.httpd.server_close()
 
 
 def _autoq(*args: str, cwd: Path, **env: str) -> subprocess.Popen:
@@ -124,3 +171,34 @@ def test_a_server_that_goes_away_mid_search_ends_it_with_the_command_that_resume
     assert resumed.returncode == 0, resumed.stderr
     assert "resuming 'gone'" in resumed.stderr and "Best within budget" in resumed.stdout
     assert not (other / "optuna.db").exists()
+
+
+@pytest.mark.parametrize(("trigger", "said"), [
+    # the parent run's creation: the server went away while the seeds were computed (minutes on a large model)
+    (lambda path, body: path.endswith("/runs/create"), "the search stopped before this session's first trial, kept in"),
+    # the first frontier tag: the server went away after the last trial
+    (lambda path, body: path.endswith("/runs/set-tag") and b'"pareto"' in body, "the search's MLflow run is left unfinished after 4 finished trial(s), kept in"),
+], ids=["set-up", "frontier"])
+def test_a_store_failing_before_the_first_trial_or_at_the_frontier_says_how_to_go_on(server: Server, tmp_path: Path, trigger, said):
+    """Both were MLflow's traceback after its retries, which said nothing of the search's study or how to go on."""
+    gate = Gate(server.uri, trigger)
+    try:
+        proc = _autoq("search", "--model", "digits-cnn", "--n-trials", "4", "--seed-from", "none", "--study-name", "cut", "--no-progress",
+                      "--tracking-uri", gate.uri, cwd=tmp_path, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10")
+        _, err = proc.communicate(timeout=600)
+        assert proc.returncode == 2 and "Traceback" not in err, err
+        line = next(line for line in err.splitlines() if line.startswith("autoq: error:"))
+        assert f"MLflow tracking store {gate.uri} failed a request (" in line and said in line, line
+        command = line.split("continue with: ", 1)[1].split("   (Python")[0]
+        gate.failing = False  # the server is back
+        resumed = subprocess.run([sys.executable, "-m", "autoq", *shlex.split(command)[1:], "--no-progress"], cwd=tmp_path, capture_output=True,
+                                 text=True, timeout=600, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        assert resumed.returncode == 0, resumed.stderr
+        assert "Best within budget" in resumed.stdout
+    finally:
+        gate.close()
+    client = MlflowClient(server.uri)
+    (parent,) = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], "tags.`autoq.study` = 'cut'")
+    assert parent.info.status == "FINISHED" and "frontier.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+    children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    assert len(children) == 4 and {c.data.tags.get("pareto") for c in children} <= {"true", "false"} and any(c.data.tags.get("pareto") == "true" for c in children)
