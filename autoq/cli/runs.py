@@ -43,6 +43,7 @@ def _client(args: argparse.Namespace, required: bool = True):
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from autoq.engine.sessions import stopped_here
     from autoq.tracking import STUDY_TAG, absolute_uri, sqlite_path
     from autoq.tracking.mlflow_logger import run_storage, shown_uri
     from autoq.tracking.runs import searches
@@ -53,10 +54,15 @@ def run_list(args: argparse.Namespace) -> int:
         print(f"no searches in experiment {args.experiment!r} of {args.tracking_uri}")
         return 0
     rows = [("study name", "status", "model", "budget", "trials", "best", "started (UTC)", "parent run id")]
+    gone = False  # a RUNNING search whose process is known to be gone (kill -9): MLflow cannot tell, the Optuna study can
     for run in runs:
         p, m, t = run.data.params, run.data.metrics, run.data.tags
         started = datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
-        rows.append((t.get(STUDY_TAG) or p.get("study_name") or run.info.run_name, run.info.status, p.get("model", "?"),
+        name = t.get(STUDY_TAG) or p.get("study_name") or run.info.run_name
+        status = run.info.status
+        if status == "RUNNING" and stopped_here(run_storage(run), name):
+            status, gone = "RUNNING*", True
+        rows.append((name, status, p.get("model", "?"),
                      p.get("budget", "?"), str(int(m["n_evaluated"])) if "n_evaluated" in m else "-",
                      f"{m['best_quality']:.4f}" if "best_quality" in m else "-", started, run.info.run_id))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]  # the default study names are 46 characters
@@ -64,6 +70,8 @@ def run_list(args: argparse.Namespace) -> int:
     for row in rows:
         cells = (cell.rjust(w) if head in right else cell.ljust(w) for cell, w, head in zip(row, widths, rows[0]))
         print("  ".join(cells).rstrip())
+    if gone:
+        print("* RUNNING in MLflow, but its process on this machine is gone (killed, or its store failed at the end): resume it")
     where = f"--tracking-uri {shlex.quote(shown_uri(absolute_uri(args.tracking_uri)))}" + (f" --experiment {shlex.quote(args.experiment)}" if args.experiment != args.experiment_default else "")
     print(f"\nautoq pareto NAME {where}   prints a frontier;")
     resumable = [run for run in runs if run_storage(run) is not None]

@@ -112,12 +112,24 @@ def storage_lock(storage: str | None) -> Iterator[None]:
 def running_pid(storage: str | None, study_name: str | None) -> int | None:
     """The pid of a live process on this machine that runs the stored search ``study_name``, else ``None`` (also where
     its storage or study cannot be read: a store that is gone is not made, as opening it would)."""
+    state, pid = _stored_state(storage, study_name)
+    return pid if state == "running" else None
+
+
+def stopped_here(storage: str | None, study_name: str | None) -> bool:
+    """Whether the stored search ``study_name`` is known to run no more: its process of this machine is gone (killed,
+    or its session ended). Its MLflow run may still say RUNNING (``kill -9``, a tracking server gone at its end)."""
+    return _stored_state(storage, study_name)[0] == "stopped"
+
+
+def _stored_state(storage: str | None, study_name: str | None) -> tuple[str, int | None]:
+    """``_local_state`` of the stored study; ``("unknown", None)`` where its storage or study cannot be read."""
     if not storage or not study_name:
-        return None
+        return "unknown", None
     db = sqlite_path(storage)
     if db is not None and not db.is_file():
-        return None
+        return "unknown", None
     try:
-        return live_owner(optuna.load_study(study_name=study_name, storage=storage))
-    except Exception:  # noqa: BLE001 - no such study, a server that does not answer: not known to run
-        return None
+        return _local_state(optuna.load_study(study_name=study_name, storage=storage))
+    except Exception:  # noqa: BLE001 - no such study, a server that does not answer: not known
+        return "unknown", None

@@ -116,6 +116,30 @@ def test_pareto_of_a_search_that_did_not_finish_says_so_and_names_a_run_that_exp
     assert "unquantized = not recorded" in cut and "nan" not in cut
 
 
+def test_runs_marks_a_running_search_whose_process_is_gone(mlflow_uri, capsys):
+    """kill -9 leaves the parent run RUNNING in MLflow: 'autoq runs' listed a search killed days ago as running."""
+    from mlflow.tracking import MlflowClient
+
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=2, tracking_uri=mlflow_uri, progress=False, seed_from="none")
+    MlflowClient(mlflow_uri).update_run(result.parent_run_id, status="RUNNING")  # what kill -9 leaves
+    process = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    try:
+        result.study().set_user_attr(SESSION_ATTR, {"host": socket.gethostname(), "pid": process.pid})
+        assert main(["runs", "--tracking-uri", mlflow_uri]) == 0
+        out = capsys.readouterr().out
+        row = next(line for line in out.splitlines() if line.startswith(result.study_name))
+        assert " RUNNING " in row and "RUNNING*" not in out  # a live process runs it
+    finally:
+        process.kill()
+        process.wait()
+    assert main(["runs", "--tracking-uri", mlflow_uri]) == 0  # the process is gone: killed
+    out = capsys.readouterr().out
+    row = next(line for line in out.splitlines() if line.startswith(result.study_name))
+    header = next(line for line in out.splitlines() if line.startswith("study name"))
+    assert row.index("RUNNING*") == header.index("status")
+    assert "* RUNNING in MLflow, but its process on this machine is gone" in out
+
+
 def test_runs_offers_no_resume_for_searches_that_kept_no_storage(mlflow_uri, capsys):
     autoq.search("digits-cnn", budget="4.5bits", n_trials=2, tracking_uri=mlflow_uri, storage=None, progress=False, seed_from="none")
     assert main(["runs", "--tracking-uri", mlflow_uri]) == 0
