@@ -419,9 +419,9 @@ class MlflowTracker:
                 self.experiment_id,
                 start_time=start_ms,
                 run_name=f"trial-{number}",
-                # a failed trial is off the frontier: filtering on tags.pareto = 'false' finds it too
-                tags={**self.context_tags(), "mlflow.parentRunId": self.parent_id, TRIAL_TAG: str(number),
-                      **({} if status == "FINISHED" else {"pareto": "false"}), **tags},
+                # off the frontier until finish() says otherwise (a failed trial for good): finish then writes the frontier's
+                # few tags, not one per trial (a call each on a tracking server)
+                tags={**self.context_tags(), "mlflow.parentRunId": self.parent_id, TRIAL_TAG: str(number), "pareto": "false", **tags},
             )
             run_id = run.info.run_id
             try:
@@ -452,12 +452,17 @@ class MlflowTracker:
         with deferred_interrupts(forceable=self.remote, pressed=int(stopping)):  # a write cut in half would leave the SQLite store locked
             from mlflow.entities import Metric
 
+            from autoq.tracking.runs import trial_runs
+
             assert self.parent_id is not None, "start() first"
             on_front = {p.run_id for p in frontier}
             plugins = self.client.get_run(self.parent_id).data.params.get("plugins", "")  # as the search logged them
+            tagged = {run.info.run_id: run.data.tags.get("pareto") for run in trial_runs(self.client, self.parent_id)}
             for p in points:
                 if p.run_id:
-                    self.client.set_tag(p.run_id, "pareto", "true" if p.run_id in on_front else "false")
+                    pareto = "true" if p.run_id in on_front else "false"
+                    if tagged.get(p.run_id) != pareto:  # changed since the trial was logged, or since a session before
+                        self.client.set_tag(p.run_id, "pareto", pareto)
                     if p.run_id in on_front:  # the UI's description of the run: how to export this point
                         self.client.set_tag(p.run_id, NOTE_TAG, point_note(p, self.tracking_uri, plugins))
             self.client.set_tag(self.parent_id, NOTE_TAG, search_note(frontier, self.tracking_uri, plugins))
