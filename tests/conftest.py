@@ -31,9 +31,9 @@ def mlflow_uri(tmp_path: Path, _mlflow_template: Path) -> str:
 
 @pytest.fixture(scope="session", autouse=True)
 def _worker_threads() -> Iterator[None]:
-    """Under pytest-xdist (`-n auto`) each worker gets its share of the cores for torch's thread pool, and the `autoq`
-    processes tests start inherit it (OMP_NUM_THREADS): two workers each spinning a pool as wide as the machine
-    thrashed it (the MiniLM end-to-end test ran 3.7 times slower beside another worker than alone)."""
+    """Under pytest-xdist (pyproject's `-n logical`: a worker per CPU) each worker gets its share of the cores for
+    torch's thread pool, and the `autoq` processes tests start inherit it (OMP_NUM_THREADS): two workers each spinning a
+    pool as wide as the machine thrashed it (the MiniLM end-to-end test ran 3.7 times slower beside another worker)."""
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     if workers <= 1:
         yield
