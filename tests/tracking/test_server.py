@@ -1,5 +1,6 @@
 """A search against a real MLflow tracking server (``mlflow server``, artifacts proxied), as a team runs one: what the
-summary and the runs' descriptions say, and a server that goes away mid-search."""
+summary and the runs' descriptions say, a server that goes away mid-search, and one that fails a chosen request (a proxy
+in front of it) before the first trial or while the frontier is written."""
 
 from __future__ import annotations
 
