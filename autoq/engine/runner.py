@@ -283,8 +283,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
     except store_errors() as exc:  # a server gone while the seeds were computed (minutes): a traceback after MLflow's retries
         if not config.tracking_uri:
             raise
-        raise store_failed(config.tracking_uri, exc, "the search stopped before this session's first trial" + _kept_and_how_to_continue(
-            config, study_name, storage, True, bool(workload.source)) + " (once the store answers again)") from None
+        raise _store_stopped(config, exc, "the search stopped before this session's first trial", study_name, storage, bool(workload.source)) from None
     deadline = start + config.timeout if config.timeout is not None else None
     status, late_interrupt = "FAILED", False
     try:
@@ -308,9 +307,8 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         if tracker is None or tracker.failure is not exc:
             raise
         # the tracking store failed (a server gone): a traceback after minutes of MLflow's retries said nothing of the trials
-        raise store_failed(config.tracking_uri or "", exc, f"the search stopped after {book.n_done} finished trial(s)"
-                           + _kept_and_how_to_continue(config, study_name, storage, True, bool(workload.source))
-                           + " (once the store answers again)") from None
+        raise _store_stopped(config, exc, f"the search stopped after {book.n_done} finished trial(s)", study_name, storage,
+                             bool(workload.source)) from None
     finally:
         try:
             with deferred_interrupts():  # the wall time, frontier and run status are stored whole, even when Ctrl-C comes now
@@ -334,9 +332,8 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         except store_errors() as exc:  # the store failed while the frontier was written: a traceback said nothing of the trials
             if tracker is None:
                 raise
-            raise store_failed(config.tracking_uri or "", exc, f"the search's MLflow run is left unfinished after {book.n_done} finished "
-                               "trial(s)" + _kept_and_how_to_continue(config, study_name, storage, True, bool(workload.source))
-                               + " (once the store answers again: it writes the frontier)") from None
+            raise _store_stopped(config, exc, f"the search's MLflow run is left unfinished after {book.n_done} finished trial(s)",
+                                 study_name, storage, bool(workload.source), ": it writes the frontier") from None
     if late_interrupt:
         print("autoq: interrupted after the last trial; the search and its results were stored in full", file=sys.stderr, flush=True)
     if not points and book.n_failed:
@@ -357,6 +354,14 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
 def _interrupted_note(config: SearchConfig, book: TrialBook, study_name: str, storage: str | None, tracked: bool, by_name: bool = True) -> str:
     """What an interrupted search kept, and the command that continues it."""
     return f"interrupted after {book.n_done} finished trial(s)" + _kept_and_how_to_continue(config, study_name, storage, tracked, by_name)
+
+
+def _store_stopped(config: SearchConfig, exc: Exception, what: str, study_name: str, storage: str | None, by_name: bool,
+                   resume_does: str = "") -> AutoqError:
+    """The error for a search its tracking store stopped: the store's failure, ``what`` became of the search, where its
+    trials are kept and the command that continues it once the store answers (``resume_does``: what that resume writes)."""
+    return store_failed(config.tracking_uri or "", exc, what + _kept_and_how_to_continue(config, study_name, storage, True, by_name)
+                        + f" (once the store answers again{resume_does})")
 
 
 def _kept_and_how_to_continue(config: SearchConfig, study_name: str, storage: str | None, tracked: bool, by_name: bool = True) -> str:

@@ -457,7 +457,7 @@ class MlflowTracker:
             assert self.parent_id is not None, "start() first"
             on_front = {p.run_id for p in frontier}
             plugins = self.client.get_run(self.parent_id).data.params.get("plugins", "")  # as the search logged them
-            tagged = {run.info.run_id: run.data.tags.get("pareto") for run in trial_runs(self.client, self.parent_id)}
+            tagged = {run.info.run_id: run.data.tags.get("pareto") for run in trial_runs(self.client, self.parent_id, self.experiment_id)}
             for p in points:
                 if p.run_id:
                     pareto = "true" if p.run_id in on_front else "false"

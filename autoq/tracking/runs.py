@@ -75,9 +75,11 @@ def searches(client: MlflowClient, experiment_ids: list[str]) -> list[Run]:
     return all_runs(client, experiment_ids, SEARCH_FILTER, order_by=["attributes.start_time DESC"])
 
 
-def trial_runs(client: MlflowClient, parent_id: str) -> list[Run]:
-    """The child runs of a search (one per logged trial attempt), oldest first."""
-    experiment_id = client.get_run(parent_id).info.experiment_id
+def trial_runs(client: MlflowClient, parent_id: str, experiment_id: str | None = None) -> list[Run]:
+    """The child runs of a search (one per logged trial attempt), oldest first; ``experiment_id``, the parent's where the
+    caller knows it, saves reading the parent run (a request on a tracking server)."""
+    if experiment_id is None:
+        experiment_id = client.get_run(parent_id).info.experiment_id
     return all_runs(client, [experiment_id], f"tags.mlflow.parentRunId = {_quoted(parent_id)}", order_by=["attributes.start_time ASC"])
 
 
