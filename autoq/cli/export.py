@@ -22,30 +22,42 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                                                 "(default: the one the search loaded, from the run)")
     p.add_argument("--out", required=True, help="output directory")
     p.add_argument("--log-to-run", action="store_true",
-                   help="also log the export as artifacts of the run (runs:/RUN_ID/quantized_model, which autoq.load takes)")
+                   help="also log the export as an MLflow model from the run (runs:/RUN_ID/quantized_model, which autoq.load "
+                        "and mlflow.pyfunc.load_model take)")
+    p.add_argument("--registered-model-name", default=None, metavar="NAME",
+                   help="with --log-to-run: add the logged model to the MLflow Model Registry as a new version of NAME")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from autoq.errors import AutoqError
     from autoq.export import export
     from autoq.export.config import read_config
     from autoq.export.from_run import point_from_run
-    from autoq.export.mlflow_store import log_export
+    from autoq.export.mlflow_store import check_registered_name, log_export
     from autoq.tracking import absolute_uri
 
+    if args.registered_model_name is not None:
+        if not args.log_to_run:
+            raise AutoqError("--registered-model-name registers the model that --log-to-run logs; pass both")
+        check_registered_name(args.registered_model_name)  # now, not after quantizing
     point = point_from_run(args.tracking_uri, args.run_id)
     assignment = point.assignment
     print(f"autoq: exporting {point.what} ({assignment.summary()}) of {args.model or point.model_source or 'the model'} ...",
           file=sys.stderr, flush=True)
     out = export(args.model, point, args.out, progress=not args.no_progress)  # the run's model, sequential flag and data
-    uri = log_export(args.tracking_uri, args.run_id, out) if args.log_to_run else None
+    logged = log_export(args.tracking_uri, args.run_id, out, args.registered_model_name) if args.log_to_run else None
     config = read_config(out)
     cost = config["cost"]
     print(f"Exported {len(assignment)} layers to {out}: {config['weights']} is {config['file_bytes'] / 1e6:.3f} MB "
           f"(cost model: {cost['size_bytes'] / 1e6:.3f} MB at {cost['effective_bits']:.3f} effective bits).")
     print(f"  Load it:  model = autoq.load({str(out)!r})")
-    if uri:
-        print(f"Logged to MLflow run {args.run_id} as {uri}; from any machine that reaches the store:")
-        print(f"  model = autoq.load({uri!r}, tracking_uri={absolute_uri(args.tracking_uri)!r})")
+    if logged:
+        store = absolute_uri(args.tracking_uri)
+        print(f"Logged as an MLflow model of run {args.run_id} ({logged.model_uri}); from any machine that reaches the store:")
+        print(f"  model = autoq.load({logged.run_uri!r}, tracking_uri={store!r})")
+        print(f"  model = mlflow.pyfunc.load_model({logged.model_uri!r})   # with MLFLOW_TRACKING_URI={store}")
+        if logged.registered:
+            print(f"Registered as {logged.registered} in the Model Registry.")
     return 0

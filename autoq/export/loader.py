@@ -53,8 +53,9 @@ def _read_weights(path: Path, expected_bytes: int | None) -> dict[str, torch.Ten
 def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "auto", tracking_uri: str | None = None) -> nn.Module:
     """The exported model, ready to run. ``model``: an instance of the same architecture to load into (modified in place).
 
-    ``out_dir``: the export's folder, or an MLflow artifact URI of one (``runs:/<run id>/quantized_model``, what
-    ``autoq export --log-to-run`` logs), downloaded from ``tracking_uri`` (default ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``).
+    ``out_dir``: the export's folder, or the MLflow URI of one ``autoq export --log-to-run`` logged
+    (``runs:/<run id>/quantized_model``, ``models:/<model id>``, ``models:/<registered name>/<version>``), downloaded
+    from ``tracking_uri`` (default ``$MLFLOW_TRACKING_URI``, else ``sqlite:///mlflow.db``).
     ``backend``: ``auto`` (Triton on CUDA for fp16/bf16, else torch), ``triton`` or ``torch`` (see `autoq.kernels.ops`)."""
     from autoq.kernels.ops import check_backend
 

@@ -1,23 +1,57 @@
-"""An export kept in MLflow: logged as artifacts of the run it came from, loaded back by an artifact URI.
+"""An export kept in MLflow: an MLflow model logged from the run it came from, loaded back by its URI.
 
-``runs:/<run id>/quantized_model`` is then the model's address from any machine that reaches the
-tracking store, as MLflow users address a run's models; the run a user picked in the MLflow UI holds
-the model it describes.
+``autoq export --log-to-run`` logs the export as an MLflow 3 logged model named ``quantized_model``, whose source
+run is the run it was exported from: ``runs:/<run id>/quantized_model`` and ``models:/<model id>`` address it from any
+machine that reaches the tracking store, the run's page lists it, the experiment's Models tab shows it with the run's
+metrics, and ``--registered-model-name`` (or the UI's "Register model") puts a version of it in the Model Registry.
+It is a ``python_function`` model (`autoq.export.pyfunc`): ``mlflow.pyfunc.load_model`` and ``mlflow models serve``
+run it, and ``autoq.load`` takes any of these URIs. Exports logged before (the two files as plain run artifacts under
+``quantized_model/``) load as they did.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from autoq.errors import AutoqError
 
-ARTIFACT_PATH = "quantized_model"  # the export's folder among the run's artifacts
-EXPORTED_TAG = "autoq.exported"  # on the run: the artifact path of its export
+ARTIFACT_PATH = "quantized_model"  # the logged model's name, so runs:/<run id>/quantized_model is its address
+EXPORTED_TAG = "autoq.exported"  # on the run: the name of its logged export
+MODEL_TYPE = "autoq-quantized"  # the logged model's model_type, to filter the experiment's models by
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # runs:/, models:/, mlflow-artifacts:/, s3://, ... (not C:/)
+
+
+@dataclass(frozen=True)
+class LoggedExport:
+    """Where an export logged to MLflow is: its logged model, the run's address of it, and a registered version."""
+
+    model_id: str
+    run_uri: str  # runs:/<run id>/quantized_model
+    registered: str | None = None  # models:/<name>/<version>, when registered
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model_id}"
+
+
+@contextmanager
+def using_store(tracking_uri: str) -> Iterator[None]:
+    """MLflow's default tracking store is ``tracking_uri`` while inside. MLflow 3 looks logged models up in the
+    process's default store, not the client's, in places (``runs:/<run>/<model name>`` resolved to the model, a
+    registered version's ``models:/<id>`` source): without this, a store given as ``tracking_uri`` other than the
+    default (``$MLFLOW_TRACKING_URI``, ``mlflow.set_tracking_uri``) was missed. Restores what was set before."""
+    from mlflow.tracking._tracking_service.utils import _use_tracking_uri
+
+    with _use_tracking_uri(tracking_uri):
+        yield
 
 
 def is_artifact_uri(location: str | Path) -> bool:
@@ -25,20 +59,77 @@ def is_artifact_uri(location: str | Path) -> bool:
     return isinstance(location, str) and bool(_SCHEME.match(location))
 
 
-def log_export(tracking_uri: str, run_id: str, out_dir: Path) -> str:
-    """Log the export in ``out_dir`` (its config and weights, not whatever else the folder holds) as artifacts of
-    ``run_id`` and tag the run; returns its ``runs:/`` URI."""
-    from autoq.export.config import CONFIG_NAME, WEIGHTS_NAME
+def log_export(tracking_uri: str, run_id: str, out_dir: Path, registered_model_name: str | None = None) -> LoggedExport:
+    """Log the export in ``out_dir`` (its config and weights, not whatever else the folder holds) as an MLflow model
+    from ``run_id``, with the run's parameters and metrics, and tag the run; register a version of it under
+    ``registered_model_name`` when given."""
+    from mlflow.entities import LoggedModelOutput, LoggedModelStatus
+
+    from autoq.export.mlflow_model import copy_metrics, save_pyfunc
+    from autoq.quiet import quiet_logs
     from autoq.tracking import stored_run
 
     client, run = stored_run(tracking_uri, run_id, "log the export to the run it was exported from")
     if run.info.lifecycle_stage == "deleted":  # MLflow takes the artifacts and then refuses the tag
         raise AutoqError(f"MLflow run {run_id!r} is deleted and takes no more logs; the export is in {out_dir}. Restore the run "
                          f"(mlflow runs restore --run-id {run_id}) to log it there")
-    for name in (CONFIG_NAME, WEIGHTS_NAME):
-        client.log_artifact(run_id, str(Path(out_dir) / name), ARTIFACT_PATH)
+    if registered_model_name is not None:
+        check_registered_name(registered_model_name)
+    logged = client.create_logged_model(run.info.experiment_id, name=ARTIFACT_PATH, source_run_id=run_id,
+                                        params=dict(run.data.params), model_type=MODEL_TYPE)
+    try:
+        with tempfile.TemporaryDirectory(prefix="autoq-mlflow-model-") as tmp, quiet_logs():  # not MLflow's INFO lines
+            local = save_pyfunc(Path(out_dir), Path(tmp), logged, run_id)
+            client.log_model_artifacts(logged.model_id, str(local))
+        client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
+        copy_metrics(client, run, logged.model_id)
+    except BaseException:
+        client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        raise
+    client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     client.set_tag(run_id, EXPORTED_TAG, ARTIFACT_PATH)
-    return f"runs:/{run_id}/{ARTIFACT_PATH}"
+    registered = None
+    if registered_model_name is not None:
+        with using_store(tracking_uri):
+            registered = _register(client, registered_model_name, logged.model_id, run_id)
+    return LoggedExport(logged.model_id, f"runs:/{run_id}/{ARTIFACT_PATH}", registered)
+
+
+def check_registered_name(name: str) -> None:
+    """Refuse a name the Model Registry would refuse, or take and then not address: empty, with '/' or ':' (the
+    separators of ``models:/<name>/<version>``, which MLflow 3.1 still took), or a path like '../x' (MLflow's rule)."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.utils.validation import _validate_model_name
+
+    if not name.strip() or "/" in name or ":" in name:
+        why = "it is empty" if not name.strip() else "a models:/<name>/<version> URI could not address it: no '/' or ':'"
+        raise AutoqError(f"{name!r} cannot name a registered model ({why}); pass a name such as 'digits-cnn-w4'")
+    try:
+        _validate_model_name(name)
+    except MlflowException as exc:
+        raise AutoqError(f"{name!r} cannot name a registered model ({exc.message}); pass a name such as 'digits-cnn-w4'") from None
+
+
+def _register(client: Any, name: str, model_id: str, run_id: str) -> str:
+    """A new version of the registered model ``name`` (created if new) for the logged model, whose source is the
+    model's ``models:/<id>`` as ``mlflow.register_model`` gives it; the version's ``models:/`` URI."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="autoq quantized models (autoq export --registered-model-name)")
+    version = client.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id)
+    return f"models:/{name}/{version.version}"
+
+
+def export_folder(local: Path) -> Path:
+    """The export in a downloaded MLflow location: the model's ``artifacts/quantized_model`` for an MLflow model
+    (``MLmodel`` beside it), else the folder itself (an export logged as plain run artifacts)."""
+    from autoq.export.pyfunc import ARTIFACT_KEY
+
+    inner = local / "artifacts" / ARTIFACT_KEY
+    return inner if (local / "MLmodel").is_file() and inner.is_dir() else local
 
 
 @contextmanager
@@ -51,13 +142,28 @@ def downloaded(uri: str, tracking_uri: str | None) -> Iterator[Path]:
     from autoq.tracking.runs import no_download_bars
 
     store = tracking_uri or default_tracking_uri()
-    if uri.startswith("runs:/"):
+    if uri.startswith(("runs:/", "models:/")):
         require_store(store)  # MLflow would create an empty store and then miss the run
-    with tempfile.TemporaryDirectory(prefix="autoq-load-") as tmp, no_download_bars():
+    with tempfile.TemporaryDirectory(prefix="autoq-load-") as tmp, no_download_bars(), using_store(store):
         try:
             path = download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=store)
         except (MlflowException, OSError) as exc:
             raise AutoqError(f"cannot download {uri} from {store} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
-                             f"an export logged with 'autoq export --log-to-run' is at runs:/<run id>/{ARTIFACT_PATH}, "
-                             "in the store given as tracking_uri") from None
-        yield Path(path)
+                             f"an export logged with 'autoq export --log-to-run' is at runs:/<run id>/{ARTIFACT_PATH} "
+                             "(or models:/<model id>, models:/<registered name>/<version>), in the store given as tracking_uri") from None
+        yield export_folder(Path(path))
+
+
+def staged(out_dir: Path, into: Path) -> Path:
+    """The export's two files (not whatever else ``out_dir`` holds) copied into ``into/quantized_model``."""
+    from autoq.export.config import CONFIG_NAME, WEIGHTS_NAME
+    from autoq.export.pyfunc import ARTIFACT_KEY
+
+    folder = into / ARTIFACT_KEY
+    folder.mkdir()
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        try:
+            os.link(out_dir / name, folder / name)  # the weights can be GBs, and MLflow copies them once more
+        except OSError:  # another filesystem, or one without hard links
+            shutil.copy2(out_dir / name, folder / name)
+    return folder

@@ -34,7 +34,8 @@ from autoq.evaluate.fidelity import check_finite_batches
 from autoq.export.config import CONFIG_NAME, WEIGHTS_NAME, describe_base, write_config
 from autoq.export.from_run import RunPoint, model_of, point_from_run
 from autoq.export.layout import to_tensors
-from autoq.export.mlflow_store import log_export
+from autoq.export.mlflow_model import input_spec
+from autoq.export.mlflow_store import check_registered_name, log_export
 from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
 from autoq.files import make_folder
 from autoq.model import check_finite_weights, find_layers, get_module, tied_weights
@@ -95,7 +96,7 @@ def _removed_if_empty(folder: Path, made: bool) -> Iterator[None]:
 
 def export(model: nn.Module | str | None, point: object, out_dir: str | Path, calibration: Sequence[Any] | None = None,
            sequential: bool | None = None, data_fingerprint: str | None = None, tracking_uri: str | None = None,
-           progress: bool = True, log_to_run: bool = False) -> Path:
+           progress: bool = True, log_to_run: bool = False, registered_model_name: str | None = None) -> Path:
     """Write ``point`` of ``model`` (a module, a built-in name or an HF directory) to ``out_dir``.
 
     ``model=None`` takes the model the run's search loaded (a built-in name or a directory, logged as its
@@ -110,10 +111,15 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     (GPTQ, AWQ, AdaRound, bias correction); a model given by name brings its own, checked against
     ``data_fingerprint`` (the search's, when known). ``sequential``: the search ran with ``sequential=True``.
     ``progress``: a bar over the layers being quantized (GPTQ and the like take a while on large models).
-    ``log_to_run``: also log the export as artifacts of that run (``runs:/<run id>/quantized_model``, which
-    ``autoq.load`` takes), for a point given as a run id.
+    ``log_to_run``: also log the export as an MLflow model from that run (``runs:/<run id>/quantized_model``, which
+    ``autoq.load`` and ``mlflow.pyfunc.load_model`` take), for a point given as a run id; ``registered_model_name``
+    (with it) adds a version of it to the Model Registry under that name (see `autoq.export.mlflow_store`).
     """
     run_id = point if isinstance(point, str) else None
+    if registered_model_name is not None:
+        if not log_to_run:
+            raise AutoqError("registered_model_name registers the MLflow model that log_to_run=True logs; pass both")
+        check_registered_name(registered_model_name)  # now, not after quantizing
     if run_id is not None:
         from autoq.tracking import default_tracking_uri
 
@@ -212,6 +218,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
 
     save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt", "producer": "autoq"})
     cost = CostModel.for_model(model, layers).cost(assignment)
+    inputs = input_spec(calibration[0]) if calibration else None
     write_config(out, {
         "base": describe_base(model, builtin),
         "weights": WEIGHTS_NAME,
@@ -219,11 +226,12 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
         "layers": meta,
         "cost": {"effective_bits": cost.effective_bits, "size_bytes": cost.size_bytes},
         "file_bytes": (out / WEIGHTS_NAME).stat().st_size,
+        **({"inputs": inputs} if inputs else {}),  # the input's dtypes and shapes, for the MLflow model's signature
     })
     # safetensors 0.8 writes through a temporary file made 0600 and renames it (safetensors#782), so only the
     # exporting user could read the weights (a model baked into a container as root, a shared folder). They get
     # the mode of the config written beside them, which open() gave as for any new file: 0666 less the umask.
     (out / WEIGHTS_NAME).chmod(stat.S_IMODE((out / CONFIG_NAME).stat().st_mode))
     if log_to_run:
-        log_export(tracking_uri, run_id, out)
+        log_export(tracking_uri, run_id, out, registered_model_name)
     return out

