@@ -35,6 +35,8 @@ def point_note(point: Point, tracking_uri: str, plugins: str = "") -> str:
         "```",
         export_command(point.run_id or "<run id>", tracking_uri, name_store=True, plugins=plugins),
         "```",
+        "Add `--log-to-run` to log it as an MLflow model of this run (`runs:/<this run's id>/quantized_model`, which "
+        "`mlflow.pyfunc.load_model` and `autoq.load` take), and `--registered-model-name NAME` to register it as well.",
     ])
 
 

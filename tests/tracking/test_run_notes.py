@@ -41,6 +41,9 @@ def test_a_search_run_lists_its_frontier_and_a_trial_run_exports_itself(mlflow_u
     command = shlex.split(next(line for line in trial_note.splitlines() if line.startswith("autoq export")))
     assert "--plugin" in command
     assert main(command[1:] + ["--no-progress"]) == 0  # the command as the UI shows it exports that point
+    assert "Add `--log-to-run` to log it as an MLflow model of this run" in trial_note
+    assert main([*command[1:], "--no-progress", "--log-to-run", "--registered-model-name", "noted"]) == 0  # as it says
+    assert MlflowClient(mlflow_uri).get_model_version("noted", "1").run_id == point.run_id
     loaded = autoq.load(tmp_path / "quantized")
     assert sum(isinstance(m, QuantLinear) for m in loaded.modules()) == sum(
         not c.weight.is_half and name in ("6", "8") for name, c in point.assignment.items())
