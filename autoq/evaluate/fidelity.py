@@ -82,12 +82,22 @@ def check_finite_batches(batches: Sequence[Any], what: str = "calibration") -> N
                 raise AutoqError(f"{what} batch {i} contains NaN or Inf values")
 
 
+_CHUNK_VALUES = 1 << 21  # values per row chunk of the cosine: 16 MB in float64
+
+
 def _cosine_per_example(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Cosine per row; 1 where both rows are all zeros (unchanged: a ReLU output often is), which cosine makes 0."""
-    a, b = a.reshape(a.shape[0], -1).double(), b.reshape(b.shape[0], -1).double()
-    cos = torch.nn.functional.cosine_similarity(a, b, dim=1, eps=1e-12)
-    both_zero = (a == 0).all(dim=1) & (b == 0).all(dim=1)
-    return torch.where(both_zero, torch.ones_like(cos), cos)
+    """Cosine per row; 1 where both rows are all zeros (unchanged: a ReLU output often is), which cosine makes 0.
+    In float64, a few rows at a time: the whole batch in float64 (and cosine's own temporaries) took ten times its
+    output's memory, 600 MB for a batch of a language model's logits."""
+    a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    step = max(1, _CHUNK_VALUES // max(1, a.shape[1]))
+    parts = []
+    for start in range(0, a.shape[0], step):
+        x, y = a[start:start + step].double(), b[start:start + step].double()
+        cos = torch.nn.functional.cosine_similarity(x, y, dim=1, eps=1e-12)
+        both_zero = (x == 0).all(dim=1) & (y == 0).all(dim=1)
+        parts.append(torch.where(both_zero, torch.ones_like(cos), cos))
+    return torch.cat(parts) if parts else torch.zeros(0, dtype=torch.float64)
 
 
 def mean_pooled(output: Any, batch: Any) -> torch.Tensor:
@@ -145,13 +155,26 @@ class OutputFidelity:
         return f"{what} on {len(self.batches)} held-out calibration batches"
 
     def __call__(self, model: nn.Module) -> float:
-        with torch.inference_mode():
-            outs = [self.readout(call_model(model, batch), batch) for batch in self.batches]
-        _check_finite_outputs(outs, "the quantized model", lambda: "this assignment breaks the model")
-        if self.scalar:
+        if self.scalar:  # R^2 pools every example: the outputs are one value each
+            with torch.inference_mode():
+                outs = [self.readout(call_model(model, batch), batch) for batch in self.batches]
+            _check_finite_outputs(outs, "the quantized model", _breaks)
             return _r_squared(outs, self.reference)
-        cos = [_cosine_per_example(out, ref) for out, ref in zip(outs, self.reference)]
-        return float(sum(float(c.sum()) for c in cos) / sum(c.numel() for c in cos))
+        total, count = 0.0, 0
+        with torch.inference_mode():
+            for i, (batch, ref) in enumerate(zip(self.batches, self.reference)):
+                # one batch's output at a time, beside the references: holding them all (a language model's logits)
+                # doubled the evaluation's memory
+                out = self.readout(call_model(model, batch), batch)
+                _check_finite_output(out, i, len(self.batches), "the quantized model", _breaks)
+                cos = _cosine_per_example(out, ref)
+                total, count = total + float(cos.sum()), count + cos.numel()
+                del out, cos
+        return total / count
+
+
+def _breaks() -> str:
+    return "this assignment breaks the model"
 
 
 def _where_non_finite(model: nn.Module) -> str:
@@ -166,8 +189,13 @@ def _check_finite_outputs(outs: Sequence[torch.Tensor], whose: str, hint: Callab
     """Refuse NaN or Inf in compared outputs, naming the first held-out batch that has them: a quality of NaN
     alone does not say where to look. ``hint()``, what to check, is worked out only then."""
     for i, out in enumerate(outs):
-        if out.is_floating_point() and not torch.isfinite(out).all():
-            raise AutoqError(f"{whose}'s output on held-out batch {i} of {len(outs)} holds NaN or Inf ({hint()})")
+        _check_finite_output(out, i, len(outs), whose, hint)
+
+
+def _check_finite_output(out: torch.Tensor, i: int, n: int, whose: str, hint: Callable[[], str]) -> None:
+    """`_check_finite_outputs` for held-out batch ``i`` of ``n``."""
+    if out.is_floating_point() and not torch.isfinite(out).all():
+        raise AutoqError(f"{whose}'s output on held-out batch {i} of {n} holds NaN or Inf ({hint()})")
 
 
 def _r_squared(outs: Sequence[torch.Tensor], refs: Sequence[torch.Tensor]) -> float:

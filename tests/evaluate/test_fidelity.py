@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import weakref
 from collections import OrderedDict
 
 import pytest
@@ -131,6 +132,32 @@ def test_non_finite_outputs_name_the_held_out_batch():
         model[0].weight[0, 0] = float("nan")  # every batch: the first is named
     with pytest.raises(AutoqError, match="quantized model's output on held-out batch 0 of 3"):
         fidelity(model)
+
+class CountsLiveOutputs(nn.Module):
+    """Records, at each forward, how many of its earlier outputs are still alive."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.f, self.outputs, self.alive = nn.Linear(8, 64), [], []
+
+    def forward(self, x):
+        self.alive.append(sum(ref() is not None for ref in self.outputs))
+        out = self.f(x)
+        self.outputs.append(weakref.ref(out))
+        return out
+
+
+def test_a_trial_holds_one_batchs_output_at_a_time():
+    """Beside the references, which it keeps: a language model's logits on every held-out batch at once doubled the
+    memory of each evaluation."""
+    model = CountsLiveOutputs()
+    batches = [torch.randn(4, 8, generator=torch.Generator().manual_seed(i)) for i in range(5)]
+    fidelity = OutputFidelity(model, batches)
+    model.outputs, model.alive = [], []
+    assert fidelity(model) == pytest.approx(1.0)
+    assert model.alive == [0, 0, 0, 0, 0]
+
 
 class Regressor(nn.Module):
     """One value per example, as ``(B, 1)`` or flattened to ``(B,)``."""
