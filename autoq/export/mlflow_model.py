@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.metadata
 import importlib.util
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -17,8 +18,7 @@ def save_pyfunc(out_dir: Path, tmp: Path, logged: Any, run_id: str) -> Path:
     from mlflow.models import Model
 
     from autoq.export.config import read_config
-    from autoq.export.mlflow_store import staged
-    from autoq.export.pyfunc import ARTIFACT_KEY
+    from autoq.export.mlflow_store import ARTIFACT_KEY, staged
     from autoq.tracking.runs import no_download_bars
 
     entry = Path(importlib.util.find_spec("autoq.export.pyfunc").origin).with_name("pyfunc_entry.py")
@@ -58,7 +58,7 @@ def input_spec(batch: Any) -> dict[str, dict[str, Any]] | None:
 
     if isinstance(batch, torch.Tensor):
         batch = {"": batch}
-    elif not (isinstance(batch, dict) and batch and all(isinstance(v, torch.Tensor) for v in batch.values())):
+    elif not (isinstance(batch, Mapping) and batch and all(isinstance(v, torch.Tensor) for v in batch.values())):
         return None
     return {str(k): {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape)} for k, v in batch.items()}
 

@@ -16,7 +16,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,6 +26,7 @@ from autoq.errors import AutoqError
 ARTIFACT_PATH = "quantized_model"  # the logged model's name, so runs:/<run id>/quantized_model is its address
 EXPORTED_TAG = "autoq.exported"  # on the run: the name of its logged export
 MODEL_TYPE = "autoq-quantized"  # the logged model's model_type, to filter the experiment's models by
+ARTIFACT_KEY = "quantized_model"  # the export's folder among the MLflow model's artifacts (artifacts/quantized_model)
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # runs:/, models:/, mlflow-artifacts:/, s3://, ... (not C:/)
 
 
@@ -84,7 +85,8 @@ def log_export(tracking_uri: str, run_id: str, out_dir: Path, registered_model_n
         client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
         copy_metrics(client, run, logged.model_id)
     except BaseException:
-        client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
+        with suppress(Exception):  # marked FAILED in the Models tab where the store still answers; the cause is raised
+            client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)
         raise
     client.finalize_logged_model(logged.model_id, LoggedModelStatus.READY)
     client.set_tag(run_id, EXPORTED_TAG, ARTIFACT_PATH)
@@ -126,8 +128,6 @@ def _register(client: Any, name: str, model_id: str, run_id: str) -> str:
 def export_folder(local: Path) -> Path:
     """The export in a downloaded MLflow location: the model's ``artifacts/quantized_model`` for an MLflow model
     (``MLmodel`` beside it), else the folder itself (an export logged as plain run artifacts)."""
-    from autoq.export.pyfunc import ARTIFACT_KEY
-
     inner = local / "artifacts" / ARTIFACT_KEY
     return inner if (local / "MLmodel").is_file() and inner.is_dir() else local
 
@@ -157,7 +157,6 @@ def downloaded(uri: str, tracking_uri: str | None) -> Iterator[Path]:
 def staged(out_dir: Path, into: Path) -> Path:
     """The export's two files (not whatever else ``out_dir`` holds) copied into ``into/quantized_model``."""
     from autoq.export.config import CONFIG_NAME, WEIGHTS_NAME
-    from autoq.export.pyfunc import ARTIFACT_KEY
 
     folder = into / ARTIFACT_KEY
     folder.mkdir()

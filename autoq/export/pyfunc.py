@@ -14,7 +14,7 @@ from typing import Any
 import mlflow.pyfunc
 import numpy as np
 
-ARTIFACT_KEY = "quantized_model"  # the export's folder among the MLflow model's artifacts (artifacts/quantized_model)
+from autoq.export.mlflow_store import ARTIFACT_KEY
 
 
 def as_tensors(model_input: Any) -> Any:
