@@ -9,10 +9,12 @@ function; its results pickle, so the pipeline can store them and reload them lat
 
 With ``--tracking-uri``, each outer trial is an MLflow run of the pipeline's experiment and its autoq
 search is nested in it (``mlflow_parent_run_id``), with the search's trials nested in turn: the MLflow
-UI shows outer trial > autoq search > inner trials.
+UI shows outer trial > autoq search > inner trials. ``--register NAME`` then exports the chosen point
+as an MLflow model of its trial's run and adds it to the Model Registry as a version of ``NAME``, the
+pipeline's last step: ``mlflow.pyfunc.load_model("models:/NAME/<version>")`` serves it.
 
     python examples/outer_optuna_pipeline.py [--outer-trials 4] [--inner-trials 12] [--model digits-cnn]
-                                             [--tracking-uri sqlite:///mlflow.db]
+                                             [--tracking-uri sqlite:///mlflow.db [--register digits-cnn-quantized]]
 """
 
 from __future__ import annotations
@@ -35,7 +37,10 @@ def main() -> None:
     parser.add_argument("--size-penalty", type=float, default=0.01, help="accuracy worth one bit per weight")
     parser.add_argument("--out", default=None, help="pickle the best autoq result here")
     parser.add_argument("--tracking-uri", default=None, help="log the pipeline to MLflow here, each search nested in its outer trial's run")
+    parser.add_argument("--register", default=None, metavar="NAME", help="with --tracking-uri: register the chosen point's model as NAME")
     args = parser.parse_args()
+    if args.register and not args.tracking_uri:
+        parser.error("--register needs --tracking-uri: the Model Registry is the tracking store's")
 
     workload = load_workload(args.model)  # load once; every inner search reuses it
     results: dict[int, autoq.SearchResult] = {}
@@ -72,6 +77,11 @@ def main() -> None:
         with open(args.out, "wb") as fh:
             pickle.dump(best, fh)
         print(f"wrote {args.out}")
+    if args.register:  # the chosen point's trial run gets the model; the registry a new version of it
+        autoq.export(args.model, best.best.run_id, f"quantized-{args.register}", tracking_uri=args.tracking_uri, log_to_run=True,
+                     registered_model_name=args.register, progress=False)
+        version = max(int(v.version) for v in mlflow.MlflowClient(args.tracking_uri).search_model_versions(f"name = '{args.register}'"))
+        print(f"registered models:/{args.register}/{version}")
 
 
 if __name__ == "__main__":
