@@ -63,6 +63,11 @@ def input_spec(batch: Any) -> dict[str, dict[str, Any]] | None:
     return {str(k): {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape)} for k, v in batch.items()}
 
 
+def _numpy_dtype(entry: dict[str, Any]) -> np.dtype:
+    """A recorded input's dtype in numpy, which has no bfloat16 (float32 holds it)."""
+    return np.dtype(entry["dtype"] if entry["dtype"] != "bfloat16" else "float32")
+
+
 def signature(config: dict[str, Any]) -> Any:
     """The MLflow model's input signature from the export's recorded ``inputs`` (None where it has none). The batch
     dimension is variable; an integer input is a token sequence, variable in every dimension; a float input keeps its
@@ -75,7 +80,7 @@ def signature(config: dict[str, Any]) -> Any:
         return None
     tensors = []
     for name, entry in spec.items():
-        dtype = np.dtype(entry["dtype"] if entry["dtype"] != "bfloat16" else "float32")  # numpy has no bfloat16
+        dtype = _numpy_dtype(entry)
         fixed = 1 if np.issubdtype(dtype, np.floating) else len(entry["shape"])
         shape = tuple(-1 if i < fixed else d for i, d in enumerate(entry["shape"]))
         tensors.append(TensorSpec(dtype, shape, name or None))
@@ -91,7 +96,7 @@ def input_example(config: dict[str, Any]) -> Any:
         return None
     rows = {}
     for name, entry in spec.items():
-        dtype = np.dtype(entry["dtype"] if entry["dtype"] != "bfloat16" else "float32")
+        dtype = _numpy_dtype(entry)
         shape = (1, *entry["shape"][1:])
         rows[name] = np.zeros(shape, dtype) if np.issubdtype(dtype, np.floating) else np.ones(shape, dtype)
     return rows[""] if list(rows) == [""] else rows
