@@ -27,6 +27,7 @@ class Searched:
     sequential: bool = False
     calibration_digest: str = ""
     n_calibration: int = 0
+    model_hash: str = ""  # of the searched model's weights ("" when not recorded): an export onto others is refused
 
 
 @dataclass(frozen=True)
@@ -127,11 +128,12 @@ class SearchResult:
     calibration_digest: str = field(default="", compare=False)  # of the batches data-driven methods calibrated on ("" if none could)
     n_calibration: int = field(default=0, compare=False)  # how many batches that was
     n_uniform: int | None = None  # uniform assignments within the budget the search counted as baselines (None: not recorded)
+    model_hash: str = field(default="", compare=False)  # of the searched model's weights and buffers ("" if not recorded)
 
     def __post_init__(self) -> None:
         """Each point carries how it was searched, so that ``autoq.export(model, result.best, ...)`` checks the
         calibration batches and reads ``sequential`` as ``result.apply`` does."""
-        searched = Searched(self.sequential, self.calibration_digest, self.n_calibration)
+        searched = Searched(self.sequential, self.calibration_digest, self.n_calibration, self.model_hash)
         for name in ("points", "frontier"):
             object.__setattr__(self, name, tuple(dataclasses.replace(p, searched=searched) for p in getattr(self, name)))
 

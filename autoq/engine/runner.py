@@ -224,6 +224,9 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         if note:
             print(f"autoq: note: {note}", file=sys.stderr, flush=True)
 
+    from autoq.sensitivity.inputs import model_hash
+
+    weights = model_hash(workload.model)  # before any trial: an export of a point onto other weights is refused by it
     t0 = time.perf_counter()
     reference = workload.quality(workload.model)
     eval_seconds = time.perf_counter() - t0
@@ -257,7 +260,8 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
 
     try:  # the study is stored with its seeds: a Ctrl-C now said only 'interrupted', not how to go on
         calibration_digest = _calibration_digest(workload, space)
-        tracker = _start_tracking(workload, config, space, budget, study_name, storage, reference, calibration_digest, seeded_from, len(uniform_set))
+        tracker = _start_tracking(workload, config, space, budget, study_name, storage, reference, weights, calibration_digest, seeded_from,
+                                  len(uniform_set))
         parent_id = tracker.parent_id if tracker else None
         if tracker and cost_model.latency_source:
             tracker.client.set_tag(parent_id, "latency_source", cost_model.latency_source)
@@ -348,6 +352,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         study_name=study_name, storage=storage, tracking_uri=absolute_uri(config.tracking_uri) if config.tracking_uri else None, parent_run_id=parent_id,
         eval_seconds=eval_seconds, wall_seconds=wall_seconds, n_infeasible=book.n_infeasible, n_failed=book.n_failed,
         sequential=config.sequential, calibration_digest=calibration_digest, n_calibration=len(workload.calibration), n_uniform=len(uniform_set),
+        model_hash=weights,
     )
 
 
@@ -436,13 +441,12 @@ def _calibration_digest(workload: Workload, space: SearchSpace) -> str:
 
 
 def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace, budget: Budget, study_name: str, storage: str | None,
-                    reference: float, calibration_digest: str = "", seeded_from: str | None = None, n_uniform: int = 0) -> MlflowTracker | None:
+                    reference: float, weights: str, calibration_digest: str = "", seeded_from: str | None = None, n_uniform: int = 0) -> MlflowTracker | None:
     """The MLflow parent run of this search, or ``None`` when tracking is off; ``seeded_from``: the metric or table
     file whose scores seeded it (``None``: none did, as when ``auto`` skipped the table or fell back). The unquantized
     model's quality is logged at once: a search killed outright (kill -9) showed 'unquantized = not recorded'."""
     if not config.tracking_uri:
         return None
-    from autoq.sensitivity.inputs import model_hash
     nest_under = config.mlflow_parent_run_id
     if config.resume and nest_under is None:  # the run the search was nested in holds its run: look for it there
         nest_under = read_settings(storage, study_name).get("mlflow_parent_run_id")
@@ -465,7 +469,7 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
             "backend": config.backend, "workers": config.workers, "max_retries": config.max_retries,
             "sequential": config.sequential, "calibration_digest": calibration_digest or "none",
             "n_calibration_batches": len(workload.calibration),
-            "model_hash": model_hash(workload.model),  # an export by run id checks it rebuilds these weights
+            "model_hash": weights,  # an export by run id checks it rebuilds these weights
             "plugins": " ".join(shlex.quote(portable(p)) for p in config.plugins) or "none",  # the export needs them too
         },
         tags={"autoq.kind": "search", "autoq.model": workload.name, STUDY_TAG: study_name},

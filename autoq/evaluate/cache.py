@@ -107,8 +107,8 @@ def quantize_input(module: nn.Module, layer: QuantizedLayer, x: torch.Tensor) ->
     move = channels_first(module) and x.dim() > 2  # channels last for the scales, then back
     if move:
         x = x.movedim(1, -1)
-    if layer.input_scale is not None:
-        x = x / layer.input_scale.to(x.dtype)
+    if layer.input_scale is not None:  # in fp32, as the exported layer divides (a bf16-rounded scale is 0.4% off)
+        x = (x.float() / layer.input_scale.float()).to(x.dtype)
     x = fake_quantize_activation(x, layer.activation, layer.act_range)  # type: ignore[arg-type]
     return x.movedim(-1, 1) if move else x
 

@@ -4,9 +4,9 @@ The search simulates such a layer as ``linear(fake_quant(x / s), W_stored)``: Sm
 per-input-channel scale ``s`` (absent for plain round-to-nearest), then the activation
 format (static per-tensor from the calibrated range, or dynamic per-token), then the
 stored weight. ``forward`` runs exactly that on the torch path for an fp32 model; in a
-bf16 or fp16 model the search rounds the scaled input, its codes and the weight to the
-model's dtype, where ``forward`` computes in fp32, a little more exactly than what was
-scored (the quality matched within 1e-4 in a review). On CUDA with fp16/bf16
+bf16 or fp16 model both divide by ``s`` in fp32, then the search rounds the scaled input,
+its codes and the weight to the model's dtype, where ``forward`` computes in fp32: a
+layer's output is one rounding of the model's dtype from what was scored. On CUDA with fp16/bf16
 inputs, a symmetric int8 activation format and a symmetric int8 weight (per channel or
 per tensor), it runs autoq's W8A8 kernel instead: the same int8 codes, multiplied with
 int32 accumulation.

@@ -11,6 +11,7 @@ parameter is loaded from its fp16 copy into the model's own dtype.
 from __future__ import annotations
 
 import json
+import math
 import warnings
 from pathlib import Path
 from typing import Any
@@ -165,7 +166,7 @@ def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
         module = get_module(model, name)
         input_scale = tensors.get(f"{name}.input_scale")
         if "activation" in entry:
-            act_range = ActRange(*entry["act_range"]) if "act_range" in entry else None
+            act_range = _act_range(name, entry["act_range"]) if "act_range" in entry else None
             layer = ActQuantLinear(packed.to(module.weight.device), ActSpec.from_name(entry["activation"]), act_range, module.bias,
                                    None if input_scale is None else input_scale.to(module.weight.device), backend)
             _replace(model, name, layer)
@@ -175,3 +176,13 @@ def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
             weight = packed.dequantize() if input_scale is None else packed.dequantize() / input_scale[None, :]
             module.weight.data = to_native(module, weight).to(module.weight.device)
     return model.eval()
+
+
+def _act_range(name: str, value: Any) -> ActRange:
+    """A layer's recorded static input range, ``[lo, hi]``: anything else is a damaged config, said as such (it raised
+    a bare ``TypeError`` from ``ActRange``)."""
+    numbers = isinstance(value, list) and len(value) == 2 and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in value)
+    if not numbers or not all(map(math.isfinite, value)) or value[0] > value[1]:
+        raise AutoqError(f"the export's config gives layer {name!r} the input range {value!r}, not [lo, hi] (two finite numbers, "
+                         "lo <= hi): the file is damaged; export again")
+    return ActRange(float(value[0]), float(value[1]))

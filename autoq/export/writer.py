@@ -12,7 +12,8 @@ is stored as fp16, the form the cost model counts; persistent buffers are
 stored as fp16 when floating, unchanged otherwise. So the file's size is the
 cost model's ``size_bytes`` plus the safetensors header and the buffers, but for
 a tensor fp16 cannot hold (beyond 65504, or lost to underflow below 6e-5), which
-keeps its own dtype, with a note (see `_stored`).
+keeps its own dtype, with a note (see `_stored`). A layer the point keeps fp16 is
+stored in fp16 whatever its values: the search scored ``weight.half()``.
 """
 
 from __future__ import annotations
@@ -82,6 +83,20 @@ def _stored(name: str, tensor: torch.Tensor, kept: list[str]) -> torch.Tensor:
     return half.contiguous().clone()
 
 
+def _check_finite_stored(model: nn.Module) -> None:
+    """Refuse a parameter holding NaN or Inf, or a buffer holding NaN, naming it: the export stores them beside the
+    quantized layers, and the loaded model would answer NaN (a search refuses such a model when its output is NaN; an
+    export of an `Assignment` runs none). A buffer may hold -inf on purpose (an attention mask)."""
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            raise AutoqError(f"the model's {name!r} holds NaN or Inf: the export would store it and the loaded model answer NaN; "
+                             "fix the checkpoint first")
+    for name, b in model.named_buffers():
+        if b.is_floating_point() and torch.isnan(b).any():
+            raise AutoqError(f"the model's buffer {name!r} holds NaN: the export would store it and the loaded model answer NaN; "
+                             "fix the checkpoint first")
+
+
 @contextlib.contextmanager
 def _removed_if_empty(folder: Path, made: bool) -> Iterator[None]:
     """Remove ``folder`` again if this export ``made`` it and fails before writing into it (a method that raises, a
@@ -142,13 +157,16 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     calibration = None if calibration is None else list(calibration)  # an iterator (a DataLoader's) is read more than once
     assignment = _assignment_of(point)
     model, builtin, calibration = _resolve_model(model, calibration, data_fingerprint, needs_calibration(assignment))
-    if isinstance(point, RunPoint) and point.model_hash:
+    searched_hash = point.model_hash if isinstance(point, RunPoint) else getattr(searched, "model_hash", "")
+    if searched_hash:
         from autoq.sensitivity.inputs import model_hash
 
         now = model_hash(model)
-        if now != point.model_hash:
-            raise AutoqError(f"the model's weights are not the ones {point.what} scored (hash {now}, the search's "
-                             f"{point.model_hash}): changed since, or another model; export with the searched weights")
+        if now != searched_hash:
+            what = point.what if isinstance(point, RunPoint) else f"trial {point.trial}'s search"  # type: ignore[attr-defined]
+            raise AutoqError(f"the model's weights are not the ones {what} scored (hash {now}, the search's {searched_hash}): "
+                             "changed since, or another model; export with the searched weights (or pass the point's .assignment "
+                             "to quantize these weights by the same choices, unscored)")
     found = {layer.name: layer for layer in find_layers(model, include_tied=True)}
     unknown = [name for name in assignment if name not in found]
     if unknown:
@@ -165,6 +183,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
         raise AutoqError(f"the point quantizes layer(s) whose weight is tied to another parameter: {tied[:3]}; an export cannot "
                          "quantize one use of a weight and keep the other (a search leaves these layers out): keep them fp16")
     check_finite_weights(model, layers)  # as the search does: NaN would quantize to codes without a warning
+    _check_finite_stored(model)
     if calibration:
         check_finite_batches(calibration)
     if isinstance(point, RunPoint) and calibration is not None and needs_calibration(assignment):
@@ -204,8 +223,11 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
             meta[layer.name] = entry
         param_names = {pname for pname, _ in model.named_parameters(remove_duplicate=False)}
         kept: list[str] = []
+        half_weights = {f"{name}.weight" for name, c in assignment.items() if c.weight.is_half}
         for pname, p in model.named_parameters():
-            if pname not in weight_names:
+            if pname in half_weights:  # chosen fp16: what the search scored (weight.half()) and counted, tiny values or not
+                tensors[pname] = p.detach().half().contiguous().clone()
+            elif pname not in weight_names:
                 tensors[pname] = _stored(pname, biases.get(pname, p).detach(), kept)
         for bname, b in model.state_dict().items():
             if bname not in param_names and bname not in tensors:

@@ -135,6 +135,25 @@ def test_nan_weights_or_data_are_refused_naming_where(tmp_path):
     assert not (tmp_path / "nan").exists() and not (tmp_path / "inf").exists()  # refused before writing anything
 
 
+def test_nan_outside_the_quantized_weights_is_refused_too(tmp_path):
+    """A bias, a left-out layer's weight or a buffer holding NaN would be stored and make the loaded model answer NaN."""
+    workload = load_workload("digits-cnn")
+    point = Assignment((("6", LayerChoice.from_name("int4-ch-asym:rtn-mse")),))  # layers 0, 2 and 8 left out
+    for name in ("6.bias", "8.weight"):
+        model = copy.deepcopy(workload.model)
+        with torch.no_grad():
+            model.get_parameter(name)[0] = float("nan")
+        with pytest.raises(AutoqError, match=f"the model's '{name}' holds NaN or Inf.*fix the checkpoint"):
+            autoq.export(model, point, tmp_path / "nan", progress=False)
+    model = copy.deepcopy(workload.model)
+    model.register_buffer("mask", torch.full((4,), float("-inf")))  # -inf in a buffer is a mask, stored as it is
+    autoq.export(model, point, tmp_path / "mask", progress=False)
+    model.mask[1] = float("nan")
+    with pytest.raises(AutoqError, match="the model's buffer 'mask' holds NaN"):
+        autoq.export(model, point, tmp_path / "nan", progress=False)
+    assert not (tmp_path / "nan").exists()
+
+
 def test_a_damaged_or_missing_weights_file_says_so_and_how_to_mend_it(tmp_path):
     workload = load_workload("digits-cnn")
     out = autoq.export(workload.model, mixed(workload.model), tmp_path / "cut", progress=False)
@@ -287,6 +306,50 @@ def test_an_export_by_run_id_refuses_other_weights_than_the_search_scored(tmp_pa
         model[0].weight.add_(0.01)  # trained on since
     with pytest.raises(AutoqError, match="the model's weights are not the ones trial .* scored .*export with the searched weights"):
         autoq.export(model, result.best.run_id, tmp_path / "b", tracking_uri=mlflow_uri, progress=False)
+
+
+def test_an_export_of_a_results_point_refuses_other_weights_than_the_search_scored(tmp_path, mlflow_uri):
+    """``autoq.export(other_model, result.best, ...)`` wrote a file the search never scored (another model with the same
+    layer names: its size was not the point's) where the same point by run id was refused."""
+    def mlp(width: int) -> torch.nn.Module:
+        torch.manual_seed(0)
+        return torch.nn.Sequential(torch.nn.Linear(16, width), torch.nn.ReLU(), torch.nn.Linear(width, 4)).eval()
+
+    model = mlp(32)
+    data = [torch.randn(8, 16, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    result = autoq.search(model, data, budget="6bits", n_trials=2, seed_from="none", tracking_uri=mlflow_uri, storage=None, progress=False)
+    autoq.export(model, result.best, tmp_path / "a", progress=False)
+    read_back = autoq.SearchResult.from_mlflow(result.parent_run_id, mlflow_uri)
+    trained_on = copy.deepcopy(model)
+    with torch.no_grad():
+        trained_on[0].weight.add_(0.01)
+    for other in (mlp(48), trained_on):
+        for point in (result.best, read_back.best):
+            with pytest.raises(AutoqError, match=f"not the ones trial {point.trial}'s search scored .*pass the point's .assignment"):
+                autoq.export(other, point, tmp_path / "b", progress=False)
+    assert autoq.export(trained_on, result.best.assignment, tmp_path / "c", progress=False).is_dir()  # what the error offers
+
+
+def test_a_layer_kept_fp16_is_stored_as_the_search_scored_it_however_small(tmp_path, capsys):
+    """The underflow rule of the other parameters kept a layer chosen ``fp16`` with tiny weights in fp32: not what the
+    search scored (``weight.half()``), and twice the bytes the cost model counted for it."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 3)).eval()
+    with torch.no_grad():
+        model[2].weight.mul_(1e-5)  # fp16 subnormals
+    assignment = Assignment.from_dict({"0": LayerChoice.from_name("int8-ch-asym:rtn-mse"), "2": LayerChoice.from_name("fp16")})
+    out = autoq.export(model, assignment, tmp_path / "half", progress=False)
+    assert "2.weight" not in capsys.readouterr().err  # no note: nothing kept in fp32
+    loaded = autoq.load(out, model=copy.deepcopy(model))
+    assert torch.equal(loaded[2].weight, model[2].weight.half().float())
+    x = torch.randn(5, 8)
+    with torch.no_grad():
+        assert rel_err(loaded(x), round_others_to_fp16(simulated(model, assignment), assignment)(x)) < 1e-5
+    from safetensors import safe_open
+
+    with safe_open(str(out / WEIGHTS_NAME), "pt") as f:
+        stored = sum(f.get_tensor(k).numel() * f.get_tensor(k).element_size() for k in f.keys())
+    assert stored == CostModel.for_model(model, find_layers(model)).cost(assignment).size_bytes
 
 
 def test_a_tiny_value_is_kept_not_stored_as_zero(tmp_path, capsys):

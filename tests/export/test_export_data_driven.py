@@ -146,6 +146,34 @@ def test_w8a8_point_round_trips_to_the_search_outputs(digits, tmp_path, sequenti
     assert rel_err(plain, expected) > 1e-4  # activation quantization changed the outputs
 
 
+@pytest.mark.parametrize("choice", ["int4-g32-asym:awq+a4-token", "int8-ch-sym:smoothquant+a8-token"])
+def test_a_bf16_layer_with_input_scale_and_activation_format_is_scored_as_it_deploys(tmp_path, choice):
+    """The search divided a bf16 input by the input scale rounded to bf16 (0.4% off a channel), the exported layer by
+    the fp32 scale: its output was 3% (AWQ with 4-bit activations) from what the search scored. Both divide in fp32
+    now, so the layer is one bf16 rounding from the search's output, as a layer without an input scale is."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(48, 64), torch.nn.GELU(), torch.nn.Linear(64, 40)).eval().to(torch.bfloat16)
+    generator = torch.Generator().manual_seed(1)
+    batches = [torch.randn(8, 48, generator=generator).to(torch.bfloat16) for _ in range(4)]
+    point = assignment({"2": choice})
+    loaded = autoq.load(autoq.export(model, point, tmp_path / "bf16", calibration=batches, progress=False), model=copy.deepcopy(model))
+    stats = CalibrationStats(model, find_layers(model), batches)
+    hidden = model[:2](torch.randn(64, 48, generator=generator).to(torch.bfloat16))
+    with torch.inference_mode(), QuantCache(copy.deepcopy(model), stats).apply(point) as simulated:
+        assert rel_err(loaded[2](hidden).float(), simulated[2](hidden).float()) < 2 ** -7  # bf16's relative step
+
+
+def test_a_damaged_input_range_in_the_config_says_so(tmp_path):
+    """A config whose static input range is not ``[lo, hi]`` raised a bare ``TypeError`` from ``ActRange``."""
+    out = autoq.export("digits-cnn", assignment(W8A8), tmp_path / "w")
+    config = json.loads((out / CONFIG_NAME).read_text())
+    for damaged in ("0.5", [0.1, 0.2, 0.3], [1.0, -1.0], [None, 2.0], [0.0, float("nan")]):
+        config["layers"]["6"]["act_range"] = damaged
+        (out / CONFIG_NAME).write_text(json.dumps(config))
+        with pytest.raises(AutoqError, match=r"gives layer '6' the input range .*not \[lo, hi\].*damaged; export again"):
+            autoq.load(out)
+
+
 def test_activation_formats_on_convolutions_are_refused(tmp_path):
     point = assignment({**W8A8, "2": "int8-ch-sym:rtn-minmax+a8-token"})
     with pytest.raises(AutoqError, match="linear layers only"):
