@@ -10,6 +10,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+import numpy as np
 import optuna
 
 from autoq.choice import Assignment
@@ -195,8 +196,24 @@ def make_strategy(
     with_latency: bool = False,
 ) -> Strategy:
     """The sampler's strategy as an Optuna study over ``space`` (``resume``: load the stored study of that name;
-    ``with_latency``: latency is the third objective)."""
-    return OptunaStrategy(space, sampler_factory(sampler)(seed), study_name, storage, resume, with_latency)
+    ``with_latency``: latency is the third objective).
+
+    A resumed study's sampler is seeded from ``seed`` and the number of trials the study holds: seeded with ``seed``
+    alone, a random sampler (and NSGA-II's first generation, TPE's start-up trials) proposed again, in order, what it
+    had proposed before the interruption. The same stored study still resumes the same way. A sampler instance keeps
+    its own seed."""
+    factory = sampler_factory(sampler)
+    strategy = OptunaStrategy(space, factory(seed), study_name, storage, resume, with_latency)
+    stored = len(strategy.study.get_trials(deepcopy=False)) if resume else 0
+    if stored and not isinstance(sampler, optuna.samplers.BaseSampler):
+        strategy.study.sampler = factory(resumed_seed(seed, stored))
+    return strategy
+
+
+def resumed_seed(seed: int, n_stored: int) -> int:
+    """The sampler seed of a session resuming a study that holds ``n_stored`` trials: a function of both, well mixed
+    (``seed + n_stored`` would give two searches of neighbouring seeds each other's proposals)."""
+    return int(np.random.SeedSequence([seed, n_stored]).generate_state(1)[0])
 
 
 class QueueStrategy(OptunaStrategy):

@@ -161,6 +161,31 @@ def test_a_resumed_queue_strategy_goes_on_where_it_stopped(digits, tmp_path, str
     assert len(resumed.points) == 9 and len({p.assignment for p in resumed.points}) == 9
 
 
+@pytest.mark.parametrize("sampler", ["random", "nsga2"])
+def test_a_resumed_sampler_does_not_propose_its_first_sessions_trials_again(digits, tmp_path, sampler):
+    """Seeded with the search's seed alone, a resumed random sampler (NSGA-II's first generation too) proposed again, in
+    order, what it had proposed before the interruption: repeats that took trials. The same stored study still resumes
+    the same way (two copies of it continue alike)."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    options = dict(budget="3bits", sampler=sampler, seed_from="none", max_uniform_seeds=1, tracking_uri=None, study_name="s",
+                   progress=False)
+    autoq.search("digits-cnn", n_trials=7, storage=storage, **options)
+    copy = tmp_path / "copy.db"
+    copy.write_bytes((tmp_path / "optuna.db").read_bytes())
+    n_first = len(optuna.load_study(study_name="s", storage=storage).trials)  # over-budget proposals (pruned) included
+
+    def proposals(url: str, session: int) -> list[dict]:
+        trials = optuna.load_study(study_name="s", storage=url).get_trials(deepcopy=False)
+        sampled = [t for t in trials if not t.user_attrs.get("seeded")]  # the sampler's own, not enqueued baselines
+        return [t.params for t in sampled if (t.number < n_first) == (session == 1)][:5]
+
+    autoq.search("digits-cnn", n_trials=14, storage=storage, resume=True, **options)
+    first, second = proposals(storage, 1), proposals(storage, 2)
+    assert len(first) == len(second) == 5 and first != second
+    autoq.search("digits-cnn", n_trials=14, storage=f"sqlite:///{copy}", resume=True, **options)
+    assert proposals(f"sqlite:///{copy}", 2) == second
+
+
 def test_an_assignment_that_failed_for_good_is_not_evaluated_again_nor_counted_otherwise_on_resume(tmp_path):
     import torch
 
