@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import logging
 import os
+import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -72,29 +74,60 @@ def _transformers_logging():
     return hf_logging
 
 
+class _Fd1Silencer:
+    """The one redirection of file descriptor 1 that threads share: the first call in makes it, the last one out undoes
+    it. Each call saving and restoring fd 1 itself left it on /dev/null for good when two overlapped (two searches in
+    threads, an outer study's ``n_jobs=2``): the second saved the first's /dev/null and restored it last. fd 1 is the
+    process's own, so this is too."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: int | None = None
+
+    def enter(self) -> bool:
+        """Silence fd 1 (or count one more user of the silence); ``False``: no usable fd 1, nothing to undo."""
+        with self._lock:
+            if self._users == 0:
+                try:
+                    sys.stdout.flush()
+                    saved = os.dup(1)
+                except (OSError, ValueError):  # no usable descriptor 1 (some embedded interpreters): nothing to silence
+                    return False
+                devnull = os.open(os.devnull, os.O_WRONLY)
+                try:
+                    os.dup2(devnull, 1)
+                finally:
+                    os.close(devnull)
+                self._saved = saved
+            self._users += 1
+            return True
+
+    def leave(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._saved is not None:
+                os.dup2(self._saved, 1)
+                os.close(self._saved)
+                self._saved = None
+
+
+_FD1 = _Fd1Silencer()
+
+
 @contextmanager
 def native_stdout_silenced() -> Iterator[None]:
-    """Send what native code writes to file descriptor 1 to /dev/null for the call.
+    """Send what native code writes to file descriptor 1 to /dev/null for the call (threads share it: `_Fd1Silencer`).
 
     HiGHS (scipy's ``milp``) prints a debug line, ``HighsMipSolverData::transformNewIntegerFeasibleSolution
     tmpSolver.run();``, straight from C++ whatever its display options (ERGO-Code/HiGHS#2783); on a large
     ILP it fills the terminal around the progress bar. Python's own ``sys.stdout`` is flushed first and
     is untouched.
     """
-    import os
-    import sys
-
-    try:
-        sys.stdout.flush()
-        saved = os.dup(1)
-    except (OSError, ValueError):  # no usable descriptor 1 (some embedded interpreters): nothing to silence
+    if not _FD1.enter():
         yield
         return
-    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        os.dup2(devnull, 1)
         yield
     finally:
-        os.dup2(saved, 1)
-        os.close(saved)
-        os.close(devnull)
+        _FD1.leave()

@@ -23,6 +23,40 @@ def test_native_stdout_is_silenced_and_restored():
     assert out.split() == ["before", "after"]  # the buffered line written before, nothing from inside
 
 
+OVERLAP = """
+import os, threading
+from autoq.quiet import native_stdout_silenced
+first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+def first():
+    with native_stdout_silenced():
+        first_in.set()
+        second_in.wait()
+    first_out.set()
+
+def second():
+    first_in.wait()
+    with native_stdout_silenced():
+        second_in.set()
+        first_out.wait()  # the first leaves while this one is in: still silent
+        os.write(1, b"noise\\n")
+
+threads = [threading.Thread(target=first), threading.Thread(target=second)]
+for t in threads:
+    t.start()
+for t in threads:
+    t.join()
+print("after")
+"""
+
+
+def test_overlapping_calls_in_threads_restore_stdout():
+    """Two searches in threads (an outer study's n_jobs=2) each saved and restored fd 1: the second saved the first's
+    /dev/null and restored it last, so nothing the process printed afterwards was seen."""
+    out = subprocess.run([sys.executable, "-c", OVERLAP], capture_output=True, text=True, check=True, timeout=60).stdout
+    assert out.split() == ["after"]
+
+
 def test_an_exported_model_loads_where_neither_mlflow_nor_optuna_is_installed(tmp_path):
     """A deployment needs torch, safetensors and (for a Hugging Face model) transformers, not the search's tools."""
     import torch
