@@ -9,8 +9,13 @@ from autoq.engine.result import Point, SearchResult, distinct_assignments
 from autoq.latency import format_latency_us
 
 
-def _fmt_bytes(n: int) -> str:
-    return f"{n / 1e6:.2f} MB"
+def format_size(n: int) -> str:
+    """Decimal units, as budgets read them (MB = 10^6 bytes), in the one that keeps the sizes of a small model apart:
+    digits-cnn's points all read '0.02 MB'."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if n >= scale:
+            return f"{n / scale:.2f} {unit}"
+    return f"{n / 1e3:.1f} kB"
 
 
 def _fmt_latency(p: Point) -> str:
@@ -60,7 +65,7 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
         mark = " (uniform)" if p.uniform else ""
         latency = f"{_fmt_latency(p)}  " if source else ""
         run_id = f"{p.run_id or '-':<32}  " if runs else ""
-        lines.append(f"  {p.trial:>5}  {p.quality:>8.4f}  {p.effective_bits:>8.3f}  {_fmt_bytes(p.size_bytes):>10}  {latency}{run_id}{p.assignment.summary()}{mark}")
+        lines.append(f"  {p.trial:>5}  {p.quality:>8.4f}  {p.effective_bits:>8.3f}  {format_size(p.size_bytes):>10}  {latency}{run_id}{p.assignment.summary()}{mark}")
     if source:
         kind = "an ESTIMATE from published peaks, not a measurement" if source.startswith("estimate:") else "from a measured kernel table"
         lines.append(f"  latency = sum of the searched layers' GEMMs (fp16 or quantized), source {source} ({kind})")

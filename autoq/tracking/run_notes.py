@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from autoq.engine.result import Point
-from autoq.engine.summary import export_command
+from autoq.engine.summary import export_command, format_size
 
 NOTE_TAG = "mlflow.note.content"
 MAX_ROWS = 40  # MLflow caps a tag at 8,000 characters; the rest of the frontier is in frontier.csv
@@ -23,7 +23,7 @@ def _source(latency_source: str | None) -> str:
 
 def _cost(point: Point) -> str:
     latency = f", {point.latency_us:.1f} us ({_source(point.latency_source)})" if point.latency_us is not None else ""
-    return f"quality {point.quality:.4f} at {point.effective_bits:.3f} bits per weight, {point.size_bytes / 1e6:.2f} MB{latency}"
+    return f"quality {point.quality:.4f} at {point.effective_bits:.3f} bits per weight, {format_size(point.size_bytes)}{latency}"
 
 
 def point_note(point: Point, tracking_uri: str, plugins: str = "") -> str:
@@ -45,7 +45,7 @@ def search_note(frontier: Sequence[Point], tracking_uri: str, plugins: str = "")
     the search's ``plugins`` param, whose names the export must know too)."""
     latency = any(p.latency_us is not None for p in frontier)
     label = ", ".join(sorted({_source(p.latency_source) for p in frontier if p.latency_us is not None}))
-    head = "| trial | quality | bits | size (MB) |" + (f" latency (us, {label}) |" if latency else "") + " run id |"
+    head = "| trial | quality | bits | size |" + (f" latency (us, {label}) |" if latency else "") + " run id |"
     lines = [
         f"**autoq search**: {len(frontier)} Pareto points (quality up, effective bits down{', latency down' if latency else ''}). "
         "They are the nested trial runs tagged `pareto = true` (filter: `tags.pareto = 'true'`); the plot is `frontier.png`.",
@@ -55,7 +55,7 @@ def search_note(frontier: Sequence[Point], tracking_uri: str, plugins: str = "")
     ]
     for p in frontier[:MAX_ROWS]:
         us = f" {p.latency_us:.1f} |" if latency else ""
-        lines.append(f"| {p.trial} | {p.quality:.4f} | {p.effective_bits:.3f} | {p.size_bytes / 1e6:.2f} |{us} `{p.run_id or ''}` |")
+        lines.append(f"| {p.trial} | {p.quality:.4f} | {p.effective_bits:.3f} | {format_size(p.size_bytes)} |{us} `{p.run_id or ''}` |")
     if len(frontier) > MAX_ROWS:
         lines.append(f"\n{len(frontier) - MAX_ROWS} more in `frontier.csv`.")
     lines += ["", "Export a point by its run id:", "```", export_command("<run id>", tracking_uri, name_store=True, plugins=plugins), "```"]

@@ -10,6 +10,14 @@ def test_one_trial_is_one_trial():
     result = autoq.search("digits-cnn", budget="4.5bits", n_trials=1, seed_from="none", tracking_uri=None, storage=None, progress=False)
     summary = format_summary(result)
     assert "1 trial in " in summary and "1 trials" not in summary
+    assert f" {result.best.size_bytes / 1e3:.1f} kB " in summary  # digits-cnn's points all read '0.02 MB'
+
+
+def test_sizes_are_shown_in_the_unit_that_tells_them_apart():
+    from autoq.engine.summary import format_size
+
+    assert [format_size(n) for n in (21_480, 999_999, 1_000_000, 22_700_000, 3_500_000_000)] == [
+        "21.5 kB", "1000.0 kB", "1.00 MB", "22.70 MB", "3.50 GB"]
 
 
 def test_a_storage_read_back_with_its_password_hidden_says_so():
