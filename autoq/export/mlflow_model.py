@@ -50,17 +50,34 @@ def requirements(config: dict[str, Any]) -> list[str]:
     return pinned
 
 
-def input_spec(batch: Any) -> dict[str, dict[str, Any]] | None:
+def input_spec(batch: Any, model: Any = None) -> dict[str, dict[str, Any]] | None:
     """The dtype and shape of one batch of the model's input, kept in the export's config for its MLflow signature:
     ``{"": ...}`` for a tensor, a key per input for a dict of tensors (a Hugging Face batch); None for anything else
-    (a tuple of positional inputs, which a pyfunc model cannot take)."""
+    (a tuple of positional inputs, which a pyfunc model cannot take).
+
+    Token ids calibrated without a mask (the ``smollm2`` built-in's) get an ``attention_mask`` like them where
+    ``model``'s ``forward`` takes one: MLflow drops every input its signature lacks, so a left-padded request's mask was
+    ignored and its rows' logits were those of the padding too."""
     import torch
 
     if isinstance(batch, torch.Tensor):
         batch = {"": batch}
     elif not (isinstance(batch, Mapping) and batch and all(isinstance(v, torch.Tensor) for v in batch.values())):
         return None
-    return {str(k): {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape)} for k, v in batch.items()}
+    spec = {str(k): {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape)} for k, v in batch.items()}
+    if "input_ids" in spec and "attention_mask" not in spec and _takes(model, "attention_mask"):
+        spec["attention_mask"] = dict(spec["input_ids"])
+    return spec
+
+
+def _takes(model: Any, argument: str) -> bool:
+    """Whether ``model``'s ``forward`` has a parameter named ``argument``."""
+    import inspect
+
+    try:
+        return argument in inspect.signature(model.forward).parameters
+    except (AttributeError, TypeError, ValueError):  # no module, or a forward inspect cannot read
+        return False
 
 
 def _numpy_dtype(entry: dict[str, Any]) -> np.dtype:

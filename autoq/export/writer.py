@@ -240,7 +240,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
 
     save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt", "producer": "autoq"})
     cost = CostModel.for_model(model, layers).cost(assignment)
-    inputs = input_spec(calibration[0]) if calibration else None
+    inputs = input_spec(calibration[0], model) if calibration else None
     write_config(out, {
         "base": describe_base(model, builtin),
         "weights": WEIGHTS_NAME,

@@ -95,3 +95,32 @@ def test_a_hugging_face_export_serves_token_arrays_of_any_length(minilm_export, 
     with torch.no_grad():
         expected = call_model(autoq.load(out), {k: torch.from_numpy(v) for k, v in inputs.items()}).last_hidden_state
     assert got.shape == tuple(expected.shape) and np.allclose(got, expected.numpy(), atol=1e-5)
+
+
+def test_a_causal_lm_calibrated_on_ids_alone_takes_a_padded_requests_mask(tmp_path, mlflow_uri, monkeypatch):
+    """The signature held only the calibration batch's ``input_ids`` (the smollm2 built-in's batches): MLflow dropped a
+    request's ``attention_mask`` as an input it lacked, and a left-padded row's logits were those of its padding too."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=32)
+    model = LlamaForCausalLM(config).eval()
+    batches = [{"input_ids": torch.randint(3, 64, (2, 12), generator=torch.Generator().manual_seed(i))} for i in range(2)]
+    point = Assignment(tuple((layer.name, LayerChoice.from_name("int8-ch-asym:rtn-mse")) for layer in find_layers(model)))
+    out = autoq.export(model, point, tmp_path / "lm", calibration=batches, progress=False)
+    recorded = json.loads((out / CONFIG_NAME).read_text())["inputs"]
+    assert recorded["attention_mask"] == recorded["input_ids"] == {"dtype": "int64", "shape": [2, 12]}
+    assert "attention_mask" not in input_spec(torch.ones(2, 3, dtype=torch.long), model)  # a bare tensor: not a token dict
+    assert "attention_mask" not in input_spec({"input_ids": torch.ones(2, 3, dtype=torch.long)})  # no model to ask
+
+    client = MlflowClient(mlflow_uri)
+    run = client.create_run(client.create_experiment("lm"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    served = mlflow.pyfunc.load_model(log_export(mlflow_uri, run.info.run_id, out).run_uri)
+    ids = np.array([[0, 0, 5, 9, 17, 4], [8, 3, 5, 9, 17, 4]], dtype=np.int64)  # the first row left-padded
+    mask = np.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]], dtype=np.int64)
+    got = served.predict({"input_ids": ids, "attention_mask": mask})
+    with torch.no_grad():
+        unpadded = autoq.load(out)(input_ids=torch.from_numpy(ids[:1, 2:])).logits[0, -1].numpy()
+    assert np.allclose(got[0, -1], unpadded, atol=1e-4)  # the padded row's last token as without its padding
