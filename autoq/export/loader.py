@@ -138,6 +138,9 @@ def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
             prefix = getattr(model, "base_model_prefix", "")
             inner = f" (the export holds the base model: pass model=yours.{prefix}, e.g. a causal LM's {prefix})" if (
                 layer is None and prefix and f"{prefix}.{name}" in found) else ""
+            outer, _, rest = name.partition(".")
+            if layer is None and not inner and rest in found:  # the reverse: the whole LM's export, its base model given
+                inner = f" (the export holds the model whose '{outer}' this one is: pass that model, e.g. the causal LM, not its .{outer})"
             raise AutoqError(f"the model does not match the export: layer {name!r} is {got} here, {entry['shape']} in the export{inner}")
         native = list(get_module(model, name).weight.shape)
         if layer.kind != entry.get("kind", layer.kind) or native != entry.get("weight_shape", native):

@@ -275,6 +275,10 @@ def test_loading_a_base_model_export_into_its_lm_says_to_pass_the_base(tmp_path)
     with pytest.raises(AutoqError, match=r"layer 'h.0.mlp.c_fc' is None here.*pass model=yours.transformer"):
         autoq.load(out, model=GPT2LMHeadModel(lm.config))
     assert autoq.load(out, model=GPT2LMHeadModel(lm.config).transformer) is not None
+    whole = autoq.export(lm, Assignment.from_dict({f"transformer.{name}": LayerChoice.from_name("int4-ch-asym:rtn-mse")}),
+                         tmp_path / "lm", progress=False)  # the reverse: the LM exported, its base model given
+    with pytest.raises(AutoqError, match=r"'transformer.h.0.mlp.c_fc' is None here.*pass that model, e.g. the causal LM, not its .transformer"):
+        autoq.load(whole, model=GPT2LMHeadModel(lm.config).transformer)
 
 
 def test_an_export_into_a_hugging_face_model_folder_is_refused(tmp_path, capsys):
