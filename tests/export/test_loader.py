@@ -145,3 +145,33 @@ def test_two_different_tensors_for_parameters_the_model_ties_are_refused(tmp_pat
     with pytest.raises(AutoqError, match=r"different tensors for 'model.embed_tokens.weight' and 'lm_head.weight', which this model ties.*pass model= built untied"):
         autoq.load(out)
     assert autoq.load(export(_tiny_llama(tie=True), MLP, tmp_path / "tied")).lm_head.weight.data_ptr() is not None
+
+
+def test_a_loaded_causal_lm_generates_the_simulations_tokens_with_and_without_a_cache(tmp_path):
+    """What the README promises a Hugging Face user: ``generate`` on the loaded LM, greedy, gives the tokens the search's
+    simulated quantization gives (every other parameter rounded to fp16 as stored), cached or not, a left-padded row
+    as it would alone."""
+    import copy
+
+    from autoq.evaluate import apply_assignment
+    from autoq.model import find_layers
+
+    lm = _tiny_llama(tie=False)
+    with torch.no_grad():  # a spread of logits that greedy decoding follows, not near-ties a rounding flips
+        lm.lm_head.weight.mul_(8)
+    point = Assignment(tuple((layer.name, LayerChoice.from_name("int4-g32-asym:rtn-mse")) for layer in find_layers(lm)))
+    loaded = autoq.load(autoq.export(lm, point, tmp_path / "lm", progress=False))
+    simulated = apply_assignment(copy.deepcopy(lm), point)
+    with torch.no_grad():
+        for name, p in simulated.named_parameters():
+            if name.removesuffix(".weight") not in point:
+                p.copy_(p.half().float())
+    prompt = torch.tensor([[0, 0, 7, 21, 3, 40], [5, 11, 7, 21, 3, 40]])
+    mask = torch.tensor([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]])
+    greedy = dict(max_new_tokens=8, do_sample=False, pad_token_id=0)
+    want = simulated.generate(prompt, attention_mask=mask, **greedy)
+    assert not torch.equal(want, lm.generate(prompt, attention_mask=mask, **greedy))  # the quantization shows
+    for use_cache in (True, False):
+        assert torch.equal(loaded.generate(prompt, attention_mask=mask, use_cache=use_cache, **greedy), want)
+    alone = loaded.generate(prompt[:1, 2:], **greedy)
+    assert torch.equal(alone[0, 4:], want[0, 6:])  # the padded row's new tokens as without its padding
