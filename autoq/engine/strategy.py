@@ -118,6 +118,11 @@ class OptunaStrategy:
 
     def ask(self) -> Proposal:
         trial = self.study.ask()
+        if isinstance(self.study.sampler, optuna.samplers.BaseGASampler):
+            # an enqueued trial (a seed: a baseline, the sensitivity table's picks) is one a GA sampler (NSGA-II) never
+            # samples, so it got no generation and never became a parent: NSGA-II ran as if unseeded. Its relative
+            # sample gives it the current one, as the sampler's own trials get it (their suggestions read it anyway)
+            trial.relative_params  # noqa: B018 - read for that effect
         picks = {}
         for layer, options in zip(self.space.layers, self._by_name):
             picks[layer.name] = options[trial.suggest_categorical(layer.name, list(options))]

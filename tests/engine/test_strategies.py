@@ -90,6 +90,17 @@ def test_an_optuna_sampler_instance_drives_the_study_and_is_recorded_by_class(di
         search(digits, n_trials=28, seed_from="none", storage=storage, study_name="mine", tracking_uri=None, resume=True)
 
 
+def test_nsga2_breeds_from_the_seeds_too(digits, tmp_path):
+    """An enqueued trial is never sampled, so NSGA-II gave the seeds (baselines, the sensitivity table's picks) no
+    generation: they were in no population and never parents, and ``--sampler nsga2`` ran as if unseeded."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    search(digits, sampler="nsga2", n_trials=12, storage=storage, study_name="ga")
+    study = optuna.load_study(study_name="ga", storage=storage)
+    seeded = {t.number for t in study.trials if t.user_attrs.get("seeded") and t.state == optuna.trial.TrialState.COMPLETE}
+    population = {t.number for t in optuna.samplers.NSGAIISampler().get_population(study, 0)}
+    assert seeded and seeded <= population
+
+
 def test_a_study_stored_before_latency_was_an_objective_resumes_with_its_two(digits, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     space = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
