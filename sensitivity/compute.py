@@ -48,7 +48,8 @@ from autoq.sensitivity.table import SensitivityTable
 # 6: AWQ's and AdaRound's low-rank output error on layers wider than their factor counts its isotropic tail outside the
 #    factor's span only (it was added over all directions, counting the sketched ones twice).
 # 7: the smallest scale is fp16's smallest value (2**-24), not 1e-6: rows of weights below about 1e-4 used few codes.
-SCORING_VERSION = 7
+# 8: sqnr leaves a masked position's infinite reference (a -inf logit) out of the signal: it scored every option 0.
+SCORING_VERSION = 8
 
 
 def cache_key(model_digest: str, data_digest: str, metric: str, settings: Mapping[str, Any], layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]]) -> str:

@@ -19,6 +19,7 @@ skips a layer's ``forward``, each option takes its own pass.
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -66,7 +67,9 @@ def _mse(out: torch.Tensor, ref: torch.Tensor, w: torch.Tensor, kind: str) -> tu
 
 
 def _nsr(out: torch.Tensor, ref: torch.Tensor, w: torch.Tensor, kind: str) -> tuple[float, float]:
-    signal = ref.double().pow(2)
+    # a masked position's infinite reference (a -inf logit) is no signal, as it is no noise in _sq_error: its square
+    # made the signal infinite and every ratio 0; NaN stays NaN, and the score is refused as kl's and mse's are
+    signal = torch.where(torch.isinf(ref), 0.0, ref.double().pow(2))
     signal = signal.sum(-1) if ref.dim() > 1 else signal
     return float((_sq_error(out, ref, w) * w.double()).sum()), float((signal * w.double()).sum())
 
@@ -159,7 +162,8 @@ def _scores(inputs, layer, module, options, batches, refs, kind, reduce, per_pas
                         totals[i][1] += den
         finally:
             handle.remove()
-    return [num / den if den > 0 else 0.0 for num, den in totals]
+    # no weight at all scores 0; a NaN denominator (sqnr's signal of a NaN reference) is NaN, refused by the caller
+    return [num / den if den > 0 else 0.0 if den == 0 else math.nan for num, den in totals]
 
 
 def _reference(inputs: Inputs, batches: Sequence[Any]) -> tuple[list[Any], list[dict[str, tuple[int, ...]]]]:

@@ -254,6 +254,37 @@ def test_a_class_the_reference_masks_out_adds_nothing_to_kl():
     assert torch.isfinite(got).all() and torch.allclose(got, expected) and float(got) > 0
 
 
+class MaskedLast(nn.Module):
+    """A classifier whose last class is masked out with a -inf logit (``mask=False``: the same, unmasked)."""
+
+    def __init__(self, mask: bool = True) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.mask = nn.Linear(6, 8), nn.Linear(8, 4), mask
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.b(torch.tanh(self.a(x)))
+        return out.masked_fill(torch.tensor([False, False, False, True]), float("-inf")) if self.mask else out
+
+
+def test_sqnr_leaves_a_masked_class_out_of_the_signal_and_refuses_nan():
+    """sqnr squared the -inf logit into the signal (infinite: every option scored 0, and an all-zero table seeded the
+    ILP with 'nothing matters'); a NaN in the reference made the signal NaN, and NaN > 0 being false, 0 again."""
+    model = MaskedLast().eval()
+    space = space_for(model)
+    x = torch.randn(24, 6, generator=torch.Generator().manual_seed(1))
+    masked = compute_table(model, [x], space.layers, space.options, "sqnr", use_cache=False, progress=False)
+    unmasked = MaskedLast(mask=False).eval()
+    plain = compute_table(unmasked, [x], space.layers, space.options, "sqnr", use_cache=False, progress=False)
+    scores = {(e.layer, e.option): e.score for e in masked.entries}
+    assert any(s > 0 for s in scores.values()) and all(s >= 0 for s in scores.values())
+    assert len(scores) == len(plain.entries)
+    x[3, 2] = float("nan")
+    for metric in ("sqnr", "mse", "kl"):
+        with pytest.raises(AutoqError, match="is nan"):
+            compute_table(unmasked, [x], space.layers, space.options, metric, use_cache=False, progress=False)
+
+
 class WithUnused(nn.Module):
     """Has a layer the output never uses (like MiniLM's pooler under ``last_hidden_state``)."""
 
