@@ -190,12 +190,13 @@ class SensitivityTable:
         grid = np.full((len(layers), len(options)), np.nan)
         for e in self.entries:
             grid[layers.index(e.layer), options.index(e.option)] = math.log10(e.score) if e.score > 0 else np.nan
-        fig = Figure(figsize=(2 + 0.45 * len(options), 1.5 + 0.18 * len(layers)), dpi=110)
+        # tall enough for the colour bar's label beside a few layers (digits-cnn's 4 cut it off)
+        fig = Figure(figsize=(2 + 0.45 * len(options), max(3.6, 1.5 + 0.18 * len(layers))), dpi=110)
         ax = fig.subplots()
         im = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
         ax.set_xticks(range(len(options)), [o.replace(":", "\n") for o in options], rotation=90, fontsize=6)
         ax.set_yticks(range(len(layers)), layers, fontsize=max(3, min(7, 600 // max(1, len(layers)))))
-        fig.colorbar(im, ax=ax, label=f"log10 {self.metric} score (higher = more sensitive)")
+        fig.colorbar(im, ax=ax).set_label(f"log10 {self.metric} score (higher = more sensitive)", fontsize=7)
         ax.set_title(title or f"{self.metric} sensitivity: {self.model_name or self.model_hash}", fontsize=9)
         fig.tight_layout()
         path = Path(path)
