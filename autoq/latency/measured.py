@@ -9,9 +9,13 @@ Lookup for a layer ``(N, K)`` in format ``f`` at the search's batch size:
    nearest measured shapes below and above; shapes of equal work are averaged.
 3. The format was not measured there (the kernels cover fewer formats than the
    search space, some only at some shapes): the nearest format (bits first, then
-   granularity) measured around the shape, scaled by the ratio of the two formats'
-   roofline estimates on the table's device, or by their bytes when the device has
-   no preset. A format measured only at LLaMA shapes is not stretched down to
+   granularity) measured around the shape, times the ratio of the two where the table
+   measured both: at the format's own measured work nearest the shape (int5 measured
+   at MiniLM's shapes 1.7-2.4x int4 stays so above them; the roofline ratio made it
+   int4's time, less than at a smaller shape). A format the table never measured, or
+   one whose stand-in was not measured at its shapes, is scaled by the ratio of the two
+   formats' roofline estimates on the table's device, or by their bytes when the device
+   has no preset. A format measured only at LLaMA shapes is not stretched down to
    384 x 384, nor one measured only there up to 4096 x 4096.
 4. No format was measured around the shape: among the formats whose measured range
    ends nearest it (by the ratio of work), the format's own rows or the nearest
@@ -124,11 +128,28 @@ class TableLatency:
             return _interpolate(self._by_format[spec.name], n, k)
         ref = self._nearest_format(spec, nearest)
         ref_us = _interpolate(self._by_format[ref.name], n, k)
+        measured = self._measured_ratio(spec, ref, n * k)
+        if measured is not None:
+            return ref_us * measured
         if self._preset is not None:
             ratio = roofline_us(n, k, spec, self.batch, self._preset) / roofline_us(n, k, ref, self.batch, self._preset)
         else:
             ratio = gemm_bytes(n, k, spec, self.batch) / gemm_bytes(n, k, ref, self.batch)
         return ref_us * ratio
+
+    def _measured_ratio(self, spec: QuantSpec, ref: QuantSpec, work: int) -> float | None:
+        """``spec``'s latency over ``ref``'s where the table measured both: at ``spec``'s measured work nearest ``work``
+        (its range's end on that side), where ``ref``'s range covers it; ``None`` where ``spec`` has no rows or ``ref``
+        none around them."""
+        own = self._by_format.get(spec.name)
+        if not own or spec == ref:
+            return None
+        edge = own[-1] if work > own[-1][0] else own[0]
+        ref_rows = self._by_format[ref.name]
+        if _distance(ref_rows, edge[0]) > 0:
+            return None
+        ref_at = sum(_interpolate(ref_rows, en, ek) for en, ek, _ in edge[1]) / len(edge[1])
+        return edge[2] / ref_at
 
     def _nearest_format(self, spec: QuantSpec, among: list[QuantSpec] | None = None) -> QuantSpec:
         if not self._specs:
