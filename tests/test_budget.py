@@ -88,6 +88,9 @@ def test_config_refuses_latency_without_device_before_loading():
     with pytest.raises(AutoqError, match="unknown device"):
         SearchConfig(budget="3ms", device="tpu9000")
     assert SearchConfig(budget="3ms", device="h100", batch=16).batch == 16
+    with pytest.raises(AutoqError, match=r"batch=16 \(--batch\) is the batch a latency table's rows are read at.*add --device"):
+        SearchConfig(budget="4.5bits", batch=16)  # silently ignored before: nothing reads a latency without a device
+    assert SearchConfig(budget="4.5bits", device="h100", batch=16).batch == 16
 
 
 @pytest.mark.parametrize("text", ["abc", "", "   ", "-1bits", "0bits", "0", "-0.0", "4.5parsecs", "20B", "1e", "4.5 bits extra", "bits", "1.2.3"])

@@ -121,6 +121,9 @@ class SearchConfig:
         if self.timeout is not None and not self.timeout > 0:
             raise AutoqError(f"timeout must be a positive number of seconds (or None: no limit), got {self.timeout}")
         check_latency_config(parse_budget(self.budget), self.device)
+        if self.device is None and self.batch != 1:  # it would be silently ignored: nothing estimates latency
+            raise AutoqError(f"batch={self.batch} (--batch) is the batch a latency table's rows are read at, and there is no "
+                             "device to read one for: add --device (device= in Python), or leave --batch out")
         latency_model(self.device, self.batch)  # an unknown device or unmeasured batch fails here, before any loading
         sampler_factory(self.sampler)  # an unknown name or type fails here, before any loading
         strategy_factory(self.strategy)
