@@ -141,8 +141,8 @@ class TableLatency:
         """``spec``'s latency over ``ref``'s where the table measured both: at ``spec``'s measured work nearest ``work``
         (its range's end on that side), where ``ref``'s range covers it; ``None`` where ``spec`` has no rows or ``ref``
         none around them."""
-        own = self._by_format.get(spec.name)
-        if not own or spec == ref:
+        own = self._by_format.get(spec.name)  # never ``ref``'s: a format measured around the shape was looked up on its own
+        if not own:
             return None
         edge = own[-1] if work > own[-1][0] else own[0]
         ref_rows = self._by_format[ref.name]
