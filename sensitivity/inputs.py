@@ -21,7 +21,7 @@ from torch import nn
 from autoq.choice import LayerChoice
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, primary_output
-from autoq.evaluate.cache import QuantizedLayer, needs_stats, quantize_layer_full, stats_for
+from autoq.evaluate.cache import QuantizedLayer, layer_named, needs_stats, quantize_layer_full, stats_for
 from autoq.model import LayerInfo, get_module, layout_2d, weight_2d
 from autoq.model.capture import CalibrationStats
 
@@ -48,7 +48,8 @@ class Inputs:
         activation format), as a search's trial gets it; from the shared cache when there is one."""
         if self.weights is not None:
             return self.weights.layer(layer.name, choice)
-        return quantize_layer_full(get_module(self.model, layer.name), choice, stats_for(self.stats, layer.name, choice))
+        with layer_named(layer.name):
+            return quantize_layer_full(get_module(self.model, layer.name), choice, stats_for(self.stats, layer.name, choice))
 
     def quantized(self, layer: LayerInfo, choice: LayerChoice) -> torch.Tensor:
         """The layer's weight under ``choice`` (native layout) as a weight alone gives its output: SmoothQuant's

@@ -26,7 +26,8 @@ from autoq.choice import LayerChoice
 from autoq.errors import AutoqError
 from autoq.model import channels_first, get_module, to_native, weight_2d
 from autoq.model.capture import CalibrationStats, LayerStats
-from autoq.ptq import method_info, method_needs_stats, run_method
+from autoq.ptq import method_needs_stats, run_method
+from autoq.ptq.registry import MethodError
 from autoq.ptq.result import bias_delta_of, input_scale_of
 from autoq.quant import QuantizedTensor
 from autoq.quant.activation import ActRange, ActSpec, fake_quantize_activation, static_range
@@ -60,9 +61,6 @@ def quantize_choice(module: nn.Module, choice: LayerChoice, stats: LayerStats | 
     quantized ``choice``: what the search simulates and what an export stores come from this one place."""
     q = run_method(choice.method, weight_2d(module), choice.weight, stats)
     scale, delta = input_scale_of(q), bias_delta_of(q)
-    if scale is not None and not method_info(choice.method).scales_input:
-        raise AutoqError(f"PTQ method {choice.method!r} returned an input scale but was registered without scales_input=True; "
-                         "register it with register_method(..., scales_input=True) so that the cost model counts the scale's bytes")
     bias = None
     if delta is not None and getattr(module, "bias", None) is not None:
         bias = (module.bias.detach().float() + delta).to(module.bias.dtype)
@@ -167,7 +165,8 @@ class QuantCache:
             if key not in self._layers:
                 module = get_module(self.model, name)
                 self._check_float(name, module)
-                self._layers[key] = quantize_layer_full(module, choice, stats_for(self.stats, name, choice))
+                with layer_named(name):
+                    self._layers[key] = quantize_layer_full(module, choice, stats_for(self.stats, name, choice))
         return self._layers[key]
 
     def _sweep(self, choice: LayerChoice) -> None:
@@ -177,7 +176,8 @@ class QuantCache:
         def quantize(name: str, stats: LayerStats) -> torch.Tensor:
             module = get_module(self.model, name)
             own = sweep_choice(module, choice)
-            layer = quantize_layer_full(module, own, stats)
+            with layer_named(name):
+                layer = quantize_layer_full(module, own, stats)
             self._layers[(name, own)] = layer
             return layer.weight_only  # earlier layers' activation formats are not simulated during the sweep
 
@@ -216,6 +216,15 @@ class QuantCache:
                     module.bias.data = bias
 
 
+@contextmanager
+def layer_named(name: str) -> Iterator[None]:
+    """Prefix a PTQ method's failure with the layer it failed on (the method knows only the weight's shape)."""
+    try:
+        yield
+    except MethodError as exc:
+        raise MethodError(f"layer {name!r}: {exc}") from exc
+
+
 def _address(weight: torch.Tensor) -> tuple[int, tuple[int, ...], str]:
     """Where a weight's data lives (address, shape, device): a swapped-in tensor lives elsewhere."""
     return weight.data_ptr(), tuple(weight.shape), str(weight.device)
@@ -231,7 +240,8 @@ def apply_assignment(model: nn.Module, assignment: Mapping[str, LayerChoice], st
             if choice.activation is not None:
                 raise AutoqError(f"{name}: {choice.name} quantizes activations; use QuantCache(model, stats).apply(assignment)")
             module = get_module(model, name)
-            layer = quantize_layer_full(module, choice, stats.get(name) if stats and needs_stats(choice) else None)
+            with layer_named(name):
+                layer = quantize_layer_full(module, choice, stats.get(name) if stats and needs_stats(choice) else None)
             module.weight.data = layer.weight
             if layer.bias is not None:
                 module.bias.data = layer.bias

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from autoq.choice import Assignment, LayerChoice
 from autoq.errors import AutoqError
-from autoq.evaluate.cache import needs_stats, quantize_choice, stats_for, sweep_choice
+from autoq.evaluate.cache import layer_named, needs_stats, quantize_choice, stats_for, sweep_choice
 from autoq.model import LayerInfo, get_module, to_native
 from autoq.model.capture import CalibrationStats, LayerStats
 from autoq.quant import QuantizedTensor
@@ -73,7 +73,8 @@ def quantize_point(model: nn.Module, assignment: Assignment, layers: Sequence[La
             out.update(_sweep(model, assignment, stats, choice, bar))
         for name in rest:
             choice = assignment[name]
-            out[name] = PointLayer(*quantize_choice(get_module(model, name), choice, stats_for(stats, name, choice)))
+            with layer_named(name):
+                out[name] = PointLayer(*quantize_choice(get_module(model, name), choice, stats_for(stats, name, choice)))
             bar.update(1)
     return out
 
@@ -85,7 +86,8 @@ def _sweep(model: nn.Module, assignment: Assignment, stats: CalibrationStats, ch
     def quantize(name: str, layer_stats: LayerStats) -> torch.Tensor:
         module = get_module(model, name)
         own = sweep_choice(module, choice)
-        layer = PointLayer(*quantize_choice(module, own, layer_stats))
+        with layer_named(name):
+            layer = PointLayer(*quantize_choice(module, own, layer_stats))
         if assignment.get(name) == own:
             kept[name] = layer
         bar.update(1)

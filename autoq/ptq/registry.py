@@ -20,8 +20,14 @@ import torch
 
 from autoq.choice import HALF_METHOD
 from autoq.errors import AutoqError
+from autoq.ptq.result import bias_delta_of, input_scale_of
 from autoq.quant import QuantizedTensor, QuantSpec
 from autoq.registry import Registry
+
+
+class MethodError(AutoqError):
+    """A PTQ method raised, or returned something other than what it was asked for; the message names the method
+    (and, from the quantized-weight cache, the layer)."""
 
 
 class PTQMethod(Protocol):
@@ -69,11 +75,18 @@ def get_method(name: str) -> PTQMethod:
 def run_method(name: str, weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> QuantizedTensor:
     """Method ``name`` on ``weight``, its result checked against what was asked: a plug-in that returns another
     format, shape or code range would otherwise be priced as ``spec`` and fail only when its export is loaded."""
-    q = method_info(name).fn(weight, spec, stats)
-    wrong = _wrong_result(q, weight, spec)
+    info = method_info(name)
+    try:
+        q = info.fn(weight, spec, stats)
+    except AutoqError:
+        raise
+    except Exception as exc:  # a plug-in's own bug: say whose, or a mixed space's failed trial names no method
+        raise MethodError(f"PTQ method {name!r} failed on {spec.name} for a {tuple(weight.shape)} weight: "
+                          f"{type(exc).__name__}: {exc}") from exc
+    wrong = _wrong_result(q, weight, spec) or _wrong_transform(q, weight, info)
     if wrong:
-        raise AutoqError(f"PTQ method {name!r} was asked for {spec.name} on a {tuple(weight.shape)} weight and returned {wrong}; "
-                         f"a method must return a QuantizedTensor of the spec and shape it is given")
+        raise MethodError(f"PTQ method {name!r} was asked for {spec.name} on a {tuple(weight.shape)} weight and returned {wrong}; "
+                          f"a method must return a QuantizedTensor of the spec and shape it is given")
     return q
 
 
@@ -88,10 +101,33 @@ def _wrong_result(q: Any, weight: torch.Tensor, spec: QuantSpec) -> str | None:
     groups = spec.n_param_groups(*weight.shape)
     if q.scale.numel() != groups or q.zero.numel() != groups:
         return f"{q.scale.numel()} scales and {q.zero.numel()} zero points, not {groups}"
+    if q.codes.dtype.is_floating_point or q.codes.dtype.is_complex or q.codes.dtype == torch.bool:
+        return f"codes of dtype {q.codes.dtype} (integer codes are asked for, e.g. .round().to(torch.uint8))"
     if q.codes.numel() and (int(q.codes.min()) < spec.qmin or int(q.codes.max()) > spec.qmax):
         return f"codes from {int(q.codes.min())} to {int(q.codes.max())}, outside [{spec.qmin}, {spec.qmax}]"
     if not (torch.isfinite(q.scale).all() and torch.isfinite(q.zero).all()):
         return "scales or zero points that are not finite (NaN or beyond fp16's 65504)"
+    return None
+
+
+def _wrong_transform(q: QuantizedTensor, weight: torch.Tensor, info: MethodInfo) -> str | None:
+    """What is wrong with the input scale or bias shift ``q`` carries (a `TransformedTensor`'s), or ``None``: the
+    export stores them as they are, so a NaN or a misshapen one would be scored and shipped without a word."""
+    out_features, in_features = weight.shape
+    scale, delta = input_scale_of(q), bias_delta_of(q)
+    if scale is not None:
+        if not info.scales_input:
+            return ("an input scale, but it is registered without scales_input=True; register it with "
+                    "register_method(..., scales_input=True) so that the cost model counts the scale's bytes")
+        if tuple(scale.shape) != (in_features,):
+            return f"an input scale of shape {tuple(scale.shape)}, not ({in_features},)"
+        if not (torch.isfinite(scale).all() and (scale > 0).all()):
+            return "an input scale that is not finite and positive everywhere"
+    if delta is not None:
+        if tuple(delta.shape) != (out_features,):
+            return f"a bias shift of shape {tuple(delta.shape)}, not ({out_features},)"
+        if not torch.isfinite(delta).all():
+            return "a bias shift that is not finite"
     return None
 
 

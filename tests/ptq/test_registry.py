@@ -108,6 +108,8 @@ def _shifted(q: QuantizedTensor, **changes) -> QuantizedTensor:
     (lambda w, spec: _shifted(quantize(w, spec), codes=quantize(w, spec).codes + 200), r"outside \[0, 15\]"),
     (lambda w, spec: w.half(), "a Tensor;"),
     (lambda w, spec: _shifted(quantize(w, spec), scale=torch.full_like(quantize(w, spec).scale, float("inf"))), "not finite"),
+    (lambda w, spec: _shifted(quantize(w, spec), codes=quantize(w, spec).codes.float()), "codes of dtype torch.float32"),
+    (lambda w, spec: _shifted(quantize(w, spec), codes=quantize(w, spec).codes.float() + 0.25), "codes of dtype torch.float32"),
 ])
 def test_a_method_returning_something_else_than_asked_is_named(wrong, message, monkeypatch):
     """A plug-in that ignores ``spec`` was searched as int2 with int8's quality and exported at 3.4x its recorded size."""
@@ -118,3 +120,44 @@ def test_a_method_returning_something_else_than_asked_is_named(wrong, message, m
     with pytest.raises(AutoqError, match=f"'test-wrong' was asked for int4-ch-asym on a \\(16, 96\\) weight and returned .*{message}"):
         run_method("test-wrong", w, spec)
     assert torch.equal(run_method("rtn-minmax", w, spec).codes, get_method("rtn-minmax")(w, spec).codes)
+
+
+def _transformed(w: torch.Tensor, spec: QuantSpec, **extras) -> TransformedTensor:
+    q = quantize(w, spec)
+    return TransformedTensor(q.spec, q.codes, q.scale, q.zero, **extras)
+
+
+@pytest.mark.parametrize("extras, scales_input, message", [
+    ({"input_scale": torch.full((96,), float("nan"))}, True, "input scale that is not finite and positive"),
+    ({"input_scale": torch.zeros(96)}, True, "input scale that is not finite and positive"),
+    ({"input_scale": torch.ones(97)}, True, r"input scale of shape \(97,\), not \(96,\)"),
+    ({"input_scale": torch.ones(96)}, False, "registered without scales_input=True"),
+    ({"bias_delta": torch.full((16,), float("nan"))}, False, "bias shift that is not finite"),
+    ({"bias_delta": torch.zeros(17)}, False, r"bias shift of shape \(17,\), not \(16,\)"),
+])
+def test_a_wrong_input_scale_or_bias_shift_is_named(extras, scales_input, message, monkeypatch):
+    """A NaN input scale was scored at chance and exported; a misshapen one failed every trial naming no method."""
+    monkeypatch.setattr(registry, "_METHODS", registry._METHODS.copy())
+    register_method("test-transform", scales_input=scales_input)(lambda w, spec, stats=None: _transformed(w, spec, **extras))
+    w = torch.randn(16, 96, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(AutoqError, match=f"'test-transform' was asked for int4-ch-asym .*{message}"):
+        run_method("test-transform", w, QuantSpec(4, "channel"))
+
+
+def test_a_method_that_raises_is_named_with_its_layer(monkeypatch):
+    """A space mixing several plug-in methods said only 'RuntimeError: boom': neither the method nor the layer."""
+    from autoq.choice import LayerChoice
+    from autoq.evaluate.cache import QuantCache
+
+    monkeypatch.setattr(registry, "_METHODS", registry._METHODS.copy())
+
+    @register_method("test-raises")
+    def boom(weight, spec, stats=None):
+        raise RuntimeError("boom from my plugin")
+
+    model = torch.nn.Sequential(torch.nn.Linear(8, 4), torch.nn.ReLU(), torch.nn.Linear(4, 2))
+    choice = LayerChoice(QuantSpec(4, "channel"), "test-raises")
+    with pytest.raises(registry.MethodError, match=r"layer '2': PTQ method 'test-raises' failed on int4-ch-asym for a \(2, 4\) "
+                                                    r"weight: RuntimeError: boom from my plugin") as info:
+        QuantCache(model).layer("2", choice)
+    assert isinstance(info.value.__cause__.__cause__, RuntimeError)
