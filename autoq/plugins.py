@@ -53,7 +53,8 @@ def portable(plugin: str) -> str:
 
 def load_plugins(modules: Iterable[str] = ()) -> list[str]:
     """Import the entry points of group ``autoq.plugins``, then ``$AUTOQ_PLUGINS``, then ``modules``; return what was
-    imported. A module already imported is not imported again; one that fails is an error naming it."""
+    imported, each as ``--plugin`` takes it (an entry point by its module), so that a search records every plug-in
+    whichever way it came. A module already imported is not imported again; one that fails is an error naming it."""
     loaded = []
     for ep in entry_points(group=ENTRY_POINT_GROUP):
         try:
@@ -61,12 +62,12 @@ def load_plugins(modules: Iterable[str] = ()) -> list[str]:
         except Exception as exc:
             raise AutoqError(f"the autoq plug-in {ep.name!r} ({ep.value}, an {ENTRY_POINT_GROUP} entry point) failed to load: "
                              f"{type(exc).__name__}: {exc}") from exc
-        loaded.append(ep.value)
+        loaded.append(ep.module)
     env = [m.strip() for m in os.environ.get(ENV_VAR, "").split(",") if m.strip()]
     for name in (*env, *modules):
         import_plugin(name)
         loaded.append(name)
-    return loaded
+    return list(dict.fromkeys(loaded))
 
 
 def import_plugin(name: str) -> ModuleType:
@@ -120,6 +121,16 @@ def _import_file(path: Path) -> ModuleType:
         del sys.modules[name]
         raise
     return module
+
+
+def missing_plugins(stored: Sequence[str], loaded: Sequence[str]) -> list[str]:
+    """The plug-ins of ``stored`` (a search's, as `portable` wrote them) that none of ``loaded`` is: a file is matched
+    by its name (moved since, it is the same plug-in), a module by its name."""
+    def key(plugin: str) -> str:
+        return Path(plugin).stem if is_file(plugin) else plugin
+
+    have = {key(p) for p in loaded}
+    return [p for p in stored if key(p) not in have]
 
 
 def plugin_note(plugins: Sequence[str]) -> str:

@@ -120,6 +120,11 @@ class SearchSpace:
     def names(self) -> list[str]:
         return [layer.name for layer in self.layers]
 
+    @property
+    def methods(self) -> set[str]:
+        """The PTQ methods the options quantize with (a layer kept fp16 quantizes with none)."""
+        return {c.method for opts in self.options for c in opts if not c.weight.is_half}
+
     def assignment(self, indices: Sequence[int]) -> Assignment:
         return Assignment(tuple((layer.name, opts[i]) for layer, opts, i in zip(self.layers, self.options, indices)))
 

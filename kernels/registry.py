@@ -8,6 +8,7 @@ supports; the conformance test checks every entry against a float64 reference.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -37,13 +38,26 @@ class KernelInfo:
     quantizes_activations: bool = False
 
 
-_KERNELS: Registry[KernelInfo] = Registry("kernel")
+_KERNELS: Registry[KernelInfo] = Registry("kernel", hint=" (a plug-in's kernel is known once its module is imported: --plugin MODULE on the command line)")
 
 
 def register_kernel(info: KernelInfo) -> KernelInfo:
     """Make a kernel available to ``autoq kernels bench --kernels NAME`` and the latency tables (`KernelInfo` says what
-    each of its functions does); the name follows the plug-in rules of `autoq.plugin_names`."""
+    each of its functions does); the name follows the plug-in rules of `autoq.plugin_names`. A ``run`` that takes no
+    ``compile_only`` is refused here: the bench's precompile step calls it so, and failed on every format it read."""
+    if not _takes_compile_only(info.run):
+        raise ValueError(f"kernel {info.name!r}: run must take compile_only (run(x, packed, backend, compile_only=False)); with "
+                         "compile_only=True it compiles what it would launch without running it, or returns at once if it "
+                         "compiles nothing")
     return _KERNELS.add(info.name, info)
+
+
+def _takes_compile_only(run: Callable[..., Any]) -> bool:
+    try:
+        params = inspect.signature(run).parameters.values()
+    except (TypeError, ValueError):  # no signature to read (a builtin): trusted
+        return True
+    return any(p.name == "compile_only" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
 
 
 def get_kernel(name: str) -> KernelInfo:

@@ -8,12 +8,11 @@ them computes a new table and an unchanged search reuses the old one.
 
 from __future__ import annotations
 
-import functools
 import hashlib
-import inspect
 import json
+import math
+import numbers
 import time
-import types
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ from tqdm.auto import tqdm
 
 from autoq.builtin.workload import Workload, cache_dir
 from autoq.choice import LayerChoice
+from autoq.code_digest import code_digest
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache
 from autoq.model import LayerInfo
@@ -32,8 +32,8 @@ from autoq.model.modes import eval_mode
 from autoq.ptq import method_info
 from autoq.quiet import quiet_logs
 from autoq.sensitivity.inputs import Inputs, batch_shapes_digest, data_fingerprint, model_hash, structure_digest
-from autoq.sensitivity.registry import get_metric, resolve_settings
-from autoq.sensitivity.table import SensitivityTable
+from autoq.sensitivity.registry import MetricOutput, get_metric, resolve_settings
+from autoq.sensitivity.table import Entry, SensitivityTable
 
 # Raised when what a table's scores mean changes, so that no table cached before is read as one of now.
 # 2: the forward metrics score an option's bias, input scale and activation format too, not its weight alone.
@@ -65,28 +65,6 @@ def cache_key(model_digest: str, data_digest: str, metric: str, settings: Mappin
         sort_keys=True,
     )
     return hashlib.blake2b(blob.encode(), digest_size=12).hexdigest()
-
-
-def code_digest(fn: Callable[..., Any]) -> str:
-    """A hash of ``fn``'s name and source (its bytecode where the source is not on disk, as for code typed into a
-    notebook that has since changed): the same function gives the same digest in every process."""
-    if isinstance(fn, functools.partial):  # its arguments are part of what it computes
-        inner = code_digest(fn.func)
-        return hashlib.blake2b(f"partial {inner} {fn.args!r} {sorted(fn.keywords.items())!r}".encode(), digest_size=8).hexdigest()
-    target = inspect.unwrap(fn)
-    try:
-        text = inspect.getsource(target)
-    except (OSError, TypeError):
-        code = getattr(target, "__code__", None)
-        text = _code_text(code) if code is not None else type(target).__qualname__
-    name = f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', type(target).__qualname__)}"
-    return hashlib.blake2b(f"{name}\n{text}".encode(), digest_size=8).hexdigest()
-
-
-def _code_text(code: types.CodeType) -> str:
-    """Bytecode, names and constants, nested functions' included (their ``repr`` holds a memory address)."""
-    consts = [_code_text(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
-    return repr((code.co_code, consts, code.co_names))
 
 
 def cache_path(metric: str, key: str) -> Path:
@@ -138,6 +116,7 @@ def compute_table(
             out = info.fn(inputs.with_stats(), resolved, bar)
     finally:
         bar.close()
+    _check_output(metric, out, layers, options)
     table = SensitivityTable(
         metric=metric, model_hash=digest, data_fingerprint=data_digest, entries=out.entries, seconds=time.perf_counter() - start,
         model_name=model_name, params=tuple((k, repr(v)) for k, v in resolved.items()),
@@ -146,6 +125,34 @@ def compute_table(
     if path is not None:
         table.save(path)
     return table
+
+
+def _check_output(metric: str, out: Any, layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]]) -> None:
+    """Refuse, naming the metric, what no table may hold: a plug-in's NaN was cached and failed the seeding solver
+    later in scipy's words; a wrong option name read as 'the same (layer, option) twice'."""
+    def refuse(what: str) -> AutoqError:
+        return AutoqError(f"sensitivity metric {metric!r} returned {what}")
+
+    if not isinstance(out, MetricOutput):
+        raise refuse(f"a {type(out).__name__}; a metric returns MetricOutput(entries) (autoq.sensitivity.registry)")
+    names = {layer.name: {c.name for c in opts} for layer, opts in zip(layers, options)}
+    seen: set[tuple[str, str]] = set()
+    for entry in out.entries:
+        if not isinstance(entry, Entry):
+            raise refuse(f"an entry of type {type(entry).__name__}; each is an Entry(layer, option, score, stderr=None)")
+        if entry.layer not in names:
+            raise refuse(f"an entry for layer {entry.layer!r}, which it was not asked to score (an Entry's layer is the layer's name)")
+        if entry.option not in names[entry.layer]:
+            known = sorted(names[entry.layer])
+            listed = ", ".join(known[:4]) + (", ..." if len(known) > 4 else "")
+            raise refuse(f"an entry for option {entry.option!r} of layer {entry.layer!r}, not one of its options ({listed}): "
+                         "an Entry's option is the choice's name (choice.name)")
+        if (entry.layer, entry.option) in seen:
+            raise refuse(f"two entries for ({entry.layer}, {entry.option}); score each (layer, option) once")
+        seen.add((entry.layer, entry.option))
+        if not isinstance(entry.score, numbers.Real) or not math.isfinite(entry.score):
+            raise refuse(f"the score {entry.score!r} for ({entry.layer}, {entry.option}); a score is a finite number, higher meaning "
+                         "more sensitive")
 
 
 def _own_statistics(weights: QuantCache | None, batches: Sequence[Any]) -> bool:

@@ -111,7 +111,7 @@ def test_bad_options_are_refused():
         autoq.search(tiny_mlp(), batches(1), budget="4bits", tracking_uri=None, storage=None)
     with pytest.raises(AutoqError, match="feasible range"):
         autoq.search(tiny_mlp(), batches(), budget="1bits", tracking_uri=None, storage=None)
-    with pytest.raises(AutoqError, match="unknown sampler 'annealing'; choose one of tpe, nsga2, random, or pass an optuna.samplers.BaseSampler"):
+    with pytest.raises(AutoqError, match=r"unknown sampler 'annealing'; choose one of tpe, nsga2, random \(a plug-in.s sampler is known once its module is imported: --plugin MODULE .*\), or pass an optuna.samplers.BaseSampler"):
         autoq.search(tiny_mlp(), batches(), budget="4bits", sampler="annealing", tracking_uri=None, storage=None)
     with pytest.raises(AutoqError, match="unknown sampler <class 'optuna.samplers._tpe.sampler.TPESampler'>"):  # the class, not an instance
         autoq.search(tiny_mlp(), batches(), budget="4bits", sampler=optuna.samplers.TPESampler, tracking_uri=None, storage=None)

@@ -113,3 +113,40 @@ def test_the_version_is_said_whatever_a_plugin_does(tmp_path, monkeypatch):
     proc = run_cli("--version", cwd=tmp_path)
     assert proc.returncode == 0 and proc.stdout.startswith("autoq ")
     assert run_cli("runs", cwd=tmp_path).returncode == 2  # any command loads it, and says why it fails
+
+
+QUEUE_PLUGIN = '''
+from autoq.engine.strategies import register_strategy
+from autoq.engine.strategy import QueueStrategy
+
+
+@register_strategy("first-options")
+def first_options(ctx):
+    """As docs/plugins.md has it: QueueStrategy(space, source, study name, storage), no resume argument."""
+    def source():
+        for i in range(len(ctx.space.options[0])):
+            yield ctx.space.assignment([min(i, len(opts) - 1) for opts in ctx.space.options])
+    return QueueStrategy(ctx.space, source(), ctx.study_name, ctx.storage), [], []
+'''
+
+
+def test_a_plugin_from_the_environment_is_recorded_and_its_search_resumes_only_with_it(tmp_path, monkeypatch):
+    """$AUTOQ_PLUGINS' plug-ins were not recorded (an export said 'add --plugin MODULE' naming none); a resume without
+    them said only 'unknown --strategy'; a strategy built as the docs say could not be resumed at all ('already exists')."""
+    (tmp_path / "queueplug.py").write_text(QUEUE_PLUGIN)
+    monkeypatch.setenv("AUTOQ_PLUGINS", "queueplug")
+    args = ("--model", "digits-cnn", "--tracking-uri", "none", "--storage", "sqlite:///optuna.db", "--no-progress")
+    first = run_cli("search", *args, "--strategy", "first-options", "--seed-from", "none", "--study-name", "q", "--n-trials", "2",
+                    cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    assert "Plug-ins: add --plugin queueplug to the autoq commands above" in first.stdout
+    monkeypatch.delenv("AUTOQ_PLUGINS")
+    refused = run_cli("search", *args, "--resume", "q", "--n-trials", "3", cwd=tmp_path)
+    assert refused.returncode == 2 and "search 'q' ran with the plug-in(s) queueplug, which this command did not load; add --plugin queueplug" \
+        in refused.stderr, refused.stderr
+    resumed = run_cli("--plugin", "queueplug", "search", *args, "--resume", "q", "--n-trials", "3", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    import optuna
+
+    study = optuna.load_study(study_name="q", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert len([t for t in study.trials if t.state.is_finished()]) == 3

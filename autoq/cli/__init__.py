@@ -103,14 +103,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         plugins, argv = split_plugins(argv)
         if argv != ["--version"]:  # the version is said whatever a plug-in does
-            load_plugins(plugins)  # before the parser: its help lists what they register
+            plugins = load_plugins(plugins)  # before the parser: its help lists what they register; all of them, as loaded
     except AutoqError as exc:
         print(f"autoq: error: {exc}", file=sys.stderr)
         return 2
     parser = build_parser()
     argv = _join_signed_values(argv)
     args = parser.parse_args(argv)
-    args.plugins = plugins  # for the follow-up commands a search prints
+    args.plugins = plugins  # for the follow-up commands a search prints (also those of $AUTOQ_PLUGINS and entry points)
     args.given = given_options(parser, argv)  # what `--resume` must not replace with the stored search's values
     signal.signal(signal.SIGTERM, _terminate)  # a scheduler's TERM stops as cleanly as Ctrl-C
     try:

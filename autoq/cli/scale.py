@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import shlex
 from typing import Any
 
 # search option (argparse dest) -> key of the settings stored with the study (autoq.engine.resume)
@@ -45,6 +46,7 @@ def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     if stored and stored.get("model_source") is None and "model" in stored and getattr(args, "model", None) is None:
         raise AutoqError(f"search {args.resume!r} searched a model passed from Python ({stored['model']}), which a command line cannot "
                          "name; resume it from Python: autoq.search(model, data, ..., resume=True, study_name=...)")
+    _check_plugins(args.resume, stored.get("plugins") or [], getattr(args, "plugins", None) or [])
     values = vars(args).copy()
     given = getattr(args, "given", None)  # the options on the command line (main sets it); else: those not at their default
     defaults = args.search_defaults
@@ -54,6 +56,19 @@ def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
             values[dest] = [f"{p}={c}" for p, c in stored[key]] if dest == "pin" else stored[key]
     values["study_name"] = args.resume
     return argparse.Namespace(**values)
+
+
+def _check_plugins(name: str, stored: list[str], loaded: list[str]) -> None:
+    """Refuse to resume a search whose plug-ins are not loaded, naming them: the first unknown name (a strategy, a
+    sampler) said only that it was unknown."""
+    from autoq.errors import AutoqError
+    from autoq.plugins import missing_plugins
+
+    missing = missing_plugins(stored, loaded)
+    if missing:
+        options = " ".join(f"--plugin {shlex.quote(p)}" for p in missing)
+        raise AutoqError(f"search {name!r} ran with the plug-in(s) {', '.join(missing)}, which this command did not load; "
+                         f"add {options}")
 
 
 def scale_options(args: argparse.Namespace) -> dict[str, Any]:

@@ -28,6 +28,7 @@ class Searched:
     calibration_digest: str = ""
     n_calibration: int = 0
     model_hash: str = ""  # of the searched model's weights ("" when not recorded): an export onto others is refused
+    plugin_code: tuple[tuple[str, str], ...] = ()  # (plug-in PTQ method, code digest) it scored with: an edited one is refused
 
 
 @dataclass(frozen=True)
@@ -129,11 +130,12 @@ class SearchResult:
     n_calibration: int = field(default=0, compare=False)  # how many batches that was
     n_uniform: int | None = None  # uniform assignments within the budget the search counted as baselines (None: not recorded)
     model_hash: str = field(default="", compare=False)  # of the searched model's weights and buffers ("" if not recorded)
+    plugin_code: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # the plug-in methods' code digests (autoq.ptq.plugin_code)
 
     def __post_init__(self) -> None:
         """Each point carries how it was searched, so that ``autoq.export(model, result.best, ...)`` checks the
         calibration batches and reads ``sequential`` as ``result.apply`` does."""
-        searched = Searched(self.sequential, self.calibration_digest, self.n_calibration, self.model_hash)
+        searched = Searched(self.sequential, self.calibration_digest, self.n_calibration, self.model_hash, self.plugin_code)
         for name in ("points", "frontier"):
             object.__setattr__(self, name, tuple(dataclasses.replace(p, searched=searched) for p in getattr(self, name)))
 

@@ -31,6 +31,7 @@ from autoq.engine.strategy import sampler_name
 from autoq.engine.study_names import SETTINGS_ATTR
 from autoq.engine.trials import make_point
 from autoq.errors import AutoqError
+from autoq.plugins import portable
 from autoq.space import SearchSpace
 from autoq.tracking import MlflowTracker, absolute_uri, sqlite_path
 from autoq.tracking.mlflow_logger import check_sqlite_writable
@@ -44,7 +45,7 @@ INTERRUPTED_ATTR = "autoq.interrupted"
 RUN_ATTR = "autoq.mlflow_run_id"  # study user attribute: the search's MLflow parent run (a resume reopens it)
 WALL_ATTR = "autoq.wall_seconds"  # study user attribute: wall time of the sessions so far (a resume adds its own)
 _MUST_MATCH = ("model", "budget", "space", "sampler", "strategy", "seed_from", "seed", "skip", "pins", "device", "batch", "sequential",
-               "max_uniform_seeds", "data_fingerprint", "experiment")  # another experiment would get a second parent run
+               "max_uniform_seeds", "data_fingerprint", "experiment", "plugin_code")  # another experiment would get a second parent run
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
 
 
@@ -108,9 +109,10 @@ def _check_storage_url(storage: str) -> None:
                          f"(pip install {exc.name or 'its driver'}), or use sqlite:///optuna.db") from None
 
 
-def stored_settings(workload: Workload, config: SearchConfig) -> dict[str, Any]:
-    """What defines a search: stored with the study, compared on resume."""
-    return {
+def stored_settings(workload: Workload, config: SearchConfig, code: dict[str, str] | None = None) -> dict[str, Any]:
+    """What defines a search: stored with the study, compared on resume. ``code``: the plug-in PTQ methods' digests
+    (`autoq.ptq.plugin_code`), once the search space is built; a resume refuses an edited method by them."""
+    return {**({} if code is None else {"plugin_code": code}),
         "model": workload.name, "model_source": workload.source or None, "budget": parse_budget(config.budget).text,
         "space": config.space, "sampler": sampler_name(config.sampler), "seed": config.seed, "skip": list(config.skip),
         "pins": [list(p) for p in config.pins], "device": config.device, "batch": config.batch, "n_trials": config.n_trials,
@@ -118,6 +120,7 @@ def stored_settings(workload: Workload, config: SearchConfig) -> dict[str, Any]:
         "tracking_uri": absolute_uri(config.tracking_uri) if config.tracking_uri else None, "experiment": config.experiment,
         "mlflow_parent_run_id": config.mlflow_parent_run_id,
         "data_fingerprint": workload.data_fingerprint,  # other data would score the new trials otherwise than the stored
+        "plugins": [portable(p) for p in config.plugins],  # a resume from the command line must load them again
     }
 
 
@@ -267,7 +270,14 @@ def check_same_settings(storage: str | None, study_name: str, settings: dict[str
 def _check_settings(study_name: str, settings: dict[str, Any], stored: dict[str, Any]) -> None:
     # a search nested in a run logs to that run's experiment, whatever experiment was named (autoq runs names the real one)
     keys = [key for key in _MUST_MATCH if not (key == "experiment" and stored.get("mlflow_parent_run_id"))]
-    differ = [f"{key} {settings[key]!r} (stored: {stored.get(key)!r})" for key in keys if key in stored and not _same(key, stored[key], settings[key])]
+    differ = [key for key in keys if key in stored and key in settings and not _same(key, stored[key], settings[key])]
+    if "plugin_code" in differ:
+        old, new = stored["plugin_code"], settings["plugin_code"]
+        edited = sorted(m for m in set(old) | set(new) if old.get(m) != new.get(m))
+        raise AutoqError(f"cannot resume {study_name!r}: the code of plug-in PTQ method(s) {', '.join(edited)} is not what its "
+                         "trials were scored with (edited since); new trials would mix two versions under one name. Resume with "
+                         "the plug-in as it was, or start a new search (another --study-name)")
+    differ = [f"{key} {settings[key]!r} (stored: {stored.get(key)!r})" for key in differ]
     if differ:
         raise AutoqError(f"cannot resume {study_name!r} with other settings: {'; '.join(differ)}; resume with the stored ones")
 

@@ -9,11 +9,13 @@ search loses nothing that was done.
 from __future__ import annotations
 
 import contextlib
+import json
 import math
 import numbers
 import shlex
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,6 +56,7 @@ from autoq.interrupts import ForcedInterrupt, deferred_interrupts
 from autoq.latency import latency_model
 from autoq.model import check_finite_weights, find_layers, left_out_note, searched_tied
 from autoq.plugins import portable
+from autoq.ptq import plugin_code
 from autoq.quiet import quiet_logs
 from autoq.search_spaces import load_preset
 from autoq.space import SearchSpace
@@ -220,6 +223,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         check_same_settings(config.resolved_storage(), config.study_name, stored_settings(workload, config))
     problem = prepare(workload, config)
     space, cost_model, budget = problem.space, problem.cost_model, problem.budget
+    problem_code = plugin_code(space.methods)  # what the plug-in methods were as they scored: an edited one's export is refused
     coverage = getattr(cost_model.latency, "coverage_note", None)  # a measured table: the layers it did not measure near
     shapes = [(layer.name, layer.out_features, layer.in_features) for layer in space.layers]
     for note in (problem.left_out, problem.slack, cost_model.latency.note if cost_model.latency is not None else None,
@@ -244,7 +248,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
     n_retried = 0
     if config.resume:  # marks the interrupted trials failed and enqueues them again
         claimed.append((storage, study_name))  # before it claims: its session ends however the resume ends
-        n_retried = check_resumable(storage, study_name, stored_settings(workload, config), space)
+        n_retried = check_resumable(storage, study_name, stored_settings(workload, config, problem_code), space)
         study = contextlib.nullcontext(study_name)
     else:  # made now, before the seeds' work: a second search of this name is refused at once; cut short, it is deleted
         study = new_study(storage, study_name, list(study_objectives(cost_model.latency_source is not None).values()), numbered=not config.study_name)
@@ -255,7 +259,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         uniform_set = set(uniform)
         if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
             strategy.seed(seeds)
-            remember_settings(storage, study_name, stored_settings(workload, config))
+            remember_settings(storage, study_name, stored_settings(workload, config, problem_code))
         else:  # once it has started: a resume that fails before keeps the count it had
             remember_n_trials(storage, study_name, config.n_trials)
             # baselines a first session with fewer trials left out, which this one's count now takes in: never evaluated else
@@ -264,7 +268,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
     try:  # the study is stored with its seeds: a Ctrl-C now said only 'interrupted', not how to go on
         calibration_digest = _calibration_digest(workload, space)
         tracker = _start_tracking(workload, config, space, budget, study_name, storage, reference, weights, calibration_digest, seeded_from,
-                                  len(uniform_set))
+                                  len(uniform_set), problem_code)
         parent_id = tracker.parent_id if tracker else None
         if tracker and cost_model.latency_source:
             tracker.client.set_tag(parent_id, "latency_source", cost_model.latency_source)
@@ -355,7 +359,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         study_name=study_name, storage=storage, tracking_uri=absolute_uri(config.tracking_uri) if config.tracking_uri else None, parent_run_id=parent_id,
         eval_seconds=eval_seconds, wall_seconds=wall_seconds, n_infeasible=book.n_infeasible, n_failed=book.n_failed,
         sequential=config.sequential, calibration_digest=calibration_digest, n_calibration=len(workload.calibration), n_uniform=len(uniform_set),
-        model_hash=weights,
+        model_hash=weights, plugin_code=tuple(problem_code.items()),
     )
 
 
@@ -444,7 +448,8 @@ def _calibration_digest(workload: Workload, space: SearchSpace) -> str:
 
 
 def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace, budget: Budget, study_name: str, storage: str | None,
-                    reference: float, weights: str, calibration_digest: str = "", seeded_from: str | None = None, n_uniform: int = 0) -> MlflowTracker | None:
+                    reference: float, weights: str, calibration_digest: str = "", seeded_from: str | None = None, n_uniform: int = 0,
+                    code: Mapping[str, str] | None = None) -> MlflowTracker | None:
     """The MLflow parent run of this search, or ``None`` when tracking is off; ``seeded_from``: the metric or table
     file whose scores seeded it (``None``: none did, as when ``auto`` skipped the table or fell back). The unquantized
     model's quality is logged at once: a search killed outright (kill -9) showed 'unquantized = not recorded'."""
@@ -474,6 +479,7 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
             "n_calibration_batches": len(workload.calibration),
             "model_hash": weights,  # an export by run id checks it rebuilds these weights
             "plugins": " ".join(shlex.quote(portable(p)) for p in config.plugins) or "none",  # the export needs them too
+            "plugin_code": json.dumps(dict(code or {}), sort_keys=True),  # an export by run id refuses an edited plug-in method
         },
         tags={"autoq.kind": "search", "autoq.model": workload.name, STUDY_TAG: study_name},
     )

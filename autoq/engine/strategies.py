@@ -131,7 +131,10 @@ class StrategyInfo:
     needs_scores: bool = False
 
 
-_STRATEGIES: Registry[StrategyInfo] = Registry("strategy", asked_as="--strategy")
+_STRATEGIES: Registry[StrategyInfo] = Registry(
+    "strategy", asked_as="--strategy",
+    hint=" (a plug-in's strategy is known once its module is imported: --plugin MODULE on the command line)",
+)
 
 
 def register_strategy(name: str, needs_scores: bool = False) -> Callable[[StrategyFactory], StrategyFactory]:

@@ -94,7 +94,7 @@ class OptunaStrategy:
             )
         except optuna.exceptions.DuplicatedStudyError:
             self.study = optuna.load_study(study_name=study_name, storage=storage, sampler=sampler)
-            if not is_claimed_here(self.study):  # the search made it for this process as it started (autoq.engine.study_names)
+            if not is_claimed_here(self.study):  # this process's search made or resumed it (autoq.engine.study_names)
                 raise AutoqError(f"a study named {study_name!r} already exists in {storage}; choose another name (--study-name, or "
                                  "study_name= in Python), or resume it (--resume NAME, resume=True)") from None
         self.n_objectives = _stored_objectives(self.study, objectives)
@@ -164,7 +164,10 @@ def _random(seed: int) -> optuna.samplers.BaseSampler:
 
 
 SamplerFactory = Callable[[int], optuna.samplers.BaseSampler]  # seed -> a multi-objective Optuna sampler
-_SAMPLERS: Registry[SamplerFactory] = Registry("sampler", hint=", or pass an optuna.samplers.BaseSampler instance (Python API)")
+_SAMPLERS: Registry[SamplerFactory] = Registry(
+    "sampler", hint=" (a plug-in's sampler is known once its module is imported: --plugin MODULE on the command line), or pass an "
+                    "optuna.samplers.BaseSampler instance (Python API)",
+)
 _SAMPLERS.add("tpe", _tpe)
 _SAMPLERS.add("nsga2", _nsga2)
 _SAMPLERS.add("random", _random)

@@ -94,5 +94,7 @@ def _taken(study: optuna.Study, name: str, storage: str) -> str:
 
 
 def is_claimed_here(study: optuna.Study) -> bool:
-    """Whether ``study`` is one `new_study` made for this process, not yet seeded: the strategy takes it as it is."""
-    return SETTINGS_ATTR not in study.user_attrs and is_ours(study)
+    """Whether ``study`` is the one this process's search runs: made for it by `new_study`, or claimed by its resume
+    (`autoq.engine.resume`); the strategy takes it as it is. Only one search a name at a time gets this far (`new_study`
+    refuses a name taken), so a plug-in's strategy built without ``resume=True`` still resumes."""
+    return is_ours(study)

@@ -23,12 +23,13 @@ class RunPoint:
     calibration_digest: str = ""  # of the batches the search's data-driven methods calibrated on ("" when not recorded)
     n_calibration: int = 0
     model_hash: str = ""  # of the searched model's weights ("" when not recorded)
+    plugin_code: tuple[tuple[str, str], ...] = ()  # (plug-in PTQ method, its code digest as the search scored with it)
 
 
 def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
     """The point of a trial run, or of a search's parent run (its highest-quality frontier point)."""
     from autoq.tracking import stored_run
-    from autoq.tracking.runs import recorded
+    from autoq.tracking.runs import recorded, recorded_code
 
     client, run = stored_run(tracking_uri, run_id, "pass a trial's run id (or a search's parent run id) and the same --tracking-uri")
     _check_exportable(run)
@@ -39,7 +40,7 @@ def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
     _check_methods_known(assignment, what, params.get("plugins", "none"))
     return RunPoint(assignment, what, params.get("sequential") == "True", params.get("data_fingerprint", ""), params.get("model", ""),
                     recorded(params, "model_source"), recorded(params, "calibration_digest"), int(params.get("n_calibration_batches", 0)),
-                    params.get("model_hash", ""))
+                    params.get("model_hash", ""), recorded_code(params))
 
 
 def _check_exportable(run) -> None:

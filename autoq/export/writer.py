@@ -42,6 +42,20 @@ from autoq.files import make_folder
 from autoq.model import check_finite_weights, find_layers, get_module, tied_weights
 
 
+def _check_plugin_code(point: Any, assignment: Assignment) -> None:
+    """Refuse to export a point whose plug-in PTQ methods were edited since the search scored it: the export quantizes
+    again, with the new code, and the file's quality would not be the point's."""
+    from autoq.ptq import changed_code
+
+    recorded = point.plugin_code if isinstance(point, RunPoint) else getattr(getattr(point, "searched", None), "plugin_code", ())
+    edited = changed_code(dict(recorded), {c.method for c in assignment.values() if not c.weight.is_half})
+    if edited:
+        what = point.what if isinstance(point, RunPoint) else f"trial {point.trial}'s search"
+        raise AutoqError(f"the code of plug-in PTQ method(s) {', '.join(edited)} is not what {what} scored with (edited since): the "
+                         "export would quantize otherwise than the point's quality says; export with the plug-in as it was, or "
+                         "pass the point's .assignment to quantize by the same choices with the new code, unscored")
+
+
 def _assignment_of(point: object) -> Assignment:
     assignment = getattr(point, "assignment", point)  # a Point, or an Assignment itself
     if not isinstance(assignment, Assignment):
@@ -167,6 +181,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
             raise AutoqError(f"the model's weights are not the ones {what} scored (hash {now}, the search's {searched_hash}): "
                              "changed since, or another model; export with the searched weights (or pass the point's .assignment "
                              "to quantize these weights by the same choices, unscored)")
+    _check_plugin_code(point, assignment)
     found = {layer.name: layer for layer in find_layers(model, include_tied=True)}
     unknown = [name for name in assignment if name not in found]
     if unknown:

@@ -7,7 +7,17 @@ for CNNs (batch-norm folding, cross-layer equalization) are in :mod:`autoq.ptq.c
 """
 
 from autoq.ptq import adaround, awq, bias_correction, gptq, rtn, smoothquant  # noqa: F401  (register the methods)
-from autoq.ptq.registry import get_method, method_info, method_names, method_needs_stats, register_method, run_method
+from autoq.ptq.registry import (
+    changed_code,
+    get_method,
+    method_info,
+    method_names,
+    method_needs_stats,
+    plugin_code,
+    register_method,
+    run_method,
+)
 from autoq.ptq.result import TransformedTensor
 
-__all__ = ["TransformedTensor", "get_method", "method_info", "method_names", "method_needs_stats", "register_method", "run_method"]
+__all__ = ["TransformedTensor", "changed_code", "get_method", "method_info", "method_names", "method_needs_stats", "plugin_code",
+           "register_method", "run_method"]

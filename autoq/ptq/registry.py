@@ -12,7 +12,8 @@ an input). New methods register with :func:`register_method`.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import inspect
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -129,6 +130,27 @@ def _wrong_transform(q: QuantizedTensor, weight: torch.Tensor, info: MethodInfo)
         if not torch.isfinite(delta).all():
             return "a bias shift that is not finite"
     return None
+
+
+def plugin_code(methods: Iterable[str]) -> dict[str, str]:
+    """``{method: code_digest}`` for each of ``methods`` that a plug-in registered (autoq's own change only with
+    autoq): a search records them, and an export or a resume after the plug-in was edited is refused by them."""
+    from autoq.code_digest import code_digest
+
+    out = {}
+    for name in sorted(set(methods)):
+        info = _METHODS.find(name)
+        fn = getattr(info.fn, "func", info.fn) if info is not None else None  # a functools.partial's function
+        module = getattr(inspect.unwrap(fn), "__module__", "") or "" if fn is not None else "autoq"
+        if info is not None and module != "autoq" and not module.startswith("autoq."):
+            out[name] = code_digest(info.fn)
+    return out
+
+
+def changed_code(recorded: Mapping[str, str], methods: Iterable[str]) -> list[str]:
+    """The methods of ``methods`` whose code is not what ``recorded`` (a search's `plugin_code`) says it was."""
+    now = plugin_code(m for m in methods if m in recorded)
+    return [m for m in sorted(set(methods)) if m in recorded and now.get(m) != recorded[m]]
 
 
 def method_needs_stats(name: str) -> bool:

@@ -6,6 +6,7 @@ Used by resume (continue the parent run, drop half-logged children), by
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from collections import defaultdict
@@ -154,8 +155,17 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
         sequential=params.get("sequential") == "True", calibration_digest=recorded(params, "calibration_digest"),
         n_calibration=int(params.get("n_calibration_batches", 0)),
         n_uniform=int(metrics["n_uniform_baselines"]) if "n_uniform_baselines" in metrics else None,
-        model_hash=params.get("model_hash", ""),
+        model_hash=params.get("model_hash", ""), plugin_code=recorded_code(params),
     )
+
+
+def recorded_code(params: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    """A search's ``plugin_code`` param as (method, digest) pairs; none for a run logged before autoq recorded it."""
+    try:
+        code = json.loads(params.get("plugin_code") or "{}")
+    except ValueError:
+        return ()
+    return tuple(sorted((str(k), str(v)) for k, v in code.items())) if isinstance(code, dict) else ()
 
 
 def artifact_text(client: MlflowClient, run: Run, name: str, tmp: str) -> str:

@@ -87,3 +87,21 @@ def test_autotuning_is_off_under_the_interpreter_and_with_autoq_autotune_0(monke
     assert autotuning()
     monkeypatch.setenv("AUTOQ_AUTOTUNE", "0")
     assert not autotuning()
+
+
+def test_a_kernel_whose_run_cannot_compile_only_is_refused_when_registered(monkeypatch):
+    """docs/plugins.md gave run(x, packed, backend): such a kernel failed the bench's precompile on every format."""
+    from autoq.kernels import registry
+    from autoq.kernels.formats import PackedWeight, supports_weight_only
+
+    monkeypatch.setattr(registry, "_KERNELS", registry._KERNELS.copy())
+
+    def info(name, run):
+        return registry.KernelInfo(name, "dense", supports_weight_only, PackedWeight.from_quantized, PackedWeight.empty, run)
+
+    with pytest.raises(ValueError, match="kernel 'dense-deq': run must take compile_only"):
+        registry.register_kernel(info("dense-deq", lambda x, packed, backend="auto": x))
+    assert "dense-deq" not in kernel_names()
+    registry.register_kernel(info("dense-ok", lambda x, packed, backend="auto", compile_only=False: x))
+    registry.register_kernel(info("dense-kw", lambda x, packed, backend="auto", **options: x))
+    assert {"dense-ok", "dense-kw"} <= set(kernel_names())

@@ -7,7 +7,9 @@ import pytest
 import torch
 from tiny_models import mlp, space_for
 
+from autoq.builtin.workload import cache_dir
 from autoq.choice import LayerChoice
+from autoq.errors import AutoqError
 from autoq.ptq import register_method
 from autoq.ptq import registry as ptq_registry
 from autoq.quant import QuantSpec, quantize
@@ -102,3 +104,27 @@ def test_a_partial_is_keyed_by_its_arguments():
 
     assert code_digest(functools.partial(clip, frac=0.5)) != code_digest(functools.partial(clip, frac=0.25))
     assert code_digest(functools.partial(clip, frac=0.5)) == code_digest(functools.partial(clip, frac=0.5))
+
+
+@pytest.mark.parametrize("make, message", [
+    (lambda layer, choice: Entry(layer.name, choice.name, float("nan")), r"returned the score nan for \(.*\); a score is a finite number"),
+    (lambda layer, choice: Entry(layer.name, choice.weight.name, 1.0), r"returned an entry for option 'int\d-ch-asym' of layer .*: an Entry's option is the choice's name"),
+    (lambda layer, choice: Entry("nosuch", choice.name, 1.0), "returned an entry for layer 'nosuch', which it was not asked to score"),
+    (lambda layer, choice: (layer.name, choice.name, 1.0), "returned an entry of type tuple"),
+    (None, "returned a list; a metric returns MetricOutput"),
+])
+def test_a_plugin_metric_returning_what_no_table_holds_is_named(make, message, fresh_registries):
+    """A NaN table was cached and failed the ILP later in scipy's words; a wrong option name said 'the same (layer,
+    option) twice', naming neither the metric nor the mistake; a list failed with an AttributeError."""
+    model = mlp()
+    data = [torch.randn(8, 6, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    space = space_for(model)
+
+    @register_metric("broken", "a plug-in's mistake")
+    def broken(inputs, settings, progress):
+        entries = [make(layer, choice) for layer, opts in zip(inputs.layers, inputs.options) for choice in opts[:1]] if make else []
+        return MetricOutput(tuple(entries)) if make else entries
+
+    with pytest.raises(AutoqError, match=f"sensitivity metric 'broken' {message}"):
+        compute_table(model, data, space.layers, space.options, "broken", progress=False)
+    assert not list((cache_dir() / "sensitivity").glob("broken-*"))  # nothing was cached

@@ -1,0 +1,127 @@
+"""A stable hash of what a registered function computes: its source and the values it reads.
+
+A plug-in's PTQ method or metric is keyed by it in the sensitivity cache, and a search records its PTQ methods'
+digests so that an export or a resume after the plug-in was edited is refused rather than mixing two versions.
+What it covers: the function's source (its bytecode where the source is gone, as for a notebook's cell), the values
+its closure holds (``make_clip(0.9)``), the module constants it reads (``CLIP = 0.9``), the helpers of its own module
+it calls, a ``functools.partial``'s arguments and a callable object's class and attributes. It does not follow calls
+into other modules. The same function gives the same digest in every process.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import inspect
+import types
+from collections.abc import Callable
+from typing import Any
+
+_DEPTH = 3  # how deep helpers and nested values are followed: enough for a plug-in's own helpers, never a cycle
+
+
+def code_digest(fn: Callable[..., Any]) -> str:
+    """16 hex digits that change when ``fn``'s source, or a value or own-module helper it reads, changes."""
+    return hashlib.blake2b(_describe(fn, _DEPTH, set()).encode(), digest_size=8).hexdigest()
+
+
+def _describe(fn: Any, depth: int, seen: set[int]) -> str:
+    if isinstance(fn, functools.partial):  # its arguments are part of what it computes
+        return f"partial {_describe(fn.func, depth, seen)} {_value(fn.args, depth, seen)} {_value(fn.keywords, depth, seen)}"
+    target = inspect.unwrap(fn)
+    if inspect.ismethod(target):
+        return f"method {_describe(target.__func__, depth, seen)} of {_value(target.__self__, depth, seen)}"
+    if inspect.isbuiltin(target):
+        return _name(target)
+    if not inspect.isfunction(target):  # a callable object: its class's code and its attributes
+        return f"object {_source(type(target))} {_attributes(target, depth, seen)}"
+    if id(target) in seen or depth <= 0:
+        return _name(target)
+    seen.add(id(target))
+    return f"{_name(target)}\n{_source(target)}\n{_reads(target, depth, seen)}"
+
+
+def _name(target: Any) -> str:
+    return f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', type(target).__qualname__)}"
+
+
+def _source(target: Any) -> str:
+    try:
+        return inspect.getsource(target)
+    except (OSError, TypeError):
+        code = getattr(target, "__code__", None)
+        return _code_text(code) if code is not None else _name(target)
+
+
+def _code_text(code: types.CodeType) -> str:
+    """Bytecode, names and constants, nested functions' included (their ``repr`` holds a memory address)."""
+    consts = [_code_text(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
+    return repr((code.co_code, consts, code.co_names))
+
+
+def _global_names(code: types.CodeType) -> set[str]:
+    names = set(code.co_names)
+    for const in code.co_consts:
+        if isinstance(const, types.CodeType):
+            names |= _global_names(const)
+    return names
+
+
+def _reads(fn: types.FunctionType, depth: int, seen: set[int]) -> str:
+    """The values of ``fn``'s closure and of the module globals it names: data, and functions of its own module."""
+    parts = []
+    for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
+        try:
+            parts.append(f"{name}={_value(cell.cell_contents, depth - 1, seen)}")
+        except ValueError:  # an empty cell (a name assigned after the function was made)
+            parts.append(f"{name}=<empty>")
+    module = fn.__globals__.get("__name__")
+    for name in sorted(_global_names(fn.__code__)):
+        if name not in fn.__globals__:
+            continue
+        value = fn.__globals__[name]
+        if inspect.isfunction(value) and value.__module__ == module:
+            parts.append(f"{name}={_describe(value, depth - 1, seen)}")
+        elif _is_data(value):
+            parts.append(f"{name}={_value(value, depth - 1, seen)}")
+    return "\n".join(parts)
+
+
+def _is_data(value: Any) -> bool:
+    plain = (type(None), bool, int, float, complex, str, bytes, tuple, list, dict, set, frozenset)
+    return isinstance(value, plain) or type(value).__module__ in ("torch", "numpy")
+
+
+def _value(value: Any, depth: int, seen: set[int]) -> str:
+    """A repr of ``value`` that is the same in every process (no memory addresses)."""
+    if isinstance(value, (type(None), bool, int, float, complex, str, bytes)):
+        return repr(value)
+    if depth <= 0:
+        return type(value).__qualname__
+    if isinstance(value, (tuple, list)):
+        return f"{type(value).__name__}({', '.join(_value(v, depth - 1, seen) for v in value)})"
+    if isinstance(value, (set, frozenset)):
+        return f"{type(value).__name__}({sorted(_value(v, depth - 1, seen) for v in value)})"
+    if isinstance(value, dict):
+        return "{" + ", ".join(f"{_value(k, depth - 1, seen)}: {_value(v, depth - 1, seen)}" for k, v in value.items()) + "}"
+    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor (numpy has no bfloat16: as float32)
+        value = value.detach().cpu().contiguous()
+        value = value.float().numpy() if str(value.dtype) == "torch.bfloat16" else value.numpy()
+    if type(value).__module__ == "numpy" and hasattr(value, "tobytes"):
+        digest = hashlib.blake2b(value.tobytes(), digest_size=8).hexdigest()
+        return f"array({getattr(value, 'shape', ())}, {getattr(value, 'dtype', '')}, {digest})"
+    if isinstance(value, types.ModuleType):
+        return f"module {value.__name__}"
+    if isinstance(value, type):
+        return f"class {_name(value)}"
+    if callable(value):
+        return _describe(value, depth, seen)
+    return f"{_name(type(value))} {_attributes(value, depth, seen)}"
+
+
+def _attributes(obj: Any, depth: int, seen: set[int]) -> str:
+    state = getattr(obj, "__dict__", None)
+    if not isinstance(state, dict) or id(obj) in seen or depth <= 0:
+        return ""
+    seen.add(id(obj))
+    return _value(dict(sorted(state.items())), depth - 1, seen)

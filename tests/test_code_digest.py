@@ -1,0 +1,87 @@
+"""``code_digest`` changes with what a plug-in computes (its closure, constants, own helpers, an object's attributes)
+and is the same in every process: the sensitivity cache and a search's recorded methods are keyed by it."""
+
+from __future__ import annotations
+
+import importlib.util
+import linecache
+import subprocess
+import sys
+import textwrap
+
+import torch
+
+from autoq.code_digest import code_digest
+
+PLUGIN = '''
+CLIP = {clip}
+
+
+def _helper(w):
+    return w * {scale}
+
+
+def make(frac):
+    def method(weight, spec, stats=None):
+        return _helper(weight.clamp(-frac * CLIP, frac * CLIP))
+    return method
+
+
+class Clipper:
+    def __init__(self, frac):
+        self.frac = frac
+
+    def __call__(self, weight, spec, stats=None):
+        return weight.clamp(-self.frac, self.frac)
+
+
+def direct(weight, spec, stats=None):
+    return _helper(weight) * CLIP
+'''
+
+
+def _module(tmp_path, name: str, clip: float = 0.9, scale: float = 1.0):
+    linecache.clearcache()  # a rewrite within the same second and size would read the old source (a new process would not)
+    path = tmp_path / f"{name}.py"
+    path.write_text(PLUGIN.format(clip=clip, scale=scale))
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_a_closure_value_a_constant_a_helper_and_an_attribute_change_the_digest(tmp_path):
+    """Edited from 0.9 to 0.2, a plug-in's closure argument or module constant reused the old cached table."""
+    base = _module(tmp_path, "p_base")
+    same = _module(tmp_path, "p_same")  # another copy of the same text: the digest names the module, so compare in one
+    assert code_digest(base.make(0.9)) == code_digest(base.make(0.9))
+    assert code_digest(base.make(0.9)) != code_digest(base.make(0.2))
+    assert code_digest(base.Clipper(0.9)) == code_digest(base.Clipper(0.9)) != code_digest(base.Clipper(0.2))
+    assert code_digest(same.direct) == code_digest(same.direct)
+    for changed in (dict(clip=0.2), dict(scale=2.0)):
+        before = code_digest(base.direct)
+        edited = _module(tmp_path, "p_base", **changed)  # the same file and name, edited
+        assert code_digest(edited.direct) != before, changed
+        base = _module(tmp_path, "p_base")  # back to the first text
+        assert code_digest(base.direct) == before
+
+
+def test_tensors_are_hashed_by_their_values():
+    def make(t):
+        return lambda w, spec, stats=None: w * t
+
+    a = torch.ones(3, dtype=torch.bfloat16)
+    assert code_digest(make(a)) == code_digest(make(a.clone())) != code_digest(make(a * 2))
+
+
+def test_the_digest_is_the_same_in_another_process(tmp_path):
+    """A Ray worker and the next command must find the driver's digest: no memory address may enter it."""
+    (tmp_path / "pstable.py").write_text(PLUGIN.format(clip=0.5, scale=3.0))
+    script = textwrap.dedent("""
+        import pstable
+        from autoq.code_digest import code_digest
+        print(code_digest(pstable.make(0.5)), code_digest(pstable.Clipper(0.5)), code_digest(pstable.direct))
+    """)
+    runs = [subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
+            for _ in range(2)]
+    assert runs[0] == runs[1] and len(runs[0].split()) == 3
