@@ -137,13 +137,15 @@ def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: s
 def quantize_tokens(x: torch.Tensor, backend: str = "auto", compile_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """Dynamic symmetric int8 quantization per row (token): int8 codes ``(M, K)`` and fp32 scales ``(M,)``.
 
-    ``scale = max|x_row| / 127`` (at least 1e-8); codes round half to even, as the search's simulation does.
+    ``scale = max|x_row| / 127`` (at least 1e-8); codes round half to even, as the search's simulation does. A row
+    holding NaN or inf gets a NaN scale (its codes are then meaningless): its outputs are NaN, as the simulation's.
     """
     x2 = x.reshape(-1, x.shape[-1])
     if not compile_only and not _use_triton(x.device, x.dtype, backend):
         xf = x2.float()
         scale = (xf.abs().amax(dim=1) / 127.0).clamp_min(1e-8)
-        v = xf / scale[:, None]
+        scale = torch.where(torch.isfinite(xf).all(dim=1), scale, torch.nan)
+        v = torch.nan_to_num(xf / scale[:, None], nan=0.0)  # NaN cast to int8 is undefined
         q = torch.round(v).clamp_(-127, 127)
         return q.to(torch.int8), scale
     from autoq.kernels import triton_w8a8  # imports Triton

@@ -3,7 +3,8 @@
 Imported only when a kernel runs (it imports Triton).
 
 * ``quantize_rows``: one program per row; pass 1 finds ``max|x|``, pass 2 writes
-  ``round(x / scale)`` (half to even, as ``torch.round``) as int8 with ``scale = max|x| / 127``.
+  ``round(x / scale)`` (half to even, as ``torch.round``) as int8 with ``scale = max|x| / 127``
+  (NaN for a row holding NaN or inf: its outputs are NaN, as the search's simulation gives).
 * ``int8_gemm``: ``acc = q @ W.T`` in int32 on int8 tensor cores (``tl.dot``), then
   ``y = acc * scale_x[m] * scale_w[n]`` in fp32, stored as fp16/bf16. Per-tensor weight
   scales use stride 0.
@@ -21,11 +22,14 @@ from autoq.kernels.tiles import autotune_bench, batch_bucket, launch_tile, prune
 def quantize_rows_kernel(x_ptr, q_ptr, s_ptr, K, stride_xm, stride_qm, BLOCK_K: tl.constexpr):
     row = tl.program_id(0)
     amax = tl.zeros([BLOCK_K], dtype=tl.float32)
+    nonfinite = tl.zeros([BLOCK_K], dtype=tl.float32)
     for k0 in range(0, K, BLOCK_K):
         offs = k0 + tl.arange(0, BLOCK_K)
         x = tl.load(x_ptr + row * stride_xm + offs, mask=offs < K, other=0.0).to(tl.float32)
         amax = tl.maximum(amax, tl.abs(x))
-    scale = tl.maximum(tl.max(amax, axis=0) / 127.0, 1e-8)
+        nonfinite += x - x  # 0 where x is finite, NaN where it is NaN or infinite (tl.maximum skips NaN)
+    # a row holding NaN or inf gets a NaN scale, so its outputs are NaN as the simulation's: int8 codes cannot carry it
+    scale = tl.maximum(tl.max(amax, axis=0) / 127.0, 1e-8) + tl.sum(nonfinite, axis=0)
     tl.store(s_ptr + row, scale)
     for k0 in range(0, K, BLOCK_K):
         offs = k0 + tl.arange(0, BLOCK_K)

@@ -71,8 +71,10 @@ class ActQuantLinear(QuantLinear):
             assert self.act_range is not None
             scale = max(abs(self.act_range.lo), abs(self.act_range.hi)) / 127.0
             scale = max(scale, 1e-8)
-            q = torch.clamp(torch.round(x2.float() / scale), -127, 127).to(torch.int8)
-            q_scale = torch.full((x2.shape[0],), scale, dtype=torch.float32, device=x.device)
+            v = x2.float() / scale
+            # inf clamps to the range as the simulation does; a NaN row's scale is NaN, so its outputs are NaN as there
+            q_scale = torch.where(torch.isnan(v).any(dim=1), torch.nan, scale).to(torch.float32)
+            q = torch.clamp(torch.round(torch.nan_to_num(v, nan=0.0)), -127, 127).to(torch.int8)  # NaN to int8: undefined
         else:
             q, q_scale = quantize_tokens(x2, self.backend)
         return int8_matmul(q, q_scale, weight, x.dtype, self.backend).reshape(*x.shape[:-1], self.out_features)

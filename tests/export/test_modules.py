@@ -124,3 +124,21 @@ def test_loading_another_layers_state_moves_its_range_and_its_int8_codes(act):
         a.load_state_dict(b.state_dict())
         assert torch.equal(a(x), b(x))
     assert a.act_range == b.act_range and ("act_lo_hi" in a.state_dict()) == spec.static
+
+
+def test_a_static_w8a8_row_holding_nan_is_nan_on_the_kernel_path_and_inf_clamps_as_simulated():
+    """The static path cast round(NaN) to int8 (undefined: 0 on x86), so a NaN row came out finite."""
+    from autoq.export import ActQuantLinear
+    from autoq.quant.activation import ActRange, ActSpec, fake_quantize_activation
+
+    torch.manual_seed(1)
+    qt = quantize(torch.randn(24, 70), QuantSpec.from_name("int8-ch-sym"))
+    spec, rng = ActSpec.from_name("a8-tensor"), ActRange(-3.0, 3.0)
+    x = torch.randn(3, 70)
+    x[0, 5], x[2, 9] = float("nan"), float("inf")
+    module = ActQuantLinear(PackedWeight.from_quantized(qt), spec, rng, None, backend="triton")
+    with torch.inference_mode():
+        got = module(x.half()).float()
+        simulated = fake_quantize_activation(x, spec, rng) @ qt.dequantize().T
+    assert got[0].isnan().all() and simulated[0].isnan().all()
+    assert got[1:].isfinite().all() and torch.allclose(got[1:], simulated[1:], rtol=2e-2, atol=2e-2)

@@ -294,3 +294,22 @@ def test_autotune_pruning_keeps_tiles_that_fit_the_row_and_the_batch():
         assert kept and all(c.kwargs["BLOCK_M"] <= max(16, bucket) for c in kept)
         assert any(c.kwargs["BLOCK_M"] == max(16, min(bucket, 128)) for c in kept)
     triton_wq_gemv._gemv_tuned.nargs = triton_wq_gemm._gemm_tuned.nargs = None
+
+
+@pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the interpreter's numpy, at inf - inf
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), -float("inf")])
+def test_a_token_holding_nan_or_inf_gives_nan_outputs_on_every_path(bad: float):
+    """The kernel's tl.maximum skipped NaN and its clamp made it code -127: a NaN row came out finite, and +inf as -inf."""
+    from autoq.quant.activation import ActSpec, fake_quantize_activation
+
+    gen = torch.Generator().manual_seed(21)
+    qt = quantize(torch.rand(N, K, generator=gen) + 0.1, QuantSpec.from_name("int8-ch-sym"))  # positive weights
+    w = Int8Weight.from_quantized(qt)
+    x = torch.rand(3, K, generator=gen).half()
+    x[1, 7] = bad
+    simulated = fake_quantize_activation(x.float(), ActSpec.from_name("a8-token")) @ qt.dequantize().T
+    assert simulated[1].isnan().all() and simulated[[0, 2]].isfinite().all()
+    for backend, device in (("torch", "cpu"), ("triton", DEVICE)):
+        y = w8a8_linear(x.to(device), w.to(device), backend=backend).cpu()
+        assert y[1].isnan().all(), (backend, y[1])
+        assert y[[0, 2]].isfinite().all() and torch.allclose(y[[0, 2]].float(), simulated[[0, 2]], rtol=2e-2, atol=1e-2), backend
