@@ -8,6 +8,8 @@ wide as the layer's input is just per-channel) are kept once.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -119,6 +121,13 @@ class SearchSpace:
     @property
     def names(self) -> list[str]:
         return [layer.name for layer in self.layers]
+
+    @property
+    def digest(self) -> str:
+        """A hash of every layer's options: a resume compares it, so that a space file edited since is refused (its
+        trials would not fit the study's parameters, which Optuna refuses mid-search)."""
+        blob = json.dumps([[layer.name, [c.name for c in opts]] for layer, opts in zip(self.layers, self.options)])
+        return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
 
     @property
     def methods(self) -> set[str]:

@@ -33,7 +33,7 @@ def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
         return args
     from autoq.cli.mlflow_args import tracking_uri_of
     from autoq.engine import SearchConfig
-    from autoq.engine.resume import read_settings
+    from autoq.engine.resume import started_settings
     from autoq.errors import AutoqError
 
     if args.study_name and args.study_name != args.resume:
@@ -42,7 +42,7 @@ def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
         raise AutoqError(f"--resume {args.resume} reads the search from its Optuna storage, and --storage none keeps none; "
                          "pass the storage it ran with, or leave --storage out for the default")
     storage = SearchConfig(tracking_uri=tracking_uri_of(args), storage=args.storage).resolved_storage()
-    stored = read_settings(storage, args.resume)
+    stored = started_settings(storage, args.resume)
     if stored and stored.get("model_source") is None and "model" in stored and getattr(args, "model", None) is None:
         raise AutoqError(f"search {args.resume!r} searched a model passed from Python ({stored['model']}), which a command line cannot "
                          "name; resume it from Python: autoq.search(model, data, ..., resume=True, study_name=...)")

@@ -16,6 +16,7 @@ import math
 import os
 from collections import Counter
 from collections.abc import Iterable
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -45,7 +46,7 @@ INTERRUPTED_ATTR = "autoq.interrupted"
 RUN_ATTR = "autoq.mlflow_run_id"  # study user attribute: the search's MLflow parent run (a resume reopens it)
 WALL_ATTR = "autoq.wall_seconds"  # study user attribute: wall time of the sessions so far (a resume adds its own)
 _MUST_MATCH = ("model", "budget", "space", "sampler", "strategy", "seed_from", "seed", "skip", "pins", "device", "batch", "sequential",
-               "max_uniform_seeds", "data_fingerprint", "experiment", "plugin_code")  # another experiment would get a second parent run
+               "max_uniform_seeds", "data_fingerprint", "experiment", "plugin_code", "space_options")  # another experiment would get a second parent run
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
 
 
@@ -109,19 +110,31 @@ def _check_storage_url(storage: str) -> None:
                          f"(pip install {exc.name or 'its driver'}), or use sqlite:///optuna.db") from None
 
 
-def stored_settings(workload: Workload, config: SearchConfig, code: dict[str, str] | None = None) -> dict[str, Any]:
-    """What defines a search: stored with the study, compared on resume. ``code``: the plug-in PTQ methods' digests
-    (`autoq.ptq.plugin_code`), once the search space is built; a resume refuses an edited method by them."""
-    return {**({} if code is None else {"plugin_code": code}),
+def stored_settings(workload: Workload, config: SearchConfig, derived: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What defines a search: stored with the study, compared on resume. ``derived``, once the search space is built:
+    ``plugin_code`` (the plug-in PTQ methods' digests, `autoq.ptq.plugin_code`) and ``space_options`` (the space's
+    `digest`); a resume refuses an edited method or space file by them. A space or latency table given as a file is
+    stored by its absolute path: the resume command a search prints works from any folder."""
+    return {**(derived or {}),
         "model": workload.name, "model_source": workload.source or None, "budget": parse_budget(config.budget).text,
-        "space": config.space, "sampler": sampler_name(config.sampler), "seed": config.seed, "skip": list(config.skip),
-        "pins": [list(p) for p in config.pins], "device": config.device, "batch": config.batch, "n_trials": config.n_trials,
+        "space": _absolute_file(config.space, (".yaml", ".yml")), "sampler": sampler_name(config.sampler), "seed": config.seed, "skip": list(config.skip),
+        "pins": [list(p) for p in config.pins], "device": _absolute_file(config.device, (".json",)), "batch": config.batch, "n_trials": config.n_trials,
         "strategy": config.strategy, "seed_from": config.seed_from, "sequential": config.sequential, "max_uniform_seeds": config.max_uniform_seeds,
         "tracking_uri": absolute_uri(config.tracking_uri) if config.tracking_uri else None, "experiment": config.experiment,
         "mlflow_parent_run_id": config.mlflow_parent_run_id,
         "data_fingerprint": workload.data_fingerprint,  # other data would score the new trials otherwise than the stored
         "plugins": [portable(p) for p in config.plugins],  # a resume from the command line must load them again
     }
+
+
+def _absolute_file(value: str | None, suffixes: tuple[str, ...]) -> str | None:
+    """``value`` by its absolute path where it names a file (a space's YAML, a latency table), else as given (a preset's,
+    a device's name): read as `load_preset` and `is_table_path` read it."""
+    if not value or (Path(value).suffix.lower() not in suffixes and not Path(value).is_file()):
+        return value
+    from autoq.search_spaces import preset_names
+
+    return value if value in preset_names() else str(Path(value).resolve())
 
 
 def load_study(storage: str | None, study_name: str) -> optuna.Study:
@@ -217,6 +230,17 @@ def read_settings(storage: str, study_name: str) -> dict[str, Any]:
     return dict(load_study(storage, study_name).user_attrs.get(SETTINGS_ATTR, {}))
 
 
+def started_settings(storage: str, study_name: str) -> dict[str, Any]:
+    """The settings of a search that can be resumed, or the error saying why it cannot (one killed while it set up, one
+    autoq did not start): the command line reads them before it loads any model, and loaded the default one first."""
+    study = load_study(storage, study_name)
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    if stored is None:
+        _check_not_running(study, study_name)
+        raise AutoqError(_never_started(study, study_name, storage))
+    return dict(stored)
+
+
 def _same(key: str, stored: Any, given: Any) -> bool:
     """Whether a stored setting and the given one mean the same: a budget by its kind and value ('4.5', '4.5 bits'
     and '4.5bits' are one budget), everything else as stored."""
@@ -226,6 +250,9 @@ def _same(key: str, stored: Any, given: Any) -> bool:
         except AutoqError:
             return stored == given
         return (a.kind, a.value) == (b.kind, b.value)
+    if key in ("space", "device") and isinstance(stored, str) and isinstance(given, str):
+        suffixes = (".yaml", ".yml") if key == "space" else (".json",)
+        return _absolute_file(stored, suffixes) == _absolute_file(given, suffixes)  # a relative path of the folder it ran in
     if key == "data_fingerprint" and stored == "" and str(given).startswith("weights "):
         return True  # a search of a Python model stored before its weights and data were fingerprinted: nothing to compare
     return stored == given
@@ -277,6 +304,10 @@ def _check_settings(study_name: str, settings: dict[str, Any], stored: dict[str,
         raise AutoqError(f"cannot resume {study_name!r}: the code of plug-in PTQ method(s) {', '.join(edited)} is not what its "
                          "trials were scored with (edited since); new trials would mix two versions under one name. Resume with "
                          "the plug-in as it was, or start a new search (another --study-name)")
+    if "space_options" in differ:
+        raise AutoqError(f"cannot resume {study_name!r}: the search space {settings.get('space')!r} gives the layers other options than "
+                         "its trials were searched in (its file edited since, or another file of that name); resume with the space "
+                         "as it was, or start a new search (another --study-name)")
     differ = [f"{key} {settings[key]!r} (stored: {stored.get(key)!r})" for key in differ]
     if differ:
         raise AutoqError(f"cannot resume {study_name!r} with other settings: {'; '.join(differ)}; resume with the stored ones")

@@ -224,6 +224,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
     problem = prepare(workload, config)
     space, cost_model, budget = problem.space, problem.cost_model, problem.budget
     problem_code = plugin_code(space.methods)  # what the plug-in methods were as they scored: an edited one's export is refused
+    derived = {"plugin_code": problem_code, "space_options": space.digest}  # what a resume compares besides the options given
     coverage = getattr(cost_model.latency, "coverage_note", None)  # a measured table: the layers it did not measure near
     shapes = [(layer.name, layer.out_features, layer.in_features) for layer in space.layers]
     for note in (problem.left_out, problem.slack, cost_model.latency.note if cost_model.latency is not None else None,
@@ -248,7 +249,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
     n_retried = 0
     if config.resume:  # marks the interrupted trials failed and enqueues them again
         claimed.append((storage, study_name))  # before it claims: its session ends however the resume ends
-        n_retried = check_resumable(storage, study_name, stored_settings(workload, config, problem_code), space)
+        n_retried = check_resumable(storage, study_name, stored_settings(workload, config, derived), space)
         study = contextlib.nullcontext(study_name)
     else:  # made now, before the seeds' work: a second search of this name is refused at once; cut short, it is deleted
         study = new_study(storage, study_name, list(study_objectives(cost_model.latency_source is not None).values()), numbered=not config.study_name)
@@ -259,12 +260,13 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         uniform_set = set(uniform)
         if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
             strategy.seed(seeds)
-            remember_settings(storage, study_name, stored_settings(workload, config, problem_code))
+            remember_settings(storage, study_name, stored_settings(workload, config, derived))
         else:  # once it has started: a resume that fails before keeps the count it had
             remember_n_trials(storage, study_name, config.n_trials)
             # baselines a first session with fewer trials left out, which this one's count now takes in: never evaluated else
             strategy.seed(not_stored(storage, study_name, [a for a in seeds if a in uniform_set]))
 
+    tracker: MlflowTracker | None = None
     try:  # the study is stored with its seeds: a Ctrl-C now said only 'interrupted', not how to go on
         calibration_digest = _calibration_digest(workload, space)
         tracker = _start_tracking(workload, config, space, budget, study_name, storage, reference, weights, calibration_digest, seeded_from,
@@ -289,6 +291,10 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
             else:  # a batch job's log says it too
                 print(kept, file=sys.stderr, flush=True)
     except KeyboardInterrupt as exc:
+        with deferred_interrupts():  # its parent run was left RUNNING, as if the search still ran; this session's time counts
+            add_wall_seconds(storage, study_name, time.perf_counter() - start)
+            if tracker is not None:
+                tracker.client.set_terminated(tracker.parent_id, status="KILLED")
         raise SearchInterrupted("interrupted before this session's first trial" + _kept_and_how_to_continue(
             config, study_name, storage, bool(config.tracking_uri), bool(workload.source))) from exc
     except store_errors() as exc:  # a server gone while the seeds were computed (minutes): a traceback after MLflow's retries
@@ -463,6 +469,8 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
         if "reference_quality" not in tracker.client.get_run(tracker.parent_id).data.metrics:  # started by an autoq that logged it last
             tracker.client.log_metric(tracker.parent_id, "reference_quality", reference, step=0)
         tracker.client.log_metric(tracker.parent_id, "n_uniform_baselines", n_uniform, step=0)
+        if not any(f.path == "search_space.json" for f in tracker.client.list_artifacts(tracker.parent_id)):
+            tracker.client.log_text(tracker.parent_id, _space_json(space), "search_space.json")  # its first session stopped before
         remember_run_id(storage, study_name, tracker.parent_id)  # a search an earlier autoq started records it now
         return tracker
     parent_id = tracker.start(

@@ -442,3 +442,60 @@ def test_a_resume_with_more_trials_evaluates_the_baselines_the_first_session_lef
     assert evaluated == 2 < within
     again = autoq.search("digits-cnn", n_trials=within + 2, resume=True, **options)
     assert again.uniform_coverage == (within, within)
+
+
+def test_a_space_file_edited_since_is_refused_and_a_relative_one_resumes_from_another_folder(digits, tmp_path, monkeypatch):
+    """An edited YAML under the same name passed the path comparison: Optuna's 'CategoricalDistribution does not support
+    dynamic value space' traceback, and baselines of the new space left WAITING broke every later resume. A relative path
+    stored as given failed the printed resume command in any other folder."""
+    (tmp_path / "run").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    text = _default_yaml()
+    space = tmp_path / "run" / "myspace.yaml"
+    space.write_text(text)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    kwargs = dict(budget="3.5bits", tracking_uri=None, storage=storage, study_name="sp", progress=False, seed_from="none")
+    monkeypatch.chdir(tmp_path / "run")
+    autoq.search("digits-cnn", space="myspace.yaml", n_trials=3, **kwargs)
+    monkeypatch.chdir(tmp_path / "elsewhere")  # the stored path is absolute: from here, by that path, it resumes
+    assert len(autoq.search("digits-cnn", space=str(space), n_trials=4, resume=True, **kwargs).points) == 4
+    space.write_text(text.replace("rtn-mse", "rtn-minmax", 1))
+    before = _states(storage, "sp")
+    with pytest.raises(AutoqError, match="cannot resume 'sp': the search space .*myspace.yaml' gives the layers other options"):
+        autoq.search("digits-cnn", space=str(space), n_trials=6, resume=True, **kwargs)
+    assert _states(storage, "sp") == before  # nothing enqueued, nothing marked
+    space.write_text(text)
+    assert len(autoq.search("digits-cnn", space=str(space), n_trials=5, resume=True, **kwargs).points) == 5
+
+
+def _default_yaml() -> str:
+    from importlib import resources
+
+    return resources.files("autoq.search_spaces").joinpath("default.yaml").read_text()
+
+
+def test_ctrl_c_before_the_first_trial_marks_the_parent_run_killed(digits, tmp_path, mlflow_uri, monkeypatch):
+    """Its parent run was left RUNNING ('autoq runs' showed RUNNING*) after 'interrupted before this session's first trial'."""
+    from autoq.engine import runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "TrialBook", interrupted)  # the last step before the trials, after the parent run is made
+    with pytest.raises(KeyboardInterrupt, match="interrupted before this session's first trial"):
+        autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=mlflow_uri, storage=f"sqlite:///{tmp_path / 'o.db'}",
+                     study_name="early", progress=False, seed_from="none")
+    (parent,) = _parents(MlflowClient(mlflow_uri), "early")
+    assert parent.info.status == "KILLED"
+    wall = optuna.load_study(study_name="early", storage=f"sqlite:///{tmp_path / 'o.db'}").user_attrs["autoq.wall_seconds"]
+    assert wall > 0
+
+
+def test_the_command_line_refuses_a_study_with_nothing_to_resume_before_loading_a_model(tmp_path):
+    """A search killed while it set up stored no settings: the resume loaded the default model (MiniLM) before refusing."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    optuna.create_study(study_name="bare", storage=storage)
+    proc = subprocess.run(_cli("--resume", "bare", "--storage", storage, "--tracking-uri", "none", cwd=tmp_path), cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 2 and "study 'bare' in" in proc.stderr and "was not started by autoq search" in proc.stderr, proc.stderr
+    assert "loading" not in proc.stderr
