@@ -86,7 +86,7 @@ def test_its_steps_run_in_order_with_shares_of_the_deadline(tmp_path):
     """The orchestration, with CUDA claimed in the driver only: each benchmark step then refuses (no GPU in its
     process) and says so in its log; the shares, commands and files are those a GPU machine gets."""
     fake = ("import runpy, sys, torch; torch.cuda.is_available = lambda: True; torch.cuda.get_device_name = lambda i=0: 'NVIDIA H200'; "
-            f"sys.argv = ['gpu_session.py', '--out', {str(tmp_path)!r}, '--deadline-s', '100', '--steps', 'floor,llama,table', "
+            f"sys.argv = ['gpu_session.py', '--out', {str(tmp_path)!r}, '--deadline-s', '1000', '--steps', 'floor,llama,table', "
             "'--timing', 'rotate']; "
             f"runpy.run_path({str(SCRIPT)!r}, run_name='__main__')")
     scratch = tmp_path / "scratch"  # where the importable tree goes: removed at the end, as on a crash
@@ -100,10 +100,12 @@ def test_its_steps_run_in_order_with_shares_of_the_deadline(tmp_path):
     llama = out.index("== LLaMA-7B shapes: ")
     table = out.index("== default model's table: ")
     assert floor < llama < table and "kernel tests" not in out
-    assert re.search(r"gemv_floor_nvidia-h200\.json \(at most (2[2-4]) s\)", out)  # 0.2 / (0.2 + 0.35 + 0.3) of 100 s
+    # a long deadline: the steps fail at once here, and the seconds a loaded machine takes between them (30 s seen) move
+    # the shares of what is left by little
+    assert re.search(r"gemv_floor_nvidia-h200\.json \(at most (2[23]\d) s\)", out)  # 0.2 / (0.2 + 0.35 + 0.3) of 1000 s
     stop, limit = map(float, re.search(r"kernels_nvidia-h200_rotate\.json --max-seconds (\d+) --timing rotate \(at most (\d+) s\)",
                                        out).groups())
-    assert 50 <= limit <= 55 and abs(stop - 0.8 * limit) <= 1  # 0.35 / (0.35 + 0.3) of what is left
+    assert 500 <= limit <= 539 and abs(stop - 0.8 * limit) <= 1  # 0.35 / (0.35 + 0.3) of what is left
     assert "--timing rotate --out " + str(tmp_path / "h200.json") in out
     assert {p.name for p in tmp_path.iterdir()} == {"scratch", "nvidia_smi.txt", "floor.log", "llama.log", "table.log"}
     for log in ("floor.log", "llama.log", "table.log"):
