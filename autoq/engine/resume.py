@@ -304,11 +304,7 @@ def _check_settings(study_name: str, settings: dict[str, Any], stored: dict[str,
         raise AutoqError(f"cannot resume {study_name!r}: the code of plug-in PTQ method(s) {', '.join(edited)} is not what its "
                          "trials were scored with (edited since); new trials would mix two versions under one name. Resume with "
                          "the plug-in as it was, or start a new search (another --study-name)")
-    if "space_options" in differ:
-        raise AutoqError(f"cannot resume {study_name!r}: the search space {settings.get('space')!r} gives the layers other options than "
-                         "its trials were searched in (its file edited since, or another file of that name); resume with the space "
-                         "as it was, or start a new search (another --study-name)")
-    differ = [f"{key} {settings[key]!r} (stored: {stored.get(key)!r})" for key in differ]
+    differ = [f"{key} {settings[key]!r} (stored: {stored.get(key)!r})" for key in differ if key != "space_options"]
     if differ:
         raise AutoqError(f"cannot resume {study_name!r} with other settings: {'; '.join(differ)}; resume with the stored ones")
 
@@ -319,6 +315,12 @@ def _check_stored(study: optuna.Study, study_name: str, settings: dict[str, Any]
     names = _options_by_name(space)
     for t in study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.PRUNED, optuna.trial.TrialState.RUNNING)):
         _check_fits(t.params, names, study_name, complete=not _interrupted(t))  # a kill may cut a trial's picks short
+    if "space_options" in stored and "space_options" in settings and stored["space_options"] != settings["space_options"]:
+        # the trials fit, but the options differ (one added, or one taken away that no trial picked): Optuna refuses a
+        # parameter's choices that change, mid-search, and a seed of the new options would be left waiting for good
+        raise AutoqError(f"cannot resume {study_name!r}: the search space {settings.get('space')!r} gives the layers other options than "
+                         "its trials were searched in (its file edited since, or another file of that name); resume with the space "
+                         "as it was, or start a new search (another --study-name)")
 
 
 def _interrupted(trial: optuna.trial.FrozenTrial) -> bool:

@@ -459,7 +459,7 @@ def test_a_space_file_edited_since_is_refused_and_a_relative_one_resumes_from_an
     autoq.search("digits-cnn", space="myspace.yaml", n_trials=3, **kwargs)
     monkeypatch.chdir(tmp_path / "elsewhere")  # the stored path is absolute: from here, by that path, it resumes
     assert len(autoq.search("digits-cnn", space=str(space), n_trials=4, resume=True, **kwargs).points) == 4
-    space.write_text(text.replace("rtn-mse", "rtn-minmax", 1))
+    space.write_text(text.replace("methods: [rtn-mse]", "methods: [rtn-mse, rtn-minmax]", 1))  # every stored trial still fits
     before = _states(storage, "sp")
     with pytest.raises(AutoqError, match="cannot resume 'sp': the search space .*myspace.yaml' gives the layers other options"):
         autoq.search("digits-cnn", space=str(space), n_trials=6, resume=True, **kwargs)
