@@ -26,6 +26,12 @@ class Workload:
     skip: tuple[str, ...] = ()  # layers this model leaves unquantized by default (e.g. a tied lm_head)
     source: str = ""  # what load_workload rebuilds it from (a built-in name, a directory); "" for a module of the caller's
 
+    def __repr__(self) -> str:
+        """Short: the dataclass's repr printed every calibration tensor and the whole model (in Ray's errors, 133 kB)."""
+        batches = len(self.calibration) if hasattr(self.calibration, "__len__") else "?"
+        return (f"Workload(name={self.name!r}, model={type(self.model).__name__}, calibration={batches} batches, "
+                f"metric={self.metric[:60]!r})")
+
     def quality(self, model: nn.Module) -> float:
         """``evaluate(model)`` as a float; a value that is not one number (a string, a dict, a tensor of many) is
         an error that says what ``evaluate`` must return, not float()'s message."""

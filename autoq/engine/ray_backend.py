@@ -39,7 +39,7 @@ from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.engine.ray_session import term_stops_tune
 from autoq.engine.trials import TrialBook, trial_metrics, trial_tags
-from autoq.errors import Terminated
+from autoq.errors import AutoqError, Terminated
 from autoq.ptq.registry import MethodInfo, adopt_methods, registered_methods
 from autoq.tracking import MlflowTracker, absolute_uri
 
@@ -55,11 +55,14 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
     tracking = (absolute_uri(config.tracking_uri), book.tracker.experiment_id, book.tracker.parent_id) if book.tracker else None
     methods = registered_methods()  # a worker imports autoq alone: the driver's plug-in methods go with the model
     with _by_value(methods):  # with_parameters puts its objects in Ray's object store now
-        trainable = tune.with_resources(
-            tune.with_parameters(AutoqTrainable, workload=workload, search_config=config, tracking=tracking, threads=max(1, int(config.cpus_per_trial)),
-                                 methods=methods),
-            {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial},
-        )
+        try:
+            parameters = tune.with_parameters(AutoqTrainable, workload=workload, search_config=config, tracking=tracking,
+                                              threads=max(1, int(config.cpus_per_trial)), methods=methods)
+        except TypeError as exc:  # Ray's own message repeats the workload's repr (every calibration tensor): 133 kB seen
+            raise AutoqError(f"the model, data and evaluate function cannot be sent to Ray workers: {str(exc).splitlines()[0][:300]}; "
+                             "everything they hold must pickle (no locks, open files or generators: ray.util.inspect_serializability "
+                             "names the part), or use the optuna backend") from None
+        trainable = tune.with_resources(parameters, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
     with tempfile.TemporaryDirectory(prefix="autoq-tune-") as tmp, _quiet_tune():
         tuner = tune.Tuner(
             trainable,
@@ -151,7 +154,9 @@ class _quiet_tune:
         os.environ.update(self._ENV)
         self._logger = logging.getLogger("ray.tune")
         self._level = self._logger.level
-        self._logger.setLevel(logging.ERROR)
+        # CRITICAL: a dead worker's traceback and the closing "Trials did not complete" are ERROR records, though the
+        # book records and retries such a trial and the summary counts it (they read as if the search had failed)
+        self._logger.setLevel(logging.CRITICAL)
 
     def __exit__(self, *exc: object) -> None:
         self._logger.setLevel(self._level)
@@ -218,6 +223,12 @@ class BookSearcher(Searcher):
 
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         """Nothing to save: the search state is in the Optuna storage (see the module docstring)."""
+
+    def __getstate__(self) -> dict:
+        """Tune pickles its search algorithm into the experiment folder for ``Tuner.restore``, which autoq does not use
+        (the state is in the Optuna storage): the book stays out. It holds the sampler and the strategy, which need not
+        pickle (NSGA-II's lock, a strategy's generator): ``--sampler nsga2`` and ``--strategy random`` failed on Ray."""
+        return {**self.__dict__, "book": None}
 
 
 def _error_summary(text: str) -> str:

@@ -81,26 +81,50 @@ def _ensure_ray(config: Any) -> bool:
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **common)
         return True
     given = f"--address {address!r}" if config.address else f"RAY_ADDRESS={address!r} (the environment)"
-    _check_reachable(address, given)
+    reachable = _check_reachable(address, given)
     try:
         ray.init(address=address, **common)
-    except (ConnectionError, RuntimeError) as exc:
-        raise AutoqError(f"cannot join a Ray cluster at {given} ({str(exc).splitlines()[0]}); start one "
-                         "('ray start --head'), or leave --address out and unset RAY_ADDRESS to run a local Ray") from None
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        if reachable:  # something listens there: no cluster to start, the address or the cluster's terms are wrong
+            hint = ("something answers at that port, but no Ray cluster took this driver: give the head's GCS port ('ray start "
+                    "--head' prints it; 6379 by default), and check that this Ray's version and authentication match the cluster's")
+        else:
+            hint = "start one ('ray start --head'), or leave --address out and unset RAY_ADDRESS to run a local Ray"
+        raise AutoqError(f"cannot join a Ray cluster at {given} ({str(exc).splitlines()[0]}); {hint}") from None
     return True
 
 
-def _check_reachable(address: str, given: str) -> None:
-    """A ``host:port`` (or ``ray://host:port``) that takes no connection is refused now: Ray retries for minutes."""
+def _check_reachable(address: str, given: str) -> bool:
+    """A ``host:port`` (or ``ray://host:port``) that takes no connection, or answers HTTP (the dashboard's port, 8265,
+    is the usual slip), is refused now: Ray retries for minutes. ``True`` where it connected; ``False`` for ``auto``."""
+    if address == "auto":
+        return False  # the cluster 'ray start' recorded on this machine: Ray finds it, or says there is none
     target = address.removeprefix("ray://")
     host, sep, port = target.rpartition(":")
     if not sep or not port.isdigit():
-        return  # "auto", or a form Ray resolves itself
+        raise AutoqError(f"{given} is not a Ray address: give HOST:PORT of the head node (its GCS port, 6379 by default), "
+                         "ray://HOST:10001 for Ray Client, or auto for the cluster 'ray start' began on this machine")
     try:
-        socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S).close()
+        with socket.create_connection((host or "127.0.0.1", int(port)), timeout=CONNECT_TIMEOUT_S) as conn:
+            http = _answers_http(conn)
     except OSError as exc:
         raise AutoqError(f"cannot reach the Ray cluster at {given} ({exc}); check the head node's address and port, "
                          "or leave --address out and unset RAY_ADDRESS to run a local Ray") from None
+    if http:
+        raise AutoqError(f"{given} answers HTTP, which no Ray cluster's GCS or Ray Client port does (the dashboard's port, 8265, "
+                         "is for 'ray job submit'): give the head's GCS port ('ray start --head' prints it; 6379 by default) "
+                         "or ray://HOST:10001")
+    return True
+
+
+def _answers_http(conn: socket.socket) -> bool:
+    """Whether the server on ``conn`` answers an HTTP/1.0 request with an HTTP status line (a gRPC server does not)."""
+    try:
+        conn.settimeout(CONNECT_TIMEOUT_S)
+        conn.sendall(b"HEAD / HTTP/1.0\r\n\r\n")
+        return conn.recv(5) == b"HTTP/"
+    except OSError:
+        return False
 
 
 def check_resources(config: Any) -> None:

@@ -24,6 +24,7 @@ import autoq
 from autoq.api import make_workload
 from autoq.builtin import load_workload
 from autoq.engine import SearchConfig, run_search
+from autoq.errors import AutoqError
 
 pytestmark = pytest.mark.slow
 
@@ -68,6 +69,15 @@ def test_two_workers_random_sampler_same_frontier(local_ray, digits):
     ray_result = _search(digits, n_trials=16, sampler="random", backend="ray", workers=2)
     assert _frontier(ray_result) == _frontier(optuna_result)
     assert sorted(p.trial for p in ray_result.points) == sorted(p.trial for p in optuna_result.points)
+
+
+@pytest.mark.parametrize("options", [{"sampler": "nsga2"}, {"strategy": "random", "seed_from": "none"}])
+def test_a_sampler_or_strategy_that_does_not_pickle_runs_on_ray_as_in_process(local_ray, digits, options):
+    """Tune pickles its searcher for Tuner.restore: NSGA-II's lock and the random strategy's generator failed the search
+    ('cannot pickle') before its first trial, with its run and study written."""
+    optuna_result = _search(digits, n_trials=8, **options)
+    ray_result = _search(digits, n_trials=8, backend="ray", workers=1, **options)
+    assert [p.assignment for p in ray_result.points] == [p.assignment for p in optuna_result.points]
 
 
 def test_two_workers_tpe_invariants_and_mlflow(local_ray, digits, mlflow_uri):
@@ -265,3 +275,25 @@ def test_a_stop_after_the_deadline_with_trials_running_is_an_interruption():
     for _ in range(2):
         book.record(book.next().proposal.number, math.nan, "boom")
     assert book.done() and not stopped_early(book, timed_out=False)
+
+
+def test_a_workload_that_cannot_reach_the_workers_is_one_short_error(local_ray, tmp_path):
+    """Ray's message repeated the workload's repr, every calibration tensor in it: 133 kB, the culprit at its end."""
+    import threading
+
+    import torch
+
+    lock = threading.Lock()
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    data = [torch.randn(64, 16) for _ in range(8)]
+
+    def evaluate(m):
+        with lock:
+            return float(-m(data[0]).detach().var())
+
+    with pytest.raises(AutoqError, match="cannot be sent to Ray workers: .*must pickle") as info:
+        autoq.search(model, data, evaluate, budget="6bits", n_trials=2, backend="ray", tracking_uri=None, storage=None, progress=False,
+                     seed_from="none")
+    assert len(str(info.value)) < 1000
+    assert "batches" in repr(load_workload("digits-cnn")) and len(repr(load_workload("digits-cnn"))) < 300

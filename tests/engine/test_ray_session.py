@@ -41,6 +41,28 @@ def test_an_unreachable_cluster_is_refused_at_once_and_before_any_store_is_writt
     assert not (tmp_path / "mlflow.db").exists() and not (tmp_path / "optuna.db").exists()
 
 
+@pytest.mark.parametrize("address, message", [
+    ("localhost", r"--address 'localhost' is not a Ray address: give HOST:PORT of the head node"),
+    ("127.0.0.1:abc", r"--address '127.0.0.1:abc' is not a Ray address"),
+    ("http", r"--address '127.0.0.1:\d+' answers HTTP, which no Ray cluster's GCS or Ray Client port does"),
+])
+def test_an_address_without_a_port_or_an_http_one_is_refused_at_once(address, message, tmp_path):
+    """No port: ValueError's traceback; the dashboard's (an HTTP) port: ray.init retried for over eight minutes."""
+    import http.server
+    import threading
+
+    server = http.server.HTTPServer(("127.0.0.1", 0), http.server.BaseHTTPRequestHandler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        if address == "http":
+            address = f"127.0.0.1:{server.server_address[1]}"
+        with pytest.raises(AutoqError, match=message):
+            autoq.search("digits-cnn", budget="4.5bits", n_trials=2, backend="ray", address=address, **_stores(tmp_path))
+        assert not (tmp_path / "optuna.db").exists()
+    finally:
+        server.shutdown()
+
+
 def test_ray_address_in_the_environment_is_joined_as_ray_tools_do(tmp_path, monkeypatch):
     """With RAY_ADDRESS set (as 'ray job submit' sets it) every ray search crashed: ray.init joined it and refused the
     num_cpus autoq passes to a local Ray. It is the cluster to join, and a bad one is named as the environment's."""
