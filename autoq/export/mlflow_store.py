@@ -48,11 +48,20 @@ def using_store(tracking_uri: str) -> Iterator[None]:
     """MLflow's default tracking store is ``tracking_uri`` while inside. MLflow 3 looks logged models up in the
     process's default store, not the client's, in places (``runs:/<run>/<model name>`` resolved to the model, a
     registered version's ``models:/<id>`` source): without this, a store given as ``tracking_uri`` other than the
-    default (``$MLFLOW_TRACKING_URI``, ``mlflow.set_tracking_uri``) was missed. Restores what was set before."""
+    default (``$MLFLOW_TRACKING_URI``, ``mlflow.set_tracking_uri``) was missed. Restores what was set before, the
+    environment variable too: MLflow's helper unset it where it was the only setting, and the caller's later runs then
+    went to ``./mlflow.db``."""
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
-    with _use_tracking_uri(tracking_uri):
-        yield
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    try:
+        with _use_tracking_uri(tracking_uri):
+            yield
+    finally:
+        if env is None:
+            os.environ.pop("MLFLOW_TRACKING_URI", None)
+        else:
+            os.environ["MLFLOW_TRACKING_URI"] = env
 
 
 def is_artifact_uri(location: str | Path) -> bool:

@@ -195,3 +195,19 @@ def test_bad_locations_are_clear_errors(searched, tmp_path):
     assert not missing.exists()
     with pytest.raises(autoq.AutoqError, match="tracking_uri is for an MLflow artifact URI"):
         autoq.load(tmp_path, tracking_uri=searched.tracking_uri)
+
+
+def test_using_a_store_gives_back_the_callers_environment_variable(tmp_path, monkeypatch):
+    """MLflow's helper unset $MLFLOW_TRACKING_URI where it was the only setting: after autoq.load, the caller's next
+    run went to ./mlflow.db, and the printed mlflow.pyfunc.load_model('models:/...') missed the store."""
+    import mlflow
+    from mlflow.tracking._tracking_service import utils
+
+    from autoq.export.mlflow_store import using_store
+
+    mine, other = f"sqlite:///{tmp_path / 'mine.db'}", f"sqlite:///{tmp_path / 'other.db'}"
+    monkeypatch.setattr(utils, "_tracking_uri", None)  # only the environment names the store, as in a shell
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mine)
+    with using_store(other):
+        assert mlflow.get_tracking_uri() == other
+    assert os.environ.get("MLFLOW_TRACKING_URI") == mine and mlflow.get_tracking_uri() == mine
