@@ -179,3 +179,17 @@ def test_commands_that_read_a_store_refuse_blank_and_missing_stores(args, needle
     assert main(args) == 2
     assert needle in capsys.readouterr().err
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("args, line", [
+    (["search", "--n-trails", "5"], "autoq search: error: unrecognized arguments: --n-trails 5 (did you mean --n-trials for --n-trails?); "
+                                    "'autoq search --help' lists the options"),
+    (["search", "--trackin", "none"], "(did you mean --tracking-uri for --trackin?)"),  # no abbreviation taken for the option
+    (["search", "--n-trials", "abc"], "autoq search: error: argument --n-trials: invalid int value: 'abc'; 'autoq search --help'"),
+    (["kernels", "bench", "--formatz", "x"], "autoq kernels bench: error: unrecognized arguments: --formatz x (did you mean --formats"),
+])
+def test_a_bad_option_is_one_line_naming_its_command_and_a_close_option(args, line, tmp_path):
+    """argparse printed the top-level usage for a subcommand's typo, 13 lines of usage before a bad value, and took
+    '--trackin' for --tracking-uri."""
+    proc = run_cli(*args, cwd=tmp_path)
+    assert proc.returncode == 2 and line in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr

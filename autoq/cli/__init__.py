@@ -17,6 +17,7 @@ import sys
 from collections.abc import Sequence
 
 from autoq.cli.mlflow_args import fill_experiment
+from autoq.cli.parser import Parser, parse
 from autoq.errors import AutoqError, SearchInterrupted, Terminated
 from autoq.plugins import ENTRY_POINT_GROUP, ENV_VAR, load_plugins, plugin_note, split_plugins
 
@@ -24,8 +25,8 @@ from autoq.plugins import ENTRY_POINT_GROUP, ENV_VAR, load_plugins, plugin_note,
 def build_parser() -> argparse.ArgumentParser:
     from autoq import __version__
 
-    parser = argparse.ArgumentParser(prog="autoq", description="Automated mixed-precision quantization search for PyTorch.",
-                                     allow_abbrev=False)  # '--plug X' would parse as --plugin, which is read before parsing
+    # no abbreviations (its default): '--plug X' would parse as --plugin, which is read before parsing
+    parser = Parser(prog="autoq", description="Automated mixed-precision quantization search for PyTorch.")
     parser.add_argument("--version", action="version", version=f"autoq {__version__}")
     parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import MODULE (a module name or a .py file) first: its PTQ methods, metrics, strategies, samplers "
@@ -109,7 +110,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     parser = build_parser()
     argv = _join_signed_values(argv)
-    args = parser.parse_args(argv)
+    args = parse(parser, argv)
     args.plugins = plugins  # for the follow-up commands a search prints (also those of $AUTOQ_PLUGINS and entry points)
     args.given = given_options(parser, argv)  # what `--resume` must not replace with the stored search's values
     signal.signal(signal.SIGTERM, _terminate)  # a scheduler's TERM stops as cleanly as Ctrl-C

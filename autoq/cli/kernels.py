@@ -13,7 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from autoq.kernels.table import TIMINGS
 
     p = sub.add_parser("kernels", help="autoq's Triton kernels: measure them into a latency table",
-                       description="autoq's Triton kernels (weight-only W2/W3/W4/W8, W8A8).")
+                       description="autoq's Triton kernels (weight-only 2- to 8-bit, W8A8).")
     commands = p.add_subparsers(dest="kernels_command", required=True, metavar="ACTION")
     b = commands.add_parser(
         "bench", help="measure every format at a model's layer shapes on this GPU and write a latency table (JSON)",

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import shlex
 from datetime import datetime, timezone
+from typing import Any
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
@@ -50,8 +51,9 @@ def run_list(args: argparse.Namespace) -> int:
 
     client, experiment_id = _client(args)
     runs = searches(client, [experiment_id])
+    elsewhere = _elsewhere(client, experiment_id)
     if not runs:
-        print(f"no searches in experiment {args.experiment!r} of {args.tracking_uri}")
+        print(f"no searches in experiment {args.experiment!r} of {args.tracking_uri}" + (f"; {elsewhere}" if elsewhere else ""))
         return 0
     rows = [("study name", "status", "model", "budget", "trials", "best", "started (UTC)", "parent run id")]
     gone = False  # a RUNNING search whose process is known to be gone (kill -9): MLflow cannot tell, the Optuna study can
@@ -72,6 +74,8 @@ def run_list(args: argparse.Namespace) -> int:
         print("  ".join(cells).rstrip())
     if gone:
         print("* RUNNING in MLflow, but its process on this machine is gone (killed, or its store failed at the end): resume it")
+    if elsewhere:
+        print(f"({elsewhere})")
     where = f"--tracking-uri {shlex.quote(shown_uri(absolute_uri(args.tracking_uri)))}" + (f" --experiment {shlex.quote(args.experiment)}" if args.experiment != args.experiment_default else "")
     print(f"\nautoq pareto NAME {where}   prints a frontier;")
     resumable = [run for run in runs if run_storage(run) is not None]
@@ -84,6 +88,20 @@ def run_list(args: argparse.Namespace) -> int:
     else:
         print("(none can be resumed: they ran with --storage none, and kept no Optuna storage)")
     return 0
+
+
+def _elsewhere(client: Any, experiment_id: str) -> str:
+    """The searches of the store's other experiments (a pipeline's nested ones), said so that the list is not taken for
+    all of them: "3 more searches in other experiments: 'pipeline' (3); --experiment NAME lists them", or ""."""
+    from autoq.tracking.runs import searches
+
+    counts = {e.name: len(searches(client, [e.experiment_id])) for e in client.search_experiments() if e.experiment_id != experiment_id}
+    counts = {name: n for name, n in counts.items() if n}
+    if not counts:
+        return ""
+    listed = ", ".join(f"{name!r} ({n})" for name, n in sorted(counts.items()))
+    total = sum(counts.values())
+    return f"{total} more search{'es' if total > 1 else ''} in other experiments: {listed}; --experiment NAME lists them"
 
 
 def run_pareto(args: argparse.Namespace) -> int:

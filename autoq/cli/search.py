@@ -20,7 +20,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--budget", default="4.5bits", help="average bits per weight ('4.5bits', '4.5'), model size ('20MB', '20MiB') or latency with --device ('3ms', '250us'); default: 4.5bits")
     p.add_argument("--model", default=None, help=f"a built-in ({', '.join(BUILTINS)}; default: {DEFAULT_MODEL}) or a local Hugging Face model directory")
     p.add_argument("--space", default="default", help="search-space preset name or YAML file (default: default)")
-    p.add_argument("--n-trials", type=int, default=100, help="evaluated trials, uniform baselines included (default: 100)")
+    p.add_argument("--n-trials", type=int, default=100, help="trials, uniform baselines included; a sampler's repeat of an earlier assignment counts as one "
+                   "and is not evaluated again (default: 100)")
     p.add_argument("--timeout", type=float, default=None, help="stop starting new trials this many seconds after the search starts (its set-up included)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
     p.add_argument("--sampler", default="tpe", help=f"{' / '.join(samplers)} (default: tpe)")

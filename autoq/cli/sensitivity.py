@@ -98,7 +98,7 @@ def run(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     table = workload_table(workload, space.layers, space.options, args.metric, settings, refresh=args.refresh, progress=not args.no_progress)
     wall = time.perf_counter() - start
-    out = Path(args.out)
+    out = Path(args.out).resolve()  # the files and the printed search command name it whole: they work from any folder
     stem = f"{_safe(workload.name)}-{args.metric}"
     if args.space != "default":  # a table of another space no longer overwrites the default space's in the same folder
         stem = f"{_safe(workload.name)}-{_safe(Path(args.space).stem)}-{args.metric}"
@@ -109,7 +109,10 @@ def run(args: argparse.Namespace) -> int:
         with quiet_logs():
             run_id = _log_mlflow(args, workload.name, table, wall, paths)
     cached = wall < 0.5 * table.seconds
-    print(_summary(table, wall, cached, paths, args.tracking_uri if run_id else None, run_id, _search_command(args, table_json)))
+    from autoq.tracking import absolute_uri
+
+    uri = absolute_uri(args.tracking_uri) if run_id else None
+    print(_summary(table, wall, cached, paths, uri, run_id, _search_command(args, table_json)))
     return 0
 
 
@@ -122,10 +125,13 @@ def _search_command(args: argparse.Namespace, table_json: Path) -> str:
     words = ["autoq", "search"]
     for plugin in getattr(args, "plugins", ()):  # the table's options may name a plug-in's methods
         words += ["--plugin", portable(plugin)]
-    if args.model:
-        words += ["--model", args.model]
+    if args.model:  # a built-in by its name, a directory by its absolute path (as load_workload reads them)
+        from autoq.builtin import BUILTINS
+
+        words += ["--model", args.model if args.model in BUILTINS else str(Path(args.model).resolve())]
     if args.space != "default":
-        words += ["--space", args.space]
+        space = Path(args.space)
+        words += ["--space", str(space.resolve()) if space.suffix in (".yaml", ".yml") or space.is_file() else args.space]
     for pattern in args.skip:
         words += ["--skip", pattern]
     return shlex.join([*words, "--seed-from", str(table_json)])

@@ -117,7 +117,7 @@ def _assignment(client, run) -> tuple[Assignment, str]:
         except (MlflowException, OSError):
             if is_search and run.info.status != "FINISHED":  # killed outright (kill -9): it logged no frontier
                 raise AutoqError(f"search run {run_id!r} did not finish (MLflow status {run.info.status}) and logged no frontier; "
-                                 f"{_resume_hint(run)}, or export one of its trial runs") from None
+                                 f"{_resume_hint(run, client.tracking_uri)}, or export one of its trial runs") from None
             raise AutoqError(f"MLflow run {run_id!r} has no {artifact}; is it an autoq trial or search run?") from None
     try:
         parsed = json.loads(text)
@@ -128,7 +128,7 @@ def _assignment(client, run) -> tuple[Assignment, str]:
         trial = run.data.tags.get("autoq.trial", "?")
         return Assignment.from_json(text), f"trial {trial} (run {run_id})"
     if not parsed:
-        raise AutoqError(f"search run {run_id!r} has no finished trial yet (its frontier is empty); {_resume_hint(run)} "
+        raise AutoqError(f"search run {run_id!r} has no finished trial yet (its frontier is empty); {_resume_hint(run, client.tracking_uri)} "
                          "and export a point of its frontier then")
     from autoq.engine.result import best_rank
 
@@ -139,7 +139,7 @@ def _assignment(client, run) -> tuple[Assignment, str]:
     return Assignment.from_json(json.dumps(best["assignment"])), what
 
 
-def _resume_hint(run) -> str:
+def _resume_hint(run, tracking_uri: str) -> str:
     """What to do about a search run that has not finished: wait for the live process that runs it, or resume it (a
     resume is refused while the search runs, so advising one then was wrong)."""
     from autoq.engine.sessions import running_pid
@@ -152,4 +152,12 @@ def _resume_hint(run) -> str:
     if pid is not None:
         return f"it is still running (process {pid} on this machine): wait for it to finish"
     elsewhere = " (unless it still runs on another machine)" if run.info.status == "RUNNING" else ""
-    return f"resume the search{elsewhere} (autoq search --resume {study or 'STUDY_NAME'})"
+    # whole, as a search's own interruption prints it: with a bare --resume NAME, another folder looked for ./optuna.db
+    from autoq.tracking import absolute_uri
+    from autoq.tracking.mlflow_logger import shown_uri
+
+    options = [f"--tracking-uri {shlex.quote(shown_uri(absolute_uri(tracking_uri)))}"]
+    storage = run_storage(run)
+    if storage:
+        options.append(f"--storage {shlex.quote(storage)}")
+    return f"resume the search{elsewhere} (autoq search --resume {shlex.quote(study or 'STUDY_NAME')} {' '.join(options)})"

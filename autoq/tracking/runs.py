@@ -129,7 +129,7 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
     client, parent = stored_run(tracking_uri, run_id, f"`autoq runs --tracking-uri {tracking_uri}` lists the searches")
     params, metrics, tags = parent.data.params, parent.data.metrics, parent.data.tags
     if tags.get("autoq.kind") != "search":
-        raise AutoqError(f"run {run_id!r} is not the parent run of an autoq search")
+        raise AutoqError(f"run {run_id!r} is not the parent run of an autoq search{_what_it_is(client, parent)}")
     points, last_end = [], 0
     with tempfile.TemporaryDirectory() as tmp, no_download_bars():
         for run in trial_runs(client, run_id):
@@ -166,6 +166,19 @@ def recorded_code(params: dict[str, str]) -> tuple[tuple[str, str], ...]:
     except ValueError:
         return ()
     return tuple(sorted((str(k), str(v)) for k, v in code.items())) if isinstance(code, dict) else ()
+
+
+def _what_it_is(client: MlflowClient, run: Run) -> str:
+    """What a run that is no search's parent is, and what to pass instead: its search (a trial's), the searches nested
+    in it (a pipeline's run), or nothing known."""
+    tags = run.data.tags
+    parent_id = tags.get("mlflow.parentRunId")
+    if TRIAL_TAG in tags and parent_id:
+        return f": it is trial {tags[TRIAL_TAG]} of a search; pass that search's parent run id, {parent_id}"
+    nested = all_runs(client, [run.info.experiment_id], f"{SEARCH_FILTER} and tags.mlflow.parentRunId = {_quoted(run.info.run_id)}")
+    if nested:
+        return f": it holds nested search(es); pass one of their parent run ids: {', '.join(r.info.run_id for r in nested[:5])}"
+    return ""
 
 
 def artifact_text(client: MlflowClient, run: Run, name: str, tmp: str) -> str:

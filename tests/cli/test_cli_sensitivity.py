@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shlex
+from pathlib import Path
 
 import pytest
 import torch
@@ -135,3 +136,17 @@ def test_the_summary_ranks_layers_whose_options_differ(layer_bits, line, out, tm
     assert main(args) == 0
     printed = capsys.readouterr().out
     assert line in printed and "Seed a search with it: " in printed
+
+
+def test_the_printed_paths_and_search_command_are_absolute(tmp_path, monkeypatch, capsys):
+    """A relative --out printed 'sensitivity-tables/...': the suggested search failed in any other folder."""
+    monkeypatch.chdir(tmp_path)
+    space = tmp_path / "my.yaml"
+    space.write_text((Path(__file__).parents[2] / "search_spaces" / "per-channel.yaml").read_text())
+    assert main(["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--space", "my.yaml", "--out", "rel", "--tracking-uri",
+                 "none", "--no-progress"]) == 0
+    printed = capsys.readouterr().out
+    files = next(line for line in printed.splitlines() if line.startswith("Files: "))
+    assert all(Path(p).is_absolute() and Path(p).is_file() for p in files.removeprefix("Files: ").split(", "))
+    command = shlex.split(next(line for line in printed.splitlines() if line.startswith("Seed a search with it: ")).split(": ", 1)[1])
+    assert command[command.index("--space") + 1] == str(space) and Path(command[command.index("--seed-from") + 1]).is_absolute()

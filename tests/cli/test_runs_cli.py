@@ -50,6 +50,14 @@ def test_pareto_by_run_id_needs_no_experiment(mlflow_uri, capsys):
     assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 0 and "Pareto frontier" in capsys.readouterr().out
     assert main(["pareto", "nope", "--tracking-uri", mlflow_uri]) == 2
     assert "no search named 'nope' in an experiment 'autoq' (there is none)" in capsys.readouterr().err
+    # a trial's run id names the search to pass; 'runs' of the default experiment says the others hold searches
+    trial = result.best.run_id
+    assert main(["pareto", trial, "--tracking-uri", mlflow_uri]) == 2
+    assert (f"run {trial!r} is not the parent run of an autoq search: it is trial {result.best.trial} of a search; pass that "
+            f"search's parent run id, {result.parent_run_id}") in capsys.readouterr().err
+    autoq.search("digits-cnn", budget="4.5bits", n_trials=2, tracking_uri=mlflow_uri, progress=False, seed_from="none")
+    assert main(["runs", "--tracking-uri", mlflow_uri]) == 0
+    assert "(1 more search in other experiments: 'pipeline' (1); --experiment NAME lists them)" in capsys.readouterr().out
 
 
 def test_the_hint_of_another_experiment_names_it_and_its_command_works(mlflow_uri, capsys):

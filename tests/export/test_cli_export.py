@@ -178,7 +178,7 @@ def test_a_search_killed_before_its_frontier_names_the_resume(searched, tmp_path
     run = client.create_run(experiment, tags={"autoq.kind": "search", "autoq.study": "killed-9"}).info.run_id
     err = _export_error(run, searched, tmp_path, capsys)
     assert ("did not finish (MLflow status RUNNING) and logged no frontier; resume the search (unless it still runs on another "
-            "machine) (autoq search --resume killed-9)") in err
+            f"machine) (autoq search --resume killed-9 --tracking-uri {searched.tracking_uri}") in err  # whole: it works from any folder
     client.log_param(run, "optuna_storage", "memory")  # --storage none: no resume to advise
     err = _export_error(run, searched, tmp_path, capsys)
     assert "it kept no Optuna storage (--storage none), so it cannot be resumed" in err and "--resume" not in err

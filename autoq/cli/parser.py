@@ -1,0 +1,56 @@
+"""argparse's parser with autoq's habits: no abbreviated options, and a bad option in one line that names a close one.
+
+argparse prints the whole usage before an error (13 lines for ``autoq search``), reports an unknown option of a
+subcommand with the top-level usage, and takes ``--trackin`` for ``--tracking-uri``; `--plugin` is read before
+parsing, so an abbreviation of it would never load the plug-in.
+"""
+
+from __future__ import annotations
+
+import argparse
+import difflib
+import re
+from typing import Any, NoReturn
+
+
+class Parser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose subcommands are ``Parser`` too (``add_subparsers`` uses the parent's class)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("allow_abbrev", False)
+        super().__init__(*args, **kwargs)
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(2, f"{self.prog}: error: {message}{self._close_options(message)}; '{self.prog} --help' lists the options\n")
+
+    def _close_options(self, message: str) -> str:
+        """`` (did you mean --n-trials?)`` for an unknown option close to one of this parser's."""
+        found = re.match(r"unrecognized arguments: (.*)", message)
+        if not found:
+            return ""
+        options = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
+        close = []
+        for word in found.group(1).split():
+            name = word.split("=", 1)[0]
+            if name.startswith("--"):
+                close += [f"{match} for {name}" for match in difflib.get_close_matches(name, options, n=1)]
+        return f" (did you mean {', '.join(close)}?)" if close else ""
+
+
+def parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
+    """``parser.parse_args(argv)``, with arguments no option takes reported by the subcommand they were given to (its
+    usage, its close options), not by the top-level parser."""
+    args, extras = parser.parse_known_args(argv)
+    if extras:
+        _subcommand(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+    return args
+
+
+def _subcommand(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
+    """The deepest (sub)command parser ``args`` went through (``autoq kernels bench``'s, say)."""
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            chosen = getattr(args, action.dest, None)
+            if chosen in action.choices:
+                return _subcommand(action.choices[chosen], args)
+    return parser
