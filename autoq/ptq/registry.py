@@ -137,20 +137,21 @@ def plugin_code(methods: Iterable[str]) -> dict[str, str]:
     autoq): a search records them, and an export or a resume after the plug-in was edited is refused by them."""
     from autoq.code_digest import code_digest
 
-    out = {}
-    for name in sorted(set(methods)):
-        info = _METHODS.find(name)
-        fn = getattr(info.fn, "func", info.fn) if info is not None else None  # a functools.partial's function
-        module = getattr(inspect.unwrap(fn), "__module__", "") or "" if fn is not None else "autoq"
-        if info is not None and module != "autoq" and not module.startswith("autoq."):
-            out[name] = code_digest(info.fn)
-    return out
+    infos = [info for info in map(_METHODS.find, sorted(set(methods))) if info is not None]
+    return {info.name: code_digest(info.fn) for info in infos if not _autoqs_own(info.fn)}
+
+
+def _autoqs_own(fn: Any) -> bool:
+    """Whether ``fn`` (or a ``functools.partial``'s function) is defined in autoq."""
+    module = getattr(inspect.unwrap(getattr(fn, "func", fn)), "__module__", None) or ""
+    return module == "autoq" or module.startswith("autoq.")
 
 
 def changed_code(recorded: Mapping[str, str], methods: Iterable[str]) -> list[str]:
-    """The methods of ``methods`` whose code is not what ``recorded`` (a search's `plugin_code`) says it was."""
+    """The methods of ``methods`` whose code is not what ``recorded`` (a search's `plugin_code`) says it was; one not
+    registered now is left to the unknown-method error, which says to load its plug-in."""
     now = plugin_code(m for m in methods if m in recorded)
-    return [m for m in sorted(set(methods)) if m in recorded and now.get(m) != recorded[m]]
+    return [m for m in sorted(set(methods)) if m in recorded and m in now and now[m] != recorded[m]]
 
 
 def method_needs_stats(name: str) -> bool:
