@@ -1,4 +1,4 @@
-"""Reading back what a search left in MLflow, and what an export wrote, for assertions."""
+"""Reading back what a search left in MLflow, and what an export wrote, for assertions; a plug-in test's search space."""
 
 from __future__ import annotations
 
@@ -38,3 +38,10 @@ def artifacts_beside(uri: str) -> str:
     """An artifact location beside a ``sqlite:///`` test store: an experiment a test creates itself would otherwise keep
     its artifacts in ./mlruns of the folder the tests run from."""
     return str(Path(uri[len("sqlite:///"):]).parent / "artifacts")
+
+
+def plugin_space(name: str, methods: list[str]) -> str:
+    """A search space YAML: 4- and 8-bit per-channel asymmetric weights on every layer, by each of ``methods`` (a
+    plug-in's beside a built-in one), no layer kept fp16."""
+    return (f"name: {name}\ndescription: a plug-in's method beside a built-in one\nrules:\n  - layers: \".*\"\n    bits: [4, 8]\n"
+            f"    granularity: [channel]\n    symmetric: false\n    methods: [{', '.join(methods)}]\n    half: false\n")

@@ -4,6 +4,7 @@ help texts, and a search that uses a plug-in's method, strategy and sampler by n
 from __future__ import annotations
 
 import pytest
+from helpers import plugin_space
 from test_cli import run_cli
 
 PLUGIN = '''
@@ -23,16 +24,7 @@ register_strategy("mine")(lambda ctx: strategy_factory("random")(ctx))
 register_sampler("my-random")(lambda seed: optuna.samplers.RandomSampler(seed=seed))
 '''
 
-SPACE = """name: user
-description: a plug-in's method beside a built-in one
-rules:
-  - layers: ".*"
-    bits: [4, 8]
-    granularity: [channel]
-    symmetric: false
-    methods: [rtn-user, rtn-mse]
-    half: false
-"""
+SPACE = plugin_space("user", ["rtn-user", "rtn-mse"])
 
 
 @pytest.fixture

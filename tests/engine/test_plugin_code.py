@@ -7,6 +7,7 @@ import importlib.util
 
 import pytest
 import torch
+from helpers import plugin_space
 from torch import nn
 
 import autoq
@@ -25,16 +26,7 @@ def clip_user(weight, spec, stats=None):
     return get_method("rtn-minmax")(weight.clamp(-limit, limit), spec)
 '''
 
-SPACE = """name: clip
-description: a plug-in's method beside a built-in one
-rules:
-  - layers: ".*"
-    bits: [4, 8]
-    granularity: [channel]
-    symmetric: false
-    methods: [clip-user, rtn-minmax]
-    half: false
-"""
+SPACE = plugin_space("clip", ["clip-user", "rtn-minmax"])
 
 
 def _register(tmp_path, monkeypatch, base, clip: float) -> None:
