@@ -46,7 +46,7 @@ from autoq.engine.resume import (
     stored_settings,
 )
 from autoq.engine.seeding import check_seed_from, data_driven_pairs, start_strategy
-from autoq.engine.strategies import strategy_factory
+from autoq.engine.strategies import strategy_factory, strategy_uses_sampler
 from autoq.engine.strategy import sampler_factory, sampler_name, study_objectives
 from autoq.engine.study_names import default_study_name, new_study
 from autoq.engine.trials import TrialBook
@@ -131,6 +131,9 @@ class SearchConfig:
         sampler_factory(self.sampler)  # an unknown name or type fails here, before any loading
         strategy_factory(self.strategy)
         check_seed_from(self.seed_from, self.strategy)
+        if not strategy_uses_sampler(self.strategy) and sampler_name(self.sampler) != "tpe":  # it was logged as if used
+            raise AutoqError(f"--strategy {self.strategy} proposes by itself, with no Optuna sampler, so --sampler "
+                             f"{sampler_name(self.sampler)} would be ignored; leave --sampler out, or use --strategy optuna")
         load_preset(self.space)  # a typo in a space file is said before a model loads (minutes for a large one), not after
         check_execution(self)
         if self.mlflow_parent_run_id is not None and not self.tracking_uri:

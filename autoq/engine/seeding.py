@@ -22,7 +22,7 @@ import optuna
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.engine.seeds import uniform_seeds
-from autoq.engine.strategies import StrategyContext, strategy_factory, strategy_needs_scores
+from autoq.engine.strategies import StrategyContext, strategy_factory, strategy_needs_scores, strategy_reads_scores
 from autoq.engine.strategy import Strategy
 from autoq.errors import AutoqError
 from autoq.space import SearchSpace
@@ -42,6 +42,9 @@ def check_seed_from(seed_from: str | None, strategy: str = "optuna") -> None:
     if seed_from in (None, NONE) and strategy_needs_scores(strategy):
         raise AutoqError(f"--strategy {strategy} solves on a sensitivity table, and --seed-from none gives it none; pass a metric "
                          f"({DEFAULT_SEED_METRIC}, kl, ...) or a table file, or leave --seed-from auto ({DEFAULT_SEED_METRIC})")
+    if seed_from not in (None, AUTO, NONE) and not strategy_reads_scores(strategy):  # computed (minutes) and logged, unread
+        raise AutoqError(f"--strategy {strategy} reads no sensitivity table, so --seed-from {seed_from} would be computed for nothing; "
+                         "leave --seed-from out, or seed a strategy that reads one (optuna, ilp, greedy)")
     if seed_from in (None, AUTO, NONE) or _is_path(seed_from):
         return
     from autoq.sensitivity import get_metric
@@ -91,6 +94,8 @@ def seed_metric(seed_from: str | None, strategy: str, space: SearchSpace | None 
         return None  # refused for ilp and greedy by check_seed_from
     if seed_from != AUTO:
         return seed_from
+    if not strategy_reads_scores(strategy):
+        return None  # random: a table would go unread
     if not strategy_needs_scores(strategy) and space is not None and data_driven_pairs(space) > limit:
         return None
     return DEFAULT_SEED_METRIC

@@ -129,6 +129,8 @@ class StrategyInfo:
     name: str
     factory: StrategyFactory
     needs_scores: bool = False
+    reads_scores: bool = True  # False: a sensitivity table would go unread (random): ``auto`` computes none, a metric is refused
+    uses_sampler: bool = True  # False: it proposes by itself (ilp, greedy, random): another --sampler than tpe is refused
 
 
 _STRATEGIES: Registry[StrategyInfo] = Registry(
@@ -137,11 +139,16 @@ _STRATEGIES: Registry[StrategyInfo] = Registry(
 )
 
 
-def register_strategy(name: str, needs_scores: bool = False) -> Callable[[StrategyFactory], StrategyFactory]:
+def register_strategy(name: str, needs_scores: bool = False, reads_scores: bool = True,
+                      uses_sampler: bool = True) -> Callable[[StrategyFactory], StrategyFactory]:
     """Decorator: make ``factory(ctx) -> (strategy, seeds, uniform)`` available as ``--strategy NAME``. ``strategy``
     keeps the `Strategy` protocol (`QueueStrategy` turns any iterator of assignments into one), ``seeds`` are
-    enqueued before it runs, and the ``uniform`` assignments are flagged as baselines when evaluated."""
-    return _STRATEGIES.decorator(name, lambda factory: StrategyInfo(name, factory, needs_scores))
+    enqueued before it runs, and the ``uniform`` assignments are flagged as baselines when evaluated.
+    ``reads_scores=False`` / ``uses_sampler=False``: it never reads ``ctx.scores`` / ``ctx.sampler``, so that a table
+    is not computed for it and a ``--seed-from`` or ``--sampler`` given to it is refused rather than ignored."""
+    if needs_scores and not reads_scores:
+        raise ValueError(f"strategy {name!r}: needs_scores=True with reads_scores=False")
+    return _STRATEGIES.decorator(name, lambda factory: StrategyInfo(name, factory, needs_scores, reads_scores, uses_sampler))
 
 
 def strategy_info(name: str) -> StrategyInfo:
@@ -160,12 +167,24 @@ def strategy_needs_scores(name: str) -> bool:
     return info is not None and info.needs_scores
 
 
+def strategy_reads_scores(name: str) -> bool:
+    """Whether strategy ``name`` reads a sensitivity table's scores (an unknown name: yes; it is refused where it is used)."""
+    info = _STRATEGIES.find(name)
+    return info is None or info.reads_scores
+
+
+def strategy_uses_sampler(name: str) -> bool:
+    """Whether strategy ``name`` proposes with the Optuna sampler (an unknown name: yes)."""
+    info = _STRATEGIES.find(name)
+    return info is None or info.uses_sampler
+
+
 def strategy_names() -> list[str]:
     """Every registered strategy's name, the built-ins first."""
     return _STRATEGIES.names()
 
 
 register_strategy("optuna")(_optuna_strategy)
-register_strategy("ilp", needs_scores=True)(_ilp_strategy)
-register_strategy("greedy", needs_scores=True)(_greedy_strategy)
-register_strategy("random")(_random_strategy)
+register_strategy("ilp", needs_scores=True, uses_sampler=False)(_ilp_strategy)
+register_strategy("greedy", needs_scores=True, uses_sampler=False)(_greedy_strategy)
+register_strategy("random", reads_scores=False, uses_sampler=False)(_random_strategy)

@@ -285,3 +285,18 @@ def test_with_fewer_trials_than_baselines_a_latency_budget_keeps_those_of_the_mo
     assert len(fitting) > 2 and result.n_uniform == len(fitting)
     most_bits = sorted(problem.cost_model.cost(a).effective_bits for a in fitting)[-2:]
     assert sorted(p.effective_bits for p in result.points if p.uniform) == most_bits
+
+
+def test_options_a_strategy_would_ignore_are_refused_and_auto_computes_no_table_it_would_not_read(digits):
+    """--strategy random computed the default (fisher) table by --seed-from auto, and took --seed-from kl and --sampler
+    nsga2, logging them as if they had been used; ilp and greedy took any --sampler."""
+    from autoq.engine.seeding import seed_metric
+
+    with pytest.raises(AutoqError, match="--strategy random reads no sensitivity table, so --seed-from kl would be computed for nothing"):
+        SearchConfig(strategy="random", seed_from="kl")
+    for strategy in ("ilp", "greedy", "random"):
+        with pytest.raises(AutoqError, match=f"--strategy {strategy} proposes by itself, with no Optuna sampler, so --sampler nsga2"):
+            SearchConfig(strategy=strategy, sampler="nsga2")
+    space = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
+    assert seed_metric("auto", "random", space) is None and seed_metric("auto", "optuna", space) is not None
+    assert search(digits, strategy="random", n_trials=3).points  # the default sampler and --seed-from auto still run it
