@@ -58,15 +58,14 @@ def run_list(args: argparse.Namespace) -> int:
     rows = [("study name", "status", "model", "budget", "trials", "best", "started (UTC)", "parent run id")]
     gone = False  # a RUNNING search whose process is known to be gone (kill -9): MLflow cannot tell, the Optuna study can
     for run in runs:
-        p, m, t = run.data.params, run.data.metrics, run.data.tags
+        p, t = run.data.params, run.data.tags
         started = datetime.fromtimestamp(run.info.start_time / 1000, timezone.utc).strftime("%Y-%m-%d %H:%M")
         name = t.get(STUDY_TAG) or p.get("study_name") or run.info.run_name
         status = run.info.status
         if status == "RUNNING" and stopped_here(run_storage(run), name):
             status, gone = "RUNNING*", True
-        rows.append((name, status, p.get("model", "?"),
-                     p.get("budget", "?"), str(int(m["n_evaluated"])) if "n_evaluated" in m else "-",
-                     f"{m['best_quality']:.4f}" if "best_quality" in m else "-", started, run.info.run_id))
+        trials, best = _progress(client, run)
+        rows.append((name, status, p.get("model", "?"), p.get("budget", "?"), trials, best, started, run.info.run_id))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]  # the default study names are 46 characters
     right = {"trials", "best"}
     for row in rows:
@@ -88,6 +87,20 @@ def run_list(args: argparse.Namespace) -> int:
     else:
         print("(none can be resumed: they ran with --storage none, and kept no Optuna storage)")
     return 0
+
+
+def _progress(client: Any, run: Any) -> tuple[str, str]:
+    """(trials, best quality) of a search: its summary metrics once it ended, else read from its finished trial runs (a
+    search killed with kill -9, or running: '-' hid the trials that 'autoq pareto' of it reports)."""
+    from autoq.tracking import TRIAL_TAG
+    from autoq.tracking.runs import trial_runs
+
+    m = run.data.metrics
+    if "n_evaluated" in m:
+        return str(int(m["n_evaluated"])), f"{m['best_quality']:.4f}" if "best_quality" in m else "-"
+    done = [r for r in trial_runs(client, run.info.run_id, run.info.experiment_id) if r.info.status == "FINISHED" and TRIAL_TAG in r.data.tags]
+    qualities = [r.data.metrics["quality"] for r in done if "quality" in r.data.metrics]
+    return str(len({r.data.tags[TRIAL_TAG] for r in done})), f"{max(qualities):.4f}" if qualities else "-"
 
 
 def _elsewhere(client: Any, experiment_id: str) -> str:

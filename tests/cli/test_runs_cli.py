@@ -153,3 +153,21 @@ def test_runs_offers_no_resume_for_searches_that_kept_no_storage(mlflow_uri, cap
     assert main(["runs", "--tracking-uri", mlflow_uri]) == 0
     out = capsys.readouterr().out
     assert "autoq search --resume" not in out and "none can be resumed: they ran with --storage none" in out
+
+
+def test_runs_counts_the_trials_of_a_search_killed_before_its_summary(mlflow_uri, capsys):
+    """kill -9 before the end leaves no summary metrics: the row said 'trials -  best -' while pareto reported 4 trials."""
+    from mlflow.tracking import MlflowClient
+
+    from autoq.tracking import STUDY_TAG, TRIAL_TAG
+
+    client = MlflowClient(mlflow_uri)
+    experiment = client.create_experiment("autoq")
+    parent = client.create_run(experiment, tags={"autoq.kind": "search", STUDY_TAG: "killed"}).info.run_id
+    for trial, quality in ((0, 0.5), (1, 0.75), (1, 0.75)):  # trial 1 logged twice (a retry): counted once
+        child = client.create_run(experiment, tags={"mlflow.parentRunId": parent, TRIAL_TAG: str(trial)}).info.run_id
+        client.log_metric(child, "quality", quality)
+        client.set_terminated(child)
+    assert main(["runs", "--tracking-uri", mlflow_uri]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("killed"))
+    assert row.split()[4:6] == ["2", "0.7500"], row
