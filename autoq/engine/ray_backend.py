@@ -31,6 +31,7 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+import ray
 from ray import tune
 from ray.tune import Callback
 from ray.tune.search import Searcher
@@ -54,15 +55,16 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
               "--gpus-per-trial out", file=sys.stderr, flush=True)
     tracking = (absolute_uri(config.tracking_uri), book.tracker.experiment_id, book.tracker.parent_id) if book.tracker else None
     methods = registered_methods()  # a worker imports autoq alone: the driver's plug-in methods go with the model
-    with _by_value(methods):  # with_parameters puts its objects in Ray's object store now
-        try:
-            parameters = tune.with_parameters(AutoqTrainable, workload=workload, search_config=config, tracking=tracking,
-                                              threads=max(1, int(config.cpus_per_trial)), methods=methods)
-        except TypeError as exc:  # Ray's own message repeats the workload's repr (every calibration tensor): 133 kB seen
+    values = dict(workload=workload, search_config=config, tracking=tracking, threads=max(1, int(config.cpus_per_trial)), methods=methods)
+    with _by_value(methods):
+        try:  # put here, not by with_parameters: a value it fails to put stays in its registry, and every later ray.init of
+            # the process (a notebook's next search) fails to put it again
+            refs = {name: ray.put(value) for name, value in values.items()}
+        except TypeError as exc:  # Ray's own message repeats the workload's repr: 133 kB seen, the culprit at its end
             raise AutoqError(f"the model, data and evaluate function cannot be sent to Ray workers: {str(exc).splitlines()[0][:300]}; "
                              "everything they hold must pickle (no locks, open files or generators: ray.util.inspect_serializability "
                              "names the part), or use the optuna backend") from None
-        trainable = tune.with_resources(parameters, {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
+    trainable = tune.with_resources(tune.with_parameters(AutoqTrainable, **refs), {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
     with tempfile.TemporaryDirectory(prefix="autoq-tune-") as tmp, _quiet_tune():
         tuner = tune.Tuner(
             trainable,
