@@ -110,6 +110,8 @@ def _value(value: Any, depth: int, seen: set[int]) -> str:
     if type(value).__module__ == "numpy" and hasattr(value, "tobytes"):
         digest = hashlib.blake2b(value.tobytes(), digest_size=8).hexdigest()
         return f"array({getattr(value, 'shape', ())}, {getattr(value, 'dtype', '')}, {digest})"
+    if type(value).__module__ in ("torch", "numpy"):  # a dtype, a device: their repr says which, without an address
+        return repr(value)
     if isinstance(value, types.ModuleType):
         return f"module {value.__name__}"
     if isinstance(value, type):

@@ -85,3 +85,10 @@ def test_the_digest_is_the_same_in_another_process(tmp_path):
     runs = [subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
             for _ in range(2)]
     assert runs[0] == runs[1] and len(runs[0].split()) == 3
+
+
+def test_a_dtype_constant_changes_the_digest():
+    def make(dtype):
+        return lambda w, spec, stats=None: w.to(dtype)
+
+    assert code_digest(make(torch.float16)) == code_digest(make(torch.float16)) != code_digest(make(torch.bfloat16))

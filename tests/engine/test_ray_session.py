@@ -145,3 +145,12 @@ def test_gpus_held_for_a_model_on_the_cpu_are_warned_about(tmp_path, monkeypatch
     result = autoq.search("digits-cnn", budget="4.5bits", n_trials=2, backend="ray", gpus_per_trial=1, seed_from="none", **_stores(tmp_path))
     assert len(result.points) == 2
     assert "each trial holds 1 GPU(s) but evaluates where the model is, on the CPU" in capsys.readouterr().err
+
+
+def test_a_ray_client_address_without_a_port_is_left_to_ray():
+    """Ray Client resolves 'ray://HOST' itself; only a plain address needs HOST:PORT."""
+    from autoq.engine.ray_session import _check_reachable
+
+    assert _check_reachable("ray://head.example", "--address 'ray://head.example'") is False
+    with pytest.raises(AutoqError, match="is not a Ray address"):
+        _check_reachable("head.example", "--address 'head.example'")
