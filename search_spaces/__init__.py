@@ -205,6 +205,15 @@ def parse_preset(text: str, source: str) -> Preset:
     return Preset(str(data.get("name", Path(source).stem)), str(data.get("description", "")), rules)
 
 
+def portable_space(name_or_path: str) -> str:
+    """``name_or_path`` as a command run from another folder must give it: a built-in preset by its name, a YAML file by
+    its absolute path (read as `load_preset` reads them)."""
+    path = Path(name_or_path)
+    if name_or_path in preset_names() or not (path.suffix in {".yaml", ".yml"} or path.exists()):
+        return name_or_path
+    return str(path.resolve())
+
+
 def load_preset(name_or_path: str) -> Preset:
     """A built-in preset by name, or a YAML file by path. A built-in name (no folder, no suffix) is the preset even where
     the working folder holds a file or folder of that name (a run's output folder called ``default``, say)."""

@@ -112,11 +112,11 @@ def run(args: argparse.Namespace) -> int:
     from autoq.tracking import absolute_uri
 
     uri = absolute_uri(args.tracking_uri) if run_id else None
-    print(_summary(table, wall, cached, paths, uri, run_id, _search_command(args, table_json)))
+    print(_summary(table, wall, cached, paths, uri, run_id, _search_command(args, table_json, workload.source)))
     return 0
 
 
-def _search_command(args: argparse.Namespace, table_json: Path) -> str:
+def _search_command(args: argparse.Namespace, table_json: Path, model_source: str) -> str:
     """The search this table seeds: same model, space and skips, seeded from the JSON table itself (exact, whatever --set said)."""
     import shlex
 
@@ -125,13 +125,12 @@ def _search_command(args: argparse.Namespace, table_json: Path) -> str:
     words = ["autoq", "search"]
     for plugin in getattr(args, "plugins", ()):  # the table's options may name a plug-in's methods
         words += ["--plugin", portable(plugin)]
-    if args.model:  # a built-in by its name, a directory by its absolute path (as load_workload reads them)
-        from autoq.builtin import BUILTINS
-
-        words += ["--model", args.model if args.model in BUILTINS else str(Path(args.model).resolve())]
+    if args.model:  # the workload's source: a built-in by its name, a directory by its absolute path
+        words += ["--model", model_source]
     if args.space != "default":
-        space = Path(args.space)
-        words += ["--space", str(space.resolve()) if space.suffix in (".yaml", ".yml") or space.is_file() else args.space]
+        from autoq.search_spaces import portable_space
+
+        words += ["--space", portable_space(args.space)]
     for pattern in args.skip:
         words += ["--skip", pattern]
     return shlex.join([*words, "--seed-from", str(table_json)])

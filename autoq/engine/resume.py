@@ -16,7 +16,6 @@ import math
 import os
 from collections import Counter
 from collections.abc import Iterable
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -32,7 +31,9 @@ from autoq.engine.strategy import sampler_name
 from autoq.engine.study_names import SETTINGS_ATTR
 from autoq.engine.trials import make_point
 from autoq.errors import AutoqError
+from autoq.latency.resolve import portable_device
 from autoq.plugins import portable
+from autoq.search_spaces import portable_space
 from autoq.space import SearchSpace
 from autoq.tracking import MlflowTracker, absolute_uri, sqlite_path
 from autoq.tracking.mlflow_logger import check_sqlite_writable
@@ -114,27 +115,18 @@ def stored_settings(workload: Workload, config: SearchConfig, derived: dict[str,
     """What defines a search: stored with the study, compared on resume. ``derived``, once the search space is built:
     ``plugin_code`` (the plug-in PTQ methods' digests, `autoq.ptq.plugin_code`) and ``space_options`` (the space's
     `digest`); a resume refuses an edited method or space file by them. A space or latency table given as a file is
-    stored by its absolute path: the resume command a search prints works from any folder."""
+    stored by its absolute path (`portable_space`, `portable_device`): the resume command a search prints works from
+    any folder."""
     return {**(derived or {}),
         "model": workload.name, "model_source": workload.source or None, "budget": parse_budget(config.budget).text,
-        "space": _absolute_file(config.space, (".yaml", ".yml")), "sampler": sampler_name(config.sampler), "seed": config.seed, "skip": list(config.skip),
-        "pins": [list(p) for p in config.pins], "device": _absolute_file(config.device, (".json",)), "batch": config.batch, "n_trials": config.n_trials,
+        "space": portable_space(config.space), "sampler": sampler_name(config.sampler), "seed": config.seed, "skip": list(config.skip),
+        "pins": [list(p) for p in config.pins], "device": portable_device(config.device), "batch": config.batch, "n_trials": config.n_trials,
         "strategy": config.strategy, "seed_from": config.seed_from, "sequential": config.sequential, "max_uniform_seeds": config.max_uniform_seeds,
         "tracking_uri": absolute_uri(config.tracking_uri) if config.tracking_uri else None, "experiment": config.experiment,
         "mlflow_parent_run_id": config.mlflow_parent_run_id,
         "data_fingerprint": workload.data_fingerprint,  # other data would score the new trials otherwise than the stored
         "plugins": [portable(p) for p in config.plugins],  # a resume from the command line must load them again
     }
-
-
-def _absolute_file(value: str | None, suffixes: tuple[str, ...]) -> str | None:
-    """``value`` by its absolute path where it names a file (a space's YAML, a latency table), else as given (a preset's,
-    a device's name): read as `load_preset` and `is_table_path` read it."""
-    if not value or (Path(value).suffix.lower() not in suffixes and not Path(value).is_file()):
-        return value
-    from autoq.search_spaces import preset_names
-
-    return value if value in preset_names() else str(Path(value).resolve())
 
 
 def load_study(storage: str | None, study_name: str) -> optuna.Study:
@@ -251,8 +243,8 @@ def _same(key: str, stored: Any, given: Any) -> bool:
             return stored == given
         return (a.kind, a.value) == (b.kind, b.value)
     if key in ("space", "device") and isinstance(stored, str) and isinstance(given, str):
-        suffixes = (".yaml", ".yml") if key == "space" else (".json",)
-        return _absolute_file(stored, suffixes) == _absolute_file(given, suffixes)  # a relative path of the folder it ran in
+        portable = portable_space if key == "space" else portable_device
+        return portable(stored) == portable(given)  # a relative path of the folder it ran in
     if key == "data_fingerprint" and stored == "" and str(given).startswith("weights "):
         return True  # a search of a Python model stored before its weights and data were fingerprinted: nothing to compare
     return stored == given

@@ -32,6 +32,12 @@ def is_table_path(device: str) -> bool:
     return device.lower().endswith(".json") or Path(device).is_file()
 
 
+def portable_device(device: str | None) -> str | None:
+    """``device`` as a command run from another folder must give it: a latency table file by its absolute path, a
+    device's name as is."""
+    return str(Path(device).resolve()) if device and is_table_path(device) else device
+
+
 def load_table(path: str | Path, batch: int = 1) -> TableLatency:
     """A measured latency table (the JSON ``autoq kernels bench`` writes) at one batch size."""
     from autoq.kernels.table import LatencyTable
