@@ -106,10 +106,12 @@ def _progress(client: Any, run: Any) -> tuple[str, str]:
 def _elsewhere(client: Any, experiment_id: str) -> str:
     """The searches of the store's other experiments (a pipeline's nested ones), said so that the list is not taken for
     all of them: "3 more searches in other experiments: 'pipeline' (3); --experiment NAME lists them", or ""."""
+    from collections import Counter
+
     from autoq.tracking.runs import searches
 
-    counts = {e.name: len(searches(client, [e.experiment_id])) for e in client.search_experiments() if e.experiment_id != experiment_id}
-    counts = {name: n for name, n in counts.items() if n}
+    names = {e.experiment_id: e.name for e in client.search_experiments() if e.experiment_id != experiment_id}
+    counts = Counter(names[run.info.experiment_id] for run in searches(client, list(names))) if names else Counter()
     if not counts:
         return ""
     listed = ", ".join(f"{name!r} ({n})" for name, n in sorted(counts.items()))

@@ -101,9 +101,9 @@ def _check_reachable(address: str, given: str) -> bool:
         return False  # the cluster 'ray start' recorded on this machine: Ray finds it, or says there is none
     target = address.removeprefix("ray://")
     host, sep, port = target.rpartition(":")
-    if (not sep or not port.isdigit()) and address.startswith("ray://"):
-        return False  # Ray Client resolves a host without a port itself
     if not sep or not port.isdigit():
+        if address.startswith("ray://"):
+            return False  # Ray Client resolves a host without a port itself
         raise AutoqError(f"{given} is not a Ray address: give HOST:PORT of the head node (its GCS port, 6379 by default), "
                          "ray://HOST:10001 for Ray Client, or auto for the cluster 'ray start' began on this machine")
     try:

@@ -50,10 +50,14 @@ def _check_plugin_code(point: Any, assignment: Assignment) -> None:
     recorded = point.plugin_code if isinstance(point, RunPoint) else getattr(getattr(point, "searched", None), "plugin_code", ())
     edited = changed_code(dict(recorded), {c.method for c in assignment.values() if not c.weight.is_half})
     if edited:
-        what = point.what if isinstance(point, RunPoint) else f"trial {point.trial}'s search"
-        raise AutoqError(f"the code of plug-in PTQ method(s) {', '.join(edited)} is not what {what} scored with (edited since): the "
+        raise AutoqError(f"the code of plug-in PTQ method(s) {', '.join(edited)} is not what {_scorer(point)} scored with (edited since): the "
                          "export would quantize otherwise than the point's quality says; export with the plug-in as it was, or "
                          "pass the point's .assignment to quantize by the same choices with the new code, unscored")
+
+
+def _scorer(point: Any) -> str:
+    """What scored ``point``, for the errors that refuse its export: a run's point names itself, a result's its trial."""
+    return point.what if isinstance(point, RunPoint) else f"trial {point.trial}'s search"
 
 
 def _assignment_of(point: object) -> Assignment:
@@ -177,8 +181,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
 
         now = model_hash(model)
         if now != searched_hash:
-            what = point.what if isinstance(point, RunPoint) else f"trial {point.trial}'s search"  # type: ignore[attr-defined]
-            raise AutoqError(f"the model's weights are not the ones {what} scored (hash {now}, the search's {searched_hash}): "
+            raise AutoqError(f"the model's weights are not the ones {_scorer(point)} scored (hash {now}, the search's {searched_hash}): "
                              "changed since, or another model; export with the searched weights (or pass the point's .assignment "
                              "to quantize these weights by the same choices, unscored)")
     _check_plugin_code(point, assignment)
