@@ -21,7 +21,8 @@ def add_mlflow_args(p: argparse.ArgumentParser, experiment: bool = True, nest: b
                             f"else {DEFAULT_EXPERIMENT})")
     if nest:
         p.add_argument("--mlflow-parent-run-id", default=None, metavar="RUN_ID",
-                       help="nest this command's MLflow run in an existing run (a pipeline step's); it then logs to that run's experiment")
+                       help="nest this command's MLflow run in an existing run (a pipeline step's); it then logs to that run's experiment, "
+                            "which an --experiment given must name")
 
 
 def tracking_uri_of(args: argparse.Namespace) -> str | None:

@@ -169,7 +169,8 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
     check_finite_weights(workload.model, layers)
     check_finite_batches(workload.calibration)
     if config.tracking_uri and config.mlflow_parent_run_id:  # before any evaluation, not when the search's run starts
-        outer_run(config.tracking_uri, config.mlflow_parent_run_id)
+        named = config.experiment if config.experiment != default_experiment() else None  # the default is the parent's
+        outer_run(config.tracking_uri, config.mlflow_parent_run_id, named)
     elif config.tracking_uri:  # a store MLflow refuses (a SQLite file is made later), or an experiment it would refuse
         if sqlite_path(config.tracking_uri) is None:
             tracking_client(config.tracking_uri)

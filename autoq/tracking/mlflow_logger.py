@@ -242,12 +242,17 @@ def stored_run(tracking_uri: str, run_id: str, missing: str) -> tuple[MlflowClie
     return client, run
 
 
-def outer_run(tracking_uri: str, run_id: str) -> Run:
-    """The existing run ``run_id`` that a search or table is to be nested in (``mlflow_parent_run_id``)."""
-    _, run = stored_run(tracking_uri, run_id, "mlflow_parent_run_id (--mlflow-parent-run-id) must be a run in the same tracking_uri (--tracking-uri)")
+def outer_run(tracking_uri: str, run_id: str, experiment: str | None = None) -> Run:
+    """The existing run ``run_id`` that a search or table is to be nested in (``mlflow_parent_run_id``). ``experiment``,
+    one the user named (not the default), must be that run's: a nested run is logged in its parent's experiment, and
+    the name given would have been ignored without a word."""
+    client, run = stored_run(tracking_uri, run_id, "mlflow_parent_run_id (--mlflow-parent-run-id) must be a run in the same tracking_uri (--tracking-uri)")
     if run.info.lifecycle_stage == "deleted":
         raise AutoqError(f"MLflow run {run_id!r} is deleted, and the UI hides the runs nested in it; restore it (mlflow runs restore "
                          f"--run-id {run_id}) or nest in another run")
+    if experiment is not None and experiment != (parents := client.get_experiment(run.info.experiment_id).name):
+        raise AutoqError(f"experiment {experiment!r} (--experiment) is not the experiment of the parent MLflow run {run_id!r}, "
+                         f"{parents!r}, and a nested run is logged in its parent's experiment; leave the experiment out, or give {parents!r}")
     return run
 
 

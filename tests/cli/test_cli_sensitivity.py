@@ -120,6 +120,8 @@ def test_sensitivity_run_nests_in_a_pipeline_run(out, mlflow_uri, capsys):
     assert "no MLflow run 'nope'" in err and "autoq: loading" not in err
     assert main([*base[:-3], "--tracking-uri", "none", "--mlflow-parent-run-id", outer.run_id]) == 2
     assert "MLflow logging is off" in capsys.readouterr().err
+    assert main([*base, "--mlflow-parent-run-id", outer.run_id, "--experiment", "other"]) == 2  # it would go to 'pipeline'
+    assert "experiment 'other' (--experiment) is not the experiment of the parent" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize(("layer_bits", "line"), [

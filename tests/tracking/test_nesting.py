@@ -55,6 +55,19 @@ def test_a_deleted_outer_run_is_refused(outer, mlflow_uri):
         autoq.search("digits-cnn", n_trials=2, tracking_uri=mlflow_uri, progress=False, mlflow_parent_run_id=outer.info.run_id, seed_from="none")
 
 
+def test_an_experiment_other_than_the_outer_runs_is_refused(outer, mlflow_uri, capsys):
+    """It was ignored without a word: the search went to the parent's experiment, not the one named."""
+    options = dict(n_trials=2, tracking_uri=mlflow_uri, progress=False, mlflow_parent_run_id=outer.info.run_id, seed_from="none")
+    with pytest.raises(AutoqError, match="experiment 'mine' .* is not the experiment of the parent MLflow run .*, 'pipeline', and a nested run is logged in its parent's"):
+        autoq.search("digits-cnn", experiment="mine", **options)
+    assert autoq.search("digits-cnn", experiment="pipeline", **options).points  # the parent's own, named, is fine
+    args = ["search", "--no-progress", "--tracking-uri", mlflow_uri, "--model", "digits-cnn", "--n-trials", "2", "--seed-from", "none",
+            "--mlflow-parent-run-id", outer.info.run_id, "--experiment", "mine"]
+    assert main(args) == 2
+    assert "give 'pipeline'" in capsys.readouterr().err
+    assert MlflowClient(mlflow_uri).get_experiment_by_name("mine") is None
+
+
 def test_nesting_needs_mlflow_logging():
     with pytest.raises(AutoqError, match="MLflow logging is off"):
         autoq.SearchConfig(tracking_uri=None, mlflow_parent_run_id="abc")
