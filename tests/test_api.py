@@ -196,5 +196,5 @@ def test_a_numpy_seed_is_taken_and_a_bad_one_refused():
     assert autoq.SearchConfig(seed=np.int64(7), tracking_uri=None).seed == 7
     assert type(autoq.SearchConfig(seed=np.int64(7), tracking_uri=None).seed) is int
     for bad in (-1, 2**32, 1.5, True):
-        with pytest.raises(AutoqError, match="seed must be an integer from 0 to 2\\*\\*32 - 1"):
+        with pytest.raises(AutoqError, match="seed \\(--seed\\) must be an integer from 0 to 2\\*\\*32 - 1"):
             autoq.SearchConfig(seed=bad, tracking_uri=None)

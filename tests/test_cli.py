@@ -27,17 +27,17 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
         (["--model", "digits-cnn", "--space", "nope"], "unknown search space 'nope'"),
         (["--model", "digits-cnn", "--pin", "garbage"], "cannot parse pin"),
         (["--sampler", "annealing"], "unknown sampler 'annealing'; choose one of tpe, nsga2, random"),
-        (["--n-trials", "0"], "n_trials must be at least 1"),
-        (["--seed", "-1"], "seed must be an integer from 0 to 2**32 - 1"),  # a numpy traceback after loading
+        (["--n-trials", "0"], "n_trials (--n-trials) must be at least 1"),
+        (["--seed", "-1"], "seed (--seed) must be an integer from 0 to 2**32 - 1"),  # a numpy traceback after loading
         (["--budget", "-1bits"], "must be positive"),  # argparse's usage block ('expected one argument')
-        (["--timeout", "-5"], "timeout must be a positive number of seconds"),
+        (["--timeout", "-5"], "timeout (--timeout) must be a positive number of seconds"),
         (["--model", "digits-cnn", "--storage", "sqlite:///cli_test.py/x.db"], "cli_test.py' is a file, not a folder"),
         (["--model", "digits-cnn", "--storage", "postgresql://u@nohost/db"], "the 'postgresql' driver is not installed"),
         (["--model", "digits-cnn", "--budget", "1us", "--device", "h200", "--batch", "4"],
          "(latency source: estimate:roofline:h200); the h200 table shipped with autoq measured batches 1, 16, 128, not 4"),
         (["--model", "digits-cnn", "--storage", "optuna.db"], "Optuna storage 'optuna.db' is not a database URL; use one such as sqlite:///optuna.db"),
         (["--model", "digits-cnn", "--storage", "bogus://x"], "SQLAlchemy cannot open 'bogus' databases"),
-        (["--batch", "0"], "batch (rows of activations per forward, for latency) must be at least 1, got 0"),
+        (["--batch", "0"], "batch (--batch: rows of activations per forward, for latency) must be at least 1, got 0"),
         (["--model", "digits-cnn", "--experiment", " "], "--experiment is ' ': give EXPERIMENT, or leave the option out"),
         # an unset $NAME in a script: '--resume ""' started a new search, '--study-name ""' took the default name
         (["--resume", ""], "--resume is '': give NAME, or leave the option out"),

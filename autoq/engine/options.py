@@ -15,19 +15,28 @@ from autoq.errors import AutoqError
 
 WHOLE = {"n_trials": 1, "batch": 1, "workers": 1, "max_retries": 0, "n_fill_seeds": 0, "max_uniform_seeds": 0}  # least value
 OPTIONAL = {"max_uniform_seeds"}  # None: no limit
-LABELS = {"batch": "batch (rows of activations per forward, for latency)"}
+LABELS = {"batch": "batch (--batch: rows of activations per forward, for latency)"}
+ON_COMMAND_LINE = {"n_trials", "workers", "max_retries", "timeout", "seed", "cpus_per_trial", "gpus_per_trial"}
 FLAGS = ("progress", "resume", "sequential")
+
+
+def label(name: str) -> str:
+    """An option as its errors name it: the Python name, and the flag where ``autoq search`` has one, since the API and
+    the command line share the checks (``n_trials (--n-trials)``)."""
+    if name in LABELS:
+        return LABELS[name]
+    return f"{name} (--{name.replace('_', '-')})" if name in ON_COMMAND_LINE else name
 
 
 def whole(name: str, value: Any, least: int, optional: bool = False) -> int | None:
     """``value`` as an int of at least ``least`` (a numpy integer too; not a bool, a float or a string)."""
     if value is None and optional:
         return None
-    label = LABELS.get(name, name)
+    named = label(name)
     if isinstance(value, bool) or not isinstance(value, numbers.Integral):
-        raise AutoqError(f"{label} must be a whole number (at least {least}), got {type(value).__name__} {value!r}")
+        raise AutoqError(f"{named} must be a whole number (at least {least}), got {type(value).__name__} {value!r}")
     if value < least:
-        raise AutoqError(f"{label} must be {'0 or more' if least == 0 else f'at least {least}'}, got {value}")
+        raise AutoqError(f"{named} must be {'0 or more' if least == 0 else f'at least {least}'}, got {value}")
     return int(value)
 
 
@@ -45,7 +54,7 @@ def checked_options(config: Any) -> dict[str, Any]:
         if value is None and name == "timeout":
             continue
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
-            raise AutoqError(f"{name} must be {what}, got {type(value).__name__} {value!r}")
+            raise AutoqError(f"{label(name)} must be {what}, got {type(value).__name__} {value!r}")
         out[name] = float(value)
     for name in ("seed_from", "device", "study_name", "address", "mlflow_parent_run_id"):
         value = getattr(config, name)

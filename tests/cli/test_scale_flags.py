@@ -11,8 +11,8 @@ from autoq.cli import main
     ("args", "needle"),
     [
         (["--workers", "2"], "need the ray backend"),
-        (["--backend", "ray", "--workers", "0"], "workers must be at least 1"),
-        (["--max-retries", "-1"], "max_retries must be 0 or more"),
+        (["--backend", "ray", "--workers", "0"], "workers (--workers) must be at least 1"),
+        (["--max-retries", "-1"], "max_retries (--max-retries) must be 0 or more"),
         (["--resume", "nope"], "no Optuna storage at"),  # nothing ran in tmp_path: no optuna.db to resume from
         (["--resume", "a", "--study-name", "b"], "name different searches"),
         (["--backend", "ray", "--cpus-per-trial", "100000"], "is more than this machine's"),  # the local Ray was sized to fit it

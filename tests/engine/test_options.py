@@ -12,17 +12,17 @@ from autoq.errors import AutoqError
 
 
 @pytest.mark.parametrize(("options", "needle"), [
-    ({"n_trials": "5"}, "n_trials must be a whole number (at least 1), got str '5'"),
-    ({"n_trials": 2.5}, "n_trials must be a whole number (at least 1), got float 2.5"),  # crashed in the ILP, minutes in
-    ({"n_trials": True}, "n_trials must be a whole number"),
-    ({"timeout": "10"}, "timeout must be a number of seconds"),
+    ({"n_trials": "5"}, "n_trials (--n-trials) must be a whole number (at least 1), got str '5'"),
+    ({"n_trials": 2.5}, "n_trials (--n-trials) must be a whole number (at least 1), got float 2.5"),  # crashed in the ILP, minutes in
+    ({"n_trials": True}, "n_trials (--n-trials) must be a whole number"),
+    ({"timeout": "10"}, "timeout (--timeout) must be a number of seconds"),
     ({"skip": 3}, "skip must be a regular expression or a list of them, got int 3"),
     ({"skip": ["pooler", 3]}, "3 is a int"),
     ({"pins": 5}, "pins must be a mapping"),
     ({"pins": [("a", "b", "c")]}, "pins must be a mapping {pattern: choice}"),
     ({"progress": "no"}, "progress must be True or False, got str 'no'"),  # read as true
     ({"max_uniform_seeds": -1}, "max_uniform_seeds must be 0 or more, got -1"),
-    ({"cpus_per_trial": "2", "backend": "ray"}, "cpus_per_trial must be a number of CPUs, got str '2'"),
+    ({"cpus_per_trial": "2", "backend": "ray"}, "cpus_per_trial (--cpus-per-trial) must be a number of CPUs, got str '2'"),
     ({"seed_from": 3}, "seed_from must be a str (or None), got int 3"),
     ({"device": 3}, "device must be a str (or None), got int 3"),
     # were read as left out: study_name='' started a new search where a resume was meant
