@@ -22,7 +22,8 @@ from autoq.errors import AutoqError
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout)
 # pooling and Flatten keep channels apart only where they are dim 1 (a convolution's output); a Linear's are last
-_PASS_THROUGH = (*_ELEMENTWISE, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.Flatten)
+_PASS_THROUGH = (*_ELEMENTWISE, nn.MaxPool1d, nn.MaxPool2d, nn.AvgPool1d, nn.AvgPool2d, nn.AdaptiveMaxPool1d, nn.AdaptiveMaxPool2d,
+                 nn.AdaptiveAvgPool1d, nn.AdaptiveAvgPool2d, nn.Flatten)  # each commutes with a positive scale per channel
 _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 
 

@@ -67,6 +67,21 @@ def test_cle_keeps_output_and_equalizes_ranges():
     assert float(r1.max() / r1.min()) < spread_before / 10  # 1000x spread of the first conv's channels, evened out
 
 
+@pytest.mark.parametrize("pool", [nn.AdaptiveAvgPool2d(1), nn.AdaptiveMaxPool2d((2, 2))])
+def test_a_convolution_is_paired_with_the_linear_after_an_adaptive_pool(pool):
+    """The classifier ending of most CNNs (torchvision's ResNet in a Sequential): the pair was missed."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(1, 8, 3, padding=1), nn.ReLU(), pool, nn.Flatten(), nn.Linear(8 * pool(torch.zeros(1, 1, 8, 8)).numel(), 10))
+    with torch.no_grad():
+        model[0].weight.mul_(torch.logspace(-2, 1, 8)[:, None, None, None])
+        ref = model(x())
+        assert equalization_pairs(model) == [(model[0], model[4])]
+        equalize(model)
+        assert torch.allclose(model(x()), ref, atol=1e-5, rtol=1e-4)
+    r = model[0].weight.detach().reshape(8, -1).abs().amax(1)
+    assert float(r.max() / r.min()) < 100  # 1000x before
+
+
 @pytest.mark.parametrize("multiplier", [1, 2])
 def test_cle_equalizes_through_depthwise_convolutions(multiplier):
     """A MobileNet block, conv -> depthwise conv -> pointwise conv: the case CLE was designed for. Grouped layers were
