@@ -23,7 +23,7 @@ from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, primary_output
 from autoq.evaluate.cache import QuantizedLayer, layer_named, needs_stats, quantize_layer_full, stats_for
 from autoq.model import LayerInfo, get_module, layout_2d, weight_2d
-from autoq.model.capture import CalibrationStats
+from autoq.model.capture import CalibrationStats, token_mask
 
 OUTPUT_KINDS = ("auto", "logits", "real")
 
@@ -159,10 +159,9 @@ def resolve_output_kind(kind: str, output: Any) -> str:
 def position_weights(batch: Any, out: torch.Tensor) -> torch.Tensor:
     """Weight of each output position (all dims but the last): 1, or the ``attention_mask`` where it fits."""
     shape = out.shape[:-1] if out.dim() > 1 else out.shape
-    if isinstance(batch, Mapping) and isinstance(batch.get("attention_mask"), torch.Tensor):
-        mask = batch["attention_mask"]
-        if tuple(mask.shape) == tuple(shape):
-            return mask.to(device=out.device, dtype=out.dtype)
+    mask = token_mask(batch)
+    if mask is not None and tuple(mask.shape) == tuple(shape):
+        return mask.to(device=out.device, dtype=out.dtype)
     return torch.ones(shape, dtype=out.dtype, device=out.device)
 
 

@@ -17,6 +17,7 @@ import torch
 from torch import nn
 
 from autoq.errors import AutoqError
+from autoq.model.capture import token_mask
 
 
 def call_model(model: nn.Module, batch: Any) -> Any:
@@ -114,8 +115,8 @@ def unpadded_output(output: Any, batch: Any) -> torch.Tensor:
     matches the output's first two dimensions (of three or more: a pooled ``(batch, features)`` output is not per
     token, whatever its width), the output as it is."""
     out = primary_output(output)
-    mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
-    if isinstance(mask, torch.Tensor) and mask.dim() == 2 and out.dim() >= 3 and tuple(out.shape[:2]) == tuple(mask.shape):
+    mask = token_mask(batch)
+    if mask is not None and out.dim() >= 3 and tuple(out.shape[:2]) == tuple(mask.shape):
         out = out * mask.reshape(*mask.shape, *([1] * (out.dim() - 2))).to(out.dtype)
     return out
 

@@ -53,6 +53,56 @@ def test_samples_are_uniform_over_every_row_seen():
     assert torch.equal(again, samples)  # seeded
 
 
+class _Tokens(nn.Module):
+    """A token model taking a Hugging Face style batch: per-token layers, then a pooled one on the first token."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.embed, self.dense, self.pooler = nn.Embedding(20, 6), nn.Linear(6, 6), nn.Linear(6, 3)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
+        hidden = self.dense(self.embed(input_ids))
+        return self.pooler(hidden[:, 0])
+
+
+def _padded_batches() -> list[dict[str, torch.Tensor]]:
+    gen = torch.Generator().manual_seed(3)
+    out = []
+    for lengths in ([5, 2, 7], [1, 7, 3]):
+        mask = (torch.arange(7) < torch.tensor(lengths)[:, None]).long()
+        ids = torch.randint(1, 20, (3, 7), generator=gen) * mask  # padding is token 0
+        out.append({"input_ids": ids, "attention_mask": mask})
+    return out
+
+
+@pytest.mark.parametrize("sequential", [False, True])
+def test_padding_positions_are_left_out_of_a_token_layers_statistics(sequential):
+    """They were counted: 41% of MiniLM's calibration rows, which GPTQ, AWQ and bias correction fitted to though the
+    quality metrics never score those positions."""
+    model, data = _Tokens(), _padded_batches()
+    layers = find_layers(model)
+    if sequential:
+        stats = capture_sequential(model, layers, data, lambda name, _: get_module(model, name).weight.detach().clone())
+    else:
+        stats = capture_stats(model, layers, data)
+    with torch.no_grad():
+        real = torch.cat([model.embed(b["input_ids"])[b["attention_mask"] != 0] for b in data]).double()
+        first = torch.cat([model.dense(model.embed(b["input_ids"]))[:, 0] for b in data]).double()
+    dense = stats["dense"]
+    assert dense.n_tokens == 25 == real.shape[0]  # of 42 positions
+    assert torch.allclose(dense.xtx, real.t() @ real) and torch.allclose(dense.mean, real.mean(0).float(), atol=1e-6)
+    assert dense.samples.shape[0] == 25
+    assert stats["pooler"].n_tokens == 6 and torch.allclose(stats["pooler"].xtx, first.t() @ first, rtol=1e-5)  # not per token
+
+
+def test_a_calibration_batch_of_padding_only_adds_nothing():
+    model, data = _Tokens(), _padded_batches()
+    empty = {"input_ids": torch.zeros(2, 7, dtype=torch.long), "attention_mask": torch.zeros(2, 7, dtype=torch.long)}
+    with_empty = capture_stats(model, find_layers(model), [*data, empty])["dense"]
+    assert with_empty.n_tokens == 25 and torch.equal(with_empty.xtx, capture_stats(model, find_layers(model), data)["dense"].xtx)
+
+
 def test_output_error_matches_the_real_layer_output():
     model, data = mlp(), batches()
     stats = capture_stats(model, find_layers(model), data)["0"]
