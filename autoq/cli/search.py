@@ -71,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
     from autoq.plugins import plugin_note
 
     args = resumed_args(args)  # --resume NAME: the stored search's settings
+    if args.mlflow_parent_run_id and args.experiment != args.experiment_default and tracking_uri_of(args):
+        from autoq.tracking import outer_run
+
+        outer_run(args.tracking_uri, args.mlflow_parent_run_id, args.experiment)  # a nested run logs to its parent's experiment
     config = SearchConfig(
         budget=parse_budget(args.budget),  # parse first: a bad budget fails before any loading
         space=args.space,

@@ -92,7 +92,7 @@ class SearchConfig:
     pins: tuple[tuple[str, str], ...] = ()
     tracking_uri: str | None = field(default_factory=default_tracking_uri)  # $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db; None (or "none"): no MLflow
     experiment: str = field(default_factory=default_experiment)  # $MLFLOW_EXPERIMENT_NAME, else autoq
-    mlflow_parent_run_id: str | None = None  # nest the search's run in this existing MLflow run (a pipeline step's); it joins that run's experiment
+    mlflow_parent_run_id: str | None = None  # nest the search's run in this existing MLflow run (a pipeline step's); it joins that run's experiment, whatever `experiment` says (--experiment is checked against it)
     study_name: str | None = None
     storage: str | None = "auto"  # "auto": optuna.db beside the MLflow store; None (or "none"): in memory
     timeout: float | None = None  # seconds; stop asking for new trials after this
@@ -169,8 +169,7 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
     check_finite_weights(workload.model, layers)
     check_finite_batches(workload.calibration)
     if config.tracking_uri and config.mlflow_parent_run_id:  # before any evaluation, not when the search's run starts
-        named = config.experiment if config.experiment != default_experiment() else None  # the default is the parent's
-        outer_run(config.tracking_uri, config.mlflow_parent_run_id, named)
+        outer_run(config.tracking_uri, config.mlflow_parent_run_id)
     elif config.tracking_uri:  # a store MLflow refuses (a SQLite file is made later), or an experiment it would refuse
         if sqlite_path(config.tracking_uri) is None:
             tracking_client(config.tracking_uri)

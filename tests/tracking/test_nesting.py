@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from pathlib import Path
 
@@ -10,7 +11,9 @@ from helpers import artifacts_beside
 from mlflow.tracking import MlflowClient
 
 import autoq
+from autoq.builtin import load_workload
 from autoq.cli import main
+from autoq.engine import run_search
 from autoq.errors import AutoqError
 from autoq.export.from_run import point_from_run
 from autoq.tracking.runs import trial_runs
@@ -55,17 +58,25 @@ def test_a_deleted_outer_run_is_refused(outer, mlflow_uri):
         autoq.search("digits-cnn", n_trials=2, tracking_uri=mlflow_uri, progress=False, mlflow_parent_run_id=outer.info.run_id, seed_from="none")
 
 
-def test_an_experiment_other_than_the_outer_runs_is_refused(outer, mlflow_uri, capsys):
-    """It was ignored without a word: the search went to the parent's experiment, not the one named."""
-    options = dict(n_trials=2, tracking_uri=mlflow_uri, progress=False, mlflow_parent_run_id=outer.info.run_id, seed_from="none")
-    with pytest.raises(AutoqError, match="experiment 'mine' .* is not the experiment of the parent MLflow run .*, 'pipeline', and a nested run is logged in its parent's"):
-        autoq.search("digits-cnn", experiment="mine", **options)
-    assert autoq.search("digits-cnn", experiment="pipeline", **options).points  # the parent's own, named, is fine
+def test_an_experiment_other_than_the_outer_runs_is_refused_on_the_command_line(outer, mlflow_uri, capsys):
+    """It was ignored without a word: the search went to the parent's experiment, not the one named. (In Python a
+    config's experiment is filled with the default when it is made, so a named one cannot be told from it.)"""
     args = ["search", "--no-progress", "--tracking-uri", mlflow_uri, "--model", "digits-cnn", "--n-trials", "2", "--seed-from", "none",
-            "--mlflow-parent-run-id", outer.info.run_id, "--experiment", "mine"]
-    assert main(args) == 2
-    assert "give 'pipeline'" in capsys.readouterr().err
+            "--mlflow-parent-run-id", outer.info.run_id]
+    assert main([*args, "--experiment", "mine"]) == 2
+    err = capsys.readouterr().err
+    assert "experiment 'mine' (--experiment) is not the experiment of the parent MLflow run" in err and "give 'pipeline'" in err
+    assert "autoq: loading" not in err  # before the model
+    assert main([*args, "--experiment", "pipeline"]) == 0  # the parent's own, named, is fine
     assert MlflowClient(mlflow_uri).get_experiment_by_name("mine") is None
+
+
+def test_a_config_made_before_the_pipeline_set_its_experiment_nests(outer, mlflow_uri, monkeypatch):
+    """A config built before ``mlflow.set_experiment`` holds the default then: it is not an experiment the user named."""
+    base = autoq.SearchConfig(budget="4.5bits", n_trials=2, tracking_uri=mlflow_uri, progress=False, seed_from="none")
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "pipeline")
+    result = run_search(load_workload("digits-cnn"), dataclasses.replace(base, mlflow_parent_run_id=outer.info.run_id))
+    assert MlflowClient(mlflow_uri).get_run(result.parent_run_id).info.experiment_id == outer.info.experiment_id
 
 
 def test_nesting_needs_mlflow_logging():
