@@ -330,7 +330,15 @@ class MlflowTracker:
         if found is not None:
             return cls(tracking_uri, found.experiment_id)
         location = (db.resolve().parent / "mlartifacts").as_uri() if db is not None else None
-        return cls(tracking_uri, client.create_experiment(experiment, artifact_location=location))
+        from mlflow.exceptions import MlflowException
+
+        try:
+            return cls(tracking_uri, client.create_experiment(experiment, artifact_location=location))
+        except MlflowException as exc:  # another search (an outer study's n_jobs=2, a second process) made it just now
+            found = client.get_experiment_by_name(experiment) if exc.error_code == "RESOURCE_ALREADY_EXISTS" else None
+            if found is None:
+                raise
+            return cls(tracking_uri, found.experiment_id)
 
     def start(self, run_name: str, params: Mapping[str, object], tags: Mapping[str, str]) -> str:
         with deferred_interrupts():  # a write cut in half would leave the SQLite store locked

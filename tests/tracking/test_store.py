@@ -168,3 +168,23 @@ def test_a_tracking_uri_is_shown_without_its_credentials(uri, shown, note):
 
     assert shown_uri(uri) == shown
     assert (note in credentials_note(uri)) if note else credentials_note(uri) == ""
+
+
+def test_an_experiment_another_search_creates_meanwhile_is_joined(mlflow_uri, monkeypatch):
+    """Two searches of an outer study with n_jobs=2 on a new store: both looked the experiment up, found none, and the
+    second to create it failed ("already exists") and stopped its outer study."""
+    from mlflow.tracking import MlflowClient
+
+    from autoq.tracking import MlflowTracker
+
+    looked_up = MlflowClient.get_experiment_by_name
+    raced = []
+
+    def created_meanwhile(self, name):  # the other search creates it just after this one looked and found none
+        if not raced:
+            raced.append(MlflowClient(mlflow_uri).create_experiment(name))
+            return None
+        return looked_up(self, name)
+
+    monkeypatch.setattr(MlflowClient, "get_experiment_by_name", created_meanwhile)
+    assert MlflowTracker.open(mlflow_uri, "shared").experiment_id == raced[0]
