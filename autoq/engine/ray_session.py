@@ -5,6 +5,8 @@ run a trial at all (no node with ``cpus_per_trial`` CPUs and ``gpus_per_trial`` 
 before the search writes its MLflow run and Optuna study, where it used to be a traceback afterwards,
 or a hang. ``ray.init`` installs a SIGTERM handler that exits the process and Tune one for SIGUSR1;
 the session puts the caller's handlers back (a scheduler's TERM then stops a search as Ctrl-C does).
+A Ray started here also leaves environment variables behind (``PYTHONBREAKPOINT`` set to Ray's remote
+debugger, which broke the caller's next ``breakpoint()``; ``RAY_*``): they are put back as well.
 A Ray the caller started is used as it is and left running.
 """
 
@@ -54,6 +56,7 @@ def ray_session(config: Any) -> Iterator[None]:
 
     main = threading.current_thread() is threading.main_thread()
     handlers = {sig: signal.getsignal(sig) for sig in SIGNALS} if main else {}
+    environ = dict(os.environ)
     started = _ensure_ray(config)
     try:
         if main:  # ray.init's TERM handler calls sys.exit: the search would end as a crash, not an interruption
@@ -63,8 +66,18 @@ def ray_session(config: Any) -> Iterator[None]:
     finally:
         if started:
             ray.shutdown()
+            _put_back(environ)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
+
+
+def _put_back(environ: dict[str, str]) -> None:
+    """``os.environ`` as it was before a Ray started here set its variables."""
+    for name in [name for name in os.environ if name not in environ]:
+        del os.environ[name]
+    for name, value in environ.items():
+        if os.environ.get(name) != value:
+            os.environ[name] = value
 
 
 def _ensure_ray(config: Any) -> bool:

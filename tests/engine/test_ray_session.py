@@ -93,16 +93,21 @@ def test_a_trial_no_node_can_run_is_refused_and_a_callers_ray_stays_up(tmp_path)
     assert ray.is_initialized()
 
 
-def test_a_search_that_starts_ray_leaves_the_callers_signal_handlers(tmp_path):
-    """ray.init installs a SIGTERM handler that exits the process, and Tune one for SIGUSR1: both stayed behind."""
+def test_a_search_that_starts_ray_leaves_the_callers_signal_handlers_and_environment(tmp_path, monkeypatch):
+    """ray.init installs a SIGTERM handler that exits the process, and Tune one for SIGUSR1: both stayed behind. So did
+    its environment variables: PYTHONBREAKPOINT=ray.util.rpdb._driver_set_trace broke the caller's next breakpoint()."""
     def mine(signum, frame):
         pass
 
+    monkeypatch.delenv("PYTHONBREAKPOINT", raising=False)
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")  # one the caller set, which Ray changes
+    environ = dict(os.environ)
     before = {sig: signal.signal(sig, mine) for sig in (signal.SIGTERM, signal.SIGUSR1)}
     try:
         autoq.search("digits-cnn", budget="4.5bits", n_trials=2, backend="ray", **_stores(tmp_path))
         assert not ray.is_initialized()  # started here, stopped here
         assert all(signal.getsignal(sig) is mine for sig in before)
+        assert dict(os.environ) == environ
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
