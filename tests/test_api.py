@@ -179,7 +179,9 @@ def test_apply_and_export_refuse_other_calibration_batches_than_the_searchs(mlfl
     assert result.n_calibration == 6 and result.calibration_digest
     with pytest.raises(AutoqError, match=r"these 8 calibration batches are not the 6 the search calibrated on .*pass calibration=batches\[:6\]"):
         result.apply(copy.deepcopy(model), calibration=data)
-    result.apply(copy.deepcopy(model), calibration=data[:6])
+    applied = result.apply(copy.deepcopy(model), calibration=data[:6])
+    from_iterator = result.apply(copy.deepcopy(model), calibration=iter(data[:6]))  # read once, as the search reads one
+    assert all(torch.equal(a, b) for a, b in zip(applied.state_dict().values(), from_iterator.state_dict().values()))
     best = result.best.run_id
     with pytest.raises(AutoqError, match="not the 6 the search calibrated on"):
         autoq.export(model, best, tmp_path / "q", calibration=data, tracking_uri=mlflow_uri, progress=False)

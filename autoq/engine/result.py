@@ -206,14 +206,15 @@ class SearchResult:
             raise AutoqError(f"the point quantizes activations ({', '.join(with_acts[:3])}), which needs forward hooks: "
                              "autoq.export it and autoq.load the result")
         data_driven = needs_calibration(assignment)
+        batches = list(calibration or [])  # once: an iterator (a generator, as the search took) is read twice below
         if data_driven and calibration is None:
             methods = sorted({c.method for c in assignment.values() if c.name in data_driven})
             raise AutoqError(f"the point uses data-driven methods {methods}: pass the search's "
                              "calibration batches, result.apply(model, calibration=batches)")
         if data_driven:
-            check_calibration(list(calibration or []), self.calibration_digest, self.n_calibration)
+            check_calibration(batches, self.calibration_digest, self.n_calibration)
         layers = [layer for layer in find_layers(model, include_tied=True) if layer.name in assignment]
-        parts = quantize_point(model, assignment, layers, list(calibration or []), sequential=self.sequential)
+        parts = quantize_point(model, assignment, layers, batches, sequential=self.sequential)
         apply_assignment(model, {name: c for name, c in assignment.items() if c.weight.is_half})
         with torch.no_grad():
             for name, part in parts.items():
