@@ -9,8 +9,11 @@ sentences that calibration never sees.
 from __future__ import annotations
 
 import hashlib
+import json
+import sys
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,13 +37,17 @@ def load_pretrained(path: str | Path):
         )
     if not (directory / "config.json").is_file():
         raise AutoqError(f"{str(path)!r} is not a Hugging Face model directory: it has no config.json")
-    from transformers import AutoModel, AutoTokenizer
-    try:
-        with quiet_logs():  # no weight-loading progress bars or warnings over our own output
-            model, info = AutoModel.from_pretrained(str(directory), dtype=torch.float32, output_loading_info=True)
-    except Exception as exc:  # transformers raises many types for a broken directory
-        raise AutoqError(f"could not load a model from {str(path)!r}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
-    missing = sorted(info.get("missing_keys") or ())
+    from transformers import AutoTokenizer
+
+    model, missing = _load_base(directory, path)
+    if missing and all(key.startswith("pooler.") for key in missing):  # saved from a masked-LM or token-classification model
+        try:
+            model, missing = _load_base(directory, path, add_pooling_layer=False)
+        except AutoqError:  # a class that takes no such option: the pooler stays missing, and is refused below
+            pass
+        else:
+            print(f"autoq: note: the checkpoint in {str(path)!r} has no pooler (saved from a masked-LM or token-classification "
+                  "model): loaded without one; the sentence embeddings are the mean of the last hidden states", file=sys.stderr)
     if missing:  # transformers fills them at random, and says so only in a log line: the search would score a random model
         raise AutoqError(f"{len(missing)} weight(s) of {type(model).__name__} are missing from the checkpoint in {str(path)!r} "
                          f"(such as {missing[0]!r}), and would be random; were they saved under other names (a wrapper's prefix)? "
@@ -60,6 +67,47 @@ def load_pretrained(path: str | Path):
                              "set tokenizer.pad_token and save it, or search the model through the Python API with your own batches")
         tokenizer.pad_token = stand_in
     return model, tokenizer
+
+
+def _load_base(directory: Path, path: str | Path, **options: Any) -> tuple[torch.nn.Module, list[str]]:
+    """The base model of ``directory`` in fp32 and the weights missing from its checkpoint (sorted)."""
+    try:
+        with quiet_logs():  # no weight-loading progress bars or warnings over our own output
+            model, info = _base_class(directory).from_pretrained(str(directory), dtype=torch.float32, output_loading_info=True, **options)
+    except Exception as exc:  # transformers raises many types for a broken directory
+        raise AutoqError(f"could not load a model from {str(path)!r}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+    return model, sorted(info.get("missing_keys") or ())
+
+
+def _saved_config(directory: Path) -> dict[str, Any]:
+    try:
+        config = json.loads((directory / "config.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # from_pretrained says what is wrong with it
+        return {}
+    return config if isinstance(config, dict) else {}
+
+
+def _base_class(directory: Path):
+    """``AutoModel``, unless the config's ``architectures`` names a base class of its own: ``T5EncoderModel`` (AutoModel
+    builds the encoder-decoder ``T5Model``, whose decoder such a checkpoint lacks). A head class (``...For...``,
+    ``...LMHeadModel``) still loads as its base model, without the head."""
+    import transformers
+
+    names = _saved_config(directory).get("architectures") or []
+    name = names[0] if isinstance(names, list) and len(names) == 1 and isinstance(names[0], str) else ""
+    if name.endswith("Model") and "For" not in name and "Head" not in name:
+        found = getattr(transformers, name, None)
+        if isinstance(found, type) and issubclass(found, transformers.PreTrainedModel):
+            return found
+    return transformers.AutoModel
+
+
+def stored_dtype(path: str | Path) -> str | None:
+    """The half-precision dtype a checkpoint's config says it is stored in (``bfloat16``, ``float16``), else ``None``:
+    the search's reference is fp32, and an export rebuilds the model in the checkpoint's own dtype."""
+    config = _saved_config(Path(path))
+    value = config.get("dtype") or config.get("torch_dtype")
+    return value if value in ("bfloat16", "float16") else None
 
 
 def max_positions(model: torch.nn.Module) -> int | None:
@@ -122,6 +170,7 @@ def text_workload(
             else f"mean cosine similarity of logits to full precision on {n_eval} held-out sentences"
         ),
         data_fingerprint=fingerprint,
+        stored_dtype=stored_dtype(path),
     )
 
 

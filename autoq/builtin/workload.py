@@ -25,6 +25,7 @@ class Workload:
     data_fingerprint: str = ""
     skip: tuple[str, ...] = ()  # layers this model leaves unquantized by default (e.g. a tied lm_head)
     source: str = ""  # what load_workload rebuilds it from (a built-in name, a directory); "" for a module of the caller's
+    stored_dtype: str | None = None  # a checkpoint's half precision, where the model was loaded in fp32 for the reference: an export's
 
     def __repr__(self) -> str:
         """Short: the dataclass's repr printed every calibration tensor and the whole model (in Ray's errors, 133 kB)."""

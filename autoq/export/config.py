@@ -16,15 +16,21 @@ CONFIG_NAME = "autoq_config.json"
 WEIGHTS_NAME = "model.safetensors"
 
 
-def describe_base(model: nn.Module, builtin: str | None) -> dict[str, Any]:
+def describe_base(model: nn.Module, builtin: str | None, stored_dtype: str | None = None) -> dict[str, Any]:
     """How to rebuild the architecture: a Hugging Face config and class, or a built-in's name (or both); the dtype of
-    its floating-point parameters, and a generation config where the model has one (its stop tokens, sampling)."""
+    its floating-point parameters (``stored_dtype``, the checkpoint's, where the model was loaded in fp32 for the
+    search's reference: a bf16 checkpoint comes back in bf16), and a generation config where the model has one (its
+    stop tokens, sampling)."""
     base: dict[str, Any] = {"builtin": builtin, "class": type(model).__name__}
     hf_config = getattr(model, "config", None)
     if hf_config is not None and hasattr(hf_config, "to_dict"):
         base["hf_config"] = hf_config.to_dict()
+        if stored_dtype and "dtype" in base["hf_config"]:
+            base["hf_config"]["dtype"] = stored_dtype
     dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
-    if len(dtypes) == 1:
+    if stored_dtype:
+        base["dtype"] = stored_dtype
+    elif len(dtypes) == 1:
         base["dtype"] = str(dtypes.pop()).removeprefix("torch.")
     generation = getattr(model, "generation_config", None)
     if generation is not None and hasattr(generation, "to_dict"):

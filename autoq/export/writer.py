@@ -68,10 +68,11 @@ def _assignment_of(point: object) -> Assignment:
 
 
 def _resolve_model(model: nn.Module | str, calibration: Sequence[Any] | None, data_fingerprint: str | None,
-                   data_driven: list[str]) -> tuple[nn.Module, str | None, Sequence[Any] | None]:
-    """(module, built-in name or None, calibration batches): a name brings its workload's calibration set."""
+                   data_driven: list[str]) -> tuple[nn.Module, str | None, Sequence[Any] | None, str | None]:
+    """(module, built-in name or None, calibration batches, the checkpoint's dtype where the module was loaded in
+    another): a name brings its workload's calibration set."""
     if isinstance(model, nn.Module):
-        return model, None, calibration
+        return model, None, calibration, None
     from autoq.builtin import BUILTINS, load_workload
 
     workload = load_workload(model)
@@ -81,7 +82,8 @@ def _resolve_model(model: nn.Module | str, calibration: Sequence[Any] | None, da
             f"({workload.data_fingerprint}), so its {', '.join(data_driven[:3])} layers cannot be reproduced; "
             "export with the model the search used"
         )
-    return workload.model, (model if model in BUILTINS else None), (workload.calibration if calibration is None else calibration)
+    return (workload.model, (model if model in BUILTINS else None), (workload.calibration if calibration is None else calibration),
+            workload.stored_dtype)
 
 
 def _stored(name: str, tensor: torch.Tensor, kept: list[str]) -> torch.Tensor:
@@ -174,7 +176,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     sequential = bool(sequential)
     calibration = None if calibration is None else list(calibration)  # an iterator (a DataLoader's) is read more than once
     assignment = _assignment_of(point)
-    model, builtin, calibration = _resolve_model(model, calibration, data_fingerprint, needs_calibration(assignment))
+    model, builtin, calibration, dtype = _resolve_model(model, calibration, data_fingerprint, needs_calibration(assignment))
     searched_hash = point.model_hash if isinstance(point, RunPoint) else getattr(searched, "model_hash", "")
     if searched_hash:
         from autoq.sensitivity.inputs import model_hash
@@ -260,7 +262,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     cost = CostModel.for_model(model, layers).cost(assignment)
     inputs = input_spec(calibration[0], model) if calibration else None
     write_config(out, {
-        "base": describe_base(model, builtin),
+        "base": describe_base(model, builtin, dtype),
         "weights": WEIGHTS_NAME,
         "assignment": assignment.to_dict(),
         "layers": meta,

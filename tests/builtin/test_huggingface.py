@@ -149,3 +149,43 @@ def test_a_hub_cache_snapshot_is_named_by_its_repository(tiny_gpt2_dir, tmp_path
     snapshot = tmp_path / "models--acme--tiny-gpt2" / "snapshots" / "3f2a9c1d0e5b7a8c"
     shutil.copytree(tiny_gpt2_dir, snapshot)
     assert load_workload(str(snapshot)).name == "acme/tiny-gpt2"  # was the commit hash
+
+
+def test_a_checkpoint_saved_without_its_pooler_loads_without_one(tmp_path, capsys):
+    """A masked-LM or token-classification checkpoint (most MLM-pretrained bases, NER fine-tunes) has no pooler, which
+    AutoModel builds: it was refused as 'missing weights ... save with save_pretrained', which the user had done."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(0)
+    BertForMaskedLM(BertConfig(vocab_size=30522, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path)
+    _copy_tokenizer(tmp_path)
+    workload = load_workload(str(tmp_path))
+    assert "has no pooler" in capsys.readouterr().err
+    assert type(workload.model).__name__ == "BertModel" and workload.model.pooler is None
+    assert not any(layer.name.startswith("pooler") for layer in find_layers(workload.model))
+    assert workload.evaluate(workload.model) == pytest.approx(1.0)
+
+
+def test_an_encoder_only_checkpoint_loads_as_the_class_its_config_names(tmp_path):
+    """A T5EncoderModel folder was built as the encoder-decoder T5Model (AutoModel) and refused for its 'missing' decoder."""
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    T5EncoderModel(T5Config(vocab_size=30522, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)).save_pretrained(tmp_path)
+    _copy_tokenizer(tmp_path)
+    workload = load_workload(str(tmp_path))
+    assert type(workload.model).__name__ == "T5EncoderModel"
+    assert workload.evaluate(workload.model) == pytest.approx(1.0)
+
+
+def test_a_half_precision_checkpoint_is_exported_in_its_own_dtype(tiny_gpt2_dir, tmp_path):
+    """The search's reference is fp32, and the export recorded that: a bf16 checkpoint came back from autoq.load in fp32
+    (twice the memory, and on CUDA no kernel)."""
+    import json
+
+    result = autoq.search(str(tiny_gpt2_dir), budget="4.5bits", n_trials=2, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    autoq.export(str(tiny_gpt2_dir), result.best, tmp_path / "q", progress=False)
+    base = json.loads((tmp_path / "q" / "autoq_config.json").read_text())["base"]
+    assert base["dtype"] == "bfloat16" and base["hf_config"]["dtype"] == "bfloat16"
+    loaded = autoq.load(tmp_path / "q")
+    assert {p.dtype for p in loaded.parameters() if p.is_floating_point()} == {torch.bfloat16}
