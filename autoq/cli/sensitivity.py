@@ -99,9 +99,7 @@ def run(args: argparse.Namespace) -> int:
     table = workload_table(workload, space.layers, space.options, args.metric, settings, refresh=args.refresh, progress=not args.no_progress)
     wall = time.perf_counter() - start
     out = Path(args.out).resolve()  # the files and the printed search command name it whole: they work from any folder
-    stem = f"{_safe(workload.name)}-{args.metric}"
-    if args.space != "default":  # a table of another space no longer overwrites the default space's in the same folder
-        stem = f"{_safe(workload.name)}-{_safe(Path(args.space).stem)}-{args.metric}"
+    stem = _stem(workload.name, args, settings)
     table_json = table.save(out / f"{stem}.json")
     paths = [table.save(out / f"{stem}.csv"), table_json, table.heatmap(out / f"{stem}.png")]
     run_id = None
@@ -134,6 +132,19 @@ def _search_command(args: argparse.Namespace, table_json: Path, model_source: st
     for pattern in args.skip:
         words += ["--skip", pattern]
     return shlex.join([*words, "--seed-from", str(table_json)])
+
+
+def _stem(model_name: str, args: argparse.Namespace, settings: dict[str, object]) -> str:
+    """The table files' name: model, space (if not the default), metric, and the ``--set`` settings and ``--skip``
+    patterns where given. A table of other settings or skips no longer overwrites the one a printed ``--seed-from``
+    command names (`digits-cnn-kl-n_samples-16`; skips by a short digest, regular expressions making poor names)."""
+    import hashlib
+
+    parts = [model_name, *([Path(args.space).stem] if args.space != "default" else []), args.metric]
+    parts += [f"{key}-{value}" for key, value in sorted(settings.items())]
+    if args.skip:
+        parts.append("skip-" + hashlib.sha256("\n".join(args.skip).encode()).hexdigest()[:8])
+    return "-".join(_safe(part) for part in parts)
 
 
 def _safe(name: str) -> str:

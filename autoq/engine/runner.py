@@ -15,7 +15,7 @@ import numbers
 import shlex
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -259,7 +259,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
     with study as study_name:
         if not config.resume:
             claimed.append((storage, study_name))
-        strategy, seeds, uniform, seeded_from = start_strategy(workload, config, problem, study_name, storage)
+        strategy, seeds, uniform, seeded_from, seed_scores = start_strategy(workload, config, problem, study_name, storage)
         uniform_set = set(uniform)
         if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
             strategy.seed(seeds)
@@ -275,6 +275,8 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         tracker = _start_tracking(workload, config, space, budget, study_name, storage, reference, weights, calibration_digest, seeded_from,
                                   len(uniform_set), problem_code)
         parent_id = tracker.parent_id if tracker else None
+        if tracker and seed_scores is not None:  # the scores themselves: a table file named by seed_from may be overwritten since
+            tracker.client.log_text(parent_id, seed_scores.to_json(), "seed_table.json")
         if tracker and cost_model.latency_source:
             tracker.client.set_tag(parent_id, "latency_source", cost_model.latency_source)
         if tracker:  # the n_trials param is the first session's and cannot change: a resume may ask for more
@@ -482,6 +484,7 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
             "budget": budget.text, "budget_kind": budget.kind, "budget_value": budget.value,
             "model": workload.name, "model_source": workload.source or "none", "space": config.space, "seed": config.seed, "sampler": sampler_name(config.sampler),
             "strategy": config.strategy, "seed_from": seeded_from or "none",
+            "skip": _listed(config.skip), "pins": _listed(f"{pattern}={choice}" for pattern, choice in config.pins),
             "n_trials": config.n_trials, "n_layers": len(space.layers), "metric": workload.metric[:500],
             "data_fingerprint": workload.data_fingerprint, "optuna_storage": without_password(storage) if storage else "memory",
             "study_name": study_name, "device": config.device or "none", "batch": config.batch,
@@ -500,6 +503,13 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
     tracker.client.log_metric(parent_id, "n_uniform_baselines", n_uniform, step=0)
     remember_run_id(storage, study_name, parent_id)
     return tracker
+
+
+def _listed(items: Iterable[str]) -> str:
+    """``--skip`` patterns or ``--pin`` rules as one MLflow param: shell words, so that a search's can be compared and
+    filtered in the UI (``params.skip = 'none'``); cut at MLflow's 6,000 characters, the stored study holding them whole."""
+    text = " ".join(shlex.quote(item) for item in items) or "none"
+    return text if len(text) <= 6000 else text[:5990] + " ..."
 
 
 def _summary_metrics(points: list[Point], eval_seconds: float, n_infeasible: int, n_failed: int, n_uniform: int) -> dict[str, float]:

@@ -102,9 +102,10 @@ def seed_metric(seed_from: str | None, strategy: str, space: SearchSpace | None 
 
 
 def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, study_name: str,
-                   storage: str | None) -> tuple[Strategy, list[Assignment], list[Assignment], str | None]:
+                   storage: str | None) -> tuple[Strategy, list[Assignment], list[Assignment], str | None, SensitivityTable | None]:
     """(strategy, seeds to enqueue, uniform baselines among them, the metric or table file whose scores seeded it:
-    ``None`` where none did) for ``config.strategy`` and ``config.seed_from``."""
+    ``None`` where none did, and that table: the search logs it, a file being the user's to overwrite) for
+    ``config.strategy`` and ``config.seed_from``."""
     factory = strategy_factory(config.strategy)
     seed_from = seed_metric(config.seed_from, config.strategy, problem.space)
     if config.seed_from == AUTO and seed_from is None and config.progress:
@@ -118,17 +119,18 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
             if config.progress:
                 print(f"autoq: --seed-from auto skips the sensitivity table: the {config.n_trials} trial(s) asked for are all uniform "
                       f"baselines (of {n_uniform}); mixes, which it seeds, start after them", file=sys.stderr, flush=True)
-    scores = None
+    scores, table = None, None
     # a resumed study keeps the seeds its first session enqueued: only a strategy that solves on the table needs it again
     if seed_from and not (config.resume and not strategy_needs_scores(config.strategy)):
         try:
-            scores = space_scores(seed_table(workload, problem.space, seed_from, config.progress), problem.space)
+            table = seed_table(workload, problem.space, seed_from, config.progress)
+            scores = space_scores(table, problem.space)
         except Exception as exc:  # noqa: BLE001 - only the default may fall back, and it says why
             if config.seed_from != AUTO or strategy_needs_scores(config.strategy):
                 raise
             print(f"autoq: warning: no {seed_from} sensitivity table for seeding ({type(exc).__name__}: {exc}); "
                   "starting from random budget-filling mixes instead (--seed-from METRIC to insist, none to skip)", file=sys.stderr, flush=True)
-            seed_from = None
+            seed_from, table = None, None
     ctx = StrategyContext(
         problem.space, problem.cost_model, problem.budget, config.sampler, config.seed, study_name, storage,
         config.n_trials, config.n_fill_seeds, scores, config.resume, config.max_uniform_seeds,
@@ -139,4 +141,4 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
         raise AutoqError(f"the {config.strategy!r} strategy creates its Optuna study itself, which the search has already made "
                          f"({study_name!r}); the strategy must load it (optuna.create_study(..., load_if_exists=True), or "
                          "make_strategy / QueueStrategy: see docs/plugins.md)") from None
-    return strategy, seeds, uniform, seed_from
+    return strategy, seeds, uniform, seed_from, table

@@ -43,6 +43,10 @@ def test_sensitivity_writes_table_heatmap_and_logs_to_mlflow(out, mlflow_uri, ca
     # the suggested search runs as printed
     assert main([*command[1:], "--budget", "3.5bits", "--n-trials", "3", "--tracking-uri", mlflow_uri, "--no-progress"]) == 0
     assert "Best within budget" in capsys.readouterr().out
+    search = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], "tags.`autoq.kind` = 'search'")[0]
+    logged = SensitivityTable.load(client.download_artifacts(search.info.run_id, "seed_table.json"))
+    assert logged.entries == table.entries  # the scores used, whatever becomes of the file later
+    assert (search.data.params["skip"], search.data.params["pins"]) == ("none", "none")
 
 
 def test_tables_of_two_spaces_in_one_folder_keep_their_own_files(out, capsys):
@@ -54,6 +58,19 @@ def test_tables_of_two_spaces_in_one_folder_keep_their_own_files(out, capsys):
     assert any("-g" in e.option for e in default.entries) and not any("-g" in e.option for e in per_channel.entries)
     assert f"--space per-channel --seed-from {out / 'digits-cnn-per-channel-sqnr.json'}" in printed
     assert (out / "digits-cnn-per-channel-sqnr.csv").exists() and (out / "digits-cnn-per-channel-sqnr.png").exists()
+
+
+def test_tables_of_other_settings_or_skips_keep_their_own_files(out, capsys):
+    """A later --set or --skip run overwrote the file an earlier printed --seed-from command named, with another ranking."""
+    base = ["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--out", str(out), "--tracking-uri", "none", "--no-progress"]
+    assert main(base) == 0 and main([*base, "--set", "n_samples=16"]) == 0 and main([*base, "--skip", "^8$"]) == 0
+    printed = capsys.readouterr().out
+    plain, sampled = SensitivityTable.load(out / "digits-cnn-sqnr.json"), SensitivityTable.load(out / "digits-cnn-sqnr-n_samples-16.json")
+    assert (dict(plain.params)["n_samples"], dict(sampled.params)["n_samples"]) == ("64", "16")
+    skipped = [p for p in out.glob("digits-cnn-sqnr-skip-*.json")]
+    assert len(skipped) == 1 and "8" not in {e.layer for e in SensitivityTable.load(skipped[0]).entries}
+    assert "8" in {e.layer for e in plain.entries}
+    assert f"--skip '^8$' --seed-from {skipped[0]}" in printed
 
 
 @pytest.mark.parametrize(("args", "needle"), [
