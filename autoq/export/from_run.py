@@ -133,10 +133,27 @@ def _assignment(client, run) -> tuple[Assignment, str]:
     from autoq.engine.result import best_rank
 
     best = max(parsed, key=lambda p: best_rank(p["quality"], p["effective_bits"], p.get("latency_ms"), p["trial"]))  # as result.best
+    _check_not_deleted(client, best.get("run_id"), f"the best frontier point of search run {run_id!r}, trial {best['trial']}")
     what = f"the best frontier point, trial {best['trial']}, of search run {run_id}"
     if run.info.status == "RUNNING":  # a resumed search: its frontier is the one its last session logged as it ended
         what += " (as its last finished session logged it: the search is running again, or was killed, and may find better)"
     return Assignment.from_json(json.dumps(best["assignment"])), what
+
+
+def _check_not_deleted(client, run_id: str | None, what: str) -> None:
+    """Refuse a point whose trial run was deleted (in the UI): as exporting that run by its id is refused, and `autoq
+    pareto`, reading the runs, leaves it out (it exported a point the other commands no longer showed)."""
+    from mlflow.exceptions import MlflowException
+
+    if not run_id:
+        return
+    try:
+        stage = client.get_run(run_id).info.lifecycle_stage
+    except MlflowException:
+        stage = "deleted"  # deleted for good ('mlflow gc')
+    if stage == "deleted":
+        raise AutoqError(f"{what} (run {run_id}) is deleted in MLflow; restore it (mlflow runs restore --run-id {run_id}) to export "
+                         "it, or export another point by its trial run id (autoq pareto lists the frontier of the runs left)")
 
 
 def _resume_hint(run, tracking_uri: str) -> str:

@@ -169,6 +169,21 @@ def test_runs_that_hold_no_point_to_export_are_refused(searched, tmp_path, capsy
     assert f"belongs to search run {'f' * 32!r}, which is no longer in the store" in _export_error(orphan, searched, tmp_path, capsys)
 
 
+def test_a_search_whose_best_trial_run_was_deleted_is_refused(searched, tmp_path, capsys):
+    """Deleted in the UI, the best point was still exported from the search's frontier.json, while autoq pareto (which
+    reads the runs) showed another best and exporting that trial by its id was refused."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(searched.tracking_uri)
+    best = searched.best.run_id
+    client.delete_run(best)
+    try:
+        err = _export_error(searched.parent_run_id, searched, tmp_path, capsys)
+        assert f"trial {searched.best.trial} (run {best}) is deleted in MLflow; restore it (mlflow runs restore --run-id {best})" in err
+    finally:
+        client.restore_run(best)
+
+
 def test_a_search_killed_before_its_frontier_names_the_resume(searched, tmp_path, capsys):
     """kill -9 left the parent RUNNING without frontier.json: 'is it an autoq trial or search run?' it said."""
     from mlflow.tracking import MlflowClient
