@@ -24,6 +24,7 @@ from autoq.engine.knapsack import Knapsack
 from autoq.quiet import native_stdout_silenced
 
 SWEEP_STEPS = 8  # budgets in the sweep, evenly spaced from the target down to the cheapest assignment
+WORST = 1e9  # a scaled score above this (1e9 times a good solution's whole loss) is as bad as any: HiGHS needs finite, moderate costs
 
 
 def solve_ilp(problem: Knapsack, capacity: float | None = None, scores: np.ndarray | None = None, time_limit: float = 20.0,
@@ -87,7 +88,9 @@ def _objective(problem: Knapsack, matrix: np.ndarray, capacity: float) -> tuple[
     good = _score(shifted, picks) if picks is not None else 0.0
     positive = shifted[finite & (shifted > 0)]
     scale = good if good > 0 else float(positive.min()) if positive.size else 1.0
-    return shifted / scale, picks
+    with np.errstate(over="ignore"):  # a hand-edited table's 1e306 over a unit of 1e-5 overflowed, and HiGHS refused the inf
+        scaled = shifted / scale
+    return np.where(finite, np.minimum(scaled, WORST), scaled), picks
 
 
 def ilp_seeds(problem: Knapsack, count: int, seed: int = 0, noise: float = 0.5, steps: int = SWEEP_STEPS,

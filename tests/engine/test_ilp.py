@@ -73,6 +73,17 @@ def test_ilp_is_optimal_when_the_best_score_is_tiny_next_to_the_largest():
     assert worst == pytest.approx(1.0, rel=1e-6)  # scaled by the largest score, 3 of these were up to 9% worse
 
 
+def test_a_huge_finite_score_is_solved_around():
+    """1e306 and more in a hand-edited table overflowed to inf once scaled, and HiGHS refused the problem (a traceback)."""
+    p = problem("4.5bits", 1)
+    huge = tuple(tuple(1.5e308 if (i, k) == (0, 0) else v for k, v in enumerate(row)) for i, row in enumerate(p.scores))
+    q = Knapsack(p.space, p.costs, p.capacity, huge)
+    with np.errstate(all="raise"):  # no overflow warning either
+        picks = solve_ilp(q)
+    assert picks is not None and picks[0] != 0
+    assert sum(huge[i][k] for i, k in enumerate(picks)) == pytest.approx(brute_force(q, q.capacity), rel=1e-6)
+
+
 def test_ilp_is_optimal_at_or_above_the_dearest_assignment():
     """Greedy then puts every layer at its least score (0 once shifted); scaled by the largest score instead, the
     solver's gap let through solutions up to twice the optimum (an int8 layer beside fp16 ones at '16bits')."""
