@@ -67,7 +67,9 @@ class SensitivityTable:
         try:
             return self._index[(layer, option)]
         except KeyError:
-            raise AutoqError(f"the {self.metric} sensitivity table has no score for layer {layer!r} at {option!r}; recompute it for this search space") from None
+            missing = "" if any(e.layer == layer for e in self.entries) else f" (it has no layer {layer!r} at all: computed with --skip?)"
+            raise AutoqError(f"the {self.metric} sensitivity table has no score for layer {layer!r} at {option!r}{missing}; recompute it "
+                             "for this search space (autoq sensitivity with the search's --space and --skip)") from None
 
     def score(self, layer: str, option: str) -> float:
         return self.entry(layer, option).score

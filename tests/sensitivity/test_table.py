@@ -27,8 +27,10 @@ def test_lookups_and_missing_entries():
     assert t.options[:2] == ["int2-ch-asym:rtn-mse", "int4-g128-asym:rtn-mse"]
     assert t.score("enc.0.q", "fp16") == 1e-12
     assert t.stats("enc.0.q") == {"trace": 3.0, "trace_stderr": 0.1}
-    with pytest.raises(AutoqError, match="no score for layer 'enc.0.q' at 'int8-ch-asym:rtn-mse'"):
+    with pytest.raises(AutoqError, match=r"no score for layer 'enc.0.q' at 'int8-ch-asym:rtn-mse'; recompute it .*--space and --skip\)"):
         t.score("enc.0.q", "int8-ch-asym:rtn-mse")
+    with pytest.raises(AutoqError, match=r"it has no layer 'head' at all: computed with --skip\?"):  # it blamed the space alone
+        t.score("head", "fp16")
 
 
 def test_duplicate_entries_are_refused():
