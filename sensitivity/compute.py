@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import numbers
+import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -105,7 +106,7 @@ def compute_table(
     path = cache_path(metric, cache_key(key_model, key_data, metric, resolved, layers, options)) if cacheable else None
     if path is not None and path.is_file() and not refresh:
         try:
-            return SensitivityTable.load(path)
+            return show_notes(SensitivityTable.load(path))
         except AutoqError:  # damaged (a copy cut short, an edit): computed again below and written over
             pass
     inputs = Inputs(model, tuple(batches), tuple(layers), tuple(tuple(o) for o in options), loss, weights)
@@ -120,10 +121,18 @@ def compute_table(
     table = SensitivityTable(
         metric=metric, model_hash=digest, data_fingerprint=data_digest, entries=out.entries, seconds=time.perf_counter() - start,
         model_name=model_name, params=tuple((k, repr(v)) for k, v in resolved.items()),
-        layer_stats=tuple((layer, tuple(stats.items())) for layer, stats in out.layer_stats.items()),
+        layer_stats=tuple((layer, tuple(stats.items())) for layer, stats in out.layer_stats.items()), notes=tuple(out.notes),
     )
     if path is not None:
         table.save(path)
+    return show_notes(table)
+
+
+def show_notes(table: SensitivityTable) -> SensitivityTable:
+    """Print the table's notes on stderr, as computed or read back (from the cache, or a file a search is seeded from):
+    a warning shown only when the numbers were computed was lost on every later read."""
+    for note in table.notes:
+        print(f"autoq: note: {note}", file=sys.stderr, flush=True)
     return table
 
 
@@ -153,6 +162,8 @@ def _check_output(metric: str, out: Any, layers: Sequence[LayerInfo], options: S
         if not isinstance(entry.score, numbers.Real) or not math.isfinite(entry.score):
             raise refuse(f"the score {entry.score!r} for ({entry.layer}, {entry.option}); a score is a finite number, higher meaning "
                          "more sensitive")
+    if isinstance(out.notes, str) or not all(isinstance(note, str) for note in out.notes):
+        raise refuse(f"notes {out.notes!r}; notes are a tuple of strings, one warning each")
 
 
 def _own_statistics(weights: QuantCache | None, batches: Sequence[Any]) -> bool:

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import sys
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -167,7 +166,7 @@ def hessian_metric(inputs: Inputs, settings: Mapping[str, Any], progress: Any = 
         inputs.model, params, batches, loss, tol=settings["tol"], max_iter=settings["max_iter"],
         min_iter=settings["min_iter"], seed=settings["seed"], progress=progress, joint=_joint(settings["probe"]),
     )
-    _note_unconverged(inputs, traces, ses, iters, settings)
+    note = _unconverged(inputs, traces, ses, iters, settings)
     entries, stats = [], {}
     for layer, module, options, trace, se in zip(inputs.layers, modules, inputs.options, traces, ses):
         n = module.weight.numel()
@@ -178,20 +177,20 @@ def hessian_metric(inputs: Inputs, settings: Mapping[str, Any], progress: Any = 
             # negative score would rank the layer's coarsest option best, so a score is at least 0 (stats keep the estimate)
             score = finite(max(trace, 0.0) / n * sq, f"hessian score of {layer.name} at {choice.name}")
             entries.append(Entry(layer.name, choice.name, score, se / n * sq))
-    return MetricOutput(tuple(entries), stats)
+    return MetricOutput(tuple(entries), stats, (note,) if note else ())
 
 
-def _note_unconverged(inputs: Inputs, traces: Sequence[float], ses: Sequence[float], iters: int, settings: Mapping[str, Any]) -> None:
-    """Say so when the estimate stopped at ``max_iter`` short of ``tol``: with the defaults the joint probe does on
+def _unconverged(inputs: Inputs, traces: Sequence[float], ses: Sequence[float], iters: int, settings: Mapping[str, Any]) -> str | None:
+    """A note when the estimate stopped at ``max_iter`` short of ``tol``: with the defaults the joint probe does on
     digits-cnn (13-80% per layer), and layers whose traces differ by less than that are ranked by noise."""
     relative = [se / max(abs(t), 1e-30) for t, se in zip(traces, ses)]  # as the loop's test (an unused layer: 0 of 0)
     worst = max(range(len(relative)), key=relative.__getitem__, default=None)
     if worst is None or iters < settings["max_iter"] or relative[worst] <= settings["tol"]:
-        return
+        return None
     shown = f"{relative[worst]:.0%}" if relative[worst] < 100 else f"{relative[worst]:.3g}x"
-    print(f"autoq: note: hessian stopped at max_iter={settings['max_iter']} with a trace's standard error up to {shown} of it "
-          f"(layer {inputs.layers[worst].name!r}), above tol={settings['tol']}: layers closer than that are ranked by noise; "
-          "--set max_iter=N (or probe=layerwise, no cross-layer noise) estimates them closer", file=sys.stderr, flush=True)
+    return (f"hessian stopped at max_iter={settings['max_iter']} with a trace's standard error up to {shown} of it "
+            f"(layer {inputs.layers[worst].name!r}), above tol={settings['tol']}: layers closer than that are ranked by noise; "
+            "--set max_iter=N (or probe=layerwise, no cross-layer noise) estimates them closer")
 
 
 def _joint(probe: str) -> bool:

@@ -23,10 +23,11 @@ from autoq.sensitivity.table import Entry
 @dataclass(frozen=True)
 class MetricOutput:
     """What a metric returns: one `Entry` (layer, option, score, standard error) per option it scored, and optional
-    per-layer statistics (``{"hessian_trace": {"layer": value}, ...}``) that the table stores beside them."""
+    per-layer statistics (``{"hessian_trace": {"layer": value}, ...}``) and notes that the table stores beside them."""
 
     entries: tuple[Entry, ...]
     layer_stats: dict[str, dict[str, float]] = field(default_factory=dict)
+    notes: tuple[str, ...] = ()  # warnings on these numbers: the table keeps them, and they are shown wherever it is read
 
 
 MetricFn = Callable[[Inputs, Mapping[str, Any], Any], MetricOutput]

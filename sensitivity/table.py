@@ -46,6 +46,7 @@ class SensitivityTable:
     model_name: str = ""
     params: tuple[tuple[str, str], ...] = ()  # metric settings that change the numbers (samples, tolerance, ...)
     layer_stats: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()  # e.g. Hessian trace per layer
+    notes: tuple[str, ...] = ()  # the metric's warnings on these numbers (an estimate stopped short of its tolerance)
     _index: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:
@@ -92,6 +93,7 @@ class SensitivityTable:
             "format": TABLE_FORMAT, "version": TABLE_VERSION, "metric": self.metric, "model_name": self.model_name,
             "model_hash": self.model_hash, "data_fingerprint": self.data_fingerprint, "seconds": self.seconds,
             "params": dict(self.params), "layer_stats": {layer: dict(stats) for layer, stats in self.layer_stats},
+            **({"notes": list(self.notes)} if self.notes else {}),
         }
 
     @classmethod
@@ -106,6 +108,7 @@ class SensitivityTable:
             return cls(
                 str(meta["metric"]), str(meta["model_hash"]), str(meta["data_fingerprint"]), entries, float(meta["seconds"]),
                 str(meta.get("model_name", "")), tuple((str(k), str(v)) for k, v in meta.get("params", {}).items()), stats,
+                tuple(str(note) for note in meta.get("notes", ())),
             )
         except AutoqError:
             raise

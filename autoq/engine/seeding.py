@@ -59,9 +59,10 @@ def _is_path(text: str) -> bool:
 def seed_table(workload: Workload, space: SearchSpace, seed_from: str, progress: bool = True) -> SensitivityTable:
     """The sensitivity table named by ``seed_from``, checked against the workload's model."""
     from autoq.sensitivity import SensitivityTable, model_hash, workload_table
+    from autoq.sensitivity.compute import show_notes
 
     if _is_path(seed_from):
-        table = SensitivityTable.load(seed_from)
+        table = show_notes(SensitivityTable.load(seed_from))
         table.check_model(model_hash(workload.model), workload.name)
         return table
     if progress:

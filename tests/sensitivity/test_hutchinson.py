@@ -8,7 +8,7 @@ from tiny_models import cnn, labelled, mlp, space_for
 from torch import nn
 from torch.func import functional_call
 
-from autoq.sensitivity import compute_table
+from autoq.sensitivity import SensitivityTable, compute_table
 from autoq.sensitivity.gradient import divergence_loss, hutchinson
 from autoq.sensitivity.inputs import Inputs
 
@@ -127,3 +127,25 @@ def test_an_estimate_stopped_short_of_its_tolerance_says_so(capsys):
     compute_table(model, batches, space.layers, space.options, "hessian", {**settings, "max_iter": 3, "tol": 1e6}, loss=task_loss,
                   use_cache=False, progress=False)
     assert "hessian stopped" not in capsys.readouterr().err  # within tol at its last iteration: nothing to say
+
+
+def test_the_note_stays_with_the_table_and_is_shown_on_every_read(capsys, tmp_path, monkeypatch):
+    """Only the run that computed the table said so: read from the cache, or from a file a search is seeded from, the
+    ranking came without its warning that it is noise."""
+    from autoq.builtin.workload import Workload
+    from autoq.engine.seeding import seed_table
+
+    monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "cache"))
+    model = mlp()
+    space = space_for(model)
+    batches = [b[0] for b in labelled((6,), 4)]
+    settings = {"n_samples": None, "rows_per_batch": None, "min_iter": 2, "max_iter": 2, "tol": 1e-6}
+    first = compute_table(model, batches, space.layers, space.options, "hessian", settings, progress=False)
+    assert "hessian stopped at max_iter=2" in capsys.readouterr().err and len(first.notes) == 1
+    again = compute_table(model, batches, space.layers, space.options, "hessian", settings, progress=False)  # from the cache
+    assert again.notes == first.notes and "hessian stopped at max_iter=2" in capsys.readouterr().err
+    for name in ("t.json", "t.csv"):
+        assert SensitivityTable.load(first.save(tmp_path / name)).notes == first.notes
+    workload = Workload("mlp", model, batches, lambda m: 1.0, "none")
+    seed_table(workload, space, str(tmp_path / "t.json"), progress=False)
+    assert "hessian stopped at max_iter=2" in capsys.readouterr().err
