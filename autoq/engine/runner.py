@@ -92,7 +92,7 @@ class SearchConfig:
     pins: tuple[tuple[str, str], ...] = ()
     tracking_uri: str | None = field(default_factory=default_tracking_uri)  # $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db; None (or "none"): no MLflow
     experiment: str = field(default_factory=default_experiment)  # $MLFLOW_EXPERIMENT_NAME, else autoq
-    mlflow_parent_run_id: str | None = None  # nest the search's run in this existing MLflow run (a pipeline step's); it joins that run's experiment, whatever `experiment` says (--experiment is checked against it)
+    mlflow_parent_run_id: str | None = None  # nest the search's run in this existing MLflow run (a pipeline step's); it joins that run's experiment
     study_name: str | None = None
     storage: str | None = "auto"  # "auto": optuna.db beside the MLflow store; None (or "none"): in memory
     timeout: float | None = None  # seconds; stop asking for new trials after this
