@@ -19,7 +19,7 @@ def add_scale_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--workers", type=int, default=1, help="trials evaluated at once (ray; default: 1)")
     g.add_argument("--cpus-per-trial", type=float, default=1.0, help="CPUs per Ray trial (default: 1)")
     g.add_argument("--gpus-per-trial", type=float, default=0.0, help="GPUs per Ray trial; fractions share a GPU (default: 0)")
-    g.add_argument("--address", default=None, help="join this Ray cluster ('auto', 'ray://HOST:10001'); default: start a local Ray for this search")
+    g.add_argument("--address", default=None, help="join this Ray cluster ('auto', 'ray://HOST:10001'); default: $RAY_ADDRESS where set, else a local Ray for this search")
     g.add_argument("--max-retries", type=int, default=2, help="retry a failing trial this many times before it counts as failed (default: 2)")
     g.add_argument("--resume", default=None, metavar="NAME",
                    help="continue the interrupted search NAME (its study name) from its storage; its other settings are read back from it")
