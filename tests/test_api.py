@@ -200,3 +200,20 @@ def test_a_numpy_seed_is_taken_and_a_bad_one_refused():
     for bad in (-1, 2**32, 1.5, True):
         with pytest.raises(AutoqError, match="seed \\(--seed\\) must be an integer from 0 to 2\\*\\*32 - 1"):
             autoq.SearchConfig(seed=bad, tracking_uri=None)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_an_evaluate_that_returns_a_loss_is_warned_about(sign, capsys):
+    """A loss was maximized without a word: the unquantized model scored 0 and 'best' was the most damaged point."""
+    model, data = tiny_mlp(), batches()
+    with torch.no_grad():
+        reference = [model(x) for x in data]
+
+    def evaluate(m):
+        with torch.no_grad():
+            return sign * float(sum((m(x) - r).pow(2).mean() for x, r in zip(data, reference)))
+
+    autoq.search(model, data, evaluate=evaluate, budget="5bits", n_trials=6, seed_from="none", tracking_uri=None, storage=None,
+                 progress=False)
+    warned = "quantized points score above the unquantized model (0;" in capsys.readouterr().err
+    assert warned == (sign > 0)  # -loss is the documented way, and says nothing
