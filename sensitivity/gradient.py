@@ -168,6 +168,7 @@ def hessian_metric(inputs: Inputs, settings: Mapping[str, Any], progress: Any = 
     )
     note = _unconverged(inputs, traces, ses, iters, settings)
     entries, stats = [], {}
+    _scoring(progress, len(inputs.layers))
     for layer, module, options, trace, se in zip(inputs.layers, modules, inputs.options, traces, ses):
         n = module.weight.numel()
         stats[layer.name] = {"trace": trace, "trace_stderr": se, "n_params": float(n), "iterations": float(iters)}
@@ -177,6 +178,7 @@ def hessian_metric(inputs: Inputs, settings: Mapping[str, Any], progress: Any = 
             # negative score would rank the layer's coarsest option best, so a score is at least 0 (stats keep the estimate)
             score = finite(max(trace, 0.0) / n * sq, f"hessian score of {layer.name} at {choice.name}")
             entries.append(Entry(layer.name, choice.name, score, se / n * sq))
+        _step(progress)
     return MetricOutput(tuple(entries), stats, (note,) if note else ())
 
 
@@ -252,9 +254,25 @@ def fisher_metric(inputs: Inputs, settings: Mapping[str, Any], progress: Any = N
     modules = inputs.modules()
     fisher = sampled_fisher(inputs.model, [m.weight for m in modules], batches, settings["output_kind"], settings["draws"], settings["seed"], progress, inputs.feed)
     entries, stats = [], {}
+    _scoring(progress, len(inputs.layers))
     for layer, module, options, f in zip(inputs.layers, modules, inputs.options, fisher):
         f2d = layout_2d(module, f)  # float64 throughout: an fp16 model's small Fisher entries must not flush to 0
         stats[layer.name] = {"fisher_trace": float(f.sum()), "n_params": float(f.numel())}
         for choice, delta in inputs.perturbations(layer, module, options):
             entries.append(Entry(layer.name, choice.name, finite(float((f2d * delta.double().pow(2)).sum()), f"fisher score of {layer.name} at {choice.name}")))
+        _step(progress)
     return MetricOutput(tuple(entries), stats)
+
+
+def _scoring(progress: Any, n_layers: int) -> None:
+    """Start the bar over for the second phase, quantizing and scoring every (layer, option): 80% of a SmolLM2 fisher
+    table's time, which ran under a bar already full after its gradient passes."""
+    if progress is not None and hasattr(progress, "reset"):
+        base = (getattr(progress, "desc", "") or "sensitivity").removesuffix(": ")
+        progress.set_description(f"{base} (scoring layers)", refresh=False)
+        progress.reset(total=n_layers)
+
+
+def _step(progress: Any) -> None:
+    if progress is not None:
+        progress.update(1)
