@@ -35,6 +35,7 @@ _UNITS = {
     "s": ("latency_ms", 1e3),
 }
 _BUDGET_RE = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*([a-z\u00b5\u03bc]*)\s*$", re.IGNORECASE)
+_SHOWN = {"bits": 1.0, "MB": 1e6, "MiB": 2.0**20, "us": 1e-3, "ms": 1.0}  # the units Budget.fmt writes, in bits, bytes or ms
 _EXAMPLES = "e.g. '4.5bits', '4.5', '20MB', '20MiB'"
 NEEDS_DEVICE = (
     "a latency budget needs a device to estimate latency on: pass --device h100 (or another preset: roofline estimate) "
@@ -71,15 +72,16 @@ class Budget:
             from autoq.latency import format_latency_us
 
             return format_latency_us(amount * 1e3)
-        mb = amount / 1e6
-        return f"{mb:.3f} MB" if mb >= 1 else f"{mb:.4g} MB"  # 9,800 bytes is 0.0098 MB, not 0.010 (a budget of 0.01MB)
+        unit = "MiB" if re.search(r"[kmg]ib\s*$", self.text, re.IGNORECASE) else "MB"  # in the unit typed: 50MiB's range in MiB
+        mb = amount / _SHOWN[unit]
+        return f"{mb:.3f} {unit}" if mb >= 1 else f"{mb:.4g} {unit}"  # 9,800 bytes is 0.0098 MB, not 0.010 (a budget of 0.01MB)
 
     def fmt_bound(self, amount: float, up: bool) -> str:
         """:meth:`fmt`, rounded away from the inside of a range: a feasible range's low end up and its high end down,
         so that each end, typed back as a budget, is feasible (2.08333 bits shown as 2.083 was refused)."""
         text = self.fmt(amount)
         number, unit = text.split(" ", 1)
-        per_unit = {"bits": 1.0, "MB": 1e6, "us": 1e-3, "ms": 1.0}[unit]
+        per_unit = _SHOWN[unit]
         shown = Decimal(number)
         if (float(shown) * per_unit < amount) if up else (float(shown) * per_unit > amount):
             step = Decimal((0, (1,), shown.as_tuple().exponent))
@@ -111,7 +113,7 @@ class Budget:
 def _amount(text: str) -> float:
     """A `Budget.fmt` text as a number in one unit (bits, bytes or ms), to compare two of them."""
     number, unit = text.split(" ", 1)
-    return float(number) * {"bits": 1.0, "MB": 1e6, "us": 1e-3, "ms": 1.0}[unit]
+    return float(number) * _SHOWN[unit]
 
 
 def parse_budget(text: str | float | Budget) -> Budget:

@@ -162,7 +162,8 @@ DEAR = Cost(effective_bits=16.0, size_bytes=12_000_000)
 
 @pytest.mark.parametrize(
     "text, low, high",
-    [("2bits", "2.064 bits", "16.000 bits"), ("1MB", "1.500 MB", "12.000 MB")],  # 2.0634 rounded up: 2.063 is below it
+    [("2bits", "2.064 bits", "16.000 bits"), ("1MB", "1.500 MB", "12.000 MB"),  # 2.0634 rounded up: 2.063 is below it
+     ("1MiB", "1.431 MiB", "11.444 MiB")],  # in MB before: the user converted
 )
 def test_infeasible_budget_states_the_range_in_its_unit(text, low, high):
     with pytest.raises(AutoqError) as info:
@@ -173,14 +174,14 @@ def test_infeasible_budget_states_the_range_in_its_unit(text, low, high):
     assert repr(text) in message
 
 
-@pytest.mark.parametrize("kind", ["bits", "MB", "ms"])
+@pytest.mark.parametrize("kind", ["bits", "MB", "MiB", "ms"])
 def test_each_stated_end_of_the_range_is_feasible_when_typed_back(kind):
     """The low end is rounded up and the high end down: each, passed back as the budget, passes the check."""
     rng = np.random.default_rng(0)
     for _ in range(200):
-        lo, hi = sorted(rng.uniform(0.001, 20, 2) * {"bits": 1.0, "MB": 1e6, "ms": 1e3}[kind])
+        lo, hi = sorted(rng.uniform(0.001, 20, 2) * {"bits": 1.0, "MB": 1e6, "MiB": 2.0**20, "ms": 1e3}[kind])
         cheap, dear = (Cost(v, int(v), v) if kind == "bits" else Cost(1.0, int(v), v) for v in (lo, hi))
-        if kind == "MB":
+        if kind in ("MB", "MiB"):
             lo, hi = float(int(lo)), float(int(hi))
         with pytest.raises(AutoqError) as info:
             parse_budget(f"1e-9{'bits' if kind == 'bits' else kind}").check_feasible(cheap, dear, "table:test")

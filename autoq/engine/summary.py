@@ -84,7 +84,7 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
         gain = best.quality - uni.quality
         lines.append(
             f"Best uniform evaluated: trial {uni.trial} ({uni.assignment.summary()}), quality {uni.quality:.4f} at {uni.effective_bits:.3f} bits; "
-            f"the search is {gain:+.4f} better. Only {evaluated} of the {within} uniform assignments within the budget were evaluated (the "
+            f"the search is {gain:+.4f} better. Only {evaluated} of the {within} uniform assignments within the budget {'was' if evaluated == 1 else 'were'} evaluated (the "
             "strategy proposed no others, --n-trials was fewer, or the search stopped before them), so a better uniform one may exist; "
             "the optuna strategy evaluates them first."
         )
