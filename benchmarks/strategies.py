@@ -88,7 +88,7 @@ def hypervolume(points: list[tuple[float, float]], budget_bits: float, floor: fl
 
 def run_strategy(workload, problem, config: SearchConfig, quality: Quality) -> list[tuple[float, float]]:
     n_trials = config.n_trials
-    engine, seeds, _, _ = start_strategy(workload, config, problem, f"bench-{config.strategy}-{config.seed_from}", None)
+    engine, seeds, _, _, _ = start_strategy(workload, config, problem, f"bench-{config.strategy}-{config.seed_from}", None)
     engine.seed(seeds)
     points: list[tuple[float, float]] = []
     skipped = 0

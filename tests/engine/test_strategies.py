@@ -226,7 +226,7 @@ def test_a_many_method_space_enqueues_at_most_max_uniform_seeds_baselines(digits
     for limit in (16, None):
         config = SearchConfig(budget="4.5bits", space="full", seed_from="none", tracking_uri=None, storage=None, max_uniform_seeds=limit)
         problem = prepare(digits, config)
-        _, seeds, uniform, _ = start_strategy(digits, config, problem, f"limit-{limit}", None)
+        _, seeds, uniform, _, _ = start_strategy(digits, config, problem, f"limit-{limit}", None)
         assert seeds[: len(uniform)] == uniform
         counts[limit] = len(uniform)
     assert counts[16] == 16 < counts[None]
