@@ -39,3 +39,9 @@ def fill_experiment(args: argparse.Namespace) -> None:
         args.experiment_default = default_experiment()
         if args.experiment is None:
             args.experiment = args.experiment_default
+
+
+def named_experiment(args: argparse.Namespace) -> str | None:
+    """``--experiment`` where the user named one other than the default, else ``None``: a nested run is logged in its
+    parent's experiment, and only a named one can be at odds with it (`autoq.tracking.outer_run` checks it)."""
+    return args.experiment if args.experiment != args.experiment_default else None

@@ -65,16 +65,17 @@ def run(args: argparse.Namespace) -> int:
     from autoq.api import pins_from_strings
     from autoq.budget import parse_budget
     from autoq.builtin import load_workload
-    from autoq.cli.mlflow_args import tracking_uri_of
+    from autoq.cli.mlflow_args import named_experiment, tracking_uri_of
     from autoq.cli.scale import resumed_args, scale_options
     from autoq.engine import SearchConfig, format_summary, run_search
     from autoq.plugins import plugin_note
 
     args = resumed_args(args)  # --resume NAME: the stored search's settings
-    if args.mlflow_parent_run_id and args.experiment != args.experiment_default and tracking_uri_of(args):
+    named = named_experiment(args)
+    if args.mlflow_parent_run_id and named and tracking_uri_of(args):  # a nested run logs to its parent's experiment
         from autoq.tracking import outer_run
 
-        outer_run(args.tracking_uri, args.mlflow_parent_run_id, args.experiment)  # a nested run logs to its parent's experiment
+        outer_run(args.tracking_uri, args.mlflow_parent_run_id, named)
     config = SearchConfig(
         budget=parse_budget(args.budget),  # parse first: a bad budget fails before any loading
         space=args.space,

@@ -57,7 +57,7 @@ def parse_settings(items: list[str]) -> dict[str, object]:
 
 def run(args: argparse.Namespace) -> int:
     from autoq.builtin import load_workload
-    from autoq.cli.mlflow_args import tracking_uri_of
+    from autoq.cli.mlflow_args import named_experiment, tracking_uri_of
     from autoq.errors import AutoqError
     from autoq.files import make_folder
     from autoq.model import find_layers, left_out_note, searched_tied
@@ -85,7 +85,7 @@ def run(args: argparse.Namespace) -> int:
 
         if not to_mlflow:
             raise AutoqError("--mlflow-parent-run-id nests the table's MLflow run in another run, but MLflow logging is off (--tracking-uri none)")
-        outer_run(args.tracking_uri, args.mlflow_parent_run_id, args.experiment if args.experiment != args.experiment_default else None)
+        outer_run(args.tracking_uri, args.mlflow_parent_run_id, named_experiment(args))
     make_folder(args.out, "--out")  # the last check: a refused run leaves no folder behind
     print(f"autoq: loading {args.model or 'the default model (all-MiniLM-L6-v2)'} ...", file=sys.stderr, flush=True)
     workload = load_workload(args.model)

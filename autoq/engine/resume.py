@@ -24,6 +24,7 @@ from autoq.budget import parse_budget
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.cost import CostModel
+from autoq.engine.options import label
 from autoq.engine.ray_session import cluster_address, ray_options_set
 from autoq.engine.result import Point
 from autoq.engine.sessions import SESSION_ATTR, claim, dead_here, is_ours, live_owner, release, storage_lock
@@ -64,17 +65,17 @@ def check_execution(config: SearchConfig) -> None:
                          "(backend='ray'), or leave them out")
     cpus, gpus = config.cpus_per_trial, config.gpus_per_trial
     if not (math.isfinite(cpus) and cpus >= RAY_UNIT) or not (math.isfinite(gpus) and (gpus == 0 or gpus >= RAY_UNIT)):
-        raise AutoqError(f"cpus_per_trial (--cpus-per-trial) must be at least {RAY_UNIT:g} and gpus_per_trial (--gpus-per-trial) "
+        raise AutoqError(f"{label('cpus_per_trial')} must be at least {RAY_UNIT:g} and {label('gpus_per_trial')} "
                          f"0 or at least {RAY_UNIT:g} (Ray's smallest share of a resource), got {cpus} and {gpus}")
     local = config.backend == "ray" and not cluster_address(config)
     if local and config.cpus_per_trial > (os.cpu_count() or 1):
-        raise AutoqError(f"cpus_per_trial (--cpus-per-trial) {config.cpus_per_trial:g} is more than this machine's {os.cpu_count()} "
+        raise AutoqError(f"{label('cpus_per_trial')} {config.cpus_per_trial:g} is more than this machine's {os.cpu_count()} "
                          "CPUs, and the local Ray autoq starts runs here; lower it, or pass the --address of a Ray cluster with such nodes")
     if config.gpus_per_trial and local:
         import torch
 
         if not torch.cuda.is_available():
-            raise AutoqError(f"gpus_per_trial (--gpus-per-trial) {config.gpus_per_trial} needs a GPU and this machine has none; use 0, "
+            raise AutoqError(f"{label('gpus_per_trial')} {config.gpus_per_trial} needs a GPU and this machine has none; use 0, "
                              "or the --address of a Ray cluster with GPUs")
     if config.storage not in (None, "auto"):
         _check_storage_url(config.storage)

@@ -27,7 +27,7 @@ from autoq.budget import Budget, check_latency_config, parse_budget
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.cost import CostModel
-from autoq.engine.options import checked_options
+from autoq.engine.options import checked_options, label
 from autoq.engine.ray_session import ray_options_set, ray_session
 from autoq.engine.result import Point, SearchResult, best_point, distinct_assignments, pareto_front
 from autoq.engine.resume import (
@@ -119,10 +119,10 @@ class SearchConfig:
         for name, value in checked_options(self).items():  # kinds first: a string n_trials is one clear line, not a TypeError
             object.__setattr__(self, name, value)
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed < 2**32:
-            raise AutoqError(f"seed (--seed) must be an integer from 0 to 2**32 - 1 (as numpy and Optuna take it), got {self.seed!r}")
+            raise AutoqError(f"{label('seed')} must be an integer from 0 to 2**32 - 1 (as numpy and Optuna take it), got {self.seed!r}")
         object.__setattr__(self, "seed", int(self.seed))  # a numpy integer from a pipeline is stored and compared as an int
         if self.timeout is not None and not self.timeout > 0:
-            raise AutoqError(f"timeout (--timeout) must be a positive number of seconds (or None: no limit), got {self.timeout}")
+            raise AutoqError(f"{label('timeout')} must be a positive number of seconds (or None: no limit), got {self.timeout}")
         check_latency_config(parse_budget(self.budget), self.device)
         if self.device is None and self.batch != 1:  # it would be silently ignored: nothing estimates latency
             raise AutoqError(f"batch={self.batch} (--batch) is the batch a latency table's rows are read at, and there is no "
