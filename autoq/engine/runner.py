@@ -259,7 +259,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
     with study as study_name:
         if not config.resume:
             claimed.append((storage, study_name))
-        strategy, seeds, uniform, seeded_from, seed_scores = start_strategy(workload, config, problem, study_name, storage)
+        strategy, seeds, uniform, seeded_from, seeding_table = start_strategy(workload, config, problem, study_name, storage)
         uniform_set = set(uniform)
         if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
             strategy.seed(seeds)
@@ -275,8 +275,8 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         tracker = _start_tracking(workload, config, space, budget, study_name, storage, reference, weights, calibration_digest, seeded_from,
                                   len(uniform_set), problem_code)
         parent_id = tracker.parent_id if tracker else None
-        if tracker and seed_scores is not None:  # the scores themselves: a table file named by seed_from may be overwritten since
-            tracker.client.log_text(parent_id, seed_scores.to_json(), "seed_table.json")
+        if tracker and seeding_table is not None:  # the scores themselves: a table file named by seed_from may be overwritten since
+            tracker.client.log_text(parent_id, seeding_table.to_json(), "seed_table.json")
         if tracker and cost_model.latency_source:
             tracker.client.set_tag(parent_id, "latency_source", cost_model.latency_source)
         if tracker:  # the n_trials param is the first session's and cannot change: a resume may ask for more
