@@ -53,9 +53,11 @@ def using_store(tracking_uri: str) -> Iterator[None]:
     went to ``./mlflow.db``."""
     from mlflow.tracking._tracking_service.utils import _use_tracking_uri
 
+    from autoq.tracking import absolute_uri
+
     env = os.environ.get("MLFLOW_TRACKING_URI")
     try:
-        with _use_tracking_uri(tracking_uri):
+        with _use_tracking_uri(absolute_uri(tracking_uri)):  # MLflow caches a store per URI string: see tracking_client
             yield
     finally:
         if env is None:
@@ -147,7 +149,7 @@ def downloaded(uri: str, tracking_uri: str | None) -> Iterator[Path]:
     from mlflow.artifacts import download_artifacts
     from mlflow.exceptions import MlflowException
 
-    from autoq.tracking import default_tracking_uri, require_store
+    from autoq.tracking import absolute_uri, default_tracking_uri, require_store
     from autoq.tracking.runs import no_download_bars
 
     store = tracking_uri or default_tracking_uri()
@@ -155,7 +157,7 @@ def downloaded(uri: str, tracking_uri: str | None) -> Iterator[Path]:
         require_store(store)  # MLflow would create an empty store and then miss the run
     with tempfile.TemporaryDirectory(prefix="autoq-load-") as tmp, no_download_bars(), using_store(store):
         try:
-            path = download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=store)
+            path = download_artifacts(artifact_uri=uri, dst_path=tmp, tracking_uri=absolute_uri(store))
         except (MlflowException, OSError) as exc:
             raise AutoqError(f"cannot download {uri} from {store} ({type(exc).__name__}: {str(exc).splitlines()[0]}); "
                              f"an export logged with 'autoq export --log-to-run' is at runs:/<run id>/{ARTIFACT_PATH} "

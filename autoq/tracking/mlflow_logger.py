@@ -105,7 +105,9 @@ def tracking_client(uri: str) -> MlflowClient:
         with folder_lock(db.parent) if db is not None else contextlib.nullcontext():
             new = db is not None and not db.exists()
             with deferred_interrupts() if new else contextlib.nullcontext():
-                return MlflowClient(tracking_uri=uri)
+                # absolute: MLflow caches a store per URI string for the process, so a relative one kept naming the
+                # database of the folder first opened from, after a chdir (a notebook's, a test's) too (2026-12-03)
+                return MlflowClient(tracking_uri=absolute_uri(uri))
     except MlflowException as exc:
         reason = str(exc.message).split(". ")[0]
         raise AutoqError(f"MLflow cannot use the tracking URI {uri!r}: {reason}; use a database such as "

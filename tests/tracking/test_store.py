@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
 import signal
 
 import pytest
+from mlflow.tracking import MlflowClient
 
 from autoq.errors import AutoqError
 from autoq.tracking import tracking_client
@@ -34,6 +36,30 @@ def test_a_ctrl_c_while_a_new_store_is_built_waits_until_it_is_whole(tmp_path, m
     with pytest.raises(KeyboardInterrupt):
         tracking_client(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert built and MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment("0") is not None
+
+
+def test_a_relative_store_is_the_one_in_the_folder_it_is_named_from(tmp_path, monkeypatch, _mlflow_template):
+    """MLflow caches a store per URI string for the process: ``sqlite:///mlflow.db`` named from another folder after a
+    chdir (a notebook's) kept writing to the first folder's database, while a Ray worker, told the absolute path, wrote
+    to the second one and failed every trial with 'Run ... not found'."""
+    from autoq.export.mlflow_store import using_store
+    from autoq.tracking import MlflowTracker
+
+    first, second = tmp_path / "first", tmp_path / "second"
+    for folder in (first, second):
+        folder.mkdir()
+        shutil.copy(_mlflow_template, folder / "mlflow.db")  # migrated already: seconds saved
+    monkeypatch.chdir(first)
+    tracking_client("sqlite:///mlflow.db").search_experiments()
+    monkeypatch.chdir(second)
+    tracker = MlflowTracker.open("sqlite:///mlflow.db", "moved")
+    assert tracker.client.get_experiment(tracker.experiment_id).name == "moved"
+    assert MlflowClient(f"sqlite:///{second / 'mlflow.db'}").get_experiment_by_name("moved") is not None
+    assert MlflowClient(f"sqlite:///{first / 'mlflow.db'}").get_experiment_by_name("moved") is None
+    import mlflow
+
+    with using_store("sqlite:///mlflow.db"):  # MLflow's default store, as an export's model look-ups use it
+        assert mlflow.MlflowClient().get_experiment_by_name("moved") is not None
 
 
 def test_a_trial_run_whose_logging_fails_partway_is_deleted(mlflow_uri, monkeypatch):
