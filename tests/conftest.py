@@ -51,8 +51,11 @@ def _worker_threads() -> Iterator[None]:
 def _isolated_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
     """`_isolated_cache` for the whole session too: a module-scoped fixture (a search shared by a module's tests) is set up
     before any test's function-scoped fixtures, so it trained and cached digits-cnn in the user's ~/.cache/autoq, and an
-    export test then found other weights than the session cache's (trained there on one thread by an earlier module)."""
+    export test then found other weights than the session cache's (trained there on one thread by an earlier module).
+    The tests run in a folder of their own: a store named relative (MLflow's ./mlruns for an experiment made without a
+    location, autoq's default sqlite:///mlflow.db) was written into the checkout."""
     with pytest.MonkeyPatch.context() as patch:
+        patch.chdir(tmp_path_factory.mktemp("cwd"))
         patch.setenv("AUTOQ_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "autoq-cache"))
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         patch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
