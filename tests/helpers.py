@@ -1,7 +1,10 @@
-"""Reading back what a search left in MLflow, and what an export wrote, for assertions; a plug-in test's search space."""
+"""Reading back what a search left in MLflow, and what an export wrote, for assertions; a plug-in test's search space;
+the ``autoq`` command run in the test's own process."""
 
 from __future__ import annotations
 
+import os
+import signal
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -45,3 +48,23 @@ def plugin_space(name: str, methods: list[str]) -> str:
     plug-in's beside a built-in one), no layer kept fp16."""
     return (f"name: {name}\ndescription: a plug-in's method beside a built-in one\nrules:\n  - layers: \".*\"\n    bits: [4, 8]\n"
             f"    granularity: [channel]\n    symmetric: false\n    methods: [{', '.join(methods)}]\n    half: false\n")
+
+
+def run_main(*args: str, cwd: Path, capsys) -> tuple[int, str, str]:
+    """``autoq ARGS`` in this process, from ``cwd``: ``(exit status, stdout, stderr)``. The same ``main`` that ``python -m
+    autoq`` exits with, without a new interpreter's imports (seconds a call): for the many one-line refusals. What only
+    a process shows (signals, the exit itself) stays with the subprocess tests."""
+    from autoq.cli import main
+
+    here, term = Path.cwd(), signal.getsignal(signal.SIGTERM)
+    capsys.readouterr()
+    os.chdir(cwd)
+    try:
+        code = main(list(args))
+    except SystemExit as exc:  # argparse's own refusals
+        code = exc.code if isinstance(exc.code, int) else 2
+    finally:
+        os.chdir(here)
+        signal.signal(signal.SIGTERM, term)  # main makes TERM stop a search as Ctrl-C does: not this test process's
+    out, err = capsys.readouterr()
+    return code, out, err

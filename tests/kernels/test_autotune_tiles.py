@@ -14,7 +14,8 @@ import torch
 from kernel_cases import DEVICE, UNIT_ROUNDOFF, assert_close_to_reference, random_packed
 
 from autoq.errors import AutoqError
-from autoq.kernels.formats import Int8Weight
+from autoq.kernels.formats import Int8Weight, codes_per_word
+from autoq.kernels.gemv_steps import step_columns
 from autoq.quant import QuantSpec
 
 pytest.importorskip("triton")
@@ -25,23 +26,31 @@ from autoq.kernels import triton_w8a8, triton_wq_gemm, triton_wq_gemv  # noqa: E
 GEMV_FORMATS = ("int4-ch-asym", "int3-ch-sym", "int4-g32-sym", "int8-g64-asym", "int3-g128-asym")
 # 2/4/8-bit words, and 3/5/6-bit slot groups (3 and 5 words) straddling scale groups or per channel
 GEMM_FORMATS = ("int4-g128-asym", "int3-g64-sym", "int8-ch-asym", "int5-g32-asym", "int3-ch-asym")
-GEMV_K = 2 * 2560 + 37  # two steps of the longest tile (2048 columns; 3-bit per channel: 256 words) and a remainder
 
 
 def tile_id(tile) -> str:
     return "-".join(f"{v:d}" for v in tile.kwargs.values()) + f"-w{tile.num_warps}"
 
 
+def gemv_k(tile, name: str, remainder: int = 37) -> int:
+    """Two whole K steps of ``tile`` in format ``name`` and a masked remainder: the first step, one both prefetched and
+    prefetching, and a partial last one. Per tile: one K for all (two steps of the longest) gave a 256-column tile 20
+    steps, each a pass of the interpreter."""
+    spec = QuantSpec.from_name(name)
+    return 2 * step_columns(tile.kwargs["BLOCK_K"], codes_per_word(spec.bits), spec.group_size or 0) + remainder
+
+
 @pytest.mark.parametrize("tile", triton_wq_gemv._GEMV_CONFIGS, ids=tile_id)
 def test_every_gemv_tile(tile):
-    gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_N"] * tile.kwargs["BLOCK_K"] + tile.num_warps)
+    gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_N"] * tile.kwargs["BLOCK_K"] + tile.kwargs["ROWS_IN_THREAD"] + tile.num_warps)
     for name in GEMV_FORMATS:
-        packed = random_packed(QuantSpec.from_name(name), 2 * tile.kwargs["BLOCK_N"] - 3, GEMV_K, gen)
+        k = gemv_k(tile, name)
+        packed = random_packed(QuantSpec.from_name(name), 2 * tile.kwargs["BLOCK_N"] - 3, k, gen)
         w64 = packed.dequantize(torch.float64)
-        x = torch.randn(1, GEMV_K, generator=gen).half().to(DEVICE)
+        x = torch.randn(1, k, generator=gen).half().to(DEVICE)
         for split in (1, 2):
             assert_close_to_reference(triton_wq_gemv.gemv(x, packed, split, tile=tile)[0], x, w64, torch.float16)
-    whole = 2 * 2048  # whole K steps (EVEN_K) for the 4-bit formats in every tile, and whole tiles of rows (EVEN_N)
+    whole = gemv_k(tile, "int4-g128-asym", 0)  # whole K steps (EVEN_K) and whole tiles of rows (EVEN_N)
     packed = random_packed(QuantSpec.from_name("int4-g128-asym"), 2 * tile.kwargs["BLOCK_N"], whole, gen)
     x = torch.randn(1, whole, generator=gen).bfloat16().to(DEVICE)
     assert_close_to_reference(triton_wq_gemv.gemv(x, packed, 1, tile=tile)[0], x, packed.dequantize(torch.float64), torch.bfloat16)

@@ -61,7 +61,7 @@ def test_the_autotuner_chooses_a_split_and_the_launch_runs_it(monkeypatch, kerne
     monkeypatch.setattr(splits, "autotuning", lambda: True)
     monkeypatch.setattr(tuner, "cache", {})  # a fresh choice, restored after the test
     gen = torch.Generator().manual_seed(3)
-    n, k = 21, 2048 + 64
+    n, k = 21, 1024 + 64  # splits of 2 and 4 fit whole steps, and a remainder
     packed = random_packed(QuantSpec.from_name(name), n, k, gen)
     x = torch.randn(rows, k, generator=gen).to(dtype).to(DEVICE)
     w64 = packed.dequantize(torch.float64)

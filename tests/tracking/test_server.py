@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
@@ -60,15 +61,27 @@ class Server:
             self.proc.wait(timeout=60)
 
 
-@pytest.fixture
-def server(tmp_path: Path) -> Iterator[Server]:
-    server = Server(tmp_path / "server")
+def _serving(folder: Path, template: Path) -> Iterator[Server]:
+    server = Server(folder)
     server.folder.mkdir()
+    shutil.copy(template, folder / "mlflow.db")  # migrated already: seconds of each start saved
     server.start()
     try:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture
+def server(tmp_path: Path, _mlflow_template: Path) -> Iterator[Server]:
+    """A server of the test's own (it is stopped and started again)."""
+    yield from _serving(tmp_path / "server", _mlflow_template)
+
+
+@pytest.fixture(scope="module")
+def shared_server(tmp_path_factory: pytest.TempPathFactory, _mlflow_template: Path) -> Iterator[Server]:
+    """One server for the module's tests that leave it running, each on its own study: a start is ~12 s of imports."""
+    yield from _serving(tmp_path_factory.mktemp("shared") / "server", _mlflow_template)
 
 
 class Gate:
@@ -121,10 +134,11 @@ def _autoq(*args: str, cwd: Path, **env: str) -> subprocess.Popen:
                             env={**os.environ, "PYTHONWARNINGS": "ignore", **env})
 
 
-def test_a_search_on_a_server_links_its_page_keeps_the_password_out_and_exports_there(server: Server, tmp_path: Path):
+def test_a_search_on_a_server_links_its_page_keeps_the_password_out_and_exports_there(shared_server: Server, tmp_path: Path):
     """The summary said 'mlflow ui --backend-store-uri http://...', which fails on a server's URI; MLflow printed two
     'View run' links for every trial; and a password in the URI was written into every run's description. Then the
     best point is exported, logged and registered on the server (artifacts through its proxy) and loaded elsewhere."""
+    server = shared_server
     uri = server.uri.replace("http://", f"http://alice:{SECRET}@")  # a server without auth takes and ignores it
     user = tmp_path / "user"
     user.mkdir()
@@ -200,11 +214,12 @@ def test_a_server_that_goes_away_mid_search_ends_it_with_the_command_that_resume
     # the first frontier tag: the server went away after the last trial
     (lambda path, body: path.endswith("/runs/set-tag") and b'"pareto"' in body, "the search's MLflow run is left unfinished after 4 finished trial(s), kept in"),
 ], ids=["set-up", "frontier"])
-def test_a_store_failing_before_the_first_trial_or_at_the_frontier_says_how_to_go_on(server: Server, tmp_path: Path, trigger, said):
+def test_a_store_failing_before_the_first_trial_or_at_the_frontier_says_how_to_go_on(shared_server: Server, tmp_path: Path, trigger, said):
     """Both were MLflow's traceback after its retries, which said nothing of the search's study or how to go on."""
+    server, study = shared_server, tmp_path.name  # a study of its own on the module's server
     gate = Gate(server.uri, trigger)
     try:
-        proc = _autoq("search", "--model", "digits-cnn", "--n-trials", "4", "--seed-from", "none", "--study-name", "cut", "--no-progress",
+        proc = _autoq("search", "--model", "digits-cnn", "--n-trials", "4", "--seed-from", "none", "--study-name", study, "--no-progress",
                       "--tracking-uri", gate.uri, cwd=tmp_path, MLFLOW_HTTP_REQUEST_MAX_RETRIES="0", MLFLOW_HTTP_REQUEST_TIMEOUT="10")
         _, err = proc.communicate(timeout=600)
         assert proc.returncode == 2 and "Traceback" not in err, err
@@ -219,7 +234,7 @@ def test_a_store_failing_before_the_first_trial_or_at_the_frontier_says_how_to_g
     finally:
         gate.close()
     client = MlflowClient(server.uri)
-    (parent,) = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], "tags.`autoq.study` = 'cut'")
+    (parent,) = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], f"tags.`autoq.study` = '{study}'")
     assert parent.info.status == "FINISHED" and "frontier.json" in {a.path for a in client.list_artifacts(parent.info.run_id)}
     children = client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
     assert len(children) == 4 and {c.data.tags.get("pareto") for c in children} <= {"true", "false"} and any(c.data.tags.get("pareto") == "true" for c in children)
