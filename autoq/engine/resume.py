@@ -323,10 +323,32 @@ def _interrupted(trial: optuna.trial.FrozenTrial) -> bool:
 
 
 def _reopen(study: optuna.Study, names: dict[str, dict[str, Any]]) -> int:
-    """Mark trials left RUNNING by a dead process as failed and enqueue them again: an enqueued (seeded) trial with
-    its fixed parameters, another with its picks when it had made them all (a kill during Optuna's ask stores only
-    some, which would pin a few layers of a random proposal; the sampler proposes afresh instead)."""
+    """Mark trials left RUNNING by a dead process as failed and enqueue them again; returns how many trials are to be
+    retried: those, and those a stopped search released (`release_interrupted`) whose retries still wait."""
+    trials = study.get_trials(deepcopy=False)
+    released = {t.number for t in trials if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get(INTERRUPTED_ATTR)}
+    waiting = sum(t.state == optuna.trial.TrialState.WAITING and t.user_attrs.get("autoq.retry_of") in released for t in trials)
     running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    _fail_and_requeue(study, running, names)
+    return len(running) + waiting
+
+
+def release_interrupted(storage: str | None, study_name: str, numbers: Iterable[int], space: SearchSpace) -> None:
+    """Mark the trials a stopped search (Ctrl-C, SIGTERM) was evaluating failed, and enqueue them again, as a resume does
+    for a killed process's: they stayed RUNNING, which optuna-dashboard and ``load_study`` showed for a search that had
+    stopped (Optuna's own ``optimize`` fails an interrupted trial too)."""
+    numbers = set(numbers)
+    if storage is None or not numbers:
+        return
+    study = load_study(storage, study_name)
+    running = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,)) if t.number in numbers]
+    _fail_and_requeue(study, running, _options_by_name(space))
+
+
+def _fail_and_requeue(study: optuna.Study, running: list[optuna.trial.FrozenTrial], names: dict[str, dict[str, Any]]) -> None:
+    """Fail each of ``running`` as interrupted and enqueue it again: an enqueued (seeded) trial with its fixed
+    parameters, another with its picks when it had made them all (a kill during Optuna's ask stores only some, which
+    would pin a few layers of a random proposal; the sampler proposes afresh instead)."""
     for t in running:
         trial = optuna.trial.Trial(study, t._trial_id)
         trial.set_user_attr(INTERRUPTED_ATTR, True)
@@ -336,7 +358,6 @@ def _reopen(study: optuna.Study, names: dict[str, dict[str, Any]]) -> int:
         if params:
             extra = {"seeded": True} if t.user_attrs.get("seeded") else {}
             study.enqueue_trial(params, user_attrs={"autoq.retry_of": t.number, **extra})
-    return len(running)
 
 
 def finished_trials(

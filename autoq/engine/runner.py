@@ -40,6 +40,7 @@ from autoq.engine.resume import (
     not_stored,
     read_run_id,
     read_settings,
+    release_interrupted,
     remember_n_trials,
     remember_run_id,
     remember_settings,
@@ -288,9 +289,11 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         book = TrialBook(strategy, cost_model, budget, uniform_set, config.n_trials, config.max_retries, tracker, bar, config.backend)
         if config.resume:
             book.restore(*finished_trials(storage, study_name, space, cost_model, uniform_set, tracker))
-            left = max(0, config.n_trials - len(book.points))
-            kept = (f"autoq: resuming {study_name!r}: {len(book.points)} finished trial(s) kept, {n_retried} interrupted one(s) to retry; "
-                    + (f"{left} more to evaluate" if left else f"--n-trials {config.n_trials} are all done: nothing to evaluate"))
+            left = max(0, config.n_trials - book.n_done)  # a trial that failed for good counts, as the session's loop counts it
+            failed = f", {book.n_failed} failed for good" if book.n_failed else ""
+            kept = (f"autoq: resuming {study_name!r}: {len(book.points)} finished trial(s) kept{failed}, {n_retried} interrupted one(s) to retry; "
+                    + (f"{left} more to evaluate" if left else f"--n-trials {config.n_trials} are all done: nothing to evaluate"
+                       + ("; failed trials count too: a larger --n-trials evaluates more" if book.n_failed else "")))
             if config.progress:
                 bar.write(kept, file=sys.stderr)
             else:  # a batch job's log says it too
@@ -335,6 +338,9 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         try:
             with deferred_interrupts():  # the wall time, frontier and run status are stored whole, even when Ctrl-C comes now
                 bar.close()
+                if status == "KILLED":  # the trials it was evaluating: failed as interrupted and queued for a resume
+                    with contextlib.suppress(Exception):  # else a resume does it: a storage that fails now must not hide the note
+                        release_interrupted(storage, study_name, book.in_flight, space)
                 points = book.points
                 if not points and status == "FINISHED":
                     status = "FAILED"
@@ -360,7 +366,8 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         print("autoq: interrupted after the last trial; the search and its results were stored in full", file=sys.stderr, flush=True)
     if not points and book.n_failed:
         stored = [where for where, kept in (("its MLflow run tags", tracker), (f"the Optuna study {study_name!r}", storage)) if kept]
-        first = f"; the first error: {book.first_error}" if book.first_error else ""
+        # none evaluated now: a resume of a search whose trials had all failed, asking for no more
+        first = f"; the first error: {book.first_error}" if book.first_error else " in an earlier session" if config.resume else ""
         raise AutoqError(f"every trial failed ({book.n_failed}){first}" + (f" (each trial's is in {' and '.join(stored)})" if stored else ""))
     if not points:
         raise AutoqError(f"no trial was evaluated: the timeout ({config.timeout} s) ended the search before its first trial; "

@@ -212,6 +212,40 @@ def test_an_assignment_that_failed_for_good_is_not_evaluated_again_nor_counted_o
     assert (len(again.points), again.n_failed, len(calls)) == (len(first.points), first.n_failed, 1)  # finished: nothing more
 
 
+def test_a_resume_of_a_search_whose_trials_all_failed_says_they_count(tmp_path, capsys):
+    """A notebook's metric had a bug, every trial failed; resumed with the metric fixed, it said '4 more to evaluate',
+    evaluated none (the failed trials count toward --n-trials) and ended in 'every trial failed' with no error."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    data = [torch.randn(8, 16) for _ in range(2)]
+    calls = []
+
+    def buggy(m):
+        calls.append(1)
+        if len(calls) > 1:  # the unquantized reference passes
+            raise ValueError("bug in my metric")
+        return 1.0
+
+    def fixed(m):
+        with torch.no_grad():
+            return float(m(data[0]).abs().mean())
+
+    options = dict(budget="6bits", n_trials=3, max_retries=0, seed_from="none", tracking_uri=None, storage=f"sqlite:///{tmp_path / 'o.db'}",
+                   study_name="fixme", progress=False)
+    with pytest.raises(AutoqError, match=r"every trial failed \(3\); the first error: ValueError: bug in my metric"):
+        autoq.search(model, data, buggy, **options)
+    capsys.readouterr()
+    with pytest.raises(AutoqError, match=r"every trial failed \(3\) in an earlier session"):
+        autoq.search(model, data, fixed, resume=True, **options)
+    assert ("0 finished trial(s) kept, 3 failed for good, 0 interrupted one(s) to retry; --n-trials 3 are all done: nothing to "
+            "evaluate; failed trials count too: a larger --n-trials evaluates more") in capsys.readouterr().err
+    again = autoq.search(model, data, fixed, resume=True, **{**options, "n_trials": 6})
+    assert (len(again.points), again.n_failed) == (3, 3)
+    assert "0 finished trial(s) kept, 3 failed for good, 0 interrupted one(s) to retry; 3 more to evaluate" in capsys.readouterr().err
+
+
 def test_a_resume_on_other_data_is_refused(digits, tmp_path):
     import dataclasses
 
@@ -499,3 +533,31 @@ def test_the_command_line_refuses_a_study_with_nothing_to_resume_before_loading_
                           capture_output=True, text=True, timeout=300)
     assert proc.returncode == 2 and "study 'bare' in" in proc.stderr and "was not started by autoq search" in proc.stderr, proc.stderr
     assert "loading" not in proc.stderr
+
+
+def test_ctrl_c_in_a_trial_fails_it_as_interrupted_and_the_resume_retries_it(digits, tmp_path, capsys):
+    """The trial in flight stayed RUNNING in Optuna after the search stopped (optuna-dashboard, load_study); Optuna's own
+    optimize fails an interrupted trial. Failed as interrupted, it is queued again, and the resume evaluates it."""
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    calls = []
+
+    def evaluate(model):
+        calls.append(True)
+        if len(calls) == 4:  # the reference, two trials, then Ctrl-C in the third
+            raise KeyboardInterrupt
+        return digits.evaluate(model)
+
+    options = dict(budget="4.5bits", n_trials=5, storage=storage, study_name="cut", tracking_uri=None, progress=False, seed_from="none")
+    with pytest.raises(KeyboardInterrupt, match="2 finished trial"):
+        autoq.search(digits.model, digits.calibration, evaluate, **options)
+    trials = optuna.load_study(study_name="cut", storage=storage).trials
+    assert _states(storage, "cut") == Counter({"COMPLETE": 2, "FAIL": 1, "WAITING": len(trials) - 3})
+    [cut] = [t for t in trials if t.state.name == "FAIL"]
+    assert cut.number == 2 and cut.user_attrs["autoq.interrupted"]
+    assert any(t.state.name == "WAITING" and t.user_attrs.get("autoq.retry_of") == 2 and t.system_attrs.get("fixed_params") == cut.params
+               for t in trials)
+    capsys.readouterr()
+    result = autoq.search(digits.model, digits.calibration, evaluate, resume=True, **options)
+    assert "2 finished trial(s) kept, 1 interrupted one(s) to retry; 3 more to evaluate" in capsys.readouterr().err
+    assert len(result.points) == 5 and cut.params in [{k: c.name for k, c in p.assignment.items()} for p in result.points]
+    assert _states(storage, "cut")["RUNNING"] == 0
