@@ -43,7 +43,10 @@ class Server:
     def start(self) -> None:
         command = [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1", "--port", str(self.port), "--workers", "1",
                    "--backend-store-uri", f"sqlite:///{self.folder / 'mlflow.db'}", "--artifacts-destination", str(self.folder / "artifacts")]
-        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=(self.folder / "server.log").open("a"), start_new_session=True)
+        # without MLflow's job runner (GenAI jobs, which autoq never asks for): seven Huey consumer processes a start
+        env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        self.proc = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=(self.folder / "server.log").open("a"), start_new_session=True,
+                                     env=env)
         deadline = time.monotonic() + 120
         while time.monotonic() < deadline:
             try:
