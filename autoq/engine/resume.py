@@ -328,7 +328,7 @@ def _reopen(study: optuna.Study, names: dict[str, dict[str, Any]]) -> int:
     trials = study.get_trials(deepcopy=False)
     released = {t.number for t in trials if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get(INTERRUPTED_ATTR)}
     waiting = sum(t.state == optuna.trial.TrialState.WAITING and t.user_attrs.get("autoq.retry_of") in released for t in trials)
-    running = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+    running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
     _fail_and_requeue(study, running, names)
     return len(running) + waiting
 
