@@ -177,12 +177,10 @@ def test_interrupt_keeps_finished_trials(signame, tmp_path, mlflow_uri):
     (["runs", "--tracking-uri", "http://alice:pw@127.0.0.1:9"], "server http://127.0.0.1:9 does not answer"),  # no credentials shown
     (["kernels", "bench", "--out", ""], "--out is '': give OUT"),  # an action of a command's own: it wrote latency_<device>.json
 ])
-def test_commands_that_read_a_store_refuse_blank_and_missing_stores(args, needle, tmp_path, monkeypatch, capsys):
-    from autoq.cli import main
-
-    monkeypatch.chdir(tmp_path)
-    assert main(args) == 2
-    assert needle in capsys.readouterr().err
+def test_commands_that_read_a_store_refuse_blank_and_missing_stores(args, needle, tmp_path, capsys):
+    code, _, err = run_main(*args, cwd=tmp_path, capsys=capsys)
+    assert code == 2
+    assert needle in err
     assert list(tmp_path.iterdir()) == []
 
 
