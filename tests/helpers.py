@@ -4,7 +4,6 @@ the ``autoq`` command run in the test's own process."""
 from __future__ import annotations
 
 import os
-import signal
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -56,7 +55,7 @@ def run_main(*args: str, cwd: Path, capsys) -> tuple[int, str, str]:
     a process shows (signals, the exit itself) stays with the subprocess tests."""
     from autoq.cli import main
 
-    here, term = Path.cwd(), signal.getsignal(signal.SIGTERM)
+    here = Path.cwd()
     capsys.readouterr()
     os.chdir(cwd)
     try:
@@ -65,6 +64,5 @@ def run_main(*args: str, cwd: Path, capsys) -> tuple[int, str, str]:
         code = exc.code if isinstance(exc.code, int) else 2
     finally:
         os.chdir(here)
-        signal.signal(signal.SIGTERM, term)  # main makes TERM stop a search as Ctrl-C does: not this test process's
     out, err = capsys.readouterr()
     return code, out, err

@@ -59,6 +59,23 @@ def test_bad_input_is_one_line_exit_2(args, needle, tmp_path, capsys):
     assert not (tmp_path / "mlflow.db").exists() or "budget" not in needle
 
 
+def test_main_puts_back_the_sigterm_handler_it_found(tmp_path, capsys):
+    """A script or notebook calling ``autoq.cli.main`` keeps its own SIGTERM handler afterwards (main's raised
+    `Terminated` there, in whatever code ran next)."""
+    import signal
+
+    def own(signum, frame):
+        pass
+
+    before = signal.signal(signal.SIGTERM, own)
+    try:
+        for args in (["search", "--budget", "nonsense"], ["runs", "--tracking-uri", f"sqlite:///{tmp_path / 'm.db'}"]):
+            code, _, _ = run_main(*args, cwd=tmp_path, capsys=capsys)
+            assert code in (0, 2) and signal.getsignal(signal.SIGTERM) is own, args
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def test_feasible_range_is_stated(tmp_path):
     """As a real process: exit status 2, one line, no traceback."""
     proc = run_cli("search", "--model", "digits-cnn", "--budget", "0.5bits", "--no-progress", cwd=tmp_path)

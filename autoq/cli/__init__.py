@@ -113,7 +113,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(parser, argv)
     args.plugins = plugins  # for the follow-up commands a search prints (also those of $AUTOQ_PLUGINS and entry points)
     args.given = given_options(parser, argv)  # what `--resume` must not replace with the stored search's values
-    signal.signal(signal.SIGTERM, _terminate)  # a scheduler's TERM stops as cleanly as Ctrl-C
+    # a scheduler's TERM stops as cleanly as Ctrl-C, while main runs: a script or notebook that calls it keeps its own
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    try:
+        return _run(parser, args, plugins)
+    finally:
+        if previous is not None:  # None: a handler Python did not install, which it cannot put back
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, plugins: Sequence[str]) -> int:
+    """The command itself, its user errors and stops turned into one line and an exit status."""
     try:
         refuse_blank(parser, args)
         fill_experiment(args)
