@@ -54,11 +54,18 @@ def read_config(out_dir: Path) -> dict[str, Any]:
         raise AutoqError(f"{path} is not valid JSON: {exc}") from None
     if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
         raise AutoqError(f"{path} is not an autoq export config (missing 'format': '{EXPORT_FORMAT}')")
-    if data.get("version") != EXPORT_VERSION:
-        raise AutoqError(f"{path}: export version {data.get('version')!r} is not supported (expected {EXPORT_VERSION})")
+    version = data.get("version")
+    if version != EXPORT_VERSION:
+        newer = isinstance(version, int) and not isinstance(version, bool) and version > EXPORT_VERSION
+        hint = "a newer autoq wrote it: upgrade autoq to load it" if newer else "the file is damaged; export again"
+        raise AutoqError(f"{path}: export version {version!r} is not supported (this autoq reads version {EXPORT_VERSION}); {hint}")
     layers = data.get("layers")
     if not isinstance(layers, dict) or not all(isinstance(e, dict) and {"choice", "kind", "shape"} <= set(e) for e in layers.values()):
         raise AutoqError(f"{path} lacks its 'layers' (each with its choice, kind and shape): the file is damaged; export again")
+    unlaid = [name for name, e in layers.items() if e["choice"] != "fp16" and "layout" not in e]
+    if unlaid:  # read as unquantized, its packed tensors were then 'tensors the model does not have'
+        raise AutoqError(f"{path}: layer {unlaid[0]!r} is quantized ({layers[unlaid[0]]['choice']}) but names no 'layout' of its "
+                         "packed weight: the file is damaged; export again")
     return data
 
 

@@ -77,6 +77,14 @@ def test_weights_of_another_export_or_a_damaged_config_are_refused(tmp_path):
     (mixed / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(AutoqError, match="its stored codes are 50 torch.uint8 values"):
         autoq.load(mixed, model=Tiny())
+    for version, hint in ((2, "a newer autoq wrote it: upgrade autoq"), ("1.1", "the file is damaged")):
+        (mixed / CONFIG_NAME).write_text(json.dumps({**config, "version": version}))
+        with pytest.raises(AutoqError, match=f"export version {version!r} is not supported .this autoq reads version 1.; {hint}"):
+            autoq.load(mixed, model=Tiny())
+    del config["layers"]["fc"]["layout"]  # was read as an fp16 layer: 'tensors the model does not have: [fc.qweight, ...]'
+    (mixed / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(AutoqError, match=r"layer 'fc' is quantized \(int3-ch-asym:rtn-mse\) but names no 'layout'.*damaged"):
+        autoq.load(mixed, model=Tiny())
     del config["layers"]
     (mixed / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(AutoqError, match="lacks its 'layers'"):
