@@ -27,6 +27,7 @@ from autoq.budget import Budget, check_latency_config, parse_budget
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.cost import CostModel
+from autoq.engine.live import TrialStatus
 from autoq.engine.options import checked_options, label
 from autoq.engine.ray_session import ray_options_set, ray_session
 from autoq.engine.result import Point, SearchResult, best_point, distinct_assignments, pareto_front
@@ -441,13 +442,17 @@ def _kept_and_how_to_continue(config: SearchConfig, study_name: str, storage: st
 def _run_trials(workload: Workload, book: TrialBook, deadline: float | None, config: SearchConfig | None = None) -> None:
     """The in-process backend: evaluate one proposal at a time until the book is full."""
     cache = new_cache(workload, config)
+    status = TrialStatus(book.bar) if book.bar is not None and not book.bar.disable else None
+    cache.on_layer = status.layers if status is not None else None
     while not book.done():
         if deadline is not None and time.perf_counter() > deadline:
             break
         pending = book.next()
         if pending is None:
             break
-        quality, error = _evaluate(workload, cache, pending.proposal.assignment)
+        quality, error = _evaluate(workload, cache, pending.proposal.assignment, status)
+        if status is not None:
+            status.clear()
         book.record(pending.proposal.number, quality, error)
 
 
@@ -465,10 +470,12 @@ def new_cache(workload: Workload, config: SearchConfig | None = None) -> QuantCa
     return QuantCache(workload.model, stats)
 
 
-def _evaluate(workload: Workload, cache: QuantCache, assignment: Assignment) -> tuple[float, str | None]:
+def _evaluate(workload: Workload, cache: QuantCache, assignment: Assignment, status: TrialStatus | None = None) -> tuple[float, str | None]:
     """Quality of ``assignment``, or the error that stopped it: a failing trial must not stop the search."""
     try:
         with cache.apply(assignment) as model:
+            if status is not None:
+                status.scoring()
             quality = workload.quality(model)
     except Exception as exc:
         return math.nan, f"{type(exc).__name__}: {exc}"

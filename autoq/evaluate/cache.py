@@ -14,7 +14,7 @@ each seeing inputs from the already-quantized earlier layers, and caches them al
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -139,9 +139,12 @@ class QuantCache:
     (data-free methods only).
     """
 
-    def __init__(self, model: nn.Module, stats: CalibrationStats | Mapping[str, LayerStats] | None = None) -> None:
+    def __init__(self, model: nn.Module, stats: CalibrationStats | Mapping[str, LayerStats] | None = None,
+                 on_layer: Callable[[int, int], None] | None = None) -> None:
         self.model = model
         self.stats = stats
+        # told (layers done, layers to do) as `apply` quantizes what it has not cached: a live status for a long trial
+        self.on_layer = on_layer
         self._layers: dict[tuple[str, LayerChoice], QuantizedLayer] = {}
         # where each layer's float weight lives now: another cache's swapped-in weight is found by its address
         self._float = {name: _address(m.weight) for name, m in model.named_modules() if isinstance(getattr(m, "weight", None), torch.Tensor)}
@@ -186,6 +189,21 @@ class QuantCache:
     def weight(self, name: str, choice: LayerChoice) -> torch.Tensor:
         return self.layer(name, choice).weight
 
+    def _layers_of(self, assignment: Mapping[str, LayerChoice]) -> dict[str, QuantizedLayer]:
+        """Every layer of ``assignment``, quantizing those not cached yet (``on_layer`` is told before each and at the end;
+        a sequential sweep quantizes a choice's later layers with its first, which then count as done at once)."""
+        todo = sum((name, choice) not in self._layers for name, choice in assignment.items())
+        layers, done = {}, 0
+        for name, choice in assignment.items():
+            if (name, choice) not in self._layers:
+                if self.on_layer is not None:
+                    self.on_layer(done, todo)
+                done += 1
+            layers[name] = self.layer(name, choice)
+        if self.on_layer is not None and todo:
+            self.on_layer(todo, todo)
+        return layers
+
     @contextmanager
     def apply(self, assignment: Mapping[str, LayerChoice]) -> Iterator[nn.Module]:
         """Context manager: the model with ``assignment`` applied; originals (and hooks) restored after."""
@@ -193,7 +211,7 @@ class QuantCache:
         handles: list[Any] = []
         # every layer first, then the swaps: a sequential sweep (triggered by a layer's first data-driven
         # choice) must quantize the float weights of the layers before it, not ones this call swapped in
-        layers = {name: self.layer(name, choice) for name, choice in assignment.items()}
+        layers = self._layers_of(assignment)
         try:
             for name, layer in layers.items():
                 module = get_module(self.model, name)

@@ -239,3 +239,17 @@ def test_an_input_scale_from_a_method_not_registered_as_scaling_is_refused(monke
     monkeypatch.setattr(registry, "_METHODS", base.copy())
     registry._METHODS.add("test-scaled", registry.MethodInfo("test-scaled", scaled, False, scales_input=True))
     assert quantize_layer(m[0], choice).shape == m[0].weight.shape
+
+
+def test_apply_tells_on_layer_of_each_layer_it_quantizes_and_of_none_it_cached():
+    """The search's live status (a trial quantizing an LLM's layers with GPTQ takes minutes between the bar's steps)."""
+    calls: list[tuple[int, int]] = []
+    cache = QuantCache(model(), on_layer=lambda done, todo: calls.append((done, todo)))
+    with cache.apply(ASSIGNMENT):
+        assert calls == [(0, 2), (1, 2), (2, 2)]
+    calls.clear()
+    with cache.apply(ASSIGNMENT):  # both cached: nothing to say
+        pass
+    with cache.apply(Assignment.from_dict({"0": INT3, "2": FP16})):
+        pass
+    assert calls == [(0, 1), (1, 1)]
