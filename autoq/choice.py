@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
+from functools import cached_property
 
 from autoq.errors import AutoqError
 from autoq.quant import QuantSpec
@@ -68,11 +69,20 @@ class Assignment(Mapping[str, LayerChoice]):
     def from_dict(cls, choices: Mapping[str, LayerChoice]) -> Assignment:
         return cls(tuple(choices.items()))
 
-    def __getitem__(self, key: str) -> LayerChoice:
+    @cached_property
+    def _index(self) -> dict[str, LayerChoice]:
+        """Name -> choice, built on first use (not a field: equality, hashing and pickles are those of ``items_``). A
+        scan of ``items_`` per look-up made ``cost()`` and ``items()`` quadratic: 0.6 s for 3,200 layers, per trial."""
+        index: dict[str, LayerChoice] = {}
         for name, choice in self.items_:
-            if name == key:
-                return choice
-        raise KeyError(key)
+            index.setdefault(name, choice)
+        return index
+
+    def __getitem__(self, key: str) -> LayerChoice:
+        try:
+            return self._index[key]
+        except (KeyError, TypeError):  # TypeError: an unhashable key, which names no layer either
+            raise KeyError(key) from None
 
     def __iter__(self) -> Iterator[str]:
         return (name for name, _ in self.items_)
