@@ -35,19 +35,33 @@ from autoq.quant.activation import ActRange, ActSpec, fake_quantize_activation, 
 
 @dataclass(frozen=True)
 class QuantizedLayer:
-    """What one (layer, choice) puts into the model."""
+    """What one (layer, choice) puts into the model.
 
-    weight: torch.Tensor  # native layout and dtype
+    It keeps the method's integer codes (a byte a weight; the fp16 choice's half weight, two) and dequantizes on each
+    read of ``weight``: a search's cache holds one per (layer, choice) it has tried, and as dense fp32 weights they
+    were a copy of the model's linear weights per format (4.6 GB for a 0.4 GB model in 14 trials)."""
+
+    source: QuantizedTensor | torch.Tensor  # the codes, or the fp16 choice's (out, in) half weight
+    module: nn.Module  # whose layout and dtype ``weight`` takes (its shape and kind, never its current values)
     bias: torch.Tensor | None = None  # replacement bias (bias correction), native dtype
     input_scale: torch.Tensor | None = None  # the input is divided by it before activation quantization
     activation: ActSpec | None = None
     act_range: ActRange | None = None  # static per-tensor activation range
-    folded: torch.Tensor | None = None  # with input_scale: the weight with 1/input_scale folded in (no hook needed)
+
+    @property
+    def weight(self) -> torch.Tensor:
+        """Native layout and dtype; with ``input_scale``, the stored weight that multiplies ``x / input_scale``."""
+        if isinstance(self.source, torch.Tensor):
+            return to_native(self.module, self.source.float())
+        stored = self.source.dequantize_stored() if self.input_scale is not None else self.source.dequantize()  # type: ignore[attr-defined]
+        return to_native(self.module, stored)
 
     @property
     def weight_only(self) -> torch.Tensor:
-        """The weight that gives this layer's float output without any hook."""
-        return self.folded if self.folded is not None else self.weight
+        """The weight that gives this layer's float output without any hook: 1/input_scale folded in."""
+        if self.input_scale is None or isinstance(self.source, torch.Tensor):
+            return self.weight
+        return to_native(self.module, self.source.dequantize())
 
 
 def needs_stats(choice: LayerChoice) -> bool:
@@ -77,15 +91,12 @@ def quantize_choice(module: nn.Module, choice: LayerChoice, stats: LayerStats | 
 def quantize_layer_full(module: nn.Module, choice: LayerChoice, stats: LayerStats | None = None) -> QuantizedLayer:
     """Everything ``choice`` changes in ``module``, given the layer's statistics (when the choice needs them)."""
     if choice.weight.is_half:
-        return QuantizedLayer(to_native(module, weight_2d(module).half().float()))
+        return QuantizedLayer(weight_2d(module).detach().half().clone(), module)
     q, bias, rng = quantize_choice(module, choice, stats)
     act = choice.activation
-    if act is None:
-        return QuantizedLayer(to_native(module, q.dequantize()), bias)
-    scale = input_scale_of(q)
-    stored = q.dequantize_stored() if scale is not None else q.dequantize()  # type: ignore[attr-defined]
-    folded = to_native(module, q.dequantize()) if scale is not None else None
-    return QuantizedLayer(to_native(module, stored), bias, scale, act, rng, folded)
+    if act is None:  # an input scale stays folded into the weight: no hook divides the input
+        return QuantizedLayer(q, module, bias)
+    return QuantizedLayer(q, module, bias, input_scale_of(q), act, rng)
 
 
 def quantize_layer(module: nn.Module, choice: LayerChoice, stats: LayerStats | None = None) -> torch.Tensor:
