@@ -31,13 +31,14 @@ def _params(w: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tenso
 
 
 def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
-    """Upper Cholesky factor of ``(H + damp * mean(diag H) I)^-1``, float64 -> float32."""
-    h = h.clone()
+    """Upper Cholesky factor of ``(H + damp * mean(diag H) I)^-1``, float64 -> float32. Dampens ``h`` in place (the
+    caller's own copy): at most three K x K float64 matrices live at once, where copies made six (9 GB at K = 14336)."""
     h.diagonal().add_(damp * float(h.diagonal().mean()))
     for attempt in range(5):
         chol, info = torch.linalg.cholesky_ex(h)
         if int(info) == 0:
             hinv = torch.cholesky_inverse(chol)
+            del chol
             return torch.linalg.cholesky(hinv, upper=True).float()
         h.diagonal().add_(damp * float(h.diagonal().mean()) * 10**attempt)
     raise AutoqError("GPTQ: the layer Hessian is not positive definite even after dampening")
@@ -47,7 +48,9 @@ def gptq(weight: torch.Tensor, spec: QuantSpec, stats: Any, act_order: bool = Fa
     stats = require_stats(stats, "gptq", weight, spec)
     w = weight.detach().float().clone()
     out_f, in_f = w.shape
-    h = stats.hessian(torch.float64).to(w.device).clone()  # statistics and weight on one device (a CUDA layer's stay there)
+    h = stats.hessian(torch.float64).to(w.device)  # a new matrix (X^T X / n); on the weight's device (a CUDA layer's stays there)
+    if h is getattr(stats, "xtx", None):
+        h = h.clone()  # the statistics' own: dampened below
     dead = h.diagonal() == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
@@ -71,7 +74,8 @@ def gptq(weight: torch.Tensor, spec: QuantSpec, stats: Any, act_order: bool = Fa
 
     perm = torch.argsort(h.diagonal(), descending=True) if act_order else torch.arange(in_f, device=dev)
     w = w[:, perm]
-    hinv = _inverse_cholesky(h[perm][:, perm], damp)
+    hinv = _inverse_cholesky(h[perm][:, perm] if act_order else h, damp)
+    del h
     group_of = (perm // gs).tolist() if grouped else [0] * in_f  # a list: no device sync per column
     codes = torch.zeros(out_f, in_f, device=dev)
     for i1 in range(0, in_f, block):
