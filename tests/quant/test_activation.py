@@ -70,3 +70,34 @@ def test_layer_choice_activation_parsed_and_fp16_has_none():
     assert LayerChoice(QuantSpec.half(), activation=ActSpec()).activation is None
     with pytest.raises(AutoqError):
         LayerChoice.from_name("int8-ch-sym:smoothquant+")
+
+
+def _asym_by_hand(values, lo, hi, bits):
+    """The asymmetric format written out one value at a time: the range widened to hold 0, ``2**bits`` levels."""
+    lo, hi = min(lo, 0.0), max(hi, 0.0)
+    step = max((hi - lo) / (2**bits - 1), 1e-8)
+    zero = round(-lo / step)
+    return [(min(max(round(v / step) + zero, 0), 2**bits - 1) - zero) * step for v in values]
+
+
+@pytest.mark.parametrize("bits, lo, hi", [(8, -1.0, 3.0), (4, -1.0, 3.0), (8, 0.5, 3.0), (4, -2.0, -0.5)])
+def test_static_asymmetric_values_by_hand(bits, lo, hi):
+    """Its only check was codes >= 0: a step of 1e-8 (clamp_max for clamp_min) read every value as the range's low end."""
+    x = torch.tensor([-2.5, -1.05, -0.3, 0.0, 0.37, 1.55, 2.99, 3.0, 7.0], dtype=torch.float64)  # no value on a tie
+    got = fake_quantize_activation(x, ActSpec(bits, "tensor", symmetric=False), ActRange(lo, hi))
+    assert got.tolist() == pytest.approx(_asym_by_hand(x.tolist(), lo, hi, bits), rel=1e-6, abs=1e-6)  # computed in fp32
+
+
+@pytest.mark.parametrize("symmetric", [True, False])
+def test_per_token_is_per_row_of_the_last_dimension_whatever_the_leading_ones(symmetric):
+    """(batch, tokens, channels): each token its own range, as a 2-D row does; not a range over the tokens."""
+    x = torch.randn(3, 5, 16, generator=torch.Generator().manual_seed(2)) * torch.linspace(0.5, 8, 5)[None, :, None]
+    spec = ActSpec(8, "token", symmetric=symmetric)
+    rows = torch.stack([fake_quantize_activation(row[None], spec)[0] for row in x.reshape(-1, 16)]).reshape(x.shape)
+    assert torch.equal(fake_quantize_activation(x, spec), rows)
+
+
+def test_static_range_divides_by_a_scale_that_is_not_a_power_of_two():
+    """x / s of each channel's extremes: a floor division gave 5.0 for 4 / 0.7 (the scale above divides exactly)."""
+    rng = static_range(torch.tensor([-2.0, -1.0]), torch.tensor([4.0, 1.0]), torch.tensor([0.7, 2.0]))
+    assert rng.lo == pytest.approx(-2.0 / 0.7) and rng.hi == pytest.approx(4.0 / 0.7)
