@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -217,3 +219,62 @@ def test_a_points_own_average_bits_as_the_budget_admits_it():
         bits = total / n  # what the point's effective bits read, given back as the budget
         capacity = _bits_capacity(bits, n)
         assert capacity >= total and capacity / n <= bits
+
+
+@pytest.mark.parametrize("bits, n_weights", [(5.9, 58_085_013), (4.5, 7), (3.3, 1_000_003), (4.25, 22_713_216)])
+def test_a_bits_capacity_is_the_largest_total_whose_average_is_within_the_budget(bits, n_weights):
+    """5.9 x 58,085,013 rounds above the budget: the loop stepping down ran in no test (one stepping the wrong way hung)."""
+    from autoq.engine.knapsack import _bits_capacity
+
+    capacity = _bits_capacity(bits, n_weights)
+    assert capacity / n_weights <= bits < math.nextafter(capacity, math.inf) / n_weights
+
+
+def test_a_budget_at_exactly_the_cheapest_assignment_is_met_by_every_seed_source():
+    """The feasible range's low end, which the refusal of a lower budget tells a user to type."""
+    import random
+
+    p = problem("3.3bits")
+    at_least = dataclasses.replace(p, capacity=p.lowest)
+    cheapest = [min(range(len(c)), key=c.__getitem__) for c in p.costs]
+    assert p.total(random_feasible(at_least, random.Random(0))) == p.lowest
+    assert p.total(greedy_allocate(p, p.lowest)) == p.lowest and greedy_seeds(at_least, 3)
+    assert p.total(solve_ilp(p, p.lowest)) == p.total(cheapest)
+
+
+def _fractional(p: Knapsack, seed: int) -> Knapsack:
+    """The problem's shape with latency-like costs: microseconds with fractions, a few whole."""
+    rng = np.random.default_rng(seed)
+    costs = tuple(tuple(float(np.round(rng.uniform(0.5, 4.0), 2)) if rng.random() > 0.2 else float(rng.integers(1, 5))
+                        for _ in row) for row in p.costs)
+    picks = [int(rng.integers(len(row))) for row in costs]  # the capacity: a total that exists, its fraction above one half
+    capacity = sum(row[k] for row, k in zip(costs, picks))
+    return dataclasses.replace(p, costs=costs, capacity=capacity + 0.99 - capacity % 1 if capacity % 1 < 0.5 else capacity)
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_ilp_matches_brute_force_on_fractional_costs(seed):
+    """Costs in whole units (bits, bytes) let the solver's constraint reach half a unit past the last whole one;
+    latency costs are fractional, and taken for whole they were cut at floor(capacity) + 0.5, below a better optimum."""
+    p = _fractional(problem("4.5bits", seed), seed)
+    picks = solve_ilp(p)
+    assert picks is not None and p.total(picks) <= p.capacity
+    assert sum(p.scores[i][k] for i, k in enumerate(picks)) == pytest.approx(brute_force(p, p.capacity), rel=1e-6)
+
+
+def test_fractional_costs_beside_whole_ones_are_not_taken_for_whole():
+    """Latency-like costs, one of them whole (4.0): read as whole units when any cost was whole (not all), the
+    constraint moved and a worse solution came back (score 2.97 against the optimum's 1.95, a case found by search)."""
+    p = dataclasses.replace(problem("4.5bits"), costs=((2.33, 4.0, 2.5), (3.0, 2.56, 1.16), (1.18, 2.61, 0.75)),
+                            scores=((1.5, 2.23, 0.53), (1.16, 0.19, 2.18), (0.26, 1.19, 2.62)), capacity=6.13)
+    assert solve_ilp(p) == [0, 1, 0]
+
+
+def test_greedy_upgrades_by_gain_per_unit_of_cost_also_below_one_unit():
+    """Costs under 1 (microseconds) were divided by 1, not by themselves: greedy took the one big gain over two that
+    gain more per unit of cost."""
+    p = problem("4.5bits")
+    cheap = dataclasses.replace(p, costs=((1.0, 1.3), (1.0, 1.6), (1.0, 1.3)), scores=((1.0, 0.0), (1.5, 0.0), (1.0, 0.0)), capacity=3.6)
+    assert greedy_allocate(cheap) == [1, 0, 1]
+    nothing = dataclasses.replace(cheap, scores=((1.0, 1.0), (1.5, 1.5), (1.0, 1.0)))
+    assert greedy_allocate(nothing) == [0, 0, 0]  # no gain, no upgrade: the budget is not spent for nothing
