@@ -240,3 +240,27 @@ def test_the_committed_tables_latency_grows_with_a_square_layer_for_every_format
         spec = QuantSpec.from_name(name)
         times = [table.layer_us(n, n, spec) for n in range(384, 4097, 32)]
         assert all(b >= a * 0.98 for a, b in zip(times, times[1:])), name  # equal-work averaging moves a little, no more
+
+
+def test_equal_work_shapes_after_other_works_average_among_themselves():
+    """The equal-work pair above is the second work measured; as the third (LLaMA's 4096 x 11008 and 11008 x 4096 after
+    two square shapes) it must still average only its own shapes, not overwrite another work's row."""
+    fmt = "int4-g128-asym"
+    measured = rows() + [Measurement(1600, 100, fmt, 1, 130.0), Measurement(100, 1600, fmt, 1, 100.0)]  # 160,000 = 400 x 400's
+    table = TableLatency("Test GPU", measured, batch=1)
+    assert table.layer_us(800, 200, INT4) == pytest.approx((110.0 + 130.0 + 100.0) / 3)  # a third shape of that work
+    assert table.layer_us(200, 200, INT4) == 30.0 and table.layer_us(300, 100, INT4) == pytest.approx(10 + 20 * 20_000 / 30_000)
+
+
+def test_above_the_largest_shape_latency_scales_by_the_exact_ratio_of_work():
+    table = TableLatency("Test GPU", [Measurement(128, 128, "int4-g128-asym", 1, 2.0), Measurement(256, 256, "int4-g128-asym", 1, 5.3)],
+                         batch=1)
+    assert table.layer_us(512, 256, INT4) == pytest.approx(5.3 * 2)  # twice the work: a floor division agrees here
+    assert table.layer_us(300, 256, INT4) == pytest.approx(5.3 * 300 / 256)  # and gives 5.3 x 1 here
+
+
+def test_the_coverage_note_takes_the_widest_range_any_format_measured():
+    """Layers within one format's range are not 'far outside' because another format was measured over less."""
+    measured = rows() + [Measurement(300, 300, "int8-ch-asym", 1, 40.0), Measurement(400, 400, "int8-ch-asym", 1, 60.0)]
+    table = TableLatency("Test GPU", measured, batch=1)  # int4: 10,000 to 160,000 weights; int8: 90,000 to 160,000
+    assert table.coverage_note([("a", 100, 100), ("b", 50, 50)]) == ""
