@@ -157,3 +157,13 @@ def test_a_limit_keeps_every_format_once_then_more_methods_of_the_dearest():
     # fewer places than formats: one per format all the same; a large or no limit: all of them
     assert uniform_seeds(space, cm, budget, 1) == first
     assert uniform_seeds(space, cm, budget, 43) == every == uniform_seeds(space, cm, budget, None)
+
+
+def test_one_fill_seed_is_one_and_a_longer_list_starts_with_it(small):
+    """Every test asked for several: a count of 1 (``--n-fill-seeds 1``-like) must give one, not none."""
+    space, cm = small
+    budget = parse_budget("4.5bits")
+    [one] = fill_seeds(space, cm, budget, 1, seed=0)
+    assert budget.violation(cm.cost(one)) <= 0 and one not in space.uniform_assignments()
+    assert fill_seeds(space, cm, budget, 0, seed=0) == []
+    assert fill_seeds(space, cm, budget, 4, seed=0)[0] == one
