@@ -5,9 +5,9 @@ fp32 weights, that cache grew by a copy of the model's linear weights per format
 weight), by a quarter of one. A random Llama-like model (no download) is searched in a fresh process with the
 min-max space of the SmolLM2 benchmarks (12 formats plus fp16, cheap to quantize), no seeds and no stores, and the
 process's resident memory is sampled every 0.2 s. On this 2-core x86 CPU (2026-12-03), hidden 2048, MLP 5632, two
-blocks (103M linear weights, 392 MiB; 856 MB resident before the search), 14 trials: peak 5,040 MB before, 2,372 MB
-after, the same best point (16.9 s and 14.8 s on a machine shared with other jobs; dequantizing each trial's codes
-took 35-170 ms a MiniLM trial of 4-10 s).
+blocks (103M linear weights, 392 MiB; 856 MB resident before the search), 14 trials: peak 5,040 MB before, 2,372 and
+2,408 MB after in two runs, the same best point (16.9 s against 14.8 and 14.7 s, on a machine shared with other jobs;
+dequantizing each trial's codes took 35-170 ms a MiniLM trial of 4-10 s).
 
     python benchmarks/search_memory.py [--hidden 2048] [--mlp 5632] [--blocks 2] [--trials 14] [--out ...json]
 

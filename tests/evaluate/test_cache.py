@@ -269,8 +269,8 @@ def _held_bytes(layer) -> int:
 
 @pytest.mark.parametrize("choice", [INT2, INT3, FP16, LayerChoice.from_name("int8-ch-sym:smoothquant+a8-token")])
 def test_a_cached_layer_holds_codes_not_a_dense_weight(choice):
-    """The search's cache keeps every (layer, choice) it has tried: as fp32 weights, a model's copy per format (4.6 GB
-    for a 0.4 GB model's 14 trials). Codes: a byte a weight (fp16: two), scales and biases aside."""
+    """The search's cache keeps every (layer, choice) it has tried: as fp32 weights, a model's copy per format (5.0 GB
+    at peak for 0.4 GB of linear weights in 14 trials, `benchmarks/search_memory.py`). Codes: a byte a weight (fp16: two), scales and biases aside."""
     torch.manual_seed(0)
     m = nn.Sequential(nn.Linear(256, 128)).eval()
     stats = None
