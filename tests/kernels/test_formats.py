@@ -173,3 +173,18 @@ def test_a_packed_weight_is_checked_without_allocating(monkeypatch):
     monkeypatch.undo()
     with pytest.raises(AutoqError, match=r"must have shape \(64, 3\)"):
         PackedWeight(packed.spec, packed.shape, packed.qweight, packed.scales[:, :2], packed.zeros)
+
+
+def test_an_int8_weight_for_the_w8a8_kernel_validates_its_parts():
+    """The kernel reads symmetric codes as ``code - 128`` with one scale per row or per tensor: anything else is refused
+    before it reaches a launch (these guards ran in no test)."""
+    codes, scales = torch.zeros(4, 8, dtype=torch.int8), torch.ones(4, dtype=torch.float16)
+    Int8Weight(QuantSpec.from_name("int8-ch-sym"), codes, scales)
+    for name in ("int8-ch-asym", "int8-g32-sym", "int4-ch-sym"):
+        with pytest.raises(AutoqError, match="W8A8 needs a symmetric 8-bit per-channel or per-tensor weight"):
+            Int8Weight(QuantSpec.from_name(name), codes, scales)
+    for bad in (codes.to(torch.int32), codes.reshape(-1)):
+        with pytest.raises(AutoqError, match="2-D int8 tensor"):
+            Int8Weight(QuantSpec.from_name("int8-ch-sym"), bad, scales)
+    with pytest.raises(AutoqError, match=r"scales must have shape \(1,\)"):
+        Int8Weight(QuantSpec.from_name("int8-tensor-sym"), codes, scales)
