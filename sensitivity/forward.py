@@ -94,14 +94,16 @@ def _copy_axis(shape: tuple[int, ...], ref: tuple[int, ...] | None, k: int) -> i
 
 def _option_hook(layers: Sequence[QuantizedLayer], ref_shape: Callable[[], tuple[int, ...] | None]):
     """Forward hook: the stacked input's copy ``k`` goes through the layer as option ``k`` makes it: its weight,
-    bias correction's bias, and its activation format on the input, as a search's trial runs it."""
+    bias correction's bias, and its activation format on the input, as a search's trial runs it. Each option's weight
+    is dequantized once here, not at every batch (a cached layer holds codes: `QuantizedLayer.weight`)."""
+    weights = [layer.weight for layer in layers]
 
     def hook(module: nn.Module, args: tuple, output: Any) -> torch.Tensor:
         axis = _copy_axis(tuple(args[0].shape), ref_shape(), len(layers))
         chunks = args[0].chunk(len(layers), dim=axis)
         outs = []
-        for chunk, layer in zip(chunks, layers):
-            with _option_weights(module, layer):
+        for chunk, layer, weight in zip(chunks, layers, weights):
+            with _option_weights(module, layer, weight):
                 outs.append(module.forward(quantize_input(module, layer, chunk) if layer.activation is not None else chunk))
         return torch.cat(outs, dim=axis)
 
@@ -109,12 +111,13 @@ def _option_hook(layers: Sequence[QuantizedLayer], ref_shape: Callable[[], tuple
 
 
 @contextlib.contextmanager
-def _option_weights(module: nn.Module, layer: QuantizedLayer) -> Iterator[None]:
-    """The module's weight (and bias correction's bias) as the option sets them, restored after."""
+def _option_weights(module: nn.Module, layer: QuantizedLayer, weight: torch.Tensor | None = None) -> Iterator[None]:
+    """The module's weight (and bias correction's bias) as the option sets them, restored after; ``weight``: the
+    option's, dequantized already."""
     bias = getattr(module, "bias", None)
     saved, saved_bias = module.weight.data, (bias.data if bias is not None else None)
     try:
-        module.weight.data = layer.weight
+        module.weight.data = layer.weight if weight is None else weight
         if bias is not None and layer.bias is not None:
             bias.data = layer.bias
         yield
