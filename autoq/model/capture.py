@@ -73,7 +73,7 @@ class LayerStats:
         return int(self.xtx.shape[0])
 
     def hessian(self, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-        """``X^T X / n``: the per-row layer loss Hessian up to a factor 2."""
+        """``X^T X / n``: the per-row layer loss Hessian up to a factor 2; a new tensor each call (GPTQ changes it in place)."""
         return (self.xtx / max(self.n_tokens, 1)).to(dtype)
 
     def output_error(self, w: torch.Tensor, w_hat: torch.Tensor) -> float:

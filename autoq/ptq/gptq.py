@@ -48,9 +48,7 @@ def gptq(weight: torch.Tensor, spec: QuantSpec, stats: Any, act_order: bool = Fa
     stats = require_stats(stats, "gptq", weight, spec)
     w = weight.detach().float().clone()
     out_f, in_f = w.shape
-    h = stats.hessian(torch.float64).to(w.device)  # a new matrix (X^T X / n); on the weight's device (a CUDA layer's stays there)
-    if h is getattr(stats, "xtx", None):
-        h = h.clone()  # the statistics' own: dampened below
+    h = stats.hessian(torch.float64).to(w.device)  # a new matrix, dampened below; on the weight's device (a CUDA layer's stays there)
     dead = h.diagonal() == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
