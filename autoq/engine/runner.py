@@ -433,7 +433,9 @@ def _kept_and_how_to_continue(config: SearchConfig, study_name: str, storage: st
             f"--{name.replace('_', '-')} {shlex.quote(str(value))}" for name, value in ray_options_set(config).items()]
     command = " ".join(["autoq search --resume", shlex.quote(study_name), *options])
     where = "the Optuna study" + (" and MLflow" if tracked else "")
-    python = f"the same call with resume=True, study_name={study_name!r}, n_trials={config.n_trials}"
+    # storage='auto' is found from the folder the call runs in: the hint names the database, to be found from any folder
+    where_stored = f", storage={storage!r}" if config.storage == "auto" else ""
+    python = f"the same call with resume=True, study_name={study_name!r}{where_stored}, n_trials={config.n_trials}"
     if not by_name:
         return f", kept in {where}; continue with {python} (and the same model and data)"
     return f", kept in {where}; continue with: {command}   (Python: {python}){credentials_note(config.tracking_uri)}"

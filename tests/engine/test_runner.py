@@ -278,6 +278,32 @@ def test_a_result_finds_its_study_from_any_folder(tmp_path, monkeypatch):
     assert not (tmp_path / "elsewhere" / "optuna.db").exists()
 
 
+def test_an_interrupted_python_search_names_the_storage_auto_found(tmp_path, monkeypatch):
+    """With storage='auto' the hint said "the same call with resume=True": from another folder that call looks for
+    optuna.db there, and finds no study to resume. The hint names the database, which resumes from anywhere."""
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path)
+    model = torch.nn.Sequential(torch.nn.Linear(32, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    data = [torch.randn(8, 32, generator=torch.Generator().manual_seed(i)) for i in range(3)]
+    calls = []
+
+    def evaluate(m):
+        calls.append(1)
+        if len(calls) == 3:  # the reference, then a trial
+            raise KeyboardInterrupt
+        return 1.0 / len(calls)
+
+    with pytest.raises(autoq.SearchInterrupted) as info:
+        autoq.search(model, data, evaluate, budget="6bits", n_trials=3, seed_from="none", tracking_uri="sqlite:///mlflow.db",
+                     study_name="cut", progress=False)
+    stored = f"sqlite:///{tmp_path / 'optuna.db'}"
+    assert f"resume=True, study_name='cut', storage='{stored}', n_trials=3" in str(info.value)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    result = autoq.search(model, data, evaluate, budget="6bits", n_trials=3, seed_from="none", tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}",
+                          study_name="cut", storage=stored, resume=True, progress=False)
+    assert len(result.points) == 3 and not (tmp_path / "elsewhere" / "optuna.db").exists()
+
+
 def test_none_as_a_string_is_none_as_on_the_command_line():
     """storage='none' was refused by a message that recommended 'none'; tracking_uri='none' reached MLflow."""
     config = autoq.SearchConfig(storage="none", tracking_uri="None")
