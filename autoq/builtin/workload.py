@@ -45,6 +45,19 @@ class Workload:
                              f"{type(value).__name__} {shown[:80]}{'...' if len(shown) > 80 else ''}") from None
 
 
+@dataclass(frozen=True)
+class NoMetric:
+    """The ``evaluate`` of a workload loaded for its model and calibration data alone (``load_workload(name,
+    with_metric=False)``: an export, a sensitivity table, a model's kernel shapes). Building the metric runs the
+    unquantized model over the held-out data for its reference, a quarter of a BERT export's time; called, it says so."""
+
+    workload: str
+
+    def __call__(self, model: nn.Module) -> float:
+        raise AutoqError(f"the {self.workload} workload was loaded without its quality metric (with_metric=False), for its model and "
+                         "calibration data; load it with with_metric=True to evaluate a model")
+
+
 def cache_dir() -> Path:
     """Where autoq keeps trained built-in models: ``$AUTOQ_CACHE_DIR`` or ``~/.cache/autoq``."""
     root = os.environ.get("AUTOQ_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "autoq")

@@ -94,7 +94,7 @@ def run_bench(args: argparse.Namespace) -> int:
         from autoq.builtin import load_workload
 
         print(f"autoq: loading {args.model or 'the default model'} for its layer shapes ...", file=sys.stderr, flush=True)
-        shapes = tuple(dict.fromkeys(model_shapes(load_workload(args.model).model) + shapes))
+        shapes = tuple(dict.fromkeys(model_shapes(load_workload(args.model, with_metric=False).model) + shapes))
         config = dataclasses.replace(config, shapes=shapes)
     table = measure(config, progress=not args.no_progress)
     if not table.rows:  # a table without rows would be written, and recommended, only to be refused by the search

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
         outer_run(args.tracking_uri, args.mlflow_parent_run_id, named_experiment(args))
     make_folder(args.out, "--out")  # the last check: a refused run leaves no folder behind
     print(f"autoq: loading {args.model or 'the default model (all-MiniLM-L6-v2)'} ...", file=sys.stderr, flush=True)
-    workload = load_workload(args.model)
+    workload = load_workload(args.model, with_metric=False)  # a table needs the model and calibration data alone
     skip = tuple(workload.skip) + tuple(args.skip)
     layers = find_layers(workload.model, skip)
     note = left_out_note(workload.model, skip, searched_tied(workload.model, skip, (), layers))

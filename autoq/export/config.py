@@ -89,7 +89,7 @@ def rebuild_base(base: dict[str, Any]) -> nn.Module:
     if base.get("builtin"):
         from autoq.builtin import load_workload
 
-        return _in_dtype(load_workload(base["builtin"]).model, base.get("dtype"))
+        return _in_dtype(load_workload(base["builtin"], with_metric=False).model, base.get("dtype"))
     raise AutoqError("this export does not say how to rebuild its model; pass model= (an instance of the same architecture) to autoq.load")
 
 

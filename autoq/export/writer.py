@@ -75,7 +75,7 @@ def _resolve_model(model: nn.Module | str, calibration: Sequence[Any] | None, da
         return model, None, calibration, None
     from autoq.builtin import BUILTINS, load_workload
 
-    workload = load_workload(model)
+    workload = load_workload(model, with_metric=False)  # its model and calibration data: an export evaluates nothing
     if data_driven and calibration is None and data_fingerprint and workload.data_fingerprint not in ("", data_fingerprint):
         raise AutoqError(
             f"the search calibrated on other data (fingerprint {data_fingerprint}) than {model!r} gives here "
