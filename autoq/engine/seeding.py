@@ -75,6 +75,7 @@ def space_scores(table: SensitivityTable, space: SearchSpace) -> tuple[tuple[flo
     return tuple(tuple(table.score(layer.name, c.name) for c in opts) for layer, opts in zip(space.layers, space.options))
 
 
+SEEDS_NOTE_LAYERS = 200  # from this many layers the table's seeds take long enough (12 s at 224, 42 s at 800) to say so first
 AUTO_MAX_DATA_DRIVEN = 500  # (layer, option) pairs with GPTQ/AWQ/AdaRound/... that `auto` quantizes up front, at most
 
 
@@ -136,6 +137,9 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
         problem.space, problem.cost_model, problem.budget, config.sampler, config.seed, study_name, storage,
         config.n_trials, config.n_fill_seeds, scores, config.resume, config.max_uniform_seeds,
     )
+    if scores is not None and config.progress and len(problem.space.layers) >= SEEDS_NOTE_LAYERS:
+        print(f"autoq: solving the {config.strategy} strategy's seeds on the {seed_from} table ({len(problem.space.layers)} layers; "
+              "ILP solves take seconds each at this size) ...", file=sys.stderr, flush=True)
     try:
         strategy, seeds, uniform = factory(ctx)  # ilp/greedy always have scores here: seed_metric names a table, whose failure raised
     except optuna.exceptions.DuplicatedStudyError:  # a plug-in strategy made by an autoq before the search made its study
