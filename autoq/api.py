@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import fields
+from dataclasses import fields, replace
 from typing import Any
 
 import torch
@@ -17,6 +17,7 @@ from autoq.engine import SearchConfig, SearchResult, run_search
 from autoq.engine.options import pins_from_strings  # noqa: F401  (the CLI's --pin, here since before)
 from autoq.errors import AutoqError
 from autoq.evaluate import OutputFidelity
+from autoq.tracking.active_run import active_parent
 
 _CONFIG_FIELDS = {f.name for f in fields(SearchConfig)}
 
@@ -43,7 +44,8 @@ def search(
     ``options`` are the fields of :class:`autoq.engine.SearchConfig` (``n_trials``,
     ``seed``, ``space``, ``skip``, ``pins``, ``tracking_uri``, ``storage``, ...), the
     scale-out and recovery ones included (``backend="ray"``, ``workers``, ``address``,
-    ``max_retries``, ``resume=True`` with ``study_name``). No global state is kept and Ray
+    ``max_retries``, ``resume=True`` with ``study_name``). Called inside ``with mlflow.start_run():``, the search's run
+    nests in the active run, where that is in the same store (``mlflow_parent_run_id=None`` not to). No global state is kept and Ray
     is started (and stopped) only for ``backend="ray"`` when none is running.
     The model's weights and train/eval modes are left as they were; use ``result.apply(model)``. The result
     pickles, compares, and reloads with ``SearchResult.from_mlflow(run_id, tracking_uri)``.
@@ -52,6 +54,10 @@ def search(
     if unknown:
         raise AutoqError(f"unknown option(s) {sorted(unknown)}; valid options: {sorted(_CONFIG_FIELDS - {'budget'})}")
     config = SearchConfig(budget=budget, **options)
+    if "mlflow_parent_run_id" not in options and not config.resume:  # None, given: not nested; a resume finds its stored parent
+        parent = active_parent(config.tracking_uri, config.progress)
+        if parent is not None:
+            config = replace(config, mlflow_parent_run_id=parent)
     if model is None or isinstance(model, str):
         if calibration is not None or evaluate is not None:
             raise AutoqError("calibration and evaluate go with an nn.Module; built-in models bring their own")

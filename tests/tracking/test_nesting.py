@@ -108,3 +108,39 @@ def test_python_api_resume_finds_the_nested_run_without_being_told(outer, mlflow
     resumed = autoq.search("digits-cnn", n_trials=5, resume=True, **options)
     assert resumed.parent_run_id == first.parent_run_id and len(resumed.points) == 5
     assert MlflowClient(mlflow_uri).get_experiment_by_name("autoq") is None
+
+
+@pytest.fixture
+def fluent_store(mlflow_uri, monkeypatch):
+    """mlflow.set_tracking_uri(mlflow_uri), as a pipeline does, undone after the test (it sets $MLFLOW_TRACKING_URI too)."""
+    import mlflow
+
+    for name in ("MLFLOW_TRACKING_URI", "MLFLOW_EXPERIMENT_NAME", "MLFLOW_EXPERIMENT_ID"):
+        monkeypatch.delenv(name, raising=False)  # restored at teardown, whatever mlflow sets them to
+    mlflow.set_tracking_uri(mlflow_uri)
+    yield mlflow
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    mlflow.set_tracking_uri(None)
+
+
+def test_a_search_inside_mlflow_start_run_nests_in_the_active_run(fluent_store, mlflow_uri, tmp_path, capsys):
+    """An MLflow user's pipeline step (``with mlflow.start_run():``) made a top-level search run beside it, in another
+    experiment, unless it passed its own run id: MLflow's autologging nests in the active run."""
+    mlflow = fluent_store
+    client = MlflowClient(mlflow_uri)
+    kwargs = dict(budget="4.5bits", n_trials=2, seed_from="none", storage=None, progress=False)
+    pipeline = client.create_experiment("pipeline", artifact_location=artifacts_beside(mlflow_uri))
+    with mlflow.start_run(run_name="step", experiment_id=pipeline) as step:
+        nested = autoq.search("digits-cnn", **kwargs)  # the store from $MLFLOW_TRACKING_URI, which set_tracking_uri set
+        alone = autoq.search("digits-cnn", mlflow_parent_run_id=None, **kwargs)  # None, given: not nested
+        elsewhere = autoq.search("digits-cnn", tracking_uri=f"sqlite:///{tmp_path / 'other.db'}", **{**kwargs, "progress": True})
+    search = client.get_run(nested.parent_run_id)
+    assert search.data.tags["mlflow.parentRunId"] == step.info.run_id
+    assert search.info.experiment_id == step.info.experiment_id
+    assert "mlflow.parentRunId" not in client.get_run(alone.parent_run_id).data.tags
+    other = MlflowClient(f"sqlite:///{tmp_path / 'other.db'}").get_run(elsewhere.parent_run_id)
+    assert "mlflow.parentRunId" not in other.data.tags
+    assert f"MLflow run {step.info.run_id} is active (mlflow.start_run) in {mlflow_uri}" in capsys.readouterr().err
+    outside = autoq.search("digits-cnn", **kwargs)  # no active run any more
+    assert "mlflow.parentRunId" not in client.get_run(outside.parent_run_id).data.tags

@@ -1,0 +1,29 @@
+"""A search started from Python inside ``with mlflow.start_run():`` nests its run in that one, as MLflow's own
+autologging does: the pipeline step's run shows the search, and the search its trials, without being told."""
+
+from __future__ import annotations
+
+import sys
+
+from autoq.tracking.mlflow_logger import absolute_uri, shown_uri
+
+
+def active_parent(tracking_uri: str | None, progress: bool = True) -> str | None:
+    """The id of the active fluent MLflow run (``mlflow.start_run``) for a search logging to ``tracking_uri`` to nest in;
+    ``None`` where there is none, or where it is in another store (said on stderr: MLflow nests runs of one store only).
+
+    mlflow is not imported to look: a process that never imported it has no active run."""
+    mlflow = sys.modules.get("mlflow")
+    if tracking_uri is None or mlflow is None:
+        return None
+    run = mlflow.active_run()
+    if run is None:
+        return None
+    fluent = mlflow.get_tracking_uri()
+    if absolute_uri(fluent) != absolute_uri(tracking_uri):
+        if progress:
+            print(f"autoq: note: MLflow run {run.info.run_id} is active (mlflow.start_run) in {shown_uri(absolute_uri(fluent))}, and the "
+                  f"search logs to {shown_uri(absolute_uri(tracking_uri))}: its run is not nested in the active one (MLflow nests runs "
+                  "of one store only); pass tracking_uri=mlflow.get_tracking_uri() to nest it", file=sys.stderr, flush=True)
+        return None
+    return run.info.run_id
