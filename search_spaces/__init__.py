@@ -24,6 +24,7 @@ from typing import Any
 
 import yaml
 
+from autoq.budget import Budget
 from autoq.errors import AutoqError
 from autoq.model import LayerInfo, compile_patterns, name_examples
 from autoq.ptq import method_names
@@ -266,3 +267,29 @@ def check_against_layers(preset: Preset, layers: Sequence[LayerInfo]) -> None:
                     f"({max(governed, key=lambda layer: layer.in_features).name!r}) has only {widest} inputs, one group at most "
                     "(per-channel); use channel or a smaller group"
                 )
+
+
+def fewest_bits(preset: Preset, pins: Sequence[tuple[str, str]] = ()) -> int:
+    """The fewest code bits a weight any option of ``preset`` (or a pinned choice) stores: every assignment of every model
+    averages more (scales and zero points add to the codes). A pin that does not parse is left to its own check."""
+    from autoq.choice import LayerChoice
+
+    bits = [min(rule.bits + ((16,) if rule.half else ())) for rule in preset.rules]
+    for _, choice in pins:
+        try:
+            bits.append(LayerChoice.from_name(choice).weight.bits)
+        except AutoqError:
+            continue
+    return min(bits)
+
+
+def check_bits_reachable(budget: Budget, preset: Preset, pins: Sequence[tuple[str, str]] = (), space: str = "") -> None:
+    """Refuse a bits budget below `fewest_bits` before any model loads: no assignment of any model meets it (the model's
+    exact feasible range is said once it loads)."""
+    if budget.kind != "bits" or not preset.rules:
+        return
+    fewest = fewest_bits(preset, pins)
+    if budget.value < fewest:
+        raise AutoqError(f"budget {budget.text!r} is below {fewest} bits a weight, the fewest any option of the search space "
+                         f"{space or preset.name!r} stores (codes alone: scales add more), so no assignment of any model meets it; give a "
+                         f"budget above {fewest} bits (a model's exact feasible range is said once it loads), or a space with fewer bits")

@@ -110,6 +110,8 @@ def test_bad_options_are_refused():
     with pytest.raises(AutoqError, match="at least 2 calibration batches"):
         autoq.search(tiny_mlp(), batches(1), budget="4bits", tracking_uri=None, storage=None)
     with pytest.raises(AutoqError, match="feasible range"):
+        autoq.search(tiny_mlp(), batches(), budget="2.01bits", tracking_uri=None, storage=None)
+    with pytest.raises(AutoqError, match="below 2 bits a weight, the fewest any option .* stores .* no assignment of any model meets it"):
         autoq.search(tiny_mlp(), batches(), budget="1bits", tracking_uri=None, storage=None)
     with pytest.raises(AutoqError, match=r"unknown sampler 'annealing'; choose one of tpe, nsga2, random \(a plug-in.s sampler is known once its module is imported: --plugin MODULE .*\), or pass an optuna.samplers.BaseSampler"):
         autoq.search(tiny_mlp(), batches(), budget="4bits", sampler="annealing", tracking_uri=None, storage=None)

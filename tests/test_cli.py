@@ -21,7 +21,9 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
         (["--budget", "abc"], "cannot parse budget 'abc'"),
         (["--budget=-1bits"], "must be positive"),
         (["--budget", "3ms"], "latency budget"),
-        (["--model", "digits-cnn", "--budget", "0.5bits"], "below the cheapest assignment; the feasible range"),
+        (["--model", "digits-cnn", "--budget", "2.01bits"], "below the cheapest assignment; the feasible range"),
+        (["--model", "no/such/folder", "--budget", "0.5bits"], "below 2 bits a weight, the fewest any option of the search space 'default' "
+                                                               "stores"),  # said before the model is looked for
         (["--model", "does/not/exist"], "does not exist; pass a local Hugging Face model directory (with config.json) or a built-in model: minilm, smollm2, digits-cnn"),
         (["--model", "digits-cnn", "--skip", ".*"], "no quantizable layer"),
         (["--model", "digits-cnn", "--space", "nope"], "unknown search space 'nope'"),
@@ -78,7 +80,7 @@ def test_main_puts_back_the_sigterm_handler_it_found(tmp_path, capsys):
 
 def test_feasible_range_is_stated(tmp_path):
     """As a real process: exit status 2, one line, no traceback."""
-    proc = run_cli("search", "--model", "digits-cnn", "--budget", "0.5bits", "--no-progress", cwd=tmp_path)
+    proc = run_cli("search", "--model", "digits-cnn", "--budget", "2.01bits", "--no-progress", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     [line] = [line for line in proc.stderr.splitlines() if line.startswith("autoq: error:")]
     assert "2.103 bits to 16.000 bits" in line  # 2.1026..., rounded up: the low end typed back is feasible

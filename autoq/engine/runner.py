@@ -60,7 +60,7 @@ from autoq.model import check_finite_weights, find_layers, left_out_note, search
 from autoq.plugins import portable
 from autoq.ptq import plugin_code
 from autoq.quiet import quiet_logs
-from autoq.search_spaces import load_preset
+from autoq.search_spaces import check_bits_reachable, load_preset
 from autoq.space import SearchSpace
 from autoq.tracking import (
     STUDY_TAG,
@@ -136,7 +136,8 @@ class SearchConfig:
         if not strategy_uses_sampler(self.strategy) and sampler_name(self.sampler) != "tpe":  # it was logged as if used
             raise AutoqError(f"--strategy {self.strategy} proposes by itself, with no Optuna sampler, so --sampler "
                              f"{sampler_name(self.sampler)} would be ignored; leave --sampler out, or use --strategy optuna")
-        load_preset(self.space)  # a typo in a space file is said before a model loads (minutes for a large one), not after
+        # a typo in a space file, or a bits budget no option reaches, is said before a model loads (minutes for a large one)
+        check_bits_reachable(parse_budget(self.budget), load_preset(self.space), self.pins, self.space)
         check_execution(self)
         if self.mlflow_parent_run_id is not None and not self.tracking_uri:
             raise AutoqError("mlflow_parent_run_id nests the search's MLflow run in another run, but MLflow logging is off (tracking_uri=None)")

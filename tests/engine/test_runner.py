@@ -390,4 +390,4 @@ def test_a_refused_budget_also_says_which_layers_were_left_out():
     model[2].weight = model[0].weight  # tied, as a language model's head is
     workload = make_workload(model, [torch.randint(0, 10, (4, 5)) for _ in range(3)], lambda m: 1.0)
     with pytest.raises(AutoqError, match=r"below the cheapest assignment; the feasible range .*; 1 layer\(s\) with tied weights left unquantized.*'2'"):
-        prepare(workload, SearchConfig(budget="0.5bits", tracking_uri=None, storage=None))
+        prepare(workload, SearchConfig(budget="2.01bits", tracking_uri=None, storage=None))

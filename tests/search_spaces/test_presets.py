@@ -174,3 +174,23 @@ def test_invalid_layers_regex_names_the_rule():
     text = "rules:\n  - layers: '('\n    bits: [4]\n    granularity: [channel]\n    methods: [rtn-mse]\n"
     with pytest.raises(AutoqError, match="rule 1: invalid 'layers' pattern"):
         parse_preset(text, "bad.yaml")
+
+
+def test_a_bits_budget_no_option_reaches_is_refused_before_any_model():
+    """'0.45' (for 4.5) was refused only after the model loaded (minutes for a large folder): no option of the space stores
+    fewer code bits a weight than its lowest bit-width, so no model's assignment meets a budget under it."""
+    from autoq.budget import parse_budget
+    from autoq.search_spaces import check_bits_reachable, fewest_bits
+
+    preset = load_preset("default")
+    assert fewest_bits(preset) == min(b for rule in preset.rules for b in rule.bits) == 2
+    assert fewest_bits(load_preset("w8a8")) == 8
+    assert fewest_bits(load_preset("w8a8"), pins=(("fc1", "int4-ch-asym:rtn-mse"), ("fc2", "not a choice"))) == 4  # a pin counts
+    half_only = parse_preset("name: h\ndescription: x\nrules:\n  - {bits: 16, granularity: tensor, methods: rtn-mse}\n", "h.yaml")
+    assert fewest_bits(half_only) == 16
+    check_bits_reachable(parse_budget("2"), preset, space="default")  # 2 bits: refused after load, with the model's exact range
+    check_bits_reachable(parse_budget("1MB"), preset)  # sizes and latency depend on the model
+    with pytest.raises(AutoqError, match=r"budget '1.99bits' is below 2 bits a weight, the fewest any option of the search space 'default'"):
+        check_bits_reachable(parse_budget("1.99bits"), preset, space="default")
+    with pytest.raises(AutoqError, match="below 8 bits a weight"):
+        check_bits_reachable(parse_budget("4.5bits"), load_preset("w8a8"))
