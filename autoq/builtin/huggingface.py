@@ -141,7 +141,8 @@ def text_workload(
     with_metric: bool = True,
 ) -> Workload:
     """A local HF model with calibration and held-out evaluation sentences (disjoint); ``with_metric=False``: without the
-    metric, whose reference runs the model over every held-out sentence (see `autoq.builtin.load_workload`)."""
+    metric, whose reference runs the model over every held-out sentence (one batch still runs, to refuse a model
+    that cannot run on sentences alone; see `autoq.builtin.load_workload`)."""
     model, tokenizer = load_pretrained(path)
     max_length = min(max_length, max_positions(model) or max_length)  # a model of 64 positions gets sentences of 64 tokens
     sentences = stdlib_sentences()
@@ -151,12 +152,6 @@ def text_workload(
     calibration = sentences[n_eval : n_eval + n_calibration]
     eval_batches = sentence_batches(tokenizer, held_out, batch_size, max_length)
     _check_words(tokenizer, eval_batches[0], path)
-    fingerprint = hashlib.sha256("\n".join(held_out + ["--"] + calibration).encode()).hexdigest()[:16]
-    calibration_batches = sentence_batches(tokenizer, calibration, batch_size, max_length)
-    if not with_metric:
-        name = name or model_name(path)
-        return Workload(name=name, model=model, calibration=calibration_batches, evaluate=NoMetric(name), metric="not loaded",
-                        data_fingerprint=fingerprint, stored_dtype=stored_dtype(path))
     try:
         with torch.inference_mode():
             probe = call_model(model, eval_batches[0])
@@ -166,6 +161,12 @@ def text_workload(
                          "decoder-only text models: search this one through the Python API with your own batches") from None
     has_hidden = isinstance(probe, Mapping) and "last_hidden_state" in probe
     readout = mean_pooled if has_hidden else (lambda output, batch: primary_output(output))
+    fingerprint = hashlib.sha256("\n".join(held_out + ["--"] + calibration).encode()).hexdigest()[:16]
+    calibration_batches = sentence_batches(tokenizer, calibration, batch_size, max_length)
+    if not with_metric:  # the probe above stays: a sensitivity table of a model that cannot run on sentences is refused clearly
+        name = name or model_name(path)
+        return Workload(name=name, model=model, calibration=calibration_batches, evaluate=NoMetric(name), metric="not loaded",
+                        data_fingerprint=fingerprint, stored_dtype=stored_dtype(path))
     return Workload(
         name=name or model_name(path),
         model=model,
