@@ -10,6 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from autoq.checkout import unshadow_installed_packages
+
+unshadow_installed_packages()  # `python -m pytest` puts the checkout first on sys.path: its kernels/ shadowed Hugging Face's
+
 
 @pytest.fixture(scope="session")
 def _mlflow_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
