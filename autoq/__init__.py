@@ -9,11 +9,16 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from autoq.budget import Budget, parse_budget
+from autoq.checkout import unshadow_installed_packages
 from autoq.choice import Assignment, LayerChoice
 from autoq.engine.result import Point, SearchResult
 from autoq.errors import AutoqError, SearchInterrupted
 from autoq.export import export, load
 from autoq.quant import QuantSpec
+
+# run in a source checkout, its kernels/ folder stood in for Hugging Face's kernels package, which transformers imports
+# (none of the imports above imports transformers: it comes with the first model loaded)
+unshadow_installed_packages()
 
 if TYPE_CHECKING:
     from autoq.api import search

@@ -12,7 +12,7 @@ import torch
 
 from autoq.checkout import unshadow_installed_packages
 
-unshadow_installed_packages()  # `python -m pytest` puts the checkout first on sys.path: its kernels/ shadowed Hugging Face's
+unshadow_installed_packages()  # `python -m pytest` puts the checkout first on sys.path: before any test module imports transformers
 
 
 @pytest.fixture(scope="session")
