@@ -92,11 +92,10 @@ def _copy_axis(shape: tuple[int, ...], ref: tuple[int, ...] | None, k: int) -> i
     return axes[0]
 
 
-def _option_hook(layers: Sequence[QuantizedLayer], ref_shape: Callable[[], tuple[int, ...] | None]):
-    """Forward hook: the stacked input's copy ``k`` goes through the layer as option ``k`` makes it: its weight,
-    bias correction's bias, and its activation format on the input, as a search's trial runs it. Each option's weight
-    is dequantized once here, not at every batch (a cached layer holds codes: `QuantizedLayer.weight`)."""
-    weights = [layer.weight for layer in layers]
+def _option_hook(layers: Sequence[QuantizedLayer], weights: Sequence[torch.Tensor], ref_shape: Callable[[], tuple[int, ...] | None]):
+    """Forward hook: the stacked input's copy ``k`` goes through the layer as option ``k`` makes it: its weight
+    (``weights[k]``, dequantized once per pass by the caller, not at every batch: a cached layer holds codes), bias
+    correction's bias, and its activation format on the input, as a search's trial runs it."""
 
     def hook(module: nn.Module, args: tuple, output: Any) -> torch.Tensor:
         axis = _copy_axis(tuple(args[0].shape), ref_shape(), len(layers))
@@ -111,13 +110,13 @@ def _option_hook(layers: Sequence[QuantizedLayer], ref_shape: Callable[[], tuple
 
 
 @contextlib.contextmanager
-def _option_weights(module: nn.Module, layer: QuantizedLayer, weight: torch.Tensor | None = None) -> Iterator[None]:
-    """The module's weight (and bias correction's bias) as the option sets them, restored after; ``weight``: the
-    option's, dequantized already."""
+def _option_weights(module: nn.Module, layer: QuantizedLayer, weight: torch.Tensor) -> Iterator[None]:
+    """The module's weight (``weight``: the option's, dequantized already) and bias correction's bias as the option sets
+    them, restored after."""
     bias = getattr(module, "bias", None)
     saved, saved_bias = module.weight.data, (bias.data if bias is not None else None)
     try:
-        module.weight.data = layer.weight if weight is None else weight
+        module.weight.data = weight
         if bias is not None and layer.bias is not None:
             bias.data = layer.bias
         yield
@@ -152,9 +151,10 @@ def _scores(inputs, layer, module, options, batches, refs, kind, reduce, per_pas
     for start in range(0, len(options), per_pass):
         group = list(range(start, min(len(options), start + per_pass)))
         quantized = [inputs.quantized_layer(layer, options[i]) for i in group]
-        handle = module.register_forward_hook(_option_hook(quantized, lambda: current[0]))
+        weights = [q.weight for q in quantized]  # once per pass, for the hook and the unfired layer's forward alike
+        handle = module.register_forward_hook(_option_hook(quantized, weights, lambda: current[0]))
         try:
-            with torch.no_grad(), (contextlib.nullcontext() if fired else _option_weights(module, quantized[0])):
+            with torch.no_grad(), (contextlib.nullcontext() if fired else _option_weights(module, quantized[0], weights[0])):
                 for batch, ref, shape in zip(batches, refs, shapes):
                     current[0] = shape.get(layer.name)
                     outs = readout(call_model(inputs.model, repeat_rows(batch, len(group)))).chunk(len(group), dim=0)
