@@ -125,7 +125,8 @@ class SearchConfig:
         object.__setattr__(self, "seed", int(self.seed))  # a numpy integer from a pipeline is stored and compared as an int
         if self.timeout is not None and not self.timeout > 0:
             raise AutoqError(f"{label('timeout')} must be a positive number of seconds (or None: no limit), got {self.timeout}")
-        check_latency_config(parse_budget(self.budget), self.device)
+        budget = parse_budget(self.budget)
+        check_latency_config(budget, self.device)
         if self.device is None and self.batch != 1:  # it would be silently ignored: nothing estimates latency
             raise AutoqError(f"batch={self.batch} (--batch) is the batch a latency table's rows are read at, and there is no "
                              "device to read one for: add --device (device= in Python), or leave --batch out")
@@ -137,7 +138,7 @@ class SearchConfig:
             raise AutoqError(f"--strategy {self.strategy} proposes by itself, with no Optuna sampler, so --sampler "
                              f"{sampler_name(self.sampler)} would be ignored; leave --sampler out, or use --strategy optuna")
         # a typo in a space file, or a bits budget no option reaches, is said before a model loads (minutes for a large one)
-        check_bits_reachable(parse_budget(self.budget), load_preset(self.space), self.pins, self.space)
+        check_bits_reachable(budget, load_preset(self.space), self.pins, self.space)
         check_execution(self)
         if self.mlflow_parent_run_id is not None and not self.tracking_uri:
             raise AutoqError("mlflow_parent_run_id nests the search's MLflow run in another run, but MLflow logging is off (tracking_uri=None)")
