@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import nn
 
 from autoq.errors import AutoqError
@@ -70,7 +71,9 @@ def read_config(out_dir: Path) -> dict[str, Any]:
 
 
 def rebuild_base(base: dict[str, Any]) -> nn.Module:
-    """A fresh model of the exported architecture (its weights are overwritten by the export)."""
+    """A fresh model of the exported architecture (its weights are overwritten by the export). A Hugging Face model is
+    built in its dtype, as ``from_pretrained(dtype=...)`` builds it: built in fp32 and cast, a bf16 7B model took twice
+    its memory on the way, and its rotary ``inv_freq`` buffer, fp32 in a loaded checkpoint, was rounded to bf16."""
     if base.get("hf_config"):
         import transformers
 
@@ -82,10 +85,10 @@ def rebuild_base(base: dict[str, Any]) -> nn.Module:
             raise AutoqError(f"transformers has no class {base.get('class')!r}; pass model= to autoq.load")
         with quiet_logs():
             config = transformers.AutoConfig.for_model(hf.pop("model_type"), **hf)
-            model = cls(config).eval()
+            model = cls._from_config(config, dtype=_dtype(base.get("dtype")) or torch.float32).eval()
             if base.get("generation_config") and getattr(model, "generation_config", None) is not None:
                 model.generation_config = transformers.GenerationConfig.from_dict(dict(base["generation_config"]))
-        return _in_dtype(model, base.get("dtype"))
+        return model
     if base.get("builtin"):
         from autoq.builtin import load_workload
 
@@ -93,10 +96,14 @@ def rebuild_base(base: dict[str, Any]) -> nn.Module:
     raise AutoqError("this export does not say how to rebuild its model; pass model= (an instance of the same architecture) to autoq.load")
 
 
+def _dtype(name: str | None) -> torch.dtype | None:
+    """The floating-point dtype an export names (``bfloat16``), else ``None``."""
+    wanted = getattr(torch, name, None) if name else None
+    return wanted if isinstance(wanted, torch.dtype) and wanted.is_floating_point else None
+
+
 def _in_dtype(model: nn.Module, dtype: str | None) -> nn.Module:
     """The rebuilt model in the dtype it was exported in (a bf16 model came back in fp32: twice the memory, and on CUDA
     no kernel, which takes fp16 and bf16 activations only)."""
-    import torch
-
-    wanted = getattr(torch, dtype, None) if dtype else None
-    return model.to(wanted) if isinstance(wanted, torch.dtype) and wanted.is_floating_point else model
+    wanted = _dtype(dtype)
+    return model.to(wanted) if wanted is not None else model

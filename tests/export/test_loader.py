@@ -116,6 +116,26 @@ def test_a_rebuilt_model_keeps_its_dtype_and_generation_config(tmp_path):
     assert loaded.generation_config.eos_token_id == [2, 7] and loaded.generation_config.temperature == 0.6
 
 
+def test_a_rebuilt_checkpoint_has_the_buffers_and_dtypes_from_pretrained_gives(tmp_path):
+    """A bf16 checkpoint's export was rebuilt in fp32 and cast: twice its memory on the way, and its rotary inv_freq,
+    fp32 in a model ``from_pretrained(dtype=torch.bfloat16)`` loads, rounded to bf16 (0.4% off a frequency: the angles
+    drift with the position). It is built as from_pretrained builds it now."""
+    from transformers import LlamaForCausalLM
+
+    from autoq.export.config import describe_base, rebuild_base
+
+    _tiny_llama().to(torch.bfloat16).save_pretrained(tmp_path / "ckpt")
+    want = LlamaForCausalLM.from_pretrained(tmp_path / "ckpt", dtype=torch.bfloat16)
+    reference = LlamaForCausalLM.from_pretrained(tmp_path / "ckpt", dtype=torch.float32)  # the search's fp32 reference
+    for stored, dtype in (("bfloat16", torch.bfloat16), (None, torch.float32)):
+        rebuilt = rebuild_base(describe_base(reference, None, stored))
+        assert {p.dtype for p in rebuilt.parameters()} == {dtype}
+        buffers = dict(want.named_buffers())
+        assert buffers.keys() == dict(rebuilt.named_buffers()).keys() and buffers
+        for name, buffer in rebuilt.named_buffers():
+            assert buffer.dtype == buffers[name].dtype and torch.equal(buffer, buffers[name]), name
+
+
 def test_loading_into_a_model_of_other_settings_warns_naming_them(tmp_path):
     """Another rope_theta or norm epsilon loaded without a word (the shapes match) and changed the logits by up to 2.3."""
     out = export(_tiny_llama(), MLP, tmp_path / "q")
