@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import sys
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +40,7 @@ def load_pretrained(path: str | Path):
     from transformers import AutoTokenizer
 
     model, missing = _load_base(directory, path)
-    if missing and all(key.startswith("pooler.") for key in missing):  # saved from a masked-LM or token-classification model
+    if only_the_pooler(missing):  # saved from a masked-LM or token-classification model
         try:
             model, missing = _load_base(directory, path, add_pooling_layer=False)
         except AutoqError:  # a class that takes no such option: the pooler stays missing, and is refused below
@@ -67,6 +67,13 @@ def load_pretrained(path: str | Path):
                              "set tokenizer.pad_token and save it, or search the model through the Python API with your own batches")
         tokenizer.pad_token = stand_in
     return model, tokenizer
+
+
+def only_the_pooler(missing: Iterable[str] | None) -> bool:
+    """Whether the weights a checkpoint lacks are its model's pooler's alone (BERT-like models take
+    ``add_pooling_layer=False``): a checkpoint saved from a masked-LM or token-classification model."""
+    missing = list(missing or ())
+    return bool(missing) and all(key.startswith("pooler.") for key in missing)
 
 
 def _load_base(directory: Path, path: str | Path, **options: Any) -> tuple[torch.nn.Module, list[str]]:

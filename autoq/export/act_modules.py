@@ -27,8 +27,8 @@ class ActQuantLinear(QuantLinear):
     stored_floats = (*QuantLinear.stored_floats, "act_lo_hi")
 
     def __init__(self, packed: PackedWeight, act: ActSpec, act_range: ActRange | None = None, bias: torch.Tensor | None = None,
-                 input_scale: torch.Tensor | None = None, backend: str = "auto") -> None:
-        super().__init__(packed, bias, backend, input_scale)
+                 input_scale: torch.Tensor | None = None, backend: str = "auto", compute_dtype: torch.dtype = torch.float32) -> None:
+        super().__init__(packed, bias, backend, input_scale, compute_dtype)
         self.act, self.act_range = act, act_range
         # the static range in the state dict too (float64: the exported floats exactly), so that loading another
         # export's state moves it; `act_range` keeps it as floats, read without a device sync in every forward

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -70,13 +71,16 @@ def read_config(out_dir: Path) -> dict[str, Any]:
     return data
 
 
-def rebuild_base(base: dict[str, Any]) -> nn.Module:
-    """A fresh model of the exported architecture (its weights are overwritten by the export). A Hugging Face model is
-    built in its dtype, as ``from_pretrained(dtype=...)`` builds it: built in fp32 and cast, a bf16 7B model took twice
-    its memory on the way, and its rotary ``inv_freq`` buffer, fp32 in a loaded checkpoint, was rounded to bf16."""
+def rebuild_base(base: dict[str, Any], state: Mapping[str, torch.Tensor]) -> nn.Module:
+    """A model of the exported architecture holding ``state`` (the export's tensors by parameter name; the loader then
+    loads and checks them as for a model passed in). A Hugging Face model is built by ``from_pretrained(None, config=...,
+    state_dict=..., dtype=...)``, as its checkpoint loads: in its dtype (built in fp32 and cast, a bf16 7B model took twice
+    its memory on the way, and its rotary ``inv_freq``, fp32 in a loaded checkpoint, was rounded to bf16), without a
+    random initialization of weights the export overwrites (its construction on the CPU took most of a load's time)."""
     if base.get("hf_config"):
         import transformers
 
+        from autoq.builtin.huggingface import only_the_pooler
         from autoq.quiet import quiet_logs
 
         hf = dict(base["hf_config"])
@@ -85,10 +89,18 @@ def rebuild_base(base: dict[str, Any]) -> nn.Module:
             raise AutoqError(f"transformers has no class {base.get('class')!r}; pass model= to autoq.load")
         with quiet_logs():
             config = transformers.AutoConfig.for_model(hf.pop("model_type"), **hf)
-            model = cls._from_config(config, dtype=_dtype(base.get("dtype")) or torch.float32).eval()
+            options = dict(config=config, state_dict=dict(state), dtype=float_dtype(base.get("dtype")) or torch.float32, output_loading_info=True)
+            try:
+                model, info = cls.from_pretrained(None, **options)
+                if only_the_pooler(info.get("missing_keys")):  # searched without one, as autoq loads such a checkpoint
+                    model, info = cls.from_pretrained(None, add_pooling_layer=False, **options)
+            except (RuntimeError, ValueError) as exc:  # a tensor of another shape than the config gives it
+                detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc).splitlines()[0])
+                raise AutoqError(f"the export's tensors do not fit the model its config describes ({detail}): the export is "
+                                 "damaged; write it again with 'autoq export' (or autoq.export)") from None
             if base.get("generation_config") and getattr(model, "generation_config", None) is not None:
                 model.generation_config = transformers.GenerationConfig.from_dict(dict(base["generation_config"]))
-        return model
+        return model.eval()
     if base.get("builtin"):
         from autoq.builtin import load_workload
 
@@ -96,7 +108,7 @@ def rebuild_base(base: dict[str, Any]) -> nn.Module:
     raise AutoqError("this export does not say how to rebuild its model; pass model= (an instance of the same architecture) to autoq.load")
 
 
-def _dtype(name: str | None) -> torch.dtype | None:
+def float_dtype(name: str | None) -> torch.dtype | None:
     """The floating-point dtype an export names (``bfloat16``), else ``None``."""
     wanted = getattr(torch, name, None) if name else None
     return wanted if isinstance(wanted, torch.dtype) and wanted.is_floating_point else None
@@ -105,5 +117,5 @@ def _dtype(name: str | None) -> torch.dtype | None:
 def _in_dtype(model: nn.Module, dtype: str | None) -> nn.Module:
     """The rebuilt model in the dtype it was exported in (a bf16 model came back in fp32: twice the memory, and on CUDA
     no kernel, which takes fp16 and bf16 activations only)."""
-    wanted = _dtype(dtype)
+    wanted = float_dtype(dtype)
     return model.to(wanted) if wanted is not None else model

