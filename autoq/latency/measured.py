@@ -12,11 +12,14 @@ Lookup for a layer ``(N, K)`` in format ``f`` at the search's batch size:
    granularity) measured around the shape, times the ratio of the two where the table
    measured both: at the format's own measured work nearest the shape (int5 measured
    at MiniLM's shapes 1.7-2.4x int4 stays so above them; the roofline ratio made it
-   int4's time, less than at a smaller shape). A format the table never measured, or
-   one whose stand-in was not measured at its shapes, is scaled by the ratio of the two
-   formats' roofline estimates on the table's device, or by their bytes when the device
-   has no preset. A format measured only at LLaMA shapes is not stretched down to
-   384 x 384, nor one measured only there up to 4096 x 4096.
+   int4's time, less than at a smaller shape). A format whose stand-in was not measured
+   at its shapes is scaled by the ratio of the two formats' roofline estimates on the
+   table's device, or by their bytes when the device has no preset. A format measured
+   only at LLaMA shapes is not stretched down to 384 x 384, nor one measured only there
+   up to 4096 x 4096. A format the table never measured is its nearest measured format
+   (bits first), looked up by these steps, scaled by that estimate: int6-g32 follows
+   int6-g128 (measured at MiniLM's shapes, 1.7-2x int4), never int4-g128 alone (it came
+   out at half int6-g128's time above MiniLM's shapes, and faster than at smaller ones).
 4. No format was measured around the shape: among the formats whose measured range
    ends nearest it (by the ratio of work), the format's own rows or the nearest
    format's, scaled as in 3: their smallest shape's latency below the range (a
@@ -119,6 +122,9 @@ class TableLatency:
                 "from its nearest ones; 'autoq kernels bench --model ...' measures this model's own shapes")
 
     def _lookup(self, n: int, k: int, spec: QuantSpec) -> float:
+        if spec.name not in self._by_format:  # never measured: its nearest measured format here, scaled by the estimate
+            sibling = self._nearest_format(spec)
+            return self._lookup(n, k, sibling) * self._estimated_ratio(n, k, spec, sibling)
         # formats of its kind measured nearest the shape: around it if any (distance 0), else those whose range ends
         # closest to it (fp16 never stands in for an integer format, nor the reverse)
         kind = [s for s in self._specs.values() if s.is_half == spec.is_half]
@@ -129,13 +135,13 @@ class TableLatency:
         ref = self._nearest_format(spec, nearest)
         ref_us = _interpolate(self._by_format[ref.name], n, k)
         measured = self._measured_ratio(spec, ref, n * k)
-        if measured is not None:
-            return ref_us * measured
+        return ref_us * (measured if measured is not None else self._estimated_ratio(n, k, spec, ref))
+
+    def _estimated_ratio(self, n: int, k: int, spec: QuantSpec, ref: QuantSpec) -> float:
+        """``spec``'s latency over ``ref``'s by the roofline of the table's device, or by their bytes without a preset."""
         if self._preset is not None:
-            ratio = roofline_us(n, k, spec, self.batch, self._preset) / roofline_us(n, k, ref, self.batch, self._preset)
-        else:
-            ratio = gemm_bytes(n, k, spec, self.batch) / gemm_bytes(n, k, ref, self.batch)
-        return ref_us * ratio
+            return roofline_us(n, k, spec, self.batch, self._preset) / roofline_us(n, k, ref, self.batch, self._preset)
+        return gemm_bytes(n, k, spec, self.batch) / gemm_bytes(n, k, ref, self.batch)
 
     def _measured_ratio(self, spec: QuantSpec, ref: QuantSpec, work: int) -> float | None:
         """``spec``'s latency over ``ref``'s where the table measured both: at ``spec``'s measured work nearest ``work``

@@ -222,6 +222,17 @@ def test_an_unmeasured_format_borrows_the_nearest_bit_width_before_the_same_gran
     assert table.layer_us(200, 200, int3) == pytest.approx(30.0 * ratio)
 
 
+def test_a_format_never_measured_follows_its_measured_sibling_not_a_format_measured_around_the_shape():
+    """int6-g32, never measured, with int6-g128 measured at a small shape (2x int4) and int4 over the whole range: it
+    stood in by int4 (measured around the shape) scaled by the bytes, at 1.5x int4, half int6-g128's time; it is
+    int6-g128's time scaled by the bytes now."""
+    table = TableLatency("Test GPU", rows() + [Measurement(100, 100, "int6-g128-asym", 1, 20.0)], batch=1)
+    g32, g128 = QuantSpec.from_name("int6-g32-asym"), QuantSpec.from_name("int6-g128-asym")
+    assert table.layer_us(400, 400, g128) == pytest.approx(110.0 * 2)
+    ratio = gemm_bytes(400, 400, g32, 1) / gemm_bytes(400, 400, g128, 1)
+    assert ratio > 1 and table.layer_us(400, 400, g32) == pytest.approx(110.0 * 2 * ratio)
+
+
 def test_layers_far_outside_the_measured_shapes_get_a_note():
     """A table of LLaMA shapes charged digits-cnn's layers their floor (45-61 us against 11.5-12.5 us) without a word."""
     table = TableLatency("Test GPU", rows(), batch=1, origin="llama.json")  # 10,000 to 160,000 weights a layer
@@ -236,10 +247,14 @@ def test_the_committed_tables_latency_grows_with_a_square_layer_for_every_format
     """int5 and int6, measured at MiniLM's shapes only, dropped to int4's time just above them (12.1 us at 768 x 768,
     6.9 us at 784 x 784, batch 16): a latency budget rated them as fast as int4 on every larger layer."""
     table = latency_model("h200", batch)
-    for name in ("int2-ch-asym", "int3-g128-asym", "int4-g128-asym", "int5-ch-asym", "int6-g128-asym", "int8-ch-asym", "fp16"):
+    for name in ("int2-ch-asym", "int3-g128-asym", "int4-g128-asym", "int5-ch-asym", "int5-g64-asym", "int6-g128-asym", "int6-g32-asym",
+                 "int8-ch-asym", "fp16"):
         spec = QuantSpec.from_name(name)
         times = [table.layer_us(n, n, spec) for n in range(384, 4097, 32)]
         assert all(b >= a * 0.98 for a, b in zip(times, times[1:])), name  # equal-work averaging moves a little, no more
+    for bits in (5, 6):  # a smaller group never half the time of a larger one (int6-g32 at 1024 x 1024: 8.4 us, g128 16.8)
+        g32, g128 = QuantSpec.from_name(f"int{bits}-g32-asym"), QuantSpec.from_name(f"int{bits}-g128-asym")
+        assert all(table.layer_us(n, n, g32) >= 0.98 * table.layer_us(n, n, g128) for n in range(384, 4097, 64)), bits
 
 
 def test_equal_work_shapes_after_other_works_average_among_themselves():
