@@ -62,8 +62,19 @@ class Budget:
         return cost.latency_us / 1e3
 
     def violation(self, cost: Cost) -> float:
-        """``measure - value``: <= 0 means within budget (Optuna's constraint convention)."""
-        return self.measure(cost) - self.value
+        """``measure - value``: <= 0 means within budget (Optuna's constraint convention). A latency is compared in
+        microseconds, the unit a cost adds up in: 4.2 us / 1e3 and the 0.0042 ms '4.2us' names differ in their last
+        bit, and a budget equal to the cheapest assignment was refused as below it."""
+        if self.kind != "latency_ms":
+            return self.measure(cost) - self.value
+        self.measure(cost)  # a cost without a latency is refused, naming --device
+        return (cost.latency_us - self.limit_us) / 1e3
+
+    @property
+    def limit_us(self) -> float:
+        """A latency budget in microseconds, from the decimal its milliseconds spell (``0.0042`` ms: 4.2 us exactly as
+        a float, as a table's 4.2 us)."""
+        return float(Decimal(repr(self.value)) * 1000)
 
     def fmt(self, amount: float) -> str:
         if self.kind == "bits":
@@ -76,14 +87,15 @@ class Budget:
         mb = amount / _SHOWN[unit]
         return f"{mb:.3f} {unit}" if mb >= 1 else f"{mb:.4g} {unit}"  # 9,800 bytes is 0.0098 MB, not 0.010 (a budget of 0.01MB)
 
-    def fmt_bound(self, amount: float, up: bool) -> str:
-        """:meth:`fmt`, rounded away from the inside of a range: a feasible range's low end up and its high end down,
-        so that each end, typed back as a budget, is feasible (2.08333 bits shown as 2.083 was refused)."""
-        text = self.fmt(amount)
+    def fmt_bound(self, cost: Cost, up: bool) -> str:
+        """:meth:`fmt` of ``cost``, rounded away from the inside of a range: a feasible range's low end up and its high
+        end down, so that each end, typed back as a budget, is feasible (2.08333 bits shown as 2.083 was refused), as
+        `violation` compares it (a top of 2.6 us was shown as 2.599)."""
+        text = self.fmt(self.measure(cost))
         number, unit = text.split(" ", 1)
-        per_unit = _SHOWN[unit]
         shown = Decimal(number)
-        if (float(shown) * per_unit < amount) if up else (float(shown) * per_unit > amount):
+        typed = parse_budget(f"{shown}{unit}").violation(cost)
+        if typed > 0 if up else typed < 0:
             step = Decimal((0, (1,), shown.as_tuple().exponent))
             shown = shown + step if up else shown - step
         return f"{shown} {unit}"
@@ -94,17 +106,16 @@ class Budget:
 
     def check_feasible(self, cheapest: Cost, dearest: Cost, latency_source: str | None = None) -> str | None:
         """Refuse a budget that no assignment meets; return a note (else ``None``) if every assignment meets it."""
-        lo, hi = self.measure(cheapest), self.measure(dearest)
-        low, high = self.fmt_bound(lo, up=True), self.fmt_bound(hi, up=False)
+        low, high = self.fmt_bound(cheapest, up=True), self.fmt_bound(dearest, up=False)
         if _amount(low) > _amount(high):  # one assignment (every layer pinned), or a range narrower than the rounding
-            span = f"every assignment of this model and search space costs {self.fmt(lo)}, so a budget of {low} or more fits it"
+            span = f"every assignment of this model and search space costs {self.fmt(self.measure(cheapest))}, so a budget of {low} or more fits it"
         else:
             span = f"the feasible range for this model and search space is {low} to {high}"
         if self.is_latency and latency_source:
             span += f" (latency source: {latency_source})"
-        if self.value < lo:
+        if self.violation(cheapest) > 0:
             raise AutoqError(f"budget {self.text!r} is below the cheapest assignment; {span}")
-        if self.value > hi:
+        if self.violation(dearest) < 0:
             return (f"budget {self.text!r} is above the dearest assignment, so every assignment meets it and it does not "
                     f"narrow the search; {span}")
         return None

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 import numpy as np
 import pytest
@@ -174,12 +175,28 @@ def test_infeasible_budget_states_the_range_in_its_unit(text, low, high):
     assert repr(text) in message
 
 
-@pytest.mark.parametrize("kind", ["bits", "MB", "MiB", "ms"])
+def test_a_latency_budget_of_exactly_the_cheapest_assignment_fits_it():
+    """'4.2us' against assignments that all take 4.2 us (a hand-written table) was refused as below the cheapest, in a
+    message giving the range as 4.200 us to 4.200 us: 4.2 / 1e3 and the 0.0042 ms the budget spells differ in their last
+    bit. 331 of the tenths from 0.1 to 299.9 us failed so, in every spelling."""
+    for tenths in range(1, 3000):
+        us = tenths / 10
+        cost = Cost(4.0, 100, latency_us=us)
+        for text in (f"{us}us", f"{Decimal(str(us)) / 1000}ms"):
+            budget = parse_budget(text)
+            assert budget.violation(cost) <= 0 and budget.check_feasible(cost, cost) is None, text
+            assert budget.limit_us == us  # the ILP's and greedy seeds' capacity, as the search compares
+    cheap, dear = Cost(2.0, 1, latency_us=2.1), Cost(16.0, 2, latency_us=2.6)
+    with pytest.raises(AutoqError, match=r"is 2.100 us to 2.600 us"):  # the top was shown as 2.599 us
+        parse_budget("2us").check_feasible(cheap, dear)
+
+
+@pytest.mark.parametrize("kind", ["bits", "MB", "MiB", "ms", "us"])
 def test_each_stated_end_of_the_range_is_feasible_when_typed_back(kind):
     """The low end is rounded up and the high end down: each, passed back as the budget, passes the check."""
     rng = np.random.default_rng(0)
     for _ in range(200):
-        lo, hi = sorted(rng.uniform(0.001, 20, 2) * {"bits": 1.0, "MB": 1e6, "MiB": 2.0**20, "ms": 1e3}[kind])
+        lo, hi = sorted(rng.uniform(0.001, 20, 2) * {"bits": 1.0, "MB": 1e6, "MiB": 2.0**20, "ms": 1e3, "us": 1.0}[kind])
         cheap, dear = (Cost(v, int(v), v) if kind == "bits" else Cost(1.0, int(v), v) for v in (lo, hi))
         if kind in ("MB", "MiB"):
             lo, hi = float(int(lo)), float(int(hi))

@@ -38,8 +38,8 @@ class Knapsack:
             capacity = _bits_capacity(budget.value, cost_model.n_weights)
         elif kind == "bytes":
             capacity = budget.value - 2 * cost_model.other_params
-        else:  # latency budgets are in ms, layer latencies in us
-            capacity = budget.value * 1e3
+        else:  # layer latencies are in us
+            capacity = budget.limit_us
         if scores is not None:
             scores = tuple(tuple(float(s) for s in row) for row in scores)
             if [len(r) for r in scores] != [len(o) for o in space.options]:
