@@ -110,7 +110,7 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
     ``config.strategy`` and ``config.seed_from``."""
     factory = strategy_factory(config.strategy)
     seed_from = seed_metric(config.seed_from, config.strategy, problem.space)
-    if config.seed_from == AUTO and seed_from is None and config.progress:
+    if config.seed_from == AUTO and seed_from is None and strategy_reads_scores(config.strategy) and config.progress:
         print(f"autoq: --seed-from auto skips the sensitivity table: it would run data-driven PTQ on {data_driven_pairs(problem.space)} "
               f"(layer, option) pairs up front (more than {AUTO_MAX_DATA_DRIVEN}); starting from random budget-filling mixes "
               "(--seed-from fisher computes it anyway)", file=sys.stderr, flush=True)

@@ -34,3 +34,17 @@ def test_a_search_of_many_layers_says_it_solves_its_seeds_before_it_does(tmp_pat
     monkeypatch.setattr(seeding, "SEEDS_NOTE_LAYERS", 4)
     autoq.search("digits-cnn", **kwargs)
     assert "solving the optuna strategy's seeds on the fisher table (4 layers;" in capsys.readouterr().err
+
+
+def test_a_strategy_that_reads_no_table_gets_no_word_on_skipping_one(tmp_path, monkeypatch, capsys):
+    """--strategy random with --seed-from auto was told the table was skipped as it 'would run data-driven PTQ on 0
+    (layer, option) pairs up front (more than 500)': random reads no table. The note stays where optuna skips it."""
+    from autoq.engine import seeding
+
+    monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(seeding, "data_driven_pairs", lambda space: 501)  # a space of many GPTQ/AWQ pairs
+    kwargs = dict(budget="4.5bits", n_trials=2, tracking_uri=None, storage=None)
+    autoq.search("digits-cnn", strategy="random", **kwargs)
+    assert "skips the sensitivity table" not in capsys.readouterr().err
+    autoq.search("digits-cnn", **kwargs)
+    assert "skips the sensitivity table: it would run data-driven PTQ on 501 (layer, option) pairs up front (more than 500)" in capsys.readouterr().err
