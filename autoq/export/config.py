@@ -48,6 +48,9 @@ def write_config(out_dir: Path, config: dict[str, Any]) -> Path:
 
 def read_config(out_dir: Path) -> dict[str, Any]:
     path = out_dir / CONFIG_NAME
+    if not out_dir.exists():
+        raise AutoqError(f"{str(out_dir)!r} does not exist: pass the folder 'autoq export' (or autoq.export) wrote, or an MLflow URI "
+                         "of one (runs:/<run id>/quantized_model)")
     if not path.is_file():
         raise AutoqError(f"{str(out_dir)!r} is not an autoq export: it has no {CONFIG_NAME} (write one with 'autoq export' or autoq.export)")
     try:

@@ -246,6 +246,8 @@ def test_errors_say_what_is_wrong(tmp_path):
     workload = load_workload("digits-cnn")
     with pytest.raises(AutoqError, match="autoq_config.json"):
         autoq.load(tmp_path)
+    with pytest.raises(AutoqError, match=r"'.*/gone' does not exist: pass the folder 'autoq export' \(or autoq.export\) wrote"):
+        autoq.load(tmp_path / "gone")  # said it was not an export, as of a folder that is there
     with pytest.raises(AutoqError, match=r"an Assignment, a Point \(e.g. result.best\) or an MLflow run id \(str\), got dict"):
         autoq.export(workload.model, {"0": "fp16"}, tmp_path / "x")
     bad = Assignment((("nope", LayerChoice.from_name("fp16")),))
