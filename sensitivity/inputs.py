@@ -142,15 +142,19 @@ def subsample(batches: Sequence[Any], n_samples: int | None, rows_per_batch: int
 
 
 def resolve_output_kind(kind: str, output: Any) -> str:
-    """``logits`` for a bare tensor or a ``logits`` field with two or more columns (a classifier), else ``real`` (a
-    regressor's one column, as a Hugging Face ``num_labels=1`` head gives: a softmax over one class would make every
-    score 0); explicit kinds pass through."""
+    """``logits`` for a bare tensor, a tuple's or list's tensor that `readout` takes (a classifier returning
+    ``(logits, aux)``, or a Hugging Face LM with ``return_dict=False``: it was scored as real-valued, 8,000x the KL of the
+    same model returning the bare tensor) or a ``logits`` field, with two or more columns; else ``real`` (a named
+    field other than logits, such as ``last_hidden_state``, or a regressor's one column, as a Hugging Face
+    ``num_labels=1`` head gives: a softmax over one class would make every score 0); explicit kinds pass through."""
     if kind not in OUTPUT_KINDS:
         raise AutoqError(f"unknown output kind {kind!r}; choose one of {', '.join(OUTPUT_KINDS)}")
     if kind != "auto":
         return kind
     if isinstance(output, Mapping):  # a dict or a Hugging Face ModelOutput: its logits field, if it has one
         output = output.get("logits")
+    elif isinstance(output, (tuple, list)):  # unnamed, as a bare tensor
+        output = readout(output)
     if isinstance(output, torch.Tensor):
         return "logits" if output.dim() > 1 and output.shape[-1] > 1 else "real"
     return "real"

@@ -243,6 +243,34 @@ def test_a_one_column_output_is_a_regression_not_a_one_class_softmax(metric, wra
     assert all(e.score > 0 for e in table.entries if e.option != "fp16")  # a softmax over one class scored every option 0
 
 
+class Classifier(nn.Module):
+    """A four-class classifier whose logits come bare, as the first of a tuple, or named."""
+
+    def __init__(self, wrap: str) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.f, self.wrap = nn.Sequential(nn.Linear(40, 16), nn.Tanh(), nn.Linear(16, 4)), wrap
+
+    def forward(self, x):
+        y = self.f(x)
+        return {"tuple": (y, y.detach().sum()), "list": [y], "dict": {"logits": y}}.get(self.wrap, y)
+
+
+@pytest.mark.parametrize("metric", ["kl", "fisher", "hessian"])
+def test_logits_in_a_tuple_score_as_bare_logits(metric):
+    """A classifier returning ``(logits, aux)`` (or a Hugging Face LM with return_dict=False) was scored as a real-valued
+    output, half its squared error: 8,000x the KL of the same model returning bare logits, and another layer ranking."""
+    settings = {**ALL_ROWS, **({"max_iter": 12} if metric == "hessian" else {})}
+    scores = {}
+    for wrap in ("bare", "tuple", "list", "dict"):
+        model = Classifier(wrap).eval()
+        space = space_for(model)
+        table = compute_table(model, inputs(), space.layers, space.options, metric, settings, use_cache=False, progress=False)
+        scores[wrap] = [e.score for e in table.entries]
+    assert scores["tuple"] == pytest.approx(scores["bare"]) and scores["list"] == pytest.approx(scores["bare"])
+    assert scores["dict"] == pytest.approx(scores["bare"])
+
+
 def test_a_class_the_reference_masks_out_adds_nothing_to_kl():
     """A -inf logit (a masked class) has probability 0 in both: it adds 0, not NaN (0 * (-inf - -inf))."""
     from autoq.sensitivity.inputs import divergence
