@@ -8,7 +8,6 @@ sentences that calibration never sees.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import sys
 from collections.abc import Iterable, Mapping
@@ -150,6 +149,8 @@ def text_workload(
     """A local HF model with calibration and held-out evaluation sentences (disjoint); ``with_metric=False``: without the
     metric, whose reference runs the model over every held-out sentence (one batch still runs, to refuse a model
     that cannot run on sentences alone; see `autoq.builtin.load_workload`)."""
+    from autoq.sensitivity.inputs import data_fingerprint
+
     model, tokenizer = load_pretrained(path)
     max_length = min(max_length, max_positions(model) or max_length)  # a model of 64 positions gets sentences of 64 tokens
     sentences = stdlib_sentences()
@@ -168,8 +169,8 @@ def text_workload(
                          "decoder-only text models: search this one through the Python API with your own batches") from None
     has_hidden = isinstance(probe, Mapping) and "last_hidden_state" in probe
     readout = mean_pooled if has_hidden else (lambda output, batch: primary_output(output))
-    fingerprint = hashlib.sha256("\n".join(held_out + ["--"] + calibration).encode()).hexdigest()[:16]
     calibration_batches = sentence_batches(tokenizer, calibration, batch_size, max_length)
+    fingerprint = data_fingerprint([*eval_batches, *calibration_batches])  # the tokens: another tokenizer is other data
     if not with_metric:  # the probe above stays: a sensitivity table of a model that cannot run on sentences is refused clearly
         name = name or model_name(path)
         return Workload(name=name, model=model, calibration=calibration_batches, evaluate=NoMetric(name), metric="not loaded",

@@ -83,6 +83,23 @@ def test_a_model_of_few_positions_gets_sentences_it_can_embed(tmp_path):
     assert workload.evaluate(workload.model) == pytest.approx(1.0)
 
 
+def test_another_tokenizer_is_other_data(tiny_gpt2_dir, tmp_path):
+    """The fingerprint hashed the sentences alone: a tokenizer saved again with do_lower_case flipped (other token ids)
+    resumed the study of the ids before, and, where the batch shapes stayed, reused the cached sensitivity table."""
+    from transformers import BertTokenizer
+
+    other = tmp_path / "cased"
+    shutil.copytree(tiny_gpt2_dir, other)
+    for name in ("tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        (other / name).unlink()
+    BertTokenizer(str(other / "vocab.txt"), do_lower_case=False).save_pretrained(other)
+    before, after = (load_workload(str(folder), with_metric=False) for folder in (tiny_gpt2_dir, other))
+    assert any(a["input_ids"].shape != b["input_ids"].shape or not torch.equal(a["input_ids"], b["input_ids"])
+               for a, b in zip(before.calibration, after.calibration))
+    assert before.data_fingerprint != after.data_fingerprint
+    assert load_workload(str(tiny_gpt2_dir), with_metric=False).data_fingerprint == before.data_fingerprint
+
+
 def test_the_current_folder_is_named_as_the_folder_it_is(tiny_gpt2_dir, monkeypatch):
     monkeypatch.chdir(tiny_gpt2_dir)
     assert load_workload(".").name == tiny_gpt2_dir.name  # was '': study 'autoq--4.5bits-...', tables '-mse.json'
