@@ -51,8 +51,15 @@ Reducer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], tuple[float,
 FORWARD_DEFAULTS = {"n_samples": 64, "rows_per_batch": 16, "options_per_pass": 16, "output_kind": "auto"}
 
 
+def _masked_sum(values: torch.Tensor, w: torch.Tensor) -> float:
+    """``sum(values * w)`` over the positions of weight > 0 only: a padded position's NaN (a fully masked attention
+    row gives one) is left out, not multiplied by 0 into a NaN score; a NaN where it counts stays NaN."""
+    w = w.double()
+    return float(torch.where(w > 0, values * w, 0.0).sum())
+
+
 def _kl(out: torch.Tensor, ref: torch.Tensor, w: torch.Tensor, kind: str) -> tuple[float, float]:
-    return float((divergence(out, ref, kind) * w.double()).sum()), float(w.sum())
+    return _masked_sum(divergence(out, ref, kind), w), float(w.sum())
 
 
 def _sq_error(out: torch.Tensor, ref: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
@@ -63,7 +70,7 @@ def _sq_error(out: torch.Tensor, ref: torch.Tensor, w: torch.Tensor) -> torch.Te
 
 def _mse(out: torch.Tensor, ref: torch.Tensor, w: torch.Tensor, kind: str) -> tuple[float, float]:
     features = out.shape[-1] if out.dim() > 1 else 1
-    return float((_sq_error(out, ref, w) * w.double()).sum()), float(w.sum()) * features
+    return _masked_sum(_sq_error(out, ref, w), w), float(w.sum()) * features
 
 
 def _nsr(out: torch.Tensor, ref: torch.Tensor, w: torch.Tensor, kind: str) -> tuple[float, float]:
@@ -71,7 +78,7 @@ def _nsr(out: torch.Tensor, ref: torch.Tensor, w: torch.Tensor, kind: str) -> tu
     # made the signal infinite and every ratio 0; NaN stays NaN, and the score is refused as kl's and mse's are
     signal = torch.where(torch.isinf(ref), 0.0, ref.double().pow(2))
     signal = signal.sum(-1) if ref.dim() > 1 else signal
-    return float((_sq_error(out, ref, w) * w.double()).sum()), float((signal * w.double()).sum())
+    return _masked_sum(_sq_error(out, ref, w), w), _masked_sum(signal, w)
 
 
 class _NotStackable(Exception):

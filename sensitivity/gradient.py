@@ -223,11 +223,12 @@ def sampled_fisher(
     with only_grads_for(model, params):
         for _ in range(draws):
             for batch in batches:
-                raw = call_model(model, feed(batch))
+                fed = feed(batch)  # the inputs of an (inputs, labels) batch: its attention mask with them
+                raw = call_model(model, fed)
                 if kind is None:  # decided on the raw output: a bare tensor is logits, last_hidden_state is not
                     kind = resolve_output_kind(output_kind, raw)
                 out = readout(raw)
-                w = position_weights(batch, out).double()
+                w = position_weights(fed, out).double()
                 if kind == "logits":
                     flat = out.reshape(-1, out.shape[-1]).double()
                     per_pos = (flat * softmax_residuals(flat.detach(), gen)).sum(-1).reshape(w.shape)

@@ -153,6 +153,44 @@ def test_padding_positions_do_not_count():
     assert scores[0] == pytest.approx(scores[1], rel=1e-9)
 
 
+class NanPadded(Masked):
+    """`Masked` with NaN at its padded positions, as a fully masked attention row can give."""
+
+    def forward(self, x, attention_mask):
+        y = self.proj(x)
+        return {"last_hidden_state": torch.where(attention_mask[..., None].bool(), y, float("nan"))}
+
+
+@pytest.mark.parametrize("metric", ["kl", "mse", "sqnr", "fisher"])
+def test_nan_at_padded_positions_does_not_count(metric):
+    """A NaN where the mask is 0 was multiplied by 0 into a NaN score, refused as 'score ... is nan'."""
+    gen = torch.Generator().manual_seed(2)
+    mask = torch.ones(4, 7, dtype=torch.long)
+    mask[:, 4:] = 0
+    batch = {"x": torch.randn(4, 7, 40, generator=gen), "attention_mask": mask}
+    space = SearchSpace.build(load_preset("default"), find_layers(Masked()))
+    scores = [[e.score for e in compute_table(model.eval(), [batch], space.layers, space.options, metric, ALL_ROWS, use_cache=False,
+                                              progress=False).entries] for model in (Masked(), NanPadded())]
+    assert scores[1] == pytest.approx(scores[0], rel=1e-9)
+
+
+@pytest.mark.parametrize("metric", ["fisher", "mse"])
+def test_padding_positions_do_not_count_in_inputs_and_labels_batches(metric):
+    """With ``loss=`` the batches are ``(inputs, labels)``: fisher looked for the attention mask in the pair, found none,
+    and counted the padding (147x the score of the same inputs given alone)."""
+    model = Masked().eval()
+    gen = torch.Generator().manual_seed(2)
+    x = torch.randn(4, 7, 40, generator=gen)
+    mask = torch.ones(4, 7, dtype=torch.long)
+    mask[:, 4:] = 0
+    padded = {"x": torch.cat([x[:, :4], 100 * torch.randn(4, 3, 40, generator=gen)], 1), "attention_mask": mask}
+    space = SearchSpace.build(load_preset("default"), find_layers(model))
+    alone = compute_table(model, [padded], space.layers, space.options, metric, ALL_ROWS, use_cache=False, progress=False)
+    paired = compute_table(model, [(padded, torch.zeros(4, 7))], space.layers, space.options, metric, ALL_ROWS, use_cache=False,
+                           progress=False, loss=lambda out, batch: out["last_hidden_state"].pow(2).mean())
+    assert [e.score for e in paired.entries] == pytest.approx([e.score for e in alone.entries], rel=1e-9)
+
+
 @torch.no_grad()
 def test_sampled_fisher_matches_its_closed_form_on_one_linear_layer():
     """Real output, unit-Gaussian targets: F_ij = mean over rows of x_j^2."""
