@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -96,7 +97,8 @@ def rebuild_base(base: dict[str, Any], state: Mapping[str, torch.Tensor]) -> nn.
             try:
                 model, info = cls.from_pretrained(None, **options)
                 if only_the_pooler(info.get("missing_keys")):  # searched without one, as autoq loads such a checkpoint
-                    model, info = cls.from_pretrained(None, add_pooling_layer=False, **options)
+                    with contextlib.suppress(TypeError):  # a class that takes no such option: the loader names what is missing
+                        model, info = cls.from_pretrained(None, add_pooling_layer=False, **options)
             except (RuntimeError, ValueError) as exc:  # a tensor of another shape than the config gives it
                 detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc).splitlines()[0])
                 raise AutoqError(f"the export's tensors do not fit the model its config describes ({detail}): the export is "
