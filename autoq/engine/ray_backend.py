@@ -186,7 +186,7 @@ class BookSearcher(Searcher):
             return Searcher.FINISHED
         if self.timed_out():
             return None  # let the running trials finish
-        pending = self.book.next()
+        pending = self.book.next(self.deadline)
         if pending is None:  # enough trials are running; more may be needed if one fails
             return Searcher.FINISHED if self.book.done() else None
         proposal = pending.proposal

@@ -343,7 +343,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
                 bar.close()
                 if status == "KILLED":  # the trials it was evaluating: failed as interrupted and queued for a resume
                     with contextlib.suppress(Exception):  # else a resume does it: a storage that fails now must not hide the note
-                        release_interrupted(storage, study_name, book.in_flight, space)
+                        release_interrupted(storage, study_name, book.unfinished(), space)
                 points = book.points
                 if not points and status == "FINISHED":
                     status = "FAILED"
@@ -451,7 +451,7 @@ def _run_trials(workload: Workload, book: TrialBook, deadline: float | None, con
     while not book.done():
         if deadline is not None and time.perf_counter() > deadline:
             break
-        pending = book.next()
+        pending = book.next(deadline)
         if pending is None:
             break
         quality, error = _evaluate(workload, cache, pending.proposal.assignment, status)

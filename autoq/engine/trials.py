@@ -98,6 +98,7 @@ class TrialBook:
         self.n_infeasible = 0
         self.first_error: str | None = None  # of this run's evaluations, for the message when every trial failed
         self.in_flight: dict[int, Pending] = {}
+        self.asked: int | None = None  # a trial asked for and not yet told nor in flight
         self._seen: dict[Assignment, Point] = {}  # the first point of each assignment: later proposals of it repeat it
         self._in_a_row = 0
         self.exhausted = False  # the strategy had nothing new to propose: the search ends short of n_trials
@@ -132,28 +133,38 @@ class TrialBook:
         self.exhausted = bool(getattr(self.strategy, "exhausted", False))
         return self.exhausted
 
+    def unfinished(self) -> set[int]:
+        """The trials a stopped search leaves RUNNING in its study: those in flight, and one just asked for."""
+        return set(self.in_flight) | ({self.asked} if self.asked is not None else set())
+
     def wanted(self) -> int:
         """How many more proposals should be handed out now (in-flight ones count as done)."""
         return self.n_trials - self.n_done - len(self.in_flight)
 
     # -- ask / record -----------------------------------------------------------------------------
-    def next(self) -> Pending | None:
-        """The next within-budget proposal that needs an evaluation, or ``None`` once enough are out.
+    def next(self, deadline: float | None = None) -> Pending | None:
+        """The next within-budget proposal that needs an evaluation, or ``None`` once enough are out (or ``deadline``,
+        a ``time.perf_counter()``, has passed: a sampler proposing only repeats or over-budget assignments, which
+        take no evaluation, kept this loop past ``--timeout`` for good).
 
         Over-budget proposals are told as infeasible here; assignments with a known
         quality are recorded at once without evaluating them again.
         """
         while self.wanted() > 0:
+            if deadline is not None and time.perf_counter() > deadline:
+                return None
             with deferred_interrupts():  # Optuna's ask reads the study and writes a new trial: never cut short
                 self.exhausted = bool(getattr(self.strategy, "exhausted", False))
                 if self.exhausted:
                     return None
                 proposal = self.strategy.ask()
+                self.asked = proposal.number  # a Ctrl-C held over the ask comes now: the stopped search fails it
             cost = self.cost_model.cost(proposal.assignment)
             violation = self.budget.violation(cost)
             if violation > 0:
                 with deferred_interrupts():  # an Optuna storage write cut in half would lock SQLite
                     self.strategy.tell(proposal, None, violation)
+                    self.asked = None
                 self.n_infeasible += 1
                 self._in_a_row += 1
                 if self._in_a_row > MAX_OVER_BUDGET_IN_A_ROW:
@@ -163,6 +174,7 @@ class TrialBook:
             failed = self.failures[proposal.assignment]
             pending = Pending(proposal, cost, violation, failed + 1)
             self.in_flight[proposal.number] = pending
+            self.asked = None
             known = self._seen.get(proposal.assignment)
             if known is not None:
                 self.record(proposal.number, known.quality, None)

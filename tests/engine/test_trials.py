@@ -142,8 +142,12 @@ def test_ctrl_c_during_an_ask_lets_the_ask_finish_then_stops(tmp_path, monkeypat
         signal.signal(signal.SIGINT, previous)
     assert log == [f"asked {i}" for i in range(5)]  # the fifth ask ran to its end before the interrupt
     trials = optuna.load_study(study_name="cut", storage=storage).trials
-    states = [t.state.name for t in trials[:5]]
-    assert states == ["COMPLETE"] * 4 + ["RUNNING"]  # the asked trial is stored; resume marks it failed and asks it again
+    # the asked trial is stored, and failed as interrupted with its picks queued again: it stayed RUNNING (in flight
+    # only after the ask, it was not among the trials the stopped search released), as a notebook's study showed it
+    assert [t.state.name for t in trials[:5]] == ["COMPLETE"] * 4 + ["FAIL"] and "RUNNING" not in {t.state.name for t in trials}
+    assert trials[4].user_attrs.get("error", "").startswith("interrupted")
+    retry = [t.system_attrs.get("fixed_params") for t in trials if t.user_attrs.get("autoq.retry_of") == 4 and t.state.name == "WAITING"]
+    assert retry == [trials[4].params]
 
 
 def test_a_trial_runs_mlflow_duration_is_its_evaluation(mlflow_uri):
@@ -201,3 +205,23 @@ def test_a_retry_queued_after_the_strategy_ran_out_is_still_run():
     assert retry is not None and retry.proposal.assignment == second.proposal.assignment
     book.record(retry.proposal.number, 0.98, None)
     assert book.next() is None and book.done() and len(book.points) == 2
+
+
+def test_the_timeout_ends_a_search_whose_sampler_proposes_only_repeats():
+    """Every layer pinned: each proposal repeats the first trial, takes no evaluation, and the loop handing them out
+    never looked at the clock (10**12 trials with a 5 s timeout ran until killed)."""
+    import time
+
+    from autoq.engine.trials import TrialBook
+
+    class Endless:
+        exhausted = False
+
+        def ask(self):
+            raise AssertionError("asked past the deadline")
+
+    book = TrialBook(Endless(), None, None, (), n_trials=10, max_retries=0, tracker=None)
+    assert book.next(deadline=time.perf_counter() - 1) is None
+    result = autoq.search(tiny_mlp(), _batches(), budget="16bits", pins={".": "int8-ch-asym:rtn-minmax"}, n_trials=10**5, timeout=1,
+                          tracking_uri=None, storage=None, progress=False, seed_from="none")
+    assert len({p.assignment for p in result.points}) == 1 and len(result.points) < 10**5  # all 10**5 took ~100 s
