@@ -57,15 +57,17 @@ def ray_session(config: Any) -> Iterator[None]:
     main = threading.current_thread() is threading.main_thread()
     handlers = {sig: signal.getsignal(sig) for sig in SIGNALS} if main else {}
     environ = dict(os.environ)
-    started = _ensure_ray(config)
+    owned = not ray.is_initialized()  # started (or joined) here: shut down after, also when Ctrl-C cuts ray.init short
     try:
+        _ensure_ray(config)
         if main:  # ray.init's TERM handler calls sys.exit: the search would end as a crash, not an interruption
             signal.signal(signal.SIGTERM, handlers[signal.SIGTERM])
         check_resources(config)
         yield
     finally:
-        if started:
-            ray.shutdown()
+        if owned:
+            if ray.is_initialized():
+                ray.shutdown()
             _put_back(environ)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
@@ -80,19 +82,19 @@ def _put_back(environ: dict[str, str]) -> None:
             os.environ[name] = value
 
 
-def _ensure_ray(config: Any) -> bool:
-    """Join ``config.address``, or start a local Ray sized for the workers; ``True`` if started here."""
+def _ensure_ray(config: Any) -> None:
+    """Join ``config.address``, or start a local Ray sized for the workers, unless one is up already."""
     import ray
 
     if ray.is_initialized():
-        return False
+        return
     common = dict(logging_level=logging.ERROR, log_to_driver=False)
     address = cluster_address(config)
     if not address:
         cpus = max(1, math.ceil(config.workers * config.cpus_per_trial))
         # address="local": a RAY_ADDRESS set to an empty string would still make ray.init look for a cluster
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **common)
-        return True
+        return
     given = f"--address {address!r}" if config.address else f"RAY_ADDRESS={address!r} (the environment)"
     reachable = _check_reachable(address, given)
     try:
@@ -104,7 +106,6 @@ def _ensure_ray(config: Any) -> bool:
         else:
             hint = "start one ('ray start --head'), or leave --address out and unset RAY_ADDRESS to run a local Ray"
         raise AutoqError(f"cannot join a Ray cluster at {given} ({str(exc).splitlines()[0]}); {hint}") from None
-    return True
 
 
 def _check_reachable(address: str, given: str) -> bool:

@@ -113,6 +113,23 @@ def test_a_search_that_starts_ray_leaves_the_callers_signal_handlers_and_environ
             signal.signal(sig, handler)
 
 
+def test_a_ctrl_c_as_ray_starts_leaves_no_ray_running(tmp_path, monkeypatch):
+    """ray.init ran before the block that shuts it down: a Ctrl-C as it returned left the local Ray (its raylet, GCS
+    and agents) running, which a notebook's next search then took for the caller's own and left up."""
+    real_init = ray.init
+
+    def init_then_interrupt(*args, **kwargs):
+        real_init(*args, **kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ray, "init", init_then_interrupt)
+    environ = dict(os.environ)
+    with pytest.raises(KeyboardInterrupt):
+        autoq.search("digits-cnn", budget="4.5bits", n_trials=2, backend="ray", **_stores(tmp_path))
+    assert not ray.is_initialized()
+    assert dict(os.environ) == environ
+
+
 def test_sigterm_stops_a_ray_search_as_ctrl_c_does(tmp_path):
     """A scheduler's TERM ended a ray search as a crash: exit status 15, the parent run FAILED, no resume hint."""
     import optuna
