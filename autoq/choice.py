@@ -56,6 +56,9 @@ class LayerChoice:
                 f"cannot parse layer choice {name!r}; expected 'FORMAT:METHOD[+ACT]' such as 'int4-g128-asym:rtn-mse', "
                 "'int8-ch-sym:smoothquant+a8-tensor', or 'fp16'"
             )
+        if spec == "fp16":  # it quantized nothing: the method and activation format were dropped without a word
+            raise AutoqError(f"layer choice {name!r}: fp16 keeps the layer in half precision, with no method or activation format; "
+                             "write 'fp16', or an integer format such as 'int8-ch-sym:smoothquant+a8-tensor'")
         return cls(QuantSpec.from_name(spec), method, ActSpec.from_name(act) if act else None)
 
 

@@ -47,6 +47,17 @@ def test_fp16_from_name():
     assert choice == FP16
 
 
+@pytest.mark.parametrize(("name", "says"), [
+    ("fp16:nonsense+a8-token", r"fp16 keeps the layer in half precision, with no method or activation format; write 'fp16'"),
+    ("fp16:gptq", r"fp16 keeps the layer in half precision, with no method"),
+    ("int16-ch-sym:gptq", r"'int16-ch-sym' is no integer format: choose int2 to int8 \('int8-ch-sym'\), or 'fp16'"),
+])
+def test_a_half_precision_choice_with_more_to_it_is_refused(name, says):
+    """'fp16:nonsense+a8-token' and 'int16-ch-sym:gptq' ran as fp16, the method and activation dropped without a word."""
+    with pytest.raises(AutoqError, match=says):
+        LayerChoice.from_name(name)
+
+
 def test_fp16_normalises_method():
     choice = LayerChoice(QuantSpec.half(), "rtn-mse")
     assert choice.method == "none"

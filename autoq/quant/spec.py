@@ -90,6 +90,9 @@ class QuantSpec:
                 "'int8-ch-sym', 'int3-tensor-asym' or 'fp16'"
             )
         bits, gran, group, sym = match.groups()
+        if int(bits) == 16:  # QuantSpec(16, ...) is half precision: 'int16-ch-sym' read as fp16 without a word
+            raise AutoqError(f"{name!r} is no integer format: choose int2 to int8 ({name.replace('int16', 'int8')!r}), or 'fp16' "
+                             "for half precision")
         if gran == "tensor":
             return cls(int(bits), "tensor", None, sym == "sym")
         if gran == "ch":
