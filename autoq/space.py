@@ -78,9 +78,11 @@ class SearchSpace:
     labels: tuple[dict[str, LayerChoice], ...] = ()  # preset label -> choice per layer; {} if pinned
 
     @classmethod
-    def build(cls, preset: Preset, layers: Sequence[LayerInfo], pins: Mapping[str, str] | None = None) -> SearchSpace:
+    def build(cls, preset: Preset, layers: Sequence[LayerInfo], pins: Mapping[str, str] | None = None,
+              skipped: Sequence[str] = ()) -> SearchSpace:
+        """``skipped``: the quantizable layers the skip patterns left out, which a pattern matching nothing else is told of."""
         pins = dict(pins or {})
-        check_against_layers(preset, layers)
+        check_against_layers(preset, layers, skipped)
         pin_rules = [(r, LayerChoice.from_name(c), p) for r, (p, c) in zip(compile_patterns(pins, "pin"), pins.items())]
         used_pins: set[str] = set()
         options, labels = [], []
@@ -114,6 +116,10 @@ class SearchSpace:
             labels.append(labelled)
         unused_pins = sorted(set(p for _, _, p in pin_rules) - used_pins)
         if unused_pins:
+            left_out = [n for n in skipped if any(re.search(p, n) for p in unused_pins)]
+            if left_out:
+                raise AutoqError(f"pin pattern(s) {unused_pins} match only layers the skip patterns leave out ({', '.join(map(repr, left_out[:3]))}): "
+                                 "drop the pin, or the skip pattern that takes its layers")
             raise AutoqError(f"pin pattern(s) {unused_pins} match no quantizable layer; {name_examples([x.name for x in layers])} "
                              "(patterns are regular expressions searched in these names)")
         return cls(tuple(layers), tuple(options), tuple(labels))

@@ -235,7 +235,7 @@ def load_preset(name_or_path: str) -> Preset:
     raise AutoqError(f"unknown search space {name_or_path!r}; built-in presets: {', '.join(preset_names())}, or a path to a YAML file")
 
 
-def check_against_layers(preset: Preset, layers: Sequence[LayerInfo]) -> None:
+def check_against_layers(preset: Preset, layers: Sequence[LayerInfo], skipped: Sequence[str] = ()) -> None:
     """Refuse rules that govern no layer and group sizes wider than every layer a rule governs.
 
     Each layer takes the first rule whose pattern matches it. A group at least as
@@ -253,7 +253,10 @@ def check_against_layers(preset: Preset, layers: Sequence[LayerInfo]) -> None:
         governed = taken[i]
         if not governed:
             shadowed = any(re.search(rule.layers, layer.name) for layer in layers)
-            why = "every layer it matches is taken by an earlier rule" if shadowed else "it matches no quantizable layer"
+            left_out = [name for name in skipped if re.search(rule.layers, name)]
+            why = ("every layer it matches is taken by an earlier rule" if shadowed else
+                   f"the layers it matches, {', '.join(map(repr, left_out[:3]))}, are left out by the skip patterns" if left_out else
+                   "it matches no quantizable layer")
             raise AutoqError(f"{rule.where('layers', i + 1)}: pattern {rule.layers!r} governs no layer ({why}); "
                              f"{name_examples([layer.name for layer in layers])}")
         widest = max(layer.in_features for layer in governed)

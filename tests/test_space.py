@@ -353,3 +353,20 @@ def test_uniform_assignments_are_named_by_the_option_they_give_every_layer():
     g128 = by_label["int4-g128-asym:rtn-mse"]
     assert next(iter(g128.values())).name == "int4-ch-asym:rtn-mse" != "int4-g128-asym:rtn-mse"  # the first layer's own
     assert g128 != by_label["int4-ch-asym:rtn-mse"]
+
+
+def test_a_pin_or_rule_matching_only_skipped_layers_names_the_skip(tmp_path):
+    """'--skip ^8$ --pin 8=fp16' said the pin matched no quantizable layer, and a rule for '^8$' that it governed none,
+    while layer 8 is there: the skip pattern took it, which neither message said."""
+    import autoq
+
+    kwargs = dict(budget="4.5bits", n_trials=2, tracking_uri=None, storage=None, progress=False, seed_from="none", skip=["^8$"])
+    with pytest.raises(AutoqError, match=r"pin pattern\(s\) \['8'\] match only layers the skip patterns leave out \('8'\): drop the pin"):
+        autoq.search("digits-cnn", pins={"8": "fp16"}, **kwargs)
+    space = tmp_path / "rule8.yaml"
+    rule = "    granularity: [channel]\n    methods: [rtn-mse]\n"
+    space.write_text(f"rules:\n  - layers: '^8$'\n    bits: [4]\n{rule}  - layers: '.*'\n    bits: [4, 8]\n{rule}")
+    with pytest.raises(AutoqError, match=r"pattern '\^8\$' governs no layer \(the layers it matches, '8', are left out by the skip patterns\)"):
+        autoq.search("digits-cnn", space=str(space), **kwargs)
+    with pytest.raises(AutoqError, match=r"pin pattern\(s\) \['nine'\] match no quantizable layer"):  # no skipped layer matches
+        autoq.search("digits-cnn", pins={"nine": "fp16"}, **kwargs)

@@ -178,7 +178,9 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
         if sqlite_path(config.tracking_uri) is None:
             tracking_client(config.tracking_uri)
         check_experiment(config.tracking_uri, config.experiment)
-    space = SearchSpace.build(load_preset(config.space), layers, dict(config.pins))
+    kept = {layer.name for layer in layers}
+    skipped = [layer.name for layer in find_layers(workload.model)] if skip else []
+    space = SearchSpace.build(load_preset(config.space), layers, dict(config.pins), [n for n in skipped if n not in kept])
     check_calibration_usable(workload, space, config.space)
     cost_model = CostModel.for_model(workload.model, layers, latency_model(config.device, config.batch))
     left_out = left_out_note(workload.model, skip, tied)
