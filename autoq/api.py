@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import fields, replace
 from typing import Any
 
@@ -88,6 +88,10 @@ def make_workload(
     if isinstance(calibration, torch.Tensor):
         raise AutoqError(f"calibration must be a sequence of batches (a list of tensors, a DataLoader), not one tensor, whose "
                          f"{len(calibration)} rows would each be a batch; split it, e.g. list(x.split(32))")
+    if calibration is not None and (isinstance(calibration, (str, bytes, Mapping)) or not isinstance(calibration, Iterable)):
+        one = "; one dict is one batch: put it in a list" if isinstance(calibration, Mapping) else ""
+        raise AutoqError(f"calibration must be a sequence of batches (a list of tensors or of dicts of tensors, a DataLoader), got "
+                         f"{type(calibration).__name__} {str(calibration)[:40]!r}{one}")
     batches = list(calibration) if calibration is not None else []
     held_out: list[Any] = []
     if evaluate is None:

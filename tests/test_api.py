@@ -104,6 +104,14 @@ def test_nan_in_calibration_names_the_batch():
         autoq.search(tiny_mlp(), data, lambda m: 1.0, budget="4bits", tracking_uri=None, storage=None)
 
 
+@pytest.mark.parametrize(("calibration", "says"), [(5, "got int '5'"), ("data.pt", "got str 'data.pt'"),
+                                                   ({"x": torch.zeros(2, 8)}, "got dict .*one dict is one batch: put it in a list")])
+def test_calibration_that_is_no_sequence_of_batches_is_refused(calibration, says):
+    """autoq.search(model, 5, evaluate=...) raised TypeError: 'int' object is not iterable; a dict's keys became batches."""
+    with pytest.raises(AutoqError, match=f"calibration must be a sequence of batches .*, {says}"):
+        autoq.search(tiny_mlp(), calibration, lambda m: 1.0, budget="4bits", tracking_uri=None, storage=None)
+
+
 def test_bad_options_are_refused():
     with pytest.raises(AutoqError, match="unknown option"):
         autoq.search(tiny_mlp(), batches(), budget="4bits", n_trailz=3)

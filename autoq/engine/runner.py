@@ -204,13 +204,22 @@ def check_calibration_usable(workload: Workload, space: SearchSpace, space_name:
     from autoq.model.modes import eval_mode
     from autoq.ptq import method_needs_stats
 
-    driven = [c for opts in space.options for c in opts if needs_stats(c)]
-    methods = sorted({c.method if method_needs_stats(c.method) else f"static {c.activation.name} activations" for c in driven})
+    def named(choices: list) -> list[str]:
+        return sorted({c.method if method_needs_stats(c.method) else f"static {c.activation.name} activations" for c in choices})
+
+    pinned = [not labels for labels in space.labels] if space.labels else [False] * len(space.options)  # a pinned layer has no labels
+    by_pin = [c for opts, pin in zip(space.options, pinned) if pin for c in opts if needs_stats(c)]
+    by_space = [c for opts, pin in zip(space.options, pinned) if not pin for c in opts if needs_stats(c)]
+    methods = named(by_pin + by_space)
     if not methods:
         return
     if not workload.calibration:
-        raise AutoqError(f"the search space {space_name!r} has data-driven options ({', '.join(methods)}), which calibrate on the "
-                         "calibration batches, and none were given; pass calibration=[batches], or a space without them ('default')")
+        wants = [f"the search space {space_name!r} has data-driven options ({', '.join(named(by_space))})"] if by_space else []
+        wants += [f"the pins give data-driven choices ({', '.join(named(by_pin))})"] if by_pin else []
+        instead = ["a space without them ('default')"] if by_space else []
+        instead += ["pins of a data-free method (rtn-mse, say)"] if by_pin else []
+        raise AutoqError(f"{' and '.join(wants)}, which calibrate on the calibration batches, and none were given; pass "
+                         f"calibration=[batches], or {' and '.join(instead)}")
     with torch.inference_mode(), eval_mode(workload.model):
         call_on_user_batch(workload.model, workload.calibration[0], f"calibration batch 0 of {len(workload.calibration)} (for {', '.join(methods)})")
 

@@ -369,11 +369,17 @@ def test_calibration_data_driven_methods_cannot_use_is_refused_before_the_search
     torch.manual_seed(0)
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
     options = dict(budget="6bits", n_trials=2, seed_from="none", tracking_uri=None, storage=None, progress=False, pins={".*": "int4-ch-asym:gptq"})
-    with pytest.raises(AutoqError, match=r"has data-driven options \(gptq\), which calibrate on the calibration batches, and none were given"):
+    # the pins' choices, named as theirs: it said the space 'default' had them, and to use a space without them, 'default'
+    with pytest.raises(AutoqError, match=r"^the pins give data-driven choices \(gptq\), which calibrate on the calibration batches, and "
+                                         r"none were given; pass calibration=\[batches\], or pins of a data-free method \(rtn-mse, say\)$"):
         autoq.search(model, [], lambda m: 1.0, **options)
     static = {**options, "pins": {".*": "int8-ch-sym:rtn-minmax+a8-tensor"}}  # a static activation range is calibrated too
-    with pytest.raises(AutoqError, match=r"has data-driven options \(static a8-tensor activations\), which calibrate"):
+    with pytest.raises(AutoqError, match=r"pins give data-driven choices \(static a8-tensor activations\), which calibrate"):
         autoq.search(model, [], lambda m: 1.0, **static)
+    spaced = {**options, "pins": {"^0$": "int4-ch-asym:gptq"}, "space": "full"}
+    with pytest.raises(AutoqError, match=r"^the search space 'full' has data-driven options \(.*gptq.*\) and the pins give data-driven "
+                                         r"choices \(gptq\).*or a space without them \('default'\) and pins of a data-free method"):
+        autoq.search(model, [], lambda m: 1.0, **spaced)
     pairs = [(torch.randn(8, 16), torch.randint(0, 4, (8,))) for _ in range(3)]
     with pytest.raises(AutoqError, match=r"the model fails on calibration batch 0 of 3 \(for gptq\).*pass the inputs alone"):
         autoq.search(model, pairs, lambda m: 1.0, **options)
