@@ -186,7 +186,9 @@ def parse_preset(text: str, source: str) -> Preset:
     except yaml.YAMLError as exc:
         raise AutoqError(f"{source}: not valid YAML: {exc}") from None
     if not isinstance(data, dict) or "rules" not in data:
-        raise AutoqError(f"{source}: a search space needs a top-level 'rules' list")
+        unknown = sorted(map(str, set(data) - _PRESET_KEYS)) if isinstance(data, dict) else []
+        has = f" (it has unknown key(s) {unknown}; allowed: {sorted(_PRESET_KEYS)})" if unknown else ""  # 'rule:' said only this
+        raise AutoqError(f"{source}: a search space needs a top-level 'rules' list{has}")
     unknown = set(data) - _PRESET_KEYS
     if unknown:
         raise AutoqError(f"{source}: unknown key(s) {sorted(map(str, unknown))}; allowed: {sorted(_PRESET_KEYS)}")

@@ -152,6 +152,14 @@ def test_missing_keys_are_all_named():
     assert "rule 1" in message
 
 
+def test_a_misspelled_rules_key_is_named():
+    """'rule:' for 'rules:' said only that the space needs a top-level 'rules' list, naming no unknown key."""
+    with pytest.raises(AutoqError, match=r"needs a top-level 'rules' list \(it has unknown key\(s\) \['rule'\]; allowed: "):
+        parse_preset("rule:\n  - {layers: '.*', bits: 4, granularity: channel, methods: rtn-mse}\n", "x.yaml")
+    with pytest.raises(AutoqError, match=r"needs a top-level 'rules' list$"):
+        parse_preset("name: x\n", "x.yaml")
+
+
 def test_error_names_the_rule_number():
     text = "rules:\n  - {bits: 4, granularity: channel, methods: rtn-mse}\n  - {bits: 4, granularity: channel, methods: rtn-mse, oops: 1}\n"
     with pytest.raises(AutoqError, match="rule 2"):
