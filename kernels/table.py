@@ -179,7 +179,7 @@ class LatencyTable:
                                  float(raw["median_us"]), float(raw["p20_us"]), float(raw["p80_us"]), float(raw["gbps"]),
                                  str(raw.get("activation", WEIGHT_ONLY)), tuple(str(t) for t in raw.get("tiles", ())),
                                  tuple((str(t), float(us)) for t, us in dict(raw.get("tile_timings_us", {})).items()))
-                if QuantSpec.from_name(row.format).name != row.format:  # int16-tensor-sym is fp16 under another name
+                if QuantSpec.from_name(row.format).name != row.format:  # int4-g0128-asym is int4-g128-asym under another name
                     raise AutoqError(f"format {row.format!r} is written {QuantSpec.from_name(row.format).name!r}")
             except (TypeError, ValueError, AutoqError) as exc:
                 raise AutoqError(f"{source}: row {i} ({raw.get('format')} {raw.get('n')}x{raw.get('k')}) is malformed: {exc}; "
