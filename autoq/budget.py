@@ -57,9 +57,12 @@ class Budget:
             return cost.effective_bits
         if self.kind == "bytes":
             return float(cost.size_bytes)
+        return self._latency_us(cost) / 1e3
+
+    def _latency_us(self, cost: Cost) -> float:
         if cost.latency_us is None:
             raise AutoqError(f"cannot check latency budget {self.text!r}: {NEEDS_DEVICE}")
-        return cost.latency_us / 1e3
+        return cost.latency_us
 
     def violation(self, cost: Cost) -> float:
         """``measure - value``: <= 0 means within budget (Optuna's constraint convention). A latency is compared in
@@ -67,8 +70,7 @@ class Budget:
         bit, and a budget equal to the cheapest assignment was refused as below it."""
         if self.kind != "latency_ms":
             return self.measure(cost) - self.value
-        self.measure(cost)  # a cost without a latency is refused, naming --device
-        return (cost.latency_us - self.limit_us) / 1e3
+        return (self._latency_us(cost) - self.limit_us) / 1e3
 
     @property
     def limit_us(self) -> float:

@@ -129,6 +129,11 @@ class SearchSpace:
         return [layer.name for layer in self.layers]
 
     @property
+    def pinned(self) -> tuple[bool, ...]:
+        """Per layer, whether a pin fixed its choice (a pinned layer has no preset labels)."""
+        return tuple(not labels for labels in self.labels) if self.labels else (False,) * len(self.options)
+
+    @property
     def digest(self) -> str:
         """A hash of every layer's options: a resume compares it, so that a space file edited since is refused (its
         trials would not fit the study's parameters, which Optuna refuses mid-search)."""

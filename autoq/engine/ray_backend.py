@@ -184,11 +184,9 @@ class BookSearcher(Searcher):
     def suggest(self, trial_id: str) -> dict | str | None:
         if self.book.done() or (self.timed_out() and not self.book.in_flight):
             return Searcher.FINISHED
-        if self.timed_out():
-            return None  # let the running trials finish
         pending = self.book.next(self.deadline)
-        if pending is None:  # enough trials are running; more may be needed if one fails
-            return Searcher.FINISHED if self.book.done() else None
+        if pending is None:  # enough trials are running (more may be needed if one fails), or past the deadline the running
+            return Searcher.FINISHED if self.book.done() else None  # ones may finish
         proposal = pending.proposal
         self.numbers[trial_id] = proposal.number
         return {

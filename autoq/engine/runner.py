@@ -207,9 +207,8 @@ def check_calibration_usable(workload: Workload, space: SearchSpace, space_name:
     def named(choices: list) -> list[str]:
         return sorted({c.method if method_needs_stats(c.method) else f"static {c.activation.name} activations" for c in choices})
 
-    pinned = [not labels for labels in space.labels] if space.labels else [False] * len(space.options)  # a pinned layer has no labels
-    by_pin = [c for opts, pin in zip(space.options, pinned) if pin for c in opts if needs_stats(c)]
-    by_space = [c for opts, pin in zip(space.options, pinned) if not pin for c in opts if needs_stats(c)]
+    by_pin = [c for opts, pin in zip(space.options, space.pinned) if pin for c in opts if needs_stats(c)]
+    by_space = [c for opts, pin in zip(space.options, space.pinned) if not pin for c in opts if needs_stats(c)]
     methods = named(by_pin + by_space)
     if not methods:
         return
@@ -460,10 +459,8 @@ def _run_trials(workload: Workload, book: TrialBook, deadline: float | None, con
     status = TrialStatus(book.bar) if book.bar is not None and not book.bar.disable else None
     cache.on_layer = status.layers if status is not None else None
     while not book.done():
-        if deadline is not None and time.perf_counter() > deadline:
-            break
         pending = book.next(deadline)
-        if pending is None:
+        if pending is None:  # enough trials, or the deadline passed
             break
         quality, error = _evaluate(workload, cache, pending.proposal.assignment, status)
         if status is not None:
