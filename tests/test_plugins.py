@@ -142,3 +142,29 @@ def test_a_plugin_from_the_environment_is_recorded_and_its_search_resumes_only_w
 
     study = optuna.load_study(study_name="q", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert len([t for t in study.trials if t.state.is_finished()]) == 3
+
+
+def documented_plugin() -> str:
+    """The ``myplug.py`` block of docs/plugins.md, as a user copies it."""
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "plugins.md").read_text()
+    block = text.split("```python\n# myplug.py\n", 1)[1].split("```", 1)[0]
+    return "# myplug.py\n" + block
+
+
+def test_the_documented_plugin_runs_and_its_strategy_reads_no_table(tmp_path, monkeypatch):
+    """The docs' 'random-again' was registered with the defaults around 'random': a search with it computed a
+    sensitivity table it never read, and took a --sampler it ignored."""
+    cache = tmp_path / "cache"
+    monkeypatch.setenv("AUTOQ_CACHE_DIR", str(cache))
+    (tmp_path / "myplug.py").write_text(documented_plugin())
+    (tmp_path / "my.yaml").write_text(plugin_space("mine", ["rtn-clip90", "rtn-mse"]))
+    args = ("--plugin", "myplug.py", "search", "--model", "digits-cnn", "--space", "my.yaml", "--strategy", "random-again",
+            "--tracking-uri", "none", "--storage", "none", "--no-progress")
+    proc = run_cli(*args, "--n-trials", "3", cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert ":rtn-clip90" in proc.stdout
+    assert not list(cache.glob("sensitivity/*")), "a table was computed for a strategy that never reads one"
+    refused = run_cli(*args, "--sampler", "qmc", cwd=tmp_path)
+    assert refused.returncode == 2 and "--strategy random-again proposes by itself" in refused.stderr, refused.stderr
