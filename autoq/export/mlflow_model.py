@@ -121,10 +121,17 @@ def input_example(config: dict[str, Any]) -> Any:
 
 def copy_metrics(client: Any, run: Any, model_id: str) -> None:
     """Record the run's latest metrics (quality, bits, latency) on the logged model too, as ``mlflow.<flavor>.log_model``
-    does for an active run's: the experiment's Models tab then compares exported models by them."""
+    does for an active run's: the experiment's Models tab then compares exported models by them. Each is sent again
+    with its own step and timestamp, which the run's history already holds (MLflow keeps one of identical points): a
+    point of its own would add to the run's history a step-0 value of the newest session, dated 1970."""
     from mlflow.entities import Metric
 
-    latest = [Metric(key=k, value=v, timestamp=0, step=0, run_id=run.info.run_id, model_id=model_id)
-              for k, v in run.data.metrics.items()]
+    latest = []
+    for key in run.data.metrics:
+        own = [m for m in client.get_metric_history(run.info.run_id, key) if m.model_id is None]
+        if own:
+            m = max(own, key=lambda m: (m.step, m.timestamp, m.value))  # what MLflow shows as the run's value
+            latest.append(Metric(key=key, value=m.value, timestamp=m.timestamp, step=m.step, run_id=run.info.run_id,
+                                 model_id=model_id))
     for start in range(0, len(latest), 1000):  # MLflow's batch limit
         client.log_batch(run.info.run_id, metrics=latest[start:start + 1000])

@@ -48,9 +48,16 @@ def _logged_models(client: MlflowClient, run_id: str) -> list:
     return [m for m in client.search_logged_models(experiment_ids=[experiment]) if m.source_run_id == run_id]
 
 
+def _histories(client: MlflowClient, run_id: str) -> dict[str, list[tuple]]:
+    """Each metric's history of the run itself (points logged for a model left out)."""
+    return {key: sorted((m.step, m.timestamp, m.value) for m in client.get_metric_history(run_id, key) if m.model_id is None)
+            for key in client.get_run(run_id).data.metrics}
+
+
 def test_cli_logs_the_export_as_an_mlflow_model_of_its_run(searched, tmp_path, capsys, monkeypatch):
     trial = searched.points[-1]
     out = tmp_path / "local"
+    before = _histories(MlflowClient(searched.tracking_uri), trial.run_id)
     assert main(["export", "--run-id", trial.run_id, "--tracking-uri", searched.tracking_uri, "--out", str(out), "--log-to-run", "--no-progress"]) == 0
     uri = f"runs:/{trial.run_id}/{ARTIFACT_PATH}"
     client = MlflowClient(searched.tracking_uri)
@@ -64,6 +71,7 @@ def test_cli_logs_the_export_as_an_mlflow_model_of_its_run(searched, tmp_path, c
     assert [o.model_id for o in run.outputs.model_outputs] == [logged.model_id]  # the run page lists it
     assert logged.params == run.data.params  # the assignment it holds, as the run logged it
     assert {m.key: m.value for m in logged.metrics} == run.data.metrics  # quality, bits, size: the Models tab's columns
+    assert _histories(client, trial.run_id) == before  # the run's own history gained no point (one dated 1970, at step 0)
     stored = {a.path for a in client.list_logged_model_artifacts(logged.model_id)}
     assert {"MLmodel", "requirements.txt", "pyfunc_entry.py", "artifacts"} <= stored
     assert not any(name.endswith(".pkl") for name in stored)  # models from code: nothing to unpickle
