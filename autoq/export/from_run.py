@@ -104,9 +104,7 @@ def model_of(point: RunPoint) -> str:
 
 def _assignment(client, run) -> tuple[Assignment, str]:
     """(assignment, what it is) of a trial run, or of a search run's highest-quality frontier point."""
-    from mlflow.exceptions import MlflowException
-
-    from autoq.tracking.runs import artifact_text, no_download_bars
+    from autoq.tracking.runs import MissingArtifact, artifact_text, moved_artifacts, no_download_bars
 
     run_id = run.info.run_id
     is_search = run.data.tags.get("autoq.kind") == "search"
@@ -114,11 +112,11 @@ def _assignment(client, run) -> tuple[Assignment, str]:
     with tempfile.TemporaryDirectory() as tmp, no_download_bars():
         try:
             text = artifact_text(client, run, artifact, tmp)
-        except (MlflowException, OSError):
+        except MissingArtifact as exc:
             if is_search and run.info.status != "FINISHED":  # killed outright (kill -9): it logged no frontier
                 raise AutoqError(f"search run {run_id!r} did not finish (MLflow status {run.info.status}) and logged no frontier; "
                                  f"{_resume_hint(run, client.tracking_uri)}, or export one of its trial runs") from None
-            raise AutoqError(f"MLflow run {run_id!r} has no {artifact}; is it an autoq trial or search run?") from None
+            raise AutoqError(moved_artifacts(exc)) from None  # _check_exportable let only runs through that log it
     try:
         parsed = json.loads(text)
     except json.JSONDecodeError as exc:  # cut short: the search was writing it (MLflow copies an artifact in place)

@@ -138,8 +138,12 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
             if run.info.status != "FINISHED" or "quality" not in m:
                 continue
             latency_ms = m.get("latency_ms")
+            try:
+                text = artifact_text(client, run, "assignment.json", tmp)
+            except MissingArtifact as exc:  # a finished trial logged it: MLflow raised with a traceback
+                raise AutoqError(moved_artifacts(exc)) from None
             points.append(Point(
-                int(run.data.tags[TRIAL_TAG]), Assignment.from_json(artifact_text(client, run, "assignment.json", tmp)), m["quality"],
+                int(run.data.tags[TRIAL_TAG]), Assignment.from_json(text), m["quality"],
                 m["effective_bits"], int(m["size_bytes"]),
                 run.data.tags.get("uniform") == "true", run.info.run_id,
                 None if latency_ms is None else latency_ms * 1e3, run.data.tags.get("latency_source"),
@@ -181,18 +185,36 @@ def _what_it_is(client: MlflowClient, run: Run) -> str:
     return ""
 
 
+class MissingArtifact(AutoqError):
+    """A run's artifact is not in the artifact store (never logged, or the store's artifact folder moved or deleted)."""
+
+
 def artifact_text(client: MlflowClient, run: Run, name: str, tmp: str) -> str:
     """The text of ``run``'s artifact ``name``: read where it is in a local artifact store (MLflow's download is a copy,
-    about 13 ms a file: 25 of the 34 s 'autoq pareto' took over 1,956 trials), else downloaded into ``tmp``."""
+    about 13 ms a file: 25 of the 34 s 'autoq pareto' took over 1,956 trials), else downloaded into ``tmp``.
+    :class:`MissingArtifact` names where it was looked for."""
+    from mlflow.exceptions import MlflowException
     from mlflow.utils.file_utils import local_file_uri_to_path
     from mlflow.utils.uri import is_local_uri
 
     uri = run.info.artifact_uri or ""
+    where = f"{uri.rstrip('/')}/{name}"
     if is_local_uri(uri):  # file:, a plain path, and Windows' C:\ and file:///C:/ alike
         path = Path(local_file_uri_to_path(uri)) / name
         if path.is_file():
             return path.read_text()
-    return Path(client.download_artifacts(run.info.run_id, name, tmp)).read_text()
+        where = str(path)
+    try:
+        return Path(client.download_artifacts(run.info.run_id, name, tmp)).read_text()
+    except (MlflowException, OSError):
+        raise MissingArtifact(f"MLflow run {run.info.run_id!r} has no artifact {name} (looked for {where})") from None
+
+
+def moved_artifacts(exc: MissingArtifact) -> str:
+    """The error for an artifact that every run of its kind logs: the store's artifacts are gone from where MLflow
+    records them."""
+    return (f"{exc}; every such run logs it, so this store's artifact folder was moved or deleted: put it back where the "
+            "store records it (a SQLite store's is the 'mlartifacts' folder beside the database, as it was when the search ran)")
 
 
 def recorded(params: dict, name: str) -> str:

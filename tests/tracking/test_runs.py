@@ -84,3 +84,21 @@ def test_covers_compares_frontiers(searched):
 
     worse = replace(searched, frontier=tuple(replace(p, quality=p.quality - 0.1) for p in searched.frontier))
     assert searched.covers(worse) and not worse.covers(searched)
+
+
+def test_a_store_whose_artifacts_are_gone_is_one_line(searched, mlflow_uri, tmp_path, capsys):
+    """'autoq pareto' raised MLflow's 'Failed to download artifacts' with a traceback, exit 1; an export blamed the run
+    ('is it an autoq trial or search run?') for the store's missing folder."""
+    from autoq.cli import main
+
+    (tmp_path / "mlartifacts").rename(tmp_path / "elsewhere")
+    gone = "has no artifact (assignment|frontier).json .*; every such run logs it, so this store's artifact folder was moved or deleted"
+    with pytest.raises(AutoqError, match=gone):
+        autoq.SearchResult.from_mlflow(searched.parent_run_id, mlflow_uri)
+    for run_id in (searched.parent_run_id, searched.points[0].run_id):
+        with pytest.raises(AutoqError, match=gone):
+            autoq.export(None, run_id, tmp_path / "out", tracking_uri=mlflow_uri)
+    capsys.readouterr()
+    assert main(["pareto", "reload-me", "--tracking-uri", mlflow_uri]) == 2
+    err = capsys.readouterr().err
+    assert "moved or deleted" in err and "Traceback" not in err
