@@ -383,9 +383,12 @@ class MlflowTracker:
         except MlflowException:  # another store's run
             return None
         tags = run.data.tags
-        ours = tags.get("autoq.kind") == "search" and tags.get(STUDY_TAG) == study_name and run.info.lifecycle_stage == "active"
+        ours = tags.get("autoq.kind") == "search" and tags.get(STUDY_TAG) == study_name
         if not ours or run.info.experiment_id != self.experiment_id or storage is None:
             return None
+        if run.info.lifecycle_stage == "deleted":  # a new run would log every trial again, beside the old ones, still active
+            raise AutoqError(f"the MLflow run of search {study_name!r}, {run_id!r}, is deleted; restore it (mlflow runs restore "
+                             f"--run-id {run_id}, or in the UI) and resume again, to log the search where its trials are")
         if logged_with(run, storage):  # the rule find_search matches by
             return run
         moved = sqlite_path(run_storage(run) or "")

@@ -561,3 +561,20 @@ def test_ctrl_c_in_a_trial_fails_it_as_interrupted_and_the_resume_retries_it(dig
     assert "2 finished trial(s) kept, 1 interrupted one(s) to retry; 3 more to evaluate" in capsys.readouterr().err
     assert len(result.points) == 5 and cut.params in [{k: c.name for k, c in p.assignment.items()} for p in result.points]
     assert _states(storage, "cut")["RUNNING"] == 0
+
+
+def test_a_resume_whose_run_was_deleted_is_refused_not_logged_twice(digits, tmp_path, mlflow_uri):
+    """The search's run deleted in the UI: a resume started a second run and logged every finished trial again,
+    beside the old trial runs, still active (a filter on tags.pareto listed each frontier point twice)."""
+    options = dict(budget="4.5bits", seed_from="none", tracking_uri=mlflow_uri, storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+                   study_name="gone", progress=False)
+    first = autoq.search("digits-cnn", n_trials=3, **options)
+    client = MlflowClient(mlflow_uri)
+    client.delete_run(first.parent_run_id)
+    with pytest.raises(AutoqError, match=rf"the MLflow run of search 'gone', '{first.parent_run_id}', is deleted; restore it "
+                                         rf"\(mlflow runs restore --run-id {first.parent_run_id}, or in the UI\)"):
+        autoq.search("digits-cnn", n_trials=5, resume=True, **options)
+    assert _parents(client, "gone") == []  # no second run
+    client.restore_run(first.parent_run_id)
+    again = autoq.search("digits-cnn", n_trials=5, resume=True, **options)
+    assert again.parent_run_id == first.parent_run_id and len(child_runs(client, first.parent_run_id)) == 5
