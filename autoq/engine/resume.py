@@ -45,6 +45,7 @@ if TYPE_CHECKING:
 BACKENDS = ("optuna", "ray")
 RAY_UNIT = 1e-4  # Ray's smallest share of a CPU or GPU: a trial asking for less failed late, after the study was written
 INTERRUPTED_ATTR = "autoq.interrupted"
+RETRY_ATTR = "autoq.retry_of"  # trial user attribute: the number of the trial an enqueued one retries
 RUN_ATTR = "autoq.mlflow_run_id"  # study user attribute: the search's MLflow parent run (a resume reopens it)
 WALL_ATTR = "autoq.wall_seconds"  # study user attribute: wall time of the sessions so far (a resume adds its own)
 _MUST_MATCH = ("model", "budget", "space", "sampler", "strategy", "seed_from", "seed", "skip", "pins", "device", "batch", "sequential",
@@ -327,7 +328,7 @@ def _reopen(study: optuna.Study, names: dict[str, dict[str, Any]]) -> int:
     retried: those, and those a stopped search released (`release_interrupted`) whose retries still wait."""
     trials = study.get_trials(deepcopy=False)
     released = {t.number for t in trials if t.state == optuna.trial.TrialState.FAIL and t.user_attrs.get(INTERRUPTED_ATTR)}
-    waiting = sum(t.state == optuna.trial.TrialState.WAITING and t.user_attrs.get("autoq.retry_of") in released for t in trials)
+    waiting = sum(t.state == optuna.trial.TrialState.WAITING and t.user_attrs.get(RETRY_ATTR) in released for t in trials)
     running = [t for t in trials if t.state == optuna.trial.TrialState.RUNNING]
     _fail_and_requeue(study, running, names)
     return len(running) + waiting
@@ -354,10 +355,31 @@ def _fail_and_requeue(study: optuna.Study, running: list[optuna.trial.FrozenTria
         trial.set_user_attr(INTERRUPTED_ATTR, True)
         trial.set_user_attr("error", "interrupted: the search stopped while this trial ran; retried on resume")
         study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+    retries = 0
+    for t in running:
         params = t.system_attrs.get("fixed_params") or (t.params if _misfit(t.params, names, complete=True) is None else None)
         if params:
             extra = {"seeded": True} if t.user_attrs.get("seeded") else {}
-            study.enqueue_trial(params, user_attrs={"autoq.retry_of": t.number, **extra})
+            study.enqueue_trial(params, user_attrs={RETRY_ATTR: t.number, **extra})
+            retries += 1
+    _retries_first(study, retries)
+
+
+def _retries_first(study: optuna.Study, n: int) -> None:
+    """Move the ``n`` retries just enqueued, the last waiting trials, to the front of the queue. Optuna runs waiting
+    trials by number, so they ran after every seed still waiting, or not at all: a kill during a baseline, resumed
+    with fewer trials, never evaluated that baseline. The waiting trials' contents (fixed parameters, autoq's
+    attributes) move, not the trials; a queue with attributes of a plug-in's own is left in its order."""
+    waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
+    if not 0 < n < len(waiting) or any(set(t.user_attrs) - {"seeded", RETRY_ATTR} or "fixed_params" not in t.system_attrs
+                                        for t in waiting):
+        return
+    for slot, content in zip(waiting, waiting[-n:] + waiting[:-n]):
+        trial = optuna.trial.Trial(study, slot._trial_id)
+        trial.storage.set_trial_system_attr(slot._trial_id, "fixed_params", content.system_attrs["fixed_params"])
+        for key, empty in (("seeded", False), (RETRY_ATTR, None)):  # an attribute cannot be removed: set to its 'none'
+            if key in slot.user_attrs or key in content.user_attrs:
+                trial.set_user_attr(key, content.user_attrs.get(key, empty))
 
 
 def finished_trials(

@@ -578,3 +578,29 @@ def test_a_resume_whose_run_was_deleted_is_refused_not_logged_twice(digits, tmp_
     client.restore_run(first.parent_run_id)
     again = autoq.search("digits-cnn", n_trials=5, resume=True, **options)
     assert again.parent_run_id == first.parent_run_id and len(child_runs(client, first.parent_run_id)) == 5
+
+
+def test_a_killed_trials_retry_runs_before_the_seeds_still_waiting(tmp_path):
+    """Optuna runs waiting trials by number: the retry of a baseline killed mid-trial waited behind every seed, and a
+    resume with fewer trials never evaluated it ('only 3 of the 4 uniform assignments within the budget')."""
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    data = [torch.randn(8, 16, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    options = dict(budget="10bits", seed_from="none", tracking_uri=None, storage=storage, study_name="q", progress=False)
+    autoq.search(model, data, n_trials=1, **options)
+    study = optuna.load_study(study_name="q", storage=storage)
+    assert not study.get_trials(states=(optuna.trial.TrialState.WAITING,))
+    queued = [{"0": f"int{b}-ch-asym:rtn-mse", "2": f"int{b}-ch-asym:rtn-mse"} for b in (5, 6, 8)]
+    for params in queued:  # seeds as a first session enqueues them (its one trial was another)
+        study.enqueue_trial(params, user_attrs={"seeded": True})
+    study.ask()  # the first, killed as it ran: left RUNNING
+    resumed = autoq.search(model, data, n_trials=2, resume=True, **options)
+    second = [p for p in resumed.points if p.trial != 0]
+    assert [dict((n, c.name) for n, c in p.assignment.items()) for p in second] == [queued[0]]  # the killed one, not the next seed
+    trials = resumed.study().trials
+    assert trials[second[0].trial].user_attrs.get("autoq.retry_of") == 1 and trials[second[0].trial].user_attrs.get("seeded")
+    waiting = [t for t in trials if t.state.name == "WAITING"]
+    assert [t.system_attrs["fixed_params"] for t in waiting][:2] == queued[1:]  # the rest keep their order, none lost or doubled
+    assert not any(t.user_attrs.get("autoq.retry_of") for t in waiting) and all(t.user_attrs.get("seeded") for t in waiting)
