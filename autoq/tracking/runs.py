@@ -186,7 +186,12 @@ def _what_it_is(client: MlflowClient, run: Run) -> str:
 
 
 class MissingArtifact(AutoqError):
-    """A run's artifact is not in the artifact store (never logged, or the store's artifact folder moved or deleted)."""
+    """A run's artifact is not in the artifact store (never logged, the store's artifact folder moved or deleted, or a
+    served store that did not answer); ``local``: looked for in a folder."""
+
+    def __init__(self, message: str, local: bool) -> None:
+        super().__init__(message)
+        self.local = local
 
 
 def artifact_text(client: MlflowClient, run: Run, name: str, tmp: str) -> str:
@@ -198,21 +203,24 @@ def artifact_text(client: MlflowClient, run: Run, name: str, tmp: str) -> str:
     from mlflow.utils.uri import is_local_uri
 
     uri = run.info.artifact_uri or ""
-    where = f"{uri.rstrip('/')}/{name}"
-    if is_local_uri(uri):  # file:, a plain path, and Windows' C:\ and file:///C:/ alike
+    where, local = f"{uri.rstrip('/')}/{name}", is_local_uri(uri)  # file:, a plain path, and Windows' C:\ and file:///C:/ alike
+    if local:
         path = Path(local_file_uri_to_path(uri)) / name
         if path.is_file():
             return path.read_text()
         where = str(path)
     try:
         return Path(client.download_artifacts(run.info.run_id, name, tmp)).read_text()
-    except (MlflowException, OSError):
-        raise MissingArtifact(f"MLflow run {run.info.run_id!r} has no artifact {name} (looked for {where})") from None
+    except (MlflowException, OSError) as exc:
+        why = "" if local else f": {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
+        raise MissingArtifact(f"MLflow run {run.info.run_id!r} has no artifact {name} (looked for {where}{why})", local) from None
 
 
 def moved_artifacts(exc: MissingArtifact) -> str:
-    """The error for an artifact that every run of its kind logs: the store's artifacts are gone from where MLflow
-    records them."""
+    """The error for an artifact that every run of its kind logs: the store's artifacts are not where MLflow records
+    them (a local folder), or the artifact store did not serve them."""
+    if not exc.local:
+        return f"{exc}; every such run logs it: check that the tracking server serves its artifacts"
     return (f"{exc}; every such run logs it, so this store's artifact folder was moved or deleted: put it back where the "
             "store records it (a SQLite store's is the 'mlartifacts' folder beside the database, as it was when the search ran)")
 

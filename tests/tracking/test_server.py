@@ -177,6 +177,15 @@ def test_a_search_on_a_server_links_its_page_keeps_the_password_out_and_exports_
         assert torch.equal(autoq.load("models:/team-w4/1", tracking_uri=server.uri)(x), expected)
         assert torch.equal(autoq.load(f"runs:/{parent.info.run_id}/quantized_model", tracking_uri=server.uri)(x), expected)
 
+    # the server's artifacts gone: MLflow's download error with a traceback, it was; now one line that says where to look
+    (server.folder / "artifacts").rename(server.folder / "artifacts.away")
+    try:
+        with pytest.raises(autoq.AutoqError, match=r"has no artifact assignment.json \(looked for mlflow-artifacts:/.*; every such run "
+                                                   "logs it: check that the tracking server serves its artifacts"):
+            autoq.SearchResult.from_mlflow(parent.info.run_id, server.uri)
+    finally:
+        (server.folder / "artifacts.away").rename(server.folder / "artifacts")
+
 
 def test_a_server_that_goes_away_mid_search_ends_it_with_the_command_that_resumes_it(server: Server, tmp_path: Path):
     """It was minutes of MLflow's retries for each of three calls, Ctrl-C held meanwhile, then a traceback that did not
