@@ -134,7 +134,7 @@ class SensitivityTable:
 
     def to_csv(self) -> str:
         out = io.StringIO()
-        for key, value in self._meta().items():
+        for key, value in {**self._meta(), "entries": len(self.entries)}.items():  # the count: a file cut short is told apart
             out.write(f"# {key}: {json.dumps(value)}\n")
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(_CSV_COLUMNS)
@@ -163,6 +163,9 @@ class SensitivityTable:
             raise AutoqError(f"the sensitivity table has no column {', '.join(map(repr, missing))}; its header is "
                              f"{','.join(_CSV_COLUMNS)}")
         rows = [[r["layer"], r["option"], r["score"], r["stderr"] or None] for r in reader]
+        if "entries" in meta and (meta["entries"] != len(rows) or not text.endswith("\n")):  # a table written before has no count
+            raise AutoqError(f"the sensitivity table is cut short: it holds {len(rows)} of its {meta['entries']} rows"
+                             f"{'' if text.endswith(chr(10)) else ', the last one unfinished'}; compute it again (autoq sensitivity)")
         return cls._from_meta(meta, tuple(_entry(n, row) for n, row in enumerate(rows, 1)))
 
     def save(self, path: str | Path) -> Path:

@@ -253,3 +253,12 @@ def test_a_budget_is_the_decimal_it_spells_rounded_once(text, value):
     budget = parse_budget(text)
     if budget.kind == "bytes":
         assert budget.check_feasible(Cost(3.0, 15662), Cost(4.0, 20000)) is None
+
+
+@pytest.mark.parametrize(("size", "text", "shown"), [(99_996, "0.05MB", "0.0999 MB"), (999_996, "0.5MB", "0.999 MB"),
+                                                     (1_048_575, "0.5MiB", "0.999 MiB")])
+def test_a_range_top_just_under_a_power_of_ten_is_not_rounded_to_nothing(size, text, shown):
+    """0.099996 MB is shown as 0.1 MB; stepped down by that last digit, the top of the range read '0.0 MB'."""
+    budget = parse_budget(text)
+    assert budget.fmt_bound(Cost(16.0, size), up=False) == shown
+    assert parse_budget(shown.replace(" ", "")).violation(Cost(16.0, size)) > 0  # below the top it names, as a top is

@@ -140,11 +140,23 @@ def _stem(model_name: str, args: argparse.Namespace, settings: dict[str, object]
     command names (`digits-cnn-kl-n_samples-16`; skips by a short digest, regular expressions making poor names)."""
     import hashlib
 
-    parts = [model_name, *([Path(args.space).stem] if args.space != "default" else []), args.metric]
+    parts = [model_name, *([_space_part(args.space)] if args.space != "default" else []), args.metric]
     parts += [f"{key}-{value}" for key, value in sorted(settings.items())]
     if args.skip:
         parts.append("skip-" + hashlib.sha256("\n".join(args.skip).encode()).hexdigest()[:8])
     return "-".join(_safe(part) for part in parts)
+
+
+def _space_part(space: str) -> str:
+    """A preset by its name; a YAML file by its stem and a short digest of its path, so that two teams' ``space.yaml``
+    (or a file named as a preset) write tables of their own."""
+    import hashlib
+
+    from search_spaces import preset_names
+
+    if space in preset_names():  # the rule load_preset reads it by
+        return space
+    return f"{Path(space).stem}-{hashlib.sha256(str(Path(space).resolve()).encode()).hexdigest()[:6]}"
 
 
 def _safe(name: str) -> str:

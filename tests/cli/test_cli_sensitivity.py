@@ -169,3 +169,20 @@ def test_the_printed_paths_and_search_command_are_absolute(tmp_path, monkeypatch
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in files.removeprefix("Files: ").split(", "))
     command = shlex.split(next(line for line in printed.splitlines() if line.startswith("Seed a search with it: ")).split(": ", 1)[1])
     assert command[command.index("--space") + 1] == str(space) and Path(command[command.index("--seed-from") + 1]).is_absolute()
+
+
+def test_two_spaces_of_one_file_name_write_tables_of_their_own(tmp_path, capsys):
+    """Both teams' space.yaml wrote digits-cnn-space-sqnr.*: the first printed --seed-from command then named the second
+    table, and the search refused it ('no score for layer')."""
+    preset = (Path(__file__).parents[2] / "search_spaces" / "per-channel.yaml").read_text()
+    seeds = []
+    for team, text in (("a", preset), ("b", preset.replace("[2, 3, 4, 5, 6, 8]", "[4, 8]"))):
+        (tmp_path / team).mkdir()
+        (tmp_path / team / "space.yaml").write_text(text)
+        assert main(["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--space", str(tmp_path / team / "space.yaml"),
+                     "--out", str(tmp_path / "out"), "--tracking-uri", "none", "--no-progress"]) == 0
+        printed = capsys.readouterr().out
+        seeds.append(shlex.split(printed.split("Seed a search with it: ", 1)[1].splitlines()[0]))
+    tables = [command[command.index("--seed-from") + 1] for command in seeds]
+    assert tables[0] != tables[1] and all(Path(t).name.startswith("digits-cnn-space-") for t in tables)
+    assert main(seeds[0][1:] + ["--n-trials", "2", "--tracking-uri", "none", "--storage", "none", "--no-progress"]) == 0

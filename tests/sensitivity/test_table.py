@@ -130,6 +130,22 @@ def test_a_damaged_csv_table_names_the_file_and_what_is_wrong(tmp_path, edit, me
         SensitivityTable.load(path)
 
 
+@pytest.mark.parametrize(("edit", "message"), [
+    (lambda text: text[:-4], r"cut short: it holds 4 of its 4 rows, the last one unfinished"),  # a score read as another number
+    (lambda text: text[:text.rindex('\n"enc,1') + 1], r"cut short: it holds 3 of its 4 rows; compute it again"),
+])
+def test_a_csv_table_cut_short_is_refused_as_such(tmp_path, edit, message):
+    """A CSV records no end: cut in its last score it loaded with another score; cut between rows it was said to be of
+    another search space."""
+    path = tmp_path / "t.csv"
+    path.write_text(edit(table().to_csv()))
+    with pytest.raises(AutoqError, match=f"^{path}: .*{message}"):
+        SensitivityTable.load(path)
+    older = "".join(line for line in table().to_csv().splitlines(keepends=True) if not line.startswith("# entries: "))
+    path.write_text(older)  # written before the count: loads as it did
+    assert SensitivityTable.load(path) == table()
+
+
 def test_a_table_that_is_not_text_is_refused(tmp_path):
     path = tmp_path / "t.json"
     path.write_bytes(b"\xff\xfe\x00binary")
