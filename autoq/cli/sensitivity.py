@@ -152,7 +152,7 @@ def _space_part(space: str) -> str:
     (or a file named as a preset) write tables of their own."""
     import hashlib
 
-    from search_spaces import preset_names
+    from autoq.search_spaces import preset_names
 
     if space in preset_names():  # the rule load_preset reads it by
         return space
