@@ -163,9 +163,10 @@ class SensitivityTable:
             raise AutoqError(f"the sensitivity table has no column {', '.join(map(repr, missing))}; its header is "
                              f"{','.join(_CSV_COLUMNS)}")
         rows = [[r["layer"], r["option"], r["score"], r["stderr"] or None] for r in reader]
-        if "entries" in meta and (meta["entries"] != len(rows) or not text.endswith("\n")):  # a table written before has no count
+        finished = text.endswith("\n")
+        if "entries" in meta and (meta["entries"] != len(rows) or not finished):  # a table written before has no count
             raise AutoqError(f"the sensitivity table is cut short: it holds {len(rows)} of its {meta['entries']} rows"
-                             f"{'' if text.endswith(chr(10)) else ', the last one unfinished'}; compute it again (autoq sensitivity)")
+                             f"{'' if finished else ', the last one unfinished'}; compute it again (autoq sensitivity)")
         return cls._from_meta(meta, tuple(_entry(n, row) for n, row in enumerate(rows, 1)))
 
     def save(self, path: str | Path) -> Path:

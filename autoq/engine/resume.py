@@ -28,7 +28,7 @@ from autoq.engine.options import label
 from autoq.engine.ray_session import cluster_address, ray_options_set
 from autoq.engine.result import Point
 from autoq.engine.sessions import SESSION_ATTR, claim, dead_here, is_ours, live_owner, release, storage_lock
-from autoq.engine.strategy import sampler_name
+from autoq.engine.strategy import RETRY_ATTR, sampler_name
 from autoq.engine.study_names import SETTINGS_ATTR
 from autoq.engine.trials import make_point
 from autoq.errors import AutoqError
@@ -45,7 +45,6 @@ if TYPE_CHECKING:
 BACKENDS = ("optuna", "ray")
 RAY_UNIT = 1e-4  # Ray's smallest share of a CPU or GPU: a trial asking for less failed late, after the study was written
 INTERRUPTED_ATTR = "autoq.interrupted"
-RETRY_ATTR = "autoq.retry_of"  # trial user attribute: the number of the trial an enqueued one retries
 RUN_ATTR = "autoq.mlflow_run_id"  # study user attribute: the search's MLflow parent run (a resume reopens it)
 WALL_ATTR = "autoq.wall_seconds"  # study user attribute: wall time of the sessions so far (a resume adds its own)
 _MUST_MATCH = ("model", "budget", "space", "sampler", "strategy", "seed_from", "seed", "skip", "pins", "device", "batch", "sequential",

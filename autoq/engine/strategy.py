@@ -22,6 +22,7 @@ from autoq.space import SearchSpace
 OBJECTIVES = {"quality": "maximize", "effective_bits": "minimize"}
 LATENCY_OBJECTIVE = {"latency_ms": "minimize"}  # the third objective of a search with a latency source (--device)
 CONSTRAINT = "budget"
+RETRY_ATTR = "autoq.retry_of"  # trial user attribute: the number of the trial an enqueued one retries (a failure, or a resume's interrupted trial)
 
 
 def study_objectives(with_latency: bool) -> dict[str, str]:
@@ -114,7 +115,7 @@ class OptunaStrategy:
         """Enqueue a failed proposal again: the retry names the trial it retries (``autoq.retry_of``, as a resume's
         retries do) and is ``seeded`` only if that trial was (a sampler's proposal retried looked like a seed)."""
         seeded = bool(proposal.handle.user_attrs.get("seeded"))  # the Optuna trial asked for
-        self.study.enqueue_trial(_params(proposal.assignment), user_attrs={"autoq.retry_of": proposal.number, **({"seeded": True} if seeded else {})})
+        self.study.enqueue_trial(_params(proposal.assignment), user_attrs={RETRY_ATTR: proposal.number, **({"seeded": True} if seeded else {})})
 
     def ask(self) -> Proposal:
         trial = self.study.ask()
