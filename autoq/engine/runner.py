@@ -307,10 +307,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
             kept = (f"autoq: resuming {study_name!r}: {len(book.points)} finished trial(s) kept{failed}, {n_retried} interrupted one(s) to retry; "
                     + (f"{left} more to evaluate" if left else f"--n-trials {config.n_trials} are all done: nothing to evaluate"
                        + ("; failed trials count too: a larger --n-trials evaluates more" if book.n_failed else "")))
-            if config.progress:
-                bar.write(kept, file=sys.stderr)
-            else:  # a batch job's log says it too
-                print(kept, file=sys.stderr, flush=True)
+            _say(bar, kept)
     except KeyboardInterrupt as exc:
         with deferred_interrupts():  # its parent run was left RUNNING, as if the search still ran; this session's time counts
             add_wall_seconds(storage, study_name, time.perf_counter() - start)
@@ -333,11 +330,11 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
             _run_trials(workload, book, deadline, config)
         status = "FINISHED"
         if book.exhausted and book.n_done < config.n_trials:
-            print(f"autoq: the {config.strategy!r} strategy has no more distinct assignments to propose; the search ends after "
-                  f"{book.n_done} of its {config.n_trials} trials", file=sys.stderr)
+            _say(bar, f"autoq: the {config.strategy!r} strategy has no more distinct assignments to propose; the search ends after "
+                      f"{book.n_done} of its {config.n_trials} trials")
         elif book.n_done < config.n_trials and deadline is not None and time.perf_counter() > deadline:  # it said nothing
-            print(f"autoq: --timeout {config.timeout:g} s ended the search after {book.n_done} of its {config.n_trials} trials"
-                  + _kept_and_how_to_continue(config, study_name, storage, tracker is not None, bool(workload.source)), file=sys.stderr)
+            _say(bar, f"autoq: --timeout {config.timeout:g} s ended the search after {book.n_done} of its {config.n_trials} trials"
+                 + _kept_and_how_to_continue(config, study_name, storage, tracker is not None, bool(workload.source)))
     except KeyboardInterrupt as exc:
         status = "KILLED"
         raise SearchInterrupted(_interrupted_note(config, book, study_name, storage, tracker is not None, bool(workload.source))) from exc
@@ -423,6 +420,13 @@ def _store_stopped(config: SearchConfig, exc: Exception, what: str, study_name: 
     trials are kept and the command that continues it once the store answers (``resume_does``: what that resume writes)."""
     return store_failed(config.tracking_uri or "", exc, what + _kept_and_how_to_continue(config, study_name, storage, True, by_name)
                         + f" (once the store answers again{resume_does})")
+
+
+def _say(bar: tqdm, text: str) -> None:
+    """A line to stderr while the bar is open: tqdm's write puts it above the bar (a print joined the bar's line);
+    a disabled bar writes it plainly, so a batch job's log says it too."""
+    bar.write(text, file=sys.stderr)
+    sys.stderr.flush()
 
 
 def _kept_and_how_to_continue(config: SearchConfig, study_name: str, storage: str | None, tracked: bool, by_name: bool = True) -> str:

@@ -166,6 +166,7 @@ class TrialBook:
                     self.strategy.tell(proposal, None, violation)
                     self.asked = None
                 self.n_infeasible += 1
+                self._postfix()  # else the closed bar showed the count of the last finished trial, short of those after it
                 self._in_a_row += 1
                 if self._in_a_row > MAX_OVER_BUDGET_IN_A_ROW:
                     raise AutoqError(f"the sampler proposed {self._in_a_row} over-budget assignments in a row; try a larger budget or another --sampler")
@@ -225,5 +226,9 @@ class TrialBook:
         if self.bar is None or n == 0:
             return
         self.bar.update(n)
-        if self.points:
-            self.bar.set_postfix(best=f"{max(p.quality for p in self.points):.4f}", over_budget=self.n_infeasible, failed=self.n_failed)
+        self._postfix(refresh=True)
+
+    def _postfix(self, refresh: bool = False) -> None:
+        if self.bar is not None and self.points:
+            self.bar.set_postfix(best=f"{max(p.quality for p in self.points):.4f}", over_budget=self.n_infeasible, failed=self.n_failed,
+                                 refresh=refresh)

@@ -200,6 +200,26 @@ def test_a_timeout_that_ends_the_search_says_so_and_how_to_go_on(digits, tmp_pat
     assert "10 trials in " in done.stdout and not list(elsewhere.iterdir())
 
 
+def test_the_timeout_line_is_not_glued_to_the_progress_bar(digits, monkeypatch, capsys):
+    """The line was printed while the bar was still open, so it went on the end of the bar's last drawing."""
+    import re
+    import time
+
+    from autoq.engine import runner
+
+    clock, real_clock, real_evaluate = {"offset": 0.0}, time.perf_counter, runner._evaluate
+
+    def evaluate(*args, **kwargs):
+        clock["offset"] += 100.0
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(runner, "_evaluate", evaluate)
+    monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + clock["offset"])
+    autoq.search("digits-cnn", budget="4.5bits", n_trials=10, timeout=150, tracking_uri=None, storage=None, seed_from="none", progress=True)
+    err = capsys.readouterr().err
+    assert re.search(r"(^|[\r\n])autoq: --timeout 150 s ended the search", err), err[-1500:]
+
+
 def test_same_seed_same_frontier(digits, mlflow_uri):
     def run():
         r = autoq.search("digits-cnn", budget="3.5bits", n_trials=12, seed=3, tracking_uri=None, storage=None, progress=False)

@@ -225,3 +225,30 @@ def test_the_timeout_ends_a_search_whose_sampler_proposes_only_repeats():
     result = autoq.search(tiny_mlp(), _batches(), budget="16bits", pins={".": "int8-ch-asym:rtn-minmax"}, n_trials=10**5, timeout=1,
                           tracking_uri=None, storage=None, progress=False, seed_from="none")
     assert len({p.assignment for p in result.points}) == 1 and len(result.points) < 10**5  # all 10**5 took ~100 s
+
+
+def test_the_closed_bar_counts_the_over_budget_proposals_after_the_last_finished_trial():
+    """The bar's ``over_budget`` was set only when a trial finished: proposals over the budget after the last one
+    left the closed bar a count short of the summary's."""
+    import io
+
+    from tqdm import tqdm
+
+    from autoq.builtin import load_workload
+    from autoq.engine.runner import SearchConfig, prepare
+    from autoq.engine.strategy import QueueStrategy
+    from autoq.engine.trials import TrialBook
+
+    problem = prepare(load_workload("digits-cnn"), SearchConfig(budget="4.5bits", tracking_uri=None))
+    uniform = problem.space.uniform_assignments()
+    costs = {a: problem.budget.violation(problem.cost_model.cost(a)) for a in uniform}
+    fits, over = next(a for a in uniform if costs[a] <= 0), [a for a in uniform if costs[a] > 0][:2]
+    out = io.StringIO()
+    bar = tqdm(total=10, file=out, desc="autoq search")
+    book = TrialBook(QueueStrategy(problem.space, iter([fits, *over]), "s", None), problem.cost_model, problem.budget, set(),
+                     n_trials=10, max_retries=0, tracker=None, bar=bar)
+    pending = book.next()
+    book.record(pending.proposal.number, 0.9, None)
+    assert book.next() is None and book.n_infeasible == 2
+    bar.close()
+    assert out.getvalue().rstrip().split("\r")[-1].endswith("failed=0, over_budget=2]")  # tqdm sorts the keys
