@@ -136,7 +136,7 @@ def run_pareto(args: argparse.Namespace) -> int:
                          "'autoq runs --experiment NAME' lists the searches of an experiment")
     result = SearchResult.from_mlflow(run_id, args.tracking_uri)
     if not result.points:
-        raise AutoqError(f"search {args.name!r} has no finished trial yet")
+        raise AutoqError(_no_points(client, client.get_run(run_id), args.name))
     status = client.get_run(run_id).info.status
     pid = running_pid(result.storage, result.study_name) if status == "RUNNING" else None
     if pid is not None:
@@ -150,6 +150,20 @@ def run_pareto(args: argparse.Namespace) -> int:
     logged = status == "FINISHED" or any(a.path == "frontier.csv" for a in client.list_artifacts(run_id))
     print(format_summary(result, finished=logged))
     return 0
+
+
+def _no_points(client: Any, run: Any, name: str) -> str:
+    """Why a search has no frontier: every trial failed (said with the first error, which 'no finished trial yet' hid:
+    it read as a search still to run), or none finished yet."""
+    from autoq.tracking.runs import trial_runs
+
+    n_failed = int(run.data.metrics.get("n_failed", 0))
+    if run.info.status != "FAILED" or not n_failed:
+        return f"search {name!r} has no finished trial yet (MLflow status {run.info.status})"
+    errors = [r.data.tags["error"] for r in trial_runs(client, run.info.run_id, run.info.experiment_id) if "error" in r.data.tags]
+    first = f"; the first error: {errors[0]}" if errors else ""
+    return (f"search {name!r} failed: every trial failed ({n_failed}){first}; each trial's error is its MLflow child run's "
+            "'error' tag (the UI's run page shows it)")
 
 
 def _is_run(client, run_id: str) -> bool:

@@ -171,3 +171,31 @@ def test_runs_counts_the_trials_of_a_search_killed_before_its_summary(mlflow_uri
     assert main(["runs", "--tracking-uri", mlflow_uri]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("killed"))
     assert row.split()[4:6] == ["2", "0.7500"], row
+
+
+def test_pareto_of_a_search_whose_every_trial_failed_says_so_with_the_first_error(tmp_path, mlflow_uri, capsys):
+    """It said "has no finished trial yet", as if the search were still to run: every trial had failed, and why was
+    in the trial runs."""
+    import pytest
+    import torch
+    from torch import nn
+
+    from autoq.errors import AutoqError
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 8)).eval()
+    calls = [0]
+
+    def evaluate(m: nn.Module) -> float:  # the unquantized reference scores, every quantized trial raises
+        calls[0] += 1
+        if calls[0] > 1:
+            raise RuntimeError("a broken metric")
+        return 1.0
+
+    with pytest.raises(AutoqError, match="every trial failed"):
+        autoq.search(model, [torch.randn(8, 32)], evaluate, budget="5bits", n_trials=3, max_retries=0, tracking_uri=mlflow_uri,
+                     storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="all-failed", progress=False, seed_from="none")
+    capsys.readouterr()
+    assert main(["pareto", "all-failed", "--tracking-uri", mlflow_uri]) == 2
+    err = capsys.readouterr().err
+    assert "search 'all-failed' failed: every trial failed (3); the first error: RuntimeError: a broken metric" in err
