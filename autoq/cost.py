@@ -3,8 +3,9 @@
 Effective bits = (sum over quantized layers of codes + fp16 scales and zero points,
 plus the fp32 input scale of a method that scales its layer's input: AWQ, SmoothQuant)
 / (number of weights in those layers). Size in bytes additionally counts every
-other parameter (biases, embeddings, norms, skipped layers) at fp16, the form
-an exported model keeps them in. Latency, when the cost model has a latency
+other parameter (biases, embeddings, norms, skipped layers) and persistent buffer as an
+exported model stores it (`autoq.quant.stored`: fp16, but a tensor fp16 cannot hold
+and an integer one keep their dtype), so it is the exported file's tensor bytes. Latency, when the cost model has a latency
 source (``--device``), is the sum of the searched layers' GEMM latencies
 from ``autoq.latency``; attention, norms, embeddings and skipped layers are not counted.
 """
@@ -23,6 +24,7 @@ from autoq.latency import LatencyModel
 from autoq.model import LayerInfo, get_module
 from autoq.ptq.registry import input_scale_bits
 from autoq.quant import QuantSpec
+from autoq.quant.stored import stored_nbytes
 
 
 @dataclass(frozen=True)
@@ -37,15 +39,20 @@ class CostModel:
     """Size (and, with a latency source, latency) accounting for one model's quantizable layers."""
 
     layers: tuple[LayerInfo, ...]
-    other_params: int  # parameters outside the quantized weights, stored as fp16
+    other_params: int  # parameters outside the quantized weights
+    other_bytes: int  # what the export stores of them and of the persistent buffers
     latency: LatencyModel | None = None
 
     @classmethod
     def for_model(cls, model: nn.Module, layers: Sequence[LayerInfo], latency: LatencyModel | None = None) -> CostModel:
-        total = sum(p.numel() for p in model.parameters())
-        # a weight tied between layers is one parameter: subtract it once
-        weights = {id(w): w for w in (get_module(model, layer.name).weight for layer in layers)}
-        return cls(tuple(layers), total - sum(w.numel() for w in weights.values()), latency)
+        """A weight tied between layers is one parameter, counted once; the rest is priced as the export stores it (an
+        fp32 running variance beyond fp16's range at 4 bytes a value, an integer parameter in its dtype: at 2 bytes
+        each, a size budget was missed by the difference)."""
+        weights = {id(get_module(model, layer.name).weight) for layer in layers}
+        others = [p for p in model.parameters() if id(p) not in weights]
+        names = {name for name, _ in model.named_parameters(remove_duplicate=False)}
+        buffers = [b for name, b in model.state_dict().items() if name not in names]
+        return cls(tuple(layers), sum(p.numel() for p in others), sum(stored_nbytes(t) for t in [*others, *buffers]), latency)
 
     def with_latency(self, latency: LatencyModel | None) -> CostModel:
         return replace(self, latency=latency)
@@ -92,4 +99,4 @@ class CostModel:
         bits = sum(self.layer_bits(layer, assignment[layer.name]) for layer in self.layers)
         size = sum(self.layer_bytes(layer, assignment[layer.name]) for layer in self.layers)
         latency = sum(self.layer_us(layer, assignment[layer.name]) for layer in self.layers) if self.latency is not None else None
-        return Cost(bits / self.n_weights, size + 2 * self.other_params, latency)
+        return Cost(bits / self.n_weights, size + self.other_bytes, latency)

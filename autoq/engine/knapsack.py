@@ -37,7 +37,7 @@ class Knapsack:
         if kind == "bits":
             capacity = _bits_capacity(budget.value, cost_model.n_weights)
         elif kind == "bytes":
-            capacity = budget.value - 2 * cost_model.other_params
+            capacity = budget.value - cost_model.other_bytes
         else:  # layer latencies are in us
             capacity = budget.limit_us
         if scores is not None:

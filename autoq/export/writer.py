@@ -7,13 +7,12 @@ AWQ's and SmoothQuant's per-input-channel scale is stored beside the codes (the
 layer divides its input by it), bias correction's shifted bias replaces the layer's
 bias, and a layer with an activation format records it (and, static, its calibrated
 range) in the config, for `autoq.export.ActQuantLinear`.
-Every other parameter (biases, embeddings, norms, fp16 layers, skipped layers)
-is stored as fp16, the form the cost model counts; persistent buffers are
-stored as fp16 when floating, unchanged otherwise. So the file's size is the
-cost model's ``size_bytes`` plus the safetensors header and the buffers, but for
-a tensor fp16 cannot hold (beyond 65504, or lost to underflow below 6e-5), which
-keeps its own dtype, with a note (see `_stored`). A layer the point keeps fp16 is
-stored in fp16 whatever its values: the search scored ``weight.half()``.
+Every other parameter (biases, embeddings, norms, skipped layers) and persistent
+buffer is stored as `autoq.quant.stored` says, the form the cost model counts:
+fp16, but an integer tensor and one fp16 cannot hold (beyond 65504, or lost to
+underflow below 6e-5) keep their dtype, the latter with a note. So the file's size
+is the cost model's ``size_bytes`` plus the safetensors header. A layer the point
+keeps fp16 is stored in fp16 whatever its values: the search scored ``weight.half()``.
 """
 
 from __future__ import annotations
@@ -40,6 +39,7 @@ from autoq.export.mlflow_store import check_registered_name, log_export
 from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
 from autoq.files import make_folder
 from autoq.model import check_finite_weights, find_layers, get_module, tied_weights
+from autoq.quant.stored import stored_dtype
 
 
 def _check_plugin_code(point: Any, assignment: Assignment) -> None:
@@ -87,20 +87,12 @@ def _resolve_model(model: nn.Module | str, calibration: Sequence[Any] | None, da
 
 
 def _stored(name: str, tensor: torch.Tensor, kept: list[str]) -> torch.Tensor:
-    """What the export stores of a parameter or buffer outside the quantized weights: fp16 (the cost model's 2 bytes
-    a value), unless that overflows a finite value (a BatchNorm's running variance above 65504) or loses the tensor to
-    underflow (values below fp16's normal range, 6e-5, keep few bits, and below 6e-8 none: an epsilon-like parameter
-    read 0), then as it is. A few tiny values in a large tensor (an embedding's) do not count: only a tensor fp16 holds
-    worse than its usual relative precision as a whole is kept."""
-    if not tensor.is_floating_point():
-        return tensor.contiguous().clone()
-    half = tensor.half()
-    overflows = not torch.isfinite(half).all() and torch.isfinite(tensor).all()
-    underflows = not overflows and float((half.float() - tensor.float()).norm()) > 1e-3 * float(tensor.float().norm())
-    if tensor.dtype != torch.float16 and (overflows or underflows):
+    """What the export stores of a parameter or buffer outside the quantized weights: `stored_dtype`'s fp16 (what the
+    cost model counts), or the tensor's own dtype where fp16 cannot hold it, noted in ``kept``."""
+    dtype = stored_dtype(tensor)
+    if tensor.is_floating_point() and dtype != torch.float16:
         kept.append(name)
-        return tensor.contiguous().clone()
-    return half.contiguous().clone()
+    return tensor.to(dtype).contiguous().clone()
 
 
 def _check_finite_stored(model: nn.Module) -> None:

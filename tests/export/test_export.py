@@ -374,6 +374,25 @@ def test_a_tiny_value_is_kept_not_stored_as_zero(tmp_path, capsys):
         assert stored.get_tensor("1.bias").dtype == torch.float32 and stored.get_tensor("1.weight").dtype == torch.float16
 
 
+def test_the_cost_models_size_is_the_files_tensor_bytes_with_kept_integer_and_buffer_tensors(tmp_path, capsys):
+    """The cost model priced every other parameter at fp16's 2 bytes and left buffers out: an fp32 running variance
+    fp16 cannot hold, an int64 parameter and a BatchNorm's buffers made the file larger than the size a budget held."""
+    from safetensors import safe_open
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.BatchNorm2d(8), torch.nn.Flatten(), torch.nn.Linear(8 * 36, 4)).eval()
+    with torch.no_grad():
+        model[1].running_var.fill_(1e6)  # beyond fp16's 65504: kept in fp32
+    model.register_parameter("codebook", torch.nn.Parameter(torch.arange(64, dtype=torch.int64), requires_grad=False))
+    assignment = Assignment.from_dict({"0": LayerChoice.from_name("int4-ch-asym:rtn-mse"), "3": LayerChoice.from_name("int8-ch-asym:rtn-mse")})
+    out = autoq.export(model, assignment, tmp_path / "kept", progress=False)
+    assert "['1.running_var']" in capsys.readouterr().err
+    with safe_open(str(out / WEIGHTS_NAME), "pt") as f:
+        stored = sum(f.get_tensor(k).numel() * f.get_tensor(k).element_size() for k in f.keys())
+        assert f.get_tensor("codebook").dtype == torch.int64 and f.get_tensor("1.running_var").dtype == torch.float32
+    assert stored == CostModel.for_model(model, find_layers(model)).cost(assignment).size_bytes
+
+
 def test_an_export_that_fails_removes_the_folder_it_made(tmp_path, monkeypatch):
     """A method that raised mid-export left an empty folder, which read as an export gone wrong later."""
     from autoq.ptq import registry
