@@ -35,7 +35,9 @@ _UNITS = {
     "s": ("latency_ms", 1e3),
 }
 _BUDGET_RE = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*([a-z\u00b5\u03bc]*)\s*$", re.IGNORECASE)
-_SHOWN = {"bits": 1.0, "MB": 1e6, "MiB": 2.0**20, "us": 1e-3, "ms": 1.0}  # the units Budget.fmt writes, in bits, bytes or ms
+_SIZE_UNITS = {"kb": "kB", "mb": "MB", "gb": "GB", "kib": "KiB", "mib": "MiB", "gib": "GiB"}  # as typed (any case): as shown
+# the units Budget.fmt writes, in bits, bytes or ms
+_SHOWN = {"bits": 1.0, **{shown: _UNITS[typed][1] for typed, shown in _SIZE_UNITS.items()}, "us": 1e-3, "ms": 1.0}
 _EXAMPLES = "e.g. '4.5bits', '4.5', '20MB', '20MiB'"
 NEEDS_DEVICE = (
     "a latency budget needs a device to estimate latency on: pass --device h100 (or another preset: roofline estimate) "
@@ -85,7 +87,8 @@ class Budget:
             from autoq.latency import format_latency_us
 
             return format_latency_us(amount * 1e3)
-        unit = "MiB" if re.search(r"[kmg]ib\s*$", self.text, re.IGNORECASE) else "MB"  # in the unit typed: 50MiB's range in MiB
+        typed = re.search(r"([kmg]i?b)\s*$", self.text, re.IGNORECASE)  # in the unit typed: 50MiB's range in MiB, 500kB's in kB
+        unit = _SIZE_UNITS[typed.group(1).lower()] if typed else "MB"
         mb = amount / _SHOWN[unit]
         return f"{mb:.3f} {unit}" if mb >= 1 else f"{mb:.4g} {unit}"  # 9,800 bytes is 0.0098 MB, not 0.010 (a budget of 0.01MB)
 
@@ -147,8 +150,9 @@ def parse_budget(text: str | float | Budget) -> Budget:
         bits = prefix[:2] + "bi" if "i" in written else prefix
         raise AutoqError(f"budget {raw!r} reads as {bits}bits; a size budget is in bytes: '{match.group(1)}{written[:-1].replace('k', 'K')}B'")
     kind, scale = _UNITS[unit]
-    if not number > 0:
-        raise AutoqError(f"budget {raw!r} must be positive, {_EXAMPLES}")
+    if not number > 0:  # '1e-400' is positive, and 0 as a float: too small a budget to be one
+        why = "is too small to be a number" if number == 0 and Decimal(match.group(1)) > 0 else "must be positive"
+        raise AutoqError(f"budget {raw!r} {why}, {_EXAMPLES}")
     if not math.isfinite(number * scale):  # '1e400' overflows to inf: a budget nothing can be measured against
         raise AutoqError(f"budget {raw!r} is too large to be a number; {_EXAMPLES}")
     # in decimal, then rounded once: 0.015662 * 1e6 in floats is 15661.999..., which refused the 15,662-byte assignment

@@ -108,6 +108,24 @@ def test_a_number_too_large_to_be_finite_is_refused(text):
         parse_budget(text)
 
 
+@pytest.mark.parametrize("text", ["1e-400", "1e-400MB", "0.0000e-330ms"])
+def test_a_positive_number_too_small_to_be_a_float_is_not_called_negative(text):
+    """'1e-400' is 0 as a float and was refused as 'must be positive', which it is."""
+    with pytest.raises(AutoqError) as info:
+        parse_budget(text)
+    assert ("too small to be a number" in str(info.value)) == (text != "0.0000e-330ms")  # that one is 0 as written
+
+
+@pytest.mark.parametrize(("text", "unit"), [("500kB", "kB"), ("0.5GB", "GB"), ("500KiB", "KiB"), ("1GiB", "GiB"), ("20mb", "MB"),
+                                            ("20MiB", "MiB")])
+def test_a_size_range_is_in_the_unit_typed(text, unit):
+    """README: 'A feasible range is stated in the unit the budget was typed in'; a kB or GB budget's was in MB."""
+    note = parse_budget(text).check_feasible(Cost(3.0, 15662), Cost(4.0, 200_000))  # every budget here is above 200 kB
+    span = re.search(r"range for this model and search space is ([\d.]+) (\w+) to ([\d.]+) (\w+)", note)
+    assert span is not None and span.group(2) == span.group(4) == unit, note
+    assert parse_budget(f"{span.group(1)}{unit}").violation(Cost(3.0, 15662)) <= 0  # the low end, typed back, is feasible
+
+
 def test_bad_budget_message_quotes_input():
     with pytest.raises(AutoqError, match="parsecs"):
         parse_budget("4.5parsecs")
