@@ -79,9 +79,13 @@ def main() -> int:
                         help="start no new timing after this long; write what was measured (the float64 checks follow)")
     parser.add_argument("--out", default=None, help="default: benchmarks/results/kernels_<device>[_rotate].json")
     args = parser.parse_args()
-    try:
+    try:  # every argument checked before the GPU time is spent: a refusal after it threw the timings away
         formats, batches = parse_formats(args.formats), parse_batches(args.batches)
         kernels = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
+        config = BenchConfig(shapes=LLAMA_7B_SHAPES, batches=batches, formats=formats, kernels=kernels, rep_ms=args.rep_ms,
+                             max_seconds=args.max_seconds, timing=args.timing)
+        if args.out and Path(args.out).is_dir():
+            raise AutoqError(f"--out {args.out!r} is a folder; pass a file such as {str(Path(args.out) / 'kernels.json')!r}")
         require_gpu("benchmarks/kernels_llama.py")
     except AutoqError as exc:
         print(f"kernels_llama: error: {exc}", file=sys.stderr)
@@ -89,8 +93,7 @@ def main() -> int:
 
     # Timings first, written at once, then the float64 checks (which reuse the compiled kernels), written again:
     # a run stopped by its deadline keeps what it measured.
-    table = measure(BenchConfig(shapes=LLAMA_7B_SHAPES, batches=batches, formats=formats, kernels=kernels, rep_ms=args.rep_ms,
-                                max_seconds=args.max_seconds, timing=args.timing))
+    table = measure(config)
     rows = speedups(table)
     for row in rows:
         row["bandwidth_share"] = None if row["bandwidth_share"] is None else round(row["bandwidth_share"], 3)

@@ -161,6 +161,10 @@ class LatencyTable:
     def from_dict(cls, data: dict, source: str = "latency table") -> LatencyTable:
         if not isinstance(data, dict) or data.get("version") != TABLE_VERSION:
             version = data.get("version") if isinstance(data, dict) else None
+            if version is None and isinstance(data, dict) and isinstance(data.get("table"), dict) and "speedups" in data:
+                raise AutoqError(f"{source} is a benchmarks/kernels_llama.py results file, not a latency table: it holds one under its "
+                                 "'table' key; write that to a file of its own and pass it (a table measured for the default model "
+                                 "ships as --device h200)")
             raise AutoqError(f"{source}: expected a latency table of version {TABLE_VERSION}, got version {version!r}")
         if not isinstance(data.get("device"), str) or not data["device"].strip() or not isinstance(data.get("rows"), list):
             raise AutoqError(f"{source}: a latency table needs a 'device' string (the GPU's name) and a 'rows' list")

@@ -32,6 +32,32 @@ def test_cli_rejects_bad_arguments_before_looking_for_a_gpu(capsys):
     assert "rep_ms (timing time per case, ms) must be a positive whole number, got -5" in capsys.readouterr().err
 
 
+def test_an_out_that_is_a_folder_is_refused_before_measuring(tmp_path, capsys):
+    """It was refused as the table was written, after the GPU time, naming a temporary file the user never made."""
+    assert main(["kernels", "bench", "--model", "none", "--shapes", "8x8", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert f"--out {str(tmp_path)!r} is a folder; pass a file such as" in err and "CUDA" not in err
+
+
+@pytest.mark.parametrize(("args", "says"), [
+    (["--kernels", "foo"], "unknown kernel 'foo'"),
+    (["--rep-ms", "0"], "rep_ms (timing time per case, ms) must be a positive whole number, got 0"),
+    (["--max-seconds", "-1"], "max_seconds must be a positive number"),
+    (["--out", "FOLDER"], "is a folder; pass a file such as"),
+])
+def test_the_llama_benchmark_refuses_bad_arguments_before_the_gpu(tmp_path, args, says):
+    """They were checked after the GPU's timings (a traceback then; here, on no GPU, a misleading 'needs a CUDA GPU')."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = Path(__file__).resolve().parents[2] / "benchmarks" / "kernels_llama.py"
+    args = [str(tmp_path) if a == "FOLDER" else a for a in args]
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 2 and "kernels_llama: error: " in done.stderr and says in done.stderr, done.stderr[-2000:]
+    assert "Traceback" not in done.stderr
+
+
 def test_cli_takes_the_two_timings_and_nothing_else(capsys):
     with pytest.raises(SystemExit) as exc:
         main(["kernels", "bench", "--timing", "cold"])

@@ -159,3 +159,18 @@ def test_a_malformed_row_is_an_error_naming_it(table: LatencyTable, change, matc
 def test_missing_file_says_how_to_make_one(tmp_path):
     with pytest.raises(AutoqError, match="autoq kernels bench"):
         LatencyTable.load(tmp_path / "absent.json")
+
+
+def test_the_benchmarks_results_file_passed_as_a_table_says_where_its_table_is(tmp_path):
+    """The README says the results file holds the table under 'table', so a user passes it to --device: it was refused
+    as 'a latency table of version 1, got version None'."""
+    from pathlib import Path
+
+    from autoq.latency import latency_model
+
+    results = Path(__file__).resolve().parents[2] / "benchmarks" / "results" / "kernels_nvidia-h200.json"
+    with pytest.raises(AutoqError, match="is a benchmarks/kernels_llama.py results file, not a latency table: it holds one under its 'table'"):
+        latency_model(str(results), 1)
+    table = tmp_path / "h200.json"  # what the message says to do works
+    table.write_text(json.dumps(json.loads(results.read_text())["table"]))
+    assert latency_model(str(table), 1).source.startswith("table:")
