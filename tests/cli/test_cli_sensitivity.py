@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shlex
 from pathlib import Path
 
@@ -121,6 +122,16 @@ def test_search_with_strategy_and_seed_from(out, tmp_path, mlflow_uri, capsys):
     foreign = SensitivityTable("kl", model_hash(other), "x", (), 1.0, "a perturbed CNN").save(tmp_path / "foreign.json")
     assert main([*args, "--seed-from", str(foreign)]) == 2
     assert "not for this model" in capsys.readouterr().err
+    # a table of other calibration data is used, with a note (README: it was taken without a word)
+    assert main(["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--out", str(out), "--tracking-uri", "none", "--no-progress"]) == 0
+    ours = SensitivityTable.load(out / "digits-cnn-sqnr.json")
+    capsys.readouterr()
+    assert main([*args, "--seed-from", str(out / "digits-cnn-sqnr.json")]) == 0
+    assert "other calibration data" not in capsys.readouterr().err
+    other_data = dataclasses.replace(ours, data_fingerprint="0123abcd").save(tmp_path / "other-data.json")
+    assert main([*args, "--seed-from", str(other_data)]) == 0
+    assert (f"the sensitivity table {other_data} was computed on other calibration data (data 0123abcd) than this search's "
+            f"({ours.data_fingerprint})") in capsys.readouterr().err
     assert main([*args, "--strategy", "anneal"]) == 2
 
 
