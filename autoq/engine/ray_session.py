@@ -46,12 +46,32 @@ def ray_options_set(config: Any) -> dict[str, Any]:
     return {name: getattr(config, name) for name in RAY_OPTIONS if getattr(config, name) != defaults[name]}
 
 
+# Ray searches of one process run one at a time: two threads (an outer Optuna study's n_jobs=2) each started, or shut
+# down under the other, the one Ray a process has ("called ray.init twice"), and Tune's trainable registry is not
+# thread-safe. Process-wide by nature, as the Ray it guards is.
+_ONE_RAY_SEARCH = threading.RLock()
+
+
 @contextmanager
 def ray_session(config: Any) -> Iterator[None]:
-    """For ``config.backend == "ray"``: a joined or started Ray for the block, shut down after it if started here."""
+    """For ``config.backend == "ray"``: a joined or started Ray for the block, shut down after it if started here.
+    Another Ray search of this process running in another thread is waited for, with a line saying so."""
     if config.backend != "ray":
         yield
         return
+    if not _ONE_RAY_SEARCH.acquire(blocking=False):
+        print("autoq: another Ray search of this process is running; this one starts when it ends (Ray searches of one "
+              "process run one at a time)", file=sys.stderr, flush=True)
+        _ONE_RAY_SEARCH.acquire()
+    try:
+        with _ray_session(config):
+            yield
+    finally:
+        _ONE_RAY_SEARCH.release()
+
+
+@contextmanager
+def _ray_session(config: Any) -> Iterator[None]:
     import ray
 
     main = threading.current_thread() is threading.main_thread()

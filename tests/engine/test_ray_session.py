@@ -176,3 +176,33 @@ def test_a_ray_client_address_without_a_port_is_left_to_ray():
     assert _check_reachable("ray://head.example", "--address 'ray://head.example'") is False
     with pytest.raises(AutoqError, match="is not a Ray address"):
         _check_reachable("head.example", "--address 'head.example'")
+
+
+def test_two_ray_searches_of_one_process_run_one_after_the_other(tmp_path, capsys):
+    """An outer Optuna study with n_jobs=2 ran two Ray searches at once: each thread started, or shut down under the
+    other, the process's one Ray ('called ray.init twice', a node timed out during startup)."""
+    import threading
+
+    import torch
+    from torch import nn
+
+    results, errors = {}, {}
+
+    def run(i: int) -> None:
+        torch.manual_seed(i)
+        model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8)).eval()
+        try:
+            results[i] = autoq.search(model, [torch.randn(4, 16) for _ in range(4)], n_trials=3, seed_from="none", backend="ray",
+                                      workers=1, tracking_uri=None, storage=None, progress=False, seed=i)
+        except Exception as exc:  # noqa: BLE001 - reported below
+            errors[i] = exc
+
+    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=600)
+    assert not errors, errors
+    assert sorted(results) == [0, 1] and all(len(r.points) == 3 for r in results.values())
+    assert "another Ray search of this process is running; this one starts when it ends" in capsys.readouterr().err
+    assert not ray.is_initialized()
