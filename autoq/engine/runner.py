@@ -386,7 +386,8 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
     if above:
         print(f"autoq: warning: {above}", file=sys.stderr, flush=True)
     return SearchResult(
-        budget=budget, metric=workload.metric, reference_quality=reference, points=tuple(points), frontier=tuple(frontier),
+        budget=budget, metric=workload.metric, reference_quality=reference, frontier=tuple(frontier),
+        points=tuple(sorted(points, key=lambda p: p.trial)),  # in trial order, as from_mlflow reads them: Ray's finish in any
         study_name=study_name, storage=storage, tracking_uri=absolute_uri(config.tracking_uri) if config.tracking_uri else None, parent_run_id=parent_id,
         eval_seconds=eval_seconds, wall_seconds=wall_seconds, n_infeasible=book.n_infeasible, n_failed=book.n_failed,
         sequential=config.sequential, calibration_digest=calibration_digest, n_calibration=len(workload.calibration), n_uniform=len(uniform_set),

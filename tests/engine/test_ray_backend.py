@@ -301,3 +301,26 @@ def test_a_workload_that_cannot_reach_the_workers_is_one_short_error(local_ray, 
     pending = [h.__self__.to_flush for h in ray._private.worker._post_init_hooks if hasattr(getattr(h, "__self__", None), "to_flush")]
     assert not any(pending)
     assert "batches" in repr(load_workload("digits-cnn")) and len(repr(load_workload("digits-cnn"))) < 300
+
+
+def test_a_ray_search_lists_its_points_in_trial_order_as_it_reloads(local_ray, digits, mlflow_uri, tmp_path):
+    """Its points were in the order the workers finished them, so the result differed from `SearchResult.from_mlflow`
+    of its own run (and from the optuna backend's, in trial order). The first trial a worker takes sleeps here, so that
+    the other worker finishes later trials first."""
+    import time
+
+    driver = os.getpid()
+
+    def evaluate(model):
+        if os.getpid() != driver:
+            try:
+                os.close(os.open(tmp_path / "slept", os.O_CREAT | os.O_EXCL))
+                time.sleep(4)
+            except FileExistsError:
+                pass
+        return digits.evaluate(model)
+
+    workload = make_workload(digits.model, digits.calibration, evaluate, name="digits-slow-first")
+    result = _search(workload, n_trials=8, backend="ray", workers=2, tracking_uri=mlflow_uri, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert [p.trial for p in result.points] == sorted(p.trial for p in result.points)
+    assert autoq.SearchResult.from_mlflow(result.parent_run_id, mlflow_uri) == result
