@@ -51,8 +51,15 @@ def search(
     pickles, compares, and reloads with ``SearchResult.from_mlflow(run_id, tracking_uri)``.
     """
     unknown = set(options) - _CONFIG_FIELDS
-    if unknown:
-        raise AutoqError(f"unknown option(s) {sorted(unknown)}; valid options: {sorted(_CONFIG_FIELDS - {'budget'})}")
+    if unknown:  # search's own keywords are valid too: 'evalute' listed the config's alone, evaluate not among them
+        import difflib
+        import inspect
+
+        own = {n for n, p in inspect.signature(search).parameters.items() if p.kind is not p.VAR_KEYWORD}
+        valid = sorted(_CONFIG_FIELDS | own)
+        named = ", ".join(f"{name!r}" + "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(name, valid, n=1))
+                          for name in sorted(unknown))
+        raise AutoqError(f"unknown option(s) {named}; valid options: {valid}")
     config = SearchConfig(budget=budget, **options)
     if "mlflow_parent_run_id" not in options and not config.resume:  # None, given: not nested; a resume finds its stored parent
         parent = active_parent(config.tracking_uri, config.progress)

@@ -113,8 +113,11 @@ def test_calibration_that_is_no_sequence_of_batches_is_refused(calibration, says
 
 
 def test_bad_options_are_refused():
-    with pytest.raises(AutoqError, match="unknown option"):
+    with pytest.raises(AutoqError, match=r"unknown option\(s\) 'n_trailz' \(did you mean 'n_trials'\?\)"):
         autoq.search(tiny_mlp(), batches(), budget="4bits", n_trailz=3)
+    # search's own keywords are options too: a typo of one listed the config's fields alone, without it
+    with pytest.raises(AutoqError, match=r"'evalute' \(did you mean 'evaluate'\?\); valid options: \[.*'evaluate', .*'holdout'"):
+        autoq.search(tiny_mlp(), batches(), evalute=lambda m: 1.0)
     with pytest.raises(AutoqError, match="at least 2 calibration batches"):
         autoq.search(tiny_mlp(), batches(1), budget="4bits", tracking_uri=None, storage=None)
     with pytest.raises(AutoqError, match="feasible range"):
