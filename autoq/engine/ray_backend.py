@@ -21,6 +21,7 @@ This module imports Ray; ``autoq`` imports it only when ``backend="ray"``.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
@@ -28,7 +29,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from typing import Any
 
 import ray
@@ -56,7 +57,7 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
     tracking = (absolute_uri(config.tracking_uri), book.tracker.experiment_id, book.tracker.parent_id) if book.tracker else None
     methods = registered_methods()  # a worker imports autoq alone: the driver's plug-in methods go with the model
     values = dict(workload=workload, search_config=config, tracking=tracking, threads=max(1, int(config.cpus_per_trial)), methods=methods)
-    with _by_value(methods):
+    with _by_value([info.fn for info in methods] + _workload_code(workload)):
         try:  # put here, not by with_parameters: a value it fails to put stays in its registry, and every later ray.init of
             # the process (a notebook's next search) fails to put it again
             refs = {name: ray.put(value) for name, value in values.items()}
@@ -78,6 +79,10 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
         with term_stops_tune() as terms:
             tuner.fit()
         searcher.record_unexplained()
+    if searcher.fatal:
+        raise AutoqError(f"the Ray workers cannot load the search's model, data or evaluate function ({searcher.fatal}), so every "
+                         "trial would fail the same way: the search stopped at once. Install that module where the workers run "
+                         "(or put its folder on their PYTHONPATH), or use the optuna backend")
     if stopped_early(book, searcher.timed_out()):
         record_logged(book)
         raise Terminated if terms else KeyboardInterrupt  # Tune stopped early: it caught SIGTERM / Ctrl-C itself
@@ -110,16 +115,30 @@ def record_logged(book: TrialBook) -> int:
     return found
 
 
+def _workload_code(workload: Workload) -> list[Any]:
+    """What a worker unpickles besides the methods that may come from the user's own modules: ``evaluate`` and the
+    model's classes (an ``evaluate`` imported from a folder the workers do not search failed every trial, in minutes)."""
+    return [workload.evaluate, *{type(m) for m in workload.model.modules()}]
+
+
+def _module_of(code: Any) -> Any:
+    """The module a function, class, bound method, callable object or ``functools.partial`` of one is defined in."""
+    while isinstance(code, functools.partial):
+        code = code.func
+    name = getattr(code, "__module__", None)  # an object's is its class's
+    return sys.modules.get(name) if isinstance(name, str) else None
+
+
 @contextlib.contextmanager
-def _by_value(methods: tuple[MethodInfo, ...]) -> Iterator[None]:
-    """Pickle the modules of the user's own methods by their code, not their names: a plug-in loaded from a file, or
-    from a folder the workers do not search, cannot be imported there. Installed and standard-library modules (and
-    autoq's) go by name, as before, and so does ``__main__``'s code, which cloudpickle sends by value anyway."""
+def _by_value(code: Iterable[Any]) -> Iterator[None]:
+    """Pickle the modules of the user's own ``code`` (methods, ``evaluate``, model classes) by their code, not their
+    names: a module loaded from a file, or from a folder the workers do not search, cannot be imported there. Installed
+    and standard-library modules (and autoq's) go by name, as before, and so does ``__main__``'s code, which
+    cloudpickle sends by value anyway."""
     from ray import cloudpickle
 
     already = set(cloudpickle.list_registry_pickle_by_value())
-    modules = {m for m in (sys.modules.get(getattr(info.fn, "__module__", None) or "") for info in methods)
-               if m is not None and _users_own(m) and m.__name__ not in already}
+    modules = {m for m in map(_module_of, code) if m is not None and _users_own(m) and m.__name__ not in already}
     for module in modules:
         cloudpickle.register_pickle_by_value(module)
     try:
@@ -177,12 +196,13 @@ class BookSearcher(Searcher):
         self.book, self.deadline = book, deadline
         self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
         self.errored: dict[str, int] = {}  # Tune trial id -> Optuna trial number of a failed trial, until its error is read
+        self.fatal = ""  # a worker that cannot import the workload's code: every trial would fail alike, so none more starts
 
     def timed_out(self) -> bool:
         return self.deadline is not None and time.perf_counter() > self.deadline
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        if self.book.done() or (self.timed_out() and not self.book.in_flight):
+        if self.fatal or self.book.done() or (self.timed_out() and not self.book.in_flight):
             return Searcher.FINISHED
         pending = self.book.next(self.deadline)
         if pending is None:  # enough trials are running (more may be needed if one fails), or past the deadline the running
@@ -211,7 +231,10 @@ class BookSearcher(Searcher):
         number = self.errored.pop(trial_id, None)
         if number is None or number not in self.book.in_flight:
             return
-        run_id = self.book.record(number, math.nan, f"the Ray worker failed: {_error_summary(text) or 'no error text'}"[:1000])
+        summary = _error_summary(text)
+        if re.match(r"(ModuleNotFoundError|ImportError)\b", summary):
+            self.fatal = summary
+        run_id = self.book.record(number, math.nan, f"the Ray worker failed: {summary or 'no error text'}"[:1000])
         tracker = self.book.tracker
         if run_id and tracker and text:
             tracker.client.set_tag(run_id, "error", text[-5000:])

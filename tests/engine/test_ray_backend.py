@@ -181,7 +181,7 @@ def test_only_the_users_own_modules_go_by_value_and_a_callers_registration_stays
     cloudpickle.register_pickle_by_value(theirs)
     try:
         methods = (MethodInfo("a", mine.q, False), MethodInfo("b", theirs.q, False), MethodInfo("c", functools.partial(mine.q), False))
-        with _by_value(methods):
+        with _by_value([info.fn for info in methods]):
             assert cloudpickle.list_registry_pickle_by_value() >= {"my_user_plugin", "their_plugin"}
             assert "functools" not in cloudpickle.list_registry_pickle_by_value()
         assert "my_user_plugin" not in cloudpickle.list_registry_pickle_by_value()
@@ -324,3 +324,33 @@ def test_a_ray_search_lists_its_points_in_trial_order_as_it_reloads(local_ray, d
     result = _search(workload, n_trials=8, backend="ray", workers=2, tracking_uri=mlflow_uri, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert [p.trial for p in result.points] == sorted(p.trial for p in result.points)
     assert autoq.SearchResult.from_mlflow(result.parent_run_id, mlflow_uri) == result
+
+
+def test_an_evaluate_from_a_folder_the_workers_do_not_search_reaches_them_or_stops_the_search_at_once(local_ray, tmp_path, monkeypatch):
+    """An ``evaluate`` imported from the caller's own folder failed every trial with ModuleNotFoundError on the
+    workers (60 failed actors, 242 s) before 'every trial failed'. Its module now goes by value; one it imports in turn
+    still cannot be imported there, and the first such failure stops the search with what to do."""
+    import importlib
+    import time
+
+    import torch
+    from torch import nn
+
+    lib = tmp_path / "lib"
+    lib.mkdir()
+    (lib / "autoq_t_helper.py").write_text("def mse(a, b):\n    return float(((a - b) ** 2).mean())\n")
+    (lib / "autoq_t_metric.py").write_text(
+        "import torch\nimport autoq_t_helper\n\nX = torch.randn(8, 16, generator=torch.Generator().manual_seed(0))\n\n"
+        "def evaluate(model):\n    with torch.no_grad():\n        return -float(model(X).pow(2).mean())\n\n"
+        "def evaluate_with_helper(model):\n    with torch.no_grad():\n        return -autoq_t_helper.mse(model(X), 0 * X[:, :8])\n")
+    monkeypatch.syspath_prepend(str(lib))
+    metric = importlib.import_module("autoq_t_metric")
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 8)).eval()
+    data = [torch.randn(4, 16) for _ in range(4)]
+    common = dict(n_trials=4, seed_from="none", backend="ray", workers=1, tracking_uri=None, storage=None, progress=False)
+    assert len(autoq.search(model, data, metric.evaluate, **common).points) == 4
+    start = time.perf_counter()
+    with pytest.raises(AutoqError, match=r"the Ray workers cannot load .*\(ModuleNotFoundError: No module named 'autoq_t_helper'\).*stopped at once"):
+        autoq.search(model, data, metric.evaluate_with_helper, **common, max_retries=5)
+    assert time.perf_counter() - start < 60  # one failed worker, not 4 trials x 6 attempts
