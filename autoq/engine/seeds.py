@@ -25,9 +25,10 @@ def uniform_seeds(space: SearchSpace, cost_model: CostModel, budget: Budget, lim
 
     A space with several PTQ methods has a uniform assignment per (format, method): 43 within
     4.5 bits for ``full`` on MiniLM, which would fill most of a search's trials. With a limit,
-    every weight format keeps one (its first method: the frontier's reach in bits, even past the
-    limit), and the places left up to ``limit`` go to the other methods of the dearest formats,
-    where the best baseline is. ``None`` keeps them all.
+    every weight format keeps one (its first method: the frontier's reach in bits), and the places
+    left up to ``limit`` go to the other methods of the dearest formats, where the best baseline is.
+    A limit below the number of formats keeps that many formats, evenly spread from the cheapest to
+    the dearest (it kept one a format whatever the limit: 20 for ``full`` at 16). ``None`` keeps them all.
     """
     fitting = sorted((a for a in space.uniform_assignments() if budget.violation(cost_model.cost(a)) <= 0),
                      key=lambda a: budget.measure(cost_model.cost(a)))
@@ -36,7 +37,12 @@ def uniform_seeds(space: SearchSpace, cost_model: CostModel, budget: Budget, lim
     by_format: dict[tuple, list[Assignment]] = {}
     for a in fitting:  # one weight format on every layer (one cost, but for an input-scaling method's scales)
         by_format.setdefault(_format(a), []).append(a)
-    kept = {group[0] for group in by_format.values()}
+    groups = list(by_format.values())  # cheapest format first
+    if limit < len(groups):
+        picks = {round(i * (len(groups) - 1) / (limit - 1)) for i in range(limit)} if limit > 1 else {len(groups) - 1} if limit else set()
+        kept = {groups[i][0] for i in picks}
+        return [a for a in fitting if a in kept]
+    kept = {group[0] for group in groups}
     extras = [a for group in reversed(by_format.values()) for a in group[1:]]  # dearest format first
     kept.update(extras[: max(0, limit - len(kept))])
     return [a for a in fitting if a in kept]

@@ -154,8 +154,11 @@ def test_a_limit_keeps_every_format_once_then_more_methods_of_the_dearest():
     assert len(kept) == 16 and set(kept) == set(first) | set(dearest[1:]) | set(second[1:4])
     assert {a["0"].method for a in kept if a["0"].weight.name == "int4-g64-asym"} == {"rtn-mse", "rtn-lp", "gptq"}
     assert kept == [a for a in every if a in kept]  # still cheapest first
-    # fewer places than formats: one per format all the same; a large or no limit: all of them
-    assert uniform_seeds(space, cm, budget, 1) == first
+    # fewer places than formats: that many formats, from the cheapest to the dearest (it kept one a format whatever the
+    # limit, which README calls a cap); 0: none; a large or no limit: all of them
+    assert uniform_seeds(space, cm, budget, 1) == [first[-1]] and uniform_seeds(space, cm, budget, 0) == []
+    five = uniform_seeds(space, cm, budget, 5)
+    assert len(five) == 5 and set(five) <= set(first) and five[0] == first[0] and five[-1] == first[-1]
     assert uniform_seeds(space, cm, budget, 43) == every == uniform_seeds(space, cm, budget, None)
 
 
