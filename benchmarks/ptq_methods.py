@@ -13,8 +13,10 @@ A run of some models, methods or formats replaces those rows of ``--out`` and ke
 when, and at which commit, it was measured). ``rtn-minmax`` is the baseline of the error ratios: it is run
 first, and added where ``--methods`` leaves it out.
 
-SmolLM2's weights were stored as GGUF Q4_1 (4-bit, blocks of 32): 4-bit group-32
-would be lossless by accident, hence group 128 here. Its hidden size, 576, is not a
+SmolLM2's weights were stored as GGUF Q4_1 (4-bit, blocks of 32, a float minimum
+each); autoq's integer zero points do not land on that grid, so int4-g32 is not
+lossless on them (it errs as on Gaussian weights). Group 128, the default space's,
+is measured here. Its hidden size, 576, is not a
 multiple of 128: a g128 row of 576 inputs has 4 full groups and a last group of 64
 real inputs (padded for the range, counted as a whole group of scales).
 """

