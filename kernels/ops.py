@@ -49,7 +49,8 @@ def _use_triton(device: torch.device, dtype: torch.dtype, backend: str) -> bool:
     return True
 
 
-def _check_k(x: torch.Tensor, k: int) -> None:
+def check_features(x: torch.Tensor, k: int) -> None:
+    """Refuse an input whose last dimension is not the layer's ``k`` inputs, as an AutoqError saying both."""
     if x.shape[-1] != k:
         raise AutoqError(f"activations have {x.shape[-1]} features but the weight expects {k}")
 
@@ -107,7 +108,7 @@ def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: s
     ``split_k`` splits K that many ways (default: the kernel's autotuner chooses, or, where it does not autotune,
     :func:`split_k_for` for the GEMV and :func:`gemm_split_k_for` for the GEMM)."""
     n, k = w.shape
-    _check_k(x, k)
+    check_features(x, k)
     if kernel not in ("auto", "gemv", "gemm"):
         raise AutoqError(f"unknown weight-only kernel {kernel!r}; choose auto, gemv or gemm")
     if split_k is not None and (isinstance(split_k, bool) or not isinstance(split_k, int) or split_k < 1):
@@ -160,7 +161,7 @@ def quantize_tokens(x: torch.Tensor, backend: str = "auto", compile_only: bool =
 def int8_matmul(q: torch.Tensor, q_scale: torch.Tensor, w: Int8Weight, out_dtype: torch.dtype, backend: str = "auto",
                 compile_only: bool = False) -> torch.Tensor:
     """``(q * q_scale[:, None]) @ (w.qweight * w.scales[:, None]).T`` with int32 accumulation: ``(M, N)`` in ``out_dtype``."""
-    _check_k(q, w.shape[1])
+    check_features(q, w.shape[1])
     if not compile_only and not _use_triton(q.device, out_dtype, backend):
         acc = (q.double() @ w.qweight.to(q.device).double().T)  # exact: integer products in float64
         return (acc * q_scale.double()[:, None] * w.scales.to(q.device).double().reshape(1, -1)).to(out_dtype)
@@ -175,7 +176,7 @@ def int8_matmul(q: torch.Tensor, q_scale: torch.Tensor, w: Int8Weight, out_dtype
 def w8a8_linear(x: torch.Tensor, w: Int8Weight, backend: str = "auto", compile_only: bool = False) -> torch.Tensor:
     """``x @ W.T`` with int8 weights and per-token int8 activations quantized on the fly."""
     n, k = w.shape
-    _check_k(x, k)
+    check_features(x, k)
     lead = x.shape[:-1]
     q, scale = quantize_tokens(x, backend, compile_only)
     return int8_matmul(q, scale, w, x.dtype, backend, compile_only).reshape(*lead, n)

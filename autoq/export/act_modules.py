@@ -51,6 +51,9 @@ class ActQuantLinear(QuantLinear):
         return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        from autoq.kernels.ops import check_features
+
+        check_features(x, self.in_features)
         if self.input_scale is not None:
             x = (x.float() / self.input_scale).to(x.dtype)
         if self._int8_path(x):

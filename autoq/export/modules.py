@@ -77,8 +77,9 @@ class QuantLinear(nn.Module):
         return w if self.input_scale is None else w / self.input_scale[None, :]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from autoq.kernels.ops import wq_linear
+        from autoq.kernels.ops import check_features, wq_linear
 
+        check_features(x, self.in_features)  # before an input scale's division, whose error was torch's broadcasting one
         if self.input_scale is not None:
             x = (x.float() / self.input_scale).to(x.dtype)
         y = wq_linear(x, self.packed, backend=self.backend)

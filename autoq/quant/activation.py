@@ -19,7 +19,7 @@ from autoq.errors import AutoqError
 
 ACT_BITS = (4, 8)
 ACT_MODES = ("tensor", "token")
-_NAME_RE = re.compile(r"^a(\d+)-(tensor|token)(-asym)?$")
+_NAME_RE = re.compile(r"a([1-9]\d*)-(tensor|token)(-asym)?")  # fullmatch: no leading zeros, no trailing newline
 _EPS = 1e-8
 
 
@@ -47,7 +47,7 @@ class ActSpec:
 
     @classmethod
     def from_name(cls, name: str) -> ActSpec:
-        match = _NAME_RE.match(name)
+        match = _NAME_RE.fullmatch(name)
         if not match:
             raise AutoqError(f"cannot parse activation format {name!r}; expected 'a8-tensor', 'a8-token', 'a4-token' or 'a8-tensor-asym'")
         return cls(int(match.group(1)), match.group(2), match.group(3) is None)

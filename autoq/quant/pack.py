@@ -24,6 +24,8 @@ def pack_codes(codes: torch.Tensor, bits: int, chunk: int = CHUNK) -> torch.Tens
         raise ValueError(f"bits must be in 1..8, got {bits}")
     if chunk <= 0 or chunk % 8:
         raise ValueError(f"chunk must be a positive multiple of 8 codes, got {chunk}")
+    if codes.dtype.is_floating_point or codes.dtype == torch.bool:  # 1.7 was packed as 1
+        raise ValueError(f"codes must be an integer tensor, got {codes.dtype}")
     flat = codes.reshape(-1)
     if flat.numel() and (int(flat.min()) < 0 or int(flat.max()) >= (1 << bits)):
         raise ValueError(f"codes out of range for {bits}-bit packing")

@@ -7,6 +7,7 @@ every scale and every zero point is stored as fp16 (16 bits) and counted.
 from __future__ import annotations
 
 import math
+import operator
 import re
 from dataclasses import dataclass
 
@@ -17,7 +18,7 @@ GRANULARITIES = ("tensor", "channel", "group")
 GROUP_SIZES = (32, 64, 128)
 PARAM_BITS = 16  # scales and zero points are fp16
 
-_NAME_RE = re.compile(r"^int(\d+)-(tensor|ch|g(\d+))-(sym|asym)$")
+_NAME_RE = re.compile(r"int([1-9]\d*)-(tensor|ch|g([1-9]\d*))-(sym|asym)")  # fullmatch: no leading zeros, no trailing newline
 
 
 @dataclass(frozen=True)
@@ -35,6 +36,13 @@ class QuantSpec:
     symmetric: bool = False
 
     def __post_init__(self) -> None:
+        for field in ("bits", "group_size"):  # 4.0 passed the checks below as 4 and named 'int4.0-ch-asym'
+            value = getattr(self, field)
+            if value is not None:
+                try:
+                    object.__setattr__(self, field, operator.index(value))  # numpy integers too
+                except TypeError:
+                    raise AutoqError(f"{field} must be a whole number, got {value!r}") from None
         if self.bits not in SUPPORTED_BITS:
             raise AutoqError(f"unsupported bit-width {self.bits}; choose one of {SUPPORTED_BITS}")
         if self.granularity not in GRANULARITIES:
@@ -83,13 +91,15 @@ class QuantSpec:
     def from_name(cls, name: str) -> QuantSpec:
         if name == "fp16":
             return cls.half()
-        match = _NAME_RE.match(name)
+        match = _NAME_RE.fullmatch(name)
         if not match:
             raise AutoqError(
                 f"cannot parse quantization format {name!r}; expected e.g. 'int4-g128-asym', "
                 "'int8-ch-sym', 'int3-tensor-asym' or 'fp16'"
             )
         bits, gran, group, sym = match.groups()
+        if int(bits) not in SUPPORTED_BITS:  # QuantSpec's own message offered 16, which is refused next
+            raise AutoqError(f"unsupported bit-width in {name!r}: choose int2, int3, int4, int5, int6 or int8, or 'fp16' for half precision")
         if int(bits) == 16:  # QuantSpec(16, ...) is half precision: 'int16-ch-sym' read as fp16 without a word
             raise AutoqError(f"{name!r} is no integer format: choose int2 to int8 ({name.replace('int16', 'int8')!r}), or 'fp16' "
                              "for half precision")

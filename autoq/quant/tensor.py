@@ -14,6 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
+from autoq.errors import AutoqError
 from autoq.quant.spec import QuantSpec
 
 _MIN_SCALE = 2.0**-24  # fp16's smallest positive value: a scale is never 0, and a row of tiny weights keeps its codes
@@ -127,6 +128,8 @@ def quantize(w: torch.Tensor, spec: QuantSpec, lo: torch.Tensor | None = None, h
     """Quantize ``w`` (out, in) with per-group range ``[lo, hi]`` (min-max when omitted)."""
     if spec.is_half:
         raise ValueError("fp16 is not an integer format; nothing to quantize")
+    if w.dim() != 2:  # GroupView's unpacking said only "not enough values to unpack"
+        raise AutoqError(f"quantize takes a 2-D (out, in) weight, got shape {tuple(w.shape)}; reshape a convolution's to (out, -1)")
     w = w.detach().float()
     view = GroupView(tuple(w.shape), spec)
     grouped = view.split(w)

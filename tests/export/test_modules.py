@@ -142,3 +142,20 @@ def test_a_static_w8a8_row_holding_nan_is_nan_on_the_kernel_path_and_inf_clamps_
         simulated = fake_quantize_activation(x, spec, rng) @ qt.dequantize().T
     assert got[0].isnan().all() and simulated[0].isnan().all()
     assert got[1:].isfinite().all() and torch.allclose(got[1:], simulated[1:], rtol=2e-2, atol=2e-2)
+
+
+@pytest.mark.parametrize("act", [None, "a8-token"])
+def test_an_input_of_the_wrong_width_is_refused_by_name_with_an_input_scale_too(act):
+    """With an AWQ or SmoothQuant input scale the division came first and failed with torch's broadcasting error."""
+    from autoq.errors import AutoqError
+    from autoq.export import ActQuantLinear
+    from autoq.quant.activation import ActSpec
+
+    qt = quantize(torch.randn(24, 40), QuantSpec.from_name("int8-ch-sym"))
+    scale = torch.rand(40) + 0.5
+    if act is None:
+        module = QuantLinear(PackedWeight.from_quantized(qt), None, input_scale=scale, backend="torch")
+    else:
+        module = ActQuantLinear(PackedWeight.from_quantized(qt), ActSpec.from_name(act), None, None, input_scale=scale, backend="torch")
+    with pytest.raises(AutoqError, match="activations have 41 features but the weight expects 40"):
+        module(torch.randn(3, 41))

@@ -16,7 +16,7 @@ def test_names_round_trip(name):
     assert ActSpec.from_name(name).name == name
 
 
-@pytest.mark.parametrize("name", ["a16-tensor", "a8-row", "a8", "8-tensor"])
+@pytest.mark.parametrize("name", ["a16-tensor", "a8-row", "a8", "8-tensor", "a08-token", "a8-token\n"])  # read whole, as written
 def test_bad_names(name):
     with pytest.raises(AutoqError):
         ActSpec.from_name(name)

@@ -229,3 +229,39 @@ def test_unparsable_or_invalid_names_raise(name):
 def test_parse_error_message_names_the_input():
     with pytest.raises(AutoqError, match="int4-row-sym"):
         QuantSpec.from_name("int4-row-sym")
+
+
+@pytest.mark.parametrize("name", ["int04-ch-sym", "int4-g0128-asym", "int4-ch-sym\n", " int4-ch-sym"])
+def test_a_name_is_read_whole_and_as_written(name):
+    """Leading zeros and a trailing newline were read, and the name came back as another text."""
+    with pytest.raises(AutoqError, match="cannot parse quantization format"):
+        QuantSpec.from_name(name)
+
+
+def test_an_unsupported_bit_width_in_a_name_offers_the_integer_ones():
+    """'int7-ch-sym' was told to choose among (2, ..., 8, 16), and 'int16-...' is then refused."""
+    with pytest.raises(AutoqError, match=r"unsupported bit-width in 'int7-ch-sym': choose int2, int3, int4, int5, int6 or int8, or 'fp16'"):
+        QuantSpec.from_name("int7-ch-sym")
+
+
+@pytest.mark.parametrize(("args", "field"), [((4.0,), "bits"), ((4, "group", 128.0), "group_size"), (("4",), "bits")])
+def test_a_spec_takes_whole_numbers_only(args, field):
+    """QuantSpec(4.0) was named 'int4.0-ch-asym' and failed in qmax."""
+    with pytest.raises(AutoqError, match=f"{field} must be a whole number"):
+        QuantSpec(*args)
+    import numpy as np
+
+    assert QuantSpec(np.int64(4), "group", np.int32(64)).name == "int4-g64-asym"
+
+
+def test_quantize_refuses_a_weight_that_is_not_2d():
+    with pytest.raises(AutoqError, match=r"quantize takes a 2-D \(out, in\) weight, got shape \(5,\)"):
+        quantize(torch.randn(5), QuantSpec(4))
+    with pytest.raises(AutoqError, match=r"got shape \(2, 3, 4\)"):
+        quantize(torch.randn(2, 3, 4), QuantSpec(4))
+
+
+def test_pack_codes_refuses_float_codes():
+    """1.7 was packed as 1."""
+    with pytest.raises(ValueError, match="codes must be an integer tensor, got torch.float32"):
+        pack_codes(torch.tensor([1.7]), 4)
