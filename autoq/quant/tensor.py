@@ -2,7 +2,7 @@
 
 Codes are unsigned integers in ``[0, 2**bits - 1]`` and dequantize as
 ``w_hat = scale * (code - zero)``. ``scale`` and ``zero`` are rounded to fp16
-before the codes are computed, so what is simulated is exactly what is stored.
+before the codes are computed, so what is simulated of a weight is exactly what is stored.
 Symmetric formats fix ``zero = 2**(bits-1)`` (not stored); asymmetric formats
 store an integer zero point in ``[0, 2**bits - 1]`` per group, as fp16.
 """
