@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from provenance import OUT_HELP
+from provenance import OUT_HELP, provenance
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{name:6s} {report.cases:4d} cases  {report.workers:3d} workers  {report.compiled:4d} kernels  "
                   f"{report.seconds:7.1f} s  {report.seconds / max(report.compiled, 1):.2f} s a kernel"
                   f"{'  FAILED: ' + report.failures[0] if report.failures else ''}", flush=True)
-    result = {"arch": f"sm_{args.arch}", "triton": triton.__version__, "cpus": os.cpu_count(), "rows": rows}
+    result = {**provenance(), "arch": f"sm_{args.arch}", "triton": triton.__version__, "cpus": os.cpu_count(), "rows": rows}
     Path(args.out).write_text(json.dumps(result, indent=1) + "\n")
     print(f"written to {args.out}")
     return 0 if all(not r["failures"] for r in rows) else 1

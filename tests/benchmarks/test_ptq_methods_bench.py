@@ -45,3 +45,16 @@ def test_provenance_names_the_cpu_the_date_and_the_commit(bench):
     run = provenance()
     assert set(run) >= {"machine", "date", "autoq_commit", "torch", "python"}
     assert not run["machine"].startswith(("x86_64,", "(")) and run["autoq_commit"] != ""  # a CPU name, not only the architecture
+
+
+GPU_ONLY = {"gemm_sass.py", "gemv_floor.py", "gemv_sass.py", "gpu_session.py", "kernels_llama.py", "provenance.py"}
+
+
+def test_every_cpu_benchmark_writes_its_provenance_into_its_json():
+    """The docstring's claim, checked: precompile.py (no GPU needed) wrote only the architecture and the CPU count."""
+    from pathlib import Path
+
+    scripts = sorted(p for p in (Path(__file__).resolve().parents[2] / "benchmarks").glob("*.py") if p.name not in GPU_ONLY)
+    assert len(scripts) >= 15
+    missing = [p.name for p in scripts if "provenance()" not in p.read_text()]
+    assert not missing, f"benchmarks that write no provenance() into their JSON: {missing}"
