@@ -38,8 +38,10 @@ def uniform_seeds(space: SearchSpace, cost_model: CostModel, budget: Budget, lim
     for a in fitting:  # one weight format on every layer (one cost, but for an input-scaling method's scales)
         by_format.setdefault(_format(a), []).append(a)
     groups = list(by_format.values())  # cheapest format first
-    if limit < len(groups):
-        picks = {round(i * (len(groups) - 1) / (limit - 1)) for i in range(limit)} if limit > 1 else {len(groups) - 1} if limit else set()
+    if limit < len(groups):  # fewer places than formats: that many formats, the dearest first, then spread to the cheapest
+        if limit == 0:
+            return []
+        picks = {len(groups) - 1} if limit == 1 else {round(i * (len(groups) - 1) / (limit - 1)) for i in range(limit)}
         kept = {groups[i][0] for i in picks}
         return [a for a in fitting if a in kept]
     kept = {group[0] for group in groups}
