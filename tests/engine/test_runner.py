@@ -169,9 +169,8 @@ def test_a_skip_string_is_one_pattern_and_a_search_with_no_point_says_why():
         _ = empty.best
 
 
-def test_a_timeout_that_ends_the_search_says_so_and_how_to_go_on(digits, tmp_path, monkeypatch, capsys):
-    """A search stopped by --timeout printed only "N trials in S s", as if it had done what was asked. Each evaluation
-    here moves the clock on by 100 s, so a timeout of 150 s ends the search after its second trial."""
+def _each_evaluation_takes_100_s(monkeypatch) -> None:
+    """Move ``time.perf_counter`` on by 100 s at each evaluation: a timeout of 150 s ends a search after its second trial."""
     import time
 
     from autoq.engine import runner
@@ -184,6 +183,11 @@ def test_a_timeout_that_ends_the_search_says_so_and_how_to_go_on(digits, tmp_pat
 
     monkeypatch.setattr(runner, "_evaluate", evaluate)
     monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + clock["offset"])
+
+
+def test_a_timeout_that_ends_the_search_says_so_and_how_to_go_on(digits, tmp_path, monkeypatch, capsys):
+    """A search stopped by --timeout printed only "N trials in S s", as if it had done what was asked."""
+    _each_evaluation_takes_100_s(monkeypatch)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     result = autoq.search("digits-cnn", budget="4.5bits", n_trials=10, timeout=150, tracking_uri=None, storage=storage, study_name="t",
                           seed_from="none", progress=False)
@@ -203,18 +207,8 @@ def test_a_timeout_that_ends_the_search_says_so_and_how_to_go_on(digits, tmp_pat
 def test_the_timeout_line_is_not_glued_to_the_progress_bar(digits, monkeypatch, capsys):
     """The line was printed while the bar was still open, so it went on the end of the bar's last drawing."""
     import re
-    import time
 
-    from autoq.engine import runner
-
-    clock, real_clock, real_evaluate = {"offset": 0.0}, time.perf_counter, runner._evaluate
-
-    def evaluate(*args, **kwargs):
-        clock["offset"] += 100.0
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(runner, "_evaluate", evaluate)
-    monkeypatch.setattr(time, "perf_counter", lambda: real_clock() + clock["offset"])
+    _each_evaluation_takes_100_s(monkeypatch)
     autoq.search("digits-cnn", budget="4.5bits", n_trials=10, timeout=150, tracking_uri=None, storage=None, seed_from="none", progress=True)
     err = capsys.readouterr().err
     assert re.search(r"(^|[\r\n])autoq: --timeout 150 s ended the search", err), err[-1500:]
