@@ -183,8 +183,7 @@ class LatencyTable:
                                  float(raw["median_us"]), float(raw["p20_us"]), float(raw["p80_us"]), float(raw["gbps"]),
                                  str(raw.get("activation", WEIGHT_ONLY)), tuple(str(t) for t in raw.get("tiles", ())),
                                  tuple((str(t), float(us)) for t, us in dict(raw.get("tile_timings_us", {})).items()))
-                if QuantSpec.from_name(row.format).name != row.format:  # int4-g0128-asym is int4-g128-asym under another name
-                    raise AutoqError(f"format {row.format!r} is written {QuantSpec.from_name(row.format).name!r}")
+                QuantSpec.from_name(row.format)  # read whole and as written: int4-g0128-asym is refused, not int4-g128-asym
             except (TypeError, ValueError, AutoqError) as exc:
                 raise AutoqError(f"{source}: row {i} ({raw.get('format')} {raw.get('n')}x{raw.get('k')}) is malformed: {exc}; "
                                  "each row holds integers n, k, batch, a format name such as int4-g128-asym, and numbers in microseconds") from None

@@ -143,7 +143,7 @@ def test_a_table_that_is_not_text_is_refused(tmp_path):
     ({"k": "1536"}, r"row 0 has k='1536'"),
     ({"activation": "bogus"}, r"row 0 has activation 'bogus'; a row's activation is fp16 or int8-token"),
     ({"format": "int16-tensor-sym"}, r"is malformed: 'int16-tensor-sym' is no integer format: choose int2 to int8"),
-    ({"format": "int4-g0128-asym"}, r"is malformed: format 'int4-g0128-asym' is written 'int4-g128-asym'"),  # another spelling
+    ({"format": "int4-g0128-asym"}, r"is malformed: cannot parse quantization format 'int4-g0128-asym'"),  # another spelling
 ])
 def test_a_malformed_row_is_an_error_naming_it(table: LatencyTable, change, match):
     data = table.to_dict()
