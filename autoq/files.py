@@ -1,5 +1,5 @@
-"""Files: `write_text_atomic` (a file written whole or not at all), `make_folder` (an output folder, made up front) and
-`folder_lock` (one process at a time, on this machine, in a step over a folder's databases)."""
+"""Files: `write_text_atomic` (a file written whole or not at all), `make_folder` (an output folder, made up front),
+`check_not_folder` (an output file that is no folder) and `folder_lock` (one process at a time, on this machine, in a step over a folder's databases)."""
 
 from __future__ import annotations
 
@@ -42,6 +42,13 @@ def make_folder(path: str | Path, what: str) -> Path:
     if not os.access(path, os.W_OK):
         raise AutoqError(f"the {what} folder {str(path)!r} is not writable; pass a folder you can write to")
     return path
+
+
+def check_not_folder(path: str | Path | None, option: str, example: str) -> None:
+    """Refuse an output file's ``option`` naming a folder, before the work that fills it: refused as it was written,
+    the work was lost (and the error named a temporary file); ``example``: a file name to suggest inside it."""
+    if path and Path(path).is_dir():
+        raise AutoqError(f"{option} {str(path)!r} is a folder; pass a file such as {str(Path(path) / example)!r}")
 
 
 @contextlib.contextmanager

@@ -25,6 +25,7 @@ import torch
 
 from autoq.cli.kernels import device_slug
 from autoq.errors import AutoqError
+from autoq.files import check_not_folder
 from autoq.kernels.bench import (
     LLAMA_7B_SHAPES,
     BenchConfig,
@@ -84,8 +85,7 @@ def main() -> int:
         kernels = tuple(k.strip() for k in args.kernels.split(",") if k.strip())
         config = BenchConfig(shapes=LLAMA_7B_SHAPES, batches=batches, formats=formats, kernels=kernels, rep_ms=args.rep_ms,
                              max_seconds=args.max_seconds, timing=args.timing)
-        if args.out and Path(args.out).is_dir():
-            raise AutoqError(f"--out {args.out!r} is a folder; pass a file such as {str(Path(args.out) / 'kernels.json')!r}")
+        check_not_folder(args.out, "--out", "kernels.json")
         require_gpu("benchmarks/kernels_llama.py")
     except AutoqError as exc:
         print(f"kernels_llama: error: {exc}", file=sys.stderr)

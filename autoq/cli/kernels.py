@@ -51,7 +51,7 @@ def run_bench(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from autoq.errors import AutoqError
-    from autoq.files import make_folder
+    from autoq.files import check_not_folder, make_folder
     from autoq.kernels.bench import (
         BenchConfig,
         default_formats,
@@ -77,8 +77,7 @@ def run_bench(args: argparse.Namespace) -> int:
         raise AutoqError("--model none measures only --shapes, and no --shapes were given")
     config = BenchConfig(shapes=shapes, batches=batches, formats=formats, kernels=kernels, rep_ms=args.rep_ms,
                          max_seconds=args.max_seconds, compile_workers=args.compile_workers, timing=args.timing)  # checked before the GPU
-    if args.out and Path(args.out).is_dir():  # else refused as it was written, the measurement lost, naming a temporary file
-        raise AutoqError(f"--out {args.out!r} is a folder; pass a file such as {str(Path(args.out) / 'latency.json')!r}")
+    check_not_folder(args.out, "--out", "latency.json")
     require_gpu("'autoq kernels bench'")  # before loading a model: without a GPU there is nothing to measure
     import torch
 
