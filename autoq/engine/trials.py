@@ -148,8 +148,17 @@ class TrialBook:
         take no evaluation, kept this loop past ``--timeout`` for good).
 
         Over-budget proposals are told as infeasible here; assignments with a known
-        quality are recorded at once without evaluating them again.
+        quality are recorded at once without evaluating them again. The bar's ``over_budget`` is set once a call: set
+        only when a trial finished, the closed bar was short of those after the last one.
         """
+        infeasible = self.n_infeasible
+        try:
+            return self._next(deadline)
+        finally:
+            if self.n_infeasible != infeasible:
+                self._postfix()
+
+    def _next(self, deadline: float | None) -> Pending | None:
         while self.wanted() > 0:
             if deadline is not None and time.perf_counter() > deadline:
                 return None
@@ -166,7 +175,6 @@ class TrialBook:
                     self.strategy.tell(proposal, None, violation)
                     self.asked = None
                 self.n_infeasible += 1
-                self._postfix()  # else the closed bar showed the count of the last finished trial, short of those after it
                 self._in_a_row += 1
                 if self._in_a_row > MAX_OVER_BUDGET_IN_A_ROW:
                     raise AutoqError(f"the sampler proposed {self._in_a_row} over-budget assignments in a row; try a larger budget or another --sampler")
