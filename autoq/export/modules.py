@@ -79,8 +79,8 @@ class QuantLinear(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from autoq.kernels.ops import check_features, wq_linear
 
-        check_features(x, self.in_features)  # before an input scale's division, whose error was torch's broadcasting one
-        if self.input_scale is not None:
+        if self.input_scale is not None:  # checked before the division, whose error was torch's broadcasting one (wq_linear checks too)
+            check_features(x, self.in_features)
             x = (x.float() / self.input_scale).to(x.dtype)
         y = wq_linear(x, self.packed, backend=self.backend)
         return y if self.bias is None else y + self.bias.to(y.dtype)
