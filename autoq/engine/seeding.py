@@ -65,12 +65,14 @@ def seed_table(workload: Workload, space: SearchSpace, seed_from: str, progress:
         table = show_notes(SensitivityTable.load(seed_from))
         table.check_model(model_hash(workload.model), workload.name)
         # a model loaded by name: its data is a recipe's (another --data, another size). A caller's own module is left alone:
-        # a table on all its batches (the search holds some out) or on (inputs, labels) for a task loss is the usual case
-        ours = data_fingerprint(workload.calibration) if workload.source else ""  # as a table of these batches records them
-        if workload.source and table.data_fingerprint not in {workload.data_fingerprint, ours}:  # scores still rank: said, not refused
-            print(f"autoq: note: the sensitivity table {seed_from} was computed on other calibration data (data {table.data_fingerprint}) "
-                  f"than this search's ({workload.data_fingerprint or ours}): its scores rank the layers as that data did",
-                  file=sys.stderr, flush=True)
+        # a table on all its batches (the search holds some out) or on (inputs, labels) for a task loss is the usual case.
+        # The batches' own hash (a table of them records it where the workload has no recipe) only where the recipe differs
+        if workload.source and table.data_fingerprint != workload.data_fingerprint:
+            ours = data_fingerprint(workload.calibration)
+            if table.data_fingerprint != ours:  # scores on other data still rank: said, not refused
+                print(f"autoq: note: the sensitivity table {seed_from} was computed on other calibration data (data "
+                      f"{table.data_fingerprint}) than this search's ({workload.data_fingerprint or ours}): its scores rank the "
+                      "layers as that data did", file=sys.stderr, flush=True)
         return table
     if progress:
         print(f"autoq: {seed_from} sensitivity for {len(space.layers)} layers (cached after the first run) ...", file=sys.stderr, flush=True)
