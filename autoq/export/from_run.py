@@ -99,7 +99,15 @@ def model_of(point: RunPoint) -> str:
         searched = f"{point.model_name!r}" if point.model_name else "a model"
         raise AutoqError(f"{point.what} searched {searched} given as a module (or by an autoq that did not log its source); "
                          "pass the model to export: --model NAME_OR_DIR, or autoq.export(model, ...)")
-    return point.model_source
+    from pathlib import Path
+
+    from autoq.builtin import BUILTINS
+
+    source = point.model_source
+    if source not in BUILTINS and not (Path(source) / "config.json").is_file():  # a local HF folder moved or deleted since
+        raise AutoqError(f"{point.what} searched the Hugging Face model in {source}, which has no config.json now (moved or "
+                         "deleted?); pass the model's folder where it is now: --model DIR, or autoq.export(DIR, ...)")
+    return source
 
 
 def _assignment(client, run) -> tuple[Assignment, str]:
