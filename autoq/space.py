@@ -34,6 +34,15 @@ def _granularity(token: str, where: str) -> tuple[str, int | None]:
     return "group", int(match.group(1))
 
 
+def _activation(act: str | None, layer: LayerInfo) -> ActSpec | None:
+    """A rule's activation format as ``layer`` takes it: none on a convolution, nor a static (calibrated) one on a
+    layer without calibration rows."""
+    if not act or not layer.is_linear:
+        return None
+    spec = ActSpec.from_name(act)
+    return None if spec.static and layer.no_rows else spec
+
+
 def _rule_choices(rule: Rule, layer: LayerInfo, where: str) -> dict[str, LayerChoice]:
     """Option label (as written in the preset, e.g. ``int4-g128-asym:rtn-mse``) -> the layer's choice.
 
@@ -41,7 +50,8 @@ def _rule_choices(rule: Rule, layer: LayerInfo, where: str) -> dict[str, LayerCh
     every layer even where a narrow layer turns g128 into per-channel, or where a
     convolution, which cannot take an activation format, turns ``+a8-tensor`` weight-only.
     A layer data-driven methods cannot run on (``LayerInfo.no_rows``: a depthwise
-    convolution, say) gets the rule's data-free methods only.
+    convolution, a layer the calibration data never reaches) gets the rule's data-free
+    methods only, and its static activation formats (calibrated ranges) turn weight-only.
     """
     for method in rule.methods:
         get_method(method)  # unknown method -> AutoqError naming the known ones
@@ -63,7 +73,7 @@ def _rule_choices(rule: Rule, layer: LayerInfo, where: str) -> dict[str, LayerCh
                     for act in rule.activations:
                         label = f"int{bits}-{'ch' if token == 'channel' else token}-{'sym' if sym else 'asym'}:{method}"
                         label += f"+{act}" if act else ""
-                        labelled[label] = LayerChoice(spec, method, ActSpec.from_name(act) if act and layer.is_linear else None)
+                        labelled[label] = LayerChoice(spec, method, _activation(act, layer))
     if rule.half or 16 in rule.bits:
         labelled["fp16"] = LayerChoice(QuantSpec.half())
     return labelled

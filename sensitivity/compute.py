@@ -26,8 +26,8 @@ from autoq.builtin.workload import Workload, cache_dir
 from autoq.choice import LayerChoice
 from autoq.code_digest import code_digest
 from autoq.errors import AutoqError
-from autoq.evaluate import QuantCache
-from autoq.model import LayerInfo
+from autoq.evaluate import QuantCache, check_finite_batches
+from autoq.model import LayerInfo, check_finite_weights
 from autoq.model.capture import DEFAULT_MAX_SAMPLES, CalibrationStats
 from autoq.model.modes import eval_mode
 from autoq.ptq import method_info
@@ -109,6 +109,8 @@ def compute_table(
             return show_notes(SensitivityTable.load(path))
         except AutoqError:  # damaged (a copy cut short, an edit): computed again below and written over
             pass
+    check_finite_batches(batches)  # as a search does: every score was NaN, refused after the whole metric ran
+    check_finite_weights(model, layers)
     inputs = Inputs(model, tuple(batches), tuple(layers), tuple(tuple(o) for o in options), loss, weights)
     start = time.perf_counter()
     bar = tqdm(total=info.n_steps(inputs, resolved), desc=f"autoq sensitivity {metric}", disable=not progress, dynamic_ncols=True)

@@ -59,8 +59,9 @@ def run(args: argparse.Namespace) -> int:
     from autoq.builtin import load_workload
     from autoq.cli.mlflow_args import named_experiment, tracking_uri_of
     from autoq.errors import AutoqError
+    from autoq.evaluate.cache import uncalled_layers
     from autoq.files import make_folder
-    from autoq.model import find_layers, left_out_note, searched_tied
+    from autoq.model import find_layers, left_out_note, mark_unreached, searched_tied, unreached_note
     from autoq.quiet import quiet_logs
     from autoq.search_spaces import load_preset
     from autoq.sensitivity import get_metric, workload_table
@@ -95,6 +96,10 @@ def run(args: argparse.Namespace) -> int:
     if note:
         print(f"autoq: note: {note}", file=sys.stderr, flush=True)
     space = SearchSpace.build(preset, layers)
+    uncalled = uncalled_layers(workload.model, space.layers, space.options, workload.calibration)
+    if uncalled:  # as a search's space gives them: data-free methods only (GPTQ, AWQ, ... have no rows of theirs)
+        print(f"autoq: note: {unreached_note(uncalled)}", file=sys.stderr, flush=True)
+        space = SearchSpace.build(preset, mark_unreached(layers, uncalled))
     start = time.perf_counter()
     table = workload_table(workload, space.layers, space.options, args.metric, settings, refresh=args.refresh, progress=not args.no_progress)
     wall = time.perf_counter() - start

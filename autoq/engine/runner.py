@@ -54,9 +54,10 @@ from autoq.engine.study_names import default_study_name, new_study
 from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError, SearchInterrupted
 from autoq.evaluate import QuantCache, check_finite_batches
+from autoq.evaluate.cache import uncalled_layers
 from autoq.interrupts import ForcedInterrupt, deferred_interrupts
 from autoq.latency import latency_model
-from autoq.model import check_finite_weights, find_layers, left_out_note, searched_tied
+from autoq.model import check_finite_weights, find_layers, left_out_note, mark_unreached, searched_tied, unreached_note
 from autoq.plugins import portable
 from autoq.ptq import plugin_code
 from autoq.quiet import quiet_logs
@@ -162,6 +163,7 @@ class Prepared:
     budget: Budget
     slack: str | None = None
     left_out: str | None = None  # the note on layers left unquantized: tied weights, or weights a parametrization computes
+    unreached: str | None = None  # the note on layers the calibration batches never reach (data-free methods only)
 
 
 def prepare(workload: Workload, config: SearchConfig) -> Prepared:
@@ -180,8 +182,13 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
         check_experiment(config.tracking_uri, config.experiment)
     kept = {layer.name for layer in layers}
     skipped = [layer.name for layer in find_layers(workload.model)] if skip else []
-    space = SearchSpace.build(load_preset(config.space), layers, dict(config.pins), [n for n in skipped if n not in kept])
+    unsearched = [n for n in skipped if n not in kept]
+    space = SearchSpace.build(load_preset(config.space), layers, dict(config.pins), unsearched)
     check_calibration_usable(workload, space, config.space)
+    uncalled = uncalled_layers(workload.model, space.layers, space.options, workload.calibration)
+    if uncalled:  # trials giving them GPTQ, AWQ, ... all failed ("saw no input"): the space gives them data-free methods
+        layers = mark_unreached(layers, uncalled)
+        space = SearchSpace.build(load_preset(config.space), layers, dict(config.pins), unsearched)
     cost_model = CostModel.for_model(workload.model, layers, latency_model(config.device, config.batch))
     left_out = left_out_note(workload.model, skip, tied)
     try:
@@ -192,7 +199,7 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
         if not notes:
             raise
         raise AutoqError("; ".join([str(exc), *notes])) from None
-    return Prepared(space, cost_model, budget, slack, left_out)
+    return Prepared(space, cost_model, budget, slack, left_out, unreached_note(uncalled) if uncalled else None)
 
 
 def check_calibration_usable(workload: Workload, space: SearchSpace, space_name: str) -> None:
@@ -244,7 +251,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
     derived = {"plugin_code": problem_code, "space_options": space.digest}  # what a resume compares besides the options given
     coverage = getattr(cost_model.latency, "coverage_note", None)  # a measured table: the layers it did not measure near
     shapes = [(layer.name, layer.out_features, layer.in_features) for layer in space.layers]
-    for note in (problem.left_out, problem.slack, cost_model.latency.note if cost_model.latency is not None else None,
+    for note in (problem.left_out, problem.unreached, problem.slack, cost_model.latency.note if cost_model.latency is not None else None,
                  coverage(shapes) if coverage else None):
         if note:
             print(f"autoq: note: {note}", file=sys.stderr, flush=True)

@@ -14,7 +14,7 @@ each seeing inputs from the already-quantized earlier layers, and caches them al
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
@@ -24,8 +24,8 @@ from torch import nn
 
 from autoq.choice import LayerChoice
 from autoq.errors import AutoqError
-from autoq.model import channels_first, get_module, to_native, weight_2d
-from autoq.model.capture import CalibrationStats, LayerStats
+from autoq.model import LayerInfo, channels_first, get_module, to_native, weight_2d
+from autoq.model.capture import CalibrationStats, LayerStats, unreached
 from autoq.ptq import method_needs_stats, run_method
 from autoq.ptq.registry import MethodError
 from autoq.ptq.result import bias_delta_of, input_scale_of
@@ -69,6 +69,14 @@ def needs_stats(choice: LayerChoice) -> bool:
     if choice.weight.is_half:
         return False
     return method_needs_stats(choice.method) or (choice.activation is not None and choice.activation.static)
+
+
+def uncalled_layers(model: nn.Module, layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]], batches: Sequence[Any]) -> list[str]:
+    """The layers with data-driven options that ``model`` never calls on the calibration ``batches``: a space built with
+    them marked (`autoq.model.mark_unreached`) gives them data-free methods only. One forward of the first batch,
+    usually; none when no option needs the data."""
+    wanting = [layer for layer, opts in zip(layers, options) if any(needs_stats(c) for c in opts)]
+    return unreached(model, wanting, batches) if wanting and batches else []
 
 
 def quantize_choice(module: nn.Module, choice: LayerChoice, stats: LayerStats | None = None) -> tuple[QuantizedTensor, torch.Tensor | None, ActRange | None]:

@@ -22,6 +22,7 @@ soon as the layer has its input), instead of one pass for all layers.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +32,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from autoq.errors import AutoqError
-from autoq.model.layers import LayerInfo, channels_first, get_module, rows_unsupported
+from autoq.model.layers import NOT_REACHED, LayerInfo, channels_first, get_module, rows_unsupported
 from autoq.model.modes import eval_mode
 
 DEFAULT_MAX_SAMPLES = 512
@@ -153,8 +154,10 @@ class _Accumulator:
         self.n = 0
         self.samples: torch.Tensor | None = None  # a uniform sample of the rows seen: those with the smallest keys
         self.keys: torch.Tensor | None = None
+        self.called = False  # the model called the layer (perhaps on padding only)
 
     def add(self, rows: torch.Tensor) -> None:
+        self.called = True
         rows = rows.detach().float()
         if rows.shape[0] == 0:  # a batch of padding only
             return
@@ -236,8 +239,10 @@ def capture_stats(
     batches: Sequence[Any],
     max_samples: int = DEFAULT_MAX_SAMPLES,
     seed: int = 0,
+    called_only: bool = False,
 ) -> dict[str, LayerStats]:
-    """Statistics of every layer in ``layers`` from one pass over ``batches`` (float model)."""
+    """Statistics of every layer in ``layers`` from one pass over ``batches`` (float model); ``called_only`` leaves out
+    a layer the model never called (:func:`unreached`) instead of refusing it."""
     if not batches:
         raise AutoqError("capturing layer statistics needs at least one calibration batch")
     accs = {layer.name: _Accumulator(max_samples, seed + i, layer.name) for i, layer in enumerate(layers)}
@@ -252,7 +257,7 @@ def capture_stats(
     finally:
         for h in handles:
             h.remove()
-    return {name: _named(name, acc) for name, acc in accs.items()}
+    return {name: _named(name, acc) for name, acc in accs.items() if acc.called or not called_only}
 
 
 def _named(name: str, acc: _Accumulator) -> LayerStats:
@@ -280,6 +285,28 @@ def execution_order(model: nn.Module, layers: Sequence[LayerInfo], batch: Any) -
     return sorted(range(len(layers)), key=lambda i: first.get(i, len(layers) + i))
 
 
+def unreached(model: nn.Module, layers: Sequence[LayerInfo], batches: Sequence[Any]) -> list[str]:
+    """Names of ``layers`` (those data-driven methods could run on) that no forward pass over ``batches`` calls, in
+    order: a head the output does not use, a branch the data does not take, a weight read with ``F.linear``. Such a
+    layer gives data-driven methods no input rows. Stops once every layer was called: one forward, usually."""
+    waiting = {layer.name for layer in layers if not layer.no_rows}
+    handles = []
+
+    def called(name: str) -> None:
+        waiting.discard(name)
+        if not waiting:
+            raise _StopForward  # the rest of this pass, and the batches after it, tell nothing more
+
+    for name in list(waiting):
+        handles.append(get_module(model, name).register_forward_pre_hook(lambda m, args, name=name: called(name)))
+    try:
+        _run(model, itertools.takewhile(lambda _: bool(waiting), batches))
+    finally:
+        for h in handles:
+            h.remove()
+    return [layer.name for layer in layers if layer.name in waiting]
+
+
 def capture_sequential(
     model: nn.Module,
     layers: Sequence[LayerInfo],
@@ -287,8 +314,10 @@ def capture_sequential(
     quantize: Callable[[str, LayerStats], torch.Tensor],
     max_samples: int = DEFAULT_MAX_SAMPLES,
     seed: int = 0,
+    called_only: bool = False,
 ) -> dict[str, LayerStats]:
-    """Statistics of each layer with every layer that runs before it already quantized.
+    """Statistics of each layer with every layer that runs before it already quantized (``called_only``: as for
+    :func:`capture_stats`; such a layer keeps its float weight).
 
     ``quantize(name, stats)`` returns the layer's new weight in its native layout; it
     is swapped in after the layer's statistics are taken. The model's weights are
@@ -314,6 +343,8 @@ def capture_sequential(
                 _run(model, batches, current)
             finally:
                 handle.remove()
+            if called_only and not acc.called:
+                continue
             stats[layer.name] = _named(layer.name, acc)
             originals[layer.name] = module.weight.data
             module.weight.data = quantize(layer.name, stats[layer.name])
@@ -344,7 +375,15 @@ class CalibrationStats:
     def capture(self) -> None:
         """Run the one calibration pass now (``get`` runs it on first use): before any metric hooks the model."""
         if self._float is None:
-            self._float = capture_stats(self.model, self.layers, self.batches, self.max_samples, self.seed)
+            self._float = self._note_uncalled(capture_stats(self.model, self.layers, self.batches, self.max_samples, self.seed, called_only=True))
+
+    def _note_uncalled(self, stats: dict[str, LayerStats]) -> dict[str, LayerStats]:
+        """``stats``, having noted the layers the model never called as ones data-driven methods cannot run on (a search
+        gives them data-free methods only; a trial or table that gives one such a method is refused by :meth:`get`)."""
+        for layer in self.layers:
+            if layer.name not in stats:
+                self._no_rows[layer.name] = NOT_REACHED
+        return stats
 
     def get(self, name: str) -> LayerStats:
         self.capture()
@@ -352,9 +391,11 @@ class CalibrationStats:
             return self._float[name]
         except KeyError:
             if name in self._no_rows:
-                raise AutoqError(f"layer {name!r} is {self._no_rows[name]}: data-driven methods cannot run on it") from None
+                raise AutoqError(f"layer {name!r} is {self._no_rows[name]}: data-driven methods cannot run on it; give it a data-free "
+                                 "method (rtn-mse, say), or skip it") from None
             raise AutoqError(f"no calibration statistics for layer {name!r}: it is not one of the searched layers") from None
 
     def sweep(self, quantize: Callable[[str, LayerStats], torch.Tensor]) -> dict[str, LayerStats]:
         """Sequential statistics of every layer, quantizing each with ``quantize`` after its capture."""
-        return capture_sequential(self.model, self.layers, self.batches, quantize, self.max_samples, self.seed)
+        return self._note_uncalled(capture_sequential(self.model, self.layers, self.batches, quantize, self.max_samples, self.seed,
+                                                      called_only=True))

@@ -8,8 +8,9 @@ along the flattened input dimension, like a GEMM after im2col.
 
 from __future__ import annotations
 
+import dataclasses
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -207,6 +208,25 @@ def left_out_note(model: nn.Module, skip: Iterable[str], tied: dict[str, list[st
     notes = (([tied_note(tied)] if tied else []) + ([derived_note(derived)] if derived else [])
              + ([unsearched_note(unsearched)] if unsearched else []))
     return "; ".join(notes) or None
+
+
+NOT_REACHED = "not called by the model on any calibration batch"
+
+
+def mark_unreached(layers: Sequence[LayerInfo], names: Iterable[str]) -> list[LayerInfo]:
+    """``layers`` with those ``names`` marked as layers data-driven methods cannot run on (``no_rows``): the model
+    never called them on the calibration batches (:func:`autoq.model.capture.unreached`), so a space gives them
+    data-free methods only."""
+    marked = set(names)
+    return [dataclasses.replace(layer, no_rows=NOT_REACHED) if layer.name in marked and not layer.no_rows else layer for layer in layers]
+
+
+def unreached_note(names: Sequence[str]) -> str:
+    """What a search or table says of layers the calibration batches never reach: what they get, and why a user may
+    rather skip them."""
+    shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    return (f"{len(names)} layer(s) {NOT_REACHED} ({shown}) take data-free methods only (where the evaluation data does not "
+            "reach them either, the search sees no cost in quantizing them); skip them to keep them at full precision")
 
 
 def searched_tied(model: nn.Module, skip: Iterable[str], pins: Iterable[str], layers: Iterable[LayerInfo]) -> dict[str, list[str]]:

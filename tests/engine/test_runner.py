@@ -411,3 +411,39 @@ def test_a_refused_budget_also_says_which_layers_were_left_out():
     workload = make_workload(model, [torch.randint(0, 10, (4, 5)) for _ in range(3)], lambda m: 1.0)
     with pytest.raises(AutoqError, match=r"below the cheapest assignment; the feasible range .*; 1 layer\(s\) with tied weights left unquantized.*'2'"):
         prepare(workload, SearchConfig(budget="2.01bits", tracking_uri=None, storage=None))
+
+
+class _WithUnusedHead(torch.nn.Module):
+    """Two layers the forward runs, and a head it never calls (an unused classifier, a branch the data does not take)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b, self.unused = torch.nn.Linear(32, 32), torch.nn.Linear(32, 8), torch.nn.Linear(32, 32)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+def test_a_layer_the_calibration_data_never_reaches_takes_data_free_methods(capsys):
+    """Every trial giving it GPTQ, AWQ, ... failed ("the layer saw no input"): 6 of 12 in the 'full' space."""
+    from autoq.api import make_workload
+    from autoq.engine import SearchConfig, prepare
+    from autoq.evaluate.cache import needs_stats
+
+    model = _WithUnusedHead().eval()
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randn(8, 32, generator=gen) for _ in range(4)]
+    problem = prepare(make_workload(model, batches, lambda m: 1.0), SearchConfig(budget="4.5bits", space="full", tracking_uri=None, storage=None))
+    options = dict(zip((layer.name for layer in problem.space.layers), problem.space.options))
+    assert not any(needs_stats(c) for c in options["unused"]) and any(c.method == "rtn-mse" for c in options["unused"])
+    assert any(c.method == "gptq" for c in options["a"])
+    w8a8 = prepare(make_workload(model, batches, lambda m: 1.0), SearchConfig(budget="9bits", space="w8a8", tracking_uri=None, storage=None))
+    acts = {layer.name: {c.activation.name for c in opts if c.activation} for layer, opts in zip(w8a8.space.layers, w8a8.space.options)}
+    assert acts == {"a": {"a8-tensor", "a8-token"}, "b": {"a8-tensor", "a8-token"}, "unused": {"a8-token"}}  # a static range is calibrated
+    assert "1 layer(s) not called by the model on any calibration batch ('unused') take data-free methods only" in problem.unreached
+    result = autoq.search(model, batches, budget="4.5bits", space="full", n_trials=12, seed_from="none", tracking_uri=None, storage=None,
+                          progress=False)
+    assert result.n_failed == 0 and len(result.points) == 12
+    assert any(needs_stats(p.assignment[name]) for p in result.points for name in "ab")  # the layers it reaches still take them
+    assert "autoq: note: 1 layer(s) not called by the model" in capsys.readouterr().err

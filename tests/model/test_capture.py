@@ -269,3 +269,42 @@ def test_a_non_finite_layer_input_names_the_layer_and_the_batch(sequential):
             capture_sequential(model, layers, data, lambda name, stats: get_module(model, name).weight.data)
         else:
             capture_stats(model, layers, data)
+
+
+class _Branchy(nn.Module):
+    """``hi`` runs only on a batch whose mean is positive; ``never`` never runs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.lo, self.hi, self.never = nn.Linear(12, 4), nn.Linear(12, 4), nn.Linear(12, 4)
+
+    def forward(self, x):
+        return self.hi(x) if float(x.mean()) > 0 else self.lo(x)
+
+
+def test_unreached_names_the_layers_no_batch_calls_and_stops_once_all_were():
+    from autoq.model.capture import unreached
+
+    model, layers = _Branchy(), find_layers(_Branchy())
+    neg, pos = -torch.ones(2, 12), torch.ones(2, 12)
+    assert unreached(model, layers, [neg]) == ["hi", "never"]
+    assert unreached(model, layers, [neg, pos]) == ["never"]  # a branch a later batch takes counts
+    calls = []
+    handle = model.register_forward_pre_hook(lambda m, args: calls.append(1))
+    assert unreached(model, [layers[0], layers[1]], [neg, pos, pos, pos]) == [] and len(calls) == 2  # not the last two batches
+    handle.remove()
+
+
+def test_stats_leave_an_uncalled_layer_out_and_say_what_to_do_for_it():
+    """The whole capture failed on it ("the layer saw no input"), even for the layers the data reached."""
+    model, data = _Branchy(), [-torch.ones(3, 12)]
+    with pytest.raises(AutoqError, match="layer 'hi': the layer saw no input"):
+        capture_stats(model, find_layers(model), data)  # as before for a direct call
+    stats = CalibrationStats(model, find_layers(model), data)
+    assert stats.get("lo").n_tokens == 3
+    with pytest.raises(AutoqError, match=r"layer 'never' is not called by the model on any calibration batch: data-driven methods cannot "
+                                         r"run on it; give it a data-free method \(rtn-mse, say\), or skip it"):
+        stats.get("never")
+    sequential = CalibrationStats(model, find_layers(model), data, sequential=True)
+    assert set(sequential.sweep(lambda name, s: get_module(model, name).weight.detach().clone())) == {"lo"}

@@ -8,6 +8,7 @@ from tiny_models import cnn, labelled, mlp, space_for
 from torch import nn
 from torch.func import functional_call
 
+from autoq.errors import AutoqError
 from autoq.sensitivity import SensitivityTable, compute_table
 from autoq.sensitivity.gradient import divergence_loss, hutchinson
 from autoq.sensitivity.inputs import Inputs
@@ -149,3 +150,18 @@ def test_the_note_stays_with_the_table_and_is_shown_on_every_read(capsys, tmp_pa
     workload = Workload("mlp", model, batches, lambda m: 1.0, "none")
     seed_table(workload, space, str(tmp_path / "t.json"), progress=False)
     assert "hessian stopped at max_iter=2" in capsys.readouterr().err
+
+
+def test_a_nan_batch_stops_hutchinson_at_once_naming_the_batch():
+    """NaN never met the tolerance, so every one of max_iter iterations ran (each a double backward over every batch)
+    before the score was refused as 'hessian score ... is nan'."""
+    model = mlp()
+    batches = labelled((6,), classes=4, n_batches=3)
+    batches[1][0][3, 2] = float("nan")
+    params = [model[0].weight, model[2].weight]
+    calls = []
+    handle = model.register_forward_pre_hook(lambda m, args: calls.append(1))
+    with pytest.raises(AutoqError, match=r"^hessian: a Hessian-vector product on calibration batch 1 is NaN or Inf: NaN in the batch"):
+        hutchinson(model, params, batches, lambda m, b, i: task_loss(m(b[0]), b), tol=0.01, max_iter=40, min_iter=10, seed=0)
+    handle.remove()
+    assert len(calls) == 2  # batches 0 and 1 of the first iteration, not 40 x 3

@@ -345,10 +345,26 @@ def test_sqnr_leaves_a_masked_class_out_of_the_signal_and_refuses_nan():
     scores = {(e.layer, e.option): e.score for e in masked.entries}
     assert any(s > 0 for s in scores.values()) and all(s >= 0 for s in scores.values())
     assert len(scores) == len(plain.entries)
-    x[3, 2] = float("nan")
+    nan_out = NanRow().eval()
     for metric in ("sqnr", "mse", "kl"):
         with pytest.raises(AutoqError, match="is nan"):
+            compute_table(nan_out, [x], space.layers, space.options, metric, use_cache=False, progress=False)
+    x[3, 2] = float("nan")  # in the data: refused before any metric runs, naming the batch
+    for metric in metric_names():
+        with pytest.raises(AutoqError, match="^calibration batch 0 contains NaN or Inf values$"):
             compute_table(unmasked, [x], space.layers, space.options, metric, use_cache=False, progress=False)
+
+
+class NanRow(MaskedLast):
+    """Its output holds a NaN the model makes from finite data (an overflow, say)."""
+
+    def __init__(self) -> None:
+        super().__init__(mask=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = super().forward(x).clone()
+        out[3, 2] = float("nan")
+        return out
 
 
 class WithUnused(nn.Module):
@@ -371,6 +387,27 @@ def test_a_layer_the_output_does_not_use_scores_zero(metric):
                           use_cache=False, progress=False)
     assert all(e.score == 0 for e in table.entries if e.layer == "unused")
     assert any(e.score > 0 for e in table.entries if e.layer == "used")
+
+
+def test_a_layer_the_data_never_reaches_takes_data_free_options_in_a_table():
+    """With data-driven options in the space, the capture for them stopped every metric ("the layer saw no input"),
+    though with data-free options alone the same layer scores 0."""
+    from autoq.evaluate.cache import uncalled_layers
+    from autoq.model import mark_unreached
+
+    model, data = WithUnused().eval(), inputs(features=6)
+    layers = find_layers(model)
+    full = SearchSpace.build(load_preset("full"), layers)
+    with pytest.raises(AutoqError, match=r"layer 'unused' is not called by the model on any calibration batch: data-driven methods "
+                                         r"cannot run on it; give it a data-free method \(rtn-mse, say\), or skip it"):
+        compute_table(model, data, full.layers, full.options, "kl", use_cache=False, progress=False)
+    uncalled = uncalled_layers(model, full.layers, full.options, data)
+    assert uncalled == ["unused"]
+    marked = SearchSpace.build(load_preset("full"), mark_unreached(layers, uncalled))  # as a search and `autoq sensitivity` build it
+    table = compute_table(model, data, marked.layers, marked.options, "kl", use_cache=False, progress=False)
+    assert all(e.score == 0 for e in table.entries if e.layer == "unused")
+    assert any(":gptq" in e.option for e in table.entries if e.layer == "used")
+    assert not any(":gptq" in e.option for e in table.entries if e.layer == "unused")
 
 
 def test_softmax_residuals_have_the_softmax_fisher_as_covariance():
