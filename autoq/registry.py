@@ -8,13 +8,30 @@ name's error lists the known ones in registration order, the built-ins first.
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Iterable
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
 from autoq.errors import AutoqError
 from autoq.plugin_names import check_name
 
 T = TypeVar("T")
+
+
+def check_callable(kind: str, name: str, fn: Any, params: tuple[str, ...]) -> None:
+    """Refuse, where it is registered, an entry autoq cannot call as ``fn(*params)`` (a ``ValueError`` naming it): a
+    sampler factory without its seed failed in a raw ``TypeError`` once the search had loaded its model."""
+    call = f"{name}({', '.join(params)})"
+    if not callable(fn):
+        raise ValueError(f"{kind} {name!r}: {fn!r} is not callable; register a function called as {call}")
+    try:
+        signature = inspect.signature(fn)
+    except (TypeError, ValueError):  # a callable without a signature to read (some builtins): taken on trust
+        return
+    try:
+        signature.bind(*params)
+    except TypeError as exc:
+        raise ValueError(f"{kind} {name!r}: autoq calls it as {call}, which its signature {signature} refuses ({exc})") from None
 
 
 class Registry(Generic[T]):

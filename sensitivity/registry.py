@@ -15,7 +15,7 @@ from types import MappingProxyType
 from typing import Any
 
 from autoq.errors import AutoqError
-from autoq.registry import Registry
+from autoq.registry import Registry, check_callable
 from autoq.sensitivity.inputs import Inputs
 from autoq.sensitivity.table import Entry
 
@@ -56,9 +56,16 @@ _METRICS: Registry[MetricInfo] = Registry(
 
 def register_metric(name: str, description: str, steps: str = "layers", **defaults: Any) -> Callable[[MetricFn], MetricFn]:
     """Decorator: make a metric available under ``name`` with default ``settings``."""
-    add = _METRICS.decorator(name, lambda fn: MetricInfo(name, fn, MappingProxyType(dict(defaults)), description, steps))  # checks the name
+    def info(fn: MetricFn) -> MetricInfo:
+        check_callable("sensitivity metric", name, fn, ("inputs", "settings", "progress"))
+        return MetricInfo(name, fn, MappingProxyType(dict(defaults)), description, steps)
+
+    add = _METRICS.decorator(name, info)  # checks the name
     if name.lower().endswith((".json", ".csv")):
         raise ValueError(f"cannot register sensitivity metric {name!r}: --seed-from reads a name ending in .json or .csv as a table file")
+    if steps != "layers" and steps not in defaults:  # the bar's length is read from that setting: a KeyError once it ran
+        raise ValueError(f"sensitivity metric {name!r}: steps={steps!r} names none of its settings ({', '.join(defaults) or 'it has none'}); "
+                         "pass steps='layers' or the name of a setting given as a keyword (max_iter=40)")
     return add
 
 

@@ -61,6 +61,17 @@ def test_bad_input_is_one_line_exit_2(args, needle, tmp_path, capsys):
     assert not (tmp_path / "mlflow.db").exists() or "budget" not in needle
 
 
+def test_timeout_takes_none_as_its_errors_offer_it(tmp_path, capsys):
+    """Its error said '(or None: no limit)', and argparse refused --timeout None as 'invalid float value'."""
+    from autoq.cli import build_parser
+
+    parser = build_parser()
+    assert parser.parse_args(["search", "--timeout", "None"]).timeout is None
+    assert parser.parse_args(["search", "--timeout", "90"]).timeout == 90.0
+    code, _, err = run_main("search", "--timeout", "abc", cwd=tmp_path, capsys=capsys)
+    assert code == 2 and "argument --timeout: 'abc' is not a number of seconds (or none: no limit)" in err
+
+
 def test_main_puts_back_the_sigterm_handler_it_found(tmp_path, capsys):
     """A script or notebook calling ``autoq.cli.main`` keeps its own SIGTERM handler afterwards (main's raised
     `Terminated` there, in whatever code ran next)."""

@@ -39,3 +39,17 @@ def test_a_copy_is_registered_into_alone_and_adopt_keeps_what_is_known():
     other.adopt("a", 10)
     other.adopt("c", 3)
     assert reg.names() == ["a"] and other.entries() == (1, 2, 3)
+
+
+def test_check_callable_refuses_what_autoq_cannot_call_as_it_will():
+    from autoq.registry import check_callable
+
+    check_callable("sampler", "ok", lambda seed, extra=1: None, ("seed",))
+    check_callable("sampler", "any", lambda *args, **kw: None, ("seed",))
+    check_callable("sampler", "builtin", print, ("seed",))  # no signature to read
+    with pytest.raises(ValueError, match=r"^sampler 'n': 42 is not callable; register a function called as n\(seed\)$"):
+        check_callable("sampler", "n", 42, ("seed",))
+    with pytest.raises(ValueError, match=r"^PTQ method 'one': autoq calls it as one\(weight, spec, stats\), which its signature \(w\) refuses"):
+        check_callable("PTQ method", "one", lambda w: w, ("weight", "spec", "stats"))
+    with pytest.raises(ValueError, match=r"strategy 'kw': .*\(\*, ctx\) refuses"):
+        check_callable("strategy", "kw", lambda *, ctx: ctx, ("ctx",))

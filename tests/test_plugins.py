@@ -168,3 +168,51 @@ def test_the_documented_plugin_runs_and_its_strategy_reads_no_table(tmp_path, mo
     assert not list(cache.glob("sensitivity/*")), "a table was computed for a strategy that never reads one"
     refused = run_cli(*args, "--sampler", "qmc", cwd=tmp_path)
     assert refused.returncode == 2 and "--strategy random-again proposes by itself" in refused.stderr, refused.stderr
+
+
+def test_a_plug_in_of_the_wrong_shape_is_refused_where_it_is_registered(monkeypatch):
+    """Each went in unchecked: a sampler or strategy without its argument failed in a raw TypeError once the search had
+    loaded its model, a method only after every trial, and a metric's steps= naming no setting in a KeyError."""
+    from autoq.engine import strategies, strategy
+    from autoq.ptq import registry as ptq_registry
+    from autoq.sensitivity import registry as metric_registry
+
+    monkeypatch.setattr(strategy, "_SAMPLERS", strategy._SAMPLERS.copy())
+    monkeypatch.setattr(strategies, "_STRATEGIES", strategies._STRATEGIES.copy())
+    monkeypatch.setattr(ptq_registry, "_METHODS", ptq_registry._METHODS.copy())
+    monkeypatch.setattr(metric_registry, "_METRICS", metric_registry._METRICS.copy())
+    with pytest.raises(ValueError, match=r"sampler 'nosig': autoq calls it as nosig\(seed\)"):
+        strategy.register_sampler("nosig")(lambda: None)
+    with pytest.raises(ValueError, match=r"strategy 'nosig': autoq calls it as nosig\(ctx\)"):
+        strategies.register_strategy("nosig")(lambda: None)
+    with pytest.raises(ValueError, match=r"PTQ method 'notcallable': 42 is not callable"):
+        ptq_registry.register_method("notcallable")(42)
+    with pytest.raises(ValueError, match=r"sensitivity metric 'two': autoq calls it as two\(inputs, settings, progress\)"):
+        metric_registry.register_metric("two", "d")(lambda inputs, settings: {})
+    with pytest.raises(ValueError, match=r"sensitivity metric 'steps': steps='max_iter' names none of its settings \(it has none\)"):
+        metric_registry.register_metric("steps", "d", steps="max_iter")
+    assert metric_registry.register_metric("fine", "d", steps="n", n=3)(lambda inputs, settings, progress=None: {})
+    for name in ("nosig", "notcallable", "two", "steps"):
+        assert name not in strategy.sampler_names() + strategies.strategy_names() + ptq_registry.method_names() + metric_registry.metric_names()
+
+
+def test_a_sampler_or_strategy_that_returns_the_wrong_thing_says_which_and_what_is_right(monkeypatch):
+    import optuna
+    import torch
+
+    import autoq
+    from autoq.engine import strategies, strategy
+
+    monkeypatch.setattr(strategy, "_SAMPLERS", strategy._SAMPLERS.copy())
+    monkeypatch.setattr(strategies, "_STRATEGIES", strategies._STRATEGIES.copy())
+    strategy.register_sampler("the-class")(lambda seed: optuna.samplers.RandomSampler)
+    strategies.register_strategy("returns-none", reads_scores=False, uses_sampler=False)(lambda ctx: None)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    options = dict(budget="6bits", n_trials=2, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    data = [torch.randn(8, 16)]
+    with pytest.raises(autoq.AutoqError, match=r"^sampler 'the-class' returned <class 'optuna.samplers._random.RandomSampler'>, not an "
+                                               r"optuna.samplers.BaseSampler instance"):
+        autoq.search(model, data, lambda m: 1.0, sampler="the-class", **options)
+    with pytest.raises(autoq.AutoqError, match=r"^strategy 'returns-none' returned None; a strategy factory returns \(strategy, seeds, uniform\)"):
+        autoq.search(model, data, lambda m: 1.0, strategy="returns-none", **options)

@@ -22,7 +22,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--space", default="default", help="search-space preset name or YAML file (default: default)")
     p.add_argument("--n-trials", type=int, default=100, help="trials, uniform baselines included; a sampler's repeat of an earlier assignment counts as one "
                    "and is not evaluated again (default: 100)")
-    p.add_argument("--timeout", type=float, default=None, help="stop starting new trials this many seconds after the search starts (its set-up included)")
+    p.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
+                   help="stop starting new trials this many seconds after the search starts (its set-up included; default: none, no limit)")
     p.add_argument("--seed", type=int, default=0, help="sampler seed (default: 0)")
     p.add_argument("--sampler", default="tpe", help=f"{' / '.join(samplers)} (default: tpe)")
     p.add_argument("--strategy", default="optuna",
@@ -47,6 +48,16 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "one truncated calibration pass per layer for each such choice (see README)")
     add_scale_args(p)  # --backend, --workers, --resume, ... (autoq/cli/scale.py); keep it after the other options
     p.set_defaults(run=run)
+
+
+def _seconds(text: str) -> float | None:
+    """``--timeout``: a number of seconds, or ``none`` (no limit), as the Python API's ``timeout=None`` (its errors say so)."""
+    if text.strip().lower() == "none":
+        return None
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds (or none: no limit)") from None
 
 
 def _registered_names() -> tuple[list[str], list[str], list[str]]:

@@ -150,9 +150,21 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
         print(f"autoq: solving the {config.strategy} strategy's seeds on the {seed_from} table ({len(problem.space.layers)} layers; "
               "ILP solves take seconds each at this size) ...", file=sys.stderr, flush=True)
     try:
-        strategy, seeds, uniform = factory(ctx)  # ilp/greedy always have scores here: seed_metric names a table, whose failure raised
+        made = factory(ctx)  # ilp/greedy always have scores here: seed_metric names a table, whose failure raised
     except optuna.exceptions.DuplicatedStudyError:  # a plug-in strategy made by an autoq before the search made its study
         raise AutoqError(f"the {config.strategy!r} strategy creates its Optuna study itself, which the search has already made "
                          f"({study_name!r}); the strategy must load it (optuna.create_study(..., load_if_exists=True), or "
                          "make_strategy / QueueStrategy: see docs/plugins.md)") from None
+    strategy, seeds, uniform = _strategy_parts(config.strategy, made)
     return strategy, seeds, uniform, seed_from, table
+
+
+def _strategy_parts(name: str, made: object) -> tuple[Strategy, list[Assignment], list[Assignment]]:
+    """A strategy factory's ``(strategy, seeds, uniform)``, refused with the plug-in named when it is not that (``None``
+    failed as 'cannot unpack non-iterable NoneType object')."""
+    parts = tuple(made) if isinstance(made, (tuple, list)) else None
+    if parts is None or len(parts) != 3 or not all(callable(getattr(parts[0], m, None)) for m in ("ask", "tell", "seed")):
+        raise AutoqError(f"strategy {name!r} returned {made!r:.200}; a strategy factory returns (strategy, seeds, uniform): an object with "
+                         "ask, tell and seed (make_strategy or QueueStrategy make one) and two lists of assignments (see docs/plugins.md)")
+    strategy, seeds, uniform = parts
+    return strategy, list(seeds), list(uniform)

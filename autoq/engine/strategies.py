@@ -20,7 +20,7 @@ from autoq.engine.ilp import ilp_seeds, raise_seeds
 from autoq.engine.knapsack import Knapsack, random_feasible
 from autoq.engine.seeds import fill_seeds, uniform_seeds
 from autoq.engine.strategy import QueueStrategy, Strategy, make_strategy
-from autoq.registry import Registry
+from autoq.registry import Registry, check_callable
 from autoq.space import SearchSpace
 
 
@@ -148,7 +148,11 @@ def register_strategy(name: str, needs_scores: bool = False, reads_scores: bool 
     is not computed for it and a ``--seed-from`` or ``--sampler`` given to it is refused rather than ignored."""
     if needs_scores and not reads_scores:
         raise ValueError(f"strategy {name!r}: needs_scores=True with reads_scores=False")
-    return _STRATEGIES.decorator(name, lambda factory: StrategyInfo(name, factory, needs_scores, reads_scores, uses_sampler))
+    def info(factory: StrategyFactory) -> StrategyInfo:
+        check_callable("strategy", name, factory, ("ctx",))
+        return StrategyInfo(name, factory, needs_scores, reads_scores, uses_sampler)
+
+    return _STRATEGIES.decorator(name, info)
 
 
 def strategy_info(name: str) -> StrategyInfo:

@@ -16,7 +16,7 @@ import optuna
 from autoq.choice import Assignment
 from autoq.engine.study_names import is_claimed_here
 from autoq.errors import AutoqError
-from autoq.registry import Registry
+from autoq.registry import Registry, check_callable
 from autoq.space import SearchSpace
 
 OBJECTIVES = {"quality": "maximize", "effective_bits": "minimize"}
@@ -177,7 +177,11 @@ _SAMPLERS.add("random", _random)
 def register_sampler(name: str) -> Callable[[SamplerFactory], SamplerFactory]:
     """Decorator: make ``factory(seed) -> optuna.samplers.BaseSampler`` available as ``--sampler NAME``. The sampler
     must handle multi-objective studies (2 objectives, 3 with a latency source) and Optuna's constraints."""
-    return _SAMPLERS.decorator(name, lambda factory: factory)
+    def checked(factory: SamplerFactory) -> SamplerFactory:
+        check_callable("sampler", name, factory, ("seed",))
+        return factory
+
+    return _SAMPLERS.decorator(name, checked)
 
 
 def sampler_names() -> list[str]:
@@ -212,11 +216,21 @@ def make_strategy(
     had proposed before the interruption. The same stored study still resumes the same way. A sampler instance keeps
     its own seed."""
     factory = sampler_factory(sampler)
-    strategy = OptunaStrategy(space, factory(seed), study_name, storage, resume, with_latency)
+    strategy = OptunaStrategy(space, _made(sampler, factory, seed), study_name, storage, resume, with_latency)
     stored = len(strategy.study.get_trials(deepcopy=False)) if resume else 0
     if stored and not isinstance(sampler, optuna.samplers.BaseSampler):
-        strategy.study.sampler = factory(resumed_seed(seed, stored))
+        strategy.study.sampler = _made(sampler, factory, resumed_seed(seed, stored))
     return strategy
+
+
+def _made(sampler: str | optuna.samplers.BaseSampler, factory: SamplerFactory, seed: int) -> optuna.samplers.BaseSampler:
+    """``factory(seed)``, refused unless it is a sampler instance: a plug-in's class, or ``None``, failed deep in
+    Optuna (``before_trial() missing 1 required positional argument``)."""
+    made = factory(seed)
+    if not isinstance(made, optuna.samplers.BaseSampler):
+        raise AutoqError(f"sampler {sampler_name(sampler)!r} returned {made!r}, not an optuna.samplers.BaseSampler instance; its factory "
+                         "takes the seed and returns a sampler (optuna.samplers.TPESampler(seed=seed, multivariate=True), say)")
+    return made
 
 
 def resumed_seed(seed: int, n_stored: int) -> int:

@@ -23,7 +23,7 @@ from autoq.choice import HALF_METHOD
 from autoq.errors import AutoqError
 from autoq.ptq.result import bias_delta_of, input_scale_of
 from autoq.quant import QuantizedTensor, QuantSpec
-from autoq.registry import Registry
+from autoq.registry import Registry, check_callable
 
 
 class MethodError(AutoqError):
@@ -60,7 +60,11 @@ _METHODS: Registry[MethodInfo] = Registry(
 def register_method(name: str, needs_stats: bool = False, scales_input: bool = False) -> Callable[[PTQMethod], PTQMethod]:
     """Decorator: make a PTQ method available under ``name``. ``scales_input``: the method may return an input scale
     (a `TransformedTensor`'s ``input_scale``), which the export stores and the cost model counts."""
-    return _METHODS.decorator(name, lambda fn: MethodInfo(name, fn, needs_stats, scales_input))
+    def info(fn: PTQMethod) -> MethodInfo:
+        check_callable("PTQ method", name, fn, ("weight", "spec", "stats"))
+        return MethodInfo(name, fn, needs_stats, scales_input)
+
+    return _METHODS.decorator(name, info)
 
 
 def method_info(name: str) -> MethodInfo:
