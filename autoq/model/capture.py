@@ -17,7 +17,8 @@ bias correction's means towards inputs the deployed model's answers do not depen
 
 Sequential capture (GPTQ-style) lets layer ``i`` see the inputs produced by layers
 ``0..i-1`` already quantized: one calibration pass per layer (each stopped as
-soon as the layer has its input), instead of one pass for all layers.
+soon as the layer has its input; whole for a layer the model calls more than once),
+instead of one pass for all layers.
 """
 
 from __future__ import annotations
@@ -267,13 +268,17 @@ def _named(name: str, acc: _Accumulator) -> LayerStats:
         raise AutoqError(f"layer {name!r}: {exc}") from None
 
 
-def execution_order(model: nn.Module, layers: Sequence[LayerInfo], batch: Any) -> list[int]:
+def execution_order(model: nn.Module, layers: Sequence[LayerInfo], batch: Any) -> tuple[list[int], set[int]]:
     """Indices into ``layers`` in the order a forward pass on ``batch`` first calls them (layers it does not call
-    last, in ``layers`` order): a model may define a layer before one that runs ahead of it."""
+    last, in ``layers`` order): a model may define a layer before one that runs ahead of it; and those of layers
+    it calls more than once (a module reused in a loop)."""
     first: dict[int, int] = {}
+    again: set[int] = set()
     handles = []
     for i, layer in enumerate(layers):
         def hook(m: nn.Module, args: tuple, i: int = i) -> None:
+            if i in first:
+                again.add(i)
             first.setdefault(i, len(first))
 
         handles.append(get_module(model, layer.name).register_forward_pre_hook(hook))
@@ -282,7 +287,7 @@ def execution_order(model: nn.Module, layers: Sequence[LayerInfo], batch: Any) -
     finally:
         for h in handles:
             h.remove()
-    return sorted(range(len(layers)), key=lambda i: first.get(i, len(layers) + i))
+    return sorted(range(len(layers)), key=lambda i: first.get(i, len(layers) + i)), again
 
 
 def unreached(model: nn.Module, layers: Sequence[LayerInfo], batches: Sequence[Any]) -> list[str]:
@@ -321,22 +326,26 @@ def capture_sequential(
 
     ``quantize(name, stats)`` returns the layer's new weight in its native layout; it
     is swapped in after the layer's statistics are taken. The model's weights are
-    restored before returning. Cost: one (truncated) calibration pass per layer, and one
-    forward of the first batch for the order the layers run in (:func:`execution_order`).
+    restored before returning. Cost: one calibration pass per layer, cut short at the layer's
+    input (whole for a layer the model calls more than once, so that every call counts, as in
+    :func:`capture_stats`), and one forward of the first batch for the order the layers run in
+    (:func:`execution_order`).
     """
     if not batches:
         raise AutoqError("capturing layer statistics needs at least one calibration batch")
     stats: dict[str, LayerStats] = {}
     originals: dict[str, torch.Tensor] = {}
     try:
-        for i in execution_order(model, layers, batches[0]):
+        order, reused = execution_order(model, layers, batches[0])
+        for i in order:
             layer = layers[i]
             module = get_module(model, layer.name)
             acc, current = _Accumulator(max_samples, seed + i, layer.name), _Batch()
 
-            def hook(m: nn.Module, args: tuple, acc: _Accumulator = acc, current: _Batch = current) -> None:
+            def hook(m: nn.Module, args: tuple, acc: _Accumulator = acc, current: _Batch = current, whole: bool = i in reused) -> None:
                 acc.add(layer_rows(m, args[0], current.mask))
-                raise _StopForward
+                if not whole:
+                    raise _StopForward
 
             handle = module.register_forward_pre_hook(hook)
             try:

@@ -308,3 +308,27 @@ def test_stats_leave_an_uncalled_layer_out_and_say_what_to_do_for_it():
         stats.get("never")
     sequential = CalibrationStats(model, find_layers(model), data, sequential=True)
     assert set(sequential.sweep(lambda name, s: get_module(model, name).weight.detach().clone())) == {"lo"}
+
+
+class _Reused(nn.Module):
+    """``shared`` runs twice a forward; ``head``, defined first, runs last."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.head, self.first, self.shared = nn.Linear(8, 3), nn.Linear(12, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        return self.head(torch.relu(self.shared(torch.relu(self.shared(torch.relu(self.first(x)))))))
+
+
+def test_a_sequential_capture_counts_every_call_of_a_reused_layer():
+    """It stopped the pass at the first call: GPTQ and the like in a --sequential search calibrated a reused layer on half
+    its inputs, where the float capture saw both."""
+    model, data = _Reused(), batches(n=2, rows=10)
+    layers = find_layers(model)
+    same = capture_sequential(model, layers, data, lambda name, _: get_module(model, name).weight.detach().clone())
+    floats = capture_stats(model, layers, data)
+    for name in ("first", "shared", "head"):
+        assert same[name].n_tokens == floats[name].n_tokens and torch.allclose(same[name].xtx, floats[name].xtx)
+    assert floats["shared"].n_tokens == 40
