@@ -53,18 +53,40 @@ def to_tensors(name: str, qt: QuantizedTensor) -> tuple[dict[str, torch.Tensor],
 def from_tensors(name: str, tensors: dict[str, torch.Tensor], spec: QuantSpec, shape: tuple[int, int], layout: str) -> PackedWeight:
     """Rebuild the kernel layout of one layer from its safetensors entries."""
     n, k = shape
-    try:
-        qweight, scales = tensors[f"{name}.qweight"], tensors[f"{name}.scales"]
-    except KeyError as exc:
-        raise AutoqError(f"the exported weights lack {exc.args[0]!r}; the export is incomplete or from another model") from None
-    zeros = tensors.get(f"{name}.zeros")
+    wanted = ("qweight", "scales") if spec.symmetric else ("qweight", "scales", "zeros")
+    lacking = [f"{name}.{part}" for part in wanted if f"{name}.{part}" not in tensors]
+    if lacking:
+        why = f" ({spec.name} is asymmetric: it stores zero points)" if lacking == [f"{name}.zeros"] else ""
+        raise AutoqError(f"the exported weights lack {lacking[0]!r}{why}; the export is incomplete or from another model")
+    qweight, scales, zeros = tensors[f"{name}.qweight"], tensors[f"{name}.scales"], tensors.get(f"{name}.zeros")
+    if zeros is not None and spec.symmetric:
+        raise AutoqError(f"the exported weights hold {name}.zeros, zero points the config's symmetric {spec.name} has none of: the config "
+                         "and the weights are of different exports")
+    _check_params(name, spec, scales, zeros)
     if layout == STREAM_LAYOUT:
         expected = (n * k * spec.bits + 7) // 8
         if qweight.dtype != torch.uint8 or qweight.numel() != expected:
-            raise AutoqError(f"layer {name!r}: its stored codes are {qweight.numel()} {qweight.dtype} values where {spec.name} of "
-                             f"{n} x {k} takes {expected} bytes: the config and the weights are of different exports")
+            got = f"{qweight.numel()} bytes" if qweight.dtype == torch.uint8 else f"{qweight.dtype} values, not uint8 bytes"
+            raise AutoqError(f"layer {name!r}: its stored codes are {got}, where {spec.name} of {n} x {k} takes {expected} bytes "
+                             f"({STREAM_LAYOUT} layout): the config and the weights are of different exports")
         codes = unpack_codes(qweight, spec.bits, n * k).reshape(n, k)
         qweight = pack_weight(codes, spec.bits)
     elif layout != KERNEL_LAYOUT:
         raise AutoqError(f"layer {name!r}: unknown storage layout {layout!r} (expected {KERNEL_LAYOUT} or {STREAM_LAYOUT})")
-    return PackedWeight(spec, (n, k), qweight, scales, zeros)
+    try:
+        return PackedWeight(spec, (n, k), qweight, scales, zeros)
+    except AutoqError as exc:
+        raise AutoqError(f"layer {name!r} of the export: {exc}; the config and the weights are of different exports (or edited)") from None
+
+
+def _check_params(name: str, spec: QuantSpec, scales: torch.Tensor, zeros: torch.Tensor | None) -> None:
+    """Scales and zero points as the format stores them (fp16; zero points whole numbers in ``[0, 2^b - 1]``): others
+    loaded and gave other outputs than the search's without a word (a zero point of 99 in int3)."""
+    wrong = [f"{name}.{part} is {t.dtype}" for part, t in (("scales", scales), ("zeros", zeros)) if t is not None and t.dtype != torch.float16]
+    if not wrong and zeros is not None:
+        z = zeros.float()
+        if not bool(((z == z.round()) & (z >= 0) & (z <= 2**spec.bits - 1)).all()):
+            wrong = [f"{name}.zeros holds values that are not whole numbers in [0, {2**spec.bits - 1}]"]
+    if wrong:
+        raise AutoqError(f"the export's {wrong[0]}, where {spec.name} stores fp16 scales and zero points in [0, {2**spec.bits - 1}]: the "
+                         "file is damaged or edited; export again")

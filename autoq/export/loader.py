@@ -127,7 +127,7 @@ def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
     if model is not None:
         _check_not_compiled(model)
         _warn_config_differs(model, config.get("base", {}))
-    tensors = _read_weights(out / config.get("weights", WEIGHTS_NAME), config.get("file_bytes"))
+    tensors = _read_weights(out / _weights_name(config), config.get("file_bytes"))
     quantized = {name: entry for name, entry in config["layers"].items() if "layout" in entry}
     quant_keys = {f"{name}.{part}" for name in quantized for part in ("qweight", "scales", "zeros", "input_scale")}
     state = {k: v for k, v in tensors.items() if k not in quant_keys}
@@ -145,7 +145,8 @@ def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
             outer, _, rest = name.partition(".")
             if layer is None and not inner and rest in found:  # the reverse: the whole LM's export, its base model given
                 inner = f" (the export holds the model whose '{outer}' this one is: pass that model, e.g. the causal LM, not its .{outer})"
-            raise AutoqError(f"the model does not match the export: layer {name!r} is {got} here, {entry['shape']} in the export{inner}")
+            here = f"has no layer {name!r}" if layer is None else f"has layer {name!r} of shape {got}"
+            raise AutoqError(f"the model does not match the export: it {here}, the export one of {entry['shape']}{inner}")
         native = list(get_module(model, name).weight.shape)
         if layer.kind != entry.get("kind", layer.kind) or native != entry.get("weight_shape", native):
             raise AutoqError(f"the model does not match the export: layer {name!r} is a {layer.kind} of weight {native} here, a "
@@ -166,13 +167,17 @@ def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
         raise AutoqError(f"the export lacks parameters the model has: {missing[:5]}; it was exported from another model")
 
     for name, entry in quantized.items():
-        spec = LayerChoice.from_name(entry["choice"]).weight
+        spec = _choice(name, entry).weight
         packed = from_tensors(name, tensors, spec, tuple(entry["shape"]), entry["layout"])
         module = get_module(model, name)
-        input_scale = tensors.get(f"{name}.input_scale")
+        input_scale = _input_scale(name, tensors, packed.shape[1])
         if "activation" in entry:
+            act = _activation(name, entry["activation"])
+            if act.static and "act_range" not in entry:  # it loaded, then failed at the first forward without naming the layer
+                raise AutoqError(f"the export's config gives layer {name!r} the static activation format {act.name} but no act_range "
+                                 "(its calibrated input range): the file is damaged; export again")
             act_range = _act_range(name, entry["act_range"]) if "act_range" in entry else None
-            layer = ActQuantLinear(packed.to(module.weight.device), ActSpec.from_name(entry["activation"]), act_range, module.bias,
+            layer = ActQuantLinear(packed.to(module.weight.device), act, act_range, module.bias,
                                    None if input_scale is None else input_scale.to(module.weight.device), backend, module.weight.dtype)
             _replace(model, name, layer)
         elif entry["kind"] in LINEAR_KINDS:
@@ -181,6 +186,46 @@ def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
             weight = packed.dequantize() if input_scale is None else packed.dequantize() / input_scale[None, :]
             module.weight.data = to_native(module, weight).to(module.weight.device)
     return model.eval()
+
+
+def _weights_name(config: dict[str, Any]) -> str:
+    """The config's ``weights`` file: a plain name in the export's own folder (a path read any file the config named,
+    another folder's export or ``/etc/...``: an export downloaded from a store is not to be trusted so far)."""
+    name = config.get("weights", WEIGHTS_NAME)
+    if not isinstance(name, str) or not name or Path(name).name != name or name in (".", ".."):
+        raise AutoqError(f"the export's config names its weights {name!r}, not a file in the export's folder ({WEIGHTS_NAME!r}): "
+                         "the file is damaged or edited; export again")
+    return name
+
+
+def _choice(name: str, entry: dict[str, Any]) -> LayerChoice:
+    """A quantized layer's recorded choice, a damaged config said as such (an unknown one named only the format)."""
+    try:
+        return LayerChoice.from_name(entry["choice"])
+    except (AutoqError, KeyError, TypeError) as exc:
+        raise AutoqError(f"the export's config gives layer {name!r} the choice {entry.get('choice')!r}, which autoq cannot read ({exc}): "
+                         "the file is damaged, or from a newer autoq") from None
+
+
+def _activation(name: str, value: Any) -> ActSpec:
+    """A layer's recorded activation format, a damaged config said as such."""
+    try:
+        return ActSpec.from_name(value)
+    except (AutoqError, TypeError, AttributeError) as exc:
+        raise AutoqError(f"the export's config gives layer {name!r} the activation format {value!r}, which autoq cannot read ({exc}): "
+                         "the file is damaged, or from a newer autoq") from None
+
+
+def _input_scale(name: str, tensors: dict[str, torch.Tensor], k: int) -> torch.Tensor | None:
+    """A layer's stored input scale (AWQ, SmoothQuant), checked as the format gives it: fp32 ``(K,)``, finite and
+    nonzero (the layer divides by it). One of another length loaded and failed at the first forward in torch's broadcasting words."""
+    scale = tensors.get(f"{name}.input_scale")
+    if scale is None:
+        return None
+    if scale.dtype != torch.float32 or tuple(scale.shape) != (k,) or not bool((torch.isfinite(scale) & (scale != 0)).all()):
+        raise AutoqError(f"the export's {name}.input_scale is {scale.dtype} {tuple(scale.shape)}, where the format stores fp32 ({k},) of "
+                         "finite nonzero values: the file is damaged or edited; export again")
+    return scale
 
 
 def _placeholders(quantized: dict[str, dict], dtype: str | None) -> dict[str, torch.Tensor]:

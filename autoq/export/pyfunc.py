@@ -1,7 +1,9 @@
 """An autoq export as an MLflow ``python_function`` model: what ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` run.
 
-MLflow hands ``predict`` a numpy array, a dict of arrays (a Hugging Face model's ``input_ids`` and ``attention_mask``),
-a list or a pandas DataFrame; the model gets them as tensors (``model(x)`` or ``model(**inputs)``) and the answer is
+Through MLflow (``mlflow.pyfunc.load_model``, ``mlflow models serve``), ``predict`` takes what the logged signature
+admits: a numpy array, or a dict of arrays for a Hugging Face model (``input_ids`` and ``attention_mask``, whose every
+dimension is variable, so MLflow refuses a pandas DataFrame for them). Called directly it also takes a list or a
+DataFrame (a column per input). The model gets them as tensors (``model(x)`` or ``model(**inputs)``) and the answer is
 the tensor that stands for its output (logits, else the last hidden state, else the first floating tensor) as numpy.
 MLflow loads it from ``pyfunc_entry.py`` (models from code), so nothing is unpickled.
 """

@@ -274,12 +274,12 @@ def test_loading_a_base_model_export_into_its_lm_says_to_pass_the_base(tmp_path)
     lm = GPT2LMHeadModel(GPT2Config(n_layer=1, n_embd=32, n_head=2, vocab_size=100, n_positions=16)).eval()
     name = "h.0.mlp.c_fc"
     out = autoq.export(lm.transformer, Assignment.from_dict({name: LayerChoice.from_name("int4-ch-asym:rtn-mse")}), tmp_path / "q", progress=False)
-    with pytest.raises(AutoqError, match=r"layer 'h.0.mlp.c_fc' is None here.*pass model=yours.transformer"):
+    with pytest.raises(AutoqError, match=r"it has no layer 'h.0.mlp.c_fc'.*pass model=yours.transformer"):
         autoq.load(out, model=GPT2LMHeadModel(lm.config))
     assert autoq.load(out, model=GPT2LMHeadModel(lm.config).transformer) is not None
     whole = autoq.export(lm, Assignment.from_dict({f"transformer.{name}": LayerChoice.from_name("int4-ch-asym:rtn-mse")}),
                          tmp_path / "lm", progress=False)  # the reverse: the LM exported, its base model given
-    with pytest.raises(AutoqError, match=r"'transformer.h.0.mlp.c_fc' is None here.*pass that model, e.g. the causal LM, not its .transformer"):
+    with pytest.raises(AutoqError, match=r"it has no layer 'transformer.h.0.mlp.c_fc'.*pass that model, e.g. the causal LM, not its .transformer"):
         autoq.load(whole, model=GPT2LMHeadModel(lm.config).transformer)
 
 

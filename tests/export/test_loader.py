@@ -67,7 +67,7 @@ def test_weights_of_another_export_or_a_damaged_config_are_refused(tmp_path):
     mixed.mkdir()
     shutil.copy(int3 / CONFIG_NAME, mixed)
     shutil.copy(int2 / WEIGHTS_NAME, mixed)
-    with pytest.raises(AutoqError, match="its stored codes are 16 torch.int32 values where int3-ch-asym of 16 x 16 takes 96 bytes"):
+    with pytest.raises(AutoqError, match=r"its stored codes are torch.int32 values, not uint8 bytes, where int3-ch-asym of 16 x 16 takes 96 bytes \(bitstream"):
         autoq.load(mixed, model=Tiny())
     tensors = load_file(str(int3 / WEIGHTS_NAME))
     tensors["fc.qweight"] = tensors["fc.qweight"][:50].clone()
@@ -75,7 +75,7 @@ def test_weights_of_another_export_or_a_damaged_config_are_refused(tmp_path):
     config = json.loads((int3 / CONFIG_NAME).read_text())
     config.pop("file_bytes", None)
     (mixed / CONFIG_NAME).write_text(json.dumps(config))
-    with pytest.raises(AutoqError, match="its stored codes are 50 torch.uint8 values"):
+    with pytest.raises(AutoqError, match="its stored codes are 50 bytes, where int3-ch-asym of 16 x 16 takes 96 bytes"):
         autoq.load(mixed, model=Tiny())
     for version, hint in ((2, "a newer autoq wrote it: upgrade autoq"), ("1.1", "the file is damaged")):
         (mixed / CONFIG_NAME).write_text(json.dumps({**config, "version": version}))
@@ -92,6 +92,52 @@ def test_weights_of_another_export_or_a_damaged_config_are_refused(tmp_path):
     (mixed / CONFIG_NAME).write_bytes(b'{"format": "\xff"}')  # not text: was a UnicodeDecodeError traceback
     with pytest.raises(AutoqError, match="autoq_config.json is not valid JSON: 'utf-8' codec"):
         autoq.load(mixed, model=Tiny())
+
+
+class Scaled(nn.Module):
+    """Two linear layers for the tampering tests: ``a`` asymmetric in groups (AWQ: an input scale), ``b`` symmetric."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.a, self.b = nn.Linear(50, 40), nn.Linear(40, 8)
+
+    def forward(self, x):
+        return self.b(torch.relu(self.a(x)))
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda t, c: t.pop("a.zeros"), r"lack 'a.zeros' \(int4-g32-asym is asymmetric: it stores zero points\)"),
+    (lambda t, c: c["layers"]["b"].update(choice="int4-ch-asym:rtn-mse"), r"lack 'b.zeros' \(int4-ch-asym is asymmetric"),
+    (lambda t, c: c["layers"]["a"].update(choice="int4-g32-sym:awq"), r"hold a.zeros, zero points the config's symmetric int4-g32-sym"),
+    (lambda t, c: t.update({"b.qweight": t["b.qweight"].T.contiguous()}), r"^layer 'b' of the export: qweight of int4-ch-sym .*different exports"),
+    (lambda t, c: c["layers"]["a"].update(choice="int7-g32-asym:awq"), r"gives layer 'a' the choice 'int7-g32-asym:awq', which autoq cannot read"),
+    (lambda t, c: t.update({"a.input_scale": t["a.input_scale"][:49].clone()}), r"a.input_scale is torch.float32 \(49,\), where the format "
+                                                                                r"stores fp32 \(50,\) of finite nonzero values"),
+    (lambda t, c: t.update({"b.scales": t["b.scales"].float()}), r"b.scales is torch.float32, where int4-ch-sym stores fp16 scales"),
+    (lambda t, c: t.update({"a.zeros": t["a.zeros"] + 0.5}), r"a.zeros holds values that are not whole numbers in \[0, 15\]"),
+    (lambda t, c: t.update({"a.zeros": torch.full_like(t["a.zeros"], 99)}), r"a.zeros holds values that are not whole numbers"),
+    (lambda t, c: c["layers"]["a"].update(activation="a8-tensor"), r"layer 'a' the static activation format a8-tensor but no act_range"),
+    (lambda t, c: c["layers"]["a"].update(activation="a9-foo"), r"layer 'a' the activation format 'a9-foo', which autoq cannot read"),
+    (lambda t, c: c["layers"].update(zz=c["layers"]["b"]), r"the model does not match the export: it has no layer 'zz', the export one of \[8, 40\]"),
+    (lambda t, c: c.update(weights="../other/model.safetensors"), r"names its weights '../other/model.safetensors', not a file in the export's folder"),
+], ids=["no-zeros", "sym-to-asym", "asym-to-sym", "qweight-transposed", "unknown-choice", "input-scale-length", "fp32-scales",
+        "fractional-zeros", "zeros-out-of-range", "static-act-no-range", "unknown-activation", "layer-not-in-model", "weights-path"])
+def test_a_damaged_or_edited_layer_is_refused_at_load_naming_it(tmp_path, edit, message):
+    """Each loaded, then failed at the first forward in torch's words, or gave other outputs without a word, or named
+    only the format ('int4-g32-asym: zeros must be given'); a config's weights path read a file of another folder."""
+    model = Scaled()
+    calibration = [torch.randn(16, 50, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    choices = Assignment((("a", LayerChoice.from_name("int4-g32-asym:awq")), ("b", LayerChoice.from_name("int4-ch-sym:rtn-mse"))))
+    out = autoq.export(model, choices, tmp_path / "x", calibration=calibration, progress=False)
+    assert isinstance(autoq.load(out, model=Scaled()).a, QuantLinear)  # whole, it loads
+    tensors, config = load_file(str(out / WEIGHTS_NAME)), json.loads((out / CONFIG_NAME).read_text())
+    config.pop("file_bytes")  # the edits change the file's size: this check is another test's
+    edit(tensors, config)
+    save_file(tensors, str(out / WEIGHTS_NAME))
+    (out / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(AutoqError, match=message):
+        autoq.load(out, model=Scaled())
 
 
 def _tiny_llama(tie: bool = True, **overrides):
