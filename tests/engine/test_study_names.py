@@ -15,6 +15,7 @@ import optuna
 import pytest
 
 import autoq
+import autoq.engine.seeding as seeding
 from autoq.builtin import load_workload
 from autoq.engine.resume import check_resumable
 from autoq.engine.sessions import SESSION_ATTR, claim, storage_lock
@@ -59,17 +60,18 @@ def _wait_for(proc: subprocess.Popen, line: str, timeout: float = 120) -> None:
     raise AssertionError(f"no {line!r} from the subprocess: {proc.stderr.read()}")
 
 
-def test_a_second_search_of_a_name_being_set_up_is_refused_at_once_and_the_first_keeps_its_study(digits, tmp_path):
+def test_a_second_search_of_a_name_being_set_up_is_refused_at_once_and_the_first_keeps_its_study(digits, tmp_path, monkeypatch):
     """The study was made only with the strategy, after the set-up's minutes: a second search of the name went through
     its own set-up, failed on the first one's study, and then deleted it; the first died with "no search named"."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     first = _start(SLOW_SETUP, storage, "same")
     try:
         _wait_for(first, "setting up")
-        start = time.perf_counter()
+        set_up, original = [], seeding.seed_table
+        monkeypatch.setattr(seeding, "seed_table", lambda *args, **kwargs: set_up.append(args) or original(*args, **kwargs))  # watched
         with pytest.raises(AutoqError, match=f"a search named 'same' is starting in .* \\(process {first.pid} on this machine\\)"):
             autoq.search("digits-cnn", budget="4.5bits", n_trials=2, tracking_uri=None, storage=storage, study_name="same", progress=False)
-        assert time.perf_counter() - start < 30  # refused before its own set-up, not after it
+        assert set_up == []  # refused before its own set-up, not after it
         with pytest.raises(AutoqError, match=f"search 'same' is still setting up \\(process {first.pid} on this machine\\)"):
             autoq.search("digits-cnn", budget="4.5bits", n_trials=2, tracking_uri=None, storage=storage, study_name="same", resume=True,
                          progress=False)

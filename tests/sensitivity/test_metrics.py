@@ -385,7 +385,9 @@ def test_a_layer_the_output_does_not_use_scores_zero(metric):
     space = space_for(model)
     table = compute_table(model, inputs(features=6), space.layers, space.options, metric, {**ALL_ROWS, **({"max_iter": 12} if metric == "hessian" else {})},
                           use_cache=False, progress=False)
-    assert all(e.score == 0 for e in table.entries if e.layer == "unused")
+    unused = {e.option: e.score for e in table.entries if e.layer == "unused"}
+    assert set(unused) == {c.name for c in space.options[space.names.index("unused")]}  # every option scored: all() of none is true
+    assert all(score == 0 for score in unused.values())
     assert any(e.score > 0 for e in table.entries if e.layer == "used")
 
 
@@ -405,9 +407,10 @@ def test_a_layer_the_data_never_reaches_takes_data_free_options_in_a_table():
     assert uncalled == ["unused"]
     marked = SearchSpace.build(load_preset("full"), mark_unreached(layers, uncalled))  # as a search and `autoq sensitivity` build it
     table = compute_table(model, data, marked.layers, marked.options, "kl", use_cache=False, progress=False)
-    assert all(e.score == 0 for e in table.entries if e.layer == "unused")
+    unused = {e.option: e.score for e in table.entries if e.layer == "unused"}
+    assert set(unused) == {c.name for c in marked.options[marked.names.index("unused")]} and len(unused) > 1
+    assert all(score == 0 for score in unused.values()) and not any(":gptq" in option for option in unused)
     assert any(":gptq" in e.option for e in table.entries if e.layer == "used")
-    assert not any(":gptq" in e.option for e in table.entries if e.layer == "unused")
 
 
 def test_softmax_residuals_have_the_softmax_fisher_as_covariance():
