@@ -59,7 +59,8 @@ class NoMetric:
 
 
 def cache_dir() -> Path:
-    """Where autoq keeps trained built-in models: ``$AUTOQ_CACHE_DIR`` or ``~/.cache/autoq``."""
+    """Where autoq keeps trained built-in models and sensitivity tables: ``$AUTOQ_CACHE_DIR``, else
+    ``$XDG_CACHE_HOME/autoq``, else ``~/.cache/autoq``."""
     root = os.environ.get("AUTOQ_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "autoq")
     path = Path(root)
     path.mkdir(parents=True, exist_ok=True)
