@@ -95,6 +95,8 @@ def compute_table(
     ``refresh`` recomputes and overwrites a cached table; ``use_cache=False`` neither reads nor writes.
     ``weights`` shares quantized weights between metrics (and with a search).
     """
+    if len(layers) != len(options):  # zip() kept the shorter: the layers past it were left out of the table, unsaid
+        raise AutoqError(f"compute_table takes one list of options per layer: got {len(layers)} layers and {len(options)} option lists")
     info = get_metric(metric)
     resolved = resolve_settings(info, settings)
     digest = model_hash(model)
@@ -166,6 +168,9 @@ def _check_output(metric: str, out: Any, layers: Sequence[LayerInfo], options: S
                          "more sensitive")
     if isinstance(out.notes, str) or not all(isinstance(note, str) for note in out.notes):
         raise refuse(f"notes {out.notes!r}; notes are a tuple of strings, one warning each")
+    unscored = [(layer, option) for layer, opts in names.items() for option in sorted(opts) if (layer, option) not in seen]
+    if unscored:  # a table without them failed only when it seeded a search ('no score for layer ...')
+        raise refuse(f"no entry for {len(unscored)} (layer, option) pair(s) it was asked to score, such as {unscored[0]}; score each once")
 
 
 def _own_statistics(weights: QuantCache | None, batches: Sequence[Any]) -> bool:

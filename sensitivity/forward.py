@@ -31,6 +31,7 @@ from autoq.evaluate import call_model
 from autoq.evaluate.cache import QuantizedLayer, quantize_input
 from autoq.model import LayerInfo
 from autoq.sensitivity.inputs import (
+    OUTPUT_KINDS,
     Inputs,
     batch_rows,
     concat_rows,
@@ -49,6 +50,7 @@ from autoq.sensitivity.table import Entry
 # (out, ref, position weights, output kind) -> (numerator, denominator) summed over the batch
 Reducer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], tuple[float, float]]
 FORWARD_DEFAULTS = {"n_samples": 64, "rows_per_batch": 16, "options_per_pass": 16, "output_kind": "auto"}
+FORWARD_CHOICES = {"output_kind": OUTPUT_KINDS}
 
 
 def _masked_sum(values: torch.Tensor, w: torch.Tensor) -> float:
@@ -259,6 +261,6 @@ def _forward_metric(name: str, reduce: Reducer) -> Callable[[Inputs, Mapping[str
     return metric
 
 
-kl_metric = register_metric("kl", "KL divergence of the model output from full precision, one layer quantized at a time", **FORWARD_DEFAULTS)(_forward_metric("kl", _kl))
-sqnr_metric = register_metric("sqnr", "noise-to-signal power ratio of the model output (10^(-SQNR/10)), one layer at a time", **FORWARD_DEFAULTS)(_forward_metric("sqnr", _nsr))
-mse_metric = register_metric("mse", "mean squared error of the model output, one layer quantized at a time", **FORWARD_DEFAULTS)(_forward_metric("mse", _mse))
+kl_metric = register_metric("kl", "KL divergence of the model output from full precision, one layer quantized at a time", choices=FORWARD_CHOICES, **FORWARD_DEFAULTS)(_forward_metric("kl", _kl))
+sqnr_metric = register_metric("sqnr", "noise-to-signal power ratio of the model output (10^(-SQNR/10)), one layer at a time", choices=FORWARD_CHOICES, **FORWARD_DEFAULTS)(_forward_metric("sqnr", _nsr))
+mse_metric = register_metric("mse", "mean squared error of the model output, one layer quantized at a time", choices=FORWARD_CHOICES, **FORWARD_DEFAULTS)(_forward_metric("mse", _mse))

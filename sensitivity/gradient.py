@@ -37,6 +37,7 @@ from autoq.errors import AutoqError
 from autoq.evaluate import call_model
 from autoq.model import layout_2d
 from autoq.sensitivity.inputs import (
+    OUTPUT_KINDS,
     Inputs,
     batch_rows,
     divergence,
@@ -160,6 +161,7 @@ def hutchinson(
 @register_metric(
     "hessian", "Hessian trace per layer (Hutchinson, Rademacher vectors) times ||Q(W)-W||^2 / n", steps="max_iter",
     n_samples=32, rows_per_batch=32, tol=0.05, max_iter=40, min_iter=10, seed=0, output_kind="auto", probe="joint",
+    choices={"output_kind": OUTPUT_KINDS, "probe": ("joint", "layerwise")},
 )
 def hessian_metric(inputs: Inputs, settings: Mapping[str, Any], progress: Any = None) -> MetricOutput:
     batches = subsample(inputs.batches, settings["n_samples"], settings["rows_per_batch"])
@@ -252,7 +254,7 @@ def sampled_fisher(
 
 @register_metric(
     "fisher", "diagonal Fisher information (squared gradients of residuals drawn from the model's output distribution) weighted by (Q(W)-W)^2", steps="draws",
-    n_samples=128, rows_per_batch=32, draws=4, seed=0, output_kind="auto",
+    n_samples=128, rows_per_batch=32, draws=4, seed=0, output_kind="auto", choices={"output_kind": OUTPUT_KINDS},
 )
 def fisher_metric(inputs: Inputs, settings: Mapping[str, Any], progress: Any = None) -> MetricOutput:
     batches = subsample(inputs.batches, settings["n_samples"], settings["rows_per_batch"])

@@ -9,7 +9,7 @@ is never reused.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
@@ -36,13 +36,14 @@ MetricFn = Callable[[Inputs, Mapping[str, Any], Any], MetricOutput]
 @dataclass(frozen=True)
 class MetricInfo:
     """A registered metric: its name (``--metric``, ``--seed-from``), function, read-only default settings, one-line
-    description and what its progress bar counts."""
+    description, what its progress bar counts, and the values a setting of a few named ones may take."""
 
     name: str
     fn: MetricFn
     defaults: Mapping[str, Any]
     description: str
     steps: str = "layers"  # progress-bar length: "layers", or the name of a setting (e.g. max_iter)
+    choices: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # setting -> its allowed values (output_kind, probe)
 
     def n_steps(self, inputs: Inputs, settings: Mapping[str, Any]) -> int:
         return len(inputs.layers) if self.steps == "layers" else int(settings[self.steps])
@@ -54,11 +55,18 @@ _METRICS: Registry[MetricInfo] = Registry(
 )
 
 
-def register_metric(name: str, description: str, steps: str = "layers", **defaults: Any) -> Callable[[MetricFn], MetricFn]:
-    """Decorator: make a metric available under ``name`` with default ``settings``."""
+def register_metric(name: str, description: str, steps: str = "layers", choices: Mapping[str, Sequence[str]] | None = None,
+                    **defaults: Any) -> Callable[[MetricFn], MetricFn]:
+    """Decorator: make a metric available under ``name`` with default ``settings``. ``choices`` names the values a
+    setting may take (``{"output_kind": ("auto", "logits", "real")}``), checked with the others before any work starts."""
+    allowed = {key: tuple(values) for key, values in (choices or {}).items()}
+    for key, values in allowed.items():
+        if key not in defaults or defaults[key] not in values:
+            raise ValueError(f"sensitivity metric {name!r}: choices for {key!r} need a default among them ({key}={values[0]!r}, say)")
+
     def info(fn: MetricFn) -> MetricInfo:
         check_callable("sensitivity metric", name, fn, ("inputs", "settings", "progress"))
-        return MetricInfo(name, fn, MappingProxyType(dict(defaults)), description, steps)
+        return MetricInfo(name, fn, MappingProxyType(dict(defaults)), description, steps, MappingProxyType(allowed))
 
     add = _METRICS.decorator(name, info)  # checks the name
     if name.lower().endswith((".json", ".csv")):
@@ -87,6 +95,8 @@ def resolve_settings(info: MetricInfo, overrides: Mapping[str, Any] | None) -> d
         raise AutoqError(f"unknown setting(s) {sorted(unknown)} for sensitivity metric {info.name!r}; known: {sorted(info.defaults)}")
     for key, value in overrides.items():
         _check_setting(info.name, key, value, info.defaults[key])
+        if key in info.choices and value not in info.choices[key]:  # it failed after the model loaded, naming no setting
+            raise AutoqError(f"setting {key}={value!r} of sensitivity metric {info.name!r} must be one of {', '.join(info.choices[key])}")
     return {**info.defaults, **overrides}
 
 

@@ -15,6 +15,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from autoq.errors import AutoqError
 from autoq.files import write_text_atomic
@@ -157,16 +158,17 @@ class SensitivityTable:
             elif line.strip():
                 body.append(line)
         _check_meta(meta)
-        reader = csv.DictReader(body)
+        reader = csv.DictReader(body, skipinitialspace=True)  # 'layer, option, ...' as a hand edit may space it
         missing = [c for c in _CSV_COLUMNS if c not in (reader.fieldnames or ())]
         if missing:
-            raise AutoqError(f"the sensitivity table has no column {', '.join(map(repr, missing))}; its header is "
-                             f"{','.join(_CSV_COLUMNS)}")
+            raise AutoqError(f"the sensitivity table has no column {', '.join(map(repr, missing))}: its header is "
+                             f"{','.join(reader.fieldnames or ()) or 'empty'!r}, where autoq writes {','.join(_CSV_COLUMNS)!r}")
         rows = [[r["layer"], r["option"], r["score"], r["stderr"] or None] for r in reader]
         finished = text.endswith("\n")
         if "entries" in meta and (meta["entries"] != len(rows) or not finished):  # a table written before has no count
             raise AutoqError(f"the sensitivity table is cut short: it holds {len(rows)} of its {meta['entries']} rows"
-                             f"{'' if finished else ', the last one unfinished'}; compute it again (autoq sensitivity)")
+                             f"{'' if finished else ', the last one unfinished'}; compute it again (autoq sensitivity), or, if you "
+                             "edited its rows by hand, make its '# entries:' line say how many it holds (or delete that line)")
         return cls._from_meta(meta, tuple(_entry(n, row) for n, row in enumerate(rows, 1)))
 
     def save(self, path: str | Path) -> Path:
@@ -188,24 +190,38 @@ class SensitivityTable:
         except AutoqError as exc:
             raise AutoqError(f"{path}: {exc}") from None
 
+    def heat_grid(self) -> tuple[list[str], Any, tuple[float, float]]:
+        """What :meth:`heatmap` draws: the options in column order (fp16 last), a layers x options array of log10(score)
+        (NaN where not scored; a score of 0 or less, as an unused layer or a negative trace estimate gives, below the
+        colour range, so that it is not drawn as blank as a missing one), and that colour range."""
+        import numpy as np
+
+        options = [o for o in self.options if o != "fp16"] + [o for o in self.options if o == "fp16"]
+        grid = np.full((len(self.layers), len(options)), np.nan)
+        logs = [math.log10(e.score) for e in self.entries if e.score > 0]
+        low, high = min(logs, default=0.0), max(logs, default=1.0)
+        for e in self.entries:
+            grid[self.layers.index(e.layer), options.index(e.option)] = math.log10(e.score) if e.score > 0 else low - 1
+        return options, grid, (low, high if high > low else low + 1.0)
+
     def heatmap(self, path: str | Path, title: str | None = None) -> Path:
         """Layers x options heat map of log10(score) as a PNG.
 
         On a bare ``Figure``: no pyplot state, and the caller's matplotlib backend (a notebook's, say) is left as it was."""
-        import numpy as np
+        import matplotlib
         from matplotlib.figure import Figure
 
-        layers, options = self.layers, self.options
-        grid = np.full((len(layers), len(options)), np.nan)
-        for e in self.entries:
-            grid[layers.index(e.layer), options.index(e.option)] = math.log10(e.score) if e.score > 0 else np.nan
+        layers = self.layers
+        options, grid, (low, high) = self.heat_grid()
         # tall enough for the colour bar's label beside a few layers (digits-cnn's 4 cut it off)
         fig = Figure(figsize=(2 + 0.45 * len(options), max(3.6, 1.5 + 0.18 * len(layers))), dpi=110)
         ax = fig.subplots()
-        im = ax.imshow(grid, aspect="auto", cmap="viridis", interpolation="nearest")
+        cmap = matplotlib.colormaps["viridis"].with_extremes(under="black", bad="white")
+        im = ax.imshow(grid, aspect="auto", cmap=cmap, interpolation="nearest", vmin=low, vmax=high)
         ax.set_xticks(range(len(options)), [o.replace(":", "\n") for o in options], rotation=90, fontsize=6)
         ax.set_yticks(range(len(layers)), layers, fontsize=max(3, min(7, 600 // max(1, len(layers)))))
-        fig.colorbar(im, ax=ax).set_label(f"log10 {self.metric} score (higher = more sensitive)", fontsize=7)
+        fig.colorbar(im, ax=ax, extend="min").set_label(
+            f"log10 {self.metric} score (higher = more sensitive)\nblack: 0 or less; blank: not scored", fontsize=7)
         ax.set_title(title or f"{self.metric} sensitivity: {self.model_name or self.model_hash}", fontsize=9)
         fig.tight_layout()
         path = Path(path)

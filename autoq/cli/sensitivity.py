@@ -177,7 +177,7 @@ def _log_mlflow(args: argparse.Namespace, model_name: str, table, wall: float, p
 
     tracker = MlflowTracker.open(args.tracking_uri, args.experiment, args.mlflow_parent_run_id)
     params = {"metric": table.metric, "model": model_name, "model_hash": table.model_hash, "data_fingerprint": table.data_fingerprint,
-              "space": args.space, "n_layers": len(table.layers), **{f"setting.{k}": v for k, v in table.params}}
+              "space": args.space, "n_layers": len(table.layers), **{f"setting.{k}": _unquoted(v) for k, v in table.params}}
     run_id = tracker.start(f"sensitivity-{table.metric}-{model_name}", params, {"autoq.kind": "sensitivity", "autoq.model": model_name})
     now = int(time.time() * 1000)
     tracker.client.log_batch(run_id, metrics=[Metric("compute_seconds", table.seconds, now, 0), Metric("wall_seconds", wall, now, 0)], synchronous=True)
@@ -187,10 +187,26 @@ def _log_mlflow(args: argparse.Namespace, model_name: str, table, wall: float, p
     return run_id
 
 
+def _unquoted(value: str) -> str:
+    """A table's setting as MLflow shows it: ``auto``, not the ``'auto'`` the table keeps (its repr), so that a filter
+    ``params.`setting.output_kind` = 'auto'`` finds it."""
+    import ast
+
+    if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+        try:
+            parsed = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            return value
+        return parsed if isinstance(parsed, str) else value
+    return value
+
+
 def _summary(table, wall: float, cached: bool, paths: list[Path], uri: str | None, run_id: str | None, search: str) -> str:
     from autoq.sensitivity.table import layer_scores
 
-    lines = [f"{table.metric} sensitivity of {len(table.layers)} layers x {len(table.options)} options "
+    per_layer = {len([e for e in table.entries if e.layer == layer]) for layer in table.layers}
+    shape = f"{len(table.options)} options" if len(per_layer) == 1 else f"{min(per_layer)} to {max(per_layer)} options each"
+    lines = [f"{table.metric} sensitivity of {len(table.layers)} layers x {shape} "
              f"({'from the cache, computed' if cached else 'computed'} in {table.seconds:.1f} s; this run {wall:.1f} s)."]
     # an option every layer was scored at (a space's rules may give layers different options), int3 where there is one
     scored = {(e.layer, e.option) for e in table.entries}

@@ -47,8 +47,11 @@ def check_seed_from(seed_from: str | None, strategy: str = "optuna") -> None:
                          "leave --seed-from out, or seed a strategy that reads one (optuna, ilp, greedy)")
     if seed_from in (None, AUTO, NONE) or _is_path(seed_from):
         return
-    from autoq.sensitivity import get_metric
+    from autoq.sensitivity import get_metric, metric_names
 
+    if seed_from not in metric_names() and Path(seed_from).is_file():  # 'unknown sensitivity metric' of a table file's name
+        raise AutoqError(f"--seed-from {seed_from}: a file, but a table file's name ends in .json or .csv (autoq sensitivity writes "
+                         "both), and any other word is a metric's name; rename the file, or pass a metric")
     get_metric(seed_from)
 
 

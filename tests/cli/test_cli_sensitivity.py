@@ -27,7 +27,8 @@ def test_sensitivity_writes_table_heatmap_and_logs_to_mlflow(out, mlflow_uri, ca
     args = ["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--out", str(out), "--tracking-uri", mlflow_uri, "--no-progress"]
     assert main(args) == 0
     printed = capsys.readouterr().out
-    assert "sqnr sensitivity of 4 layers x 13 options" in printed
+    # its convolutions take fewer options (a group as wide as the layer is per-channel): '4 layers x 13 options' was 40 entries
+    assert "sqnr sensitivity of 4 layers x 7 to 13 options each" in printed
     suggested = next(line for line in printed.splitlines() if line.startswith("Seed a search with it: "))
     command = shlex.split(suggested.split(": ", 1)[1])
     assert command == ["autoq", "search", "--model", "digits-cnn", "--seed-from", str(out / "digits-cnn-sqnr.json")]
@@ -38,6 +39,7 @@ def test_sensitivity_writes_table_heatmap_and_logs_to_mlflow(out, mlflow_uri, ca
     client = MlflowClient(mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], "tags.`autoq.kind` = 'sensitivity'")
     assert len(runs) == 1 and runs[0].data.params["metric"] == "sqnr"
+    assert runs[0].data.params["setting.output_kind"] == "auto"  # as a filter writes it: it was "'auto'", the table's repr
     assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} == {"digits-cnn-sqnr.csv", "digits-cnn-sqnr.json", "digits-cnn-sqnr.png"}
     assert main(args) == 0  # the second run reads the disk cache
     assert "from the cache" in capsys.readouterr().out

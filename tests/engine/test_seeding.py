@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 from mlflow.tracking import MlflowClient
 
 import autoq
@@ -48,3 +49,17 @@ def test_a_strategy_that_reads_no_table_gets_no_word_on_skipping_one(tmp_path, m
     assert "skips the sensitivity table" not in capsys.readouterr().err
     autoq.search("digits-cnn", **kwargs)
     assert "skips the sensitivity table: it would run data-driven PTQ on 501 (layer, option) pairs up front (more than 500)" in capsys.readouterr().err
+
+
+def test_a_table_file_without_its_ending_is_not_called_an_unknown_metric(tmp_path, monkeypatch):
+    """'--seed-from tableplain', a file there, said 'unknown sensitivity metric' and listed the metrics."""
+    from autoq.engine.seeding import check_seed_from
+    from autoq.errors import AutoqError
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tableplain").write_text("{}")
+    with pytest.raises(AutoqError, match=r"^--seed-from tableplain: a file, but a table file's name ends in .json or .csv"):
+        check_seed_from("tableplain")
+    with pytest.raises(AutoqError, match="unknown sensitivity metric 'nofile'"):
+        check_seed_from("nofile")
+    check_seed_from("kl")

@@ -17,6 +17,7 @@ from autoq.model import find_layers
 from autoq.model.capture import CalibrationStats
 from autoq.search_spaces import load_preset
 from autoq.sensitivity import compute_table, get_metric, metric_names
+from autoq.sensitivity.registry import resolve_settings
 from autoq.space import SearchSpace
 
 ALL_ROWS = {"n_samples": None, "rows_per_batch": None}
@@ -235,8 +236,28 @@ def test_unknown_metric_and_setting_are_clear_errors():
     space = space_for(model)
     with pytest.raises(AutoqError, match=r"unknown setting\(s\) \['n_sample'\] for sensitivity metric 'kl'"):
         compute_table(model, inputs(), space.layers, space.options, "kl", {"n_sample": 3}, progress=False)
-    with pytest.raises(AutoqError, match="unknown output kind"):
+    with pytest.raises(AutoqError, match=r"^setting output_kind='probs' of sensitivity metric 'kl' must be one of auto, logits, real$"):
         compute_table(model, inputs(), space.layers, space.options, "kl", {"output_kind": "probs"}, use_cache=False, progress=False)
+    # refused with the other settings, before any model loads (it failed in the metric: `autoq sensitivity` left an empty --out)
+    with pytest.raises(AutoqError, match=r"setting probe='both' of sensitivity metric 'hessian' must be one of joint, layerwise"):
+        resolve_settings(get_metric("hessian"), {"probe": "both"})
+    with pytest.raises(AutoqError, match="compute_table takes one list of options per layer: got 1 layers and 0 option lists"):
+        compute_table(model, inputs(), space.layers, space.options[:0], "kl", use_cache=False, progress=False)  # a layer went unscored
+
+
+def test_a_metric_that_leaves_a_pair_unscored_is_refused(monkeypatch):
+    """Its table was cached, and failed only when it seeded a search ('no score for layer ...')."""
+    from autoq.sensitivity import registry as metric_registry
+    from autoq.sensitivity.registry import MetricOutput, register_metric
+    from autoq.sensitivity.table import Entry
+
+    monkeypatch.setattr(metric_registry, "_METRICS", metric_registry._METRICS.copy())
+    register_metric("first-only", "scores each layer's first option")(
+        lambda inputs, settings, progress=None: MetricOutput(tuple(Entry(layer.name, opts[0].name, 1.0) for layer, opts in zip(inputs.layers, inputs.options))))
+    model = linear_model()
+    space = space_for(model)
+    with pytest.raises(AutoqError, match=r"'first-only' returned no entry for \d+ \(layer, option\) pair\(s\) it was asked to score"):
+        compute_table(model, inputs(), space.layers, space.options, "first-only", use_cache=False, progress=False)
 
 
 def test_gradient_metrics_read_hidden_states_as_real_outputs():

@@ -118,7 +118,8 @@ def test_an_infinite_or_unknown_stderr_is_kept(tmp_path):
 
 
 @pytest.mark.parametrize(("edit", "message"), [
-    (lambda text: text.replace(",stderr\n", "\n", 1), "no column 'stderr'; its header is layer,option,score,stderr"),
+    (lambda text: text.replace(",stderr\n", "\n", 1), "no column 'stderr': its header is 'layer,option,score', where autoq writes "
+                                                     "'layer,option,score,stderr'"),
     (lambda text: text.replace("# seconds: 12.5", "# seconds: twelve"), "line .*'# seconds: ...', does not hold a JSON value"),
     (lambda text: text.replace("0.5,0.01", "nan,0.01"), r"entry 1 .* has score nan"),
     (lambda text: text.replace("0.5,0.01", "half,0.01"), "entry 1 .* is not \\[layer, option, score, stderr\\]"),
@@ -132,7 +133,8 @@ def test_a_damaged_csv_table_names_the_file_and_what_is_wrong(tmp_path, edit, me
 
 @pytest.mark.parametrize(("edit", "message"), [
     (lambda text: text[:-4], r"cut short: it holds 4 of its 4 rows, the last one unfinished"),  # a score read as another number
-    (lambda text: text[:text.rindex('\n"enc,1') + 1], r"cut short: it holds 3 of its 4 rows; compute it again"),
+    (lambda text: text[:text.rindex('\n"enc,1') + 1], r"cut short: it holds 3 of its 4 rows; compute it again \(autoq sensitivity\), "
+                                                      r"or, if you edited its rows by hand, make its '# entries:' line say how many"),
 ])
 def test_a_csv_table_cut_short_is_refused_as_such(tmp_path, edit, message):
     """A CSV records no end: cut in its last score it loaded with another score; cut between rows it was said to be of
@@ -151,3 +153,23 @@ def test_a_table_that_is_not_text_is_refused(tmp_path):
     path.write_bytes(b"\xff\xfe\x00binary")
     with pytest.raises(AutoqError, match="is not UTF-8 text"):
         SensitivityTable.load(path)
+
+
+def test_a_hand_edited_csv_with_spaces_after_its_commas_loads(tmp_path):
+    """'layer, option, score, stderr' was refused as having no column 'option', naming autoq's header as the file's."""
+    path = tmp_path / "t.csv"
+    path.write_text(table().to_csv().replace("layer,option,score,stderr", "layer, option, score, stderr").replace(",0.01\n", ", 0.01\n"))
+    assert SensitivityTable.load(path) == table()
+
+
+def test_the_heat_map_draws_a_zero_score_apart_from_a_missing_one_and_fp16_last():
+    """A score of 0 (an unused layer's) was drawn blank, as a (layer, option) with no score is; fp16 stood wherever the
+    first layer's options put it."""
+    import dataclasses
+
+    t = dataclasses.replace(table(), entries=(*table().entries[:2], Entry("enc.0.q", "fp16", 0.0, None), table().entries[3]))
+    options, grid, (low, high) = t.heat_grid()
+    assert options == ["int2-ch-asym:rtn-mse", "int4-g128-asym:rtn-mse", "fp16"]
+    assert grid[0, 2] < low <= high  # below the colour range: the colour map's 'under' colour, not blank
+    assert math.isnan(grid[1, 1]) and math.isnan(grid[1, 2])  # not scored: blank
+    assert grid[0, 0] == pytest.approx(math.log10(0.5)) and (low, high) == pytest.approx((math.log10(0.0123456789012345), math.log10(2.5)))
