@@ -58,7 +58,7 @@ def _rule_choices(rule: Rule, layer: LayerInfo, where: str) -> dict[str, LayerCh
     methods = [m for m in rule.methods if not (layer.no_rows and method_needs_stats(m))]
     if not methods:
         raise AutoqError(f"{where} gives {layer.name!r} only data-driven methods {list(rule.methods)}, and {layer.no_rows} cannot take "
-                         "them; add a data-free method such as rtn-mse to the rule, or a rule for this layer before it")
+                         "them; add a data-free method such as rtn-mse to the rule, or a rule for this layer before it, or skip the layer")
     labelled: dict[str, LayerChoice] = {}
     for bits in rule.bits:
         if bits == 16:
@@ -110,6 +110,10 @@ class SearchSpace:
                 if layer.no_rows and not pinned[0].weight.is_half and method_needs_stats(pinned[0].method):
                     raise AutoqError(f"pin {pinned[1]!r} gives {layer.name!r} {pinned[0].name!r}, a data-driven method, and {layer.no_rows} "
                                      "cannot take it; pin a data-free method there (rtn-mse, say)")
+                if layer.no_rows and pinned[0].activation is not None and pinned[0].activation.static:  # every trial failed on it
+                    raise AutoqError(f"pin {pinned[1]!r} gives {layer.name!r} {pinned[0].name!r}, whose static activation format "
+                                     f"{pinned[0].activation.name} calibrates its range on the layer's inputs, and {layer.no_rows} "
+                                     "has none; pin a dynamic format (a8-token) or a weight-only choice there")
                 if pinned[0].activation is not None and not layer.is_linear:
                     raise AutoqError(f"pin {pinned[1]!r} gives {layer.name!r}, a {layer.kind} layer, the activation format of "
                                      f"{pinned[0].name!r}; activation formats run on linear layers only: pin "

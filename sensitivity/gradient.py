@@ -141,8 +141,9 @@ def hutchinson(
                             sample[k] += float((hv * vs[k]).sum())
                 if not all(map(math.isfinite, sample)):  # at once: the remaining max_iter passes could only give NaN too
                     half = "; score a float16 or bfloat16 model in float32" if params[0].dtype in (torch.float16, torch.bfloat16) else ""
-                    raise AutoqError(f"hessian: a Hessian-vector product on calibration batch {i} is NaN or Inf: NaN in the batch, or "
-                                     f"the model's loss or its gradients overflow there{half}")
+                    # (i counts the batches of rows it probes, which rows_per_batch cuts from the calibration batches)
+                    raise AutoqError(f"hessian: a Hessian-vector product is NaN or Inf on batch {i} of the {len(batches)} batches of "
+                                     f"calibration rows it probes: the model's loss or its gradients overflow there{half}")
             it += 1
             for k in range(n):  # Welford's running mean and variance
                 delta = sample[k] - mean[k]

@@ -150,6 +150,22 @@ def test_layers_data_driven_methods_cannot_run_on_get_the_data_free_ones_only():
         SearchSpace.build(load_preset("cnn-mixed"), layers, {"^1$": "int4-ch-asym:gptq"})
 
 
+def test_a_layer_the_data_never_reaches_is_refused_what_needs_its_inputs_in_plain_words():
+    """A static activation pinned on it passed, and every trial failed advising a data-free method it already had; the
+    messages read 'and not called by the model on any calibration batch cannot take them'."""
+    from autoq.model import mark_unreached
+
+    layers = mark_unreached(find_layers(nn.Sequential(nn.Linear(16, 16), nn.Linear(16, 16))), ["1"])
+    with pytest.raises(AutoqError, match=r"pin '\^1\$' gives '1' 'int8-ch-sym:rtn-minmax\+a8-tensor', whose static activation format "
+                                         r"a8-tensor calibrates its range on the layer's inputs, and a layer the model never calls on the "
+                                         r"calibration batches has none; pin a dynamic format \(a8-token\)"):
+        SearchSpace.build(load_preset("w8a8"), layers, {"^1$": "int8-ch-sym:rtn-minmax+a8-tensor"})
+    assert SearchSpace.build(load_preset("w8a8"), layers, {"^1$": "int8-ch-sym:rtn-minmax+a8-token"}).options[1][0].activation.name == "a8-token"
+    gptq_only = Preset("g", "", (Rule(".*", (4,), ("channel",), (False,), ("gptq",), False),))
+    with pytest.raises(AutoqError, match=r"and a layer the model never calls on the calibration batches cannot take them; .*or skip the layer"):
+        SearchSpace.build(gptq_only, layers)
+
+
 def test_assignment_by_indices(space):
     a = space.assignment([0, 1, 2])
     assert isinstance(a, Assignment)

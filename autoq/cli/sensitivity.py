@@ -205,7 +205,7 @@ def _summary(table, wall: float, cached: bool, paths: list[Path], uri: str | Non
     from autoq.sensitivity.table import layer_scores
 
     per_layer = {len([e for e in table.entries if e.layer == layer]) for layer in table.layers}
-    shape = f"{len(table.options)} options" if len(per_layer) == 1 else f"{min(per_layer)} to {max(per_layer)} options each"
+    shape = f"{min(per_layer)} options" if len(per_layer) == 1 else f"{min(per_layer)} to {max(per_layer)} options each"
     lines = [f"{table.metric} sensitivity of {len(table.layers)} layers x {shape} "
              f"({'from the cache, computed' if cached else 'computed'} in {table.seconds:.1f} s; this run {wall:.1f} s)."]
     # an option every layer was scored at (a space's rules may give layers different options), int3 where there is one

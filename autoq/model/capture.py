@@ -268,22 +268,24 @@ def _named(name: str, acc: _Accumulator) -> LayerStats:
         raise AutoqError(f"layer {name!r}: {exc}") from None
 
 
-def execution_order(model: nn.Module, layers: Sequence[LayerInfo], batch: Any) -> tuple[list[int], set[int]]:
-    """Indices into ``layers`` in the order a forward pass on ``batch`` first calls them (layers it does not call
-    last, in ``layers`` order): a model may define a layer before one that runs ahead of it; and those of layers
-    it calls more than once (a module reused in a loop)."""
+def execution_order(model: nn.Module, layers: Sequence[LayerInfo], batches: Sequence[Any]) -> tuple[list[int], set[int]]:
+    """Indices into ``layers`` in the order the forward passes over ``batches`` first call them (layers they do not
+    call last, in ``layers`` order): a model may define a layer before one that runs ahead of it; and those of
+    layers some pass calls more than once (a module reused in a loop, perhaps only for some inputs)."""
     first: dict[int, int] = {}
+    calls: dict[int, int] = {}  # this batch's
     again: set[int] = set()
     handles = []
     for i, layer in enumerate(layers):
         def hook(m: nn.Module, args: tuple, i: int = i) -> None:
-            if i in first:
+            calls[i] = calls.get(i, 0) + 1
+            if calls[i] > 1:
                 again.add(i)
             first.setdefault(i, len(first))
 
         handles.append(get_module(model, layer.name).register_forward_pre_hook(hook))
     try:
-        _run(model, [batch])
+        _run(model, (calls.clear() or batch for batch in batches))  # counts start again at each batch, numbered as given
     finally:
         for h in handles:
             h.remove()
@@ -328,7 +330,7 @@ def capture_sequential(
     is swapped in after the layer's statistics are taken. The model's weights are
     restored before returning. Cost: one calibration pass per layer, cut short at the layer's
     input (whole for a layer the model calls more than once, so that every call counts, as in
-    :func:`capture_stats`), and one forward of the first batch for the order the layers run in
+    :func:`capture_stats`), and one pass for the order the layers run in and which of them the model reuses
     (:func:`execution_order`).
     """
     if not batches:
@@ -336,7 +338,7 @@ def capture_sequential(
     stats: dict[str, LayerStats] = {}
     originals: dict[str, torch.Tensor] = {}
     try:
-        order, reused = execution_order(model, layers, batches[0])
+        order, reused = execution_order(model, layers, batches)
         for i in order:
             layer = layers[i]
             module = get_module(model, layer.name)
@@ -400,7 +402,7 @@ class CalibrationStats:
             return self._float[name]
         except KeyError:
             if name in self._no_rows:
-                raise AutoqError(f"layer {name!r} is {self._no_rows[name]}: data-driven methods cannot run on it; give it a data-free "
+                raise AutoqError(f"layer {name!r}: {self._no_rows[name]}, so data-driven methods cannot run on it; give it a data-free "
                                  "method (rtn-mse, say), or skip it") from None
             raise AutoqError(f"no calibration statistics for layer {name!r}: it is not one of the searched layers") from None
 

@@ -210,7 +210,7 @@ def left_out_note(model: nn.Module, skip: Iterable[str], tied: dict[str, list[st
     return "; ".join(notes) or None
 
 
-NOT_REACHED = "not called by the model on any calibration batch"
+NOT_REACHED = "a layer the model never calls on the calibration batches"
 
 
 def mark_unreached(layers: Sequence[LayerInfo], names: Iterable[str]) -> list[LayerInfo]:
@@ -225,7 +225,7 @@ def unreached_note(names: Sequence[str]) -> str:
     """What a search or table says of layers the calibration batches never reach: what they get, and why a user may
     rather skip them."""
     shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
-    return (f"{len(names)} layer(s) {NOT_REACHED} ({shown}) take data-free methods only (where the evaluation data does not "
+    return (f"{len(names)} layer(s) the model never calls on the calibration batches ({shown}) take data-free methods only (where the evaluation data does not "
             "reach them either, the search sees no cost in quantizing them); skip them to keep them at full precision")
 
 

@@ -34,7 +34,8 @@ class MethodError(AutoqError):
 class PTQMethod(Protocol):
     """``fn(weight, spec, stats=None)``: quantize a float32 ``(out, in)`` weight (a convolution's kernel flattened to
     ``(out, in * kh * kw)``) to ``spec``; return a :class:`QuantizedTensor` of that spec and shape (codes in
-    ``[spec.qmin, spec.qmax]``, one fp16 scale and zero point per group), or a ``TransformedTensor`` that also scales
+    ``[spec.qmin, spec.qmax]``, one fp16 scale and zero point per group: a whole number in that range, ``2^(bits-1)``
+    for a symmetric spec), or a ``TransformedTensor`` that also scales
     the input or shifts the bias. ``stats`` is the layer's ``LayerStats`` for methods registered with
     ``needs_stats=True``, else ``None``. The same inputs must give the same codes: an export quantizes again."""
 
@@ -112,7 +113,20 @@ def _wrong_result(q: Any, weight: torch.Tensor, spec: QuantSpec) -> str | None:
         return f"codes from {int(q.codes.min())} to {int(q.codes.max())}, outside [{spec.qmin}, {spec.qmax}]"
     if not (torch.isfinite(q.scale).all() and torch.isfinite(q.zero).all()):
         return "scales or zero points that are not finite (NaN or beyond fp16's 65504)"
-    return None
+    return _wrong_zeros(q.zero, spec)
+
+
+def _wrong_zeros(zero: torch.Tensor, spec: QuantSpec) -> str | None:
+    """Zero points the export cannot store as they were scored: it stores an asymmetric format's as fp16 whole numbers
+    in ``[0, 2^b - 1]`` and none for a symmetric one (read back as ``2^(b-1)``); ``autoq.load`` refused such an export
+    as damaged, after a search had scored it."""
+    z = zero.float()
+    if spec.symmetric:
+        middle = 1 << (spec.bits - 1)
+        return None if bool((z == middle).all()) else f"symmetric zero points other than {middle} (2^(bits-1), which the export assumes)"
+    if bool(((z == z.round()) & (z >= spec.qmin) & (z <= spec.qmax)).all()):
+        return None
+    return f"zero points that are not whole numbers in [{spec.qmin}, {spec.qmax}] (the export stores them so)"
 
 
 def _wrong_transform(q: QuantizedTensor, weight: torch.Tensor, info: MethodInfo) -> str | None:

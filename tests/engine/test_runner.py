@@ -441,9 +441,9 @@ def test_a_layer_the_calibration_data_never_reaches_takes_data_free_methods(caps
     w8a8 = prepare(make_workload(model, batches, lambda m: 1.0), SearchConfig(budget="9bits", space="w8a8", tracking_uri=None, storage=None))
     acts = {layer.name: {c.activation.name for c in opts if c.activation} for layer, opts in zip(w8a8.space.layers, w8a8.space.options)}
     assert acts == {"a": {"a8-tensor", "a8-token"}, "b": {"a8-tensor", "a8-token"}, "unused": {"a8-token"}}  # a static range is calibrated
-    assert "1 layer(s) not called by the model on any calibration batch ('unused') take data-free methods only" in problem.unreached
+    assert "1 layer(s) the model never calls on the calibration batches ('unused') take data-free methods only" in problem.unreached
     result = autoq.search(model, batches, budget="4.5bits", space="full", n_trials=12, seed_from="none", tracking_uri=None, storage=None,
                           progress=False)
     assert result.n_failed == 0 and len(result.points) == 12
     assert any(needs_stats(p.assignment[name]) for p in result.points for name in "ab")  # the layers it reaches still take them
-    assert "autoq: note: 1 layer(s) not called by the model" in capsys.readouterr().err
+    assert "autoq: note: 1 layer(s) the model never calls" in capsys.readouterr().err

@@ -303,7 +303,7 @@ def test_stats_leave_an_uncalled_layer_out_and_say_what_to_do_for_it():
         capture_stats(model, find_layers(model), data)  # as before for a direct call
     stats = CalibrationStats(model, find_layers(model), data)
     assert stats.get("lo").n_tokens == 3
-    with pytest.raises(AutoqError, match=r"layer 'never' is not called by the model on any calibration batch: data-driven methods cannot "
+    with pytest.raises(AutoqError, match=r"layer 'never': a layer the model never calls on the calibration batches, so data-driven methods cannot "
                                          r"run on it; give it a data-free method \(rtn-mse, say\), or skip it"):
         stats.get("never")
     sequential = CalibrationStats(model, find_layers(model), data, sequential=True)
@@ -332,3 +332,27 @@ def test_a_sequential_capture_counts_every_call_of_a_reused_layer():
     for name in ("first", "shared", "head"):
         assert same[name].n_tokens == floats[name].n_tokens and torch.allclose(same[name].xtx, floats[name].xtx)
     assert floats["shared"].n_tokens == 40
+
+
+class _LoopsOnLarge(nn.Module):
+    """``shared`` runs once on a batch of small inputs, three times on one of large inputs."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.first, self.shared = nn.Linear(12, 8), nn.Linear(8, 8)
+
+    def forward(self, x):
+        h = self.first(x)
+        for _ in range(3 if float(x.abs().mean()) > 1 else 1):
+            h = self.shared(torch.tanh(h))
+        return h
+
+
+def test_a_layer_reused_only_on_a_later_batch_counts_every_call_too():
+    """Reuse was read from the first batch alone: a layer looped over only for some inputs was cut short on the rest."""
+    model = _LoopsOnLarge()
+    data = [0.1 * torch.ones(4, 12), 5 * torch.ones(4, 12)]
+    layers = find_layers(model)
+    same = capture_sequential(model, layers, data, lambda name, _: get_module(model, name).weight.detach().clone())
+    assert same["shared"].n_tokens == capture_stats(model, layers, data)["shared"].n_tokens == 16

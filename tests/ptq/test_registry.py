@@ -110,6 +110,9 @@ def _shifted(q: QuantizedTensor, **changes) -> QuantizedTensor:
     (lambda w, spec: _shifted(quantize(w, spec), scale=torch.full_like(quantize(w, spec).scale, float("inf"))), "not finite"),
     (lambda w, spec: _shifted(quantize(w, spec), codes=quantize(w, spec).codes.float()), "codes of dtype torch.float32"),
     (lambda w, spec: _shifted(quantize(w, spec), codes=quantize(w, spec).codes.float() + 0.25), "codes of dtype torch.float32"),
+    # the export stores whole zero points: autoq.load refused such an export as damaged, after the search had scored it
+    (lambda w, spec: _shifted(quantize(w, spec), zero=quantize(w, spec).zero + 0.25), r"zero points that are not whole numbers in \[0, 15\]"),
+    (lambda w, spec: _shifted(quantize(w, spec), zero=torch.full_like(quantize(w, spec).zero, 99)), r"not whole numbers in \[0, 15\]"),
 ])
 def test_a_method_returning_something_else_than_asked_is_named(wrong, message, monkeypatch):
     """A plug-in that ignores ``spec`` was searched as int2 with int8's quality and exported at 3.4x its recorded size."""
@@ -161,3 +164,14 @@ def test_a_method_that_raises_is_named_with_its_layer(monkeypatch):
                                                     r"weight: RuntimeError: boom from my plugin") as info:
         QuantCache(model).layer("2", choice)
     assert isinstance(info.value.__cause__.__cause__, RuntimeError)
+
+
+def test_a_symmetric_result_with_another_zero_point_is_named(monkeypatch):
+    """The export stores no zero point for a symmetric format and reads back 2^(bits-1): another was scored, not shipped."""
+    monkeypatch.setattr(registry, "_METHODS", registry._METHODS.copy())
+    spec = QuantSpec(4, "channel", symmetric=True)
+    register_method("test-sym-zero")(lambda w, s, stats=None: _shifted(quantize(w, s), zero=quantize(w, s).zero + 1))
+    w = torch.randn(16, 96, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(AutoqError, match=r"returned symmetric zero points other than 8 \(2\^\(bits-1\), which the export assumes\)"):
+        run_method("test-sym-zero", w, spec)
+    assert run_method("rtn-minmax", w, spec).zero.eq(8).all()

@@ -421,7 +421,7 @@ def test_a_layer_the_data_never_reaches_takes_data_free_options_in_a_table():
     model, data = WithUnused().eval(), inputs(features=6)
     layers = find_layers(model)
     full = SearchSpace.build(load_preset("full"), layers)
-    with pytest.raises(AutoqError, match=r"layer 'unused' is not called by the model on any calibration batch: data-driven methods "
+    with pytest.raises(AutoqError, match=r"layer 'unused': a layer the model never calls on the calibration batches, so data-driven methods "
                                          r"cannot run on it; give it a data-free method \(rtn-mse, say\), or skip it"):
         compute_table(model, data, full.layers, full.options, "kl", use_cache=False, progress=False)
     uncalled = uncalled_layers(model, full.layers, full.options, data)
