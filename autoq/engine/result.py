@@ -162,8 +162,13 @@ class SearchResult:
         return max(uniform, key=lambda p: (p.quality, -p.effective_bits)) if uniform else None
 
     def covers(self, other: SearchResult) -> bool:
-        """Every frontier point of ``other`` is matched or beaten (quality up, bits down) by a point of this frontier."""
-        return all(any(p.quality >= q.quality and p.effective_bits <= q.effective_bits for p in self.frontier) for q in other.frontier)
+        """Every frontier point of ``other`` is matched or beaten (quality up, bits down, and latency down where both
+        points have one: a search with a device) by a point of this frontier."""
+        def beats(p: Point, q: Point) -> bool:
+            faster = p.latency_us is None or q.latency_us is None or p.latency_us <= q.latency_us
+            return p.quality >= q.quality and p.effective_bits <= q.effective_bits and faster
+
+        return all(any(beats(p, q) for p in self.frontier) for q in other.frontier)
 
     @classmethod
     def from_mlflow(cls, run_id: str, tracking_uri: str) -> SearchResult:

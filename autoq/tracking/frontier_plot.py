@@ -75,6 +75,7 @@ def _latency_panel(ax: Axes, points: Sequence[Point], frontier: Sequence[Point],
     ax.set_xlabel(f"latency of the searched layers' GEMMs ({unit})")
     ax.set_ylabel("quality (higher is better)")
     ax.xaxis.set_major_locator(MaxNLocator(5))
+    ax.ticklabel_format(axis="x", useOffset=False)  # 16.0064 us, not 0.0064 and '+1.6e1' in a corner beside a '(us)' label
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
 

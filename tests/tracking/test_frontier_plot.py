@@ -84,3 +84,15 @@ def test_saved_png_has_both_panels_and_leaves_the_callers_backend(tmp_path):
         matplotlib.use(previous)
     assert imread(one).shape[:2] == (540, 840)  # 7 x 4.5 in at 120 dpi
     assert imread(two).shape[:2] == (540, 1440)  # 12 x 4.5 in: a second panel
+
+
+def test_latencies_in_a_narrow_band_are_labelled_whole_not_as_an_offset():
+    """digits-cnn's 16.0059-16.0087 us read '0.0064 ... 0.0088' with '+1.6e1' in a corner, beside a '(us)' label."""
+    import dataclasses
+
+    pts = [dataclasses.replace(p, latency_us=16.0059 + 0.0003 * (p.trial % 10)) for p in points(source="estimate:roofline:h100")]
+    fig = frontier_figure(pts, pareto_front(pts), budget_bits=6.0)
+    _, lat_ax = fig.axes
+    fig.canvas.draw()
+    ticks = [float(t.get_text().replace("\u2212", "-")) for t in lat_ax.get_xticklabels() if t.get_text()]
+    assert ticks and all(16.0 < t < 16.02 for t in ticks) and lat_ax.xaxis.get_offset_text().get_text() == ""

@@ -84,6 +84,10 @@ def test_covers_compares_frontiers(searched):
 
     worse = replace(searched, frontier=tuple(replace(p, quality=p.quality - 0.1) for p in searched.frontier))
     assert searched.covers(worse) and not worse.covers(searched)
+    # with a device, latency is the third objective: a frontier slower at every point did cover a faster one
+    fast = replace(searched, frontier=tuple(replace(p, latency_us=100.0) for p in searched.frontier))
+    slow = replace(searched, frontier=tuple(replace(p, latency_us=200.0) for p in searched.frontier))
+    assert fast.covers(slow) and not slow.covers(fast)
 
 
 def test_a_store_whose_artifacts_are_gone_is_one_line(searched, mlflow_uri, tmp_path, capsys):
