@@ -110,14 +110,14 @@ class SearchSpace:
                 if layer.no_rows and not pinned[0].weight.is_half and method_needs_stats(pinned[0].method):
                     raise AutoqError(f"pin {pinned[1]!r} gives {layer.name!r} {pinned[0].name!r}, a data-driven method, and {layer.no_rows} "
                                      "cannot take it; pin a data-free method there (rtn-mse, say)")
-                if layer.no_rows and pinned[0].activation is not None and pinned[0].activation.static:  # every trial failed on it
-                    raise AutoqError(f"pin {pinned[1]!r} gives {layer.name!r} {pinned[0].name!r}, whose static activation format "
-                                     f"{pinned[0].activation.name} calibrates its range on the layer's inputs, and {layer.no_rows} "
-                                     "has none; pin a dynamic format (a8-token) or a weight-only choice there")
                 if pinned[0].activation is not None and not layer.is_linear:
                     raise AutoqError(f"pin {pinned[1]!r} gives {layer.name!r}, a {layer.kind} layer, the activation format of "
                                      f"{pinned[0].name!r}; activation formats run on linear layers only: pin "
                                      f"{LayerChoice(pinned[0].weight, pinned[0].method).name!r} there")
+                if layer.no_rows and pinned[0].activation is not None and pinned[0].activation.static:  # every trial failed on it
+                    raise AutoqError(f"pin {pinned[1]!r} gives {layer.name!r} {pinned[0].name!r}, whose static activation format "
+                                     f"{pinned[0].activation.name} calibrates its range on the layer's inputs, and {layer.no_rows} "
+                                     "has none; pin a dynamic format (a8-token) or a weight-only choice there")
                 options.append((pinned[0],))
                 labels.append({})
                 continue
