@@ -216,3 +216,37 @@ def test_a_sampler_or_strategy_that_returns_the_wrong_thing_says_which_and_what_
         autoq.search(model, data, lambda m: 1.0, sampler="the-class", **options)
     with pytest.raises(autoq.AutoqError, match=r"^strategy 'returns-none' returned None; a strategy factory returns \(strategy, seeds, uniform\)"):
         autoq.search(model, data, lambda m: 1.0, strategy="returns-none", **options)
+
+
+FAILING_PLUGIN = '''
+from autoq.ptq import register_method
+
+
+@register_method("always-fails")
+def always_fails(weight, spec, stats=None):
+    raise RuntimeError("this method always fails")
+'''
+
+
+def test_a_resume_keeps_the_retries_the_search_ran_with(tmp_path):
+    """--max-retries was not stored: a resume took the default 2, recounted the trials failed for good under it as not
+    done, and evaluated many more than --n-trials asked for (2 more asked, 30 evaluated)."""
+    from collections import Counter
+
+    import optuna
+
+    (tmp_path / "failplug.py").write_text(FAILING_PLUGIN)
+    (tmp_path / "space.yaml").write_text(plugin_space("fails", ["rtn-minmax", "always-fails"]))
+    args = ("--model", "digits-cnn", "--tracking-uri", "none", "--storage", "sqlite:///optuna.db", "--no-progress")
+    first = run_cli("--plugin", "failplug.py", "search", *args, "--space", "space.yaml", "--seed-from", "none", "--budget", "8",
+                    "--study-name", "r", "--n-trials", "8", "--max-retries", "0", cwd=tmp_path)
+    assert first.returncode == 0, first.stderr
+    study = optuna.load_study(study_name="r", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    done = Counter(t.state.name for t in study.trials)
+    failed = done["FAIL"]
+    assert failed > 0 and done["COMPLETE"] + failed == 8  # no retries: each failure counts as a trial
+    resumed = run_cli("--plugin", "failplug.py", "search", *args, "--resume", "r", "--n-trials", "10", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"{failed} failed for good" in resumed.stderr and "2 more to evaluate" in resumed.stderr, resumed.stderr
+    done = Counter(t.state.name for t in optuna.load_study(study_name="r", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials)
+    assert done["COMPLETE"] + done["FAIL"] == 10

@@ -9,7 +9,7 @@ from typing import Any
 # search option (argparse dest) -> key of the settings stored with the study (autoq.engine.resume)
 _STORED = {"budget": "budget", "space": "space", "sampler": "sampler", "seed": "seed", "skip": "skip", "pin": "pins",
            "device": "device", "batch": "batch", "model": "model_source", "n_trials": "n_trials", "experiment": "experiment",
-           "strategy": "strategy", "seed_from": "seed_from", "sequential": "sequential"}
+           "strategy": "strategy", "seed_from": "seed_from", "sequential": "sequential", "max_retries": "max_retries"}
 
 
 def add_scale_args(p: argparse.ArgumentParser) -> None:

@@ -7,6 +7,7 @@ or a hang. ``ray.init`` installs a SIGTERM handler that exits the process and Tu
 the session puts the caller's handlers back (a scheduler's TERM then stops a search as Ctrl-C does).
 A Ray started here also leaves environment variables behind (``PYTHONBREAKPOINT`` set to Ray's remote
 debugger, which broke the caller's next ``breakpoint()``; ``RAY_*``): they are put back as well.
+``ray.init`` also sets the ``ray`` logger's level (and its handlers' formats), which are put back too.
 A Ray the caller started is used as it is and left running.
 """
 
@@ -78,6 +79,8 @@ def _ray_session(config: Any) -> Iterator[None]:
     handlers = {sig: signal.getsignal(sig) for sig in SIGNALS} if main else {}
     environ = dict(os.environ)
     owned = not ray.is_initialized()  # started (or joined) here: shut down after, also when Ctrl-C cuts ray.init short
+    ray_logger = logging.getLogger("ray")
+    logger_state = (ray_logger.level, [(h, h.formatter) for h in ray_logger.handlers])
     try:
         _ensure_ray(config)
         if main:  # ray.init's TERM handler calls sys.exit: the search would end as a crash, not an interruption
@@ -89,6 +92,9 @@ def _ray_session(config: Any) -> Iterator[None]:
             if ray.is_initialized():
                 ray.shutdown()
             _put_back(environ)
+            ray_logger.setLevel(logger_state[0])
+            for handler, formatter in logger_state[1]:
+                handler.setFormatter(formatter)
         for sig, handler in handlers.items():
             signal.signal(sig, handler)
 

@@ -124,6 +124,7 @@ def stored_settings(workload: Workload, config: SearchConfig, derived: dict[str,
         "space": portable_space(config.space), "sampler": sampler_name(config.sampler), "seed": config.seed, "skip": list(config.skip),
         "pins": [list(p) for p in config.pins], "device": portable_device(config.device), "batch": config.batch, "n_trials": config.n_trials,
         "strategy": config.strategy, "seed_from": config.seed_from, "sequential": config.sequential, "max_uniform_seeds": config.max_uniform_seeds,
+        "max_retries": config.max_retries,  # not compared: a resume may change it, but one from the command line keeps it unless told
         "tracking_uri": absolute_uri(config.tracking_uri) if config.tracking_uri else None, "experiment": config.experiment,
         "mlflow_parent_run_id": config.mlflow_parent_run_id,
         "data_fingerprint": workload.data_fingerprint,  # other data would score the new trials otherwise than the stored

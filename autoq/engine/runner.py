@@ -234,7 +234,9 @@ def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     """Search ``workload`` under ``config`` and return the evaluated points and frontier."""
     start = time.perf_counter()  # --timeout and the wall time count Ray's start-up too (seconds on a cold machine)
     claimed: list[tuple[str | None, str]] = []  # the study this process runs, once it has it
-    with quiet_logs(), ray_session(config):  # Ray joined or started (and checked) before anything is stored
+    # Ray joined or started (and checked) before anything is stored; quieted inside it: a Ray search waiting for another
+    # thread's saved that one's quiet levels, which the other put back when it ended (Optuna spoke for the rest)
+    with ray_session(config), quiet_logs():
         try:
             return _run_search(workload, config, start, claimed)
         finally:  # however it ends: the process may live on (a notebook), no longer running the search

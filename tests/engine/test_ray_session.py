@@ -99,16 +99,26 @@ def test_a_search_that_starts_ray_leaves_the_callers_signal_handlers_and_environ
     def mine(signum, frame):
         pass
 
+    import logging
+
+    from autoq.builtin import load_workload
+
+    load_workload("digits-cnn")  # its imports set variables of their own (scikit-learn's KMP_*), as they would anywhere
     monkeypatch.delenv("PYTHONBREAKPOINT", raising=False)
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")  # one the caller set, which Ray changes
     environ = dict(os.environ)
     before = {sig: signal.signal(sig, mine) for sig in (signal.SIGTERM, signal.SIGUSR1)}
+    ray_logger = logging.getLogger("ray")
+    level = ray_logger.level
+    ray_logger.setLevel(logging.DEBUG)  # the caller's: ray.init(logging_level=ERROR) left it at ERROR
     try:
         autoq.search("digits-cnn", budget="4.5bits", n_trials=2, backend="ray", **_stores(tmp_path))
         assert not ray.is_initialized()  # started here, stopped here
         assert all(signal.getsignal(sig) is mine for sig in before)
         assert dict(os.environ) == environ
+        assert ray_logger.level == logging.DEBUG
     finally:
+        ray_logger.setLevel(level)
         for sig, handler in before.items():
             signal.signal(sig, handler)
 
@@ -181,6 +191,7 @@ def test_a_ray_client_address_without_a_port_is_left_to_ray():
 def test_two_ray_searches_of_one_process_run_one_after_the_other(tmp_path, capsys):
     """An outer Optuna study with n_jobs=2 ran two Ray searches at once: each thread started, or shut down under the
     other, the process's one Ray ('called ray.init twice', a node timed out during startup)."""
+    import logging
     import threading
 
     import torch
@@ -197,12 +208,24 @@ def test_two_ray_searches_of_one_process_run_one_after_the_other(tmp_path, capsy
         except Exception as exc:  # noqa: BLE001 - reported below
             errors[i] = exc
 
-    threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=600)
+    class Said(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            said.append(record.getMessage())
+
+    said: list[str] = []
+    optuna_logger, handler = logging.getLogger("optuna"), Said()
+    optuna_logger.addHandler(handler)
+    try:
+        threads = [threading.Thread(target=run, args=(i,)) for i in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=600)
+    finally:
+        optuna_logger.removeHandler(handler)
     assert not errors, errors
+    # the waiting search was quieted too: it saved the first one's quiet level, which the first put back as it ended
+    assert not [line for line in said if "A new study created" in line], said
     assert sorted(results) == [0, 1] and all(len(r.points) == 3 for r in results.values())
     assert "another Ray search of this process is running; this one starts when it ends" in capsys.readouterr().err
     assert not ray.is_initialized()
