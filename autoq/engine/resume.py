@@ -167,13 +167,14 @@ def read_run_id(storage: str | None, study_name: str) -> str | None:
     return run_id if isinstance(run_id, str) else None
 
 
-def remember_n_trials(storage: str, study_name: str, n_trials: int) -> None:
-    """A resume that asks for another ``n_trials`` stores it: the next resume (the command an interruption prints, which
-    reads the stored settings) then goes on to that count, not the first session's."""
+def remember_counts(storage: str, study_name: str, n_trials: int, max_retries: int) -> None:
+    """A resume that asks for another ``n_trials`` or ``max_retries`` stores them: the next resume (the command an
+    interruption prints, which reads the stored settings) then goes on with them, not the first session's."""
     study = load_study(storage, study_name)
     settings = dict(study.user_attrs.get(SETTINGS_ATTR) or {})
-    if settings and settings.get("n_trials") != n_trials:
-        study.set_user_attr(SETTINGS_ATTR, {**settings, "n_trials": n_trials})
+    asked = {"n_trials": n_trials, "max_retries": max_retries}
+    if settings and any(settings.get(key) != value for key, value in asked.items()):
+        study.set_user_attr(SETTINGS_ATTR, {**settings, **asked})
 
 
 def _check_not_running(study: optuna.Study, study_name: str) -> None:

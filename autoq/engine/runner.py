@@ -42,7 +42,7 @@ from autoq.engine.resume import (
     read_run_id,
     read_settings,
     release_interrupted,
-    remember_n_trials,
+    remember_counts,
     remember_run_id,
     remember_settings,
     stored_settings,
@@ -288,7 +288,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
             strategy.seed(seeds)
             remember_settings(storage, study_name, stored_settings(workload, config, derived))
         else:  # once it has started: a resume that fails before keeps the count it had
-            remember_n_trials(storage, study_name, config.n_trials)
+            remember_counts(storage, study_name, config.n_trials, config.max_retries)
             # baselines a first session with fewer trials left out, which this one's count now takes in: never evaluated else
             strategy.seed(not_stored(storage, study_name, [a for a in seeds if a in uniform_set]))
 
