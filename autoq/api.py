@@ -4,11 +4,10 @@ from __future__ import annotations
 
 import math
 import numbers
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields, replace
 from typing import Any
 
-import torch
 from torch import nn
 
 from autoq.builtin import load_workload
@@ -17,6 +16,8 @@ from autoq.engine import SearchConfig, SearchResult, run_search
 from autoq.engine.options import pins_from_strings  # noqa: F401  (the CLI's --pin, here since before)
 from autoq.errors import AutoqError
 from autoq.evaluate import OutputFidelity
+from autoq.evaluate.fidelity import user_batches
+from autoq.model import uncompiled
 from autoq.tracking.active_run import active_parent
 
 _CONFIG_FIELDS = {f.name for f in fields(SearchConfig)}
@@ -92,14 +93,8 @@ def make_workload(
     data, which a resume compares (a pass over every weight: a search without storage, never resumed, skips it)."""
     if not isinstance(model, nn.Module):
         raise AutoqError(f"model must be a torch.nn.Module, got {type(model).__name__}")
-    if isinstance(calibration, torch.Tensor):
-        raise AutoqError(f"calibration must be a sequence of batches (a list of tensors, a DataLoader), not one tensor, whose "
-                         f"{len(calibration)} rows would each be a batch; split it, e.g. list(x.split(32))")
-    if calibration is not None and (isinstance(calibration, (str, bytes, Mapping)) or not isinstance(calibration, Iterable)):
-        one = "; one dict is one batch: put it in a list" if isinstance(calibration, Mapping) else ""
-        raise AutoqError(f"calibration must be a sequence of batches (a list of tensors or of dicts of tensors, a DataLoader), got "
-                         f"{type(calibration).__name__} {str(calibration)[:40]!r}{one}")
-    batches = list(calibration) if calibration is not None else []
+    model = uncompiled(model)  # searched eagerly, by its own layer names: its export loads into the model itself
+    batches = user_batches(calibration) if calibration is not None else []
     held_out: list[Any] = []
     if evaluate is None:
         if len(batches) < 2:

@@ -27,6 +27,7 @@ from autoq.choice import LayerChoice
 from autoq.code_digest import code_digest
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, check_finite_batches
+from autoq.evaluate.fidelity import call_on_user_batch
 from autoq.model import LayerInfo, check_finite_weights
 from autoq.model.capture import DEFAULT_MAX_SAMPLES, CalibrationStats
 from autoq.model.modes import eval_mode
@@ -113,6 +114,9 @@ def compute_table(
             pass
     check_finite_batches(batches)  # as a search does: every score was NaN, refused after the whole metric ran
     check_finite_weights(model, layers)
+    if loss is None and batches:  # a batch the model cannot take ((inputs, labels) pairs) failed deep in a metric, unexplained
+        with torch.inference_mode(), eval_mode(model):
+            call_on_user_batch(model, batches[0], f"calibration batch 0 of {len(batches)}")
     inputs = Inputs(model, tuple(batches), tuple(layers), tuple(tuple(o) for o in options), loss, weights)
     start = time.perf_counter()
     bar = tqdm(total=info.n_steps(inputs, resolved), desc=f"autoq sensitivity {metric}", disable=not progress, dynamic_ncols=True)

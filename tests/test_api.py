@@ -230,3 +230,34 @@ def test_an_evaluate_that_returns_a_loss_is_warned_about(sign, capsys):
                  progress=False)
     warned = "quantized points score above the unquantized model (0;" in capsys.readouterr().err
     assert warned == (sign > 0)  # -loss is the documented way, and says nothing
+
+
+def test_apply_and_export_refuse_one_tensor_as_calibration_as_search_does(tmp_path):
+    """result.apply(model, calibration=x) raised 'Boolean value of Tensor with more than one value is ambiguous'; an
+    export took each of its rows for a batch."""
+    model, data = tiny_mlp(), batches(4)
+    result = autoq.search(model, data, lambda m: 1.0, budget="8bits", n_trials=1, seed_from="none", pins={".*": "int4-ch-asym:gptq"},
+                          tracking_uri=None, storage=None, progress=False)
+    one_tensor = r"calibration must be a sequence of batches \(a list of tensors, a DataLoader\), not one tensor, whose 64 rows"
+    with pytest.raises(AutoqError, match=one_tensor):
+        result.apply(copy.deepcopy(model), calibration=torch.cat(data))
+    with pytest.raises(AutoqError, match=one_tensor):
+        autoq.export(model, result.best, tmp_path / "q", calibration=torch.cat(data), progress=False)
+    assert not (tmp_path / "q").exists()
+
+
+def test_a_torch_compiled_model_is_searched_and_exported_by_its_own_layer_names(tmp_path):
+    """A search of torch.compile(model) named its layers '_orig_mod.0', ...: its export loaded into neither the model
+    (no layer '_orig_mod.0') nor a compiled one (refused), and exporting the model itself said its weights differed."""
+    model, data = tiny_mlp(), batches(4)
+    compiled = torch.compile(model, backend="eager")  # the wrapper alone: no compiler needed
+    result = autoq.search(compiled, data, budget="5bits", n_trials=3, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    assert set(result.best.assignment) == {"0", "2", "4"}
+    applied = result.apply(copy.deepcopy(model))
+    out = autoq.export(model, result.best, tmp_path / "plain", progress=False)  # the weights the search scored
+    autoq.export(compiled, result.best, tmp_path / "compiled", progress=False)
+    for folder in (out, tmp_path / "compiled"):
+        loaded = autoq.load(folder, model=tiny_mlp())
+        torch.testing.assert_close(loaded(data[0]), applied(data[0]), rtol=2e-2, atol=2e-3)
+    in_place = result.apply(torch.compile(copy.deepcopy(model), backend="eager"))  # quantized in the module it holds
+    torch.testing.assert_close(in_place(data[0]), applied(data[0]))

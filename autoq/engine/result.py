@@ -195,8 +195,9 @@ class SearchResult:
         out the last quarter of the batches it was given and calibrated on the rest). The layers come out as the
         search evaluated them and as `autoq.export` writes them. A point with activation formats needs hooks:
         `autoq.export` it."""
+        from autoq.evaluate.fidelity import user_batches
         from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
-        from autoq.model import find_layers, get_module, to_native
+        from autoq.model import find_layers, get_module, to_native, uncompiled
 
         if not isinstance(model, nn.Module):
             raise AutoqError(f"apply quantizes an nn.Module in place; got {type(model).__name__} (load a built-in by name with "
@@ -211,19 +212,20 @@ class SearchResult:
             raise AutoqError(f"the point quantizes activations ({', '.join(with_acts[:3])}), which needs forward hooks: "
                              "autoq.export it and autoq.load the result")
         data_driven = needs_calibration(assignment)
-        batches = list(calibration or [])  # once: an iterator (a generator, as the search took) is read twice below
+        batches = user_batches(calibration) if calibration is not None else []  # once: an iterator (a generator) is read twice below
         if data_driven and calibration is None:
             methods = sorted({c.method for c in assignment.values() if c.name in data_driven})
             raise AutoqError(f"the point uses data-driven methods {methods}: pass the search's "
                              "calibration batches, result.apply(model, calibration=batches)")
         if data_driven:
             check_calibration(batches, self.calibration_digest, self.n_calibration)
-        layers = [layer for layer in find_layers(model, include_tied=True) if layer.name in assignment]
-        parts = quantize_point(model, assignment, layers, batches, sequential=self.sequential)
-        apply_assignment(model, {name: c for name, c in assignment.items() if c.weight.is_half})
+        inner = uncompiled(model)  # a torch.compile'd model is quantized in the module it holds, by the search's layer names
+        layers = [layer for layer in find_layers(inner, include_tied=True) if layer.name in assignment]
+        parts = quantize_point(inner, assignment, layers, batches, sequential=self.sequential)
+        apply_assignment(inner, {name: c for name, c in assignment.items() if c.weight.is_half})
         with torch.no_grad():
             for name, part in parts.items():
-                module = get_module(model, name)
+                module = get_module(inner, name)
                 module.weight.data = to_native(module, part.tensor.dequantize())
                 if part.bias is not None:
                     module.bias.data = part.bias

@@ -71,12 +71,11 @@ def needs_stats(choice: LayerChoice) -> bool:
     return method_needs_stats(choice.method) or (choice.activation is not None and choice.activation.static)
 
 
-def uncalled_layers(model: nn.Module, layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]], batches: Sequence[Any]) -> list[str]:
-    """The layers with data-driven options that ``model`` never calls on the calibration ``batches``: a space built with
-    them marked (`autoq.model.mark_unreached`) gives them data-free methods only. One forward of the first batch,
-    usually; none when no option needs the data."""
-    wanting = [layer for layer, opts in zip(layers, options) if any(needs_stats(c) for c in opts)]
-    return unreached(model, wanting, batches) if wanting and batches else []
+def uncalled_layers(model: nn.Module, layers: Sequence[LayerInfo], batches: Sequence[Any]) -> list[str]:
+    """The ``layers`` that ``model`` never calls on the calibration ``batches``: a space built with them marked
+    (`autoq.model.mark_unreached`) gives them data-free methods only, and the note names them all (in a data-free space
+    too: the search sees no cost in quantizing a layer the data never reaches). One forward of the first batch, usually."""
+    return unreached(model, layers, batches) if layers and batches else []
 
 
 def quantize_choice(module: nn.Module, choice: LayerChoice, stats: LayerStats | None = None) -> tuple[QuantizedTensor, torch.Tensor | None, ActRange | None]:

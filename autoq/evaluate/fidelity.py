@@ -10,7 +10,7 @@ ones instead (also 1.0 when identical).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
@@ -18,6 +18,19 @@ from torch import nn
 
 from autoq.errors import AutoqError
 from autoq.model.capture import token_mask
+
+
+def user_batches(calibration: Iterable[Any]) -> list[Any]:
+    """The batches of a ``calibration`` argument, read once (a generator, a DataLoader), or an AutoqError saying what a
+    sequence of batches is: one tensor's rows would each have been a batch."""
+    if isinstance(calibration, torch.Tensor):
+        raise AutoqError(f"calibration must be a sequence of batches (a list of tensors, a DataLoader), not one tensor, whose "
+                         f"{len(calibration)} rows would each be a batch; split it, e.g. list(x.split(32))")
+    if isinstance(calibration, (str, bytes, Mapping)) or not isinstance(calibration, Iterable):
+        one = "; one dict is one batch: put it in a list" if isinstance(calibration, Mapping) else ""
+        raise AutoqError(f"calibration must be a sequence of batches (a list of tensors or of dicts of tensors, a DataLoader), got "
+                         f"{type(calibration).__name__} {str(calibration)[:40]!r}{one}")
+    return list(calibration)
 
 
 def call_model(model: nn.Module, batch: Any) -> Any:

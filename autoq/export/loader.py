@@ -143,7 +143,10 @@ def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
             inner = f" (the export holds the base model: pass model=yours.{prefix}, e.g. a causal LM's {prefix})" if (
                 layer is None and prefix and f"{prefix}.{name}" in found) else ""
             outer, _, rest = name.partition(".")
-            if layer is None and not inner and rest in found:  # the reverse: the whole LM's export, its base model given
+            if layer is None and not inner and rest in found and outer == "_orig_mod":  # written by an autoq that kept the wrapper
+                inner = (" (the export was written from a torch.compile'd model's wrapper, by an earlier autoq that kept its "
+                         "'_orig_mod.' prefix: export it again from this autoq, which exports the model itself)")
+            elif layer is None and not inner and rest in found:  # the reverse: the whole LM's export, its base model given
                 inner = f" (the export holds the model whose '{outer}' this one is: pass that model, e.g. the causal LM, not its .{outer})"
             here = f"has no layer {name!r}" if layer is None else f"has layer {name!r} of shape {got}"
             raise AutoqError(f"the model does not match the export: it {here}, the export one of {entry['shape']}{inner}")

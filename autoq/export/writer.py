@@ -30,7 +30,7 @@ from torch import nn
 from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.errors import AutoqError
-from autoq.evaluate.fidelity import check_finite_batches
+from autoq.evaluate.fidelity import check_finite_batches, user_batches
 from autoq.export.config import CONFIG_NAME, WEIGHTS_NAME, describe_base, write_config
 from autoq.export.from_run import RunPoint, model_of, point_from_run
 from autoq.export.layout import to_tensors
@@ -38,7 +38,7 @@ from autoq.export.mlflow_model import input_spec
 from autoq.export.mlflow_store import check_registered_name, log_export
 from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
 from autoq.files import make_folder
-from autoq.model import check_finite_weights, find_layers, get_module, tied_weights
+from autoq.model import check_finite_weights, find_layers, get_module, tied_weights, uncompiled
 from autoq.quant.stored import stored_dtype
 
 
@@ -72,7 +72,7 @@ def _resolve_model(model: nn.Module | str, calibration: Sequence[Any] | None, da
     """(module, built-in name or None, calibration batches, the checkpoint's dtype where the module was loaded in
     another): a name brings its workload's calibration set."""
     if isinstance(model, nn.Module):
-        return model, None, calibration, None
+        return uncompiled(model), None, calibration, None  # as the search took it: its layer names
     from autoq.builtin import BUILTINS, load_workload
 
     workload = load_workload(model, with_metric=False)  # its model and calibration data: an export evaluates nothing
@@ -166,7 +166,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     if searched is not None:
         sequential = searched.sequential if sequential is None else sequential
     sequential = bool(sequential)
-    calibration = None if calibration is None else list(calibration)  # an iterator (a DataLoader's) is read more than once
+    calibration = None if calibration is None else user_batches(calibration)  # an iterator (a DataLoader's) is read more than once
     assignment = _assignment_of(point)
     model, builtin, calibration, dtype = _resolve_model(model, calibration, data_fingerprint, needs_calibration(assignment))
     searched_hash = point.model_hash if isinstance(point, RunPoint) else getattr(searched, "model_hash", "")

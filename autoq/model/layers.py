@@ -175,7 +175,9 @@ _UNSEARCHED = {nn.MultiheadAttention: (("in_proj_weight", "MultiheadAttention's 
                                       ("k_proj_weight", "MultiheadAttention's k projection"),
                                       ("v_proj_weight", "MultiheadAttention's v projection")),
                nn.ConvTranspose1d: (("weight", "ConvTranspose1d"),), nn.ConvTranspose2d: (("weight", "ConvTranspose2d"),),
-               nn.ConvTranspose3d: (("weight", "ConvTranspose3d"),), nn.Conv3d: (("weight", "Conv3d"),)}
+               nn.ConvTranspose3d: (("weight", "ConvTranspose3d"),), nn.Conv3d: (("weight", "Conv3d"),),
+               nn.Bilinear: (("weight", "Bilinear"),)}
+_RECURRENT = (nn.RNNBase, nn.RNNCellBase)  # LSTM, GRU, RNN and their cells: weight_ih_l0, weight_hh_l0_reverse, ...
 
 
 def unsearched_weights(model: nn.Module) -> list[tuple[str, str, int]]:
@@ -183,11 +185,13 @@ def unsearched_weights(model: nn.Module) -> list[tuple[str, str, int]]:
     precision, and a user who sees the attention's ``out_proj`` searched would not guess that its q/k/v are not."""
     found = []
     for name, module in model.named_modules():
-        for kind, params in _UNSEARCHED.items():
-            for param, what in params if isinstance(module, kind) else ():
-                weight = getattr(module, param, None)
-                if isinstance(weight, torch.Tensor):
-                    found.append((f"{name}.{param}" if name else param, what, weight.numel()))
+        params = [pair for kind, pairs in _UNSEARCHED.items() if isinstance(module, kind) for pair in pairs]
+        if isinstance(module, _RECURRENT):
+            params += [(param, type(module).__name__) for param, _ in module.named_parameters(recurse=False) if param.startswith("weight")]
+        for param, what in params:
+            weight = getattr(module, param, None)
+            if isinstance(weight, torch.Tensor):
+                found.append((f"{name}.{param}" if name else param, what, weight.numel()))
     return found
 
 
@@ -292,6 +296,14 @@ def find_layers(model: nn.Module, skip: Iterable[str] = (), include_tied: bool =
             + f" (autoq quantizes nn.Linear, nn.Conv1d, nn.Conv2d and transformers Conv1D weights){left_out}"
         )
     return found
+
+
+def uncompiled(model: nn.Module) -> nn.Module:
+    """The module a ``torch.compile`` wrapper holds (the same object, its weights shared), else ``model``: a search of
+    the wrapper named every layer ``_orig_mod.*``, and its export then loaded into neither the model nor a compiled one."""
+    while type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+        model = model._orig_mod
+    return model
 
 
 def get_module(model: nn.Module, name: str) -> nn.Module:

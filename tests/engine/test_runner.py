@@ -447,3 +447,16 @@ def test_a_layer_the_calibration_data_never_reaches_takes_data_free_methods(caps
     assert result.n_failed == 0 and len(result.points) == 12
     assert any(needs_stats(p.assignment[name]) for p in result.points for name in "ab")  # the layers it reaches still take them
     assert "autoq: note: 1 layer(s) the model never calls" in capsys.readouterr().err
+
+
+def test_a_layer_the_calibration_data_never_reaches_is_named_in_a_data_free_space_too():
+    """The note came only with data-driven options in the space: in 'default' the unused head went to int2 unsaid, which
+    lowered the point's bits at no quality cost."""
+    from autoq.api import make_workload
+    from autoq.engine import SearchConfig, prepare
+
+    gen = torch.Generator().manual_seed(1)
+    batches = [torch.randn(8, 32, generator=gen) for _ in range(4)]
+    problem = prepare(make_workload(_WithUnusedHead().eval(), batches, lambda m: 1.0),
+                      SearchConfig(budget="4.5bits", space="default", tracking_uri=None, storage=None))
+    assert problem.unreached is not None and "('unused')" in problem.unreached

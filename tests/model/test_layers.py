@@ -20,6 +20,7 @@ from autoq.model import (
     to_native,
     weight_2d,
 )
+from autoq.model.layers import unsearched_weights
 
 
 class Block(nn.Module):
@@ -279,3 +280,14 @@ def test_weights_in_modules_autoq_does_not_quantize_get_a_note():
     assert "0.self_attn.out_proj" in [layer.name for layer in find_layers(model)]
     other_dims = left_out_note(nn.Sequential(nn.MultiheadAttention(8, 2, kdim=4, vdim=4)), (), {})  # q/k/v kept apart
     assert other_dims.startswith("3 weight matri(ces)") and "'0.k_proj_weight' (MultiheadAttention's k projection, 32 weights)" in other_dims
+
+
+def test_recurrent_and_bilinear_weights_get_the_note_too():
+    """An LSTM's 24,576 weights stayed fp16 unsaid while the README said such weights are named."""
+    model = nn.Sequential(nn.Linear(8, 16), nn.LSTM(16, 4, num_layers=1, bidirectional=True), nn.GRUCell(4, 4), nn.Bilinear(4, 4, 2))
+    note = left_out_note(model, (), {})
+    assert note.startswith("7 weight matri(ces) in modules autoq does not quantize stay fp16: ")
+    assert "'1.weight_ih_l0' (LSTM, 256 weights)" in note and "and 4 more" in note
+    names = [name for name, _, _ in unsearched_weights(model)]
+    assert names == ["1.weight_ih_l0", "1.weight_hh_l0", "1.weight_ih_l0_reverse", "1.weight_hh_l0_reverse", "2.weight_ih", "2.weight_hh",
+                     "3.weight"]

@@ -215,3 +215,15 @@ def test_calibration_batches_without_rows_are_a_clear_error():
         subsample([torch.zeros(0, 6), torch.zeros(0, 6)], 128, 32)
     with pytest.raises(AutoqError, match="at least one calibration batch"):
         subsample([], 128, 32)
+
+
+@pytest.mark.parametrize("metric", ["fisher", "kl"])
+def test_labelled_batches_without_a_loss_are_a_clear_error(cache, metric):
+    """(inputs, labels) batches without loss= raised TypeError: forward() takes 2 positional arguments but 3 were given,
+    from deep in the metric; a search says what to pass."""
+    model = mlp()
+    space = space_for(model)
+    pairs = [(x, torch.zeros(len(x), dtype=torch.long)) for x in batches()]
+    with pytest.raises(AutoqError, match=r"the model fails on calibration batch 0 of 2 \(TypeError: .*\(inputs, labels\) pairs: pass the "
+                                         r"inputs alone"):
+        compute_table(model, pairs, space.layers, space.options, metric, use_cache=False, progress=False)
