@@ -23,20 +23,25 @@ def greedy_allocate(problem: Knapsack, capacity: float | None = None) -> list[in
     # cheapest option per layer, the least sensitive among equally cheap ones
     picks = np.lexsort((scores, costs), axis=1)[:, 0] if scores.size else np.zeros(0, dtype=int)
     rows = np.arange(len(picks))
-    total = float(costs[rows, picks].sum())
+    total = problem.total(picks)  # summed as every check of a seed sums it: a running total drifted an ulp past a budget
     if total > capacity:
         return None
+    over = np.zeros(scores.shape, dtype=bool)  # upgrades whose exact total is over: totals only grow, so they stay over
     while True:
         gain = scores[rows, picks][:, None] - scores
         extra = costs - costs[rows, picks][:, None]
-        ok = (gain > 0) & (extra > 0) & (total + extra <= capacity) & np.isfinite(scores)
+        ok = (gain > 0) & (extra > 0) & (total + extra <= capacity) & np.isfinite(scores) & ~over
         if not ok.any():
             break
         with np.errstate(invalid="ignore", divide="ignore"):  # inf - inf where a layer lacks an option: masked by ``ok``
             ratio = np.where(ok, gain / np.where(extra > 0, extra, 1.0), -np.inf)
         layer, option = np.unravel_index(int(np.argmax(ratio)), ratio.shape)
-        total += float(extra[layer, option])
-        picks[layer] = option
+        upgraded = picks.copy()
+        upgraded[layer] = option
+        if problem.total(upgraded) > capacity:  # within it by the estimate above, over by an ulp when summed
+            over[layer, option] = True
+            continue
+        picks, total = upgraded, problem.total(upgraded)
     return [int(p) for p in picks]
 
 

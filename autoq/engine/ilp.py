@@ -12,6 +12,7 @@ noise (robustness to estimation error), giving distinct, diverse seeds.
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -24,6 +25,10 @@ from autoq.engine.knapsack import Knapsack
 from autoq.quiet import native_stdout_silenced
 
 SWEEP_STEPS = 8  # budgets in the sweep, evenly spaced from the target down to the cheapest assignment
+# HiGHS takes a MIP solution over a constraint by up to 1e-6 of the scaled row as feasible: 600 units of 6e8 (bits of a
+# 135M-parameter model) passed, and a better solution within the capacity lost to it. Tighter, and cut off (below) past them
+TOLERANCES = {"mip_feasibility_tolerance": 1e-9, "primal_feasibility_tolerance": 1e-9}
+CUT_TRIES = 8  # solves, each cutting off the last one's over-budget combination, before greedy's answer stands
 WORST = 1e9  # a scaled score above this (1e9 times a good solution's whole loss) is as bad as any: HiGHS needs finite, moderate costs
 
 
@@ -48,23 +53,35 @@ def solve_ilp(problem: Knapsack, capacity: float | None = None, scores: np.ndarr
     one_each = csr_array((np.ones(len(index)), (rows, np.arange(len(index)))), shape=(n_layers, len(index)))
     scale = max(abs(capacity), 1.0)
     cost = np.array([[problem.costs[layer][k] / scale for layer, k in index]])
-    # the cost row is scaled to O(1); a hair of slack below the capacity absorbs HiGHS' feasibility tolerance. Costs in
-    # whole units (bits, bytes) reach up to half a unit past the last whole one within it first: a total exactly on the
-    # capacity was cut off by the slack, and a worse solution below it returned
+    # the cost row is scaled to O(1). Costs in whole units (bits, bytes) reach half a unit past the last whole one within
+    # the capacity, clear of HiGHS' feasibility tolerance up to about 1e6 units; a solution it lets over is cut off below.
+    # (A hair of slack below the capacity, as before, was most of a unit at 1e9 units: a total exactly on it was lost)
     whole = all(float(c).is_integer() for row in problem.costs for c in row)
     upper = (math.floor(capacity) + 0.5) / scale if whole else capacity / scale
-    constraints = [LinearConstraint(one_each, 1, 1), LinearConstraint(cost, -np.inf, upper - 1e-9)]
-    with native_stdout_silenced():
-        result = milp(c, constraints=constraints, integrality=np.ones(len(index)), bounds=Bounds(0, 1),
-                      options={"time_limit": time_limit, "mip_rel_gap": 1e-6})
-    if result.x is None:
-        return None
-    picks = [0] * n_layers
-    for (layer, k), value in zip(index, result.x):
-        if value > 0.5:
-            picks[layer] = k
-    if problem.total(picks) > capacity:  # never hand out an over-budget seed, whatever the solver's tolerance
-        return greedy  # within the budget (or None)
+    constraints = [LinearConstraint(one_each, 1, 1), LinearConstraint(cost, -np.inf, upper)]
+    position = {pair: i for i, pair in enumerate(index)}
+    for _ in range(CUT_TRIES):
+        with native_stdout_silenced(), warnings.catch_warnings():
+            warnings.filterwarnings("ignore", "Unrecognized options", RuntimeWarning)  # passed to HiGHS as they are, as meant
+            result = milp(c, constraints=constraints, integrality=np.ones(len(index)), bounds=Bounds(0, 1),
+                          options={"time_limit": time_limit, "mip_rel_gap": 1e-6, **TOLERANCES})
+        if result.x is None:
+            break
+        picks = [0] * n_layers
+        for (layer, k), value in zip(index, result.x):
+            if value > 0.5:
+                picks[layer] = k
+        if problem.total(picks) <= capacity:
+            break
+        # over by less than HiGHS' feasibility tolerance (about 1e-7 of the scaled row: units, where the capacity is 1e8
+        # units or more): cut off this one combination, no other, and solve again (greedy's answer was often worse)
+        cut = np.zeros((1, len(index)))
+        cut[0, [position[(layer, k)] for layer, k in enumerate(picks)]] = 1.0
+        constraints.append(LinearConstraint(cut, -np.inf, n_layers - 1))
+    else:
+        result = None
+    if result is None or result.x is None:  # never hand out an over-budget seed, whatever the solver's tolerance
+        return greedy if greedy is not None and problem.total(greedy) <= capacity else None
     if greedy is not None and _score(objective, greedy) < _score(objective, picks):
         return greedy  # the solver stopped within its gap above a solution greedy had found
     return picks

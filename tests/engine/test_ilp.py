@@ -278,3 +278,35 @@ def test_greedy_upgrades_by_gain_per_unit_of_cost_also_below_one_unit():
     assert greedy_allocate(cheap) == [1, 0, 1]
     nothing = dataclasses.replace(cheap, scores=((1.0, 1.0), (1.5, 1.5), (1.0, 1.0)))
     assert greedy_allocate(nothing) == [0, 0, 0]  # no gain, no upgrade: the budget is not spent for nothing
+
+
+def test_greedy_and_the_ilp_sum_a_seeds_cost_as_its_check_does():
+    """Greedy's running total drifted an ulp below the exact sum: with the capacity one ulp under the sum of its picks,
+    greedy and the ILP (which fell back to greedy) both handed out an over-budget seed (found by search)."""
+    costs = ((28.11583092158268,), (5.637526853148295, 2.5211248224654206, 8.231964476099943),
+             (14.67531560028748, 2.0292111590255173, 27.75218887055944))
+    p = dataclasses.replace(problem("4.5bits"), costs=costs, scores=((0.0,), (1.0, 3.051500892996968, 1.0), (0.0, 6.131844581369149, 0.18232382895201682)),
+                            capacity=48.428673375018455)
+    assert p.total([0, 0, 0]) > p.capacity
+    greedy, ilp = greedy_allocate(p), solve_ilp(p)
+    assert p.total(greedy) <= p.capacity and p.total(ilp) <= p.capacity
+    assert sum(p.scores[i][k] for i, k in enumerate(ilp)) == pytest.approx(brute_force(p, p.capacity))
+
+
+def test_a_solution_over_the_capacity_within_the_solvers_tolerance_is_cut_off_not_traded_for_greedys():
+    """At 7e8 units one unit over is 1.4e-9 of the scaled row, inside HiGHS' tolerance: the ILP got the over-budget
+    optimum, dropped it and returned greedy's answer, 6.5 times worse than the best within the budget."""
+    p = dataclasses.replace(problem("4.5bits"), costs=((700000001.0, 600000009.0), (132.0, 79.0)), scores=((0.0, 6.484074272097805), (0.0, 1.0)),
+                            capacity=700000132.0)
+    assert solve_ilp(p) == [0, 1]
+    # a total exactly on a capacity of 6.7e8 units: the slack of 1e-9 of the scaled row below it, most of a unit, lost it
+    on = dataclasses.replace(p, costs=((668238944.0, 668446274.0), (168.0, 911.0), (786.0, 927.0)), capacity=668447228.0,
+                             scores=((3.282912036877251, 0.4770256681929594), (2.6301291784216607, 1.6291515466128312), (1.069904917867014, 6.670917935826021)))
+    assert solve_ilp(on) == [1, 0, 0] and on.total([1, 0, 0]) == on.capacity
+    # fractional costs near 1e9: HiGHS took a solution 298 units over as feasible (1e-6 of the row) and lost the optimum
+    near = dataclasses.replace(p, costs=((797.9503160840231, 566970019.9086595, 469538191.72626936), (31.76475803134057, 601.2652019566337),
+                                         (851.6961563629674, 746453522.602833, 555.1112897498339), (738679238.1136572,)),
+                               scores=((3.878042659014678, 0.3091546992201225, 4.652978080408016), (1.168917837256592, 0.813322824488827),
+                                       (0.9220047107375163, 0.7782069511023086, 3.8053302436434446), (1.1505315909532805,)),
+                               capacity=1305650412.3988085)
+    assert solve_ilp(near) == [1, 0, 0, 0]
