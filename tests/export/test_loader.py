@@ -52,6 +52,12 @@ def test_a_compiled_model_or_submodule_is_refused_naming_orig_mod(tmp_path):
     with pytest.raises(AutoqError, match=r"the model is torch.compile'd"):
         autoq.load(out, model=torch.compile(Tiny()))
     assert isinstance(autoq.load(out, model=torch.compile(Tiny())._orig_mod).fc, QuantLinear)
+    # an earlier autoq exported a compiled model's wrapper by its '_orig_mod.' names, and said to pass "the causal LM"
+    config = json.loads((out / CONFIG_NAME).read_text())
+    config["layers"] = {f"_orig_mod.{name}": entry for name, entry in config["layers"].items()}
+    (out / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(AutoqError, match=r"no layer '_orig_mod.fc'.*written from a torch.compile'd model's wrapper.*export it again"):
+        autoq.load(out, model=Tiny())
 
 
 def test_a_parameter_of_another_shape_is_refused(tmp_path):
