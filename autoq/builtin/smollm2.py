@@ -16,10 +16,12 @@ fixed-length sequences; the first ``n_eval_tokens`` are held out, the next
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import importlib.util
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -49,10 +51,33 @@ def load_smollm2() -> tuple[nn.Module, object]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     folder = str(smollm2_dir())
-    with quiet_logs():
+    with quiet_logs(), _gguf_bar_hidden():
         model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=GGUF_FILE, dtype=torch.float32).eval()
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=GGUF_FILE)
     return model, tokenizer
+
+
+@contextmanager
+def _gguf_bar_hidden() -> Iterator[None]:
+    """Transformers' GGUF reader draws its own tqdm bar ("Converting and de-quantizing GGUF tensors"), which neither
+    its progress-bar switch nor ``--no-progress`` reached: hidden while autoq loads, and put back after (unless another
+    thread has changed it meanwhile)."""
+    try:
+        import transformers.modeling_gguf_pytorch_utils as reader
+    except ImportError:  # another transformers layout: its bar, if any, shows
+        yield
+        return
+    bar = getattr(reader, "tqdm", None)
+    if bar is None:
+        yield
+        return
+    hidden = functools.partial(bar, disable=True)
+    reader.tqdm = hidden
+    try:
+        yield
+    finally:
+        if reader.tqdm is hidden:
+            reader.tqdm = bar
 
 
 def token_batches(ids: torch.Tensor, seq_len: int, batch_size: int) -> list[dict[str, torch.Tensor]]:
