@@ -37,6 +37,7 @@ from autoq.plugins import portable
 from autoq.search_spaces import portable_space
 from autoq.space import SearchSpace
 from autoq.tracking import MlflowTracker, absolute_uri, sqlite_path
+from autoq.tracking.database_kind import check_database_kind
 from autoq.tracking.mlflow_logger import check_sqlite_writable
 
 if TYPE_CHECKING:
@@ -81,6 +82,7 @@ def check_execution(config: SearchConfig) -> None:
         _check_storage_url(config.storage)
     if config.storage is not None:
         check_sqlite_writable(config.resolved_storage(), "Optuna storage" + (" (auto: beside the MLflow store)" if config.storage == "auto" else ""))
+        check_database_kind(sqlite_path(config.resolved_storage()), config.resolved_storage(), "optuna")
     if config.resume and (not config.study_name or config.storage is None):
         raise AutoqError("resume needs the study name of the search and its persistent storage (--resume NAME, and --storage if it was not the default)")
 
@@ -137,6 +139,7 @@ def load_study(storage: str | None, study_name: str) -> optuna.Study:
     if storage is None:
         raise AutoqError("an in-memory study cannot be resumed; give a storage URL")
     db = sqlite_path(storage)
+    check_database_kind(db, storage, "optuna")
     if db is not None and not db.exists():  # Optuna would create an empty database there
         raise AutoqError(f"no Optuna storage at {db} ({storage}) to load {study_name!r} from; pass the --storage the search used, "
                          "or run this in the folder where it ran")

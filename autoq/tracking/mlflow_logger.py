@@ -23,6 +23,7 @@ from autoq.engine.result import Point
 from autoq.errors import AutoqError
 from autoq.files import folder_lock
 from autoq.interrupts import ForcedInterrupt, deferred_interrupts
+from autoq.tracking.database_kind import check_database_kind
 from autoq.tracking.frontier_plot import save_frontier_plot
 from autoq.tracking.run_notes import NOTE_TAG, point_note, search_note
 
@@ -97,6 +98,7 @@ def tracking_client(uri: str) -> MlflowClient:
     if db is None and uri.startswith("sqlite:"):  # SQLite in memory: the runs are gone when the command ends
         raise AutoqError(f"MLflow tracking URI {uri!r} names no database file (SQLite in memory, which keeps nothing); use one "
                          f"such as {DEFAULT_TRACKING_URI}")
+    check_database_kind(db, uri, "mlflow")  # an optuna.db: MLflow migrated its tables into it, then failed
     try:
         # a new SQLite store is built by migrations (seconds): a Ctrl-C among them would leave it half built for good, and
         # two searches starting together would both migrate it (one died on the other's tables). Every opening takes the
