@@ -93,6 +93,10 @@ def make_workload(
     data, which a resume compares (a pass over every weight: a search without storage, never resumed, skips it)."""
     if not isinstance(model, nn.Module):
         raise AutoqError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+    for label, value in (("metric", metric), ("name", name)):  # logged as MLflow text: metric=3 failed after the study was made
+        if value is not None and not isinstance(value, str):
+            raise AutoqError(f"{label} must be a str (what the {'quality' if label == 'metric' else 'model'} is called in the summary and "
+                             f"MLflow) or None, got {type(value).__name__} {value!r}")
     model = uncompiled(model)  # searched eagerly, by its own layer names: its export loads into the model itself
     batches = user_batches(calibration) if calibration is not None else []
     held_out: list[Any] = []

@@ -95,6 +95,14 @@ def test_nan_in_weights_names_the_layer():
         model[2].weight[0, 0] = float("nan")
     with pytest.raises(AutoqError, match="'2.weight' holds NaN"):
         autoq.search(model, batches(), budget="4bits", tracking_uri=None, storage=None)
+    # outside the searched layers too: a skipped layer's NaN passed the search (its reference scored NaN logits), and
+    # only its export refused it
+    with pytest.raises(AutoqError, match=r"the model's '2.weight' holds NaN or Inf: its outputs would be NaN"):
+        autoq.search(model, batches(), lambda m: 1.0, budget="5bits", skip=["^2$"], tracking_uri=None, storage=None)
+    model = tiny_mlp()
+    model.register_buffer("running", torch.tensor([float("nan")]))
+    with pytest.raises(AutoqError, match=r"the model's buffer 'running' holds NaN"):
+        autoq.search(model, batches(), lambda m: 1.0, budget="5bits", tracking_uri=None, storage=None)
 
 
 def test_nan_in_calibration_names_the_batch():
@@ -130,6 +138,11 @@ def test_bad_options_are_refused():
         autoq.search(tiny_mlp(), batches(), budget="4bits", sampler=optuna.samplers.TPESampler, tracking_uri=None, storage=None)
     with pytest.raises(AutoqError, match="no quantizable layer named|match no quantizable layer"):
         autoq.search(tiny_mlp(), batches(), budget="4bits", pins={"nonexistent": "fp16"}, tracking_uri=None, storage=None)
+    # logged as text: metric=3 raised TypeError once the study was made (it was left behind), and passed without MLflow
+    with pytest.raises(AutoqError, match=r"metric must be a str \(what the quality is called in the summary and MLflow\) or None, got int 3"):
+        autoq.search(tiny_mlp(), batches(), budget="4bits", metric=3, tracking_uri=None, storage=None)
+    with pytest.raises(AutoqError, match=r"name must be a str .* got int 3"):
+        autoq.search(tiny_mlp(), batches(), budget="4bits", name=3, tracking_uri=None, storage=None)
 
 
 def test_a_metric_that_is_not_one_number_is_refused_with_what_it_must_return():

@@ -38,7 +38,7 @@ from autoq.export.mlflow_model import input_spec
 from autoq.export.mlflow_store import check_registered_name, log_export
 from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
 from autoq.files import make_folder
-from autoq.model import check_finite_weights, find_layers, get_module, tied_weights, uncompiled
+from autoq.model import check_finite_stored, check_finite_weights, find_layers, get_module, tied_weights, uncompiled
 from autoq.quant.stored import stored_dtype
 
 
@@ -93,20 +93,6 @@ def _stored(name: str, tensor: torch.Tensor, kept: list[str]) -> torch.Tensor:
     if tensor.is_floating_point() and dtype != torch.float16:
         kept.append(name)
     return tensor.to(dtype).contiguous().clone()
-
-
-def _check_finite_stored(model: nn.Module) -> None:
-    """Refuse a parameter holding NaN or Inf, or a buffer holding NaN, naming it: the export stores them beside the
-    quantized layers, and the loaded model would answer NaN (a search refuses such a model when its output is NaN; an
-    export of an `Assignment` runs none). A buffer may hold -inf on purpose (an attention mask)."""
-    for name, p in model.named_parameters():
-        if p.is_floating_point() and not torch.isfinite(p).all():
-            raise AutoqError(f"the model's {name!r} holds NaN or Inf: the export would store it and the loaded model answer NaN; "
-                             "fix the checkpoint first")
-    for name, b in model.named_buffers():
-        if b.is_floating_point() and torch.isnan(b).any():
-            raise AutoqError(f"the model's buffer {name!r} holds NaN: the export would store it and the loaded model answer NaN; "
-                             "fix the checkpoint first")
 
 
 @contextlib.contextmanager
@@ -195,7 +181,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
         raise AutoqError(f"the point quantizes layer(s) whose weight is tied to another parameter: {tied[:3]}; an export cannot "
                          "quantize one use of a weight and keep the other (a search leaves these layers out): keep them fp16")
     check_finite_weights(model, layers)  # as the search does: NaN would quantize to codes without a warning
-    _check_finite_stored(model)
+    check_finite_stored(model)
     if calibration:
         check_finite_batches(calibration)
     if isinstance(point, RunPoint) and calibration is not None and needs_calibration(assignment):

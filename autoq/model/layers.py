@@ -316,6 +316,20 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
 FP16_MAX = torch.finfo(torch.float16).max  # 65504
 
 
+def check_finite_stored(model: nn.Module) -> None:
+    """Refuse a parameter holding NaN or Inf, or a buffer holding NaN, naming it: outside the searched layers too (a
+    skipped head's NaN passed a search, whose reference scored NaN logits, and only its export said so). A buffer may
+    hold -inf on purpose (an attention mask)."""
+    for name, p in model.named_parameters():
+        if p.is_floating_point() and not torch.isfinite(p).all():
+            raise AutoqError(f"the model's {name!r} holds NaN or Inf: its outputs would be NaN, and an export would store it; "
+                             "fix the checkpoint first")
+    for name, b in model.named_buffers():
+        if b.is_floating_point() and torch.isnan(b).any():
+            raise AutoqError(f"the model's buffer {name!r} holds NaN: its outputs would be NaN, and an export would store it; "
+                             "fix the checkpoint first")
+
+
 def check_finite_weights(model: nn.Module, layers: Iterable[LayerInfo]) -> None:
     """Refuse NaN or Inf weights before any work starts, naming the layer; and weights fp16 cannot hold (beyond 65504):
     scales are stored in fp16 and a layer kept unquantized is fp16, so every choice of such a layer would be NaN."""
