@@ -115,7 +115,8 @@ def compute_table(
     check_finite_batches(batches)  # as a search does: every score was NaN, refused after the whole metric ran
     check_finite_weights(model, layers)
     if loss is None and batches:  # a batch the model cannot take ((inputs, labels) pairs) failed deep in a metric, unexplained
-        with torch.inference_mode(), eval_mode(model):
+        with torch.no_grad(), eval_mode(model):  # not inference_mode: a tensor a model caches at its first call (rotary
+            # tables) would be an inference tensor, which the gradient metrics' backward cannot save
             call_on_user_batch(model, batches[0], f"calibration batch 0 of {len(batches)}")
     inputs = Inputs(model, tuple(batches), tuple(layers), tuple(tuple(o) for o in options), loss, weights)
     start = time.perf_counter()

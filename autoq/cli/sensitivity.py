@@ -96,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
     if note:
         print(f"autoq: note: {note}", file=sys.stderr, flush=True)
     space = SearchSpace.build(preset, layers)
-    uncalled = uncalled_layers(workload.model, space.layers, workload.calibration)
+    uncalled = uncalled_layers(workload.model, space.layers, space.options, workload.calibration)
     if uncalled:  # as a search's space gives them: data-free methods only (GPTQ, AWQ, ... have no rows of theirs)
         print(f"autoq: note: {unreached_note(uncalled)}", file=sys.stderr, flush=True)
         space = SearchSpace.build(preset, mark_unreached(layers, uncalled))

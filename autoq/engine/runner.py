@@ -186,7 +186,7 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
     unsearched = [n for n in skipped if n not in kept]
     space = SearchSpace.build(load_preset(config.space), layers, dict(config.pins), unsearched)
     check_calibration_usable(workload, space, config.space)
-    uncalled = uncalled_layers(workload.model, space.layers, workload.calibration)
+    uncalled = uncalled_layers(workload.model, space.layers, space.options, workload.calibration)
     if uncalled:  # trials giving them GPTQ, AWQ, ... all failed ("saw no input"): the space gives them data-free methods
         layers = mark_unreached(layers, uncalled)
         space = SearchSpace.build(load_preset(config.space), layers, dict(config.pins), unsearched)

@@ -71,11 +71,26 @@ def needs_stats(choice: LayerChoice) -> bool:
     return method_needs_stats(choice.method) or (choice.activation is not None and choice.activation.static)
 
 
-def uncalled_layers(model: nn.Module, layers: Sequence[LayerInfo], batches: Sequence[Any]) -> list[str]:
+def uncalled_layers(model: nn.Module, layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]], batches: Sequence[Any]) -> list[str]:
     """The ``layers`` that ``model`` never calls on the calibration ``batches``: a space built with them marked
     (`autoq.model.mark_unreached`) gives them data-free methods only, and the note names them all (in a data-free space
-    too: the search sees no cost in quantizing a layer the data never reaches). One forward of the first batch, usually."""
-    return unreached(model, layers, batches) if layers and batches else []
+    too: the search sees no cost in quantizing a layer the data never reaches). One forward of the first batch, usually.
+    A layer inside a ``torch.compile``'d submodule is left out (compiled code runs no hooks: it would read as never
+    called). Where no option needs the data, the batches need not suit the model (a user's ``evaluate`` reads its own):
+    one it cannot run gives no note rather than an error."""
+    seen = [layer for layer in layers if not _compiled_inside(layer.name)]
+    if not seen or not batches:
+        return []
+    if any(needs_stats(c) for opts in options for c in opts):
+        return unreached(model, seen, batches)
+    try:
+        return unreached(model, seen, batches)
+    except AutoqError:
+        return []
+
+
+def _compiled_inside(name: str) -> bool:
+    return name.startswith("_orig_mod.") or "._orig_mod." in name
 
 
 def quantize_choice(module: nn.Module, choice: LayerChoice, stats: LayerStats | None = None) -> tuple[QuantizedTensor, torch.Tensor | None, ActRange | None]:

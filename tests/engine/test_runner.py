@@ -460,3 +460,24 @@ def test_a_layer_the_calibration_data_never_reaches_is_named_in_a_data_free_spac
     problem = prepare(make_workload(_WithUnusedHead().eval(), batches, lambda m: 1.0),
                       SearchConfig(budget="4.5bits", space="default", tracking_uri=None, storage=None))
     assert problem.unreached is not None and "('unused')" in problem.unreached
+
+
+def test_a_data_free_search_takes_batches_only_its_evaluate_reads():
+    """The reach check ran the model on the calibration batches in every space: (inputs, labels) pairs, which a
+    data-free space with the user's own evaluate never feeds to the model, were refused."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval()
+    pairs = [(torch.randn(8, 16), torch.zeros(8, dtype=torch.long)) for _ in range(3)]
+    result = autoq.search(model, pairs, lambda m: 1.0, budget="6bits", n_trials=2, seed_from="none", tracking_uri=None, storage=None,
+                          progress=False)
+    assert len(result.points) == 2
+
+
+def test_a_layer_inside_a_compiled_submodule_is_not_taken_for_never_called(capsys):
+    """Compiled code runs no forward pre-hooks: the layers of a torch.compile'd block read as never called."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Sequential(torch.nn.Linear(32, 4))).eval()
+    model[2] = torch.compile(model[2], backend="eager")
+    batches = [torch.randn(8, 16) for _ in range(4)]  # the output-fidelity proxy runs the compiled block first, without hooks
+    autoq.search(model, batches, budget="6bits", n_trials=1, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    assert "never calls" not in capsys.readouterr().err

@@ -227,3 +227,24 @@ def test_labelled_batches_without_a_loss_are_a_clear_error(cache, metric):
     with pytest.raises(AutoqError, match=r"the model fails on calibration batch 0 of 2 \(TypeError: .*\(inputs, labels\) pairs: pass the "
                                          r"inputs alone"):
         compute_table(model, pairs, space.layers, space.options, metric, use_cache=False, progress=False)
+
+
+def test_a_model_that_caches_a_tensor_at_its_first_call_is_scored_by_the_gradient_metrics(cache):
+    """The first-batch check ran under inference_mode: a table the model built then (rotary embeddings did) was an
+    inference tensor, which fisher's backward could not save."""
+
+    class Cached(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.inner, self.table = mlp(), None
+
+        def forward(self, x):
+            h = self.inner[0](x)
+            if self.table is None:
+                self.table = torch.linspace(0.5, 1.5, h.shape[-1])
+            return self.inner[1:](h * self.table)  # saved for the backward through the first layer
+
+    model = Cached().eval()
+    space = space_for(model)
+    table = compute_table(model, batches(), space.layers, space.options, "fisher", use_cache=False, progress=False)
+    assert any(e.score > 0 for e in table.entries)

@@ -424,7 +424,7 @@ def test_a_layer_the_data_never_reaches_takes_data_free_options_in_a_table():
     with pytest.raises(AutoqError, match=r"layer 'unused': a layer the model never calls on the calibration batches, so data-driven methods "
                                          r"cannot run on it; give it a data-free method \(rtn-mse, say\), or skip it"):
         compute_table(model, data, full.layers, full.options, "kl", use_cache=False, progress=False)
-    uncalled = uncalled_layers(model, full.layers, data)
+    uncalled = uncalled_layers(model, full.layers, full.options, data)
     assert uncalled == ["unused"]
     marked = SearchSpace.build(load_preset("full"), mark_unreached(layers, uncalled))  # as a search and `autoq sensitivity` build it
     table = compute_table(model, data, marked.layers, marked.options, "kl", use_cache=False, progress=False)
