@@ -44,6 +44,18 @@ def make_folder(path: str | Path, what: str) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def removed_if_empty(folder: Path, made: bool) -> Iterator[None]:
+    """Remove ``folder`` again if this command ``made`` it and fails before writing into it (a refusal after the model
+    loaded, a method that raises, a Ctrl-C): an empty folder left behind reads as output that went wrong later."""
+    try:
+        yield
+    except BaseException:
+        if made and folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+        raise
+
+
 def check_not_folder(path: str | Path | None, option: str, example: str) -> None:
     """Refuse an output file's ``option`` naming a folder, before the work that fills it: refused as it was written,
     the work was lost (and the error named a temporary file); ``example``: a file name to suggest inside it."""

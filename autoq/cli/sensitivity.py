@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from autoq.cli.mlflow_args import named_experiment, tracking_uri_of
     from autoq.errors import AutoqError
     from autoq.evaluate.cache import uncalled_layers
-    from autoq.files import make_folder
+    from autoq.files import make_folder, removed_if_empty
     from autoq.model import find_layers, left_out_note, mark_unreached, searched_tied, unreached_note
     from autoq.quiet import quiet_logs
     from autoq.search_spaces import load_preset
@@ -87,35 +87,37 @@ def run(args: argparse.Namespace) -> int:
         if not to_mlflow:
             raise AutoqError("--mlflow-parent-run-id nests the table's MLflow run in another run, but MLflow logging is off (--tracking-uri none)")
         outer_run(args.tracking_uri, args.mlflow_parent_run_id, named_experiment(args))
-    make_folder(args.out, "--out")  # the last check: a refused run leaves no folder behind
-    print(f"autoq: loading {args.model or 'the default model (all-MiniLM-L6-v2)'} ...", file=sys.stderr, flush=True)
-    workload = load_workload(args.model, with_metric=False)  # a table needs the model and calibration data alone
-    skip = tuple(workload.skip) + tuple(args.skip)
-    layers = find_layers(workload.model, skip)
-    note = left_out_note(workload.model, skip, searched_tied(workload.model, skip, (), layers))
-    if note:
-        print(f"autoq: note: {note}", file=sys.stderr, flush=True)
-    space = SearchSpace.build(preset, layers)
-    uncalled = uncalled_layers(workload.model, space.layers, space.options, workload.calibration)
-    if uncalled:  # as a search's space gives them: data-free methods only (GPTQ, AWQ, ... have no rows of theirs)
-        print(f"autoq: note: {unreached_note(uncalled)}", file=sys.stderr, flush=True)
-        space = SearchSpace.build(preset, mark_unreached(layers, uncalled))
-    start = time.perf_counter()
-    table = workload_table(workload, space.layers, space.options, args.metric, settings, refresh=args.refresh, progress=not args.no_progress)
-    wall = time.perf_counter() - start
-    out = Path(args.out).resolve()  # the files and the printed search command name it whole: they work from any folder
-    stem = _stem(workload.name, args, settings)
-    table_json = table.save(out / f"{stem}.json")
-    paths = [table.save(out / f"{stem}.csv"), table_json, table.heatmap(out / f"{stem}.png")]
-    run_id = None
-    if to_mlflow:
-        with quiet_logs():
-            run_id = _log_mlflow(args, workload.name, table, wall, paths)
-    cached = wall < 0.5 * table.seconds
-    from autoq.tracking import absolute_uri
+    made = not Path(args.out).exists()
+    make_folder(args.out, "--out")  # the last check before the model loads; a refusal after it removes the folder it made
+    with removed_if_empty(Path(args.out), made):
+        print(f"autoq: loading {args.model or 'the default model (all-MiniLM-L6-v2)'} ...", file=sys.stderr, flush=True)
+        workload = load_workload(args.model, with_metric=False)  # a table needs the model and calibration data alone
+        skip = tuple(workload.skip) + tuple(args.skip)
+        layers = find_layers(workload.model, skip)
+        note = left_out_note(workload.model, skip, searched_tied(workload.model, skip, (), layers))
+        if note:
+            print(f"autoq: note: {note}", file=sys.stderr, flush=True)
+        space = SearchSpace.build(preset, layers)
+        uncalled = uncalled_layers(workload.model, space.layers, space.options, workload.calibration)
+        if uncalled:  # as a search's space gives them: data-free methods only (GPTQ, AWQ, ... have no rows of theirs)
+            print(f"autoq: note: {unreached_note(uncalled)}", file=sys.stderr, flush=True)
+            space = SearchSpace.build(preset, mark_unreached(layers, uncalled))
+        start = time.perf_counter()
+        table = workload_table(workload, space.layers, space.options, args.metric, settings, refresh=args.refresh, progress=not args.no_progress)
+        wall = time.perf_counter() - start
+        out = Path(args.out).resolve()  # the files and the printed search command name it whole: they work from any folder
+        stem = _stem(workload.name, args, settings)
+        table_json = table.save(out / f"{stem}.json")
+        paths = [table.save(out / f"{stem}.csv"), table_json, table.heatmap(out / f"{stem}.png")]
+        run_id = None
+        if to_mlflow:
+            with quiet_logs():
+                run_id = _log_mlflow(args, workload.name, table, wall, paths)
+        cached = wall < 0.5 * table.seconds
+        from autoq.tracking import absolute_uri
 
-    uri = absolute_uri(args.tracking_uri) if run_id else None
-    print(_summary(table, wall, cached, paths, uri, run_id, _search_command(args, table_json, workload.source)))
+        uri = absolute_uri(args.tracking_uri) if run_id else None
+        print(_summary(table, wall, cached, paths, uri, run_id, _search_command(args, table_json, workload.source)))
     return 0
 
 

@@ -17,10 +17,9 @@ keeps fp16 is stored in fp16 whatever its values: the search scored ``weight.hal
 
 from __future__ import annotations
 
-import contextlib
 import stat
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -37,7 +36,7 @@ from autoq.export.layout import to_tensors
 from autoq.export.mlflow_model import input_spec
 from autoq.export.mlflow_store import check_registered_name, log_export
 from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
-from autoq.files import make_folder
+from autoq.files import make_folder, removed_if_empty
 from autoq.model import check_finite_stored, check_finite_weights, find_layers, get_module, tied_weights, uncompiled
 from autoq.quant.stored import stored_dtype
 
@@ -93,18 +92,6 @@ def _stored(name: str, tensor: torch.Tensor, kept: list[str]) -> torch.Tensor:
     if tensor.is_floating_point() and dtype != torch.float16:
         kept.append(name)
     return tensor.to(dtype).contiguous().clone()
-
-
-@contextlib.contextmanager
-def _removed_if_empty(folder: Path, made: bool) -> Iterator[None]:
-    """Remove ``folder`` again if this export ``made`` it and fails before writing into it (a method that raises, a
-    Ctrl-C while quantizing): an empty folder left behind reads as an export that went wrong later."""
-    try:
-        yield
-    except BaseException:
-        if made and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
-        raise
 
 
 def export(model: nn.Module | str | None, point: object, out_dir: str | Path, calibration: Sequence[Any] | None = None,
@@ -202,7 +189,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, dict] = {}
     biases: dict[str, torch.Tensor] = {}
-    with torch.no_grad(), _removed_if_empty(out, made):
+    with torch.no_grad(), removed_if_empty(out, made):
         qts = quantize_point(model, assignment, layers, calibration, sequential, progress)
         for layer in layers:
             choice = assignment[layer.name]

@@ -199,3 +199,14 @@ def test_two_spaces_of_one_file_name_write_tables_of_their_own(tmp_path, capsys)
     tables = [command[command.index("--seed-from") + 1] for command in seeds]
     assert tables[0] != tables[1] and all(Path(t).name.startswith("digits-cnn-space-") for t in tables)
     assert main(seeds[0][1:] + ["--n-trials", "2", "--tracking-uri", "none", "--storage", "none", "--no-progress"]) == 0
+
+
+def test_a_refusal_after_the_model_loads_leaves_no_out_folder_behind(tmp_path, capsys):
+    """--skip matching nothing is known once the model is loaded, after --out was made: an empty folder stayed."""
+    out = tmp_path / "tables"
+    assert main(["sensitivity", "--metric", "kl", "--model", "digits-cnn", "--skip", "nomatch", "--out", str(out), "--tracking-uri", "none"]) == 2
+    assert "nomatch" in capsys.readouterr().err and not out.exists()
+    (tmp_path / "kept").mkdir()  # one that was there before stays
+    assert main(["sensitivity", "--metric", "kl", "--model", "digits-cnn", "--skip", "nomatch", "--out", str(tmp_path / "kept"),
+                 "--tracking-uri", "none"]) == 2
+    assert (tmp_path / "kept").is_dir()
