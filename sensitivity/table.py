@@ -179,6 +179,9 @@ class SensitivityTable:
     @classmethod
     def load(cls, path: str | Path) -> SensitivityTable:
         path = Path(path)
+        if path.is_dir():
+            raise AutoqError(f"sensitivity table {str(path)!r} is a folder; pass a table file in it (DIR/<model>-<metric>.json, which "
+                             "`autoq sensitivity --out DIR` writes with its .csv, and prints the search that reads it)")
         if not path.is_file():
             raise AutoqError(f"sensitivity table {str(path)!r} does not exist; `autoq sensitivity --metric METRIC --out DIR` writes "
                              "DIR/<model>-<metric>.json (<model>-<space>-<metric>.json with --space) and .csv, and prints the search that reads it")

@@ -45,7 +45,13 @@ def check_seed_from(seed_from: str | None, strategy: str = "optuna") -> None:
     if seed_from not in (None, AUTO, NONE) and not strategy_reads_scores(strategy):  # computed (minutes) and logged, unread
         raise AutoqError(f"--strategy {strategy} reads no sensitivity table, so --seed-from {seed_from} would be computed for nothing; "
                          "leave --seed-from out, or seed a strategy that reads one (optuna, ilp, greedy)")
-    if seed_from in (None, AUTO, NONE) or _is_path(seed_from):
+    if seed_from in (None, AUTO, NONE):
+        return
+    if _is_path(seed_from):
+        if not Path(seed_from).is_file():  # before the model loads (minutes for an LLM), not after
+            from autoq.sensitivity import SensitivityTable
+
+            SensitivityTable.load(seed_from)  # says what is wrong with the path
         return
     from autoq.sensitivity import get_metric, metric_names
 

@@ -63,3 +63,20 @@ def test_a_table_file_without_its_ending_is_not_called_an_unknown_metric(tmp_pat
     with pytest.raises(AutoqError, match="unknown sensitivity metric 'nofile'"):
         check_seed_from("nofile")
     check_seed_from("kl")
+
+
+def test_a_missing_table_or_a_folder_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):
+    """It was found missing after the model loaded (minutes for an LLM), and an empty optuna.db stayed; a folder was
+    said not to exist."""
+    from autoq.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tables").mkdir()
+    base = ["search", "--model", "digits-cnn", "--n-trials", "2", "--no-progress", "--tracking-uri", "none", "--storage", "sqlite:///optuna.db"]
+    assert main([*base, "--seed-from", "./missing.json"]) == 2
+    err = capsys.readouterr().err
+    assert "sensitivity table 'missing.json' does not exist" in err and "loading" not in err
+    assert main([*base, "--seed-from", "tables/"]) == 2
+    err = capsys.readouterr().err
+    assert "sensitivity table 'tables' is a folder; pass a table file in it" in err and "loading" not in err
+    assert not (tmp_path / "optuna.db").exists()
