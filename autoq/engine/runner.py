@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 
 from autoq.budget import Budget, check_latency_config, parse_budget
 from autoq.builtin.workload import Workload
-from autoq.choice import Assignment
+from autoq.choice import Assignment, LayerChoice
 from autoq.cost import CostModel
 from autoq.engine.live import TrialStatus
 from autoq.engine.options import checked_options, label
@@ -59,7 +59,7 @@ from autoq.interrupts import ForcedInterrupt, deferred_interrupts
 from autoq.latency import latency_model
 from autoq.model import check_finite_stored, check_finite_weights, find_layers, left_out_note, mark_unreached, searched_tied, unreached_note
 from autoq.plugins import portable
-from autoq.ptq import plugin_code
+from autoq.ptq import method_info, plugin_code
 from autoq.quiet import quiet_logs
 from autoq.search_spaces import check_bits_reachable, load_preset
 from autoq.space import SearchSpace
@@ -138,6 +138,13 @@ class SearchConfig:
         if not strategy_uses_sampler(self.strategy) and sampler_name(self.sampler) != "tpe":  # it was logged as if used
             raise AutoqError(f"--strategy {self.strategy} proposes by itself, with no Optuna sampler, so --sampler "
                              f"{sampler_name(self.sampler)} would be ignored; leave --sampler out, or use --strategy optuna")
+        for pattern, choice in self.pins:  # a typo in a pinned choice, too, before the model loads
+            try:
+                pinned = LayerChoice.from_name(choice)
+                if not pinned.weight.is_half:
+                    method_info(pinned.method)  # an unknown method, as the space would say it after the load
+            except AutoqError as exc:
+                raise AutoqError(f"--pin {pattern}={choice}: {exc}") from None
         # a typo in a space file, or a bits budget no option reaches, is said before a model loads (minutes for a large one)
         check_bits_reachable(budget, load_preset(self.space), self.pins, self.space)
         check_execution(self)
