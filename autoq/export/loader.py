@@ -44,11 +44,17 @@ def _read_weights(path: Path, expected_bytes: int | None) -> dict[str, torch.Ten
     if not path.is_file():
         raise AutoqError(f"{path} is missing: the export is incomplete; {again}")
     try:
-        return load_file(str(path))
+        tensors = load_file(str(path))
     except SafetensorError as exc:
         size = path.stat().st_size
         cut = f", and it is {size} bytes where the export wrote {expected_bytes}: cut short or changed since" if expected_bytes not in (None, size) else ""
         raise AutoqError(f"{path} is not a readable safetensors file ({exc}){cut}; {again}") from None
+    # an export never writes NaN (it refuses such a model), nor Inf in a scale: the loaded model answered NaN, unsaid
+    for name, tensor in tensors.items():
+        if tensor.is_floating_point() and (torch.isnan(tensor).any() or (name.endswith("scales") and not torch.isfinite(tensor).all())):
+            raise AutoqError(f"{path}: tensor {name!r} holds {'NaN' if torch.isnan(tensor).any() else 'Inf'}, which no export writes: "
+                             f"the file was damaged or edited since; {again}")
+    return tensors
 
 
 def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "auto", tracking_uri: str | None = None) -> nn.Module:

@@ -127,8 +127,11 @@ class Scaled(nn.Module):
     (lambda t, c: c["layers"]["a"].update(activation="a9-foo"), r"layer 'a' the activation format 'a9-foo', which autoq cannot read"),
     (lambda t, c: c["layers"].update(zz=c["layers"]["b"]), r"the model does not match the export: it has no layer 'zz', the export one of \[8, 40\]"),
     (lambda t, c: c.update(weights="../other/model.safetensors"), r"names its weights '../other/model.safetensors', not a file in the export's folder"),
+    (lambda t, c: t["b.scales"].view(-1)[0].fill_(float("nan")), r"tensor 'b.scales' holds NaN, which no export writes"),
+    (lambda t, c: t["b.scales"].view(-1)[0].fill_(float("inf")), r"tensor 'b.scales' holds Inf, which no export writes"),
 ], ids=["no-zeros", "sym-to-asym", "asym-to-sym", "qweight-transposed", "unknown-choice", "input-scale-length", "fp32-scales",
-        "fractional-zeros", "zeros-out-of-range", "static-act-no-range", "unknown-activation", "layer-not-in-model", "weights-path"])
+        "fractional-zeros", "zeros-out-of-range", "static-act-no-range", "unknown-activation", "layer-not-in-model", "weights-path",
+        "nan-scale", "inf-scale"])
 def test_a_damaged_or_edited_layer_is_refused_at_load_naming_it(tmp_path, edit, message):
     """Each loaded, then failed at the first forward in torch's words, or gave other outputs without a word, or named
     only the format ('int4-g32-asym: zeros must be given'); a config's weights path read a file of another folder."""
