@@ -67,6 +67,11 @@ def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "au
     from autoq.kernels.ops import check_backend
 
     check_backend(backend)  # here, not at the first forward
+    if not isinstance(out_dir, (str, Path)):  # pathlib's TypeError named neither the argument nor what it takes
+        raise AutoqError(f"out_dir must be the export's folder (a str or Path) or an MLflow model URI, got {type(out_dir).__name__} {out_dir!r}")
+    if model is not None and not isinstance(model, nn.Module):
+        raise AutoqError(f"model must be a torch.nn.Module of the export's architecture to load into (or None: rebuilt from the "
+                         f"export), got {type(model).__name__}")
     if is_artifact_uri(out_dir):
         with downloaded(str(out_dir), tracking_uri) as local:
             return _load_folder(local, model, backend)

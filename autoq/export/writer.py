@@ -115,6 +115,15 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     ``autoq.load`` and ``mlflow.pyfunc.load_model`` take), for a point given as a run id; ``registered_model_name``
     (with it) adds a version of it to the Model Registry under that name (see `autoq.export.mlflow_store`).
     """
+    if not isinstance(out_dir, (str, Path)):  # pathlib's TypeError named neither the argument nor what it takes
+        raise AutoqError(f"out_dir must be the folder to write the export to (a str or Path), got {type(out_dir).__name__} {out_dir!r}")
+    if isinstance(model, Path):  # a Hugging Face folder, as a str names it
+        model = str(model)
+    if model is not None and not isinstance(model, (nn.Module, str)):
+        raise AutoqError(f"model must be a torch.nn.Module, a built-in name or a Hugging Face folder (or None: the run's), got "
+                         f"{type(model).__name__} {model!r}")
+    if sequential is not None and not isinstance(sequential, bool):  # bool('no') is True: it quantized sequentially
+        raise AutoqError(f"sequential must be True, False or None (as the search ran), got {type(sequential).__name__} {sequential!r}")
     run_id = point if isinstance(point, str) else None
     if registered_model_name is not None:
         if not log_to_run:
