@@ -44,15 +44,32 @@ def make_folder(path: str | Path, what: str) -> Path:
     return path
 
 
+def first_missing(path: str | Path) -> Path | None:
+    """The outermost folder of ``path`` (itself included) that does not exist yet: what making it will create first."""
+    path = Path(path).absolute()
+    missing = None
+    for folder in (path, *path.parents):
+        if folder.exists():
+            break
+        missing = folder
+    return missing
+
+
 @contextlib.contextmanager
-def removed_if_empty(folder: Path, made: bool) -> Iterator[None]:
-    """Remove ``folder`` again if this command ``made`` it and fails before writing into it (a refusal after the model
-    loaded, a method that raises, a Ctrl-C): an empty folder left behind reads as output that went wrong later."""
+def removed_if_empty(folder: Path, made_from: Path | None) -> Iterator[None]:
+    """Remove ``folder`` again, and the empty folders above it up to ``made_from`` (`first_missing` before it was
+    made; ``None``: it was there), if this command fails before writing into it (a refusal after the model loaded, a
+    method that raises, a Ctrl-C): an empty folder left behind reads as output that went wrong later."""
     try:
         yield
     except BaseException:
-        if made and folder.is_dir() and not any(folder.iterdir()):
-            folder.rmdir()
+        if made_from is not None:
+            current = Path(folder).absolute()
+            while current.is_dir() and not any(current.iterdir()):
+                current.rmdir()
+                if current == made_from or current.parent == current:
+                    break
+                current = current.parent
         raise
 
 

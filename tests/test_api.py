@@ -274,3 +274,15 @@ def test_a_torch_compiled_model_is_searched_and_exported_by_its_own_layer_names(
         torch.testing.assert_close(loaded(data[0]), applied(data[0]), rtol=2e-2, atol=2e-3)
     in_place = result.apply(torch.compile(copy.deepcopy(model), backend="eager"))  # quantized in the module it holds
     torch.testing.assert_close(in_place(data[0]), applied(data[0]))
+
+
+def test_a_float8_parameter_outside_the_searched_layers_is_checked_without_failing():
+    """torch.isfinite has no float8 kernel: the up-front check raised NotImplementedError."""
+    model = tiny_mlp()
+    model.register_parameter("fp8", nn.Parameter(torch.ones(4).to(torch.float8_e4m3fn), requires_grad=False))
+    result = autoq.search(model, batches(), lambda m: 1.0, budget="6bits", n_trials=1, seed_from="none", tracking_uri=None, storage=None,
+                          progress=False)
+    assert len(result.points) == 1
+    model.fp8.data[0] = float("nan")
+    with pytest.raises(AutoqError, match=r"the model's 'fp8' holds NaN or Inf"):
+        autoq.search(model, batches(), lambda m: 1.0, budget="6bits", tracking_uri=None, storage=None)

@@ -60,7 +60,7 @@ def run(args: argparse.Namespace) -> int:
     from autoq.cli.mlflow_args import named_experiment, tracking_uri_of
     from autoq.errors import AutoqError
     from autoq.evaluate.cache import uncalled_layers
-    from autoq.files import make_folder, removed_if_empty
+    from autoq.files import first_missing, make_folder, removed_if_empty
     from autoq.model import find_layers, left_out_note, mark_unreached, searched_tied, unreached_note
     from autoq.quiet import quiet_logs
     from autoq.search_spaces import load_preset
@@ -87,9 +87,9 @@ def run(args: argparse.Namespace) -> int:
         if not to_mlflow:
             raise AutoqError("--mlflow-parent-run-id nests the table's MLflow run in another run, but MLflow logging is off (--tracking-uri none)")
         outer_run(args.tracking_uri, args.mlflow_parent_run_id, named_experiment(args))
-    made = not Path(args.out).exists()
+    made_from = first_missing(args.out)
     make_folder(args.out, "--out")  # the last check before the model loads; a refusal after it removes the folder it made
-    with removed_if_empty(Path(args.out), made):
+    with removed_if_empty(Path(args.out), made_from):
         print(f"autoq: loading {args.model or 'the default model (all-MiniLM-L6-v2)'} ...", file=sys.stderr, flush=True)
         workload = load_workload(args.model, with_metric=False)  # a table needs the model and calibration data alone
         skip = tuple(workload.skip) + tuple(args.skip)

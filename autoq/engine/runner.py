@@ -134,7 +134,7 @@ class SearchConfig:
         latency_model(self.device, self.batch)  # an unknown device or unmeasured batch fails here, before any loading
         sampler_factory(self.sampler)  # an unknown name or type fails here, before any loading
         strategy_factory(self.strategy)
-        check_seed_from(self.seed_from, self.strategy)
+        check_seed_from(self.seed_from, self.strategy, self.resume)
         if not strategy_uses_sampler(self.strategy) and sampler_name(self.sampler) != "tpe":  # it was logged as if used
             raise AutoqError(f"--strategy {self.strategy} proposes by itself, with no Optuna sampler, so --sampler "
                              f"{sampler_name(self.sampler)} would be ignored; leave --sampler out, or use --strategy optuna")

@@ -36,9 +36,10 @@ AUTO = "auto"
 NONE = "none"
 
 
-def check_seed_from(seed_from: str | None, strategy: str = "optuna") -> None:
-    """Refuse an unknown metric name early (a file path is checked when it is read), and ``none`` for a strategy
-    that solves on a table (it used to compute the default table anyway, unasked)."""
+def check_seed_from(seed_from: str | None, strategy: str = "optuna", resume: bool = False) -> None:
+    """Refuse an unknown metric name or a missing table file early, and ``none`` for a strategy that solves on a
+    table (it used to compute the default table anyway, unasked). A resume reads no table unless its strategy solves
+    on one (the seeds are stored), so a table moved since is not asked for."""
     if seed_from in (None, NONE) and strategy_needs_scores(strategy):
         raise AutoqError(f"--strategy {strategy} solves on a sensitivity table, and --seed-from none gives it none; pass a metric "
                          f"({DEFAULT_SEED_METRIC}, kl, ...) or a table file, or leave --seed-from auto ({DEFAULT_SEED_METRIC})")
@@ -48,7 +49,7 @@ def check_seed_from(seed_from: str | None, strategy: str = "optuna") -> None:
     if seed_from in (None, AUTO, NONE):
         return
     if _is_path(seed_from):
-        if not Path(seed_from).is_file():  # before the model loads (minutes for an LLM), not after
+        if not Path(seed_from).is_file() and not (resume and not strategy_needs_scores(strategy)):  # before the model loads
             from autoq.sensitivity import SensitivityTable
 
             SensitivityTable.load(seed_from)  # says what is wrong with the path

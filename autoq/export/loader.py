@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import warnings
 from pathlib import Path
 from typing import Any
@@ -67,7 +68,7 @@ def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "au
     from autoq.kernels.ops import check_backend
 
     check_backend(backend)  # here, not at the first forward
-    if not isinstance(out_dir, (str, Path)):  # pathlib's TypeError named neither the argument nor what it takes
+    if not isinstance(out_dir, (str, os.PathLike)):  # pathlib's TypeError named neither the argument nor what it takes
         raise AutoqError(f"out_dir must be the export's folder (a str or Path) or an MLflow model URI, got {type(out_dir).__name__} {out_dir!r}")
     if model is not None and not isinstance(model, nn.Module):
         raise AutoqError(f"model must be a torch.nn.Module of the export's architecture to load into (or None: rebuilt from the "

@@ -17,12 +17,14 @@ keeps fp16 is stored in fp16 whatever its values: the search scored ``weight.hal
 
 from __future__ import annotations
 
+import os
 import stat
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -36,7 +38,7 @@ from autoq.export.layout import to_tensors
 from autoq.export.mlflow_model import input_spec
 from autoq.export.mlflow_store import check_registered_name, log_export
 from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
-from autoq.files import make_folder, removed_if_empty
+from autoq.files import first_missing, make_folder, removed_if_empty
 from autoq.model import check_finite_stored, check_finite_weights, find_layers, get_module, tied_weights, uncompiled
 from autoq.quant.stored import stored_dtype
 
@@ -115,14 +117,14 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     ``autoq.load`` and ``mlflow.pyfunc.load_model`` take), for a point given as a run id; ``registered_model_name``
     (with it) adds a version of it to the Model Registry under that name (see `autoq.export.mlflow_store`).
     """
-    if not isinstance(out_dir, (str, Path)):  # pathlib's TypeError named neither the argument nor what it takes
+    if not isinstance(out_dir, (str, os.PathLike)):  # pathlib's TypeError named neither the argument nor what it takes
         raise AutoqError(f"out_dir must be the folder to write the export to (a str or Path), got {type(out_dir).__name__} {out_dir!r}")
-    if isinstance(model, Path):  # a Hugging Face folder, as a str names it
-        model = str(model)
+    if isinstance(model, os.PathLike):  # a Hugging Face folder, as a str names it
+        model = os.fspath(model)
     if model is not None and not isinstance(model, (nn.Module, str)):
         raise AutoqError(f"model must be a torch.nn.Module, a built-in name or a Hugging Face folder (or None: the run's), got "
                          f"{type(model).__name__} {model!r}")
-    if sequential is not None and not isinstance(sequential, bool):  # bool('no') is True: it quantized sequentially
+    if sequential is not None and not isinstance(sequential, (bool, np.bool_)):  # bool('no') is True: it quantized sequentially
         raise AutoqError(f"sequential must be True, False or None (as the search ran), got {type(sequential).__name__} {sequential!r}")
     run_id = point if isinstance(point, str) else None
     if registered_model_name is not None:
@@ -190,7 +192,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     if (out / "config.json").is_file() or ((out / WEIGHTS_NAME).is_file() and not (out / CONFIG_NAME).is_file()):
         raise AutoqError(f"{out} holds a model that autoq did not export (config.json or {WEIGHTS_NAME}): the export's "
                          f"{WEIGHTS_NAME} would overwrite its weights; export into another folder")
-    made = not out.exists()
+    made_from = first_missing(out)
     make_folder(out, "export")  # now too: a folder that cannot be made fails before the quantization, not after
     if (out / CONFIG_NAME).is_file():  # as save_pretrained does, an export replaces one there: said, not silent
         print(f"autoq: note: replacing the autoq export already in {out}", file=sys.stderr, flush=True)
@@ -198,7 +200,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, dict] = {}
     biases: dict[str, torch.Tensor] = {}
-    with torch.no_grad(), removed_if_empty(out, made):
+    with torch.no_grad(), removed_if_empty(out, made_from):
         qts = quantize_point(model, assignment, layers, calibration, sequential, progress)
         for layer in layers:
             choice = assignment[layer.name]

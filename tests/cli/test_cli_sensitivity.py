@@ -206,6 +206,9 @@ def test_a_refusal_after_the_model_loads_leaves_no_out_folder_behind(tmp_path, c
     out = tmp_path / "tables"
     assert main(["sensitivity", "--metric", "kl", "--model", "digits-cnn", "--skip", "nomatch", "--out", str(out), "--tracking-uri", "none"]) == 2
     assert "nomatch" in capsys.readouterr().err and not out.exists()
+    nested = tmp_path / "new" / "a" / "b"  # the folders it made above --out go too, not just the last
+    assert main(["sensitivity", "--metric", "kl", "--model", "digits-cnn", "--skip", "nomatch", "--out", str(nested), "--tracking-uri", "none"]) == 2
+    assert not (tmp_path / "new").exists()
     (tmp_path / "kept").mkdir()  # one that was there before stays
     assert main(["sensitivity", "--metric", "kl", "--model", "digits-cnn", "--skip", "nomatch", "--out", str(tmp_path / "kept"),
                  "--tracking-uri", "none"]) == 2

@@ -80,3 +80,21 @@ def test_a_missing_table_or_a_folder_is_refused_before_the_model_loads(tmp_path,
     err = capsys.readouterr().err
     assert "sensitivity table 'tables' is a folder; pass a table file in it" in err and "loading" not in err
     assert not (tmp_path / "optuna.db").exists()
+
+
+def test_a_resume_reads_no_table_and_asks_for_none_that_moved(tmp_path, monkeypatch, capsys):
+    """The early check of --seed-from FILE refused the resume of a search whose table had moved, which reads none
+    (its seeds are stored)."""
+    from autoq.cli import main
+    from autoq.sensitivity import SensitivityTable
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tables").mkdir()
+    base = ["search", "--model", "digits-cnn", "--no-progress", "--tracking-uri", "none", "--storage", "sqlite:///optuna.db"]
+    assert main(["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--out", "tables", "--tracking-uri", "none", "--no-progress"]) == 0
+    table = next((tmp_path / "tables").glob("*.json"))
+    assert SensitivityTable.load(table).model_hash  # a real table, read by the first session
+    assert main([*base, "--n-trials", "2", "--seed-from", str(table.relative_to(tmp_path)), "--study-name", "s"]) == 0
+    (tmp_path / "tables").rename(tmp_path / "moved")
+    capsys.readouterr()
+    assert main([*base, "--resume", "s", "--n-trials", "3"]) == 0, capsys.readouterr().err

@@ -363,3 +363,15 @@ def test_arguments_of_the_wrong_type_are_one_clear_error(tmp_path):
     with pytest.raises(AutoqError, match=r"sequential must be True, False or None \(as the search ran\), got str 'no'"):
         autoq.export(Tiny(), point, tmp_path / "y", sequential="no", progress=False)
     assert not (tmp_path / "y").exists()
+
+    class Folder:  # any os.PathLike (pytest's py.path.local is one), and numpy's bool, as a pipeline passes them
+        def __init__(self, path) -> None:
+            self.path = str(path)
+
+        def __fspath__(self) -> str:
+            return self.path
+
+    import numpy as np
+
+    written = autoq.export(Tiny(), point, Folder(tmp_path / "z"), sequential=np.bool_(False), progress=False)
+    assert isinstance(autoq.load(Folder(written), model=Tiny()).fc, QuantLinear)
