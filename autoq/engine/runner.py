@@ -57,7 +57,7 @@ from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.evaluate.cache import uncalled_layers
 from autoq.interrupts import ForcedInterrupt, deferred_interrupts
 from autoq.latency import latency_model
-from autoq.model import check_finite_stored, check_finite_weights, find_layers, left_out_note, mark_unreached, searched_tied, unreached_note
+from autoq.model import check_finite_stored, find_layers, left_out_note, mark_unreached, searched_tied, unreached_note
 from autoq.plugins import portable
 from autoq.ptq import method_info, plugin_code
 from autoq.quiet import quiet_logs
@@ -179,8 +179,7 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
     skip = tuple(workload.skip) + tuple(config.skip)
     layers = find_layers(workload.model, skip)
     tied = searched_tied(workload.model, skip, dict(config.pins), layers)
-    check_finite_weights(workload.model, layers)
-    check_finite_stored(workload.model)
+    check_finite_stored(workload.model, layers)
     check_finite_batches(workload.calibration)
     if config.tracking_uri and config.mlflow_parent_run_id:  # before any evaluation, not when the search's run starts
         outer_run(config.tracking_uri, config.mlflow_parent_run_id)

@@ -24,7 +24,7 @@ from torch import nn
 
 from autoq.choice import LayerChoice
 from autoq.errors import AutoqError
-from autoq.model import LayerInfo, channels_first, get_module, to_native, weight_2d
+from autoq.model import LayerInfo, channels_first, compiled_inside, get_module, to_native, weight_2d
 from autoq.model.capture import CalibrationStats, LayerStats, unreached
 from autoq.ptq import method_needs_stats, run_method
 from autoq.ptq.registry import MethodError
@@ -78,19 +78,16 @@ def uncalled_layers(model: nn.Module, layers: Sequence[LayerInfo], options: Sequ
     A layer inside a ``torch.compile``'d submodule is left out (compiled code runs no hooks: it would read as never
     called). Where no option needs the data, the batches need not suit the model (a user's ``evaluate`` reads its own):
     one it cannot run gives no note rather than an error."""
-    seen = [layer for layer in layers if not _compiled_inside(layer.name)]
+    wrappers = [f"{name}." if name else "" for name in compiled_inside(model)]
+    seen = [layer for layer in layers if not any(layer.name.startswith(f"{w}_orig_mod.") for w in wrappers)]
     if not seen or not batches:
         return []
-    if any(needs_stats(c) for opts in options for c in opts):
-        return unreached(model, seen, batches)
     try:
         return unreached(model, seen, batches)
     except AutoqError:
+        if any(needs_stats(c) for opts in options for c in opts):
+            raise
         return []
-
-
-def _compiled_inside(name: str) -> bool:
-    return name.startswith("_orig_mod.") or "._orig_mod." in name
 
 
 def quantize_choice(module: nn.Module, choice: LayerChoice, stats: LayerStats | None = None) -> tuple[QuantizedTensor, torch.Tensor | None, ActRange | None]:

@@ -27,7 +27,7 @@ from autoq.export.config import WEIGHTS_NAME, float_dtype, read_config, rebuild_
 from autoq.export.layout import from_tensors
 from autoq.export.mlflow_store import ARTIFACT_PATH, downloaded, is_artifact_uri
 from autoq.export.modules import QuantLinear
-from autoq.model import LINEAR_KINDS, find_layers, get_module, to_native
+from autoq.model import LINEAR_KINDS, compiled_inside, find_layers, get_module, to_native
 from autoq.quant.activation import ActRange, ActSpec
 
 
@@ -84,7 +84,7 @@ def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "au
 def _check_not_compiled(model: nn.Module) -> None:
     """Refuse a ``torch.compile``d model or submodule: its compiled code is bound to the float layers, so layers swapped
     inside it are never run (the loaded model computed in float while its module tree showed `QuantLinear`)."""
-    compiled = [name or "the model" for name, m in model.named_modules() if hasattr(m, "_orig_mod") and type(m).__name__ == "OptimizedModule"]
+    compiled = [name or "the model" for name in compiled_inside(model)]
     if compiled:
         where = ", ".join(repr(c) if c != "the model" else c for c in compiled[:3])
         raise AutoqError(f"{where} {'is' if len(compiled) == 1 else 'are'} torch.compile'd, and compiled code keeps running the float "

@@ -39,7 +39,7 @@ from autoq.export.mlflow_model import input_spec
 from autoq.export.mlflow_store import check_registered_name, log_export
 from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
 from autoq.files import first_missing, make_folder, removed_if_empty
-from autoq.model import check_finite_stored, check_finite_weights, find_layers, get_module, tied_weights, uncompiled
+from autoq.model import check_finite_stored, find_layers, get_module, tied_weights, uncompiled
 from autoq.quant.stored import stored_dtype
 
 
@@ -178,8 +178,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     if tied:
         raise AutoqError(f"the point quantizes layer(s) whose weight is tied to another parameter: {tied[:3]}; an export cannot "
                          "quantize one use of a weight and keep the other (a search leaves these layers out): keep them fp16")
-    check_finite_weights(model, layers)  # as the search does: NaN would quantize to codes without a warning
-    check_finite_stored(model)
+    check_finite_stored(model, layers)  # as the search does: NaN would quantize to codes without a warning
     if calibration:
         check_finite_batches(calibration)
     if isinstance(point, RunPoint) and calibration is not None and needs_calibration(assignment):

@@ -9,6 +9,7 @@ along the flattened input dimension, like a GEMM after im2col.
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -298,10 +299,22 @@ def find_layers(model: nn.Module, skip: Iterable[str] = (), include_tied: bool =
     return found
 
 
+def is_compiled(module: nn.Module) -> bool:
+    """Whether ``module`` is a ``torch.compile`` wrapper (dynamo's OptimizedModule, holding the module as ``_orig_mod``):
+    told by name, since importing ``torch._dynamo`` to ask ``isinstance`` costs seconds at every start."""
+    return type(module).__name__ == "OptimizedModule" and isinstance(getattr(module, "_orig_mod", None), nn.Module)
+
+
+def compiled_inside(model: nn.Module) -> list[str]:
+    """The names of ``model``'s compiled submodules ("" for the model itself): compiled code runs no hooks and keeps
+    calling the float layers it was traced with, whatever the module tree holds afterwards."""
+    return [name for name, m in model.named_modules() if is_compiled(m)]
+
+
 def uncompiled(model: nn.Module) -> nn.Module:
     """The module a ``torch.compile`` wrapper holds (the same object, its weights shared), else ``model``: a search of
     the wrapper named every layer ``_orig_mod.*``, and its export then loaded into neither the model nor a compiled one."""
-    while type(model).__name__ == "OptimizedModule" and isinstance(getattr(model, "_orig_mod", None), nn.Module):
+    while is_compiled(model):
         model = model._orig_mod
     return model
 
@@ -316,12 +329,16 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
 FP16_MAX = torch.finfo(torch.float16).max  # 65504
 
 
-def check_finite_stored(model: nn.Module) -> None:
+def check_finite_stored(model: nn.Module, layers: Iterable[LayerInfo] = ()) -> None:
     """Refuse a parameter holding NaN or Inf, or a buffer holding NaN, naming it: outside the searched layers too (a
     skipped head's NaN passed a search, whose reference scored NaN logits, and only its export said so). A buffer may
-    hold -inf on purpose (an attention mask)."""
+    hold -inf on purpose (an attention mask). The searched ``layers``' weights are checked as `check_finite_weights`
+    does, fp16's range included, and read once."""
+    layers = list(layers)
+    check_finite_weights(model, layers)
+    searched = {id(get_module(model, layer.name).weight) for layer in layers}
     for name, p in model.named_parameters():  # float8 has no isfinite: read in fp16, which holds every float8 value
-        if p.is_floating_point() and not torch.isfinite(p if p.element_size() > 1 else p.detach().half()).all():
+        if p.is_floating_point() and id(p) not in searched and not torch.isfinite(_readable(p)).all():
             raise AutoqError(f"the model's {name!r} holds NaN or Inf: its outputs would be NaN, and an export would store it; "
                              "fix the checkpoint first")
     for name, b in model.named_buffers():
@@ -332,12 +349,18 @@ def check_finite_stored(model: nn.Module) -> None:
 
 def check_finite_weights(model: nn.Module, layers: Iterable[LayerInfo]) -> None:
     """Refuse NaN or Inf weights before any work starts, naming the layer; and weights fp16 cannot hold (beyond 65504):
-    scales are stored in fp16 and a layer kept unquantized is fp16, so every choice of such a layer would be NaN."""
+    scales are stored in fp16 and a layer kept unquantized is fp16, so every choice of such a layer would be NaN. One
+    read of each weight: its largest magnitude, which is NaN or Inf where any entry is."""
     for layer in layers:
         w = get_module(model, layer.name).weight
-        if not torch.isfinite(w).all():
+        largest = float(_readable(w).abs().amax()) if w.numel() else 0.0
+        if not math.isfinite(largest):
             raise AutoqError(f"layer {layer.name!r} has NaN or Inf weights; fix the checkpoint first")
-        largest = float(w.detach().abs().max()) if w.numel() else 0.0
         if largest > FP16_MAX:
             raise AutoqError(f"layer {layer.name!r} has weights up to {largest:.4g}, beyond fp16's {FP16_MAX:g}: autoq stores scales and "
                              f"unquantized layers in fp16, where they overflow; leave the layer out (--skip, skip=[...]) or rescale it")
+
+
+def _readable(t: torch.Tensor) -> torch.Tensor:
+    """``t`` detached, and in fp16 where it is a float8 (no NaN/Inf or abs kernel reads float8; fp16 holds each value)."""
+    return t.detach() if t.element_size() > 1 else t.detach().half()

@@ -10,7 +10,9 @@ from transformers.pytorch_utils import Conv1D
 from autoq.errors import AutoqError
 from autoq.model import (
     LayerInfo,
+    check_finite_stored,
     check_finite_weights,
+    compiled_inside,
     find_layers,
     get_module,
     left_out_note,
@@ -18,6 +20,7 @@ from autoq.model import (
     searched_tied,
     tied_weights,
     to_native,
+    uncompiled,
     weight_2d,
 )
 from autoq.model.layers import unsearched_weights
@@ -266,6 +269,44 @@ def test_check_finite_weights_ignores_layers_not_listed():
     with torch.no_grad():
         model.head.weight[0, 0] = float("nan")
     check_finite_weights(model, find_layers(model, skip=["head"]))
+
+
+def test_check_finite_stored_names_searched_layers_as_layers_and_the_rest_as_parameters():
+    """One read of each tensor: a searched layer's NaN or fp16 overflow names the layer; any other parameter by name."""
+    model = net()
+    layers = find_layers(model, skip=["head"])
+    check_finite_stored(model, layers)
+    with torch.no_grad():
+        model.head.weight[0, 0] = float("nan")
+    with pytest.raises(AutoqError, match=r"the model's 'head.weight' holds NaN"):
+        check_finite_stored(model, layers)
+    with torch.no_grad():
+        model.head.weight[0, 0] = 0.0
+        model.block.mlp.weight[0, 0] = 1e6
+    with pytest.raises(AutoqError, match=r"layer 'block.mlp' has weights up to 1e\+06, beyond fp16"):
+        check_finite_stored(model, layers)
+    with torch.no_grad():
+        model.block.mlp.weight[0, 0] = float("nan")
+    with pytest.raises(AutoqError, match=r"layer 'block.mlp' has NaN or Inf weights"):
+        check_finite_stored(model, layers)
+
+
+def test_float8_weights_are_checked_in_fp16():
+    model = nn.Sequential(nn.Linear(4, 4))
+    model[0].weight.data = model[0].weight.data.to(torch.float8_e4m3fn)
+    check_finite_weights(model, find_layers(model))
+    model[0].weight.data[1, 1] = float("nan")
+    with pytest.raises(AutoqError, match="NaN or Inf"):
+        check_finite_weights(model, find_layers(model))
+
+
+def test_compiled_submodules_are_found_by_name_and_unwrapped():
+    inner = nn.Sequential(nn.Linear(4, 4), nn.ReLU())
+    model = nn.Sequential(torch.compile(inner), nn.Linear(4, 2))
+    assert compiled_inside(model) == ["0"]
+    assert compiled_inside(torch.compile(model)) == ["", "_orig_mod.0"]
+    assert uncompiled(torch.compile(model)) is model
+    assert uncompiled(model) is model and compiled_inside(inner) == []
 
 
 def test_weights_in_modules_autoq_does_not_quantize_get_a_note():
