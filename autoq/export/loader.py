@@ -52,10 +52,20 @@ def _read_weights(path: Path, expected_bytes: int | None) -> dict[str, torch.Ten
         raise AutoqError(f"{path} is not a readable safetensors file ({exc}){cut}; {again}") from None
     # an export never writes NaN (it refuses such a model), nor Inf in a scale: the loaded model answered NaN, unsaid
     for name, tensor in tensors.items():
-        if tensor.is_floating_point() and (torch.isnan(tensor).any() or (name.endswith("scales") and not torch.isfinite(tensor).all())):
-            raise AutoqError(f"{path}: tensor {name!r} holds {'NaN' if torch.isnan(tensor).any() else 'Inf'}, which no export writes: "
+        if not tensor.is_floating_point():
+            continue
+        values = tensor if tensor.element_size() > 1 else tensor.half()  # float8: no NaN kernel reads it; fp16 holds it
+        nan = _holds_nan(values)
+        if nan or (name.endswith("scales") and not torch.isfinite(values).all()):
+            raise AutoqError(f"{path}: tensor {name!r} holds {'NaN' if nan else 'Inf'}, which no export writes: "
                              f"the file was damaged or edited since; {again}")
     return tensors
+
+
+def _holds_nan(t: torch.Tensor) -> bool:
+    """Whether ``t`` holds a NaN. Its sum is NaN where it does (or where +Inf meets -Inf, which the exact test then
+    tells apart): one reduction with nothing allocated, where ``isnan(t).any()`` took a ninth of a 0.5B model's load."""
+    return bool(torch.isnan(t.sum())) and bool(torch.isnan(t).any())
 
 
 def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "auto", tracking_uri: str | None = None) -> nn.Module:

@@ -129,9 +129,10 @@ class Scaled(nn.Module):
     (lambda t, c: c.update(weights="../other/model.safetensors"), r"names its weights '../other/model.safetensors', not a file in the export's folder"),
     (lambda t, c: t["b.scales"].view(-1)[0].fill_(float("nan")), r"tensor 'b.scales' holds NaN, which no export writes"),
     (lambda t, c: t["b.scales"].view(-1)[0].fill_(float("inf")), r"tensor 'b.scales' holds Inf, which no export writes"),
+    (lambda t, c: t["b.bias"][:3].copy_(torch.tensor([float("inf"), float("-inf"), float("nan")])), r"tensor 'b.bias' holds NaN"),
 ], ids=["no-zeros", "sym-to-asym", "asym-to-sym", "qweight-transposed", "unknown-choice", "input-scale-length", "fp32-scales",
         "fractional-zeros", "zeros-out-of-range", "static-act-no-range", "unknown-activation", "layer-not-in-model", "weights-path",
-        "nan-scale", "inf-scale"])
+        "nan-scale", "inf-scale", "nan-bias"])
 def test_a_damaged_or_edited_layer_is_refused_at_load_naming_it(tmp_path, edit, message):
     """Each loaded, then failed at the first forward in torch's words, or gave other outputs without a word, or named
     only the format ('int4-g32-asym: zeros must be given'); a config's weights path read a file of another folder."""
@@ -147,6 +148,19 @@ def test_a_damaged_or_edited_layer_is_refused_at_load_naming_it(tmp_path, edit, 
     (out / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(AutoqError, match=message):
         autoq.load(out, model=Scaled())
+
+
+def test_inf_outside_the_scales_is_loaded_as_stored(tmp_path):
+    """+Inf beside -Inf sums to NaN: the quick NaN test over the whole file must not read it as one."""
+    model = Scaled()
+    choices = Assignment((("a", LayerChoice.from_name("int8-ch-sym:rtn-minmax")), ("b", LayerChoice.from_name("int8-ch-sym:rtn-minmax"))))
+    out = autoq.export(model, choices, tmp_path / "x", progress=False)
+    tensors, config = load_file(str(out / WEIGHTS_NAME)), json.loads((out / CONFIG_NAME).read_text())
+    tensors["b.bias"][:2] = torch.tensor([float("inf"), float("-inf")])
+    save_file(tensors, str(out / WEIGHTS_NAME))
+    config.pop("file_bytes")
+    (out / CONFIG_NAME).write_text(json.dumps(config))
+    assert autoq.load(out, model=Scaled()).b.bias[:2].tolist() == [float("inf"), float("-inf")]
 
 
 def _tiny_llama(tie: bool = True, **overrides):
