@@ -76,6 +76,20 @@ def test_its_steps_import_the_tree_and_find_the_repository(session, tmp_path):
     assert proc.returncode == 0 and " collected" in proc.stdout + proc.stderr, proc.stdout + proc.stderr
 
 
+def test_the_gpu_timing_tests_are_the_ones_its_tests_step_runs_alone():
+    """On 2026-12-04 a timing test ran beside seven processes' kernels on the same GPU and measured -11.5 us: the
+    tests step runs ``-m gpu_timing`` alone, then the rest; every test that times the GPU must carry the marker."""
+    base = [sys.executable, "-m", "pytest", "tests/kernels", "--collect-only", "-q", "-n", "0", "-p", "no:cacheprovider"]
+    repo = str(Path(SCRIPT).parents[1])
+    alone = subprocess.run([*base, "-m", "gpu_timing"], cwd=repo, capture_output=True, text=True, timeout=300).stdout
+    rest = subprocess.run([*base, "-m", "not gpu_timing"], cwd=repo, capture_output=True, text=True, timeout=300).stdout
+    timed = {line for line in alone.splitlines() if "::" in line}
+    assert len(timed) >= 3 and all(t.startswith("tests/kernels/test_timing.py::") for t in timed), alone
+    assert not timed & {line for line in rest.splitlines() if "::" in line} and "test_gemv_floor_sweep" in rest
+    source = Path(SCRIPT).read_text()
+    assert '"-n", "0", "-m", "gpu_timing"' in source and '"-m", "not gpu_timing"' in source
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_without_a_gpu_it_says_so_and_exits_2(tmp_path):
     proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)

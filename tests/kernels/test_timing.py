@@ -52,6 +52,7 @@ def test_rotation_needs_two_copies_and_timing_is_one_of_two():
         time_calls_us([lambda: None], "cold", 1.0, torch.device("cpu"))
 
 
+@pytest.mark.gpu_timing
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="times copies on a GPU")
 def test_rotated_calls_are_timed_each_on_its_copy():
     """16 MB copies, each call on its own pair of buffers: a call moves 32 MB, so it takes at least that over any GPU's
@@ -65,6 +66,7 @@ def test_rotated_calls_are_timed_each_on_its_copy():
     assert all(torch.equal(s, d) for s, d in pairs)
 
 
+@pytest.mark.gpu_timing
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="times a copy on a GPU")
 def test_the_hosts_time_stays_out_of_the_measurement():
     """A call that sleeps 2 ms on the host before a 16 MB copy: its graph time is the copy's (under 1 ms on any GPU),
@@ -82,6 +84,7 @@ def test_the_hosts_time_stays_out_of_the_measurement():
     assert torch.equal(dst, src)
 
 
+@pytest.mark.gpu_timing
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="times a kernel on a GPU")
 def test_the_autotuners_bench_returns_ms_at_its_quantiles():
     from autoq.kernels.tiles import autotune_bench
