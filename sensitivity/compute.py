@@ -51,7 +51,10 @@ from autoq.sensitivity.table import Entry, SensitivityTable
 #    factor's span only (it was added over all directions, counting the sketched ones twice).
 # 7: the smallest scale is fp16's smallest value (2**-24), not 1e-6: rows of weights below about 1e-4 used few codes.
 # 8: sqnr leaves a masked position's infinite reference (a -inf logit) out of the signal: it scored every option 0.
-SCORING_VERSION = 8
+# 9: the forward metrics check that a layer's stacked copies are the same input before giving each its option (a
+#    sequence-major (T*B, F) view interleaved them, mixing options); a (1, T) tensor broadcast over the rows is kept
+#    whole when batches are re-cut or stacked.
+SCORING_VERSION = 9
 
 
 def cache_key(model_digest: str, data_digest: str, metric: str, settings: Mapping[str, Any], layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]]) -> str:

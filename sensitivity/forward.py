@@ -90,7 +90,8 @@ class _NotStackable(Exception):
 def _copy_axis(shape: tuple[int, ...], ref: tuple[int, ...] | None, k: int) -> int:
     """The axis of a layer's input along which the ``k`` copies lie: the one that is ``k`` times the unstacked input's
     (dim 0 when the layer sees the model's batch first; dim 1 in a sequence-first layer such as a default
-    ``nn.TransformerEncoderLayer`` inside a batch-first model)."""
+    ``nn.TransformerEncoderLayer`` inside a batch-first model). The hook then checks that its chunks are the same
+    input, as copies of one batch are (each layer is quantized alone: every layer before it is the model's own)."""
     if k == 1:
         return 0
     if ref is None or len(shape) != len(ref):
@@ -106,9 +107,18 @@ def _option_hook(layers: Sequence[QuantizedLayer], weights: Sequence[torch.Tenso
     (``weights[k]``, dequantized once per pass by the caller, not at every batch: a cached layer holds codes), bias
     correction's bias, and its activation format on the input, as a search's trial runs it."""
 
+    checked: list[bool] = []
+
     def hook(module: nn.Module, args: tuple, output: Any) -> torch.Tensor:
         axis = _copy_axis(tuple(args[0].shape), ref_shape(), len(layers))
         chunks = args[0].chunk(len(layers), dim=axis)
+        if not checked:
+            # the copies may not lie one after another along the axis (a sequence-major (T*B, F) view of the stacked
+            # batch interleaves them per position): its chunks would mix options, silently. The layout is the model's
+            # code, the same at every call: the first call of a pass tells
+            if not all(_close(chunk, chunks[0]) for chunk in chunks[1:]):
+                raise _NotStackable
+            checked.append(True)
         outs = []
         for chunk, layer, weight in zip(chunks, layers, weights):
             with _option_weights(module, layer, weight):

@@ -79,40 +79,63 @@ class Inputs:
 
 
 def take_rows(batch: Any, start: int, stop: int) -> Any:
-    """Rows ``start:stop`` of a batch (a tensor, a tuple/list of tensors, or a mapping of tensors)."""
-    if isinstance(batch, torch.Tensor):
-        return batch[start:stop]
-    if isinstance(batch, Mapping):
-        return {k: take_rows(v, start, stop) for k, v in batch.items()}
-    if isinstance(batch, (tuple, list)):
-        return type(batch)(take_rows(v, start, stop) for v in batch)
-    return batch
+    """Rows ``start:stop`` of a batch (a tensor, a tuple/list of tensors, or a mapping of tensors). A tensor that is
+    not one row per example (a ``(1, T)`` ``position_ids`` that broadcasts over the batch) is kept whole."""
+    rows = batch_rows(batch)
+    return _per_row(batch, rows, lambda t: t[start:stop])
 
 
 def batch_rows(batch: Any) -> int:
-    """Rows (examples) of a batch: the first dimension of its first tensor, however nested."""
+    """Rows (examples) of a batch: the first dimension of its first tensor, however nested, passing over tensors of
+    one row that broadcast over the others (a ``(1, T)`` ``position_ids`` before the ``input_ids``)."""
     from autoq.evaluate.fidelity import batch_tensors
 
-    tensors = batch_tensors(batch)
+    tensors = [t for t in batch_tensors(batch) if t.dim() > 0]
     if tensors:
-        return int(tensors[0].shape[0])
-    raise AutoqError("a calibration batch holds no tensor; batches must be tensors, tuples of tensors or dicts of tensors")
+        return int(next((t.shape[0] for t in tensors if t.shape[0] != 1), 1))
+    raise AutoqError("a calibration batch holds no tensor with a batch dimension; batches must be tensors, tuples of tensors or "
+                     "dicts of tensors, each with the examples along dimension 0")
+
+
+def _per_row(batch: Any, rows: int, edit: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``batch`` with ``edit`` applied to each tensor holding ``rows`` rows along dimension 0; the rest as they are."""
+    if isinstance(batch, torch.Tensor):
+        return edit(batch) if batch.dim() > 0 and batch.shape[0] == rows else batch
+    if isinstance(batch, Mapping):
+        return {k: _per_row(v, rows, edit) for k, v in batch.items()}
+    if isinstance(batch, (tuple, list)):
+        return type(batch)(_per_row(v, rows, edit) for v in batch)
+    return batch
 
 
 def repeat_rows(batch: Any, times: int) -> Any:
-    """The batch stacked ``times`` along dimension 0 (copy ``k`` is rows ``k*n:(k+1)*n``)."""
-    return concat_rows([batch] * times)
+    """The batch stacked ``times`` along dimension 0 (copy ``k`` is rows ``k*n:(k+1)*n``); a tensor that broadcasts
+    over the rows is kept whole."""
+    rows = batch_rows(batch)
+    return _per_row(batch, rows, lambda t: t.repeat(times, *([1] * (t.dim() - 1))) if times > 1 else t)
 
 
 def concat_rows(batches: Sequence[Any]) -> Any:
-    """Batches of one structure joined along dimension 0 (their tensors; anything else is the first's)."""
-    first = batches[0]
-    if isinstance(first, torch.Tensor):
-        return torch.cat(list(batches)) if first.dim() > 0 and len(batches) > 1 else first
+    """Batches of one structure joined along dimension 0: their tensors of one row per example; a tensor that
+    broadcasts over the rows (not one row per example) must be the same in each, and is kept once."""
+    return _joined(list(batches), [batch_rows(b) for b in batches])
+
+
+def _joined(parts: list[Any], rows: list[int]) -> Any:
+    first = parts[0]
+    if isinstance(first, torch.Tensor) and len(parts) > 1:
+        per_row = [p.dim() > 0 and p.shape[0] == n for p, n in zip(parts, rows)]
+        if all(per_row):
+            return torch.cat(parts)
+        if all(not r and p.shape == first.shape and torch.equal(p, first) for p, r in zip(parts, per_row)):
+            return first
+        raise AutoqError(f"calibration batches of {rows} rows hold a tensor of shapes {[tuple(p.shape) for p in parts]}, one row "
+                         "per example in some and not in others, or broadcast with different values: batches a metric joins need "
+                         "each tensor either with the examples along dimension 0 or the same in every batch")
     if isinstance(first, Mapping):
-        return {k: concat_rows([b[k] for b in batches]) for k in first}
+        return {k: _joined([p[k] for p in parts], rows) for k in first}
     if isinstance(first, (tuple, list)):
-        return type(first)(concat_rows([b[i] for b in batches]) for i in range(len(first)))
+        return type(first)(_joined([p[i] for p in parts], rows) for i in range(len(first)))
     return first
 
 

@@ -105,8 +105,26 @@ class SeqFirst(nn.Module):
         return self.enc(self.proj(x))
 
 
+class SeqMajorFlat(nn.Module):
+    """Batch-first, with an encoder layer and a linear layer run on the sequence-major (T*B, F) view: dim 0 of their
+    input is copies-times-rows long, but the copies are interleaved per position (chunking it mixed the options:
+    fp16 scored 1.2e-4 where one pass per option gives 7.5e-10)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.mid = nn.Linear(16, 16)
+        self.enc = nn.TransformerEncoderLayer(16, 2, 32, dropout=0.0)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x):
+        b, t, f = x.shape
+        h = torch.tanh(self.mid(x.transpose(0, 1).reshape(t * b, f))).reshape(t, b, f)
+        return self.head(self.enc(h).transpose(0, 1))
+
+
 @pytest.mark.parametrize("n_batches", [2, 1])
-@pytest.mark.parametrize("make", [SeqFirstInside, SeqFirst])
+@pytest.mark.parametrize("make", [SeqFirstInside, SeqFirst, SeqMajorFlat])
 def test_forward_metrics_score_what_quantizing_the_layer_does_whatever_axis_holds_the_batch(make, n_batches):
     """Includes ``self_attn.out_proj``, whose weight nn.MultiheadAttention uses without calling its forward. With
     one batch there is no second one to test the stacking with: its two halves are."""
@@ -126,6 +144,54 @@ def test_forward_metrics_score_what_quantizing_the_layer_does_whatever_axis_hold
                 with cache.apply(Assignment(((layer.name, choice),))):
                     mse = sum(float((model(b) - r).double().pow(2).sum()) for b, r in zip(batches, ref)) / sum(r.numel() for r in ref)
                 assert mse > 0 and table.score(layer.name, choice.name) == pytest.approx(mse, rel=1e-3), (layer.name, choice.name)
+
+
+class Positions(nn.Module):
+    """Takes ``position_ids`` of shape (1, T), broadcast over the batch, as Hugging Face models accept them."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.emb, self.pos = nn.Embedding(20, 8), nn.Embedding(10, 8)
+        self.l1, self.head = nn.Linear(8, 8), nn.Linear(8, 6)
+
+    def forward(self, input_ids, position_ids):
+        return self.head(torch.tanh(self.l1(self.emb(input_ids) + self.pos(position_ids))))
+
+
+@pytest.mark.parametrize("metric", ["kl", "fisher", "hessian"])
+@pytest.mark.parametrize("settings", [{}, ALL_ROWS])
+def test_a_batch_tensor_that_broadcasts_over_the_rows_is_kept_whole(metric, settings):
+    """A (1, T) position_ids was cut to (0, T) when a batch was re-cut into rows_per_batch, and stacked beside the real
+    rows when options shared a pass: a raw RuntimeError, or the search's seeding skipped with a warning."""
+    model = Positions().eval()
+    gen = torch.Generator().manual_seed(0)
+    batches = [{"input_ids": torch.randint(0, 20, (40, 5), generator=gen), "position_ids": torch.arange(5)[None]} for _ in range(2)]
+    space = space_for(model)
+    extra = {"max_iter": 4} if metric == "hessian" else {}
+    table = compute_table(model, batches, space.layers, space.options, metric, {**settings, **extra}, use_cache=False, progress=False)
+    scores = [table.score(layer.name, c.name) for layer, opts in zip(space.layers, space.options) for c in opts]
+    assert all(s >= 0 for s in scores) and max(scores) > 0
+    if metric == "kl":
+        alone = compute_table(model, batches, space.layers, space.options, metric, {**settings, "options_per_pass": 1},
+                              use_cache=False, progress=False)
+        assert scores == pytest.approx([alone.score(layer.name, c.name) for layer, opts in zip(space.layers, space.options) for c in opts],
+                                       rel=1e-4, abs=1e-12)
+
+
+def test_rows_are_counted_past_a_broadcast_tensor_and_mixed_batches_are_refused():
+    from autoq.sensitivity.inputs import batch_rows, concat_rows, repeat_rows, subsample, take_rows
+
+    batch = {"position_ids": torch.arange(5)[None], "input_ids": torch.zeros(40, 5, dtype=torch.long)}
+    assert batch_rows(batch) == 40 and batch_rows(torch.zeros(1, 3)) == 1
+    cut = take_rows(batch, 8, 24)
+    assert cut["input_ids"].shape == (16, 5) and cut["position_ids"] is batch["position_ids"]
+    assert [b["input_ids"].shape[0] for b in subsample([batch], 20, 8)] == [8, 8, 4]
+    assert repeat_rows(batch, 3)["input_ids"].shape == (120, 5) and repeat_rows(batch, 3)["position_ids"].shape == (1, 5)
+    assert concat_rows([batch, batch])["input_ids"].shape == (80, 5)
+    shifted = {**batch, "position_ids": batch["position_ids"] + 1}
+    with pytest.raises(AutoqError, match=r"broadcast with different values.*the same in every batch"):
+        concat_rows([batch, shifted])
 
 
 class Masked(nn.Module):
