@@ -37,11 +37,12 @@ def fill_experiment(args: argparse.Namespace) -> None:
         from autoq.tracking import default_experiment
 
         args.experiment_default = default_experiment()
+        args.experiment_given = args.experiment is not None
         if args.experiment is None:
             args.experiment = args.experiment_default
 
 
 def named_experiment(args: argparse.Namespace) -> str | None:
-    """``--experiment`` where the user named one other than the default, else ``None``: a nested run is logged in its
+    """``--experiment`` where the user gave it (the default's name too), else ``None``: a nested run is logged in its
     parent's experiment, and only a named one can be at odds with it (`autoq.tracking.outer_run` checks it)."""
-    return args.experiment if args.experiment != args.experiment_default else None
+    return args.experiment if args.experiment_given else None

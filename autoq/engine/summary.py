@@ -112,7 +112,10 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
     elif result.tracking_uri:
         lines.append(f"MLflow: parent run {result.parent_run_id} in {store}{hidden} (frontier.csv, frontier.png, pareto=true tags).")
         lines.append(f"  Open it:  {open_command(result.tracking_uri, result.parent_run_id)}")
-        lines.append(f"  Export the best point:  {export_command(result.parent_run_id, result.tracking_uri)}   (or a frontier point's MLflow run id above)")
+        # the best point's own run where it has one: the parent's frontier.json names the best as the search logged it,
+        # which a trial run deleted since (left out here, as autoq pareto leaves it out) makes another point than this
+        run_id, what = (best.run_id, "its trial's run") if best.run_id else (result.parent_run_id, "the search's run")
+        lines.append(f"  Export the best point:  {export_command(run_id, result.tracking_uri)}   ({what}; or a frontier point's MLflow run id above)")
     if result.storage:
         hidden = " (MLflow keeps it with its password hidden: put yours in place of ***)" if ":***@" in result.storage else ""
         lines.append(f"Optuna study {result.study_name!r} in {result.storage}{hidden}.")

@@ -159,9 +159,12 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
 
         now = model_hash(model)
         if now != searched_hash:
+            source = point.model_source if isinstance(point, RunPoint) else ""
+            searched_on = (f"; the search ran on {source!r}: export with it (on the command line, leave --model out), " if source else
+                           "; export with the searched weights ")
             raise AutoqError(f"the model's weights are not the ones {_scorer(point)} scored (hash {now}, the search's {searched_hash}): "
-                             "changed since, or another model; export with the searched weights (or pass the point's .assignment "
-                             "to quantize these weights by the same choices, unscored)")
+                             f"changed since, or another model{searched_on}(or quantize these weights by the same choices, unscored: "
+                             "autoq.export(model, point.assignment, ...) in Python)")
     _check_plugin_code(point, assignment)
     found = {layer.name: layer for layer in find_layers(model, include_tied=True)}
     unknown = [name for name in assignment if name not in found]

@@ -88,6 +88,25 @@ def test_printed_commands_survive_a_store_path_with_a_space(tmp_path, _mlflow_te
 
 
 
+def test_pareto_after_the_best_trial_run_was_deleted_prints_a_command_that_exports_its_best(tmp_path, mlflow_uri, monkeypatch, capsys):
+    """It printed the parent run's export, which exports frontier.json's best, whose deleted run it refuses: the summary
+    showed another best and named a command that failed."""
+    from mlflow.tracking import MlflowClient
+
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=6, tracking_uri=mlflow_uri, progress=False, seed_from="none")
+    client = MlflowClient(mlflow_uri)
+    client.delete_run(result.best.run_id)
+    monkeypatch.chdir(tmp_path)
+    assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 0
+    out = capsys.readouterr().out
+    best_trial = int(out.split("Best within budget: trial ")[1].split(",")[0])
+    assert best_trial != result.best.trial
+    export = next(line for line in out.splitlines() if "Export the best point:" in line)
+    command = shlex.split(export.split("Export the best point:")[1].split("   (")[0])
+    code, printed = main([*command[1:], "--no-progress"]), capsys.readouterr()
+    assert code == 0 and f"trial {best_trial} (run " in printed.out + printed.err, printed.err
+
+
 def test_pareto_of_a_search_that_did_not_finish_says_so_and_names_a_run_that_exports(mlflow_uri, capsys):
     """A search killed with kill -9 leaves its parent run RUNNING without frontier files: pareto claimed them, printed
     nan for what the search had not logged, and suggested exporting the parent run, which fails."""

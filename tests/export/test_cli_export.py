@@ -169,6 +169,14 @@ def test_runs_that_hold_no_point_to_export_are_refused(searched, tmp_path, capsy
     assert f"belongs to search run {'f' * 32!r}, which is no longer in the store" in _export_error(orphan, searched, tmp_path, capsys)
 
 
+def test_another_model_than_the_runs_names_the_one_searched(searched, tmp_path, capsys):
+    """It said 'another model; export with the searched weights (or pass the point's .assignment ...)': not which model,
+    nor that leaving --model out exports with it, and .assignment has no command line."""
+    err = _export_error(searched.best.run_id, searched, tmp_path, capsys, "--model", "minilm")
+    assert "changed since, or another model; the search ran on 'digits-cnn': export with it (on the command line, leave --model out)" in err
+    assert "autoq.export(model, point.assignment, ...) in Python" in err
+
+
 def test_a_search_whose_best_trial_run_was_deleted_is_refused(searched, tmp_path, capsys):
     """Deleted in the UI, the best point was still exported from the search's frontier.json, while autoq pareto (which
     reads the runs) showed another best and exporting that trial by its id was refused."""

@@ -331,7 +331,7 @@ def test_an_export_of_a_results_point_refuses_other_weights_than_the_search_scor
         trained_on[0].weight.add_(0.01)
     for other in (mlp(48), trained_on):
         for point in (result.best, read_back.best):
-            with pytest.raises(AutoqError, match=f"not the ones trial {point.trial}'s search scored .*pass the point's .assignment"):
+            with pytest.raises(AutoqError, match=rf"not the ones trial {point.trial}'s search scored .*autoq.export\(model, point.assignment, ...\) in Python"):
                 autoq.export(other, point, tmp_path / "b", progress=False)
     assert autoq.export(trained_on, result.best.assignment, tmp_path / "c", progress=False).is_dir()  # what the error offers
 

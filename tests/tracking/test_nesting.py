@@ -67,6 +67,8 @@ def test_an_experiment_other_than_the_outer_runs_is_refused_on_the_command_line(
     err = capsys.readouterr().err
     assert "experiment 'mine' (--experiment) is not the experiment of the parent MLflow run" in err and "give 'pipeline'" in err
     assert "autoq: loading" not in err  # before the model
+    assert main([*args, "--experiment", "autoq"]) == 2  # the default's name, typed, is a name too (it was let through)
+    assert "experiment 'autoq' (--experiment) is not the experiment of the parent MLflow run" in capsys.readouterr().err
     assert main([*args, "--experiment", "pipeline"]) == 0  # the parent's own, named, is fine
     assert MlflowClient(mlflow_uri).get_experiment_by_name("mine") is None
 
