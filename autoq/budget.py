@@ -45,6 +45,9 @@ NEEDS_DEVICE = (
 )
 
 
+BUDGET_KINDS = ("bits", "bytes", "latency_ms")
+
+
 @dataclass(frozen=True)
 class Budget:
     """A limit on one cost: ``kind`` is ``bits`` (per weight), ``bytes`` or ``latency_ms``."""
@@ -52,6 +55,17 @@ class Budget:
     kind: str
     value: float
     text: str
+
+    def __post_init__(self) -> None:
+        """Refuse what parse_budget never makes: ``Budget('MB', 20, ...)`` was searched as a latency in ms, unsaid."""
+        if self.kind not in BUDGET_KINDS:
+            raise AutoqError(f"a Budget's kind is one of {', '.join(BUDGET_KINDS)}, got {self.kind!r}; or pass the budget as text "
+                             f"(budget='20MB'), {_EXAMPLES}, '3ms'")
+        value = self.value
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+            raise AutoqError(f"a Budget's value is a positive finite number (of {self.kind}), got {value!r}")
+        if not isinstance(self.text, str):
+            raise AutoqError(f"a Budget's text is how it is shown (a str such as '20MB'), got {type(self.text).__name__} {self.text!r}")
 
     def measure(self, cost: Cost) -> float:
         """The cost the budget limits, in the budget's own unit."""

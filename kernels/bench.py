@@ -59,9 +59,11 @@ def parse_shapes(text: str) -> tuple[tuple[int, int], ...]:
 
 def parse_formats(text: str) -> tuple[QuantSpec, ...]:
     """Comma-separated ``QuantSpec`` names (``int4-g128-asym,int8-ch-sym``); ``fp16`` is always the baseline."""
-    specs = tuple(QuantSpec.from_name(p.strip()) for p in text.split(",") if p.strip() and p.strip() != "fp16")
+    names = [p.strip() for p in text.split(",") if p.strip()]
+    specs = tuple(QuantSpec.from_name(name) for name in names if name != "fp16")
     if not specs:
-        raise AutoqError("no formats given; expected e.g. 'int4-g128-asym,int8-ch-sym'")
+        given = "only fp16, which every table measures as its baseline anyway" if names else "no formats"
+        raise AutoqError(f"--formats names {given}; name the integer formats to time beside it, e.g. 'int4-g128-asym,int8-ch-sym'")
     return specs
 
 

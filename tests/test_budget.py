@@ -280,3 +280,20 @@ def test_a_range_top_just_under_a_power_of_ten_is_not_rounded_to_nothing(size, t
     budget = parse_budget(text)
     assert budget.fmt_bound(Cost(16.0, size), up=False) == shown
     assert parse_budget(shown.replace(" ", "")).violation(Cost(16.0, size)) > 0  # below the top it names, as a top is
+
+
+@pytest.mark.parametrize("kind, value, message", [
+    ("MB", 20.0, r"a Budget's kind is one of bits, bytes, latency_ms, got 'MB'; or pass the budget as text"),
+    ("latency", 0.012, r"kind is one of .* got 'latency'"),
+    ("bits", float("nan"), r"a Budget's value is a positive finite number \(of bits\), got nan"),
+    ("bytes", -1.0, r"positive finite number \(of bytes\), got -1.0"),
+    ("bits", True, r"positive finite number"),
+])
+def test_a_budget_made_by_hand_is_checked_as_a_parsed_one(kind, value, message):
+    """Budget('MB', 20, '20MB') was searched as a latency (the feasible range said 1.1e-8 MB), and NaN failed deep in
+    the search with a bare ValueError."""
+    with pytest.raises(AutoqError, match=message):
+        Budget(kind, value, "x")
+    with pytest.raises(AutoqError, match="text is how it is shown"):
+        Budget("bits", 4.5, 4.5)
+    assert parse_budget(Budget("bits", 4.5, "4.5bits")) == parse_budget("4.5bits")

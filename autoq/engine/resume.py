@@ -32,7 +32,7 @@ from autoq.engine.strategy import RETRY_ATTR, sampler_name
 from autoq.engine.study_names import SETTINGS_ATTR
 from autoq.engine.trials import make_point
 from autoq.errors import AutoqError
-from autoq.latency.resolve import portable_device
+from autoq.latency.resolve import is_table_path, portable_device
 from autoq.plugins import portable
 from autoq.search_spaces import portable_space
 from autoq.space import SearchSpace
@@ -249,9 +249,11 @@ def _same(key: str, stored: Any, given: Any) -> bool:
         except AutoqError:
             return stored == given
         return (a.kind, a.value) == (b.kind, b.value)
-    if key in ("space", "device") and isinstance(stored, str) and isinstance(given, str):
-        portable = portable_space if key == "space" else portable_device
-        return portable(stored) == portable(given)  # a relative path of the folder it ran in
+    if key == "space" and isinstance(stored, str) and isinstance(given, str):
+        return portable_space(stored) == portable_space(given)  # a relative path of the folder it ran in
+    if key == "device" and isinstance(stored, str) and isinstance(given, str):
+        a, b = portable_device(stored), portable_device(given)  # a table file by its absolute path; a preset in any case
+        return a == b or (not is_table_path(stored) and not is_table_path(given) and a.lower() == b.lower())
     if key == "data_fingerprint" and stored == "" and str(given).startswith("weights "):
         return True  # a search of a Python model stored before its weights and data were fingerprinted: nothing to compare
     return stored == given

@@ -1,6 +1,6 @@
 """AWQ (Lin et al. 2023): scale salient input channels up before rounding, down in the input.
 
-Per input channel ``s_j = mean|x_j|^alpha`` (normalised to geometric mean 1);
+Per input channel ``s_j = mean|x_j|^alpha``, divided by ``sqrt(max s * min s)`` as the reference AWQ does;
 ``W diag(s)`` is quantized with min-max round-to-nearest and the layer input is
 divided by ``s`` (folded into the previous operation at export). ``alpha`` is
 searched on a grid by the layer output error ``tr(D X^T X D^T)`` (exact up to

@@ -82,6 +82,10 @@ def run_method(name: str, weight: torch.Tensor, spec: QuantSpec, stats: Any = No
     """Method ``name`` on ``weight``, its result checked against what was asked: a plug-in that returns another
     format, shape or code range would otherwise be priced as ``spec`` and fail only when its export is loaded."""
     info = method_info(name)
+    if not isinstance(weight, torch.Tensor) or weight.dim() != 2:  # each method unpacked its shape: 'too many values to unpack'
+        shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise AutoqError(f"PTQ method {name!r} takes a 2-D (out, in) weight tensor, got {shape}; reshape a convolution's to (out, -1) "
+                         "(autoq.model.weight_2d(layer) gives any layer's)")
     try:
         q = info.fn(weight, spec, stats)
     except AutoqError:

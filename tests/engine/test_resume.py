@@ -604,3 +604,15 @@ def test_a_killed_trials_retry_runs_before_the_seeds_still_waiting(tmp_path):
     waiting = [t for t in trials if t.state.name == "WAITING"]
     assert [t.system_attrs["fixed_params"] for t in waiting][:2] == queued[1:]  # the rest keep their order, none lost or doubled
     assert not any(t.user_attrs.get("autoq.retry_of") for t in waiting) and all(t.user_attrs.get("seeded") for t in waiting)
+
+
+def test_a_device_preset_resumes_in_any_case_and_a_table_file_by_its_path(tmp_path, monkeypatch):
+    """--device H200 resuming a --device h200 search was refused as another setting, though both name one preset."""
+    from autoq.engine.resume import _same
+
+    monkeypatch.chdir(tmp_path)
+    assert _same("device", "h200", "H200") and _same("device", "roofline:H100", "roofline:h100")
+    assert not _same("device", "h200", "h100")
+    (tmp_path / "t.json").write_text("{}")
+    assert _same("device", str(tmp_path / "t.json"), "t.json")  # a relative path of the folder it ran in
+    assert not _same("device", str(tmp_path / "t.json"), str(tmp_path / "T.json"))  # files: as the file system tells them

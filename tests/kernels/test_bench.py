@@ -50,6 +50,10 @@ def test_parse_shapes_batches_formats():
         parse_formats("int4-g100-asym")
     with pytest.raises(AutoqError, match="int4-g128-asym"):
         parse_formats("int4_g128")
+    with pytest.raises(AutoqError, match="--formats names only fp16, which every table measures as its baseline anyway; name the integer"):
+        parse_formats("fp16")  # it said 'no formats given'
+    with pytest.raises(AutoqError, match="--formats names no formats"):
+        parse_formats(" , ")
 
 
 def test_model_shapes_are_distinct_layer_shapes():

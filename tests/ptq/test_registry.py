@@ -175,3 +175,10 @@ def test_a_symmetric_result_with_another_zero_point_is_named(monkeypatch):
     with pytest.raises(AutoqError, match=r"returned symmetric zero points other than 8 \(2\^\(bits-1\), which the export assumes\)"):
         run_method("test-sym-zero", w, spec)
     assert run_method("rtn-minmax", w, spec).zero.eq(8).all()
+
+
+@pytest.mark.parametrize("name", ["rtn-minmax", "rtn-mse", "rtn-percentile", "gptq", "adaround"])
+def test_a_weight_that_is_not_2d_is_refused_naming_the_reshape(name):
+    """An unflattened (8, 3, 3, 3) convolution kernel failed in each method with 'too many values to unpack'."""
+    with pytest.raises(AutoqError, match=rf"PTQ method '{name}' takes a 2-D \(out, in\) weight tensor, got \(8, 3, 3, 3\); reshape"):
+        run_method(name, torch.randn(8, 3, 3, 3), QuantSpec.from_name("int4-ch-asym"))
