@@ -6,7 +6,7 @@ Linux) is its own. Until 2026-12-03 the rebuild constructed the model in fp32, f
 it: 7.5 s and 2.68 GB peak for the default model on a 2-core x86 CPU; built as ``from_pretrained`` builds it, 3.2 s
 and 0.87 GB (``from_pretrained`` of the bf16 checkpoint: 2.0 s, 0.48 GB). On 2026-12-04, with every stored tensor
 checked for NaN at load (a sum each: 2.53 s; 2.61 s with ``isnan().any()``), 2.5 s and 0.94 GB, ``from_pretrained``
-1.5 s and 0.50 GB on the same kind of machine (``results/load_time.json``).
+1.5 s and 0.50 GB on a 2-core Intel Xeon, where the runs before were on a 2-core AMD EPYC (``results/load_time.json``).
 
     python benchmarks/load_time.py [--hidden 2048] [--layers 8] [--out benchmarks/results/load_time.json]
 
