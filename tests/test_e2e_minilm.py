@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
 import sys
 
@@ -34,11 +35,14 @@ def test_cli_search_on_real_minilm(tmp_path, mlflow_uri):
     assert len(parents) == 1
     parent = parents[0]
     assert parent.data.params["model"] == "all-MiniLM-L6-v2" and parent.data.params["model_source"] == "minilm"
-    assert f"autoq export --run-id {parent.info.run_id} --tracking-uri {mlflow_uri} --out quantized" in out
     children = child_runs(client, parent.info.run_id)
     assert len(children) == 10
     front = [r for r in children if r.data.tags["pareto"] == "true"]
     assert front and all(r.data.metrics["effective_bits"] <= 4.5 for r in front)
+    exported = re.search(rf"Export the best point:  autoq export --run-id (\w+) --tracking-uri {re.escape(mlflow_uri)} --out quantized", out)
+    assert exported, out  # the best point's own trial run, on the frontier, with its best quality
+    best = next(r for r in front if r.info.run_id == exported.group(1))
+    assert best.data.metrics["quality"] == max(r.data.metrics["quality"] for r in front)
     assert {"frontier.csv", "frontier.png"} <= {a.path for a in client.list_artifacts(parent.info.run_id)}
 
     # recompute one frontier point's bits from its stored assignment, on the real model
