@@ -314,10 +314,15 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         if tracker and problem.slack:
             tracker.client.set_tag(parent_id, "budget_note", problem.slack)  # the budget binds nothing: shown in the UI's run page
 
-        bar = tqdm(total=config.n_trials, desc="autoq search", unit="trial", disable=not config.progress, dynamic_ncols=True)
-        book = TrialBook(strategy, cost_model, budget, uniform_set, config.n_trials, config.max_retries, tracker, bar, config.backend)
+        book = TrialBook(strategy, cost_model, budget, uniform_set, config.n_trials, config.max_retries, tracker, None, config.backend)
         if config.resume:
             book.restore(*finished_trials(storage, study_name, space, cost_model, uniform_set, tracker))
+        # the kept trials are where the bar starts, not progress of this session: counted in its rate they made the ETA
+        # 00:00 (100 trials in no time), which tqdm kept for 100 more updates
+        bar = tqdm(total=config.n_trials, initial=book.n_done, desc="autoq search", unit="trial", disable=not config.progress,
+                   dynamic_ncols=True)
+        book.show_on(bar)
+        if config.resume:
             left = max(0, config.n_trials - book.n_done)  # a trial that failed for good counts, as the session's loop counts it
             failed = f", {book.n_failed} failed for good" if book.n_failed else ""
             kept = (f"autoq: resuming {study_name!r}: {len(book.points)} finished trial(s) kept{failed}, {n_retried} interrupted one(s) to retry; "

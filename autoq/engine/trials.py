@@ -119,6 +119,11 @@ class TrialBook:
         self.n_infeasible += n_infeasible
         self._progress(len(self.points) + self.n_failed)
 
+    def show_on(self, bar: tqdm) -> None:
+        """Count this session's trials on ``bar`` (made with the kept ones as its ``initial``), their best so far shown."""
+        self.bar = bar
+        self._postfix(refresh=True)
+
     # -- counting ---------------------------------------------------------------------------------
     @property
     def n_done(self) -> int:

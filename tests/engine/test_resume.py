@@ -616,3 +616,20 @@ def test_a_device_preset_resumes_in_any_case_and_a_table_file_by_its_path(tmp_pa
     (tmp_path / "t.json").write_text("{}")
     assert _same("device", str(tmp_path / "t.json"), "t.json")  # a relative path of the folder it ran in
     assert not _same("device", str(tmp_path / "t.json"), str(tmp_path / "T.json"))  # files: as the file system tells them
+
+
+def test_a_resumed_searchs_bar_counts_its_own_trials_in_the_rate(tmp_path, capsys):
+    """The kept trials were one update of the bar: its rate read hundreds of trials a second, and the ETA 00:00, for as
+    many updates again (tqdm's dynamic miniters)."""
+    import re
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    options = dict(budget="4.5bits", tracking_uri=None, storage=storage, seed_from="none")
+    first = autoq.search("digits-cnn", n_trials=12, progress=False, **options)
+    capsys.readouterr()
+    autoq.search("digits-cnn", n_trials=16, study_name=first.study_name, resume=True, progress=True, **options)
+    err = capsys.readouterr().err
+    bars = re.findall(r"autoq search:.*?\| *(\d+)/16 \[[^<]*<[^,]*, *([\d.]+)(s/trial|trial/s)", err)
+    assert "| 12/16 [00:00<?, ?trial/s" in err and bars and bars[-1][0] == "16"  # it starts at the kept 12, with no rate yet
+    seconds_per_trial = [float(v) if unit == "s/trial" else 1 / float(v) for _, v, unit in bars]
+    assert min(seconds_per_trial) > 0.02  # a digits trial takes about 0.07 s here; with the 12 kept counted, the bar read 0.002-0.009
