@@ -11,6 +11,7 @@ measured kernel table); without one it is refused with a message saying so.
 from __future__ import annotations
 
 import math
+import numbers
 import re
 from dataclasses import dataclass
 from decimal import Decimal
@@ -62,8 +63,9 @@ class Budget:
             raise AutoqError(f"a Budget's kind is one of {', '.join(BUDGET_KINDS)}, got {self.kind!r}; or pass the budget as text "
                              f"(budget='20MB'), {_EXAMPLES}, '3ms'")
         value = self.value
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
+        if isinstance(value, bool) or not isinstance(value, numbers.Real) or not math.isfinite(value) or value <= 0:
             raise AutoqError(f"a Budget's value is a positive finite number (of {self.kind}), got {value!r}")
+        object.__setattr__(self, "value", float(value))  # numpy's too: limit_us reads its repr, np.float64(3.0) in numpy 2
         if not isinstance(self.text, str):
             raise AutoqError(f"a Budget's text is how it is shown (a str such as '20MB'), got {type(self.text).__name__} {self.text!r}")
 

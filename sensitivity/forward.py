@@ -27,6 +27,7 @@ import torch
 from torch import nn
 
 from autoq.choice import LayerChoice
+from autoq.errors import AutoqError
 from autoq.evaluate import call_model
 from autoq.evaluate.cache import QuantizedLayer, quantize_input
 from autoq.model import LayerInfo
@@ -114,8 +115,9 @@ def _option_hook(layers: Sequence[QuantizedLayer], weights: Sequence[torch.Tenso
         chunks = args[0].chunk(len(layers), dim=axis)
         if not checked:
             # the copies may not lie one after another along the axis (a sequence-major (T*B, F) view of the stacked
-            # batch interleaves them per position): its chunks would mix options, silently. The layout is the model's
-            # code, the same at every call: the first call of a pass tells
+            # batch interleaves them per position): its chunks would mix options, silently. Checked at a pass's first
+            # call only: a later call's copies may differ by right (a shared layer fed its own output, ALBERT's), so a
+            # layer the model calls again on another view of the data is not caught
             if not all(_close(chunk, chunks[0]) for chunk in chunks[1:]):
                 raise _NotStackable
             checked.append(True)
@@ -215,8 +217,12 @@ def _rows_stay_apart(inputs: Inputs, batches: Sequence[Any], refs: Sequence[torc
     its sequence (a sequence-first transformer attends across the copies), and then options cannot share a pass."""
     first = batches[0]
     other = next((i for i in range(1, len(batches)) if _shapes(batches[i]) == _shapes(first)), None)
-    if other is not None:
-        pair, pair_refs = [first, batches[other]], [refs[0], refs[other]]
+    try:
+        joined = concat_rows([first, batches[other]]) if other is not None else None
+    except AutoqError:  # a tensor broadcast over the rows differs between them ((1, T) position_ids of another window)
+        joined = None
+    if joined is not None:
+        pair_refs = [refs[0], refs[other]]
     else:
         # no partner batch: the first one's two halves, each also run alone (two copies of one batch would not tell:
         # attention over a sequence repeated twice gives the sequence's own output)
@@ -224,10 +230,11 @@ def _rows_stay_apart(inputs: Inputs, batches: Sequence[Any], refs: Sequence[torc
         if n < 2:
             return False  # nothing to tell them apart with: one option per pass is always right
         pair = [take_rows(first, 0, n // 2), take_rows(first, n // 2, n)]
+        joined = concat_rows(pair)
         with torch.no_grad():
             pair_refs = [readout(call_model(inputs.model, half)) for half in pair]
     with torch.no_grad():
-        out = readout(call_model(inputs.model, concat_rows(pair)))
+        out = readout(call_model(inputs.model, joined))
     n = pair_refs[0].shape[0]
     if out.shape[0] != n + pair_refs[1].shape[0] or out.shape[1:] != pair_refs[0].shape[1:]:
         return False

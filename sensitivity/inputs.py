@@ -127,7 +127,9 @@ def _joined(parts: list[Any], rows: list[int]) -> Any:
         per_row = [p.dim() > 0 and p.shape[0] == n for p, n in zip(parts, rows)]
         if all(per_row):
             return torch.cat(parts)
-        if all(not r and p.shape == first.shape and torch.equal(p, first) for p, r in zip(parts, per_row)):
+        # a (1, T) tensor of a one-row part may broadcast like the others' (1, T): kept once where all are the same
+        may_broadcast = all(not r or n == 1 for r, n in zip(per_row, rows))
+        if may_broadcast and all(p.shape == first.shape and torch.equal(p, first) for p in parts):
             return first
         raise AutoqError(f"calibration batches of {rows} rows hold a tensor of shapes {[tuple(p.shape) for p in parts]}, one row "
                          "per example in some and not in others, or broadcast with different values: batches a metric joins need "

@@ -297,3 +297,10 @@ def test_a_budget_made_by_hand_is_checked_as_a_parsed_one(kind, value, message):
     with pytest.raises(AutoqError, match="text is how it is shown"):
         Budget("bits", 4.5, 4.5)
     assert parse_budget(Budget("bits", 4.5, "4.5bits")) == parse_budget("4.5bits")
+
+
+def test_a_budget_takes_numpy_numbers_as_floats():
+    """np.float32(4.5) was refused as 'not a positive finite number'; np.float64 let through made limit_us read its
+    repr, 'np.float64(3.0)', and fail in Decimal."""
+    assert Budget("bits", np.float32(4.5), "4.5").value == 4.5 and type(Budget("bytes", np.int64(4), "4").value) is float
+    assert Budget("latency_ms", np.float64(3.0), "3ms").limit_us == 3000.0

@@ -159,6 +159,20 @@ class Positions(nn.Module):
         return self.head(torch.tanh(self.l1(self.emb(input_ids) + self.pos(position_ids))))
 
 
+@pytest.mark.parametrize("rows, offsets", [(3, (0,)), (8, (0, 2))], ids=["one-batch-of-3", "two-windows"])
+def test_forward_metrics_score_batches_whose_broadcast_tensors_cannot_be_joined(rows, offsets):
+    """One batch of 3 rows is probed in halves of 1 and 2 rows, where a (1, T) tensor read as one row per example in
+    the first; two batches of other position windows cannot be one batch: both were refused as the user's data."""
+    model = Positions().eval()
+    gen = torch.Generator().manual_seed(0)
+    batches = [{"input_ids": torch.randint(0, 20, (rows, 5), generator=gen), "position_ids": torch.arange(5)[None] + o} for o in offsets]
+    space = space_for(model)
+    tables = [compute_table(model, batches, space.layers, space.options, "kl", {**ALL_ROWS, "options_per_pass": per_pass}, use_cache=False,
+                            progress=False) for per_pass in (16, 1)]
+    scores = [[t.score(layer.name, c.name) for layer, opts in zip(space.layers, space.options) for c in opts] for t in tables]
+    assert max(scores[0]) > 0 and scores[0] == pytest.approx(scores[1], rel=1e-4, abs=1e-12)
+
+
 @pytest.mark.parametrize("metric", ["kl", "fisher", "hessian"])
 @pytest.mark.parametrize("settings", [{}, ALL_ROWS])
 def test_a_batch_tensor_that_broadcasts_over_the_rows_is_kept_whole(metric, settings):
@@ -189,6 +203,9 @@ def test_rows_are_counted_past_a_broadcast_tensor_and_mixed_batches_are_refused(
     assert [b["input_ids"].shape[0] for b in subsample([batch], 20, 8)] == [8, 8, 4]
     assert repeat_rows(batch, 3)["input_ids"].shape == (120, 5) and repeat_rows(batch, 3)["position_ids"].shape == (1, 5)
     assert concat_rows([batch, batch])["input_ids"].shape == (80, 5)
+    one = take_rows(batch, 0, 1)  # its (1, 5) position_ids may be one row or broadcast: joined with a broadcast one, kept once
+    joined = concat_rows([one, take_rows(batch, 1, 3)])
+    assert joined["input_ids"].shape == (3, 5) and joined["position_ids"].shape == (1, 5)
     shifted = {**batch, "position_ids": batch["position_ids"] + 1}
     with pytest.raises(AutoqError, match=r"broadcast with different values.*the same in every batch"):
         concat_rows([batch, shifted])
