@@ -28,7 +28,8 @@ def add_scale_args(p: argparse.ArgumentParser) -> None:
 
 def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     """With ``--resume NAME``: options not on the command line take the stored search's values (one given at its
-    default value is kept: ``--n-trials 100`` asks for 100)."""
+    default value is kept: ``--n-trials 100`` asks for 100), ``--tracking-uri`` too (a resume given only ``--storage``
+    started a second parent run in the working folder's MLflow store). The storage is found first, by the options given."""
     if not args.resume:
         return args
     from autoq.cli.mlflow_args import tracking_uri_of
@@ -50,10 +51,14 @@ def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     values = vars(args).copy()
     given = getattr(args, "given", None)  # the options on the command line (main sets it); else: those not at their default
     defaults = args.search_defaults
+    def left_out(dest: str) -> bool:
+        return dest not in given if given is not None else values.get(dest) == defaults.get(dest)
+
     for dest, key in _STORED.items():
-        left_out = dest not in given if given is not None else values.get(dest) == defaults.get(dest)
-        if key in stored and stored[key] is not None and left_out:
+        if key in stored and stored[key] is not None and left_out(dest):
             values[dest] = [f"{p}={c}" for p, c in stored[key]] if dest == "pin" else stored[key]
+    if "tracking_uri" in stored and left_out("tracking_uri"):  # its MLflow parent run where it is, or no MLflow as it ran
+        values["tracking_uri"] = stored["tracking_uri"] or "none"
     values["study_name"] = args.resume
     return argparse.Namespace(**values)
 

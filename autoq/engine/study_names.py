@@ -89,6 +89,10 @@ def _taken(study: optuna.Study, name: str, storage: str) -> str:
     if pid is not None:
         return (f"a search named {name!r} is running in {storage} (process {pid} on this machine); choose another name "
                 "(--study-name, or study_name= in Python)")
+    if SETTINGS_ATTR not in study.user_attrs:  # plain Optuna's, or a search that died before storing its settings: no resume
+        return (f"a study named {name!r} already exists in {storage}, and autoq search did not start it (it holds no autoq "
+                "settings), so it cannot be resumed; choose another name (--study-name, or study_name= in Python), or free this "
+                "one (optuna.delete_study)")
     return (f"a study named {name!r} already exists in {storage}; choose another name (--study-name, or study_name= in Python), "
             "or resume it (--resume NAME, resume=True)")
 

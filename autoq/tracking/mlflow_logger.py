@@ -77,11 +77,18 @@ def run_storage(run: Run) -> str | None:
 
 
 def sqlite_path(uri: str) -> Path | None:
-    """The database file of a ``sqlite:///`` URI, else ``None``."""
-    if not uri.startswith("sqlite:///"):
+    """The database file of a SQLite URL (``sqlite:///``, or with its driver named: ``sqlite+pysqlite:///``) as
+    SQLAlchemy, which opens it for MLflow and Optuna, reads it (``%20`` a space), else ``None``."""
+    if not uri.lower().startswith("sqlite"):
         return None
-    path = uri[len("sqlite:///"):].split("?", 1)[0]
-    return None if path in ("", ":memory:") else Path(path)  # an in-memory database has no file (made in the working folder)
+    from sqlalchemy.engine.url import make_url
+
+    try:
+        url = make_url(uri)
+    except Exception:  # noqa: BLE001 - not a URL SQLAlchemy reads: no file of ours to check
+        return None
+    path = url.database if url.get_backend_name() == "sqlite" else None
+    return None if path in (None, "", ":memory:") else Path(path)  # an in-memory database has no file (made in the working folder)
 
 
 def tracking_client(uri: str) -> MlflowClient:
@@ -261,10 +268,12 @@ def outer_run(tracking_uri: str, run_id: str, experiment: str | None = None) -> 
 
 
 def absolute_uri(uri: str) -> str:
-    """A ``sqlite:///`` URI with an absolute path (the same database from any working directory)."""
+    """A SQLite URL with an absolute path (the same database from any working directory), its path as SQLAlchemy
+    reads it (a ``%20`` written as the space it stands for)."""
     db = sqlite_path(uri)
     query = uri.partition("?")[1] + uri.partition("?")[2]  # '?timeout=30' and the like stay
-    return f"sqlite:///{db.resolve()}{query}" if db is not None else uri
+    scheme = uri.split(":", 1)[0]  # with its driver, if named
+    return f"{scheme}:///{db.resolve()}{query}" if db is not None else uri
 
 
 def without_password(url: str) -> str:

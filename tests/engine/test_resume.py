@@ -633,3 +633,26 @@ def test_a_resumed_searchs_bar_counts_its_own_trials_in_the_rate(tmp_path, capsy
     assert "| 12/16 [00:00<?, ?trial/s" in err and bars and bars[-1][0] == "16"  # it starts at the kept 12, with no rate yet
     seconds_per_trial = [float(v) if unit == "s/trial" else 1 / float(v) for _, v, unit in bars]
     assert min(seconds_per_trial) > 0.02  # a digits trial takes about 0.07 s here; with the 12 kept counted, the bar read 0.002-0.009
+
+
+def test_a_resume_given_only_its_storage_logs_where_the_search_logged(tmp_path, monkeypatch, capsys):
+    """--resume NAME --storage URL from another folder opened the working folder's mlflow.db and a second parent run (and a
+    search run with --tracking-uri none made one there): the stored tracking URI was never read."""
+    from autoq.cli import main
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    mlflow_uri = f"sqlite:///{tmp_path / 'ml' / 'mlflow.db'}"
+    (tmp_path / "ml").mkdir()
+    (tmp_path / "other").mkdir()
+    base = ["search", "--model", "digits-cnn", "--budget", "4.5", "--seed-from", "none", "--no-progress", "--storage", storage]
+    assert main([*base, "--tracking-uri", mlflow_uri, "--n-trials", "3", "--study-name", "logged"]) == 0
+    assert main([*base, "--tracking-uri", "none", "--n-trials", "3", "--study-name", "unlogged"]) == 0
+    first = capsys.readouterr().out
+    monkeypatch.chdir(tmp_path / "other")
+    for name in ("logged", "unlogged"):
+        assert main(["search", "--resume", name, "--storage", storage, "--n-trials", "4", "--no-progress"]) == 0
+    resumed = capsys.readouterr().out
+    parent = first.split("MLflow: parent run ")[1].split()[0]
+    assert resumed.count(f"MLflow: parent run {parent} in {mlflow_uri}") == 1 and resumed.count("MLflow:") == 1
+    assert list((tmp_path / "other").iterdir()) == []  # no store made in the working folder
+    assert len(MlflowClient(mlflow_uri).search_runs([MlflowClient(mlflow_uri).get_run(parent).info.experiment_id])) == 1 + 4

@@ -110,9 +110,11 @@ def test_a_default_name_another_process_took_meanwhile_moves_on_to_the_next_suff
 def test_a_study_autoq_did_not_make_is_neither_taken_over_nor_deleted(tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     optuna.create_study(study_name="theirs", storage=storage, directions=DIRECTIONS)
-    with pytest.raises(AutoqError, match="a study named 'theirs' already exists"), new_study(storage, "theirs", DIRECTIONS, numbered=False):
+    with pytest.raises(AutoqError, match="a study named 'theirs' already exists") as refused, new_study(storage, "theirs", DIRECTIONS, numbered=False):
         pass
     assert optuna.get_all_study_names(storage) == ["theirs"]
+    # it advised resuming it, which is then refused: the study holds no autoq settings
+    assert "autoq search did not start it" in str(refused.value) and "--resume" not in str(refused.value)
 
 
 # a resume of study sys.argv[2] (no layers: nothing stored to check), once this prints "ready"

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import shutil
 import signal
+from pathlib import Path
 
 import pytest
 from mlflow.tracking import MlflowClient
 
+import autoq
 from autoq.errors import AutoqError
 from autoq.tracking import tracking_client
 
@@ -86,6 +88,23 @@ def test_a_trial_run_whose_logging_fails_partway_is_deleted(mlflow_uri, monkeypa
     monkeypatch.undo()
     tracker.log_trial(1, {"quality": 0.5}, {}, assignment)
     assert len(client.search_runs([tracker.experiment_id], f"tags.`mlflow.parentRunId` = '{tracker.parent_id}'")) == 1
+
+
+def test_a_sqlite_url_is_read_as_sqlalchemy_reads_it(tmp_path, monkeypatch):
+    """'sqlite+pysqlite:///pr.db' stayed relative (a resume elsewhere made an empty database), and '%20' was taken as
+    written while Optuna opened the folder with a space: autoq checked another file than the one used."""
+    from autoq.engine import SearchConfig
+    from autoq.tracking import absolute_uri, sqlite_path
+
+    monkeypatch.chdir(tmp_path)
+    assert absolute_uri("sqlite+pysqlite:///pr.db?timeout=5") == f"sqlite+pysqlite:///{tmp_path.resolve() / 'pr.db'}?timeout=5"
+    assert sqlite_path("sqlite:////tmp/a%20b/x.db") == Path("/tmp/a b/x.db") and sqlite_path("postgresql://u:p@h/db") is None
+    (tmp_path / "sp ace").mkdir()
+    storage = SearchConfig(storage=f"sqlite:///{tmp_path}/sp%20ace/o.db", tracking_uri=None).resolved_storage()
+    assert storage == f"sqlite:///{tmp_path.resolve() / 'sp ace' / 'o.db'}"
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=2, seed_from="none", storage=f"sqlite:///{tmp_path}/sp%20ace/o.db",
+                          tracking_uri=None, progress=False)
+    assert (tmp_path / "sp ace" / "o.db").is_file() and not (tmp_path / "sp%20ace").exists() and len(result.study().trials) == 2
 
 
 def test_an_in_memory_sqlite_url_names_no_file(tmp_path, monkeypatch):
