@@ -64,7 +64,8 @@ def _read_weights(path: Path, expected_bytes: int | None) -> dict[str, torch.Ten
 
 def _holds_nan(t: torch.Tensor) -> bool:
     """Whether ``t`` holds a NaN. Its sum is NaN where it does (or where +Inf meets -Inf, which the exact test then
-    tells apart): one reduction with nothing allocated, where ``isnan(t).any()`` took a ninth of a 0.5B model's load."""
+    tells apart): one reduction with nothing allocated, where ``isnan(t).any()`` makes a mask of each tensor
+    (``benchmarks/load_time.py``, a 0.5B bf16 model: 2.53 s against 2.61 s)."""
     return bool(torch.isnan(t.sum())) and bool(torch.isnan(t).any())
 
 
