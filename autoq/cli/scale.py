@@ -57,10 +57,21 @@ def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     for dest, key in _STORED.items():
         if key in stored and stored[key] is not None and left_out(dest):
             values[dest] = [f"{p}={c}" for p, c in stored[key]] if dest == "pin" else stored[key]
-    if "tracking_uri" in stored and left_out("tracking_uri"):  # its MLflow parent run where it is, or no MLflow as it ran
-        values["tracking_uri"] = stored["tracking_uri"] or "none"
+    kept = stored.get("tracking_uri")
+    if "tracking_uri" in stored and left_out("tracking_uri") and (kept is None or _still_there(kept)):
+        values["tracking_uri"] = kept or "none"  # its MLflow parent run where it is, or no MLflow as it ran
+        values["storage"] = storage  # found by the options given: not again beside the stored store
     values["study_name"] = args.resume
     return argparse.Namespace(**values)
+
+
+def _still_there(tracking_uri: str) -> bool:
+    """Whether a stored tracking URI still names its store: a SQLite file moved since (with its folder: the search's
+    folder moved) is not, and the store given (by default the working folder's) says what to do about it."""
+    from autoq.tracking import sqlite_path
+
+    db = sqlite_path(tracking_uri)
+    return db is None or db.exists()
 
 
 def _check_plugins(name: str, stored: list[str], loaded: list[str]) -> None:

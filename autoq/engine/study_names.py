@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 import optuna
 
 from autoq.budget import Budget
-from autoq.engine.sessions import claim, dead_here, is_ours, live_owner, storage_lock
+from autoq.engine.sessions import SESSION_ATTR, claim, dead_here, is_ours, live_owner, storage_lock
 from autoq.errors import AutoqError
 from autoq.interrupts import deferred_interrupts
 
@@ -89,7 +89,8 @@ def _taken(study: optuna.Study, name: str, storage: str) -> str:
     if pid is not None:
         return (f"a search named {name!r} is running in {storage} (process {pid} on this machine); choose another name "
                 "(--study-name, or study_name= in Python)")
-    if SETTINGS_ATTR not in study.user_attrs:  # plain Optuna's, or a search that died before storing its settings: no resume
+    if SETTINGS_ATTR not in study.user_attrs and SESSION_ATTR not in study.user_attrs:  # plain Optuna's: no resume
+        # (one with a session and no settings is an autoq search setting up, maybe on another machine: the message below)
         return (f"a study named {name!r} already exists in {storage}, and autoq search did not start it (it holds no autoq "
                 "settings), so it cannot be resumed; choose another name (--study-name, or study_name= in Python), or free this "
                 "one (optuna.delete_study)")

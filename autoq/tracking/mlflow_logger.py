@@ -271,9 +271,13 @@ def absolute_uri(uri: str) -> str:
     """A SQLite URL with an absolute path (the same database from any working directory), its path as SQLAlchemy
     reads it (a ``%20`` written as the space it stands for)."""
     db = sqlite_path(uri)
-    query = uri.partition("?")[1] + uri.partition("?")[2]  # '?timeout=30' and the like stay
-    scheme = uri.split(":", 1)[0]  # with its driver, if named
-    return f"{scheme}:///{db.resolve()}{query}" if db is not None else uri
+    if db is None:
+        return uri
+    from sqlalchemy.engine.url import make_url
+
+    # SQLAlchemy writes it back escaped as it reads it ('d?x' as d%3Fx), its driver and '?timeout=30' and the like kept:
+    # the URL opens the file autoq checks, and making it absolute again changes nothing
+    return make_url(uri).set(database=str(db.resolve())).render_as_string(hide_password=False)
 
 
 def without_password(url: str) -> str:

@@ -656,3 +656,21 @@ def test_a_resume_given_only_its_storage_logs_where_the_search_logged(tmp_path, 
     assert resumed.count(f"MLflow: parent run {parent} in {mlflow_uri}") == 1 and resumed.count("MLflow:") == 1
     assert list((tmp_path / "other").iterdir()) == []  # no store made in the working folder
     assert len(MlflowClient(mlflow_uri).search_runs([MlflowClient(mlflow_uri).get_run(parent).info.experiment_id])) == 1 + 4
+
+
+def test_a_resume_in_a_moved_folder_does_not_take_the_old_place_of_its_store(tmp_path, monkeypatch, capsys):
+    """With the stored tracking URI taken on resume, 'mv a b; cd b; autoq search --resume NAME' looked for the storage
+    beside the old path ('no Optuna storage at .../a/optuna.db ... run this in the folder where it ran', which it was),
+    and with --storage given made a.../mlflow.db again and a second parent run. The store left where it is says it moved."""
+    from autoq.cli import main
+
+    (tmp_path / "a").mkdir()
+    monkeypatch.chdir(tmp_path / "a")
+    assert main(["search", "--model", "digits-cnn", "--n-trials", "2", "--study-name", "s1", "--seed-from", "none", "--no-progress"]) == 0
+    (tmp_path / "a").rename(tmp_path / "b")
+    monkeypatch.chdir(tmp_path / "b")
+    capsys.readouterr()
+    for extra in ([], ["--storage", "sqlite:///optuna.db"]):
+        assert main(["search", "--resume", "s1", "--n-trials", "3", "--no-progress", *extra]) == 2
+        assert "this MLflow store was moved" in capsys.readouterr().err
+        assert not (tmp_path / "a").exists()

@@ -115,6 +115,11 @@ def test_a_study_autoq_did_not_make_is_neither_taken_over_nor_deleted(tmp_path):
     assert optuna.get_all_study_names(storage) == ["theirs"]
     # it advised resuming it, which is then refused: the study holds no autoq settings
     assert "autoq search did not start it" in str(refused.value) and "--resume" not in str(refused.value)
+    setting_up = optuna.create_study(study_name="elsewhere", storage=storage, directions=DIRECTIONS)
+    setting_up.set_user_attr(SESSION_ATTR, {"host": "gpu-node-7", "pid": 4242})  # an autoq search setting up on another machine
+    with pytest.raises(AutoqError, match="already exists") as refused, new_study(storage, "elsewhere", DIRECTIONS, numbered=False):
+        pass
+    assert "did not start it" not in str(refused.value) and "delete_study" not in str(refused.value)
 
 
 # a resume of study sys.argv[2] (no layers: nothing stored to check), once this prints "ready"
