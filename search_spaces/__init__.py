@@ -180,11 +180,23 @@ def _refuse_duplicate_keys(node: yaml.Node | None, source: str) -> None:
             _refuse_duplicate_keys(item, source)
 
 
+def _one_line(exc: yaml.YAMLError) -> str:
+    """PyYAML's error in one line (its own spans several, with the source line drawn): the problem, where, and what
+    it was parsing (``expected ',' or ']', but got ':' at line 3, column 14, while parsing a flow sequence from line 2``)."""
+    problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
+    if not problem:
+        return " ".join(str(exc).split())
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    context, since = getattr(exc, "context", None), getattr(exc, "context_mark", None)
+    during = f", {context}" + (f" from line {since.line + 1}" if since is not None else "") if context else ""
+    return f"{problem}{where}{during}"
+
+
 def parse_preset(text: str, source: str) -> Preset:
     try:
         root, data = _compose(text, source)
     except yaml.YAMLError as exc:
-        raise AutoqError(f"{source}: not valid YAML: {exc}") from None
+        raise AutoqError(f"{source}: not valid YAML: {_one_line(exc)}") from None
     if not isinstance(data, dict) or "rules" not in data:
         unknown = sorted(map(str, set(data) - _PRESET_KEYS)) if isinstance(data, dict) else []
         has = f" (it has unknown key(s) {unknown}; allowed: {sorted(_PRESET_KEYS)})" if unknown else ""  # 'rule:' said only this

@@ -64,6 +64,13 @@ def test_bad_input_is_one_line_exit_2(args, needle, tmp_path, capsys):
     assert not (tmp_path / "mlflow.db").exists() or "budget" not in needle
 
 
+@pytest.mark.parametrize("option, value, what", [("--pin", "*=fp16", "pin"), ("--skip", "(", "skip")])
+def test_a_bad_pattern_is_refused_before_the_model_loads(option, value, what, tmp_path, capsys):
+    """'--pin *=fp16' loaded (and trained) the model first: a Hugging Face model takes minutes to find the typo."""
+    code, _, err = run_main("search", "--model", "digits-cnn", option, value, "--no-progress", cwd=tmp_path, capsys=capsys)
+    assert code == 2 and f"invalid {what} pattern {value.split('=')[0]!r}" in err and "autoq: loading" not in err, err
+
+
 def test_timeout_takes_none_as_its_errors_offer_it(tmp_path, capsys):
     """Its error said '(or None: no limit)', and argparse refused --timeout None as 'invalid float value'."""
     from autoq.cli import build_parser

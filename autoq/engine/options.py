@@ -85,6 +85,9 @@ def _patterns(skip: Any) -> tuple[str, ...]:
     bad = [p for p in items if not isinstance(p, str)]
     if bad:
         raise AutoqError(f"skip must be a regular expression or a list of them; {bad[0]!r} is a {type(bad[0]).__name__}")
+    from autoq.model.layers import compile_patterns
+
+    compile_patterns(items, "skip")  # a typo ('*') refused before the model loads (minutes for a Hugging Face model)
     return items
 
 
@@ -108,6 +111,9 @@ def _pins(pins: Any) -> tuple[tuple[str, str], ...]:
                              f"strings; got {item!r}")
         out.append((item[0], item[1]))
     pins_from_strings(f"{pattern}={choice}" for pattern, choice in out)  # one pattern pinned to two choices: as the CLI refuses it
+    from autoq.model.layers import compile_patterns
+
+    compile_patterns([pattern for pattern, _ in out], "pin")  # before the model loads, as its choice is
     return tuple(out)
 
 
