@@ -255,8 +255,9 @@ def check_against_layers(preset: Preset, layers: Sequence[LayerInfo], skipped: S
     Each layer takes the first rule whose pattern matches it. A group at least as
     wide as a layer's input is per-channel on that layer (the space keeps it once);
     a group size that is so on *every* layer a targeted rule governs can never form a
-    group there and is refused. A rule that governs every layer (a generic catch-all)
-    keeps the collapse silently, so generic presets work on narrow models.
+    group there and is refused. A rule that matches every layer (a generic catch-all,
+    also after targeted rules that take some) keeps the collapse silently, so generic
+    presets work on narrow models.
     """
     taken: dict[int, list[LayerInfo]] = {i: [] for i in range(len(preset.rules))}
     for layer in layers:
@@ -274,8 +275,8 @@ def check_against_layers(preset: Preset, layers: Sequence[LayerInfo], skipped: S
             raise AutoqError(f"{rule.where('layers', i + 1)}: pattern {rule.layers!r} governs no layer ({why}); "
                              f"{name_examples([layer.name for layer in layers])}")
         widest = max(layer.in_features for layer in governed)
-        if len(governed) == len(layers):
-            continue  # a catch-all rule is generic: on narrow layers a group collapses to per-channel
+        if all(re.search(rule.layers, layer.name) for layer in layers):
+            continue  # a catch-all rule (it matches every layer, earlier rules taking some) is generic: groups collapse
         for g in rule.granularity:
             match = re.fullmatch(r"g(\d+)", g)
             if match and int(match.group(1)) >= widest:  # one group of the whole input is per-channel

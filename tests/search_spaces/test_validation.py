@@ -79,6 +79,24 @@ def test_catch_all_rule_collapses_groups_silently():
     assert all(c.weight.granularity != "group" for c in space.options[1])
 
 
+def test_a_catch_all_after_a_targeted_rule_still_collapses_groups():
+    """One layer overridden, then a '.*' rule as the default preset's: that rule governed the rest only, so it was read as
+    targeted and refused g128 on the narrow layer, where the README calls such a rule the catch-all to add."""
+    text = """
+    rules:
+      - layers: "^0$"
+        bits: [8]
+        granularity: [channel]
+        methods: [rtn-mse]
+      - layers: ".*"
+        bits: [4]
+        granularity: [channel, g128]
+        methods: [rtn-mse]
+    """
+    space = SearchSpace.build(preset(text), layers())
+    assert [c.name for c in space.options[1]] == ["int4-ch-asym:rtn-mse"]  # g128 on 64 inputs: per-channel, kept once
+
+
 @pytest.mark.parametrize("pattern, why", [("^head$", "matches no quantizable layer"), ("^0$", "taken by an earlier rule")])
 def test_rule_that_governs_nothing_names_its_line(pattern, why):
     text = f"""
