@@ -123,8 +123,10 @@ class SearchSpace:
                 continue
             idx = next((i for i, r in enumerate(preset.rules) if re.search(r.layers, layer.name)), None)
             if idx is None:
-                raise AutoqError(f"search space {preset.name!r} has no rule for layer {layer.name!r}; add a catch-all rule (layers: '.*')")
-            labelled = _rule_choices(preset.rules[idx], layer, f"{preset.name}, rule {idx + 1}")
+                source = next((r.source for r in preset.rules if r.source), "")  # the file, as every other space error names it
+                raise AutoqError(f"search space {source or repr(preset.name)} has no rule for layer {layer.name!r}; add a catch-all "
+                                 "rule (layers: '.*')")
+            labelled = _rule_choices(preset.rules[idx], layer, preset.rules[idx].where("methods", idx + 1))
             distinct = tuple(dict.fromkeys(labelled.values()))
             options.append(distinct)
             labels.append(labelled)

@@ -248,10 +248,17 @@ def test_unknown_method_lists_known_ones(layers):
     assert "rtn-minmax" in message and "rtn-mse" in message
 
 
-def test_no_rule_for_a_layer_raises(layers):
+def test_no_rule_for_a_layer_raises(layers, tmp_path):
     preset = Preset("p", "", (rule(layers="^0$"),))
     with pytest.raises(AutoqError, match="'2'"):
         SearchSpace.build(preset, layers)
+    # a space from a file names the file and the rule's line, as its other errors do (it named the YAML's name: only)
+    from autoq.search_spaces import load_preset as load
+
+    (tmp_path / "mine.yaml").write_text("name: my-space\nrules:\n  - layers: '^0$'\n    bits: [4]\n    granularity: [channel]\n"
+                                        "    methods: [gptq]\n")
+    with pytest.raises(AutoqError, match=rf"search space {tmp_path / 'mine.yaml'} has no rule for layer '2'"):
+        SearchSpace.build(load(str(tmp_path / "mine.yaml")), layers)
 
 
 def test_first_matching_rule_wins(layers):
