@@ -61,6 +61,8 @@ def search(
         named = ", ".join(f"{name!r}" + "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(name, valid, n=1))
                           for name in sorted(unknown))
         raise AutoqError(f"unknown option(s) {named}; valid options: {valid}")
+    if options.get("resume") and "tracking_uri" not in options and options.get("study_name"):
+        options = _with_stored_tracking(options)
     config = SearchConfig(budget=budget, **options)
     if "mlflow_parent_run_id" not in options and not config.resume:  # None, given: not nested; a resume finds its stored parent
         parent = active_parent(config.tracking_uri, config.progress)
@@ -78,6 +80,18 @@ def search(
     finally:  # the output-fidelity proxy evaluates in eval mode: a pipeline's model in train() goes back to it
         for module, training in modes:
             module.training = training
+
+
+def _with_stored_tracking(options: dict[str, Any]) -> dict[str, Any]:
+    """A resume that names no ``tracking_uri`` logs where its search logged (or to no MLflow, as it ran), as the
+    command line's does: from another folder it opened that folder's ``mlflow.db`` and a second parent run."""
+    from autoq.engine.resume import kept_tracking_uri, started_settings
+
+    storage = SearchConfig(**{k: options[k] for k in ("storage",) if k in options}).resolved_storage()
+    if storage is None:
+        return options  # nothing stored to resume from: the search itself says so
+    take, kept = kept_tracking_uri(started_settings(storage, options["study_name"]))
+    return {**options, "tracking_uri": kept, "storage": storage} if take else options
 
 
 def make_workload(

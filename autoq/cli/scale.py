@@ -34,7 +34,7 @@ def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
         return args
     from autoq.cli.mlflow_args import tracking_uri_of
     from autoq.engine import SearchConfig
-    from autoq.engine.resume import started_settings
+    from autoq.engine.resume import kept_tracking_uri, started_settings
     from autoq.errors import AutoqError
 
     if args.study_name and args.study_name != args.resume:
@@ -57,21 +57,12 @@ def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     for dest, key in _STORED.items():
         if key in stored and stored[key] is not None and left_out(dest):
             values[dest] = [f"{p}={c}" for p, c in stored[key]] if dest == "pin" else stored[key]
-    kept = stored.get("tracking_uri")
-    if "tracking_uri" in stored and left_out("tracking_uri") and (kept is None or _still_there(kept)):
+    take, kept = kept_tracking_uri(stored)
+    if take and left_out("tracking_uri"):
         values["tracking_uri"] = kept or "none"  # its MLflow parent run where it is, or no MLflow as it ran
         values["storage"] = storage  # found by the options given: not again beside the stored store
     values["study_name"] = args.resume
     return argparse.Namespace(**values)
-
-
-def _still_there(tracking_uri: str) -> bool:
-    """Whether a stored tracking URI still names its store: a SQLite file moved since (with its folder: the search's
-    folder moved) is not, and the store given (by default the working folder's) says what to do about it."""
-    from autoq.tracking import sqlite_path
-
-    db = sqlite_path(tracking_uri)
-    return db is None or db.exists()
 
 
 def _check_plugins(name: str, stored: list[str], loaded: list[str]) -> None:

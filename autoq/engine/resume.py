@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import os
 from collections import Counter
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import optuna
@@ -238,6 +238,17 @@ def started_settings(storage: str, study_name: str) -> dict[str, Any]:
         _check_not_running(study, study_name)
         raise AutoqError(_never_started(study, study_name, storage))
     return dict(stored)
+
+
+def kept_tracking_uri(stored: Mapping[str, Any]) -> tuple[bool, str | None]:
+    """(whether a resume that names no tracking URI takes the stored one, that URI): it logs where the search logged, or
+    to no MLflow as it ran (it opened the working folder's store: a second parent run). Not a SQLite store gone from its
+    place (the search's folder moved): the one given by default, the working folder's, then says it moved."""
+    if "tracking_uri" not in stored:
+        return False, None
+    uri = stored["tracking_uri"]
+    db = sqlite_path(uri) if uri else None
+    return db is None or db.exists(), uri
 
 
 def _same(key: str, stored: Any, given: Any) -> bool:

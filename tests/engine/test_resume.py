@@ -674,3 +674,19 @@ def test_a_resume_in_a_moved_folder_does_not_take_the_old_place_of_its_store(tmp
         assert main(["search", "--resume", "s1", "--n-trials", "3", "--no-progress", *extra]) == 2
         assert "this MLflow store was moved" in capsys.readouterr().err
         assert not (tmp_path / "a").exists()
+
+
+def test_a_python_resume_that_names_no_tracking_uri_logs_where_the_search_logged(tmp_path, monkeypatch):
+    """autoq.search(..., resume=True, study_name=..., storage=...) from another folder opened that folder's mlflow.db and
+    a second parent run: the same call its interruption message advises."""
+    storage = f"sqlite:///{tmp_path / 'a' / 'optuna.db'}"
+    (tmp_path / "a").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    options = dict(budget="4.5bits", seed_from="none", progress=False, storage=storage)
+    first = autoq.search("digits-cnn", n_trials=2, study_name="p1", tracking_uri=f"sqlite:///{tmp_path / 'a' / 'mlflow.db'}", **options)
+    unlogged = autoq.search("digits-cnn", n_trials=2, study_name="p2", tracking_uri=None, **options)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    again = autoq.search("digits-cnn", n_trials=3, study_name="p1", resume=True, **options)
+    assert (again.parent_run_id, again.tracking_uri) == (first.parent_run_id, first.tracking_uri)
+    assert autoq.search("digits-cnn", n_trials=3, study_name="p2", resume=True, **options).tracking_uri is None is unlogged.tracking_uri
+    assert list((tmp_path / "elsewhere").iterdir()) == []
