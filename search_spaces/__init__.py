@@ -181,15 +181,16 @@ def _refuse_duplicate_keys(node: yaml.Node | None, source: str) -> None:
 
 
 def _one_line(exc: yaml.YAMLError) -> str:
-    """PyYAML's error in one line (its own spans several, with the source line drawn): the problem, where, and what
-    it was parsing (``expected ',' or ']', but got ':' at line 3, column 14, while parsing a flow sequence from line 2``)."""
+    """PyYAML's error in one line (its own spans several, with the source line drawn), in its order: what it was
+    doing, then the problem and where (``while parsing a flow sequence (line 2): expected ',' or ']', but got ':' at line
+    3, column 14``)."""
     problem, mark = getattr(exc, "problem", None), getattr(exc, "problem_mark", None)
     if not problem:
         return " ".join(str(exc).split())
     where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
     context, since = getattr(exc, "context", None), getattr(exc, "context_mark", None)
-    during = f", {context}" + (f" from line {since.line + 1}" if since is not None else "") if context else ""
-    return f"{problem}{where}{during}"
+    opening = f"{context}" + (f" (line {since.line + 1})" if since is not None else "") + ": " if context else ""
+    return f"{opening}{problem}{where}"  # PyYAML's order: 'while parsing ... (line 2): expected ..., but got ...'
 
 
 def parse_preset(text: str, source: str) -> Preset:

@@ -269,15 +269,17 @@ def outer_run(tracking_uri: str, run_id: str, experiment: str | None = None) -> 
 
 def absolute_uri(uri: str) -> str:
     """A SQLite URL with an absolute path (the same database from any working directory), its path as SQLAlchemy
-    reads it (a ``%20`` written as the space it stands for)."""
+    reads it (a ``%20`` written as the space it stands for) and written as is, as MLflow reads it; one that would have
+    to be escaped is refused."""
     db = sqlite_path(uri)
     if db is None:
         return uri
-    from sqlalchemy.engine.url import make_url
-
-    # SQLAlchemy writes it back escaped as it reads it ('d?x' as d%3Fx), its driver and '?timeout=30' and the like kept:
-    # the URL opens the file autoq checks, and making it absolute again changes nothing
-    return make_url(uri).set(database=str(db.resolve())).render_as_string(hide_password=False)
+    path = str(db.resolve())
+    if "%" in path or "?" in path:  # no URL says this file to both: SQLAlchemy reads %XX and '?', MLflow's folder code does not
+        raise AutoqError(f"the SQLite store {path} has '%' or '?' in its path: SQLAlchemy (which opens it) reads them as an escape "
+                         "or a query, and MLflow makes the folder of the text as written; put the store in a folder without them")
+    query = uri.partition("?")[2]  # '?timeout=30' and the like stay
+    return f"{uri.split(':', 1)[0]}:///{path}" + (f"?{query}" if query else "")  # the driver stays too (sqlite+pysqlite)
 
 
 def without_password(url: str) -> str:

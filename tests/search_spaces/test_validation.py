@@ -172,9 +172,12 @@ def test_unknown_keys_of_mixed_types_are_listed():
 
 
 def test_yaml_syntax_errors_name_the_file():
-    with pytest.raises(AutoqError, match=r"^space.yaml: not valid YAML: expected ',' or '\]', but got ':' at line 3, column 14, while "
-                                         r"parsing a flow sequence from line 2$"):  # one line, as every error (it was six)
+    with pytest.raises(AutoqError, match=r"^space.yaml: not valid YAML: while parsing a flow sequence \(line 2\): expected ',' or '\]', "
+                                         r"but got ':' at line 3, column 14$"):  # one line, as every error (it was six)
         preset("rules:\n  - bits: [4\n  granularity: x\n")
+    with pytest.raises(AutoqError, match=r"not valid YAML: expected a single document in the stream \(line 2\): but found another "
+                                         r"document at line 3"):  # the composer's clauses in their order, too
+        preset("---\nname: x\n---\nname: y\n")
 
 
 def test_a_space_file_that_is_not_text_is_refused(tmp_path):
