@@ -314,7 +314,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         if tracker and problem.slack:
             tracker.client.set_tag(parent_id, "budget_note", problem.slack)  # the budget binds nothing: shown in the UI's run page
 
-        book = TrialBook(strategy, cost_model, budget, uniform_set, config.n_trials, config.max_retries, tracker, None, config.backend)
+        book = TrialBook(strategy, cost_model, budget, uniform_set, config.n_trials, config.max_retries, tracker, config.backend)
         if config.resume:
             book.restore(*finished_trials(storage, study_name, space, cost_model, uniform_set, tracker))
         # the kept trials are where the bar starts, not progress of this session: counted in its rate they made the ETA

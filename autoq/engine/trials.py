@@ -85,13 +85,13 @@ class TrialBook:
         n_trials: int,
         max_retries: int,
         tracker: MlflowTracker | None,
-        bar: tqdm | None = None,
         backend: str = "optuna",
     ) -> None:
         self.strategy, self.cost_model, self.budget = strategy, cost_model, budget
         self.backend = backend  # tagged on every child run, whoever logs it (a worker or this driver)
         self.uniform = set(uniform)
-        self.n_trials, self.max_retries, self.tracker, self.bar = n_trials, max_retries, tracker, bar
+        self.n_trials, self.max_retries, self.tracker = n_trials, max_retries, tracker
+        self.bar: tqdm | None = None  # shown on one once the kept trials are restored (`show_on`)
         self.points: list[Point] = []
         self.failures: Counter[Assignment] = Counter()  # failed evaluations per assignment, retries included
         self.n_failed = 0  # assignments that failed max_retries + 1 times: they count as evaluated
@@ -117,7 +117,6 @@ class TrialBook:
         # as `_record` counts: every failure of an assignment past its retries is a trial that failed for good
         self.n_failed = sum(max(0, n - self.max_retries) for n in self.failures.values())
         self.n_infeasible += n_infeasible
-        self._progress(len(self.points) + self.n_failed)
 
     def show_on(self, bar: tqdm) -> None:
         """Count this session's trials on ``bar`` (made with the kept ones as its ``initial``), their best so far shown."""

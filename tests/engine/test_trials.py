@@ -246,7 +246,8 @@ def test_the_closed_bar_counts_the_over_budget_proposals_after_the_last_finished
     out = io.StringIO()
     bar = tqdm(total=10, file=out, desc="autoq search")
     book = TrialBook(QueueStrategy(problem.space, iter([fits, *over]), "s", None), problem.cost_model, problem.budget, set(),
-                     n_trials=10, max_retries=0, tracker=None, bar=bar)
+                     n_trials=10, max_retries=0, tracker=None)
+    book.show_on(bar)
     pending = book.next()
     book.record(pending.proposal.number, 0.9, None)
     assert book.next() is None and book.n_infeasible == 2
