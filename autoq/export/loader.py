@@ -27,7 +27,7 @@ from autoq.export.config import WEIGHTS_NAME, float_dtype, read_config, rebuild_
 from autoq.export.layout import from_tensors
 from autoq.export.mlflow_store import ARTIFACT_PATH, downloaded, is_artifact_uri
 from autoq.export.modules import QuantLinear
-from autoq.model import LINEAR_KINDS, compiled_inside, find_layers, get_module, to_native
+from autoq.model import LINEAR_KINDS, compiled_inside, find_layers, get_module, readable_float, to_native
 from autoq.quant.activation import ActRange, ActSpec
 
 
@@ -54,7 +54,7 @@ def _read_weights(path: Path, expected_bytes: int | None) -> dict[str, torch.Ten
     for name, tensor in tensors.items():
         if not tensor.is_floating_point():
             continue
-        values = tensor if tensor.element_size() > 1 else tensor.half()  # float8: no NaN kernel reads it; fp16 holds it
+        values = readable_float(tensor)
         nan = _holds_nan(values)
         if nan or (name.endswith("scales") and not torch.isfinite(values).all()):
             raise AutoqError(f"{path}: tensor {name!r} holds {'NaN' if nan else 'Inf'}, which no export writes: "

@@ -15,6 +15,7 @@ from autoq.model.layers import (
     left_out_note,
     mark_unreached,
     name_examples,
+    readable_float,
     searched_tied,
     tied_note,
     tied_weights,
@@ -24,4 +25,4 @@ from autoq.model.layers import (
     weight_2d,
 )
 
-__all__ = ["LINEAR_KINDS", "NOT_REACHED", "LayerInfo", "channels_first", "check_finite_stored", "check_finite_weights", "compile_patterns", "compiled_inside", "find_layers", "get_module", "layout_2d", "left_out_note", "mark_unreached", "name_examples", "searched_tied", "tied_note", "tied_weights", "to_native", "uncompiled", "unreached_note", "weight_2d"]
+__all__ = ["LINEAR_KINDS", "NOT_REACHED", "LayerInfo", "channels_first", "check_finite_stored", "check_finite_weights", "compile_patterns", "compiled_inside", "find_layers", "get_module", "layout_2d", "left_out_note", "mark_unreached", "name_examples", "readable_float", "searched_tied", "tied_note", "tied_weights", "to_native", "uncompiled", "unreached_note", "weight_2d"]

@@ -338,7 +338,7 @@ def check_finite_stored(model: nn.Module, layers: Iterable[LayerInfo] = ()) -> N
     check_finite_weights(model, layers)
     searched = {id(get_module(model, layer.name).weight) for layer in layers}
     for name, p in model.named_parameters():  # float8 has no isfinite: read in fp16, which holds every float8 value
-        if p.is_floating_point() and id(p) not in searched and not torch.isfinite(_readable(p)).all():
+        if p.is_floating_point() and id(p) not in searched and not torch.isfinite(readable_float(p)).all():
             raise AutoqError(f"the model's {name!r} holds NaN or Inf: its outputs would be NaN, and an export would store it; "
                              "fix the checkpoint first")
     for name, b in model.named_buffers():
@@ -353,7 +353,7 @@ def check_finite_weights(model: nn.Module, layers: Iterable[LayerInfo]) -> None:
     read of each weight: its largest magnitude, which is NaN or Inf where any entry is."""
     for layer in layers:
         w = get_module(model, layer.name).weight
-        largest = float(_readable(w).abs().amax()) if w.numel() else 0.0
+        largest = float(readable_float(w).abs().amax()) if w.numel() else 0.0
         if not math.isfinite(largest):
             raise AutoqError(f"layer {layer.name!r} has NaN or Inf weights; fix the checkpoint first")
         if largest > FP16_MAX:
@@ -361,6 +361,7 @@ def check_finite_weights(model: nn.Module, layers: Iterable[LayerInfo]) -> None:
                              f"unquantized layers in fp16, where they overflow; leave the layer out (--skip, skip=[...]) or rescale it")
 
 
-def _readable(t: torch.Tensor) -> torch.Tensor:
-    """``t`` detached, and in fp16 where it is a float8 (no NaN/Inf or abs kernel reads float8; fp16 holds each value)."""
+def readable_float(t: torch.Tensor) -> torch.Tensor:
+    """``t`` detached, and in fp16 where it is a float8 (no NaN/Inf or abs kernel reads float8; fp16 holds each value):
+    what the NaN checks of a model and of an export's file read."""
     return t.detach() if t.element_size() > 1 else t.detach().half()
