@@ -79,6 +79,8 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
         with term_stops_tune() as terms:
             tuner.fit()
         searcher.record_unexplained()
+    if searcher.driver_error is not None:  # as the in-process backend raises it: a store that failed ends the search
+        raise searcher.driver_error
     if searcher.fatal:
         raise AutoqError(f"the Ray workers cannot load the search's model, data or evaluate function ({searcher.fatal}), so every "
                          "trial would fail the same way: the search stopped at once. Install that module where the workers run "
@@ -197,12 +199,13 @@ class BookSearcher(Searcher):
         self.numbers: dict[str, int] = {}  # Tune trial id -> Optuna trial number
         self.errored: dict[str, int] = {}  # Tune trial id -> Optuna trial number of a failed trial, until its error is read
         self.fatal = ""  # a worker that cannot import the workload's code: every trial would fail alike, so none more starts
+        self.driver_error: Exception | None = None  # what recording a result raised (a store gone): the search stops with it
 
     def timed_out(self) -> bool:
         return self.deadline is not None and time.perf_counter() > self.deadline
 
     def suggest(self, trial_id: str) -> dict | str | None:
-        if self.fatal or self.book.done() or (self.timed_out() and not self.book.in_flight):
+        if self.fatal or self.driver_error or self.book.done() or (self.timed_out() and not self.book.in_flight):
             return Searcher.FINISHED
         pending = self.book.next(self.deadline)
         if pending is None:  # enough trials are running (more may be needed if one fails), or past the deadline the running
@@ -223,7 +226,20 @@ class BookSearcher(Searcher):
         if error or not result or "quality" not in result:
             self.errored[trial_id] = number  # recorded by ErrorTags.on_trial_error, which Tune calls next with the error
             return
-        self.book.record(number, float(result["quality"]), result.get("error") or None, result.get("run_id") or None)
+        self._record(number, float(result["quality"]), result.get("error") or None, result.get("run_id") or None)
+
+    def _record(self, number: int, quality: float, error: str | None, run_id: str | None = None) -> str | None:
+        """``book.record``, its exception kept for the driver to raise after Tune returns. Tune catches what a searcher's
+        callback raises and fails that trial instead, so a store that failed once (a server's dropped request, a locked
+        SQLite) let the search go on without that trial and end with its MLflow run unfinished, as if it had succeeded.
+        After an error nothing more is recorded: the trials still running stay for the resume to evaluate."""
+        if self.driver_error is not None:
+            return None
+        try:
+            return self.book.record(number, quality, error, run_id)
+        except Exception as exc:
+            self.driver_error = exc
+            return None
 
     def record_error(self, trial_id: str, text: str) -> None:
         """Record the failure of a trial whose worker died or raised outside the evaluation: the last line of Tune's
@@ -234,7 +250,7 @@ class BookSearcher(Searcher):
         summary = _error_summary(text)
         if re.match(r"(ModuleNotFoundError|ImportError)\b", summary):
             self.fatal = summary
-        run_id = self.book.record(number, math.nan, f"the Ray worker failed: {summary or 'no error text'}"[:1000])
+        run_id = self._record(number, math.nan, f"the Ray worker failed: {summary or 'no error text'}"[:1000])
         tracker = self.book.tracker
         if run_id and tracker and text:
             tracker.client.set_tag(run_id, "error", text[-5000:])

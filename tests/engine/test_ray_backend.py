@@ -357,3 +357,34 @@ def test_an_evaluate_from_a_folder_the_workers_do_not_search_reaches_them_or_sto
     failed = [t for t in tried if t.state == optuna.trial.TrialState.FAIL]
     assert len(failed) == 1 and "No module named 'autoq_t_helper'" in failed[0].user_attrs["error"]  # not 4 trials x 6 attempts
     assert not any(t.state == optuna.trial.TrialState.COMPLETE for t in tried)
+
+
+@pytest.mark.parametrize("backend", ["optuna", "ray"])
+def test_a_store_that_fails_once_while_a_result_is_recorded_stops_the_search_on_either_backend(request, digits, mlflow_uri, tmp_path,
+                                                                                               monkeypatch, backend):
+    """On Ray the driver records a result inside Tune's searcher callback, whose exceptions Tune turns into that trial's
+    failure: the search went on without the trial, returned as if whole, and left its MLflow run unfinished."""
+    from autoq.engine.trials import TrialBook
+
+    if backend == "ray":
+        request.getfixturevalue("local_ray")
+    record, calls = TrialBook._record, []
+
+    def failing_once(book, number, quality, error, run_id=None):  # the third result: the store drops the request
+        calls.append(number)
+        if len(calls) == 3:  # after the book took it from the in-flight trials, as a failed write of its run or tell does
+            book.in_flight.pop(number)
+            book.tracker.failure = exc = RuntimeError("API request to http://tracking:5000 failed: Connection refused")
+            raise exc
+        return record(book, number, quality, error, run_id)
+
+    monkeypatch.setattr(TrialBook, "_record", failing_once)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    options = dict(n_trials=6, seed_from="none", tracking_uri=mlflow_uri, storage=storage, study_name="flaky", backend=backend)
+    with pytest.raises(AutoqError, match=r"failed a request \(API request .*\); the search stopped after 2 finished trial\(s\)"):
+        _search(digits, **options)
+    monkeypatch.setattr(TrialBook, "_record", record)
+    resumed = _search(digits, **options, resume=True)
+    assert len(resumed.points) == 6
+    runs = child_runs(MlflowClient(mlflow_uri), resumed.parent_run_id)
+    assert sorted(int(r.data.tags["autoq.trial"]) for r in runs if r.info.status == "FINISHED") == sorted(p.trial for p in resumed.points)
