@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+from collections import Counter
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,7 @@ EXPORT_FORMAT = "autoq.export"
 EXPORT_VERSION = 1
 CONFIG_NAME = "autoq_config.json"
 WEIGHTS_NAME = "model.safetensors"
+PRODUCER = "autoq"  # the weights file's safetensors metadata: an export's own
 
 
 def describe_base(model: nn.Module, builtin: str | None, stored_dtype: str | None = None) -> dict[str, Any]:
@@ -30,20 +32,56 @@ def describe_base(model: nn.Module, builtin: str | None, stored_dtype: str | Non
         base["hf_config"] = hf_config.to_dict()
         if stored_dtype and "dtype" in base["hf_config"]:
             base["hf_config"]["dtype"] = stored_dtype
-    dtypes = {p.dtype for p in model.parameters() if p.is_floating_point()}
     if stored_dtype:
         base["dtype"] = stored_dtype
-    elif len(dtypes) == 1:
-        base["dtype"] = str(dtypes.pop()).removeprefix("torch.")
+    else:
+        base.update(_float_dtypes(model))
     generation = getattr(model, "generation_config", None)
     if generation is not None and hasattr(generation, "to_dict"):
         base["generation_config"] = generation.to_dict()
     return base
 
 
+def _float_dtypes(model: nn.Module) -> dict[str, Any]:
+    """The model's floating-point dtype (the one most of its parameters' elements have) and the parameters of another:
+    an fp16 T5 keeps its ``wo`` layers fp32, a bf16 model its norms fp32, say. A model of mixed dtypes was rebuilt
+    all in fp32: twice its memory, and on CUDA no kernel (they take fp16 and bf16 activations)."""
+    elements: Counter[torch.dtype] = Counter()
+    for p in model.parameters():
+        if p.is_floating_point():
+            elements[p.dtype] += p.numel()
+    if not elements:
+        return {}
+    main = max(elements, key=lambda dtype: elements[dtype])
+    found: dict[str, Any] = {"dtype": _name(main)}
+    others = {name: _name(p.dtype) for name, p in model.named_parameters() if p.is_floating_point() and p.dtype != main}
+    if others:
+        found["parameter_dtypes"] = others
+    return found
+
+
+def _name(dtype: torch.dtype) -> str:
+    return str(dtype).removeprefix("torch.")
+
+
+def _with_parameter_dtypes(model: nn.Module, dtypes: Any) -> nn.Module:
+    """``model`` with each parameter an export recorded in another dtype than the model's (`_float_dtypes`) cast to it,
+    before the loader loads the stored values into it. A name the model lacks is left to the loader, which names it."""
+    for name, dtype in (dtypes.items() if isinstance(dtypes, dict) else ()):
+        wanted = float_dtype(dtype)
+        try:
+            param = model.get_parameter(name)
+        except AttributeError:
+            continue
+        if wanted is not None and param.dtype != wanted:
+            param.data = param.data.to(wanted)
+    return model
+
+
 def write_config(out_dir: Path, config: dict[str, Any]) -> Path:
     path = out_dir / CONFIG_NAME
-    path.write_text(json.dumps({"format": EXPORT_FORMAT, "version": EXPORT_VERSION, **config}, indent=1) + "\n")
+    # default=str: a Hugging Face config may hold what JSON has no type for (a path); the text rebuilds it as well
+    path.write_text(json.dumps({"format": EXPORT_FORMAT, "version": EXPORT_VERSION, **config}, indent=1, default=str) + "\n")
     return path
 
 
@@ -91,9 +129,20 @@ def rebuild_base(base: dict[str, Any], state: Mapping[str, torch.Tensor]) -> nn.
         cls = getattr(transformers, base.get("class", ""), None)
         if cls is None:
             raise AutoqError(f"transformers has no class {base.get('class')!r}; pass model= to autoq.load")
+        model_type = hf.pop("model_type", None)
+        or_given = "or pass model= (an instance of the exported architecture) to autoq.load"
+        if not isinstance(model_type, str):
+            raise AutoqError(f"the export's Hugging Face config names no model_type: the file is damaged; export again, {or_given}")
+        # the config's own dtype: an export of a model of mixed dtypes, by an autoq that recorded none
+        dtype = float_dtype(base.get("dtype")) or float_dtype(hf.get("dtype")) or torch.float32
         with quiet_logs():
-            config = transformers.AutoConfig.for_model(hf.pop("model_type"), **hf)
-            options = dict(config=config, state_dict=dict(state), dtype=float_dtype(base.get("dtype")) or torch.float32, output_loading_info=True)
+            try:
+                config = transformers.AutoConfig.for_model(model_type, **hf)
+            except ValueError:  # its 12 kB message lists every model type this transformers knows
+                raise AutoqError(f"the export's model type {model_type!r} is unknown to transformers {transformers.__version__} (the "
+                                 f"export was made with transformers {hf.get('transformers_version', 'of another version')}): "
+                                 f"upgrade transformers, {or_given}") from None
+            options = dict(config=config, state_dict=dict(state), dtype=dtype, output_loading_info=True)
             try:
                 model, info = cls.from_pretrained(None, **options)
                 if only_the_pooler(info.get("missing_keys")):  # searched without one, as autoq loads such a checkpoint
@@ -103,19 +152,24 @@ def rebuild_base(base: dict[str, Any], state: Mapping[str, torch.Tensor]) -> nn.
                 detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc).splitlines()[0])
                 raise AutoqError(f"the export's tensors do not fit the model its config describes ({detail}): the export is "
                                  "damaged; write it again with 'autoq export' (or autoq.export)") from None
+            except (AttributeError, TypeError) as exc:  # a class the config does not fit: a BertModel of a GPT-2 config
+                raise AutoqError(f"transformers' {cls.__name__} cannot be built from the export's {model_type!r} config "
+                                 f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): the export's class and config "
+                                 f"do not belong together (edited or damaged); export again, {or_given}") from None
             if base.get("generation_config") and getattr(model, "generation_config", None) is not None:
                 model.generation_config = transformers.GenerationConfig.from_dict(dict(base["generation_config"]))
-        return model.eval()
+        return _with_parameter_dtypes(model, base.get("parameter_dtypes")).eval()
     if base.get("builtin"):
         from autoq.builtin import load_workload
 
-        return _in_dtype(load_workload(base["builtin"], with_metric=False).model, base.get("dtype"))
+        model = _in_dtype(load_workload(base["builtin"], with_metric=False).model, base.get("dtype"))
+        return _with_parameter_dtypes(model, base.get("parameter_dtypes"))
     raise AutoqError("this export does not say how to rebuild its model; pass model= (an instance of the same architecture) to autoq.load")
 
 
-def float_dtype(name: str | None) -> torch.dtype | None:
+def float_dtype(name: Any) -> torch.dtype | None:
     """The floating-point dtype an export names (``bfloat16``), else ``None``."""
-    wanted = getattr(torch, name, None) if name else None
+    wanted = getattr(torch, name, None) if isinstance(name, str) and name else None
     return wanted if isinstance(wanted, torch.dtype) and wanted.is_floating_point else None
 
 

@@ -27,6 +27,7 @@ from autoq.export.config import WEIGHTS_NAME, float_dtype, read_config, rebuild_
 from autoq.export.layout import from_tensors
 from autoq.export.mlflow_store import ARTIFACT_PATH, downloaded, is_artifact_uri
 from autoq.export.modules import QuantLinear
+from autoq.files import file_crc32
 from autoq.model import LINEAR_KINDS, compiled_inside, find_layers, get_module, readable_float, to_native
 from autoq.quant.activation import ActRange, ActSpec
 
@@ -36,8 +37,9 @@ def _replace(model: nn.Module, name: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
-def _read_weights(path: Path, expected_bytes: int | None) -> dict[str, torch.Tensor]:
-    """The export's tensors; a missing, cut-short or damaged file is an error that names it, not safetensors' own."""
+def _read_weights(path: Path, expected_bytes: int | None, expected_crc: str | None = None) -> dict[str, torch.Tensor]:
+    """The export's tensors; a missing, cut-short or damaged file is an error that names it, not safetensors' own, and
+    so is one changed in place (its CRC-32 another than the export recorded: a flipped byte loaded, and computed 11% off)."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -50,6 +52,9 @@ def _read_weights(path: Path, expected_bytes: int | None) -> dict[str, torch.Ten
         size = path.stat().st_size
         cut = f", and it is {size} bytes where the export wrote {expected_bytes}: cut short or changed since" if expected_bytes not in (None, size) else ""
         raise AutoqError(f"{path} is not a readable safetensors file ({exc}){cut}; {again}") from None
+    if isinstance(expected_crc, str) and (crc := file_crc32(path)) != expected_crc:
+        raise AutoqError(f"{path} has changed since the export wrote it (its CRC-32 is {crc}, the export's {expected_crc}): "
+                         f"damaged or edited; {again}")
     # an export never writes NaN (it refuses such a model), nor Inf in a scale: the loaded model answered NaN, unsaid
     for name, tensor in tensors.items():
         if not tensor.is_floating_point():
@@ -79,6 +84,8 @@ def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "au
     from autoq.kernels.ops import check_backend
 
     check_backend(backend)  # here, not at the first forward
+    if backend == "triton":
+        _check_triton_runs()
     if not isinstance(out_dir, (str, os.PathLike)):  # pathlib's TypeError named neither the argument nor what it takes
         raise AutoqError(f"out_dir must be the export's folder (a str or Path) or an MLflow model URI, got {type(out_dir).__name__} {out_dir!r}")
     if model is not None and not isinstance(model, nn.Module):
@@ -90,6 +97,17 @@ def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "au
     if tracking_uri is not None:
         raise AutoqError(f"tracking_uri is for an MLflow artifact URI such as runs:/<run id>/{ARTIFACT_PATH}; {str(out_dir)!r} is a folder")
     return _load_folder(Path(out_dir), model, backend)
+
+
+def _check_triton_runs() -> None:
+    """Refuse ``backend="triton"`` where no kernel can run: no Triton, or no CUDA GPU (unless ``TRITON_INTERPRET=1``
+    runs them on the CPU). It loaded, and failed at the first forward."""
+    from autoq.kernels.capability import interpreting, require_triton
+
+    if not torch.cuda.is_available() and not interpreting():
+        raise AutoqError("backend='triton' runs the Triton kernels on a CUDA GPU, and none is visible here (torch.cuda.is_available() "
+                         "is False); load with backend='auto' (Triton on CUDA, torch elsewhere) or 'torch'")
+    require_triton(torch.device("cuda" if torch.cuda.is_available() else "cpu"))
 
 
 def _check_not_compiled(model: nn.Module) -> None:
@@ -150,13 +168,14 @@ def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
     if model is not None:
         _check_not_compiled(model)
         _warn_config_differs(model, config.get("base", {}))
-    tensors = _read_weights(out / _weights_name(config), config.get("file_bytes"))
+    tensors = _read_weights(out / _weights_name(config), config.get("file_bytes"), config.get("file_crc32"))
     quantized = {name: entry for name, entry in config["layers"].items() if "layout" in entry}
     quant_keys = {f"{name}.{part}" for name in quantized for part in ("qweight", "scales", "zeros", "input_scale")}
     state = {k: v for k, v in tensors.items() if k not in quant_keys}
     if model is None:
         base = config.get("base", {})
         model = rebuild_base(base, {**state, **_placeholders(quantized, base.get("dtype"))})
+    _check_not_loaded(model, config["layers"])
     found = {layer.name: layer for layer in find_layers(model, include_tied=True)}
     for name, entry in config["layers"].items():
         layer = found.get(name)
@@ -212,6 +231,19 @@ def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
             weight = packed.dequantize() if input_scale is None else packed.dequantize() / input_scale[None, :]
             module.weight.data = to_native(module, weight).to(module.weight.device)
     return model.eval()
+
+
+def _check_not_loaded(model: nn.Module, layers: dict[str, Any]) -> None:
+    """Refuse a model an export was loaded into already: its layers are autoq's, which it was refused as lacking (or as
+    having no quantizable layer at all)."""
+    for name in layers:
+        try:
+            module = model.get_submodule(name)
+        except AttributeError:
+            continue
+        if isinstance(module, (QuantLinear, ActQuantLinear)):
+            raise AutoqError(f"the model was loaded from an export already (its layer {name!r} is autoq's {type(module).__name__}): "
+                             "pass a float model of the architecture to load into, or leave model= out to rebuild it")
 
 
 def _weights_name(config: dict[str, Any]) -> str:

@@ -17,10 +17,11 @@ keeps fp16 is stored in fp16 whatever its values: the search scored ``weight.hal
 
 from __future__ import annotations
 
+import contextlib
 import os
 import stat
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +33,13 @@ from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.errors import AutoqError
 from autoq.evaluate.fidelity import check_finite_batches, user_batches
-from autoq.export.config import CONFIG_NAME, WEIGHTS_NAME, describe_base, write_config
+from autoq.export.config import CONFIG_NAME, PRODUCER, WEIGHTS_NAME, describe_base, write_config
 from autoq.export.from_run import RunPoint, model_of, point_from_run
 from autoq.export.layout import to_tensors
 from autoq.export.mlflow_model import input_spec
 from autoq.export.mlflow_store import check_registered_name, log_export
 from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
-from autoq.files import first_missing, make_folder, removed_if_empty
+from autoq.files import file_crc32, first_missing, make_folder, removed_if_empty
 from autoq.model import check_finite_stored, find_layers, get_module, tied_weights, uncompiled
 from autoq.quant.stored import stored_dtype
 
@@ -94,6 +95,38 @@ def _stored(name: str, tensor: torch.Tensor, kept: list[str]) -> torch.Tensor:
     if tensor.is_floating_point() and dtype != torch.float16:
         kept.append(name)
     return tensor.to(dtype).contiguous().clone()
+
+
+def _save_weights(tensors: dict[str, torch.Tensor], path: Path) -> None:
+    from safetensors.torch import save_file
+
+    save_file(tensors, str(path), metadata={"format": "pt", "producer": PRODUCER})
+
+
+def _ours(path: Path) -> bool:
+    """Whether the safetensors file at ``path`` is autoq's (an export cut short before its config, by a kill): it is
+    replaced, where another's model's weights are refused."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), "pt") as f:
+            return (f.metadata() or {}).get("producer") == PRODUCER
+    except Exception:  # unreadable: not known to be ours
+        return False
+
+
+@contextlib.contextmanager
+def _both_or_neither(out: Path) -> Iterator[None]:
+    """Remove the weights and config again if writing them fails (a full disk, a Ctrl-C): the weights alone were refused
+    by every later export as 'a model that autoq did not export', and a config beside other weights described them
+    wrongly."""
+    try:
+        yield
+    except BaseException:
+        for name in (WEIGHTS_NAME, CONFIG_NAME):
+            with contextlib.suppress(OSError):
+                (out / name).unlink(missing_ok=True)
+        raise
 
 
 def export(model: nn.Module | str | None, point: object, out_dir: str | Path, calibration: Sequence[Any] | None = None,
@@ -191,7 +224,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     out = Path(out_dir)
     if out.exists() and not out.is_dir():  # now, not after quantizing (GPTQ on a large model takes a while)
         raise AutoqError(f"{out} is a file; pass a folder (new or existing) to export into")
-    if (out / "config.json").is_file() or ((out / WEIGHTS_NAME).is_file() and not (out / CONFIG_NAME).is_file()):
+    if (out / "config.json").is_file() or ((out / WEIGHTS_NAME).is_file() and not (out / CONFIG_NAME).is_file() and not _ours(out / WEIGHTS_NAME)):
         raise AutoqError(f"{out} holds a model that autoq did not export (config.json or {WEIGHTS_NAME}): the export's "
                          f"{WEIGHTS_NAME} would overwrite its weights; export into another folder")
     made_from = first_missing(out)
@@ -234,24 +267,24 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
         print(f"autoq: note: kept {len(kept)} tensor(s) in their own precision that fp16 would turn to inf (beyond 65504) or "
               f"lose to underflow (below 6e-5): {kept[:3]}", file=sys.stderr)
 
-    from safetensors.torch import save_file
-
-    save_file(tensors, str(out / WEIGHTS_NAME), metadata={"format": "pt", "producer": "autoq"})
     cost = CostModel.for_model(model, layers).cost(assignment)
     inputs = input_spec(calibration[0], model) if calibration else None
-    write_config(out, {
-        "base": describe_base(model, builtin, dtype),
-        "weights": WEIGHTS_NAME,
-        "assignment": assignment.to_dict(),
-        "layers": meta,
-        "cost": {"effective_bits": cost.effective_bits, "size_bytes": cost.size_bytes},
-        "file_bytes": (out / WEIGHTS_NAME).stat().st_size,
-        **({"inputs": inputs} if inputs else {}),  # the input's dtypes and shapes, for the MLflow model's signature
-    })
-    # safetensors 0.8 writes through a temporary file made 0600 and renames it (safetensors#782), so only the
-    # exporting user could read the weights (a model baked into a container as root, a shared folder). They get
-    # the mode of the config written beside them, which open() gave as for any new file: 0666 less the umask.
-    (out / WEIGHTS_NAME).chmod(stat.S_IMODE((out / CONFIG_NAME).stat().st_mode))
+    with removed_if_empty(out, made_from), _both_or_neither(out):
+        _save_weights(tensors, out / WEIGHTS_NAME)
+        write_config(out, {
+            "base": describe_base(model, builtin, dtype),
+            "weights": WEIGHTS_NAME,
+            "assignment": assignment.to_dict(),
+            "layers": meta,
+            "cost": {"effective_bits": cost.effective_bits, "size_bytes": cost.size_bytes},
+            "file_bytes": (out / WEIGHTS_NAME).stat().st_size,
+            "file_crc32": file_crc32(out / WEIGHTS_NAME),  # checked at load: a changed byte loaded, and computed otherwise
+            **({"inputs": inputs} if inputs else {}),  # the input's dtypes and shapes, for the MLflow model's signature
+        })
+        # safetensors 0.8 writes through a temporary file made 0600 and renames it (safetensors#782), so only the
+        # exporting user could read the weights (a model baked into a container as root, a shared folder). They get
+        # the mode of the config written beside them, which open() gave as for any new file: 0666 less the umask.
+        (out / WEIGHTS_NAME).chmod(stat.S_IMODE((out / CONFIG_NAME).stat().st_mode))
     if log_to_run:
         log_export(tracking_uri, run_id, out, registered_model_name)
     return out

@@ -10,6 +10,7 @@ biases, norms and embeddings shows).
 from __future__ import annotations
 
 import copy
+import importlib
 import json
 import os
 import stat
@@ -166,6 +167,49 @@ def test_a_damaged_or_missing_weights_file_says_so_and_how_to_mend_it(tmp_path):
     (out / WEIGHTS_NAME).unlink()
     with pytest.raises(AutoqError, match="model.safetensors is missing: the export is incomplete"):
         autoq.load(out, model=copy.deepcopy(workload.model))
+
+
+def test_weights_changed_in_place_are_refused_by_their_checksum(tmp_path):
+    """64 bytes of a layer's codes changed, the size kept: it loaded, and computed 11% off."""
+    workload = load_workload("digits-cnn")
+    out = autoq.export(workload.model, mixed(workload.model), tmp_path / "q", progress=False)
+    autoq.load(out, model=copy.deepcopy(workload.model))  # whole, it loads
+    data = bytearray((out / WEIGHTS_NAME).read_bytes())
+    start = 8 + int.from_bytes(data[:8], "little")  # past safetensors' length and JSON header: the first tensor's bytes
+    data[start:start + 64] = bytes(255 - b for b in data[start:start + 64])
+    (out / WEIGHTS_NAME).write_bytes(bytes(data))
+    with pytest.raises(AutoqError, match=r"model.safetensors has changed since the export wrote it \(its CRC-32 is [0-9a-f]{8}, the "
+                                         r"export's [0-9a-f]{8}\): damaged or edited; write it again"):
+        autoq.load(out, model=copy.deepcopy(workload.model))
+
+
+def test_an_export_that_fails_while_writing_leaves_nothing_and_a_cut_short_one_is_replaced(tmp_path, monkeypatch):
+    """The weights were written before the config: a failure between them left them alone, and every later export into
+    the folder was refused as 'a model that autoq did not export'."""
+    writer = importlib.import_module("autoq.export.writer")  # autoq.export is also the function's name
+
+    workload = load_workload("digits-cnn")
+    point, out = mixed(workload.model), tmp_path / "q"
+
+    def failing(folder, config):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(writer, "write_config", failing)
+    with pytest.raises(OSError, match="No space left"):
+        autoq.export(workload.model, point, out, progress=False)
+    assert not out.exists()  # made by this export, and left empty: removed
+    monkeypatch.undo()
+    out.mkdir()
+    writer._save_weights({"w": torch.ones(2)}, out / WEIGHTS_NAME)  # an export killed before its config: autoq's own leftover
+    autoq.export(workload.model, point, out, progress=False)
+    autoq.load(out, model=copy.deepcopy(workload.model))
+    other = tmp_path / "other"
+    other.mkdir()
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(2)}, str(other / WEIGHTS_NAME))  # another's weights, not autoq's: still refused
+    with pytest.raises(AutoqError, match="holds a model that autoq did not export"):
+        autoq.export(workload.model, point, other, progress=False)
 
 
 @pytest.mark.skipif(os.name != "posix", reason="file modes are POSIX")

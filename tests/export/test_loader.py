@@ -71,14 +71,15 @@ def test_weights_of_another_export_or_a_damaged_config_are_refused(tmp_path):
     int2 = export(Tiny(), {"fc": "int2-ch-asym:rtn-mse"}, tmp_path / "int2")  # int32 words
     mixed = tmp_path / "mixed"
     mixed.mkdir()
-    shutil.copy(int3 / CONFIG_NAME, mixed)
+    config = json.loads((int3 / CONFIG_NAME).read_text())
+    del config["file_crc32"]  # as an export written before the checksum: the layer checks below still stand
+    (mixed / CONFIG_NAME).write_text(json.dumps(config))
     shutil.copy(int2 / WEIGHTS_NAME, mixed)
     with pytest.raises(AutoqError, match=r"its stored codes are torch.int32 values, not uint8 bytes, where int3-ch-asym of 16 x 16 takes 96 bytes \(bitstream"):
         autoq.load(mixed, model=Tiny())
     tensors = load_file(str(int3 / WEIGHTS_NAME))
     tensors["fc.qweight"] = tensors["fc.qweight"][:50].clone()
     save_file(tensors, str(mixed / WEIGHTS_NAME))
-    config = json.loads((int3 / CONFIG_NAME).read_text())
     config.pop("file_bytes", None)
     (mixed / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(AutoqError, match="its stored codes are 50 bytes, where int3-ch-asym of 16 x 16 takes 96 bytes"):
@@ -142,7 +143,7 @@ def test_a_damaged_or_edited_layer_is_refused_at_load_naming_it(tmp_path, edit, 
     out = autoq.export(model, choices, tmp_path / "x", calibration=calibration, progress=False)
     assert isinstance(autoq.load(out, model=Scaled()).a, QuantLinear)  # whole, it loads
     tensors, config = load_file(str(out / WEIGHTS_NAME)), json.loads((out / CONFIG_NAME).read_text())
-    config.pop("file_bytes")  # the edits change the file's size: this check is another test's
+    config.pop("file_bytes"), config.pop("file_crc32")  # the edits change the file's size and bytes: those checks are other tests'
     edit(tensors, config)
     save_file(tensors, str(out / WEIGHTS_NAME))
     (out / CONFIG_NAME).write_text(json.dumps(config))
@@ -158,7 +159,7 @@ def test_inf_outside_the_scales_is_loaded_as_stored(tmp_path):
     tensors, config = load_file(str(out / WEIGHTS_NAME)), json.loads((out / CONFIG_NAME).read_text())
     tensors["b.bias"][:2] = torch.tensor([float("inf"), float("-inf")])
     save_file(tensors, str(out / WEIGHTS_NAME))
-    config.pop("file_bytes")
+    config.pop("file_bytes"), config.pop("file_crc32")
     (out / CONFIG_NAME).write_text(json.dumps(config))
     assert autoq.load(out, model=Scaled()).b.bias[:2].tolist() == [float("inf"), float("-inf")]
 
@@ -389,3 +390,58 @@ def test_arguments_of_the_wrong_type_are_one_clear_error(tmp_path):
 
     written = autoq.export(Tiny(), point, Folder(tmp_path / "z"), sequential=np.bool_(False), progress=False)
     assert isinstance(autoq.load(Folder(written), model=Tiny()).fc, QuantLinear)
+
+
+def test_a_model_loaded_already_is_named_as_such_not_as_lacking_the_layer(tmp_path):
+    out = export(Tiny(), {"fc": "int4-ch-asym:rtn-mse"}, tmp_path / "x")
+    loaded = autoq.load(out, model=Tiny())
+    with pytest.raises(AutoqError, match=r"the model was loaded from an export already \(its layer 'fc' is autoq's QuantLinear\): pass a float"):
+        autoq.load(out, model=loaded)
+
+
+def test_the_triton_backend_without_a_gpu_is_refused_at_load(tmp_path, monkeypatch):
+    """It loaded, and failed at the first forward; under the interpreter it runs on the CPU, as the kernel tests do."""
+    out = export(Tiny(), {"fc": "int4-ch-asym:rtn-mse"}, tmp_path / "x")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)  # this machine's case, made sure of on any machine
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(AutoqError, match=r"backend='triton' runs the Triton kernels on a CUDA GPU, and none is visible here .*backend='auto'"):
+        autoq.load(out, model=Tiny(), backend="triton")
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert isinstance(autoq.load(out, model=Tiny(), backend="triton").fc, QuantLinear)
+
+
+def test_a_module_of_mixed_dtypes_comes_back_in_them(tmp_path):
+    """An fp16 T5 from from_pretrained keeps its wo layers fp32: exported as a module, such a model recorded no dtype
+    and came back all fp32 (twice its memory; on CUDA no kernel)."""
+    from transformers import T5Config, T5EncoderModel
+
+    torch.manual_seed(0)
+    config = T5Config(vocab_size=64, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=2, is_encoder_decoder=False, use_cache=False)
+    T5EncoderModel(config).save_pretrained(tmp_path / "t5")
+    model = T5EncoderModel.from_pretrained(tmp_path / "t5", dtype=torch.float16)
+    assert {p.dtype for p in model.parameters()} == {torch.float16, torch.float32}
+    out = export(model, {"encoder.block.0.layer.0.SelfAttention.q": "int8-ch-asym:rtn-mse"}, tmp_path / "q")
+    loaded = autoq.load(out)
+    assert {n: p.dtype for n, p in loaded.named_parameters()} == {n: p.dtype for n, p in model.named_parameters() if not n.endswith(".q.weight")
+                                                                 or "block.0." not in n}
+    given = autoq.load(out, model=T5EncoderModel.from_pretrained(tmp_path / "t5", dtype=torch.float16))
+    x = torch.tensor([[1, 5, 9, 2]])
+    with torch.no_grad():
+        assert torch.equal(loaded(x).last_hidden_state, given(x).last_hidden_state)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda base: base["hf_config"].update(model_type="gpt5"), r"model type 'gpt5' is unknown to transformers [\d.]+ \(the export was made "
+                                                               r"with transformers [\d.]+\): upgrade transformers, or pass model="),
+    (lambda base: base["hf_config"].pop("model_type"), r"config names no model_type: the file is damaged"),
+    (lambda base: base.update({"class": "BertModel"}), r"transformers' BertModel cannot be built from the export's 'llama' config .*"
+                                                       r"do not belong together"),
+], ids=["unknown-model-type", "no-model-type", "class-of-another-config"])
+def test_a_base_model_transformers_cannot_build_is_one_clear_error(tmp_path, edit, message):
+    """Each was a raw traceback: a 12 kB ValueError listing every model type, a KeyError, an AttributeError."""
+    out = export(_tiny_llama(), MLP, tmp_path / "q")
+    config = json.loads((out / CONFIG_NAME).read_text())
+    edit(config["base"])
+    (out / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(AutoqError, match=message):
+        autoq.load(out)
