@@ -54,7 +54,8 @@ from autoq.sensitivity.table import Entry, SensitivityTable
 # 9: the forward metrics check that a layer's stacked copies are the same input before giving each its option (a
 #    sequence-major (T*B, F) view interleaved them, mixing options); a (1, T) tensor broadcast over the rows is kept
 #    whole when batches are re-cut or stacked.
-SCORING_VERSION = 9
+# 10: n_samples rows in all, spread over the batches: more one-row batches than n_samples gave a row each, all of them.
+SCORING_VERSION = 10
 
 
 def cache_key(model_digest: str, data_digest: str, metric: str, settings: Mapping[str, Any], layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]]) -> str:

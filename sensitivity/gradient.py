@@ -196,6 +196,9 @@ def _unconverged(inputs: Inputs, traces: Sequence[float], ses: Sequence[float], 
     worst = max(range(len(relative)), key=relative.__getitem__, default=None)
     if worst is None or iters < settings["max_iter"] or relative[worst] <= settings["tol"]:
         return None
+    if not math.isfinite(relative[worst]):  # one iteration: no spread to estimate one from ('up to infx of it', it said)
+        return (f"hessian stopped at max_iter={settings['max_iter']}, one iteration, which estimates no standard error: each "
+                "trace is one random probe's, and the layers are ranked by its noise; --set max_iter=N (10 or more) estimates them")
     shown = f"{relative[worst]:.0%}" if relative[worst] < 100 else f"{relative[worst]:.3g}x"
     return (f"hessian stopped at max_iter={settings['max_iter']} with a trace's standard error up to {shown} of it "
             f"(layer {inputs.layers[worst].name!r}), above tol={settings['tol']}: layers closer than that are ranked by noise; "

@@ -142,8 +142,10 @@ def _joined(parts: list[Any], rows: list[int]) -> Any:
 
 
 def subsample(batches: Sequence[Any], n_samples: int | None, rows_per_batch: int | None = None) -> tuple[Any, ...]:
-    """About ``n_samples`` rows spread evenly over all batches (sorted-by-length batches stay representative),
-    re-cut into batches of at most ``rows_per_batch`` rows. ``None`` keeps everything."""
+    """``n_samples`` rows spread evenly over all batches (sorted-by-length batches stay representative), re-cut into
+    batches of at most ``rows_per_batch`` rows. ``None`` keeps everything. Each batch gives its share of the rows,
+    rounded so that the shares add up to ``n_samples``: fewer rows asked for than there are batches take one row from
+    every few batches (a row from each of 512 one-row batches was 512 rows where 32 were asked for)."""
     batches = list(batches)
     if not batches:
         raise AutoqError("sensitivity needs at least one calibration batch")
@@ -153,10 +155,12 @@ def subsample(batches: Sequence[Any], n_samples: int | None, rows_per_batch: int
         raise AutoqError(f"the {len(batches)} calibration batch(es) hold no rows (each is empty along its first dimension); "
                          "pass batches with examples in them")
     want = total if n_samples is None else max(1, min(n_samples, total))
-    picked = []
+    picked, seen = [], 0
     for b, size in zip(batches, sizes):
-        k = max(1, round(want * size / total))
-        picked.append(take_rows(b, 0, min(k, size)))
+        k = math.floor(want * (seen + size) / total + 0.5) - math.floor(want * seen / total + 0.5)  # this batch's share
+        seen += size
+        if k > 0:
+            picked.append(take_rows(b, 0, min(k, size)))
     if rows_per_batch is None:
         return tuple(picked)
     out = []

@@ -9,6 +9,7 @@ through JSON (everything) and CSV (metadata in ``# key: value`` header lines).
 from __future__ import annotations
 
 import csv
+import hashlib
 import io
 import json
 import math
@@ -73,6 +74,16 @@ class SensitivityTable:
             raise AutoqError(f"the {self.metric} sensitivity table has no score for layer {layer!r} at {option!r}{missing}; recompute it "
                              "for this search space (autoq sensitivity with the search's --space and --skip)") from None
 
+    def has(self, layer: str, option: str) -> bool:
+        """Whether the table scores ``layer`` at ``option``."""
+        return (layer, option) in self._index
+
+    def scores_digest(self) -> str:
+        """A digest of what the table says: its metric, model and every score. Two tables of one digest seed a search
+        alike (a resume checks that a table file is still the one its search was seeded from)."""
+        text = json.dumps([self.metric, self.model_hash, sorted((e.layer, e.option, e.score) for e in self.entries)])
+        return hashlib.sha256(text.encode()).hexdigest()[:16]
+
     def score(self, layer: str, option: str) -> float:
         return self.entry(layer, option).score
 
@@ -93,7 +104,9 @@ class SensitivityTable:
         return {
             "format": TABLE_FORMAT, "version": TABLE_VERSION, "metric": self.metric, "model_name": self.model_name,
             "model_hash": self.model_hash, "data_fingerprint": self.data_fingerprint, "seconds": self.seconds,
-            "params": dict(self.params), "layer_stats": {layer: dict(stats) for layer, stats in self.layer_stats},
+            # a statistic that is not finite (one iteration's standard error: inf) is left out: JSON has no such number,
+            # and jq or a browser refused the file Python wrote with 'Infinity' in it
+            "params": dict(self.params), "layer_stats": {layer: {k: v for k, v in stats if math.isfinite(v)} for layer, stats in self.layer_stats},
             **({"notes": list(self.notes)} if self.notes else {}),
         }
 
@@ -118,8 +131,8 @@ class SensitivityTable:
 
     def to_json(self) -> str:
         data = self._meta()
-        data["entries"] = [[e.layer, e.option, e.score, e.stderr] for e in self.entries]
-        return json.dumps(data, indent=1)
+        data["entries"] = [[e.layer, e.option, e.score, _known(e.stderr)] for e in self.entries]
+        return json.dumps(data, indent=1, allow_nan=False)
 
     @classmethod
     def from_json(cls, text: str) -> SensitivityTable:
@@ -140,7 +153,7 @@ class SensitivityTable:
         writer = csv.writer(out, lineterminator="\n")
         writer.writerow(_CSV_COLUMNS)
         for e in self.entries:
-            writer.writerow([e.layer, e.option, repr(e.score), "" if e.stderr is None else repr(e.stderr)])
+            writer.writerow([e.layer, e.option, repr(e.score), "" if _known(e.stderr) is None else repr(e.stderr)])
         return out.getvalue()
 
     @classmethod
@@ -230,6 +243,12 @@ class SensitivityTable:
         path = Path(path)
         fig.savefig(path)
         return path
+
+
+def _known(stderr: float | None) -> float | None:
+    """A standard error as a table file writes it: ``None`` (JSON's null, CSV's empty cell) where it is not finite,
+    one sample's ``inf`` or ``inf`` times no change's ``nan``, which says no more than that it is unknown."""
+    return stderr if stderr is not None and math.isfinite(stderr) else None
 
 
 def _entry(number: int, row: object) -> Entry:

@@ -27,6 +27,7 @@ from autoq.cost import CostModel
 from autoq.engine.options import label
 from autoq.engine.ray_session import cluster_address, ray_options_set
 from autoq.engine.result import Point
+from autoq.engine.seeding import portable_seed_from
 from autoq.engine.sessions import SESSION_ATTR, claim, dead_here, is_ours, live_owner, release, storage_lock
 from autoq.engine.strategy import RETRY_ATTR, sampler_name
 from autoq.engine.study_names import SETTINGS_ATTR
@@ -119,19 +120,29 @@ def stored_settings(workload: Workload, config: SearchConfig, derived: dict[str,
     """What defines a search: stored with the study, compared on resume. ``derived``, once the search space is built:
     ``plugin_code`` (the plug-in PTQ methods' digests, `autoq.ptq.plugin_code`) and ``space_options`` (the space's
     `digest`); a resume refuses an edited method or space file by them. A space or latency table given as a file is
-    stored by its absolute path (`portable_space`, `portable_device`): the resume command a search prints works from
-    any folder."""
+    stored by its absolute path (`portable_space`, `portable_device`), and so is a sensitivity table file
+    (`portable_seed_from`): the resume command a search prints works from any folder."""
     return {**(derived or {}),
         "model": workload.name, "model_source": workload.source or None, "budget": parse_budget(config.budget).text,
         "space": portable_space(config.space), "sampler": sampler_name(config.sampler), "seed": config.seed, "skip": list(config.skip),
         "pins": [list(p) for p in config.pins], "device": portable_device(config.device), "batch": config.batch, "n_trials": config.n_trials,
-        "strategy": config.strategy, "seed_from": config.seed_from, "sequential": config.sequential, "max_uniform_seeds": config.max_uniform_seeds,
+        "strategy": config.strategy, "seed_from": portable_seed_from(config.seed_from), "sequential": config.sequential, "max_uniform_seeds": config.max_uniform_seeds,
         "max_retries": config.max_retries,  # not compared: a resume may change it, but one from the command line keeps it unless told
         "tracking_uri": absolute_uri(config.tracking_uri) if config.tracking_uri else None, "experiment": config.experiment,
         "mlflow_parent_run_id": config.mlflow_parent_run_id,
         "data_fingerprint": workload.data_fingerprint,  # other data would score the new trials otherwise than the stored
         "plugins": [portable(p) for p in config.plugins],  # a resume from the command line must load them again
     }
+
+
+def check_seed_table(storage: str | None, study_name: str, digest: str, path: str) -> None:
+    """Refuse to resume a search whose strategy solves on a table file (ilp, greedy) with another table than the one its
+    first session read: the file was read again, and a table overwritten since seeded the new trials from other scores."""
+    stored = (load_study(storage, study_name).user_attrs.get(SETTINGS_ATTR) or {}).get("seed_table")
+    if isinstance(stored, str) and stored != digest:
+        raise AutoqError(f"cannot resume {study_name!r}: the sensitivity table {path} is not the one its search was seeded from "
+                         f"(other scores: overwritten since, or another file); pass that table (the search's MLflow run holds it as "
+                         "seed_table.json), or start a new search (another --study-name)")
 
 
 def load_study(storage: str | None, study_name: str) -> optuna.Study:
@@ -262,6 +273,8 @@ def _same(key: str, stored: Any, given: Any) -> bool:
         return (a.kind, a.value) == (b.kind, b.value)
     if key == "space" and isinstance(stored, str) and isinstance(given, str):
         return portable_space(stored) == portable_space(given)  # a relative path of the folder it ran in
+    if key == "seed_from" and isinstance(stored, str) and isinstance(given, str):
+        return portable_seed_from(stored) == portable_seed_from(given)  # a table file stored by a relative path, before
     if key == "device" and isinstance(stored, str) and isinstance(given, str):
         a, b = portable_device(stored), portable_device(given)  # a table file by its absolute path; a preset in any case
         return a == b or (not is_table_path(stored) and not is_table_path(given) and a.lower() == b.lower())

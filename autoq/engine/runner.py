@@ -36,6 +36,7 @@ from autoq.engine.resume import (
     check_execution,
     check_resumable,
     check_same_settings,
+    check_seed_table,
     end_session,
     finished_trials,
     not_stored,
@@ -47,7 +48,7 @@ from autoq.engine.resume import (
     remember_settings,
     stored_settings,
 )
-from autoq.engine.seeding import check_seed_from, data_driven_pairs, start_strategy
+from autoq.engine.seeding import check_seed_from, data_driven_pairs, is_table_file, start_strategy
 from autoq.engine.strategies import strategy_factory, strategy_uses_sampler
 from autoq.engine.strategy import sampler_factory, sampler_name, study_objectives
 from autoq.engine.study_names import default_study_name, new_study
@@ -171,6 +172,9 @@ class Prepared:
     slack: str | None = None
     left_out: str | None = None  # the note on layers left unquantized: tied weights, or weights a parametrization computes
     unreached: str | None = None  # the note on layers the calibration batches never reach (data-free methods only)
+    # the space without the pins: a sensitivity table is computed over it, the one `autoq sensitivity` (which has no pins)
+    # caches; a pinned search's own table missed that cache, and was computed again (minutes on the default model)
+    table_space: SearchSpace | None = None
 
 
 def prepare(workload: Workload, config: SearchConfig) -> Prepared:
@@ -206,7 +210,8 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
         if not notes:
             raise
         raise AutoqError("; ".join([str(exc), *notes])) from None
-    return Prepared(space, cost_model, budget, slack, left_out, unreached_note(uncalled) if uncalled else None)
+    table_space = SearchSpace.build(load_preset(config.space), layers, None, unsearched) if config.pins else space
+    return Prepared(space, cost_model, budget, slack, left_out, unreached_note(uncalled) if uncalled else None, table_space)
 
 
 def check_calibration_usable(workload: Workload, space: SearchSpace, space_name: str) -> None:
@@ -290,6 +295,10 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         if not config.resume:
             claimed.append((storage, study_name))
         strategy, seeds, uniform, seeded_from, seeding_table = start_strategy(workload, config, problem, study_name, storage)
+        if seeding_table is not None and is_table_file(seeded_from):  # a file may be overwritten between sessions
+            derived["seed_table"] = seeding_table.scores_digest()
+            if config.resume:
+                check_seed_table(storage, study_name, derived["seed_table"], seeded_from)
         uniform_set = set(uniform)
         if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
             strategy.seed(seeds)
@@ -305,7 +314,8 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         tracker = _start_tracking(workload, config, space, budget, study_name, storage, reference, weights, calibration_digest, seeded_from,
                                   len(uniform_set), problem_code)
         parent_id = tracker.parent_id if tracker else None
-        if tracker and seeding_table is not None:  # the scores themselves: a table file named by seed_from may be overwritten since
+        # the scores themselves: a table file named by seed_from may be overwritten since (a resume's table is the same, checked)
+        if tracker and seeding_table is not None and not config.resume:
             tracker.client.log_text(parent_id, seeding_table.to_json(), "seed_table.json")
         if tracker and cost_model.latency_source:
             tracker.client.set_tag(parent_id, "latency_source", cost_model.latency_source)

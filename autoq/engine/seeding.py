@@ -6,7 +6,8 @@ cache) or a table file written by ``autoq sensitivity`` (``.json`` / ``.csv``),
 which must come from the same model; ``none`` starts from random budget-filling
 mixes instead. The default, ``auto``, is `DEFAULT_SEED_METRIC`: the cheapest metric
 (one backward pass per calibration batch) and as good a ranking as the forward ones
-on MiniLM (Spearman 0.971 against 0.977); should the table fail to compute, an
+on MiniLM (Spearman 0.971 against 0.977); `ACTIVATION_SEED_METRIC` for a space with
+activation formats, which a gradient metric cannot tell apart; should the table fail to compute, an
 ``auto`` search warns and goes on unseeded, where a named metric is an error.
 ``ilp`` and ``greedy`` always need a table (``none`` is refused for them).
 """
@@ -32,6 +33,7 @@ if TYPE_CHECKING:
     from autoq.sensitivity import SensitivityTable
 
 DEFAULT_SEED_METRIC = "fisher"
+ACTIVATION_SEED_METRIC = "kl"  # a forward metric: it sees the activation format, which the gradient metrics score alike
 AUTO = "auto"
 NONE = "none"
 
@@ -66,6 +68,17 @@ def _is_path(text: str) -> bool:
     return Path(text).suffix.lower() in {".json", ".csv"} or "/" in text
 
 
+def is_table_file(seed_from: str | None) -> bool:
+    """Whether ``--seed-from`` names a table file (not a metric, ``auto`` or ``none``)."""
+    return isinstance(seed_from, str) and seed_from not in (AUTO, NONE) and _is_path(seed_from)
+
+
+def portable_seed_from(seed_from: str | None) -> str | None:
+    """``--seed-from`` as a search stores it: a table file by its absolute path (as `portable_space` stores a space file),
+    so the resume command a search prints reads the same file from any folder; a metric's name as it is."""
+    return str(Path(seed_from).expanduser().resolve()) if is_table_file(seed_from) else seed_from
+
+
 def seed_table(workload: Workload, space: SearchSpace, seed_from: str, progress: bool = True) -> SensitivityTable:
     """The sensitivity table named by ``seed_from``, checked against the workload's model."""
     from autoq.sensitivity import SensitivityTable, data_fingerprint, model_hash, workload_table
@@ -90,8 +103,11 @@ def seed_table(workload: Workload, space: SearchSpace, seed_from: str, progress:
 
 
 def space_scores(table: SensitivityTable, space: SearchSpace) -> tuple[tuple[float, ...], ...]:
-    """The table's scores aligned with ``space.options``; a missing (layer, option) is a clear error."""
-    return tuple(tuple(table.score(layer.name, c.name) for c in opts) for layer, opts in zip(space.layers, space.options))
+    """The table's scores aligned with ``space.options``; a missing (layer, option) is a clear error. A layer of one
+    option (a pin) needs no score, any constant ranks it alike: one the table lacks (a pin of a choice outside the
+    space, which the table computed over the unpinned space has not scored) is 0."""
+    return tuple(tuple(table.score(layer.name, c.name) if len(opts) > 1 or table.has(layer.name, c.name) else 0.0 for c in opts)
+                 for layer, opts in zip(space.layers, space.options))
 
 
 SEEDS_NOTE_LAYERS = 200  # from this many layers the table's seeds take long enough (12 s at 224, 42 s at 800) to say so first
@@ -110,7 +126,9 @@ def seed_metric(seed_from: str | None, strategy: str, space: SearchSpace | None 
 
     ``auto`` is `DEFAULT_SEED_METRIC` unless ``space`` has more than ``limit`` data-driven (layer, option)
     pairs: a table quantizes every pair up front (GPTQ, AWQ, AdaRound at up to seconds each on an LLM),
-    where a search quantizes only the pairs its trials meet."""
+    where a search quantizes only the pairs its trials meet. For a space with activation formats it is
+    `ACTIVATION_SEED_METRIC`: fisher scored ``+a8-tensor`` and ``+a8-token`` alike, and the seeds chose between them
+    at random."""
     if seed_from in (None, NONE):
         return None  # refused for ilp and greedy by check_seed_from
     if seed_from != AUTO:
@@ -119,6 +137,8 @@ def seed_metric(seed_from: str | None, strategy: str, space: SearchSpace | None 
         return None  # random: a table would go unread
     if not strategy_needs_scores(strategy) and space is not None and data_driven_pairs(space) > limit:
         return None
+    if space is not None and any(c.activation is not None for opts in space.options for c in opts):
+        return ACTIVATION_SEED_METRIC
     return DEFAULT_SEED_METRIC
 
 
@@ -144,7 +164,7 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
     # a resumed study keeps the seeds its first session enqueued: only a strategy that solves on the table needs it again
     if seed_from and not (config.resume and not strategy_needs_scores(config.strategy)):
         try:
-            table = seed_table(workload, problem.space, seed_from, config.progress)
+            table = seed_table(workload, problem.table_space or problem.space, seed_from, config.progress)
             scores = space_scores(table, problem.space)
         except Exception as exc:  # noqa: BLE001 - only the default may fall back, and it says why
             if config.seed_from != AUTO or strategy_needs_scores(config.strategy):

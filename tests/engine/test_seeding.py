@@ -98,3 +98,67 @@ def test_a_resume_reads_no_table_and_asks_for_none_that_moved(tmp_path, monkeypa
     (tmp_path / "tables").rename(tmp_path / "moved")
     capsys.readouterr()
     assert main([*base, "--resume", "s", "--n-trials", "3"]) == 0, capsys.readouterr().err
+
+
+def test_a_resumed_ilp_search_reads_its_table_from_any_folder_and_refuses_one_overwritten_since(tmp_path, monkeypatch, capsys):
+    """ilp solves on its table again when resumed: a relative --seed-from was stored as typed (a resume from another
+    folder found no file, or another one), and a table overwritten since seeded the new trials from other scores while
+    the search's seed_table.json was written over with it."""
+    import shutil
+
+    from autoq.cli import main
+    from autoq.sensitivity import SensitivityTable
+
+    ran, other = tmp_path / "ran", tmp_path / "other"
+    ran.mkdir()
+    other.mkdir()
+    monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.chdir(ran)
+    for metric in ("mse", "sqnr"):
+        assert main(["sensitivity", "--metric", metric, "--model", "digits-cnn", "--out", metric, "--tracking-uri", "none", "--no-progress"]) == 0
+    mse, sqnr = next((ran / "mse").glob("*.json")), next((ran / "sqnr").glob("*.json"))
+    uri, storage = f"sqlite:///{ran / 'mlflow.db'}", f"sqlite:///{ran / 'optuna.db'}"
+    base = ["search", "--model", "digits-cnn", "--no-progress", "--tracking-uri", uri, "--storage", storage]
+    assert main([*base, "--strategy", "ilp", "--seed-from", "mse/" + mse.name, "--n-trials", "3", "--study-name", "s"]) == 0
+    monkeypatch.chdir(other)
+    capsys.readouterr()
+    assert main([*base, "--resume", "s", "--n-trials", "4"]) == 0, capsys.readouterr().err
+    shutil.copy(sqnr, mse)  # the file the search was seeded from, overwritten by another metric's table
+    assert main([*base, "--resume", "s", "--n-trials", "5"]) == 2
+    assert (f"cannot resume 's': the sensitivity table {mse} is not the one its search was seeded from (other scores: overwritten "
+            "since, or another file)") in capsys.readouterr().err
+    client = MlflowClient(uri)
+    (parent,) = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], "tags.`autoq.kind` = 'search'")
+    logged = SensitivityTable.load(client.download_artifacts(parent.info.run_id, "seed_table.json", str(tmp_path)))
+    assert logged.metric == "mse"  # what seeded it, not what the file holds now
+
+
+def test_a_pinned_search_reuses_the_table_autoq_sensitivity_cached(tmp_path, monkeypatch):
+    """The table of a pinned search was computed over the pinned space (a pinned layer of one option): another cache key
+    than autoq sensitivity's, which has no pins, so the table was computed again."""
+    from autoq.cli import main
+
+    monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "cache"))
+    assert main(["sensitivity", "--metric", "mse", "--model", "digits-cnn", "--out", str(tmp_path / "t"), "--tracking-uri", "none", "--no-progress"]) == 0
+    cached = list((tmp_path / "cache" / "sensitivity").glob("mse-*.json"))
+    assert len(cached) == 1
+    for pin in ("int8-ch-asym:rtn-mse", "int5-ch-asym:rtn-mse"):  # a choice of the space's, and one outside it
+        result = autoq.search("digits-cnn", budget="4.5bits", n_trials=8, seed_from="mse", pins={"^0$": pin}, tracking_uri=None,
+                              storage=None, progress=False)
+        assert all(p.assignment["0"].name == pin for p in result.points)
+    assert list((tmp_path / "cache" / "sensitivity").glob("mse-*.json")) == cached
+
+
+def test_auto_seeds_a_space_of_activation_formats_from_a_forward_metric():
+    """fisher scores a8-tensor and a8-token alike (the weight change alone), and the seeds chose between them at random."""
+    from torch import nn
+
+    from autoq.engine.seeding import seed_metric
+    from autoq.model import find_layers
+    from autoq.search_spaces import load_preset
+    from autoq.space import SearchSpace
+
+    layers = find_layers(nn.Sequential(nn.Linear(64, 64), nn.ReLU(), nn.Linear(64, 8)))
+    assert seed_metric("auto", "optuna", SearchSpace.build(load_preset("w8a8"), layers)) == "kl"
+    assert seed_metric("auto", "optuna", SearchSpace.build(load_preset("default"), layers)) == "fisher"
+    assert seed_metric("fisher", "optuna", SearchSpace.build(load_preset("w8a8"), layers)) == "fisher"  # named: as named

@@ -248,3 +248,19 @@ def test_a_model_that_caches_a_tensor_at_its_first_call_is_scored_by_the_gradien
     space = space_for(model)
     table = compute_table(model, batches(), space.layers, space.options, "fisher", use_cache=False, progress=False)
     assert any(e.score > 0 for e in table.entries)
+
+
+def test_fewer_rows_asked_for_than_there_are_batches_take_that_many_spread_over_them():
+    """A row from every batch: 256 one-row batches gave 256 rows where n_samples asked for 32 (a DataLoader of small
+    batches from Python; hessian's 40 iterations each went over all of them)."""
+    from autoq.sensitivity.inputs import subsample
+
+    batches = [torch.full((1, 3), float(i)) for i in range(256)]
+    picked = subsample(batches, 32)
+    assert len(picked) == 32 and sum(b.shape[0] for b in picked) == 32
+    firsts = [int(b[0, 0]) for b in picked]
+    assert firsts == sorted(firsts) and firsts[0] < 8 and firsts[-1] >= 248  # one in every 8, from first to last
+    uneven = [torch.zeros(n, 3) for n in (5, 1, 30, 2, 64)]
+    assert sum(b.shape[0] for b in subsample(uneven, 20)) == 20
+    assert sum(b.shape[0] for b in subsample(uneven, 20, 8)) == 20 and max(b.shape[0] for b in subsample(uneven, 20, 8)) <= 8
+    assert [b.shape[0] for b in subsample(uneven, None)] == [5, 1, 30, 2, 64]

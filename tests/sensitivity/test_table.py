@@ -173,3 +173,23 @@ def test_the_heat_map_draws_a_zero_score_apart_from_a_missing_one_and_fp16_last(
     assert grid[0, 2] < low <= high  # below the colour range: the colour map's 'under' colour, not blank
     assert math.isnan(grid[1, 1]) and math.isnan(grid[1, 2])  # not scored: blank
     assert grid[0, 0] == pytest.approx(math.log10(0.5)) and (low, high) == pytest.approx((math.log10(0.0123456789012345), math.log10(2.5)))
+
+
+def test_a_table_with_an_infinite_stderr_is_strict_json_and_csv(tmp_path):
+    """One iteration's stderr (inf) and a statistic of it were written as 'Infinity', which strict JSON readers (jq, a
+    browser) refuse; they are written as unknown (null, an empty cell) and left out of the statistics."""
+    import dataclasses
+    import json
+
+    t = dataclasses.replace(table(), entries=(Entry("enc.0.q", "fp16", 1e-12, float("inf")), Entry("enc.0.q", "int2-ch-asym:rtn-mse", 0.5, float("nan"))),
+                            layer_stats=(("enc.0.q", (("trace", 3.0), ("trace_stderr", float("inf")))),))
+
+    def refuse(constant):
+        raise ValueError(f"not JSON: {constant}")
+
+    data = json.loads(t.to_json(), parse_constant=refuse)
+    assert [row[3] for row in data["entries"]] == [None, None] and data["layer_stats"] == {"enc.0.q": {"trace": 3.0}}
+    csv_text = t.to_csv()
+    assert "Infinity" not in csv_text and "enc.0.q,fp16,1e-12,\n" in csv_text
+    for path in (t.save(tmp_path / "t.json"), t.save(tmp_path / "t.csv")):
+        assert SensitivityTable.load(path).entry("enc.0.q", "fp16").stderr is None
