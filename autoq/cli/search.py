@@ -30,7 +30,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"{' / '.join(strategies)}: optuna (default) is a seeded sampler, the others run alone")
     p.add_argument("--seed-from", default="auto", metavar="METRIC",
                    help=f"seed from a sensitivity table: {', '.join(metrics)}, or a table file (.json/.csv); "
-                        "auto (default): fisher, cached on disk; none: random budget-filling mixes")
+                        "auto (default): fisher, or kl for a space with activation formats, cached on disk; none: random budget-filling mixes")
     p.add_argument("--skip", action="append", default=[], metavar="REGEX", help="leave layers matching REGEX unquantized (repeatable)")
     p.add_argument("--pin", action="append", default=[], metavar="REGEX=CHOICE", help="fix layers matching REGEX to CHOICE, e.g. 'classifier=fp16' (repeatable)")
     add_mlflow_args(p, nest=True, can_skip=True)

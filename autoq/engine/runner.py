@@ -91,7 +91,7 @@ class SearchConfig:
     n_fill_seeds: int = 16  # budget-filling mixes enqueued after the uniform baselines
     max_uniform_seeds: int | None = 16  # uniform baselines at most (each weight format once first; see seeds.uniform_seeds); None: all
     strategy: str = "optuna"  # optuna | ilp | greedy | random | a registered one (register_strategy)
-    seed_from: str | None = "auto"  # sensitivity metric or table file seeding the search; "auto": fisher; None / "none": random fill seeds
+    seed_from: str | None = "auto"  # sensitivity metric or table file seeding the search; "auto": fisher (kl for activation formats); None / "none": random fill seeds
     skip: tuple[str, ...] = ()
     pins: tuple[tuple[str, str], ...] = ()
     tracking_uri: str | None = field(default_factory=default_tracking_uri)  # $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db; None (or "none"): no MLflow
