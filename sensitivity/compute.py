@@ -105,12 +105,9 @@ def compute_table(
     info = get_metric(metric)
     resolved = resolve_settings(info, settings)
     digest = model_hash(model)
-    key_model = f"{digest}:{structure_digest(model)}"  # the same weights in another architecture score otherwise
     data_digest = fingerprint or data_fingerprint(batches)
-    # a workload's fingerprint names its data recipe, not how it is batched (digits-cnn's batch_size): the key adds the shapes
-    key_data = f"{fingerprint}:{batch_shapes_digest(batches)}" if fingerprint else data_digest
     cacheable = use_cache and loss is None and not _own_statistics(weights, batches)
-    path = cache_path(metric, cache_key(key_model, key_data, metric, resolved, layers, options)) if cacheable else None
+    path = _cache_file(model, digest, batches, fingerprint, data_digest, metric, resolved, layers, options) if cacheable else None
     if path is not None and path.is_file() and not refresh:
         try:
             return show_notes(SensitivityTable.load(path))
@@ -194,6 +191,28 @@ def _own_statistics(weights: QuantCache | None, batches: Sequence[Any]) -> bool:
     same_batches = (len(stats.batches) == len(batches) and all(a is b for a, b in zip(stats.batches, batches))
                     or data_fingerprint(stats.batches) == data_fingerprint(batches))
     return not same_batches or stats.max_samples != DEFAULT_MAX_SAMPLES or stats.seed != 0
+
+
+def _cache_file(model: nn.Module, digest: str, batches: Sequence[Any], fingerprint: str, data_digest: str, metric: str,
+                resolved: Mapping[str, Any], layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]]) -> Path:
+    """Where the cache keeps the table of these inputs (``digest``: the model's weights hash; ``data_digest``: the
+    fingerprint, else the batches' own)."""
+    key_model = f"{digest}:{structure_digest(model)}"  # the same weights in another architecture score otherwise
+    # a workload's fingerprint names its data recipe, not how it is batched (digits-cnn's batch_size): the key adds the shapes
+    key_data = f"{fingerprint}:{batch_shapes_digest(batches)}" if fingerprint else data_digest
+    return cache_path(metric, cache_key(key_model, key_data, metric, resolved, layers, options))
+
+
+def cached_workload_table(workload: Workload, layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]], metric: str,
+                          settings: Mapping[str, Any] | None = None) -> SensitivityTable | None:
+    """The table `workload_table` would read from the cache, or ``None`` where none is cached: nothing is computed."""
+    model, batches, fingerprint = workload.model, workload.calibration, workload.data_fingerprint
+    path = _cache_file(model, model_hash(model), batches, fingerprint, fingerprint or data_fingerprint(batches), metric,
+                       resolve_settings(get_metric(metric), settings), layers, options)
+    try:
+        return show_notes(SensitivityTable.load(path)) if path.is_file() else None
+    except AutoqError:  # damaged: as compute_table, which computes it again
+        return None
 
 
 def workload_table(workload: Workload, layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]], metric: str,

@@ -49,7 +49,7 @@ from autoq.engine.resume import (
     stored_settings,
 )
 from autoq.engine.seeding import check_seed_from, data_driven_pairs, is_table_file, start_strategy
-from autoq.engine.strategies import strategy_factory, strategy_uses_sampler
+from autoq.engine.strategies import strategy_factory, strategy_needs_scores, strategy_uses_sampler
 from autoq.engine.strategy import sampler_factory, sampler_name, study_objectives
 from autoq.engine.study_names import default_study_name, new_study
 from autoq.engine.trials import TrialBook
@@ -172,9 +172,6 @@ class Prepared:
     slack: str | None = None
     left_out: str | None = None  # the note on layers left unquantized: tied weights, or weights a parametrization computes
     unreached: str | None = None  # the note on layers the calibration batches never reach (data-free methods only)
-    # the space without the pins: a sensitivity table is computed over it, the one `autoq sensitivity` (which has no pins)
-    # caches; a pinned search's own table missed that cache, and was computed again (minutes on the default model)
-    table_space: SearchSpace | None = None
 
 
 def prepare(workload: Workload, config: SearchConfig) -> Prepared:
@@ -210,8 +207,7 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
         if not notes:
             raise
         raise AutoqError("; ".join([str(exc), *notes])) from None
-    table_space = SearchSpace.build(load_preset(config.space), layers, None, unsearched) if config.pins else space
-    return Prepared(space, cost_model, budget, slack, left_out, unreached_note(uncalled) if uncalled else None, table_space)
+    return Prepared(space, cost_model, budget, slack, left_out, unreached_note(uncalled) if uncalled else None)
 
 
 def check_calibration_usable(workload: Workload, space: SearchSpace, space_name: str) -> None:
@@ -285,6 +281,11 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
     if db is not None and not config.resume:
         db.parent.mkdir(parents=True, exist_ok=True)  # as MLflow's store beside it is made: a new folder is fine
     n_retried = 0
+    if config.resume and is_table_file(config.seed_from) and strategy_needs_scores(config.strategy):  # before the study changes
+        from autoq.sensitivity import SensitivityTable
+
+        check_seed_table(storage, study_name, SensitivityTable.load(config.seed_from).scores_digest(), str(config.seed_from),
+                         bool(config.tracking_uri))
     if config.resume:  # marks the interrupted trials failed and enqueues them again
         claimed.append((storage, study_name))  # before it claims: its session ends however the resume ends
         n_retried = check_resumable(storage, study_name, stored_settings(workload, config, derived), space)
@@ -297,8 +298,6 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         strategy, seeds, uniform, seeded_from, seeding_table = start_strategy(workload, config, problem, study_name, storage)
         if seeding_table is not None and is_table_file(seeded_from):  # a file may be overwritten between sessions
             derived["seed_table"] = seeding_table.scores_digest()
-            if config.resume:
-                check_seed_table(storage, study_name, derived["seed_table"], seeded_from)
         uniform_set = set(uniform)
         if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
             strategy.seed(seeds)

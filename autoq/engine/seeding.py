@@ -79,10 +79,27 @@ def portable_seed_from(seed_from: str | None) -> str | None:
     return str(Path(seed_from).expanduser().resolve()) if is_table_file(seed_from) else seed_from
 
 
-def seed_table(workload: Workload, space: SearchSpace, seed_from: str, progress: bool = True) -> SensitivityTable:
-    """The sensitivity table named by ``seed_from``, checked against the workload's model."""
+def _unpinned(config: SearchConfig, space: SearchSpace) -> SearchSpace | None:
+    """The search's space without its pins, over which `autoq sensitivity` (which has no pins) computes and caches a
+    table; ``None`` without pins, or where the space's rules do not cover a pinned layer (a pin in place of a rule)."""
+    if not config.pins:
+        return None
+    from autoq.search_spaces import load_preset
+
+    try:
+        return SearchSpace.build(load_preset(config.space), space.layers)
+    except AutoqError:
+        return None
+
+
+def seed_table(workload: Workload, space: SearchSpace, seed_from: str, progress: bool = True,
+               unpinned: SearchSpace | None = None) -> SensitivityTable:
+    """The sensitivity table named by ``seed_from``, checked against the workload's model. A metric's table over
+    ``space``, or over ``unpinned`` (the space without its pins) where the cache holds that one: a pinned search
+    computed its own table again after `autoq sensitivity` had cached the unpinned one (minutes on the default model).
+    A table is not computed over the unpinned space: a layer pinned to fp16 because a method fails there would fail it."""
     from autoq.sensitivity import SensitivityTable, data_fingerprint, model_hash, workload_table
-    from autoq.sensitivity.compute import show_notes
+    from autoq.sensitivity.compute import cached_workload_table, show_notes
 
     if _is_path(seed_from):
         table = show_notes(SensitivityTable.load(seed_from))
@@ -97,6 +114,9 @@ def seed_table(workload: Workload, space: SearchSpace, seed_from: str, progress:
                       f"{table.data_fingerprint}) than this search's ({workload.data_fingerprint or ours}): its scores rank the "
                       "layers as that data did", file=sys.stderr, flush=True)
         return table
+    cached = cached_workload_table(workload, unpinned.layers, unpinned.options, seed_from) if unpinned is not None else None
+    if cached is not None:
+        return cached
     if progress:
         print(f"autoq: {seed_from} sensitivity for {len(space.layers)} layers (cached after the first run) ...", file=sys.stderr, flush=True)
     return workload_table(workload, space.layers, space.options, seed_from, progress=progress)
@@ -137,7 +157,7 @@ def seed_metric(seed_from: str | None, strategy: str, space: SearchSpace | None 
         return None  # random: a table would go unread
     if not strategy_needs_scores(strategy) and space is not None and data_driven_pairs(space) > limit:
         return None
-    if space is not None and any(c.activation is not None for opts in space.options for c in opts):
+    if space is not None and any(c.activation is not None for opts in space.options if len(opts) > 1 for c in opts):  # not a pin's
         return ACTIVATION_SEED_METRIC
     return DEFAULT_SEED_METRIC
 
@@ -164,7 +184,7 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
     # a resumed study keeps the seeds its first session enqueued: only a strategy that solves on the table needs it again
     if seed_from and not (config.resume and not strategy_needs_scores(config.strategy)):
         try:
-            table = seed_table(workload, problem.table_space or problem.space, seed_from, config.progress)
+            table = seed_table(workload, problem.space, seed_from, config.progress, _unpinned(config, problem.space))
             scores = space_scores(table, problem.space)
         except Exception as exc:  # noqa: BLE001 - only the default may fall back, and it says why
             if config.seed_from != AUTO or strategy_needs_scores(config.strategy):

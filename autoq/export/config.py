@@ -78,11 +78,10 @@ def _with_parameter_dtypes(model: nn.Module, dtypes: Any) -> nn.Module:
     return model
 
 
-def write_config(out_dir: Path, config: dict[str, Any]) -> Path:
-    path = out_dir / CONFIG_NAME
-    # default=str: a Hugging Face config may hold what JSON has no type for (a path); the text rebuilds it as well
-    path.write_text(json.dumps({"format": EXPORT_FORMAT, "version": EXPORT_VERSION, **config}, indent=1, default=str) + "\n")
-    return path
+def config_text(config: dict[str, Any]) -> str:
+    """``autoq_config.json``'s text for ``config``. ``default=str``: a Hugging Face config may hold what JSON has no
+    type for (a path), which its text rebuilds as well; it raised after the weights were written."""
+    return json.dumps({"format": EXPORT_FORMAT, "version": EXPORT_VERSION, **config}, indent=1, default=str) + "\n"
 
 
 def read_config(out_dir: Path) -> dict[str, Any]:
@@ -133,8 +132,8 @@ def rebuild_base(base: dict[str, Any], state: Mapping[str, torch.Tensor]) -> nn.
         or_given = "or pass model= (an instance of the exported architecture) to autoq.load"
         if not isinstance(model_type, str):
             raise AutoqError(f"the export's Hugging Face config names no model_type: the file is damaged; export again, {or_given}")
-        # the config's own dtype: an export of a model of mixed dtypes, by an autoq that recorded none
-        dtype = float_dtype(base.get("dtype")) or float_dtype(hf.get("dtype")) or torch.float32
+        # fp32 where none is recorded: a model of mixed dtypes, exported by an autoq that recorded none, came back in fp32
+        dtype = float_dtype(base.get("dtype")) or torch.float32
         with quiet_logs():
             try:
                 config = transformers.AutoConfig.for_model(model_type, **hf)

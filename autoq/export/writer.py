@@ -21,7 +21,7 @@ import contextlib
 import os
 import stat
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -33,13 +33,13 @@ from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.errors import AutoqError
 from autoq.evaluate.fidelity import check_finite_batches, user_batches
-from autoq.export.config import CONFIG_NAME, PRODUCER, WEIGHTS_NAME, describe_base, write_config
+from autoq.export.config import CONFIG_NAME, PRODUCER, WEIGHTS_NAME, config_text, describe_base
 from autoq.export.from_run import RunPoint, model_of, point_from_run
 from autoq.export.layout import to_tensors
 from autoq.export.mlflow_model import input_spec
 from autoq.export.mlflow_store import check_registered_name, log_export
 from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
-from autoq.files import file_crc32, first_missing, make_folder, removed_if_empty
+from autoq.files import file_crc32, first_missing, make_folder, removed_if_empty, write_text_atomic
 from autoq.model import check_finite_stored, find_layers, get_module, tied_weights, uncompiled
 from autoq.quant.stored import stored_dtype
 
@@ -115,18 +115,30 @@ def _ours(path: Path) -> bool:
         return False
 
 
-@contextlib.contextmanager
-def _both_or_neither(out: Path) -> Iterator[None]:
-    """Remove the weights and config again if writing them fails (a full disk, a Ctrl-C): the weights alone were refused
-    by every later export as 'a model that autoq did not export', and a config beside other weights described them
-    wrongly."""
+def _write_files(out: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
+    """Write the weights and their config, both or neither: the weights go to a temporary file that replaces
+    ``model.safetensors`` only once the config's text is made, so a failure before that (a full disk, Ctrl-C, a config
+    JSON cannot hold) leaves the export already in the folder as it was, and one after it removes both files (the
+    weights alone were refused by every later export as 'a model that autoq did not export')."""
+    weights, tmp = out / WEIGHTS_NAME, out / f".{WEIGHTS_NAME}.{os.getpid()}.tmp"
     try:
-        yield
-    except BaseException:
-        for name in (WEIGHTS_NAME, CONFIG_NAME):
-            with contextlib.suppress(OSError):
-                (out / name).unlink(missing_ok=True)
-        raise
+        _save_weights(tensors, tmp)
+        # the size and CRC-32 of the file as written, checked at load: a changed byte loaded, and computed otherwise
+        text = config_text({**config, "file_bytes": tmp.stat().st_size, "file_crc32": file_crc32(tmp)})
+        os.replace(tmp, weights)
+        try:
+            write_text_atomic(out / CONFIG_NAME, text)
+            # safetensors 0.8 writes through a temporary file made 0600 and renames it (safetensors#782), so only the
+            # exporting user could read the weights (a model baked into a container as root, a shared folder). They
+            # get the mode of the config written beside them, which open() gave as for any new file: 0666 less the umask.
+            weights.chmod(stat.S_IMODE((out / CONFIG_NAME).stat().st_mode))
+        except BaseException:
+            for path in (weights, out / CONFIG_NAME):
+                with contextlib.suppress(OSError):
+                    path.unlink(missing_ok=True)
+            raise
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def export(model: nn.Module | str | None, point: object, out_dir: str | Path, calibration: Sequence[Any] | None = None,
@@ -269,22 +281,15 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
 
     cost = CostModel.for_model(model, layers).cost(assignment)
     inputs = input_spec(calibration[0], model) if calibration else None
-    with removed_if_empty(out, made_from), _both_or_neither(out):
-        _save_weights(tensors, out / WEIGHTS_NAME)
-        write_config(out, {
+    with removed_if_empty(out, made_from):
+        _write_files(out, tensors, {
             "base": describe_base(model, builtin, dtype),
             "weights": WEIGHTS_NAME,
             "assignment": assignment.to_dict(),
             "layers": meta,
             "cost": {"effective_bits": cost.effective_bits, "size_bytes": cost.size_bytes},
-            "file_bytes": (out / WEIGHTS_NAME).stat().st_size,
-            "file_crc32": file_crc32(out / WEIGHTS_NAME),  # checked at load: a changed byte loaded, and computed otherwise
             **({"inputs": inputs} if inputs else {}),  # the input's dtypes and shapes, for the MLflow model's signature
         })
-        # safetensors 0.8 writes through a temporary file made 0600 and renames it (safetensors#782), so only the
-        # exporting user could read the weights (a model baked into a container as root, a shared folder). They get
-        # the mode of the config written beside them, which open() gave as for any new file: 0666 less the umask.
-        (out / WEIGHTS_NAME).chmod(stat.S_IMODE((out / CONFIG_NAME).stat().st_mode))
     if log_to_run:
         log_export(tracking_uri, run_id, out, registered_model_name)
     return out

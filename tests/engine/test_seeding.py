@@ -126,7 +126,7 @@ def test_a_resumed_ilp_search_reads_its_table_from_any_folder_and_refuses_one_ov
     shutil.copy(sqnr, mse)  # the file the search was seeded from, overwritten by another metric's table
     assert main([*base, "--resume", "s", "--n-trials", "5"]) == 2
     assert (f"cannot resume 's': the sensitivity table {mse} is not the one its search was seeded from (other scores: overwritten "
-            "since, or another file)") in capsys.readouterr().err
+            "since); put that table back there (the search's MLflow run holds it as seed_table.json)") in capsys.readouterr().err
     client = MlflowClient(uri)
     (parent,) = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], "tags.`autoq.kind` = 'search'")
     logged = SensitivityTable.load(client.download_artifacts(parent.info.run_id, "seed_table.json", str(tmp_path)))
@@ -147,6 +147,14 @@ def test_a_pinned_search_reuses_the_table_autoq_sensitivity_cached(tmp_path, mon
                               storage=None, progress=False)
         assert all(p.assignment["0"].name == pin for p in result.points)
     assert list((tmp_path / "cache" / "sensitivity").glob("mse-*.json")) == cached
+    # a space whose rules leave out a pinned layer (the pin in place of a rule): its own table, over the pinned space
+    space = tmp_path / "partial.yaml"
+    space.write_text('name: partial\nrules:\n  - layers: "^(0|2|6)$"\n    bits: [4, 8]\n    granularity: [channel]\n'
+                     '    symmetric: false\n    methods: [rtn-mse]\n    half: true\n')
+    for seed_from in ("mse", "none"):
+        result = autoq.search("digits-cnn", budget="6bits", n_trials=3, space=str(space), seed_from=seed_from, pins={"^8$": "fp16"},
+                              tracking_uri=None, storage=None, progress=False)
+        assert all(p.assignment["8"].name == "fp16" for p in result.points)
 
 
 def test_auto_seeds_a_space_of_activation_formats_from_a_forward_metric():
@@ -162,3 +170,5 @@ def test_auto_seeds_a_space_of_activation_formats_from_a_forward_metric():
     assert seed_metric("auto", "optuna", SearchSpace.build(load_preset("w8a8"), layers)) == "kl"
     assert seed_metric("auto", "optuna", SearchSpace.build(load_preset("default"), layers)) == "fisher"
     assert seed_metric("fisher", "optuna", SearchSpace.build(load_preset("w8a8"), layers)) == "fisher"  # named: as named
+    pinned = SearchSpace.build(load_preset("default"), layers, {"^0$": "int8-ch-sym:rtn-minmax+a8-token"})
+    assert seed_metric("auto", "optuna", pinned) == "fisher"  # a pin's activation format leaves no choice to tell apart

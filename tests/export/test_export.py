@@ -185,24 +185,36 @@ def test_weights_changed_in_place_are_refused_by_their_checksum(tmp_path):
 
 def test_an_export_that_fails_while_writing_leaves_nothing_and_a_cut_short_one_is_replaced(tmp_path, monkeypatch):
     """The weights were written before the config: a failure between them left them alone, and every later export into
-    the folder was refused as 'a model that autoq did not export'."""
+    the folder was refused as 'a model that autoq did not export'. A failure before the weights are in place leaves
+    the export already there as it was."""
     writer = importlib.import_module("autoq.export.writer")  # autoq.export is also the function's name
 
     workload = load_workload("digits-cnn")
     point, out = mixed(workload.model), tmp_path / "q"
 
-    def failing(folder, config):
+    def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(writer, "write_config", failing)
-    with pytest.raises(OSError, match="No space left"):
-        autoq.export(workload.model, point, out, progress=False)
+    with monkeypatch.context() as m:
+        m.setattr(writer, "write_text_atomic", disk_full)  # the config, after the weights are in place
+        with pytest.raises(OSError, match="No space left"):
+            autoq.export(workload.model, point, out, progress=False)
     assert not out.exists()  # made by this export, and left empty: removed
-    monkeypatch.undo()
-    out.mkdir()
-    writer._save_weights({"w": torch.ones(2)}, out / WEIGHTS_NAME)  # an export killed before its config: autoq's own leftover
     autoq.export(workload.model, point, out, progress=False)
-    autoq.load(out, model=copy.deepcopy(workload.model))
+    x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    before = autoq.load(out, model=copy.deepcopy(workload.model))(x)
+    with monkeypatch.context() as m:
+        m.setattr(writer, "_save_weights", disk_full)  # the weights, before they replace the export's
+        with pytest.raises(OSError, match="No space left"):
+            autoq.export(workload.model, point, out, progress=False)
+    assert sorted(p.name for p in out.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
+    assert torch.equal(autoq.load(out, model=copy.deepcopy(workload.model))(x), before)  # the export there, as it was
+
+    leftover = tmp_path / "leftover"
+    leftover.mkdir()
+    writer._save_weights({"w": torch.ones(2)}, leftover / WEIGHTS_NAME)  # an export killed before its config: autoq's own leftover
+    autoq.export(workload.model, point, leftover, progress=False)
+    autoq.load(leftover, model=copy.deepcopy(workload.model))
     other = tmp_path / "other"
     other.mkdir()
     from safetensors.torch import save_file

@@ -424,6 +424,12 @@ def test_a_module_of_mixed_dtypes_comes_back_in_them(tmp_path):
     loaded = autoq.load(out)
     assert {n: p.dtype for n, p in loaded.named_parameters()} == {n: p.dtype for n, p in model.named_parameters() if not n.endswith(".q.weight")
                                                                  or "block.0." not in n}
+    config_path = out / CONFIG_NAME
+    written = json.loads(config_path.read_text())
+    for key in ("dtype", "parameter_dtypes"):  # as an export before them recorded such a model: rebuilt in fp32, as it was
+        del written["base"][key]
+    config_path.write_text(json.dumps(written))
+    assert {p.dtype for p in autoq.load(out).parameters()} == {torch.float32}
     given = autoq.load(out, model=T5EncoderModel.from_pretrained(tmp_path / "t5", dtype=torch.float16))
     x = torch.tensor([[1, 5, 9, 2]])
     with torch.no_grad():
