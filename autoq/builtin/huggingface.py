@@ -36,6 +36,10 @@ def load_pretrained(path: str | Path):
         )
     if not (directory / "config.json").is_file():
         raise AutoqError(f"{str(path)!r} is not a Hugging Face model directory: it has no config.json")
+    if "auto_map" in _saved_config(directory):  # transformers asked whether to run the folder's code, in autoq's output
+        raise AutoqError(f"the model in {str(path)!r} runs its own code (its config.json has an auto_map), which autoq does not run "
+                         "from a folder, nor could an export rebuild it; load the model yourself (trust_remote_code=True) and "
+                         "search it through the Python API (autoq.search(model, batches))")
     from transformers import AutoTokenizer
 
     model, missing = _load_base(directory, path)
@@ -54,7 +58,7 @@ def load_pretrained(path: str | Path):
     model.eval()
     try:
         with quiet_logs():
-            tokenizer = AutoTokenizer.from_pretrained(str(directory))
+            tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False)
     except Exception as exc:  # noqa: BLE001 - a vision or audio model has none
         raise AutoqError(f"{str(path)!r} has no tokenizer that loads ({type(exc).__name__}): save a text model's tokenizer beside "
                          "it (tokenizer.save_pretrained(dir)); 'autoq search --model DIR' evaluates text models on sentences, so "
@@ -79,7 +83,8 @@ def _load_base(directory: Path, path: str | Path, **options: Any) -> tuple[torch
     """The base model of ``directory`` in fp32 and the weights missing from its checkpoint (sorted)."""
     try:
         with quiet_logs():  # no weight-loading progress bars or warnings over our own output
-            model, info = _base_class(directory).from_pretrained(str(directory), dtype=torch.float32, output_loading_info=True, **options)
+            model, info = _base_class(directory).from_pretrained(str(directory), dtype=torch.float32, output_loading_info=True,
+                                                                 trust_remote_code=False, **options)
     except Exception as exc:  # transformers raises many types for a broken directory
         raise AutoqError(f"could not load a model from {str(path)!r}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
     return model, sorted(info.get("missing_keys") or ())

@@ -166,6 +166,20 @@ def rebuild_base(base: dict[str, Any], state: Mapping[str, torch.Tensor]) -> nn.
     raise AutoqError("this export does not say how to rebuild its model; pass model= (an instance of the same architecture) to autoq.load")
 
 
+def unrebuildable(base: dict[str, Any]) -> str | None:
+    """Why `rebuild_base` cannot build the model ``base`` describes (a model class of the user's own, or of a Hugging
+    Face folder's own code), else ``None``: an MLflow model of such an export, which loads with ``autoq.load`` alone,
+    was logged and registered, and failed in every ``mlflow.pyfunc.load_model``."""
+    if base.get("hf_config"):
+        import transformers
+
+        name = base.get("class", "")
+        return None if isinstance(getattr(transformers, name, None), type) else f"its class {name!r} is not one of transformers'"
+    if base.get("builtin"):
+        return None
+    return f"it is a {base.get('class')}, neither a built-in model nor a Hugging Face one: the export holds its weights, not its code"
+
+
 def float_dtype(name: Any) -> torch.dtype | None:
     """The floating-point dtype an export names (``bfloat16``), else ``None``."""
     wanted = getattr(torch, name, None) if isinstance(name, str) and name else None

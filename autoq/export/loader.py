@@ -182,7 +182,7 @@ def _load_folder(out: Path, model: nn.Module | None, backend: str) -> nn.Module:
         if layer is None or [layer.out_features, layer.in_features] != entry["shape"]:
             got = None if layer is None else [layer.out_features, layer.in_features]
             prefix = getattr(model, "base_model_prefix", "")
-            inner = f" (the export holds the base model: pass model=yours.{prefix}, e.g. a causal LM's {prefix})" if (
+            inner = f" (the export holds the base model: pass model=yours.{prefix}, the {prefix} of the {type(model).__name__})" if (
                 layer is None and prefix and f"{prefix}.{name}" in found) else ""
             outer, _, rest = name.partition(".")
             if layer is None and not inner and rest in found and outer == "_orig_mod":  # written by an autoq that kept the wrapper

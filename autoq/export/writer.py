@@ -33,7 +33,7 @@ from autoq.choice import Assignment
 from autoq.cost import CostModel
 from autoq.errors import AutoqError
 from autoq.evaluate.fidelity import check_finite_batches, user_batches
-from autoq.export.config import CONFIG_NAME, PRODUCER, WEIGHTS_NAME, config_text, describe_base
+from autoq.export.config import CONFIG_NAME, PRODUCER, WEIGHTS_NAME, config_text, describe_base, unrebuildable
 from autoq.export.from_run import RunPoint, model_of, point_from_run
 from autoq.export.layout import to_tensors
 from autoq.export.mlflow_model import input_spec
@@ -198,6 +198,11 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     calibration = None if calibration is None else user_batches(calibration)  # an iterator (a DataLoader's) is read more than once
     assignment = _assignment_of(point)
     model, builtin, calibration, dtype = _resolve_model(model, calibration, data_fingerprint, needs_calibration(assignment))
+    why = unrebuildable(describe_base(model, builtin, dtype)) if log_to_run else None
+    if why:  # now, not after quantizing
+        raise AutoqError(f"log_to_run logs an MLflow model that mlflow.pyfunc.load_model rebuilds from the export alone, and this "
+                         f"model cannot be rebuilt so ({why}); export without it (--log-to-run) and load the export with "
+                         "autoq.load(out, model=yours)")
     searched_hash = point.model_hash if isinstance(point, RunPoint) else getattr(searched, "model_hash", "")
     if searched_hash:
         from autoq.sensitivity.inputs import model_hash

@@ -235,3 +235,16 @@ def test_a_half_precision_checkpoint_is_exported_in_its_own_dtype(tiny_gpt2_dir,
     assert base["dtype"] == "bfloat16" and base["hf_config"]["dtype"] == "bfloat16"
     loaded = autoq.load(tmp_path / "q")
     assert {p.dtype for p in loaded.parameters() if p.is_floating_point()} == {torch.bfloat16}
+
+
+def test_a_folder_of_its_own_code_is_refused_before_transformers_asks_to_run_it(tiny_gpt2_dir, tmp_path):
+    """transformers asked, inside autoq's output, whether to run the folder's code and told the user to pass an option
+    autoq has not; said yes, the search ran and its export could never be rebuilt (a logged MLflow model that never loaded)."""
+    import json
+
+    folder = tmp_path / "custom"
+    shutil.copytree(tiny_gpt2_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "modeling_x.XModel"}}))
+    with pytest.raises(AutoqError, match=r"runs its own code \(its config.json has an auto_map\).*autoq.search\(model, batches\)"):
+        load_workload(str(folder))
