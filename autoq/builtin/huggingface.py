@@ -19,7 +19,8 @@ import torch
 from autoq.builtin.text import stdlib_sentences
 from autoq.builtin.workload import NoMetric, Workload
 from autoq.errors import AutoqError
-from autoq.evaluate import OutputFidelity, call_model, mean_pooled, primary_output
+from autoq.evaluate import OutputFidelity, call_model, mean_pooled
+from autoq.evaluate.fidelity import unpadded_output
 from autoq.quiet import quiet_logs
 
 
@@ -173,7 +174,7 @@ def text_workload(
                          f"{str(exc).splitlines()[0] if str(exc) else ''}); 'autoq search --model DIR' runs encoder-only and "
                          "decoder-only text models: search this one through the Python API with your own batches") from None
     has_hidden = isinstance(probe, Mapping) and "last_hidden_state" in probe
-    readout = mean_pooled if has_hidden else (lambda output, batch: primary_output(output))
+    readout = mean_pooled if has_hidden else unpadded_output  # padding positions drop out either way
     calibration_batches = sentence_batches(tokenizer, calibration, batch_size, max_length)
     fingerprint = data_fingerprint([*eval_batches, *calibration_batches])  # the tokens: another tokenizer is other data
     if not with_metric:  # the probe above stays: a sensitivity table of a model that cannot run on sentences is refused clearly

@@ -163,7 +163,8 @@ def stats_for(stats: CalibrationStats | Mapping[str, LayerStats] | None, name: s
 
 
 class QuantCache:
-    """Memo of quantized layers keyed by (layer name, choice), filled lazily.
+    """Memo of quantized layers keyed by (layer name, choice), filled lazily, for the model's weights as they were when
+    it was made: a layer whose weight has changed since (in place through the parameter, or swapped) is refused.
 
     ``stats``: a :class:`~autoq.model.capture.CalibrationStats` (lazy, optionally
     sequential), a mapping of layer name to :class:`LayerStats`, or ``None``
@@ -186,7 +187,8 @@ class QuantCache:
         if self._float.get(name, _address(module.weight)) != _address(module.weight):
             raise AutoqError(f"layer {name!r} does not hold the weight this search started from: another autoq search in this process "
                              "is quantizing the same nn.Module (two threads, or an Optuna study with n_jobs > 1), or the model "
-                             "moved or changed since; give each search its own copy, copy.deepcopy(model)")
+                             "moved or its weights changed since (load_state_dict, a training step); give each search its own copy, "
+                             "copy.deepcopy(model), and a changed model a new QuantCache")
 
     def __len__(self) -> int:
         return len(self._layers)
@@ -194,6 +196,7 @@ class QuantCache:
     def layer(self, name: str, choice: LayerChoice) -> QuantizedLayer:
         key = (name, choice)
         if key not in self._layers:
+            _check_layer(self.model, name, choice)
             if isinstance(self.stats, CalibrationStats) and self.stats.sequential and needs_stats(choice):
                 self._sweep(choice)
             if key not in self._layers:
@@ -265,6 +268,17 @@ class QuantCache:
                     module.bias.data = bias
 
 
+def _check_layer(model: nn.Module, name: str, choice: Any) -> None:
+    """Refuse a choice that is not a `LayerChoice`, or a layer without a weight, in words (an AttributeError, it was)."""
+    if not isinstance(choice, LayerChoice):
+        raise AutoqError(f"layer {name!r}: a choice is a LayerChoice (LayerChoice.from_name({str(choice)!r})), got "
+                         f"{type(choice).__name__} {choice!r}")
+    module = get_module(model, name)
+    if not isinstance(getattr(module, "weight", None), torch.Tensor):
+        raise AutoqError(f"layer {name!r} is a {type(module).__name__}, which has no weight to quantize; autoq.model.find_layers "
+                         "lists the layers that do")
+
+
 @contextmanager
 def layer_named(name: str) -> Iterator[None]:
     """Prefix a PTQ method's failure with the layer it failed on (the method knows only the weight's shape)."""
@@ -274,9 +288,15 @@ def layer_named(name: str) -> Iterator[None]:
         raise MethodError(f"layer {name!r}: {exc}") from exc
 
 
-def _address(weight: torch.Tensor) -> tuple[int, tuple[int, ...], str]:
-    """Where a weight's data lives (address, shape, device): a swapped-in tensor lives elsewhere."""
-    return weight.data_ptr(), tuple(weight.shape), str(weight.device)
+def _address(weight: torch.Tensor) -> tuple[int, tuple[int, ...], str, int]:
+    """Where a weight's data lives (address, shape, device) and its version: a swapped-in tensor lives elsewhere, and a
+    weight changed in place through the parameter (``load_state_dict``, an optimizer step) has a later version, whose
+    quantized weights the cache held were served for it. A change through ``.data`` keeps the version, unseen."""
+    try:
+        version = weight._version
+    except RuntimeError:  # an inference tensor (a model built under torch.inference_mode) keeps no version
+        version = -1
+    return weight.data_ptr(), tuple(weight.shape), str(weight.device), version
 
 
 def apply_assignment(model: nn.Module, assignment: Mapping[str, LayerChoice], stats: Mapping[str, LayerStats] | None = None) -> nn.Module:
@@ -284,13 +304,18 @@ def apply_assignment(model: nn.Module, assignment: Mapping[str, LayerChoice], st
 
     Activation formats need forward hooks: use :meth:`QuantCache.apply` for those.
     """
+    for name, choice in assignment.items():
+        _check_layer(model, name, choice)
+    acting = [f"{name}: {choice.name}" for name, choice in assignment.items() if choice.activation is not None]
+    if acting:  # before any layer changes: it raised with the layers before it quantized already
+        raise AutoqError(f"{acting[0]} quantizes activations; use QuantCache(model, stats).apply(assignment)")
     with torch.no_grad():
-        for name, choice in assignment.items():
-            if choice.activation is not None:
-                raise AutoqError(f"{name}: {choice.name} quantizes activations; use QuantCache(model, stats).apply(assignment)")
+        layers = {}
+        for name, choice in assignment.items():  # every layer first, then the swaps: a failure leaves the model as it was
             module = get_module(model, name)
             with layer_named(name):
-                layer = quantize_layer_full(module, choice, stats.get(name) if stats and needs_stats(choice) else None)
+                layers[name] = (module, quantize_layer_full(module, choice, stats.get(name) if stats and needs_stats(choice) else None))
+        for module, layer in layers.values():
             module.weight.data = layer.weight
             if layer.bias is not None:
                 module.bias.data = layer.bias

@@ -71,8 +71,14 @@ def primary_output(output: Any) -> torch.Tensor:
         raise AutoqError(f"cannot find a tensor in the model output of type {type(output).__name__}")
     tensors = [v for v in values if isinstance(v, torch.Tensor)]
     floating = [v for v in tensors if v.is_floating_point() or v.is_complex()]
-    if floating:  # an integer output (class ids, lengths) says little of a quantization's effect
-        return floating[0]
+    # an integer output (class ids, lengths) says little of a quantization's effect, nor does a loss (a Hugging Face
+    # tuple's first value when the batch holds labels): scored as one value per example, its R^2 of two numbers
+    per_example = [v for v in floating if v.dim() > 0]
+    if per_example:
+        return per_example[0]
+    if floating:
+        raise AutoqError(f"the model output's floating-point tensors are all single values (a loss, when the batches hold labels?), "
+                         f"{len(floating)} of them, none per example to compare; drop the labels from the batches, or pass evaluate=")
     if tensors:
         raise AutoqError(f"the model output holds only {tensors[0].dtype} tensors, no floating-point one to compare; pass evaluate= "
                          "(a quality metric), or return the logits")
@@ -117,8 +123,9 @@ def _cosine_per_example(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
 def mean_pooled(output: Any, batch: Any) -> torch.Tensor:
     """Sentence embedding: the mean of the token states under the attention mask."""
     hidden = primary_output(output)
-    mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-    return (hidden * mask).sum(1) / mask.sum(1).clamp_min(1.0)
+    mask = batch["attention_mask"].unsqueeze(-1).to(device=hidden.device, dtype=hidden.dtype)
+    # where, not a product: a NaN a model gives at a padding position (NaN * 0 is NaN) must drop out, as the position does
+    return torch.where(mask.bool(), hidden, 0).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
 def unpadded_output(output: Any, batch: Any) -> torch.Tensor:
@@ -129,8 +136,8 @@ def unpadded_output(output: Any, batch: Any) -> torch.Tensor:
     token, whatever its width), the output as it is."""
     out = primary_output(output)
     mask = token_mask(batch)
-    if mask is not None and out.dim() >= 3 and tuple(out.shape[:2]) == tuple(mask.shape):
-        out = out * mask.reshape(*mask.shape, *([1] * (out.dim() - 2))).to(out.dtype)
+    if mask is not None and out.dim() >= 3 and tuple(out.shape[:2]) == tuple(mask.shape):  # where: NaN at padding drops out too
+        out = torch.where(mask.reshape(*mask.shape, *([1] * (out.dim() - 2))).to(out.device).bool(), out, 0)
     return out
 
 

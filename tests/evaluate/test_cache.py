@@ -283,3 +283,38 @@ def test_a_cached_layer_holds_codes_not_a_dense_weight(choice):
     weights = m[0].weight.numel()
     assert _held_bytes(layer) <= (2 if choice.weight.is_half else 1.25) * weights + 8 * 256 + 4 * 128  # dense fp32: 4 a weight
     assert layer.weight.dtype == torch.float32 and layer.weight.shape == m[0].weight.shape
+
+
+def test_a_cache_refuses_a_weight_changed_in_place_since_it_was_made():
+    """It served the quantized weights of the weights it started from: after load_state_dict of weights 10x, the
+    model ran with the old ones' codes (mean |w| 0.18 where the model's was 1.8)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16))
+    cache = QuantCache(model)
+    int4 = LayerChoice.from_name("int4-ch-asym:rtn-mse")
+    with cache.apply({"0": int4}):
+        pass
+    model.load_state_dict({k: v * 10 for k, v in model.state_dict().items()})
+    with pytest.raises(AutoqError, match=r"layer '0' does not hold the weight this search started from: .*its weights changed since "
+                                         r"\(load_state_dict, a training step\).*a changed model a new QuantCache"):
+        with cache.apply({"0": int4}):
+            pass
+    with QuantCache(model).apply({"0": int4}) as applied:  # a new cache quantizes the weights as they are now
+        assert applied[0].weight.abs().mean() > 1.0
+
+
+def test_a_choice_or_layer_that_cannot_be_quantized_is_one_clear_error_and_changes_nothing():
+    """A string choice and a layer without a weight were AttributeErrors; apply_assignment quantized the layers before
+    a refused one in place, and left the model half quantized."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    int4 = LayerChoice.from_name("int4-ch-asym:rtn-mse")
+    with pytest.raises(AutoqError, match=r"layer '0': a choice is a LayerChoice \(LayerChoice.from_name\('int4-ch-asym:rtn-mse'\)\), got str"):
+        QuantCache(model).weight("0", "int4-ch-asym:rtn-mse")
+    with pytest.raises(AutoqError, match=r"layer '1' is a ReLU, which has no weight to quantize"):
+        QuantCache(model).weight("1", int4)
+    for bad in ({"0": int4, "1": int4}, {"0": int4, "2": LayerChoice.from_name("int8-ch-sym:rtn-minmax+a8-token")}):
+        with pytest.raises(AutoqError):
+            apply_assignment(model, bad)
+        assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())

@@ -399,3 +399,27 @@ def test_a_pooled_output_as_wide_as_the_padded_length_is_not_masked():
     mask = torch.cat([torch.ones(4, 5), torch.zeros(4, 3)], 1).long()
     batches = [{"input_ids": torch.randint(0, 10, (4, 8), generator=torch.Generator().manual_seed(1)), "attention_mask": mask}]
     assert OutputFidelity(model, batches)(broken) < 0.99
+
+
+def test_a_loss_first_in_a_tuple_output_is_not_taken_for_the_output():
+    """A Hugging Face (loss, logits) tuple, labels in the batch: the 0-dim loss was compared, as 'R^2 (one value per
+    example)' of two numbers."""
+    from autoq.evaluate import primary_output
+
+    logits = torch.randn(2, 5)
+    assert primary_output((torch.tensor(0.3), logits)) is logits
+    with pytest.raises(AutoqError, match=r"all single values \(a loss, when the batches hold labels\?\).*pass evaluate="):
+        primary_output((torch.tensor(0.3), torch.tensor(1.0)))
+
+
+def test_nan_at_padding_positions_drops_out_with_them():
+    """NaN * 0 is NaN: a model's NaN at a masked position failed the whole search as 'the unquantized model's output
+    holds NaN or Inf', though the padding drops out of the comparison."""
+    from autoq.evaluate import mean_pooled
+    from autoq.evaluate.fidelity import unpadded_output
+
+    hidden = torch.ones(2, 3, 4)
+    hidden[1, 2] = float("nan")
+    batch = {"attention_mask": torch.tensor([[1, 1, 1], [1, 1, 0]])}
+    assert torch.isfinite(unpadded_output({"last_hidden_state": hidden}, batch)).all()
+    assert torch.equal(mean_pooled({"last_hidden_state": hidden}, batch), torch.ones(2, 4))
