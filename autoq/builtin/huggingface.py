@@ -37,7 +37,7 @@ def load_pretrained(path: str | Path):
         )
     if not (directory / "config.json").is_file():
         raise AutoqError(f"{str(path)!r} is not a Hugging Face model directory: it has no config.json")
-    if "auto_map" in _saved_config(directory):  # transformers asked whether to run the folder's code, in autoq's output
+    if _own_code(_saved_config(directory)):  # transformers asked whether to run the folder's code, in autoq's output
         raise AutoqError(f"the model in {str(path)!r} runs its own code (its config.json has an auto_map), which autoq does not run "
                          "from a folder, nor could an export rebuild it; load the model yourself (trust_remote_code=True) and "
                          "search it through the Python API (autoq.search(model, batches))")
@@ -71,6 +71,16 @@ def load_pretrained(path: str | Path):
                              "set tokenizer.pad_token and save it, or search the model through the Python API with your own batches")
         tokenizer.pad_token = stand_in
     return model, tokenizer
+
+
+def _own_code(config: Mapping[str, Any]) -> bool:
+    """Whether a folder's model needs its own code: an ``auto_map`` for a model type transformers does not implement.
+    Hub checkpoints of a type it does (Phi-3's) keep their ``auto_map``, and load with transformers' own classes."""
+    if "auto_map" not in config:
+        return False
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING
+
+    return config.get("model_type") not in CONFIG_MAPPING
 
 
 def only_the_pooler(missing: Iterable[str] | None) -> bool:

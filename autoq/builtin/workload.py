@@ -34,15 +34,14 @@ class Workload:
                 f"metric={self.metric[:60]!r})")
 
     def quality(self, model: nn.Module) -> float:
-        """``evaluate(model)`` as a float, called with the model in eval mode and under ``torch.no_grad()``, as it is
-        calibrated and deployed (a model left in train mode was scored with dropout on, and its batch norms' running
-        statistics were updated from the quantized models'); a value that is not one number (a string, a dict, a
-        tensor of many) is an error that says what ``evaluate`` must return, not float()'s message."""
-        import torch
-
+        """``evaluate(model)`` as a float, called with the model in eval mode, as it is calibrated and deployed (a model
+        left in train mode was scored with dropout on, and its batch norms' running statistics were updated from the
+        quantized models'); gradients stay as the caller has them (a robustness metric takes the input's). A value that
+        is not one number (a string, a dict, a tensor of many) is an error that says what ``evaluate`` must return, not
+        float()'s message."""
         from autoq.model.modes import eval_mode
 
-        with torch.no_grad(), eval_mode(model):
+        with eval_mode(model):
             value = self.evaluate(model)
         try:
             return float(value)

@@ -180,11 +180,15 @@ class QuantCache:
         self._layers: dict[tuple[str, LayerChoice], QuantizedLayer] = {}
         # where each layer's float weight lives now: another cache's swapped-in weight is found by its address
         self._float = {name: _address(m.weight) for name, m in model.named_modules() if isinstance(getattr(m, "weight", None), torch.Tensor)}
+        # and its version: between trials the weights must not change; within one, what an evaluate writes into the
+        # parameter (a snapshot put back with load_state_dict) lands in the swapped-in tensor, and counts from the restore
+        self._versions = {name: _version(m.weight) for name, m in model.named_modules() if isinstance(getattr(m, "weight", None), torch.Tensor)}
 
     def _check_float(self, name: str, module: nn.Module) -> None:
         """Refuse a layer whose weight is not the one this cache started from: two searches quantizing one module at once
         (threads, an Optuna study with n_jobs > 1) each took the other's quantized weights for the originals."""
-        if self._float.get(name, _address(module.weight)) != _address(module.weight):
+        if (self._float.get(name, _address(module.weight)) != _address(module.weight)
+                or self._versions.get(name, _version(module.weight)) != _version(module.weight)):
             raise AutoqError(f"layer {name!r} does not hold the weight this search started from: another autoq search in this process "
                              "is quantizing the same nn.Module (two threads, or an Optuna study with n_jobs > 1), or the model "
                              "moved or its weights changed since (load_state_dict, a training step); give each search its own copy, "
@@ -266,6 +270,7 @@ class QuantCache:
                 module.weight.data = weight
                 if bias is not None:
                     module.bias.data = bias
+                self._versions[name] = _version(module.weight)
 
 
 def _check_layer(model: nn.Module, name: str, choice: Any) -> None:
@@ -288,15 +293,18 @@ def layer_named(name: str) -> Iterator[None]:
         raise MethodError(f"layer {name!r}: {exc}") from exc
 
 
-def _address(weight: torch.Tensor) -> tuple[int, tuple[int, ...], str, int]:
-    """Where a weight's data lives (address, shape, device) and its version: a swapped-in tensor lives elsewhere, and a
-    weight changed in place through the parameter (``load_state_dict``, an optimizer step) has a later version, whose
-    quantized weights the cache held were served for it. A change through ``.data`` keeps the version, unseen."""
+def _address(weight: torch.Tensor) -> tuple[int, tuple[int, ...], str]:
+    """Where a weight's data lives (address, shape, device): a swapped-in tensor lives elsewhere."""
+    return weight.data_ptr(), tuple(weight.shape), str(weight.device)
+
+
+def _version(weight: torch.Tensor) -> int:
+    """The parameter's version: later after a change in place through it (``load_state_dict``, an optimizer step), whose
+    old quantized weights the cache served. A change through ``.data`` keeps it, unseen."""
     try:
-        version = weight._version
+        return weight._version
     except RuntimeError:  # an inference tensor (a model built under torch.inference_mode) keeps no version
-        version = -1
-    return weight.data_ptr(), tuple(weight.shape), str(weight.device), version
+        return -1
 
 
 def apply_assignment(model: nn.Module, assignment: Mapping[str, LayerChoice], stats: Mapping[str, LayerStats] | None = None) -> nn.Module:

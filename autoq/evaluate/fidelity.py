@@ -71,14 +71,12 @@ def primary_output(output: Any) -> torch.Tensor:
         raise AutoqError(f"cannot find a tensor in the model output of type {type(output).__name__}")
     tensors = [v for v in values if isinstance(v, torch.Tensor)]
     floating = [v for v in tensors if v.is_floating_point() or v.is_complex()]
-    # an integer output (class ids, lengths) says little of a quantization's effect, nor does a loss (a Hugging Face
-    # tuple's first value when the batch holds labels): scored as one value per example, its R^2 of two numbers
+    # an integer output (class ids, lengths) says little of a quantization's effect, nor does a loss before the logits
+    # (a Hugging Face tuple's first value when the batch holds labels: its R^2 of two numbers was scored); a model whose
+    # output is one value per batch (a batch of one example) has only such tensors, and compares them
     per_example = [v for v in floating if v.dim() > 0]
-    if per_example:
-        return per_example[0]
-    if floating:
-        raise AutoqError(f"the model output's floating-point tensors are all single values (a loss, when the batches hold labels?), "
-                         f"{len(floating)} of them, none per example to compare; drop the labels from the batches, or pass evaluate=")
+    if per_example or floating:
+        return (per_example or floating)[0]
     if tensors:
         raise AutoqError(f"the model output holds only {tensors[0].dtype} tensors, no floating-point one to compare; pass evaluate= "
                          "(a quality metric), or return the logits")

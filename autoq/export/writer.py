@@ -21,6 +21,7 @@ import contextlib
 import os
 import stat
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -199,10 +200,10 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     assignment = _assignment_of(point)
     model, builtin, calibration, dtype = _resolve_model(model, calibration, data_fingerprint, needs_calibration(assignment))
     why = unrebuildable(describe_base(model, builtin, dtype)) if log_to_run else None
-    if why:  # now, not after quantizing
-        raise AutoqError(f"log_to_run logs an MLflow model that mlflow.pyfunc.load_model rebuilds from the export alone, and this "
-                         f"model cannot be rebuilt so ({why}); export without it (--log-to-run) and load the export with "
-                         "autoq.load(out, model=yours)")
+    if why:  # said now, not after quantizing: it was logged and registered as if pyfunc could serve it
+        warnings.warn(f"the MLflow model log_to_run logs cannot be loaded by mlflow.pyfunc.load_model (nor served), which rebuilds "
+                      f"the model from the export alone ({why}); load it with autoq.load('runs:/<run id>/quantized_model', "
+                      "model=yours)", UserWarning, stacklevel=2)
     searched_hash = point.model_hash if isinstance(point, RunPoint) else getattr(searched, "model_hash", "")
     if searched_hash:
         from autoq.sensitivity.inputs import model_hash

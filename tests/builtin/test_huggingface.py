@@ -245,6 +245,10 @@ def test_a_folder_of_its_own_code_is_refused_before_transformers_asks_to_run_it(
     folder = tmp_path / "custom"
     shutil.copytree(tiny_gpt2_dir, folder)
     config = json.loads((folder / "config.json").read_text())
-    (folder / "config.json").write_text(json.dumps({**config, "auto_map": {"AutoModel": "modeling_x.XModel"}}))
+    auto_map = {"AutoConfig": "configuration_x.XConfig", "AutoModel": "modeling_x.XModel"}
+    (folder / "config.json").write_text(json.dumps({**config, "model_type": "x-model", "auto_map": auto_map}))
     with pytest.raises(AutoqError, match=r"runs its own code \(its config.json has an auto_map\).*autoq.search\(model, batches\)"):
         load_workload(str(folder))
+    # an auto_map beside a model type transformers implements (Phi-3's checkpoints): its own classes load it, as before
+    (folder / "config.json").write_text(json.dumps({**config, "auto_map": auto_map}))
+    assert type(load_workload(str(folder), with_metric=False).model).__name__ == "GPT2Model"

@@ -318,3 +318,14 @@ def test_a_choice_or_layer_that_cannot_be_quantized_is_one_clear_error_and_chang
         with pytest.raises(AutoqError):
             apply_assignment(model, bad)
         assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
+
+
+def test_a_trial_that_writes_into_the_parameter_is_not_taken_for_a_change_of_the_model():
+    """An evaluate that puts a snapshot back with load_state_dict (test-time adaptation) bumps the parameter's version
+    inside the trial, into the swapped-in weight: every later trial was refused as if the model had changed."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16))
+    cache = QuantCache(model)
+    for choice in ("int4-ch-asym:rtn-mse", "int8-ch-asym:rtn-mse", "int4-ch-asym:rtn-mse"):
+        with cache.apply({"0": LayerChoice.from_name(choice)}) as applied:
+            applied.load_state_dict(applied.state_dict())
