@@ -6,7 +6,9 @@ Linux) is its own. Until 2026-12-03 the rebuild constructed the model in fp32, f
 it: 7.5 s and 2.68 GB peak for the default model on a 2-core x86 CPU; built as ``from_pretrained`` builds it, 3.2 s
 and 0.87 GB (``from_pretrained`` of the bf16 checkpoint: 2.0 s, 0.48 GB). On 2026-12-04, with every stored tensor
 checked for NaN at load (a sum each: 2.53 s; 2.61 s with ``isnan().any()``), 2.5 s and 0.94 GB, ``from_pretrained``
-1.5 s and 0.50 GB on a 2-core Intel Xeon, where the runs before were on a 2-core AMD EPYC (``results/load_time.json``).
+1.5 s and 0.50 GB on a 2-core Intel Xeon, where the runs before were on a 2-core AMD EPYC. Later that day, with the
+weights file's CRC-32 checked at load too: 3.09 s against 2.83 s without the check (0.26 s, 9%), ``from_pretrained``
+1.88 s, on the same kind of machine, slower that hour (``results/load_time.json``).
 
     python benchmarks/load_time.py [--hidden 2048] [--layers 8] [--out benchmarks/results/load_time.json]
 
