@@ -76,6 +76,19 @@ def test_a_users_evaluate_sees_the_model_in_eval_mode_with_gradients_as_they_are
 
     autoq.search(model, batches(), evaluate, budget="6bits", n_trials=3, seed_from="none", tracking_uri=None, storage=None, progress=False)
     assert seen and set(seen) == {(False, True)}
+
+    def robust(m: nn.Module):  # takes the input's gradient (FGSM-like), through the weights: they got .grad too
+        xs = x.clone().requires_grad_(True)
+        loss = m(xs).pow(2).mean()
+        loss.backward()
+        return -m(xs + 0.01 * xs.grad.sign()).pow(2).mean()  # a tensor that needs grad: float() of it warned
+
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("error", message=".*requires_grad=True to a scalar")
+        autoq.search(model, batches(), robust, budget="6bits", n_trials=2, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    assert all(p.grad is None for p in model.parameters())  # the caller's model holds no gradient it did not have
     assert all(torch.equal(model.state_dict()[k], v) for k, v in stats.items())
     assert all(m.training for m in model.modules())  # given back as it was
 

@@ -74,13 +74,18 @@ def load_pretrained(path: str | Path):
 
 
 def _own_code(config: Mapping[str, Any]) -> bool:
-    """Whether a folder's model needs its own code: an ``auto_map`` for a model type transformers does not implement.
-    Hub checkpoints of a type it does (Phi-3's) keep their ``auto_map``, and load with transformers' own classes."""
-    if "auto_map" not in config:
+    """Whether a folder's model needs its own code: an ``auto_map`` naming a class transformers does not have, or
+    given for a model type it does not implement. Hub checkpoints of a type it does (Phi-3's) keep an ``auto_map`` of
+    its own class names (``Phi3ForCausalLM``), and load with transformers' classes."""
+    auto_map = config.get("auto_map")
+    if not auto_map:
         return False
+    import transformers
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    return config.get("model_type") not in CONFIG_MAPPING
+    refs = [r for v in (auto_map.values() if isinstance(auto_map, Mapping) else ()) for r in (v if isinstance(v, (list, tuple)) else [v])]
+    names = [str(r).rpartition(".")[2] for r in refs if r]  # "modeling_x.XModel", or "repo--modeling_x.XModel"
+    return config.get("model_type") not in CONFIG_MAPPING or not all(hasattr(transformers, n) for n in names)
 
 
 def only_the_pooler(missing: Iterable[str] | None) -> bool:

@@ -41,8 +41,15 @@ class Workload:
         float()'s message."""
         from autoq.model.modes import eval_mode
 
-        with eval_mode(model):
-            value = self.evaluate(model)
+        grads = [(p, p.grad) for p in model.parameters()]
+        try:
+            with eval_mode(model):
+                value = self.evaluate(model)
+        finally:  # an evaluate that takes gradients (a robustness metric) leaves no .grad on the caller's model: one
+            for p, grad in grads:  # more copy of every weight, and a later training step's gradient would add to it
+                p.grad = grad
+        if hasattr(value, "detach"):  # a -loss tensor that needs grad: float() of it warned from here
+            value = value.detach()
         try:
             return float(value)
         except (TypeError, ValueError, RuntimeError):

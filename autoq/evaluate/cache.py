@@ -164,7 +164,9 @@ def stats_for(stats: CalibrationStats | Mapping[str, LayerStats] | None, name: s
 
 class QuantCache:
     """Memo of quantized layers keyed by (layer name, choice), filled lazily, for the model's weights as they were when
-    it was made: a layer whose weight has changed since (in place through the parameter, or swapped) is refused.
+    it was made: a layer whose weight has changed since, between applications (in place through the parameter, or
+    swapped), is refused. What code run inside `apply` writes into other parameters (biases, norms) is not seen: an
+    evaluate that trains must train a copy.
 
     ``stats``: a :class:`~autoq.model.capture.CalibrationStats` (lazy, optionally
     sequential), a mapping of layer name to :class:`LayerStats`, or ``None``

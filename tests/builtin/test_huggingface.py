@@ -249,6 +249,10 @@ def test_a_folder_of_its_own_code_is_refused_before_transformers_asks_to_run_it(
     (folder / "config.json").write_text(json.dumps({**config, "model_type": "x-model", "auto_map": auto_map}))
     with pytest.raises(AutoqError, match=r"runs its own code \(its config.json has an auto_map\).*autoq.search\(model, batches\)"):
         load_workload(str(folder))
-    # an auto_map beside a model type transformers implements (Phi-3's checkpoints): its own classes load it, as before
-    (folder / "config.json").write_text(json.dumps({**config, "auto_map": auto_map}))
+    (folder / "config.json").write_text(json.dumps({**config, "auto_map": auto_map}))  # a type it has, classes it has not
+    with pytest.raises(AutoqError, match=r"runs its own code"):
+        load_workload(str(folder))
+    # an auto_map of transformers' own classes (Phi-3's checkpoints name Phi3Config, Phi3ForCausalLM): they load it, as before
+    native = {"AutoConfig": "configuration_gpt2.GPT2Config", "AutoModel": "modeling_gpt2.GPT2Model"}
+    (folder / "config.json").write_text(json.dumps({**config, "auto_map": native}))
     assert type(load_workload(str(folder), with_metric=False).model).__name__ == "GPT2Model"
