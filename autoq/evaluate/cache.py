@@ -14,6 +14,7 @@ each seeing inputs from the already-quantized earlier layers, and caches them al
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -185,6 +186,7 @@ class QuantCache:
         # and its version: between trials the weights must not change; within one, what an evaluate writes into the
         # parameter (a snapshot put back with load_state_dict) lands in the swapped-in tensor, and counts from the restore
         self._versions = {name: _version(m.weight) for name, m in model.named_modules() if isinstance(getattr(m, "weight", None), torch.Tensor)}
+        self._warned = False
 
     def _check_float(self, name: str, module: nn.Module) -> None:
         """Refuse a layer whose weight is not the one this cache started from: two searches quantizing one module at once
@@ -198,6 +200,16 @@ class QuantCache:
 
     def __len__(self) -> int:
         return len(self._layers)
+
+    def _warn_written(self, names: list[str]) -> None:
+        """Warn, once, that code run inside `apply` (an evaluate) wrote into parameters that `apply` does not restore:
+        unless it put them back (a snapshot), the change stayed in the model and in every later trial, unsaid."""
+        if names and not self._warned:
+            self._warned = True
+            warnings.warn(f"the model's parameters {names[:3]}{' and more' if len(names) > 3 else ''} were changed in place while a "
+                          "quantized assignment was applied (by evaluate?): autoq restores only the quantized layers' weights, so "
+                          "unless it put them back, the change stays in the model and in the trials after; evaluate a copy "
+                          "(copy.deepcopy(model)) if it must adapt or train", UserWarning, stacklevel=4)
 
     def layer(self, name: str, choice: LayerChoice) -> QuantizedLayer:
         key = (name, choice)
@@ -252,6 +264,8 @@ class QuantCache:
         # every layer first, then the swaps: a sequential sweep (triggered by a layer's first data-driven
         # choice) must quantize the float weights of the layers before it, not ones this call swapped in
         layers = self._layers_of(assignment)
+        swapped = {f"{name}.weight" for name in layers}  # what a trial writes into these lands in fresh dequantized copies
+        others = [(n, p, _version(p)) for n, p in self.model.named_parameters() if n not in swapped]
         try:
             for name, layer in layers.items():
                 module = get_module(self.model, name)
@@ -260,10 +274,11 @@ class QuantCache:
                 originals[name] = (module.weight.data, bias.data if bias is not None else None)
                 module.weight.data = layer.weight
                 if layer.bias is not None and bias is not None:
-                    bias.data = layer.bias
+                    bias.data = layer.bias.clone()  # a copy: a write into it must not reach the cached bias of later trials
                 if layer.activation is not None:
                     handles.append(module.register_forward_pre_hook(_activation_hook(layer)))
             yield self.model
+            self._warn_written([n for n, p, version in others if _version(p) != version])
         finally:
             for h in handles:
                 h.remove()

@@ -328,4 +328,29 @@ def test_a_trial_that_writes_into_the_parameter_is_not_taken_for_a_change_of_the
     cache = QuantCache(model)
     for choice in ("int4-ch-asym:rtn-mse", "int8-ch-asym:rtn-mse", "int4-ch-asym:rtn-mse"):
         with cache.apply({"0": LayerChoice.from_name(choice)}) as applied:
-            applied.load_state_dict(applied.state_dict())
+            applied.load_state_dict({"0.weight": applied[0].weight.clone(), "0.bias": applied[0].bias.clone()})
+
+
+def test_a_parameter_changed_in_place_within_a_trial_is_said_once():
+    """An evaluate that takes a training step changed the caller's biases (and norms) for good, and every later trial
+    scored the changed model, unsaid: apply restores the quantized layers' weights alone."""
+    import warnings
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.LayerNorm(16), nn.Linear(16, 4))
+    cache = QuantCache(model)
+    int4 = {"0": LayerChoice.from_name("int4-ch-asym:rtn-mse")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with cache.apply(int4) as applied:  # reading, and writing the swapped-in weight's fresh copy, say nothing
+            applied(torch.randn(2, 16))
+            applied[0].weight.data.zero_()
+    with pytest.warns(UserWarning, match=r"parameters \['1.weight'\] were changed in place while a quantized assignment was applied"):
+        with cache.apply(int4) as applied:
+            with torch.no_grad():
+                applied[1].weight.add_(1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # once per cache
+        with cache.apply(int4) as applied:
+            with torch.no_grad():
+                applied[2].bias.add_(1.0)
