@@ -89,6 +89,10 @@ def test_a_users_evaluate_sees_the_model_in_eval_mode_with_gradients_as_they_are
         warnings.filterwarnings("error", message=".*requires_grad=True to a scalar")
         autoq.search(model, batches(), robust, budget="6bits", n_trials=2, seed_from="none", tracking_uri=None, storage=None, progress=False)
     assert all(p.grad is None for p in model.parameters())  # the caller's model holds no gradient it did not have
+    for p in model.parameters():  # a model mid-training: its gradients come back as they were, not added into
+        p.grad = torch.ones_like(p)
+    autoq.search(model, batches(), robust, budget="6bits", n_trials=2, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    assert all(torch.equal(p.grad, torch.ones_like(p)) for p in model.parameters())
     assert all(torch.equal(model.state_dict()[k], v) for k, v in stats.items())
     assert all(m.training for m in model.modules())  # given back as it was
 

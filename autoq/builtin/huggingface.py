@@ -84,8 +84,10 @@ def _own_code(config: Mapping[str, Any]) -> bool:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
     refs = [r for v in (auto_map.values() if isinstance(auto_map, Mapping) else ()) for r in (v if isinstance(v, (list, tuple)) else [v])]
-    names = [str(r).rpartition(".")[2] for r in refs if r]  # "modeling_x.XModel", or "repo--modeling_x.XModel"
-    return config.get("model_type") not in CONFIG_MAPPING or not all(hasattr(transformers, n) for n in names)
+    names = [str(r).rpartition(".")[2].lower() for r in refs if r]  # "modeling_x.XModel", or "repo--modeling_x.XModel"
+    # by name, in any case (MPT's checkpoints name MPTForCausalLM, transformers' class is MptForCausalLM), nothing imported
+    known = {name.lower() for name in dir(transformers)}
+    return config.get("model_type") not in CONFIG_MAPPING or not all(n in known for n in names)
 
 
 def only_the_pooler(missing: Iterable[str] | None) -> bool:

@@ -41,12 +41,16 @@ class Workload:
         float()'s message."""
         from autoq.model.modes import eval_mode
 
+        # an evaluate that takes gradients (a robustness metric) starts from none and leaves the caller's as they were:
+        # its backward added into them in place, and left a copy of every weight's gradient on a model that had none
         grads = [(p, p.grad) for p in model.parameters()]
+        for p, _ in grads:
+            p.grad = None
         try:
             with eval_mode(model):
                 value = self.evaluate(model)
-        finally:  # an evaluate that takes gradients (a robustness metric) leaves no .grad on the caller's model: one
-            for p, grad in grads:  # more copy of every weight, and a later training step's gradient would add to it
+        finally:
+            for p, grad in grads:
                 p.grad = grad
         if hasattr(value, "detach"):  # a -loss tensor that needs grad: float() of it warned from here
             value = value.detach()

@@ -201,10 +201,15 @@ class QuantCache:
     def __len__(self) -> int:
         return len(self._layers)
 
-    def _warn_written(self, names: list[str]) -> None:
-        """Warn, once, that code run inside `apply` (an evaluate) wrote into parameters that `apply` does not restore:
-        unless it put them back (a snapshot), the change stayed in the model and in every later trial, unsaid."""
-        if names and not self._warned:
+    def _warn_written(self, before: list[tuple[str, torch.Tensor, int]]) -> None:
+        """Warn, once, that code run inside `apply` (an evaluate, whether it then raised or not) wrote into parameters
+        that `apply` does not restore, or replaced them: unless it put them back (a snapshot), the change stayed in the
+        model and in every later trial, unsaid. ``before``: (name, parameter, version) as `apply` began."""
+        if self._warned:
+            return
+        now = dict(self.model.named_parameters())
+        names = [n for n, p, version in before if now.get(n) is not p or _version(p) != version]
+        if names:
             self._warned = True
             warnings.warn(f"the model's parameters {names[:3]}{' and more' if len(names) > 3 else ''} were changed in place while a "
                           "quantized assignment was applied (by evaluate?): autoq restores only the quantized layers' weights, so "
@@ -264,8 +269,11 @@ class QuantCache:
         # every layer first, then the swaps: a sequential sweep (triggered by a layer's first data-driven
         # choice) must quantize the float weights of the layers before it, not ones this call swapped in
         layers = self._layers_of(assignment)
-        swapped = {f"{name}.weight" for name in layers}  # what a trial writes into these lands in fresh dequantized copies
-        others = [(n, p, _version(p)) for n, p in self.model.named_parameters() if n not in swapped]
+        # what a trial writes into the weights (and corrected biases) swapped in lands in copies thrown away after; by
+        # identity, not name: a weight tied to a quantized layer's is listed once, under the other's name
+        swapped = {id(get_module(self.model, name).weight) for name in layers}
+        swapped |= {id(get_module(self.model, name).bias) for name, layer in layers.items() if layer.bias is not None}
+        others = [(n, p, _version(p)) for n, p in self.model.named_parameters() if id(p) not in swapped]
         try:
             for name, layer in layers.items():
                 module = get_module(self.model, name)
@@ -278,8 +286,8 @@ class QuantCache:
                 if layer.activation is not None:
                     handles.append(module.register_forward_pre_hook(_activation_hook(layer)))
             yield self.model
-            self._warn_written([n for n, p, version in others if _version(p) != version])
         finally:
+            self._warn_written(others)
             for h in handles:
                 h.remove()
             for name, (weight, bias) in originals.items():

@@ -253,6 +253,6 @@ def test_a_folder_of_its_own_code_is_refused_before_transformers_asks_to_run_it(
     with pytest.raises(AutoqError, match=r"runs its own code"):
         load_workload(str(folder))
     # an auto_map of transformers' own classes (Phi-3's checkpoints name Phi3Config, Phi3ForCausalLM): they load it, as before
-    native = {"AutoConfig": "configuration_gpt2.GPT2Config", "AutoModel": "modeling_gpt2.GPT2Model"}
+    native = {"AutoConfig": "configuration_gpt2.GPT2Config", "AutoModel": "modeling_gpt2.Gpt2Model"}  # in any case: MPT's name MPT...
     (folder / "config.json").write_text(json.dumps({**config, "auto_map": native}))
     assert type(load_workload(str(folder), with_metric=False).model).__name__ == "GPT2Model"
