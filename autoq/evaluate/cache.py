@@ -166,8 +166,8 @@ def stats_for(stats: CalibrationStats | Mapping[str, LayerStats] | None, name: s
 class QuantCache:
     """Memo of quantized layers keyed by (layer name, choice), filled lazily, for the model's weights as they were when
     it was made: a layer whose weight has changed since, between applications (in place through the parameter, or
-    swapped), is refused. What code run inside `apply` writes into other parameters (biases, norms) is not seen: an
-    evaluate that trains must train a copy.
+    swapped), is refused. What code run inside `apply` writes into other parameters (biases, norms) stays, and is
+    warned of once: an evaluate that trains must train a copy.
 
     ``stats``: a :class:`~autoq.model.capture.CalibrationStats` (lazy, optionally
     sequential), a mapping of layer name to :class:`LayerStats`, or ``None``
@@ -287,7 +287,6 @@ class QuantCache:
                     handles.append(module.register_forward_pre_hook(_activation_hook(layer)))
             yield self.model
         finally:
-            self._warn_written(others)
             for h in handles:
                 h.remove()
             for name, (weight, bias) in originals.items():
@@ -296,6 +295,7 @@ class QuantCache:
                 if bias is not None:
                     module.bias.data = bias
                 self._versions[name] = _version(module.weight)
+            self._warn_written(others)  # last: with warnings as errors, the model is restored first
 
 
 def _check_layer(model: nn.Module, name: str, choice: Any) -> None:
