@@ -161,8 +161,10 @@ def parse_budget(text: str | float | Budget) -> Budget:
         raise AutoqError(f"cannot parse budget {raw!r}; expected a positive number with a unit, {_EXAMPLES}, or a latency like '3ms', '250us', '0.003s'")
     number, unit = float(match.group(1)), match.group(2).lower()
     written = match.group(2)
-    if re.fullmatch(r"[kKMG]i?b", written):  # 'Mb', 'kb' are megabits, kilobits by the SI convention, 8x less than read as bytes
-        prefix = {"k": "kilo", "K": "kilo", "M": "mega", "G": "giga"}[written[0]]
+    # 'Mb', 'Kib' are megabits, kibibits by the SI convention, 8x less than read as bytes; a unit all in lower case
+    # ('mb', 'kb', 'gib') is read as bytes, as typed in haste ('kb' alone was refused, as kilobits, while 'mb' was bytes)
+    if re.fullmatch(r"[KMG]i?b", written):
+        prefix = {"K": "kilo", "M": "mega", "G": "giga"}[written[0]]
         bits = prefix[:2] + "bi" if "i" in written else prefix
         raise AutoqError(f"budget {raw!r} reads as {bits}bits; a size budget is in bytes: '{match.group(1)}{written[:-1].replace('k', 'K')}B'")
     kind, scale = _UNITS[unit]

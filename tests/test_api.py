@@ -72,7 +72,7 @@ def test_a_users_evaluate_sees_the_model_in_eval_mode_with_gradients_as_they_are
 
     def evaluate(m: nn.Module) -> float:
         seen.append((m.training, torch.is_grad_enabled()))
-        return -float(m(x).pow(2).mean())
+        return -float(m(x).pow(2).mean().detach())
 
     autoq.search(model, batches(), evaluate, budget="6bits", n_trials=3, seed_from="none", tracking_uri=None, storage=None, progress=False)
     assert seen and set(seen) == {(False, True)}

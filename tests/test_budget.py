@@ -255,12 +255,18 @@ def test_budget_inside_the_range_passes_without_a_note(text):
 @pytest.mark.parametrize(("text", "says"), [("20Mb", "megabits; a size budget is in bytes: '20MB'"),
                                             ("5Kib", "kibibits; a size budget is in bytes: '5KiB'"),
                                             ("1.5Gb", "gigabits; a size budget is in bytes: '1.5GB'"),
-                                            ("20kb", "kilobits; a size budget is in bytes: '20KB'")])
+                                            ("20Kb", "kilobits; a size budget is in bytes: '20KB'")])
 def test_megabits_are_not_read_as_megabytes(text, says):
     """'20Mb' was read as 20 MB, a budget 8x what the SI unit says."""
     with pytest.raises(AutoqError, match=f"budget '{text}' reads as {says}"):
         parse_budget(text)
     assert parse_budget(text.replace("b", "B").replace("k", "K")).kind == "bytes"
+
+
+def test_a_unit_all_in_lower_case_is_bytes_whatever_its_prefix():
+    """'20kb' was refused as kilobits and '20kib' as kibibits, while '20mb', '20gb', '20mib' and '20gib' were bytes."""
+    assert [parse_budget(f"20{u}").value for u in ("kb", "mb", "gb", "kib", "mib", "gib")] == [20e3, 20e6, 20e9, 20 * 2.0**10,
+                                                                                           20 * 2.0**20, 20 * 2.0**30]
 
 
 @pytest.mark.parametrize("text, value", [("0.015662MB", 15662.0), ("15.662kB", 15662.0), ("0.3ms", 0.3), ("0.1s", 100.0), ("4.35bits", 4.35)])
