@@ -92,6 +92,7 @@ def compute_table(
     refresh: bool = False,
     progress: bool = True,
     weights: QuantCache | None = None,
+    wider: Sequence[Sequence[LayerChoice]] | None = None,
 ) -> SensitivityTable:
     """The ``metric`` table over ``layers`` x ``options``, from the cache when an identical one was computed.
 
@@ -99,6 +100,8 @@ def compute_table(
     ``(inputs, labels)`` batches; tables computed with a custom loss are not cached.
     ``refresh`` recomputes and overwrites a cached table; ``use_cache=False`` neither reads nor writes.
     ``weights`` shares quantized weights between metrics (and with a search).
+    ``wider``: options per layer that include ``options`` (a pinned search's space without its pins): a table of them
+    in the cache is read first, where one is, since it scores every pair asked for; it is never computed.
     """
     if len(layers) != len(options):  # zip() kept the shorter: the layers past it were left out of the table, unsaid
         raise AutoqError(f"compute_table takes one list of options per layer: got {len(layers)} layers and {len(options)} option lists")
@@ -108,11 +111,11 @@ def compute_table(
     data_digest = fingerprint or data_fingerprint(batches)
     cacheable = use_cache and loss is None and not _own_statistics(weights, batches)
     path = _cache_file(model, digest, batches, fingerprint, data_digest, metric, resolved, layers, options) if cacheable else None
-    if path is not None and path.is_file() and not refresh:
-        try:
-            return show_notes(SensitivityTable.load(path))
-        except AutoqError:  # damaged (a copy cut short, an edit): computed again below and written over
-            pass
+    wide = _cache_file(model, digest, batches, fingerprint, data_digest, metric, resolved, layers, wider) if cacheable and wider else None
+    for cached in (path, wide):
+        table = None if cached is None or refresh else _cached_table(cached)
+        if table is not None:
+            return table
     check_finite_batches(batches)  # as a search does: every score was NaN, refused after the whole metric ran
     check_finite_weights(model, layers)
     if loss is None and batches:  # a batch the model cannot take ((inputs, labels) pairs) failed deep in a metric, unexplained
@@ -203,23 +206,23 @@ def _cache_file(model: nn.Module, digest: str, batches: Sequence[Any], fingerpri
     return cache_path(metric, cache_key(key_model, key_data, metric, resolved, layers, options))
 
 
-def cached_workload_table(workload: Workload, layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]], metric: str,
-                          settings: Mapping[str, Any] | None = None) -> SensitivityTable | None:
-    """The table `workload_table` would read from the cache, or ``None`` where none is cached: nothing is computed."""
-    model, batches, fingerprint = workload.model, workload.calibration, workload.data_fingerprint
-    path = _cache_file(model, model_hash(model), batches, fingerprint, fingerprint or data_fingerprint(batches), metric,
-                       resolve_settings(get_metric(metric), settings), layers, options)
+def _cached_table(path: Path) -> SensitivityTable | None:
+    """The table the cache holds at ``path``, its notes shown; ``None`` where there is none, or it is damaged (a copy
+    cut short, an edit: computed again and written over)."""
+    if not path.is_file():
+        return None
     try:
-        return show_notes(SensitivityTable.load(path)) if path.is_file() else None
-    except AutoqError:  # damaged: as compute_table, which computes it again
+        return show_notes(SensitivityTable.load(path))
+    except AutoqError:
         return None
 
 
 def workload_table(workload: Workload, layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]], metric: str,
                    settings: Mapping[str, Any] | None = None, *, use_cache: bool = True, refresh: bool = False, progress: bool = True,
-                   weights: QuantCache | None = None) -> SensitivityTable:
+                   weights: QuantCache | None = None, wider: Sequence[Sequence[LayerChoice]] | None = None) -> SensitivityTable:
     """`compute_table` on a workload's model and calibration batches."""
     return compute_table(
         workload.model, workload.calibration, layers, options, metric, settings,
         model_name=workload.name, fingerprint=workload.data_fingerprint, use_cache=use_cache, refresh=refresh, progress=progress, weights=weights,
+        wider=wider,
     )

@@ -99,7 +99,7 @@ def seed_table(workload: Workload, space: SearchSpace, seed_from: str, progress:
     computed its own table again after `autoq sensitivity` had cached the unpinned one (minutes on the default model).
     A table is not computed over the unpinned space: a layer pinned to fp16 because a method fails there would fail it."""
     from autoq.sensitivity import SensitivityTable, data_fingerprint, model_hash, workload_table
-    from autoq.sensitivity.compute import cached_workload_table, show_notes
+    from autoq.sensitivity.compute import show_notes
 
     if _is_path(seed_from):
         table = show_notes(SensitivityTable.load(seed_from))
@@ -114,12 +114,10 @@ def seed_table(workload: Workload, space: SearchSpace, seed_from: str, progress:
                       f"{table.data_fingerprint}) than this search's ({workload.data_fingerprint or ours}): its scores rank the "
                       "layers as that data did", file=sys.stderr, flush=True)
         return table
-    cached = cached_workload_table(workload, unpinned.layers, unpinned.options, seed_from) if unpinned is not None else None
-    if cached is not None:
-        return cached
     if progress:
         print(f"autoq: {seed_from} sensitivity for {len(space.layers)} layers (cached after the first run) ...", file=sys.stderr, flush=True)
-    return workload_table(workload, space.layers, space.options, seed_from, progress=progress)
+    return workload_table(workload, space.layers, space.options, seed_from, progress=progress,
+                          wider=unpinned.options if unpinned is not None else None)
 
 
 def space_scores(table: SensitivityTable, space: SearchSpace) -> tuple[tuple[float, ...], ...]:

@@ -181,11 +181,12 @@ class QuantCache:
         # told (layers done, layers to do) as `apply` quantizes what it has not cached: a live status for a long trial
         self.on_layer = on_layer
         self._layers: dict[tuple[str, LayerChoice], QuantizedLayer] = {}
+        weights = {name: m.weight for name, m in model.named_modules() if isinstance(getattr(m, "weight", None), torch.Tensor)}
         # where each layer's float weight lives now: another cache's swapped-in weight is found by its address
-        self._float = {name: _address(m.weight) for name, m in model.named_modules() if isinstance(getattr(m, "weight", None), torch.Tensor)}
+        self._float = {name: _address(w) for name, w in weights.items()}
         # and its version: between trials the weights must not change; within one, what an evaluate writes into the
         # parameter (a snapshot put back with load_state_dict) lands in the swapped-in tensor, and counts from the restore
-        self._versions = {name: _version(m.weight) for name, m in model.named_modules() if isinstance(getattr(m, "weight", None), torch.Tensor)}
+        self._versions = {name: _version(w) for name, w in weights.items()}
         self._warned = False
 
     def _check_float(self, name: str, module: nn.Module) -> None:
