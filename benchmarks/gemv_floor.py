@@ -12,7 +12,8 @@ Rows, at every LLaMA shape unless said:
 - a one-element ``add_``: what one call costs with no bytes to read, under each method;
 - torch's fp16 ``F.linear`` at batch 1;
 - the autotuned W4 GEMV (``autoq.kernels.ops.wq_linear``) per channel and in groups of 128, with its
-  speedup over fp16 by the same method: the issue's target is 3x;
+  speedup over fp16 by the same method: the issue's target is 3x; where ``ops.wq_linear`` launches the GEMV as a
+  programmatic dependent launch (``AUTOQ_GEMV_PDL=1`` on Hopper), also without it (``, no PDL``);
 - at 4096 x 4096, the per-channel W4 GEMV in every autotune tile and some outside the list (longer K
   steps, more warps; rows in each thread in other sizes), each checked against a float32 reference first;
 - the autotuner's split candidates (four tiles split 2, 4 or 8 ways over K, down to one step a program,
@@ -34,7 +35,9 @@ Prints a table and writes JSON. Without a GPU it says so and exits with status 2
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from collections.abc import Iterator
 
@@ -59,7 +62,30 @@ EXTRA_TILES = [(8, 2048, 4, 2, True, False), (8, 4096, 8, 2, True, False), (16, 
                (8, 1024, 4, 2, False, True), (2, 1024, 4, 2, True, True), (4, 2048, 8, 2, True, True)]
 # (BLOCK_N, BLOCK_K, warps, stages, prefetch, rows in thread, split) timed again as programmatic dependent launches: the
 # main tile, the fastest on the H200 (2026-11-30), the rows-in-thread one, and a split to one step a program
-PDL_TILES = [(16, 1024, 4, 2, True, False, 1), (8, 1024, 2, 2, True, False, 1), (8, 1024, 4, 2, True, True, 1), (16, 512, 2, 2, True, False, 8)]
+PDL_TILES = [(16, 1024, 4, 2, True, False, 1), (8, 1024, 2, 2, True, False, 1), (8, 1024, 4, 2, True, True, 1), (16, 512, 2, 2, True, False, 8),
+             (16, 1024, 4, 2, True, True, True, 1), (8, 1024, 4, 2, True, True, True, 1)]  # the last two HALF2 (packed halves)
+
+
+def pdl_by_default(device: torch.device) -> bool:
+    """Whether ``ops.wq_linear`` launches the GEMV as a programmatic dependent launch here (``AUTOQ_GEMV_PDL=1`` on Hopper)."""
+    from autoq.kernels import triton_wq_gemv
+
+    return triton_wq_gemv.pdl_by_default(device)
+
+
+@contextlib.contextmanager
+def _pdl_env(pdl: bool) -> Iterator[None]:
+    """``AUTOQ_GEMV_PDL=0`` inside, unless ``pdl``: the autotuned rows without programmatic dependent launch."""
+    before = os.environ.get("AUTOQ_GEMV_PDL")
+    if not pdl:
+        os.environ["AUTOQ_GEMV_PDL"] = "0"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("AUTOQ_GEMV_PDL", None)
+        else:
+            os.environ["AUTOQ_GEMV_PDL"] = before
 
 
 def _copying(timings) -> str:
@@ -77,11 +103,12 @@ def _timed(row: dict, fns, nbytes: int, timings, rep_ms: float, device: torch.de
     return row
 
 
-def split_tiles(k: int, weight) -> list:
-    """The split candidates of the GEMV's split-choosing autotuner that it keeps for rows of ``k`` columns."""
+def split_tiles(x, weight) -> list:
+    """The split candidates of the GEMV's split-choosing autotuner that it keeps for activations ``x`` and ``weight``."""
     from autoq.kernels import triton_wq_gemv
 
-    kept = triton_wq_gemv.prune_gemv_configs(triton_wq_gemv._GEMV_SPLIT_CONFIGS, {"K": k}, CPW=weight.codes_per_word, GROUP=weight.group_size)
+    kept = triton_wq_gemv.prune_gemv_configs(triton_wq_gemv._GEMV_SPLIT_CONFIGS, {"K": x.shape[-1], "x_ptr": x}, CPW=weight.codes_per_word,
+                                             GROUP=weight.group_size, BITS=weight.bits)
     return [c for c in kept if c.kwargs["SPLIT_K"] > 1]
 
 
@@ -94,7 +121,7 @@ def _tile_rows(device, n, k, x, weights, nbytes, timings, rep_ms, timer) -> Iter
     ref = x.float() @ weights[0].dequantize().float().T
     tiles = [(c, "autotune list") for c in triton_wq_gemv._GEMV_CONFIGS]
     # the split candidates before the extra tiles: a run cut short by its deadline keeps what the autotuner may choose
-    tiles += [(c, "autotune list, split") for c in split_tiles(k, weights[0])]
+    tiles += [(c, "autotune list, split") for c in split_tiles(x, weights[0])]
     if triton_wq_gemv.pdl_problem(device) is None:  # before the extra tiles too
         tiles += [(with_split(triton_wq_gemv.gemv_tile(*pdl[:-1]), pdl[-1]), "pdl") for pdl in PDL_TILES]
     tiles += [(triton_wq_gemv.gemv_tile(*extra), "extra") for extra in EXTRA_TILES]
@@ -119,6 +146,7 @@ def sweep(device: torch.device, rep_ms: float, shapes=LLAMA_7B_SHAPES, sweep_sha
     gives (median, p20, p80). Weights are made as ``autoq kernels bench`` makes them (``prepare_case``)."""
     gen = torch.Generator().manual_seed(0)
     copying = _copying(timings)
+    pdl_here = pdl_by_default(device)  # asked once: inside _pdl_env(False) it would say no
     for n, k in shapes:
         x = torch.randn(1, k, generator=gen).half().to(device)
         cells = [torch.zeros(1, device=device) for _ in range(copies_needed(copying, 4))]
@@ -129,9 +157,11 @@ def sweep(device: torch.device, rep_ms: float, shapes=LLAMA_7B_SHAPES, sweep_sha
         yield base
         for name in FORMATS:
             weights, run, nbytes, _ = prepare_case(n, k, QuantSpec.from_name(name), "wq", gen, device, copying)
-            row = _timed(dict(n=n, k=k, what=f"{name} autotuned"), [lambda w=w, x=x, run=run: run(x, w) for w in weights], nbytes,
-                         timings, rep_ms, device, timer)
-            yield dict(row, **{f"{timing}_speedup": base[f"{timing}_us"][0] / row[f"{timing}_us"][0] for timing in timings})
+            for pdl in (True, False) if pdl_here else (False,):  # where ops.wq_linear uses PDL, also without
+                with _pdl_env(pdl):
+                    row = _timed(dict(n=n, k=k, what=f"{name} autotuned{', no PDL' if pdl_here and not pdl else ''}"),
+                                 [lambda w=w, x=x, run=run: run(x, w) for w in weights], nbytes, timings, rep_ms, device, timer)
+                yield dict(row, **{f"{timing}_speedup": base[f"{timing}_us"][0] / row[f"{timing}_us"][0] for timing in timings})
         del weights
     n, k = sweep_shape
     x = torch.randn(1, k, generator=gen).half().to(device)

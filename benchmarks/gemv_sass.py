@@ -6,7 +6,8 @@ Triton ships, and divides the main loop's length by the weights a thread handles
 A GEMV stays memory-bound only while that count is under what the device can issue per weight its
 memory delivers; the ``H100``/``H200`` columns give that limit for each format's bytes per weight
 (4096 x 4096, packed words plus scales). ``bar`` counts the barriers in the loop of the main tile and of
-the 16-row ``ROWS_IN_THREAD`` tile (``rows/thr``). This is a static count, not a timing: the GPU decides.
+the 16-row ``ROWS_IN_THREAD`` tile (``rows/thr``); W4 formats also in the packed-half ``HALF2`` tiles (``h2``,
+best tile only). This is a static count, not a timing: the GPU decides.
 The code depends on the Triton version that compiles it, which is in the output's name.
 
     TRITON_INTERPRET=0 python benchmarks/gemv_sass.py [--arch 90] [--formats int4-ch-asym,...] [--out FILE]
@@ -74,15 +75,18 @@ def main(argv: list[str] | None = None) -> int:
         limits = {d.name: round(d.affordable(bytes_per_weight), 2) for d in DEVICES}
         tiles = []
         for config in _GEMV_CONFIGS:
+            if config.kwargs["HALF2"] and spec.bits != 4:  # packed-half tiles read W4 only
+                continue
             tiles.append({"block_n": config.kwargs["BLOCK_N"], "block_k": config.kwargs["BLOCK_K"], "prefetch": config.kwargs["PREFETCH"],
-                          "rows_in_thread": config.kwargs["ROWS_IN_THREAD"], "num_warps": config.num_warps,
+                          "rows_in_thread": config.kwargs["ROWS_IN_THREAD"], "half2": config.kwargs["HALF2"], "num_warps": config.num_warps,
                           "num_stages": config.num_stages, **tile_report(gemv_case(spec, "fp16", config), args.arch)})
         best = min(tiles, key=lambda t: t["loop_per_weight"])
-        main_tile, rows_tile = (next(t for t in tiles if (t["block_n"], t["block_k"], t["num_warps"], t["prefetch"], t["rows_in_thread"])
-                                     == (16, 1024, 4, True, rows)) for rows in (False, True))
+        main_tile, rows_tile = (next(t for t in tiles if (t["block_n"], t["block_k"], t["num_warps"], t["prefetch"], t["rows_in_thread"],
+                                                          t["half2"]) == (16, 1024, 4, True, rows, False)) for rows in (False, True))
         spills = sum(t["stack_bytes"] > 0 for t in tiles)
         rows.append({"format": name, "bytes_per_weight": round(bytes_per_weight, 4), "limits": limits, "tiles": tiles})
-        tile = f"{best['block_n']}x{best['block_k']} w{best['num_warps']}{'' if best['prefetch'] else ' np'}{' rt' if best['rows_in_thread'] else ''}"
+        tile = (f"{best['block_n']}x{best['block_k']} w{best['num_warps']}{'' if best['prefetch'] else ' np'}"
+                f"{' h2' if best['half2'] else ' rt' if best['rows_in_thread'] else ''}")
         print(f"{name:16s} {tile:>19s} {best['loop_per_weight']:11.2f} {main_tile['loop_per_weight']:10.2f} {main_tile['loop_barriers']:4d} "
               f"{rows_tile['loop_per_weight']:10.2f} {rows_tile['loop_barriers']:4d} {spills:6d}  "
               + "  ".join(f"{limits[d.name]:10.2f}" for d in DEVICES), flush=True)

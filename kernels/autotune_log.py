@@ -23,8 +23,9 @@ def tile_name(config) -> str:
 
 
 def gemv_switches(kwargs: dict) -> str:
-    """`` no-prefetch`` and `` rows-in-thread`` where a GEMV tile's keywords turn them off or on, else ``""``."""
-    return ("" if kwargs.get("PREFETCH", True) else " no-prefetch") + (" rows-in-thread" if kwargs.get("ROWS_IN_THREAD") else "")
+    """`` no-prefetch``, `` rows-in-thread`` and `` half2`` where a GEMV tile's keywords turn them off or on, else ``""``."""
+    return ("" if kwargs.get("PREFETCH", True) else " no-prefetch") + (" rows-in-thread" if kwargs.get("ROWS_IN_THREAD") else "") + \
+        (" half2" if kwargs.get("HALF2") else "")
 
 
 @dataclass(frozen=True)

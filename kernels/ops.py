@@ -127,7 +127,7 @@ def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: s
     if kernel == "gemv" or (kernel == "auto" and x2.shape[0] <= GEMV_MAX_BATCH):
         if split_k is None and not autotuning():  # autotuning, the GEMV's autotuner chooses the split with the tile
             split_k = split_k_for(n, k, device=x.device)
-        out, _ = triton_wq_gemv.gemv(x2, w, split_k, compile_only)
+        out, _ = triton_wq_gemv.gemv(x2, w, split_k, compile_only, pdl=triton_wq_gemv.pdl_by_default(x.device, compile_only))
     else:
         if split_k is None and not autotuning():  # autotuning, the GEMM's autotuner chooses the split with the tile
             split_k = gemm_split_k_for(x2.shape[0], n, k, device=x.device)

@@ -20,6 +20,7 @@ configuration (``FIXED_GEMV``) is used directly, split as :func:`autoq.kernels.o
 from __future__ import annotations
 
 import functools
+import os
 
 import torch
 import triton
@@ -31,7 +32,9 @@ from autoq.kernels.capability import interpreting
 from autoq.kernels.gemv_steps import even_k, step_columns, step_constexprs, wordwise
 from autoq.kernels.splits import SPLITS, resolved_split, run_split, splits_of, store_split, with_split
 from autoq.kernels.tiles import autotune_bench, launch_tile
-from autoq.kernels.triton_scales import load_scale_zero, scale_row_stride, scale_zero_cols, scale_zero_rows
+from autoq.kernels.triton_gemv_loads import step_words, word_scales
+from autoq.kernels.triton_half2 import gemv_half2
+from autoq.kernels.triton_scales import scale_row_stride, scale_zero_cols, scale_zero_rows
 
 
 @triton.jit
@@ -64,35 +67,6 @@ def _load_x(x_ptr, cols, k_end, EVEN_K: tl.constexpr):
 
 
 @triton.jit
-def _load_words(w_ptr, rows, row_mask, w0, wcols, w_end, k_end, stride_wn, CPW: tl.constexpr, EVEN_K: tl.constexpr,
-                EVEN_N: tl.constexpr):
-    """Packed words of rows ``rows`` at words ``w0 + wcols`` of the step starting at word ``w0`` (the two broadcast
-    together); 0 past N or K and, for a prefetch past the last step (``w0 >= w_end``), all 0 without touching memory.
-    ``EVEN_N`` (whole tiles of rows) drops the rows' mask: a predicate a load fewer, 16 a step with rows in a thread."""
-    w_ptrs = w_ptr + rows * stride_wn + (w0 + wcols)
-    if EVEN_K:  # whole steps: one predicate for the step keeps each thread's words a single vector load
-        in_k = w0 + 0 * wcols < w_end
-    else:
-        in_k = (w0 + wcols) * CPW < k_end
-    if EVEN_N:
-        words = tl.load(w_ptrs, mask=in_k, other=0)
-    else:
-        words = tl.load(w_ptrs, mask=row_mask & in_k, other=0)
-    return words
-
-
-@triton.jit
-def _step_words(w_ptr, rows, row_mask, w0, wcols, w_end, k_end, stride_wn, CPW: tl.constexpr, EVEN_K: tl.constexpr,
-                EVEN_N: tl.constexpr, BLOCK_N: tl.constexpr, BW: tl.constexpr, ROWS_IN_THREAD: tl.constexpr):
-    """The words tile ``(BLOCK_N, BW)`` of the step at word ``w0``; with ``ROWS_IN_THREAD`` loaded flat (``rows`` and
-    ``wcols`` are ``(BLOCK_N * BW,)``, word-fastest) and reshaped, so no Triton version has a 2-D tie to break."""
-    words = _load_words(w_ptr, rows, row_mask, w0, wcols, w_end, k_end, stride_wn, CPW, EVEN_K, EVEN_N)
-    if ROWS_IN_THREAD:
-        words = tl.reshape(words, [BLOCK_N, BW])
-    return words
-
-
-@triton.jit
 def _load_group_words(w_ptr, offs_n, n_mask, k0, u, k_end, stride_wn, CPW: tl.constexpr, GROUP: tl.constexpr, TW: tl.constexpr):
     """Words ``(BLOCK_N, NGS * TW)`` of the step at column ``k0``: lane ``u`` is word ``u % TW`` of group ``u // TW``
     counted from the word holding the group's first column; words with no column in their group are 0."""
@@ -100,22 +74,6 @@ def _load_group_words(w_ptr, offs_n, n_mask, k0, u, k_end, stride_wn, CPW: tl.co
     widx = lo // CPW + u % TW
     live = widx * CPW < tl.minimum(lo + GROUP, k_end)
     return tl.load(w_ptr + offs_n[:, None] * stride_wn + widx[None, :], mask=n_mask[:, None] & live[None, :], other=0)
-
-
-@triton.jit
-def _word_scales(s_ptr, z_ptr, offs, row_mask, cols, k_end, BITS: tl.constexpr, HAS_ZEROS: tl.constexpr, EVEN_K: tl.constexpr,
-                 EVEN_N: tl.constexpr):
-    """Scales and zeros at ``offs``, one a word with rows in a thread: masked by the rows and the words' first columns
-    ``cols`` only where a tile or step can be partial (a mask is a predicate and a compare a load)."""
-    if EVEN_K and EVEN_N:
-        mask = None
-    elif EVEN_K:
-        mask = row_mask
-    elif EVEN_N:
-        mask = cols < k_end
-    else:
-        mask = row_mask & (cols < k_end)
-    return load_scale_zero(s_ptr, z_ptr, offs, mask, BITS, HAS_ZEROS)
 
 
 @triton.jit
@@ -213,14 +171,14 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask
     corr = tl.zeros([BLOCK_N], dtype=tl.float32)  # whole-step groups: sum of scale * (2**BITS + zero) * sum x
     xsum = tl.zeros([BW], dtype=tl.float32)  # per channel: sum x over the whole range
     if PREFETCH:
-        words = _step_words(w_ptr, rows, row_mask, w_begin, wcols, w_end, k_end, stride_wn, CPW, EVEN_K, EVEN_N, BLOCK_N, BW, ROWS_IN_THREAD)
+        words = step_words(w_ptr, rows, row_mask, w_begin, wcols, w_end, k_end, stride_wn, CPW, EVEN_K, EVEN_N, BLOCK_N, BW, ROWS_IN_THREAD)
     for w0 in range(w_begin, w_end, BW):
         cols = (w0 + wi) * CPW
         if PREFETCH:
-            ahead = _step_words(w_ptr, rows, row_mask, w0 + BW, wcols, w_end, k_end, stride_wn, CPW, EVEN_K, EVEN_N, BLOCK_N, BW,
+            ahead = step_words(w_ptr, rows, row_mask, w0 + BW, wcols, w_end, k_end, stride_wn, CPW, EVEN_K, EVEN_N, BLOCK_N, BW,
                                 ROWS_IN_THREAD)  # in flight during this step
         else:
-            words = _step_words(w_ptr, rows, row_mask, w0, wcols, w_end, k_end, stride_wn, CPW, EVEN_K, EVEN_N, BLOCK_N, BW, ROWS_IN_THREAD)
+            words = step_words(w_ptr, rows, row_mask, w0, wcols, w_end, k_end, stride_wn, CPW, EVEN_K, EVEN_N, BLOCK_N, BW, ROWS_IN_THREAD)
         part = tl.zeros([BLOCK_N, BW], dtype=tl.float32)
         xs = tl.zeros([BW], dtype=tl.float32)
         if ROWS_IN_THREAD:  # each slot's activations as a (1, BW) tile: laid out as the words' tile, one a thread
@@ -246,7 +204,7 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask
         elif ROWS_IN_THREAD:  # each word's own group's scale, as the words are laid out: no sum across lanes in the loop
             # 64-bit offsets: with the constexpr row stride, Triton 3.9 folds each row's into the load's immediate
             flat_cols = (w0 + wcols) * CPW
-            scale, zero = _word_scales(s_ptr, z_ptr, rows.to(tl.int64) * stride_sn + (flat_cols // GROUP) * stride_sg, row_mask, flat_cols,
+            scale, zero = word_scales(s_ptr, z_ptr, rows.to(tl.int64) * stride_sn + (flat_cols // GROUP) * stride_sg, row_mask, flat_cols,
                                        k_end, BITS, HAS_ZEROS, EVEN_K, EVEN_N)
             acc += tl.reshape(scale, [BLOCK_N, BW]) * (ONE * part - tl.reshape(ONE + zero, [BLOCK_N, BW]) * xs[None, :])
         else:
@@ -307,7 +265,8 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, part_ptr, count_ptr, one
                    stride_sg, stride_om,
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, SPLIT_K: tl.constexpr,
                    EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr,
-                   STEP: tl.constexpr, TW: tl.constexpr, NGS: tl.constexpr, ROWS_IN_THREAD: tl.constexpr, PDL: tl.constexpr):
+                   STEP: tl.constexpr, TW: tl.constexpr, NGS: tl.constexpr, ROWS_IN_THREAD: tl.constexpr, PDL: tl.constexpr,
+                   HALF2: tl.constexpr = False, H2_ASM: tl.constexpr = False):
     """One program: ``BLOCK_N`` outputs of one row of ``x`` over one K split (written to ``out_ptr`` when K is not split,
     else as fp32 to ``part_ptr``, one ``(M, N)`` slice a split, added by the last split: ``store_split``); how it walks K (``STEP``, ``TW``,
     ``NGS``, derived from ``BLOCK_K``) is :func:`autoq.kernels.gemv_steps.step_constexprs`. The row strides of the
@@ -327,9 +286,13 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, part_ptr, count_ptr, one
         w_per_split = tl.cdiv(tl.cdiv(n_words, SPLIT_K), STEP) * STEP
         w_begin = pid_s * w_per_split
         w_end = tl.minimum(w_begin + w_per_split, n_words)
-        y = _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, pid_n * BLOCK_N, N, offs_n, n_mask, row, w_begin, w_end, tl.minimum(w_end * CPW, K),
-                              stride_xm, stride_wn, stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K, EVEN_N, BLOCK_N, STEP, PREFETCH,
-                              ROWS_IN_THREAD)
+        if HALF2:
+            y = gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, pid_n * BLOCK_N, N, offs_n, n_mask, row, w_begin, w_end, tl.minimum(w_end * CPW, K),
+                           stride_xm, stride_wn, stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_N, BLOCK_N, STEP, PREFETCH, H2_ASM)
+        else:
+            y = _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, pid_n * BLOCK_N, N, offs_n, n_mask, row, w_begin, w_end,
+                                  tl.minimum(w_end * CPW, K), stride_xm, stride_wn, stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K,
+                                  EVEN_N, BLOCK_N, STEP, PREFETCH, ROWS_IN_THREAD)
     else:
         k_per_split = tl.cdiv(tl.cdiv(K, SPLIT_K), NGS * GROUP) * NGS * GROUP  # whole groups
         k_begin = pid_s * k_per_split
@@ -342,10 +305,26 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, part_ptr, count_ptr, one
 ONE_F32 = 0x3F800000  # the bits of 1.0f, passed to the GEMV (see ``_mantissa_codes``)
 
 
-def gemv_tile(block_n: int, block_k: int, warps: int, stages: int = 2, prefetch: bool = True, rows_in_thread: bool = False):
-    """A GEMV tile as a ``triton.Config``: every launch keyword of the kernel's tile, in one place."""
-    return triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k, "PREFETCH": prefetch, "ROWS_IN_THREAD": rows_in_thread},
-                         num_warps=warps, num_stages=stages)
+def gemv_tile(block_n: int, block_k: int, warps: int, stages: int = 2, prefetch: bool = True, rows_in_thread: bool = False,
+              half2: bool = False):
+    """A GEMV tile as a ``triton.Config``: every launch keyword of the kernel's tile, in one place (``half2``: packed-half
+    W4 dots, :mod:`autoq.kernels.triton_half2`; only with ``rows_in_thread``)."""
+    return triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k, "PREFETCH": prefetch, "ROWS_IN_THREAD": rows_in_thread or half2,
+                          "HALF2": half2}, num_warps=warps, num_stages=stages)
+
+
+def half2_problem(x: torch.Tensor, k: int, bits: int) -> str | None:
+    """Why a ``HALF2`` tile cannot run this launch, or ``None``: it reads W4 codes against fp16 activations two at a time
+    (4-byte aligned rows of ``x``, an even K)."""
+    if bits != 4:
+        return f"HALF2 GEMV tiles read 4-bit codes, not {bits}-bit"
+    if x.dtype != torch.float16:
+        return f"HALF2 GEMV tiles take fp16 activations, not {x.dtype}"
+    if (x.shape[0] > 1 and x.stride(0) % 2) or x.data_ptr() % 4:
+        return "HALF2 GEMV tiles read activations in 4-byte pairs: rows must start 4-byte aligned"
+    if k % 2:
+        return f"HALF2 GEMV tiles read activations in pairs: K={k} must be even"
+    return None
 
 
 # One configuration when not autotuning (see ``autotuning``): a large block keeps the number of programs and
@@ -369,12 +348,21 @@ _GEMV_CONFIGS = [gemv_tile(bn, bk, w, s, pf) for bn, bk, w, s, pf in [
     (8, 1024, 2, 2, True), (8, 1024, 2, 2, False), (32, 512, 4, 2, True), (32, 256, 2, 2, True), (64, 256, 4, 2, True),
     (8, 512, 2, 2, True), (8, 256, 1, 2, True), (32, 1024, 4, 2, True), (32, 2048, 8, 2, True)]]
 _GEMV_CONFIGS += [gemv_tile(bn, bk, w, rows_in_thread=True) for bn, bk, w in [(16, 1024, 4), (8, 1024, 4), (4, 1024, 4), (8, 2048, 8)]]
+# HALF2 (W4 with fp16 activations only; pruned otherwise): rows in a thread, each word's 8 codes dotted in packed halves,
+# 2.5-2.9 instructions a weight per channel in the sm_90 SASS (Triton 3.9 and 3.6) where the fp32 rows-in-thread tiles
+# take 3.7, 3.3-3.7 in groups of 128 against 4.7 (see autoq.kernels.triton_half2). The same row counts, 2048-column steps
+# on 8 warps, and short steps for short rows. On the H200 (2026-12-04, calls back to back, 4096 x 4096 per channel) they
+# were 4-16% faster than the fp32 tile of the same shape (8 x 2048: 5.62 against 6.68 us) and the autotuner chose them
+# for most W4 layers; one without prefetch took 12.7 us and is not in the list.
+_GEMV_CONFIGS += [gemv_tile(bn, bk, w, half2=True) for bn, bk, w in [
+    (16, 1024, 4), (8, 1024, 4), (4, 1024, 4), (16, 2048, 8), (8, 2048, 8), (32, 1024, 8), (16, 512, 2), (8, 256, 1)]]
 
 # The autotuner that also chooses the split over K (what a batch-1 launch uses on a GPU): every tile above whole,
-# and four split 2, 4 and 8 ways where each split keeps a whole step (prune_gemv_configs). The H200 timings read as
+# and six (two of them HALF2) split 2, 4 and 8 ways where each split keeps a whole step (prune_gemv_configs). The H200 timings read as
 # a fixed latency a K step that too few warps hide (kernels/README.md); a split gives 2-8x the programs, each with
 # fewer steps. A split tile adds its partial sums in the same kernel (splits.store_split), so its timing includes them.
-_SPLIT_TILES = [(16, 1024, 4, 2, True, False), (8, 1024, 4, 2, True, True), (16, 512, 2, 2, True, False), (8, 256, 1, 2, True, False)]
+_SPLIT_TILES = [(16, 1024, 4, 2, True, False), (8, 1024, 4, 2, True, True), (16, 512, 2, 2, True, False), (8, 256, 1, 2, True, False),
+                (16, 1024, 4, 2, True, True, True), (8, 1024, 4, 2, True, True, True)]
 _GEMV_SPLIT_CONFIGS = [with_split(c, 1) for c in _GEMV_CONFIGS]
 _GEMV_SPLIT_CONFIGS += [with_split(gemv_tile(*tile), split) for tile in _SPLIT_TILES for split in SPLITS]
 
@@ -386,15 +374,18 @@ def prune_gemv_configs(configs, named_args, **kwargs):
     Short rows (a small model's 384 inputs) then autotune 3 to 7 tiles, not 14. Keeps the shortest step if none fits.
     Triton passes the positional arguments as ``named_args`` and the keyword ones (``CPW``) as ``kwargs``."""
     k = named_args["K"]
+    x = named_args.get("x_ptr")
     k_pow2 = 1 << max(0, (k - 1).bit_length())
 
     def fits(c) -> bool:
         step = step_columns(c.kwargs["BLOCK_K"], kwargs["CPW"], kwargs["GROUP"])
         split = c.kwargs.get("SPLIT_K", 1)
+        if c.kwargs.get("HALF2") and (x is None or half2_problem(x, k, kwargs["BITS"])):
+            return False
         return step <= k_pow2 if split == 1 else split * step <= k
 
     kept = [c for c in configs if fits(c)]
-    return kept or [min((c for c in configs if c.kwargs.get("SPLIT_K", 1) == 1), key=lambda c: c.kwargs["BLOCK_K"])]
+    return kept or [min((c for c in configs if c.kwargs.get("SPLIT_K", 1) == 1 and not c.kwargs.get("HALF2")), key=lambda c: c.kwargs["BLOCK_K"])]
 
 
 @functools.cache
@@ -430,7 +421,11 @@ def launch_gemv(x, qweight, scales, zeros, out, part, counters, split_k: int | N
     n = qweight.shape[0]
     args = (x, qweight, scales, scales if zeros is None else zeros, out, part, counters, ONE_F32, n, k, x.stride(0), qweight.stride(0),
             scale_row_stride(scales), scales.stride(1), out.stride(-2))
-    meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw), PDL=pdl)
+    meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw), PDL=pdl, H2_ASM=not interpreting())
+    if tile is not None and tile.kwargs.get("HALF2"):
+        problem = half2_problem(x, k, bits)
+        if problem:
+            raise AutoqError(problem)
     if pdl:
         meta["launch_pdl"] = True
     if split_k is not None:
@@ -446,10 +441,10 @@ def gemv(x, w, split_k: int | None, compile_only: bool = False, tile: triton.Con
     ``split_k=None``: the autotuner chooses the split over K with the tile (on a GPU), or ``tile`` says it (its
     ``SPLIT_K``, else 1). Allocates what :func:`launch_gemv` writes; a split counts on ``w.counters``.
 
-    ``pdl=True`` (Hopper or later; for measuring, ``benchmarks/gemv_floor.py``): a programmatic
-    dependent launch. Its programs may start while the stream's previous kernel ends and wait for it
-    (``griddepcontrol.wait``) before any load or store, so launching overlaps the previous kernel's tail; each
-    lets the next kernel launch early too. Not used by ``ops.wq_linear``: whether it pays is for a GPU to say."""
+    ``pdl=True`` (Hopper or later): a programmatic dependent launch. Its programs may start while the stream's
+    previous kernel ends and wait for it (``griddepcontrol.wait``) before any load or store, so launching overlaps
+    the previous kernel's tail; each lets the next kernel launch early too. ``ops.wq_linear`` asks for it only where
+    :func:`pdl_by_default` says (``AUTOQ_GEMV_PDL=1``; ``benchmarks/gemv_floor.py`` times tiles with and without)."""
     problem = pdl_problem(x.device, compile_only) if pdl else None
     if problem:
         raise AutoqError(problem)
@@ -473,3 +468,28 @@ def pdl_problem(device, compile_only: bool = False) -> str | None:
         return "programmatic dependent launch needs a GPU; Triton's interpreter cannot run it (TRITON_INTERPRET=1)"
     major, minor = torch.cuda.get_device_capability(device)
     return None if major >= 9 else f"programmatic dependent launch needs a Hopper GPU or later (sm_90+); this one is sm_{major}{minor}"
+
+
+def pdl_by_default(device, compile_only: bool = False) -> bool:
+    """Whether ``ops.wq_linear`` launches the GEMV as a programmatic dependent launch: only with ``AUTOQ_GEMV_PDL=1``,
+    and then on Hopper and later (for ``compile_only``, when Triton's current target is).
+
+    Off by default since the H200 session of 2026-12-04 (``benchmarks/results/gpu_session_nvidia-h200_2026-12-04_half2``):
+    launched so by default, the autotuned W4 GEMV was no faster (4096 x 4096 per channel: 5.66 us, 5.61 without),
+    while the LLaMA benchmark's W2 and W3 rows at batch 1 were 10-34% slower than the session before. Each program
+    lets the next kernel start at once, whose waiting programs may hold SM slots the running one could use."""
+    if os.environ.get("AUTOQ_GEMV_PDL", "0") != "1":
+        return False
+    if compile_only:
+        try:
+            target = triton.runtime.driver.active.get_current_target()
+        except Exception:  # noqa: BLE001 - no driver to ask: no PDL
+            return False
+        return target.backend == "cuda" and isinstance(target.arch, int) and target.arch >= 90
+    return device.type == "cuda" and _pdl_capable(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.cache
+def _pdl_capable(index: int) -> bool:
+    """Whether CUDA device ``index`` runs programmatic dependent launches (cached: every batch-1 launch asks)."""
+    return not interpreting() and torch.cuda.get_device_capability(index)[0] >= 9

@@ -40,7 +40,12 @@ def gemv_k(tile, name: str, remainder: int = 37) -> int:
     return 2 * step_columns(tile.kwargs["BLOCK_K"], codes_per_word(spec.bits), spec.group_size or 0) + remainder
 
 
-@pytest.mark.parametrize("tile", triton_wq_gemv._GEMV_CONFIGS, ids=tile_id)
+FP32_GEMV = [t for t in triton_wq_gemv._GEMV_CONFIGS if not t.kwargs["HALF2"]]
+HALF2_GEMV = [t for t in triton_wq_gemv._GEMV_CONFIGS + triton_wq_gemv._GEMV_SPLIT_CONFIGS if t.kwargs["HALF2"] and t.kwargs.get("SPLIT_K", 1) > 1]
+HALF2_GEMV = [t for t in triton_wq_gemv._GEMV_CONFIGS if t.kwargs["HALF2"]] + HALF2_GEMV
+
+
+@pytest.mark.parametrize("tile", FP32_GEMV, ids=tile_id)
 def test_every_gemv_tile(tile):
     gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_N"] * tile.kwargs["BLOCK_K"] + tile.kwargs["ROWS_IN_THREAD"] + tile.num_warps)
     for name in GEMV_FORMATS:
@@ -56,7 +61,7 @@ def test_every_gemv_tile(tile):
     assert_close_to_reference(triton_wq_gemv.gemv(x, packed, 1, tile=tile)[0], x, packed.dequantize(torch.float64), torch.bfloat16)
 
 
-@pytest.mark.parametrize("tile", [t for t in triton_wq_gemv._GEMV_CONFIGS if t.kwargs["ROWS_IN_THREAD"]], ids=tile_id)
+@pytest.mark.parametrize("tile", [t for t in FP32_GEMV if t.kwargs["ROWS_IN_THREAD"]], ids=tile_id)
 def test_rows_in_thread_tiles_take_every_word_width(tile):
     """The tiles with the rows in each thread load words and activations flat, and scale each word by its own group:
     2-bit words (16 activations each) and 8-bit ones too, groups narrower and wider than a step, per channel."""
@@ -70,7 +75,44 @@ def test_rows_in_thread_tiles_take_every_word_width(tile):
             assert_close_to_reference(triton_wq_gemv.gemv(x, packed, split, tile=tile)[0], x, packed.dequantize(torch.float64), dtype)
 
 
-@pytest.mark.parametrize("tile", [t for t in triton_wq_gemv._GEMV_SPLIT_CONFIGS if t.kwargs["SPLIT_K"] > 1], ids=tile_id)
+@pytest.mark.parametrize("tile", HALF2_GEMV, ids=tile_id)
+def test_every_half2_gemv_tile(tile):
+    """The packed-half W4 tiles (fp16 activations, pairs of them an int32): per channel and in groups, symmetric and not,
+    whole steps and a partial one that ends inside a word (K = 2 steps + 38), rows not a multiple of the tile and
+    whole tiles. Here the interpreter runs their integer-and-fp32 twin (no PTX); on a GPU this runs the PTX."""
+    gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_N"] * tile.kwargs["BLOCK_K"] + tile.num_warps + tile.kwargs.get("SPLIT_K", 1))
+    split = tile.kwargs.get("SPLIT_K", 1)
+    step = step_columns(tile.kwargs["BLOCK_K"], 8)
+    for name, rows, extra in (("int4-ch-asym", 2 * tile.kwargs["BLOCK_N"] - 3, 38), ("int4-ch-sym", tile.kwargs["BLOCK_N"] + 1, 6),
+                              ("int4-g32-asym", 2 * tile.kwargs["BLOCK_N"], 0), ("int4-g128-sym", 2 * tile.kwargs["BLOCK_N"] - 1, 128)):
+        k = 2 * split * step + extra
+        packed = random_packed(QuantSpec.from_name(name), rows, k, gen)
+        x = (3 * torch.randn(1, k, generator=gen)).half().to(DEVICE)
+        for split_k in ((None,) if split > 1 else (1, 2)):
+            assert_close_to_reference(triton_wq_gemv.gemv(x, packed, split_k, tile=tile)[0], x, packed.dequantize(torch.float64), torch.float16)
+
+
+@pytest.mark.parametrize(("name", "dtype", "k", "match"), [("int4-ch-asym", torch.bfloat16, 1024, "fp16 activations"),
+                                                           ("int8-ch-asym", torch.float16, 256, "4-bit codes"),
+                                                           ("int4-g32-asym", torch.float16, 255, "K=255 must be even")])
+def test_half2_tiles_refuse_what_they_cannot_read(name, dtype, k, match):
+    """A named HALF2 tile on bf16 activations, another width or an odd K is an error that says why; the autotuners
+    prune such tiles instead (``prune_gemv_configs``)."""
+    tile = next(t for t in triton_wq_gemv._GEMV_CONFIGS if t.kwargs["HALF2"])
+    packed = random_packed(QuantSpec.from_name(name), 8, k, torch.Generator().manual_seed(k))
+    x = torch.randn(1, k).to(dtype).to(DEVICE)
+    with pytest.raises(AutoqError, match=match):
+        triton_wq_gemv.gemv(x, packed, 1, tile=tile)
+    kept = triton_wq_gemv.prune_gemv_configs(triton_wq_gemv._GEMV_SPLIT_CONFIGS, {"K": k, "x_ptr": x}, CPW=32 // packed.bits,
+                                             GROUP=packed.group_size, BITS=packed.bits)
+    assert kept and not any(c.kwargs["HALF2"] for c in kept)
+    if name == "int4-ch-asym":  # the same launch in fp16 keeps them
+        kept = triton_wq_gemv.prune_gemv_configs(triton_wq_gemv._GEMV_SPLIT_CONFIGS, {"K": k, "x_ptr": x.half()}, CPW=8, GROUP=0, BITS=4)
+        assert any(c.kwargs["HALF2"] for c in kept)
+
+
+@pytest.mark.parametrize("tile", [t for t in triton_wq_gemv._GEMV_SPLIT_CONFIGS if t.kwargs["SPLIT_K"] > 1 and not t.kwargs["HALF2"]],
+                         ids=tile_id)
 def test_every_split_gemv_tile(tile):
     """The split-choosing autotuner's split tiles, as a launch runs its choice (``split_k=None``: the tile says): the
     fp32 partial sums of every split, added by the last one in the same kernel; a remainder step, and rows not a multiple of the tile."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -167,7 +168,8 @@ def test_gemv_floor_sweep_checks_and_times_every_tile_by_both_methods():
     tiles = [r for r in rows if r["what"].startswith("W4 GEMV")]
     from autoq.kernels import triton_wq_gemv
 
-    split_tiles = floor.split_tiles(1100, PackedWeight.empty(QuantSpec.from_name("int4-ch-asym"), (24, 1100)))
+    split_tiles = floor.split_tiles(torch.empty(1, 1100, dtype=torch.float16, device="meta"),
+                                    PackedWeight.empty(QuantSpec.from_name("int4-ch-asym"), (24, 1100)))
     splits = len(split_tiles)
     assert splits > 0 and all(1 < t.kwargs["SPLIT_K"] and t.kwargs["SPLIT_K"] * t.kwargs["BLOCK_K"] <= 1100 for t in split_tiles)
     pdl = len(floor.PDL_TILES) if triton_wq_gemv.pdl_problem(torch.device(DEVICE)) is None else 0  # on Hopper: PDL rows too
@@ -177,12 +179,16 @@ def test_gemv_floor_sweep_checks_and_times_every_tile_by_both_methods():
     assert all(r["what"].endswith(" pdl") for r in tiles if r["source"] == "pdl") and sum(r["source"] == "pdl" for r in tiles) == pdl
     assert all("error" not in r and r["rel_err"] < 1e-3 for r in tiles), [r for r in tiles if "error" in r]
     per_shape = ["one-element add_", "fp16 F.linear", "int4-ch-asym autotuned", "int4-g128-asym autotuned"]
+    if floor.pdl_by_default(torch.device(DEVICE)):  # Hopper: ops.wq_linear's programmatic dependent launch, and without
+        per_shape = [*per_shape[:2], "int4-ch-asym autotuned", "int4-ch-asym autotuned, no PDL", "int4-g128-asym autotuned",
+                     "int4-g128-asym autotuned, no PDL"]
     assert [r["what"] for r in rows if r["n"] == 8] == per_shape  # no sweep there
     assert all(r["flush_us"] == [2.0, 1.5, 2.5] and r["rotate_us"] == [1.0, 0.9, 1.1] for r in rows)
     assert all(r["copies"] == copies_for(max(4, r["bytes"])) for r in rows)  # so many that each copy leaves the L2
     assert len(calls) == 2 * len(rows) and {c[1] for c in calls} == {7.0}
-    autotuned = [r for r in rows if r["what"].endswith("autotuned")]
-    assert len(autotuned) == 4 and all(r["flush_speedup"] == 1.0 and r["rotate_speedup"] == 1.0 for r in autotuned)
+    autotuned = [r for r in rows if "autotuned" in r["what"]]
+    assert len(autotuned) == 4 * (1 + floor.pdl_by_default(torch.device(DEVICE)))
+    assert all(r["flush_speedup"] == 1.0 and r["rotate_speedup"] == 1.0 for r in autotuned)
     assert rows[-1]["what"].startswith("W4 GEMV") and rows[0]["what"] == "one-element add_"  # the tile sweep last
     text = "\n".join([floor.header(), *map(floor.format_row, rows)])
     assert "W4 GEMV 16x1024 w4 s2 no-prefetch" in text and "W4 GEMV 8x1024 w4 s2 rows-in-thread" in text and "rotate us" in text
@@ -193,3 +199,28 @@ def test_gemv_floor_refuses_an_unknown_timing():
     proc = subprocess.run([sys.executable, str(REPO / "benchmarks" / "gemv_floor.py"), "--timings", "flush,cold"],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "--timings takes some of flush, rotate; got 'flush,cold'" in proc.stderr
+
+
+def test_gemv_floor_times_the_autotuned_rows_without_pdl_too_where_pdl_is_the_default(monkeypatch):
+    """Where ``ops.wq_linear`` launches the GEMV as a programmatic dependent launch (Hopper), each autotuned W4 row is
+    timed again with ``AUTOQ_GEMV_PDL=0`` and labelled so; the variable is put back after."""
+    spec = importlib.util.spec_from_file_location("gemv_floor", REPO / "benchmarks" / "gemv_floor.py")
+    floor = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(floor)
+    monkeypatch.setattr(floor, "pdl_by_default", lambda device: True)
+    monkeypatch.delenv("AUTOQ_GEMV_PDL", raising=False)
+    seen = []
+
+    def timer(fns, timing, rep_ms, device):
+        fns[-1]()
+        seen.append(os.environ.get("AUTOQ_GEMV_PDL"))
+        return (1.0, 0.9, 1.1)
+
+    rows = []
+    for row in floor.sweep(torch.device(DEVICE), 5.0, shapes=((8, 64),), sweep_shape=(8, 64), timings=("rotate",), timer=timer):
+        if row["what"].startswith("W4 GEMV"):
+            break
+        rows.append(row["what"])
+    assert rows == ["one-element add_", "fp16 F.linear", "int4-ch-asym autotuned", "int4-ch-asym autotuned, no PDL",
+                    "int4-g128-asym autotuned", "int4-g128-asym autotuned, no PDL"]
+    assert seen[:6] == [None, None, None, "0", None, "0"] and "AUTOQ_GEMV_PDL" not in os.environ

@@ -145,6 +145,8 @@ def test_a_case_compiles_the_kernel_a_launch_runs(tmp_path):
 
     (Hand-built specializations missed, for one, that per-channel scales have row stride 1: 255 registers where
     the launch's kernel has 168, in a 32-row tile.)"""
+    import torch
+
     from autoq.kernels.triton_wq_gemv import _GEMV_CONFIGS, _GEMV_SPLIT_CONFIGS, gemv_splits, prune_gemv_configs
 
     script = (
@@ -161,7 +163,8 @@ def test_a_case_compiles_the_kernel_a_launch_runs(tmp_path):
     proc = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     first, then = map(int, proc.stdout.split())
-    kept = prune_gemv_configs(_GEMV_SPLIT_CONFIGS, {"K": 4096}, CPW=8, GROUP=0)  # every whole tile, splits with a step each
+    x = torch.empty(1, 4096, dtype=torch.float16, device="meta")  # every whole tile (HALF2 too: fp16 W4), splits with a step each
+    kept = prune_gemv_configs(_GEMV_SPLIT_CONFIGS, {"K": 4096, "x_ptr": x}, CPW=8, GROUP=0, BITS=4)
     assert len(kept) > len(_GEMV_CONFIGS) and gemv_splits(4096, 8, 0) == (2, 4, 8)
     assert (first, then) == (1, len(kept) - 1)
 
@@ -221,10 +224,13 @@ def test_gemv_sass_benchmark_writes_every_tile(tmp_path):
     from autoq.kernels.triton_wq_gemv import _GEMV_CONFIGS
 
     row = sass_benchmark_row("gemv_sass.py", "int4-ch-asym", tmp_path)
-    assert len(row["tiles"]) == len(_GEMV_CONFIGS)
+    assert len(row["tiles"]) == len(_GEMV_CONFIGS)  # W4: the packed-half tiles too
     assert 0.5 < row["bytes_per_weight"] < 0.51  # 4 bits plus two fp16 per 4096-weight row
     assert abs(row["limits"]["H200"] - 128 * 132 * 1.98e9 * row["bytes_per_weight"] / 4800e9) < 0.01
-    assert all(t["stack_bytes"] == 0 and 3.0 <= t["loop_per_weight"] for t in row["tiles"])  # shift, and-or, FMA at least
+    assert all(t["stack_bytes"] == 0 and 3.0 <= t["loop_per_weight"] for t in row["tiles"] if not t["half2"])  # shift, and-or, FMA at least
+    # packed halves: 17 instructions for a word's 8 weights, its load and its fp32 sum, at least
+    half2 = [t["loop_per_weight"] for t in row["tiles"] if t["half2"]]
+    assert half2 and all(2.2 <= w for w in half2) and min(half2) < 2.9, half2
 
 
 def test_gemm_sass_benchmark_writes_every_tile(tmp_path):

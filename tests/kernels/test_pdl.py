@@ -45,3 +45,19 @@ def test_a_pdl_gemv_reads_what_the_kernel_before_it_wrote(split):
         out = triton_wq_gemv.gemv(x, packed, split, tile=tile, pdl=True)[0]
         assert_close_to_reference(out, x, w64, torch.float16)
     assert not packed.counters.any()
+
+
+@pytest.mark.parametrize(("env", "arch", "expected"), [(None, 90, False), ("1", 90, True), ("1", 80, False), ("0", 90, False)])
+def test_ops_launches_pdl_only_when_asked_and_where_the_target_has_it(monkeypatch, env, arch, expected):
+    """``ops.wq_linear``'s GEMV is a programmatic dependent launch only with ``AUTOQ_GEMV_PDL=1`` (off by default since it
+    slowed other formats on the H200) and on Hopper or later: compiling for a target, that target decides."""
+    from autoq.kernels.precompile import Target, compiling_for
+
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # compiling_for's condition; the kernels, imported above, stay as they are
+    if env is None:
+        monkeypatch.delenv("AUTOQ_GEMV_PDL", raising=False)
+    else:
+        monkeypatch.setenv("AUTOQ_GEMV_PDL", env)
+    with compiling_for(Target("cuda", arch, 32)):
+        assert triton_wq_gemv.pdl_by_default(None, compile_only=True) is expected
+    assert triton_wq_gemv.pdl_by_default(torch.device("cpu")) is False

@@ -37,7 +37,9 @@ def autotuned_configs(k: int, batch: int, cpw: int, group: int) -> int:
     from autoq.kernels.tiles import batch_bucket
 
     if batch == 1:
-        tiles = triton_wq_gemv.prune_gemv_configs(triton_wq_gemv._GEMV_SPLIT_CONFIGS, {"K": k}, CPW=cpw, GROUP=group)
+        x = torch.empty(1, k, dtype=torch.float16, device="meta")  # precompile's activations (HALF2 tiles take fp16 W4)
+        tiles = triton_wq_gemv.prune_gemv_configs(triton_wq_gemv._GEMV_SPLIT_CONFIGS, {"K": k, "x_ptr": x}, CPW=cpw, GROUP=group,
+                                                  BITS=32 // cpw)
         return len(tiles)
     tiles = triton_wq_gemm.prune_gemm_splits(triton_wq_gemm._GEMM_SPLIT_CONFIGS, {"M_BUCKET": batch_bucket(batch), "K": k}, CPW=cpw)
     return len(tiles)

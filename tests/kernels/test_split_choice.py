@@ -45,8 +45,8 @@ def _launcher(kernel: str):
     """The split-choosing autotuner of ``kernel``, its launch with the split left to it, and its candidates for a weight."""
     if kernel == "gemv":
         return (triton_wq_gemv._gemv_split_tuned, lambda x, w: triton_wq_gemv.gemv(x, w, None),
-                lambda x, w: triton_wq_gemv.prune_gemv_configs(triton_wq_gemv._GEMV_SPLIT_CONFIGS, {"K": w.shape[1]},
-                                                               CPW=w.codes_per_word, GROUP=w.group_size))
+                lambda x, w: triton_wq_gemv.prune_gemv_configs(triton_wq_gemv._GEMV_SPLIT_CONFIGS, {"K": w.shape[1], "x_ptr": x},
+                                                               CPW=w.codes_per_word, GROUP=w.group_size, BITS=w.bits))
     return (triton_wq_gemm._gemm_split_tuned, lambda x, w: triton_wq_gemm.gemm(x, w, None),
             lambda x, w: triton_wq_gemm.prune_gemm_splits(triton_wq_gemm._GEMM_SPLIT_CONFIGS,
                                                           {"M_BUCKET": batch_bucket(x.shape[0]), "K": w.shape[1]}, CPW=w.codes_per_word))

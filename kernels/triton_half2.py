@@ -1,0 +1,222 @@
+"""W4 dot products in packed halves (fp16x2) for the batch-1 GEMV's ``HALF2`` tiles: fewer instructions a weight.
+
+The fp32 GEMV spends a shift, an and-or and an FMA on every weight (about 3.7 instructions a weight
+in its loop), and at batch 1 on an H200 that issue rate, not the memory, is what it waits for. Here
+one 32-bit word of eight int4 codes becomes four fp16x2 pairs with four and-ors (``lop3``) and a
+shift: or-ing a code into the mantissa of 1024.0h gives ``1024 + code`` exactly. One fp16x2 FMA a pair
+maps that to ``(code - zero) / 16`` (exact: small multiples of 1/16), four more multiply the pairs by
+the activations and sum them, and the two halves are added in fp32: 17 instructions for 8 weights.
+
+Rounding: each product is rounded to fp16 and a word's four products a lane are summed in fp16
+before the fp32 accumulation, so a word's error stays within a few units of fp16 roundoff of its
+``sum |scale * (code - zero) * x|``, the bound the kernel tests hold every GEMV to. The zero point is
+subtracted before the product, exactly, so no ``zero * sum x`` correction (and no cancellation) follows;
+dividing by 16 keeps every partial sum within ``4 * max |x|``, far from fp16's range limit.
+
+Activations come as int32 pairs (two fp16 each) of the word's eight: ``(x0, x1) .. (x6, x7)``;
+:func:`pair_activations` regroups them once per word position as ``(x0, x4), (x1, x5), (x2, x6),
+(x3, x7)``, the order the codes come out of a word, and is shared by every row a thread holds.
+
+Under ``TRITON_INTERPRET=1`` (``ASM=False``) the same values are computed with Triton's integer and
+fp32 operations, so the interpreter checks every index and the zero handling; only the PTX is left
+to a GPU (``benchmarks/gpu_session.py`` checks each ``HALF2`` tile against float64 there).
+"""
+
+from __future__ import annotations
+
+import triton
+import triton.language as tl
+
+from autoq.kernels.triton_gemv_loads import load_masked, step_words, word_mask
+from autoq.kernels.triton_scales import scale_zero_rows
+
+SYMMETRIC_NZ = tl.constexpr(-737618936)  # 0xD408D408 as int32: -(64 + 8 / 16) = -64.5 in both halves, a symmetric zero's pair
+
+# Regroup the activation pairs: byte selectors 0x5410 (low halves of a and b) and 0x7632 (their high halves).
+_PAIR_ASM = tl.constexpr("""
+prmt.b32 $0, $4, $6, 0x5410;
+prmt.b32 $1, $4, $6, 0x7632;
+prmt.b32 $2, $5, $7, 0x5410;
+prmt.b32 $3, $5, $7, 0x7632;
+""")
+
+# $0 (f32) = sum_j (code_j - zero) / 16 * x_j over the 8 codes of word $1; $2 holds -(64 + zero / 16) twice (fp16x2),
+# $3..$6 the regrouped activation pairs. lop3 0xEA is (a & b) | c. Even codes land as 1024 + c (scaled by 1/16,
+# shifted by -64), odd ones as 1024 + 16c (scaled by 1/256, shifted by -4): both give (c - zero) / 16.
+_DOT_ASM = tl.constexpr("""
+{
+.reg .b32 w8, t0, t1, t2, t3, nzh, k16, k256, k60, d;
+.reg .f16 lo, hi;
+.reg .f32 fl, fh;
+mov.b32 k16, 0x2C002C00;
+mov.b32 k256, 0x1C001C00;
+mov.b32 k60, 0x53805380;
+lop3.b32 t0, $1, 0x000F000F, 0x64006400, 0xEA;
+lop3.b32 t1, $1, 0x00F000F0, 0x64006400, 0xEA;
+shr.u32 w8, $1, 8;
+lop3.b32 t2, w8, 0x000F000F, 0x64006400, 0xEA;
+lop3.b32 t3, w8, 0x00F000F0, 0x64006400, 0xEA;
+add.rn.f16x2 nzh, $2, k60;
+fma.rn.f16x2 t0, t0, k16, $2;
+fma.rn.f16x2 t1, t1, k256, nzh;
+fma.rn.f16x2 t2, t2, k16, $2;
+fma.rn.f16x2 t3, t3, k256, nzh;
+mul.rn.f16x2 d, t0, $3;
+fma.rn.f16x2 d, t1, $4, d;
+fma.rn.f16x2 d, t2, $5, d;
+fma.rn.f16x2 d, t3, $6, d;
+mov.b32 {lo, hi}, d;
+cvt.f32.f16 fl, lo;
+cvt.f32.f16 fh, hi;
+add.f32 $0, fl, fh;
+}
+""")
+
+@triton.jit
+def _half(pairs, HIGH: tl.constexpr):
+    """The low or high fp16 of int32 ``pairs`` as fp32 (the interpreter's path)."""
+    bits = (pairs >> 16) if HIGH else pairs
+    return (bits & 0xFFFF).to(tl.int16).to(tl.float16, bitcast=True).to(tl.float32)
+
+
+@triton.jit
+def pair_activations(xa, xb, xc, xd, ASM: tl.constexpr):
+    """``(x0, x4), (x1, x5), (x2, x6), (x3, x7)`` as int32 fp16 pairs from a word's activation pairs ``xa = (x0, x1)``,
+    ``xb = (x2, x3)``, ``xc = (x4, x5)``, ``xd = (x6, x7)``."""
+    if ASM:
+        p0, p1, p2, p3 = tl.inline_asm_elementwise(_PAIR_ASM, "=r,=r,=r,=r,r,r,r,r", [xa, xb, xc, xd],
+                                                   dtype=(tl.int32, tl.int32, tl.int32, tl.int32), is_pure=True, pack=1)
+    else:
+        p0 = (xa & 0xFFFF) | (xc << 16)
+        p1 = ((xa >> 16) & 0xFFFF) | (xc & -65536)
+        p2 = (xb & 0xFFFF) | (xd << 16)
+        p3 = ((xb >> 16) & 0xFFFF) | (xd & -65536)
+    return p0, p1, p2, p3
+
+
+# $0 = -(64 + $1 / 16) in both halves (fp16x2), from the fp16 zero point $1: the shift word_dots takes.
+_ZERO_ASM = tl.constexpr("""
+{
+.reg .b16 k, m, t;
+mov.b16 k, 0xAC00;
+mov.b16 m, 0xD400;
+fma.rn.f16 t, $1, k, m;
+mov.b32 $0, {t, t};
+}
+""")
+
+
+@triton.jit
+def zero_pair_f16(zero, ASM: tl.constexpr):
+    """:func:`zero_pair` of fp16 zero points in one half-precision FMA a word (exact for integer zeros up to 255)."""
+    if ASM:
+        pair = tl.inline_asm_elementwise(_ZERO_ASM, "=r,h", [zero], dtype=tl.int32, is_pure=True, pack=1)
+    else:
+        pair = zero_pair(zero.to(tl.float32))
+    return pair
+
+
+@triton.jit
+def zero_pair(zero):
+    """``-(64 + zero / 16)`` in both halves of an int32, the shift :func:`word_dots` takes (``zero`` fp32, any shape)."""
+    half = (-(64.0 + zero * 0.0625)).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    return half | (half << 16)
+
+
+@triton.jit
+def _code(words, J: tl.constexpr):
+    return ((words >> (4 * J)) & 15).to(tl.float32)
+
+
+@triton.jit
+def word_dots(words, nz, p0, p1, p2, p3, ASM: tl.constexpr):
+    """``sum_j (code_j - zero) / 16 * x_j`` (fp32) over each int4 word's eight codes; ``nz`` from :func:`zero_pair`,
+    ``p0..p3`` from :func:`pair_activations`, all broadcast to the words' shape."""
+    if ASM:
+        dots = tl.inline_asm_elementwise(_DOT_ASM, "=r,r,r,r,r,r,r", [words, nz, p0, p1, p2, p3], dtype=tl.float32, is_pure=True, pack=1)
+    else:
+        shift = _half(nz, False) + 64.0  # -zero / 16
+        dots = (_code(words, 0) * 0.0625 + shift) * _half(p0, False) + (_code(words, 4) * 0.0625 + shift) * _half(p0, True)
+        dots += (_code(words, 1) * 0.0625 + shift) * _half(p1, False) + (_code(words, 5) * 0.0625 + shift) * _half(p1, True)
+        dots += (_code(words, 2) * 0.0625 + shift) * _half(p2, False) + (_code(words, 6) * 0.0625 + shift) * _half(p2, True)
+        dots += (_code(words, 3) * 0.0625 + shift) * _half(p3, False) + (_code(words, 7) * 0.0625 + shift) * _half(p3, True)
+    return dots
+
+
+@triton.jit
+def _load_pair(ptrs, cols, k_end, MASKED: tl.constexpr):
+    """Two fp16 activations as one int32 from ``ptrs``, the first at column ``cols``; 0 past ``k_end`` (K is even)."""
+    if MASKED:
+        pair = tl.load(ptrs, mask=cols < k_end, other=0)
+    else:
+        pair = tl.load(ptrs)
+    return pair
+
+
+@triton.jit
+def _step(acc, words, nz, x_pairs, w0, wi, rows, row_mask, wcols, k_end, s_ptr, z_ptr, stride_sn, stride_sg, BITS: tl.constexpr,
+          CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr,
+          BLOCK_N: tl.constexpr, BW: tl.constexpr, ASM: tl.constexpr):
+    """``acc`` plus one K step's dots ``(BLOCK_N, BW)``: ``sum (code - zero) * x / 16``, in groups times each word's own
+    group's scale, per channel scaled after the loop; ``MASKED`` for the last, partial step."""
+    cols = ((w0 + wi) * CPW)[None, :]
+    xw = x_pairs + ((w0 + wi) * 4)[None, :]  # the word's 8 activations as 4 pairs, a (1, BW) tile each, laid out as the words
+    p0, p1, p2, p3 = pair_activations(_load_pair(xw, cols, k_end, MASKED), _load_pair(xw + 1, cols + 2, k_end, MASKED),
+                                      _load_pair(xw + 2, cols + 4, k_end, MASKED), _load_pair(xw + 3, cols + 6, k_end, MASKED), ASM)
+    if GROUP == 0:
+        acc += word_dots(words, nz, p0, p1, p2, p3, ASM)
+    else:  # each word's own group's scale and zero, as the fp32 rows-in-thread tiles; the zero stays fp16
+        flat_cols = (w0 + wcols) * CPW
+        offs = rows.to(tl.int64) * stride_sn + (flat_cols // GROUP) * stride_sg
+        mask = word_mask(row_mask, flat_cols, k_end, not MASKED, EVEN_N)
+        scale = load_masked(s_ptr + offs, mask).to(tl.float32)
+        if HAS_ZEROS:
+            nz = zero_pair_f16(load_masked(z_ptr + offs, mask).to(tl.float16), ASM)
+        else:
+            nz = tl.zeros_like(offs.to(tl.int32)) + SYMMETRIC_NZ  # zero 8: -(64 + 0.5) in both halves
+        acc += tl.reshape(scale, [BLOCK_N, BW]) * word_dots(words, tl.reshape(nz, [BLOCK_N, BW]), p0, p1, p2, p3, ASM)
+    return acc
+
+
+@triton.jit
+def gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn, stride_sn, stride_sg,
+               BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, EVEN_N: tl.constexpr,
+               BLOCK_N: tl.constexpr, BW: tl.constexpr, PREFETCH: tl.constexpr, ASM: tl.constexpr):
+    """``sum_k scale * (code - zero) * x`` ``(BLOCK_N,)`` over words ``[w_begin, w_end)`` of W4 rows, ``BW`` words a step.
+
+    The layout is the fp32 GEMV's rows in a thread (one word of every row of the tile in each thread, lanes paired
+    ``i ^ 1``; see ``autoq.kernels.triton_wq_gemv``): each word's activations load as 4 int32 pairs in that layout,
+    are regrouped once and serve every row the thread holds. Whole steps run unmasked (a prefetch past them is
+    one predicate a load); a partial last step is masked word by word and pair by pair.
+    """
+    tl.static_assert(BITS == 4 and CPW == 8, "HALF2 tiles read int4 words")
+    wi = tl.arange(0, BW) ^ 1
+    flat = tl.arange(0, BLOCK_N * BW)
+    rows = n0 + flat // BW
+    row_mask = rows < N
+    wcols = (flat % BW) ^ 1
+    x_pairs = (x_ptr + row * stride_xm).to(tl.pointer_type(tl.int32))  # fp16 activations two at a time
+    scale, zero = scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, 0, stride_sn, stride_sg, BITS, HAS_ZEROS)  # per channel
+    nz = zero_pair(zero)[:, None]
+    acc = tl.zeros([BLOCK_N, BW], dtype=tl.float32)
+    w_whole = w_begin + (w_end - w_begin) // BW * BW  # where the whole steps end
+    if PREFETCH:
+        words = step_words(w_ptr, rows, row_mask, w_begin, wcols, w_whole, k_end, stride_wn, CPW, True, EVEN_N, BLOCK_N, BW, True)
+    for w0 in range(w_begin, w_whole, BW):
+        if PREFETCH:  # the next step's words in flight during this step's arithmetic (none past the whole steps)
+            ahead = step_words(w_ptr, rows, row_mask, w0 + BW, wcols, w_whole, k_end, stride_wn, CPW, True, EVEN_N, BLOCK_N, BW, True)
+        else:
+            words = step_words(w_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride_wn, CPW, True, EVEN_N, BLOCK_N, BW, True)
+        acc = _step(acc, words, nz, x_pairs, w0, wi, rows, row_mask, wcols, k_end, s_ptr, z_ptr, stride_sn, stride_sg, BITS, CPW, GROUP,
+                    HAS_ZEROS, False, EVEN_N, BLOCK_N, BW, ASM)
+        if PREFETCH:
+            words = ahead
+    if w_whole < w_end:  # the partial last step, masked
+        words = step_words(w_ptr, rows, row_mask, w_whole, wcols, w_end, k_end, stride_wn, CPW, False, EVEN_N, BLOCK_N, BW, True)
+        acc = _step(acc, words, nz, x_pairs, w_whole, wi, rows, row_mask, wcols, k_end, s_ptr, z_ptr, stride_sn, stride_sg, BITS, CPW,
+                    GROUP, HAS_ZEROS, True, EVEN_N, BLOCK_N, BW, ASM)
+    if GROUP == 0:
+        y = scale * (1 << BITS) * tl.sum(acc, axis=1)
+    else:
+        y = (1 << BITS) * tl.sum(acc, axis=1)
+    return y
