@@ -23,8 +23,11 @@ def tile_name(config) -> str:
 
 
 def gemv_switches(kwargs: dict) -> str:
-    """`` no-prefetch``, `` rows-in-thread`` and `` half2`` where a GEMV tile's keywords turn them off or on, else ``""``."""
-    return ("" if kwargs.get("PREFETCH", True) else " no-prefetch") + (" rows-in-thread" if kwargs.get("ROWS_IN_THREAD") else "") + \
+    """`` no-prefetch`` (or `` prefetch2``: two steps ahead), `` rows-in-thread`` and `` half2`` where a GEMV tile's keywords
+    turn them off or on, else ``""``."""
+    prefetch = kwargs.get("PREFETCH", True)
+    return ("" if prefetch else " no-prefetch") + (" prefetch2" if prefetch == 2 else "") + \
+        (" rows-in-thread" if kwargs.get("ROWS_IN_THREAD") else "") + \
         (" half2" if kwargs.get("HALF2") else "")
 
 

@@ -308,7 +308,10 @@ ONE_F32 = 0x3F800000  # the bits of 1.0f, passed to the GEMV (see ``_mantissa_co
 def gemv_tile(block_n: int, block_k: int, warps: int, stages: int = 2, prefetch: bool = True, rows_in_thread: bool = False,
               half2: bool = False):
     """A GEMV tile as a ``triton.Config``: every launch keyword of the kernel's tile, in one place (``half2``: packed-half
-    W4 dots, :mod:`autoq.kernels.triton_half2`; only with ``rows_in_thread``)."""
+    W4 dots, :mod:`autoq.kernels.triton_half2`, always with the rows in a thread; ``prefetch=2``, two steps ahead, only
+    there)."""
+    if prefetch == 2 and not half2:
+        raise ValueError("prefetch=2 (two steps ahead) is a HALF2 tile's; the fp32 GEMV prefetches one step or none")
     return triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k, "PREFETCH": prefetch, "ROWS_IN_THREAD": rows_in_thread or half2,
                           "HALF2": half2}, num_warps=warps, num_stages=stages)
 
@@ -356,6 +359,9 @@ _GEMV_CONFIGS += [gemv_tile(bn, bk, w, rows_in_thread=True) for bn, bk, w in [(1
 # for most W4 layers; one without prefetch took 12.7 us and is not in the list.
 _GEMV_CONFIGS += [gemv_tile(bn, bk, w, half2=True) for bn, bk, w in [
     (16, 1024, 4), (8, 1024, 4), (4, 1024, 4), (16, 2048, 8), (8, 2048, 8), (32, 1024, 8), (16, 512, 2), (8, 256, 1)]]
+# The same with two steps' words in flight (not yet timed on a GPU): without prefetch a HALF2 tile took twice as long as
+# with one step ahead, and the layer's time then was about a memory latency plus its arithmetic, run one after the other.
+_GEMV_CONFIGS += [gemv_tile(bn, bk, w, prefetch=2, half2=True) for bn, bk, w in [(16, 1024, 4), (8, 1024, 4), (4, 1024, 4), (8, 512, 2)]]
 
 # The autotuner that also chooses the split over K (what a batch-1 launch uses on a GPU): every tile above whole,
 # and six (two of them HALF2) split 2, 4 and 8 ways where each split keeps a whole step (prune_gemv_configs). The H200 timings read as

@@ -28,6 +28,15 @@ def test_tile_names_are_blocks_warps_and_stages():
     assert tile_name(triton.Config({"BLOCK_M": 64, "BLOCK_N": 128, "BLOCK_K": 64, "GROUP_M": 8}, num_warps=4, num_stages=3)) == "64x128x64 w4 s3"
 
 
+def test_half2_tiles_are_named_by_their_switches_and_prefetch_two_is_theirs_alone():
+    from autoq.kernels.triton_wq_gemv import gemv_tile
+
+    assert tile_name(gemv_tile(8, 1024, 4, half2=True)) == "8x1024 w4 s2 rows-in-thread half2"
+    assert tile_name(gemv_tile(8, 1024, 4, prefetch=2, half2=True)) == "8x1024 w4 s2 prefetch2 rows-in-thread half2"
+    with pytest.raises(ValueError, match="prefetch=2"):
+        gemv_tile(8, 1024, 4, prefetch=2)
+
+
 def test_triton_autotuners_record_their_choice_and_timings_where_autoq_reads_them():
     from triton.runtime.autotuner import Autotuner
 
