@@ -16,7 +16,7 @@ Rows, at every LLaMA shape unless said:
   programmatic dependent launch (``AUTOQ_GEMV_PDL=1`` on Hopper), also without it (``, no PDL``);
 - at 4096 x 4096, the per-channel W4 GEMV in every autotune tile and some outside the list (longer K
   steps, more warps; rows in each thread in other sizes), each checked against a float32 reference first;
-- the autotuner's split candidates (four tiles split 2, 4 or 8 ways over K, down to one step a program,
+- the autotuner's split candidates (six tiles, two of them HALF2, split 2, 4 or 8 ways over K, down to one step a program,
   partial sums added by the last split of each tile, in the same kernel; before the tiles outside the list): the autotuner picks by these
   timings too, and they say per tile whether more, shorter programs pay at batch 1;
 - on Hopper, ``PDL_TILES`` again as programmatic dependent launches (``gemv(..., pdl=True)``): under ``rotate``,
@@ -60,10 +60,10 @@ EXTRA_TILES = [(8, 2048, 4, 2, True, False), (8, 4096, 8, 2, True, False), (16, 
                (4, 2048, 2, 2, True, False), (4, 4096, 4, 2, True, False), (16, 2048, 8, 3, True, False),
                (32, 4096, 8, 2, True, False), (64, 512, 4, 2, True, False), (8, 512, 2, 2, True, True),
                (8, 1024, 4, 2, False, True), (2, 1024, 4, 2, True, True), (4, 2048, 8, 2, True, True)]
-# (BLOCK_N, BLOCK_K, warps, stages, prefetch, rows in thread, split) timed again as programmatic dependent launches: the
-# main tile, the fastest on the H200 (2026-11-30), the rows-in-thread one, and a split to one step a program
+# (BLOCK_N, BLOCK_K, warps, stages, prefetch, rows in thread[, half2], split) timed again as programmatic dependent launches:
+# the main tile, the fastest on the H200 (2026-11-30), the rows-in-thread one, a split to one step a program, two HALF2
 PDL_TILES = [(16, 1024, 4, 2, True, False, 1), (8, 1024, 2, 2, True, False, 1), (8, 1024, 4, 2, True, True, 1), (16, 512, 2, 2, True, False, 8),
-             (16, 1024, 4, 2, True, True, True, 1), (8, 1024, 4, 2, True, True, True, 1)]  # the last two HALF2 (packed halves)
+             (16, 1024, 4, 2, True, True, True, 1), (8, 1024, 4, 2, True, True, True, 1)]
 
 
 def pdl_by_default(device: torch.device) -> bool:

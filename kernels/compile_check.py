@@ -172,7 +172,7 @@ def _launch(case: CompileCase) -> list:
     w = PackedWeight.empty(spec, case.shape)
     if case.launcher == "gemm":
         return triton_wq_gemm.gemm(empty(m, k), w, case.split_k, True, case.tile())[1]
-    # launched as ops.wq_linear launches it: a programmatic dependent launch where the target has it (sm_90 and later)
+    # launched as ops.wq_linear launches it: a programmatic dependent launch only with AUTOQ_GEMV_PDL=1 on sm_90 and later
     return triton_wq_gemv.gemv(empty(m, k), w, case.split_k, True, case.tile(), pdl=triton_wq_gemv.pdl_by_default(None, True))[1]
 
 

@@ -9,9 +9,11 @@ the activations and sum them, and the two halves are added in fp32: 17 instructi
 
 Rounding: each product is rounded to fp16 and a word's four products a lane are summed in fp16
 before the fp32 accumulation, so a word's error stays within a few units of fp16 roundoff of its
-``sum |scale * (code - zero) * x|``, the bound the kernel tests hold every GEMV to. The zero point is
-subtracted before the product, exactly, so no ``zero * sum x`` correction (and no cancellation) follows;
-dividing by 16 keeps every partial sum within ``4 * max |x|``, far from fp16's range limit.
+``sum |scale * (code - zero) * x|``, the bound the kernel tests hold every GEMV to. The zero point
+(integer-valued, as the format says) is subtracted before the product, exactly, so no ``zero * sum x``
+correction (and no cancellation) follows. Dividing by 16 keeps a lane's partial sum within
+``3.75 * max |x|``: activations above about 17000 in magnitude overflow fp16 there (the fp32 tiles do not), and
+products under fp16's smallest normal number (6.1e-5), from tiny activations, keep fewer bits.
 
 Activations come as int32 pairs (two fp16 each) of the word's eight: ``(x0, x1) .. (x6, x7)``;
 :func:`pair_activations` regroups them once per word position as ``(x0, x4), (x1, x5), (x2, x6),
@@ -201,7 +203,8 @@ def gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask, row, w_begin, 
     scale, zero = scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, 0, stride_sn, stride_sg, BITS, HAS_ZEROS)  # per channel
     nz = zero_pair(zero)[:, None]
     acc = tl.zeros([BLOCK_N, BW], dtype=tl.float32)
-    w_whole = w_begin + (w_end - w_begin) // BW * BW  # where the whole steps end
+    # where the whole steps end: steps of words wholly inside K (a last word past K must be read masked, pair by pair)
+    w_whole = w_begin + tl.maximum(k_end // CPW - w_begin, 0) // BW * BW
     if PREFETCH >= 1:
         words = step_words(w_ptr, rows, row_mask, w_begin, wcols, w_whole, k_end, stride_wn, CPW, True, EVEN_N, BLOCK_N, BW, True)
     if PREFETCH == 2:

@@ -177,3 +177,37 @@ def test_every_token_quantization_tile(tile):
     q_ref, scale_ref = quantize_tokens(x.cpu(), backend="torch")
     assert torch.allclose(scale.cpu(), scale_ref, rtol=1e-6, atol=0)  # a GPU's fp32 division may differ in the last bit
     assert (q.cpu().int() - q_ref.int()).abs().max() <= 1  # so a value at a rounding tie may go either way
+
+
+@pytest.mark.parametrize("tile", [triton_wq_gemv.gemv_tile(8, 256, 1, half2=True), triton_wq_gemv.gemv_tile(8, 256, 1, prefetch=2, half2=True),
+                                  triton_wq_gemv.gemv_tile(16, 1024, 4, half2=True)], ids=tile_id)
+def test_half2_tiles_read_no_activation_past_k(tile):
+    """K even but not a multiple of 8, with the words filling whole steps (K = 2 steps - 2): the step holding the last,
+    partial word is read masked, so the next row's activations (here 1000) never meet the padding codes' ``-zero``."""
+    step = step_columns(tile.kwargs["BLOCK_K"], 8)
+    k = 2 * step - 2
+    gen = torch.Generator().manual_seed(k)
+    packed = random_packed(QuantSpec.from_name("int4-ch-sym"), 9, k, gen)
+    x = torch.randn(2, k, generator=gen).half()
+    x[1, :2] = 1000.0
+    x = x.to(DEVICE)
+    assert_close_to_reference(triton_wq_gemv.gemv(x, packed, 1, tile=tile)[0], x, packed.dequantize(torch.float64), torch.float16)
+
+
+def test_half2_launches_copy_activations_that_are_not_4_byte_aligned():
+    """A view 2 bytes into a buffer, or rows an odd number of elements apart: the autotuner's key cannot tell them from
+    aligned activations, so ``gemv`` copies them first and a HALF2 tile reads the copy."""
+    tile = triton_wq_gemv.gemv_tile(8, 256, 1, half2=True)
+    gen = torch.Generator().manual_seed(5)
+    packed = random_packed(QuantSpec.from_name("int4-g32-asym"), 9, 512, gen)
+    w64 = packed.dequantize(torch.float64)
+    buf = torch.randn(3 * 513 + 1, generator=gen).half().to(DEVICE)
+    shifted = buf[1:513]
+    assert shifted.data_ptr() % 4 == 2
+    assert_close_to_reference(triton_wq_gemv.gemv(shifted[None], packed, 1, tile=tile)[0], shifted[None], w64, torch.float16)
+    rows = buf[: 3 * 513].view(3, 513)[:, :512]
+    assert rows.stride(0) % 2 == 1
+    assert_close_to_reference(triton_wq_gemv.gemv(rows, packed, 1, tile=tile)[0], rows, w64, torch.float16)
+    with pytest.raises(AutoqError, match="4-byte aligned"):  # the launcher itself still refuses them
+        triton_wq_gemv.launch_gemv(shifted[None], packed.qweight, packed.scales, packed.zeros, torch.empty(1, 9).half().to(DEVICE),
+                                   torch.empty(0).to(DEVICE), packed.counters, 1, 4, 8, 32, tile=tile)
