@@ -1,27 +1,31 @@
 """W4 dot products in packed halves (fp16x2) for the batch-1 GEMV's ``HALF2`` tiles: fewer instructions a weight.
 
 The fp32 GEMV spends a shift, an and-or and an FMA on every weight (about 3.7 instructions a weight
-in its loop), and at batch 1 on an H200 that issue rate, not the memory, is what it waits for. Here
+in its loop), near what an H200 can issue while its memory streams W4 weights. Here
 one 32-bit word of eight int4 codes becomes four fp16x2 pairs with four and-ors (``lop3``) and a
 shift: or-ing a code into the mantissa of 1024.0h gives ``1024 + code`` exactly. One fp16x2 FMA a pair
-maps that to ``(code - zero) / 16`` (exact: small multiples of 1/16), four more multiply the pairs by
-the activations and sum them, and the two halves are added in fp32: 17 instructions for 8 weights.
+maps that to ``(code - zero) / 64`` (exact: small multiples of 1/64), four more multiply the pairs by
+the activations and sum them, and the two halves are added in fp32: 17 instructions for 8 weights. On the H200
+that made tiles 4-16% faster than the fp32 ones of the same shape (``kernels/README.md``).
 
 Rounding: each product is rounded to fp16 and a word's four products a lane are summed in fp16
 before the fp32 accumulation, so a word's error stays within a few units of fp16 roundoff of its
 ``sum |scale * (code - zero) * x|``, the bound the kernel tests hold every GEMV to. The zero point
 (integer-valued, as the format says) is subtracted before the product, exactly, so no ``zero * sum x``
-correction (and no cancellation) follows. Dividing by 16 keeps a lane's partial sum within
-``3.75 * max |x|``: activations above about 17000 in magnitude overflow fp16 there (the fp32 tiles do not), and
-products under fp16's smallest normal number (6.1e-5), from tiny activations, keep fewer bits.
+correction (and no cancellation) follows. Dividing by 64 keeps a lane's partial sum of four products within
+``0.94 * max |x|``, so no fp16 activation can overflow it (divided by 16, activations over 17000 did); the price
+is that products under fp16's smallest normal number (6.1e-5), from activations under about 3e-3, are rounded
+to within 2**-25: ``2e-6 * scale`` a weight once scaled back (a numpy emulation of the PTX: within 2.1 fp16
+roundoffs of a word's ``sum |terms|`` for activations of N(0, 3), 5 for N(0, 1e-3), 50 for N(0, 1e-4)).
 
 Activations come as int32 pairs (two fp16 each) of the word's eight: ``(x0, x1) .. (x6, x7)``;
 :func:`pair_activations` regroups them once per word position as ``(x0, x4), (x1, x5), (x2, x6),
 (x3, x7)``, the order the codes come out of a word, and is shared by every row a thread holds.
 
 Under ``TRITON_INTERPRET=1`` (``ASM=False``) the same values are computed with Triton's integer and
-fp32 operations, so the interpreter checks every index and the zero handling; only the PTX is left
-to a GPU (``benchmarks/gpu_session.py`` checks each ``HALF2`` tile against float64 there).
+fp32 operations, so the interpreter checks every index and the zero handling. The PTX strings themselves
+run in a numpy emulator of their instructions in ``tests/kernels/test_half2_ptx.py`` (exactness, code order,
+rounding, no overflow), and on a GPU in the kernel tests of ``benchmarks/gpu_session.py``.
 """
 
 from __future__ import annotations
@@ -32,7 +36,7 @@ import triton.language as tl
 from autoq.kernels.triton_gemv_loads import load_masked, step_words, word_mask
 from autoq.kernels.triton_scales import scale_zero_rows
 
-SYMMETRIC_NZ = tl.constexpr(-737618936)  # 0xD408D408 as int32: -(64 + 8 / 16) = -64.5 in both halves, a symmetric zero's pair
+SYMMETRIC_NZ = tl.constexpr(-871838712)  # 0xCC08CC08 as int32: -(16 + 8 / 64) in both halves, a symmetric zero's pair
 
 # Regroup the activation pairs: byte selectors 0x5410 (low halves of a and b) and 0x7632 (their high halves).
 _PAIR_ASM = tl.constexpr("""
@@ -42,27 +46,27 @@ prmt.b32 $2, $5, $7, 0x5410;
 prmt.b32 $3, $5, $7, 0x7632;
 """)
 
-# $0 (f32) = sum_j (code_j - zero) / 16 * x_j over the 8 codes of word $1; $2 holds -(64 + zero / 16) twice (fp16x2),
-# $3..$6 the regrouped activation pairs. lop3 0xEA is (a & b) | c. Even codes land as 1024 + c (scaled by 1/16,
-# shifted by -64), odd ones as 1024 + 16c (scaled by 1/256, shifted by -4): both give (c - zero) / 16.
+# $0 (f32) = sum_j (code_j - zero) / 64 * x_j over the 8 codes of word $1; $2 holds -(16 + zero / 64) twice (fp16x2),
+# $3..$6 the regrouped activation pairs. lop3 0xEA is (a & b) | c. Even codes land as 1024 + c (scaled by 1/64,
+# shifted by -16), odd ones as 1024 + 16c (scaled by 1/1024, shifted by -1): both give (c - zero) / 64.
 _DOT_ASM = tl.constexpr("""
 {
-.reg .b32 w8, t0, t1, t2, t3, nzh, k16, k256, k60, d;
+.reg .b32 w8, t0, t1, t2, t3, nzh, klo, khi, kmid, d;
 .reg .f16 lo, hi;
 .reg .f32 fl, fh;
-mov.b32 k16, 0x2C002C00;
-mov.b32 k256, 0x1C001C00;
-mov.b32 k60, 0x53805380;
+mov.b32 klo, 0x24002400;
+mov.b32 khi, 0x14001400;
+mov.b32 kmid, 0x4B804B80;
 lop3.b32 t0, $1, 0x000F000F, 0x64006400, 0xEA;
 lop3.b32 t1, $1, 0x00F000F0, 0x64006400, 0xEA;
 shr.u32 w8, $1, 8;
 lop3.b32 t2, w8, 0x000F000F, 0x64006400, 0xEA;
 lop3.b32 t3, w8, 0x00F000F0, 0x64006400, 0xEA;
-add.rn.f16x2 nzh, $2, k60;
-fma.rn.f16x2 t0, t0, k16, $2;
-fma.rn.f16x2 t1, t1, k256, nzh;
-fma.rn.f16x2 t2, t2, k16, $2;
-fma.rn.f16x2 t3, t3, k256, nzh;
+add.rn.f16x2 nzh, $2, kmid;
+fma.rn.f16x2 t0, t0, klo, $2;
+fma.rn.f16x2 t1, t1, khi, nzh;
+fma.rn.f16x2 t2, t2, klo, $2;
+fma.rn.f16x2 t3, t3, khi, nzh;
 mul.rn.f16x2 d, t0, $3;
 fma.rn.f16x2 d, t1, $4, d;
 fma.rn.f16x2 d, t2, $5, d;
@@ -96,12 +100,12 @@ def pair_activations(xa, xb, xc, xd, ASM: tl.constexpr):
     return p0, p1, p2, p3
 
 
-# $0 = -(64 + $1 / 16) in both halves (fp16x2), from the fp16 zero point $1: the shift word_dots takes.
+# $0 = -(16 + $1 / 64) in both halves (fp16x2), from the fp16 zero point $1: the shift word_dots takes.
 _ZERO_ASM = tl.constexpr("""
 {
 .reg .b16 k, m, t;
-mov.b16 k, 0xAC00;
-mov.b16 m, 0xD400;
+mov.b16 k, 0xA400;
+mov.b16 m, 0xCC00;
 fma.rn.f16 t, $1, k, m;
 mov.b32 $0, {t, t};
 }
@@ -120,8 +124,8 @@ def zero_pair_f16(zero, ASM: tl.constexpr):
 
 @triton.jit
 def zero_pair(zero):
-    """``-(64 + zero / 16)`` in both halves of an int32, the shift :func:`word_dots` takes (``zero`` fp32, any shape)."""
-    half = (-(64.0 + zero * 0.0625)).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+    """``-(16 + zero / 64)`` in both halves of an int32, the shift :func:`word_dots` takes (``zero`` fp32, any shape)."""
+    half = (-(16.0 + zero * 0.015625)).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
     return half | (half << 16)
 
 
@@ -132,16 +136,16 @@ def _code(words, J: tl.constexpr):
 
 @triton.jit
 def word_dots(words, nz, p0, p1, p2, p3, ASM: tl.constexpr):
-    """``sum_j (code_j - zero) / 16 * x_j`` (fp32) over each int4 word's eight codes; ``nz`` from :func:`zero_pair`,
+    """``sum_j (code_j - zero) / 64 * x_j`` (fp32) over each int4 word's eight codes; ``nz`` from :func:`zero_pair`,
     ``p0..p3`` from :func:`pair_activations`, all broadcast to the words' shape."""
     if ASM:
         dots = tl.inline_asm_elementwise(_DOT_ASM, "=r,r,r,r,r,r,r", [words, nz, p0, p1, p2, p3], dtype=tl.float32, is_pure=True, pack=1)
     else:
-        shift = _half(nz, False) + 64.0  # -zero / 16
-        dots = (_code(words, 0) * 0.0625 + shift) * _half(p0, False) + (_code(words, 4) * 0.0625 + shift) * _half(p0, True)
-        dots += (_code(words, 1) * 0.0625 + shift) * _half(p1, False) + (_code(words, 5) * 0.0625 + shift) * _half(p1, True)
-        dots += (_code(words, 2) * 0.0625 + shift) * _half(p2, False) + (_code(words, 6) * 0.0625 + shift) * _half(p2, True)
-        dots += (_code(words, 3) * 0.0625 + shift) * _half(p3, False) + (_code(words, 7) * 0.0625 + shift) * _half(p3, True)
+        shift = _half(nz, False) + 16.0  # -zero / 64
+        dots = (_code(words, 0) * 0.015625 + shift) * _half(p0, False) + (_code(words, 4) * 0.015625 + shift) * _half(p0, True)
+        dots += (_code(words, 1) * 0.015625 + shift) * _half(p1, False) + (_code(words, 5) * 0.015625 + shift) * _half(p1, True)
+        dots += (_code(words, 2) * 0.015625 + shift) * _half(p2, False) + (_code(words, 6) * 0.015625 + shift) * _half(p2, True)
+        dots += (_code(words, 3) * 0.015625 + shift) * _half(p3, False) + (_code(words, 7) * 0.015625 + shift) * _half(p3, True)
     return dots
 
 
@@ -159,7 +163,7 @@ def _load_pair(ptrs, cols, k_end, MASKED: tl.constexpr):
 def _step(acc, words, nz, x_pairs, w0, wi, rows, row_mask, wcols, k_end, s_ptr, z_ptr, stride_sn, stride_sg, BITS: tl.constexpr,
           CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr,
           BLOCK_N: tl.constexpr, BW: tl.constexpr, ASM: tl.constexpr):
-    """``acc`` plus one K step's dots ``(BLOCK_N, BW)``: ``sum (code - zero) * x / 16``, in groups times each word's own
+    """``acc`` plus one K step's dots ``(BLOCK_N, BW)``: ``sum (code - zero) * x / 64``, in groups times each word's own
     group's scale, per channel scaled after the loop; ``MASKED`` for the last, partial step."""
     cols = ((w0 + wi) * CPW)[None, :]
     xw = x_pairs + ((w0 + wi) * 4)[None, :]  # the word's 8 activations as 4 pairs, a (1, BW) tile each, laid out as the words
@@ -175,7 +179,7 @@ def _step(acc, words, nz, x_pairs, w0, wi, rows, row_mask, wcols, k_end, s_ptr, 
         if HAS_ZEROS:
             nz = zero_pair_f16(load_masked(z_ptr + offs, mask).to(tl.float16), ASM)
         else:
-            nz = tl.zeros_like(offs.to(tl.int32)) + SYMMETRIC_NZ  # zero 8: -(64 + 0.5) in both halves
+            nz = tl.zeros_like(offs.to(tl.int32)) + SYMMETRIC_NZ  # zero 8: -(16 + 8 / 64) in both halves
         acc += tl.reshape(scale, [BLOCK_N, BW]) * word_dots(words, tl.reshape(nz, [BLOCK_N, BW]), p0, p1, p2, p3, ASM)
     return acc
 
@@ -229,7 +233,7 @@ def gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask, row, w_begin, 
         acc = _step(acc, words, nz, x_pairs, w_whole, wi, rows, row_mask, wcols, k_end, s_ptr, z_ptr, stride_sn, stride_sg, BITS, CPW,
                     GROUP, HAS_ZEROS, True, EVEN_N, BLOCK_N, BW, ASM)
     if GROUP == 0:
-        y = scale * (1 << BITS) * tl.sum(acc, axis=1)
+        y = scale * 64.0 * tl.sum(acc, axis=1)
     else:
-        y = (1 << BITS) * tl.sum(acc, axis=1)
+        y = 64.0 * tl.sum(acc, axis=1)
     return y

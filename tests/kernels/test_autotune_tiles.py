@@ -211,3 +211,19 @@ def test_half2_launches_copy_activations_that_are_not_4_byte_aligned():
     with pytest.raises(AutoqError, match="4-byte aligned"):  # the launcher itself still refuses them
         triton_wq_gemv.launch_gemv(shifted[None], packed.qweight, packed.scales, packed.zeros, torch.empty(1, 9).half().to(DEVICE),
                                    torch.empty(0).to(DEVICE), packed.counters, 1, 4, 8, 32, tile=tile)
+
+
+def test_half2_tiles_take_activations_near_the_fp16_limit():
+    """Packed halves hold ``(code - zero) / 64 * x``, four to a lane before fp32: with activations up to 60000 (fp16's
+    limit is 65504) no partial sum overflows, as none does in the fp32 tiles. (Here the interpreter runs the fp32 twin;
+    the GPU session's tests step runs the PTX.)"""
+    gen = torch.Generator().manual_seed(11)
+    for tile in (triton_wq_gemv.gemv_tile(8, 256, 1, half2=True), triton_wq_gemv.gemv_tile(16, 1024, 4, half2=True)):
+        k = 2 * step_columns(tile.kwargs["BLOCK_K"], 8)
+        for name in ("int4-ch-asym", "int4-g32-sym"):
+            packed = random_packed(QuantSpec.from_name(name), 9, k, gen)
+            packed.scales.mul_(1e-3)  # outputs stay inside fp16's range
+            sign = torch.randint(0, 2, (1, k), generator=gen) * 2 - 1
+            x = (sign * (2e4 + 4e4 * torch.rand(1, k, generator=gen))).half().to(DEVICE)
+            y = triton_wq_gemv.gemv(x, packed, 1, tile=tile)[0]
+            assert_close_to_reference(y, x, packed.dequantize(torch.float64), torch.float16)
