@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
                                                           t["half2"]) == (16, 1024, 4, True, rows, False)) for rows in (False, True))
         spills = sum(t["stack_bytes"] > 0 for t in tiles)
         rows.append({"format": name, "bytes_per_weight": round(bytes_per_weight, 4), "limits": limits, "tiles": tiles})
-        tile = (f"{best['block_n']}x{best['block_k']} w{best['num_warps']}{'' if best['prefetch'] else ' np'}"
+        tile = (f"{best['block_n']}x{best['block_k']} w{best['num_warps']}{' np' if not best['prefetch'] else ' p2' if best['prefetch'] == 2 else ''}"
                 f"{' h2' if best['half2'] else ' rt' if best['rows_in_thread'] else ''}")
         print(f"{name:16s} {tile:>19s} {best['loop_per_weight']:11.2f} {main_tile['loop_per_weight']:10.2f} {main_tile['loop_barriers']:4d} "
               f"{rows_tile['loop_per_weight']:10.2f} {rows_tile['loop_barriers']:4d} {spills:6d}  "

@@ -310,6 +310,8 @@ def gemv_tile(block_n: int, block_k: int, warps: int, stages: int = 2, prefetch:
     """A GEMV tile as a ``triton.Config``: every launch keyword of the kernel's tile, in one place (``half2``: packed-half
     W4 dots, :mod:`autoq.kernels.triton_half2`, always with the rows in a thread; ``prefetch=2``, two steps ahead, only
     there)."""
+    if prefetch not in (0, 1, 2):
+        raise ValueError(f"prefetch is how many K steps ahead the words load: 0, 1 or 2 (or a bool), not {prefetch!r}")
     if prefetch == 2 and not half2:
         raise ValueError("prefetch=2 (two steps ahead) is a HALF2 tile's; the fp32 GEMV prefetches one step or none")
     return triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k, "PREFETCH": prefetch, "ROWS_IN_THREAD": rows_in_thread or half2,
@@ -355,9 +357,9 @@ _GEMV_CONFIGS += [gemv_tile(bn, bk, w, rows_in_thread=True) for bn, bk, w in [(1
 # 2.5-2.9 instructions a weight per channel in the sm_90 SASS (Triton 3.9 and 3.6) where the fp32 rows-in-thread tiles
 # take 3.7, 3.3-3.7 in groups of 128 against 4.7 (see autoq.kernels.triton_half2). The same row counts, 2048-column steps
 # on 8 warps, and short steps for short rows. On the H200 (2026-12-04, calls back to back, 4096 x 4096 per channel) the
-# four with 1024- and 2048-column steps and 4-8 rows were 4-16% faster than the fp32 rows-in-thread tile of the same
-# shape (8 x 2048: 5.62 against 6.68 us; the short-step ones lose to the fp32 tiles there) and the autotuner chose them
-# for most W4 layers; one without prefetch took 12.7 us and is not in the list.
+# four with an fp32 rows-in-thread twin (4-16 rows, 1024- and 2048-column steps) were 4-16% faster than it (8 x 2048:
+# 5.62 against 6.68 us), 8 x 256 about even with the fp32 8 x 256 and 16 x 512 slower than the fp32 16 x 512; the
+# autotuner chose them for most W4 layers. One without prefetch took 12.7 us and is not in the list.
 _GEMV_CONFIGS += [gemv_tile(bn, bk, w, half2=True) for bn, bk, w in [
     (16, 1024, 4), (8, 1024, 4), (4, 1024, 4), (16, 2048, 8), (8, 2048, 8), (32, 1024, 8), (16, 512, 2), (8, 256, 1)]]
 # The same with two steps' words in flight (not yet timed on a GPU): without prefetch a HALF2 tile took twice as long as
@@ -455,7 +457,7 @@ def gemv(x, w, split_k: int | None, compile_only: bool = False, tile: triton.Con
     problem = pdl_problem(x.device, compile_only) if pdl else None
     if problem:
         raise AutoqError(problem)
-    if w.bits == 4 and x.dtype == torch.float16 and (x.data_ptr() % 4 or (x.shape[0] > 1 and x.stride(0) % 2)):
+    if w.bits == 4 and x.dtype == torch.float16 and x.shape[1] % 2 == 0 and (x.data_ptr() % 4 or (x.shape[0] > 1 and x.stride(0) % 2)):
         # HALF2 tiles read activations as int32 pairs, and the autotuner's key (shapes, dtypes) cannot tell a view
         # 2 bytes into a buffer from an aligned one: a tile chosen for one would fault on the other. A copy is aligned.
         x = x.clone(memory_format=torch.contiguous_format)

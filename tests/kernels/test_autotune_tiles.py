@@ -78,14 +78,15 @@ def test_rows_in_thread_tiles_take_every_word_width(tile):
 @pytest.mark.parametrize("tile", HALF2_GEMV, ids=tile_id)
 def test_every_half2_gemv_tile(tile):
     """The packed-half W4 tiles (fp16 activations, pairs of them an int32): per channel and in groups, symmetric and not,
-    whole steps and a partial one that ends inside a word (K = 2 steps + 38), rows not a multiple of the tile and
+    whole steps and a partial one that ends inside a word (K = 2 steps + 38; 4 steps with two prefetched), rows not a multiple of the tile and
     whole tiles. Here the interpreter runs their integer-and-fp32 twin (no PTX); on a GPU this runs the PTX."""
     gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_N"] * tile.kwargs["BLOCK_K"] + tile.num_warps + tile.kwargs.get("SPLIT_K", 1))
     split = tile.kwargs.get("SPLIT_K", 1)
     step = step_columns(tile.kwargs["BLOCK_K"], 8)
+    steps = 4 if tile.kwargs["PREFETCH"] == 2 else 2  # two steps ahead: enough steps that those words are used
     for name, rows, extra in (("int4-ch-asym", 2 * tile.kwargs["BLOCK_N"] - 3, 38), ("int4-ch-sym", tile.kwargs["BLOCK_N"] + 1, 6),
                               ("int4-g32-asym", 2 * tile.kwargs["BLOCK_N"], 0), ("int4-g128-sym", 2 * tile.kwargs["BLOCK_N"] - 1, 128)):
-        k = 2 * split * step + extra
+        k = steps * split * step + extra
         packed = random_packed(QuantSpec.from_name(name), rows, k, gen)
         x = (3 * torch.randn(1, k, generator=gen)).half().to(DEVICE)
         for split_k in ((None,) if split > 1 else (1, 2)):
