@@ -41,6 +41,8 @@ def main() -> None:
     args = parser.parse_args()
     if args.register and not args.tracking_uri:
         parser.error("--register needs --tracking-uri: the Model Registry is the tracking store's")
+    if args.outer_trials < 1:
+        parser.error(f"--outer-trials must be at least 1 (the pipeline picks its best outer trial), got {args.outer_trials}")
 
     workload = load_workload(args.model)  # load once; every inner search reuses it
     results: dict[int, autoq.SearchResult] = {}

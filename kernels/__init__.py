@@ -1,7 +1,7 @@
 """Triton kernels for the formats autoq searches (``autoq.kernels``); Triton is imported lazily.
 
 * :mod:`~autoq.kernels.formats`: the packed layouts (``PackedWeight`` for weight-only
-  W2/W3/W4/W8, ``Int8Weight`` for W8A8) and their plain-torch pack/unpack reference.
+  W2-W8, ``Int8Weight`` for W8A8) and their plain-torch pack/unpack reference.
 * :mod:`~autoq.kernels.ops`: ``wq_linear(x, packed)`` and ``w8a8_linear(x, weight)``:
   Triton on CUDA (or under ``TRITON_INTERPRET=1`` when asked), torch elsewhere.
 * :mod:`~autoq.kernels.registry`: kernel name -> (formats it reads, how to pack, how to run).

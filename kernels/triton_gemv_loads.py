@@ -54,16 +54,6 @@ def word_mask(row_mask, cols, k_end, EVEN_K: tl.constexpr, EVEN_N: tl.constexpr)
 
 
 @triton.jit
-def load_masked(ptrs, mask):
-    """``ptrs`` loaded where ``mask`` holds, 0 elsewhere; ``mask=None`` loads every one (no predicate)."""
-    if mask is None:
-        values = tl.load(ptrs)
-    else:
-        values = tl.load(ptrs, mask=mask, other=0)
-    return values
-
-
-@triton.jit
 def word_scales(s_ptr, z_ptr, offs, row_mask, cols, k_end, BITS: tl.constexpr, HAS_ZEROS: tl.constexpr, EVEN_K: tl.constexpr,
                 EVEN_N: tl.constexpr):
     """Scales and zeros at ``offs``, one a word with rows in a thread (fp32), masked as :func:`word_mask` says."""

@@ -33,8 +33,8 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from autoq.kernels.triton_gemv_loads import load_masked, step_words, word_mask
-from autoq.kernels.triton_scales import scale_zero_rows
+from autoq.kernels.triton_gemv_loads import step_words, word_mask
+from autoq.kernels.triton_scales import load_masked, scale_zero_rows
 
 SYMMETRIC_NZ = tl.constexpr(-871838712)  # 0xCC08CC08 as int32: -(16 + 8 / 64) in both halves, a symmetric zero's pair
 

@@ -12,13 +12,19 @@ import triton.language as tl
 
 
 @triton.jit
-def _load_f32(ptrs, mask):
-    """``ptrs`` as fp32, 0 where ``mask`` is false; ``mask=None`` loads every one (no predicate)."""
+def load_masked(ptrs, mask):
+    """``ptrs`` loaded where ``mask`` holds, 0 elsewhere; ``mask=None`` loads every one (no predicate)."""
     if mask is None:
         values = tl.load(ptrs)
     else:
-        values = tl.load(ptrs, mask=mask, other=0.0)
-    return values.to(tl.float32)
+        values = tl.load(ptrs, mask=mask, other=0)
+    return values
+
+
+@triton.jit
+def _load_f32(ptrs, mask):
+    """``ptrs`` as fp32, 0 where ``mask`` is false; ``mask=None`` loads every one (no predicate)."""
+    return load_masked(ptrs, mask).to(tl.float32)
 
 
 @triton.jit

@@ -305,12 +305,12 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, part_ptr, count_ptr, one
 ONE_F32 = 0x3F800000  # the bits of 1.0f, passed to the GEMV (see ``_mantissa_codes``)
 
 
-def gemv_tile(block_n: int, block_k: int, warps: int, stages: int = 2, prefetch: bool = True, rows_in_thread: bool = False,
+def gemv_tile(block_n: int, block_k: int, warps: int, stages: int = 2, prefetch: bool | int = True, rows_in_thread: bool = False,
               half2: bool = False):
     """A GEMV tile as a ``triton.Config``: every launch keyword of the kernel's tile, in one place (``half2``: packed-half
     W4 dots, :mod:`autoq.kernels.triton_half2`, always with the rows in a thread; ``prefetch=2``, two steps ahead, only
     there)."""
-    if prefetch not in (0, 1, 2):
+    if not isinstance(prefetch, int) or prefetch not in (0, 1, 2):
         raise ValueError(f"prefetch is how many K steps ahead the words load: 0, 1 or 2 (or a bool), not {prefetch!r}")
     if prefetch == 2 and not half2:
         raise ValueError("prefetch=2 (two steps ahead) is a HALF2 tile's; the fp32 GEMV prefetches one step or none")

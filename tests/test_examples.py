@@ -53,3 +53,10 @@ def test_outer_optuna_pipeline_nests_each_search_in_its_outer_trial_run(tmp_path
     assert client.get_model_version("pipeline-digits", "1").run_id == best.best.run_id
     x = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
     assert torch.equal(autoq.load("models:/pipeline-digits/1", tracking_uri=uri)(x), autoq.load(tmp_path / "quantized-pipeline-digits")(x))
+
+
+@pytest.mark.parametrize(("args", "says"), [(["--outer-trials", "0"], "--outer-trials must be at least 1"),
+                                            (["--register", "m"], "--register needs --tracking-uri")])
+def test_outer_optuna_pipeline_refuses_bad_arguments_before_any_work(args, says):
+    proc = subprocess.run([sys.executable, str(EXAMPLES / "outer_optuna_pipeline.py"), *args], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr

@@ -35,8 +35,9 @@ def test_half2_tiles_are_named_by_their_switches_and_prefetch_two_is_theirs_alon
     assert tile_name(gemv_tile(8, 1024, 4, prefetch=2, half2=True)) == "8x1024 w4 s2 prefetch2 rows-in-thread half2"
     with pytest.raises(ValueError, match="prefetch=2"):
         gemv_tile(8, 1024, 4, prefetch=2)
-    with pytest.raises(ValueError, match="0, 1 or 2"):
-        gemv_tile(8, 1024, 4, prefetch=3, half2=True)
+    for prefetch in (3, 2.0):
+        with pytest.raises(ValueError, match="0, 1 or 2"):
+            gemv_tile(8, 1024, 4, prefetch=prefetch, half2=True)
 
 
 def test_triton_autotuners_record_their_choice_and_timings_where_autoq_reads_them():

@@ -64,8 +64,8 @@ def test_each_code_comes_out_as_code_minus_zero_over_64_in_its_slot():
 
 @pytest.mark.parametrize(("label", "scale"), [("N(0, 3)", 3.0), ("N(0, 0.05)", 0.05), ("near fp16's limit", None)])
 def test_a_words_dot_stays_within_the_kernel_tests_fp16_bound(label, scale):
-    """Random words, zeros and activations: within twice fp16 roundoff of the word's ``sum |terms|`` (the kernel tests
-    allow four), and finite even with activations up to 60000 (four products of 15 / 64 * 60000 a lane)."""
+    """Random words, zeros and activations: within 2.5 fp16 roundoffs of the word's ``sum |terms|`` (2.1 seen; the kernel
+    tests allow four), and finite even with activations up to 60000 (four products of 15 / 64 * 60000 a lane)."""
     rng = np.random.default_rng(1)
     n = 20000
     words = rng.integers(0, 2**32, n, dtype=np.uint64).astype(np.uint32)
