@@ -119,6 +119,20 @@ def _elsewhere(client: Any, experiment_id: str) -> str:
     return f"{total} more search{'es' if total > 1 else ''} in other experiments: {listed}; --experiment NAME lists them"
 
 
+def _experiments_holding(client: Any, name: str, experiment_id: str | None) -> list[str]:
+    """The other experiments of the store with a search called ``name`` (a pipeline's nested searches live in its own)."""
+    from autoq.errors import AutoqError
+    from autoq.tracking.runs import find_search
+
+    def holds(other: str) -> bool:
+        try:
+            return find_search(client, other, name) is not None
+        except AutoqError:  # two searches of that name there: it holds them
+            return True
+
+    return sorted(e.name for e in client.search_experiments() if e.experiment_id != experiment_id and holds(e.experiment_id))
+
+
 def run_pareto(args: argparse.Namespace) -> int:
     from autoq.engine import format_summary
     from autoq.engine.result import SearchResult
@@ -132,8 +146,10 @@ def run_pareto(args: argparse.Namespace) -> int:
     run_id = parent.info.run_id if parent is not None else args.name
     if parent is None and not _is_run(client, run_id):
         where = f"experiment {args.experiment!r}" if experiment_id is not None else f"an experiment {args.experiment!r} (there is none)"
-        raise AutoqError(f"no search named {args.name!r} in {where} of {args.tracking_uri}, nor a run with that id; "
-                         "'autoq runs --experiment NAME' lists the searches of an experiment")
+        found = _experiments_holding(client, args.name, experiment_id)
+        hint = (f"it is in experiment {', '.join(map(repr, found))}: add --experiment {shlex.quote(found[0])}" if found
+                else "'autoq runs --experiment NAME' lists the searches of an experiment")
+        raise AutoqError(f"no search named {args.name!r} in {where} of {args.tracking_uri}, nor a run with that id; {hint}")
     result = SearchResult.from_mlflow(run_id, args.tracking_uri)
     if not result.points:
         raise AutoqError(_no_points(client, client.get_run(run_id), args.name))

@@ -343,8 +343,10 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
             add_wall_seconds(storage, study_name, time.perf_counter() - start)
             if tracker is not None:
                 tracker.client.set_terminated(tracker.parent_id, status="KILLED")
+        # MLflow keeps it only once its run is recorded (a Ctrl-C as the run was being made: the Optuna study alone)
+        tracked = tracker is not None or (bool(config.tracking_uri) and read_run_id(storage, study_name) is not None)
         raise SearchInterrupted("interrupted before this session's first trial" + _kept_and_how_to_continue(
-            config, study_name, storage, bool(config.tracking_uri), bool(workload.source))) from exc
+            config, study_name, storage, tracked, bool(workload.source))) from exc
     except store_errors() as exc:  # a server gone while the seeds were computed (minutes): a traceback after MLflow's retries
         if not config.tracking_uri:
             raise
@@ -549,6 +551,20 @@ def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace
     if config.resume and nest_under is None:  # the run the search was nested in holds its run: look for it there
         nest_under = read_settings(storage, study_name).get("mlflow_parent_run_id")
     tracker = MlflowTracker.open(config.tracking_uri, config.experiment, nest_under)
+    try:
+        return _open_parent_run(tracker, workload, config, space, budget, study_name, storage, reference, weights, calibration_digest,
+                                seeded_from, n_uniform, code)
+    except KeyboardInterrupt:  # after the run was made or reopened: the caller has no tracker to mark it stopped
+        if tracker.parent_id is not None:
+            with deferred_interrupts():
+                tracker.client.set_terminated(tracker.parent_id, status="KILLED")
+        raise
+
+
+def _open_parent_run(tracker: MlflowTracker, workload: Workload, config: SearchConfig, space: SearchSpace, budget: Budget, study_name: str,
+                     storage: str | None, reference: float, weights: str, calibration_digest: str, seeded_from: str | None,
+                     n_uniform: int, code: Mapping[str, str] | None) -> MlflowTracker:
+    """:func:`_start_tracking`'s parent run: the search's own, reopened on a resume, or a new one with its params."""
     if config.resume and tracker.continue_search(study_name, storage, read_run_id(storage, study_name)):  # the same parent run, not a second one
         if "reference_quality" not in tracker.client.get_run(tracker.parent_id).data.metrics:  # started by an autoq that logged it last
             tracker.client.log_metric(tracker.parent_id, "reference_quality", reference, step=0)

@@ -60,6 +60,20 @@ def test_pareto_by_run_id_needs_no_experiment(mlflow_uri, capsys):
     assert "(1 more search in other experiments: 'pipeline' (1); --experiment NAME lists them)" in capsys.readouterr().out
 
 
+def test_pareto_of_a_search_in_another_experiment_names_that_experiment(mlflow_uri, capsys):
+    """A search nested in a pipeline's experiment, asked for by name in the default one: the error said only that
+    'autoq runs --experiment NAME' lists an experiment's searches; it names the experiment, and that command works."""
+    autoq.search("digits-cnn", budget="4.5bits", n_trials=2, tracking_uri=mlflow_uri, study_name="nested one", experiment="my pipe",
+                 progress=False, seed_from="none")
+    autoq.search("digits-cnn", budget="4.5bits", n_trials=2, tracking_uri=mlflow_uri, study_name="home", progress=False, seed_from="none")
+    assert main(["pareto", "nested one", "--tracking-uri", mlflow_uri]) == 2
+    err = capsys.readouterr().err
+    assert "no search named 'nested one' in experiment 'autoq'" in err and "it is in experiment 'my pipe': add --experiment 'my pipe'" in err
+    assert main(["pareto", "nested one", "--tracking-uri", mlflow_uri, "--experiment", "my pipe"]) == 0
+    assert main(["pareto", "nope", "--tracking-uri", mlflow_uri]) == 2
+    assert "'autoq runs --experiment NAME' lists the searches of an experiment" in capsys.readouterr().err
+
+
 def test_the_hint_of_another_experiment_names_it_and_its_command_works(mlflow_uri, capsys):
     autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=mlflow_uri, study_name="elsewhere", experiment="my exp",
                  progress=False, seed_from="none")

@@ -525,6 +525,40 @@ def test_ctrl_c_before_the_first_trial_marks_the_parent_run_killed(digits, tmp_p
     assert wall > 0
 
 
+def test_ctrl_c_as_the_parent_run_is_made_marks_it_killed(digits, tmp_path, mlflow_uri, monkeypatch):
+    """A Ctrl-C just after the parent run was created (here as its search space is logged) left it RUNNING: the caller
+    had no tracker yet to mark it stopped ('autoq runs' then showed RUNNING*, its process gone)."""
+    real = MlflowClient.log_text
+
+    def interrupted(self, run_id, text, artifact_file, *args, **kwargs):
+        if artifact_file == "search_space.json":
+            raise KeyboardInterrupt
+        return real(self, run_id, text, artifact_file, *args, **kwargs)
+
+    monkeypatch.setattr(MlflowClient, "log_text", interrupted)
+    with pytest.raises(KeyboardInterrupt, match="interrupted before this session's first trial"):
+        autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=mlflow_uri, storage=f"sqlite:///{tmp_path / 'o.db'}",
+                     study_name="making", progress=False, seed_from="none")
+    (parent,) = _parents(MlflowClient(mlflow_uri), "making")
+    assert parent.info.status == "KILLED"
+
+
+def test_ctrl_c_before_the_parent_run_says_only_the_optuna_study_keeps_the_search(digits, tmp_path, mlflow_uri, monkeypatch):
+    """Interrupted before MLflow held anything, the note said 'kept in the Optuna study and MLflow'; 'autoq runs' then
+    did not list the search. It names the Optuna study alone, and its resume command."""
+    from autoq.engine import runner
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(runner, "_calibration_digest", interrupted)  # the first step after the study is stored
+    with pytest.raises(KeyboardInterrupt, match=r"first trial, kept in the Optuna study; continue with: autoq search --resume before"):
+        autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=mlflow_uri, storage=f"sqlite:///{tmp_path / 'o.db'}",
+                     study_name="before", progress=False, seed_from="none")
+    experiment = MlflowClient(mlflow_uri).get_experiment_by_name("autoq")
+    assert experiment is None or _parents(MlflowClient(mlflow_uri), "before") == []
+
+
 def test_the_command_line_refuses_a_study_with_nothing_to_resume_before_loading_a_model(tmp_path):
     """A search killed while it set up stored no settings: the resume loaded the default model (MiniLM) before refusing."""
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
