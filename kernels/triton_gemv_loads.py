@@ -11,7 +11,7 @@ from autoq.kernels.triton_scales import load_scale_zero
 
 @triton.jit
 def load_words(w_ptr, rows, row_mask, w0, wcols, w_end, k_end, stride_wn, CPW: tl.constexpr, EVEN_K: tl.constexpr,
-                EVEN_N: tl.constexpr):
+               EVEN_N: tl.constexpr):
     """Packed words of rows ``rows`` at words ``w0 + wcols`` of the step starting at word ``w0`` (the two broadcast
     together); 0 past N or K and, for a prefetch past the last step (``w0 >= w_end``), all 0 without touching memory.
     ``EVEN_N`` (whole tiles of rows) drops the rows' mask: a predicate a load fewer, 16 a step with rows in a thread."""
@@ -29,7 +29,7 @@ def load_words(w_ptr, rows, row_mask, w0, wcols, w_end, k_end, stride_wn, CPW: t
 
 @triton.jit
 def step_words(w_ptr, rows, row_mask, w0, wcols, w_end, k_end, stride_wn, CPW: tl.constexpr, EVEN_K: tl.constexpr,
-                EVEN_N: tl.constexpr, BLOCK_N: tl.constexpr, BW: tl.constexpr, ROWS_IN_THREAD: tl.constexpr):
+               EVEN_N: tl.constexpr, BLOCK_N: tl.constexpr, BW: tl.constexpr, ROWS_IN_THREAD: tl.constexpr):
     """The words tile ``(BLOCK_N, BW)`` of the step at word ``w0``; with ``ROWS_IN_THREAD`` loaded flat (``rows`` and
     ``wcols`` are ``(BLOCK_N * BW,)``, word-fastest) and reshaped, so no Triton version has a 2-D tie to break."""
     words = load_words(w_ptr, rows, row_mask, w0, wcols, w_end, k_end, stride_wn, CPW, EVEN_K, EVEN_N)

@@ -78,6 +78,7 @@ add.f32 $0, fl, fh;
 }
 """)
 
+
 @triton.jit
 def _half(pairs, HIGH: tl.constexpr):
     """The low or high fp16 of int32 ``pairs`` as fp32 (the interpreter's path)."""

@@ -344,7 +344,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
             if tracker is not None:
                 tracker.client.set_terminated(tracker.parent_id, status="KILLED")
         # MLflow keeps it only once its run is recorded (a Ctrl-C as the run was being made: the Optuna study alone)
-        tracked = tracker is not None or (bool(config.tracking_uri) and read_run_id(storage, study_name) is not None)
+        tracked = tracker is not None or (bool(config.tracking_uri) and _recorded_run(storage, study_name) is not None)
         raise SearchInterrupted("interrupted before this session's first trial" + _kept_and_how_to_continue(
             config, study_name, storage, tracked, bool(workload.source))) from exc
     except store_errors() as exc:  # a server gone while the seeds were computed (minutes): a traceback after MLflow's retries
@@ -537,6 +537,15 @@ def _calibration_digest(workload: Workload, space: SearchSpace) -> str:
     from autoq.sensitivity.inputs import data_fingerprint
 
     return data_fingerprint(workload.calibration) if data_driven_pairs(space) else ""
+
+
+def _recorded_run(storage: str | None, study_name: str) -> str | None:
+    """The MLflow run the study recorded, or ``None`` (none yet, or a storage that cannot say now: an interrupt's note
+    must not fail in turn)."""
+    try:
+        return read_run_id(storage, study_name)
+    except Exception:  # noqa: BLE001 - the note then says what is certain, the Optuna study
+        return None
 
 
 def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace, budget: Budget, study_name: str, storage: str | None,
