@@ -489,7 +489,7 @@ def pdl_by_default(device, compile_only: bool = False) -> bool:
 
     Off by default since the H200 session of 2026-12-04 (``benchmarks/results/gpu_session_nvidia-h200_2026-12-04_half2``):
     launched so by default, the autotuned W4 GEMV was no faster (4096 x 4096 per channel: 5.66 us, 5.61 without),
-    while the LLaMA benchmark's W2 and W3 rows at batch 1 were 10-34% slower than the session before. Each program
+    while the LLaMA benchmark's W2 and W3 rows at batch 1 were 2-34% slower than the session before. Each program
     lets the next kernel start at once, whose waiting programs may hold SM slots the running one could use."""
     if os.environ.get("AUTOQ_GEMV_PDL", "0") != "1":
         return False
