@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -157,7 +158,10 @@ def load_study(storage: str | None, study_name: str) -> optuna.Study:
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
-        raise AutoqError(f"no search named {study_name!r} in {storage}; `autoq runs` lists the searches in a tracking store") from None
+        run_id = re.fullmatch(r"[0-9a-f]{32}", study_name) is not None  # the form of an MLflow run id
+        hint = ("; that looks like an MLflow run id: a resume takes the search's study name, which `autoq runs` lists beside it"
+                if run_id else "; `autoq runs` lists the searches in a tracking store")
+        raise AutoqError(f"no search named {study_name!r} in {storage}{hint}") from None
 
 
 def remember_settings(storage: str | None, study_name: str, settings: dict[str, Any]) -> None:

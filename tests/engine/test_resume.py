@@ -132,6 +132,9 @@ def test_resume_refuses_other_settings_and_unknown_names(digits, tmp_path, capsy
                      resume=True, progress=False)
     with pytest.raises(AutoqError, match="no search named 'other'"):
         autoq.search("digits-cnn", budget="4.5bits", n_trials=5, tracking_uri=None, storage=storage, study_name="other", resume=True, progress=False)
+    run_id = "0123456789abcdef0123456789abcdef"  # a parent run id where the study name belongs: said so
+    with pytest.raises(AutoqError, match="that looks like an MLflow run id: a resume takes the search's study name"):
+        autoq.search("digits-cnn", budget="4.5bits", n_trials=5, tracking_uri=None, storage=storage, study_name=run_id, resume=True, progress=False)
     missing = tmp_path / "elsewhere" / "optuna.db"
     with pytest.raises(AutoqError, match="no Optuna storage at .*elsewhere.*optuna.db"):
         autoq.search("digits-cnn", budget="4.5bits", n_trials=5, tracking_uri=None, storage=f"sqlite:///{missing}", study_name="s",
