@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shlex
 import sys
 import tempfile
@@ -245,7 +246,9 @@ def stored_run(tracking_uri: str, run_id: str, missing: str) -> tuple[MlflowClie
         run = client.get_run(run_id)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no such run; not a run id at all
-            raise AutoqError(f"no MLflow run {run_id!r} in {shown_uri(tracking_uri)}; {missing}") from None
+            named = "" if re.fullmatch(r"[0-9a-f]{32}", run_id) else (
+                " (a run id is 32 hex digits, not a search's study name: `autoq runs` lists each search's parent run id)")
+            raise AutoqError(f"no MLflow run {run_id!r} in {shown_uri(tracking_uri)}{named}; {missing}") from None
         raise store_failed(tracking_uri, exc) from None
     db = sqlite_path(tracking_uri)
     if db is not None:  # a moved store: its artifacts are looked for where they were (a traceback, or "has no frontier.json")

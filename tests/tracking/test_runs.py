@@ -68,8 +68,11 @@ def test_find_search_and_reconcile(searched, mlflow_uri):
 
 
 def test_unknown_run_is_a_clear_error(mlflow_uri):
-    with pytest.raises(AutoqError, match="no MLflow run 'abc' in .*; `autoq runs --tracking-uri"):
+    """A study name where a run id belongs is said to be one; a well-formed run id that is not there is not."""
+    with pytest.raises(AutoqError, match=r"no MLflow run 'abc' in .* \(a run id is 32 hex digits, not a search's study name.*; `autoq runs --tracking-uri"):
         autoq.SearchResult.from_mlflow("abc", mlflow_uri)
+    with pytest.raises(AutoqError, match="no MLflow run '0123456789abcdef0123456789abcdef' in [^(]*; `autoq runs"):
+        autoq.SearchResult.from_mlflow("0123456789abcdef0123456789abcdef", mlflow_uri)
 
 
 def test_a_missing_store_is_refused_and_not_created(tmp_path):
