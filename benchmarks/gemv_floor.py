@@ -40,6 +40,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator
+from unittest import mock
 
 import torch
 
@@ -73,19 +74,10 @@ def pdl_by_default(device: torch.device) -> bool:
     return triton_wq_gemv.pdl_by_default(device)
 
 
-@contextlib.contextmanager
-def _pdl_env(pdl: bool) -> Iterator[None]:
-    """``AUTOQ_GEMV_PDL=0`` inside, unless ``pdl``: the autotuned rows without programmatic dependent launch."""
-    before = os.environ.get("AUTOQ_GEMV_PDL")
-    if not pdl:
-        os.environ["AUTOQ_GEMV_PDL"] = "0"
-    try:
-        yield
-    finally:
-        if before is None:
-            os.environ.pop("AUTOQ_GEMV_PDL", None)
-        else:
-            os.environ["AUTOQ_GEMV_PDL"] = before
+def _pdl_env(pdl: bool):
+    """``AUTOQ_GEMV_PDL=0`` inside, unless ``pdl``: the autotuned rows without programmatic dependent launch (the
+    environment is put back after, as ``unittest.mock.patch.dict`` does)."""
+    return contextlib.nullcontext() if pdl else mock.patch.dict(os.environ, {"AUTOQ_GEMV_PDL": "0"})
 
 
 def _copying(timings) -> str:

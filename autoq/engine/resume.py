@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import math
 import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
@@ -40,7 +39,7 @@ from autoq.search_spaces import portable_space
 from autoq.space import SearchSpace
 from autoq.tracking import MlflowTracker, absolute_uri, sqlite_path
 from autoq.tracking.database_kind import check_database_kind
-from autoq.tracking.mlflow_logger import check_sqlite_writable
+from autoq.tracking.mlflow_logger import check_sqlite_writable, looks_like_run_id
 
 if TYPE_CHECKING:
     from autoq.engine.runner import SearchConfig
@@ -158,9 +157,8 @@ def load_study(storage: str | None, study_name: str) -> optuna.Study:
     try:
         return optuna.load_study(study_name=study_name, storage=storage)
     except KeyError:
-        run_id = re.fullmatch(r"[0-9a-f]{32}", study_name) is not None  # the form of an MLflow run id
         hint = ("; that looks like an MLflow run id: a resume takes the search's study name, which `autoq runs` lists beside it"
-                if run_id else "; `autoq runs` lists the searches in a tracking store")
+                if looks_like_run_id(study_name) else "; `autoq runs` lists the searches in a tracking store")
         raise AutoqError(f"no search named {study_name!r} in {storage}{hint}") from None
 
 

@@ -236,6 +236,11 @@ def require_store(uri: str) -> None:
                          "or run this in the folder where 'autoq search' ran")
 
 
+def looks_like_run_id(text: str) -> bool:
+    """Whether ``text`` has the form of an MLflow run id (32 hex digits): errors then tell a run id from a study name."""
+    return re.fullmatch(r"[0-9a-f]{32}", text) is not None
+
+
 def stored_run(tracking_uri: str, run_id: str, missing: str) -> tuple[MlflowClient, Run]:
     """``(client, run)`` for ``run_id`` in an existing store; ``missing`` ends the error when there is no such run."""
     from mlflow.exceptions import MlflowException
@@ -246,7 +251,7 @@ def stored_run(tracking_uri: str, run_id: str, missing: str) -> tuple[MlflowClie
         run = client.get_run(run_id)
     except MlflowException as exc:
         if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):  # no such run; not a run id at all
-            named = "" if re.fullmatch(r"[0-9a-f]{32}", run_id) else (
+            named = "" if looks_like_run_id(run_id) else (
                 " (a run id is 32 hex digits, not a search's study name: `autoq runs` lists each search's parent run id)")
             raise AutoqError(f"no MLflow run {run_id!r} in {shown_uri(tracking_uri)}{named}; {missing}") from None
         raise store_failed(tracking_uri, exc) from None
