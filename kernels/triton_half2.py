@@ -205,8 +205,11 @@ def gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask, row, w_begin, 
     row_mask = rows < N
     wcols = (flat % BW) ^ 1
     x_pairs = (x_ptr + row * stride_xm).to(tl.pointer_type(tl.int32))  # fp16 activations two at a time
-    scale, zero = scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, 0, stride_sn, stride_sg, BITS, HAS_ZEROS)  # per channel
-    nz = zero_pair(zero)[:, None]
+    if GROUP == 0:  # per channel: a row's scale and zero for the whole K
+        scale, zero = scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, 0, stride_sn, stride_sg, BITS, HAS_ZEROS)
+        nz = zero_pair(zero)[:, None]
+    else:  # in groups: each word's own, loaded in _step
+        nz = 0
     acc = tl.zeros([BLOCK_N, BW], dtype=tl.float32)
     # where the whole steps end: steps of words wholly inside K (a last word past K must be read masked, pair by pair)
     w_whole = w_begin + tl.maximum(k_end // CPW - w_begin, 0) // BW * BW
