@@ -5,8 +5,10 @@ in its loop), near what an H200 can issue while its memory streams W4 weights. H
 one 32-bit word of eight int4 codes becomes four fp16x2 pairs with four and-ors (``lop3``) and a
 shift: or-ing a code into the mantissa of 1024.0h gives ``1024 + code`` exactly. One fp16x2 FMA a pair
 maps that to ``(code - zero) / 64`` (exact: small multiples of 1/64), four more multiply the pairs by
-the activations and sum them, and the two halves are added in fp32: 17 instructions for 8 weights. On the H200
-that made tiles 4-16% faster than the fp32 ones of the same shape (``kernels/README.md``).
+the activations and sum them, and the two halves are added in fp32: 16 instructions for 8 weights (the two
+shifts by the zero point, :func:`zero_pairs`, are made once a row per channel). On the H200 the first version,
+17 instructions with one shift made in each word, made tiles 4-16% faster than the fp32 ones of the same shape
+(``kernels/README.md``).
 
 Rounding: each product is rounded to fp16 and a word's four products a lane are summed in fp16
 before the fp32 accumulation, so a word's error stays within a few units of fp16 roundoff of its
@@ -37,6 +39,7 @@ from autoq.kernels.triton_gemv_loads import step_words, word_mask
 from autoq.kernels.triton_scales import load_masked, scale_zero_rows
 
 SYMMETRIC_NZ = tl.constexpr(-871838712)  # 0xCC08CC08 as int32: -(16 + 8 / 64) in both halves, a symmetric zero's pair
+SYMMETRIC_NZH = tl.constexpr(-1132413824)  # 0xBC80BC80 as int32: -(1 + 8 / 64) in both halves, its odd codes' shift
 
 # Regroup the activation pairs: byte selectors 0x5410 (low halves of a and b) and 0x7632 (their high halves).
 _PAIR_ASM = tl.constexpr("""
@@ -47,30 +50,29 @@ prmt.b32 $3, $5, $7, 0x7632;
 """)
 
 # $0 (f32) = sum_j (code_j - zero) / 64 * x_j over the 8 codes of word $1; $2 holds -(16 + zero / 64) twice (fp16x2),
-# $3..$6 the regrouped activation pairs. lop3 0xEA is (a & b) | c. Even codes land as 1024 + c (scaled by 1/64,
-# shifted by -16), odd ones as 1024 + 16c (scaled by 1/1024, shifted by -1): both give (c - zero) / 64.
+# $3 -(1 + zero / 64) twice, $4..$7 the regrouped activation pairs. lop3 0xEA is (a & b) | c. Even codes land as
+# 1024 + c (scaled by 1/64, shifted by $2), odd ones as 1024 + 16c (scaled by 1/1024, shifted by $3): both give
+# (c - zero) / 64. The two shifts come from outside (:func:`zero_pairs`): per channel they are a row's, made once.
 _DOT_ASM = tl.constexpr("""
 {
-.reg .b32 w8, t0, t1, t2, t3, nzh, klo, khi, kmid, d;
+.reg .b32 w8, t0, t1, t2, t3, klo, khi, d;
 .reg .f16 lo, hi;
 .reg .f32 fl, fh;
 mov.b32 klo, 0x24002400;
 mov.b32 khi, 0x14001400;
-mov.b32 kmid, 0x4B804B80;
 lop3.b32 t0, $1, 0x000F000F, 0x64006400, 0xEA;
 lop3.b32 t1, $1, 0x00F000F0, 0x64006400, 0xEA;
 shr.u32 w8, $1, 8;
 lop3.b32 t2, w8, 0x000F000F, 0x64006400, 0xEA;
 lop3.b32 t3, w8, 0x00F000F0, 0x64006400, 0xEA;
-add.rn.f16x2 nzh, $2, kmid;
 fma.rn.f16x2 t0, t0, klo, $2;
-fma.rn.f16x2 t1, t1, khi, nzh;
+fma.rn.f16x2 t1, t1, khi, $3;
 fma.rn.f16x2 t2, t2, klo, $2;
-fma.rn.f16x2 t3, t3, khi, nzh;
-mul.rn.f16x2 d, t0, $3;
-fma.rn.f16x2 d, t1, $4, d;
-fma.rn.f16x2 d, t2, $5, d;
-fma.rn.f16x2 d, t3, $6, d;
+fma.rn.f16x2 t3, t3, khi, $3;
+mul.rn.f16x2 d, t0, $4;
+fma.rn.f16x2 d, t1, $5, d;
+fma.rn.f16x2 d, t2, $6, d;
+fma.rn.f16x2 d, t3, $7, d;
 mov.b32 {lo, hi}, d;
 cvt.f32.f16 fl, lo;
 cvt.f32.f16 fh, hi;
@@ -101,33 +103,42 @@ def pair_activations(xa, xb, xc, xd, ASM: tl.constexpr):
     return p0, p1, p2, p3
 
 
-# $0 = -(16 + $1 / 64) in both halves (fp16x2), from the fp16 zero point $1: the shift word_dots takes.
+# $0 = -(16 + $2 / 64) and $1 = -(1 + $2 / 64) in both halves (fp16x2), from the fp16 zero point $2: word_dots' shifts.
 _ZERO_ASM = tl.constexpr("""
 {
-.reg .b16 k, m, t;
+.reg .b16 k, m, m1, t, u;
 mov.b16 k, 0xA400;
 mov.b16 m, 0xCC00;
-fma.rn.f16 t, $1, k, m;
+mov.b16 m1, 0xBC00;
+fma.rn.f16 t, $2, k, m;
+fma.rn.f16 u, $2, k, m1;
 mov.b32 $0, {t, t};
+mov.b32 $1, {u, u};
 }
 """)
 
 
 @triton.jit
-def zero_pair_f16(zero, ASM: tl.constexpr):
-    """:func:`zero_pair` of fp16 zero points in one half-precision FMA a word (exact for integer zeros up to 255)."""
+def zero_pairs_f16(zero, ASM: tl.constexpr):
+    """:func:`zero_pairs` of fp16 zero points in two half-precision FMAs a word (exact for integer zeros up to 255)."""
     if ASM:
-        pair = tl.inline_asm_elementwise(_ZERO_ASM, "=r,h", [zero], dtype=tl.int32, is_pure=True, pack=1)
+        nz, nzh = tl.inline_asm_elementwise(_ZERO_ASM, "=r,=r,h", [zero], dtype=(tl.int32, tl.int32), is_pure=True, pack=1)
     else:
-        pair = zero_pair(zero.to(tl.float32))
-    return pair
+        nz, nzh = zero_pairs(zero.to(tl.float32))
+    return nz, nzh
 
 
 @triton.jit
-def zero_pair(zero):
-    """``-(16 + zero / 64)`` in both halves of an int32, the shift :func:`word_dots` takes (``zero`` fp32, any shape)."""
-    half = (-(16.0 + zero * 0.015625)).to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
+def _both_halves(value):
+    half = value.to(tl.float16).to(tl.int16, bitcast=True).to(tl.int32) & 0xFFFF
     return half | (half << 16)
+
+
+@triton.jit
+def zero_pairs(zero):
+    """``-(16 + zero / 64)`` and ``-(1 + zero / 64)``, each in both halves of an int32: the shifts :func:`word_dots`
+    takes for a word's even and odd codes (``zero`` fp32, any shape)."""
+    return _both_halves(-(16.0 + zero * 0.015625)), _both_halves(-(1.0 + zero * 0.015625))
 
 
 @triton.jit
@@ -136,52 +147,102 @@ def _code(words, J: tl.constexpr):
 
 
 @triton.jit
-def word_dots(words, nz, p0, p1, p2, p3, ASM: tl.constexpr):
-    """``sum_j (code_j - zero) / 64 * x_j`` (fp32) over each int4 word's eight codes; ``nz`` from :func:`zero_pair`,
-    ``p0..p3`` from :func:`pair_activations`, all broadcast to the words' shape."""
+def word_dots(words, nz, nzh, p0, p1, p2, p3, ASM: tl.constexpr):
+    """``sum_j (code_j - zero) / 64 * x_j`` (fp32) over each int4 word's eight codes; ``nz`` and ``nzh`` from
+    :func:`zero_pairs`, ``p0..p3`` from :func:`pair_activations`, all broadcast to the words' shape."""
     if ASM:
-        dots = tl.inline_asm_elementwise(_DOT_ASM, "=r,r,r,r,r,r,r", [words, nz, p0, p1, p2, p3], dtype=tl.float32, is_pure=True, pack=1)
-    else:
-        shift = _half(nz, False) + 16.0  # -zero / 64
-        dots = (_code(words, 0) * 0.015625 + shift) * _half(p0, False) + (_code(words, 4) * 0.015625 + shift) * _half(p0, True)
-        dots += (_code(words, 1) * 0.015625 + shift) * _half(p1, False) + (_code(words, 5) * 0.015625 + shift) * _half(p1, True)
-        dots += (_code(words, 2) * 0.015625 + shift) * _half(p2, False) + (_code(words, 6) * 0.015625 + shift) * _half(p2, True)
-        dots += (_code(words, 3) * 0.015625 + shift) * _half(p3, False) + (_code(words, 7) * 0.015625 + shift) * _half(p3, True)
+        dots = tl.inline_asm_elementwise(_DOT_ASM, "=r,r,r,r,r,r,r,r", [words, nz, nzh, p0, p1, p2, p3], dtype=tl.float32, is_pure=True,
+                                         pack=1)
+    else:  # the even codes' shift from nz, the odd ones' from nzh, as the PTX takes them: both are -zero / 64
+        even = _half(nz, False) + 16.0
+        odd = _half(nzh, False) + 1.0
+        dots = (_code(words, 0) * 0.015625 + even) * _half(p0, False) + (_code(words, 4) * 0.015625 + even) * _half(p0, True)
+        dots += (_code(words, 1) * 0.015625 + odd) * _half(p1, False) + (_code(words, 5) * 0.015625 + odd) * _half(p1, True)
+        dots += (_code(words, 2) * 0.015625 + even) * _half(p2, False) + (_code(words, 6) * 0.015625 + even) * _half(p2, True)
+        dots += (_code(words, 3) * 0.015625 + odd) * _half(p3, False) + (_code(words, 7) * 0.015625 + odd) * _half(p3, True)
     return dots
 
 
 @triton.jit
-def _load_pair(ptrs, cols, k_end, MASKED: tl.constexpr):
-    """Two fp16 activations as one int32 from ``ptrs``, the first at column ``cols``; 0 past ``k_end`` (K is even)."""
+def _load_pair(ptrs, cols, k_end, in_step, MASKED: tl.constexpr):
+    """Two fp16 activations as one int32 from ``ptrs``, the first at column ``cols``: 0 past ``k_end`` in a partial step
+    (``MASKED``; K is even), else 0 where the whole step ``in_step`` is not (a prefetch past the last one)."""
     if MASKED:
         pair = tl.load(ptrs, mask=cols < k_end, other=0)
     else:
-        pair = tl.load(ptrs)
+        pair = tl.load(ptrs, mask=in_step, other=0)
     return pair
 
 
 @triton.jit
-def _step(acc, words, nz, x_pairs, w0, wi, rows, row_mask, wcols, k_end, s_ptr, z_ptr, stride_sn, stride_sg, BITS: tl.constexpr,
-          CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr,
-          BLOCK_N: tl.constexpr, BW: tl.constexpr, ASM: tl.constexpr):
-    """``acc`` plus one K step's dots ``(BLOCK_N, BW)``: ``sum (code - zero) * x / 64``, in groups times each word's own
-    group's scale, per channel scaled after the loop; ``MASKED`` for the last, partial step."""
+def _word_scales(s_ptr, z_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride_sn, stride_sg, CPW: tl.constexpr, GROUP: tl.constexpr,
+                 HAS_ZEROS: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr):
+    """Each word's own group's scale and zero in the step at word ``w0`` (flat, as stored; zero 0 when symmetric),
+    masked as :func:`_fetch` masks the words."""
+    flat_cols = (w0 + wcols) * CPW
+    offs = rows.to(tl.int64) * stride_sn + (flat_cols // GROUP) * stride_sg
+    if MASKED:
+        mask = word_mask(row_mask, flat_cols, k_end, False, EVEN_N)
+    elif EVEN_N:
+        mask = w0 + 0 * wcols < w_whole
+    else:
+        mask = row_mask & (w0 + 0 * wcols < w_whole)
+    scale = load_masked(s_ptr + offs, mask)
+    if HAS_ZEROS:
+        zero = load_masked(z_ptr + offs, mask)
+    else:
+        zero = 0
+    return scale, zero
+
+
+@triton.jit
+def _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, w0, wi, wcols, w_whole, k_end, stride_wn, stride_sn, stride_sg,
+           CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr,
+           BLOCK_N: tl.constexpr, BW: tl.constexpr, SCALES: tl.constexpr):
+    """The loads of the step at word ``w0`` that a prefetch puts in flight together: the words ``(BLOCK_N, BW)``, the
+    words' activations as 4 int32 pairs ``(1, BW)`` each and, in groups with ``SCALES``, :func:`_word_scales` (else 0, 0).
+
+    A whole step (not ``MASKED``) at or past ``w_whole`` loads nothing (zeros): a prefetch past the last one. A partial
+    last step (``MASKED``) is read word by word and pair by pair up to ``k_end``. In the sm_90 SASS each step
+    began by waiting for its own activations, an L2 round trip under the weights' stream, when they were loaded in
+    the step. ptxas issues a prefetch's loads late in the step before (after the arithmetic they would otherwise
+    share registers with), so only two steps ahead overlaps a whole step's arithmetic: groups' scales ride along
+    there alone (``SCALES``), as with one step ahead they would cost instructions (16-bit values carried through
+    the loop: 7% more a weight with Triton 3.6) for no overlap."""
+    words = step_words(w_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride_wn, CPW, not MASKED, EVEN_N, BLOCK_N, BW, True)
+    in_step = (w0 + 0 * wi < w_whole)[None, :]
     cols = ((w0 + wi) * CPW)[None, :]
     xw = x_pairs + ((w0 + wi) * 4)[None, :]  # the word's 8 activations as 4 pairs, a (1, BW) tile each, laid out as the words
-    p0, p1, p2, p3 = pair_activations(_load_pair(xw, cols, k_end, MASKED), _load_pair(xw + 1, cols + 2, k_end, MASKED),
-                                      _load_pair(xw + 2, cols + 4, k_end, MASKED), _load_pair(xw + 3, cols + 6, k_end, MASKED), ASM)
+    xa = _load_pair(xw, cols, k_end, in_step, MASKED)
+    xb = _load_pair(xw + 1, cols + 2, k_end, in_step, MASKED)
+    xc = _load_pair(xw + 2, cols + 4, k_end, in_step, MASKED)
+    xd = _load_pair(xw + 3, cols + 6, k_end, in_step, MASKED)
+    if GROUP > 0 and SCALES:
+        scale, zero = _word_scales(s_ptr, z_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS,
+                                   MASKED, EVEN_N)
+    else:  # per channel the rows' scales and zeros are loaded once, before the loop
+        scale = 0
+        zero = 0
+    return words, xa, xb, xc, xd, scale, zero
+
+
+@triton.jit
+def _step(acc, words, xa, xb, xc, xd, scale, zero, nz, nzh, BLOCK_N: tl.constexpr, BW: tl.constexpr, GROUP: tl.constexpr,
+          HAS_ZEROS: tl.constexpr, ASM: tl.constexpr):
+    """``acc`` plus one K step's dots ``(BLOCK_N, BW)`` from its loads (:func:`_fetch`): ``sum (code - zero) * x / 64``,
+    in groups times each word's own group's scale, per channel (``nz``, ``nzh``: the rows' shifts) scaled after the loop."""
+    p0, p1, p2, p3 = pair_activations(xa, xb, xc, xd, ASM)
     if GROUP == 0:
-        acc += word_dots(words, nz, p0, p1, p2, p3, ASM)
-    else:  # each word's own group's scale and zero, as the fp32 rows-in-thread tiles; the zero stays fp16
-        flat_cols = (w0 + wcols) * CPW
-        offs = rows.to(tl.int64) * stride_sn + (flat_cols // GROUP) * stride_sg
-        mask = word_mask(row_mask, flat_cols, k_end, not MASKED, EVEN_N)
-        scale = load_masked(s_ptr + offs, mask).to(tl.float32)
+        acc += word_dots(words, nz, nzh, p0, p1, p2, p3, ASM)
+    else:  # the zero stays fp16
         if HAS_ZEROS:
-            nz = zero_pair_f16(load_masked(z_ptr + offs, mask).to(tl.float16), ASM)
-        else:
-            nz = tl.zeros_like(offs.to(tl.int32)) + SYMMETRIC_NZ  # zero 8: -(16 + 8 / 64) in both halves
-        acc += tl.reshape(scale, [BLOCK_N, BW]) * word_dots(words, tl.reshape(nz, [BLOCK_N, BW]), p0, p1, p2, p3, ASM)
+            nz, nzh = zero_pairs_f16(zero.to(tl.float16), ASM)
+            nz = tl.reshape(nz, [BLOCK_N, BW])
+            nzh = tl.reshape(nzh, [BLOCK_N, BW])
+        else:  # zero 8
+            nz = tl.zeros_like(words) + SYMMETRIC_NZ
+            nzh = tl.zeros_like(words) + SYMMETRIC_NZH
+        acc += tl.reshape(scale.to(tl.float32), [BLOCK_N, BW]) * word_dots(words, nz, nzh, p0, p1, p2, p3, ASM)
     return acc
 
 
@@ -195,8 +256,9 @@ def gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask, row, w_begin, 
     ``i ^ 1``; see ``autoq.kernels.triton_wq_gemv``): each word's activations load as 4 int32 pairs in that layout,
     are regrouped once and serve every row the thread holds. Whole steps run unmasked (a prefetch past them is
     one predicate a load); a partial last step is masked word by word and pair by pair. ``PREFETCH`` is how many
-    steps' words are in flight during a step's arithmetic (0, 1 or 2): on the H200 a tile without took twice as
-    long as with one (12.7 against 7.2 us at 4096 x 4096), so two is offered to the autotuner too.
+    steps' loads (:func:`_fetch`: words, activations and, two ahead, groups' scales) are in flight during a step's arithmetic
+    (0, 1 or 2): on the H200 a tile without took twice as long as with one (12.7 against 7.2 us at 4096 x 4096,
+    when only the words were prefetched), so two is offered to the autotuner too.
     """
     tl.static_assert(BITS == 4 and CPW == 8, "HALF2 tiles read int4 words")
     wi = tl.arange(0, BW) ^ 1
@@ -207,35 +269,52 @@ def gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask, row, w_begin, 
     x_pairs = (x_ptr + row * stride_xm).to(tl.pointer_type(tl.int32))  # fp16 activations two at a time
     if GROUP == 0:  # per channel: a row's scale and zero for the whole K
         scale, zero = scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, 0, stride_sn, stride_sg, BITS, HAS_ZEROS)
-        nz = zero_pair(zero)[:, None]
-    else:  # in groups: each word's own, loaded in _step
+        nz, nzh = zero_pairs(zero)
+        nz = nz[:, None]
+        nzh = nzh[:, None]
+    else:  # in groups: each word's own, loaded with its words (_fetch)
         nz = 0
+        nzh = 0
     acc = tl.zeros([BLOCK_N, BW], dtype=tl.float32)
     # where the whole steps end: steps of words wholly inside K (a last word past K must be read masked, pair by pair)
     w_whole = w_begin + tl.maximum(k_end // CPW - w_begin, 0) // BW * BW
+    AHEAD: tl.constexpr = PREFETCH == 2  # groups' scales and zeros load with the words two steps ahead, else in the step (_fetch)
     if PREFETCH >= 1:
-        words = step_words(w_ptr, rows, row_mask, w_begin, wcols, w_whole, k_end, stride_wn, CPW, True, EVEN_N, BLOCK_N, BW, True)
+        words, xa, xb, xc, xd, sc, zr = _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, w_begin, wi, wcols, w_whole, k_end, stride_wn,
+                                               stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, False, EVEN_N, BLOCK_N, BW, AHEAD)
     if PREFETCH == 2:
-        ahead = step_words(w_ptr, rows, row_mask, w_begin + BW, wcols, w_whole, k_end, stride_wn, CPW, True, EVEN_N, BLOCK_N, BW, True)
+        words1, xa1, xb1, xc1, xd1, sc1, zr1 = _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, w_begin + BW, wi, wcols, w_whole, k_end,
+                                                      stride_wn, stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, False, EVEN_N, BLOCK_N, BW,
+                                                      AHEAD)
     for w0 in range(w_begin, w_whole, BW):
         # PREFETCH steps ahead in flight during this step's arithmetic (none past the whole steps)
         if PREFETCH == 2:
-            ahead2 = step_words(w_ptr, rows, row_mask, w0 + 2 * BW, wcols, w_whole, k_end, stride_wn, CPW, True, EVEN_N, BLOCK_N, BW, True)
+            words2, xa2, xb2, xc2, xd2, sc2, zr2 = _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, w0 + 2 * BW, wi, wcols, w_whole,
+                                                          k_end, stride_wn, stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, False, EVEN_N,
+                                                          BLOCK_N, BW, AHEAD)
         elif PREFETCH == 1:
-            ahead = step_words(w_ptr, rows, row_mask, w0 + BW, wcols, w_whole, k_end, stride_wn, CPW, True, EVEN_N, BLOCK_N, BW, True)
+            words1, xa1, xb1, xc1, xd1, sc1, zr1 = _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, w0 + BW, wi, wcols, w_whole, k_end,
+                                                          stride_wn, stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, False, EVEN_N, BLOCK_N,
+                                                          BW, AHEAD)
         else:
-            words = step_words(w_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride_wn, CPW, True, EVEN_N, BLOCK_N, BW, True)
-        acc = _step(acc, words, nz, x_pairs, w0, wi, rows, row_mask, wcols, k_end, s_ptr, z_ptr, stride_sn, stride_sg, BITS, CPW, GROUP,
-                    HAS_ZEROS, False, EVEN_N, BLOCK_N, BW, ASM)
+            words, xa, xb, xc, xd, sc, zr = _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, w0, wi, wcols, w_whole, k_end, stride_wn,
+                                                   stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, False, EVEN_N, BLOCK_N, BW, AHEAD)
+        if GROUP > 0 and not AHEAD:
+            s_step, z_step = _word_scales(s_ptr, z_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride_sn, stride_sg, CPW, GROUP,
+                                          HAS_ZEROS, False, EVEN_N)
+            acc = _step(acc, words, xa, xb, xc, xd, s_step, z_step, nz, nzh, BLOCK_N, BW, GROUP, HAS_ZEROS, ASM)
+        else:
+            acc = _step(acc, words, xa, xb, xc, xd, sc, zr, nz, nzh, BLOCK_N, BW, GROUP, HAS_ZEROS, ASM)
+        if PREFETCH >= 1:
+            words, xa, xb, xc, xd, sc, zr = words1, xa1, xb1, xc1, xd1, sc1, zr1
         if PREFETCH == 2:
-            words = ahead
-            ahead = ahead2
-        elif PREFETCH == 1:
-            words = ahead
-    if w_whole < w_end:  # the partial last step, masked
-        words = step_words(w_ptr, rows, row_mask, w_whole, wcols, w_end, k_end, stride_wn, CPW, False, EVEN_N, BLOCK_N, BW, True)
-        acc = _step(acc, words, nz, x_pairs, w_whole, wi, rows, row_mask, wcols, k_end, s_ptr, z_ptr, stride_sn, stride_sg, BITS, CPW,
-                    GROUP, HAS_ZEROS, True, EVEN_N, BLOCK_N, BW, ASM)
+            words1, xa1, xb1, xc1, xd1, sc1, zr1 = words2, xa2, xb2, xc2, xd2, sc2, zr2
+    if w_whole < w_end:  # the partial last step, masked, its scales with it
+        # names of its own: a scale loaded here must not redefine the loop's (0 when not loaded ahead)
+        t_words, t_xa, t_xb, t_xc, t_xd, t_sc, t_zr = _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, w_whole, wi, wcols, w_end, k_end,
+                                                             stride_wn, stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, True, EVEN_N, BLOCK_N,
+                                                             BW, True)
+        acc = _step(acc, t_words, t_xa, t_xb, t_xc, t_xd, t_sc, t_zr, nz, nzh, BLOCK_N, BW, GROUP, HAS_ZEROS, ASM)
     if GROUP == 0:
         y = scale * 64.0 * tl.sum(acc, axis=1)
     else:

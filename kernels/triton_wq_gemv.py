@@ -362,9 +362,12 @@ _GEMV_CONFIGS += [gemv_tile(bn, bk, w, rows_in_thread=True) for bn, bk, w in [(1
 # autotuner chose them for most W4 layers. One without prefetch took 12.7 us and is not in the list.
 _GEMV_CONFIGS += [gemv_tile(bn, bk, w, half2=True) for bn, bk, w in [
     (16, 1024, 4), (8, 1024, 4), (4, 1024, 4), (16, 2048, 8), (8, 2048, 8), (32, 1024, 8), (16, 512, 2), (8, 256, 1)]]
-# The same with two steps' words in flight (not yet timed on a GPU): without prefetch a HALF2 tile took twice as long as
+# The same with two steps' loads in flight (not yet timed on a GPU): without prefetch a HALF2 tile took twice as long as
 # with one step ahead, and the layer's time then was about a memory latency plus its arithmetic, run one after the other.
-_GEMV_CONFIGS += [gemv_tile(bn, bk, w, prefetch=2, half2=True) for bn, bk, w in [(16, 1024, 4), (8, 1024, 4), (4, 1024, 4), (8, 512, 2)]]
+# In the sm_90 SASS ptxas issues a prefetch late in the step before the one using it, so two ahead is where a whole
+# step's arithmetic overlaps the loads (``triton_half2._fetch``); 8 x 2048, the fastest one-ahead tile, is among them.
+_GEMV_CONFIGS += [gemv_tile(bn, bk, w, prefetch=2, half2=True) for bn, bk, w in [(16, 1024, 4), (8, 1024, 4), (4, 1024, 4), (8, 512, 2),
+                                                                                  (8, 2048, 8)]]
 
 # The autotuner that also chooses the split over K (what a batch-1 launch uses on a GPU): every tile above whole,
 # and six (two of them HALF2) split 2, 4 and 8 ways where each split keeps a whole step (prune_gemv_configs). The H200 timings read as

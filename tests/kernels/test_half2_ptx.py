@@ -29,11 +29,11 @@ def halves(bits: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 def word_dots(words: np.ndarray, zeros: np.ndarray, x: np.ndarray) -> np.ndarray:
     """The PTX's ``sum_j (code_j - zero) / 64 * x_j`` (float32) for words ``(n,)``, zeros ``(n,)`` and activations ``(n, 8)``."""
-    (nz,) = run_ptx(triton_half2._ZERO_ASM.value, 1, [f16_bits(zeros)])
+    nz, nzh = run_ptx(triton_half2._ZERO_ASM.value, 2, [f16_bits(zeros)])
     xb = f16_bits(x)
     pairs = [xb[:, 2 * i] | (xb[:, 2 * i + 1] << 16) for i in range(4)]  # (x0, x1) .. (x6, x7), as the kernel loads them
     regrouped = run_ptx(triton_half2._PAIR_ASM.value, 4, pairs)
-    (dots,) = run_ptx(triton_half2._DOT_ASM.value, 1, [words, nz, *regrouped])
+    (dots,) = run_ptx(triton_half2._DOT_ASM.value, 1, [words, nz, nzh, *regrouped])
     return dots.view(np.float32).astype(np.float64)
 
 
@@ -41,13 +41,16 @@ def codes(words: np.ndarray) -> np.ndarray:
     return np.stack([(words.astype(np.int64) >> (4 * j)) & 15 for j in range(8)], axis=1).astype(np.float64)
 
 
-def test_the_zero_pair_is_exact_for_every_integer_zero_and_the_symmetric_constant_is_zero_8s():
+def test_the_zero_pairs_are_exact_for_every_integer_zero_and_the_symmetric_constants_are_zero_8s():
     zeros = np.arange(256)
-    (pairs,) = run_ptx(triton_half2._ZERO_ASM.value, 1, [f16_bits(zeros)])
-    lo, hi = halves(pairs)
+    even, odd = run_ptx(triton_half2._ZERO_ASM.value, 2, [f16_bits(zeros)])
+    lo, hi = halves(even)
     assert np.array_equal(lo, -(16 + zeros / 64)) and np.array_equal(hi, lo)
-    (eight,) = run_ptx(triton_half2._ZERO_ASM.value, 1, [f16_bits([8])])
-    assert int(eight[0]) == triton_half2.SYMMETRIC_NZ.value & 0xFFFFFFFF
+    lo, hi = halves(odd)
+    assert np.array_equal(lo, -(1 + zeros / 64)) and np.array_equal(hi, lo)
+    even8, odd8 = run_ptx(triton_half2._ZERO_ASM.value, 2, [f16_bits([8])])
+    assert int(even8[0]) == triton_half2.SYMMETRIC_NZ.value & 0xFFFFFFFF
+    assert int(odd8[0]) == triton_half2.SYMMETRIC_NZH.value & 0xFFFFFFFF
 
 
 def test_each_code_comes_out_as_code_minus_zero_over_64_in_its_slot():
