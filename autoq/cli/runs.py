@@ -170,12 +170,12 @@ def run_pareto(args: argparse.Namespace) -> int:
 
 def _no_points(client: Any, run: Any, name: str) -> str:
     """Why a search has no frontier: every trial failed (said with the first error, which 'no finished trial yet' hid:
-    it read as a search still to run), or none finished yet."""
-    from autoq.tracking.runs import trial_runs
+    it read as a search still to run), or none finished yet: then what to do, wait for it or resume it."""
+    from autoq.tracking.runs import resume_hint, trial_runs
 
     n_failed = int(run.data.metrics.get("n_failed", 0))
     if run.info.status != "FAILED" or not n_failed:
-        return f"search {name!r} has no finished trial yet (MLflow status {run.info.status})"
+        return f"search {name!r} has no finished trial yet (MLflow status {run.info.status}); {resume_hint(run, client.tracking_uri)}"
     errors = [r.data.tags["error"] for r in trial_runs(client, run.info.run_id, run.info.experiment_id) if "error" in r.data.tags]
     first = f"; the first error: {errors[0]}" if errors else ""
     return (f"search {name!r} failed: every trial failed ({n_failed}){first}; each trial's error is its MLflow child run's "

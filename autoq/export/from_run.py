@@ -112,7 +112,7 @@ def model_of(point: RunPoint) -> str:
 
 def _assignment(client, run) -> tuple[Assignment, str]:
     """(assignment, what it is) of a trial run, or of a search run's highest-quality frontier point."""
-    from autoq.tracking.runs import MissingArtifact, artifact_text, moved_artifacts, no_download_bars
+    from autoq.tracking.runs import MissingArtifact, artifact_text, moved_artifacts, no_download_bars, resume_hint
 
     run_id = run.info.run_id
     is_search = run.data.tags.get("autoq.kind") == "search"
@@ -123,7 +123,7 @@ def _assignment(client, run) -> tuple[Assignment, str]:
         except MissingArtifact as exc:
             if is_search and run.info.status != "FINISHED":  # killed outright (kill -9): it logged no frontier
                 raise AutoqError(f"search run {run_id!r} did not finish (MLflow status {run.info.status}) and logged no frontier; "
-                                 f"{_resume_hint(run, client.tracking_uri)}, or export one of its trial runs") from None
+                                 f"{resume_hint(run, client.tracking_uri)}, or export one of its trial runs") from None
             raise AutoqError(moved_artifacts(exc)) from None  # _check_exportable let only runs through that log it
     try:
         parsed = json.loads(text)
@@ -134,7 +134,7 @@ def _assignment(client, run) -> tuple[Assignment, str]:
         trial = run.data.tags.get("autoq.trial", "?")
         return Assignment.from_json(text), f"trial {trial} (run {run_id})"
     if not parsed:
-        raise AutoqError(f"search run {run_id!r} has no finished trial yet (its frontier is empty); {_resume_hint(run, client.tracking_uri)} "
+        raise AutoqError(f"search run {run_id!r} has no finished trial yet (its frontier is empty); {resume_hint(run, client.tracking_uri)} "
                          "and export a point of its frontier then")
     from autoq.engine.result import best_rank
 
@@ -160,27 +160,3 @@ def _check_not_deleted(client, run_id: str | None, what: str) -> None:
     if stage == "deleted":
         raise AutoqError(f"{what} (run {run_id}) is deleted in MLflow; restore it (mlflow runs restore --run-id {run_id}) to export "
                          "it, or export another point by its trial run id (autoq pareto lists the frontier of the runs left)")
-
-
-def _resume_hint(run, tracking_uri: str) -> str:
-    """What to do about a search run that has not finished: wait for the live process that runs it, or resume it (a
-    resume is refused while the search runs, so advising one then was wrong)."""
-    from autoq.engine.sessions import running_pid
-    from autoq.tracking.mlflow_logger import STUDY_TAG, run_storage
-
-    study = run.data.tags.get(STUDY_TAG)
-    if run.data.params.get("optuna_storage") == "memory":  # --storage none: no study to resume, nor to tell it runs by
-        return "it kept no Optuna storage (--storage none), so it cannot be resumed: wait for it if it still runs"
-    pid = running_pid(run_storage(run), study) if run.info.status == "RUNNING" else None
-    if pid is not None:
-        return f"it is still running (process {pid} on this machine): wait for it to finish"
-    elsewhere = " (unless it still runs on another machine)" if run.info.status == "RUNNING" else ""
-    # whole, as a search's own interruption prints it: with a bare --resume NAME, another folder looked for ./optuna.db
-    from autoq.tracking import absolute_uri
-    from autoq.tracking.mlflow_logger import shown_uri
-
-    options = [f"--tracking-uri {shlex.quote(shown_uri(absolute_uri(tracking_uri)))}"]
-    storage = run_storage(run)
-    if storage:
-        options.append(f"--storage {shlex.quote(storage)}")
-    return f"resume the search{elsewhere} (autoq search --resume {shlex.quote(study or 'STUDY_NAME')} {' '.join(options)})"

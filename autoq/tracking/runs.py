@@ -230,3 +230,28 @@ def recorded(params: dict, name: str) -> str:
     and for a run logged before the param existed."""
     value = params.get(name)
     return "" if value in (None, "none") else value
+
+
+def resume_hint(run: Run, tracking_uri: str) -> str:
+    """What to do about a search run that has not finished: wait for the live process that runs it, or resume it (a
+    resume is refused while the search runs, so advising one then was wrong). Shared by ``autoq export`` and
+    ``autoq pareto`` for a search with no finished trial."""
+    import shlex
+
+    from autoq.engine.sessions import running_pid
+    from autoq.tracking.mlflow_logger import shown_uri
+
+    study = run.data.tags.get(STUDY_TAG)
+    if run.data.params.get("optuna_storage") == "memory":  # --storage none: no study to resume, nor to tell it runs by
+        return "it kept no Optuna storage (--storage none), so it cannot be resumed: wait for it if it still runs"
+    pid = running_pid(run_storage(run), study) if run.info.status == "RUNNING" else None
+    if pid is not None:
+        return f"it is still running (process {pid} on this machine): wait for it to finish"
+    elsewhere = " (unless it still runs on another machine)" if run.info.status == "RUNNING" else ""
+    # whole, as a search's own interruption prints it: with a bare --resume NAME, another folder looked for ./optuna.db
+    options = [f"--tracking-uri {shlex.quote(shown_uri(absolute_uri(tracking_uri)))}"]
+    storage = run_storage(run)
+    if storage:
+        options.append(f"--storage {shlex.quote(storage)}")
+    masked = ", with the storage's password in place of ***" if storage and "***" in storage else ""
+    return f"resume the search{elsewhere} (autoq search --resume {shlex.quote(study or 'STUDY_NAME')} {' '.join(options)}{masked})"

@@ -232,3 +232,23 @@ def test_pareto_of_a_search_whose_every_trial_failed_says_so_with_the_first_erro
     assert main(["pareto", "all-failed", "--tracking-uri", mlflow_uri]) == 2
     err = capsys.readouterr().err
     assert "search 'all-failed' failed: every trial failed (3); the first error: RuntimeError: a broken metric" in err
+
+
+def test_pareto_of_a_search_with_no_finished_trial_says_how_to_resume_it(tmp_path, mlflow_uri, capsys):
+    """A search stopped before its first trial finished: pareto said only "no finished trial yet", where export said
+    how to go on; both now give the resume command (or, while its process runs, to wait)."""
+    from mlflow.tracking import MlflowClient
+
+    from autoq.tracking.mlflow_logger import STORAGE_TAG, STUDY_TAG
+
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("autoq") or client.get_experiment(client.create_experiment("autoq"))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    run = client.create_run(experiment.experiment_id, tags={"autoq.kind": "search", STUDY_TAG: "cut-short", STORAGE_TAG: storage}).info.run_id
+    client.log_param(run, "budget", "4.5bits")  # what a search logs as it starts, before any trial
+    client.log_param(run, "study_name", "cut-short")
+    client.set_terminated(run, status="KILLED")
+    assert main(["pareto", "cut-short", "--tracking-uri", mlflow_uri]) == 2
+    err = capsys.readouterr().err
+    assert "has no finished trial yet (MLflow status KILLED)" in err
+    assert f"resume the search (autoq search --resume cut-short --tracking-uri {mlflow_uri} --storage {storage})" in err
