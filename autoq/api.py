@@ -16,7 +16,7 @@ from autoq.engine import SearchConfig, SearchResult, run_search
 from autoq.engine.options import pins_from_strings  # noqa: F401  (the CLI's --pin, here since before)
 from autoq.errors import AutoqError
 from autoq.evaluate import OutputFidelity
-from autoq.evaluate.fidelity import user_batches
+from autoq.evaluate.fidelity import check_finite_batches, user_batches
 from autoq.model import uncompiled
 from autoq.tracking.active_run import active_parent
 
@@ -117,6 +117,10 @@ def make_workload(
     if evaluate is None:
         if len(batches) < 2:
             raise AutoqError("without an evaluate function, autoq needs at least 2 calibration batches (one is held out to measure output fidelity)")
+        # all of them, before the split, so that the batch named is the caller's: only the calibration part was checked,
+        # and NaN in a held-out batch read as the model's output's, numbered within the held-out part (or, through a
+        # saturating first layer, went unseen)
+        check_finite_batches(batches)
         if isinstance(holdout, bool) or not isinstance(holdout, numbers.Real) or not 0 < holdout < 1:
             raise AutoqError(f"holdout must be between 0 and 1, got {holdout!r}")
         n_held = min(len(batches) - 1, max(1, math.ceil(holdout * len(batches))))  # at least one batch left to calibrate on

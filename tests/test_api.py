@@ -148,6 +148,19 @@ def test_nan_in_calibration_names_the_batch():
         autoq.search(tiny_mlp(), data, lambda m: 1.0, budget="4bits", tracking_uri=None, storage=None)
 
 
+def test_nan_in_a_held_out_batch_names_the_callers_batch():
+    """Without evaluate the last quarter is held out to score fidelity, and was not checked: NaN there was named as the
+    model's output on "held-out batch 0 of 2", and an Inf behind a saturating first layer went unseen."""
+    data = batches()
+    data[4] = torch.full_like(data[4], float("nan"))
+    with pytest.raises(AutoqError, match="^calibration batch 4 contains NaN or Inf values$"):
+        autoq.search(tiny_mlp(), data, budget="4bits", tracking_uri=None, storage=None)
+    data = batches()
+    data[5][0, 0] = float("inf")
+    with pytest.raises(AutoqError, match="^calibration batch 5 contains NaN or Inf values$"):
+        autoq.search(nn.Sequential(nn.Hardtanh(), tiny_mlp()), data, budget="5bits", tracking_uri=None, storage=None)
+
+
 @pytest.mark.parametrize(("calibration", "says"), [(5, "got int '5'"), ("data.pt", "got str 'data.pt'"),
                                                    ({"x": torch.zeros(2, 8)}, "got dict .*one dict is one batch: put it in a list")])
 def test_calibration_that_is_no_sequence_of_batches_is_refused(calibration, says):
