@@ -12,7 +12,7 @@ from autoq.budget import Budget, parse_budget
 from autoq.checkout import unshadow_installed_packages
 from autoq.choice import Assignment, LayerChoice
 from autoq.engine.result import Point, SearchResult
-from autoq.errors import AutoqError, SearchInterrupted
+from autoq.errors import AutoqError, AutoqWarning, SearchInterrupted
 from autoq.export import export, load
 from autoq.quant import QuantSpec
 
@@ -40,6 +40,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Assignment",
     "AutoqError",
+    "AutoqWarning",
     "Budget",
     "LayerChoice",
     "Point",

@@ -11,6 +11,11 @@ class AutoqError(ValueError):
     """A problem with the user's input, explained in the message."""
 
 
+class AutoqWarning(UserWarning):
+    """Something a user should know that does not stop the work (a fallback taken, results to doubt), issued through
+    :mod:`warnings` so that a pipeline can filter, record or escalate it; ``autoq`` prints it as ``autoq: warning: ...``."""
+
+
 class SearchInterrupted(KeyboardInterrupt):
     """Ctrl-C or SIGTERM stopped a search; the message says what was kept and how to continue it."""
 

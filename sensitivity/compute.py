@@ -12,7 +12,6 @@ import hashlib
 import json
 import math
 import numbers
-import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -28,6 +27,7 @@ from autoq.code_digest import code_digest
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.evaluate.fidelity import call_on_user_batch
+from autoq.messages import note
 from autoq.model import LayerInfo, check_finite_weights
 from autoq.model.capture import DEFAULT_MAX_SAMPLES, CalibrationStats
 from autoq.model.modes import eval_mode
@@ -144,8 +144,8 @@ def compute_table(
 def show_notes(table: SensitivityTable) -> SensitivityTable:
     """Print the table's notes on stderr, as computed or read back (from the cache, or a file a search is seeded from):
     a warning shown only when the numbers were computed was lost on every later read."""
-    for note in table.notes:
-        print(f"autoq: note: {note}", file=sys.stderr, flush=True)
+    for said in table.notes:
+        note(said)
     return table
 
 

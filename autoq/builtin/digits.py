@@ -6,7 +6,6 @@ Quality is classification accuracy on a fixed held-out quarter of the data set.
 from __future__ import annotations
 
 import pickle
-import sys
 from pathlib import Path
 
 import torch
@@ -15,6 +14,7 @@ from torch import nn
 from autoq.builtin.workload import NoMetric, Workload, cache_dir
 from autoq.errors import AutoqError
 from autoq.files import write_atomic
+from autoq.messages import note
 
 RECIPE = "digits-cnn-v1"  # bump when the architecture or training changes
 
@@ -100,7 +100,6 @@ def _cached(path: Path) -> nn.Module | None:
     try:
         model.load_state_dict(torch.load(path, weights_only=True), assign=True)
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
-        print(f"autoq: note: the cached digits-cnn at {path} cannot be read ({type(exc).__name__}); training it again",
-              file=sys.stderr, flush=True)
+        note(f"the cached digits-cnn at {path} cannot be read ({type(exc).__name__}); training it again")
         return None
     return model

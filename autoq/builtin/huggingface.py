@@ -9,7 +9,6 @@ sentences that calibration never sees.
 from __future__ import annotations
 
 import json
-import sys
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -21,6 +20,7 @@ from autoq.builtin.workload import NoMetric, Workload
 from autoq.errors import AutoqError
 from autoq.evaluate import OutputFidelity, call_model, mean_pooled
 from autoq.evaluate.fidelity import unpadded_output
+from autoq.messages import note
 from autoq.quiet import quiet_logs
 
 
@@ -50,8 +50,8 @@ def load_pretrained(path: str | Path):
         except AutoqError:  # a class that takes no such option: the pooler stays missing, and is refused below
             pass
         else:
-            print(f"autoq: note: the checkpoint in {str(path)!r} has no pooler (saved from a masked-LM or token-classification "
-                  "model): loaded without one; the sentence embeddings are the mean of the last hidden states", file=sys.stderr)
+            note(f"the checkpoint in {str(path)!r} has no pooler (saved from a masked-LM or token-classification "
+                 "model): loaded without one; the sentence embeddings are the mean of the last hidden states")
     if missing:  # transformers fills them at random, and says so only in a log line: the search would score a random model
         raise AutoqError(f"{len(missing)} weight(s) of {type(model).__name__} are missing from the checkpoint in {str(path)!r} "
                          f"(such as {missing[0]!r}), and would be random; were they saved under other names (a wrapper's prefix)? "

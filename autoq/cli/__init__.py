@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from autoq.cli.mlflow_args import fill_experiment
 from autoq.cli.parser import Parser, parse
 from autoq.errors import AutoqError, SearchInterrupted, Terminated
+from autoq.messages import cli_warnings
 from autoq.plugins import ENTRY_POINT_GROUP, ENV_VAR, load_plugins, plugin_note, split_plugins
 
 
@@ -116,7 +117,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     # a scheduler's TERM stops as cleanly as Ctrl-C, while main runs: a script or notebook that calls it keeps its own
     previous = signal.signal(signal.SIGTERM, _terminate)
     try:
-        return _run(parser, args, plugins)
+        with cli_warnings():  # autoq's warnings as 'autoq: warning: ...' lines, as its errors and notes are
+            return _run(parser, args, plugins)
     finally:
         if previous is not None:  # None: a handler Python did not install, which it cannot put back
             signal.signal(signal.SIGTERM, previous)

@@ -61,6 +61,7 @@ def run(args: argparse.Namespace) -> int:
     from autoq.errors import AutoqError
     from autoq.evaluate.cache import uncalled_layers
     from autoq.files import first_missing, make_folder, removed_if_empty
+    from autoq.messages import note
     from autoq.model import find_layers, left_out_note, mark_unreached, searched_tied, unreached_note
     from autoq.quiet import quiet_logs
     from autoq.search_spaces import load_preset
@@ -94,13 +95,13 @@ def run(args: argparse.Namespace) -> int:
         workload = load_workload(args.model, with_metric=False)  # a table needs the model and calibration data alone
         skip = tuple(workload.skip) + tuple(args.skip)
         layers = find_layers(workload.model, skip)
-        note = left_out_note(workload.model, skip, searched_tied(workload.model, skip, (), layers))
-        if note:
-            print(f"autoq: note: {note}", file=sys.stderr, flush=True)
+        left_out = left_out_note(workload.model, skip, searched_tied(workload.model, skip, (), layers))
+        if left_out:
+            note(left_out)
         space = SearchSpace.build(preset, layers)
         uncalled = uncalled_layers(workload.model, space.layers, space.options, workload.calibration)
         if uncalled:  # as a search's space gives them: data-free methods only (GPTQ, AWQ, ... have no rows of theirs)
-            print(f"autoq: note: {unreached_note(uncalled)}", file=sys.stderr, flush=True)
+            note(unreached_note(uncalled))
             space = SearchSpace.build(preset, mark_unreached(layers, uncalled))
         start = time.perf_counter()
         table = workload_table(workload, space.layers, space.options, args.metric, settings, refresh=args.refresh, progress=not args.no_progress)

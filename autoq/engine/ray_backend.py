@@ -42,6 +42,7 @@ from autoq.choice import Assignment
 from autoq.engine.ray_session import term_stops_tune
 from autoq.engine.trials import TrialBook, trial_metrics, trial_tags
 from autoq.errors import AutoqError, Terminated
+from autoq.messages import warn
 from autoq.ptq.registry import MethodInfo, adopt_methods, registered_methods
 from autoq.tracking import MlflowTracker, absolute_uri
 
@@ -51,9 +52,9 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
     :func:`autoq.engine.ray_session.ray_session` joined or started."""
     searcher = BookSearcher(book, deadline)
     if config.gpus_per_trial and all(p.device.type == "cpu" for p in workload.model.parameters()):
-        print(f"autoq: warning: each trial holds {config.gpus_per_trial:g} GPU(s) but evaluates where the model is, on the CPU: "
-              "autoq moves no model; pass a model (and data and evaluate function) on CUDA from Python to use them, or leave "
-              "--gpus-per-trial out", file=sys.stderr, flush=True)
+        warn(f"each trial holds {config.gpus_per_trial:g} GPU(s) but evaluates where the model is, on the CPU: "
+             "autoq moves no model; pass a model (and data and evaluate function) on CUDA from Python to use them, or leave "
+             "--gpus-per-trial out")
     tracking = (absolute_uri(config.tracking_uri), book.tracker.experiment_id, book.tracker.parent_id) if book.tracker else None
     methods = registered_methods()  # a worker imports autoq alone: the driver's plug-in methods go with the model
     values = dict(workload=workload, search_config=config, tracking=tracking, threads=max(1, int(config.cpus_per_trial)), methods=methods)

@@ -26,6 +26,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from autoq.errors import AutoqError, Terminated
+from autoq.messages import warn
 
 OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray needs little: the workload is the largest object
 CONNECT_TIMEOUT_S = 5.0  # an unreachable host:port is refused after this, not after Ray's minutes of retries
@@ -183,7 +184,7 @@ def check_resources(config: Any) -> None:
                f"of this Ray has {cpus:g} and {gpus:g}")
     if not cluster_address(config):
         raise AutoqError(f"{message}; lower --cpus-per-trial / --gpus-per-trial, or start Ray with more (ray.init(num_cpus=...))")
-    print(f"autoq: warning: {message}: trials wait until the cluster adds such a node", file=sys.stderr, flush=True)
+    warn(f"{message}: trials wait until the cluster adds such a node")
 
 
 @contextmanager

@@ -58,6 +58,7 @@ from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.evaluate.cache import uncalled_layers
 from autoq.interrupts import ForcedInterrupt, deferred_interrupts
 from autoq.latency import latency_model
+from autoq.messages import note, warn
 from autoq.model import check_finite_stored, find_layers, left_out_note, mark_unreached, searched_tied, unreached_note
 from autoq.plugins import portable
 from autoq.ptq import method_info, plugin_code
@@ -261,10 +262,10 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
     derived = {"plugin_code": problem_code, "space_options": space.digest}  # what a resume compares besides the options given
     coverage = getattr(cost_model.latency, "coverage_note", None)  # a measured table: the layers it did not measure near
     shapes = [(layer.name, layer.out_features, layer.in_features) for layer in space.layers]
-    for note in (problem.left_out, problem.unreached, problem.slack, cost_model.latency.note if cost_model.latency is not None else None,
+    for said in (problem.left_out, problem.unreached, problem.slack, cost_model.latency.note if cost_model.latency is not None else None,
                  coverage(shapes) if coverage else None):
-        if note:
-            print(f"autoq: note: {note}", file=sys.stderr, flush=True)
+        if said:
+            note(said)
 
     from autoq.sensitivity.inputs import model_hash
 
@@ -416,7 +417,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
                          "give it more time" if config.timeout is not None else "no trial was evaluated")
     above = _above_reference(reference, points)
     if above:
-        print(f"autoq: warning: {above}", file=sys.stderr, flush=True)
+        warn(above)
     return SearchResult(
         budget=budget, metric=workload.metric, reference_quality=reference, frontier=tuple(frontier),
         points=tuple(sorted(points, key=lambda p: p.trial)),  # in trial order, as from_mlflow reads them: Ray's finish in any

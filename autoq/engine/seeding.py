@@ -26,6 +26,7 @@ from autoq.engine.seeds import uniform_seeds
 from autoq.engine.strategies import StrategyContext, strategy_factory, strategy_needs_scores, strategy_reads_scores
 from autoq.engine.strategy import Strategy
 from autoq.errors import AutoqError
+from autoq.messages import note, warn
 from autoq.space import SearchSpace
 
 if TYPE_CHECKING:
@@ -110,9 +111,9 @@ def seed_table(workload: Workload, space: SearchSpace, seed_from: str, progress:
         if workload.source and table.data_fingerprint != workload.data_fingerprint:
             ours = data_fingerprint(workload.calibration)
             if table.data_fingerprint != ours:  # scores on other data still rank: said, not refused
-                print(f"autoq: note: the sensitivity table {seed_from} was computed on other calibration data (data "
-                      f"{table.data_fingerprint}) than this search's ({workload.data_fingerprint or ours}): its scores rank the "
-                      "layers as that data did", file=sys.stderr, flush=True)
+                note(f"the sensitivity table {seed_from} was computed on other calibration data (data "
+                     f"{table.data_fingerprint}) than this search's ({workload.data_fingerprint or ours}): its scores rank the "
+                     "layers as that data did")
         return table
     if progress:
         print(f"autoq: {seed_from} sensitivity for {len(space.layers)} layers (cached after the first run) ...", file=sys.stderr, flush=True)
@@ -187,8 +188,8 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
         except Exception as exc:  # noqa: BLE001 - only the default may fall back, and it says why
             if config.seed_from != AUTO or strategy_needs_scores(config.strategy):
                 raise
-            print(f"autoq: warning: no {seed_from} sensitivity table for seeding ({type(exc).__name__}: {exc}); "
-                  "starting from random budget-filling mixes instead (--seed-from METRIC to insist, none to skip)", file=sys.stderr, flush=True)
+            warn(f"no {seed_from} sensitivity table for seeding ({type(exc).__name__}: {exc}); "
+                 "starting from random budget-filling mixes instead (--seed-from METRIC to insist, none to skip)")
             seed_from, table = None, None
     ctx = StrategyContext(
         problem.space, problem.cost_model, problem.budget, config.sampler, config.seed, study_name, storage,

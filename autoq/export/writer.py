@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import sys
 import warnings
 from collections.abc import Sequence
 from pathlib import Path
@@ -41,6 +40,7 @@ from autoq.export.mlflow_model import input_spec
 from autoq.export.mlflow_store import check_registered_name, log_export
 from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
 from autoq.files import file_crc32, first_missing, make_folder, removed_if_empty, write_text_atomic
+from autoq.messages import note
 from autoq.model import check_finite_stored, find_layers, get_module, tied_weights, uncompiled
 from autoq.quant.stored import stored_dtype
 
@@ -248,7 +248,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     made_from = first_missing(out)
     make_folder(out, "export")  # now too: a folder that cannot be made fails before the quantization, not after
     if (out / CONFIG_NAME).is_file():  # as save_pretrained does, an export replaces one there: said, not silent
-        print(f"autoq: note: replacing the autoq export already in {out}", file=sys.stderr, flush=True)
+        note(f"replacing the autoq export already in {out}")
 
     tensors: dict[str, torch.Tensor] = {}
     meta: dict[str, dict] = {}
@@ -282,8 +282,8 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
             if bname not in param_names and bname not in tensors:
                 tensors[bname] = _stored(bname, b, kept)
     if kept:
-        print(f"autoq: note: kept {len(kept)} tensor(s) in their own precision that fp16 would turn to inf (beyond 65504) or "
-              f"lose to underflow (below 6e-5): {kept[:3]}", file=sys.stderr)
+        note(f"kept {len(kept)} tensor(s) in their own precision that fp16 would turn to inf (beyond 65504) or "
+             f"lose to underflow (below 6e-5): {kept[:3]}")
 
     cost = CostModel.for_model(model, layers).cost(assignment)
     inputs = input_spec(calibration[0], model) if calibration else None

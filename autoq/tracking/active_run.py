@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import sys
 
+from autoq.messages import note
 from autoq.tracking.mlflow_logger import absolute_uri, shown_uri
 
 
@@ -22,8 +23,8 @@ def active_parent(tracking_uri: str | None, progress: bool = True) -> str | None
     fluent = mlflow.get_tracking_uri()
     if absolute_uri(fluent) != absolute_uri(tracking_uri):
         if progress:
-            print(f"autoq: note: MLflow run {run.info.run_id} is active (mlflow.start_run) in {shown_uri(absolute_uri(fluent))}, and the "
-                  f"search logs to {shown_uri(absolute_uri(tracking_uri))}: its run is not nested in the active one (MLflow nests runs "
-                  "of one store only); pass tracking_uri=mlflow.get_tracking_uri() to nest it", file=sys.stderr, flush=True)
+            note(f"MLflow run {run.info.run_id} is active (mlflow.start_run) in {shown_uri(absolute_uri(fluent))}, and the "
+                 f"search logs to {shown_uri(absolute_uri(tracking_uri))}: its run is not nested in the active one (MLflow nests runs "
+                 "of one store only); pass tracking_uri=mlflow.get_tracking_uri() to nest it")
         return None
     return run.info.run_id

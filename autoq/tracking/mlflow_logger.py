@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shlex
-import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -24,6 +23,7 @@ from autoq.engine.result import Point
 from autoq.errors import AutoqError
 from autoq.files import folder_lock
 from autoq.interrupts import ForcedInterrupt, deferred_interrupts
+from autoq.messages import note
 from autoq.tracking.database_kind import check_database_kind
 from autoq.tracking.frontier_plot import save_frontier_plot
 from autoq.tracking.run_notes import NOTE_TAG, point_note, search_note
@@ -64,8 +64,8 @@ def default_experiment() -> str:
     try:
         return tracking_client(uri).get_experiment(experiment_id).name
     except Exception:  # noqa: BLE001 - an id of another store, or a server that does not answer
-        print(f"autoq: note: $MLFLOW_EXPERIMENT_ID={experiment_id} names no experiment in {uri}; logging to experiment "
-              f"{DEFAULT_EXPERIMENT!r} (set --experiment, or unset the variable)", file=sys.stderr)
+        note(f"$MLFLOW_EXPERIMENT_ID={experiment_id} names no experiment in {uri}; logging to experiment "
+             f"{DEFAULT_EXPERIMENT!r} (set --experiment, or unset the variable)")
         return DEFAULT_EXPERIMENT
 
 

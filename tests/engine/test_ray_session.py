@@ -15,7 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import autoq
-from autoq.errors import AutoqError
+from autoq.errors import AutoqError, AutoqWarning
 
 pytestmark = pytest.mark.slow
 
@@ -174,9 +174,9 @@ def test_gpus_held_for_a_model_on_the_cpu_are_warned_about(tmp_path, monkeypatch
 
     ray.init(num_cpus=1, num_gpus=1, include_dashboard=False, object_store_memory=128 * 1024**2, log_to_driver=False)  # a GPU Ray declares
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
-    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=2, backend="ray", gpus_per_trial=1, seed_from="none", **_stores(tmp_path))
+    with pytest.warns(AutoqWarning, match=r"each trial holds 1 GPU\(s\) but evaluates where the model is, on the CPU"):
+        result = autoq.search("digits-cnn", budget="4.5bits", n_trials=2, backend="ray", gpus_per_trial=1, seed_from="none", **_stores(tmp_path))
     assert len(result.points) == 2
-    assert "each trial holds 1 GPU(s) but evaluates where the model is, on the CPU" in capsys.readouterr().err
 
 
 def test_a_ray_client_address_without_a_port_is_left_to_ray():

@@ -1,0 +1,79 @@
+"""autoq's notes and warnings, as a library's are: a pipeline that calls autoq can silence, route or escalate them.
+
+- :func:`warn` issues an :class:`~autoq.errors.AutoqWarning` through :mod:`warnings` (a fallback taken, results to
+  doubt): ``warnings.filterwarnings("error", category=AutoqWarning)`` makes it an error, ``"ignore"`` silences it.
+  The command line prints each as ``autoq: warning: ...`` (:func:`cli_warnings`).
+- :func:`note` logs at INFO to the ``autoq`` logger (what autoq did that the caller did not ask for, or may not
+  expect). As Optuna's and MLflow's loggers do, it has a handler of its own, which prints ``autoq: note: ...`` to
+  stderr, and does not propagate: ``logging.getLogger("autoq").setLevel(logging.WARNING)`` silences the notes;
+  removing that handler and setting ``propagate = True`` hands them to the caller's own logging.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import warnings
+from collections.abc import Iterator
+
+from autoq.errors import AutoqWarning
+
+LOGGER = "autoq"
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a note is logged (a redirect, a test's capture), not to the one
+    there when the handler was made."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.setFormatter(logging.Formatter("autoq: note: %(message)s"))
+
+    @property
+    def stream(self):  # noqa: D102 - logging.StreamHandler's attribute, read at each emit
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the property always reads sys.stderr
+        pass
+
+
+def logger() -> logging.Logger:
+    """The ``autoq`` logger, given its stderr handler (and INFO, where the caller set no level) on first use."""
+    log = logging.getLogger(LOGGER)
+    if not any(isinstance(h, _StderrHandler) for h in log.handlers) and not getattr(log, "_autoq_configured", False):
+        log.addHandler(_StderrHandler())
+        log.propagate = False
+        if log.level == logging.NOTSET:
+            log.setLevel(logging.INFO)
+        log._autoq_configured = True  # a caller who removes the handler keeps it removed
+    return log
+
+
+def note(message: str) -> None:
+    """Tell the user something autoq did or found that needs no action (INFO on the ``autoq`` logger)."""
+    logger().info(message)
+
+
+def warn(message: str, stacklevel: int = 2) -> None:
+    """Warn the user (an :class:`AutoqWarning`), from the caller's frame (``stacklevel`` 2) or one further up."""
+    warnings.warn(message, AutoqWarning, stacklevel=stacklevel + 1)
+
+
+def _show(message, category, filename, lineno, file=None, line=None, *, fallback) -> None:
+    if issubclass(category, AutoqWarning):
+        print(f"autoq: warning: {message}", file=sys.stderr if file is None else file, flush=True)
+    else:
+        fallback(message, category, filename, lineno, file, line)
+
+
+@contextlib.contextmanager
+def cli_warnings() -> Iterator[None]:
+    """Inside, every :class:`AutoqWarning` is printed as ``autoq: warning: ...`` (each time, not once a location:
+    a command runs one job); other warnings as Python shows them. Restored after, for a script that calls ``main``."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("always", AutoqWarning)
+        fallback = warnings.showwarning
+        warnings.showwarning = lambda *args, **kwargs: _show(*args, **kwargs, fallback=fallback)
+        yield

@@ -1,0 +1,80 @@
+"""autoq's notes and warnings (``autoq.messages``): what a pipeline calling autoq can silence, route or escalate."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import pytest
+
+from autoq.cli import main
+from autoq.errors import AutoqWarning
+from autoq.messages import LOGGER, cli_warnings, note, warn
+
+
+@pytest.fixture
+def autoq_logger():
+    """The ``autoq`` logger, its level and propagation put back after the test."""
+    log = logging.getLogger(LOGGER)
+    level, propagate, handlers, configured = log.level, log.propagate, list(log.handlers), vars(log).get("_autoq_configured")
+    yield log
+    log.setLevel(level)
+    log.propagate = propagate
+    log.handlers[:] = handlers
+    if configured is None:
+        vars(log).pop("_autoq_configured", None)
+    else:
+        log._autoq_configured = configured
+
+
+def test_a_note_goes_to_stderr_as_it_is_then_and_a_level_silences_it(autoq_logger, capsys):
+    note("first")
+    assert capsys.readouterr().err == "autoq: note: first\n"  # pytest's capture, made after the handler: read at each note
+    autoq_logger.setLevel(logging.WARNING)
+    note("second")
+    assert capsys.readouterr().err == ""
+
+
+def test_notes_go_to_the_callers_logging_once_it_takes_them(autoq_logger, capsys, caplog):
+    note("made")  # the handler is in place
+    assert capsys.readouterr().err == "autoq: note: made\n"
+    autoq_logger.handlers.clear()
+    autoq_logger.propagate = True
+    with caplog.at_level(logging.INFO, logger=LOGGER):
+        note("routed")
+    assert capsys.readouterr().err == "" and [r.getMessage() for r in caplog.records] == ["routed"]
+
+
+def test_a_warning_is_an_autoq_warning_that_a_filter_escalates():
+    with pytest.warns(AutoqWarning, match="^careful$"):
+        warn("careful")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AutoqWarning)
+        with pytest.raises(AutoqWarning, match="careful"):
+            warn("careful")
+
+
+def test_the_command_line_prints_autoq_warnings_as_lines_and_puts_the_display_back(capsys):
+    shown = warnings.showwarning
+    with cli_warnings():
+        warn("a fallback was taken")
+        warn("a fallback was taken")  # each time: a command runs one job
+        with pytest.warns(DeprecationWarning):  # another library's goes to the display in place (here pytest's)
+            warnings.warn("another library's", DeprecationWarning, stacklevel=1)
+    assert capsys.readouterr().err == "autoq: warning: a fallback was taken\n" * 2
+    assert warnings.showwarning is shown
+
+
+def test_a_search_command_prints_its_warning_as_a_line(tmp_path, capsys, monkeypatch):
+    """The seeding fallback of a search from the command line: an AutoqWarning, shown as 'autoq: warning: ...'."""
+    import autoq.engine.seeding as seeding
+
+    def no_table(*args, **kwargs):
+        raise FileNotFoundError("no table here")
+
+    monkeypatch.setattr(seeding, "seed_table", no_table)
+    code = main(["search", "--model", "digits-cnn", "--budget", "4.5bits", "--n-trials", "12", "--tracking-uri", "none", "--storage", "none",
+                 "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 0, err
+    assert "autoq: warning: no fisher sensitivity table for seeding (FileNotFoundError: no table here)" in err, err
