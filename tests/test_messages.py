@@ -78,3 +78,26 @@ def test_a_search_command_prints_its_warning_as_a_line(tmp_path, capsys, monkeyp
     err = capsys.readouterr().err
     assert code == 0, err
     assert "autoq: warning: no fisher sensitivity table for seeding (FileNotFoundError: no table here)" in err, err
+
+
+def test_a_library_search_without_progress_says_only_notes_which_the_loggers_level_silences(autoq_logger, capsys):
+    """progress=False turned off the bars, but notes (here: a budget above the dearest assignment) were prints no caller
+    could turn off."""
+    import torch
+    from torch import nn
+
+    import autoq
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 8)).eval()
+    data = [torch.randn(16, 32) for _ in range(4)]
+
+    def search():
+        autoq.search(model, data, budget="20bits", n_trials=3, tracking_uri=None, storage=None, progress=False, seed_from="none")
+        return capsys.readouterr().err
+
+    said = search()
+    assert said.startswith("autoq: note: budget '20bits' is above the dearest assignment") and all(
+        line.startswith("autoq: note: ") for line in said.splitlines()), said
+    autoq_logger.setLevel(logging.WARNING)
+    assert search() == ""

@@ -457,8 +457,12 @@ def _store_stopped(config: SearchConfig, exc: Exception, what: str, study_name: 
 
 
 def _say(bar: tqdm, text: str) -> None:
-    """A line to stderr while the bar is open: tqdm's write puts it above the bar (a print joined the bar's line);
-    a disabled bar writes it plainly, so a batch job's log says it too."""
+    """A line to stderr while the bar is open: tqdm's write puts it above the bar (a print joined the bar's line).
+    Without a bar (``progress=False``) it is a note (:func:`autoq.messages.note`): a batch job's log still says it,
+    and a pipeline can silence it with the ``autoq`` logger's level."""
+    if bar.disable:
+        note(text.removeprefix("autoq: "))
+        return
     bar.write(text, file=sys.stderr)
     sys.stderr.flush()
 
