@@ -14,6 +14,7 @@ from autoq.choice import Assignment, LayerChoice
 from autoq.engine.result import Point, SearchResult
 from autoq.errors import AutoqError, AutoqWarning, SearchInterrupted
 from autoq.export import export, load
+from autoq.messages import logger as _logger  # noqa: F401  (sets the 'autoq' logger up: autoq.messages)
 from autoq.quant import QuantSpec
 
 # run in a source checkout, its kernels/ folder stood in for Hugging Face's kernels package, which transformers imports

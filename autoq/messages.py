@@ -4,9 +4,10 @@
   doubt): ``warnings.filterwarnings("error", category=AutoqWarning)`` makes it an error, ``"ignore"`` silences it.
   The command line prints each as ``autoq: warning: ...`` (:func:`cli_warnings`).
 - :func:`note` logs at INFO to the ``autoq`` logger (what autoq did that the caller did not ask for, or may not
-  expect). As Optuna's and MLflow's loggers do, it has a handler of its own, which prints ``autoq: note: ...`` to
-  stderr, and does not propagate: ``logging.getLogger("autoq").setLevel(logging.WARNING)`` silences the notes;
-  removing that handler and setting ``propagate = True`` hands them to the caller's own logging.
+  expect). As Optuna's and MLflow's loggers do, it gets a handler of its own when autoq is imported, which prints
+  ``autoq: note: ...`` to stderr, and does not propagate: ``logging.getLogger("autoq").setLevel(logging.WARNING)``
+  silences the notes; removing that handler and setting ``propagate = True`` hands them to the caller's own logging.
+  A logger the caller set up before importing autoq is left as it was.
 """
 
 from __future__ import annotations
@@ -39,16 +40,22 @@ class _StderrHandler(logging.StreamHandler):
         pass
 
 
-def logger() -> logging.Logger:
-    """The ``autoq`` logger, given its stderr handler (and INFO, where the caller set no level) on first use."""
-    log = logging.getLogger(LOGGER)
-    if not any(isinstance(h, _StderrHandler) for h in log.handlers) and not getattr(log, "_autoq_configured", False):
+def _set_up(log: logging.Logger) -> None:
+    """Give the ``autoq`` logger its stderr handler, INFO and no propagation, once a process, as ``autoq`` is imported
+    (under the import lock: no two threads add one each); a logger the caller already set up is left as it is, and
+    what the caller does to it after stays done."""
+    if not log.handlers and log.propagate and log.level == logging.NOTSET:
         log.addHandler(_StderrHandler())
         log.propagate = False
-        if log.level == logging.NOTSET:
-            log.setLevel(logging.INFO)
-        log._autoq_configured = True  # a caller who removes the handler keeps it removed
-    return log
+        log.setLevel(logging.INFO)
+
+
+_set_up(logging.getLogger(LOGGER))
+
+
+def logger() -> logging.Logger:
+    """The ``autoq`` logger."""
+    return logging.getLogger(LOGGER)
 
 
 def note(message: str) -> None:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+import subprocess
+import sys
 import warnings
 
 import pytest
@@ -16,15 +18,11 @@ from autoq.messages import LOGGER, cli_warnings, note, warn
 def autoq_logger():
     """The ``autoq`` logger, its level and propagation put back after the test."""
     log = logging.getLogger(LOGGER)
-    level, propagate, handlers, configured = log.level, log.propagate, list(log.handlers), vars(log).get("_autoq_configured")
+    level, propagate, handlers = log.level, log.propagate, list(log.handlers)
     yield log
     log.setLevel(level)
     log.propagate = propagate
     log.handlers[:] = handlers
-    if configured is None:
-        vars(log).pop("_autoq_configured", None)
-    else:
-        log._autoq_configured = configured
 
 
 def test_a_note_goes_to_stderr_as_it_is_then_and_a_level_silences_it(autoq_logger, capsys):
@@ -36,13 +34,27 @@ def test_a_note_goes_to_stderr_as_it_is_then_and_a_level_silences_it(autoq_logge
 
 
 def test_notes_go_to_the_callers_logging_once_it_takes_them(autoq_logger, capsys, caplog):
-    note("made")  # the handler is in place
-    assert capsys.readouterr().err == "autoq: note: made\n"
-    autoq_logger.handlers.clear()
+    autoq_logger.handlers.clear()  # as the README says, before any note (it was undone by the first one)
     autoq_logger.propagate = True
     with caplog.at_level(logging.INFO, logger=LOGGER):
         note("routed")
     assert capsys.readouterr().err == "" and [r.getMessage() for r in caplog.records] == ["routed"]
+
+
+SET_UP_FIRST = """
+import logging, sys
+logging.basicConfig(level=logging.INFO, format="root: %(message)s", stream=sys.stdout)
+logging.getLogger("autoq").setLevel(logging.INFO)  # set up by the caller before autoq is imported
+import autoq
+from autoq.messages import note
+note("kept to the caller's logging")
+print(len(logging.getLogger("autoq").handlers), logging.getLogger("autoq").propagate)
+"""
+
+
+def test_a_logger_the_caller_set_up_before_importing_autoq_is_left_as_it_was():
+    done = subprocess.run([sys.executable, "-c", SET_UP_FIRST], capture_output=True, text=True, check=True)
+    assert done.stdout.splitlines() == ["root: kept to the caller's logging", "0 True"] and "autoq: note" not in done.stderr
 
 
 def test_a_warning_is_an_autoq_warning_that_a_filter_escalates():

@@ -14,7 +14,6 @@ each seeing inputs from the already-quantized earlier layers, and caches them al
 
 from __future__ import annotations
 
-import warnings
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from torch import nn
 
 from autoq.choice import LayerChoice
 from autoq.errors import AutoqError
+from autoq.messages import warn
 from autoq.model import LayerInfo, channels_first, compiled_inside, get_module, to_native, weight_2d
 from autoq.model.capture import CalibrationStats, LayerStats, unreached
 from autoq.ptq import method_needs_stats, run_method
@@ -212,10 +212,10 @@ class QuantCache:
         names = [n for n, p, version in before if now.get(n) is not p or _version(p) != version]
         if names:
             self._warned = True
-            warnings.warn(f"the model's parameters {names[:3]}{' and more' if len(names) > 3 else ''} were changed in place while a "
+            warn(f"the model's parameters {names[:3]}{' and more' if len(names) > 3 else ''} were changed in place while a "
                           "quantized assignment was applied (by evaluate?): autoq restores only the quantized layers' weights, so "
                           "unless it put them back, the change stays in the model and in the trials after; evaluate a copy "
-                          "(copy.deepcopy(model)) if it must adapt or train", UserWarning, stacklevel=4)
+                          "(copy.deepcopy(model)) if it must adapt or train", stacklevel=4)
 
     def layer(self, name: str, choice: LayerChoice) -> QuantizedLayer:
         key = (name, choice)

@@ -13,7 +13,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -28,6 +27,7 @@ from autoq.export.layout import from_tensors
 from autoq.export.mlflow_store import ARTIFACT_PATH, downloaded, is_artifact_uri
 from autoq.export.modules import QuantLinear
 from autoq.files import file_crc32
+from autoq.messages import warn
 from autoq.model import LINEAR_KINDS, compiled_inside, find_layers, get_module, readable_float, to_native
 from autoq.quant.activation import ActRange, ActSpec
 
@@ -138,8 +138,8 @@ def _warn_config_differs(model: nn.Module, base: dict) -> None:
     if differ:
         shown = ", ".join(f"{k} ({here.get(k)!r} here, {exported.get(k)!r} in the export)" for k in differ[:4])
         more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
-        warnings.warn(f"the model's config differs from the exported model's in {shown}{more}: the weights load, but the model may "
-                      "compute otherwise than the one searched; leave model= out to rebuild the exported one", UserWarning, stacklevel=4)
+        warn(f"the model's config differs from the exported model's in {shown}{more}: the weights load, but the model may "
+                      "compute otherwise than the one searched; leave model= out to rebuild the exported one", stacklevel=4)
 
 
 def _comparable(config: Any) -> Any:

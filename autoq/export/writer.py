@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import os
 import stat
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -40,7 +39,7 @@ from autoq.export.mlflow_model import input_spec
 from autoq.export.mlflow_store import check_registered_name, log_export
 from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
 from autoq.files import file_crc32, first_missing, make_folder, removed_if_empty, write_text_atomic
-from autoq.messages import note
+from autoq.messages import note, warn
 from autoq.model import check_finite_stored, find_layers, get_module, tied_weights, uncompiled
 from autoq.quant.stored import stored_dtype
 
@@ -201,9 +200,9 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     model, builtin, calibration, dtype = _resolve_model(model, calibration, data_fingerprint, needs_calibration(assignment))
     why = unrebuildable(describe_base(model, builtin, dtype)) if log_to_run else None
     if why:  # said now, not after quantizing: it was logged and registered as if pyfunc could serve it
-        warnings.warn(f"the MLflow model log_to_run logs cannot be loaded by mlflow.pyfunc.load_model (nor served), which rebuilds "
+        warn(f"the MLflow model log_to_run logs cannot be loaded by mlflow.pyfunc.load_model (nor served), which rebuilds "
                       f"the model from the export alone ({why}); load it with autoq.load('runs:/<run id>/quantized_model', "
-                      "model=yours)", UserWarning, stacklevel=2)
+                      "model=yours)", stacklevel=2)
     searched_hash = point.model_hash if isinstance(point, RunPoint) else getattr(searched, "model_hash", "")
     if searched_hash:
         from autoq.sensitivity.inputs import model_hash

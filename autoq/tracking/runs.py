@@ -234,24 +234,38 @@ def recorded(params: dict, name: str) -> str:
 
 def resume_hint(run: Run, tracking_uri: str) -> str:
     """What to do about a search run that has not finished: wait for the live process that runs it, or resume it (a
-    resume is refused while the search runs, so advising one then was wrong). Shared by ``autoq export`` and
-    ``autoq pareto`` for a search with no finished trial."""
+    resume is refused while the search runs, so advising one then was wrong), with what the resume needs that the
+    stored study does not hold: the Ray backend and its workers, the plug-ins, credentials. A model passed from
+    Python gets the Python call: a command line cannot name it. Shared by ``autoq export`` and ``autoq pareto``."""
     import shlex
 
     from autoq.engine.sessions import running_pid
-    from autoq.tracking.mlflow_logger import shown_uri
+    from autoq.tracking.mlflow_logger import credentials_note, shown_uri
 
     study = run.data.tags.get(STUDY_TAG)
-    if run.data.params.get("optuna_storage") == "memory":  # --storage none: no study to resume, nor to tell it runs by
+    params = run.data.params
+    if params.get("optuna_storage") == "memory":  # --storage none: no study to resume, nor to tell it runs by
         return "it kept no Optuna storage (--storage none), so it cannot be resumed: wait for it if it still runs"
     pid = running_pid(run_storage(run), study) if run.info.status == "RUNNING" else None
     if pid is not None:
         return f"it is still running (process {pid} on this machine): wait for it to finish"
     elsewhere = " (unless it still runs on another machine)" if run.info.status == "RUNNING" else ""
+    storage = run_storage(run)
+    masked = ", with the storage's password in place of ***" if storage and "***" in storage else ""
+    if params.get("model_source") == "none":  # a module passed from Python: the command would load the default model
+        stored = f", storage={storage!r}" if storage else ""
+        return (f"resume the search{elsewhere} from Python: the same autoq.search call with resume=True, study_name={study!r}{stored} "
+                f"(and the same model and data{masked})")
     # whole, as a search's own interruption prints it: with a bare --resume NAME, another folder looked for ./optuna.db
     options = [f"--tracking-uri {shlex.quote(shown_uri(absolute_uri(tracking_uri)))}"]
-    storage = run_storage(run)
     if storage:
         options.append(f"--storage {shlex.quote(storage)}")
-    masked = ", with the storage's password in place of ***" if storage and "***" in storage else ""
-    return f"resume the search{elsewhere} (autoq search --resume {shlex.quote(study or 'STUDY_NAME')} {' '.join(options)}{masked})"
+    ray = ""
+    if params.get("backend") == "ray":  # the stored settings do not hold how the trials ran: without these it goes on in-process
+        options += ["--backend ray", f"--workers {params.get('workers', 1)}"]
+        ray = "; add --address, --cpus-per-trial and --gpus-per-trial as the search had them"
+    plugins = params.get("plugins", "none")
+    if plugins != "none":
+        options += [f"--plugin {shlex.quote(p)}" for p in shlex.split(plugins)]
+    command = f"autoq search --resume {shlex.quote(study or 'STUDY_NAME')} {' '.join(options)}"
+    return f"resume the search{elsewhere} ({command}{masked}{ray}){credentials_note(tracking_uri)}"

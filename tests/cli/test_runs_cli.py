@@ -252,3 +252,31 @@ def test_pareto_of_a_search_with_no_finished_trial_says_how_to_resume_it(tmp_pat
     err = capsys.readouterr().err
     assert "has no finished trial yet (MLflow status KILLED)" in err
     assert f"resume the search (autoq search --resume cut-short --tracking-uri {mlflow_uri} --storage {storage})" in err
+
+
+def test_the_resume_hint_holds_what_a_resume_needs_beyond_the_study(tmp_path, mlflow_uri):
+    """The hint export and pareto give: a Ray search's backend and workers (without them it goes on in-process), the
+    plug-ins, the Python call for a model passed from Python (a command would load the default model), credentials."""
+    from mlflow.tracking import MlflowClient
+
+    from autoq.tracking.mlflow_logger import STORAGE_TAG, STUDY_TAG
+    from autoq.tracking.runs import resume_hint
+
+    client = MlflowClient(mlflow_uri)
+    experiment = client.get_experiment_by_name("autoq") or client.get_experiment(client.create_experiment("autoq"))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+
+    def stopped(**params):
+        run = client.create_run(experiment.experiment_id, tags={"autoq.kind": "search", STUDY_TAG: "s", STORAGE_TAG: storage}).info.run_id
+        for key, value in params.items():
+            client.log_param(run, key, value)
+        client.set_terminated(run, status="KILLED")
+        return client.get_run(run)
+
+    ray = resume_hint(stopped(model_source="digits-cnn", backend="ray", workers=3, plugins="myplug.py"), mlflow_uri)
+    assert f"autoq search --resume s --tracking-uri {mlflow_uri} --storage {storage} --backend ray --workers 3 --plugin myplug.py" in ray
+    assert "--address, --cpus-per-trial and --gpus-per-trial as the search had them" in ray
+    python = resume_hint(stopped(model_source="none", backend="optuna"), mlflow_uri)
+    assert "autoq search" not in python and f"autoq.search call with resume=True, study_name='s', storage={storage!r}" in python
+    remote = resume_hint(stopped(model_source="digits-cnn", backend="optuna"), "https://alice:secret@mlflow.example:5000")
+    assert "secret" not in remote and "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in remote
