@@ -38,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ["TRITON_INTERPRET"] = "0"
     import triton
+    from provenance import provenance  # beside this script: here, so that tests can load the module by its path
 
     from autoq.kernels.compile_check import gemm_case, tile_report
     from autoq.kernels.triton_wq_gemm import _GEMM_CONFIGS
@@ -60,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{name:16s} {label(best(tiles, 16)):>20s} {label(best(tiles, 128)):>20s} {spills:14d}", flush=True)
     out = Path(args.out or Path(__file__).parent / "results" / f"gemm_sass_sm{args.arch}_triton{triton.__version__}.json")
     out.write_text(json.dumps({"arch": f"sm_{args.arch}", "triton": triton.__version__, "kernel": "wq_gemm_kernel", "act": args.act,
-                               "shape": [4096, 4096], "rows": rows}, indent=1) + "\n")
+                               **provenance(), "shape": [4096, 4096], "rows": rows}, indent=1) + "\n")
     print(f"wrote {out}")
     return 0
 

@@ -191,13 +191,14 @@ def main() -> int:
         print(f"gemv_floor: error: {exc}", file=sys.stderr)
         return 2
     import triton
+    from provenance import provenance  # beside this script: here, so that tests can load the module by its path
 
     device = torch.device("cuda", torch.cuda.current_device())
     report = precompile([PrecompileCase("wq", name, LLAMA_7B_SHAPES, (1,)) for name in FORMATS], Target.current())  # on every core
     print(f"gemv_floor: {report.summary()}", flush=True)
     warm_up(device)
-    result = dict(device=torch.cuda.get_device_name(device), torch=torch.__version__, triton=triton.__version__,
-                  timings={t: TIMINGS[t] for t in timings}, rows=[])
+    result = dict(device=torch.cuda.get_device_name(device), torch=torch.__version__, triton=triton.__version__, cuda=torch.version.cuda,
+                  **{k: v for k, v in provenance().items() if k != "torch"}, timings={t: TIMINGS[t] for t in timings}, rows=[])
     print(header(timings), flush=True)
     for row in sweep(device, args.rep_ms, timings=timings):  # written row by row: a run cut short keeps what it measured
         result["rows"].append(row)

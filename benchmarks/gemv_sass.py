@@ -59,6 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     os.environ["TRITON_INTERPRET"] = "0"
     import triton
+    from provenance import provenance  # beside this script: here, so that tests can load the module by its path
 
     from autoq.kernels.compile_check import gemv_case, tile_report
     from autoq.kernels.formats import packed_nbytes
@@ -91,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
               f"{rows_tile['loop_per_weight']:10.2f} {rows_tile['loop_barriers']:4d} {spills:6d}  "
               + "  ".join(f"{limits[d.name]:10.2f}" for d in DEVICES), flush=True)
     out = Path(args.out or Path(__file__).parent / "results" / f"gemv_sass_sm{args.arch}_triton{triton.__version__}.json")
-    out.write_text(json.dumps({"arch": f"sm_{args.arch}", "triton": triton.__version__, "kernel": "wq_gemv_kernel",
+    out.write_text(json.dumps({"arch": f"sm_{args.arch}", "triton": triton.__version__, "kernel": "wq_gemv_kernel", **provenance(),
                                "shape_for_bytes": [4096, 4096], "rows": rows}, indent=1) + "\n")
     print(f"wrote {out}")
     return 0

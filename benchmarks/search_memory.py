@@ -77,12 +77,16 @@ def main() -> None:
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "search_memory.json"), help=OUT_HELP)
     args = parser.parse_args()
+    if args.hidden < 128 or args.hidden % 128:
+        parser.error(f"--hidden must be a multiple of 128 (heads of 128, as LLaMA's), got {args.hidden}")
     sizes = (args.hidden, args.mlp, args.blocks, args.trials)
     if args.child:
         print(json.dumps(child(*sizes)))
         return
     done = subprocess.run([sys.executable, __file__, "--child", *(f"--{k}={v}" for k, v in zip(("hidden", "mlp", "blocks", "trials"), sizes))],
-                          capture_output=True, text=True, check=True)
+                          capture_output=True, text=True)
+    if done.returncode:  # the child's own error, not CalledProcessError's exit status alone
+        sys.exit(f"search_memory: the measuring process failed (exit {done.returncode}):\n{done.stderr.strip()}")
     row = json.loads(done.stdout.strip().splitlines()[-1])
     print(f"{'linear weights (MiB)':>21} {'before search (MB)':>19} {'peak (MB)':>10} {'trials':>7} {'wall (s)':>9} {'best':>7}")
     print(f"{row['linear_weights_mib']:>21} {row['before_mb']:>19} {row['peak_mb']:>10} {row['trials']:>7} {row['wall_s']:>9} "

@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from autoq.builtin.smollm2 import perplexity, token_batches
+from autoq.builtin.smollm2 import perplexity, smollm2_workload, token_batches
+from autoq.errors import AutoqError
 
 
 def test_token_batches_cut_the_stream_into_full_sequences() -> None:
@@ -70,3 +71,10 @@ def test_loading_smollm2_draws_no_progress_bar_of_the_gguf_reader(capfd) -> None
     load_smollm2()
     assert "GGUF tensors" not in capfd.readouterr().err
     assert reader.tqdm is before  # put back
+
+
+@pytest.mark.parametrize(("tokens", "says"), [({"n_eval_tokens": 64}, "held-out"), ({"n_calibration_tokens": 100}, "calibration")])
+def test_fewer_tokens_than_a_sequence_are_refused_before_the_model_loads(tokens, says) -> None:
+    """No whole sequence of held-out text made no batch, and the reference perplexity divided by zero."""
+    with pytest.raises(AutoqError, match=f"{says} .*tokens must be at least one sequence of 128, got"):
+        smollm2_workload(**tokens)
