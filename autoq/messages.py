@@ -7,7 +7,9 @@
   expect). As Optuna's and MLflow's loggers do, it gets a handler of its own when autoq is imported, which prints
   ``autoq: note: ...`` to stderr, and does not propagate: ``logging.getLogger("autoq").setLevel(logging.WARNING)``
   silences the notes; removing that handler and setting ``propagate = True`` hands them to the caller's own logging.
-  A logger the caller set up before importing autoq is left as it was.
+  A logger the caller set up before importing autoq is left as it was; a ``logging.config.dictConfig`` (or
+  ``fileConfig``) run after the import disables it, as it does Optuna's and MLflow's, unless it says
+  ``"disable_existing_loggers": False`` or configures ``autoq``.
 """
 
 from __future__ import annotations

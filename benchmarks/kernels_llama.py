@@ -104,8 +104,10 @@ def main() -> int:
     suffix = "" if args.timing == "flush" else f"_{args.timing}"
     out = Path(args.out or Path(__file__).parent / "results" / f"kernels_{device_slug(table.device)}{suffix}.json")
     out.parent.mkdir(parents=True, exist_ok=True)
+    from provenance import commit  # beside this script: here, so that tests can load the module by its path
+
     summary = {
-        "device": table.device, "torch": table.torch, "triton": table.triton, "cuda": table.cuda, "created": table.created,
+        "device": table.device, "torch": table.torch, "triton": table.triton, "cuda": table.cuda, "created": table.created, "autoq_commit": commit(),
         "peak_bandwidth_gbs": table.peak_bandwidth_gbs, "timing": table.timing, "shapes_nk": [list(s) for s in LLAMA_7B_SHAPES], "batches": list(batches),
         "speedups": rows, "correctness": None, "table": table.to_dict(),
     }
