@@ -220,7 +220,7 @@ def _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, w0, wi, wcols, w_whole,
     if GROUP > 0 and SCALES:
         scale, zero = _word_scales(s_ptr, z_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS,
                                    MASKED, EVEN_N)
-    else:  # per channel the rows' scales and zeros are loaded once, before the loop
+    else:  # per channel the rows' are loaded once, before the loop; in groups one step ahead or none, in the step
         scale = 0
         zero = 0
     return words, xa, xb, xc, xd, scale, zero

@@ -213,9 +213,9 @@ class QuantCache:
         if names:
             self._warned = True
             warn(f"the model's parameters {names[:3]}{' and more' if len(names) > 3 else ''} were changed in place while a "
-                          "quantized assignment was applied (by evaluate?): autoq restores only the quantized layers' weights, so "
-                          "unless it put them back, the change stays in the model and in the trials after; evaluate a copy "
-                          "(copy.deepcopy(model)) if it must adapt or train", stacklevel=4)
+                 "quantized assignment was applied (by evaluate?): autoq restores only the quantized layers' weights, so "
+                 "unless it put them back, the change stays in the model and in the trials after; evaluate a copy "
+                 "(copy.deepcopy(model)) if it must adapt or train", stacklevel=4)
 
     def layer(self, name: str, choice: LayerChoice) -> QuantizedLayer:
         key = (name, choice)

@@ -139,7 +139,7 @@ def _warn_config_differs(model: nn.Module, base: dict) -> None:
         shown = ", ".join(f"{k} ({here.get(k)!r} here, {exported.get(k)!r} in the export)" for k in differ[:4])
         more = f" and {len(differ) - 4} more" if len(differ) > 4 else ""
         warn(f"the model's config differs from the exported model's in {shown}{more}: the weights load, but the model may "
-                      "compute otherwise than the one searched; leave model= out to rebuild the exported one", stacklevel=4)
+             "compute otherwise than the one searched; leave model= out to rebuild the exported one", stacklevel=4)
 
 
 def _comparable(config: Any) -> Any:

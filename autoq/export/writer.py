@@ -201,8 +201,8 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     why = unrebuildable(describe_base(model, builtin, dtype)) if log_to_run else None
     if why:  # said now, not after quantizing: it was logged and registered as if pyfunc could serve it
         warn(f"the MLflow model log_to_run logs cannot be loaded by mlflow.pyfunc.load_model (nor served), which rebuilds "
-                      f"the model from the export alone ({why}); load it with autoq.load('runs:/<run id>/quantized_model', "
-                      "model=yours)", stacklevel=2)
+             f"the model from the export alone ({why}); load it with autoq.load('runs:/<run id>/quantized_model', "
+             "model=yours)", stacklevel=2)
     searched_hash = point.model_hash if isinstance(point, RunPoint) else getattr(searched, "model_hash", "")
     if searched_hash:
         from autoq.sensitivity.inputs import model_hash
