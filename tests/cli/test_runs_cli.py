@@ -280,3 +280,7 @@ def test_the_resume_hint_holds_what_a_resume_needs_beyond_the_study(tmp_path, ml
     assert "autoq search" not in python and f"autoq.search call with resume=True, study_name='s', storage={storage!r}" in python
     remote = resume_hint(stopped(model_source="digits-cnn", backend="optuna"), "https://alice:secret@mlflow.example:5000")
     assert "secret" not in remote and "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in remote
+    assert "password in place of ***" not in remote  # a SQLite storage has none
+    storage = "postgresql://u:***@db/optuna"  # as MLflow holds a database storage: its password masked
+    masked = resume_hint(stopped(model_source="digits-cnn", backend="optuna"), mlflow_uri)
+    assert f"--storage '{storage}', with the storage's password in place of ***" in masked

@@ -130,8 +130,9 @@ def test_resume_refuses_other_settings_and_unknown_names(digits, tmp_path, capsy
     with pytest.raises(AutoqError, match=r"other settings: pins \[\['6', 'fp16'\]\] \(stored: \[\]\)"):
         autoq.search("digits-cnn", budget="4.5bits", pins={"6": "fp16"}, n_trials=5, tracking_uri=None, storage=storage, study_name="s",
                      resume=True, progress=False)
-    with pytest.raises(AutoqError, match="no search named 'other'"):
+    with pytest.raises(AutoqError, match="no search named 'other'") as refused:
         autoq.search("digits-cnn", budget="4.5bits", n_trials=5, tracking_uri=None, storage=storage, study_name="other", resume=True, progress=False)
+    assert "looks like an MLflow run id" not in str(refused.value)  # a study name is not taken for one
     run_id = "0123456789abcdef0123456789abcdef"  # a parent run id where the study name belongs: said so
     with pytest.raises(AutoqError, match="that looks like an MLflow run id: a resume takes the search's study name"):
         autoq.search("digits-cnn", budget="4.5bits", n_trials=5, tracking_uri=None, storage=storage, study_name=run_id, resume=True, progress=False)
