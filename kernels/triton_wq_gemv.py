@@ -318,6 +318,11 @@ def gemv_tile(block_n: int, block_k: int, warps: int, stages: int = 2, prefetch:
                           "HALF2": half2}, num_warps=warps, num_stages=stages)
 
 
+def _pairs_misaligned(x: torch.Tensor) -> bool:
+    """Whether a row of fp16 activations ``x`` starts off a 4-byte boundary, where HALF2 tiles cannot read it in pairs."""
+    return bool(x.data_ptr() % 4 or (x.shape[0] > 1 and x.stride(0) % 2))
+
+
 def half2_problem(x: torch.Tensor, k: int, bits: int) -> str | None:
     """Why a ``HALF2`` tile cannot run this launch, or ``None``: it reads W4 codes against fp16 activations two at a time
     (4-byte aligned rows of ``x``, an even K)."""
@@ -325,7 +330,7 @@ def half2_problem(x: torch.Tensor, k: int, bits: int) -> str | None:
         return f"HALF2 GEMV tiles read 4-bit codes, not {bits}-bit"
     if x.dtype != torch.float16:
         return f"HALF2 GEMV tiles take fp16 activations, not {x.dtype}"
-    if (x.shape[0] > 1 and x.stride(0) % 2) or x.data_ptr() % 4:
+    if _pairs_misaligned(x):
         return "HALF2 GEMV tiles read activations in 4-byte pairs: rows must start 4-byte aligned"
     if k % 2:
         return f"HALF2 GEMV tiles read activations in pairs: K={k} must be even"
@@ -460,7 +465,7 @@ def gemv(x, w, split_k: int | None, compile_only: bool = False, tile: triton.Con
     problem = pdl_problem(x.device, compile_only) if pdl else None
     if problem:
         raise AutoqError(problem)
-    if w.bits == 4 and x.dtype == torch.float16 and x.shape[1] % 2 == 0 and (x.data_ptr() % 4 or (x.shape[0] > 1 and x.stride(0) % 2)):
+    if w.bits == 4 and x.dtype == torch.float16 and x.shape[1] % 2 == 0 and _pairs_misaligned(x):
         # HALF2 tiles read activations as int32 pairs, and the autotuner's key (shapes, dtypes) cannot tell a view
         # 2 bytes into a buffer from an aligned one: a tile chosen for one would fault on the other. A copy is aligned.
         x = x.clone(memory_format=torch.contiguous_format)

@@ -335,7 +335,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         if config.resume:
             left = max(0, config.n_trials - book.n_done)  # a trial that failed for good counts, as the session's loop counts it
             failed = f", {book.n_failed} failed for good" if book.n_failed else ""
-            kept = (f"autoq: resuming {study_name!r}: {len(book.points)} finished trial(s) kept{failed}, {n_retried} interrupted one(s) to retry; "
+            kept = (f"resuming {study_name!r}: {len(book.points)} finished trial(s) kept{failed}, {n_retried} interrupted one(s) to retry; "
                     + (f"{left} more to evaluate" if left else f"--n-trials {config.n_trials} are all done: nothing to evaluate"
                        + ("; failed trials count too: a larger --n-trials evaluates more" if book.n_failed else "")))
             _say(bar, kept)
@@ -363,10 +363,10 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
             _run_trials(workload, book, deadline, config)
         status = "FINISHED"
         if book.exhausted and book.n_done < config.n_trials:
-            _say(bar, f"autoq: the {config.strategy!r} strategy has no more distinct assignments to propose; the search ends after "
+            _say(bar, f"the {config.strategy!r} strategy has no more distinct assignments to propose; the search ends after "
                       f"{book.n_done} of its {config.n_trials} trials")
         elif book.n_done < config.n_trials and deadline is not None and time.perf_counter() > deadline:  # it said nothing
-            _say(bar, f"autoq: --timeout {config.timeout:g} s ended the search after {book.n_done} of its {config.n_trials} trials"
+            _say(bar, f"--timeout {config.timeout:g} s ended the search after {book.n_done} of its {config.n_trials} trials"
                  + _kept_and_how_to_continue(config, study_name, storage, tracker is not None, bool(workload.source)))
     except KeyboardInterrupt as exc:
         status = "KILLED"
@@ -457,13 +457,13 @@ def _store_stopped(config: SearchConfig, exc: Exception, what: str, study_name: 
 
 
 def _say(bar: tqdm, text: str) -> None:
-    """A line to stderr while the bar is open: tqdm's write puts it above the bar (a print joined the bar's line).
+    """``autoq: text`` on stderr while the bar is open: tqdm's write puts it above the bar (a print joined the bar's line).
     Without a bar (``progress=False``) it is a note (:func:`autoq.messages.note`): a batch job's log still says it,
     and a pipeline can silence it with the ``autoq`` logger's level."""
     if bar.disable:
-        note(text.removeprefix("autoq: "))
+        note(text)
         return
-    bar.write(text, file=sys.stderr)
+    bar.write(f"autoq: {text}", file=sys.stderr)
     sys.stderr.flush()
 
 

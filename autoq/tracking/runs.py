@@ -246,11 +246,11 @@ def resume_hint(run: Run, tracking_uri: str) -> str:
     params = run.data.params
     if params.get("optuna_storage") == "memory":  # --storage none: no study to resume, nor to tell it runs by
         return "it kept no Optuna storage (--storage none), so it cannot be resumed: wait for it if it still runs"
-    pid = running_pid(run_storage(run), study) if run.info.status == "RUNNING" else None
+    storage = run_storage(run)
+    pid = running_pid(storage, study) if run.info.status == "RUNNING" else None
     if pid is not None:
         return f"it is still running (process {pid} on this machine): wait for it to finish"
     elsewhere = " (unless it still runs on another machine)" if run.info.status == "RUNNING" else ""
-    storage = run_storage(run)
     masked = ", with the storage's password in place of ***" if storage and "***" in storage else ""
     if params.get("model_source") == "none":  # a module passed from Python: the command would load the default model
         stored = f", storage={storage!r}" if storage else ""
