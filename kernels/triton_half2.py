@@ -36,7 +36,7 @@ import triton
 import triton.language as tl
 
 from autoq.kernels.triton_gemv_loads import step_words, word_mask
-from autoq.kernels.triton_scales import load_masked, scale_zero_rows
+from autoq.kernels.triton_scales import load_masked
 
 SYMMETRIC_NZ = tl.constexpr(-871838712)  # 0xCC08CC08 as int32: -(16 + 8 / 64) in both halves, a symmetric zero's pair
 SYMMETRIC_NZH = tl.constexpr(-1132413824)  # 0xBC80BC80 as int32: -(1 + 8 / 64) in both halves, its odd codes' shift
@@ -164,25 +164,29 @@ def word_dots(words, nz, nzh, p0, p1, p2, p3, ASM: tl.constexpr):
 
 
 @triton.jit
-def _load_pair(ptrs, cols, k_end, in_step, MASKED: tl.constexpr):
+def _load_pair(ptrs, cols, k_end, in_step, MASKED: tl.constexpr, PAST: tl.constexpr):
     """Two fp16 activations as one int32 from ``ptrs``, the first at column ``cols``: 0 past ``k_end`` in a partial step
-    (``MASKED``; K is even), else 0 where the whole step ``in_step`` is not (a prefetch past the last one)."""
+    (``MASKED``; K is even), else, where the whole step may lie past the last (``PAST``), 0 where ``in_step`` is not."""
     if MASKED:
         pair = tl.load(ptrs, mask=cols < k_end, other=0)
-    else:
+    elif PAST:
         pair = tl.load(ptrs, mask=in_step, other=0)
+    else:
+        pair = tl.load(ptrs)
     return pair
 
 
 @triton.jit
 def _word_scales(s_ptr, z_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride_sn, stride_sg, CPW: tl.constexpr, GROUP: tl.constexpr,
-                 HAS_ZEROS: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr):
+                 HAS_ZEROS: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr, PAST: tl.constexpr):
     """Each word's own group's scale and zero in the step at word ``w0`` (flat, as stored; zero 0 when symmetric),
     masked as :func:`_fetch` masks the words."""
     flat_cols = (w0 + wcols) * CPW
     offs = rows.to(tl.int64) * stride_sn + (flat_cols // GROUP) * stride_sg
     if MASKED:
         mask = word_mask(row_mask, flat_cols, k_end, False, EVEN_N)
+    elif not PAST:
+        mask = word_mask(row_mask, flat_cols, k_end, True, EVEN_N)
     elif EVEN_N:
         mask = w0 + 0 * wcols < w_whole
     else:
@@ -198,28 +202,35 @@ def _word_scales(s_ptr, z_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride
 @triton.jit
 def _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, w0, wi, wcols, w_whole, k_end, stride_wn, stride_sn, stride_sg,
            CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, MASKED: tl.constexpr, EVEN_N: tl.constexpr,
-           BLOCK_N: tl.constexpr, BW: tl.constexpr, SCALES: tl.constexpr):
+           BLOCK_N: tl.constexpr, BW: tl.constexpr, SCALES: tl.constexpr, PAST: tl.constexpr):
     """The loads of the step at word ``w0`` that a prefetch puts in flight together: the words ``(BLOCK_N, BW)``, the
     words' activations as 4 int32 pairs ``(1, BW)`` each and, in groups with ``SCALES``, :func:`_word_scales` (else 0, 0).
 
-    A whole step (not ``MASKED``) at or past ``w_whole`` loads nothing (zeros): a prefetch past the last one. A partial
+    A whole step (not ``MASKED``) that may lie at or past ``w_whole`` (``PAST``: a prefetch before the loop, which may
+    not run) loads nothing there (zeros). In the loop a prefetch is of a step inside, clamped to the last whole one
+    (read again, from cache, past it), without a predicate: with the predicates and the zeros they set, the main loop of
+    8 x 2048 per channel took 182 and 184 instructions a step, 167 and 169 now (sm_90 SASS, Triton 3.9 and 3.6). A partial
     last step (``MASKED``) is read word by word and pair by pair up to ``k_end``. In the sm_90 SASS each step
     began by waiting for its own activations, an L2 round trip under the weights' stream, when they were loaded in
     the step. ptxas issues a prefetch's loads late in the step before (after the arithmetic they would otherwise
     share registers with), so only two steps ahead overlaps a whole step's arithmetic: groups' scales ride along
     there alone (``SCALES``), as with one step ahead they would cost instructions (16-bit values carried through
     the loop: 7% more a weight with Triton 3.6) for no overlap."""
-    words = step_words(w_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride_wn, CPW, not MASKED, EVEN_N, BLOCK_N, BW, True)
+    if MASKED or PAST:
+        words = step_words(w_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride_wn, CPW, not MASKED, EVEN_N, BLOCK_N, BW, True)
+    else:
+        words = load_masked(w_ptr + rows * stride_wn + (w0 + wcols), word_mask(row_mask, 0, 0, True, EVEN_N))
+        words = tl.reshape(words, [BLOCK_N, BW])
     in_step = (w0 + 0 * wi < w_whole)[None, :]
     cols = ((w0 + wi) * CPW)[None, :]
     xw = x_pairs + ((w0 + wi) * 4)[None, :]  # the word's 8 activations as 4 pairs, a (1, BW) tile each, laid out as the words
-    xa = _load_pair(xw, cols, k_end, in_step, MASKED)
-    xb = _load_pair(xw + 1, cols + 2, k_end, in_step, MASKED)
-    xc = _load_pair(xw + 2, cols + 4, k_end, in_step, MASKED)
-    xd = _load_pair(xw + 3, cols + 6, k_end, in_step, MASKED)
+    xa = _load_pair(xw, cols, k_end, in_step, MASKED, PAST)
+    xb = _load_pair(xw + 1, cols + 2, k_end, in_step, MASKED, PAST)
+    xc = _load_pair(xw + 2, cols + 4, k_end, in_step, MASKED, PAST)
+    xd = _load_pair(xw + 3, cols + 6, k_end, in_step, MASKED, PAST)
     if GROUP > 0 and SCALES:
         scale, zero = _word_scales(s_ptr, z_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS,
-                                   MASKED, EVEN_N)
+                                   MASKED, EVEN_N, PAST)
     else:  # per channel the rows' are loaded once, before the loop; in groups one step ahead or none, in the step
         scale = 0
         zero = 0
@@ -254,8 +265,8 @@ def gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask, row, w_begin, 
 
     The layout is the fp32 GEMV's rows in a thread (one word of every row of the tile in each thread, lanes paired
     ``i ^ 1``; see ``autoq.kernels.triton_wq_gemv``): each word's activations load as 4 int32 pairs in that layout,
-    are regrouped once and serve every row the thread holds. Whole steps run unmasked (a prefetch past them is
-    one predicate a load); a partial last step is masked word by word and pair by pair. ``PREFETCH`` is how many
+    are regrouped once and serve every row the thread holds. Whole steps run unmasked (a prefetch past them
+    before the loop is one predicate a load; in it, it is clamped to the last); a partial last step is masked word by word and pair by pair. ``PREFETCH`` is how many
     steps' loads (:func:`_fetch`: words, activations and, two ahead, groups' scales) are in flight during a step's arithmetic
     (0, 1 or 2): on the H200 a tile without took twice as long as with one (12.7 against 7.2 us at 4096 x 4096,
     when only the words were prefetched), so two is offered to the autotuner too.
@@ -267,11 +278,15 @@ def gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask, row, w_begin, 
     row_mask = rows < N
     wcols = (flat % BW) ^ 1
     x_pairs = (x_ptr + row * stride_xm).to(tl.pointer_type(tl.int32))  # fp16 activations two at a time
-    if GROUP == 0:  # per channel: a row's scale and zero for the whole K
-        scale, zero = scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, 0, stride_sn, stride_sg, BITS, HAS_ZEROS)
-        nz, nzh = zero_pairs(zero)
-        nz = nz[:, None]
-        nzh = nzh[:, None]
+    if GROUP == 0:  # per channel: a row's scale and shifts for the whole K
+        scale = load_masked(s_ptr + offs_n * stride_sn, n_mask).to(tl.float32)
+        if HAS_ZEROS:  # from the fp16 zeros as stored, in the PTX: in fp32 it took 75 more instructions a thread (8 x 2048)
+            nz, nzh = zero_pairs_f16(load_masked(z_ptr + offs_n * stride_sn, n_mask), ASM)
+            nz = nz[:, None]
+            nzh = nzh[:, None]
+        else:  # zero 8
+            nz = SYMMETRIC_NZ
+            nzh = SYMMETRIC_NZH
     else:  # in groups: each word's own, loaded with its words (_fetch)
         nz = 0
         nzh = 0
@@ -281,27 +296,28 @@ def gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask, row, w_begin, 
     AHEAD: tl.constexpr = PREFETCH == 2  # groups' scales and zeros load with the words two steps ahead, else in the step (_fetch)
     if PREFETCH >= 1:
         words, xa, xb, xc, xd, sc, zr = _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, w_begin, wi, wcols, w_whole, k_end, stride_wn,
-                                               stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, False, EVEN_N, BLOCK_N, BW, AHEAD)
+                                               stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, False, EVEN_N, BLOCK_N, BW, AHEAD, True)
     if PREFETCH == 2:
         words1, xa1, xb1, xc1, xd1, sc1, zr1 = _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, w_begin + BW, wi, wcols, w_whole, k_end,
                                                       stride_wn, stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, False, EVEN_N, BLOCK_N, BW,
-                                                      AHEAD)
+                                                      AHEAD, True)
+    last = w_whole - BW  # the last whole step, where the loop's prefetches are clamped (_fetch)
     for w0 in range(w_begin, w_whole, BW):
-        # PREFETCH steps ahead in flight during this step's arithmetic (none past the whole steps)
+        # PREFETCH steps ahead in flight during this step's arithmetic (past the whole steps, the last one again)
         if PREFETCH == 2:
-            words2, xa2, xb2, xc2, xd2, sc2, zr2 = _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, w0 + 2 * BW, wi, wcols, w_whole,
-                                                          k_end, stride_wn, stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, False, EVEN_N,
-                                                          BLOCK_N, BW, AHEAD)
+            words2, xa2, xb2, xc2, xd2, sc2, zr2 = _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, tl.minimum(w0 + 2 * BW, last), wi,
+                                                          wcols, w_whole, k_end, stride_wn, stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS,
+                                                          False, EVEN_N, BLOCK_N, BW, AHEAD, False)
         elif PREFETCH == 1:
-            words1, xa1, xb1, xc1, xd1, sc1, zr1 = _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, w0 + BW, wi, wcols, w_whole, k_end,
-                                                          stride_wn, stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, False, EVEN_N, BLOCK_N,
-                                                          BW, AHEAD)
+            words1, xa1, xb1, xc1, xd1, sc1, zr1 = _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, tl.minimum(w0 + BW, last), wi, wcols,
+                                                          w_whole, k_end, stride_wn, stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, False,
+                                                          EVEN_N, BLOCK_N, BW, AHEAD, False)
         else:
             words, xa, xb, xc, xd, sc, zr = _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, w0, wi, wcols, w_whole, k_end, stride_wn,
-                                                   stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, False, EVEN_N, BLOCK_N, BW, AHEAD)
+                                                   stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, False, EVEN_N, BLOCK_N, BW, AHEAD, False)
         if GROUP > 0 and not AHEAD:
             s_step, z_step = _word_scales(s_ptr, z_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride_sn, stride_sg, CPW, GROUP,
-                                          HAS_ZEROS, False, EVEN_N)
+                                          HAS_ZEROS, False, EVEN_N, False)
             acc = _step(acc, words, xa, xb, xc, xd, s_step, z_step, nz, nzh, BLOCK_N, BW, GROUP, HAS_ZEROS, ASM)
         else:
             acc = _step(acc, words, xa, xb, xc, xd, sc, zr, nz, nzh, BLOCK_N, BW, GROUP, HAS_ZEROS, ASM)
@@ -313,7 +329,7 @@ def gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask, row, w_begin, 
         # names of its own: a scale loaded here must not redefine the loop's (0 when not loaded ahead)
         t_words, t_xa, t_xb, t_xc, t_xd, t_sc, t_zr = _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, w_whole, wi, wcols, w_end, k_end,
                                                              stride_wn, stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, True, EVEN_N, BLOCK_N,
-                                                             BW, True)
+                                                             BW, True, True)
         acc = _step(acc, t_words, t_xa, t_xb, t_xc, t_xd, t_sc, t_zr, nz, nzh, BLOCK_N, BW, GROUP, HAS_ZEROS, ASM)
     if GROUP == 0:
         y = scale * 64.0 * tl.sum(acc, axis=1)
