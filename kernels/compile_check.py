@@ -118,6 +118,11 @@ def default_cases() -> list[CompileCase]:
     rows_tile = _tile(BLOCK_N=16, BLOCK_K=1024, PREFETCH=True, ROWS_IN_THREAD=True)
     for spec, act in (("int4-ch-asym", "fp16"), ("int8-ch-sym", "bf16"), ("int4-g128-asym", "fp16")):
         cases.append(CompileCase(f"wq-gemv {spec}-{act} rows-in-thread even-K", "gemv", rows_tile, 4, 2, spec, act, LLAMA))
+    # packed halves (HALF2) for W4 with fp16 activations: the fastest tile one step ahead on the H200, and one two ahead
+    half2_tiles = ((_tile(BLOCK_N=8, BLOCK_K=2048, PREFETCH=1, ROWS_IN_THREAD=True, HALF2=True), 8, "int4-ch-asym", "8x2048"),
+                   (_tile(BLOCK_N=8, BLOCK_K=1024, PREFETCH=2, ROWS_IN_THREAD=True, HALF2=True), 4, "int4-g128-asym", "8x1024 ahead2"))
+    for blocks, warps, spec, tag in half2_tiles:
+        cases.append(CompileCase(f"wq-gemv {spec}-fp16 half2 {tag} even-K", "gemv", blocks, warps, 2, spec, "fp16", LLAMA))
     # 3-bit slot groups in the 16-row tile a batch of 16 runs best (sm_90 SASS), per channel and straddling scale groups;
     # and split over K, as a batch of 16 runs on a GPU (ops.gemm_split_k_for)
     small_batch = _tile(BLOCK_M=16, BLOCK_N=128, BLOCK_K=64, GROUP_M=8)

@@ -33,8 +33,10 @@ class SassReport:
     memory, global loads by width (``LDG.E.128`` is 16 bytes a thread; ``LDGSTS`` copies to shared
     memory asynchronously), the matrix instructions (``HGMMA``/``IGMMA`` are Hopper's wgmma), the
     length of the main loop (instructions a thread issues per K step: the longest backward branch) and
-    the global loads inside it (fewer than in all: some are issued before the loop, as a prefetch), and the
-    barriers inside it (``BAR.SYNC``: data moved between threads through shared memory, or a cross-warp sum)."""
+    the global loads inside it (fewer than in all: some are issued before the loop, as a prefetch), those of them
+    under a predicate (a predicated load first zeroes its registers: instructions a step), the barriers inside it
+    (``BAR.SYNC``: data moved between threads through shared memory, or a cross-warp sum), and the length of the
+    whole kernel without ``NOP``s (what a thread runs outside its loop counts where a program has few steps)."""
 
     registers: int
     stack_bytes: int
@@ -44,12 +46,14 @@ class SassReport:
     loop_instructions: int = 0
     loop_loads: dict[str, int] = field(default_factory=dict)
     loop_barriers: int = 0
+    loop_guarded_loads: int = 0
+    instructions: int = 0
 
     def summary(self) -> str:
         loads = " ".join(f"{k}x{v}" for k, v in sorted(self.global_loads.items()))
         mma = " ".join(sorted(self.mma)) or "-"
-        return (f"regs {self.registers:3d}  stack {self.stack_bytes:3d}  smem {self.shared_bytes:6d}  loop {self.loop_instructions:4d}  "
-                f"bar {self.loop_barriers:2d}  mma {mma:6s}  loads {loads}")
+        return (f"regs {self.registers:3d}  stack {self.stack_bytes:3d}  smem {self.shared_bytes:6d}  instr {self.instructions:5d}  "
+                f"loop {self.loop_instructions:4d}  bar {self.loop_barriers:2d}  mma {mma:6s}  loads {loads}")
 
 
 def _listing(sass: str) -> list[tuple[int, str]]:
@@ -67,6 +71,16 @@ def main_loop(sass: str) -> list[str]:
             body = [text for a, text in listing if start <= a <= address]
             longest = body if len(body) > len(longest) else longest
     return longest
+
+
+def guarded_loads(lines) -> int:
+    """How many of these SASS lines are global loads under a predicate (``@P0 LDG...``, ``@!P1 LDG...``)."""
+    return sum(bool(re.search(r"@!?P\d\s+LDG\b", line)) for line in lines)
+
+
+def instructions(sass: str) -> int:
+    """How many instructions a SASS listing has, not counting ``NOP`` (alignment padding)."""
+    return sum(not re.search(r"\bNOP\b", line) for _, line in _listing(sass))
 
 
 def barriers(lines) -> int:
@@ -90,4 +104,5 @@ def sass_report(compiled) -> SassReport:
     mma = collections.Counter(m.split(".")[0] for m in re.findall(r"\b(?:[HIQ]GMMA|HMMA|IMMA)\.[A-Z0-9.]+", sass))
     loop = main_loop(sass)
     return SassReport(int(regs[1]) if regs else -1, int(stack[1]) if stack else -1, int(compiled.metadata.shared),
-                      _global_loads(sass.splitlines()), dict(mma), len(loop), _global_loads(loop), barriers(loop))
+                      _global_loads(sass.splitlines()), dict(mma), len(loop), _global_loads(loop), barriers(loop), guarded_loads(loop),
+                      instructions(sass))

@@ -265,10 +265,10 @@ def gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask, row, w_begin, 
 
     The layout is the fp32 GEMV's rows in a thread (one word of every row of the tile in each thread, lanes paired
     ``i ^ 1``; see ``autoq.kernels.triton_wq_gemv``): each word's activations load as 4 int32 pairs in that layout,
-    are regrouped once and serve every row the thread holds. Whole steps run unmasked (a prefetch past them
-    before the loop is one predicate a load; in it, it is clamped to the last); a partial last step is masked word by word and pair by pair. ``PREFETCH`` is how many
-    steps' loads (:func:`_fetch`: words, activations and, two ahead, groups' scales) are in flight during a step's arithmetic
-    (0, 1 or 2): on the H200 a tile without took twice as long as with one (12.7 against 7.2 us at 4096 x 4096,
+    are regrouped once and serve every row the thread holds. Whole steps run unmasked (a prefetch before the loop
+    is predicated, one in the loop clamped to the last whole step); a partial last step is masked word by word and
+    pair by pair. ``PREFETCH`` is how many steps' loads (:func:`_fetch`: words, activations and, two ahead, groups'
+    scales) are in flight during a step's arithmetic (0, 1 or 2): on the H200 a tile without took twice as long as with one (12.7 against 7.2 us at 4096 x 4096,
     when only the words were prefetched), so two is offered to the autotuner too.
     """
     tl.static_assert(BITS == 4 and CPW == 8, "HALF2 tiles read int4 words")
@@ -281,7 +281,7 @@ def gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask, row, w_begin, 
     if GROUP == 0:  # per channel: a row's scale and shifts for the whole K
         scale = load_masked(s_ptr + offs_n * stride_sn, n_mask).to(tl.float32)
         if HAS_ZEROS:  # from the fp16 zeros as stored, in the PTX: in fp32 it took 75 more instructions a thread (8 x 2048)
-            nz, nzh = zero_pairs_f16(load_masked(z_ptr + offs_n * stride_sn, n_mask), ASM)
+            nz, nzh = zero_pairs_f16(load_masked(z_ptr + offs_n * stride_sn, n_mask).to(tl.float16), ASM)
             nz = nz[:, None]
             nzh = nzh[:, None]
         else:  # zero 8

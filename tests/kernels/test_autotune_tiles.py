@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from bounds import checked_loads
 from kernel_cases import DEVICE, UNIT_ROUNDOFF, assert_close_to_reference, random_packed
 
 from autoq.errors import AutoqError
+from autoq.kernels.capability import interpreting
 from autoq.kernels.formats import Int8Weight, codes_per_word
 from autoq.kernels.gemv_steps import step_columns
 from autoq.quant import QuantSpec
@@ -91,6 +93,24 @@ def test_every_half2_gemv_tile(tile):
         x = (3 * torch.randn(1, k, generator=gen)).half().to(DEVICE)
         for split_k in ((None,) if split > 1 else (1, 2)):
             assert_close_to_reference(triton_wq_gemv.gemv(x, packed, split_k, tile=tile)[0], x, packed.dequantize(torch.float64), torch.float16)
+
+
+@pytest.mark.skipif(not interpreting(), reason="checks the addresses the interpreter's loads read")
+@pytest.mark.parametrize("prefetch", [0, 1, 2])
+def test_half2_tiles_read_only_their_tensors(prefetch):
+    """No load of a HALF2 tile reads outside the launch's tensors, though a float64 comparison could not tell: the
+    loop's prefetches are clamped to the last whole step, and a prefetch past it would be thrown away unused. K below
+    one step, whole steps only, and a remainder; rows a partial tile; per channel, per tensor (scale row stride 0) and
+    in groups (scales loaded in the step, or two steps ahead); K whole and split."""
+    tile = triton_wq_gemv.gemv_tile(8, 256, 1, prefetch=prefetch, half2=True)
+    gen = torch.Generator().manual_seed(prefetch)
+    with checked_loads() as violations:
+        for name, k, split in (("int4-ch-asym", 38, 1), ("int4-ch-asym", 768, 2), ("int4-tensor-sym", 512, 1), ("int4-g32-asym", 1030, 1),
+                               ("int4-g64-sym", 1280, 4)):
+            packed = random_packed(QuantSpec.from_name(name), 13, k, gen)
+            x = (3 * torch.randn(1, k, generator=gen)).half()
+            assert_close_to_reference(triton_wq_gemv.gemv(x, packed, split, tile=tile)[0], x, packed.dequantize(torch.float64), torch.float16)
+    assert not violations, violations
 
 
 @pytest.mark.parametrize(("name", "dtype", "k", "match"), [("int4-ch-asym", torch.bfloat16, 1024, "fp16 activations"),

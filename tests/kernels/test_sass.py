@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from autoq.kernels.sass import barriers, main_loop
+from autoq.kernels.sass import barriers, guarded_loads, instructions, main_loop
 
 LISTING = """
         /*0000*/                   MOV R1, c[0x0][0x28] ;
@@ -37,3 +37,14 @@ def test_main_loop_is_the_longest_loop_body():
 def test_barriers_counts_bar_sync_in_the_lines_given():
     assert barriers(main_loop(LISTING)) == 1
     assert barriers(main_loop(LISTING.replace("BAR.SYNC.DEFER_BLOCKING 0x0", "NOP"))) == 0
+
+
+def test_guarded_loads_counts_predicated_global_loads_only():
+    lines = ["@!P1 LDG.E R26, desc[UR10][R2.64] ;", "@P0 LDG.E.128 R4, desc[UR4][R2.64] ;", "LDG.E R5, desc[UR4][R2.64] ;",
+             "@!P0 BRA 0x20 ;", "@P2 STG.E [R2.64], R4 ;"]
+    assert guarded_loads(lines) == 2
+
+
+def test_instructions_counts_all_but_nop():
+    assert instructions(LISTING) == 12
+    assert instructions(LISTING.replace("FADD R6, R5, -R7", "NOP")) == 11
