@@ -36,6 +36,7 @@ import triton
 import triton.language as tl
 
 from autoq.kernels.triton_gemv_loads import step_words, word_mask
+from autoq.kernels.triton_row_sums import sum_rows
 from autoq.kernels.triton_scales import load_masked
 
 SYMMETRIC_NZ = tl.constexpr(-871838712)  # 0xCC08CC08 as int32: -(16 + 8 / 64) in both halves, a symmetric zero's pair
@@ -331,8 +332,9 @@ def gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask, row, w_begin, 
                                                              stride_wn, stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, True, EVEN_N, BLOCK_N,
                                                              BW, True, True)
         acc = _step(acc, t_words, t_xa, t_xb, t_xc, t_xd, t_sc, t_zr, nz, nzh, BLOCK_N, BW, GROUP, HAS_ZEROS, ASM)
+    sums = sum_rows(acc, BLOCK_N, BW)  # a butterfly that halves the rows a lane holds each level: 12 shuffles for 8 rows, not 64
     if GROUP == 0:
-        y = scale * 64.0 * tl.sum(acc, axis=1)
+        y = scale * 64.0 * sums
     else:
-        y = 64.0 * tl.sum(acc, axis=1)
+        y = 64.0 * sums
     return y

@@ -34,6 +34,7 @@ from autoq.kernels.splits import SPLITS, resolved_split, run_split, splits_of, s
 from autoq.kernels.tiles import autotune_bench, launch_tile
 from autoq.kernels.triton_gemv_loads import step_words, word_scales
 from autoq.kernels.triton_half2 import gemv_half2
+from autoq.kernels.triton_row_sums import sum_rows
 from autoq.kernels.triton_scales import scale_row_stride, scale_zero_cols, scale_zero_rows
 
 
@@ -212,13 +213,17 @@ def _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask
                                  BITS, GROUP, HAS_ZEROS, BLOCK_N, NG, WPG)
         if PREFETCH:
             words = ahead
+    if ROWS_IN_THREAD:  # a butterfly that halves the rows a lane holds each level (autoq.kernels.triton_row_sums)
+        sums = sum_rows(acc, BLOCK_N, BW)
+    else:
+        sums = tl.sum(acc, axis=1)
     if GROUP == 0:
         scale, zero = scale_zero_rows(s_ptr, z_ptr, offs_n, n_mask, 0, stride_sn, stride_sg, BITS, HAS_ZEROS)
-        y = scale * (ONE * tl.sum(acc, axis=1) - (ONE + zero) * tl.sum(xsum, axis=0))
+        y = scale * (ONE * sums - (ONE + zero) * tl.sum(xsum, axis=0))
     elif NG == 1:
-        y = tl.sum(acc, axis=1) - corr
+        y = sums - corr
     elif ROWS_IN_THREAD:
-        y = tl.sum(acc, axis=1)
+        y = sums
     else:
         y = tl.sum(acc_g, axis=1)
     return y
