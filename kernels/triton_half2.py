@@ -332,7 +332,7 @@ def gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask, row, w_begin, 
                                                              stride_wn, stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, True, EVEN_N, BLOCK_N,
                                                              BW, True, True)
         acc = _step(acc, t_words, t_xa, t_xb, t_xc, t_xd, t_sc, t_zr, nz, nzh, BLOCK_N, BW, GROUP, HAS_ZEROS, ASM)
-    sums = sum_rows(acc, BLOCK_N, BW)  # a butterfly that halves the rows a lane holds each level: 12 shuffles for 8 rows, not 64
+    sums = sum_rows(acc, BLOCK_N, BW)  # a butterfly halving the rows a lane holds each level: 8 rows on 8 warps, 12 shuffles not 64
     if GROUP == 0:
         y = scale * 64.0 * sums
     else:

@@ -1,4 +1,4 @@
-"""Sums of a tile's rows across lanes for the batch-1 GEMV, in 9 shuffles for 8 rows instead of 40.
+"""Sums of a tile's rows for the batch-1 GEMV: 9 shuffles for 8 rows across a warp's lanes instead of 40.
 
 With the rows in a thread (:mod:`autoq.kernels.triton_half2`) each thread ends its loop holding one partial sum of
 each of its ``R`` rows; ``tl.sum`` then reduces every row on its own across the 32 lanes (``5 R`` shuffles) and
@@ -9,7 +9,9 @@ ones to its partner (lane ``^ 2**b``), which does the opposite, so 8 rows take 4
 ends with one row's partial sum (row ``lane % R``). The lanes that share a row, and the warps, are then summed
 by ``tl.sum``. ``tl.gather`` along the lanes expresses the exchange: it is a Triton operation with a meaning
 independent of layout (the interpreter runs it as such), and where the gathered axis lies in one warp's lanes,
-as here, Triton lowers it to warp shuffles.
+as when a step has as many words as the tile has threads, Triton lowers it to warp shuffles. Where it has fewer
+(HALF2 32 x 1024 on 8 warps, W2 16 x 1024 on 4), part of the exchange goes through shared memory, and the kernel is
+still shorter than with ``tl.sum`` (sm_90 SASS, Triton 3.9: 1225 to 1016 and 813 to 732 instructions).
 """
 
 from __future__ import annotations

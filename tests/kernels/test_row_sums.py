@@ -1,4 +1,5 @@
-"""The rows' sums of the batch-1 GEMV's packed-half tiles (autoq.kernels.triton_row_sums) against torch's, in float64."""
+"""The rows' sums of the batch-1 GEMV's tiles with the rows in a thread, packed-half and fp32 (autoq.kernels.triton_row_sums),
+against torch's in float64."""
 
 from __future__ import annotations
 
