@@ -210,7 +210,7 @@ def _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, w0, wi, wcols, w_whole,
     A whole step (not ``MASKED``) that may lie at or past ``w_whole`` (``PAST``: a prefetch before the loop, which may
     not run) loads nothing there (zeros). In the loop a prefetch is of a step inside, clamped to the last whole one
     (read again, from cache, past it), without a predicate: with the predicates and the zeros they set, the main loop of
-    8 x 2048 per channel took 182 and 184 instructions a step, 167 and 169 now (sm_90 SASS, Triton 3.9 and 3.6). A partial
+    8 x 2048 per channel took 182 and 184 instructions a step, 168 and 169 now (sm_90 SASS, Triton 3.9 and 3.6). A partial
     last step (``MASKED``) is read word by word and pair by pair up to ``k_end``. In the sm_90 SASS each step
     began by waiting for its own activations, an L2 round trip under the weights' stream, when they were loaded in
     the step. ptxas issues a prefetch's loads late in the step before (after the arithmetic they would otherwise
@@ -269,8 +269,9 @@ def gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask, row, w_begin, 
     are regrouped once and serve every row the thread holds. Whole steps run unmasked (a prefetch before the loop
     is predicated, one in the loop clamped to the last whole step); a partial last step is masked word by word and
     pair by pair. ``PREFETCH`` is how many steps' loads (:func:`_fetch`: words, activations and, two ahead, groups'
-    scales) are in flight during a step's arithmetic (0, 1 or 2): on the H200 a tile without took twice as long as with one (12.7 against 7.2 us at 4096 x 4096,
-    when only the words were prefetched), so two is offered to the autotuner too.
+    scales) are in flight during a step's arithmetic (0, 1 or 2): on the H200 a tile without took twice as long as
+    with one (12.7 against 7.2 us at 4096 x 4096, when only the words were prefetched), so two is offered to the
+    autotuner too. The rows' sums after the loop: :func:`autoq.kernels.triton_row_sums.sum_rows`.
     """
     tl.static_assert(BITS == 4 and CPW == 8, "HALF2 tiles read int4 words")
     wi = tl.arange(0, BW) ^ 1
