@@ -2,7 +2,9 @@
 
 Compiles ``wq_gemv_kernel`` for every format below in every autotune tile, through its launcher at
 4096 x 4096 (``compile_only``: specialized exactly as that launch on the GPU), reads the machine code with the ``cuobjdump``
-Triton ships, and divides the main loop's length by the weights a thread handles per iteration.
+Triton ships, and divides the main loop's length by the weights a thread handles per iteration (the JSON also
+has each tile's registers and the whole kernel's length: what a thread runs outside the loop counts where a
+program has few steps).
 A GEMV stays memory-bound only while that count is under what the device can issue per weight its
 memory delivers; the ``H100``/``H200`` columns give that limit for each format's bytes per weight
 (4096 x 4096, packed words plus scales). ``bar`` counts the barriers in the loop of the main tile and of

@@ -195,9 +195,11 @@ def loop_per_weight(report, case: CompileCase) -> float | None:
 
 
 def tile_report(case: CompileCase, arch: int) -> dict:
-    """What the SASS benchmarks tabulate for one case: registers, stack, main-loop length, instructions a weight and barriers."""
+    """What the SASS benchmarks tabulate for one case: registers, stack, the kernel's and the main loop's length,
+    instructions a weight and barriers."""
     report = sass_report(compile_case(case, arch))
-    return {"registers": report.registers, "stack_bytes": report.stack_bytes, "loop_instructions": report.loop_instructions,
+    return {"registers": report.registers, "stack_bytes": report.stack_bytes, "instructions": report.instructions,
+            "loop_instructions": report.loop_instructions,
             "weights_per_thread": weights_per_thread(case), "loop_per_weight": loop_per_weight(report, case),
             "loop_barriers": report.loop_barriers}
 

@@ -245,6 +245,7 @@ def test_gemv_sass_benchmark_writes_every_tile(tmp_path):
     assert abs(row["limits"]["H200"] - 128 * 132 * 1.98e9 * row["bytes_per_weight"] / 4800e9) < 0.01
     assert all(t["stack_bytes"] == 0 and 3.0 <= t["loop_per_weight"] for t in row["tiles"] if not t["half2"])  # shift, and-or, FMA at least
     # packed halves: 16 instructions for a word's 8 weights, its load and its fp32 sum, at least
+    assert all(t["loop_instructions"] < t["instructions"] for t in row["tiles"])  # the whole kernel's length too
     half2 = [t["loop_per_weight"] for t in row["tiles"] if t["half2"]]
     assert half2 and all(2.2 <= w for w in half2) and min(half2) < 2.9, half2
 
