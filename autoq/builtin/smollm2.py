@@ -115,6 +115,10 @@ def smollm2_workload(n_calibration_tokens: int = 4096, n_eval_tokens: int = 2048
                      with_metric: bool = True) -> Workload:
     """SmolLM2-135M with disjoint calibration and held-out docstring text; ``lm_head`` (tied to the embeddings) is skipped.
     ``with_metric=False``: without the metric, whose reference perplexity runs the model over the held-out text."""
+    if seq_len < 2:  # one token a sequence predicts none: the perplexity divided by zero
+        raise AutoqError(f"seq_len must be at least 2 tokens (the perplexity predicts each token from those before it), got {seq_len}")
+    if batch_size < 1:
+        raise AutoqError(f"batch_size must be at least 1 sequence, got {batch_size}")
     for label, count in (("held-out (n_eval_tokens)", n_eval_tokens), ("calibration (n_calibration_tokens)", n_calibration_tokens)):
         if count < seq_len:  # no whole sequence: no batch, and the perplexity divided by zero
             raise AutoqError(f"{label} tokens must be at least one sequence of {seq_len}, got {count}")

@@ -78,3 +78,11 @@ def test_fewer_tokens_than_a_sequence_are_refused_before_the_model_loads(tokens,
     """No whole sequence of held-out text made no batch, and the reference perplexity divided by zero."""
     with pytest.raises(AutoqError, match=f"{says} .*tokens must be at least one sequence of 128, got"):
         smollm2_workload(**tokens)
+
+
+@pytest.mark.parametrize(("options", "says"), [({"seq_len": 1}, "seq_len must be at least 2 tokens"), ({"seq_len": 0}, "got 0"),
+                                              ({"batch_size": 0}, "batch_size must be at least 1 sequence, got 0")])
+def test_sequences_too_short_to_predict_a_token_and_empty_batches_are_refused(options, says) -> None:
+    """A sequence of one token has no next token to score (the perplexity divided by zero); no batch size, no batches."""
+    with pytest.raises(AutoqError, match=says):
+        smollm2_workload(**options)
