@@ -6,33 +6,40 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from autoq.kernels.triton_scales import load_scale_zero
+from autoq.kernels.triton_scales import load_masked, load_scale_zero
 
 
 @triton.jit
 def load_words(w_ptr, rows, row_mask, w0, wcols, w_end, k_end, stride_wn, CPW: tl.constexpr, EVEN_K: tl.constexpr,
-               EVEN_N: tl.constexpr):
+               EVEN_N: tl.constexpr, INSIDE: tl.constexpr = False):
     """Packed words of rows ``rows`` at words ``w0 + wcols`` of the step starting at word ``w0`` (the two broadcast
     together); 0 past N or K and, for a prefetch past the last step (``w0 >= w_end``), all 0 without touching memory.
-    ``EVEN_N`` (whole tiles of rows) drops the rows' mask: a predicate a load fewer, 16 a step with rows in a thread."""
+    ``EVEN_N`` (whole tiles of rows) drops the rows' mask: a predicate a load fewer, 16 a step with rows in a thread.
+    ``INSIDE``: the step is known to lie within K (a prefetch clamped to the last whole step), so nothing along K is
+    masked: a predicated load sets its registers to 0 first, instructions every step."""
     w_ptrs = w_ptr + rows * stride_wn + (w0 + wcols)
-    if EVEN_K:  # whole steps: one predicate for the step keeps each thread's words a single vector load
+    if INSIDE:
+        in_k = None
+    elif EVEN_K:  # whole steps: one predicate for the step keeps each thread's words a single vector load
         in_k = w0 + 0 * wcols < w_end
     else:
         in_k = (w0 + wcols) * CPW < k_end
     if EVEN_N:
-        words = tl.load(w_ptrs, mask=in_k, other=0)
+        mask = in_k
+    elif INSIDE:
+        mask = row_mask
     else:
-        words = tl.load(w_ptrs, mask=row_mask & in_k, other=0)
-    return words
+        mask = row_mask & in_k
+    return load_masked(w_ptrs, mask)
 
 
 @triton.jit
 def step_words(w_ptr, rows, row_mask, w0, wcols, w_end, k_end, stride_wn, CPW: tl.constexpr, EVEN_K: tl.constexpr,
-               EVEN_N: tl.constexpr, BLOCK_N: tl.constexpr, BW: tl.constexpr, ROWS_IN_THREAD: tl.constexpr):
+               EVEN_N: tl.constexpr, BLOCK_N: tl.constexpr, BW: tl.constexpr, ROWS_IN_THREAD: tl.constexpr, INSIDE: tl.constexpr = False):
     """The words tile ``(BLOCK_N, BW)`` of the step at word ``w0``; with ``ROWS_IN_THREAD`` loaded flat (``rows`` and
-    ``wcols`` are ``(BLOCK_N * BW,)``, word-fastest) and reshaped, so no Triton version has a 2-D tie to break."""
-    words = load_words(w_ptr, rows, row_mask, w0, wcols, w_end, k_end, stride_wn, CPW, EVEN_K, EVEN_N)
+    ``wcols`` are ``(BLOCK_N * BW,)``, word-fastest) and reshaped, so no Triton version has a 2-D tie to break.
+    ``INSIDE``: see :func:`load_words`."""
+    words = load_words(w_ptr, rows, row_mask, w0, wcols, w_end, k_end, stride_wn, CPW, EVEN_K, EVEN_N, INSIDE)
     if ROWS_IN_THREAD:
         words = tl.reshape(words, [BLOCK_N, BW])
     return words

@@ -217,11 +217,8 @@ def _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, w0, wi, wcols, w_whole,
     share registers with), so only two steps ahead overlaps a whole step's arithmetic: groups' scales ride along
     there alone (``SCALES``), as with one step ahead they would cost instructions (16-bit values carried through
     the loop: 7% more a weight with Triton 3.6) for no overlap."""
-    if MASKED or PAST:
-        words = step_words(w_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride_wn, CPW, not MASKED, EVEN_N, BLOCK_N, BW, True)
-    else:
-        words = load_masked(w_ptr + rows * stride_wn + (w0 + wcols), word_mask(row_mask, 0, 0, True, EVEN_N))
-        words = tl.reshape(words, [BLOCK_N, BW])
+    words = step_words(w_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride_wn, CPW, not MASKED, EVEN_N, BLOCK_N, BW, True,
+                       not MASKED and not PAST)
     in_step = (w0 + 0 * wi < w_whole)[None, :]
     cols = ((w0 + wi) * CPW)[None, :]
     xw = x_pairs + ((w0 + wi) * 4)[None, :]  # the word's 8 activations as 4 pairs, a (1, BW) tile each, laid out as the words
