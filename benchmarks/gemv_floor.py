@@ -14,8 +14,9 @@ Rows, at every LLaMA shape unless said:
 - the autotuned W4 GEMV (``autoq.kernels.ops.wq_linear``) per channel and in groups of 128, with its
   speedup over fp16 by the same method: the issue's target is 3x; where ``ops.wq_linear`` launches the GEMV as a
   programmatic dependent launch (``AUTOQ_GEMV_PDL=1`` on Hopper), also without it (``, no PDL``);
-- at 4096 x 4096, the per-channel W4 GEMV in every autotune tile and some outside the list (longer K
-  steps, more warps; rows in each thread in other sizes), each checked against a float32 reference first;
+- at 4096 x 4096, the per-channel W4 GEMV in every autotune tile (the packed-half ones first, persistent ones where K is
+  whole steps) and some outside the list (longer K steps, more warps; rows in each thread in other sizes), each checked
+  against a float32 reference first;
 - the autotuner's split candidates (six tiles, two of them HALF2, split 2, 4 or 8 ways over K, down to one step a program,
   partial sums added by the last split of each tile, in the same kernel; before the tiles outside the list): the autotuner picks by these
   timings too, and they say per tile whether more, shorter programs pay at batch 1;
@@ -112,7 +113,9 @@ def _tile_rows(device, n, k, x, weights, nbytes, timings, rep_ms, timer) -> Iter
     from autoq.kernels.splits import with_split
 
     ref = x.float() @ weights[0].dequantize().float().T
-    tiles = [(c, "autotune list") for c in triton_wq_gemv._GEMV_CONFIGS]
+    # the packed-half tiles first (the fastest so far): a run cut short by its deadline keeps them; persistent ones where K is whole steps
+    tiles = [(c, "autotune list") for c in sorted(triton_wq_gemv._GEMV_CONFIGS, key=lambda c: not c.kwargs["HALF2"])
+             if not (c.kwargs.get("PERSIST") and triton_wq_gemv.persist_problem(c, k, 1))]
     # the split candidates before the extra tiles: a run cut short by its deadline keeps what the autotuner may choose
     tiles += [(c, "autotune list, split") for c in split_tiles(x, weights[0])]
     if triton_wq_gemv.pdl_problem(device) is None:  # before the extra tiles too

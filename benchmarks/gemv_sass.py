@@ -81,15 +81,17 @@ def main(argv: list[str] | None = None) -> int:
             if config.kwargs["HALF2"] and spec.bits != 4:  # packed-half tiles read W4 only
                 continue
             tiles.append({"block_n": config.kwargs["BLOCK_N"], "block_k": config.kwargs["BLOCK_K"], "prefetch": config.kwargs["PREFETCH"],
-                          "rows_in_thread": config.kwargs["ROWS_IN_THREAD"], "half2": config.kwargs["HALF2"], "num_warps": config.num_warps,
+                          "rows_in_thread": config.kwargs["ROWS_IN_THREAD"], "half2": config.kwargs["HALF2"],
+                          "persist": config.kwargs.get("PERSIST", 0), "num_warps": config.num_warps,
                           "num_stages": config.num_stages, **tile_report(gemv_case(spec, "fp16", config), args.arch)})
         best = min(tiles, key=lambda t: t["loop_per_weight"])
         main_tile, rows_tile = (next(t for t in tiles if (t["block_n"], t["block_k"], t["num_warps"], t["prefetch"], t["rows_in_thread"],
                                                           t["half2"]) == (16, 1024, 4, True, rows, False)) for rows in (False, True))
         spills = sum(t["stack_bytes"] > 0 for t in tiles)
         rows.append({"format": name, "bytes_per_weight": round(bytes_per_weight, 4), "limits": limits, "tiles": tiles})
+        persist = f" ps{best['persist']}" if best["persist"] else ""
         tile = (f"{best['block_n']}x{best['block_k']} w{best['num_warps']}{' np' if not best['prefetch'] else ' p2' if best['prefetch'] == 2 else ''}"
-                f"{' h2' if best['half2'] else ' rt' if best['rows_in_thread'] else ''}")
+                f"{' h2' if best['half2'] else ' rt' if best['rows_in_thread'] else ''}{persist}")
         print(f"{name:16s} {tile:>19s} {best['loop_per_weight']:11.2f} {main_tile['loop_per_weight']:10.2f} {main_tile['loop_barriers']:4d} "
               f"{rows_tile['loop_per_weight']:10.2f} {rows_tile['loop_barriers']:4d} {spills:6d}  "
               + "  ".join(f"{limits[d.name]:10.2f}" for d in DEVICES), flush=True)

@@ -23,12 +23,12 @@ def tile_name(config) -> str:
 
 
 def gemv_switches(kwargs: dict) -> str:
-    """`` no-prefetch`` (or `` prefetch2``: two steps ahead), `` rows-in-thread`` and `` half2`` where a GEMV tile's keywords
-    turn them off or on, else ``""``."""
+    """`` no-prefetch`` (or `` prefetch2``: two steps ahead), `` rows-in-thread``, `` half2`` and `` persist<n>`` (n
+    programs an SM) where a GEMV tile's keywords turn them off or on, else ``""``."""
     prefetch = kwargs.get("PREFETCH", True)
     return ("" if prefetch else " no-prefetch") + (" prefetch2" if prefetch == 2 else "") + \
         (" rows-in-thread" if kwargs.get("ROWS_IN_THREAD") else "") + \
-        (" half2" if kwargs.get("HALF2") else "")
+        (" half2" if kwargs.get("HALF2") else "") + (f" persist{kwargs['PERSIST']}" if kwargs.get("PERSIST") else "")
 
 
 @dataclass(frozen=True)

@@ -120,7 +120,9 @@ def default_cases() -> list[CompileCase]:
         cases.append(CompileCase(f"wq-gemv {spec}-{act} rows-in-thread even-K", "gemv", rows_tile, 4, 2, spec, act, LLAMA))
     # packed halves (HALF2) for W4 with fp16 activations: the fastest tile one step ahead on the H200, and one two ahead
     half2_tiles = ((_tile(BLOCK_N=8, BLOCK_K=2048, PREFETCH=1, ROWS_IN_THREAD=True, HALF2=True), 8, "int4-ch-asym", "8x2048"),
-                   (_tile(BLOCK_N=8, BLOCK_K=1024, PREFETCH=2, ROWS_IN_THREAD=True, HALF2=True), 4, "int4-g128-asym", "8x1024 ahead2"))
+                   (_tile(BLOCK_N=8, BLOCK_K=1024, PREFETCH=2, ROWS_IN_THREAD=True, HALF2=True), 4, "int4-g128-asym", "8x1024 ahead2"),
+                   (_tile(BLOCK_N=8, BLOCK_K=2048, PREFETCH=1, ROWS_IN_THREAD=True, HALF2=True, PERSIST=2), 8, "int4-ch-asym",
+                    "8x2048 persist2"))
     for blocks, warps, spec, tag in half2_tiles:
         cases.append(CompileCase(f"wq-gemv {spec}-fp16 half2 {tag} even-K", "gemv", blocks, warps, 2, spec, "fp16", LLAMA))
     # 3-bit slot groups in the 16-row tile a batch of 16 runs best (sm_90 SASS), per channel and straddling scale groups;

@@ -61,15 +61,19 @@ def _listing(sass: str) -> list[tuple[int, str]]:
 
 
 def main_loop(sass: str) -> list[str]:
-    """The instructions of the longest loop of a SASS listing: from a backward branch's target to the branch."""
+    """The instructions of the longest innermost loop of a SASS listing: from a backward branch's target to the
+    branch, holding no other loop (a persistent GEMV's loop over row tiles holds its loop over K steps, the main one)."""
     listing = _listing(sass)
-    longest: list[str] = []
+    loops = []
     for address, line in listing:
         branch = re.search(r"\bBRA\s+(?:`\()?0x([0-9a-f]+)", line)
         if branch and int(branch[1], 16) < address:
-            start = int(branch[1], 16)
-            body = [text for a, text in listing if start <= a <= address]
-            longest = body if len(body) > len(longest) else longest
+            loops.append((int(branch[1], 16), address))
+    innermost = [(start, end) for start, end in loops if not any(start <= s and e < end for s, e in loops if (s, e) != (start, end))]
+    longest: list[str] = []
+    for start, end in innermost:
+        body = [text for a, text in listing if start <= a <= end]
+        longest = body if len(body) > len(longest) else longest
     return longest
 
 

@@ -34,6 +34,7 @@ from autoq.kernels.splits import SPLITS, resolved_split, run_split, splits_of, s
 from autoq.kernels.tiles import autotune_bench, launch_tile
 from autoq.kernels.triton_gemv_loads import step_words, word_scales
 from autoq.kernels.triton_half2 import gemv_half2
+from autoq.kernels.triton_half2_persistent import gemv_half2_persistent, persistent_grid
 from autoq.kernels.triton_row_sums import sum_rows
 from autoq.kernels.triton_scales import scale_row_stride, scale_zero_cols, scale_zero_rows
 
@@ -271,7 +272,7 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, part_ptr, count_ptr, one
                    BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, WORDWISE: tl.constexpr, SPLIT_K: tl.constexpr,
                    EVEN_K: tl.constexpr, EVEN_N: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, PREFETCH: tl.constexpr,
                    STEP: tl.constexpr, TW: tl.constexpr, NGS: tl.constexpr, ROWS_IN_THREAD: tl.constexpr, PDL: tl.constexpr,
-                   HALF2: tl.constexpr = False, H2_ASM: tl.constexpr = False):
+                   HALF2: tl.constexpr = False, H2_ASM: tl.constexpr = False, PERSIST: tl.constexpr = 0):
     """One program: ``BLOCK_N`` outputs of one row of ``x`` over one K split (written to ``out_ptr`` when K is not split,
     else as fp32 to ``part_ptr``, one ``(M, N)`` slice a split, added by the last split: ``store_split``); how it walks K (``STEP``, ``TW``,
     ``NGS``, derived from ``BLOCK_K``) is :func:`autoq.kernels.gemv_steps.step_constexprs`. The row strides of the
@@ -281,46 +282,73 @@ def wq_gemv_kernel(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, part_ptr, count_ptr, one
     if PDL:
         gdc_wait()
         gdc_launch_dependents()
-    pid_n = tl.program_id(0)
-    pid_s = tl.program_id(1)
-    row = tl.program_id(2)
-    offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    n_mask = offs_n < N
-    if WORDWISE or GROUP == 0:
-        n_words = tl.cdiv(K, CPW)
-        w_per_split = tl.cdiv(tl.cdiv(n_words, SPLIT_K), STEP) * STEP
-        w_begin = pid_s * w_per_split
-        w_end = tl.minimum(w_begin + w_per_split, n_words)
-        if HALF2:
-            y = gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, pid_n * BLOCK_N, N, offs_n, n_mask, row, w_begin, w_end, tl.minimum(w_end * CPW, K),
-                           stride_xm, stride_wn, stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_N, BLOCK_N, STEP, PREFETCH, H2_ASM)
-        else:
-            y = _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, pid_n * BLOCK_N, N, offs_n, n_mask, row, w_begin, w_end,
-                                  tl.minimum(w_end * CPW, K), stride_xm, stride_wn, stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K,
-                                  EVEN_N, BLOCK_N, STEP, PREFETCH, ROWS_IN_THREAD)
+    if PERSIST:  # a few programs an SM, each walking row tiles (HALF2, whole K steps, no split: the launcher checks)
+        gemv_half2_persistent(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, N, K, tl.program_id(2), stride_xm, stride_wn, stride_sn, stride_sg,
+                              stride_om, BITS, CPW, GROUP, HAS_ZEROS, EVEN_N, BLOCK_N, STEP, PREFETCH, H2_ASM)
     else:
-        k_per_split = tl.cdiv(tl.cdiv(K, SPLIT_K), NGS * GROUP) * NGS * GROUP  # whole groups
-        k_begin = pid_s * k_per_split
-        y = _gemv_group_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, k_begin, tl.minimum(k_begin + k_per_split, K),
-                              stride_xm, stride_wn, stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, BLOCK_N, NGS, TW, PREFETCH)
-    store_split(y, out_ptr, part_ptr, count_ptr, row * stride_om + offs_n, n_mask, tl.num_programs(2) * stride_om,
-                row * tl.num_programs(0) + pid_n, SPLIT_K)
+        pid_n = tl.program_id(0)
+        pid_s = tl.program_id(1)
+        row = tl.program_id(2)
+        offs_n = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+        n_mask = offs_n < N
+        if WORDWISE or GROUP == 0:
+            n_words = tl.cdiv(K, CPW)
+            w_per_split = tl.cdiv(tl.cdiv(n_words, SPLIT_K), STEP) * STEP
+            w_begin = pid_s * w_per_split
+            w_end = tl.minimum(w_begin + w_per_split, n_words)
+            if HALF2:
+                y = gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, pid_n * BLOCK_N, N, offs_n, n_mask, row, w_begin, w_end, tl.minimum(w_end * CPW, K),
+                               stride_xm, stride_wn, stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_N, BLOCK_N, STEP, PREFETCH, H2_ASM)
+            else:
+                y = _gemv_word_groups(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, pid_n * BLOCK_N, N, offs_n, n_mask, row, w_begin, w_end,
+                                      tl.minimum(w_end * CPW, K), stride_xm, stride_wn, stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, EVEN_K,
+                                      EVEN_N, BLOCK_N, STEP, PREFETCH, ROWS_IN_THREAD)
+        else:
+            k_per_split = tl.cdiv(tl.cdiv(K, SPLIT_K), NGS * GROUP) * NGS * GROUP  # whole groups
+            k_begin = pid_s * k_per_split
+            y = _gemv_group_words(one_f32, x_ptr, w_ptr, s_ptr, z_ptr, offs_n, n_mask, row, k_begin, tl.minimum(k_begin + k_per_split, K),
+                                  stride_xm, stride_wn, stride_sn, stride_sg, BITS, CPW, GROUP, HAS_ZEROS, BLOCK_N, NGS, TW, PREFETCH)
+        store_split(y, out_ptr, part_ptr, count_ptr, row * stride_om + offs_n, n_mask, tl.num_programs(2) * stride_om,
+                    row * tl.num_programs(0) + pid_n, SPLIT_K)
 
 
 ONE_F32 = 0x3F800000  # the bits of 1.0f, passed to the GEMV (see ``_mantissa_codes``)
 
 
 def gemv_tile(block_n: int, block_k: int, warps: int, stages: int = 2, prefetch: bool | int = True, rows_in_thread: bool = False,
-              half2: bool = False):
+              half2: bool = False, persist: int = 0):
     """A GEMV tile as a ``triton.Config``: every launch keyword of the kernel's tile, in one place (``half2``: packed-half
     W4 dots, :mod:`autoq.kernels.triton_half2`, always with the rows in a thread; ``prefetch=2``, two steps ahead, only
-    there)."""
+    there; ``persist``: that many programs an SM, each walking row tiles, :mod:`autoq.kernels.triton_half2_persistent`)."""
     if not isinstance(prefetch, int) or prefetch not in (0, 1, 2):
         raise ValueError(f"prefetch is how many K steps ahead the words load: 0, 1 or 2 (or a bool), not {prefetch!r}")
     if prefetch == 2 and not half2:
         raise ValueError("prefetch=2 (two steps ahead) is a HALF2 tile's; the fp32 GEMV prefetches one step or none")
+    if persist and not (half2 and prefetch):
+        raise ValueError(f"persist={persist} (programs an SM walking row tiles) is a HALF2 tile's that loads ahead: half2=True, prefetch 1 or 2")
+    persistent = {"PERSIST": persist} if persist else {}  # absent otherwise: the other tiles' keywords (and names) stay as they were
     return triton.Config({"BLOCK_N": block_n, "BLOCK_K": block_k, "PREFETCH": prefetch, "ROWS_IN_THREAD": rows_in_thread or half2,
-                          "HALF2": half2}, num_warps=warps, num_stages=stages)
+                          "HALF2": half2, **persistent}, num_warps=warps, num_stages=stages)
+
+
+def persist_problem(tile: triton.Config, k: int, split: int | None) -> str | None:
+    """Why the persistent tile ``tile`` cannot run rows of ``k`` columns split ``split`` ways, or ``None``: it walks
+    whole K steps, unsplit (:mod:`autoq.kernels.triton_half2_persistent`)."""
+    step = step_columns(tile.kwargs["BLOCK_K"], 8)
+    if split not in (None, 1):
+        return f"persistent GEMV tiles (PERSIST) sum each row tile in one program: split_k must be 1, not {split}"
+    if k % step:
+        return f"persistent GEMV tiles (PERSIST) walk whole K steps: K={k} must be a multiple of their {step} columns (BLOCK_K)"
+    return None
+
+
+@functools.cache
+def resident_slots(device_type: str, index: int | None) -> int:
+    """What a persistent tile's ``PERSIST`` multiplies: the GPU's SMs; 2 elsewhere (the interpreter), so that
+    tests there see programs walking several row tiles (cached: every launch asks)."""
+    if device_type != "cuda" or interpreting():
+        return 2
+    return torch.cuda.get_device_properties(index if index is not None else torch.cuda.current_device()).multi_processor_count
 
 
 def _pairs_misaligned(x: torch.Tensor) -> bool:
@@ -378,6 +406,13 @@ _GEMV_CONFIGS += [gemv_tile(bn, bk, w, half2=True) for bn, bk, w in [
 # step's arithmetic overlaps the loads (``triton_half2._fetch``); 8 x 2048, the fastest one-ahead tile, is among them.
 _GEMV_CONFIGS += [gemv_tile(bn, bk, w, prefetch=2, half2=True) for bn, bk, w in [(16, 1024, 4), (8, 1024, 4), (4, 1024, 4), (8, 512, 2),
                                                                                   (8, 2048, 8)]]
+# Persistent HALF2 tiles (not yet timed on a GPU; whole K steps, unsplit: pruned elsewhere): ``PERSIST`` programs an SM,
+# each walking row tiles with its loads running ahead across them (autoq.kernels.triton_half2_persistent). On the H200
+# the W4 GEMV's marginal rate between 4096 and 11008 rows was 2.8 TB/s: programs of two K steps that start cold, in
+# waves. Each count here fits on an SM at once (sm_90 SASS, Triton 3.9, per channel: 8 x 2048 one ahead 48 registers,
+# two ahead 72; 8 x 1024 two ahead 56; 4 x 1024 40), so no program waits for another to end.
+_GEMV_CONFIGS += [gemv_tile(bn, bk, w, prefetch=pf, half2=True, persist=per) for bn, bk, w, pf, per in [
+    (8, 2048, 8, 1, 2), (8, 2048, 8, 1, 4), (8, 2048, 8, 2, 3), (8, 1024, 4, 2, 4), (8, 1024, 4, 2, 8), (4, 1024, 4, 2, 8)]]
 
 # The autotuner that also chooses the split over K (what a batch-1 launch uses on a GPU): every tile above whole,
 # and six (two of them HALF2) split 2, 4 and 8 ways where each split keeps a whole step (prune_gemv_configs). The H200 timings read as
@@ -403,6 +438,8 @@ def prune_gemv_configs(configs, named_args, **kwargs):
         step = step_columns(c.kwargs["BLOCK_K"], kwargs["CPW"], kwargs["GROUP"])
         split = c.kwargs.get("SPLIT_K", 1)
         if c.kwargs.get("HALF2") and (x is None or half2_problem(x, k, kwargs["BITS"])):
+            return False
+        if c.kwargs.get("PERSIST") and persist_problem(c, k, split):
             return False
         return step <= k_pow2 if split == 1 else split * step <= k
 
@@ -445,7 +482,7 @@ def launch_gemv(x, qweight, scales, zeros, out, part, counters, split_k: int | N
             scale_row_stride(scales), scales.stride(1), out.stride(-2))
     meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw), PDL=pdl, H2_ASM=not interpreting())
     if tile is not None and tile.kwargs.get("HALF2"):
-        problem = half2_problem(x, k, bits)
+        problem = half2_problem(x, k, bits) or (persist_problem(tile, k, split_k) if tile.kwargs.get("PERSIST") else None)
         if problem:
             raise AutoqError(problem)
     if pdl:
@@ -453,7 +490,12 @@ def launch_gemv(x, qweight, scales, zeros, out, part, counters, split_k: int | N
     if split_k is not None:
         meta["SPLIT_K"] = split_k
     tuned = _gemv_tuned if split_k is not None else _gemv_split_tuned
-    grid = lambda c: (triton.cdiv(n, c["BLOCK_N"]), c["SPLIT_K"], m)  # noqa: E731
+    slots = resident_slots(x.device.type, x.device.index)
+
+    def grid(c):  # a persistent tile: a few programs an SM, each walking row tiles
+        tiles = triton.cdiv(n, c["BLOCK_N"])
+        return (persistent_grid(tiles, m, slots, c["PERSIST"]), 1, m) if c.get("PERSIST") else (tiles, c["SPLIT_K"], m)
+
     return launch_tile(tuned, wq_gemv_kernel, FIXED_GEMV, tile, grid, args, meta, compile_only, _GEMV_STEPS, {"N": n, "K": k})
 
 

@@ -40,6 +40,16 @@ def test_half2_tiles_are_named_by_their_switches_and_prefetch_two_is_theirs_alon
             gemv_tile(8, 1024, 4, prefetch=prefetch, half2=True)
 
 
+def test_persistent_tiles_are_named_by_their_programs_an_sm_and_are_half2_tiles_that_load_ahead():
+    from autoq.kernels.triton_wq_gemv import gemv_tile
+
+    assert tile_name(gemv_tile(8, 2048, 8, prefetch=2, half2=True, persist=3)) == "8x2048 w8 s2 prefetch2 rows-in-thread half2 persist3"
+    assert "PERSIST" not in gemv_tile(8, 2048, 8, half2=True).kwargs  # the other tiles' keywords are as they were
+    for kwargs in ({"half2": False}, {"half2": True, "prefetch": 0}):
+        with pytest.raises(ValueError, match="HALF2 tile's that loads ahead"):
+            gemv_tile(8, 1024, 4, persist=4, **kwargs)
+
+
 def test_triton_autotuners_record_their_choice_and_timings_where_autoq_reads_them():
     from triton.runtime.autotuner import Autotuner
 

@@ -44,7 +44,8 @@ def gemv_k(tile, name: str, remainder: int = 37) -> int:
 
 FP32_GEMV = [t for t in triton_wq_gemv._GEMV_CONFIGS if not t.kwargs["HALF2"]]
 HALF2_GEMV = [t for t in triton_wq_gemv._GEMV_CONFIGS + triton_wq_gemv._GEMV_SPLIT_CONFIGS if t.kwargs["HALF2"] and t.kwargs.get("SPLIT_K", 1) > 1]
-HALF2_GEMV = [t for t in triton_wq_gemv._GEMV_CONFIGS if t.kwargs["HALF2"]] + HALF2_GEMV
+HALF2_GEMV = [t for t in triton_wq_gemv._GEMV_CONFIGS if t.kwargs["HALF2"] and not t.kwargs.get("PERSIST")] + HALF2_GEMV
+PERSISTENT_GEMV = [t for t in triton_wq_gemv._GEMV_CONFIGS if t.kwargs.get("PERSIST")]
 
 
 @pytest.mark.parametrize("tile", FP32_GEMV, ids=tile_id)
@@ -93,6 +94,60 @@ def test_every_half2_gemv_tile(tile):
         x = (3 * torch.randn(1, k, generator=gen)).half().to(DEVICE)
         for split_k in ((None,) if split > 1 else (1, 2)):
             assert_close_to_reference(triton_wq_gemv.gemv(x, packed, split_k, tile=tile)[0], x, packed.dequantize(torch.float64), torch.float16)
+
+
+@pytest.mark.parametrize("tile", PERSISTENT_GEMV, ids=tile_id)
+def test_every_persistent_gemv_tile(tile):
+    """The persistent HALF2 tiles: each program walks row tiles with its loads running ahead across them. Enough row
+    tiles that every program takes two or three (the last one partial), three K steps a tile (so prefetches cross from
+    one tile into the next at every step offset), per channel and in groups, symmetric and not, and two rows of
+    activations, whose programs share the grid."""
+    gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_N"] * tile.kwargs["BLOCK_K"] + tile.kwargs["PERSIST"])
+    programs = triton_wq_gemv.resident_slots(torch.device(DEVICE).type, None) * tile.kwargs["PERSIST"]
+    n = tile.kwargs["BLOCK_N"] * (2 * programs + 1) - 3
+    k = 3 * step_columns(tile.kwargs["BLOCK_K"], 8)
+    for name, batch in (("int4-ch-asym", 1), ("int4-ch-sym", 2), ("int4-g64-asym", 1), ("int4-g128-sym", 1)):
+        packed = random_packed(QuantSpec.from_name(name), n, k, gen)
+        x = (3 * torch.randn(batch, k, generator=gen)).half().to(DEVICE)
+        assert_close_to_reference(triton_wq_gemv.gemv(x, packed, None, tile=tile)[0], x, packed.dequantize(torch.float64), torch.float16)
+
+
+def test_persistent_grids_fill_the_slots_and_never_outnumber_the_row_tiles():
+    assert triton_wq_gemv.persistent_grid(512, 1, 132, 2) == 264
+    assert triton_wq_gemv.persistent_grid(512, 1, 132, 4) == 512  # 528 slots, 512 row tiles
+    assert triton_wq_gemv.persistent_grid(100, 1, 132, 2) == 100  # no program without a tile
+    assert triton_wq_gemv.persistent_grid(512, 2, 132, 2) == 132  # two rows of activations share the slots
+    assert triton_wq_gemv.persistent_grid(512, 1000, 132, 2) == 1  # at least one
+
+
+@pytest.mark.parametrize(("k", "split", "match"), [(3000, 1, "multiple of their 1024 columns"), (2048, 2, "split_k must be 1")])
+def test_persistent_tiles_refuse_a_partial_step_or_a_split(k, split, match):
+    """A named persistent tile where K is not whole steps, or split, is an error that says why; the autotuners prune it there."""
+    tile = triton_wq_gemv.gemv_tile(8, 1024, 4, prefetch=2, half2=True, persist=4)
+    packed = random_packed(QuantSpec.from_name("int4-ch-asym"), 16, k, torch.Generator().manual_seed(k))
+    x = torch.randn(1, k).half().to(DEVICE)
+    with pytest.raises(AutoqError, match=match):
+        triton_wq_gemv.gemv(x, packed, split, tile=tile)
+    kept = triton_wq_gemv.prune_gemv_configs(triton_wq_gemv._GEMV_SPLIT_CONFIGS, {"K": k, "x_ptr": x}, CPW=8, GROUP=0, BITS=4)
+    assert all(c.kwargs["SPLIT_K"] == 1 for c in kept if c.kwargs.get("PERSIST"))
+    assert any(c.kwargs.get("PERSIST") for c in kept) == (k % 1024 == 0)  # 2048: the 1024-column ones, whole
+
+
+@pytest.mark.skipif(not interpreting(), reason="checks the addresses the interpreter's loads read")
+@pytest.mark.parametrize("prefetch", [1, 2])
+def test_persistent_tiles_read_only_their_tensors(prefetch):
+    """The prefetches past a program's last tile read the layer's last tile again, not past it: whole row tiles (no row
+    mask would stop a read past N) and a partial one, per channel (the next tile's scales a tile ahead, clamped too),
+    per tensor and in groups."""
+    gen = torch.Generator().manual_seed(prefetch)
+    with checked_loads() as violations:
+        for name, n in (("int4-ch-asym", 40), ("int4-ch-asym", 37), ("int4-g32-asym", 24), ("int4-g32-asym", 29), ("int4-tensor-sym", 21)):
+            for persist in (1, 2):
+                tile = triton_wq_gemv.gemv_tile(8, 256, 1, prefetch=prefetch, half2=True, persist=persist)
+                packed = random_packed(QuantSpec.from_name(name), n, 768, gen)
+                x = (3 * torch.randn(1, 768, generator=gen)).half()
+                assert_close_to_reference(triton_wq_gemv.gemv(x, packed, 1, tile=tile)[0], x, packed.dequantize(torch.float64), torch.float16)
+    assert not violations, violations
 
 
 @pytest.mark.skipif(not interpreting(), reason="checks the addresses the interpreter's loads read")

@@ -105,6 +105,19 @@ def test_half2_gemv_spends_few_instructions_outside_its_dots(sm90):
     assert reports["wq-gemv int4-ch-asym-fp16 half2 8x2048 even-K"]["instructions"] <= 600
 
 
+def test_persistent_half2_gemv_carries_the_next_tiles_scales_as_stored(sm90):
+    """A persistent tile (programs walking row tiles, loads running ahead across them) carries the next tile's per-channel
+    scales and zeros as loaded, fp16, and makes its shifts at the tile's start: carried as shifts they took 79 registers a
+    thread where 48 do (8 x 2048, one ahead, Triton 3.9; 80 or more fit 3 programs of 8 warps an SM, not 5). Its loop over K
+    steps (the innermost) has no predicated load and about 14 instructions more than the unpersistent tile's, the step's
+    position."""
+    reports = sm90[1]
+    report = reports["wq-gemv int4-ch-asym-fp16 half2 8x2048 persist2 even-K"]
+    assert report["registers"] <= 56 and report["stack_bytes"] == 0, report
+    assert report["loop_guarded_loads"] == 0 and report["loop_barriers"] == 0 and report["loop_loads"].get("LDG.E", 0) >= 12, report
+    assert report["loop_instructions"] <= reports["wq-gemv int4-ch-asym-fp16 half2 8x2048 even-K"]["loop_instructions"] + 20, report
+
+
 def test_gemm_keeps_each_words_codes_in_its_thread(sm90):
     """The weight-only GEMM spreads each loaded word into its codes in registers (pairwise joins): about 5-6
     instructions a weight in the 64 x 128 x 64 tile (Triton 3.9: 4.89, 5.80, 6.03; 3.6: 5.34, 5.70, 5.88), where a

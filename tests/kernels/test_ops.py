@@ -285,7 +285,8 @@ def test_autotune_pruning_keeps_tiles_that_fit_the_row_and_the_batch():
         triton_wq_gemv._gemv_tuned.nargs = {"N": 64, "K": k, "x_ptr": torch.empty(1, k, dtype=torch.float16, device="meta")}
         kept = triton_wq_gemv._gemv_tuned.prune_configs({"BITS": 32 // cpw, "CPW": cpw, "GROUP": 0, "HAS_ZEROS": True, "SPLIT_K": 1})
         readable = [c for c in configs if cpw == 8 or not c.kwargs["HALF2"]]  # packed-half tiles read W4 only
-        fits = [c for c in readable if step_columns(c.kwargs["BLOCK_K"], cpw, 0) <= 1 << (k - 1).bit_length()]
+        fits = [c for c in readable if step_columns(c.kwargs["BLOCK_K"], cpw, 0) <= 1 << (k - 1).bit_length()
+                and (not c.kwargs.get("PERSIST") or k % step_columns(c.kwargs["BLOCK_K"], cpw, 0) == 0)]  # persistent: whole steps
         assert kept == (fits or [min(readable, key=lambda c: c.kwargs["BLOCK_K"])]), (k, cpw)
         assert (len(kept) == len(configs)) == (cpw == 8 and k > 1024), (k, cpw)
     assert GEMM_MIN_BLOCK_M == min(c.kwargs["BLOCK_M"] for c in triton_wq_gemm._GEMM_CONFIGS)  # what gemm_split_k_for assumes

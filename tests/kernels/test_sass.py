@@ -34,6 +34,13 @@ def test_main_loop_is_the_longest_loop_body():
     assert not any("LDG" in line for line in body)  # the load at 0x20 is in the shorter loop
 
 
+def test_main_loop_is_innermost_where_loops_nest():
+    """A persistent GEMV's loop over row tiles holds its loop over K steps: the main loop is the inner one, though the
+    outer one is longer."""
+    nested = LISTING.replace("        /*0090*/                   EXIT ;", "        /*0090*/              @!P2 BRA 0x10 ;")
+    assert len(main_loop(nested)) == 5 and "BRA 0x50" in main_loop(nested)[-1]  # not 0x10..0x90 (9 lines), which holds both
+
+
 def test_barriers_counts_bar_sync_in_the_lines_given():
     assert barriers(main_loop(LISTING)) == 1
     assert barriers(main_loop(LISTING.replace("BAR.SYNC.DEFER_BLOCKING 0x0", "NOP"))) == 0
