@@ -122,6 +122,8 @@ def default_cases() -> list[CompileCase]:
     half2_tiles = ((_tile(BLOCK_N=8, BLOCK_K=2048, PREFETCH=1, ROWS_IN_THREAD=True, HALF2=True), 8, "int4-ch-asym", "8x2048"),
                    (_tile(BLOCK_N=8, BLOCK_K=1024, PREFETCH=2, ROWS_IN_THREAD=True, HALF2=True), 4, "int4-g128-asym", "8x1024 ahead2"),
                    (_tile(BLOCK_N=8, BLOCK_K=2048, PREFETCH=1, ROWS_IN_THREAD=True, HALF2=True, PERSIST=2), 8, "int4-ch-asym",
+                    "8x2048 persist2"),
+                   (_tile(BLOCK_N=8, BLOCK_K=2048, PREFETCH=1, ROWS_IN_THREAD=True, HALF2=True, PERSIST=2), 8, "int4-g128-asym",
                     "8x2048 persist2"))
     for blocks, warps, spec, tag in half2_tiles:
         cases.append(CompileCase(f"wq-gemv {spec}-fp16 half2 {tag} even-K", "gemv", blocks, warps, 2, spec, "fp16", LLAMA))
