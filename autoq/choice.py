@@ -116,7 +116,7 @@ class Assignment(Mapping[str, LayerChoice]):
         layers = data.get("layers")
         if not isinstance(layers, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in layers.items()):
             raise AutoqError("assignment 'layers' must map layer names to choice names such as 'int4-g128-asym:rtn-mse'")
-        return cls(tuple((name, LayerChoice.from_name(c)) for name, c in layers.items()))
+        return cls(tuple((name, _layer_choice(name, c)) for name, c in layers.items()))
 
     def summary(self) -> str:
         """Counts of each choice, for tables: ``int4-g128-asym:rtn-mse x30, fp16 x2``."""
@@ -124,3 +124,11 @@ class Assignment(Mapping[str, LayerChoice]):
         for _, choice in self.items_:
             counts[choice.name] = counts.get(choice.name, 0) + 1
         return ", ".join(f"{k} x{v}" for k, v in sorted(counts.items(), key=lambda kv: -kv[1]))
+
+
+def _layer_choice(layer: str, name: str) -> LayerChoice:
+    """``LayerChoice.from_name(name)``, its error naming the assignment's layer: a file may hold hundreds."""
+    try:
+        return LayerChoice.from_name(name)
+    except AutoqError as exc:
+        raise AutoqError(f"assignment layer {layer!r}: {exc}") from None

@@ -93,7 +93,7 @@ class SearchSpace:
         """``skipped``: the quantizable layers the skip patterns left out, which a pattern matching nothing else is told of."""
         pins = dict(pins or {})
         check_against_layers(preset, layers, skipped)
-        pin_rules = [(r, LayerChoice.from_name(c), p) for r, (p, c) in zip(compile_patterns(pins, "pin"), pins.items())]
+        pin_rules = [(r, _pinned_choice(p, c), p) for r, (p, c) in zip(compile_patterns(pins, "pin"), pins.items())]
         used_pins: set[str] = set()
         options, labels = [], []
         for layer in layers:
@@ -200,3 +200,11 @@ class SearchSpace:
             cheap.append(bits.index(min(bits)))
             dear.append(bits.index(max(bits)))
         return cost_model.cost(self.assignment(cheap)), cost_model.cost(self.assignment(dear))
+
+
+def _pinned_choice(pattern: str, name: str) -> LayerChoice:
+    """``LayerChoice.from_name(name)``, its error naming the pin as the user wrote it (``pattern=choice``)."""
+    try:
+        return LayerChoice.from_name(name)
+    except AutoqError as exc:
+        raise AutoqError(f"pin '{pattern}={name}': {exc}") from None

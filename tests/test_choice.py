@@ -78,12 +78,17 @@ def test_choices_differ_by_method():
 
 
 @pytest.mark.parametrize(
-    "name",
-    ["", "int4-g128-asym", "int4-g128-asym:", ":rtn-mse", "int9-ch-asym:rtn-mse", "int4-g100-asym:rtn-mse", "fp32", "garbage:rtn-mse", "FP16x"],
+    ("name", "match"),
+    [("", "cannot parse layer choice ''"), ("int4-g128-asym", "layer choice 'int4-g128-asym'"), ("int4-g128-asym:", "layer choice 'int4-g128-asym:'"),
+     (":rtn-mse", "quantization format ''"), ("int9-ch-asym:rtn-mse", "bit-width in 'int9-ch-asym': choose int2"),
+     ("int4-g100-asym:rtn-mse", r"group size 100 is not supported; choose one of \(32, 64, 128\)"), ("fp32", "layer choice 'fp32'"),
+     ("garbage:rtn-mse", "quantization format 'garbage'"), ("FP16x", "layer choice 'FP16x'")],
 )
-def test_bad_names_raise(name):
-    with pytest.raises(AutoqError):
+def test_bad_names_raise(name, match):
+    """Each error names the part that is wrong and says what would be right."""
+    with pytest.raises(AutoqError, match=match) as info:
         LayerChoice.from_name(name)
+    assert "expected" in str(info.value) or "choose" in str(info.value)
 
 
 def test_missing_method_message_shows_example():
@@ -178,9 +183,9 @@ def test_from_json_rejects_wrong_version(version):
         Assignment.from_json(json.dumps(data))
 
 
-def test_from_json_rejects_bad_choice_name():
-    data = {"format": "autoq.assignment", "version": 1, "layers": {"a": "int4-g128-asym"}}
-    with pytest.raises(AutoqError):
+def test_from_json_rejects_bad_choice_name_and_names_its_layer():
+    data = {"format": "autoq.assignment", "version": 1, "layers": {"a": "fp16", "encoder.2.fc": "int4-g128-asym"}}
+    with pytest.raises(AutoqError, match="assignment layer 'encoder.2.fc': cannot parse layer choice 'int4-g128-asym'; expected"):
         Assignment.from_json(json.dumps(data))
 
 
@@ -193,7 +198,7 @@ def test_from_json_rejects_bad_choice_name():
     ],
 )
 def test_from_json_malformed_layers_is_a_user_error(data):
-    with pytest.raises(AutoqError):
+    with pytest.raises(AutoqError, match="'layers' must map layer names to choice names such as 'int4-g128-asym:rtn-mse'"):
         Assignment.from_json(json.dumps(data))
 
 

@@ -226,8 +226,8 @@ def test_one_pattern_pinned_twice_to_different_choices_is_refused():
         pins_from_strings(["0=fp16", "0=int8-ch-asym:rtn-mse"])
 
 
-def test_pin_with_bad_choice_raises(layers):
-    with pytest.raises(AutoqError):
+def test_pin_with_bad_choice_raises_naming_the_pin(layers):
+    with pytest.raises(AutoqError, match="pin '0=int4-ch-asym': cannot parse layer choice 'int4-ch-asym'; expected 'FORMAT:METHOD"):
         SearchSpace.build(load_preset("default"), layers, pins={"0": "int4-ch-asym"})
 
 

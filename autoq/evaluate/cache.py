@@ -340,9 +340,10 @@ def apply_assignment(model: nn.Module, assignment: Mapping[str, LayerChoice], st
     """
     for name, choice in assignment.items():
         _check_layer(model, name, choice)
-    acting = [f"{name}: {choice.name}" for name, choice in assignment.items() if choice.activation is not None]
+    acting = [f"layer {name!r}: {choice.name}" for name, choice in assignment.items() if choice.activation is not None]
     if acting:  # before any layer changes: it raised with the layers before it quantized already
-        raise AutoqError(f"{acting[0]} quantizes activations; use QuantCache(model, stats).apply(assignment)")
+        raise AutoqError(f"{acting[0]} quantizes activations, and apply_assignment quantizes weights only; "
+                         "use QuantCache(model, stats).apply(assignment)")
     with torch.no_grad():
         layers = {}
         for name, choice in assignment.items():  # every layer first, then the swaps: a failure leaves the model as it was

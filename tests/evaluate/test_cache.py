@@ -314,8 +314,11 @@ def test_a_choice_or_layer_that_cannot_be_quantized_is_one_clear_error_and_chang
         QuantCache(model).weight("0", "int4-ch-asym:rtn-mse")
     with pytest.raises(AutoqError, match=r"layer '1' is a ReLU, which has no weight to quantize"):
         QuantCache(model).weight("1", int4)
-    for bad in ({"0": int4, "1": int4}, {"0": int4, "2": LayerChoice.from_name("int8-ch-sym:rtn-minmax+a8-token")}):
-        with pytest.raises(AutoqError):
+    for bad, match in (({"0": int4, "1": int4}, "layer '1' is a ReLU, which has no weight to quantize"),
+                       ({"0": int4, "2": LayerChoice.from_name("int8-ch-sym:rtn-minmax+a8-token")},
+                        r"layer '2': int8-ch-sym:rtn-minmax\+a8-token quantizes activations, and apply_assignment quantizes weights only; "
+                        r"use QuantCache\(model, stats\).apply\(assignment\)")):
+        with pytest.raises(AutoqError, match=match):
             apply_assignment(model, bad)
         assert all(torch.equal(v, before[k]) for k, v in model.state_dict().items())
 

@@ -87,16 +87,17 @@ def test_all_ones_fill_the_sign_bit():
         assert torch.equal(unpack_weight(packed, bits, codes.shape[1]), codes)
 
 
-@pytest.mark.parametrize("bad", [
-    lambda: pack_weight(torch.full((2, 3), 8, dtype=torch.uint8), 3),
-    lambda: pack_weight(torch.zeros(2, 3, dtype=torch.uint8), 7),
-    lambda: pack_weight(torch.zeros(6, dtype=torch.uint8), 4),
-    lambda: pack_weight(torch.zeros(2, 3), 4),
-    lambda: unpack_weight(torch.zeros(2, 1, dtype=torch.int32), 4, 9),
-    lambda: unpack_weight(torch.zeros(2, 1, dtype=torch.int64), 4, 8),
+@pytest.mark.parametrize(("bad", "match"), [
+    (lambda: pack_weight(torch.full((2, 3), 8, dtype=torch.uint8), 3), r"codes out of range for 3-bit packing: expected values in \[0, 7\]"),
+    (lambda: pack_weight(torch.zeros(2, 3, dtype=torch.uint8), 7), r"no packed format for 7-bit codes; choose one of \(2, 3, 4, 5, 6, 8\)"),
+    (lambda: pack_weight(torch.zeros(6, dtype=torch.uint8), 4), r"codes must be 2-D \(out_features, in_features\), got shape \(6,\)"),
+    (lambda: pack_weight(torch.zeros(2, 3), 4), "codes must be an integer tensor, got torch.float32"),
+    (lambda: unpack_weight(torch.zeros(2, 1, dtype=torch.int32), 4, 9), "1 words of 8 codes a row cannot hold 9 columns: that takes 2"),
+    (lambda: unpack_weight(torch.zeros(2, 1, dtype=torch.int64), 4, 8), r"must be a 2-D int32 tensor, got torch.int64 of shape \(2, 1\)"),
 ])
-def test_bad_input_is_an_autoq_error(bad):
-    with pytest.raises(AutoqError):
+def test_bad_input_is_an_autoq_error(bad, match):
+    """Each error says what was wrong and what would be right."""
+    with pytest.raises(AutoqError, match=match):
         bad()
 
 
@@ -134,7 +135,7 @@ def test_packed_weight_validates_its_parts():
         PackedWeight(p.spec, (4, 41), p.qweight, p.scales, p.zeros)
     with pytest.raises(AutoqError, match="zeros"):
         PackedWeight(p.spec, p.shape, p.qweight, p.scales, None)
-    with pytest.raises(AutoqError):
+    with pytest.raises(AutoqError, match=r"fp16 has no weight-only packed format; packed bits are \(2, 3, 4, 5, 6, 8\)"):
         PackedWeight(QuantSpec.half(), p.shape, p.qweight, p.scales, p.zeros)
 
 

@@ -18,8 +18,12 @@ def test_names_round_trip(name):
 
 @pytest.mark.parametrize("name", ["a16-tensor", "a8-row", "a8", "8-tensor", "a08-token", "a8-token\n"])  # read whole, as written
 def test_bad_names(name):
-    with pytest.raises(AutoqError):
+    """Each error names the format as given (or its bad width) and what would be right."""
+    with pytest.raises(AutoqError) as info:
         ActSpec.from_name(name)
+    message = str(info.value)
+    assert message == "unsupported activation bit-width 16; choose one of (4, 8)" if name == "a16-tensor" else \
+        message.startswith(f"cannot parse activation format {name!r}; expected 'a8-tensor', 'a8-token'"), message
 
 
 def rows() -> torch.Tensor:
@@ -68,7 +72,7 @@ def test_layer_choice_activation_parsed_and_fp16_has_none():
     choice = LayerChoice.from_name("int8-ch-sym:smoothquant+a8-tensor")
     assert choice.activation == ActSpec(8, "tensor") and choice.method == "smoothquant"
     assert LayerChoice(QuantSpec.half(), activation=ActSpec()).activation is None
-    with pytest.raises(AutoqError):
+    with pytest.raises(AutoqError, match=r"cannot parse layer choice 'int8-ch-sym:smoothquant\+'; expected 'FORMAT:METHOD\[\+ACT\]'"):
         LayerChoice.from_name("int8-ch-sym:smoothquant+")
 
 

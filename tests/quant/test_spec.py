@@ -172,25 +172,31 @@ def test_spec_is_frozen():
 # ---------------------------------------------------------------- validation
 
 
+_BITS = r"; choose one of \(2, 3, 4, 5, 6, 8, 16\)"
+_GRANULARITIES = r"; choose one of \('tensor', 'channel', 'group'\)"
+_GROUPS = r" is not supported; choose one of \(32, 64, 128\)"
+
+
 @pytest.mark.parametrize(
-    "kwargs",
+    ("kwargs", "match"),
     [
-        dict(bits=7),
-        dict(bits=1),
-        dict(bits=0),
-        dict(bits=9),
-        dict(bits=32),
-        dict(bits=4, granularity="row"),
-        dict(bits=4, granularity="Channel"),
-        dict(bits=4, granularity="group", group_size=48),
-        dict(bits=4, granularity="group", group_size=256),
-        dict(bits=4, granularity="group", group_size=None),
-        dict(bits=4, granularity="channel", group_size=128),
-        dict(bits=4, granularity="tensor", group_size=32),
+        (dict(bits=7), "unsupported bit-width 7" + _BITS),
+        (dict(bits=1), "unsupported bit-width 1" + _BITS),
+        (dict(bits=0), "unsupported bit-width 0" + _BITS),
+        (dict(bits=9), "unsupported bit-width 9" + _BITS),
+        (dict(bits=32), "unsupported bit-width 32" + _BITS),
+        (dict(bits=4, granularity="row"), "unknown granularity 'row'" + _GRANULARITIES),
+        (dict(bits=4, granularity="Channel"), "unknown granularity 'Channel'" + _GRANULARITIES),
+        (dict(bits=4, granularity="group", group_size=48), "group size 48" + _GROUPS),
+        (dict(bits=4, granularity="group", group_size=256), "group size 256" + _GROUPS),
+        (dict(bits=4, granularity="group", group_size=None), "group size None" + _GROUPS),
+        (dict(bits=4, granularity="channel", group_size=128), "group_size is only meaningful with granularity='group'"),
+        (dict(bits=4, granularity="tensor", group_size=32), "group_size is only meaningful with granularity='group'"),
     ],
 )
-def test_invalid_specs_raise(kwargs):
-    with pytest.raises(AutoqError):
+def test_invalid_specs_raise(kwargs, match):
+    """Each error says which value is wrong and what would be right."""
+    with pytest.raises(AutoqError, match=match):
         QuantSpec(**kwargs)
 
 
@@ -222,8 +228,12 @@ def test_autoq_error_is_value_error():
     ],
 )
 def test_unparsable_or_invalid_names_raise(name):
-    with pytest.raises(AutoqError):
+    """Each error names the format as given (or its bad group size) and what would be right."""
+    with pytest.raises(AutoqError) as info:
         QuantSpec.from_name(name)
+    message = str(info.value)
+    named = repr(name) in message or ("group size 48" in message and name == "int4-g48-asym")
+    assert named and ("expected e.g. 'int4-g128-asym'" in message or "choose" in message), message
 
 
 def test_parse_error_message_names_the_input():

@@ -167,14 +167,15 @@ def test_error_names_the_rule_number():
 
 
 @pytest.mark.parametrize(
-    "text",
+    ("text", "match"),
     [
-        "rules: 5\n",
-        "rules:\n  - {bits: four, granularity: channel, methods: rtn-mse}\n",
+        ("rules: 5\n", "x.yaml: 'rules' must be a list of rules"),
+        ("rules:\n  - {bits: four, granularity: channel, methods: rtn-mse}\n",
+         r"x.yaml, line 2, rule 1: 'bits' must be integers such as \[2, 3, 4, 8\], got 'four'"),
     ],
 )
-def test_malformed_values_are_user_errors(text):
-    with pytest.raises(AutoqError):
+def test_malformed_values_are_user_errors(text, match):
+    with pytest.raises(AutoqError, match=match):
         parse_preset(text, "x.yaml")
 
 
