@@ -62,11 +62,13 @@ EXTRA_TILES = [(8, 2048, 4, 2, True, False), (8, 4096, 8, 2, True, False), (16, 
                (4, 2048, 2, 2, True, False), (4, 4096, 4, 2, True, False), (16, 2048, 8, 3, True, False),
                (32, 4096, 8, 2, True, False), (64, 512, 4, 2, True, False), (8, 512, 2, 2, True, True),
                (8, 1024, 4, 2, False, True), (2, 1024, 4, 2, True, True), (4, 2048, 8, 2, True, True)]
-# (BLOCK_N, BLOCK_K, warps, stages, prefetch, rows in thread[, half2], split) timed again as programmatic dependent launches:
-# the main tile, the fastest on the H200 (2026-11-30), the rows-in-thread one, a split to one step a program, two HALF2,
-# and the HALF2 tile two steps ahead in 8 x 2048 (its whole K in flight at once at 4096 x 4096)
+# (BLOCK_N, BLOCK_K, warps, stages, prefetch, rows in thread[, half2[, persist]], split) timed again as programmatic dependent
+# launches: the main tile, the fastest on the H200 (2026-11-30), the rows-in-thread one, a split to one step a program, two
+# HALF2, the HALF2 tile two steps ahead in 8 x 2048 (its whole K in flight at once at 4096 x 4096), and a persistent one
+# (2 programs an SM: the next kernel's programs, let in early, may take the SM slots the rest leave)
 PDL_TILES = [(16, 1024, 4, 2, True, False, 1), (8, 1024, 2, 2, True, False, 1), (8, 1024, 4, 2, True, True, 1), (16, 512, 2, 2, True, False, 8),
-             (16, 1024, 4, 2, True, True, True, 1), (8, 1024, 4, 2, True, True, True, 1), (8, 2048, 8, 2, 2, True, True, 1)]
+             (16, 1024, 4, 2, True, True, True, 1), (8, 1024, 4, 2, True, True, True, 1), (8, 2048, 8, 2, 2, True, True, 1),
+             (8, 2048, 8, 2, 1, True, True, 2, 1)]
 
 
 def pdl_by_default(device: torch.device) -> bool:
