@@ -64,11 +64,12 @@ def main_loop(sass: str) -> list[str]:
     """The instructions of the longest innermost loop of a SASS listing: from a backward branch's target to the
     branch, holding no other loop (a persistent GEMV's loop over row tiles holds its loop over K steps, the main one)."""
     listing = _listing(sass)
-    loops = []
+    ends: dict[int, int] = {}  # a loop's start -> its farthest backward branch (a loop may branch back from more places)
     for address, line in listing:
         branch = re.search(r"\bBRA\s+(?:`\()?0x([0-9a-f]+)", line)
         if branch and int(branch[1], 16) < address:
-            loops.append((int(branch[1], 16), address))
+            ends[int(branch[1], 16)] = max(address, ends.get(int(branch[1], 16), 0))
+    loops = list(ends.items())
     innermost = [(start, end) for start, end in loops if not any(start <= s and e < end for s, e in loops if (s, e) != (start, end))]
     longest: list[str] = []
     for start, end in innermost:

@@ -99,7 +99,7 @@ def gemv_half2_persistent(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, N, K, row, stride
     """Store ``x[row] @ dequant(W).T`` for the row tiles ``program_id(0) + i * num_programs(0)`` (``BLOCK_N`` outputs
     each) to row ``row`` of ``out_ptr``; K is whole steps of ``BW`` words (see the module's docstring)."""
     tl.static_assert(BITS == 4 and CPW == 8, "HALF2 tiles read int4 words")
-    tl.static_assert(PREFETCH >= 1, "a persistent tile loads ahead: PREFETCH 1 or 2")
+    tl.static_assert(PREFETCH == 1 or PREFETCH == 2, "a persistent tile loads ahead: PREFETCH 1 or 2")
     wi = tl.arange(0, BW) ^ 1
     flat = tl.arange(0, BLOCK_N * BW)
     wcols = (flat % BW) ^ 1
@@ -128,7 +128,8 @@ def gemv_half2_persistent(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, N, K, row, stride
         else:  # each word's own, loaded with its words
             nz = 0
             nzh = 0
-        _, s_tile, z_tile, local, row_mask = _tile_base(w_ptr, s_ptr, z_ptr, tile, N, flat, stride_wn, stride_sn, BLOCK_N, BW)
+        if GROUP > 0 and not AHEAD:  # the scales a step loads for itself
+            _, s_tile, z_tile, local, row_mask = _tile_base(w_ptr, s_ptr, z_ptr, tile, N, flat, stride_wn, stride_sn, BLOCK_N, BW)
         acc = tl.zeros([BLOCK_N, BW], dtype=tl.float32)
         for w0 in range(0, w_whole, BW):
             if PREFETCH == 2:

@@ -342,13 +342,18 @@ def persist_problem(tile: triton.Config, k: int, split: int | None) -> str | Non
     return None
 
 
-@functools.cache
-def resident_slots(device_type: str, index: int | None) -> int:
+def resident_slots(device: torch.device) -> int:
     """What a persistent tile's ``PERSIST`` multiplies: the GPU's SMs; 2 elsewhere (the interpreter), so that
-    tests there see programs walking several row tiles (cached: every launch asks)."""
-    if device_type != "cuda" or interpreting():
+    tests there see programs walking several row tiles."""
+    if device.type != "cuda" or interpreting():
         return 2
-    return torch.cuda.get_device_properties(index if index is not None else torch.cuda.current_device()).multi_processor_count
+    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    """CUDA device ``index``'s SMs (cached: every launch asks)."""
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def _pairs_misaligned(x: torch.Tensor) -> bool:
@@ -411,7 +416,7 @@ _GEMV_CONFIGS += [gemv_tile(bn, bk, w, prefetch=2, half2=True) for bn, bk, w in 
 # the W4 GEMV's marginal rate between 4096 and 11008 rows was 2.8 TB/s: programs of two K steps that start cold, in
 # waves. Per channel each count fits on an SM at once (sm_90 SASS, registers with Triton 3.6 / 3.9: 8 x 2048 one ahead
 # 59 / 48, two ahead 94 / 72; 8 x 1024 two ahead 64 / 56; 4 x 1024 48 / 40), so no program waits for another to end.
-# In groups two ahead takes 95-127 registers: there the counts may not fit, and programs beyond them start late.
+# In groups two ahead takes 80-98 registers: there the counts may not all fit, and programs beyond them start late.
 _GEMV_CONFIGS += [gemv_tile(bn, bk, w, prefetch=pf, half2=True, persist=per) for bn, bk, w, pf, per in [
     (8, 2048, 8, 1, 2), (8, 2048, 8, 1, 4), (8, 2048, 8, 2, 2), (8, 1024, 4, 2, 4), (8, 1024, 4, 2, 8), (4, 1024, 4, 2, 8)]]
 
@@ -427,7 +432,8 @@ _GEMV_SPLIT_CONFIGS += [with_split(gemv_tile(*tile), split) for tile in _SPLIT_T
 
 def prune_gemv_configs(configs, named_args, **kwargs):
     """Drop tiles whose K step is longer than the row (K rounded up to a power of two): their lanes only load masks;
-    and split tiles whose splits would not each get a whole step of K.
+    split tiles whose splits would not each get a whole step of K; and persistent tiles where K is not whole steps or
+    the launch is split (``SPLIT_K`` among ``kwargs``: the autotuner of a split the caller names).
 
     Short rows (a small model's 384 inputs) then autotune 3 to 7 tiles, not 14. Keeps the shortest step if none fits.
     Triton passes the positional arguments as ``named_args`` and the keyword ones (``CPW``) as ``kwargs``."""
@@ -440,7 +446,7 @@ def prune_gemv_configs(configs, named_args, **kwargs):
         split = c.kwargs.get("SPLIT_K", 1)
         if c.kwargs.get("HALF2") and (x is None or half2_problem(x, k, kwargs["BITS"])):
             return False
-        if c.kwargs.get("PERSIST") and persist_problem(c, k, split):
+        if c.kwargs.get("PERSIST") and persist_problem(c, k, c.kwargs.get("SPLIT_K", kwargs.get("SPLIT_K", 1))):  # or the launch's split
             return False
         return step <= k_pow2 if split == 1 else split * step <= k
 
@@ -483,7 +489,8 @@ def launch_gemv(x, qweight, scales, zeros, out, part, counters, split_k: int | N
             scale_row_stride(scales), scales.stride(1), out.stride(-2))
     meta = dict(BITS=bits, CPW=cpw, GROUP=group, HAS_ZEROS=zeros is not None, WORDWISE=wordwise(cpw), PDL=pdl, H2_ASM=not interpreting())
     if tile is not None and tile.kwargs.get("HALF2"):
-        problem = half2_problem(x, k, bits) or (persist_problem(tile, k, split_k) if tile.kwargs.get("PERSIST") else None)
+        split = split_k if split_k is not None else tile.kwargs.get("SPLIT_K", 1)
+        problem = half2_problem(x, k, bits) or (persist_problem(tile, k, split) if tile.kwargs.get("PERSIST") else None)
         if problem:
             raise AutoqError(problem)
     if pdl:
@@ -491,7 +498,7 @@ def launch_gemv(x, qweight, scales, zeros, out, part, counters, split_k: int | N
     if split_k is not None:
         meta["SPLIT_K"] = split_k
     tuned = _gemv_tuned if split_k is not None else _gemv_split_tuned
-    slots = resident_slots(x.device.type, x.device.index)
+    slots = resident_slots(x.device)
 
     def grid(c):  # a persistent tile: a few programs an SM, each walking row tiles
         tiles = triton.cdiv(n, c["BLOCK_N"])

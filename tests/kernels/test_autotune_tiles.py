@@ -103,7 +103,7 @@ def test_every_persistent_gemv_tile(tile):
     one tile into the next at every step offset), per channel and in groups, symmetric and not, and two rows of
     activations, whose programs share the grid."""
     gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_N"] * tile.kwargs["BLOCK_K"] + tile.kwargs["PERSIST"])
-    programs = triton_wq_gemv.resident_slots(torch.device(DEVICE).type, None) * tile.kwargs["PERSIST"]
+    programs = triton_wq_gemv.resident_slots(torch.device(DEVICE)) * tile.kwargs["PERSIST"]
     n = tile.kwargs["BLOCK_N"] * (2 * programs + 1) - 3
     k = 3 * step_columns(tile.kwargs["BLOCK_K"], 8)
     for name, batch in (("int4-ch-asym", 1), ("int4-ch-sym", 2), ("int4-g64-asym", 1), ("int4-g128-sym", 1)):
@@ -131,6 +131,30 @@ def test_persistent_tiles_refuse_a_partial_step_or_a_split(k, split, match):
     kept = triton_wq_gemv.prune_gemv_configs(triton_wq_gemv._GEMV_SPLIT_CONFIGS, {"K": k, "x_ptr": x}, CPW=8, GROUP=0, BITS=4)
     assert all(c.kwargs["SPLIT_K"] == 1 for c in kept if c.kwargs.get("PERSIST"))
     assert any(c.kwargs.get("PERSIST") for c in kept) == (k % 1024 == 0)  # 2048: the 1024-column ones, whole
+    # the autotuner of a split the caller names: the split comes with the launch, not the tile
+    kept = triton_wq_gemv.prune_gemv_configs(triton_wq_gemv._GEMV_CONFIGS, {"K": k, "x_ptr": x}, CPW=8, GROUP=0, BITS=4, SPLIT_K=split)
+    assert any(c.kwargs.get("PERSIST") for c in kept) == (k % 1024 == 0 and split == 1)
+
+
+@pytest.mark.parametrize("tile", [triton_wq_gemv.gemv_tile(8, 256, 1, prefetch=1, half2=True, persist=2),
+                                  triton_wq_gemv.gemv_tile(8, 256, 1, prefetch=2, half2=True, persist=1),
+                                  triton_wq_gemv.gemv_tile(8, 256, 1, half2=True), triton_wq_gemv.gemv_tile(8, 256, 1, rows_in_thread=True),
+                                  triton_wq_gemv.gemv_tile(16, 256, 2)], ids=tile_id)
+def test_gemv_tiles_write_only_their_outputs(tile):
+    """No store of a GEMV program lands past N in its row: the output is a view into rows of canaries wider than N, and
+    the canaries must stay (a store mask of ``offs_n <= N`` wrote the next row's first output, or past the tensor, and
+    passed every comparison, since that row's own program wrote it again afterwards)."""
+    gen = torch.Generator().manual_seed(tile.kwargs["BLOCK_N"] + tile.kwargs.get("PERSIST", 0))
+    for name, n in (("int4-ch-asym", 37), ("int4-g64-sym", 40)):
+        packed = random_packed(QuantSpec.from_name(name), n, 768, gen)
+        x = (3 * torch.randn(2, 768, generator=gen)).half().to(DEVICE)
+        canaries = torch.full((2, n + 8), float("nan"), dtype=torch.float16, device=DEVICE)
+        out = canaries[:, :n]
+        none = torch.empty(0, 2, n, dtype=torch.float32, device=DEVICE)
+        triton_wq_gemv.launch_gemv(x, packed.qweight, packed.scales, packed.zeros, out, none, torch.empty(0, dtype=torch.int32, device=DEVICE), 1,
+                                   packed.bits, packed.codes_per_word, packed.group_size, tile=tile)
+        assert torch.isnan(canaries[:, n:]).all(), canaries[:, n:]
+        assert_close_to_reference(out, x, packed.dequantize(torch.float64), torch.float16)
 
 
 @pytest.mark.skipif(not interpreting(), reason="checks the addresses the interpreter's loads read")

@@ -39,6 +39,9 @@ def test_main_loop_is_innermost_where_loops_nest():
     outer one is longer."""
     nested = LISTING.replace("        /*0090*/                   EXIT ;", "        /*0090*/              @!P2 BRA 0x10 ;")
     assert len(main_loop(nested)) == 5 and "BRA 0x50" in main_loop(nested)[-1]  # not 0x10..0x90 (9 lines), which holds both
+    # a loop that branches back from two places is one loop, to its farthest branch: 0x50..0x80, not 0x50..0x60
+    twice = LISTING.replace("        /*0060*/                   LOP3.LUT R5, R4, 0xf, RZ, 0xc0, !PT ;", "        /*0060*/              @P3 BRA 0x50 ;")
+    assert len(main_loop(twice)) == 5 and "BRA 0x50" in main_loop(twice)[-1]
 
 
 def test_barriers_counts_bar_sync_in_the_lines_given():
