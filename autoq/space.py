@@ -105,8 +105,6 @@ class SearchSpace:
             used_pins.update(p for _, p in matching)
             pinned = matching[0] if matching else None
             if pinned is not None:
-                if not pinned[0].weight.is_half:
-                    get_method(pinned[0].method)
                 if layer.no_rows and not pinned[0].weight.is_half and method_needs_stats(pinned[0].method):
                     raise AutoqError(f"pin {pinned[1]!r} gives {layer.name!r} {pinned[0].name!r}, a data-driven method, and {layer.no_rows} "
                                      "cannot take it; pin a data-free method there (rtn-mse, say)")
@@ -203,8 +201,12 @@ class SearchSpace:
 
 
 def _pinned_choice(pattern: str, name: str) -> LayerChoice:
-    """``LayerChoice.from_name(name)``, its error naming the pin as the user wrote it (``pattern=choice``)."""
+    """``LayerChoice.from_name(name)`` with a PTQ method the registry has, its error naming the pin as the user wrote it
+    (``pattern=choice``)."""
     try:
-        return LayerChoice.from_name(name)
+        choice = LayerChoice.from_name(name)
+        if not choice.weight.is_half:
+            get_method(choice.method)
     except AutoqError as exc:
-        raise AutoqError(f"pin '{pattern}={name}': {exc}") from None
+        raise AutoqError(f"pin {f'{pattern}={name}'!r}: {exc}") from None
+    return choice

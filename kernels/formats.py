@@ -87,7 +87,7 @@ def unpack_weight(qweight: torch.Tensor, bits: int, k: int) -> torch.Tensor:
     if qweight.dim() != 2 or qweight.dtype != torch.int32:
         raise AutoqError(f"packed weights must be a 2-D int32 tensor, got {qweight.dtype} of shape {tuple(qweight.shape)}")
     if qweight.shape[1] * per_word < k:
-        raise AutoqError(f"{qweight.shape[1]} words of {per_word} codes a row cannot hold {k} columns: that takes {-(-k // per_word)}")
+        raise AutoqError(f"{k} columns of {bits}-bit codes take {-(-k // per_word)} words a row ({per_word} codes a word); got {qweight.shape[1]}")
     n = qweight.shape[0]
     out = torch.empty(n, k, dtype=torch.uint8, device=qweight.device)
     shifts = torch.arange(per_word, dtype=torch.int64, device=qweight.device) * bits

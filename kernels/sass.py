@@ -62,7 +62,9 @@ def _listing(sass: str) -> list[tuple[int, str]]:
 
 def main_loop(sass: str) -> list[str]:
     """The instructions of the longest innermost loop of a SASS listing: from a backward branch's target to the
-    branch, holding no other loop (a persistent GEMV's loop over row tiles holds its loop over K steps, the main one)."""
+    farthest branch back to it, holding no other loop (a persistent GEMV's loop over row tiles holds its loop over K
+    steps, the main one). Two loops that start at one address read as one, to the outer one's branch: from addresses
+    alone they cannot be told from one loop that branches back from two places."""
     listing = _listing(sass)
     ends: dict[int, int] = {}  # a loop's start -> its farthest backward branch (a loop may branch back from more places)
     for address, line in listing:

@@ -416,7 +416,7 @@ _GEMV_CONFIGS += [gemv_tile(bn, bk, w, prefetch=2, half2=True) for bn, bk, w in 
 # the W4 GEMV's marginal rate between 4096 and 11008 rows was 2.8 TB/s: programs of two K steps that start cold, in
 # waves. Per channel each count fits on an SM at once (sm_90 SASS, registers with Triton 3.6 / 3.9: 8 x 2048 one ahead
 # 59 / 48, two ahead 94 / 72; 8 x 1024 two ahead 64 / 56; 4 x 1024 48 / 40), so no program waits for another to end.
-# In groups two ahead takes 80-98 registers: there the counts may not all fit, and programs beyond them start late.
+# In groups the 8-row tiles two ahead take 80-98 registers: there the counts may not all fit, and programs beyond them start late.
 _GEMV_CONFIGS += [gemv_tile(bn, bk, w, prefetch=pf, half2=True, persist=per) for bn, bk, w, pf, per in [
     (8, 2048, 8, 1, 2), (8, 2048, 8, 1, 4), (8, 2048, 8, 2, 2), (8, 1024, 4, 2, 4), (8, 1024, 4, 2, 8), (4, 1024, 4, 2, 8)]]
 

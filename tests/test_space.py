@@ -231,8 +231,8 @@ def test_pin_with_bad_choice_raises_naming_the_pin(layers):
         SearchSpace.build(load_preset("default"), layers, pins={"0": "int4-ch-asym"})
 
 
-def test_pin_with_unknown_method_raises(layers):
-    with pytest.raises(AutoqError, match="rtn-mse"):
+def test_pin_with_unknown_method_raises_naming_the_pin(layers):
+    with pytest.raises(AutoqError, match="pin '0=int4-ch-asym:magic': unknown PTQ method 'magic'; choose one of .*rtn-mse"):
         SearchSpace.build(load_preset("default"), layers, pins={"0": "int4-ch-asym:magic"})
 
 

@@ -31,7 +31,7 @@ _BN = (nn.BatchNorm1d, nn.BatchNorm2d)
 def fold_batch_norm(layer: nn.Module, bn: nn.Module) -> None:
     """Fold ``bn`` (which directly follows ``layer``) into ``layer``'s weight and bias, in place."""
     if not isinstance(layer, _LAYERS) or not isinstance(bn, _BN):
-        raise AutoqError("fold_batch_norm takes a Linear/Conv layer and the BatchNorm1d/2d that follows it, "
+        raise AutoqError("fold_batch_norm takes a Linear, Conv1d or Conv2d layer and the BatchNorm1d/2d that follows it, "
                          f"got {type(layer).__name__} and {type(bn).__name__}")
     if bn.running_mean is None or bn.running_var is None:
         raise AutoqError("cannot fold a BatchNorm without running statistics (track_running_stats=False)")

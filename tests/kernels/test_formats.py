@@ -92,7 +92,7 @@ def test_all_ones_fill_the_sign_bit():
     (lambda: pack_weight(torch.zeros(2, 3, dtype=torch.uint8), 7), r"no packed format for 7-bit codes; choose one of \(2, 3, 4, 5, 6, 8\)"),
     (lambda: pack_weight(torch.zeros(6, dtype=torch.uint8), 4), r"codes must be 2-D \(out_features, in_features\), got shape \(6,\)"),
     (lambda: pack_weight(torch.zeros(2, 3), 4), "codes must be an integer tensor, got torch.float32"),
-    (lambda: unpack_weight(torch.zeros(2, 1, dtype=torch.int32), 4, 9), "1 words of 8 codes a row cannot hold 9 columns: that takes 2"),
+    (lambda: unpack_weight(torch.zeros(2, 1, dtype=torch.int32), 4, 9), r"9 columns of 4-bit codes take 2 words a row \(8 codes a word\); got 1"),
     (lambda: unpack_weight(torch.zeros(2, 1, dtype=torch.int64), 4, 8), r"must be a 2-D int32 tensor, got torch.int64 of shape \(2, 1\)"),
 ])
 def test_bad_input_is_an_autoq_error(bad, match):

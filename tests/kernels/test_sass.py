@@ -42,6 +42,9 @@ def test_main_loop_is_innermost_where_loops_nest():
     # a loop that branches back from two places is one loop, to its farthest branch: 0x50..0x80, not 0x50..0x60
     twice = LISTING.replace("        /*0060*/                   LOP3.LUT R5, R4, 0xf, RZ, 0xc0, !PT ;", "        /*0060*/              @P3 BRA 0x50 ;")
     assert len(main_loop(twice)) == 5 and "BRA 0x50" in main_loop(twice)[-1]
+    # two loops that start at one address read as one, to the farther branch (0x50..0x90 here)
+    shared = LISTING.replace("        /*0090*/                   EXIT ;", "        /*0090*/              @!P2 BRA 0x50 ;")
+    assert len(main_loop(shared)) == 6 and "BRA 0x50" in main_loop(shared)[-1] and "EXIT" not in "".join(main_loop(shared))
 
 
 def test_barriers_counts_bar_sync_in_the_lines_given():

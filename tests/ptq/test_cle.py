@@ -149,5 +149,5 @@ def test_layers_whose_channels_lie_on_other_axes_are_not_paired(layers):
 
 
 def test_fold_refuses_wrong_modules():
-    with pytest.raises(AutoqError, match="takes a Linear/Conv layer and the BatchNorm1d/2d that follows it, got ReLU and BatchNorm2d"):
+    with pytest.raises(AutoqError, match="takes a Linear, Conv1d or Conv2d layer and the BatchNorm1d/2d that follows it, got ReLU and BatchNorm2d"):
         fold_batch_norm(nn.ReLU(), nn.BatchNorm2d(2))
