@@ -256,6 +256,21 @@ def _step(acc, words, xa, xb, xc, xd, scale, zero, nz, nzh, BLOCK_N: tl.constexp
 
 
 @triton.jit
+def step_scaled(acc, words, xa, xb, xc, xd, sc, zr, nz, nzh, s_ptr, z_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride_sn, stride_sg,
+                CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, EVEN_N: tl.constexpr, BLOCK_N: tl.constexpr,
+                BW: tl.constexpr, AHEAD: tl.constexpr, ASM: tl.constexpr):
+    """:func:`_step` of a whole step at word ``w0`` whose loads are in hand: in groups its scales and zeros either came
+    with them (``AHEAD``: ``sc``, ``zr``) or load here, from ``rows``; per channel the rows' shifts ``nz``, ``nzh``."""
+    if GROUP > 0 and not AHEAD:
+        s_step, z_step = _word_scales(s_ptr, z_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS,
+                                      False, EVEN_N, False)
+        acc = _step(acc, words, xa, xb, xc, xd, s_step, z_step, nz, nzh, BLOCK_N, BW, GROUP, HAS_ZEROS, ASM)
+    else:
+        acc = _step(acc, words, xa, xb, xc, xd, sc, zr, nz, nzh, BLOCK_N, BW, GROUP, HAS_ZEROS, ASM)
+    return acc
+
+
+@triton.jit
 def gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask, row, w_begin, w_end, k_end, stride_xm, stride_wn, stride_sn, stride_sg,
                BITS: tl.constexpr, CPW: tl.constexpr, GROUP: tl.constexpr, HAS_ZEROS: tl.constexpr, EVEN_N: tl.constexpr,
                BLOCK_N: tl.constexpr, BW: tl.constexpr, PREFETCH: tl.constexpr, ASM: tl.constexpr):
@@ -314,12 +329,8 @@ def gemv_half2(x_ptr, w_ptr, s_ptr, z_ptr, n0, N, offs_n, n_mask, row, w_begin, 
         else:
             words, xa, xb, xc, xd, sc, zr = _fetch(x_pairs, w_ptr, s_ptr, z_ptr, rows, row_mask, w0, wi, wcols, w_whole, k_end, stride_wn,
                                                    stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, False, EVEN_N, BLOCK_N, BW, AHEAD, False)
-        if GROUP > 0 and not AHEAD:
-            s_step, z_step = _word_scales(s_ptr, z_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride_sn, stride_sg, CPW, GROUP,
-                                          HAS_ZEROS, False, EVEN_N, False)
-            acc = _step(acc, words, xa, xb, xc, xd, s_step, z_step, nz, nzh, BLOCK_N, BW, GROUP, HAS_ZEROS, ASM)
-        else:
-            acc = _step(acc, words, xa, xb, xc, xd, sc, zr, nz, nzh, BLOCK_N, BW, GROUP, HAS_ZEROS, ASM)
+        acc = step_scaled(acc, words, xa, xb, xc, xd, sc, zr, nz, nzh, s_ptr, z_ptr, rows, row_mask, w0, wcols, w_whole, k_end, stride_sn,
+                          stride_sg, CPW, GROUP, HAS_ZEROS, EVEN_N, BLOCK_N, BW, AHEAD, ASM)
         if PREFETCH >= 1:
             words, xa, xb, xc, xd, sc, zr = words1, xa1, xb1, xc1, xd1, sc1, zr1
         if PREFETCH == 2:

@@ -24,7 +24,7 @@ from __future__ import annotations
 import triton
 import triton.language as tl
 
-from autoq.kernels.triton_half2 import SYMMETRIC_NZ, SYMMETRIC_NZH, _fetch, _step, _word_scales, zero_pairs_f16
+from autoq.kernels.triton_half2 import SYMMETRIC_NZ, SYMMETRIC_NZH, _fetch, step_scaled, zero_pairs_f16
 from autoq.kernels.triton_row_sums import sum_rows
 from autoq.kernels.triton_scales import load_masked
 
@@ -128,8 +128,8 @@ def gemv_half2_persistent(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, N, K, row, stride
         else:  # each word's own, loaded with its words
             nz = 0
             nzh = 0
-        if GROUP > 0 and not AHEAD:  # the scales a step loads for itself
-            _, s_tile, z_tile, local, row_mask = _tile_base(w_ptr, s_ptr, z_ptr, tile, N, flat, stride_wn, stride_sn, BLOCK_N, BW)
+        # where a step loads its own scales (groups, one ahead), from this tile's first row; unused (and not compiled) elsewhere
+        _, s_tile, z_tile, local, row_mask = _tile_base(w_ptr, s_ptr, z_ptr, tile, N, flat, stride_wn, stride_sn, BLOCK_N, BW)
         acc = tl.zeros([BLOCK_N, BW], dtype=tl.float32)
         for w0 in range(0, w_whole, BW):
             if PREFETCH == 2:
@@ -141,12 +141,8 @@ def gemv_half2_persistent(x_ptr, w_ptr, s_ptr, z_ptr, out_ptr, N, K, row, stride
                                                                  K, stride_wn, stride_sn, stride_sg, CPW, GROUP, HAS_ZEROS, EVEN_N, BLOCK_N,
                                                                  BW, AHEAD)
             pt, ps = _advance(pt, ps, S, G)
-            if GROUP > 0 and not AHEAD:
-                s_step, z_step = _word_scales(s_tile, z_tile, local, row_mask, w0, wcols, w_whole, K, stride_sn, stride_sg, CPW, GROUP,
-                                              HAS_ZEROS, False, EVEN_N, False)
-                acc = _step(acc, words, xa, xb, xc, xd, s_step, z_step, nz, nzh, BLOCK_N, BW, GROUP, HAS_ZEROS, ASM)
-            else:
-                acc = _step(acc, words, xa, xb, xc, xd, sc, zr, nz, nzh, BLOCK_N, BW, GROUP, HAS_ZEROS, ASM)
+            acc = step_scaled(acc, words, xa, xb, xc, xd, sc, zr, nz, nzh, s_tile, z_tile, local, row_mask, w0, wcols, w_whole, K, stride_sn,
+                              stride_sg, CPW, GROUP, HAS_ZEROS, EVEN_N, BLOCK_N, BW, AHEAD, ASM)
             words, xa, xb, xc, xd, sc, zr = words1, xa1, xb1, xc1, xd1, sc1, zr1
             if PREFETCH == 2:
                 words1, xa1, xb1, xc1, xd1, sc1, zr1 = words2, xa2, xb2, xc2, xd2, sc2, zr2
