@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import numbers
+import os
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields, replace
 from typing import Any
@@ -24,13 +25,13 @@ _CONFIG_FIELDS = {f.name for f in fields(SearchConfig)}
 
 
 def search(
-    model: nn.Module | str | None = None,
+    model: nn.Module | str | os.PathLike[str] | None = None,
     calibration: Iterable[Any] | None = None,
     evaluate: Callable[[nn.Module], float] | None = None,
     budget: str | float = "4.5bits",
     *,
     name: str | None = None,
-    holdout: float = 0.25,
+    holdout: float | None = None,
     metric: str | None = None,
     **options: Any,
 ) -> SearchResult:
@@ -38,10 +39,11 @@ def search(
 
     ``model`` is an ``nn.Module`` (with ``calibration``: a sequence of batches, each a
     tensor, a tuple of positional inputs or a dict of keyword inputs), or the name
-    of a built-in (``"minilm"``, ``"digits-cnn"``) or a local Hugging Face directory.
+    of a built-in (``"minilm"``, ``"digits-cnn"``) or a local Hugging Face directory (str or path).
     ``evaluate(model) -> float`` is your quality metric, higher is better; without it
-    the last ``holdout`` fraction of the calibration batches is held out and quality
-    is the mean cosine similarity of the outputs to the unquantized model's.
+    the last ``holdout`` fraction (0.25 if None) of the calibration batches is held out and quality
+    is the mean cosine similarity of the outputs to the unquantized model's. ``name`` and ``metric`` label
+    your module's search in the summary and MLflow; built-ins and folders bring their own data, metric and name.
     ``options`` are the fields of :class:`autoq.engine.SearchConfig` (``n_trials``,
     ``seed``, ``space``, ``skip``, ``pins``, ``tracking_uri``, ``storage``, ...), the
     scale-out and recovery ones included (``backend="ray"``, ``workers``, ``address``,
@@ -68,9 +70,15 @@ def search(
         parent = active_parent(config.tracking_uri, config.progress)
         if parent is not None:
             config = replace(config, mlflow_parent_run_id=parent)
+    if isinstance(model, os.PathLike):
+        model = os.fspath(model)  # a Hugging Face folder as a Path, as export and load take it
     if model is None or isinstance(model, str):
-        if calibration is not None or evaluate is not None:
-            raise AutoqError("calibration and evaluate go with an nn.Module; built-in models bring their own")
+        given = [label for label, value in (("calibration", calibration), ("evaluate", evaluate), ("name", name), ("holdout", holdout),
+                                            ("metric", metric)) if value is not None]
+        if given:  # silently dropped, a run named by the caller was logged under the built-in's name
+            which = repr(model) if model else "the default model"
+            raise AutoqError(f"{' and '.join(given)} go{'es' if len(given) == 1 else ''} with an nn.Module; {which} (a built-in or a Hugging Face "
+                             "folder) brings its own data, metric and name: pass model=<your nn.Module> with calibration batches to use them")
         return run_search(load_workload(model), config)
     modes = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
     try:
@@ -99,14 +107,16 @@ def make_workload(
     calibration: Iterable[Any] | None,
     evaluate: Callable[[nn.Module], float] | None,
     name: str | None = None,
-    holdout: float = 0.25,
+    holdout: float | None = None,
     metric: str | None = None,
     fingerprint: bool = True,
 ) -> Workload:
-    """Wrap a user's model, data and metric (or the built-in output-fidelity proxy). ``fingerprint``: hash the weights and
-    data, which a resume compares (a pass over every weight: a search without storage, never resumed, skips it)."""
+    """Wrap a user's model, data and metric (or the built-in output-fidelity proxy); ``holdout`` (0.25 if None) is the
+    proxy's, so with ``evaluate`` it is refused. ``fingerprint``: hash the weights and data, which a resume compares (a pass
+    over every weight: a search without storage, never resumed, skips it)."""
     if not isinstance(model, nn.Module):
-        raise AutoqError(f"model must be a torch.nn.Module, got {type(model).__name__}")
+        raise AutoqError(f"model must be a torch.nn.Module, a built-in name or a Hugging Face folder (str or path), got "
+                         f"{type(model).__name__} {model!r:.80}")
     for label, value in (("metric", metric), ("name", name)):  # logged as MLflow text: metric=3 failed after the study was made
         if value is not None and not isinstance(value, str):
             raise AutoqError(f"{label} must be a str (what the {'quality' if label == 'metric' else 'model'} is called in the summary and "
@@ -121,6 +131,7 @@ def make_workload(
         # and NaN in a held-out batch read as the model's output's, numbered within the held-out part (or, through a
         # saturating first layer, went unseen)
         check_finite_batches(batches)
+        holdout = 0.25 if holdout is None else holdout
         if isinstance(holdout, bool) or not isinstance(holdout, numbers.Real) or not 0 < holdout < 1:
             raise AutoqError(f"holdout must be between 0 and 1, got {holdout!r}")
         n_held = min(len(batches) - 1, max(1, math.ceil(holdout * len(batches))))  # at least one batch left to calibrate on
@@ -130,6 +141,9 @@ def make_workload(
         metric = metric or evaluate.description
     elif not callable(evaluate):
         raise AutoqError("evaluate must be a callable taking the model and returning a float (higher is better)")
+    elif holdout is not None:  # accepted and unused, holdout=7 went unsaid
+        raise AutoqError(f"holdout={holdout!r} sets the batches the output-fidelity proxy holds out; with evaluate, quality is "
+                         "evaluate's and every calibration batch calibrates: drop holdout, or evaluate to use the proxy")
     return Workload(name=name or type(model).__name__, model=model, calibration=batches, evaluate=evaluate, metric=metric or "user-defined quality (higher is better)",
                     data_fingerprint=_fingerprint(model, batches, held_out) if fingerprint else "")
 

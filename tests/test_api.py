@@ -195,6 +195,23 @@ def test_bad_options_are_refused():
         autoq.search(tiny_mlp(), batches(), budget="4bits", name=3, tracking_uri=None, storage=None)
 
 
+def test_what_goes_with_a_module_is_refused_with_a_builtin_and_holdout_with_evaluate(tmp_path):
+    """name, metric and holdout with a built-in were dropped without a word (its own name and metric were logged), and
+    holdout=7 with evaluate passed; a folder as a Path was "not a torch.nn.Module"."""
+    with pytest.raises(AutoqError, match=r"^name and holdout go with an nn.Module; 'digits-cnn' \(a built-in or a Hugging Face folder\) brings "
+                                         r"its own data, metric and name: pass model=<your nn.Module> with calibration batches"):
+        autoq.search("digits-cnn", name="mine", holdout=0.5, tracking_uri=None, storage=None)
+    with pytest.raises(AutoqError, match=r"^metric goes with an nn.Module; the default model \("):
+        autoq.search(metric="accuracy", tracking_uri=None, storage=None)
+    with pytest.raises(AutoqError, match=r"^holdout=7 sets the batches the output-fidelity proxy holds out; with evaluate"):
+        autoq.search(tiny_mlp(), batches(), lambda m: 1.0, holdout=7, tracking_uri=None, storage=None)
+    missing = tmp_path / "no-such-model"
+    with pytest.raises(AutoqError, match=f"^model path {re.escape(repr(str(missing)))} does not exist; pass a local Hugging Face model directory"):
+        autoq.search(missing, tracking_uri=None, storage=None)
+    with pytest.raises(AutoqError, match=r"^model must be a torch.nn.Module, a built-in name or a Hugging Face folder \(str or path\), got int 5$"):
+        autoq.search(5, [torch.zeros(1)], tracking_uri=None, storage=None)
+
+
 def test_a_metric_that_is_not_one_number_is_refused_with_what_it_must_return():
     for value, shown in (("good", "str 'good'"), ({"acc": 0.9}, "dict {'acc': 0.9}"), (torch.ones(3), "Tensor tensor([1., 1., 1.])")):
         with pytest.raises(AutoqError, match=f"evaluate\\(model\\) must return one number.*returned {re.escape(shown)}"):

@@ -114,6 +114,9 @@ def check_registered_name(name: str) -> None:
     from mlflow.exceptions import MlflowException
     from mlflow.utils.validation import _validate_model_name
 
+    if not isinstance(name, str):  # name.strip() of 5 was an AttributeError
+        raise AutoqError(f"registered_model_name must be a str (the Model Registry's name, e.g. 'digits-cnn-w4'), got "
+                         f"{type(name).__name__} {name!r}")
     if not name.strip() or "/" in name or ":" in name:
         why = "it is empty" if not name.strip() else "a models:/<name>/<version> URI could not address it: no '/' or ':'"
         raise AutoqError(f"{name!r} cannot name a registered model ({why}); pass a name such as 'digits-cnn-w4'")

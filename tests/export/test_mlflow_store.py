@@ -127,7 +127,9 @@ def test_python_api_logs_to_the_run_it_exports_and_registers_versions(searched, 
         autoq.export(None, trial.run_id, tmp_path / "y", tracking_uri=searched.tracking_uri, registered_model_name="digits-w4")
     with pytest.raises(autoq.AutoqError, match=r"'team/digits' cannot name a registered model \(.*'/'.*\); pass a name such as"):
         autoq.export(None, trial.run_id, tmp_path / "z", tracking_uri=searched.tracking_uri, log_to_run=True, registered_model_name="team/digits")
-    assert not (tmp_path / "y").exists() and not (tmp_path / "z").exists()  # refused before quantizing
+    with pytest.raises(autoq.AutoqError, match=r"^registered_model_name must be a str \(the Model Registry's name, e.g. 'digits-cnn-w4'\), got int 5$"):
+        autoq.export(None, trial.run_id, tmp_path / "w", tracking_uri=searched.tracking_uri, log_to_run=True, registered_model_name=5)
+    assert not any((tmp_path / d).exists() for d in "yzw")  # refused before quantizing
 
 
 def test_cli_registers_a_version_and_refuses_a_bad_name_first(searched, tmp_path, capsys):
