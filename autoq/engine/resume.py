@@ -266,7 +266,13 @@ def kept_tracking_uri(stored: Mapping[str, Any]) -> tuple[bool, str | None]:
 
 def _same(key: str, stored: Any, given: Any) -> bool:
     """Whether a stored setting and the given one mean the same: a budget by its kind and value ('4.5', '4.5 bits'
-    and '4.5bits' are one budget), everything else as stored."""
+    and '4.5bits' are one budget), skips and pins in any order (pins that match one layer must agree, so none comes
+    first), everything else as stored."""
+    if key in ("skip", "pins") and isinstance(stored, list) and isinstance(given, list):
+        def as_set(items: list[Any]) -> set[Any]:
+            return {tuple(i) if isinstance(i, list) else i for i in items}
+
+        return as_set(stored) == as_set(given)  # a script that built its pins from a dict in another order was refused
     if key == "budget" and isinstance(stored, str) and isinstance(given, str):
         try:
             a, b = parse_budget(stored), parse_budget(given)

@@ -64,7 +64,7 @@ def default_experiment() -> str:
     try:
         return tracking_client(uri).get_experiment(experiment_id).name
     except Exception:  # noqa: BLE001 - an id of another store, or a server that does not answer
-        note(f"$MLFLOW_EXPERIMENT_ID={experiment_id} names no experiment in {uri}; logging to experiment "
+        note(f"$MLFLOW_EXPERIMENT_ID={experiment_id} names no experiment in {uri}; using experiment "
              f"{DEFAULT_EXPERIMENT!r} (set --experiment, or unset the variable)")
         return DEFAULT_EXPERIMENT
 

@@ -115,6 +115,19 @@ def test_resume_drops_half_logged_trial_and_retries_it(digits, tmp_path, mlflow_
     assert len(children) == 14 and len({r.data.tags["autoq.trial"] for r in children}) == 14
 
 
+def test_a_resume_takes_the_same_pins_and_skips_in_another_order(digits, tmp_path):
+    """Skips are a set and pins that match one layer must agree: the same ones in another order were "other settings"."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    kwargs = dict(budget="8bits", tracking_uri=None, storage=storage, study_name="order", progress=False, seed_from="none")
+    autoq.search("digits-cnn", n_trials=2, pins={"^0$": "int8-ch-asym:rtn-mse", "^2$": "int4-ch-asym:rtn-mse"}, skip=("^6$", "^8$"), **kwargs)
+    resumed = autoq.search("digits-cnn", n_trials=3, pins={"^2$": "int4-ch-asym:rtn-mse", "^0$": "int8-ch-asym:rtn-mse"}, skip=("^8$", "^6$"),
+                           resume=True, **kwargs)
+    assert len(resumed.points) == 3
+    with pytest.raises(AutoqError, match=r"other settings: skip \['\^8\$'\] \(stored: \['\^6\$', '\^8\$'\]\)"):  # a set, not a subset
+        autoq.search("digits-cnn", n_trials=4, pins={"^2$": "int4-ch-asym:rtn-mse", "^0$": "int8-ch-asym:rtn-mse"}, skip=("^8$",),
+                     resume=True, **kwargs)
+
+
 def test_resume_refuses_other_settings_and_unknown_names(digits, tmp_path, capsys):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=None, storage=storage, study_name="s", progress=False)

@@ -52,7 +52,8 @@ def test_a_pipelines_set_experiment_is_followed(mlflow_uri, monkeypatch, tmp_pat
     capsys.readouterr()
     monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", "999")  # an id of another store: the variable outlives it
     assert autoq.SearchConfig().experiment == "autoq"
-    assert "$MLFLOW_EXPERIMENT_ID=999 names no experiment in" in capsys.readouterr().err  # said, not silent
+    said = capsys.readouterr().err  # said, not silent; "using": autoq runs and pareto log nothing
+    assert "$MLFLOW_EXPERIMENT_ID=999 names no experiment in" in said and "; using experiment 'autoq' (set --experiment" in said
     monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'none-yet.db'}")
     assert autoq.SearchConfig().experiment == "autoq" and not (tmp_path / "none-yet.db").exists()  # no store made to look
     monkeypatch.setenv("MLFLOW_EXPERIMENT_NAME", "by-name")  # the name wins, as in MLflow
