@@ -97,7 +97,12 @@ def resolve_settings(info: MetricInfo, overrides: Mapping[str, Any] | None) -> d
         _check_setting(info.name, key, value, info.defaults[key])
         if key in info.choices and value not in info.choices[key]:  # it failed after the model loaded, naming no setting
             raise AutoqError(f"setting {key}={value!r} of sensitivity metric {info.name!r} must be one of {', '.join(info.choices[key])}")
-    return {**info.defaults, **overrides}
+    settings = {**info.defaults, **overrides}
+    # a min_iter asked for above max_iter stopped at max_iter without a word; a max_iter lowered alone caps the default min_iter
+    if "min_iter" in overrides and isinstance(settings.get("max_iter"), int) and settings["min_iter"] > settings["max_iter"]:
+        raise AutoqError(f"setting min_iter={settings['min_iter']} of sensitivity metric {info.name!r} is above max_iter={settings['max_iter']}; "
+                         f"raise max_iter (--set max_iter={settings['min_iter']}) or lower min_iter")
+    return settings
 
 
 NONE_MEANS_ALL = ("n_samples", "rows_per_batch")  # None: every calibration row, batches as they come

@@ -46,6 +46,10 @@ def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
 
 def gptq(weight: torch.Tensor, spec: QuantSpec, stats: Any, act_order: bool = False, block: int = BLOCK, damp: float = DAMP) -> QuantizedTensor:
     stats = require_stats(stats, "gptq", weight, spec)
+    if spec.granularity == "group" and (isinstance(block, bool) or not isinstance(block, int) or block <= 0 or block % spec.group_size):
+        # a group spanning two blocks took its range from the first one's columns and clipped the rest, silently
+        raise AutoqError(f"gptq: block={block!r} must be a positive multiple of the group size {spec.group_size} "
+                         f"(the default {BLOCK} is one of every supported group size)")
     w = weight.detach().float().clone()
     out_f, in_f = w.shape
     h = stats.hessian(torch.float64).to(w.device)  # a new matrix, dampened below; on the weight's device (a CUDA layer's stays there)

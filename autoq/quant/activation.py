@@ -10,6 +10,7 @@ counts weight bits only.
 
 from __future__ import annotations
 
+import operator
 import re
 from dataclasses import dataclass
 
@@ -32,6 +33,10 @@ class ActSpec:
     symmetric: bool = True
 
     def __post_init__(self) -> None:
+        try:  # 8.0 passed as 8 and was named 'a8.0-tensor', which no choice name parses back
+            object.__setattr__(self, "bits", operator.index(self.bits))
+        except TypeError:
+            raise AutoqError(f"activation bits must be a whole number, got {self.bits!r}") from None
         if self.bits not in ACT_BITS:
             raise AutoqError(f"unsupported activation bit-width {self.bits}; choose one of {ACT_BITS}")
         if self.mode not in ACT_MODES:

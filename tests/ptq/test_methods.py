@@ -6,6 +6,7 @@ import pytest
 import torch
 from ptq_cases import correlated_inputs, layer_and_stats
 
+from autoq.errors import AutoqError
 from autoq.ptq import get_method
 from autoq.ptq.adaround import AdaRoundConfig, adaround
 from autoq.ptq.gptq import gptq
@@ -141,6 +142,14 @@ def test_lp_norm_range_at_most_minmax_lp_error():
     spec = QuantSpec(3, "channel")
     err = {m: float((get_method(m)(w, spec).dequantize() - w).abs().pow(2.4).sum()) for m in ("rtn-minmax", "rtn-lp")}
     assert err["rtn-lp"] <= err["rtn-minmax"]
+
+
+def test_gptq_refuses_a_block_that_splits_a_group():
+    """block=48 with groups of 32: group 1 took its range from columns 32-47 and clipped 48-63 to it, silently."""
+    w, stats = layer_and_stats(n_in=96, n_out=8)
+    with pytest.raises(AutoqError, match=r"^gptq: block=48 must be a positive multiple of the group size 32 \(the default 128"):
+        gptq(w, QuantSpec(4, "group", 32), stats, block=48)
+    gptq(w, QuantSpec(4, "channel"), stats, block=48)  # per channel any block is whole groups
 
 
 @pytest.mark.parametrize("spec", [QuantSpec(3, "group", 32), QuantSpec(4, "channel")], ids=lambda s: s.name)

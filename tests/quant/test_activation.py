@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -14,6 +15,13 @@ from autoq.quant.activation import ActRange, ActSpec, fake_quantize_activation, 
 @pytest.mark.parametrize("name", ["a8-tensor", "a8-token", "a4-token", "a4-tensor", "a8-tensor-asym", "a4-token-asym"])
 def test_names_round_trip(name):
     assert ActSpec.from_name(name).name == name
+
+
+def test_bits_are_a_whole_number():
+    """ActSpec(8.0) was named 'a8.0-tensor', which from_name cannot read back; a numpy integer is taken."""
+    with pytest.raises(AutoqError, match=r"^activation bits must be a whole number, got 8.0$"):
+        ActSpec(8.0)
+    assert ActSpec(np.int64(4), "token").name == "a4-token"
 
 
 @pytest.mark.parametrize("name", ["a16-tensor", "a8-row", "a8", "8-tensor", "a08-token", "a8-token\n"])  # read whole, as written

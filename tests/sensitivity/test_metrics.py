@@ -324,6 +324,10 @@ def test_unknown_metric_and_setting_are_clear_errors():
     # refused with the other settings, before any model loads (it failed in the metric: `autoq sensitivity` left an empty --out)
     with pytest.raises(AutoqError, match=r"setting probe='both' of sensitivity metric 'hessian' must be one of joint, layerwise"):
         resolve_settings(get_metric("hessian"), {"probe": "both"})
+    with pytest.raises(AutoqError, match=r"^setting min_iter=50 of sensitivity metric 'hessian' is above max_iter=40; raise max_iter \(--set max_iter=50\)"):
+        resolve_settings(get_metric("hessian"), {"min_iter": 50})  # it stopped at max_iter with no word of min_iter
+    assert resolve_settings(get_metric("hessian"), {"min_iter": 50, "max_iter": 50})["min_iter"] == 50
+    assert resolve_settings(get_metric("hessian"), {"max_iter": 4})["max_iter"] == 4  # lowered alone: caps the default min_iter
     with pytest.raises(AutoqError, match="compute_table takes one list of options per layer: got 1 layers and 0 option lists"):
         compute_table(model, inputs(), space.layers, space.options[:0], "kl", use_cache=False, progress=False)  # a layer went unscored
 
