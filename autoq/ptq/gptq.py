@@ -49,7 +49,7 @@ def gptq(weight: torch.Tensor, spec: QuantSpec, stats: Any, act_order: bool = Fa
     if spec.granularity == "group" and (isinstance(block, bool) or not isinstance(block, int) or block <= 0 or block % spec.group_size):
         # a group spanning two blocks took its range from the first one's columns and clipped the rest, silently
         raise AutoqError(f"gptq: block={block!r} must be a positive multiple of the group size {spec.group_size} "
-                         f"(the default {BLOCK} is one of every supported group size)")
+                         f"(the default, {BLOCK}, is a multiple of every supported group size)")
     w = weight.detach().float().clone()
     out_f, in_f = w.shape
     h = stats.hessian(torch.float64).to(w.device)  # a new matrix, dampened below; on the weight's device (a CUDA layer's stays there)

@@ -147,7 +147,7 @@ def test_lp_norm_range_at_most_minmax_lp_error():
 def test_gptq_refuses_a_block_that_splits_a_group():
     """block=48 with groups of 32: group 1 took its range from columns 32-47 and clipped 48-63 to it, silently."""
     w, stats = layer_and_stats(n_in=96, n_out=8)
-    with pytest.raises(AutoqError, match=r"^gptq: block=48 must be a positive multiple of the group size 32 \(the default 128"):
+    with pytest.raises(AutoqError, match=r"^gptq: block=48 must be a positive multiple of the group size 32 \(the default, 128, is a multiple"):
         gptq(w, QuantSpec(4, "group", 32), stats, block=48)
     gptq(w, QuantSpec(4, "channel"), stats, block=48)  # per channel any block is whole groups
 
