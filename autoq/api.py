@@ -67,9 +67,13 @@ def search(
         options = _with_stored_tracking(options)
     config = SearchConfig(budget=budget, **options)
     if "mlflow_parent_run_id" not in options and not config.resume:  # None, given: not nested; a resume finds its stored parent
-        parent = active_parent(config.tracking_uri, config.progress)
+        parent = active_parent(config.tracking_uri)
         if parent is not None:
             config = replace(config, mlflow_parent_run_id=parent)
+    if options.get("experiment") is not None and config.mlflow_parent_run_id and config.tracking_uri:
+        from autoq.tracking import outer_run
+
+        outer_run(config.tracking_uri, config.mlflow_parent_run_id, options["experiment"])  # as --experiment: else ignored unsaid
     if isinstance(model, os.PathLike):
         model = os.fspath(model)  # a Hugging Face folder as a Path, as export and load take it
     if model is None or isinstance(model, str):

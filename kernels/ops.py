@@ -160,7 +160,14 @@ def quantize_tokens(x: torch.Tensor, backend: str = "auto", compile_only: bool =
 
 def int8_matmul(q: torch.Tensor, q_scale: torch.Tensor, w: Int8Weight, out_dtype: torch.dtype, backend: str = "auto",
                 compile_only: bool = False) -> torch.Tensor:
-    """``(q * q_scale[:, None]) @ (w.qweight * w.scales[:, None]).T`` with int32 accumulation: ``(M, N)`` in ``out_dtype``."""
+    """``(q * q_scale[:, None]) @ (w.qweight * w.scales[:, None]).T`` with int32 accumulation: ``(M, N)`` in ``out_dtype``.
+
+    ``q`` and ``q_scale`` are checked (as `quantize_tokens` makes them): the kernel read a scale per row past a short one."""
+    if q.dim() != 2 or q.dtype != torch.int8:
+        raise AutoqError(f"int8_matmul takes q as (M, K) int8 rows (quantize_tokens' first result), got a {q.dim()}-D {q.dtype} tensor")
+    if tuple(q_scale.shape) != (q.shape[0],) or not q_scale.is_floating_point():
+        raise AutoqError(f"q_scale must be one float scale per row of q, shape ({q.shape[0]},), got a {q_scale.dtype} tensor of shape "
+                         f"{tuple(q_scale.shape)}")
     check_features(q, w.shape[1])
     if not compile_only and not _use_triton(q.device, out_dtype, backend):
         acc = (q.double() @ w.qweight.to(q.device).double().T)  # exact: integer products in float64

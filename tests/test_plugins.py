@@ -40,8 +40,8 @@ SEARCH = ("search", "--model", "digits-cnn", "--space", "space.yaml", "--n-trial
 
 @pytest.mark.parametrize("how", ["file", "module after the command", "environment"])
 def test_a_plugin_extends_the_names_a_search_takes(folder, how, monkeypatch):
-    if how == "file":
-        args = ["--plugin", "myplug.py", *SEARCH, "--strategy", "mine"]
+    if how == "file":  # a study kept: its resume needs the plug-in (the last --storage is the one taken)
+        args = ["--plugin", "myplug.py", *SEARCH, "--strategy", "mine", "--storage", f"sqlite:///{folder / 'optuna.db'}"]
     elif how == "module after the command":
         args = [*SEARCH, "--strategy", "mine", "--plugin=myplug"]  # the working folder is searched, as by python -m
     else:
@@ -50,9 +50,10 @@ def test_a_plugin_extends_the_names_a_search_takes(folder, how, monkeypatch):
     proc = run_cli(*args, cwd=folder)
     assert proc.returncode == 0, proc.stderr
     assert ":rtn-user" in proc.stdout
-    if how != "environment":  # a file by its absolute path: the printed commands work from any folder
-        plugin = str(folder.resolve() / "myplug.py") if how == "file" else "myplug"
-        assert f"Plug-ins: add --plugin {plugin} to the autoq commands above" in proc.stdout
+    if how == "file":  # a file by its absolute path: the printed commands work from any folder
+        assert f"Plug-ins: add --plugin {folder.resolve() / 'myplug.py'} to the autoq commands above" in proc.stdout
+    else:  # no MLflow, no storage: no export or resume command printed to add it to
+        assert "Plug-ins:" not in proc.stdout
 
 
 def test_help_lists_what_plugins_register_and_names_without_them_are_refused(folder):

@@ -113,6 +113,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"autoq: loading {args.model or 'the default model (all-MiniLM-L6-v2)'} ...", file=sys.stderr, flush=True)
     result = run_search(load_workload(args.model), config)
     print(format_summary(result))
-    if getattr(args, "plugins", None):
+    if getattr(args, "plugins", None) and (result.tracking_uri or result.storage):  # else no export or resume command was printed
         print(f"Plug-ins: {plugin_note(args.plugins)}.")
     return 0

@@ -194,7 +194,8 @@ class SearchResult:
         correction), which are run again on them, sequentially if the search was (a search without ``evaluate`` held
         out the last quarter of the batches it was given and calibrated on the rest). The layers come out as the
         search evaluated them and as `autoq.export` writes them. A point with activation formats needs hooks:
-        `autoq.export` it."""
+        `autoq.export` it. A `Point` goes onto the weights the search scored only (other weights are refused, as
+        `autoq.export` refuses them); its ``point.assignment`` quantizes any weights by the same choices, unscored."""
         from autoq.evaluate.fidelity import user_batches
         from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
         from autoq.model import find_layers, get_module, to_native, uncompiled
@@ -207,6 +208,15 @@ class SearchResult:
             raise AutoqError(f"point must be a Point of this result (result.best, result.frontier[i]) or an Assignment, got "
                              f"{type(chosen).__name__}; an MLflow run id goes to autoq.export")
         assignment = chosen.assignment if isinstance(chosen, Point) else chosen
+        inner = uncompiled(model)  # a torch.compile'd model is quantized in the module it holds, by the search's layer names
+        if isinstance(chosen, Point) and self.model_hash:  # as autoq.export checks: a point's quality is of the weights searched
+            from autoq.sensitivity.inputs import model_hash
+
+            now = model_hash(inner)
+            if now != self.model_hash:
+                raise AutoqError(f"the model's weights are not the ones the search scored (hash {now}, the search's {self.model_hash}): "
+                                 "changed since, or another model; apply it to the searched weights (or quantize these by the same "
+                                 "choices, unscored: result.apply(model, point.assignment))")
         with_acts = [f"{name} ({c.name})" for name, c in assignment.items() if c.activation is not None]
         if with_acts:  # before any layer changes, not midway
             raise AutoqError(f"the point quantizes activations ({', '.join(with_acts[:3])}), which needs forward hooks: "
@@ -219,7 +229,6 @@ class SearchResult:
                              "calibration batches, result.apply(model, calibration=batches)")
         if data_driven:
             check_calibration(batches, self.calibration_digest, self.n_calibration)
-        inner = uncompiled(model)  # a torch.compile'd model is quantized in the module it holds, by the search's layer names
         layers = [layer for layer in find_layers(inner, include_tied=True) if layer.name in assignment]
         parts = quantize_point(inner, assignment, layers, batches, sequential=self.sequential)
         apply_assignment(inner, {name: c for name, c in assignment.items() if c.weight.is_half})

@@ -82,14 +82,20 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
         )
     elif uni is not None:  # the best of those evaluated is not the best there is: say so, not "within budget"
         gain = best.quality - uni.quality
+        ran = len(result.points)
+        why = (f"the search ran {_count(ran, 'trial')}, fewer than the {within} baselines, which the optuna strategy evaluates first: "
+               "more trials (--n-trials) evaluate the rest" if ran < within else
+               "the strategy proposed no others, or the search stopped before them; the optuna strategy evaluates them first")
         lines.append(
             f"Best uniform evaluated: trial {uni.trial} ({uni.assignment.summary()}), quality {uni.quality:.4f} at {uni.effective_bits:.3f} bits; "
-            f"the search is {gain:+.4f} better. Only {evaluated} of the {within} uniform assignments within the budget {'was' if evaluated == 1 else 'were'} evaluated (the "
-            "strategy proposed no others, --n-trials was fewer, or the search stopped before them), so a better uniform one may exist; "
-            "the optuna strategy evaluates them first."
+            f"the search is {gain:+.4f} better. Only {evaluated} of the {within} uniform assignments within the budget {'was' if evaluated == 1 else 'were'} "
+            f"evaluated ({why}), so a better uniform one may exist."
         )
+    elif within == 0:  # a space whose layers share no option has none at all, whatever the budget
+        lines.append("No uniform assignment was evaluated: none is within this budget (or the space gives its layers no option in common), "
+                     "so there is no baseline to compare with.")
     else:
-        lines.append("No uniform assignment was evaluated (none fits this budget, or the strategy proposed none).")
+        lines.append("No uniform assignment was evaluated (none fits this budget, the space has none, or the strategy proposed none).")
     extra = []
     repeats = len(result.points) - distinct_assignments(result.points)
     if repeats:  # late in a long search on a small space most proposals are repeats: more trials then add little

@@ -97,7 +97,9 @@ def check_finite_batches(batches: Sequence[Any], what: str = "calibration") -> N
     for i, batch in enumerate(batches):
         for t in batch_tensors(batch):
             if t.is_floating_point() and not torch.isfinite(t).all():
-                raise AutoqError(f"{what} batch {i} contains NaN or Inf values")
+                bad = int((~torch.isfinite(t)).sum())
+                raise AutoqError(f"{what} batch {i} contains NaN or Inf values ({bad} of {t.numel()}); drop or clean that batch "
+                                 "(torch.nan_to_num): a range calibrated or a quality measured on it is NaN")
 
 
 _CHUNK_VALUES = 1 << 21  # values per row chunk of the cosine: 16 MB in float64

@@ -141,6 +141,11 @@ def _write_files(out: Path, tensors: dict[str, torch.Tensor], config: dict[str, 
         tmp.unlink(missing_ok=True)
 
 
+def _a(noun: str) -> str:
+    """``noun`` with its indefinite article: 'a Point', 'an Assignment'."""
+    return f"{'an' if noun[:1] in 'AEIOU' else 'a'} {noun}"
+
+
 def export(model: nn.Module | str | None, point: object, out_dir: str | Path, calibration: Sequence[Any] | None = None,
            sequential: bool | None = None, data_fingerprint: str | None = None, tracking_uri: str | None = None,
            progress: bool = True, log_to_run: bool = False, registered_model_name: str | None = None) -> Path:
@@ -183,14 +188,17 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
         point = point_from_run(tracking_uri, run_id)
     elif tracking_uri is not None or log_to_run:
         option = "tracking_uri" if tracking_uri is not None else "log_to_run"
-        raise AutoqError(f"{option} is for a point given as an MLflow run id (a str); this point is a {type(point).__name__}")
+        own = getattr(point, "run_id", None)  # a Point of a search that logged to MLflow: its trial run
+        how = (f": pass its run id, autoq.export(model, point.run_id ({own!r}), out_dir, tracking_uri=result.tracking_uri, ...)" if own else
+               " (a Point of a search without MLflow, tracking_uri=None, has no run)" if hasattr(point, "searched") else "")
+        raise AutoqError(f"{option} is for a point given as an MLflow run id (a str); this point is {_a(type(point).__name__)}{how}")
     if isinstance(point, RunPoint):  # the search's settings, unless the caller overrides them
         sequential = point.sequential if sequential is None else sequential
         data_fingerprint = data_fingerprint or point.data_fingerprint or None
         model = model_of(point) if model is None else model
     elif model is None:
-        raise AutoqError(f"model=None takes the model a run searched, for a point given as an MLflow run id; this point is a "
-                         f"{type(point).__name__}: pass the model")
+        raise AutoqError(f"model=None takes the model a run searched, for a point given as an MLflow run id; this point is "
+                         f"{_a(type(point).__name__)}: pass the model")
     searched = getattr(point, "searched", None)  # a Point of a SearchResult: how its search quantized (engine needs optuna)
     if searched is not None:
         sequential = searched.sequential if sequential is None else sequential

@@ -290,12 +290,12 @@ def find_layers(model: nn.Module, skip: Iterable[str] = (), include_tied: bool =
         raise AutoqError(f"skip pattern(s) {unused} match no quantizable layer; {name_examples(names)} "
                          "(patterns are regular expressions searched in these names)")
     if not found:
-        what = "after the skip rules" if skip_res else ""
+        skipped = [n for n in names if any(r.search(n) for r in skip_res)]
+        what = (f" after the skip rules: {[r.pattern for r in skip_res]} skip {len(skipped)} of its {len(names)} ({name_examples(names)}); "
+                "skip fewer (a pattern is a regular expression searched in the name: '^head$' skips that layer alone)") if skipped else \
+            " (autoq quantizes nn.Linear, nn.Conv1d, nn.Conv2d and transformers Conv1D weights)"
         left_out = (f"; {tied_note(tied)}" if tied else "") + (f"; {derived_note(sorted(derived))}" if derived else "")
-        raise AutoqError(
-            f"the model has no quantizable layer {what}".strip()
-            + f" (autoq quantizes nn.Linear, nn.Conv1d, nn.Conv2d and transformers Conv1D weights){left_out}"
-        )
+        raise AutoqError(f"the model has no quantizable layer{what}{left_out}")
     return found
 
 

@@ -9,9 +9,10 @@ from autoq.messages import note
 from autoq.tracking.mlflow_logger import absolute_uri, shown_uri
 
 
-def active_parent(tracking_uri: str | None, progress: bool = True) -> str | None:
+def active_parent(tracking_uri: str | None) -> str | None:
     """The id of the active fluent MLflow run (``mlflow.start_run``) for a search logging to ``tracking_uri`` to nest in;
-    ``None`` where there is none, or where it is in another store (said on stderr: MLflow nests runs of one store only).
+    ``None`` where there is none, or where it is in another store (a note, with ``progress=False`` too: a pipeline that
+    expected its run nested has no other sign; MLflow nests runs of one store only).
 
     mlflow is not imported to look: a process that never imported it has no active run."""
     mlflow = sys.modules.get("mlflow")
@@ -22,9 +23,8 @@ def active_parent(tracking_uri: str | None, progress: bool = True) -> str | None
         return None
     fluent = mlflow.get_tracking_uri()
     if absolute_uri(fluent) != absolute_uri(tracking_uri):
-        if progress:
-            note(f"MLflow run {run.info.run_id} is active (mlflow.start_run) in {shown_uri(absolute_uri(fluent))}, and the "
-                 f"search logs to {shown_uri(absolute_uri(tracking_uri))}: its run is not nested in the active one (MLflow nests runs "
-                 "of one store only); pass tracking_uri=mlflow.get_tracking_uri() to nest it")
+        note(f"MLflow run {run.info.run_id} is active (mlflow.start_run) in {shown_uri(absolute_uri(fluent))}, and the "
+             f"search logs to {shown_uri(absolute_uri(tracking_uri))}: its run is not nested in the active one (MLflow nests runs "
+             "of one store only); pass tracking_uri=mlflow.get_tracking_uri() to nest it")
         return None
     return run.info.run_id

@@ -109,6 +109,22 @@ def test_result_pickles_and_applies(result, digits):
     assert digits.evaluate(model) == pytest.approx(result.best.quality, abs=1e-9)
 
 
+def test_apply_puts_a_point_on_the_searched_weights_only(result, digits):
+    """As autoq.export refuses a point on other weights, so does apply: it quantized them without a word, and the
+    point's quality was not theirs. Its assignment still quantizes any weights by the same choices."""
+    import copy
+
+    other = copy.deepcopy(digits.model)
+    with torch.no_grad():
+        other[0].weight.mul_(1.5)
+    before = other[0].weight.clone()
+    with pytest.raises(AutoqError, match=r"weights are not the ones the search scored \(hash \w+, the search's \w+\).*point.assignment"):
+        result.apply(other)
+    assert torch.equal(other[0].weight, before)  # refused before any layer changed
+    result.apply(other, result.best.assignment)
+    assert not torch.equal(other[0].weight, before)
+
+
 def test_the_logged_best_is_result_best_of_equal_qualities_the_cheapest(result):
     top = max(p.quality for p in result.points)
     assert sum(p.quality == top for p in result.points) > 1  # accuracy on 450 images: several trials tie

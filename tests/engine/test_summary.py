@@ -45,10 +45,17 @@ def test_a_best_uniform_of_only_some_baselines_says_so_and_logs_no_gain(mlflow_u
     metrics = MlflowClient(mlflow_uri).get_run(result.parent_run_id).data.metrics
     assert metrics["n_uniform_evaluated"] == metrics["n_uniform_baselines"] == within and "gain_over_uniform" in metrics
     assert "Best uniform within budget: trial " in format_summary(result)
-    more = dataclasses.replace(result, n_uniform=within + 3)  # as when a strategy proposed only some of them
+    ran = len(result.points)
+    assert ran > within
+    more = dataclasses.replace(result, n_uniform=ran)  # as when a strategy proposed only some of them
     summary = format_summary(more)
     assert "Best uniform evaluated: trial " in summary and "Best uniform within budget" not in summary
-    assert f"Only {within} of the {within + 3} uniform assignments within the budget were evaluated" in summary
+    assert f"Only {within} of the {ran} uniform assignments within the budget were evaluated (the strategy proposed no others" in summary
+    fewer = format_summary(dataclasses.replace(result, n_uniform=ran + 1))  # the cause known: said, not guessed
+    assert f"(the search ran {ran} trials, fewer than the {ran + 1} baselines, which the optuna strategy evaluates first: more trials" in fewer
+    mixes = tuple(p for p in result.points if not p.uniform)
+    assert mixes and "No uniform assignment was evaluated: none is within this budget (or the space gives its layers no option in common)" \
+        in format_summary(dataclasses.replace(result, points=mixes, n_uniform=0))
     logged = _summary_metrics(list(result.points), 0.1, 0, 0, within + 3)
     assert "gain_over_uniform" not in logged and "best_uniform_quality" not in logged and logged["n_uniform_evaluated"] == within
 

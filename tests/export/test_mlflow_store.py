@@ -121,8 +121,11 @@ def test_python_api_logs_to_the_run_it_exports_and_registers_versions(searched, 
     newest = autoq.load(f"runs:/{searched.parent_run_id}/{ARTIFACT_PATH}", tracking_uri=searched.tracking_uri)
     assert torch.equal(newest(x), autoq.load(tmp_path / "again")(x))
 
-    with pytest.raises(autoq.AutoqError, match="log_to_run is for a point given as an MLflow run id"):
+    with pytest.raises(autoq.AutoqError, match=rf"log_to_run is for a point given as an MLflow run id \(a str\); this point is a Point: "
+                                               rf"pass its run id, autoq.export\(model, point.run_id \('{searched.best.run_id}'\), out_dir, tracking_uri="):
         autoq.export("digits-cnn", searched.best, tmp_path / "x", log_to_run=True)
+    with pytest.raises(autoq.AutoqError, match=r"this point is an Assignment$"):  # no run to name
+        autoq.export("digits-cnn", searched.best.assignment, tmp_path / "x", log_to_run=True)
     with pytest.raises(autoq.AutoqError, match="registered_model_name registers the MLflow model that log_to_run=True logs"):
         autoq.export(None, trial.run_id, tmp_path / "y", tracking_uri=searched.tracking_uri, registered_model_name="digits-w4")
     with pytest.raises(autoq.AutoqError, match=r"'team/digits' cannot name a registered model \(.*'/'.*\); pass a name such as"):

@@ -237,6 +237,21 @@ def test_int8_gemm_is_exact_before_the_output_rounding(name: str):
         assert ((y.double() - ref).abs() <= 2 * UNIT_ROUNDOFF[torch.float16] * ref.abs() + 1e-7).all()
 
 
+def test_int8_matmul_refuses_rows_and_scales_that_do_not_match():
+    """The Triton path read a scale per row of q: two scales for three rows gave a third row scaled by the memory past
+    them (out of bounds on a GPU), and float rows failed inside Triton."""
+    gen = torch.Generator().manual_seed(3)
+    w = Int8Weight(QuantSpec.from_name("int8-ch-sym"), torch.randint(-128, 128, (N, K), generator=gen).to(torch.int8),
+                   torch.full((N,), 0.01).half()).to(DEVICE)
+    q = torch.randint(-127, 128, (3, K), generator=gen).to(torch.int8).to(DEVICE)
+    for backend in ("torch", "triton"):
+        with pytest.raises(AutoqError, match=r"q_scale must be one float scale per row of q, shape \(3,\), got a torch.float32 tensor of shape \(2,\)"):
+            int8_matmul(q, torch.ones(2, device=DEVICE), w, torch.float16, backend=backend)
+        with pytest.raises(AutoqError, match=r"int8_matmul takes q as \(M, K\) int8 rows .*, got a 2-D torch.float16 tensor"):
+            int8_matmul(q.half(), torch.ones(3, device=DEVICE), w, torch.float16, backend=backend)
+    assert int8_matmul(q, torch.ones(3, device=DEVICE), w, torch.float16, backend="torch").shape == (3, N)
+
+
 def test_w8a8_linear_against_float64():
     """End to end: the error is the activation rounding (half a step per element) plus fp16 output rounding."""
     gen = torch.Generator().manual_seed(13)

@@ -156,8 +156,10 @@ def test_embedding_and_norm_only_model_raises():
 
 
 def test_skipping_everything_raises():
-    with pytest.raises(AutoqError, match="after the skip rules"):
-        find_layers(net(), skip=[".*"])
+    names = [layer.name for layer in find_layers(net())]
+    with pytest.raises(AutoqError, match=rf"no quantizable layer after the skip rules: \['\.\*', 'head'\] skip {len(names)} of its {len(names)} \(the model's "
+                                         rf"{len(names)} quantizable layer\(s\) are named like '{names[0]}'.*\); skip fewer"):
+        find_layers(net(), skip=[".*", "head"])  # which patterns, and what they matched: nothing said either
 
 
 def test_invalid_regex_raises():

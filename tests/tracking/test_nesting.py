@@ -59,8 +59,9 @@ def test_a_deleted_outer_run_is_refused(outer, mlflow_uri):
 
 
 def test_an_experiment_other_than_the_outer_runs_is_refused_on_the_command_line(outer, mlflow_uri, capsys):
-    """It was ignored without a word: the search went to the parent's experiment, not the one named. (In Python a
-    config's experiment is filled with the default when it is made, so a named one cannot be told from it.)"""
+    """It was ignored without a word: the search went to the parent's experiment, not the one named. (``autoq.search``
+    refuses it as well; a `SearchConfig`'s experiment is filled with the default when it is made, so run_search cannot
+    tell a named one from it.)"""
     args = ["search", "--no-progress", "--tracking-uri", mlflow_uri, "--model", "digits-cnn", "--n-trials", "2", "--seed-from", "none",
             "--mlflow-parent-run-id", outer.info.run_id]
     assert main([*args, "--experiment", "mine"]) == 2
@@ -136,11 +137,17 @@ def test_a_search_inside_mlflow_start_run_nests_in_the_active_run(fluent_store, 
     with mlflow.start_run(run_name="step", experiment_id=pipeline) as step:
         nested = autoq.search("digits-cnn", **kwargs)  # the store from $MLFLOW_TRACKING_URI, which set_tracking_uri set
         alone = autoq.search("digits-cnn", mlflow_parent_run_id=None, **kwargs)  # None, given: not nested
-        elsewhere = autoq.search("digits-cnn", tracking_uri=f"sqlite:///{tmp_path / 'other.db'}", **{**kwargs, "progress": True})
+        elsewhere = autoq.search("digits-cnn", tracking_uri=f"sqlite:///{tmp_path / 'other.db'}", **kwargs)  # said with progress off too
+        with pytest.raises(AutoqError, match=r"experiment 'mine' \(--experiment\) is not the experiment of the parent MLflow run "
+                                             rf"'{step.info.run_id}', 'pipeline'.*give 'pipeline'"):
+            autoq.search("digits-cnn", experiment="mine", **kwargs)  # it logged to 'pipeline' without a word, as the CLI did once
+        named = autoq.search("digits-cnn", experiment="pipeline", **kwargs)
     search = client.get_run(nested.parent_run_id)
     assert search.data.tags["mlflow.parentRunId"] == step.info.run_id
     assert search.info.experiment_id == step.info.experiment_id
     assert "mlflow.parentRunId" not in client.get_run(alone.parent_run_id).data.tags
+    assert client.get_run(named.parent_run_id).data.tags["mlflow.parentRunId"] == step.info.run_id
+    assert MlflowClient(mlflow_uri).get_experiment_by_name("mine") is None
     other = MlflowClient(f"sqlite:///{tmp_path / 'other.db'}").get_run(elsewhere.parent_run_id)
     assert "mlflow.parentRunId" not in other.data.tags
     assert f"MLflow run {step.info.run_id} is active (mlflow.start_run) in {mlflow_uri}" in capsys.readouterr().err
