@@ -150,6 +150,9 @@ def run_pareto(args: argparse.Namespace) -> int:
         hint = (f"it is in experiment {', '.join(map(repr, found))}: add --experiment {shlex.quote(found[0])}" if found
                 else "'autoq runs --experiment NAME' lists the searches of an experiment")
         raise AutoqError(f"no search named {args.name!r} in {where} of {args.tracking_uri}, nor a run with that id; {hint}")
+    if client.get_run(run_id).info.lifecycle_stage == "deleted":  # hidden by the UI and autoq runs, refused by export and resume
+        raise AutoqError(f"MLflow run {run_id!r} is deleted; restore it first (mlflow runs restore --run-id {run_id}, or in the UI) to "
+                         "read or export its frontier")
     result = SearchResult.from_mlflow(run_id, args.tracking_uri)
     if not result.points:
         raise AutoqError(_no_points(client, client.get_run(run_id), args.name))

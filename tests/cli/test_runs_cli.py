@@ -120,6 +120,12 @@ def test_pareto_after_the_best_trial_run_was_deleted_prints_a_command_that_expor
     code, printed = main([*command[1:], "--no-progress"]), capsys.readouterr()
     assert code == 0 and f"trial {best_trial} (run " in printed.out + printed.err, printed.err
 
+    client.delete_run(result.parent_run_id)  # the search's own run: its frontier printed, with an export the run refuses
+    assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 2
+    assert f"MLflow run {result.parent_run_id!r} is deleted; restore it first (mlflow runs restore" in capsys.readouterr().err
+    client.restore_run(result.parent_run_id)
+    assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 0
+
 
 def test_pareto_of_a_search_that_did_not_finish_says_so_and_names_a_run_that_exports(mlflow_uri, capsys):
     """A search killed with kill -9 leaves its parent run RUNNING without frontier files: pareto claimed them, printed
