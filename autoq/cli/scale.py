@@ -57,12 +57,26 @@ def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     for dest, key in _STORED.items():
         if key in stored and stored[key] is not None and left_out(dest):
             values[dest] = [f"{p}={c}" for p, c in stored[key]] if dest == "pin" else stored[key]
+    _check_model(args.resume, stored.get("model_source"), values.get("model"))
     take, kept = kept_tracking_uri(stored)
     if take and left_out("tracking_uri"):
         values["tracking_uri"] = kept or "none"  # its MLflow parent run where it is, or no MLflow as it ran
         values["storage"] = storage  # found by the options given: not again beside the stored store
     values["study_name"] = args.resume
     return argparse.Namespace(**values)
+
+
+def _check_model(name: str, stored: str | None, given: str | None) -> None:
+    """Refuse another model than the stored search's before loading it (SmolLM2 or a large folder took a while, to be
+    refused after). Two folders are left to the full check: a moved folder is the same model (its weights say so)."""
+    from autoq.builtin import BUILTINS, DEFAULT_MODEL
+    from autoq.errors import AutoqError
+
+    given = given or DEFAULT_MODEL
+    if stored is None or given == stored or (given not in BUILTINS and stored not in BUILTINS):
+        return
+    raise AutoqError(f"cannot resume {name!r} with other settings: model {given!r} (stored: {stored!r}); resume with the stored "
+                     "one (leave --model out)")
 
 
 def _check_plugins(name: str, stored: list[str], loaded: list[str]) -> None:

@@ -38,3 +38,7 @@ def test_resume_reads_stored_settings(tmp_path, capsys, mlflow_uri):
     # an option given at its default value is given: it was taken for left out and replaced by the stored value
     assert main([*base, "--resume", "stored", "--seed", "0"]) == 2
     assert "seed 0 (stored: 7)" in capsys.readouterr().err
+    assert main([*base, "--resume", "stored", "--model", "smollm2"]) == 2  # refused before SmolLM2 loads (it was loaded first)
+    err = capsys.readouterr().err
+    assert "other settings: model 'smollm2' (stored: 'digits-cnn'); resume with the stored one (leave --model out)" in err
+    assert "autoq: loading" not in err
