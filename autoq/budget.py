@@ -128,13 +128,15 @@ class Budget:
     def is_latency(self) -> bool:
         return self.kind == "latency_ms"
 
-    def check_feasible(self, cheapest: Cost, dearest: Cost, latency_source: str | None = None) -> str | None:
-        """Refuse a budget that no assignment meets; return a note (else ``None``) if every assignment meets it."""
+    def check_feasible(self, cheapest: Cost, dearest: Cost, latency_source: str | None = None, pinned: bool = False) -> str | None:
+        """Refuse a budget that no assignment meets; return a note (else ``None``) if every assignment meets it.
+        ``pinned``: some layers are pinned, which moves the range (said: a pin to fp16 raised the floor unseen)."""
         low, high = self.fmt_bound(cheapest, up=True), self.fmt_bound(dearest, up=False)
+        space = "this model and search space" + (" with its pins" if pinned else "")
         if _amount(low) > _amount(high):  # one assignment (every layer pinned), or a range narrower than the rounding
-            span = f"every assignment of this model and search space costs {self.fmt(self.measure(cheapest))}, so a budget of {low} or more fits it"
+            span = f"every assignment of {space} costs {self.fmt(self.measure(cheapest))}, so a budget of {low} or more fits it"
         else:
-            span = f"the feasible range for this model and search space is {low} to {high}"
+            span = f"the feasible range for {space} is {low} to {high}"
         if self.is_latency and latency_source:
             span += f" (latency source: {latency_source})"
         if self.violation(cheapest) > 0:

@@ -8,6 +8,7 @@ wide as the layer's input is just per-channel) are kept once.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import re
@@ -28,7 +29,7 @@ from autoq.search_spaces import Preset, Rule, check_against_layers
 def _granularity(token: str, where: str) -> tuple[str, int | None]:
     if token in {"tensor", "channel"}:
         return token, None
-    match = re.fullmatch(r"g(\d+)", token)
+    match = re.fullmatch(r"g([1-9]\d*)", token)
     if not match or int(match.group(1)) not in GROUP_SIZES:
         raise AutoqError(f"{where}: unknown granularity {token!r}; use tensor, channel, " + ", ".join(f"g{g}" for g in GROUP_SIZES))
     return "group", int(match.group(1))
@@ -116,7 +117,10 @@ class SearchSpace:
                     raise AutoqError(f"pin {pinned[1]!r} gives {layer.name!r} {pinned[0].name!r}, whose static activation format "
                                      f"{pinned[0].activation.name} calibrates its range on the layer's inputs, and {layer.no_rows} "
                                      "has none; pin a dynamic format (a8-token) or a weight-only choice there")
-                options.append((pinned[0],))
+                choice, spec = pinned[0], pinned[0].weight
+                if spec.granularity == "group" and spec.group_size is not None and spec.group_size >= layer.in_features:
+                    choice = dataclasses.replace(choice, weight=dataclasses.replace(spec, granularity="channel", group_size=None))  # as a rule's
+                options.append((choice,))
                 labels.append({})
                 continue
             idx = next((i for i, r in enumerate(preset.rules) if re.search(r.layers, layer.name)), None)

@@ -92,7 +92,7 @@ def _check_names(rule: Rule, index: int) -> None:
             raise AutoqError(f"{rule.where('methods', index)}: unknown PTQ method {m!r}; known methods: {', '.join(sorted(known))} (a "
                              "plug-in's method is known once its module is imported: --plugin MODULE on the command line)")
     for g in rule.granularity:
-        match = re.fullmatch(r"g(\d+)", g)
+        match = re.fullmatch(r"g([1-9]\d*)", g)
         if g not in {"tensor", "channel"} and (not match or int(match.group(1)) not in GROUP_SIZES):
             raise AutoqError(f"{rule.where('granularity', index)}: unknown granularity {g!r}; use tensor, channel, "
                              + ", ".join(f"g{size}" for size in GROUP_SIZES))
@@ -279,7 +279,7 @@ def check_against_layers(preset: Preset, layers: Sequence[LayerInfo], skipped: S
         if all(re.search(rule.layers, layer.name) for layer in layers):
             continue  # a catch-all rule (it matches every layer, earlier rules taking some) is generic: groups collapse
         for g in rule.granularity:
-            match = re.fullmatch(r"g(\d+)", g)
+            match = re.fullmatch(r"g([1-9]\d*)", g)
             if match and int(match.group(1)) >= widest:  # one group of the whole input is per-channel
                 raise AutoqError(
                     f"{rule.where('granularity', i + 1)}: group size {g} is impossible here: the widest layer this rule governs "

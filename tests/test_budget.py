@@ -310,3 +310,15 @@ def test_a_budget_takes_numpy_numbers_as_floats():
     repr, 'np.float64(3.0)', and fail in Decimal."""
     assert Budget("bits", np.float32(4.5), "4.5").value == 4.5 and type(Budget("bytes", np.int64(4), "4").value) is float
     assert Budget("latency_ms", np.float64(3.0), "3ms").limit_us == 3000.0
+
+
+def test_a_range_that_pins_move_says_so():
+    """'--pin ^6$=fp16 --budget 3bits' said the range was 'for this model and search space': the pin raising its floor
+    to 14 bits went unnamed."""
+    import autoq
+
+    with pytest.raises(AutoqError, match=r"below the cheapest assignment; the feasible range for this model and search space with its pins is "
+                                         r"1[0-9.]+ bits to 16.000 bits"):
+        autoq.search("digits-cnn", budget="3bits", pins={"^6$": "fp16"}, tracking_uri=None, storage=None, progress=False)
+    with pytest.raises(AutoqError, match=r"the feasible range for this model and search space is [0-9.]+ bits to"):
+        autoq.search("digits-cnn", budget="2.1bits", tracking_uri=None, storage=None, progress=False)

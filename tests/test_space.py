@@ -187,6 +187,12 @@ def test_pin_with_plain_name(layers):
     assert len(space.options[2]) == 7
 
 
+def test_a_pinned_group_as_wide_as_the_layer_is_per_channel_as_a_rules_is(layers):
+    """A rule turns g128 per-channel on a 64-input layer; a pin kept the name int4-g128-asym for what is one group a row."""
+    space = SearchSpace.build(load_preset("default"), layers, pins={".*": "int4-g128-asym:gptq"})
+    assert [opts[0].name for opts in space.options] == ["int4-g128-asym:gptq", "int4-ch-asym:gptq", "int4-ch-asym:gptq"]
+
+
 def test_pinned_layer_keeps_pin_in_every_uniform_assignment(layers):
     space = SearchSpace.build(load_preset("default"), layers, pins={"^0$": "fp16"})
     uniform = space.uniform_assignments()

@@ -201,7 +201,7 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
     cost_model = CostModel.for_model(workload.model, layers, latency_model(config.device, config.batch))
     left_out = left_out_note(workload.model, skip, tied)
     try:
-        slack = budget.check_feasible(*space.extremes(cost_model, budget.kind), cost_model.latency_source)
+        slack = budget.check_feasible(*space.extremes(cost_model, budget.kind), cost_model.latency_source, any(space.pinned))
     except AutoqError as exc:  # the notes (a table without this batch, layers left out) are printed only later: say them now
         latency_note = cost_model.latency.note if cost_model.latency is not None and budget.is_latency else ""
         notes = [n for n in (latency_note, left_out) if n]

@@ -49,9 +49,10 @@ def test_unknown_activation_names_its_line():
         preset(text)
 
 
-def test_unknown_granularity_names_its_line():
-    text = "rules:\n  - bits: 4\n    granularity: [g100]\n    methods: rtn-mse\n"
-    with pytest.raises(AutoqError, match=r"line 3, rule 1: unknown granularity 'g100'"):
+@pytest.mark.parametrize("token", ["g100", "g0128"])  # g0128 was taken for g128, under a name QuantSpec refuses
+def test_unknown_granularity_names_its_line(token):
+    text = f"rules:\n  - bits: 4\n    granularity: [{token}]\n    methods: rtn-mse\n"
+    with pytest.raises(AutoqError, match=rf"line 3, rule 1: unknown granularity '{token}'; use tensor, channel, g32"):
         preset(text)
 
 
