@@ -117,17 +117,22 @@ def _rule(raw: Any, where: str, line: int = 0, key_lines: Mapping[str, int] | No
     if empty:
         raise AutoqError(f"{where}: {', '.join(repr(k) for k in empty)} is an empty list; give at least one value "
                          "(such as bits: [4, 8], granularity: [channel], methods: [rtn-mse], symmetric: false, activations: [none])")
+    def at(key: str) -> str:  # ``where`` with the key's own line, as Rule.where gives it
+        own = (key_lines or {}).get(key)
+        return where.replace(f"line {line}", f"line {own}", 1) if line and own else where
+
     bits = _as_tuple(raw["bits"])
     symmetric = _as_tuple(raw.get("symmetric", False))
     if not all(isinstance(b, int) and not isinstance(b, bool) for b in bits):
-        raise AutoqError(f"{where}: 'bits' must be integers such as [2, 3, 4, 8], got {raw['bits']!r}")
+        raise AutoqError(f"{at('bits')}: 'bits' must be integers such as [2, 3, 4, 8], got {raw['bits']!r}")
     unsupported = [b for b in bits if b not in SUPPORTED_BITS]
     if unsupported:
-        raise AutoqError(f"{where}: unsupported bit-width(s) {unsupported} in 'bits'; choose from {list(SUPPORTED_BITS)} (16: fp16)")
-    if not all(isinstance(s, bool) for s in symmetric) or not isinstance(raw.get("half", False), bool):
-        raise AutoqError(f"{where}: 'symmetric' and 'half' take true or false (unquoted)")
+        raise AutoqError(f"{at('bits')}: unsupported bit-width(s) {unsupported} in 'bits'; choose from {list(SUPPORTED_BITS)} (16: fp16)")
+    for key, values in (("symmetric", symmetric), ("half", (raw.get("half", False),))):
+        if not all(isinstance(v, bool) for v in values):
+            raise AutoqError(f"{at(key)}: '{key}' takes true or false (unquoted), got {raw[key]!r}")
     if not isinstance(raw.get("layers", ".*"), str):
-        raise AutoqError(f"{where}: 'layers' must be a regular expression in quotes, such as '.*' or 'attention', got {raw['layers']!r}")
+        raise AutoqError(f"{at('layers')}: 'layers' must be a regular expression in quotes, such as '.*' or 'attention', got {raw['layers']!r}")
     layers = raw.get("layers", ".*")
     try:
         compile_patterns([layers], "'layers'")

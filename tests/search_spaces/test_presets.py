@@ -172,6 +172,13 @@ def test_error_names_the_rule_number():
         ("rules: 5\n", "x.yaml: 'rules' must be a list of rules"),
         ("rules:\n  - {bits: four, granularity: channel, methods: rtn-mse}\n",
          r"x.yaml, line 2, rule 1: 'bits' must be integers such as \[2, 3, 4, 8\], got 'four'"),
+        # a block rule: the key's own line (the rule's first was given, as the other keys' errors do not)
+        ("rules:\n  - layers: '.*'\n    bits: '4'\n    granularity: channel\n    methods: rtn-mse\n",
+         r"x.yaml, line 3, rule 1: 'bits' must be integers such as \[2, 3, 4, 8\], got '4'"),
+        ("rules:\n  - layers: '.*'\n    bits: 4\n    granularity: channel\n    methods: rtn-mse\n    symmetric: 'yes'\n",
+         r"x.yaml, line 6, rule 1: 'symmetric' takes true or false \(unquoted\), got 'yes'"),
+        ("rules:\n  - layers: '.*'\n    bits: 4\n    granularity: channel\n    methods: rtn-mse\n    half: 1\n",
+         r"x.yaml, line 6, rule 1: 'half' takes true or false \(unquoted\), got 1"),
     ],
 )
 def test_malformed_values_are_user_errors(text, match):
