@@ -187,6 +187,8 @@ def test_bad_options_are_refused():
         autoq.search(tiny_mlp(), batches(), budget="4bits", sampler="annealing", tracking_uri=None, storage=None)
     with pytest.raises(AutoqError, match="unknown sampler <class 'optuna.samplers._tpe.sampler.TPESampler'>"):  # the class, not an instance
         autoq.search(tiny_mlp(), batches(), budget="4bits", sampler=optuna.samplers.TPESampler, tracking_uri=None, storage=None)
+    with pytest.raises(AutoqError, match=r"CmaEsSampler optimizes one objective, and autoq's study has 2 .*: pass a multi-objective sampler"):
+        autoq.search(tiny_mlp(), batches(), budget="4bits", sampler=optuna.samplers.CmaEsSampler(seed=1), tracking_uri=None, storage=None)
     with pytest.raises(AutoqError, match="no quantizable layer named|match no quantizable layer"):
         autoq.search(tiny_mlp(), batches(), budget="4bits", pins={"nonexistent": "fp16"}, tracking_uri=None, storage=None)
     # logged as text: metric=3 raised TypeError once the study was made (it was left behind), and passed without MLflow

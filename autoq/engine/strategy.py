@@ -194,6 +194,9 @@ def sampler_factory(sampler: str | optuna.samplers.BaseSampler) -> SamplerFactor
 
     A sampler instance (the Python API's ``sampler=optuna.samplers.GPSampler(seed=1)``) is used as given, with
     its own seed: it must handle multi-objective studies (2 objectives, 3 with a latency source)."""
+    if isinstance(sampler, optuna.samplers.CmaEsSampler):  # Optuna's one single-objective sampler: its ValueError came mid-search
+        raise AutoqError("CmaEsSampler optimizes one objective, and autoq's study has 2 (quality and bits; 3 with a latency source): "
+                         "pass a multi-objective sampler, such as optuna.samplers.TPESampler, NSGAIISampler or GPSampler")
     if isinstance(sampler, optuna.samplers.BaseSampler):
         return lambda seed: sampler
     return _SAMPLERS.get(sampler)
