@@ -38,10 +38,9 @@ def _rss_mb() -> float:
 
 def child(hidden: int, mlp: int, blocks: int, trials: int) -> dict[str, float]:
     """In this process: build the model, then search while a thread samples the resident memory."""
+    import autoq  # noqa: I001  first: run from a checkout on sys.path, it puts the installed `kernels` (transformers') before its folder
     import torch
     from transformers import LlamaConfig, LlamaModel
-
-    import autoq
 
     torch.manual_seed(0)
     config = LlamaConfig(hidden_size=hidden, intermediate_size=mlp, num_hidden_layers=blocks, num_attention_heads=hidden // 128,

@@ -19,7 +19,6 @@ from typing import Any
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
 
 from autoq.builtin.workload import Workload, cache_dir
 from autoq.choice import LayerChoice
@@ -31,6 +30,7 @@ from autoq.messages import note
 from autoq.model import LayerInfo, check_finite_weights
 from autoq.model.capture import DEFAULT_MAX_SAMPLES, CalibrationStats
 from autoq.model.modes import eval_mode
+from autoq.progress import progress_bar
 from autoq.ptq import method_info
 from autoq.quiet import quiet_logs
 from autoq.sensitivity.inputs import Inputs, batch_shapes_digest, data_fingerprint, model_hash, structure_digest
@@ -124,7 +124,7 @@ def compute_table(
             call_on_user_batch(model, batches[0], f"calibration batch 0 of {len(batches)}")
     inputs = Inputs(model, tuple(batches), tuple(layers), tuple(tuple(o) for o in options), loss, weights)
     start = time.perf_counter()
-    bar = tqdm(total=info.n_steps(inputs, resolved), desc=f"autoq sensitivity {metric}", disable=not progress, dynamic_ncols=True)
+    bar = progress_bar(total=info.n_steps(inputs, resolved), desc=f"autoq sensitivity {metric}", disable=not progress, dynamic_ncols=True)
     try:
         with quiet_logs(), eval_mode(model):
             out = info.fn(inputs.with_stats(), resolved, bar)

@@ -64,6 +64,11 @@ def load_pretrained(path: str | Path):
         raise AutoqError(f"{str(path)!r} has no tokenizer that loads ({type(exc).__name__}): save a text model's tokenizer beside "
                          "it (tokenizer.save_pretrained(dir)); 'autoq search --model DIR' evaluates text models on sentences, so "
                          "search a vision or audio model through the Python API with your own batches (autoq.search(model, batches))") from None
+    own = _own_tokenizer(directory)
+    if own:  # transformers fell back on the tokenizer files without a word: the tokens may not be the folder's own
+        note(f"the tokenizer in {str(path)!r} names its own code ({own}), which autoq does not run from a folder: "
+             f"{type(tokenizer).__name__} is built from its tokenizer files instead and may split text otherwise; to search on "
+             "your tokenizer's tokens, load the model and tokenizer yourself and pass batches through the Python API")
     if tokenizer.pad_token is None:  # causal LMs ship without a padding token: pad with their end (or unknown) token
         stand_in = tokenizer.eos_token or tokenizer.unk_token
         if stand_in is None:
@@ -88,6 +93,25 @@ def _own_code(config: Mapping[str, Any]) -> bool:
     # by name, in any case (MPT's checkpoints name MPTForCausalLM, transformers' class is MptForCausalLM), nothing imported
     known = {name.lower() for name in dir(transformers)}
     return config.get("model_type") not in CONFIG_MAPPING or not all(n in known for n in names)
+
+
+def _own_tokenizer(directory: Path) -> str:
+    """The tokenizer classes a folder's ``tokenizer_config.json`` names that transformers does not have (its ``auto_map``,
+    its ``tokenizer_class``), as text; ``""`` where it names none. A ``...Fast`` name counts as its slow class's:
+    transformers 5 has BertTokenizer, and no BertTokenizerFast, which most Hub checkpoints name."""
+    import transformers
+
+    try:
+        config = json.loads((directory / "tokenizer_config.json").read_text())
+    except (OSError, ValueError):
+        return ""
+    if not isinstance(config, Mapping):
+        return ""
+    auto_map = config.get("auto_map")
+    refs = [r for v in (auto_map.values() if isinstance(auto_map, Mapping) else ()) for r in (v if isinstance(v, (list, tuple)) else [v])]
+    names = [str(r).rpartition(".")[2] for r in refs if r] + ([str(config["tokenizer_class"])] if config.get("tokenizer_class") else [])
+    known = set(dir(transformers))
+    return ", ".join(dict.fromkeys(n for n in names if n not in known and n.removesuffix("Fast") not in known))
 
 
 def only_the_pooler(missing: Iterable[str] | None) -> bool:

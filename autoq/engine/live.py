@@ -12,17 +12,19 @@ from tqdm.auto import tqdm
 
 class TrialStatus:
     """Writes the phase after the bar's description; redraws at most every ``every`` seconds (a small model quantizes
-    dozens of layers a second), and the bar's next step shows the latest anyway."""
+    dozens of layers a second), and the bar's next step shows the latest anyway. A bar that redraws seldom (in a log:
+    `autoq.progress`) is drawn no more often for its phases, nor forced."""
 
     def __init__(self, bar: tqdm, every: float = 0.5) -> None:
-        self.bar, self.every = bar, every
+        self.bar, self.every = bar, max(every, bar.mininterval)
+        self.forced = bar.mininterval < self.every  # a terminal's bar, at tqdm's 0.1 s
         self.base = bar.desc
         self._drawn = -float("inf")
 
     def show(self, phase: str, force: bool = False) -> None:
         """``force``: draw now, as a new phase must (a long scoring pass under the last layer's words would mislead)."""
         now = time.monotonic()
-        redraw = force or now - self._drawn >= self.every
+        redraw = (force and self.forced) or now - self._drawn >= self.every
         self.bar.set_description_str(f"{self.base} [{phase}]", refresh=redraw)
         if redraw:
             self._drawn = now

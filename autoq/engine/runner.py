@@ -61,6 +61,7 @@ from autoq.latency import latency_model
 from autoq.messages import note, warn
 from autoq.model import check_finite_stored, find_layers, left_out_note, mark_unreached, searched_tied, unreached_note
 from autoq.plugins import portable
+from autoq.progress import progress_bar
 from autoq.ptq import method_info, plugin_code
 from autoq.quiet import quiet_logs
 from autoq.search_spaces import check_bits_reachable, load_preset
@@ -329,8 +330,8 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
             book.restore(*finished_trials(storage, study_name, space, cost_model, uniform_set, tracker))
         # the kept trials are where the bar starts, not progress of this session: counted in its rate they made the ETA
         # 00:00 (100 trials in no time), which tqdm kept for 100 more updates
-        bar = tqdm(total=config.n_trials, initial=book.n_done, desc="autoq search", unit="trial", disable=not config.progress,
-                   dynamic_ncols=True)
+        bar = progress_bar(total=config.n_trials, initial=book.n_done, desc="autoq search", unit="trial", disable=not config.progress,
+                           dynamic_ncols=True)
         book.show_on(bar)
         if config.resume:
             left = max(0, config.n_trials - book.n_done)  # a trial that failed for good counts, as the session's loop counts it

@@ -237,8 +237,8 @@ class TrialBook:
     def _progress(self, n: int) -> None:
         if self.bar is None or n == 0:
             return
+        self._postfix()  # then drawn by the step, when tqdm's interval has passed: a forced redraw a trial flooded a log
         self.bar.update(n)
-        self._postfix(refresh=True)
 
     def _postfix(self, refresh: bool = False) -> None:
         if self.bar is not None and self.points:

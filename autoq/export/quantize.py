@@ -23,6 +23,7 @@ from autoq.errors import AutoqError
 from autoq.evaluate.cache import layer_named, needs_stats, quantize_choice, stats_for, sweep_choice
 from autoq.model import LayerInfo, get_module, to_native
 from autoq.model.capture import CalibrationStats, LayerStats
+from autoq.progress import progress_bar
 from autoq.quant import QuantizedTensor
 from autoq.quant.activation import ActRange
 
@@ -68,7 +69,8 @@ def quantize_point(model: nn.Module, assignment: Assignment, layers: Sequence[La
     # a sequential sweep quantizes every layer with its choice and keeps those that chose it; the rest are quantized once each
     rest = [name for name, choice in assignment.items() if not choice.weight.is_half and choice not in sweeps]
     out: dict[str, PointLayer] = {}
-    with tqdm(total=len(sweeps) * len(layers) + len(rest), desc="autoq export", unit="layer", disable=not progress, dynamic_ncols=True) as bar:
+    with progress_bar(total=len(sweeps) * len(layers) + len(rest), desc="autoq export", unit="layer", disable=not progress,
+                      dynamic_ncols=True) as bar:
         for choice in sweeps:
             out.update(_sweep(model, assignment, stats, choice, bar))
         for name in rest:

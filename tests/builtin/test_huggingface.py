@@ -256,3 +256,21 @@ def test_a_folder_of_its_own_code_is_refused_before_transformers_asks_to_run_it(
     native = {"AutoConfig": "configuration_gpt2.GPT2Config", "AutoModel": "modeling_gpt2.Gpt2Model"}  # in any case: MPT's name MPT...
     (folder / "config.json").write_text(json.dumps({**config, "auto_map": native}))
     assert type(load_workload(str(folder), with_metric=False).model).__name__ == "GPT2Model"
+
+
+def test_a_tokenizer_of_its_own_code_is_said_to_be_stood_in_for(tiny_gpt2_dir, tmp_path, capsys):
+    """A tokenizer_config.json naming the folder's own tokenizer code: transformers built a generic tokenizer from the
+    files without a word (nor ran the code), so the search ran on tokens that may not be the model's."""
+    import json
+
+    folder = tmp_path / "own-tokenizer"
+    shutil.copytree(tiny_gpt2_dir, folder)
+    load_workload(str(folder), with_metric=False)
+    assert "names its own code" not in capsys.readouterr().err  # MiniLM's tokenizer (BertTokenizer): transformers' own
+    config = json.loads((folder / "tokenizer_config.json").read_text())
+    config.update(tokenizer_class="EvilTokenizer", auto_map={"AutoTokenizer": [None, "tokenization_evil.EvilTokenizer"]})
+    (folder / "tokenizer_config.json").write_text(json.dumps(config))
+    (folder / "tokenization_evil.py").write_text("raise SystemExit('the folder code ran')\n")
+    load_workload(str(folder), with_metric=False)
+    err = capsys.readouterr().err
+    assert "names its own code (EvilTokenizer), which autoq does not run from a folder" in err and "through the Python API" in err

@@ -28,7 +28,8 @@ def test_the_phase_follows_the_description_and_redraws_at_most_twice_a_second():
     bar.close()
 
 
-def test_a_search_with_its_bar_says_which_layer_it_quantizes(capsys):
+def test_a_search_with_its_bar_says_which_layer_it_quantizes(capsys, monkeypatch):
+    monkeypatch.setattr("autoq.progress.to_terminal", lambda: True)  # in a log it is drawn seldom (tests/test_progress.py)
     autoq.search("digits-cnn", budget="6bits", n_trials=2, seed_from="none", tracking_uri=None, storage=None, progress=True)
     err = capsys.readouterr().err
     lines = err.split("\r")

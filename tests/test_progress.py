@@ -1,0 +1,27 @@
+"""Progress bars on a terminal and in a log (`autoq.progress`)."""
+
+from __future__ import annotations
+
+import io
+
+import autoq
+from autoq.progress import LOG_INTERVAL_S, progress_bar
+
+
+def test_a_bar_in_a_log_is_drawn_seldom_and_on_a_terminal_as_tqdm_draws_it(monkeypatch):
+    def interval(**options) -> float:
+        with progress_bar(total=1, file=io.StringIO(), **options) as bar:
+            return bar.mininterval
+
+    monkeypatch.setattr("autoq.progress.to_terminal", lambda: False)
+    assert interval() == LOG_INTERVAL_S and interval(mininterval=2) == 2  # given: kept
+    monkeypatch.setattr("autoq.progress.to_terminal", lambda: True)
+    assert interval() == 0.1  # tqdm's own
+
+
+def test_a_search_logging_to_a_file_is_not_a_line_of_redraws(capsys):
+    """Every trial and phase was a redraw in a log too: 121 carriage returns, 14 KB on one line, for 40 trials."""
+    autoq.search("digits-cnn", budget="6bits", n_trials=12, seed_from="none", tracking_uri=None, storage=None, progress=True)
+    draws = [d for d in capsys.readouterr().err.split("\r") if d.startswith("autoq search")]
+    assert 2 <= len(draws) <= 5, draws  # as it starts, its first phase, and as it ends (the search takes seconds, not 30)
+    assert draws[-1].startswith("autoq search: 100%") and "12/12" in draws[-1]
