@@ -60,7 +60,8 @@ def measure(n_trials: int, seed: int = 0) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--trials", type=int, nargs="+", default=[200, 1000, 2000])
+    parser.add_argument("--trials", type=int, nargs="+", default=[200, 1000, 2000],
+                        help="trial counts, each logged to a fresh SQLite store and tagged by finish (default: 200 1000 2000)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "finish_tags.json"), help=OUT_HELP)
     args = parser.parse_args()
     rows = [measure(n) for n in args.trials]

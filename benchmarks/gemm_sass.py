@@ -31,7 +31,7 @@ def best(tiles: list[dict], batch: int) -> dict | None:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, default=90)
+    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability to compile for, e.g. 90 for sm_90 (default: 90)")
     parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated formats (default: %(default)s)")
     parser.add_argument("--act", default="fp16", choices=("fp16", "bf16"), help="activation dtype (default: %(default)s)")
     parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/gemm_sass_sm<arch>_triton<version>.json)")

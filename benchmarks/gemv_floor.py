@@ -184,8 +184,10 @@ def header(timings=tuple(TIMINGS)) -> str:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="gemv_floor.json")
-    parser.add_argument("--rep-ms", type=float, default=30.0)
+    parser.add_argument("--out", default="gemv_floor.json",
+                        help="JSON file, rewritten after each row (default: gemv_floor.json in the current folder)")
+    parser.add_argument("--rep-ms", type=float, default=30.0,
+                        help="ms spent on each timing (method) of each row, by CUDA graph replays (triton's do_bench if capture fails; default: 30)")
     parser.add_argument("--timings", default=",".join(TIMINGS), help=f"some of {', '.join(TIMINGS)} (default: both)")
     args = parser.parse_args()
     timings = tuple(t.strip() for t in args.timings.split(",") if t.strip())

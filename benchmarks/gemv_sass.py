@@ -55,7 +55,7 @@ DEVICES = (Issue("h100", 132, 1.98), Issue("h200", 132, 1.98))  # SXM boards, bo
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arch", type=int, default=90)
+    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability to compile for, e.g. 90 for sm_90 (default: 90)")
     parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated formats (default: %(default)s)")
     parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/gemv_sass_sm<arch>_triton<version>.json)")
     args = parser.parse_args(argv)

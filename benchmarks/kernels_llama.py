@@ -71,14 +71,18 @@ def check_correctness(formats, kernels, batches, shape=(4096, 4096)) -> list[dic
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--formats", default=DEFAULT_FORMATS)
-    parser.add_argument("--kernels", default="wq,w8a8")
-    parser.add_argument("--batches", default="1,16,128")
-    parser.add_argument("--rep-ms", type=int, default=100)
+    parser.add_argument("--formats", default=DEFAULT_FORMATS,
+                        help="comma-separated weight formats, e.g. int4-g128-asym,int8-ch-sym (default: W2, W3, W4 and W8 per channel "
+                             "and in groups of 128, W4 in groups of 32 and 64 too)")
+    parser.add_argument("--kernels", default="wq,w8a8",
+                        help="comma-separated kernels to time: wq, wq-gemv, wq-gemm, w8a8 (default: wq,w8a8)")
+    parser.add_argument("--batches", default="1,16,128", help="comma-separated batch sizes, rows of activations (default: 1,16,128)")
+    parser.add_argument("--rep-ms", type=int, default=100,
+                        help="ms spent timing each case, by CUDA graph replays (triton's do_bench if capture fails; default: 100)")
     parser.add_argument("--timing", choices=tuple(TIMINGS), default="flush", help="how each case is timed (default: flush)")
     parser.add_argument("--max-seconds", type=float, default=None,
-                        help="start no new timing after this long; write what was measured (the float64 checks follow)")
-    parser.add_argument("--out", default=None, help="default: benchmarks/results/kernels_<device>[_rotate].json")
+                        help="start no new timing after this many seconds; write what was measured, then check (default: no limit)")
+    parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/kernels_<device>[_rotate].json)")
     args = parser.parse_args()
     try:  # every argument checked before the GPU time is spent: a refusal after it threw the timings away
         formats, batches = parse_formats(args.formats), parse_batches(args.batches)

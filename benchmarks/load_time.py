@@ -48,8 +48,9 @@ def _measure(way: str, path: Path) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--hidden", type=int, default=2048)
-    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--hidden", type=int, default=2048,
+                        help="hidden size of the LLaMA-like model (a multiple of 16: 16 heads; MLP 11/4 of it; default: 2048)")
+    parser.add_argument("--layers", type=int, default=8, help="decoder layers of the model (default: 8; ~0.5B parameters at hidden 2048)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "load_time.json"), help=OUT_HELP)
     args = parser.parse_args()
 

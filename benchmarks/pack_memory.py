@@ -92,8 +92,10 @@ def export_rows(rows: int, cols: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=4096)
-    parser.add_argument("--cols", type=int, default=4096)
+    parser.add_argument("--rows", type=int, default=4096,
+                        help="rows of the codes packed and of the layer exported (out features; default: 4096)")
+    parser.add_argument("--cols", type=int, default=4096,
+                        help="columns of the codes packed and of the layer exported (in features; default: 4096)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "pack_memory.json"), help=OUT_HELP)
     args = parser.parse_args()
     n = args.rows * args.cols

@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--workers", default=f"1,{os.cpu_count() or 1}", help="worker processes to try (default: %(default)s)")
     parser.add_argument("--sets", default="llama,table", help="which of the GPU session's steps (default: %(default)s)")
-    parser.add_argument("--arch", type=int, default=90)
+    parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability to compile for, e.g. 90 for sm_90 (default: 90)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "precompile.json"), help=OUT_HELP)
     args = parser.parse_args(argv)
     os.environ["TRITON_INTERPRET"] = "0"

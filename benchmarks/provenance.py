@@ -47,3 +47,10 @@ def provenance() -> dict[str, str]:
 
 
 OUT_HELP = "JSON file (default: the committed result in benchmarks/results/; give another path for a trial run)"
+
+
+if __name__ == "__main__":
+    import sys
+
+    print("provenance.py is a helper the benchmark scripts import, not a benchmark: run one of the others in benchmarks/", file=sys.stderr)
+    raise SystemExit(2)

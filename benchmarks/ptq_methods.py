@@ -85,12 +85,15 @@ def _earlier(out: Path, measured: set[tuple[str, str, str]]) -> tuple[list[dict]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", nargs="+", default=["minilm", "smollm2"])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS))
-    parser.add_argument("--formats", nargs="+", default=list(FORMATS))
+    parser.add_argument("--models", nargs="+", default=["minilm", "smollm2"],
+                        help="models to measure: minilm and/or smollm2 (default: both)")
+    parser.add_argument("--methods", nargs="+", default=list(METHODS),
+                        help=f"PTQ methods; rtn-minmax, the baseline, runs first even if left out (default: {' '.join(METHODS)})")
+    parser.add_argument("--formats", nargs="+", default=list(FORMATS), help=f"weight formats (default: {' '.join(FORMATS)})")
     parser.add_argument("--ada-iters", nargs="+", type=_model_steps, default=[("minilm", 100), ("smollm2", 50)],
                         help="AdaRound steps per model, NAME=STEPS (default: minilm=100 smollm2=50)")
-    parser.add_argument("--ada-rows", type=int, default=64)
+    parser.add_argument("--ada-rows", type=int, default=64,
+                        help="AdaRound's max_rows: eigen-directions of X^T X its loss keeps (exact up to this many inputs; default: 64)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "ptq_methods.json"), help=OUT_HELP)
     args = parser.parse_args()
     ada_iters = dict(args.ada_iters)

@@ -69,10 +69,11 @@ def child(hidden: int, mlp: int, blocks: int, trials: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--hidden", type=int, default=2048)
-    parser.add_argument("--mlp", type=int, default=5632)
-    parser.add_argument("--blocks", type=int, default=2)
-    parser.add_argument("--trials", type=int, default=14)
+    parser.add_argument("--hidden", type=int, default=2048,
+                        help="hidden size of the random Llama-like model (a multiple of 128; default: 2048)")
+    parser.add_argument("--mlp", type=int, default=5632, help="its MLP (intermediate) size (default: 5632)")
+    parser.add_argument("--blocks", type=int, default=2, help="its decoder blocks (default: 2)")
+    parser.add_argument("--trials", type=int, default=14, help="trials of the search (default: 14)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "search_memory.json"), help=OUT_HELP)
     args = parser.parse_args()

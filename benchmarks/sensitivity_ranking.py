@@ -69,8 +69,10 @@ def score_row(table: SensitivityTable, space, drops: dict) -> dict:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--metrics", default=",".join(metric_names()))
-    parser.add_argument("--timed", default=",".join(TIMED), help="metrics run (and timed) through the CLI in a fresh process; '' for none")
+    parser.add_argument("--metrics", default=",".join(metric_names()),
+                        help="comma-separated sensitivity metrics to rank the layers by (default: %(default)s)")
+    parser.add_argument("--timed", default=",".join(TIMED),
+                        help="comma-separated metrics run (and timed) by the CLI in a fresh process; '' for none (default: %(default)s)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sensitivity_ranking.json"), help=OUT_HELP)
     args = parser.parse_args()
 

@@ -22,7 +22,8 @@ from sensitivity_ranking import time_cli
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--metrics", default="kl,hessian")
+    parser.add_argument("--metrics", default="kl,hessian",
+                        help="comma-separated metrics, each a cold `autoq sensitivity --metric M` (default: kl,hessian)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sensitivity_timing.json"), help=OUT_HELP)
     args = parser.parse_args()
     rows = []

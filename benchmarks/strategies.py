@@ -144,7 +144,7 @@ def main() -> None:
 
 def _main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--models", default="minilm,smollm2")
+    parser.add_argument("--models", default="minilm,smollm2", help="comma-separated models: minilm, smollm2 (default: both)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "strategies.json"), help=OUT_HELP)
     args = parser.parse_args()
     start = time.perf_counter()

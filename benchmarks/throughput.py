@@ -42,11 +42,14 @@ def steady_rate(storage: str, study_name: str) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="minilm")
-    parser.add_argument("--budget", default="4.5bits")
-    parser.add_argument("--n-trials", type=int, default=20)
-    parser.add_argument("--configs", default="optuna:1,ray:1,ray:2", help="BACKEND:WORKERS, comma-separated")
-    parser.add_argument("--repeats", type=int, default=2, help="rounds over the configs, interleaved; the table keeps each config's fastest round")
+    parser.add_argument("--model", default="minilm",
+                        help="a built-in (minilm, smollm2, digits-cnn) or a local Hugging Face model directory (default: minilm)")
+    parser.add_argument("--budget", default="4.5bits",
+                        help="average bits per weight ('4.5bits', '4.5') or model size ('20MB', '20MiB'); default: 4.5bits")
+    parser.add_argument("--n-trials", type=int, default=20, help="trials of each search, per config and round (default: 20)")
+    parser.add_argument("--configs", default="optuna:1,ray:1,ray:2", help="BACKEND:WORKERS, comma-separated (default: %(default)s)")
+    parser.add_argument("--repeats", type=int, default=2,
+                        help="rounds over the configs, interleaved; the table keeps each config's fastest round (default: 2)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "throughput.json"), help=OUT_HELP)
     args = parser.parse_args()
 

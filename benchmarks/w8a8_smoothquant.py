@@ -36,8 +36,10 @@ CHOICES = (
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-eval-tokens", type=int, default=2048)
-    parser.add_argument("--n-calibration-tokens", type=int, default=2048)
+    parser.add_argument("--n-eval-tokens", type=int, default=2048,
+                        help="held-out tokens the perplexity is measured on, sequences of 128 (default: 2048)")
+    parser.add_argument("--n-calibration-tokens", type=int, default=2048,
+                        help="calibration tokens for the activation ranges and SmoothQuant's scales, sequences of 128 (default: 2048)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "w8a8_smoothquant.json"), help=OUT_HELP)
     args = parser.parse_args()
     wl = smollm2_workload(n_calibration_tokens=args.n_calibration_tokens, n_eval_tokens=args.n_eval_tokens)
