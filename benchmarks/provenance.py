@@ -47,6 +47,8 @@ def provenance() -> dict[str, str]:
 
 
 OUT_HELP = "JSON file (default: the committed result in benchmarks/results/; give another path for a trial run)"
+MODEL_HELP = "a built-in (minilm, smollm2, digits-cnn) or a local Hugging Face model directory (default: %(default)s)"
+BUDGET_HELP = "average bits per weight ('4.5bits', '4.5') or model size ('20MB', '20MiB') (default: %(default)s)"
 
 
 if __name__ == "__main__":

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from provenance import OUT_HELP, provenance
+from provenance import BUDGET_HELP, MODEL_HELP, OUT_HELP, provenance
 
 from autoq.builtin import load_workload
 from autoq.cost import CostModel
@@ -26,10 +26,8 @@ from autoq.evaluate import QuantCache
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="minilm",
-                        help="a built-in (minilm, smollm2, digits-cnn) or a local Hugging Face model directory (default: minilm)")
-    parser.add_argument("--budget", default="4.5bits",
-                        help="average bits per weight ('4.5bits', '4.5') or model size ('20MB', '20MiB'); default: 4.5bits")
+    parser.add_argument("--model", default="minilm", help=MODEL_HELP)
+    parser.add_argument("--budget", default="4.5bits", help=BUDGET_HELP)
     parser.add_argument("--n-trials", type=int, default=100, help="trials of the search, uniform baselines included (default: 100)")
     parser.add_argument("--sampler", default="tpe", help="Optuna sampler: tpe, nsga2 or random (default: tpe)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "search_default.json"), help=OUT_HELP)

@@ -25,7 +25,7 @@ from pathlib import Path
 
 import optuna
 import torch
-from provenance import OUT_HELP, provenance
+from provenance import BUDGET_HELP, MODEL_HELP, OUT_HELP, provenance
 
 from autoq.builtin import load_workload
 from autoq.engine import SearchConfig, run_search
@@ -42,10 +42,8 @@ def steady_rate(storage: str, study_name: str) -> float | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--model", default="minilm",
-                        help="a built-in (minilm, smollm2, digits-cnn) or a local Hugging Face model directory (default: minilm)")
-    parser.add_argument("--budget", default="4.5bits",
-                        help="average bits per weight ('4.5bits', '4.5') or model size ('20MB', '20MiB'); default: 4.5bits")
+    parser.add_argument("--model", default="minilm", help=MODEL_HELP)
+    parser.add_argument("--budget", default="4.5bits", help=BUDGET_HELP)
     parser.add_argument("--n-trials", type=int, default=20, help="trials of each search, per config and round (default: 20)")
     parser.add_argument("--configs", default="optuna:1,ray:1,ray:2", help="BACKEND:WORKERS, comma-separated (default: %(default)s)")
     parser.add_argument("--repeats", type=int, default=2,
