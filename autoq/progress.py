@@ -15,9 +15,15 @@ LOG_INTERVAL_S = 30.0  # seconds between redraws in a log: a long search still s
 
 def progress_bar(**options: Any) -> tqdm:
     """``tqdm(**options)``, with ``mininterval=LOG_INTERVAL_S`` (unless given) where the bar is text on a stderr that is not a terminal."""
-    if not to_terminal() and not tqdm.__module__.startswith("tqdm.notebook"):
+    if not to_terminal() and is_text(tqdm):
         options.setdefault("mininterval", LOG_INTERVAL_S)
     return tqdm(**options)
+
+
+def is_text(bar_class: type) -> bool:
+    """Whether tqdm.auto's bar is text (not a notebook's widget, which redraws in place: tqdm.auto makes its class of
+    tqdm.notebook's, in a module of its own)."""
+    return not any(c.__module__ == "tqdm.notebook" for c in bar_class.__mro__)
 
 
 def to_terminal() -> bool:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 
 import autoq
-from autoq.progress import LOG_INTERVAL_S, progress_bar
+from autoq.progress import LOG_INTERVAL_S, is_text, progress_bar
 
 
 def test_a_bar_in_a_log_is_drawn_seldom_and_on_a_terminal_as_tqdm_draws_it(monkeypatch):
@@ -17,6 +17,18 @@ def test_a_bar_in_a_log_is_drawn_seldom_and_on_a_terminal_as_tqdm_draws_it(monke
     assert interval() == LOG_INTERVAL_S and interval(mininterval=2) == 2  # given: kept
     monkeypatch.setattr("autoq.progress.to_terminal", lambda: True)
     assert interval() == 0.1  # tqdm's own
+
+
+def test_a_notebooks_widget_is_not_held_back():
+    """Under Jupyter tqdm.auto's class is made of tqdm.notebook's in tqdm.auto: told by its bases, not its module."""
+    from tqdm.asyncio import tqdm as asyncio_tqdm
+    from tqdm.auto import tqdm as auto_tqdm
+    from tqdm.notebook import tqdm_notebook
+
+    class Widget(tqdm_notebook, asyncio_tqdm):  # as tqdm.auto defines it in a notebook
+        pass
+
+    assert not is_text(Widget) and is_text(auto_tqdm) and is_text(asyncio_tqdm)
 
 
 def test_a_search_logging_to_a_file_is_not_a_line_of_redraws(capsys):
