@@ -44,6 +44,13 @@ def _activation(act: str | None, layer: LayerInfo) -> ActSpec | None:
     return None if spec.static and layer.no_rows else spec
 
 
+def _for_layer(spec: QuantSpec, layer: LayerInfo) -> QuantSpec:
+    """``spec`` as ``layer`` stores it: a group as wide as its input (or wider) is one group a row, per-channel."""
+    if spec.granularity == "group" and spec.group_size is not None and spec.group_size >= layer.in_features:
+        return dataclasses.replace(spec, granularity="channel", group_size=None)
+    return spec
+
+
 def _rule_choices(rule: Rule, layer: LayerInfo, where: str) -> dict[str, LayerChoice]:
     """Option label (as written in the preset, e.g. ``int4-g128-asym:rtn-mse``) -> the layer's choice.
 
@@ -66,10 +73,8 @@ def _rule_choices(rule: Rule, layer: LayerInfo, where: str) -> dict[str, LayerCh
             continue
         for token in rule.granularity:
             gran, group = _granularity(token, where)
-            if gran == "group" and group is not None and group >= layer.in_features:
-                gran, group = "channel", None
             for sym in rule.symmetric:
-                spec = QuantSpec(bits, gran, group, sym)
+                spec = _for_layer(QuantSpec(bits, gran, group, sym), layer)
                 for method in methods:
                     for act in rule.activations:
                         label = f"int{bits}-{'ch' if token == 'channel' else token}-{'sym' if sym else 'asym'}:{method}"
@@ -117,10 +122,7 @@ class SearchSpace:
                     raise AutoqError(f"pin {pinned[1]!r} gives {layer.name!r} {pinned[0].name!r}, whose static activation format "
                                      f"{pinned[0].activation.name} calibrates its range on the layer's inputs, and {layer.no_rows} "
                                      "has none; pin a dynamic format (a8-token) or a weight-only choice there")
-                choice, spec = pinned[0], pinned[0].weight
-                if spec.granularity == "group" and spec.group_size is not None and spec.group_size >= layer.in_features:
-                    choice = dataclasses.replace(choice, weight=dataclasses.replace(spec, granularity="channel", group_size=None))  # as a rule's
-                options.append((choice,))
+                options.append((dataclasses.replace(pinned[0], weight=_for_layer(pinned[0].weight, layer)),))  # as a rule's
                 labels.append({})
                 continue
             idx = next((i for i, r in enumerate(preset.rules) if re.search(r.layers, layer.name)), None)

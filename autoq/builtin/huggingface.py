@@ -88,11 +88,17 @@ def _own_code(config: Mapping[str, Any]) -> bool:
     import transformers
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
-    refs = [r for v in (auto_map.values() if isinstance(auto_map, Mapping) else ()) for r in (v if isinstance(v, (list, tuple)) else [v])]
-    names = [str(r).rpartition(".")[2].lower() for r in refs if r]  # "modeling_x.XModel", or "repo--modeling_x.XModel"
+    names = [name.lower() for name in _auto_map_classes(auto_map)]
     # by name, in any case (MPT's checkpoints name MPTForCausalLM, transformers' class is MptForCausalLM), nothing imported
     known = {name.lower() for name in dir(transformers)}
     return config.get("model_type") not in CONFIG_MAPPING or not all(n in known for n in names)
+
+
+def _auto_map_classes(auto_map: Any) -> list[str]:
+    """The class names an ``auto_map`` refers to: ``"modeling_x.XModel"``, ``"repo--modeling_x.XModel"`` or a
+    tokenizer's ``[slow, fast]`` pair (either may be null) give ``XModel``."""
+    refs = [r for v in (auto_map.values() if isinstance(auto_map, Mapping) else ()) for r in (v if isinstance(v, (list, tuple)) else [v])]
+    return [str(r).rpartition(".")[2] for r in refs if r]
 
 
 def _own_tokenizer(directory: Path) -> str:
@@ -107,9 +113,7 @@ def _own_tokenizer(directory: Path) -> str:
         return ""
     if not isinstance(config, Mapping):
         return ""
-    auto_map = config.get("auto_map")
-    refs = [r for v in (auto_map.values() if isinstance(auto_map, Mapping) else ()) for r in (v if isinstance(v, (list, tuple)) else [v])]
-    names = [str(r).rpartition(".")[2] for r in refs if r] + ([str(config["tokenizer_class"])] if config.get("tokenizer_class") else [])
+    names = _auto_map_classes(config.get("auto_map")) + ([str(config["tokenizer_class"])] if config.get("tokenizer_class") else [])
     known = set(dir(transformers))
     return ", ".join(dict.fromkeys(n for n in names if n not in known and n.removesuffix("Fast") not in known))
 

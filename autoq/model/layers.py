@@ -270,6 +270,7 @@ def find_layers(model: nn.Module, skip: Iterable[str] = (), include_tied: bool =
     found: list[LayerInfo] = []
     used = [False] * len(skip_res)
     names: list[str] = []
+    skipped: list[str] = []
     for name, module in model.named_modules():
         kind = _kind(module, hf_conv1d)
         if kind is None:
@@ -279,6 +280,8 @@ def find_layers(model: nn.Module, skip: Iterable[str] = (), include_tied: bool =
         hits = [i for i, r in enumerate(skip_res) if r.search(name)]
         for i in hits:
             used[i] = True
+        if hits:
+            skipped.append(name)
         if hits or name in tied or name in derived:
             continue
         w = module.weight
@@ -290,7 +293,6 @@ def find_layers(model: nn.Module, skip: Iterable[str] = (), include_tied: bool =
         raise AutoqError(f"skip pattern(s) {unused} match no quantizable layer; {name_examples(names)} "
                          "(patterns are regular expressions searched in these names)")
     if not found:
-        skipped = [n for n in names if any(r.search(n) for r in skip_res)]
         what = (f" after the skip rules: {[r.pattern for r in skip_res]} skip {len(skipped)} of its {len(names)} ({name_examples(names)}); "
                 "skip fewer (a pattern is a regular expression searched in the name: '^head$' skips that layer alone)") if skipped else \
             " (autoq quantizes nn.Linear, nn.Conv1d, nn.Conv2d and transformers Conv1D weights)"

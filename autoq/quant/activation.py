@@ -10,13 +10,13 @@ counts weight bits only.
 
 from __future__ import annotations
 
-import operator
 import re
 from dataclasses import dataclass
 
 import torch
 
 from autoq.errors import AutoqError
+from autoq.quant.spec import whole_number
 
 ACT_BITS = (4, 8)
 ACT_MODES = ("tensor", "token")
@@ -33,10 +33,7 @@ class ActSpec:
     symmetric: bool = True
 
     def __post_init__(self) -> None:
-        try:  # 8.0 passed as 8 and was named 'a8.0-tensor', which no choice name parses back
-            object.__setattr__(self, "bits", operator.index(self.bits))
-        except TypeError:
-            raise AutoqError(f"activation bits must be a whole number, got {self.bits!r}") from None
+        object.__setattr__(self, "bits", whole_number(self.bits, "activation bits"))  # 8.0 was named 'a8.0-tensor'
         if self.bits not in ACT_BITS:
             raise AutoqError(f"unsupported activation bit-width {self.bits}; choose one of {ACT_BITS}")
         if self.mode not in ACT_MODES:

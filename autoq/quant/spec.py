@@ -21,6 +21,15 @@ PARAM_BITS = 16  # scales and zero points are fp16
 _NAME_RE = re.compile(r"int([1-9]\d*)-(tensor|ch|g([1-9]\d*))-(sym|asym)")  # fullmatch: no leading zeros, no trailing newline
 
 
+def whole_number(value: object, what: str) -> int:
+    """``value`` as an int (numpy integers too); a float such as 4.0 is refused, naming ``what``: it passed range
+    checks as 4 and made a format name ('int4.0-ch-asym') that no name parses back."""
+    try:
+        return operator.index(value)
+    except TypeError:
+        raise AutoqError(f"{what} must be a whole number, got {value!r}") from None
+
+
 @dataclass(frozen=True)
 class QuantSpec:
     """Integer weight format of one layer.
@@ -39,10 +48,7 @@ class QuantSpec:
         for field in ("bits", "group_size"):  # 4.0 passed the checks below as 4 and named 'int4.0-ch-asym'
             value = getattr(self, field)
             if value is not None:
-                try:
-                    object.__setattr__(self, field, operator.index(value))  # numpy integers too
-                except TypeError:
-                    raise AutoqError(f"{field} must be a whole number, got {value!r}") from None
+                object.__setattr__(self, field, whole_number(value, field))
         if self.bits not in SUPPORTED_BITS:
             raise AutoqError(f"unsupported bit-width {self.bits}; choose one of {SUPPORTED_BITS}")
         if self.granularity not in GRANULARITIES:
