@@ -19,14 +19,13 @@ import math
 import os
 import signal
 import socket
-import sys
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
 from autoq.errors import AutoqError, Terminated
-from autoq.messages import warn
+from autoq.messages import note, warn
 
 OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray needs little: the workload is the largest object
 CONNECT_TIMEOUT_S = 5.0  # an unreachable host:port is refused after this, not after Ray's minutes of retries
@@ -62,8 +61,8 @@ def ray_session(config: Any) -> Iterator[None]:
         yield
         return
     if not _ONE_RAY_SEARCH.acquire(blocking=False):
-        print("autoq: another Ray search of this process is running; this one starts when it ends (Ray searches of one "
-              "process run one at a time)", file=sys.stderr, flush=True)
+        note("another Ray search of this process is running; this one starts when it ends (Ray searches of one "
+             "process run one at a time)")
         _ONE_RAY_SEARCH.acquire()
     try:
         with _ray_session(config):

@@ -407,7 +407,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
             raise _store_stopped(config, exc, f"the search's MLflow run is left unfinished after {book.n_done} finished trial(s)",
                                  study_name, storage, bool(workload.source), ": it writes the frontier") from None
     if late_interrupt:
-        print("autoq: interrupted after the last trial; the search and its results were stored in full", file=sys.stderr, flush=True)
+        note("interrupted after the last trial; the search and its results were stored in full")
     if not points and book.n_failed:
         stored = [where for where, kept in (("its MLflow run tags", tracker), (f"the Optuna study {study_name!r}", storage)) if kept]
         # none evaluated now: a resume of a search whose trials had all failed, asking for no more

@@ -168,17 +168,16 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
     ``config.strategy`` and ``config.seed_from``."""
     factory = strategy_factory(config.strategy)
     seed_from = seed_metric(config.seed_from, config.strategy, problem.space)
-    if config.seed_from == AUTO and seed_from is None and strategy_reads_scores(config.strategy) and config.progress:
-        print(f"autoq: --seed-from auto skips the sensitivity table: it would run data-driven PTQ on {data_driven_pairs(problem.space)} "
-              f"(layer, option) pairs up front (more than {AUTO_MAX_DATA_DRIVEN}); starting from random budget-filling mixes "
-              "(--seed-from fisher computes it anyway)", file=sys.stderr, flush=True)
+    if config.seed_from == AUTO and seed_from is None and strategy_reads_scores(config.strategy):  # a decision: a note
+        note(f"--seed-from auto skips the sensitivity table: it would run data-driven PTQ on {data_driven_pairs(problem.space)} "
+             f"(layer, option) pairs up front (more than {AUTO_MAX_DATA_DRIVEN}); starting from random budget-filling mixes "
+             "(--seed-from fisher computes it anyway)")
     if seed_from and config.seed_from == AUTO and config.strategy == "optuna" and not config.resume:
         n_uniform = len(uniform_seeds(problem.space, problem.cost_model, problem.budget, config.max_uniform_seeds))
         if config.n_trials <= n_uniform:  # every trial asked for is a uniform baseline: no seed would be evaluated
             seed_from = None
-            if config.progress:
-                print(f"autoq: --seed-from auto skips the sensitivity table: the {config.n_trials} trial(s) asked for are all uniform "
-                      f"baselines (of {n_uniform}); mixes, which it seeds, start after them", file=sys.stderr, flush=True)
+            note(f"--seed-from auto skips the sensitivity table: the {config.n_trials} trial(s) asked for are all uniform "
+                 f"baselines (of {n_uniform}); mixes, which it seeds, start after them")
     scores, table = None, None
     # a resumed study keeps the seeds its first session enqueued: only a strategy that solves on the table needs it again
     if seed_from and not (config.resume and not strategy_needs_scores(config.strategy)):

@@ -495,5 +495,16 @@ def test_a_layer_inside_a_compiled_submodule_is_not_taken_for_never_called(capsy
     model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Sequential(torch.nn.Linear(32, 4))).eval()
     model[2] = torch.compile(model[2], backend="eager")
     batches = [torch.randn(8, 16) for _ in range(4)]  # the output-fidelity proxy runs the compiled block first, without hooks
-    autoq.search(model, batches, budget="6bits", n_trials=1, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    options = dict(budget="6bits", n_trials=1, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    autoq.search(model, batches, **options)
     assert "never calls" not in capsys.readouterr().err
+    class WithUnused(torch.nn.Module):  # the control: a layer truly never called is still said to be
+        def __init__(self) -> None:
+            super().__init__()
+            self.body, self.unused = model, torch.nn.Linear(16, 16)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.body(x)
+
+    autoq.search(WithUnused().eval(), batches, **options)
+    assert "1 layer(s) the model never calls on the calibration batches ('unused')" in capsys.readouterr().err

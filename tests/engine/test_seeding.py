@@ -11,9 +11,9 @@ import autoq
 def test_auto_seeding_skips_the_table_when_every_trial_is_a_uniform_baseline(tmp_path, monkeypatch, capsys, mlflow_uri):
     """digits-cnn at 4.5 bits has 6 uniform baselines: 3 trials never reach a seeded mix, so no table is computed
     (on MiniLM the fisher table took 113 of a 3-trial search's 180 s); 8 trials do. The parent run's seed_from param
-    says what seeded the search (it said fisher either way)."""
+    says what seeded the search (it said fisher either way). The skip is a note, said without a progress bar too."""
     monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "cache"))
-    few = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=mlflow_uri, storage=None)
+    few = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=mlflow_uri, storage=None, progress=False)
     assert all(p.uniform for p in few.points)
     assert "skips the sensitivity table: the 3 trial(s) asked for are all uniform baselines (of 6)" in capsys.readouterr().err
     assert not (tmp_path / "cache" / "sensitivity").exists()
@@ -47,7 +47,7 @@ def test_a_strategy_that_reads_no_table_gets_no_word_on_skipping_one(tmp_path, m
     kwargs = dict(budget="4.5bits", n_trials=2, tracking_uri=None, storage=None)
     autoq.search("digits-cnn", strategy="random", **kwargs)
     assert "skips the sensitivity table" not in capsys.readouterr().err
-    autoq.search("digits-cnn", **kwargs)
+    autoq.search("digits-cnn", progress=False, **kwargs)
     assert "skips the sensitivity table: it would run data-driven PTQ on 501 (layer, option) pairs up front (more than 500)" in capsys.readouterr().err
 
 

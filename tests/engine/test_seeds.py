@@ -89,9 +89,12 @@ def test_fill_seeds_mix_two_formats(small):
 
 
 def test_fill_seeds_deterministic_per_seed(small):
+    """One seed, one list of mixes; the seed picks the order layers are raised in, so seeds differ in their mixes (a
+    fill that ignored its seed passed every test here)."""
     space, cm = small
     budget = parse_budget("4.5bits")
     assert fill_seeds(space, cm, budget, 5, seed=3) == fill_seeds(space, cm, budget, 5, seed=3)
+    assert len({tuple(fill_seeds(space, cm, budget, 3, seed=s)) for s in range(4)}) > 1
 
 
 def test_fill_seeds_respect_count(small):
