@@ -29,6 +29,8 @@ from autoq.quant.stored import stored_nbytes
 
 @dataclass(frozen=True)
 class Cost:
+    """What an assignment costs, in each unit a budget can take: average bits per weight, bytes, and microseconds."""
+
     effective_bits: float
     size_bytes: int
     latency_us: float | None = None  # None when no device (latency source) was given

@@ -22,17 +22,7 @@ from autoq.model import LayerInfo, compile_patterns, name_examples
 from autoq.ptq import get_method, method_needs_stats
 from autoq.quant import QuantSpec
 from autoq.quant.activation import ActSpec
-from autoq.quant.spec import GROUP_SIZES
-from autoq.search_spaces import Preset, Rule, check_against_layers
-
-
-def _granularity(token: str, where: str) -> tuple[str, int | None]:
-    if token in {"tensor", "channel"}:
-        return token, None
-    match = re.fullmatch(r"g([1-9]\d*)", token)
-    if not match or int(match.group(1)) not in GROUP_SIZES:
-        raise AutoqError(f"{where}: unknown granularity {token!r}; use tensor, channel, " + ", ".join(f"g{g}" for g in GROUP_SIZES))
-    return "group", int(match.group(1))
+from autoq.search_spaces import Preset, Rule, check_against_layers, parse_granularity
 
 
 def _activation(act: str | None, layer: LayerInfo) -> ActSpec | None:
@@ -72,7 +62,7 @@ def _rule_choices(rule: Rule, layer: LayerInfo, where: str) -> dict[str, LayerCh
         if bits == 16:
             continue
         for token in rule.granularity:
-            gran, group = _granularity(token, where)
+            gran, group = parse_granularity(token, where)
             for sym in rule.symmetric:
                 spec = _for_layer(QuantSpec(bits, gran, group, sym), layer)
                 for method in methods:
@@ -125,7 +115,7 @@ class SearchSpace:
                 options.append((dataclasses.replace(pinned[0], weight=_for_layer(pinned[0].weight, layer)),))  # as a rule's
                 labels.append({})
                 continue
-            idx = next((i for i, r in enumerate(preset.rules) if re.search(r.layers, layer.name)), None)
+            idx = preset.rule_for(layer.name)
             if idx is None:
                 source = next((r.source for r in preset.rules if r.source), "")  # the file, as every other space error names it
                 raise AutoqError(f"search space {source or repr(preset.name)} has no rule for layer {layer.name!r}; add a catch-all "

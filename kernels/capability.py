@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
 
@@ -32,6 +33,12 @@ def triton_installed() -> bool:
 
 def gpu_available() -> bool:
     return torch.cuda.is_available()
+
+
+@functools.cache
+def cuda_sm_count(index: int) -> int:
+    """CUDA device ``index``'s SMs (cached: launches ask it each time)."""
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def triton_usable(device: torch.device) -> bool:

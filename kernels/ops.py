@@ -14,13 +14,12 @@ an uninitialized output of the right shape (see :mod:`autoq.kernels.precompile`)
 from __future__ import annotations
 
 import dataclasses
-import functools
 import math
 
 import torch
 
 from autoq.errors import AutoqError
-from autoq.kernels.capability import autotuning, require_triton, triton_usable
+from autoq.kernels.capability import autotuning, cuda_sm_count, require_triton, triton_usable
 from autoq.kernels.formats import Int8Weight, PackedWeight
 
 GEMV_MAX_BATCH = 1  # batch sizes up to this use the GEMV kernel, larger ones the tiled GEMM
@@ -91,15 +90,10 @@ def sm_count(device: torch.device | None = None) -> int:
     The tensors' own GPU, not GPU 0: on a machine with mixed GPUs the split must fit the one that runs it.
     """
     if device is not None and device.type == "cuda":  # a launch's tensors: no availability check on this path
-        return _cuda_sm_count(torch.cuda.current_device() if device.index is None else device.index)
+        return cuda_sm_count(torch.cuda.current_device() if device.index is None else device.index)
     if (device is None or device.type == "meta") and torch.cuda.is_available():
-        return _cuda_sm_count(torch.cuda.current_device())
+        return cuda_sm_count(torch.cuda.current_device())
     return 1
-
-
-@functools.cache
-def _cuda_sm_count(index: int) -> int:
-    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: str = "auto", split_k: int | None = None,

@@ -28,7 +28,7 @@ import triton.language as tl
 from triton.language.extra.cuda import gdc_launch_dependents, gdc_wait  # programmatic dependent launch (Hopper and later)
 
 from autoq.errors import AutoqError
-from autoq.kernels.capability import interpreting
+from autoq.kernels.capability import cuda_sm_count, interpreting
 from autoq.kernels.gemv_steps import even_k, step_columns, step_constexprs, wordwise
 from autoq.kernels.splits import SPLITS, resolved_split, run_split, splits_of, store_split, with_split
 from autoq.kernels.tiles import autotune_bench, launch_tile
@@ -347,13 +347,7 @@ def resident_slots(device: torch.device) -> int:
     tests there see programs walking several row tiles."""
     if device.type != "cuda" or interpreting():
         return 2
-    return _sm_count(device.index if device.index is not None else torch.cuda.current_device())
-
-
-@functools.cache
-def _sm_count(index: int) -> int:
-    """CUDA device ``index``'s SMs (cached: every launch asks)."""
-    return torch.cuda.get_device_properties(index).multi_processor_count
+    return cuda_sm_count(device.index if device.index is not None else torch.cuda.current_device())
 
 
 def _pairs_misaligned(x: torch.Tensor) -> bool:

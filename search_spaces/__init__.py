@@ -38,6 +38,9 @@ _PRESET_KEYS = {"name", "description", "rules"}
 
 @dataclass(frozen=True)
 class Rule:
+    """One rule of a search space: the layers its ``layers`` pattern matches get every combination of its bits,
+    granularities, symmetries, methods and activation formats (``half``: fp16 as one more option)."""
+
     layers: str
     bits: tuple[int, ...]
     granularity: tuple[str, ...]
@@ -58,9 +61,26 @@ class Rule:
 
 @dataclass(frozen=True)
 class Preset:
+    """A search space as written: named rules, each layer taking the first rule that matches it."""
+
     name: str
     description: str
     rules: tuple[Rule, ...]
+
+    def rule_for(self, layer_name: str) -> int | None:
+        """The index of the first rule whose pattern matches ``layer_name`` (``None``: no rule does)."""
+        return next((i for i, r in enumerate(self.rules) if re.search(r.layers, layer_name)), None)
+
+
+def parse_granularity(token: str, where: str) -> tuple[str, int | None]:
+    """``(granularity, group size)`` a rule's token names: ``tensor``/``channel`` (no size) or ``gN`` for a supported
+    N (``group``, N); anything else is refused, ``where`` naming the rule."""
+    if token in {"tensor", "channel"}:
+        return token, None
+    match = re.fullmatch(r"g([1-9]\d*)", token)
+    if not match or int(match.group(1)) not in GROUP_SIZES:
+        raise AutoqError(f"{where}: unknown granularity {token!r}; use tensor, channel, " + ", ".join(f"g{g}" for g in GROUP_SIZES))
+    return "group", int(match.group(1))
 
 
 def preset_names() -> list[str]:
@@ -92,10 +112,7 @@ def _check_names(rule: Rule, index: int) -> None:
             raise AutoqError(f"{rule.where('methods', index)}: unknown PTQ method {m!r}; known methods: {', '.join(sorted(known))} (a "
                              "plug-in's method is known once its module is imported: --plugin MODULE on the command line)")
     for g in rule.granularity:
-        match = re.fullmatch(r"g([1-9]\d*)", g)
-        if g not in {"tensor", "channel"} and (not match or int(match.group(1)) not in GROUP_SIZES):
-            raise AutoqError(f"{rule.where('granularity', index)}: unknown granularity {g!r}; use tensor, channel, "
-                             + ", ".join(f"g{size}" for size in GROUP_SIZES))
+        parse_granularity(g, rule.where("granularity", index))
     for a in rule.activations:
         if a is not None:
             try:
@@ -267,7 +284,7 @@ def check_against_layers(preset: Preset, layers: Sequence[LayerInfo], skipped: S
     """
     taken: dict[int, list[LayerInfo]] = {i: [] for i in range(len(preset.rules))}
     for layer in layers:
-        idx = next((i for i, r in enumerate(preset.rules) if re.search(r.layers, layer.name)), None)
+        idx = preset.rule_for(layer.name)
         if idx is not None:
             taken[idx].append(layer)
     for i, rule in enumerate(preset.rules):
@@ -284,8 +301,8 @@ def check_against_layers(preset: Preset, layers: Sequence[LayerInfo], skipped: S
         if all(re.search(rule.layers, layer.name) for layer in layers):
             continue  # a catch-all rule (it matches every layer, earlier rules taking some) is generic: groups collapse
         for g in rule.granularity:
-            match = re.fullmatch(r"g([1-9]\d*)", g)
-            if match and int(match.group(1)) >= widest:  # one group of the whole input is per-channel
+            size = parse_granularity(g, rule.where("granularity", i + 1))[1]
+            if size is not None and size >= widest:  # one group of the whole input is per-channel
                 raise AutoqError(
                     f"{rule.where('granularity', i + 1)}: group size {g} is impossible here: the widest layer this rule governs "
                     f"({max(governed, key=lambda layer: layer.in_features).name!r}) has only {widest} inputs, one group at most "

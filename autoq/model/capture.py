@@ -33,7 +33,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from autoq.errors import AutoqError
-from autoq.model.layers import NOT_REACHED, LayerInfo, channels_first, get_module, rows_unsupported
+from autoq.model.layers import NOT_REACHED, LayerInfo, channels_first, get_module, rows_unsupported, zero_padding
 from autoq.model.modes import eval_mode
 
 DEFAULT_MAX_SAMPLES = 512
@@ -113,10 +113,6 @@ class LayerStats:
         # (an isotropic tail over all of d counted the sketched directions twice, 13% over on a flat spectrum)
         return LossFactor((u * (top - tail).clamp_min(0.0).sqrt()).t().contiguous(), tail)
 
-    def output_energy(self, w: torch.Tensor) -> float:
-        """``||X W^T||^2 / n``: what :meth:`output_error` is relative to."""
-        return self.output_error(torch.zeros_like(w), w)
-
 
 def token_mask(batch: Any) -> torch.Tensor | None:
     """A batch's ``attention_mask`` (a 2-D ``(batch, tokens)`` tensor of a mapping batch, 0 at padding), else ``None``."""
@@ -131,12 +127,12 @@ def layer_rows(module: nn.Module, x: torch.Tensor, mask: torch.Tensor | None = N
     if channels_first(module):
         why = rows_unsupported(module)
         if why:
-            raise AutoqError(f"{why}: data-driven methods need an ungrouped convolution with integer zero padding")
+            raise AutoqError(f"{why}: data-driven methods need an ungrouped convolution with zero padding (integers or valid)")
         if isinstance(module, nn.Conv1d):
             x = x.unsqueeze(-2)
-            kernel, dil, pad, stride = (1, *module.kernel_size), (1, *module.dilation), (0, *module.padding), (1, *module.stride)
+            kernel, dil, pad, stride = (1, *module.kernel_size), (1, *module.dilation), (0, *zero_padding(module)), (1, *module.stride)
         else:
-            kernel, dil, pad, stride = module.kernel_size, module.dilation, module.padding, module.stride
+            kernel, dil, pad, stride = module.kernel_size, module.dilation, zero_padding(module), module.stride
         cols = F.unfold(x, kernel, dilation=dil, padding=pad, stride=stride)  # (B, C*k, L)
         return cols.transpose(1, 2).reshape(-1, cols.shape[1])
     if mask is not None and x.dim() == 3 and tuple(x.shape[:2]) == tuple(mask.shape):

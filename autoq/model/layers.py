@@ -77,9 +77,15 @@ def rows_unsupported(module: nn.Module) -> str:
         return ""
     if module.groups != 1:
         return f"a grouped convolution (groups={module.groups}), which has no single input per output channel"
-    if isinstance(module.padding, str) or module.padding_mode != "zeros":
+    if (isinstance(module.padding, str) and module.padding != "valid") or module.padding_mode != "zeros":
         return f"a convolution with padding={module.padding!r} and padding_mode={module.padding_mode!r}"
     return ""
+
+
+def zero_padding(module: nn.Module) -> tuple[int, ...]:
+    """A convolution's zero padding per spatial side as integers: ``padding="valid"`` is none (``"same"`` is refused
+    by :func:`rows_unsupported` first)."""
+    return (0,) * len(module.kernel_size) if module.padding == "valid" else tuple(module.padding)
 
 
 def layout_2d(module: nn.Module, t: torch.Tensor) -> torch.Tensor:
@@ -285,6 +291,9 @@ def find_layers(model: nn.Module, skip: Iterable[str] = (), include_tied: bool =
         if hits or name in tied or name in derived:
             continue
         w = module.weight
+        if isinstance(w, nn.parameter.UninitializedParameter):  # a lazy module before its first forward: no shape yet
+            raise AutoqError(f"layer {name!r} ({type(module).__name__}) has no weight shape yet: a lazy module takes it on the "
+                             "model's first forward; run the model once on an example batch (model(batch)) first")
         out_f = w.shape[1] if kind == "hf_conv1d" else w.shape[0]
         no_rows = "a MultiheadAttention's out_proj, whose input the module never passes through it" if kind == "mha_out_proj" else rows_unsupported(module)
         found.append(LayerInfo(name, kind, int(out_f), int(w.numel() // out_f), no_rows))

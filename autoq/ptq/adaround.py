@@ -30,6 +30,9 @@ ZETA, GAMMA = 1.1, -0.1
 
 @dataclass(frozen=True)
 class AdaRoundConfig:
+    """AdaRound's optimisation: Adam steps and rate, the rounding regulariser's weight and its beta annealed from
+    ``beta_start`` to ``beta_end`` after ``warmup`` of the steps, and the rank of the output-error factor."""
+
     iters: int = 300
     lr: float = 0.1
     lam: float = 3.0
@@ -40,6 +43,7 @@ class AdaRoundConfig:
 
 
 def rectified_sigmoid(v: torch.Tensor) -> torch.Tensor:
+    """``h(V)``: the sigmoid stretched to ``(GAMMA, ZETA)`` and clipped to [0, 1], so it reaches 0 and 1 exactly."""
     return torch.clamp(torch.sigmoid(v) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
 
 
@@ -134,4 +138,5 @@ def _adaround(weight: torch.Tensor, spec: QuantSpec, stats: Any, config: AdaRoun
 
 @register_method("adaround", needs_stats=True)
 def adaround_method(weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> QuantizedTensor:
+    """The ``adaround`` method: AdaRound's learnt codes on the MSE-searched round-to-nearest grid."""
     return adaround(weight, spec, stats)[0]

@@ -24,6 +24,7 @@ MAX_ROWS = 256  # output error from a rank-256 factor of X^T X on wider layers (
 
 
 def awq(weight: torch.Tensor, spec: QuantSpec, stats: Any, grid: int = GRID) -> TransformedTensor:
+    """AWQ on the layer's input statistics: the activation-aware input scale of least output error on ``grid`` alphas."""
     stats = require_stats(stats, "awq", weight, spec)
     w = weight.detach().float()
     factor = stats.loss_factor(MAX_ROWS)
@@ -46,4 +47,5 @@ def awq(weight: torch.Tensor, spec: QuantSpec, stats: Any, grid: int = GRID) -> 
 
 @register_method("awq", needs_stats=True, scales_input=True)
 def awq_method(weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> QuantizedTensor:
+    """The ``awq`` method: AWQ on the default grid of alphas."""
     return awq(weight, spec, stats)

@@ -20,6 +20,7 @@ from autoq.quant import QuantizedTensor, QuantSpec
 
 @register_method("bias-correction", needs_stats=True)
 def bias_correction(weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> QuantizedTensor:
+    """Round to nearest (MSE range), with the bias moved by the mean output shift the rounding causes."""
     stats = require_stats(stats, "bias-correction", weight, spec)
     w = weight.detach().float()
     q = rtn_mse(w, spec)

@@ -45,6 +45,7 @@ def _inverse_cholesky(h: torch.Tensor, damp: float) -> torch.Tensor:
 
 
 def gptq(weight: torch.Tensor, spec: QuantSpec, stats: Any, act_order: bool = False, block: int = BLOCK, damp: float = DAMP) -> QuantizedTensor:
+    """GPTQ on the layer's input statistics (module docstring); ``act_order`` takes columns by falling Hessian diagonal."""
     stats = require_stats(stats, "gptq", weight, spec)
     if spec.granularity == "group" and (isinstance(block, bool) or not isinstance(block, int) or block <= 0 or block % spec.group_size):
         # a group spanning two blocks took its range from the first one's columns and clipped the rest, silently
@@ -107,9 +108,11 @@ def gptq(weight: torch.Tensor, spec: QuantSpec, stats: Any, act_order: bool = Fa
 
 @register_method("gptq", needs_stats=True)
 def gptq_method(weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> QuantizedTensor:
+    """The ``gptq`` method: GPTQ with columns in their own order."""
     return gptq(weight, spec, stats)
 
 
 @register_method("gptq-act", needs_stats=True)
 def gptq_act_order(weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> QuantizedTensor:
+    """The ``gptq-act`` method: GPTQ with columns by falling Hessian diagonal, groups fixed up front."""
     return gptq(weight, spec, stats, act_order=True)

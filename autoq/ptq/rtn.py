@@ -23,18 +23,21 @@ LP_NORM_P = 2.4
 
 @register_method("rtn-minmax")
 def rtn_minmax(weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> QuantizedTensor:
+    """Round to nearest over each group's whole [min, max] range: nothing clipped."""
     lo, hi = minmax_range(weight, spec)
     return quantize(weight, spec, lo, hi)
 
 
 @register_method("rtn-mse")
 def rtn_mse(weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> QuantizedTensor:
+    """Round to nearest over the range, per group, of least squared weight error (a grid of shrunk ranges)."""
     lo, hi = lp_search_range(weight, spec, p=2.0)
     return quantize(weight, spec, lo, hi)
 
 
 @register_method("rtn-lp")
 def rtn_lp(weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> QuantizedTensor:
+    """Round to nearest over the range of least L2.4 weight error, per group (Nagel et al.'s low-bit setting)."""
     lo, hi = lp_search_range(weight, spec, p=LP_NORM_P)
     return quantize(weight, spec, lo, hi)
 
@@ -68,5 +71,6 @@ def percentile_range(weight: torch.Tensor, spec: QuantSpec, q: float = PERCENTIL
 
 @register_method("rtn-percentile")
 def rtn_percentile(weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> QuantizedTensor:
+    """Round to nearest over each group's 0.1% to 99.9% quantile range: the outliers clip."""
     lo, hi = percentile_range(weight, spec)
     return quantize(weight, spec, lo, hi)

@@ -37,6 +37,7 @@ def smoothing_scale(weight: torch.Tensor, act_absmax: torch.Tensor, alpha: float
 
 
 def smoothquant(weight: torch.Tensor, spec: QuantSpec, stats: Any, alpha: float = ALPHA) -> TransformedTensor:
+    """SmoothQuant at one ``alpha``: the weight times the smoothing scale, min-max rounded; the scale kept as the input's."""
     stats = require_stats(stats, "smoothquant", weight, spec)
     w = weight.detach().float()
     s = smoothing_scale(w, stats.absmax, alpha)
@@ -67,9 +68,11 @@ def smoothquant_search(weight: torch.Tensor, spec: QuantSpec, stats: Any, act: A
 
 @register_method("smoothquant-search", needs_stats=True, scales_input=True)
 def smoothquant_search_method(weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> QuantizedTensor:
+    """The ``smoothquant-search`` method: SmoothQuant at the alpha of least 8-bit output error, per layer."""
     return smoothquant_search(weight, spec, stats)
 
 
 @register_method("smoothquant", needs_stats=True, scales_input=True)
 def smoothquant_method(weight: torch.Tensor, spec: QuantSpec, stats: Any = None) -> QuantizedTensor:
+    """The ``smoothquant`` method: SmoothQuant at alpha 0.5."""
     return smoothquant(weight, spec, stats)

@@ -132,6 +132,21 @@ def test_conv_inputs_are_unfolded_like_the_weight_view():
     assert stats.output_error(w, w_hat) == pytest.approx(direct, rel=1e-4)
 
 
+@pytest.mark.parametrize("conv", [nn.Conv2d, nn.Conv1d])
+def test_a_valid_padded_conv_is_unfolded_as_one_of_zero_padding(conv):
+    """padding="valid" is padding=0 under another name: it was refused for data-driven methods with "same"."""
+    torch.manual_seed(0)
+    valid, zero = nn.Sequential(conv(3, 5, 3, padding="valid")), nn.Sequential(conv(3, 5, 3, padding=0))
+    zero.load_state_dict(valid.state_dict())
+    x = torch.randn(2, 3, 7, 7) if conv is nn.Conv2d else torch.randn(2, 3, 9)
+    assert not find_layers(valid)[0].no_rows
+    got, want = (capture_stats(m, find_layers(m), [x])["0"] for m in (valid, zero))
+    assert got.n_tokens == want.n_tokens == 2 * (25 if conv is nn.Conv2d else 7)
+    w = weight_2d(valid[0])
+    w_hat = w + 0.05 * torch.randn_like(w)
+    assert got.output_error(w, w_hat) == pytest.approx(want.output_error(w, w_hat), rel=1e-6)
+
+
 def test_grouped_conv_is_refused():
     model = nn.Sequential(nn.Conv2d(4, 4, 3, groups=4))
     with pytest.raises(AutoqError, match="grouped"):

@@ -334,3 +334,13 @@ def test_recurrent_and_bilinear_weights_get_the_note_too():
     names = [name for name, _, _ in unsearched_weights(model)]
     assert names == ["1.weight_ih_l0", "1.weight_hh_l0", "1.weight_ih_l0_reverse", "1.weight_hh_l0_reverse", "2.weight_ih", "2.weight_hh",
                      "3.weight"]
+
+
+def test_a_lazy_layer_before_its_first_forward_is_refused_with_the_fix():
+    """autoq.load(folder, model=Fresh()) on a model of lazy layers read an uninitialized weight's shape: torch's
+    "Can't access the shape of an uninitialized parameter". After one forward the layer is an ordinary Linear."""
+    model = nn.Sequential(nn.LazyLinear(16), nn.ReLU(), nn.Linear(16, 4))
+    with pytest.raises(AutoqError, match=r"layer '0' \(LazyLinear\) has no weight shape yet: .*run the model once on an example batch"):
+        find_layers(model)
+    model(torch.randn(2, 12))
+    assert [(layer.name, layer.in_features) for layer in find_layers(model)] == [("0", 12), ("2", 16)]
