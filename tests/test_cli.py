@@ -206,7 +206,7 @@ def test_interrupt_keeps_finished_trials(signame, tmp_path, mlflow_uri):
 
 
 @pytest.mark.parametrize(("args", "needle"), [
-    (["export", "--run-id", "0123", "--out", ""], "--out is '': give OUT, or leave the option out"),  # wrote into the working folder
+    (["export", "--run-id", "0123", "--out", ""], "--out is '': give OUT\n"),  # wrote into the working folder; required: no "leave it out"
     (["export", "--run-id", "0123", "--out", "o", "--model", " "], "--model is ' ': give MODEL"),  # loaded the default model
     (["pareto", ""], "name is '': give one ('autoq pareto --help' says what it is)"),
     (["runs", "--tracking-uri", "none"], "this command reads searches from an MLflow store, and --tracking-uri none names none"),

@@ -6,7 +6,9 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-from autoq.builtin.digits import digits_workload
+from torch import nn
+
+from autoq.builtin.digits import digits_workload, empty_digits_cnn
 from autoq.builtin.huggingface import minilm_workload, text_workload
 from autoq.builtin.smollm2 import smollm2_workload
 from autoq.builtin.workload import NoMetric, Workload
@@ -32,4 +34,12 @@ def load_workload(model: str | None = None, with_metric: bool = True) -> Workloa
     return dataclasses.replace(text_workload(name, with_metric=with_metric), source=str(Path(name).resolve()))
 
 
-__all__ = ["BUILTINS", "DEFAULT_MODEL", "NoMetric", "Workload", "load_workload", "minilm_workload", "smollm2_workload", "text_workload", "digits_workload"]
+
+def builtin_architecture(name: str) -> nn.Module | None:
+    """A built-in's architecture with empty weights, for an export's weights to fill, where it is not a Hugging Face
+    model (those rebuild from their config); else ``None``. ``load_workload`` would load its data and train it first
+    (129 s for digits-cnn with no cached model) and need the data's package, only for the weights to be replaced."""
+    return empty_digits_cnn() if name == "digits-cnn" else None
+
+
+__all__ = ["BUILTINS", "builtin_architecture", "DEFAULT_MODEL", "NoMetric", "Workload", "load_workload", "minilm_workload", "smollm2_workload", "text_workload", "digits_workload"]

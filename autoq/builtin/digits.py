@@ -29,6 +29,14 @@ def digits_cnn() -> nn.Module:
     )
 
 
+def empty_digits_cnn() -> nn.Module:
+    """The CNN's architecture with uninitialized CPU weights, built without data, training or random draws: for a
+    loader that fills every weight from an export."""
+    with torch.device("meta"):
+        model = digits_cnn()
+    return model.to_empty(device="cpu").eval()
+
+
 def digits_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(x_train, y_train, x_test, y_test): images scaled to [0, 1], a fixed 75/25 split."""
     try:

@@ -72,7 +72,8 @@ def refuse_blank(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         if action.dest in args.given and isinstance(value, str) and not value.strip():
             what = action.metavar or (action.dest.upper() if action.option_strings else action.dest)
             if action.option_strings:
-                raise AutoqError(f"{'/'.join(action.option_strings)} is {value!r}: give {what}, or leave the option out")
+                left_out = "" if action.required else ", or leave the option out"  # a required one is refused left out
+                raise AutoqError(f"{'/'.join(action.option_strings)} is {value!r}: give {what}{left_out}")
             raise AutoqError(f"{what} is {value!r}: give one ('autoq {args.command} --help' says what it is)")
 
 

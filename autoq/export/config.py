@@ -159,10 +159,12 @@ def rebuild_base(base: dict[str, Any], state: Mapping[str, torch.Tensor]) -> nn.
                 model.generation_config = transformers.GenerationConfig.from_dict(dict(base["generation_config"]))
         return _with_parameter_dtypes(model, base.get("parameter_dtypes")).eval()
     if base.get("builtin"):
-        from autoq.builtin import load_workload
+        from autoq.builtin import builtin_architecture, load_workload
 
-        model = _in_dtype(load_workload(base["builtin"], with_metric=False).model, base.get("dtype"))
-        return _with_parameter_dtypes(model, base.get("parameter_dtypes"))
+        model = builtin_architecture(base["builtin"])
+        if model is None:
+            model = load_workload(base["builtin"], with_metric=False).model
+        return _with_parameter_dtypes(_in_dtype(model, base.get("dtype")), base.get("parameter_dtypes"))
     raise AutoqError("this export does not say how to rebuild its model; pass model= (an instance of the same architecture) to autoq.load")
 
 

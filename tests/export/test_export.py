@@ -14,6 +14,7 @@ import importlib
 import json
 import os
 import stat
+import sys
 
 import pytest
 import torch
@@ -96,13 +97,18 @@ def test_minilm_round_trip_reproduces_the_simulation_and_the_size(minilm, tmp_pa
     assert Assignment.from_json(json.dumps(config["assignment"])) == assignment
 
 
-def test_digits_round_trip_with_convolutions(tmp_path):
+def test_digits_round_trip_with_convolutions(tmp_path, monkeypatch):
+    """The load builds the CNN's architecture alone: it trained the CNN first where no cached one was (129 s), and
+    needed scikit-learn for data it never used."""
     workload = load_workload("digits-cnn")
     model = workload.model
     assignment = mixed(model)
     out = autoq.export("digits-cnn", assignment, tmp_path / "digits")  # by built-in name
     assert json.loads((out / CONFIG_NAME).read_text())["base"]["builtin"] == "digits-cnn"
+    monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "empty-cache"))
+    monkeypatch.setitem(sys.modules, "sklearn", None)  # an import of it fails, as where it is not installed
     loaded = autoq.load(out)
+    assert not (tmp_path / "empty-cache").exists()
     x = workload.calibration[0]
     with torch.inference_mode():
         assert rel_err(loaded(x), round_others_to_fp16(simulated(model, assignment), assignment)(x)) < 1e-5
