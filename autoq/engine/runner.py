@@ -55,7 +55,7 @@ from autoq.engine.study_names import default_study_name, new_study
 from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError, SearchInterrupted
 from autoq.evaluate import QuantCache, check_finite_batches
-from autoq.evaluate.cache import uncalled_layers
+from autoq.evaluate.cache import parameter_versions, uncalled_layers, written_parameters
 from autoq.interrupts import ForcedInterrupt, deferred_interrupts
 from autoq.latency import latency_model
 from autoq.messages import note, warn
@@ -271,9 +271,16 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
     from autoq.sensitivity.inputs import model_hash
 
     weights = model_hash(workload.model)  # before any trial: an export of a point onto other weights is refused by it
+    versions = parameter_versions(workload.model)
     t0 = time.perf_counter()
     reference = workload.quality(workload.model)
     eval_seconds = time.perf_counter() - t0
+    written = written_parameters(workload.model, versions)
+    if written:  # as a trial's evaluate is warned of; the trials score the changed weights, and so the hash is theirs
+        weights = model_hash(workload.model)
+        warn(f"evaluate changed the model's parameters {written[:3]}{' and more' if len(written) > 3 else ''} in place on the "
+             "unquantized model's reference pass: the change stays in your model, and the search scores the changed weights; "
+             "evaluate a copy (copy.deepcopy(model)) if it must adapt or train")
     if not math.isfinite(reference):
         raise AutoqError(f"the quality metric of the unquantized model is {reference}; check the evaluation data")
 

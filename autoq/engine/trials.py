@@ -26,6 +26,7 @@ from autoq.engine.result import Point
 from autoq.engine.strategy import Proposal, Strategy, study_objectives
 from autoq.errors import AutoqError
 from autoq.interrupts import deferred_interrupts
+from autoq.messages import warn
 from autoq.tracking import MlflowTracker
 
 MAX_OVER_BUDGET_IN_A_ROW = 2000  # random proposals in the default space fit a 4.5-bit budget about 3% of the time
@@ -216,6 +217,11 @@ class TrialBook:
             run_id = self.tracker.log_trial(number, trial_metrics(cost, None if error else quality), tags, proposal.assignment,
                                             "FAILED" if error else "FINISHED", start_ms=pending.started_ms)
         if error is not None:
+            if self.first_error is None:  # said once, as it happens (Optuna logs each failed trial): later ones are counted
+                retried = f"retries its assignment up to {self.max_retries} time(s), then counts it" if self.max_retries else "counts its assignment"
+                kept = "; each failed trial's error is its MLflow run's 'error' tag" if self.tracker else ""
+                warn(f"trial {number} failed ({error}); the search goes on: it {retried} failed (the result's n_failed), and counts "
+                     f"later failures without a word{kept}")
             self.first_error = self.first_error or error
             self.strategy.tell(proposal, None, pending.violation, error=error)
             self.failures[proposal.assignment] += 1

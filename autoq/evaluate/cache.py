@@ -208,8 +208,7 @@ class QuantCache:
         model and in every later trial, unsaid. ``before``: (name, parameter, version) as `apply` began."""
         if self._warned:
             return
-        now = dict(self.model.named_parameters())
-        names = [n for n, p, version in before if now.get(n) is not p or _version(p) != version]
+        names = written_parameters(self.model, before)
         if names:
             self._warned = True
             warn(f"the model's parameters {names[:3]}{' and more' if len(names) > 3 else ''} were changed in place while a "
@@ -274,7 +273,7 @@ class QuantCache:
         # identity, not name: a weight tied to a quantized layer's is listed once, under the other's name
         swapped = {id(get_module(self.model, name).weight) for name in layers}
         swapped |= {id(get_module(self.model, name).bias) for name, layer in layers.items() if layer.bias is not None}
-        others = [(n, p, _version(p)) for n, p in self.model.named_parameters() if id(p) not in swapped]
+        others = [(n, p, v) for n, p, v in parameter_versions(self.model) if id(p) not in swapped]
         try:
             for name, layer in layers.items():
                 module = get_module(self.model, name)
@@ -322,6 +321,18 @@ def layer_named(name: str) -> Iterator[None]:
 def _address(weight: torch.Tensor) -> tuple[int, tuple[int, ...], str]:
     """Where a weight's data lives (address, shape, device): a swapped-in tensor lives elsewhere."""
     return weight.data_ptr(), tuple(weight.shape), str(weight.device)
+
+
+def parameter_versions(model: nn.Module) -> list[tuple[str, torch.Tensor, int]]:
+    """(name, parameter, version) of each of ``model``'s parameters, for :func:`written_parameters` to compare."""
+    return [(n, p, _version(p)) for n, p in model.named_parameters()]
+
+
+def written_parameters(model: nn.Module, before: list[tuple[str, torch.Tensor, int]]) -> list[str]:
+    """The names of ``before``'s parameters (:func:`parameter_versions`) that ``model`` has since changed in place or
+    replaced (a change through ``.data`` goes unseen)."""
+    now = dict(model.named_parameters())
+    return [n for n, p, version in before if now.get(n) is not p or _version(p) != version]
 
 
 def _version(weight: torch.Tensor) -> int:

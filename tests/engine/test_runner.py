@@ -508,3 +508,28 @@ def test_a_layer_inside_a_compiled_submodule_is_not_taken_for_never_called(capsy
 
     autoq.search(WithUnused().eval(), batches, **options)
     assert "1 layer(s) the model never calls on the calibration batches ('unused')" in capsys.readouterr().err
+
+
+def test_an_evaluate_that_writes_into_the_weights_on_the_reference_pass_is_warned_of():
+    """A trial's evaluate writing into the model was warned of; the reference pass, outside any trial, was not: the
+    change stayed unsaid, and the recorded weights' hash was the one before it, so result.apply refused the model."""
+    from autoq.errors import AutoqWarning
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval()
+    batches = [torch.randn(8, 16) for _ in range(4)]
+    calls = []
+
+    def evaluate(m: torch.nn.Module) -> float:
+        calls.append(1)
+        if len(calls) == 1:
+            with torch.no_grad():
+                m[0].weight.mul_(1.5)
+        with torch.no_grad():
+            return -float(m(batches[0]).pow(2).mean())
+
+    with pytest.warns(AutoqWarning, match=r"evaluate changed the model's parameters \['0.weight'\] in place on the unquantized model's "
+                      r"reference pass: the change stays in your model"):
+        result = autoq.search(model, batches, evaluate, budget="6bits", n_trials=2, seed_from="none", tracking_uri=None, storage=None,
+                              progress=False)
+    result.apply(model)  # the hash recorded is of the weights the trials scored

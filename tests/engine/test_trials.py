@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 from torch import nn
 
 import autoq
-from autoq.errors import AutoqError
+from autoq.errors import AutoqError, AutoqWarning
 
 
 def tiny_mlp() -> nn.Module:
@@ -52,7 +52,12 @@ def test_raising_and_nan_trials_are_retried_and_visible_in_mlflow(tmp_path, mlfl
     model = tiny_mlp()
     metric = FaultyMetric(model, raises={3}, nans={5})  # call 1 is the unquantized reference
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    result = autoq.search(model, _batches(), metric, budget="5bits", n_trials=10, max_retries=1, tracking_uri=mlflow_uri, storage=storage, study_name="faulty", progress=False)
+    # the first failure is said as it happens, even without a progress bar (it was silent in Python without MLflow)
+    with pytest.warns(AutoqWarning, match=r"trial \d+ failed \(RuntimeError: injected fault in call 3\); the search goes on: it "
+                      r"retries its assignment up to 1 time\(s\), then counts it failed .*; each failed trial's error is its MLflow run's 'error' tag") as said:
+        result = autoq.search(model, _batches(), metric, budget="5bits", n_trials=10, max_retries=1, tracking_uri=mlflow_uri, storage=storage,
+                              study_name="faulty", progress=False)
+    assert len([w for w in said if "failed (" in str(w.message)]) == 1  # once: the NaN trial after it is counted, not said
 
     assert len(result.points) == 10 and result.n_failed == 0  # both failures succeeded on their retry
     study = optuna.load_study(study_name="faulty", storage=storage)
@@ -78,7 +83,9 @@ def test_raising_and_nan_trials_are_retried_and_visible_in_mlflow(tmp_path, mlfl
 def test_a_trial_failing_past_its_retries_counts_as_evaluated(capsys):
     model = tiny_mlp()
     metric = FaultyMetric(model, raises={2}, sticky=True)  # the first trial fails, and so does its one retry
-    result = autoq.search(model, _batches(), metric, budget="5bits", n_trials=6, max_retries=1, tracking_uri=None, storage=None)
+    with pytest.warns(AutoqWarning, match=r"trial 0 failed \(RuntimeError: injected fault in call 2\)") as said:
+        result = autoq.search(model, _batches(), metric, budget="5bits", n_trials=6, max_retries=1, tracking_uri=None, storage=None)
+    assert "MLflow" not in str(said[0].message)  # no store: no tag to point to
     assert result.n_failed == 1 and len(result.points) == 5
     bar = capsys.readouterr().err.replace("\r", "\n").splitlines()
     assert "failed=1" in [line for line in bar if "6/6" in line][-1]  # as the summary counts: it said failed=2 (with the retry)
@@ -87,7 +94,7 @@ def test_a_trial_failing_past_its_retries_counts_as_evaluated(capsys):
 def test_every_trial_failing_is_an_error_not_a_hang():
     model = tiny_mlp()
     metric = FaultyMetric(model, raises=set(range(2, 100)))
-    with pytest.raises(AutoqError, match="every trial failed") as info:
+    with pytest.raises(AutoqError, match="every trial failed") as info, pytest.warns(AutoqWarning, match="trial 0 failed"):
         autoq.search(model, _batches(), metric, budget="5bits", n_trials=3, max_retries=1, tracking_uri=None, storage=None, progress=False)
     # the cause, said here: with storage=None the study it pointed to was gone
     assert str(info.value) == "every trial failed (3); the first error: RuntimeError: injected fault in call 2"
@@ -199,7 +206,8 @@ def test_a_retry_queued_after_the_strategy_ran_out_is_still_run():
     first, second = book.next(), book.next()
     assert book.next() is None and book.exhausted  # nothing new: the two in flight are the last
     book.record(first.proposal.number, 0.99, None)
-    book.record(second.proposal.number, math.nan, "RuntimeError: worker died")  # queued again for its retry
+    with pytest.warns(AutoqWarning, match=r"trial 1 failed \(RuntimeError: worker died\); .* up to 2 time\(s\)"):
+        book.record(second.proposal.number, math.nan, "RuntimeError: worker died")  # queued again for its retry
     assert not book.done()
     retry = book.next()
     assert retry is not None and retry.proposal.assignment == second.proposal.assignment
