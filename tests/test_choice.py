@@ -228,3 +228,11 @@ def test_a_look_up_does_not_scan_the_layers():
     assert len(compared) <= 2 * len(names)  # a scan: 80,000
     b = pickle.loads(pickle.dumps(Assignment(tuple((str(n), choice) for n in names))))
     assert b == a and hash(b) == hash(a) and b["layer7"] == choice and "layer400" not in b and [1] not in b
+
+
+def test_an_assignments_repr_names_each_layers_choice_where_few_and_counts_them_where_many():
+    """A 37-layer assignment's dataclass repr was 9 kB, repeated in each point of a result's."""
+    few = Assignment.from_dict({"a": LayerChoice.from_name("int4-ch-asym:rtn-mse"), "b": LayerChoice.from_name("fp16")})
+    assert repr(few) == "Assignment({'a': 'int4-ch-asym:rtn-mse', 'b': 'fp16'})"
+    many = Assignment(tuple((str(i), LayerChoice.from_name("fp16" if i % 3 == 0 else "int4-g128-asym:rtn-mse")) for i in range(37)))
+    assert repr(many) == "Assignment(<37 layers: int4-g128-asym:rtn-mse x24, fp16 x13>)"

@@ -139,6 +139,14 @@ class SearchResult:
         for name in ("points", "frontier"):
             object.__setattr__(self, name, tuple(dataclasses.replace(p, searched=searched) for p in getattr(self, name)))
 
+    def __repr__(self) -> str:
+        """Short, for a notebook or a log: the budget, the counts, the best point and where the search is stored (the
+        dataclass's repr printed every point and the frontier again)."""
+        best = best_point(self.points) if self.points else None
+        said = (f"trial {best.trial}, quality {best.quality:.4g} at {best.effective_bits:.3f} bits" if best else "none")
+        return (f"SearchResult(budget={self.budget.text!r}, points={len(self.points)}, frontier={len(self.frontier)}, "
+                f"best=<{said}>, study_name={self.study_name!r}, parent_run_id={self.parent_run_id!r})")
+
     @property
     def best(self) -> Point:
         """The highest-quality point within the budget (every evaluated point is); of equals, the cheapest."""
