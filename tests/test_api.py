@@ -6,6 +6,7 @@ import copy
 import re
 import warnings
 
+import numpy as np
 import optuna
 import pytest
 import torch
@@ -216,11 +217,14 @@ def test_what_goes_with_a_module_is_refused_with_a_builtin_and_holdout_with_eval
 
 
 def test_a_metric_that_is_not_one_number_is_refused_with_what_it_must_return():
-    for value, shown in (("good", "str 'good'"), ({"acc": 0.9}, "dict {'acc': 0.9}"), (torch.ones(3), "Tensor tensor([1., 1., 1.])")):
+    refused = (("good", "str 'good'"), ("0.5", "str '0.5'"), ({"acc": 0.9}, "dict {'acc': 0.9}"), (torch.ones(3), "Tensor tensor([1., 1., 1.])"))
+    for value, shown in refused:  # a string of a number too: float() read it
         with pytest.raises(AutoqError, match=f"evaluate\\(model\\) must return one number.*returned {re.escape(shown)}"):
             autoq.search(tiny_mlp(), batches(), lambda m, v=value: v, budget="5bits", n_trials=2, tracking_uri=None, storage=None, progress=False)
-    accepted = autoq.search(tiny_mlp(), batches(), lambda m: torch.tensor(0.5), budget="5bits", n_trials=2, tracking_uri=None, storage=None, progress=False)
-    assert accepted.reference_quality == 0.5 and {p.quality for p in accepted.points} == {0.5}  # a one-element tensor is a number
+    for one in (torch.tensor(0.5), np.array([0.5])):  # a one-element tensor or array is a number (the array was refused)
+        accepted = autoq.search(tiny_mlp(), batches(), lambda m, v=one: v, budget="5bits", n_trials=2, tracking_uri=None, storage=None,
+                                progress=False)
+        assert accepted.reference_quality == 0.5 and {p.quality for p in accepted.points} == {0.5}
 
 
 def test_failing_metric_is_recorded_not_fatal():
