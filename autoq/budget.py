@@ -55,10 +55,12 @@ class Budget:
 
     kind: str
     value: float
-    text: str
+    text: str = ""  # as typed ('20MB'); left out, made from kind and value
 
     def __post_init__(self) -> None:
-        """Refuse what parse_budget never makes: ``Budget('MB', 20, ...)`` was searched as a latency in ms, unsaid."""
+        """Refuse what parse_budget never makes: ``Budget('MB', 20, ...)`` was searched as a latency in ms, unsaid; and a
+        text that does not state the same budget, which a stored search reads back (``Budget('bits', 4.5, '20MB')``
+        came back from MLflow as 20 MB, and '30000 bytes' as nothing: its resume and ``autoq pareto`` failed)."""
         if self.kind not in BUDGET_KINDS:
             raise AutoqError(f"a Budget's kind is one of {', '.join(BUDGET_KINDS)}, got {self.kind!r}; or pass the budget as text "
                              f"(budget='20MB'), {_EXAMPLES}, '3ms'")
@@ -68,6 +70,17 @@ class Budget:
         object.__setattr__(self, "value", float(value))  # numpy's too: limit_us reads its repr, np.float64(3.0) in numpy 2
         if not isinstance(self.text, str):
             raise AutoqError(f"a Budget's text is how it is shown (a str such as '20MB'), got {type(self.text).__name__} {self.text!r}")
+        if not self.text:
+            object.__setattr__(self, "text", _as_text(self.kind, self.value))
+            return
+        try:
+            kind, value = _parse(self.text)
+        except AutoqError:
+            kind, value = None, None
+        if kind != self.kind or not math.isclose(value, self.value, rel_tol=1e-12):
+            said = f"states {value:g} {kind}, not {self.value:g} {self.kind}" if kind else f"does not parse as one ({_EXAMPLES})"
+            raise AutoqError(f"a Budget's text is the budget as typed, which a stored search reads back: {self.text!r} {said}; "
+                             f"write it as {_as_text(self.kind, self.value)!r}, or leave text out")
 
     def measure(self, cost: Cost) -> float:
         """The cost the budget limits, in the budget's own unit."""
@@ -158,6 +171,17 @@ def parse_budget(text: str | float | Budget) -> Budget:
     if isinstance(text, Budget):
         return text
     raw = str(text)
+    return Budget(*_parse(raw), raw)
+
+
+def _as_text(kind: str, value: float) -> str:
+    """A text that parses back to exactly ``(kind, value)``: bits as such, bytes in kB, a latency in ms."""
+    unit, scale = {"bits": ("bits", "1"), "bytes": ("kB", "1000"), "latency_ms": ("ms", "1")}[kind]
+    return f"{(Decimal(repr(value)) / Decimal(scale)).normalize():f}{unit}"
+
+
+def _parse(raw: str) -> tuple[str, float]:
+    """``(kind, value)`` of a budget's text, or an error saying what a budget looks like."""
     match = _BUDGET_RE.match(raw)
     if not match or match.group(2).lower() not in _UNITS:
         raise AutoqError(f"cannot parse budget {raw!r}; expected a positive number with a unit, {_EXAMPLES}, or a latency like '3ms', '250us', '0.003s'")
@@ -177,7 +201,7 @@ def parse_budget(text: str | float | Budget) -> Budget:
         raise AutoqError(f"budget {raw!r} is too large to be a number; {_EXAMPLES}")
     # in decimal, then rounded once: 0.015662 * 1e6 in floats is 15661.999..., which refused the 15,662-byte assignment
     # that '0.015662MB' names as below the cheapest one
-    return Budget(kind, float(Decimal(match.group(1)) * Decimal(repr(scale))), raw)
+    return kind, float(Decimal(match.group(1)) * Decimal(repr(scale)))
 
 
 def check_latency_config(budget: Budget, device: str | None) -> None:

@@ -61,7 +61,7 @@ def test_number_means_bits():
 
 
 def test_budget_passes_through():
-    budget = Budget("bytes", 123.0, "123")
+    budget = Budget("bytes", 123.0, "0.123kB")
     assert parse_budget(budget) is budget
 
 
@@ -305,10 +305,25 @@ def test_a_budget_made_by_hand_is_checked_as_a_parsed_one(kind, value, message):
     assert parse_budget(Budget("bits", 4.5, "4.5bits")) == parse_budget("4.5bits")
 
 
+@pytest.mark.parametrize(("text", "said"), [
+    ("30000 bytes", r"'30000 bytes' does not parse as one \(e.g."),
+    ("20MB", r"'20MB' states 2e\+07 bytes, not 30000 bytes"),
+])
+def test_a_budgets_text_must_state_its_kind_and_value(text, said):
+    """A stored search reads its budget back from the text: Budget('bits', 4.5, '20MB') came back as 20 MB, and
+    '30000 bytes' as an unparseable budget that its resume and 'autoq pareto' refused."""
+    with pytest.raises(AutoqError, match=f"a Budget's text is the budget as typed, which a stored search reads back: {said}.*; "
+                                         "write it as '30kB', or leave text out"):
+        Budget("bytes", 30000, text)
+    for kind, value in (("bytes", 30000), ("bytes", 12345.0), ("bits", 4.5), ("latency_ms", 0.25), ("bytes", 2.0**20 * 1.5)):
+        made = Budget(kind, value)  # text left out: one that parses back to the same budget
+        assert parse_budget(made.text) == made and made.value == value
+
+
 def test_a_budget_takes_numpy_numbers_as_floats():
     """np.float32(4.5) was refused as 'not a positive finite number'; np.float64 let through made limit_us read its
     repr, 'np.float64(3.0)', and fail in Decimal."""
-    assert Budget("bits", np.float32(4.5), "4.5").value == 4.5 and type(Budget("bytes", np.int64(4), "4").value) is float
+    assert Budget("bits", np.float32(4.5), "4.5").value == 4.5 and type(Budget("bytes", np.int64(4)).value) is float
     assert Budget("latency_ms", np.float64(3.0), "3ms").limit_us == 3000.0
 
 

@@ -180,8 +180,8 @@ def test_a_byte_budget_fits_exactly_the_assignments_the_cost_model_says_fit():
     scores = [[1.0] * len(o) for o in space.options]
     for a in space.uniform_assignments():
         size = cm.cost(a).size_bytes
-        at = Knapsack.build(space, cm, Budget("bytes", float(size), "x"), scores)
-        below = Knapsack.build(space, cm, Budget("bytes", float(size - 1), "x"), scores)
+        at = Knapsack.build(space, cm, Budget("bytes", float(size)), scores)
+        below = Knapsack.build(space, cm, Budget("bytes", float(size - 1)), scores)
         assert at.total(picks_of(at, a)) <= at.capacity
         assert below.total(picks_of(below, a)) > below.capacity
 
