@@ -11,6 +11,7 @@ from typing import Any
 
 from torch import nn
 
+from autoq.budget import DEFAULT_BUDGET, Budget
 from autoq.builtin import load_workload
 from autoq.builtin.workload import Workload
 from autoq.engine import SearchConfig, SearchResult, run_search
@@ -28,14 +29,15 @@ def search(
     model: nn.Module | str | os.PathLike[str] | None = None,
     calibration: Iterable[Any] | None = None,
     evaluate: Callable[[nn.Module], float] | None = None,
-    budget: str | float = "4.5bits",
+    budget: str | float | Budget | None = None,
     *,
     name: str | None = None,
     holdout: float | None = None,
     metric: str | None = None,
     **options: Any,
 ) -> SearchResult:
-    """Find per-layer quantization choices for ``model`` within ``budget``.
+    """Find per-layer quantization choices for ``model`` within ``budget`` (``None``: ``"4.5bits"``, or a resumed
+    search's own, as ``autoq search --resume`` takes it).
 
     ``model`` is an ``nn.Module`` (with ``calibration``: a sequence of batches, each a
     tensor, a tuple of positional inputs or a dict of keyword inputs), or the name
@@ -65,6 +67,8 @@ def search(
         raise AutoqError(f"unknown option(s) {named}; valid options: {valid}")
     if options.get("resume") and "tracking_uri" not in options and options.get("study_name"):
         options = _with_stored_tracking(options)
+    if budget is None:
+        budget = _stored_budget(options) if options.get("resume") and options.get("study_name") else DEFAULT_BUDGET
     config = SearchConfig(budget=budget, **options)
     if "mlflow_parent_run_id" not in options and not config.resume:  # None, given: not nested; a resume finds its stored parent
         parent = active_parent(config.tracking_uri)
@@ -104,6 +108,16 @@ def _with_stored_tracking(options: dict[str, Any]) -> dict[str, Any]:
         return options  # nothing stored to resume from: the search itself says so
     take, kept = kept_tracking_uri(started_settings(storage, options["study_name"]))
     return {**options, "tracking_uri": kept, "storage": storage} if take else options
+
+
+def _stored_budget(options: dict[str, Any]) -> str:
+    """The budget a resume names none of: the search's own (the default one was compared with it, and refused)."""
+    from autoq.engine.resume import started_settings
+
+    storage = SearchConfig(**{k: options[k] for k in ("storage", "tracking_uri") if k in options}).resolved_storage()  # beside its store
+    if storage is None:
+        return DEFAULT_BUDGET  # nothing stored to resume from: the search itself says so
+    return started_settings(storage, options["study_name"]).get("budget") or DEFAULT_BUDGET
 
 
 def make_workload(

@@ -47,6 +47,7 @@ NEEDS_DEVICE = (
 
 
 BUDGET_KINDS = ("bits", "bytes", "latency_ms")
+DEFAULT_BUDGET = "4.5bits"  # a search's, where none is given
 
 
 @dataclass(frozen=True)

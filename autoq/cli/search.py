@@ -7,6 +7,7 @@ import sys
 
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
+    from autoq.budget import DEFAULT_BUDGET
     from autoq.builtin import BUILTINS, DEFAULT_MODEL
     from autoq.cli.mlflow_args import add_mlflow_args
     from autoq.cli.scale import add_scale_args
@@ -17,7 +18,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         help="search per-layer quantization choices within a budget",
         description="Search per-layer quantization choices within a budget and log the Pareto frontier to MLflow.",
     )
-    p.add_argument("--budget", default="4.5bits", help="average bits per weight ('4.5bits', '4.5'), model size ('20MB', '20MiB') or latency with --device ('3ms', '250us'); default: 4.5bits")
+    p.add_argument("--budget", default=DEFAULT_BUDGET, help="average bits per weight ('4.5bits', '4.5'), model size ('20MB', '20MiB') or latency with --device ('3ms', '250us'); default: 4.5bits")
     p.add_argument("--model", default=None, help=f"a built-in ({', '.join(BUILTINS)}; default: {DEFAULT_MODEL}) or a local Hugging Face model directory")
     p.add_argument("--space", default="default", help="search-space preset name or YAML file (default: default)")
     p.add_argument("--n-trials", type=int, default=100, help="trials, uniform baselines included; a sampler's repeat of an earlier assignment counts as one "

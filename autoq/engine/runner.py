@@ -23,7 +23,7 @@ import torch
 from optuna.samplers import BaseSampler
 from tqdm.auto import tqdm
 
-from autoq.budget import Budget, check_latency_config, parse_budget
+from autoq.budget import DEFAULT_BUDGET, Budget, check_latency_config, parse_budget
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment, LayerChoice
 from autoq.cost import CostModel
@@ -85,7 +85,7 @@ from autoq.tracking.mlflow_logger import credentials_note, shown_uri, store_erro
 class SearchConfig:
     """Everything about a search except the model and its data."""
 
-    budget: str | float | Budget = "4.5bits"
+    budget: str | float | Budget = DEFAULT_BUDGET
     space: str = "default"
     n_trials: int = 100
     seed: int = 0

@@ -107,9 +107,10 @@ def test_cli_resume_continues_the_nested_search(outer, mlflow_uri, capsys):
 
 def test_python_api_resume_finds_the_nested_run_without_being_told(outer, mlflow_uri):
     options = dict(tracking_uri=mlflow_uri, progress=False, seed_from="none", study_name="api-nested")
-    first = autoq.search("digits-cnn", n_trials=3, mlflow_parent_run_id=outer.info.run_id, **options)
-    resumed = autoq.search("digits-cnn", n_trials=5, resume=True, **options)
+    first = autoq.search("digits-cnn", budget="5bits", n_trials=3, mlflow_parent_run_id=outer.info.run_id, **options)
+    resumed = autoq.search("digits-cnn", n_trials=5, resume=True, **options)  # its budget too, as --resume takes it
     assert resumed.parent_run_id == first.parent_run_id and len(resumed.points) == 5
+    assert resumed.budget.text == "5bits"  # the default, 4.5bits, was taken as given: "cannot resume ... with other settings"
     assert MlflowClient(mlflow_uri).get_experiment_by_name("autoq") is None
 
 
