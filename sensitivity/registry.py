@@ -121,6 +121,7 @@ def _check_setting(metric: str, key: str, value: Any, default: Any) -> None:
         least = 0 if key == "seed" else 1
         if isinstance(value, bool) or not isinstance(value, int) or value < least:
             none = " (or none: all)" if key in NONE_MEANS_ALL else ""
-            raise AutoqError(f"{what} must be a whole number of at least {least}{none}, like its default {default!r}")
+            written = f"; write it as {int(value)}" if isinstance(value, float) and value.is_integer() and value >= least else ""
+            raise AutoqError(f"{what} must be a whole number of at least {least}{none}, like its default {default!r}{written}")
     elif isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
         raise AutoqError(f"{what} must be a positive number, like its default {default!r}")

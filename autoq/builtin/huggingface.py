@@ -35,6 +35,9 @@ def load_pretrained(path: str | Path):
             f"model path {str(path)!r} does not exist; pass a local Hugging Face model directory "
             f"(with config.json) or a built-in model: {', '.join(BUILTINS)}"
         )
+    if directory.is_file():  # its config.json itself, say: "it has no config.json" read as nonsense
+        raise AutoqError(f"{str(path)!r} is a file; a Hugging Face model is the directory that holds config.json and the weights"
+                         + (f": pass {str(directory.parent)!r}" if directory.name == "config.json" else ""))
     if not (directory / "config.json").is_file():
         raise AutoqError(f"{str(path)!r} is not a Hugging Face model directory: it has no config.json")
     if _own_code(_saved_config(directory)):  # transformers asked whether to run the folder's code, in autoq's output

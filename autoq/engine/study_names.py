@@ -31,7 +31,8 @@ SETTINGS_ATTR = "autoq.settings"  # study user attribute: what defines the searc
 def default_study_name(model_name: str, budget: Budget) -> str:
     """``autoq-<model>-<budget>-<UTC time>``; `new_study` adds a ``-N`` suffix where the storage already holds it."""
     stamp = datetime.now(timezone.utc).strftime("%Y%m%d-%H%M%S")
-    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"autoq-{model_name}-{budget.text}-{stamp}")
+    text = budget.text.replace("\u00b5", "u").replace("\u03bc", "u")  # 250µs as 250us: it read as '250-s', seconds
+    return re.sub(r"[^A-Za-z0-9_.-]+", "-", f"autoq-{model_name}-{text}-{stamp}")
 
 
 @contextmanager

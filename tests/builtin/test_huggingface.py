@@ -3,6 +3,7 @@ with MiniLM's real tokenizer."""
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -128,6 +129,10 @@ def test_broken_directory_is_a_clear_error(tmp_path):
     (tmp_path / "config.json").write_text("{not json")
     with pytest.raises(AutoqError, match="could not load a model"):
         load_workload(str(tmp_path))
+    # the config.json itself named: it was "not a Hugging Face model directory: it has no config.json"
+    with pytest.raises(AutoqError, match=f"is a file; a Hugging Face model is the directory that holds config.json and the weights: "
+                                         f"pass {re.escape(repr(str(tmp_path)))}$"):
+        load_workload(str(tmp_path / "config.json"))
 
 
 def _copy_tokenizer(folder) -> None:

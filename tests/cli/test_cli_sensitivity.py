@@ -83,6 +83,8 @@ def test_tables_of_other_settings_or_skips_keep_their_own_files(out, capsys):
     (["--metric", "kl", "--set", "n_samples=4", "--set", "n_samples=8"], "--set n_samples is given twice; set it once"),  # last won
     (["--metric", "kl", "--set", "n_samples=abc"], "setting n_samples='abc' of sensitivity metric 'kl' must be a whole number of at least 1"),
     (["--metric", "kl", "--set", "rows_per_batch=-4"], "must be a whole number of at least 1 (or none: all)"),
+    (["--metric", "kl", "--set", "n_samples=1e2"], "n_samples=100.0 of sensitivity metric 'kl' must be a whole number of at least 1 (or none: "
+                                                   "all), like its default 64; write it as 100"),
     (["--metric", "hessian", "--set", "tol=-1"], "setting tol=-1 of sensitivity metric 'hessian' must be a positive number"),
     (["--metric", "hessian", "--set", "probe=3"], "must be a str like its default 'joint'"),
 ])

@@ -309,3 +309,12 @@ def test_a_ctrl_c_after_set_up_says_how_to_go_on_and_a_failed_resume_ends_its_se
     with pytest.raises(AutoqError, match="reopening failed"):
         autoq.search("digits-cnn", resume=True, **options)
     assert optuna.load_study(study_name="c", storage=storage).user_attrs[SESSION_ATTR]["ended"] is True
+
+
+@pytest.mark.parametrize("micro", ["\u00b5", "\u03bc"])  # the micro sign and the Greek mu
+def test_a_default_name_writes_a_microsecond_budget_as_us(micro):
+    """'250µs' was named 'autoq-m-250-s-...', which reads as seconds."""
+    from autoq.budget import parse_budget
+    from autoq.engine.study_names import default_study_name
+
+    assert default_study_name("m", parse_budget(f"250{micro}s")).startswith("autoq-m-250us-")
