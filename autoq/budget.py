@@ -147,7 +147,7 @@ class Budget:
         ``pinned``: some layers are pinned, which moves the range (said: a pin to fp16 raised the floor unseen)."""
         low, high = self.fmt_bound(cheapest, up=True), self.fmt_bound(dearest, up=False)
         space = "this model and search space" + (" with its pins" if pinned else "")
-        if _amount(low) > _amount(high):  # one assignment (every layer pinned), or a range narrower than the rounding
+        if _amount(low) >= _amount(high):  # one assignment (every layer pinned), or a range narrower than the rounding
             span = f"every assignment of {space} costs {self.fmt(self.measure(cheapest))}, so a budget of {low} or more fits it"
         else:
             span = f"the feasible range for {space} is {low} to {high}"

@@ -92,8 +92,8 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
             f"evaluated ({why}), so a better uniform one may exist."
         )
     elif within == 0:  # a space whose layers share no option has none at all, whatever the budget
-        lines.append("No uniform assignment was evaluated: none is within this budget (or the space gives its layers no option in common), "
-                     "so there is no baseline to compare with.")
+        lines.append("No uniform assignment was evaluated: none is within this budget (or the space gives its layers no option in common, "
+                     "or pins every layer), so there is no baseline to compare with.")
     else:
         lines.append("No uniform assignment was evaluated (none fits this budget, the space has none, or the strategy proposed none).")
     extra = []

@@ -54,7 +54,7 @@ def test_a_best_uniform_of_only_some_baselines_says_so_and_logs_no_gain(mlflow_u
     fewer = format_summary(dataclasses.replace(result, n_uniform=ran + 1))  # the cause known: said, not guessed
     assert f"(the search ran {ran} trials, fewer than the {ran + 1} baselines, which the optuna strategy evaluates first: more trials" in fewer
     mixes = tuple(p for p in result.points if not p.uniform)
-    assert mixes and "No uniform assignment was evaluated: none is within this budget (or the space gives its layers no option in common)" \
+    assert mixes and "No uniform assignment was evaluated: none is within this budget (or the space gives its layers no option in common, or pins every layer)" \
         in format_summary(dataclasses.replace(result, points=mixes, n_uniform=0))
     logged = _summary_metrics(list(result.points), 0.1, 0, 0, within + 3)
     assert "gain_over_uniform" not in logged and "best_uniform_quality" not in logged and logged["n_uniform_evaluated"] == within
