@@ -230,6 +230,9 @@ def test_commands_that_read_a_store_refuse_blank_and_missing_stores(args, needle
     (["search", "--trackin", "none"], "(did you mean --tracking-uri for --trackin?)"),  # no abbreviation taken for the option
     (["search", "--n-trials", "abc"], "autoq search: error: argument --n-trials: invalid int value: 'abc'; 'autoq search --help'"),
     (["kernels", "bench", "--formatz", "x"], "autoq kernels bench: error: unrecognized arguments: --formatz x (did you mean --formats"),
+    # another command's option is named as such: it was "did you mean --max-retries for --metric?", "--set for --budget?"
+    (["search", "--metric", "kl"], "unrecognized arguments: --metric kl (--metric is an option of 'autoq sensitivity'); 'autoq search --help'"),
+    (["sensitivity", "--metric", "kl", "--budget", "4bits"], "--budget 4bits (--budget is an option of 'autoq search'); 'autoq sensitivity"),
 ])
 def test_a_bad_option_is_one_line_naming_its_command_and_a_close_option(args, line, tmp_path, capsys):
     """argparse printed the top-level usage for a subcommand's typo, 13 lines of usage before a bad value, and took

@@ -19,6 +19,7 @@ class Parser(argparse.ArgumentParser):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         kwargs.setdefault("allow_abbrev", False)
         super().__init__(*args, **kwargs)
+        self.elsewhere: dict[str, list[str]] = {}  # option -> the other commands that take it, set by `parse` for its error
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"{self.prog}: error: {message}{self._close_options(message)}; '{self.prog} --help' lists the options\n")
@@ -29,12 +30,15 @@ class Parser(argparse.ArgumentParser):
         if not found:
             return ""
         options = [o for action in self._actions for o in action.option_strings if o.startswith("--")]
-        close = []
+        close, other = [], []
         for word in found.group(1).split():
             name = word.split("=", 1)[0]
-            if name.startswith("--"):
-                close += [f"{match} for {name}" for match in difflib.get_close_matches(name, options, n=1)]
-        return f" (did you mean {', '.join(close)}?)" if close else ""
+            if name in self.elsewhere:  # --metric to search: sensitivity's, not a typo of --max-retries
+                other.append(f"{name} is an option of {' and '.join(repr(c) for c in self.elsewhere[name])}")
+            elif name.startswith("--"):  # 0.7: at argparse's 0.6, --budget was taken for a typo of --set
+                close += [f"{match} for {name}" for match in difflib.get_close_matches(name, options, n=1, cutoff=0.7)]
+        said = [f"did you mean {', '.join(close)}?"] if close else []
+        return f" ({'; '.join(said + other)})" if said or other else ""
 
 
 def parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
@@ -42,8 +46,21 @@ def parse(parser: Parser, argv: list[str]) -> argparse.Namespace:
     usage, its close options), not by the top-level parser."""
     args, extras = parser.parse_known_args(argv)
     if extras:
-        _subcommand(parser, args).error(f"unrecognized arguments: {' '.join(extras)}")
+        chosen = _subcommand(parser, args)
+        own = {o for action in chosen._actions for o in action.option_strings}
+        for command in _commands(parser):
+            for option in {o for action in command._actions for o in action.option_strings} - own:
+                chosen.elsewhere.setdefault(option, []).append(command.prog)
+        chosen.error(f"unrecognized arguments: {' '.join(extras)}")
     return args
+
+
+def _commands(parser: argparse.ArgumentParser) -> list[argparse.ArgumentParser]:
+    """Every command parser under ``parser`` that takes no further subcommand (``autoq search``, ``autoq kernels bench``)."""
+    subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+    if not subs:
+        return [parser]
+    return [leaf for sub in subs for command in dict.fromkeys(sub.choices.values()) for leaf in _commands(command)]
 
 
 def _subcommand(parser: argparse.ArgumentParser, args: argparse.Namespace) -> argparse.ArgumentParser:
