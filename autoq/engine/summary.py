@@ -104,7 +104,10 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
     if result.n_infeasible:
         extra.append(f"{_count(result.n_infeasible, 'over-budget proposal')} {'was' if result.n_infeasible == 1 else 'were'} skipped without evaluation")
     if result.n_failed:
-        extra.append(f"{_count(result.n_failed, 'trial')} failed (see {'its' if result.n_failed == 1 else 'their'} 'error' tags)")
+        # where each error is kept: without MLflow there is no run's tag to see
+        where = ("see the 'error' tag of each failed MLflow run" if result.tracking_uri else
+                 "see the 'error' user attribute of each failed Optuna trial" if result.storage else "the first one's error was warned of")
+        extra.append(f"{_count(result.n_failed, 'trial')} failed ({where})")
     one_pass = f" (one evaluation pass: {result.eval_seconds:.2f} s)" if math.isfinite(result.eval_seconds) else ""
     lines.append(f"{_count(len(result.points), 'trial')} in {result.wall_seconds:.0f} s{one_pass}" + (f"; {'; '.join(extra)}." if extra else "."))
     lines.append("")

@@ -27,6 +27,10 @@ def test_a_storage_read_back_with_its_password_hidden_says_so():
     result = autoq.search("digits-cnn", budget="4.5bits", n_trials=1, seed_from="none", tracking_uri=None, storage=None, progress=False)
     summary = format_summary(dataclasses.replace(result, storage="postgresql://me:***@db/s"))
     assert "in postgresql://me:***@db/s (MLflow keeps it with its password hidden: put yours in place of ***)." in summary
+    # failed trials are pointed to where their errors are: it said "see their 'error' tags" with no MLflow run to see
+    assert "2 trials failed (the first one's error was warned of)." in format_summary(dataclasses.replace(result, n_failed=2))
+    assert "1 trial failed (see the 'error' user attribute of each failed Optuna trial)" in format_summary(dataclasses.replace(result, n_failed=1, storage="sqlite:///o.db"))
+    assert "failed (see the 'error' tag of each failed MLflow run)" in format_summary(dataclasses.replace(result, n_failed=2, tracking_uri="sqlite:///m.db"))
 
 
 def test_a_best_uniform_of_only_some_baselines_says_so_and_logs_no_gain(mlflow_uri):
