@@ -13,48 +13,95 @@ import logging
 import os
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 _SUPPRESS_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
 
-@contextmanager
-def quiet_logs() -> Iterator[None]:
-    """Each library that is installed: loading an exported model needs neither MLflow nor Optuna."""
+class _QuietLevels:
+    """The quiet logging levels that threads share, as `_Fd1Silencer` shares fd 1: the first call in saves the levels and
+    quiets them, the last one out restores them. Each call restoring its own let the first of two overlapping searches
+    (an outer study's ``n_jobs=2``) restore Optuna's INFO while the second still ran: its "A new study created" line
+    showed. Logging levels are the process's own, so this is too."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._users = 0
+        self._restore: list[Callable[[], None]] = []  # what the last one out undoes
+
+    def enter(self) -> None:
+        with self._lock:
+            if self._users == 0:
+                self._restore = _quiet()
+            self._users += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                for undo in self._restore:
+                    undo()
+                self._restore = []
+
+
+def _quiet() -> list[Callable[[], None]]:
+    """Quiet each library that is installed (loading an exported model needs neither MLflow nor Optuna); the calls that
+    restore each level, where it is still the one set here (a level changed meanwhile is left as it was set)."""
+    undo: list[Callable[[], None]] = []
     optuna = _optional("optuna")
-    mlflow_logger = logging.getLogger("mlflow") if _optional("mlflow") else None  # it configures its loggers on import
-    optuna_level = optuna.logging.get_verbosity() if optuna else None
-    mlflow_level = mlflow_logger.level if mlflow_logger else None
-    hf = _transformers_logging()
-    hf_state = (hf.get_verbosity(), hf.is_progress_bar_enabled()) if hf else None
     if optuna:
+        level = optuna.logging.get_verbosity()
         optuna.logging.set_verbosity(optuna.logging.WARNING)
-    if mlflow_logger:
+
+        def optuna_back() -> None:
+            if optuna.logging.get_verbosity() == optuna.logging.WARNING:
+                optuna.logging.set_verbosity(level)
+        undo.append(optuna_back)
+    if _optional("mlflow"):  # it configures its loggers on import
+        mlflow_logger, mlflow_level = logging.getLogger("mlflow"), logging.getLogger("mlflow").level
         mlflow_logger.setLevel(logging.WARNING)
+
+        def mlflow_back() -> None:
+            if mlflow_logger.level == logging.WARNING:
+                mlflow_logger.setLevel(mlflow_level)
+        undo.append(mlflow_back)
+    hf = _transformers_logging()
     if hf:
+        verbosity, bars = hf.get_verbosity(), hf.is_progress_bar_enabled()
         hf.set_verbosity_error()
         hf.disable_progress_bar()
+
+        def hf_back() -> None:
+            if hf.get_verbosity() == hf.ERROR:
+                hf.set_verbosity(verbosity)
+            if bars and not hf.is_progress_bar_enabled():
+                hf.enable_progress_bar()
+        undo.append(hf_back)
     # MLflow writes '🏃 View run ... at: URL' and 'View experiment at' to stdout whenever a run on a tracking server ends
     # (one more request each): two lines a trial, 800 for 400 trials, through the progress bar; autoq's summary links the search
-    links = _SUPPRESS_LINKS not in os.environ
-    if links:
+    if _SUPPRESS_LINKS not in os.environ:
         os.environ[_SUPPRESS_LINKS] = "true"
+
+        def links_back() -> None:
+            if os.environ.get(_SUPPRESS_LINKS) == "true":
+                del os.environ[_SUPPRESS_LINKS]
+        undo.append(links_back)
+    return undo
+
+
+_LEVELS = _QuietLevels()
+
+
+@contextmanager
+def quiet_logs() -> Iterator[None]:
+    """Optuna's and MLflow's loggers at WARNING, transformers' at ERROR without its bars, and MLflow's run links off, for
+    the block; overlapping blocks (threads) share one quiet spell (`_QuietLevels`)."""
+    _LEVELS.enter()
     try:
         yield
-    finally:  # each level only where it is still the one set here: two searches in threads (an outer study's n_jobs=2)
-        # overlap, and the second saved the first's quiet level; restoring it after the first restored would keep it
-        if links and os.environ.get(_SUPPRESS_LINKS) == "true":
-            del os.environ[_SUPPRESS_LINKS]
-        if optuna and optuna.logging.get_verbosity() == optuna.logging.WARNING:
-            optuna.logging.set_verbosity(optuna_level)
-        if mlflow_logger and mlflow_logger.level == logging.WARNING:
-            mlflow_logger.setLevel(mlflow_level)
-        if hf and hf_state:
-            if hf.get_verbosity() == hf.ERROR:
-                hf.set_verbosity(hf_state[0])
-            if hf_state[1] and not hf.is_progress_bar_enabled():
-                hf.enable_progress_bar()
+    finally:
+        _LEVELS.leave()
 
 
 def _optional(name: str):  # type: ignore[no-untyped-def]

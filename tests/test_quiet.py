@@ -101,8 +101,11 @@ def test_overlapping_calls_leave_the_levels_as_they_found_them(first_out):
         a.__enter__()
         b.__enter__()
         assert optuna.logging.get_verbosity() == optuna.logging.WARNING
-        for cm in (a, b) if first_out == "first" else (b, a):
-            cm.__exit__(None, None, None)
+        out, last = (a, b) if first_out == "first" else (b, a)
+        out.__exit__(None, None, None)
+        # the other still runs: quiet until it ends (the first out restored INFO, and the other's study line showed)
+        assert optuna.logging.get_verbosity() == optuna.logging.WARNING and hf.get_verbosity() == hf.ERROR
+        last.__exit__(None, None, None)
         assert optuna.logging.get_verbosity() == optuna.logging.INFO
         assert hf.get_verbosity() == hf.INFO and hf.is_progress_bar_enabled()
         with quiet_logs():
