@@ -76,10 +76,11 @@ class Budget:
             return
         try:
             kind, value = _parse(self.text)
-        except AutoqError:
-            kind, value = None, None
-        if kind != self.kind or not math.isclose(value, self.value, rel_tol=1e-12):
-            said = f"states {value:g} {kind}, not {self.value:g} {self.kind}" if kind else f"does not parse as one ({_EXAMPLES})"
+        except AutoqError as exc:
+            kind, value, why = None, None, str(exc)
+        # a float32 value (np.float32(4.1)) is its text's to float32 precision
+        if kind != self.kind or not math.isclose(value, self.value, rel_tol=1e-6):
+            said = f"states {value!r} {kind}, not {self.value!r} {self.kind}" if kind else f"does not parse ({why})"
             raise AutoqError(f"a Budget's text is the budget as typed, which a stored search reads back: {self.text!r} {said}; "
                              f"write it as {_as_text(self.kind, self.value)!r}, or leave text out")
 

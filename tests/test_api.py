@@ -217,7 +217,11 @@ def test_what_goes_with_a_module_is_refused_with_a_builtin_and_holdout_with_eval
 
 
 def test_a_metric_that_is_not_one_number_is_refused_with_what_it_must_return():
-    refused = (("good", "str 'good'"), ("0.5", "str '0.5'"), ({"acc": 0.9}, "dict {'acc': 0.9}"), (torch.ones(3), "Tensor tensor([1., 1., 1.])"))
+    class Sized:  # one element, as a 1x1 DataFrame has, and no .item() to read it with: refused, not an AttributeError
+        size = 1
+
+    refused = (("good", "str 'good'"), ("0.5", "str '0.5'"), ({"acc": 0.9}, "dict {'acc': 0.9}"), (torch.ones(3), "Tensor tensor([1., 1., 1.])"),
+               (Sized(), "Sized <"))
     for value, shown in refused:  # a string of a number too: float() read it
         with pytest.raises(AutoqError, match=f"evaluate\\(model\\) must return one number.*returned {re.escape(shown)}"):
             autoq.search(tiny_mlp(), batches(), lambda m, v=value: v, budget="5bits", n_trials=2, tracking_uri=None, storage=None, progress=False)

@@ -308,8 +308,10 @@ def test_a_budget_made_by_hand_is_checked_as_a_parsed_one(kind, value, message):
 
 
 @pytest.mark.parametrize(("text", "said"), [
-    ("30000 bytes", r"'30000 bytes' does not parse as one \(e.g."),
-    ("20MB", r"'20MB' states 2e\+07 bytes, not 30000 bytes"),
+    ("30000 bytes", r"'30000 bytes' does not parse \(cannot parse budget '30000 bytes'; expected"),
+    ("30Kb", r"'30Kb' does not parse \(budget '30Kb' reads as kilobits"),  # parse_budget's own reason
+    ("20MB", r"'20MB' states 20000000.0 bytes, not 30000.0 bytes"),
+    ("30.0001kB", r"'30.0001kB' states 30000.1 bytes, not 30000.0 bytes"),  # shown apart, not both as 30000
 ])
 def test_a_budgets_text_must_state_its_kind_and_value(text, said):
     """A stored search reads its budget back from the text: Budget('bits', 4.5, '20MB') came back as 20 MB, and
@@ -326,6 +328,7 @@ def test_a_budget_takes_numpy_numbers_as_floats():
     """np.float32(4.5) was refused as 'not a positive finite number'; np.float64 let through made limit_us read its
     repr, 'np.float64(3.0)', and fail in Decimal."""
     assert Budget("bits", np.float32(4.5), "4.5").value == 4.5 and type(Budget("bytes", np.int64(4)).value) is float
+    assert Budget("bits", np.float32(4.1), "4.1").text == "4.1"  # its text's to float32 precision
     assert Budget("latency_ms", np.float64(3.0), "3ms").limit_us == 3000.0
 
 

@@ -54,7 +54,7 @@ class Workload:
                 p.grad = grad
         if hasattr(value, "detach"):  # a -loss tensor that needs grad: float() of it warned from here
             value = value.detach()
-        if getattr(value, "size", None) == 1 or (hasattr(value, "numel") and value.numel() == 1):
+        if hasattr(value, "item") and (getattr(value, "size", None) == 1 or (hasattr(value, "numel") and value.numel() == 1)):
             value = value.item()  # a one-element array, as a one-element tensor (numpy's float() refuses one of shape (1,))
         try:
             if isinstance(value, (str, bytes)):  # float("0.5") reads a string: a value that is not a number, all the same

@@ -217,7 +217,9 @@ class TrialBook:
             run_id = self.tracker.log_trial(number, trial_metrics(cost, None if error else quality), tags, proposal.assignment,
                                             "FAILED" if error else "FINISHED", start_ms=pending.started_ms)
         if error is not None:
-            if self.first_error is None:  # said once, as it happens (Optuna logs each failed trial): later ones are counted
+            # said once, as it happens (Optuna logs each failed trial), later ones counted; not a repeat of one that failed
+            # for good (a resume's sampler proposing it again), which is not run, nor retried
+            if self.first_error is None and pending.attempt <= self.max_retries + 1:
                 retried = f"retries its assignment up to {self.max_retries} time(s), then counts it" if self.max_retries else "counts its assignment"
                 kept = "; each failed trial's error is its MLflow run's 'error' tag" if self.tracker else ""
                 warn(f"trial {number} failed ({error}); the search goes on: it {retried} failed (the result's n_failed), and counts "

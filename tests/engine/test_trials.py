@@ -215,6 +215,29 @@ def test_a_retry_queued_after_the_strategy_ran_out_is_still_run():
     assert book.next() is None and book.done() and len(book.points) == 2
 
 
+def test_a_repeat_of_an_assignment_that_failed_for_good_is_counted_without_a_warning():
+    """A resume's sampler proposing an assignment that failed for good in the first session: it is not run, nor
+    retried, and the warning said it would be retried."""
+    import warnings
+    from collections import Counter
+
+    from autoq.builtin import load_workload
+    from autoq.engine.runner import SearchConfig, prepare
+    from autoq.engine.seeds import uniform_seeds
+    from autoq.engine.strategy import QueueStrategy
+    from autoq.engine.trials import TrialBook
+
+    problem = prepare(load_workload("digits-cnn"), SearchConfig(budget="8bits", tracking_uri=None))
+    doomed = uniform_seeds(problem.space, problem.cost_model, problem.budget)[-1]
+    book = TrialBook(QueueStrategy(problem.space, iter([doomed]), "s", None), problem.cost_model, problem.budget, set(), n_trials=5,
+                     max_retries=2, tracker=None)
+    book.restore([], Counter({doomed: 3}), 0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AutoqWarning)
+        assert book.next() is None
+    assert book.n_failed == 2 and book.first_error.startswith("not evaluated again")  # restored 1, and this one
+
+
 def test_the_timeout_ends_a_search_whose_sampler_proposes_only_repeats():
     """Every layer pinned: each proposal repeats the first trial, takes no evaluation, and the loop handing them out
     never looked at the clock (10**12 trials with a 5 s timeout ran until killed)."""
