@@ -241,7 +241,9 @@ def test_failing_metric_is_recorded_not_fatal():
         return float("nan") if calls["n"] == 5 else 0.5
 
     # max_retries=0: a failed trial counts as evaluated at once (retries: tests/engine/test_trials.py)
-    result = autoq.search(tiny_mlp(), batches(), flaky, budget="5bits", n_trials=8, max_retries=0, tracking_uri=None, storage=None, progress=False)
+    with pytest.warns(AutoqWarning, match=r"trial 1 failed \(RuntimeError: boom\); the search goes on: it counts its assignment failed"):
+        result = autoq.search(tiny_mlp(), batches(), flaky, budget="5bits", n_trials=8, max_retries=0, tracking_uri=None, storage=None,
+                              progress=False)
     assert result.n_failed == 3
     assert len(result.points) == 5
 

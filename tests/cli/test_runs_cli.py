@@ -219,7 +219,7 @@ def test_pareto_of_a_search_whose_every_trial_failed_says_so_with_the_first_erro
     import torch
     from torch import nn
 
-    from autoq.errors import AutoqError
+    from autoq.errors import AutoqError, AutoqWarning
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(32, 64), nn.GELU(), nn.Linear(64, 8)).eval()
@@ -231,7 +231,7 @@ def test_pareto_of_a_search_whose_every_trial_failed_says_so_with_the_first_erro
             raise RuntimeError("a broken metric")
         return 1.0
 
-    with pytest.raises(AutoqError, match="every trial failed"):
+    with pytest.raises(AutoqError, match="every trial failed"), pytest.warns(AutoqWarning, match="trial 0 failed"):
         autoq.search(model, [torch.randn(8, 32)], evaluate, budget="5bits", n_trials=3, max_retries=0, tracking_uri=mlflow_uri,
                      storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="all-failed", progress=False, seed_from="none")
     capsys.readouterr()

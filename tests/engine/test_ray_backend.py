@@ -24,7 +24,7 @@ import autoq
 from autoq.api import make_workload
 from autoq.builtin import load_workload
 from autoq.engine import SearchConfig, run_search
-from autoq.errors import AutoqError
+from autoq.errors import AutoqError, AutoqWarning
 
 pytestmark = pytest.mark.slow
 
@@ -121,7 +121,8 @@ def test_worker_killed_mid_trial_and_raising_trial(local_ray, digits, mlflow_uri
         return digits.evaluate(model)
 
     workload = make_workload(digits.model, digits.calibration, evaluate, name="digits-faulty")
-    result = _search(workload, n_trials=10, backend="ray", workers=2, tracking_uri=mlflow_uri, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    with pytest.warns(AutoqWarning, match=r"trial \d+ failed \("):  # the first of them, as it happened
+        result = _search(workload, n_trials=10, backend="ray", workers=2, tracking_uri=mlflow_uri, storage=f"sqlite:///{tmp_path / 'optuna.db'}")
     assert len(result.points) == 10 and result.n_failed == 0  # both failures were retried and finished
 
     client = MlflowClient(mlflow_uri)
@@ -272,8 +273,9 @@ def test_a_stop_after_the_deadline_with_trials_running_is_an_interruption():
     book.record(running.proposal.number, 0.9, None)
     assert not stopped_early(book, timed_out=True)  # the deadline ended it, nothing left running
     assert stopped_early(book, timed_out=False)  # too few done, before any deadline
-    for _ in range(2):
-        book.record(book.next().proposal.number, math.nan, "boom")
+    with pytest.warns(AutoqWarning, match=r"trial 1 failed \(boom\)"):  # the first failure, said
+        for _ in range(2):
+            book.record(book.next().proposal.number, math.nan, "boom")
     assert book.done() and not stopped_early(book, timed_out=False)
 
 
@@ -351,7 +353,8 @@ def test_an_evaluate_from_a_folder_the_workers_do_not_search_reaches_them_or_sto
     common = dict(n_trials=4, seed_from="none", backend="ray", workers=1, tracking_uri=None, storage=None, progress=False)
     assert len(autoq.search(model, data, metric.evaluate, **common).points) == 4
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    with pytest.raises(AutoqError, match=r"the Ray workers cannot load .*\(ModuleNotFoundError: No module named 'autoq_t_helper'\).*stopped at once"):
+    with pytest.raises(AutoqError, match=r"the Ray workers cannot load .*\(ModuleNotFoundError: No module named 'autoq_t_helper'\).*stopped at once"), \
+            pytest.warns(AutoqWarning, match="No module named 'autoq_t_helper'"):
         autoq.search(model, data, metric.evaluate_with_helper, **{**common, "storage": storage}, study_name="helper", max_retries=5)
     tried = optuna.load_study(study_name="helper", storage=storage).get_trials(deepcopy=False)
     failed = [t for t in tried if t.state == optuna.trial.TrialState.FAIL]

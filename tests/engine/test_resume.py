@@ -16,7 +16,7 @@ from mlflow.tracking import MlflowClient
 
 import autoq
 from autoq.builtin import load_workload
-from autoq.errors import AutoqError
+from autoq.errors import AutoqError, AutoqWarning
 from autoq.tracking import STUDY_TAG
 
 N_TRIALS = 30
@@ -220,7 +220,8 @@ def test_an_assignment_that_failed_for_good_is_not_evaluated_again_nor_counted_o
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     options = dict(budget="6bits", n_trials=14, max_retries=0, seed_from="none", tracking_uri=None, storage=storage, study_name="f", progress=False)
-    first = autoq.search(model, data, evaluate, **options)
+    with pytest.warns(AutoqWarning, match=r"trial 0 failed \(quality is nan\)"):
+        first = autoq.search(model, data, evaluate, **options)
     fails = Counter(tuple(sorted(t.params.items())) for t in first.study().trials if t.state.name == "FAIL")
     assert len(first.points) + first.n_failed == 14 and first.n_failed == sum(fails.values())
     assert len(calls) == 1 + len({p.assignment for p in first.points}) + len(fails)  # the reference, then each assignment once
@@ -251,7 +252,8 @@ def test_a_resume_of_a_search_whose_trials_all_failed_says_they_count(tmp_path, 
 
     options = dict(budget="6bits", n_trials=3, max_retries=0, seed_from="none", tracking_uri=None, storage=f"sqlite:///{tmp_path / 'o.db'}",
                    study_name="fixme", progress=False)
-    with pytest.raises(AutoqError, match=r"every trial failed \(3\); the first error: ValueError: bug in my metric"):
+    with pytest.raises(AutoqError, match=r"every trial failed \(3\); the first error: ValueError: bug in my metric"), \
+            pytest.warns(AutoqWarning, match=r"trial 0 failed \(ValueError: bug in my metric\)"):
         autoq.search(model, data, buggy, **options)
     capsys.readouterr()
     with pytest.raises(AutoqError, match=r"every trial failed \(3\) in an earlier session"):
