@@ -34,7 +34,6 @@ def load_workload(model: str | None = None, with_metric: bool = True) -> Workloa
     return dataclasses.replace(text_workload(name, with_metric=with_metric), source=str(Path(name).resolve()))
 
 
-
 def builtin_architecture(name: str) -> nn.Module | None:
     """A built-in's architecture with empty weights, for an export's weights to fill, where it is not a Hugging Face
     model (those rebuild from their config); else ``None``. ``load_workload`` would load its data and train it first
