@@ -13,7 +13,7 @@ import json
 import math
 import numbers
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -79,7 +79,7 @@ def cache_path(metric: str, key: str) -> Path:
 
 def compute_table(
     model: nn.Module,
-    batches: Sequence[Any],
+    batches: Iterable[Any],
     layers: Sequence[LayerInfo],
     options: Sequence[Sequence[LayerChoice]],
     metric: str,
@@ -96,13 +96,16 @@ def compute_table(
 ) -> SensitivityTable:
     """The ``metric`` table over ``layers`` x ``options``, from the cache when an identical one was computed.
 
-    ``loss(output, batch)`` makes the gradient metrics use a task loss on
-    ``(inputs, labels)`` batches; tables computed with a custom loss are not cached.
+    ``batches``: a sequence, or any iterable of batches (a DataLoader, a generator), read once into a list.
+    ``loss(output, batch)`` makes the ``hessian`` metric use a task loss on ``(inputs, labels)`` batches (``fisher``
+    draws from the model's own output distribution and takes none); tables computed with a custom loss are not cached.
     ``refresh`` recomputes and overwrites a cached table; ``use_cache=False`` neither reads nor writes.
     ``weights`` shares quantized weights between metrics (and with a search).
     ``wider``: options per layer that include ``options`` (a pinned search's space without its pins): a table of them
     in the cache is read first, where one is, since it scores every pair asked for; it is never computed.
     """
+    if not isinstance(batches, Sequence):  # a DataLoader or a generator, as autoq.search takes: batches[0] was a TypeError
+        batches = list(batches)
     if len(layers) != len(options):  # zip() kept the shorter: the layers past it were left out of the table, unsaid
         raise AutoqError(f"compute_table takes one list of options per layer: got {len(layers)} layers and {len(options)} option lists")
     info = get_metric(metric)

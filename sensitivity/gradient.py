@@ -1,9 +1,10 @@
 """Gradient-based metrics: Hessian trace per layer (Hutchinson, HAWQ-V2) and the diagonal Fisher.
 
-Both work on a loss: the user's task loss when ``Inputs.loss`` is given, else the
+The Hessian works on a loss: the user's task loss when ``Inputs.loss`` is given, else the
 divergence from the full-precision output (see `autoq.sensitivity.inputs.divergence`),
 averaged over output positions. At the full-precision point that divergence has
-zero gradient, and its Hessian is the Gauss-Newton / Fisher matrix.
+zero gradient, and its Hessian is the Gauss-Newton / Fisher matrix. The Fisher needs no
+loss, nor labels (below): a task loss given leaves it as it is.
 
 * ``hessian``: ``tr(H_l) ~ mean over Rademacher v of v_l . (H v)_l``. One
   Hessian-vector product (autograd twice) per iteration serves every layer. It

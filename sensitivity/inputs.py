@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+import numbers
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
@@ -219,7 +220,8 @@ def readout(output: Any) -> torch.Tensor:
 
 
 def model_hash(model: nn.Module) -> str:
-    """A short hash of every parameter and buffer (names, shapes, dtypes and bytes)."""
+    """A short hash of the state dict: every parameter and persistent buffer (names, shapes, dtypes and bytes). A buffer
+    registered with ``persistent=False`` is left out, as a checkpoint leaves it out (rebuilt by the model's code)."""
     h = hashlib.blake2b(digest_size=10)
     for name, t in sorted(model.state_dict(keep_vars=False).items()):
         t = t.detach().contiguous().cpu()
@@ -239,7 +241,8 @@ def structure_digest(model: nn.Module) -> str:
 
 
 def data_fingerprint(batches: Sequence[Any]) -> str:
-    """A short hash of the calibration tensors (used when a workload brings no fingerprint)."""
+    """A short hash of the calibration tensors and the plain values beside them (a number, a string: a keyword input's),
+    used when a workload brings no fingerprint."""
     return _digest(batches, with_bytes=True, size=8)
 
 
@@ -263,6 +266,8 @@ def _digest(batches: Sequence[Any], with_bytes: bool, size: int) -> str:
         elif isinstance(x, (tuple, list)):
             for v in x:
                 feed(v)
+        elif with_bytes and (x is None or isinstance(x, (bool, numbers.Number, str))):  # a keyword's value: temperature=0.05
+            h.update(f"{type(x).__name__}={x!r};".encode())
 
     for b in batches:
         feed(b)

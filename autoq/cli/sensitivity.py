@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 
@@ -33,8 +34,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(run=run)
 
 
-def parse_settings(items: list[str]) -> dict[str, object]:
-    """``["n_samples=128", "tol=0.02"]`` -> ``{"n_samples": 128, "tol": 0.02}`` (ints, floats, else strings)."""
+_TRUE, _FALSE = ("true", "yes", "1"), ("false", "no", "0")
+
+
+def parse_settings(items: list[str], defaults: Mapping[str, object] | None = None) -> dict[str, object]:
+    """``["n_samples=128", "tol=0.02"]`` -> ``{"n_samples": 128, "tol": 0.02}`` (ints, floats, else strings); a setting
+    whose default (``defaults``, the metric's) is a bool reads true/false, yes/no, 1/0, and one whose default is a string
+    stays the text typed: a plug-in's ``relative=true`` was the string 'true', refused as not a bool whatever was typed."""
     from autoq.errors import AutoqError
 
     settings: dict[str, object] = {}
@@ -44,6 +50,13 @@ def parse_settings(items: list[str]) -> dict[str, object]:
             raise AutoqError(f"cannot parse --set {item!r}; expected KEY=VALUE such as n_samples=128")
         if key in settings:  # the last was taken silently
             raise AutoqError(f"--set {key} is given twice; set it once")
+        default = (defaults or {}).get(key)
+        if isinstance(default, bool) and value.lower() in _TRUE + _FALSE:
+            settings[key] = value.lower() in _TRUE
+            continue
+        if isinstance(default, str):
+            settings[key] = value
+            continue
         for cast in (int, float):
             try:
                 settings[key] = cast(value)
@@ -70,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from autoq.tracking import check_experiment, sqlite_path, tracking_client
 
     info = get_metric(args.metric)  # an unknown metric fails before loading the model
-    settings = parse_settings(args.set)
+    settings = parse_settings(args.set, info.defaults)
     from autoq.sensitivity.registry import resolve_settings
 
     resolve_settings(info, settings)

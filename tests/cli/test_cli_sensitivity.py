@@ -86,7 +86,7 @@ def test_tables_of_other_settings_or_skips_keep_their_own_files(out, capsys):
     (["--metric", "kl", "--set", "n_samples=1e2"], "n_samples=100.0 of sensitivity metric 'kl' must be a whole number of at least 1 (or none: "
                                                    "all), like its default 64; write it as 100"),
     (["--metric", "hessian", "--set", "tol=-1"], "setting tol=-1 of sensitivity metric 'hessian' must be a positive number"),
-    (["--metric", "hessian", "--set", "probe=3"], "must be a str like its default 'joint'"),
+    (["--metric", "hessian", "--set", "probe=3"], "setting probe='3' of sensitivity metric 'hessian' must be one of joint, layerwise"),
 ])
 def test_bad_input_is_one_line_exit_2(args, needle, out, capsys):
     assert main(["sensitivity", *args, "--model", "digits-cnn", "--out", str(out), "--tracking-uri", "none"]) == 2
@@ -215,3 +215,16 @@ def test_a_refusal_after_the_model_loads_leaves_no_out_folder_behind(tmp_path, c
     assert main(["sensitivity", "--metric", "kl", "--model", "digits-cnn", "--skip", "nomatch", "--out", str(tmp_path / "kept"),
                  "--tracking-uri", "none"]) == 2
     assert (tmp_path / "kept").is_dir()
+
+
+def test_settings_are_read_as_their_defaults_kind():
+    """A plug-in metric's bool setting could not be set at all ('true' stayed a string, refused as not a bool), nor a
+    string one whose value looks like a number ('2' became the int 2)."""
+    from autoq.cli.sensitivity import parse_settings
+
+    defaults = {"relative": False, "norm": "1", "n_samples": 64, "tol": 0.05}
+    typed = ["relative=Yes", "norm=2", "n_samples=none", "tol=0.1"]
+    assert parse_settings(typed, defaults) == {"relative": True, "norm": "2", "n_samples": None, "tol": 0.1}
+    assert parse_settings(["relative=0"], defaults) == {"relative": False}
+    assert parse_settings(["relative=maybe"], defaults) == {"relative": "maybe"}  # refused by the metric's check, naming the kind
+    assert parse_settings(["norm=2"]) == {"norm": 2}  # no defaults known: numbers as numbers

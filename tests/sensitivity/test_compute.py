@@ -64,6 +64,29 @@ def test_cache_hit_and_misses(cache):
     assert first.entries == run().entries
 
 
+def test_a_plain_value_beside_the_tensors_is_part_of_the_data_and_an_iterable_of_batches_is_read(cache):
+    """A keyword input's number (temperature=0.05) was left out of the data's hash: a table of other data came from the
+    cache, 110x off. A DataLoader or generator of batches, which a search takes, failed on batches[0]."""
+    from autoq.sensitivity.inputs import data_fingerprint
+
+    class Scaled(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = mlp()
+
+        def forward(self, x: torch.Tensor, temperature: float = 1.0) -> torch.Tensor:
+            return self.body(x) / temperature
+
+    model, data = Scaled(), batches()
+    space = space_for(model)
+    warm, cold = ([{"x": x, "temperature": t} for x in data] for t in (1.0, 0.05))
+    assert data_fingerprint(warm) != data_fingerprint(cold)
+    tables = [compute_table(model, d, space.layers, space.options, "kl", progress=False) for d in (warm, cold)]
+    assert tables[0].entries != tables[1].entries and len(list(cache.glob("kl-*.json"))) == 2
+    streamed = compute_table(model, (b for b in warm), space.layers, space.options, "kl", progress=False, use_cache=False)
+    assert streamed.entries == tables[0].entries
+
+
 def test_tables_with_a_custom_loss_or_use_cache_false_are_not_cached(cache):
     model = mlp()
     space = space_for(model)
