@@ -71,8 +71,26 @@ class Assignment(Mapping[str, LayerChoice]):
 
     items_: tuple[tuple[str, LayerChoice], ...] = field(default=())
 
+    def __post_init__(self) -> None:
+        """Take ``{layer: choice}`` too (its repr's form), a choice as a `LayerChoice` or its name; refuse anything else
+        in words: a dict was read as pairs, each layer name split into characters, and a choice name stayed a string."""
+        items = tuple(self.items_.items()) if isinstance(self.items_, Mapping) else self.items_
+        pairs = []
+        for pair in items:
+            if not (isinstance(pair, (tuple, list)) and len(pair) == 2 and isinstance(pair[0], str)):
+                raise AutoqError(f"an Assignment maps layer names to choices, Assignment({{'layer': 'int4-ch-asym:rtn-mse'}}); got "
+                                 f"{type(self.items_).__name__} with {pair!r}")
+            name, choice = pair
+            if isinstance(choice, str):
+                choice = _layer_choice(name, choice)
+            elif not isinstance(choice, LayerChoice):
+                raise AutoqError(f"layer {name!r}: a choice is a LayerChoice or its name ('int4-ch-asym:rtn-mse'), got "
+                                 f"{type(choice).__name__} {choice!r}")
+            pairs.append((name, choice))
+        object.__setattr__(self, "items_", tuple(pairs))
+
     @classmethod
-    def from_dict(cls, choices: Mapping[str, LayerChoice]) -> Assignment:
+    def from_dict(cls, choices: Mapping[str, LayerChoice | str]) -> Assignment:
         return cls(tuple(choices.items()))
 
     @cached_property

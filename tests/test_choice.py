@@ -236,3 +236,17 @@ def test_an_assignments_repr_names_each_layers_choice_where_few_and_counts_them_
     assert repr(few) == "Assignment({'a': 'int4-ch-asym:rtn-mse', 'b': 'fp16'})"
     many = Assignment(tuple((str(i), LayerChoice.from_name("fp16" if i % 3 == 0 else "int4-g128-asym:rtn-mse")) for i in range(37)))
     assert repr(many) == "Assignment(<37 layers: int4-g128-asym:rtn-mse x24, fp16 x13>)"
+
+
+def test_an_assignment_is_built_from_a_mapping_of_names_and_refuses_what_is_not_one():
+    """Assignment({'ab': 'fp16'}), as its repr reads, split each layer name into characters ('a' -> 'b'); a choice name
+    stayed a string, and repr() then failed on it."""
+    made = Assignment({"ab": "fp16", "cd": LayerChoice.from_name("int4-ch-asym:rtn-mse")})
+    assert list(made) == ["ab", "cd"] and made["ab"] == LayerChoice.from_name("fp16") and eval(repr(made)) == made  # noqa: S307
+    assert Assignment.from_dict({"ab": "fp16"}) == Assignment({"ab": "fp16"})
+    with pytest.raises(AutoqError, match=r"an Assignment maps layer names to choices, .*; got list with 'abc'"):
+        Assignment(["abc"])
+    with pytest.raises(AutoqError, match=r"layer 'ab': a choice is a LayerChoice or its name .*, got int 3"):
+        Assignment({"ab": 3})
+    with pytest.raises(AutoqError, match=r"assignment layer 'ab': cannot parse layer choice 'int9'"):
+        Assignment({"ab": "int9"})

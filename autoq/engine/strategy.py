@@ -192,11 +192,11 @@ def sampler_names() -> list[str]:
 def sampler_factory(sampler: str | optuna.samplers.BaseSampler) -> SamplerFactory:
     """Registry lookup: ``tpe`` (default), ``nsga2``, ``random`` or a registered name; an unknown name is a clear error.
 
-    A sampler instance (the Python API's ``sampler=optuna.samplers.GPSampler(seed=1)``) is used as given, with
+    A sampler instance (the Python API's ``sampler=optuna.samplers.NSGAIISampler(seed=1)``) is used as given, with
     its own seed: it must handle multi-objective studies (2 objectives, 3 with a latency source)."""
     if isinstance(sampler, optuna.samplers.CmaEsSampler):  # Optuna's one single-objective sampler: its ValueError came mid-search
         raise AutoqError("CmaEsSampler optimizes one objective, and autoq's study has 2 (quality and bits; 3 with a latency source): "
-                         "pass a multi-objective sampler, such as optuna.samplers.TPESampler, NSGAIISampler or GPSampler")
+                         "pass a multi-objective sampler, such as optuna.samplers.TPESampler or NSGAIISampler")
     if isinstance(sampler, optuna.samplers.BaseSampler):
         return lambda seed: sampler
     return _SAMPLERS.get(sampler)
