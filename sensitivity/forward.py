@@ -265,6 +265,12 @@ def _forward_metric(name: str, reduce: Reducer) -> Callable[[Inputs, Mapping[str
         kind = resolve_output_kind(settings["output_kind"], raw[0])
         refs = [readout(r).detach().clone() for r in raw]
         del raw
+        with torch.no_grad():  # a second unquantized pass: a model that samples (dropout forced on) scores its own noise
+            again = readout(call_model(inputs.model, batches[0]))
+        notes = () if _close(again, refs[0]) else (
+            f"the model's output on one batch differs between two unquantized passes (dropout or sampling left on in eval "
+            f"mode?): the {name} scores hold that noise too, and rank the options by it; make the forward deterministic "
+            "for a ranking to trust",)
         per_pass = settings["options_per_pass"] if _rows_stay_apart(inputs, batches, refs) else 1
         entries = []
         for layer, module, options in zip(inputs.layers, inputs.modules(), inputs.options):
@@ -272,7 +278,7 @@ def _forward_metric(name: str, reduce: Reducer) -> Callable[[Inputs, Mapping[str
             entries.extend(Entry(layer.name, c.name, finite(s, f"{name} score of {layer.name} at {c.name}")) for c, s in zip(options, scores))
             if progress is not None:
                 progress.update(1)
-        return MetricOutput(tuple(entries))
+        return MetricOutput(tuple(entries), notes=notes)
 
     metric.__name__ = f"{name}_metric"
     return metric

@@ -84,5 +84,10 @@ def cache_dir() -> Path:
     ``$XDG_CACHE_HOME/autoq``, else ``~/.cache/autoq``."""
     root = os.environ.get("AUTOQ_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "autoq")
     path = Path(root)
-    path.mkdir(parents=True, exist_ok=True)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):  # it said "File exists: PATH", naming no setting
+        which = "$AUTOQ_CACHE_DIR" if os.environ.get("AUTOQ_CACHE_DIR") else "the cache folder"
+        raise AutoqError(f"{which} ({path}) is, or lies under, a file; autoq keeps trained built-in models and sensitivity "
+                         "tables there: point AUTOQ_CACHE_DIR at a folder") from None
     return path

@@ -605,3 +605,23 @@ def test_the_gradient_metrics_bar_covers_the_scoring_of_every_layer(metric):
         info.fn(inputs, settings, bar)
     scoring = [s for s in seen if "scoring layers" in s[0]]
     assert [n for _, n, _ in scoring] == list(range(1, len(space.layers) + 1)) and scoring[-1][2] == len(space.layers)
+
+
+@pytest.mark.parametrize("metric", ["kl", "mse"])
+def test_a_model_whose_output_samples_gets_a_note_that_its_forward_scores_are_noise(metric):
+    """Dropout forced on in eval mode: int8 scored below fp16, two runs disagreed, and nothing said so."""
+
+    class Noisy(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.body = mlp()
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return nn.functional.dropout(self.body(x), 0.3, training=True)
+
+    torch.manual_seed(0)
+    data = [torch.randn(8, 6) for _ in range(2)]
+    for model, noted in ((Noisy(), True), (mlp(), False)):
+        space = space_for(model)
+        table = compute_table(model, data, space.layers, space.options, metric, progress=False, use_cache=False)
+        assert any("differs between two unquantized passes" in n for n in table.notes) is noted
