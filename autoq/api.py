@@ -65,10 +65,7 @@ def search(
         named = ", ".join(f"{name!r}" + "".join(f" (did you mean {m!r}?)" for m in difflib.get_close_matches(name, valid, n=1))
                           for name in sorted(unknown))
         raise AutoqError(f"unknown option(s) {named}; valid options: {valid}")
-    if options.get("resume") and "tracking_uri" not in options and options.get("study_name"):
-        options = _with_stored_tracking(options)
-    if budget is None:
-        budget = _stored_budget(options) if options.get("resume") and options.get("study_name") else DEFAULT_BUDGET
+    options, budget = _with_stored(options, budget)
     config = SearchConfig(budget=budget, **options)
     if "mlflow_parent_run_id" not in options and not config.resume:  # None, given: not nested; a resume finds its stored parent
         parent = active_parent(config.tracking_uri)
@@ -98,26 +95,25 @@ def search(
             module.training = training
 
 
-def _with_stored_tracking(options: dict[str, Any]) -> dict[str, Any]:
-    """A resume that names no ``tracking_uri`` logs where its search logged (or to no MLflow, as it ran), as the
-    command line's does: from another folder it opened that folder's ``mlflow.db`` and a second parent run."""
+def _with_stored(options: dict[str, Any], budget: str | float | Budget | None) -> tuple[dict[str, Any], str | float | Budget]:
+    """``(options, budget)`` with what a resume names none of taken from its stored settings (read once), as the command
+    line's does: the ``tracking_uri`` it logged to (or no MLflow, as it ran; from another folder it opened that folder's
+    ``mlflow.db`` and a second parent run), and its budget (the default one was compared with it, and refused). A
+    ``None`` budget of a new search is `DEFAULT_BUDGET`."""
+    given = DEFAULT_BUDGET if budget is None else budget
+    if not (options.get("resume") and options.get("study_name")) or ("tracking_uri" in options and budget is not None):
+        return options, given
     from autoq.engine.resume import kept_tracking_uri, started_settings
-
-    storage = SearchConfig(**{k: options[k] for k in ("storage",) if k in options}).resolved_storage()
-    if storage is None:
-        return options  # nothing stored to resume from: the search itself says so
-    take, kept = kept_tracking_uri(started_settings(storage, options["study_name"]))
-    return {**options, "tracking_uri": kept, "storage": storage} if take else options
-
-
-def _stored_budget(options: dict[str, Any]) -> str:
-    """The budget a resume names none of: the search's own (the default one was compared with it, and refused)."""
-    from autoq.engine.resume import started_settings
 
     storage = SearchConfig(**{k: options[k] for k in ("storage", "tracking_uri") if k in options}).resolved_storage()  # beside its store
     if storage is None:
-        return DEFAULT_BUDGET  # nothing stored to resume from: the search itself says so
-    return started_settings(storage, options["study_name"]).get("budget") or DEFAULT_BUDGET
+        return options, given  # nothing stored to resume from: the search itself says so
+    stored = started_settings(storage, options["study_name"])
+    if "tracking_uri" not in options:
+        take, kept = kept_tracking_uri(stored)
+        if take:
+            options = {**options, "tracking_uri": kept, "storage": storage}
+    return options, given if budget is not None else stored.get("budget") or DEFAULT_BUDGET
 
 
 def make_workload(
