@@ -19,30 +19,49 @@ from contextlib import contextmanager
 _SUPPRESS_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
 
-class _QuietLevels:
-    """The quiet logging levels that threads share, as `_Fd1Silencer` shares fd 1: the first call in saves the levels and
-    quiets them, the last one out restores them. Each call restoring its own let the first of two overlapping searches
-    (an outer study's ``n_jobs=2``) restore Optuna's INFO while the second still ran: its "A new study created" line
-    showed. Logging levels are the process's own, so this is too."""
+class _Shared:
+    """A change to the process's own state (its logging levels, its fd 1) that overlapping calls in threads share: the
+    first one in makes it (``start``: the calls that undo it, ``None`` where it cannot be made), the last one out undoes
+    it. Each call undoing its own let the first of two overlapping searches (an outer study's ``n_jobs=2``) restore
+    Optuna's INFO while the second still ran (its "A new study created" line showed), and left fd 1 on /dev/null for
+    good (the second saved the first's /dev/null and restored it last)."""
 
-    def __init__(self) -> None:
+    def __init__(self, start: Callable[[], list[Callable[[], None]] | None]) -> None:
+        self._start = start
         self._lock = threading.Lock()
         self._users = 0
-        self._restore: list[Callable[[], None]] = []  # what the last one out undoes
+        self._undo: list[Callable[[], None]] = []  # what the last one out undoes
 
-    def enter(self) -> None:
+    def enter(self) -> bool:
+        """Make the change (or count one more user of it); ``False``: it cannot be made, and there is nothing to undo."""
         with self._lock:
             if self._users == 0:
-                self._restore = _quiet()
+                undo = self._start()
+                if undo is None:
+                    return False
+                self._undo = undo
             self._users += 1
+            return True
 
     def leave(self) -> None:
         with self._lock:
             self._users -= 1
             if self._users == 0:
-                for undo in self._restore:
+                for undo in self._undo:
                     undo()
-                self._restore = []
+                self._undo = []
+
+
+@contextmanager
+def _held(shared: _Shared) -> Iterator[None]:
+    """``shared``'s change for the block, where it can be made."""
+    if not shared.enter():
+        yield
+        return
+    try:
+        yield
+    finally:
+        shared.leave()
 
 
 def _quiet() -> list[Callable[[], None]]:
@@ -90,18 +109,15 @@ def _quiet() -> list[Callable[[], None]]:
     return undo
 
 
-_LEVELS = _QuietLevels()
+_LEVELS = _Shared(_quiet)
 
 
 @contextmanager
 def quiet_logs() -> Iterator[None]:
     """Optuna's and MLflow's loggers at WARNING, transformers' at ERROR without its bars, and MLflow's run links off, for
-    the block; overlapping blocks (threads) share one quiet spell (`_QuietLevels`)."""
-    _LEVELS.enter()
-    try:
+    the block; overlapping blocks (threads) share one quiet spell (`_Shared`)."""
+    with _held(_LEVELS):
         yield
-    finally:
-        _LEVELS.leave()
 
 
 def _optional(name: str):  # type: ignore[no-untyped-def]
@@ -121,60 +137,37 @@ def _transformers_logging():
     return hf_logging
 
 
-class _Fd1Silencer:
-    """The one redirection of file descriptor 1 that threads share: the first call in makes it, the last one out undoes
-    it. Each call saving and restoring fd 1 itself left it on /dev/null for good when two overlapped (two searches in
-    threads, an outer study's ``n_jobs=2``): the second saved the first's /dev/null and restored it last. fd 1 is the
-    process's own, so this is too."""
+def _silence_fd1() -> list[Callable[[], None]] | None:
+    """Point file descriptor 1 at /dev/null; the call that points it back (``None``: no usable fd 1, as in some
+    embedded interpreters, so nothing to silence)."""
+    try:
+        sys.stdout.flush()
+        saved = os.dup(1)
+    except (OSError, ValueError):
+        return None
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+    finally:
+        os.close(devnull)
 
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._users = 0
-        self._saved: int | None = None
-
-    def enter(self) -> bool:
-        """Silence fd 1 (or count one more user of the silence); ``False``: no usable fd 1, nothing to undo."""
-        with self._lock:
-            if self._users == 0:
-                try:
-                    sys.stdout.flush()
-                    saved = os.dup(1)
-                except (OSError, ValueError):  # no usable descriptor 1 (some embedded interpreters): nothing to silence
-                    return False
-                devnull = os.open(os.devnull, os.O_WRONLY)
-                try:
-                    os.dup2(devnull, 1)
-                finally:
-                    os.close(devnull)
-                self._saved = saved
-            self._users += 1
-            return True
-
-    def leave(self) -> None:
-        with self._lock:
-            self._users -= 1
-            if self._users == 0 and self._saved is not None:
-                os.dup2(self._saved, 1)
-                os.close(self._saved)
-                self._saved = None
+    def back() -> None:
+        os.dup2(saved, 1)
+        os.close(saved)
+    return [back]
 
 
-_FD1 = _Fd1Silencer()
+_FD1 = _Shared(_silence_fd1)  # fd 1 is the process's own, so its one redirection is too
 
 
 @contextmanager
 def native_stdout_silenced() -> Iterator[None]:
-    """Send what native code writes to file descriptor 1 to /dev/null for the call (threads share it: `_Fd1Silencer`).
+    """Send what native code writes to file descriptor 1 to /dev/null for the call (threads share it: `_Shared`).
 
     HiGHS (scipy's ``milp``) prints a debug line, ``HighsMipSolverData::transformNewIntegerFeasibleSolution
     tmpSolver.run();``, straight from C++ whatever its display options (ERGO-Code/HiGHS#2783); on a large
     ILP it fills the terminal around the progress bar. Python's own ``sys.stdout`` is flushed first and
     is untouched.
     """
-    if not _FD1.enter():
+    with _held(_FD1):
         yield
-        return
-    try:
-        yield
-    finally:
-        _FD1.leave()
