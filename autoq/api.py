@@ -19,6 +19,7 @@ from autoq.engine.options import pins_from_strings  # noqa: F401  (the CLI's --p
 from autoq.errors import AutoqError
 from autoq.evaluate import OutputFidelity
 from autoq.evaluate.fidelity import check_finite_batches, user_batches
+from autoq.fingerprints import data_fingerprint, model_hash
 from autoq.model import uncompiled
 from autoq.tracking.active_run import active_parent
 
@@ -165,6 +166,5 @@ def make_workload(
 def _fingerprint(model: nn.Module, calibration: Sequence[Any], held_out: Sequence[Any]) -> str:
     """What a resume of a search of the caller's own model compares besides its class name: its weights, and the data
     it calibrates and (without ``evaluate``) measures on. Another model or other data would mix two searches' trials."""
-    from autoq.sensitivity.inputs import data_fingerprint, model_hash
 
     return f"weights {model_hash(model)}, data {data_fingerprint([*calibration, *held_out])}"

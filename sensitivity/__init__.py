@@ -6,9 +6,10 @@ layer quantized at a time. ``workload_table`` computes (or loads from the on-dis
 cache) a `SensitivityTable`; the search turns it into seeds (``autoq.engine.ilp``).
 """
 
+from autoq.fingerprints import data_fingerprint, model_hash
 from autoq.sensitivity import forward, gradient  # noqa: F401  (registers the metrics)
 from autoq.sensitivity.compute import cache_path, compute_table, workload_table
-from autoq.sensitivity.inputs import Inputs, data_fingerprint, model_hash
+from autoq.sensitivity.inputs import Inputs
 from autoq.sensitivity.registry import MetricOutput, get_metric, metric_names, register_metric
 from autoq.sensitivity.table import Entry, SensitivityTable
 

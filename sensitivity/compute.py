@@ -26,6 +26,7 @@ from autoq.code_digest import code_digest
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.evaluate.fidelity import call_on_user_batch
+from autoq.fingerprints import batch_shapes_digest, data_fingerprint, model_hash, structure_digest
 from autoq.messages import note
 from autoq.model import LayerInfo, check_finite_weights
 from autoq.model.capture import DEFAULT_MAX_SAMPLES, CalibrationStats
@@ -33,7 +34,7 @@ from autoq.model.modes import eval_mode
 from autoq.progress import progress_bar
 from autoq.ptq import method_info
 from autoq.quiet import quiet_logs
-from autoq.sensitivity.inputs import Inputs, batch_shapes_digest, data_fingerprint, model_hash, structure_digest
+from autoq.sensitivity.inputs import Inputs
 from autoq.sensitivity.registry import MetricOutput, get_metric, resolve_settings
 from autoq.sensitivity.table import Entry, SensitivityTable
 

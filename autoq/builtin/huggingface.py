@@ -20,6 +20,7 @@ from autoq.builtin.workload import NoMetric, Workload
 from autoq.errors import AutoqError
 from autoq.evaluate import OutputFidelity, call_model, mean_pooled
 from autoq.evaluate.fidelity import unpadded_output
+from autoq.fingerprints import data_fingerprint
 from autoq.messages import note
 from autoq.quiet import quiet_logs
 
@@ -203,7 +204,6 @@ def text_workload(
     """A local HF model with calibration and held-out evaluation sentences (disjoint); ``with_metric=False``: without the
     metric, whose reference runs the model over every held-out sentence (one batch still runs, to refuse a model
     that cannot run on sentences alone; see `autoq.builtin.load_workload`)."""
-    from autoq.sensitivity.inputs import data_fingerprint
 
     model, tokenizer = load_pretrained(path)
     max_length = min(max_length, max_positions(model) or max_length)  # a model of 64 positions gets sentences of 64 tokens

@@ -14,6 +14,7 @@ from autoq.budget import Budget
 from autoq.choice import Assignment
 from autoq.errors import AutoqError
 from autoq.evaluate import apply_assignment
+from autoq.fingerprints import model_hash
 
 if TYPE_CHECKING:
     import optuna
@@ -218,7 +219,6 @@ class SearchResult:
         assignment = chosen.assignment if isinstance(chosen, Point) else chosen
         inner = uncompiled(model)  # a torch.compile'd model is quantized in the module it holds, by the search's layer names
         if isinstance(chosen, Point) and self.model_hash:  # as autoq.export checks: a point's quality is of the weights searched
-            from autoq.sensitivity.inputs import model_hash
 
             now = model_hash(inner)
             if now != self.model_hash:

@@ -56,6 +56,7 @@ from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError, SearchInterrupted
 from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.evaluate.cache import parameter_versions, uncalled_layers, written_parameters
+from autoq.fingerprints import data_fingerprint, model_hash
 from autoq.interrupts import ForcedInterrupt, deferred_interrupts
 from autoq.latency import latency_model
 from autoq.messages import note, warn
@@ -268,7 +269,6 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         if said:
             note(said)
 
-    from autoq.sensitivity.inputs import model_hash
 
     weights = model_hash(workload.model)  # before any trial: an export of a point onto other weights is refused by it
     versions = parameter_versions(workload.model)
@@ -547,7 +547,6 @@ def _evaluate(workload: Workload, cache: QuantCache, assignment: Assignment, sta
 def _calibration_digest(workload: Workload, space: SearchSpace) -> str:
     """A hash of the calibration batches where data-driven methods are searched: ``apply`` and ``export`` check theirs
     against it (a search without ``evaluate`` calibrates on only the first three quarters of the batches it is given)."""
-    from autoq.sensitivity.inputs import data_fingerprint
 
     return data_fingerprint(workload.calibration) if data_driven_pairs(space) else ""
 

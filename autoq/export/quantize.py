@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from autoq.choice import Assignment, LayerChoice
 from autoq.errors import AutoqError
 from autoq.evaluate.cache import layer_named, needs_stats, quantize_choice, stats_for, sweep_choice
+from autoq.fingerprints import data_fingerprint
 from autoq.model import LayerInfo, get_module, to_native
 from autoq.model.capture import CalibrationStats, LayerStats
 from autoq.progress import progress_bar
@@ -45,7 +46,6 @@ def needs_calibration(assignment: Assignment) -> list[str]:
 def check_calibration(calibration: Sequence[Any], digest: str, n_batches: int) -> None:
     """Refuse calibration batches other than those the search calibrated on (its ``digest`` of them, ``""`` when not
     recorded): data-driven methods would rebuild other weights than the ones the search scored, without a word."""
-    from autoq.sensitivity.inputs import data_fingerprint
 
     if not digest or data_fingerprint(calibration) == digest:
         return

@@ -39,6 +39,7 @@ from autoq.export.mlflow_model import input_spec
 from autoq.export.mlflow_store import check_registered_name, log_export
 from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
 from autoq.files import file_crc32, first_missing, make_folder, removed_if_empty, write_text_atomic
+from autoq.fingerprints import model_hash
 from autoq.messages import note, warn
 from autoq.model import check_finite_stored, find_layers, get_module, tied_weights, uncompiled
 from autoq.quant.stored import stored_dtype
@@ -213,7 +214,6 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
              "model=yours)", stacklevel=2)
     searched_hash = point.model_hash if isinstance(point, RunPoint) else getattr(searched, "model_hash", "")
     if searched_hash:
-        from autoq.sensitivity.inputs import model_hash
 
         now = model_hash(model)
         if now != searched_hash:

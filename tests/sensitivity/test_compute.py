@@ -67,7 +67,7 @@ def test_cache_hit_and_misses(cache):
 def test_a_plain_value_beside_the_tensors_is_part_of_the_data_and_an_iterable_of_batches_is_read(cache):
     """A keyword input's number (temperature=0.05) was left out of the data's hash: a table of other data came from the
     cache, 110x off. A DataLoader or generator of batches, which a search takes, failed on batches[0]."""
-    from autoq.sensitivity.inputs import data_fingerprint
+    from autoq.fingerprints import data_fingerprint
 
     class Scaled(torch.nn.Module):
         def __init__(self) -> None:

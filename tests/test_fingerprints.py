@@ -1,0 +1,60 @@
+"""The hashes that tell two models, or two sets of calibration data, apart (``autoq.fingerprints``)."""
+
+from __future__ import annotations
+
+import torch
+
+from autoq.fingerprints import batch_shapes_digest, data_fingerprint, model_hash, structure_digest
+
+
+def _mlp() -> torch.nn.Sequential:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
+
+
+def test_model_hash_follows_every_stored_byte_name_and_dtype_but_not_a_non_persistent_buffer() -> None:
+    model = _mlp()
+    base = model_hash(model)
+    assert base == model_hash(_mlp()) and len(base) == 20
+    nudged = _mlp()
+    with torch.no_grad():
+        nudged[2].bias[1] = torch.nextafter(nudged[2].bias[1], torch.tensor(1.0))  # one ulp of one bias
+    assert model_hash(nudged) != base
+    assert model_hash(_mlp().double()) != base
+    renamed = torch.nn.Sequential(*_mlp())
+    renamed.add_module("extra", torch.nn.Identity())
+    assert model_hash(renamed) == base  # no weights added: the state dict is the same
+    buffered = _mlp()
+    buffered.register_buffer("scratch", torch.ones(3), persistent=False)
+    assert model_hash(buffered) == base
+    buffered.register_buffer("kept", torch.ones(3))
+    assert model_hash(buffered) != base
+
+
+def test_structure_digest_sees_what_the_weights_do_not() -> None:
+    model, other = _mlp(), _mlp()
+    assert structure_digest(model) == structure_digest(other)
+    other[1] = torch.nn.GELU()
+    assert structure_digest(other) != structure_digest(model)
+    assert model_hash(other) == model_hash(model)
+
+
+def test_data_fingerprint_reads_bytes_keys_and_plain_values() -> None:
+    x = torch.arange(12, dtype=torch.float32).reshape(3, 4)
+    base = data_fingerprint([{"x": x, "temperature": 1.0}])
+    assert base == data_fingerprint([{"x": x.clone(), "temperature": 1.0}])
+    changed = x.clone()
+    changed[2, 3] += 1
+    assert data_fingerprint([{"x": changed, "temperature": 1.0}]) != base
+    assert data_fingerprint([{"y": x, "temperature": 1.0}]) != base
+    assert data_fingerprint([{"x": x, "temperature": 0.05}]) != base
+    assert data_fingerprint([(x, None)]) != data_fingerprint([(x, 0)])
+
+
+def test_batch_shapes_digest_reads_shapes_and_dtypes_only() -> None:
+    x = torch.zeros(3, 4)
+    assert batch_shapes_digest([x]) == batch_shapes_digest([torch.ones(3, 4)])
+    assert batch_shapes_digest([x]) != batch_shapes_digest([torch.zeros(4, 3)])
+    assert batch_shapes_digest([x]) != batch_shapes_digest([x.double()])
+    assert batch_shapes_digest([x, x]) != batch_shapes_digest([x])
+    assert batch_shapes_digest([{"t": x, "scale": 1.0}]) == batch_shapes_digest([{"t": x, "scale": 2.0}])
