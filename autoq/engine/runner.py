@@ -9,15 +9,13 @@ search loses nothing that was done.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import numbers
-import shlex
-import sys
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 from optuna.samplers import BaseSampler
@@ -29,8 +27,9 @@ from autoq.choice import Assignment, LayerChoice
 from autoq.cost import CostModel
 from autoq.engine.live import TrialStatus
 from autoq.engine.options import checked_options, label
-from autoq.engine.ray_session import ray_options_set, ray_session
-from autoq.engine.result import Point, SearchResult, best_point, distinct_assignments, pareto_front
+from autoq.engine.parent_run import start_tracking, summary_metrics
+from autoq.engine.ray_session import ray_session
+from autoq.engine.result import Point, SearchResult, pareto_front
 from autoq.engine.resume import (
     add_wall_seconds,
     check_execution,
@@ -40,17 +39,22 @@ from autoq.engine.resume import (
     end_session,
     finished_trials,
     not_stored,
-    read_run_id,
-    read_settings,
     release_interrupted,
     remember_counts,
-    remember_run_id,
     remember_settings,
     stored_settings,
 )
 from autoq.engine.seeding import check_seed_from, data_driven_pairs, is_table_file, start_strategy
+from autoq.engine.stop_notes import (
+    above_reference,
+    interrupted_note,
+    kept_and_how_to_continue,
+    recorded_run,
+    say,
+    store_stopped,
+)
 from autoq.engine.strategies import strategy_factory, strategy_needs_scores, strategy_uses_sampler
-from autoq.engine.strategy import sampler_factory, sampler_name, study_objectives
+from autoq.engine.strategy import Strategy, sampler_factory, sampler_name, study_objectives
 from autoq.engine.study_names import default_study_name, new_study
 from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError, SearchInterrupted
@@ -61,14 +65,12 @@ from autoq.interrupts import ForcedInterrupt, deferred_interrupts
 from autoq.latency import latency_model
 from autoq.messages import note, warn
 from autoq.model import check_finite_stored, find_layers, left_out_note, mark_unreached, searched_tied, unreached_note
-from autoq.plugins import portable
 from autoq.progress import progress_bar
 from autoq.ptq import method_info, plugin_code
 from autoq.quiet import quiet_logs
 from autoq.search_spaces import check_bits_reachable, load_preset
 from autoq.space import SearchSpace
 from autoq.tracking import (
-    STUDY_TAG,
     MlflowTracker,
     absolute_uri,
     check_experiment,
@@ -77,9 +79,11 @@ from autoq.tracking import (
     outer_run,
     sqlite_path,
     tracking_client,
-    without_password,
 )
-from autoq.tracking.mlflow_logger import credentials_note, shown_uri, store_errors, store_failed
+from autoq.tracking.mlflow_logger import store_errors
+
+if TYPE_CHECKING:
+    from autoq.sensitivity import SensitivityTable
 
 
 @dataclass(frozen=True)
@@ -255,37 +259,109 @@ def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
                 end_session(storage, study_name)
 
 
+@dataclass(frozen=True)
+class _Reference:
+    """The unquantized model's quality, the seconds one evaluation took, and the hash of the weights the trials score."""
+
+    quality: float
+    seconds: float
+    weights: str
+
+
+@dataclass(frozen=True)
+class _Study:
+    """The Optuna study a session runs, with its strategy seeded, and what seeded it."""
+
+    name: str
+    storage: str | None
+    strategy: Strategy
+    uniform: frozenset[Assignment]  # the uniform baselines among the seeds
+    seeded_from: str | None  # the metric or table file whose scores seeded it; None: none did
+    seeding_table: SensitivityTable | None
+    n_retried: int  # a resume's interrupted trials, queued again
+
+
+@dataclass(frozen=True)
+class _Session:
+    """This session's MLflow parent run (``None``: no MLflow), its trial book and progress bar."""
+
+    tracker: MlflowTracker | None
+    book: TrialBook
+    bar: tqdm
+    calibration_digest: str
+
+
 def _run_search(workload: Workload, config: SearchConfig, start: float, claimed: list[tuple[str | None, str]]) -> SearchResult:
+    """Check, measure the unquantized model, open the study and its MLflow run, run the trials and store the outcome."""
     if config.resume and config.study_name:  # other settings are the error, not what they make of the budget
         check_same_settings(config.resolved_storage(), config.study_name, stored_settings(workload, config))
     problem = prepare(workload, config)
-    space, cost_model, budget = problem.space, problem.cost_model, problem.budget
-    problem_code = plugin_code(space.methods)  # what the plug-in methods were as they scored: an edited one's export is refused
-    derived = {"plugin_code": problem_code, "space_options": space.digest}  # what a resume compares besides the options given
-    coverage = getattr(cost_model.latency, "coverage_note", None)  # a measured table: the layers it did not measure near
-    shapes = [(layer.name, layer.out_features, layer.in_features) for layer in space.layers]
+    problem_code = plugin_code(problem.space.methods)  # what the plug-in methods were as they scored: an edited one's export is refused
+    derived = {"plugin_code": problem_code, "space_options": problem.space.digest}  # what a resume compares besides the options given
+    _say_problem_notes(problem)
+    reference = _reference_pass(workload)
+    study = _open_study(workload, config, problem, derived, claimed)
+    session = _start_session(workload, config, problem, study, reference, problem_code, start)
+    points, wall_seconds = _run_session(workload, config, problem, study, session, reference, start)
+    book = session.book
+    if not points and book.n_failed:
+        stored = [where for where, kept in (("its MLflow run tags", session.tracker), (f"the Optuna study {study.name!r}", study.storage)) if kept]
+        # none evaluated now: a resume of a search whose trials had all failed, asking for no more
+        first = f"; the first error: {book.first_error}" if book.first_error else " in an earlier session" if config.resume else ""
+        raise AutoqError(f"every trial failed ({book.n_failed}){first}" + (f" (each trial's is in {' and '.join(stored)})" if stored else ""))
+    if not points:
+        raise AutoqError(f"no trial was evaluated: the timeout ({config.timeout} s) ended the search before its first trial; "
+                         "give it more time" if config.timeout is not None else "no trial was evaluated")
+    above = above_reference(reference.quality, points)
+    if above:
+        warn(above)
+    return SearchResult(
+        budget=problem.budget, metric=workload.metric, reference_quality=reference.quality, frontier=tuple(pareto_front(points)),
+        points=tuple(sorted(points, key=lambda p: p.trial)),  # in trial order, as from_mlflow reads them: Ray's finish in any
+        study_name=study.name, storage=study.storage, tracking_uri=absolute_uri(config.tracking_uri) if config.tracking_uri else None,
+        parent_run_id=session.tracker.parent_id if session.tracker else None, eval_seconds=reference.seconds, wall_seconds=wall_seconds,
+        n_infeasible=book.n_infeasible, n_failed=book.n_failed, sequential=config.sequential, calibration_digest=session.calibration_digest,
+        n_calibration=len(workload.calibration), n_uniform=len(study.uniform), model_hash=reference.weights, plugin_code=tuple(problem_code.items()),
+    )
+
+
+def _say_problem_notes(problem: Prepared) -> None:
+    """The checks' notes, before the first evaluation: layers left out or unreached, a budget that binds nothing, where
+    the latencies come from and the layers a measured table did not measure near."""
+    cost_model = problem.cost_model
+    coverage = getattr(cost_model.latency, "coverage_note", None)
+    shapes = [(layer.name, layer.out_features, layer.in_features) for layer in problem.space.layers]
     for said in (problem.left_out, problem.unreached, problem.slack, cost_model.latency.note if cost_model.latency is not None else None,
                  coverage(shapes) if coverage else None):
         if said:
             note(said)
 
 
-    weights = model_hash(workload.model)  # before any trial: an export of a point onto other weights is refused by it
+def _reference_pass(workload: Workload) -> _Reference:
+    """Evaluate the unquantized model once, hashing its weights before any trial: an export of a point onto other
+    weights is refused by the hash."""
+    weights = model_hash(workload.model)
     versions = parameter_versions(workload.model)
     t0 = time.perf_counter()
-    reference = workload.quality(workload.model)
-    eval_seconds = time.perf_counter() - t0
+    quality = workload.quality(workload.model)
+    seconds = time.perf_counter() - t0
     written = written_parameters(workload.model, versions)
     if written:  # as a trial's evaluate is warned of; the trials score the changed weights, and so the hash is theirs
         weights = model_hash(workload.model)
         warn(f"evaluate changed the model's parameters {written[:3]}{' and more' if len(written) > 3 else ''} in place on the "
              "unquantized model's reference pass: the change stays in your model, and the search scores the changed weights; "
              "evaluate a copy (copy.deepcopy(model)) if it must adapt or train")
-    if not math.isfinite(reference):
-        raise AutoqError(f"the quality metric of the unquantized model is {reference}; check the evaluation data")
+    if not math.isfinite(quality):
+        raise AutoqError(f"the quality metric of the unquantized model is {quality}; check the evaluation data")
+    return _Reference(quality, seconds, weights)
 
+
+def _open_study(workload: Workload, config: SearchConfig, problem: Prepared, derived: dict[str, object],
+                claimed: list[tuple[str | None, str]]) -> _Study:
+    """Make the study and enqueue its seeds, or reopen a stored one (its interrupted trials queued again). The study
+    joins ``claimed`` as soon as it is this process's, so that its session ends however the search ends."""
     storage = config.resolved_storage()
-    study_name = config.study_name or default_study_name(workload.name, budget)
+    study_name = config.study_name or default_study_name(workload.name, problem.budget)
     db = sqlite_path(storage) if storage else None
     if db is not None and not config.resume:
         db.parent.mkdir(parents=True, exist_ok=True)  # as MLflow's store beside it is made: a new folder is fine
@@ -297,17 +373,18 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
                          bool(config.tracking_uri))
     if config.resume:  # marks the interrupted trials failed and enqueues them again
         claimed.append((storage, study_name))  # before it claims: its session ends however the resume ends
-        n_retried = check_resumable(storage, study_name, stored_settings(workload, config, derived), space)
+        n_retried = check_resumable(storage, study_name, stored_settings(workload, config, derived), problem.space)
         study = contextlib.nullcontext(study_name)
     else:  # made now, before the seeds' work: a second search of this name is refused at once; cut short, it is deleted
-        study = new_study(storage, study_name, list(study_objectives(cost_model.latency_source is not None).values()), numbered=not config.study_name)
+        study = new_study(storage, study_name, list(study_objectives(problem.cost_model.latency_source is not None).values()),
+                          numbered=not config.study_name)
     with study as study_name:
         if not config.resume:
             claimed.append((storage, study_name))
         strategy, seeds, uniform, seeded_from, seeding_table = start_strategy(workload, config, problem, study_name, storage)
         if seeding_table is not None and is_table_file(seeded_from):  # a file may be overwritten between sessions
             derived["seed_table"] = seeding_table.scores_digest()
-        uniform_set = set(uniform)
+        uniform_set = frozenset(uniform)
         if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
             strategy.seed(seeds)
             remember_settings(storage, study_name, stored_settings(workload, config, derived))
@@ -315,26 +392,25 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
             remember_counts(storage, study_name, config.n_trials, config.max_retries)
             # baselines a first session with fewer trials left out, which this one's count now takes in: never evaluated else
             strategy.seed(not_stored(storage, study_name, [a for a in seeds if a in uniform_set]))
+    return _Study(study_name, storage, strategy, uniform_set, seeded_from, seeding_table, n_retried)
 
+
+def _start_session(workload: Workload, config: SearchConfig, problem: Prepared, study: _Study, reference: _Reference,
+                   problem_code: Mapping[str, str], start: float) -> _Session:
+    """Open the MLflow parent run, restore a resume's finished trials into the book and open the progress bar. The
+    study is stored with its seeds by now: a Ctrl-C or a tracking store gone says how to go on."""
+    storage, study_name = study.storage, study.name
     tracker: MlflowTracker | None = None
-    try:  # the study is stored with its seeds: a Ctrl-C now said only 'interrupted', not how to go on
-        calibration_digest = _calibration_digest(workload, space)
-        tracker = _start_tracking(workload, config, space, budget, study_name, storage, reference, weights, calibration_digest, seeded_from,
-                                  len(uniform_set), problem_code)
-        parent_id = tracker.parent_id if tracker else None
-        # the scores themselves: a table file named by seed_from may be overwritten since (a resume's table is the same, checked)
-        if tracker and seeding_table is not None and not config.resume:
-            tracker.client.log_text(parent_id, seeding_table.to_json(), "seed_table.json")
-        if tracker and cost_model.latency_source:
-            tracker.client.set_tag(parent_id, "latency_source", cost_model.latency_source)
-        if tracker:  # the n_trials param is the first session's and cannot change: a resume may ask for more
-            tracker.client.set_tag(parent_id, "autoq.n_trials", str(config.n_trials))
-        if tracker and problem.slack:
-            tracker.client.set_tag(parent_id, "budget_note", problem.slack)  # the budget binds nothing: shown in the UI's run page
-
-        book = TrialBook(strategy, cost_model, budget, uniform_set, config.n_trials, config.max_retries, tracker, config.backend)
+    try:
+        calibration_digest = _calibration_digest(workload, problem.space)
+        tracker = start_tracking(workload, config, problem.space, problem.budget, study_name, storage, reference.quality, reference.weights,
+                                 calibration_digest, study.seeded_from, len(study.uniform), problem_code)
+        if tracker:
+            _tag_parent_run(tracker, config, problem, study)
+        book = TrialBook(study.strategy, problem.cost_model, problem.budget, study.uniform, config.n_trials, config.max_retries, tracker,
+                         config.backend)
         if config.resume:
-            book.restore(*finished_trials(storage, study_name, space, cost_model, uniform_set, tracker))
+            book.restore(*finished_trials(storage, study_name, problem.space, problem.cost_model, study.uniform, tracker))
         # the kept trials are where the bar starts, not progress of this session: counted in its rate they made the ETA
         # 00:00 (100 trials in no time), which tqdm kept for 100 more updates
         bar = progress_bar(total=config.n_trials, initial=book.n_done, desc="autoq search", unit="trial", disable=not config.progress,
@@ -343,25 +419,46 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         if config.resume:
             left = max(0, config.n_trials - book.n_done)  # a trial that failed for good counts, as the session's loop counts it
             failed = f", {book.n_failed} failed for good" if book.n_failed else ""
-            kept = (f"resuming {study_name!r}: {len(book.points)} finished trial(s) kept{failed}, {n_retried} interrupted one(s) to retry; "
+            kept = (f"resuming {study_name!r}: {len(book.points)} finished trial(s) kept{failed}, {study.n_retried} interrupted one(s) to retry; "
                     + (f"{left} more to evaluate" if left else f"--n-trials {config.n_trials} are all done: nothing to evaluate"
                        + ("; failed trials count too: a larger --n-trials evaluates more" if book.n_failed else "")))
-            _say(bar, kept)
+            say(bar, kept)
     except KeyboardInterrupt as exc:
         with deferred_interrupts():  # its parent run was left RUNNING, as if the search still ran; this session's time counts
             add_wall_seconds(storage, study_name, time.perf_counter() - start)
             if tracker is not None:
                 tracker.client.set_terminated(tracker.parent_id, status="KILLED")
         # MLflow keeps it only once its run is recorded (a Ctrl-C as the run was being made: the Optuna study alone)
-        tracked = tracker is not None or (bool(config.tracking_uri) and _recorded_run(storage, study_name) is not None)
-        raise SearchInterrupted("interrupted before this session's first trial" + _kept_and_how_to_continue(
+        tracked = tracker is not None or (bool(config.tracking_uri) and recorded_run(storage, study_name) is not None)
+        raise SearchInterrupted("interrupted before this session's first trial" + kept_and_how_to_continue(
             config, study_name, storage, tracked, bool(workload.source))) from exc
     except store_errors() as exc:  # a server gone while the seeds were computed (minutes): a traceback after MLflow's retries
         if not config.tracking_uri:
             raise
-        raise _store_stopped(config, exc, "the search stopped before this session's first trial", study_name, storage, bool(workload.source)) from None
+        raise store_stopped(config, exc, "the search stopped before this session's first trial", study_name, storage, bool(workload.source)) from None
+    return _Session(tracker, book, bar, calibration_digest)
+
+
+def _tag_parent_run(tracker: MlflowTracker, config: SearchConfig, problem: Prepared, study: _Study) -> None:
+    """What the parent run's params cannot hold: the seeding scores, the latency source, this session's trial count."""
+    parent_id = tracker.parent_id
+    # the scores themselves: a table file named by seed_from may be overwritten since (a resume's table is the same, checked)
+    if study.seeding_table is not None and not config.resume:
+        tracker.client.log_text(parent_id, study.seeding_table.to_json(), "seed_table.json")
+    if problem.cost_model.latency_source:
+        tracker.client.set_tag(parent_id, "latency_source", problem.cost_model.latency_source)
+    tracker.client.set_tag(parent_id, "autoq.n_trials", str(config.n_trials))  # the n_trials param is the first session's: a resume may ask more
+    if problem.slack:
+        tracker.client.set_tag(parent_id, "budget_note", problem.slack)  # the budget binds nothing: shown in the UI's run page
+
+
+def _run_session(workload: Workload, config: SearchConfig, problem: Prepared, study: _Study, session: _Session, reference: _Reference,
+                 start: float) -> tuple[list[Point], float]:
+    """Run the trials until the book is full, the deadline passes or the user stops it, then store the outcome whole:
+    (the points, the wall seconds of every session). A stopped search raises, saying what it kept and how to go on."""
     deadline = start + config.timeout if config.timeout is not None else None
-    status, late_interrupt = "FAILED", False
+    book, bar, tracker, study_name, storage = session.book, session.bar, session.tracker, study.name, study.storage
+    status = "FAILED"
     try:
         if config.backend == "ray":
             from autoq.engine.ray_backend import run_trials_on_ray
@@ -371,136 +468,64 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
             _run_trials(workload, book, deadline, config)
         status = "FINISHED"
         if book.exhausted and book.n_done < config.n_trials:
-            _say(bar, f"the {config.strategy!r} strategy has no more distinct assignments to propose; the search ends after "
-                      f"{book.n_done} of its {config.n_trials} trials")
+            say(bar, f"the {config.strategy!r} strategy has no more distinct assignments to propose; the search ends after "
+                     f"{book.n_done} of its {config.n_trials} trials")
         elif book.n_done < config.n_trials and deadline is not None and time.perf_counter() > deadline:  # it said nothing
-            _say(bar, f"--timeout {config.timeout:g} s ended the search after {book.n_done} of its {config.n_trials} trials"
-                 + _kept_and_how_to_continue(config, study_name, storage, tracker is not None, bool(workload.source)))
+            say(bar, f"--timeout {config.timeout:g} s ended the search after {book.n_done} of its {config.n_trials} trials"
+                + kept_and_how_to_continue(config, study_name, storage, tracker is not None, bool(workload.source)))
     except KeyboardInterrupt as exc:
         status = "KILLED"
-        raise SearchInterrupted(_interrupted_note(config, book, study_name, storage, tracker is not None, bool(workload.source))) from exc
+        raise SearchInterrupted(interrupted_note(config, book, study_name, storage, tracker is not None, bool(workload.source))) from exc
     except Exception as exc:
         if tracker is None or tracker.failure is not exc:
             raise
         # the tracking store failed (a server gone): a traceback after minutes of MLflow's retries said nothing of the trials
-        raise _store_stopped(config, exc, f"the search stopped after {book.n_done} finished trial(s)", study_name, storage,
-                             bool(workload.source)) from None
+        raise store_stopped(config, exc, f"the search stopped after {book.n_done} finished trial(s)", study_name, storage,
+                            bool(workload.source)) from None
     finally:
-        try:
-            with deferred_interrupts():  # the wall time, frontier and run status are stored whole, even when Ctrl-C comes now
-                bar.close()
-                if status == "KILLED":  # the trials it was evaluating: failed as interrupted and queued for a resume
-                    with contextlib.suppress(Exception):  # else a resume does it: a storage that fails now must not hide the note
-                        release_interrupted(storage, study_name, book.unfinished(), space)
-                points = book.points
-                if not points and status == "FINISHED":
-                    status = "FAILED"
-                frontier = pareto_front(points)
-                # over every session of a resumed search; logged too, so 'autoq pareto' reports the same time as the search
-                wall_seconds = add_wall_seconds(storage, study_name, time.perf_counter() - start)
-                if tracker and tracker.failure is None:  # a store that failed is not written again: minutes of retries each
-                    metrics = _summary_metrics(points, eval_seconds, book.n_infeasible, book.n_failed, len(uniform_set))
-                    tracker.finish(points, frontier, {**metrics, "wall_seconds": wall_seconds}, budget.value if budget.kind == "bits" else None, status,
-                                   latency_budget_ms=budget.value if budget.is_latency else None, stopping=status == "KILLED")
-        except ForcedInterrupt as exc:  # Ctrl-C again while the frontier went to a tracking server: the run is left unfinished
-            raise SearchInterrupted(f"stopped while the search's MLflow run was written, which is left unfinished, after {book.n_done} "
-                                    "finished trial(s)" + _kept_and_how_to_continue(config, study_name, storage, True, bool(workload.source))
-                                    + " (it writes the frontier again)") from exc
-        except KeyboardInterrupt:  # after the clean-up: a stopping search keeps its note, a finished one is whole
-            late_interrupt = status != "KILLED"
-        except store_errors() as exc:  # the store failed while the frontier was written: a traceback said nothing of the trials
-            if tracker is None:
-                raise
-            raise _store_stopped(config, exc, f"the search's MLflow run is left unfinished after {book.n_done} finished trial(s)",
-                                 study_name, storage, bool(workload.source), ": it writes the frontier") from None
+        outcome = _store_outcome(workload, config, problem, study, session, reference, start, status)
+    points, wall_seconds, late_interrupt = outcome  # reached only when the trials ended without raising
     if late_interrupt:
         note("interrupted after the last trial; the search and its results were stored in full")
-    if not points and book.n_failed:
-        stored = [where for where, kept in (("its MLflow run tags", tracker), (f"the Optuna study {study_name!r}", storage)) if kept]
-        # none evaluated now: a resume of a search whose trials had all failed, asking for no more
-        first = f"; the first error: {book.first_error}" if book.first_error else " in an earlier session" if config.resume else ""
-        raise AutoqError(f"every trial failed ({book.n_failed}){first}" + (f" (each trial's is in {' and '.join(stored)})" if stored else ""))
-    if not points:
-        raise AutoqError(f"no trial was evaluated: the timeout ({config.timeout} s) ended the search before its first trial; "
-                         "give it more time" if config.timeout is not None else "no trial was evaluated")
-    above = _above_reference(reference, points)
-    if above:
-        warn(above)
-    return SearchResult(
-        budget=budget, metric=workload.metric, reference_quality=reference, frontier=tuple(frontier),
-        points=tuple(sorted(points, key=lambda p: p.trial)),  # in trial order, as from_mlflow reads them: Ray's finish in any
-        study_name=study_name, storage=storage, tracking_uri=absolute_uri(config.tracking_uri) if config.tracking_uri else None, parent_run_id=parent_id,
-        eval_seconds=eval_seconds, wall_seconds=wall_seconds, n_infeasible=book.n_infeasible, n_failed=book.n_failed,
-        sequential=config.sequential, calibration_digest=calibration_digest, n_calibration=len(workload.calibration), n_uniform=len(uniform_set),
-        model_hash=weights, plugin_code=tuple(problem_code.items()),
-    )
+    return points, wall_seconds
 
 
-def _above_reference(reference: float, points: Sequence[Point]) -> str | None:
-    """Why the result may be upside down: most quantized points score above the unquantized model, which is what an
-    ``evaluate`` returning a loss (lower is better) looks like: autoq maximized it, and its best point was the most
-    damaged one (an MSE of 0.0052 at 2.65 bits), without a word."""
-    if not math.isfinite(reference) or len(points) < 3:
-        return None
-    qualities = sorted(p.quality for p in points)
-    higher = sum(q > reference + 1e-9 * max(1.0, abs(reference)) for q in qualities)
-    if 2 * higher <= len(qualities):
-        return None
-    return (f"{higher} of {len(qualities)} quantized points score above the unquantized model ({reference:.4g}; median "
-            f"{qualities[len(qualities) // 2]:.4g}): autoq maximizes quality, so evaluate(model) must return a higher-is-better "
-            "number (accuracy, or -loss); a loss is maximized, and the best point found is then the most damaged one")
-
-
-def _interrupted_note(config: SearchConfig, book: TrialBook, study_name: str, storage: str | None, tracked: bool, by_name: bool = True) -> str:
-    """What an interrupted search kept, and the command that continues it."""
-    return f"interrupted after {book.n_done} finished trial(s)" + _kept_and_how_to_continue(config, study_name, storage, tracked, by_name)
-
-
-def _store_stopped(config: SearchConfig, exc: Exception, what: str, study_name: str, storage: str | None, by_name: bool,
-                   resume_does: str = "") -> AutoqError:
-    """The error for a search its tracking store stopped: the store's failure, ``what`` became of the search, where its
-    trials are kept and the command that continues it once the store answers (``resume_does``: what that resume writes)."""
-    return store_failed(config.tracking_uri or "", exc, what + _kept_and_how_to_continue(config, study_name, storage, True, by_name)
-                        + f" (once the store answers again{resume_does})")
-
-
-def _say(bar: tqdm, text: str) -> None:
-    """``autoq: text`` on stderr while the bar is open: tqdm's write puts it above the bar (a print joined the bar's line).
-    Without a bar (``progress=False``) it is a note (:func:`autoq.messages.note`): a batch job's log still says it,
-    and a pipeline can silence it with the ``autoq`` logger's level."""
-    if bar.disable:
-        note(text)
-        return
-    bar.write(f"autoq: {text}", file=sys.stderr)
-    sys.stderr.flush()
-
-
-def _kept_and_how_to_continue(config: SearchConfig, study_name: str, storage: str | None, tracked: bool, by_name: bool = True) -> str:
-    """Where a search's finished trials are kept, and the command that continues it (the Python call alone for a model
-    passed from Python, ``by_name`` false: a command line cannot name it, and would load the default model to be refused)."""
-    if storage is None:
-        kept = "MLflow keeps them, but with --storage none it cannot be resumed" if tracked else "nothing keeps them (--storage none, --tracking-uri none)"
-        return f"; {kept}"
-    # the storage is implied only as the one beside a named SQLite MLflow store; without MLflow, or with a tracking
-    # server, 'auto' is optuna.db of the folder the search ran in: the command names it (absolute; and without MLflow
-    # says --tracking-uri none, else the resume logged every trial to a new mlflow.db), or from another folder it found none
-    beside = config.storage == "auto" and config.tracking_uri and sqlite_path(config.tracking_uri) is not None
-    options = [] if beside else [f"--storage {shlex.quote(storage)}"]
-    if config.tracking_uri:  # absolute: the command finds the same store (and the storage beside it) from any folder
-        options.insert(0, f"--tracking-uri {shlex.quote(shown_uri(absolute_uri(config.tracking_uri)))}")
-    else:
-        options.insert(0, "--tracking-uri none")
-    if config.backend == "ray":  # the stored settings do not hold how the trials ran: without these it goes on in-process
-        options += ["--backend ray", f"--workers {config.workers}"] + [
-            f"--{name.replace('_', '-')} {shlex.quote(str(value))}" for name, value in ray_options_set(config).items()]
-    command = " ".join(["autoq search --resume", shlex.quote(study_name), *options])
-    where = "the Optuna study" + (" and MLflow" if tracked else "")
-    # storage='auto' is found from the folder the call runs in: the hint names the database, to be found from any folder
-    where_stored = f", storage={storage!r}" if config.storage == "auto" else ""
-    python = f"the same call with resume=True, study_name={study_name!r}{where_stored}, n_trials={config.n_trials}"
-    if not by_name:
-        return f", kept in {where}; continue with {python} (and the same model and data)"
-    return f", kept in {where}; continue with: {command}   (Python: {python}){credentials_note(config.tracking_uri)}"
+def _store_outcome(workload: Workload, config: SearchConfig, problem: Prepared, study: _Study, session: _Session, reference: _Reference,
+                   start: float, status: str) -> tuple[list[Point], float, bool]:
+    """Close the bar, queue a stopped session's unfinished trials for a resume, and store the wall time, the frontier
+    and the run's status whole, even when Ctrl-C comes now: (the points, the wall seconds, whether a Ctrl-C came after
+    the last trial of a search that finished)."""
+    book, tracker, study_name, storage = session.book, session.tracker, study.name, study.storage
+    budget = problem.budget
+    points: list[Point] = []
+    wall_seconds = 0.0
+    try:
+        with deferred_interrupts():
+            session.bar.close()
+            if status == "KILLED":  # the trials it was evaluating: failed as interrupted and queued for a resume
+                with contextlib.suppress(Exception):  # else a resume does it: a storage that fails now must not hide the note
+                    release_interrupted(storage, study_name, book.unfinished(), problem.space)
+            points = book.points
+            if not points and status == "FINISHED":
+                status = "FAILED"
+            # over every session of a resumed search; logged too, so 'autoq pareto' reports the same time as the search
+            wall_seconds = add_wall_seconds(storage, study_name, time.perf_counter() - start)
+            if tracker and tracker.failure is None:  # a store that failed is not written again: minutes of retries each
+                metrics = summary_metrics(points, reference.seconds, book.n_infeasible, book.n_failed, len(study.uniform))
+                tracker.finish(points, pareto_front(points), {**metrics, "wall_seconds": wall_seconds}, budget.value if budget.kind == "bits" else None,
+                               status, latency_budget_ms=budget.value if budget.is_latency else None, stopping=status == "KILLED")
+    except ForcedInterrupt as exc:  # Ctrl-C again while the frontier went to a tracking server: the run is left unfinished
+        raise SearchInterrupted(f"stopped while the search's MLflow run was written, which is left unfinished, after {book.n_done} "
+                                "finished trial(s)" + kept_and_how_to_continue(config, study_name, storage, True, bool(workload.source))
+                                + " (it writes the frontier again)") from exc
+    except KeyboardInterrupt:  # after the clean-up: a stopping search keeps its note, a finished one is whole
+        return book.points, wall_seconds, status != "KILLED"
+    except store_errors() as exc:  # the store failed while the frontier was written: a traceback said nothing of the trials
+        if tracker is None:
+            raise
+        raise store_stopped(config, exc, f"the search's MLflow run is left unfinished after {book.n_done} finished trial(s)",
+                            study_name, storage, bool(workload.source), ": it writes the frontier") from None
+    return points, wall_seconds, False
 
 
 def _run_trials(workload: Workload, book: TrialBook, deadline: float | None, config: SearchConfig | None = None) -> None:
@@ -551,103 +576,3 @@ def _calibration_digest(workload: Workload, space: SearchSpace) -> str:
     return data_fingerprint(workload.calibration) if data_driven_pairs(space) else ""
 
 
-def _recorded_run(storage: str | None, study_name: str) -> str | None:
-    """The MLflow run the study recorded, or ``None`` (none yet, or a storage that cannot say now: an interrupt's note
-    must not fail in turn)."""
-    try:
-        return read_run_id(storage, study_name)
-    except Exception:  # noqa: BLE001 - the note then says what is certain, the Optuna study
-        return None
-
-
-def _start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace, budget: Budget, study_name: str, storage: str | None,
-                    reference: float, weights: str, calibration_digest: str = "", seeded_from: str | None = None, n_uniform: int = 0,
-                    code: Mapping[str, str] | None = None) -> MlflowTracker | None:
-    """The MLflow parent run of this search, or ``None`` when tracking is off; ``seeded_from``: the metric or table
-    file whose scores seeded it (``None``: none did, as when ``auto`` skipped the table or fell back). The unquantized
-    model's quality is logged at once: a search killed outright (kill -9) showed 'unquantized = not recorded'."""
-    if not config.tracking_uri:
-        return None
-    nest_under = config.mlflow_parent_run_id
-    if config.resume and nest_under is None:  # the run the search was nested in holds its run: look for it there
-        nest_under = read_settings(storage, study_name).get("mlflow_parent_run_id")
-    tracker = MlflowTracker.open(config.tracking_uri, config.experiment, nest_under)
-    try:
-        return _open_parent_run(tracker, workload, config, space, budget, study_name, storage, reference, weights, calibration_digest,
-                                seeded_from, n_uniform, code)
-    except KeyboardInterrupt:  # after the run was made or reopened: the caller has no tracker to mark it stopped
-        if tracker.parent_id is not None:
-            with deferred_interrupts():
-                tracker.client.set_terminated(tracker.parent_id, status="KILLED")
-        raise
-
-
-def _open_parent_run(tracker: MlflowTracker, workload: Workload, config: SearchConfig, space: SearchSpace, budget: Budget, study_name: str,
-                     storage: str | None, reference: float, weights: str, calibration_digest: str, seeded_from: str | None,
-                     n_uniform: int, code: Mapping[str, str] | None) -> MlflowTracker:
-    """:func:`_start_tracking`'s parent run: the search's own, reopened on a resume, or a new one with its params."""
-    if config.resume and tracker.continue_search(study_name, storage, read_run_id(storage, study_name)):  # the same parent run, not a second one
-        if "reference_quality" not in tracker.client.get_run(tracker.parent_id).data.metrics:  # started by an autoq that logged it last
-            tracker.client.log_metric(tracker.parent_id, "reference_quality", reference, step=0)
-        tracker.client.log_metric(tracker.parent_id, "n_uniform_baselines", n_uniform, step=0)
-        if not any(f.path == "search_space.json" for f in tracker.client.list_artifacts(tracker.parent_id)):
-            tracker.client.log_text(tracker.parent_id, _space_json(space), "search_space.json")  # its first session stopped before
-        remember_run_id(storage, study_name, tracker.parent_id)  # a search an earlier autoq started records it now
-        return tracker
-    parent_id = tracker.start(
-        study_name,
-        params={
-            "budget": budget.text, "budget_kind": budget.kind, "budget_value": budget.value,
-            "model": workload.name, "model_source": workload.source or "none", "space": config.space, "seed": config.seed, "sampler": sampler_name(config.sampler),
-            "strategy": config.strategy, "seed_from": seeded_from or "none",
-            "skip": _listed(config.skip), "pins": _listed(f"{pattern}={choice}" for pattern, choice in config.pins),
-            "n_trials": config.n_trials, "n_layers": len(space.layers), "metric": workload.metric[:500],
-            "data_fingerprint": workload.data_fingerprint, "optuna_storage": without_password(storage) if storage else "memory",
-            "study_name": study_name, "device": config.device or "none", "batch": config.batch,
-            "backend": config.backend, "workers": config.workers, "max_retries": config.max_retries,
-            "sequential": config.sequential, "calibration_digest": calibration_digest or "none",
-            "n_calibration_batches": len(workload.calibration),
-            "model_hash": weights,  # an export by run id checks it rebuilds these weights
-            "plugins": " ".join(shlex.quote(portable(p)) for p in config.plugins) or "none",  # the export needs them too
-            "plugin_code": json.dumps(dict(code or {}), sort_keys=True),  # an export by run id refuses an edited plug-in method
-        },
-        tags={"autoq.kind": "search", "autoq.model": workload.name, STUDY_TAG: study_name},
-    )
-    tracker.client.log_text(parent_id, _space_json(space), "search_space.json")
-    tracker.client.log_metric(parent_id, "reference_quality", reference, step=0)
-    # at the start too: a search killed outright, read back, took every baseline for evaluated ("best uniform within budget")
-    tracker.client.log_metric(parent_id, "n_uniform_baselines", n_uniform, step=0)
-    remember_run_id(storage, study_name, parent_id)
-    return tracker
-
-
-def _listed(items: Iterable[str]) -> str:
-    """``--skip`` patterns or ``--pin`` rules as one MLflow param: shell words, so that a search's can be compared and
-    filtered in the UI (``params.skip = 'none'``); cut at MLflow's 6,000 characters, the stored study holding them whole."""
-    text = " ".join(shlex.quote(item) for item in items) or "none"
-    return text if len(text) <= 6000 else text[:5990] + " ..."
-
-
-def _summary_metrics(points: list[Point], eval_seconds: float, n_infeasible: int, n_failed: int, n_uniform: int) -> dict[str, float]:
-    """The parent run's summary metrics (reference_quality is logged at the start). ``best_uniform_quality`` and
-    ``gain_over_uniform`` only where every one of the ``n_uniform`` uniform baselines was evaluated: over some of them
-    (a strategy that proposes its own) the gain was overstated, and the UI sorts by it."""
-    metrics = {"eval_seconds": eval_seconds, "n_evaluated": len(points), "n_distinct": distinct_assignments(points), "n_over_budget": n_infeasible,
-               "n_failed": n_failed, "n_uniform_baselines": n_uniform}
-    if points:
-        best = best_point(points)
-        metrics.update(best_quality=best.quality, best_effective_bits=best.effective_bits)
-        if best.latency_ms is not None:
-            metrics["best_latency_ms"] = best.latency_ms
-        uniform = [p for p in points if p.uniform]
-        metrics["n_uniform_evaluated"] = distinct_assignments(uniform)
-        if uniform and metrics["n_uniform_evaluated"] >= n_uniform:
-            metrics["best_uniform_quality"] = max(p.quality for p in uniform)
-            metrics["gain_over_uniform"] = best.quality - metrics["best_uniform_quality"]
-    return metrics
-
-
-def _space_json(space: SearchSpace) -> str:
-    import json
-
-    return json.dumps({layer.name: {"shape": [layer.out_features, layer.in_features], "options": [c.name for c in opts]} for layer, opts in zip(space.layers, space.options)}, indent=1)

@@ -259,7 +259,7 @@ def test_a_search_that_fails_after_storing_its_study_ends_its_session(digits, tm
     def fail(*args, **kwargs):
         raise AutoqError("the tracking store failed")
 
-    monkeypatch.setattr(runner, "_start_tracking", fail)
+    monkeypatch.setattr(runner, "start_tracking", fail)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     with pytest.raises(AutoqError, match="the tracking store failed"):
         autoq.search("digits-cnn", budget="4.5bits", n_trials=2, seed_from="none", tracking_uri=None, storage=storage, study_name="f",
@@ -297,7 +297,7 @@ def test_a_ctrl_c_after_set_up_says_how_to_go_on_and_a_failed_resume_ends_its_se
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     options = dict(budget="4.5bits", n_trials=2, seed_from="none", tracking_uri=None, storage=storage, study_name="c", progress=False)
     with monkeypatch.context() as patch:
-        patch.setattr(runner, "_start_tracking", pressed)
+        patch.setattr(runner, "start_tracking", pressed)
         with pytest.raises(SearchInterrupted, match="interrupted before this session's first trial, kept in the Optuna study; "
                                                     "continue with: autoq search --resume c --tracking-uri none --storage"):
             autoq.search("digits-cnn", **options)

@@ -40,7 +40,7 @@ def test_a_best_uniform_of_only_some_baselines_says_so_and_logs_no_gain(mlflow_u
 
     from mlflow.tracking import MlflowClient
 
-    from autoq.engine.runner import _summary_metrics
+    from autoq.engine.parent_run import summary_metrics
 
     result = autoq.search("digits-cnn", budget="4.5bits", n_trials=8, tracking_uri=mlflow_uri, storage=None, progress=False)
     evaluated, within = result.uniform_coverage
@@ -60,7 +60,7 @@ def test_a_best_uniform_of_only_some_baselines_says_so_and_logs_no_gain(mlflow_u
     mixes = tuple(p for p in result.points if not p.uniform)
     assert mixes and "No uniform assignment was evaluated: none is within this budget (or the space gives its layers no option in common, or pins every layer)" \
         in format_summary(dataclasses.replace(result, points=mixes, n_uniform=0))
-    logged = _summary_metrics(list(result.points), 0.1, 0, 0, within + 3)
+    logged = summary_metrics(list(result.points), 0.1, 0, 0, within + 3)
     assert "gain_over_uniform" not in logged and "best_uniform_quality" not in logged and logged["n_uniform_evaluated"] == within
 
 
