@@ -41,7 +41,7 @@ from autoq.export.quantize import check_calibration, needs_calibration, quantize
 from autoq.files import file_crc32, first_missing, make_folder, removed_if_empty, write_text_atomic
 from autoq.fingerprints import model_hash
 from autoq.messages import note, warn
-from autoq.model import check_finite_stored, find_layers, get_module, tied_weights, uncompiled
+from autoq.model import LayerInfo, check_finite_stored, find_layers, get_module, tied_weights, uncompiled
 from autoq.quant.stored import stored_dtype
 
 
@@ -168,20 +168,8 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     ``autoq.load`` and ``mlflow.pyfunc.load_model`` take), for a point given as a run id; ``registered_model_name``
     (with it) adds a version of it to the Model Registry under that name (see `autoq.export.mlflow_store`).
     """
-    if not isinstance(out_dir, (str, os.PathLike)):  # pathlib's TypeError named neither the argument nor what it takes
-        raise AutoqError(f"out_dir must be the folder to write the export to (a str or Path), got {type(out_dir).__name__} {out_dir!r}")
-    if isinstance(model, os.PathLike):  # a Hugging Face folder, as a str names it
-        model = os.fspath(model)
-    if model is not None and not isinstance(model, (nn.Module, str)):
-        raise AutoqError(f"model must be a torch.nn.Module, a built-in name or a Hugging Face folder (or None: the run's), got "
-                         f"{type(model).__name__} {model!r}")
-    if sequential is not None and not isinstance(sequential, (bool, np.bool_)):  # bool('no') is True: it quantized sequentially
-        raise AutoqError(f"sequential must be True, False or None (as the search ran), got {type(sequential).__name__} {sequential!r}")
+    model = _checked_arguments(model, out_dir, sequential, log_to_run, registered_model_name)
     run_id = point if isinstance(point, str) else None
-    if registered_model_name is not None:
-        if not log_to_run:
-            raise AutoqError("registered_model_name registers the MLflow model that log_to_run=True logs; pass both")
-        check_registered_name(registered_model_name)  # now, not after quantizing
     if run_id is not None:
         from autoq.tracking import default_tracking_uri
 
@@ -203,7 +191,6 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     searched = getattr(point, "searched", None)  # a Point of a SearchResult: how its search quantized (engine needs optuna)
     if searched is not None:
         sequential = searched.sequential if sequential is None else sequential
-    sequential = bool(sequential)
     calibration = None if calibration is None else user_batches(calibration)  # an iterator (a DataLoader's) is read more than once
     assignment = _assignment_of(point)
     model, builtin, calibration, dtype = _resolve_model(model, calibration, data_fingerprint, needs_calibration(assignment))
@@ -212,86 +199,22 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
         warn(f"the MLflow model log_to_run logs cannot be loaded by mlflow.pyfunc.load_model (nor served), which rebuilds "
              f"the model from the export alone ({why}); load it with autoq.load('runs:/<run id>/quantized_model', "
              "model=yours)", stacklevel=2)
-    searched_hash = point.model_hash if isinstance(point, RunPoint) else getattr(searched, "model_hash", "")
-    if searched_hash:
-
-        now = model_hash(model)
-        if now != searched_hash:
-            source = point.model_source if isinstance(point, RunPoint) else ""
-            searched_on = (f"; the search ran on {source!r}: export with it (on the command line, leave --model out), " if source else
-                           "; export with the searched weights ")
-            raise AutoqError(f"the model's weights are not the ones {_scorer(point)} scored (hash {now}, the search's {searched_hash}): "
-                             f"changed since, or another model{searched_on}(or quantize these weights by the same choices, unscored: "
-                             "autoq.export(model, point.assignment, ...) in Python)")
+    _check_searched_weights(point, model)
     _check_plugin_code(point, assignment)
-    found = {layer.name: layer for layer in find_layers(model, include_tied=True)}
-    unknown = [name for name in assignment if name not in found]
-    if unknown:
-        raise AutoqError(f"the assignment names layers the model does not have: {unknown[:5]}; export it with the model it was searched on")
-    layers = [found[name] for name in assignment]
-    quantized = {name: c for name, c in assignment.items() if not c.weight.is_half}
-    weight_names = {f"{name}.weight" for name in quantized}
-    act_convs = [f"{name} ({found[name].kind})" for name, c in quantized.items() if c.activation is not None and not found[name].is_linear]
-    if act_convs:
-        raise AutoqError(f"activation quantization is exported for linear layers only; {act_convs[:3]} are not (convolutions, or "
-                         "a MultiheadAttention's out_proj, whose input the module never passes through it): choose a weight-only format for them")
-    tied = [f"{name} (tied to {aliases[0]})" for name, aliases in tied_weights(model).items() if name in quantized]
-    if tied:
-        raise AutoqError(f"the point quantizes layer(s) whose weight is tied to another parameter: {tied[:3]}; an export cannot "
-                         "quantize one use of a weight and keep the other (a search leaves these layers out): keep them fp16")
-    check_finite_stored(model, layers)  # as the search does: NaN would quantize to codes without a warning
+    layers = _exportable_layers(model, assignment)
     if calibration:
         check_finite_batches(calibration)
-    if isinstance(point, RunPoint) and calibration is not None and needs_calibration(assignment):
-        check_calibration(list(calibration), point.calibration_digest, point.n_calibration)
-    elif searched is not None and calibration is not None and needs_calibration(assignment):
-        check_calibration(list(calibration), searched.calibration_digest, searched.n_calibration)
+    recorded = point if isinstance(point, RunPoint) else searched  # where the search's calibration digest is kept
+    if recorded is not None and calibration is not None and needs_calibration(assignment):
+        check_calibration(list(calibration), recorded.calibration_digest, recorded.n_calibration)
     out = Path(out_dir)
-    if out.exists() and not out.is_dir():  # now, not after quantizing (GPTQ on a large model takes a while)
-        raise AutoqError(f"{out} is a file; pass a folder (new or existing) to export into")
-    if (out / "config.json").is_file() or ((out / WEIGHTS_NAME).is_file() and not (out / CONFIG_NAME).is_file() and not _ours(out / WEIGHTS_NAME)):
-        raise AutoqError(f"{out} holds a model that autoq did not export (config.json or {WEIGHTS_NAME}): the export's "
-                         f"{WEIGHTS_NAME} would overwrite its weights; export into another folder")
+    _check_out_folder(out)
     made_from = first_missing(out)
     make_folder(out, "export")  # now too: a folder that cannot be made fails before the quantization, not after
     if (out / CONFIG_NAME).is_file():  # as save_pretrained does, an export replaces one there: said, not silent
         note(f"replacing the autoq export already in {out}")
-
-    tensors: dict[str, torch.Tensor] = {}
-    meta: dict[str, dict] = {}
-    biases: dict[str, torch.Tensor] = {}
     with torch.no_grad(), removed_if_empty(out, made_from):
-        qts = quantize_point(model, assignment, layers, calibration, sequential, progress)
-        for layer in layers:
-            choice = assignment[layer.name]
-            entry = {"choice": choice.name, "kind": layer.kind, "shape": [layer.out_features, layer.in_features],
-                     "weight_shape": list(get_module(model, layer.name).weight.shape)}  # the native layout, checked at load
-            if layer.name in quantized:
-                part = qts[layer.name]
-                layer_tensors, entry["layout"] = to_tensors(layer.name, part.tensor)
-                tensors.update(layer_tensors)
-                if choice.activation is not None:  # the exported layer quantizes its input (ActQuantLinear)
-                    entry["activation"] = choice.activation.name
-                    if part.act_range is not None:
-                        entry["act_range"] = [part.act_range.lo, part.act_range.hi]
-                if part.bias is not None:  # bias correction's shifted bias
-                    biases[f"{layer.name}.bias"] = part.bias
-            meta[layer.name] = entry
-        param_names = {pname for pname, _ in model.named_parameters(remove_duplicate=False)}
-        kept: list[str] = []
-        half_weights = {f"{name}.weight" for name, c in assignment.items() if c.weight.is_half}
-        for pname, p in model.named_parameters():
-            if pname in half_weights:  # chosen fp16: what the search scored (weight.half()) and counted, tiny values or not
-                tensors[pname] = p.detach().half().contiguous().clone()
-            elif pname not in weight_names:
-                tensors[pname] = _stored(pname, biases.get(pname, p).detach(), kept)
-        for bname, b in model.state_dict().items():
-            if bname not in param_names and bname not in tensors:
-                tensors[bname] = _stored(bname, b, kept)
-    if kept:
-        note(f"kept {len(kept)} tensor(s) in their own precision that fp16 would turn to inf (beyond 65504) or "
-             f"lose to underflow (below 6e-5): {kept[:3]}")
-
+        tensors, meta = _packed_tensors(model, assignment, layers, calibration, bool(sequential), progress)
     cost = CostModel.for_model(model, layers).cost(assignment)
     inputs = input_spec(calibration[0], model) if calibration else None
     with removed_if_empty(out, made_from):
@@ -306,3 +229,109 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     if log_to_run:
         log_export(tracking_uri, run_id, out, registered_model_name)
     return out
+
+
+def _checked_arguments(model: object, out_dir: object, sequential: object, log_to_run: bool,
+                       registered_model_name: str | None) -> nn.Module | str | None:
+    """Refuse arguments of the wrong kind in words, before any work; the model, a path as its str."""
+    if not isinstance(out_dir, (str, os.PathLike)):  # pathlib's TypeError named neither the argument nor what it takes
+        raise AutoqError(f"out_dir must be the folder to write the export to (a str or Path), got {type(out_dir).__name__} {out_dir!r}")
+    if isinstance(model, os.PathLike):  # a Hugging Face folder, as a str names it
+        model = os.fspath(model)
+    if model is not None and not isinstance(model, (nn.Module, str)):
+        raise AutoqError(f"model must be a torch.nn.Module, a built-in name or a Hugging Face folder (or None: the run's), got "
+                         f"{type(model).__name__} {model!r}")
+    if sequential is not None and not isinstance(sequential, (bool, np.bool_)):  # bool('no') is True: it quantized sequentially
+        raise AutoqError(f"sequential must be True, False or None (as the search ran), got {type(sequential).__name__} {sequential!r}")
+    if registered_model_name is not None:
+        if not log_to_run:
+            raise AutoqError("registered_model_name registers the MLflow model that log_to_run=True logs; pass both")
+        check_registered_name(registered_model_name)  # now, not after quantizing
+    return model
+
+
+def _check_searched_weights(point: object, model: nn.Module) -> None:
+    """Refuse weights other than those the point's search scored (its recorded hash), where it recorded one."""
+    searched_hash = point.model_hash if isinstance(point, RunPoint) else getattr(getattr(point, "searched", None), "model_hash", "")
+    if not searched_hash:
+        return
+    now = model_hash(model)
+    if now != searched_hash:
+        source = point.model_source if isinstance(point, RunPoint) else ""
+        searched_on = (f"; the search ran on {source!r}: export with it (on the command line, leave --model out), " if source else
+                       "; export with the searched weights ")
+        raise AutoqError(f"the model's weights are not the ones {_scorer(point)} scored (hash {now}, the search's {searched_hash}): "
+                         f"changed since, or another model{searched_on}(or quantize these weights by the same choices, unscored: "
+                         "autoq.export(model, point.assignment, ...) in Python)")
+
+
+def _exportable_layers(model: nn.Module, assignment: Assignment) -> list[LayerInfo]:
+    """The assignment's layers in ``model``, refusing what an export cannot write: a layer the model lacks, an
+    activation format on a convolution, a quantized tied weight, NaN or inf weights."""
+    found = {layer.name: layer for layer in find_layers(model, include_tied=True)}
+    unknown = [name for name in assignment if name not in found]
+    if unknown:
+        raise AutoqError(f"the assignment names layers the model does not have: {unknown[:5]}; export it with the model it was searched on")
+    layers = [found[name] for name in assignment]
+    quantized = {name: c for name, c in assignment.items() if not c.weight.is_half}
+    act_convs = [f"{name} ({found[name].kind})" for name, c in quantized.items() if c.activation is not None and not found[name].is_linear]
+    if act_convs:
+        raise AutoqError(f"activation quantization is exported for linear layers only; {act_convs[:3]} are not (convolutions, or "
+                         "a MultiheadAttention's out_proj, whose input the module never passes through it): choose a weight-only format for them")
+    tied = [f"{name} (tied to {aliases[0]})" for name, aliases in tied_weights(model).items() if name in quantized]
+    if tied:
+        raise AutoqError(f"the point quantizes layer(s) whose weight is tied to another parameter: {tied[:3]}; an export cannot "
+                         "quantize one use of a weight and keep the other (a search leaves these layers out): keep them fp16")
+    check_finite_stored(model, layers)  # as the search does: NaN would quantize to codes without a warning
+    return layers
+
+
+def _check_out_folder(out: Path) -> None:
+    """Refuse, before quantizing (GPTQ on a large model takes a while), a file or another model's folder as ``out``."""
+    if out.exists() and not out.is_dir():
+        raise AutoqError(f"{out} is a file; pass a folder (new or existing) to export into")
+    if (out / "config.json").is_file() or ((out / WEIGHTS_NAME).is_file() and not (out / CONFIG_NAME).is_file() and not _ours(out / WEIGHTS_NAME)):
+        raise AutoqError(f"{out} holds a model that autoq did not export (config.json or {WEIGHTS_NAME}): the export's "
+                         f"{WEIGHTS_NAME} would overwrite its weights; export into another folder")
+
+
+def _packed_tensors(model: nn.Module, assignment: Assignment, layers: list[LayerInfo], calibration: Sequence[Any] | None,
+                    sequential: bool, progress: bool) -> tuple[dict[str, torch.Tensor], dict[str, dict]]:
+    """(every tensor the file holds, each layer's config entry): the quantized layers packed per `autoq.export.layout`,
+    and every other parameter and persistent buffer as `autoq.quant.stored` says."""
+    quantized = {name: c for name, c in assignment.items() if not c.weight.is_half}
+    tensors: dict[str, torch.Tensor] = {}
+    meta: dict[str, dict] = {}
+    biases: dict[str, torch.Tensor] = {}
+    qts = quantize_point(model, assignment, layers, calibration, sequential, progress)
+    for layer in layers:
+        choice = assignment[layer.name]
+        entry = {"choice": choice.name, "kind": layer.kind, "shape": [layer.out_features, layer.in_features],
+                 "weight_shape": list(get_module(model, layer.name).weight.shape)}  # the native layout, checked at load
+        if layer.name in quantized:
+            part = qts[layer.name]
+            layer_tensors, entry["layout"] = to_tensors(layer.name, part.tensor)
+            tensors.update(layer_tensors)
+            if choice.activation is not None:  # the exported layer quantizes its input (ActQuantLinear)
+                entry["activation"] = choice.activation.name
+                if part.act_range is not None:
+                    entry["act_range"] = [part.act_range.lo, part.act_range.hi]
+            if part.bias is not None:  # bias correction's shifted bias
+                biases[f"{layer.name}.bias"] = part.bias
+        meta[layer.name] = entry
+    kept: list[str] = []
+    weight_names = {f"{name}.weight" for name in quantized}
+    half_weights = {f"{name}.weight" for name, c in assignment.items() if c.weight.is_half}
+    for pname, p in model.named_parameters():
+        if pname in half_weights:  # chosen fp16: what the search scored (weight.half()) and counted, tiny values or not
+            tensors[pname] = p.detach().half().contiguous().clone()
+        elif pname not in weight_names:
+            tensors[pname] = _stored(pname, biases.get(pname, p).detach(), kept)
+    param_names = {pname for pname, _ in model.named_parameters(remove_duplicate=False)}
+    for bname, b in model.state_dict().items():
+        if bname not in param_names and bname not in tensors:
+            tensors[bname] = _stored(bname, b, kept)
+    if kept:
+        note(f"kept {len(kept)} tensor(s) in their own precision that fp16 would turn to inf (beyond 65504) or "
+             f"lose to underflow (below 6e-5): {kept[:3]}")
+    return tensors, meta
