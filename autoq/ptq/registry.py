@@ -86,6 +86,10 @@ def run_method(name: str, weight: torch.Tensor, spec: QuantSpec, stats: Any = No
         shape = tuple(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
         raise AutoqError(f"PTQ method {name!r} takes a 2-D (out, in) weight tensor, got {shape}; reshape a convolution's to (out, -1) "
                          "(autoq.model.weight_2d(layer) gives any layer's)")
+    bad = int((~torch.isfinite(weight)).sum()) if weight.is_floating_point() else 0
+    if bad:  # every method then failed its result check, which blamed the method ('returned scales ... not finite')
+        raise AutoqError(f"the {tuple(weight.shape)} weight given to PTQ method {name!r} holds {bad} NaN or inf value(s); quantize "
+                         "finite weights (a search and an export refuse such a model by its layer names before they start)")
     try:
         q = info.fn(weight, spec, stats)
     except AutoqError:

@@ -136,6 +136,9 @@ def quantize(w: torch.Tensor, spec: QuantSpec, lo: torch.Tensor | None = None, h
     if lo is None or hi is None:
         lo, hi = grouped.amin(dim=1), grouped.amax(dim=1)
     scale, zero = params_from_range(lo, hi, spec)
+    if not bool(torch.isfinite(scale).all()):  # a NaN or inf weight (or range): codes of 0 and a NaN scale came back, unsaid
+        raise AutoqError(f"quantize got a {tuple(w.shape)} weight whose range is not finite in {int((~torch.isfinite(scale)).sum())} "
+                         f"of its {scale.numel()} group(s) (NaN or inf values); quantize finite weights")
     codes = quantize_grouped(grouped, scale, zero, spec)
     return QuantizedTensor(spec, view.merge(codes).to(torch.uint8), scale, zero)
 

@@ -182,3 +182,14 @@ def test_a_weight_that_is_not_2d_is_refused_naming_the_reshape(name):
     """An unflattened (8, 3, 3, 3) convolution kernel failed in each method with 'too many values to unpack'."""
     with pytest.raises(AutoqError, match=rf"PTQ method '{name}' takes a 2-D \(out, in\) weight tensor, got \(8, 3, 3, 3\); reshape"):
         run_method(name, torch.randn(8, 3, 3, 3), QuantSpec.from_name("int4-ch-asym"))
+
+
+@pytest.mark.parametrize("value", [float("nan"), float("inf")])
+@pytest.mark.parametrize("name", method_names())
+def test_a_weight_with_nan_or_inf_is_refused_as_the_weights_not_the_methods(name, value, layer):
+    """Every method then failed the result check, whose message blamed the method ('returned scales ... not finite')."""
+    w, stats = layer
+    w = w.clone()
+    w[3, 5] = value
+    with pytest.raises(AutoqError, match=rf"the \({w.shape[0]}, 96\) weight given to PTQ method {name!r} holds 1 NaN or inf value\(s\); quantize finite"):
+        run_method(name, w, SPECS[0], stats)

@@ -238,3 +238,17 @@ def test_regression_offset_group_error_exceeds_half_step():
     qt = quantize(w, QuantSpec(8, "channel"))
     err = (qt.dequantize() - w).abs().max().item()
     assert err <= qt.scale.float().item() / 2 * (1 + 1e-4) + 1e-7
+
+
+@pytest.mark.parametrize("spec", [QuantSpec(4, "channel"), QuantSpec(3, "group", 32), QuantSpec(8, "tensor", None, True)], ids=lambda s: s.name)
+def test_a_weight_with_nan_or_inf_is_refused_not_quantized_to_nan_scales(spec):
+    """quantize took it: the row's scale came back NaN and its codes 0, and fake_quantize gave NaN weights back."""
+    from autoq.errors import AutoqError
+
+    w = weights((5, 70), 0)
+    w[2, 40] = float("nan")
+    with pytest.raises(AutoqError, match=r"range is not finite in 1 of its \d+ group\(s\)"):
+        quantize(w, spec)
+    w[2, 40] = float("-inf")
+    with pytest.raises(AutoqError, match="NaN or inf"):
+        fake_quantize(w, spec)
