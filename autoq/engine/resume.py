@@ -39,7 +39,7 @@ from autoq.search_spaces import portable_space
 from autoq.space import SearchSpace
 from autoq.tracking import MlflowTracker, absolute_uri, sqlite_path
 from autoq.tracking.database_kind import check_database_kind
-from autoq.tracking.mlflow_logger import check_sqlite_writable, looks_like_run_id
+from autoq.tracking.mlflow_logger import check_sqlite_writable, looks_like_run_id, shown_uri
 
 if TYPE_CHECKING:
     from autoq.engine.runner import SearchConfig
@@ -188,7 +188,11 @@ def remember_counts(storage: str, study_name: str, n_trials: int, max_retries: i
     interruption prints, which reads the stored settings) then goes on with them, not the first session's."""
     study = load_study(storage, study_name)
     settings = dict(study.user_attrs.get(SETTINGS_ATTR) or {})
-    asked = {"n_trials": n_trials, "max_retries": max_retries}
+    asked: dict[str, int] = {"max_retries": max_retries}
+    # one that asks for no more trials than are complete evaluates nothing, and keeps the target: a later resume that
+    # leaves --n-trials out went on to that lower count ('--n-trials 3 are all done'), the search's 12 lost
+    if n_trials > len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))):
+        asked["n_trials"] = n_trials
     if settings and any(settings.get(key) != value for key, value in asked.items()):
         study.set_user_attr(SETTINGS_ATTR, {**settings, **asked})
 
@@ -322,9 +326,44 @@ def _never_started(study: optuna.Study, study_name: str, storage: str | None) ->
 def check_same_settings(storage: str | None, study_name: str, settings: dict[str, Any]) -> None:
     """Refuse other settings than the stored search's before the search problem is built from them: a changed pin or space
     was reported as an infeasible budget, which the stored search was not. (`check_resumable` checks again, under the lock.)"""
-    stored = load_study(storage, study_name).user_attrs.get(SETTINGS_ATTR)
+    study = load_study(storage, study_name)
+    stored = study.user_attrs.get(SETTINGS_ATTR)
     if stored is not None:
         _check_settings(study_name, settings, stored)
+        run_id = study.user_attrs.get(RUN_ATTR)
+        _check_same_store(study_name, stored.get("tracking_uri"), settings.get("tracking_uri"), run_id if isinstance(run_id, str) else None)
+
+
+def _check_same_store(study_name: str, stored: str | None, given: str | None, run_id: str | None) -> None:
+    """Refuse a resume that names another MLflow store than the search's while that one is still in place: it opened a
+    second parent run there and logged every kept trial again, and the next plain resume went back to the first. A
+    store that holds the search's run (a copy), one in place of a SQLite store gone from its folder (moved), no MLflow
+    before, or none now (``--tracking-uri none``: nothing is logged twice) is taken."""
+    if not stored or not given or stored == given:
+        return
+    db = sqlite_path(stored)
+    if db is not None and not db.exists():
+        return
+    if run_id is not None and _holds_run(given, run_id):
+        return
+    raise AutoqError(f"cannot resume {study_name!r} in another MLflow store: it logs to {shown_uri(stored)}"
+                     f"{f' (its parent run {run_id})' if run_id else ''}, and {shown_uri(given)} would get a second parent run "
+                     f"that logs its kept trials again; leave --tracking-uri out (a resume takes the stored one) or pass "
+                     f"{shown_uri(stored)} (in Python, tracking_uri={shown_uri(stored)!r})")
+
+
+def _holds_run(uri: str, run_id: str) -> bool:
+    """Whether the MLflow store ``uri`` holds run ``run_id`` (a SQLite file not there is not made to ask)."""
+    from autoq.tracking import tracking_client
+
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():
+        return False
+    try:
+        tracking_client(uri).get_run(run_id)
+    except Exception:  # noqa: BLE001 - not there, or a store that cannot say: the resume is refused with the stored one named
+        return False
+    return True
 
 
 def _check_settings(study_name: str, settings: dict[str, Any], stored: dict[str, Any]) -> None:

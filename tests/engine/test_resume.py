@@ -743,3 +743,26 @@ def test_a_python_resume_that_names_no_tracking_uri_logs_where_the_search_logged
     assert (again.parent_run_id, again.tracking_uri) == (first.parent_run_id, first.tracking_uri)
     assert autoq.search("digits-cnn", n_trials=3, study_name="p2", resume=True, **options).tracking_uri is None is unlogged.tracking_uri
     assert list((tmp_path / "elsewhere").iterdir()) == []
+
+
+def test_a_resume_in_another_mlflow_store_is_refused_and_one_asking_fewer_trials_keeps_the_target(digits, tmp_path, mlflow_uri):
+    """A resume given another store opened a second parent run there, logged the kept trials again, and the next plain
+    resume went back to the first store. One asking for fewer trials than were complete stored that count: a later
+    resume that left --n-trials out evaluated nothing ('--n-trials 2 are all done'), the search's target lost."""
+    from autoq.engine.resume import read_settings
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    options = dict(budget="4.5bits", seed_from="none", storage=storage, study_name="one", progress=False)
+    first = autoq.search("digits-cnn", n_trials=3, tracking_uri=mlflow_uri, **options)
+    other = f"sqlite:///{tmp_path / 'other.db'}"
+    with pytest.raises(AutoqError, match=rf"cannot resume 'one' in another MLflow store: it logs to {mlflow_uri} \(its parent run "
+                                         rf"{first.parent_run_id}\), and {other} would get a second parent run"):
+        autoq.search("digits-cnn", n_trials=5, resume=True, tracking_uri=other, **options)
+    assert not (tmp_path / "other.db").exists()
+    copy = tmp_path / "copy.db"  # a copy of the store holds the search's run: it goes on there
+    copy.write_bytes((tmp_path / "mlflow.db").read_bytes())
+    assert autoq.search("digits-cnn", n_trials=2, resume=True, tracking_uri=f"sqlite:///{copy}", **options).parent_run_id == first.parent_run_id
+    assert read_settings(storage, "one")["n_trials"] == 3  # 2 asked, 3 complete: nothing evaluated, the target kept
+    resumed = autoq.search("digits-cnn", n_trials=4, resume=True, tracking_uri=mlflow_uri, **options)
+    assert len(resumed.points) == 4 and read_settings(storage, "one")["n_trials"] == 4
+    assert len(autoq.search("digits-cnn", n_trials=5, resume=True, tracking_uri=None, **options).points) == 5  # no MLflow: nothing twice
