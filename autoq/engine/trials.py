@@ -30,6 +30,7 @@ from autoq.messages import warn
 from autoq.tracking import MlflowTracker
 
 MAX_OVER_BUDGET_IN_A_ROW = 2000  # random proposals in the default space fit a 4.5-bit budget about 3% of the time
+TRIAL_RUN_ATTR = "mlflow_run_id"  # Optuna user attribute of a logged trial: its MLflow run id
 
 
 def trial_metrics(cost: Cost, quality: float | None = None) -> dict[str, float]:
@@ -216,6 +217,8 @@ class TrialBook:
             tags = trial_tags(is_uniform, self.cost_model, error, attempt=str(pending.attempt), backend=self.backend, **extra)
             run_id = self.tracker.log_trial(number, trial_metrics(cost, None if error else quality), tags, proposal.assignment,
                                             "FAILED" if error else "FINISHED", start_ms=pending.started_ms)
+        if run_id is not None:  # the link an Optuna user follows from a trial (the run's autoq.trial tag is the other way)
+            self.strategy.note(proposal, TRIAL_RUN_ATTR, run_id)
         if error is not None:
             # said once, as it happens (Optuna logs each failed trial), later ones counted; not a repeat of one that failed
             # for good (a resume's sampler proposing it again), which is not run, nor retried

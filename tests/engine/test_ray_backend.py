@@ -97,6 +97,8 @@ def test_two_workers_tpe_invariants_and_mlflow(local_ray, digits, mlflow_uri):
     assert {r.info.experiment_id for r in runs} == {outer.experiment_id} and client.get_experiment_by_name("autoq") is None
     assert sorted(int(r.data.tags["autoq.trial"]) for r in runs) == sorted(p.trial for p in result.points)
     assert all(r.data.tags.get("backend") == "ray" and r.info.status == "FINISHED" for r in runs)
+    linked = {t.number: t.user_attrs.get("mlflow_run_id") for t in result.study().trials if t.state.is_finished()}
+    assert {int(r.data.tags["autoq.trial"]): r.info.run_id for r in runs}.items() <= linked.items()  # a worker's run too
     assert client.get_run(result.parent_run_id).data.params["backend"] == "ray"
 
 

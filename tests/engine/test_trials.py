@@ -187,6 +187,9 @@ def test_a_repeated_proposal_names_the_trial_it_repeats(mlflow_uri):
     assert {t.number: t.user_attrs["autoq.repeat_of"] for t in study.trials if "autoq.repeat_of" in t.user_attrs} == repeats
     runs = child_runs(MlflowClient(mlflow_uri), result.parent_run_id)
     assert {int(r.data.tags["autoq.trial"]): int(r.data.tags["repeat_of"]) for r in runs if "repeat_of" in r.data.tags} == repeats
+    # each told trial names its MLflow run, as the run names its trial (autoq.trial)
+    assert {t.number: t.user_attrs["mlflow_run_id"] for t in study.trials if t.state.is_finished() and "mlflow_run_id" in t.user_attrs} == {
+        int(r.data.tags["autoq.trial"]): r.info.run_id for r in runs}
     assert sorted(t.number for t in study.best_trials if t.number not in repeats) == sorted(p.trial for p in result.frontier)
 
 
