@@ -143,6 +143,12 @@ class Budget:
     def is_latency(self) -> bool:
         return self.kind == "latency_ms"
 
+    @property
+    def shown(self) -> str:
+        """The text as typed, with its unit where it was left out: a bare '3.5' (bits per weight) reads '3.5 bits'."""
+        text = self.text.strip()
+        return f"{text} bits" if self.kind == "bits" and re.fullmatch(r"[0-9.eE+-]+", text) else text
+
     def check_feasible(self, cheapest: Cost, dearest: Cost, latency_source: str | None = None, pinned: bool = False) -> str | None:
         """Refuse a budget that no assignment meets; return a note (else ``None``) if every assignment meets it.
         ``pinned``: some layers are pinned, which moves the range (said: a pin to fp16 raised the floor unseen)."""

@@ -58,7 +58,7 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
     reference = f"{result.reference_quality:.4f}" if math.isfinite(result.reference_quality) else "not recorded"
     runs = bool(result.tracking_uri) and any(p.run_id for p in result.frontier)  # the ids autoq export --run-id takes
     lines = [
-        f"Pareto frontier ({objectives}) within {result.budget.text} ({len(result.frontier)} of {len(result.points)} evaluated trials; quality = {result.metric}; unquantized = {reference}):",
+        f"Pareto frontier ({objectives}) within {result.budget.shown} ({len(result.frontier)} of {len(result.points)} evaluated trials; quality = {result.metric}; unquantized = {reference}):",
         f"  {'trial':>5}  {'quality':>8}  {'eff.bits':>8}  {'size':>10}  " + (f"{'latency':>12}  " if source else "") + (f"{'MLflow run id':<32}  " if runs else "") + "choices",
     ]
     for p in result.frontier:
@@ -75,20 +75,18 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
     lines.append(f"Best within budget: trial {best.trial}, quality {best.quality:.4f} at {best.effective_bits:.3f} bits{at_latency}.")
     evaluated, within = result.uniform_coverage
     if uni is not None and (within is None or evaluated >= within):
-        gain = best.quality - uni.quality
         lines.append(
             f"Best uniform within budget: trial {uni.trial} ({uni.assignment.summary()}), quality {uni.quality:.4f} at {uni.effective_bits:.3f} bits; "
-            f"the search is {gain:+.4f} better."
+            f"{_gain(best, uni)}."
         )
     elif uni is not None:  # the best of those evaluated is not the best there is: say so, not "within budget"
-        gain = best.quality - uni.quality
         ran = len(result.points)
         why = (f"the search ran {_count(ran, 'trial')}, fewer than the {within} baselines, which the optuna strategy evaluates first: "
                "more trials (--n-trials) evaluate the rest" if ran < within else
                "the strategy proposed no others, or the search stopped before them; the optuna strategy evaluates them first")
         lines.append(
             f"Best uniform evaluated: trial {uni.trial} ({uni.assignment.summary()}), quality {uni.quality:.4f} at {uni.effective_bits:.3f} bits; "
-            f"the search is {gain:+.4f} better. Only {evaluated} of the {within} uniform assignments within the budget {'was' if evaluated == 1 else 'were'} "
+            f"{_gain(best, uni)}. Only {evaluated} of the {within} uniform assignments within the budget {'was' if evaluated == 1 else 'were'} "
             f"evaluated ({why}), so a better uniform one may exist."
         )
     elif within == 0:  # a space whose layers share no option has none at all, whatever the budget
@@ -135,3 +133,14 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
 def _count(n: int, noun: str) -> str:
     """``1 trial``, ``2 trials``."""
     return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _gain(best: Point, uniform: Point) -> str:
+    """How far the search's best point is above the best uniform one, in words where the 4 decimals shown read 0: the
+    best point may be that uniform assignment ('+0.0000 better' said it as a gain)."""
+    if best.assignment == uniform.assignment:
+        return "the best point found is this uniform assignment"
+    gain = best.quality - uniform.quality
+    if abs(gain) < 5e-5:
+        return "the search's best ties it" + (f" ({gain:+.1e} better)" if gain else "")
+    return f"the search is {gain:+.4f} better"

@@ -13,6 +13,22 @@ def test_one_trial_is_one_trial():
     assert f" {result.best.size_bytes / 1e3:.1f} kB " in summary  # digits-cnn's points all read '0.02 MB'
 
 
+def test_a_best_point_that_is_the_uniform_one_or_ties_it_is_not_called_a_gain_and_a_bare_budget_names_bits():
+    """'the search is +0.0000 better' where the best point was the uniform baseline; '--budget 3.5' read 'within 3.5'."""
+    from autoq.choice import Assignment
+    from autoq.engine.result import Point
+    from autoq.engine.summary import _gain
+
+    result = autoq.search("digits-cnn", budget="3.5", n_trials=1, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    summary = format_summary(result)
+    assert "within 3.5 bits (" in summary
+    assert result.best.uniform and "; the best point found is this uniform assignment." in summary and "+0.0000 better" not in summary
+    a, b = Assignment({"x": "int4-ch-asym:rtn-mse"}), Assignment({"x": "int8-ch-asym:rtn-mse"})
+    assert _gain(Point(1, a, 0.91234, 4.0, 1), Point(0, b, 0.91233, 8.0, 1)) == "the search's best ties it (+1.0e-05 better)"
+    assert _gain(Point(1, a, 0.9, 4.0, 1), Point(0, b, 0.9, 8.0, 1)) == "the search's best ties it"
+    assert _gain(Point(1, a, 0.95, 4.0, 1), Point(0, b, 0.9, 8.0, 1)) == "the search is +0.0500 better"
+
+
 def test_sizes_are_shown_in_the_unit_that_tells_them_apart():
     from autoq.engine.summary import format_size
 
