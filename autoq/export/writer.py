@@ -35,7 +35,7 @@ from autoq.evaluate.fidelity import check_finite_batches, user_batches
 from autoq.export.config import CONFIG_NAME, PRODUCER, WEIGHTS_NAME, config_text, describe_base, unrebuildable
 from autoq.export.from_run import RunPoint, model_of, point_from_run
 from autoq.export.layout import to_tensors
-from autoq.export.mlflow_model import input_spec
+from autoq.export.mlflow_model import input_spec, output_spec
 from autoq.export.mlflow_store import check_registered_name, log_export
 from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
 from autoq.files import file_crc32, first_missing, make_folder, removed_if_empty, write_text_atomic
@@ -217,6 +217,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
         tensors, meta = _packed_tensors(model, assignment, layers, calibration, bool(sequential), progress)
     cost = CostModel.for_model(model, layers).cost(assignment)
     inputs = input_spec(calibration[0], model) if calibration else None
+    outputs = output_spec(calibration[0], model) if inputs else None
     with removed_if_empty(out, made_from):
         _write_files(out, tensors, {
             "base": describe_base(model, builtin, dtype),
@@ -225,6 +226,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
             "layers": meta,
             "cost": {"effective_bits": cost.effective_bits, "size_bytes": cost.size_bytes},
             **({"inputs": inputs} if inputs else {}),  # the input's dtypes and shapes, for the MLflow model's signature
+            **({"outputs": outputs} if outputs else {}),  # and what predict answers
         })
     if log_to_run:
         log_export(tracking_uri, run_id, out, registered_model_name)

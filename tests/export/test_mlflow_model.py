@@ -41,6 +41,14 @@ def test_signature_frees_the_batch_and_token_lengths_and_keeps_an_images_shape()
     tokens = signature({"inputs": {"input_ids": {"dtype": "int64", "shape": [4, 12]}, "attention_mask": {"dtype": "int64", "shape": [4, 12]}}})
     assert {s.name: s.shape for s in tokens.inputs.inputs} == {"input_ids": (-1, -1), "attention_mask": (-1, -1)}
     assert signature({}) is None and input_example({}) is None  # an export of a module given without data
+    # the output: its batch free, and for token inputs its positions too (a signature without outputs showed 'outputs: None')
+    assert image.outputs is None  # an export from before outputs were recorded
+    logits = signature({"inputs": {"": {"dtype": "float32", "shape": [16, 1, 8, 8]}}, "outputs": {"dtype": "float32", "shape": [16, 10]}})
+    assert [(s.type, s.shape) for s in logits.outputs.inputs] == [(np.dtype("float32"), (-1, 10))]
+    hidden = signature({"inputs": {"input_ids": {"dtype": "int64", "shape": [4, 12]}}, "outputs": {"dtype": "float32", "shape": [4, 12, 384]}})
+    assert hidden.outputs.inputs[0].shape == (-1, -1, 384)
+    pooled = signature({"inputs": {"input_ids": {"dtype": "int64", "shape": [4, 12]}}, "outputs": {"dtype": "float32", "shape": [4, 2]}})
+    assert pooled.outputs.inputs[0].shape == (-1, 2)
     example = input_example({"inputs": {"input_ids": {"dtype": "int64", "shape": [4, 12]}}})
     assert example["input_ids"].shape == (1, 12) and (example["input_ids"] == 1).all()  # valid ids, not a row of the user's data
     assert input_example({"inputs": {"": {"dtype": "float16", "shape": [8, 3]}}}).dtype == np.float16
@@ -86,6 +94,7 @@ def test_a_hugging_face_export_serves_token_arrays_of_any_length(minilm_export, 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     served = mlflow.pyfunc.load_model(logged.registered)
     assert {s.name: s.shape for s in served.metadata.get_input_schema().inputs}["input_ids"] == (-1, -1)
+    assert [s.shape for s in served.metadata.get_output_schema().inputs] == [(-1, -1, 384)]  # MiniLM's last hidden state
     requirements_txt = Path(mlflow.pyfunc.get_model_dependencies(logged.registered)).read_text()
     assert "transformers==" in requirements_txt
     encoded = tokenizer(["a sentence shorter than the calibration's", "another"], padding=True, return_tensors="np")
