@@ -43,9 +43,9 @@ def solve_ilp(problem: Knapsack, capacity: float | None = None, scores: np.ndarr
         return None
     matrix = problem.score_matrix() if scores is None else scores
     n_layers = len(problem.costs)
-    objective, greedy = _objective(problem, matrix, capacity)
-    if greedy is not None and any(problem.costs[layer][k] < least[layer] for layer, k in enumerate(greedy)):
-        greedy = None  # below the floor: not a solution of this problem
+    allowed = np.zeros(matrix.shape, dtype=bool)
+    allowed[tuple(np.array(index).T)] = True
+    objective, greedy = _objective(problem, matrix, capacity, allowed)
     if greedy is not None and not objective[np.arange(n_layers), greedy].any():
         return greedy  # every layer at its least score: nothing can beat it (a solver's tolerance could only lose)
     c = np.array([objective[layer, k] for layer, k in index])
@@ -91,19 +91,25 @@ def _score(objective: np.ndarray, picks: Sequence[int]) -> float:
     return float(sum(objective[layer, k] for layer, k in enumerate(picks)))
 
 
-def _objective(problem: Knapsack, matrix: np.ndarray, capacity: float) -> tuple[np.ndarray, list[int] | None]:
-    """The scores with each layer's least subtracted (a constant: one option per layer is picked) and scaled so that a
-    good solution, the greedy one, scores 1; and that greedy solution (``None`` if greedy found none).
+def _objective(problem: Knapsack, matrix: np.ndarray, capacity: float, allowed: np.ndarray) -> tuple[np.ndarray, list[int] | None]:
+    """The scores with each layer's least allowed one subtracted (a constant: one option per layer is picked) and
+    scaled so that a good solution, the greedy one, scores 1; and that greedy solution (``None`` if greedy found none,
+    or one that picks an option ``allowed`` leaves out: below a floor).
 
     HiGHS stops within an absolute gap of about 1e-6; scaled by the largest score (a 2-bit option's, thousands of
     times an 8-bit one's), the optimum was so small that solutions up to 9% worse passed as optimal. Where greedy
-    scores 0 the smallest positive score is the unit instead (and greedy's solution is optimal)."""
+    scores 0, or is no solution, the smallest positive allowed score is the unit instead. Under a floor, the allowed
+    options alone set the shift and the unit: scaled by options the floor rules out, the allowed ones all passed the
+    cap (``WORST``) and tied, and HiGHS picked one 2.5x worse than the best."""
     finite = np.isfinite(matrix)
-    least = np.where(finite, matrix, np.inf).min(axis=1, initial=np.inf)
+    usable = finite & allowed
+    least = np.where(usable, matrix, np.inf).min(axis=1, initial=np.inf)
     shifted = matrix - np.where(np.isfinite(least), least, 0.0)[:, None]
     picks = greedy_allocate(problem, capacity)
+    if picks is not None and not all(allowed[layer, k] for layer, k in enumerate(picks)):
+        picks = None  # below the floor: not a solution of this problem, nor the measure of a good one
     good = _score(shifted, picks) if picks is not None else 0.0
-    positive = shifted[finite & (shifted > 0)]
+    positive = shifted[usable & (shifted > 0)]
     scale = good if good > 0 else float(positive.min()) if positive.size else 1.0
     with np.errstate(over="ignore"):  # a hand-edited table's 1e306 over a unit of 1e-5 overflowed, and HiGHS refused the inf
         scaled = shifted / scale

@@ -146,6 +146,15 @@ def test_ilp_above_a_floor_matches_brute_force_and_raise_seeds_never_go_below_it
     assert solve_ilp(p, capacity=p.total(floor) * 0.99, floor=floor) is None
 
 
+def test_a_floor_that_rules_out_the_cheap_scores_still_finds_the_best_allowed():
+    """Scaled by greedy's floor-blind answer (1e-6), both allowed options of the second layer passed the 1e9 cap and
+    tied: the solver took the one scoring 5e4 over the one scoring 2e4."""
+    p = Knapsack(None, ((1.0, 2.0), (1.0, 16.0, 16.0)), 18.0, ((1e-6, 0.0), (0.0, 5e4, 2e4)))
+    assert solve_ilp(p, floor=[0, 1]) == [1, 2] and solve_ilp(p) == [1, 0]
+    swapped = Knapsack(None, p.costs, p.capacity, ((1e-6, 0.0), (0.0, 2e4, 5e4)))
+    assert solve_ilp(swapped, floor=[0, 1]) == [1, 1]
+
+
 def picks_of(p: Knapsack, assignment) -> list[int]:
     return [opts.index(assignment[layer.name]) for layer, opts in zip(p.space.layers, p.space.options)]
 
