@@ -93,6 +93,10 @@ def _fill(base: Assignment, upper: Assignment, order: Sequence[LayerInfo], cost_
         new_bits = bits + cost_model.layer_bits(layer, new) - cost_model.layer_bits(layer, old)
         new_size = size + cost_model.layer_bytes(layer, new) - cost_model.layer_bytes(layer, old)
         new_latency = None if latency is None else latency + cost_model.layer_us(layer, new) - cost_model.layer_us(layer, old)
-        if budget.violation(Cost(new_bits / cost_model.n_weights, new_size, new_latency)) <= 0:
+        fits = budget.violation(Cost(new_bits / cost_model.n_weights, new_size, new_latency)) <= 0
+        if fits and budget.is_latency and new_latency is not None and new_latency >= budget.limit_us * (1 - 1e-9):
+            # a running float sum on the limit: summed layer by layer, as every check sums it, it was an ulp over
+            fits = budget.violation(cost_model.cost(Assignment(tuple({**choices, layer.name: new}.items())))) <= 0
+        if fits:
             choices[layer.name], bits, size, latency = new, new_bits, new_size, new_latency
     return Assignment(tuple(choices.items()))

@@ -173,3 +173,20 @@ def test_one_fill_seed_is_one_and_a_longer_list_starts_with_it(small):
     assert budget.violation(cm.cost(one)) <= 0 and one not in space.uniform_assignments()
     assert fill_seeds(space, cm, budget, 0, seed=0) == []
     assert fill_seeds(space, cm, budget, 4, seed=0)[0] == one
+
+
+def test_fill_seeds_on_a_latency_budget_are_within_it_as_summed_layer_by_layer():
+    """A mix's latency was kept as a running sum of per-layer changes, which came out an ulp below a budget set on a
+    uniform assignment's latency: that uniform assignment came back as a 'mix', over budget by 1.8e-18 ms."""
+    from autoq.budget import Budget
+    from autoq.latency import latency_model
+
+    model = nn.Sequential(nn.Linear(4096, 64), nn.Linear(64, 32), nn.Linear(200, 300))  # shapes only; never run
+    layers = find_layers(model)
+    space = SearchSpace.build(load_preset("default"), layers)
+    cm = CostModel.for_model(model, layers, latency_model("h100", 1))
+    uniform = next(a for a in space.uniform_assignments() if {c.name for c in a.values()} == {"int3-ch-asym:rtn-mse"})
+    budget = Budget("latency_ms", cm.cost(uniform).latency_us / 1e3)
+    seeds = fill_seeds(space, cm, budget, count=16, seed=0)
+    assert seeds and all(budget.violation(cm.cost(s)) <= 0 for s in seeds)
+    assert uniform not in seeds
