@@ -329,7 +329,7 @@ def _say_problem_notes(problem: Prepared) -> None:
     """The checks' notes, before the first evaluation: layers left out or unreached, a budget that binds nothing, where
     the latencies come from and the layers a measured table did not measure near."""
     cost_model = problem.cost_model
-    coverage = getattr(cost_model.latency, "coverage_note", None)
+    coverage = getattr(cost_model.latency, "coverage_note", None)  # a measured table: the layers it did not measure near
     shapes = [(layer.name, layer.out_features, layer.in_features) for layer in problem.space.layers]
     for said in (problem.left_out, problem.unreached, problem.slack, cost_model.latency.note if cost_model.latency is not None else None,
                  coverage(shapes) if coverage else None):
