@@ -183,16 +183,20 @@ def read_run_id(storage: str | None, study_name: str) -> str | None:
     return run_id if isinstance(run_id, str) else None
 
 
-def remember_counts(storage: str, study_name: str, n_trials: int, max_retries: int) -> None:
+def remember_counts(storage: str, study_name: str, n_trials: int, max_retries: int, n_done: int, tracking_uri: str | None = None) -> None:
     """A resume that asks for another ``n_trials`` or ``max_retries`` stores them: the next resume (the command an
-    interruption prints, which reads the stored settings) then goes on with them, not the first session's."""
+    interruption prints, which reads the stored settings) then goes on with them, not the first session's. One that
+    asks for no more trials than the ``n_done`` it found (complete, or failed for good) evaluates nothing and keeps
+    the target: a later resume that left --n-trials out went on to that lower count, the search's own lost. A
+    ``tracking_uri`` (the store this session logs to, holding the search's run: a copy, or the store moved) is stored
+    too, so that the next resume logs there rather than to the old place."""
     study = load_study(storage, study_name)
     settings = dict(study.user_attrs.get(SETTINGS_ATTR) or {})
-    asked: dict[str, int] = {"max_retries": max_retries}
-    # one that asks for no more trials than are complete evaluates nothing, and keeps the target: a later resume that
-    # leaves --n-trials out went on to that lower count ('--n-trials 3 are all done'), the search's 12 lost
-    if n_trials > len(study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.COMPLETE,))):
+    asked: dict[str, Any] = {"max_retries": max_retries}
+    if n_trials > n_done:
         asked["n_trials"] = n_trials
+    if tracking_uri is not None:
+        asked["tracking_uri"] = tracking_uri
     if settings and any(settings.get(key) != value for key, value in asked.items()):
         study.set_user_attr(SETTINGS_ATTR, {**settings, **asked})
 
@@ -337,17 +341,17 @@ def check_same_settings(storage: str | None, study_name: str, settings: dict[str
 def _check_same_store(study_name: str, stored: str | None, given: str | None, run_id: str | None) -> None:
     """Refuse a resume that names another MLflow store than the search's while that one is still in place: it opened a
     second parent run there and logged every kept trial again, and the next plain resume went back to the first. A
-    store that holds the search's run (a copy), one in place of a SQLite store gone from its folder (moved), no MLflow
-    before, or none now (``--tracking-uri none``: nothing is logged twice) is taken."""
-    if not stored or not given or stored == given:
+    store that holds the search's run (a copy: `remember_counts` then records it), one in place of a SQLite store gone
+    from its folder (moved), no MLflow before or no parent run yet, or none now (``--tracking-uri none``: nothing is
+    logged twice) is taken."""
+    if not stored or not given or stored == given or run_id is None:  # no parent run yet: nothing was logged to be split
         return
     db = sqlite_path(stored)
     if db is not None and not db.exists():
         return
-    if run_id is not None and _holds_run(given, run_id):
+    if _holds_run(given, run_id):
         return
-    raise AutoqError(f"cannot resume {study_name!r} in another MLflow store: it logs to {shown_uri(stored)}"
-                     f"{f' (its parent run {run_id})' if run_id else ''}, and {shown_uri(given)} would get a second parent run "
+    raise AutoqError(f"cannot resume {study_name!r} in another MLflow store: it logs to {shown_uri(stored)} (its parent run {run_id}), and {shown_uri(given)} would get a second parent run "
                      f"that logs its kept trials again; leave --tracking-uri out (a resume takes the stored one) or pass "
                      f"{shown_uri(stored)} (in Python, tracking_uri={shown_uri(stored)!r})")
 

@@ -388,8 +388,7 @@ def _open_study(workload: Workload, config: SearchConfig, problem: Prepared, der
         if not config.resume:  # a resumed study keeps its seeds: enqueued trials wait in the storage
             strategy.seed(seeds)
             remember_settings(storage, study_name, stored_settings(workload, config, derived))
-        else:  # once it has started: a resume that fails before keeps the count it had
-            remember_counts(storage, study_name, config.n_trials, config.max_retries)
+        else:
             # baselines a first session with fewer trials left out, which this one's count now takes in: never evaluated else
             strategy.seed(not_stored(storage, study_name, [a for a in seeds if a in uniform_set]))
     return _Study(study_name, storage, strategy, uniform_set, seeded_from, seeding_table, n_retried)
@@ -411,6 +410,9 @@ def _start_session(workload: Workload, config: SearchConfig, problem: Prepared, 
                          config.backend)
         if config.resume:
             book.restore(*finished_trials(storage, study_name, problem.space, problem.cost_model, study.uniform, tracker))
+            # once it has started (a resume that fails before keeps the count it had), and knowing what is done
+            remember_counts(storage, study_name, config.n_trials, config.max_retries, book.n_done,
+                            absolute_uri(config.tracking_uri) if tracker is not None else None)
         # the kept trials are where the bar starts, not progress of this session: counted in its rate they made the ETA
         # 00:00 (100 trials in no time), which tqdm kept for 100 more updates
         bar = progress_bar(total=config.n_trials, initial=book.n_done, desc="autoq search", unit="trial", disable=not config.progress,

@@ -260,6 +260,12 @@ def test_a_resume_of_a_search_whose_trials_all_failed_says_they_count(tmp_path, 
         autoq.search(model, data, fixed, resume=True, **options)
     assert ("0 finished trial(s) kept, 3 failed for good, 0 interrupted one(s) to retry; --n-trials 3 are all done: nothing to "
             "evaluate; failed trials count too: a larger --n-trials evaluates more") in capsys.readouterr().err
+    from autoq.engine.resume import read_settings
+
+    with pytest.raises(AutoqError, match=r"every trial failed \(3\) in an earlier session"):
+        autoq.search(model, data, fixed, resume=True, **{**options, "n_trials": 2})
+    assert read_settings(options["storage"], "fixme")["n_trials"] == 3  # 3 failed for good are done: asking 2 keeps the target
+    capsys.readouterr()
     again = autoq.search(model, data, fixed, resume=True, **{**options, "n_trials": 6})
     assert (len(again.points), again.n_failed) == (3, 3)
     assert "0 finished trial(s) kept, 3 failed for good, 0 interrupted one(s) to retry; 3 more to evaluate" in capsys.readouterr().err
