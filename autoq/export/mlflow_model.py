@@ -86,19 +86,19 @@ def _numpy_dtype(entry: dict[str, Any]) -> np.dtype:
 
 
 def output_spec(batch: Any, model: Any) -> dict[str, Any] | None:
-    """The shape of what the MLflow model's ``predict`` answers for ``batch`` (the model's primary output as float32,
+    """The shape of what the MLflow model's ``predict`` answers for ``batch`` (the model's primary output, as float32:
     `autoq.export.pyfunc.output_array`), kept in the export's config for the signature's outputs; None where the
-    model cannot be run on it here (the signature then has inputs alone, as before)."""
+    model cannot be run on it here (the signature then has inputs alone, as before). One forward pass without
+    gradients, read for its shape alone."""
     import torch
 
-    from autoq.evaluate.fidelity import call_model
-    from autoq.export.pyfunc import output_array
+    from autoq.evaluate.fidelity import call_model, primary_output
     from autoq.model.modes import eval_mode
 
     try:
-        with torch.inference_mode(), eval_mode(model):
-            shape = output_array(call_model(model, batch)).shape
-    except Exception:  # noqa: BLE001 - an output it cannot read as one tensor: no output schema, the export itself is whole
+        with torch.no_grad(), eval_mode(model):
+            shape = tuple(primary_output(call_model(model, batch)).shape)
+    except Exception:  # noqa: BLE001 - an output it cannot read as one tensor, or data on another device: no output schema
         return None
     return {"dtype": "float32", "shape": list(shape)}
 
@@ -107,7 +107,7 @@ def signature(config: dict[str, Any]) -> Any:
     """The MLflow model's signature from the export's recorded ``inputs`` and ``outputs`` (None where no inputs are
     recorded). The batch dimension is variable; an integer input is a token sequence, variable in every dimension; a
     float input keeps its shape past the batch (an image's, a feature vector's). The output's batch is variable, and
-    for token inputs so is every dimension before its last (positions), which keeps its size (hidden size, vocabulary)."""
+    so is a dimension the size of a token sequence's positions, not the last of three or more (hidden size, vocabulary)."""
     from mlflow.models import ModelSignature
     from mlflow.types import Schema, TensorSpec
 
@@ -115,19 +115,20 @@ def signature(config: dict[str, Any]) -> Any:
     if not spec:
         return None
     tensors = []
-    tokens = False
+    positions = set()  # the lengths of the token sequences calibrated on
     for name, entry in spec.items():
         dtype = _numpy_dtype(entry)
-        tokens = tokens or not np.issubdtype(dtype, np.floating)
         fixed = 1 if np.issubdtype(dtype, np.floating) else len(entry["shape"])
+        positions |= set() if np.issubdtype(dtype, np.floating) else set(entry["shape"][1:])
         shape = tuple(-1 if i < fixed else d for i, d in enumerate(entry["shape"]))
         tensors.append(TensorSpec(dtype, shape, name or None))
     out = config.get("outputs")
     if not out:
         return ModelSignature(inputs=Schema(tensors))
     dims = out["shape"]
-    free = max(1, len(dims) - 1) if tokens else 1
-    return ModelSignature(inputs=Schema(tensors), outputs=Schema([TensorSpec(np.dtype(out["dtype"]), tuple(-1 if i < free else d for i, d in enumerate(dims)))]))
+    last = len(dims) - 1 if len(dims) >= 3 else len(dims)
+    shape = tuple(-1 if i == 0 or (i < last and d in positions) else d for i, d in enumerate(dims))
+    return ModelSignature(inputs=Schema(tensors), outputs=Schema([TensorSpec(np.dtype(out["dtype"]), shape)]))
 
 
 def input_example(config: dict[str, Any]) -> Any:

@@ -27,8 +27,8 @@ from autoq.registry import Registry, check_callable
 
 
 class MethodError(AutoqError):
-    """A PTQ method raised, or returned something other than what it was asked for; the message names the method
-    (and, from the quantized-weight cache, the layer)."""
+    """A PTQ method was given a weight it cannot quantize (NaN or inf), raised, or returned something other than what
+    it was asked for; the message names the method (and, from the quantized-weight cache, the layer)."""
 
 
 class PTQMethod(Protocol):
@@ -88,7 +88,7 @@ def run_method(name: str, weight: torch.Tensor, spec: QuantSpec, stats: Any = No
                          "(autoq.model.weight_2d(layer) gives any layer's)")
     bad = int((~torch.isfinite(weight)).sum()) if weight.is_floating_point() else 0
     if bad:  # every method then failed its result check, which blamed the method ('returned scales ... not finite')
-        raise AutoqError(f"the {tuple(weight.shape)} weight given to PTQ method {name!r} holds {bad} NaN or inf value(s); quantize "
+        raise MethodError(f"the {tuple(weight.shape)} weight given to PTQ method {name!r} holds {bad} NaN or inf value(s); quantize "
                          "finite weights (a search and an export refuse such a model by its layer names before they start)")
     try:
         q = info.fn(weight, spec, stats)

@@ -131,14 +131,14 @@ def quantize(w: torch.Tensor, spec: QuantSpec, lo: torch.Tensor | None = None, h
     if w.dim() != 2:  # GroupView's unpacking said only "not enough values to unpack"
         raise AutoqError(f"quantize takes a 2-D (out, in) weight, got shape {tuple(w.shape)}; reshape a convolution's to (out, -1)")
     w = w.detach().float()
+    bad = int((~torch.isfinite(w)).sum())
+    if bad:  # it came back with NaN scales and codes of 0 (or, given a range, the NaN as code 0), without a word
+        raise AutoqError(f"quantize got a {tuple(w.shape)} weight with {bad} NaN or inf value(s); quantize finite weights")
     view = GroupView(tuple(w.shape), spec)
     grouped = view.split(w)
     if lo is None or hi is None:
         lo, hi = grouped.amin(dim=1), grouped.amax(dim=1)
     scale, zero = params_from_range(lo, hi, spec)
-    if not bool(torch.isfinite(scale).all()):  # a NaN or inf weight (or range): codes of 0 and a NaN scale came back, unsaid
-        raise AutoqError(f"quantize got a {tuple(w.shape)} weight whose range is not finite in {int((~torch.isfinite(scale)).sum())} "
-                         f"of its {scale.numel()} group(s) (NaN or inf values); quantize finite weights")
     codes = quantize_grouped(grouped, scale, zero, spec)
     return QuantizedTensor(spec, view.merge(codes).to(torch.uint8), scale, zero)
 

@@ -49,6 +49,33 @@ def test_signature_frees_the_batch_and_token_lengths_and_keeps_an_images_shape()
     assert hidden.outputs.inputs[0].shape == (-1, -1, 384)
     pooled = signature({"inputs": {"input_ids": {"dtype": "int64", "shape": [4, 12]}}, "outputs": {"dtype": "float32", "shape": [4, 2]}})
     assert pooled.outputs.inputs[0].shape == (-1, 2)
+    per_token = signature({"inputs": {"input_ids": {"dtype": "int64", "shape": [4, 12]}}, "outputs": {"dtype": "float32", "shape": [4, 12]}})
+    assert per_token.outputs.inputs[0].shape == (-1, -1)
+    vocab_12 = signature({"inputs": {"input_ids": {"dtype": "int64", "shape": [4, 12]}}, "outputs": {"dtype": "float32", "shape": [4, 12, 12]}})
+    assert vocab_12.outputs.inputs[0].shape == (-1, -1, 12)  # the last of three is a size, whatever it equals
+
+
+def test_the_output_spec_runs_the_model_once_without_gradients_and_leaves_it_trainable():
+    """Under inference_mode, state the model made lazily became inference tensors, and a later backward failed."""
+    from autoq.export.mlflow_model import output_spec
+
+    class Lazy(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.fc = torch.nn.Linear(3, 2)
+            self.cache: torch.Tensor | None = None
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.cache is None:
+                self.cache = torch.ones(2)
+            return self.fc(x) * self.cache
+
+    model = Lazy().train()
+    assert output_spec(torch.zeros(5, 3), model) == {"dtype": "float32", "shape": [5, 2]}
+    assert model.training  # put back
+    model(torch.randn(4, 3)).sum().backward()
+    assert model.fc.weight.grad is not None
+    assert output_spec(torch.zeros(5, 4), model) is None  # a batch it cannot take: no output schema, no error
     example = input_example({"inputs": {"input_ids": {"dtype": "int64", "shape": [4, 12]}}})
     assert example["input_ids"].shape == (1, 12) and (example["input_ids"] == 1).all()  # valid ids, not a row of the user's data
     assert input_example({"inputs": {"": {"dtype": "float16", "shape": [8, 3]}}}).dtype == np.float16

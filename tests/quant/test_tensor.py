@@ -247,8 +247,12 @@ def test_a_weight_with_nan_or_inf_is_refused_not_quantized_to_nan_scales(spec):
 
     w = weights((5, 70), 0)
     w[2, 40] = float("nan")
-    with pytest.raises(AutoqError, match=r"range is not finite in 1 of its \d+ group\(s\)"):
+    with pytest.raises(AutoqError, match=r"quantize got a \(5, 70\) weight with 1 NaN or inf value\(s\)"):
         quantize(w, spec)
+    finite = weights((5, 70), 0)
+    with pytest.raises(AutoqError, match="1 NaN or inf"):  # a range given: the NaN became code 0
+        quantize(w, spec, torch.full((spec.n_param_groups(5, 70),), -0.2), torch.full((spec.n_param_groups(5, 70),), 0.2))
     w[2, 40] = float("-inf")
     with pytest.raises(AutoqError, match="NaN or inf"):
         fake_quantize(w, spec)
+    assert torch.isfinite(fake_quantize(finite, spec)).all()
