@@ -254,6 +254,10 @@ class Int8Weight:
         """From unsigned codes in [0, 255] (zero point 128) and their scales, in any shape holding N or 1 values."""
         if not supports_w8a8(spec):
             raise AutoqError(f"W8A8 needs a symmetric 8-bit per-channel or per-tensor weight, got {spec.name}")
+        if codes.is_floating_point() or codes.is_complex() or codes.dtype == torch.bool:  # 0.7 and 1.9 became -128 and -127
+            raise AutoqError(f"W8A8 codes must be integers in [0, 255], got dtype {codes.dtype}")
+        if codes.numel() and (int(codes.min()) < 0 or int(codes.max()) > 255):  # 256 and 300 wrapped to -128 and -84
+            raise AutoqError(f"W8A8 codes must be in [0, 255] (zero point 128), got {int(codes.min())} to {int(codes.max())}")
         values = (codes.to(torch.int16) - 128).to(torch.int8)
         return cls(spec, values.contiguous(), scales.reshape(-1).half().contiguous())
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from autoq.errors import AutoqError
 from autoq.latency.base import LatencyModel
-from autoq.latency.devices import get_device
+from autoq.latency.devices import DEVICES, get_device
 from autoq.latency.measured import Measurement, TableLatency
 from autoq.latency.roofline import RooflineLatency
 
@@ -29,7 +29,12 @@ def committed_table(preset: str, tables_dir: Path = TABLES_DIR) -> Path | None:
 
 
 def is_table_path(device: str) -> bool:
-    return device.lower().endswith(".json") or Path(device).is_file()
+    """Whether ``--device`` names a latency table file: a ``.json`` name, or an existing file, but not a preset's bare
+    name (a file called ``h100`` in the working folder took ``--device h100`` from its preset, as invalid JSON); write
+    ``./h100`` for such a file."""
+    if device.lower().endswith(".json"):
+        return True
+    return Path(device).is_file() and not (device.lower() in DEVICES and Path(device).name == device)
 
 
 def portable_device(device: str | None) -> str | None:

@@ -149,6 +149,16 @@ def test_int8_weight_from_quantized(name):
     assert w.nbytes == 6 * 50 + w.scales.numel() * 2
 
 
+def test_int8_codes_out_of_range_or_not_integers_are_refused_not_wrapped():
+    """Codes 256 and 300 wrapped to -128 and -84, and float codes 0.7 and 1.9 were cut to -128 and -127, unsaid."""
+    spec, scales = QuantSpec.from_name("int8-ch-sym"), torch.ones(1)
+    with pytest.raises(AutoqError, match=r"codes must be in \[0, 255\] \(zero point 128\), got 0 to 300"):
+        Int8Weight.from_codes(spec, torch.tensor([[0, 255, 256, 300]]), scales)
+    with pytest.raises(AutoqError, match="codes must be integers in \\[0, 255\\], got dtype torch.float32"):
+        Int8Weight.from_codes(spec, torch.tensor([[0.7, 1.9]]), scales)
+    assert Int8Weight.from_codes(spec, torch.tensor([[0, 128, 255]], dtype=torch.uint8), scales).qweight.tolist() == [[-128, 0, 127]]
+
+
 def test_support_predicates():
     assert supports_w8a8(QuantSpec.from_name("int8-ch-sym"))
     assert not supports_w8a8(QuantSpec.from_name("int8-ch-asym"))
