@@ -327,12 +327,14 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
 
 def _say_problem_notes(problem: Prepared) -> None:
     """The checks' notes, before the first evaluation: layers left out or unreached, a budget that binds nothing, where
-    the latencies come from and the layers a measured table did not measure near."""
+    the latencies come from, and the layers and weight formats a measured table did not measure near or at all."""
     cost_model = problem.cost_model
     coverage = getattr(cost_model.latency, "coverage_note", None)  # a measured table: the layers it did not measure near
+    formats = getattr(cost_model.latency, "format_note", None)  # and the formats it did not measure
     shapes = [(layer.name, layer.out_features, layer.in_features) for layer in problem.space.layers]
+    specs = {c.weight for options in problem.space.options for c in options}
     for said in (problem.left_out, problem.unreached, problem.slack, cost_model.latency.note if cost_model.latency is not None else None,
-                 coverage(shapes) if coverage else None):
+                 coverage(shapes) if coverage else None, formats(specs) if formats else None):
         if said:
             note(said)
 

@@ -121,6 +121,18 @@ class TableLatency:
                 f"{self.origin or self.device!r} measured ({lo:,} to {hi:,} weights a layer), so their latencies are stretched "
                 "from its nearest ones; 'autoq kernels bench --model ...' measures this model's own shapes")
 
+    def format_note(self, specs: Iterable[QuantSpec]) -> str:
+        """A note on the weight formats among ``specs`` that this table never measured: their latencies are its nearest
+        measured format's, scaled by the roofline estimate's ratio of the two, an estimate inside a measured table's
+        source. ``""`` if it measured them all."""
+        missing = sorted({s.name for s in specs if s.name not in self._by_format})
+        if not missing:
+            return ""
+        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+        return (f"the latency table {self.origin or self.device!r} did not measure {len(missing)} weight format(s) of the space "
+                f"({shown}): their latencies are its nearest measured format's, scaled by the roofline estimate's ratio "
+                "between the two; 'autoq kernels bench' measures every format")
+
     def _lookup(self, n: int, k: int, spec: QuantSpec) -> float:
         if spec.name not in self._by_format:  # never measured: its nearest measured format here, scaled by the estimate
             sibling = self._nearest_format(spec)

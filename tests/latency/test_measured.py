@@ -274,6 +274,15 @@ def test_above_the_largest_shape_latency_scales_by_the_exact_ratio_of_work():
     assert table.layer_us(300, 256, INT4) == pytest.approx(5.3 * 300 / 256)  # and gives 5.3 x 1 here
 
 
+def test_formats_a_table_never_measured_are_named_as_scaled_estimates():
+    """int6-g32 on a table without it is int4's time scaled by the roofline ratio, and was shown as measured, unsaid."""
+    table = TableLatency("Test GPU", rows(), batch=1, origin="t.json")
+    assert table.format_note([INT4]) == ""
+    note = table.format_note([INT4, QuantSpec.from_name("int6-g32-asym"), QuantSpec.from_name("int6-g32-asym"), QuantSpec.half()])
+    assert note.startswith("the latency table 't.json' did not measure 2 weight format(s) of the space (fp16, int6-g32-asym): ")
+    assert "scaled by the roofline estimate's ratio" in note
+
+
 def test_the_coverage_note_takes_the_widest_range_any_format_measured():
     """Layers within one format's range are not 'far outside' because another format was measured over less."""
     measured = rows() + [Measurement(300, 300, "int8-ch-asym", 1, 40.0), Measurement(400, 400, "int8-ch-asym", 1, 60.0)]
