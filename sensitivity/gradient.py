@@ -200,10 +200,17 @@ def _unconverged(inputs: Inputs, traces: Sequence[float], ses: Sequence[float], 
     if not math.isfinite(relative[worst]):  # one iteration: no spread to estimate one from ('up to infx of it', it said)
         return (f"hessian stopped at max_iter={settings['max_iter']}, one iteration, which estimates no standard error: each "
                 "trace is one random probe's, and the layers are ranked by its noise; --set max_iter=N (10 or more) estimates them")
-    shown = f"{relative[worst]:.0%}" if relative[worst] < 100 else f"{relative[worst]:.3g}x"
+    shown = _share(relative[worst]) if relative[worst] < 100 else f"{relative[worst]:.3g}x"
     return (f"hessian stopped at max_iter={settings['max_iter']} with a trace's standard error up to {shown} of it "
             f"(layer {inputs.layers[worst].name!r}), above tol={settings['tol']}: layers closer than that are ranked by noise; "
             "--set max_iter=N (or probe=layerwise, no cross-layer noise) estimates them closer")
+
+
+def _share(ratio: float) -> str:
+    """A ratio as a percentage to two significant digits below 10% ('0.29%'): a whole percent read '0%' for 0.29%,
+    below the tolerance of 0.002 the same note said it was above."""
+    percent = 100 * ratio
+    return f"{percent:.2g}%" if percent < 10 else f"{percent:.0f}%"
 
 
 def _joint(probe: str) -> bool:
