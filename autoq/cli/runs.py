@@ -145,6 +145,10 @@ def run_pareto(args: argparse.Namespace) -> int:
     parent = find_search(client, experiment_id, args.name) if experiment_id is not None else None
     run_id = parent.info.run_id if parent is not None else args.name
     if parent is None and not _is_run(client, run_id):
+        gone = _deleted_search(client, experiment_id, args.name) if experiment_id is not None else None
+        if gone is not None:  # as its run id says it: not 'no search named', which sent the user looking elsewhere
+            raise AutoqError(f"the search {args.name!r} in experiment {args.experiment!r} is deleted (MLflow run {gone}); restore it "
+                             f"first (mlflow runs restore --run-id {gone}, or in the UI) to read or export its frontier")
         where = f"experiment {args.experiment!r}" if experiment_id is not None else f"an experiment {args.experiment!r} (there is none)"
         found = _experiments_holding(client, args.name, experiment_id)
         hint = (f"it is in experiment {', '.join(map(repr, found))}: add --experiment {shlex.quote(found[0])}" if found
@@ -167,8 +171,24 @@ def run_pareto(args: argparse.Namespace) -> int:
                   f"--storage {shlex.quote(result.storage)}")
     # a search stopped by Ctrl-C or SIGTERM (KILLED) logged the frontier of the trials it finished; kill -9 logged none
     logged = status == "FINISHED" or any(a.path == "frontier.csv" for a in client.list_artifacts(run_id))
+    n_logged = client.get_run(run_id).data.metrics.get("n_evaluated")
+    if n_logged is not None and int(n_logged) > len(result.points):  # its counts and uniform coverage fell, for no reason it gave
+        print(f"{int(n_logged) - len(result.points)} of the search's {int(n_logged)} evaluated trial runs are deleted in MLflow: this is "
+              f"the frontier of the {len(result.points)} left (the search's frontier.csv artifact holds the frontier it logged).")
     print(format_summary(result, finished=logged))
     return 0
+
+
+def _deleted_search(client: Any, experiment_id: str, name: str) -> str | None:
+    """The run id of a deleted search named ``name`` in the experiment, if there is one."""
+    from mlflow.entities import ViewType
+
+    from autoq.tracking import STUDY_TAG
+    from autoq.tracking.runs import SEARCH_FILTER, _quoted
+
+    found = client.search_runs([experiment_id], f"{SEARCH_FILTER} and tags.`{STUDY_TAG}` = {_quoted(name)}", run_view_type=ViewType.DELETED_ONLY,
+                               max_results=1)
+    return found[0].info.run_id if found else None
 
 
 def _no_points(client: Any, run: Any, name: str) -> str:

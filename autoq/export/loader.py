@@ -95,7 +95,9 @@ def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "au
         with downloaded(str(out_dir), tracking_uri) as local:
             return _load_folder(local, model, backend)
     if tracking_uri is not None:
-        raise AutoqError(f"tracking_uri is for an MLflow artifact URI such as runs:/<run id>/{ARTIFACT_PATH}; {str(out_dir)!r} is a folder")
+        path = Path(out_dir)
+        what = "a folder" if path.is_dir() else "a file" if path.exists() else "a path that does not exist"
+        raise AutoqError(f"tracking_uri is for an MLflow artifact URI such as runs:/<run id>/{ARTIFACT_PATH}; {str(out_dir)!r} is {what}")
     return _load_folder(Path(out_dir), model, backend)
 
 

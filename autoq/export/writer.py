@@ -260,11 +260,11 @@ def _check_searched_weights(point: object, model: nn.Module) -> None:
     now = model_hash(model)
     if now != searched_hash:
         source = point.model_source if isinstance(point, RunPoint) else ""
-        searched_on = (f"; the search ran on {source!r}: export with it (on the command line, leave --model out), " if source else
-                       "; export with the searched weights ")
+        searched_on = (f"; the search ran on {source!r}: export with it (on the command line, leave --model out)" if source else
+                       "; export with the searched weights")
         raise AutoqError(f"the model's weights are not the ones {_scorer(point)} scored (hash {now}, the search's {searched_hash}): "
-                         f"changed since, or another model{searched_on}(or quantize these weights by the same choices, unscored: "
-                         "autoq.export(model, point.assignment, ...) in Python)")
+                         f"changed since, or another model{searched_on}, or quantize these weights by the same choices, unscored "
+                         "(autoq.export(model, point.assignment, ...) in Python)")
 
 
 def _exportable_layers(model: nn.Module, assignment: Assignment) -> list[LayerInfo]:

@@ -115,6 +115,9 @@ def test_pareto_after_the_best_trial_run_was_deleted_prints_a_command_that_expor
     out = capsys.readouterr().out
     best_trial = int(out.split("Best within budget: trial ")[1].split(",")[0])
     assert best_trial != result.best.trial
+    # its counts fell with no reason given ('Only 1 of the 2 uniform assignments ... the search stopped before them')
+    assert out.startswith(f"1 of the search's {len(result.points)} evaluated trial runs are deleted in MLflow: this is the frontier of "
+                          f"the {len(result.points) - 1} left")
     export = next(line for line in out.splitlines() if "Export the best point:" in line)
     command = shlex.split(export.split("Export the best point:")[1].split("   (")[0])
     code, printed = main([*command[1:], "--no-progress"]), capsys.readouterr()
@@ -123,6 +126,9 @@ def test_pareto_after_the_best_trial_run_was_deleted_prints_a_command_that_expor
     client.delete_run(result.parent_run_id)  # the search's own run: its frontier printed, with an export the run refuses
     assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 2
     assert f"MLflow run {result.parent_run_id!r} is deleted; restore it first (mlflow runs restore" in capsys.readouterr().err
+    assert main(["pareto", result.study_name, "--tracking-uri", mlflow_uri]) == 2  # by its name: deleted too, not 'no search named'
+    assert (f"the search {result.study_name!r} in experiment 'autoq' is deleted (MLflow run {result.parent_run_id}); restore it first"
+            in capsys.readouterr().err)
     client.restore_run(result.parent_run_id)
     assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 0
 

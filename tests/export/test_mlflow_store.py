@@ -206,8 +206,10 @@ def test_bad_locations_are_clear_errors(searched, tmp_path):
     with pytest.raises(autoq.AutoqError, match="no MLflow store at"):
         autoq.load(f"runs:/{trial.run_id}/{ARTIFACT_PATH}", tracking_uri=f"sqlite:///{missing}")
     assert not missing.exists()
-    with pytest.raises(autoq.AutoqError, match="tracking_uri is for an MLflow artifact URI"):
+    with pytest.raises(autoq.AutoqError, match="tracking_uri is for an MLflow artifact URI .* is a folder"):
         autoq.load(tmp_path, tracking_uri=searched.tracking_uri)
+    with pytest.raises(autoq.AutoqError, match="'nope' is a path that does not exist"):  # it said 'is a folder'
+        autoq.load("nope", tracking_uri=searched.tracking_uri)
 
 
 def test_using_a_store_gives_back_the_callers_environment_variable(tmp_path, monkeypatch):
