@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted(REPO.glob("*/README.md"))]
+# a hidden folder's README is a tool's (pytest's .pytest_cache, made by the first run: a clean clone collected one page less)
+PAGES = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md")), *sorted(p for p in REPO.glob("*/README.md") if not p.parent.name.startswith("."))]
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
 
