@@ -147,20 +147,19 @@ def run_pareto(args: argparse.Namespace) -> int:
     if parent is None and not _is_run(client, run_id):
         gone = _deleted_search(client, experiment_id, args.name) if experiment_id is not None else None
         if gone is not None:  # as its run id says it: not 'no search named', which sent the user looking elsewhere
-            raise AutoqError(f"the search {args.name!r} in experiment {args.experiment!r} is deleted (MLflow run {gone}); restore it "
-                             f"first (mlflow runs restore --run-id {gone}, or in the UI) to read or export its frontier")
+            raise AutoqError(_restore_first(f"the search {args.name!r} in experiment {args.experiment!r} is deleted (MLflow run {gone})", gone))
         where = f"experiment {args.experiment!r}" if experiment_id is not None else f"an experiment {args.experiment!r} (there is none)"
         found = _experiments_holding(client, args.name, experiment_id)
         hint = (f"it is in experiment {', '.join(map(repr, found))}: add --experiment {shlex.quote(found[0])}" if found
                 else "'autoq runs --experiment NAME' lists the searches of an experiment")
         raise AutoqError(f"no search named {args.name!r} in {where} of {args.tracking_uri}, nor a run with that id; {hint}")
-    if client.get_run(run_id).info.lifecycle_stage == "deleted":  # hidden by the UI and autoq runs, refused by export and resume
-        raise AutoqError(f"MLflow run {run_id!r} is deleted; restore it first (mlflow runs restore --run-id {run_id}, or in the UI) to "
-                         "read or export its frontier")
+    run = client.get_run(run_id)  # read once: its status, metrics and stage are the search's as it was logged
+    if run.info.lifecycle_stage == "deleted":  # hidden by the UI and autoq runs, refused by export and resume
+        raise AutoqError(_restore_first(f"MLflow run {run_id!r} is deleted", run_id))
     result = SearchResult.from_mlflow(run_id, args.tracking_uri)
     if not result.points:
-        raise AutoqError(_no_points(client, client.get_run(run_id), args.name))
-    status = client.get_run(run_id).info.status
+        raise AutoqError(_no_points(client, run, args.name))
+    status = run.info.status
     pid = running_pid(result.storage, result.study_name) if status == "RUNNING" else None
     if pid is not None:
         print(f"Search {result.study_name!r} is still running (process {pid} on this machine): the trials it finished so far.")
@@ -171,12 +170,17 @@ def run_pareto(args: argparse.Namespace) -> int:
                   f"--storage {shlex.quote(result.storage)}")
     # a search stopped by Ctrl-C or SIGTERM (KILLED) logged the frontier of the trials it finished; kill -9 logged none
     logged = status == "FINISHED" or any(a.path == "frontier.csv" for a in client.list_artifacts(run_id))
-    n_logged = client.get_run(run_id).data.metrics.get("n_evaluated")
+    n_logged = run.data.metrics.get("n_evaluated")
     if n_logged is not None and int(n_logged) > len(result.points):  # its counts and uniform coverage fell, for no reason it gave
         print(f"{int(n_logged) - len(result.points)} of the search's {int(n_logged)} evaluated trial runs are deleted in MLflow: this is "
               f"the frontier of the {len(result.points)} left (the search's frontier.csv artifact holds the frontier it logged).")
     print(format_summary(result, finished=logged))
     return 0
+
+
+def _restore_first(what: str, run_id: str) -> str:
+    """``what`` (a deleted run) and how to read it again."""
+    return f"{what}; restore it first (mlflow runs restore --run-id {run_id}, or in the UI) to read or export its frontier"
 
 
 def _deleted_search(client: Any, experiment_id: str, name: str) -> str | None:

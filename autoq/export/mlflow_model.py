@@ -118,8 +118,10 @@ def signature(config: dict[str, Any]) -> Any:
     positions = set()  # the lengths of the token sequences calibrated on
     for name, entry in spec.items():
         dtype = _numpy_dtype(entry)
-        fixed = 1 if np.issubdtype(dtype, np.floating) else len(entry["shape"])
-        positions |= set() if np.issubdtype(dtype, np.floating) else set(entry["shape"][1:])
+        tokens = not np.issubdtype(dtype, np.floating)
+        if tokens:
+            positions.update(entry["shape"][1:])
+        fixed = len(entry["shape"]) if tokens else 1
         shape = tuple(-1 if i < fixed else d for i, d in enumerate(entry["shape"]))
         tensors.append(TensorSpec(dtype, shape, name or None))
     out = config.get("outputs")
