@@ -50,7 +50,10 @@ def run(args: argparse.Namespace) -> int:
     logged = log_export(args.tracking_uri, args.run_id, out, args.registered_model_name) if args.log_to_run else None
     config = read_config(out)
     cost = config["cost"]
-    print(f"Exported {len(assignment)} layers to {out}: {config['weights']} is {config['file_bytes'] / 1e6:.3f} MB "
+    half = sum(choice.weight.is_half for choice in assignment.values())
+    kept = f", {half} kept in fp16" if half else ""  # an fp16 layer is stored, not packed
+    print(f"Exported {len(assignment)} layers ({len(assignment) - half} packed{kept}) to {out}: {config['weights']} is "
+          f"{config['file_bytes'] / 1e6:.3f} MB "
           f"(cost model: {cost['size_bytes'] / 1e6:.3f} MB at {cost['effective_bits']:.3f} effective bits).")
     print(f"  Load it:  model = autoq.load({str(out)!r})")
     if logged:

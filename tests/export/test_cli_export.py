@@ -30,7 +30,9 @@ def test_export_a_trial_run(searched, tmp_path, capsys):
     point = searched.points[-1]
     out = tmp_path / "trial"
     assert main(["export", "--run-id", point.run_id, "--tracking-uri", searched.tracking_uri, "--model", "digits-cnn", "--out", str(out)]) == 0
-    assert "Exported 4 layers" in capsys.readouterr().out
+    half = sum(choice.weight.is_half for choice in point.assignment.values())
+    kept = f", {half} kept in fp16" if half else ""
+    assert f"Exported 4 layers ({4 - half} packed{kept}) to" in capsys.readouterr().out
     assert exported_assignment(out) == point.assignment
     model = autoq.load(out)
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
