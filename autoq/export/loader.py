@@ -88,6 +88,10 @@ def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "au
         _check_triton_runs()
     if not isinstance(out_dir, (str, os.PathLike)):  # pathlib's TypeError named neither the argument nor what it takes
         raise AutoqError(f"out_dir must be the export's folder (a str or Path) or an MLflow model URI, got {type(out_dir).__name__} {out_dir!r}")
+    if isinstance(model, (str, torch.device)) and _names_device(model):  # load(out, "cuda"): load has no device argument
+        raise AutoqError(f"load's second argument is a model to load into, not a device ({str(model)!r}): the model is built on "
+                         "the CPU; move it after loading, autoq.load(out).cuda() (its layers then run the Triton kernels for "
+                         "fp16/bf16 activations)")
     if model is not None and not isinstance(model, nn.Module):
         raise AutoqError(f"model must be a torch.nn.Module of the export's architecture to load into (or None: rebuilt from the "
                          f"export), got {type(model).__name__}")
@@ -99,6 +103,15 @@ def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "au
         what = "a folder" if path.is_dir() else "a file" if path.exists() else "a path that does not exist"
         raise AutoqError(f"tracking_uri is for an MLflow artifact URI such as runs:/<run id>/{ARTIFACT_PATH}; {str(out_dir)!r} is {what}")
     return _load_folder(Path(out_dir), model, backend)
+
+
+def _names_device(value: str | torch.device) -> bool:
+    """Whether ``value`` is a torch device or a string that names one (``"cuda"``, ``"cuda:1"``, ``"cpu"``)."""
+    try:
+        torch.device(value)
+    except (RuntimeError, TypeError):
+        return False
+    return True
 
 
 def _check_triton_runs() -> None:

@@ -370,6 +370,11 @@ def test_arguments_of_the_wrong_type_are_one_clear_error(tmp_path):
         autoq.load(None)
     with pytest.raises(AutoqError, match=r"model must be a torch.nn.Module of the export's architecture .* got int"):
         autoq.load(out, model=5)
+    for device in ("cuda", "cpu", torch.device("cuda:1")):  # load(out, "cuda") read as a model, and called one of type str
+        with pytest.raises(AutoqError, match=r"load's second argument is a model to load into, not a device .*autoq.load\(out\).cuda\(\)"):
+            autoq.load(out, device)
+    with pytest.raises(AutoqError, match=r"model must be a torch.nn.Module .* got str"):
+        autoq.load(out, "./elsewhere")  # a string that names no device keeps the type error
     point = Assignment((("fc", LayerChoice.from_name("int4-ch-asym:rtn-mse")),))
     with pytest.raises(AutoqError, match=r"out_dir must be the folder to write the export to \(a str or Path\), got NoneType"):
         autoq.export(Tiny(), point, None, progress=False)

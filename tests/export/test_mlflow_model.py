@@ -15,11 +15,12 @@ from mlflow.tracking import MlflowClient
 
 import autoq
 from autoq.choice import Assignment, LayerChoice
+from autoq.errors import AutoqError
 from autoq.evaluate import call_model
 from autoq.export import CONFIG_NAME
 from autoq.export.mlflow_model import input_example, input_spec, requirements, signature
 from autoq.export.mlflow_store import log_export
-from autoq.export.pyfunc import as_tensors
+from autoq.export.pyfunc import as_tensors, device_for
 from autoq.model import find_layers
 
 
@@ -92,6 +93,29 @@ def test_a_dataframe_is_taken_a_column_per_input():
     frame = pd.DataFrame({"input_ids": [[1, 2, 3], [4, 5, 6]], "attention_mask": [[1, 1, 1], [1, 1, 0]]})
     tensors = as_tensors(frame)
     assert set(tensors) == {"input_ids", "attention_mask"} and tensors["input_ids"].tolist() == [[1, 2, 3], [4, 5, 6]]
+    recorded = {"input_ids": "int64", "attention_mask": "int64"}
+    assert as_tensors(frame, recorded)["attention_mask"].dtype == torch.int64  # integers are never cast to a float dtype
+
+
+def test_a_bare_tensors_input_comes_as_that_tensor_in_the_recorded_dtype():
+    """A list of floats was float64, refused by a float32 model's layers; a one-column frame called ``model(**{"": x})``."""
+    x = as_tensors([[0.5, 1.5]], {"": "float32"})
+    assert isinstance(x, torch.Tensor) and x.dtype == torch.float32 and x.tolist() == [[0.5, 1.5]]
+    frame = as_tensors(pd.DataFrame({"": [[0.5, 1.5], [2.0, 3.0]]}), {"": "float16"})
+    assert isinstance(frame, torch.Tensor) and frame.dtype == torch.float16 and frame.shape == (2, 2)
+    assert as_tensors(np.zeros(3)).dtype == torch.float64  # nothing recorded: as given
+
+
+def test_the_served_models_device_is_the_gpu_where_there_is_one_or_the_one_named():
+    assert device_for(None) == torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    assert device_for({"device": "cpu"}) == torch.device("cpu")
+    with pytest.raises(AutoqError, match=r"model_config device 'gpu' is not a torch device; use 'cpu', 'cuda'"):
+        device_for({"device": "gpu"})
+    with pytest.raises(AutoqError, match=r"an autoq model runs on 'cpu' or 'cuda'"):
+        device_for({"device": "meta"})
+    if not torch.cuda.is_available():
+        with pytest.raises(AutoqError, match=r"model_config asks for device 'cuda', and no CUDA GPU is visible here"):
+            device_for({"device": "cuda"})
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import mlflow.pyfunc
 import numpy as np
+import pandas as pd
 import pytest
 import requests
 import torch
@@ -93,6 +94,11 @@ def test_cli_logs_the_export_as_an_mlflow_model_of_its_run(searched, tmp_path, c
     assert {r.split("==")[0] for r in requirements} >= {"mlflow", "autoq", "torch", "safetensors", "numpy"}
     assert "transformers" not in {r.split("==")[0] for r in requirements}  # digits-cnn is no Hugging Face model
     assert np.array_equal(pyfunc.predict(x.numpy()), autoq.load(out)(x).detach().numpy())
+    on_cpu = mlflow.pyfunc.load_model(f"models:/{logged.model_id}", model_config={"device": "cpu"})  # MLflow's option
+    direct = on_cpu.unwrap_python_model()  # called directly: a list (float64) and a one-column frame, as its docstring says
+    expected = autoq.load(out)(x).detach().numpy()
+    assert np.allclose(direct.predict(None, x.double().tolist()), expected, atol=1e-6)
+    assert np.allclose(direct.predict(None, pd.DataFrame({"": list(x.numpy())})), expected, atol=1e-6)
 
 
 def test_python_api_logs_to_the_run_it_exports_and_registers_versions(searched, tmp_path, monkeypatch):
