@@ -107,8 +107,13 @@ class Budget:
 
     @property
     def limit_us(self) -> float:
-        """A latency budget in microseconds, from the decimal its milliseconds spell (``0.0042`` ms: 4.2 us exactly as
-        a float, as a table's 4.2 us)."""
+        """A latency budget in microseconds, from the decimal it was typed as ('12.002884179104477us': that float, as a
+        point's latency_us prints), else from the decimal its milliseconds spell (``0.0042`` ms: 4.2 us exactly as a float,
+        as a table's 4.2 us). Through the float in ms, a typed point's latency could come back an ulp below it, refused."""
+        match = _BUDGET_RE.match(self.text)
+        unit = _UNITS.get(match.group(2).lower()) if match else None
+        if unit is not None and unit[0] == "latency_ms":
+            return float(Decimal(match.group(1)) * Decimal(repr(unit[1])) * 1000)
         return float(Decimal(repr(self.value)) * 1000)
 
     def fmt(self, amount: float) -> str:

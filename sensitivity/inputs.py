@@ -148,6 +148,7 @@ def subsample(batches: Sequence[Any], n_samples: int | None, rows_per_batch: int
     batches = list(batches)
     if not batches:
         raise AutoqError("sensitivity needs at least one calibration batch")
+    _check_batched(batches[0])
     sizes = [batch_rows(b) for b in batches]
     total = sum(sizes)
     if total == 0:
@@ -167,6 +168,18 @@ def subsample(batches: Sequence[Any], n_samples: int | None, rows_per_batch: int
         n = batch_rows(b)
         out.extend(take_rows(b, i, min(n, i + rows_per_batch)) for i in range(0, n, rows_per_batch))
     return tuple(out)
+
+
+def _check_batched(batch: Any) -> None:
+    """Refuse a batch whose tensors are all 1-D: one example without its batch dimension (``nn.Linear`` takes a
+    ``(in,)`` input), whose features the metrics cut into rows, giving the model feature slices it cannot multiply."""
+    from autoq.evaluate.fidelity import batch_tensors
+
+    tensors = [t for t in batch_tensors(batch) if t.dim() > 0]
+    if tensors and all(t.dim() == 1 for t in tensors):
+        raise AutoqError(f"a calibration batch holds only 1-D tensors (shapes {[tuple(t.shape) for t in tensors][:3]}); autoq reads "
+                         "dimension 0 as the examples, so this is read as that many one-value examples: give a single example "
+                         "its batch dimension (x.unsqueeze(0)), or stack examples into batches")
 
 
 def resolve_output_kind(kind: str, output: Any) -> str:

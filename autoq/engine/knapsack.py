@@ -87,6 +87,10 @@ def random_feasible(problem: Knapsack, rng: random.Random) -> list[int]:
         k = rng.choice(cheaper)
         total += problem.costs[i][k] - problem.costs[i][picks[i]]
         picks[i] = k
+        if total <= problem.capacity or not any(x < c[p] for c, p in zip(problem.costs, picks) for x in c):
+            # the running sum of float costs (latency) drifts: it stopped one ulp short, or above a budget the cheapest
+            # assignment's own sum meets (and raised); the exact sum decides, as the search's check does
+            total = problem.total(picks)
     return picks
 
 

@@ -311,11 +311,14 @@ def _check_layer(model: nn.Module, name: str, choice: Any) -> None:
 
 @contextmanager
 def layer_named(name: str) -> Iterator[None]:
-    """Prefix a PTQ method's failure with the layer it failed on (the method knows only the weight's shape)."""
+    """Prefix a PTQ method's failure, or a quantizer's refusal (weights too wide for an fp16 scale), with the layer it
+    failed on (the method and the quantizer know only the weight's shape); an error that names the layer is left as is."""
     try:
         yield
-    except MethodError as exc:
-        raise MethodError(f"layer {name!r}: {exc}") from exc
+    except AutoqError as exc:
+        if type(exc) not in (AutoqError, MethodError) or f"layer {name!r}" in str(exc):
+            raise
+        raise type(exc)(f"layer {name!r}: {exc}") from exc
 
 
 def _address(weight: torch.Tensor) -> tuple[int, tuple[int, ...], str]:

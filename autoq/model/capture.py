@@ -51,6 +51,11 @@ class LossFactor:
         """``sum_i d_i^T H d_i`` over the rows of ``d`` (out, in)."""
         return float((d @ self.rows.t()).pow(2).sum()) + (self.tail * float(d.pow(2).sum()) if self.tail else 0.0)
 
+    def row_errors(self, d: torch.Tensor) -> torch.Tensor:
+        """``d_i^T H d_i`` of each row of ``d`` (out, in): the output error of each output channel, which add up to :meth:`error`."""
+        rows = (d @ self.rows.t()).pow(2).sum(dim=1)
+        return rows + self.tail * d.pow(2).sum(dim=1) if self.tail else rows
+
     def half_grad(self, d: torch.Tensor) -> torch.Tensor:
         """``H d`` row by row: half the gradient of :meth:`error` in ``d``."""
         g = (d @ self.rows.t()) @ self.rows

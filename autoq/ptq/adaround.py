@@ -5,7 +5,8 @@ Each weight gets a continuous variable ``V``; the soft weight is
 ``h(V) = clamp(sigmoid(V) (zeta - gamma) + gamma, 0, 1)``. Adam minimises the
 layer output error (relative to round-to-nearest's) plus ``lam * sum(1 - |2h - 1|^beta)``,
 whose ``beta`` anneals from 20 to 2 after a warm-up so every ``h`` is pushed to 0
-or 1; the final codes round with ``h >= 0.5``. Scales and zero points are the
+or 1; the final codes round with ``h >= 0.5``, except in an output channel whose error they leave above
+round-to-nearest's, which keeps those codes. Scales and zero points are the
 MSE-searched round-to-nearest ones. The output error is computed from ``X^T X``
 over all calibration tokens: exactly (its Cholesky factor) when the layer has at
 most ``max_rows`` inputs, otherwise from its top ``max_rows`` eigen-directions plus
@@ -131,9 +132,13 @@ def _adaround(weight: torch.Tensor, spec: QuantSpec, stats: Any, config: AdaRoun
                 step = _step
                 d_grouped = step(v, g_d, s_free, c0, m, m2, *scalars)
         hv = rectified_sigmoid(v)
-        codes = torch.where(free, fz + (hv >= 0.5).float(), fixed_code)
-    q = QuantizedTensor(spec, view.merge(codes).to(torch.uint8), base.scale, base.zero)
-    return q, hv
+        codes = view.merge(torch.where(free, fz + (hv >= 0.5).float(), fixed_code)).to(torch.uint8)
+        learnt = QuantizedTensor(spec, codes, base.scale, base.zero)
+        # the hard rounding of h is not what Adam minimised (the soft weights were): where it leaves an output channel
+        # worse than round-to-nearest (a rank-1 input, 2.2x), that channel keeps round-to-nearest's codes
+        worse = factor.row_errors(learnt.dequantize() - w) > factor.row_errors(base.dequantize() - w)
+        codes = torch.where(worse[:, None], base.codes, codes)
+    return QuantizedTensor(spec, codes, base.scale, base.zero), hv
 
 
 @register_method("adaround", needs_stats=True)

@@ -87,8 +87,8 @@ class GroupView:
 def _half_at_least(x: torch.Tensor) -> torch.Tensor:
     """Round to fp16 upwards, so a scale never shrinks the range it must cover.
 
-    Shortfalls within fp32 noise (a relative 1e-6) are ignored, which keeps
-    re-quantizing an already quantized tensor exactly idempotent.
+    Shortfalls within fp32 noise (a relative 1e-6) are ignored, so a scale that is an fp16 value already, up to
+    that noise (one computed from a stored scale), stays that value rather than moving up a step.
     """
     h = x.half()
     low = h.float() < x * (1 - 1e-6)
@@ -113,6 +113,13 @@ def params_from_range(lo: torch.Tensor, hi: torch.Tensor, spec: QuantSpec) -> tu
         lo, hi = lo.clamp(max=0.0), hi.clamp(min=0.0)
         scale = _half_at_least(((hi - lo) / spec.qmax).clamp_min(_MIN_SCALE))
         zero = torch.round(-lo / scale.float()).clamp_(0, spec.qmax).half()
+    if torch.isinf(scale).any():  # an fp16 scale tops out at 65504: the weights dequantized to NaN, blamed on the method
+        if spec.symmetric:
+            what, widest, covered = "reach |w| =", float(torch.maximum(lo.abs(), hi.abs()).max()), 65504.0 * ((1 << (spec.bits - 1)) - 1)
+        else:
+            what, widest, covered = "span a range of", float((hi - lo).max()), 65504.0 * spec.qmax
+        raise AutoqError(f"{spec.name}: a group's weights {what} {widest:.4g}, and its fp16 scale (at most 65504) covers "
+                         f"{covered:.4g}; rescale the layer's weights, or keep it in fp16 (--pin LAYER=fp16) or skip it (--skip)")
     return scale, zero
 
 

@@ -256,3 +256,22 @@ def test_a_weight_with_nan_or_inf_is_refused_not_quantized_to_nan_scales(spec):
     with pytest.raises(AutoqError, match="NaN or inf"):
         fake_quantize(w, spec)
     assert torch.isfinite(fake_quantize(finite, spec)).all()
+
+
+def test_weights_too_wide_for_an_fp16_scale_are_refused_in_words_not_dequantized_to_nan():
+    """The scale rounded up to fp16 inf: quantize gave NaN weights without a word, and run_method blamed the method."""
+    from autoq.errors import AutoqError
+    from autoq.evaluate.cache import layer_named
+    from autoq.ptq.registry import run_method
+
+    wide = torch.tensor([[1e5, -1.0, 0.5, 2.0]])
+    with pytest.raises(AutoqError, match=r"int2-ch-sym: a group's weights reach \|w\| = 1e\+05, and its fp16 scale \(at most 65504\) "
+                                         r"covers 6.55e\+04; rescale"):
+        quantize(wide, QuantSpec(2, "channel", None, True))
+    with pytest.raises(AutoqError, match=r"int2-ch-asym: a group's weights span a range of 2e\+05, .* covers 1.965e\+05"):
+        quantize(torch.tensor([[1e5, -1e5, 0.5, 2.0]]), QuantSpec(2, "channel"))
+    assert torch.isfinite(quantize(wide, QuantSpec(2, "channel")).dequantize()).all()  # 1e5 is within int2-asym's 196,512
+    assert torch.isfinite(quantize(wide, QuantSpec(8, "channel", None, True)).dequantize()).all()  # and int8-sym's 8.3e6
+    with pytest.raises(AutoqError, match=r"^layer 'fc': int2-ch-sym: a group's weights reach") as raised, layer_named("fc"):
+        run_method("rtn-minmax", wide, QuantSpec(2, "channel", None, True))
+    assert "returned scales" not in str(raised.value)  # the input's magnitude, not the method, is named

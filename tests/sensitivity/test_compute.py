@@ -240,6 +240,23 @@ def test_calibration_batches_without_rows_are_a_clear_error():
         subsample([], 128, 32)
 
 
+@pytest.mark.parametrize("metric", ["fisher", "mse"])
+def test_examples_without_a_batch_dimension_are_a_clear_error(cache, metric):
+    """nn.Linear takes a (64,) input, so the search ran; the metrics cut its features into rows and the model raised
+    'mat1 and mat2 shapes cannot be multiplied (1x21 and 64x48)'."""
+    from autoq.sensitivity.inputs import subsample
+
+    model = mlp()
+    space = space_for(model)
+    n_in = model[0].in_features
+    with pytest.raises(AutoqError, match=r"a calibration batch holds only 1-D tensors \(shapes \[\(\d+,\)\]\); .*x.unsqueeze\(0\)"):
+        compute_table(model, [torch.randn(n_in) for _ in range(4)], space.layers, space.options, metric, progress=False)
+    with pytest.raises(AutoqError, match="only 1-D tensors"):
+        subsample([{"x": torch.randn(n_in)}], 8, 4)
+    labelled = (torch.randn(4, n_in), torch.arange(4))  # 1-D labels beside 2-D inputs are examples along dimension 0
+    assert [tuple(t.shape) for t in subsample([labelled], 2)[0]] == [(2, n_in), (2,)]
+
+
 @pytest.mark.parametrize("metric", ["fisher", "kl"])
 def test_labelled_batches_without_a_loss_are_a_clear_error(cache, metric):
     """(inputs, labels) batches without loss= raised TypeError: forward() takes 2 positional arguments but 3 were given,
