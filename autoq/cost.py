@@ -36,6 +36,13 @@ class Cost:
     latency_us: float | None = None  # None when no device (latency source) was given
 
 
+def runs_w8a8(choice: LayerChoice) -> bool:
+    """Whether an exported linear layer of ``choice`` runs the W8A8 kernel: a symmetric int8 activation format on an int8
+    weight that kernel reads."""
+    act = choice.activation
+    return act is not None and act.bits == 8 and act.symmetric and supports_w8a8(choice.weight)
+
+
 @dataclass(frozen=True)
 class CostModel:
     """Size (and, with a latency source, latency) accounting for one model's quantizable layers."""
@@ -84,7 +91,7 @@ class CostModel:
         if self.latency is None:
             raise ValueError("this cost model has no latency source")
         act = choice.activation
-        w8a8 = act is not None and act.bits == 8 and act.symmetric and supports_w8a8(choice.weight)
+        w8a8 = runs_w8a8(choice)
         if not layer.is_linear or (act is not None and not w8a8):
             return self.latency.layer_us(layer.out_features, layer.in_features, QuantSpec.half())
         return self.latency.layer_us(layer.out_features, layer.in_features, choice.weight, int8_activations=w8a8)

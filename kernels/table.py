@@ -33,12 +33,16 @@ from pathlib import Path
 
 from autoq.errors import AutoqError
 from autoq.files import write_text_atomic
+from autoq.kernels.formats import supports_w8a8
 from autoq.quant import QuantSpec
 
 TABLE_VERSION = 1
 _ROW_FIELDS = ("n", "k", "format", "kernel", "batch", "median_us", "p20_us", "p80_us", "gbps")
 WEIGHT_ONLY = "fp16"  # activation of weight-only kernels and of the fp16 baseline
 INT8_TOKENS = "int8-token"  # activation of W8A8 kernels
+# what an exported model runs (autoq.export's modules: ops.wq_linear dispatching by batch, ops.w8a8_linear) and the fp16
+# baseline's matmul (bench.BASELINE_KERNEL), so the kernels a latency table prices layers by
+DEPLOYED_KERNELS = ("wq", "w8a8", "torch-fp16")
 TIMINGS = {  # how a table's rows were timed (autoq.kernels.timing), by the name the table and --timing use
     "flush": "CUDA graph replay, L2 flushed before each call",
     "rotate": "CUDA graph replay, calls back to back, each on its own copy of the weights",
@@ -110,6 +114,19 @@ class LatencyTable:
                 return row
         return None
 
+    def deployed(self, activation: str = WEIGHT_ONLY) -> tuple[LatencyRow, ...]:
+        """One row per (shape, format, batch) with ``activation``: the kernel an exported model runs there (``wq``, ``w8a8``,
+        the fp16 baseline's matmul: :data:`DEPLOYED_KERNELS`) where the table measured it, else the fastest measured. A
+        ``wq-gemv`` row at half ``wq``'s priced the layer at a kernel ``autoq.load``'s modules never call."""
+        chosen: dict[tuple, LatencyRow] = {}
+        for row in self.rows:
+            if row.activation != activation:
+                continue
+            held = chosen.get(row.key)
+            if held is None or (row.kernel not in DEPLOYED_KERNELS, row.median_us) < (held.kernel not in DEPLOYED_KERNELS, held.median_us):
+                chosen[row.key] = row
+        return tuple(chosen.values())
+
     def select(self, fmt: str | None = None, batch: int | None = None, activation: str = WEIGHT_ONLY) -> tuple[LatencyRow, ...]:
         """The fastest row per (shape, format, batch) with ``activation``, filtered by format and/or batch (for interpolation)."""
         return tuple(r for r in self._best.values()
@@ -138,8 +155,13 @@ class LatencyTable:
         """This table (a new measurement) with ``old``'s rows that it did not re-measure kept: what ``--merge`` writes.
 
         Refused when ``old`` was measured on another device or by another timing, whose rows would not compare."""
-        check_mergeable(old, self.device, self.timing, source)
+        check_mergeable(old, self.device, self.timing, source, self.versions)
         return replace(self, rows=old.merged(self.rows).rows)
+
+    @property
+    def versions(self) -> dict[str, str]:
+        """The software it was measured with: ``torch``, ``triton`` and ``cuda`` versions."""
+        return {"torch": self.torch, "triton": self.triton, "cuda": self.cuda}
 
     def to_dict(self) -> dict:
         return {
@@ -168,7 +190,8 @@ class LatencyTable:
             raise AutoqError(f"{source}: expected a latency table of version {TABLE_VERSION}, got version {version!r}")
         if not isinstance(data.get("device"), str) or not data["device"].strip() or not isinstance(data.get("rows"), list):
             raise AutoqError(f"{source}: a latency table needs a 'device' string (the GPU's name) and a 'rows' list")
-        rows = []
+        rows: list[LatencyRow] = []
+        seen: dict[tuple, int] = {}
         for i, raw in enumerate(data["rows"]):
             missing = [f for f in _ROW_FIELDS if not isinstance(raw, dict) or f not in raw]
             if missing:
@@ -192,6 +215,7 @@ class LatencyTable:
             if not all(math.isfinite(v) and v > 0 for v in (row.median_us, row.p20_us, row.p80_us)):
                 raise AutoqError(f"{source}: row {i} ({row.format} {row.n}x{row.k}) has timings {row.p20_us}, {row.median_us}, {row.p80_us} us; "
                                  "they must be positive and finite")
+            _check_row(row, i, source, seen)
             rows.append(row)
         peak = data.get("peak_bandwidth_gbs")
         try:
@@ -218,10 +242,36 @@ class LatencyTable:
         return cls.from_dict(data, source=str(path))
 
 
-def check_mergeable(old: LatencyTable, device: str, timing: str, source: str = "the existing table") -> None:
+def _check_row(row: LatencyRow, i: int, source: str, seen: dict[tuple, int]) -> None:
+    """Refuse a row that contradicts the table: a second measurement of one kernel at one shape, format and batch (the
+    smaller was taken, unsaid), W8A8 rows of a format no W8A8 kernel reads (they joined the int8 series and halved its
+    time), or a median outside its own spread."""
+    key = (*row.key, row.kernel, row.activation)
+    if key in seen:
+        raise AutoqError(f"{source}: rows {seen[key]} and {i} both measure kernel {row.kernel!r} on {row.format} {row.n}x{row.k} at "
+                         f"batch {row.batch}; keep one ('autoq kernels bench --merge' replaces a row it measures again)")
+    seen[key] = i
+    if row.activation == INT8_TOKENS and not supports_w8a8(QuantSpec.from_name(row.format)):
+        raise AutoqError(f"{source}: row {i} times the W8A8 kernel ({INT8_TOKENS} activations) on {row.format}, which it does not "
+                         "read; W8A8 rows are of int8 weights per channel, symmetric (int8-ch-sym)")
+    if not row.p20_us <= row.median_us <= row.p80_us:
+        raise AutoqError(f"{source}: row {i} ({row.format} {row.n}x{row.k}) has median {row.median_us} us outside its 20th-80th "
+                         f"percentiles {row.p20_us}-{row.p80_us} us; a row's timings are p20_us <= median_us <= p80_us")
+
+
+def check_mergeable(old: LatencyTable, device: str, timing: str, source: str = "the existing table",
+                    versions: dict[str, str] | None = None) -> None:
     """Refuse merging a measurement of ``device`` by ``timing`` into ``old`` (another device's or timing's rows would
-    not compare); ``autoq kernels bench --merge`` asks before it measures, so a refusal costs no GPU time."""
+    not compare), or by other ``versions`` (``torch``, ``triton``, ``cuda``) than ``old`` records: the merged table has one
+    header, and the old rows were written out under the new run's versions (Triton 3.6's as 3.9's). ``autoq kernels bench
+    --merge`` asks before it measures, so a refusal costs no GPU time."""
     for what, mine, theirs in (("device", device, old.device), ("timing", timing, old.timing)):
         if mine != theirs:
             raise AutoqError(f"--merge: {source} was measured with {what} {theirs!r}, not this run's {mine!r}; "
                              "choose another --out, or measure with the same " + what)
+    for what, mine in (versions or {}).items():
+        theirs = getattr(old, what)
+        if theirs and mine and mine != theirs:
+            raise AutoqError(f"--merge: {source} was measured with {what} {theirs}, and this run has {mine}: its rows would be "
+                             f"labelled with this run's versions; measure every row again (leave out --merge, or another --out), "
+                             f"or run with {what} {theirs}")

@@ -90,7 +90,10 @@ def run_bench(args: argparse.Namespace) -> int:
     old = None
     if args.merge and out.exists():  # read and checked now: a refusal after measuring would throw the measurement away
         old = LatencyTable.load(out)
-        check_mergeable(old, device, args.timing, str(out))
+        import triton
+
+        check_mergeable(old, device, args.timing, str(out), {"torch": torch.__version__, "triton": triton.__version__,
+                                                              "cuda": str(torch.version.cuda)})
 
     if args.model != "none":
         from autoq.builtin import load_workload

@@ -24,7 +24,7 @@ from tqdm.auto import tqdm
 from autoq.budget import DEFAULT_BUDGET, Budget, check_latency_config, parse_budget
 from autoq.builtin.workload import Workload
 from autoq.choice import Assignment, LayerChoice
-from autoq.cost import CostModel
+from autoq.cost import CostModel, runs_w8a8
 from autoq.engine.live import TrialStatus
 from autoq.engine.options import checked_options, label
 from autoq.engine.parent_run import start_tracking, summary_metrics
@@ -333,8 +333,9 @@ def _say_problem_notes(problem: Prepared) -> None:
     formats = getattr(cost_model.latency, "format_note", None)  # and the formats it did not measure
     shapes = [(layer.name, layer.out_features, layer.in_features) for layer in problem.space.layers]
     specs = {c.weight for options in problem.space.options for c in options}
+    w8a8 = any(runs_w8a8(c) for options in problem.space.options for c in options)
     for said in (problem.left_out, problem.unreached, problem.slack, cost_model.latency.note if cost_model.latency is not None else None,
-                 coverage(shapes) if coverage else None, formats(specs) if formats else None):
+                 coverage(shapes) if coverage else None, formats(specs, w8a8) if formats else None):
         if said:
             note(said)
 

@@ -6,7 +6,8 @@ Lookup for a layer ``(N, K)`` in format ``f`` at the search's batch size:
 2. Other shapes of that format and batch were measured around it (the smallest
    ``N*K`` at most the layer's, the largest at least): latency is linear in the
    work ``N*K`` (bytes and FLOPs of one format both scale with it) between the
-   nearest measured shapes below and above; shapes of equal work are averaged.
+   nearest measured shapes below and above; of shapes of equal work, the one
+   nearest the layer's aspect ``N / K`` (384 x 1536 and 1536 x 384 differ 2.2x).
 3. The format was not measured there (the kernels cover fewer formats than the
    search space, some only at some shapes): the nearest format (bits first, then
    granularity) measured around the shape, times the ratio of the two where the table
@@ -99,10 +100,22 @@ class TableLatency:
     def layer_us(self, out_features: int, in_features: int, spec: QuantSpec, int8_activations: bool = False) -> float:
         """The layer's kernel time: with ``int8_activations`` the W8A8 kernel's rows (steps 1, 2 and 4 of the module
         docstring on them) where the table measured it, else the weight-only kernel's, as without."""
-        key = (out_features, in_features, spec, int8_activations and bool(self._w8a8))
+        key = (out_features, in_features, spec, int8_activations)
         if key not in self._memo:
-            self._memo[key] = _interpolate(self._w8a8, out_features, in_features) if key[3] else self._lookup(out_features, in_features, spec)
+            if int8_activations and self._w8a8:
+                self._memo[key] = _interpolate(self._w8a8, out_features, in_features)
+            elif int8_activations:  # no W8A8 rows: the weight-only kernel's time was taken as is, half the W8A8 kernel's
+                self._memo[key] = self._lookup(out_features, in_features, spec) * self._w8a8_ratio(out_features, in_features, spec)
+            else:
+                self._memo[key] = self._lookup(out_features, in_features, spec)
         return self._memo[key]
+
+    def _w8a8_ratio(self, n: int, k: int, spec: QuantSpec) -> float:
+        """The W8A8 kernels' latency over the weight-only kernel's for ``spec`` at ``(n, k)``, by the roofline of the table's
+        device (two launches, the activations quantized first), or by their bytes without a preset."""
+        if self._preset is not None:
+            return roofline_us(n, k, spec, self.batch, self._preset, True) / roofline_us(n, k, spec, self.batch, self._preset)
+        return gemm_bytes(n, k, spec, self.batch, True) / gemm_bytes(n, k, spec, self.batch)
 
     def coverage_note(self, shapes: Iterable[tuple[str, int, int]], far: float = 4.0) -> str:
         """A note on the layers ``(name, n, k)`` whose work ``N*K`` lies more than ``far`` times outside every shape this
@@ -121,17 +134,22 @@ class TableLatency:
                 f"{self.origin or self.device!r} measured ({lo:,} to {hi:,} weights a layer), so their latencies are stretched "
                 "from its nearest ones; 'autoq kernels bench --model ...' measures this model's own shapes")
 
-    def format_note(self, specs: Iterable[QuantSpec]) -> str:
+    def format_note(self, specs: Iterable[QuantSpec], w8a8: bool = False) -> str:
         """A note on the weight formats among ``specs`` that this table never measured: their latencies are its nearest
-        measured format's, scaled by the roofline estimate's ratio of the two, an estimate inside a measured table's
-        source. ``""`` if it measured them all."""
+        measured format's, scaled by an estimate's ratio of the two, an estimate inside a measured table's source; and,
+        where the space runs the W8A8 kernel (``w8a8``) and the table never measured it, that its layers are estimated so
+        too. ``""`` if it measured them all."""
+        ratio = "the roofline estimate's ratio" if self._preset is not None else "the ratio of their bytes (no roofline preset for this device)"
+        said = []
         missing = sorted({s.name for s in specs if s.name not in self._by_format})
-        if not missing:
-            return ""
-        shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
-        return (f"the latency table {self.origin or self.device!r} did not measure {len(missing)} weight format(s) of the space "
-                f"({shown}): their latencies are its nearest measured format's, scaled by the roofline estimate's ratio "
-                "between the two; 'autoq kernels bench' measures every format")
+        if missing:
+            shown = ", ".join(missing[:4]) + (f" and {len(missing) - 4} more" if len(missing) > 4 else "")
+            said.append(f"the latency table {self.origin or self.device!r} did not measure {len(missing)} weight format(s) of the "
+                        f"space ({shown}): their latencies are its nearest measured format's, scaled by {ratio} between the two")
+        if w8a8 and not self._w8a8:
+            said.append(f"the latency table {self.origin or self.device!r} measured no W8A8 kernel (int8-token rows): layers with "
+                        f"int8 activations take the weight-only kernel's time, scaled by {ratio} of the W8A8 kernels to it")
+        return "; ".join(said) + "; 'autoq kernels bench' measures every format and kernel" if said else ""
 
     def _lookup(self, n: int, k: int, spec: QuantSpec) -> float:
         if spec.name not in self._by_format:  # never measured: its nearest measured format here, scaled by the estimate
@@ -188,7 +206,8 @@ Rows = list[tuple[int, tuple[tuple[int, int, float], ...], float]]  # (n*k, the 
 
 def _equal_work_averaged(measured: list[tuple[int, int, int, float]]) -> Rows:
     """Sorted ``(n*k, n, k, us)`` rows grouped by work: 4096 x 11008 and 11008 x 4096 give one point between their
-    neighbours (their mean), so a layer one column wider never takes the other one's time."""
+    neighbours, holding both shapes (and their mean, for ratios between formats); a layer reads the shape nearest its
+    own aspect there (:func:`_at`), so 4096 x 11009 takes 4096 x 11008's time, not 11008 x 4096's."""
     rows: Rows = []
     for work, n, k, us in measured:
         if rows and rows[-1][0] == work:
@@ -206,15 +225,26 @@ def _distance(rows: Rows, work: int) -> float:
     return 0.0 if lo <= work <= hi else math.log(lo / work) if work < lo else math.log(work / hi)
 
 
+def _at(row: tuple, n: int, k: int) -> float:
+    """A work point's latency for a layer ``(n, k)``: its measured shape nearest in aspect ``n / k`` (the mean of those
+    equally near). The mean of all took 384 x 1536's 6.5 us and 1536 x 384's 2.9 us as 4.7 for every layer around
+    them, so one column more or less than a measured shape moved its latency by 28-62%."""
+    aspect = math.log(n / k)
+    gaps = [abs(math.log(mn / mk) - aspect) for mn, mk, _ in row[1]]
+    nearest = [us for (_, _, us), gap in zip(row[1], gaps) if gap <= min(gaps) + 1e-12]
+    return sum(nearest) / len(nearest)
+
+
 def _interpolate(rows: Rows, n: int, k: int) -> float:
     """Latency at ``(n, k)`` from one format's rows at one batch (see the module docstring, steps 1, 2 and 4)."""
     work = n * k
     i = bisect.bisect_left([r[0] for r in rows], work)
     if i < len(rows) and rows[i][0] == work:
-        return next((us for mn, mk, us in rows[i][1] if (mn, mk) == (n, k)), rows[i][2])
+        return _at(rows[i], n, k)
     if i == 0:
-        return rows[0][2]
+        return _at(rows[0], n, k)
     if i == len(rows):
-        return rows[-1][2] * work / rows[-1][0]
-    (w_lo, _, us_lo), (w_hi, _, us_hi) = rows[i - 1], rows[i]
+        return _at(rows[-1], n, k) * work / rows[-1][0]
+    w_lo, w_hi = rows[i - 1][0], rows[i][0]
+    us_lo, us_hi = _at(rows[i - 1], n, k), _at(rows[i], n, k)
     return us_lo + (us_hi - us_lo) * (work - w_lo) / (w_hi - w_lo)

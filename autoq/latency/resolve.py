@@ -54,11 +54,11 @@ def load_table(path: str | Path, batch: int = 1) -> TableLatency:
 
 
 def _table_latency(table, batch: int, origin: str) -> TableLatency:
-    """A loaded :class:`autoq.kernels.table.LatencyTable` at one batch size: the fastest kernel measured
-    for each (shape, format, batch) (``select()``), weight-only and W8A8."""
+    """A loaded :class:`autoq.kernels.table.LatencyTable` at one batch size: for each (shape, format, batch) the kernel
+    an exported model runs there, else the fastest measured (``deployed()``), weight-only and W8A8."""
     from autoq.kernels.table import INT8_TOKENS
 
-    rows = [Measurement(r.n, r.k, r.format, r.batch, r.median_us, r.activation) for r in (*table.select(), *table.select(activation=INT8_TOKENS))]
+    rows = [Measurement(r.n, r.k, r.format, r.batch, r.median_us, r.activation) for r in (*table.deployed(), *table.deployed(INT8_TOKENS))]
     return TableLatency(table.device, rows, batch, origin=origin, timing=table.timing)
 
 

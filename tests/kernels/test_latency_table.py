@@ -90,15 +90,46 @@ def test_a_table_says_how_it_was_timed_and_older_ones_were_flushed(table: Latenc
 
 
 def test_updating_keeps_old_rows_of_the_same_device_and_timing_only(table: LatencyTable):
-    new = LatencyTable(table.device, (row("int4-g128-asym", "wq", 2.5),), "2.14.0", created="2026-12-01T00:00:00Z")
+    new = LatencyTable(table.device, (row("int4-g128-asym", "wq", 2.5),), "2.13.0", "3.9.0", "12.8", created="2026-12-01T00:00:00Z")
     updated = new.updating(table)
     assert len(updated.rows) == len(table.rows)
     assert updated.lookup(384, 1536, "int4-g128-asym", 1, kernel="wq").median_us == 2.5
-    assert (updated.torch, updated.created) == ("2.14.0", "2026-12-01T00:00:00Z")  # the new measurement's versions
+    assert updated.created == "2026-12-01T00:00:00Z"  # the new measurement's date
+    # other versions: the old rows were written out under the new run's (Triton 3.6's timings labelled 3.9)
+    for field, version in (("torch", "2.14.0"), ("triton", "3.6.0"), ("cuda", "13.0")):
+        with pytest.raises(AutoqError, match=rf"old.json was measured with {field} .*, and this run has {version}: .*leave out --merge"):
+            replace(new, **{field: version}).updating(table, source="old.json")
+    assert replace(new, cuda="").updating(table).rows == updated.rows  # a version the new table does not record is no conflict
     with pytest.raises(AutoqError, match="timing 'flush', not this run's 'rotate'.*same timing"):
         replace(new, timing="rotate").updating(table, source="old.json")
     with pytest.raises(AutoqError, match="old.json was measured with device 'NVIDIA H100 80GB HBM3', not this run's 'NVIDIA H200'"):
         replace(new, device="NVIDIA H200").updating(table, source="old.json")
+
+
+def test_rows_that_contradict_the_table_are_refused_naming_them(table: LatencyTable):
+    """A second row of one kernel at one key (the smaller was taken, unsaid), W8A8 rows of a format the W8A8 kernel does not
+    read (they joined the int8 series and halved its time), and a median outside its own spread all loaded."""
+    data = table.to_dict()
+    with pytest.raises(AutoqError, match=r"t.json: rows 1 and 7 both measure kernel 'wq' on int4-g128-asym 384x1536 at batch 1; keep one"):
+        LatencyTable.from_dict({**data, "rows": [*data["rows"], dict(data["rows"][1], median_us=0.5, p20_us=0.4, p80_us=0.6)]}, "t.json")
+    w8a8_int2 = row("int2-ch-asym", "w8a8", 2.0, activation=INT8_TOKENS).to_dict()
+    with pytest.raises(AutoqError, match=r"row 7 times the W8A8 kernel \(int8-token activations\) on int2-ch-asym, which it does not read"):
+        LatencyTable.from_dict({**data, "rows": [*data["rows"], w8a8_int2]}, "t.json")
+    with pytest.raises(AutoqError, match=r"row 0 \(fp16 384x1536\) has median 10.0 us outside its 20th-80th percentiles 11.0-12.0 us"):
+        LatencyTable.from_dict({**data, "rows": [dict(data["rows"][0], p20_us=11.0, p80_us=12.0), *data["rows"][1:]]}, "t.json")
+    assert LatencyTable.from_dict(data, "t.json") == table
+
+
+def test_the_cost_model_prices_a_layer_by_the_kernel_an_export_runs(table: LatencyTable):
+    """wq-gemv at 3.0 us beside wq at 4.0: the cost model took 3.0, and an exported model's layers always call wq."""
+    from autoq.latency.resolve import _table_latency
+    from autoq.quant import QuantSpec
+
+    spec = QuantSpec.from_name("int4-g128-asym")
+    assert table.lookup(384, 1536, spec.name, 1).kernel == "wq-gemv"  # the fastest measured, for the speed-up tables
+    assert _table_latency(table, 1, "t.json").layer_us(384, 1536, spec) == 4.0
+    only_gemv = replace(table, rows=tuple(r for r in table.rows if r.kernel != "wq" or r.format != spec.name or r.batch != 1))
+    assert _table_latency(only_gemv, 1, "t.json").layer_us(384, 1536, spec) == 3.0  # the export's kernel unmeasured: what was
 
 
 def test_rows_without_activation_default_to_weight_only(table: LatencyTable):

@@ -94,11 +94,32 @@ def test_a_format_measured_elsewhere_borrows_a_format_measured_around_the_shape(
     assert alone.layer_us(400, 400, int5) == pytest.approx(12.0 * 16)
 
 
-def test_shapes_of_equal_work_are_averaged_so_latency_grows_with_work():
+def test_shapes_of_equal_work_read_the_nearest_aspect_so_latency_grows_with_work():
     table = TableLatency("Test GPU", rows() + [Measurement(800, 50, "int4-g128-asym", 1, 50.0)], batch=1)
     assert table.layer_us(200, 200, INT4) == 30.0 and table.layer_us(800, 50, INT4) == 50.0  # measured shapes: their own rows
     assert table.layer_us(201, 200, INT4) > table.layer_us(199, 200, INT4) > 10.0
-    assert table.layer_us(400, 100, INT4) == pytest.approx(40.0)  # another shape of that work: the mean
+    assert table.layer_us(400, 100, INT4) == pytest.approx(40.0)  # 4:1, as far from 1:1 as from 16:1: their mean
+    # one row or column from a measured shape is within 3% of it, on both sides (the mean of both shapes of a work was
+    # every neighbour's: 801 x 50 took 40 us where 800 x 50 took 50)
+    for n, k, measured in ((800, 50, 50.0), (200, 200, 30.0)):
+        for near in ((n + 1, k), (n - 1, k), (n, k + 1), (n, k - 1)):
+            assert table.layer_us(*near, INT4) == pytest.approx(measured, rel=0.03), near
+
+
+def test_a_w8a8_layer_on_a_table_without_w8a8_rows_is_scaled_from_the_weight_only_kernel():
+    """It took the weight-only int8 kernel's time as is: 9.1 us at 4096 x 4096 on the H200, where W8A8 measured 16.5."""
+    from autoq.latency.devices import get_device
+    from autoq.latency.roofline import roofline_us
+
+    int8 = QuantSpec.from_name("int8-ch-sym")
+    h100 = get_device("h100")
+    table = TableLatency(h100.name, [Measurement(4096, 4096, "int8-ch-sym", 1, 10.0)], batch=1)
+    ratio = roofline_us(4096, 4096, int8, 1, h100, True) / roofline_us(4096, 4096, int8, 1, h100)
+    assert ratio > 1.1 and table.layer_us(4096, 4096, int8, int8_activations=True) == pytest.approx(10.0 * ratio)
+    assert table.layer_us(4096, 4096, int8) == 10.0
+    measured = TableLatency(h100.name, [Measurement(4096, 4096, "int8-ch-sym", 1, 10.0),
+                                        Measurement(4096, 4096, "int8-ch-sym", 1, 17.0, "int8-token")], batch=1)
+    assert measured.layer_us(4096, 4096, int8, int8_activations=True) == 17.0 and measured.format_note([int8], w8a8=True) == ""
 
 
 def test_missing_fp16_row_is_an_error():
@@ -263,7 +284,10 @@ def test_equal_work_shapes_after_other_works_average_among_themselves():
     fmt = "int4-g128-asym"
     measured = rows() + [Measurement(1600, 100, fmt, 1, 130.0), Measurement(100, 1600, fmt, 1, 100.0)]  # 160,000 = 400 x 400's
     table = TableLatency("Test GPU", measured, batch=1)
-    assert table.layer_us(800, 200, INT4) == pytest.approx((110.0 + 130.0 + 100.0) / 3)  # a third shape of that work
+    # a third shape of that work reads the shapes nearest its aspect: 800 x 200 (4:1) lies as far from 400 x 400 as from
+    # 1600 x 100 (16:1), so their mean; 100 x 1600 (1:16) is not among them
+    assert table.layer_us(800, 200, INT4) == pytest.approx((110.0 + 130.0) / 2)
+    assert table.layer_us(1600, 100, INT4) == 130.0 and table.layer_us(1601, 100, INT4) == pytest.approx(130.0, rel=0.01)
     assert table.layer_us(200, 200, INT4) == 30.0 and table.layer_us(300, 100, INT4) == pytest.approx(10 + 20 * 20_000 / 30_000)
 
 
@@ -280,7 +304,12 @@ def test_formats_a_table_never_measured_are_named_as_scaled_estimates():
     assert table.format_note([INT4]) == ""
     note = table.format_note([INT4, QuantSpec.from_name("int6-g32-asym"), QuantSpec.from_name("int6-g32-asym"), QuantSpec.half()])
     assert note.startswith("the latency table 't.json' did not measure 2 weight format(s) of the space (fp16, int6-g32-asym): ")
-    assert "scaled by the roofline estimate's ratio" in note
+    assert "scaled by the ratio of their bytes (no roofline preset for this device)" in note  # 'Test GPU' has none
+    preset = TableLatency("NVIDIA H100 80GB HBM3", rows(), batch=1, origin="t.json")
+    assert "scaled by the roofline estimate's ratio" in preset.format_note([QuantSpec.from_name("int6-g32-asym")])
+    assert "W8A8" not in note and preset.format_note([INT4], w8a8=True).startswith(
+        "the latency table 't.json' measured no W8A8 kernel (int8-token rows): layers with int8 activations take the weight-only "
+        "kernel's time, scaled by the roofline estimate's ratio of the W8A8 kernels to it")
 
 
 def test_the_coverage_note_takes_the_widest_range_any_format_measured():
