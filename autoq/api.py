@@ -35,6 +35,7 @@ def search(
     name: str | None = None,
     holdout: float | None = None,
     metric: str | None = None,
+    config: SearchConfig | None = None,
     **options: Any,
 ) -> SearchResult:
     """Find per-layer quantization choices for ``model`` within ``budget`` (``None``: ``"4.5bits"``, or a resumed
@@ -50,12 +51,19 @@ def search(
     ``options`` are the fields of :class:`autoq.engine.SearchConfig` (``n_trials``,
     ``seed``, ``space``, ``skip``, ``pins``, ``tracking_uri``, ``storage``, ...), the
     scale-out and recovery ones included (``backend="ray"``, ``workers``, ``address``,
-    ``max_retries``, ``resume=True`` with ``study_name``). Called inside ``with mlflow.start_run():``, the search's run
+    ``max_retries``, ``resume=True`` with ``study_name``). ``config``: a :class:`SearchConfig` of them, kept in a pipeline
+    (the ``TrainingArguments`` habit); the fields it sets away from their defaults apply, and keywords given beside it
+    win (``dataclasses.asdict(config)`` splatted passed every default too: ``mlflow_parent_run_id=None`` among them, which
+    turned the nesting in an active run off). Called inside ``with mlflow.start_run():``, the search's run
     nests in the active run, where that is in the same store (``mlflow_parent_run_id=None`` not to). No global state is kept and Ray
     is started (and stopped) only for ``backend="ray"`` when none is running.
     The model's weights and train/eval modes are left as they were; use ``result.apply(model)``. The result
     pickles, compares, and reloads with ``SearchResult.from_mlflow(run_id, tracking_uri)``.
     """
+    if config is not None:
+        if not isinstance(config, SearchConfig):
+            raise AutoqError(f"config must be an autoq.SearchConfig, got {type(config).__name__}; pass its fields as keywords instead")
+        budget, options = _with_config(config, budget, options)
     unknown = set(options) - _CONFIG_FIELDS
     if unknown:  # search's own keywords are valid too: 'evalute' listed the config's alone, evaluate not among them
         import difflib
@@ -94,6 +102,18 @@ def search(
     finally:  # the output-fidelity proxy evaluates in eval mode: a pipeline's model in train() goes back to it
         for module, training in modes:
             module.training = training
+
+
+def _with_config(config: SearchConfig, budget: Any, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+    """``budget`` and ``options`` with ``config``'s fields that differ from a default ``SearchConfig()``'s added beneath
+    them (a keyword given beside ``config`` wins); the defaults stay not given, so nesting and a resume's stored
+    settings decide as without a config."""
+    default = SearchConfig()
+    given = {f.name: getattr(config, f.name) for f in fields(SearchConfig) if getattr(config, f.name) != getattr(default, f.name)}
+    if budget is None:
+        budget = given.pop("budget", None)
+    given.pop("budget", None)
+    return budget, {**given, **options}
 
 
 def _with_stored(options: dict[str, Any], budget: str | float | Budget | None) -> tuple[dict[str, Any], str | float | Budget]:

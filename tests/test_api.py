@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 import warnings
 
@@ -38,6 +39,26 @@ def test_search_with_builtin_proxy_and_no_mlflow():
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
     quantized = result.apply(copy.deepcopy(model))
     assert not torch.equal(quantized[0].weight, model[0].weight)
+
+
+def test_one_sampler_instance_gives_the_same_search_each_time_it_is_passed():
+    """A reused SearchConfig's sampler went on from the first search's random state: the second search was another."""
+    sampler = optuna.samplers.RandomSampler(seed=1)
+    config = autoq.SearchConfig(budget="5bits", n_trials=6, tracking_uri=None, storage=None, progress=False, seed_from="none",
+                                n_fill_seeds=0, max_uniform_seeds=0, sampler=sampler)  # every trial the sampler's
+    first, second = (autoq.search(tiny_mlp(), batches(), config=config) for _ in range(2))
+    fresh = autoq.search(tiny_mlp(), batches(), config=dataclasses.replace(config, sampler=optuna.samplers.RandomSampler(seed=1)))
+    assert [p.assignment for p in first.points] == [p.assignment for p in second.points] == [p.assignment for p in fresh.points]
+    assert len({p.assignment for p in first.points}) > 1  # a search whose points differ: the test could fail
+
+
+def test_a_config_object_takes_its_set_fields_and_keywords_beside_it_win():
+    config = autoq.SearchConfig(budget="5bits", n_trials=3, tracking_uri=None, storage=None, progress=False, seed_from="none")
+    result = autoq.search(tiny_mlp(), batches(), config=config, n_trials=2, budget="6bits")
+    assert len(result.points) == 2 and result.budget.text == "6bits"
+    assert autoq.search(tiny_mlp(), batches(), config=config).budget.text == "5bits"
+    with pytest.raises(AutoqError, match=r"config must be an autoq.SearchConfig, got dict; pass its fields as keywords"):
+        autoq.search(tiny_mlp(), batches(), config={"n_trials": 2})
 
 
 def test_user_metric_is_what_gets_maximised():

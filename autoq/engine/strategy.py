@@ -193,13 +193,26 @@ def sampler_factory(sampler: str | optuna.samplers.BaseSampler) -> SamplerFactor
     """Registry lookup: ``tpe`` (default), ``nsga2``, ``random`` or a registered name; an unknown name is a clear error.
 
     A sampler instance (the Python API's ``sampler=optuna.samplers.NSGAIISampler(seed=1)``) is used as given, with
-    its own seed: it must handle multi-objective studies (2 objectives, 3 with a latency source)."""
+    its own seed: it must handle multi-objective studies (2 objectives, 3 with a latency source). Each search gets a
+    copy of it as built: one instance in a reused ``SearchConfig`` went on from the first search's random state, so the
+    second search was another, under the same recorded settings."""
     if isinstance(sampler, optuna.samplers.CmaEsSampler):  # Optuna's one single-objective sampler: its ValueError came mid-search
         raise AutoqError("CmaEsSampler optimizes one objective, and autoq's study has 2 (quality and bits; 3 with a latency source): "
                          "pass a multi-objective sampler, such as optuna.samplers.TPESampler or NSGAIISampler")
     if isinstance(sampler, optuna.samplers.BaseSampler):
-        return lambda seed: sampler
+        return lambda seed: _copied(sampler)
     return _SAMPLERS.get(sampler)
+
+
+def _copied(sampler: optuna.samplers.BaseSampler) -> optuna.samplers.BaseSampler:
+    """A deep copy of ``sampler``, or ``sampler`` itself where it cannot be copied (a plug-in's holding a lock or a
+    connection), which then goes on from its own state as before."""
+    import copy
+
+    try:
+        return copy.deepcopy(sampler)
+    except Exception:  # noqa: BLE001 - any failure to copy: the instance as given
+        return sampler
 
 
 def sampler_name(sampler: str | optuna.samplers.BaseSampler) -> str:

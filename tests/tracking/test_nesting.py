@@ -143,11 +143,14 @@ def test_a_search_inside_mlflow_start_run_nests_in_the_active_run(fluent_store, 
                                              rf"'{step.info.run_id}', 'pipeline'.*give 'pipeline'"):
             autoq.search("digits-cnn", experiment="mine", **kwargs)  # it logged to 'pipeline' without a word, as the CLI did once
         named = autoq.search("digits-cnn", experiment="pipeline", **kwargs)
+        # a pipeline's SearchConfig: its defaults are not given (asdict splatted passed mlflow_parent_run_id=None: not nested)
+        configured = autoq.search("digits-cnn", config=autoq.SearchConfig(**kwargs))
     search = client.get_run(nested.parent_run_id)
     assert search.data.tags["mlflow.parentRunId"] == step.info.run_id
     assert search.info.experiment_id == step.info.experiment_id
     assert "mlflow.parentRunId" not in client.get_run(alone.parent_run_id).data.tags
     assert client.get_run(named.parent_run_id).data.tags["mlflow.parentRunId"] == step.info.run_id
+    assert client.get_run(configured.parent_run_id).data.tags["mlflow.parentRunId"] == step.info.run_id
     assert MlflowClient(mlflow_uri).get_experiment_by_name("mine") is None
     other = MlflowClient(f"sqlite:///{tmp_path / 'other.db'}").get_run(elsewhere.parent_run_id)
     assert "mlflow.parentRunId" not in other.data.tags
