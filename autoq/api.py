@@ -16,6 +16,7 @@ from autoq.builtin import load_workload
 from autoq.builtin.workload import Workload
 from autoq.engine import SearchConfig, SearchResult, run_search
 from autoq.engine.options import pins_from_strings  # noqa: F401  (the CLI's --pin, here since before)
+from autoq.engine.runner import check_tracking
 from autoq.errors import AutoqError
 from autoq.evaluate import OutputFidelity
 from autoq.evaluate.fidelity import check_finite_batches, user_batches
@@ -93,6 +94,7 @@ def search(
             which = repr(model) if model else "the default model"
             raise AutoqError(f"{' and '.join(given)} go{'es' if len(given) == 1 else ''} with an nn.Module; {which} (a built-in or a Hugging Face "
                              "folder) brings its own data, metric and name: pass model=<your nn.Module> with calibration batches to use them")
+        check_tracking(config)  # a store that does not answer, before the model loads
         return run_search(load_workload(model), config)
     modes = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
     try:

@@ -124,12 +124,13 @@ class BenchConfig:
             raise AutoqError(f"unknown timing {self.timing!r}; choose one of {', '.join(TIMINGS)} "
                              f"({'; '.join(f'{k}: {v}' for k, v in TIMINGS.items())})")
         if isinstance(self.rep_ms, bool) or not isinstance(self.rep_ms, int) or self.rep_ms <= 0:
-            raise AutoqError(f"rep_ms (timing time per case, ms) must be a positive whole number, got {self.rep_ms!r}")
+            raise AutoqError(f"rep_ms (--rep-ms, timing time per case in ms) must be a positive whole number, got {self.rep_ms!r}")
         if self.max_seconds is not None and not self.max_seconds > 0:
-            raise AutoqError(f"max_seconds must be a positive number of seconds (or None: no limit), got {self.max_seconds!r}")
+            raise AutoqError(f"max_seconds (--max-seconds) must be a positive number of seconds (None, or the option left out: no "
+                             f"limit), got {self.max_seconds!r}")
         if self.compile_workers is not None and self.compile_workers < 0:
-            raise AutoqError(f"compile_workers must be 0 (compile at launch), a positive number of processes or None "
-                             f"(one per core); got {self.compile_workers}")
+            raise AutoqError(f"compile_workers (--compile-workers) must be 0 (compile at launch) or a positive number of processes "
+                             f"(None, or the option left out: one per core); got {self.compile_workers}")
         self._check_kernels_run_formats()
 
     def _check_kernels_run_formats(self) -> None:

@@ -127,6 +127,7 @@ def test_a_tracking_server_that_does_not_answer_is_one_line_before_any_work(tmp_
     proc = run_cli("search", "--model", "digits-cnn", "--tracking-uri", "http://127.0.0.1:9", "--no-progress", cwd=tmp_path)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "autoq: error: MLflow tracking server http://127.0.0.1:9 does not answer" in proc.stderr and not (tmp_path / "optuna.db").exists()
+    assert "autoq: loading" not in proc.stderr  # before the model loads (minutes for an LLM), as 'autoq sensitivity' does
 
 
 def test_tracking_uri_and_storage_none_search_without_writing_a_file(tmp_path):
@@ -212,7 +213,9 @@ def test_interrupt_keeps_finished_trials(signame, tmp_path, mlflow_uri):
     (["runs", "--tracking-uri", "none"], "this command reads searches from an MLflow store, and --tracking-uri none names none"),
     (["pareto", "x", "--tracking-uri", "none"], "--tracking-uri none names none"),  # was MLflow's 'filesystem backend' message
     # a server that does not answer: MLflow's retries took about 4 minutes, then a traceback, or export's "no MLflow run"
-    (["runs", "--tracking-uri", "http://127.0.0.1:9"], "MLflow tracking server http://127.0.0.1:9 does not answer"),
+    # ... and advises what a reader takes: it said '(none: no MLflow)', which it then refused
+    (["runs", "--tracking-uri", "http://127.0.0.1:9"], "MLflow tracking server http://127.0.0.1:9 does not answer (ConnectionError); "
+                                                       "start it (mlflow server), or pass the --tracking-uri your searches logged to\n"),
     (["export", "--run-id", "0123", "--out", "o", "--tracking-uri", "http://127.0.0.1:9"], "http://127.0.0.1:9 does not answer"),
     (["runs", "--tracking-uri", "http://alice:pw@127.0.0.1:9"], "server http://127.0.0.1:9 does not answer"),  # no credentials shown
     (["kernels", "bench", "--out", ""], "--out is '': give OUT"),  # an action of a command's own: it wrote latency_<device>.json

@@ -28,14 +28,14 @@ def _client(args: argparse.Namespace, required: bool = True):
 
     from autoq.errors import AutoqError
     from autoq.tracking import require_store, tracking_client
-    from autoq.tracking.mlflow_logger import shown_uri, store_failed
+    from autoq.tracking.mlflow_logger import READ_ADVICE, shown_uri, store_failed
 
     require_store(args.tracking_uri)
     client = tracking_client(args.tracking_uri)
     try:
         experiment = client.get_experiment_by_name(args.experiment)
     except MlflowException as exc:  # a server that answers /health but not MLflow's API (a wrong path): a traceback
-        raise store_failed(args.tracking_uri, exc) from None
+        raise store_failed(args.tracking_uri, exc, READ_ADVICE) from None
     if experiment is None and required:
         names = [e.name for e in client.search_experiments()]
         raise AutoqError(f"no experiment {args.experiment!r} in {shown_uri(args.tracking_uri)}; pass --experiment NAME, one of: "

@@ -80,6 +80,7 @@ def run(args: argparse.Namespace) -> int:
     from autoq.cli.mlflow_args import named_experiment, tracking_uri_of
     from autoq.cli.scale import resumed_args, scale_options
     from autoq.engine import SearchConfig, format_summary, run_search
+    from autoq.engine.runner import check_tracking
     from autoq.plugins import plugin_note
 
     args = resumed_args(args)  # --resume NAME: the stored search's settings
@@ -111,6 +112,7 @@ def run(args: argparse.Namespace) -> int:
         plugins=tuple(getattr(args, "plugins", None) or ()),
         **scale_options(args),
     )
+    check_tracking(config)  # a server that does not answer, before the model loads (the search checks it again)
     print(f"autoq: loading {args.model or 'the default model (all-MiniLM-L6-v2)'} ...", file=sys.stderr, flush=True)
     result = run_search(load_workload(args.model), config)
     print(format_summary(result))

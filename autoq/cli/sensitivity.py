@@ -76,6 +76,7 @@ def run(args: argparse.Namespace) -> int:
     from autoq.files import first_missing, make_folder, removed_if_empty
     from autoq.messages import note
     from autoq.model import find_layers, left_out_note, mark_unreached, searched_tied, unreached_note
+    from autoq.model.layers import compile_patterns
     from autoq.quiet import quiet_logs
     from autoq.search_spaces import load_preset
     from autoq.sensitivity import get_metric, workload_table
@@ -88,6 +89,7 @@ def run(args: argparse.Namespace) -> int:
 
     resolve_settings(info, settings)
     preset = load_preset(args.space)
+    compile_patterns(args.skip, "skip")  # a bad --skip now, not after the model loads (as autoq search does)
     if Path(args.out).exists() and not Path(args.out).is_dir():  # now, not after the table is computed
         raise AutoqError(f"--out {args.out} is a file; pass a folder (new or existing) for the table's files")
     to_mlflow = tracking_uri_of(args) is not None

@@ -181,6 +181,18 @@ class Prepared:
     unreached: str | None = None  # the note on layers the calibration batches never reach (data-free methods only)
 
 
+def check_tracking(config: SearchConfig) -> None:
+    """Refuse a tracking store MLflow refuses or that does not answer (a SQLite file is made later), an experiment it
+    would refuse, or a parent run it lacks: before any evaluation, and before a model loads where the caller runs this
+    first (the command line and a built-in by name: minutes for an LLM, to be told the server is down)."""
+    if config.tracking_uri and config.mlflow_parent_run_id:
+        outer_run(config.tracking_uri, config.mlflow_parent_run_id)
+    elif config.tracking_uri:
+        if sqlite_path(config.tracking_uri) is None:
+            tracking_client(config.tracking_uri)
+        check_experiment(config.tracking_uri, config.experiment)
+
+
 def prepare(workload: Workload, config: SearchConfig) -> Prepared:
     """All the checks that need no evaluation, in the order a user would fix them."""
     budget = parse_budget(config.budget)
@@ -189,12 +201,7 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
     tied = searched_tied(workload.model, skip, dict(config.pins), layers)
     check_finite_stored(workload.model, layers)
     check_finite_batches(workload.calibration)
-    if config.tracking_uri and config.mlflow_parent_run_id:  # before any evaluation, not when the search's run starts
-        outer_run(config.tracking_uri, config.mlflow_parent_run_id)
-    elif config.tracking_uri:  # a store MLflow refuses (a SQLite file is made later), or an experiment it would refuse
-        if sqlite_path(config.tracking_uri) is None:
-            tracking_client(config.tracking_uri)
-        check_experiment(config.tracking_uri, config.experiment)
+    check_tracking(config)
     kept = {layer.name for layer in layers}
     skipped = [layer.name for layer in find_layers(workload.model)] if skip else []
     unsearched = [n for n in skipped if n not in kept]

@@ -170,7 +170,11 @@ def check_sqlite_writable(uri: str, what: str) -> None:
         raise AutoqError(f"{what} {uri}: the folder {str(above)!r} is not writable; pass a URL in a folder you can write to")
 
 
-def _check_server(uri: str) -> None:
+# what a command that only reads a store advises: '--tracking-uri none' it refuses ("names no store")
+READ_ADVICE = "start it (mlflow server), or pass the --tracking-uri your searches logged to"
+
+
+def _check_server(uri: str, advice: str = "start it (mlflow server), or pass another --tracking-uri (none: no MLflow)") -> None:
     """A tracking server that does not answer fails in seconds, not after MLflow's minutes of retries."""
     if not uri.startswith(("http://", "https://")):
         return
@@ -179,8 +183,7 @@ def _check_server(uri: str) -> None:
     try:
         requests.get(f"{uri.rstrip('/')}/health", timeout=10)
     except requests.RequestException as exc:
-        raise AutoqError(f"MLflow tracking server {shown_uri(uri)} does not answer ({type(exc).__name__}); start it (mlflow server), "
-                         "or pass another --tracking-uri (none: no MLflow)") from None
+        raise AutoqError(f"MLflow tracking server {shown_uri(uri)} does not answer ({type(exc).__name__}); {advice}") from None
 
 
 def check_experiment(uri: str, name: str) -> None:
@@ -229,7 +232,7 @@ def require_store(uri: str) -> None:
     MLflow would create an empty database there, so a command run in the wrong folder
     would leave a stray ``mlflow.db`` behind and then report a missing run or experiment. A tracking server that does not
     answer is refused too: reading one took MLflow's retries (about 4 minutes) and ended in a traceback, or in "no MLflow run"."""
-    _check_server(uri)
+    _check_server(uri, READ_ADVICE)
     db = sqlite_path(uri)
     if db is not None and not db.exists():
         raise AutoqError(f"no MLflow store at {db} ({uri}); pass --tracking-uri of the store your searches logged to, "
@@ -254,7 +257,7 @@ def stored_run(tracking_uri: str, run_id: str, missing: str) -> tuple[MlflowClie
             named = "" if looks_like_run_id(run_id) else (
                 " (a run id is 32 hex digits, not a search's study name: `autoq runs` lists each search's parent run id)")
             raise AutoqError(f"no MLflow run {run_id!r} in {shown_uri(tracking_uri)}{named}; {missing}") from None
-        raise store_failed(tracking_uri, exc) from None
+        raise store_failed(tracking_uri, exc, READ_ADVICE) from None
     db = sqlite_path(tracking_uri)
     if db is not None:  # a moved store: its artifacts are looked for where they were (a traceback, or "has no frontier.json")
         _check_not_moved(db, client.get_experiment(run.info.experiment_id).artifact_location, "reads them")

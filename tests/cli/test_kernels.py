@@ -27,9 +27,9 @@ def test_cli_rejects_bad_arguments_before_looking_for_a_gpu(capsys):
     assert main(["kernels", "bench", "--kernels", "marlin"]) == 2
     assert "unknown kernel" in capsys.readouterr().err
     assert main(["kernels", "bench", "--max-seconds", "-1"]) == 2  # it wrote, and recommended, a table of no rows
-    assert "max_seconds must be a positive number of seconds" in capsys.readouterr().err
+    assert "max_seconds (--max-seconds) must be a positive number of seconds" in capsys.readouterr().err
     assert main(["kernels", "bench", "--rep-ms", "-5"]) == 2  # taken as 10 replay pairs
-    assert "rep_ms (timing time per case, ms) must be a positive whole number, got -5" in capsys.readouterr().err
+    assert "rep_ms (--rep-ms, timing time per case in ms) must be a positive whole number, got -5" in capsys.readouterr().err
 
 
 def test_an_out_that_is_a_folder_is_refused_before_measuring(tmp_path, capsys):
@@ -41,8 +41,8 @@ def test_an_out_that_is_a_folder_is_refused_before_measuring(tmp_path, capsys):
 
 @pytest.mark.parametrize(("args", "says"), [
     (["--kernels", "foo"], "unknown kernel 'foo'"),
-    (["--rep-ms", "0"], "rep_ms (timing time per case, ms) must be a positive whole number, got 0"),
-    (["--max-seconds", "-1"], "max_seconds must be a positive number"),
+    (["--rep-ms", "0"], "rep_ms (--rep-ms, timing time per case in ms) must be a positive whole number, got 0"),
+    (["--max-seconds", "-1"], "max_seconds (--max-seconds) must be a positive number"),
     (["--out", "FOLDER"], "is a folder; pass a file such as"),
 ])
 def test_the_llama_benchmark_refuses_bad_arguments_before_the_gpu(tmp_path, args, says):
