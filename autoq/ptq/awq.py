@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from autoq.errors import AutoqError
 from autoq.ptq.registry import register_method, require_stats
 from autoq.ptq.result import TransformedTensor
 from autoq.ptq.rtn import rtn_minmax
@@ -36,7 +37,12 @@ def awq(weight: torch.Tensor, spec: QuantSpec, stats: Any, grid: int = GRID) -> 
         s = s / (s.max() * s.min()).sqrt()
         if alpha == 0:
             s = torch.ones_like(s)
-        q = rtn_minmax(w * s[None, :], spec)
+        try:
+            q = rtn_minmax(w * s[None, :], spec)
+        except AutoqError:  # scaled past what an fp16 scale covers (a dead input channel's s, near 0, stretches the rest)
+            if alpha == 0:
+                raise  # the weights as they are: the layer's own range, which the error names
+            continue
         err = factor.error(q.dequantize() / s[None, :] - w)
         if best is None or err < best[0]:
             best = (err, q, s)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 import optuna
 import pytest
 import torch
@@ -67,14 +69,24 @@ def test_a_strategy_out_of_new_assignments_ends_the_search_instead_of_repeating(
 
 
 class CountingSampler(optuna.samplers.RandomSampler):
-    """A sampler of the caller's own (Optuna's random one, counting the parameters it draws)."""
+    """A sampler of the caller's own (Optuna's random one, counting the parameters it draws into ``counter``, a list
+    shared with the copy a search samples with, as the caller built it)."""
 
-    def __init__(self, seed: int) -> None:
+    def __init__(self, seed: int, counter: list[int] | None = None) -> None:
         super().__init__(seed=seed)
-        self.draws = 0
+        self.counter = counter if counter is not None else [0]
+
+    def __deepcopy__(self, memo):  # the search's copy counts into the caller's list
+        copied = CountingSampler.__new__(CountingSampler)
+        copied.__dict__.update({k: (v if k == "counter" else copy.deepcopy(v, memo)) for k, v in self.__dict__.items()})
+        return copied
+
+    @property
+    def draws(self) -> int:
+        return self.counter[0]
 
     def sample_independent(self, study, trial, param_name, param_distribution):
-        self.draws += 1
+        self.counter[0] += 1
         return super().sample_independent(study, trial, param_name, param_distribution)
 
 

@@ -202,3 +202,19 @@ def test_smoothquant_search_is_no_worse_than_any_alpha_of_its_grid():
     best = min(err(smoothquant(w, spec, stats, a)) for a in ALPHA_GRID)
     assert err(smoothquant_search(w, spec, stats)) <= best * (1 + 1e-9)
     assert err(smoothquant(w, spec, stats, ALPHA_GRID[0])) > best or err(smoothquant(w, spec, stats, ALPHA_GRID[-1])) > best
+
+
+def test_awq_passes_over_input_scales_that_stretch_weights_past_an_fp16_scale():
+    """The refusal above must not end AWQ's search: alpha = 0 (the weights as they are) fits, larger alphas overflow."""
+    from autoq.model.capture import _Accumulator
+    from autoq.ptq.awq import awq
+
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(4, 8, generator=gen)
+    w[:, 0] = 30000.0  # within int2-sym's 65504, until AWQ's input scale multiplies it
+    x = torch.rand(64, 8, generator=gen) * 0.01
+    x[:, 0] = 100.0  # an outlier channel: its scale at alpha = 1 is sqrt(100 / 0.005), about 140
+    accumulator = _Accumulator(512, 0, "awq")
+    accumulator.add(x)
+    q = awq(w, QuantSpec(2, "channel", None, True), accumulator.finish())
+    assert torch.isfinite(q.dequantize()).all() and torch.isfinite(q.input_scale).all()
