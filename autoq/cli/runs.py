@@ -92,15 +92,16 @@ def run_list(args: argparse.Namespace) -> int:
 def _progress(client: Any, run: Any) -> tuple[str, str]:
     """(trials, best quality) of a search: its summary metrics once it ended, else read from its finished trial runs (a
     search killed with kill -9, or running: '-' hid the trials that 'autoq pareto' of it reports)."""
+    from autoq.engine.summary import format_quality
     from autoq.tracking import TRIAL_TAG
     from autoq.tracking.runs import trial_runs
 
     m = run.data.metrics
     if "n_evaluated" in m:
-        return str(int(m["n_evaluated"])), f"{m['best_quality']:.4f}" if "best_quality" in m else "-"
+        return str(int(m["n_evaluated"])), format_quality(m["best_quality"]) if "best_quality" in m else "-"
     done = [r for r in trial_runs(client, run.info.run_id, run.info.experiment_id) if r.info.status == "FINISHED" and TRIAL_TAG in r.data.tags]
     qualities = [r.data.metrics["quality"] for r in done if "quality" in r.data.metrics]
-    return str(len({r.data.tags[TRIAL_TAG] for r in done})), f"{max(qualities):.4f}" if qualities else "-"
+    return str(len({r.data.tags[TRIAL_TAG] for r in done})), format_quality(max(qualities)) if qualities else "-"
 
 
 def _elsewhere(client: Any, experiment_id: str) -> str:
@@ -139,7 +140,7 @@ def run_pareto(args: argparse.Namespace) -> int:
     from autoq.engine.sessions import running_pid
     from autoq.errors import AutoqError
     from autoq.tracking.mlflow_logger import shown_uri
-    from autoq.tracking.runs import find_search
+    from autoq.tracking.runs import find_search, resume_hint
 
     client, experiment_id = _client(args, required=False)  # a run id needs no experiment (a search nested in a pipeline's)
     parent = find_search(client, experiment_id, args.name) if experiment_id is not None else None
@@ -165,7 +166,9 @@ def run_pareto(args: argparse.Namespace) -> int:
         print(f"Search {result.study_name!r} is still running (process {pid} on this machine): the trials it finished so far.")
     elif status != "FINISHED":  # killed (kill -9 leaves it RUNNING), failed, or still running on another machine
         print(f"Search {result.study_name!r} did not finish (MLflow status {status}): the trials it finished so far.")
-        if result.storage and "***" not in result.storage:  # stopped, or killed (unless it runs on another machine): go on
+        if run.data.params.get("model_source") == "none":  # a module passed from Python: no command line resumes it
+            print(f"Continue it: {resume_hint(run, args.tracking_uri)}.")
+        elif result.storage and "***" not in result.storage:  # stopped, or killed (unless it runs on another machine): go on
             print(f"Continue it: autoq search --resume {shlex.quote(result.study_name)} --tracking-uri {shlex.quote(shown_uri(result.tracking_uri))} "
                   f"--storage {shlex.quote(result.storage)}")
     # a search stopped by Ctrl-C or SIGTERM (KILLED) logged the frontier of the trials it finished; kill -9 logged none
@@ -174,7 +177,7 @@ def run_pareto(args: argparse.Namespace) -> int:
     if n_logged is not None and int(n_logged) > len(result.points):  # its counts and uniform coverage fell, for no reason it gave
         print(f"{int(n_logged) - len(result.points)} of the search's {int(n_logged)} evaluated trial runs are deleted in MLflow: this is "
               f"the frontier of the {len(result.points)} left (the search's frontier.csv artifact holds the frontier it logged).")
-    print(format_summary(result, finished=logged))
+    print(format_summary(result, finished=logged, module=run.data.params.get("model_source") == "none"))
     return 0
 
 

@@ -18,18 +18,32 @@ def format_size(n: int) -> str:
     return f"{n / 1e3:.1f} kB"
 
 
+def format_quality(q: float, sign: bool = False) -> str:
+    """A quality as the summary, the runs' descriptions and ``autoq runs`` show it: 4 decimals (a cosine, an accuracy),
+    or 4 significant digits below 0.1, where a ``-loss`` lives: -1.44e-4 and -5.4e-5 both read -0.0001, and a frontier of
+    four distinct points looked like one point repeated."""
+    plus = "+" if sign else ""
+    if not math.isfinite(q) or q == 0 or abs(q) >= 0.1:
+        return f"{q:{plus}.4f}"
+    return f"{q:{plus}#.4g}"
+
+
 def _fmt_latency(p: Point) -> str:
     return f"{format_latency_us(p.latency_us):>12}" if p.latency_us is not None else ""
 
 
-def export_command(run_id: str | None, tracking_uri: str, name_store: bool = False, plugins: str = "") -> str:
+def export_command(run_id: str | None, tracking_uri: str, name_store: bool = False, plugins: str = "", module: bool = False) -> str:
     """The ``autoq export`` command line for an MLflow run: ``--tracking-uri`` where it is not the default, or always with
     ``name_store`` (a run's MLflow description is read where no default can be assumed: a SQLite store by its absolute path);
-    ``plugins``: the search's ``plugins`` param (quoted, space-separated), each added as ``--plugin``."""
+    ``plugins``: the search's ``plugins`` param (quoted, space-separated), each added as ``--plugin``. ``module``: the search
+    was of an ``nn.Module`` passed from Python, which no command line can name: the ``autoq.export`` call instead (the
+    command printed for it was refused, "pass the model to export")."""
     from autoq.tracking import absolute_uri, default_tracking_uri
     from autoq.tracking.mlflow_logger import shown_uri
 
     uri = shown_uri(absolute_uri(tracking_uri) if name_store else tracking_uri)  # a run's description is the team's to read
+    if module:
+        return f"autoq.export(model, {run_id!r}, 'quantized', tracking_uri={shown_uri(absolute_uri(tracking_uri))!r})   # model: the nn.Module searched"
     store = f" --tracking-uri {shlex.quote(uri)}" if name_store or tracking_uri != default_tracking_uri() else ""
     extra = "".join(f" --plugin {shlex.quote(p)}" for p in shlex.split(plugins) if p != "none")
     return f"autoq export --run-id {run_id}{store}{extra} --out quantized"
@@ -48,14 +62,15 @@ def open_command(tracking_uri: str, run_id: str | None) -> str:
     return f"mlflow ui --backend-store-uri {shlex.quote(tracking_uri)}"
 
 
-def format_summary(result: SearchResult, finished: bool = True) -> str:
+def format_summary(result: SearchResult, finished: bool = True, module: bool = False) -> str:
     """The closing summary. ``finished=False``: a search read back from MLflow that did not end (killed, or still
-    running): its parent run holds no frontier files yet, so the export names the best trial's own run."""
+    running): its parent run holds no frontier files yet, so the export names the best trial's own run. ``module``: a
+    search of a module passed from Python (its run's ``model_source`` is ``none``): the export is a Python call."""
     from autoq.tracking.mlflow_logger import credentials_note, shown_uri
 
     source = result.points[0].latency_source if result.points else None
     objectives = "quality, bits, latency" if source else "quality, bits"
-    reference = f"{result.reference_quality:.4f}" if math.isfinite(result.reference_quality) else "not recorded"
+    reference = format_quality(result.reference_quality) if math.isfinite(result.reference_quality) else "not recorded"
     runs = bool(result.tracking_uri) and any(p.run_id for p in result.frontier)  # the ids autoq export --run-id takes
     lines = [
         f"Pareto frontier ({objectives}) within {result.budget.shown} ({len(result.frontier)} of {len(result.points)} evaluated trials; quality = {result.metric}; unquantized = {reference}):",
@@ -65,18 +80,18 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
         mark = " (uniform)" if p.uniform else ""
         latency = f"{_fmt_latency(p)}  " if source else ""
         run_id = f"{p.run_id or '-':<32}  " if runs else ""
-        lines.append(f"  {p.trial:>5}  {p.quality:>8.4f}  {p.effective_bits:>8.3f}  {format_size(p.size_bytes):>10}  {latency}{run_id}{p.assignment.summary()}{mark}")
+        lines.append(f"  {p.trial:>5}  {format_quality(p.quality):>8}  {p.effective_bits:>8.3f}  {format_size(p.size_bytes):>10}  {latency}{run_id}{p.assignment.summary()}{mark}")
     if source:
         kind = "an ESTIMATE from published peaks, not a measurement" if source.startswith("estimate:") else "from a measured kernel table"
         lines.append(f"  latency = sum of the searched layers' GEMMs (fp16 or quantized), source {source} ({kind})")
     best, uni = result.best, result.best_uniform
     lines.append("")
     at_latency = f" and {format_latency_us(best.latency_us)} [{source}]" if best.latency_us is not None else ""
-    lines.append(f"Best within budget: trial {best.trial}, quality {best.quality:.4f} at {best.effective_bits:.3f} bits{at_latency}.")
+    lines.append(f"Best within budget: trial {best.trial}, quality {format_quality(best.quality)} at {best.effective_bits:.3f} bits{at_latency}.")
     evaluated, within = result.uniform_coverage
     if uni is not None and (within is None or evaluated >= within):
         lines.append(
-            f"Best uniform within budget: trial {uni.trial} ({uni.assignment.summary()}), quality {uni.quality:.4f} at {uni.effective_bits:.3f} bits; "
+            f"Best uniform within budget: trial {uni.trial} ({uni.assignment.summary()}), quality {format_quality(uni.quality)} at {uni.effective_bits:.3f} bits; "
             f"{_gain(best, uni)}."
         )
     elif uni is not None:  # the best of those evaluated is not the best there is: say so, not "within budget"
@@ -85,7 +100,7 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
                "more trials (--n-trials) evaluate the rest" if ran < within else
                "the strategy proposed no others, or the search stopped before them; the optuna strategy evaluates them first")
         lines.append(
-            f"Best uniform evaluated: trial {uni.trial} ({uni.assignment.summary()}), quality {uni.quality:.4f} at {uni.effective_bits:.3f} bits; "
+            f"Best uniform evaluated: trial {uni.trial} ({uni.assignment.summary()}), quality {format_quality(uni.quality)} at {uni.effective_bits:.3f} bits; "
             f"{_gain(best, uni)}. Only {evaluated} of the {within} uniform assignments within the budget {'was' if evaluated == 1 else 'were'} "
             f"evaluated ({why}), so a better uniform one may exist."
         )
@@ -115,14 +130,14 @@ def format_summary(result: SearchResult, finished: bool = True) -> str:
         lines.append(f"MLflow: parent run {result.parent_run_id} in {store}{hidden}: the search has not finished, so it holds no "
                      f"frontier files yet (it writes them as it ends; if it was killed, autoq search --resume {shlex.quote(result.study_name)} does).")
         lines.append(f"  Open it:  {open_command(result.tracking_uri, result.parent_run_id)}")
-        lines.append(f"  Export the best point:  {export_command(best.run_id, result.tracking_uri)}   (its trial's run)")
+        lines.append(f"  Export the best point:  {export_command(best.run_id, result.tracking_uri, module=module)}   (its trial's run)")
     elif result.tracking_uri:
         lines.append(f"MLflow: parent run {result.parent_run_id} in {store}{hidden} (frontier.csv, frontier.png, pareto=true tags).")
         lines.append(f"  Open it:  {open_command(result.tracking_uri, result.parent_run_id)}")
         # the best point's own run where it has one: the parent's frontier.json names the best as the search logged it,
         # which a trial run deleted since (left out here, as autoq pareto leaves it out) makes another point than this
         run_id, what = (best.run_id, "its trial's run") if best.run_id else (result.parent_run_id, "the search's run")
-        lines.append(f"  Export the best point:  {export_command(run_id, result.tracking_uri)}   ({what}; or a frontier point's MLflow run id above)")
+        lines.append(f"  Export the best point:  {export_command(run_id, result.tracking_uri, module=module)}   ({what}; or a frontier point's MLflow run id above)")
     if result.storage:
         hidden = " (MLflow keeps it with its password hidden: put yours in place of ***)" if ":***@" in result.storage else ""
         lines.append(f"Optuna study {result.study_name!r} in {result.storage}{hidden}.")
@@ -141,6 +156,7 @@ def _gain(best: Point, uniform: Point) -> str:
     if best.assignment == uniform.assignment:
         return "the best point found is this uniform assignment"
     gain = best.quality - uniform.quality
-    if abs(gain) < 5e-5:
+    if abs(gain) < 5e-5 * min(1.0, max(abs(best.quality), abs(uniform.quality))):  # relative below 1: a loss of 1e-4 gains 3e-5
         return "the search's best ties it" + (f" ({gain:+.1e} better)" if gain else "")
-    return f"the search is {gain:+.4f} better"
+    shown = f"{gain:+.4f}" if max(abs(best.quality), abs(uniform.quality)) >= 0.1 else format_quality(gain, sign=True)  # as they read
+    return f"the search is {shown} better"

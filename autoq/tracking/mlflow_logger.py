@@ -502,7 +502,9 @@ class MlflowTracker:
 
             assert self.parent_id is not None, "start() first"
             on_front = {p.run_id for p in frontier}
-            plugins = self.client.get_run(self.parent_id).data.params.get("plugins", "")  # as the search logged them
+            params = self.client.get_run(self.parent_id).data.params
+            plugins = params.get("plugins", "")  # as the search logged them
+            module = params.get("model_source") == "none"  # a module passed from Python: export is a Python call
             tagged = {run.info.run_id: run.data.tags.get("pareto") for run in trial_runs(self.client, self.parent_id, self.experiment_id)}
             for p in points:
                 if p.run_id:
@@ -510,8 +512,8 @@ class MlflowTracker:
                     if tagged.get(p.run_id) != pareto:  # changed since the trial was logged, or since a session before
                         self.client.set_tag(p.run_id, "pareto", pareto)
                     if p.run_id in on_front:  # the UI's description of the run: how to export this point
-                        self.client.set_tag(p.run_id, NOTE_TAG, point_note(p, self.tracking_uri, plugins))
-            self.client.set_tag(self.parent_id, NOTE_TAG, search_note(frontier, self.tracking_uri, plugins))
+                        self.client.set_tag(p.run_id, NOTE_TAG, point_note(p, self.tracking_uri, plugins, module))
+            self.client.set_tag(self.parent_id, NOTE_TAG, search_note(frontier, self.tracking_uri, plugins, module, self.parent_id))
             now = int(time.time() * 1000)
             self.client.log_batch(self.parent_id, metrics=[Metric(k, float(v), now, self._step) for k, v in metrics.items()], synchronous=True)
             with tempfile.TemporaryDirectory() as tmp:

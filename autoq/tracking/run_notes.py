@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from autoq.engine.result import Point
-from autoq.engine.summary import export_command, format_size
+from autoq.engine.summary import export_command, format_quality, format_size
 
 NOTE_TAG = "mlflow.note.content"
 MAX_ROWS = 40  # MLflow caps a tag at 8,000 characters; the rest of the frontier is in frontier.csv
@@ -23,24 +23,24 @@ def _source(latency_source: str | None) -> str:
 
 def _cost(point: Point) -> str:
     latency = f", {point.latency_us:.1f} us ({_source(point.latency_source)})" if point.latency_us is not None else ""
-    return f"quality {point.quality:.4f} at {point.effective_bits:.3f} bits per weight, {format_size(point.size_bytes)}{latency}"
+    return f"quality {format_quality(point.quality)} at {point.effective_bits:.3f} bits per weight, {format_size(point.size_bytes)}{latency}"
 
 
-def point_note(point: Point, tracking_uri: str, plugins: str = "") -> str:
+def point_note(point: Point, tracking_uri: str, plugins: str = "", module: bool = False) -> str:
     """The description of a frontier trial's run (neutral: after a resume the point may have left the frontier)."""
     return "\n".join([
         f"**Trial {point.trial}**: {_cost(point)}. The `pareto` tag says whether it is on the search's frontier.",
         "",
         "Export it as a packed model, then run it with `autoq.load(\"quantized\")`:",
         "```",
-        export_command(point.run_id or "<run id>", tracking_uri, name_store=True, plugins=plugins),
+        export_command(point.run_id or "<run id>", tracking_uri, name_store=True, plugins=plugins, module=module),
         "```",
         "Add `--log-to-run` to log it as an MLflow model of this run (`runs:/<this run's id>/quantized_model`, which "
         "`mlflow.pyfunc.load_model` and `autoq.load` take), and `--registered-model-name NAME` to register it as well.",
     ])
 
 
-def search_note(frontier: Sequence[Point], tracking_uri: str, plugins: str = "") -> str:
+def search_note(frontier: Sequence[Point], tracking_uri: str, plugins: str = "", module: bool = False, run_id: str = "") -> str:
     """The description of a search's run: its frontier as a table with run ids, and how to export a point (``plugins``:
     the search's ``plugins`` param, whose names the export must know too)."""
     latency = any(p.latency_us is not None for p in frontier)
@@ -48,15 +48,16 @@ def search_note(frontier: Sequence[Point], tracking_uri: str, plugins: str = "")
     head = "| trial | quality | bits | size |" + (f" latency (us, {label}) |" if latency else "") + " run id |"
     lines = [
         f"**autoq search**: {len(frontier)} Pareto points (quality up, effective bits down{', latency down' if latency else ''}). "
-        "They are the nested trial runs tagged `pareto = true` (filter: `tags.pareto = 'true'`); the plot is `frontier.png`.",
+        "They are the nested trial runs tagged `pareto = true` (filter: `tags.pareto = 'true' and tags.mlflow.parentRunId = "
+        f"'{run_id or '<this run id>'}'`; the first alone shows every search's frontier); the plot is `frontier.png`.",
         "",
         head,
         "|" + "---|" * head.count(" |"),
     ]
     for p in frontier[:MAX_ROWS]:
         us = f" {p.latency_us:.1f} |" if latency else ""
-        lines.append(f"| {p.trial} | {p.quality:.4f} | {p.effective_bits:.3f} | {format_size(p.size_bytes)} |{us} `{p.run_id or ''}` |")
+        lines.append(f"| {p.trial} | {format_quality(p.quality)} | {p.effective_bits:.3f} | {format_size(p.size_bytes)} |{us} `{p.run_id or ''}` |")
     if len(frontier) > MAX_ROWS:
         lines.append(f"\n{len(frontier) - MAX_ROWS} more in `frontier.csv`.")
-    lines += ["", "Export a point by its run id:", "```", export_command("<run id>", tracking_uri, name_store=True, plugins=plugins), "```"]
+    lines += ["", "Export a point by its run id:", "```", export_command("<run id>", tracking_uri, name_store=True, plugins=plugins, module=module), "```"]
     return "\n".join(lines)

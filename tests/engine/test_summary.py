@@ -27,6 +27,23 @@ def test_a_best_point_that_is_the_uniform_one_or_ties_it_is_not_called_a_gain_an
     assert _gain(Point(1, a, 0.91234, 4.0, 1), Point(0, b, 0.91233, 8.0, 1)) == "the search's best ties it (+1.0e-05 better)"
     assert _gain(Point(1, a, 0.9, 4.0, 1), Point(0, b, 0.9, 8.0, 1)) == "the search's best ties it"
     assert _gain(Point(1, a, 0.95, 4.0, 1), Point(0, b, 0.9, 8.0, 1)) == "the search is +0.0500 better"
+    # a -loss of 1e-4: 3e-5 is a third of it, no tie, and shown in digits that tell the two apart ('-0.0001' both)
+    assert _gain(Point(1, a, -5.4e-5, 4.0, 1), Point(0, b, -8.2e-5, 8.0, 1)) == "the search is +2.800e-05 better"
+
+
+def test_small_qualities_are_shown_in_significant_digits():
+    """An evaluate of -MSE around 1e-4: four frontier points of -1.44e-4 to -5.4e-5 all read -0.0001."""
+    from autoq.engine.summary import format_quality
+    from autoq.tracking.run_notes import search_note
+
+    assert [format_quality(q) for q in (-1.44e-4, -8.2e-5, -6.4e-5, -5.4e-5)] == ["-0.0001440", "-8.200e-05", "-6.400e-05", "-5.400e-05"]
+    assert [format_quality(q) for q in (0.98123, 0.1, 0.0, -12.5)] == ["0.9812", "0.1000", "0.0000", "-12.5000"]
+    from autoq.choice import Assignment
+    from autoq.engine.result import Point
+
+    one = Assignment({"x": "int4-ch-asym:rtn-mse"})
+    note = search_note([Point(i, one, q, 4.0 + i, 100) for i, q in enumerate((-1.44e-4, -8.2e-5))], "sqlite:///mlflow.db")
+    assert "| 0 | -0.0001440 |" in note and "| 1 | -8.200e-05 |" in note
 
 
 def test_sizes_are_shown_in_the_unit_that_tells_them_apart():

@@ -29,6 +29,11 @@ def test_a_search_run_lists_its_frontier_and_a_trial_run_exports_itself(mlflow_u
     note = parent.tags[NOTE_TAG]
     assert f"--plugin {tmp_path / 'noop_plugin.py'} --out quantized" in note
     assert note.startswith(f"**autoq search**: {len(result.frontier)} Pareto points")
+    shown = note.split("(filter: `", 1)[1].split("`", 1)[0]  # the filter the note gives is this search's frontier alone
+    assert shown == f"tags.pareto = 'true' and tags.mlflow.parentRunId = '{result.parent_run_id}'"
+    autoq.search("digits-cnn", budget="3.5bits", n_trials=2, seed=2, tracking_uri=mlflow_uri, progress=False, storage=None)  # a second
+    frontier_runs = client.search_runs([client.get_run(result.parent_run_id).info.experiment_id], shown)
+    assert {r.info.run_id for r in frontier_runs} == {p.run_id for p in result.frontier}
     rows = [line for line in note.splitlines() if line.startswith("| ") and "`" in line]
     assert [row.split(" | ")[0].strip("| ") for row in rows] == [str(p.trial) for p in result.frontier]
     assert all(f"`{p.run_id}`" in row for p, row in zip(result.frontier, rows))
@@ -62,3 +67,30 @@ def test_a_long_frontier_is_cut_to_what_an_mlflow_tag_holds():
     assert "latency" not in search_note([frontier[0].__class__(0, one, 0.9, 4.0, 1, run_id="r")], "sqlite:///mlflow.db")
     # the description is read in the MLflow UI, run from anywhere: the relative store named no particular database
     assert f"--tracking-uri sqlite:///{Path.cwd() / 'mlflow.db'}" in note and "sqlite:///mlflow.db" not in note
+
+
+def test_a_search_of_a_module_passed_from_python_says_how_to_export_in_python(mlflow_uri, tmp_path, capsys):
+    """The printed 'autoq export --run-id ...' (in the summary of autoq pareto and in the runs' descriptions) was refused:
+    'searched ... given as a module ...; pass the model to export'."""
+    import ast
+
+    import torch
+    from torch import nn
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4)).eval()
+    batches = [torch.randn(8, 16, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    result = autoq.search(model, batches, budget="5bits", n_trials=4, seed_from="none", tracking_uri=mlflow_uri, storage=None,
+                          progress=False)
+    client = MlflowClient(mlflow_uri)
+    notes = [client.get_run(result.parent_run_id).data.tags[NOTE_TAG], client.get_run(result.best.run_id).data.tags[NOTE_TAG]]
+    assert all("autoq export" not in note and "autoq.export(model, " in note for note in notes)
+    assert main(["pareto", result.study_name, "--tracking-uri", mlflow_uri]) == 0
+    printed = next(line for line in capsys.readouterr().out.splitlines() if "Export the best point:" in line)
+    call = printed.split("Export the best point:", 1)[1].split("   #")[0].strip()
+    assert call.startswith("autoq.export(model, ")
+    args = ast.parse(call).body[0].value  # run as printed, with the model searched
+    run_id, out = (ast.literal_eval(a) for a in args.args[1:])
+    tracking = {k.arg: ast.literal_eval(k.value) for k in args.keywords}
+    written = autoq.export(model, run_id, tmp_path / out, progress=False, **tracking)
+    assert isinstance(autoq.load(written, model=nn.Sequential(nn.Linear(16, 32), nn.ReLU(), nn.Linear(32, 4))), nn.Module)
