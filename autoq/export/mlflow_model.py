@@ -11,6 +11,8 @@ from typing import Any
 
 import numpy as np
 
+from autoq.model.signature import forward_takes
+
 
 def save_pyfunc(out_dir: Path, tmp: Path, logged: Any, run_id: str) -> Path:
     """Write the MLflow model of the export in ``out_dir`` under ``tmp``; returns its folder."""
@@ -65,19 +67,9 @@ def input_spec(batch: Any, model: Any = None) -> dict[str, dict[str, Any]] | Non
     elif not (isinstance(batch, Mapping) and batch and all(isinstance(v, torch.Tensor) for v in batch.values())):
         return None
     spec = {str(k): {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape)} for k, v in batch.items()}
-    if "input_ids" in spec and "attention_mask" not in spec and _takes(model, "attention_mask"):
+    if "input_ids" in spec and "attention_mask" not in spec and forward_takes(model, "attention_mask"):
         spec["attention_mask"] = dict(spec["input_ids"])
     return spec
-
-
-def _takes(model: Any, argument: str) -> bool:
-    """Whether ``model``'s ``forward`` has a parameter named ``argument``."""
-    import inspect
-
-    try:
-        return argument in inspect.signature(model.forward).parameters
-    except (AttributeError, TypeError, ValueError):  # no module, or a forward inspect cannot read
-        return False
 
 
 def _numpy_dtype(entry: dict[str, Any]) -> np.dtype:

@@ -178,8 +178,32 @@ def test_an_encoder_decoder_is_one_clear_error(tmp_path):
     torch.manual_seed(0)
     T5Model(T5Config(vocab_size=30522, d_model=16, d_kv=8, d_ff=32, num_layers=1, num_heads=2)).save_pretrained(tmp_path)
     _copy_tokenizer(tmp_path)
-    with pytest.raises(AutoqError, match="T5Model .* cannot run on sentence batches alone .*Python API"):
+    with pytest.raises(AutoqError, match="T5Model .* is an encoder-decoder, which takes decoder inputs beside the sentence; .*Python API"):
         load_workload(str(tmp_path))
+
+
+def test_an_encoder_decoder_that_makes_its_own_decoder_inputs_is_refused_too(tmp_path):
+    """BART shifts the sentence into decoder inputs by itself: it ran, and its decoder's states were scored, unsaid."""
+    from transformers import BartConfig, BartModel
+
+    torch.manual_seed(0)
+    BartModel(BartConfig(vocab_size=30522, d_model=16, encoder_layers=1, decoder_layers=1, encoder_attention_heads=2,
+                         decoder_attention_heads=2, encoder_ffn_dim=32, decoder_ffn_dim=32, max_position_embeddings=128)).save_pretrained(tmp_path)
+    _copy_tokenizer(tmp_path)
+    with pytest.raises(AutoqError, match="BartModel .* is an encoder-decoder, which takes decoder inputs beside the sentence"):
+        load_workload(str(tmp_path))
+
+
+def test_a_folder_without_a_tokenizer_is_refused_before_its_model_loads(tmp_path, capsys):
+    """A ViT classifier loaded (twice, retried without a pooler, with a note about masked-LMs) before it was refused."""
+    from transformers import ViTConfig, ViTForImageClassification
+
+    torch.manual_seed(0)
+    ViTForImageClassification(ViTConfig(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32, image_size=8,
+                                        patch_size=4)).save_pretrained(tmp_path)
+    with pytest.raises(AutoqError, match="has no tokenizer that loads .*search a vision or audio model through the Python API"):
+        load_workload(str(tmp_path))
+    assert "pooler" not in capsys.readouterr().err  # the model was never loaded
 
 
 def test_a_roberta_of_few_positions_gets_sentences_it_can_embed(tmp_path):

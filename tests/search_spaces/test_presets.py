@@ -179,6 +179,9 @@ def test_error_names_the_rule_number():
          r"x.yaml, line 6, rule 1: 'symmetric' takes true or false \(unquoted\), got 'yes'"),
         ("rules:\n  - layers: '.*'\n    bits: 4\n    granularity: channel\n    methods: rtn-mse\n    half: 1\n",
          r"x.yaml, line 6, rule 1: 'half' takes true or false \(unquoted\), got 1"),
+        # fp16 was an option whatever 'half: false' said
+        ("rules:\n  - layers: '.*'\n    bits: [4, 16]\n    granularity: channel\n    methods: rtn-mse\n    half: false\n",
+         r"x.yaml, line 6, rule 1: 'half: false' and 16 in 'bits' contradict each other \(16 bits is fp16\); drop 16"),
     ],
 )
 def test_malformed_values_are_user_errors(text, match):
