@@ -25,6 +25,7 @@ from autoq.model import uncompiled
 from autoq.tracking.active_run import active_parent
 
 _CONFIG_FIELDS = {f.name for f in fields(SearchConfig)}
+_STORED_COUNTS = ("n_trials", "max_retries")  # what a Python resume takes from the stored search unless given (as the CLI)
 
 
 def search(
@@ -121,10 +122,12 @@ def _with_config(config: SearchConfig, budget: Any, options: dict[str, Any]) -> 
 def _with_stored(options: dict[str, Any], budget: str | float | Budget | None) -> tuple[dict[str, Any], str | float | Budget]:
     """``(options, budget)`` with what a resume names none of taken from its stored settings (read once), as the command
     line's does: the ``tracking_uri`` it logged to (or no MLflow, as it ran; from another folder it opened that folder's
-    ``mlflow.db`` and a second parent run), and its budget (the default one was compared with it, and refused). A
-    ``None`` budget of a new search is `DEFAULT_BUDGET`."""
+    ``mlflow.db`` and a second parent run), its budget (the default one was compared with it, and refused), and its
+    counts, ``n_trials`` and ``max_retries`` (the defaults ran a 300-trial search to 100 and stored 100 as its target).
+    A ``None`` budget of a new search is `DEFAULT_BUDGET`."""
     given = DEFAULT_BUDGET if budget is None else budget
-    if not (options.get("resume") and options.get("study_name")) or ("tracking_uri" in options and budget is not None):
+    if not (options.get("resume") and options.get("study_name")) or (
+            {"tracking_uri", *_STORED_COUNTS} <= set(options) and budget is not None):
         return options, given
     from autoq.engine.resume import kept_tracking_uri, started_settings
 
@@ -132,6 +135,7 @@ def _with_stored(options: dict[str, Any], budget: str | float | Budget | None) -
     if storage is None:
         return options, given  # nothing stored to resume from: the search itself says so
     stored = started_settings(storage, options["study_name"])
+    options = {**{k: stored[k] for k in _STORED_COUNTS if stored.get(k) is not None}, **options}
     if "tracking_uri" not in options:
         take, kept = kept_tracking_uri(stored)
         if take:

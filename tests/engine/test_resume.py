@@ -772,3 +772,19 @@ def test_a_resume_in_another_mlflow_store_is_refused_and_one_asking_fewer_trials
     resumed = autoq.search("digits-cnn", n_trials=4, resume=True, tracking_uri=mlflow_uri, **options)
     assert len(resumed.points) == 4 and read_settings(storage, "one")["n_trials"] == 4
     assert len(autoq.search("digits-cnn", n_trials=5, resume=True, tracking_uri=None, **options).points) == 5  # no MLflow: nothing twice
+
+
+def test_a_python_resume_without_counts_takes_the_stored_ones(digits, tmp_path):
+    """n_trials and max_retries left out ran to SearchConfig's 100 trials and stored 100 as the target (a 300-trial search
+    stopped at 5 went to 100, and the command line's resume then said 'all done'); the command line takes the stored ones."""
+    from autoq.engine.resume import started_settings
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    kwargs = dict(tracking_uri=None, storage=storage, study_name="counts", progress=False, seed_from="none")
+    autoq.search("digits-cnn", budget="4.5bits", n_trials=6, max_retries=0, **kwargs)
+    resumed = autoq.search("digits-cnn", resume=True, **kwargs)
+    assert len(resumed.points) == 6  # its own target, met: nothing more evaluated
+    stored = started_settings(storage, "counts")
+    assert (stored["n_trials"], stored["max_retries"]) == (6, 0)
+    more = autoq.search("digits-cnn", resume=True, n_trials=8, **kwargs)  # given: taken, as --n-trials is
+    assert len(more.points) == 8 and started_settings(storage, "counts")["n_trials"] == 8
