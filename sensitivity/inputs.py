@@ -187,7 +187,10 @@ def resolve_output_kind(kind: str, output: Any) -> str:
     ``(logits, aux)``, or a Hugging Face LM with ``return_dict=False``: it was scored as real-valued, 8,000x the KL of the
     same model returning the bare tensor) or a ``logits`` field, with two or more columns; else ``real`` (a named
     field other than logits, such as ``last_hidden_state``, or a regressor's one column, as a Hugging Face
-    ``num_labels=1`` head gives: a softmax over one class would make every score 0); explicit kinds pass through."""
+    ``num_labels=1`` head gives: a softmax over one class would make every score 0); explicit kinds pass through.
+    A tensor of 4 or more dimensions is ``real`` too: an image-shaped output (a segmenter's ``(B, classes, H, W)``
+    logits, Segformer's among them, or an autoencoder's image) has its classes, if any, first, and a softmax over its
+    last axis compared pixel columns."""
     if kind not in OUTPUT_KINDS:
         raise AutoqError(f"unknown output kind {kind!r}; choose one of {', '.join(OUTPUT_KINDS)}")
     if kind != "auto":
@@ -197,17 +200,19 @@ def resolve_output_kind(kind: str, output: Any) -> str:
     elif isinstance(output, (tuple, list)):  # unnamed, as a bare tensor
         output = readout(output)
     if isinstance(output, torch.Tensor):
-        return "logits" if output.dim() > 1 and output.shape[-1] > 1 else "real"
+        return "logits" if 1 < output.dim() < 4 and output.shape[-1] > 1 else "real"
     return "real"
 
 
 def position_weights(batch: Any, out: torch.Tensor) -> torch.Tensor:
-    """Weight of each output position (all dims but the last): 1, or the ``attention_mask`` where it fits."""
+    """Weight of each output position (all dims but the last): 1, or the ``attention_mask`` where it fits; float64, as
+    every sum of them is: in an fp16 model's dtype 65,505 positions or more (16 rows of 4,096 tokens) counted inf, and
+    kl, mse and hessian scored every option 0, unsaid."""
     shape = out.shape[:-1] if out.dim() > 1 else out.shape
     mask = token_mask(batch)
     if mask is not None and tuple(mask.shape) == tuple(shape):
-        return mask.to(device=out.device, dtype=out.dtype)
-    return torch.ones(shape, dtype=out.dtype, device=out.device)
+        return mask.to(device=out.device, dtype=torch.float64)
+    return torch.ones(shape, dtype=torch.float64, device=out.device)
 
 
 def divergence(out: torch.Tensor, ref: torch.Tensor, kind: str) -> torch.Tensor:

@@ -625,3 +625,38 @@ def test_a_model_whose_output_samples_gets_a_note_that_its_forward_scores_are_no
         space = space_for(model)
         table = compute_table(model, data, space.layers, space.options, metric, progress=False, use_cache=False)
         assert any("differs between two unquantized passes" in n for n in table.notes) is noted
+
+
+@pytest.mark.parametrize("metric", ["kl", "mse", "hessian"])
+def test_an_fp16_model_of_more_positions_than_fp16_counts_scores_as_in_fp32(metric):
+    """The positions were counted in the model's dtype: 16 rows of 4,200 tokens summed to inf in fp16, and every option
+    scored 0 (hessian's default rows_per_batch=32 of 2,048-token rows reaches it too)."""
+    torch.manual_seed(0)
+    full = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, 4)).eval()
+    space = SearchSpace.build(load_preset("default"), find_layers(full))
+    options = [o[:2] for o in space.options]
+    x = torch.randn(16, 4200, 8, generator=torch.Generator().manual_seed(1))  # 67,200 positions > fp16's 65,504
+    settings = {"max_iter": 3, "min_iter": 2} if metric == "hessian" else {}
+    scores = {}
+    for name, model, batch in (("fp32", full, x), ("fp16", copy.deepcopy(full).half(), x.half())):
+        table = compute_table(model, [batch], space.layers, options, metric, settings, use_cache=False, progress=False)
+        scores[name] = torch.tensor([e.score for e in table.entries])
+    assert (scores["fp16"] > 0).all()
+    assert torch.allclose(scores["fp16"], scores["fp32"], rtol=0.01)
+
+
+def test_an_image_shaped_output_is_real_valued_not_a_softmax_over_its_width():
+    """A segmenter's (B, classes, H, W) logits were read as logits over W: kl compared pixel columns (its two layers'
+    ratio moved from 1.11 to 1.70)."""
+    from autoq.sensitivity.inputs import resolve_output_kind
+
+    assert resolve_output_kind("auto", torch.zeros(2, 5, 6, 7)) == "real"
+    assert resolve_output_kind("auto", {"logits": torch.zeros(2, 5, 6, 7)}) == "real"  # Segformer's, channels first
+    assert resolve_output_kind("auto", torch.zeros(2, 12, 32)) == "logits"  # a language model's (B, T, vocabulary)
+    assert resolve_output_kind("logits", torch.zeros(2, 5, 6, 7)) == "logits"  # as asked
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 8, 3, padding=1), nn.ReLU(), nn.Conv2d(8, 5, 1)).eval()
+    space = SearchSpace.build(load_preset("default"), find_layers(model))
+    batches = [torch.randn(2, 3, 6, 7, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    table = compute_table(model, batches, space.layers, [o[:2] for o in space.options], "kl", use_cache=False, progress=False)
+    assert all(e.score >= 0 for e in table.entries) and any(e.score > 0 for e in table.entries)
