@@ -119,7 +119,8 @@ def _ensure_ray(config: Any) -> None:
     if not address:
         cpus = max(1, math.ceil(config.workers * config.cpus_per_trial))
         # address="local": a RAY_ADDRESS set to an empty string would still make ray.init look for a cluster
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **common)
+        with _term_blocked():
+            ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **common)
         return
     given = f"--address {address!r}" if config.address else f"RAY_ADDRESS={address!r} (the environment)"
     reachable = _check_reachable(address, given)
@@ -132,6 +133,22 @@ def _ensure_ray(config: Any) -> None:
         else:
             hint = "start one ('ray start --head'), or leave --address out and unset RAY_ADDRESS to run a local Ray"
         raise AutoqError(f"cannot join a Ray cluster at {given} ({str(exc).splitlines()[0]}); {hint}") from None
+
+
+@contextmanager
+def _term_blocked() -> Iterator[None]:
+    """SIGTERM blocked while a local Ray starts, so its processes (which share this process group) inherit it blocked, as
+    Ray blocks SIGINT in them: a scheduler's group-wide SIGTERM (``timeout``, ``kill -TERM -PGID``, SLURM, systemd) killed
+    Ray's GCS with the search, which then hung 60 s and died with status 1, its parent run left RUNNING and agents left
+    behind. This process gets a SIGTERM sent meanwhile once it is unblocked, and stops as on any other (143)."""
+    if not hasattr(signal, "pthread_sigmask"):  # not POSIX: nothing to inherit
+        yield
+        return
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    try:
+        yield
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, before)
 
 
 def _check_reachable(address: str, given: str) -> bool:

@@ -140,14 +140,18 @@ def test_a_ctrl_c_as_ray_starts_leaves_no_ray_running(tmp_path, monkeypatch):
     assert dict(os.environ) == environ
 
 
-def test_sigterm_stops_a_ray_search_as_ctrl_c_does(tmp_path):
-    """A scheduler's TERM ended a ray search as a crash: exit status 15, the parent run FAILED, no resume hint."""
+@pytest.mark.parametrize("group", [False, True], ids=["to-the-driver", "to-its-process-group"])
+def test_sigterm_stops_a_ray_search_as_ctrl_c_does(tmp_path, group):
+    """A scheduler's TERM ended a ray search as a crash: exit status 15, the parent run FAILED, no resume hint. Sent to
+    the whole process group (timeout, kill -TERM -PGID, SLURM, systemd), it killed the local Ray's GCS, which shares the
+    group: the search hung 60 s and died with status 1, the parent run RUNNING, Ray's agents left behind."""
     import optuna
 
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     cmd = [sys.executable, "-m", "autoq", "search", "--model", "digits-cnn", "--n-trials", "400", "--backend", "ray", "--tracking-uri", uri,
            "--no-progress", "--study-name", "termed", "--seed-from", "none"]
-    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+    proc = subprocess.Popen(cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONWARNINGS": "ignore"},
+                            start_new_session=True)  # a group of its own, as a scheduler's job has
     try:
         deadline, complete = time.time() + 180, 0
         while time.time() < deadline and complete < 3 and proc.poll() is None:
@@ -157,15 +161,35 @@ def test_sigterm_stops_a_ray_search_as_ctrl_c_does(tmp_path):
                 complete = sum(t.state.name == "COMPLETE" for t in study.trials)
             except Exception:  # the study does not exist yet
                 continue
-        proc.send_signal(signal.SIGTERM)
+        if group:
+            os.killpg(proc.pid, signal.SIGTERM)
+        else:
+            proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=120)
+        left = time.time() + 30
+        while time.time() < left and _group_alive(proc.pid):  # Ray stops its processes as the search ends
+            time.sleep(0.5)
+        assert not _group_alive(proc.pid), "processes of the search's group (Ray's) were left running"
     finally:
         proc.kill()
+        if _group_alive(proc.pid):
+            os.killpg(proc.pid, signal.SIGKILL)
     assert proc.returncode == 143, err[-3000:]  # 128 + SIGTERM, as shells and schedulers expect
     assert f"continue with: autoq search --resume termed --tracking-uri {uri} --backend ray --workers 1" in err
     client = MlflowClient(uri)
     parents = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], "tags.`autoq.kind` = 'search'")
     assert [p.info.status for p in parents] == ["KILLED"]
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of group ``pgid`` runs (a zombie counts until reaped)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
 
 
 def test_gpus_held_for_a_model_on_the_cpu_are_warned_about(tmp_path, monkeypatch, capsys):
