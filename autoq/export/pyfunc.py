@@ -4,10 +4,11 @@ Through MLflow (``mlflow.pyfunc.load_model``, ``mlflow models serve``), ``predic
 admits: a numpy array, or a dict of arrays for a Hugging Face model (``input_ids`` and ``attention_mask``, whose every
 dimension is variable, so MLflow refuses a pandas DataFrame for them). Called directly it also takes a list or a
 DataFrame (a column per input; a model of one bare tensor input takes a single column). The model gets them as tensors
-(``model(x)`` or ``model(**inputs)``; floating ones in the model's dtype) and the answer is the tensor that stands for its
-output (logits, else the last hidden state, else the first floating tensor) as numpy. The model runs on the GPU where
-there is one (the Triton kernels, for fp16/bf16), else on the CPU; ``model_config={"device": "cpu"}`` (MLflow's
-``load_model`` option) names the device. MLflow loads it from ``pyfunc_entry.py`` (models from code), so nothing is unpickled.
+(``model(x)`` or ``model(**inputs)``; floating ones in the dtype the export recorded for that input) and the answer is
+the tensor that stands for its output (logits, else the last hidden state, else the first floating tensor) as numpy.
+The model runs on the GPU where there is one (the Triton kernels, for fp16/bf16), else on the CPU;
+``model_config={"device": "cpu"}`` (MLflow's ``load_model`` option) names the device. MLflow loads it from
+``pyfunc_entry.py`` (models from code), so nothing is unpickled.
 """
 
 from __future__ import annotations
