@@ -128,7 +128,8 @@ class LatencyTable:
         return tuple(chosen.values())
 
     def select(self, fmt: str | None = None, batch: int | None = None, activation: str = WEIGHT_ONLY) -> tuple[LatencyRow, ...]:
-        """The fastest row per (shape, format, batch) with ``activation``, filtered by format and/or batch (for interpolation)."""
+        """The fastest row per (shape, format, batch) with ``activation``, filtered by format and/or batch (whatever kernel:
+        the cost model reads :meth:`deployed` instead)."""
         return tuple(r for r in self._best.values()
                      if (fmt is None or r.format == fmt) and (batch is None or r.batch == batch) and r.activation == activation)
 

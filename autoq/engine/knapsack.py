@@ -81,15 +81,17 @@ def random_feasible(problem: Knapsack, rng: random.Random) -> list[int]:
     while total > problem.capacity:
         layers = [i for i, (c, p) in enumerate(zip(problem.costs, picks)) if any(x < c[p] for x in c)]
         if not layers:
+            # the running sum of float costs (latency) drifts: it raised above a budget the cheapest assignment's own
+            # sum meets; the exact sum decides, as the search's check does
+            if problem.total(picks) <= problem.capacity:
+                break
             raise AutoqError("no assignment fits the budget")
         i = rng.choice(layers)
         cheaper = [k for k, x in enumerate(problem.costs[i]) if x < problem.costs[i][picks[i]]]
         k = rng.choice(cheaper)
         total += problem.costs[i][k] - problem.costs[i][picks[i]]
         picks[i] = k
-        if total <= problem.capacity or not any(x < c[p] for c, p in zip(problem.costs, picks) for x in c):
-            # the running sum of float costs (latency) drifts: it stopped one ulp short, or above a budget the cheapest
-            # assignment's own sum meets (and raised); the exact sum decides, as the search's check does
+        if total <= problem.capacity:  # the drift the other way: it stopped one ulp short of the budget
             total = problem.total(picks)
     return picks
 

@@ -86,8 +86,8 @@ class QuantizedPyfunc(mlflow.pyfunc.PythonModel):
         from autoq.export.loader import load
 
         folder = Path(context.artifacts[ARTIFACT_KEY])
-        device = device_for(getattr(context, "model_config", None))
-        self.model = load(folder).to(device).eval()
+        self.device = device_for(getattr(context, "model_config", None))
+        self.model = load(folder).to(self.device).eval()
         self.input_dtypes = {name: entry["dtype"] for name, entry in (read_config(folder).get("inputs") or {}).items()}
 
     # MLflow reads predict's input hint as a schema: np.ndarray is the one it takes without one (and without warning);
@@ -98,8 +98,7 @@ class QuantizedPyfunc(mlflow.pyfunc.PythonModel):
 
         from autoq.evaluate.fidelity import call_model
 
-        device = next((t.device for t in [*self.model.parameters(), *self.model.buffers()]), torch.device("cpu"))
         inputs = as_tensors(model_input, self.input_dtypes)
-        inputs = {k: v.to(device) for k, v in inputs.items()} if isinstance(inputs, dict) else inputs.to(device)
+        inputs = {k: v.to(self.device) for k, v in inputs.items()} if isinstance(inputs, dict) else inputs.to(self.device)
         with torch.no_grad():
             return output_array(call_model(self.model, inputs))

@@ -108,7 +108,8 @@ def _adaround(weight: torch.Tensor, spec: QuantSpec, stats: Any, config: AdaRoun
     v = torch.logit(p0)
     factor = stats.loss_factor(config.max_rows)
     with torch.no_grad():
-        norm = max(factor.error(base.dequantize() - w), 1e-20)
+        rounded = factor.row_errors(base.dequantize() - w)  # round-to-nearest's error by output channel, the bar at the end
+        norm = max(float(rounded.sum()), 1e-20)
     n = grouped.numel()
     step = _compiled_step() if n * config.iters > COMPILE_ABOVE else _step
     m, m2 = torch.zeros_like(v), torch.zeros_like(v)
@@ -136,7 +137,7 @@ def _adaround(weight: torch.Tensor, spec: QuantSpec, stats: Any, config: AdaRoun
         learnt = QuantizedTensor(spec, codes, base.scale, base.zero)
         # the hard rounding of h is not what Adam minimised (the soft weights were): where it leaves an output channel
         # worse than round-to-nearest (a rank-1 input, 2.2x), that channel keeps round-to-nearest's codes
-        worse = factor.row_errors(learnt.dequantize() - w) > factor.row_errors(base.dequantize() - w)
+        worse = factor.row_errors(learnt.dequantize() - w) > rounded
         codes = torch.where(worse[:, None], base.codes, codes)
     return QuantizedTensor(spec, codes, base.scale, base.zero), hv
 
