@@ -138,7 +138,8 @@ def compute_table(
     table = SensitivityTable(
         metric=metric, model_hash=digest, data_fingerprint=data_digest, entries=out.entries, seconds=time.perf_counter() - start,
         model_name=model_name, params=tuple((k, repr(v)) for k, v in resolved.items()),
-        layer_stats=tuple((layer, tuple(stats.items())) for layer, stats in out.layer_stats.items()), notes=tuple(out.notes),
+        layer_stats=tuple((layer, tuple((k, _stat(metric, layer, k, v)) for k, v in stats.items())) for layer, stats in out.layer_stats.items()),
+        notes=tuple(out.notes),
     )
     if path is not None:
         table.save(path)
@@ -184,6 +185,14 @@ def _check_output(metric: str, out: Any, layers: Sequence[LayerInfo], options: S
     unscored = [(layer, option) for layer, opts in names.items() for option in sorted(opts) if (layer, option) not in seen]
     if unscored:  # a table without them failed only when it seeded a search ('no score for layer ...')
         raise refuse(f"no entry for {len(unscored)} (layer, option) pair(s) it was asked to score, such as {unscored[0]}; score each once")
+
+
+def _stat(metric: str, layer: str, key: str, value: Any) -> float:
+    """A per-layer statistic as a Python float (a numpy scalar could not be written to JSON), or a clear refusal."""
+    if not isinstance(value, numbers.Real):
+        raise AutoqError(f"sensitivity metric {metric!r} returned the statistic {key!r} of layer {layer!r} as {value!r}; "
+                         "a layer statistic is a number")
+    return float(value)
 
 
 def _own_statistics(weights: QuantCache | None, batches: Sequence[Any]) -> bool:

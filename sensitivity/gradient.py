@@ -43,6 +43,7 @@ from autoq.sensitivity.inputs import (
     batch_rows,
     divergence,
     finite,
+    padded_nan_cause,
     position_weights,
     readout,
     resolve_output_kind,
@@ -83,6 +84,19 @@ def only_grads_for(model: nn.Module, params: Sequence[torch.Tensor]) -> Iterator
             p.requires_grad_(flag)
 
 
+def _non_finite(metric: str, what: str, model: nn.Module, batches: Sequence[Any], i: int, dtype: torch.dtype,
+                feed: Callable[[Any], Any]) -> AutoqError:
+    """The error for a NaN or Inf gradient on batch ``i``: NaN at padded positions where the output shows it
+    (`padded_nan_cause`; it read 'overflow', or a score 'is nan'), else an overflow."""
+    cause = padded_nan_cause(model, batches, feed)
+    if cause is not None:
+        return AutoqError(f"{metric}: {what} is NaN: {cause}")
+    half = "; score a float16 or bfloat16 model in float32" if dtype in (torch.float16, torch.bfloat16) else ""
+    # (i counts the batches of rows it probes, which rows_per_batch cuts from the calibration batches)
+    return AutoqError(f"{metric}: {what} is NaN or Inf on batch {i} of the {len(batches)} batches of calibration rows it "
+                      f"probes: the model's loss or its gradients overflow there{half}")
+
+
 def divergence_loss(inputs: Inputs, batches: Sequence[Any], output_kind: str) -> BatchLoss:
     """Mean divergence from the full-precision output over all (unmasked) positions of ``batches``."""
     with torch.no_grad():
@@ -113,9 +127,11 @@ def user_loss(inputs: Inputs, batches: Sequence[Any]) -> BatchLoss:
 def hutchinson(
     model: nn.Module, params: Sequence[torch.Tensor], batches: Sequence[Any], loss: BatchLoss, *,
     tol: float, max_iter: int, min_iter: int, seed: int, progress: Any = None, joint: bool = True,
+    feed: Callable[[Any], Any] = lambda batch: batch,
 ) -> tuple[list[float], list[float], int]:
     """Per-parameter Hessian traces with their standard errors, and the iterations used.
 
+    ``feed`` gives what the model is called with from a batch (for the error on a NaN product).
     ``joint``: one Hessian-vector product per iteration probes every layer at once
     (cheap; cross-layer blocks add variance). Otherwise one product per layer with
     the probe zero elsewhere: ``len(params)`` times the work, no cross-layer variance.
@@ -141,10 +157,7 @@ def hutchinson(
                         if hv is not None:
                             sample[k] += float((hv * vs[k]).sum())
                 if not all(map(math.isfinite, sample)):  # at once: the remaining max_iter passes could only give NaN too
-                    half = "; score a float16 or bfloat16 model in float32" if params[0].dtype in (torch.float16, torch.bfloat16) else ""
-                    # (i counts the batches of rows it probes, which rows_per_batch cuts from the calibration batches)
-                    raise AutoqError(f"hessian: a Hessian-vector product is NaN or Inf on batch {i} of the {len(batches)} batches of "
-                                     f"calibration rows it probes: the model's loss or its gradients overflow there{half}")
+                    raise _non_finite("hessian", "a Hessian-vector product", model, batches, i, params[0].dtype, feed)
             it += 1
             for k in range(n):  # Welford's running mean and variance
                 delta = sample[k] - mean[k]
@@ -172,7 +185,7 @@ def hessian_metric(inputs: Inputs, settings: Mapping[str, Any], progress: Any = 
     params = [m.weight for m in modules]
     traces, ses, iters = hutchinson(
         inputs.model, params, batches, loss, tol=settings["tol"], max_iter=settings["max_iter"],
-        min_iter=settings["min_iter"], seed=settings["seed"], progress=progress, joint=_joint(settings["probe"]),
+        min_iter=settings["min_iter"], seed=settings["seed"], progress=progress, joint=_joint(settings["probe"]), feed=inputs.feed,
     )
     note = _unconverged(inputs, traces, ses, iters, settings)
     entries, stats = [], {}
@@ -232,15 +245,18 @@ def softmax_residuals(logits: torch.Tensor, gen: torch.Generator) -> torch.Tenso
 def sampled_fisher(
     model: nn.Module, params: Sequence[torch.Tensor], batches: Sequence[Any], output_kind: str, draws: int, seed: int,
     progress: Any = None, feed: Callable[[Any], Any] = lambda batch: batch,
-) -> list[torch.Tensor]:
-    """Diagonal Fisher per parameter, averaged over output positions (see the module docstring)."""
+) -> tuple[list[torch.Tensor], list[float]]:
+    """Diagonal Fisher per parameter, averaged over output positions (see the module docstring), and the standard
+    error of each one's trace over the (draw, batch) passes (`_ratio_stderr`)."""
     gen = torch.Generator().manual_seed(seed)
     fisher = [torch.zeros_like(p, dtype=torch.float64) for p in params]
+    traces: list[list[float]] = [[] for _ in params]  # per pass, for the standard error
+    position_counts: list[float] = []
     total = 0.0
     kind = None
     with only_grads_for(model, params):
         for _ in range(draws):
-            for batch in batches:
+            for b, batch in enumerate(batches):
                 fed = feed(batch)  # the inputs of an (inputs, labels) batch: its attention mask with them
                 raw = call_model(model, fed)
                 if kind is None:  # decided on the raw output: a bare tensor is logits, last_hidden_state is not
@@ -255,13 +271,32 @@ def sampled_fisher(
                     per_pos = 0.5 * (out.double() - out.detach().double() - noise).pow(2)
                     per_pos = per_pos.sum(-1) if out.dim() > 1 else per_pos
                 grads = torch.autograd.grad(_differentiable((per_pos * w).sum(), "fisher"), params, allow_unused=True)
-                for f, g in zip(fisher, grads):
-                    if g is not None:
-                        f += g.double().pow(2)
-                total += float(w.sum())
+                if not all(g is None or bool(torch.isfinite(g).all()) for g in grads):
+                    raise _non_finite("fisher", "a gradient", model, batches, b, params[0].dtype, feed)
+                for f, g, t in zip(fisher, grads, traces):
+                    square = g.double().pow(2) if g is not None else None
+                    if square is not None:
+                        f += square
+                    t.append(float(square.sum()) if square is not None else 0.0)
+                position_counts.append(float(w.sum()))
+                total += position_counts[-1]
             if progress is not None:
                 progress.update(1)
-    return [f / total for f in fisher]
+    return [f / total for f in fisher], [_ratio_stderr(t, position_counts) for t in traces]
+
+
+def _ratio_stderr(sums: Sequence[float], counts: Sequence[float]) -> float:
+    """Standard error of ``sum(sums) / sum(counts)`` over the passes (the ratio estimator's, to first order); inf for one.
+
+    One pass's squared gradient sums its rows' terms and their cross terms, zero in expectation but not in a draw: those
+    grow with the rows as fast as the signal does, so more rows per batch leave the error where it was, more passes
+    (``draws``, or batches through ``n_samples``) shrink it as one over their square root."""
+    n = len(sums)
+    if n < 2:
+        return math.inf
+    ratio = sum(sums) / sum(counts)
+    spread = sum((s - ratio * c) ** 2 for s, c in zip(sums, counts)) / (n - 1)
+    return math.sqrt(n * spread) / sum(counts)
 
 
 @register_metric(
@@ -271,16 +306,37 @@ def sampled_fisher(
 def fisher_metric(inputs: Inputs, settings: Mapping[str, Any], progress: Any = None) -> MetricOutput:
     batches = subsample(inputs.batches, settings["n_samples"], settings["rows_per_batch"])
     modules = inputs.modules()
-    fisher = sampled_fisher(inputs.model, [m.weight for m in modules], batches, settings["output_kind"], settings["draws"], settings["seed"], progress, inputs.feed)
+    fisher, ses = sampled_fisher(inputs.model, [m.weight for m in modules], batches, settings["output_kind"], settings["draws"], settings["seed"], progress, inputs.feed)
     entries, stats = [], {}
     _scoring(progress, len(inputs.layers))
-    for layer, module, options, f in zip(inputs.layers, modules, inputs.options, fisher):
+    for layer, module, options, f, se in zip(inputs.layers, modules, inputs.options, fisher, ses):
         f2d = layout_2d(module, f)  # float64 throughout: an fp16 model's small Fisher entries must not flush to 0
-        stats[layer.name] = {"fisher_trace": float(f.sum()), "n_params": float(f.numel())}
+        stats[layer.name] = {"fisher_trace": float(f.sum()), "fisher_trace_stderr": se, "n_params": float(f.numel())}
         for choice, delta in inputs.perturbations(layer, module, options):
             entries.append(Entry(layer.name, choice.name, finite(float((f2d * delta.double().pow(2)).sum()), f"fisher score of {layer.name} at {choice.name}")))
         _step(progress)
-    return MetricOutput(tuple(entries), stats)
+    note = _noisy_fisher(inputs, fisher, ses, settings["draws"], len(batches))
+    return MetricOutput(tuple(entries), stats, (note,) if note else ())
+
+
+FISHER_NOTE_ABOVE = 0.25  # a trace's standard error, as a share of it, past which the note below is written
+
+
+def _noisy_fisher(inputs: Inputs, fisher: Sequence[torch.Tensor], ses: Sequence[float], draws: int, n_batches: int) -> str | None:
+    """A note naming the layer whose Fisher trace is least certain, when its standard error is above
+    `FISHER_NOTE_ABOVE` of it, and the settings that shrink it (not rows_per_batch: `_ratio_stderr`)."""
+    traces = [float(f.sum()) for f in fisher]
+    relative = [se / t if t > 0 else 0.0 for t, se in zip(traces, ses)]  # a layer the output does not use: 0 of 0
+    worst = max(range(len(relative)), key=relative.__getitem__, default=None)
+    if worst is None or relative[worst] <= FISHER_NOTE_ABOVE:
+        return None
+    passes = f"{draws} draw(s) x {n_batches} batch(es)"
+    if not math.isfinite(relative[worst]):
+        return (f"fisher made one pass ({passes}), which estimates no standard error: the layers are ranked by one draw's "
+                "noise; --set draws=N (4 or more) estimates them")
+    return (f"fisher's trace of layer {inputs.layers[worst].name!r} has a standard error of {_share(relative[worst])} of it "
+            f"({passes}): layers closer than that are ranked by noise; --set draws=N (or n_samples=N, more batches; not "
+            "rows_per_batch) estimates them closer, the error shrinking as one over the square root of the passes")
 
 
 def _scoring(progress: Any, n_layers: int) -> None:

@@ -19,7 +19,7 @@ from torch import nn
 
 from autoq.choice import LayerChoice
 from autoq.errors import AutoqError
-from autoq.evaluate import QuantCache, primary_output
+from autoq.evaluate import QuantCache, call_model, primary_output
 from autoq.evaluate.cache import QuantizedLayer, layer_named, needs_stats, quantize_layer_full, stats_for
 from autoq.model import LayerInfo, get_module, layout_2d, weight_2d
 from autoq.model.capture import CalibrationStats, token_mask
@@ -213,6 +213,31 @@ def position_weights(batch: Any, out: torch.Tensor) -> torch.Tensor:
     if mask is not None and tuple(mask.shape) == tuple(shape):
         return mask.to(device=out.device, dtype=torch.float64)
     return torch.ones(shape, dtype=torch.float64, device=out.device)
+
+
+def padded_nan_cause(model: nn.Module, batches: Sequence[Any], feed: Callable[[Any], Any] = lambda batch: batch) -> str | None:
+    """Why a gradient came out NaN, where the full-precision output shows it: NaN at padded positions, as a query row
+    whose keys are all masked with -inf gives. A loss that leaves the position out is fine (the position's NaN is not
+    differentiated), unless the NaN was made inside the model: then its backward is NaN there (0 * NaN) and reaches
+    every layer. ``None`` when no batch shows one, or the forward fails (a diagnosis must not hide the error it explains)."""
+    for i, batch in enumerate(batches):
+        try:
+            fed = feed(batch)
+            with torch.no_grad():
+                out = readout(call_model(model, fed))
+            weights = position_weights(fed, out)
+            nan = torch.isnan(out)
+            nan = nan.reshape(*weights.shape, -1).any(-1) if out.dim() > weights.dim() else nan
+            padded = int((nan & (weights == 0)).sum())
+        except Exception:  # noqa: BLE001 (any failure: no diagnosis)
+            return None
+        if padded:
+            return (f"the model's full-precision output is NaN at {padded} padded position(s) (attention_mask 0) of "
+                    f"calibration batch {i} of {len(batches)}, as a query row whose keys are all masked with -inf gives, "
+                    "and the backward pass carries that NaN into the weights' gradients. Mask with torch.finfo(dtype).min "
+                    "instead of -inf (as Hugging Face models do), or use a forward metric (kl, sqnr, mse), which leave "
+                    "padded positions out")
+    return None
 
 
 def divergence(out: torch.Tensor, ref: torch.Tensor, kind: str) -> torch.Tensor:

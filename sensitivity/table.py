@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import math
+import numbers
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +35,14 @@ class Entry:
     option: str
     score: float
     stderr: float | None = None
+
+    def __post_init__(self) -> None:
+        """A plug-in's numpy scalars as Python floats: ``np.float32`` stopped the JSON cache write after the whole
+        metric had run, and the CSV wrote ``np.float64(0.25)``, which it then could not read back."""
+        for name in ("score", "stderr"):
+            value = getattr(self, name)
+            if isinstance(value, numbers.Real) and type(value) is not float:
+                object.__setattr__(self, name, float(value))
 
 
 @dataclass(frozen=True)

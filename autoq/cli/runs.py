@@ -28,7 +28,7 @@ def _client(args: argparse.Namespace, required: bool = True):
 
     from autoq.errors import AutoqError
     from autoq.tracking import require_store, tracking_client
-    from autoq.tracking.mlflow_logger import READ_ADVICE, shown_uri, store_failed
+    from autoq.tracking.mlflow_logger import READ_ADVICE, restore_command, shown_uri, store_failed
 
     require_store(args.tracking_uri)
     client = tracking_client(args.tracking_uri)
@@ -40,6 +40,9 @@ def _client(args: argparse.Namespace, required: bool = True):
         names = [e.name for e in client.search_experiments()]
         raise AutoqError(f"no experiment {args.experiment!r} in {shown_uri(args.tracking_uri)}; pass --experiment NAME, one of: "
                          f"{', '.join(repr(n) for n in names) or 'none (the store is empty)'}")
+    if experiment is not None and experiment.lifecycle_stage == "deleted":  # 'no searches in experiment' said nothing of it
+        raise AutoqError(f"experiment {args.experiment!r} is deleted in {shown_uri(args.tracking_uri)}, with its runs; restore it "
+                         f"({restore_command(args.tracking_uri, experiment_id=experiment.experiment_id)}, or in the UI) to read them")
     return client, experiment.experiment_id if experiment is not None else None
 
 
@@ -79,8 +82,11 @@ def run_list(args: argparse.Namespace) -> int:
     print(f"\nautoq pareto NAME {where}   prints a frontier;")
     resumable = [run for run in runs if run_storage(run) is not None]
     if resumable:
-        # a storage is implied beside a SQLite store only; a tracking server's searches kept theirs where each ran
-        storage = "" if sqlite_path(args.tracking_uri) else " --storage URL"
+        # a storage is implied beside a SQLite store only, where the searches kept theirs (not one run with --storage
+        # elsewhere: the printed command looked in optuna.db beside the store); a tracking server's kept theirs where each ran
+        db = sqlite_path(args.tracking_uri)
+        beside = absolute_uri(f"sqlite:///{db.parent / 'optuna.db'}") if db is not None else None
+        storage = "" if beside is not None and all(run_storage(run) == beside for run in resumable) else " --storage URL"
         print(f"autoq search --resume NAME {where}{storage}   continues a search", end="")
         print(" (URL: its optuna_storage param)" if storage else "", end="")
         print("." if len(resumable) == len(runs) else " (not those run with --storage none: they kept no Optuna storage).")
@@ -148,7 +154,8 @@ def run_pareto(args: argparse.Namespace) -> int:
     if parent is None and not _is_run(client, run_id):
         gone = _deleted_search(client, experiment_id, args.name) if experiment_id is not None else None
         if gone is not None:  # as its run id says it: not 'no search named', which sent the user looking elsewhere
-            raise AutoqError(_restore_first(f"the search {args.name!r} in experiment {args.experiment!r} is deleted (MLflow run {gone})", gone))
+            raise AutoqError(_restore_first(f"the search {args.name!r} in experiment {args.experiment!r} is deleted (MLflow run {gone})", gone,
+                                            args.tracking_uri))
         where = f"experiment {args.experiment!r}" if experiment_id is not None else f"an experiment {args.experiment!r} (there is none)"
         found = _experiments_holding(client, args.name, experiment_id)
         hint = (f"it is in experiment {', '.join(map(repr, found))}: add --experiment {shlex.quote(found[0])}" if found
@@ -156,7 +163,7 @@ def run_pareto(args: argparse.Namespace) -> int:
         raise AutoqError(f"no search named {args.name!r} in {where} of {args.tracking_uri}, nor a run with that id; {hint}")
     run = client.get_run(run_id)  # read once: its status, metrics and stage are the search's as it was logged
     if run.info.lifecycle_stage == "deleted":  # hidden by the UI and autoq runs, refused by export and resume
-        raise AutoqError(_restore_first(f"MLflow run {run_id!r} is deleted", run_id))
+        raise AutoqError(_restore_first(f"MLflow run {run_id!r} is deleted", run_id, args.tracking_uri))
     result = SearchResult.from_mlflow(run_id, args.tracking_uri)
     if not result.points:
         raise AutoqError(_no_points(client, run, args.name))
@@ -181,9 +188,11 @@ def run_pareto(args: argparse.Namespace) -> int:
     return 0
 
 
-def _restore_first(what: str, run_id: str) -> str:
+def _restore_first(what: str, run_id: str, tracking_uri: str) -> str:
     """``what`` (a deleted run) and how to read it again."""
-    return f"{what}; restore it first (mlflow runs restore --run-id {run_id}, or in the UI) to read or export its frontier"
+    from autoq.tracking.mlflow_logger import restore_command
+
+    return f"{what}; restore it first ({restore_command(tracking_uri, run_id)}, or in the UI) to read or export its frontier"
 
 
 def _deleted_search(client: Any, experiment_id: str, name: str) -> str | None:
@@ -204,6 +213,11 @@ def _no_points(client: Any, run: Any, name: str) -> str:
     from autoq.tracking.runs import resume_hint, trial_runs
 
     n_failed = int(run.data.metrics.get("n_failed", 0))
+    n_evaluated = int(run.data.metrics.get("n_evaluated", 0))
+    if n_evaluated:  # it said 'no finished trial yet' and to resume a search whose every trial was done, their runs deleted
+        return (f"search {name!r} evaluated {n_evaluated} trial(s), and every one of their MLflow runs is deleted; restore them (in "
+                "the UI's deleted runs, or mlflow runs restore --run-id ID each) to read or export its frontier (the search's "
+                "frontier.csv artifact holds the frontier it logged)")
     if run.info.status != "FAILED" or not n_failed:
         return f"search {name!r} has no finished trial yet (MLflow status {run.info.status}); {resume_hint(run, client.tracking_uri)}"
     errors = [r.data.tags["error"] for r in trial_runs(client, run.info.run_id, run.info.experiment_id) if "error" in r.data.tags]

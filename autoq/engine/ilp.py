@@ -145,7 +145,7 @@ def ilp_seeds(problem: Knapsack, count: int, seed: int = 0, noise: float = 0.5, 
 
 def raise_seeds(problem: Knapsack, floor: Sequence[int], count: int, seed: int = 0, noise: float = 0.5) -> list[Assignment]:
     """Up to ``count`` distinct ILP solutions at the budget that only ever raise layers above ``floor`` (the
-    dearest uniform assignment within the budget): the exact solve, then noisy-score solves.
+    best uniform assignment within the budget, `best_uniform`): the exact solve, then noisy-score solves.
 
     Additive sensitivity ignores how errors compound, so the unrestricted optimum may drop some layers far
     below the uniform baseline to pay for others; on an LLM that can lose to the baseline itself. Raising

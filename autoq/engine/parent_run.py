@@ -45,6 +45,9 @@ def start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace,
             with deferred_interrupts():
                 tracker.client.set_terminated(tracker.parent_id, status="KILLED")
         raise
+    except Exception:  # nor one to end it: it was left RUNNING
+        tracker.abandon()
+        raise
 
 
 def _open_parent_run(tracker: MlflowTracker, workload: Workload, config: SearchConfig, space: SearchSpace, budget: Budget, study_name: str,

@@ -448,6 +448,10 @@ def _start_session(workload: Workload, config: SearchConfig, problem: Prepared, 
         if not config.tracking_uri:
             raise
         raise store_stopped(config, exc, "the search stopped before this session's first trial", study_name, storage, bool(workload.source)) from None
+    except Exception:  # any other error (a locked storage, a resume's trial that cannot be read): the run was left RUNNING
+        if tracker is not None:
+            tracker.abandon()
+        raise
     return _Session(tracker, book, bar, calibration_digest)
 
 

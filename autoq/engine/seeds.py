@@ -2,7 +2,7 @@
 
 * Uniform: every assignment giving all layers the same choice that fits the budget
   (the baselines a mixed-precision search must beat).
-* Budget fill: the dearest uniform assignment within the budget, with randomly
+* Budget fill: the uniform assignment of the most bits within the budget, with randomly
   ordered layers raised to the cheapest format above the budget for as long as the
   budget allows. They spend the slack a uniform assignment leaves unused and need
   no sensitivity information; sensitivity-driven seeds come later.
@@ -50,9 +50,16 @@ def uniform_seeds(space: SearchSpace, cost_model: CostModel, budget: Budget, lim
     return [a for a in fitting if a in kept]
 
 
+def best_uniform(fitting: Sequence[Assignment], cost_model: CostModel) -> Assignment:
+    """Of the uniform assignments within the budget (cheapest first), the one of the most effective bits, the last of
+    equals: the dearest under a bits or size budget. Not the slowest under a latency budget: int3's kernels are slower
+    than int4's, and the slowest (int3) as the base left no fill seeds and a raise floor that kept int4 out."""
+    return max(reversed(fitting), key=lambda a: cost_model.cost(a).effective_bits)
+
+
 def fill_seeds(space: SearchSpace, cost_model: CostModel, budget: Budget, count: int, seed: int = 0) -> list[Assignment]:
-    """Up to ``count`` distinct budget-filling mixes: the dearest uniform assignment within the
-    budget with layers raised to one of the two cheapest uniform formats above it."""
+    """Up to ``count`` distinct budget-filling mixes: the best uniform assignment within the budget (`best_uniform`)
+    with layers raised to one of the two cheapest uniform formats above the budget."""
     below = uniform_seeds(space, cost_model, budget)
     above = sorted(
         (a for a in space.uniform_assignments() if budget.violation(cost_model.cost(a)) > 0),
@@ -60,7 +67,7 @@ def fill_seeds(space: SearchSpace, cost_model: CostModel, budget: Budget, count:
     )
     if not below or not above or count <= 0:
         return []
-    base, uppers = below[-1], []
+    base, uppers = best_uniform(below, cost_model), []
     for a in above:  # the two cheapest formats, each with its first method (not one format twice, with two methods)
         if all(_format(a) != _format(u) for u in uppers):
             uppers.append(a)

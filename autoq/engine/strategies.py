@@ -18,7 +18,7 @@ from autoq.cost import CostModel
 from autoq.engine.greedy import greedy_seeds
 from autoq.engine.ilp import ilp_seeds, raise_seeds
 from autoq.engine.knapsack import Knapsack, random_feasible
-from autoq.engine.seeds import fill_seeds, uniform_seeds
+from autoq.engine.seeds import best_uniform, fill_seeds, uniform_seeds
 from autoq.engine.strategy import QueueStrategy, Strategy, make_strategy
 from autoq.registry import Registry, check_callable
 from autoq.space import SearchSpace
@@ -81,7 +81,7 @@ def _likely_best(ctx: StrategyContext, uniform: list[Assignment]) -> list[Assign
 
 def _table_seeds(ctx: StrategyContext, uniform: list[Assignment], count: int) -> list[Assignment]:
     """``count`` distinct seeds from the sensitivity table, none of them a uniform baseline: a third raise
-    the dearest uniform baseline's most sensitive layers (ILP above that floor, exact then noisy), the
+    the best uniform baseline's most sensitive layers (ILP above that floor, exact then noisy; `best_uniform`), the
     ILP budget sweep spans the frontier, and greedy allocations take the last eighth."""
     problem = ctx.knapsack()
     seeds: list[Assignment] = []
@@ -91,7 +91,8 @@ def _table_seeds(ctx: StrategyContext, uniform: list[Assignment], count: int) ->
         seeds.extend(fresh[: max(0, limit - len(seeds))])
 
     if uniform:
-        floor = [opts.index(uniform[-1][layer.name]) for layer, opts in zip(ctx.space.layers, ctx.space.options)]
+        base = best_uniform(uniform, ctx.cost_model)
+        floor = [opts.index(base[layer.name]) for layer, opts in zip(ctx.space.layers, ctx.space.options)]
         take(raise_seeds(problem, floor, count // 3 + 1, ctx.seed), count // 3)
     n_greedy = count // 8
     take(ilp_seeds(problem, count, ctx.seed), count - n_greedy)

@@ -191,7 +191,13 @@ class QuantCache:
 
     def _check_float(self, name: str, module: nn.Module) -> None:
         """Refuse a layer whose weight is not the one this cache started from: two searches quantizing one module at once
-        (threads, an Optuna study with n_jobs > 1) each took the other's quantized weights for the originals."""
+        (threads, an Optuna study with n_jobs > 1) each took the other's quantized weights for the originals. A weight
+        a parametrization computes anew on every forward (weight_norm) is refused as such, not blamed on another search."""
+        if not isinstance(module.weight, nn.Parameter):
+            raise AutoqError(f"layer {name!r} has a weight that a parametrization computes (weight_norm, spectral_norm) on every "
+                             "forward, so a quantized weight written there would change nothing; a search leaves such layers "
+                             "out: fold it into the weight first (torch.nn.utils.parametrize.remove_parametrizations(module, "
+                             "'weight'), or torch.nn.utils.remove_weight_norm), or leave the layer out of the assignment")
         if (self._float.get(name, _address(module.weight)) != _address(module.weight)
                 or self._versions.get(name, _version(module.weight)) != _version(module.weight)):
             raise AutoqError(f"layer {name!r} does not hold the weight this search started from: another autoq search in this process "

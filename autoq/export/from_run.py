@@ -32,7 +32,7 @@ def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
     from autoq.tracking.runs import recorded, recorded_code
 
     client, run = stored_run(tracking_uri, run_id, "pass a trial's run id (or a search's parent run id) and the same --tracking-uri")
-    _check_exportable(run)
+    _check_exportable(run, client.tracking_uri)
     assignment, what = _assignment(client, run)
     # a trial's search settings are on its parent; a search's are its own (it has a parent too when nested in a pipeline's run)
     parent_id = None if run.data.tags.get("autoq.kind") == "search" else run.data.tags.get("mlflow.parentRunId")
@@ -43,13 +43,13 @@ def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
                     params.get("model_hash", ""), recorded_code(params))
 
 
-def _check_exportable(run) -> None:
+def _check_exportable(run, tracking_uri: str) -> None:
     """Refuse a run that holds no point to export: a deleted one, a trial that failed, one autoq did not log."""
-    from autoq.tracking.mlflow_logger import TRIAL_TAG
+    from autoq.tracking.mlflow_logger import TRIAL_TAG, restore_command
 
     run_id, tags = run.info.run_id, run.data.tags
     if run.info.lifecycle_stage == "deleted":
-        raise AutoqError(f"MLflow run {run_id!r} is deleted; restore it first (mlflow runs restore --run-id {run_id}, or in the UI), "
+        raise AutoqError(f"MLflow run {run_id!r} is deleted; restore it first ({restore_command(tracking_uri, run_id)}, or in the UI), "
                          "or export another run")
     if tags.get("autoq.kind") == "search":
         return  # a Ctrl-C'd search logged the frontier of what it finished; one killed outright has none (_assignment says so)
@@ -158,5 +158,7 @@ def _check_not_deleted(client, run_id: str | None, what: str) -> None:
     except MlflowException:
         stage = "deleted"  # deleted for good ('mlflow gc')
     if stage == "deleted":
-        raise AutoqError(f"{what} (run {run_id}) is deleted in MLflow; restore it (mlflow runs restore --run-id {run_id}) to export "
+        from autoq.tracking.mlflow_logger import restore_command
+
+        raise AutoqError(f"{what} (run {run_id}) is deleted in MLflow; restore it ({restore_command(client.tracking_uri, run_id)}) to export "
                          "it, or export another point by its trial run id (autoq pareto lists the frontier of the runs left)")

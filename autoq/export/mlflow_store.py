@@ -83,8 +83,10 @@ def log_export(tracking_uri: str, run_id: str, out_dir: Path, registered_model_n
 
     client, run = stored_run(tracking_uri, run_id, "log the export to the run it was exported from")
     if run.info.lifecycle_stage == "deleted":  # MLflow takes the artifacts and then refuses the tag
+        from autoq.tracking.mlflow_logger import restore_command
+
         raise AutoqError(f"MLflow run {run_id!r} is deleted and takes no more logs; the export is in {out_dir}. Restore the run "
-                         f"(mlflow runs restore --run-id {run_id}) to log it there")
+                         f"({restore_command(tracking_uri, run_id)}) to log it there")
     if registered_model_name is not None:
         check_registered_name(registered_model_name)
     logged = client.create_logged_model(run.info.experiment_id, name=ARTIFACT_PATH, source_run_id=run_id,

@@ -14,10 +14,14 @@ exact because ReLU and max/avg pooling commute with positive per-channel scales.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import nn
 
 from autoq.errors import AutoqError
+from autoq.evaluate.fidelity import call_model
+from autoq.messages import note
 
 _LAYERS = (nn.Linear, nn.Conv1d, nn.Conv2d)
 _ELEMENTWISE = (nn.ReLU, nn.LeakyReLU, nn.Identity, nn.Dropout)
@@ -48,17 +52,44 @@ def fold_batch_norm(layer: nn.Module, bn: nn.Module) -> None:
         layer.bias.copy_(new_bias)
 
 
-def fold_batch_norms(model: nn.Module) -> int:
-    """Fold every ``layer -> BatchNorm`` pair inside ``nn.Sequential`` containers; returns how many."""
-    count = 0
-    for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]:
-        names = list(seq._modules)
-        for a, b in zip(names, names[1:]):
-            if isinstance(seq._modules[a], _LAYERS) and isinstance(seq._modules[b], _BN):
-                fold_batch_norm(seq._modules[a], seq._modules[b])
-                seq._modules[b] = nn.Identity()
-                count += 1
+def fold_batch_norms(model: nn.Module, example_input: Any = None) -> int:
+    """Fold every ``layer -> BatchNorm`` pair inside ``nn.Sequential`` containers; returns how many.
+
+    A ``BatchNorm1d`` after a ``Linear`` normalises dim 1: the Linear's features on ``(N, C)`` input, but its tokens on
+    ``(N, T, C)``, where a fold changed the output unsaid whenever T equalled C. Such pairs are folded only where
+    ``example_input`` (a batch the model is called with: a tensor, a tuple of inputs or a mapping of keyword inputs)
+    shows the BatchNorm a 2-D input; without one they are left as they are, and a note says so."""
+    pairs = [(seq, a, b) for seq in [m for m in model.modules() if isinstance(m, nn.Sequential)]
+             for a, b in zip(list(seq._modules), list(seq._modules)[1:])
+             if isinstance(seq._modules[a], _LAYERS) and isinstance(seq._modules[b], _BN)]
+    ambiguous = [seq._modules[b] for seq, a, b in pairs if isinstance(seq._modules[a], nn.Linear)]
+    two_d = _sees_2d(model, ambiguous, example_input) if ambiguous and example_input is not None else set()
+    count, left = 0, 0
+    for seq, a, b in pairs:
+        if isinstance(seq._modules[a], nn.Linear) and id(seq._modules[b]) not in two_d:
+            left += 1
+            continue
+        fold_batch_norm(seq._modules[a], seq._modules[b])
+        seq._modules[b] = nn.Identity()
+        count += 1
+    if left:
+        why = ("it saw input of more than 2 dims, where it normalises dim 1, not the Linear's features" if example_input is not None
+               else "pass example_input=<a batch> to confirm it sees (N, C) input, where a fold is exact")
+        note(f"fold_batch_norms left {left} Linear -> BatchNorm1d pair(s) unfolded: {why}")
     return count
+
+
+def _sees_2d(model: nn.Module, norms: list[nn.Module], example_input: Any) -> set[int]:
+    """The ids of ``norms`` that one forward pass on ``example_input`` calls with 2-D input (and never other input)."""
+    seen: dict[int, set[int]] = {}
+    hooks = [bn.register_forward_pre_hook(lambda m, args: seen.setdefault(id(m), set()).add(args[0].dim())) for bn in norms]
+    try:
+        with torch.no_grad():
+            call_model(model, example_input)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return {key for key, dims in seen.items() if dims == {2}}
 
 
 def equalization_pairs(model: nn.Module) -> list[tuple[nn.Module, nn.Module]]:

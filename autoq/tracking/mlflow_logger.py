@@ -204,8 +204,8 @@ def check_experiment(uri: str, name: str) -> None:
     except MlflowException as exc:  # a tracking server that answers with an error, after MLflow's own retries
         raise store_failed(uri, exc) from None
     if found is not None and found.lifecycle_stage == "deleted":
-        raise AutoqError(f"MLflow experiment {name!r} is deleted in {uri}; restore it (mlflow experiments restore --experiment-id "
-                         f"{found.experiment_id}) or pass another --experiment")
+        raise AutoqError(f"MLflow experiment {name!r} is deleted in {uri}; restore it ({restore_command(uri, experiment_id=found.experiment_id)}) "
+                         "or pass another --experiment")
     if found is not None and db is not None:
         _check_not_moved(db, found.artifact_location, copies=True)
 
@@ -270,8 +270,8 @@ def outer_run(tracking_uri: str, run_id: str, experiment: str | None = None) -> 
     the name given would have been ignored without a word."""
     client, run = stored_run(tracking_uri, run_id, "mlflow_parent_run_id (--mlflow-parent-run-id) must be a run in the same tracking_uri (--tracking-uri)")
     if run.info.lifecycle_stage == "deleted":
-        raise AutoqError(f"MLflow run {run_id!r} is deleted, and the UI hides the runs nested in it; restore it (mlflow runs restore "
-                         f"--run-id {run_id}) or nest in another run")
+        raise AutoqError(f"MLflow run {run_id!r} is deleted, and the UI hides the runs nested in it; restore it "
+                         f"({restore_command(tracking_uri, run_id)}) or nest in another run")
     if experiment is not None and experiment != (parents := client.get_experiment(run.info.experiment_id).name):
         raise AutoqError(f"experiment {experiment!r} (--experiment) is not the experiment of the parent MLflow run {run_id!r}, "
                          f"{parents!r}, and a nested run is logged in its parent's experiment; leave the experiment out, or give {parents!r}")
@@ -303,6 +303,13 @@ def without_password(url: str) -> str:
     except Exception:  # 'memory', or not a URL at all
         return url
     return parsed.render_as_string(hide_password=True) if parsed.password else url
+
+
+def restore_command(tracking_uri: str, run_id: str | None = None, experiment_id: str | None = None) -> str:
+    """The command that restores a deleted run (or experiment) of the store ``tracking_uri``, which it names: run in
+    another folder, a bare 'mlflow runs restore' found no such run, in a ./mlflow.db it made."""
+    target = f"experiments restore --experiment-id {experiment_id}" if experiment_id is not None else f"runs restore --run-id {run_id}"
+    return f"MLFLOW_TRACKING_URI={shlex.quote(shown_uri(absolute_uri(tracking_uri)))} mlflow {target}"
 
 
 def shown_uri(uri: str) -> str:
@@ -346,6 +353,7 @@ class MlflowTracker:
         self._step = 0  # of the parent's summary metrics: one a session, so a resume adds a point to each chart
         self.failure: BaseException | None = None  # what cut a trial's logging short: no more writes (finish) this session
         self.remote = tracking_uri.startswith(("http://", "https://"))  # a second Ctrl-C may cut its writes (not a local file's)
+        self.reopened_status: str | None = None  # a resumed search's run: its status before this session set it RUNNING
 
     @classmethod
     def open(cls, tracking_uri: str, experiment: str, nest_under: str | None = None) -> MlflowTracker:
@@ -393,10 +401,21 @@ class MlflowTracker:
         if parent is None:
             return False
         self.parent_id = parent.info.run_id
+        self.reopened_status = parent.info.status
         self.client.update_run(self.parent_id, status="RUNNING")
         self._step = int(parent.data.tags.get("autoq.resumed", "0")) + 1
         self.client.set_tag(self.parent_id, "autoq.resumed", str(self._step))
         return True
+
+    def abandon(self) -> None:
+        """The session failed before its first trial: a new run ends FAILED, a reopened one gets back the status it had
+        (a finished search stays FINISHED; one left RUNNING by a crash, FAILED). It was left RUNNING, and 'autoq runs'
+        showed a search running that no process ran. Quiet: the error that brought it here is the one to show."""
+        if self.parent_id is None:
+            return
+        status = self.reopened_status if self.reopened_status not in (None, "RUNNING", "SCHEDULED") else "FAILED"
+        with contextlib.suppress(Exception), deferred_interrupts():
+            self.client.set_terminated(self.parent_id, status=status)
 
     def _linked(self, run_id: str, study_name: str, storage: str | None) -> Run | None:
         """The live search run ``run_id`` of ``study_name`` in this experiment, if it was logged with ``storage`` or with a
@@ -415,8 +434,8 @@ class MlflowTracker:
         if not ours or run.info.experiment_id != self.experiment_id or storage is None:
             return None
         if run.info.lifecycle_stage == "deleted":  # a new run would log every trial again, beside the old ones, still active
-            raise AutoqError(f"the MLflow run of search {study_name!r}, {run_id!r}, is deleted; restore it (mlflow runs restore "
-                             f"--run-id {run_id}, or in the UI) and resume again, to log the search where its trials are")
+            raise AutoqError(f"the MLflow run of search {study_name!r}, {run_id!r}, is deleted; restore it "
+                             f"({restore_command(self.tracking_uri, run_id)}, or in the UI) and resume again, to log the search where its trials are")
         if logged_with(run, storage):  # the rule find_search matches by
             return run
         moved = sqlite_path(run_storage(run) or "")

@@ -125,7 +125,8 @@ def test_pareto_after_the_best_trial_run_was_deleted_prints_a_command_that_expor
 
     client.delete_run(result.parent_run_id)  # the search's own run: its frontier printed, with an export the run refuses
     assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 2
-    assert f"MLflow run {result.parent_run_id!r} is deleted; restore it first (mlflow runs restore" in capsys.readouterr().err
+    assert (f"MLflow run {result.parent_run_id!r} is deleted; restore it first (MLFLOW_TRACKING_URI={mlflow_uri} mlflow runs restore "
+            f"--run-id {result.parent_run_id}") in capsys.readouterr().err
     assert main(["pareto", result.study_name, "--tracking-uri", mlflow_uri]) == 2  # by its name: deleted too, not 'no search named'
     assert (f"the search {result.study_name!r} in experiment 'autoq' is deleted (MLflow run {result.parent_run_id}); restore it first"
             in capsys.readouterr().err)
@@ -296,3 +297,31 @@ def test_the_resume_hint_holds_what_a_resume_needs_beyond_the_study(tmp_path, ml
     storage = "postgresql://u:***@db/optuna"  # as MLflow holds a database storage: its password masked
     masked = resume_hint(stopped(model_source="digits-cnn", backend="optuna"), mlflow_uri)
     assert f"--storage '{storage}', with the storage's password in place of ***" in masked
+
+
+def test_runs_and_pareto_of_deleted_runs_and_experiments_say_so_and_name_the_store(tmp_path, mlflow_uri, capsys):
+    """A search logged with --storage elsewhere was offered a resume command without it (which looked beside the store);
+    a search whose every trial run was deleted had 'no finished trial yet' and was to be resumed; a deleted experiment
+    listed 'no searches'; and the restore commands named no store (run elsewhere, they made a ./mlflow.db)."""
+    from mlflow.tracking import MlflowClient
+
+    storage = f"sqlite:///{tmp_path / 'elsewhere' / 'o.db'}"
+    (tmp_path / "elsewhere").mkdir()
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=mlflow_uri, storage=storage, experiment="e",
+                          study_name="s", progress=False, seed_from="none")
+    assert main(["runs", "--tracking-uri", mlflow_uri, "--experiment", "e"]) == 0
+    assert "autoq search --resume NAME" in (out := capsys.readouterr().out) and "--storage URL" in out
+
+    client = MlflowClient(mlflow_uri)
+    for point in result.points:
+        client.delete_run(point.run_id)
+    assert main(["pareto", "s", "--tracking-uri", mlflow_uri, "--experiment", "e"]) == 2
+    err = capsys.readouterr().err
+    assert "evaluated 3 trial(s), and every one of their MLflow runs is deleted" in err and "no finished trial yet" not in err
+
+    client.delete_experiment(client.get_experiment_by_name("e").experiment_id)
+    for command in (["runs"], ["pareto", "s"]):
+        assert main([*command, "--tracking-uri", mlflow_uri, "--experiment", "e"]) == 2
+        err = capsys.readouterr().err
+        assert "experiment 'e' is deleted" in err
+        assert f"MLFLOW_TRACKING_URI={shlex.quote(mlflow_uri)} mlflow experiments restore --experiment-id" in err

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -568,6 +569,44 @@ def test_ctrl_c_as_the_parent_run_is_made_marks_it_killed(digits, tmp_path, mlfl
     assert parent.info.status == "KILLED"
 
 
+def test_an_error_before_the_first_trial_ends_a_new_run_failed_and_a_reopened_one_as_it_was(digits, tmp_path, mlflow_uri, monkeypatch):
+    """An error other than Ctrl-C or a store gone, before the trials (a locked storage, a trial a resume cannot read),
+    left the parent run RUNNING: a new search's for good, and a finished search's, reopened, RUNNING again."""
+    from autoq.engine import runner
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    kwargs = dict(budget="4.5bits", tracking_uri=mlflow_uri, storage=storage, progress=False, seed_from="none")
+    real = runner.TrialBook
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("database is locked")
+
+    monkeypatch.setattr(runner, "TrialBook", broken)  # after the parent run is made or reopened
+    with pytest.raises(RuntimeError, match="database is locked"):
+        autoq.search("digits-cnn", n_trials=2, study_name="fails", **kwargs)
+    (parent,) = _parents(MlflowClient(mlflow_uri), "fails")
+    assert parent.info.status == "FAILED"
+
+    monkeypatch.setattr(runner, "TrialBook", real)
+    autoq.search("digits-cnn", n_trials=2, study_name="done", **kwargs)
+    monkeypatch.setattr(runner, "TrialBook", broken)
+    with pytest.raises(RuntimeError, match="database is locked"):
+        autoq.search("digits-cnn", n_trials=3, study_name="done", resume=True, **kwargs)
+    (parent,) = _parents(MlflowClient(mlflow_uri), "done")
+    assert parent.info.status == "FINISHED"
+
+    def broken_reopen(self, *args, **kwargs):
+        raise RuntimeError("cannot read the run")
+
+    from autoq.engine import parent_run
+
+    monkeypatch.setattr(parent_run, "remember_run_id", broken_reopen)  # in start_tracking, after the run was reopened
+    with pytest.raises(RuntimeError, match="cannot read the run"):
+        autoq.search("digits-cnn", n_trials=3, study_name="done", resume=True, **kwargs)
+    (parent,) = _parents(MlflowClient(mlflow_uri), "done")
+    assert parent.info.status == "FINISHED"
+
+
 def test_ctrl_c_before_the_parent_run_says_only_the_optuna_study_keeps_the_search(digits, tmp_path, mlflow_uri, monkeypatch):
     """Interrupted before MLflow held anything, the note said 'kept in the Optuna study and MLflow'; 'autoq runs' then
     did not list the search. It names the Optuna study alone, and its resume command."""
@@ -631,7 +670,7 @@ def test_a_resume_whose_run_was_deleted_is_refused_not_logged_twice(digits, tmp_
     client = MlflowClient(mlflow_uri)
     client.delete_run(first.parent_run_id)
     with pytest.raises(AutoqError, match=rf"the MLflow run of search 'gone', '{first.parent_run_id}', is deleted; restore it "
-                                         rf"\(mlflow runs restore --run-id {first.parent_run_id}, or in the UI\)"):
+                                         rf"\(MLFLOW_TRACKING_URI={re.escape(mlflow_uri)} mlflow runs restore --run-id {first.parent_run_id}, or in the UI\)"):
         autoq.search("digits-cnn", n_trials=5, resume=True, **options)
     assert _parents(client, "gone") == []  # no second run
     client.restore_run(first.parent_run_id)

@@ -190,3 +190,29 @@ def test_fill_seeds_on_a_latency_budget_are_within_it_as_summed_layer_by_layer()
     seeds = fill_seeds(space, cm, budget, count=16, seed=0)
     assert seeds and all(budget.violation(cm.cost(s)) <= 0 for s in seeds)
     assert uniform not in seeds
+
+
+def test_latency_budget_fills_from_the_uniform_of_most_bits_not_the_slowest(tmp_path):
+    """int3's kernels slower than int4's (the measured H200 table's order): the slowest fitting uniform is int3, yet the
+    fill base is int4, and raising its layers to int8 or int5 spends the budget (from int3 no layer could be raised)."""
+    from autoq.engine.seeds import best_uniform
+    from autoq.kernels.table import LatencyRow, LatencyTable
+    from autoq.latency import load_table
+
+    model = nn.Sequential(*(nn.Linear(256, 256) for _ in range(4)))
+    layers = find_layers(model)
+    us = {"int2-ch-asym": 7.83, "int3-ch-asym": 8.72, "int4-ch-asym": 7.76, "int5-ch-asym": 9.5, "int6-ch-asym": 9.9,
+          "int8-ch-asym": 9.0, "fp16": 14.0}
+    rows = tuple(LatencyRow(256, 256, fmt, "test", 1, t, t, t, 0.0) for fmt, t in us.items())
+    LatencyTable("Test GPU (made-up numbers for tests)", rows).save(tmp_path / "t.json")
+    space = SearchSpace.build(load_preset("per-channel"), layers)
+    cm = CostModel.for_model(model, layers, load_table(tmp_path / "t.json"))
+    budget = parse_budget("34.9us")
+    fitting = uniform_seeds(space, cm, budget)
+    assert fitting[-1]["0"].weight.bits == 3  # the slowest within the budget
+    assert best_uniform(fitting, cm)["0"].weight.bits == 4
+    seeds = fill_seeds(space, cm, budget, 3)
+    assert seeds and all(budget.violation(cm.cost(a)) <= 0 for a in seeds)
+    for a in seeds:  # int4 with some layers raised to int8 or int5 (the two cheapest formats above the budget)
+        bits = sorted(c.weight.bits for c in a.values())
+        assert bits[0] == 4 and bits[-1] in (5, 8)

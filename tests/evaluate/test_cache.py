@@ -361,3 +361,17 @@ def test_a_parameter_changed_in_place_within_a_trial_is_said_once():
         with QuantCache(model).apply(int4) as applied:  # then raised: the change stays all the same
             applied[2].weight = nn.Parameter(torch.zeros(4, 16))
             raise RuntimeError("evaluate failed")
+
+
+def test_a_layer_whose_weight_a_parametrization_computes_is_named_as_such():
+    """weight_norm's layer, named in an assignment by hand, was refused as 'another autoq search in this process is
+    quantizing the same nn.Module': its computed weight is a new tensor on every read."""
+    from torch.nn.utils.parametrizations import weight_norm
+
+    torch.manual_seed(0)
+    m = nn.Sequential(weight_norm(nn.Linear(32, 16)), nn.ReLU(), nn.Linear(16, 8)).eval()
+    with pytest.raises(AutoqError, match="layer '0' has a weight that a parametrization computes .*remove_parametrizations"):
+        with QuantCache(m).apply(Assignment.from_dict({"0": "int4-ch-asym:rtn-mse"})):
+            pass
+    with QuantCache(m).apply(Assignment.from_dict({"2": "int4-ch-asym:rtn-mse"})) as quantized:  # the other layer quantizes
+        assert quantized(torch.randn(2, 32)).shape == (2, 8)

@@ -163,7 +163,8 @@ def test_runs_that_hold_no_point_to_export_are_refused(searched, tmp_path, capsy
     assert "trial 99 (run " in (err := _export_error(failed, searched, tmp_path, capsys)) and "did not finish (MLflow status FAILED): RuntimeError: boom" in err
     deleted = _fake_trial(client, searched, tmp_path)
     client.delete_run(deleted)
-    assert f"is deleted; restore it first (mlflow runs restore --run-id {deleted}" in _export_error(deleted, searched, tmp_path, capsys)
+    assert (f"is deleted; restore it first (MLFLOW_TRACKING_URI={searched.tracking_uri} mlflow runs restore --run-id {deleted}"
+            in _export_error(deleted, searched, tmp_path, capsys))
     foreign = _fake_trial(client, searched, tmp_path)
     client.delete_tag(foreign, "autoq.trial")
     assert "is not an autoq trial or search run" in _export_error(foreign, searched, tmp_path, capsys)
@@ -189,7 +190,8 @@ def test_a_search_whose_best_trial_run_was_deleted_is_refused(searched, tmp_path
     client.delete_run(best)
     try:
         err = _export_error(searched.parent_run_id, searched, tmp_path, capsys)
-        assert f"trial {searched.best.trial} (run {best}) is deleted in MLflow; restore it (mlflow runs restore --run-id {best})" in err
+        assert (f"trial {searched.best.trial} (run {best}) is deleted in MLflow; restore it (MLFLOW_TRACKING_URI={searched.tracking_uri} "
+                f"mlflow runs restore --run-id {best})" in err)
     finally:
         client.restore_run(best)
 

@@ -41,6 +41,31 @@ def test_fold_batch_norms_keeps_output():
         assert torch.allclose(model(x()), ref, atol=1e-5)
 
 
+def _linear_bn(features: int = 8) -> nn.Module:
+    bn = nn.BatchNorm1d(features)
+    with torch.no_grad():
+        bn.running_mean.normal_(generator=torch.Generator().manual_seed(0))
+        bn.running_var.uniform_(0.5, 2, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(0)
+    return nn.Sequential(nn.Linear(6, features), bn).eval()
+
+
+def test_a_linear_and_batchnorm1d_fold_only_where_an_example_shows_2d_input(capsys):
+    """BatchNorm1d normalises dim 1: on (N, T, C) input the tokens, not the Linear's features. With T = C the fold
+    changed the output (by more than its own scale) without a word."""
+    tokens = torch.randn(2, 8, 6, generator=torch.Generator().manual_seed(2))  # 8 tokens, 8 features
+    rows = torch.randn(5, 6, generator=torch.Generator().manual_seed(3))
+    for example, folds in ((tokens, 0), (None, 0), (rows, 1)):
+        model = _linear_bn()
+        with torch.no_grad():
+            ref = model(tokens if example is tokens else rows)
+            assert fold_batch_norms(model, example) == folds
+            assert torch.allclose(model(tokens if example is tokens else rows), ref, atol=1e-5)
+        err = capsys.readouterr().err
+        assert ("left 1 Linear -> BatchNorm1d pair(s) unfolded" in err) is (folds == 0)
+        assert ("example_input" in err) is (example is None)
+
+
 def test_fold_into_a_layer_without_bias():
     conv, bn = nn.Conv2d(2, 3, 1, bias=False), nn.BatchNorm2d(3).eval()
     bn.running_mean.fill_(0.5)

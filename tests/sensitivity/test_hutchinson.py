@@ -164,8 +164,11 @@ def test_a_nan_batch_stops_hutchinson_at_once_naming_the_batch():
     batches[1][0][3, 2] = float("nan")
     params = [model[0].weight, model[2].weight]
     calls = []
-    handle = model.register_forward_pre_hook(lambda m, args: calls.append(1))
+
+    def loss(m, b, i):
+        calls.append(i)
+        return task_loss(m(b[0]), b)
+
     with pytest.raises(AutoqError, match=r"^hessian: a Hessian-vector product is NaN or Inf on batch 1 of the 3 batches of calibration rows it probes"):
-        hutchinson(model, params, batches, lambda m, b, i: task_loss(m(b[0]), b), tol=0.01, max_iter=40, min_iter=10, seed=0)
-    handle.remove()
-    assert len(calls) == 2  # batches 0 and 1 of the first iteration, not 40 x 3
+        hutchinson(model, params, batches, loss, tol=0.01, max_iter=40, min_iter=10, seed=0, feed=lambda b: b[0])
+    assert calls == [0, 1]  # batches 0 and 1 of the first iteration, not 40 x 3

@@ -128,3 +128,30 @@ def test_a_plugin_metric_returning_what_no_table_holds_is_named(make, message, f
     with pytest.raises(AutoqError, match=f"sensitivity metric 'broken' {message}"):
         compute_table(model, data, space.layers, space.options, "broken", progress=False)
     assert not list((cache_dir() / "sensitivity").glob("broken-*"))  # nothing was cached
+
+
+def test_a_plugin_metric_with_numpy_scores_writes_tables_that_read_back(fresh_registries, tmp_path):
+    """np.float32 scores failed the cache's JSON write after the metric had run; np.float64 ones were written to the
+    CSV as 'np.float64(0.25)', which the CSV reader then refused."""
+    import numpy as np
+
+    from autoq.sensitivity import SensitivityTable
+
+    model = mlp()
+    data = [torch.randn(8, 6, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    space = space_for(model)
+
+    @register_metric("numpy-scores", "scores as numpy scalars")
+    def numpy_scores(inputs, settings, progress):
+        entries = [Entry(layer.name, choice.name, np.float32(k + 0.25), np.float64(0.5))
+                   for layer, opts in zip(inputs.layers, inputs.options) for k, choice in enumerate(opts)]
+        return MetricOutput(tuple(entries), {layer.name: {"norm": np.float32(2.5)} for layer in inputs.layers})
+
+    table = compute_table(model, data, space.layers, space.options, "numpy-scores", progress=False)  # cached as JSON
+    table.save(tmp_path / "t.json")
+    table.save(tmp_path / "t.csv")
+    for suffix in ("json", "csv"):
+        back = SensitivityTable.load(tmp_path / f"t.{suffix}")
+        assert [(e.score, e.stderr) for e in back.entries] == [(e.score, e.stderr) for e in table.entries]
+        assert all(type(e.score) is float and e.score % 1 == 0.25 for e in back.entries)
+    assert SensitivityTable.load(tmp_path / "t.json").stats(space.names[0]) == {"norm": 2.5}

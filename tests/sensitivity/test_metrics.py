@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -660,3 +661,88 @@ def test_an_image_shaped_output_is_real_valued_not_a_softmax_over_its_width():
     batches = [torch.randn(2, 3, 6, 7, generator=torch.Generator().manual_seed(i)) for i in range(2)]
     table = compute_table(model, batches, space.layers, [o[:2] for o in space.options], "kl", use_cache=False, progress=False)
     assert all(e.score >= 0 for e in table.entries) and any(e.score > 0 for e in table.entries)
+
+
+def test_fisher_trace_stderr_matches_the_spread_over_seeds():
+    """The reported standard error of a layer's Fisher trace is the spread its estimate shows across seeds."""
+    model = mlp(seed=4)
+    gen = torch.Generator().manual_seed(7)
+    batches = [torch.randn(16, 6, generator=gen) for _ in range(4)]
+    space = space_for(model)
+    tables = [compute_table(model, batches, space.layers, space.options, "fisher", {**ALL_ROWS, "draws": 2, "seed": seed},
+                            use_cache=False, progress=False) for seed in range(24)]
+    for name in space.names:
+        traces = torch.tensor([t.stats(name)["fisher_trace"] for t in tables], dtype=torch.float64)
+        reported = sum(t.stats(name)["fisher_trace_stderr"] for t in tables) / len(tables)
+        assert 0.6 < float(traces.std()) / reported < 1.6
+
+
+def test_fisher_notes_a_noisy_trace_and_the_settings_that_shrink_it():
+    model = mlp(seed=4)
+    gen = torch.Generator().manual_seed(7)
+    batches = [torch.randn(16, 6, generator=gen) for _ in range(4)]
+    space = space_for(model)
+
+    def notes(draws, use=batches):
+        return compute_table(model, use, space.layers, space.options, "fisher", {**ALL_ROWS, "draws": draws}, use_cache=False, progress=False).notes
+
+    one = notes(1, batches[:1])  # one draw of one batch: no spread to estimate from
+    assert len(one) == 1 and "one pass" in one[0] and "draws=N" in one[0]
+    few = notes(1)  # 4 passes: a trace's standard error is about 30% of it
+    assert len(few) == 1 and "standard error of" in few[0] and "not rows_per_batch" in few[0]
+    assert notes(32) == ()
+
+
+class _LeftPaddedAttention(nn.Module):
+    """One causal attention head over token embeddings; ``fill`` masks the keys: -inf leaves a left-padded query row
+    no key at all, and softmax makes it NaN (at a padded position), ``finfo.min`` a uniform row."""
+
+    def __init__(self, fill: float):
+        super().__init__()
+        torch.manual_seed(0)
+        self.fill = fill
+        self.emb, self.head = nn.Embedding(11, 8), nn.Linear(8, 11)
+        self.q, self.k, self.v = nn.Linear(8, 8), nn.Linear(8, 8), nn.Linear(8, 8)
+
+    def forward(self, input_ids, attention_mask):
+        x = self.emb(input_ids)
+        length = x.shape[1]
+        scores = self.q(x) @ self.k(x).transpose(1, 2) / 8 ** 0.5
+        allowed = torch.tril(torch.ones(length, length, dtype=torch.bool)) & attention_mask.bool()[:, None, :]
+        return self.head(scores.masked_fill(~allowed, self.fill).softmax(-1) @ self.v(x))
+
+
+def _left_padded_batch() -> dict:
+    ids = torch.randint(0, 11, (4, 6), generator=torch.Generator().manual_seed(1))
+    mask = torch.ones(4, 6, dtype=torch.long)
+    mask[0, :2] = 0
+    mask[2, :3] = 0
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+@pytest.mark.parametrize("metric", ["fisher", "hessian"])
+def test_gradient_metrics_name_nan_at_padded_positions_as_the_cause(metric):
+    """Fisher said a score 'is nan' and hessian blamed an overflow: a padded row's NaN poisons the backward pass."""
+    batch = _left_padded_batch()
+    settings = {"max_iter": 3, "min_iter": 2} if metric == "hessian" else {"draws": 2}
+    def table(fill):
+        model = _LeftPaddedAttention(fill).eval()
+        space = space_for(model)
+        return compute_table(model, [batch], space.layers, space.options, metric, settings, use_cache=False, progress=False)
+
+    with pytest.raises(AutoqError, match=r"NaN: the model.s full-precision output is NaN at 5 padded position\(s\).*torch.finfo\(dtype\).min.*kl, sqnr, mse"):
+        table(float("-inf"))
+    assert all(math.isfinite(e.score) for e in table(torch.finfo(torch.float32).min).entries)
+
+
+@pytest.mark.parametrize("metric", ["kl", "mse", "sqnr"])
+def test_forward_metrics_do_not_call_nan_at_padding_or_masked_logits_noise(metric):
+    """The determinism check compared NaN (a padded row) and -inf (a masked class: inf - inf) unequal to themselves and
+    noted that the output 'differs between two unquantized passes', blaming dropout."""
+    model = _LeftPaddedAttention(float("-inf")).eval()
+    with torch.no_grad():
+        model.head.bias[3] = float("-inf")  # a class masked out everywhere
+    space = space_for(model)
+    table = compute_table(model, [_left_padded_batch()], space.layers, space.options, metric, use_cache=False, progress=False)
+    assert not any("differs between two unquantized passes" in n for n in table.notes)
+    assert all(math.isfinite(e.score) for e in table.entries)
