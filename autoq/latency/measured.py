@@ -13,7 +13,9 @@ Lookup for a layer ``(N, K)`` in format ``f`` at the search's batch size:
    granularity) measured around the shape, times the ratio of the two where the table
    measured both: at the format's own measured work nearest the shape (int5 measured
    at MiniLM's shapes 1.7-2.4x int4 stays so above them; the roofline ratio made it
-   int4's time, less than at a smaller shape). A format whose stand-in was not measured
+   int4's time, less than at a smaller shape), on the measured shape nearest the layer's
+   aspect, and above the format's range at least the roofline's ratio (a launch-bound
+   0.96x int4 made int5 faster than int4 on memory-bound LLaMA layers). A format whose stand-in was not measured
    at its shapes is scaled by the ratio of the two formats' roofline estimates on the
    table's device, or by their bytes when the device has no preset. A format measured
    only at LLaMA shapes is not stretched down to 384 x 384, nor one measured only there
@@ -164,7 +166,7 @@ class TableLatency:
             return _interpolate(self._by_format[spec.name], n, k)
         ref = self._nearest_format(spec, nearest)
         ref_us = _interpolate(self._by_format[ref.name], n, k)
-        measured = self._measured_ratio(spec, ref, n * k)
+        measured = self._measured_ratio(spec, ref, n, k)
         return ref_us * (measured if measured is not None else self._estimated_ratio(n, k, spec, ref))
 
     def _estimated_ratio(self, n: int, k: int, spec: QuantSpec, ref: QuantSpec) -> float:
@@ -173,19 +175,24 @@ class TableLatency:
             return roofline_us(n, k, spec, self.batch, self._preset) / roofline_us(n, k, ref, self.batch, self._preset)
         return gemm_bytes(n, k, spec, self.batch) / gemm_bytes(n, k, ref, self.batch)
 
-    def _measured_ratio(self, spec: QuantSpec, ref: QuantSpec, work: int) -> float | None:
-        """``spec``'s latency over ``ref``'s where the table measured both: at ``spec``'s measured work nearest ``work``
-        (its range's end on that side), where ``ref``'s range covers it; ``None`` where ``spec`` has no rows or ``ref``
-        none around them."""
+    def _measured_ratio(self, spec: QuantSpec, ref: QuantSpec, n: int, k: int) -> float | None:
+        """``spec``'s latency over ``ref``'s where the table measured both: at ``spec``'s measured work nearest the layer's
+        (its range's end on that side), on the shapes there nearest the layer's aspect, as `_at` reads them (the mean of
+        1536 x 384 and 384 x 1536, 2.2x apart, moved a layer 26% when it left int5's range by one column); where ``ref``'s
+        range covers it, else ``None`` (or where ``spec`` has no rows). Above that range, at least the roofline's
+        ratio: a launch-bound shape measured int5 at 0.96x int4, and a memory-bound LLaMA layer, where int5 moves 18-29%
+        more bytes, came out faster in int5."""
         own = self._by_format.get(spec.name)  # never ``ref``'s: a format measured around the shape was looked up on its own
         if not own:
             return None
-        edge = own[-1] if work > own[-1][0] else own[0]
+        above = n * k > own[-1][0]
+        edge = own[-1] if above else own[0]
         ref_rows = self._by_format[ref.name]
         if _distance(ref_rows, edge[0]) > 0:
             return None
-        ref_at = sum(_interpolate(ref_rows, en, ek) for en, ek, _ in edge[1]) / len(edge[1])
-        return edge[2] / ref_at
+        shapes = _nearest_aspect(edge, n, k)  # of equally near ones, the ratio of their means: what `_at` reads at the edge
+        ratio = sum(us for _, _, us in shapes) / sum(_interpolate(ref_rows, en, ek) for en, ek, _ in shapes)
+        return max(ratio, self._estimated_ratio(n, k, spec, ref)) if above else ratio
 
     def _nearest_format(self, spec: QuantSpec, among: list[QuantSpec] | None = None) -> QuantSpec:
         if not self._specs:
@@ -225,14 +232,19 @@ def _distance(rows: Rows, work: int) -> float:
     return 0.0 if lo <= work <= hi else math.log(lo / work) if work < lo else math.log(work / hi)
 
 
+def _nearest_aspect(row: tuple, n: int, k: int) -> list[tuple[int, int, float]]:
+    """A work point's measured ``(n, k, us)`` shapes nearest in aspect ``n / k`` to the layer's (all those equally near)."""
+    aspect = math.log(n / k)
+    gaps = [abs(math.log(mn / mk) - aspect) for mn, mk, _ in row[1]]
+    return [shape for shape, gap in zip(row[1], gaps) if gap <= min(gaps) + 1e-12]
+
+
 def _at(row: tuple, n: int, k: int) -> float:
     """A work point's latency for a layer ``(n, k)``: its measured shape nearest in aspect ``n / k`` (the mean of those
     equally near). The mean of all took 384 x 1536's 6.5 us and 1536 x 384's 2.9 us as 4.7 for every layer around
     them, so one column more or less than a measured shape moved its latency by 28-62%."""
-    aspect = math.log(n / k)
-    gaps = [abs(math.log(mn / mk) - aspect) for mn, mk, _ in row[1]]
-    nearest = [us for (_, _, us), gap in zip(row[1], gaps) if gap <= min(gaps) + 1e-12]
-    return sum(nearest) / len(nearest)
+    nearest = _nearest_aspect(row, n, k)
+    return sum(us for _, _, us in nearest) / len(nearest)
 
 
 def _interpolate(rows: Rows, n: int, k: int) -> float:

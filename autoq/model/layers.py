@@ -145,7 +145,8 @@ def tied_weights(model: nn.Module) -> dict[str, list[str]]:
     tied = {}
     for name, module in model.named_modules():
         if _kind(module, hf_conv1d) is not None:
-            aliases = [n for n in names.get(id(module.weight), []) if n != f"{name}.weight"]
+            own = f"{name}.weight" if name else "weight"  # the model itself a layer: its weight is 'weight', not '.weight'
+            aliases = [n for n in names.get(id(module.weight), []) if n != own]
             if aliases:
                 tied[name] = aliases
     return tied
@@ -266,10 +267,13 @@ def find_layers(model: nn.Module, skip: Iterable[str] = (), include_tied: bool =
     name; so are layers whose weight is computed (:func:`derived_weights`). Raises :class:`AutoqError` when
     nothing is left to quantize or a pattern matches nothing.
     """
+    hf_conv1d = _conv1d_type()
+    if _kind(model, hf_conv1d) is not None:  # its one layer's name is '': an export replaces layers inside a model, not it
+        raise AutoqError(f"the model is itself one layer ({type(model).__name__}); autoq quantizes the layers inside a model "
+                         "and exports them in place: wrap it, model = nn.Sequential(layer), and search that")
     skip_res = compile_patterns(skip, "skip")
     tied = {} if include_tied else tied_weights(model)
     derived = set(derived_weights(model))
-    hf_conv1d = _conv1d_type()
     # nn.MultiheadAttention uses its out_proj's weight and bias without calling it: no input hook, activation format
     # or kernel reaches it, so it is searched weight-only and exported dequantized, like a convolution
     bypassed = {id(m.out_proj) for m in model.modules() if isinstance(m, nn.MultiheadAttention)}

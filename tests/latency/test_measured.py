@@ -51,8 +51,11 @@ def test_beyond_every_range_the_format_measured_nearest_is_extrapolated_not_a_fa
     small = [Measurement(100, 100, "int4-g128-asym", 1, 10.0), Measurement(100, 100, "int5-g128-asym", 1, 11.0)]
     large = [Measurement(1000, 1000, "int4-g128-asym", 1, 50.0), Measurement(1000, 1000, "int4-g32-asym", 1, 60.0)]
     table = TableLatency("Test GPU", small + large, batch=1)
-    # 4x the largest work: int4's largest scaled by work, times int5's measured 1.1x int4 (not int5's 11 us x 400)
-    assert table.layer_us(2000, 2000, int5) == pytest.approx(50.0 * 4 * 1.1)
+    # 4x the largest work: int4's largest scaled by work, times int5's measured 1.1x int4 (not int5's 11 us x 400), or
+    # the bytes' ratio, above it: a launch-bound ratio is not carried into memory-bound work below what the bytes say
+    ratio = gemm_bytes(2000, 2000, int5, 1) / gemm_bytes(2000, 2000, int4, 1)
+    assert ratio > 1.1
+    assert table.layer_us(2000, 2000, int5) == pytest.approx(50.0 * 4 * ratio)
     assert table.layer_us(2000, 2000, int4) == pytest.approx(200.0)
     # below every range: int4's floor times g32's measured 1.2x int4 (not g32's own 60 us floor from 1000 x 1000)
     assert table.layer_us(50, 50, g32) == pytest.approx(10.0 * 1.2)
@@ -81,17 +84,30 @@ def test_a_format_measured_elsewhere_borrows_a_format_measured_around_the_shape(
     the two's measured ratio at int5's shapes, not its small shapes' time stretched by N*K (84 us where fp16 took 15
     in the H200 table), nor the roofline's or bytes' ratio (int5 measured 1.7-2.4x int4 on the H200 came out at int4's
     time above its shapes, below its own time at them)."""
-    small_int5 = [Measurement(100, 100, "int5-g128-asym", 1, 12.0)]
+    small_int5 = [Measurement(100, 100, "int5-g128-asym", 1, 17.0)]  # 1.7x int4, above the bytes' 1.27-1.31x
     table = TableLatency("Test GPU", rows() + small_int5, batch=1)
     int5 = QuantSpec.from_name("int5-g128-asym")
-    assert table.layer_us(400, 400, int5) == pytest.approx(110.0 * 12.0 / 10.0)
-    assert table.layer_us(100, 100, int5) == 12.0  # its own row where it was measured
-    assert table.layer_us(101, 100, int5) == pytest.approx(table.layer_us(101, 100, INT4) * 1.2)  # just past it: no drop
+    assert table.layer_us(400, 400, int5) == pytest.approx(110.0 * 17.0 / 10.0)
+    assert table.layer_us(100, 100, int5) == 17.0  # its own row where it was measured
+    assert table.layer_us(101, 100, int5) == pytest.approx(table.layer_us(101, 100, INT4) * 1.7)  # just past it: no drop
     far = TableLatency("Test GPU", [Measurement(10, 10, "int5-g128-asym", 1, 9.0), *rows()], batch=1)  # int4 not at 10 x 10
     ratio = gemm_bytes(400, 400, int5, 1) / gemm_bytes(400, 400, INT4, 1)
     assert far.layer_us(400, 400, int5) == pytest.approx(110.0 * ratio)  # nothing measured beside it: the bytes' ratio
     alone = TableLatency("Test GPU", small_int5 + rows("fp16"), batch=1)  # no integer format around 400 x 400: its own range stretches
-    assert alone.layer_us(400, 400, int5) == pytest.approx(12.0 * 16)
+    assert alone.layer_us(400, 400, int5) == pytest.approx(17.0 * 16)
+
+
+def test_a_borrowed_ratio_reads_the_shape_nearest_the_layers_aspect_so_one_column_moves_nothing():
+    """The ratio at int5's range end averaged its two shapes of equal work (tall 2x faster than wide): a layer one column
+    past the range took that mean, 26% off the measured shape's own latency on the H200 table."""
+    int5 = QuantSpec.from_name("int5-g128-asym")
+    int5_rows = [Measurement(400, 100, "int5-g128-asym", 1, 60.0), Measurement(100, 400, "int5-g128-asym", 1, 120.0)]
+    int4_rows = [*rows(), Measurement(100, 400, "int4-g128-asym", 1, 60.0), Measurement(400, 100, "int4-g128-asym", 1, 30.0)]
+    table = TableLatency("Test GPU", int4_rows + int5_rows, batch=1)
+    for n, k in ((400, 100), (100, 400)):
+        measured = table.layer_us(n, k, int5)
+        assert table.layer_us(n, k + 1, int5) == pytest.approx(measured, rel=0.02)
+        assert table.layer_us(n + 1, k, int5) == pytest.approx(measured, rel=0.02)
 
 
 def test_shapes_of_equal_work_read_the_nearest_aspect_so_latency_grows_with_work():

@@ -344,3 +344,12 @@ def test_a_lazy_layer_before_its_first_forward_is_refused_with_the_fix():
         find_layers(model)
     model(torch.randn(2, 12))
     assert [(layer.name, layer.in_features) for layer in find_layers(model)] == [("0", 12), ("2", 16)]
+
+
+@pytest.mark.parametrize("layer", [nn.Linear(4, 4), nn.Conv2d(3, 4, 3), Conv1D(4, 4)], ids=["linear", "conv2d", "hf_conv1d"])
+def test_a_model_that_is_itself_one_layer_is_told_to_wrap_it(layer):
+    """Its own weight was taken for a tied alias ('' shared with 'weight'), the model refused as having no quantizable
+    layer and told to untie weights; searched, its export loaded back unquantized (a layer named '' replaced nothing)."""
+    with pytest.raises(AutoqError, match=r"the model is itself one layer \(\w+\).*nn.Sequential\(layer\)"):
+        find_layers(layer)
+    assert [info.name for info in find_layers(nn.Sequential(layer))] == ["0"]
