@@ -33,13 +33,14 @@ from autoq.kernels.sass import sass_report
 
 LLAMA = (4096, 4096)  # a 16-aligned layer (N, K): pointers, sizes and strides multiples of 16, whole K steps
 ODD = (1001, 4100)  # a layer whose rows, packed words and K steps are not
-_KERNELS = {"gemv": "wq_gemv_kernel", "gemm": "wq_gemm_kernel", "int8-gemm": "int8_gemm_kernel", "quantize-rows": "quantize_rows_kernel"}
+_KERNELS = {"gemv": "wq_gemv_kernel", "gemm": "wq_gemm_kernel", "int8-gemm": "int8_gemm_kernel", "quantize-rows": "quantize_rows_kernel",
+            "quantize-rows-static": "quantize_rows_kernel"}
 _DTYPES = {"fp16": "float16", "bf16": "bfloat16"}
 
 
 @dataclass(frozen=True)
 class CompileCase:
-    """One launch to compile: the launcher (``gemv``, ``gemm``, ``int8-gemm``, ``quantize-rows``), the weight format
+    """One launch to compile: the launcher (``gemv``, ``gemm``, ``int8-gemm``, ``quantize-rows``, ``quantize-rows-static``), the weight format
     (a ``QuantSpec`` name), activations (``fp16``/``bf16``), layer shape ``(N, K)``, batch, K splits, and one tile.
 
     It compiles through the launcher itself (``compile_only``) with ``meta`` tensors of that shape, so Triton
@@ -140,6 +141,7 @@ def default_cases() -> list[CompileCase]:
                              "int8-ch-sym", "fp16", LLAMA, batch=128))
     for act in ("fp16", "bf16"):
         cases.append(CompileCase(f"w8a8 quantize-rows {act}", "quantize-rows", _tile(BLOCK_K=1024), act=act, batch=128))
+    cases.append(CompileCase("w8a8 quantize-rows static fp16", "quantize-rows-static", _tile(BLOCK_K=1024), act="fp16", batch=128))
     return cases
 
 
@@ -171,8 +173,10 @@ def _launch(case: CompileCase) -> list:
     def empty(*shape, dtype=dtype):
         return torch.empty(*shape, dtype=dtype, device="meta")
 
-    if case.launcher == "quantize-rows":
-        return triton_w8a8.launch_quantize_rows(empty(m, k), empty(m, k, dtype=torch.int8), empty(m, dtype=torch.float32), True, case.tile())
+    if case.launcher in ("quantize-rows", "quantize-rows-static"):
+        static = 0.02 if case.launcher == "quantize-rows-static" else None  # a calibrated range's scale: one pass
+        return triton_w8a8.launch_quantize_rows(empty(m, k), empty(m, k, dtype=torch.int8), empty(m, dtype=torch.float32), True, case.tile(),
+                                                static_scale=static)
     spec = QuantSpec.from_name(case.spec)
     if case.launcher == "int8-gemm":
         w = Int8Weight.empty(spec, case.shape)

@@ -129,17 +129,23 @@ def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: s
     return out.reshape(*lead, n)
 
 
-def quantize_tokens(x: torch.Tensor, backend: str = "auto", compile_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
-    """Dynamic symmetric int8 quantization per row (token): int8 codes ``(M, K)`` and fp32 scales ``(M,)``.
+def quantize_tokens(x: torch.Tensor, backend: str = "auto", compile_only: bool = False,
+                    static_scale: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Symmetric int8 quantization per row (token): int8 codes ``(M, K)`` and fp32 scales ``(M,)``.
 
-    ``scale = max|x_row| / 127`` (at least 1e-8); codes round half to even, as the search's simulation does. A row
-    holding NaN or inf gets a NaN scale (its codes are then meaningless): its outputs are NaN, as the simulation's.
+    Dynamic: ``scale = max|x_row| / 127`` (at least 1e-8); a row holding NaN or inf gets a NaN scale (its codes are
+    then meaningless). ``static_scale`` (a calibrated range's ``max|range| / 127``): that scale for every row, one
+    pass; inf clamps to the range, and a row holding NaN gets a NaN scale. Either way codes round half to even, as the
+    search's simulation does, and a NaN scale makes the row's outputs NaN, as the simulation's.
     """
     x2 = x.reshape(-1, x.shape[-1])
     if not compile_only and not _use_triton(x.device, x.dtype, backend):
         xf = x2.float()
-        scale = (xf.abs().amax(dim=1) / 127.0).clamp_min(1e-8)
-        scale = torch.where(torch.isfinite(xf).all(dim=1), scale, torch.nan)
+        if static_scale is None:
+            scale = (xf.abs().amax(dim=1) / 127.0).clamp_min(1e-8)
+            scale = torch.where(torch.isfinite(xf).all(dim=1), scale, torch.nan)
+        else:
+            scale = torch.where(torch.isnan(xf).any(dim=1), torch.nan, float(static_scale)).to(torch.float32)
         v = torch.nan_to_num(xf / scale[:, None], nan=0.0)  # NaN cast to int8 is undefined
         q = torch.round(v).clamp_(-127, 127)
         return q.to(torch.int8), scale
@@ -148,7 +154,7 @@ def quantize_tokens(x: torch.Tensor, backend: str = "auto", compile_only: bool =
     x2 = x2.contiguous()
     q = torch.empty(x2.shape, dtype=torch.int8, device=x.device)
     scale = torch.empty(x2.shape[0], dtype=torch.float32, device=x.device)
-    triton_w8a8.launch_quantize_rows(x2, q, scale, compile_only)
+    triton_w8a8.launch_quantize_rows(x2, q, scale, compile_only, static_scale=static_scale)
     return q, scale
 
 

@@ -3,8 +3,9 @@
 Imported only when a kernel runs (it imports Triton).
 
 * ``quantize_rows``: one program per row; pass 1 finds ``max|x|``, pass 2 writes
-  ``round(x / scale)`` (half to even, as ``torch.round``) as int8 with ``scale = max|x| / 127``
-  (NaN for a row holding NaN or inf: its outputs are NaN, as the search's simulation gives).
+  ``round(x / scale)`` (half to even, as ``torch.round``; a correctly rounded division) as int8
+  with ``scale = max|x| / 127`` (NaN for a row holding NaN or inf: its outputs are NaN, as the
+  search's simulation gives). With a static scale (a calibrated range), the second pass alone.
 * ``int8_gemm``: ``acc = q @ W.T`` in int32 on int8 tensor cores (``tl.dot``), then
   ``y = acc * scale_x[m] * scale_w[n]`` in fp32, stored as fp16/bf16. Per-tensor weight
   scales use stride 0.
@@ -19,26 +20,44 @@ from autoq.kernels.tiles import autotune_bench, batch_bucket, launch_tile, prune
 
 
 @triton.jit
-def quantize_rows_kernel(x_ptr, q_ptr, s_ptr, K, stride_xm, stride_qm, BLOCK_K: tl.constexpr):
+def _int8_codes(v):
+    """``round(v)`` half to even, as torch.round and the search's simulation round (a tie goes down when odd), clamped
+    to [-127, 127]."""
+    q = tl.floor(v + 0.5)
+    q = tl.where(((q - v) == 0.5) & ((q - 2.0 * tl.floor(q * 0.5)) != 0.0), q - 1.0, q)
+    return tl.minimum(tl.maximum(q, -127.0), 127.0)
+
+
+@triton.jit
+def quantize_rows_kernel(x_ptr, q_ptr, s_ptr, K, stride_xm, stride_qm, static_scale, BLOCK_K: tl.constexpr, STATIC: tl.constexpr):
     row = tl.program_id(0)
-    amax = tl.zeros([BLOCK_K], dtype=tl.float32)
-    nonfinite = tl.zeros([BLOCK_K], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        offs = k0 + tl.arange(0, BLOCK_K)
-        x = tl.load(x_ptr + row * stride_xm + offs, mask=offs < K, other=0.0).to(tl.float32)
-        amax = tl.maximum(amax, tl.abs(x))
-        nonfinite += x - x  # 0 where x is finite, NaN where it is NaN or infinite (tl.maximum skips NaN)
-    # a row holding NaN or inf gets a NaN scale, so its outputs are NaN as the simulation's: int8 codes cannot carry it
-    scale = tl.maximum(tl.max(amax, axis=0) / 127.0, 1e-8) + tl.sum(nonfinite, axis=0)
-    tl.store(s_ptr + row, scale)
+    if STATIC:  # one calibrated scale for every row: one pass; inf clamps to the range, NaN makes the row's scale NaN
+        scale = static_scale
+        nan = tl.zeros([BLOCK_K], dtype=tl.float32)
+    else:
+        amax = tl.zeros([BLOCK_K], dtype=tl.float32)
+        nonfinite = tl.zeros([BLOCK_K], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            offs = k0 + tl.arange(0, BLOCK_K)
+            x = tl.load(x_ptr + row * stride_xm + offs, mask=offs < K, other=0.0).to(tl.float32)
+            amax = tl.maximum(amax, tl.abs(x))
+            nonfinite += x - x  # 0 where x is finite, NaN where it is NaN or infinite (tl.maximum skips NaN)
+        # a row holding NaN or inf gets a NaN scale, so its outputs are NaN as the simulation's: int8 codes cannot carry it
+        scale = tl.maximum(tl.max(amax, axis=0) / 127.0, 1e-8) + tl.sum(nonfinite, axis=0)
     for k0 in range(0, K, BLOCK_K):
         offs = k0 + tl.arange(0, BLOCK_K)
         mask = offs < K
-        v = tl.load(x_ptr + row * stride_xm + offs, mask=mask, other=0.0).to(tl.float32) / scale
-        q = tl.floor(v + 0.5)  # half to even, as torch.round and the search's simulation round: a tie goes down when odd
-        q = tl.where(((q - v) == 0.5) & ((q - 2.0 * tl.floor(q * 0.5)) != 0.0), q - 1.0, q)
-        q = tl.minimum(tl.maximum(q, -127.0), 127.0)
+        x = tl.load(x_ptr + row * stride_xm + offs, mask=mask, other=0.0).to(tl.float32)
+        if STATIC:
+            nan += tl.where(x != x, x, 0.0)
+            x = tl.where(x != x, 0.0, x)  # NaN cast to int8 is undefined
+        # rounded division, as torch divides: '/' is approximate on NVIDIA GPUs (2 ulp), and a code could differ by one
+        q = _int8_codes(tl.math.div_rn(x, scale))
         tl.store(q_ptr + row * stride_qm + offs, q.to(tl.int8), mask=mask)
+    if STATIC:
+        tl.store(s_ptr + row, scale + tl.sum(nan, axis=0))
+    else:
+        tl.store(s_ptr + row, scale)
 
 
 @triton.jit
@@ -78,13 +97,15 @@ _gemm_tuned = triton.autotune(configs=_GEMM_CONFIGS, key=["M_BUCKET", "N", "K"],
                               do_bench=autotune_bench)(int8_gemm_kernel)
 
 
-def launch_quantize_rows(x, q, scale, compile_only: bool = False, tile: triton.Config | None = None) -> list:
-    """Quantize each row of ``x`` ``(M, K)`` into ``q`` (int8) and ``scale`` (fp32 ``(M,)``).
+def launch_quantize_rows(x, q, scale, compile_only: bool = False, tile: triton.Config | None = None,
+                         static_scale: float | None = None) -> list:
+    """Quantize each row of ``x`` ``(M, K)`` into ``q`` (int8) and ``scale`` (fp32 ``(M,)``): by each row's own
+    ``max|x| / 127``, or with ``static_scale``, one calibrated scale for all (in one pass over ``x``).
 
     ``tile`` runs that configuration instead of autotuning; ``compile_only`` compiles and returns the kernels."""
     m, k = x.shape
-    args = (x, q, scale, k, x.stride(0), q.stride(0))
-    return launch_tile(_quant_tuned, quantize_rows_kernel, FIXED_QUANT, tile, (m,), args, {}, compile_only)
+    args = (x, q, scale, k, x.stride(0), q.stride(0), 1.0 if static_scale is None else float(static_scale))
+    return launch_tile(_quant_tuned, quantize_rows_kernel, FIXED_QUANT, tile, (m,), args, {"STATIC": static_scale is not None}, compile_only)
 
 
 def launch_int8_gemm(a, a_scale, w, w_scale, out, compile_only: bool = False, tile: triton.Config | None = None) -> list:

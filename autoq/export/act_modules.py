@@ -70,16 +70,11 @@ class ActQuantLinear(QuantLinear):
             self._int8 = Int8Weight.from_codes(self.spec, self.packed.codes(), self.packed.scales)
         weight = self._int8
         x2 = x.reshape(-1, x.shape[-1])
-        if self.act.static:  # one calibrated scale for every row, codes as the simulation rounds them
+        static_scale = None
+        if self.act.static:  # one calibrated scale for every row, codes as the simulation rounds them (one kernel launch)
             assert self.act_range is not None
-            scale = max(abs(self.act_range.lo), abs(self.act_range.hi)) / 127.0
-            scale = max(scale, 1e-8)
-            v = x2.float() / scale
-            # inf clamps to the range as the simulation does; a NaN row's scale is NaN, so its outputs are NaN as there
-            q_scale = torch.where(torch.isnan(v).any(dim=1), torch.nan, scale).to(torch.float32)
-            q = torch.clamp(torch.round(torch.nan_to_num(v, nan=0.0)), -127, 127).to(torch.int8)  # NaN to int8: undefined
-        else:
-            q, q_scale = quantize_tokens(x2, self.backend)
+            static_scale = max(max(abs(self.act_range.lo), abs(self.act_range.hi)) / 127.0, 1e-8)
+        q, q_scale = quantize_tokens(x2, self.backend, static_scale=static_scale)
         return int8_matmul(q, q_scale, weight, x.dtype, self.backend).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

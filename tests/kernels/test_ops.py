@@ -222,6 +222,28 @@ def test_quantize_tokens_rounds_ties_to_even_as_the_simulation_does():
     assert torch.equal(simulated, expected.float())
 
 
+def test_static_quantize_tokens_is_one_kernel_matching_the_torch_path_and_the_simulation():
+    """A static range quantized its rows with eight eager torch kernels before the GEMM, where the latency table
+    charged the one Triton launch it timed; the kernel now takes the calibrated scale and makes one pass."""
+    from autoq.quant.activation import ActRange, ActSpec, fake_quantize_activation
+
+    gen = torch.Generator().manual_seed(6)
+    x = torch.randn(6, 300, generator=gen) * torch.logspace(-1, 0.7, 6)[:, None]  # the last rows pass the range: clamped
+    x[1, 7], x[3, 0], x[4, 299] = float("nan"), float("inf"), float("-inf")
+    rng = ActRange(-2.5, 2.5)
+    scale = 2.5 / 127.0
+    x = x.half()
+    q, q_scale = quantize_tokens(x.to(DEVICE), backend="triton", static_scale=scale)
+    q_ref, scale_ref = quantize_tokens(x, backend="torch", static_scale=scale)
+    assert q_scale.cpu().isnan().tolist() == scale_ref.isnan().tolist() == [False, True, False, False, False, False]
+    finite = ~scale_ref.isnan()  # a NaN row's codes mean nothing: its scale makes its outputs NaN
+    assert torch.equal(q.cpu()[finite], q_ref[finite])
+    assert torch.equal(q_scale.cpu()[finite], scale_ref[finite]) and float(scale_ref[0]) == pytest.approx(scale, rel=1e-7)
+    assert q_ref[3, 0] == 127 and q_ref[4, 299] == -127 and q_ref[5].abs().max() == 127
+    simulated = fake_quantize_activation(x.float(), ActSpec.from_name("a8-tensor"), rng)
+    assert torch.equal((q_ref.float() * scale_ref[:, None])[finite], simulated[finite])
+
+
 @pytest.mark.parametrize("name", ["int8-ch-sym", "int8-tensor-sym"])
 def test_int8_gemm_is_exact_before_the_output_rounding(name: str):
     """int32 accumulation is exact; only the fp32 rescale and the fp16 output round."""
