@@ -36,7 +36,9 @@ def fill_experiment(args: argparse.Namespace) -> None:
     if "experiment" in vars(args):
         from autoq.tracking import default_experiment
 
-        args.experiment_default = default_experiment()
+        # in the store the command logs to or reads (--tracking-uri), as MLflow resolves it against the URI in use
+        uri = getattr(args, "tracking_uri", None)
+        args.experiment_default = default_experiment(None if uri is None or uri.lower() == "none" else uri)
         args.experiment_given = args.experiment is not None
         if args.experiment is None:
             args.experiment = args.experiment_default

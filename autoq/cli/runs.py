@@ -210,14 +210,15 @@ def _deleted_search(client: Any, experiment_id: str, name: str) -> str | None:
 def _no_points(client: Any, run: Any, name: str) -> str:
     """Why a search has no frontier: every trial failed (said with the first error, which 'no finished trial yet' hid:
     it read as a search still to run), or none finished yet: then what to do, wait for it or resume it."""
+    from autoq.tracking.mlflow_logger import restore_command
     from autoq.tracking.runs import resume_hint, trial_runs
 
     n_failed = int(run.data.metrics.get("n_failed", 0))
     n_evaluated = int(run.data.metrics.get("n_evaluated", 0))
     if n_evaluated:  # it said 'no finished trial yet' and to resume a search whose every trial was done, their runs deleted
         return (f"search {name!r} evaluated {n_evaluated} trial(s), and every one of their MLflow runs is deleted; restore them (in "
-                "the UI's deleted runs, or mlflow runs restore --run-id ID each) to read or export its frontier (the search's "
-                "frontier.csv artifact holds the frontier it logged)")
+                f"the UI's deleted runs, or {restore_command(client.tracking_uri, 'ID')} each) to read or export its frontier (the "
+                "search's frontier.csv artifact holds the frontier it logged)")
     if run.info.status != "FAILED" or not n_failed:
         return f"search {name!r} has no finished trial yet (MLflow status {run.info.status}); {resume_hint(run, client.tracking_uri)}"
     errors = [r.data.tags["error"] for r in trial_runs(client, run.info.run_id, run.info.experiment_id) if "error" in r.data.tags]

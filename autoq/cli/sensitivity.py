@@ -154,7 +154,20 @@ def _search_command(args: argparse.Namespace, table_json: Path, model_source: st
         words += ["--space", portable_space(args.space)]
     for pattern in args.skip:
         words += ["--skip", pattern]
+    words += _tracking_words(args)
     return shlex.join([*words, "--seed-from", str(table_json)])
+
+
+def _tracking_words(args: argparse.Namespace) -> list[str]:
+    """The store and experiment the table's run went to, where not the defaults: pasted without them, the search logged
+    to ./mlflow.db of wherever it ran, away from the table's run."""
+    from autoq.tracking import absolute_uri, default_tracking_uri
+    from autoq.tracking.mlflow_logger import shown_uri
+
+    if args.tracking_uri.lower() == "none":
+        return []
+    words = [] if args.tracking_uri == default_tracking_uri() else ["--tracking-uri", shown_uri(absolute_uri(args.tracking_uri))]
+    return words + (["--experiment", args.experiment] if getattr(args, "experiment_given", False) else [])
 
 
 def _stem(model_name: str, args: argparse.Namespace, settings: dict[str, object]) -> str:

@@ -102,7 +102,7 @@ class SearchConfig:
     skip: tuple[str, ...] = ()
     pins: tuple[tuple[str, str], ...] = ()
     tracking_uri: str | None = field(default_factory=default_tracking_uri)  # $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db; None (or "none"): no MLflow
-    experiment: str = field(default_factory=default_experiment)  # $MLFLOW_EXPERIMENT_NAME, else autoq
+    experiment: str | None = None  # None: $MLFLOW_EXPERIMENT_NAME, else the experiment $MLFLOW_EXPERIMENT_ID names in tracking_uri, else autoq
     mlflow_parent_run_id: str | None = None  # nest the search's run in this existing MLflow run (a pipeline step's); it joins that run's experiment
     study_name: str | None = None
     storage: str | None = "auto"  # "auto": optuna.db beside the MLflow store; None (or "none"): in memory
@@ -121,12 +121,12 @@ class SearchConfig:
     plugins: tuple[str, ...] = ()  # plug-ins (modules, .py files) whose names it uses: logged, and in the export commands it logs
 
     def __post_init__(self) -> None:
-        if self.experiment is None:  # a pipeline's os.environ.get(...): MLflow's default, as the field's own
-            object.__setattr__(self, "experiment", default_experiment())
         for name in ("tracking_uri", "storage"):  # "none", as on the command line, is None
             value = getattr(self, name)
             if isinstance(value, str) and value.strip().lower() == "none":
                 object.__setattr__(self, name, None)
+        if self.experiment is None:  # a pipeline's os.environ.get(...): MLflow's default, as the field's own, in its store
+            object.__setattr__(self, "experiment", default_experiment(self.tracking_uri if isinstance(self.tracking_uri, str) else None))
         for name, value in checked_options(self).items():  # kinds first: a string n_trials is one clear line, not a TypeError
             object.__setattr__(self, name, value)
         if isinstance(self.seed, bool) or not isinstance(self.seed, numbers.Integral) or not 0 <= self.seed < 2**32:
@@ -227,7 +227,9 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
 def check_calibration_usable(workload: Workload, space: SearchSpace, space_name: str) -> None:
     """Data-driven options (GPTQ, AWQ, ..., and static activation formats, whose ranges are calibrated) capture their
     statistics from the calibration batches: without any, or with batches the model refuses (``(inputs, labels)``
-    pairs), every such trial failed, one by one, after the search began."""
+    pairs), every such trial failed, one by one, after the search began. Batches given are checked without them too:
+    the sensitivity table seeding the search reads them, and batches the model refused were a warning there, the
+    search going on unseeded."""
     from autoq.evaluate.cache import needs_stats
     from autoq.evaluate.fidelity import call_on_user_batch
     from autoq.model.modes import eval_mode
@@ -240,6 +242,9 @@ def check_calibration_usable(workload: Workload, space: SearchSpace, space_name:
     by_space = [c for opts, pin in zip(space.options, space.pinned) if not pin for c in opts if needs_stats(c)]
     methods = named(by_pin + by_space)
     if not methods:
+        if workload.calibration:
+            with torch.inference_mode(), eval_mode(workload.model):
+                call_on_user_batch(workload.model, workload.calibration[0], f"calibration batch 0 of {len(workload.calibration)}")
         return
     if not workload.calibration:
         wants = [f"the search space {space_name!r} has data-driven options ({', '.join(named(by_space))})"] if by_space else []

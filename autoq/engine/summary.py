@@ -97,7 +97,7 @@ def format_summary(result: SearchResult, finished: bool = True, module: bool = F
     elif uni is not None:  # the best of those evaluated is not the best there is: say so, not "within budget"
         ran = len(result.points)
         why = (f"the search ran {_count(ran, 'trial')}, fewer than the {within} baselines, which the optuna strategy evaluates first: "
-               "more trials (--n-trials) evaluate the rest" if ran < within else
+               "more trials evaluate the rest (a larger --n-trials; a search --timeout or Ctrl-C stopped: its resume)" if ran < within else
                "the strategy proposed no others, or the search stopped before them; the optuna strategy evaluates them first")
         lines.append(
             f"Best uniform evaluated: trial {uni.trial} ({uni.assignment.summary()}), quality {format_quality(uni.quality)} at {uni.effective_bits:.3f} bits; "

@@ -46,26 +46,29 @@ def default_tracking_uri() -> str:
     return os.environ.get("MLFLOW_TRACKING_URI") or DEFAULT_TRACKING_URI
 
 
-def default_experiment() -> str:
-    """``$MLFLOW_EXPERIMENT_NAME``, else the experiment ``$MLFLOW_EXPERIMENT_ID`` names in the default store (what
-    ``mlflow.set_experiment`` sets for the rest of a pipeline), as MLflow's fluent API reads them; else ``autoq``.
+def default_experiment(tracking_uri: str | None = None) -> str:
+    """``$MLFLOW_EXPERIMENT_NAME``, else the experiment ``$MLFLOW_EXPERIMENT_ID`` names in ``tracking_uri`` (the
+    default store when ``None``; what ``mlflow.set_experiment`` sets for the rest of a pipeline), as MLflow's fluent
+    API reads them against the tracking URI in use; else ``autoq``. It was looked up in the default store whatever
+    --tracking-uri said, and named ./mlflow.db in its note.
 
-    An id the default store does not hold (or no store yet: none is made to look) falls back to ``autoq``, with a
-    note on stderr: the variable outlives the store it was set for, and a search told another ``tracking_uri`` cannot
-    read it there."""
+    An id the store does not hold (or no store yet: none is made to look) falls back to ``autoq``, with a note on
+    stderr: the variable outlives the store it was set for."""
     name = os.environ.get("MLFLOW_EXPERIMENT_NAME")
     experiment_id = os.environ.get("MLFLOW_EXPERIMENT_ID")
     if name or not experiment_id:
         return name or DEFAULT_EXPERIMENT
-    uri = default_tracking_uri()
+    uri = tracking_uri or default_tracking_uri()
+    fallback = (f"$MLFLOW_EXPERIMENT_ID={experiment_id} names no experiment in {shown_uri(uri)}; using experiment "
+                f"{DEFAULT_EXPERIMENT!r} (set --experiment, or unset the variable)")
     db = sqlite_path(uri)
     if db is not None and not db.is_file():
+        note(fallback)
         return DEFAULT_EXPERIMENT
     try:
         return tracking_client(uri).get_experiment(experiment_id).name
     except Exception:  # noqa: BLE001 - an id of another store, or a server that does not answer
-        note(f"$MLFLOW_EXPERIMENT_ID={experiment_id} names no experiment in {uri}; using experiment "
-             f"{DEFAULT_EXPERIMENT!r} (set --experiment, or unset the variable)")
+        note(fallback)
         return DEFAULT_EXPERIMENT
 
 

@@ -31,7 +31,8 @@ def test_sensitivity_writes_table_heatmap_and_logs_to_mlflow(out, mlflow_uri, ca
     assert "sqnr sensitivity of 4 layers x 7 to 13 options each" in printed
     suggested = next(line for line in printed.splitlines() if line.startswith("Seed a search with it: "))
     command = shlex.split(suggested.split(": ", 1)[1])
-    assert command == ["autoq", "search", "--model", "digits-cnn", "--seed-from", str(out / "digits-cnn-sqnr.json")]
+    # with the store the table's run went to: pasted without it, the search logged to ./mlflow.db of wherever it ran
+    assert command == ["autoq", "search", "--model", "digits-cnn", "--tracking-uri", mlflow_uri, "--seed-from", str(out / "digits-cnn-sqnr.json")]
     table = SensitivityTable.load(out / "digits-cnn-sqnr.json")
     assert SensitivityTable.load(out / "digits-cnn-sqnr.csv").entries == table.entries
     assert table.model_hash == model_hash(load_workload("digits-cnn").model)
@@ -44,7 +45,7 @@ def test_sensitivity_writes_table_heatmap_and_logs_to_mlflow(out, mlflow_uri, ca
     assert main(args) == 0  # the second run reads the disk cache
     assert "from the cache" in capsys.readouterr().out
     # the suggested search runs as printed
-    assert main([*command[1:], "--budget", "3.5bits", "--n-trials", "3", "--tracking-uri", mlflow_uri, "--no-progress"]) == 0
+    assert main([*command[1:], "--budget", "3.5bits", "--n-trials", "3", "--no-progress"]) == 0
     assert "Best within budget" in capsys.readouterr().out
     search = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], "tags.`autoq.kind` = 'search'")[0]
     logged = SensitivityTable.load(client.download_artifacts(search.info.run_id, "seed_table.json"))

@@ -89,7 +89,7 @@ def test_a_best_uniform_of_only_some_baselines_says_so_and_logs_no_gain(mlflow_u
     assert "Best uniform evaluated: trial " in summary and "Best uniform within budget" not in summary
     assert f"Only {within} of the {ran} uniform assignments within the budget were evaluated (the strategy proposed no others" in summary
     fewer = format_summary(dataclasses.replace(result, n_uniform=ran + 1))  # the cause known: said, not guessed
-    assert f"(the search ran {ran} trials, fewer than the {ran + 1} baselines, which the optuna strategy evaluates first: more trials" in fewer
+    assert f"(the search ran {ran} trials, fewer than the {ran + 1} baselines, which the optuna strategy evaluates first: more trials evaluate the rest (a larger --n-trials; a search --timeout or Ctrl-C stopped: its resume)" in fewer
     mixes = tuple(p for p in result.points if not p.uniform)
     assert mixes and "No uniform assignment was evaluated: none is within this budget (or the space gives its layers no option in common, or pins every layer)" \
         in format_summary(dataclasses.replace(result, points=mixes, n_uniform=0))

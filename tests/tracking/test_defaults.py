@@ -69,3 +69,20 @@ def test_a_command_reads_the_experiment_variable_once(mlflow_uri, monkeypatch, c
     MlflowClient(mlflow_uri).create_experiment("autoq", artifact_location=str(Path(mlflow_uri[len("sqlite:///"):]).parent / "a"))
     assert main(["runs"]) == 0
     assert capsys.readouterr().err.count("$MLFLOW_EXPERIMENT_ID=999 names no experiment") == 1
+
+
+def test_the_experiment_id_variable_is_read_in_the_store_the_command_names(mlflow_uri, monkeypatch, tmp_path, capsys):
+    """$MLFLOW_EXPERIMENT_ID was looked up in ./mlflow.db whatever --tracking-uri said: the search landed in 'autoq',
+    and the note named the wrong store (or, without a ./mlflow.db, there was none)."""
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    work = tmp_path / "work"  # the store is tmp_path/mlflow.db: no ./mlflow.db in this folder
+    work.mkdir()
+    monkeypatch.chdir(work)
+    experiment_id = MlflowClient(mlflow_uri).create_experiment("x", artifact_location=str(tmp_path / "x"))
+    monkeypatch.setenv("MLFLOW_EXPERIMENT_ID", experiment_id)
+    assert autoq.SearchConfig(tracking_uri=mlflow_uri).experiment == "x"
+    assert main(["runs", "--tracking-uri", mlflow_uri]) == 0 and "no searches in experiment 'x'" in capsys.readouterr().out
+    assert autoq.SearchConfig(tracking_uri=f"sqlite:///{tmp_path / 'other.db'}").experiment == "autoq"
+    assert f"names no experiment in sqlite:///{tmp_path / 'other.db'}" in capsys.readouterr().err
+    assert not (work / "mlflow.db").exists() and not (tmp_path / "other.db").exists()
