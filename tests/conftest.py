@@ -63,6 +63,7 @@ def _isolated_session(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None
         patch.setenv("AUTOQ_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "autoq-cache"))
         patch.delenv("MLFLOW_TRACKING_URI", raising=False)
         patch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+        patch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
         yield
 
 
@@ -73,6 +74,9 @@ def _isolated_cache(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytes
     monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path_factory.getbasetemp() / "autoq-cache"))
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
     monkeypatch.delenv("MLFLOW_EXPERIMENT_NAME", raising=False)
+    # mlflow.set_experiment sets it for the rest of the process (a test's pipeline): read in the store a command names,
+    # an id left by one test named another test's experiment
+    monkeypatch.delenv("MLFLOW_EXPERIMENT_ID", raising=False)
 
 
 @pytest.fixture

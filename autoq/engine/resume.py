@@ -489,6 +489,19 @@ def finished_trials(
     return points, failures, n_infeasible
 
 
+def seeded_mixes(storage: str, study_name: str, uniform: Iterable[Assignment]) -> int:
+    """How many distinct assignments other than the ``uniform`` baselines the stored study holds as seeds (enqueued
+    ``seeded`` trials, in any state: waiting, run, failed and retried count once)."""
+    baselines = {frozenset((name, choice.name) for name, choice in a.items()) for a in uniform}
+    held = set()
+    for t in load_study(storage, study_name).get_trials(deepcopy=False):
+        if t.user_attrs.get("seeded"):
+            params = frozenset((t.params or t.system_attrs.get("fixed_params") or {}).items())
+            if params not in baselines:
+                held.add(params)
+    return len(held)
+
+
 def not_stored(storage: str, study_name: str, assignments: Iterable[Assignment]) -> list[Assignment]:
     """Those of ``assignments`` that no trial of the stored study holds, in any state (a waiting, enqueued one by its
     fixed parameters)."""

@@ -44,7 +44,7 @@ from autoq.engine.resume import (
     remember_settings,
     stored_settings,
 )
-from autoq.engine.seeding import check_seed_from, data_driven_pairs, is_table_file, start_strategy
+from autoq.engine.seeding import check_seed_from, data_driven_pairs, is_table_file, seed_room, start_strategy
 from autoq.engine.stop_notes import (
     above_reference,
     interrupted_note,
@@ -227,9 +227,7 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
 def check_calibration_usable(workload: Workload, space: SearchSpace, space_name: str) -> None:
     """Data-driven options (GPTQ, AWQ, ..., and static activation formats, whose ranges are calibrated) capture their
     statistics from the calibration batches: without any, or with batches the model refuses (``(inputs, labels)``
-    pairs), every such trial failed, one by one, after the search began. Batches given are checked without them too:
-    the sensitivity table seeding the search reads them, and batches the model refused were a warning there, the
-    search going on unseeded."""
+    pairs), every such trial failed, one by one, after the search began."""
     from autoq.evaluate.cache import needs_stats
     from autoq.evaluate.fidelity import call_on_user_batch
     from autoq.model.modes import eval_mode
@@ -242,9 +240,6 @@ def check_calibration_usable(workload: Workload, space: SearchSpace, space_name:
     by_space = [c for opts, pin in zip(space.options, space.pinned) if not pin for c in opts if needs_stats(c)]
     methods = named(by_pin + by_space)
     if not methods:
-        if workload.calibration:
-            with torch.inference_mode(), eval_mode(workload.model):
-                call_on_user_batch(workload.model, workload.calibration[0], f"calibration batch 0 of {len(workload.calibration)}")
         return
     if not workload.calibration:
         wants = [f"the search space {space_name!r} has data-driven options ({', '.join(named(by_space))})"] if by_space else []
@@ -404,8 +399,11 @@ def _open_study(workload: Workload, config: SearchConfig, problem: Prepared, der
             strategy.seed(seeds)
             remember_settings(storage, study_name, stored_settings(workload, config, derived))
         else:
-            # baselines a first session with fewer trials left out, which this one's count now takes in: never evaluated else
-            strategy.seed(not_stored(storage, study_name, [a for a in seeds if a in uniform_set]))
+            # baselines and seeds a first session with fewer trials left out, which this one's count now takes in: never
+            # evaluated else (the sampler ran unseeded where a fresh search of as many trials was seeded)
+            room = seed_room(config, problem, storage, study_name)
+            mixes = not_stored(storage, study_name, [a for a in seeds if a not in uniform_set])[:room] if room else []
+            strategy.seed(not_stored(storage, study_name, [a for a in seeds if a in uniform_set]) + mixes)
     return _Study(study_name, storage, strategy, uniform_set, seeded_from, seeding_table, n_retried)
 
 

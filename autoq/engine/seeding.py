@@ -179,8 +179,9 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
             note(f"--seed-from auto skips the sensitivity table: the {config.n_trials} trial(s) asked for are all uniform "
                  f"baselines (of {n_uniform}); mixes, which it seeds, start after them")
     scores, table = None, None
-    # a resumed study keeps the seeds its first session enqueued: only a strategy that solves on the table needs it again
-    if seed_from and not (config.resume and not strategy_needs_scores(config.strategy)):
+    # a resumed study keeps the seeds its first session enqueued: only a strategy that solves on the table needs it again,
+    # or a resume whose --n-trials leaves room for seeds the first session's fewer trials left out (`seed_room`)
+    if seed_from and (not config.resume or strategy_needs_scores(config.strategy) or seed_room(config, problem, storage, study_name)):
         try:
             table = seed_table(workload, problem.space, seed_from, config.progress, _unpinned(config, problem.space))
             scores = space_scores(table, problem.space)
@@ -190,6 +191,10 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
             warn(f"no {seed_from} sensitivity table for seeding ({type(exc).__name__}: {exc}); "
                  "starting from random budget-filling mixes instead (--seed-from METRIC to insist, none to skip)")
             seed_from, table = None, None
+        if table is not None and config.resume and not strategy_needs_scores(config.strategy) and _overwritten(table, storage, study_name):
+            note(f"the sensitivity table {seed_from} is not the one this search was seeded from (overwritten since): the seeds "
+                 "this resume adds are random budget-filling mixes")
+            seed_from, table, scores = None, None, None
     ctx = StrategyContext(
         problem.space, problem.cost_model, problem.budget, config.sampler, config.seed, study_name, storage,
         config.n_trials, config.n_fill_seeds, scores, config.resume, config.max_uniform_seeds,
@@ -205,6 +210,29 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
                          "make_strategy / QueueStrategy: see docs/plugins.md)") from None
     strategy, seeds, uniform = _strategy_parts(config.strategy, made)
     return strategy, seeds, uniform, seed_from, table
+
+
+def seed_room(config: SearchConfig, problem: Prepared, storage: str | None, study_name: str) -> int:
+    """How many seeds besides the baselines a resume of the ``optuna`` strategy enqueues: those this session's
+    ``--n-trials`` leaves room for (as a first session of that many trials would enqueue) less those the study holds.
+    A first session of fewer trials enqueued fewer (none when every trial was a baseline), and a resume of more
+    enqueued none: the sampler ran unseeded where a fresh search of as many trials was seeded. 0 for other strategies."""
+    if not config.resume or config.strategy != "optuna" or storage is None:
+        return 0
+    from autoq.engine.resume import seeded_mixes
+
+    uniform = uniform_seeds(problem.space, problem.cost_model, problem.budget, config.max_uniform_seeds)
+    wanted = min(config.n_fill_seeds, max(0, config.n_trials - len(uniform)))
+    return max(0, wanted - seeded_mixes(storage, study_name, uniform)) if wanted else 0
+
+
+def _overwritten(table: SensitivityTable, storage: str | None, study_name: str) -> bool:
+    """Whether a table file read again differs from the one the study's first session recorded it read."""
+    from autoq.engine.resume import load_study
+    from autoq.engine.study_names import SETTINGS_ATTR
+
+    stored = (load_study(storage, study_name).user_attrs.get(SETTINGS_ATTR) or {}).get("seed_table")
+    return isinstance(stored, str) and stored != table.scores_digest()
 
 
 def _strategy_parts(name: str, made: object) -> tuple[Strategy, list[Assignment], list[Assignment]]:

@@ -504,6 +504,28 @@ def test_a_resume_with_more_trials_evaluates_the_baselines_the_first_session_lef
     assert again.uniform_coverage == (within, within)
 
 
+def test_a_resume_with_more_trials_enqueues_the_seeds_the_first_session_left_out(digits, tmp_path, monkeypatch):
+    """A first session of no more trials than baselines enqueued no seeds (and computed no table); its resume to more
+    trials enqueued none either, so the sampler ran unseeded where a fresh search of as many trials was seeded."""
+    monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "cache"))
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    options = dict(budget="3.5bits", tracking_uri=None, storage=storage, progress=False)
+
+    def seeded(name: str) -> tuple[int, int]:
+        trials = optuna.load_study(study_name=name, storage=storage).trials
+        return sum(bool(t.user_attrs.get("seeded")) for t in trials), sum(t.state.name == "COMPLETE" for t in trials)
+
+    first = autoq.search("digits-cnn", n_trials=4, study_name="small", **options)
+    _, within = first.uniform_coverage
+    assert within == 4 and seeded("small") == (4, 4)  # every trial a baseline: no table, no seed
+    autoq.search("digits-cnn", n_trials=12, study_name="small", resume=True, **options)
+    autoq.search("digits-cnn", n_trials=12, study_name="fresh", **options)
+    assert seeded("small") == seeded("fresh") == (12, 12)  # 4 baselines and 8 seeds from the table, as a fresh search has
+    assert list((tmp_path / "cache" / "sensitivity").glob("fisher-*.json"))
+    autoq.search("digits-cnn", n_trials=14, study_name="fresh", resume=True, **options)
+    assert seeded("fresh") == (14, 14)  # 10 seeds now: the 8 held and 2 more, not a second 10
+
+
 def test_a_space_file_edited_since_is_refused_and_a_relative_one_resumes_from_another_folder(digits, tmp_path, monkeypatch):
     """An edited YAML under the same name passed the path comparison: Optuna's 'CategoricalDistribution does not support
     dynamic value space' traceback, and baselines of the new space left WAITING broke every later resume. A relative path

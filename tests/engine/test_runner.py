@@ -414,10 +414,6 @@ def test_calibration_data_driven_methods_cannot_use_is_refused_before_the_search
     with pytest.raises(AutoqError, match=r"the model fails on calibration batch 0 of 3 \(for gptq\).*pass the inputs alone"):
         autoq.search(model, pairs, lambda m: 1.0, **options)
     assert autoq.search(model, [x for x, _ in pairs], lambda m: 1.0, **options).best.quality == 1.0
-    # no data-driven choice: the batches still seed the search (its sensitivity table), and were a warning there, unseeded
-    plain = {**options, "pins": (), "seed_from": "auto"}
-    with pytest.raises(AutoqError, match=r"the model fails on calibration batch 0 of 3 \(TypeError: .*x.*\); each batch must be"):
-        autoq.search(model, [{"x": x} for x, _ in pairs], lambda m: 1.0, **plain)
 
 
 def test_a_refused_budget_also_says_which_layers_were_left_out():
