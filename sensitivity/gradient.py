@@ -271,13 +271,16 @@ def sampled_fisher(
                     per_pos = 0.5 * (out.double() - out.detach().double() - noise).pow(2)
                     per_pos = per_pos.sum(-1) if out.dim() > 1 else per_pos
                 grads = torch.autograd.grad(_differentiable((per_pos * w).sum(), "fisher"), params, allow_unused=True)
-                if not all(g is None or bool(torch.isfinite(g).all()) for g in grads):
-                    raise _non_finite("fisher", "a gradient", model, batches, b, params[0].dtype, feed)
                 for f, g, t in zip(fisher, grads, traces):
-                    square = g.double().pow(2) if g is not None else None
-                    if square is not None:
-                        f += square
-                    t.append(float(square.sum()) if square is not None else 0.0)
+                    if g is None:  # a layer the output does not depend on
+                        t.append(0.0)
+                        continue
+                    square = g.double().pow(2)
+                    f += square
+                    t.append(float(square.sum()))
+                # a pass's trace is finite exactly when its gradients are (their float64 squares cannot overflow)
+                if not all(math.isfinite(t[-1]) for t in traces):
+                    raise _non_finite("fisher", "a gradient", model, batches, b, params[0].dtype, feed)
                 position_counts.append(float(w.sum()))
                 total += position_counts[-1]
             if progress is not None:
@@ -309,23 +312,23 @@ def fisher_metric(inputs: Inputs, settings: Mapping[str, Any], progress: Any = N
     fisher, ses = sampled_fisher(inputs.model, [m.weight for m in modules], batches, settings["output_kind"], settings["draws"], settings["seed"], progress, inputs.feed)
     entries, stats = [], {}
     _scoring(progress, len(inputs.layers))
-    for layer, module, options, f, se in zip(inputs.layers, modules, inputs.options, fisher, ses):
+    traces = [float(f.sum()) for f in fisher]
+    for layer, module, options, f, trace, se in zip(inputs.layers, modules, inputs.options, fisher, traces, ses):
         f2d = layout_2d(module, f)  # float64 throughout: an fp16 model's small Fisher entries must not flush to 0
-        stats[layer.name] = {"fisher_trace": float(f.sum()), "fisher_trace_stderr": se, "n_params": float(f.numel())}
+        stats[layer.name] = {"fisher_trace": trace, "fisher_trace_stderr": se, "n_params": float(f.numel())}
         for choice, delta in inputs.perturbations(layer, module, options):
             entries.append(Entry(layer.name, choice.name, finite(float((f2d * delta.double().pow(2)).sum()), f"fisher score of {layer.name} at {choice.name}")))
         _step(progress)
-    note = _noisy_fisher(inputs, fisher, ses, settings["draws"], len(batches))
+    note = _noisy_fisher(inputs, traces, ses, settings["draws"], len(batches))
     return MetricOutput(tuple(entries), stats, (note,) if note else ())
 
 
 FISHER_NOTE_ABOVE = 0.25  # a trace's standard error, as a share of it, past which the note below is written
 
 
-def _noisy_fisher(inputs: Inputs, fisher: Sequence[torch.Tensor], ses: Sequence[float], draws: int, n_batches: int) -> str | None:
+def _noisy_fisher(inputs: Inputs, traces: Sequence[float], ses: Sequence[float], draws: int, n_batches: int) -> str | None:
     """A note naming the layer whose Fisher trace is least certain, when its standard error is above
     `FISHER_NOTE_ABOVE` of it, and the settings that shrink it (not rows_per_batch: `_ratio_stderr`)."""
-    traces = [float(f.sum()) for f in fisher]
     relative = [se / t if t > 0 else 0.0 for t, se in zip(traces, ses)]  # a layer the output does not use: 0 of 0
     worst = max(range(len(relative)), key=relative.__getitem__, default=None)
     if worst is None or relative[worst] <= FISHER_NOTE_ABOVE:
