@@ -47,6 +47,7 @@ def _client(args: argparse.Namespace, required: bool = True):
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from autoq.engine.runner import auto_storage
     from autoq.engine.sessions import stopped_here
     from autoq.tracking import STUDY_TAG, absolute_uri, sqlite_path
     from autoq.tracking.mlflow_logger import run_storage, shown_uri
@@ -84,8 +85,7 @@ def run_list(args: argparse.Namespace) -> int:
     if resumable:
         # a storage is implied beside a SQLite store only, where the searches kept theirs (not one run with --storage
         # elsewhere: the printed command looked in optuna.db beside the store); a tracking server's kept theirs where each ran
-        db = sqlite_path(args.tracking_uri)
-        beside = absolute_uri(f"sqlite:///{db.parent / 'optuna.db'}") if db is not None else None
+        beside = auto_storage(args.tracking_uri) if sqlite_path(args.tracking_uri) else None
         storage = "" if beside is not None and all(run_storage(run) == beside for run in resumable) else " --storage URL"
         print(f"autoq search --resume NAME {where}{storage}   continues a search", end="")
         print(" (URL: its optuna_storage param)" if storage else "", end="")

@@ -164,9 +164,15 @@ class SearchConfig:
         folder (``result.study()``, a pickled result) must name the same database."""
         if self.storage != "auto":
             return absolute_uri(self.storage) if self.storage else self.storage
-        db = sqlite_path(self.tracking_uri) if self.tracking_uri else None
-        folder = db.parent if db is not None else Path(".")
-        return absolute_uri(f"sqlite:///{folder / 'optuna.db'}")
+        return auto_storage(self.tracking_uri)
+
+
+def auto_storage(tracking_uri: str | None) -> str:
+    """``storage="auto"``'s Optuna storage: ``optuna.db`` beside a SQLite MLflow store, else in the current folder (an
+    absolute URL)."""
+    db = sqlite_path(tracking_uri) if tracking_uri else None
+    folder = db.parent if db is not None else Path(".")
+    return absolute_uri(f"sqlite:///{folder / 'optuna.db'}")
 
 
 @dataclass(frozen=True)
