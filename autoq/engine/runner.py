@@ -397,7 +397,8 @@ def _open_study(workload: Workload, config: SearchConfig, problem: Prepared, der
     with study as study_name:
         if not config.resume:
             claimed.append((storage, study_name))
-        strategy, seeds, uniform, seeded_from, seeding_table = start_strategy(workload, config, problem, study_name, storage)
+        room = seed_room(config, problem, storage, study_name)  # a resume's seeds to add, read before any is enqueued
+        strategy, seeds, uniform, seeded_from, seeding_table = start_strategy(workload, config, problem, study_name, storage, room)
         if seeding_table is not None and is_table_file(seeded_from):  # a file may be overwritten between sessions
             derived["seed_table"] = seeding_table.scores_digest()
         uniform_set = frozenset(uniform)
@@ -407,7 +408,6 @@ def _open_study(workload: Workload, config: SearchConfig, problem: Prepared, der
         else:
             # baselines and seeds a first session with fewer trials left out, which this one's count now takes in: never
             # evaluated else (the sampler ran unseeded where a fresh search of as many trials was seeded)
-            room = seed_room(config, problem, storage, study_name)
             mixes = not_stored(storage, study_name, [a for a in seeds if a not in uniform_set])[:room] if room else []
             strategy.seed(not_stored(storage, study_name, [a for a in seeds if a in uniform_set]) + mixes)
     return _Study(study_name, storage, strategy, uniform_set, seeded_from, seeding_table, n_retried)

@@ -161,11 +161,11 @@ def seed_metric(seed_from: str | None, strategy: str, space: SearchSpace | None 
     return DEFAULT_SEED_METRIC
 
 
-def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, study_name: str,
-                   storage: str | None) -> tuple[Strategy, list[Assignment], list[Assignment], str | None, SensitivityTable | None]:
+def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, study_name: str, storage: str | None,
+                   room: int = 0) -> tuple[Strategy, list[Assignment], list[Assignment], str | None, SensitivityTable | None]:
     """(strategy, seeds to enqueue, uniform baselines among them, the metric or table file whose scores seeded it:
     ``None`` where none did, and that table: the search logs it, a file being the user's to overwrite) for
-    ``config.strategy`` and ``config.seed_from``."""
+    ``config.strategy`` and ``config.seed_from``. ``room``: a resume's `seed_room`, the seeds it will add."""
     factory = strategy_factory(config.strategy)
     seed_from = seed_metric(config.seed_from, config.strategy, problem.space)
     if config.seed_from == AUTO and seed_from is None and strategy_reads_scores(config.strategy):  # a decision: a note
@@ -181,7 +181,7 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
     scores, table = None, None
     # a resumed study keeps the seeds its first session enqueued: only a strategy that solves on the table needs it again,
     # or a resume whose --n-trials leaves room for seeds the first session's fewer trials left out (`seed_room`)
-    if seed_from and (not config.resume or strategy_needs_scores(config.strategy) or seed_room(config, problem, storage, study_name)):
+    if seed_from and (not config.resume or strategy_needs_scores(config.strategy) or room):
         try:
             table = seed_table(workload, problem.space, seed_from, config.progress, _unpinned(config, problem.space))
             scores = space_scores(table, problem.space)
