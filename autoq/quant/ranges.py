@@ -11,11 +11,11 @@ from __future__ import annotations
 import torch
 
 from autoq.quant.spec import QuantSpec
-from autoq.quant.tensor import GroupView, params_from_range, quantize_grouped
+from autoq.quant.tensor import GroupView, finite_weight, params_from_range, quantize_grouped
 
 
 def minmax_range(w: torch.Tensor, spec: QuantSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    grouped = GroupView(tuple(w.shape), spec).split(w.detach().float())
+    grouped = GroupView(tuple(w.shape), spec).split(finite_weight(w, "minmax_range"))
     return grouped.amin(dim=1), grouped.amax(dim=1)
 
 
@@ -33,7 +33,7 @@ def lp_search_range(
     so the result is never worse than min-max under this error.
     """
     view = GroupView(tuple(w.shape), spec)
-    grouped = view.split(w.detach().float())
+    grouped = view.split(finite_weight(w, "lp_search_range"))
     mask = view.mask(grouped.device)
     lo0, hi0 = grouped.amin(dim=1), grouped.amax(dim=1)
     best_err = torch.full_like(lo0, float("inf"))

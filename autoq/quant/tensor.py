@@ -131,16 +131,23 @@ def quantize_grouped(grouped: torch.Tensor, scale: torch.Tensor, zero: torch.Ten
     return q.add_(zero.float()[:, None]).round_().clamp_(spec.qmin, spec.qmax)
 
 
+def finite_weight(w: torch.Tensor, caller: str) -> torch.Tensor:
+    """``w`` detached as float32, refused unless a finite 2-D (out, in) weight: a NaN came back as NaN scales and codes
+    of 0 (a range of NaN, from the range functions) without a word, an inf as an fp16 scale to rescale."""
+    if w.dim() != 2:  # GroupView's unpacking said only "not enough values to unpack"
+        raise AutoqError(f"{caller} takes a 2-D (out, in) weight, got shape {tuple(w.shape)}; reshape a convolution's to (out, -1)")
+    w = w.detach().float()
+    bad = int((~torch.isfinite(w)).sum())
+    if bad:
+        raise AutoqError(f"{caller} got a {tuple(w.shape)} weight with {bad} NaN or inf value(s); quantize finite weights")
+    return w
+
+
 def quantize(w: torch.Tensor, spec: QuantSpec, lo: torch.Tensor | None = None, hi: torch.Tensor | None = None) -> QuantizedTensor:
     """Quantize ``w`` (out, in) with per-group range ``[lo, hi]`` (min-max when omitted)."""
     if spec.is_half:
         raise ValueError("fp16 is not an integer format; nothing to quantize")
-    if w.dim() != 2:  # GroupView's unpacking said only "not enough values to unpack"
-        raise AutoqError(f"quantize takes a 2-D (out, in) weight, got shape {tuple(w.shape)}; reshape a convolution's to (out, -1)")
-    w = w.detach().float()
-    bad = int((~torch.isfinite(w)).sum())
-    if bad:  # it came back with NaN scales and codes of 0 (or, given a range, the NaN as code 0), without a word
-        raise AutoqError(f"quantize got a {tuple(w.shape)} weight with {bad} NaN or inf value(s); quantize finite weights")
+    w = finite_weight(w, "quantize")
     view = GroupView(tuple(w.shape), spec)
     grouped = view.split(w)
     if lo is None or hi is None:

@@ -160,3 +160,18 @@ def test_the_range_search_picks_what_the_plain_formula_picks(name, p):
         best_err, best_lo, best_hi = torch.where(better, err, best_err), torch.where(better, lo, best_lo), torch.where(better, hi, best_hi)
     lo, hi = lp_search_range(w, spec, p=p)
     assert torch.equal(lo, best_lo) and torch.equal(hi, best_hi)
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
+@pytest.mark.parametrize("find_range", [minmax_range, lp_search_range], ids=lambda f: f.__name__)
+def test_the_range_functions_refuse_non_finite_weights_in_words(find_range, bad):
+    """A NaN weight came back as a NaN range without a word; an inf one was told to rescale a range of inf."""
+    from autoq.errors import AutoqError
+
+    w = torch.randn(2, 40)
+    w[0, 1] = bad
+    with pytest.raises(AutoqError, match=rf"^{find_range.__name__} got a \(2, 40\) weight with 1 NaN or inf value\(s\)"):
+        find_range(w, QuantSpec(4, "channel"))
+    w[0, 1] = 0.0
+    lo, hi = find_range(w, QuantSpec(4, "channel"))
+    assert torch.isfinite(lo).all() and torch.isfinite(hi).all()

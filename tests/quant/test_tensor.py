@@ -276,3 +276,4 @@ def test_weights_too_wide_for_an_fp16_scale_are_refused_in_words_not_dequantized
         run_method("rtn-minmax", wide, QuantSpec(2, "channel", None, True))
     assert "returned scales" not in str(raised.value)  # the input's magnitude, not the method, is named
 
+
