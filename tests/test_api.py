@@ -41,15 +41,34 @@ def test_search_with_builtin_proxy_and_no_mlflow():
     assert not torch.equal(quantized[0].weight, model[0].weight)
 
 
-def test_one_sampler_instance_gives_the_same_search_each_time_it_is_passed():
-    """A reused SearchConfig's sampler went on from the first search's random state: the second search was another."""
-    sampler = optuna.samplers.RandomSampler(seed=1)
-    config = autoq.SearchConfig(budget="5bits", n_trials=6, tracking_uri=None, storage=None, progress=False, seed_from="none",
-                                n_fill_seeds=0, max_uniform_seeds=0, sampler=sampler)  # every trial the sampler's
-    first, second = (autoq.search(tiny_mlp(), batches(), config=config) for _ in range(2))
-    fresh = autoq.search(tiny_mlp(), batches(), config=dataclasses.replace(config, sampler=optuna.samplers.RandomSampler(seed=1)))
+@pytest.mark.parametrize("make", [lambda: optuna.samplers.RandomSampler(seed=1),
+                                  lambda: optuna.samplers.NSGAIISampler(population_size=4, seed=1)], ids=["random", "nsga2"])
+def test_one_sampler_instance_gives_the_same_search_each_time_it_is_passed(make):
+    """A reused SearchConfig's sampler went on from the first search's random state: the second search was another.
+    NSGAIISampler holds a lock deepcopy refused, and was reused unsaid (its second generation differed)."""
+    config = autoq.SearchConfig(budget="5bits", n_trials=10, tracking_uri=None, storage=None, progress=False, seed_from="none",
+                                n_fill_seeds=0, max_uniform_seeds=0, sampler=make())  # every trial the sampler's
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AutoqWarning)  # copied, not reused with a warning
+        first, second = (autoq.search(tiny_mlp(), batches(), config=config) for _ in range(2))
+    fresh = autoq.search(tiny_mlp(), batches(), config=dataclasses.replace(config, sampler=make()))
     assert [p.assignment for p in first.points] == [p.assignment for p in second.points] == [p.assignment for p in fresh.points]
     assert len({p.assignment for p in first.points}) > 1  # a search whose points differ: the test could fail
+
+
+def test_a_sampler_that_cannot_be_copied_is_used_as_given_with_a_warning():
+    """It was reused unsaid, so a second search with it would not repeat the first."""
+    import sqlite3
+
+    class Connected(optuna.samplers.RandomSampler):
+        def __init__(self):
+            super().__init__(seed=1)
+            self.connection = sqlite3.connect(":memory:")  # deepcopy refuses it
+
+    with pytest.warns(AutoqWarning, match=r"^Connected could not be copied \(.*\): this search uses the instance itself"):
+        result = autoq.search(tiny_mlp(), batches(), budget="5bits", n_trials=3, tracking_uri=None, storage=None, progress=False,
+                              sampler=Connected())
+    assert len(result.points) == 3
 
 
 def test_a_config_object_takes_its_set_fields_and_keywords_beside_it_win():

@@ -5,6 +5,7 @@ stores a fixed source's proposals as trials; the strategy registry and factories
 
 from __future__ import annotations
 
+import threading
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,7 @@ import optuna
 
 from autoq.choice import Assignment
 from autoq.engine.study_names import is_claimed_here
-from autoq.errors import AutoqError
+from autoq.errors import AutoqError, AutoqWarning
 from autoq.registry import Registry, check_callable
 from autoq.space import SearchSpace
 
@@ -205,14 +206,42 @@ def sampler_factory(sampler: str | optuna.samplers.BaseSampler) -> SamplerFactor
 
 
 def _copied(sampler: optuna.samplers.BaseSampler) -> optuna.samplers.BaseSampler:
-    """A deep copy of ``sampler``, or ``sampler`` itself where it cannot be copied (a plug-in's holding a lock or a
-    connection), which then goes on from its own state as before."""
+    """A deep copy of ``sampler``, each lock in it a new one (Optuna's genetic samplers, NSGAIISampler and
+    NSGAIIISampler, hold a ``threading.Lock``, which deepcopy refuses: they were reused unsaid, and a second search
+    went on from the first's random state and generation). Where it still cannot be copied (a plug-in's holding a
+    connection), ``sampler`` itself, with a warning that a search with it again will not repeat this one."""
     import copy
 
     try:
-        return copy.deepcopy(sampler)
-    except Exception:  # noqa: BLE001 - any failure to copy: the instance as given
+        return copy.deepcopy(sampler, {id(lock): threading.RLock() if isinstance(lock, _RLOCK) else threading.Lock() for lock in _locks(sampler)})
+    except Exception as error:  # noqa: BLE001 - any failure to copy: the instance as given, said
+        warnings.warn(f"{type(sampler).__name__} could not be copied ({error}): this search uses the instance itself, so "
+                      "another search given it goes on from its state and will not repeat this one; pass a new instance "
+                      "to each search to repeat it", AutoqWarning, stacklevel=4)
         return sampler
+
+
+_RLOCK = type(threading.RLock())
+
+
+def _locks(root: object) -> list[object]:
+    """The ``threading`` locks among ``root``'s attributes, its attributes' attributes and their containers."""
+    kinds = (type(threading.Lock()), _RLOCK)
+    found, seen, todo = [], set(), [root]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, kinds):
+            found.append(item)
+        elif isinstance(item, dict):
+            todo.extend(item.values())
+        elif isinstance(item, (list, tuple, set)):
+            todo.extend(item)
+        elif hasattr(item, "__dict__") and not isinstance(item, type):
+            todo.extend(vars(item).values())
+    return found
 
 
 def sampler_name(sampler: str | optuna.samplers.BaseSampler) -> str:
