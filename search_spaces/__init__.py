@@ -131,9 +131,10 @@ def _rule(raw: Any, where: str, line: int = 0, key_lines: Mapping[str, int] | No
     missing = {"bits", "granularity", "methods"} - set(raw)
     if missing:
         raise AutoqError(f"{where}: missing key(s) {sorted(missing)}")
-    empty = [key for key in ("bits", "granularity", "methods", "symmetric", "activations") if key in raw and _as_tuple(raw[key]) == ()]
+    empty = [key for key in ("bits", "granularity", "methods", "symmetric", "activations")
+             if key in raw and (raw[key] is None or _as_tuple(raw[key]) == ())]  # None: a key whose list items are commented out
     if empty:
-        raise AutoqError(f"{where}: {', '.join(repr(k) for k in empty)} is an empty list; give at least one value "
+        raise AutoqError(f"{where}: {', '.join(repr(k) for k in empty)} is empty; give at least one value "
                          "(such as bits: [4, 8], granularity: [channel], methods: [rtn-mse], symmetric: false, activations: [none])")
     def at(key: str) -> str:  # ``where`` with the key's own line, as Rule.where gives it
         own = (key_lines or {}).get(key)
@@ -335,6 +336,7 @@ def check_bits_reachable(budget: Budget, preset: Preset, pins: Sequence[tuple[st
         return
     fewest = fewest_bits(preset, pins)
     if budget.value < fewest:
+        codes = "" if fewest == 16 else " (codes alone: scales add more)"  # fp16 stores no scales: 16 bits is met exactly
         raise AutoqError(f"budget {budget.text!r} is below {fewest} bits a weight, the fewest any option of the search space "
-                         f"{space or preset.name!r} stores (codes alone: scales add more), so no assignment of any model meets it; give a "
-                         f"budget above {fewest} bits (a model's exact feasible range is said once it loads), or a space with fewer bits")
+                         f"{space or preset.name!r} stores{codes}, so no assignment of any model meets it; give a budget of at "
+                         f"least {fewest} bits (a model's exact feasible range is said once it loads), or a space with fewer bits")

@@ -129,9 +129,12 @@ def test_a_builtin_name_is_the_preset_whatever_the_working_folder_holds(tmp_path
         ("rules:\n", "empty"),
         ("rules:\n  - 4\n", "mapping"),
         # empty lists: a traceback (min() of an empty sequence), or with half: true an fp16-only search
-        ("rules:\n  - {bits: [], granularity: channel, methods: rtn-mse, half: true}\n", r"line 2, rule 1: 'bits' is an empty list"),
-        ("rules:\n  - {bits: 4, granularity: [], methods: [], symmetric: []}\n", "'granularity', 'methods', 'symmetric' is an empty list"),
-        ("rules:\n  - {bits: 4, granularity: channel, methods: rtn-mse, activations: []}\n", "'activations' is an empty list"),
+        ("rules:\n  - {bits: [], granularity: channel, methods: rtn-mse, half: true}\n", r"line 2, rule 1: 'bits' is empty"),
+        ("rules:\n  - {bits: 4, granularity: [], methods: [], symmetric: []}\n", "'granularity', 'methods', 'symmetric' is empty"),
+        ("rules:\n  - {bits: 4, granularity: channel, methods: rtn-mse, activations: []}\n", "'activations' is empty"),
+        # a key left with its list items commented out is None: "unknown granularity 'None'", activations weight-only unsaid
+        ("rules:\n  - bits: [4]\n    granularity:\n    methods: [rtn-mse]\n", r"rule 1: 'granularity' is empty; give at least one"),
+        ("rules:\n  - bits: [4]\n    granularity: [channel]\n    methods:\n    activations:\n", "'methods', 'activations' is empty"),
         ("rules:\n  - {bits: [4, 7], granularity: channel, methods: rtn-mse}\n", r"rule 1: unsupported bit-width\(s\) \[7\] in 'bits'; choose from"),
         ("rules:\n  - {layers: , bits: 4, granularity: channel, methods: rtn-mse}\n", "'layers' must be a regular expression in quotes"),
     ],
@@ -213,3 +216,10 @@ def test_a_bits_budget_no_option_reaches_is_refused_before_any_model():
         check_bits_reachable(parse_budget("1.99bits"), preset, space="default")
     with pytest.raises(AutoqError, match="below 8 bits a weight"):
         check_bits_reachable(parse_budget("4.5bits"), load_preset("w8a8"))
+    with pytest.raises(AutoqError, match=r"below 8 bits a weight, .* stores \(codes alone: scales add more\), .* at least 8 bits"):
+        check_bits_reachable(parse_budget("7.9bits"), load_preset("w8a8"))
+    with pytest.raises(AutoqError, match=r"below 16 bits a weight, the fewest any option of the search space 'h' stores, so no .* a "
+                                         r"budget of at least 16 bits") as raised:  # fp16 stores no scales: 16 bits is met exactly
+        check_bits_reachable(parse_budget("8bits"), half_only)
+    assert "scales add more" not in str(raised.value)
+    check_bits_reachable(parse_budget("16bits"), half_only)
