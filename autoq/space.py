@@ -41,6 +41,21 @@ def _for_layer(spec: QuantSpec, layer: LayerInfo) -> QuantSpec:
     return spec
 
 
+def _check_pinned_groups(pin_rules: Sequence[tuple[re.Pattern, LayerChoice, str]], layers: Sequence[LayerInfo]) -> None:
+    """Refuse a pin whose group is as wide as every layer it matches (at least): it was stored per-channel unsaid, under
+    the pinned name. As for a rule, a pin matching every layer is generic, and a narrow layer's group is per-channel."""
+    for pattern, choice, written in pin_rules:
+        governed = [layer for layer in layers if pattern.search(layer.name)]
+        size = choice.weight.group_size if choice.weight.granularity == "group" else None
+        if size is None or not governed or len(governed) == len(layers):
+            continue
+        widest = max(governed, key=lambda layer: layer.in_features)
+        if size >= widest.in_features:
+            raise AutoqError(f"pin {written!r}: group size g{size} is impossible here: the widest layer it matches "
+                             f"({widest.name!r}) has only {widest.in_features} inputs, one group at most (per-channel); pin "
+                             f"{dataclasses.replace(choice, weight=_for_layer(choice.weight, widest)).name!r} or a smaller group")
+
+
 def _rule_choices(rule: Rule, layer: LayerInfo, where: str) -> dict[str, LayerChoice]:
     """Option label (as written in the preset, e.g. ``int4-g128-asym:rtn-mse``) -> the layer's choice.
 
@@ -90,6 +105,7 @@ class SearchSpace:
         pins = dict(pins or {})
         check_against_layers(preset, layers, skipped)
         pin_rules = [(r, _pinned_choice(p, c), p) for r, (p, c) in zip(compile_patterns(pins, "pin"), pins.items())]
+        _check_pinned_groups(pin_rules, layers)
         used_pins: set[str] = set()
         options, labels = [], []
         for layer in layers:

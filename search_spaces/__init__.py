@@ -9,7 +9,7 @@ and whether fp16 ("kept in half precision") is an option.
 Errors name the file and YAML line: at load for an unknown method, granularity or
 activation format; against the model's layers (:func:`check_against_layers`, called
 by ``SearchSpace.build``) for a rule whose pattern takes no layer, or a group size
-wider than every layer the rule governs.
+at least as wide as every layer the rule governs.
 """
 
 from __future__ import annotations
@@ -278,7 +278,7 @@ def load_preset(name_or_path: str) -> Preset:
 
 
 def check_against_layers(preset: Preset, layers: Sequence[LayerInfo], skipped: Sequence[str] = ()) -> None:
-    """Refuse rules that govern no layer and group sizes wider than every layer a rule governs.
+    """Refuse rules that govern no layer and group sizes at least as wide as every layer a rule governs.
 
     Each layer takes the first rule whose pattern matches it. A group at least as
     wide as a layer's input is per-channel on that layer (the space keeps it once);

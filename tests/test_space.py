@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import re
 
 import pytest
 import torch
@@ -191,6 +192,16 @@ def test_a_pinned_group_as_wide_as_the_layer_is_per_channel_as_a_rules_is(layers
     """A rule turns g128 per-channel on a 64-input layer; a pin kept the name int4-g128-asym for what is one group a row."""
     space = SearchSpace.build(load_preset("default"), layers, pins={".*": "int4-g128-asym:gptq"})
     assert [opts[0].name for opts in space.options] == ["int4-g128-asym:gptq", "int4-ch-asym:gptq", "int4-ch-asym:gptq"]
+
+
+@pytest.mark.parametrize("pattern, group", [("^2$", "g128"), ("^[24]$", "g64"), ("^4$", "g64")])
+def test_a_pinned_group_too_wide_for_every_layer_it_names_is_refused_as_a_rules_is(layers, pattern, group):
+    """Layer '2' has 16 inputs, '4' 64: the pin was stored per-channel unsaid, where a targeted rule is refused."""
+    with pytest.raises(AutoqError, match=rf"^pin '{re.escape(pattern)}': group size {group} is impossible here: the widest layer "
+                                         r"it matches \('4'|'2'\) has only (64|16) inputs, .* pin 'int4-ch-asym:gptq' or a smaller group"):
+        SearchSpace.build(load_preset("default"), layers, pins={pattern: f"int4-{group}-asym:gptq"})
+    wide_enough = SearchSpace.build(load_preset("default"), layers, pins={"^[04]$": "int4-g128-asym:gptq"})  # '0' has 256
+    assert [wide_enough.options[i][0].name for i in (0, 2)] == ["int4-g128-asym:gptq", "int4-ch-asym:gptq"]
 
 
 def test_pinned_layer_keeps_pin_in_every_uniform_assignment(layers):
