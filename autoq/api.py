@@ -191,6 +191,8 @@ def make_workload(
 
 def _fingerprint(model: nn.Module, calibration: Sequence[Any], held_out: Sequence[Any]) -> str:
     """What a resume of a search of the caller's own model compares besides its class name: its weights, and the data
-    it calibrates and (without ``evaluate``) measures on. Another model or other data would mix two searches' trials."""
-
-    return f"weights {model_hash(model)}, data {data_fingerprint([*calibration, *held_out])}"
+    it calibrates and (without ``evaluate``) measures on, and where the two part: another ``holdout`` hashed the same
+    batches, and a resume mixed trials measured on other held-out batches. Another model or other data would mix two
+    searches' trials."""
+    split = f", the last {len(held_out)} held out" if held_out else ""
+    return f"weights {model_hash(model)}, data {data_fingerprint([*calibration, *held_out])}{split}"

@@ -316,6 +316,23 @@ def test_a_large_holdout_still_leaves_a_batch_to_calibrate_on():
     assert len(workload.calibration) == 1 and len(workload.evaluate.batches) == 3  # 0.9 of 4 held out every batch
 
 
+def test_a_resume_with_another_holdout_is_refused_as_other_data(tmp_path):
+    """The fingerprint hashed the batches end to end, the same for every split: a resume with holdout=0.5 after 0.25
+    went on, and its frontier mixed qualities measured on 2 and on 4 held-out batches."""
+    from autoq.api import make_workload
+
+    model, data = tiny_mlp(), batches(8)
+    quarter, half = (make_workload(model, data, None, holdout=h).data_fingerprint for h in (0.25, 0.5))
+    assert quarter != half and quarter == make_workload(model, data, None, holdout=0.25).data_fingerprint
+    common = dict(budget="6bits", seed_from="none", study_name="h", storage=f"sqlite:///{tmp_path}/optuna.db", tracking_uri=None,
+                  progress=False)
+    autoq.search(model, data, holdout=0.25, n_trials=2, **common)
+    with pytest.raises(AutoqError, match=r"cannot resume 'h' with other settings: data_fingerprint .*the last 4 held out.* \(stored: "
+                                         r".*the last 2 held out"):
+        autoq.search(model, data, holdout=0.5, n_trials=4, resume=True, **common)
+    assert len(autoq.search(model, data, holdout=0.25, n_trials=3, resume=True, **common).points) == 3
+
+
 def test_apply_and_export_refuse_other_calibration_batches_than_the_searchs(mlflow_uri, tmp_path):
     """Without evaluate the search calibrates on the first three quarters of the batches; passing all of them to apply
     or export rebuilt other GPTQ weights than the search scored (0.9972 for a point it measured at 0.9934), silently."""
