@@ -1,0 +1,45 @@
+"""The built-in text corpus: the same sentences in every process, whatever it imported."""
+
+from __future__ import annotations
+
+import inspect
+import sys
+
+import pytest
+import torch  # noqa: F401 - imported, as in every autoq process: it patches inspect.getfile
+
+from autoq.builtin import docstrings, text
+from autoq.errors import AutoqWarning
+
+
+def test_a_patched_standard_library_leaves_the_corpus_as_it_was(monkeypatch):
+    """`import ray` replaces inspect.isgenerator with a wrapper of no __module__: its docstring dropped out, one sentence
+    fewer reshuffled MiniLM's and SmolLM2's splits, and a resume was refused for other data."""
+    before = text.stdlib_sentences()
+    hidden = inspect.getdoc(inspect.isgenerator)
+
+    def wrapper(obj):
+        return inspect.isgeneratorfunction(obj)
+
+    wrapper.__module__ = None
+    monkeypatch.setattr(inspect, "isgenerator", wrapper)
+    assert hidden not in docstrings.module_docstrings("inspect")  # read in this process, the patch hides it
+    assert text.stdlib_sentences() == before
+    assert len(before) > 2000
+
+
+def test_the_fresh_interpreter_reads_what_a_process_with_torch_read(monkeypatch):
+    """torch patches inspect.getfile, and every committed result was measured on the corpus read with torch imported:
+    the fresh interpreter leaves that docstring out by name (`docstrings.LEFT_OUT`)."""
+    assert inspect.getfile.__module__ != "inspect"  # this process is such a process
+    fresh = text.stdlib_sentences()
+    in_process = docstrings.all_docstrings()
+    monkeypatch.setattr(text, "_docstrings", lambda: in_process)
+    assert text.stdlib_sentences() == fresh
+
+
+def test_without_a_python_to_start_the_corpus_is_read_here_with_a_warning(monkeypatch):
+    expected = text.stdlib_sentences()
+    monkeypatch.setattr(sys, "executable", "")
+    with pytest.warns(AutoqWarning, match=r"^the built-in text corpus is read in this process \(no Python executable to start\)"):
+        assert text.stdlib_sentences() == expected
