@@ -160,7 +160,8 @@ class Budget:
         low, high = self.fmt_bound(cheapest, up=True), self.fmt_bound(dearest, up=False)
         space = "this model and search space" + (" with its pins" if pinned else "")
         if _amount(low) >= _amount(high):  # one assignment (every layer pinned), or a range narrower than the rounding
-            span = f"every assignment of {space} costs {self.fmt(self.measure(cheapest))}, so a budget of {low} or more fits it"
+            cost = self.fmt(self.measure(cheapest))  # rounded to nearest: 4.102 bits for 4.1025, which as a budget is refused
+            span = f"every assignment of {space} costs {cost if cost == low else f'about {cost}'}, so a budget of {low} or more fits it"
         else:
             span = f"the feasible range for {space} is {low} to {high}"
         if self.is_latency and latency_source:

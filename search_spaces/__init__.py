@@ -335,8 +335,9 @@ def check_bits_reachable(budget: Budget, preset: Preset, pins: Sequence[tuple[st
     if budget.kind != "bits" or not preset.rules:
         return
     fewest = fewest_bits(preset, pins)
-    if budget.value < fewest:
-        codes = "" if fewest == 16 else " (codes alone: scales add more)"  # fp16 stores no scales: 16 bits is met exactly
-        raise AutoqError(f"budget {budget.text!r} is below {fewest} bits a weight, the fewest any option of the search space "
-                         f"{space or preset.name!r} stores{codes}, so no assignment of any model meets it; give a budget of at "
-                         f"least {fewest} bits (a model's exact feasible range is said once it loads), or a space with fewer bits")
+    exact = fewest == 16  # fp16 stores no scales: 16 bits is met exactly; an integer format's scales add to its codes
+    if budget.value < fewest or (budget.value == fewest and not exact):
+        codes, wanted = ("", f"of at least {fewest} bits") if exact else (" (codes alone: scales add more)", f"above {fewest} bits")
+        raise AutoqError(f"budget {budget.text!r} is {'below' if budget.value < fewest else 'at'} {fewest} bits a weight, the fewest any "
+                         f"option of the search space {space or preset.name!r} stores{codes}, so no assignment of any model meets "
+                         f"it; give a budget {wanted} (a model's exact feasible range is said once it loads), or a space with fewer bits")

@@ -238,11 +238,13 @@ def test_a_space_of_one_assignment_states_its_cost_not_an_inverted_range():
     with pytest.raises(AutoqError) as info:
         parse_budget("5bits").check_feasible(only, only)
     message = str(info.value)
-    assert "every assignment of this model and search space costs 5.700 bits, so a budget of 5.701 bits or more fits it" in message
+    assert "every assignment of this model and search space costs about 5.700 bits, so a budget of 5.701 bits or more fits it" in message
+    with pytest.raises(AutoqError):
+        parse_budget("5.700bits").check_feasible(only, only)  # what it costs, rounded, is refused: said "about"
     assert " to " not in message.split(";", 1)[1]
     assert parse_budget("5.701bits").check_feasible(only, only) is not None  # fits, with the note that it binds nothing
     fp16 = Cost(effective_bits=16.0, size_bytes=1_000)  # every layer pinned to fp16: its range read '16.000 bits to 16.000 bits'
-    assert "every assignment of this model and search space costs 16.000 bits" in parse_budget("20bits").check_feasible(fp16, fp16)
+    assert "every assignment of this model and search space costs 16.000 bits, so" in parse_budget("20bits").check_feasible(fp16, fp16)
 
 
 def test_a_range_below_a_megabyte_keeps_the_digits_that_tell_it_from_the_budget():
