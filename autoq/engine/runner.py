@@ -495,7 +495,8 @@ def _run_session(workload: Workload, config: SearchConfig, problem: Prepared, st
         if book.exhausted and book.n_done < config.n_trials:
             say(bar, f"the {config.strategy!r} strategy has no more distinct assignments to propose; the search ends after "
                      f"{book.n_done} of its {config.n_trials} trials")
-        elif book.n_done < config.n_trials and deadline is not None and time.perf_counter() > deadline:  # it said nothing
+        elif 0 < book.n_done < config.n_trials and deadline is not None and time.perf_counter() > deadline:  # it said nothing
+            # (none done: the error that no trial was evaluated says it alone, not "kept" beside it)
             say(bar, f"--timeout {config.timeout:g} s ended the search after {book.n_done} of its {config.n_trials} trials"
                 + kept_and_how_to_continue(config, study_name, storage, tracker is not None, bool(workload.source)))
     except KeyboardInterrupt as exc:

@@ -173,10 +173,11 @@ def test_apply_reproduces_a_sequential_search(digits, mlflow_uri):
     assert not torch.equal(plain[-1].weight, model[-1].weight)  # the later layers' statistics differ
 
 
-def test_a_skip_string_is_one_pattern_and_a_search_with_no_point_says_why():
+def test_a_skip_string_is_one_pattern_and_a_search_with_no_point_says_why(capsys):
     assert autoq.SearchConfig(skip="conv").skip == ("conv",)  # was ('c', 'o', 'n', 'v')
     with pytest.raises(AutoqError, match=r"no trial was evaluated: the timeout \(1e-06 s\) ended the search before its first trial"):
         autoq.search("digits-cnn", budget="4.5bits", n_trials=3, timeout=1e-6, tracking_uri=None, storage=None, progress=False, seed_from="none")
+    assert "ended the search after 0" not in capsys.readouterr().err  # a note that 0 trials were "kept", then the error
     import dataclasses
 
     empty = dataclasses.replace(autoq.search("digits-cnn", budget="4.5bits", n_trials=1, tracking_uri=None, storage=None, progress=False,
