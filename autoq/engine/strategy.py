@@ -205,6 +205,9 @@ def sampler_factory(sampler: str | optuna.samplers.BaseSampler) -> SamplerFactor
     return _SAMPLERS.get(sampler)
 
 
+_RLOCK = type(threading.RLock())
+
+
 def _copied(sampler: optuna.samplers.BaseSampler) -> optuna.samplers.BaseSampler:
     """A deep copy of ``sampler``, each lock in it a new one (Optuna's genetic samplers, NSGAIISampler and
     NSGAIIISampler, hold a ``threading.Lock``, which deepcopy refuses: they were reused unsaid, and a second search
@@ -213,15 +216,13 @@ def _copied(sampler: optuna.samplers.BaseSampler) -> optuna.samplers.BaseSampler
     import copy
 
     try:
-        return copy.deepcopy(sampler, {id(lock): threading.RLock() if isinstance(lock, _RLOCK) else threading.Lock() for lock in _locks(sampler)})
+        fresh = {id(lock): threading.RLock() if isinstance(lock, _RLOCK) else threading.Lock() for lock in _locks(sampler)}
+        return copy.deepcopy(sampler, fresh)
     except Exception as error:  # noqa: BLE001 - any failure to copy: the instance as given, said
         warnings.warn(f"{type(sampler).__name__} could not be copied ({error}): this search uses the instance itself, so "
                       "another search given it goes on from its state and will not repeat this one; pass a new instance "
                       "to each search to repeat it", AutoqWarning, stacklevel=4)
         return sampler
-
-
-_RLOCK = type(threading.RLock())
 
 
 def _locks(root: object) -> list[object]:
