@@ -2,10 +2,12 @@
 
 A plug-in's PTQ method or metric is keyed by it in the sensitivity cache, and a search records its PTQ methods'
 digests so that an export or a resume after the plug-in was edited is refused rather than mixing two versions.
-What it covers: the function's source (its bytecode where the source is gone, as for a notebook's cell), the values
-its closure holds (``make_clip(0.9)``), the module constants it reads (``CLIP = 0.9``), the helpers of its own module
-it calls, a ``functools.partial``'s arguments and a callable object's class and attributes. It does not follow calls
-into other modules. The same function gives the same digest in every process.
+What it covers: the function's source (its bytecode where the source is gone, as for a notebook's cell), its default
+arguments (``clip=CLIP``), the values its closure holds (``make_clip(0.9)``), the module globals it reads: constants
+(``CLIP = 0.9``), the helpers and classes of its own module and their instances (a config object's attributes), a
+``functools.partial``'s arguments and a callable object's class and attributes, helpers followed up to `_DEPTH` calls
+deep, tensors and arrays at any depth by their bytes. It does not follow calls into other modules. The same function
+gives the same digest in every process.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import types
 from collections.abc import Callable
 from typing import Any
 
-_DEPTH = 3  # how deep helpers and nested values are followed: enough for a plug-in's own helpers, never a cycle
+_DEPTH = 6  # how deep helpers and nested values are followed: a plug-in's own helpers and their config; never a cycle
 
 
 def code_digest(fn: Callable[..., Any]) -> str:
@@ -49,6 +51,9 @@ def _source(target: Any) -> str:
     try:
         return inspect.getsource(target)
     except (OSError, TypeError):
+        if isinstance(target, type):  # a class whose file is gone (a notebook's): its methods' bytecode
+            members = (getattr(m, "__func__", m) for m in vars(target).values())
+            return _name(target) + "".join(_code_text(m.__code__) for m in members if hasattr(m, "__code__"))
         code = getattr(target, "__code__", None)
         return _code_text(code) if code is not None else _name(target)
 
@@ -69,7 +74,7 @@ def _global_names(code: types.CodeType) -> set[str]:
 
 def _reads(fn: types.FunctionType, depth: int, seen: set[int]) -> str:
     """The values of ``fn``'s closure and of the module globals it names: data, and functions of its own module."""
-    parts = []
+    parts = [f"defaults={_value(fn.__defaults__, depth - 1, seen)} {_value(fn.__kwdefaults__, depth - 1, seen)}"]
     for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
         try:
             parts.append(f"{name}={_value(cell.cell_contents, depth - 1, seen)}")
@@ -82,7 +87,9 @@ def _reads(fn: types.FunctionType, depth: int, seen: set[int]) -> str:
         value = fn.__globals__[name]
         if inspect.isfunction(value) and value.__module__ == module:
             parts.append(f"{name}={_describe(value, depth - 1, seen)}")
-        elif _is_data(value):
+        elif isinstance(value, type) and value.__module__ == module:  # a helper class: its code
+            parts.append(f"{name}=class {_source(value)}")
+        elif _is_data(value) or type(value).__module__ == module or isinstance(value, types.SimpleNamespace):  # config
             parts.append(f"{name}={_value(value, depth - 1, seen)}")
     return "\n".join(parts)
 
@@ -96,6 +103,8 @@ def _value(value: Any, depth: int, seen: set[int]) -> str:
     """A repr of ``value`` that is the same in every process (no memory addresses)."""
     if isinstance(value, (type(None), bool, int, float, complex, str, bytes)):
         return repr(value)
+    if hasattr(value, "detach") and hasattr(value, "numpy") or type(value).__module__ == "numpy" and hasattr(value, "tobytes"):
+        return _array(value)  # at any depth: cut to a type name, a dict of tensors read by a helper was not covered
     if depth <= 0:
         return type(value).__qualname__
     if isinstance(value, (tuple, list)):
@@ -104,12 +113,6 @@ def _value(value: Any, depth: int, seen: set[int]) -> str:
         return f"{type(value).__name__}({sorted(_value(v, depth - 1, seen) for v in value)})"
     if isinstance(value, dict):
         return "{" + ", ".join(f"{_value(k, depth - 1, seen)}: {_value(v, depth - 1, seen)}" for k, v in value.items()) + "}"
-    if hasattr(value, "detach") and hasattr(value, "numpy"):  # a torch tensor (numpy has no bfloat16: as float32)
-        value = value.detach().cpu().contiguous()
-        value = value.float().numpy() if str(value.dtype) == "torch.bfloat16" else value.numpy()
-    if type(value).__module__ == "numpy" and hasattr(value, "tobytes"):
-        digest = hashlib.blake2b(value.tobytes(), digest_size=8).hexdigest()
-        return f"array({getattr(value, 'shape', ())}, {getattr(value, 'dtype', '')}, {digest})"
     if type(value).__module__ in ("torch", "numpy"):  # a dtype, a device: their repr says which, without an address
         return repr(value)
     if isinstance(value, types.ModuleType):
@@ -119,6 +122,15 @@ def _value(value: Any, depth: int, seen: set[int]) -> str:
     if callable(value):
         return _describe(value, depth, seen)
     return f"{_name(type(value))} {_attributes(value, depth, seen)}"
+
+
+def _array(value: Any) -> str:
+    """A tensor's or array's shape, dtype and bytes' hash (numpy has no bfloat16: a bfloat16 tensor as float32)."""
+    if hasattr(value, "detach"):
+        value = value.detach().cpu().contiguous()
+        value = value.float().numpy() if str(value.dtype) == "torch.bfloat16" else value.numpy()
+    digest = hashlib.blake2b(value.tobytes(), digest_size=8).hexdigest()
+    return f"array({getattr(value, 'shape', ())}, {getattr(value, 'dtype', '')}, {digest})"
 
 
 def _attributes(obj: Any, depth: int, seen: set[int]) -> str:

@@ -92,3 +92,108 @@ def test_a_dtype_constant_changes_the_digest():
         return lambda w, spec, stats=None: w.to(dtype)
 
     assert code_digest(make(torch.float16)) == code_digest(make(torch.float16)) != code_digest(make(torch.bfloat16))
+
+
+CONFIGURED = '''
+import dataclasses
+import types
+
+import torch
+
+CLIP = {clip}
+NAMESPACE = types.SimpleNamespace(clip={clip})
+
+
+@dataclasses.dataclass
+class Config:
+    clip: float
+
+
+CONFIG = Config({clip})
+TABLE = {{"scale": torch.full((2,), {clip})}}
+
+
+class Helper:
+    @staticmethod
+    def clip(w):
+        return w.clamp(-{clip}, {clip})
+
+
+def by_default(weight, spec, stats=None, clip=CLIP):
+    return weight.clamp(-clip, clip)
+
+
+def by_keyword_default(weight, spec, stats=None, *, clip=CLIP):
+    return weight.clamp(-clip, clip)
+
+
+def by_namespace(weight, spec, stats=None):
+    return weight.clamp(-NAMESPACE.clip, NAMESPACE.clip)
+
+
+def by_config(weight, spec, stats=None):
+    return weight.clamp(-CONFIG.clip, CONFIG.clip)
+
+
+def by_class(weight, spec, stats=None):
+    return Helper.clip(weight)
+
+
+def _third(w):
+    return w * TABLE["scale"][0]
+
+
+def _second(w):
+    return _third(w)
+
+
+def _first(w):
+    return _second(w)
+
+
+def by_deep_helper(weight, spec, stats=None):
+    return _first(weight)
+'''
+
+
+def test_defaults_config_objects_helper_classes_and_deep_helpers_change_the_digest(tmp_path, monkeypatch):
+    """Each of these was left out: an export of a search after the edit shipped a model other than the one scored
+    (a default clip=CLIP edited from 0.9 to 0.3: 0.9867 scored, 0.8356 exported)."""
+    def load(clip):
+        linecache.clearcache()
+        path = tmp_path / "pconf.py"
+        path.write_text(CONFIGURED.format(clip=clip))
+        spec = importlib.util.spec_from_file_location("pconf", path)
+        module = importlib.util.module_from_spec(spec)
+        monkeypatch.setitem(sys.modules, "pconf", module)  # as a plug-in is: inspect finds a class's source through it
+        spec.loader.exec_module(module)
+        return module
+
+    names = ("by_default", "by_keyword_default", "by_namespace", "by_config", "by_class", "by_deep_helper")
+    before = {name: code_digest(getattr(load(0.9), name)) for name in names}
+    assert before == {name: code_digest(getattr(load(0.9), name)) for name in names}
+    after = {name: code_digest(getattr(load(0.3), name)) for name in names}
+    assert [name for name in names if after[name] == before[name]] == []
+
+
+def test_a_partial_or_a_wrapper_of_an_autoq_method_is_a_plugins_code(monkeypatch):
+    """functools.partial(awq, grid=10) was taken for autoq's own awq: no digest, and an edit of grid went unseen."""
+    import functools
+
+    from autoq.ptq import registry
+    from autoq.ptq.awq import awq
+
+    base = registry._METHODS.copy()
+    monkeypatch.setattr(registry, "_METHODS", base.copy())
+    registry.register_method("awq-g10", needs_stats=True, scales_input=True)(functools.partial(awq, grid=10))
+
+    @functools.wraps(awq)
+    def wrapped(weight, spec, stats=None):
+        return awq(weight, spec, stats)
+
+    registry.register_method("awq-wrapped", needs_stats=True, scales_input=True)(wrapped)
+    recorded = registry.plugin_code(["awq-g10", "awq-wrapped", "awq"])
+    assert sorted(recorded) == ["awq-g10", "awq-wrapped"]  # awq itself changes only with autoq
+    monkeypatch.setattr(registry, "_METHODS", base.copy())  # the plug-in edited, in the next process
+    registry.register_method("awq-g10", needs_stats=True, scales_input=True)(functools.partial(awq, grid=40))
+    assert registry.changed_code(recorded, ["awq-g10"]) == ["awq-g10"]

@@ -215,6 +215,10 @@ def test_a_sampler_or_strategy_that_returns_the_wrong_thing_says_which_and_what_
     with pytest.raises(autoq.AutoqError, match=r"^sampler 'the-class' returned <class 'optuna.samplers._random.RandomSampler'>, not an "
                                                r"optuna.samplers.BaseSampler instance"):
         autoq.search(model, data, lambda m: 1.0, sampler="the-class", **options)
+    strategy.register_sampler("cma")(lambda seed: optuna.samplers.CmaEsSampler(seed=seed))  # Optuna's ValueError, mid-search
+    with pytest.raises(autoq.AutoqError, match=r"^sampler 'cma' returned a CmaEsSampler, which optimizes one objective, and autoq's "
+                                               r"study has 2 .*: pass a multi-objective sampler"):
+        autoq.search(model, data, lambda m: 1.0, sampler="cma", **options)
     with pytest.raises(autoq.AutoqError, match=r"^strategy 'returns-none' returned None; a strategy factory returns \(strategy, seeds, uniform\)"):
         autoq.search(model, data, lambda m: 1.0, strategy="returns-none", **options)
 

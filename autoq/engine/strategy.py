@@ -197,9 +197,7 @@ def sampler_factory(sampler: str | optuna.samplers.BaseSampler) -> SamplerFactor
     its own seed: it must handle multi-objective studies (2 objectives, 3 with a latency source). Each search gets a
     copy of it as built: one instance in a reused ``SearchConfig`` went on from the first search's random state, so the
     second search was another, under the same recorded settings."""
-    if isinstance(sampler, optuna.samplers.CmaEsSampler):  # Optuna's one single-objective sampler: its ValueError came mid-search
-        raise AutoqError("CmaEsSampler optimizes one objective, and autoq's study has 2 (quality and bits; 3 with a latency source): "
-                         "pass a multi-objective sampler, such as optuna.samplers.TPESampler or NSGAIISampler")
+    _check_multi_objective(sampler, "CmaEsSampler")
     if isinstance(sampler, optuna.samplers.BaseSampler):
         return lambda seed: _copied(sampler)
     return _SAMPLERS.get(sampler)
@@ -276,7 +274,15 @@ def _made(sampler: str | optuna.samplers.BaseSampler, factory: SamplerFactory, s
     if not isinstance(made, optuna.samplers.BaseSampler):
         raise AutoqError(f"sampler {sampler_name(sampler)!r} returned {made!r}, not an optuna.samplers.BaseSampler instance; its factory "
                          "takes the seed and returns a sampler (optuna.samplers.TPESampler(seed=seed, multivariate=True), say)")
+    _check_multi_objective(made, f"sampler {sampler_name(sampler)!r} returned a CmaEsSampler, which")
     return made
+
+
+def _check_multi_objective(sampler: object, what: str) -> None:
+    """Refuse Optuna's one single-objective sampler: its ValueError came mid-search, after the seeded trials."""
+    if isinstance(sampler, optuna.samplers.CmaEsSampler):
+        raise AutoqError(f"{what} optimizes one objective, and autoq's study has 2 (quality and bits; 3 with a latency source): "
+                         "pass a multi-objective sampler, such as optuna.samplers.TPESampler or NSGAIISampler")
 
 
 def resumed_seed(seed: int, n_stored: int) -> int:

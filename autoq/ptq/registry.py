@@ -168,9 +168,10 @@ def plugin_code(methods: Iterable[str]) -> dict[str, str]:
 
 
 def _autoqs_own(fn: Any) -> bool:
-    """Whether ``fn`` (or a ``functools.partial``'s function) is defined in autoq."""
-    module = getattr(inspect.unwrap(getattr(fn, "func", fn)), "__module__", None) or ""
-    return module == "autoq" or module.startswith("autoq.")
+    """Whether ``fn`` is a function defined in autoq, as is: a ``functools.partial`` of one (its arguments a plug-in's
+    choice) or a wrapper of one (``__wrapped__``: its ``__module__`` is the wrapped one's) is a plug-in's code."""
+    module = getattr(fn, "__module__", None) or ""
+    return inspect.isfunction(fn) and not hasattr(fn, "__wrapped__") and (module == "autoq" or module.startswith("autoq."))
 
 
 def changed_code(recorded: Mapping[str, str], methods: Iterable[str]) -> list[str]:
