@@ -166,6 +166,15 @@ class SearchSpace:
         blob = json.dumps([[layer.name, [c.name for c in opts]] for layer, opts in zip(self.layers, self.options)])
         return hashlib.blake2b(blob.encode(), digest_size=8).hexdigest()
 
+    def latency_digest(self, cost_model: CostModel) -> str | None:
+        """A hash of every option's latency under ``cost_model``'s latency source (``None`` without one): a resume
+        compares it, so that a table re-measured or rewritten since (or another autoq's) does not price the new trials
+        otherwise than the stored ones, under one Pareto front."""
+        if cost_model.latency is None:
+            return None
+        prices = [[repr(cost_model.layer_us(layer, c)) for c in opts] for layer, opts in zip(self.layers, self.options)]
+        return hashlib.blake2b(json.dumps(prices).encode(), digest_size=8).hexdigest()
+
     @property
     def methods(self) -> set[str]:
         """The PTQ methods the options quantize with (a layer kept fp16 quantizes with none)."""

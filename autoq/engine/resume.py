@@ -50,7 +50,7 @@ INTERRUPTED_ATTR = "autoq.interrupted"
 RUN_ATTR = "autoq.mlflow_run_id"  # study user attribute: the search's MLflow parent run (a resume reopens it)
 WALL_ATTR = "autoq.wall_seconds"  # study user attribute: wall time of the sessions so far (a resume adds its own)
 _MUST_MATCH = ("model", "budget", "space", "sampler", "strategy", "seed_from", "seed", "skip", "pins", "device", "batch", "sequential",
-               "max_uniform_seeds", "data_fingerprint", "experiment", "plugin_code", "space_options")  # another experiment would get a second parent run
+               "max_uniform_seeds", "data_fingerprint", "experiment", "plugin_code", "space_options", "latency_prices")  # another experiment would get a second parent run
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
 
 
@@ -118,8 +118,9 @@ def _check_storage_url(storage: str) -> None:
 
 def stored_settings(workload: Workload, config: SearchConfig, derived: dict[str, Any] | None = None) -> dict[str, Any]:
     """What defines a search: stored with the study, compared on resume. ``derived``, once the search space is built:
-    ``plugin_code`` (the plug-in PTQ methods' digests, `autoq.ptq.plugin_code`) and ``space_options`` (the space's
-    `digest`); a resume refuses an edited method or space file by them. A space or latency table given as a file is
+    ``plugin_code`` (the plug-in PTQ methods' digests, `autoq.ptq.plugin_code`), ``space_options`` (the space's
+    `digest`) and ``latency_prices`` (its `latency_digest`); a resume refuses an edited method, space or latency table
+    by them. A space or latency table given as a file is
     stored by its absolute path (`portable_space`, `portable_device`), and so is a sensitivity table file
     (`portable_seed_from`): the resume command a search prints works from any folder."""
     return {**(derived or {}),
@@ -380,9 +381,16 @@ def _check_settings(study_name: str, settings: dict[str, Any], stored: dict[str,
         raise AutoqError(f"cannot resume {study_name!r}: the code of plug-in PTQ method(s) {', '.join(edited)} is not what its "
                          "trials were scored with (edited since); new trials would mix two versions under one name. Resume with "
                          "the plug-in as it was, or start a new search (another --study-name)")
-    differ = [f"{key} {settings[key]!r} (stored: {stored.get(key)!r})" for key in differ if key != "space_options"]
+    # the same options priced otherwise (other options: the space's own refusal, in _check_stored, says why)
+    priced_otherwise = "latency_prices" in differ and "space_options" not in differ
+    differ = [f"{key} {settings[key]!r} (stored: {stored.get(key)!r})" for key in differ if key not in ("space_options", "latency_prices")]
     if differ:
         raise AutoqError(f"cannot resume {study_name!r} with other settings: {'; '.join(differ)}; resume with the stored ones")
+    if priced_otherwise and stored["latency_prices"] is not None and settings["latency_prices"] is not None:
+        raise AutoqError(f"cannot resume {study_name!r}: the latency source {settings.get('device')!r} prices the layers' options "
+                         "otherwise than when its trials were scored (its table re-measured or rewritten since, or another autoq's "
+                         "table); new trials would be priced on another scale under one Pareto front. Resume with the table as it "
+                         "was, or start a new search (another --study-name)")
 
 
 def _check_stored(study: optuna.Study, study_name: str, settings: dict[str, Any], stored: dict[str, Any], space: SearchSpace) -> None:

@@ -310,7 +310,8 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         check_same_settings(config.resolved_storage(), config.study_name, stored_settings(workload, config))
     problem = prepare(workload, config)
     problem_code = plugin_code(problem.space.methods)  # what the plug-in methods were as they scored: an edited one's export is refused
-    derived = {"plugin_code": problem_code, "space_options": problem.space.digest}  # what a resume compares besides the options given
+    derived = {"plugin_code": problem_code, "space_options": problem.space.digest,  # what a resume compares besides the options given
+               "latency_prices": problem.space.latency_digest(problem.cost_model)}
     _say_problem_notes(problem)
     reference = _reference_pass(workload)
     study = _open_study(workload, config, problem, derived, claimed)

@@ -738,6 +738,31 @@ def test_a_device_preset_resumes_in_any_case_and_a_table_file_by_its_path(tmp_pa
     assert not _same("device", str(tmp_path / "t.json"), str(tmp_path / "T.json"))  # files: as the file system tells them
 
 
+def test_a_resume_on_a_latency_table_that_prices_otherwise_is_refused(tmp_path):
+    """The table re-measured between sessions: the resume went on, its new trials priced three times the kept ones'
+    under one Pareto front, and the summary's best latency contradicted its trial's own."""
+    import json
+
+    from autoq.latency.resolve import TABLES_DIR
+
+    table = json.loads((TABLES_DIR / "h200.json").read_text())
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps(table))
+    options = dict(budget="4.5bits", device=str(path), tracking_uri=None, storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+                   seed_from="none", progress=False, study_name="priced")
+    autoq.search("digits-cnn", n_trials=2, **options)
+    for row in table["rows"]:
+        for key in ("median_us", "p20_us", "p80_us"):
+            if key in row:
+                row[key] *= 3
+    path.write_text(json.dumps(table))
+    with pytest.raises(AutoqError, match=r"^cannot resume 'priced': the latency source '.*table.json' prices the layers' options "
+                                         r"otherwise than when its trials were scored \(its table re-measured or rewritten since"):
+        autoq.search("digits-cnn", n_trials=3, resume=True, **options)
+    path.write_text(json.dumps(json.loads((TABLES_DIR / "h200.json").read_text())))  # as it was: the resume goes on
+    assert len(autoq.search("digits-cnn", n_trials=3, resume=True, **options).points) == 3
+
+
 def test_a_resumed_searchs_bar_counts_its_own_trials_in_the_rate(tmp_path, capsys):
     """The kept trials were one update of the bar: its rate read hundreds of trials a second, and the ETA 00:00, for as
     many updates again (tqdm's dynamic miniters)."""
