@@ -221,9 +221,9 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
     left_out = left_out_note(workload.model, skip, tied)
     try:
         slack = budget.check_feasible(*space.extremes(cost_model, budget.kind), cost_model.latency_source, any(space.pinned))
-    except AutoqError as exc:  # the notes (a table without this batch, layers left out) are printed only later: say them now
-        latency_note = cost_model.latency.note if cost_model.latency is not None and budget.is_latency else ""
-        notes = [n for n in (latency_note, left_out) if n]
+    except AutoqError as exc:  # the notes (a table without this batch or far from these shapes, layers left out) are
+        # printed only later: say them now (a range read from shapes 100x larger read as measured)
+        notes = [n for n in (*(latency_notes(cost_model, space) if budget.is_latency else ()), left_out) if n]
         if not notes:
             raise
         raise AutoqError("; ".join([str(exc), *notes])) from None
@@ -342,16 +342,24 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
 def _say_problem_notes(problem: Prepared) -> None:
     """The checks' notes, before the first evaluation: layers left out or unreached, a budget that binds nothing, where
     the latencies come from, and the layers and weight formats a measured table did not measure near or at all."""
-    cost_model = problem.cost_model
-    coverage = getattr(cost_model.latency, "coverage_note", None)  # a measured table: the layers it did not measure near
-    formats = getattr(cost_model.latency, "format_note", None)  # and the formats it did not measure
-    shapes = [(layer.name, layer.out_features, layer.in_features) for layer in problem.space.layers]
-    specs = {c.weight for options in problem.space.options for c in options}
-    w8a8 = any(runs_w8a8(c) for options in problem.space.options for c in options)
-    for said in (problem.left_out, problem.unreached, problem.slack, cost_model.latency.note if cost_model.latency is not None else None,
-                 coverage(shapes) if coverage else None, formats(specs, w8a8) if formats else None):
+    for said in (problem.left_out, problem.unreached, problem.slack, *latency_notes(problem.cost_model, problem.space)):
         if said:
             note(said)
+
+
+def latency_notes(cost_model: CostModel, space: SearchSpace) -> list[str]:
+    """What to know of the latencies: the source's own note (a table without this batch), and for a measured table the
+    layers it did not measure near and the weight formats it did not measure at all."""
+    latency = cost_model.latency
+    if latency is None:
+        return []
+    coverage = getattr(latency, "coverage_note", None)
+    formats = getattr(latency, "format_note", None)
+    shapes = [(layer.name, layer.out_features, layer.in_features) for layer in space.layers]
+    specs = {c.weight for options in space.options for c in options}
+    w8a8 = any(runs_w8a8(c) for options in space.options for c in options)
+    notes = [latency.note, coverage(shapes) if coverage else "", formats(specs, w8a8) if formats else ""]
+    return [n for n in notes if n]
 
 
 def _reference_pass(workload: Workload) -> _Reference:

@@ -32,7 +32,9 @@ def is_table_path(device: str) -> bool:
     """Whether ``--device`` names a latency table file: a ``.json`` name, or an existing file, but not a preset's bare
     name (a file called ``h100`` in the working folder took ``--device h100`` from its preset, as invalid JSON); write
     ``./h100`` for such a file."""
-    if device.lower().endswith(".json"):
+    if device.lower().startswith(ROOFLINE_PREFIX):  # a preset's estimate, whatever follows: said by its own check
+        return False
+    if device.lower().endswith(".json") or Path(device).is_dir():  # a folder: refused as one by load_table
         return True
     return Path(device).is_file() and not (device.lower() in DEVICES and Path(device).name == device)
 
@@ -48,6 +50,9 @@ def load_table(path: str | Path, batch: int = 1) -> TableLatency:
     from autoq.kernels.table import LatencyTable
 
     file = Path(path)
+    if file.is_dir():
+        raise AutoqError(f"latency table {str(path)!r} is a folder; pass the latency table JSON file in it (the one 'autoq kernels "
+                         "bench --out' wrote), or a preset such as --device h100")
     if not file.is_file():
         raise AutoqError(f"latency table {str(path)!r} does not exist; write one with 'autoq kernels bench' on the target GPU, or pass a preset such as --device h100")
     return _table_latency(LatencyTable.load(file), batch, str(path))
@@ -71,7 +76,11 @@ def latency_model(device: str | None, batch: int = 1, tables_dir: Path = TABLES_
     if is_table_path(device):
         return load_table(device, batch)
     if device.lower().startswith(ROOFLINE_PREFIX):
-        return RooflineLatency.named(device[len(ROOFLINE_PREFIX):], batch)
+        name = device[len(ROOFLINE_PREFIX):]
+        if name.lower() not in DEVICES:  # get_device's message offers a table path, which roofline: cannot take
+            raise AutoqError(f"--device {device!r}: roofline: takes a preset's name ({', '.join(DEVICES)}), not {name!r}; a measured "
+                             f"table's path goes without the prefix (--device {name or 'TABLE.json'})")
+        return RooflineLatency.named(name, batch)
     preset = get_device(device)  # an unknown name fails here, listing the presets
     table = committed_table(preset.name, tables_dir)
     if table is not None:

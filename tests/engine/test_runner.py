@@ -534,3 +534,19 @@ def test_an_evaluate_that_writes_into_the_weights_on_the_reference_pass_is_warne
         result = autoq.search(model, batches, evaluate, budget="6bits", n_trials=2, seed_from="none", tracking_uri=None, storage=None,
                               progress=False)
     result.apply(model)  # the hash recorded is of the weights the trials scored
+
+
+def test_a_latency_budget_refused_on_a_table_far_from_the_models_shapes_says_so(tmp_path):
+    """The range read as measured: every digits-cnn layer's latency was stretched from LLaMA shapes 100x larger, and the
+    note saying so came only on searches that got past the budget check."""
+    import json
+
+    from autoq.latency.resolve import TABLES_DIR
+
+    table = json.loads((TABLES_DIR / "h200.json").read_text())
+    table["rows"] = [row for row in table["rows"] if row["n"] * row["k"] >= 4096 * 4096]
+    path = tmp_path / "llama_only.json"
+    path.write_text(json.dumps(table))
+    with pytest.raises(AutoqError, match=r"below the cheapest assignment; the feasible range .*; 4 of 4 layers \(.*\) lie far outside "
+                                         r"the shapes the latency table '.*llama_only.json' measured"):
+        autoq.search("digits-cnn", budget="1us", device=str(path), tracking_uri=None, storage=None, progress=False)

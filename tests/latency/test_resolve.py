@@ -25,3 +25,26 @@ def test_a_file_named_like_a_preset_does_not_take_the_presets_name(tmp_path, mon
     assert not is_table_path("h100") and not is_table_path("H100") and is_table_path("./h100")
     assert latency_model("h100", 1).source == "estimate:roofline:h100"  # the preset (no table is committed for it)
 
+
+
+def test_a_folder_or_a_roofline_of_a_table_is_refused_as_such(tmp_path, monkeypatch):
+    """A folder was 'a table that does not exist' (dir.json) or 'an unknown device' (./d); roofline:h200.json a missing
+    table, though roofline: takes a preset's name."""
+    import pytest
+
+    from autoq.errors import AutoqError
+    from autoq.latency import latency_model
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("dir.json", "d"):
+        (tmp_path / name).mkdir()
+        with pytest.raises(AutoqError, match=rf"^latency table '\./{name}' is a folder; pass the latency table JSON file in it"):
+            latency_model(f"./{name}")
+    with pytest.raises(AutoqError, match=r"^latency table 'dir.json' is a folder"):
+        latency_model("dir.json")
+    with pytest.raises(AutoqError, match=r"^--device 'roofline:h200.json': roofline: takes a preset's name \(.*\), not 'h200.json'; "
+                                         r"a measured table's path goes without the prefix \(--device h200.json\)"):
+        latency_model("roofline:h200.json")
+    with pytest.raises(AutoqError, match=r"roofline: takes a preset's name .*, not ''; .*\(--device TABLE.json\)"):
+        latency_model("roofline:")
+    assert latency_model("ROOFLINE:H200").source == "estimate:roofline:h200"
