@@ -28,7 +28,7 @@ from autoq.engine.options import label
 from autoq.engine.ray_session import cluster_address, ray_options_set
 from autoq.engine.result import Point
 from autoq.engine.seeding import portable_seed_from
-from autoq.engine.sessions import SESSION_ATTR, claim, dead_here, is_ours, live_owner, release, storage_lock
+from autoq.engine.sessions import SESSION_ATTR, claim, dead_here, is_ours, live_owner, release, storage_lock, where
 from autoq.engine.strategy import RETRY_ATTR, sampler_name
 from autoq.engine.study_names import SETTINGS_ATTR
 from autoq.engine.trials import make_point
@@ -208,11 +208,11 @@ def _check_not_running(study: optuna.Study, study_name: str) -> None:
     told; the process that last ran it is named in the study's ``autoq.session`` attribute."""
     pid = live_owner(study)
     if pid is not None and SETTINGS_ATTR not in study.user_attrs:  # stopped now, its study is removed: nothing to resume then
-        raise AutoqError(f"search {study_name!r} is still setting up (process {pid} on this machine), before its first trial; "
+        raise AutoqError(f"search {study_name!r} is still setting up ({where(pid)}), before its first trial; "
                          "let it start, or stop it and start it again")
     if pid is not None:
-        raise AutoqError(f"search {study_name!r} is still running (process {pid} on this machine); let it finish, or stop it "
-                         f"(Ctrl-C there, or kill {pid}), then resume")
+        stop = "" if pid == os.getpid() else f", or stop it (Ctrl-C there, or kill {pid})"
+        raise AutoqError(f"search {study_name!r} is still running ({where(pid)}); let it finish{stop}, then resume")
 
 
 def add_wall_seconds(storage: str | None, study_name: str, seconds: float) -> float:
@@ -330,8 +330,10 @@ def _never_started(study: optuna.Study, study_name: str, storage: str | None) ->
 
 def check_same_settings(storage: str | None, study_name: str, settings: dict[str, Any]) -> None:
     """Refuse other settings than the stored search's before the search problem is built from them: a changed pin or space
-    was reported as an infeasible budget, which the stored search was not. (`check_resumable` checks again, under the lock.)"""
+    was reported as an infeasible budget, which the stored search was not; and a search still running, before the model
+    is measured (minutes for an LLM, to be told). (`check_resumable` checks both again, under the lock.)"""
     study = load_study(storage, study_name)
+    _check_not_running(study, study_name)
     stored = study.user_attrs.get(SETTINGS_ATTR)
     if stored is not None:
         _check_settings(study_name, settings, stored)

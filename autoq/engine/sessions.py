@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import socket
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,9 +26,16 @@ SESSION_ATTR = "autoq.session"  # study user attribute: the host and process of 
 
 def this_session() -> dict[str, Any]:
     """This process, as ``autoq.session`` stores it: host, pid and (where /proc tells it) the pid's start time, so that
-    another process given the same pid later is not taken for this one."""
+    another process given the same pid later is not taken for this one; and the thread, so that a search another thread
+    of this process runs is told from this thread's (two threads resuming one study both ran it)."""
     started = _start_time(os.getpid())
-    return {"host": socket.gethostname(), "pid": os.getpid(), **({"started": started} if started else {})}
+    return {"host": socket.gethostname(), "pid": os.getpid(), **({"started": started} if started else {}),
+            "thread": threading.get_ident()}
+
+
+def where(pid: int) -> str:
+    """Where the search ``pid`` runs, in words: another process of this machine, or another thread of this one."""
+    return "another thread of this process" if pid == os.getpid() else f"process {pid} on this machine"
 
 
 def _start_time(pid: int) -> str | None:
@@ -68,16 +76,22 @@ def dead_here(study: optuna.Study) -> bool:
 
 
 def _local_state(study: optuna.Study) -> tuple[str, int | None]:
-    """What ``study``'s session says of another process of this machine: ``("running", pid)``, ``("stopped", None)``
-    (ended, or its process gone), or ``("unknown", None)`` (no session, another host, or this process)."""
+    """What ``study``'s session says of another process of this machine, or another thread of this one: ``("running",
+    pid)``, ``("stopped", None)`` (ended, or its process or thread gone), or ``("unknown", None)`` (no session, another
+    host, or this thread)."""
     session = study.user_attrs.get(SESSION_ATTR)
     if not isinstance(session, dict) or session.get("host") != socket.gethostname():
         return "unknown", None
     if session.get("ended"):
         return "stopped", None
     pid = session.get("pid")
-    if not isinstance(pid, int) or pid == os.getpid():
+    if not isinstance(pid, int):
         return "unknown", None
+    if pid == os.getpid():  # this thread's own session (or one stored before threads were), or another thread's
+        thread = session.get("thread")
+        if thread is None or thread == threading.get_ident():
+            return "unknown", None
+        return ("running", pid) if thread in {t.ident for t in threading.enumerate()} else ("stopped", None)
     return ("running", pid) if alive(pid, session.get("started")) else ("stopped", None)
 
 

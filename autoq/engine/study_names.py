@@ -21,7 +21,7 @@ from datetime import datetime, timezone
 import optuna
 
 from autoq.budget import Budget
-from autoq.engine.sessions import SESSION_ATTR, claim, dead_here, is_ours, live_owner, storage_lock
+from autoq.engine.sessions import SESSION_ATTR, claim, dead_here, is_ours, live_owner, storage_lock, where
 from autoq.errors import AutoqError
 from autoq.interrupts import deferred_interrupts
 
@@ -85,10 +85,10 @@ def _abandoned(study: optuna.Study) -> bool:
 def _taken(study: optuna.Study, name: str, storage: str) -> str:
     pid = live_owner(study)
     if pid is not None and SETTINGS_ATTR not in study.user_attrs:
-        return (f"a search named {name!r} is starting in {storage} (process {pid} on this machine); choose another name "
+        return (f"a search named {name!r} is starting in {storage} ({where(pid)}); choose another name "
                 "(--study-name, or study_name= in Python), or resume it once it has started (--resume NAME, resume=True)")
     if pid is not None:
-        return (f"a search named {name!r} is running in {storage} (process {pid} on this machine); choose another name "
+        return (f"a search named {name!r} is running in {storage} ({where(pid)}); choose another name "
                 "(--study-name, or study_name= in Python)")
     if SETTINGS_ATTR not in study.user_attrs and SESSION_ATTR not in study.user_attrs:  # plain Optuna's: no resume
         # (one with a session and no settings is an autoq search setting up, maybe on another machine: the message below)

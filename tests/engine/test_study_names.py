@@ -318,3 +318,44 @@ def test_a_default_name_writes_a_microsecond_budget_as_us(micro):
     from autoq.engine.study_names import default_study_name
 
     assert default_study_name("m", parse_budget(f"250{micro}s")).startswith("autoq-m-250us-")
+
+
+def test_a_search_another_thread_of_this_process_runs_is_not_resumed_or_started_again(tmp_path):
+    """Two threads resuming one study both ran it (509 trials of 300); a resume while another thread ran it failed that
+    thread's trial under it (Optuna's UpdateFinishedTrialError); a second start was told to resume it."""
+    import threading
+
+    import torch
+    from torch import nn
+
+    def model():  # each search its own copy: a trial quantizes its model in place
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+
+    data = [torch.randn(8, 16, generator=torch.Generator().manual_seed(1)) for _ in range(2)]
+    started, go_on, calls = threading.Event(), threading.Event(), []
+
+    def evaluate(m):
+        calls.append(threading.get_ident())
+        if calls.count(threading.get_ident()) > 1:  # a trial, after the reference pass: the study is stored and claimed
+            started.set()
+            assert go_on.wait(60)
+        return 1.0
+
+    options = dict(budget="6bits", seed_from="none", storage=f"sqlite:///{tmp_path / 'optuna.db'}", tracking_uri=None,
+                   progress=False, study_name="threads")
+    results = []
+    runner = threading.Thread(target=lambda: results.append(autoq.search(model(), data, evaluate, n_trials=3, **options)))
+    runner.start()
+    try:
+        assert started.wait(60)
+        with pytest.raises(AutoqError, match=r"^search 'threads' is still running \(another thread of this process\); let it "
+                                             r"finish, then resume$"):
+            autoq.search(model(), data, evaluate, n_trials=4, resume=True, **options)
+        with pytest.raises(AutoqError, match=r"a search named 'threads' is running in .* \(another thread of this process\); choose"):
+            autoq.search(model(), data, evaluate, n_trials=4, **options)
+    finally:
+        go_on.set()
+        runner.join(120)
+    assert len(results) == 1 and len(results[0].points) == 3
+    assert len(autoq.search(model(), data, evaluate, n_trials=4, resume=True, **options).points) == 4  # it ended: resumable
