@@ -125,10 +125,23 @@ def _value(value: Any, depth: int, seen: set[int]) -> str:
 
 
 def _array(value: Any) -> str:
-    """A tensor's or array's shape, dtype and bytes' hash (numpy has no bfloat16: a bfloat16 tensor as float32)."""
+    """A tensor's or array's shape, dtype and bytes' hash. A tensor of a dtype numpy lacks (bfloat16, float8) by its
+    bytes' hash all the same, a sparse one dense, a meta one (no data) by its shape and dtype alone."""
     if hasattr(value, "detach"):
-        value = value.detach().cpu().contiguous()
-        value = value.float().numpy() if str(value.dtype) == "torch.bfloat16" else value.numpy()
+        import torch
+
+        tensor = value.detach()
+        if tensor.is_meta:
+            return f"tensor({tuple(tensor.shape)}, {tensor.dtype}, meta)"
+        tensor = (tensor.to_dense() if tensor.layout != torch.strided else tensor).cpu().contiguous()
+        if str(tensor.dtype) == "torch.bfloat16":  # as float32, as it always was: a stored digest keeps its value
+            tensor = tensor.float()
+        try:
+            data = tensor.numpy().tobytes()
+        except TypeError:  # float8 and other dtypes numpy has no name for: their bytes
+            data = tensor.reshape(-1).view(torch.uint8).numpy().tobytes()
+        digest = hashlib.blake2b(data, digest_size=8).hexdigest()
+        return f"array({tuple(tensor.shape)}, {str(tensor.dtype).removeprefix('torch.')}, {digest})"
     digest = hashlib.blake2b(value.tobytes(), digest_size=8).hexdigest()
     return f"array({getattr(value, 'shape', ())}, {getattr(value, 'dtype', '')}, {digest})"
 

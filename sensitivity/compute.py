@@ -68,7 +68,7 @@ def cache_key(model_digest: str, data_digest: str, metric: str, settings: Mappin
         {"scoring": SCORING_VERSION, "model": model_digest, "data": data_digest, "metric": metric,
          "settings": {k: repr(v) for k, v in sorted(settings.items())},
          "options": [[layer.name, [c.name for c in opts]] for layer, opts in zip(layers, options)],
-         "code": [code_digest(get_metric(metric).fn), *(code_digest(method_info(m).fn) for m in methods)]},
+         "code": [code_digest(get_metric(metric).fn), *(method_info(m).code for m in methods)]},
         sort_keys=True,
     )
     return hashlib.blake2b(blob.encode(), digest_size=12).hexdigest()

@@ -71,6 +71,28 @@ def test_a_sampler_that_cannot_be_copied_is_used_as_given_with_a_warning():
     assert len(result.points) == 3
 
 
+def test_a_plug_in_samplers_own_lock_or_study_is_not_copied_apart():
+    """The copy walked every object the sampler reached (a study's storage, the modules behind it) and replaced a
+    user's shared lock with a private one; only Optuna's own samplers' locks are made anew."""
+    import threading
+
+    from autoq.engine.strategy import sampler_factory
+
+    shared = threading.Lock()
+
+    class Guarded(optuna.samplers.TPESampler):
+        def __init__(self):
+            super().__init__(seed=1)
+            self.gpu_lock = shared
+
+    given = Guarded()
+    with pytest.warns(AutoqWarning, match=r"^Guarded could not be copied"):
+        assert sampler_factory(given)(0) is given  # as given, its lock shared as it was
+    nsga = optuna.samplers.NSGAIISampler(population_size=4, seed=1)
+    copied = sampler_factory(nsga)(0)
+    assert copied is not nsga and copied._thread_lock is not nsga._thread_lock
+
+
 def test_a_config_object_takes_its_set_fields_and_keywords_beside_it_win():
     config = autoq.SearchConfig(budget="5bits", n_trials=3, tracking_uri=None, storage=None, progress=False, seed_from="none")
     result = autoq.search(tiny_mlp(), batches(), config=config, n_trials=2, budget="6bits")

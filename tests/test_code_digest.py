@@ -197,3 +197,17 @@ def test_a_partial_or_a_wrapper_of_an_autoq_method_is_a_plugins_code(monkeypatch
     monkeypatch.setattr(registry, "_METHODS", base.copy())  # the plug-in edited, in the next process
     registry.register_method("awq-g10", needs_stats=True, scales_input=True)(functools.partial(awq, grid=40))
     assert registry.changed_code(recorded, ["awq-g10"]) == ["awq-g10"]
+
+
+def test_tensors_numpy_cannot_take_are_hashed_not_a_crash():
+    """A float8 lookup table in a plug-in's config crashed the search ('unsupported ScalarType Float8_e5m2'); a meta or
+    sparse tensor too."""
+    def make(table):
+        return lambda w, spec, stats=None, lut=table: w * 1
+
+    lut = torch.tensor([0.5, 1.0]).to(torch.float8_e5m2)
+    assert code_digest(make({"lut": {"a": lut}})) == code_digest(make({"lut": {"a": lut.clone()}}))
+    assert code_digest(make({"lut": {"a": lut}})) != code_digest(make({"lut": {"a": (lut.float() * 2).to(torch.float8_e5m2)}}))
+    assert code_digest(make(torch.zeros(2, device="meta"))) != code_digest(make(torch.zeros(3, device="meta")))
+    sparse = torch.eye(3).to_sparse()
+    assert code_digest(make(sparse)) == code_digest(make(torch.eye(3).to_sparse())) != code_digest(make((2 * torch.eye(3)).to_sparse()))

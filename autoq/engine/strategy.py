@@ -224,7 +224,10 @@ def _copied(sampler: optuna.samplers.BaseSampler) -> optuna.samplers.BaseSampler
 
 
 def _locks(root: object) -> list[object]:
-    """The ``threading`` locks among ``root``'s attributes, its attributes' attributes and their containers."""
+    """The ``threading`` locks Optuna's samplers hold themselves: among the attributes of ``root`` and of the samplers
+    it holds (NSGAIISampler's random sampler), and their containers, where they are Optuna's. Not a lock of a plug-in's
+    subclass, nor a study's or a storage's it holds, which may have to stay shared: those still fail the copy, and the
+    instance is used as given, with a warning."""
     kinds = (type(threading.Lock()), _RLOCK)
     found, seen, todo = [], set(), [root]
     while todo:
@@ -238,8 +241,8 @@ def _locks(root: object) -> list[object]:
             todo.extend(item.values())
         elif isinstance(item, (list, tuple, set)):
             todo.extend(item)
-        elif hasattr(item, "__dict__") and not isinstance(item, type):
-            todo.extend(vars(item).values())
+        elif type(item).__module__.startswith("optuna.samplers"):
+            todo.extend(vars(item).values() if hasattr(item, "__dict__") else ())
     return found
 
 

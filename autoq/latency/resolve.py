@@ -34,9 +34,10 @@ def is_table_path(device: str) -> bool:
     ``./h100`` for such a file."""
     if device.lower().startswith(ROOFLINE_PREFIX):  # a preset's estimate, whatever follows: said by its own check
         return False
-    if device.lower().endswith(".json") or Path(device).is_dir():  # a folder: refused as one by load_table
+    if device.lower().endswith(".json"):
         return True
-    return Path(device).is_file() and not (device.lower() in DEVICES and Path(device).name == device)
+    bare_preset = device.lower() in DEVICES and Path(device).name == device  # ./h100 for a file or folder of that name
+    return (Path(device).is_file() or Path(device).is_dir()) and not bare_preset  # a folder: refused as one by load_table
 
 
 def portable_device(device: str | None) -> str | None:

@@ -12,6 +12,7 @@ an input). New methods register with :func:`register_method`.
 
 from __future__ import annotations
 
+import functools
 import inspect
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
@@ -50,6 +51,16 @@ class MethodInfo:
     fn: PTQMethod
     needs_stats: bool
     scales_input: bool = False  # returns a per-input-channel scale, stored with the weight (fp32, 32 bits an input)
+
+    @functools.cached_property
+    def code(self) -> str:
+        """``code_digest(fn)``, taken once, at the method's first use in this process (a search's start, an export's):
+        before it has run, so a plug-in's own state (a call counter, a memo filled as it runs) does not make the same
+        code read as edited (an export right after the search that scored it was refused). It travels with the entry
+        to a Ray worker."""
+        from autoq.code_digest import code_digest
+
+        return code_digest(self.fn)
 
 
 _METHODS: Registry[MethodInfo] = Registry(
@@ -161,10 +172,8 @@ def _wrong_transform(q: QuantizedTensor, weight: torch.Tensor, info: MethodInfo)
 def plugin_code(methods: Iterable[str]) -> dict[str, str]:
     """``{method: code_digest}`` for each of ``methods`` that a plug-in registered (autoq's own change only with
     autoq): a search records them, and an export or a resume after the plug-in was edited is refused by them."""
-    from autoq.code_digest import code_digest
-
     infos = [info for info in map(_METHODS.find, sorted(set(methods))) if info is not None]
-    return {info.name: code_digest(info.fn) for info in infos if not _autoqs_own(info.fn)}
+    return {info.name: info.code for info in infos if not _autoqs_own(info.fn)}
 
 
 def _autoqs_own(fn: Any) -> bool:

@@ -70,3 +70,43 @@ def test_an_edited_plugin_method_is_refused_by_export_and_resume(searched, tmp_p
     resumed = autoq.search(model, data, n_trials=6, resume=True, **kwargs)
     assert len(resumed.points) == 6 and dict(resumed.best.searched.plugin_code) == dict(result.best.searched.plugin_code)
     assert set(dict(result.best.searched.plugin_code)) == {"clip-user"}  # autoq's own methods are not recorded
+
+
+STATEFUL = '''
+from autoq.ptq import get_method, register_method
+
+
+class _Stats:
+    def __init__(self):
+        self.calls = 0
+
+
+STATS = _Stats()
+
+
+@register_method("counted")
+def counted(weight, spec, stats=None, _memo={{}}):
+    STATS.calls += 1
+    _memo[tuple(weight.shape)] = STATS.calls
+    return get_method("rtn-minmax")(weight, spec)
+'''
+
+
+def test_a_plugins_own_state_changing_as_it_runs_is_not_an_edit(tmp_path, monkeypatch):
+    """A call counter and a memo default filled as the method ran: the export right after the search that scored it
+    was refused as 'edited since'. The digest is taken once, before the method first runs."""
+    monkeypatch.setattr(registry, "_METHODS", registry._METHODS.copy())
+    path = tmp_path / "countplug.py"
+    path.write_text(STATEFUL.format())
+    spec = importlib.util.spec_from_file_location("countplug", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    (tmp_path / "space.yaml").write_text(plugin_space("counted", ["counted"]))
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(32, 48), nn.GELU(), nn.Linear(48, 8)).eval()
+    data = [torch.randn(16, 32, generator=torch.Generator().manual_seed(1)) for _ in range(4)]
+    result = autoq.search(model, data, budget="8bits", space=str(tmp_path / "space.yaml"), n_trials=3, seed_from="none",
+                          tracking_uri=None, storage=None, progress=False)
+    assert module.STATS.calls > 0 and set(dict(result.best.searched.plugin_code)) == {"counted"}
+    autoq.export(model, result.best, tmp_path / "out", calibration=data, progress=False)  # refused as edited, before
+    assert (tmp_path / "out" / "model.safetensors").is_file()

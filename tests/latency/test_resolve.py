@@ -48,3 +48,5 @@ def test_a_folder_or_a_roofline_of_a_table_is_refused_as_such(tmp_path, monkeypa
     with pytest.raises(AutoqError, match=r"roofline: takes a preset's name .*, not ''; .*\(--device TABLE.json\)"):
         latency_model("roofline:")
     assert latency_model("ROOFLINE:H200").source == "estimate:roofline:h200"
+    (tmp_path / "h200").mkdir()  # a folder named as a preset does not take the preset's name, as a file does not
+    assert latency_model("h200").source.startswith("table:NVIDIA H200") and not is_table_path("h200")
