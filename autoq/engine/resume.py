@@ -139,11 +139,17 @@ def stored_settings(workload: Workload, config: SearchConfig, derived: dict[str,
 def check_seed_table(storage: str | None, study_name: str, digest: str, path: str, tracked: bool) -> None:
     """Refuse to resume a search whose strategy solves on a table file (ilp, greedy) with another table than the one its
     first session read: the file was read again, and a table overwritten since seeded the new trials from other scores."""
-    stored = (load_study(storage, study_name).user_attrs.get(SETTINGS_ATTR) or {}).get("seed_table")
-    if isinstance(stored, str) and stored != digest:
+    if seed_table_changed(storage, study_name, digest):
         kept = " (the search's MLflow run holds it as seed_table.json)" if tracked else ""
         raise AutoqError(f"cannot resume {study_name!r}: the sensitivity table {path} is not the one its search was seeded from "
                          f"(other scores: overwritten since); put that table back there{kept}, or start a new search (another --study-name)")
+
+
+def seed_table_changed(storage: str | None, study_name: str, digest: str) -> bool:
+    """Whether the stored search's first session recorded reading a sensitivity table of other scores than ``digest``
+    (its `SensitivityTable.scores_digest`): the file was overwritten since."""
+    stored = (load_study(storage, study_name).user_attrs.get(SETTINGS_ATTR) or {}).get("seed_table")
+    return isinstance(stored, str) and stored != digest
 
 
 def load_study(storage: str | None, study_name: str) -> optuna.Study:

@@ -191,7 +191,10 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
             warn(f"no {seed_from} sensitivity table for seeding ({type(exc).__name__}: {exc}); "
                  "starting from random budget-filling mixes instead (--seed-from METRIC to insist, none to skip)")
             seed_from, table = None, None
-        if table is not None and config.resume and not strategy_needs_scores(config.strategy) and _overwritten(table, storage, study_name):
+        from autoq.engine.resume import seed_table_changed  # (resume imports this module)
+
+        if (table is not None and config.resume and not strategy_needs_scores(config.strategy)
+                and seed_table_changed(storage, study_name, table.scores_digest())):
             note(f"the sensitivity table {seed_from} is not the one this search was seeded from (overwritten since): the seeds "
                  "this resume adds are random budget-filling mixes")
             seed_from, table, scores = None, None, None
@@ -224,15 +227,6 @@ def seed_room(config: SearchConfig, problem: Prepared, storage: str | None, stud
     uniform = uniform_seeds(problem.space, problem.cost_model, problem.budget, config.max_uniform_seeds)
     wanted = min(config.n_fill_seeds, max(0, config.n_trials - len(uniform)))
     return max(0, wanted - seeded_mixes(storage, study_name, uniform)) if wanted else 0
-
-
-def _overwritten(table: SensitivityTable, storage: str | None, study_name: str) -> bool:
-    """Whether a table file read again differs from the one the study's first session recorded it read."""
-    from autoq.engine.resume import load_study
-    from autoq.engine.study_names import SETTINGS_ATTR
-
-    stored = (load_study(storage, study_name).user_attrs.get(SETTINGS_ATTR) or {}).get("seed_table")
-    return isinstance(stored, str) and stored != table.scores_digest()
 
 
 def _strategy_parts(name: str, made: object) -> tuple[Strategy, list[Assignment], list[Assignment]]:
