@@ -143,7 +143,7 @@ def _experiments_holding(client: Any, name: str, experiment_id: str | None) -> l
 def run_pareto(args: argparse.Namespace) -> int:
     from autoq.engine import format_summary
     from autoq.engine.result import SearchResult
-    from autoq.engine.sessions import running_pid
+    from autoq.engine.sessions import running_pid, where
     from autoq.errors import AutoqError
     from autoq.tracking.mlflow_logger import shown_uri
     from autoq.tracking.runs import find_search, resume_hint
@@ -170,7 +170,7 @@ def run_pareto(args: argparse.Namespace) -> int:
     status = run.info.status
     pid = running_pid(result.storage, result.study_name) if status == "RUNNING" else None
     if pid is not None:
-        print(f"Search {result.study_name!r} is still running (process {pid} on this machine): the trials it finished so far.")
+        print(f"Search {result.study_name!r} is still running ({where(pid)}): the trials it finished so far.")
     elif status != "FINISHED":  # killed (kill -9 leaves it RUNNING), failed, or still running on another machine
         print(f"Search {result.study_name!r} did not finish (MLflow status {status}): the trials it finished so far.")
         if run.data.params.get("model_source") == "none":  # a module passed from Python: no command line resumes it

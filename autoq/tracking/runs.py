@@ -239,7 +239,7 @@ def resume_hint(run: Run, tracking_uri: str) -> str:
     Python gets the Python call: a command line cannot name it. Shared by ``autoq export`` and ``autoq pareto``."""
     import shlex
 
-    from autoq.engine.sessions import running_pid
+    from autoq.engine.sessions import running_pid, where
     from autoq.tracking.mlflow_logger import credentials_note, shown_uri
 
     study = run.data.tags.get(STUDY_TAG)
@@ -249,7 +249,7 @@ def resume_hint(run: Run, tracking_uri: str) -> str:
     storage = run_storage(run)
     pid = running_pid(storage, study) if run.info.status == "RUNNING" else None
     if pid is not None:
-        return f"it is still running (process {pid} on this machine): wait for it to finish"
+        return f"it is still running ({where(pid)}): wait for it to finish"
     elsewhere = " (unless it still runs on another machine)" if run.info.status == "RUNNING" else ""
     masked = ", with the storage's password in place of ***" if storage and "***" in storage else ""
     if params.get("model_source") == "none":  # a module passed from Python: the command would load the default model
