@@ -35,7 +35,7 @@ _UNITS = {
     "ms": ("latency_ms", 1.0),
     "s": ("latency_ms", 1e3),
 }
-_BUDGET_RE = re.compile(r"^\s*([+-]?(?:\d+\.?\d*|\.\d+)(?:e[+-]?\d+)?)\s*([a-z\u00b5\u03bc]*)\s*$", re.IGNORECASE)
+_BUDGET_RE = re.compile(r"^\s*([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?)\s*([a-z\u00b5\u03bc]*)\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"kb": "kB", "mb": "MB", "gb": "GB", "kib": "KiB", "mib": "MiB", "gib": "GiB"}  # as typed (any case): as shown
 # the units Budget.fmt writes, in bits, bytes or ms
 _SHOWN = {"bits": 1.0, **{shown: _UNITS[typed][1] for typed, shown in _SIZE_UNITS.items()}, "us": 1e-3, "ms": 1.0}
@@ -201,18 +201,19 @@ def _parse(raw: str) -> tuple[str, float]:
         raise AutoqError(f"cannot parse budget {raw!r}; expected a positive number with a unit, {_EXAMPLES}, or a latency like '3ms', '250us', '0.003s'")
     number, unit = float(match.group(1)), match.group(2).lower()
     written = match.group(2)
-    # 'Mb', 'Kib' are megabits, kibibits by the SI convention, 8x less than read as bytes; a unit all in lower case
-    # ('mb', 'kb', 'gib') is read as bytes, as typed in haste ('kb' alone was refused, as kilobits, while 'mb' was bytes)
-    if re.fullmatch(r"[KMG]i?b", written):
-        prefix = {"K": "kilo", "M": "mega", "G": "giga"}[written[0]]
-        bits = prefix[:2] + "bi" if "i" in written else prefix
-        raise AutoqError(f"budget {raw!r} reads as {bits}bits; a size budget is in bytes: '{match.group(1)}{written[:-1].replace('k', 'K')}B'")
     kind, scale = _UNITS[unit]
     if not number > 0:  # '1e-400' is positive, and 0 as a float: too small a budget to be one
         why = "is too small to be a number" if number == 0 and Decimal(match.group(1)) > 0 else "must be positive"
         raise AutoqError(f"budget {raw!r} {why}, {_EXAMPLES}")
     if not math.isfinite(number * scale):  # '1e400' overflows to inf: a budget nothing can be measured against
         raise AutoqError(f"budget {raw!r} is too large to be a number; {_EXAMPLES}")
+    # 'Mb', 'Kib' are megabits, kibibits by the SI convention, 8x less than read as bytes; a unit all in lower case
+    # ('mb', 'kb', 'gib') is read as bytes, as typed in haste ('kb' alone was refused, as kilobits, while 'mb' was bytes).
+    # After the number's own checks: '-1Mb' was offered '-1MB', itself refused
+    if re.fullmatch(r"[KMG]i?b", written):
+        prefix = {"K": "kilo", "M": "mega", "G": "giga"}[written[0]]
+        bits = prefix[:2] + "bi" if "i" in written else prefix
+        raise AutoqError(f"budget {raw!r} reads as {bits}bits; a size budget is in bytes: '{match.group(1)}{written[:-1].replace('k', 'K')}B'")
     # in decimal, then rounded once: 0.015662 * 1e6 in floats is 15661.999..., which refused the 15,662-byte assignment
     # that '0.015662MB' names as below the cheapest one
     return kind, float(Decimal(match.group(1)) * Decimal(repr(scale)))

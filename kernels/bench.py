@@ -34,7 +34,7 @@ DEFAULT_BATCHES = (1, 16, 128)
 DEFAULT_KERNELS = ("wq", "w8a8")
 BASELINE_KERNEL = "torch-fp16"
 LLAMA_7B_SHAPES = ((4096, 4096), (11008, 4096), (4096, 11008))  # (N, K): q/k/v/o, gate/up, down
-_SHAPE_RE = re.compile(r"^\s*(\d+)\s*[xX]\s*(\d+)\s*$")
+_SHAPE_RE = re.compile(r"^\s*([0-9]+)\s*[xX]\s*([0-9]+)\s*$")
 
 
 def default_formats() -> tuple[QuantSpec, ...]:
@@ -131,7 +131,19 @@ class BenchConfig:
         if self.compile_workers is not None and self.compile_workers < 0:
             raise AutoqError(f"compile_workers (--compile-workers) must be 0 (compile at launch) or a positive number of processes "
                              f"(None, or the option left out: one per core); got {self.compile_workers}")
+        self._check_no_repeats()
         self._check_kernels_run_formats()
+
+    def _check_no_repeats(self) -> None:
+        """Refuse a shape, batch, format or kernel named twice: each would be measured twice (minutes of GPU time) into
+        rows a latency table refuses to hold, so the table written could not be used with ``--device``."""
+        given = {"shapes (--shapes)": [f"{n}x{k}" for n, k in self.shapes], "batches (--batches)": [str(b) for b in self.batches],
+                 "formats (--formats)": [spec.name for spec in self.formats], "kernels (--kernels)": list(self.kernels)}
+        for what, names in given.items():
+            twice = [name for name in dict.fromkeys(names) if names.count(name) > 1]
+            if twice:
+                raise AutoqError(f"{what} name {', '.join(twice)} more than once; each is measured once, so give each once "
+                                 f"(got {', '.join(names)})")
 
     def _check_kernels_run_formats(self) -> None:
         """Refuse formats asked for that none of the kernels runs, or kernels that run none of the default formats: such a

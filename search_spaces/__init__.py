@@ -77,7 +77,7 @@ def parse_granularity(token: str, where: str) -> tuple[str, int | None]:
     N (``group``, N); anything else is refused, ``where`` naming the rule."""
     if token in {"tensor", "channel"}:
         return token, None
-    match = re.fullmatch(r"g([1-9]\d*)", token)
+    match = re.fullmatch(r"g([1-9][0-9]*)", token)  # ASCII digits: \d took "g1２８" for g128
     if not match or int(match.group(1)) not in GROUP_SIZES:
         raise AutoqError(f"{where}: unknown granularity {token!r}; use tensor, channel, " + ", ".join(f"g{g}" for g in GROUP_SIZES))
     return "group", int(match.group(1))
@@ -189,9 +189,14 @@ def _compose(text: str, source: str) -> tuple[yaml.Node | None, Any]:
         loader.dispose()
 
 
-def _refuse_duplicate_keys(node: yaml.Node | None, source: str) -> None:
+def _refuse_duplicate_keys(node: yaml.Node | None, source: str, seen_nodes: set[int] | None = None) -> None:
     """A key written twice in one mapping is an error: YAML loaders keep the last silently, so a second ``bits:`` in a rule
-    (or a second ``rules:`` block) replaced the first without a word."""
+    (or a second ``rules:`` block) replaced the first without a word. Each node is read once: an alias shares its anchor's
+    node, and one that holds itself (``&a [*a]``) recursed without end."""
+    seen_nodes = set() if seen_nodes is None else seen_nodes
+    if id(node) in seen_nodes:
+        return
+    seen_nodes.add(id(node))
     if isinstance(node, yaml.MappingNode):
         seen: dict[tuple[str, str], int] = {}
         for key, value in node.value:
@@ -201,10 +206,10 @@ def _refuse_duplicate_keys(node: yaml.Node | None, source: str) -> None:
                     raise AutoqError(f"{source}, line {line}: key {key.value!r} is given twice in one mapping "
                                      f"(first on line {seen[key.tag, key.value]}); keep one")
                 seen[key.tag, key.value] = line
-            _refuse_duplicate_keys(value, source)
+            _refuse_duplicate_keys(value, source, seen_nodes)
     elif isinstance(node, yaml.SequenceNode):
         for item in node.value:
-            _refuse_duplicate_keys(item, source)
+            _refuse_duplicate_keys(item, source, seen_nodes)
 
 
 def _one_line(exc: yaml.YAMLError) -> str:
@@ -245,6 +250,9 @@ def parse_preset(text: str, source: str) -> Preset:
     rules = tuple(rules)
     if not rules:
         raise AutoqError(f"{source}: 'rules' is empty")
+    for key in ("name", "description"):
+        if isinstance(data.get(key), (dict, list)):  # was written out with str(), and an alias-shared one took minutes to
+            raise AutoqError(f"{source}: '{key}' must be text, got a {type(data[key]).__name__}")
     return Preset(str(data.get("name", Path(source).stem)), str(data.get("description", "")), rules)
 
 

@@ -123,5 +123,7 @@ def _check_setting(metric: str, key: str, value: Any, default: Any) -> None:
             none = " (or none: all)" if key in NONE_MEANS_ALL else ""
             written = f"; write it as {int(value)}" if isinstance(value, float) and value.is_integer() and value >= least else ""
             raise AutoqError(f"{what} must be a whole number of at least {least}{none}, like its default {default!r}{written}")
+        if key == "seed" and value >= 2**32:  # torch's generator overflowed on it after the model had loaded
+            raise AutoqError(f"{what} must be an integer from 0 to 2**32 - 1 (as a search's --seed), like its default {default!r}")
     elif isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
         raise AutoqError(f"{what} must be a positive number, like its default {default!r}")

@@ -95,7 +95,8 @@ def test_config_refuses_latency_without_device_before_loading():
     assert SearchConfig(budget="4.5bits", device="h100", batch=16).batch == 16
 
 
-@pytest.mark.parametrize("text", ["abc", "", "   ", "-1bits", "0bits", "0", "-0.0", "4.5parsecs", "20B", "1e", "4.5 bits extra", "bits", "1.2.3"])
+@pytest.mark.parametrize("text", ["abc", "", "   ", "-1bits", "0bits", "0", "-0.0", "4.5parsecs", "20B", "1e", "4.5 bits extra", "bits", "1.2.3",
+                                  "４bits"])  # digits other than ASCII: \d took them, and the study name dropped them
 def test_bad_budgets_show_an_example(text):
     with pytest.raises(AutoqError) as info:
         parse_budget(text)
@@ -272,6 +273,13 @@ def test_megabits_are_not_read_as_megabytes(text, says):
     with pytest.raises(AutoqError, match=f"budget '{text}' reads as {says}"):
         parse_budget(text)
     assert parse_budget(text.replace("b", "B").replace("k", "K")).kind == "bytes"
+
+
+@pytest.mark.parametrize(("text", "says"), [("-1Mb", "must be positive"), ("0Mb", "must be positive"), ("1e400Mb", "is too large")])
+def test_a_bad_number_in_megabits_is_refused_for_the_number(text, says):
+    """'-1Mb' was offered '-1MB' instead, a budget refused in turn."""
+    with pytest.raises(AutoqError, match=f"budget '{re.escape(text)}' {says}"):
+        parse_budget(text)
 
 
 def test_a_unit_all_in_lower_case_is_bytes_whatever_its_prefix():

@@ -29,7 +29,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sampler", default="tpe", help=f"{' / '.join(samplers)} (default: tpe)")
     p.add_argument("--strategy", default="optuna",
                    help=f"{' / '.join(strategies)}: optuna (default) is a seeded sampler, the others run alone")
-    p.add_argument("--seed-from", default="auto", metavar="METRIC",
+    p.add_argument("--seed-from", default="auto", metavar="METRIC", type=_seed_from,
                    help=f"seed from a sensitivity table: {', '.join(metrics)}, or a table file (.json/.csv); "
                         "auto (default): fisher, or kl for a space with activation formats, cached on disk; none: random budget-filling mixes")
     p.add_argument("--skip", action="append", default=[], metavar="REGEX", help="leave layers matching REGEX unquantized (repeatable)")
@@ -49,6 +49,12 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                         "one truncated calibration pass per layer for each such choice (see README)")
     add_scale_args(p)  # --backend, --workers, --resume, ... (autoq/cli/scale.py); keep it after the other options
     p.set_defaults(run=run)
+
+
+def _seed_from(text: str) -> str:
+    """``--seed-from``: ``auto`` and ``none`` in any case, as ``--storage`` and ``--timeout`` take ``none`` (``None`` was
+    refused as an unknown metric); a metric's name or a table's path as given."""
+    return text.lower() if text.lower() in ("auto", "none") else text
 
 
 def _seconds(text: str) -> float | None:

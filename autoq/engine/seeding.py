@@ -62,7 +62,10 @@ def check_seed_from(seed_from: str | None, strategy: str = "optuna", resume: boo
     if seed_from not in metric_names() and Path(seed_from).is_file():  # 'unknown sensitivity metric' of a table file's name
         raise AutoqError(f"--seed-from {seed_from}: a file, but a table file's name ends in .json or .csv (autoq sensitivity writes "
                          "both), and any other word is a metric's name; rename the file, or pass a metric")
-    get_metric(seed_from)
+    try:
+        get_metric(seed_from)
+    except AutoqError as exc:  # the registry's list left out what else --seed-from takes
+        raise AutoqError(f"--seed-from {seed_from}: {exc}; or {AUTO} (the default), {NONE} (no seeds), or a table file (.json/.csv)") from None
 
 
 def _is_path(text: str) -> bool:

@@ -20,7 +20,7 @@ from autoq.quant.spec import whole_number
 
 ACT_BITS = (4, 8)
 ACT_MODES = ("tensor", "token")
-_NAME_RE = re.compile(r"a([1-9]\d*)-(tensor|token)(-asym)?")  # fullmatch: no leading zeros, no trailing newline
+_NAME_RE = re.compile(r"a([1-9][0-9]*)-(tensor|token)(-asym)?")  # fullmatch: no leading zeros, no trailing newline; ASCII digits
 _EPS = 1e-8
 
 

@@ -18,7 +18,7 @@ GRANULARITIES = ("tensor", "channel", "group")
 GROUP_SIZES = (32, 64, 128)
 PARAM_BITS = 16  # scales and zero points are fp16
 
-_NAME_RE = re.compile(r"int([1-9]\d*)-(tensor|ch|g([1-9]\d*))-(sym|asym)")  # fullmatch: no leading zeros, no trailing newline
+_NAME_RE = re.compile(r"int([1-9][0-9]*)-(tensor|ch|g([1-9][0-9]*))-(sym|asym)")  # fullmatch: no leading zeros, no trailing newline; ASCII digits
 
 
 def whole_number(value: object, what: str) -> int:

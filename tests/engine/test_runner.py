@@ -232,11 +232,16 @@ def test_the_timeout_line_is_not_glued_to_the_progress_bar(digits, monkeypatch, 
 
 
 def test_same_seed_same_frontier(digits, mlflow_uri):
-    def run():
-        r = autoq.search("digits-cnn", budget="3.5bits", n_trials=12, seed=3, tracking_uri=None, storage=None, progress=False)
+    """Unseeded (no queued seeds), so every trial is the sampler's: the seed must reach it, not only the seed list."""
+
+    def run(seed):
+        r = autoq.search("digits-cnn", budget="3.5bits", n_trials=8, seed=seed, seed_from="none", tracking_uri=None, storage=None, progress=False)
         return [(p.assignment, p.quality) for p in r.points]
 
-    assert run() == run()
+    first = run(3)
+    assert len(first) >= 4
+    assert run(3) == first
+    assert [a for a, _ in run(4)] != [a for a, _ in first]
 
 
 def test_size_budget(mlflow_uri):

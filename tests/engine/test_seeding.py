@@ -65,6 +65,24 @@ def test_a_table_file_without_its_ending_is_not_called_an_unknown_metric(tmp_pat
     check_seed_from("kl")
 
 
+def test_an_unknown_seed_from_says_what_else_it_takes():
+    """It listed the metrics alone: 'auto', 'none' and table files, all --seed-from takes, went unsaid."""
+    from autoq.engine.seeding import check_seed_from
+    from autoq.errors import AutoqError
+
+    with pytest.raises(AutoqError, match=r"^--seed-from hesse: unknown sensitivity metric 'hesse'; choose one of kl, .*; or auto \(the "
+                                         r"default\), none \(no seeds\), or a table file \(.json/.csv\)$"):
+        check_seed_from("hesse")
+
+
+@pytest.mark.parametrize("given, read", [("None", "none"), ("NONE", "none"), ("Auto", "auto"), ("fisher", "fisher"), ("T.JSON", "T.JSON")])
+def test_the_cli_reads_auto_and_none_in_any_case(given, read):
+    """``--storage NONE`` and ``--timeout None`` were taken, ``--seed-from None`` refused as an unknown metric."""
+    from autoq.cli import build_parser
+
+    assert build_parser().parse_args(["search", "--seed-from", given]).seed_from == read
+
+
 def test_a_missing_table_or_a_folder_is_refused_before_the_model_loads(tmp_path, monkeypatch, capsys):
     """It was found missing after the model loaded (minutes for an LLM), and an empty optuna.db stayed; a folder was
     said not to exist."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -41,7 +42,7 @@ def test_parse_shapes_batches_formats():
     assert parse_shapes("4096x4096, 4096X11008,11008x4096") == ((4096, 4096), (4096, 11008), (11008, 4096))
     assert parse_batches("1,16,128") == (1, 16, 128)
     assert [s.name for s in parse_formats("int4-g128-asym,fp16,int8-ch-sym")] == ["int4-g128-asym", "int8-ch-sym"]
-    for bad in ("4096", "4096x", "0x5", ""):
+    for bad in ("4096", "4096x", "0x5", "", "4096x４096"):
         with pytest.raises(AutoqError, match="shape"):
             parse_shapes(bad)
     for bad in ("1,x", "0", ""):
@@ -93,6 +94,21 @@ def test_kernels_that_run_none_of_the_formats_are_refused_before_the_gpu():
         BenchConfig(shapes=((8, 8),), kernels=())
     only_w8a8 = BenchConfig(shapes=((8, 8),), kernels=("w8a8",))  # the default formats: it measures those it runs
     assert {spec.name for _, spec, _ in only_w8a8.cases() if spec is not None} == {"int8-ch-sym"}
+
+
+@pytest.mark.parametrize("field, value, named", [
+    ("batches", (1, 16, 1), "batches (--batches) name 1 more than once"),
+    ("shapes", ((8, 8), (16, 8), (8, 8)), "shapes (--shapes) name 8x8 more than once"),
+    ("formats", "int4-ch-asym,int8-ch-sym,int4-ch-asym", "formats (--formats) name int4-ch-asym more than once"),
+    ("kernels", ("wq", "wq"), "kernels (--kernels) name wq more than once"),
+])
+def test_a_value_named_twice_is_refused_before_the_gpu(field, value, named):
+    """It was measured twice into rows that ``--device`` then refused as measuring one case twice."""
+    kwargs = {"shapes": ((8, 8),), field: parse_formats(value) if field == "formats" else value}
+    with pytest.raises(AutoqError, match=re.escape(named) + "; each is measured once"):
+        BenchConfig(**kwargs)
+    once = {**kwargs, field: tuple(dict.fromkeys(kwargs[field]))}
+    assert len(BenchConfig(**once).cases()) > 0
 
 
 @pytest.mark.parametrize("spec_name, kernel", [(None, BASELINE_KERNEL), ("int4-g128-asym", "wq"), ("int8-ch-sym", "w8a8")])

@@ -24,7 +24,7 @@ def test_bits_are_a_whole_number():
     assert ActSpec(np.int64(4), "token").name == "a4-token"
 
 
-@pytest.mark.parametrize("name", ["a16-tensor", "a8-row", "a8", "8-tensor", "a08-token", "a8-token\n"])  # read whole, as written
+@pytest.mark.parametrize("name", ["a16-tensor", "a8-row", "a8", "8-tensor", "a08-token", "a8-token\n", "a８-token"])  # read whole, as written
 def test_bad_names(name):
     """Each error names the format as given (or its bad width) and what would be right."""
     with pytest.raises(AutoqError) as info:

@@ -242,7 +242,7 @@ def test_parse_error_message_names_the_input():
         QuantSpec.from_name("int4-row-sym")
 
 
-@pytest.mark.parametrize("name", ["int04-ch-sym", "int4-g0128-asym", "int4-ch-sym\n", " int4-ch-sym"])
+@pytest.mark.parametrize("name", ["int04-ch-sym", "int4-g0128-asym", "int4-ch-sym\n", " int4-ch-sym", "int4-g1２８-asym"])
 def test_a_name_is_read_whole_and_as_written(name):
     """Leading zeros and a trailing newline were read, and the name came back as another text."""
     with pytest.raises(AutoqError, match="cannot parse quantization format"):

@@ -50,7 +50,7 @@ def test_unknown_activation_names_its_line():
         preset(text)
 
 
-@pytest.mark.parametrize("token", ["g100", "g0128"])  # g0128 was taken for g128, under a name QuantSpec refuses
+@pytest.mark.parametrize("token", ["g100", "g0128", "g1２８"])  # g0128 and g1２８ were taken for g128, under a name QuantSpec refuses
 def test_unknown_granularity_names_its_line(token):
     text = f"rules:\n  - bits: 4\n    granularity: [{token}]\n    methods: rtn-mse\n"
     with pytest.raises(AutoqError, match=rf"line 3, rule 1: unknown granularity '{token}'; use tensor, channel, g32"):
@@ -162,6 +162,38 @@ def test_a_key_given_twice_is_refused_with_its_lines(text, message):
     """YAML keeps the last of two equal keys silently: a second 'bits:' made a 2/3-bit rule an 8-bit one."""
     with pytest.raises(AutoqError, match=message):
         preset(text)
+
+
+@pytest.mark.parametrize("text, message", [
+    ("rules: &a [*a]", "space.yaml, line 1, rule 1: a rule must be a mapping"),
+    ("rules:\n  - &r {bits: [4], granularity: [channel], methods: [rtn-mse], me: *r}", r"unknown key\(s\) \['me'\]"),
+])
+def test_an_alias_that_holds_itself_is_refused_in_words(text, message):
+    """The duplicate-key check walked it without end: a RecursionError's thousand lines of traceback."""
+    with pytest.raises(AutoqError, match=message):
+        preset(text)
+
+
+def test_aliases_sharing_nodes_are_read_once(monkeypatch):
+    """Each alias was walked anew: 24 levels of doubling aliases took 21 s to load (plain YAML: milliseconds)."""
+    import autoq.search_spaces as spaces
+
+    walked = []
+    walk = spaces._refuse_duplicate_keys
+    monkeypatch.setattr(spaces, "_refuse_duplicate_keys", lambda node, *args: walked.append(node) or walk(node, *args))
+    levels = ["a0: &a0 [1]"] + [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}]" for i in range(1, 25)]
+    text = "rules:\n  - {bits: [4], granularity: [channel], methods: [rtn-mse], symmetric: [false]}\nx:\n" + "\n".join(
+        "  " + line for line in levels)
+    with pytest.raises(AutoqError, match=r"unknown key\(s\) \['x'\]"):
+        preset(text)
+    assert 0 < len(walked) < 200  # the file's nodes once each (2**25 visits before)
+
+
+@pytest.mark.parametrize("key", ["name", "description"])
+def test_a_name_or_description_that_is_not_text_is_refused(key):
+    """A list or mapping was stored as its str(), and an alias-shared one took minutes to write out."""
+    with pytest.raises(AutoqError, match=f"space.yaml: '{key}' must be text, got a list"):
+        preset(f"{key}: [1, 2]\nrules:\n  - {{bits: [4], granularity: [channel], methods: [rtn-mse]}}")
 
 
 def test_unknown_keys_of_mixed_types_are_listed():

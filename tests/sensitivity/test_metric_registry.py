@@ -42,6 +42,16 @@ def test_defaults_cannot_be_changed_through_the_registry():
     assert resolve_settings(info, None)["n_samples"] == info.defaults["n_samples"] != 2
 
 
+@pytest.mark.parametrize("metric", ["fisher", "hessian"])
+def test_a_seed_torch_cannot_take_is_refused_before_the_model_loads(metric):
+    """``--set seed=99999999999999999999`` overflowed torch's generator after the model had loaded (a raw ValueError)."""
+    info = get_metric(metric)
+    with pytest.raises(AutoqError, match=rf"setting seed=4294967296 of sensitivity metric '{metric}' must be an integer from 0 to 2\*\*32 - 1"):
+        resolve_settings(info, {"seed": 2**32})
+    assert resolve_settings(info, {"seed": 2**32 - 1})["seed"] == 2**32 - 1
+    torch.Generator().manual_seed(2**32 - 1)  # the largest kept is one torch takes
+
+
 NORM_METRIC = """
 def weight_norm(inputs, settings, progress):
     entries = []
