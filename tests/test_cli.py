@@ -242,3 +242,19 @@ def test_a_bad_option_is_one_line_naming_its_command_and_a_close_option(args, li
     '--trackin' for --tracking-uri."""
     code, _, err = run_main(*args, cwd=tmp_path, capsys=capsys)
     assert code == 2 and line in err and len(err.strip().splitlines()) == 1, err
+
+
+@pytest.mark.parametrize("argv, dest", [
+    (["export", "--run-id", "r", "--out=~/q"], "out"), (["export", "--run-id", "r", "--out", "x", "--model", "~/bert"], "model"),
+    (["search", "--space", "~/s.yaml"], "space"), (["search", "--device", "~/t.json"], "device"), (["search", "--model", "~/bert"], "model"),
+    (["sensitivity", "--metric", "kl", "--out", "~/tables"], "out"), (["sensitivity", "--metric", "kl", "--space", "~/s.yaml"], "space"),
+    (["kernels", "bench", "--out", "~/l.json"], "out"), (["kernels", "bench", "--model", "~/bert"], "model"),
+])
+def test_a_path_option_expands_a_leading_tilde(argv, dest, monkeypatch, tmp_path):
+    """``--out=~/q`` (no shell expands it after '=') exported into a folder named '~' in the working folder."""
+    from autoq.cli import build_parser
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    value = getattr(build_parser().parse_args(argv), dest)
+    assert value.startswith(str(tmp_path) + os.sep) and "~" not in value
+    assert build_parser().parse_args(["search", "--space", "per-channel"]).space == "per-channel"  # a preset's name as given

@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from autoq.cli.parser import user_path
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from autoq.builtin import BUILTINS
@@ -18,9 +20,9 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--run-id", required=True, help="an MLflow trial run id (or a search's parent run id: its best frontier point)")
     add_mlflow_args(p, experiment=False)
-    p.add_argument("--model", default=None, help=f"the model the run searched: a built-in ({', '.join(BUILTINS)}) or a local Hugging Face directory "
+    p.add_argument("--model", default=None, type=user_path, help=f"the model the run searched: a built-in ({', '.join(BUILTINS)}) or a local Hugging Face directory "
                                                 "(default: the one the search loaded, from the run)")
-    p.add_argument("--out", required=True, help="output directory")
+    p.add_argument("--out", required=True, type=user_path, help="output directory")
     p.add_argument("--log-to-run", action="store_true",
                    help="also log the export as an MLflow model from the run (runs:/RUN_ID/quantized_model, which autoq.load "
                         "and mlflow.pyfunc.load_model take)")

@@ -6,6 +6,8 @@ import argparse
 import re
 import sys
 
+from autoq.cli.parser import user_path
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from autoq.builtin import BUILTINS, DEFAULT_MODEL
@@ -21,7 +23,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                     "(and/or explicit shapes) and batch sizes on the current CUDA GPU; write the latency table that "
                     "'autoq search --device TABLE.json' reads. Needs a GPU.",
     )
-    b.add_argument("--model", default=None, help=f"a built-in ({', '.join(BUILTINS)}; default: {DEFAULT_MODEL}), a local Hugging Face "
+    b.add_argument("--model", default=None, type=user_path, help=f"a built-in ({', '.join(BUILTINS)}; default: {DEFAULT_MODEL}), a local Hugging Face "
                    "model directory, or 'none' to measure only --shapes")
     b.add_argument("--shapes", default=None, help="extra layer shapes NxK (out x in features), e.g. 4096x4096,4096x11008,11008x4096")
     b.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)), help="batch sizes (rows of activations); default: 1,16,128")
@@ -35,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--max-seconds", type=float, default=None, help="start no new case after this many seconds and write what was measured")
     b.add_argument("--compile-workers", type=int, default=None,
                    help="processes that compile the kernels before timing starts (default: one per core; 0: compile each at its first launch)")
-    b.add_argument("--out", default=None, help="output JSON (default: latency_<device>.json in the current directory)")
+    b.add_argument("--out", default=None, type=user_path, help="output JSON (default: latency_<device>.json in the current directory)")
     b.add_argument("--merge", action="store_true", help="keep the rows of an existing --out table that were not re-measured")
     b.add_argument("--no-progress", action="store_true", help="no progress bar")
     b.set_defaults(run=run_bench)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import difflib
+import os
 import re
 from typing import Any, NoReturn
 
@@ -39,6 +40,12 @@ class Parser(argparse.ArgumentParser):
                 close += [f"{match} for {name}" for match in difflib.get_close_matches(name, options, n=1, cutoff=0.7)]
         said = [f"did you mean {', '.join(close)}?"] if close else []
         return f" ({'; '.join(said + other)})" if said or other else ""
+
+
+def user_path(text: str) -> str:
+    """A path option's value with a leading ``~`` expanded, as a shell expands a bare word: ``--out=~/q`` and a quoted
+    ``"~/q"`` reach the command as written, and an export went into a folder named ``~`` in the working folder."""
+    return os.path.expanduser(text)
 
 
 def parse(parser: Parser, argv: list[str]) -> argparse.Namespace:

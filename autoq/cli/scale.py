@@ -42,18 +42,20 @@ def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     if args.storage.lower() == "none":
         raise AutoqError(f"--resume {args.resume} reads the search from its Optuna storage, and --storage none keeps none; "
                          "pass the storage it ran with, or leave --storage out for the default")
-    storage = SearchConfig(tracking_uri=tracking_uri_of(args), storage=args.storage).resolved_storage()
-    stored = started_settings(storage, args.resume)
-    if stored and stored.get("model_source") is None and "model" in stored and getattr(args, "model", None) is None:
-        raise AutoqError(f"search {args.resume!r} searched a model passed from Python ({stored['model']}), which a command line cannot "
-                         "name; resume it from Python: autoq.search(model, data, ..., resume=True, study_name=...)")
-    _check_plugins(args.resume, stored.get("plugins") or [], getattr(args, "plugins", None) or [])
     values = vars(args).copy()
     given = getattr(args, "given", None)  # the options on the command line (main sets it); else: those not at their default
     defaults = args.search_defaults
     def left_out(dest: str) -> bool:
         return dest not in given if given is not None else values.get(dest) == defaults.get(dest)
 
+    storage = SearchConfig(tracking_uri=tracking_uri_of(args), storage=args.storage).resolved_storage()
+    recorded = _recorded_storage(args, storage) if left_out("storage") else None
+    storage = recorded or storage
+    stored = started_settings(storage, args.resume)
+    if stored and stored.get("model_source") is None and "model" in stored and getattr(args, "model", None) is None:
+        raise AutoqError(f"search {args.resume!r} searched a model passed from Python ({stored['model']}), which a command line cannot "
+                         "name; resume it from Python: autoq.search(model, data, ..., resume=True, study_name=...)")
+    _check_plugins(args.resume, stored.get("plugins") or [], getattr(args, "plugins", None) or [])
     for dest, key in _STORED.items():
         if key in stored and stored[key] is not None and left_out(dest):
             values[dest] = [f"{p}={c}" for p, c in stored[key]] if dest == "pin" else stored[key]
@@ -62,8 +64,38 @@ def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     if take and left_out("tracking_uri"):
         values["tracking_uri"] = kept or "none"  # its MLflow parent run where it is, or no MLflow as it ran
         values["storage"] = storage  # found by the options given: not again beside the stored store
+    if recorded:
+        values["storage"] = recorded
     values["study_name"] = args.resume
     return argparse.Namespace(**values)
+
+
+def _recorded_storage(args: argparse.Namespace, default: str) -> str | None:
+    """The storage the tracking store's run of the search ``args.resume`` records, where the default storage holds no
+    such study: a resume from another folder given only ``--tracking-uri`` looked for a search run with ``--storage``
+    beside that store, and said there was none. ``None`` where the default holds it or no run records another."""
+    from mlflow.exceptions import MlflowException
+
+    from autoq.cli.mlflow_args import tracking_uri_of
+    from autoq.engine.resume import study_exists
+    from autoq.errors import AutoqError
+    from autoq.tracking.mlflow_logger import run_storage, sqlite_path, tracking_client
+    from autoq.tracking.runs import find_search
+
+    uri = tracking_uri_of(args)
+    if uri is None or study_exists(default, args.resume):
+        return None
+    db = sqlite_path(uri)
+    if db is not None and not db.exists():  # MLflow would make an empty store there
+        return None
+    try:
+        client = tracking_client(uri)
+        experiment = client.get_experiment_by_name(args.experiment)
+        run = find_search(client, experiment.experiment_id, args.resume) if experiment is not None else None
+    except (MlflowException, AutoqError):  # the store unreadable, two searches of the name: the default's error stands
+        return None
+    found = run_storage(run) if run is not None else None
+    return found if found and found != default and study_exists(found, args.resume) else None
 
 
 def _check_model(name: str, stored: str | None, given: str | None) -> None:

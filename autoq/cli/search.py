@@ -5,6 +5,8 @@ from __future__ import annotations
 import argparse
 import sys
 
+from autoq.cli.parser import user_path
+
 
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from autoq.budget import DEFAULT_BUDGET
@@ -19,8 +21,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
         description="Search per-layer quantization choices within a budget and log the Pareto frontier to MLflow.",
     )
     p.add_argument("--budget", default=DEFAULT_BUDGET, help="average bits per weight ('4.5bits', '4.5'), model size ('20MB', '20MiB') or latency with --device ('3ms', '250us'); default: 4.5bits")
-    p.add_argument("--model", default=None, help=f"a built-in ({', '.join(BUILTINS)}; default: {DEFAULT_MODEL}) or a local Hugging Face model directory")
-    p.add_argument("--space", default="default", help="search-space preset name or YAML file (default: default)")
+    p.add_argument("--model", default=None, type=user_path, help=f"a built-in ({', '.join(BUILTINS)}; default: {DEFAULT_MODEL}) or a local Hugging Face model directory")
+    p.add_argument("--space", default="default", type=user_path, help="search-space preset name or YAML file (default: default)")
     p.add_argument("--n-trials", type=int, default=100, help="trials, uniform baselines included; a sampler's repeat of an earlier assignment counts as one "
                    "and is not evaluated again (default: 100)")
     p.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
@@ -37,7 +39,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     add_mlflow_args(p, nest=True, can_skip=True)
     p.add_argument("--study-name", default=None, help="Optuna study name (default: autoq-MODEL-BUDGET-TIMESTAMP)")
     p.add_argument("--storage", default="auto", help="Optuna storage URL (default: optuna.db beside the MLflow database; 'none': in memory, not resumable)")
-    p.add_argument("--device", default=None, metavar="NAME|TABLE.json",
+    p.add_argument("--device", default=None, type=user_path, metavar="NAME|TABLE.json",
                    help="add latency: a latency table measured by 'autoq kernels bench', or a GPU preset (h100, h200, a100, ...: "
                         "its committed measured table if autoq ships one, else a roofline ESTIMATE; roofline:h100 forces the estimate); "
                         "needed for budgets like '3ms'")

@@ -62,6 +62,9 @@ def checked_options(config: Any) -> dict[str, Any]:
             raise AutoqError(f"{name} must be a str (or None), got {type(value).__name__} {value!r}")
         if value is not None and not value.strip():  # '' was read as None: a new search for study_name='' of a resume
             raise AutoqError(f"{name} is {value!r}: give one, or None for {'the default' if name != 'mlflow_parent_run_id' else 'no parent'}")
+        if name == "study_name" and value is not None and "'" in value and '"' in value and config.tracking_uri is not None:
+            raise AutoqError(f"study_name {value!r} holds both a single and a double quote, and MLflow's filters could not find its "
+                             "runs by it (autoq pareto, export by name); keep one kind of quote")
     for name, optional in (("space", False), ("experiment", False), ("tracking_uri", True)):  # storage: resume._check_storage_url
         value = getattr(config, name)
         if not (isinstance(value, str) and value.strip()) and not (optional and value is None):

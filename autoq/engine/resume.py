@@ -169,6 +169,18 @@ def load_study(storage: str | None, study_name: str) -> optuna.Study:
         raise AutoqError(f"no search named {study_name!r} in {storage}{hint}") from None
 
 
+def study_exists(storage: str, study_name: str) -> bool:
+    """Whether ``storage`` holds a study ``study_name``, without making a database where there is none; ``True`` where
+    the storage cannot be read, so that :func:`load_study` says what is wrong with it."""
+    db = sqlite_path(storage)
+    if db is not None and not db.exists():
+        return False
+    try:
+        return study_name in optuna.get_all_study_names(storage)
+    except Exception:  # noqa: BLE001 - a storage of another kind, locked, unreachable: load_study's error says which
+        return True
+
+
 def remember_settings(storage: str | None, study_name: str, settings: dict[str, Any]) -> None:
     if storage is not None:
         study = load_study(storage, study_name)

@@ -40,9 +40,13 @@ def all_runs(client: MlflowClient, experiment_ids: list[str], filter_string: str
 
 
 def _quoted(value: str) -> str:
-    if "'" in value:
-        raise AutoqError(f"names with a single quote cannot be looked up in MLflow: {value!r}")
-    return f"'{value}'"
+    """``value`` as a string of an MLflow filter: in single quotes, or double ones where it holds a single quote (a
+    search named ``bob's`` ran and was listed, and ``autoq pareto`` refused its name). MLflow's filters escape neither."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise AutoqError(f"names with both a single and a double quote cannot be looked up in MLflow: {value!r}")
 
 
 def find_search(client: MlflowClient, experiment_id: str, study_name: str, storage: str | None = None) -> Run | None:

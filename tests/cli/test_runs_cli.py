@@ -9,9 +9,12 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 
+import pytest
+
 import autoq
 from autoq.cli import main
 from autoq.engine.sessions import SESSION_ATTR
+from autoq.errors import AutoqError
 
 
 def test_runs_lists_and_pareto_prints_the_frontier(tmp_path, mlflow_uri, capsys):
@@ -72,6 +75,17 @@ def test_pareto_of_a_search_in_another_experiment_names_that_experiment(mlflow_u
     assert main(["pareto", "nested one", "--tracking-uri", mlflow_uri, "--experiment", "my pipe"]) == 0
     assert main(["pareto", "nope", "--tracking-uri", mlflow_uri]) == 2
     assert "'autoq runs --experiment NAME' lists the searches of an experiment" in capsys.readouterr().err
+
+
+def test_pareto_finds_a_search_whose_name_holds_a_single_quote(mlflow_uri, capsys):
+    """``bob's`` ran, was logged and listed, and ``autoq pareto "bob's"`` refused the name it had printed a command for."""
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=2, tracking_uri=mlflow_uri, study_name="bob's", progress=False,
+                          seed_from="none")
+    assert main(["pareto", "bob's", "--tracking-uri", mlflow_uri]) == 0
+    out = capsys.readouterr().out
+    assert "Pareto frontier" in out and result.parent_run_id in out
+    with pytest.raises(AutoqError, match="holds both a single and a double quote, and MLflow's filters could not find its runs"):
+        autoq.search("digits-cnn", budget="4.5bits", n_trials=2, tracking_uri=mlflow_uri, study_name="""a'b"c""", progress=False)
 
 
 def test_the_hint_of_another_experiment_names_it_and_its_command_works(mlflow_uri, capsys):

@@ -550,6 +550,24 @@ def test_a_space_file_edited_since_is_refused_and_a_relative_one_resumes_from_an
     assert len(autoq.search("digits-cnn", space=str(space), n_trials=5, resume=True, **kwargs).points) == 5
 
 
+def test_a_resume_given_only_the_tracking_store_finds_the_storage_its_run_records(digits, tmp_path, mlflow_uri, monkeypatch):
+    """A search run with ``--storage`` elsewhere, resumed from another folder with ``--tracking-uri`` alone: the resume
+    looked beside the tracking store and said there was no such search, though the store's run records the storage."""
+    from autoq.cli import main
+
+    for folder in ("run", "elsewhere", "run/sub dir"):
+        (tmp_path / folder).mkdir()
+    storage = f"sqlite:///{tmp_path / 'run' / 'sub dir' / 'o.db'}"
+    monkeypatch.chdir(tmp_path / "run")
+    assert main(["search", "--model", "digits-cnn", "--n-trials", "2", "--tracking-uri", mlflow_uri, "--storage", storage,
+                 "--study-name", "kept", "--seed-from", "none", "--no-progress"]) == 0
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert main(["search", "--resume", "kept", "--n-trials", "3", "--tracking-uri", mlflow_uri, "--no-progress"]) == 0
+    assert _states(storage, "kept") == Counter({"COMPLETE": 3})
+    assert not (tmp_path / "optuna.db").exists()  # the default beside the tracking store: looked at, not made
+    assert main(["search", "--resume", "other", "--tracking-uri", mlflow_uri, "--no-progress"]) == 2  # no run records it
+
+
 def _default_yaml() -> str:
     from importlib import resources
 
