@@ -130,6 +130,10 @@ def _optional(name: str):  # type: ignore[no-untyped-def]
 
 
 def _transformers_logging():
+    """transformers' logging module where transformers is loaded, else ``None``: a model of none (the digits CNN, a
+    user's own) left nothing of it to quiet, and importing it to do so cost a search about a second."""
+    if "transformers" not in sys.modules:
+        return None
     try:
         from transformers.utils import logging as hf_logging
     except ImportError:

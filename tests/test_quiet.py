@@ -116,3 +116,18 @@ def test_overlapping_calls_leave_the_levels_as_they_found_them(first_out):
         logging.getLogger("mlflow").setLevel(before[1])
         hf.set_verbosity(before[2])
         (hf.enable_progress_bar if before[3] else hf.disable_progress_bar)()
+
+
+def test_a_search_without_transformers_does_not_import_it_to_quiet_it():
+    """quiet_logs imported transformers (about a second) for models that never use it, the digits CNN's search."""
+    script = """
+import sys
+from autoq.quiet import quiet_logs
+with quiet_logs():
+    print("transformers" in sys.modules)
+import transformers.utils.logging as hf
+with quiet_logs():
+    print(hf.get_verbosity() == hf.ERROR)
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.split() == ["False", "True"], proc.stderr[-2000:]

@@ -31,6 +31,7 @@ from autoq.space import SearchSpace
 
 if TYPE_CHECKING:
     from autoq.engine.runner import Prepared, SearchConfig
+    from autoq.evaluate import QuantCache
     from autoq.sensitivity import SensitivityTable
 
 DEFAULT_SEED_METRIC = "fisher"
@@ -97,11 +98,13 @@ def _unpinned(config: SearchConfig, space: SearchSpace) -> SearchSpace | None:
 
 
 def seed_table(workload: Workload, space: SearchSpace, seed_from: str, progress: bool = True,
-               unpinned: SearchSpace | None = None) -> SensitivityTable:
+               unpinned: SearchSpace | None = None, weights: QuantCache | None = None) -> SensitivityTable:
     """The sensitivity table named by ``seed_from``, checked against the workload's model. A metric's table over
     ``space``, or over ``unpinned`` (the space without its pins) where the cache holds that one: a pinned search
     computed its own table again after `autoq sensitivity` had cached the unpinned one (minutes on the default model).
-    A table is not computed over the unpinned space: a layer pinned to fp16 because a method fails there would fail it."""
+    A table is not computed over the unpinned space: a layer pinned to fp16 because a method fails there would fail it.
+    ``weights``: the search's cache, so that a table computed now quantizes each (layer, option) once for the table and
+    the trials alike (scores unchanged: the same functions, statistics from the same batches)."""
     from autoq.sensitivity import SensitivityTable, data_fingerprint, model_hash, workload_table
     from autoq.sensitivity.compute import show_notes
 
@@ -121,7 +124,7 @@ def seed_table(workload: Workload, space: SearchSpace, seed_from: str, progress:
     if progress:
         print(f"autoq: {seed_from} sensitivity for {len(space.layers)} layers (cached after the first run) ...", file=sys.stderr, flush=True)
     return workload_table(workload, space.layers, space.options, seed_from, progress=progress,
-                          wider=unpinned.options if unpinned is not None else None)
+                          wider=unpinned.options if unpinned is not None else None, weights=weights)
 
 
 def space_scores(table: SensitivityTable, space: SearchSpace) -> tuple[tuple[float, ...], ...]:
@@ -165,10 +168,12 @@ def seed_metric(seed_from: str | None, strategy: str, space: SearchSpace | None 
 
 
 def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, study_name: str, storage: str | None,
-                   room: int = 0) -> tuple[Strategy, list[Assignment], list[Assignment], str | None, SensitivityTable | None]:
+                   room: int = 0, weights: QuantCache | None = None,
+                   ) -> tuple[Strategy, list[Assignment], list[Assignment], str | None, SensitivityTable | None]:
     """(strategy, seeds to enqueue, uniform baselines among them, the metric or table file whose scores seeded it:
     ``None`` where none did, and that table: the search logs it, a file being the user's to overwrite) for
-    ``config.strategy`` and ``config.seed_from``. ``room``: a resume's `seed_room`, the seeds it will add."""
+    ``config.strategy`` and ``config.seed_from``. ``room``: a resume's `seed_room`, the seeds it will add; ``weights``:
+    the trials' quantized-weight cache, which a table computed now fills (see `seed_table`)."""
     factory = strategy_factory(config.strategy)
     seed_from = seed_metric(config.seed_from, config.strategy, problem.space)
     if config.seed_from == AUTO and seed_from is None and strategy_reads_scores(config.strategy):  # a decision: a note
@@ -186,7 +191,7 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
     # or a resume whose --n-trials leaves room for seeds the first session's fewer trials left out (`seed_room`)
     if seed_from and (not config.resume or strategy_needs_scores(config.strategy) or room):
         try:
-            table = seed_table(workload, problem.space, seed_from, config.progress, _unpinned(config, problem.space))
+            table = seed_table(workload, problem.space, seed_from, config.progress, _unpinned(config, problem.space), weights)
             scores = space_scores(table, problem.space)
         except Exception as exc:  # noqa: BLE001 - only the default may fall back, and it says why
             if config.seed_from != AUTO or strategy_needs_scores(config.strategy):

@@ -555,3 +555,33 @@ def test_a_latency_budget_refused_on_a_table_far_from_the_models_shapes_says_so(
     with pytest.raises(AutoqError, match=r"below the cheapest assignment; the feasible range .*; 4 of 4 layers \(.*\) lie far outside "
                                          r"the shapes the latency table '.*llama_only.json' measured"):
         autoq.search("digits-cnn", budget="1us", device=str(path), tracking_uri=None, storage=None, progress=False)
+
+
+def test_a_table_computed_for_the_search_quantizes_each_pair_once(digits, tmp_path, monkeypatch):
+    """The seeding table quantized every (layer, option) pair and threw them away, then the trials quantized the ones
+    they met again: 12% of a first MiniLM search. The table and the trials share the search's cache now."""
+    import shutil
+    from collections import Counter
+
+    from autoq.builtin.digits import RECIPE
+    from autoq.builtin.workload import cache_dir
+    from autoq.evaluate import cache as cache_module
+    from autoq.sensitivity import inputs as inputs_module
+
+    fresh = tmp_path / "cache"
+    fresh.mkdir()
+    shutil.copy(cache_dir() / f"{RECIPE}.pt", fresh)  # the trained CNN, and no sensitivity table yet
+    monkeypatch.setenv("AUTOQ_CACHE_DIR", str(fresh))
+    calls: Counter = Counter()
+    real = cache_module.quantize_layer_full
+
+    def counted(module, choice, stats=None):
+        calls[id(module), choice] += 1
+        return real(module, choice, stats)
+
+    monkeypatch.setattr(cache_module, "quantize_layer_full", counted)
+    monkeypatch.setattr(inputs_module, "quantize_layer_full", counted)
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=6, seed_from="sqnr", tracking_uri=None, storage=None, progress=False)
+    assert len(result.points) == 6 and list((fresh / "sensitivity").glob("sqnr-*.json"))  # computed now (and cached)
+    assert len(calls) > 6 * 4  # every pair the table scored: more than 6 trials of the CNN's 4 layers could meet
+    assert max(calls.values()) == 1
