@@ -216,7 +216,8 @@ def _unconverged(inputs: Inputs, traces: Sequence[float], ses: Sequence[float], 
     shown = _share(relative[worst]) if relative[worst] < 100 else f"{relative[worst]:.3g}x"
     return (f"hessian stopped at max_iter={settings['max_iter']} with a trace's standard error up to {shown} of it "
             f"(layer {inputs.layers[worst].name!r}), above tol={settings['tol']}: layers closer than that are ranked by noise; "
-            "--set max_iter=N (or probe=layerwise, no cross-layer noise) estimates them closer")
+            f"--set max_iter=N{' (or probe=layerwise, no cross-layer noise)' if settings.get('probe') == 'joint' else ''} estimates them "
+            "closer")  # (a layerwise run was offered the probe it ran with)
 
 
 def _share(ratio: float) -> str:

@@ -134,6 +134,19 @@ def test_an_estimate_stopped_short_of_its_tolerance_says_so(capsys):
     assert "hessian stopped" not in capsys.readouterr().err  # within tol at its last iteration: nothing to say
 
 
+
+@pytest.mark.parametrize("probe, offered", [("joint", True), ("layerwise", False)])
+def test_the_note_offers_the_layerwise_probe_only_to_a_joint_run(probe, offered, capsys):
+    """A layerwise run was told '(or probe=layerwise, no cross-layer noise)', the probe it had run with."""
+    model = mlp()
+    space = space_for(model)
+    settings = {"n_samples": None, "rows_per_batch": None, "min_iter": 2, "max_iter": 3, "tol": 1e-4, "probe": probe}
+    compute_table(model, labelled((6,), 4), space.layers, space.options, "hessian", settings, loss=task_loss, use_cache=False,
+                  progress=False)
+    err = capsys.readouterr().err
+    assert "hessian stopped at max_iter=3" in err and ("or probe=layerwise" in err) == offered
+
+
 def test_the_note_stays_with_the_table_and_is_shown_on_every_read(capsys, tmp_path, monkeypatch):
     """Only the run that computed the table said so: read from the cache, or from a file a search is seeded from, the
     ranking came without its warning that it is noise."""
