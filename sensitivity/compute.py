@@ -25,6 +25,7 @@ from autoq.choice import LayerChoice
 from autoq.code_digest import code_digest
 from autoq.errors import AutoqError
 from autoq.evaluate import QuantCache, check_finite_batches
+from autoq.evaluate.cache import needs_stats
 from autoq.evaluate.fidelity import call_on_user_batch
 from autoq.fingerprints import batch_shapes_digest, data_fingerprint, model_hash, structure_digest
 from autoq.messages import note
@@ -113,7 +114,7 @@ def compute_table(
     resolved = resolve_settings(info, settings)
     digest = model_hash(model)
     data_digest = fingerprint or data_fingerprint(batches)
-    cacheable = use_cache and loss is None and not _own_statistics(weights, batches)
+    cacheable = use_cache and loss is None and not _own_statistics(weights, batches, layers, options)
     path = _cache_file(model, digest, batches, fingerprint, data_digest, metric, resolved, layers, options) if cacheable else None
     wide = _cache_file(model, digest, batches, fingerprint, data_digest, metric, resolved, layers, wider) if cacheable and wider else None
     for cached in (path, wide):
@@ -195,14 +196,19 @@ def _stat(metric: str, layer: str, key: str, value: Any) -> float:
     return float(value)
 
 
-def _own_statistics(weights: QuantCache | None, batches: Sequence[Any]) -> bool:
+def _own_statistics(weights: QuantCache | None, batches: Sequence[Any], layers: Sequence[LayerInfo] = (),
+                    options: Sequence[Sequence[LayerChoice]] = ()) -> bool:
     """Shared weights whose data-driven options may differ from a fresh computation's (sequential capture, statistics
-    given as a mapping, or captured from other batches or with other sampling): a table computed through them is
-    neither read from nor written to the cache, whose key says nothing of them."""
+    given as a mapping, or captured from other batches, with other sampling, or over other layers: each layer's rows are
+    sampled with the seed of its place in the list): a table computed through them is neither read from nor written to
+    the cache, whose key says nothing of them."""
     if weights is None or weights.stats is None:
         return False
     stats = weights.stats
     if not isinstance(stats, CalibrationStats) or stats.sequential:
+        return True
+    if (any(needs_stats(c) for opts in options for c in opts)
+            and [layer.name for layer in stats.layers] != [layer.name for layer in layers if not layer.no_rows]):
         return True
     same_batches = (len(stats.batches) == len(batches) and all(a is b for a, b in zip(stats.batches, batches))
                     or data_fingerprint(stats.batches) == data_fingerprint(batches))

@@ -246,7 +246,7 @@ def test_a_bad_option_is_one_line_naming_its_command_and_a_close_option(args, li
 
 @pytest.mark.parametrize("argv, dest", [
     (["export", "--run-id", "r", "--out=~/q"], "out"), (["export", "--run-id", "r", "--out", "x", "--model", "~/bert"], "model"),
-    (["search", "--space", "~/s.yaml"], "space"), (["search", "--device", "~/t.json"], "device"), (["search", "--model", "~/bert"], "model"),
+    (["search", "--space", "~/s.yaml"], "space"), (["search", "--seed-from", "~/t.json"], "seed_from"), (["search", "--device", "~/t.json"], "device"), (["search", "--model", "~/bert"], "model"),
     (["sensitivity", "--metric", "kl", "--out", "~/tables"], "out"), (["sensitivity", "--metric", "kl", "--space", "~/s.yaml"], "space"),
     (["kernels", "bench", "--out", "~/l.json"], "out"), (["kernels", "bench", "--model", "~/bert"], "model"),
 ])

@@ -55,8 +55,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
 
 def _seed_from(text: str) -> str:
     """``--seed-from``: ``auto`` and ``none`` in any case, as ``--storage`` and ``--timeout`` take ``none`` (``None`` was
-    refused as an unknown metric); a metric's name or a table's path as given."""
-    return text.lower() if text.lower() in ("auto", "none") else text
+    refused as an unknown metric); a metric's name as given, a table's path with a leading ``~`` expanded."""
+    return text.lower() if text.lower() in ("auto", "none") else user_path(text)
 
 
 def _seconds(text: str) -> float | None:

@@ -130,9 +130,11 @@ def test_a_workload_fingerprint_does_not_hide_other_batching_or_sequential_stati
     assert len(list(cache.glob("mse-*.json"))) == 3  # plain statistics give what a fresh table gives: cached
     (plain,) = set(cache.glob("mse-*.json")) - before
     mark(plain)
-    # statistics of other batches, or sampled otherwise (smoothquant-search reads the samples), are not in the key:
+    # statistics of other batches, or sampled otherwise (smoothquant-search reads the samples; a layer's rows are sampled
+    # with its place in the list: a search's cache lists every layer, a table those its space holds), are not in the key:
     # such a table is neither read (it was, as the plain one) nor written
-    for stats in (CalibrationStats(model, layers, batches(seed=5)), CalibrationStats(model, layers, batches(), max_samples=16)):
+    for stats in (CalibrationStats(model, layers, batches(seed=5)), CalibrationStats(model, layers, batches(), max_samples=16),
+                  CalibrationStats(model, layers[::-1], batches())):
         table = compute_table(model, batches(), layers, options, "mse", progress=False, weights=QuantCache(model, stats))
         assert table.seconds != 12345.0 and len(list(cache.glob("mse-*.json"))) == 3
 
