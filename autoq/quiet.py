@@ -85,18 +85,6 @@ def _quiet() -> list[Callable[[], None]]:
             if mlflow_logger.level == logging.WARNING:
                 mlflow_logger.setLevel(mlflow_level)
         undo.append(mlflow_back)
-    hf = _transformers_logging()
-    if hf:
-        verbosity, bars = hf.get_verbosity(), hf.is_progress_bar_enabled()
-        hf.set_verbosity_error()
-        hf.disable_progress_bar()
-
-        def hf_back() -> None:
-            if hf.get_verbosity() == hf.ERROR:
-                hf.set_verbosity(verbosity)
-            if bars and not hf.is_progress_bar_enabled():
-                hf.enable_progress_bar()
-        undo.append(hf_back)
     # MLflow writes '🏃 View run ... at: URL' and 'View experiment at' to stdout whenever a run on a tracking server ends
     # (one more request each): two lines a trial, 800 for 400 trials, through the progress bar; autoq's summary links the search
     if _SUPPRESS_LINKS not in os.environ:
@@ -109,14 +97,35 @@ def _quiet() -> list[Callable[[], None]]:
     return undo
 
 
+def _quiet_transformers() -> list[Callable[[], None]] | None:
+    """transformers' logging at ERROR without its bars, where transformers is loaded (``None`` else: a model of none,
+    the digits CNN or a user's own, left nothing of it to quiet, and importing it to do so cost a search about a
+    second). A spell of its own: a block that began before transformers was imported (a digits search in one thread)
+    does not hold the quiet spell a Hugging Face load in another thread then starts."""
+    hf = _transformers_logging()
+    if hf is None:
+        return None
+    verbosity, bars = hf.get_verbosity(), hf.is_progress_bar_enabled()
+    hf.set_verbosity_error()
+    hf.disable_progress_bar()
+
+    def hf_back() -> None:
+        if hf.get_verbosity() == hf.ERROR:
+            hf.set_verbosity(verbosity)
+        if bars and not hf.is_progress_bar_enabled():
+            hf.enable_progress_bar()
+    return [hf_back]
+
+
 _LEVELS = _Shared(_quiet)
+_HF = _Shared(_quiet_transformers)
 
 
 @contextmanager
 def quiet_logs() -> Iterator[None]:
     """Optuna's and MLflow's loggers at WARNING, transformers' at ERROR without its bars, and MLflow's run links off, for
     the block; overlapping blocks (threads) share one quiet spell (`_Shared`)."""
-    with _held(_LEVELS):
+    with _held(_LEVELS), _held(_HF):
         yield
 
 
@@ -130,8 +139,7 @@ def _optional(name: str):  # type: ignore[no-untyped-def]
 
 
 def _transformers_logging():
-    """transformers' logging module where transformers is loaded, else ``None``: a model of none (the digits CNN, a
-    user's own) left nothing of it to quiet, and importing it to do so cost a search about a second."""
+    """transformers' logging module where transformers is loaded, else ``None``."""
     if "transformers" not in sys.modules:
         return None
     try:

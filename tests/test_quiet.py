@@ -119,15 +119,18 @@ def test_overlapping_calls_leave_the_levels_as_they_found_them(first_out):
 
 
 def test_a_search_without_transformers_does_not_import_it_to_quiet_it():
-    """quiet_logs imported transformers (about a second) for models that never use it, the digits CNN's search."""
+    """quiet_logs imported transformers (about a second) for models that never use it, the digits CNN's search; a block
+    that began before transformers was loaded does not keep an overlapping one from quieting it."""
     script = """
 import sys
 from autoq.quiet import quiet_logs
 with quiet_logs():
     print("transformers" in sys.modules)
-import transformers.utils.logging as hf
-with quiet_logs():
-    print(hf.get_verbosity() == hf.ERROR)
+    import transformers.utils.logging as hf  # loaded while a block runs (another thread's Hugging Face load)
+    before = hf.get_verbosity()
+    with quiet_logs():  # overlapping: it quiets transformers, which the first block did not
+        print(hf.get_verbosity() == hf.ERROR, hf.is_progress_bar_enabled())
+    print(hf.get_verbosity() == before != hf.ERROR, hf.is_progress_bar_enabled())
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and proc.stdout.split() == ["False", "True"], proc.stderr[-2000:]
+    assert proc.returncode == 0 and proc.stdout.split() == ["False", "True", "False", "True", "True"], proc.stderr[-2000:]
