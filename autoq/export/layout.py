@@ -5,11 +5,13 @@ int32 words along K, fp16 scales and zeros). On disk each layer takes one of two
 layouts, chosen so the file costs exactly what the budget counted:
 
 * ``int32-k``: the kernel layout itself, when it spends no extra byte (2, 4 and 8
-  bits with K a multiple of the codes per word). Loading is a plain copy.
+  bits with K a multiple of the codes per word, and tiny layers of other widths whose
+  padding rounds to the same bytes). Loading is a plain copy.
 * ``bitstream``: the tight little-endian bit stream of `autoq.quant.pack_codes`
   (``ceil(N*K*bits/8)`` bytes, what ``QuantSpec.storage_bytes`` counts), repacked into
-  the kernel layout at load. Used for 3, 5 and 6 bits, whose kernel layout spends
-  32 bits on 30 bits of codes (+6.7%), and for K not a multiple of the word.
+  the kernel layout at load. Used where the kernel layout costs more: 3, 5 and 6 bits,
+  whose words spend 32 bits on 30 bits of codes (+6.7%), and K not a multiple of the
+  word. The config's ``layout`` says which; a reader never infers it.
 
 Tensors per layer: ``<layer>.qweight`` (int32 ``(N, ceil(K/C))`` or uint8 stream),
 ``<layer>.scales`` (fp16 ``(N, G)``, ``(N, 1)`` or ``(1, 1)``) and, for asymmetric
