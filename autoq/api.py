@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import numbers
 import os
+import sys
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import fields, replace
 from typing import Any
@@ -96,15 +97,25 @@ def search(
             raise AutoqError(f"{' and '.join(given)} go{'es' if len(given) == 1 else ''} with an nn.Module; {which} (a built-in or a Hugging Face "
                              "folder) brings its own data, metric and name: pass model=<your nn.Module> with calibration batches to use them")
         check_tracking(config)  # a store that does not answer, before the model loads
-        return run_search(load_workload(model), config)
+        return _said(run_search(load_workload(model), config), config)
     modes = [(m, m.training) for m in model.modules()] if isinstance(model, nn.Module) else []
     try:
         workload = make_workload(model, calibration, evaluate, name=name, holdout=holdout, metric=metric,
                                  fingerprint=config.resolved_storage() is not None)  # a search that cannot be resumed needs none
-        return run_search(workload, config)
+        return _said(run_search(workload, config), config)
     finally:  # the output-fidelity proxy evaluates in eval mode: a pipeline's model in train() goes back to it
         for module, training in modes:
             module.training = training
+
+
+def _said(result: SearchResult, config: SearchConfig) -> SearchResult:
+    """``result``, its closing note printed first where the search shows progress: where the results are and how to look
+    at them, as the command line's summary says (a Python search ended without a word)."""
+    if config.progress:
+        from autoq.engine.summary import closing_note
+
+        print(closing_note(result), file=sys.stderr, flush=True)
+    return result
 
 
 def _with_config(config: SearchConfig, budget: Any, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:

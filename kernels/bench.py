@@ -225,7 +225,8 @@ def measure(config: BenchConfig, progress: bool = True) -> LatencyTable:
     only loads them; it reports how many it still had to compile (0 when precompiling caught all)."""
     require_gpu("'autoq kernels bench'")
     import triton
-    from tqdm.auto import tqdm
+
+    from autoq.progress import progress_bar
 
     device = torch.device("cuda", torch.cuda.current_device())
     gen = torch.Generator().manual_seed(config.seed)
@@ -238,7 +239,7 @@ def measure(config: BenchConfig, progress: bool = True) -> LatencyTable:
         print(f"autoq: kernels bench: {report.summary()}", file=sys.stderr, flush=True)
     compiled = cache_entries()
     warm_up(device)
-    bar = tqdm(total=len(cases) * len(config.batches), desc="kernels bench", disable=not progress, unit="case")
+    bar = progress_bar(total=len(cases) * len(config.batches), desc="kernels bench", disable=not progress, unit="case")  # seldom in a log
     for done, ((n, k), spec, kernel) in enumerate(cases):
         if config.max_seconds is not None and time.perf_counter() - start > config.max_seconds:
             print(f"autoq: kernels bench: stopped after {config.max_seconds:.0f} s (max_seconds) with {len(cases) - done} of "

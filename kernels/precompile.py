@@ -190,7 +190,7 @@ def precompile(cases: Sequence[PrecompileCase], target: Target, workers: int | N
     _require_compiler("precompiling")
     if workers is not None and workers < 1:
         raise AutoqError(f"precompile workers must be at least 1, got {workers}")
-    from tqdm.auto import tqdm
+    from autoq.progress import progress_bar
 
     cases = list(cases)
     workers = max(1, min(workers or os.cpu_count() or 1, len(cases)))
@@ -198,8 +198,8 @@ def precompile(cases: Sequence[PrecompileCase], target: Target, workers: int | N
     failures: list[str] = []
     try:  # spawn, not fork: a forked child would inherit the parent's CUDA context and its imported, interpreted kernels
         with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=_init_worker,
-                                 initargs=(target,)) as pool, tqdm(total=len(cases), desc="precompile", unit="case",
-                                                                  disable=not progress) as bar:
+                                 initargs=(target,)) as pool, progress_bar(total=len(cases), desc="precompile", unit="case",
+                                                                           disable=not progress) as bar:
             futures = {pool.submit(_run_case, case): case for case in cases}
             for future in as_completed(futures):
                 try:

@@ -37,3 +37,17 @@ def test_a_search_logging_to_a_file_is_not_a_line_of_redraws(capsys):
     draws = [d for d in capsys.readouterr().err.split("\r") if d.startswith("autoq search")]
     assert 2 <= len(draws) <= 5, draws  # as it starts, its first phase, and as it ends (the search takes seconds, not 30)
     assert draws[-1].startswith("autoq search: 100%") and "12/12" in draws[-1]
+
+
+def test_a_python_search_that_shows_progress_ends_saying_where_its_results_are(mlflow_uri, capsys):
+    """It ended without a word, where the command line prints its summary: which run holds it, how to open it."""
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=4, seed_from="none", tracking_uri=mlflow_uri, storage=None, progress=True)
+    err = capsys.readouterr().err
+    best = result.best
+    assert (f"autoq: search {result.study_name!r}: 4 trials in " in err
+            and f"best quality {best.quality:.4f} at {best.effective_bits:.3f} bits (trial {best.trial}" in err)
+    assert f"MLflow parent run {result.parent_run_id} in {mlflow_uri}; open it: mlflow ui --backend-store-uri {mlflow_uri}" in err
+    autoq.search("digits-cnn", budget="4.5bits", n_trials=4, seed_from="none", tracking_uri=None, storage=None, progress=True)
+    assert "kept in this result only (tracking_uri=None, storage=None)" in capsys.readouterr().err
+    autoq.search("digits-cnn", budget="4.5bits", n_trials=4, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    assert capsys.readouterr().err == ""  # progress=False: silent, as before

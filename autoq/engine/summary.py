@@ -145,6 +145,24 @@ def format_summary(result: SearchResult, finished: bool = True, module: bool = F
     return "\n".join(lines)
 
 
+def closing_note(result: SearchResult) -> str:
+    """What a Python search that shows progress ends with (the command line prints `format_summary`): what it found, in
+    one line, and where the results are and how to look at them. It ended without a word before."""
+    from autoq.tracking.mlflow_logger import shown_uri
+
+    best = result.best
+    found = (f"search {result.study_name!r}: {_count(len(result.points), 'trial')} in {result.wall_seconds:.0f} s, best quality "
+             f"{format_quality(best.quality)} at {best.effective_bits:.3f} bits (trial {best.trial}, of {len(result.frontier)} on the frontier)")
+    if result.tracking_uri:
+        where = (f"MLflow parent run {result.parent_run_id} in {shown_uri(result.tracking_uri)}; open it: "
+                 f"{open_command(result.tracking_uri, result.parent_run_id)}")
+    elif result.storage:
+        where = f"Optuna study {result.study_name!r} in {shown_uri(result.storage)} (no MLflow: tracking_uri=None)"
+    else:
+        where = "kept in this result only (tracking_uri=None, storage=None)"
+    return f"autoq: {found}.\n  {where}\n  print(autoq.engine.format_summary(result)) shows the frontier; result.apply(model) or autoq.export(...) takes a point"
+
+
 def _count(n: int, noun: str) -> str:
     """``1 trial``, ``2 trials``."""
     return f"{n} {noun}{'' if n == 1 else 's'}"

@@ -253,5 +253,6 @@ class TrialBook:
 
     def _postfix(self, refresh: bool = False) -> None:
         if self.bar is not None and self.points:
-            self.bar.set_postfix(best=f"{max(p.quality for p in self.points):.4f}", over_budget=self.n_infeasible, failed=self.n_failed,
-                                 refresh=refresh)
+            # the counts only once there are some: 'failed=0, over_budget=0' cut the bar's end off at 80 columns
+            counts = {key: n for key, n in (("over_budget", self.n_infeasible), ("failed", self.n_failed)) if n}
+            self.bar.set_postfix(best=f"{max(p.quality for p in self.points):.4f}", **counts, refresh=refresh)

@@ -73,6 +73,19 @@ def test_a_failed_case_is_reported_not_raised(compiling):
     assert "2 failed" in report.summary()
 
 
+def test_its_bar_is_drawn_seldom_in_a_log(compiling, monkeypatch, capsys):
+    """Plain tqdm redrew at every case into a log (``autoq kernels bench 2> bench.log``), where autoq's other bars
+    redraw every 30 s: it is autoq's progress bar now."""
+    import autoq.progress
+
+    made = []
+    real = autoq.progress.progress_bar
+    monkeypatch.setattr(autoq.progress, "progress_bar", lambda **options: made.append(options) or real(**options))
+    precompile([PrecompileCase("nope", "int4-ch-asym", ((64, 64),), (1,))], HOPPER, workers=1, progress=True)
+    assert [m["desc"] for m in made] == ["precompile"]
+    assert capsys.readouterr().err.count("\r") <= 3  # stderr is no terminal here: drawn as it starts and ends
+
+
 def test_refuses_to_precompile_for_the_interpreter(monkeypatch):
     monkeypatch.setenv("TRITON_INTERPRET", "1")
     with pytest.raises(AutoqError, match="TRITON_INTERPRET"):
