@@ -12,7 +12,7 @@ import contextlib
 import math
 import numbers
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -64,7 +64,7 @@ from autoq.fingerprints import data_fingerprint, model_hash
 from autoq.interrupts import ForcedInterrupt, deferred_interrupts
 from autoq.latency import latency_model
 from autoq.messages import note, warn
-from autoq.model import check_finite_stored, find_layers, left_out_note, mark_unreached, searched_tied, unreached_note
+from autoq.model import LayerInfo, check_finite_stored, find_layers, left_out_note, mark_unreached, searched_tied, unreached_note
 from autoq.progress import progress_bar
 from autoq.ptq import method_info, plugin_code
 from autoq.quiet import quiet_logs
@@ -317,7 +317,9 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
     # one cache for the seeding table and the trials in this process: a first run's table quantized every (layer, option)
     # pair and threw them away, then the trials quantized them again (33 s of a 285 s MiniLM search). Not for a sequential
     # capture, whose statistics a table must not be scored (or cached) with, nor for Ray, whose workers quantize their own
-    weights = new_cache(workload, config) if config.backend != "ray" and not config.sequential else None
+    # over the space's layers, those the model never calls marked: statistics sampled as a table's own are (each layer's
+    # rows by its place in the list), so that the table is cached (an uncalled layer shifted every later one's seed)
+    weights = new_cache(workload, config, problem.space.layers) if config.backend != "ray" and not config.sequential else None
     study = _open_study(workload, config, problem, derived, claimed, weights)
     session = _start_session(workload, config, problem, study, reference, problem_code, start)
     points, wall_seconds = _run_session(workload, config, problem, study, session, reference, start, weights)
@@ -585,16 +587,17 @@ def _run_trials(workload: Workload, book: TrialBook, deadline: float | None, con
         book.record(pending.proposal.number, quality, error)
 
 
-def new_cache(workload: Workload, config: SearchConfig | None = None) -> QuantCache:
+def new_cache(workload: Workload, config: SearchConfig | None = None, layers: Sequence[LayerInfo] | None = None) -> QuantCache:
     """The quantized-weight cache trials share (one per process: the Ray backend builds one per worker).
 
     Layer statistics for data-driven methods (GPTQ, AWQ, ...) are captured from the
-    calibration batches on first need only, so data-free searches pay nothing.
+    calibration batches on first need only, so data-free searches pay nothing. ``layers``: the searched ones (the
+    prepared space's), else every layer the skips leave.
     """
     from autoq.model.capture import CalibrationStats
 
     skip = tuple(workload.skip) + (tuple(config.skip) if config else ())
-    layers = find_layers(workload.model, skip)
+    layers = find_layers(workload.model, skip) if layers is None else layers
     stats = CalibrationStats(workload.model, layers, workload.calibration, sequential=bool(config and config.sequential))
     return QuantCache(workload.model, stats)
 

@@ -59,7 +59,7 @@ def open_command(tracking_uri: str, run_id: str | None) -> str:
     if tracking_uri.startswith(("http://", "https://")):
         page = urlunsplit(urlsplit(shown_uri(tracking_uri))._replace(query="", fragment=""))
         return f"{page.rstrip('/')}/#/runs/{run_id}   (in a browser)"
-    return f"mlflow ui --backend-store-uri {shlex.quote(tracking_uri)}"
+    return f"mlflow ui --backend-store-uri {shlex.quote(shown_uri(tracking_uri))}"  # a database's password hidden, as export's
 
 
 def format_summary(result: SearchResult, finished: bool = True, module: bool = False) -> str:
@@ -148,13 +148,13 @@ def format_summary(result: SearchResult, finished: bool = True, module: bool = F
 def closing_note(result: SearchResult) -> str:
     """What a Python search that shows progress ends with (the command line prints `format_summary`): what it found, in
     one line, and where the results are and how to look at them. It ended without a word before."""
-    from autoq.tracking.mlflow_logger import shown_uri
+    from autoq.tracking.mlflow_logger import credentials_note, shown_uri
 
     best = result.best
     found = (f"search {result.study_name!r}: {_count(len(result.points), 'trial')} in {result.wall_seconds:.0f} s, best quality "
              f"{format_quality(best.quality)} at {best.effective_bits:.3f} bits (trial {best.trial}, of {len(result.frontier)} on the frontier)")
     if result.tracking_uri:
-        where = (f"MLflow parent run {result.parent_run_id} in {shown_uri(result.tracking_uri)}; open it: "
+        where = (f"MLflow parent run {result.parent_run_id} in {shown_uri(result.tracking_uri)}{credentials_note(result.tracking_uri)}; open it: "
                  f"{open_command(result.tracking_uri, result.parent_run_id)}")
     elif result.storage:
         where = f"Optuna study {result.study_name!r} in {shown_uri(result.storage)} (no MLflow: tracking_uri=None)"

@@ -585,3 +585,24 @@ def test_a_table_computed_for_the_search_quantizes_each_pair_once(digits, tmp_pa
     assert len(result.points) == 6 and list((fresh / "sensitivity").glob("sqnr-*.json"))  # computed now (and cached)
     assert len(calls) > 6 * 4  # every pair the table scored: more than 6 trials of the CNN's 4 layers could meet
     assert max(calls.values()) == 1
+
+
+def test_a_table_computed_through_the_search_is_cached_with_a_layer_the_model_never_calls(tmp_path, monkeypatch):
+    """The search's cache sampled each layer's rows by its place among all layers, the uncalled one included, and a
+    table's own statistics among those with rows: the lists differed, so a data-driven space's table was never cached
+    (every search computed it again)."""
+    monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "cache"))
+    torch.manual_seed(0)
+
+    class WithUnused(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.a, self.unused, self.b = torch.nn.Linear(64, 64), torch.nn.Linear(64, 64), torch.nn.Linear(64, 10)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+
+    calibration = [torch.randn(16, 64, generator=torch.Generator().manual_seed(i)) for i in range(4)]
+    autoq.search(WithUnused().eval(), calibration, budget="4.5bits", space="full", n_trials=4, seed_from="kl", tracking_uri=None,
+                 storage=None, progress=False)
+    assert [p.name.split("-")[0] for p in (tmp_path / "cache" / "sensitivity").glob("*.json")] == ["kl"]

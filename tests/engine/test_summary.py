@@ -66,6 +66,21 @@ def test_a_storage_read_back_with_its_password_hidden_says_so():
     assert "failed (see the 'error' tag of each failed MLflow run)" in format_summary(dataclasses.replace(result, n_failed=2, tracking_uri="sqlite:///m.db"))
 
 
+def test_a_database_tracking_uris_password_is_not_printed_in_the_open_command():
+    """The summary (and a Python search's closing lines) printed 'mlflow ui --backend-store-uri postgresql://me:secret@...'
+    beside a store shown with its password hidden."""
+    import dataclasses
+
+    from autoq.engine.summary import closing_note, open_command
+
+    assert open_command("postgresql://me:secret@db/m", "r") == "mlflow ui --backend-store-uri 'postgresql://me:***@db/m'"
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=1, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    uri = "postgresql://me:secret@db/m"
+    for text in (format_summary(dataclasses.replace(result, tracking_uri=uri, parent_run_id="p")),
+                 closing_note(dataclasses.replace(result, tracking_uri=uri, parent_run_id="p"))):
+        assert "secret" not in text and "put yours in place of ***" in text
+
+
 def test_a_best_uniform_of_only_some_baselines_says_so_and_logs_no_gain(mlflow_uri):
     """--strategy random (ilp, greedy) evaluates only the uniform assignments it happens to propose: the summary called
     the best of those "the best uniform within budget" and logged its gain (+0.0822 where the true one was +0.0511)."""
