@@ -43,13 +43,16 @@ from autoq.engine.ray_session import term_stops_tune
 from autoq.engine.trials import TrialBook, trial_metrics, trial_tags
 from autoq.errors import AutoqError, Terminated
 from autoq.messages import warn
+from autoq.model import LayerInfo
 from autoq.ptq.registry import MethodInfo, adopt_methods, registered_methods
 from autoq.tracking import MlflowTracker, absolute_uri
 
 
-def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline: float | None) -> None:
+def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline: float | None,
+                      layers: tuple[LayerInfo, ...] | None = None) -> None:
     """Evaluate the book's proposals on Ray Tune workers until it is full (or the deadline passes), on the Ray that
-    :func:`autoq.engine.ray_session.ray_session` joined or started."""
+    :func:`autoq.engine.ray_session.ray_session` joined or started. ``layers``: the searched ones, over which each
+    worker's cache samples its statistics as the in-process search's does."""
     searcher = BookSearcher(book, deadline)
     if config.gpus_per_trial and all(p.device.type == "cpu" for p in workload.model.parameters()):
         warn(f"each trial holds {config.gpus_per_trial:g} GPU(s) but evaluates where the model is, on the CPU: "
@@ -57,7 +60,8 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
              "--gpus-per-trial out")
     tracking = (absolute_uri(config.tracking_uri), book.tracker.experiment_id, book.tracker.parent_id) if book.tracker else None
     methods = registered_methods()  # a worker imports autoq alone: the driver's plug-in methods go with the model
-    values = dict(workload=workload, search_config=config, tracking=tracking, threads=max(1, int(config.cpus_per_trial)), methods=methods)
+    values = dict(workload=workload, search_config=config, tracking=tracking, threads=max(1, int(config.cpus_per_trial)), methods=methods,
+                  layers=layers)
     with _by_value([info.fn for info in methods] + _workload_code(workload)):
         try:  # put here, not by with_parameters: a value it fails to put stays in its registry, and every later ray.init of
             # the process (a notebook's next search) fails to put it again
@@ -305,7 +309,7 @@ class AutoqTrainable(tune.Trainable):
 
     def setup(
         self, config: dict, workload: Workload | None = None, search_config: Any = None, tracking: tuple[str, str, str] | None = None, threads: int = 1,
-        methods: tuple[MethodInfo, ...] = (),
+        methods: tuple[MethodInfo, ...] = (), layers: tuple[LayerInfo, ...] | None = None,
     ) -> None:
         import torch
 
@@ -314,7 +318,7 @@ class AutoqTrainable(tune.Trainable):
         adopt_methods(methods)
         torch.set_num_threads(threads)  # the CPUs this trial holds, no more: workers share the machine
         self.workload = workload
-        self.cache = new_cache(workload, search_config)
+        self.cache = new_cache(workload, search_config, layers)
         self.tracker = MlflowTracker(tracking[0], tracking[1]).attach(tracking[2]) if tracking else None
 
     def reset_config(self, new_config: dict) -> bool:

@@ -504,7 +504,7 @@ def _run_session(workload: Workload, config: SearchConfig, problem: Prepared, st
         if config.backend == "ray":
             from autoq.engine.ray_backend import run_trials_on_ray
 
-            run_trials_on_ray(workload, config, book, deadline)
+            run_trials_on_ray(workload, config, book, deadline, problem.space.layers)
         else:
             _run_trials(workload, book, deadline, config, weights)
         status = "FINISHED"

@@ -64,6 +64,38 @@ def test_one_worker_finds_the_same_frontier_as_optuna(local_ray, digits):
     assert [p.assignment for p in ray_result.points] == [p.assignment for p in optuna_result.points]
 
 
+def test_a_model_with_an_uncalled_layer_scores_alike_on_ray_and_in_process(local_ray, tmp_path, monkeypatch):
+    """The in-process cache samples each layer's rows by its place among the searched layers (an uncalled one marked, as
+    a sensitivity table's own statistics do); a worker's counted the uncalled layer too, and saw other rows."""
+    import torch
+
+    from autoq.plugins import import_plugin
+    from autoq.ptq import registry
+
+    monkeypatch.setattr(registry, "_METHODS", registry._METHODS.copy())
+    (tmp_path / "rowplug.py").write_text(  # a method whose weights follow the rows sampled: other rows, another quality
+        "from autoq.ptq import get_method, register_method\n\n"
+        "@register_method('rtn-rows', needs_stats=True)\ndef rtn_rows(weight, spec, stats=None):\n"
+        "    return get_method('rtn-minmax')(weight * (1 + stats.samples[0, 0].abs()), spec, stats)\n")
+    import_plugin(str(tmp_path / "rowplug.py"))
+
+    class WithUnused(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.a, self.unused, self.b = torch.nn.Linear(32, 32), torch.nn.Linear(32, 32), torch.nn.Linear(32, 8)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+
+    calibration = [torch.randn(300, 32, generator=torch.Generator().manual_seed(i)) for i in range(4)]  # more rows than sampled
+    workload = make_workload(WithUnused().eval(), calibration, None)
+    options = dict(n_trials=4, seed_from="none", sampler="random", max_retries=0,
+                   pins=(("^b$", "int4-ch-asym:rtn-rows"),))  # b, after the uncalled layer
+    in_process, on_ray = _search(workload, **options), _search(workload, backend="ray", workers=1, **options)
+    assert on_ray.n_failed == 0 and [(p.assignment, p.quality) for p in on_ray.points] == [(p.assignment, p.quality) for p in in_process.points]
+
+
 def test_two_workers_random_sampler_same_frontier(local_ray, digits):
     optuna_result = _search(digits, n_trials=16, sampler="random")
     ray_result = _search(digits, n_trials=16, sampler="random", backend="ray", workers=2)
