@@ -66,3 +66,20 @@ def run_main(*args: str, cwd: Path, capsys) -> tuple[int, str, str]:
         os.chdir(here)
     out, err = capsys.readouterr()
     return code, out, err
+
+
+def with_uncalled_layer(width: int, out: int):
+    """A two-layer MLP (``a`` then ``b``) holding a third linear layer, ``unused``, between them that forward never
+    calls: a searched layer the calibration batches do not reach."""
+    import torch
+
+    class WithUnused(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            torch.manual_seed(0)
+            self.a, self.unused, self.b = torch.nn.Linear(width, width), torch.nn.Linear(width, width), torch.nn.Linear(width, out)
+
+        def forward(self, x):
+            return self.b(torch.relu(self.a(x)))
+
+    return WithUnused().eval()

@@ -17,7 +17,7 @@ import subprocess
 import sys
 
 import pytest
-from helpers import artifacts_beside, child_runs
+from helpers import artifacts_beside, child_runs, with_uncalled_layer
 from mlflow.tracking import MlflowClient
 
 import autoq
@@ -78,18 +78,8 @@ def test_a_model_with_an_uncalled_layer_scores_alike_on_ray_and_in_process(local
         "@register_method('rtn-rows', needs_stats=True)\ndef rtn_rows(weight, spec, stats=None):\n"
         "    return get_method('rtn-minmax')(weight * (1 + stats.samples[0, 0].abs()), spec, stats)\n")
     import_plugin(str(tmp_path / "rowplug.py"))
-
-    class WithUnused(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            torch.manual_seed(0)
-            self.a, self.unused, self.b = torch.nn.Linear(32, 32), torch.nn.Linear(32, 32), torch.nn.Linear(32, 8)
-
-        def forward(self, x):
-            return self.b(torch.relu(self.a(x)))
-
     calibration = [torch.randn(300, 32, generator=torch.Generator().manual_seed(i)) for i in range(4)]  # more rows than sampled
-    workload = make_workload(WithUnused().eval(), calibration, None)
+    workload = make_workload(with_uncalled_layer(32, 8), calibration, None)
     options = dict(n_trials=4, seed_from="none", sampler="random", max_retries=0,
                    pins=(("^b$", "int4-ch-asym:rtn-rows"),))  # b, after the uncalled layer
     in_process, on_ray = _search(workload, **options), _search(workload, backend="ray", workers=1, **options)

@@ -11,7 +11,7 @@ import sys
 import optuna
 import pytest
 import torch
-from helpers import child_runs
+from helpers import child_runs, with_uncalled_layer
 from mlflow.tracking import MlflowClient
 
 import autoq
@@ -592,17 +592,7 @@ def test_a_table_computed_through_the_search_is_cached_with_a_layer_the_model_ne
     table's own statistics among those with rows: the lists differed, so a data-driven space's table was never cached
     (every search computed it again)."""
     monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "cache"))
-    torch.manual_seed(0)
-
-    class WithUnused(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.a, self.unused, self.b = torch.nn.Linear(64, 64), torch.nn.Linear(64, 64), torch.nn.Linear(64, 10)
-
-        def forward(self, x):
-            return self.b(torch.relu(self.a(x)))
-
     calibration = [torch.randn(16, 64, generator=torch.Generator().manual_seed(i)) for i in range(4)]
-    autoq.search(WithUnused().eval(), calibration, budget="4.5bits", space="full", n_trials=4, seed_from="kl", tracking_uri=None,
+    autoq.search(with_uncalled_layer(64, 10), calibration, budget="4.5bits", space="full", n_trials=4, seed_from="kl", tracking_uri=None,
                  storage=None, progress=False)
     assert [p.name.split("-")[0] for p in (tmp_path / "cache" / "sensitivity").glob("*.json")] == ["kl"]
