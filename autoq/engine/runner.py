@@ -314,13 +314,13 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
                "latency_prices": problem.space.latency_digest(problem.cost_model)}
     _say_problem_notes(problem)
     reference = _reference_pass(workload)
-    # one cache for the seeding table and the trials in this process: a first run's table quantized every (layer, option)
-    # pair and threw them away, then the trials quantized them again (33 s of a 285 s MiniLM search). Not for a sequential
-    # capture, whose statistics a table must not be scored (or cached) with, nor for Ray, whose workers quantize their own
-    # over the space's layers, those the model never calls marked: statistics sampled as a table's own are (each layer's
-    # rows by its place in the list), so that the table is cached (an uncalled layer shifted every later one's seed)
-    weights = new_cache(workload, config, problem.space.layers) if config.backend != "ray" and not config.sequential else None
-    study = _open_study(workload, config, problem, derived, claimed, weights)
+    # the trials' cache in this process (Ray's workers build their own), over the space's layers, those the model never
+    # calls marked, as Ray's workers and a sensitivity table's own statistics sample them (each layer's rows by its place
+    # in the list). The seeding table quantizes into it too: a first run's table quantized every (layer, option) pair
+    # and threw them away, then the trials quantized them again (33 s of a 285 s MiniLM search). Not under a sequential
+    # capture, whose statistics a table must not be scored (or cached) with
+    weights = new_cache(workload, config, problem.space.layers) if config.backend != "ray" else None
+    study = _open_study(workload, config, problem, derived, claimed, None if config.sequential else weights)
     session = _start_session(workload, config, problem, study, reference, problem_code, start)
     points, wall_seconds = _run_session(workload, config, problem, study, session, reference, start, weights)
     book = session.book
@@ -506,7 +506,8 @@ def _run_session(workload: Workload, config: SearchConfig, problem: Prepared, st
 
             run_trials_on_ray(workload, config, book, deadline, problem.space.layers)
         else:
-            _run_trials(workload, book, deadline, config, weights)
+            assert weights is not None  # made for the in-process backend
+            _run_trials(workload, book, deadline, weights)
         status = "FINISHED"
         if book.exhausted and book.n_done < config.n_trials:
             say(bar, f"the {config.strategy!r} strategy has no more distinct assignments to propose; the search ends after "
@@ -570,11 +571,9 @@ def _store_outcome(workload: Workload, config: SearchConfig, problem: Prepared, 
     return points, wall_seconds, False
 
 
-def _run_trials(workload: Workload, book: TrialBook, deadline: float | None, config: SearchConfig | None = None,
-                cache: QuantCache | None = None) -> None:
-    """The in-process backend: evaluate one proposal at a time until the book is full (``cache``: the search's, where the
-    seeding table filled it; else a new one)."""
-    cache = cache if cache is not None else new_cache(workload, config)
+def _run_trials(workload: Workload, book: TrialBook, deadline: float | None, cache: QuantCache) -> None:
+    """The in-process backend: evaluate one proposal at a time until the book is full, quantizing into ``cache`` (the
+    search's, which its seeding table may have filled)."""
     status = TrialStatus(book.bar) if book.bar is not None and not book.bar.disable else None
     cache.on_layer = status.layers if status is not None else None
     while not book.done():

@@ -64,7 +64,8 @@ def test_one_worker_finds_the_same_frontier_as_optuna(local_ray, digits):
     assert [p.assignment for p in ray_result.points] == [p.assignment for p in optuna_result.points]
 
 
-def test_a_model_with_an_uncalled_layer_scores_alike_on_ray_and_in_process(local_ray, tmp_path, monkeypatch):
+@pytest.mark.parametrize("sequential", [False, True])
+def test_a_model_with_an_uncalled_layer_scores_alike_on_ray_and_in_process(local_ray, tmp_path, monkeypatch, sequential):
     """The in-process cache samples each layer's rows by its place among the searched layers (an uncalled one marked, as
     a sensitivity table's own statistics do); a worker's counted the uncalled layer too, and saw other rows."""
     import torch
@@ -80,7 +81,7 @@ def test_a_model_with_an_uncalled_layer_scores_alike_on_ray_and_in_process(local
     import_plugin(str(tmp_path / "rowplug.py"))
     calibration = [torch.randn(300, 32, generator=torch.Generator().manual_seed(i)) for i in range(4)]  # more rows than sampled
     workload = make_workload(with_uncalled_layer(32, 8), calibration, None)
-    options = dict(n_trials=4, seed_from="none", sampler="random", max_retries=0,
+    options = dict(n_trials=4, seed_from="none", sampler="random", max_retries=0, sequential=sequential,
                    pins=(("^b$", "int4-ch-asym:rtn-rows"),))  # b, after the uncalled layer
     in_process, on_ray = _search(workload, **options), _search(workload, backend="ray", workers=1, **options)
     assert on_ray.n_failed == 0 and [(p.assignment, p.quality) for p in on_ray.points] == [(p.assignment, p.quality) for p in in_process.points]
