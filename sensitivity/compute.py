@@ -196,8 +196,8 @@ def _stat(metric: str, layer: str, key: str, value: Any) -> float:
     return float(value)
 
 
-def _own_statistics(weights: QuantCache | None, batches: Sequence[Any], layers: Sequence[LayerInfo] = (),
-                    options: Sequence[Sequence[LayerChoice]] = ()) -> bool:
+def _own_statistics(weights: QuantCache | None, batches: Sequence[Any], layers: Sequence[LayerInfo],
+                    options: Sequence[Sequence[LayerChoice]]) -> bool:
     """Shared weights whose data-driven options may differ from a fresh computation's (sequential capture, statistics
     given as a mapping, or captured from other batches, with other sampling, or over other layers: each layer's rows are
     sampled with the seed of its place in the list): a table computed through them is neither read from nor written to
