@@ -29,8 +29,8 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
         (["--model", "digits-cnn", "--space", "nope"], "unknown search space 'nope'"),
         (["--model", "digits-cnn", "--pin", "garbage"], "cannot parse pin"),
         # said before the model loads (minutes for an LLM): the model named here does not exist
-        (["--model", "no/such/folder", "--pin", "0=int4-ch:rtn-mse"], "--pin 0=int4-ch:rtn-mse: cannot parse quantization format 'int4-ch'"),
-        (["--model", "no/such/folder", "--pin", "0=int4-ch-asym:nosuch"], "--pin 0=int4-ch-asym:nosuch: unknown PTQ method 'nosuch'"),
+        (["--model", "no/such/folder", "--pin", "0=int4-ch:rtn-mse"], "--pin 0=int4-ch:rtn-mse (pins={'0': 'int4-ch:rtn-mse'} in Python): cannot parse quantization format 'int4-ch'"),
+        (["--model", "no/such/folder", "--pin", "0=int4-ch-asym:nosuch"], "--pin 0=int4-ch-asym:nosuch (pins={'0': 'int4-ch-asym:nosuch'} in Python): unknown PTQ method 'nosuch'"),
         (["--sampler", "annealing"], "unknown sampler 'annealing'; choose one of tpe, nsga2, random"),
         (["--n-trials", "0"], "n_trials (--n-trials) must be at least 1"),
         (["--seed", "-1"], "seed (--seed) must be an integer from 0 to 2**32 - 1"),  # a numpy traceback after loading

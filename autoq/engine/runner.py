@@ -152,7 +152,7 @@ class SearchConfig:
                 if not pinned.weight.is_half:
                     method_info(pinned.method)  # an unknown method, as the space would say it after the load
             except AutoqError as exc:
-                raise AutoqError(f"--pin {pattern}={choice}: {exc}") from None
+                raise AutoqError(f"--pin {pattern}={choice} (pins={{{pattern!r}: {choice!r}}} in Python): {exc}") from None
         # a typo in a space file, or a bits budget no option reaches, is said before a model loads (minutes for a large one)
         check_bits_reachable(budget, load_preset(self.space), self.pins, self.space)
         check_execution(self)
