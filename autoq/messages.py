@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import sys
+import threading
 import warnings
 from collections.abc import Iterator
 
@@ -85,4 +86,21 @@ def cli_warnings() -> Iterator[None]:
         warnings.simplefilter("always", AutoqWarning)
         fallback = warnings.showwarning
         warnings.showwarning = lambda *args, **kwargs: _show(*args, **kwargs, fallback=fallback)
+        yield
+
+
+@contextlib.contextmanager
+def warnings_ignored(category: type[Warning], message: str = "") -> Iterator[None]:
+    """Ignore ``category`` warnings (whose text starts with ``message``) inside, where doing so is safe.
+
+    ``warnings.catch_warnings`` saves and restores the process's one filter list (before Python 3.14's context-aware
+    warnings), so two such blocks overlapping in threads restore each other's snapshots: a pipeline running searches in
+    a thread pool was left ignoring the category for good. Off the main thread the filters are not touched, and the
+    warning shows (once a location, as Python's default filter has it).
+    """
+    if threading.current_thread() is not threading.main_thread() and not getattr(sys.flags, "context_aware_warnings", False):
+        yield
+        return
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message, category)
         yield

@@ -113,3 +113,47 @@ def test_a_library_search_without_progress_says_only_notes_which_the_loggers_lev
         line.startswith("autoq: note: ") for line in said.splitlines()), said
     autoq_logger.setLevel(logging.WARNING)
     assert search() == ""
+
+
+def test_warnings_ignored_in_overlapping_threads_leaves_no_filter_behind():
+    """Two `catch_warnings` blocks overlapping in threads restore each other's snapshots: a pipeline's thread pool of
+    searches was left ignoring Optuna's ExperimentalWarning for good. Off the main thread the filters are not touched."""
+    import threading
+
+    from autoq.messages import warnings_ignored
+
+    before = list(warnings.filters)
+    first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
+
+    def first() -> None:
+        with warnings_ignored(UserWarning, "first"):
+            first_in.set()
+            second_in.wait(10)
+        first_out.set()
+
+    def second() -> None:
+        first_in.wait(10)
+        with warnings_ignored(RuntimeWarning, "second"):
+            second_in.set()
+            first_out.wait(10)
+
+    threads = [threading.Thread(target=first), threading.Thread(target=second)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(10)
+    assert first_out.is_set() and list(warnings.filters) == before
+
+
+def test_warnings_ignored_on_the_main_thread_ignores_and_restores():
+    from autoq.messages import warnings_ignored
+
+    before = list(warnings.filters)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with warnings_ignored(RuntimeWarning, "Unrecognized"):
+            warnings.warn("Unrecognized options: x", RuntimeWarning, stacklevel=1)
+            warnings.warn("something else", RuntimeWarning, stacklevel=1)
+        warnings.warn("Unrecognized options: y", RuntimeWarning, stacklevel=1)
+    assert [str(w.message) for w in seen] == ["something else", "Unrecognized options: y"]
+    assert list(warnings.filters) == before

@@ -12,7 +12,6 @@ noise (robustness to estimation error), giving distinct, diverse seeds.
 from __future__ import annotations
 
 import math
-import warnings
 from collections.abc import Sequence
 
 import numpy as np
@@ -22,6 +21,7 @@ from scipy.sparse import csr_array
 from autoq.choice import Assignment
 from autoq.engine.greedy import greedy_allocate
 from autoq.engine.knapsack import Knapsack
+from autoq.messages import warnings_ignored
 from autoq.quiet import native_stdout_silenced
 
 SWEEP_STEPS = 8  # budgets in the sweep, evenly spaced from the target down to the cheapest assignment
@@ -61,8 +61,7 @@ def solve_ilp(problem: Knapsack, capacity: float | None = None, scores: np.ndarr
     constraints = [LinearConstraint(one_each, 1, 1), LinearConstraint(cost, -np.inf, upper)]
     position = {pair: i for i, pair in enumerate(index)}
     for _ in range(CUT_TRIES):
-        with native_stdout_silenced(), warnings.catch_warnings():
-            warnings.filterwarnings("ignore", "Unrecognized options", RuntimeWarning)  # passed to HiGHS as they are, as meant
+        with native_stdout_silenced(), warnings_ignored(RuntimeWarning, "Unrecognized options"):  # passed to HiGHS as they are, as meant
             result = milp(c, constraints=constraints, integrality=np.ones(len(index)), bounds=Bounds(0, 1),
                           options={"time_limit": time_limit, "mip_rel_gap": 1e-6, **TOLERANCES})
         if result.x is None:

@@ -17,6 +17,7 @@ import optuna
 from autoq.choice import Assignment
 from autoq.engine.study_names import is_claimed_here
 from autoq.errors import AutoqError, AutoqWarning
+from autoq.messages import warnings_ignored
 from autoq.registry import Registry, check_callable
 from autoq.space import SearchSpace
 
@@ -100,8 +101,7 @@ class OptunaStrategy:
                 raise AutoqError(f"a study named {study_name!r} already exists in {storage}; choose another name (--study-name, or "
                                  "study_name= in Python), or resume it (--resume NAME, resume=True)") from None
         self.n_objectives = _stored_objectives(self.study, objectives)
-        with warnings.catch_warnings():  # experimental in Optuna, but what the dashboard shows
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        with warnings_ignored(optuna.exceptions.ExperimentalWarning):  # experimental in Optuna, but what the dashboard shows
             self.study.set_metric_names(list(objectives)[: self.n_objectives])
 
     def seed(self, assignments: Sequence[Assignment]) -> None:

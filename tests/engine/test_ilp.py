@@ -333,3 +333,22 @@ def test_a_solution_over_the_capacity_within_the_solvers_tolerance_is_cut_off_no
                                        (0.9220047107375163, 0.7782069511023086, 3.8053302436434446), (1.1505315909532805,)),
                                capacity=1305650412.3988085)
     assert solve_ilp(near) == [1, 0, 0, 0]
+
+
+def test_solving_off_the_main_thread_leaves_the_warning_filters_alone():
+    """The solve used to swap the process's warning filters to quiet HiGHS' note on its options; overlapping in a
+    pipeline's threads, two solves left that filter behind for good. Off the main thread the note shows instead."""
+    import threading
+    import warnings
+
+    p = problem("4.5bits")
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        worker = threading.Thread(target=solve_ilp, args=(p,))
+        worker.start()
+        worker.join(60)
+    assert any("Unrecognized options" in str(w.message) for w in seen), [str(w.message) for w in seen]
+    with warnings.catch_warnings(record=True) as seen:  # on the main thread it is quiet
+        warnings.simplefilter("always")
+        assert solve_ilp(p) is not None
+    assert not any("Unrecognized options" in str(w.message) for w in seen)
