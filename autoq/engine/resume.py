@@ -85,7 +85,8 @@ def check_execution(config: SearchConfig) -> None:
         check_sqlite_writable(config.resolved_storage(), "Optuna storage" + (" (auto: beside the MLflow store)" if config.storage == "auto" else ""))
         check_database_kind(sqlite_path(config.resolved_storage()), config.resolved_storage(), "optuna")
     if config.resume and (not config.study_name or config.storage is None):
-        raise AutoqError("resume needs the study name of the search and its persistent storage (--resume NAME, and --storage if it was not the default)")
+        raise AutoqError("resume needs the study name of the search and its persistent storage (--resume NAME, and --storage if it was not "
+                         "the default; study_name= and storage= in Python, with resume=True)")
 
 
 def _check_storage_url(storage: str) -> None:

@@ -545,7 +545,8 @@ def _store_outcome(workload: Workload, config: SearchConfig, problem: Prepared, 
     try:
         with deferred_interrupts():
             session.bar.close()
-            if status == "KILLED":  # the trials it was evaluating: failed as interrupted and queued for a resume
+            if status != "FINISHED":  # the trials it was evaluating (Ctrl-C, or a sys.exit in a metric): failed as
+                # interrupted and queued for a resume, not left RUNNING in Optuna's storage
                 with contextlib.suppress(Exception):  # else a resume does it: a storage that fails now must not hide the note
                     release_interrupted(storage, study_name, book.unfinished(), problem.space)
             points = book.points

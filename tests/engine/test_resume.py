@@ -155,7 +155,7 @@ def test_resume_refuses_other_settings_and_unknown_names(digits, tmp_path, capsy
         autoq.search("digits-cnn", budget="4.5bits", n_trials=5, tracking_uri=None, storage=f"sqlite:///{missing}", study_name="s",
                      resume=True, progress=False)
     assert not missing.exists()
-    with pytest.raises(AutoqError, match="resume needs the study name"):
+    with pytest.raises(AutoqError, match="resume needs the study name.*study_name= and storage= in Python"):
         autoq.SearchConfig(resume=True)
     # a resume that asks for no more trials than are finished evaluates nothing new; the budget may be spelled
     # otherwise ('4.5' was refused against a stored '4.5bits')
@@ -699,6 +699,27 @@ def test_ctrl_c_in_a_trial_fails_it_as_interrupted_and_the_resume_retries_it(dig
     assert "2 finished trial(s) kept, 1 interrupted one(s) to retry; 3 more to evaluate" in capsys.readouterr().err
     assert len(result.points) == 5 and cut.params in [{k: c.name for k, c in p.assignment.items()} for p in result.points]
     assert _states(storage, "cut")["RUNNING"] == 0
+
+
+def test_a_base_exception_in_a_trial_fails_it_as_interrupted_too(digits, tmp_path):
+    """A metric's sys.exit (or any BaseException other than Ctrl-C) left the trial in flight RUNNING in Optuna's storage
+    for good (optuna-dashboard showed it running); it is failed and queued for a resume as a Ctrl-C's is."""
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    calls = []
+
+    def evaluate(model):
+        calls.append(True)
+        if len(calls) == 4:  # the reference, two trials, then an exit in the third
+            sys.exit(3)
+        return digits.evaluate(model)
+
+    options = dict(budget="4.5bits", n_trials=5, storage=storage, study_name="exit", tracking_uri=None, progress=False, seed_from="none")
+    with pytest.raises(SystemExit):
+        autoq.search(digits.model, digits.calibration, evaluate, **options)
+    trials = optuna.load_study(study_name="exit", storage=storage).trials
+    assert _states(storage, "exit") == Counter({"COMPLETE": 2, "FAIL": 1, "WAITING": len(trials) - 3})
+    [cut] = [t for t in trials if t.state.name == "FAIL"]
+    assert any(t.state.name == "WAITING" and t.user_attrs.get("autoq.retry_of") == cut.number for t in trials)
 
 
 def test_a_resume_whose_run_was_deleted_is_refused_not_logged_twice(digits, tmp_path, mlflow_uri):
