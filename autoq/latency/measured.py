@@ -6,8 +6,9 @@ Lookup for a layer ``(N, K)`` in format ``f`` at the search's batch size:
 2. Other shapes of that format and batch were measured around it (the smallest
    ``N*K`` at most the layer's, the largest at least): latency is linear in the
    work ``N*K`` (bytes and FLOPs of one format both scale with it) between the
-   nearest measured shapes below and above; of shapes of equal work, the one
-   nearest the layer's aspect ``N / K`` (384 x 1536 and 1536 x 384 differ 2.2x).
+   nearest measured shapes below and above; between shapes of equal work, linear in
+   the log of the aspect ``N / K`` (384 x 1536 and 1536 x 384 differ 2.2x), the
+   nearest measured aspect alone beyond them.
 3. The format was not measured there (the kernels cover fewer formats than the
    search space, some only at some shapes): the nearest format (bits first, then
    granularity) measured around the shape, times the ratio of the two where the table
@@ -177,8 +178,8 @@ class TableLatency:
 
     def _measured_ratio(self, spec: QuantSpec, ref: QuantSpec, n: int, k: int) -> float | None:
         """``spec``'s latency over ``ref``'s where the table measured both: at ``spec``'s measured work nearest the layer's
-        (its range's end on that side), on the shapes there nearest the layer's aspect, as `_at` reads them (the mean of
-        1536 x 384 and 384 x 1536, 2.2x apart, moved a layer 26% when it left int5's range by one column); where ``ref``'s
+        (its range's end on that side), on the shapes there weighted by the layer's aspect, as `_at` reads them (the mean
+        of 1536 x 384 and 384 x 1536, 2.2x apart, moved a layer 26% when it left int5's range by one column); where ``ref``'s
         range covers it, else ``None`` (or where ``spec`` has no rows). Above that range, at least the roofline's
         ratio: a launch-bound shape measured int5 at 0.96x int4, and a memory-bound LLaMA layer, where int5 moves 18-29%
         more bytes, came out faster in int5."""
@@ -190,8 +191,8 @@ class TableLatency:
         ref_rows = self._by_format[ref.name]
         if _distance(ref_rows, edge[0]) > 0:
             return None
-        shapes = _nearest_aspect(edge, n, k)  # of equally near ones, the ratio of their means: what `_at` reads at the edge
-        ratio = sum(us for _, _, us in shapes) / sum(_interpolate(ref_rows, en, ek) for en, ek, _ in shapes)
+        shapes = _aspect_weights(edge, n, k)  # what `_at` reads at the edge, for both formats
+        ratio = sum(w * us for (_, _, us), w in shapes) / sum(w * _interpolate(ref_rows, en, ek) for (en, ek, _), w in shapes)
         return max(ratio, self._estimated_ratio(n, k, spec, ref)) if above else ratio
 
     def _nearest_format(self, spec: QuantSpec, among: list[QuantSpec] | None = None) -> QuantSpec:
@@ -208,20 +209,19 @@ class TableLatency:
         )
 
 
-Rows = list[tuple[int, tuple[tuple[int, int, float], ...], float]]  # (n*k, the measured (n, k, us) of that work, their mean us)
+Rows = list[tuple[int, tuple[tuple[int, int, float], ...]]]  # (n*k, the measured (n, k, us) of that work)
 
 
 def _equal_work_averaged(measured: list[tuple[int, int, int, float]]) -> Rows:
     """Sorted ``(n*k, n, k, us)`` rows grouped by work: 4096 x 11008 and 11008 x 4096 give one point between their
-    neighbours, holding both shapes (and their mean, for ratios between formats); a layer reads the shape nearest its
-    own aspect there (:func:`_at`), so 4096 x 11009 takes 4096 x 11008's time, not 11008 x 4096's."""
+    neighbours, holding both shapes; a layer reads them weighted by its own aspect there (:func:`_at`), so 4096 x 11009
+    takes 4096 x 11008's time, not 11008 x 4096's."""
     rows: Rows = []
     for work, n, k, us in measured:
         if rows and rows[-1][0] == work:
-            shapes = (*rows[-1][1], (n, k, us))
-            rows[-1] = (work, shapes, sum(s[2] for s in shapes) / len(shapes))
+            rows[-1] = (work, (*rows[-1][1], (n, k, us)))
         else:
-            rows.append((work, ((n, k, us),), us))
+            rows.append((work, ((n, k, us),)))
     return rows
 
 
@@ -232,19 +232,27 @@ def _distance(rows: Rows, work: int) -> float:
     return 0.0 if lo <= work <= hi else math.log(lo / work) if work < lo else math.log(work / hi)
 
 
-def _nearest_aspect(row: tuple, n: int, k: int) -> list[tuple[int, int, float]]:
-    """A work point's measured ``(n, k, us)`` shapes nearest in aspect ``n / k`` to the layer's (all those equally near)."""
+def _aspect_weights(row: tuple, n: int, k: int) -> list[tuple[tuple[int, int, float], float]]:
+    """A work point's measured ``(n, k, us)`` shapes, weighted for a layer ``(n, k)``: linear in ``log(n / k)`` between
+    the two measured aspects either side of the layer's, the nearest one alone beyond them (weights sum to 1)."""
     aspect = math.log(n / k)
-    gaps = [abs(math.log(mn / mk) - aspect) for mn, mk, _ in row[1]]
-    return [shape for shape, gap in zip(row[1], gaps) if gap <= min(gaps) + 1e-12]
+    shapes = sorted(row[1], key=lambda s: math.log(s[0] / s[1]))
+    aspects = [math.log(mn / mk) for mn, mk, _ in shapes]
+    if aspect <= aspects[0]:
+        return [(shapes[0], 1.0)]
+    if aspect >= aspects[-1]:
+        return [(shapes[-1], 1.0)]
+    j = bisect.bisect_left(aspects, aspect)  # aspects[j - 1] < aspect <= aspects[j]
+    t = (aspect - aspects[j - 1]) / (aspects[j] - aspects[j - 1])
+    return [(shapes[j - 1], 1.0 - t), (shapes[j], t)]
 
 
 def _at(row: tuple, n: int, k: int) -> float:
-    """A work point's latency for a layer ``(n, k)``: its measured shape nearest in aspect ``n / k`` (the mean of those
-    equally near). The mean of all took 384 x 1536's 6.5 us and 1536 x 384's 2.9 us as 4.7 for every layer around
-    them, so one column more or less than a measured shape moved its latency by 28-62%."""
-    nearest = _nearest_aspect(row, n, k)
-    return sum(us for _, _, us in nearest) / len(nearest)
+    """A work point's latency for a layer ``(n, k)``, its measured shapes weighted by aspect (:func:`_aspect_weights`).
+    The mean of all took 384 x 1536's 6.5 us and 1536 x 384's 2.9 us as 4.7 for every layer around them, so one column
+    more or less than a measured shape moved its latency by 28-62%; the nearest aspect alone moved a square layer,
+    halfway between them, by 38% at one row more or one column more (768 x 768: 4.7 us, 769 x 768: 2.9, 768 x 769: 6.5)."""
+    return sum(weight * us for (_, _, us), weight in _aspect_weights(row, n, k))
 
 
 def _interpolate(rows: Rows, n: int, k: int) -> float:

@@ -110,7 +110,7 @@ def test_a_borrowed_ratio_reads_the_shape_nearest_the_layers_aspect_so_one_colum
         assert table.layer_us(n + 1, k, int5) == pytest.approx(measured, rel=0.02)
 
 
-def test_shapes_of_equal_work_read_the_nearest_aspect_so_latency_grows_with_work():
+def test_shapes_of_equal_work_are_read_by_aspect_so_latency_grows_with_work():
     table = TableLatency("Test GPU", rows() + [Measurement(800, 50, "int4-g128-asym", 1, 50.0)], batch=1)
     assert table.layer_us(200, 200, INT4) == 30.0 and table.layer_us(800, 50, INT4) == 50.0  # measured shapes: their own rows
     assert table.layer_us(201, 200, INT4) > table.layer_us(199, 200, INT4) > 10.0
@@ -120,6 +120,19 @@ def test_shapes_of_equal_work_read_the_nearest_aspect_so_latency_grows_with_work
     for n, k, measured in ((800, 50, 50.0), (200, 200, 30.0)):
         for near in ((n + 1, k), (n - 1, k), (n, k + 1), (n, k - 1)):
             assert table.layer_us(*near, INT4) == pytest.approx(measured, rel=0.03), near
+
+
+def test_between_shapes_of_equal_work_latency_follows_the_aspect_smoothly():
+    """Read at the nearest measured aspect alone, a layer halfway between two (a square one between 384 x 1536 and
+    1536 x 384 on the H200 table) moved 38% at one row more (768 x 768: 4.7 us, 769 x 768: 2.9) and 38% the other way at
+    one column more."""
+    table = TableLatency("Test GPU", rows() + [Measurement(800, 50, "int4-g128-asym", 1, 50.0)], batch=1)
+    along = [table.layer_us(n, 40_000 // n, INT4) for n in (200, 250, 320, 400, 500, 800)]  # all of work 40,000
+    assert along[0] == 30.0 and along[-1] == 50.0 and all(b > a for a, b in zip(along, along[1:])), along
+    halfway = table.layer_us(400, 100, INT4)
+    assert halfway == pytest.approx(40.0)
+    for near in ((401, 100), (399, 100), (400, 101), (400, 99)):
+        assert table.layer_us(*near, INT4) == pytest.approx(halfway, rel=0.03), near
 
 
 def test_a_w8a8_layer_on_a_table_without_w8a8_rows_is_scaled_from_the_weight_only_kernel():
