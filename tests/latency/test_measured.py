@@ -332,7 +332,10 @@ def test_formats_a_table_never_measured_are_named_as_scaled_estimates():
     table = TableLatency("Test GPU", rows(), batch=1, origin="t.json")
     assert table.format_note([INT4]) == ""
     note = table.format_note([INT4, QuantSpec.from_name("int6-g32-asym"), QuantSpec.from_name("int6-g32-asym"), QuantSpec.half()])
-    assert note.startswith("the latency table 't.json' did not measure 2 weight format(s) of the space (fp16, int6-g32-asym): ")
+    # fp16 unmeasured is refused, not scaled from an integer format: the note said it was, beside the refusal
+    assert note.startswith("the latency table 't.json' did not measure 1 weight format(s) of the space (int6-g32-asym): ")
+    with pytest.raises(AutoqError, match="has no rows for the fp16 matmul at batch 1"):
+        table.layer_us(100, 100, QuantSpec.half())
     assert "scaled by the ratio of their bytes (no roofline preset for this device)" in note  # 'Test GPU' has none
     preset = TableLatency("NVIDIA H100 80GB HBM3", rows(), batch=1, origin="t.json")
     assert "scaled by the roofline estimate's ratio" in preset.format_note([QuantSpec.from_name("int6-g32-asym")])
