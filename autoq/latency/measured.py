@@ -80,8 +80,8 @@ class TableLatency:
                 into = self._by_format.setdefault(r.format, []) if r.activation == "fp16" else w8a8  # activations of kernels.table
                 into.append((r.n * r.k, r.n, r.k, float(r.median_us)))
         for name, measured in self._by_format.items():
-            self._by_format[name] = _equal_work_averaged(sorted(measured))
-        self._w8a8: Rows = _equal_work_averaged(sorted(w8a8)) if w8a8 else []  # int8 weights x int8 rows: one series
+            self._by_format[name] = _grouped_by_work(sorted(measured))
+        self._w8a8: Rows = _grouped_by_work(sorted(w8a8)) if w8a8 else []  # int8 weights x int8 rows: one series
         self._specs = {name: QuantSpec.from_name(name) for name in self._by_format}
         self._preset = preset_for(device)
         self._memo: dict[tuple[int, int, QuantSpec, bool], float] = {}
@@ -213,7 +213,7 @@ class TableLatency:
 Rows = list[tuple[int, tuple[tuple[int, int, float], ...]]]  # (n*k, the measured (n, k, us) of that work)
 
 
-def _equal_work_averaged(measured: list[tuple[int, int, int, float]]) -> Rows:
+def _grouped_by_work(measured: list[tuple[int, int, int, float]]) -> Rows:
     """Sorted ``(n*k, n, k, us)`` rows grouped by work: 4096 x 11008 and 11008 x 4096 give one point between their
     neighbours, holding both shapes; a layer reads them weighted by its own aspect there (:func:`_at`), so 4096 x 11009
     takes 4096 x 11008's time, not 11008 x 4096's."""
