@@ -181,10 +181,11 @@ def run_pareto(args: argparse.Namespace) -> int:
     # a search stopped by Ctrl-C or SIGTERM (KILLED) logged the frontier of the trials it finished; kill -9 logged none
     logged = status == "FINISHED" or any(a.path == "frontier.csv" for a in client.list_artifacts(run_id))
     n_logged = run.data.metrics.get("n_evaluated")
-    if n_logged is not None and int(n_logged) > len(result.points):  # its counts and uniform coverage fell, for no reason it gave
-        print(f"{int(n_logged) - len(result.points)} of the search's {int(n_logged)} evaluated trial runs are deleted in MLflow: this is "
+    deleted = max(int(n_logged) - len(result.points), 0) if n_logged is not None else 0
+    if deleted:  # its counts and uniform coverage fell, for no reason it gave
+        print(f"{deleted} of the search's {int(n_logged)} evaluated trial runs are deleted in MLflow: this is "
               f"the frontier of the {len(result.points)} left (the search's frontier.csv artifact holds the frontier it logged).")
-    print(format_summary(result, finished=logged, module=run.data.params.get("model_source") == "none"))
+    print(format_summary(result, finished=logged, module=run.data.params.get("model_source") == "none", deleted=deleted))
     return 0
 
 

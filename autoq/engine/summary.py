@@ -62,10 +62,11 @@ def open_command(tracking_uri: str, run_id: str | None) -> str:
     return f"mlflow ui --backend-store-uri {shlex.quote(shown_uri(tracking_uri))}"  # a database's password hidden, as export's
 
 
-def format_summary(result: SearchResult, finished: bool = True, module: bool = False) -> str:
+def format_summary(result: SearchResult, finished: bool = True, module: bool = False, deleted: int = 0) -> str:
     """The closing summary. ``finished=False``: a search read back from MLflow that did not end (killed, or still
     running): its parent run holds no frontier files yet, so the export names the best trial's own run. ``module``: a
-    search of a module passed from Python (its run's ``model_source`` is ``none``): the export is a Python call."""
+    search of a module passed from Python (its run's ``model_source`` is ``none``): the export is a Python call.
+    ``deleted``: trial runs the search logged that are deleted in MLflow since (``result`` holds those left)."""
     from autoq.tracking.mlflow_logger import credentials_note, shown_uri
 
     source = result.points[0].latency_source if result.points else None
@@ -96,7 +97,8 @@ def format_summary(result: SearchResult, finished: bool = True, module: bool = F
         )
     elif uni is not None:  # the best of those evaluated is not the best there is: say so, not "within budget"
         ran = len(result.points)
-        why = (f"the search ran {_count(ran, 'trial')}, fewer than the {within} baselines, which the optuna strategy evaluates first: "
+        why = (f"{deleted} of its trial runs {'is' if deleted == 1 else 'are'} deleted in MLflow, and this reads the runs left" if deleted else
+               f"the search ran {_count(ran, 'trial')}, fewer than the {within} baselines, which the optuna strategy evaluates first: "
                "more trials evaluate the rest (a larger --n-trials; a search --timeout or Ctrl-C stopped: its resume)" if ran < within else
                "the strategy proposed no others, or the search stopped before them; the optuna strategy evaluates them first")
         lines.append(

@@ -116,6 +116,22 @@ def test_printed_commands_survive_a_store_path_with_a_space(tmp_path, _mlflow_te
 
 
 
+def test_pareto_after_a_uniform_trial_run_was_deleted_gives_that_as_the_reason_a_baseline_is_missing(mlflow_uri, capsys):
+    """It blamed the strategy ('proposed no others, or the search stopped before them') for a baseline the search had
+    evaluated, whose run was deleted since."""
+    from mlflow.tracking import MlflowClient
+
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=6, tracking_uri=mlflow_uri, progress=False, seed_from="none")
+    evaluated, within = result.uniform_coverage
+    assert evaluated == within and evaluated >= 2
+    MlflowClient(mlflow_uri).delete_run(result.uniform_points[0].run_id)
+    assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 0
+    out = capsys.readouterr().out
+    assert f"Only {within - 1} of the {within} uniform assignments within the budget {'was' if within == 2 else 'were'} evaluated (1 of its trial runs is deleted in " \
+           "MLflow, and this reads the runs left)" in out, out
+    assert "the strategy proposed no others" not in out
+
+
 def test_pareto_after_the_best_trial_run_was_deleted_prints_a_command_that_exports_its_best(tmp_path, mlflow_uri, monkeypatch, capsys):
     """It printed the parent run's export, which exports frontier.json's best, whose deleted run it refuses: the summary
     showed another best and named a command that failed."""
