@@ -28,7 +28,7 @@ from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.evaluate.cache import needs_stats
 from autoq.evaluate.fidelity import call_on_user_batch
 from autoq.fingerprints import batch_shapes_digest, data_fingerprint, model_hash, structure_digest
-from autoq.messages import note
+from autoq.messages import note, warn
 from autoq.model import LayerInfo, check_finite_weights
 from autoq.model.capture import DEFAULT_MAX_SAMPLES, CalibrationStats
 from autoq.model.modes import eval_mode
@@ -143,8 +143,18 @@ def compute_table(
         notes=tuple(out.notes),
     )
     if path is not None:
-        table.save(path)
+        _keep(table, path)
     return show_notes(table)
+
+
+def _keep(table: SensitivityTable, path: Path) -> None:
+    """Write the table into the cache. A cache that cannot be written (a read-only or full disk) failed the command
+    after the whole metric ran, the table lost (and a search ran unseeded): now it is said, and the table is used."""
+    try:
+        table.save(path)
+    except OSError as exc:
+        warn(f"the {table.metric} sensitivity table could not be kept in the cache ({exc.strerror or exc}: {exc.filename or path}), so "
+             "it will be computed again next time; point AUTOQ_CACHE_DIR at a writable folder to keep it")
 
 
 def show_notes(table: SensitivityTable) -> SensitivityTable:

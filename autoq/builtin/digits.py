@@ -14,7 +14,7 @@ from torch import nn
 from autoq.builtin.workload import NoMetric, Workload, cache_dir
 from autoq.errors import AutoqError
 from autoq.files import write_atomic
-from autoq.messages import note
+from autoq.messages import note, warn
 
 RECIPE = "digits-cnn-v1"  # bump when the architecture or training changes
 
@@ -86,7 +86,11 @@ def digits_workload(batch_size: int = 128, with_metric: bool = True) -> Workload
     if model is None:
         model = train_digits_cnn(x_train, y_train)
         state = model.state_dict()
-        write_atomic(path, lambda tmp: torch.save(state, tmp))  # another process starting now reads it whole or not at all
+        try:  # another process starting now reads it whole or not at all
+            write_atomic(path, lambda tmp: torch.save(state, tmp))
+        except OSError as exc:  # a read-only cache failed the command after training, naming no setting
+            warn(f"the trained digits-cnn could not be kept in the cache ({exc.strerror or exc}: {exc.filename or path}), so it "
+                 "will be trained again next time; point AUTOQ_CACHE_DIR at a writable folder to keep it")
     model.eval()
     return Workload(
         name="digits-cnn",

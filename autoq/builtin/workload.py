@@ -90,4 +90,8 @@ def cache_dir() -> Path:
         which = "$AUTOQ_CACHE_DIR" if os.environ.get("AUTOQ_CACHE_DIR") else "the cache folder"
         raise AutoqError(f"{which} ({path}) is, or lies under, a file; autoq keeps trained built-in models and sensitivity "
                          "tables there: point AUTOQ_CACHE_DIR at a folder") from None
+    except OSError as exc:  # a read-only disk, a folder not the user's: "Read-only file system: PATH", naming no setting
+        which = "$AUTOQ_CACHE_DIR" if os.environ.get("AUTOQ_CACHE_DIR") else "the cache folder"
+        raise AutoqError(f"{which} ({path}) cannot be made ({exc.strerror or exc}); autoq keeps trained built-in models and "
+                         "sensitivity tables there: point AUTOQ_CACHE_DIR at a writable folder") from None
     return path

@@ -50,3 +50,18 @@ def test_a_cache_file_cut_short_is_trained_again_and_written_whole(tmp_path, mon
     assert workload.evaluate(workload.model) > 0.95
     assert torch.load(path, weights_only=True).keys() == workload.model.state_dict().keys()  # whole again
     assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temporary file left beside it
+
+
+def test_a_cache_that_cannot_be_written_trains_and_says_so(tmp_path, monkeypatch):
+    """A read-only cache failed every command that loads digits-cnn after training it, with "Read-only file system: PATH"
+    naming no setting. Here a folder stands where the file goes, so it cannot be written."""
+    import pytest
+
+    from autoq.errors import AutoqWarning
+
+    monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path))
+    (tmp_path / f"{RECIPE}.pt").mkdir()
+    with pytest.warns(AutoqWarning, match=r"the trained digits-cnn could not be kept in the cache \(.*\), so it will be trained again "
+                                          r"next time; point AUTOQ_CACHE_DIR at a writable folder"):
+        workload = digits_workload()
+    assert workload.evaluate(workload.model) > 0.95

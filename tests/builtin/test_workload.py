@@ -17,3 +17,18 @@ def test_the_cache_folder_follows_autoq_cache_dir_and_a_file_there_is_refused_by
         monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / under))
         with pytest.raises(AutoqError, match=r"^\$AUTOQ_CACHE_DIR \(.*\) is, or lies under, a file; .*point AUTOQ_CACHE_DIR at a folder$"):
             cache_dir()
+
+
+def test_a_cache_folder_that_cannot_be_made_is_refused_by_name(tmp_path, monkeypatch):
+    """A read-only disk said "Read-only file system: PATH", naming no setting (as root, permissions cannot stop the
+    test's own mkdir: the error is raised in its place)."""
+    from pathlib import Path
+
+    def refuse(self, *args, **kwargs):
+        raise OSError(30, "Read-only file system", str(self))
+
+    monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(Path, "mkdir", refuse)
+    with pytest.raises(AutoqError, match=r"^\$AUTOQ_CACHE_DIR \(.*cache\) cannot be made \(Read-only file system\); .*point "
+                                         r"AUTOQ_CACHE_DIR at a writable folder$"):
+        cache_dir()

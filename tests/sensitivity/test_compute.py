@@ -11,7 +11,7 @@ from tiny_models import mlp, space_for
 from autoq.builtin.workload import Workload
 from autoq.choice import LayerChoice
 from autoq.engine.seeding import seed_table
-from autoq.errors import AutoqError
+from autoq.errors import AutoqError, AutoqWarning
 from autoq.evaluate import QuantCache
 from autoq.model import find_layers
 from autoq.model.capture import CalibrationStats
@@ -306,3 +306,17 @@ def test_fewer_rows_asked_for_than_there_are_batches_take_that_many_spread_over_
     assert sum(b.shape[0] for b in subsample(uneven, 20)) == 20
     assert sum(b.shape[0] for b in subsample(uneven, 20, 8)) == 20 and max(b.shape[0] for b in subsample(uneven, 20, 8)) <= 8
     assert [b.shape[0] for b in subsample(uneven, None)] == [5, 1, 30, 2, 64]
+
+
+def test_a_cache_that_cannot_be_written_is_said_and_the_table_still_returned(cache):
+    """A read-only or otherwise unwritable cache failed the command after the whole metric ran, the table lost (and a
+    search seeded by default ran unseeded). Here the cache's sensitivity folder is a file, so it cannot be made."""
+    model, data = mlp(), batches()
+    space = space_for(model)
+    cache.parent.mkdir(parents=True)
+    cache.write_text("not a folder")
+    with pytest.warns(AutoqWarning, match=r"the kl sensitivity table could not be kept in the cache \(.*\), so it will be computed "
+                                          r"again next time; point AUTOQ_CACHE_DIR at a writable folder"):
+        table = compute_table(model, data, space.layers, space.options, "kl", progress=False)
+    assert table.metric == "kl" and len(table.entries) == sum(len(o) for o in space.options)
+    assert cache.read_text() == "not a folder"
