@@ -1,19 +1,22 @@
 """Short hashes that say whether two models or two sets of calibration data are the same.
 
 They key the sensitivity cache and are recorded with a search, so that a resume, an export or a stored table is
-refused for other weights or other data rather than mixing them. Only torch and hashlib: the engine, export and the
-sensitivity metrics all import it, and it imports none of them.
+refused for other weights or other data rather than mixing them. Only torch, hashlib and `autoq.code_digest`: the
+engine, export and the sensitivity metrics all import it, and it imports none of them.
 """
 
 from __future__ import annotations
 
 import hashlib
+import inspect
 import numbers
 from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+
+from autoq.code_digest import code_digest
 
 
 def model_hash(model: nn.Module) -> str:
@@ -28,13 +31,30 @@ def model_hash(model: nn.Module) -> str:
     return h.hexdigest()
 
 
+# libraries whose module classes are keyed by name alone: their code changes with their version, not with the user's
+_LIBRARIES = frozenset({"torch", "transformers", "builtins"})
+
+
 def structure_digest(model: nn.Module) -> str:
     """A short hash of what the weights do not say: the model's class, its modules and their settings (``repr``: an
-    activation, a norm's eps) and a Hugging Face model's config. Code inside a custom ``forward`` it cannot see."""
+    activation, a norm's eps), a Hugging Face model's config, and the code of the user's own module classes (every
+    method's, with the constants and helpers it reads: `autoq.code_digest`). A ``forward`` edited with the same
+    weights and modules reused a table scored on the old code (300x off, for a scale inside ``forward``)."""
     config = getattr(model, "config", None)
     to_json = getattr(config, "to_json_string", None)
     text = f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}\n{to_json() if callable(to_json) else ''}"
-    return hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
+    own = _own_code(model)  # none for torch's and transformers' modules alone: their digests as they always were
+    return hashlib.blake2b((f"{text}\n{own}" if own else text).encode(), digest_size=8).hexdigest()
+
+
+def _own_code(model: nn.Module) -> str:
+    """The digests of the methods of the model's module classes (and their bases) outside torch and transformers."""
+    classes = {c for m in model.modules() for c in type(m).__mro__ if c.__module__.split(".")[0] not in _LIBRARIES}
+    lines = []
+    for cls in sorted(classes, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
+        methods = sorted((name, fn) for name, fn in vars(cls).items() if inspect.isfunction(fn))
+        lines.append(f"{cls.__module__}.{cls.__qualname__}: " + " ".join(f"{name}={code_digest(fn)}" for name, fn in methods))
+    return "\n".join(lines)
 
 
 def data_fingerprint(batches: Sequence[Any]) -> str:

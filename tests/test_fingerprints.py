@@ -12,6 +12,23 @@ def _mlp() -> torch.nn.Sequential:
     return torch.nn.Sequential(torch.nn.Linear(6, 5), torch.nn.ReLU(), torch.nn.Linear(5, 3))
 
 
+SCALE = 1.0  # read by `_Scaled.forward`: a test changes it, as a user edits the code
+
+
+class _Block(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = torch.nn.Linear(4, 4), torch.nn.Linear(4, 2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x)))
+
+
+class _Scaled(_Block):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.b(torch.relu(self.a(x) * SCALE))
+
+
 def test_model_hash_follows_every_stored_byte_name_and_dtype_but_not_a_non_persistent_buffer() -> None:
     model = _mlp()
     base = model_hash(model)
@@ -58,3 +75,26 @@ def test_batch_shapes_digest_reads_shapes_and_dtypes_only() -> None:
     assert batch_shapes_digest([x]) != batch_shapes_digest([x.double()])
     assert batch_shapes_digest([x, x]) != batch_shapes_digest([x])
     assert batch_shapes_digest([{"t": x, "scale": 1.0}]) == batch_shapes_digest([{"t": x, "scale": 2.0}])
+
+
+def test_structure_digest_follows_the_code_of_the_users_own_module_classes(monkeypatch) -> None:
+    """A table scored before ``forward`` was edited (same weights, same modules) was read from the cache after: 300x off
+    for a scale inside ``forward``. torch's and transformers' classes are keyed by name alone, as before."""
+    import sys
+
+    torch.manual_seed(0)
+    block, scaled = _Block(), _Scaled()
+    scaled.load_state_dict(block.state_dict())
+    assert model_hash(block) == model_hash(scaled) and structure_digest(block) != structure_digest(scaled)
+    before = structure_digest(scaled)
+    assert structure_digest(_Scaled()) == before  # other weights: the model hash's to tell apart
+    monkeypatch.setattr(sys.modules[__name__], "SCALE", 50.0)
+    assert structure_digest(scaled) != before
+    monkeypatch.setattr(sys.modules[__name__], "SCALE", 1.0)
+    assert structure_digest(scaled) == before
+
+    import hashlib
+
+    model = _mlp()  # torch's modules alone: the digest of its class, modules and config, unchanged by this
+    text = f"{type(model).__module__}.{type(model).__qualname__}\n{model!r}\n"
+    assert structure_digest(model) == hashlib.blake2b(text.encode(), digest_size=8).hexdigest()
