@@ -53,8 +53,16 @@ def _own_code(model: nn.Module) -> str:
     lines = []
     for cls in sorted(classes, key=lambda c: f"{c.__module__}.{c.__qualname__}"):
         methods = sorted((name, fn) for name, fn in vars(cls).items() if inspect.isfunction(fn))
-        lines.append(f"{cls.__module__}.{cls.__qualname__}: " + " ".join(f"{name}={code_digest(fn)}" for name, fn in methods))
+        lines.append(f"{cls.__module__}.{cls.__qualname__}: " + " ".join(f"{name}={_digest_or_name(fn)}" for name, fn in methods))
     return "\n".join(lines)
+
+
+def _digest_or_name(fn: Any) -> str:
+    """``code_digest(fn)``; a method it cannot read is keyed by its name, as before, rather than failing the search."""
+    try:
+        return code_digest(fn)
+    except Exception:  # noqa: BLE001 - any user code; the cache key then misses only that method's edits
+        return "?"
 
 
 def data_fingerprint(batches: Sequence[Any]) -> str:
