@@ -207,7 +207,7 @@ class TrialBook:
             return self._record(number, quality, error, run_id)
 
     def _record(self, number: int, quality: float, error: str | None, run_id: str | None) -> str | None:
-        pending = self.in_flight.pop(number)
+        pending = self.in_flight[number]  # in flight until logged: a store that fails now leaves it for the stop to release
         proposal, cost = pending.proposal, pending.cost
         is_uniform = proposal.assignment in self.uniform
         first = self._seen.get(proposal.assignment)
@@ -217,6 +217,7 @@ class TrialBook:
             tags = trial_tags(is_uniform, self.cost_model, error, attempt=str(pending.attempt), backend=self.backend, **extra)
             run_id = self.tracker.log_trial(number, trial_metrics(cost, None if error else quality), tags, proposal.assignment,
                                             "FAILED" if error else "FINISHED", start_ms=pending.started_ms)
+        del self.in_flight[number]
         if run_id is not None:  # the link an Optuna user follows from a trial (the run's autoq.trial tag is the other way)
             self.strategy.note(proposal, TRIAL_RUN_ATTR, run_id)
         if error is not None:

@@ -15,7 +15,9 @@ import os
 import signal
 import subprocess
 import sys
+from collections import Counter
 
+import optuna
 import pytest
 from helpers import artifacts_beside, child_runs, with_uncalled_layer
 from mlflow.tracking import MlflowClient
@@ -391,26 +393,41 @@ def test_an_evaluate_from_a_folder_the_workers_do_not_search_reaches_them_or_sto
 def test_a_store_that_fails_once_while_a_result_is_recorded_stops_the_search_on_either_backend(request, digits, mlflow_uri, tmp_path,
                                                                                                monkeypatch, backend):
     """On Ray the driver records a result inside Tune's searcher callback, whose exceptions Tune turns into that trial's
-    failure: the search went on without the trial, returned as if whole, and left its MLflow run unfinished."""
+    failure: the search went on without the trial, returned as if whole, and left its MLflow run unfinished. The trial
+    whose run failed to log was taken from those in flight first, and stayed RUNNING in Optuna's storage."""
+    from mlflow.exceptions import MlflowException
+
     from autoq.engine.trials import TrialBook
+    from autoq.tracking.mlflow_logger import MlflowTracker
 
-    if backend == "ray":
-        request.getfixturevalue("local_ray")
-    record, calls = TrialBook._record, []
+    calls = []
 
-    def failing_once(book, number, quality, error, run_id=None):  # the third result: the store drops the request
+    def log_failing_once(tracker, number, *args):  # in process, the third trial's run: the store drops the request
         calls.append(number)
-        if len(calls) == 3:  # after the book took it from the in-flight trials, as a failed write of its run or tell does
-            book.in_flight.pop(number)
+        if len(calls) == 3:
+            raise MlflowException("API request to http://tracking:5000 failed: Connection refused")
+        return log(tracker, number, *args)
+
+    def record_failing_once(book, number, quality, error, run_id=None):  # on Ray a worker logs the run: the driver's record
+        calls.append(number)
+        if len(calls) == 3:
             book.tracker.failure = exc = RuntimeError("API request to http://tracking:5000 failed: Connection refused")
             raise exc
         return record(book, number, quality, error, run_id)
 
-    monkeypatch.setattr(TrialBook, "_record", failing_once)
+    log, record = MlflowTracker._log_trial, TrialBook._record
+    if backend == "ray":
+        request.getfixturevalue("local_ray")
+        monkeypatch.setattr(TrialBook, "_record", record_failing_once)
+    else:
+        monkeypatch.setattr(MlflowTracker, "_log_trial", log_failing_once)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     options = dict(n_trials=6, seed_from="none", tracking_uri=mlflow_uri, storage=storage, study_name="flaky", backend=backend)
     with pytest.raises(AutoqError, match=r"failed a request \(API request .*\); the search stopped after 2 finished trial\(s\)"):
         _search(digits, **options)
+    states = Counter(t.state.name for t in optuna.load_study(study_name="flaky", storage=storage).trials)
+    assert states["RUNNING"] == 0 and states["COMPLETE"] == 2 and states["FAIL"] == 1, states  # failed as interrupted, queued
+    monkeypatch.setattr(MlflowTracker, "_log_trial", log)
     monkeypatch.setattr(TrialBook, "_record", record)
     resumed = _search(digits, **options, resume=True)
     assert len(resumed.points) == 6
