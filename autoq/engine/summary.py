@@ -109,6 +109,9 @@ def format_summary(result: SearchResult, finished: bool = True, module: bool = F
     elif within == 0:  # a space whose layers share no option has none at all, whatever the budget
         lines.append("No uniform assignment was evaluated: none is within this budget (or the space gives its layers no option in common, "
                      "or pins every layer), so there is no baseline to compare with.")
+    elif deleted:
+        lines.append(f"No uniform assignment is among the trial runs left ({deleted} of its trial runs {'is' if deleted == 1 else 'are'} "
+                     "deleted in MLflow), so there is no baseline to compare with here.")
     else:
         lines.append("No uniform assignment was evaluated (none fits this budget, the space has none, or the strategy proposed none).")
     extra = []

@@ -14,8 +14,8 @@ Lookup for a layer ``(N, K)`` in format ``f`` at the search's batch size:
    granularity) measured around the shape, times the ratio of the two where the table
    measured both: at the format's own measured work nearest the shape (int5 measured
    at MiniLM's shapes 1.7-2.4x int4 stays so above them; the roofline ratio made it
-   int4's time, less than at a smaller shape), on the measured shape nearest the layer's
-   aspect, and above the format's range at least the roofline's ratio (a launch-bound
+   int4's time, less than at a smaller shape), on the measured shapes there weighted by
+   the layer's aspect as in step 2, and above the format's range at least the roofline's ratio (a launch-bound
    0.96x int4 made int5 faster than int4 on memory-bound LLaMA layers). A format whose stand-in was not measured
    at its shapes is scaled by the ratio of the two formats' roofline estimates on the
    table's device, or by their bytes when the device has no preset. A format measured

@@ -121,15 +121,21 @@ def test_pareto_after_a_uniform_trial_run_was_deleted_gives_that_as_the_reason_a
     evaluated, whose run was deleted since."""
     from mlflow.tracking import MlflowClient
 
-    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=6, tracking_uri=mlflow_uri, progress=False, seed_from="none")
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=8, tracking_uri=mlflow_uri, progress=False, seed_from="none")
     evaluated, within = result.uniform_coverage
-    assert evaluated == within and evaluated >= 2
+    assert evaluated == within and 2 <= evaluated < len(result.points)
     MlflowClient(mlflow_uri).delete_run(result.uniform_points[0].run_id)
     assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 0
     out = capsys.readouterr().out
     assert f"Only {within - 1} of the {within} uniform assignments within the budget {'was' if within == 2 else 'were'} evaluated (1 of its trial runs is deleted in " \
            "MLflow, and this reads the runs left)" in out, out
     assert "the strategy proposed no others" not in out
+    for point in result.uniform_points[1:]:  # all of them: none left to be the best uniform one
+        MlflowClient(mlflow_uri).delete_run(point.run_id)
+    assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 0
+    out = capsys.readouterr().out
+    assert f"No uniform assignment is among the trial runs left ({within} of its trial runs are deleted in MLflow)" in out, out
+    assert "the strategy proposed none" not in out
 
 
 def test_pareto_after_the_best_trial_run_was_deleted_prints_a_command_that_exports_its_best(tmp_path, mlflow_uri, monkeypatch, capsys):
