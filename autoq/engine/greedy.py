@@ -7,6 +7,8 @@ stop when none fits. Cheap, monotone, and often within a hair of the ILP.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 
 from autoq.choice import Assignment
@@ -47,11 +49,15 @@ def greedy_allocate(problem: Knapsack, capacity: float | None = None) -> list[in
 
 def greedy_seeds(problem: Knapsack, count: int) -> list[Assignment]:
     """Up to ``count`` distinct greedy allocations over a sweep of budgets from the target down."""
-    seeds: list[Assignment] = []
-    for capacity in problem.sweep(count):
+    return list(greedy_solutions(problem, count))
+
+
+def greedy_solutions(problem: Knapsack, steps: int) -> Iterator[Assignment]:
+    """`greedy_seeds`' allocations one at a time, as the greedy strategy's trials take them (all made up front,
+    ``--n-trials 5000`` spent a ``--timeout`` of 5 s before its first trial)."""
+    seen: set[Assignment] = set()
+    for capacity in problem.sweep(steps):
         picks = greedy_allocate(problem, capacity)
-        if picks is not None:
-            candidate = problem.assignment(picks)
-            if candidate not in seeds:
-                seeds.append(candidate)
-    return seeds
+        if picks is not None and (candidate := problem.assignment(picks)) not in seen:
+            seen.add(candidate)
+            yield candidate

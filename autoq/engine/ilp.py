@@ -11,8 +11,9 @@ noise (robustness to estimation error), giving distinct, diverse seeds.
 
 from __future__ import annotations
 
+import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 from scipy.optimize import Bounds, LinearConstraint, milp
@@ -28,6 +29,7 @@ SWEEP_STEPS = 8  # budgets in the sweep, evenly spaced from the target down to t
 # HiGHS takes a MIP solution over a constraint by up to 1e-6 of the scaled row as feasible: 600 units of 6e8 (bits of a
 # 135M-parameter model) passed, and a better solution within the capacity lost to it. Tighter, and cut off (below) past them
 TOLERANCES = {"mip_feasibility_tolerance": 1e-9, "primal_feasibility_tolerance": 1e-9}
+STALE_SOLVES = 48  # the ILP strategy's noisy solves in a row that found nothing new, before it has no more to propose
 CUT_TRIES = 8  # solves, each cutting off the last one's over-budget combination, before greedy's answer stands
 WORST = 1e9  # a scaled score above this (1e9 times a good solution's whole loss) is as bad as any: HiGHS needs finite, moderate costs
 
@@ -123,23 +125,35 @@ def ilp_seeds(problem: Knapsack, count: int, seed: int = 0, noise: float = 0.5, 
     depend on ``count``: a shorter list is a prefix of a longer one."""
     if count <= 0:
         return []
+    return list(itertools.islice(ilp_solutions(problem, seed, noise, steps, floor, tries=6 * count), count))
+
+
+def ilp_solutions(problem: Knapsack, seed: int = 0, noise: float = 0.5, steps: int = SWEEP_STEPS, floor: Sequence[int] | None = None,
+                  tries: int | None = None, stale: int | None = None) -> Iterator[Assignment]:
+    """`ilp_seeds`' distinct solutions one solve at a time, as the ILP strategy's trials take them: solved up front,
+    ``--n-trials 1000`` ran 6,000 solves (a minute on digits-cnn) before its first trial, past any ``--timeout``. The
+    noisy solves end after ``tries`` of them, or after ``stale`` in a row that found nothing new (a small space runs dry)."""
     base = problem.score_matrix()
     rng = np.random.default_rng(seed)
-    seeds: list[Assignment] = []
+    seen: set[Assignment] = set()
 
-    def add(picks: Sequence[int] | None) -> None:
-        if picks is not None and len(seeds) < count:
-            candidate = problem.assignment(picks)
-            if candidate not in seeds:
-                seeds.append(candidate)
+    def new(picks: Sequence[int] | None) -> Assignment | None:
+        candidate = problem.assignment(picks) if picks is not None else None
+        if candidate is None or candidate in seen:
+            return None
+        seen.add(candidate)
+        return candidate
 
     for capacity in problem.sweep(steps):
-        add(solve_ilp(problem, capacity, base, floor=floor))
-    for _ in range(6 * count):
-        if len(seeds) >= count:
-            break
-        add(solve_ilp(problem, problem.capacity, base * rng.lognormal(0.0, noise, base.shape), floor=floor))
-    return seeds
+        if (found := new(solve_ilp(problem, capacity, base, floor=floor))) is not None:
+            yield found
+    done = in_a_row = 0
+    while (tries is None or done < tries) and (stale is None or in_a_row < stale):
+        done += 1
+        found = new(solve_ilp(problem, problem.capacity, base * rng.lognormal(0.0, noise, base.shape), floor=floor))
+        in_a_row = 0 if found is not None else in_a_row + 1
+        if found is not None:
+            yield found
 
 
 def raise_seeds(problem: Knapsack, floor: Sequence[int], count: int, seed: int = 0, noise: float = 0.5) -> list[Assignment]:

@@ -15,8 +15,8 @@ import optuna
 from autoq.budget import Budget
 from autoq.choice import Assignment
 from autoq.cost import CostModel
-from autoq.engine.greedy import greedy_seeds
-from autoq.engine.ilp import ilp_seeds, raise_seeds
+from autoq.engine.greedy import greedy_seeds, greedy_solutions
+from autoq.engine.ilp import STALE_SOLVES, ilp_seeds, ilp_solutions, raise_seeds
 from autoq.engine.knapsack import Knapsack, random_feasible
 from autoq.engine.seeds import best_uniform, fill_seeds, uniform_seeds
 from autoq.engine.strategy import QueueStrategy, Strategy, make_strategy
@@ -108,12 +108,12 @@ def _queue(ctx: StrategyContext, source: Iterator[Assignment]) -> tuple[Strategy
 
 def _ilp_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], list[Assignment]]:
     """ILP solutions alone: a budget sweep plus noisy-score solves at the budget, one per trial."""
-    return _queue(ctx, iter(ilp_seeds(ctx.knapsack(), ctx.n_trials, ctx.seed)))
+    return _queue(ctx, ilp_solutions(ctx.knapsack(), ctx.seed, tries=6 * ctx.n_trials, stale=STALE_SOLVES))  # solved as trials ask
 
 
 def _greedy_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], list[Assignment]]:
     """Greedy sensitivity-per-bit allocations alone, over a sweep of budgets."""
-    return _queue(ctx, iter(greedy_seeds(ctx.knapsack(), ctx.n_trials)))
+    return _queue(ctx, greedy_solutions(ctx.knapsack(), ctx.n_trials))  # allocated as trials ask
 
 
 def _random_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], list[Assignment]]:

@@ -68,6 +68,16 @@ def test_a_strategy_out_of_new_assignments_ends_the_search_instead_of_repeating(
     assert f"the {strategy!r} strategy has no more distinct assignments to propose; the search ends after {len(result.points)} of its 60" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize("strategy", ["ilp", "greedy"])
+def test_a_strategy_proposes_as_trials_ask_so_a_timeout_covers_it(digits, strategy):
+    """Every proposal was made up front: --n-trials 1000 solved 6,000 ILPs (a minute) before the first trial, and a
+    --timeout of 5 s ended it with 'no trial was evaluated'. Now they are made as the trials ask, and a small space's
+    ILP runs dry after a few dozen solves that find nothing new."""
+    search(digits, strategy=strategy, seed_from="kl", n_trials=2)  # the table, cached: not the timed part
+    result = search(digits, strategy=strategy, seed_from="kl", n_trials=5000, timeout=30)
+    assert 0 < len(result.points) < 5000 and len({p.assignment for p in result.points}) == len(result.points)
+
+
 class CountingSampler(optuna.samplers.RandomSampler):
     """A sampler of the caller's own (Optuna's random one, counting the parameters it draws into ``counter``, a list
     shared with the copy a search samples with, as the caller built it)."""
