@@ -60,8 +60,19 @@ def _source(target: Any) -> str:
 
 def _code_text(code: types.CodeType) -> str:
     """Bytecode, names and constants, nested functions' included (their ``repr`` holds a memory address)."""
-    consts = [_code_text(c) if isinstance(c, types.CodeType) else repr(c) for c in code.co_consts]
-    return repr((code.co_code, consts, code.co_names))
+    return repr((code.co_code, [_const_text(c) for c in code.co_consts], code.co_names))
+
+
+def _const_text(const: Any) -> str:
+    """A constant as the same text in every process: a frozenset's (``x in {"a", "b"}``) by its sorted items, where its
+    ``repr`` follows the string hash seed, so a class with no source file got a new digest, and a new cache key, each run."""
+    if isinstance(const, types.CodeType):
+        return _code_text(const)
+    if isinstance(const, frozenset):
+        return f"frozenset({sorted(_const_text(c) for c in const)})"
+    if isinstance(const, tuple):
+        return f"({', '.join(_const_text(c) for c in const)},)"
+    return repr(const)
 
 
 def _global_names(code: types.CodeType) -> set[str]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import linecache
+import os
 import subprocess
 import sys
 import textwrap
@@ -211,3 +212,17 @@ def test_tensors_numpy_cannot_take_are_hashed_not_a_crash():
     assert code_digest(make(torch.zeros(2, device="meta"))) != code_digest(make(torch.zeros(3, device="meta")))
     sparse = torch.eye(3).to_sparse()
     assert code_digest(make(sparse)) == code_digest(make(torch.eye(3).to_sparse())) != code_digest(make((2 * torch.eye(3)).to_sparse()))
+
+
+def test_a_function_without_source_has_the_same_digest_under_any_string_hash_seed():
+    """Read from its bytecode (a class typed on stdin, in exec or a notebook), ``x in {"relu", "elu"}`` is a frozenset
+    constant whose repr follows the hash seed: a model with such a class got a new sensitivity cache key every run."""
+    script = textwrap.dedent('''
+        from autoq.code_digest import code_digest
+        scope = {}
+        exec("def act(x):\\n    return x in {'relu', 'leaky', 'elu', 'gelu', 'silu', 'tanh'}\\n", scope)
+        print(code_digest(scope["act"]))
+    ''')
+    digests = {subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": str(seed)}, capture_output=True,
+                              text=True, check=True).stdout.strip() for seed in (1, 2, 3, 4)}
+    assert len(digests) == 1 and len(next(iter(digests))) == 16, digests
