@@ -5,6 +5,7 @@ Quality is classification accuracy on a fixed held-out quarter of the data set.
 
 from __future__ import annotations
 
+import io
 import pickle
 from pathlib import Path
 
@@ -86,8 +87,10 @@ def digits_workload(batch_size: int = 128, with_metric: bool = True) -> Workload
     if model is None:
         model = train_digits_cnn(x_train, y_train)
         state = model.state_dict()
+        data = io.BytesIO()  # saved in memory first: torch.save's own write to a full disk raised a RuntimeError
+        torch.save(state, data)
         try:  # another process starting now reads it whole or not at all
-            write_atomic(path, lambda tmp: torch.save(state, tmp))
+            write_atomic(path, lambda tmp: tmp.write_bytes(data.getvalue()))
         except OSError as exc:  # a read-only cache failed the command after training, naming no setting
             warn(f"the trained digits-cnn could not be kept in the cache ({exc.strerror or exc}: {exc.filename or path}), so it "
                  "will be trained again next time; point AUTOQ_CACHE_DIR at a writable folder to keep it")

@@ -185,7 +185,9 @@ def run_pareto(args: argparse.Namespace) -> int:
     if deleted:  # its counts and uniform coverage fell, for no reason it gave
         print(f"{deleted} of the search's {int(n_logged)} evaluated trial runs are deleted in MLflow: this is "
               f"the frontier of the {len(result.points)} left (the search's frontier.csv artifact holds the frontier it logged).")
-    print(format_summary(result, finished=logged, module=run.data.params.get("model_source") == "none", deleted=deleted))
+    uniform_logged = run.data.metrics.get("n_uniform_evaluated")  # a deleted run is a baseline's only where fewer are left
+    uniform_gone = uniform_logged is not None and int(uniform_logged) > result.uniform_coverage[0]
+    print(format_summary(result, finished=logged, module=run.data.params.get("model_source") == "none", deleted=deleted if uniform_gone else 0))
     return 0
 
 

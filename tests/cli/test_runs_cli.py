@@ -138,6 +138,19 @@ def test_pareto_after_a_uniform_trial_run_was_deleted_gives_that_as_the_reason_a
     assert "the strategy proposed none" not in out
 
 
+def test_pareto_of_a_search_that_evaluated_no_baseline_does_not_blame_its_deleted_runs(mlflow_uri, capsys):
+    """The random strategy proposed no uniform assignment; one of its mixes' runs deleted, the summary said none was
+    left among the runs, as if the deleted one had been a baseline."""
+    from mlflow.tracking import MlflowClient
+
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, strategy="random", tracking_uri=mlflow_uri, progress=False)
+    assert not result.uniform_points
+    MlflowClient(mlflow_uri).delete_run(result.points[0].run_id)
+    assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 0
+    out = capsys.readouterr().out
+    assert "No uniform assignment was evaluated (none fits this budget, the space has none, or the strategy proposed none)." in out, out
+
+
 def test_pareto_after_the_best_trial_run_was_deleted_prints_a_command_that_exports_its_best(tmp_path, mlflow_uri, monkeypatch, capsys):
     """It printed the parent run's export, which exports frontier.json's best, whose deleted run it refuses: the summary
     showed another best and named a command that failed."""
