@@ -70,9 +70,13 @@ def _const_text(const: Any) -> str:
         return _code_text(const)
     if isinstance(const, frozenset):
         return f"frozenset({sorted(_const_text(c) for c in const)})"
-    if isinstance(const, tuple):
+    if isinstance(const, tuple) and _holds_set(const):  # any other tuple as its repr: a stored digest keeps its value
         return f"({', '.join(_const_text(c) for c in const)},)"
     return repr(const)
+
+
+def _holds_set(const: Any) -> bool:
+    return isinstance(const, frozenset) or isinstance(const, tuple) and any(_holds_set(c) for c in const)
 
 
 def _global_names(code: types.CodeType) -> set[str]:
