@@ -101,8 +101,7 @@ class OptunaStrategy:
                 raise AutoqError(f"a study named {study_name!r} already exists in {storage}; choose another name (--study-name, or "
                                  "study_name= in Python), or resume it (--resume NAME, resume=True)") from None
         self.n_objectives = _stored_objectives(self.study, objectives)
-        with warnings_ignored(optuna.exceptions.ExperimentalWarning):  # experimental in Optuna, but what the dashboard shows
-            self.study.set_metric_names(list(objectives)[: self.n_objectives])
+        set_metric_names(self.study, list(objectives)[: self.n_objectives])
 
     def seed(self, assignments: Sequence[Assignment]) -> None:
         for a in assignments:
@@ -337,6 +336,18 @@ class QueueStrategy(OptunaStrategy):
             if frozenset((name, choice.name) for name, choice in assignment.items()) not in self._stored:
                 return assignment
         return None
+
+
+def set_metric_names(study: optuna.Study, names: list[str]) -> None:
+    """``study.set_metric_names`` (what the dashboard shows), without its warning that it is experimental. The method
+    Optuna's decorator wraps is called where there is one, so no warning filter is touched in any thread; else the
+    warning is quieted where that is safe (`warnings_ignored`: on the main thread)."""
+    plain = getattr(type(study).set_metric_names, "__wrapped__", None)
+    if plain is not None:
+        plain(study, names)
+        return
+    with warnings_ignored(optuna.exceptions.ExperimentalWarning):
+        study.set_metric_names(names)
 
 
 def _params(assignment: Assignment) -> dict[str, str]:

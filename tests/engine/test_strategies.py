@@ -326,3 +326,22 @@ def test_options_a_strategy_would_ignore_are_refused_and_auto_computes_no_table_
     space = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
     assert seed_metric("auto", "random", space) is None and seed_metric("auto", "optuna", space) is not None
     assert search(digits, strategy="random", n_trials=3).points  # the default sampler and --seed-from auto still run it
+
+
+def test_metric_names_are_set_without_an_experimental_warning_in_any_thread():
+    """Off the main thread the warning showed (in the Ray session and threaded searches), as quieting it there swapped the
+    process's warning filters; Optuna's undecorated method sets the names with no warning and no filter touched."""
+    import threading
+    import warnings
+
+    from autoq.engine.strategy import set_metric_names
+
+    study = optuna.create_study(directions=["maximize", "minimize"])
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        worker = threading.Thread(target=set_metric_names, args=(study, ["quality", "effective_bits"]))
+        worker.start()
+        worker.join(30)
+        set_metric_names(study, ["quality", "effective_bits"])
+    assert study.metric_names == ["quality", "effective_bits"]
+    assert not [w for w in seen if issubclass(w.category, optuna.exceptions.ExperimentalWarning)], [str(w.message) for w in seen]
