@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from autoq.builtin.workload import Workload, cache_dir
+from autoq.builtin.workload import Workload, cache_dir, keep_in_cache
 from autoq.choice import LayerChoice
 from autoq.code_digest import code_digest
 from autoq.errors import AutoqError
@@ -28,7 +28,7 @@ from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.evaluate.cache import needs_stats
 from autoq.evaluate.fidelity import call_on_user_batch
 from autoq.fingerprints import batch_shapes_digest, data_fingerprint, model_hash, structure_digest
-from autoq.messages import note, warn
+from autoq.messages import note
 from autoq.model import LayerInfo, check_finite_weights
 from autoq.model.capture import DEFAULT_MAX_SAMPLES, CalibrationStats
 from autoq.model.modes import eval_mode
@@ -142,19 +142,9 @@ def compute_table(
         layer_stats=tuple((layer, tuple((k, _stat(metric, layer, k, v)) for k, v in stats.items())) for layer, stats in out.layer_stats.items()),
         notes=tuple(out.notes),
     )
-    if path is not None:
-        _keep(table, path)
+    if path is not None:  # one that cannot be kept is still used: a search seeded by default ran unseeded
+        keep_in_cache(path, table.save, f"the {metric} sensitivity table", "computed")
     return show_notes(table)
-
-
-def _keep(table: SensitivityTable, path: Path) -> None:
-    """Write the table into the cache. A cache that cannot be written (a read-only or full disk) failed the command
-    after the whole metric ran, the table lost (and a search ran unseeded): now it is said, and the table is used."""
-    try:
-        table.save(path)
-    except OSError as exc:
-        warn(f"the {table.metric} sensitivity table could not be kept in the cache ({exc.strerror or exc}: {exc.filename or path}), so "
-             "it will be computed again next time; point AUTOQ_CACHE_DIR at a writable folder to keep it")
 
 
 def show_notes(table: SensitivityTable) -> SensitivityTable:

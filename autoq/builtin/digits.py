@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from autoq.builtin.workload import NoMetric, Workload, cache_dir
+from autoq.builtin.workload import NoMetric, Workload, cache_dir, keep_in_cache
 from autoq.errors import AutoqError
 from autoq.files import write_atomic
-from autoq.messages import note, warn
+from autoq.messages import note
 
 RECIPE = "digits-cnn-v1"  # bump when the architecture or training changes
 
@@ -89,11 +89,8 @@ def digits_workload(batch_size: int = 128, with_metric: bool = True) -> Workload
         state = model.state_dict()
         data = io.BytesIO()  # saved in memory first: torch.save's own write to a full disk raised a RuntimeError
         torch.save(state, data)
-        try:  # another process starting now reads it whole or not at all
-            write_atomic(path, lambda tmp: tmp.write_bytes(data.getvalue()))
-        except OSError as exc:  # a read-only cache failed the command after training, naming no setting
-            warn(f"the trained digits-cnn could not be kept in the cache ({exc.strerror or exc}: {exc.filename or path}), so it "
-                 "will be trained again next time; point AUTOQ_CACHE_DIR at a writable folder to keep it")
+        # another process starting now reads it whole or not at all
+        keep_in_cache(path, lambda p: write_atomic(p, lambda tmp: tmp.write_bytes(data.getvalue())), "the trained digits-cnn", "trained")
     model.eval()
     return Workload(
         name="digits-cnn",

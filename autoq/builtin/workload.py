@@ -11,6 +11,7 @@ from typing import Any
 from torch import nn
 
 from autoq.errors import AutoqError
+from autoq.messages import warn
 
 
 @dataclass(frozen=True)
@@ -84,14 +85,24 @@ def cache_dir() -> Path:
     ``$XDG_CACHE_HOME/autoq``, else ``~/.cache/autoq``."""
     root = os.environ.get("AUTOQ_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "autoq")
     path = Path(root)
+    which = "$AUTOQ_CACHE_DIR" if os.environ.get("AUTOQ_CACHE_DIR") else "the cache folder"
     try:
         path.mkdir(parents=True, exist_ok=True)
     except (FileExistsError, NotADirectoryError):  # it said "File exists: PATH", naming no setting
-        which = "$AUTOQ_CACHE_DIR" if os.environ.get("AUTOQ_CACHE_DIR") else "the cache folder"
         raise AutoqError(f"{which} ({path}) is, or lies under, a file; autoq keeps trained built-in models and sensitivity "
                          "tables there: point AUTOQ_CACHE_DIR at a folder") from None
     except OSError as exc:  # a read-only disk, a folder not the user's: "Read-only file system: PATH", naming no setting
-        which = "$AUTOQ_CACHE_DIR" if os.environ.get("AUTOQ_CACHE_DIR") else "the cache folder"
         raise AutoqError(f"{which} ({path}) cannot be made ({exc.strerror or exc}); autoq keeps trained built-in models and "
                          "sensitivity tables there: point AUTOQ_CACHE_DIR at a writable folder") from None
     return path
+
+
+def keep_in_cache(path: Path, write: Callable[[Path], object], what: str, again: str) -> None:
+    """``write(path)`` into the cache; one that cannot be written (a read-only or full disk) is warned about, naming
+    ``what`` and that it will be made ``again``, and the caller goes on with what it made: it failed the command after
+    the work it had done (a sensitivity table, the trained digits-cnn), naming no setting."""
+    try:
+        write(path)
+    except OSError as exc:
+        warn(f"{what} could not be kept in the cache ({exc.strerror or exc}: {exc.filename or path}), so it will be {again} again "
+             "next time; point AUTOQ_CACHE_DIR at a writable folder to keep it")
