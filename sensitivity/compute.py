@@ -115,8 +115,9 @@ def compute_table(
     digest = model_hash(model)
     data_digest = fingerprint or data_fingerprint(batches)
     cacheable = use_cache and loss is None and not _own_statistics(weights, batches, layers, options)
-    path = _cache_file(model, digest, batches, fingerprint, data_digest, metric, resolved, layers, options) if cacheable else None
-    wide = _cache_file(model, digest, batches, fingerprint, data_digest, metric, resolved, layers, wider) if cacheable and wider else None
+    keys = _cache_keys(model, digest, batches, fingerprint, data_digest) if cacheable else None  # once: the model's code is read
+    path = _cache_file(keys, metric, resolved, layers, options) if keys else None
+    wide = _cache_file(keys, metric, resolved, layers, wider) if keys and wider else None
     for cached in (path, wide):
         table = None if cached is None or refresh else _cached_table(cached)
         if table is not None:
@@ -215,14 +216,19 @@ def _own_statistics(weights: QuantCache | None, batches: Sequence[Any], layers: 
     return not same_batches or stats.max_samples != DEFAULT_MAX_SAMPLES or stats.seed != 0
 
 
-def _cache_file(model: nn.Module, digest: str, batches: Sequence[Any], fingerprint: str, data_digest: str, metric: str,
-                resolved: Mapping[str, Any], layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]]) -> Path:
-    """Where the cache keeps the table of these inputs (``digest``: the model's weights hash; ``data_digest``: the
+def _cache_keys(model: nn.Module, digest: str, batches: Sequence[Any], fingerprint: str, data_digest: str) -> tuple[str, str]:
+    """The model's and the data's parts of a cache key (``digest``: the model's weights hash; ``data_digest``: the
     fingerprint, else the batches' own)."""
     key_model = f"{digest}:{structure_digest(model)}"  # the same weights in another architecture score otherwise
     # a workload's fingerprint names its data recipe, not how it is batched (digits-cnn's batch_size): the key adds the shapes
     key_data = f"{fingerprint}:{batch_shapes_digest(batches)}" if fingerprint else data_digest
-    return cache_path(metric, cache_key(key_model, key_data, metric, resolved, layers, options))
+    return key_model, key_data
+
+
+def _cache_file(keys: tuple[str, str], metric: str, resolved: Mapping[str, Any], layers: Sequence[LayerInfo],
+                options: Sequence[Sequence[LayerChoice]]) -> Path:
+    """Where the cache keeps the table of these inputs (``keys``: `_cache_keys`)."""
+    return cache_path(metric, cache_key(*keys, metric, resolved, layers, options))
 
 
 def _cached_table(path: Path) -> SensitivityTable | None:
