@@ -97,7 +97,7 @@ def format_summary(result: SearchResult, finished: bool = True, module: bool = F
         )
     elif uni is not None:  # the best of those evaluated is not the best there is: say so, not "within budget"
         ran = len(result.points)
-        why = (f"{deleted} of its trial runs {'is' if deleted == 1 else 'are'} deleted in MLflow, and this reads the runs left" if deleted else
+        why = (f"{_deleted_runs(deleted)}, and this reads the runs left" if deleted else
                f"the search ran {_count(ran, 'trial')}, fewer than the {within} baselines, which the optuna strategy evaluates first: "
                "more trials evaluate the rest (a larger --n-trials; a search --timeout or Ctrl-C stopped: its resume)" if ran < within else
                "the strategy proposed no others, or the search stopped before them; the optuna strategy evaluates them first")
@@ -110,8 +110,8 @@ def format_summary(result: SearchResult, finished: bool = True, module: bool = F
         lines.append("No uniform assignment was evaluated: none is within this budget (or the space gives its layers no option in common, "
                      "or pins every layer), so there is no baseline to compare with.")
     elif deleted:
-        lines.append(f"No uniform assignment is among the trial runs left ({deleted} of its trial runs {'is' if deleted == 1 else 'are'} "
-                     "deleted in MLflow), so there is no baseline to compare with here.")
+        lines.append(f"No uniform assignment is among the trial runs left ({_deleted_runs(deleted)}), so there is no baseline to compare "
+                     "with here.")
     else:
         lines.append("No uniform assignment was evaluated (none fits this budget, the space has none, or the strategy proposed none).")
     extra = []
@@ -166,6 +166,11 @@ def closing_note(result: SearchResult) -> str:
     else:
         where = "kept in this result only (tracking_uri=None, storage=None)"
     return f"autoq: {found}.\n  {where}\n  print(autoq.engine.format_summary(result)) shows the frontier; result.apply(model) or autoq.export(...) takes a point"
+
+
+def _deleted_runs(n: int) -> str:
+    """``1 of its trial runs is deleted in MLflow``, ``2 of its trial runs are ...``."""
+    return f"{n} of its trial runs {'is' if n == 1 else 'are'} deleted in MLflow"
 
 
 def _count(n: int, noun: str) -> str:
