@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from provenance import OUT_HELP, provenance
+from provenance import OUT_HELP, count, provenance
 
 BATCH, TOKENS = 4, 128
 
@@ -51,8 +51,8 @@ def child(vocab: int, n_batches: int) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--vocab", type=int, default=32000, help="vocabulary size: the length of each logits row (default: 32000)")
-    parser.add_argument("--batches", type=int, nargs="+", default=[2, 8],
+    parser.add_argument("--vocab", type=count, default=32000, help="vocabulary size: the length of each logits row (default: 32000)")
+    parser.add_argument("--batches", type=count, nargs="+", default=[2, 8],
                         help="held-out batch counts, each measured in its own process; a batch is 4 x 128 tokens (default: 2 8)")
     parser.add_argument("--child", nargs=2, type=int, help=argparse.SUPPRESS)
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "fidelity_memory.json"), help=OUT_HELP)

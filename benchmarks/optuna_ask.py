@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import optuna
-from provenance import OUT_HELP, provenance
+from provenance import OUT_HELP, count, provenance
 
 from autoq.engine.strategy import OptunaStrategy
 from autoq.model import LayerInfo
@@ -74,9 +74,9 @@ def time_asks(n_layers: int, mode: str, asks: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--layers", type=int, nargs="+", default=[37, 200],
+    parser.add_argument("--layers", type=count, nargs="+", default=[37, 200],
                         help="layer counts of the searched model, each timed in every storage (default: 37 200; MiniLM has 37)")
-    parser.add_argument("--asks", type=int, default=10,
+    parser.add_argument("--asks", type=count, default=10,
                         help="timed ask-and-tell rounds per layer count and storage, after an untimed one (default: 10)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "optuna_ask.json"), help=OUT_HELP)
     args = parser.parse_args()

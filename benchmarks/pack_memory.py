@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from provenance import OUT_HELP, provenance
+from provenance import OUT_HELP, count, provenance
 
 from autoq.quant import pack_codes, unpack_codes
 
@@ -92,9 +92,9 @@ def export_rows(rows: int, cols: int) -> list[dict]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=int, default=4096,
+    parser.add_argument("--rows", type=count, default=4096,
                         help="rows of the codes packed and of the layer exported (out features; default: 4096)")
-    parser.add_argument("--cols", type=int, default=4096,
+    parser.add_argument("--cols", type=count, default=4096,
                         help="columns of the codes packed and of the layer exported (in features; default: 4096)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "pack_memory.json"), help=OUT_HELP)
     args = parser.parse_args()

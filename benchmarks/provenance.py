@@ -3,6 +3,7 @@ results said only "x86_64"), the date, autoq's commit, and the versions that mov
 
 from __future__ import annotations
 
+import argparse
 import datetime
 import os
 import platform
@@ -51,8 +52,21 @@ MODEL_HELP = "a built-in (minilm, smollm2, digits-cnn) or a local Hugging Face m
 BUDGET_HELP = "average bits per weight ('4.5bits', '4.5') or model size ('20MB', '20MiB') (default: %(default)s)"
 
 
+def count(text: str) -> int:
+    """argparse type of a count (trials, rows, rounds, batches): a whole number of at least 1, refused as a usage error
+    rather than met later as a division by zero or an empty table."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is below 1; give a count of at least 1")
+    return value
+
+
 if __name__ == "__main__":
     import sys
 
     print("provenance.py is a helper the benchmark scripts import, not a benchmark: run one of the others in benchmarks/", file=sys.stderr)
     raise SystemExit(2)
+

@@ -41,7 +41,7 @@ def main() -> None:
         search_seconds = time.perf_counter() - t0
 
     # every uniform assignment, inside the budget or not, for context
-    problem = prepare(workload, SearchConfig(budget=args.budget))
+    problem = prepare(workload, SearchConfig(budget=args.budget, tracking_uri=None))  # no store: $MLFLOW_TRACKING_URI unread
     cache = QuantCache(workload.model)
     cost_model: CostModel = problem.cost_model
     uniform_rows = []

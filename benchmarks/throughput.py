@@ -25,7 +25,7 @@ from pathlib import Path
 
 import optuna
 import torch
-from provenance import BUDGET_HELP, MODEL_HELP, OUT_HELP, provenance
+from provenance import BUDGET_HELP, MODEL_HELP, OUT_HELP, count, provenance
 
 from autoq.builtin import load_workload
 from autoq.engine import SearchConfig, run_search
@@ -40,13 +40,22 @@ def steady_rate(storage: str, study_name: str) -> float | None:
     return (len(done) - 1) / (done[-1] - done[0]).total_seconds() * 60
 
 
+def _configs(text: str) -> list[tuple[str, int]]:
+    """``--configs``: ``optuna:1,ray:2`` as ``[("optuna", 1), ("ray", 2)]``, or an argparse error saying the form."""
+    configs = [tuple(item.split(":")) for item in text.split(",")]
+    if any(len(c) != 2 or c[0] not in ("optuna", "ray") or not c[1].isdigit() or int(c[1]) < 1 for c in configs):
+        raise argparse.ArgumentTypeError(f"{text!r}: give BACKEND:WORKERS items, comma-separated, each backend optuna or "
+                                         "ray with at least 1 worker ('optuna:1,ray:2')")
+    return [(backend, int(workers)) for backend, workers in configs]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", default="minilm", help=MODEL_HELP)
     parser.add_argument("--budget", default="4.5bits", help=BUDGET_HELP)
-    parser.add_argument("--n-trials", type=int, default=20, help="trials of each search, per config and round (default: 20)")
-    parser.add_argument("--configs", default="optuna:1,ray:1,ray:2", help="BACKEND:WORKERS, comma-separated (default: %(default)s)")
-    parser.add_argument("--repeats", type=int, default=2,
+    parser.add_argument("--n-trials", type=count, default=20, help="trials of each search, per config and round (default: 20)")
+    parser.add_argument("--configs", type=_configs, default="optuna:1,ray:1,ray:2", help="BACKEND:WORKERS, comma-separated (default: %(default)s)")
+    parser.add_argument("--repeats", type=count, default=2,
                         help="rounds over the configs, interleaved; the table keeps each config's fastest round (default: 2)")
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "throughput.json"), help=OUT_HELP)
     args = parser.parse_args()
@@ -54,29 +63,27 @@ def main() -> None:
     workload = load_workload(args.model)
     runs = []
     for round_ in range(args.repeats):  # interleaved, so every config sees the machine's other load alike
-        for item in args.configs.split(","):
-            backend, workers = item.split(":")
+        for backend, workers in args.configs:
             load_before = os.getloadavg()[0]
             with tempfile.TemporaryDirectory() as tmp:
                 config = SearchConfig(
                     budget=args.budget, n_trials=args.n_trials, tracking_uri=f"sqlite:///{tmp}/mlflow.db", study_name=f"throughput-{backend}-{workers}",
-                    backend=backend, workers=int(workers), progress=False,
+                    backend=backend, workers=workers, progress=False,
                 )
                 t0 = time.perf_counter()
                 result = run_search(workload, config)
                 wall = time.perf_counter() - t0
                 steady = steady_rate(result.storage, result.study_name)
             runs.append({
-                "round": round_, "backend": backend, "workers": int(workers), "n_trials": len(result.points), "wall_seconds": wall,
+                "round": round_, "backend": backend, "workers": workers, "n_trials": len(result.points), "wall_seconds": wall,
                 "trials_per_min_end_to_end": len(result.points) / wall * 60, "trials_per_min_steady": steady,
                 "eval_pass_seconds": result.eval_seconds, "best_quality": result.best.quality, "n_over_budget": result.n_infeasible,
                 "load_average_before": load_before, "load_average_after": os.getloadavg()[0],
             })
             print(f"round {round_} {backend}:{workers} done in {wall:.0f} s (load average {load_before:.1f} -> {os.getloadavg()[0]:.1f})", flush=True)
     rows = []
-    for item in args.configs.split(","):
-        backend, workers = item.split(":")
-        mine = [r for r in runs if r["backend"] == backend and r["workers"] == int(workers)]
+    for backend, workers in args.configs:
+        mine = [r for r in runs if r["backend"] == backend and r["workers"] == workers]
         rows.append(max(mine, key=lambda r: r["trials_per_min_end_to_end"]))
 
     print(f"\n{'backend':<8} {'workers':>7} {'trials':>6} {'wall s':>7} {'trials/min (end to end)':>24} {'trials/min (steady)':>20}")

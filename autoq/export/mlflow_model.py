@@ -13,6 +13,10 @@ import numpy as np
 
 from autoq.model.signature import forward_takes
 
+# the settings ``mlflow.pyfunc.load_model(uri, model_config=...)`` may change: MLflow drops, with a warning, every key a
+# model was not saved with (all of them where it was saved with none); "auto" is the GPU where there is one
+MODEL_CONFIG = {"device": "auto"}
+
 
 def save_pyfunc(out_dir: Path, tmp: Path, logged: Any, run_id: str) -> Path:
     """Write the MLflow model of the export in ``out_dir`` under ``tmp``; returns its folder."""
@@ -30,7 +34,7 @@ def save_pyfunc(out_dir: Path, tmp: Path, logged: Any, run_id: str) -> Path:
     with no_download_bars():  # MLflow "downloads" the artifacts it copies, with a bar each
         mlflow.pyfunc.save_model(str(local), python_model=str(entry), artifacts={ARTIFACT_KEY: str(staged(out_dir, tmp))},
                                  pip_requirements=requirements(config), signature=signature(config),
-                                 input_example=input_example(config), mlflow_model=meta)
+                                 input_example=input_example(config), mlflow_model=meta, model_config=MODEL_CONFIG)
     return local
 
 

@@ -50,18 +50,19 @@ def _tensor(value: Any, recorded: str | None) -> Any:
 
 
 def device_for(model_config: Mapping[str, Any] | None) -> Any:
-    """The device a served model runs on: ``model_config["device"]`` where given, else the GPU where there is one."""
+    """The device a served model runs on: ``model_config["device"]`` where given, else (or ``"auto"``, what the model is
+    saved with) the GPU where there is one."""
     import torch
 
     from autoq.errors import AutoqError
 
     wanted = (model_config or {}).get("device")
-    if wanted is None:
+    if wanted is None or wanted == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(wanted)
     except (RuntimeError, TypeError):
-        raise AutoqError(f"model_config device {wanted!r} is not a torch device; use 'cpu', 'cuda' or 'cuda:1'") from None
+        raise AutoqError(f"model_config device {wanted!r} is not a torch device; use 'cpu', 'cuda', 'cuda:1' or 'auto'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
         raise AutoqError(f"model_config asks for device {wanted!r}, and no CUDA GPU is visible here (torch.cuda.is_available() "
                          "is False); use 'cpu', or leave device out to take the GPU where there is one")

@@ -109,6 +109,7 @@ def test_a_bare_tensors_input_comes_as_that_tensor_in_the_recorded_dtype():
 def test_the_served_models_device_is_the_gpu_where_there_is_one_or_the_one_named():
     assert device_for(None) == torch.device("cuda" if torch.cuda.is_available() else "cpu")
     assert device_for({"device": "cpu"}) == torch.device("cpu")
+    assert device_for({"device": "auto"}) == device_for(None)  # what an export is saved with
     with pytest.raises(AutoqError, match=r"model_config device 'gpu' is not a torch device; use 'cpu', 'cuda'"):
         device_for({"device": "gpu"})
     with pytest.raises(AutoqError, match=r"an autoq model runs on 'cpu' or 'cuda'"):

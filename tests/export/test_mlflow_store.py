@@ -96,6 +96,11 @@ def test_cli_logs_the_export_as_an_mlflow_model_of_its_run(searched, tmp_path, c
     assert np.array_equal(pyfunc.predict(x.numpy()), autoq.load(out)(x).detach().numpy())
     on_cpu = mlflow.pyfunc.load_model(f"models:/{logged.model_id}", model_config={"device": "cpu"})  # MLflow's option
     direct = on_cpu.unwrap_python_model()  # called directly: a list (float64) and a one-column frame, as its docstring says
+    assert pyfunc.metadata.flavors["python_function"]["config"] == {"device": "auto"}  # else MLflow drops model_config
+    assert direct.device == torch.device("cpu")
+    if not torch.cuda.is_available():  # the device asked for is the one taken, not dropped with a warning
+        with pytest.raises(autoq.AutoqError, match="asks for device 'cuda', and no CUDA GPU is visible here"):
+            mlflow.pyfunc.load_model(f"models:/{logged.model_id}", model_config={"device": "cuda"})
     expected = autoq.load(out)(x).detach().numpy()
     assert np.allclose(direct.predict(None, x.double().tolist()), expected, atol=1e-6)
     assert np.allclose(direct.predict(None, pd.DataFrame({"": list(x.numpy())})), expected, atol=1e-6)

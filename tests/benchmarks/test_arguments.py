@@ -1,0 +1,40 @@
+"""The benchmark scripts' options: a count below 1 or a malformed ``--configs`` is a usage error naming the form, not a
+ZeroDivisionError, an empty ``max()`` or an unpacking ValueError after the model has loaded."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+
+
+@pytest.fixture
+def scripts(monkeypatch):
+    monkeypatch.syspath_prepend(str(BENCHMARKS))  # the scripts import provenance as their neighbour
+    import provenance
+    import throughput
+
+    yield provenance, throughput
+    for name in ("provenance", "throughput"):
+        sys.modules.pop(name, None)
+
+
+def test_a_count_is_a_whole_number_of_at_least_one(scripts):
+    provenance, _ = scripts
+    assert provenance.count("3") == 3
+    with pytest.raises(argparse.ArgumentTypeError, match="0 is below 1; give a count of at least 1"):
+        provenance.count("0")
+    with pytest.raises(argparse.ArgumentTypeError, match="'2.5' is not a whole number"):
+        provenance.count("2.5")
+
+
+@pytest.mark.parametrize("text", ["optuna", "ray:0", "ray:x", "dask:2", "optuna:1,"])
+def test_throughput_configs_are_backend_colon_workers(scripts, text):
+    _, throughput = scripts
+    assert throughput._configs("optuna:1,ray:2") == [("optuna", 1), ("ray", 2)]
+    with pytest.raises(argparse.ArgumentTypeError, match=r"give BACKEND:WORKERS items, comma-separated"):
+        throughput._configs(text)
