@@ -67,7 +67,7 @@ def split_k_for(n: int, k: int, block_n: int = 8, target_programs: int | None = 
     if target_programs is None:
         target_programs = 2 * sm_count(device)
     programs = math.ceil(n / block_n)
-    if programs >= target_programs:
+    if programs == 0 or programs >= target_programs:  # no outputs (a weight of 0 rows): nothing to split
         return 1
     split = min(math.ceil(target_programs / programs), max(1, k // 512))
     return 1 << (split.bit_length() - 1)  # a power of two, rounded down

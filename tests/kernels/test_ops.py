@@ -145,6 +145,15 @@ def test_split_k_heuristic():
     assert split_k_for(384, 384, target_programs=264) == 1  # K too short to split
     assert split_k_for(384, 4096, target_programs=264) == 4  # 48 programs want 6 splits: rounded down to 4
     assert split_k_for(64, 1536, target_programs=264) == 2  # at least 512 columns per split
+    assert split_k_for(0, 4096, target_programs=264) == 1  # no outputs: nothing to split (was a ZeroDivisionError)
+
+
+def test_a_weight_without_outputs_gives_an_empty_output_on_every_kernel():
+    """Batches up to 16 (the GEMV, and the GEMM's split choice) divided by the number of output tiles, zero here."""
+    packed = random_packed(QuantSpec.from_name("int4-ch-asym"), 0, 16, torch.Generator().manual_seed(4))
+    for m, kernel in [(1, "auto"), (16, "gemm"), (17, "auto")]:
+        x = torch.randn(m, 16).half().to(DEVICE)
+        assert wq_linear(x, packed, backend="triton", kernel=kernel).shape == (m, 0)
 
 
 def test_split_targets_the_tensors_own_device():
