@@ -22,7 +22,7 @@ from autoq.errors import AutoqError
 from autoq.evaluate import OutputFidelity
 from autoq.evaluate.fidelity import check_finite_batches, user_batches
 from autoq.fingerprints import data_fingerprint, model_hash
-from autoq.model import uncompiled
+from autoq.model import check_has_values, uncompiled
 from autoq.tracking.active_run import active_parent
 
 _CONFIG_FIELDS = {f.name for f in fields(SearchConfig)}
@@ -174,6 +174,7 @@ def make_workload(
             raise AutoqError(f"{label} must be a str (what the {'quality' if label == 'metric' else 'model'} is called in the summary and "
                              f"MLflow) or None, got {type(value).__name__} {value!r}")
     model = uncompiled(model)  # searched eagerly, by its own layer names: its export loads into the model itself
+    check_has_values(model)  # before the reference outputs, whose failure blamed the batches
     batches = user_batches(calibration) if calibration is not None else []
     held_out: list[Any] = []
     if evaluate is None:

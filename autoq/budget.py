@@ -198,7 +198,9 @@ def _parse(raw: str) -> tuple[str, float]:
     """``(kind, value)`` of a budget's text, or an error saying what a budget looks like."""
     match = _BUDGET_RE.match(raw)
     if not match or match.group(2).lower() not in _UNITS:
-        raise AutoqError(f"cannot parse budget {raw!r}; expected a positive number with a unit, {_EXAMPLES}, or a latency like '3ms', '250us', '0.003s'")
+        unit = f" ({match.group(2)!r} is no unit autoq knows: bits, kB, MB, GB, KiB, MiB, GiB, us, ms or s)" if match else ""
+        raise AutoqError(f"cannot parse budget {raw!r}; expected a positive number with a unit, {_EXAMPLES}, or a latency like "
+                         f"'3ms', '250us', '0.003s'{unit}")
     number, unit = float(match.group(1)), match.group(2).lower()
     written = match.group(2)
     kind, scale = _UNITS[unit]

@@ -105,14 +105,19 @@ def _loaded_from(path: Path) -> ModuleType | None:
 def _import_file(path: Path) -> ModuleType:
     """A ``.py`` file as a module named after it (once: a second ``--plugin`` of the same file reuses it)."""
     path = path.resolve()
+    if path.is_dir():
+        raise AutoqError(f"plug-in {str(path)!r} is a folder; give a .py file in it, or a package as its module name "
+                         "(importable from the working folder)")
     if not path.is_file():
         raise AutoqError(f"plug-in file {str(path)!r} does not exist")
+    if path.suffix != ".py":  # importlib finds no loader for it: a bare AssertionError was all it said
+        raise AutoqError(f"plug-in file {str(path)!r} is not a .py file; give a Python file (or an importable module name)")
     loaded = _loaded_from(path)
     if loaded is not None:
         return loaded
     name = f"autoq_plugin_{path.stem}"
     spec = importlib.util.spec_from_file_location(name, path)
-    assert spec is not None and spec.loader is not None
+    assert spec is not None and spec.loader is not None  # a .py file always has one
     module = importlib.util.module_from_spec(spec)
     sys.modules[name] = module
     try:

@@ -421,6 +421,23 @@ def test_apply_and_export_refuse_one_tensor_as_calibration_as_search_does(tmp_pa
     assert not (tmp_path / "q").exists()
 
 
+def test_a_model_or_data_on_the_meta_device_is_refused_by_search_apply_and_export(tmp_path):
+    """torch's 'Tensor.item() cannot be called on meta tensors' or 'Cannot copy out of meta tensor', or an error that
+    blamed the batches: a model made under torch.device('meta') holds no weights to quantize."""
+    no_values = r"^the model's '0.weight' is on the 'meta' device, which holds shapes but no values; load the weights first"
+    with pytest.raises(AutoqError, match=no_values):
+        autoq.search(tiny_mlp().to("meta"), batches(4), budget="8bits", tracking_uri=None, storage=None)
+    with pytest.raises(AutoqError, match=r"^calibration batch 0 is on the 'meta' device, which holds shapes but no values"):
+        autoq.search(tiny_mlp(), [b.to("meta") for b in batches(4)], budget="8bits", tracking_uri=None, storage=None)
+    result = autoq.search(tiny_mlp(), batches(4), lambda m: 1.0, budget="8bits", n_trials=1, seed_from="none", tracking_uri=None,
+                          storage=None, progress=False)
+    with pytest.raises(AutoqError, match=no_values):
+        result.apply(tiny_mlp().to("meta"))
+    with pytest.raises(AutoqError, match=no_values):
+        autoq.export(tiny_mlp().to("meta"), result.best, tmp_path / "q", progress=False)
+    assert not (tmp_path / "q").exists()
+
+
 def test_a_torch_compiled_model_is_searched_and_exported_by_its_own_layer_names(tmp_path):
     """A search of torch.compile(model) named its layers '_orig_mod.0', ...: its export loaded into neither the model
     (no layer '_orig_mod.0') nor a compiled one (refused), and exporting the model itself said its weights differed."""

@@ -133,6 +133,15 @@ def test_bad_budget_message_quotes_input():
         parse_budget("4.5parsecs")
 
 
+def test_a_unit_autoq_does_not_know_is_named_with_those_it_does():
+    """'1TB' was 'cannot parse', though it holds a number and a unit: which units there are went unsaid."""
+    with pytest.raises(AutoqError, match=r"\('TB' is no unit autoq knows: bits, kB, MB, GB, KiB, MiB, GiB, us, ms or s\)$"):
+        parse_budget("1TB")
+    with pytest.raises(AutoqError) as info:
+        parse_budget("1.2.3")  # no number and unit to begin with: no unit to name
+    assert "no unit autoq knows" not in str(info.value)
+
+
 # ---------------------------------------------------------------- measure / violation
 
 

@@ -79,6 +79,19 @@ def test_a_plugin_that_cannot_load_is_one_line_exit_2(plugin, source, needle, tm
     assert proc.returncode == 2 and needle in proc.stderr and "Traceback" not in proc.stderr, proc.stderr
 
 
+def test_a_plugin_path_that_is_a_folder_or_no_python_file_says_so(tmp_path):
+    """'./plug.json' failed with a bare AssertionError, and a folder was said not to exist."""
+    from autoq.errors import AutoqError
+    from autoq.plugins import import_plugin
+
+    (tmp_path / "plug.json").write_text("{}")
+    (tmp_path / "plugs").mkdir()
+    with pytest.raises(AutoqError, match=r"plug\.json' is not a \.py file; give a Python file"):
+        import_plugin(str(tmp_path / "plug.json"))
+    with pytest.raises(AutoqError, match=r"plugs' is a folder; give a \.py file in it, or a package as its module name"):
+        import_plugin(f"{tmp_path / 'plugs'}/")
+
+
 def test_a_plugin_given_twice_loads_once_and_a_missing_value_is_refused(folder, monkeypatch):
     """As a file and as a module (or in $AUTOQ_PLUGINS and on the line) it ran twice: 'already registered'."""
     monkeypatch.setenv("AUTOQ_PLUGINS", "myplug")

@@ -207,7 +207,7 @@ class SearchResult:
         `autoq.export` refuses them); its ``point.assignment`` quantizes any weights by the same choices, unscored."""
         from autoq.evaluate.fidelity import user_batches
         from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
-        from autoq.model import find_layers, get_module, to_native, uncompiled
+        from autoq.model import check_has_values, find_layers, get_module, to_native, uncompiled
 
         if not isinstance(model, nn.Module):
             raise AutoqError(f"apply quantizes an nn.Module in place; got {type(model).__name__} (load a built-in by name with "
@@ -218,6 +218,7 @@ class SearchResult:
                              f"{type(chosen).__name__}; an MLflow run id goes to autoq.export")
         assignment = chosen.assignment if isinstance(chosen, Point) else chosen
         inner = uncompiled(model)  # a torch.compile'd model is quantized in the module it holds, by the search's layer names
+        check_has_values(inner)
         if isinstance(chosen, Point) and self.model_hash:  # as autoq.export checks: a point's quality is of the weights searched
 
             now = model_hash(inner)

@@ -78,9 +78,13 @@ def primary_output(output: Any) -> torch.Tensor:
     if per_example or floating:
         return (per_example or floating)[0]
     if tensors:
-        raise AutoqError(f"the model output holds only {tensors[0].dtype} tensors, no floating-point one to compare; pass evaluate= "
-                         "(a quality metric), or return the logits")
+        raise _not_comparable(tensors[0].dtype)
     raise AutoqError("the model output holds no tensor to compare")
+
+
+def _not_comparable(dtype: torch.dtype) -> AutoqError:
+    return AutoqError(f"the model output holds only {dtype} tensors, no floating-point one to compare; pass evaluate= "
+                      "(a quality metric), or return the logits")
 
 
 def batch_tensors(batch: Any) -> list[torch.Tensor]:
@@ -96,6 +100,8 @@ def check_finite_batches(batches: Sequence[Any], what: str = "calibration") -> N
     of tensors went through, and every data-driven trial failed on it)."""
     for i, batch in enumerate(batches):
         for t in batch_tensors(batch):
+            if t.is_meta:
+                raise AutoqError(f"{what} batch {i} is on the 'meta' device, which holds shapes but no values; pass real tensors")
             if t.is_floating_point() and not torch.isfinite(t).all():
                 bad = int((~torch.isfinite(t)).sum())
                 raise AutoqError(f"{what} batch {i} contains NaN or Inf values ({bad} of {t.numel()}); drop or clean that batch "
@@ -162,6 +168,9 @@ class OutputFidelity:
         with torch.inference_mode():
             self.reference = [self.readout(call_on_user_batch(model, b, f"held-out batch {i} of {len(self.batches)}"), b).detach().clone()
                               for i, b in enumerate(self.batches)]
+        integer = next((r for r in self.reference if not (r.is_floating_point() or r.is_complex())), None)
+        if integer is not None:  # class ids (a forward ending in argmax): their cosine was scored as the quality
+            raise _not_comparable(integer.dtype)
         _check_finite_outputs(self.reference, "the unquantized model", lambda: _where_non_finite(model))
 
     @property

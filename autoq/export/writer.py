@@ -41,7 +41,7 @@ from autoq.export.quantize import check_calibration, needs_calibration, quantize
 from autoq.files import file_crc32, first_missing, make_folder, removed_if_empty, write_text_atomic
 from autoq.fingerprints import model_hash
 from autoq.messages import note, warn
-from autoq.model import LayerInfo, check_finite_stored, find_layers, get_module, tied_weights, uncompiled
+from autoq.model import LayerInfo, check_finite_stored, check_has_values, find_layers, get_module, tied_weights, uncompiled
 from autoq.quant.stored import stored_dtype
 
 
@@ -199,6 +199,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
         warn(f"the MLflow model log_to_run logs cannot be loaded by mlflow.pyfunc.load_model (nor served), which rebuilds "
              f"the model from the export alone ({why}); load it with autoq.load('runs:/<run id>/quantized_model', "
              "model=yours)", stacklevel=2)
+    check_has_values(model)  # before the weights' hash, which read them
     _check_searched_weights(point, model)
     _check_plugin_code(point, assignment)
     layers = _exportable_layers(model, assignment)
@@ -238,6 +239,8 @@ def _checked_arguments(model: object, out_dir: object, sequential: object, log_t
     """Refuse arguments of the wrong kind in words, before any work; the model, a path as its str."""
     if not isinstance(out_dir, (str, os.PathLike)):  # pathlib's TypeError named neither the argument nor what it takes
         raise AutoqError(f"out_dir must be the folder to write the export to (a str or Path), got {type(out_dir).__name__} {out_dir!r}")
+    if isinstance(out_dir, str) and not out_dir.strip():  # an unset variable, most likely: Path('') is the working folder
+        raise AutoqError(f"out_dir is {out_dir!r}: give the folder to write the export to ('.' for the working folder)")
     if isinstance(model, os.PathLike):  # a Hugging Face folder, as a str names it
         model = os.fspath(model)
     if model is not None and not isinstance(model, (nn.Module, str)):

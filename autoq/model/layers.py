@@ -344,11 +344,21 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
 FP16_MAX = torch.finfo(torch.float16).max  # 65504
 
 
+def check_has_values(model: nn.Module) -> None:
+    """Refuse a model whose parameters or buffers are on the ``meta`` device (built under ``torch.device("meta")`` or
+    accelerate's ``init_empty_weights``): they hold no values, and torch's own error came from deep in a check."""
+    name = next((n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta), None)
+    if name is not None:
+        raise AutoqError(f"the model's {name!r} is on the 'meta' device, which holds shapes but no values; load the weights "
+                         "first (from_pretrained, or load_state_dict(state, assign=True)) or move it with model.to_empty() and fill it")
+
+
 def check_finite_stored(model: nn.Module, layers: Iterable[LayerInfo] = ()) -> None:
     """Refuse a parameter holding NaN or Inf, or a buffer holding NaN, naming it: outside the searched layers too (a
     skipped head's NaN passed a search, whose reference scored NaN logits, and only its export said so). A buffer may
     hold -inf on purpose (an attention mask). The searched ``layers``' weights are checked as `check_finite_weights`
     does, fp16's range included, and read once."""
+    check_has_values(model)
     layers = list(layers)
     check_finite_weights(model, layers)
     searched = {id(get_module(model, layer.name).weight) for layer in layers}

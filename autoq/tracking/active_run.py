@@ -14,10 +14,13 @@ def active_parent(tracking_uri: str | None) -> str | None:
     ``None`` where there is none, or where it is in another store (a note, with ``progress=False`` too: a pipeline that
     expected its run nested has no other sign; MLflow nests runs of one store only).
 
-    mlflow is not imported to look: a process that never imported it has no active run."""
-    mlflow = sys.modules.get("mlflow")
-    if tracking_uri is None or mlflow is None:
+    mlflow is not imported to look: a process that never imported it has no active run. Where it is in
+    ``sys.modules`` it is imported again: another thread (a second search of an outer study's ``n_jobs``) may still be
+    importing it, and the import waits for that one to finish; the half-made module had no ``active_run`` yet."""
+    if tracking_uri is None or "mlflow" not in sys.modules:
         return None
+    import mlflow
+
     run = mlflow.active_run()
     if run is None:
         return None

@@ -355,6 +355,14 @@ def test_an_integer_output_is_passed_over_for_the_first_floating_one():
         primary_output((ids,))
 
 
+def test_a_model_returning_class_ids_alone_is_refused_as_its_tuple_is():
+    """A forward ending in argmax: the cosine of two vectors of class ids was scored as the quality (0.455)."""
+    model = nn.Sequential(nn.Linear(16, 8), nn.Flatten())
+    predicts = type("Predicts", (nn.Module,), {"forward": lambda self, x: model(x).argmax(-1)})()
+    with pytest.raises(AutoqError, match="holds only torch.int64 tensors, no floating-point one to compare; pass evaluate="):
+        OutputFidelity(predicts, [torch.randn(4, 16), torch.randn(3, 16)])
+
+
 def test_batch_rows_reads_nested_batches():
     from autoq.sensitivity.inputs import batch_rows
 

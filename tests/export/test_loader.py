@@ -363,7 +363,7 @@ def test_a_loaded_causal_lm_generates_the_simulations_tokens_with_and_without_a_
     assert torch.equal(alone[0, 4:], want[0, 6:])  # the padded row's new tokens as without its padding
 
 
-def test_arguments_of_the_wrong_type_are_one_clear_error(tmp_path):
+def test_arguments_of_the_wrong_type_are_one_clear_error(tmp_path, monkeypatch):
     """pathlib's TypeError, an AttributeError, or sequential='no' read as True (bool('no')) and quantized sequentially."""
     out = export(Tiny(), {"fc": "int4-ch-asym:rtn-mse"}, tmp_path / "x")
     with pytest.raises(AutoqError, match=r"out_dir must be the export's folder \(a str or Path\) or an MLflow model URI, got NoneType"):
@@ -378,6 +378,9 @@ def test_arguments_of_the_wrong_type_are_one_clear_error(tmp_path):
     point = Assignment((("fc", LayerChoice.from_name("int4-ch-asym:rtn-mse")),))
     with pytest.raises(AutoqError, match=r"out_dir must be the folder to write the export to \(a str or Path\), got NoneType"):
         autoq.export(Tiny(), point, None, progress=False)
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AutoqError, match=r"out_dir is ' ': give the folder to write the export to \('.' for the working folder\)"):
+        autoq.export(Tiny(), point, " ", progress=False)  # "$OUT" unset: the export was written among the working folder's files
     with pytest.raises(AutoqError, match=r"model must be a torch.nn.Module, a built-in name or a Hugging Face folder .* got int 5"):
         autoq.export(5, point, tmp_path / "y", progress=False)
     with pytest.raises(AutoqError, match=r"sequential must be True, False or None \(as the search ran\), got str 'no'"):

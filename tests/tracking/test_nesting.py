@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -157,3 +159,22 @@ def test_a_search_inside_mlflow_start_run_nests_in_the_active_run(fluent_store, 
     assert f"MLflow run {step.info.run_id} is active (mlflow.start_run) in {mlflow_uri}" in capsys.readouterr().err
     outside = autoq.search("digits-cnn", **kwargs)  # no active run any more
     assert "mlflow.parentRunId" not in client.get_run(outside.parent_run_id).data.tags
+
+
+def test_the_active_run_is_read_while_another_thread_still_imports_mlflow(tmp_path):
+    """Two searches in threads (an outer study's n_jobs=2) of a process that had not imported mlflow: the second read
+    the half-imported module, 'partially initialized module 'mlflow' has no attribute 'active_run''. In a new process,
+    so that mlflow is not imported yet; its import takes seconds, so the lookup lands inside it."""
+    script = (
+        "import sys, threading, time\n"
+        "from autoq.tracking.active_run import active_parent\n"
+        "assert 'mlflow' not in sys.modules\n"
+        "importer = threading.Thread(target=lambda: __import__('mlflow'))\n"
+        "importer.start()\n"
+        "while 'mlflow' not in sys.modules:\n"
+        "    time.sleep(0.0005)\n"
+        f"print('active run:', active_parent('sqlite:///{tmp_path}/mlflow.db'))\n"
+        "importer.join()\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0 and proc.stdout.strip() == "active run: None", proc.stderr[-2000:]
