@@ -67,7 +67,11 @@ def run_list(args: argparse.Namespace) -> int:
         name = t.get(STUDY_TAG) or p.get("study_name") or run.info.run_name
         status = run.info.status
         if status == "RUNNING" and stopped_here(run_storage(run), name):
-            status, gone = "RUNNING*", True
+            # read again: a search finishes its MLflow run before it ends its session, so one that ended between the two
+            # reads was listed as killed, and its resume offered
+            status = client.get_run(run.info.run_id).info.status
+            if status == "RUNNING":
+                status, gone = "RUNNING*", True
         trials, best = _progress(client, run)
         rows.append((name, status, p.get("model", "?"), p.get("budget", "?"), trials, best, started, run.info.run_id))
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]  # the default study names are 46 characters
@@ -169,6 +173,8 @@ def run_pareto(args: argparse.Namespace) -> int:
         raise AutoqError(_no_points(client, run, args.name))
     status = run.info.status
     pid = running_pid(result.storage, result.study_name) if status == "RUNNING" else None
+    if status == "RUNNING" and pid is None:  # as autoq runs reads it: ended since the run was read, or killed
+        status = client.get_run(run_id).info.status
     if pid is not None:
         print(f"Search {result.study_name!r} is still running ({where(pid)}): the trials it finished so far.")
     elif status != "FINISHED":  # killed (kill -9 leaves it RUNNING), failed, or still running on another machine

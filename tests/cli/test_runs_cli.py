@@ -243,6 +243,31 @@ def test_runs_marks_a_running_search_whose_process_is_gone(mlflow_uri, capsys):
     assert "* RUNNING in MLflow, but its process on this machine is gone" in out
 
 
+def test_a_search_that_ends_between_the_reads_of_runs_and_pareto_is_not_called_killed(mlflow_uri, capsys, monkeypatch):
+    """A search finishes its MLflow run, then ends its session: a listing that read the run as RUNNING before and the
+    session as ended after said 'RUNNING*' (its process gone: resume it), and pareto 'did not finish'."""
+    from mlflow.tracking import MlflowClient
+
+    import autoq.engine.sessions as sessions
+
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=2, tracking_uri=mlflow_uri, progress=False, seed_from="none")
+    client = MlflowClient(mlflow_uri)
+
+    def finishing(*args):  # the run is read as RUNNING; the search finishes it as its session is read
+        client.set_terminated(result.parent_run_id, "FINISHED")
+        return real(*args)
+
+    for name, reader in (("stopped_here", "runs"), ("running_pid", "pareto")):
+        client.update_run(result.parent_run_id, status="RUNNING")
+        real = getattr(sessions, name)
+        monkeypatch.setattr(sessions, name, finishing)
+        assert main([reader, *([result.study_name] if reader == "pareto" else []), "--tracking-uri", mlflow_uri]) == 0
+        out = capsys.readouterr().out
+        assert "RUNNING" not in out and "did not finish" not in out and "Continue it" not in out, out
+        assert f"{result.study_name}  FINISHED " in out or reader == "pareto"
+        monkeypatch.setattr(sessions, name, real)
+
+
 def test_runs_offers_no_resume_for_searches_that_kept_no_storage(mlflow_uri, capsys):
     autoq.search("digits-cnn", budget="4.5bits", n_trials=2, tracking_uri=mlflow_uri, storage=None, progress=False, seed_from="none")
     assert main(["runs", "--tracking-uri", mlflow_uri]) == 0
