@@ -23,7 +23,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from provenance import OUT_HELP, count, provenance
+from provenance import OUT_HELP, count, out_file, provenance
 
 BATCH, TOKENS = 4, 128
 
@@ -55,7 +55,7 @@ def main() -> None:
     parser.add_argument("--batches", type=count, nargs="+", default=[2, 8],
                         help="held-out batch counts, each measured in its own process; a batch is 4 x 128 tokens (default: 2 8)")
     parser.add_argument("--child", nargs=2, type=int, help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "fidelity_memory.json"), help=OUT_HELP)
+    parser.add_argument("--out", type=out_file, default=str(Path(__file__).parent / "results" / "fidelity_memory.json"), help=OUT_HELP)
     args = parser.parse_args()
     if args.child:
         print(json.dumps(child(*args.child)))

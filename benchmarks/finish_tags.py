@@ -22,7 +22,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from provenance import OUT_HELP, provenance
+from provenance import OUT_HELP, out_file, provenance
 
 from autoq.choice import Assignment, LayerChoice
 from autoq.engine.result import Point, pareto_front
@@ -62,7 +62,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--trials", type=int, nargs="+", default=[200, 1000, 2000],
                         help="trial counts, each logged to a fresh SQLite store and tagged by finish (default: 200 1000 2000)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "finish_tags.json"), help=OUT_HELP)
+    parser.add_argument("--out", type=out_file, default=str(Path(__file__).parent / "results" / "finish_tags.json"), help=OUT_HELP)
     args = parser.parse_args()
     rows = [measure(n) for n in args.trials]
     print(f"{'trials':>7} {'frontier':>9} {'finish (s)':>11} {'set_tag calls':>14}")

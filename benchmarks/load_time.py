@@ -24,7 +24,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from provenance import OUT_HELP, count, provenance
+from provenance import OUT_HELP, count, out_file, provenance
 
 _MEASURE = """
 import json, sys, time
@@ -51,7 +51,7 @@ def main() -> None:
     parser.add_argument("--hidden", type=int, default=2048,
                         help="hidden size of the LLaMA-like model (a multiple of 16: 16 heads; MLP 11/4 of it; default: 2048)")
     parser.add_argument("--layers", type=count, default=8, help="decoder layers of the model (default: 8; ~0.5B parameters at hidden 2048)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "load_time.json"), help=OUT_HELP)
+    parser.add_argument("--out", type=out_file, default=str(Path(__file__).parent / "results" / "load_time.json"), help=OUT_HELP)
     args = parser.parse_args()
     if args.hidden % 16:
         parser.error(f"--hidden {args.hidden}: give a multiple of 16 (the model's 16 attention heads share it)")

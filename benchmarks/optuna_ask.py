@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 import optuna
-from provenance import OUT_HELP, count, provenance
+from provenance import OUT_HELP, count, out_file, provenance
 
 from autoq.engine.strategy import OptunaStrategy
 from autoq.model import LayerInfo
@@ -78,7 +78,7 @@ def main() -> None:
                         help="layer counts of the searched model, each timed in every storage (default: 37 200; MiniLM has 37)")
     parser.add_argument("--asks", type=count, default=10,
                         help="timed ask-and-tell rounds per layer count and storage, after an untimed one (default: 10)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "optuna_ask.json"), help=OUT_HELP)
+    parser.add_argument("--out", type=out_file, default=str(Path(__file__).parent / "results" / "optuna_ask.json"), help=OUT_HELP)
     args = parser.parse_args()
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     rows = [{"layers": n, "storage": mode, "ms_per_ask_and_tell": round(time_asks(n, mode, args.asks), 1)}

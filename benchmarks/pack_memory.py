@@ -25,7 +25,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from provenance import OUT_HELP, count, provenance
+from provenance import OUT_HELP, count, out_file, provenance
 
 from autoq.quant import pack_codes, unpack_codes
 
@@ -96,7 +96,7 @@ def main() -> None:
                         help="rows of the codes packed and of the layer exported (out features; default: 4096)")
     parser.add_argument("--cols", type=count, default=4096,
                         help="columns of the codes packed and of the layer exported (in features; default: 4096)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "pack_memory.json"), help=OUT_HELP)
+    parser.add_argument("--out", type=out_file, default=str(Path(__file__).parent / "results" / "pack_memory.json"), help=OUT_HELP)
     args = parser.parse_args()
     n = args.rows * args.cols
     rows = []

@@ -20,7 +20,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from provenance import OUT_HELP, provenance
+from provenance import OUT_HELP, out_file, provenance
 
 sys.path.insert(0, str(Path(__file__).parent))
 
@@ -43,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workers", default=f"1,{os.cpu_count() or 1}", help="worker processes to try (default: %(default)s)")
     parser.add_argument("--sets", default="llama,table", help="which of the GPU session's steps (default: %(default)s)")
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability to compile for, e.g. 90 for sm_90 (default: 90)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "precompile.json"), help=OUT_HELP)
+    parser.add_argument("--out", type=out_file, default=str(Path(__file__).parent / "results" / "precompile.json"), help=OUT_HELP)
     args = parser.parse_args(argv)
     os.environ["TRITON_INTERPRET"] = "0"
     import triton

@@ -64,6 +64,19 @@ def count(text: str) -> int:
     return value
 
 
+def out_file(text: str) -> str:
+    """argparse type of ``--out``: a JSON file whose folder is made now, so that a run that cannot write its result is
+    refused before it measures, not after (a missing folder was a FileNotFoundError at the end of the run)."""
+    path = Path(text)
+    if path.is_dir():
+        raise argparse.ArgumentTypeError(f"{text!r} is a folder; give the JSON file to write, e.g. {str(path / 'result.json')!r}")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise argparse.ArgumentTypeError(f"cannot make the folder of {text!r} ({exc.strerror}); give a path you can write") from None
+    return text
+
+
 if __name__ == "__main__":
     import sys
 

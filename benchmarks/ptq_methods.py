@@ -30,7 +30,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import torch
-from provenance import OUT_HELP, provenance
+from provenance import OUT_HELP, out_file, provenance
 
 from autoq.builtin.huggingface import minilm_workload
 from autoq.builtin.smollm2 import smollm2_workload
@@ -94,7 +94,7 @@ def main() -> None:
                         help="AdaRound steps per model, NAME=STEPS (default: minilm=100 smollm2=50)")
     parser.add_argument("--ada-rows", type=int, default=64,
                         help="AdaRound's max_rows: eigen-directions of X^T X its loss keeps (exact up to this many inputs; default: 64)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "ptq_methods.json"), help=OUT_HELP)
+    parser.add_argument("--out", type=out_file, default=str(Path(__file__).parent / "results" / "ptq_methods.json"), help=OUT_HELP)
     args = parser.parse_args()
     ada_iters = dict(args.ada_iters)
     methods = ["rtn-minmax", *(m for m in args.methods if m != "rtn-minmax")]  # the baseline every ratio divides by

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 import torch
-from provenance import BUDGET_HELP, MODEL_HELP, OUT_HELP, provenance
+from provenance import BUDGET_HELP, MODEL_HELP, OUT_HELP, out_file, provenance
 
 from autoq.builtin import load_workload
 from autoq.cost import CostModel
@@ -30,7 +30,7 @@ def main() -> None:
     parser.add_argument("--budget", default="4.5bits", help=BUDGET_HELP)
     parser.add_argument("--n-trials", type=int, default=100, help="trials of the search, uniform baselines included (default: 100)")
     parser.add_argument("--sampler", default="tpe", help="Optuna sampler: tpe, nsga2 or random (default: tpe)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "search_default.json"), help=OUT_HELP)
+    parser.add_argument("--out", type=out_file, default=str(Path(__file__).parent / "results" / "search_default.json"), help=OUT_HELP)
     args = parser.parse_args()
 
     workload = load_workload(args.model)

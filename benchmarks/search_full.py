@@ -19,7 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from provenance import BUDGET_HELP, OUT_HELP, provenance
+from provenance import BUDGET_HELP, OUT_HELP, out_file, provenance
 
 from autoq.builtin.huggingface import minilm_workload
 from autoq.engine import SearchConfig, run_search
@@ -41,7 +41,7 @@ def main() -> None:
     parser.add_argument("--n-trials", type=int, default=50, help="evaluated trials of each search, the same for every space (default: 50)")
     parser.add_argument("--budget", default="4.5bits", help=BUDGET_HELP)
     parser.add_argument("--n-eval", type=int, default=64, help="held-out sentences per evaluation (default: 64, small for a 2-core CPU)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "search_full.json"), help=OUT_HELP)
+    parser.add_argument("--out", type=out_file, default=str(Path(__file__).parent / "results" / "search_full.json"), help=OUT_HELP)
     args = parser.parse_args()
     workload = minilm_workload(n_eval=args.n_eval)
     rows = []

@@ -24,7 +24,7 @@ import threading
 import time
 from pathlib import Path
 
-from provenance import OUT_HELP, provenance
+from provenance import OUT_HELP, out_file, provenance
 
 SPACE = Path(__file__).parent / "smollm2_space.yaml"
 
@@ -75,7 +75,7 @@ def main() -> None:
     parser.add_argument("--blocks", type=int, default=2, help="its decoder blocks (default: 2)")
     parser.add_argument("--trials", type=int, default=14, help="trials of the search (default: 14)")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "search_memory.json"), help=OUT_HELP)
+    parser.add_argument("--out", type=out_file, default=str(Path(__file__).parent / "results" / "search_memory.json"), help=OUT_HELP)
     args = parser.parse_args()
     if args.hidden < 128 or args.hidden % 128:
         parser.error(f"--hidden must be a multiple of 128 (heads of 128, as LLaMA's), got {args.hidden}")

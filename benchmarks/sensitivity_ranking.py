@@ -24,7 +24,7 @@ import time
 from pathlib import Path
 
 import torch
-from provenance import OUT_HELP, provenance
+from provenance import OUT_HELP, out_file, provenance
 from scipy.stats import spearmanr
 
 from autoq.builtin import load_workload
@@ -73,7 +73,7 @@ def main() -> None:
                         help="comma-separated sensitivity metrics to rank the layers by (default: %(default)s)")
     parser.add_argument("--timed", default=",".join(TIMED),
                         help="comma-separated metrics run (and timed) by the CLI in a fresh process; '' for none (default: %(default)s)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sensitivity_ranking.json"), help=OUT_HELP)
+    parser.add_argument("--out", type=out_file, default=str(Path(__file__).parent / "results" / "sensitivity_ranking.json"), help=OUT_HELP)
     args = parser.parse_args()
 
     workload = load_workload("minilm")

@@ -16,7 +16,7 @@ import os
 import tempfile
 from pathlib import Path
 
-from provenance import OUT_HELP, provenance
+from provenance import OUT_HELP, out_file, provenance
 from sensitivity_ranking import time_cli
 
 
@@ -24,7 +24,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--metrics", default="kl,hessian",
                         help="comma-separated metrics, each a cold `autoq sensitivity --metric M` (default: kl,hessian)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "sensitivity_timing.json"), help=OUT_HELP)
+    parser.add_argument("--out", type=out_file, default=str(Path(__file__).parent / "results" / "sensitivity_timing.json"), help=OUT_HELP)
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:

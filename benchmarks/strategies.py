@@ -26,7 +26,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import torch
-from provenance import OUT_HELP, provenance
+from provenance import OUT_HELP, out_file, provenance
 
 from autoq.builtin import load_workload
 from autoq.choice import Assignment
@@ -145,7 +145,7 @@ def main() -> None:
 def _main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="minilm,smollm2", help="comma-separated models: minilm, smollm2 (default: both)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "strategies.json"), help=OUT_HELP)
+    parser.add_argument("--out", type=out_file, default=str(Path(__file__).parent / "results" / "strategies.json"), help=OUT_HELP)
     args = parser.parse_args()
     start = time.perf_counter()
     rows = [row for name in args.models.split(",") for row in bench_model(name)]

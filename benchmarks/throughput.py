@@ -25,7 +25,7 @@ from pathlib import Path
 
 import optuna
 import torch
-from provenance import BUDGET_HELP, MODEL_HELP, OUT_HELP, count, provenance
+from provenance import BUDGET_HELP, MODEL_HELP, OUT_HELP, count, out_file, provenance
 
 from autoq.builtin import load_workload
 from autoq.engine import SearchConfig, run_search
@@ -57,7 +57,7 @@ def main() -> None:
     parser.add_argument("--configs", type=_configs, default="optuna:1,ray:1,ray:2", help="BACKEND:WORKERS, comma-separated (default: %(default)s)")
     parser.add_argument("--repeats", type=count, default=2,
                         help="rounds over the configs, interleaved; the table keeps each config's fastest round (default: 2)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "throughput.json"), help=OUT_HELP)
+    parser.add_argument("--out", type=out_file, default=str(Path(__file__).parent / "results" / "throughput.json"), help=OUT_HELP)
     args = parser.parse_args()
 
     workload = load_workload(args.model)

@@ -16,7 +16,7 @@ import json
 import time
 from pathlib import Path
 
-from provenance import OUT_HELP, provenance
+from provenance import OUT_HELP, out_file, provenance
 
 from autoq.builtin.smollm2 import perplexity, smollm2_workload
 from autoq.choice import Assignment, LayerChoice
@@ -40,7 +40,7 @@ def main() -> None:
                         help="held-out tokens the perplexity is measured on, sequences of 128 (default: 2048)")
     parser.add_argument("--n-calibration-tokens", type=int, default=2048,
                         help="calibration tokens for the activation ranges and SmoothQuant's scales, sequences of 128 (default: 2048)")
-    parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "w8a8_smoothquant.json"), help=OUT_HELP)
+    parser.add_argument("--out", type=out_file, default=str(Path(__file__).parent / "results" / "w8a8_smoothquant.json"), help=OUT_HELP)
     args = parser.parse_args()
     wl = smollm2_workload(n_calibration_tokens=args.n_calibration_tokens, n_eval_tokens=args.n_eval_tokens)
     layers = find_layers(wl.model, wl.skip)

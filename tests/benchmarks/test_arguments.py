@@ -38,3 +38,15 @@ def test_throughput_configs_are_backend_colon_workers(scripts, text):
     assert throughput._configs("optuna:1,ray:2") == [("optuna", 1), ("ray", 2)]
     with pytest.raises(argparse.ArgumentTypeError, match=r"give BACKEND:WORKERS items, comma-separated"):
         throughput._configs(text)
+
+
+def test_out_makes_its_folder_before_the_run_and_refuses_a_folder(scripts, tmp_path):
+    """'--out new/x.json' measured for the whole run, then failed to write (FileNotFoundError): the result was lost."""
+    provenance, _ = scripts
+    target = tmp_path / "new" / "deeper" / "x.json"
+    assert provenance.out_file(str(target)) == str(target) and target.parent.is_dir()
+    with pytest.raises(argparse.ArgumentTypeError, match=r"is a folder; give the JSON file to write"):
+        provenance.out_file(str(tmp_path))
+    (tmp_path / "file").write_text("")
+    with pytest.raises(argparse.ArgumentTypeError, match=r"cannot make the folder of .*; give a path you can write"):
+        provenance.out_file(str(tmp_path / "file" / "x.json"))  # its folder would be inside a file
