@@ -83,6 +83,7 @@ def primary_output(output: Any) -> torch.Tensor:
 
 
 def _not_comparable(dtype: torch.dtype) -> AutoqError:
+    """The refusal of an output of ``dtype`` tensors alone (class ids, lengths): no cosine of them says anything."""
     return AutoqError(f"the model output holds only {dtype} tensors, no floating-point one to compare; pass evaluate= "
                       "(a quality metric), or return the logits")
 
