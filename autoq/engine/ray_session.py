@@ -89,8 +89,9 @@ def _ray_session(config: Any) -> Iterator[None]:
         yield
     finally:
         if owned:
-            if ray.is_initialized():
-                ray.shutdown()
+            # whether or not the driver connected: a Ctrl-C inside ray.init, after it started the node's processes, left
+            # its agents running a minute after autoq exited (shutdown stops the node this process started, if any)
+            ray.shutdown()
             _put_back(environ)
             ray_logger.setLevel(logger_state[0])
             for handler, formatter in logger_state[1]:

@@ -15,6 +15,7 @@ import pytest
 from mlflow.tracking import MlflowClient
 
 import autoq
+from autoq.builtin import load_workload
 from autoq.errors import AutoqError, AutoqWarning
 
 pytestmark = pytest.mark.slow
@@ -133,11 +134,29 @@ def test_a_ctrl_c_as_ray_starts_leaves_no_ray_running(tmp_path, monkeypatch):
         raise KeyboardInterrupt
 
     monkeypatch.setattr(ray, "init", init_then_interrupt)
+    load_workload("digits-cnn")  # first in this process, its imports (scikit-learn, torch's inductor) set variables of their own
     environ = dict(os.environ)
     with pytest.raises(KeyboardInterrupt):
         autoq.search("digits-cnn", budget="4.5bits", n_trials=2, backend="ray", **_stores(tmp_path))
     assert not ray.is_initialized()
     assert dict(os.environ) == environ
+
+
+def test_a_ctrl_c_inside_ray_init_stops_the_node_it_started(tmp_path, monkeypatch):
+    """Cut after ray.init started the local node's processes and before the driver connected, Ray was not yet
+    initialized, so it was not shut down: its dashboard and runtime-env agents outlived autoq by a minute."""
+    worker = ray._private.worker
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(worker, "connect", interrupted)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            autoq.search("digits-cnn", budget="4.5bits", n_trials=2, backend="ray", **_stores(tmp_path))
+        assert worker._global_node is None  # the node ray.init started is gone with its processes
+    finally:
+        ray.shutdown()
 
 
 @pytest.mark.parametrize("group", [False, True], ids=["to-the-driver", "to-its-process-group"])
