@@ -82,4 +82,3 @@ if __name__ == "__main__":
 
     print("provenance.py is a helper the benchmark scripts import, not a benchmark: run one of the others in benchmarks/", file=sys.stderr)
     raise SystemExit(2)
-
