@@ -53,8 +53,8 @@ def main() -> None:
     parser.add_argument("--layers", type=count, default=8, help="decoder layers of the model (default: 8; ~0.5B parameters at hidden 2048)")
     parser.add_argument("--out", type=out_file, default=str(Path(__file__).parent / "results" / "load_time.json"), help=OUT_HELP)
     args = parser.parse_args()
-    if args.hidden % 16:
-        parser.error(f"--hidden {args.hidden}: give a multiple of 16 (the model's 16 attention heads share it)")
+    if args.hidden < 16 or args.hidden % 16:
+        parser.error(f"--hidden {args.hidden}: give a positive multiple of 16 (the model's 16 attention heads share it)")
 
     import torch
     import transformers

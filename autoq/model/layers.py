@@ -348,9 +348,14 @@ def check_has_values(model: nn.Module) -> None:
     """Refuse a model whose parameters or buffers are on the ``meta`` device (built under ``torch.device("meta")`` or
     accelerate's ``init_empty_weights``): they hold no values, and torch's own error came from deep in a check."""
     name = next((n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta), None)
-    if name is not None:
-        raise AutoqError(f"the model's {name!r} is on the 'meta' device, which holds shapes but no values; load the weights "
-                         "first (from_pretrained, or load_state_dict(state, assign=True)) or move it with model.to_empty() and fill it")
+    if name is None:
+        return
+    if any(hasattr(m, "_hf_hook") for m in model.modules()):  # accelerate's offload: loaded, its weights held elsewhere
+        raise AutoqError(f"the model's {name!r} is on the 'meta' device: accelerate offloaded it (a device_map with 'disk' or "
+                         "'cpu' offload), and autoq quantizes weights it can read; load the model whole on one device "
+                         "(device_map='cpu', or none)")
+    raise AutoqError(f"the model's {name!r} is on the 'meta' device, which holds shapes but no values; load the weights "
+                     "first (from_pretrained, or load_state_dict(state, assign=True)) or move it with model.to_empty() and fill it")
 
 
 def check_finite_stored(model: nn.Module, layers: Iterable[LayerInfo] = ()) -> None:

@@ -353,3 +353,21 @@ def test_a_model_that_is_itself_one_layer_is_told_to_wrap_it(layer):
     with pytest.raises(AutoqError, match=r"the model is itself one layer \(\w+\).*nn.Sequential\(layer\)"):
         find_layers(layer)
     assert [info.name for info in find_layers(nn.Sequential(layer))] == ["0"]
+
+
+def test_a_model_on_the_meta_device_is_refused_with_what_to_do(tmp_path):
+    """torch's 'Tensor.item() cannot be called on meta tensors' came from deep in a check; a model whose weights accelerate
+    offloaded to disk runs, but autoq cannot read them: loading it whole is the way, not loading its weights again."""
+    from accelerate import disk_offload
+
+    from autoq.model import check_has_values
+
+    with torch.device("meta"):
+        empty = nn.Sequential(nn.Linear(4, 4))
+    with pytest.raises(AutoqError, match=r"^the model's '0.weight' is on the 'meta' device, which holds shapes but no values; load"):
+        check_has_values(empty)
+    offloaded = disk_offload(nn.Sequential(nn.Linear(4, 4)), str(tmp_path / "offload"), execution_device="cpu")
+    assert offloaded(torch.ones(1, 4)).shape == (1, 4)  # it runs, from the weights on disk
+    with pytest.raises(AutoqError, match=r"is on the 'meta' device: accelerate offloaded it .*load the model whole on one device"):
+        check_has_values(offloaded)
+    check_has_values(nn.Sequential(nn.Linear(4, 4)))  # weights in memory: nothing to say
