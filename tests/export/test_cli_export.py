@@ -26,13 +26,16 @@ def exported_assignment(out) -> Assignment:
     return Assignment.from_json(json.dumps(json.loads((out / CONFIG_NAME).read_text())["assignment"]))
 
 
-def test_export_a_trial_run(searched, tmp_path, capsys):
+def test_export_a_trial_run(searched, tmp_path, capsys, monkeypatch):
     point = searched.points[-1]
     out = tmp_path / "trial"
-    assert main(["export", "--run-id", point.run_id, "--tracking-uri", searched.tracking_uri, "--model", "digits-cnn", "--out", str(out)]) == 0
+    monkeypatch.chdir(tmp_path)
+    assert main(["export", "--run-id", point.run_id, "--tracking-uri", searched.tracking_uri, "--model", "digits-cnn", "--out", "trial"]) == 0
     half = sum(choice.weight.is_half for choice in point.assignment.values())
     kept = f", {half} kept in fp16" if half else ""
-    assert f"Exported 4 layers ({4 - half} packed{kept}) to" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"Exported 4 layers ({4 - half} packed{kept}) to {out.resolve()}:" in printed
+    assert f"Load it:  model = autoq.load({str(out.resolve())!r})" in printed  # not 'trial', which loads from this folder only
     assert exported_assignment(out) == point.assignment
     model = autoq.load(out)
     assert model(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
