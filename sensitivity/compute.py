@@ -12,6 +12,7 @@ import hashlib
 import json
 import math
 import numbers
+import sys
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
@@ -95,6 +96,7 @@ def compute_table(
     progress: bool = True,
     weights: QuantCache | None = None,
     wider: Sequence[Sequence[LayerChoice]] | None = None,
+    announce: str = "",
 ) -> SensitivityTable:
     """The ``metric`` table over ``layers`` x ``options``, from the cache when an identical one was computed.
 
@@ -105,6 +107,8 @@ def compute_table(
     ``weights`` shares quantized weights between metrics (and with a search).
     ``wider``: options per layer that include ``options`` (a pinned search's space without its pins): a table of them
     in the cache is read first, where one is, since it scores every pair asked for; it is never computed.
+    ``announce``: a line that names the step (a search's seeding), printed on stderr with ``progress`` once it is known
+    whether the table comes from the cache (it said "cached after the first run" on every run, the cached ones too).
     """
     if not isinstance(batches, Sequence):  # a DataLoader or a generator, as autoq.search takes: batches[0] was a TypeError
         batches = list(batches)
@@ -121,7 +125,9 @@ def compute_table(
     for cached in (path, wide):
         table = None if cached is None or refresh else _cached_table(cached)
         if table is not None:
+            _say(announce and progress, f"{announce}: read from the cache")
             return table
+    _say(announce and progress, f"{announce} (kept in the cache for the next run) ..." if path else f"{announce} ...")
     check_finite_batches(batches)  # as a search does: every score was NaN, refused after the whole metric ran
     check_finite_weights(model, layers)
     if loss is None and batches:  # a batch the model cannot take ((inputs, labels) pairs) failed deep in a metric, unexplained
@@ -146,6 +152,12 @@ def compute_table(
     if path is not None:  # one that cannot be kept is still used: a search seeded by default ran unseeded
         keep_in_cache(path, table.save, f"the {metric} sensitivity table", "computed")
     return show_notes(table)
+
+
+def _say(show: Any, line: str) -> None:
+    """Print ``line`` on stderr where ``show`` is true."""
+    if show:
+        print(line, file=sys.stderr, flush=True)
 
 
 def show_notes(table: SensitivityTable) -> SensitivityTable:
@@ -244,10 +256,11 @@ def _cached_table(path: Path) -> SensitivityTable | None:
 
 def workload_table(workload: Workload, layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]], metric: str,
                    settings: Mapping[str, Any] | None = None, *, use_cache: bool = True, refresh: bool = False, progress: bool = True,
-                   weights: QuantCache | None = None, wider: Sequence[Sequence[LayerChoice]] | None = None) -> SensitivityTable:
+                   weights: QuantCache | None = None, wider: Sequence[Sequence[LayerChoice]] | None = None,
+                   announce: str = "") -> SensitivityTable:
     """`compute_table` on a workload's model and calibration batches."""
     return compute_table(
         workload.model, workload.calibration, layers, options, metric, settings,
         model_name=workload.name, fingerprint=workload.data_fingerprint, use_cache=use_cache, refresh=refresh, progress=progress, weights=weights,
-        wider=wider,
+        wider=wider, announce=announce,
     )

@@ -121,10 +121,9 @@ def seed_table(workload: Workload, space: SearchSpace, seed_from: str, progress:
                      f"{table.data_fingerprint}) than this search's ({workload.data_fingerprint or ours}): its scores rank the "
                      "layers as that data did")
         return table
-    if progress:
-        print(f"autoq: {seed_from} sensitivity for {len(space.layers)} layers (cached after the first run) ...", file=sys.stderr, flush=True)
     return workload_table(workload, space.layers, space.options, seed_from, progress=progress,
-                          wider=unpinned.options if unpinned is not None else None, weights=weights)
+                          wider=unpinned.options if unpinned is not None else None, weights=weights,
+                          announce=f"autoq: {seed_from} sensitivity for {len(space.layers)} layers")
 
 
 def space_scores(table: SensitivityTable, space: SearchSpace) -> tuple[tuple[float, ...], ...]:

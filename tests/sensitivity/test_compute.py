@@ -320,3 +320,21 @@ def test_a_cache_that_cannot_be_written_is_said_and_the_table_still_returned(cac
         table = compute_table(model, data, space.layers, space.options, "kl", progress=False)
     assert table.metric == "kl" and len(table.entries) == sum(len(o) for o in space.options)
     assert cache.read_text() == "not a folder"
+
+
+def test_a_search_says_whether_its_seed_table_was_computed_or_read_from_the_cache(cache, capsys):
+    """The seeding line said "(cached after the first run)" on every run, the ones that read the cache too."""
+    model = mlp()
+    space = space_for(model)
+    workload = Workload("tiny-mlp", model, batches(), lambda m: 1.0, "none", data_fingerprint="fp-1")
+    first = seed_table(workload, space, "sqnr", progress=True)
+    said = capsys.readouterr().err
+    assert f"autoq: sqnr sensitivity for {len(space.layers)} layers (kept in the cache for the next run) ..." in said
+    assert "read from the cache" not in said
+    again = seed_table(workload, space, "sqnr", progress=True)
+    said = capsys.readouterr().err
+    assert f"autoq: sqnr sensitivity for {len(space.layers)} layers: read from the cache" in said
+    assert "kept in the cache" not in said and "autoq sensitivity sqnr" not in said  # no bar: nothing is computed
+    assert again.entries == first.entries
+    seed_table(workload, space, "sqnr", progress=False)
+    assert capsys.readouterr().err == ""
