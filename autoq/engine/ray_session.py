@@ -119,6 +119,9 @@ def _ensure_ray(config: Any) -> None:
     address = cluster_address(config)
     if not address:
         cpus = max(1, math.ceil(config.workers * config.cpus_per_trial))
+        said = oversubscribed(config.workers, config.cpus_per_trial, os.cpu_count() or 1)
+        if said:
+            note(said)
         # address="local": a RAY_ADDRESS set to an empty string would still make ray.init look for a cluster
         with _term_blocked():
             ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **common)
@@ -134,6 +137,17 @@ def _ensure_ray(config: Any) -> None:
         else:
             hint = "start one ('ray start --head'), or leave --address out and unset RAY_ADDRESS to run a local Ray"
         raise AutoqError(f"cannot join a Ray cluster at {given} ({str(exc).splitlines()[0]}); {hint}") from None
+
+
+def oversubscribed(workers: int, cpus_per_trial: float, machine_cpus: int) -> str | None:
+    """A note where a local Ray sized for ``workers`` trials claims more CPUs than the machine has (``None`` where it
+    does not): the trials then share the CPUs, each slower, and each worker holds its own copy of the model."""
+    claimed = workers * cpus_per_trial
+    if claimed <= machine_cpus:
+        return None
+    return (f"--workers {workers} x --cpus-per-trial {cpus_per_trial:g} claim {claimed:g} CPUs on a machine with {machine_cpus}: "
+            f"the local Ray runs the {workers} trials at once on shared CPUs, each slower, and holds {workers} copies of the model "
+            f"(--workers {max(1, int(machine_cpus // cpus_per_trial))} fits this machine)")
 
 
 @contextmanager

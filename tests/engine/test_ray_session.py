@@ -272,3 +272,21 @@ def test_two_ray_searches_of_one_process_run_one_after_the_other(tmp_path, capsy
     assert sorted(results) == [0, 1] and all(len(r.points) == 3 for r in results.values())
     assert "another Ray search of this process is running; this one starts when it ends" in capsys.readouterr().err
     assert not ray.is_initialized()
+
+
+def test_more_workers_than_cpus_is_said_as_the_local_ray_starts(monkeypatch, caplog):
+    """--workers 16 on a 2-CPU machine started a Ray claiming 16 CPUs, 16 model copies on shared CPUs, without a word."""
+    import logging
+    from types import SimpleNamespace
+
+    from autoq.engine.ray_session import oversubscribed, ray_session
+
+    assert oversubscribed(2, 1.0, 2) is None and oversubscribed(1, 2.0, 2) is None
+    assert "(--workers 2 fits this machine)" in oversubscribed(4, 1.0, 2)
+    assert "claim 3 CPUs on a machine with 2" in oversubscribed(2, 1.5, 2) and "(--workers 1 fits" in oversubscribed(2, 1.5, 2)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    cpus = os.cpu_count() or 1
+    config = SimpleNamespace(backend="ray", address=None, workers=cpus + 1, cpus_per_trial=1.0, gpus_per_trial=0.0)
+    with caplog.at_level(logging.INFO, logger="autoq"), ray_session(config):
+        assert ray.cluster_resources()["CPU"] == cpus + 1  # as the README says: sized for the workers
+    assert f"--workers {cpus + 1} x --cpus-per-trial 1 claim {cpus + 1} CPUs on a machine with {cpus}" in caplog.text
