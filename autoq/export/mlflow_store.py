@@ -26,6 +26,7 @@ from autoq.errors import AutoqError
 ARTIFACT_PATH = "quantized_model"  # the logged model's name, so runs:/<run id>/quantized_model is its address
 EXPORTED_TAG = "autoq.exported"  # on the run: the name of its logged export
 MODEL_TYPE = "autoq-quantized"  # the logged model's model_type, to filter the experiment's models by
+MODEL_TAGS = ("latency_source",)  # run tags the logged model carries too: where its latency_ms metric came from
 ARTIFACT_KEY = "quantized_model"  # the export's folder among the MLflow model's artifacts (artifacts/quantized_model)
 _SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]+:/")  # runs:/, models:/, mlflow-artifacts:/, s3://, ... (not C:/)
 
@@ -89,7 +90,10 @@ def log_export(tracking_uri: str, run_id: str, out_dir: Path, registered_model_n
                          f"({restore_command(tracking_uri, run_id)}) to log it there")
     if registered_model_name is not None:
         check_registered_name(registered_model_name)
-    logged = client.create_logged_model(run.info.experiment_id, name=ARTIFACT_PATH, source_run_id=run_id,
+    # the latency's source beside the latency_ms metric copied below: a roofline estimate was shown in the Models tab as
+    # a plain number, beside measured ones
+    tags = {key: run.data.tags[key] for key in MODEL_TAGS if key in run.data.tags}
+    logged = client.create_logged_model(run.info.experiment_id, name=ARTIFACT_PATH, source_run_id=run_id, tags=tags,
                                         params=dict(run.data.params), model_type=MODEL_TYPE)
     try:
         with tempfile.TemporaryDirectory(prefix="autoq-mlflow-model-") as tmp, quiet_logs():  # not MLflow's INFO lines

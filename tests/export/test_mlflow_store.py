@@ -58,6 +58,7 @@ def _histories(client: MlflowClient, run_id: str) -> dict[str, list[tuple]]:
 def test_cli_logs_the_export_as_an_mlflow_model_of_its_run(searched, tmp_path, capsys, monkeypatch):
     trial = searched.points[-1]
     out = tmp_path / "local"
+    MlflowClient(searched.tracking_uri).set_tag(trial.run_id, "latency_source", "estimate:roofline:h100")  # as --device h100 tags it
     before = _histories(MlflowClient(searched.tracking_uri), trial.run_id)
     assert main(["export", "--run-id", trial.run_id, "--tracking-uri", searched.tracking_uri, "--out", str(out), "--log-to-run", "--no-progress"]) == 0
     uri = f"runs:/{trial.run_id}/{ARTIFACT_PATH}"
@@ -71,6 +72,7 @@ def test_cli_logs_the_export_as_an_mlflow_model_of_its_run(searched, tmp_path, c
     assert run.data.tags[EXPORTED_TAG] == ARTIFACT_PATH
     assert [o.model_id for o in run.outputs.model_outputs] == [logged.model_id]  # the run page lists it
     assert logged.params == run.data.params  # the assignment it holds, as the run logged it
+    assert logged.tags.get("latency_source") == "estimate:roofline:h100"  # an estimated latency_ms is labelled there too
     assert {m.key: m.value for m in logged.metrics} == run.data.metrics  # quality, bits, size: the Models tab's columns
     assert _histories(client, trial.run_id) == before  # the run's own history gained no point (one dated 1970, at step 0)
     stored = {a.path for a in client.list_logged_model_artifacts(logged.model_id)}
