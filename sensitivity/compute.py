@@ -134,11 +134,13 @@ def compute_table(
         with torch.no_grad(), eval_mode(model):  # not inference_mode: a tensor a model caches at its first call (rotary
             # tables) would be an inference tensor, which the gradient metrics' backward cannot save
             call_on_user_batch(model, batches[0], f"calibration batch 0 of {len(batches)}")
-    inputs = Inputs(model, tuple(batches), tuple(layers), tuple(tuple(o) for o in options), loss, weights)
+    inputs = Inputs(model, tuple(_normal_tensors(b) for b in batches), tuple(layers), tuple(tuple(o) for o in options), loss, weights)
     start = time.perf_counter()
     bar = progress_bar(total=info.n_steps(inputs, resolved), desc=f"autoq sensitivity {metric}", disable=not progress, dynamic_ncols=True)
     try:
-        with quiet_logs(), eval_mode(model):
+        # out of the caller's torch.inference_mode, if any: the gradient metrics failed under it (enable_grad does not
+        # leave it, and their tensors were inference tensors), and a search seeded by default fell back to random mixes
+        with quiet_logs(), eval_mode(model), torch.inference_mode(False):
             out = info.fn(inputs.with_stats(), resolved, bar)
     finally:
         bar.close()
@@ -152,6 +154,23 @@ def compute_table(
     if path is not None:  # one that cannot be kept is still used: a search seeded by default ran unseeded
         keep_in_cache(path, table.save, f"the {metric} sensitivity table", "computed")
     return show_notes(table)
+
+
+def _normal_tensors(batch: Any) -> Any:
+    """``batch`` with each inference tensor (made under ``torch.inference_mode``) cloned into a normal one, which
+    autograd may save for the gradient metrics' backward; the batch itself where it holds none."""
+    if isinstance(batch, torch.Tensor):
+        if not batch.is_inference():
+            return batch
+        with torch.inference_mode(False):
+            return batch.clone()
+    if isinstance(batch, Mapping):
+        items = {key: _normal_tensors(value) for key, value in batch.items()}
+        return batch if all(items[key] is value for key, value in batch.items()) else items
+    if isinstance(batch, (tuple, list)):
+        items = [_normal_tensors(value) for value in batch]
+        return batch if all(a is b for a, b in zip(items, batch)) else type(batch)(items) if type(batch) in (tuple, list) else items
+    return batch
 
 
 def _say(show: Any, line: str) -> None:

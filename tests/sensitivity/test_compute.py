@@ -338,3 +338,21 @@ def test_a_search_says_whether_its_seed_table_was_computed_or_read_from_the_cach
     assert again.entries == first.entries
     seed_table(workload, space, "sqnr", progress=False)
     assert capsys.readouterr().err == ""
+
+
+@pytest.mark.parametrize("data_made", ["outside", "inside"])
+def test_gradient_metrics_run_under_the_callers_inference_mode(cache, data_made):
+    """A search called under torch.inference_mode lost its default fisher seeding ('the model's output does not require
+    grad'; batches made there: 'Inference tensors cannot be saved for backward'), and fell back to random mixes."""
+    model = mlp()
+    space = space_for(model)
+    plain = compute_table(model, batches(), space.layers, space.options, "fisher", use_cache=False, progress=False)
+    if data_made == "inside":
+        with torch.inference_mode():
+            data = [(b,) for b in batches()]  # a tuple of positional inputs: its tensors too
+    else:
+        data = [(b,) for b in batches()]
+    assert data[0][0].is_inference() is (data_made == "inside")
+    with torch.inference_mode():
+        table = compute_table(model, data, space.layers, space.options, "fisher", use_cache=False, progress=False)
+    assert table.entries == plain.entries
