@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from autoq.engine.result import Point
 from autoq.engine.summary import export_command, format_quality, format_size
+from autoq.latency.base import format_latency_us
 
 NOTE_TAG = "mlflow.note.content"
 MAX_ROWS = 40  # MLflow caps a tag at 8,000 characters; the rest of the frontier is in frontier.csv
@@ -22,7 +23,7 @@ def _source(latency_source: str | None) -> str:
 
 
 def _cost(point: Point) -> str:
-    latency = f", {point.latency_us:.1f} us ({_source(point.latency_source)})" if point.latency_us is not None else ""
+    latency = f", {format_latency_us(point.latency_us)} ({_source(point.latency_source)})" if point.latency_us is not None else ""
     return f"quality {format_quality(point.quality)} at {point.effective_bits:.3f} bits per weight, {format_size(point.size_bytes)}{latency}"
 
 
@@ -45,7 +46,7 @@ def search_note(frontier: Sequence[Point], tracking_uri: str, plugins: str = "",
     the search's ``plugins`` param, whose names the export must know too)."""
     latency = any(p.latency_us is not None for p in frontier)
     label = ", ".join(sorted({_source(p.latency_source) for p in frontier if p.latency_us is not None}))
-    head = "| trial | quality | bits | size |" + (f" latency (us, {label}) |" if latency else "") + " run id |"
+    head = "| trial | quality | bits | size |" + (f" latency ({label}) |" if latency else "") + " run id |"
     lines = [
         f"**autoq search**: {len(frontier)} Pareto points (quality up, effective bits down{', latency down' if latency else ''}). "
         "They are the nested trial runs tagged `pareto = true` (filter: `tags.pareto = 'true' and tags.mlflow.parentRunId = "
@@ -55,7 +56,8 @@ def search_note(frontier: Sequence[Point], tracking_uri: str, plugins: str = "",
         "|" + "---|" * head.count(" |"),
     ]
     for p in frontier[:MAX_ROWS]:
-        us = f" {p.latency_us:.1f} |" if latency else ""
+        # as the console and `autoq pareto` print it: at 0.1 us, frontier points of a small model read alike
+        us = f" {format_latency_us(p.latency_us)} |" if latency and p.latency_us is not None else " |" if latency else ""
         lines.append(f"| {p.trial} | {format_quality(p.quality)} | {p.effective_bits:.3f} | {format_size(p.size_bytes)} |{us} `{p.run_id or ''}` |")
     if len(frontier) > MAX_ROWS:
         lines.append(f"\n{len(frontier) - MAX_ROWS} more in `frontier.csv`.")

@@ -13,7 +13,7 @@ from autoq.choice import Assignment, LayerChoice
 from autoq.cli import main
 from autoq.engine.result import Point
 from autoq.export import QuantLinear
-from autoq.tracking.run_notes import MAX_ROWS, NOTE_TAG, search_note
+from autoq.tracking.run_notes import MAX_ROWS, NOTE_TAG, point_note, search_note
 
 
 def test_a_search_run_lists_its_frontier_and_a_trial_run_exports_itself(mlflow_uri, tmp_path, monkeypatch, capsys):
@@ -61,9 +61,13 @@ def test_a_long_frontier_is_cut_to_what_an_mlflow_tag_holds():
     note = search_note(frontier, "sqlite:///mlflow.db")
     assert len(note) < 8000  # MLflow's limit on a tag's value
     assert note.count("`ffff") == MAX_ROWS and "25 more in `frontier.csv`" in note
-    assert "| latency (us, table:X) |" in note and "| 3.0 |" in note
+    assert "| latency (table:X) |" in note and "| 3.000 us |" in note
     estimated = search_note([replace(p, latency_source="estimate:roofline:h100") for p in frontier[:2]], "sqlite:///mlflow.db")
-    assert "| latency (us, ESTIMATE roofline:h100) |" in estimated  # an estimate says so, as every latency output does
+    assert "| latency (ESTIMATE roofline:h100) |" in estimated  # an estimate says so, as every latency output does
+    close = search_note([replace(frontier[0], latency_us=16.007), replace(frontier[1], latency_us=16.008), replace(frontier[2], latency_us=3141.6)],
+                        "sqlite:///mlflow.db")
+    assert "| 16.007 us |" in close and "| 16.008 us |" in close and "| 3.1416 ms |" in close  # as the console tells them apart
+    assert "16.007 us (table:X)" in point_note(replace(frontier[0], latency_us=16.007), "sqlite:///mlflow.db")
     assert "latency" not in search_note([frontier[0].__class__(0, one, 0.9, 4.0, 1, run_id="r")], "sqlite:///mlflow.db")
     # the description is read in the MLflow UI, run from anywhere: the relative store named no particular database
     assert f"--tracking-uri sqlite:///{Path.cwd() / 'mlflow.db'}" in note and "sqlite:///mlflow.db" not in note
