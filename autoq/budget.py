@@ -40,6 +40,7 @@ _SIZE_UNITS = {"kb": "kB", "mb": "MB", "gb": "GB", "kib": "KiB", "mib": "MiB", "
 # the units Budget.fmt writes, in bits, bytes or ms
 _SHOWN = {"bits": 1.0, **{shown: _UNITS[typed][1] for typed, shown in _SIZE_UNITS.items()}, "us": 1e-3, "ms": 1.0}
 _EXAMPLES = "e.g. '4.5bits', '4.5', '20MB', '20MiB'"
+_LATENCY_EXAMPLES = "e.g. '3ms', '250us', '0.003s'"
 NEEDS_DEVICE = (
     "a latency budget needs a device to estimate latency on: pass --device h100 (or another preset: roofline estimate) "
     "or --device TABLE.json (a table measured by 'autoq kernels bench'); in Python, device='h100'"
@@ -200,15 +201,16 @@ def _parse(raw: str) -> tuple[str, float]:
     if not match or match.group(2).lower() not in _UNITS:
         unit = f" ({match.group(2)!r} is no unit autoq knows: bits, kB, MB, GB, KiB, MiB, GiB, us, ms or s)" if match else ""
         raise AutoqError(f"cannot parse budget {raw!r}; expected a positive number with a unit, {_EXAMPLES}, or a latency like "
-                         f"'3ms', '250us', '0.003s'{unit}")
+                         f"{_LATENCY_EXAMPLES.removeprefix('e.g. ')}{unit}")
     number, unit = float(match.group(1)), match.group(2).lower()
     written = match.group(2)
     kind, scale = _UNITS[unit]
+    examples = _LATENCY_EXAMPLES if kind == "latency_ms" else _EXAMPLES  # in the kind of budget typed
     if not number > 0:  # '1e-400' is positive, and 0 as a float: too small a budget to be one
         why = "is too small to be a number" if number == 0 and Decimal(match.group(1)) > 0 else "must be positive"
-        raise AutoqError(f"budget {raw!r} {why}, {_EXAMPLES}")
+        raise AutoqError(f"budget {raw!r} {why}, {examples}")
     if not math.isfinite(number * scale):  # '1e400' overflows to inf: a budget nothing can be measured against
-        raise AutoqError(f"budget {raw!r} is too large to be a number; {_EXAMPLES}")
+        raise AutoqError(f"budget {raw!r} is too large to be a number; {examples}")
     # 'Mb', 'Kib' are megabits, kibibits by the SI convention, 8x less than read as bytes; a unit all in lower case
     # ('mb', 'kb', 'gib') is read as bytes, as typed in haste ('kb' alone was refused, as kilobits, while 'mb' was bytes).
     # After the number's own checks: '-1Mb' was offered '-1MB', itself refused

@@ -368,3 +368,13 @@ def test_a_range_that_pins_move_says_so():
         autoq.search("digits-cnn", budget="3bits", pins={"^6$": "fp16"}, tracking_uri=None, storage=None, progress=False)
     with pytest.raises(AutoqError, match=r"the feasible range for this model and search space is [0-9.]+ bits to"):
         autoq.search("digits-cnn", budget="2.1bits", tracking_uri=None, storage=None, progress=False)
+
+
+@pytest.mark.parametrize(("text", "says"), [("0us", "must be positive"), ("-3ms", "must be positive"), ("1e400us", "is too large to be a number"),
+                                            ("0bits", "must be positive"), ("1e400MB", "is too large to be a number")])
+def test_a_bad_number_is_refused_with_examples_of_the_kind_of_budget_typed(text, says):
+    """A refused latency was given only bit and size budgets as examples."""
+    with pytest.raises(AutoqError, match=f"budget '{re.escape(text)}' {says}") as refused:
+        parse_budget(text)
+    latency = text.endswith(("us", "ms"))
+    assert ("'3ms', '250us'" in str(refused.value)) is latency and ("'4.5bits'" in str(refused.value)) is not latency
