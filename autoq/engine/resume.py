@@ -392,6 +392,12 @@ def _holds_run(uri: str, run_id: str) -> bool:
     return True
 
 
+def _shown(key: str, settings: dict[str, Any]) -> str:
+    """A setting as a refused resume names it: a module's name is its ``name=`` (its class's where none was given),
+    which "model 'Sequential'" did not say to a caller who passed the same module."""
+    return "model name (name=)" if key == "model" and not settings.get("model_source") else key
+
+
 def _check_settings(study_name: str, settings: dict[str, Any], stored: dict[str, Any]) -> None:
     # a search nested in a run logs to that run's experiment, whatever experiment was named (autoq runs names the real one)
     keys = [key for key in _MUST_MATCH if not (key == "experiment" and stored.get("mlflow_parent_run_id"))]
@@ -404,7 +410,8 @@ def _check_settings(study_name: str, settings: dict[str, Any], stored: dict[str,
                          "the plug-in as it was, or start a new search (another --study-name)")
     # the same options priced otherwise (other options: the space's own refusal, in _check_stored, says why)
     priced_otherwise = "latency_prices" in differ and "space_options" not in differ
-    differ = [f"{key} {settings[key]!r} (stored: {stored.get(key)!r})" for key in differ if key not in ("space_options", "latency_prices")]
+    differ = [f"{_shown(key, settings)} {settings[key]!r} (stored: {stored.get(key)!r})" for key in differ
+              if key not in ("space_options", "latency_prices")]
     if differ:
         raise AutoqError(f"cannot resume {study_name!r} with other settings: {'; '.join(differ)}; resume with the stored ones")
     if priced_otherwise and stored["latency_prices"] is not None and settings["latency_prices"] is not None:

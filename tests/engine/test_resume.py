@@ -303,6 +303,8 @@ def test_a_resume_of_the_callers_own_model_with_other_weights_or_data_is_refused
     for other_model, other_data in ((model(1), data(0)), (model(0), data(1))):  # other weights, other data
         with pytest.raises(AutoqError, match="other settings: data_fingerprint 'weights .*, data .*' \\(stored: 'weights "):
             autoq.search(other_model, other_data, n_trials=4, resume=True, **options)
+    with pytest.raises(AutoqError, match=r"other settings: model name \(name=\) 'nm' \(stored: 'Sequential'\)"):  # said as set
+        autoq.search(model(0), data(0), n_trials=4, resume=True, name="nm", **options)
     assert len(autoq.search(model(0), data(0), n_trials=4, resume=True, **options).points) == 4  # the same ones resume
     study = optuna.load_study(study_name="own", storage=options["storage"])
     study.set_user_attr("autoq.settings", {**study.user_attrs["autoq.settings"], "data_fingerprint": ""})  # stored before
