@@ -59,7 +59,7 @@ from autoq.engine.study_names import default_study_name, new_study
 from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError, SearchInterrupted
 from autoq.evaluate import QuantCache, check_finite_batches
-from autoq.evaluate.cache import parameter_versions, uncalled_layers, written_parameters
+from autoq.evaluate.cache import parameter_versions, uncalled_layers, written_names, written_parameters
 from autoq.fingerprints import data_fingerprint, model_hash
 from autoq.interrupts import ForcedInterrupt, deferred_interrupts
 from autoq.latency import latency_model
@@ -379,7 +379,7 @@ def _reference_pass(workload: Workload) -> _Reference:
     written = written_parameters(workload.model, versions)
     if written:  # as a trial's evaluate is warned of; the trials score the changed weights, and so the hash is theirs
         weights = model_hash(workload.model)
-        warn(f"evaluate changed the model's parameters {written[:3]}{' and more' if len(written) > 3 else ''} in place on the "
+        warn(f"evaluate changed the model's parameters or buffers {written_names(written)} in place on the "
              "unquantized model's reference pass: the change stays in your model, and the search scores the changed weights; "
              "evaluate a copy (copy.deepcopy(model)) if it must adapt or train")
     if not math.isfinite(quality):

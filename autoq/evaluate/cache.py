@@ -217,7 +217,7 @@ class QuantCache:
         names = written_parameters(self.model, before)
         if names:
             self._warned = True
-            warn(f"the model's parameters {names[:3]}{' and more' if len(names) > 3 else ''} were changed in place while a "
+            warn(f"the model's parameters or buffers {written_names(names)} were changed in place while a "
                  "quantized assignment was applied (by evaluate?): autoq restores only the quantized layers' weights, so "
                  "unless it put them back, the change stays in the model and in the trials after; evaluate a copy "
                  "(copy.deepcopy(model)) if it must adapt or train", stacklevel=4)
@@ -332,16 +332,38 @@ def _address(weight: torch.Tensor) -> tuple[int, tuple[int, ...], str]:
     return weight.data_ptr(), tuple(weight.shape), str(weight.device)
 
 
+def _state_tensors(model: nn.Module) -> dict[str, torch.Tensor]:
+    """``model``'s parameters and persistent buffers by name: what its state dict (and weights hash) holds. A
+    BatchNorm's running statistics, which an evaluate in train mode updates, were left out: changed unsaid, and the
+    search's hash was no longer the model's. Non-persistent buffers (rotary caches a model rebuilds) are not state."""
+    tensors = dict(model.named_parameters())
+    for module_name, module in model.named_modules():
+        for name, buffer in module.named_buffers(recurse=False):
+            if buffer is not None and name not in module._non_persistent_buffers_set:
+                tensors.setdefault(f"{module_name}.{name}" if module_name else name, buffer)
+    return tensors
+
+
 def parameter_versions(model: nn.Module) -> list[tuple[str, torch.Tensor, int]]:
-    """(name, parameter, version) of each of ``model``'s parameters, for :func:`written_parameters` to compare."""
-    return [(n, p, _version(p)) for n, p in model.named_parameters()]
+    """(name, tensor, version) of each of ``model``'s parameters and persistent buffers, for :func:`written_parameters`
+    to compare."""
+    return [(n, p, _version(p)) for n, p in _state_tensors(model).items()]
 
 
 def written_parameters(model: nn.Module, before: list[tuple[str, torch.Tensor, int]]) -> list[str]:
-    """The names of ``before``'s parameters (:func:`parameter_versions`) that ``model`` has since changed in place or
-    replaced (a change through ``.data`` goes unseen)."""
-    now = dict(model.named_parameters())
+    """The names of ``before``'s parameters and buffers (:func:`parameter_versions`) that ``model`` has since changed in
+    place or replaced (a change through ``.data`` goes unseen)."""
+    now = _state_tensors(model)
     return [n for n, p, version in before if now.get(n) is not p or _version(p) != version]
+
+
+def written_names(names: list[str]) -> str:
+    """The names :func:`written_parameters` found, as a warning lists them: the first three, and what a BatchNorm's
+    counter means (its running statistics change unseen: the native kernel writes them without a version bump)."""
+    shown = f"{names[:3]}{' and more' if len(names) > 3 else ''}"
+    if any(name.rsplit(".", 1)[-1] == "num_batches_tracked" for name in names):
+        shown += " (BatchNorm statistics, with its running mean and variance: the model ran in train mode)"
+    return shown
 
 
 def _version(weight: torch.Tensor) -> int:

@@ -534,11 +534,38 @@ def test_an_evaluate_that_writes_into_the_weights_on_the_reference_pass_is_warne
         with torch.no_grad():
             return -float(m(batches[0]).pow(2).mean())
 
-    with pytest.warns(AutoqWarning, match=r"evaluate changed the model's parameters \['0.weight'\] in place on the unquantized model's "
+    with pytest.warns(AutoqWarning, match=r"evaluate changed the model's parameters or buffers \['0.weight'\] in place on the unquantized model's "
                       r"reference pass: the change stays in your model"):
         result = autoq.search(model, batches, evaluate, budget="6bits", n_trials=2, seed_from="none", tracking_uri=None, storage=None,
                               progress=False)
     result.apply(model)  # the hash recorded is of the weights the trials scored
+
+
+def test_an_evaluate_that_updates_batchnorm_statistics_is_warned_of():
+    """An evaluate that ran the model in train mode (BatchNorm re-estimation) changed its running statistics, in the
+    user's model and between trials, without a word: only parameters were watched."""
+    from autoq.errors import AutoqWarning
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.BatchNorm1d(32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval()
+    x = torch.randn(32, 16)
+
+    def evaluate(m: torch.nn.Module) -> float:
+        m.train()
+        with torch.no_grad():
+            out = m(x)
+        m.eval()
+        return -float(out.pow(2).mean())
+
+    with pytest.warns(AutoqWarning) as said:
+        autoq.search(model, [x[:8], x[8:16]], evaluate, budget="6bits", n_trials=2, seed_from="none", tracking_uri=None, storage=None,
+                     progress=False)
+    # (the native kernel updates the running mean and variance without a version bump: the counter beside them tells)
+    bn = "['1.num_batches_tracked'] (BatchNorm statistics, with its running mean and variance: the model ran in train mode)"
+    messages = [str(w.message) for w in said]
+    assert f"evaluate changed the model's parameters or buffers {bn} in place on the unquantized model's reference pass" in messages[0]
+    assert f"the model's parameters or buffers {bn} were changed in place while a quantized assignment was applied" in messages[1]
+    assert len(messages) == 2  # each once
 
 
 def test_a_latency_budget_refused_on_a_table_far_from_the_models_shapes_says_so(tmp_path):
