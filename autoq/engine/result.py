@@ -207,7 +207,7 @@ class SearchResult:
         `autoq.export` refuses them); its ``point.assignment`` quantizes any weights by the same choices, unscored."""
         from autoq.evaluate.fidelity import user_batches
         from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
-        from autoq.model import check_has_values, find_layers, get_module, to_native, uncompiled
+        from autoq.model import check_has_values, check_untied, find_layers, get_module, to_native, uncompiled
 
         if not isinstance(model, nn.Module):
             raise AutoqError(f"apply quantizes an nn.Module in place; got {type(model).__name__} (load a built-in by name with "
@@ -238,6 +238,8 @@ class SearchResult:
                              "calibration batches, result.apply(model, calibration=batches)")
         if data_driven:
             check_calibration(batches, self.calibration_digest, self.n_calibration)
+        # as autoq.export refuses it: the shared tensor (a tied lm_head's, the input embedding) was quantized for both uses
+        check_untied(inner, [name for name, c in assignment.items() if not c.weight.is_half], "apply")
         layers = [layer for layer in find_layers(inner, include_tied=True) if layer.name in assignment]
         parts = quantize_point(inner, assignment, layers, batches, sequential=self.sequential)
         apply_assignment(inner, {name: c for name, c in assignment.items() if c.weight.is_half})

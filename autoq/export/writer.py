@@ -41,7 +41,7 @@ from autoq.export.quantize import check_calibration, needs_calibration, quantize
 from autoq.files import file_crc32, first_missing, make_folder, removed_if_empty, write_text_atomic
 from autoq.fingerprints import model_hash
 from autoq.messages import note, warn
-from autoq.model import LayerInfo, check_finite_stored, check_has_values, find_layers, get_module, tied_weights, uncompiled
+from autoq.model import LayerInfo, check_finite_stored, check_has_values, check_untied, find_layers, get_module, uncompiled
 from autoq.quant.stored import stored_dtype
 
 
@@ -283,10 +283,7 @@ def _exportable_layers(model: nn.Module, assignment: Assignment) -> list[LayerIn
     if act_convs:
         raise AutoqError(f"activation quantization is exported for linear layers only; {act_convs[:3]} are not (convolutions, or "
                          "a MultiheadAttention's out_proj, whose input the module never passes through it): choose a weight-only format for them")
-    tied = [f"{name} (tied to {aliases[0]})" for name, aliases in tied_weights(model).items() if name in quantized]
-    if tied:
-        raise AutoqError(f"the point quantizes layer(s) whose weight is tied to another parameter: {tied[:3]}; an export cannot "
-                         "quantize one use of a weight and keep the other (a search leaves these layers out): keep them fp16")
+    check_untied(model, quantized, "an export")
     check_finite_stored(model, layers)  # as the search does: NaN would quantize to codes without a warning
     return layers
 

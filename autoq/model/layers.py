@@ -152,6 +152,16 @@ def tied_weights(model: nn.Module) -> dict[str, list[str]]:
     return tied
 
 
+def check_untied(model: nn.Module, quantized: Iterable[str], what: str) -> None:
+    """Refuse to quantize a layer whose weight is tied to another parameter (`tied_weights`): ``what`` (an export,
+    apply) would quantize both uses of the one tensor, or only one by writing two."""
+    chosen = set(quantized)
+    tied = [f"{name} (tied to {aliases[0]})" for name, aliases in tied_weights(model).items() if name in chosen]
+    if tied:
+        raise AutoqError(f"the point quantizes layer(s) whose weight is tied to another parameter: {tied[:3]}; {what} cannot "
+                         "quantize one use of a weight and keep the other (a search leaves these layers out): keep them fp16")
+
+
 def tied_note(tied: dict[str, list[str]]) -> str:
     """One line for the user: which layers a search leaves unquantized because their weight is tied."""
     shown = ", ".join(f"{name!r} (shared with {aliases[0]!r})" for name, aliases in list(tied.items())[:3])

@@ -266,6 +266,10 @@ def test_a_tied_lm_head_stays_fp16_through_search_export_and_load(tmp_path, caps
     head = Assignment(tuple(result.best.assignment.items()) + (("lm_head", LayerChoice.from_name("int8-ch-asym:rtn-mse")),))
     with pytest.raises(AutoqError, match=r"quantizes layer\(s\) whose weight is tied .*'lm_head \(tied to transformer.wte.weight\)'"):
         autoq.export(model, head, tmp_path / "head", progress=False)
+    embedding = model.transformer.wte.weight.detach().clone()
+    with pytest.raises(AutoqError, match=r"quantizes layer\(s\) whose weight is tied .*'lm_head \(tied to transformer.wte.weight\)'\]; apply "):
+        result.apply(model, head)  # the input embedding was rounded with the head, unsaid
+    assert torch.equal(model.transformer.wte.weight, embedding)  # refused before any layer changed
 
 
 def test_a_torch_transformer_layer_round_trips_with_its_attention_output_dequantized(tmp_path, monkeypatch):
