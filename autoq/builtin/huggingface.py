@@ -195,6 +195,21 @@ def sentence_batches(tokenizer, sentences: list[str], batch_size: int, max_lengt
     ]
 
 
+def _check_vocab(model: torch.nn.Module, batches: list[dict[str, torch.Tensor]], path: str | Path) -> None:
+    """Refuse token ids past the model's embedding rows: a tokenizer with tokens added (a pad token) and embeddings
+    never resized. The probe's IndexError was blamed on the kind of model, and the user sent to the Python API."""
+    embeddings = model.get_input_embeddings() if hasattr(model, "get_input_embeddings") else None
+    rows = getattr(embeddings, "num_embeddings", None)
+    if not isinstance(rows, int):
+        return
+    largest = max((int(b["input_ids"].max()) for b in batches if "input_ids" in b and b["input_ids"].numel()), default=-1)
+    if largest >= rows:
+        raise AutoqError(f"the tokenizer in {str(path)!r} gives token id {largest}, and the model's input embeddings have {rows} rows "
+                         f"(ids 0 to {rows - 1}): the tokenizer is not the model's, or tokens were added to it (a pad token) and the embeddings "
+                         "not resized. Save the tokenizer the model was trained with, or resize the embeddings "
+                         "(model.resize_token_embeddings(len(tokenizer))) and save both again")
+
+
 def text_workload(
     path: str | Path,
     name: str | None = None,
@@ -221,6 +236,8 @@ def text_workload(
         raise AutoqError(f"{type(model).__name__} from {str(path)!r} is an encoder-decoder, which takes decoder inputs beside the "
                          "sentence; 'autoq search --model DIR' runs encoder-only and decoder-only text models: search this one "
                          "through the Python API with your own batches (its encoder alone, say, as T5EncoderModel)")
+    calibration_batches = sentence_batches(tokenizer, calibration, batch_size, max_length)
+    _check_vocab(model, [*eval_batches, *calibration_batches], path)
     try:
         with torch.inference_mode():
             probe = call_model(model, eval_batches[0])
@@ -230,7 +247,6 @@ def text_workload(
                          "decoder-only text models: search this one through the Python API with your own batches") from None
     has_hidden = isinstance(probe, Mapping) and "last_hidden_state" in probe
     readout = mean_pooled if has_hidden else unpadded_output  # padding positions drop out either way
-    calibration_batches = sentence_batches(tokenizer, calibration, batch_size, max_length)
     fingerprint = data_fingerprint([*eval_batches, *calibration_batches])  # the tokens: another tokenizer is other data
     if not with_metric:  # the probe above stays: a sensitivity table of a model that cannot run on sentences is refused clearly
         name = name or model_name(path)

@@ -303,3 +303,17 @@ def test_a_tokenizer_of_its_own_code_is_said_to_be_stood_in_for(tiny_gpt2_dir, t
     load_workload(str(folder), with_metric=False)
     err = capsys.readouterr().err
     assert "names its own code (EvilTokenizer), which autoq does not run from a folder" in err and "through the Python API" in err
+
+
+def test_a_tokenizer_past_the_models_vocabulary_is_said_as_such(tmp_path):
+    """A model with fewer embedding rows than its tokenizer's ids (tokens added, embeddings never resized) was refused
+    as a kind of model 'autoq search --model DIR' does not run, and the user sent to the Python API."""
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(0)
+    BertModel(BertConfig(vocab_size=1000, hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)).save_pretrained(tmp_path)
+    _copy_tokenizer(tmp_path)  # MiniLM's: ids up to 30521
+    with pytest.raises(AutoqError, match=r"gives token id \d{4,5}, and the model's input embeddings have 1000 rows \(ids 0 to 999\): the "
+                                         r"tokenizer is not the model's, or tokens were added to it .*resize_token_embeddings") as refused:
+        load_workload(str(tmp_path))
+    assert "Python API" not in str(refused.value)
