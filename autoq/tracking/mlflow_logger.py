@@ -26,6 +26,7 @@ from autoq.interrupts import ForcedInterrupt, deferred_interrupts
 from autoq.messages import note
 from autoq.tracking.database_kind import check_database_kind
 from autoq.tracking.frontier_plot import save_frontier_plot
+from autoq.tracking.new_store import build_store
 from autoq.tracking.run_notes import NOTE_TAG, point_note, search_note
 
 if TYPE_CHECKING:  # MLflow is imported where it is used: `import autoq` does not import it
@@ -118,6 +119,8 @@ def tracking_client(uri: str) -> MlflowClient:
         with folder_lock(db.parent) if db is not None else contextlib.nullcontext():
             new = db is not None and not db.exists()
             with deferred_interrupts() if new else contextlib.nullcontext():
+                if new:  # built beside, then linked into place: a kill -9 among the migrations leaves no broken store
+                    build_store(db)
                 # absolute: MLflow caches a store per URI string for the process, so a relative one kept naming the
                 # database of the folder first opened from, after a chdir (a notebook's, a test's) too (2026-12-03)
                 return MlflowClient(tracking_uri=absolute_uri(uri))

@@ -40,6 +40,30 @@ def test_a_ctrl_c_while_a_new_store_is_built_waits_until_it_is_whole(tmp_path, m
     assert built and MlflowClient(tracking_uri=f"sqlite:///{tmp_path / 'mlflow.db'}").get_experiment("0") is not None
 
 
+def test_a_kill_while_a_new_store_is_built_leaves_none_and_the_next_command_builds_it(tmp_path):
+    """A kill -9 among the migrations (a search killed in its first seconds) left a half-built store that every later
+    search and resume refused ('table datasets already exists') until the user moved it aside."""
+    import subprocess
+    import sys
+    import time
+
+    db = tmp_path / "mlflow.db"
+    builder = subprocess.Popen([sys.executable, "-c", f"from autoq.tracking import tracking_client; tracking_client('sqlite:///{db}')"])
+    try:
+        deadline = time.monotonic() + 120
+        while not list(tmp_path.glob(".mlflow.db.building-*")) and builder.poll() is None and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert builder.poll() is None, "the store was built before it could be killed"
+        time.sleep(0.3)  # among the migrations
+    finally:
+        builder.kill()
+        builder.wait()
+    assert not db.exists() and list(tmp_path.glob(".mlflow.db.building-*"))  # nothing half built where the URI points
+    client = tracking_client(f"sqlite:///{db}")
+    assert client.get_experiment("0") is not None and client.search_runs(["0"]) == []
+    assert not list(tmp_path.glob(".mlflow.db.building-*"))  # the killed build's leftovers are gone
+
+
 def test_a_relative_store_is_the_one_in_the_folder_it_is_named_from(tmp_path, monkeypatch, _mlflow_template):
     """MLflow caches a store per URI string for the process: ``sqlite:///mlflow.db`` named from another folder after a
     chdir (a notebook's) kept writing to the first folder's database, while a Ray worker, told the absolute path, wrote
