@@ -235,15 +235,17 @@ def _unquoted(value: str) -> str:
 
 
 def _summary(table, wall: float, cached: bool, paths: list[Path], uri: str | None, run_id: str | None, search: str) -> str:
+    from autoq.choice import LayerChoice
     from autoq.sensitivity.table import layer_scores
 
     per_layer = {len([e for e in table.entries if e.layer == layer]) for layer in table.layers}
     shape = f"{min(per_layer)} options" if len(per_layer) == 1 else f"{min(per_layer)} to {max(per_layer)} options each"
     lines = [f"{table.metric} sensitivity of {len(table.layers)} layers x {shape} "
              f"({'from the cache, computed' if cached else 'computed'} in {table.seconds:.1f} s; this run {wall:.1f} s)."]
-    # an option every layer was scored at (a space's rules may give layers different options), int3 where there is one
+    # an option every layer was scored at (a space's rules may give layers different options), int3 where there is one;
+    # not fp16, whose scores are rounding noise: it ranked w8a8's layers by noise 1000x below their int8 scores
     scored = {(e.layer, e.option) for e in table.entries}
-    common = [o for o in table.options if all((layer, o) in scored for layer in table.layers)]
+    common = [o for o in table.options if all((layer, o) in scored for layer in table.layers) and not LayerChoice.from_name(o).weight.is_half]
     probe = next((o for o in common if o.startswith("int3-")), common[0] if common else None)
     if probe is not None:
         scores = sorted(zip(layer_scores(table, table.layers, probe), table.layers), reverse=True)
@@ -251,7 +253,7 @@ def _summary(table, wall: float, cached: bool, paths: list[Path], uri: str | Non
     else:
         worst = {layer: max(e.score for e in table.entries if e.layer == layer) for layer in table.layers}
         ranked = sorted(worst.items(), key=lambda item: item[1], reverse=True)
-        lines.append("Most sensitive (each layer's worst option; the layers share none): " + ", ".join(f"{name} ({score:.3g})" for name, score in ranked[:5]))
+        lines.append("Most sensitive (each layer's worst option; the layers share no quantized one): " + ", ".join(f"{name} ({score:.3g})" for name, score in ranked[:5]))
     lines.append("Files: " + ", ".join(str(p) for p in paths))
     if run_id:
         lines.append(f"MLflow: run {run_id} in {uri} (run tag autoq.kind=sensitivity).")

@@ -158,13 +158,14 @@ def test_sensitivity_run_nests_in_a_pipeline_run(out, mlflow_uri, capsys):
     assert "experiment 'other' (--experiment) is not the experiment of the parent" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize(("layer_bits", "line"), [
-    ("[4, 8]", "Most sensitive at int8-ch-asym:rtn-mse: "),  # int3 is not an option of every layer: one all share
-    ("[2]", "Most sensitive (each layer's worst option; the layers share none): "),
+@pytest.mark.parametrize(("layer_bits", "half", "line"), [
+    ("[4, 8]", False, "Most sensitive at int8-ch-asym:rtn-mse: "),  # int3 is not an option of every layer: one all share
+    ("[2]", False, "Most sensitive (each layer's worst option; the layers share no quantized one): "),
+    ("[2]", True, "Most sensitive (each layer's worst option; the layers share no quantized one): "),  # fp16 is: its noise ranked w8a8
 ])
-def test_the_summary_ranks_layers_whose_options_differ(layer_bits, line, out, tmp_path, capsys):
+def test_the_summary_ranks_layers_whose_options_differ(layer_bits, half, line, out, tmp_path, capsys):
     """A space giving layer '8' no int3 option exited 2 after writing a good table: the summary looked up int3 for it."""
-    rule = "    granularity: [channel]\n    symmetric: false\n    methods: [rtn-mse]\n"
+    rule = "    granularity: [channel]\n    symmetric: false\n    methods: [rtn-mse]\n" + ("    half: true\n" if half else "")
     (tmp_path / "mixed.yaml").write_text(f"name: mixed\nrules:\n  - layers: '^8$'\n    bits: {layer_bits}\n{rule}"
                                          f"  - layers: '.*'\n    bits: [3, 8]\n{rule}")
     args = ["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--space", str(tmp_path / "mixed.yaml"), "--out", str(out),
