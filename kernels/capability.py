@@ -48,6 +48,15 @@ def triton_usable(device: torch.device) -> bool:
     return interpreting() if device.type == "cpu" else device.type == "cuda"
 
 
+INT8_DOT_CAPABILITY = (8, 0)  # Triton's int8 tl.dot (the W8A8 GEMM) compiles for Ampere and newer only
+
+
+def int8_dot_usable(device: torch.device) -> bool:
+    """Whether the W8A8 int8 GEMM compiles for ``device``: a CUDA GPU of compute capability 8.0 or newer (on a T4 or
+    V100 Triton fails with an MLIR dump at the first launch); the CPU interpreter runs it anywhere."""
+    return device.type != "cuda" or torch.cuda.get_device_capability(device) >= INT8_DOT_CAPABILITY
+
+
 def require_triton(device: torch.device) -> None:
     """Raise an :class:`AutoqError` that says why Triton kernels cannot run on ``device``."""
     if not triton_installed():

@@ -19,7 +19,7 @@ import math
 import torch
 
 from autoq.errors import AutoqError
-from autoq.kernels.capability import autotuning, cuda_sm_count, require_triton, triton_usable
+from autoq.kernels.capability import INT8_DOT_CAPABILITY, autotuning, cuda_sm_count, int8_dot_usable, require_triton, triton_usable
 from autoq.kernels.formats import Int8Weight, PackedWeight
 
 GEMV_MAX_BATCH = 1  # batch sizes up to this use the GEMV kernel, larger ones the tiled GEMM
@@ -46,6 +46,18 @@ def _use_triton(device: torch.device, dtype: torch.dtype, backend: str) -> bool:
     if dtype not in _TRITON_DTYPES:
         raise AutoqError(f"Triton kernels take fp16 or bf16 activations, got {dtype}")
     return True
+
+
+def _use_int8_triton(device: torch.device, dtype: torch.dtype, backend: str) -> bool:
+    """`_use_triton` for the int8 GEMM, which needs a GPU of compute capability 8.0 or newer: ``auto`` takes the torch
+    path below it, ``triton`` is refused there."""
+    if device.type == "cuda" and backend != "torch" and not int8_dot_usable(device):
+        if backend == "triton":
+            major, minor = torch.cuda.get_device_capability(device)
+            raise AutoqError(f"the W8A8 int8 GEMM needs a GPU of compute capability {INT8_DOT_CAPABILITY[0]}.{INT8_DOT_CAPABILITY[1]} "
+                             f"or newer (Ampere: A100, H100, ...); {device} is {major}.{minor}. Use backend='auto' or 'torch'")
+        return False
+    return _use_triton(device, dtype, backend)
 
 
 def check_features(x: torch.Tensor, k: int) -> None:
@@ -169,7 +181,7 @@ def int8_matmul(q: torch.Tensor, q_scale: torch.Tensor, w: Int8Weight, out_dtype
         raise AutoqError(f"q_scale must be one float scale per row of q, shape ({q.shape[0]},), got a {q_scale.dtype} tensor of shape "
                          f"{tuple(q_scale.shape)}")
     check_features(q, w.shape[1])
-    if not compile_only and not _use_triton(q.device, out_dtype, backend):
+    if not compile_only and not _use_int8_triton(q.device, out_dtype, backend):
         acc = (q.double() @ w.qweight.to(q.device).double().T)  # exact: integer products in float64
         return (acc * q_scale.double()[:, None] * w.scales.to(q.device).double().reshape(1, -1)).to(out_dtype)
     from autoq.kernels import triton_w8a8  # imports Triton

@@ -17,6 +17,7 @@ from __future__ import annotations
 import torch
 
 from autoq.export.modules import QuantLinear
+from autoq.kernels.capability import int8_dot_usable
 from autoq.kernels.formats import Int8Weight, PackedWeight, supports_w8a8
 from autoq.quant.activation import ActRange, ActSpec, fake_quantize_activation
 
@@ -48,7 +49,8 @@ class ActQuantLinear(QuantLinear):
             return False
         if self.backend == "triton":
             return True
-        return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16)
+        # below compute capability 8.0 the int8 GEMM does not compile: the fake-quantized path, as on the CPU
+        return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and int8_dot_usable(x.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         from autoq.kernels.ops import check_features

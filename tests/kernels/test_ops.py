@@ -283,6 +283,27 @@ def test_int8_matmul_refuses_rows_and_scales_that_do_not_match():
     assert int8_matmul(q, torch.ones(3, device=DEVICE), w, torch.float16, backend="torch").shape == (3, N)
 
 
+@pytest.mark.parametrize(("capability", "auto"), [((7, 5), False), ((7, 0), False), ((8, 0), True), ((9, 0), True)])
+def test_the_int8_gemm_runs_on_ampere_and_newer_and_auto_takes_the_torch_path_below(monkeypatch, capability, auto):
+    """Triton's int8 dot does not compile for a T4 (7.5) or V100 (7.0): backend='auto' chose it on any CUDA GPU, and the
+    first forward of a W8A8 export there failed with an MLIR dump."""
+    from autoq.kernels.capability import triton_installed
+    from autoq.kernels.ops import _use_int8_triton
+
+    if not triton_installed():
+        pytest.skip("Triton is not installed")
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda device=None: capability)
+    gpu = torch.device("cuda", 0)  # a device object only: the decision is made before any launch
+    assert _use_int8_triton(gpu, torch.float16, "auto") is auto
+    assert _use_int8_triton(gpu, torch.float16, "torch") is False
+    if auto:
+        assert _use_int8_triton(gpu, torch.float16, "triton") is True
+    else:
+        with pytest.raises(AutoqError, match=rf"needs a GPU of compute capability 8.0 or newer .*; cuda:0 is {capability[0]}.{capability[1]}. "
+                                             "Use backend='auto' or 'torch'"):
+            _use_int8_triton(gpu, torch.float16, "triton")
+
+
 def test_w8a8_linear_against_float64():
     """End to end: the error is the activation rounding (half a step per element) plus fp16 output rounding."""
     gen = torch.Generator().manual_seed(13)
