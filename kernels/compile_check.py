@@ -218,9 +218,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sass", action="store_true", help="also report registers, spills, shared memory, load widths, MMA kind")
     parser.add_argument("--json", default=None, help="with --sass: also write the reports to this JSON file, by arch and case")
     args = parser.parse_args(argv)
+    archs = [a.strip() for a in args.arch.split(",")]
+    if not all(a.isdigit() for a in archs):  # int('abc') was a traceback
+        parser.error(f"--arch {args.arch!r}: compute capabilities as numbers, e.g. 90,80 (sm_90 and sm_80)")
+    if args.json:  # before minutes of compiling, not at the write after them
+        json_path = Path(args.json)
+        if json_path.is_dir() or not json_path.parent.is_dir():
+            parser.error(f"--json {args.json}: a file in a folder that exists (a folder, or a file in a missing one, would be "
+                         "found only after every kernel compiled)")
     failures = 0
     reports: dict[str, dict] = {}
-    for arch in (int(a) for a in args.arch.split(",")):
+    for arch in (int(a) for a in archs):
         for case in default_cases():
             try:
                 compiled = compile_case(case, arch)
@@ -244,4 +252,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except AutoqError as exc:  # (TRITON_INTERPRET set, say): one line, not a traceback
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

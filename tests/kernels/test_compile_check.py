@@ -278,3 +278,19 @@ def test_gemm_sass_benchmark_writes_every_tile(tmp_path):
         threads = 32 * tile["num_warps"]
         assert tile["weights_per_thread"] == tile["block_n"] * (tile["block_k"] // 32 * 30) // threads  # 6 words, 30 columns
         assert tile["stack_bytes"] == 0 and 3.0 <= tile["loop_per_weight"], tile
+
+
+def test_bad_arguments_and_the_interpreter_are_one_line_errors_before_any_compiling(tmp_path):
+    """--arch abc, TRITON_INTERPRET=1 and a --json file in a missing folder (found after every kernel compiled, losing
+    the run) each ended in a traceback."""
+
+    for argv, says in ((["--arch", "abc"], "compute capabilities as numbers"),
+                       (["--sass", "--json", str(tmp_path / "missing" / "x.json")], "a file in a folder that exists"),
+                       (["--sass", "--json", str(tmp_path)], "a file in a folder that exists")):
+        proc = subprocess.run([sys.executable, "-m", "autoq.kernels.compile_check", *argv], capture_output=True, text=True, timeout=120,
+                              env={**os.environ, "TRITON_INTERPRET": "0"})
+        assert proc.returncode == 2 and says in proc.stderr and "Traceback" not in proc.stderr and proc.stdout == "", (argv, proc.stderr)
+    proc = subprocess.run([sys.executable, "-m", "autoq.kernels.compile_check", "--arch", "90"], capture_output=True, text=True, timeout=120,
+                          env={**os.environ, "TRITON_INTERPRET": "1"})
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert proc.stderr.strip() == "error: compiling kernels needs TRITON_INTERPRET unset or 0: the interpreter runs kernels without compiling them"
