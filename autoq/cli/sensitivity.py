@@ -104,7 +104,9 @@ def run(args: argparse.Namespace) -> int:
 
         if not to_mlflow:
             raise AutoqError("--mlflow-parent-run-id nests the table's MLflow run in another run, but MLflow logging is off (--tracking-uri none)")
-        outer_run(args.tracking_uri, args.mlflow_parent_run_id, named_experiment(args))
+        parent = outer_run(args.tracking_uri, args.mlflow_parent_run_id, named_experiment(args))
+        # the table's run is logged in its parent's experiment: the printed search names it, or it logged to the default's
+        args.logged_experiment = tracking_client(args.tracking_uri).get_experiment(parent.info.experiment_id).name
     made_from = first_missing(args.out)
     make_folder(args.out, "--out")  # the last check before the model loads; a refusal after it removes the folder it made
     with removed_if_empty(Path(args.out), made_from):
@@ -169,6 +171,9 @@ def _tracking_words(args: argparse.Namespace) -> list[str]:
     if args.tracking_uri.lower() == "none":
         return []
     words = [] if args.tracking_uri == default_tracking_uri() else ["--tracking-uri", shown_uri(absolute_uri(args.tracking_uri))]
+    logged = getattr(args, "logged_experiment", None)  # a nested run's: its parent's experiment, named or not
+    if logged is not None:
+        return words + (["--experiment", logged] if logged != getattr(args, "experiment_default", None) else [])
     return words + (["--experiment", args.experiment] if getattr(args, "experiment_given", False) else [])
 
 
@@ -206,11 +211,16 @@ def _safe(name: str) -> str:
 def _log_mlflow(args: argparse.Namespace, model_name: str, table, wall: float, paths: list[Path]) -> str:
     from mlflow.entities import Metric
 
+    from autoq.engine.parent_run import listed_param
+    from autoq.search_spaces import portable_space
     from autoq.tracking import MlflowTracker
 
     tracker = MlflowTracker.open(args.tracking_uri, args.experiment, args.mlflow_parent_run_id)
+    # space and skip as a search's parent run logs them: two tables of other --skip differed only in n_layers, and a
+    # space file was named as typed (relative), where the printed search command names it whole
     params = {"metric": table.metric, "model": model_name, "model_hash": table.model_hash, "data_fingerprint": table.data_fingerprint,
-              "space": args.space, "n_layers": len(table.layers), **{f"setting.{k}": _unquoted(v) for k, v in table.params}}
+              "space": portable_space(args.space), "skip": listed_param(args.skip), "n_layers": len(table.layers),
+              **{f"setting.{k}": _unquoted(v) for k, v in table.params}}
     run_id = tracker.start(f"sensitivity-{table.metric}-{model_name}", params, {"autoq.kind": "sensitivity", "autoq.model": model_name})
     now = int(time.time() * 1000)
     tracker.client.log_batch(run_id, metrics=[Metric("compute_seconds", table.seconds, now, 0), Metric("wall_seconds", wall, now, 0)], synchronous=True)

@@ -68,7 +68,7 @@ def _open_parent_run(tracker: MlflowTracker, workload: Workload, config: SearchC
             "budget": budget.text, "budget_kind": budget.kind, "budget_value": budget.value,
             "model": workload.name, "model_source": workload.source or "none", "space": config.space, "seed": config.seed, "sampler": sampler_name(config.sampler),
             "strategy": config.strategy, "seed_from": seeded_from or "none",
-            "skip": _listed(config.skip), "pins": _listed(f"{pattern}={choice}" for pattern, choice in config.pins),
+            "skip": listed_param(config.skip), "pins": listed_param(f"{pattern}={choice}" for pattern, choice in config.pins),
             "n_trials": config.n_trials, "n_layers": len(space.layers), "metric": workload.metric[:500],
             "data_fingerprint": workload.data_fingerprint, "optuna_storage": without_password(storage) if storage else "memory",
             "study_name": study_name, "device": config.device or "none", "batch": config.batch,
@@ -89,7 +89,7 @@ def _open_parent_run(tracker: MlflowTracker, workload: Workload, config: SearchC
     return tracker
 
 
-def _listed(items: Iterable[str]) -> str:
+def listed_param(items: Iterable[str]) -> str:
     """``--skip`` patterns or ``--pin`` rules as one MLflow param: shell words, so that a search's can be compared and
     filtered in the UI (``params.skip = 'none'``); cut at MLflow's 6,000 characters, the stored study holding them whole."""
     text = " ".join(shlex.quote(item) for item in items) or "none"

@@ -148,6 +148,9 @@ def test_sensitivity_run_nests_in_a_pipeline_run(out, mlflow_uri, capsys):
     assert main([*base, "--mlflow-parent-run-id", outer.run_id]) == 0
     runs = client.search_runs([outer.experiment_id], "tags.`autoq.kind` = 'sensitivity'")
     assert len(runs) == 1 and runs[0].data.tags["mlflow.parentRunId"] == outer.run_id
+    # the search it prints logs beside the table's run, in the parent's experiment (it went to the default one)
+    search = shlex.split(next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Seed a search with it: ")).split(": ", 1)[1])
+    assert search[search.index("--experiment") + 1] == "pipeline"
     capsys.readouterr()
     assert main([*base, "--mlflow-parent-run-id", "nope"]) == 2  # before any table is computed
     err = capsys.readouterr().err
@@ -187,6 +190,18 @@ def test_the_printed_paths_and_search_command_are_absolute(tmp_path, monkeypatch
     assert all(Path(p).is_absolute() and Path(p).is_file() for p in files.removeprefix("Files: ").split(", "))
     command = shlex.split(next(line for line in printed.splitlines() if line.startswith("Seed a search with it: ")).split(": ", 1)[1])
     assert command[command.index("--space") + 1] == str(space) and Path(command[command.index("--seed-from") + 1]).is_absolute()
+
+
+def test_the_tables_run_records_its_skips_and_its_space_file_whole(tmp_path, monkeypatch, mlflow_uri, capsys):
+    """The run of a table left out --skip (two tables of other skips differed only in n_layers) and named a space file as
+    typed, relative, where the printed search command names it whole."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "my.yaml").write_text((Path(__file__).parents[2] / "search_spaces" / "per-channel.yaml").read_text())
+    assert main(["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--space", "my.yaml", "--skip", "^8$", "--out", "out",
+                 "--tracking-uri", mlflow_uri, "--no-progress"]) == 0
+    client = MlflowClient(mlflow_uri)
+    [run] = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], "tags.`autoq.kind` = 'sensitivity'")
+    assert (run.data.params["space"], run.data.params["skip"], run.data.params["n_layers"]) == (str(tmp_path / "my.yaml"), "'^8$'", "3")
 
 
 def test_two_spaces_of_one_file_name_write_tables_of_their_own(tmp_path, capsys):
