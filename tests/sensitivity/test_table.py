@@ -52,6 +52,17 @@ def test_csv_round_trip_keeps_everything(tmp_path):
     assert back.stats("enc.0.q") == {"trace": 3.0, "trace_stderr": 0.1}
 
 
+def test_the_csv_reads_into_pandas_as_the_readme_says(tmp_path):
+    """pd.read_csv failed on the metadata lines ('Expected 1 fields in line 8, saw 5'), and layers named 0, 2, ... came
+    back as numbers."""
+    import pandas as pd
+
+    t = SensitivityTable("kl", "h", "d", (Entry("0", "int4-ch-asym:rtn-mse", 0.25, 0.01), Entry("2", "int4-ch-asym:rtn-mse", 0.5, None)), 1.0)
+    frame = pd.read_csv(t.save(tmp_path / "t.csv"), comment="#", dtype={"layer": str})
+    assert list(frame.columns) == ["layer", "option", "score", "stderr"]
+    assert [t.score(layer, option) for layer, option in zip(frame.layer, frame.option)] == frame.score.tolist() == [0.25, 0.5]
+
+
 def test_heatmap_is_a_png_and_leaves_the_callers_backend(tmp_path):
     previous = matplotlib.get_backend()
     matplotlib.use("svg")  # as a notebook would have its own
