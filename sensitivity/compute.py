@@ -130,6 +130,10 @@ def compute_table(
     _say(announce and progress, f"{announce} (kept in the cache for the next run) ..." if path else f"{announce} ...")
     check_finite_batches(batches)  # as a search does: every score was NaN, refused after the whole metric ran
     check_finite_weights(model, layers)
+    if any(p.is_inference() for p in model.parameters()):  # a RuntimeError from deep in a metric, or seeding fell back unexplained
+        raise AutoqError("the model's weights are inference tensors (the model was built or loaded under torch.inference_mode), "
+                         "which no sensitivity metric can score: build or load it outside torch.inference_mode (torch.no_grad() "
+                         "serves as well), or seed from none")
     if loss is None and batches:  # a batch the model cannot take ((inputs, labels) pairs) failed deep in a metric, unexplained
         with torch.no_grad(), eval_mode(model):  # not inference_mode: a tensor a model caches at its first call (rotary
             # tables) would be an inference tensor, which the gradient metrics' backward cannot save

@@ -6,6 +6,7 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
+import torch
 from torch import nn
 
 from autoq.builtin.digits import digits_workload, empty_digits_cnn
@@ -29,9 +30,12 @@ def load_workload(model: str | None = None, with_metric: bool = True) -> Workloa
     the quality metric (its reference pass over the held-out data) for work that never evaluates: an export, a
     sensitivity table, kernel shapes; its ``evaluate`` is then a `NoMetric`, which refuses to be called."""
     name = model or DEFAULT_MODEL
-    if name in BUILTINS:
-        return dataclasses.replace(BUILTINS[name](with_metric=with_metric), source=name)
-    return dataclasses.replace(text_workload(name, with_metric=with_metric), source=str(Path(name).resolve()))
+    # out of a caller's torch.inference_mode: weights loaded (or digits-cnn trained) under it are inference tensors, which
+    # no sensitivity metric can use, and digits-cnn's training failed there ('element 0 of tensors does not require grad')
+    with torch.inference_mode(False):
+        if name in BUILTINS:
+            return dataclasses.replace(BUILTINS[name](with_metric=with_metric), source=name)
+        return dataclasses.replace(text_workload(name, with_metric=with_metric), source=str(Path(name).resolve()))
 
 
 def builtin_architecture(name: str) -> nn.Module | None:

@@ -20,6 +20,11 @@ ON_COMMAND_LINE = {"n_trials", "workers", "max_retries", "timeout", "seed", "cpu
 FLAGS = ("progress", "resume", "sequential")
 
 
+# what None means for an option whose empty string is refused (the default, unless said here): seed_from=None is no
+# table, where its default 'auto' seeds from one, and "None for the default" turned the seeding off
+_NONE_MEANS = {"seed_from": "'auto' for the default (a sensitivity table), None for no seeds", "mlflow_parent_run_id": "None for no parent"}
+
+
 def label(name: str) -> str:
     """An option as its errors name it: the Python name, and the flag where ``autoq search`` has one, since the API and
     the command line share the checks (``n_trials (--n-trials)``)."""
@@ -61,7 +66,7 @@ def checked_options(config: Any) -> dict[str, Any]:
         if value is not None and not isinstance(value, str):
             raise AutoqError(f"{name} must be a str (or None), got {type(value).__name__} {value!r}")
         if value is not None and not value.strip():  # '' was read as None: a new search for study_name='' of a resume
-            raise AutoqError(f"{name} is {value!r}: give one, or None for {'the default' if name != 'mlflow_parent_run_id' else 'no parent'}")
+            raise AutoqError(f"{name} is {value!r}: give one, or {_NONE_MEANS.get(name, 'None for the default')}")
         if name == "study_name" and value is not None and "'" in value and '"' in value and config.tracking_uri is not None:
             raise AutoqError(f"study_name {value!r} holds both a single and a double quote, and MLflow's filters could not find its "
                              "runs by it (autoq pareto, export by name); keep one kind of quote")

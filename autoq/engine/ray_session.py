@@ -143,11 +143,11 @@ def oversubscribed(workers: int, cpus_per_trial: float, machine_cpus: int) -> st
     """A note where a local Ray sized for ``workers`` trials claims more CPUs than the machine has (``None`` where it
     does not): the trials then share the CPUs, each slower, and each worker holds its own copy of the model."""
     claimed = workers * cpus_per_trial
-    if claimed <= machine_cpus:
+    if claimed <= machine_cpus + 1e-9:  # 3 x 0.1 is 0.30000000000000004
         return None
     return (f"--workers {workers} x --cpus-per-trial {cpus_per_trial:g} claim {claimed:g} CPUs on a machine with {machine_cpus}: "
             f"the local Ray runs the {workers} trials at once on shared CPUs, each slower, and holds {workers} copies of the model "
-            f"(--workers {max(1, int(machine_cpus // cpus_per_trial))} fits this machine)")
+            f"(--workers {max(1, math.floor(machine_cpus / cpus_per_trial + 1e-9))} fits this machine)")  # 2 / 0.1 is 19.99...
 
 
 @contextmanager

@@ -13,7 +13,7 @@ import math
 import numbers
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -146,6 +146,11 @@ class SearchConfig:
         if not strategy_uses_sampler(self.strategy) and sampler_name(self.sampler) != "tpe":  # it was logged as if used
             raise AutoqError(f"--strategy {self.strategy} proposes by itself, with no Optuna sampler, so --sampler "
                              f"{sampler_name(self.sampler)} would be ignored; leave --sampler out, or use --strategy optuna")
+        defaults = {f.name: f.default for f in fields(self)}
+        seed_counts = [f"{name}={getattr(self, name)!r}" for name in ("max_uniform_seeds", "n_fill_seeds") if getattr(self, name) != defaults[name]]
+        if seed_counts and not strategy_uses_sampler(self.strategy):  # as --sampler: ignored, unsaid (no uniform trial ran)
+            raise AutoqError(f"{', '.join(seed_counts)} set the seeds the optuna strategy enqueues before its sampler, and "
+                             f"strategy={self.strategy!r} proposes by itself, with no seeds: leave them out, or use strategy='optuna'")
         for pattern, choice in self.pins:  # a typo in a pinned choice, too, before the model loads
             try:
                 pinned = LayerChoice.from_name(choice)

@@ -111,6 +111,10 @@ def tracking_client(uri: str) -> MlflowClient:
         raise AutoqError(f"MLflow tracking URI {uri!r} names no database file (SQLite in memory, which keeps nothing); use one "
                          f"such as {DEFAULT_TRACKING_URI}")
     check_database_kind(db, uri, "mlflow")  # an optuna.db: MLflow migrated its tables into it, then failed
+    # absolute: MLflow caches a store per URI string for the process, so a relative one kept naming the database of the
+    # folder first opened from, after a chdir (a notebook's, a test's) too (2026-12-03). First: it refuses a path with '%'
+    # or '?', which a new store's build beside it would have read as a query, leaving a stray database behind
+    full = absolute_uri(uri)
     try:
         # a new SQLite store is built by migrations (seconds): a Ctrl-C among them would leave it half built for good, and
         # two searches starting together would both migrate it (one died on the other's tables). Every opening takes the
@@ -121,9 +125,7 @@ def tracking_client(uri: str) -> MlflowClient:
             with deferred_interrupts() if new else contextlib.nullcontext():
                 if new:  # built beside, then linked into place: a kill -9 among the migrations leaves no broken store
                     build_store(db)
-                # absolute: MLflow caches a store per URI string for the process, so a relative one kept naming the
-                # database of the folder first opened from, after a chdir (a notebook's, a test's) too (2026-12-03)
-                return MlflowClient(tracking_uri=absolute_uri(uri))
+                return MlflowClient(tracking_uri=full)
     except MlflowException as exc:
         reason = str(exc.message).split(". ")[0]
         raise AutoqError(f"MLflow cannot use the tracking URI {uri!r}: {reason}; use a database such as "

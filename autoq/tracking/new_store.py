@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import uuid
 from pathlib import Path
 
 BUILDING = ".{name}.building-"  # the prefix of a store being built beside ``name`` (and of its SQLite journal)
@@ -25,7 +26,9 @@ def build_store(db: Path) -> None:
     for stale in db.parent.glob(f"{prefix}*"):  # a build killed before this one: none other runs under the lock
         with contextlib.suppress(OSError):
             stale.unlink()
-    building = db.parent / f"{prefix}{os.getpid()}"
+    # a name of its own each time: MLflow caches a store per URI, and a second build in this process (the store deleted
+    # since) was answered by the first one's cached engine, writing no file
+    building = db.parent / f"{prefix}{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         with quiet_logs():  # not MLflow's "Updating database tables" INFO lines
             MlflowClient(tracking_uri=f"sqlite:///{building}").search_experiments(max_results=1)  # the store, its tables made

@@ -65,3 +65,15 @@ def test_a_cache_that_cannot_be_written_trains_and_says_so(tmp_path, monkeypatch
                                           r"next time; point AUTOQ_CACHE_DIR at a writable folder"):
         workload = digits_workload()
     assert workload.evaluate(workload.model) > 0.95
+
+
+
+def test_loaded_under_the_callers_inference_mode_its_weights_are_ordinary_tensors():
+    """Loaded under torch.inference_mode (a search called there), its weights were inference tensors, which no
+    sensitivity metric can score (and a cold cache's training failed: 'element 0 of tensors does not require grad')."""
+    from autoq.builtin import load_workload
+
+    load_workload("digits-cnn")  # cached
+    with torch.inference_mode():
+        workload = load_workload("digits-cnn")
+    assert not any(p.is_inference() for p in workload.model.parameters())

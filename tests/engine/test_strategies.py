@@ -323,6 +323,12 @@ def test_options_a_strategy_would_ignore_are_refused_and_auto_computes_no_table_
     for strategy in ("ilp", "greedy", "random"):
         with pytest.raises(AutoqError, match=f"--strategy {strategy} proposes by itself, with no Optuna sampler, so --sampler nsga2"):
             SearchConfig(strategy=strategy, sampler="nsga2")
+        for counts, said in (({"max_uniform_seeds": None}, "max_uniform_seeds=None"), ({"n_fill_seeds": 0}, "n_fill_seeds=0"),
+                             ({"max_uniform_seeds": 3, "n_fill_seeds": 4}, "max_uniform_seeds=3, n_fill_seeds=4")):
+            with pytest.raises(AutoqError, match=f"{said} set the seeds the optuna strategy enqueues before its sampler, and "
+                                                 f"strategy='{strategy}' proposes by itself, with no seeds"):  # no uniform trial ran
+                SearchConfig(strategy=strategy, seed_from="none" if strategy == "random" else "auto", **counts)
+    assert SearchConfig(strategy="optuna", max_uniform_seeds=None, n_fill_seeds=0).max_uniform_seeds is None
     space = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
     assert seed_metric("auto", "random", space) is None and seed_metric("auto", "optuna", space) is not None
     assert search(digits, strategy="random", n_trials=3).points  # the default sampler and --seed-from auto still run it

@@ -356,3 +356,14 @@ def test_gradient_metrics_run_under_the_callers_inference_mode(cache, data_made)
     with torch.inference_mode():
         table = compute_table(model, data, space.layers, space.options, "fisher", use_cache=False, progress=False)
     assert table.entries == plain.entries
+
+
+def test_a_model_built_under_inference_mode_is_told_to_be_built_outside_it(cache):
+    """Its weights are inference tensors: kl failed with 'Inference tensors do not track version counter', fisher's seeding
+    fell back to random mixes on a RuntimeError."""
+    with torch.inference_mode():
+        model = mlp()
+    space = space_for(model)
+    for metric in ("kl", "fisher"):
+        with pytest.raises(AutoqError, match="the model's weights are inference tensors .* build or load it outside torch.inference_mode"):
+            compute_table(model, batches(), space.layers, space.options, metric, use_cache=False, progress=False)

@@ -64,6 +64,25 @@ def test_a_kill_while_a_new_store_is_built_leaves_none_and_the_next_command_buil
     assert not list(tmp_path.glob(".mlflow.db.building-*"))  # the killed build's leftovers are gone
 
 
+def test_a_new_store_in_a_folder_with_a_question_mark_is_refused_before_anything_is_built(tmp_path):
+    """The build beside it read '?' as a query: a raw 'No such file' naming a hidden file, and a stray database 'q'."""
+    folder = tmp_path / "q?x"
+    folder.mkdir()
+    with pytest.raises(AutoqError, match=r"has '%' or '\?' in its path"):
+        tracking_client(f"sqlite:///{tmp_path}/q%3Fx/mlflow.db")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["q?x"] and list(folder.iterdir()) == []
+
+
+def test_a_store_deleted_and_made_again_in_one_process_is_built_anew(tmp_path):
+    """MLflow caches a store per URI: the second build's hidden file had the first one's name, and its cached engine
+    wrote nothing ('No such file or directory' at the link)."""
+    uri = f"sqlite:///{tmp_path / 'again' / 'mlflow.db'}"
+    tracking_client(uri).create_experiment("first")
+    shutil.rmtree(tmp_path / "again")
+    tracking_client(uri)  # (MLflow's own cache of the store for this URI still answers from the deleted file: its affair)
+    assert (tmp_path / "again" / "mlflow.db").is_file() and not list((tmp_path / "again").glob(".mlflow.db.building-*"))
+
+
 def test_a_relative_store_is_the_one_in_the_folder_it_is_named_from(tmp_path, monkeypatch, _mlflow_template):
     """MLflow caches a store per URI string for the process: ``sqlite:///mlflow.db`` named from another folder after a
     chdir (a notebook's) kept writing to the first folder's database, while a Ray worker, told the absolute path, wrote
