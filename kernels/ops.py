@@ -51,6 +51,7 @@ def _use_triton(device: torch.device, dtype: torch.dtype, backend: str) -> bool:
 def _use_int8_triton(device: torch.device, dtype: torch.dtype, backend: str) -> bool:
     """`_use_triton` for the int8 GEMM, which needs a GPU of compute capability 8.0 or newer: ``auto`` takes the torch
     path below it, ``triton`` is refused there."""
+    check_backend(backend)  # a typo is refused on any GPU, not taken for auto below 8.0
     if device.type == "cuda" and backend != "torch" and not int8_dot_usable(device):
         if backend == "triton":
             major, minor = torch.cuda.get_device_capability(device)

@@ -22,7 +22,8 @@ FLAGS = ("progress", "resume", "sequential")
 
 # what None means for an option whose empty string is refused (the default, unless said here): seed_from=None is no
 # table, where its default 'auto' seeds from one, and "None for the default" turned the seeding off
-_NONE_MEANS = {"seed_from": "'auto' for the default (a sensitivity table), None for no seeds", "mlflow_parent_run_id": "None for no parent"}
+_NONE_MEANS = {"seed_from": "'auto' for the default (a sensitivity table), None for no table (random budget-filling seeds)",
+               "mlflow_parent_run_id": "None for no parent"}
 
 
 def label(name: str) -> str:

@@ -53,7 +53,7 @@ from autoq.engine.stop_notes import (
     say,
     store_stopped,
 )
-from autoq.engine.strategies import strategy_factory, strategy_needs_scores, strategy_uses_sampler
+from autoq.engine.strategies import strategy_factory, strategy_needs_scores, strategy_reads_seed_counts, strategy_uses_sampler
 from autoq.engine.strategy import Strategy, sampler_factory, sampler_name, study_objectives
 from autoq.engine.study_names import default_study_name, new_study
 from autoq.engine.trials import TrialBook
@@ -148,7 +148,8 @@ class SearchConfig:
                              f"{sampler_name(self.sampler)} would be ignored; leave --sampler out, or use --strategy optuna")
         defaults = {f.name: f.default for f in fields(self)}
         seed_counts = [f"{name}={getattr(self, name)!r}" for name in ("max_uniform_seeds", "n_fill_seeds") if getattr(self, name) != defaults[name]]
-        if seed_counts and not strategy_uses_sampler(self.strategy):  # as --sampler: ignored, unsaid (no uniform trial ran)
+        # as --sampler: ignored, unsaid (no uniform trial ran); not on a resume, whose study an older autoq may have stored them with
+        if seed_counts and not strategy_reads_seed_counts(self.strategy) and not self.resume:
             raise AutoqError(f"{', '.join(seed_counts)} set the seeds the optuna strategy enqueues before its sampler, and "
                              f"strategy={self.strategy!r} proposes by itself, with no seeds: leave them out, or use strategy='optuna'")
         for pattern, choice in self.pins:  # a typo in a pinned choice, too, before the model loads

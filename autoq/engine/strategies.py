@@ -132,6 +132,7 @@ class StrategyInfo:
     needs_scores: bool = False
     reads_scores: bool = True  # False: a sensitivity table would go unread (random): ``auto`` computes none, a metric is refused
     uses_sampler: bool = True  # False: it proposes by itself (ilp, greedy, random): another --sampler than tpe is refused
+    reads_seed_counts: bool = True  # False: it enqueues no uniform or fill seeds (ilp, greedy, random): counts given are refused
 
 
 _STRATEGIES: Registry[StrategyInfo] = Registry(
@@ -140,18 +141,19 @@ _STRATEGIES: Registry[StrategyInfo] = Registry(
 )
 
 
-def register_strategy(name: str, needs_scores: bool = False, reads_scores: bool = True,
-                      uses_sampler: bool = True) -> Callable[[StrategyFactory], StrategyFactory]:
+def register_strategy(name: str, needs_scores: bool = False, reads_scores: bool = True, uses_sampler: bool = True,
+                      reads_seed_counts: bool = True) -> Callable[[StrategyFactory], StrategyFactory]:
     """Decorator: make ``factory(ctx) -> (strategy, seeds, uniform)`` available as ``--strategy NAME``. ``strategy``
     keeps the `Strategy` protocol (`QueueStrategy` turns any iterator of assignments into one), ``seeds`` are
     enqueued before it runs, and the ``uniform`` assignments are flagged as baselines when evaluated.
-    ``reads_scores=False`` / ``uses_sampler=False``: it never reads ``ctx.scores`` / ``ctx.sampler``, so that a table
-    is not computed for it and a ``--seed-from`` or ``--sampler`` given to it is refused rather than ignored."""
+    ``reads_scores=False`` / ``uses_sampler=False`` / ``reads_seed_counts=False``: it never reads ``ctx.scores`` /
+    ``ctx.sampler`` / ``ctx.max_uniform_seeds`` and ``ctx.n_fill_seeds``, so that a table is not computed for it and a
+    ``--seed-from``, ``--sampler`` or seed count given to it is refused rather than ignored."""
     if needs_scores and not reads_scores:
         raise ValueError(f"strategy {name!r}: needs_scores=True with reads_scores=False")
     def info(factory: StrategyFactory) -> StrategyInfo:
         check_callable("strategy", name, factory, ("ctx",))
-        return StrategyInfo(name, factory, needs_scores, reads_scores, uses_sampler)
+        return StrategyInfo(name, factory, needs_scores, reads_scores, uses_sampler, reads_seed_counts)
 
     return _STRATEGIES.decorator(name, info)
 
@@ -184,12 +186,18 @@ def strategy_uses_sampler(name: str) -> bool:
     return info is None or info.uses_sampler
 
 
+def strategy_reads_seed_counts(name: str) -> bool:
+    """Whether strategy ``name`` reads ``max_uniform_seeds`` and ``n_fill_seeds`` (an unknown name: yes)."""
+    info = _STRATEGIES.find(name)
+    return info is None or info.reads_seed_counts
+
+
 def strategy_names() -> list[str]:
     """Every registered strategy's name, the built-ins first."""
     return _STRATEGIES.names()
 
 
 register_strategy("optuna")(_optuna_strategy)
-register_strategy("ilp", needs_scores=True, uses_sampler=False)(_ilp_strategy)
-register_strategy("greedy", needs_scores=True, uses_sampler=False)(_greedy_strategy)
-register_strategy("random", reads_scores=False, uses_sampler=False)(_random_strategy)
+register_strategy("ilp", needs_scores=True, uses_sampler=False, reads_seed_counts=False)(_ilp_strategy)
+register_strategy("greedy", needs_scores=True, uses_sampler=False, reads_seed_counts=False)(_greedy_strategy)
+register_strategy("random", reads_scores=False, uses_sampler=False, reads_seed_counts=False)(_random_strategy)

@@ -28,7 +28,7 @@ from autoq.errors import AutoqError
     # were read as left out: study_name='' started a new search where a resume was meant
     ({"study_name": ""}, "study_name is '': give one, or None for the default"),
     ({"mlflow_parent_run_id": " "}, "mlflow_parent_run_id is ' ': give one, or None for no parent"),
-    ({"seed_from": ""}, "seed_from is '': give one, or 'auto' for the default (a sensitivity table), None for no seeds"),  # None is no table
+    ({"seed_from": ""}, "seed_from is '': give one, or 'auto' for the default (a sensitivity table), None for no table (random budget-filling seeds)"),  # None is no table
     # failed after the model loaded, in the space loader or MLflow ('int' object has no attribute 'startswith')
     ({"space": None}, "space must be a non-empty str, got NoneType None"),
     ({"space": 3}, "space must be a non-empty str, got int 3"),

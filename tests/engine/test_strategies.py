@@ -313,7 +313,7 @@ def test_with_fewer_trials_than_baselines_a_latency_budget_keeps_those_of_the_mo
     assert sorted(p.effective_bits for p in result.points if p.uniform) == most_bits
 
 
-def test_options_a_strategy_would_ignore_are_refused_and_auto_computes_no_table_it_would_not_read(digits):
+def test_options_a_strategy_would_ignore_are_refused_and_auto_computes_no_table_it_would_not_read(digits, tmp_path, monkeypatch):
     """--strategy random computed the default (fisher) table by --seed-from auto, and took --seed-from kl and --sampler
     nsga2, logging them as if they had been used; ilp and greedy took any --sampler."""
     from autoq.engine.seeding import seed_metric
@@ -329,6 +329,15 @@ def test_options_a_strategy_would_ignore_are_refused_and_auto_computes_no_table_
                                                  f"strategy='{strategy}' proposes by itself, with no seeds"):  # no uniform trial ran
                 SearchConfig(strategy=strategy, seed_from="none" if strategy == "random" else "auto", **counts)
     assert SearchConfig(strategy="optuna", max_uniform_seeds=None, n_fill_seeds=0).max_uniform_seeds is None
+    # a resume of a study an older autoq stored with them goes on; a plug-in that proposes alone may still enqueue seeds
+    resumed = SearchConfig(strategy="ilp", n_fill_seeds=4, resume=True, study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert resumed.n_fill_seeds == 4
+    from autoq.engine import strategies
+    from autoq.engine.strategies import register_strategy, strategy_factory
+
+    monkeypatch.setattr(strategies, "_STRATEGIES", strategies._STRATEGIES.copy())
+    register_strategy("fills-then-ilp", needs_scores=True, uses_sampler=False)(strategy_factory("ilp"))
+    assert SearchConfig(strategy="fills-then-ilp", n_fill_seeds=4).n_fill_seeds == 4
     space = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
     assert seed_metric("auto", "random", space) is None and seed_metric("auto", "optuna", space) is not None
     assert search(digits, strategy="random", n_trials=3).points  # the default sampler and --seed-from auto still run it

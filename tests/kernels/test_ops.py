@@ -296,6 +296,8 @@ def test_the_int8_gemm_runs_on_ampere_and_newer_and_auto_takes_the_torch_path_be
     gpu = torch.device("cuda", 0)  # a device object only: the decision is made before any launch
     assert _use_int8_triton(gpu, torch.float16, "auto") is auto
     assert _use_int8_triton(gpu, torch.float16, "torch") is False
+    with pytest.raises(AutoqError, match="unknown kernel backend 'tritn'"):  # a typo is not taken for auto on any GPU
+        _use_int8_triton(gpu, torch.float16, "tritn")
     if auto:
         assert _use_int8_triton(gpu, torch.float16, "triton") is True
     else:
