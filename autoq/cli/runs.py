@@ -193,7 +193,8 @@ def run_pareto(args: argparse.Namespace) -> int:
               f"the frontier of the {len(result.points)} left (the search's frontier.csv artifact holds the frontier it logged).")
     uniform_logged = run.data.metrics.get("n_uniform_evaluated")  # a deleted run is a baseline's only where fewer are left
     uniform_gone = uniform_logged is not None and int(uniform_logged) > result.uniform_coverage[0]
-    print(format_summary(result, finished=logged, module=run.data.params.get("model_source") == "none", deleted=deleted if uniform_gone else 0))
+    print(format_summary(result, finished=logged, module=run.data.params.get("model_source") == "none", deleted=deleted if uniform_gone else 0,
+                         shell=True))
     return 0
 
 

@@ -123,7 +123,7 @@ def run(args: argparse.Namespace) -> int:
     check_tracking(config)  # a server that does not answer, before the model loads (the search checks it again)
     print(f"autoq: loading {args.model or 'the default model (all-MiniLM-L6-v2)'} ...", file=sys.stderr, flush=True)
     result = run_search(load_workload(args.model), config)
-    print(format_summary(result))
+    print(format_summary(result, shell=True))
     if getattr(args, "plugins", None) and (result.tracking_uri or result.storage):  # else no export or resume command was printed
         print(f"Plug-ins: {plugin_note(args.plugins)}.")
     return 0

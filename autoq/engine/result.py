@@ -132,6 +132,7 @@ class SearchResult:
     n_uniform: int | None = None  # uniform assignments within the budget the search counted as baselines (None: not recorded)
     model_hash: str = field(default="", compare=False)  # of the searched model's weights and buffers ("" if not recorded)
     plugin_code: tuple[tuple[str, str], ...] = field(default=(), compare=False)  # the plug-in methods' code digests (autoq.ptq.plugin_code)
+    module: bool = field(default=False, compare=False)  # searched an nn.Module passed from Python: its export is a Python call
 
     def __post_init__(self) -> None:
         """Each point carries how it was searched, so that ``autoq.export(model, result.best, ...)`` checks the

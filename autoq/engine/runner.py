@@ -348,6 +348,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         parent_run_id=session.tracker.parent_id if session.tracker else None, eval_seconds=reference.seconds, wall_seconds=wall_seconds,
         n_infeasible=book.n_infeasible, n_failed=book.n_failed, sequential=config.sequential, calibration_digest=session.calibration_digest,
         n_calibration=len(workload.calibration), n_uniform=len(study.uniform), model_hash=reference.weights, plugin_code=tuple(problem_code.items()),
+        module=not workload.source,
     )
 
 

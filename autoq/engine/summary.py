@@ -32,9 +32,13 @@ def _fmt_latency(p: Point) -> str:
     return f"{format_latency_us(p.latency_us):>12}" if p.latency_us is not None else ""
 
 
-def export_command(run_id: str | None, tracking_uri: str, name_store: bool = False, plugins: str = "", module: bool = False) -> str:
-    """The ``autoq export`` command line for an MLflow run: ``--tracking-uri`` where it is not the default, or always with
-    ``name_store`` (a run's MLflow description is read where no default can be assumed: a SQLite store by its absolute path);
+def export_command(run_id: str | None, tracking_uri: str, name_store: bool = False, plugins: str = "", module: bool = False,
+                   shell: bool = False) -> str:
+    """The ``autoq export`` command line for an MLflow run, naming its store (``name_store``: a SQLite store by its absolute
+    path, for a run's MLflow description, read where no folder can be assumed). ``shell``: printed by a command, whose
+    ``$MLFLOW_TRACKING_URI`` is the shell's: a store that is the default through it goes unnamed. Else always named:
+    ``mlflow.set_tracking_uri`` sets the variable in a pipeline's process only, and the command left out a store the
+    shell knew nothing of;
     ``plugins``: the search's ``plugins`` param (quoted, space-separated), each added as ``--plugin``. ``module``: the search
     was of an ``nn.Module`` passed from Python, which no command line can name: the ``autoq.export`` call instead (the
     command printed for it was refused, "pass the model to export")."""
@@ -44,7 +48,7 @@ def export_command(run_id: str | None, tracking_uri: str, name_store: bool = Fal
     uri = shown_uri(absolute_uri(tracking_uri) if name_store else tracking_uri)  # a run's description is the team's to read
     if module:
         return f"autoq.export(model, {run_id!r}, 'quantized', tracking_uri={shown_uri(absolute_uri(tracking_uri))!r})   # model: the nn.Module searched"
-    store = f" --tracking-uri {shlex.quote(uri)}" if name_store or tracking_uri != default_tracking_uri() else ""
+    store = "" if shell and not name_store and tracking_uri == default_tracking_uri() else f" --tracking-uri {shlex.quote(uri)}"
     extra = "".join(f" --plugin {shlex.quote(p)}" for p in shlex.split(plugins) if p != "none")
     return f"autoq export --run-id {run_id}{store}{extra} --out quantized"
 
@@ -62,12 +66,16 @@ def open_command(tracking_uri: str, run_id: str | None) -> str:
     return f"mlflow ui --backend-store-uri {shlex.quote(shown_uri(tracking_uri))}"  # a database's password hidden, as export's
 
 
-def format_summary(result: SearchResult, finished: bool = True, module: bool = False, deleted: int = 0) -> str:
+def format_summary(result: SearchResult, finished: bool = True, module: bool | None = None, deleted: int = 0, shell: bool = False) -> str:
     """The closing summary. ``finished=False``: a search read back from MLflow that did not end (killed, or still
     running): its parent run holds no frontier files yet, so the export names the best trial's own run. ``module``: a
     search of a module passed from Python (its run's ``model_source`` is ``none``): the export is a Python call.
-    ``deleted``: trial runs the search logged that are deleted in MLflow since (``result`` holds those left)."""
+    ``deleted``: trial runs the search logged that are deleted in MLflow since (``result`` holds those left).
+    ``module=None``: the result's own ``module`` (a Python search of its own module printed the command line's export).
+    ``shell``: printed by an ``autoq`` command (see `export_command`)."""
     from autoq.tracking.mlflow_logger import credentials_note, shown_uri
+
+    module = result.module if module is None else module
 
     source = result.points[0].latency_source if result.points else None
     objectives = "quality, bits, latency" if source else "quality, bits"
@@ -135,14 +143,14 @@ def format_summary(result: SearchResult, finished: bool = True, module: bool = F
         lines.append(f"MLflow: parent run {result.parent_run_id} in {store}{hidden}: the search has not finished, so it holds no "
                      f"frontier files yet (it writes them as it ends; if it was killed, autoq search --resume {shlex.quote(result.study_name)} does).")
         lines.append(f"  Open it:  {open_command(result.tracking_uri, result.parent_run_id)}")
-        lines.append(f"  Export the best point:  {export_command(best.run_id, result.tracking_uri, module=module)}   (its trial's run)")
+        lines.append(f"  Export the best point:  {export_command(best.run_id, result.tracking_uri, module=module, shell=shell)}   (its trial's run)")
     elif result.tracking_uri:
         lines.append(f"MLflow: parent run {result.parent_run_id} in {store}{hidden} (frontier.csv, frontier.png, pareto=true tags).")
         lines.append(f"  Open it:  {open_command(result.tracking_uri, result.parent_run_id)}")
         # the best point's own run where it has one: the parent's frontier.json names the best as the search logged it,
         # which a trial run deleted since (left out here, as autoq pareto leaves it out) makes another point than this
         run_id, what = (best.run_id, "its trial's run") if best.run_id else (result.parent_run_id, "the search's run")
-        lines.append(f"  Export the best point:  {export_command(run_id, result.tracking_uri, module=module)}   ({what}; or a frontier point's MLflow run id above)")
+        lines.append(f"  Export the best point:  {export_command(run_id, result.tracking_uri, module=module, shell=shell)}   ({what}; or a frontier point's MLflow run id above)")
     if result.storage:
         hidden = " (MLflow keeps it with its password hidden: put yours in place of ***)" if ":***@" in result.storage else ""
         lines.append(f"Optuna study {result.study_name!r} in {result.storage}{hidden}.")

@@ -36,8 +36,9 @@ def point_note(point: Point, tracking_uri: str, plugins: str = "", module: bool 
         "```",
         export_command(point.run_id or "<run id>", tracking_uri, name_store=True, plugins=plugins, module=module),
         "```",
-        "Add `--log-to-run` to log it as an MLflow model of this run (`runs:/<this run's id>/quantized_model`, which "
-        "`mlflow.pyfunc.load_model` and `autoq.load` take), and `--registered-model-name NAME` to register it as well.",
+        f"Add `{'log_to_run=True' if module else '--log-to-run'}` to log it as an MLflow model of this run "
+        "(`runs:/<this run's id>/quantized_model`, which `mlflow.pyfunc.load_model` and `autoq.load` take), and "
+        f"`{'registered_model_name=NAME' if module else '--registered-model-name NAME'}` to register it as well.",
     ])
 
 

@@ -163,7 +163,7 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
         sequential=params.get("sequential") == "True", calibration_digest=recorded(params, "calibration_digest"),
         n_calibration=int(params.get("n_calibration_batches", 0)),
         n_uniform=int(metrics["n_uniform_baselines"]) if "n_uniform_baselines" in metrics else None,
-        model_hash=params.get("model_hash", ""), plugin_code=recorded_code(params),
+        model_hash=params.get("model_hash", ""), plugin_code=recorded_code(params), module=params.get("model_source") == "none",
     )
 
 

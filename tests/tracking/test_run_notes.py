@@ -73,7 +73,19 @@ def test_a_long_frontier_is_cut_to_what_an_mlflow_tag_holds():
     assert f"--tracking-uri sqlite:///{Path.cwd() / 'mlflow.db'}" in note and "sqlite:///mlflow.db" not in note
 
 
+def test_the_export_command_names_a_store_that_is_the_default_only_through_the_environment(monkeypatch):
+    """mlflow.set_tracking_uri (a pipeline's) sets $MLFLOW_TRACKING_URI in its process only: the summary's command left
+    --tracking-uri out, and failed in a shell ('no MLflow store at mlflow.db')."""
+    from autoq.engine.summary import export_command
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://127.0.0.1:5057")
+    assert export_command("abc", "http://127.0.0.1:5057") == "autoq export --run-id abc --tracking-uri http://127.0.0.1:5057 --out quantized"
+    assert export_command("abc", "http://127.0.0.1:5057", shell=True) == "autoq export --run-id abc --out quantized"  # the shell's own
+
+
 def test_a_search_of_a_module_passed_from_python_says_how_to_export_in_python(mlflow_uri, tmp_path, capsys):
+    from autoq.engine import SearchResult, format_summary
+
     """The printed 'autoq export --run-id ...' (in the summary of autoq pareto and in the runs' descriptions) was refused:
     'searched ... given as a module ...; pass the model to export'."""
     import ast
@@ -89,6 +101,11 @@ def test_a_search_of_a_module_passed_from_python_says_how_to_export_in_python(ml
     client = MlflowClient(mlflow_uri)
     notes = [client.get_run(result.parent_run_id).data.tags[NOTE_TAG], client.get_run(result.best.run_id).data.tags[NOTE_TAG]]
     assert all("autoq export" not in note and "autoq.export(model, " in note for note in notes)
+    assert "Add `log_to_run=True`" in notes[1] and "`registered_model_name=NAME`" in notes[1] and "--log-to-run" not in notes[1]
+    # the Python summary too (it printed the command line's, refused), and from_mlflow's
+    for summary in (format_summary(result), format_summary(SearchResult.from_mlflow(result.parent_run_id, mlflow_uri))):
+        line = next(line for line in summary.splitlines() if "Export the best point:" in line)
+        assert "autoq.export(model, " in line and "autoq export" not in line
     assert main(["pareto", result.study_name, "--tracking-uri", mlflow_uri]) == 0
     printed = next(line for line in capsys.readouterr().out.splitlines() if "Export the best point:" in line)
     call = printed.split("Export the best point:", 1)[1].split("   #")[0].strip()
