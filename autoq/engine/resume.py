@@ -130,7 +130,7 @@ def stored_settings(workload: Workload, config: SearchConfig, derived: dict[str,
         "pins": [list(p) for p in config.pins], "device": portable_device(config.device), "batch": config.batch, "n_trials": config.n_trials,
         "strategy": config.strategy, "seed_from": portable_seed_from(config.seed_from), "sequential": config.sequential, "max_uniform_seeds": config.max_uniform_seeds,
         "max_retries": config.max_retries,  # not compared: a resume may change it, but one from the command line keeps it unless told
-        "tracking_uri": absolute_uri(config.tracking_uri) if config.tracking_uri else None, "experiment": config.experiment,
+        "tracking_uri": _without_login(absolute_uri(config.tracking_uri)) if config.tracking_uri else None, "experiment": config.experiment,
         "mlflow_parent_run_id": config.mlflow_parent_run_id,
         "data_fingerprint": workload.data_fingerprint,  # other data would score the new trials otherwise than the stored
         "plugins": [portable(p) for p in config.plugins],  # a resume from the command line must load them again
@@ -203,6 +203,13 @@ def read_run_id(storage: str | None, study_name: str) -> str | None:
     return run_id if isinstance(run_id, str) else None
 
 
+def _without_login(uri: str) -> str:
+    """A tracking URI as a study stores it: a server's without its user and password, since a study's attributes are
+    every reader's of the storage (optuna-dashboard shows them), and a resume logs with ``MLFLOW_TRACKING_USERNAME`` and
+    ``_PASSWORD`` as README says. A database URL is kept whole: MLflow has no other way to its password."""
+    return shown_uri(uri) if uri.startswith(("http://", "https://")) else uri
+
+
 def remember_counts(storage: str, study_name: str, n_trials: int, max_retries: int, n_done: int, tracking_uri: str | None = None) -> None:
     """A resume that asks for another ``n_trials`` or ``max_retries`` stores them: the next resume (the command an
     interruption prints, which reads the stored settings) then goes on with them, not the first session's. One that
@@ -216,7 +223,7 @@ def remember_counts(storage: str, study_name: str, n_trials: int, max_retries: i
     if n_trials > n_done:
         asked["n_trials"] = n_trials
     if tracking_uri is not None:
-        asked["tracking_uri"] = tracking_uri
+        asked["tracking_uri"] = _without_login(tracking_uri)
     if settings and any(settings.get(key) != value for key, value in asked.items()):
         study.set_user_attr(SETTINGS_ATTR, {**settings, **asked})
 

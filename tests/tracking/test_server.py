@@ -160,6 +160,12 @@ def test_a_search_on_a_server_links_its_page_keeps_the_password_out_and_exports_
     notes = [run.data.tags.get("mlflow.note.content", "") for run in [parent, *children]]
     assert sum("autoq export --run-id" in note and f"--tracking-uri {server.uri} " in note for note in notes) >= 2
     assert not any(SECRET in note or "alice" in note for note in notes)
+    # nor in the Optuna study, whose attributes every reader of the storage sees (optuna-dashboard): it kept the URL whole
+    assert SECRET.encode() not in (user / "optuna.db").read_bytes()
+    proc = _autoq("search", "--resume", "team", "--n-trials", "7", "--no-progress", cwd=user)  # the stored store, without them
+    out, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    assert len(client.search_runs([parent.info.experiment_id], f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")) == 7
 
     proc = _autoq("export", "--run-id", parent.info.run_id, "--tracking-uri", server.uri, "--out", "best", "--log-to-run",
                   "--registered-model-name", "team-w4", "--no-progress", cwd=user)
