@@ -364,7 +364,9 @@ def check_same_settings(storage: str | None, study_name: str, settings: dict[str
     if stored is not None:
         _check_settings(study_name, settings, stored)
         run_id = study.user_attrs.get(RUN_ATTR)
-        _check_same_store(study_name, stored.get("tracking_uri"), settings.get("tracking_uri"), run_id if isinstance(run_id, str) else None)
+        stored_uri = stored.get("tracking_uri")  # an older autoq's study kept a server's login in it: the same store
+        _check_same_store(study_name, _without_login(stored_uri) if isinstance(stored_uri, str) else stored_uri, settings.get("tracking_uri"),
+                          run_id if isinstance(run_id, str) else None)
 
 
 def _check_same_store(study_name: str, stored: str | None, given: str | None, run_id: str | None) -> None:

@@ -915,3 +915,17 @@ def test_a_python_resume_without_counts_takes_the_stored_ones(digits, tmp_path):
     assert (stored["n_trials"], stored["max_retries"]) == (6, 0)
     more = autoq.search("digits-cnn", resume=True, n_trials=8, **kwargs)  # given: taken, as --n-trials is
     assert len(more.points) == 8 and started_settings(storage, "counts")["n_trials"] == 8
+
+
+def test_a_study_stored_with_a_servers_login_resumes_against_the_same_server(tmp_path):
+    """An older autoq stored the tracking URL whole, password included; the URL given now (stored without it) was taken
+    for another store, and the resume refused ('cannot resume ... in another MLflow store', the same URL on both sides)."""
+    from autoq.engine.resume import RUN_ATTR, SETTINGS_ATTR, check_same_settings
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="team", storage=storage)
+    study.set_user_attr(SETTINGS_ATTR, {"tracking_uri": "http://alice:pw@127.0.0.1:9"})
+    study.set_user_attr(RUN_ATTR, "0" * 32)
+    check_same_settings(storage, "team", {"tracking_uri": "http://127.0.0.1:9"})  # no server to ask: the same one, by its URL
+    with pytest.raises(AutoqError, match="cannot resume 'team' in another MLflow store"):
+        check_same_settings(storage, "team", {"tracking_uri": "http://127.0.0.1:10"})
