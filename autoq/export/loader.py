@@ -95,6 +95,11 @@ def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "au
     if model is not None and not isinstance(model, nn.Module):
         raise AutoqError(f"model must be a torch.nn.Module of the export's architecture to load into (or None: rebuilt from the "
                          f"export), got {type(model).__name__}")
+    meta = next((n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta), None) if model is not None else None
+    if meta is not None:  # loaded as a no-op into it (torch's UserWarnings), the packed codes moved to meta: a torch error at the first forward
+        raise AutoqError(f"the model to load into holds {meta!r} on the 'meta' device (built under torch.device('meta') or "
+                         "init_empty_weights), which load cannot fill: build it on the CPU, or leave model= out to rebuild the "
+                         "exported model (a Hugging Face or built-in one)")
     if is_artifact_uri(out_dir):
         with downloaded(str(out_dir), tracking_uri) as local:
             return _load_folder(local, model, backend)

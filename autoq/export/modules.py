@@ -41,7 +41,8 @@ class QuantLinear(nn.Module):
         self.register_buffer("split_counters", counters, persistent=False)
         # AWQ: the codes are those of W diag(s); the input is divided by s (fp32, (in,)) before the kernel
         self.register_buffer("input_scale", None if input_scale is None else input_scale.float().to(packed.qweight.device))
-        self.bias = nn.Parameter(bias.detach().clone()) if bias is not None else None
+        # as the replaced layer's: a frozen model's quantized layers came back with trainable biases
+        self.bias = nn.Parameter(bias.detach().clone(), requires_grad=bias.requires_grad) if bias is not None else None
         # the dtype `weight` is read in (the replaced layer's: a bf16 model's T5 casts its input to `wo.weight.dtype`),
         # following .half()/.to(dtype) as an ordinary layer's weight would
         self.register_buffer("compute_dtype_probe", torch.zeros(0, dtype=compute_dtype, device=packed.qweight.device), persistent=False)

@@ -168,7 +168,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     ``autoq.load`` and ``mlflow.pyfunc.load_model`` take), for a point given as a run id; ``registered_model_name``
     (with it) adds a version of it to the Model Registry under that name (see `autoq.export.mlflow_store`).
     """
-    model = _checked_arguments(model, out_dir, sequential, log_to_run, registered_model_name)
+    model = _checked_arguments(model, out_dir, sequential, log_to_run, registered_model_name, progress)
     run_id = point if isinstance(point, str) else None
     if run_id is not None:
         from autoq.tracking import default_tracking_uri
@@ -214,12 +214,12 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
     make_folder(out, "export")  # now too: a folder that cannot be made fails before the quantization, not after
     if (out / CONFIG_NAME).is_file():  # as save_pretrained does, an export replaces one there: said, not silent
         note(f"replacing the autoq export already in {out}")
-    with torch.no_grad(), removed_if_empty(out, made_from):
-        tensors, meta = _packed_tensors(model, assignment, layers, calibration, bool(sequential), progress)
-    cost = CostModel.for_model(model, layers).cost(assignment)
-    inputs = input_spec(calibration[0], model) if calibration else None
-    outputs = output_spec(calibration[0], model) if inputs else None
-    with removed_if_empty(out, made_from):
+    with removed_if_empty(out, made_from):  # whatever fails, a folder made for the export is not left empty
+        with torch.no_grad():
+            tensors, meta = _packed_tensors(model, assignment, layers, calibration, bool(sequential), progress)
+        cost = CostModel.for_model(model, layers).cost(assignment)
+        inputs = input_spec(calibration[0], model) if calibration else None
+        outputs = output_spec(calibration[0], model) if inputs else None
         _write_files(out, tensors, {
             "base": describe_base(model, builtin, dtype),
             "weights": WEIGHTS_NAME,
@@ -235,7 +235,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
 
 
 def _checked_arguments(model: object, out_dir: object, sequential: object, log_to_run: bool,
-                       registered_model_name: str | None) -> nn.Module | str | None:
+                       registered_model_name: str | None, progress: object = True) -> nn.Module | str | None:
     """Refuse arguments of the wrong kind in words, before any work; the model, a path as its str."""
     if not isinstance(out_dir, (str, os.PathLike)):  # pathlib's TypeError named neither the argument nor what it takes
         raise AutoqError(f"out_dir must be the folder to write the export to (a str or Path), got {type(out_dir).__name__} {out_dir!r}")
@@ -248,6 +248,9 @@ def _checked_arguments(model: object, out_dir: object, sequential: object, log_t
                          f"{type(model).__name__} {model!r}")
     if sequential is not None and not isinstance(sequential, (bool, np.bool_)):  # bool('no') is True: it quantized sequentially
         raise AutoqError(f"sequential must be True, False or None (as the search ran), got {type(sequential).__name__} {sequential!r}")
+    for name, value in (("log_to_run", log_to_run), ("progress", progress)):  # log_to_run='no' logged to a shared store
+        if not isinstance(value, (bool, np.bool_)):
+            raise AutoqError(f"{name} must be True or False, got {type(value).__name__} {value!r}")
     if registered_model_name is not None:
         if not log_to_run:
             raise AutoqError("registered_model_name registers the MLflow model that log_to_run=True logs; pass both")
@@ -273,6 +276,9 @@ def _check_searched_weights(point: object, model: nn.Module) -> None:
 def _exportable_layers(model: nn.Module, assignment: Assignment) -> list[LayerInfo]:
     """The assignment's layers in ``model``, refusing what an export cannot write: a layer the model lacks, an
     activation format on a convolution, a quantized tied weight, NaN or inf weights."""
+    if not len(assignment):  # the cost's bits per weight divided by no weights (ZeroDivisionError), an empty folder left
+        raise AutoqError("the assignment names no layer; give each layer to quantize a choice (Assignment.from_dict({name: "
+                         "'int4-ch-asym:rtn-mse', ...})), or export a search's point")
     found = {layer.name: layer for layer in find_layers(model, include_tied=True)}
     unknown = [name for name in assignment if name not in found]
     if unknown:

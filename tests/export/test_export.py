@@ -474,3 +474,16 @@ def test_an_export_that_fails_removes_the_folder_it_made(tmp_path, monkeypatch):
     with pytest.raises(AutoqError, match="PTQ method 'raises' failed"):
         autoq.export(model, assignment, tmp_path / "mine", progress=False)
     assert (tmp_path / "mine").is_dir()  # the user's own folder stays
+
+
+def test_an_empty_assignment_or_a_flag_that_is_not_a_bool_is_refused_before_any_folder_is_made(tmp_path):
+    """An empty Assignment ended in a ZeroDivisionError and left an empty folder; log_to_run='no' logged to MLflow."""
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.ReLU(), torch.nn.Linear(16, 2))
+    with pytest.raises(AutoqError, match="the assignment names no layer"):
+        autoq.export(model, Assignment.from_dict({}), tmp_path / "empty", progress=False)
+    int4 = Assignment.from_dict({"0": "int4-ch-asym:rtn-mse"})
+    for flags, said in (({"log_to_run": "no"}, "log_to_run must be True or False, got str 'no'"),
+                        ({"progress": "no"}, "progress must be True or False, got str 'no'")):
+        with pytest.raises(AutoqError, match=said):
+            autoq.export(model, int4, tmp_path / "flags", **flags)
+    assert not (tmp_path / "empty").exists() and not (tmp_path / "flags").exists()

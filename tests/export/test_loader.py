@@ -459,3 +459,16 @@ def test_a_base_model_transformers_cannot_build_is_one_clear_error(tmp_path, edi
     (out / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(AutoqError, match=message):
         autoq.load(out)
+
+
+def test_a_model_on_the_meta_device_is_refused_and_a_frozen_ones_biases_stay_frozen(tmp_path):
+    """Loading into an empty (meta) model was a no-op with torch's warnings and a torch error at the first forward; and
+    a frozen model's quantized layers came back with trainable biases (an optimizer over requires_grad trained them)."""
+    out = export(Tiny(), {"fc": "int4-ch-asym:rtn-mse"}, tmp_path / "x")
+    with torch.device("meta"):
+        empty = Tiny()
+    with pytest.raises(AutoqError, match=r"the model to load into holds 'emb.weight' on the 'meta' device .* build it on the CPU"):
+        autoq.load(out, model=empty)
+    loaded = autoq.load(out, model=Tiny().requires_grad_(False))
+    assert isinstance(loaded.fc, QuantLinear) and not any(p.requires_grad for p in loaded.parameters())
+    assert autoq.load(out, model=Tiny()).fc.bias.requires_grad  # a trainable one stays so
