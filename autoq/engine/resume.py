@@ -354,10 +354,12 @@ def _never_started(study: optuna.Study, study_name: str, storage: str | None) ->
             f"or delete the empty study (optuna delete-study --study-name {study_name} --storage {storage})")
 
 
-def check_same_settings(storage: str | None, study_name: str, settings: dict[str, Any]) -> None:
+def check_same_settings(storage: str | None, study_name: str, settings: dict[str, Any], tracking_uri: str | None = None) -> None:
     """Refuse other settings than the stored search's before the search problem is built from them: a changed pin or space
     was reported as an infeasible budget, which the stored search was not; and a search still running, before the model
-    is measured (minutes for an LLM, to be told). (`check_resumable` checks both again, under the lock.)"""
+    is measured (minutes for an LLM, to be told). (`check_resumable` checks both again, under the lock.) ``tracking_uri``:
+    the store as given, a server's login included, which is asked whether it holds the search's run (``settings`` hold it
+    without: a server that needs the login answered 401, and the store given was taken for another)."""
     study = load_study(storage, study_name)
     _check_not_running(study, study_name)
     stored = study.user_attrs.get(SETTINGS_ATTR)
@@ -366,10 +368,10 @@ def check_same_settings(storage: str | None, study_name: str, settings: dict[str
         run_id = study.user_attrs.get(RUN_ATTR)
         stored_uri = stored.get("tracking_uri")  # an older autoq's study kept a server's login in it: the same store
         _check_same_store(study_name, _without_login(stored_uri) if isinstance(stored_uri, str) else stored_uri, settings.get("tracking_uri"),
-                          run_id if isinstance(run_id, str) else None)
+                          run_id if isinstance(run_id, str) else None, tracking_uri)
 
 
-def _check_same_store(study_name: str, stored: str | None, given: str | None, run_id: str | None) -> None:
+def _check_same_store(study_name: str, stored: str | None, given: str | None, run_id: str | None, ask: str | None = None) -> None:
     """Refuse a resume that names another MLflow store than the search's while that one is still in place: it opened a
     second parent run there and logged every kept trial again, and the next plain resume went back to the first. A
     store that holds the search's run (a copy: `remember_counts` then records it), one in place of a SQLite store gone
@@ -380,7 +382,7 @@ def _check_same_store(study_name: str, stored: str | None, given: str | None, ru
     db = sqlite_path(stored)
     if db is not None and not db.exists():
         return
-    if _holds_run(given, run_id):
+    if _holds_run(ask or given, run_id):  # ``ask``: the given store with its login, if any
         return
     raise AutoqError(f"cannot resume {study_name!r} in another MLflow store: it logs to {shown_uri(stored)} (its parent run {run_id}), and {shown_uri(given)} would get a second parent run "
                      f"that logs its kept trials again; leave --tracking-uri out (a resume takes the stored one) or pass "

@@ -313,7 +313,8 @@ class _Session:
 def _run_search(workload: Workload, config: SearchConfig, start: float, claimed: list[tuple[str | None, str]]) -> SearchResult:
     """Check, measure the unquantized model, open the study and its MLflow run, run the trials and store the outcome."""
     if config.resume and config.study_name:  # other settings are the error, not what they make of the budget
-        check_same_settings(config.resolved_storage(), config.study_name, stored_settings(workload, config))
+        check_same_settings(config.resolved_storage(), config.study_name, stored_settings(workload, config),
+                            absolute_uri(config.tracking_uri) if config.tracking_uri else None)
     problem = prepare(workload, config)
     problem_code = plugin_code(problem.space.methods)  # what the plug-in methods were as they scored: an edited one's export is refused
     derived = {"plugin_code": problem_code, "space_options": problem.space.digest,  # what a resume compares besides the options given

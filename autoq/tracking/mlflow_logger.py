@@ -230,6 +230,9 @@ def store_errors() -> tuple[type[Exception], ...]:
 def store_failed(uri: str, exc: Exception, advice: str = "start it, or pass another --tracking-uri (none: no MLflow)") -> AutoqError:
     """The error for a tracking store that failed a request (after MLflow's own retries): its first line, and ``advice``."""
     first = str(getattr(exc, "message", exc)).splitlines()[0] if str(getattr(exc, "message", exc)) else type(exc).__name__
+    if any(word in first for word in ("UNAUTHENTICATED", "PERMISSION_DENIED", " 401", " 403")):  # not down: it wants a login
+        advice = ("the server asks for a login: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (autoq prints and "
+                  "stores tracking URLs without their user and password, so a resume or a printed command carries none)")
     return AutoqError(f"MLflow tracking store {shown_uri(uri)} failed a request ({first if len(first) <= 300 else first[:297] + '...'}); "
                       + advice)
 

@@ -917,15 +917,33 @@ def test_a_python_resume_without_counts_takes_the_stored_ones(digits, tmp_path):
     assert len(more.points) == 8 and started_settings(storage, "counts")["n_trials"] == 8
 
 
-def test_a_study_stored_with_a_servers_login_resumes_against_the_same_server(tmp_path):
+def test_a_study_stored_with_a_servers_login_resumes_against_the_same_server(tmp_path, monkeypatch):
     """An older autoq stored the tracking URL whole, password included; the URL given now (stored without it) was taken
-    for another store, and the resume refused ('cannot resume ... in another MLflow store', the same URL on both sides)."""
+    for another store, and the resume refused ('cannot resume ... in another MLflow store', the same URL on both sides).
+    And the same server named otherwise, login given, was asked without the login: a server that needs one said 401."""
+    from autoq.engine import resume
     from autoq.engine.resume import RUN_ATTR, SETTINGS_ATTR, check_same_settings
 
+    asked = []  # whether a store holds the run: no server here to ask
+    monkeypatch.setattr(resume, "_holds_run", lambda uri, run_id: asked.append(uri) or "alice:pw@" in uri)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="team", storage=storage)
     study.set_user_attr(SETTINGS_ATTR, {"tracking_uri": "http://alice:pw@127.0.0.1:9"})
     study.set_user_attr(RUN_ATTR, "0" * 32)
-    check_same_settings(storage, "team", {"tracking_uri": "http://127.0.0.1:9"})  # no server to ask: the same one, by its URL
+    check_same_settings(storage, "team", {"tracking_uri": "http://127.0.0.1:9"})  # the same one, by its URL: nothing asked
+    assert asked == []
     with pytest.raises(AutoqError, match="cannot resume 'team' in another MLflow store"):
         check_same_settings(storage, "team", {"tracking_uri": "http://127.0.0.1:10"})
+    check_same_settings(storage, "team", {"tracking_uri": "http://localhost:9"}, "http://alice:pw@localhost:9")
+    assert asked == ["http://127.0.0.1:10", "http://alice:pw@localhost:9"]
+
+
+def test_a_server_that_asks_for_a_login_is_told_apart_from_one_that_is_down():
+    """A resume reads the store without the login it was given first: the 401 said 'start it, or pass another --tracking-uri'."""
+    from mlflow.exceptions import MlflowException
+
+    from autoq.tracking.mlflow_logger import store_failed
+
+    said = str(store_failed("http://alice:pw@127.0.0.1:9", MlflowException("UNAUTHENTICATED: You are not authenticated.")))
+    assert "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in said and "alice" not in said and "start it" not in said
+    assert "start it, or pass another --tracking-uri" in str(store_failed("http://127.0.0.1:9", MlflowException("Connection refused")))
