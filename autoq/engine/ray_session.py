@@ -147,7 +147,7 @@ def oversubscribed(workers: int, cpus_per_trial: float, machine_cpus: int) -> st
         return None
     return (f"--workers {workers} x --cpus-per-trial {cpus_per_trial:g} claim {claimed:g} CPUs on a machine with {machine_cpus}: "
             f"the local Ray runs the {workers} trials at once on shared CPUs, each slower, and holds {workers} copies of the model "
-            f"(--workers {max(1, math.floor(machine_cpus / cpus_per_trial + 1e-9))} fits this machine)")  # 2 / 0.1 is 19.99...
+            f"(--workers {max(1, math.floor(machine_cpus / cpus_per_trial + 1e-9))} fits this machine)")  # 2 // 0.1 is 19.0
 
 
 @contextmanager

@@ -284,7 +284,7 @@ def test_more_workers_than_cpus_is_said_as_the_local_ray_starts(monkeypatch, cap
     assert oversubscribed(2, 1.0, 2) is None and oversubscribed(1, 2.0, 2) is None
     assert "(--workers 2 fits this machine)" in oversubscribed(4, 1.0, 2)
     assert "claim 3 CPUs on a machine with 2" in oversubscribed(2, 1.5, 2) and "(--workers 1 fits" in oversubscribed(2, 1.5, 2)
-    assert oversubscribed(20, 0.1, 2) is None and "(--workers 20 fits" in oversubscribed(21, 0.1, 2)  # 2 / 0.1 is 19.99... in floats
+    assert oversubscribed(20, 0.1, 2) is None and "(--workers 20 fits" in oversubscribed(21, 0.1, 2)  # 2 // 0.1 is 19.0 in floats
     assert oversubscribed(3, 0.1, 1) is None and "(--workers 10 fits" in oversubscribed(12, 0.1, 1)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     cpus = os.cpu_count() or 1
