@@ -36,7 +36,7 @@ from autoq.model.modes import eval_mode
 from autoq.progress import progress_bar
 from autoq.ptq import method_info
 from autoq.quiet import quiet_logs
-from autoq.sensitivity.inputs import Inputs
+from autoq.sensitivity.inputs import Inputs, same_sequence
 from autoq.sensitivity.registry import MetricOutput, get_metric, resolve_settings
 from autoq.sensitivity.table import Entry, SensitivityTable
 
@@ -173,7 +173,7 @@ def _normal_tensors(batch: Any) -> Any:
         return batch if all(items[key] is value for key, value in batch.items()) else items
     if isinstance(batch, (tuple, list)):
         items = [_normal_tensors(value) for value in batch]
-        return batch if all(a is b for a, b in zip(items, batch)) else type(batch)(items) if type(batch) in (tuple, list) else items
+        return batch if all(a is b for a, b in zip(items, batch)) else same_sequence(batch, items)
     return batch
 
 

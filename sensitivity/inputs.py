@@ -103,8 +103,19 @@ def _per_row(batch: Any, rows: int, edit: Callable[[torch.Tensor], torch.Tensor]
     if isinstance(batch, Mapping):
         return {k: _per_row(v, rows, edit) for k, v in batch.items()}
     if isinstance(batch, (tuple, list)):
-        return type(batch)(_per_row(v, rows, edit) for v in batch)
+        return same_sequence(batch, [_per_row(v, rows, edit) for v in batch])
     return batch
+
+
+def same_sequence(batch: tuple | list, items: list[Any]) -> tuple | list:
+    """``items`` in ``batch``'s own sequence type: a namedtuple takes them as arguments (given one generator, its first
+    field held the generator, and every metric refused the batch as holding no tensor)."""
+    if isinstance(batch, tuple) and hasattr(batch, "_fields"):
+        return type(batch)(*items)
+    try:
+        return type(batch)(items)
+    except TypeError:  # a sequence type that takes no iterable: a plain one of its kind, which model(*batch) reads alike
+        return tuple(items) if isinstance(batch, tuple) else list(items)
 
 
 def repeat_rows(batch: Any, times: int) -> Any:
@@ -136,7 +147,7 @@ def _joined(parts: list[Any], rows: list[int]) -> Any:
     if isinstance(first, Mapping):
         return {k: _joined([p[k] for p in parts], rows) for k in first}
     if isinstance(first, (tuple, list)):
-        return type(first)(_joined([p[i] for p in parts], rows) for i in range(len(first)))
+        return same_sequence(first, [_joined([p[i] for p in parts], rows) for i in range(len(first))])
     return first
 
 

@@ -367,3 +367,19 @@ def test_a_model_built_under_inference_mode_is_told_to_be_built_outside_it(cache
     for metric in ("kl", "fisher"):
         with pytest.raises(AutoqError, match="the model's weights are inference tensors .* build or load it outside torch.inference_mode"):
             compute_table(model, batches(), space.layers, space.options, metric, use_cache=False, progress=False)
+
+
+@pytest.mark.parametrize("metric", ["kl", "sqnr", "mse", "fisher", "hessian"])
+def test_namedtuple_batches_score_as_plain_tuples(cache, metric):
+    """A namedtuple of positional inputs was rebuilt from a generator (its first field held the generator): every metric
+    refused the batch as holding no tensor, or the model was called with the generator."""
+    import collections
+
+    Batch = collections.namedtuple("Batch", "x")
+    model = mlp()
+    space = space_for(model)
+    settings = {"max_iter": 3} if metric == "hessian" else None
+    plain = compute_table(model, [(b,) for b in batches()], space.layers, space.options, metric, settings, use_cache=False, progress=False)
+    named = compute_table(model, [Batch(b) for b in batches()], space.layers, space.options, metric, settings, use_cache=False,
+                          progress=False)
+    assert named.entries == plain.entries
