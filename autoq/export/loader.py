@@ -28,7 +28,7 @@ from autoq.export.mlflow_store import ARTIFACT_PATH, downloaded, is_artifact_uri
 from autoq.export.modules import QuantLinear
 from autoq.files import file_crc32
 from autoq.messages import warn
-from autoq.model import LINEAR_KINDS, compiled_inside, find_layers, get_module, readable_float, to_native
+from autoq.model import LINEAR_KINDS, compiled_inside, find_layers, get_module, meta_tensor, readable_float, to_native
 from autoq.quant.activation import ActRange, ActSpec
 
 
@@ -95,7 +95,7 @@ def load(out_dir: str | Path, model: nn.Module | None = None, backend: str = "au
     if model is not None and not isinstance(model, nn.Module):
         raise AutoqError(f"model must be a torch.nn.Module of the export's architecture to load into (or None: rebuilt from the "
                          f"export), got {type(model).__name__}")
-    meta = next((n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta), None) if model is not None else None
+    meta = meta_tensor(model) if model is not None else None
     if meta is not None:  # loaded as a no-op into it (torch's UserWarnings), the packed codes moved to meta: a torch error at the first forward
         raise AutoqError(f"the model to load into holds {meta!r} on the 'meta' device (built under torch.device('meta') or "
                          "init_empty_weights), which load cannot fill: build it on the CPU, or leave model= out to rebuild the "

@@ -354,10 +354,15 @@ def get_module(model: nn.Module, name: str) -> nn.Module:
 FP16_MAX = torch.finfo(torch.float16).max  # 65504
 
 
+def meta_tensor(model: nn.Module) -> str | None:
+    """The name of ``model``'s first parameter or buffer on the ``meta`` device (shapes, no values), else ``None``."""
+    return next((n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta), None)
+
+
 def check_has_values(model: nn.Module) -> None:
     """Refuse a model whose parameters or buffers are on the ``meta`` device (built under ``torch.device("meta")`` or
     accelerate's ``init_empty_weights``): they hold no values, and torch's own error came from deep in a check."""
-    name = next((n for n, t in (*model.named_parameters(), *model.named_buffers()) if t.is_meta), None)
+    name = meta_tensor(model)
     if name is None:
         return
     if any(hasattr(m, "_hf_hook") for m in model.modules()):  # accelerate's offload: loaded, its weights held elsewhere
