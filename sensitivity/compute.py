@@ -36,7 +36,7 @@ from autoq.model.modes import eval_mode
 from autoq.progress import progress_bar
 from autoq.ptq import method_info
 from autoq.quiet import quiet_logs
-from autoq.sensitivity.inputs import Inputs, same_sequence
+from autoq.sensitivity.inputs import Inputs, map_tensors
 from autoq.sensitivity.registry import MetricOutput, get_metric, resolve_settings
 from autoq.sensitivity.table import Entry, SensitivityTable
 
@@ -163,18 +163,14 @@ def compute_table(
 def _normal_tensors(batch: Any) -> Any:
     """``batch`` with each inference tensor (made under ``torch.inference_mode``) cloned into a normal one, which
     autograd may save for the gradient metrics' backward; the batch itself where it holds none."""
-    if isinstance(batch, torch.Tensor):
-        if not batch.is_inference():
-            return batch
-        with torch.inference_mode(False):
-            return batch.clone()
-    if isinstance(batch, Mapping):
-        items = {key: _normal_tensors(value) for key, value in batch.items()}
-        return batch if all(items[key] is value for key, value in batch.items()) else items
-    if isinstance(batch, (tuple, list)):
-        items = [_normal_tensors(value) for value in batch]
-        return batch if all(a is b for a, b in zip(items, batch)) else same_sequence(batch, items)
-    return batch
+    return map_tensors(batch, _normal)
+
+
+def _normal(tensor: torch.Tensor) -> torch.Tensor:
+    if not tensor.is_inference():
+        return tensor
+    with torch.inference_mode(False):
+        return tensor.clone()
 
 
 def _say(show: Any, line: str) -> None:

@@ -98,12 +98,21 @@ def batch_rows(batch: Any) -> int:
 
 def _per_row(batch: Any, rows: int, edit: Callable[[torch.Tensor], torch.Tensor]) -> Any:
     """``batch`` with ``edit`` applied to each tensor holding ``rows`` rows along dimension 0; the rest as they are."""
+    return map_tensors(batch, lambda t: edit(t) if t.dim() > 0 and t.shape[0] == rows else t)
+
+
+def map_tensors(batch: Any, fn: Callable[[torch.Tensor], torch.Tensor]) -> Any:
+    """``batch`` with ``fn`` applied to each of its tensors, however nested in mappings, tuples and lists (a mapping
+    comes back a dict, a sequence its own type); a container whose tensors ``fn`` all returned as they were is the
+    container itself."""
     if isinstance(batch, torch.Tensor):
-        return edit(batch) if batch.dim() > 0 and batch.shape[0] == rows else batch
+        return fn(batch)
     if isinstance(batch, Mapping):
-        return {k: _per_row(v, rows, edit) for k, v in batch.items()}
+        items = {key: map_tensors(value, fn) for key, value in batch.items()}
+        return batch if all(items[key] is value for key, value in batch.items()) else items
     if isinstance(batch, (tuple, list)):
-        return same_sequence(batch, [_per_row(v, rows, edit) for v in batch])
+        listed = [map_tensors(value, fn) for value in batch]
+        return batch if all(a is b for a, b in zip(listed, batch)) else same_sequence(batch, listed)
     return batch
 
 
