@@ -8,6 +8,7 @@ them computes a new table and an unchanged search reuses the old one.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -268,7 +269,7 @@ def _cached_table(path: Path) -> SensitivityTable | None:
     if not path.is_file():
         return None
     try:
-        return show_notes(SensitivityTable.load(path))
+        return show_notes(dataclasses.replace(SensitivityTable.load(path), from_cache=True))
     except AutoqError:
         return None
 

@@ -58,6 +58,8 @@ class SensitivityTable:
     params: tuple[tuple[str, str], ...] = ()  # metric settings that change the numbers (samples, tolerance, ...)
     layer_stats: tuple[tuple[str, tuple[tuple[str, float], ...]], ...] = ()  # e.g. Hessian trace per layer
     notes: tuple[str, ...] = ()  # the metric's warnings on these numbers (an estimate stopped short of its tolerance)
+    # read from the sensitivity cache rather than computed by this call; not saved: said of this object, not of the scores
+    from_cache: bool = field(default=False, compare=False)
     _index: dict = field(default_factory=dict, init=False, repr=False, compare=False, hash=False)
 
     def __post_init__(self) -> None:

@@ -133,11 +133,10 @@ def run(args: argparse.Namespace) -> int:
         if to_mlflow:
             with quiet_logs():
                 run_id = _log_mlflow(args, workload.name, table, wall, paths)
-        cached = wall < 0.5 * table.seconds
         from autoq.tracking import absolute_uri
 
         uri = absolute_uri(args.tracking_uri) if run_id else None
-        print(_summary(table, wall, cached, paths, uri, run_id, _search_command(args, table_json, workload.source)))
+        print(_summary(table, wall, paths, uri, run_id, _search_command(args, table_json, workload.source)))
     return 0
 
 
@@ -244,14 +243,14 @@ def _unquoted(value: str) -> str:
     return value
 
 
-def _summary(table, wall: float, cached: bool, paths: list[Path], uri: str | None, run_id: str | None, search: str) -> str:
+def _summary(table, wall: float, paths: list[Path], uri: str | None, run_id: str | None, search: str) -> str:
     from autoq.choice import LayerChoice
     from autoq.sensitivity.table import layer_scores
 
     per_layer = {len([e for e in table.entries if e.layer == layer]) for layer in table.layers}
     shape = f"{min(per_layer)} options" if len(per_layer) == 1 else f"{min(per_layer)} to {max(per_layer)} options each"
     lines = [f"{table.metric} sensitivity of {len(table.layers)} layers x {shape} "
-             f"({'from the cache, computed' if cached else 'computed'} in {table.seconds:.1f} s; this run {wall:.1f} s)."]
+             f"({'from the cache, computed' if table.from_cache else 'computed'} in {table.seconds:.1f} s; this run {wall:.1f} s)."]
     # an option every layer was scored at (a space's rules may give layers different options), int3 where there is one;
     # not fp16, whose scores are rounding noise: it ranked w8a8's layers by noise 1000x below their int8 scores
     scored = {(e.layer, e.option) for e in table.entries}

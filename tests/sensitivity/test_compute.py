@@ -45,9 +45,12 @@ def test_cache_hit_and_misses(cache):
 
     first = run()
     files = list(cache.glob("kl-*.json"))
-    assert len(files) == 1
+    assert len(files) == 1 and not first.from_cache
     mark(files[0])
-    assert run().seconds == 12345.0  # hit: identical model, data, metric, settings and options
+    hit = run()
+    assert hit.seconds == 12345.0 and hit.from_cache  # hit: identical model, data, metric, settings and options
+    # said by the table itself: the CLI guessed it from the time taken, and called a cache hit "computed" on a busy machine
+    assert "from_cache" not in files[0].read_text() and not SensitivityTable.load(files[0]).from_cache
     assert run(settings={"n_samples": 8}).seconds != 12345.0  # other settings
     assert run(d=batches(seed=2)).seconds != 12345.0  # other data
     assert run(options=[opts[:3] for opts in space.options]).seconds != 12345.0  # other options
@@ -227,7 +230,7 @@ def test_a_damaged_cached_table_is_computed_again(cache):
     (path,) = cache.glob("sqnr-*.json")
     path.write_text(path.read_text()[:100])
     again = compute_table(model, data, space.layers, space.options, "sqnr", progress=False)
-    assert again.entries == first.entries
+    assert again.entries == first.entries and not again.from_cache
     assert SensitivityTable.load(path).entries == first.entries  # written over
     assert [p.name for p in cache.iterdir()] == [path.name]
 
