@@ -256,8 +256,12 @@ def test_the_timeout_ends_a_search_whose_sampler_proposes_only_repeats():
 
     book = TrialBook(Endless(), None, None, (), n_trials=10, max_retries=0, tracker=None)
     assert book.next(deadline=time.perf_counter() - 1) is None
-    result = autoq.search(tiny_mlp(), _batches(), budget="16bits", pins={".": "int8-ch-asym:rtn-minmax"}, n_trials=10**5, timeout=1,
-                          tracking_uri=None, storage=None, progress=False, seed_from="none")
+    pinned = {"budget": "16bits", "pins": {".": "int8-ch-asym:rtn-minmax"}, "tracking_uri": None, "storage": None, "progress": False,
+              "seed_from": "none"}
+    # the timeout counts the set-up, and a process's first search imports scipy, transformers, ... (1-1.4 s on a busy
+    # 2-core machine): run first in its process, the search below ended before its first trial
+    autoq.search(tiny_mlp(), _batches(), n_trials=1, **pinned)
+    result = autoq.search(tiny_mlp(), _batches(), n_trials=10**5, timeout=2, **pinned)
     assert len({p.assignment for p in result.points}) == 1 and len(result.points) < 10**5  # all 10**5 took ~100 s
 
 
