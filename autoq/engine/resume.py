@@ -29,7 +29,7 @@ from autoq.engine.ray_session import cluster_address, ray_options_set
 from autoq.engine.result import Point
 from autoq.engine.seeding import portable_seed_from
 from autoq.engine.sessions import SESSION_ATTR, claim, dead_here, is_ours, live_owner, release, storage_lock, where
-from autoq.engine.strategy import RETRY_ATTR, sampler_name
+from autoq.engine.strategy import RETRY_ATTR, SOURCE_ATTR, sampler_name
 from autoq.engine.study_names import SETTINGS_ATTR
 from autoq.engine.trials import make_point
 from autoq.errors import AutoqError
@@ -499,13 +499,13 @@ def _retries_first(study: optuna.Study, n: int) -> None:
     with fewer trials, never evaluated that baseline. The waiting trials' contents (fixed parameters, autoq's
     attributes) move, not the trials; a queue with attributes of a plug-in's own is left in its order."""
     waiting = study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,))
-    if not 0 < n < len(waiting) or any(set(t.user_attrs) - {"seeded", RETRY_ATTR} or "fixed_params" not in t.system_attrs
+    if not 0 < n < len(waiting) or any(set(t.user_attrs) - {"seeded", RETRY_ATTR, SOURCE_ATTR} or "fixed_params" not in t.system_attrs
                                         for t in waiting):
         return
     for slot, content in zip(waiting, waiting[-n:] + waiting[:-n]):
         trial = optuna.trial.Trial(study, slot._trial_id)
         trial.storage.set_trial_system_attr(slot._trial_id, "fixed_params", content.system_attrs["fixed_params"])
-        for key, empty in (("seeded", False), (RETRY_ATTR, None)):  # an attribute cannot be removed: set to its 'none'
+        for key, empty in (("seeded", False), (RETRY_ATTR, None), (SOURCE_ATTR, None)):  # an attribute cannot be removed: set to its 'none'
             if key in slot.user_attrs or key in content.user_attrs:
                 trial.set_user_attr(key, content.user_attrs.get(key, empty))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import threading
 import warnings
+from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -25,6 +26,7 @@ OBJECTIVES = {"quality": "maximize", "effective_bits": "minimize"}
 LATENCY_OBJECTIVE = {"latency_ms": "minimize"}  # the third objective of a search with a latency source (--device)
 CONSTRAINT = "budget"
 RETRY_ATTR = "autoq.retry_of"  # trial user attribute: the number of the trial an enqueued one retries (a failure, or a resume's interrupted trial)
+SOURCE_ATTR = "autoq.source_index"  # trial user attribute: the place in a QueueStrategy's source of the proposal it holds
 
 
 def study_objectives(with_latency: bool) -> dict[str, str]:
@@ -299,8 +301,11 @@ class QueueStrategy(OptunaStrategy):
     Each proposal is enqueued into an Optuna study first, so the trials are stored,
     shown by the dashboard and told like any other. When ``source`` runs dry the strategy
     is ``exhausted`` and the search ends there (asked again, it repeats its first proposal,
-    which the search loop recognises and does not evaluate again). A resumed study skips
-    the proposals it already holds: the source starts from its beginning again.
+    which the search loop recognises and does not evaluate again). A resumed study replays
+    the source from its beginning, each proposal an earlier session made (a trial holding
+    ``autoq.source_index``) skipped once: a search stopped and resumed proposes what one that ran
+    through would. Skipping every stored assignment also skipped the source's later repeats, which
+    a search that ran through counts as trials (random proposes some), and the two parted ways.
     """
 
     def __init__(
@@ -308,14 +313,19 @@ class QueueStrategy(OptunaStrategy):
     ) -> None:
         super().__init__(space, optuna.samplers.RandomSampler(seed=0), study_name, storage, resume, with_latency)
         self._source = source
+        self._pulled = 0  # items taken from the source so far
         self._first: Assignment | None = None
-        self._ahead: Assignment | None = None  # the next new assignment, taken from the source to know whether there is one
-        finished = [t for t in self.study.get_trials(deepcopy=False) if t.state.is_finished()]
-        self._stored = {frozenset(t.params.items()) for t in finished}
+        self._ahead: tuple[int, Assignment] | None = None  # the next new proposal, taken from the source to know whether there is one
+        trials = self.study.get_trials(deepcopy=False)
+        made = [t for t in trials if isinstance(t.user_attrs.get(SOURCE_ATTR), int)]
+        # a study stored before proposals kept their place: its distinct finished assignments, each skipped once
+        made = made or [t for t in {frozenset(t.params.items()): t for t in trials if t.state.is_finished()}.values()]
+        # what earlier sessions proposed, not yet replayed; by the enqueued parameters: a waiting trial has no params yet
+        self._made = Counter(frozenset((t.system_attrs.get("fixed_params") or t.params).items()) for t in made)
 
     @property
     def exhausted(self) -> bool:
-        """Whether nothing new is left to propose: no queued trial, and the source holds no assignment not yet stored."""
+        """Whether nothing new is left to propose: no queued trial, and the source holds nothing an earlier session did not propose."""
         if self._ahead is not None or self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
             return False
         self._ahead = self._next_new()
@@ -324,17 +334,24 @@ class QueueStrategy(OptunaStrategy):
     def ask(self) -> Proposal:
         if not self.study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.WAITING,)):
             nxt, self._ahead = self._ahead or self._next_new(), None
-            if nxt is None:
-                nxt = self._first
             if nxt is not None:
-                self.seed([nxt])
+                place, assignment = nxt
+                self.study.enqueue_trial(_params(assignment), user_attrs={"seeded": True, SOURCE_ATTR: place})
+            elif self._first is not None:
+                self.seed([self._first])
         return super().ask()
 
-    def _next_new(self) -> Assignment | None:
+    def _next_new(self) -> tuple[int, Assignment] | None:
+        """The source's next proposal not made by an earlier session, with its place in the source. Skipped by count,
+        not by place: a source made anew may differ from the last session's (greedy sweeps as many budgets as trials)."""
         for assignment in self._source:
+            place, self._pulled = self._pulled, self._pulled + 1
             self._first = self._first or assignment
-            if frozenset((name, choice.name) for name, choice in assignment.items()) not in self._stored:
-                return assignment
+            key = frozenset(_params(assignment).items())
+            if self._made[key] > 0:
+                self._made[key] -= 1
+                continue
+            return place, assignment
         return None
 
 

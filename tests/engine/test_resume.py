@@ -179,6 +179,19 @@ def test_a_resumed_queue_strategy_goes_on_where_it_stopped(digits, tmp_path, str
     assert len(resumed.points) == 9 and len({p.assignment for p in resumed.points}) == 9
 
 
+def test_a_random_search_stopped_and_resumed_proposes_what_one_that_ran_through_does(digits, tmp_path):
+    """The resumed source skipped every stored assignment, its later repeats too, which a search that ran through counts
+    as trials: from the first such repeat on the two proposed other assignments (one seed, two searches)."""
+    options = dict(budget="2.5bits", strategy="random", tracking_uri=None, study_name="r", progress=False)
+    through = autoq.search("digits-cnn", n_trials=20, storage=f"sqlite:///{tmp_path / 'through.db'}", **options)
+    stopped = f"sqlite:///{tmp_path / 'stopped.db'}"
+    autoq.search("digits-cnn", n_trials=8, storage=stopped, **options)
+    resumed = autoq.search("digits-cnn", n_trials=20, storage=stopped, resume=True, **options)
+    assignments = [p.assignment for p in through.points]
+    assert len(set(assignments[8:])) < len(assignments[8:]) or set(assignments[8:]) & set(assignments[:8])  # it repeats after trial 8
+    assert [p.assignment for p in resumed.points] == assignments
+
+
 @pytest.mark.parametrize("sampler", ["random", "nsga2"])
 def test_a_resumed_sampler_does_not_propose_its_first_sessions_trials_again(digits, tmp_path, sampler):
     """Seeded with the search's seed alone, a resumed random sampler (NSGA-II's first generation too) proposed again, in
