@@ -101,7 +101,32 @@ def _stored(name: str, tensor: torch.Tensor, kept: list[str]) -> torch.Tensor:
 def _save_weights(tensors: dict[str, torch.Tensor], path: Path) -> None:
     from safetensors.torch import save_file
 
-    save_file(tensors, str(path), metadata={"format": "pt", "producer": PRODUCER})
+    metadata = {"format": "pt", "producer": PRODUCER}
+    save_file(tensors, str(path), metadata=metadata)
+    _sort_metadata(path, metadata)
+
+
+def _sort_metadata(path: Path, metadata: dict[str, str]) -> None:
+    """Put the header's metadata in key order, in place: safetensors writes it in its hash map's order, which changes
+    from process to process, so that two exports of one point differed in their bytes (and their ``file_crc32``) and
+    a content-addressed store (DVC, a registry's dedup) kept both. Every order has the same length; an order not found
+    (another safetensors' layout) is left as it is."""
+    import itertools
+    import json
+
+    def encoded(items: Sequence[tuple[str, str]]) -> bytes:
+        return json.dumps(dict(items), separators=(",", ":"), ensure_ascii=False).encode()
+
+    wanted = encoded(sorted(metadata.items()))
+    with path.open("r+b") as f:
+        size = int.from_bytes(f.read(8), "little")
+        header = f.read(size)
+        for order in itertools.permutations(metadata.items()):
+            at = header.find(b'"__metadata__":' + encoded(order))
+            if at >= 0:
+                f.seek(8 + at + len(b'"__metadata__":'))
+                f.write(wanted)
+                return
 
 
 def _ours(path: Path) -> bool:
