@@ -38,6 +38,7 @@ DEFAULT_SEED_METRIC = "fisher"
 ACTIVATION_SEED_METRIC = "kl"  # a forward metric: it sees the activation format, which the gradient metrics score alike
 AUTO = "auto"
 NONE = "none"
+_AUTO = "seed_from='auto' (--seed-from auto)"  # the default, as a note names it
 
 
 def check_seed_from(seed_from: str | None, strategy: str = "optuna", resume: bool = False) -> None:
@@ -176,14 +177,15 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
     factory = strategy_factory(config.strategy)
     seed_from = seed_metric(config.seed_from, config.strategy, problem.space)
     if config.seed_from == AUTO and seed_from is None and strategy_reads_scores(config.strategy):  # a decision: a note
-        note(f"--seed-from auto skips the sensitivity table: it would run data-driven PTQ on {data_driven_pairs(problem.space)} "
+        # named for both ways in (a Python search was told of a flag): the note is the same for either
+        note(f"{_AUTO} skips the sensitivity table: it would run data-driven PTQ on {data_driven_pairs(problem.space)} "
              f"(layer, option) pairs up front (more than {AUTO_MAX_DATA_DRIVEN}); starting from random budget-filling mixes "
-             "(--seed-from fisher computes it anyway)")
+             "(seed_from='fisher', --seed-from fisher, computes it anyway)")
     if seed_from and config.seed_from == AUTO and config.strategy == "optuna" and not config.resume:
         n_uniform = len(uniform_seeds(problem.space, problem.cost_model, problem.budget, config.max_uniform_seeds))
         if config.n_trials <= n_uniform:  # every trial asked for is a uniform baseline: no seed would be evaluated
             seed_from = None
-            note(f"--seed-from auto skips the sensitivity table: the {config.n_trials} trial(s) asked for are all uniform "
+            note(f"{_AUTO} skips the sensitivity table: the {config.n_trials} trial(s) asked for are all uniform "
                  f"baselines (of {n_uniform}); mixes, which it seeds, start after them")
     scores, table = None, None
     # a resumed study keeps the seeds its first session enqueued: only a strategy that solves on the table needs it again,

@@ -15,7 +15,9 @@ def test_auto_seeding_skips_the_table_when_every_trial_is_a_uniform_baseline(tmp
     monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "cache"))
     few = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=mlflow_uri, storage=None, progress=False)
     assert all(p.uniform for p in few.points)
-    assert "skips the sensitivity table: the 3 trial(s) asked for are all uniform baselines (of 6)" in capsys.readouterr().err
+    # in a Python search's words too: it was told of --seed-from alone
+    assert "seed_from='auto' (--seed-from auto) skips the sensitivity table: the 3 trial(s) asked for are all uniform baselines (of 6)" \
+        in capsys.readouterr().err
     assert not (tmp_path / "cache" / "sensitivity").exists()
     more = autoq.search("digits-cnn", budget="4.5bits", n_trials=8, tracking_uri=mlflow_uri, storage=None, progress=False)
     assert list((tmp_path / "cache" / "sensitivity").glob("fisher-*.json"))
