@@ -100,8 +100,11 @@ def _check_storage_url(storage: str) -> None:
     try:
         url = make_url(storage)
     except ArgumentError:
+        # a path: a SQLite file named without its scheme, or an Optuna journal file (which optuna's own CLI takes by path)
+        as_path = (f"; a SQLite file is named sqlite:///{storage} (Optuna's journal files are not taken: a search and its "
+                   "resumes reopen the study through Optuna's RDB storage)") if "://" not in storage else ""
         raise AutoqError(f"Optuna storage {storage!r} is not a database URL; use one such as sqlite:///optuna.db or "
-                         "postgresql://user@host/db, 'auto' (optuna.db beside the MLflow store), or none (in memory)") from None
+                         f"postgresql://user@host/db, 'auto' (optuna.db beside the MLflow store), or none (in memory){as_path}") from None
     if url.get_backend_name() == "sqlite" and url.database in (None, "", ":memory:"):  # each connection its own empty database
         raise AutoqError(f"Optuna storage {storage!r} names no database file (SQLite in memory, which keeps nothing between "
                          "connections); use a file such as sqlite:///optuna.db, or none for a search held in memory")

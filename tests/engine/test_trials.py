@@ -114,6 +114,8 @@ def test_every_trial_failing_is_an_error_not_a_hang():
         ({"address": "auto"}, r"--address \(address=\) set how Ray runs trials and the optuna backend would ignore them"),
         ({"cpus_per_trial": 2, "gpus_per_trial": 1}, r"--cpus-per-trial \(cpus_per_trial=\), --gpus-per-trial \(gpus_per_trial=\) set how"),
         ({"storage": "optuna.db"}, "Optuna storage 'optuna.db' is not a database URL; use one such as sqlite:///optuna.db"),
+        # a journal file by its path, as optuna's CLI takes one: told what autoq takes, and the file as SQLite's URL
+        ({"storage": "runs/j.log"}, r"\(in memory\); a SQLite file is named sqlite:///runs/j.log \(Optuna's journal files are not taken"),
         ({"storage": optuna.storages.InMemoryStorage()}, "storage must be a database URL .* got an object of type InMemoryStorage"),
         pytest.param({"backend": "ray", "gpus_per_trial": 0.5}, "needs a GPU", marks=pytest.mark.skipif(torch.cuda.is_available(), reason="has a GPU")),
     ],
