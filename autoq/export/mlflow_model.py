@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from autoq.model.signature import forward_takes
+from autoq.model.signature import first_parameter, forward_takes
 
 # the settings ``mlflow.pyfunc.load_model(uri, model_config=...)`` may change: MLflow drops, with a warning, every key a
 # model was not saved with (all of them where it was saved with none); "auto" is the GPU where there is one
@@ -63,11 +63,13 @@ def input_spec(batch: Any, model: Any = None) -> dict[str, dict[str, Any]] | Non
 
     Token ids calibrated without a mask (the ``smollm2`` built-in's) get an ``attention_mask`` like them where
     ``model``'s ``forward`` takes one: MLflow drops every input its signature lacks, so a left-padded request's mask was
-    ignored and its rows' logits were those of the padding too."""
+    ignored and its rows' logits were those of the padding too. A bare tensor of ids, passed as ``forward``'s
+    ``input_ids``, is named so and gets one too: its signature was one unnamed input, which refused a mask."""
     import torch
 
     if isinstance(batch, torch.Tensor):
-        batch = {"": batch}
+        ids = not batch.is_floating_point() and first_parameter(model) == "input_ids" and forward_takes(model, "attention_mask")
+        batch = {"input_ids" if ids else "": batch}
     elif not (isinstance(batch, Mapping) and batch and all(isinstance(v, torch.Tensor) for v in batch.values())):
         return None
     spec = {str(k): {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape)} for k, v in batch.items()}

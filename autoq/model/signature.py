@@ -13,3 +13,12 @@ def forward_takes(model: Any, argument: str) -> bool:
         return argument in inspect.signature(model.forward).parameters
     except (AttributeError, TypeError, ValueError):
         return False
+
+
+def first_parameter(model: Any) -> str | None:
+    """The name of ``model``'s ``forward``'s first parameter, what a bare tensor is passed as (``input_ids`` for a
+    Hugging Face language model); ``None`` for no module, a forward without parameters, or one ``inspect`` cannot read."""
+    try:
+        return next(iter(inspect.signature(model.forward).parameters), None)
+    except (AttributeError, TypeError, ValueError):
+        return None

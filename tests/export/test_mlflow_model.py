@@ -158,9 +158,11 @@ def test_a_hugging_face_export_serves_token_arrays_of_any_length(minilm_export, 
     assert got.shape == tuple(expected.shape) and np.allclose(got, expected.numpy(), atol=1e-5)
 
 
-def test_a_causal_lm_calibrated_on_ids_alone_takes_a_padded_requests_mask(tmp_path, mlflow_uri, monkeypatch):
+@pytest.mark.parametrize("bare", [False, True], ids=["dict", "tensor"])
+def test_a_causal_lm_calibrated_on_ids_alone_takes_a_padded_requests_mask(tmp_path, mlflow_uri, monkeypatch, bare):
     """The signature held only the calibration batch's ``input_ids`` (the smollm2 built-in's batches): MLflow dropped a
-    request's ``attention_mask`` as an input it lacked, and a left-padded row's logits were those of its padding too."""
+    request's ``attention_mask`` as an input it lacked, and a left-padded row's logits were those of its padding too.
+    Ids as bare tensors made one unnamed input, which refused the mask outright."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     torch.manual_seed(0)
@@ -168,11 +170,15 @@ def test_a_causal_lm_calibrated_on_ids_alone_takes_a_padded_requests_mask(tmp_pa
                          num_key_value_heads=2, max_position_embeddings=32)
     model = LlamaForCausalLM(config).eval()
     batches = [{"input_ids": torch.randint(3, 64, (2, 12), generator=torch.Generator().manual_seed(i))} for i in range(2)]
+    batches = [b["input_ids"] for b in batches] if bare else batches
     point = Assignment(tuple((layer.name, LayerChoice.from_name("int8-ch-asym:rtn-mse")) for layer in find_layers(model)))
     out = autoq.export(model, point, tmp_path / "lm", calibration=batches, progress=False)
     recorded = json.loads((out / CONFIG_NAME).read_text())["inputs"]
     assert recorded["attention_mask"] == recorded["input_ids"] == {"dtype": "int64", "shape": [2, 12]}
-    assert "attention_mask" not in input_spec(torch.ones(2, 3, dtype=torch.long), model)  # a bare tensor: not a token dict
+    # a bare tensor of ids is the forward's input_ids: named so, with a mask (one unnamed input refused a request's mask)
+    assert input_spec(torch.ones(2, 3, dtype=torch.long), model) == {k: {"dtype": "int64", "shape": [2, 3]} for k in ("input_ids", "attention_mask")}
+    assert list(input_spec(torch.ones(2, 3), model)) == [""]  # not ids: a float tensor is passed as it is
+    assert list(input_spec(torch.ones(2, 3, dtype=torch.long), torch.nn.Embedding(8, 4))) == [""]  # a forward(input) of no mask
     assert "attention_mask" not in input_spec({"input_ids": torch.ones(2, 3, dtype=torch.long)})  # no model to ask
 
     client = MlflowClient(mlflow_uri)
