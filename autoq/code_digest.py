@@ -17,45 +17,64 @@ import hashlib
 import inspect
 import types
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from typing import Any
 
+PLUGIN_FILE_PREFIX = "autoq_plugin_"  # the module name a plug-in file is imported under, before its stem
 _DEPTH = 6  # how deep helpers and nested values are followed: a plug-in's own helpers and their config; never a cycle
 
 
-def code_digest(fn: Callable[..., Any]) -> str:
-    """16 hex digits that change when ``fn``'s source, or a value or own-module helper it reads, changes."""
-    return hashlib.blake2b(_describe(fn, _DEPTH, set()).encode(), digest_size=8).hexdigest()
+@dataclass(frozen=True)
+class _Walk:
+    """One digest's walk: the objects described so far (never twice: a cycle), and whether module names are the
+    legacy ones (see `code_digest`)."""
+
+    legacy: bool
+    seen: set[int] = field(default_factory=set)
 
 
-def _describe(fn: Any, depth: int, seen: set[int]) -> str:
+def code_digest(fn: Callable[..., Any], legacy: bool = False) -> str:
+    """16 hex digits that change when ``fn``'s source, or a value or own-module helper it reads, changes.
+
+    A plug-in file's module (``autoq_plugin_<stem>``, as ``--plugin path/<stem>.py`` imports it) is named ``<stem>``,
+    as ``--plugin <stem>`` imports it: a search and its export that loaded one unedited plug-in the two ways differed,
+    and the export was refused as "edited since". ``legacy``: the digest as autoq wrote it before, by the file's module
+    name, which a search stored then still matches."""
+    return hashlib.blake2b(_describe(fn, _DEPTH, _Walk(legacy)).encode(), digest_size=8).hexdigest()
+
+
+def _describe(fn: Any, depth: int, walk: _Walk) -> str:
     if isinstance(fn, functools.partial):  # its arguments are part of what it computes
-        return f"partial {_describe(fn.func, depth, seen)} {_value(fn.args, depth, seen)} {_value(fn.keywords, depth, seen)}"
+        return f"partial {_describe(fn.func, depth, walk)} {_value(fn.args, depth, walk)} {_value(fn.keywords, depth, walk)}"
     target = inspect.unwrap(fn)
     if inspect.ismethod(target):
-        return f"method {_describe(target.__func__, depth, seen)} of {_value(target.__self__, depth, seen)}"
+        return f"method {_describe(target.__func__, depth, walk)} of {_value(target.__self__, depth, walk)}"
     if inspect.isbuiltin(target):
-        return _name(target)
+        return _name(target, walk)
     if not inspect.isfunction(target):  # a callable object: its class's code and its attributes
-        return f"object {_source(type(target))} {_attributes(target, depth, seen)}"
-    if id(target) in seen or depth <= 0:
-        return _name(target)
-    seen.add(id(target))
-    return f"{_name(target)}\n{_source(target)}\n{_reads(target, depth, seen)}"
+        return f"object {_source(type(target), walk)} {_attributes(target, depth, walk)}"
+    if id(target) in walk.seen or depth <= 0:
+        return _name(target, walk)
+    walk.seen.add(id(target))
+    return f"{_name(target, walk)}\n{_source(target, walk)}\n{_reads(target, depth, walk)}"
 
 
-def _name(target: Any) -> str:
-    return f"{getattr(target, '__module__', '')}.{getattr(target, '__qualname__', type(target).__qualname__)}"
+def _name(target: Any, walk: _Walk) -> str:
+    module = getattr(target, "__module__", "") or ""
+    if not walk.legacy:
+        module = module.removeprefix(PLUGIN_FILE_PREFIX)
+    return f"{module}.{getattr(target, '__qualname__', type(target).__qualname__)}"
 
 
-def _source(target: Any) -> str:
+def _source(target: Any, walk: _Walk) -> str:
     try:
         return inspect.getsource(target)
     except (OSError, TypeError):
         if isinstance(target, type):  # a class whose file is gone (a notebook's): its methods' bytecode
             members = (getattr(m, "__func__", m) for m in vars(target).values())
-            return _name(target) + "".join(_code_text(m.__code__) for m in members if hasattr(m, "__code__"))
+            return _name(target, walk) + "".join(_code_text(m.__code__) for m in members if hasattr(m, "__code__"))
         code = getattr(target, "__code__", None)
-        return _code_text(code) if code is not None else _name(target)
+        return _code_text(code) if code is not None else _name(target, walk)
 
 
 def _code_text(code: types.CodeType) -> str:
@@ -87,12 +106,12 @@ def _global_names(code: types.CodeType) -> set[str]:
     return names
 
 
-def _reads(fn: types.FunctionType, depth: int, seen: set[int]) -> str:
+def _reads(fn: types.FunctionType, depth: int, walk: _Walk) -> str:
     """The values of ``fn``'s closure and of the module globals it names: data, and functions of its own module."""
-    parts = [f"defaults={_value(fn.__defaults__, depth - 1, seen)} {_value(fn.__kwdefaults__, depth - 1, seen)}"]
+    parts = [f"defaults={_value(fn.__defaults__, depth - 1, walk)} {_value(fn.__kwdefaults__, depth - 1, walk)}"]
     for name, cell in zip(fn.__code__.co_freevars, fn.__closure__ or ()):
         try:
-            parts.append(f"{name}={_value(cell.cell_contents, depth - 1, seen)}")
+            parts.append(f"{name}={_value(cell.cell_contents, depth - 1, walk)}")
         except ValueError:  # an empty cell (a name assigned after the function was made)
             parts.append(f"{name}=<empty>")
     module = fn.__globals__.get("__name__")
@@ -101,11 +120,11 @@ def _reads(fn: types.FunctionType, depth: int, seen: set[int]) -> str:
             continue
         value = fn.__globals__[name]
         if inspect.isfunction(value) and value.__module__ == module:
-            parts.append(f"{name}={_describe(value, depth - 1, seen)}")
+            parts.append(f"{name}={_describe(value, depth - 1, walk)}")
         elif isinstance(value, type) and value.__module__ == module:  # a helper class: its code
-            parts.append(f"{name}=class {_source(value)}")
+            parts.append(f"{name}=class {_source(value, walk)}")
         elif _is_data(value) or type(value).__module__ == module or isinstance(value, types.SimpleNamespace):  # config
-            parts.append(f"{name}={_value(value, depth - 1, seen)}")
+            parts.append(f"{name}={_value(value, depth - 1, walk)}")
     return "\n".join(parts)
 
 
@@ -114,7 +133,7 @@ def _is_data(value: Any) -> bool:
     return isinstance(value, plain) or type(value).__module__ in ("torch", "numpy")
 
 
-def _value(value: Any, depth: int, seen: set[int]) -> str:
+def _value(value: Any, depth: int, walk: _Walk) -> str:
     """A repr of ``value`` that is the same in every process (no memory addresses)."""
     if isinstance(value, (type(None), bool, int, float, complex, str, bytes)):
         return repr(value)
@@ -123,20 +142,20 @@ def _value(value: Any, depth: int, seen: set[int]) -> str:
     if depth <= 0:
         return type(value).__qualname__
     if isinstance(value, (tuple, list)):
-        return f"{type(value).__name__}({', '.join(_value(v, depth - 1, seen) for v in value)})"
+        return f"{type(value).__name__}({', '.join(_value(v, depth - 1, walk) for v in value)})"
     if isinstance(value, (set, frozenset)):
-        return f"{type(value).__name__}({sorted(_value(v, depth - 1, seen) for v in value)})"
+        return f"{type(value).__name__}({sorted(_value(v, depth - 1, walk) for v in value)})"
     if isinstance(value, dict):
-        return "{" + ", ".join(f"{_value(k, depth - 1, seen)}: {_value(v, depth - 1, seen)}" for k, v in value.items()) + "}"
+        return "{" + ", ".join(f"{_value(k, depth - 1, walk)}: {_value(v, depth - 1, walk)}" for k, v in value.items()) + "}"
     if type(value).__module__ in ("torch", "numpy"):  # a dtype, a device: their repr says which, without an address
         return repr(value)
     if isinstance(value, types.ModuleType):
         return f"module {value.__name__}"
     if isinstance(value, type):
-        return f"class {_name(value)}"
+        return f"class {_name(value, walk)}"
     if callable(value):
-        return _describe(value, depth, seen)
-    return f"{_name(type(value))} {_attributes(value, depth, seen)}"
+        return _describe(value, depth, walk)
+    return f"{_name(type(value), walk)} {_attributes(value, depth, walk)}"
 
 
 def _array(value: Any) -> str:
@@ -161,9 +180,9 @@ def _array(value: Any) -> str:
     return f"array({getattr(value, 'shape', ())}, {getattr(value, 'dtype', '')}, {digest})"
 
 
-def _attributes(obj: Any, depth: int, seen: set[int]) -> str:
+def _attributes(obj: Any, depth: int, walk: _Walk) -> str:
     state = getattr(obj, "__dict__", None)
-    if not isinstance(state, dict) or id(obj) in seen or depth <= 0:
+    if not isinstance(state, dict) or id(obj) in walk.seen or depth <= 0:
         return ""
-    seen.add(id(obj))
-    return _value(dict(sorted(state.items())), depth - 1, seen)
+    walk.seen.add(id(obj))
+    return _value(dict(sorted(state.items())), depth - 1, walk)

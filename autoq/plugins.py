@@ -18,6 +18,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from types import ModuleType
 
+from autoq.code_digest import PLUGIN_FILE_PREFIX
 from autoq.errors import AutoqError
 
 ENTRY_POINT_GROUP = "autoq.plugins"
@@ -115,7 +116,7 @@ def _import_file(path: Path) -> ModuleType:
     loaded = _loaded_from(path)
     if loaded is not None:
         return loaded
-    name = f"autoq_plugin_{path.stem}"
+    name = f"{PLUGIN_FILE_PREFIX}{path.stem}"  # named as code_digest expects: a method digests alike loaded either way
     spec = importlib.util.spec_from_file_location(name, path)
     assert spec is not None and spec.loader is not None  # a .py file always has one
     module = importlib.util.module_from_spec(spec)

@@ -67,6 +67,18 @@ def test_a_closure_value_a_constant_a_helper_and_an_attribute_change_the_digest(
         assert code_digest(base.direct) == before
 
 
+def test_a_plugin_file_digests_as_its_module_does_and_keeps_its_old_digest(tmp_path):
+    """``--plugin path/p.py`` imports the file as ``autoq_plugin_p``, ``--plugin p`` as ``p``: the digest named the module,
+    so one unedited plug-in, loaded one way by a search and the other by its export, read as "edited since". The old
+    digest of the file's module (what a search stored before) is still given, under ``legacy``."""
+    by_name = _module(tmp_path, "pform")
+    by_file = _module(tmp_path, "autoq_plugin_pform")  # the same text under the name a plug-in file gets
+    assert code_digest(by_name.direct) == code_digest(by_file.direct)
+    assert code_digest(by_name.make(0.9)) == code_digest(by_file.make(0.9))  # its own-module helper named alike too
+    assert code_digest(by_file.direct, legacy=True) != code_digest(by_file.direct)  # what an older autoq stored
+    assert code_digest(by_name.direct, legacy=True) == code_digest(by_name.direct)  # a module's own name never changed
+
+
 def test_tensors_are_hashed_by_their_values():
     def make(t):
         return lambda w, spec, stats=None: w * t

@@ -105,6 +105,39 @@ def test_a_plugin_given_twice_loads_once_and_a_missing_value_is_refused(folder, 
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
 
 
+def test_a_plugin_loaded_by_name_then_by_file_is_the_same_code(folder):
+    """The code digest named the module, ``myplug`` by name and ``autoq_plugin_myplug`` from the file: a search's export or
+    resume that loaded the unedited plug-in the other way (the printed commands name its file) was refused as edited."""
+    stored = ("--storage", f"sqlite:///{folder / 'optuna.db'}", "--study-name", "forms")
+    first = run_cli("--plugin", "myplug", *SEARCH, *stored, cwd=folder)
+    assert first.returncode == 0, first.stderr
+    resumed = run_cli("--plugin", str(folder / "myplug.py"), "search", "--resume", "forms", *stored, "--n-trials", "5",
+                      "--tracking-uri", "none", "--no-progress", cwd=folder.parent)
+    assert resumed.returncode == 0, resumed.stderr
+
+
+def test_a_plugin_files_digest_stored_by_an_older_autoq_still_matches(tmp_path, monkeypatch):
+    """An older autoq stored a plug-in file's methods by the file's module name: its searches still export and resume."""
+    import sys
+
+    from autoq.engine.resume import _same
+    from autoq.plugins import load_plugins
+    from autoq.ptq import changed_code, plugin_code
+    from autoq.ptq import registry as ptq_registry
+
+    (tmp_path / "methodonly.py").write_text(PLUGIN.split("register_strategy(")[0])  # the method alone, in this process
+    monkeypatch.setattr(ptq_registry, "_METHODS", ptq_registry._METHODS.copy())
+    try:
+        load_plugins([str(tmp_path / "methodonly.py")])
+    finally:
+        sys.modules.pop("autoq_plugin_methodonly", None)
+    now, before = plugin_code(["rtn-user"]), plugin_code(["rtn-user"], legacy=True)
+    assert now != before
+    assert changed_code(before, ["rtn-user"]) == changed_code(now, ["rtn-user"]) == []
+    assert changed_code({"rtn-user": "0" * 16}, ["rtn-user"]) == ["rtn-user"]  # an edit is still refused
+    assert _same("plugin_code", before, now) and not _same("plugin_code", {"rtn-user": "0" * 16}, now)
+
+
 def test_the_search_a_table_seeds_carries_the_plugin(folder):
     """The printed 'Seed a search with it' command failed on the plug-in's method it did not load."""
     proc = run_cli("--plugin", "myplug.py", "sensitivity", "--model", "digits-cnn", "--metric", "sqnr", "--space", "space.yaml",

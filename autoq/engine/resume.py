@@ -319,6 +319,11 @@ def _same(key: str, stored: Any, given: Any) -> bool:
         return (a.kind, a.value) == (b.kind, b.value)
     if key == "space" and isinstance(stored, str) and isinstance(given, str):
         return portable_space(stored) == portable_space(given)  # a relative path of the folder it ran in
+    if key == "plugin_code" and isinstance(stored, dict) and isinstance(given, dict) and set(stored) == set(given):
+        from autoq.ptq import plugin_code
+
+        legacy = plugin_code(given, legacy=True)  # a plug-in file's methods, as an older autoq stored their digests
+        return all(stored[m] in (given[m], legacy.get(m)) for m in given)
     if key == "seed_from" and isinstance(stored, str) and isinstance(given, str):
         return portable_seed_from(stored) == portable_seed_from(given)  # a table file stored by a relative path, before
     if key == "device" and isinstance(stored, str) and isinstance(given, str):

@@ -52,15 +52,25 @@ class MethodInfo:
     needs_stats: bool
     scales_input: bool = False  # returns a per-input-channel scale, stored with the weight (fp32, 32 bits an input)
 
-    @functools.cached_property
+    @property
     def code(self) -> str:
         """``code_digest(fn)``, taken once, at the method's first use in this process (a search's start, an export's):
         before it has run, so a plug-in's own state (a call counter, a memo filled as it runs) does not make the same
         code read as edited (an export right after the search that scored it was refused). It travels with the entry
         to a Ray worker."""
+        return self._digests[0]
+
+    @property
+    def legacy_code(self) -> str:
+        """`code` as an older autoq took it (a plug-in file's method by its module's ``autoq_plugin_`` name), which a
+        search stored then still matches; taken with `code`, before the method runs."""
+        return self._digests[1]
+
+    @functools.cached_property
+    def _digests(self) -> tuple[str, str]:
         from autoq.code_digest import code_digest
 
-        return code_digest(self.fn)
+        return code_digest(self.fn), code_digest(self.fn, legacy=True)
 
 
 _METHODS: Registry[MethodInfo] = Registry(
@@ -169,11 +179,12 @@ def _wrong_transform(q: QuantizedTensor, weight: torch.Tensor, info: MethodInfo)
     return None
 
 
-def plugin_code(methods: Iterable[str]) -> dict[str, str]:
+def plugin_code(methods: Iterable[str], legacy: bool = False) -> dict[str, str]:
     """``{method: code_digest}`` for each of ``methods`` that a plug-in registered (autoq's own change only with
-    autoq): a search records them, and an export or a resume after the plug-in was edited is refused by them."""
+    autoq): a search records them, and an export or a resume after the plug-in was edited is refused by them.
+    ``legacy``: the digests an older autoq recorded (`MethodInfo.legacy_code`)."""
     infos = [info for info in map(_METHODS.find, sorted(set(methods))) if info is not None]
-    return {info.name: info.code for info in infos if not _autoqs_own(info.fn)}
+    return {info.name: info.legacy_code if legacy else info.code for info in infos if not _autoqs_own(info.fn)}
 
 
 def _autoqs_own(fn: Any) -> bool:
@@ -186,8 +197,9 @@ def _autoqs_own(fn: Any) -> bool:
 def changed_code(recorded: Mapping[str, str], methods: Iterable[str]) -> list[str]:
     """The methods of ``methods`` whose code is not what ``recorded`` (a search's `plugin_code`) says it was; one not
     registered now is left to the unknown-method error, which says to load its plug-in."""
-    now = plugin_code(m for m in methods if m in recorded)
-    return [m for m in sorted(set(methods)) if m in recorded and m in now and now[m] != recorded[m]]
+    asked = [m for m in methods if m in recorded]
+    now, before = plugin_code(asked), plugin_code(asked, legacy=True)
+    return [m for m in sorted(set(methods)) if m in recorded and m in now and recorded[m] not in (now[m], before[m])]
 
 
 def method_needs_stats(name: str) -> bool:
