@@ -302,10 +302,11 @@ class QueueStrategy(OptunaStrategy):
     shown by the dashboard and told like any other. When ``source`` runs dry the strategy
     is ``exhausted`` and the search ends there (asked again, it repeats its first proposal,
     which the search loop recognises and does not evaluate again). A resumed study replays
-    the source from its beginning, each proposal an earlier session made (a trial holding
-    ``autoq.source_index``) skipped once: a search stopped and resumed proposes what one that ran
-    through would. Skipping every stored assignment also skipped the source's later repeats, which
-    a search that ran through counts as trials (random proposes some), and the two parted ways.
+    the source from its beginning, each proposal an earlier session made (a trial not retrying
+    another; ``autoq.source_index`` is its place) skipped once: a search stopped and resumed
+    proposes what one that ran through would. Skipping every stored assignment also skipped the
+    source's later repeats, which a search that ran through counts as trials (random proposes
+    some), and the two parted ways.
     """
 
     def __init__(
@@ -316,11 +317,10 @@ class QueueStrategy(OptunaStrategy):
         self._pulled = 0  # items taken from the source so far
         self._first: Assignment | None = None
         self._ahead: tuple[int, Assignment] | None = None  # the next new proposal, taken from the source to know whether there is one
-        trials = self.study.get_trials(deepcopy=False)
-        made = [t for t in trials if isinstance(t.user_attrs.get(SOURCE_ATTR), int)]
-        # a study stored before proposals kept their place: its distinct finished assignments, each skipped once
-        made = made or [t for t in {frozenset(t.params.items()): t for t in trials if t.state.is_finished()}.values()]
-        # what earlier sessions proposed, not yet replayed; by the enqueued parameters: a waiting trial has no params yet
+        # what earlier sessions proposed, not yet replayed: every trial but a retry (of a failed or interrupted one), those
+        # an older autoq stored without their place too (by the place alone, a second resume of its study proposed its
+        # first session's trials again); by the enqueued parameters: a waiting trial has no params yet
+        made = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get(RETRY_ATTR) is None]
         self._made = Counter(frozenset((t.system_attrs.get("fixed_params") or t.params).items()) for t in made)
 
     @property

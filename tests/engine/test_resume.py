@@ -186,6 +186,13 @@ def test_a_random_search_stopped_and_resumed_proposes_what_one_that_ran_through_
     through = autoq.search("digits-cnn", n_trials=20, storage=f"sqlite:///{tmp_path / 'through.db'}", **options)
     stopped = f"sqlite:///{tmp_path / 'stopped.db'}"
     autoq.search("digits-cnn", n_trials=8, storage=stopped, **options)
+    autoq.search("digits-cnn", n_trials=13, storage=stopped, resume=True, **options)
+    import sqlite3  # the places an older autoq did not keep: every resume still skips its trials (a second one re-proposed them)
+
+    with sqlite3.connect(tmp_path / "stopped.db") as db:
+        db.execute("DELETE FROM trial_user_attributes WHERE key = 'autoq.source_index' AND trial_id IN "
+                   "(SELECT trial_id FROM trials WHERE number < 8)")
+    db.close()
     resumed = autoq.search("digits-cnn", n_trials=20, storage=stopped, resume=True, **options)
     assignments = [p.assignment for p in through.points]
     assert len(set(assignments[8:])) < len(assignments[8:]) or set(assignments[8:]) & set(assignments[:8])  # it repeats after trial 8
