@@ -269,6 +269,37 @@ def test_a_sampler_or_strategy_that_returns_the_wrong_thing_says_which_and_what_
         autoq.search(model, data, lambda m: 1.0, strategy="returns-none", **options)
 
 
+def test_a_strategys_proposal_or_seed_outside_the_space_is_refused_naming_it(monkeypatch):
+    """A choice no layer offers failed deep in Optuna's ask (a ValueError naming neither strategy nor layer); a layer
+    left out was filled by the sampler, and the trial scored an assignment the strategy never proposed."""
+    import torch
+
+    import autoq
+    from autoq.choice import Assignment
+    from autoq.engine import strategies
+    from autoq.engine.strategy import QueueStrategy
+
+    monkeypatch.setattr(strategies, "_STRATEGIES", strategies._STRATEGIES.copy())
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    good = Assignment({"0": "int8-ch-asym:rtn-mse", "2": "int8-ch-asym:rtn-mse"})
+    wrong = {"choice": Assignment({"0": "int5-g32-asym:gptq", "2": "int8-ch-asym:rtn-mse"}), "layer left out": Assignment({"2": "int8-ch-asym:rtn-mse"}),
+             "not an assignment": {"0": "int8-ch-asym:rtn-mse"}}
+    for mistake, proposal in wrong.items():
+        strategies.register_strategy(f"proposes-{len(mistake)}", reads_scores=False, uses_sampler=False)(
+            lambda ctx, p=proposal: (QueueStrategy(ctx.space, iter([good, p]), ctx.study_name, ctx.storage), [], []))
+        strategies.register_strategy(f"seeds-{len(mistake)}", reads_scores=False, uses_sampler=False)(
+            lambda ctx, p=proposal: (QueueStrategy(ctx.space, iter([good]), ctx.study_name, ctx.storage), [good, p], []))
+    options = dict(budget="8bits", n_trials=3, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    data = [torch.randn(8, 16)]
+    needles = {"choice": r"'int5-g32-asym:gptq' is not an option of layer '0'", "layer left out": r"has no choice for layer '0'",
+               "not an assignment": r"is \{'0': 'int8-ch-asym:rtn-mse'\}, not an Assignment"}
+    for mistake, needle in needles.items():
+        with pytest.raises(autoq.AutoqError, match=r"^proposal 1 of the strategy's source .*" + needle):
+            autoq.search(model, data, lambda m: 1.0, strategy=f"proposes-{len(mistake)}", **options)
+        with pytest.raises(autoq.AutoqError, match=rf"^seed 1 of strategy 'seeds-{len(mistake)}' .*" + needle):
+            autoq.search(model, data, lambda m: 1.0, strategy=f"seeds-{len(mistake)}", **options)
+
+
 FAILING_PLUGIN = '''
 from autoq.ptq import register_method
 

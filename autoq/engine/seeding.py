@@ -24,7 +24,7 @@ from autoq.builtin.workload import Workload
 from autoq.choice import Assignment
 from autoq.engine.seeds import uniform_seeds
 from autoq.engine.strategies import StrategyContext, strategy_factory, strategy_needs_scores, strategy_reads_scores
-from autoq.engine.strategy import Strategy
+from autoq.engine.strategy import Strategy, check_proposal
 from autoq.errors import AutoqError
 from autoq.messages import note, warn
 from autoq.space import SearchSpace
@@ -221,6 +221,9 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
                          f"({study_name!r}); the strategy must load it (optuna.create_study(..., load_if_exists=True), or "
                          "make_strategy / QueueStrategy: see docs/plugins.md)") from None
     strategy, seeds, uniform = _strategy_parts(config.strategy, made)
+    for what, assignments in (("seed", seeds), ("uniform baseline", uniform)):
+        for n, assignment in enumerate(assignments):
+            check_proposal(problem.space, assignment, f"{what} {n} of strategy {config.strategy!r}")
     return strategy, seeds, uniform, seed_from, table
 
 

@@ -346,6 +346,7 @@ class QueueStrategy(OptunaStrategy):
         not by place: a source made anew may differ from the last session's (greedy sweeps as many budgets as trials)."""
         for assignment in self._source:
             place, self._pulled = self._pulled, self._pulled + 1
+            check_proposal(self.space, assignment, f"proposal {place} of the strategy's source")
             self._first = self._first or assignment
             key = frozenset(_params(assignment).items())
             if self._made[key] > 0:
@@ -353,6 +354,19 @@ class QueueStrategy(OptunaStrategy):
                 continue
             return place, assignment
         return None
+
+
+def check_proposal(space: SearchSpace, assignment: object, what: str) -> None:
+    """Refuse a strategy's seed or proposal that is not an assignment of the search space, saying whose: a choice
+    outside a layer's options failed deep in Optuna's ask (a ValueError naming neither), a layer left out was filled
+    by the sampler and one not searched was dropped, both unsaid (the trial scored what the strategy never proposed)."""
+    if not isinstance(assignment, Assignment):
+        raise AutoqError(f"{what} is {assignment!r:.120}, not an Assignment (of layer name to LayerChoice: Assignment({{'layer': "
+                         "'int4-ch-asym:rtn-mse'}), or space.assignment(indices))")
+    try:
+        space.validate(assignment)
+    except AutoqError as exc:
+        raise AutoqError(f"{what} is outside the search space: {exc}") from None
 
 
 def set_metric_names(study: optuna.Study, names: list[str]) -> None:
