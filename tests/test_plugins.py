@@ -300,6 +300,34 @@ def test_a_strategys_proposal_or_seed_outside_the_space_is_refused_naming_it(mon
             autoq.search(model, data, lambda m: 1.0, strategy=f"seeds-{len(mistake)}", **options)
 
 
+def test_a_plugin_queue_strategy_with_seeds_resumes_as_it_runs_through(tmp_path, monkeypatch):
+    """Its seeds were counted as the source's proposals on resume: the source's own later proposal of a seed was
+    skipped, where a search that ran through made it (a repeat it counts as a trial), and the two parted ways."""
+    import torch
+
+    import autoq
+    from autoq.engine import strategies
+    from autoq.engine.strategy import QueueStrategy
+
+    monkeypatch.setattr(strategies, "_STRATEGIES", strategies._STRATEGIES.copy())
+
+    def factory(ctx):
+        source = [ctx.space.assignment([i % len(opts) for opts in ctx.space.options]) for i in range(6)]
+        return QueueStrategy(ctx.space, iter(source), ctx.study_name, ctx.storage, ctx.resume), [source[2]], []
+
+    strategies.register_strategy("seeded-queue", reads_scores=False, uses_sampler=False)(factory)
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 4))
+    data = [torch.randn(8, 16)]
+    options = dict(budget="16bits", strategy="seeded-queue", seed_from="none", tracking_uri=None, study_name="s", progress=False)
+    through = autoq.search(model, data, lambda m: 1.0, n_trials=6, storage=f"sqlite:///{tmp_path / 't.db'}", **options)
+    stopped = f"sqlite:///{tmp_path / 's.db'}"
+    autoq.search(model, data, lambda m: 1.0, n_trials=3, storage=stopped, **options)
+    resumed = autoq.search(model, data, lambda m: 1.0, n_trials=6, storage=stopped, resume=True, **options)
+    assert [p.assignment for p in through.points][3] == through.points[0].assignment  # the source's repeat of the seed
+    assert [p.assignment for p in resumed.points] == [p.assignment for p in through.points]
+
+
 FAILING_PLUGIN = '''
 from autoq.ptq import register_method
 

@@ -27,6 +27,7 @@ LATENCY_OBJECTIVE = {"latency_ms": "minimize"}  # the third objective of a searc
 CONSTRAINT = "budget"
 RETRY_ATTR = "autoq.retry_of"  # trial user attribute: the number of the trial an enqueued one retries (a failure, or a resume's interrupted trial)
 SOURCE_ATTR = "autoq.source_index"  # trial user attribute: the place in a QueueStrategy's source of the proposal it holds
+_NOT_FROM_SOURCE = -1  # its value on a QueueStrategy's seed, enqueued ahead of the source
 
 
 def study_objectives(with_latency: bool) -> dict[str, str]:
@@ -303,7 +304,7 @@ class QueueStrategy(OptunaStrategy):
     is ``exhausted`` and the search ends there (asked again, it repeats its first proposal,
     which the search loop recognises and does not evaluate again). A resumed study replays
     the source from its beginning, each proposal an earlier session made (a trial not retrying
-    another; ``autoq.source_index`` is its place) skipped once: a search stopped and resumed
+    another nor a seed; ``autoq.source_index`` is its place) skipped once: a search stopped and resumed
     proposes what one that ran through would. Skipping every stored assignment also skipped the
     source's later repeats, which a search that ran through counts as trials (random proposes
     some), and the two parted ways.
@@ -317,11 +318,19 @@ class QueueStrategy(OptunaStrategy):
         self._pulled = 0  # items taken from the source so far
         self._first: Assignment | None = None
         self._ahead: tuple[int, Assignment] | None = None  # the next new proposal, taken from the source to know whether there is one
-        # what earlier sessions proposed, not yet replayed: every trial but a retry (of a failed or interrupted one), those
-        # an older autoq stored without their place too (by the place alone, a second resume of its study proposed its
-        # first session's trials again); by the enqueued parameters: a waiting trial has no params yet
-        made = [t for t in self.study.get_trials(deepcopy=False) if t.user_attrs.get(RETRY_ATTR) is None]
+        # what earlier sessions proposed, not yet replayed: every trial but a retry (of a failed or interrupted one) or a
+        # seed, those an older autoq stored without their place too (by the place alone, a second resume of its study
+        # proposed its first session's trials again); by the enqueued parameters: a waiting trial has no params yet
+        made = [t for t in self.study.get_trials(deepcopy=False)
+                if t.user_attrs.get(RETRY_ATTR) is None and t.user_attrs.get(SOURCE_ATTR) != _NOT_FROM_SOURCE]
         self._made = Counter(frozenset((t.system_attrs.get("fixed_params") or t.params).items()) for t in made)
+
+    def seed(self, assignments: Sequence[Assignment]) -> None:
+        """Enqueue ``assignments`` ahead of the source (a plug-in factory's seeds), marked as not the source's: a resume
+        that skipped them in its replay passed over the source's own later proposal of one, which a search that ran
+        through makes (a repeat it counts as a trial)."""
+        for a in assignments:
+            self.study.enqueue_trial(_params(a), user_attrs={"seeded": True, SOURCE_ATTR: _NOT_FROM_SOURCE})
 
     @property
     def exhausted(self) -> bool:
