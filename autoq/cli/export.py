@@ -60,10 +60,15 @@ def run(args: argparse.Namespace) -> int:
           f"(cost model: {cost['size_bytes'] / 1e6:.3f} MB at {cost['effective_bits']:.3f} effective bits).")
     print(f"  Load it:  model = autoq.load({str(out)!r})")
     if logged:
-        store = absolute_uri(args.tracking_uri)
+        import shlex
+
+        from autoq.tracking.mlflow_logger import shown_uri
+
+        store = shown_uri(absolute_uri(args.tracking_uri))  # as every printed store: a server's login left out
         print(f"Logged as an MLflow model of run {args.run_id} ({logged.model_uri}); from any machine that reaches the store:")
         print(f"  model = autoq.load({logged.run_uri!r}, tracking_uri={store!r})")
-        print(f"  model = mlflow.pyfunc.load_model({logged.model_uri!r})   # with MLFLOW_TRACKING_URI={store}")
+        # the variable as a shell sets it: a store in a folder with a space was cut at the space when pasted
+        print(f"  model = mlflow.pyfunc.load_model({logged.model_uri!r})   # with MLFLOW_TRACKING_URI={shlex.quote(store)}")
         if logged.registered:
             print(f"Registered as {logged.registered} in the Model Registry.")
     return 0
