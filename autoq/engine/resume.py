@@ -35,6 +35,7 @@ from autoq.engine.trials import make_point
 from autoq.errors import AutoqError
 from autoq.latency.resolve import is_table_path, portable_device
 from autoq.plugins import portable
+from autoq.ptq import changed_code
 from autoq.search_spaces import portable_space
 from autoq.space import SearchSpace
 from autoq.tracking import MlflowTracker, absolute_uri, sqlite_path
@@ -319,11 +320,8 @@ def _same(key: str, stored: Any, given: Any) -> bool:
         return (a.kind, a.value) == (b.kind, b.value)
     if key == "space" and isinstance(stored, str) and isinstance(given, str):
         return portable_space(stored) == portable_space(given)  # a relative path of the folder it ran in
-    if key == "plugin_code" and isinstance(stored, dict) and isinstance(given, dict) and set(stored) == set(given):
-        from autoq.ptq import plugin_code
-
-        legacy = plugin_code(given, legacy=True)  # a plug-in file's methods, as an older autoq stored their digests
-        return all(stored[m] in (given[m], legacy.get(m)) for m in given)
+    if key == "plugin_code" and isinstance(stored, dict) and isinstance(given, dict):  # as an export compares them
+        return set(stored) == set(given) and not changed_code(stored, given)  # an older autoq's digests too
     if key == "seed_from" and isinstance(stored, str) and isinstance(given, str):
         return portable_seed_from(stored) == portable_seed_from(given)  # a table file stored by a relative path, before
     if key == "device" and isinstance(stored, str) and isinstance(given, str):
@@ -423,7 +421,7 @@ def _check_settings(study_name: str, settings: dict[str, Any], stored: dict[str,
     differ = [key for key in keys if key in stored and key in settings and not _same(key, stored[key], settings[key])]
     if "plugin_code" in differ:
         old, new = stored["plugin_code"], settings["plugin_code"]
-        edited = sorted(m for m in set(old) | set(new) if old.get(m) != new.get(m))
+        edited = sorted((set(old) ^ set(new)) | set(changed_code(old, new)))
         raise AutoqError(f"cannot resume {study_name!r}: the code of plug-in PTQ method(s) {', '.join(edited)} is not what its "
                          "trials were scored with (edited since); new trials would mix two versions under one name. Resume with "
                          "the plug-in as it was, or start a new search (another --study-name)")
