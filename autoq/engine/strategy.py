@@ -314,8 +314,7 @@ class QueueStrategy(OptunaStrategy):
         self, space: SearchSpace, source: Iterator[Assignment], study_name: str, storage: str | None, resume: bool = False, with_latency: bool = False
     ) -> None:
         super().__init__(space, optuna.samplers.RandomSampler(seed=0), study_name, storage, resume, with_latency)
-        self._source = source
-        self._pulled = 0  # items taken from the source so far
+        self._source = enumerate(source)  # each proposal with its place in the source
         self._first: Assignment | None = None
         self._ahead: tuple[int, Assignment] | None = None  # the next new proposal, taken from the source to know whether there is one
         # what earlier sessions proposed, not yet replayed: every trial but a retry (of a failed or interrupted one) or a
@@ -353,8 +352,7 @@ class QueueStrategy(OptunaStrategy):
     def _next_new(self) -> tuple[int, Assignment] | None:
         """The source's next proposal not made by an earlier session, with its place in the source. Skipped by count,
         not by place: a source made anew may differ from the last session's (greedy sweeps as many budgets as trials)."""
-        for assignment in self._source:
-            place, self._pulled = self._pulled, self._pulled + 1
+        for place, assignment in self._source:
             check_proposal(self.space, assignment, f"proposal {place} of the strategy's source")
             self._first = self._first or assignment
             key = frozenset(_params(assignment).items())
