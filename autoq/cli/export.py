@@ -50,7 +50,7 @@ def run(args: argparse.Namespace) -> int:
           file=sys.stderr, flush=True)
     out = export(args.model, point, args.out, progress=not args.no_progress)  # the run's model, sequential flag and data
     out = out.resolve()  # shown in full, as the stores are: the load line works from any folder
-    logged = log_export(args.tracking_uri, args.run_id, out, args.registered_model_name) if args.log_to_run else None
+    logged = log_export(args.tracking_uri, args.run_id, out, args.registered_model_name, point.run_id) if args.log_to_run else None
     config = read_config(out)
     cost = config["cost"]
     half = sum(choice.weight.is_half for choice in assignment.values())

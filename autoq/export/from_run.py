@@ -24,6 +24,7 @@ class RunPoint:
     n_calibration: int = 0
     model_hash: str = ""  # of the searched model's weights ("" when not recorded)
     plugin_code: tuple[tuple[str, str], ...] = ()  # (plug-in PTQ method, its code digest as the search scored with it)
+    run_id: str = ""  # the trial run that logged the point's quality, bits and size ("" when not recorded)
 
 
 def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
@@ -33,14 +34,14 @@ def point_from_run(tracking_uri: str, run_id: str) -> RunPoint:
 
     client, run = stored_run(tracking_uri, run_id, "pass a trial's run id (or a search's parent run id) and the same --tracking-uri")
     _check_exportable(run, client.tracking_uri)
-    assignment, what = _assignment(client, run)
+    assignment, what, point_run = _assignment(client, run)
     # a trial's search settings are on its parent; a search's are its own (it has a parent too when nested in a pipeline's run)
     parent_id = None if run.data.tags.get("autoq.kind") == "search" else run.data.tags.get("mlflow.parentRunId")
     params = _parent_params(client, parent_id, what) if parent_id else run.data.params
     _check_methods_known(assignment, what, params.get("plugins", "none"))
     return RunPoint(assignment, what, params.get("sequential") == "True", params.get("data_fingerprint", ""), params.get("model", ""),
                     recorded(params, "model_source"), recorded(params, "calibration_digest"), int(params.get("n_calibration_batches", 0)),
-                    params.get("model_hash", ""), recorded_code(params))
+                    params.get("model_hash", ""), recorded_code(params), point_run)
 
 
 def _check_exportable(run, tracking_uri: str) -> None:
@@ -110,8 +111,8 @@ def model_of(point: RunPoint) -> str:
     return source
 
 
-def _assignment(client, run) -> tuple[Assignment, str]:
-    """(assignment, what it is) of a trial run, or of a search run's highest-quality frontier point."""
+def _assignment(client, run) -> tuple[Assignment, str, str]:
+    """(assignment, what it is, its trial run's id) of a trial run, or of a search run's highest-quality frontier point."""
     from autoq.tracking.runs import MissingArtifact, artifact_text, moved_artifacts, no_download_bars, resume_hint
 
     run_id = run.info.run_id
@@ -132,7 +133,7 @@ def _assignment(client, run) -> tuple[Assignment, str]:
                          "try again in a moment") from None
     if not is_search:
         trial = run.data.tags.get("autoq.trial", "?")
-        return Assignment.from_json(text), f"trial {trial} (run {run_id})"
+        return Assignment.from_json(text), f"trial {trial} (run {run_id})", run_id
     if not parsed:
         raise AutoqError(f"search run {run_id!r} has no finished trial yet (its frontier is empty); {resume_hint(run, client.tracking_uri)} "
                          "and export a point of its frontier then")
@@ -143,7 +144,7 @@ def _assignment(client, run) -> tuple[Assignment, str]:
     what = f"the best frontier point, trial {best['trial']}, of search run {run_id}"
     if run.info.status == "RUNNING":  # a resumed search: its frontier is the one its last session logged as it ended
         what += " (as its last finished session logged it: the search is running again, or was killed, and may find better)"
-    return Assignment.from_json(json.dumps(best["assignment"])), what
+    return Assignment.from_json(json.dumps(best["assignment"])), what, best.get("run_id") or ""
 
 
 def _check_not_deleted(client, run_id: str | None, what: str) -> None:

@@ -2,11 +2,12 @@
 
 ``autoq export --log-to-run`` logs the export as an MLflow 3 logged model named ``quantized_model``, whose source
 run is the run it was exported from: ``runs:/<run id>/quantized_model`` and ``models:/<model id>`` address it from any
-machine that reaches the tracking store, the run's page lists it, the experiment's Models tab shows it with the run's
-metrics, and ``--registered-model-name`` (or the UI's "Register model") puts a version of it in the Model Registry.
-It is a ``python_function`` model (`autoq.export.pyfunc`): ``mlflow.pyfunc.load_model`` and ``mlflow models serve``
-run it, and ``autoq.load`` takes any of these URIs. Exports logged before (the two files as plain run artifacts under
-``quantized_model/``) load as they did.
+machine that reaches the tracking store, the run's page lists it, the experiment's Models tab shows it with the
+metrics of its point (a trial's, also for a search run's export), and ``--registered-model-name`` (or the UI's
+"Register model") puts a version of it in the Model Registry. It is a ``python_function`` model
+(`autoq.export.pyfunc`): ``mlflow.pyfunc.load_model`` and ``mlflow models serve`` run it, and ``autoq.load`` takes
+any of these URIs. Exports logged before (the two files as plain run artifacts under ``quantized_model/``) load as
+they did.
 """
 
 from __future__ import annotations
@@ -72,10 +73,13 @@ def is_artifact_uri(location: str | Path) -> bool:
     return isinstance(location, str) and bool(_SCHEME.match(location))
 
 
-def log_export(tracking_uri: str, run_id: str, out_dir: Path, registered_model_name: str | None = None) -> LoggedExport:
+def log_export(tracking_uri: str, run_id: str, out_dir: Path, registered_model_name: str | None = None,
+               point_run_id: str | None = None) -> LoggedExport:
     """Log the export in ``out_dir`` (its config and weights, not whatever else the folder holds) as an MLflow model
     from ``run_id``, with the run's parameters and metrics, and tag the run; register a version of it under
-    ``registered_model_name`` when given."""
+    ``registered_model_name`` when given. ``point_run_id``, the trial run of the exported point where ``run_id`` is
+    its search's run, adds that trial's parameters and metrics (quality, bits, size, latency): the model of a search
+    run held only the search's totals, and the Models tab could not compare it with the trials' models."""
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 
     from autoq.export.mlflow_model import copy_metrics, save_pyfunc
@@ -92,15 +96,19 @@ def log_export(tracking_uri: str, run_id: str, out_dir: Path, registered_model_n
         check_registered_name(registered_model_name)
     # the latency's source beside the latency_ms metric copied below: a roofline estimate was shown in the Models tab as
     # a plain number, beside measured ones
-    tags = {key: run.data.tags[key] for key in MODEL_TAGS if key in run.data.tags}
+    point = client.get_run(point_run_id) if point_run_id and point_run_id != run_id else None
+    described = [run] if point is None else [point, run]  # the run's own params and tags over its point's
+    tags = {key: r.data.tags[key] for r in described for key in MODEL_TAGS if key in r.data.tags}
+    params = {key: value for r in described for key, value in r.data.params.items()}
     logged = client.create_logged_model(run.info.experiment_id, name=ARTIFACT_PATH, source_run_id=run_id, tags=tags,
-                                        params=dict(run.data.params), model_type=MODEL_TYPE)
+                                        params=params, model_type=MODEL_TYPE)
     try:
         with tempfile.TemporaryDirectory(prefix="autoq-mlflow-model-") as tmp, quiet_logs():  # not MLflow's INFO lines
             local = save_pyfunc(Path(out_dir), Path(tmp), logged, run_id)
             client.log_model_artifacts(logged.model_id, str(local))
         client.log_outputs(run_id, [LoggedModelOutput(logged.model_id, step=0)])
-        copy_metrics(client, run, logged.model_id)
+        for source in described:
+            copy_metrics(client, source, logged.model_id)
     except BaseException:
         with suppress(Exception):  # marked FAILED in the Models tab where the store still answers; the cause is raised
             client.finalize_logged_model(logged.model_id, LoggedModelStatus.FAILED)

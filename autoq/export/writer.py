@@ -255,7 +255,7 @@ def export(model: nn.Module | str | None, point: object, out_dir: str | Path, ca
             **({"outputs": outputs} if outputs else {}),  # and what predict answers
         })
     if log_to_run:
-        log_export(tracking_uri, run_id, out, registered_model_name)
+        log_export(tracking_uri, run_id, out, registered_model_name, point.run_id)
     return out
 
 

@@ -119,11 +119,21 @@ def test_cli_logs_the_export_as_an_mlflow_model_of_its_run(searched, tmp_path, c
 def test_python_api_logs_to_the_run_it_exports_and_registers_versions(searched, tmp_path, monkeypatch):
     (tmp_path / "best").mkdir()
     (tmp_path / "best" / "private-notes.txt").write_text("not the export's")  # a folder that holds other files too
+    client = MlflowClient(searched.tracking_uri)
+    best = searched.best
+    before = {run_id: _histories(client, run_id) for run_id in (searched.parent_run_id, best.run_id)}
     out = autoq.export(None, searched.parent_run_id, tmp_path / "best", tracking_uri=searched.tracking_uri, log_to_run=True,
                        registered_model_name="digits-w4")
-    client = MlflowClient(searched.tracking_uri)
     assert client.get_run(searched.parent_run_id).data.tags[EXPORTED_TAG] == ARTIFACT_PATH
     [first] = _logged_models(client, searched.parent_run_id)
+    # the model of a search run carries its point's own metrics and params (the trial's), beside the search's: it held
+    # only best_quality and the like, and a filter on metrics.quality in the Models tab passed it over
+    search, trial = client.get_run(searched.parent_run_id).data, client.get_run(best.run_id).data
+    assert {m.key: m.value for m in first.metrics} == {**trial.metrics, **search.metrics}
+    assert first.params == {**trial.params, **search.params} and first.params["trial"] == str(best.trial)
+    found = client.search_logged_models(experiment_ids=[first.experiment_id], filter_string=f"metrics.quality >= {best.quality - 1e-9}")
+    assert first.model_id in {m.model_id for m in found}
+    assert {run_id: _histories(client, run_id) for run_id in before} == before  # neither run's own history gained a point
     exported = {a.path for a in client.list_logged_model_artifacts(first.model_id, f"artifacts/{ARTIFACT_PATH}")}
     assert exported == {f"artifacts/{ARTIFACT_PATH}/{CONFIG_NAME}", f"artifacts/{ARTIFACT_PATH}/{WEIGHTS_NAME}"}  # the notes stay
     version = client.get_model_version("digits-w4", "1")
