@@ -38,7 +38,9 @@ _UNITS = {
 _BUDGET_RE = re.compile(r"^\s*([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?)\s*([a-z\u00b5\u03bc]*)\s*$", re.IGNORECASE)
 _SIZE_UNITS = {"kb": "kB", "mb": "MB", "gb": "GB", "kib": "KiB", "mib": "MiB", "gib": "GiB"}  # as typed (any case): as shown
 # the units Budget.fmt writes, in bits, bytes or ms
-_SHOWN = {"bits": 1.0, **{shown: _UNITS[typed][1] for typed, shown in _SIZE_UNITS.items()}, "us": 1e-3, "ms": 1.0}
+_SHOWN = {"bits": 1.0, **{shown: _UNITS[typed][1] for typed, shown in _SIZE_UNITS.items()}, "us": 1e-3, "ms": 1.0, "s": 1e3}
+_LATENCY_SHOWN = {"us": "us", "\u00b5s": "us", "\u03bcs": "us", "ms": "ms", "s": "s"}  # a latency's unit as typed: as shown
+_LATENCY_DIGITS = {"us": 3, "ms": 6, "s": 9}  # decimals to the nanosecond in each
 _EXAMPLES = "e.g. '4.5bits', '4.5', '20MB', '20MiB'"
 _LATENCY_EXAMPLES = "e.g. '3ms', '250us', '0.003s'"
 NEEDS_DEVICE = (
@@ -120,10 +122,9 @@ class Budget:
     def fmt(self, amount: float) -> str:
         if self.kind == "bits":
             return f"{amount:.3f} bits"
-        if self.kind == "latency_ms":
-            from autoq.latency import format_latency_us
-
-            return format_latency_us(amount * 1e3)
+        if self.kind == "latency_ms":  # in the unit typed too, to the nanosecond: 0.005ms's range in ms, not us
+            unit = _LATENCY_SHOWN.get(_typed_unit(self.text), "ms")
+            return f"{_trimmed(f'{amount / _SHOWN[unit]:.{_LATENCY_DIGITS[unit]}f}')} {unit}"
         typed = re.search(r"([kmg]i?b)\s*$", self.text, re.IGNORECASE)  # in the unit typed: 50MiB's range in MiB, 500kB's in kB
         unit = _SIZE_UNITS[typed.group(1).lower()] if typed else "MB"
         mb = amount / _SHOWN[unit]
@@ -173,6 +174,19 @@ class Budget:
             return (f"budget {self.text!r} is above the dearest assignment, so every assignment meets it and it does not "
                     f"narrow the search; {span}")
         return None
+
+
+def _typed_unit(text: str) -> str:
+    """The unit of a budget's text, lower case ('' for none, or for a text that is no budget)."""
+    match = _BUDGET_RE.match(text)
+    return match.group(2).lower() if match else ""
+
+
+def _trimmed(number: str) -> str:
+    """A decimal without trailing zeros past its third: '0.013384' and '3.000', not '3.000000'."""
+    whole, _, decimals = number.partition(".")
+    kept = decimals.rstrip("0")
+    return f"{whole}.{kept.ljust(3, '0')}" if decimals else number
 
 
 def _amount(text: str) -> float:

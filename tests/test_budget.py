@@ -180,8 +180,19 @@ def test_infeasible_latency_states_the_range_and_source():
     with pytest.raises(AutoqError) as info:
         parse_budget("100us").check_feasible(cheap, dear, "estimate:roofline:h100")
     message = str(info.value)
-    assert "below" in message and "150.000 us" in message and "2.5000 ms" in message and "estimate:roofline:h100" in message
+    assert "below" in message and "is 150.000 us to 2500.000 us" in message and "estimate:roofline:h100" in message
     parse_budget("1ms").check_feasible(cheap, dear, "estimate:roofline:h100")
+
+
+@pytest.mark.parametrize(("text", "low", "high"), [("5us", "13.384 us", "22.726 us"), ("5\u00b5s", "13.384 us", "22.726 us"),
+                                                   ("0.005ms", "0.013384 ms", "0.022726 ms"),
+                                                   ("1e-5s", "0.000013384 s", "0.000022726 s")])
+def test_a_latency_range_is_in_the_unit_typed(text, low, high):
+    """As a size's: a budget typed in ms or s had its range back in us, and one across 1 ms in both us and ms."""
+    with pytest.raises(AutoqError, match=rf"the feasible range for this model and search space is {low} to {high} "):
+        parse_budget(text).check_feasible(Cost(2.0, 1, latency_us=13.384), Cost(16.0, 2, latency_us=22.726), "table:test")
+    note = parse_budget("3ms").check_feasible(Cost(2.0, 1, latency_us=200.0), Cost(16.0, 2, latency_us=1200.0), "table:test")
+    assert "is 0.200 ms to 1.200 ms" in note  # trailing zeros past the third decimal left off
 
 
 # ---------------------------------------------------------------- feasibility
@@ -226,12 +237,12 @@ def test_a_latency_budget_of_exactly_the_cheapest_assignment_fits_it():
         parse_budget("2us").check_feasible(cheap, dear)
 
 
-@pytest.mark.parametrize("kind", ["bits", "MB", "MiB", "ms", "us"])
+@pytest.mark.parametrize("kind", ["bits", "MB", "MiB", "ms", "us", "s"])
 def test_each_stated_end_of_the_range_is_feasible_when_typed_back(kind):
     """The low end is rounded up and the high end down: each, passed back as the budget, passes the check."""
     rng = np.random.default_rng(0)
     for _ in range(200):
-        lo, hi = sorted(rng.uniform(0.001, 20, 2) * {"bits": 1.0, "MB": 1e6, "MiB": 2.0**20, "ms": 1e3, "us": 1.0}[kind])
+        lo, hi = sorted(rng.uniform(0.001, 20, 2) * {"bits": 1.0, "MB": 1e6, "MiB": 2.0**20, "ms": 1e3, "us": 1.0, "s": 1e3}[kind])
         cheap, dear = (Cost(v, int(v), v) if kind == "bits" else Cost(1.0, int(v), v) for v in (lo, hi))
         if kind in ("MB", "MiB"):
             lo, hi = float(int(lo)), float(int(hi))
