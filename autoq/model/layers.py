@@ -179,12 +179,34 @@ def derived_weights(model: nn.Module) -> list[str]:
             if _kind(module, hf_conv1d) is not None and not isinstance(module.weight, nn.Parameter)]
 
 
-def derived_note(names: list[str]) -> str:
-    """One line for the user: which layers a search leaves unquantized because their weight is computed."""
+def derived_note(model: nn.Module, names: list[str]) -> str:
+    """One line for the user: which layers a search leaves unquantized because their weight is computed, and how to
+    fold each kind: a pruned layer was told to remove a parametrization it does not have, which raised."""
+    pruned = [name for name in names if _pruned(model.get_submodule(name))]
+    computed = [name for name in names if name not in pruned]
+    notes = []
+    if computed:
+        notes.append(f"{len(computed)} layer(s) whose weight a parametrization computes (weight_norm, spectral_norm) left "
+                     f"unquantized: {_shown(computed)}; fold it into the weight first to search them "
+                     "(torch.nn.utils.parametrize.remove_parametrizations(module, 'weight'), or torch.nn.utils.remove_weight_norm)")
+    if pruned:
+        notes.append(f"{len(pruned)} pruned layer(s) (torch.nn.utils.prune: weight = weight_orig * weight_mask, on every "
+                     f"forward) left unquantized: {_shown(pruned)}; make the pruning permanent first to search them "
+                     "(torch.nn.utils.prune.remove(module, 'weight'))")
+    return "; ".join(notes)
+
+
+def _pruned(module: nn.Module) -> bool:
+    """Whether torch.nn.utils.prune computes the module's weight (its forward pre-hook), not a parametrization."""
+    from torch.nn.utils.prune import BasePruningMethod
+
+    return any(isinstance(hook, BasePruningMethod) for hook in module._forward_pre_hooks.values())
+
+
+def _shown(names: list[str]) -> str:
+    """The first three names, and how many more."""
     more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-    return (f"{len(names)} layer(s) whose weight a parametrization computes (weight_norm, spectral_norm) left unquantized: "
-            f"{', '.join(map(repr, names[:3]))}{more}; fold it into the weight first to search them "
-            "(torch.nn.utils.parametrize.remove_parametrizations(module, 'weight'), or torch.nn.utils.remove_weight_norm)")
+    return f"{', '.join(map(repr, names[:3]))}{more}"
 
 
 # modules with weight matrices that no kernel or layer kind of autoq takes: (parameter, what it is)
@@ -227,7 +249,7 @@ def left_out_note(model: nn.Module, skip: Iterable[str], tied: dict[str, list[st
     skip_res = compile_patterns(skip, "skip")
     derived = [name for name in derived_weights(model) if not any(r.search(name) for r in skip_res)]
     unsearched = [w for w in unsearched_weights(model) if not any(r.search(w[0]) for r in skip_res)]
-    notes = (([tied_note(tied)] if tied else []) + ([derived_note(derived)] if derived else [])
+    notes = (([tied_note(tied)] if tied else []) + ([derived_note(model, derived)] if derived else [])
              + ([unsearched_note(unsearched)] if unsearched else []))
     return "; ".join(notes) or None
 
@@ -319,7 +341,7 @@ def find_layers(model: nn.Module, skip: Iterable[str] = (), include_tied: bool =
         what = (f" after the skip rules: {[r.pattern for r in skip_res]} skip {len(skipped)} of its {len(names)} ({name_examples(names)}); "
                 "skip fewer (a pattern is a regular expression searched in the name: '^head$' skips that layer alone)") if skipped else \
             " (autoq quantizes nn.Linear, nn.Conv1d, nn.Conv2d and transformers Conv1D weights)"
-        left_out = (f"; {tied_note(tied)}" if tied else "") + (f"; {derived_note(sorted(derived))}" if derived else "")
+        left_out = (f"; {tied_note(tied)}" if tied else "") + (f"; {derived_note(model, sorted(derived))}" if derived else "")
         raise AutoqError(f"the model has no quantizable layer{what}{left_out}")
     return found
 

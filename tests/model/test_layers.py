@@ -245,6 +245,22 @@ def test_a_layer_whose_weight_a_parametrization_computes_is_left_out_with_a_note
         find_layers(nn.Sequential(nn.utils.parametrizations.weight_norm(nn.Linear(3, 3))))
 
 
+def test_a_pruned_layer_is_told_to_make_its_pruning_permanent():
+    """A pruned layer was told to remove a weight_norm parametrization it does not have: both fixes named raised."""
+    from torch.nn.utils import prune
+
+    model = _normed()
+    prune.l1_unstructured(model[6], "weight", amount=0.5)
+    note = left_out_note(model, (), {})
+    assert note.startswith("3 layer(s) whose weight a parametrization computes") and "'0', '2', '4';" in note
+    assert "1 pruned layer(s) (torch.nn.utils.prune" in note and "prune.remove(module, 'weight')" in note
+    with pytest.raises(AutoqError, match=r"no quantizable layer .*; 1 pruned layer\(s\) .* '6'; make the pruning permanent") as info:
+        find_layers(model)
+    assert str(info.value).count("pruned") == 1  # the parametrized layers are not called pruned
+    prune.remove(model[6], "weight")  # what the note says, which works
+    assert [layer.name for layer in find_layers(model)] == ["6"]
+
+
 def test_get_module():
     model = net()
     assert get_module(model, "block.mlp") is model.block.mlp
