@@ -6,6 +6,7 @@ Quality is classification accuracy on a fixed held-out quarter of the data set.
 from __future__ import annotations
 
 import io
+import math
 import pickle
 from pathlib import Path
 
@@ -14,7 +15,7 @@ from torch import nn
 
 from autoq.builtin.workload import NoMetric, Workload, cache_dir, keep_in_cache
 from autoq.errors import AutoqError
-from autoq.files import write_atomic
+from autoq.files import folder_lock, write_atomic
 from autoq.messages import note
 
 RECIPE = "digits-cnn-v1"  # bump when the architecture or training changes
@@ -53,18 +54,33 @@ def digits_data(seed: int = 0) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor
 
 
 def train_digits_cnn(x: torch.Tensor, y: torch.Tensor, epochs: int = 30, seed: int = 0) -> nn.Module:
-    """The same weights for the same seed, without touching the caller's global torch RNG."""
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        model = digits_cnn()
-    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    """The same weights for the same seed, without touching torch's global RNG: seeded and put back around the
+    initialization (``fork_rng``), it was shared by threads, and two searches of an outer study's threads each
+    trained another model (and put back the RNG under the other's feet)."""
     gen = torch.Generator().manual_seed(seed)
+    model = _initialized(gen)
+    opt = torch.optim.Adam(model.parameters(), lr=3e-3)
     for _ in range(epochs):
         for idx in torch.randperm(len(y), generator=gen).split(64):
             opt.zero_grad()
             nn.functional.cross_entropy(model(x[idx]), y[idx]).backward()
             opt.step()
     return model.eval()
+
+
+def _initialized(gen: torch.Generator) -> nn.Module:
+    """The CNN initialized as torch's ``reset_parameters`` does, drawing from ``gen``, layer by layer in order: the
+    weights ``torch.manual_seed(seed); digits_cnn()`` gives, from a generator of the caller's own."""
+    with torch.device("meta"):
+        model = digits_cnn()
+    model = model.to_empty(device="cpu")
+    with torch.no_grad():
+        for layer in model:
+            if isinstance(layer, (nn.Conv2d, nn.Linear)):
+                nn.init.kaiming_uniform_(layer.weight, a=math.sqrt(5), generator=gen)
+                bound = 1 / math.sqrt(layer.weight[0].numel())  # the fan-in
+                nn.init.uniform_(layer.bias, -bound, bound, generator=gen)
+    return model
 
 
 class Accuracy:
@@ -85,12 +101,7 @@ def digits_workload(batch_size: int = 128, with_metric: bool = True) -> Workload
     path = cache_dir() / f"{RECIPE}.pt"
     model = _cached(path)
     if model is None:
-        model = train_digits_cnn(x_train, y_train)
-        state = model.state_dict()
-        data = io.BytesIO()  # saved in memory first: torch.save's own write to a full disk raised a RuntimeError
-        torch.save(state, data)
-        # another process starting now reads it whole or not at all
-        keep_in_cache(path, lambda p: write_atomic(p, lambda tmp: tmp.write_bytes(data.getvalue())), "the trained digits-cnn", "trained")
+        model = _trained(path, x_train, y_train)
     model.eval()
     return Workload(
         name="digits-cnn",
@@ -100,6 +111,22 @@ def digits_workload(batch_size: int = 128, with_metric: bool = True) -> Workload
         metric=f"top-1 accuracy on {len(y_test)} held-out scikit-learn digits" if with_metric else "not loaded",
         data_fingerprint=RECIPE,
     )
+
+
+def _trained(path: Path, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
+    """The CNN trained and kept at ``path``, one process or thread at a time: a second one starting meanwhile waits and
+    reads the first one's. Two trained at once (threads of an outer study, or processes at other thread counts) gave
+    two models: one was kept, and the search run on the other could no longer be exported (its weights' hash)."""
+    with folder_lock(path.parent):
+        model = _cached(path)
+        if model is not None:
+            return model
+        model = train_digits_cnn(x, y)
+        data = io.BytesIO()  # saved in memory first: torch.save's own write to a full disk raised a RuntimeError
+        torch.save(model.state_dict(), data)
+        # another process starting now reads it whole or not at all
+        keep_in_cache(path, lambda p: write_atomic(p, lambda tmp: tmp.write_bytes(data.getvalue())), "the trained digits-cnn", "trained")
+    return model
 
 
 def _cached(path: Path) -> nn.Module | None:

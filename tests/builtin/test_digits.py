@@ -35,6 +35,31 @@ def test_building_it_leaves_the_callers_random_state():
         assert torch.equal(a, b)
 
 
+def test_threads_building_it_at_once_get_the_one_model_a_single_thread_trains(tmp_path, monkeypatch):
+    """Two searches of an outer study's threads (n_jobs=2) on a cold cache each trained a model, from the global RNG
+    both seeded and put back: two other models, of which one was kept, and the search on the other could not be
+    exported (its weights' hash). The second now waits for the first's and reads it."""
+    import threading
+
+    from autoq.builtin.digits import digits_data
+
+    monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path))
+    start, built = threading.Barrier(3), {}
+
+    def build(i: int) -> None:
+        start.wait()
+        built[i] = digits_workload().model.state_dict()
+
+    threads = [threading.Thread(target=build, args=(i,)) for i in range(3)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    alone = train_digits_cnn(*digits_data()[:2]).state_dict()
+    for i in range(3):
+        assert all(torch.equal(built[i][k], alone[k]) for k in alone), i
+
+
 def test_a_cache_file_cut_short_is_trained_again_and_written_whole(tmp_path, monkeypatch, capsys):
     """A cached CNN cut short (a kill during the save, a full disk) failed every later run with torch's "failed finding
     central directory", naming no file; the save wrote straight to the cached path, so a process starting meanwhile
