@@ -103,20 +103,27 @@ class LayerStats:
             h = h.clone()
             h.diagonal().add_(1e-10 * float(h.diagonal().mean()) + 1e-12)
             return LossFactor(torch.linalg.cholesky(h).t().float().contiguous(), 0.0)  # H = L L^T: d^T H d = ||L^T d||^2
-        # a fixed sketch, so that the same statistics give the same factor (and an export's re-quantization the search's
-        # codes); only the generator of h's device is seeded and put back (torch.manual_seed would seed every GPU's)
-        with torch.random.fork_rng(devices=[h.device] if h.is_cuda else []):
-            if h.is_cuda:
-                with torch.cuda.device(h.device):
-                    torch.cuda.manual_seed(0)
-            else:
-                torch.default_generator.manual_seed(0)
-            u, top, _ = torch.svd_lowrank(h.float(), q=max_rows, niter=4, M=None)  # symmetric PSD: SVD = eigen-decomposition
+        u, top = _top_eigen(h.float(), max_rows, niter=4)
         top = top.clamp_min(0.0)
         tail = max(0.0, (float(h.diagonal().sum()) - float(top.sum())) / (n_in - max_rows))
         # the tail stands for the spectrum outside the sketch's span only: inside it, the top eigenvalues less the tail
         # (an isotropic tail over all of d counted the sketched directions twice, 13% over on a flat spectrum)
         return LossFactor((u * (top - tail).clamp_min(0.0).sqrt()).t().contiguous(), tail)
+
+
+def _top_eigen(h: torch.Tensor, q: int, niter: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The top ``q`` eigenvectors and eigenvalues of the symmetric PSD ``h`` by a randomized range finder (Halko et al.
+    2009, as ``torch.svd_lowrank``, whose numbers it gives), on a fixed sketch drawn from a generator of its own: the
+    same statistics give the same factor (and an export's re-quantization the search's codes). ``svd_lowrank`` draws
+    from the global RNG, seeded and put back around it: shared by threads, two searches at once (an outer study's
+    n_jobs) drew each other's sketches."""
+    gen = torch.Generator(h.device).manual_seed(0)
+    q_basis = torch.linalg.qr(h @ torch.randn(h.shape[-1], q, dtype=h.dtype, device=h.device, generator=gen)).Q
+    for _ in range(niter):
+        q_basis = torch.linalg.qr(h.mH @ q_basis).Q
+        q_basis = torch.linalg.qr(h @ q_basis).Q
+    u, top, _ = torch.linalg.svd(q_basis.mH @ h, full_matrices=False)  # symmetric PSD: SVD = eigen-decomposition
+    return q_basis @ u, top
 
 
 def token_mask(batch: Any) -> torch.Tensor | None:

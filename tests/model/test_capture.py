@@ -246,6 +246,36 @@ def test_low_rank_loss_factor_is_deterministic_and_leaves_the_global_rng_alone()
     assert torch.cuda.is_initialized() or list(torch.cuda._lazy_seed_tracker.get_calls()) == queued
 
 
+def test_the_low_rank_sketch_is_its_own_while_another_thread_seeds_the_global_rng():
+    """The sketch was drawn from the global RNG, seeded and put back around it: a thread seeding it meanwhile (another
+    search of an outer study's n_jobs) changed the factor, and an export's codes then differed from the search's."""
+    import threading
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(256, 8))
+    stats = capture_stats(model, find_layers(model), [torch.randn(400, 256) @ torch.randn(256, 256)])["0"]
+    factor = stats.loss_factor(16)
+    torch.manual_seed(0)  # the numbers torch.svd_lowrank gives from seed 0, as before the sketch had its own generator
+    u, top, _ = torch.svd_lowrank(stats.hessian(torch.float64).float(), q=16, niter=4)
+    assert torch.equal(factor.rows, (u * (top.clamp_min(0) - factor.tail).clamp_min(0).sqrt()).t())
+    stop = threading.Event()
+
+    def seeding() -> None:
+        seed = 0
+        while not stop.is_set():
+            seed += 1
+            torch.manual_seed(seed)
+
+    other = threading.Thread(target=seeding)
+    other.start()
+    try:
+        factors = [stats.loss_factor(16).rows for _ in range(200)]
+    finally:
+        stop.set()
+        other.join()
+    assert all(torch.equal(f, factor.rows) for f in factors)
+
+
 @pytest.mark.parametrize("n_in, max_rows", [(24, 32), (96, 16)])
 def test_loss_factor_gives_the_layer_output_error_and_its_gradient(n_in, max_rows):
     """What AWQ and AdaRound minimise: exact through the Cholesky factor up to ``max_rows`` inputs; above, the
