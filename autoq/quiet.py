@@ -3,8 +3,9 @@
 autoq runs inside users' own Optuna studies and pipelines, so it never changes
 their logging for good: Optuna's per-trial INFO lines, MLflow's schema-migration
 notes, the links MLflow prints for every run it ends on a tracking server and
-transformers' progress bars are silenced only while autoq works. A level someone
-changed meanwhile is left as they set it.
+transformers' progress bars are silenced only while autoq works, Optuna's and
+MLflow's lines only in the threads autoq works in. A level someone changed
+meanwhile is left as they set it.
 """
 
 from __future__ import annotations
@@ -64,27 +65,53 @@ def _held(shared: _Shared) -> Iterator[None]:
         shared.leave()
 
 
+class _QuietThreads(logging.Filter):
+    """Drops the INFO and DEBUG records of ``_BELOW_WARNING``'s loggers that threads inside `quiet_logs` make. Not their
+    levels: set to WARNING for the process, they silenced an outer study's own "Trial N finished" lines in its other
+    threads (``n_jobs=2``) while a search ran in one."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._lock = threading.Lock()
+        self._threads: dict[int, int] = {}  # thread ident: its blocks in quiet_logs
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return (record.levelno >= logging.WARNING or record.thread not in self._threads
+                or record.name.split(".", 1)[0] not in _BELOW_WARNING)
+
+    @contextmanager
+    def held(self) -> Iterator[None]:
+        """This thread's records dropped for the block."""
+        ident = threading.get_ident()
+        with self._lock:
+            self._threads[ident] = self._threads.get(ident, 0) + 1
+        try:
+            yield
+        finally:
+            with self._lock:
+                self._threads[ident] -= 1
+                if not self._threads[ident]:
+                    del self._threads[ident]
+
+
+_BELOW_WARNING = ("optuna", "mlflow")  # libraries whose INFO lines autoq's own calls drop: per trial, per store
+_THREADS = _QuietThreads()
+
+
 def _quiet() -> list[Callable[[], None]]:
-    """Quiet each library that is installed (loading an exported model needs neither MLflow nor Optuna); the calls that
-    restore each level, where it is still the one set here (a level changed meanwhile is left as it was set)."""
+    """Quiet each library that is installed (loading an exported model needs neither MLflow nor Optuna): Optuna's and
+    MLflow's handlers drop the quieted threads' records below WARNING; the calls that undo it."""
     undo: list[Callable[[], None]] = []
-    optuna = _optional("optuna")
-    if optuna:
-        level = optuna.logging.get_verbosity()
-        optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # imported first: each adds its handler on import, which the filter goes on (their child loggers all reach it)
+    quieted = [name for name in _BELOW_WARNING if _optional(name)]
+    handlers = [h for name in [*quieted, ""] for h in logging.getLogger(name).handlers]  # "": the root's, for propagation
+    for handler in handlers:
+        handler.addFilter(_THREADS)
 
-        def optuna_back() -> None:
-            if optuna.logging.get_verbosity() == optuna.logging.WARNING:
-                optuna.logging.set_verbosity(level)
-        undo.append(optuna_back)
-    if _optional("mlflow"):  # it configures its loggers on import
-        mlflow_logger, mlflow_level = logging.getLogger("mlflow"), logging.getLogger("mlflow").level
-        mlflow_logger.setLevel(logging.WARNING)
-
-        def mlflow_back() -> None:
-            if mlflow_logger.level == logging.WARNING:
-                mlflow_logger.setLevel(mlflow_level)
-        undo.append(mlflow_back)
+    def filters_off() -> None:
+        for handler in handlers:
+            handler.removeFilter(_THREADS)
+    undo.append(filters_off)
     # MLflow writes '🏃 View run ... at: URL' and 'View experiment at' to stdout whenever a run on a tracking server ends
     # (one more request each): two lines a trial, 800 for 400 trials, through the progress bar; autoq's summary links the search
     if _SUPPRESS_LINKS not in os.environ:
@@ -123,9 +150,9 @@ _HF = _Shared(_quiet_transformers)
 
 @contextmanager
 def quiet_logs() -> Iterator[None]:
-    """Optuna's and MLflow's loggers at WARNING, transformers' at ERROR without its bars, and MLflow's run links off, for
-    the block; overlapping blocks (threads) share one quiet spell (`_Shared`)."""
-    with _held(_LEVELS), _held(_HF):
+    """Optuna's and MLflow's records below WARNING from this thread dropped, transformers' logging at ERROR without its
+    bars, and MLflow's run links off, for the block; overlapping blocks (threads) share one quiet spell (`_Shared`)."""
+    with _THREADS.held(), _held(_LEVELS), _held(_HF):
         yield
 
 

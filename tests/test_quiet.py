@@ -86,13 +86,14 @@ print("loaded")
 @pytest.mark.parametrize("first_out", ["first", "second"])
 def test_overlapping_calls_leave_the_levels_as_they_found_them(first_out):
     """Two searches in threads of an outer study (n_jobs=2): the second saved the first's quiet levels, and restoring
-    them after the first had restored left Optuna at WARNING for the rest of the process."""
+    them after the first had restored left transformers quiet for the rest of the process (Optuna at WARNING, before
+    its lines were dropped by thread)."""
     import optuna
     from transformers.utils import logging as hf
 
     from autoq.quiet import quiet_logs
 
-    before = (optuna.logging.get_verbosity(), logging.getLogger("mlflow").level, hf.get_verbosity(), hf.is_progress_bar_enabled())
+    before = (optuna.logging.get_verbosity(), hf.get_verbosity(), hf.is_progress_bar_enabled())
     optuna.logging.set_verbosity(optuna.logging.INFO)
     hf.set_verbosity_info()
     hf.enable_progress_bar()
@@ -100,22 +101,73 @@ def test_overlapping_calls_leave_the_levels_as_they_found_them(first_out):
         a, b = quiet_logs(), quiet_logs()
         a.__enter__()
         b.__enter__()
-        assert optuna.logging.get_verbosity() == optuna.logging.WARNING
+        assert hf.get_verbosity() == hf.ERROR
         out, last = (a, b) if first_out == "first" else (b, a)
         out.__exit__(None, None, None)
-        # the other still runs: quiet until it ends (the first out restored INFO, and the other's study line showed)
-        assert optuna.logging.get_verbosity() == optuna.logging.WARNING and hf.get_verbosity() == hf.ERROR
+        assert hf.get_verbosity() == hf.ERROR  # the other still runs: quiet until it ends
         last.__exit__(None, None, None)
-        assert optuna.logging.get_verbosity() == optuna.logging.INFO
+        assert optuna.logging.get_verbosity() == optuna.logging.INFO  # never changed
         assert hf.get_verbosity() == hf.INFO and hf.is_progress_bar_enabled()
         with quiet_logs():
-            optuna.logging.set_verbosity(optuna.logging.DEBUG)  # the user's own change meanwhile is kept
-        assert optuna.logging.get_verbosity() == optuna.logging.DEBUG
+            hf.set_verbosity_debug()  # the user's own change meanwhile is kept
+        assert hf.get_verbosity() == hf.DEBUG
     finally:
         optuna.logging.set_verbosity(before[0])
-        logging.getLogger("mlflow").setLevel(before[1])
-        hf.set_verbosity(before[2])
-        (hf.enable_progress_bar if before[3] else hf.disable_progress_bar)()
+        hf.set_verbosity(before[1])
+        (hf.enable_progress_bar if before[2] else hf.disable_progress_bar)()
+
+
+def test_optuna_and_mlflow_lines_are_dropped_in_the_quiet_thread_only():
+    """Optuna's level was set to WARNING for the process while a search ran: an outer study's own "Trial N finished"
+    lines, told in its other threads (n_jobs=2), were lost. Only the searching thread's INFO lines are dropped now."""
+    import threading
+
+    import mlflow  # noqa: F401 - its handler is made on import
+    import optuna
+
+    from autoq.quiet import _THREADS, quiet_logs
+
+    class Kept(logging.Handler):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lines: list[tuple[str, str]] = []
+
+        def emit(self, record: logging.LogRecord) -> None:
+            self.lines.append((record.name, record.getMessage()))
+
+    kept = Kept()
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    libraries = [logging.getLogger("optuna"), logging.getLogger("mlflow")]
+    levels = [logger.level for logger in libraries]
+    for logger in libraries:
+        logger.setLevel(logging.INFO)
+        logger.addHandler(kept)
+    try:
+        inside, done = threading.Event(), threading.Event()
+
+        def searching() -> None:
+            with quiet_logs():
+                inside.set()
+                logging.getLogger("optuna.study.study").info("search's trial")
+                logging.getLogger("mlflow.store.db.utils").info("search's store")
+                logging.getLogger("optuna.study.study").warning("search's warning")
+                done.wait()
+
+        thread = threading.Thread(target=searching)
+        thread.start()
+        inside.wait()
+        logging.getLogger("optuna.study.study").info("outer trial")  # the outer study's thread, meanwhile
+        logging.getLogger("mlflow.tracking").info("outer run")
+        done.set()
+        thread.join()
+        logging.getLogger("optuna.study.study").info("after")
+        assert kept.lines == [("optuna.study.study", "search's warning"), ("optuna.study.study", "outer trial"),
+                              ("mlflow.tracking", "outer run"), ("optuna.study.study", "after")]
+        assert not any(f is _THREADS for logger in libraries for h in logger.handlers for f in h.filters)  # taken off
+    finally:
+        for logger, level in zip(libraries, levels):
+            logger.removeHandler(kept)
+            logger.setLevel(level)
 
 
 def test_a_search_without_transformers_does_not_import_it_to_quiet_it():
