@@ -140,11 +140,13 @@ class Budget:
         typed = parse_budget(f"{shown}{unit}").violation(cost)
         if typed > 0 if up else typed < 0:
             exponent = shown.as_tuple().exponent
+            if self.kind == "latency_ms":  # by a nanosecond, as fmt prints it: not by the last digit its trimming left
+                exponent = -_LATENCY_DIGITS[unit]
             if self.kind == "bytes" and len(shown.as_tuple().digits) < 4:  # 0.099996 MB shown as 0.1 by fmt's 4 digits:
                 exponent = shown.adjusted() - 3  # down by its 4th (0.0999), not by 0.1 to '0.0 MB'
             step = Decimal((0, (1,), exponent))
             shown = shown + step if up else shown - step
-        return f"{shown} {unit}"
+        return f"{shown:f} {unit}"  # fixed point: 0.0000005 s, not 5E-7
 
     @property
     def is_latency(self) -> bool:

@@ -193,6 +193,15 @@ def test_a_latency_range_is_in_the_unit_typed(text, low, high):
         parse_budget(text).check_feasible(Cost(2.0, 1, latency_us=13.384), Cost(16.0, 2, latency_us=22.726), "table:test")
     note = parse_budget("3ms").check_feasible(Cost(2.0, 1, latency_us=200.0), Cost(16.0, 2, latency_us=1200.0), "table:test")
     assert "is 0.200 ms to 1.200 ms" in note  # trailing zeros past the third decimal left off
+    # an end a hair above a round number (a sum's float noise) is rounded up by a nanosecond, not by the last digit the
+    # trimming left (0.016 ms up to 0.017 ms, and 0.000016 s up to 0.000017 s: past the top, "costs about")
+    cheap, dear = Cost(2.0, 1, latency_us=10.000000000000002 + 6.000000000000002), Cost(16.0, 2, latency_us=16.023)
+    for text, low, high in (("1e-9s", "0.000016001 s", "0.000016023 s"), ("0.000001ms", "0.016001 ms", "0.016023 ms"),
+                            ("1us", "16.001 us", "16.023 us")):
+        with pytest.raises(AutoqError, match=rf"the feasible range for this model and search space is {low} to {high} "):
+            parse_budget(text).check_feasible(cheap, dear, "table:test")
+    with pytest.raises(AutoqError, match=r"is 0.0000005 s to 0.000002 s "):  # fixed point, not 5E-7
+        parse_budget("1e-9s").check_feasible(Cost(2.0, 1, latency_us=0.5), Cost(16.0, 2, latency_us=2.0), "table:test")
 
 
 # ---------------------------------------------------------------- feasibility
