@@ -197,10 +197,12 @@ def derived_note(model: nn.Module, names: list[str]) -> str:
 
 
 def _pruned(module: nn.Module) -> bool:
-    """Whether torch.nn.utils.prune computes the module's weight (its forward pre-hook), not a parametrization."""
+    """Whether torch.nn.utils.prune computes the module's weight (its forward pre-hook), not a parametrization (a
+    pruned bias beside a weight_norm is no pruned weight)."""
     from torch.nn.utils.prune import BasePruningMethod
 
-    return any(isinstance(hook, BasePruningMethod) for hook in module._forward_pre_hooks.values())
+    return any(isinstance(hook, BasePruningMethod) and getattr(hook, "_tensor_name", None) == "weight"
+               for hook in module._forward_pre_hooks.values())
 
 
 def _shown(names: list[str]) -> str:

@@ -259,6 +259,8 @@ def test_a_pruned_layer_is_told_to_make_its_pruning_permanent():
     assert str(info.value).count("pruned") == 1  # the parametrized layers are not called pruned
     prune.remove(model[6], "weight")  # what the note says, which works
     assert [layer.name for layer in find_layers(model)] == ["6"]
+    prune.l1_unstructured(model[0], "bias", amount=0.5)  # a pruned bias beside a weight_norm: the weight_norm's note
+    assert "pruned" not in left_out_note(model, (), {})
 
 
 def test_get_module():
