@@ -76,7 +76,8 @@ class _QuietThreads(logging.Filter):
         self._threads: dict[int, int] = {}  # thread ident: its blocks in quiet_logs
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return (record.levelno >= logging.WARNING or record.thread not in self._threads
+        thread = threading.get_ident() if record.thread is None else record.thread  # None: logging.logThreads = False
+        return (record.levelno >= logging.WARNING or thread not in self._threads
                 or record.name.split(".", 1)[0] not in _BELOW_WARNING)
 
     @contextmanager
@@ -102,9 +103,12 @@ def _quiet() -> list[Callable[[], None]]:
     """Quiet each library that is installed (loading an exported model needs neither MLflow nor Optuna): Optuna's and
     MLflow's handlers drop the quieted threads' records below WARNING; the calls that undo it."""
     undo: list[Callable[[], None]] = []
-    # imported first: each adds its handler on import, which the filter goes on (their child loggers all reach it)
+    # imported first: each adds its handler on import, which the filter goes on, as on any a user gave their child
+    # loggers, and on the root's, for propagation
     quieted = [name for name in _BELOW_WARNING if _optional(name)]
-    handlers = [h for name in [*quieted, ""] for h in logging.getLogger(name).handlers]  # "": the root's, for propagation
+    loggers = [logging.getLogger(), *(logger for name, logger in list(logging.Logger.manager.loggerDict.items())
+                                      if isinstance(logger, logging.Logger) and name.split(".", 1)[0] in quieted)]
+    handlers = list({id(h): h for logger in loggers for h in logger.handlers}.values())
     for handler in handlers:
         handler.addFilter(_THREADS)
 

@@ -164,6 +164,18 @@ def test_optuna_and_mlflow_lines_are_dropped_in_the_quiet_thread_only():
         assert kept.lines == [("optuna.study.study", "search's warning"), ("optuna.study.study", "outer trial"),
                               ("mlflow.tracking", "outer run"), ("optuna.study.study", "after")]
         assert not any(f is _THREADS for logger in libraries for h in logger.handlers for f in h.filters)  # taken off
+        # a handler of a child logger is quieted too, and so is a record without its thread (logging.logThreads off)
+        kept.lines.clear()
+        child, childs = logging.getLogger("optuna.storages"), Kept()
+        child.addHandler(childs)
+        logging.logThreads = False
+        try:
+            with quiet_logs():
+                child.info("child's line")
+        finally:
+            logging.logThreads = True
+            child.removeHandler(childs)
+        assert kept.lines == childs.lines == []
     finally:
         for logger, level in zip(libraries, levels):
             logger.removeHandler(kept)
