@@ -13,6 +13,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     from autoq.builtin import BUILTINS, DEFAULT_MODEL
     from autoq.cli.mlflow_args import add_mlflow_args
     from autoq.cli.scale import add_scale_args
+    from autoq.search_spaces import preset_names
     samplers, strategies, metrics = _registered_names()
 
     p = sub.add_parser(
@@ -22,7 +23,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--budget", default=DEFAULT_BUDGET, help="average bits per weight ('4.5bits', '4.5'), model size ('20MB', '20MiB') or latency with --device ('3ms', '250us'); default: 4.5bits")
     p.add_argument("--model", default=None, type=user_path, help=f"a built-in ({', '.join(BUILTINS)}; default: {DEFAULT_MODEL}) or a local Hugging Face model directory")
-    p.add_argument("--space", default="default", type=user_path, help="search-space preset name or YAML file (default: default)")
+    p.add_argument("--space", default="default", type=user_path,
+                   help=f"search-space preset ({', '.join(preset_names())}) or YAML file (default: default)")
     p.add_argument("--n-trials", type=int, default=100, help="trials, uniform baselines included; a sampler's repeat of an earlier assignment counts as one "
                    "and is not evaluated again (default: 100)")
     p.add_argument("--timeout", type=_seconds, default=None, metavar="SECONDS",
@@ -35,7 +37,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                    help=f"seed from a sensitivity table: {', '.join(metrics)}, or a table file (.json/.csv); "
                         "auto (default): fisher, or kl for a space with activation formats, cached on disk; none: random budget-filling mixes")
     p.add_argument("--skip", action="append", default=[], metavar="REGEX", help="leave layers matching REGEX unquantized (repeatable)")
-    p.add_argument("--pin", action="append", default=[], metavar="REGEX=CHOICE", help="fix layers matching REGEX to CHOICE, e.g. 'classifier=fp16' (repeatable)")
+    p.add_argument("--pin", action="append", default=[], metavar="REGEX=CHOICE", help="fix layers matching REGEX to CHOICE, e.g. 'pooler=fp16' (repeatable)")
     add_mlflow_args(p, nest=True, can_skip=True)
     p.add_argument("--study-name", default=None, help="Optuna study name (default: autoq-MODEL-BUDGET-TIMESTAMP)")
     p.add_argument("--storage", default="auto", help="Optuna storage URL (default: optuna.db beside the MLflow database; 'none': in memory, not resumable)")

