@@ -57,9 +57,9 @@ def train_digits_cnn(x: torch.Tensor, y: torch.Tensor, epochs: int = 30, seed: i
     """The same weights for the same seed, without touching torch's global RNG: seeded and put back around the
     initialization (``fork_rng``), it was shared by threads, and two searches of an outer study's threads each
     trained another model (and put back the RNG under the other's feet)."""
-    gen = torch.Generator().manual_seed(seed)
-    model = _initialized(gen)
+    model = _initialized(torch.Generator().manual_seed(seed))
     opt = torch.optim.Adam(model.parameters(), lr=3e-3)
+    gen = torch.Generator().manual_seed(seed)  # the batches' order, from a generator of its own as before
     for _ in range(epochs):
         for idx in torch.randperm(len(y), generator=gen).split(64):
             opt.zero_grad()

@@ -60,6 +60,28 @@ def test_threads_building_it_at_once_get_the_one_model_a_single_thread_trains(tm
         assert all(torch.equal(built[i][k], alone[k]) for k in alone), i
 
 
+def test_the_recipes_weights_are_those_of_its_seeded_initialization_and_shuffles():
+    """The model of recipe digits-cnn-v1, as first written: initialized after torch.manual_seed(seed), its batches shuffled
+    by a generator of their own. Its initialization's generator once shuffled the batches too: another model under the
+    same recipe name (a cache of the old one held other weights, and a plug-in test's frontier moved)."""
+    from torch import nn
+
+    from autoq.builtin.digits import digits_cnn, digits_data
+
+    x, y = (t[:256] for t in digits_data()[:2])
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(3)
+        expected = digits_cnn()
+    opt, gen = torch.optim.Adam(expected.parameters(), lr=3e-3), torch.Generator().manual_seed(3)
+    for _ in range(2):
+        for idx in torch.randperm(len(y), generator=gen).split(64):
+            opt.zero_grad()
+            nn.functional.cross_entropy(expected(x[idx]), y[idx]).backward()
+            opt.step()
+    got = train_digits_cnn(x, y, epochs=2, seed=3).state_dict()
+    assert all(torch.equal(got[k], v) for k, v in expected.state_dict().items())
+
+
 def test_a_cache_file_cut_short_is_trained_again_and_written_whole(tmp_path, monkeypatch, capsys):
     """A cached CNN cut short (a kill during the save, a full disk) failed every later run with torch's "failed finding
     central directory", naming no file; the save wrote straight to the cached path, so a process starting meanwhile
