@@ -98,6 +98,7 @@ def compute_table(
     weights: QuantCache | None = None,
     wider: Sequence[Sequence[LayerChoice]] | None = None,
     announce: str = "",
+    seeding: bool = False,
 ) -> SensitivityTable:
     """The ``metric`` table over ``layers`` x ``options``, from the cache when an identical one was computed.
 
@@ -110,6 +111,8 @@ def compute_table(
     in the cache is read first, where one is, since it scores every pair asked for; it is never computed.
     ``announce``: a line that names the step (a search's seeding), printed on stderr with ``progress`` once it is known
     whether the table comes from the cache (it said "cached after the first run" on every run, the cached ones too).
+    ``seeding``: the table seeds a search, which takes the metric's default settings: a note's ``--set`` advice says
+    where to give them (it named an option of ``autoq sensitivity`` that ``autoq search`` refused).
     """
     if not isinstance(batches, Sequence):  # a DataLoader or a generator, as autoq.search takes: batches[0] was a TypeError
         batches = list(batches)
@@ -124,7 +127,7 @@ def compute_table(
     path = _cache_file(keys, metric, resolved, layers, options) if keys else None
     wide = _cache_file(keys, metric, resolved, layers, wider) if keys and wider else None
     for cached in (path, wide):
-        table = None if cached is None or refresh else _cached_table(cached)
+        table = None if cached is None or refresh else _cached_table(cached, seeding)
         if table is not None:
             _say(announce and progress, f"{announce}: read from the cache")
             return table
@@ -158,7 +161,7 @@ def compute_table(
     )
     if path is not None:  # one that cannot be kept is still used: a search seeded by default ran unseeded
         keep_in_cache(path, table.save, f"the {metric} sensitivity table", "computed")
-    return show_notes(table)
+    return show_notes(table, seeding)
 
 
 def _normal_tensors(batch: Any) -> Any:
@@ -180,10 +183,14 @@ def _say(show: Any, line: str) -> None:
         print(line, file=sys.stderr, flush=True)
 
 
-def show_notes(table: SensitivityTable) -> SensitivityTable:
+def show_notes(table: SensitivityTable, seeding: bool = False) -> SensitivityTable:
     """Print the table's notes on stderr, as computed or read back (from the cache, or a file a search is seeded from):
-    a warning shown only when the numbers were computed was lost on every later read."""
+    a warning shown only when the numbers were computed was lost on every later read. ``seeding``: a search's table,
+    whose notes' ``--set`` advice is for ``autoq sensitivity``, said so with how to seed from its table."""
     for said in table.notes:
+        if seeding and "--set " in said:
+            said += (f" (settings of 'autoq sensitivity --metric {table.metric} --set ... --out TABLE.json'; a search seeded "
+                     "from that table, --seed-from TABLE.json, uses them)")
         note(said)
     return table
 
@@ -263,13 +270,13 @@ def _cache_file(keys: tuple[str, str], metric: str, resolved: Mapping[str, Any],
     return cache_path(metric, cache_key(*keys, metric, resolved, layers, options))
 
 
-def _cached_table(path: Path) -> SensitivityTable | None:
+def _cached_table(path: Path, seeding: bool = False) -> SensitivityTable | None:
     """The table the cache holds at ``path``, its notes shown; ``None`` where there is none, or it is damaged (a copy
     cut short, an edit: computed again and written over)."""
     if not path.is_file():
         return None
     try:
-        return show_notes(dataclasses.replace(SensitivityTable.load(path), from_cache=True))
+        return show_notes(dataclasses.replace(SensitivityTable.load(path), from_cache=True), seeding)
     except AutoqError:
         return None
 
@@ -277,10 +284,10 @@ def _cached_table(path: Path) -> SensitivityTable | None:
 def workload_table(workload: Workload, layers: Sequence[LayerInfo], options: Sequence[Sequence[LayerChoice]], metric: str,
                    settings: Mapping[str, Any] | None = None, *, use_cache: bool = True, refresh: bool = False, progress: bool = True,
                    weights: QuantCache | None = None, wider: Sequence[Sequence[LayerChoice]] | None = None,
-                   announce: str = "") -> SensitivityTable:
+                   announce: str = "", seeding: bool = False) -> SensitivityTable:
     """`compute_table` on a workload's model and calibration batches."""
     return compute_table(
         workload.model, workload.calibration, layers, options, metric, settings,
         model_name=workload.name, fingerprint=workload.data_fingerprint, use_cache=use_cache, refresh=refresh, progress=progress, weights=weights,
-        wider=wider, announce=announce,
+        wider=wider, announce=announce, seeding=seeding,
     )

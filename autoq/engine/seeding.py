@@ -110,7 +110,7 @@ def seed_table(workload: Workload, space: SearchSpace, seed_from: str, progress:
     from autoq.sensitivity.compute import show_notes
 
     if _is_path(seed_from):
-        table = show_notes(SensitivityTable.load(seed_from))
+        table = show_notes(SensitivityTable.load(seed_from), seeding=True)
         table.check_model(model_hash(workload.model), workload.name)
         # a model loaded by name: its data is a recipe's (another --data, another size). A caller's own module is left alone:
         # a table on all its batches (the search holds some out) or on (inputs, labels) for a task loss is the usual case.
@@ -124,7 +124,7 @@ def seed_table(workload: Workload, space: SearchSpace, seed_from: str, progress:
         return table
     return workload_table(workload, space.layers, space.options, seed_from, progress=progress,
                           wider=unpinned.options if unpinned is not None else None, weights=weights,
-                          announce=f"autoq: {seed_from} sensitivity for {len(space.layers)} layers")
+                          announce=f"autoq: {seed_from} sensitivity for {len(space.layers)} layers", seeding=True)
 
 
 def space_scores(table: SensitivityTable, space: SearchSpace) -> tuple[tuple[float, ...], ...]:

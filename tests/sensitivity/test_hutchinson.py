@@ -159,14 +159,19 @@ def test_the_note_stays_with_the_table_and_is_shown_on_every_read(capsys, tmp_pa
     batches = [b[0] for b in labelled((6,), 4)]
     settings = {"n_samples": None, "rows_per_batch": None, "min_iter": 2, "max_iter": 2, "tol": 1e-6}
     first = compute_table(model, batches, space.layers, space.options, "hessian", settings, progress=False)
-    assert "hessian stopped at max_iter=2" in capsys.readouterr().err and len(first.notes) == 1
+    err = capsys.readouterr().err
+    assert "hessian stopped at max_iter=2" in err and "--set max_iter=N" in err and len(first.notes) == 1
+    assert "autoq sensitivity --metric" not in err  # 'autoq sensitivity' itself: its own --set
     again = compute_table(model, batches, space.layers, space.options, "hessian", settings, progress=False)  # from the cache
     assert again.notes == first.notes and "hessian stopped at max_iter=2" in capsys.readouterr().err
     for name in ("t.json", "t.csv"):
         assert SensitivityTable.load(first.save(tmp_path / name)).notes == first.notes
     workload = Workload("mlp", model, batches, lambda m: 1.0, "none")
     seed_table(workload, space, str(tmp_path / "t.json"), progress=False)
-    assert "hessian stopped at max_iter=2" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "hessian stopped at max_iter=2" in err
+    # a search has no --set: the note says where the settings go (it named an option 'autoq search' refused)
+    assert "(settings of 'autoq sensitivity --metric hessian --set ... --out TABLE.json'; a search seeded from" in err
 
 
 def test_a_nan_batch_stops_hutchinson_at_once_naming_the_batch():
