@@ -189,8 +189,8 @@ def show_notes(table: SensitivityTable, seeding: bool = False) -> SensitivityTab
     whose notes' ``--set`` advice is for ``autoq sensitivity``, said so with how to seed from its table."""
     for said in table.notes:
         if seeding and "--set " in said:
-            said += (f" (settings of 'autoq sensitivity --metric {table.metric} --set ... --out TABLE.json'; a search seeded "
-                     "from that table, --seed-from TABLE.json, uses them)")
+            said += (f" (settings of 'autoq sensitivity --metric {table.metric} --set ...', run with this search's --model, "
+                     "--space and --skip: it prints the search that seeds from its table, --seed-from DIR/<model>-<metric>.json)")
         note(said)
     return table
 

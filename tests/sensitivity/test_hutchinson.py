@@ -171,7 +171,8 @@ def test_the_note_stays_with_the_table_and_is_shown_on_every_read(capsys, tmp_pa
     err = capsys.readouterr().err
     assert "hessian stopped at max_iter=2" in err
     # a search has no --set: the note says where the settings go (it named an option 'autoq search' refused)
-    assert "(settings of 'autoq sensitivity --metric hessian --set ... --out TABLE.json'; a search seeded from" in err
+    assert "(settings of 'autoq sensitivity --metric hessian --set ...', run with this search's --model, --space and --skip: it " \
+           "prints the search that seeds from its table, --seed-from DIR/<model>-<metric>.json)" in err
 
 
 def test_a_nan_batch_stops_hutchinson_at_once_naming_the_batch():
