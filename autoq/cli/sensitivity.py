@@ -14,6 +14,7 @@ from autoq.cli.parser import user_path
 def add_parser(sub: argparse._SubParsersAction) -> None:
     from autoq.builtin import BUILTINS, DEFAULT_MODEL
     from autoq.cli.mlflow_args import add_mlflow_args
+    from autoq.search_spaces import preset_names
     from autoq.sensitivity import metric_names
 
     p = sub.add_parser(
@@ -26,7 +27,8 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--metric", required=True, help=f"one of {', '.join(metric_names())}")
     p.add_argument("--model", default=None, type=user_path, help=f"a built-in ({', '.join(BUILTINS)}; default: {DEFAULT_MODEL}) or a local Hugging Face model directory")
-    p.add_argument("--space", default="default", type=user_path, help="search-space preset name or YAML file whose options are scored (default: default)")
+    p.add_argument("--space", default="default", type=user_path,
+                   help=f"search-space preset ({', '.join(preset_names())}) or YAML file whose options are scored (default: default)")
     p.add_argument("--skip", action="append", default=[], metavar="REGEX", help="leave layers matching REGEX out (repeatable)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a metric setting, e.g. n_samples=128, tol=0.02, max_iter=200 (repeatable)")
     p.add_argument("--out", default="sensitivity-tables", type=user_path, help="output folder (default: ./sensitivity-tables)")

@@ -1,4 +1,4 @@
-"""What `autoq search --help` offers works on the default model: its --pin example, its --space presets."""
+"""What `autoq search --help` offers works on the default model: its --pin example, its (and sensitivity's) --space presets."""
 
 from __future__ import annotations
 
@@ -8,10 +8,10 @@ from autoq.cli import build_parser
 from autoq.search_spaces import preset_names
 
 
-def _search_help() -> str:
+def _search_help(command: str = "search") -> str:
     parser = build_parser()
     [sub] = [a for a in parser._actions if a.__class__.__name__ == "_SubParsersAction"]
-    return " ".join(sub.choices["search"].format_help().split())  # argparse's line breaks undone
+    return " ".join(sub.choices[command].format_help().split())  # argparse's line breaks undone
 
 
 def test_the_pin_example_pins_a_layer_of_the_default_model():
@@ -30,5 +30,6 @@ def test_the_pin_example_pins_a_layer_of_the_default_model():
 
 
 def test_the_space_help_names_every_preset():
-    shown = re.search(r"--space SPACE search-space preset \(([^)]*)\)", _search_help())
-    assert shown is not None and shown.group(1).replace("- ", "-").split(", ") == preset_names()
+    for command in ("search", "sensitivity"):
+        shown = re.search(r"--space SPACE search-space preset \(([^)]*)\)", _search_help(command))
+        assert shown is not None and shown.group(1).replace("- ", "-").split(", ") == preset_names(), command
