@@ -83,6 +83,8 @@ class OptunaStrategy:
     so it learns the budget from the evaluated ones, which all fit it.
     """
 
+    _SEEDED: dict[str, object] = {"seeded": True}  # the user attributes a seed's trial is enqueued with
+
     def __init__(
         self, space: SearchSpace, sampler: optuna.samplers.BaseSampler, study_name: str, storage: str | None, resume: bool = False,
         with_latency: bool = False,
@@ -108,7 +110,7 @@ class OptunaStrategy:
 
     def seed(self, assignments: Sequence[Assignment]) -> None:
         for a in assignments:
-            self.study.enqueue_trial(_params(a), user_attrs={"seeded": True})
+            self.study.enqueue_trial(_params(a), user_attrs=dict(self._SEEDED))
 
     def note(self, proposal: Proposal, key: str, value: object) -> None:
         """Record ``key`` on the proposal's trial (a user attribute: Optuna's dashboard and ``trials_dataframe`` show it)."""
@@ -310,6 +312,11 @@ class QueueStrategy(OptunaStrategy):
     some), and the two parted ways.
     """
 
+    # a plug-in factory's seeds, enqueued ahead of the source, are marked as not the source's: a resume that skipped them
+    # in its replay passed over the source's own later proposal of one, which a search that ran through makes (a repeat it
+    # counts as a trial)
+    _SEEDED = {**OptunaStrategy._SEEDED, SOURCE_ATTR: _NOT_FROM_SOURCE}
+
     def __init__(
         self, space: SearchSpace, source: Iterator[Assignment], study_name: str, storage: str | None, resume: bool = False, with_latency: bool = False
     ) -> None:
@@ -323,13 +330,6 @@ class QueueStrategy(OptunaStrategy):
         made = [t for t in self.study.get_trials(deepcopy=False)
                 if t.user_attrs.get(RETRY_ATTR) is None and t.user_attrs.get(SOURCE_ATTR) != _NOT_FROM_SOURCE]
         self._made = Counter(frozenset((t.system_attrs.get("fixed_params") or t.params).items()) for t in made)
-
-    def seed(self, assignments: Sequence[Assignment]) -> None:
-        """Enqueue ``assignments`` ahead of the source (a plug-in factory's seeds), marked as not the source's: a resume
-        that skipped them in its replay passed over the source's own later proposal of one, which a search that ran
-        through makes (a repeat it counts as a trial)."""
-        for a in assignments:
-            self.study.enqueue_trial(_params(a), user_attrs={"seeded": True, SOURCE_ATTR: _NOT_FROM_SOURCE})
 
     @property
     def exhausted(self) -> bool:
