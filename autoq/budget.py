@@ -125,8 +125,7 @@ class Budget:
         if self.kind == "latency_ms":  # in the unit typed too, to the nanosecond: 0.005ms's range in ms, not us
             unit = _LATENCY_SHOWN.get(_typed_unit(self.text), "ms")
             return f"{_trimmed(f'{amount / _SHOWN[unit]:.{_LATENCY_DIGITS[unit]}f}')} {unit}"
-        typed = re.search(r"([kmg]i?b)\s*$", self.text, re.IGNORECASE)  # in the unit typed: 50MiB's range in MiB, 500kB's in kB
-        unit = _SIZE_UNITS[typed.group(1).lower()] if typed else "MB"
+        unit = _SIZE_UNITS.get(_typed_unit(self.text), "MB")  # in the unit typed: 50MiB's range in MiB, 500kB's in kB
         mb = amount / _SHOWN[unit]
         return f"{mb:.3f} {unit}" if mb >= 1 else f"{mb:.4g} {unit}"  # 9,800 bytes is 0.0098 MB, not 0.010 (a budget of 0.01MB)
 
