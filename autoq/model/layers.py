@@ -164,10 +164,9 @@ def check_untied(model: nn.Module, quantized: Iterable[str], what: str) -> None:
 
 def tied_note(tied: dict[str, list[str]]) -> str:
     """One line for the user: which layers a search leaves unquantized because their weight is tied."""
-    shown = ", ".join(f"{name!r} (shared with {aliases[0]!r})" for name, aliases in list(tied.items())[:3])
-    more = f" and {len(tied) - 3} more" if len(tied) > 3 else ""
+    shown = _shown([f"{name!r} (shared with {aliases[0]!r})" for name, aliases in tied.items()])
     return (f"{len(tied)} layer(s) with tied weights left unquantized, as transformers' quantizers leave a tied lm_head: "
-            f"{shown}{more}; untie them (e.g. tie_word_embeddings=False and a cloned weight) to search them")
+            f"{shown}; untie them (e.g. tie_word_embeddings=False and a cloned weight) to search them")
 
 
 def derived_weights(model: nn.Module) -> list[str]:
@@ -187,11 +186,11 @@ def derived_note(model: nn.Module, names: list[str]) -> str:
     notes = []
     if computed:
         notes.append(f"{len(computed)} layer(s) whose weight a parametrization computes (weight_norm, spectral_norm) left "
-                     f"unquantized: {_shown(computed)}; fold it into the weight first to search them "
+                     f"unquantized: {_shown(list(map(repr, computed)))}; fold it into the weight first to search them "
                      "(torch.nn.utils.parametrize.remove_parametrizations(module, 'weight'), or torch.nn.utils.remove_weight_norm)")
     if pruned:
         notes.append(f"{len(pruned)} pruned layer(s) (torch.nn.utils.prune: weight = weight_orig * weight_mask, on every "
-                     f"forward) left unquantized: {_shown(pruned)}; make the pruning permanent first to search them "
+                     f"forward) left unquantized: {_shown(list(map(repr, pruned)))}; make the pruning permanent first to search them "
                      "(torch.nn.utils.prune.remove(module, 'weight'))")
     return "; ".join(notes)
 
@@ -205,10 +204,10 @@ def _pruned(module: nn.Module) -> bool:
                for hook in module._forward_pre_hooks.values())
 
 
-def _shown(names: list[str]) -> str:
-    """The first three names, and how many more."""
-    more = f" and {len(names) - 3} more" if len(names) > 3 else ""
-    return f"{', '.join(map(repr, names[:3]))}{more}"
+def _shown(items: Sequence[str], k: int = 3) -> str:
+    """The first ``k`` of ``items`` (each already written as shown), and how many more: a note's list of layers."""
+    more = f" and {len(items) - k} more" if len(items) > k else ""
+    return f"{', '.join(items[:k])}{more}"
 
 
 # modules with weight matrices that no kernel or layer kind of autoq takes: (parameter, what it is)
@@ -239,9 +238,8 @@ def unsearched_weights(model: nn.Module) -> list[tuple[str, str, int]]:
 
 def unsearched_note(found: list[tuple[str, str, int]]) -> str:
     """One line for the user: the weights of :func:`unsearched_weights`."""
-    shown = ", ".join(f"{name!r} ({what}, {n:,} weights)" for name, what, n in found[:3])
-    more = f" and {len(found) - 3} more" if len(found) > 3 else ""
-    return f"{len(found)} weight matri(ces) in modules autoq does not quantize stay fp16: {shown}{more}"
+    shown = _shown([f"{name!r} ({what}, {n:,} weights)" for name, what, n in found])
+    return f"{len(found)} weight matri(ces) in modules autoq does not quantize stay fp16: {shown}"
 
 
 def left_out_note(model: nn.Module, skip: Iterable[str], tied: dict[str, list[str]]) -> str | None:
@@ -270,7 +268,7 @@ def mark_unreached(layers: Sequence[LayerInfo], names: Iterable[str]) -> list[La
 def unreached_note(names: Sequence[str]) -> str:
     """What a search or table says of layers the calibration batches never reach: what they get, and why a user may
     rather skip them."""
-    shown = ", ".join(repr(n) for n in names[:5]) + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+    shown = _shown(list(map(repr, names)), k=5)
     return (f"{len(names)} layer(s) the model never calls on the calibration batches ({shown}) take data-free methods only (where the evaluation data does not "
             "reach them either, the search sees no cost in quantizing them); skip them to keep them at full precision")
 
