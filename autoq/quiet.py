@@ -148,7 +148,7 @@ def _quiet_transformers() -> list[Callable[[], None]] | None:
     return [hf_back]
 
 
-_LEVELS = _Shared(_quiet)
+_QUIET = _Shared(_quiet)  # Optuna's and MLflow's handler filters, MLflow's run links
 _HF = _Shared(_quiet_transformers)
 
 
@@ -156,7 +156,7 @@ _HF = _Shared(_quiet_transformers)
 def quiet_logs() -> Iterator[None]:
     """Optuna's and MLflow's records below WARNING from this thread dropped, transformers' logging at ERROR without its
     bars, and MLflow's run links off, for the block; overlapping blocks (threads) share one quiet spell (`_Shared`)."""
-    with _THREADS.held(), _held(_LEVELS), _held(_HF):
+    with _THREADS.held(), _held(_QUIET), _held(_HF):
         yield
 
 
