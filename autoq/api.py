@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from autoq.budget import DEFAULT_BUDGET, Budget
+from autoq.budget import DEFAULT_BUDGET, Budget, parse_budget
 from autoq.builtin import load_workload
 from autoq.builtin.workload import Workload
 from autoq.engine import SearchConfig, SearchResult, run_search
@@ -22,11 +22,13 @@ from autoq.errors import AutoqError
 from autoq.evaluate import OutputFidelity
 from autoq.evaluate.fidelity import check_finite_batches, user_batches
 from autoq.fingerprints import data_fingerprint, model_hash
+from autoq.messages import note
 from autoq.model import check_has_values, uncompiled
 from autoq.tracking.active_run import active_parent
 
 _CONFIG_FIELDS = {f.name for f in fields(SearchConfig)}
 _STORED_COUNTS = ("n_trials", "max_retries")  # what a Python resume takes from the stored search unless given (as the CLI)
+_RESUME_FILLS = ("budget", "tracking_uri", *_STORED_COUNTS)  # everything _with_stored may take from a stored search
 
 
 def search(
@@ -63,10 +65,11 @@ def search(
     The model's weights and train/eval modes are left as they were; use ``result.apply(model)``. The result
     pickles, compares, and reloads with ``SearchResult.from_mlflow(run_id, tracking_uri)``.
     """
+    defaulted: dict[str, Any] = {}
     if config is not None:
         if not isinstance(config, SearchConfig):
             raise AutoqError(f"config must be an autoq.SearchConfig, got {type(config).__name__}; pass its fields as keywords instead")
-        budget, options = _with_config(config, budget, options)
+        budget, options, defaulted = _with_config(config, budget, options)
     unknown = set(options) - _CONFIG_FIELDS
     if unknown:  # search's own keywords are valid too: 'evalute' listed the config's alone, evaluate not among them
         import difflib
@@ -79,6 +82,8 @@ def search(
         raise AutoqError(f"unknown option(s) {named}; valid options: {valid}")
     options, budget = _with_stored(options, budget)
     config = SearchConfig(budget=budget, **options)
+    if defaulted:
+        _say_stored_over_defaults(defaulted, config)
     if "mlflow_parent_run_id" not in options and not config.resume:  # None, given: not nested; a resume finds its stored parent
         parent = active_parent(config.tracking_uri)
         if parent is not None:
@@ -118,16 +123,45 @@ def _said(result: SearchResult, config: SearchConfig) -> SearchResult:
     return result
 
 
-def _with_config(config: SearchConfig, budget: Any, options: dict[str, Any]) -> tuple[Any, dict[str, Any]]:
+def _with_config(config: SearchConfig, budget: Any, options: dict[str, Any]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """``budget`` and ``options`` with ``config``'s fields that differ from a default ``SearchConfig()``'s added beneath
     them (a keyword given beside ``config`` wins); the defaults stay not given, so nesting and a resume's stored
-    settings decide as without a config."""
+    settings decide as without a config. Third: the fields a resume may take from its store that ``config`` holds at
+    their defaults (and no keyword gives), with their values, for :func:`_say_stored_over_defaults`."""
     default = SearchConfig()
     given = {f.name: getattr(config, f.name) for f in fields(SearchConfig) if getattr(config, f.name) != getattr(default, f.name)}
+    defaulted = {name: getattr(config, name) for name in _RESUME_FILLS if name not in given and name not in options}
     if budget is None:
         budget = given.pop("budget", None)
+    else:
+        defaulted.pop("budget", None)
     given.pop("budget", None)
-    return budget, {**given, **options}
+    return budget, {**given, **options}, defaulted
+
+
+def _say_stored_over_defaults(defaulted: dict[str, Any], config: SearchConfig) -> None:
+    """Note each of a resume's stored settings taken over a value its ``config`` held: a config's field at
+    ``SearchConfig``'s default cannot be told from one left unset, so ``SearchConfig(resume=True, n_trials=100)`` ran to
+    the stored target (6 trials, nothing evaluated) without a word, where ``n_trials=100`` as a keyword ran to 100."""
+    if not (config.resume and config.study_name):
+        return
+    for name, value in defaulted.items():
+        taken = getattr(config, name)
+        if _compared(name, taken) != _compared(name, value):
+            note(f"resuming {config.study_name!r}: {name}={_shown_value(name, taken)} from its stored settings; the config's "
+                 f"{name}={_shown_value(name, value)} is SearchConfig's default, which a config cannot tell from unset: pass "
+                 f"{name}={_shown_value(name, value)} as a keyword beside config= to use it")
+
+
+def _compared(name: str, value: Any) -> Any:
+    """``value`` as :func:`_say_stored_over_defaults` compares it: a budget by its kind and value (``"4.5bits"``,
+    ``"4.5 bits"`` and a ``Budget`` of them alike)."""
+    return (parse_budget(value).kind, parse_budget(value).value) if name == "budget" else value
+
+
+def _shown_value(name: str, value: Any) -> str:
+    """``value`` as :func:`_say_stored_over_defaults` shows it: a budget by its text, else its ``repr``."""
+    return repr(parse_budget(value).text) if name == "budget" else repr(value)
 
 
 def _with_stored(options: dict[str, Any], budget: str | float | Budget | None) -> tuple[dict[str, Any], str | float | Budget]:

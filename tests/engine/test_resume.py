@@ -937,6 +937,24 @@ def test_a_python_resume_without_counts_takes_the_stored_ones(digits, tmp_path):
     assert len(more.points) == 8 and started_settings(storage, "counts")["n_trials"] == 8
 
 
+def test_a_resume_through_a_config_at_its_defaults_says_which_stored_settings_it_took(digits, tmp_path, capsys):
+    """A config's field at SearchConfig's default cannot be told from one left unset: SearchConfig(resume=True,
+    n_trials=100) ran to the stored target, nothing evaluated and nothing said, where n_trials=100 as a keyword ran on."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    kwargs = dict(tracking_uri=None, storage=storage, study_name="cfg", progress=False, seed_from="none")
+    autoq.search("digits-cnn", budget="5bits", n_trials=2, **kwargs)
+    capsys.readouterr()
+    config = autoq.SearchConfig(resume=True, n_trials=100, **kwargs)
+    assert len(autoq.search("digits-cnn", config=config).points) == 2
+    err = capsys.readouterr().err
+    assert ("autoq: note: resuming 'cfg': n_trials=2 from its stored settings; the config's n_trials=100 is SearchConfig's "
+            "default, which a config cannot tell from unset: pass n_trials=100 as a keyword beside config= to use it") in err
+    assert "budget='5bits' from its stored settings; the config's budget='4.5bits'" in err
+    assert "max_retries" not in err and "tracking_uri" not in err  # stored as the config holds them: nothing to say
+    assert len(autoq.search("digits-cnn", config=config, n_trials=3, budget="5bits").points) == 3
+    assert "n_trials" not in capsys.readouterr().err  # given as a keyword: taken, so nothing to say
+
+
 def test_a_study_stored_with_a_servers_login_resumes_against_the_same_server(tmp_path, monkeypatch):
     """An older autoq stored the tracking URL whole, password included; the URL given now (stored without it) was taken
     for another store, and the resume refused ('cannot resume ... in another MLflow store', the same URL on both sides).
