@@ -7,6 +7,7 @@ is logged with every trial and read back for export.
 from __future__ import annotations
 
 import json
+from collections import Counter
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -87,6 +88,10 @@ class Assignment(Mapping[str, LayerChoice]):
                 raise AutoqError(f"layer {name!r}: a choice is a LayerChoice or its name ('int4-ch-asym:rtn-mse'), got "
                                  f"{type(choice).__name__} {choice!r}")
             pairs.append((name, choice))
+        if len({name for name, _ in pairs}) < len(pairs):  # a look-up took the first, to_json the last: an export said fp16 of an int4 layer
+            twice = [name for name, count in Counter(name for name, _ in pairs).items() if count > 1]
+            raise AutoqError(f"an Assignment names each layer once; {', '.join(map(repr, twice))} "
+                             f"{'is' if len(twice) == 1 else 'are'} given more than once: keep one choice per layer")
         object.__setattr__(self, "items_", tuple(pairs))
 
     @classmethod

@@ -250,3 +250,12 @@ def test_an_assignment_is_built_from_a_mapping_of_names_and_refuses_what_is_not_
         Assignment({"ab": 3})
     with pytest.raises(AutoqError, match=r"assignment layer 'ab': cannot parse layer choice 'int9'"):
         Assignment({"ab": "int9"})
+
+
+def test_an_assignment_names_each_layer_once():
+    """A repeated layer was looked up as its first choice and written to JSON as its last: an export stored layer 0 as
+    int4 and its autoq_config.json said fp16."""
+    with pytest.raises(AutoqError, match=r"^an Assignment names each layer once; 'a' is given more than once: keep one choice per layer$"):
+        Assignment((("a", "int4-ch-asym:rtn-mse"), ("b", "fp16"), ("a", "fp16")))
+    with pytest.raises(AutoqError, match=r"; 'a', 'b' are given more than once"):
+        Assignment((("a", "fp16"), ("b", "fp16"), ("b", "fp16"), ("a", "fp16"), ("a", "fp16")))
