@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import torch
 
 from autoq.errors import AutoqError
-from autoq.quant.spec import whole_number
+from autoq.quant.spec import truth_value, whole_number
 
 ACT_BITS = (4, 8)
 ACT_MODES = ("tensor", "token")
@@ -34,6 +34,7 @@ class ActSpec:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "bits", whole_number(self.bits, "activation bits"))  # 8.0 was named 'a8.0-tensor'
+        object.__setattr__(self, "symmetric", truth_value(self.symmetric, "activation symmetric"))
         if self.bits not in ACT_BITS:
             raise AutoqError(f"unsupported activation bit-width {self.bits}; choose one of {ACT_BITS}")
         if self.mode not in ACT_MODES:

@@ -11,6 +11,8 @@ import operator
 import re
 from dataclasses import dataclass
 
+import numpy as np
+
 from autoq.errors import AutoqError
 
 SUPPORTED_BITS = (2, 3, 4, 5, 6, 8, 16)
@@ -28,6 +30,14 @@ def whole_number(value: object, what: str) -> int:
         return operator.index(value)
     except TypeError:
         raise AutoqError(f"{what} must be a whole number, got {value!r}") from None
+
+
+def truth_value(value: object, what: str) -> bool:
+    """``value`` as a bool (``numpy.bool_`` too); anything else is refused, naming ``what``: ``symmetric="false"`` was
+    true, and named a format ('int4-ch-sym') that parsed back as another object."""
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise AutoqError(f"{what} must be True or False, got {type(value).__name__} {value!r}")
 
 
 @dataclass(frozen=True)
@@ -49,6 +59,7 @@ class QuantSpec:
             value = getattr(self, field)
             if value is not None:
                 object.__setattr__(self, field, whole_number(value, field))
+        object.__setattr__(self, "symmetric", truth_value(self.symmetric, "symmetric"))
         if self.bits not in SUPPORTED_BITS:
             raise AutoqError(f"unsupported bit-width {self.bits}; choose one of {SUPPORTED_BITS}")
         if self.granularity not in GRANULARITIES:

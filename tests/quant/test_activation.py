@@ -24,6 +24,13 @@ def test_bits_are_a_whole_number():
     assert ActSpec(np.int64(4), "token").name == "a4-token"
 
 
+def test_symmetric_is_a_bool():
+    """ActSpec(8, 'tensor', 'no') was symmetric, as QuantSpec's string 'false' was."""
+    with pytest.raises(AutoqError, match=r"^activation symmetric must be True or False, got str 'no'$"):
+        ActSpec(8, "tensor", "no")
+    assert ActSpec(8, "token", np.bool_(False)).name == "a8-token-asym"
+
+
 @pytest.mark.parametrize("name", ["a16-tensor", "a8-row", "a8", "8-tensor", "a08-token", "a8-token\n", "a８-token"])  # read whole, as written
 def test_bad_names(name):
     """Each error names the format as given (or its bad width) and what would be right."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import pytest
 import torch
@@ -263,6 +264,17 @@ def test_a_spec_takes_whole_numbers_only(args, field):
     import numpy as np
 
     assert QuantSpec(np.int64(4), "group", np.int32(64)).name == "int4-g64-asym"
+
+
+@pytest.mark.parametrize("value", ["false", 0, None, 1.0])
+def test_symmetric_takes_a_bool_only(value):
+    """QuantSpec(4, 'channel', None, 'false') was symmetric, named 'int4-ch-sym', and that name parsed back unequal."""
+    with pytest.raises(AutoqError, match=rf"^symmetric must be True or False, got {type(value).__name__} {re.escape(repr(value))}$"):
+        QuantSpec(4, "channel", None, value)
+    import numpy as np
+
+    made = QuantSpec(4, "channel", None, np.bool_(True))
+    assert made.symmetric is True and QuantSpec.from_name(made.name) == made
 
 
 def test_quantize_refuses_a_weight_that_is_not_2d():
