@@ -21,6 +21,7 @@ import torch
 from autoq.errors import AutoqError
 from autoq.kernels.capability import INT8_DOT_CAPABILITY, autotuning, cuda_sm_count, int8_dot_usable, require_triton, triton_usable
 from autoq.kernels.formats import Int8Weight, PackedWeight
+from autoq.kernels.gradient import with_input_gradient
 
 GEMV_MAX_BATCH = 1  # batch sizes up to this use the GEMV kernel, larger ones the tiled GEMM
 GEMM_MIN_BLOCK_M = 16  # the shortest GEMM tiles: the only ones autotuned for batches up to this (tiles.prune_gemm_configs)
@@ -59,6 +60,16 @@ def _use_int8_triton(device: torch.device, dtype: torch.dtype, backend: str) -> 
                              f"or newer (Ampere: A100, H100, ...); {device} is {major}.{minor}. Use backend='auto' or 'torch'")
         return False
     return _use_triton(device, dtype, backend)
+
+
+def check_activations(x: torch.Tensor, k: int) -> None:
+    """Refuse activations that are not floating point, or not ``k`` wide (:func:`check_features`), as an AutoqError
+    saying so: integer inputs were multiplied in fp32 and cast back, and a loaded model answered
+    ``tensor([[0, 0, 0, 0]])`` where the float model refused them."""
+    if not x.is_floating_point():
+        raise AutoqError(f"a quantized layer takes floating-point activations, got {x.dtype} (as nn.Linear refuses them): "
+                         "pass x.float(), or the model's own dtype")
+    check_features(x, k)
 
 
 def check_features(x: torch.Tensor, k: int) -> None:
@@ -115,7 +126,7 @@ def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: s
     ``split_k`` splits K that many ways (default: the kernel's autotuner chooses, or, where it does not autotune,
     :func:`split_k_for` for the GEMV and :func:`gemm_split_k_for` for the GEMM)."""
     n, k = w.shape
-    check_features(x, k)
+    check_activations(x, k)
     if kernel not in ("auto", "gemv", "gemm"):
         raise AutoqError(f"unknown weight-only kernel {kernel!r}; choose auto, gemv or gemm")
     if split_k is not None and (isinstance(split_k, bool) or not isinstance(split_k, int) or split_k < 1):
@@ -134,12 +145,16 @@ def wq_linear(x: torch.Tensor, w: PackedWeight, backend: str = "auto", kernel: s
     if kernel == "gemv" or (kernel == "auto" and x2.shape[0] <= GEMV_MAX_BATCH):
         if split_k is None and not autotuning():  # autotuning, the GEMV's autotuner chooses the split with the tile
             split_k = split_k_for(n, k, device=x.device)
-        out, _ = triton_wq_gemv.gemv(x2, w, split_k, compile_only, pdl=triton_wq_gemv.pdl_by_default(x.device, compile_only))
+
+        def run(x2: torch.Tensor) -> torch.Tensor:
+            return triton_wq_gemv.gemv(x2, w, split_k, compile_only, pdl=triton_wq_gemv.pdl_by_default(x.device, compile_only))[0]
     else:
         if split_k is None and not autotuning():  # autotuning, the GEMM's autotuner chooses the split with the tile
             split_k = gemm_split_k_for(x2.shape[0], n, k, device=x.device)
-        out, _ = triton_wq_gemm.gemm(x2, w, split_k, compile_only)
-    return out.reshape(*lead, n)
+
+        def run(x2: torch.Tensor) -> torch.Tensor:
+            return triton_wq_gemm.gemm(x2, w, split_k, compile_only)[0]
+    return with_input_gradient(x2, run, w.dequantize).reshape(*lead, n)  # the kernels have no backward of their own
 
 
 def quantize_tokens(x: torch.Tensor, backend: str = "auto", compile_only: bool = False,
@@ -196,7 +211,7 @@ def int8_matmul(q: torch.Tensor, q_scale: torch.Tensor, w: Int8Weight, out_dtype
 def w8a8_linear(x: torch.Tensor, w: Int8Weight, backend: str = "auto", compile_only: bool = False) -> torch.Tensor:
     """``x @ W.T`` with int8 weights and per-token int8 activations quantized on the fly."""
     n, k = w.shape
-    check_features(x, k)
+    check_activations(x, k)
     lead = x.shape[:-1]
     q, scale = quantize_tokens(x, backend, compile_only)
     return int8_matmul(q, scale, w, x.dtype, backend, compile_only).reshape(*lead, n)

@@ -53,9 +53,9 @@ class ActQuantLinear(QuantLinear):
         return x.is_cuda and x.dtype in (torch.float16, torch.bfloat16) and int8_dot_usable(x.device)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from autoq.kernels.ops import check_features
+        from autoq.kernels.ops import check_activations
 
-        check_features(x, self.in_features)
+        check_activations(x, self.in_features)
         if self.input_scale is not None:
             x = (x.float() / self.input_scale).to(x.dtype)
         if self._int8_path(x):
@@ -66,6 +66,7 @@ class ActQuantLinear(QuantLinear):
         return y if self.bias is None else y + self.bias.to(y.dtype)
 
     def _int8_forward(self, x: torch.Tensor) -> torch.Tensor:
+        from autoq.kernels.gradient import with_input_gradient
         from autoq.kernels.ops import int8_matmul, quantize_tokens
 
         if self._int8 is None or self._int8.qweight.device != self.qweight.device:
@@ -76,8 +77,14 @@ class ActQuantLinear(QuantLinear):
         if self.act.static:  # one calibrated scale for every row, codes as the simulation rounds them (one kernel launch)
             assert self.act_range is not None
             static_scale = max(max(abs(self.act_range.lo), abs(self.act_range.hi)) / 127.0, 1e-8)
-        q, q_scale = quantize_tokens(x2, self.backend, static_scale=static_scale)
-        return int8_matmul(q, q_scale, weight, x.dtype, self.backend).reshape(*x.shape[:-1], self.out_features)
+
+        def run(x2: torch.Tensor) -> torch.Tensor:
+            q, q_scale = quantize_tokens(x2, self.backend, static_scale=static_scale)
+            return int8_matmul(q, q_scale, weight, x.dtype, self.backend)
+
+        # the kernels have no backward: the fake-quantized path's straight-through gradient, clipped where the static range clips
+        bound = None if static_scale is None else static_scale * 127.0
+        return with_input_gradient(x2, run, weight.dequantize, bound).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, format={self.spec.name}+{self.act.name}, "

@@ -78,10 +78,10 @@ class QuantLinear(nn.Module):
         return w if self.input_scale is None else w / self.input_scale[None, :]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        from autoq.kernels.ops import check_features, wq_linear
+        from autoq.kernels.ops import check_activations, wq_linear
 
         if self.input_scale is not None:  # checked before the division, whose error was torch's broadcasting one (wq_linear checks too)
-            check_features(x, self.in_features)
+            check_activations(x, self.in_features)
             x = (x.float() / self.input_scale).to(x.dtype)
         y = wq_linear(x, self.packed, backend=self.backend)
         return y if self.bias is None else y + self.bias.to(y.dtype)

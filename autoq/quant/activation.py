@@ -64,16 +64,37 @@ class ActRange:
     hi: float
 
 
+class _RoundThrough(torch.autograd.Function):
+    """``torch.round`` whose gradient is passed through unchanged (the straight-through estimator): round's own is zero
+    everywhere, so a loaded W8A8 layer gave every layer before it a gradient of exactly zero, and fine-tuning them
+    silently did nothing. The clamp around it still stops the gradient outside the quantizer's range."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return torch.round(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        return grad
+
+
+def _round(x: torch.Tensor) -> torch.Tensor:
+    """``torch.round(x)``, with the straight-through gradient where one is being recorded (the same values either way;
+    not under ``torch.jit.trace``, whose check found a Python function's graph different at each run, and refused)."""
+    recording = torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing()
+    return _RoundThrough.apply(x) if recording else torch.round(x)
+
+
 def _fake(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, spec: ActSpec) -> torch.Tensor:
     qmax = (1 << spec.bits) - 1
     if spec.symmetric:
         half = 1 << (spec.bits - 1)
         scale = (torch.maximum(lo.abs(), hi.abs()) / (half - 1)).clamp_min(_EPS)
-        return torch.clamp(torch.round(x / scale), -(half - 1), half - 1) * scale
+        return torch.clamp(_round(x / scale), -(half - 1), half - 1) * scale
     lo, hi = lo.clamp(max=0.0), hi.clamp(min=0.0)
     scale = ((hi - lo) / qmax).clamp_min(_EPS)
-    zero = torch.round(-lo / scale)
-    return (torch.clamp(torch.round(x / scale) + zero, 0, qmax) - zero) * scale
+    zero = _round(-lo / scale)
+    return (torch.clamp(_round(x / scale) + zero, 0, qmax) - zero) * scale
 
 
 def fake_quantize_activation(x: torch.Tensor, spec: ActSpec, calibrated: ActRange | None = None) -> torch.Tensor:

@@ -159,3 +159,98 @@ def test_an_input_of_the_wrong_width_is_refused_by_name_with_an_input_scale_too(
         module = ActQuantLinear(PackedWeight.from_quantized(qt), ActSpec.from_name(act), None, None, input_scale=scale, backend="torch")
     with pytest.raises(AutoqError, match="activations have 41 features but the weight expects 40"):
         module(torch.randn(3, 41))
+
+
+@pytest.mark.parametrize("act", [None, "a8-tensor"])
+@pytest.mark.parametrize("dtype", [torch.int64, torch.bool])
+def test_an_input_that_is_not_floating_point_is_refused_as_nn_linear_refuses_it(act, dtype):
+    """int64 input (torch.tensor([[0, 1, 2]]), a common slip) was multiplied in fp32 and cast back to int64: a loaded model
+    answered tensor([[0, 0, 0, 0]]) where the float model raised torch's dtype error."""
+    from autoq.errors import AutoqError
+    from autoq.export import ActQuantLinear
+    from autoq.quant.activation import ActRange, ActSpec
+
+    qt = quantize(torch.randn(24, 40), QuantSpec.from_name("int8-ch-sym"))
+    packed, scale = PackedWeight.from_quantized(qt), torch.rand(40) + 0.5
+    if act is None:
+        module = QuantLinear(packed, torch.randn(24), input_scale=scale)
+    else:
+        module = ActQuantLinear(packed, ActSpec.from_name(act), ActRange(-3.0, 3.0), torch.randn(24), input_scale=scale)
+    with pytest.raises(AutoqError, match=rf"^a quantized layer takes floating-point activations, got {dtype} \(as nn.Linear refuses them\)"):
+        module(torch.ones(3, 40, dtype=dtype))
+
+
+def _input_gradient(module: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    x = x.clone().requires_grad_(True)
+    module(x).float().square().sum().backward()
+    return x.grad.float()
+
+
+@pytest.mark.parametrize("act", ["a8-tensor", "a8-token", "a4-token-asym"])
+def test_a_w8a8_layer_passes_the_straight_through_gradient_to_its_input(act):
+    """round() has a zero gradient: a loaded static W8A8 layer gave everything before it exactly zero, so fine-tuning
+    those layers silently did nothing. Now the gradient is x @ W.T's (straight through the rounding), zero where the
+    static range clips, on the torch path and (its kernels having no backward) on the kernel path alike."""
+    from autoq.export import ActQuantLinear
+    from autoq.quant.activation import ActRange, ActSpec
+
+    torch.manual_seed(0)
+    qt = quantize(torch.randn(24, 70), QuantSpec.from_name("int8-ch-sym"))
+    w = qt.dequantize()
+    spec = ActSpec.from_name(act)
+    x = torch.randn(4, 70)
+    x[0, :5] = 9.0  # outside the static range below: clipped, so no gradient there
+    module = ActQuantLinear(PackedWeight.from_quantized(qt), spec, ActRange(-3.0, 3.0) if spec.static else None, torch.zeros(24),
+                            backend="torch")
+    with torch.no_grad():
+        before = module(x)
+    got = _input_gradient(module, x)
+    assert torch.equal(module(x).detach(), before)  # the same values: only the gradient changed
+    expected = (2 * before) @ w  # d/dx sum(y^2) with dy/dx = W, straight through the rounding
+    if spec.static:
+        expected[0, :5] = 0.0
+        assert torch.equal(got[0, :5], torch.zeros(5))
+        assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4)
+    else:  # per-token: the scale follows the row's range, which adds a small term of its own
+        assert float(torch.nn.functional.cosine_similarity(got.flatten(), expected.flatten(), dim=0)) > 0.99
+    if act == "a8-tensor":
+        module.backend = "triton"  # the int8 kernels on Triton's interpreter: no backward of their own
+        kernel = _input_gradient(module, x.half())
+        assert torch.equal(kernel[0, :5], torch.zeros(5))
+        assert float((kernel - got).abs().max() / got.abs().max()) < 2e-2  # fp16 operands
+
+
+def test_the_weight_only_kernel_path_passes_the_gradient_to_its_input():
+    """The Triton GEMV and GEMM ran outside autograd: on a GPU, nothing before a quantized layer got a gradient."""
+    module, w = layer("int4-g32-asym")
+    for batch in (1, 3):  # the GEMV, then the GEMM
+        x = torch.randn(batch, 70)
+        module.backend = "torch"
+        reference = _input_gradient(module, x)
+        assert torch.allclose(reference, (2 * (x @ w.T + module.bias)) @ w, rtol=1e-4, atol=1e-4)
+        module.backend = "triton"
+        got = _input_gradient(module, x.half())
+        assert float((got - reference).abs().max() / reference.abs().max()) < 2e-2  # fp16 operands
+
+
+@pytest.mark.filterwarnings("ignore::torch.jit.TracerWarning")  # the trace's own notes on the layers' range checks
+@pytest.mark.filterwarnings("ignore:`torch.jit.trace:DeprecationWarning")  # deprecated in torch 2.13, still in use
+def test_a_loaded_stack_still_traces_and_exports_with_gradients_recorded():
+    """The straight-through gradient is a Python autograd function: torch.jit.trace's check found its graph different
+    at each run and refused the trace of a model called with gradients on (its trainable biases made every activation
+    after the first layer record one). Traced and exported, the values are the eager ones."""
+    from autoq.export import ActQuantLinear
+    from autoq.quant.activation import ActRange, ActSpec
+
+    torch.manual_seed(0)
+    first = ActQuantLinear(PackedWeight.from_quantized(quantize(torch.randn(24, 40), QuantSpec.from_name("int8-ch-sym"))),
+                           ActSpec.from_name("a8-tensor"), ActRange(-3.0, 3.0), torch.randn(24, requires_grad=True), backend="torch")
+    second = ActQuantLinear(PackedWeight.from_quantized(quantize(torch.randn(8, 24), QuantSpec.from_name("int8-ch-sym"))),
+                            ActSpec.from_name("a8-token"), None, torch.randn(8), backend="torch")
+    model = torch.nn.Sequential(first, torch.nn.ReLU(), second)
+    x = torch.randn(5, 40)
+    eager = model(x)
+    assert eager.requires_grad  # the second layer's input records a gradient: the straight-through path runs
+    traced = torch.jit.trace(model, (x,))
+    assert torch.equal(traced(x), eager)
+    assert torch.equal(torch.export.export(model, (x,)).module()(x), eager)

@@ -1,0 +1,46 @@
+"""A gradient for the Triton kernels' outputs, which have none of their own.
+
+The kernels compute ``y = x @ W.T`` outside autograd: a loaded model trained on a GPU (its biases, the layers kept in
+float) got no gradient through a quantized layer, so every parameter before it stayed as it was, unsaid. Where one is
+being recorded, :func:`with_input_gradient` runs the kernel as the forward and gives ``x`` the gradient of
+``x @ W.T`` in backward, with ``W`` dequantized there and then: the straight-through estimator that fake quantization
+trains with (bitsandbytes' 4-bit layers do the same). The weight itself stays fixed: its codes are integers.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+class _ThroughWeight(torch.autograd.Function):
+    """Forward: ``run(x)``. Backward: ``grad @ weight()``, zero where ``|x| > bound`` (a static activation range clips
+    there, as the fake-quantized path's clamp stops its gradient)."""
+
+    @staticmethod
+    def forward(ctx, x: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor],  # type: ignore[override]
+                weight: Callable[[], torch.Tensor], bound: float | None) -> torch.Tensor:
+        ctx.weight, ctx.bound = weight, bound
+        if bound is not None:
+            ctx.save_for_backward(x)
+        return run(x)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
+        dx = grad.float() @ ctx.weight().to(device=grad.device, dtype=torch.float32)
+        if ctx.bound is not None:
+            (x,) = ctx.saved_tensors
+            dx = dx * (x.float().abs() <= ctx.bound)
+        return dx.to(grad.dtype), None, None, None
+
+
+def with_input_gradient(x: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor], weight: Callable[[], torch.Tensor],
+                        bound: float | None = None) -> torch.Tensor:
+    """``run(x)`` (a kernel's ``x @ W.T``), differentiable in ``x`` where autograd records one (else ``run(x)`` as it is,
+    nothing added to inference). ``weight()``: the dequantized ``(N, K)`` weight, read only in backward; ``bound``: the
+    largest ``|x|`` the activation quantizer does not clip, for a static range. Not under ``torch.jit.trace``, which
+    records no Python function (its check refused the trace)."""
+    if torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing():
+        return _ThroughWeight.apply(x, run, weight, bound)
+    return run(x)
