@@ -102,11 +102,16 @@ def weight_2d(module: nn.Module) -> torch.Tensor:
 
 
 def to_native(module: nn.Module, w2d: torch.Tensor) -> torch.Tensor:
-    """Turn an ``(out, in)`` tensor back into the layer's own weight layout and dtype."""
+    """Turn an ``(out, in)`` tensor back into the layer's own weight layout, dtype and memory format (a
+    ``channels_last`` convolution's, a transposed view's strides): ``result.apply`` and ``autoq.load`` gave a
+    ``channels_last`` model contiguous weights, unsaid."""
     w = module.weight
     if _kind(module, _conv1d_type()) == "hf_conv1d":
         return w2d.t().contiguous().to(w.dtype)
-    return w2d.reshape(w.shape).to(w.dtype)
+    native = w2d.reshape(w.shape).to(w.dtype)
+    if w.is_contiguous() or native.stride() == w.stride():
+        return native
+    return torch.empty_like(w, device=native.device).copy_(native)  # empty_like keeps a dense tensor's strides
 
 
 def name_examples(names: list[str], k: int = 3) -> str:

@@ -116,6 +116,19 @@ def test_to_native_restores_half_dtype():
     assert torch.equal(back, module.weight.detach())
 
 
+def test_to_native_keeps_the_weights_memory_format():
+    """result.apply and autoq.load gave a channels_last convolution contiguous (NCHW) weights, unsaid."""
+    conv = nn.Conv2d(3, 16, 3).to(memory_format=torch.channels_last)
+    back = to_native(conv, weight_2d(conv))
+    assert back.stride() == conv.weight.stride() and torch.equal(back, conv.weight.detach())
+    linear = nn.Linear(6, 4)
+    linear.weight = nn.Parameter(torch.randn(6, 4).t())  # a transposed view: its strides kept too
+    back = to_native(linear, weight_2d(linear) + 1)
+    assert back.stride() == (1, 4) and torch.equal(back, linear.weight.detach() + 1)
+    plain = nn.Conv2d(3, 16, 3)
+    assert to_native(plain, weight_2d(plain)).is_contiguous()
+
+
 def test_to_native_hf_conv1d_layout_from_modified_view():
     module = net().block.attn
     w2d = torch.arange(12 * 6, dtype=torch.float32).reshape(12, 6)
