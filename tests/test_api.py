@@ -419,6 +419,9 @@ def test_apply_and_export_refuse_one_tensor_as_calibration_as_search_does(tmp_pa
     with pytest.raises(AutoqError, match=one_tensor):
         autoq.export(model, result.best, tmp_path / "q", calibration=torch.cat(data), progress=False)
     assert not (tmp_path / "q").exists()
+    with pytest.raises(AutoqError, match=r"not one numpy array, whose 64 rows would each be a batch; split it, e.g. "
+                                         r"list\(torch.from_numpy\(x\).split\(32\)\)"):  # its rows were batches, and row 0 was blamed
+        autoq.search(model, torch.cat(data).numpy(), budget="8bits", tracking_uri=None, storage=None, progress=False)
 
 
 def test_a_model_or_data_on_the_meta_device_is_refused_by_search_apply_and_export(tmp_path):

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
@@ -23,9 +24,11 @@ from autoq.model.capture import token_mask
 def user_batches(calibration: Iterable[Any]) -> list[Any]:
     """The batches of a ``calibration`` argument, read once (a generator, a DataLoader), or an AutoqError saying what a
     sequence of batches is: one tensor's rows would each have been a batch."""
-    if isinstance(calibration, torch.Tensor):
-        raise AutoqError(f"calibration must be a sequence of batches (a list of tensors, a DataLoader), not one tensor, whose "
-                         f"{len(calibration)} rows would each be a batch; split it, e.g. list(x.split(32))")
+    if isinstance(calibration, (torch.Tensor, np.ndarray)):  # an array's rows were batches, and the model refused row 0
+        array = isinstance(calibration, np.ndarray)
+        raise AutoqError(f"calibration must be a sequence of batches (a list of tensors, a DataLoader), not one "
+                         f"{'numpy array' if array else 'tensor'}, whose {len(calibration)} rows would each be a batch; split it, e.g. "
+                         f"list({'torch.from_numpy(x)' if array else 'x'}.split(32))")
     if isinstance(calibration, (str, bytes, Mapping)) or not isinstance(calibration, Iterable):
         one = "; one dict is one batch: put it in a list" if isinstance(calibration, Mapping) else ""
         raise AutoqError(f"calibration must be a sequence of batches (a list of tensors or of dicts of tensors, a DataLoader), got "
