@@ -69,7 +69,7 @@ def _rule_choices(rule: Rule, layer: LayerInfo, where: str) -> dict[str, LayerCh
     for method in rule.methods:
         get_method(method)  # unknown method -> AutoqError naming the known ones
     methods = [m for m in rule.methods if not (layer.no_rows and method_needs_stats(m))]
-    if not methods:
+    if not methods and any(bits != 16 for bits in rule.bits):  # fp16 alone runs no method: a rule of bits [16] was refused
         raise AutoqError(f"{where} gives {layer.name!r} only data-driven methods {list(rule.methods)}, and {layer.no_rows} cannot take "
                          "them; add a data-free method such as rtn-mse to the rule, or a rule for this layer before it, or skip the layer")
     labelled: dict[str, LayerChoice] = {}

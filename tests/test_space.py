@@ -147,6 +147,8 @@ def test_layers_data_driven_methods_cannot_run_on_get_the_data_free_ones_only():
     gptq_only = Preset("g", "", (Rule(".*", (4,), ("channel",), (False,), ("gptq",), False),))
     with pytest.raises(AutoqError, match=r"gives '1' only data-driven methods \['gptq'\], and a grouped convolution \(groups=8\).* cannot take them"):
         SearchSpace.build(gptq_only, layers)
+    half_rule = Rule("^1$", (16,), ("channel",), (False,), ("gptq",), False)  # fp16 alone runs no method: as a pin of fp16, taken
+    assert SearchSpace.build(Preset("h", "", (half_rule, *gptq_only.rules)), layers[:2]).options[1] == (LayerChoice.from_name("fp16"),)
     with pytest.raises(AutoqError, match=r"pin '\^1\$' gives '1' 'int4-ch-asym:gptq', a data-driven method, and a grouped convolution"):
         SearchSpace.build(load_preset("cnn-mixed"), layers, {"^1$": "int4-ch-asym:gptq"})
 
@@ -395,7 +397,7 @@ def test_uniform_assignments_are_named_by_the_option_they_give_every_layer():
     assert g128 != by_label["int4-ch-asym:rtn-mse"]
 
 
-def test_a_pin_or_rule_matching_only_skipped_layers_names_the_skip(tmp_path):
+def test_a_pin_or_rule_matching_only_skipped_layers_names_the_skip(tmp_path, capsys):
     """'--skip ^8$ --pin 8=fp16' said the pin matched no quantizable layer, and a rule for '^8$' that it governed none,
     while layer 8 is there: the skip pattern took it, which neither message said."""
     import autoq
@@ -408,5 +410,10 @@ def test_a_pin_or_rule_matching_only_skipped_layers_names_the_skip(tmp_path):
     space.write_text(f"rules:\n  - layers: '^8$'\n    bits: [4]\n{rule}  - layers: '.*'\n    bits: [4, 8]\n{rule}")
     with pytest.raises(AutoqError, match=r"pattern '\^8\$' governs no layer \(the layers it matches, '8', are left out by the skip patterns\)"):
         autoq.search("digits-cnn", space=str(space), **kwargs)
+    from autoq.cli import main  # the sensitivity command said 'it matches no quantizable layer' of the same rule
+
+    assert main(["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--space", str(space), "--skip", "^8$",
+                 "--out", str(tmp_path / "out"), "--tracking-uri", "none", "--no-progress"]) == 2
+    assert "governs no layer (the layers it matches, '8', are left out by the skip patterns)" in capsys.readouterr().err
     with pytest.raises(AutoqError, match=r"pin pattern\(s\) \['nine'\] match no quantizable layer"):  # no skipped layer matches
         autoq.search("digits-cnn", pins={"nine": "fp16"}, **kwargs)

@@ -79,7 +79,7 @@ def run(args: argparse.Namespace) -> int:
     from autoq.evaluate.cache import uncalled_layers
     from autoq.files import first_missing, make_folder, removed_if_empty
     from autoq.messages import note
-    from autoq.model import find_layers, left_out_note, mark_unreached, searched_tied, unreached_note
+    from autoq.model import find_layers, left_out_note, mark_unreached, searched_tied, skipped_names, unreached_note
     from autoq.model.layers import compile_patterns
     from autoq.quiet import quiet_logs
     from autoq.search_spaces import load_preset
@@ -119,11 +119,12 @@ def run(args: argparse.Namespace) -> int:
         left_out = left_out_note(workload.model, skip, searched_tied(workload.model, skip, (), layers))
         if left_out:
             note(left_out)
-        space = SearchSpace.build(preset, layers)
+        unsearched = skipped_names(workload.model, skip, layers)  # a rule matching only them is told so, as a search's
+        space = SearchSpace.build(preset, layers, skipped=unsearched)
         uncalled = uncalled_layers(workload.model, space.layers, space.options, workload.calibration)
         if uncalled:  # as a search's space gives them: data-free methods only (GPTQ, AWQ, ... have no rows of theirs)
             note(unreached_note(uncalled))
-            space = SearchSpace.build(preset, mark_unreached(layers, uncalled))
+            space = SearchSpace.build(preset, mark_unreached(layers, uncalled), skipped=unsearched)
         start = time.perf_counter()
         table = workload_table(workload, space.layers, space.options, args.metric, settings, refresh=args.refresh, progress=not args.no_progress)
         wall = time.perf_counter() - start

@@ -64,7 +64,16 @@ from autoq.fingerprints import data_fingerprint, model_hash
 from autoq.interrupts import ForcedInterrupt, deferred_interrupts
 from autoq.latency import latency_model
 from autoq.messages import note, warn
-from autoq.model import LayerInfo, check_finite_stored, find_layers, left_out_note, mark_unreached, searched_tied, unreached_note
+from autoq.model import (
+    LayerInfo,
+    check_finite_stored,
+    find_layers,
+    left_out_note,
+    mark_unreached,
+    searched_tied,
+    skipped_names,
+    unreached_note,
+)
 from autoq.progress import progress_bar
 from autoq.ptq import method_info, plugin_code
 from autoq.quiet import quiet_logs
@@ -214,9 +223,7 @@ def prepare(workload: Workload, config: SearchConfig) -> Prepared:
     check_finite_stored(workload.model, layers)
     check_finite_batches(workload.calibration)
     check_tracking(config)
-    kept = {layer.name for layer in layers}
-    skipped = [layer.name for layer in find_layers(workload.model)] if skip else []
-    unsearched = [n for n in skipped if n not in kept]
+    unsearched = skipped_names(workload.model, skip, layers)
     space = SearchSpace.build(load_preset(config.space), layers, dict(config.pins), unsearched)
     check_calibration_usable(workload, space, config.space)
     uncalled = uncalled_layers(workload.model, space.layers, space.options, workload.calibration)

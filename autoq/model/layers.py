@@ -226,6 +226,15 @@ _UNSEARCHED = {nn.MultiheadAttention: (("in_proj_weight", "MultiheadAttention's 
 _RECURRENT = (nn.RNNBase, nn.RNNCellBase)  # LSTM, GRU, RNN and their cells: weight_ih_l0, weight_hh_l0_reverse, ...
 
 
+def skipped_names(model: nn.Module, skip: Sequence[str], layers: Sequence[LayerInfo]) -> list[str]:
+    """The quantizable layers of ``model`` that ``skip`` left out of ``layers``, for a space to say a rule matching only
+    them governs no layer because of the skip (``autoq sensitivity`` said "it matches no quantizable layer")."""
+    if not skip:
+        return []
+    kept = {layer.name for layer in layers}
+    return [layer.name for layer in find_layers(model) if layer.name not in kept]
+
+
 def unsearched_weights(model: nn.Module) -> list[tuple[str, str, int]]:
     """Weight matrices in modules autoq does not quantize (``(parameter name, what it is, weights)``): they stay in half
     precision, and a user who sees the attention's ``out_proj`` searched would not guess that its q/k/v are not."""
