@@ -15,32 +15,37 @@ import torch
 
 
 class _ThroughWeight(torch.autograd.Function):
-    """Forward: ``run(x)``. Backward: ``grad @ weight()``, zero where ``|x| > bound`` (a static activation range clips
-    there, as the fake-quantized path's clamp stops its gradient)."""
+    """Forward: ``run(x)``. Backward: ``grad @ weight()``, zero where ``round(x / scale)`` leaves ``[-qmax, qmax]`` for
+    ``clip = (scale, qmax)`` (where a static activation range clips, as the fake-quantized path's clamp stops its
+    gradient). In ``setup_context`` form, which ``torch.func.grad`` and ``jacrev`` need."""
 
     @staticmethod
-    def forward(ctx, x: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor],  # type: ignore[override]
-                weight: Callable[[], torch.Tensor], bound: float | None) -> torch.Tensor:
-        ctx.weight, ctx.bound = weight, bound
-        if bound is not None:
-            ctx.save_for_backward(x)
+    def forward(x: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor],  # type: ignore[override]
+                weight: Callable[[], torch.Tensor], clip: tuple[float, int] | None) -> torch.Tensor:
         return run(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]
+        x, _, ctx.weight, ctx.clip = inputs
+        if ctx.clip is not None:
+            ctx.save_for_backward(x)
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):  # type: ignore[override]
         dx = grad.float() @ ctx.weight().to(device=grad.device, dtype=torch.float32)
-        if ctx.bound is not None:
+        if ctx.clip is not None:
             (x,) = ctx.saved_tensors
-            dx = dx * (x.float().abs() <= ctx.bound)
+            scale, qmax = ctx.clip
+            dx = dx * (torch.round(x.float() / scale).abs() <= qmax)
         return dx.to(grad.dtype), None, None, None
 
 
 def with_input_gradient(x: torch.Tensor, run: Callable[[torch.Tensor], torch.Tensor], weight: Callable[[], torch.Tensor],
-                        bound: float | None = None) -> torch.Tensor:
+                        clip: tuple[float, int] | None = None) -> torch.Tensor:
     """``run(x)`` (a kernel's ``x @ W.T``), differentiable in ``x`` where autograd records one (else ``run(x)`` as it is,
-    nothing added to inference). ``weight()``: the dequantized ``(N, K)`` weight, read only in backward; ``bound``: the
-    largest ``|x|`` the activation quantizer does not clip, for a static range. Not under ``torch.jit.trace``, which
-    records no Python function (its check refused the trace)."""
+    nothing added to inference). ``weight()``: the dequantized ``(N, K)`` weight, read only in backward; ``clip``: a
+    static activation quantizer's ``(scale, qmax)``, outside whose codes no gradient passes. Not under
+    ``torch.jit.trace``, which records no Python function (its check refused the trace)."""
     if torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing():
-        return _ThroughWeight.apply(x, run, weight, bound)
+        return _ThroughWeight.apply(x, run, weight, clip)
     return run(x)

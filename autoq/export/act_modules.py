@@ -83,8 +83,8 @@ class ActQuantLinear(QuantLinear):
             return int8_matmul(q, q_scale, weight, x.dtype, self.backend)
 
         # the kernels have no backward: the fake-quantized path's straight-through gradient, clipped where the static range clips
-        bound = None if static_scale is None else static_scale * 127.0
-        return with_input_gradient(x2, run, weight.dequantize, bound).reshape(*x.shape[:-1], self.out_features)
+        clip = None if static_scale is None else (static_scale, 127)
+        return with_input_gradient(x2, run, weight.dequantize, clip).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         return (f"in_features={self.in_features}, out_features={self.out_features}, format={self.spec.name}+{self.act.name}, "

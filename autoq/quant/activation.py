@@ -69,9 +69,15 @@ class _RoundThrough(torch.autograd.Function):
     everywhere, so a loaded W8A8 layer gave every layer before it a gradient of exactly zero, and fine-tuning them
     silently did nothing. The clamp around it still stops the gradient outside the quantizer's range."""
 
+    generate_vmap_rule = True  # torch.func's transforms (grad, vmap, jacrev) need this and setup_context
+
     @staticmethod
-    def forward(ctx, x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(x: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
         return torch.round(x)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output) -> None:  # type: ignore[override]  # nothing to keep
+        pass
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:  # type: ignore[override]

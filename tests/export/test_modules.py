@@ -200,6 +200,7 @@ def test_a_w8a8_layer_passes_the_straight_through_gradient_to_its_input(act):
     spec = ActSpec.from_name(act)
     x = torch.randn(4, 70)
     x[0, :5] = 9.0  # outside the static range below: clipped, so no gradient there
+    x[0, 5] = 3.01  # past the range's edge by less than half a step: code 127, not clipped
     module = ActQuantLinear(PackedWeight.from_quantized(qt), spec, ActRange(-3.0, 3.0) if spec.static else None, torch.zeros(24),
                             backend="torch")
     with torch.no_grad():
@@ -216,7 +217,7 @@ def test_a_w8a8_layer_passes_the_straight_through_gradient_to_its_input(act):
     if act == "a8-tensor":
         module.backend = "triton"  # the int8 kernels on Triton's interpreter: no backward of their own
         kernel = _input_gradient(module, x.half())
-        assert torch.equal(kernel[0, :5], torch.zeros(5))
+        assert torch.equal(kernel[0, :5], torch.zeros(5)) and kernel[0, 5] != 0 != got[0, 5]  # clipped where the torch path clips
         assert float((kernel - got).abs().max() / got.abs().max()) < 2e-2  # fp16 operands
 
 
@@ -254,3 +255,28 @@ def test_a_loaded_stack_still_traces_and_exports_with_gradients_recorded():
     traced = torch.jit.trace(model, (x,))
     assert torch.equal(traced(x), eager)
     assert torch.equal(torch.export.export(model, (x,)).module()(x), eager)
+
+
+def test_torch_func_transforms_differentiate_through_a_w8a8_layer():
+    """The straight-through rounding lacked setup_context: torch.func.grad, jacrev and per-sample gradients (vmap of
+    grad) raised on a loaded activation-quantized layer, where they had run (with a zero gradient) before."""
+    from autoq.export import ActQuantLinear
+    from autoq.quant.activation import ActSpec
+
+    torch.manual_seed(0)
+    quantized = ActQuantLinear(PackedWeight.from_quantized(quantize(torch.randn(8, 32), QuantSpec.from_name("int8-ch-sym"))),
+                               ActSpec.from_name("a8-token"), None, torch.zeros(8), backend="torch")
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), quantized)
+    params = {name: p.detach() for name, p in model.named_parameters()}
+
+    def loss(p, x):
+        return torch.func.functional_call(model, p, (x,)).square().sum()
+
+    x = torch.randn(4, 16)
+    grads = torch.func.grad(loss)(params, x)
+    model.zero_grad()
+    loss(dict(model.named_parameters()), x).backward()
+    assert float(grads["0.weight"].abs().sum()) > 0 and torch.allclose(grads["0.weight"], model[0].weight.grad, rtol=1e-5, atol=1e-5)
+    per_sample = torch.func.vmap(torch.func.grad(loss), in_dims=(None, 0))(params, x.unsqueeze(1))
+    assert per_sample["0.weight"].shape == (4, 32, 16)
+    assert torch.allclose(per_sample["0.weight"].sum(0), grads["0.weight"], rtol=1e-4, atol=1e-4)
