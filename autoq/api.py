@@ -12,7 +12,7 @@ from typing import Any
 
 from torch import nn
 
-from autoq.budget import DEFAULT_BUDGET, Budget, parse_budget
+from autoq.budget import DEFAULT_BUDGET, Budget
 from autoq.builtin import load_workload
 from autoq.builtin.workload import Workload
 from autoq.engine import SearchConfig, SearchResult, run_search
@@ -28,7 +28,6 @@ from autoq.tracking.active_run import active_parent
 
 _CONFIG_FIELDS = {f.name for f in fields(SearchConfig)}
 _STORED_COUNTS = ("n_trials", "max_retries")  # what a Python resume takes from the stored search unless given (as the CLI)
-_RESUME_FILLS = ("budget", "tracking_uri", *_STORED_COUNTS)  # everything _with_stored may take from a stored search
 
 
 def search(
@@ -126,15 +125,14 @@ def _said(result: SearchResult, config: SearchConfig) -> SearchResult:
 def _with_config(config: SearchConfig, budget: Any, options: dict[str, Any]) -> tuple[Any, dict[str, Any], dict[str, Any]]:
     """``budget`` and ``options`` with ``config``'s fields that differ from a default ``SearchConfig()``'s added beneath
     them (a keyword given beside ``config`` wins); the defaults stay not given, so nesting and a resume's stored
-    settings decide as without a config. Third: the fields a resume may take from its store that ``config`` holds at
-    their defaults (and no keyword gives), with their values, for :func:`_say_stored_over_defaults`."""
+    settings decide as without a config. Third: the counts a resume takes from its store that ``config`` holds at their
+    defaults (and no keyword gives), for :func:`_say_stored_over_defaults` (its budget and tracking URI a resume cannot
+    change: a config's defaults of those are taken over, unsaid, as the keywords' are)."""
     default = SearchConfig()
     given = {f.name: getattr(config, f.name) for f in fields(SearchConfig) if getattr(config, f.name) != getattr(default, f.name)}
-    defaulted = {name: getattr(config, name) for name in _RESUME_FILLS if name not in given and name not in options}
+    defaulted = {name: getattr(config, name) for name in _STORED_COUNTS if name not in given and name not in options}
     if budget is None:
         budget = given.pop("budget", None)
-    else:
-        defaulted.pop("budget", None)
     given.pop("budget", None)
     return budget, {**given, **options}, defaulted
 
@@ -147,21 +145,10 @@ def _say_stored_over_defaults(defaulted: dict[str, Any], config: SearchConfig) -
         return
     for name, value in defaulted.items():
         taken = getattr(config, name)
-        if _compared(name, taken) != _compared(name, value):
-            note(f"resuming {config.study_name!r}: {name}={_shown_value(name, taken)} from its stored settings; the config's "
-                 f"{name}={_shown_value(name, value)} is SearchConfig's default, which a config cannot tell from unset: pass "
-                 f"{name}={_shown_value(name, value)} as a keyword beside config= to use it")
-
-
-def _compared(name: str, value: Any) -> Any:
-    """``value`` as :func:`_say_stored_over_defaults` compares it: a budget by its kind and value (``"4.5bits"``,
-    ``"4.5 bits"`` and a ``Budget`` of them alike)."""
-    return (parse_budget(value).kind, parse_budget(value).value) if name == "budget" else value
-
-
-def _shown_value(name: str, value: Any) -> str:
-    """``value`` as :func:`_say_stored_over_defaults` shows it: a budget by its text, else its ``repr``."""
-    return repr(parse_budget(value).text) if name == "budget" else repr(value)
+        if taken != value:
+            note(f"resuming {config.study_name!r}: {name}={taken!r} from its stored settings; the config's {name}={value!r} is "
+                 f"SearchConfig's default, which a config cannot tell from unset: pass {name}={value!r} as a keyword beside "
+                 "config= to use it")
 
 
 def _with_stored(options: dict[str, Any], budget: str | float | Budget | None) -> tuple[dict[str, Any], str | float | Budget]:
