@@ -448,8 +448,9 @@ def _check_stored(study: optuna.Study, study_name: str, settings: dict[str, Any]
         # the trials fit, but the options differ (one added, or one taken away that no trial picked): Optuna refuses a
         # parameter's choices that change, mid-search, and a seed of the new options would be left waiting for good
         raise AutoqError(f"cannot resume {study_name!r}: the search space {settings.get('space')!r} gives the layers other options than "
-                         "its trials were searched in (its file edited since, or another file of that name); resume with the space "
-                         "as it was, or start a new search (another --study-name)")
+                         "its trials were searched in, or the same ones in another order, which Optuna's choices keep (its file "
+                         "edited since, or another file of that name); resume with the space as it was, or start a new search "
+                         "(another --study-name)")
 
 
 def _interrupted(trial: optuna.trial.FrozenTrial) -> bool:

@@ -568,6 +568,10 @@ def test_a_space_file_edited_since_is_refused_and_a_relative_one_resumes_from_an
     with pytest.raises(AutoqError, match="cannot resume 'sp': the search space .*myspace.yaml' gives the layers other options"):
         autoq.search("digits-cnn", space=str(space), n_trials=6, resume=True, **kwargs)
     assert _states(storage, "sp") == before  # nothing enqueued, nothing marked
+    space.write_text(text.replace("bits: [2, 3, 4, 5, 6, 8]", "bits: [8, 6, 5, 4, 3, 2]", 1))  # the same options, reordered
+    with pytest.raises(AutoqError, match=r"other options than its trials were searched in, or the same ones in another order, which "
+                                         r"Optuna's choices keep"):  # 'other options' alone read as a wrong refusal
+        autoq.search("digits-cnn", space=str(space), n_trials=6, resume=True, **kwargs)
     space.write_text(text)
     assert len(autoq.search("digits-cnn", space=str(space), n_trials=5, resume=True, **kwargs).points) == 5
 
