@@ -27,8 +27,10 @@ def uniform_seeds(space: SearchSpace, cost_model: CostModel, budget: Budget, lim
     4.5 bits for ``full`` on MiniLM, which would fill most of a search's trials. With a limit,
     every weight format keeps one (its first method: the frontier's reach in bits), and the places
     left up to ``limit`` go to the other methods of the dearest formats, where the best baseline is.
-    A limit below the number of formats keeps that many formats, evenly spread from the cheapest to
-    the dearest (it kept one a format whatever the limit: 20 for ``full`` at 16). ``None`` keeps them all.
+    A limit below the number of formats keeps that many formats, evenly spread from the fewest effective bits to
+    the most (it kept one a format whatever the limit: 20 for ``full`` at 16): bits, not the budget's own measure, so
+    that under a latency budget a limit of 1 keeps the likeliest best (int8 or fp16), not the slowest (int3, whose
+    kernels are slower than int4's). ``None`` keeps them all.
     """
     fitting = sorted((a for a in space.uniform_assignments() if budget.violation(cost_model.cost(a)) <= 0),
                      key=lambda a: budget.measure(cost_model.cost(a)))
@@ -38,11 +40,12 @@ def uniform_seeds(space: SearchSpace, cost_model: CostModel, budget: Budget, lim
     for a in fitting:  # one weight format on every layer (one cost, but for an input-scaling method's scales)
         by_format.setdefault(_format(a), []).append(a)
     groups = list(by_format.values())  # cheapest format first
-    if limit < len(groups):  # fewer places than formats: that many formats, the dearest first, then spread to the cheapest
+    if limit < len(groups):  # fewer places than formats: that many formats, the most bits first, then spread to the fewest
         if limit == 0:
             return []
-        picks = {len(groups) - 1} if limit == 1 else {round(i * (len(groups) - 1) / (limit - 1)) for i in range(limit)}
-        kept = {groups[i][0] for i in picks}
+        by_bits = sorted(groups, key=lambda group: cost_model.cost(group[0]).effective_bits)  # stable: ties keep the budget's order
+        picks = {len(by_bits) - 1} if limit == 1 else {round(i * (len(by_bits) - 1) / (limit - 1)) for i in range(limit)}
+        kept = {by_bits[i][0] for i in picks}
         return [a for a in fitting if a in kept]
     kept = {group[0] for group in groups}
     extras = [a for group in reversed(by_format.values()) for a in group[1:]]  # dearest format first

@@ -211,6 +211,10 @@ def test_latency_budget_fills_from_the_uniform_of_most_bits_not_the_slowest(tmp_
     fitting = uniform_seeds(space, cm, budget)
     assert fitting[-1]["0"].weight.bits == 3  # the slowest within the budget
     assert best_uniform(fitting, cm)["0"].weight.bits == 4
+    # a cap below the formats' count spreads over effective bits, not the budget's measure: a cap of 1 kept int3 (the
+    # slowest), the poorest baseline, where int4 (the most bits that fit) is the likeliest best
+    assert [a["0"].weight.bits for a in uniform_seeds(space, cm, budget, 1)] == [4]
+    assert sorted(a["0"].weight.bits for a in uniform_seeds(space, cm, budget, 2)) == [2, 4]
     seeds = fill_seeds(space, cm, budget, 3)
     assert seeds and all(budget.violation(cm.cost(a)) <= 0 for a in seeds)
     for a in seeds:  # int4 with some layers raised to int8 or int5 (the two cheapest formats above the budget)
