@@ -182,7 +182,10 @@ def _transformers_logging():
 
 def _silence_fd1() -> list[Callable[[], None]] | None:
     """Point file descriptor 1 at /dev/null; the call that points it back (``None``: no usable fd 1, as in some
-    embedded interpreters, so nothing to silence)."""
+    embedded interpreters, so nothing to silence). A ``sys.stdout`` of ``None`` (stdout closed, ``>&-``, or pythonw) is
+    none: its fd 1 is free, and may since hold a file autoq opened, which a dup2 would have redirected."""
+    if sys.stdout is None:  # its flush raised AttributeError: every search that ran the ILP failed
+        return None
     try:
         sys.stdout.flush()
         saved = os.dup(1)

@@ -50,6 +50,29 @@ print("after")
 """
 
 
+CLOSED = """
+import os, sys
+from autoq.quiet import native_stdout_silenced
+assert sys.stdout is None  # stdout closed at start (>&-): Python gives None
+kept = open(os.environ["KEPT"], "w")  # takes the free fd 1
+assert kept.fileno() == 1
+with native_stdout_silenced():
+    pass
+kept.write("kept")
+kept.close()
+"""
+
+
+def test_a_closed_stdout_is_left_alone(tmp_path):
+    """sys.stdout None (>&-, pythonw): its flush raised AttributeError, and every search that ran the ILP failed. Its fd
+    1 is free, and may hold a file autoq opened since: that file must not be pointed at /dev/null."""
+    import os
+
+    kept = tmp_path / "kept.txt"
+    subprocess.run(f'"{sys.executable}" -c \'{CLOSED}\' >&-', shell=True, check=True, timeout=60, env={**os.environ, "KEPT": str(kept)})
+    assert kept.read_text() == "kept"
+
+
 def test_overlapping_calls_in_threads_restore_stdout():
     """Two searches in threads (an outer study's n_jobs=2) each saved and restored fd 1: the second saved the first's
     /dev/null and restored it last, so nothing the process printed afterwards was seen."""
