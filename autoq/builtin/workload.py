@@ -82,8 +82,10 @@ class NoMetric:
 
 def cache_dir() -> Path:
     """Where autoq keeps trained built-in models and sensitivity tables: ``$AUTOQ_CACHE_DIR``, else
-    ``$XDG_CACHE_HOME/autoq``, else ``~/.cache/autoq``."""
-    root = os.environ.get("AUTOQ_CACHE_DIR") or os.path.join(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"), "autoq")
+    ``$XDG_CACHE_HOME/autoq``, else ``~/.cache/autoq``. An empty or relative ``$XDG_CACHE_HOME`` is ignored, as the XDG
+    Base Directory spec says (an empty one put the cache in ``./autoq``, a new one in every folder run from)."""
+    xdg = os.environ.get("XDG_CACHE_HOME", "")
+    root = os.environ.get("AUTOQ_CACHE_DIR") or os.path.join(xdg if os.path.isabs(xdg) else Path.home() / ".cache", "autoq")
     path = Path(root)
     which = "$AUTOQ_CACHE_DIR" if os.environ.get("AUTOQ_CACHE_DIR") else "the cache folder"
     try:
