@@ -258,3 +258,27 @@ def test_a_path_option_expands_a_leading_tilde(argv, dest, monkeypatch, tmp_path
     value = getattr(build_parser().parse_args(argv), dest)
     assert value.startswith(str(tmp_path) + os.sep) and "~" not in value
     assert build_parser().parse_args(["search", "--space", "per-channel"]).space == "per-channel"  # a preset's name as given
+
+
+def test_a_database_error_is_one_line_and_a_warning_raised_as_an_error_is_not_taken_for_one(capsys):
+    """Under python -W error, MLflow's own SADeprecationWarning (a sqlalchemy class) was reported as 'a database could
+    not be opened or written ... check --storage and --tracking-uri': the wrong advice, and the warning hidden."""
+    import argparse
+
+    from sqlalchemy.exc import OperationalError, SADeprecationWarning
+
+    from autoq.cli import _run, build_parser
+
+    parser = build_parser()
+
+    def failing(exc: Exception) -> argparse.Namespace:
+        def run(args):
+            raise exc
+        args = parser.parse_args(["runs"])
+        args.run, args.given = run, set()
+        return args
+
+    assert _run(parser, failing(OperationalError("SELECT 1", {}, Exception("unable to open database file"))), ()) == 2
+    assert "autoq: error: a database could not be opened or written (OperationalError: unable to open database file)" in capsys.readouterr().err
+    with pytest.raises(SADeprecationWarning, match="noload"):
+        _run(parser, failing(SADeprecationWarning("The noload loader strategy is deprecated")), ())

@@ -149,7 +149,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, plugins: Seq
         print(f"autoq: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except Exception as exc:
-        if not type(exc).__module__.startswith("sqlalchemy."):
+        if not type(exc).__module__.startswith("sqlalchemy.") or isinstance(exc, Warning):  # -W error: a deprecation, not a store
             raise
         # a database (Optuna storage, MLflow store) that cannot be opened or written: its own words, first line
         reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
