@@ -11,6 +11,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -50,6 +51,12 @@ class Knapsack:
     def lowest(self) -> float:
         """Cost of the cheapest assignment."""
         return sum(min(c) for c in self.costs)
+
+    @cached_property
+    def memo(self) -> dict[float, tuple[int, ...] | None]:
+        """Greedy allocations of this problem by capacity (`greedy_allocate`), made on first use: a function of the
+        problem alone, which every ILP solve recomputed. Not a field: equality and the repr are the problem's."""
+        return {}
 
     def total(self, picks: Sequence[int]) -> float:
         return sum(c[i] for c, i in zip(self.costs, picks))
