@@ -46,7 +46,10 @@ def _walk(problem: Knapsack, capacity: float) -> list[int] | None:
     while True:
         gain = scores[rows, picks][:, None] - scores
         extra = costs - costs[rows, picks][:, None]
-        ok = (gain > 0) & (extra > 0) & (total + extra <= capacity) & np.isfinite(scores) & ~over
+        # within a hair past the capacity too: the running total may sit an ulp above the exact sum, and an upgrade whose
+        # exact total is the capacity itself was left out; the exact sum below decides each one that near
+        reach = capacity + _NEAR * max(abs(capacity), abs(total))
+        ok = (gain > 0) & (extra > 0) & (total + extra <= reach) & np.isfinite(scores) & ~over
         if not ok.any():
             break
         with np.errstate(invalid="ignore", divide="ignore"):  # inf - inf where a layer lacks an option: masked by ``ok``

@@ -146,6 +146,17 @@ def test_greedy_on_float_costs_stays_within_capacities_that_assignments_sum_to_e
         assert picks is not None and p.total(picks) <= capacity
 
 
+def test_greedy_takes_an_upgrade_whose_exact_total_is_the_capacity_itself():
+    """The running total sat an ulp above the exact sum, and the last upgrade, onto the capacity exactly, was filtered
+    out by it: [1, 2, 2] (score 0.600) where the exact walk reached [2, 2, 2] (0.522)."""
+    costs = ((16.376611628104286, 21.07519386075315, 39.013756038586365), (22.60600688810768, 30.54006836161898, 43.24681860023446),
+             (0.7867134414959405, 5.463305649789318, 11.558340119314428, 45.26784247211953, 46.1802798036058))
+    scores = ((0.34225301296727756, 0.31748120434192, 0.23915691434484998), (0.18201390173387888, 0.10838049995874492, 0.0027223871068030076),
+              (0.84363966807299, 0.36774762886586904, 0.28015443152920433, 0.1742154732766141, 0.11212490180569687))
+    capacity = Knapsack(None, costs, 0.0, scores).total([2, 2, 2])
+    assert greedy_allocate(Knapsack(None, costs, capacity, scores)) == [2, 2, 2]
+
+
 def test_ilp_seeds_are_distinct_within_budget_and_a_shorter_list_is_a_prefix():
     p = problem("4.5bits")
     seeds = ilp_seeds(p, 10, seed=3)
