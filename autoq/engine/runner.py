@@ -45,6 +45,7 @@ from autoq.engine.resume import (
     stored_settings,
 )
 from autoq.engine.seeding import check_seed_from, data_driven_pairs, is_table_file, seed_room, start_strategy
+from autoq.engine.seeds import uniform_seeds
 from autoq.engine.stop_notes import (
     above_reference,
     interrupted_note,
@@ -301,7 +302,10 @@ class _Study:
     name: str
     storage: str | None
     strategy: Strategy
-    uniform: frozenset[Assignment]  # the uniform baselines among the seeds
+    uniform: frozenset[Assignment]  # the uniform baselines among the seeds: what a search counts and compares with
+    # those and every other uniform assignment within the budget, tagged 'uniform' where evaluated: the sampler's own
+    # uniform int8 was tagged 'uniform: false' beside a capped baseline list, and a better baseline went unseen
+    flagged: frozenset[Assignment]
     seeded_from: str | None  # the metric or table file whose scores seeded it; None: none did
     seeding_table: SensitivityTable | None
     n_retried: int  # a resume's interrupted trials, queued again
@@ -441,7 +445,8 @@ def _open_study(workload: Workload, config: SearchConfig, problem: Prepared, der
             # evaluated else (the sampler ran unseeded where a fresh search of as many trials was seeded)
             mixes = not_stored(storage, study_name, [a for a in seeds if a not in uniform_set])[:room] if room else []
             strategy.seed(not_stored(storage, study_name, [a for a in seeds if a in uniform_set]) + mixes)
-    return _Study(study_name, storage, strategy, uniform_set, seeded_from, seeding_table, n_retried)
+    flagged = uniform_set | frozenset(uniform_seeds(problem.space, problem.cost_model, problem.budget))
+    return _Study(study_name, storage, strategy, uniform_set, flagged, seeded_from, seeding_table, n_retried)
 
 
 def _start_session(workload: Workload, config: SearchConfig, problem: Prepared, study: _Study, reference: _Reference,
@@ -456,10 +461,10 @@ def _start_session(workload: Workload, config: SearchConfig, problem: Prepared, 
                                  calibration_digest, study.seeded_from, len(study.uniform), problem_code)
         if tracker:
             _tag_parent_run(tracker, config, problem, study)
-        book = TrialBook(study.strategy, problem.cost_model, problem.budget, study.uniform, config.n_trials, config.max_retries, tracker,
+        book = TrialBook(study.strategy, problem.cost_model, problem.budget, study.flagged, config.n_trials, config.max_retries, tracker,
                          config.backend)
         if config.resume:
-            book.restore(*finished_trials(storage, study_name, problem.space, problem.cost_model, study.uniform, tracker))
+            book.restore(*finished_trials(storage, study_name, problem.space, problem.cost_model, study.flagged, tracker))
             # once it has started (a resume that fails before keeps the count it had), and knowing what is done
             remember_counts(storage, study_name, config.n_trials, config.max_retries, book.n_done,
                             absolute_uri(config.tracking_uri) if tracker is not None else None)

@@ -58,17 +58,13 @@ def _optuna_strategy(ctx: StrategyContext) -> tuple[Strategy, list[Assignment], 
     """The sampler (TPE / NSGA-II / random) after the uniform baselines and budget-filling seeds; with a
     sensitivity table the fill seeds come from it instead of random mixes (see `_table_seeds`)."""
     strategy = make_strategy(ctx.sampler, ctx.space, ctx.seed, ctx.study_name, ctx.storage, ctx.resume, ctx.with_latency)
-    # every uniform assignment within the budget is a baseline when evaluated (the sampler's too), the capped ones are
-    # enqueued: the capped list alone as the baselines tagged the sampler's uniform int8 'uniform: false', and counted
-    # 1 of 1 baselines evaluated, the summary's "best uniform within budget" then a poorer one
-    every = uniform_seeds(ctx.space, ctx.cost_model, ctx.budget)
     uniform = uniform_seeds(ctx.space, ctx.cost_model, ctx.budget, ctx.max_uniform_seeds)
     count = min(ctx.n_fill_seeds, max(0, ctx.n_trials - len(uniform)))
     if ctx.scores is None:
         extra = fill_seeds(ctx.space, ctx.cost_model, ctx.budget, count, ctx.seed)
     else:
-        extra = _table_seeds(ctx, every, count)
-    return strategy, _likely_best(ctx, uniform) + extra, every
+        extra = _table_seeds(ctx, uniform, count)
+    return strategy, _likely_best(ctx, uniform) + extra, uniform
 
 
 def _likely_best(ctx: StrategyContext, uniform: list[Assignment]) -> list[Assignment]:
