@@ -115,8 +115,8 @@ def format_summary(result: SearchResult, finished: bool = True, module: bool | N
             f"evaluated ({why}), so a better uniform one may exist."
         )
     elif within == 0:  # a space whose layers share no option has none at all, whatever the budget
-        lines.append("No uniform assignment was evaluated: none is within this budget (or the space gives its layers no option in common, "
-                     "or pins every layer), so there is no baseline to compare with.")
+        lines.append("No uniform assignment was evaluated, so there is no baseline to compare with: none is within this budget, the space "
+                     "gives its layers no option in common, pins cover every layer, or max_uniform_seeds=0 enqueued none.")
     elif deleted:
         lines.append(f"No uniform assignment is among the trial runs left ({_deleted_runs(deleted)}), so there is no baseline to compare "
                      "with here.")
