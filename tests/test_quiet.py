@@ -57,8 +57,8 @@ assert sys.stdout is None  # stdout closed at start (>&-): Python gives None
 kept = open(os.environ["KEPT"], "w")  # takes the free fd 1
 assert kept.fileno() == 1
 with native_stdout_silenced():
-    pass
-kept.write("kept")
+    kept.write("kept")  # written while silenced: a dup2 of /dev/null onto fd 1 would have swallowed it
+    kept.flush()
 kept.close()
 """
 
