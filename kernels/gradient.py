@@ -13,6 +13,8 @@ from collections.abc import Callable
 
 import torch
 
+from autoq.quant.activation import records_gradient
+
 
 class _ThroughWeight(torch.autograd.Function):
     """Forward: ``run(x)``. Backward: ``grad @ weight()``, zero where ``round(x / scale)`` leaves ``[-qmax, qmax]`` for
@@ -44,8 +46,8 @@ def with_input_gradient(x: torch.Tensor, run: Callable[[torch.Tensor], torch.Ten
                         clip: tuple[float, int] | None = None) -> torch.Tensor:
     """``run(x)`` (a kernel's ``x @ W.T``), differentiable in ``x`` where autograd records one (else ``run(x)`` as it is,
     nothing added to inference). ``weight()``: the dequantized ``(N, K)`` weight, read only in backward; ``clip``: a
-    static activation quantizer's ``(scale, qmax)``, outside whose codes no gradient passes. Not under
-    ``torch.jit.trace``, which records no Python function (its check refused the trace)."""
-    if torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing():
+    static activation quantizer's ``(scale, qmax)``, outside whose codes no gradient passes. Where one is recorded is
+    `records_gradient`'s to say, as for the fake-quantized path's rounding."""
+    if records_gradient(x):
         return _ThroughWeight.apply(x, run, weight, clip)
     return run(x)

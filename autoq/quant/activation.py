@@ -84,11 +84,16 @@ class _RoundThrough(torch.autograd.Function):
         return grad
 
 
+def records_gradient(x: torch.Tensor) -> bool:
+    """Whether autograd records a gradient for ``x`` here, so a straight-through function is to run (the rounding below,
+    the kernels' backward in `autoq.kernels.gradient`). Not under ``torch.jit.trace``, whose check found a Python
+    function's graph different at each run, and refused the trace."""
+    return torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing()
+
+
 def _round(x: torch.Tensor) -> torch.Tensor:
-    """``torch.round(x)``, with the straight-through gradient where one is being recorded (the same values either way;
-    not under ``torch.jit.trace``, whose check found a Python function's graph different at each run, and refused)."""
-    recording = torch.is_grad_enabled() and x.requires_grad and not torch.jit.is_tracing()
-    return _RoundThrough.apply(x) if recording else torch.round(x)
+    """``torch.round(x)``, with the straight-through gradient where one is recorded (the same values either way)."""
+    return _RoundThrough.apply(x) if records_gradient(x) else torch.round(x)
 
 
 def _fake(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor, spec: ActSpec) -> torch.Tensor:
