@@ -10,6 +10,7 @@ ones instead (also 1.0 when identical).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
@@ -119,7 +120,7 @@ def _cosine_per_example(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Cosine per row; 1 where both rows are all zeros (unchanged: a ReLU output often is), which cosine makes 0.
     In float64, a few rows at a time: the whole batch in float64 (and cosine's own temporaries) took ten times its
     output's memory, 600 MB for a batch of a language model's logits."""
-    a, b = a.reshape(a.shape[0], -1), b.reshape(b.shape[0], -1)
+    a, b = (t.reshape(t.shape[0], math.prod(t.shape[1:])) for t in (a, b))  # -1 is ambiguous for a batch without rows
     step = max(1, _CHUNK_VALUES // max(1, a.shape[1]))
     parts = []
     for start in range(0, a.shape[0], step):
@@ -176,6 +177,10 @@ class OutputFidelity:
         if integer is not None:  # class ids (a forward ending in argmax): their cosine was scored as the quality
             raise _not_comparable(integer.dtype)
         _check_finite_outputs(self.reference, "the unquantized model", lambda: _where_non_finite(model))
+        if all(r.numel() == 0 for r in self.reference):  # R^2 of nothing read 1.0: the cheapest assignment scored perfect
+            raise AutoqError(f"the {len(self.batches)} held-out calibration batches hold no examples (the model's outputs on them "
+                             "are empty), so output fidelity has nothing to compare; pass batches with rows (the last "
+                             "quarter of the calibration batches is held out by default: holdout= sets the share), or evaluate=")
 
     @property
     def scalar(self) -> bool:

@@ -223,6 +223,21 @@ def test_empty_batches_raise():
         OutputFidelity(mlp(), [])
 
 
+@pytest.mark.parametrize("outputs", [4, 1])  # cosine, and R^2 (one value per example)
+def test_held_out_batches_without_rows_are_refused(outputs):
+    """R^2 over no examples read 1.0 for every assignment (a search called its all-2-bit point perfect), and the mean
+    cosine of none divided by zero; a held-out part with rows beside an empty batch is measured as before."""
+    model = nn.Sequential(nn.Linear(8, 16), nn.Tanh(), nn.Linear(16, outputs)).eval()
+    with pytest.raises(AutoqError, match=r"^the 2 held-out calibration batches hold no examples .* pass batches with rows"):
+        OutputFidelity(model, [torch.randn(0, 8), torch.randn(0, 8)])
+    fidelity = OutputFidelity(model, [torch.randn(0, 8), torch.randn(5, 8)])
+    assert fidelity(model) == pytest.approx(1.0, abs=1e-9)
+    changed = copy.deepcopy(model)
+    with torch.no_grad():
+        changed[2].weight.mul_(-1)
+    assert fidelity(changed) < 0.5
+
+
 def test_a_batch_the_model_cannot_take_is_named():
     good, bad = torch.randn(3, 8), torch.randn(3, 7)
     with pytest.raises(AutoqError, match=r"the model fails on held-out batch 1 of 2 \(RuntimeError: .*\); each batch must be") as info:
