@@ -59,7 +59,8 @@ def requirements(config: dict[str, Any]) -> list[str]:
 def input_spec(batch: Any, model: Any = None) -> dict[str, dict[str, Any]] | None:
     """The dtype and shape of one batch of the model's input, kept in the export's config for its MLflow signature:
     ``{"": ...}`` for a tensor, a key per input for a dict of tensors (a Hugging Face batch); None for anything else
-    (a tuple of positional inputs, which a pyfunc model cannot take).
+    (a tuple of positional inputs, which a pyfunc model cannot take). A tuple or list of one tensor, which a DataLoader
+    over a ``TensorDataset`` yields and ``model(*batch)`` calls as that tensor, is that tensor.
 
     Token ids calibrated without a mask (the ``smollm2`` built-in's) get an ``attention_mask`` like them where
     ``model``'s ``forward`` takes one: MLflow drops every input its signature lacks, so a left-padded request's mask was
@@ -67,6 +68,8 @@ def input_spec(batch: Any, model: Any = None) -> dict[str, dict[str, Any]] | Non
     ``input_ids``, is named so and gets one too: its signature was one unnamed input, which refused a mask."""
     import torch
 
+    if isinstance(batch, (tuple, list)) and len(batch) == 1 and isinstance(batch[0], torch.Tensor):
+        batch = batch[0]
     if isinstance(batch, torch.Tensor):
         ids = not batch.is_floating_point() and first_parameter(model) == "input_ids" and forward_takes(model, "attention_mask")
         batch = {"input_ids" if ids else "": batch}

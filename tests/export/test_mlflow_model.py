@@ -32,6 +32,9 @@ def test_input_spec_records_a_tensor_or_a_dict_of_tensors_and_nothing_else():
 
     assert input_spec(BatchEncoding({"input_ids": torch.ones(2, 5, dtype=torch.long)})) == {"input_ids": {"dtype": "int64", "shape": [2, 5]}}
     assert input_spec((torch.zeros(2, 3), torch.zeros(2))) is None  # positional inputs: pyfunc passes one
+    # a DataLoader over a TensorDataset yields [x], which model(*batch) calls as x: it recorded no signature at all
+    for one in ((torch.zeros(16, 1, 8, 8),), [torch.zeros(16, 1, 8, 8)]):
+        assert input_spec(one) == {"": {"dtype": "float32", "shape": [16, 1, 8, 8]}}
     assert input_spec({"x": torch.zeros(2), "n": 3}) is None and input_spec({}) is None
 
 
