@@ -12,6 +12,7 @@ they did.
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -150,7 +151,20 @@ def _register(client: Any, name: str, model_id: str, run_id: str) -> str:
     except MlflowException:
         client.create_registered_model(name, description="autoq quantized models (autoq export --registered-model-name)")
     version = client.create_model_version(name, source=f"models:/{model_id}", run_id=run_id, model_id=model_id)
+    _link_version(client, model_id, name, str(version.version))
     return f"models:/{name}/{version.version}"
+
+
+def _link_version(client: Any, model_id: str, name: str, version: str) -> None:
+    """List the version in the logged model's ``mlflow.modelVersions`` tag, from which the MLflow UI links a model to
+    its registered versions: ``mlflow.register_model`` and a tracking server's handler add it, and
+    ``create_model_version`` on a database store does not. An entry the server already added is not repeated."""
+    from mlflow.utils.mlflow_tags import MLFLOW_MODEL_VERSIONS
+
+    listed = json.loads(client.get_logged_model(model_id).tags.get(MLFLOW_MODEL_VERSIONS) or "[]")
+    if any((entry.get("name"), str(entry.get("version"))) == (name, version) for entry in listed):
+        return
+    client.set_logged_model_tags(model_id, {MLFLOW_MODEL_VERSIONS: json.dumps([*listed, {"name": name, "version": int(version)}])})
 
 
 def export_folder(local: Path) -> Path:

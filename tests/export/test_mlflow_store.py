@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -149,6 +150,11 @@ def test_python_api_logs_to_the_run_it_exports_and_registers_versions(searched, 
                  registered_model_name="digits-w4")
     assert len(_logged_models(client, searched.parent_run_id)) == 2
     assert sorted(int(v.version) for v in client.search_model_versions("name = 'digits-w4'")) == [1, 2]
+    # each logged model lists its registered version, from which the MLflow UI links it: create_model_version on a
+    # database store did not add the tag that mlflow.register_model adds, and the Models tab showed none registered
+    listed = {m.model_id: json.loads(m.tags.get("mlflow.modelVersions", "[]")) for m in _logged_models(client, searched.parent_run_id)}
+    assert listed.pop(first.model_id) == [{"name": "digits-w4", "version": 1}]
+    assert list(listed.values()) == [[{"name": "digits-w4", "version": 2}]]
     newest = autoq.load(f"runs:/{searched.parent_run_id}/{ARTIFACT_PATH}", tracking_uri=searched.tracking_uri)
     assert torch.equal(newest(x), autoq.load(tmp_path / "again")(x))
 

@@ -4,6 +4,7 @@ in front of it) before the first trial or while the frontier is written."""
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import shutil
@@ -173,6 +174,7 @@ def test_a_search_on_a_server_links_its_page_keeps_the_password_out_and_exports_
     assert proc.returncode == 0, err
     assert "Registered as models:/team-w4/1 in the Model Registry." in out
     [logged] = client.search_logged_models(experiment_ids=[parent.info.experiment_id])
+    assert json.loads(logged.tags["mlflow.modelVersions"]) == [{"name": "team-w4", "version": 1}]  # the server's, not twice
     assert logged.source_run_id == parent.info.run_id and logged.artifact_location.startswith("mlflow-artifacts:/")
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
