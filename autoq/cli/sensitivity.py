@@ -129,7 +129,7 @@ def run(args: argparse.Namespace) -> int:
         table = workload_table(workload, space.layers, space.options, args.metric, settings, refresh=args.refresh, progress=not args.no_progress)
         wall = time.perf_counter() - start
         out = Path(args.out).resolve()  # the files and the printed search command name it whole: they work from any folder
-        stem = _stem(workload.name, args, settings)
+        stem = _stem(_model_part(workload.name, workload.source), args, settings)
         table_json = table.save(out / f"{stem}.json")
         paths = [table.save(out / f"{stem}.csv"), table_json, table.heatmap(out / f"{stem}.png")]
         run_id = None
@@ -180,7 +180,7 @@ def _tracking_words(args: argparse.Namespace) -> list[str]:
 
 
 def _stem(model_name: str, args: argparse.Namespace, settings: dict[str, object]) -> str:
-    """The table files' name: model, space (if not the default), metric, and the ``--set`` settings and ``--skip``
+    """The table files' name: model (`_model_part`), space (if not the default), metric, and the ``--set`` settings and ``--skip``
     patterns where given. A table of other settings or skips no longer overwrites the one a printed ``--seed-from``
     command names (`digits-cnn-kl-n_samples-16`; skips by a short digest, regular expressions making poor names)."""
     import hashlib
@@ -190,6 +190,16 @@ def _stem(model_name: str, args: argparse.Namespace, settings: dict[str, object]
     if args.skip:
         parts.append("skip-" + hashlib.sha256("\n".join(args.skip).encode()).hexdigest()[:8])
     return "-".join(_safe(part) for part in parts)
+
+
+def _model_part(name: str, source: str) -> str:
+    """A built-in by its name; a model folder by its name and a short digest of its absolute path (``source``), so that
+    two experiments' ``final`` or ``checkpoint-500`` folders write tables of their own, as two spaces' files do."""
+    import hashlib
+
+    if not Path(source).is_absolute():
+        return name
+    return f"{name}-{hashlib.sha256(source.encode()).hexdigest()[:6]}"
 
 
 def _space_part(space: str) -> str:

