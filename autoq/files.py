@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import threading
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -24,7 +25,9 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
     whole file or none, and a kill mid-write leaves the old one."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    # the thread's id too: two threads of one process (two searches of one model in an outer study) shared the name, and
+    # one's rename or clean-up took the other's file away mid-write
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         write(tmp)
         os.replace(tmp, path)
