@@ -189,6 +189,10 @@ class SensitivityTable:
                              f"{','.join(reader.fieldnames or ()) or 'empty'!r}, where autoq writes {','.join(_CSV_COLUMNS)!r}")
         rows = [[r["layer"], r["option"], r["score"], r["stderr"] or None] for r in reader]
         finished = text.endswith("\n")
+        if "entries" in meta and meta["entries"] == len(rows) and not finished:  # an editor may drop the last newline
+            raise AutoqError(f"the sensitivity table's last row (row {len(rows)} of its {len(rows)}) has no line ending, so it may be "
+                             "cut short (a score cut short still reads as a number); compute it again (autoq sensitivity), or, if "
+                             "you edited it by hand and that row is whole, end the file with a newline")
         if "entries" in meta and (meta["entries"] != len(rows) or not finished):  # a table written before has no count
             raise AutoqError(f"the sensitivity table is cut short: it holds {len(rows)} of its {meta['entries']} rows"
                              f"{'' if finished else ', the last one unfinished'}; compute it again (autoq sensitivity), or, if you "

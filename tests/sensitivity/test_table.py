@@ -143,7 +143,8 @@ def test_a_damaged_csv_table_names_the_file_and_what_is_wrong(tmp_path, edit, me
 
 
 @pytest.mark.parametrize(("edit", "message"), [
-    (lambda text: text[:-4], r"cut short: it holds 4 of its 4 rows, the last one unfinished"),  # a score read as another number
+    (lambda text: text[:-4], r"last row \(row 4 of its 4\) has no line ending, so it may be cut short"),  # a score read as another number
+    (lambda text: text[:text.rindex("\nenc.0.q,fp16") + 9], r"cut short: it holds 3 of its 4 rows, the last one unfinished"),
     (lambda text: text[:text.rindex('\n"enc,1') + 1], r"cut short: it holds 3 of its 4 rows; compute it again \(autoq sensitivity\), "
                                                       r"or, if you edited its rows by hand, make its '# entries:' line say how many"),
 ])
@@ -156,6 +157,17 @@ def test_a_csv_table_cut_short_is_refused_as_such(tmp_path, edit, message):
         SensitivityTable.load(path)
     older = "".join(line for line in table().to_csv().splitlines(keepends=True) if not line.startswith("# entries: "))
     path.write_text(older)  # written before the count: loads as it did
+    assert SensitivityTable.load(path) == table()
+
+
+def test_a_whole_csv_table_without_its_last_newline_says_to_add_one(tmp_path):
+    """An editor that drops the final newline made the table 'cut short: it holds 4 of its 4 rows', whose fix (make the
+    count say 4) was already so; the message now says what is missing, and adding it loads the table."""
+    path = tmp_path / "t.csv"
+    path.write_text(table().to_csv().removesuffix("\n"))
+    with pytest.raises(AutoqError, match=r"last row \(row 4 of its 4\) has no line ending.* that row is whole, end the file with a newline$"):
+        SensitivityTable.load(path)
+    path.write_text(path.read_text() + "\n")
     assert SensitivityTable.load(path) == table()
 
 
