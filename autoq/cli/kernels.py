@@ -97,11 +97,13 @@ def run_bench(args: argparse.Namespace) -> int:
         check_mergeable(old, device, args.timing, str(out), {"torch": torch.__version__, "triton": triton.__version__,
                                                               "cuda": str(torch.version.cuda)})
 
+    workload = None
     if args.model != "none":
         from autoq.builtin import load_workload
 
         print(f"autoq: loading {args.model or 'the default model'} for its layer shapes ...", file=sys.stderr, flush=True)
-        shapes = tuple(dict.fromkeys(model_shapes(load_workload(args.model, with_metric=False).model) + shapes))
+        workload = load_workload(args.model, with_metric=False)
+        shapes = tuple(dict.fromkeys(model_shapes(workload.model) + shapes))
         config = dataclasses.replace(config, shapes=shapes)
     table = measure(config, progress=not args.no_progress)
     if not table.rows:  # a table without rows would be written, and recommended, only to be refused by the search
@@ -118,6 +120,46 @@ def run_bench(args: argparse.Namespace) -> int:
             best[key] = row
     print(f"fastest format per shape and batch on {table.device} (speedup over torch fp16):")
     print(format_table(best.values()))
-    print(f"autoq: {len(table.rows)} measurements of {len(shapes)} shapes x {len(batches)} batches written to {out}; "
-          f"use it with 'autoq search --budget 3ms --device {out}'")
+    # the table written, merged rows too: this run's shapes and batches beside the whole table's rows understated it
+    print(f"autoq: {len(table.rows)} measurements of {len(table.shapes)} shapes x {len(table.batches)} batches written to {out}; "
+          f"use it with: {_search_command(args, workload, out, table.batches)}")
     return 0
+
+
+def _search_command(args: argparse.Namespace, workload, out, batches: tuple[int, ...]) -> str:
+    """The search that prices the benched model's layers by this table, as one pastes it: the table's absolute path,
+    quoted; the model where not the default; ``--batch`` where 1 was not measured (a search's default batch, refused
+    there); and a budget midway in the model's latency range over the default space (``3ms``, as it was for every
+    model, constrained digits-cnn's 11-26 us not at all). A table of ``--shapes`` alone names no model or budget."""
+    import shlex
+    from pathlib import Path
+
+    batch = 1 if 1 in batches else batches[0]
+    words = ["autoq", "search"]
+    if workload is not None and args.model:
+        words += ["--model", workload.source]
+    words += ["--device", str(Path(out).resolve()), *(["--batch", str(batch)] if batch != 1 else [])]
+    budget = _midway_budget(workload, Path(out).resolve(), batch) if workload is not None else None
+    if budget is None:
+        return shlex.join([*words, *([] if workload is not None else ["--model", "MODEL"])]) + " --budget LATENCY (e.g. 3ms)"
+    return shlex.join([*words, "--budget", budget])
+
+
+def _midway_budget(workload, table: object, batch: int) -> str | None:
+    """A latency halfway between the cheapest and the dearest assignment of the workload's model over the default space,
+    priced by the table at ``batch`` ('18.4us'); ``None`` where the table cannot price it (formats left out of it)."""
+    from autoq.cost import CostModel
+    from autoq.errors import AutoqError
+    from autoq.latency.resolve import latency_model
+    from autoq.model.layers import find_layers
+    from autoq.search_spaces import load_preset
+    from autoq.space import SearchSpace
+
+    try:
+        layers = find_layers(workload.model, tuple(workload.skip))
+        cost_model = CostModel.for_model(workload.model, layers, latency_model(str(table), batch))
+        cheapest, dearest = SearchSpace.build(load_preset("default"), layers).extremes(cost_model, "latency_ms")
+    except AutoqError:
+        return None
+    middle = (cheapest.latency_us + dearest.latency_us) / 2
+    return f"{middle:.4g}us" if middle < 1000 else f"{middle / 1000:.4g}ms"

@@ -111,3 +111,37 @@ def test_an_output_that_cannot_be_written_or_an_empty_measurement_is_refused_wit
     assert main([*args, "--max-seconds", "1", "--out", str(tmp_path / "t.json")]) == 2
     assert "nothing was measured within --max-seconds 1 (compiling the kernels took it)" in capsys.readouterr().err
     assert measured == [1] and not (tmp_path / "t.json").exists()
+
+
+def test_the_printed_search_command_runs_on_the_benched_model_at_a_measured_batch(tmp_path, monkeypatch, capsys):
+    """It printed 'autoq search --budget 3ms --device PATH' for every table: unquoted (a path with a space split in
+    two), without --model (the default model priced by digits-cnn's shapes) and without --batch (a table of batch 16
+    refused at the search's batch 1), at a budget above digits-cnn's whole range. Its counts were this run's shapes
+    beside the merged table's rows."""
+    import dataclasses
+    import shlex
+
+    from autoq.kernels import bench, capability
+    from autoq.kernels.table import LatencyTable
+    from autoq.latency.resolve import TABLES_DIR
+
+    h200 = LatencyTable.load(TABLES_DIR / "h200.json")  # real measurements, at batch 16 alone, as if benched here
+    monkeypatch.setattr(capability, "require_gpu", lambda what: None)  # stand-ins for a GPU on this machine
+    monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda device=None: "NVIDIA H200")
+    monkeypatch.setattr(bench, "measure", lambda config, progress: dataclasses.replace(h200, rows=h200.select(batch=16)))
+    out = tmp_path / "my tables" / "t.json"
+    assert main(["kernels", "bench", "--model", "digits-cnn", "--batches", "16", "--no-progress", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    table = LatencyTable.load(out)
+    assert f"{len(table.rows)} measurements of {len(table.shapes)} shapes x 1 batches written to {out}" in printed
+    command = shlex.split(printed.split("use it with: ", 1)[1].splitlines()[0])
+    assert command[:2] == ["autoq", "search"] and command[command.index("--device") + 1] == str(out)
+    assert (command[command.index("--model") + 1], command[command.index("--batch") + 1]) == ("digits-cnn", "16")
+    assert main([*command[1:], "--n-trials", "2", "--tracking-uri", "none", "--storage", "none", "--no-progress"]) == 0
+    err = capsys.readouterr().err
+    assert "below the cheapest" not in err and "above the dearest" not in err  # a budget that narrows the search
+
+    # shapes alone: no model to price, so the command names where the model and the budget go
+    assert main(["kernels", "bench", "--model", "none", "--shapes", "64x64", "--no-progress", "--out", str(tmp_path / "s.json")]) == 0
+    assert f"use it with: autoq search --device {tmp_path / 's.json'} --batch 16 --model MODEL --budget LATENCY (e.g. 3ms)" in capsys.readouterr().out
