@@ -30,15 +30,17 @@ def best(tiles: list[dict], batch: int) -> dict | None:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from provenance import out_file, provenance  # beside this script: here, so that tests can load the module by its path
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, help="CUDA compute capability to compile for, e.g. 90 for sm_90 (default: 90)")
     parser.add_argument("--formats", default=",".join(FORMATS), help="comma-separated formats (default: %(default)s)")
     parser.add_argument("--act", default="fp16", choices=("fp16", "bf16"), help="activation dtype (default: %(default)s)")
-    parser.add_argument("--out", default=None, help="JSON file (default: benchmarks/results/gemm_sass_sm<arch>_triton<version>.json)")
+    # its folder made now: a missing one was a FileNotFoundError once every tile had been compiled
+    parser.add_argument("--out", default=None, type=out_file, help="JSON file (default: benchmarks/results/gemm_sass_sm<arch>_triton<version>.json)")
     args = parser.parse_args(argv)
     os.environ["TRITON_INTERPRET"] = "0"
     import triton
-    from provenance import provenance  # beside this script: here, so that tests can load the module by its path
 
     from autoq.kernels.compile_check import gemm_case, tile_report
     from autoq.kernels.triton_wq_gemm import _GEMM_CONFIGS

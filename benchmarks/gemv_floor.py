@@ -183,8 +183,10 @@ def header(timings=tuple(TIMINGS)) -> str:
 
 
 def main() -> int:
+    from provenance import out_file  # beside this script: here, so that tests can load the module by its path
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="gemv_floor.json",
+    parser.add_argument("--out", default="gemv_floor.json", type=out_file,  # its folder made now, not after the first row
                         help="JSON file, rewritten after each row (default: gemv_floor.json in the current folder)")
     parser.add_argument("--rep-ms", type=float, default=30.0,
                         help="ms spent on each timing (method) of each row, by CUDA graph replays (triton's do_bench if capture fails; default: 30)")

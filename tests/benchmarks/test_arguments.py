@@ -50,3 +50,21 @@ def test_out_makes_its_folder_before_the_run_and_refuses_a_folder(scripts, tmp_p
     (tmp_path / "file").write_text("")
     with pytest.raises(argparse.ArgumentTypeError, match=r"cannot make the folder of .*; give a path you can write"):
         provenance.out_file(str(tmp_path / "file" / "x.json"))  # its folder would be inside a file
+
+
+@pytest.mark.parametrize("script", ["gemv_sass", "gemm_sass", "gemv_floor"])
+def test_the_gpu_scripts_take_out_through_out_file(script, monkeypatch, tmp_path, capsys):
+    """Their --out was written as given at the end: a missing folder was a FileNotFoundError once every tile had been
+    compiled (gemv_floor's, after its first GPU row). A folder is now refused as the arguments are read."""
+    import importlib
+
+    monkeypatch.syspath_prepend(str(BENCHMARKS))
+    module = importlib.import_module(script)
+    try:
+        monkeypatch.setattr(sys, "argv", [f"{script}.py", "--out", str(tmp_path)])  # gemv_floor reads sys.argv
+        with pytest.raises(SystemExit) as exc:
+            module.main(*([] if script == "gemv_floor" else [["--out", str(tmp_path)]]))
+        assert exc.value.code == 2 and "is a folder; give the JSON file to write" in capsys.readouterr().err
+    finally:
+        for name in (script, "provenance"):
+            sys.modules.pop(name, None)
