@@ -101,13 +101,14 @@ def run_list(args: argparse.Namespace) -> int:
 
 def _progress(client: Any, run: Any) -> tuple[str, str]:
     """(trials, best quality) of a search: its summary metrics once it ended, else read from its finished trial runs (a
-    search killed with kill -9, or running: '-' hid the trials that 'autoq pareto' of it reports)."""
+    search killed with kill -9, or running: '-' hid the trials that 'autoq pareto' of it reports). A resumed search
+    that runs, or was killed, holds the metrics of the session it resumed: they showed its first session's count."""
     from autoq.engine.summary import format_quality
     from autoq.tracking import TRIAL_TAG
     from autoq.tracking.runs import trial_runs
 
     m = run.data.metrics
-    if "n_evaluated" in m:
+    if "n_evaluated" in m and run.info.status != "RUNNING":
         return str(int(m["n_evaluated"])), format_quality(m["best_quality"]) if "best_quality" in m else "-"
     done = [r for r in trial_runs(client, run.info.run_id, run.info.experiment_id) if r.info.status == "FINISHED" and TRIAL_TAG in r.data.tags]
     qualities = [r.data.metrics["quality"] for r in done if "quality" in r.data.metrics]

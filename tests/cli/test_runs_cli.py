@@ -291,6 +291,16 @@ def test_runs_counts_the_trials_of_a_search_killed_before_its_summary(mlflow_uri
     assert main(["runs", "--tracking-uri", mlflow_uri]) == 0
     row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("killed"))
     assert row.split()[4:6] == ["2", "0.7500"], row
+    # a first session's summary, under a resume that runs (or was killed): its count and best were shown, not the trials'
+    client.log_metric(parent, "n_evaluated", 1)
+    client.log_metric(parent, "best_quality", 0.5)
+    assert main(["runs", "--tracking-uri", mlflow_uri]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("killed"))
+    assert row.split()[4:6] == ["2", "0.7500"], row
+    client.set_terminated(parent)  # ended: its summary holds
+    assert main(["runs", "--tracking-uri", mlflow_uri]) == 0
+    row = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("killed"))
+    assert row.split()[4:6] == ["1", "0.5000"], row
 
 
 def test_pareto_of_a_search_whose_every_trial_failed_says_so_with_the_first_error(tmp_path, mlflow_uri, capsys):
