@@ -503,8 +503,10 @@ def _start_session(workload: Workload, config: SearchConfig, problem: Prepared, 
 def _tag_parent_run(tracker: MlflowTracker, config: SearchConfig, problem: Prepared, study: _Study) -> None:
     """What the parent run's params cannot hold: the seeding scores, the latency source, this session's trial count."""
     parent_id = tracker.parent_id
-    # the scores themselves: a table file named by seed_from may be overwritten since (a resume's table is the same, checked)
-    if study.seeding_table is not None and not config.resume:
+    # the scores themselves: a table file named by seed_from may be overwritten since (a resume's table is the same, checked);
+    # on a resume, where its run lacks them: a run made by the resume (the first session stopped before) had none
+    if study.seeding_table is not None and (not config.resume or not any(
+            f.path == "seed_table.json" for f in tracker.client.list_artifacts(parent_id))):
         tracker.client.log_text(parent_id, study.seeding_table.to_json(), "seed_table.json")
     if problem.cost_model.latency_source:
         tracker.client.set_tag(parent_id, "latency_source", problem.cost_model.latency_source)

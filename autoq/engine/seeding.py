@@ -189,8 +189,10 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
                  f"baselines (of {n_uniform}); mixes, which it seeds, start after them")
     scores, table = None, None
     # a resumed study keeps the seeds its first session enqueued: only a strategy that solves on the table needs it again,
-    # or a resume whose --n-trials leaves room for seeds the first session's fewer trials left out (`seed_room`)
-    if seed_from and (not config.resume or strategy_needs_scores(config.strategy) or room):
+    # or a resume whose --n-trials leaves room for seeds the first session's fewer trials left out (`seed_room`), or one
+    # that makes the MLflow run its first session stopped before making: it logs the table, as every search's run does
+    unlogged = config.resume and bool(config.tracking_uri) and _no_run_recorded(storage, study_name)
+    if seed_from and (not config.resume or strategy_needs_scores(config.strategy) or room or unlogged):
         try:
             table = seed_table(workload, problem.space, seed_from, config.progress, _unpinned(config, problem.space), weights)
             scores = space_scores(table, problem.space)
@@ -204,8 +206,8 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
 
         if (table is not None and config.resume and not strategy_needs_scores(config.strategy)
                 and seed_table_changed(storage, study_name, table.scores_digest())):
-            note(f"the sensitivity table {seed_from} is not the one this search was seeded from (overwritten since): the seeds "
-                 "this resume adds are random budget-filling mixes")
+            note(f"the sensitivity table {seed_from} is not the one this search was seeded from (overwritten since): "
+                 + ("the seeds this resume adds are random budget-filling mixes" if room else "its MLflow run does not log it"))
             seed_from, table, scores = None, None, None
     ctx = StrategyContext(
         problem.space, problem.cost_model, problem.budget, config.sampler, config.seed, study_name, storage,
@@ -225,6 +227,13 @@ def start_strategy(workload: Workload, config: SearchConfig, problem: Prepared, 
         for n, assignment in enumerate(assignments):
             check_proposal(problem.space, assignment, f"{what} {n} of strategy {config.strategy!r}")
     return strategy, seeds, uniform, seed_from, table
+
+
+def _no_run_recorded(storage: str | None, study_name: str) -> bool:
+    """Whether the stored search has recorded no MLflow parent run (its first session stopped before making one)."""
+    from autoq.engine.resume import read_run_id  # (resume imports this module)
+
+    return read_run_id(storage, study_name) is None
 
 
 def seed_room(config: SearchConfig, problem: Prepared, storage: str | None, study_name: str) -> int:

@@ -18,6 +18,7 @@ from mlflow.tracking import MlflowClient
 import autoq
 from autoq.builtin import load_workload
 from autoq.errors import AutoqError, AutoqWarning
+from autoq.sensitivity import SensitivityTable
 from autoq.tracking import STUDY_TAG
 
 N_TRIALS = 30
@@ -615,6 +616,26 @@ def test_ctrl_c_before_the_first_trial_marks_the_parent_run_killed(digits, tmp_p
     assert parent.info.status == "KILLED"
     wall = optuna.load_study(study_name="early", storage=f"sqlite:///{tmp_path / 'o.db'}").user_attrs["autoq.wall_seconds"]
     assert wall > 0
+
+
+def test_a_resume_that_makes_the_parent_run_logs_the_table_that_seeded_it(digits, tmp_path, mlflow_uri, monkeypatch):
+    """A Ctrl-C after the seeds were stored and before the parent run was made: the resume made the run, with
+    seed_from=sqnr among its params and no seed_table.json (the table was not read again on a resume)."""
+    from autoq.engine import runner
+
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    options = dict(budget="4.5bits", n_trials=3, tracking_uri=mlflow_uri, storage=storage, study_name="unlogged", progress=False,
+                   seed_from="sqnr")
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "start_tracking", lambda *args, **kwargs: (_ for _ in ()).throw(KeyboardInterrupt))
+        with pytest.raises(KeyboardInterrupt, match="interrupted before this session's first trial"):
+            autoq.search("digits-cnn", **options)
+    client = MlflowClient(mlflow_uri)
+    autoq.search("digits-cnn", resume=True, **options)
+    (parent,) = _parents(client, "unlogged")
+    assert parent.data.params["seed_from"] == "sqnr"
+    logged = SensitivityTable.load(client.download_artifacts(parent.info.run_id, "seed_table.json", str(tmp_path)))
+    assert logged.metric == "sqnr" and len(logged.entries) > 0
 
 
 def test_ctrl_c_as_the_parent_run_is_made_marks_it_killed(digits, tmp_path, mlflow_uri, monkeypatch):
