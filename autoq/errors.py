@@ -23,3 +23,13 @@ class SearchInterrupted(KeyboardInterrupt):
 class Terminated(KeyboardInterrupt):
     """SIGTERM (a scheduler's stop), raised where Ctrl-C would be: it stops a search as cleanly, and the command line
     exits with 143 (128 + 15) instead of Ctrl-C's 130, as shells and schedulers expect."""
+
+
+def error_text(exc: BaseException) -> str:
+    """``'ValueError: message'`` for a failed trial's record, whatever the exception: one whose ``__str__`` raises (a
+    user's evaluate may raise anything) stopped the whole search with a traceback from inside autoq."""
+    try:
+        message = str(exc)
+    except Exception:  # noqa: BLE001 - the failure being recorded matters, not why its text cannot be made
+        message = "(its message could not be read: its __str__ raised)"
+    return f"{type(exc).__name__}: {message}" if message else type(exc).__name__

@@ -58,7 +58,7 @@ from autoq.engine.strategies import strategy_factory, strategy_needs_scores, str
 from autoq.engine.strategy import Strategy, sampler_factory, sampler_name, study_objectives
 from autoq.engine.study_names import default_study_name, new_study
 from autoq.engine.trials import TrialBook
-from autoq.errors import AutoqError, SearchInterrupted
+from autoq.errors import AutoqError, SearchInterrupted, error_text
 from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.evaluate.cache import parameter_versions, uncalled_layers, written_names, written_parameters
 from autoq.fingerprints import data_fingerprint, model_hash
@@ -348,8 +348,7 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
         first = f"; the first error: {book.first_error}" if book.first_error else " in an earlier session" if config.resume else ""
         raise AutoqError(f"every trial failed ({book.n_failed}){first}" + (f" (each trial's is in {' and '.join(stored)})" if stored else ""))
     if not points:
-        raise AutoqError(f"no trial was evaluated: the timeout ({config.timeout} s) ended the search before its first trial; "
-                         "give it more time" if config.timeout is not None else "no trial was evaluated")
+        raise AutoqError(_nothing_evaluated(workload, config, study, session))
     above = above_reference(reference.quality, points)
     if above:
         warn(above)
@@ -632,8 +631,23 @@ def _evaluate(workload: Workload, cache: QuantCache, assignment: Assignment, sta
                 status.scoring()
             quality = workload.quality(model)
     except Exception as exc:
-        return math.nan, f"{type(exc).__name__}: {exc}"
+        return math.nan, error_text(exc)
     return quality, None if math.isfinite(quality) else f"quality is {quality}"
+
+
+def _nothing_evaluated(workload: Workload, config: SearchConfig, study: _Study, session: _Session) -> str:
+    """Why a search ends with no point (the timeout, mostly), and, where its study is stored, how to continue it: the
+    same call was then refused (the study exists). Evaluations that failed, retries still to come, are said with the
+    first error: 'before its first trial; give it more time' sent the user to repeat them."""
+    failed = sum(session.book.failures.values())
+    if config.timeout is None:
+        return "no trial was evaluated"
+    kept = "" if study.storage is None else ": the search was set up" + kept_and_how_to_continue(
+        config, study.name, study.storage, session.tracker is not None, bool(workload.source))
+    if failed and session.book.first_error:
+        return (f"no trial was evaluated: the timeout ({config.timeout} s) ended the search after {failed} failed evaluation(s), "
+                f"retries still to come; the first error: {session.book.first_error}; fix its cause{kept}")
+    return f"no trial was evaluated: the timeout ({config.timeout} s) ended the search before its first trial; give it more time{kept}"
 
 
 def _calibration_digest(workload: Workload, space: SearchSpace) -> str:

@@ -294,3 +294,78 @@ def test_the_closed_bar_counts_the_over_budget_proposals_after_the_last_finished
     bar.close()
     last = out.getvalue().rstrip().split("\r")[-1]
     assert last.endswith("best=0.9000, over_budget=2]") and "failed" not in last  # no count of none: it cut the bar at 80 columns
+
+
+class _Clock:
+    """``time`` for autoq.engine.trials, whose perf_counter a test moves on (``jump``): the timeout passes at an exact
+    point of the search, whatever the machine's speed."""
+
+    def __init__(self) -> None:
+        import time
+
+        self.real, self.shift = time, 0.0
+
+    def __getattr__(self, name: str):
+        return getattr(self.real, name)
+
+    def perf_counter(self) -> float:
+        return self.real.perf_counter() + self.shift
+
+
+def test_a_timeout_after_failed_evaluations_says_so_with_the_first_error_and_how_to_go_on(tmp_path, monkeypatch):
+    """Every evaluation failing until the timeout, retries still to come, ended in 'the timeout ended the search before
+    its first trial; give it more time': the failures and their cause unsaid, and no resume command, though the same
+    call was then refused (its study existed)."""
+    from autoq.engine import trials
+
+    clock = _Clock()
+    monkeypatch.setattr(trials, "time", clock)
+    model = tiny_mlp()
+    metric = FaultyMetric(model, raises=set(range(2, 100)))
+
+    def failing_then_late(m: nn.Module) -> float:
+        if metric.calls >= 1:  # after the unquantized reference: the timeout passes as this evaluation fails
+            clock.shift = 1e6
+        return metric(m)
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    options = dict(budget="5bits", n_trials=3, max_retries=5, tracking_uri=None, storage=storage, study_name="late", progress=False)
+    with pytest.raises(AutoqError) as info, pytest.warns(AutoqWarning, match="trial 0 failed"):
+        autoq.search(model, _batches(), failing_then_late, timeout=1000, **options)
+    assert str(info.value).startswith("no trial was evaluated: the timeout (1000.0 s) ended the search after 1 failed evaluation(s), retries "
+                                      "still to come; the first error: RuntimeError: injected fault in call 2; fix its cause: the search "
+                                      "was set up, kept in the Optuna study; continue with the same call with resume=True, study_name='late'")
+    clock.shift = 0.0
+    result = autoq.search(model, _batches(), FaultyMetric(model), resume=True, **options)  # as it says: the retry, then the rest
+    assert len(result.points) == 3 and result.n_failed == 0
+
+
+def test_a_timeout_before_the_first_trial_says_how_to_go_on(tmp_path):
+    """The same call was then refused ('a study named ... already exists'): the message gave no resume command."""
+    model = tiny_mlp()
+    with pytest.raises(AutoqError, match=r"^no trial was evaluated: the timeout \(1e-06 s\) ended the search before its first trial; give it "
+                                         r"more time: the search was set up, kept in the Optuna study; continue with the same call with resume=True"):
+        autoq.search(model, _batches(), FaultyMetric(model), budget="5bits", n_trials=2, timeout=1e-6, tracking_uri=None,
+                     storage=f"sqlite:///{tmp_path / 'optuna.db'}", progress=False)
+
+
+def test_an_exception_whose_text_cannot_be_made_fails_its_trial_alone():
+    """An evaluate raising an exception whose __str__ raises stopped the whole search with a traceback from autoq."""
+
+    class Unprintable(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no text")
+
+    model = tiny_mlp()
+    metric = FaultyMetric(model)
+
+    def evaluate(m: nn.Module) -> float:
+        if metric.calls == 2:
+            metric.calls += 1
+            raise Unprintable
+        return metric(m)
+
+    with pytest.warns(AutoqWarning, match=r"failed \(Unprintable: \(its message could not be read: its __str__ raised\)\)"):
+        result = autoq.search(model, _batches(), evaluate, budget="5bits", n_trials=4, max_retries=1, tracking_uri=None, storage=None,
+                              progress=False)
+    assert len(result.points) == 4 and result.n_failed == 0
