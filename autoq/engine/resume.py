@@ -519,8 +519,9 @@ def _retries_first(study: optuna.Study, n: int) -> None:
 
 def finished_trials(
     storage: str, study_name: str, space: SearchSpace, cost_model: CostModel, uniform: Iterable[Assignment], tracker: MlflowTracker | None
-) -> tuple[list[Point], Counter[Assignment], int]:
-    """The points, failed evaluations per assignment, and over-budget count of a reopened study.
+) -> tuple[list[Point], Counter[Assignment], int, int]:
+    """The points, failed evaluations per assignment, over-budget count and failed-for-good count of a reopened study:
+    a failed trial no retry names (``autoq.retry_of``) failed for good, whatever ``max_retries`` this session takes.
 
     MLflow child runs of trials that did not finish are deleted here (see the module docstring).
     """
@@ -540,7 +541,9 @@ def finished_trials(
         else:
             points.append(make_point(t.number, assignment, t.values[0], cost_model.cost(assignment), assignment in uniform, run_ids.get(t.number), cost_model))
     n_infeasible = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
-    return points, failures, n_infeasible
+    retried = {t.user_attrs.get(RETRY_ATTR) for t in study.get_trials(deepcopy=False)}
+    n_failed = sum(t.state == optuna.trial.TrialState.FAIL and t.number not in retried for t in kept)
+    return points, failures, n_infeasible, n_failed
 
 
 def seeded_mixes(storage: str, study_name: str, uniform: Iterable[Assignment]) -> int:

@@ -8,6 +8,7 @@ import signal
 import subprocess
 import sys
 import time
+import warnings
 from collections import Counter
 
 import optuna
@@ -250,6 +251,40 @@ def test_an_assignment_that_failed_for_good_is_not_evaluated_again_nor_counted_o
     calls.clear()
     again = autoq.search(model, data, evaluate, resume=True, **options)
     assert (len(again.points), again.n_failed, len(calls)) == (len(first.points), first.n_failed, 1)  # finished: nothing more
+
+
+def test_a_resume_with_other_max_retries_counts_the_failed_trials_as_they_were(tmp_path):
+    """The failures were counted again under the resume's max_retries: lowered from 2 to 0, one assignment that failed
+    for good (3 evaluations) became 3 failed trials, and a larger --n-trials evaluated fewer new ones than asked;
+    raised, a failure for good counted as none."""
+    import torch
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    data = [torch.randn(8, 16) for _ in range(4)]
+    reference = model(torch.cat(data)).detach()
+    calls = []
+
+    def evaluate(m):  # int2 and int3 "fail" (NaN), on every try
+        calls.append(1)
+        with torch.no_grad():
+            quality = float(torch.nn.functional.cosine_similarity(m(torch.cat(data)), reference).mean())
+        return quality if quality > 0.98 else float("nan")
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    options = dict(budget="6bits", n_trials=8, max_retries=2, seed_from="none", tracking_uri=None, storage=storage, study_name="r", progress=False)
+    with pytest.warns(AutoqWarning, match=r"failed \(quality is nan\)"):
+        first = autoq.search(model, data, evaluate, **options)
+    assert first.n_failed >= 1 and len(first.points) + first.n_failed == 8
+    for retries in (0, 5, 1):  # each resume stores its max_retries: the next one reads the failures under its own
+        calls.clear()
+        again = autoq.search(model, data, evaluate, resume=True, **{**options, "max_retries": retries})
+        assert (len(again.points), again.n_failed, len(calls)) == (len(first.points), first.n_failed, 1)  # nothing more to do
+    calls.clear()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", AutoqWarning)
+        more = autoq.search(model, data, evaluate, resume=True, **{**options, "n_trials": 11, "max_retries": 0})
+    assert len(more.points) + more.n_failed == 11 and more.n_failed >= first.n_failed  # the 3 asked for, not fewer
 
 
 def test_a_resume_of_a_search_whose_trials_all_failed_says_they_count(tmp_path, capsys):
