@@ -11,6 +11,9 @@ _STORED = {"budget": "budget", "space": "space", "sampler": "sampler", "seed": "
            "device": "device", "batch": "batch", "model": "model_source", "n_trials": "n_trials", "experiment": "experiment",
            "strategy": "strategy", "seed_from": "seed_from", "sequential": "sequential", "max_retries": "max_retries"}
 
+# stored settings a search started from Python may hold and ``autoq search`` has no option for: a resume takes them
+PYTHON_ONLY = ("max_uniform_seeds", "n_fill_seeds")
+
 
 def add_scale_args(p: argparse.ArgumentParser) -> None:
     """Add the options; call it after the other options of ``autoq search`` (it records their defaults)."""
@@ -59,6 +62,9 @@ def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     for dest, key in _STORED.items():
         if key in stored and stored[key] is not None and left_out(dest):
             values[dest] = [f"{p}={c}" for p, c in stored[key]] if dest == "pin" else stored[key]
+    for key in PYTHON_ONLY:  # no option of the command line sets them: a Python search's own were refused as other settings
+        if key in stored:
+            values[key] = stored[key]
     _check_model(args.resume, stored.get("model_source"), values.get("model"))
     take, kept = kept_tracking_uri(stored)
     if take and left_out("tracking_uri"):

@@ -88,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from autoq.budget import parse_budget
     from autoq.builtin import load_workload
     from autoq.cli.mlflow_args import named_experiment, tracking_uri_of
-    from autoq.cli.scale import resumed_args, scale_options
+    from autoq.cli.scale import PYTHON_ONLY, resumed_args, scale_options
     from autoq.engine import SearchConfig, format_summary, run_search
     from autoq.engine.runner import check_tracking
     from autoq.plugins import plugin_note
@@ -120,6 +120,7 @@ def run(args: argparse.Namespace) -> int:
         device=args.device,
         batch=args.batch,
         plugins=tuple(getattr(args, "plugins", None) or ()),
+        **{key: getattr(args, key) for key in PYTHON_ONLY if hasattr(args, key)},  # a resume's, read back from the study
         **scale_options(args),
     )
     check_tracking(config)  # a server that does not answer, before the model loads (the search checks it again)

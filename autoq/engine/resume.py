@@ -51,7 +51,8 @@ INTERRUPTED_ATTR = "autoq.interrupted"
 RUN_ATTR = "autoq.mlflow_run_id"  # study user attribute: the search's MLflow parent run (a resume reopens it)
 WALL_ATTR = "autoq.wall_seconds"  # study user attribute: wall time of the sessions so far (a resume adds its own)
 _MUST_MATCH = ("model", "budget", "space", "sampler", "strategy", "seed_from", "seed", "skip", "pins", "device", "batch", "sequential",
-               "max_uniform_seeds", "data_fingerprint", "experiment", "plugin_code", "space_options", "latency_prices")  # another experiment would get a second parent run
+               "max_uniform_seeds", "n_fill_seeds", "data_fingerprint", "experiment", "plugin_code", "space_options",
+               "latency_prices")  # another experiment would get a second parent run
 FINISHED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.FAIL)
 
 
@@ -133,6 +134,7 @@ def stored_settings(workload: Workload, config: SearchConfig, derived: dict[str,
         "space": portable_space(config.space), "sampler": sampler_name(config.sampler), "seed": config.seed, "skip": list(config.skip),
         "pins": [list(p) for p in config.pins], "device": portable_device(config.device), "batch": config.batch, "n_trials": config.n_trials,
         "strategy": config.strategy, "seed_from": portable_seed_from(config.seed_from), "sequential": config.sequential, "max_uniform_seeds": config.max_uniform_seeds,
+        "n_fill_seeds": config.n_fill_seeds,  # a resume to more trials enqueues the seeds a fresh search of as many would
         "max_retries": config.max_retries,  # not compared: a resume may change it, but one from the command line keeps it unless told
         "tracking_uri": _without_login(absolute_uri(config.tracking_uri)) if config.tracking_uri else None, "experiment": config.experiment,
         "mlflow_parent_run_id": config.mlflow_parent_run_id,
@@ -418,6 +420,8 @@ def _shown(key: str, settings: dict[str, Any]) -> str:
 def _check_settings(study_name: str, settings: dict[str, Any], stored: dict[str, Any]) -> None:
     # a search nested in a run logs to that run's experiment, whatever experiment was named (autoq runs names the real one)
     keys = [key for key in _MUST_MATCH if not (key == "experiment" and stored.get("mlflow_parent_run_id"))]
+    if settings.get("mlflow_parent_run_id") is not None:  # given (left out, a resume nests where the search was): it was
+        keys.append("mlflow_parent_run_id")  # ignored, the run staying under its first parent, or none
     differ = [key for key in keys if key in stored and key in settings and not _same(key, stored[key], settings[key])]
     if "plugin_code" in differ:
         old, new = stored["plugin_code"], settings["plugin_code"]

@@ -42,3 +42,32 @@ def test_resume_reads_stored_settings(tmp_path, capsys, mlflow_uri):
     err = capsys.readouterr().err
     assert "other settings: model 'smollm2' (stored: 'digits-cnn'); resume with the stored one (leave --model out)" in err
     assert "autoq: loading" not in err
+
+
+def test_a_command_line_resume_takes_a_python_searchs_seed_counts_and_refuses_another_parent_run(tmp_path, capsys, mlflow_uri):
+    """A search started from Python with max_uniform_seeds set could not be resumed from the command line ('other
+    settings: max_uniform_seeds 16 (stored: 2)', with no option to give it), and its n_fill_seeds was not stored: a
+    resume to more trials enqueued the default 16's fill seeds. --mlflow-parent-run-id on a resume was ignored, the run
+    staying under its first parent."""
+    import optuna
+    from mlflow.tracking import MlflowClient
+
+    import autoq
+    from autoq.errors import AutoqError
+
+    client = MlflowClient(mlflow_uri)
+    outer, other = (client.create_run(client.create_experiment(name)).info.run_id for name in ("outer", "other"))
+    options = dict(budget="4.5bits", n_trials=4, max_uniform_seeds=2, n_fill_seeds=0, seed_from="none", study_name="py",
+                   tracking_uri=mlflow_uri, mlflow_parent_run_id=outer, progress=False)
+    autoq.search("digits-cnn", **options)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"  # beside the store: where the command line looks
+    seeded = sum(bool(t.user_attrs.get("seeded")) for t in optuna.load_study(study_name="py", storage=storage).trials)
+    assert main(["search", "--no-progress", "--tracking-uri", mlflow_uri, "--resume", "py", "--n-trials", "6"]) == 0, capsys.readouterr().err
+    trials = optuna.load_study(study_name="py", storage=storage).trials
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 6  # (over-budget proposals are told too, as pruned)
+    assert sum(bool(t.user_attrs.get("seeded")) for t in trials) == seeded  # no fill seeds: none was asked for
+    with pytest.raises(AutoqError, match=r"other settings: n_fill_seeds 16 \(stored: 0\)"):
+        autoq.search("digits-cnn", resume=True, **{**options, "n_fill_seeds": 16})
+    with pytest.raises(AutoqError, match=rf"other settings: mlflow_parent_run_id '{other}' \(stored: '{outer}'\)"):
+        autoq.search("digits-cnn", resume=True, **{**options, "mlflow_parent_run_id": other})
+    assert autoq.search("digits-cnn", resume=True, **options).parent_run_id is not None  # the same parent: taken
