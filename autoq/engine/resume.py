@@ -29,6 +29,7 @@ from autoq.engine.ray_session import cluster_address, ray_options_set
 from autoq.engine.result import Point
 from autoq.engine.seeding import portable_seed_from
 from autoq.engine.sessions import SESSION_ATTR, claim, dead_here, is_ours, live_owner, release, storage_lock, where
+from autoq.engine.strategies import strategy_uses_seed
 from autoq.engine.strategy import RETRY_ATTR, SOURCE_ATTR, sampler_name
 from autoq.engine.study_names import SETTINGS_ATTR
 from autoq.engine.trials import make_point
@@ -419,7 +420,8 @@ def _shown(key: str, settings: dict[str, Any]) -> str:
 
 def _check_settings(study_name: str, settings: dict[str, Any], stored: dict[str, Any]) -> None:
     # a search nested in a run logs to that run's experiment, whatever experiment was named (autoq runs names the real one)
-    keys = [key for key in _MUST_MATCH if not (key == "experiment" and stored.get("mlflow_parent_run_id"))]
+    keys = [key for key in _MUST_MATCH if not (key == "experiment" and stored.get("mlflow_parent_run_id"))
+            and not (key == "seed" and not strategy_uses_seed(str(stored.get("strategy"))))]  # greedy's: the same trials
     if settings.get("mlflow_parent_run_id") is not None:  # given (left out, a resume nests where the search was): it was
         keys.append("mlflow_parent_run_id")  # ignored, the run staying under its first parent, or none
     differ = [key for key in keys if key in stored and key in settings and not _same(key, stored[key], settings[key])]

@@ -54,7 +54,13 @@ from autoq.engine.stop_notes import (
     say,
     store_stopped,
 )
-from autoq.engine.strategies import strategy_factory, strategy_needs_scores, strategy_reads_seed_counts, strategy_uses_sampler
+from autoq.engine.strategies import (
+    strategy_factory,
+    strategy_needs_scores,
+    strategy_reads_seed_counts,
+    strategy_uses_sampler,
+    strategy_uses_seed,
+)
 from autoq.engine.strategy import Strategy, sampler_factory, sampler_name, study_objectives
 from autoq.engine.study_names import default_study_name, new_study
 from autoq.engine.trials import TrialBook
@@ -159,6 +165,9 @@ class SearchConfig:
         defaults = {f.name: f.default for f in fields(self)}
         seed_counts = [f"{name}={getattr(self, name)!r}" for name in ("max_uniform_seeds", "n_fill_seeds") if getattr(self, name) != defaults[name]]
         # as --sampler: ignored, unsaid (no uniform trial ran); not on a resume, whose study an older autoq may have stored them with
+        if self.seed != defaults["seed"] and not strategy_uses_seed(self.strategy) and not self.resume:  # greedy: same trials
+            raise AutoqError(f"--strategy {self.strategy} proposes the same assignments whatever the seed, so --seed {self.seed} "
+                             f"(seed={self.seed}) would be ignored; leave --seed out, or use --strategy optuna, ilp or random")
         if seed_counts and not strategy_reads_seed_counts(self.strategy) and not self.resume:
             raise AutoqError(f"{', '.join(seed_counts)} set the seeds the optuna strategy enqueues before its sampler, and "
                              f"strategy={self.strategy!r} proposes by itself, with no seeds: leave them out, or use strategy='optuna'")

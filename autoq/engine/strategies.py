@@ -133,6 +133,7 @@ class StrategyInfo:
     reads_scores: bool = True  # False: a sensitivity table would go unread (random): ``auto`` computes none, a metric is refused
     uses_sampler: bool = True  # False: it proposes by itself (ilp, greedy, random): another --sampler than tpe is refused
     reads_seed_counts: bool = True  # False: it enqueues no uniform or fill seeds (ilp, greedy, random): counts given are refused
+    uses_seed: bool = True  # False: it proposes the same whatever ctx.seed (greedy): another --seed is refused, and not compared on resume
 
 
 _STRATEGIES: Registry[StrategyInfo] = Registry(
@@ -142,18 +143,19 @@ _STRATEGIES: Registry[StrategyInfo] = Registry(
 
 
 def register_strategy(name: str, needs_scores: bool = False, reads_scores: bool = True, uses_sampler: bool = True,
-                      reads_seed_counts: bool = True) -> Callable[[StrategyFactory], StrategyFactory]:
+                      reads_seed_counts: bool = True, uses_seed: bool = True) -> Callable[[StrategyFactory], StrategyFactory]:
     """Decorator: make ``factory(ctx) -> (strategy, seeds, uniform)`` available as ``--strategy NAME``. ``strategy``
     keeps the `Strategy` protocol (`QueueStrategy` turns any iterator of assignments into one), ``seeds`` are
     enqueued before it runs, and the ``uniform`` assignments are flagged as baselines when evaluated.
-    ``reads_scores=False`` / ``uses_sampler=False`` / ``reads_seed_counts=False``: it never reads ``ctx.scores`` /
-    ``ctx.sampler`` / ``ctx.max_uniform_seeds`` and ``ctx.n_fill_seeds``, so that a table is not computed for it and a
-    ``--seed-from``, ``--sampler`` or seed count given to it is refused rather than ignored."""
+    ``reads_scores=False`` / ``uses_sampler=False`` / ``reads_seed_counts=False`` / ``uses_seed=False``: it never reads
+    ``ctx.scores`` / ``ctx.sampler`` / ``ctx.max_uniform_seeds`` and ``ctx.n_fill_seeds`` / ``ctx.seed``, so that a table
+    is not computed for it and a ``--seed-from``, ``--sampler``, seed count or ``--seed`` given to it is refused rather
+    than ignored."""
     if needs_scores and not reads_scores:
         raise ValueError(f"strategy {name!r}: needs_scores=True with reads_scores=False")
     def info(factory: StrategyFactory) -> StrategyInfo:
         check_callable("strategy", name, factory, ("ctx",))
-        return StrategyInfo(name, factory, needs_scores, reads_scores, uses_sampler, reads_seed_counts)
+        return StrategyInfo(name, factory, needs_scores, reads_scores, uses_sampler, reads_seed_counts, uses_seed)
 
     return _STRATEGIES.decorator(name, info)
 
@@ -192,6 +194,12 @@ def strategy_reads_seed_counts(name: str) -> bool:
     return info is None or info.reads_seed_counts
 
 
+def strategy_uses_seed(name: str) -> bool:
+    """Whether strategy ``name`` proposes by ``ctx.seed`` (an unknown name: yes)."""
+    info = _STRATEGIES.find(name)
+    return info is None or info.uses_seed
+
+
 def strategy_names() -> list[str]:
     """Every registered strategy's name, the built-ins first."""
     return _STRATEGIES.names()
@@ -199,5 +207,5 @@ def strategy_names() -> list[str]:
 
 register_strategy("optuna")(_optuna_strategy)
 register_strategy("ilp", needs_scores=True, uses_sampler=False, reads_seed_counts=False)(_ilp_strategy)
-register_strategy("greedy", needs_scores=True, uses_sampler=False, reads_seed_counts=False)(_greedy_strategy)
+register_strategy("greedy", needs_scores=True, uses_sampler=False, reads_seed_counts=False, uses_seed=False)(_greedy_strategy)
 register_strategy("random", reads_scores=False, uses_sampler=False, reads_seed_counts=False)(_random_strategy)

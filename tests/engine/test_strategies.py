@@ -221,6 +221,18 @@ def test_strategy_and_seed_from_are_logged(digits, mlflow_uri):
     assert (params["strategy"], params["seed_from"]) == ("greedy", "kl")
 
 
+def test_a_seed_greedy_would_ignore_is_refused_and_not_compared_on_resume(digits, tmp_path):
+    """greedy proposed the same trials whatever --seed (two studies of seeds 0 and 5 held identical trials), said
+    nothing of it, and a resume with another seed was refused for a setting that changed nothing."""
+    with pytest.raises(AutoqError, match=r"--strategy greedy proposes the same assignments whatever the seed, so --seed 5 \(seed=5\) would be ignored"):
+        SearchConfig(strategy="greedy", seed=5)
+    assert SearchConfig(strategy="random", seed=5).seed == 5 and SearchConfig(strategy="ilp", seed=5).seed == 5  # they use it
+    storage = f"sqlite:///{tmp_path / 'o.db'}"
+    search(digits, strategy="greedy", seed_from="sqnr", n_trials=2, storage=storage, study_name="g")
+    again = search(digits, strategy="greedy", seed_from="sqnr", n_trials=3, storage=storage, study_name="g", resume=True, seed=7)
+    assert len(again.points) == 3
+
+
 def test_bad_strategy_and_seed_from_fail_before_loading():
     with pytest.raises(AutoqError, match="unknown --strategy 'anneal'; choose one of optuna, ilp, greedy, random"):
         SearchConfig(strategy="anneal")
