@@ -66,7 +66,7 @@ from autoq.engine.study_names import default_study_name, new_study
 from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError, SearchInterrupted, error_text
 from autoq.evaluate import QuantCache, check_finite_batches
-from autoq.evaluate.cache import parameter_versions, uncalled_layers, written_names, written_parameters
+from autoq.evaluate.cache import needs_stats, parameter_versions, uncalled_layers, written_names, written_parameters
 from autoq.fingerprints import data_fingerprint, model_hash
 from autoq.interrupts import ForcedInterrupt, deferred_interrupts
 from autoq.latency import latency_model
@@ -340,6 +340,9 @@ def _run_search(workload: Workload, config: SearchConfig, start: float, claimed:
     derived = {"plugin_code": problem_code, "space_options": problem.space.digest,  # what a resume compares besides the options given
                "latency_prices": problem.space.latency_digest(problem.cost_model)}
     _say_problem_notes(problem)
+    if config.sequential and not any(needs_stats(c) for options in problem.space.options for c in options):  # it went unsaid
+        note("sequential=True (--sequential) changes nothing here: no option of the search space calibrates on data (a "
+             "data-driven PTQ method such as gptq or awq, or static activation ranges), so its trials are what they would be without it")
     reference = _reference_pass(workload)
     # the trials' cache in this process (Ray's workers build their own), over the space's layers, those the model never
     # calls marked, as Ray's workers and a sensitivity table's own statistics sample them (each layer's rows by its place

@@ -159,6 +159,15 @@ def test_apply_refuses_activation_formats_before_it_changes_a_layer(digits):
     assert all(torch.equal(a, b) for a, b in zip(before, model.parameters()))  # layer 0 came first: it used to be changed
 
 
+def test_sequential_over_a_space_that_calibrates_on_nothing_is_said_to_change_nothing(capsys):
+    """It ran without a word: the default space's rtn-mse options take no calibration data, so no trial differed."""
+    autoq.search("digits-cnn", budget="4.5bits", n_trials=1, seed_from="none", sequential=True, tracking_uri=None, storage=None, progress=False)
+    assert "sequential=True (--sequential) changes nothing here: no option of the search space calibrates on data" in capsys.readouterr().err
+    autoq.search("digits-cnn", budget="6bits", n_trials=1, pins={".*": "int3-ch-asym:gptq"}, seed_from="none", sequential=True,
+                 tracking_uri=None, storage=None, progress=False)
+    assert "changes nothing here" not in capsys.readouterr().err  # gptq calibrates: said only where it changes nothing
+
+
 def test_apply_reproduces_a_sequential_search(digits, mlflow_uri):
     """A sequential search calibrates each layer on the outputs of the quantized layers before it; apply used to
     calibrate on float inputs, so the model it gave back was not the one the search scored."""
