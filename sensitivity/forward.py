@@ -50,8 +50,8 @@ from autoq.sensitivity.table import Entry
 
 # (out, ref, position weights, output kind) -> (numerator, denominator) summed over the batch
 Reducer = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, str], tuple[float, float]]
-FORWARD_DEFAULTS = {"n_samples": 64, "rows_per_batch": 16, "options_per_pass": 16, "output_kind": "auto"}
-FORWARD_CHOICES = {"output_kind": OUTPUT_KINDS}
+FORWARD_DEFAULTS = {"n_samples": 64, "rows_per_batch": 16, "options_per_pass": 16}
+KL_CHOICES = {"output_kind": OUTPUT_KINDS}  # kl's alone: mse and sqnr compare outputs as they are (it was taken, and ignored)
 
 
 def _masked_sum(values: torch.Tensor, w: torch.Tensor) -> float:
@@ -268,7 +268,7 @@ def _forward_metric(name: str, reduce: Reducer) -> Callable[[Inputs, Mapping[str
     def metric(inputs: Inputs, settings: Mapping[str, Any], progress: Any = None) -> MetricOutput:
         batches = [inputs.feed(b) for b in subsample(inputs.batches, settings["n_samples"], settings["rows_per_batch"])]
         raw, shapes = _reference(inputs, batches)
-        kind = resolve_output_kind(settings["output_kind"], raw[0])
+        kind = resolve_output_kind(settings.get("output_kind", "auto"), raw[0])
         refs = [readout(r).detach().clone() for r in raw]
         del raw
         with torch.no_grad():  # a second unquantized pass: a model that samples (dropout forced on) scores its own noise
@@ -290,6 +290,9 @@ def _forward_metric(name: str, reduce: Reducer) -> Callable[[Inputs, Mapping[str
     return metric
 
 
-kl_metric = register_metric("kl", "KL divergence of the model output from full precision, one layer quantized at a time", choices=FORWARD_CHOICES, **FORWARD_DEFAULTS)(_forward_metric("kl", _kl))
-sqnr_metric = register_metric("sqnr", "noise-to-signal power ratio of the model output (10^(-SQNR/10)), one layer at a time", choices=FORWARD_CHOICES, **FORWARD_DEFAULTS)(_forward_metric("sqnr", _nsr))
-mse_metric = register_metric("mse", "mean squared error of the model output, one layer quantized at a time", choices=FORWARD_CHOICES, **FORWARD_DEFAULTS)(_forward_metric("mse", _mse))
+kl_metric = register_metric("kl", "KL divergence of the model output from full precision, one layer quantized at a time", choices=KL_CHOICES,
+                            output_kind="auto", **FORWARD_DEFAULTS)(_forward_metric("kl", _kl))
+sqnr_metric = register_metric("sqnr", "noise-to-signal power ratio of the model output (10^(-SQNR/10)), one layer at a time",
+                              **FORWARD_DEFAULTS)(_forward_metric("sqnr", _nsr))
+mse_metric = register_metric("mse", "mean squared error of the model output, one layer quantized at a time",
+                             **FORWARD_DEFAULTS)(_forward_metric("mse", _mse))

@@ -9,6 +9,7 @@ is never reused.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
@@ -95,6 +96,7 @@ def resolve_settings(info: MetricInfo, overrides: Mapping[str, Any] | None) -> d
         raise AutoqError(f"unknown setting(s) {sorted(unknown)} for sensitivity metric {info.name!r}; known: {sorted(info.defaults)}")
     for key, value in overrides.items():
         _check_setting(info.name, key, value, info.defaults[key])
+        overrides[key] = _plain(value, info.defaults[key])
         if key in info.choices and value not in info.choices[key]:  # it failed after the model loaded, naming no setting
             raise AutoqError(f"setting {key}={value!r} of sensitivity metric {info.name!r} must be one of {', '.join(info.choices[key])}")
     settings = {**info.defaults, **overrides}
@@ -106,6 +108,15 @@ def resolve_settings(info: MetricInfo, overrides: Mapping[str, Any] | None) -> d
 
 
 NONE_MEANS_ALL = ("n_samples", "rows_per_batch")  # None: every calibration row, batches as they come
+LEAST = {"seed": 0, "min_iter": 2}  # a count's least value where not 1 (one iteration estimates no standard error: it ran 2)
+
+
+def _plain(value: Any, default: Any) -> Any:
+    """A checked number as its default's Python kind: numpy's int64(8) an int, 1 a float where the default is 0.05 (a
+    table is keyed and recorded by the repr: tol=1 and tol=1.0, or np.float64(0.5) and 0.5, computed it twice)."""
+    if value is None or isinstance(default, (bool, str)):
+        return value
+    return int(value) if isinstance(default, int) else float(value) if isinstance(default, float) else value
 
 
 def _check_setting(metric: str, key: str, value: Any, default: Any) -> None:
@@ -118,12 +129,12 @@ def _check_setting(metric: str, key: str, value: Any, default: Any) -> None:
         if type(value) is not type(default):
             raise AutoqError(f"{what} must be a {type(default).__name__} like its default {default!r}")
     elif isinstance(default, int):
-        least = 0 if key == "seed" else 1
-        if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        least = LEAST.get(key, 1)
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < least:  # numpy's integers too
             none = " (or none: all)" if key in NONE_MEANS_ALL else ""
             written = f"; write it as {int(value)}" if isinstance(value, float) and value.is_integer() and value >= least else ""
             raise AutoqError(f"{what} must be a whole number of at least {least}{none}, like its default {default!r}{written}")
         if key == "seed" and value >= 2**32:  # torch's generator overflowed on it after the model had loaded
             raise AutoqError(f"{what} must be an integer from 0 to 2**32 - 1 (as a search's --seed), like its default {default!r}")
-    elif isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, (int, float)) or not value > 0):
+    elif isinstance(default, float) and (isinstance(value, bool) or not isinstance(value, numbers.Real) or not value > 0):
         raise AutoqError(f"{what} must be a positive number, like its default {default!r}")

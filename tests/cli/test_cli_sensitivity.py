@@ -42,7 +42,10 @@ def test_sensitivity_writes_table_heatmap_and_logs_to_mlflow(out, mlflow_uri, ca
     client = MlflowClient(mlflow_uri)
     runs = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], "tags.`autoq.kind` = 'sensitivity'")
     assert len(runs) == 1 and runs[0].data.params["metric"] == "sqnr"
-    assert runs[0].data.params["setting.output_kind"] == "auto"  # as a filter writes it: it was "'auto'", the table's repr
+    assert runs[0].data.params["setting.n_samples"] == "64" and "setting.output_kind" not in runs[0].data.params  # kl's alone
+    from autoq.cli.sensitivity import _unquoted
+
+    assert _unquoted("'auto'") == "auto"  # a string setting as a filter writes it: it was "'auto'", the table's repr
     assert {a.path for a in client.list_artifacts(runs[0].info.run_id)} == {"digits-cnn-sqnr.csv", "digits-cnn-sqnr.json", "digits-cnn-sqnr.png"}
     (cached,) = (tmp_path / "cache").rglob("sqnr-*.json")
     cached.write_text(cached.read_text().replace(f'"seconds": {table.seconds!r}', '"seconds": 0.0'))

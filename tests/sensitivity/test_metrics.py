@@ -39,7 +39,8 @@ def inputs(rows: int = 16, features: int = 40, n: int = 2, seed: int = 1) -> lis
 def test_forward_metrics_on_one_linear_layer_have_closed_forms(metric):
     model, batches = linear_model(), inputs()
     space = space_for(model)
-    table = compute_table(model, batches, space.layers, space.options, metric, {**ALL_ROWS, "output_kind": "real"}, use_cache=False, progress=False)
+    kind = {"output_kind": "real"} if metric == "kl" else {}  # mse and sqnr compare outputs as they are
+    table = compute_table(model, batches, space.layers, space.options, metric, {**ALL_ROWS, **kind}, use_cache=False, progress=False)
     x = torch.cat(batches).double()
     layer = model[0]
     for choice in space.options[0]:  # the metric runs in float32, the closed form in float64
@@ -311,6 +312,23 @@ def test_every_metric_scores_every_option_and_more_error_scores_higher(metric):
     for layer, labels in zip(space.layers, space.labels):
         two, eight, half = (table.score(layer.name, labels[k].name) for k in ("int2-ch-asym:rtn-mse", "int8-ch-asym:rtn-mse", "fp16"))
         assert two > eight >= 0 and half <= eight
+
+
+def test_a_setting_a_metric_would_ignore_is_unknown_and_numbers_are_kept_as_their_defaults_kind():
+    """mse and sqnr took output_kind and ignored it (each value a new table and file); numpy's int64(8) was 'not a
+    whole number', and np.float64(0.5) or tol=1 (not 1.0) missed the table cached for 0.5 or 1.0; hessian's
+    min_iter=1 ran as 2."""
+    import numpy as np
+
+    for metric in ("mse", "sqnr"):
+        with pytest.raises(AutoqError, match=rf"unknown setting\(s\) \['output_kind'\] for sensitivity metric '{metric}'"):
+            resolve_settings(get_metric(metric), {"output_kind": "real"})
+    kl, hessian = get_metric("kl"), get_metric("hessian")
+    plain = resolve_settings(kl, {"n_samples": np.int64(8)})["n_samples"]
+    assert plain == 8 and type(plain) is int
+    assert repr(resolve_settings(hessian, {"tol": np.float64(0.5)})["tol"]) == "0.5" and repr(resolve_settings(hessian, {"tol": 1})["tol"]) == "1.0"
+    with pytest.raises(AutoqError, match=r"setting min_iter=1 of sensitivity metric 'hessian' must be a whole number of at least 2"):
+        resolve_settings(hessian, {"min_iter": 1})
 
 
 def test_unknown_metric_and_setting_are_clear_errors():
