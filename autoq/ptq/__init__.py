@@ -1,7 +1,7 @@
 """PTQ methods, one registry. Importing this package registers the built-in methods.
 
 Per-layer weight methods: ``rtn-minmax``, ``rtn-mse``, ``rtn-lp``, ``rtn-percentile``
-(no data), ``gptq``, ``gptq-act``, ``awq``, ``adaround``, ``smoothquant``,
+(no data), ``gptq``, ``gptq-act``, ``awq``, ``adaround``, ``smoothquant``, ``smoothquant-search``,
 ``bias-correction`` (need the layer's calibration statistics). Model transforms
 for CNNs (batch-norm folding, cross-layer equalization) are in :mod:`autoq.ptq.cle`.
 """
