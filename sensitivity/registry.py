@@ -103,7 +103,8 @@ def resolve_settings(info: MetricInfo, overrides: Mapping[str, Any] | None) -> d
     # a min_iter asked for above max_iter stopped at max_iter without a word; a max_iter lowered alone caps the default min_iter
     if "min_iter" in overrides and isinstance(settings.get("max_iter"), int) and settings["min_iter"] > settings["max_iter"]:
         raise AutoqError(f"setting min_iter={settings['min_iter']} of sensitivity metric {info.name!r} is above max_iter={settings['max_iter']}; "
-                         f"raise max_iter (--set max_iter={settings['min_iter']}) or lower min_iter")
+                         f"raise max_iter (--set max_iter={settings['min_iter']}) or "
+                         + (f"lower min_iter (at least {LEAST['min_iter']})" if settings["max_iter"] >= LEAST["min_iter"] else "leave min_iter out"))
     return settings
 
 

@@ -329,6 +329,9 @@ def test_a_setting_a_metric_would_ignore_is_unknown_and_numbers_are_kept_as_thei
     assert repr(resolve_settings(hessian, {"tol": np.float64(0.5)})["tol"]) == "0.5" and repr(resolve_settings(hessian, {"tol": 1})["tol"]) == "1.0"
     with pytest.raises(AutoqError, match=r"setting min_iter=1 of sensitivity metric 'hessian' must be a whole number of at least 2"):
         resolve_settings(hessian, {"min_iter": 1})
+    with pytest.raises(AutoqError, match=r"is above max_iter=1; raise max_iter \(--set max_iter=2\) or leave min_iter out$"):
+        resolve_settings(hessian, {"min_iter": 2, "max_iter": 1})  # lowering it, as it said, was refused in turn
+    assert resolve_settings(hessian, {"max_iter": 1})["max_iter"] == 1
 
 
 def test_unknown_metric_and_setting_are_clear_errors():
