@@ -48,6 +48,21 @@ from autoq.ptq.registry import MethodInfo, adopt_methods, registered_methods
 from autoq.tracking import MlflowTracker, absolute_uri
 
 
+def _culprit(message: str) -> str:
+    """What could not be pickled, from Ray's serialization report: its first 'FAIL serialization: ...' reason and the
+    path to the object (``cannot pickle '_thread.lock' object (at evaluate -> lock)``); its first line alone ended in
+    'Could not serialize the put value Workload(...):', naming nothing. That first line where the report has neither."""
+    import re
+
+    text = re.sub(r"\x1b\[[0-9;]*m", "", message)  # the report's colours
+    reason = re.search(r"FAIL serialization: (.+)", text)
+    where = re.search(r"FailTuple\(\S+ \[path=([^,\]]+)", text)
+    if reason:
+        return reason.group(1).strip()[:200] + (f" (at {where.group(1).strip()})" if where else "")
+    first = next((line.strip() for line in text.splitlines() if line.strip()), "Ray gave no reason")
+    return first[:300].rstrip(":")
+
+
 def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline: float | None,
                       layers: tuple[LayerInfo, ...] | None = None) -> None:
     """Evaluate the book's proposals on Ray Tune workers until it is full (or the deadline passes), on the Ray that
@@ -67,7 +82,7 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
             # the process (a notebook's next search) fails to put it again
             refs = {name: ray.put(value) for name, value in values.items()}
         except TypeError as exc:  # Ray's own message repeats the workload's repr: 133 kB seen, the culprit at its end
-            raise AutoqError(f"the model, data and evaluate function cannot be sent to Ray workers: {str(exc).splitlines()[0][:300]}; "
+            raise AutoqError(f"the model, data and evaluate function cannot be sent to Ray workers: {_culprit(str(exc))}; "
                              "everything they hold must pickle (no locks, open files or generators: ray.util.inspect_serializability "
                              "names the part), or use the optuna backend") from None
     trainable = tune.with_resources(tune.with_parameters(AutoqTrainable, **refs), {"cpu": config.cpus_per_trial, "gpu": config.gpus_per_trial})
