@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from autoq.errors import AutoqError, Terminated
+from autoq.interrupts import deferred_interrupts
 from autoq.messages import note, warn
 
 OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray needs little: the workload is the largest object
@@ -122,8 +123,11 @@ def _ensure_ray(config: Any) -> None:
         said = oversubscribed(config.workers, config.cpus_per_trial, os.cpu_count() or 1)
         if said:
             note(said)
-        # address="local": a RAY_ADDRESS set to an empty string would still make ray.init look for a cluster
-        with _term_blocked():
+        # address="local": a RAY_ADDRESS set to an empty string would still make ray.init look for a cluster. Ctrl-C
+        # waits for it (seconds; a second one cuts it short): cut mid-way, its agents outlived autoq by a minute or two
+        # (their SIGTERM blocked, `kill` did nothing), or the KeyboardInterrupt landed in a finalizer, which Python drops,
+        # and the search ran to its end
+        with deferred_interrupts(forceable=True), _term_blocked():
             ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **common)
         return
     given = f"--address {address!r}" if config.address else f"RAY_ADDRESS={address!r} (the environment)"

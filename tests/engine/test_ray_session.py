@@ -142,6 +142,25 @@ def test_a_ctrl_c_as_ray_starts_leaves_no_ray_running(tmp_path, monkeypatch):
     assert dict(os.environ) == environ
 
 
+def test_a_ctrl_c_as_the_local_ray_starts_waits_for_it_then_stops_the_search(tmp_path, monkeypatch):
+    """Cut mid-way through ray.init, the node's dashboard and runtime-env agents outlived autoq by a minute or two (their
+    SIGTERM blocked: `kill` did nothing), or the KeyboardInterrupt landed in a finalizer, which Python drops, and the
+    search ran to its end. The Ctrl-C is now held until ray.init returns; then the search stops and Ray shuts down."""
+    import signal
+
+    real_init, started = ray.init, []
+
+    def init_with_ctrl_c(*args, **kwargs):
+        signal.raise_signal(signal.SIGINT)  # pressed as Ray starts
+        real_init(*args, **kwargs)
+        started.append(ray.is_initialized())
+
+    monkeypatch.setattr(ray, "init", init_with_ctrl_c)
+    with pytest.raises(KeyboardInterrupt):
+        autoq.search("digits-cnn", budget="4.5bits", n_trials=2, backend="ray", **_stores(tmp_path))
+    assert started == [True] and not ray.is_initialized()
+
+
 def test_a_ctrl_c_inside_ray_init_stops_the_node_it_started(tmp_path, monkeypatch):
     """Cut after ray.init started the local node's processes and before the driver connected, Ray was not yet
     initialized, so it was not shut down: its dashboard and runtime-env agents outlived autoq by a minute."""
