@@ -226,7 +226,9 @@ def test_a_resumed_sampler_does_not_propose_its_first_sessions_trials_again(digi
     assert proposals(f"sqlite:///{copy}", 2) == second
 
 
-def test_an_assignment_that_failed_for_good_is_not_evaluated_again_nor_counted_otherwise_on_resume(tmp_path):
+def _failing_at_few_bits():
+    """A small MLP, its data, and an evaluate that counts its calls (``calls``) and gives NaN (a failed trial) on every
+    try where the output's cosine to the unquantized model is 0.98 or less: int2, and int3 on both layers."""
     import torch
 
     torch.manual_seed(0)
@@ -235,12 +237,17 @@ def test_an_assignment_that_failed_for_good_is_not_evaluated_again_nor_counted_o
     reference = model(torch.cat(data)).detach()
     calls = []
 
-    def evaluate(m):  # int2 and int3 x2 "fail" (NaN)
+    def evaluate(m):
         calls.append(1)
         with torch.no_grad():
             quality = float(torch.nn.functional.cosine_similarity(m(torch.cat(data)), reference).mean())
         return quality if quality > 0.98 else float("nan")
 
+    return model, data, evaluate, calls
+
+
+def test_an_assignment_that_failed_for_good_is_not_evaluated_again_nor_counted_otherwise_on_resume(tmp_path):
+    model, data, evaluate, calls = _failing_at_few_bits()
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     options = dict(budget="6bits", n_trials=14, max_retries=0, seed_from="none", tracking_uri=None, storage=storage, study_name="f", progress=False)
     with pytest.warns(AutoqWarning, match=r"trial 0 failed \(quality is nan\)"):
@@ -257,20 +264,7 @@ def test_a_resume_with_other_max_retries_counts_the_failed_trials_as_they_were(t
     """The failures were counted again under the resume's max_retries: lowered from 2 to 0, one assignment that failed
     for good (3 evaluations) became 3 failed trials, and a larger --n-trials evaluated fewer new ones than asked;
     raised, a failure for good counted as none."""
-    import torch
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
-    data = [torch.randn(8, 16) for _ in range(4)]
-    reference = model(torch.cat(data)).detach()
-    calls = []
-
-    def evaluate(m):  # int2 and int3 "fail" (NaN), on every try
-        calls.append(1)
-        with torch.no_grad():
-            quality = float(torch.nn.functional.cosine_similarity(m(torch.cat(data)), reference).mean())
-        return quality if quality > 0.98 else float("nan")
-
+    model, data, evaluate, calls = _failing_at_few_bits()
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     options = dict(budget="6bits", n_trials=8, max_retries=2, seed_from="none", tracking_uri=None, storage=storage, study_name="r", progress=False)
     with pytest.warns(AutoqWarning, match=r"failed \(quality is nan\)"):
