@@ -25,6 +25,7 @@ import functools
 import logging
 import math
 import os
+import pickle
 import re
 import sys
 import tempfile
@@ -52,8 +53,6 @@ def _culprit(message: str) -> str:
     """What could not be pickled, from Ray's serialization report: its first 'FAIL serialization: ...' reason and the
     path to the object (``cannot pickle '_thread.lock' object (at evaluate -> lock)``); its first line alone ended in
     'Could not serialize the put value Workload(...):', naming nothing. That first line where the report has neither."""
-    import re
-
     text = re.sub(r"\x1b\[[0-9;]*m", "", message)  # the report's colours
     reason = re.search(r"FAIL serialization: (.+)", text)
     where = re.search(r"FailTuple\(\S+ \[path=([^,\]]+)", text)
@@ -81,7 +80,8 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
         try:  # put here, not by with_parameters: a value it fails to put stays in its registry, and every later ray.init of
             # the process (a notebook's next search) fails to put it again
             refs = {name: ray.put(value) for name, value in values.items()}
-        except TypeError as exc:  # Ray's own message repeats the workload's repr: 133 kB seen, the culprit at its end
+        except (TypeError, pickle.PicklingError) as exc:  # Ray's own message repeats the workload's repr: 133 kB seen, the
+            # culprit at its end; cloudpickle's own refusals (a file open for writing) are PicklingErrors
             raise AutoqError(f"the model, data and evaluate function cannot be sent to Ray workers: {_culprit(str(exc))}; "
                              "everything they hold must pickle (no locks, open files or generators: ray.util.inspect_serializability "
                              "names the part), or use the optuna backend") from None

@@ -326,6 +326,15 @@ def test_a_workload_that_cannot_reach_the_workers_is_one_short_error(local_ray, 
         autoq.search(model, data, evaluate, budget="6bits", n_trials=2, backend="ray", tracking_uri=None, storage=None, progress=False,
                      seed_from="none")
     assert len(str(info.value)) < 1000
+    with open(tmp_path / "log.txt", "w") as log:  # cloudpickle's own refusal, a PicklingError: it was a raw traceback
+
+        def logging_evaluate(m):
+            log.write("scored\n")
+            return float(-m(data[0]).detach().var())
+
+        with pytest.raises(AutoqError, match="cannot be sent to Ray workers: Cannot pickle files that are not opened for reading: w; "):
+            autoq.search(model, data, logging_evaluate, budget="6bits", n_trials=2, backend="ray", tracking_uri=None, storage=None,
+                         progress=False, seed_from="none")
     # nothing left for Ray to put at its next init: tune.with_parameters kept the failed value and every later ray.init of
     # the process (the next test module's) failed on it
     pending = [h.__self__.to_flush for h in ray._private.worker._post_init_hooks if hasattr(getattr(h, "__self__", None), "to_flush")]
