@@ -126,8 +126,9 @@ def _ensure_ray(config: Any) -> None:
         # address="local": a RAY_ADDRESS set to an empty string would still make ray.init look for a cluster. Ctrl-C
         # waits for it (seconds; a second one cuts it short): cut mid-way, its agents outlived autoq by a minute or two
         # (their SIGTERM blocked, `kill` did nothing), or the KeyboardInterrupt landed in a finalizer, which Python drops,
-        # and the search ran to its end
-        with deferred_interrupts(forceable=True), _term_blocked():
+        # and the search ran to its end. SIGTERM is held as well: the handler ray.init installs (sys.exit) took one sent
+        # meanwhile, mid-way (status 15, no word, its agents left running), and the search puts the caller's back after it
+        with _term_blocked(), deferred_interrupts(forceable=True), _ray_keeps_handlers():
             ray.init(address="local", num_cpus=cpus, include_dashboard=False, object_store_memory=OBJECT_STORE_BYTES, **common)
         return
     given = f"--address {address!r}" if config.address else f"RAY_ADDRESS={address!r} (the environment)"
@@ -152,6 +153,23 @@ def oversubscribed(workers: int, cpus_per_trial: float, machine_cpus: int) -> st
     return (f"--workers {workers} x --cpus-per-trial {cpus_per_trial:g} claim {claimed:g} CPUs on a machine with {machine_cpus}: "
             f"the local Ray runs the {workers} trials at once on shared CPUs, each slower, and holds {workers} copies of the model "
             f"(--workers {max(1, math.floor(machine_cpus / cpus_per_trial + 1e-9))} fits this machine)")  # 2 // 0.1 is 19.0
+
+
+@contextmanager
+def _ray_keeps_handlers() -> Iterator[None]:
+    """``ray.init`` without its own SIGTERM handler (``sys.exit``), which replaced the one in place while Ray started.
+    Ray sets it through ``ray._private.utils.set_sigterm_handler``; where a Ray has none such, nothing is changed."""
+    from unittest import mock
+
+    try:
+        import ray._private.utils as ray_utils
+    except ImportError:
+        ray_utils = None
+    if ray_utils is None or not hasattr(ray_utils, "set_sigterm_handler"):
+        yield
+        return
+    with mock.patch.object(ray_utils, "set_sigterm_handler", lambda handler: None):
+        yield
 
 
 @contextmanager

@@ -161,6 +161,42 @@ def test_a_ctrl_c_as_the_local_ray_starts_waits_for_it_then_stops_the_search(tmp
     assert started == [True] and not ray.is_initialized()
 
 
+def test_a_sigterm_held_while_the_local_ray_starts_goes_to_the_callers_handler(monkeypatch):
+    """ray.init installs a SIGTERM handler of its own (sys.exit); a TERM sent while it ran went to that one: the CLI
+    exited with status 15 mid-way, saying nothing, and left Ray's agents running. ray.init now keeps the handler in
+    place, and the TERM reaches the caller's once Ray has started (the CLI's: exit 143 after the clean-up)."""
+    import signal
+    import sys
+
+    import ray._private.utils as ray_utils
+
+    from autoq.engine.ray_session import _ensure_ray
+
+    class Stopped(Exception):
+        pass
+
+    def caller(signum, frame):
+        raise Stopped
+
+    started = []
+
+    def init_that_takes_term(*args, **kwargs):
+        ray_utils.set_sigterm_handler(lambda signum, frame: sys.exit(signum))  # as ray.init does
+        signal.raise_signal(signal.SIGTERM)  # sent as Ray starts
+        started.append(True)
+
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.setattr(ray, "is_initialized", lambda: False)
+    monkeypatch.setattr(ray, "init", init_that_takes_term)
+    before = signal.signal(signal.SIGTERM, caller)
+    try:
+        with pytest.raises(Stopped):
+            _ensure_ray(autoq.SearchConfig(backend="ray", tracking_uri=None, storage=None))
+        assert started == [True] and signal.getsignal(signal.SIGTERM) is caller  # Ray started whole, then the TERM
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def test_a_ctrl_c_inside_ray_init_stops_the_node_it_started(tmp_path, monkeypatch):
     """Cut after ray.init started the local node's processes and before the driver connected, Ray was not yet
     initialized, so it was not shut down: its dashboard and runtime-env agents outlived autoq by a minute."""
