@@ -195,23 +195,24 @@ def _stem(model_name: str, args: argparse.Namespace, settings: dict[str, object]
 def _model_part(name: str, source: str) -> str:
     """A built-in by its name; a model folder by its name and a short digest of its absolute path (``source``), so that
     two experiments' ``final`` or ``checkpoint-500`` folders write tables of their own, as two spaces' files do."""
-    import hashlib
-
-    if not Path(source).is_absolute():
-        return name
-    return f"{name}-{hashlib.sha256(source.encode()).hexdigest()[:6]}"
+    return _with_path_digest(name, source) if Path(source).is_absolute() else name
 
 
 def _space_part(space: str) -> str:
     """A preset by its name; a YAML file by its stem and a short digest of its path, so that two teams' ``space.yaml``
     (or a file named as a preset) write tables of their own."""
-    import hashlib
-
     from autoq.search_spaces import preset_names
 
     if space in preset_names():  # the rule load_preset reads it by
         return space
-    return f"{Path(space).stem}-{hashlib.sha256(str(Path(space).resolve()).encode()).hexdigest()[:6]}"
+    return _with_path_digest(Path(space).stem, space)
+
+
+def _with_path_digest(name: str, path: str) -> str:
+    """``name`` and a short digest of ``path`` made absolute: a file name shared by two folders names two files."""
+    import hashlib
+
+    return f"{name}-{hashlib.sha256(str(Path(path).resolve()).encode()).hexdigest()[:6]}"
 
 
 def _safe(name: str) -> str:
