@@ -30,11 +30,12 @@ from autoq.engine.result import Point
 from autoq.engine.seeding import portable_seed_from
 from autoq.engine.sessions import SESSION_ATTR, claim, dead_here, is_ours, live_owner, release, storage_lock, where
 from autoq.engine.strategies import strategy_uses_seed
-from autoq.engine.strategy import RETRY_ATTR, SOURCE_ATTR, sampler_name
+from autoq.engine.strategy import CONSTRAINT_ATTR, RETRY_ATTR, SOURCE_ATTR, sampler_name
 from autoq.engine.study_names import SETTINGS_ATTR
 from autoq.engine.trials import make_point
 from autoq.errors import AutoqError
 from autoq.latency.resolve import is_table_path, portable_device
+from autoq.messages import warn
 from autoq.plugins import portable
 from autoq.ptq import changed_code
 from autoq.search_spaces import portable_space
@@ -529,7 +530,9 @@ def finished_trials(
     """The points, failed evaluations per assignment, over-budget count and failed-for-good count of a reopened study:
     a failed trial no retry names (``autoq.retry_of``) failed for good, whatever ``max_retries`` this session takes.
 
-    MLflow child runs of trials that did not finish are deleted here (see the module docstring).
+    MLflow child runs of trials that did not finish are deleted here (see the module docstring). A finished trial autoq
+    did not tell (no budget constraint: ``study.optimize`` with a user's own objective on the study) is left out with a
+    warning: its values were the frontier's quality, never measured, and it counted as one of the search's trials.
     """
     from autoq.tracking.runs import reconcile_children
 
@@ -537,6 +540,7 @@ def finished_trials(
     uniform = set(uniform)
     names = _options_by_name(space)
     trials = study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.PRUNED))
+    trials = _told_here(trials, study_name)
     kept = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE or (t.state == optuna.trial.TrialState.FAIL and not t.user_attrs.get(INTERRUPTED_ATTR))]
     run_ids = reconcile_children(tracker.client, tracker.parent_id, {t.number for t in kept}) if tracker else {}
     points, failures = [], Counter()
@@ -550,6 +554,18 @@ def finished_trials(
     retried = {t.user_attrs.get(RETRY_ATTR) for t in study.get_trials(deepcopy=False)}
     n_failed = sum(t.state == optuna.trial.TrialState.FAIL and t.number not in retried for t in kept)
     return points, failures, n_infeasible, n_failed
+
+
+def _told_here(trials: list[optuna.trial.FrozenTrial], study_name: str) -> list[optuna.trial.FrozenTrial]:
+    """Those of the finished ``trials`` autoq told (each has its budget constraint), warning about the others."""
+    ours = [t for t in trials if CONSTRAINT_ATTR in t.system_attrs or t.user_attrs.get(INTERRUPTED_ATTR)]
+    others = sorted({t.number for t in trials} - {t.number for t in ours})
+    if others:
+        shown = ", ".join(map(str, others[:5])) + (f" and {len(others) - 5} more" if len(others) > 5 else "")
+        warn(f"study {study_name!r} holds {len(others)} finished trial(s) autoq did not evaluate (trial {shown}: no budget "
+             "constraint recorded, as a trial told by other code such as study.optimize has none); they are left out of the "
+             "frontier, MLflow and the trial count, though the sampler still learns from their values")
+    return ours
 
 
 def seeded_mixes(storage: str, study_name: str, uniform: Iterable[Assignment]) -> int:

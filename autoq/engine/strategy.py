@@ -25,6 +25,7 @@ from autoq.space import SearchSpace
 OBJECTIVES = {"quality": "maximize", "effective_bits": "minimize"}
 LATENCY_OBJECTIVE = {"latency_ms": "minimize"}  # the third objective of a search with a latency source (--device)
 CONSTRAINT = "budget"
+CONSTRAINT_ATTR = f"constraints:{CONSTRAINT}"  # where Optuna's Trial.set_constraint stores it: every trial autoq tells has one
 RETRY_ATTR = "autoq.retry_of"  # trial user attribute: the number of the trial an enqueued one retries (a failure, or a resume's interrupted trial)
 SOURCE_ATTR = "autoq.source_index"  # trial user attribute: the place in a QueueStrategy's source of the proposal it holds
 _NOT_FROM_SOURCE = -1  # its value on a QueueStrategy's seed, enqueued ahead of the source
