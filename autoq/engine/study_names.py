@@ -47,12 +47,17 @@ def new_study(storage: str | None, study_name: str, directions: list[str], numbe
     try:
         yield name
     except BaseException:
-        with deferred_interrupts():
-            try:
-                optuna.delete_study(study_name=name, storage=storage)
-            except KeyError:
-                pass  # already gone
+        _delete(storage, name)
         raise
+
+
+def _delete(storage: str, name: str) -> None:
+    """Delete the study ``name``, not cut short by Ctrl-C; one already gone is fine."""
+    with deferred_interrupts():
+        try:
+            optuna.delete_study(study_name=name, storage=storage)
+        except KeyError:
+            pass  # already gone
 
 
 def _create(storage: str, study_name: str, directions: list[str], numbered: bool) -> str:
@@ -60,20 +65,35 @@ def _create(storage: str, study_name: str, directions: list[str], numbered: bool
         name = study_name if i == 1 else f"{study_name}-{i}"
         # from finding the name free (or its study abandoned) to marking it this process's: one process at a time, and not
         # cut short between (a study made but not marked would be nobody's: neither taken over nor resumable)
-        with storage_lock(storage), deferred_interrupts():
+        with storage_lock(storage):
+            made = False
             try:
-                study = optuna.create_study(study_name=name, storage=storage, directions=directions)
-            except optuna.exceptions.DuplicatedStudyError:
-                study = optuna.load_study(study_name=name, storage=storage)
-                if not _abandoned(study):
-                    if numbered:
-                        continue
-                    raise AutoqError(_taken(study, name, storage)) from None
-                optuna.delete_study(study_name=name, storage=storage)
-                study = optuna.create_study(study_name=name, storage=storage, directions=directions)
-            claim(study)
+                with deferred_interrupts():
+                    made = _make(storage, name, directions, numbered)
+            except BaseException:  # a Ctrl-C held while it was made, raised once marked: the search stops before using it
+                if made:  # it stayed, this process's and alive, and the same call in a notebook was refused its name
+                    _delete(storage, name)
+                raise
+        if made:
             return name
     raise AutoqError(f"no free study name from {study_name!r} in {storage}; pass --study-name")
+
+
+def _make(storage: str, name: str, directions: list[str], numbered: bool) -> bool:
+    """Create the study ``name`` and mark it this process's; False where another search holds it and ``numbered``
+    (a default name: the next suffix is tried), an error where the name was given."""
+    try:
+        study = optuna.create_study(study_name=name, storage=storage, directions=directions)
+    except optuna.exceptions.DuplicatedStudyError:
+        study = optuna.load_study(study_name=name, storage=storage)
+        if not _abandoned(study):
+            if numbered:
+                return False
+            raise AutoqError(_taken(study, name, storage)) from None
+        optuna.delete_study(study_name=name, storage=storage)
+        study = optuna.create_study(study_name=name, storage=storage, directions=directions)
+    claim(study)
+    return True
 
 
 def _abandoned(study: optuna.Study) -> bool:

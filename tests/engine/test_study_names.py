@@ -196,6 +196,27 @@ def test_the_wall_time_of_a_search_whose_study_was_deleted_under_it_is_this_sess
     assert add_wall_seconds(storage, "gone", 3.5) == 3.5
 
 
+def test_a_ctrl_c_while_the_study_is_made_deletes_it_and_the_same_call_runs_again(tmp_path, monkeypatch):
+    """The Ctrl-C, held while the study was made and marked this process's, was raised before the clean-up could see
+    the study: it stayed, alive and this process's, and the same call in a notebook was refused its name both ways
+    ("already exists ... resume it", then "stored no settings yet")."""
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    create = optuna.create_study
+
+    def pressed(*args, **kwargs):
+        study = create(*args, **kwargs)
+        signal.raise_signal(signal.SIGINT)  # held until the study is marked
+        return study
+
+    monkeypatch.setattr(optuna, "create_study", pressed)
+    with pytest.raises(KeyboardInterrupt), new_study(storage, "nb", DIRECTIONS, numbered=False):
+        pytest.fail("the search went on past the Ctrl-C")
+    assert optuna.get_all_study_names(storage) == []
+    monkeypatch.setattr(optuna, "create_study", create)
+    with new_study(storage, "nb", DIRECTIONS, numbered=False) as name:
+        assert name == "nb"
+
+
 def test_a_study_killed_with_its_seeds_enqueued_but_no_settings_is_taken_over(tmp_path):
     """Killed between enqueuing its seeds and storing its settings, a study was refused both ways, each message
     pointing to the other: "already exists ... resume it", and "nothing to resume ... start it again"."""
