@@ -285,9 +285,12 @@ def workload_table(workload: Workload, layers: Sequence[LayerInfo], options: Seq
                    settings: Mapping[str, Any] | None = None, *, use_cache: bool = True, refresh: bool = False, progress: bool = True,
                    weights: QuantCache | None = None, wider: Sequence[Sequence[LayerChoice]] | None = None,
                    announce: str = "", seeding: bool = False) -> SensitivityTable:
-    """`compute_table` on a workload's model and calibration batches."""
+    """`compute_table` on a workload's model and calibration batches. A built-in's (or a folder's) data is keyed by its
+    recipe's fingerprint; a caller's own module's by its batches, as `compute_table` keys them: its fingerprint, made
+    only for a search with a storage, also hashes the held-out batches, so the same model and data had one cached
+    table with a storage and another without (or from `compute_table`), each computed again."""
     return compute_table(
         workload.model, workload.calibration, layers, options, metric, settings,
-        model_name=workload.name, fingerprint=workload.data_fingerprint, use_cache=use_cache, refresh=refresh, progress=progress, weights=weights,
+        model_name=workload.name, fingerprint=workload.data_fingerprint if workload.source else "", use_cache=use_cache, refresh=refresh, progress=progress, weights=weights,
         wider=wider, announce=announce, seeding=seeding,
     )

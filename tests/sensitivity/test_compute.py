@@ -102,10 +102,26 @@ def test_tables_with_a_custom_loss_or_use_cache_false_are_not_cached(cache):
 def test_workload_tables_use_the_workload_fingerprint_and_name(cache):
     model = mlp()
     space = space_for(model)
-    workload = Workload("tiny-mlp", model, batches(), lambda m: 1.0, "none", data_fingerprint="fp-1")
+    workload = Workload("tiny-mlp", model, batches(), lambda m: 1.0, "none", data_fingerprint="fp-1", source="tiny-mlp")
     table = workload_table(workload, space.layers, space.options, "sqnr", progress=False)
     assert (table.model_name, table.data_fingerprint, table.model_hash) == ("tiny-mlp", "fp-1", model_hash(model))
     assert cache_path("sqnr", "x").parent == cache
+
+
+def test_a_callers_own_module_has_one_cached_table_with_a_storage_without_and_from_compute_table(cache, tmp_path):
+    """The search's fingerprint of a caller's module (made only with a storage) keyed the cache: the same model and
+    batches had one table from a search with a storage and another without or from compute_table, computed again."""
+    import autoq
+
+    model = mlp()
+    space = space_for(model)
+    data = batches() * 2  # the search holds the last one out: it calibrates on the first three
+    compute_table(model, data[:3], space.layers, space.options, "sqnr", progress=False)
+    (made,) = cache.glob("sqnr-*.json")
+    mark(made)
+    for storage in (f"sqlite:///{tmp_path / 'optuna.db'}", None):
+        autoq.search(model, data, budget="12bits", n_trials=2, seed_from="sqnr", storage=storage, tracking_uri=None, progress=False)
+        assert list(cache.glob("sqnr-*.json")) == [made] and json.loads(made.read_text())["seconds"] == 12345.0  # read, not made
 
 
 def test_a_workload_fingerprint_does_not_hide_other_batching_or_sequential_statistics(cache):
@@ -116,7 +132,7 @@ def test_a_workload_fingerprint_does_not_hide_other_batching_or_sequential_stati
     rows = torch.cat(batches())
 
     def run(data, weights=None):
-        workload = Workload("tiny-mlp", model, data, lambda m: 1.0, "none", data_fingerprint="recipe")
+        workload = Workload("tiny-mlp", model, data, lambda m: 1.0, "none", data_fingerprint="recipe", source="tiny-mlp")
         return workload_table(workload, space.layers, space.options, "mse", progress=False, weights=weights)
 
     run(list(rows.split(8)))
@@ -329,7 +345,7 @@ def test_a_search_says_whether_its_seed_table_was_computed_or_read_from_the_cach
     """The seeding line said "(cached after the first run)" on every run, the ones that read the cache too."""
     model = mlp()
     space = space_for(model)
-    workload = Workload("tiny-mlp", model, batches(), lambda m: 1.0, "none", data_fingerprint="fp-1")
+    workload = Workload("tiny-mlp", model, batches(), lambda m: 1.0, "none", data_fingerprint="fp-1", source="tiny-mlp")
     first = seed_table(workload, space, "sqnr", progress=True)
     said = capsys.readouterr().err
     assert f"autoq: sqnr sensitivity for {len(space.layers)} layers (kept in the cache for the next run) ..." in said
