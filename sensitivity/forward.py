@@ -31,6 +31,7 @@ from autoq.errors import AutoqError
 from autoq.evaluate import call_model
 from autoq.evaluate.cache import QuantizedLayer, quantize_input
 from autoq.model import LayerInfo
+from autoq.model.signature import mask_position
 from autoq.sensitivity.inputs import (
     OUTPUT_KINDS,
     Inputs,
@@ -168,6 +169,7 @@ def layer_scores(
 
 def _scores(inputs, layer, module, options, batches, refs, kind, reduce, per_pass, shapes, fired) -> list[float]:  # type: ignore[no-untyped-def]
     totals = [[0.0, 0.0] for _ in options]
+    mask_at = mask_position(inputs.model)
     current: list[tuple[int, ...] | None] = [None]
     for start in range(0, len(options), per_pass):
         group = list(range(start, min(len(options), start + per_pass)))
@@ -179,7 +181,7 @@ def _scores(inputs, layer, module, options, batches, refs, kind, reduce, per_pas
                 for batch, ref, shape in zip(batches, refs, shapes):
                     current[0] = shape.get(layer.name)
                     outs = readout(call_model(inputs.model, repeat_rows(batch, len(group)))).chunk(len(group), dim=0)
-                    w = position_weights(batch, ref)
+                    w = position_weights(batch, ref, mask_at)
                     for i, out in zip(group, outs):
                         num, den = reduce(out, ref, w, kind)
                         totals[i][0] += num

@@ -37,6 +37,7 @@ from torch import nn
 from autoq.errors import AutoqError
 from autoq.evaluate import call_model
 from autoq.model import layout_2d
+from autoq.model.signature import mask_position
 from autoq.sensitivity.inputs import (
     OUTPUT_KINDS,
     Inputs,
@@ -103,7 +104,8 @@ def divergence_loss(inputs: Inputs, batches: Sequence[Any], output_kind: str) ->
         raw = [call_model(inputs.model, b) for b in batches]
     kind = resolve_output_kind(output_kind, raw[0])
     refs = [readout(r).detach().clone() for r in raw]
-    weights = [position_weights(b, ref) for b, ref in zip(batches, refs)]
+    mask_at = mask_position(inputs.model)
+    weights = [position_weights(b, ref, mask_at) for b, ref in zip(batches, refs)]
     total = float(sum(w.sum() for w in weights))
 
     def loss(model: nn.Module, batch: Any, i: int) -> torch.Tensor:
@@ -250,6 +252,7 @@ def sampled_fisher(
     """Diagonal Fisher per parameter, averaged over output positions (see the module docstring), and the standard
     error of each one's trace over the (draw, batch) passes (`_ratio_stderr`)."""
     gen = torch.Generator().manual_seed(seed)
+    mask_at = mask_position(model)
     fisher = [torch.zeros_like(p, dtype=torch.float64) for p in params]
     traces: list[list[float]] = [[] for _ in params]  # per pass, for the standard error
     position_counts: list[float] = []
@@ -263,7 +266,7 @@ def sampled_fisher(
                 if kind is None:  # decided on the raw output: a bare tensor is logits, last_hidden_state is not
                     kind = resolve_output_kind(output_kind, raw)
                 out = readout(raw)
-                w = position_weights(fed, out).double()
+                w = position_weights(fed, out, mask_at).double()
                 if kind == "logits":
                     flat = out.reshape(-1, out.shape[-1]).double()
                     per_pos = (flat * softmax_residuals(flat.detach(), gen)).sum(-1).reshape(w.shape)

@@ -23,6 +23,7 @@ from autoq.evaluate import QuantCache, call_model, primary_output
 from autoq.evaluate.cache import QuantizedLayer, layer_named, needs_stats, quantize_layer_full, stats_for
 from autoq.model import LayerInfo, get_module, layout_2d, weight_2d
 from autoq.model.capture import CalibrationStats, token_mask
+from autoq.model.signature import mask_position
 
 OUTPUT_KINDS = ("auto", "logits", "real")
 
@@ -224,12 +225,13 @@ def resolve_output_kind(kind: str, output: Any) -> str:
     return "real"
 
 
-def position_weights(batch: Any, out: torch.Tensor) -> torch.Tensor:
+def position_weights(batch: Any, out: torch.Tensor, position: int | None = None) -> torch.Tensor:
     """Weight of each output position (all dims but the last): 1, or the ``attention_mask`` where it fits; float64, as
     every sum of them is: in an fp16 model's dtype 65,505 positions or more (16 rows of 4,096 tokens) counted inf, and
-    kl, mse and hessian scored every option 0, unsaid."""
+    kl, mse and hessian scored every option 0, unsaid. ``position``: where a tuple batch holds the mask
+    (`autoq.model.signature.mask_position` of the model it feeds)."""
     shape = out.shape[:-1] if out.dim() > 1 else out.shape
-    mask = token_mask(batch)
+    mask = token_mask(batch, position)
     if mask is not None and tuple(mask.shape) == tuple(shape):
         return mask.to(device=out.device, dtype=torch.float64)
     return torch.ones(shape, dtype=torch.float64, device=out.device)
@@ -245,7 +247,7 @@ def padded_nan_cause(model: nn.Module, batches: Sequence[Any], feed: Callable[[A
             fed = feed(batch)
             with torch.no_grad():
                 out = readout(call_model(model, fed))
-            weights = position_weights(fed, out)
+            weights = position_weights(fed, out, mask_position(model))
             nan = torch.isnan(out)
             nan = nan.reshape(*weights.shape, -1).any(-1) if out.dim() > weights.dim() else nan
             padded = int((nan & (weights == 0)).sum())

@@ -10,6 +10,7 @@ ones instead (also 1.0 when identical).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
@@ -20,6 +21,7 @@ from torch import nn
 
 from autoq.errors import AutoqError
 from autoq.model.capture import token_mask
+from autoq.model.signature import mask_position
 
 
 def user_batches(calibration: Iterable[Any]) -> list[Any]:
@@ -139,14 +141,15 @@ def mean_pooled(output: Any, batch: Any) -> torch.Tensor:
     return torch.where(mask.bool(), hidden, 0).sum(1) / mask.sum(1).clamp_min(1.0)
 
 
-def unpadded_output(output: Any, batch: Any) -> torch.Tensor:
+def unpadded_output(output: Any, batch: Any, position: int | None = None) -> torch.Tensor:
     """The primary output with the positions a batch's ``attention_mask`` marks as padding set to zero, in the
     quantized and the reference output alike: they drop out of the cosine, which then compares real tokens only (as
     the sensitivity metrics and the built-in MiniLM's mean pooling do). Without a ``(batch, tokens)`` mask that
     matches the output's first two dimensions (of three or more: a pooled ``(batch, features)`` output is not per
-    token, whatever its width), the output as it is."""
+    token, whatever its width), the output as it is. ``position``: where a tuple batch holds the mask
+    (`autoq.model.signature.mask_position`)."""
     out = primary_output(output)
-    mask = token_mask(batch)
+    mask = token_mask(batch, position)
     if mask is not None and out.dim() >= 3 and tuple(out.shape[:2]) == tuple(mask.shape):  # where: NaN at padding drops out too
         out = torch.where(mask.reshape(*mask.shape, *([1] * (out.dim() - 2))).to(out.device).bool(), out, 0)
     return out
@@ -169,7 +172,8 @@ class OutputFidelity:
         if not batches:
             raise AutoqError("the output-fidelity proxy needs at least one held-out batch")
         self.batches = list(batches)
-        self.readout = readout or unpadded_output
+        # a tuple batch's mask is read where the model's forward takes it (a DataLoader of [ids, mask])
+        self.readout = readout or functools.partial(unpadded_output, position=mask_position(model))
         with torch.inference_mode():
             self.reference = [self.readout(call_on_user_batch(model, b, f"held-out batch {i} of {len(self.batches)}"), b).detach().clone()
                               for i, b in enumerate(self.batches)]

@@ -35,6 +35,7 @@ from torch.nn import functional as F
 from autoq.errors import AutoqError
 from autoq.model.layers import NOT_REACHED, LayerInfo, channels_first, get_module, rows_unsupported, zero_padding
 from autoq.model.modes import eval_mode
+from autoq.model.signature import mask_position
 
 DEFAULT_MAX_SAMPLES = 512
 
@@ -126,9 +127,14 @@ def _top_eigen(h: torch.Tensor, q: int, niter: int) -> tuple[torch.Tensor, torch
     return q_basis @ u, top
 
 
-def token_mask(batch: Any) -> torch.Tensor | None:
-    """A batch's ``attention_mask`` (a 2-D ``(batch, tokens)`` tensor of a mapping batch, 0 at padding), else ``None``."""
-    mask = batch.get("attention_mask") if isinstance(batch, Mapping) else None
+def token_mask(batch: Any, position: int | None = None) -> torch.Tensor | None:
+    """A batch's ``attention_mask`` (a 2-D ``(batch, tokens)`` tensor, 0 at padding): a mapping batch's, or a tuple
+    batch's at ``position`` (`autoq.model.signature.mask_position` of the model it feeds: a positional mask went
+    unseen, and padding counted in every statistic, score and quality); else ``None``."""
+    if isinstance(batch, Mapping):
+        mask = batch.get("attention_mask")
+    else:
+        mask = batch[position] if isinstance(batch, (tuple, list)) and position is not None and position < len(batch) else None
     return mask if isinstance(mask, torch.Tensor) and mask.dim() == 2 else None
 
 
@@ -229,10 +235,11 @@ class _Batch:
 def _run(model: nn.Module, batches: Iterable[Any], current: _Batch | None = None) -> None:
     from autoq.evaluate.fidelity import call_on_user_batch  # lazy: evaluate imports model
 
+    position = mask_position(model)
     with torch.inference_mode(), eval_mode(model):  # statistics of the deployed model: no dropout
         for i, batch in enumerate(batches):
             if current is not None:
-                current.mask = token_mask(batch)
+                current.mask = token_mask(batch, position)
             try:
                 call_on_user_batch(model, batch, f"calibration batch {i}", passthrough=(_StopForward,))
             except _StopForward:

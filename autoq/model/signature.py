@@ -15,6 +15,22 @@ def forward_takes(model: Any, argument: str) -> bool:
         return False
 
 
+def mask_position(model: Any) -> int | None:
+    """Where ``model``'s ``forward`` takes ``attention_mask`` in a tuple batch (``model(*batch)``: a DataLoader over a
+    ``TensorDataset`` of ids and masks yields ``[ids, mask]``): its index among the leading positional parameters;
+    ``None`` where it takes none, takes it by keyword only, or ``inspect`` cannot read it."""
+    try:
+        params = list(inspect.signature(model.forward).parameters.values())
+    except (AttributeError, TypeError, ValueError):
+        return None
+    for i, p in enumerate(params):
+        if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            return None
+        if p.name == "attention_mask":
+            return i
+    return None
+
+
 def first_parameter(model: Any) -> str | None:
     """The name of ``model``'s ``forward``'s first parameter, what a bare tensor is passed as (``input_ids`` for a
     Hugging Face language model); ``None`` for no module, a forward without parameters, or one ``inspect`` cannot read."""

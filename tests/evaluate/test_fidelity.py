@@ -402,6 +402,9 @@ def test_padding_positions_do_not_count():
     # the toy encoder attends nothing: a token's state is its own, wherever the padding is
     assert OutputFidelity(model, padded(left=False))(changed) == pytest.approx(on_real, abs=1e-9)
     assert OutputFidelity(model, padded(left=True))(changed) == pytest.approx(on_real, abs=1e-9)
+    # a tuple batch [ids, mask] (a DataLoader over a TensorDataset), its mask where forward takes it: padding counted
+    as_tuples = [[b["input_ids"], b["attention_mask"]] for b in padded(left=False)]
+    assert OutputFidelity(model, as_tuples)(changed) == pytest.approx(on_real, abs=1e-9)
 
 
 def test_a_pooled_output_as_wide_as_the_padded_length_is_not_masked():

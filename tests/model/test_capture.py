@@ -96,6 +96,15 @@ def test_padding_positions_are_left_out_of_a_token_layers_statistics(sequential)
     assert stats["pooler"].n_tokens == 6 and torch.allclose(stats["pooler"].xtx, first.t() @ first, rtol=1e-5)  # not per token
 
 
+def test_a_tuple_batchs_attention_mask_leaves_padding_out_as_a_dicts_does():
+    """A DataLoader over a TensorDataset of ids and masks yields [ids, mask]: the mask went unseen, and every padded
+    position counted in the statistics."""
+    model, data = _Tokens(), _padded_batches()
+    as_dict = capture_stats(model, find_layers(model), data)["dense"]
+    as_list = capture_stats(model, find_layers(model), [[b["input_ids"], b["attention_mask"]] for b in data])["dense"]
+    assert as_list.n_tokens == as_dict.n_tokens == 25 and torch.equal(as_list.xtx, as_dict.xtx)
+
+
 def test_a_calibration_batch_of_padding_only_adds_nothing():
     model, data = _Tokens(), _padded_batches()
     empty = {"input_ids": torch.zeros(2, 7, dtype=torch.long), "attention_mask": torch.zeros(2, 7, dtype=torch.long)}

@@ -239,6 +239,21 @@ def test_padding_positions_do_not_count():
     assert scores[0] == pytest.approx(scores[1], rel=1e-9)
 
 
+@pytest.mark.parametrize("metric", ["kl", "mse", "sqnr", "fisher", "hessian"])
+def test_a_tuple_batchs_attention_mask_leaves_padding_out_as_a_dicts_does(metric):
+    """A DataLoader over a TensorDataset yields [x, mask], which the model takes as model(x, attention_mask): the mask
+    went unseen, and the padding's large outputs moved the scores by up to 60%."""
+    model = Masked().eval()
+    gen = torch.Generator().manual_seed(2)
+    mask = torch.ones(4, 7, dtype=torch.long)
+    mask[:, 4:] = 0
+    x = torch.cat([torch.randn(4, 4, 40, generator=gen), 100 * torch.randn(4, 3, 40, generator=gen)], 1)
+    space = SearchSpace.build(load_preset("default"), find_layers(model))
+    scores = [[e.score for e in compute_table(model, [batch], space.layers, space.options, metric, ALL_ROWS, use_cache=False,
+                                              progress=False).entries] for batch in ({"x": x, "attention_mask": mask}, [x, mask])]
+    assert scores[1] == pytest.approx(scores[0], rel=1e-9)
+
+
 class NanPadded(Masked):
     """`Masked` with NaN at its padded positions, as a fully masked attention row can give."""
 
