@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import importlib.metadata
 import logging
 import math
 import os
@@ -30,7 +31,7 @@ import re
 import sys
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 import ray
@@ -160,7 +161,9 @@ def _by_value(code: Iterable[Any]) -> Iterator[None]:
     from ray import cloudpickle
 
     already = set(cloudpickle.list_registry_pickle_by_value())
-    modules = {m for m in map(_module_of, code) if m is not None and _users_own(m) and m.__name__ not in already}
+    found = [m for m in map(_module_of, code) if m is not None and m.__name__ not in already]
+    distributions = importlib.metadata.packages_distributions() if found else {}
+    modules = {m for m in found if _users_own(m, distributions)}
     for module in modules:
         cloudpickle.register_pickle_by_value(module)
     try:
@@ -170,17 +173,24 @@ def _by_value(code: Iterable[Any]) -> Iterator[None]:
             cloudpickle.unregister_pickle_by_value(module)
 
 
-def _users_own(module: Any) -> bool:
+def _users_own(module: Any, distributions: Mapping[str, list[str]]) -> bool:
     """A module of the user's (a plug-in file, a script's folder), not ``__main__``, autoq's, the standard library's or
-    an installed package's, whose names every worker can import."""
+    an installed package's, whose names every worker can import. Installed is where the interpreter installs, or
+    beside the metadata of a distribution that holds it (``distributions``: `importlib.metadata.packages_distributions`):
+    torch in the user site (``pip install --user``), a ``--target`` folder or Debian's dist-packages went by value, and
+    a worker's ``nn.Conv2d`` was another class, which every ``isinstance`` check took for a linear layer. An editable
+    install's module, away from its metadata, is the user's own code: by value, as before."""
     import sysconfig
 
     name, file = module.__name__, getattr(module, "__file__", None)
     if name == "__main__" or name == "autoq" or name.startswith("autoq.") or not file:
         return False
-    installed = {os.path.realpath(sysconfig.get_paths()[k]) for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    roots = {sysconfig.get_paths()[k] for k in ("stdlib", "platstdlib", "purelib", "platlib")}
+    for dist in distributions.get(name.partition(".")[0], ()):
+        with contextlib.suppress(importlib.metadata.PackageNotFoundError):
+            roots.add(str(importlib.metadata.distribution(dist).locate_file("")))
     path = os.path.realpath(file)
-    return not any(path.startswith(root + os.sep) for root in installed)
+    return not any(path.startswith(os.path.realpath(root) + os.sep) for root in roots)
 
 
 class _quiet_tune:

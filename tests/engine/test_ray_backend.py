@@ -218,6 +218,41 @@ def test_only_the_users_own_modules_go_by_value_and_a_callers_registration_stays
         cloudpickle.unregister_pickle_by_value(theirs)
 
 
+def test_a_package_installed_outside_the_interpreters_folders_goes_by_name(tmp_path, monkeypatch):
+    """torch in the user site (pip install --user), a --target folder or dist-packages went by value: a worker's
+    nn.Conv2d was another class, and bias correction took the convolution for a linear layer. A module beside no
+    metadata (a script's folder), or away from its distribution's (an editable install), is the user's own."""
+    import importlib
+    import importlib.metadata
+    import json
+
+    import torch
+
+    from autoq.engine.ray_backend import _users_own
+
+    target, source = tmp_path / "target", tmp_path / "source"
+    for folder, package in ((target, "tgt_pkg"), (target, "bare_mod_pkg"), (source, "edit_pkg")):
+        (folder / package).mkdir(parents=True)
+        (folder / package / "__init__.py").write_text("")
+    for package, where in (("tgt_pkg", target), ("edit_pkg", target)):  # edit_pkg's metadata is away from its code
+        info = where / f"{package}-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 1.0\n")
+        (info / "top_level.txt").write_text(f"{package}\n")
+    monkeypatch.syspath_prepend(str(source))
+    monkeypatch.syspath_prepend(str(target))
+    importlib.invalidate_caches()
+    distributions = importlib.metadata.packages_distributions()
+    try:
+        assert not _users_own(importlib.import_module("tgt_pkg"), distributions)
+        assert _users_own(importlib.import_module("edit_pkg"), distributions)
+        assert _users_own(importlib.import_module("bare_mod_pkg"), distributions)  # no distribution holds it
+    finally:
+        for name in ("tgt_pkg", "edit_pkg", "bare_mod_pkg"):
+            sys.modules.pop(name, None)
+    assert not _users_own(torch.nn.modules.conv, distributions) and not _users_own(json, distributions)
+
+
 def test_a_trial_a_worker_logged_as_tune_stopped_is_recorded_not_run_again(digits, mlflow_uri, tmp_path):
     """Ctrl-C while a worker finished a trial: its child run held the quality, Optuna kept it RUNNING, and the resume
     deleted the run and evaluated the assignment again."""
