@@ -150,7 +150,6 @@ def run_pareto(args: argparse.Namespace) -> int:
     from autoq.engine.result import SearchResult
     from autoq.engine.sessions import running_pid, where
     from autoq.errors import AutoqError
-    from autoq.tracking.mlflow_logger import shown_uri
     from autoq.tracking.runs import find_search, resume_hint
 
     client, experiment_id = _client(args, required=False)  # a run id needs no experiment (a search nested in a pipeline's)
@@ -180,11 +179,10 @@ def run_pareto(args: argparse.Namespace) -> int:
         print(f"Search {result.study_name!r} is still running ({where(pid)}): the trials it finished so far.")
     elif status != "FINISHED":  # killed (kill -9 leaves it RUNNING), failed, or still running on another machine
         print(f"Search {result.study_name!r} did not finish (MLflow status {status}): the trials it finished so far.")
-        if run.data.params.get("model_source") == "none":  # a module passed from Python: no command line resumes it
+        # stopped, or killed (unless it runs on another machine): go on, as the search's own interruption says (a Ray
+        # search's command lacked --backend ray --workers N, and went on in-process); a module passed from Python: the call
+        if run.data.params.get("model_source") == "none" or result.storage:
             print(f"Continue it: {resume_hint(run, args.tracking_uri)}.")
-        elif result.storage and "***" not in result.storage:  # stopped, or killed (unless it runs on another machine): go on
-            print(f"Continue it: autoq search --resume {shlex.quote(result.study_name)} --tracking-uri {shlex.quote(shown_uri(result.tracking_uri))} "
-                  f"--storage {shlex.quote(result.storage)}")
     # a search stopped by Ctrl-C or SIGTERM (KILLED) logged the frontier of the trials it finished; kill -9 logged none
     logged = status == "FINISHED" or any(a.path == "frontier.csv" for a in client.list_artifacts(run_id))
     n_logged = run.data.metrics.get("n_evaluated")

@@ -192,6 +192,7 @@ def test_pareto_of_a_search_that_did_not_finish_says_so_and_names_a_run_that_exp
     from mlflow.tracking import MlflowClient
 
     from autoq.engine import format_summary
+    from autoq.tracking.runs import resume_hint
 
     result = autoq.search("digits-cnn", budget="4.5bits", n_trials=4, tracking_uri=mlflow_uri, progress=False)
     client = MlflowClient(mlflow_uri)
@@ -204,7 +205,8 @@ def test_pareto_of_a_search_that_did_not_finish_says_so_and_names_a_run_that_exp
     assert main(["pareto", result.parent_run_id, "--tracking-uri", mlflow_uri]) == 0
     out = capsys.readouterr().out
     assert f"Search {result.study_name!r} did not finish (MLflow status RUNNING)" in out and "holds no frontier files yet" in out
-    assert f"Continue it: autoq search --resume {result.study_name} --tracking-uri {mlflow_uri} --storage {result.storage}" in out
+    assert f"Continue it: resume the search (unless it still runs on another machine) (autoq search --resume {result.study_name} --tracking-uri {mlflow_uri} --storage {result.storage})" in out
+    assert f"Continue it: {resume_hint(client.get_run(result.parent_run_id), mlflow_uri)}." in out  # a Ray search's options too
     assert "if it was killed, autoq search --resume" in out
     alive = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])  # a live process runs it: it was not killed
     try:
