@@ -557,7 +557,11 @@ def finished_trials(
 
 
 def _told_here(trials: list[optuna.trial.FrozenTrial], study_name: str) -> list[optuna.trial.FrozenTrial]:
-    """Those of the finished ``trials`` autoq told (each has its budget constraint), warning about the others."""
+    """Those of the finished ``trials`` autoq told (each has its budget constraint), warning about the others. A study
+    none of whose trials has one is a plug-in strategy's that tells without Optuna's constraint: its trials cannot be
+    told from others', and are all kept (left out, its whole first session was lost and its MLflow runs deleted)."""
+    if not any(CONSTRAINT_ATTR in t.system_attrs for t in trials):
+        return trials
     ours = [t for t in trials if CONSTRAINT_ATTR in t.system_attrs or t.user_attrs.get(INTERRUPTED_ATTR)]
     others = sorted({t.number for t in trials} - {t.number for t in ours})
     if others:

@@ -3,6 +3,8 @@ tools invite): those trials are not autoq's measurements."""
 
 from __future__ import annotations
 
+import warnings
+
 import optuna
 import pytest
 import torch
@@ -10,7 +12,8 @@ from helpers import child_runs
 from mlflow.tracking import MlflowClient
 
 import autoq
-from autoq.engine.strategy import CONSTRAINT, CONSTRAINT_ATTR
+from autoq.choice import Assignment
+from autoq.engine.strategy import CONSTRAINT, CONSTRAINT_ATTR, Proposal
 from autoq.errors import AutoqWarning
 
 
@@ -47,3 +50,55 @@ def test_trials_told_by_a_users_own_objective_are_left_out_of_the_frontier_mlflo
     assert max(p.quality for p in again.points) < 2.0
     assert {p.trial for p in again.points} == {p.trial for p in first.points}  # the 6 asked for are done: nothing more
     assert all(float(r.data.metrics["quality"]) < 2.0 for r in child_runs(MlflowClient(mlflow_uri), first.parent_run_id))
+
+
+class _TellsWithoutConstraint:
+    """A plug-in strategy that keeps its own study and tells without Optuna's constraint, as the Strategy protocol allows."""
+
+    def __init__(self, ctx):
+        self.space = ctx.space
+        self.study = optuna.create_study(study_name=ctx.study_name, storage=ctx.storage, directions=["maximize", "minimize"],
+                                         load_if_exists=True, sampler=optuna.samplers.RandomSampler(seed=len(optuna.load_study(
+                                             study_name=ctx.study_name, storage=ctx.storage).trials)))
+
+    def seed(self, assignments):
+        pass
+
+    def retry(self, proposal):
+        pass
+
+    def note(self, proposal, key, value):
+        proposal.handle.set_user_attr(key, value)
+
+    def ask(self):
+        trial = self.study.ask()
+        picks = {}
+        for layer, options in zip(self.space.layers, self.space.options):
+            names = [c.name for c in options]
+            picks[layer.name] = options[names.index(trial.suggest_categorical(layer.name, names))]
+        return Proposal(trial, trial.number, Assignment(tuple(picks.items())))
+
+    def tell(self, proposal, values, violation, error=None):
+        if error is not None or values is None:
+            self.study.tell(proposal.handle, state=optuna.trial.TrialState.FAIL if error else optuna.trial.TrialState.PRUNED)
+        else:
+            self.study.tell(proposal.handle, list(values[:2]))
+
+
+def test_a_plug_in_strategy_that_tells_without_the_constraint_keeps_its_trials_on_resume(tmp_path, monkeypatch):
+    """Its trials have no budget constraint either: all were left out as other code's, and their MLflow runs deleted."""
+    from autoq.engine import strategies
+
+    monkeypatch.setattr(strategies, "_STRATEGIES", strategies._STRATEGIES.copy())
+    strategies.register_strategy("tells-plainly", reads_scores=False, uses_sampler=False, reads_seed_counts=False)(
+        lambda ctx: (_TellsWithoutConstraint(ctx), [], []))
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    data = [torch.randn(8, 16) for _ in range(2)]
+    options = dict(budget="12bits", seed_from="none", strategy="tells-plainly", tracking_uri=None, storage=f"sqlite:///{tmp_path / 'o.db'}",
+                   study_name="p", progress=False)
+    first = autoq.search(model, data, n_trials=3, **options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", AutoqWarning)  # no 'autoq did not evaluate' warning
+        again = autoq.search(model, data, n_trials=3, resume=True, **options)
+    assert first.points and [p.trial for p in again.points] == [p.trial for p in first.points]
