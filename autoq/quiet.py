@@ -10,6 +10,7 @@ meanwhile is left as they set it.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import sys
@@ -65,20 +66,18 @@ def _held(shared: _Shared) -> Iterator[None]:
         shared.leave()
 
 
-class _QuietThreads(logging.Filter):
-    """Drops the INFO and DEBUG records of ``_BELOW_WARNING``'s loggers that threads inside `quiet_logs` make. Not their
-    levels: set to WARNING for the process, they silenced an outer study's own "Trial N finished" lines in its other
-    threads (``n_jobs=2``) while a search ran in one."""
+class _QuietThreads:
+    """The threads inside `quiet_logs`, whose records below WARNING of a quieted library `_LibraryFilter` drops. Not
+    the libraries' levels: set to WARNING for the process, they silenced an outer study's own "Trial N finished" lines
+    in its other threads (``n_jobs=2``) while a search ran in one."""
 
     def __init__(self) -> None:
-        super().__init__()
         self._lock = threading.Lock()
         self._threads: dict[int, int] = {}  # thread ident: its blocks in quiet_logs
 
-    def filter(self, record: logging.LogRecord) -> bool:
+    def made_inside(self, record: logging.LogRecord) -> bool:
         thread = threading.get_ident() if record.thread is None else record.thread  # None: logging.logThreads = False
-        return (record.levelno >= logging.WARNING or thread not in self._threads
-                or record.name.split(".", 1)[0] not in _BELOW_WARNING)
+        return thread in self._threads
 
     @contextmanager
     def held(self) -> Iterator[None]:
@@ -95,30 +94,46 @@ class _QuietThreads(logging.Filter):
                     del self._threads[ident]
 
 
-_BELOW_WARNING = ("optuna", "mlflow")  # libraries whose INFO lines autoq's own calls drop: per trial, per store
 _THREADS = _QuietThreads()
 
 
-def _quiet() -> list[Callable[[], None]]:
-    """Quiet each library that is installed (loading an exported model needs neither MLflow nor Optuna): Optuna's and
-    MLflow's handlers drop the quieted threads' records below WARNING; the calls that undo it."""
+class _LibraryFilter(logging.Filter):
+    """Drops ``library``'s INFO and DEBUG records that threads inside `quiet_logs` make: per trial (Optuna), per store
+    (MLflow)."""
+
+    def __init__(self, library: str) -> None:
+        super().__init__()
+        self.library = library
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.levelno >= logging.WARNING or record.name.split(".", 1)[0] != self.library or not _THREADS.made_inside(record)
+
+
+def _quiet(library: str) -> list[Callable[[], None]] | None:
+    """``library``'s records below WARNING from the quieted threads dropped, where it is loaded (and MLflow's run links
+    off); the calls that undo it. ``None`` where it is not loaded: it is not imported to be quieted (a sensitivity
+    table, a search without tracking and the load of an export use neither Optuna nor MLflow, and importing MLflow cost
+    a second and took over the host's ``sqlalchemy.engine`` logger, its level, handlers and propagation, for good). A
+    spell of its own, as transformers' is: a caller that will use one imports it first (`autoq.engine.runner.run_search`),
+    and a block that overlaps one begun before the import quiets it."""
+    if library not in sys.modules:
+        return None
     undo: list[Callable[[], None]] = []
-    # imported first: each adds its handler on import, which the filter goes on, as on any a user gave their child
-    # loggers, and on the root's, for propagation
-    quieted = [name for name in _BELOW_WARNING if _optional(name)]
+    # the filter goes on the library's handlers, on any a user gave its child loggers, and on the root's (propagation)
     loggers = [logging.getLogger(), *(logger for name, logger in list(logging.Logger.manager.loggerDict.items())
-                                      if isinstance(logger, logging.Logger) and name.split(".", 1)[0] in quieted)]
+                                      if isinstance(logger, logging.Logger) and name.split(".", 1)[0] == library)]
     handlers = list({id(h): h for logger in loggers for h in logger.handlers}.values())
+    dropped = _LibraryFilter(library)
     for handler in handlers:
-        handler.addFilter(_THREADS)
+        handler.addFilter(dropped)
 
     def filters_off() -> None:
         for handler in handlers:
-            handler.removeFilter(_THREADS)
+            handler.removeFilter(dropped)
     undo.append(filters_off)
     # MLflow writes '🏃 View run ... at: URL' and 'View experiment at' to stdout whenever a run on a tracking server ends
     # (one more request each): two lines a trial, 800 for 400 trials, through the progress bar; autoq's summary links the search
-    if _SUPPRESS_LINKS not in os.environ:
+    if library == "mlflow" and _SUPPRESS_LINKS not in os.environ:
         os.environ[_SUPPRESS_LINKS] = "true"
 
         def links_back() -> None:
@@ -148,25 +163,18 @@ def _quiet_transformers() -> list[Callable[[], None]] | None:
     return [hf_back]
 
 
-_QUIET = _Shared(_quiet)  # Optuna's and MLflow's handler filters, MLflow's run links
+_OPTUNA = _Shared(functools.partial(_quiet, "optuna"))
+_MLFLOW = _Shared(functools.partial(_quiet, "mlflow"))  # and its run links
 _HF = _Shared(_quiet_transformers)
 
 
 @contextmanager
 def quiet_logs() -> Iterator[None]:
     """Optuna's and MLflow's records below WARNING from this thread dropped, transformers' logging at ERROR without its
-    bars, and MLflow's run links off, for the block; overlapping blocks (threads) share one quiet spell (`_Shared`)."""
-    with _THREADS.held(), _held(_QUIET), _held(_HF):
+    bars, and MLflow's run links off, for the block, each where it is loaded; overlapping blocks (threads) share one
+    quiet spell of each (`_Shared`)."""
+    with _THREADS.held(), _held(_OPTUNA), _held(_MLFLOW), _held(_HF):
         yield
-
-
-def _optional(name: str):  # type: ignore[no-untyped-def]
-    import importlib
-
-    try:
-        return importlib.import_module(name)
-    except ImportError:
-        return None
 
 
 def _transformers_logging():

@@ -148,7 +148,7 @@ def test_optuna_and_mlflow_lines_are_dropped_in_the_quiet_thread_only():
     import mlflow  # noqa: F401 - its handler is made on import
     import optuna
 
-    from autoq.quiet import _THREADS, quiet_logs
+    from autoq.quiet import _LibraryFilter, quiet_logs
 
     class Kept(logging.Handler):
         def __init__(self) -> None:
@@ -186,7 +186,8 @@ def test_optuna_and_mlflow_lines_are_dropped_in_the_quiet_thread_only():
         logging.getLogger("optuna.study.study").info("after")
         assert kept.lines == [("optuna.study.study", "search's warning"), ("optuna.study.study", "outer trial"),
                               ("mlflow.tracking", "outer run"), ("optuna.study.study", "after")]
-        assert not any(f is _THREADS for logger in libraries for h in logger.handlers for f in h.filters)  # taken off
+        assert not any(isinstance(f, _LibraryFilter) for logger in [*libraries, logging.getLogger()] for h in logger.handlers
+                       for f in h.filters)  # taken off
         # a handler of a child logger is quieted too, and so is a record without its thread (logging.logThreads off)
         kept.lines.clear()
         child, childs = logging.getLogger("optuna.storages"), Kept()
@@ -203,6 +204,34 @@ def test_optuna_and_mlflow_lines_are_dropped_in_the_quiet_thread_only():
         for logger, level in zip(libraries, levels):
             logger.removeHandler(kept)
             logger.setLevel(level)
+
+
+def test_calls_that_use_neither_optuna_nor_mlflow_do_not_import_them_nor_change_a_hosts_sql_logger():
+    """quiet_logs imported both to quiet them: a sensitivity table or a search without tracking took a second more, and
+    MLflow's import set the host's sqlalchemy.engine logger to WARNING without its handler, for good. One loaded while
+    a block runs (another thread's search with tracking) is quieted by an overlapping block."""
+    script = """
+import io, logging, sys
+host = logging.getLogger("sqlalchemy.engine")
+host.setLevel(logging.INFO)
+host.addHandler(logging.StreamHandler(io.StringIO()))
+import torch
+from autoq.choice import LayerChoice
+from autoq.model.layers import find_layers
+from autoq.sensitivity import compute_table
+model = torch.nn.Sequential(torch.nn.Linear(8, 8))
+layers = find_layers(model, [])
+compute_table(model, [torch.randn(4, 8)], layers, [[LayerChoice.from_name("int8-ch-asym:rtn-minmax")]], "mse", use_cache=False, progress=False)
+print("mlflow" in sys.modules, "optuna" in sys.modules, host.level == logging.INFO and host.propagate and len(host.handlers) == 1)
+from autoq.quiet import _LibraryFilter, quiet_logs
+with quiet_logs():
+    import mlflow  # loaded while a block runs
+    with quiet_logs():  # overlapping: it quiets MLflow, which the first block did not
+        print(any(isinstance(f, _LibraryFilter) for h in logging.getLogger("mlflow").handlers for f in h.filters))
+print(any(isinstance(f, _LibraryFilter) for h in logging.getLogger("mlflow").handlers for f in h.filters))
+"""
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and proc.stdout.split() == ["False", "False", "True", "True", "False"], proc.stderr[-2000:]
 
 
 def test_a_search_without_transformers_does_not_import_it_to_quiet_it():

@@ -9,6 +9,7 @@ search loses nothing that was done.
 from __future__ import annotations
 
 import contextlib
+import importlib
 import math
 import numbers
 import time
@@ -287,6 +288,8 @@ def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     claimed: list[tuple[str | None, str]] = []  # the study this process runs, once it has it
     # Ray joined or started (and checked) before anything is stored; quieted inside it: a Ray search waiting for another
     # thread's saved that one's quiet levels, which the other put back when it ended (Optuna spoke for the rest)
+    if config.tracking_uri:  # loaded before the quiet spell, which quiets only what is loaded (its INFO lines per store)
+        importlib.import_module("mlflow")
     with ray_session(config), quiet_logs():
         try:
             return _run_search(workload, config, start, claimed)
