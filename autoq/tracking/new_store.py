@@ -32,6 +32,7 @@ def build_store(db: Path) -> None:
     try:
         with quiet_logs():  # not MLflow's "Updating database tables" INFO lines
             MlflowClient(tracking_uri=f"sqlite:///{building}").search_experiments(max_results=1)  # the store, its tables made
+        _close_engine(f"sqlite:///{building}")
         try:
             os.link(building, db)  # never over a store another program made meanwhile (it took no lock of ours)
         except FileExistsError:
@@ -42,3 +43,19 @@ def build_store(db: Path) -> None:
     finally:
         with contextlib.suppress(OSError):
             building.unlink()
+
+
+def _close_engine(uri: str) -> None:
+    """Close the engine MLflow keeps for a build's own ``uri``, which nothing uses again: MLflow caches one per URI for
+    the life of the process (``SqlAlchemyStore._engine_map``, never emptied), and each store built held two descriptors
+    on its file (the store's, through the hard link) for good: a service making a store per job ran out of them, and a
+    deleted job folder's database kept its disk space. An MLflow without that cache has none to close."""
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    engines, lock = getattr(SqlAlchemyStore, "_engine_map", None), getattr(SqlAlchemyStore, "_engine_map_lock", None)
+    if not isinstance(engines, dict) or lock is None:
+        return
+    with lock:
+        engine = engines.pop(uri, None)
+    if engine is not None:
+        engine.dispose()

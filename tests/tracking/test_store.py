@@ -83,6 +83,17 @@ def test_a_store_deleted_and_made_again_in_one_process_is_built_anew(tmp_path):
     assert (tmp_path / "again" / "mlflow.db").is_file() and not list((tmp_path / "again").glob(".mlflow.db.building-*"))
 
 
+def test_building_a_store_leaves_no_descriptor_open_on_its_building_file(tmp_path):
+    """MLflow kept the build's own engine, used once, for the process: two descriptors on the (deleted) building file,
+    the store's own through the hard link, for every store built; a service making one per job ran out of them."""
+    import os
+
+    for job in range(3):
+        tracking_client(f"sqlite:///{tmp_path / str(job) / 'mlflow.db'}")
+    held = [os.readlink(f"/proc/self/fd/{fd}") for fd in os.listdir("/proc/self/fd") if os.path.exists(f"/proc/self/fd/{fd}")]
+    assert not [target for target in held if ".mlflow.db.building-" in target]
+
+
 def test_a_relative_store_is_the_one_in_the_folder_it_is_named_from(tmp_path, monkeypatch, _mlflow_template):
     """MLflow caches a store per URI string for the process: ``sqlite:///mlflow.db`` named from another folder after a
     chdir (a notebook's) kept writing to the first folder's database, while a Ray worker, told the absolute path, wrote
