@@ -525,13 +525,15 @@ def _retries_first(study: optuna.Study, n: int) -> None:
 
 
 def finished_trials(
-    storage: str, study_name: str, space: SearchSpace, cost_model: CostModel, uniform: Iterable[Assignment], tracker: MlflowTracker | None
+    storage: str, study_name: str, space: SearchSpace, cost_model: CostModel, uniform: Iterable[Assignment], tracker: MlflowTracker | None,
+    constrained: bool = True,
 ) -> tuple[list[Point], Counter[Assignment], int, int]:
     """The points, failed evaluations per assignment, over-budget count and failed-for-good count of a reopened study:
     a failed trial no retry names (``autoq.retry_of``) failed for good, whatever ``max_retries`` this session takes.
 
-    MLflow child runs of trials that did not finish are deleted here (see the module docstring). A finished trial autoq
-    did not tell (no budget constraint: ``study.optimize`` with a user's own objective on the study) is left out with a
+    MLflow child runs of trials that did not finish are deleted here (see the module docstring). ``constrained``: the
+    strategy tells each trial with Optuna's budget constraint (an `OptunaStrategy` does); a finished trial without one
+    was then told by other code (``study.optimize`` with a user's own objective on the study) and is left out with a
     warning: its values were the frontier's quality, never measured, and it counted as one of the search's trials.
     """
     from autoq.tracking.runs import reconcile_children
@@ -540,7 +542,7 @@ def finished_trials(
     uniform = set(uniform)
     names = _options_by_name(space)
     trials = study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.PRUNED))
-    trials = _told_here(trials, study_name)
+    trials = _told_here(trials, study_name) if constrained else trials  # another strategy's cannot be told from others'
     kept = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE or (t.state == optuna.trial.TrialState.FAIL and not t.user_attrs.get(INTERRUPTED_ATTR))]
     run_ids = reconcile_children(tracker.client, tracker.parent_id, {t.number for t in kept}) if tracker else {}
     points, failures = [], Counter()
@@ -557,11 +559,7 @@ def finished_trials(
 
 
 def _told_here(trials: list[optuna.trial.FrozenTrial], study_name: str) -> list[optuna.trial.FrozenTrial]:
-    """Those of the finished ``trials`` autoq told (each has its budget constraint), warning about the others. A study
-    none of whose trials has one is a plug-in strategy's that tells without Optuna's constraint: its trials cannot be
-    told from others', and are all kept (left out, its whole first session was lost and its MLflow runs deleted)."""
-    if not any(CONSTRAINT_ATTR in t.system_attrs for t in trials):
-        return trials
+    """Those of the finished ``trials`` autoq told (each has its budget constraint), warning about the others."""
     ours = [t for t in trials if CONSTRAINT_ATTR in t.system_attrs or t.user_attrs.get(INTERRUPTED_ATTR)]
     others = sorted({t.number for t in trials} - {t.number for t in ours})
     if others:

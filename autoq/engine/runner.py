@@ -62,7 +62,7 @@ from autoq.engine.strategies import (
     strategy_uses_sampler,
     strategy_uses_seed,
 )
-from autoq.engine.strategy import Strategy, sampler_factory, sampler_name, study_objectives
+from autoq.engine.strategy import OptunaStrategy, Strategy, sampler_factory, sampler_name, study_objectives
 from autoq.engine.study_names import default_study_name, new_study
 from autoq.engine.trials import TrialBook
 from autoq.errors import AutoqError, SearchInterrupted, error_text
@@ -478,7 +478,9 @@ def _start_session(workload: Workload, config: SearchConfig, problem: Prepared, 
         book = TrialBook(study.strategy, problem.cost_model, problem.budget, study.flagged, config.n_trials, config.max_retries, tracker,
                          config.backend)
         if config.resume:
-            book.restore(*finished_trials(storage, study_name, problem.space, problem.cost_model, study.flagged, tracker))
+            # a plug-in strategy of its own class may tell without the constraint: its trials were all left out, runs deleted
+            book.restore(*finished_trials(storage, study_name, problem.space, problem.cost_model, study.flagged, tracker,
+                                          constrained=isinstance(study.strategy, OptunaStrategy)))
             # once it has started (a resume that fails before keeps the count it had), and knowing what is done
             remember_counts(storage, study_name, config.n_trials, config.max_retries, book.n_done,
                             absolute_uri(config.tracking_uri) if tracker is not None else None)

@@ -52,6 +52,33 @@ def test_trials_told_by_a_users_own_objective_are_left_out_of_the_frontier_mlflo
     assert all(float(r.data.metrics["quality"]) < 2.0 for r in child_runs(MlflowClient(mlflow_uri), first.parent_run_id))
 
 
+def test_other_codes_trials_are_left_out_of_a_study_whose_first_trial_was_interrupted(tmp_path):
+    """Its one trial of autoq's, failed as interrupted, has no constraint: no trial had one, the study was taken for a
+    plug-in strategy's, and the user's made-up 2.0 was the resumed search's best point."""
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    data = [torch.randn(8, 16) for _ in range(2)]
+    calls = []
+
+    def evaluate(m):
+        calls.append(1)
+        if len(calls) == 2:  # the reference, then Ctrl-C in the first trial
+            raise KeyboardInterrupt
+        with torch.no_grad():
+            return float(torch.nn.functional.cosine_similarity(m(data[0]), model(data[0])).mean())
+
+    options = dict(budget="6bits", n_trials=4, seed_from="none", tracking_uri=None, storage=f"sqlite:///{tmp_path / 'o.db'}", study_name="i",
+                   progress=False)
+    with pytest.raises(KeyboardInterrupt):
+        autoq.search(model, data, evaluate, **options)
+    study = optuna.load_study(study_name="i", storage=options["storage"])
+    distributions = next(t.distributions for t in study.trials if t.distributions)
+    study.optimize(lambda trial: ([trial.suggest_categorical(n, d.choices) for n, d in distributions.items()] and (2.0, 1.0)), n_trials=2)
+    with pytest.warns(AutoqWarning, match=r"2 finished trial\(s\) autoq did not evaluate"):
+        again = autoq.search(model, data, evaluate, resume=True, **options)
+    assert len(again.points) == 4 and max(p.quality for p in again.points) < 2.0
+
+
 class _TellsWithoutConstraint:
     """A plug-in strategy that keeps its own study and tells without Optuna's constraint, as the Strategy protocol allows."""
 
