@@ -18,9 +18,12 @@ def forward_takes(model: Any, argument: str) -> bool:
 def mask_position(model: Any) -> int | None:
     """Where ``model``'s ``forward`` takes ``attention_mask`` in a tuple batch (``model(*batch)``: a DataLoader over a
     ``TensorDataset`` of ids and masks yields ``[ids, mask]``): its index among the leading positional parameters;
-    ``None`` where it takes none, takes it by keyword only, or ``inspect`` cannot read it."""
+    ``None`` where it takes none, takes it by keyword only, or ``inspect`` cannot read it. A ``torch.compile`` wrapper's
+    is its module's (the wrapper's forward takes ``*args``: a table computed on it counted the padding)."""
+    from autoq.model.layers import uncompiled
+
     try:
-        params = list(inspect.signature(model.forward).parameters.values())
+        params = list(inspect.signature(uncompiled(model).forward).parameters.values())
     except (AttributeError, TypeError, ValueError):
         return None
     for i, p in enumerate(params):

@@ -32,3 +32,9 @@ def test_mask_position_is_where_a_tuple_batch_holds_the_attention_mask():
     assert mask_position(Seq2Seq()) == 1
     assert mask_position(_KeywordMask()) is None and mask_position(_Varargs()) is None  # a tuple batch cannot fill it
     assert mask_position(nn.Linear(2, 2)) is None and mask_position(None) is None
+
+
+def test_a_compiled_models_mask_position_is_its_modules():
+    import torch
+
+    assert mask_position(torch.compile(Seq2Seq(), backend="eager")) == 1  # the wrapper's forward takes *args, **kwargs
