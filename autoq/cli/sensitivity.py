@@ -166,13 +166,15 @@ def _search_command(args: argparse.Namespace, table_json: Path, model_source: st
 
 def _tracking_words(args: argparse.Namespace) -> list[str]:
     """The store and experiment the table's run went to, where not the defaults: pasted without them, the search logged
-    to ./mlflow.db of wherever it ran, away from the table's run."""
+    to ./mlflow.db of wherever it ran, away from the table's run. The default store is relative (``sqlite:///mlflow.db``):
+    named whole, as a search's summary names it."""
     from autoq.tracking import absolute_uri, default_tracking_uri
     from autoq.tracking.mlflow_logger import shown_uri
 
     if args.tracking_uri.lower() == "none":
         return []
-    words = [] if args.tracking_uri == default_tracking_uri() else ["--tracking-uri", shown_uri(absolute_uri(args.tracking_uri))]
+    whole = absolute_uri(args.tracking_uri)
+    words = [] if args.tracking_uri == default_tracking_uri() == whole else ["--tracking-uri", shown_uri(whole)]
     logged = getattr(args, "logged_experiment", None)  # a nested run's: its parent's experiment, named or not
     if logged is not None:
         return words + (["--experiment", logged] if logged != getattr(args, "experiment_default", None) else [])

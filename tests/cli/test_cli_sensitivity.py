@@ -23,6 +23,16 @@ def out(tmp_path):
     return tmp_path / "tables"
 
 
+def test_the_printed_search_command_names_the_default_store_whole(out, mlflow_uri, capsys, tmp_path, monkeypatch):
+    """The default store is ./mlflow.db: the command left it out, and pasted in another folder the search made a store
+    there, away from the table's run."""
+    assert mlflow_uri == f"sqlite:///{tmp_path / 'mlflow.db'}"  # the default store, made already
+    monkeypatch.chdir(tmp_path)
+    assert main(["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--out", str(out), "--no-progress"]) == 0
+    suggested = next(line for line in capsys.readouterr().out.splitlines() if line.startswith("Seed a search with it: "))
+    assert f"--tracking-uri sqlite:///{tmp_path / 'mlflow.db'} " in suggested
+
+
 def test_sensitivity_writes_table_heatmap_and_logs_to_mlflow(out, mlflow_uri, capsys, tmp_path, monkeypatch):
     monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "cache"))  # its own: the first run computes
     args = ["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--out", str(out), "--tracking-uri", mlflow_uri, "--no-progress"]
