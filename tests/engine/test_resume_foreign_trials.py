@@ -17,6 +17,11 @@ from autoq.engine.strategy import CONSTRAINT, CONSTRAINT_ATTR, Proposal
 from autoq.errors import AutoqWarning
 
 
+def _mlp_and_data() -> tuple[torch.nn.Module, list[torch.Tensor]]:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)), [torch.randn(8, 16) for _ in range(2)]
+
+
 def test_the_constraint_attribute_is_where_optuna_stores_a_trials_constraint():
     study = optuna.create_study()
     trial = study.ask()
@@ -27,9 +32,7 @@ def test_the_constraint_attribute_is_where_optuna_stores_a_trials_constraint():
 def test_trials_told_by_a_users_own_objective_are_left_out_of_the_frontier_mlflow_and_the_count(tmp_path, mlflow_uri):
     """A resume took them as measured: the frontier showed the user's made-up quality for an assignment autoq had
     measured lower, logged it to MLflow as a Pareto run, and counted them toward --n-trials."""
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
-    data = [torch.randn(8, 16) for _ in range(2)]
+    model, data = _mlp_and_data()
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     options = dict(budget="6bits", n_trials=6, seed_from="none", tracking_uri=mlflow_uri, storage=storage, study_name="s", progress=False)
     first = autoq.search(model, data, **options)
@@ -55,9 +58,7 @@ def test_trials_told_by_a_users_own_objective_are_left_out_of_the_frontier_mlflo
 def test_other_codes_trials_are_left_out_of_a_study_whose_first_trial_was_interrupted(tmp_path):
     """Its one trial of autoq's, failed as interrupted, has no constraint: no trial had one, the study was taken for a
     plug-in strategy's, and the user's made-up 2.0 was the resumed search's best point."""
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
-    data = [torch.randn(8, 16) for _ in range(2)]
+    model, data = _mlp_and_data()
     calls = []
 
     def evaluate(m):
@@ -119,9 +120,7 @@ def test_a_plug_in_strategy_that_tells_without_the_constraint_keeps_its_trials_o
     monkeypatch.setattr(strategies, "_STRATEGIES", strategies._STRATEGIES.copy())
     strategies.register_strategy("tells-plainly", reads_scores=False, uses_sampler=False, reads_seed_counts=False)(
         lambda ctx: (_TellsWithoutConstraint(ctx), [], []))
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
-    data = [torch.randn(8, 16) for _ in range(2)]
+    model, data = _mlp_and_data()
     options = dict(budget="12bits", seed_from="none", strategy="tells-plainly", tracking_uri=None, storage=f"sqlite:///{tmp_path / 'o.db'}",
                    study_name="p", progress=False)
     first = autoq.search(model, data, n_trials=3, **options)
