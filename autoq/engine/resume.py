@@ -541,7 +541,8 @@ def finished_trials(
     study = load_study(storage, study_name)
     uniform = set(uniform)
     names = _options_by_name(space)
-    trials = study.get_trials(deepcopy=False, states=(*FINISHED, optuna.trial.TrialState.PRUNED))
+    every = study.get_trials(deepcopy=False)  # read once: the finished ones, and the retries any state holds
+    trials = [t for t in every if t.state in (*FINISHED, optuna.trial.TrialState.PRUNED)]
     trials = _told_here(trials, study_name) if constrained else trials  # another strategy's cannot be told from others'
     kept = [t for t in trials if t.state == optuna.trial.TrialState.COMPLETE or (t.state == optuna.trial.TrialState.FAIL and not t.user_attrs.get(INTERRUPTED_ATTR))]
     run_ids = reconcile_children(tracker.client, tracker.parent_id, {t.number for t in kept}) if tracker else {}
@@ -553,7 +554,7 @@ def finished_trials(
         else:
             points.append(make_point(t.number, assignment, t.values[0], cost_model.cost(assignment), assignment in uniform, run_ids.get(t.number), cost_model))
     n_infeasible = sum(t.state == optuna.trial.TrialState.PRUNED for t in trials)
-    retried = {t.user_attrs.get(RETRY_ATTR) for t in study.get_trials(deepcopy=False)}
+    retried = {t.user_attrs.get(RETRY_ATTR) for t in every}
     n_failed = sum(t.state == optuna.trial.TrialState.FAIL and t.number not in retried for t in kept)
     return points, failures, n_infeasible, n_failed
 
