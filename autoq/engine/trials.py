@@ -106,11 +106,11 @@ class TrialBook:
         self.exhausted = False  # the strategy had nothing new to propose: the search ends short of n_trials
 
     # -- state restored from a stored study (resume) --------------------------------------------
-    def restore(self, points: Iterable[Point], failures: Counter[Assignment], n_infeasible: int, n_failed: int | None = None) -> None:
+    def restore(self, points: Iterable[Point], failures: Counter[Assignment], n_infeasible: int, n_failed: int) -> None:
         """Take over finished trials of an interrupted search; log to MLflow those it lacks. ``n_failed``: the stored
-        trials that failed for good (no retry followed), where the study tells them; else counted from ``failures`` under
-        this session's ``max_retries``, which, changed on a resume, made 3 evaluations of one assignment (2 retries)
-        3 failed trials, or a failure for good none."""
+        trials that failed for good (no retry followed), as the study tells them: counted from ``failures`` under this
+        session's ``max_retries``, changed on a resume, 3 evaluations of one assignment (2 retries) were 3 failed
+        trials, or a failure for good none."""
         for p in points:
             if p.run_id is None and self.tracker:
                 cost = self.cost_model.cost(p.assignment)
@@ -119,8 +119,7 @@ class TrialBook:
             self.points.append(p)
             self._seen.setdefault(p.assignment, p)
         self.failures.update(failures)
-        # as `_record` counts: every failure of an assignment past its retries is a trial that failed for good
-        self.n_failed = sum(max(0, n - self.max_retries) for n in self.failures.values()) if n_failed is None else n_failed
+        self.n_failed = n_failed
         self.n_infeasible += n_infeasible
 
     def show_on(self, bar: tqdm) -> None:

@@ -236,7 +236,7 @@ def test_a_repeat_of_an_assignment_that_failed_for_good_is_counted_without_a_war
     doomed = uniform_seeds(problem.space, problem.cost_model, problem.budget)[-1]
     book = TrialBook(QueueStrategy(problem.space, iter([doomed]), "s", None), problem.cost_model, problem.budget, set(), n_trials=5,
                      max_retries=2, tracker=None)
-    book.restore([], Counter({doomed: 3}), 0)
+    book.restore([], Counter({doomed: 3}), 0, 1)  # its 3 evaluations: 2 retries, then it failed for good
     with warnings.catch_warnings():
         warnings.simplefilter("error", AutoqWarning)
         assert book.next() is None
