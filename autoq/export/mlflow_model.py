@@ -11,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from autoq.model.signature import first_parameter, forward_takes
+from autoq.model.signature import first_parameter, forward_takes, positional_names
 
 # the settings ``mlflow.pyfunc.load_model(uri, model_config=...)`` may change: MLflow drops, with a warning, every key a
 # model was not saved with (all of them where it was saved with none); "auto" is the GPU where there is one
@@ -58,9 +58,11 @@ def requirements(config: dict[str, Any]) -> list[str]:
 
 def input_spec(batch: Any, model: Any = None) -> dict[str, dict[str, Any]] | None:
     """The dtype and shape of one batch of the model's input, kept in the export's config for its MLflow signature:
-    ``{"": ...}`` for a tensor, a key per input for a dict of tensors (a Hugging Face batch); None for anything else
-    (a tuple of positional inputs, which a pyfunc model cannot take). A tuple or list of one tensor, which a DataLoader
-    over a ``TensorDataset`` yields and ``model(*batch)`` calls as that tensor, is that tensor.
+    ``{"": ...}`` for a tensor, a key per input for a dict of tensors (a Hugging Face batch); None for anything else.
+    A tuple or list of one tensor, which a DataLoader over a ``TensorDataset`` yields and ``model(*batch)`` calls as
+    that tensor, is that tensor; one of several tensors is a dict by the names of ``forward``'s leading parameters,
+    which a served model passes by keyword (None where it has fewer such parameters, ``forward(*args)``: it recorded
+    no signature at all, and MLflow served no ``[ids, mask]`` model).
 
     Token ids calibrated without a mask (the ``smollm2`` built-in's) get an ``attention_mask`` like them where
     ``model``'s ``forward`` takes one: MLflow drops every input its signature lacks, so a left-padded request's mask was
@@ -70,6 +72,11 @@ def input_spec(batch: Any, model: Any = None) -> dict[str, dict[str, Any]] | Non
 
     if isinstance(batch, (tuple, list)) and len(batch) == 1 and isinstance(batch[0], torch.Tensor):
         batch = batch[0]
+    elif isinstance(batch, (tuple, list)) and len(batch) > 1 and all(isinstance(t, torch.Tensor) for t in batch):
+        names = positional_names(model) or []
+        if len(names) < len(batch):
+            return None
+        batch = dict(zip(names, batch))
     if isinstance(batch, torch.Tensor):
         ids = not batch.is_floating_point() and first_parameter(model) == "input_ids" and forward_takes(model, "attention_mask")
         batch = {"input_ids" if ids else "": batch}

@@ -34,6 +34,25 @@ def mask_position(model: Any) -> int | None:
     return None
 
 
+def positional_names(model: Any) -> list[str] | None:
+    """The names of ``model``'s ``forward``'s leading parameters that a caller may pass by position or by keyword: what
+    the tensors of a tuple batch (``model(*batch)``) are called when passed as a dict (``model(**inputs)``, as a served
+    MLflow model passes them). ``None`` where ``inspect`` cannot read the forward; a ``torch.compile`` wrapper's are its
+    module's."""
+    from autoq.model.layers import uncompiled
+
+    try:
+        params = list(inspect.signature(uncompiled(model).forward).parameters.values())
+    except (AttributeError, TypeError, ValueError):
+        return None
+    names = []
+    for p in params:
+        if p.kind is not p.POSITIONAL_OR_KEYWORD:
+            break
+        names.append(p.name)
+    return names
+
+
 def first_parameter(model: Any) -> str | None:
     """The name of ``model``'s ``forward``'s first parameter, what a bare tensor is passed as (``input_ids`` for a
     Hugging Face language model); ``None`` for no module, a forward without parameters, or one ``inspect`` cannot read."""

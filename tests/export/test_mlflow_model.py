@@ -194,3 +194,46 @@ def test_a_causal_lm_calibrated_on_ids_alone_takes_a_padded_requests_mask(tmp_pa
     with torch.no_grad():
         unpadded = autoq.load(out)(input_ids=torch.from_numpy(ids[:1, 2:])).logits[0, -1].numpy()
     assert np.allclose(got[0, -1], unpadded, atol=1e-4)  # the padded row's last token as without its padding
+
+
+
+def test_an_ids_and_mask_tuple_batch_is_served_by_the_forwards_parameter_names(tmp_path, mlflow_uri, monkeypatch):
+    """A model calibrated on ``[ids, mask]`` batches (a DataLoader over a ``TensorDataset``, ``model(*batch)``) had no
+    recorded inputs, so its MLflow model had no signature and no input example, and a request's mask went unchecked:
+    the tensors are named by ``forward``'s parameters, which a served model passes by keyword."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=4,
+                         num_key_value_heads=2, max_position_embeddings=32)
+    model = LlamaForCausalLM(config).eval()
+    batches = [(torch.randint(3, 64, (2, 12), generator=torch.Generator().manual_seed(i)), torch.ones(2, 12, dtype=torch.long))
+               for i in range(2)]
+    point = Assignment(tuple((layer.name, LayerChoice.from_name("int8-ch-asym:rtn-mse")) for layer in find_layers(model)))
+    out = autoq.export(model, point, tmp_path / "lm", calibration=batches, progress=False)
+    recorded = json.loads((out / CONFIG_NAME).read_text())["inputs"]
+    assert recorded == {k: {"dtype": "int64", "shape": [2, 12]} for k in ("input_ids", "attention_mask")}
+    three = (torch.zeros(2, 6), torch.zeros(2, 1), torch.zeros(2))
+
+    class Two(torch.nn.Module):
+        def forward(self, x: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+            return x * scale
+
+    class Star(torch.nn.Module):
+        def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
+            return inputs[0]
+
+    assert list(input_spec(three[:2], Two())) == ["x", "scale"]
+    assert input_spec(three, Two()) is None and input_spec(three[:2], Star()) is None  # no names to give them all
+
+    client = MlflowClient(mlflow_uri)
+    run = client.create_run(client.create_experiment("lm"))
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
+    served = mlflow.pyfunc.load_model(log_export(mlflow_uri, run.info.run_id, out).run_uri)
+    assert [s.name for s in served.metadata.get_input_schema().inputs] == ["input_ids", "attention_mask"]
+    ids = np.array([[0, 0, 5, 9, 17, 4], [8, 3, 5, 9, 17, 4]], dtype=np.int64)  # the first row left-padded
+    mask = np.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]], dtype=np.int64)
+    got = served.predict({"input_ids": ids, "attention_mask": mask})
+    with torch.no_grad():
+        unpadded = autoq.load(out)(input_ids=torch.from_numpy(ids[:1, 2:])).logits[0, -1].numpy()
+    assert np.allclose(got[0, -1], unpadded, atol=1e-4)  # the padded row's last token as without its padding
