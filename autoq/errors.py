@@ -33,3 +33,29 @@ def error_text(exc: BaseException) -> str:
     except Exception:  # noqa: BLE001 - the failure being recorded matters, not why its text cannot be made
         message = "(its message could not be read: its __str__ raised)"
     return f"{type(exc).__name__}: {message}" if message else type(exc).__name__
+
+
+def database_reason(exc: BaseException) -> str:
+    """What a database error says went wrong beneath its wrappers: the driver's own error (sqlite3's ``database or
+    disk is full``), found as SQLAlchemy's ``orig`` along the exception's causes, else the first line of its message.
+    The first line alone was SQLAlchemy's "raised as a result of Query-invoked autoflush" advice, or Optuna's "an
+    exception is raised during the commit", with the cause a line further down or in a chained exception."""
+    seen: set[int] = set()
+    link: BaseException | None = exc
+    while link is not None and id(link) not in seen:
+        seen.add(id(link))
+        orig = getattr(link, "orig", None)
+        if isinstance(orig, BaseException) and str(orig).strip():
+            return f"{type(link).__name__}: {str(orig).strip().splitlines()[0]}"  # SQLAlchemy's name: PEP 249's, any driver
+        link = link.__cause__ or link.__context__
+    text = str(getattr(exc, "message", None) or exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def database_failed(exc: BaseException) -> bool:
+    """Whether ``exc`` is a database's failure: SQLAlchemy's own error, or Optuna's for a storage's failed commit (which
+    wraps it, and was a traceback of 85 lines for a disk that filled); not a warning (``-W error``: a deprecation)."""
+    import optuna
+
+    ours = type(exc).__module__.startswith("sqlalchemy.") or isinstance(exc, optuna.exceptions.StorageInternalError)
+    return ours and not isinstance(exc, Warning)

@@ -31,6 +31,11 @@ def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:
     try:
         write(tmp)
         os.replace(tmp, path)
+    except OSError as exc:
+        if exc.filename is None and exc.errno is not None:  # a write() the disk refused names no file: "No space left on
+            # device", and the user could not tell which of a command's outputs (its --out, the cache) was full
+            raise OSError(exc.errno, exc.strerror or str(exc), str(path)) from exc
+        raise
     finally:
         tmp.unlink(missing_ok=True)
     return path

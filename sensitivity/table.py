@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from autoq.errors import AutoqError
-from autoq.files import write_text_atomic
+from autoq.files import write_atomic, write_text_atomic
 
 TABLE_FORMAT = "autoq.sensitivity"
 TABLE_VERSION = 1
@@ -255,9 +255,7 @@ class SensitivityTable:
             f"log10 {self.metric} score (higher = more sensitive)\nblack: 0 or less; blank: not scored", fontsize=7)
         ax.set_title(title or f"{self.metric} sensitivity: {self.model_name or self.model_hash}", fontsize=9)
         fig.tight_layout()
-        path = Path(path)
-        fig.savefig(path)
-        return path
+        return write_atomic(path, lambda tmp: fig.savefig(tmp, format="png"))  # a disk that fills leaves no half picture
 
 
 def _known(stderr: float | None) -> float | None:

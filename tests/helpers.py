@@ -1,9 +1,12 @@
 """Reading back what a search left in MLflow, and what an export wrote, for assertions; a plug-in test's search space;
-the ``autoq`` command run in the test's own process."""
+the ``autoq`` command run in the test's own process; a SQLite database whose disk is full."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 from mlflow.tracking import MlflowClient
@@ -83,3 +86,27 @@ def with_uncalled_layer(width: int, out: int):
             return self.b(torch.relu(self.a(x)))
 
     return WithUnused().eval()
+
+
+@contextmanager
+def sqlite_capped(db: Path, pages: int) -> Iterator[None]:
+    """Every SQLite connection opened meanwhile to ``db`` may grow it to ``pages`` pages, no more: SQLite then fails a
+    write with its own "database or disk is full", as on a full disk (``PRAGMA max_page_count``)."""
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    def cap(connection: sqlite3.Connection, _record: object) -> None:
+        if any(Path(row[2]) == db for row in connection.execute("PRAGMA database_list") if row[2]):
+            connection.execute(f"PRAGMA max_page_count = {pages}")
+
+    event.listen(Engine, "connect", cap)
+    try:
+        yield
+    finally:
+        event.remove(Engine, "connect", cap)
+
+
+def page_count(db: Path) -> int:
+    """How many pages the SQLite database ``db`` holds."""
+    with sqlite3.connect(db) as connection:
+        return connection.execute("PRAGMA page_count").fetchone()[0]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import errno
+import os
 import threading
 
 import pytest
@@ -37,3 +39,17 @@ def test_two_threads_writing_one_file_keep_their_own_temporary_files(tmp_path):
 
     write_atomic(path, first)
     assert path.read_text() == "first" and list(tmp_path.iterdir()) == [path]  # the last write whole, no file left over
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="/dev/full is Linux's always-full device")
+def test_a_write_the_disk_refuses_names_the_file_it_was_for(tmp_path):
+    """A failed write() carries no file name: "No space left on device" alone did not say which output was full."""
+
+    def fill(tmp):
+        with open("/dev/full", "w") as full:
+            full.write("x" * 100_000)
+
+    with pytest.raises(OSError) as refused:
+        write_atomic(tmp_path / "table.csv", fill)
+    assert refused.value.errno == errno.ENOSPC and refused.value.filename == str(tmp_path / "table.csv")
+    assert list(tmp_path.iterdir()) == []

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from autoq.cli.mlflow_args import fill_experiment
 from autoq.cli.parser import Parser, parse
-from autoq.errors import AutoqError, SearchInterrupted, Terminated
+from autoq.errors import AutoqError, SearchInterrupted, Terminated, database_failed, database_reason
 from autoq.messages import cli_warnings
 from autoq.plugins import ENTRY_POINT_GROUP, ENV_VAR, load_plugins, plugin_note, split_plugins
 
@@ -149,12 +149,13 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, plugins: Seq
         print(f"autoq: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except Exception as exc:
-        if not type(exc).__module__.startswith("sqlalchemy.") or isinstance(exc, Warning):  # -W error: a deprecation, not a store
+        if not database_failed(exc):
             raise
-        # a database (Optuna storage, MLflow store) that cannot be opened or written: its own words, first line
-        reason = str(getattr(exc, "orig", None) or exc).splitlines()[0]
-        print(f"autoq: error: a database could not be opened or written ({type(exc).__name__}: {reason}); check --storage and "
-              "--tracking-uri, and that their folders are writable", file=sys.stderr)
+        # a database (Optuna storage, MLflow store) that cannot be opened or written: the driver's own words
+        reason = database_reason(exc)
+        full = " and have free space" if "full" in reason else ""
+        print(f"autoq: error: a database could not be opened or written ({reason}); check --storage and --tracking-uri, "
+              f"and that their folders are writable{full}", file=sys.stderr)
         return 2
 
 

@@ -53,6 +53,7 @@ from autoq.engine.stop_notes import (
     kept_and_how_to_continue,
     recorded_run,
     say,
+    storage_stopped,
     store_stopped,
 )
 from autoq.engine.strategies import (
@@ -65,7 +66,7 @@ from autoq.engine.strategies import (
 from autoq.engine.strategy import OptunaStrategy, Strategy, sampler_factory, sampler_name, study_objectives
 from autoq.engine.study_names import default_study_name, new_study
 from autoq.engine.trials import TrialBook
-from autoq.errors import AutoqError, SearchInterrupted, error_text
+from autoq.errors import AutoqError, SearchInterrupted, database_failed, error_text
 from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.evaluate.cache import needs_stats, parameter_versions, uncalled_layers, written_names, written_parameters
 from autoq.fingerprints import data_fingerprint, model_hash
@@ -558,6 +559,8 @@ def _run_session(workload: Workload, config: SearchConfig, problem: Prepared, st
         status = "KILLED"
         raise SearchInterrupted(interrupted_note(config, book, study_name, storage, tracker is not None, bool(workload.source))) from exc
     except Exception as exc:
+        if database_failed(exc) and storage is not None and (tracker is None or tracker.failure is not exc):
+            raise storage_stopped(config, exc, book.n_done, study_name, storage, tracker is not None, bool(workload.source)) from None
         if tracker is None or tracker.failure is not exc:
             raise
         # the tracking store failed (a server gone): a traceback after minutes of MLflow's retries said nothing of the trials
@@ -591,7 +594,10 @@ def _store_outcome(workload: Workload, config: SearchConfig, problem: Prepared, 
             if not points and status == "FINISHED":
                 status = "FAILED"
             # over every session of a resumed search; logged too, so 'autoq pareto' reports the same time as the search
-            wall_seconds = add_wall_seconds(storage, study_name, time.perf_counter() - start)
+            wall_seconds = time.perf_counter() - start
+            # a storage that failed (its disk full) stopped the search: its error goes on, and the run is ended
+            with contextlib.suppress(Exception) if status != "FINISHED" else contextlib.nullcontext():
+                wall_seconds = add_wall_seconds(storage, study_name, wall_seconds)
             if tracker and tracker.failure is None:  # a store that failed is not written again: minutes of retries each
                 metrics = summary_metrics(points, reference.seconds, book.n_infeasible, book.n_failed, len(study.uniform))
                 tracker.finish(points, pareto_front(points), {**metrics, "wall_seconds": wall_seconds}, budget.value if budget.kind == "bits" else None,

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from autoq.engine.ray_session import ray_options_set
 from autoq.engine.resume import read_run_id
-from autoq.errors import AutoqError
+from autoq.errors import AutoqError, database_reason
 from autoq.messages import note
 from autoq.tracking import absolute_uri, sqlite_path
 from autoq.tracking.mlflow_logger import credentials_note, shown_uri, store_failed
@@ -53,6 +53,17 @@ def store_stopped(config: SearchConfig, exc: Exception, what: str, study_name: s
     trials are kept and the command that continues it once the store answers (``resume_does``: what that resume writes)."""
     return store_failed(config.tracking_uri or "", exc, what + kept_and_how_to_continue(config, study_name, storage, True, by_name)
                         + f" (once the store answers again{resume_does})")
+
+
+def storage_stopped(config: SearchConfig, exc: Exception, n_done: int, study_name: str, storage: str | None, tracked: bool,
+                    by_name: bool) -> AutoqError:
+    """The error for a search whose Optuna storage failed a write (its disk full, its file gone read-only): the
+    database's own words, and the command that continues the search once it can be written again. It was a traceback
+    of Optuna's "exception is raised during the commit", which said neither what failed nor that the trials were kept."""
+    reason = database_reason(exc)
+    when = "once its disk has free space again" if "full" in reason else "once it can be written again"
+    return AutoqError(f"the Optuna storage {storage} failed a write ({reason}); the search stopped after {n_done} "
+                      f"finished trial(s){kept_and_how_to_continue(config, study_name, storage, tracked, by_name)} ({when})")
 
 
 def say(bar: tqdm, text: str) -> None:

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from datetime import datetime, timezone
 
 import optuna
@@ -47,7 +47,10 @@ def new_study(storage: str | None, study_name: str, directions: list[str], numbe
     try:
         yield name
     except BaseException:
-        _delete(storage, name)
+        # a storage whose disk filled as the seeds went in fails this delete too: its error must not hide the first
+        # (the study, left without settings, is taken over by the next search of its name once this process is gone)
+        with suppress(Exception):
+            _delete(storage, name)
         raise
 
 

@@ -18,9 +18,10 @@ keeps fp16 is stored in fp16 whatever its values: the search scored ``weight.hal
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import stat
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -148,23 +149,48 @@ def _write_files(out: Path, tensors: dict[str, torch.Tensor], config: dict[str, 
     weights alone were refused by every later export as 'a model that autoq did not export')."""
     weights, tmp = out / WEIGHTS_NAME, out / f".{WEIGHTS_NAME}.{os.getpid()}.tmp"
     try:
-        _save_weights(tensors, tmp)
-        # the size and CRC-32 of the file as written, checked at load: a changed byte loaded, and computed otherwise
-        text = config_text({**config, "file_bytes": tmp.stat().st_size, "file_crc32": file_crc32(tmp)})
-        os.replace(tmp, weights)
-        try:
-            write_text_atomic(out / CONFIG_NAME, text)
-            # safetensors 0.8 writes through a temporary file made 0600 and renames it (safetensors#782), so only the
-            # exporting user could read the weights (a model baked into a container as root, a shared folder). They
-            # get the mode of the config written beside them, which open() gave as for any new file: 0666 less the umask.
-            weights.chmod(stat.S_IMODE((out / CONFIG_NAME).stat().st_mode))
-        except BaseException:
-            for path in (weights, out / CONFIG_NAME):
-                with contextlib.suppress(OSError):
-                    path.unlink(missing_ok=True)
-            raise
+        with _write_errors(out):
+            _write_weights_and_config(out, weights, tmp, tensors, config)
     finally:
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # what is in its way (a folder of that name) must not hide the error
+            tmp.unlink(missing_ok=True)
+
+
+@contextlib.contextmanager
+def _write_errors(out: Path) -> Iterator[None]:
+    """A write the disk refused (full, read-only) as an `AutoqError` naming the export folder: safetensors' own error
+    ("Error while serializing: I/O error: No space left on device") was a traceback, and a failed write() of the
+    config named no file at all."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, SafetensorError) as exc:
+        if isinstance(exc, SafetensorError) and "I/O error" not in str(exc):
+            raise
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc).split("I/O error: ")[-1]
+        full = exc.errno in (errno.ENOSPC, errno.EDQUOT) if isinstance(exc, OSError) else "space" in why
+        advice = "free space on its disk" if full else "check that it is writable"
+        raise AutoqError(f"cannot write the export to {str(out)!r} ({why}); {advice}, or export to another folder") from None
+
+
+def _write_weights_and_config(out: Path, weights: Path, tmp: Path, tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> None:
+    """`_write_files`' work: the weights to ``tmp``, renamed into place, then the config, or neither."""
+    _save_weights(tensors, tmp)
+    # the size and CRC-32 of the file as written, checked at load: a changed byte loaded, and computed otherwise
+    text = config_text({**config, "file_bytes": tmp.stat().st_size, "file_crc32": file_crc32(tmp)})
+    os.replace(tmp, weights)
+    try:
+        write_text_atomic(out / CONFIG_NAME, text)
+        # safetensors 0.8 writes through a temporary file made 0600 and renames it (safetensors#782), so only the
+        # exporting user could read the weights (a model baked into a container as root, a shared folder). They
+        # get the mode of the config written beside them, which open() gave as for any new file: 0666 less the umask.
+        weights.chmod(stat.S_IMODE((out / CONFIG_NAME).stat().st_mode))
+    except BaseException:
+        for path in (weights, out / CONFIG_NAME):
+            with contextlib.suppress(OSError):
+                path.unlink(missing_ok=True)
+        raise
 
 
 def _a(noun: str) -> str:

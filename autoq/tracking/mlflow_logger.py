@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING
 
 from autoq.choice import Assignment
 from autoq.engine.result import Point
-from autoq.errors import AutoqError
+from autoq.errors import AutoqError, database_reason
 from autoq.files import folder_lock
 from autoq.interrupts import ForcedInterrupt, deferred_interrupts
 from autoq.messages import note
@@ -100,8 +100,9 @@ def tracking_client(uri: str) -> MlflowClient:
     """An ``MlflowClient`` on ``uri``; a store MLflow refuses (MLflow 3 refuses a plain folder, its old file store) is an
     `AutoqError` that says which URIs work, not MLflow's traceback."""
     from mlflow.exceptions import MlflowException
-    from mlflow.tracking import MlflowClient
     from sqlalchemy.exc import SQLAlchemyError
+
+    from autoq.tracking.disk_client import DiskClient
 
     if uri.strip().lower() == "none":  # 'autoq runs --tracking-uri none': a command that reads the store
         raise AutoqError("this command reads searches from an MLflow store, and --tracking-uri none names none; pass the store "
@@ -125,15 +126,17 @@ def tracking_client(uri: str) -> MlflowClient:
             with deferred_interrupts() if new else contextlib.nullcontext():
                 if new:  # built beside, then linked into place: a kill -9 among the migrations leaves no broken store
                     build_store(db)
-                return MlflowClient(tracking_uri=full)
+                return DiskClient(tracking_uri=full)
     except MlflowException as exc:
         reason = str(exc.message).split(". ")[0]
         raise AutoqError(f"MLflow cannot use the tracking URI {uri!r}: {reason}; use a database such as "
                          f"{DEFAULT_TRACKING_URI} or a tracking server (http://HOST:5000)") from None
     except SQLAlchemyError as exc:
         what = f"the MLflow database {db}" if db is not None else f"the MLflow store {uri!r}"
-        raise AutoqError(f"{what} cannot be opened ({type(exc).__name__}: {str(exc.orig if hasattr(exc, 'orig') else exc).splitlines()[0]}); "
-                         "a store whose creation was cut short stays broken: move it aside to start a new one") from None
+        reason = database_reason(exc)
+        advice = ("free space on its disk, or pass a --tracking-uri on another" if "full" in reason else
+                  "a store whose creation was cut short stays broken: move it aside to start a new one")
+        raise AutoqError(f"{what} cannot be opened ({reason}); {advice}") from None
 
 
 def _check_not_moved(db: Path, artifact_location: str, does: str = "reads them and would write new ones", copies: bool = False) -> None:
@@ -228,8 +231,9 @@ def store_errors() -> tuple[type[Exception], ...]:
 
 
 def store_failed(uri: str, exc: Exception, advice: str = "start it, or pass another --tracking-uri (none: no MLflow)") -> AutoqError:
-    """The error for a tracking store that failed a request (after MLflow's own retries): its first line, and ``advice``."""
-    first = str(getattr(exc, "message", exc)).splitlines()[0] if str(getattr(exc, "message", exc)) else type(exc).__name__
+    """The error for a tracking store that failed a request (after MLflow's own retries): what it says went wrong (its
+    database's own error where there is one: `database_reason`), and ``advice``."""
+    first = database_reason(exc)
     if any(word in first for word in ("UNAUTHENTICATED", "PERMISSION_DENIED", " 401", " 403")):  # not down: it wants a login
         advice = ("the server asks for a login: set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD (autoq prints and "
                   "stores tracking URLs without their user and password, so a resume or a printed command carries none)")

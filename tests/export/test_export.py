@@ -220,9 +220,10 @@ def test_an_export_that_fails_while_writing_leaves_nothing_and_a_cut_short_one_i
     def disk_full(*args, **kwargs):
         raise OSError(28, "No space left on device")
 
+    full = rf"cannot write the export to '{out}' \(No space left on device\); free space on its disk, or export to another folder"
     with monkeypatch.context() as m:
         m.setattr(writer, "write_text_atomic", disk_full)  # the config, after the weights are in place
-        with pytest.raises(OSError, match="No space left"):
+        with pytest.raises(AutoqError, match=full):  # a write() that fails names no file: the folder is named
             autoq.export(workload.model, point, out, progress=False)
     assert not out.exists()  # made by this export, and left empty: removed
     autoq.export(workload.model, point, out, progress=False)
@@ -230,10 +231,16 @@ def test_an_export_that_fails_while_writing_leaves_nothing_and_a_cut_short_one_i
     before = autoq.load(out, model=copy.deepcopy(workload.model))(x)
     with monkeypatch.context() as m:
         m.setattr(writer, "_save_weights", disk_full)  # the weights, before they replace the export's
-        with pytest.raises(OSError, match="No space left"):
+        with pytest.raises(AutoqError, match=full):
             autoq.export(workload.model, point, out, progress=False)
     assert sorted(p.name for p in out.iterdir()) == [CONFIG_NAME, WEIGHTS_NAME]
     assert torch.equal(autoq.load(out, model=copy.deepcopy(workload.model))(x), before)  # the export there, as it was
+    blocked = out / f".{WEIGHTS_NAME}.{os.getpid()}.tmp"
+    blocked.mkdir()  # safetensors' own I/O error, which is no OSError: it was a traceback
+    with pytest.raises(AutoqError, match=rf"cannot write the export to '{out}' \(.*Is a directory.*\); check that it is writable"):
+        autoq.export(workload.model, point, out, progress=False)
+    blocked.rmdir()
+    assert torch.equal(autoq.load(out, model=copy.deepcopy(workload.model))(x), before)
 
     leftover = tmp_path / "leftover"
     leftover.mkdir()
