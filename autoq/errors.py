@@ -21,8 +21,13 @@ class SearchInterrupted(KeyboardInterrupt):
 
 
 class Terminated(KeyboardInterrupt):
-    """SIGTERM (a scheduler's stop), raised where Ctrl-C would be: it stops a search as cleanly, and the command line
-    exits with 143 (128 + 15) instead of Ctrl-C's 130, as shells and schedulers expect."""
+    """SIGTERM (a scheduler's stop) or SIGHUP (the terminal closed), raised where Ctrl-C would be: it stops a search as
+    cleanly, and the command line exits with 128 + ``signum`` (143, 129) instead of Ctrl-C's 130, as shells and
+    schedulers expect."""
+
+    def __init__(self, signum: int = 15) -> None:
+        super().__init__(signum)
+        self.signum = int(signum)
 
 
 def error_text(exc: BaseException) -> str:

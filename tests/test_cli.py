@@ -159,8 +159,11 @@ def test_help_lists_search():
     assert proc.returncode == 0 and "search" in proc.stdout
 
 
-@pytest.mark.parametrize("signame", ["SIGINT", "SIGTERM"])
-def test_interrupt_keeps_finished_trials(signame, tmp_path, mlflow_uri):
+@pytest.mark.parametrize(("signame", "caller"), [("SIGINT", "cli"), ("SIGTERM", "cli"), ("SIGHUP", "cli"), ("SIGTERM", "script")])
+def test_interrupt_keeps_finished_trials(signame, caller, tmp_path, mlflow_uri):
+    """Ctrl-C, a scheduler's SIGTERM and a closed terminal's SIGHUP stop the command as cleanly, and SIGTERM stops a
+    script that calls ``autoq.search`` so too: the last two killed it as ``kill -9`` does, the run and a trial left
+    RUNNING and no resume command said."""
     import signal
     import time
 
@@ -170,10 +173,13 @@ def test_interrupt_keeps_finished_trials(signame, tmp_path, mlflow_uri):
 
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     cmd = [sys.executable, "-m", "autoq", "search", "--model", "digits-cnn", "--n-trials", "100000", "--tracking-uri", mlflow_uri, "--no-progress", "--study-name", "interrupted"]
+    if caller == "script":
+        cmd = [sys.executable, "-c", "import autoq; autoq.search('digits-cnn', n_trials=100000, study_name='interrupted', "
+                                     f"tracking_uri={mlflow_uri!r}, progress=False)"]
     # a shell without job control may start us with SIGINT ignored, which the child would inherit
     proc = subprocess.Popen(
         cmd, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+        preexec_fn=lambda: [signal.signal(sig, signal.SIG_DFL) for sig in (signal.SIGINT, signal.SIGHUP)],  # nohup ignores HUP
     )
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     try:
@@ -190,13 +196,16 @@ def test_interrupt_keeps_finished_trials(signame, tmp_path, mlflow_uri):
         _, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
-    assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143}[signame], err[-2000:]  # 128 + the signal, as shells expect
-    assert "interrupted after" in err and "Traceback" not in err
+    if caller == "cli":
+        assert proc.returncode == {"SIGINT": 130, "SIGTERM": 143, "SIGHUP": 129}[signame], err[-2000:]  # 128 + the signal, as shells expect
+        assert "interrupted after" in err and "Traceback" not in err
+    else:  # the script gets the stop as an exception, which it may catch; uncaught, Python's traceback shows it
+        assert proc.returncode != 0 and "autoq.errors.SearchInterrupted: interrupted after" in err, err[-2000:]
     assert f"kept in the Optuna study and MLflow; continue with: autoq search --resume interrupted --tracking-uri {mlflow_uri}" in err
 
     study = optuna.load_study(study_name="interrupted", storage=storage)
     finished = [t for t in study.trials if t.state == optuna.trial.TrialState.COMPLETE]
-    assert len(finished) >= 5
+    assert len(finished) >= 5 and not any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
     client = MlflowClient(mlflow_uri)
     parent = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], filter_string="tags.`autoq.kind` = 'search'")[0]
     assert parent.info.status == "KILLED"

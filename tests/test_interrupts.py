@@ -1,4 +1,5 @@
-"""``deferred_interrupts``: a signal inside the block is held, then delivered when the block ends."""
+"""``deferred_interrupts``: a signal inside the block is held, then delivered when the block ends. ``stops_as_interrupts``:
+SIGTERM and SIGHUP raise `Terminated` where they would kill the process."""
 
 from __future__ import annotations
 
@@ -7,10 +8,11 @@ import signal
 
 import pytest
 
-from autoq.interrupts import deferred_interrupts
+from autoq.errors import Terminated
+from autoq.interrupts import deferred_interrupts, stops_as_interrupts
 
 
-@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM, signal.SIGHUP])
 def test_signal_inside_the_block_is_delivered_after_it(sig: int) -> None:
     seen: list[str] = []
     previous = signal.signal(sig, lambda signum, frame: seen.append("handler"))
@@ -85,3 +87,33 @@ def test_only_a_forceable_block_is_forced_and_a_stopping_search_forces_on_the_ne
         assert reached == ["held both"]
     finally:
         signal.signal(signal.SIGINT, previous)
+
+
+def test_stop_signals_at_their_default_raise_terminated_and_a_callers_own_or_ignored_ones_stay() -> None:
+    """A script's SIGTERM and SIGHUP killed it mid-search (their default action); one with its own handler keeps it,
+    and nohup's ignored SIGHUP stays ignored. The handlers found are back after the block."""
+
+    def own(signum, frame):
+        seen.append(signum)
+
+    seen: list[int] = []
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        for sig, status in ((signal.SIGTERM, 15), (signal.SIGHUP, 1)):
+            with pytest.raises(Terminated) as stopped, stops_as_interrupts():
+                os.kill(os.getpid(), sig)
+            assert stopped.value.signum == status and signal.getsignal(sig) is signal.SIG_DFL
+        signal.signal(signal.SIGTERM, own)
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        with stops_as_interrupts():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGHUP)
+        assert seen == [signal.SIGTERM] and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+        with pytest.raises(Terminated), stops_as_interrupts(replace=True):  # the command line's: its own is taken too
+            os.kill(os.getpid(), signal.SIGTERM)
+        assert signal.getsignal(signal.SIGTERM) is own
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)

@@ -12,13 +12,13 @@ import argparse
 import importlib
 import os
 import pkgutil
-import signal
 import sys
 from collections.abc import Sequence
 
 from autoq.cli.mlflow_args import fill_experiment
 from autoq.cli.parser import Parser, parse
 from autoq.errors import AutoqError, SearchInterrupted, Terminated, database_failed, database_reason
+from autoq.interrupts import stops_as_interrupts
 from autoq.messages import cli_warnings
 from autoq.plugins import ENTRY_POINT_GROUP, ENV_VAR, load_plugins, plugin_note, split_plugins
 
@@ -77,13 +77,11 @@ def refuse_blank(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
             raise AutoqError(f"{what} is {value!r}: give one ('autoq {args.command} --help' says what it is)")
 
 
-def _terminate(signum: int, frame: object) -> None:
-    raise Terminated
-
-
 def _exit_status(exc: BaseException) -> int:
-    """143 for a stop by SIGTERM (also behind the `SearchInterrupted` it became), else Ctrl-C's 130."""
-    return 143 if isinstance(exc, Terminated) or isinstance(exc.__cause__, Terminated) else 130
+    """128 + the signal for a stop by SIGTERM or SIGHUP (also behind the `SearchInterrupted` it became: 143, 129), else
+    Ctrl-C's 130."""
+    stop = exc if isinstance(exc, Terminated) else exc.__cause__
+    return 128 + stop.signum if isinstance(stop, Terminated) else 130
 
 
 # options whose value may begin with '-' ('--budget -1bits'): argparse would read it as an unknown option
@@ -115,14 +113,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parse(parser, argv)
     args.plugins = plugins  # for the follow-up commands a search prints (also those of $AUTOQ_PLUGINS and entry points)
     args.given = given_options(parser, argv)  # what `--resume` must not replace with the stored search's values
-    # a scheduler's TERM stops as cleanly as Ctrl-C, while main runs: a script or notebook that calls it keeps its own
-    previous = signal.signal(signal.SIGTERM, _terminate)
-    try:
-        with cli_warnings():  # autoq's warnings as 'autoq: warning: ...' lines, as its errors and notes are
-            return _run(parser, args, plugins)
-    finally:
-        if previous is not None:  # None: a handler Python did not install, which it cannot put back
-            signal.signal(signal.SIGTERM, previous)
+    # a scheduler's TERM and a closed terminal's HUP stop as cleanly as Ctrl-C, while main runs: a script or notebook that
+    # calls it keeps its own handlers after; nohup's ignored HUP stays ignored
+    with stops_as_interrupts(replace=True), cli_warnings():  # autoq's warnings as 'autoq: warning: ...' lines
+        return _run(parser, args, plugins)
 
 
 def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, plugins: Sequence[str]) -> int:

@@ -108,7 +108,7 @@ def run_trials_on_ray(workload: Workload, config: Any, book: TrialBook, deadline
                          "(or put its folder on their PYTHONPATH), or use the optuna backend")
     if stopped_early(book, searcher.timed_out()):
         record_logged(book)
-        raise Terminated if terms else KeyboardInterrupt  # Tune stopped early: it caught SIGTERM / Ctrl-C itself
+        raise Terminated(terms[0]) if terms else KeyboardInterrupt  # Tune stopped early: it caught SIGTERM / Ctrl-C itself
 
 
 def stopped_early(book: TrialBook, timed_out: bool) -> bool:

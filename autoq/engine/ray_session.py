@@ -25,12 +25,12 @@ from contextlib import contextmanager
 from typing import Any
 
 from autoq.errors import AutoqError, Terminated
-from autoq.interrupts import deferred_interrupts
+from autoq.interrupts import STOP_SIGNALS, deferred_interrupts
 from autoq.messages import note, warn
 
 OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray needs little: the workload is the largest object
 CONNECT_TIMEOUT_S = 5.0  # an unreachable host:port is refused after this, not after Ray's minutes of retries
-SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGUSR1") if hasattr(signal, name))
+SIGNALS = tuple(getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP", "SIGUSR1") if hasattr(signal, name))
 
 
 RAY_OPTIONS = ("address", "cpus_per_trial", "gpus_per_trial")  # how Ray runs trials: SearchConfig fields the optuna backend ignores
@@ -181,7 +181,7 @@ def _term_blocked() -> Iterator[None]:
     if not hasattr(signal, "pthread_sigmask"):  # not POSIX: nothing to inherit
         yield
         return
-    before = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+    before = signal.pthread_sigmask(signal.SIG_BLOCK, set(STOP_SIGNALS))  # a closed terminal's group-wide HUP as well
     try:
         yield
     finally:
@@ -242,9 +242,9 @@ def check_resources(config: Any) -> None:
 
 @contextmanager
 def term_stops_tune() -> Iterator[list[int]]:
-    """While Tune runs: SIGTERM stops it as its SIGINT and SIGUSR1 handler does (the running trials end, the search is
-    interrupted and can be resumed); the handlers are restored after (Tune leaves its own behind). Yields the list of
-    SIGTERMs received, so that the stop can be told from a Ctrl-C (its exit status is 143, not 130)."""
+    """While Tune runs: SIGTERM and SIGHUP stop it as its SIGINT and SIGUSR1 handler does (the running trials end, the
+    search is interrupted and can be resumed); the handlers are restored after (Tune leaves its own behind). Yields the
+    list of those signals received, so that the stop can be told from a Ctrl-C (its exit status is 143 or 129, not 130)."""
     received: list[int] = []
     if threading.current_thread() is not threading.main_thread():
         yield received
@@ -257,9 +257,11 @@ def term_stops_tune() -> Iterator[list[int]]:
         if callable(tune_stop) and tune_stop is not handlers.get(signal.SIGUSR1):
             tune_stop(signum, frame)
         else:  # Tune's handler not (yet) in place
-            raise Terminated
+            raise Terminated(signum)
 
-    signal.signal(signal.SIGTERM, gentle)
+    for sig in STOP_SIGNALS:  # SIGHUP too (a closed terminal), unless ignored (nohup)
+        if handlers.get(sig) is not signal.SIG_IGN:
+            signal.signal(sig, gentle)
     try:
         yield received
     finally:

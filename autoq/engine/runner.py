@@ -70,7 +70,7 @@ from autoq.errors import AutoqError, SearchInterrupted, database_failed, error_t
 from autoq.evaluate import QuantCache, check_finite_batches
 from autoq.evaluate.cache import needs_stats, parameter_versions, uncalled_layers, written_names, written_parameters
 from autoq.fingerprints import data_fingerprint, model_hash
-from autoq.interrupts import ForcedInterrupt, deferred_interrupts
+from autoq.interrupts import ForcedInterrupt, deferred_interrupts, stops_as_interrupts
 from autoq.latency import latency_model
 from autoq.messages import note, warn
 from autoq.model import (
@@ -291,7 +291,8 @@ def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     # thread's saved that one's quiet levels, which the other put back when it ended (Optuna spoke for the rest)
     if config.tracking_uri:  # loaded before the quiet spell, which quiets only what is loaded (its INFO lines per store)
         importlib.import_module("mlflow")
-    with ray_session(config), quiet_logs():
+    # SIGTERM and SIGHUP stop it as Ctrl-C does (where the caller has no handler of its own): stored, and said how to resume
+    with stops_as_interrupts(), ray_session(config), quiet_logs():
         try:
             return _run_search(workload, config, start, claimed)
         finally:  # however it ends: the process may live on (a notebook), no longer running the search

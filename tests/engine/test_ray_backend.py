@@ -299,7 +299,7 @@ def test_resume_on_ray_continues_an_optuna_backend_search(local_ray, digits, mlf
 def test_signal_handlers_are_restored_after_a_ray_search(local_ray, digits):
     import signal
 
-    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)}
     _search(digits, n_trials=4, backend="ray", workers=1)
     assert {sig: signal.getsignal(sig) for sig in before} == before
 
