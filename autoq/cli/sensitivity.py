@@ -224,11 +224,15 @@ def _safe(name: str) -> str:
 
 
 def _log_mlflow(args: argparse.Namespace, model_name: str, table, wall: float, paths: list[Path]) -> str:
+    import contextlib
+
     from mlflow.entities import Metric
 
     from autoq.engine.parent_run import listed_param
+    from autoq.interrupts import deferred_interrupts
     from autoq.search_spaces import portable_space
     from autoq.tracking import MlflowTracker
+    from autoq.tracking.mlflow_logger import store_errors, store_failed
 
     tracker = MlflowTracker.open(args.tracking_uri, args.experiment, args.mlflow_parent_run_id)
     # space and skip as a search's parent run logs them: two tables of other --skip differed only in n_layers, and a
@@ -237,10 +241,23 @@ def _log_mlflow(args: argparse.Namespace, model_name: str, table, wall: float, p
               "space": portable_space(args.space), "skip": listed_param(args.skip), "n_layers": len(table.layers),
               **{f"setting.{k}": _unquoted(v) for k, v in table.params}}
     run_id = tracker.start(f"sensitivity-{table.metric}-{model_name}", params, {"autoq.kind": "sensitivity", "autoq.model": model_name})
-    now = int(time.time() * 1000)
-    tracker.client.log_batch(run_id, metrics=[Metric("compute_seconds", table.seconds, now, 0), Metric("wall_seconds", wall, now, 0)], synchronous=True)
-    for path in paths:
-        tracker.client.log_artifact(run_id, str(path))
+    try:
+        now = int(time.time() * 1000)
+        tracker.client.log_batch(run_id, metrics=[Metric("compute_seconds", table.seconds, now, 0), Metric("wall_seconds", wall, now, 0)],
+                                 synchronous=True)
+        for path in paths:
+            tracker.client.log_artifact(run_id, str(path))
+    except BaseException as exc:
+        # the run was left RUNNING for good (Ctrl-C or SIGTERM as the files went up, a full artifact disk): nothing lists
+        # or ends it later. A server that failed is not asked again: that waits through MLflow's retries
+        failed = isinstance(exc, store_errors())
+        if not (failed and tracker.remote):
+            with deferred_interrupts(), contextlib.suppress(Exception):
+                tracker.client.set_terminated(run_id, "KILLED" if isinstance(exc, KeyboardInterrupt) else "FAILED")
+        if failed:
+            raise store_failed(args.tracking_uri, exc, f"the table's files are in {paths[0].parent}; run this again once the store "
+                               "answers (the table is read from the cache), or pass --tracking-uri none") from None
+        raise
     tracker.client.set_terminated(run_id, "FINISHED")
     return run_id
 

@@ -285,3 +285,19 @@ def test_settings_are_read_as_their_defaults_kind():
     assert parse_settings(["relative=0"], defaults) == {"relative": False}
     assert parse_settings(["relative=maybe"], defaults) == {"relative": "maybe"}  # refused by the metric's check, naming the kind
     assert parse_settings(["norm=2"]) == {"norm": 2}  # no defaults known: numbers as numbers
+
+
+def test_a_tables_run_whose_files_cannot_be_logged_is_ended_failed_in_words(out, tmp_path, mlflow_uri, capsys):
+    """An artifact folder that cannot be written (a full disk; here a file in the way): "No space left on device" alone,
+    and the run left RUNNING for good, which nothing lists or ends later."""
+    client = MlflowClient(mlflow_uri)
+    client.create_experiment("blocked", artifact_location=(tmp_path / "art").as_uri())
+    (tmp_path / "art").write_text("a file where the runs' artifact folders go")
+    code = main(["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--out", str(out), "--tracking-uri", mlflow_uri,
+                 "--experiment", "blocked", "--no-progress"])
+    err = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in err
+    assert f"failed a request (the run's artifacts could not be written to {(tmp_path / 'art').as_uri()}/" in err
+    assert f"the table's files are in {out}" in err and (out / "digits-cnn-sqnr.json").is_file()
+    [run] = client.search_runs([client.get_experiment_by_name("blocked").experiment_id])
+    assert run.info.status == "FAILED"
