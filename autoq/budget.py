@@ -152,6 +152,12 @@ class Budget:
         return self.kind == "latency_ms"
 
     @property
+    def binary_size(self) -> bool:
+        """Whether this is a size budget typed in binary units (KiB, MiB, GiB): sizes shown beside it are in them too,
+        since 29.53 MiB within a 30MiB budget read '30.96 MB', over it at a glance."""
+        return self.kind == "bytes" and _typed_unit(self.text).endswith("ib")
+
+    @property
     def shown(self) -> str:
         """The text as typed, with its unit where it was left out: a bare '3.5' (bits per weight) reads '3.5 bits'."""
         text = self.text.strip()

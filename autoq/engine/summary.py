@@ -9,13 +9,14 @@ from autoq.engine.result import Point, SearchResult, distinct_assignments
 from autoq.latency import format_latency_us
 
 
-def format_size(n: int) -> str:
+def format_size(n: int, binary: bool = False) -> str:
     """Decimal units, as budgets read them (MB = 10^6 bytes), in the one that keeps the sizes of a small model apart:
-    digits-cnn's points all read '0.02 MB'."""
-    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+    digits-cnn's points all read '0.02 MB'. ``binary``: KiB, MiB, GiB (2^10 ...), for a budget typed in them."""
+    scales = (("GiB", 2.0**30), ("MiB", 2.0**20), ("KiB", 2.0**10)) if binary else (("GB", 1e9), ("MB", 1e6), ("kB", 1e3))
+    for unit, scale in scales[:2]:
         if n >= scale:
             return f"{n / scale:.2f} {unit}"
-    return f"{n / 1e3:.1f} kB"
+    return f"{n / scales[2][1]:.1f} {scales[2][0]}"
 
 
 def format_quality(q: float, sign: bool = False) -> str:
@@ -81,6 +82,7 @@ def format_summary(result: SearchResult, finished: bool = True, module: bool | N
     objectives = "quality, bits, latency" if source else "quality, bits"
     reference = format_quality(result.reference_quality) if math.isfinite(result.reference_quality) else "not recorded"
     runs = bool(result.tracking_uri) and any(p.run_id for p in result.frontier)  # the ids autoq export --run-id takes
+    binary = result.budget.binary_size  # sizes in the budget's units: 29.53 MiB within 30MiB read '30.96 MB
     lines = [
         f"Pareto frontier ({objectives}) within {result.budget.shown} ({len(result.frontier)} of {len(result.points)} evaluated trials; quality = {result.metric}; unquantized = {reference}):",
         f"  {'trial':>5}  {'quality':>8}  {'eff.bits':>8}  {'size':>10}  " + (f"{'latency':>12}  " if source else "") + (f"{'MLflow run id':<32}  " if runs else "") + "choices",
@@ -89,14 +91,15 @@ def format_summary(result: SearchResult, finished: bool = True, module: bool | N
         mark = " (uniform)" if p.uniform else ""
         latency = f"{_fmt_latency(p)}  " if source else ""
         run_id = f"{p.run_id or '-':<32}  " if runs else ""
-        lines.append(f"  {p.trial:>5}  {format_quality(p.quality):>8}  {p.effective_bits:>8.3f}  {format_size(p.size_bytes):>10}  {latency}{run_id}{p.assignment.summary()}{mark}")
+        lines.append(f"  {p.trial:>5}  {format_quality(p.quality):>8}  {p.effective_bits:>8.3f}  {format_size(p.size_bytes, binary):>10}  {latency}{run_id}{p.assignment.summary()}{mark}")
     if source:
         kind = "an ESTIMATE from published peaks, not a measurement" if source.startswith("estimate:") else "from a measured kernel table"
         lines.append(f"  latency = sum of the searched layers' GEMMs (fp16 or quantized), source {source} ({kind})")
     best, uni = result.best, result.best_uniform
     lines.append("")
     at_latency = f" and {format_latency_us(best.latency_us)} [{source}]" if best.latency_us is not None else ""
-    lines.append(f"Best within budget: trial {best.trial}, quality {format_quality(best.quality)} at {best.effective_bits:.3f} bits{at_latency}.")
+    at_size = f" and {format_size(best.size_bytes, binary)}" if result.budget.kind == "bytes" else ""  # what the budget limits
+    lines.append(f"Best within budget: trial {best.trial}, quality {format_quality(best.quality)} at {best.effective_bits:.3f} bits{at_size}{at_latency}.")
     evaluated, within = result.uniform_coverage
     if uni is not None and (within is None or evaluated >= within):
         lines.append(

@@ -51,6 +51,20 @@ def test_sizes_are_shown_in_the_unit_that_tells_them_apart():
 
     assert [format_size(n) for n in (21_480, 999_999, 1_000_000, 22_700_000, 3_500_000_000)] == [
         "21.5 kB", "1000.0 kB", "1.00 MB", "22.70 MB", "3.50 GB"]
+    assert [format_size(n, binary=True) for n in (21_480, 1_048_575, 1_048_576, 30_961_920, 3 * 2**30)] == [
+        "21.0 KiB", "1024.0 KiB", "1.00 MiB", "29.53 MiB", "3.00 GiB"]
+
+
+def test_sizes_beside_a_budget_in_binary_units_are_in_them_and_the_best_point_states_its_size():
+    """Within a 30MiB budget a point of 29.53 MiB read '30.96 MB', over the budget at a glance; the best point's line
+    gave its bits alone, not the size the budget limits."""
+    result = autoq.search("digits-cnn", budget="24KiB", n_trials=2, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    summary = format_summary(result)
+    best = f"{result.best.size_bytes / 1024:.1f} KiB"
+    assert f" {best} " in summary and " kB " not in summary
+    assert f"at {result.best.effective_bits:.3f} bits and {best}." in summary
+    decimal = autoq.search("digits-cnn", budget="24kB", n_trials=1, seed_from="none", tracking_uri=None, storage=None, progress=False)
+    assert f"bits and {decimal.best.size_bytes / 1e3:.1f} kB." in format_summary(decimal)
 
 
 def test_a_storage_read_back_with_its_password_hidden_says_so():
