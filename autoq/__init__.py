@@ -38,6 +38,12 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__() -> list[str]:
+    """The module's names with the lazy ones (PEP 562): ``dir(autoq)``, ``help(autoq)`` and tab completion left out
+    ``search`` and ``SearchConfig``, its two main entry points."""
+    return sorted({*globals(), *_LAZY})
+
+
 __all__ = [
     "Assignment",
     "AutoqError",

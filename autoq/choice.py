@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -70,7 +70,8 @@ REPR_LAYERS = 8  # an assignment of at most this many layers shows each one's ch
 class Assignment(Mapping[str, LayerChoice]):
     """Layer name -> `LayerChoice`, in model order. Immutable and hashable."""
 
-    items_: tuple[tuple[str, LayerChoice], ...] = field(default=())
+    # given as pairs or a {layer: choice} mapping, choices as LayerChoice or names; held as a tuple of pairs (__post_init__)
+    items_: Sequence[tuple[str, LayerChoice | str]] | Mapping[str, LayerChoice | str] = field(default=())
 
     def __post_init__(self) -> None:
         """Take ``{layer: choice}`` too (its repr's form), a choice as a `LayerChoice` or its name; refuse anything else

@@ -468,3 +468,14 @@ def test_a_float8_parameter_outside_the_searched_layers_is_checked_without_faili
     model.fp8.data[0] = float("nan")
     with pytest.raises(AutoqError, match=r"the model's 'fp8' holds NaN or Inf"):
         autoq.search(model, batches(), lambda m: 1.0, budget="6bits", tracking_uri=None, storage=None)
+
+
+def test_dir_and_help_show_the_lazy_entry_points():
+    """``search`` and ``SearchConfig`` load on first use (PEP 562): ``dir(autoq)``, ``help(autoq)`` and tab completion
+    left them out, the two names a user looks for first."""
+    import pydoc
+
+    assert {"search", "SearchConfig", "export", "load", "__version__"} <= set(dir(autoq))
+    assert set(autoq.__all__) <= set(dir(autoq))
+    text = pydoc.render_doc(autoq, renderer=pydoc.plaintext)
+    assert "search(" in text and "class SearchConfig" in text

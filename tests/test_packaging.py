@@ -23,7 +23,7 @@ from packaging.version import Version
 
 REPO = Path(__file__).resolve().parents[1]
 MAPPED = {"autoq": "autoq", "kernels": "autoq/kernels", "sensitivity": "autoq/sensitivity", "search_spaces": "autoq/search_spaces"}
-DATA_SUFFIXES = (".py", ".yaml", ".json")
+DATA_SUFFIXES = (".py", ".yaml", ".json", "py.typed")
 
 
 def source_files(tracked: list[str]) -> set[str]:
@@ -52,7 +52,7 @@ def test_wheel_holds_every_module_and_data_file(tmp_path):
     (wheel,) = tmp_path.glob("autoq-*.whl")
     shipped = set(zipfile.ZipFile(wheel).namelist())
     expected = source_files(tracked)
-    assert {"autoq/kernels/triton_wq_gemv.py", "autoq/search_spaces/default.yaml", "autoq/sensitivity/__init__.py"} <= expected
+    assert {"autoq/kernels/triton_wq_gemv.py", "autoq/search_spaces/default.yaml", "autoq/sensitivity/__init__.py", "autoq/py.typed"} <= expected
     assert not expected - shipped, f"tracked but not in the wheel: {sorted(expected - shipped)}"
 
 

@@ -197,7 +197,7 @@ class SearchResult:
 
         return load_study(self.storage, self.study_name)  # a clear error, and no empty database made, where it is not
 
-    def apply(self, model: nn.Module, point: Point | Assignment | None = None, calibration: Sequence[Any] | None = None) -> nn.Module:
+    def apply(self, model: nn.Module, point: Point | Assignment | None = None, calibration: Iterable[Any] | None = None) -> nn.Module:
         """Quantize ``model`` in place with ``point`` (the best one by default) and return it (fake quantization, fp32).
 
         ``calibration``: the batches the search calibrated on, for data-driven methods (GPTQ, AWQ, AdaRound, bias

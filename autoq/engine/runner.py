@@ -117,8 +117,10 @@ class SearchConfig:
     max_uniform_seeds: int | None = 16  # uniform baselines at most (each weight format once first; see seeds.uniform_seeds); None: all
     strategy: str = "optuna"  # optuna | ilp | greedy | random | a registered one (register_strategy)
     seed_from: str | None = "auto"  # sensitivity metric or table file seeding the search; "auto": fisher (kl for activation formats); None / "none": random fill seeds
-    skip: tuple[str, ...] = ()
-    pins: tuple[tuple[str, str], ...] = ()
+    # given as a list, a tuple or one str (skip, plugins), pins as {pattern: choice} or 'pattern=choice' texts too; held
+    # as tuples (checked_options): a type checker refused skip=[...], the form autoq's own messages show
+    skip: Sequence[str] = ()
+    pins: Mapping[str, str] | Sequence[tuple[str, str] | str] = ()
     tracking_uri: str | None = field(default_factory=default_tracking_uri)  # $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db; None (or "none"): no MLflow
     experiment: str | None = None  # None: $MLFLOW_EXPERIMENT_NAME, else the experiment $MLFLOW_EXPERIMENT_ID names in tracking_uri, else autoq
     mlflow_parent_run_id: str | None = None  # nest the search's run in this existing MLflow run (a pipeline step's); it joins that run's experiment
@@ -136,7 +138,7 @@ class SearchConfig:
     resume: bool = False  # continue the stored study ``study_name`` (finished trials kept, interrupted ones retried)
     max_retries: int = 2  # a failing trial is evaluated again up to this many times before it counts as failed
     sequential: bool = False  # data-driven PTQ methods see inputs from already-quantized earlier layers (autoq.model.capture)
-    plugins: tuple[str, ...] = ()  # plug-ins (modules, .py files) whose names it uses: logged, and in the export commands it logs
+    plugins: Sequence[str] = ()  # plug-ins (modules, .py files) whose names it uses: logged, and in the export commands it logs
 
     def __post_init__(self) -> None:
         for name in ("tracking_uri", "storage"):  # "none", as on the command line, is None

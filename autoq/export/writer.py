@@ -21,7 +21,7 @@ import contextlib
 import errno
 import os
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -198,7 +198,8 @@ def _a(noun: str) -> str:
     return f"{'an' if noun[:1] in 'AEIOU' else 'a'} {noun}"
 
 
-def export(model: nn.Module | str | None, point: object, out_dir: str | Path, calibration: Sequence[Any] | None = None,
+def export(model: nn.Module | str | os.PathLike[str] | None, point: object, out_dir: str | os.PathLike[str],
+           calibration: Iterable[Any] | None = None,
            sequential: bool | None = None, data_fingerprint: str | None = None, tracking_uri: str | None = None,
            progress: bool = True, log_to_run: bool = False, registered_model_name: str | None = None) -> Path:
     """Write ``point`` of ``model`` (a module, a built-in name or an HF directory) to ``out_dir``.

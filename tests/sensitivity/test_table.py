@@ -33,6 +33,14 @@ def test_lookups_and_missing_entries():
         t.score("head", "fp16")
 
 
+def test_the_repr_is_short_whatever_the_table_holds():
+    """The dataclass's repr printed every entry: 64 kB for MiniLM's table in a notebook cell."""
+    big = SensitivityTable("kl", "h", "d", tuple(Entry(f"layer.{i}", f"int{b}-ch-asym:rtn-mse", 1.0) for i in range(300) for b in (2, 4, 8)),
+                           3.0, "big")
+    assert repr(big) == "SensitivityTable(metric='kl', model='big', layers=300, options=3, entries=900, seconds=3, from_cache=False)"
+    assert "model='abc123'" in repr(table())  # no name: the weights' hash
+
+
 def test_duplicate_entries_are_refused():
     with pytest.raises(AutoqError, match="twice"):
         SensitivityTable("kl", "h", "d", (Entry("a", "fp16", 1.0), Entry("a", "fp16", 2.0)), 1.0)
