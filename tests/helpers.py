@@ -89,21 +89,36 @@ def with_uncalled_layer(width: int, out: int):
 
 
 @contextmanager
-def sqlite_capped(db: Path, pages: int) -> Iterator[None]:
+def sqlite_capped(db: Path, pages: int, then_read_only: bool = False) -> Iterator[None]:
     """Every SQLite connection opened meanwhile to ``db`` may grow it to ``pages`` pages, no more: SQLite then fails a
-    write with its own "database or disk is full", as on a full disk (``PRAGMA max_page_count``)."""
+    write with its own "database or disk is full", as on a full disk (``PRAGMA max_page_count``). ``then_read_only``:
+    once one write failed so, connections opened after it write nothing at all (``PRAGMA query_only``), as on a disk
+    so full that no journal file can be made (a capped database still takes an update in place)."""
     from sqlalchemy import event
     from sqlalchemy.engine import Engine
 
+    full: list[bool] = []
+
+    def ours(connection: sqlite3.Connection) -> bool:
+        return any(Path(row[2]) == db for row in connection.execute("PRAGMA database_list") if row[2])
+
     def cap(connection: sqlite3.Connection, _record: object) -> None:
-        if any(Path(row[2]) == db for row in connection.execute("PRAGMA database_list") if row[2]):
+        if ours(connection):
             connection.execute(f"PRAGMA max_page_count = {pages}")
+            if full and then_read_only:
+                connection.execute("PRAGMA query_only = 1")
+
+    def failed(context: object) -> None:
+        if "full" in str(getattr(context, "original_exception", "")):
+            full.append(True)
 
     event.listen(Engine, "connect", cap)
+    event.listen(Engine, "handle_error", failed)
     try:
         yield
     finally:
         event.remove(Engine, "connect", cap)
+        event.remove(Engine, "handle_error", failed)
 
 
 def page_count(db: Path) -> int:

@@ -296,10 +296,18 @@ def run_search(workload: Workload, config: SearchConfig) -> SearchResult:
     # SIGTERM and SIGHUP stop it as Ctrl-C does (where the caller has no handler of its own): stored, and said how to resume
     with stops_as_interrupts(), ray_session(config), quiet_logs():
         try:
-            return _run_search(workload, config, start, claimed)
-        finally:  # however it ends: the process may live on (a notebook), no longer running the search
+            result = _run_search(workload, config, start, claimed)
+        except BaseException:
+            # however it ends: the process may live on (a notebook), no longer running the search. A store that failed (a
+            # full disk under both databases) fails this write too, whose error then replaced the search's own: the
+            # trials kept and the resume command went unsaid. The next search of the name takes a dead session over.
             for storage, study_name in claimed:
-                end_session(storage, study_name)
+                with contextlib.suppress(Exception):
+                    end_session(storage, study_name)
+            raise
+        for storage, study_name in claimed:
+            end_session(storage, study_name)
+        return result
 
 
 @dataclass(frozen=True)

@@ -86,3 +86,15 @@ def test_the_database_reason_is_the_drivers_own_words_beneath_optunas(tmp_path):
     assert "commit" in str(full.value)
     assert database_reason(full.value) == "OperationalError: database or disk is full" and database_failed(full.value)
     assert not database_failed(ValueError("no database")) and database_reason(ValueError("one\ntwo")) == "one"
+
+
+def test_a_storage_that_takes_no_write_at_all_still_says_what_was_kept_and_how_to_resume(tmp_path, mlflow_uri):
+    """A disk so full that no write goes through: the search's own error (trials kept, the resume command) was replaced
+    by the failure of the session's last write to the Optuna storage, as the search ended."""
+    model, data = _mlp_and_data()
+    db = tmp_path / "optuna.db"
+    options = dict(budget="6bits", seed_from="none", tracking_uri=mlflow_uri, storage=f"sqlite:///{db}", progress=False)
+    autoq.search(model, data, n_trials=1, study_name="first", **options)
+    with sqlite_capped(db, page_count(db) + 2, then_read_only=True), pytest.raises(AutoqError) as stopped:
+        autoq.search(model, data, n_trials=60, study_name="s", **options)
+    assert "continue with the same call with resume=True, study_name='s'" in str(stopped.value)
