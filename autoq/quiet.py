@@ -97,16 +97,23 @@ class _QuietThreads:
 _THREADS = _QuietThreads()
 
 
+_MLFLOW_DB_ERRORS = "mlflow.store.db.utils"  # the logger of MLflow's "SQLAlchemy database error" records
+
+
 class _LibraryFilter(logging.Filter):
     """Drops ``library``'s INFO and DEBUG records that threads inside `quiet_logs` make: per trial (Optuna), per store
-    (MLflow)."""
+    (MLflow); and MLflow's record of a failed database request, which the search reports itself."""
 
     def __init__(self, library: str) -> None:
         super().__init__()
         self.library = library
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return record.levelno >= logging.WARNING or record.name.split(".", 1)[0] != self.library or not _THREADS.made_inside(record)
+        if record.name.split(".", 1)[0] != self.library or not _THREADS.made_inside(record):
+            return True
+        # MLflow logs each failed database request at ERROR, with its traceback (85 lines on a full disk), then raises
+        # it: the search says that failure itself, naming the store, the trials kept and the command that resumes
+        return record.levelno >= logging.WARNING and not (record.name == _MLFLOW_DB_ERRORS and record.levelno == logging.ERROR)
 
 
 def _quiet(library: str) -> list[Callable[[], None]] | None:

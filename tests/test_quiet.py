@@ -173,6 +173,7 @@ def test_optuna_and_mlflow_lines_are_dropped_in_the_quiet_thread_only():
                 inside.set()
                 logging.getLogger("optuna.study.study").info("search's trial")
                 logging.getLogger("mlflow.store.db.utils").info("search's store")
+                logging.getLogger("mlflow.store.db.utils").error("SQLAlchemy database error")  # the search reports it itself
                 logging.getLogger("optuna.study.study").warning("search's warning")
                 done.wait()
 
@@ -181,11 +182,13 @@ def test_optuna_and_mlflow_lines_are_dropped_in_the_quiet_thread_only():
         inside.wait()
         logging.getLogger("optuna.study.study").info("outer trial")  # the outer study's thread, meanwhile
         logging.getLogger("mlflow.tracking").info("outer run")
+        logging.getLogger("mlflow.store.db.utils").error("outer store error")  # another thread's: kept
         done.set()
         thread.join()
         logging.getLogger("optuna.study.study").info("after")
         assert kept.lines == [("optuna.study.study", "search's warning"), ("optuna.study.study", "outer trial"),
-                              ("mlflow.tracking", "outer run"), ("optuna.study.study", "after")]
+                              ("mlflow.tracking", "outer run"), ("mlflow.store.db.utils", "outer store error"),
+                              ("optuna.study.study", "after")]
         assert not any(isinstance(f, _LibraryFilter) for logger in [*libraries, logging.getLogger()] for h in logger.handlers
                        for f in h.filters)  # taken off
         # a handler of a child logger is quieted too, and so is a record without its thread (logging.logThreads off)
