@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -213,6 +214,49 @@ def test_interrupt_keeps_finished_trials(signame, caller, tmp_path, mlflow_uri):
     # every finished trial is in MLflow; the one cut off mid-way may be logged but not yet told to Optuna
     assert len(finished) <= len(children) <= len(finished) + 1
     assert "frontier.csv" in {a.path for a in client.list_artifacts(parent.info.run_id)}
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="a pseudo-terminal needs POSIX")
+def test_a_closed_terminal_stops_a_search_with_129_and_its_trials_kept(tmp_path, mlflow_uri):
+    """The terminal a search ran in closes (a window closed, an SSH session dropped): the kernel sends SIGHUP, and the
+    terminal takes no more output. The note's write failed (EIO), and the command ended with status 1, not 129."""
+    import pty
+    import signal
+    import time
+
+    import optuna
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    cmd = [sys.executable, "-m", "autoq", "search", "--model", "digits-cnn", "--n-trials", "100000", "--tracking-uri", mlflow_uri,
+           "--storage", storage, "--no-progress", "--study-name", "hung-up"]
+    pid, terminal = pty.fork()
+    if pid == 0:  # the child: a session of its own, its terminal the pseudo-terminal
+        signal.signal(signal.SIGHUP, signal.SIG_DFL)
+        os.chdir(tmp_path)
+        os.execve(sys.executable, cmd, {**os.environ, "PYTHONWARNINGS": "ignore"})
+    os.set_blocking(terminal, False)
+    try:
+        deadline, complete = time.time() + 120, 0
+        while time.time() < deadline and complete < 3:
+            with contextlib.suppress(OSError):  # nothing to read yet
+                os.read(terminal, 65536)  # keep the terminal drained: a full one would block the search's writes
+            time.sleep(0.3)
+            try:
+                study = optuna.load_study(study_name="hung-up", storage=storage)
+                complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
+            except Exception:  # the study does not exist yet
+                continue
+        os.close(terminal)  # the terminal goes away
+        deadline = time.time() + 120
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.time() < deadline:
+            time.sleep(0.2)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    assert done[0] == pid and os.waitstatus_to_exitcode(done[1]) == 129
+    study = optuna.load_study(study_name="hung-up", storage=storage)
+    assert sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) >= 3
+    assert not any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
 
 
 @pytest.mark.parametrize(("args", "needle"), [

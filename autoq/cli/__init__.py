@@ -9,6 +9,7 @@ subcommand (``autoq search``, ...); it registers its parser and sets
 from __future__ import annotations
 
 import argparse
+import contextlib
 import importlib
 import os
 import pkgutil
@@ -77,6 +78,19 @@ def refuse_blank(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
             raise AutoqError(f"{what} is {value!r}: give one ('autoq {args.command} --help' says what it is)")
 
 
+def _say_stopped(text: str) -> None:
+    """``text`` on stderr, where a stopped search says what it kept; a terminal that hung up (its window closed: the
+    SIGHUP that stopped the search) takes no more writes (EIO), so the output goes nowhere from then on: the write's
+    error ended the command with status 1 instead of 129, and flushing at exit failed again."""
+    try:
+        print(text, file=sys.stderr, flush=True)
+    except (OSError, ValueError):  # EIO, or a stream already closed
+        null = os.open(os.devnull, os.O_WRONLY)
+        for stream in (sys.stdout, sys.stderr):
+            with contextlib.suppress(OSError, ValueError):
+                os.dup2(null, stream.fileno())
+
+
 def _exit_status(exc: BaseException) -> int:
     """128 + the signal for a stop by SIGTERM or SIGHUP (also behind the `SearchInterrupted` it became: 143, 129), else
     Ctrl-C's 130."""
@@ -130,10 +144,10 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, plugins: Seq
         return 2
     except SearchInterrupted as exc:
         note = plugin_note(plugins)
-        print(f"autoq: {exc}" + (f" ({note})" if note else ""), file=sys.stderr)
+        _say_stopped(f"autoq: {exc}" + (f" ({note})" if note else ""))
         return _exit_status(exc)
     except KeyboardInterrupt as exc:
-        print("autoq: interrupted", file=sys.stderr)
+        _say_stopped("autoq: interrupted")
         return _exit_status(exc)
     except BrokenPipeError:  # `autoq runs | head`: the reader left; say nothing more, as Unix tools do
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
