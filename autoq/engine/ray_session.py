@@ -25,7 +25,7 @@ from contextlib import contextmanager
 from typing import Any
 
 from autoq.errors import AutoqError, Terminated
-from autoq.interrupts import STOP_SIGNALS, deferred_interrupts
+from autoq.interrupts import STOP_SIGNALS, deferred_interrupts, raise_terminated
 from autoq.messages import note, warn
 
 OBJECT_STORE_BYTES = 512 * 1024**2  # a local Ray needs little: the workload is the largest object
@@ -259,8 +259,8 @@ def term_stops_tune() -> Iterator[list[int]]:
         else:  # Tune's handler not (yet) in place
             raise Terminated(signum)
 
-    for sig in STOP_SIGNALS:  # SIGHUP too (a closed terminal), unless ignored (nohup)
-        if handlers.get(sig) is not signal.SIG_IGN:
+    for sig in STOP_SIGNALS:  # SIGHUP too (a closed terminal); not where the caller handles it or ignores it (nohup)
+        if handlers.get(sig) in (signal.SIG_DFL, raise_terminated):
             signal.signal(sig, gentle)
     try:
         yield received

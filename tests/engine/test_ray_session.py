@@ -347,3 +347,33 @@ def test_more_workers_than_cpus_is_said_as_the_local_ray_starts(monkeypatch, cap
     with caplog.at_level(logging.INFO, logger="autoq"), ray_session(config):
         assert ray.cluster_resources()["CPU"] == cpus + 1  # as the README says: sized for the workers
     assert f"--workers {cpus + 1} x --cpus-per-trial 1 claim {cpus + 1} CPUs on a machine with {cpus}" in caplog.text
+
+
+def test_while_tune_runs_a_stop_signal_the_caller_handles_or_ignores_stays_its_own():
+    """A script's own SIGHUP handler (one that reopens its log) was replaced while Tune ran, and the search stopped on
+    the signal the script meant to handle; an ignored one (nohup) stays ignored, and autoq's own (or none) stops Tune."""
+    import os
+    import signal
+
+    from autoq.engine.ray_session import term_stops_tune
+    from autoq.errors import Terminated
+    from autoq.interrupts import raise_terminated
+
+    got: list[int] = []
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
+    try:
+        signal.signal(signal.SIGHUP, lambda signum, frame: got.append(signum))
+        signal.signal(signal.SIGTERM, raise_terminated)
+        with term_stops_tune() as received:
+            os.kill(os.getpid(), signal.SIGHUP)
+            assert got == [signal.SIGHUP] and received == []  # the caller's handler ran, Tune went on
+            with pytest.raises(Terminated):  # autoq's: Tune's handler is not in place here, so it is raised
+                os.kill(os.getpid(), signal.SIGTERM)
+            assert received == [signal.SIGTERM]
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
+        with term_stops_tune() as received:
+            os.kill(os.getpid(), signal.SIGHUP)
+        assert received == [] and signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
+    finally:
+        for sig, handler in before.items():
+            signal.signal(sig, handler)
