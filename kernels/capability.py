@@ -12,8 +12,10 @@ from autoq.errors import AutoqError
 
 
 def interpreting() -> bool:
-    """Whether ``TRITON_INTERPRET`` asks Triton to run kernels on the CPU with numpy."""
-    return os.environ.get("TRITON_INTERPRET", "0").strip().lower() in ("1", "true", "yes", "on")
+    """Whether ``TRITON_INTERPRET`` asks Triton to run kernels on the CPU with numpy, read as Triton reads it (its
+    ``getenv_bool``: 1, y, yes, on, true in any case; no spaces): read otherwise, ``" 1"`` was taken for the interpreter
+    that Triton then did not run (a traceback: "0 active drivers"), and ``y`` refused though Triton would interpret."""
+    return os.environ.get("TRITON_INTERPRET", "0").lower() in ("1", "y", "yes", "on", "true")
 
 
 def autotuning() -> bool:

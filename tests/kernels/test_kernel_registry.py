@@ -89,6 +89,20 @@ def test_autotuning_is_off_under_the_interpreter_and_with_autoq_autotune_0(monke
     assert not autotuning()
 
 
+def test_the_interpreter_is_read_from_the_environment_as_triton_reads_it(monkeypatch):
+    """' 1' was taken for the interpreter, which Triton then did not run (a traceback), and 'y' refused though Triton
+    interprets with it: every value is compared with Triton's own reading of it."""
+    from triton._C.libtriton import getenv_bool
+
+    from autoq.kernels.capability import interpreting
+
+    for value in ("1", " 1", "1 ", "y", "Y", "yes", "ON", "true", "t", "2", "0", "off", ""):
+        monkeypatch.setenv("TRITON_INTERPRET", value)
+        assert interpreting() == getenv_bool("TRITON_INTERPRET", False), value
+    monkeypatch.delenv("TRITON_INTERPRET")
+    assert not interpreting()
+
+
 def test_a_kernel_whose_run_cannot_compile_only_is_refused_when_registered(monkeypatch):
     """docs/plugins.md gave run(x, packed, backend): such a kernel failed the bench's precompile on every format."""
     from autoq.kernels import registry
