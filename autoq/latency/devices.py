@@ -43,9 +43,13 @@ def get_device(name: str) -> DevicePreset:
     """A preset by name (case-insensitive); an unknown name is an error listing the known ones."""
     preset = DEVICES.get(name.lower())
     if preset is None:
+        # 'cuda' asked where to run: the error's presets, taken as the answer, priced an H100 and ran on the CPU unsaid
+        where = (" (--device names the GPU whose kernel latency the search prices, not where it runs: the search runs "
+                 "where the model is, a built-in on the CPU; pass a module and batches on a GPU from Python to run there)"
+                 if re.fullmatch(r"(cuda|gpu|cpu|mps|xpu)(:\d+)?", name.strip().lower()) else "")
         raise AutoqError(
-            f"unknown device {name!r}; use a preset ({', '.join(DEVICES)}: its committed measured table where there is one, "
-            "else a roofline estimate), or the path of a latency table JSON written by 'autoq kernels bench'"
+            f"unknown device {name!r}{where}; use a preset ({', '.join(DEVICES)}: its committed measured table where there is "
+            "one, else a roofline estimate), or the path of a latency table JSON written by 'autoq kernels bench'"
         )
     return preset
 

@@ -80,7 +80,7 @@ def latency_model(device: str | None, batch: int = 1, tables_dir: Path = TABLES_
         name = device[len(ROOFLINE_PREFIX):]
         if name.lower() not in DEVICES:  # get_device's message offers a table path, which roofline: cannot take
             raise AutoqError(f"--device {device!r}: roofline: takes a preset's name ({', '.join(DEVICES)}), not {name!r}; a measured "
-                             f"table's path goes without the prefix (--device {name or 'TABLE.json'})")
+                             f"table's path goes without the prefix (--device {name if name.lower().endswith('.json') else 'TABLE.json'})")
         return RooflineLatency.named(name, batch)
     preset = get_device(device)  # an unknown name fails here, listing the presets
     table = committed_table(preset.name, tables_dir)

@@ -47,6 +47,14 @@ def test_a_folder_or_a_roofline_of_a_table_is_refused_as_such(tmp_path, monkeypa
         latency_model("roofline:h200.json")
     with pytest.raises(AutoqError, match=r"roofline: takes a preset's name .*, not ''; .*\(--device TABLE.json\)"):
         latency_model("roofline:")
+    with pytest.raises(AutoqError, match=r"not 'cuda'; .*\(--device TABLE.json\)"):  # it offered '--device cuda', refused too
+        latency_model("roofline:cuda")
+    # 'cuda' asks where to run: said to be what it is not, or the error's presets ran on the CPU, priced as a GPU unsaid
+    for where in ("cuda", "CUDA:0", "gpu"):
+        with pytest.raises(AutoqError, match=r"--device names the GPU whose kernel latency the search prices, not where it runs"):
+            latency_model(where)
+    with pytest.raises(AutoqError, match=r"^unknown device 'tpu-v9'; use a preset"):
+        latency_model("tpu-v9")
     assert latency_model("ROOFLINE:H200").source == "estimate:roofline:h200"
     (tmp_path / "h200").mkdir()  # a folder named as a preset does not take the preset's name, as a file does not
     assert latency_model("h200").source.startswith("table:NVIDIA H200") and not is_table_path("h200")
