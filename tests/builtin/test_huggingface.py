@@ -287,6 +287,22 @@ def test_a_folder_of_its_own_code_is_refused_before_transformers_asks_to_run_it(
     assert type(load_workload(str(folder), with_metric=False).model).__name__ == "GPT2Model"
 
 
+@pytest.mark.parametrize("quantization", [{"quant_method": "bitsandbytes", "load_in_8bit": True}, {"quant_method": "fbgemm_fp8"},
+                                          {"quant_method": "gptq", "bits": 4}], ids=["bitsandbytes", "fp8", "gptq"])
+def test_an_already_quantized_checkpoint_is_refused_for_what_it_is(tiny_gpt2_dir, tmp_path, quantization):
+    """transformers' refusal said to get a GPU, or to install bitsandbytes or optimum: none of which makes a quantized
+    checkpoint one autoq can search the quantization of."""
+    import json
+
+    folder = tmp_path / "prequantized"
+    shutil.copytree(tiny_gpt2_dir, folder)
+    config = json.loads((folder / "config.json").read_text())
+    (folder / "config.json").write_text(json.dumps({**config, "quantization_config": quantization}))
+    with pytest.raises(AutoqError, match=rf"is already quantized \({quantization['quant_method']}; its config.json has a "
+                                         r"quantization_config\): .* pass the original checkpoint"):
+        load_workload(str(folder))
+
+
 def test_a_tokenizer_of_its_own_code_is_said_to_be_stood_in_for(tiny_gpt2_dir, tmp_path, capsys):
     """A tokenizer_config.json naming the folder's own tokenizer code: transformers built a generic tokenizer from the
     files without a word (nor ran the code), so the search ran on tokens that may not be the model's."""
