@@ -123,13 +123,13 @@ def main() -> int:
         parser.error(f"--steps takes some of {', '.join(STEP_SHARES)}; got {args.steps!r}")
     start = time.perf_counter()
     out = Path(args.out).resolve()
-    out.mkdir(parents=True, exist_ok=True)
 
     import torch
 
-    if not torch.cuda.is_available():
+    if not torch.cuda.is_available():  # before the folder is made: a refusal left an empty one behind
         print("gpu_session: error: no CUDA GPU is visible here (torch.cuda.is_available() is False)", file=sys.stderr)
         return 2
+    out.mkdir(parents=True, exist_ok=True)
     query = ["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm,clocks.mem", "--format=csv"]
     smi = "".join(shell_output(cmd) for cmd in (query, ["nvidia-smi"]))
     (out / "nvidia_smi.txt").write_text(smi)

@@ -92,8 +92,9 @@ def test_the_gpu_timing_tests_are_the_ones_its_tests_step_runs_alone():
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal on a machine without a GPU")
 def test_without_a_gpu_it_says_so_and_exits_2(tmp_path):
-    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    proc = subprocess.run([sys.executable, str(SCRIPT), "--out", str(tmp_path / "results")], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and "no CUDA GPU" in proc.stderr
+    assert not (tmp_path / "results").exists()  # the refusal made an empty folder for results it never wrote
 
 
 def test_its_steps_run_in_order_with_shares_of_the_deadline(tmp_path):
