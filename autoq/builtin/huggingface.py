@@ -42,12 +42,6 @@ def load_pretrained(path: str | Path):
                          + (f": pass {str(directory.parent)!r}" if directory.name == "config.json" else ""))
     if not (directory / "config.json").is_file():
         raise AutoqError(f"{str(path)!r} is not a Hugging Face model directory: it has no config.json")
-    quantized = _saved_config(directory).get("quantization_config")
-    if isinstance(quantized, Mapping):  # transformers asked for a GPU, bitsandbytes or optimum: none is what would help
-        method = quantized.get("quant_method") or "a method of its own"
-        raise AutoqError(f"the model in {str(path)!r} is already quantized ({method}; its config.json has a quantization_config): "
-                         "autoq searches how to quantize a model from its unquantized weights; pass the original checkpoint "
-                         "(fp32, fp16 or bf16) it was quantized from")
     if _own_code(_saved_config(directory)):  # transformers asked whether to run the folder's code, in autoq's output
         raise AutoqError(f"the model in {str(path)!r} runs its own code (its config.json has an auto_map), which autoq does not run "
                          "from a folder, nor could an export rebuild it; load the model yourself (trust_remote_code=True) and "
@@ -145,7 +139,15 @@ def _load_base(directory: Path, path: str | Path, **options: Any) -> tuple[torch
             model, info = _base_class(directory).from_pretrained(str(directory), dtype=torch.float32, output_loading_info=True,
                                                                  trust_remote_code=False, **options)
     except Exception as exc:  # transformers raises many types for a broken directory
-        raise AutoqError(f"could not load a model from {str(path)!r}: {type(exc).__name__}: {exc}".splitlines()[0]) from None
+        reason = f"{type(exc).__name__}: {exc}".splitlines()[0]
+        quantized = _saved_config(directory).get("quantization_config")
+        if isinstance(quantized, Mapping):  # transformers asked for a GPU, bitsandbytes or optimum: none is what would help
+            # (asked only where loading fails: a pruned model saved dense has a quantization_config too, and loads)
+            raise AutoqError(f"the model in {str(path)!r} is saved quantized ({quantized.get('quant_method') or 'a method of its own'}: "
+                             f"its config.json has a quantization_config), which transformers cannot load here ({reason}); autoq "
+                             "searches how to quantize a model from its unquantized weights: pass the original checkpoint "
+                             "(fp32, fp16 or bf16) it was quantized from") from None
+        raise AutoqError(f"could not load a model from {str(path)!r}: {reason}") from None
     return model, sorted(info.get("missing_keys") or ())
 
 

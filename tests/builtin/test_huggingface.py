@@ -289,7 +289,7 @@ def test_a_folder_of_its_own_code_is_refused_before_transformers_asks_to_run_it(
 
 @pytest.mark.parametrize("quantization", [{"quant_method": "bitsandbytes", "load_in_8bit": True}, {"quant_method": "fbgemm_fp8"},
                                           {"quant_method": "gptq", "bits": 4}], ids=["bitsandbytes", "fp8", "gptq"])
-def test_an_already_quantized_checkpoint_is_refused_for_what_it_is(tiny_gpt2_dir, tmp_path, quantization):
+def test_a_checkpoint_saved_quantized_that_transformers_cannot_load_is_refused_for_what_it_is(tiny_gpt2_dir, tmp_path, quantization):
     """transformers' refusal said to get a GPU, or to install bitsandbytes or optimum: none of which makes a quantized
     checkpoint one autoq can search the quantization of."""
     import json
@@ -298,9 +298,13 @@ def test_an_already_quantized_checkpoint_is_refused_for_what_it_is(tiny_gpt2_dir
     shutil.copytree(tiny_gpt2_dir, folder)
     config = json.loads((folder / "config.json").read_text())
     (folder / "config.json").write_text(json.dumps({**config, "quantization_config": quantization}))
-    with pytest.raises(AutoqError, match=rf"is already quantized \({quantization['quant_method']}; its config.json has a "
-                                         r"quantization_config\): .* pass the original checkpoint"):
+    with pytest.raises(AutoqError, match=rf"is saved quantized \({quantization['quant_method']}: its config.json has a "
+                                         r"quantization_config\), which transformers cannot load here \(.*\); .* pass the original checkpoint"):
         load_workload(str(folder))
+    # one that loads is searched, as before: a pruned model saved dense (compressed-tensors with no quantized groups),
+    # or a method transformers does not know, which it loads unquantized
+    (folder / "config.json").write_text(json.dumps({**config, "quantization_config": {"quant_method": "not-a-method"}}))
+    assert type(load_workload(str(folder), with_metric=False).model).__name__ == "GPT2Model"
 
 
 def test_a_tokenizer_of_its_own_code_is_said_to_be_stood_in_for(tiny_gpt2_dir, tmp_path, capsys):
