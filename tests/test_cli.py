@@ -259,6 +259,26 @@ def test_a_closed_terminal_stops_a_search_with_129_and_its_trials_kept(tmp_path,
     assert not any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
 
 
+@pytest.mark.skipif(not hasattr(os, "openpty"), reason="a pseudo-terminal needs POSIX")
+@pytest.mark.parametrize("stdout", ["file", "terminal"])
+def test_a_stop_note_the_terminal_cannot_take_leaves_a_callers_own_stdout_alone(stdout, tmp_path):
+    """The note goes nowhere once the terminal hung up (EIO); stdout with it only where it is that terminal: a script
+    that called main with its stdout to a file lost every line it printed after."""
+    import pty
+
+    master, terminal = pty.openpty()
+    os.close(master)  # hung up: writes to it fail with EIO
+    before = "print('before', flush=True); " if stdout == "file" else ""  # the hung-up terminal takes no line before either
+    script = (f"import autoq.cli as c; {before}c._say_stopped('autoq: interrupted after 3 finished trial(s)'); "
+              "print('after', flush=True)")
+    with open(tmp_path / "out.txt", "w") as out:
+        proc = subprocess.run([sys.executable, "-c", script], stdout=out if stdout == "file" else terminal, stderr=terminal, timeout=120)
+    os.close(terminal)
+    assert proc.returncode == 0  # a failed write (or flush at exit) would end it with 1 or 120
+    if stdout == "file":
+        assert (tmp_path / "out.txt").read_text() == "before\nafter\n"
+
+
 @pytest.mark.parametrize(("args", "needle"), [
     (["export", "--run-id", "0123", "--out", ""], "--out is '': give OUT\n"),  # wrote into the working folder; required: no "leave it out"
     (["export", "--run-id", "0123", "--out", "o", "--model", " "], "--model is ' ': give MODEL"),  # loaded the default model

@@ -85,10 +85,14 @@ def _say_stopped(text: str) -> None:
     try:
         print(text, file=sys.stderr, flush=True)
     except (OSError, ValueError):  # EIO, or a stream already closed
-        null = os.open(os.devnull, os.O_WRONLY)
-        for stream in (sys.stdout, sys.stderr):
-            with contextlib.suppress(OSError, ValueError):
-                os.dup2(null, stream.fileno())
+        with contextlib.suppress(OSError, ValueError):
+            err = sys.stderr.fileno()
+            # stdout too where it is the same terminal (its flush at exit would fail): not a file of a caller's own, which
+            # a script that called main goes on writing to
+            same = [sys.stdout.fileno()] if os.path.samestat(os.fstat(sys.stdout.fileno()), os.fstat(err)) else []
+            null = os.open(os.devnull, os.O_WRONLY)
+            for fd in (err, *same):
+                os.dup2(null, fd)
 
 
 def _exit_status(exc: BaseException) -> int:
