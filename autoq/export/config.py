@@ -105,6 +105,10 @@ def read_config(out_dir: Path) -> dict[str, Any]:
     layers = data.get("layers")
     if not isinstance(layers, dict) or not all(isinstance(e, dict) and {"choice", "kind", "shape"} <= set(e) for e in layers.values()):
         raise AutoqError(f"{path} lacks its 'layers' (each with its choice, kind and shape): the file is damaged; export again")
+    base = data.get("base", {})
+    if not isinstance(base, dict) or not isinstance(base.get("hf_config") or {}, dict):  # a traceback of .get or dict() on a list
+        raise AutoqError(f"{path}: its 'base' (and a Hugging Face model's 'hf_config' in it) must be a JSON object: the file is "
+                         "damaged; export again")
     unlaid = [name for name, e in layers.items() if e["choice"] != "fp16" and "layout" not in e]
     if unlaid:  # read as unquantized, its packed tensors were then 'tensors the model does not have'
         raise AutoqError(f"{path}: layer {unlaid[0]!r} is quantized ({layers[unlaid[0]]['choice']}) but names no 'layout' of its "
@@ -125,9 +129,9 @@ def rebuild_base(base: dict[str, Any], state: Mapping[str, torch.Tensor]) -> nn.
         from autoq.quiet import quiet_logs
 
         hf = dict(base["hf_config"])
-        cls = getattr(transformers, base.get("class", ""), None)
+        cls = hf_model_class(base.get("class"))
         if cls is None:
-            raise AutoqError(f"transformers has no class {base.get('class')!r}; pass model= to autoq.load")
+            raise AutoqError(f"transformers has no model class {base.get('class')!r}; pass model= to autoq.load")
         model_type = hf.pop("model_type", None)
         or_given = "or pass model= (an instance of the exported architecture) to autoq.load"
         if not isinstance(model_type, str):
@@ -148,9 +152,14 @@ def rebuild_base(base: dict[str, Any], state: Mapping[str, torch.Tensor]) -> nn.
                     with contextlib.suppress(TypeError):  # a class that takes no such option: the loader names what is missing
                         model, info = cls.from_pretrained(None, add_pooling_layer=False, **options)
             except (RuntimeError, ValueError) as exc:  # a tensor of another shape than the config gives it
-                detail = next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), str(exc).splitlines()[0])
+                detail = (next((line.strip() for line in str(exc).splitlines() if "size mismatch" in line), None)
+                          or _mismatched(cls, config, state) or str(exc).splitlines()[0])
                 raise AutoqError(f"the export's tensors do not fit the model its config describes ({detail}): the export is "
                                  "damaged; write it again with 'autoq export' (or autoq.export)") from None
+            except ImportError as exc:  # a config that asks for a library (a quantization_config's): not autoq's format
+                raise AutoqError(f"the export's {model_type!r} config asks transformers for what it cannot load here "
+                                 f"({str(exc).splitlines()[0] if str(exc) else 'ImportError'}): the export's config is damaged or "
+                                 f"edited; export again, {or_given}") from None
             except (AttributeError, TypeError) as exc:  # a class the config does not fit: a BertModel of a GPT-2 config
                 raise AutoqError(f"transformers' {cls.__name__} cannot be built from the export's {model_type!r} config "
                                  f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}): the export's class and config "
@@ -168,15 +177,37 @@ def rebuild_base(base: dict[str, Any], state: Mapping[str, torch.Tensor]) -> nn.
     raise AutoqError("this export does not say how to rebuild its model; pass model= (an instance of the same architecture) to autoq.load")
 
 
+def hf_model_class(name: Any) -> type | None:
+    """transformers' model class ``name`` (a ``PreTrainedModel``), else None: any name the export's config gave was
+    taken, and ``AutoTokenizer``'s ``from_pretrained(None)`` went to the Hugging Face Hub for minutes of retries."""
+    import transformers
+
+    cls = getattr(transformers, name, None) if isinstance(name, str) and name else None
+    return cls if isinstance(cls, type) and issubclass(cls, transformers.PreTrainedModel) else None
+
+
+def _mismatched(cls: type, config: Any, state: Mapping[str, torch.Tensor]) -> str | None:
+    """The first tensor of ``state`` whose shape the model ``config`` describes does not give it, said with both shapes:
+    transformers 5 puts that in a log report (which autoq quiets), its error reading only "look at the above report".
+    The model is built on the meta device, allocating nothing; None where it cannot be built so."""
+    try:
+        with torch.device("meta"):
+            shapes = {k: tuple(v.shape) for k, v in cls(config).state_dict().items()}
+    except Exception:  # noqa: BLE001 - the detail is a courtesy: the error stands without it
+        return None
+    for name, tensor in state.items():
+        if name in shapes and tuple(tensor.shape) != shapes[name]:
+            return f"{name} is {tuple(tensor.shape)} in the file, {shapes[name]} in the model its config describes"
+    return None
+
+
 def unrebuildable(base: dict[str, Any]) -> str | None:
     """Why `rebuild_base` cannot build the model ``base`` describes (a model class of the user's own, or of a Hugging
     Face folder's own code), else ``None``: an MLflow model of such an export, which loads with ``autoq.load`` alone,
     was logged and registered, and failed in every ``mlflow.pyfunc.load_model``."""
     if base.get("hf_config"):
-        import transformers
-
         name = base.get("class", "")
-        return None if isinstance(getattr(transformers, name, None), type) else f"its class {name!r} is not one of transformers'"
+        return None if hf_model_class(name) is not None else f"its class {name!r} is not one of transformers' models"
     if base.get("builtin"):
         return None
     return f"it is a {base.get('class')}, neither a built-in model nor a Hugging Face one: the export holds its weights, not its code"

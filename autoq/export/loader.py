@@ -310,7 +310,23 @@ def _placeholders(quantized: dict[str, dict], dtype: str | None) -> dict[str, to
     """An uninitialized weight for each quantized layer, of its native shape: the rebuilt model's float weight, which
     `QuantLinear` replaces (or the dequantized weight overwrites) at once, need not be filled at random first."""
     wanted = float_dtype(dtype) or torch.float32
-    return {f"{name}.weight": torch.empty(entry["weight_shape"], dtype=wanted) for name, entry in quantized.items() if "weight_shape" in entry}
+    out = {}
+    for name, entry in quantized.items():
+        if "weight_shape" not in entry:
+            continue
+        dims, matrix = entry["weight_shape"], entry["shape"]
+        # a damaged or edited shape was a traceback from torch.empty (a negative size, a text), or an allocation of 400 TB
+        ints = isinstance(dims, list) and 2 <= len(dims) <= 5 and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims)
+        if not ints or not (isinstance(matrix, list) and len(matrix) == 2 and math.prod(dims) == math.prod(matrix)):
+            raise AutoqError(f"the export's layer {name!r} has weight_shape {dims!r}, where the format stores the dimensions of the "
+                             f"layer's weight: 2 to 5 positive integers whose product is its shape's {matrix!r}: the file is damaged "
+                             "or edited; export again")
+        try:
+            out[f"{name}.weight"] = torch.empty(dims, dtype=wanted)
+        except RuntimeError as exc:  # more memory than there is: the allocator's error, said for what it is
+            raise AutoqError(f"the export's layer {name!r} declares a weight of {dims!r}, which this machine cannot hold "
+                             f"({str(exc).splitlines()[0][:200]}): the file is damaged or edited, or the model too large here") from None
+    return out
 
 
 def _act_range(name: str, value: Any) -> ActRange:

@@ -450,12 +450,40 @@ def test_a_module_of_mixed_dtypes_comes_back_in_them(tmp_path):
     (lambda base: base["hf_config"].pop("model_type"), r"config names no model_type: the file is damaged"),
     (lambda base: base.update({"class": "BertModel"}), r"transformers' BertModel cannot be built from the export's 'llama' config .*"
                                                        r"do not belong together"),
-], ids=["unknown-model-type", "no-model-type", "class-of-another-config"])
+    # any transformers name was taken: AutoTokenizer.from_pretrained(None) asked the Hugging Face Hub for minutes
+    (lambda base: base.update({"class": "AutoTokenizer"}), r"^transformers has no model class 'AutoTokenizer'; pass model="),
+    # transformers 5 keeps the mismatch in a log report autoq quiets: the error said only "look at the above report"
+    (lambda base: base["hf_config"].update(vocab_size=71), r"do not fit the model its config describes \(model.embed_tokens.weight is "
+                                                           r"\(64, 32\) in the file, \(71, 32\) in the model its config describes\)"),
+    (lambda base: base["hf_config"].update(quantization_config={"quant_method": "bitsandbytes", "load_in_4bit": True}),
+     r"config asks transformers for what it cannot load here \(.*bitsandbytes.*\): the export's config is damaged or edited"),
+], ids=["unknown-model-type", "no-model-type", "class-of-another-config", "not-a-model-class", "tensor-of-another-shape",
+        "asks-for-a-library"])
 def test_a_base_model_transformers_cannot_build_is_one_clear_error(tmp_path, edit, message):
-    """Each was a raw traceback: a 12 kB ValueError listing every model type, a KeyError, an AttributeError."""
+    """Each was a raw traceback: a 12 kB ValueError listing every model type, a KeyError, an AttributeError, an
+    ImportError; or minutes of requests to the Hugging Face Hub; or an error pointing at a report it did not show."""
     out = export(_tiny_llama(), MLP, tmp_path / "q")
     config = json.loads((out / CONFIG_NAME).read_text())
     edit(config["base"])
+    (out / CONFIG_NAME).write_text(json.dumps(config))
+    with pytest.raises(AutoqError, match=message):
+        autoq.load(out)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c.update(base=["a"]), r"its 'base' \(and a Hugging Face model's 'hf_config' in it\) must be a JSON object"),
+    (lambda c: c["base"].update(hf_config=["a"]), r"its 'base' \(and a Hugging Face model's 'hf_config' in it\) must be a JSON object"),
+    (lambda c: c["layers"][next(iter(MLP))].update(weight_shape=[-1, 5]), r"has weight_shape \[-1, 5\], where the format stores"),
+    (lambda c: c["layers"][next(iter(MLP))].update(weight_shape="abc"), r"has weight_shape 'abc', where the format stores"),
+    (lambda c: c["layers"][next(iter(MLP))].update(weight_shape=[10**7, 10**7], shape=[10**7, 10**7]),
+     r"declares a weight of \[10000000, 10000000\], which this machine cannot hold"),
+], ids=["base-list", "hf-config-list", "negative-weight-shape", "text-weight-shape", "huge-weight-shape"])
+def test_a_damaged_config_is_refused_before_anything_is_built(tmp_path, edit, message):
+    """Tracebacks from the rebuild: AttributeError and ValueError for a list where an object goes, torch.empty's own
+    errors for a weight shape, an allocation of 400 TB refused in the allocator's words."""
+    out = export(_tiny_llama(), MLP, tmp_path / "q")
+    config = json.loads((out / CONFIG_NAME).read_text())
+    edit(config)
     (out / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(AutoqError, match=message):
         autoq.load(out)
