@@ -82,7 +82,7 @@ def format_summary(result: SearchResult, finished: bool = True, module: bool | N
     objectives = "quality, bits, latency" if source else "quality, bits"
     reference = format_quality(result.reference_quality) if math.isfinite(result.reference_quality) else "not recorded"
     runs = bool(result.tracking_uri) and any(p.run_id for p in result.frontier)  # the ids autoq export --run-id takes
-    binary = result.budget.binary_size  # sizes in the budget's units: 29.53 MiB within 30MiB read '30.96 MB
+    binary = result.budget.binary_size  # sizes in the budget's units: 29.53 MiB within 30MiB read '30.96 MB'
     lines = [
         f"Pareto frontier ({objectives}) within {result.budget.shown} ({len(result.frontier)} of {len(result.points)} evaluated trials; quality = {result.metric}; unquantized = {reference}):",
         f"  {'trial':>5}  {'quality':>8}  {'eff.bits':>8}  {'size':>10}  " + (f"{'latency':>12}  " if source else "") + (f"{'MLflow run id':<32}  " if runs else "") + "choices",
