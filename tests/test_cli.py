@@ -160,13 +160,31 @@ def test_help_lists_search():
     assert proc.returncode == 0 and "search" in proc.stdout
 
 
+def _wait_for_finished_trials(storage: str, study_name: str, count: int, meanwhile=lambda: None) -> None:
+    """Wait (2 minutes at most) until the study another process runs holds ``count`` finished trials, calling
+    ``meanwhile`` between looks."""
+    import time
+
+    import optuna
+
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        meanwhile()
+        time.sleep(0.3)
+        try:
+            study = optuna.load_study(study_name=study_name, storage=storage)
+        except Exception:  # noqa: BLE001 - the study does not exist yet
+            continue
+        if sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials) >= count:
+            return
+
+
 @pytest.mark.parametrize(("signame", "caller"), [("SIGINT", "cli"), ("SIGTERM", "cli"), ("SIGHUP", "cli"), ("SIGTERM", "script")])
 def test_interrupt_keeps_finished_trials(signame, caller, tmp_path, mlflow_uri):
     """Ctrl-C, a scheduler's SIGTERM and a closed terminal's SIGHUP stop the command as cleanly, and SIGTERM stops a
     script that calls ``autoq.search`` so too: the last two killed it as ``kill -9`` does, the run and a trial left
     RUNNING and no resume command said."""
     import signal
-    import time
 
     import optuna
     from helpers import child_runs
@@ -184,15 +202,7 @@ def test_interrupt_keeps_finished_trials(signame, caller, tmp_path, mlflow_uri):
     )
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     try:
-        deadline = time.time() + 120
-        complete = 0
-        while time.time() < deadline and complete < 5:  # wait for some finished trials
-            time.sleep(0.5)
-            try:
-                study = optuna.load_study(study_name="interrupted", storage=storage)
-                complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-            except Exception:  # the study does not exist yet
-                continue
+        _wait_for_finished_trials(storage, "interrupted", 5)
         proc.send_signal(getattr(signal, signame))
         _, err = proc.communicate(timeout=120)
     finally:
@@ -235,17 +245,12 @@ def test_a_closed_terminal_stops_a_search_with_129_and_its_trials_kept(tmp_path,
         os.chdir(tmp_path)
         os.execve(sys.executable, cmd, {**os.environ, "PYTHONWARNINGS": "ignore"})
     os.set_blocking(terminal, False)
+    def drain() -> None:  # keep the terminal drained: a full one would block the search's writes
+        with contextlib.suppress(OSError):  # nothing to read yet
+            os.read(terminal, 65536)
+
     try:
-        deadline, complete = time.time() + 120, 0
-        while time.time() < deadline and complete < 3:
-            with contextlib.suppress(OSError):  # nothing to read yet
-                os.read(terminal, 65536)  # keep the terminal drained: a full one would block the search's writes
-            time.sleep(0.3)
-            try:
-                study = optuna.load_study(study_name="hung-up", storage=storage)
-                complete = sum(t.state == optuna.trial.TrialState.COMPLETE for t in study.trials)
-            except Exception:  # the study does not exist yet
-                continue
+        _wait_for_finished_trials(storage, "hung-up", 3, drain)
         os.close(terminal)  # the terminal goes away
         deadline = time.time() + 120
         while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.time() < deadline:

@@ -161,6 +161,17 @@ def test_a_hugging_face_export_serves_token_arrays_of_any_length(minilm_export, 
     assert got.shape == tuple(expected.shape) and np.allclose(got, expected.numpy(), atol=1e-5)
 
 
+def _serves_a_left_padded_row_as_without_its_padding(served, out) -> None:
+    """``served`` (the MLflow model of the causal LM exported to ``out``) gives a left-padded row's last token the logits
+    the loaded export gives it without its padding: the request's mask reached the model."""
+    ids = np.array([[0, 0, 5, 9, 17, 4], [8, 3, 5, 9, 17, 4]], dtype=np.int64)  # the first row left-padded
+    mask = np.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]], dtype=np.int64)
+    got = served.predict({"input_ids": ids, "attention_mask": mask})
+    with torch.no_grad():
+        unpadded = autoq.load(out)(input_ids=torch.from_numpy(ids[:1, 2:])).logits[0, -1].numpy()
+    assert np.allclose(got[0, -1], unpadded, atol=1e-4)
+
+
 @pytest.mark.parametrize("bare", [False, True], ids=["dict", "tensor"])
 def test_a_causal_lm_calibrated_on_ids_alone_takes_a_padded_requests_mask(tmp_path, mlflow_uri, monkeypatch, bare):
     """The signature held only the calibration batch's ``input_ids`` (the smollm2 built-in's batches): MLflow dropped a
@@ -188,12 +199,7 @@ def test_a_causal_lm_calibrated_on_ids_alone_takes_a_padded_requests_mask(tmp_pa
     run = client.create_run(client.create_experiment("lm"))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     served = mlflow.pyfunc.load_model(log_export(mlflow_uri, run.info.run_id, out).run_uri)
-    ids = np.array([[0, 0, 5, 9, 17, 4], [8, 3, 5, 9, 17, 4]], dtype=np.int64)  # the first row left-padded
-    mask = np.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]], dtype=np.int64)
-    got = served.predict({"input_ids": ids, "attention_mask": mask})
-    with torch.no_grad():
-        unpadded = autoq.load(out)(input_ids=torch.from_numpy(ids[:1, 2:])).logits[0, -1].numpy()
-    assert np.allclose(got[0, -1], unpadded, atol=1e-4)  # the padded row's last token as without its padding
+    _serves_a_left_padded_row_as_without_its_padding(served, out)
 
 
 
@@ -231,9 +237,4 @@ def test_an_ids_and_mask_tuple_batch_is_served_by_the_forwards_parameter_names(t
     monkeypatch.setenv("MLFLOW_TRACKING_URI", mlflow_uri)
     served = mlflow.pyfunc.load_model(log_export(mlflow_uri, run.info.run_id, out).run_uri)
     assert [s.name for s in served.metadata.get_input_schema().inputs] == ["input_ids", "attention_mask"]
-    ids = np.array([[0, 0, 5, 9, 17, 4], [8, 3, 5, 9, 17, 4]], dtype=np.int64)  # the first row left-padded
-    mask = np.array([[0, 0, 1, 1, 1, 1], [1, 1, 1, 1, 1, 1]], dtype=np.int64)
-    got = served.predict({"input_ids": ids, "attention_mask": mask})
-    with torch.no_grad():
-        unpadded = autoq.load(out)(input_ids=torch.from_numpy(ids[:1, 2:])).logits[0, -1].numpy()
-    assert np.allclose(got[0, -1], unpadded, atol=1e-4)  # the padded row's last token as without its padding
+    _serves_a_left_padded_row_as_without_its_padding(served, out)
