@@ -316,8 +316,7 @@ def _placeholders(quantized: dict[str, dict], dtype: str | None) -> dict[str, to
             continue
         dims, matrix = entry["weight_shape"], entry["shape"]
         # a damaged or edited shape was a traceback from torch.empty (a negative size, a text), or an allocation of 400 TB
-        ints = isinstance(dims, list) and 2 <= len(dims) <= 5 and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in dims)
-        if not ints or not (isinstance(matrix, list) and len(matrix) == 2 and math.prod(dims) == math.prod(matrix)):
+        if not (_sizes(dims, range(2, 6)) and _sizes(matrix, (2,)) and math.prod(dims) == math.prod(matrix)):
             raise AutoqError(f"the export's layer {name!r} has weight_shape {dims!r}, where the format stores the dimensions of the "
                              f"layer's weight: 2 to 5 positive integers whose product is its shape's {matrix!r}: the file is damaged "
                              "or edited; export again")
@@ -327,6 +326,12 @@ def _placeholders(quantized: dict[str, dict], dtype: str | None) -> dict[str, to
             raise AutoqError(f"the export's layer {name!r} declares a weight of {dims!r}, which this machine cannot hold "
                              f"({str(exc).splitlines()[0][:200]}): the file is damaged or edited, or the model too large here") from None
     return out
+
+
+def _sizes(value: Any, lengths: Any) -> bool:
+    """Whether ``value`` is a list of positive integers, as many as one of ``lengths``: a shape as the config records it."""
+    return (isinstance(value, list) and len(value) in lengths
+            and all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in value))
 
 
 def _act_range(name: str, value: Any) -> ActRange:

@@ -477,7 +477,8 @@ def test_a_base_model_transformers_cannot_build_is_one_clear_error(tmp_path, edi
     (lambda c: c["layers"][next(iter(MLP))].update(weight_shape="abc"), r"has weight_shape 'abc', where the format stores"),
     (lambda c: c["layers"][next(iter(MLP))].update(weight_shape=[10**7, 10**7], shape=[10**7, 10**7]),
      r"declares a weight of \[10000000, 10000000\], which this machine cannot hold"),
-], ids=["base-list", "hf-config-list", "negative-weight-shape", "text-weight-shape", "huge-weight-shape"])
+    (lambda c: c["layers"][next(iter(MLP))].update(shape=["a", None]), r"whose product is its shape's \['a', None\]"),
+], ids=["base-list", "hf-config-list", "negative-weight-shape", "text-weight-shape", "huge-weight-shape", "text-shape"])
 def test_a_damaged_config_is_refused_before_anything_is_built(tmp_path, edit, message):
     """Tracebacks from the rebuild: AttributeError and ValueError for a list where an object goes, torch.empty's own
     errors for a weight shape, an allocation of 400 TB refused in the allocator's words."""
