@@ -38,7 +38,8 @@ def test_the_repr_is_short_whatever_the_table_holds():
     big = SensitivityTable("kl", "h", "d", tuple(Entry(f"layer.{i}", f"int{b}-ch-asym:rtn-mse", 1.0) for i in range(300) for b in (2, 4, 8)),
                            3.0, "big")
     assert repr(big) == "SensitivityTable(metric='kl', model='big', layers=300, options=3, entries=900, seconds=3, from_cache=False)"
-    assert "model='abc123'" in repr(table())  # no name: the weights' hash
+    assert "model='tiny'" in repr(table())
+    assert "model='h'" in repr(SensitivityTable("kl", "h", "d", (Entry("a", "fp16", 1.0),), 1.0))  # no name: the weights' hash
 
 
 def test_duplicate_entries_are_refused():
