@@ -134,24 +134,39 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
     params, metrics, tags = parent.data.params, parent.data.metrics, parent.data.tags
     if tags.get("autoq.kind") != "search":
         raise AutoqError(f"run {run_id!r} is not the parent run of an autoq search{_what_it_is(client, parent)}")
-    points, last_end = [], 0
+    points, last_end, untagged = [], 0, []
     with tempfile.TemporaryDirectory() as tmp, no_download_bars():
         for run in trial_runs(client, run_id):
             last_end = max(last_end, run.info.end_time or 0)
             m = run.data.metrics
             if run.info.status != "FINISHED" or "quality" not in m:
                 continue
+            number = run.data.tags.get(TRIAL_TAG, "")
+            if not number.isdigit():  # edited or deleted in the MLflow UI (its one editable field): a traceback, for every reader
+                untagged.append(run.info.run_id)
+                continue
             latency_ms = m.get("latency_ms")
             try:
                 text = artifact_text(client, run, "assignment.json", tmp)
             except MissingArtifact as exc:  # a finished trial logged it: MLflow raised with a traceback
                 raise AutoqError(moved_artifacts(exc)) from None
+            try:
+                assignment = Assignment.from_json(text)
+            except AutoqError as exc:  # the message named a layer that every trial has: which run's file was it?
+                raise AutoqError(f"trial {number} (MLflow run {run.info.run_id}) has an assignment.json autoq cannot read "
+                                 f"({exc}): the file was edited; put back what the search logged") from None
             points.append(Point(
-                int(run.data.tags[TRIAL_TAG]), Assignment.from_json(text), m["quality"],
+                int(number), assignment, m["quality"],
                 m["effective_bits"], int(m["size_bytes"]),
                 run.data.tags.get("uniform") == "true", run.info.run_id,
                 None if latency_ms is None else latency_ms * 1e3, run.data.tags.get("latency_source"),
             ))
+    if untagged:
+        from autoq.messages import warn
+
+        warn(f"{len(untagged)} finished trial run(s) of search run {run_id} have no trial number in their {TRIAL_TAG!r} tag "
+             f"(edited or deleted), and are left out: {', '.join(untagged[:5])}{' ...' if len(untagged) > 5 else ''}; set the "
+             "tag back to the trial's number to count them")
     points.sort(key=lambda p: p.trial)
     end = parent.info.end_time or last_end or parent.info.start_time  # killed outright: its last trial's end
     return SearchResult(

@@ -1,0 +1,55 @@
+"""Stores edited after the search, by hand or by a tool: a trial run's tag changed in the MLflow UI, an artifact
+edited, a study attribute of another type. Each reader says what it found, and a resume still finishes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+import pytest
+import torch
+from mlflow.tracking import MlflowClient
+
+import autoq
+from autoq.errors import AutoqError, AutoqWarning
+from autoq.tracking.mlflow_logger import TRIAL_TAG
+
+
+@pytest.fixture
+def search(tmp_path, mlflow_uri):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4))
+    data = [torch.randn(8, 16) for _ in range(2)]
+    options = dict(budget="6bits", n_trials=5, seed_from="none", tracking_uri=mlflow_uri, storage=f"sqlite:///{tmp_path / 'optuna.db'}",
+                   study_name="s", progress=False)
+    return model, data, options, autoq.search(model, data, **options)
+
+
+def test_a_trial_runs_tag_edited_in_the_ui_leaves_that_run_out_with_a_warning(search, mlflow_uri):
+    """int() of the tag raised in `autoq pareto` and `SearchResult.from_mlflow`: a traceback for every reader."""
+    *_, result = search
+    client, edited = MlflowClient(mlflow_uri), result.points[-1]
+    client.set_tag(edited.run_id, TRIAL_TAG, f"trial-{edited.trial}")
+    with pytest.warns(AutoqWarning, match=rf"1 finished trial run\(s\) of search run {result.parent_run_id} have no trial number .*"
+                                          rf"left out: {edited.run_id}"):
+        read = autoq.SearchResult.from_mlflow(result.parent_run_id, mlflow_uri)
+    assert [p.trial for p in read.points] == [p.trial for p in result.points[:-1]]
+
+
+def test_an_edited_assignment_file_is_named_by_its_trial_and_run(search, mlflow_uri):
+    """'assignment layer '0': cannot parse ...': every trial has that layer, and the message named neither run nor file."""
+    *_, result = search
+    point = result.points[1]
+    artifacts = Path(MlflowClient(mlflow_uri).get_run(point.run_id).info.artifact_uri.removeprefix("file://"))
+    (artifacts / "assignment.json").write_text((artifacts / "assignment.json").read_text().replace("-ch-", "-zz-"))
+    with pytest.raises(AutoqError, match=rf"^trial {point.trial} \(MLflow run {point.run_id}\) has an assignment.json autoq cannot read"):
+        autoq.SearchResult.from_mlflow(result.parent_run_id, mlflow_uri)
+
+
+def test_a_wall_time_attribute_of_another_type_does_not_stop_a_resume(search, tmp_path):
+    """float() of it raised after the resume's trials had run, its MLflow run left RUNNING: no resume ever finished."""
+    model, data, options, _ = search
+    study = optuna.load_study(study_name="s", storage=options["storage"])
+    study.set_user_attr("autoq.wall_seconds", "3.5 s")
+    again = autoq.search(model, data, resume=True, **{**options, "n_trials": 6})
+    assert len(again.points) == 6 and again.wall_seconds > 0
