@@ -260,7 +260,10 @@ def add_wall_seconds(storage: str | None, study_name: str, seconds: float) -> fl
             study = load_study(storage, study_name)
         except AutoqError:  # deleted under the search (by hand): this session's time, and the search's own error goes on
             return seconds
-        total = float(study.user_attrs.get(WALL_ATTR, 0.0)) + seconds
+        stored = study.user_attrs.get(WALL_ATTR, 0.0)
+        # set to another type by a tool or by hand: the resume crashed after its trials, its run left RUNNING, every time
+        known = isinstance(stored, (int, float)) and not isinstance(stored, bool) and math.isfinite(stored)
+        total = (float(stored) if known else 0.0) + seconds
         study.set_user_attr(WALL_ATTR, total)
     return total
 
