@@ -88,6 +88,12 @@ def trial_runs(client: MlflowClient, parent_id: str, experiment_id: str | None =
     return all_runs(client, [experiment_id], f"tags.mlflow.parentRunId = {_quoted(parent_id)}", order_by=["attributes.start_time ASC"])
 
 
+def trial_number(run: Run) -> int | None:
+    """The trial number a trial run's ``autoq.trial`` tag holds; None where it holds none (the tag edited or deleted)."""
+    number = run.data.tags.get(TRIAL_TAG, "")
+    return int(number) if number.isdigit() else None
+
+
 def reconcile_children(client: MlflowClient, parent_id: str | None, finished: Iterable[int]) -> dict[int, str]:
     """Delete child runs of trials that did not finish and repeated logs of one trial;
     return trial number -> run id for the finished trials that are logged."""
@@ -96,9 +102,9 @@ def reconcile_children(client: MlflowClient, parent_id: str | None, finished: It
     finished = set(finished)
     by_trial: dict[int, list[Run]] = defaultdict(list)
     for run in trial_runs(client, parent_id):
-        number = run.data.tags.get(TRIAL_TAG)
-        if number is not None and number.isdigit():
-            by_trial[int(number)].append(run)
+        number = trial_number(run)
+        if number is not None:
+            by_trial[number].append(run)
     kept = {}
     for number, runs in by_trial.items():
         keep = runs[:1] if number in finished else []
@@ -141,8 +147,8 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
             m = run.data.metrics
             if run.info.status != "FINISHED" or "quality" not in m:
                 continue
-            number = run.data.tags.get(TRIAL_TAG, "")
-            if not number.isdigit():  # edited or deleted in the MLflow UI (its one editable field): a traceback, for every reader
+            number = trial_number(run)
+            if number is None:  # edited or deleted in the MLflow UI (its one editable field): a traceback, for every reader
                 untagged.append(run.info.run_id)
                 continue
             latency_ms = m.get("latency_ms")
@@ -156,7 +162,7 @@ def load_result(run_id: str, tracking_uri: str) -> SearchResult:
                 raise AutoqError(f"trial {number} (MLflow run {run.info.run_id}) has an assignment.json autoq cannot read "
                                  f"({exc}): the file was edited; put back what the search logged") from None
             points.append(Point(
-                int(number), assignment, m["quality"],
+                number, assignment, m["quality"],
                 m["effective_bits"], int(m["size_bytes"]),
                 run.data.tags.get("uniform") == "true", run.info.run_id,
                 None if latency_ms is None else latency_ms * 1e3, run.data.tags.get("latency_source"),
