@@ -15,18 +15,24 @@ def forward_takes(model: Any, argument: str) -> bool:
         return False
 
 
+def _module_forward_parameters(model: Any) -> list[inspect.Parameter] | None:
+    """The parameters of ``model``'s ``forward``, a ``torch.compile`` wrapper's read from its module (the wrapper's takes
+    ``*args``); None where ``inspect`` cannot read it."""
+    from autoq.model.layers import uncompiled
+
+    try:
+        return list(inspect.signature(uncompiled(model).forward).parameters.values())
+    except (AttributeError, TypeError, ValueError):
+        return None
+
+
 def mask_position(model: Any) -> int | None:
     """Where ``model``'s ``forward`` takes ``attention_mask`` in a tuple batch (``model(*batch)``: a DataLoader over a
     ``TensorDataset`` of ids and masks yields ``[ids, mask]``): its index among the leading positional parameters;
     ``None`` where it takes none, takes it by keyword only, or ``inspect`` cannot read it. A ``torch.compile`` wrapper's
     is its module's (the wrapper's forward takes ``*args``: a table computed on it counted the padding)."""
-    from autoq.model.layers import uncompiled
-
-    try:
-        params = list(inspect.signature(uncompiled(model).forward).parameters.values())
-    except (AttributeError, TypeError, ValueError):
-        return None
-    for i, p in enumerate(params):
+    params = _module_forward_parameters(model)
+    for i, p in enumerate(params or ()):
         if p.kind not in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
             return None
         if p.name == "attention_mask":
@@ -39,11 +45,8 @@ def positional_names(model: Any) -> list[str] | None:
     the tensors of a tuple batch (``model(*batch)``) are called when passed as a dict (``model(**inputs)``, as a served
     MLflow model passes them). ``None`` where ``inspect`` cannot read the forward; a ``torch.compile`` wrapper's are its
     module's."""
-    from autoq.model.layers import uncompiled
-
-    try:
-        params = list(inspect.signature(uncompiled(model).forward).parameters.values())
-    except (AttributeError, TypeError, ValueError):
+    params = _module_forward_parameters(model)
+    if params is None:
         return None
     names = []
     for p in params:
