@@ -29,6 +29,7 @@ from autoq.engine.ray_session import cluster_address, ray_options_set
 from autoq.engine.result import Point
 from autoq.engine.seeding import portable_seed_from
 from autoq.engine.sessions import SESSION_ATTR, claim, dead_here, is_ours, live_owner, release, storage_lock, where
+from autoq.engine.settings_shape import checked_settings
 from autoq.engine.strategies import strategy_uses_seed
 from autoq.engine.strategy import CONSTRAINT_ATTR, RETRY_ATTR, SOURCE_ATTR, sampler_name
 from autoq.engine.study_names import SETTINGS_ATTR
@@ -157,7 +158,7 @@ def check_seed_table(storage: str | None, study_name: str, digest: str, path: st
 def seed_table_changed(storage: str | None, study_name: str, digest: str) -> bool:
     """Whether the stored search's first session recorded reading a sensitivity table of other scores than ``digest``
     (its `SensitivityTable.scores_digest`): the file was overwritten since."""
-    stored = (load_study(storage, study_name).user_attrs.get(SETTINGS_ATTR) or {}).get("seed_table")
+    stored = (_settings(load_study(storage, study_name), study_name) or {}).get("seed_table")
     return isinstance(stored, str) and stored != digest
 
 
@@ -226,7 +227,7 @@ def remember_counts(storage: str, study_name: str, n_trials: int, max_retries: i
     ``tracking_uri`` (the store this session logs to, holding the search's run: a copy, or the store moved) is stored
     too, so that the next resume logs there rather than to the old place."""
     study = load_study(storage, study_name)
-    settings = dict(study.user_attrs.get(SETTINGS_ATTR) or {})
+    settings = _settings(study, study_name) or {}
     asked: dict[str, Any] = {"max_retries": max_retries}
     if n_trials > n_done:
         asked["n_trials"] = n_trials
@@ -283,20 +284,26 @@ def end_session(storage: str | None, study_name: str) -> None:
             release(study)
 
 
+def _settings(study: optuna.Study, study_name: str) -> dict[str, Any] | None:
+    """The study's stored settings (``None`` before it stored any), checked for the shape autoq stores them in."""
+    stored = study.user_attrs.get(SETTINGS_ATTR)
+    return None if stored is None else checked_settings(stored, study_name)
+
+
 def read_settings(storage: str, study_name: str) -> dict[str, Any]:
     """The settings a stored search was started with (``{}`` for a study autoq did not start)."""
-    return dict(load_study(storage, study_name).user_attrs.get(SETTINGS_ATTR, {}))
+    return _settings(load_study(storage, study_name), study_name) or {}
 
 
 def started_settings(storage: str, study_name: str) -> dict[str, Any]:
     """The settings of a search that can be resumed, or the error saying why it cannot (one killed while it set up, one
     autoq did not start): the command line reads them before it loads any model, and loaded the default one first."""
     study = load_study(storage, study_name)
-    stored = study.user_attrs.get(SETTINGS_ATTR)
+    stored = _settings(study, study_name)
     if stored is None:
         _check_not_running(study, study_name)
         raise AutoqError(_never_started(study, study_name, storage))
-    return dict(stored)
+    return stored
 
 
 def kept_tracking_uri(stored: Mapping[str, Any]) -> tuple[bool, str | None]:
@@ -345,7 +352,7 @@ def check_resumable(storage: str | None, study_name: str, settings: dict[str, An
     with storage_lock(storage):  # from reading who runs it to writing this process there: one resume at a time
         study = load_study(storage, study_name)
         _check_not_running(study, study_name)
-        stored = study.user_attrs.get(SETTINGS_ATTR)
+        stored = _settings(study, study_name)
         if stored is None:
             raise AutoqError(_never_started(study, study_name, storage))
         _check_stored(study, study_name, settings, stored, space)
@@ -375,7 +382,7 @@ def check_same_settings(storage: str | None, study_name: str, settings: dict[str
     without: a server that needs the login answered 401, and the store given was taken for another)."""
     study = load_study(storage, study_name)
     _check_not_running(study, study_name)
-    stored = study.user_attrs.get(SETTINGS_ATTR)
+    stored = _settings(study, study_name)
     if stored is not None:
         _check_settings(study_name, settings, stored)
         run_id = study.user_attrs.get(RUN_ATTR)

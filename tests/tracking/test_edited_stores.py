@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 import torch
+from helpers import run_main
 from mlflow.tracking import MlflowClient
 
 import autoq
@@ -53,3 +54,32 @@ def test_a_wall_time_attribute_of_another_type_does_not_stop_a_resume(search, tm
     study.set_user_attr("autoq.wall_seconds", "3.5 s")
     again = autoq.search(model, data, resume=True, **{**options, "n_trials": 6})
     assert len(again.points) == 6 and again.wall_seconds > 0
+
+
+@pytest.mark.parametrize(("edit", "named"), [
+    ("settings as a JSON string", r"its study's 'autoq.settings' attribute is a str, where autoq stores an object of settings"),
+    ("pins of 'none'", r"'pins' is 'none' \(autoq stores a list of \[layer pattern, choice\] pairs\)"),
+    ("a budget of a number", r"'budget' is 4.5 \(autoq stores a string\)"),
+])
+def test_stored_settings_of_another_shape_are_named_on_resume(search, edit, named):
+    """pins of "none" crashed the resume in the code that unpacked them; settings stored as a JSON string in dict();
+    a budget stored as a number was blamed on the budget the resume passed."""
+    model, data, options, _ = search
+    study = optuna.load_study(study_name="s", storage=options["storage"])
+    settings = dict(study.user_attrs["autoq.settings"])
+    edited = {"settings as a JSON string": '{"budget": "6bits"}', "pins of 'none'": {**settings, "pins": "none"},
+              "a budget of a number": {**settings, "budget": 4.5}}[edit]
+    study.set_user_attr("autoq.settings", edited)
+    with pytest.raises(AutoqError, match=rf"^search 's' cannot be read back: .*{named}.*start a new search"):
+        autoq.search(model, data, resume=True, **options)
+
+
+def test_stored_pins_of_another_shape_are_named_by_a_command_line_resume(search, tmp_path, capsys):
+    """The command line unpacked each stored pin into --pin's form: "too many values to unpack", a traceback."""
+    *_, options, _ = search
+    study = optuna.load_study(study_name="s", storage=options["storage"])
+    study.set_user_attr("autoq.settings", {**study.user_attrs["autoq.settings"], "pins": ["fc.*=int4"]})
+    code, _, err = run_main("search", "--resume", "s", "--storage", options["storage"], "--tracking-uri", options["tracking_uri"],
+                            cwd=tmp_path, capsys=capsys)
+    assert code == 2 and "'pins' is ['fc.*=int4'] (autoq stores a list of [layer pattern, choice] pairs)" in err
+    assert "Traceback" not in err
