@@ -22,11 +22,10 @@ _SUPPRESS_LINKS = "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"
 
 
 class _Shared:
-    """A change to the process's own state (its logging levels, its fd 1) that overlapping calls in threads share: the
+    """A change to the process's own state (its logging levels) that overlapping calls in threads share: the
     first one in makes it (``start``: the calls that undo it, ``None`` where it cannot be made), the last one out undoes
     it. Each call undoing its own let the first of two overlapping searches (an outer study's ``n_jobs=2``) restore
-    Optuna's INFO while the second still ran (its "A new study created" line showed), and left fd 1 on /dev/null for
-    good (the second saved the first's /dev/null and restored it last)."""
+    Optuna's INFO while the second still ran (its "A new study created" line showed)."""
 
     def __init__(self, start: Callable[[], list[Callable[[], None]] | None]) -> None:
         self._start = start
@@ -193,42 +192,3 @@ def _transformers_logging():
     except ImportError:
         return None
     return hf_logging
-
-
-def _silence_fd1() -> list[Callable[[], None]] | None:
-    """Point file descriptor 1 at /dev/null; the call that points it back (``None``: no usable fd 1, as in some
-    embedded interpreters, so nothing to silence). A ``sys.stdout`` of ``None`` (stdout closed, ``>&-``, or pythonw) is
-    none: its fd 1 is free, and may since hold a file autoq opened, which a dup2 would have redirected."""
-    if sys.stdout is None:  # its flush raised AttributeError: every search that ran the ILP failed
-        return None
-    try:
-        sys.stdout.flush()
-        saved = os.dup(1)
-    except (OSError, ValueError):
-        return None
-    devnull = os.open(os.devnull, os.O_WRONLY)
-    try:
-        os.dup2(devnull, 1)
-    finally:
-        os.close(devnull)
-
-    def back() -> None:
-        os.dup2(saved, 1)
-        os.close(saved)
-    return [back]
-
-
-_FD1 = _Shared(_silence_fd1)  # fd 1 is the process's own, so its one redirection is too
-
-
-@contextmanager
-def native_stdout_silenced() -> Iterator[None]:
-    """Send what native code writes to file descriptor 1 to /dev/null for the call (threads share it: `_Shared`).
-
-    HiGHS (scipy's ``milp``) prints a debug line, ``HighsMipSolverData::transformNewIntegerFeasibleSolution
-    tmpSolver.run();``, straight from C++ whatever its display options (ERGO-Code/HiGHS#2783); on a large
-    ILP it fills the terminal around the progress bar. Python's own ``sys.stdout`` is flushed first and
-    is untouched.
-    """
-    with _held(_FD1):
-        yield

@@ -1,4 +1,4 @@
-"""Quiet logging and output: native writes to stdout (HiGHS' debug line) and third-party log levels, restored after."""
+"""Quiet logging: third-party log levels, restored after."""
 
 from __future__ import annotations
 
@@ -7,77 +7,6 @@ import subprocess
 import sys
 
 import pytest
-
-SCRIPT = """
-import os
-from autoq.quiet import native_stdout_silenced
-print("before", flush=False)
-with native_stdout_silenced():
-    os.write(1, b"native noise\\n")
-print("after")
-"""
-
-
-def test_native_stdout_is_silenced_and_restored():
-    out = subprocess.run([sys.executable, "-c", SCRIPT], capture_output=True, text=True, check=True).stdout
-    assert out.split() == ["before", "after"]  # the buffered line written before, nothing from inside
-
-
-OVERLAP = """
-import os, threading
-from autoq.quiet import native_stdout_silenced
-first_in, second_in, first_out = threading.Event(), threading.Event(), threading.Event()
-
-def first():
-    with native_stdout_silenced():
-        first_in.set()
-        second_in.wait()
-    first_out.set()
-
-def second():
-    first_in.wait()
-    with native_stdout_silenced():
-        second_in.set()
-        first_out.wait()  # the first leaves while this one is in: still silent
-        os.write(1, b"noise\\n")
-
-threads = [threading.Thread(target=first), threading.Thread(target=second)]
-for t in threads:
-    t.start()
-for t in threads:
-    t.join()
-print("after")
-"""
-
-
-CLOSED = """
-import os, sys
-from autoq.quiet import native_stdout_silenced
-assert sys.stdout is None  # stdout closed at start (>&-): Python gives None
-kept = open(os.environ["KEPT"], "w")  # takes the free fd 1
-assert kept.fileno() == 1
-with native_stdout_silenced():
-    kept.write("kept")  # written while silenced: a dup2 of /dev/null onto fd 1 would have swallowed it
-    kept.flush()
-kept.close()
-"""
-
-
-def test_a_closed_stdout_is_left_alone(tmp_path):
-    """sys.stdout None (>&-, pythonw): its flush raised AttributeError, and every search that ran the ILP failed. Its fd
-    1 is free, and may hold a file autoq opened since: that file must not be pointed at /dev/null."""
-    import os
-
-    kept = tmp_path / "kept.txt"
-    subprocess.run(f'"{sys.executable}" -c \'{CLOSED}\' >&-', shell=True, check=True, timeout=60, env={**os.environ, "KEPT": str(kept)})
-    assert kept.read_text() == "kept"
-
-
-def test_overlapping_calls_in_threads_restore_stdout():
-    """Two searches in threads (an outer study's n_jobs=2) each saved and restored fd 1: the second saved the first's
-    /dev/null and restored it last, so nothing the process printed afterwards was seen."""
-    out = subprocess.run([sys.executable, "-c", OVERLAP], capture_output=True, text=True, check=True, timeout=60).stdout
-    assert out.split() == ["after"]
 
 
 def test_an_exported_model_loads_where_neither_mlflow_nor_optuna_is_installed(tmp_path):

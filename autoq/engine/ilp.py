@@ -1,4 +1,4 @@
-"""Integer linear program over per-layer choices (HAWQ-V3 style), solved with scipy's ``milp`` (HiGHS).
+"""Integer linear program over per-layer choices (HAWQ-V3 style), solved with HiGHS (`autoq.engine.highs_mip`).
 
 minimise   sum_l sum_k score[l, k] * x[l, k]
 subject to sum_k x[l, k] = 1 for every layer l,   sum_{l,k} cost[l, k] * x[l, k] <= capacity,   x binary.
@@ -16,14 +16,12 @@ import math
 from collections.abc import Iterator, Sequence
 
 import numpy as np
-from scipy.optimize import Bounds, LinearConstraint, milp
-from scipy.sparse import csr_array
+from scipy.sparse import csr_array, vstack
 
 from autoq.choice import Assignment
 from autoq.engine.greedy import greedy_allocate
+from autoq.engine.highs_mip import solve_binary
 from autoq.engine.knapsack import Knapsack
-from autoq.messages import warnings_ignored
-from autoq.quiet import native_stdout_silenced
 
 SWEEP_STEPS = 8  # budgets in the sweep, evenly spaced from the target down to the cheapest assignment
 # HiGHS takes a MIP solution over a constraint by up to 1e-6 of the scaled row as feasible: 600 units of 6e8 (bits of a
@@ -60,16 +58,15 @@ def solve_ilp(problem: Knapsack, capacity: float | None = None, scores: np.ndarr
     # (A hair of slack below the capacity, as before, was most of a unit at 1e9 units: a total exactly on it was lost)
     whole = all(float(c).is_integer() for row in problem.costs for c in row)
     upper = (math.floor(capacity) + 0.5) / scale if whole else capacity / scale
-    constraints = [LinearConstraint(one_each, 1, 1), LinearConstraint(cost, -np.inf, upper)]
+    blocks, lower, uppers = [one_each, csr_array(cost)], [np.ones(n_layers), [-np.inf]], [np.ones(n_layers), [upper]]
     position = {pair: i for i, pair in enumerate(index)}
+    options = {"time_limit": time_limit, "mip_rel_gap": 1e-6, **TOLERANCES}
     for _ in range(CUT_TRIES):
-        with native_stdout_silenced(), warnings_ignored(RuntimeWarning, "Unrecognized options"):  # passed to HiGHS as they are, as meant
-            result = milp(c, constraints=constraints, integrality=np.ones(len(index)), bounds=Bounds(0, 1),
-                          options={"time_limit": time_limit, "mip_rel_gap": 1e-6, **TOLERANCES})
-        if result.x is None:
+        x = solve_binary(c, vstack(blocks, format="csr"), np.concatenate(lower), np.concatenate(uppers), options)
+        if x is None:
             break
         picks = [0] * n_layers
-        for (layer, k), value in zip(index, result.x):
+        for (layer, k), value in zip(index, x):
             if value > 0.5:
                 picks[layer] = k
         if problem.total(picks) <= capacity:
@@ -78,10 +75,12 @@ def solve_ilp(problem: Knapsack, capacity: float | None = None, scores: np.ndarr
         # units or more): cut off this one combination, no other, and solve again (greedy's answer was often worse)
         cut = np.zeros((1, len(index)))
         cut[0, [position[(layer, k)] for layer, k in enumerate(picks)]] = 1.0
-        constraints.append(LinearConstraint(cut, -np.inf, n_layers - 1))
+        blocks.append(csr_array(cut))
+        lower.append([-np.inf])
+        uppers.append([n_layers - 1])
     else:
-        result = None
-    if result is None or result.x is None:  # never hand out an over-budget seed, whatever the solver's tolerance
+        x = None
+    if x is None:  # never hand out an over-budget seed, whatever the solver's tolerance
         return greedy if greedy is not None and problem.total(greedy) <= capacity else None
     if greedy is not None and _score(objective, greedy) < _score(objective, picks):
         return greedy  # the solver stopped within its gap above a solution greedy had found
