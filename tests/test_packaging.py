@@ -90,3 +90,32 @@ def test_readme_states_the_torch_and_triton_range_pyproject_gives():
     assert {(s.operator, Version(s.version)) for s in specs["torch"]} == {(">=", Version(torch_low)), ("<=", Version(torch_high))}
     assert {(s.operator, Version(s.version)) for s in specs["triton"]} == {(">=", Version(triton_low))}
     assert re.search(rf"oldest torch\s+whose Linux wheels go with it is {re.escape(torch_low)}\b", readme)
+
+
+WITHOUT_TRITON = """
+import sys
+
+class NoTriton:  # macOS and Windows: Triton publishes Linux wheels only
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] == "triton":
+            raise ImportError(f"No module named {name!r}")
+
+sys.meta_path.insert(0, NoTriton())
+import torch
+import autoq
+
+result = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=None, storage=None, progress=False)
+autoq.export("digits-cnn", result.best, "exported")
+print(tuple(autoq.load("exported")(torch.zeros(2, 1, 8, 8)).shape))
+"""
+
+
+def test_triton_is_required_on_linux_alone_and_autoq_runs_without_it(tmp_path):
+    """An unconditional triton requirement made `pip install autoq` fail on macOS and Windows ("No matching distribution
+    found for triton"), where its CPU path (search, export, load) needs none."""
+    (triton,) = [Requirement(r) for r in requires("autoq") or [] if canonicalize_name(Requirement(r).name) == "triton"]
+    assert triton.marker is not None
+    assert triton.marker.evaluate({"sys_platform": "linux"}) and not triton.marker.evaluate({"sys_platform": "darwin"})
+    assert not triton.marker.evaluate({"sys_platform": "win32"})
+    done = subprocess.run([sys.executable, "-c", WITHOUT_TRITON], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0 and done.stdout.split("\n")[-2] == "(2, 10)", done.stderr[-2000:]
