@@ -17,7 +17,7 @@ from autoq.errors import AutoqError
 def write_text_atomic(path: str | Path, text: str) -> Path:
     """Write ``text`` whole or not at all (`write_atomic`): a run killed mid-write leaves the old file (or none), never
     half a table that the next run would fail to read."""
-    return write_atomic(path, lambda tmp: tmp.write_text(text))
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_atomic(path: str | Path, write: Callable[[Path], object]) -> Path:

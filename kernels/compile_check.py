@@ -247,7 +247,7 @@ def main(argv: list[str] | None = None) -> int:
                 failures += 1
                 print(f"FAIL  sm_{arch}  {case.name}: {type(exc).__name__}: {exc}")
     if args.json:
-        Path(args.json).write_text(json.dumps(reports, indent=1) + "\n")
+        Path(args.json).write_text(json.dumps(reports, indent=1) + "\n", encoding="utf-8")
     return 1 if failures else 0
 
 

@@ -270,7 +270,7 @@ def load_preset(name_or_path: str) -> Preset:
     the working folder holds a file or folder of that name (a run's output folder called ``default``, say)."""
     path = Path(name_or_path)
     if name_or_path in preset_names():
-        text = resources.files(__name__).joinpath(f"{name_or_path}.yaml").read_text()
+        text = resources.files(__name__).joinpath(f"{name_or_path}.yaml").read_text(encoding="utf-8")
         return parse_preset(text, f"{name_or_path}.yaml")
     if path.suffix in {".yaml", ".yml"} or path.exists():
         if path.is_dir():

@@ -115,7 +115,7 @@ def _own_tokenizer(directory: Path) -> str:
     import transformers
 
     try:
-        config = json.loads((directory / "tokenizer_config.json").read_text())
+        config = json.loads((directory / "tokenizer_config.json").read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return ""
     if not isinstance(config, Mapping):

@@ -41,7 +41,7 @@ def where(pid: int) -> str:
 def _start_time(pid: int) -> str | None:
     """When process ``pid`` started, in clock ticks since boot (/proc/PID/stat, field 22); ``None`` without /proc."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[19]
+        return Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rpartition(")")[2].split()[19]
     except (OSError, IndexError):
         return None
 
@@ -107,7 +107,7 @@ def alive(pid: int, started: str | None = None) -> bool:
     except PermissionError:
         return True  # another user's process
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
+        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
     except OSError:
         return True  # no /proc (macOS): alive, as far as can be told
     return stat.rpartition(")")[2].split()[0] != "Z"

@@ -553,7 +553,7 @@ class MlflowTracker:
             with tempfile.TemporaryDirectory() as tmp:
                 out = Path(tmp)
                 write_frontier_csv(frontier, out / "frontier.csv")
-                (out / "frontier.json").write_text(json.dumps([{**p.row(), "assignment": p.assignment.to_dict()} for p in frontier], indent=1))
+                (out / "frontier.json").write_text(json.dumps([{**p.row(), "assignment": p.assignment.to_dict()} for p in frontier], indent=1), encoding="utf-8")
                 save_frontier_plot(points, frontier, out / "frontier.png", plot_budget, latency_budget_ms)
                 for name in ("frontier.csv", "frontier.json", "frontier.png"):
                     self.client.log_artifact(self.parent_id, str(out / name))
@@ -563,7 +563,7 @@ class MlflowTracker:
 def write_frontier_csv(points: Sequence[Point], path: Path) -> None:
     import csv
 
-    with path.open("w", newline="") as fh:
+    with path.open("w", newline="", encoding="utf-8") as fh:
         writer = csv.DictWriter(fh, fieldnames=list(Point.row(points[0]).keys()) if points else ["trial"])
         writer.writeheader()
         for p in points:

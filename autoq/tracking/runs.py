@@ -232,10 +232,10 @@ def artifact_text(client: MlflowClient, run: Run, name: str, tmp: str) -> str:
     if local:
         path = Path(local_file_uri_to_path(uri)) / name
         if path.is_file():
-            return path.read_text()
+            return path.read_text(encoding="utf-8")
         where = str(path)
     try:
-        return Path(client.download_artifacts(run.info.run_id, name, tmp)).read_text()
+        return Path(client.download_artifacts(run.info.run_id, name, tmp)).read_text(encoding="utf-8")
     except (MlflowException, OSError) as exc:
         why = "" if local else f": {type(exc).__name__}: {(str(exc).strip().splitlines() or [''])[0][:200]}"
         raise MissingArtifact(f"MLflow run {run.info.run_id!r} has no artifact {name} (looked for {where}{why})", local) from None
