@@ -100,6 +100,8 @@ def alive(pid: int, started: str | None = None) -> bool:
     one that started then (a later process given the pid is another)."""
     if started is not None and _start_time(pid) not in (None, started):
         return False
+    if os.name == "nt":  # os.kill(pid, 0) there sends Ctrl-C to pid's console, or raises WinError 87 for a dead pid
+        return _alive_by_handle(pid)
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -147,3 +149,11 @@ def _stored_state(storage: str | None, study_name: str | None) -> tuple[str, int
         return _local_state(optuna.load_study(study_name=study_name, storage=storage))
     except Exception:  # noqa: BLE001 - no such study, a server that does not answer: not known
         return "unknown", None
+
+
+def _alive_by_handle(pid: int) -> bool:
+    """Whether process ``pid`` runs, asked without a signal (Windows has none to probe with): psutil opens the process
+    and reads whether it has exited (required on Windows only; elsewhere `alive` asks with signal 0)."""
+    import psutil
+
+    return psutil.pid_exists(pid)

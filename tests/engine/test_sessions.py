@@ -1,0 +1,28 @@
+"""Whether a search's process still runs: asked with signal 0 on POSIX, by the process's handle on Windows."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+
+from autoq.engine.sessions import _alive_by_handle, alive
+
+
+def _gone_pid() -> int:
+    """The pid of a process that has exited and been reaped."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_a_live_process_is_alive_and_a_reaped_one_is_not():
+    gone = _gone_pid()
+    assert alive(os.getpid()) and not alive(gone)
+
+
+def test_the_windows_probe_tells_a_live_process_from_a_gone_one():
+    """Windows has no signal 0: os.kill(pid, 0) sends Ctrl-C to the pid's console, or raises WinError 87 for a dead
+    pid, and every resume of a killed search failed with "[WinError 87] The parameter is incorrect"."""
+    gone = _gone_pid()
+    assert _alive_by_handle(os.getpid()) and not _alive_by_handle(gone)
