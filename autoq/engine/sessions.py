@@ -41,7 +41,7 @@ def where(pid: int) -> str:
 def _start_time(pid: int) -> str | None:
     """When process ``pid`` started, in clock ticks since boot (/proc/PID/stat, field 22); ``None`` without /proc."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rpartition(")")[2].split()[19]
+        return Path(f"/proc/{pid}/stat").read_bytes().rpartition(b")")[2].split()[19].decode()  # after the name, any bytes
     except (OSError, IndexError):
         return None
 
@@ -109,10 +109,10 @@ def alive(pid: int, started: str | None = None) -> bool:
     except PermissionError:
         return True  # another user's process
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text(encoding="ascii")
+        stat = Path(f"/proc/{pid}/stat").read_bytes()  # the process's name first: any bytes (a script's file name)
     except OSError:
         return True  # no /proc (macOS): alive, as far as can be told
-    return stat.rpartition(")")[2].split()[0] != "Z"
+    return stat.rpartition(b")")[2].split()[0] != b"Z"
 
 
 @contextlib.contextmanager

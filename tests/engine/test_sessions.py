@@ -26,3 +26,14 @@ def test_the_windows_probe_tells_a_live_process_from_a_gone_one():
     pid, and every resume of a killed search failed with "[WinError 87] The parameter is incorrect"."""
     gone = _gone_pid()
     assert _alive_by_handle(os.getpid()) and not _alive_by_handle(gone)
+
+
+def test_a_process_named_outside_ascii_is_read(tmp_path):
+    """/proc/PID/stat starts with the process's name, a script's own file name when it runs by its shebang line: read as
+    ASCII, ``./größe.py`` failed every search before its first trial (UnicodeDecodeError claiming its study)."""
+    script = tmp_path / "größe.py"
+    script.write_text(f"#!{sys.executable}\nimport os\nfrom autoq.engine.sessions import _start_time, alive\n"
+                      "print(_start_time(os.getpid()) is not None, alive(os.getpid()))\n", encoding="utf-8")
+    script.chmod(0o755)
+    done = subprocess.run([str(script)], capture_output=True, text=True, timeout=120)
+    assert done.stdout.split() == ["True", "True"], done.stderr[-1500:]
