@@ -62,6 +62,8 @@ def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
     for dest, key in _STORED.items():
         if key in stored and stored[key] is not None and left_out(dest):
             values[dest] = [f"{p}={c}" for p, c in stored[key]] if dest == "pin" else stored[key]
+        elif dest == "seed_from" and key in stored and left_out(dest):  # seed_from=None from Python: the option's "none"
+            values[dest] = "none"
     for key in PYTHON_ONLY:  # no option of the command line sets them: a Python search's own were refused as other settings
         if key in stored:
             values[key] = stored[key]

@@ -336,8 +336,12 @@ def _same(key: str, stored: Any, given: Any) -> bool:
         return portable_space(stored) == portable_space(given)  # a relative path of the folder it ran in
     if key == "plugin_code" and isinstance(stored, dict) and isinstance(given, dict):  # as an export compares them
         return set(stored) == set(given) and not changed_code(stored, given)  # an older autoq's digests too
-    if key == "seed_from" and isinstance(stored, str) and isinstance(given, str):
-        return portable_seed_from(stored) == portable_seed_from(given)  # a table file stored by a relative path, before
+    if key == "seed_from":  # None and "none" (the command line's word for it) are one: no seeding table
+        def seeding(value: Any) -> Any:
+            none = value is None or (isinstance(value, str) and value.lower() == "none")
+            return None if none else portable_seed_from(value) if isinstance(value, str) else value
+
+        return seeding(stored) == seeding(given)  # a table file stored by a relative path, before
     if key == "device" and isinstance(stored, str) and isinstance(given, str):
         a, b = portable_device(stored), portable_device(given)  # a table file by its absolute path; a preset in any case
         return a == b or (not is_table_path(stored) and not is_table_path(given) and a.lower() == b.lower())

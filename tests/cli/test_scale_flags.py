@@ -71,3 +71,19 @@ def test_a_command_line_resume_takes_a_python_searchs_seed_counts_and_refuses_an
     with pytest.raises(AutoqError, match=rf"other settings: mlflow_parent_run_id '{other}' \(stored: '{outer}'\)"):
         autoq.search("digits-cnn", resume=True, **{**options, "mlflow_parent_run_id": other})
     assert autoq.search("digits-cnn", resume=True, **options).parent_run_id is not None  # the same parent: taken
+
+
+def test_a_python_search_seeded_from_nothing_resumes_from_the_command_line_and_as_none(tmp_path, mlflow_uri, capsys):
+    """seed_from=None was stored as null, which a command-line resume skipped: its --seed-from default, auto, was then
+    refused as another setting ("seed_from 'auto' (stored: None)"); and from Python "none" was refused against None."""
+    import optuna
+
+    import autoq
+
+    options = dict(budget="4.5bits", n_trials=3, max_uniform_seeds=2, n_fill_seeds=0, seed_from=None, study_name="rn",
+                   tracking_uri=mlflow_uri, progress=False)
+    autoq.search("digits-cnn", **options)
+    assert main(["search", "--no-progress", "--tracking-uri", mlflow_uri, "--resume", "rn", "--n-trials", "4"]) == 0, capsys.readouterr().err
+    assert autoq.search("digits-cnn", resume=True, **{**options, "seed_from": "none", "n_trials": 5}).study_name == "rn"
+    trials = optuna.load_study(study_name="rn", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
+    assert sum(t.state.name == "COMPLETE" for t in trials) == 5
