@@ -36,7 +36,7 @@ def start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace,
     nest_under = config.mlflow_parent_run_id
     if config.resume and nest_under is None:  # the run the search was nested in holds its run: look for it there
         nest_under = read_settings(storage, study_name).get("mlflow_parent_run_id")
-    tracker = MlflowTracker.open(config.tracking_uri, config.experiment, nest_under)
+    tracker = MlflowTracker.open(config.tracking_uri, config.experiment, nest_under, read_run_id(storage, study_name) if config.resume else None)
     try:
         return _open_parent_run(tracker, workload, config, space, budget, study_name, storage, reference, weights, calibration_digest,
                                 seeded_from, n_uniform, code)

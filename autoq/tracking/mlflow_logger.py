@@ -371,14 +371,18 @@ class MlflowTracker:
         self.reopened_status: str | None = None  # a resumed search's run: its status before this session set it RUNNING
 
     @classmethod
-    def open(cls, tracking_uri: str, experiment: str, nest_under: str | None = None) -> MlflowTracker:
-        """A tracker on the experiment named ``experiment``, created if new; with ``nest_under``, on that run's experiment."""
+    def open(cls, tracking_uri: str, experiment: str, nest_under: str | None = None, resumed_run: str | None = None) -> MlflowTracker:
+        """A tracker on the experiment named ``experiment``, created if new; with ``nest_under``, on that run's experiment;
+        with ``resumed_run`` (the parent run a resumed search recorded), on that run's experiment whatever it is named now."""
         if nest_under is not None:
             return cls(tracking_uri, outer_run(tracking_uri, nest_under).info.experiment_id, nest_under)
         db = sqlite_path(tracking_uri)
         if db is not None:
             db.parent.mkdir(parents=True, exist_ok=True)
         client = tracking_client(tracking_uri)
+        renamed = _renamed_experiment(client, resumed_run, experiment) if resumed_run else None
+        if renamed is not None:
+            return cls(tracking_uri, renamed)
         found = client.get_experiment_by_name(experiment)
         if found is not None:
             return cls(tracking_uri, found.experiment_id)
@@ -558,6 +562,23 @@ class MlflowTracker:
                 for name in ("frontier.csv", "frontier.json", "frontier.png"):
                     self.client.log_artifact(self.parent_id, str(out / name))
             self.client.set_terminated(self.parent_id, status=status)
+
+
+def _renamed_experiment(client: MlflowClient, run_id: str, experiment: str) -> str | None:
+    """The id of the experiment that holds run ``run_id`` (a resumed search's parent), where it is no longer named
+    ``experiment`` (renamed in the UI since: a resume made a new experiment of the old name, and a second parent run
+    there that logged every kept trial again); ``None`` where it is so named, or the run is gone or deleted."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        run = client.get_run(run_id)
+        held = client.get_experiment(run.info.experiment_id)
+    except MlflowException:
+        return None
+    if run.info.lifecycle_stage != "active" or held.lifecycle_stage != "active" or held.name == experiment:
+        return None
+    note(f"the MLflow experiment {experiment!r} of this search is named {held.name!r} now (renamed); its run goes on there")
+    return held.experiment_id
 
 
 def write_frontier_csv(points: Sequence[Point], path: Path) -> None:

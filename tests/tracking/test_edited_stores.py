@@ -83,3 +83,18 @@ def test_stored_pins_of_another_shape_are_named_by_a_command_line_resume(search,
                             cwd=tmp_path, capsys=capsys)
     assert code == 2 and "'pins' is ['fc.*=int4'] (autoq stores a list of [layer pattern, choice] pairs)" in err
     assert "Traceback" not in err
+
+
+def test_a_search_whose_experiment_was_renamed_resumes_in_its_own_run(search, mlflow_uri, capsys):
+    """Renaming an experiment in the MLflow UI made a resume create a new experiment of the old name and a second parent
+    run there, which logged every kept trial again; the first run stayed behind, unfinished."""
+    model, data, options, first = search
+    client = MlflowClient(mlflow_uri)
+    experiment_id = client.get_run(first.parent_run_id).info.experiment_id
+    client.rename_experiment(experiment_id, "team-quant")
+    experiments = {e.experiment_id for e in client.search_experiments()}
+    capsys.readouterr()
+    again = autoq.search(model, data, resume=True, **{**options, "n_trials": 7})
+    assert again.parent_run_id == first.parent_run_id and len(again.points) == 7
+    assert {e.experiment_id for e in client.search_experiments()} == experiments  # no new experiment of the old name
+    assert "is named 'team-quant' now (renamed)" in capsys.readouterr().err
