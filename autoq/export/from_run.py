@@ -156,8 +156,9 @@ def _check_not_deleted(client, run_id: str | None, what: str) -> None:
         return
     try:
         stage = client.get_run(run_id).info.lifecycle_stage
-    except MlflowException:
-        stage = "deleted"  # deleted for good ('mlflow gc')
+    except MlflowException:  # deleted for good ('mlflow gc'): no restoring it
+        raise AutoqError(f"{what} (run {run_id}) was deleted from MLflow for good ('mlflow gc'); export another point by its "
+                         "trial run id (autoq pareto lists the frontier of the runs left)") from None
     if stage == "deleted":
         from autoq.tracking.mlflow_logger import restore_command
 

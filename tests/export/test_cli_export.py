@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -197,6 +198,26 @@ def test_a_search_whose_best_trial_run_was_deleted_is_refused(searched, tmp_path
                 f"mlflow runs restore --run-id {best})" in err)
     finally:
         client.restore_run(best)
+
+
+def test_a_search_whose_best_trial_run_was_garbage_collected_is_refused_without_a_restore(tmp_path, capsys, _mlflow_template):
+    """Deleted and then removed for good ('mlflow gc'), the run was still said to be restorable, and the restore command
+    given failed with "Run ... not found"."""
+    import shutil
+    import subprocess
+    import sys
+
+    from mlflow.tracking import MlflowClient
+
+    shutil.copy(_mlflow_template, tmp_path / "mlflow.db")
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, tracking_uri=uri, storage=None, progress=False)
+    MlflowClient(uri).delete_run(result.best.run_id)
+    gc = [sys.executable, "-m", "mlflow", "gc", "--backend-store-uri", uri, "--run-ids", result.best.run_id]
+    subprocess.run(gc, check=True, capture_output=True, timeout=300, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+    err = _export_error(result.parent_run_id, result, tmp_path, capsys)
+    assert f"(run {result.best.run_id}) was deleted from MLflow for good ('mlflow gc'); export another point" in err
+    assert "restore" not in err
 
 
 def test_a_search_killed_before_its_frontier_names_the_resume(searched, tmp_path, capsys):
