@@ -35,7 +35,8 @@ def study_objectives(with_latency: bool) -> dict[str, str]:
     """Optuna's objectives (metric name: direction), in the order a trial's values are told.
 
     They are the MLflow metric names of a trial, so the study's Pareto front
-    (``study.best_trials``, the dashboard's plot) is autoq's frontier.
+    (``study.best_trials``, the dashboard's plot) is autoq's frontier, but for a sampler's repeat of an
+    assignment (its trial's ``autoq.repeat_of``), told the same values, which Optuna lists beside the first.
     """
     return {**OBJECTIVES, **(LATENCY_OBJECTIVE if with_latency else {})}
 
