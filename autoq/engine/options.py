@@ -8,6 +8,7 @@ kind used to fail late and deep (``n_trials=2.5`` in the ILP after the sensitivi
 from __future__ import annotations
 
 import numbers
+import os
 from collections.abc import Iterable, Mapping
 from typing import Any
 
@@ -62,8 +63,11 @@ def checked_options(config: Any) -> dict[str, Any]:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):
             raise AutoqError(f"{label(name)} must be {what}, got {type(value).__name__} {value!r}")
         out[name] = float(value)
+    for name in ("seed_from", "device", "space"):  # files may be given as paths, as a model is
+        if isinstance(getattr(config, name), os.PathLike):
+            out[name] = os.fspath(getattr(config, name))
     for name in ("seed_from", "device", "study_name", "address", "mlflow_parent_run_id"):
-        value = getattr(config, name)
+        value = out.get(name, getattr(config, name))
         if value is not None and not isinstance(value, str):
             raise AutoqError(f"{name} must be a str (or None), got {type(value).__name__} {value!r}")
         if value is not None and not value.strip():  # '' was read as None: a new search for study_name='' of a resume
@@ -72,7 +76,7 @@ def checked_options(config: Any) -> dict[str, Any]:
             raise AutoqError(f"study_name {value!r} holds both a single and a double quote, and MLflow's filters could not find its "
                              "runs by it (autoq pareto, export by name); keep one kind of quote")
     for name, optional in (("space", False), ("experiment", False), ("tracking_uri", True)):  # storage: resume._check_storage_url
-        value = getattr(config, name)
+        value = out.get(name, getattr(config, name))
         if not (isinstance(value, str) and value.strip()) and not (optional and value is None):
             raise AutoqError(f"{name} must be a non-empty str{' (or None)' if optional else ''}, got {type(value).__name__} {value!r}")
     out["skip"] = _patterns(config.skip)

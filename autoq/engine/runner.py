@@ -12,6 +12,7 @@ import contextlib
 import importlib
 import math
 import numbers
+import os
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
@@ -109,14 +110,14 @@ class SearchConfig:
     """Everything about a search except the model and its data."""
 
     budget: str | float | Budget = DEFAULT_BUDGET
-    space: str = "default"
+    space: str | os.PathLike[str] = "default"  # a preset's name or a YAML file
     n_trials: int = 100
     seed: int = 0
     sampler: str | BaseSampler = "tpe"  # tpe | nsga2 | random | a registered one (register_sampler), or an Optuna sampler instance
     n_fill_seeds: int = 16  # budget-filling mixes enqueued after the uniform baselines
     max_uniform_seeds: int | None = 16  # uniform baselines at most (each weight format once first; see seeds.uniform_seeds); None: all
     strategy: str = "optuna"  # optuna | ilp | greedy | random | a registered one (register_strategy)
-    seed_from: str | None = "auto"  # sensitivity metric or table file seeding the search; "auto": fisher (kl for activation formats); None / "none": random fill seeds
+    seed_from: str | os.PathLike[str] | None = "auto"  # sensitivity metric or table file seeding the search; "auto": fisher (kl for activation formats); None / "none": random fill seeds
     # given as a list, a tuple or one str (skip, plugins), pins as {pattern: choice} or 'pattern=choice' texts too; held
     # as tuples (checked_options): a type checker refused skip=[...], the form autoq's own messages show
     skip: Sequence[str] = ()
@@ -128,7 +129,7 @@ class SearchConfig:
     storage: str | None = "auto"  # "auto": optuna.db beside the MLflow store; None (or "none"): in memory
     timeout: float | None = None  # seconds; stop asking for new trials after this
     progress: bool = True
-    device: str | None = None  # latency source: a preset ("h100": roofline estimate) or a measured table JSON
+    device: str | os.PathLike[str] | None = None  # latency source: a preset ("h100": roofline estimate) or a measured table JSON
     batch: int = 1  # activation rows per forward for latency (tokens), a batch the table measured
     backend: str = "optuna"  # "optuna": evaluate in this process; "ray": Ray Tune workers (autoq.engine.ray_backend)
     workers: int = 1  # concurrent trials (ray)

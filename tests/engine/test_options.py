@@ -67,3 +67,19 @@ def test_calibration_as_one_tensor_or_a_wrong_holdout_is_refused_and_apply_check
         result.apply("digits-cnn")
     with pytest.raises(AutoqError, match="point must be a Point of this result .* got dict"):
         result.apply(model, {"0": "int4-ch-asym:rtn-mse"})
+
+
+def test_files_given_as_paths_are_taken_as_a_model_is(tmp_path):
+    """space=Path(...) was refused ("space must be a non-empty str, got PosixPath"), as were seed_from and device,
+    though model=, autoq.export and autoq.load take a Path."""
+    from pathlib import Path
+
+    import autoq.latency
+    from autoq.search_spaces import load_preset
+
+    space = tmp_path / "space.yaml"
+    space.write_text(Path(load_preset.__globals__["__file__"]).with_name("per-channel.yaml").read_text(encoding="utf-8"), encoding="utf-8")
+    table = sorted((Path(autoq.latency.__file__).parent / "tables").glob("*.json"))[0]  # a committed latency table
+    (tmp_path / "scores.json").write_text("{}", encoding="utf-8")  # read when the search seeds, not here
+    config = SearchConfig(space=space, seed_from=tmp_path / "scores.json", device=table, budget="3ms", tracking_uri=None)
+    assert (config.space, config.seed_from, config.device) == (str(space), str(tmp_path / "scores.json"), str(table))
