@@ -68,6 +68,7 @@ def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
         if key in stored:
             values[key] = stored[key]
     _check_model(args.resume, stored.get("model_source"), values.get("model"))
+    _check_sampler(args.resume, stored.get("sampler"), stored.get("plugins") or [], left_out("sampler"))
     take, kept = kept_tracking_uri(stored)
     if take and left_out("tracking_uri"):
         values["tracking_uri"] = kept or "none"  # its MLflow parent run where it is, or no MLflow as it ran
@@ -117,6 +118,19 @@ def _check_model(name: str, stored: str | None, given: str | None) -> None:
         return
     raise AutoqError(f"cannot resume {name!r} with other settings: model {given!r} (stored: {stored!r}); resume with the stored "
                      "one (leave --model out)")
+
+
+def _check_sampler(name: str, stored: str | None, plugins: list[str], left_out: bool) -> None:
+    """Refuse, before the model loads, to resume a search that ran with an Optuna sampler instance from Python: its
+    class name is stored, which no --sampler names, and the registry's "unknown sampler" sent the user to a plug-in."""
+    from autoq.engine.strategy import sampler_names
+    from autoq.errors import AutoqError
+
+    if stored is None or not left_out or stored in sampler_names() or plugins:  # a plug-in's name: known once it loads
+        return
+    raise AutoqError(f"search {name!r} searched with an Optuna sampler passed from Python ({stored}), which a command line "
+                     "cannot rebuild; resume it from Python with the same sampler: autoq.search(model, data, ..., "
+                     f"sampler={stored}(...), resume=True, study_name={name!r})")
 
 
 def _check_plugins(name: str, stored: list[str], loaded: list[str]) -> None:

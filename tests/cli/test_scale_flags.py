@@ -87,3 +87,18 @@ def test_a_python_search_seeded_from_nothing_resumes_from_the_command_line_and_a
     assert autoq.search("digits-cnn", resume=True, **{**options, "seed_from": "none", "n_trials": 5}).study_name == "rn"
     trials = optuna.load_study(study_name="rn", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
     assert sum(t.state.name == "COMPLETE" for t in trials) == 5
+
+
+def test_a_python_search_with_a_sampler_instance_is_sent_back_to_python_to_resume(tmp_path, mlflow_uri, capsys):
+    """Its class name was taken for --sampler, and the registry's "unknown sampler 'RandomSampler' ... --plugin MODULE"
+    sent the user looking for a plug-in."""
+    import optuna
+
+    import autoq
+
+    autoq.search("digits-cnn", budget="4.5bits", n_trials=2, seed_from=None, sampler=optuna.samplers.RandomSampler(seed=3),
+                 study_name="inst", tracking_uri=mlflow_uri, progress=False)
+    assert main(["search", "--no-progress", "--tracking-uri", mlflow_uri, "--resume", "inst", "--n-trials", "3"]) == 2
+    err = capsys.readouterr().err
+    assert "searched with an Optuna sampler passed from Python (RandomSampler), which a command line cannot rebuild" in err
+    assert "sampler=RandomSampler(...), resume=True, study_name='inst'" in err and "loading" not in err
