@@ -21,6 +21,8 @@ from autoq.plugins import portable
 from autoq.space import SearchSpace
 from autoq.tracking import STUDY_TAG, MlflowTracker, without_password
 
+SEEDED_FROM_TAG = "autoq.seeded_from"  # what seeds a resumed search's new trials, where it differs from the seed_from param
+
 if TYPE_CHECKING:
     from autoq.engine.runner import SearchConfig
 
@@ -55,8 +57,12 @@ def _open_parent_run(tracker: MlflowTracker, workload: Workload, config: SearchC
                      n_uniform: int, code: Mapping[str, str] | None) -> MlflowTracker:
     """:func:`start_tracking`'s parent run: the search's own, reopened on a resume, or a new one with its params."""
     if config.resume and tracker.continue_search(study_name, storage, read_run_id(storage, study_name)):  # the same parent run, not a second one
-        if "reference_quality" not in tracker.client.get_run(tracker.parent_id).data.metrics:  # started by an autoq that logged it last
+        run = tracker.client.get_run(tracker.parent_id)
+        if "reference_quality" not in run.data.metrics:  # started by an autoq that logged it last
             tracker.client.log_metric(tracker.parent_id, "reference_quality", reference, step=0)
+        if run.data.params.get("seed_from", seeded_from or "none") != (seeded_from or "none"):  # a param is set once
+            # its first session seeded nothing (all uniform baselines, or its table skipped) and this one seeds from a table
+            tracker.client.set_tag(tracker.parent_id, SEEDED_FROM_TAG, seeded_from or "none")
         tracker.client.log_metric(tracker.parent_id, "n_uniform_baselines", n_uniform, step=0)
         if not any(f.path == "search_space.json" for f in tracker.client.list_artifacts(tracker.parent_id)):
             tracker.client.log_text(tracker.parent_id, space_json(space), "search_space.json")  # its first session stopped before

@@ -1039,3 +1039,19 @@ def test_a_server_that_asks_for_a_login_is_told_apart_from_one_that_is_down():
     said = str(store_failed("http://alice:pw@127.0.0.1:9", MlflowException("UNAUTHENTICATED: You are not authenticated.")))
     assert "set MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD" in said and "alice" not in said and "start it" not in said
     assert "start it, or pass another --tracking-uri" in str(store_failed("http://127.0.0.1:9", MlflowException("Connection refused")))
+
+
+def test_a_resume_that_seeds_from_a_table_says_so_beside_the_first_sessions_seed_from(tmp_path, mlflow_uri):
+    """A first session of uniform baselines alone logged seed_from 'none' (its table skipped); the resume seeded its
+    new trials from the fisher table, and the parent run still said 'none' (a param is set once)."""
+    from mlflow.tracking import MlflowClient
+
+    import autoq
+    from autoq.engine.parent_run import SEEDED_FROM_TAG
+
+    options = dict(budget="4.5bits", study_name="seeded", tracking_uri=mlflow_uri, progress=False)
+    first = autoq.search("digits-cnn", n_trials=4, max_uniform_seeds=4, **options)
+    run = MlflowClient(mlflow_uri).get_run(first.parent_run_id)
+    assert run.data.params["seed_from"] == "none" and SEEDED_FROM_TAG not in run.data.tags
+    autoq.search("digits-cnn", n_trials=6, max_uniform_seeds=4, resume=True, **options)
+    assert MlflowClient(mlflow_uri).get_run(first.parent_run_id).data.tags[SEEDED_FROM_TAG] == "fisher"
