@@ -567,7 +567,8 @@ class MlflowTracker:
 def _renamed_experiment(client: MlflowClient, run_id: str, experiment: str) -> str | None:
     """The id of the experiment that holds run ``run_id`` (a resumed search's parent), where it is no longer named
     ``experiment`` (renamed in the UI since: a resume made a new experiment of the old name, and a second parent run
-    there that logged every kept trial again); ``None`` where it is so named, or the run is gone or deleted."""
+    there that logged every kept trial again); ``None`` where it is so named, or the run is gone. That experiment
+    deleted is refused, as the one of the search's name is (`check_experiment`); the run deleted, by `_linked`."""
     from mlflow.exceptions import MlflowException
 
     try:
@@ -575,9 +576,14 @@ def _renamed_experiment(client: MlflowClient, run_id: str, experiment: str) -> s
         held = client.get_experiment(run.info.experiment_id)
     except MlflowException:
         return None
-    if run.info.lifecycle_stage != "active" or held.lifecycle_stage != "active" or held.name == experiment:
+    if held.name == experiment:
         return None
-    note(f"the MLflow experiment {experiment!r} of this search is named {held.name!r} now (renamed); its run goes on there")
+    uri = client.tracking_uri
+    if held.lifecycle_stage == "deleted":
+        raise AutoqError(f"MLflow experiment {held.name!r} (this search's {experiment!r}, renamed) is deleted in {shown_uri(uri)}; "
+                         f"restore it ({restore_command(uri, experiment_id=held.experiment_id)}) and resume again, to log the "
+                         "search where its trials are")
+    note(f"the MLflow experiment {experiment!r} of this search is named {held.name!r} now (renamed); it logs there")
     return held.experiment_id
 
 

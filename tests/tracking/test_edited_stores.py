@@ -98,3 +98,23 @@ def test_a_search_whose_experiment_was_renamed_resumes_in_its_own_run(search, ml
     assert again.parent_run_id == first.parent_run_id and len(again.points) == 7
     assert {e.experiment_id for e in client.search_experiments()} == experiments  # no new experiment of the old name
     assert "is named 'team-quant' now (renamed)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("deleted", ["experiment", "run"])
+def test_a_renamed_experiment_or_its_run_deleted_is_refused_as_without_the_rename(search, mlflow_uri, deleted):
+    """Renamed and then deleted (or its run deleted), a resume made a second parent run in a new experiment of the old
+    name, without a word, where without the rename it is refused with the restore command."""
+    model, data, options, first = search
+    client = MlflowClient(mlflow_uri)
+    experiment_id = client.get_run(first.parent_run_id).info.experiment_id
+    client.rename_experiment(experiment_id, "old")
+    if deleted == "experiment":
+        client.delete_experiment(experiment_id)
+    else:
+        client.delete_run(first.parent_run_id)
+    experiments = {e.experiment_id for e in client.search_experiments(view_type=3)}  # active and deleted
+    needle = (f"MLflow experiment 'old' .* is deleted in .*mlflow experiments restore --experiment-id {experiment_id}" if deleted == "experiment"
+              else f"the MLflow run of search 's', '{first.parent_run_id}', is deleted; restore it")
+    with pytest.raises(AutoqError, match=needle):
+        autoq.search(model, data, resume=True, **{**options, "n_trials": 7})
+    assert {e.experiment_id for e in client.search_experiments(view_type=3)} == experiments
