@@ -68,7 +68,7 @@ def resumed_args(args: argparse.Namespace) -> argparse.Namespace:
         if key in stored:
             values[key] = stored[key]
     _check_model(args.resume, stored.get("model_source"), values.get("model"))
-    _check_sampler(args.resume, stored.get("sampler"), stored.get("plugins") or [], left_out("sampler"))
+    _check_sampler(args.resume, stored.get("sampler"), left_out("sampler"))
     take, kept = kept_tracking_uri(stored)
     if take and left_out("tracking_uri"):
         values["tracking_uri"] = kept or "none"  # its MLflow parent run where it is, or no MLflow as it ran
@@ -120,17 +120,19 @@ def _check_model(name: str, stored: str | None, given: str | None) -> None:
                      "one (leave --model out)")
 
 
-def _check_sampler(name: str, stored: str | None, plugins: list[str], left_out: bool) -> None:
-    """Refuse, before the model loads, to resume a search that ran with an Optuna sampler instance from Python: its
-    class name is stored, which no --sampler names, and the registry's "unknown sampler" sent the user to a plug-in."""
+def _check_sampler(name: str, stored: str | None, left_out: bool) -> None:
+    """Refuse, before the model loads, to resume a search whose sampler no ``--sampler`` names here (the stored
+    plug-ins are loaded by now, `_check_plugins`): an Optuna sampler instance from Python, stored by its class's name,
+    or one a script registered; the registry's "unknown sampler" sent the first to look for a plug-in."""
     from autoq.engine.strategy import sampler_names
     from autoq.errors import AutoqError
 
-    if stored is None or not left_out or stored in sampler_names() or plugins:  # a plug-in's name: known once it loads
+    if stored is None or not left_out or stored in sampler_names():
         return
-    raise AutoqError(f"search {name!r} searched with an Optuna sampler passed from Python ({stored}), which a command line "
-                     "cannot rebuild; resume it from Python with the same sampler: autoq.search(model, data, ..., "
-                     f"sampler={stored}(...), resume=True, study_name={name!r})")
+    raise AutoqError(f"search {name!r} searched with sampler {stored!r}, which no --sampler names here: an Optuna sampler "
+                     "passed from Python (an instance, stored by its class), or one a script registered (register_sampler). "
+                     "Resume it from Python with the same sampler (autoq.search(model, data, ..., sampler=..., resume=True, "
+                     f"study_name={name!r})), or load the module that registers it (--plugin MODULE)")
 
 
 def _check_plugins(name: str, stored: list[str], loaded: list[str]) -> None:

@@ -100,5 +100,5 @@ def test_a_python_search_with_a_sampler_instance_is_sent_back_to_python_to_resum
                  study_name="inst", tracking_uri=mlflow_uri, progress=False)
     assert main(["search", "--no-progress", "--tracking-uri", mlflow_uri, "--resume", "inst", "--n-trials", "3"]) == 2
     err = capsys.readouterr().err
-    assert "searched with an Optuna sampler passed from Python (RandomSampler), which a command line cannot rebuild" in err
-    assert "sampler=RandomSampler(...), resume=True, study_name='inst'" in err and "loading" not in err
+    assert "searched with sampler 'RandomSampler', which no --sampler names here: an Optuna sampler passed from Python" in err
+    assert "sampler=..., resume=True, study_name='inst'" in err and "(--plugin MODULE)" in err and "loading" not in err
