@@ -40,8 +40,8 @@ def solve_binary(cost: np.ndarray, rows: csr_array, lower: np.ndarray, upper: np
     lp.num_col_, lp.num_row_ = n, rows.shape[0]
     lp.col_cost_ = np.asarray(cost, dtype=np.float64)
     lp.col_lower_, lp.col_upper_ = np.zeros(n), np.ones(n)
-    lp.row_lower_ = np.maximum(np.asarray(lower, dtype=np.float64), -highspy.kHighsInf)
-    lp.row_upper_ = np.minimum(np.asarray(upper, dtype=np.float64), highspy.kHighsInf)
+    lp.row_lower_ = np.asarray(lower, dtype=np.float64)  # -inf: no bound (HiGHS's kHighsInf is inf)
+    lp.row_upper_ = np.asarray(upper, dtype=np.float64)
     lp.a_matrix_.format_ = highspy.MatrixFormat.kRowwise
     lp.a_matrix_.num_col_, lp.a_matrix_.num_row_ = n, rows.shape[0]
     lp.a_matrix_.start_ = rows.indptr.astype(np.int32)
