@@ -38,10 +38,11 @@ def start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace,
     nest_under = config.mlflow_parent_run_id
     if config.resume and nest_under is None:  # the run the search was nested in holds its run: look for it there
         nest_under = read_settings(storage, study_name).get("mlflow_parent_run_id")
-    tracker = MlflowTracker.open(config.tracking_uri, config.experiment, nest_under, read_run_id(storage, study_name) if config.resume else None)
+    recorded = read_run_id(storage, study_name) if config.resume else None  # the parent run a resumed search recorded
+    tracker = MlflowTracker.open(config.tracking_uri, config.experiment, nest_under, recorded)
     try:
         return _open_parent_run(tracker, workload, config, space, budget, study_name, storage, reference, weights, calibration_digest,
-                                seeded_from, n_uniform, code)
+                                seeded_from, n_uniform, code, recorded)
     except KeyboardInterrupt:  # after the run was made or reopened: the caller has no tracker to mark it stopped
         if tracker.parent_id is not None:
             with deferred_interrupts():
@@ -54,9 +55,10 @@ def start_tracking(workload: Workload, config: SearchConfig, space: SearchSpace,
 
 def _open_parent_run(tracker: MlflowTracker, workload: Workload, config: SearchConfig, space: SearchSpace, budget: Budget, study_name: str,
                      storage: str | None, reference: float, weights: str, calibration_digest: str, seeded_from: str | None,
-                     n_uniform: int, code: Mapping[str, str] | None) -> MlflowTracker:
-    """:func:`start_tracking`'s parent run: the search's own, reopened on a resume, or a new one with its params."""
-    if config.resume and tracker.continue_search(study_name, storage, read_run_id(storage, study_name)):  # the same parent run, not a second one
+                     n_uniform: int, code: Mapping[str, str] | None, recorded: str | None) -> MlflowTracker:
+    """:func:`start_tracking`'s parent run: the search's own (``recorded``, the run its study names), reopened on a
+    resume, or a new one with its params."""
+    if config.resume and tracker.continue_search(study_name, storage, recorded):  # the same parent run, not a second one
         run = tracker.client.get_run(tracker.parent_id)
         if "reference_quality" not in run.data.metrics:  # started by an autoq that logged it last
             tracker.client.log_metric(tracker.parent_id, "reference_quality", reference, step=0)
