@@ -5,6 +5,7 @@ Quality is classification accuracy on a fixed held-out quarter of the data set.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import math
 import pickle
@@ -117,7 +118,8 @@ def _trained(path: Path, x: torch.Tensor, y: torch.Tensor) -> nn.Module:
     """The CNN trained and kept at ``path``, one process or thread at a time: a second one starting meanwhile waits and
     reads the first one's. Two trained at once (threads of an outer study, or processes at other thread counts) gave
     two models: one was kept, and the search run on the other could no longer be exported (its weights' hash)."""
-    with folder_lock(path.parent):
+    # a cache folder that could not be made is no one's to write: nothing to wait for
+    with folder_lock(path.parent) if path.parent.is_dir() else contextlib.nullcontext():
         model = _cached(path)
         if model is not None:
             return model

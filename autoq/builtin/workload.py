@@ -83,7 +83,10 @@ class NoMetric:
 def cache_dir() -> Path:
     """Where autoq keeps trained built-in models and sensitivity tables: ``$AUTOQ_CACHE_DIR``, else
     ``$XDG_CACHE_HOME/autoq``, else ``~/.cache/autoq``. An empty or relative ``$XDG_CACHE_HOME`` is ignored, as the XDG
-    Base Directory spec says (an empty one put the cache in ``./autoq``, a new one in every folder run from)."""
+    Base Directory spec says (an empty one put the cache in ``./autoq``, a new one in every folder run from). A folder
+    that cannot be made (a service account's ``HOME=/nonexistent``, a read-only disk) is returned unmade: what would be
+    kept there is warned about by :func:`keep_in_cache` and made again next time, as in a read-only folder that exists
+    (it stopped every command that loads a built-in, ``autoq export`` of a finished search too)."""
     xdg = os.environ.get("XDG_CACHE_HOME", "")
     root = os.environ.get("AUTOQ_CACHE_DIR") or os.path.join(xdg if os.path.isabs(xdg) else Path.home() / ".cache", "autoq")
     path = Path(root)
@@ -93,9 +96,8 @@ def cache_dir() -> Path:
     except (FileExistsError, NotADirectoryError):  # it said "File exists: PATH", naming no setting
         raise AutoqError(f"{which} ({path}) is, or lies under, a file; autoq keeps trained built-in models and sensitivity "
                          "tables there: point AUTOQ_CACHE_DIR at a folder") from None
-    except OSError as exc:  # a read-only disk, a folder not the user's: "Read-only file system: PATH", naming no setting
-        raise AutoqError(f"{which} ({path}) cannot be made ({exc.strerror or exc}); autoq keeps trained built-in models and "
-                         "sensitivity tables there: point AUTOQ_CACHE_DIR at a writable folder") from None
+    except OSError:  # a read-only disk, a folder not the user's
+        pass
     return path
 
 
@@ -104,6 +106,7 @@ def keep_in_cache(path: Path, write: Callable[[Path], object], what: str, again:
     ``what`` and that it will be made ``again``, and the caller goes on with what it made: it failed the command after
     the work it had done (a sensitivity table, the trained digits-cnn), naming no setting."""
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)  # the cause named: a folder that could not be made said "No such file"
         write(path)
     except OSError as exc:
         warn(f"{what} could not be kept in the cache ({exc.strerror or exc}: {exc.filename or path}), so it will be {again} again "
