@@ -87,11 +87,23 @@ def check_execution(config: SearchConfig) -> None:
     if config.storage not in (None, "auto"):
         _check_storage_url(config.storage)
     if config.storage is not None:
-        check_sqlite_writable(config.resolved_storage(), "Optuna storage" + (" (auto: beside the MLflow store)" if config.storage == "auto" else ""))
+        check_sqlite_writable(config.resolved_storage(), *_storage_words(config))
         check_database_kind(sqlite_path(config.resolved_storage()), config.resolved_storage(), "optuna")
     if config.resume and (not config.study_name or config.storage is None):
         raise AutoqError("resume needs the study name of the search and its persistent storage (--resume NAME, and --storage if it was not "
                          "the default; study_name= and storage= in Python, with resume=True)")
+
+
+def _storage_words(config: SearchConfig) -> tuple[str, str]:
+    """How an Optuna storage that cannot be written is named, and the option that moves it: the automatic one follows
+    the MLflow store (a --storage alone then met the same refusal for the store), or sits in the working folder."""
+    if config.storage != "auto":
+        return "Optuna storage", "pass a --storage (storage=) URL in a folder you can write to"
+    if config.tracking_uri and sqlite_path(config.tracking_uri) is not None:
+        return ("Optuna storage (auto: beside the MLflow store)",
+                "pass a --tracking-uri (tracking_uri=) in a folder you can write to: the Optuna storage follows it")
+    return ("Optuna storage (auto: in the working folder)",
+            "run from a folder you can write to, or pass a --storage (storage=) URL in one")
 
 
 def _check_storage_url(storage: str) -> None:

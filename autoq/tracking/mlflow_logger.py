@@ -161,24 +161,30 @@ def _check_not_moved(db: Path, artifact_location: str, does: str = "reads them a
                          "here (--experiment NAME)")
 
 
-def check_sqlite_writable(uri: str, what: str) -> None:
-    """Refuse a ``sqlite:///`` database that cannot be made or written, naming why, before any work: SQLAlchemy would
-    say only 'unable to open database file', mid-search. A missing folder is fine (the search makes it) when the
-    nearest folder that exists above it is writable."""
+def check_sqlite_writable(uri: str, what: str, advice: str = "pass a URL in a folder you can write to") -> None:
+    """Refuse a ``sqlite:///`` database that cannot be made or written, naming why and ``advice`` (the option to change),
+    before any work: SQLAlchemy would say only 'unable to open database file', mid-search. A missing folder is fine
+    (the search makes it) when the nearest folder that exists above it is writable."""
     db = sqlite_path(uri)
     if db is None:
         return
     if db.exists():
         if not os.access(db, os.W_OK) or not os.access(db.parent, os.W_OK):  # SQLite writes a journal beside it
-            raise AutoqError(f"{what} {uri}: {str(db)!r} or its folder is not writable; pass a URL in a folder you can write to")
+            raise AutoqError(f"{what} {uri}: {str(db)!r} or its folder is not writable; {advice}")
         return
-    above = db.parent.absolute()
-    while not above.exists() and above != above.parent:
-        above = above.parent
+    above = nearest_folder(db.parent)
     if not above.is_dir():
         raise AutoqError(f"{what} {uri}: {str(above)!r} is a file, not a folder; pass another URL")
     if not os.access(above, os.W_OK):
-        raise AutoqError(f"{what} {uri}: the folder {str(above)!r} is not writable; pass a URL in a folder you can write to")
+        raise AutoqError(f"{what} {uri}: the folder {str(above)!r} is not writable; {advice}")
+
+
+def nearest_folder(path: Path) -> Path:
+    """``path`` made absolute, or the nearest path above it that exists: where making it would start."""
+    above = path.absolute()
+    while not above.exists() and above != above.parent:
+        above = above.parent
+    return above
 
 
 # what a command that only reads a store advises: '--tracking-uri none' it refuses ("names no store")
@@ -203,7 +209,7 @@ def check_experiment(uri: str, name: str) -> None:
     cannot be written or a server that does not answer."""
     if not name.strip():
         raise AutoqError("the MLflow experiment name is empty; pass --experiment NAME (default: $MLFLOW_EXPERIMENT_NAME, else autoq)")
-    check_sqlite_writable(uri, "MLflow tracking store")
+    check_sqlite_writable(uri, "MLflow tracking store", "pass a --tracking-uri (tracking_uri=) in a folder you can write to")
     _check_server(uri)
     db = sqlite_path(uri)
     if db is not None and not db.exists():

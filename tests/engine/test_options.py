@@ -83,3 +83,30 @@ def test_files_given_as_paths_are_taken_as_a_model_is(tmp_path):
     (tmp_path / "scores.json").write_text("{}", encoding="utf-8")  # read when the search seeds, not here
     config = SearchConfig(space=space, seed_from=tmp_path / "scores.json", device=table, budget="3ms", tracking_uri=None)
     assert (config.space, config.seed_from, config.device) == (str(space), str(tmp_path / "scores.json"), str(table))
+
+
+@pytest.mark.parametrize(("options", "said"), [
+    ({"tracking_uri": "sqlite:///{ro}/mlflow.db"}, r"^Optuna storage \(auto: beside the MLflow store\) sqlite:///{ro}/optuna.db: the folder "
+     r"'{ro}' is not writable; pass a --tracking-uri \(tracking_uri=\) in a folder you can write to: the Optuna storage follows it$"),
+    ({"tracking_uri": None}, r"^Optuna storage \(auto: in the working folder\) sqlite:///{ro}/optuna.db: the folder '{ro}' is not "
+     r"writable; run from a folder you can write to, or pass a --storage \(storage=\) URL in one$"),
+    ({"tracking_uri": None, "storage": "sqlite:///{ro}/o.db"}, r"^Optuna storage sqlite:///{ro}/o.db: the folder '{ro}' is not writable; "
+     r"pass a --storage \(storage=\) URL in a folder you can write to$"),
+    ({"tracking_uri": "sqlite:///{ro}/mlflow.db", "storage": None}, r"^MLflow tracking store sqlite:///{ro}/mlflow.db: the folder '{ro}' "
+     r"is not writable; pass a --tracking-uri \(tracking_uri=\) in a folder you can write to$"),
+])
+def test_a_store_that_cannot_be_written_names_the_option_that_moves_it(options, said, tmp_path, monkeypatch):
+    """The automatic Optuna storage's refusal said "pass a URL", naming no option: a --storage alone then met the same
+    refusal for the MLflow store beside it, and with no MLflow store it was still said to be beside one."""
+    import os
+    import re
+    from pathlib import Path
+
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    monkeypatch.chdir(ro)
+    access = os.access  # as root, permissions stop no write: the check's own os.access answers as for another user's folder
+    monkeypatch.setattr(os, "access", lambda path, mode: access(path, mode) and not (mode & os.W_OK and Path(path).absolute() == ro))
+    options = {key: value.format(ro=ro) if isinstance(value, str) else value for key, value in options.items()}
+    with pytest.raises(AutoqError, match=said.format(ro=re.escape(str(ro)))):
+        autoq.search(torch.nn.Sequential(torch.nn.Linear(8, 8)), [torch.randn(2, 8)] * 2, budget="4.5bits", n_trials=1, progress=False, **options)
