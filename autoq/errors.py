@@ -64,3 +64,9 @@ def database_failed(exc: BaseException) -> bool:
 
     ours = type(exc).__module__.startswith("sqlalchemy.") or isinstance(exc, optuna.exceptions.StorageInternalError)
     return ours and not isinstance(exc, Warning)
+
+
+def any_database_failed(exc: BaseException) -> bool:
+    """:func:`database_failed`, or an error raised from one: MLflow's SQL store wraps each SQLAlchemy error in its own
+    ``MlflowException`` (a read-only store, written by ``autoq export --log-to-run``, was a traceback of 199 lines)."""
+    return database_failed(exc) or (exc.__cause__ is not None and database_failed(exc.__cause__))

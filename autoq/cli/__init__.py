@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from autoq.cli.mlflow_args import fill_experiment
 from autoq.cli.parser import Parser, parse
-from autoq.errors import AutoqError, SearchInterrupted, Terminated, database_failed, database_reason
+from autoq.errors import AutoqError, SearchInterrupted, Terminated, any_database_failed, database_reason
 from autoq.interrupts import stops_as_interrupts
 from autoq.messages import cli_warnings
 from autoq.plugins import ENTRY_POINT_GROUP, ENV_VAR, load_plugins, plugin_note, split_plugins
@@ -161,7 +161,7 @@ def _run(parser: argparse.ArgumentParser, args: argparse.Namespace, plugins: Seq
         print(f"autoq: error: {exc.strerror or exc}{where}", file=sys.stderr)
         return 2
     except Exception as exc:
-        if not database_failed(exc):
+        if not any_database_failed(exc):
             raise
         # a database (Optuna storage, MLflow store) that cannot be opened or written: the driver's own words
         reason = database_reason(exc)

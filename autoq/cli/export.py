@@ -37,7 +37,7 @@ def run(args: argparse.Namespace) -> int:
     from autoq.export import export
     from autoq.export.config import read_config
     from autoq.export.from_run import point_from_run
-    from autoq.export.mlflow_store import check_registered_name, log_export
+    from autoq.export.mlflow_store import check_loggable, check_registered_name, log_export
     from autoq.tracking import absolute_uri
 
     if args.registered_model_name is not None:
@@ -45,6 +45,8 @@ def run(args: argparse.Namespace) -> int:
             raise AutoqError("--registered-model-name registers the model that --log-to-run logs; pass both")
         check_registered_name(args.registered_model_name)  # now, not after quantizing
     point = point_from_run(args.tracking_uri, args.run_id)
+    if args.log_to_run:
+        check_loggable(args.tracking_uri, args.run_id)  # now, not after quantizing
     assignment = point.assignment
     print(f"autoq: exporting {point.what} ({assignment.summary()}) of {args.model or point.model_source or 'the model'} ...",
           file=sys.stderr, flush=True)

@@ -74,13 +74,56 @@ def is_artifact_uri(location: str | Path) -> bool:
     return isinstance(location, str) and bool(_SCHEME.match(location))
 
 
+def check_loggable(tracking_uri: str, run_id: str) -> None:
+    """Refuse, before the export quantizes, a log the store would refuse after it: a SQLite store or a local artifact
+    folder that cannot be written (the export was written, and then a read-only store was a traceback of 199 lines
+    that did not say so). A deleted run is refused before, as the point is read from it."""
+    from mlflow.utils.file_utils import local_file_uri_to_path
+
+    from autoq.tracking import absolute_uri, stored_run
+    from autoq.tracking.mlflow_logger import check_sqlite_writable, nearest_folder
+
+    client, run = stored_run(tracking_uri, run_id, "log the export to the run it was exported from")
+    advice = "--log-to-run logs the export there: pass a store you can write to, or leave out --log-to-run"
+    check_sqlite_writable(absolute_uri(tracking_uri), "MLflow tracking store", advice)
+    location = client.get_experiment(run.info.experiment_id).artifact_location
+    if is_artifact_uri(location) and not location.startswith("file:"):
+        return  # a server's or a cloud bucket's: it says itself
+    folder = nearest_folder(Path(local_file_uri_to_path(location)))
+    if not os.access(folder, os.W_OK):
+        raise AutoqError(f"the MLflow artifact folder {folder} of run {run_id!r} is not writable; {advice}")
+
+
 def log_export(tracking_uri: str, run_id: str, out_dir: Path, registered_model_name: str | None = None,
                point_run_id: str | None = None) -> LoggedExport:
     """Log the export in ``out_dir`` (its config and weights, not whatever else the folder holds) as an MLflow model
     from ``run_id``, with the run's parameters and metrics, and tag the run; register a version of it under
     ``registered_model_name`` when given. ``point_run_id``, the trial run of the exported point where ``run_id`` is
     its search's run, adds that trial's parameters and metrics (quality, bits, size, latency): the model of a search
-    run held only the search's totals, and the Models tab could not compare it with the trials' models."""
+    run held only the search's totals, and the Models tab could not compare it with the trials' models. A failure
+    says that the export itself is written, and where (a store that failed said only its own error)."""
+    from autoq.errors import any_database_failed, database_reason
+
+    try:
+        return _log_export(tracking_uri, run_id, out_dir, registered_model_name, point_run_id)
+    except AutoqError as exc:
+        if str(out_dir) in str(exc):
+            raise
+        raise AutoqError(f"{exc} (the export itself is in {out_dir})") from exc
+    except Exception as exc:
+        if isinstance(exc, OSError):
+            why = f"{exc.strerror or exc}" + (f": {exc.filename}" if exc.filename else "")
+        elif any_database_failed(exc):
+            why = database_reason(exc)
+        else:
+            raise
+        raise AutoqError(f"the export is in {out_dir}, but logging it to MLflow run {run_id} failed ({why}); fix that and log it "
+                         "again (autoq export --log-to-run)") from exc
+
+
+def _log_export(tracking_uri: str, run_id: str, out_dir: Path, registered_model_name: str | None,
+                point_run_id: str | None) -> LoggedExport:
+    """:func:`log_export`'s work."""
     from mlflow.entities import LoggedModelOutput, LoggedModelStatus
 
     from autoq.export.mlflow_model import copy_metrics, save_pyfunc

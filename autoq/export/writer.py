@@ -37,7 +37,7 @@ from autoq.export.config import CONFIG_NAME, PRODUCER, WEIGHTS_NAME, config_text
 from autoq.export.from_run import RunPoint, model_of, point_from_run
 from autoq.export.layout import to_tensors
 from autoq.export.mlflow_model import input_spec, output_spec
-from autoq.export.mlflow_store import check_registered_name, log_export
+from autoq.export.mlflow_store import check_loggable, check_registered_name, log_export
 from autoq.export.quantize import check_calibration, needs_calibration, quantize_point
 from autoq.files import file_crc32, first_missing, make_folder, removed_if_empty, write_text_atomic
 from autoq.fingerprints import model_hash
@@ -227,6 +227,8 @@ def export(model: nn.Module | str | os.PathLike[str] | None, point: object, out_
 
         tracking_uri = tracking_uri or default_tracking_uri()
         point = point_from_run(tracking_uri, run_id)
+        if log_to_run:
+            check_loggable(tracking_uri, run_id)  # now, not after quantizing
     elif tracking_uri is not None or log_to_run:
         option = "tracking_uri" if tracking_uri is not None else "log_to_run"
         own = getattr(point, "run_id", None)  # a Point of a search that logged to MLflow: its trial run

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -282,3 +283,52 @@ def test_log_to_run_of_a_model_no_export_can_rebuild_says_pyfunc_cannot_load_it(
     fresh = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
     loaded = autoq.load(f"runs:/{result.best.run_id}/quantized_model", model=fresh, tracking_uri=mlflow_uri)
     assert torch.equal(loaded(x), autoq.load(out, model=nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)))(x))
+
+
+def test_a_store_or_artifact_folder_that_cannot_be_written_is_refused_before_the_export(searched, tmp_path, capsys, monkeypatch):
+    """``--log-to-run`` on a read-only store quantized and wrote the export, then failed with a traceback of 199 lines
+    (MLflow's SQLAlchemy error) that did not say the export was written. As root, permissions stop no write: the
+    check's own ``os.access`` answers as for a store another user owns."""
+    from autoq.tracking.mlflow_logger import sqlite_path
+
+    trial = searched.points[2]
+    client = MlflowClient(searched.tracking_uri)
+    store = sqlite_path(searched.tracking_uri)
+    artifacts = Path(client.get_experiment(client.get_run(trial.run_id).info.experiment_id).artifact_location.removeprefix("file://"))
+    access = os.access
+    base = ["export", "--run-id", trial.run_id, "--tracking-uri", searched.tracking_uri, "--log-to-run", "--no-progress"]
+    for locked, said in ((store, rf"^autoq: error: MLflow tracking store .*: '{store}' or its folder is not writable; "),
+                         (artifacts, rf"^autoq: error: the MLflow artifact folder {artifacts} of run '{trial.run_id}' is not writable; ")):
+        monkeypatch.setattr(os, "access", lambda path, mode, locked=locked: access(path, mode) and not (
+            mode & os.W_OK and Path(path).absolute().is_relative_to(locked)))
+        out = tmp_path / locked.name
+        assert main([*base, "--out", str(out)]) == 2
+        err = capsys.readouterr().err
+        assert re.match(said + "--log-to-run logs the export there: pass a store you can write to, or leave out --log-to-run\n$", err), err
+        with pytest.raises(autoq.AutoqError, match=said.removeprefix("^autoq: error: ")):
+            autoq.export(None, trial.run_id, out, tracking_uri=searched.tracking_uri, log_to_run=True, progress=False)
+        assert not out.exists()  # refused before quantizing
+    monkeypatch.setattr(os, "access", access)
+    assert main([*base, "--out", str(tmp_path / "written")]) == 0  # the same export where the store can be written
+
+
+def test_a_log_that_fails_after_the_export_says_where_the_export_is(searched, tmp_path, capsys, monkeypatch):
+    """A store that fails as the model is logged (a disk gone read-only meanwhile): one line, naming the written export."""
+    import sqlalchemy.exc
+    from mlflow.exceptions import MlflowException
+
+    def failing(*args, **kwargs):  # as MLflow's SQL store raises a database's error: its own, from SQLAlchemy's
+        cause = sqlalchemy.exc.OperationalError("INSERT INTO logged_models", {}, Exception("attempt to write a readonly database"))
+        raise MlflowException(cause) from cause
+
+    monkeypatch.setattr(MlflowClient, "create_logged_model", failing)
+    trial = searched.points[2]
+    out = tmp_path / "written"
+    assert main(["export", "--run-id", trial.run_id, "--tracking-uri", searched.tracking_uri, "--out", str(out), "--log-to-run", "--no-progress"]) == 2
+    err = capsys.readouterr().err
+    assert err.endswith(f"autoq: error: the export is in {out}, but logging it to MLflow run {trial.run_id} failed (OperationalError: attempt "
+                        "to write a readonly database); fix that and log it again (autoq export --log-to-run)\n"), err
+    assert (out / CONFIG_NAME).is_file() and (out / WEIGHTS_NAME).is_file()
+    monkeypatch.setattr(MlflowClient, "create_logged_model", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied", "/x/models")))
+    with pytest.raises(autoq.AutoqError, match=r"^the export is in .*again, but logging it to MLflow run \w+ failed \(Permission denied: /x/models\); "):
+        autoq.export(None, trial.run_id, tmp_path / "again", tracking_uri=searched.tracking_uri, log_to_run=True, progress=False)
