@@ -6,6 +6,7 @@ loop (:mod:`autoq.engine.runner`) decides when each is said.
 
 from __future__ import annotations
 
+import errno
 import math
 import shlex
 import sys
@@ -52,7 +53,19 @@ def store_stopped(config: SearchConfig, exc: Exception, what: str, study_name: s
     """The error for a search its tracking store stopped: the store's failure, ``what`` became of the search, where its
     trials are kept and the command that continues it once the store answers (``resume_does``: what that resume writes)."""
     return store_failed(config.tracking_uri or "", exc, what + kept_and_how_to_continue(config, study_name, storage, True, by_name)
-                        + f" (once the store answers again{resume_does})")
+                        + f" ({_store_back(exc)}{resume_does})")
+
+
+def _store_back(exc: BaseException) -> str:
+    """When a resume can go on after the store's failure: "once the store answers again" was said of a local disk that
+    refused a write too (a folder not the user's, a read-only file), where a resume fails the same way until that changes."""
+    cause = exc.__cause__
+    reason = database_reason(exc).lower()
+    if (isinstance(cause, OSError) and cause.errno == errno.ENOSPC) or "disk is full" in reason:
+        return "once its disk has free space again"
+    if (isinstance(cause, OSError) and cause.errno is not None) or "readonly" in reason:  # a local file's own error
+        return "once it can be written again"
+    return "once the store answers again"
 
 
 def storage_stopped(config: SearchConfig, exc: Exception, n_done: int, study_name: str, storage: str | None, tracked: bool,
