@@ -35,7 +35,10 @@ _UNITS = {
     "ms": ("latency_ms", 1.0),
     "s": ("latency_ms", 1e3),
 }
-_BUDGET_RE = re.compile(r"^\s*([+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:e[+-]?[0-9]+)?)\s*([a-z\u00b5\u03bc]*)\s*$", re.IGNORECASE)
+# each character has one place to go: '[0-9]+\.?[0-9]*' and '\s*' on both sides of an empty unit backtracked over every
+# split of a long text (20,000 digits took 16 s to refuse). Letters in both cases by name, not by re.IGNORECASE: with it
+# '[a-z]' matched the Kelvin sign, read as 'k', and '20\u212ab' (20 Kb as it looks) passed as 20 kB
+_BUDGET_RE = re.compile(r"([+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?)\s*([A-Za-z\u00b5\u03bc]*)")
 _SIZE_UNITS = {"kb": "kB", "mb": "MB", "gb": "GB", "kib": "KiB", "mib": "MiB", "gib": "GiB"}  # as typed (any case): as shown
 # the units Budget.fmt writes, in bits, bytes or ms
 _SHOWN = {"bits": 1.0, **{shown: _UNITS[typed][1] for typed, shown in _SIZE_UNITS.items()}, "us": 1e-3, "ms": 1.0, "s": 1e3}
@@ -113,10 +116,10 @@ class Budget:
         """A latency budget in microseconds, from the decimal it was typed as ('12.002884179104477us': that float, as a
         point's latency_us prints), else from the decimal its milliseconds spell (``0.0042`` ms: 4.2 us exactly as a float,
         as a table's 4.2 us). Through the float in ms, a typed point's latency could come back an ulp below it, refused."""
-        match = _BUDGET_RE.match(self.text)
-        unit = _UNITS.get(match.group(2).lower()) if match else None
+        match = _split(self.text)
+        unit = _UNITS.get(match[1].lower()) if match else None
         if unit is not None and unit[0] == "latency_ms":
-            return float(Decimal(match.group(1)) * Decimal(repr(unit[1])) * 1000)
+            return float(Decimal(match[0]) * Decimal(repr(unit[1])) * 1000)
         return float(Decimal(repr(self.value)) * 1000)
 
     def fmt(self, amount: float) -> str:
@@ -185,8 +188,14 @@ class Budget:
 
 def _typed_unit(text: str) -> str:
     """The unit of a budget's text, lower case ('' for none, or for a text that is no budget)."""
-    match = _BUDGET_RE.match(text)
-    return match.group(2).lower() if match else ""
+    match = _split(text)
+    return match[1].lower() if match else ""
+
+
+def _split(text: str) -> tuple[str, str] | None:
+    """A budget's text as (number, unit as written), or ``None`` for a text that is no budget."""
+    match = _BUDGET_RE.fullmatch(text.strip())
+    return (match.group(1), match.group(2)) if match else None
 
 
 def _trimmed(number: str) -> str:
@@ -218,17 +227,18 @@ def _as_text(kind: str, value: float) -> str:
 
 def _parse(raw: str) -> tuple[str, float]:
     """``(kind, value)`` of a budget's text, or an error saying what a budget looks like."""
-    match = _BUDGET_RE.match(raw)
-    if not match or match.group(2).lower() not in _UNITS:
-        unit = f" ({match.group(2)!r} is no unit autoq knows: bits, kB, MB, GB, KiB, MiB, GiB, us, ms or s)" if match else ""
+    match = _split(raw)
+    if not match or match[1].lower() not in _UNITS:
+        unit = f" ({match[1]!r} is no unit autoq knows: bits, kB, MB, GB, KiB, MiB, GiB, us, ms or s)" if match else ""
         raise AutoqError(f"cannot parse budget {raw!r}; expected a positive number with a unit, {_EXAMPLES}, or a latency like "
                          f"{_LATENCY_EXAMPLES.removeprefix('e.g. ')}{unit}")
-    number, unit = float(match.group(1)), match.group(2).lower()
-    written = match.group(2)
+    typed, written = match
+    number, unit = float(typed), written.lower()
     kind, scale = _UNITS[unit]
     examples = _LATENCY_EXAMPLES if kind == "latency_ms" else _EXAMPLES  # in the kind of budget typed
-    if not number > 0:  # '1e-400' is positive, and 0 as a float: too small a budget to be one
-        why = "is too small to be a number" if number == 0 and Decimal(match.group(1)) > 0 else "must be positive"
+    # '1e-400' is positive, and 0 as a float: too small a budget to be one; '5e-324us' too, 0 once in ms
+    if not number > 0 or not float(Decimal(typed) * Decimal(repr(scale))) > 0:
+        why = "is too small to be a number" if Decimal(typed) > 0 else "must be positive"
         raise AutoqError(f"budget {raw!r} {why}, {examples}")
     if not math.isfinite(number * scale):  # '1e400' overflows to inf: a budget nothing can be measured against
         raise AutoqError(f"budget {raw!r} is too large to be a number; {examples}")
@@ -238,10 +248,10 @@ def _parse(raw: str) -> tuple[str, float]:
     if re.fullmatch(r"[KMG]i?b", written):
         prefix = {"K": "kilo", "M": "mega", "G": "giga"}[written[0]]
         bits = prefix[:2] + "bi" if "i" in written else prefix
-        raise AutoqError(f"budget {raw!r} reads as {bits}bits; a size budget is in bytes: '{match.group(1)}{written[:-1].replace('k', 'K')}B'")
+        raise AutoqError(f"budget {raw!r} reads as {bits}bits; a size budget is in bytes: '{typed}{written[:-1].replace('k', 'K')}B'")
     # in decimal, then rounded once: 0.015662 * 1e6 in floats is 15661.999..., which refused the 15,662-byte assignment
     # that '0.015662MB' names as below the cheapest one
-    return kind, float(Decimal(match.group(1)) * Decimal(repr(scale)))
+    return kind, float(Decimal(typed) * Decimal(repr(scale)))
 
 
 def check_latency_config(budget: Budget, device: str | None) -> None:

@@ -110,9 +110,10 @@ def test_a_number_too_large_to_be_finite_is_refused(text):
         parse_budget(text)
 
 
-@pytest.mark.parametrize("text", ["1e-400", "1e-400MB", "0.0000e-330ms"])
+@pytest.mark.parametrize("text", ["1e-400", "1e-400MB", "0.0000e-330ms", "5e-324us"])
 def test_a_positive_number_too_small_to_be_a_float_is_not_called_negative(text):
-    """'1e-400' is 0 as a float and was refused as 'must be positive', which it is."""
+    """'1e-400' is 0 as a float and was refused as 'must be positive', which it is; '5e-324us' is a float, and 0 in ms
+    (it was refused as 'a Budget's value is a positive finite number, got 0.0')."""
     with pytest.raises(AutoqError) as info:
         parse_budget(text)
     assert ("too small to be a number" in str(info.value)) == (text != "0.0000e-330ms")  # that one is 0 as written
@@ -302,6 +303,26 @@ def test_megabits_are_not_read_as_megabytes(text, says):
     with pytest.raises(AutoqError, match=f"budget '{text}' reads as {says}"):
         parse_budget(text)
     assert parse_budget(text.replace("b", "B").replace("k", "K")).kind == "bytes"
+
+
+@pytest.mark.parametrize("text", ["20\u212ab", "20\u212aB", "5\u017f", "5m\u017f", "4.5bit\u017f"])
+def test_a_unit_in_letters_other_than_ascii_is_refused(text):
+    """The Kelvin sign and the long s matched [a-z] without case, and were read as 'k' and 's': '20\u212ab' (20 Kb as it
+    looks) passed as 20 kB where '20Kb' is refused as kilobits. Digits other than ASCII stay refused too
+    (test_bad_budgets_show_an_example); the micro sign and the Greek mu are both microseconds."""
+    with pytest.raises(AutoqError, match="cannot parse budget"):
+        parse_budget(text)
+    assert parse_budget("250\u00b5s").limit_us == parse_budget("250\u03bcs").limit_us == 250.0
+    with pytest.raises(AutoqError, match="\\('\u00b5b' is no unit autoq knows"):  # as typed
+        parse_budget("5\u00b5b")
+
+
+@pytest.mark.parametrize("text", ["1" * 3000 + "!", "1" * 1500 + "e" + "1" * 1500 + "!", "1" + " " * 3000 + "!", "4.5bits\n!"])
+def test_a_long_or_broken_text_is_refused_as_no_budget(text):
+    """Refused, and at once: the pattern gives each character one place (it backtracked over every split of a run of
+    digits or spaces, and 20,000 digits took 16 s to refuse)."""
+    with pytest.raises(AutoqError, match="cannot parse budget"):
+        parse_budget(text)
 
 
 @pytest.mark.parametrize(("text", "says"), [("-1Mb", "must be positive"), ("0Mb", "must be positive"), ("1e400Mb", "is too large")])
