@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from functools import cached_property
 
 from autoq.errors import AutoqError
+from autoq.files import parse_json
 from autoq.quant import QuantSpec
 from autoq.quant.activation import ActSpec
 
@@ -139,10 +140,7 @@ class Assignment(Mapping[str, LayerChoice]):
 
     @classmethod
     def from_json(cls, text: str) -> Assignment:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise AutoqError(f"assignment is not valid JSON: {exc}") from None
+        data = parse_json(text, "assignment")
         if not isinstance(data, dict) or data.get("format") != "autoq.assignment":
             raise AutoqError("not an autoq assignment (missing 'format': 'autoq.assignment')")
         if data.get("version") != ASSIGNMENT_VERSION:

@@ -1,17 +1,31 @@
 """Files: `write_text_atomic` (a file written whole or not at all), `make_folder` (an output folder, made up front),
-`check_not_folder` (an output file that is no folder), `folder_lock` (one process at a time, on this machine, in a step over a folder's databases)
-and `file_crc32` (a file's checksum)."""
+`check_not_folder` (an output file that is no folder), `folder_lock` (one process at a time, on this machine, in a step over a folder's databases),
+`file_crc32` (a file's checksum) and `parse_json` (a JSON file autoq reads, or one error that names it)."""
 
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import threading
 import zlib
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from autoq.errors import AutoqError
+
+
+def parse_json(text: str, what: str) -> Any:
+    """``json.loads(text)``, or an error that starts with ``what``: not valid JSON (the parser's reason, line and column), or
+    nested deeper than Python's parser recurses (a ``RecursionError`` and its traceback otherwise, from a file of a
+    thousand '['; nothing autoq writes nests more than a few levels)."""
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise AutoqError(f"{what} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise AutoqError(f"{what} nests lists or objects too deeply to read (hundreds of levels); it is no file autoq wrote") from None
 
 
 def write_text_atomic(path: str | Path, text: str) -> Path:

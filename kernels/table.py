@@ -32,7 +32,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from autoq.errors import AutoqError
-from autoq.files import write_text_atomic
+from autoq.files import parse_json, write_text_atomic
 from autoq.kernels.formats import supports_w8a8
 from autoq.quant import QuantSpec
 
@@ -233,13 +233,11 @@ class LatencyTable:
     def load(cls, path: str | Path) -> LatencyTable:
         path = Path(path)
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = parse_json(path.read_text(encoding="utf-8"), f"latency table {path}")
         except UnicodeDecodeError:
             raise AutoqError(f"latency table {path} is not UTF-8 text; 'autoq kernels bench' writes JSON") from None
         except FileNotFoundError:
             raise AutoqError(f"latency table {path} does not exist; write one with 'autoq kernels bench --out {path}'") from None
-        except json.JSONDecodeError as exc:
-            raise AutoqError(f"latency table {path} is not valid JSON: {exc}") from None
         return cls.from_dict(data, source=str(path))
 
 

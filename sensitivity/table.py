@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from autoq.errors import AutoqError
-from autoq.files import write_atomic, write_text_atomic
+from autoq.files import parse_json, write_atomic, write_text_atomic
 
 TABLE_FORMAT = "autoq.sensitivity"
 TABLE_VERSION = 1
@@ -153,10 +153,7 @@ class SensitivityTable:
 
     @classmethod
     def from_json(cls, text: str) -> SensitivityTable:
-        try:
-            data = json.loads(text)
-        except json.JSONDecodeError as exc:
-            raise AutoqError(f"sensitivity table is not valid JSON: {exc}") from None
+        data = parse_json(text, "sensitivity table")
         _check_meta(data)
         rows = data.get("entries")
         if not isinstance(rows, list):
@@ -183,7 +180,7 @@ class SensitivityTable:
                 key, _, value = line[2:].partition(": ")
                 try:
                     meta[key] = json.loads(value)
-                except json.JSONDecodeError:
+                except (json.JSONDecodeError, RecursionError):
                     raise AutoqError(f"line {number} of the sensitivity table, '# {key}: ...', does not hold a JSON value") from None
             elif line.strip():
                 body.append(line)

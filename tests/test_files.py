@@ -1,4 +1,4 @@
-"""write_text_atomic: the old file or the new one, never half of one."""
+"""write_text_atomic: the old file or the new one, never half of one; parse_json: a JSON file autoq reads, or one error."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import threading
 
 import pytest
 
-from autoq.files import write_atomic, write_text_atomic
+from autoq.errors import AutoqError
+from autoq.files import parse_json, write_atomic, write_text_atomic
 
 
 def test_writes_and_replaces(tmp_path):
@@ -53,3 +54,28 @@ def test_a_write_the_disk_refuses_names_the_file_it_was_for(tmp_path):
         write_atomic(tmp_path / "table.csv", fill)
     assert refused.value.errno == errno.ENOSPC and refused.value.filename == str(tmp_path / "table.csv")
     assert list(tmp_path.iterdir()) == []
+
+
+DEEP = "[" * 5000 + "]" * 5000  # deeper than Python's parser recurses (it failed from about 1,000)
+
+
+def test_json_nested_too_deeply_is_one_error_in_every_file_autoq_reads(tmp_path):
+    """A RecursionError traceback before: '--device', '--seed-from', an assignment, an export's config."""
+    from autoq.choice import Assignment
+    from autoq.export.config import CONFIG_NAME, read_config
+    from autoq.kernels.table import LatencyTable
+    from autoq.sensitivity import SensitivityTable
+
+    assert parse_json("[[1], {}]", "x") == [[1], {}]
+    with pytest.raises(AutoqError, match=r"^latency table .* is not valid JSON: Expecting"):
+        parse_json("{not json", f"latency table {tmp_path}")
+    (tmp_path / "table.json").write_text(DEEP)
+    (tmp_path / CONFIG_NAME).write_text(DEEP)
+    reads = {"latency table": lambda: LatencyTable.load(tmp_path / "table.json"), CONFIG_NAME: lambda: read_config(tmp_path),
+             "sensitivity table": lambda: SensitivityTable.from_json(DEEP), "assignment": lambda: Assignment.from_json(DEEP)}
+    for what, read in reads.items():
+        with pytest.raises(AutoqError, match="nests lists or objects too deeply to read") as info:
+            read()
+        assert what in str(info.value)
+    with pytest.raises(AutoqError, match=r"line 1 of the sensitivity table, '# metric: \.\.\.', does not hold a JSON value"):
+        SensitivityTable.from_csv(f"# metric: {DEEP}\nlayer,option,score\n")

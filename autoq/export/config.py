@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from autoq.errors import AutoqError
+from autoq.files import parse_json
 
 EXPORT_FORMAT = "autoq.export"
 EXPORT_VERSION = 1
@@ -92,9 +93,10 @@ def read_config(out_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise AutoqError(f"{str(out_dir)!r} is not an autoq export: it has no {CONFIG_NAME} (write one with 'autoq export' or autoq.export)")
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
         raise AutoqError(f"{path} is not valid JSON: {exc}") from None
+    data = parse_json(text, str(path))
     if not isinstance(data, dict) or data.get("format") != EXPORT_FORMAT:
         raise AutoqError(f"{path} is not an autoq export config (missing 'format': '{EXPORT_FORMAT}')")
     version = data.get("version")
