@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import re
+import reprlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -91,6 +92,23 @@ def _as_tuple(value: Any) -> tuple:
     return tuple(value) if isinstance(value, (list, tuple)) else (value,)
 
 
+def _shown(value: Any) -> str:
+    """``value`` for a message, its lists and text cut short: a 453-byte file of YAML aliases (each a list of ten of the
+    one before) spelled out in full was an error line of 58 MB."""
+    short = reprlib.Repr()  # its limits by keyword from Python 3.12
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 1, 8, 8, 80, 80  # 'bits' lists 7 at most
+    return short.repr(value)
+
+
+def _names(raw: Mapping[str, Any], key: str, at: Any, example: str) -> tuple:
+    """The values a rule's ``key`` lists, each a name (or a number or null, which the name checks refuse by name), not a
+    list or a mapping: those were written out with ``str()`` in the message that refused them."""
+    values = _as_tuple(raw[key])
+    if any(isinstance(value, (list, tuple, dict)) for value in values):
+        raise AutoqError(f"{at(key)}: '{key}' lists names, such as {example}, got {_shown(raw[key])}")
+    return values
+
+
 def _rule_lines(root: yaml.Node | None) -> list[tuple[int, dict[str, int]]]:
     """(line of each rule, line of each of its keys), 1-based, from the YAML node tree."""
     if not isinstance(root, yaml.MappingNode):
@@ -143,30 +161,31 @@ def _rule(raw: Any, where: str, line: int = 0, key_lines: Mapping[str, int] | No
     bits = _as_tuple(raw["bits"])
     symmetric = _as_tuple(raw.get("symmetric", False))
     if not all(isinstance(b, int) and not isinstance(b, bool) for b in bits):
-        raise AutoqError(f"{at('bits')}: 'bits' must be integers such as [2, 3, 4, 8], got {raw['bits']!r}")
+        raise AutoqError(f"{at('bits')}: 'bits' must be integers such as [2, 3, 4, 8], got {_shown(raw['bits'])}")
     unsupported = [b for b in bits if b not in SUPPORTED_BITS]
     if unsupported:
         raise AutoqError(f"{at('bits')}: unsupported bit-width(s) {unsupported} in 'bits'; choose from {list(SUPPORTED_BITS)} (16: fp16)")
     for key, values in (("symmetric", symmetric), ("half", (raw.get("half", False),))):
         if not all(isinstance(v, bool) for v in values):
-            raise AutoqError(f"{at(key)}: '{key}' takes true or false (unquoted), got {raw[key]!r}")
+            raise AutoqError(f"{at(key)}: '{key}' takes true or false (unquoted), got {_shown(raw[key])}")
     if 16 in bits and raw.get("half") is False:  # 16 in bits is fp16, and was kept as an option whatever 'half: false' said
         raise AutoqError(f"{at('half')}: 'half: false' and 16 in 'bits' contradict each other (16 bits is fp16); drop 16 from "
                          "'bits' to leave fp16 out, or write half: true")
     if not isinstance(raw.get("layers", ".*"), str):
-        raise AutoqError(f"{at('layers')}: 'layers' must be a regular expression in quotes, such as '.*' or 'attention', got {raw['layers']!r}")
+        raise AutoqError(f"{at('layers')}: 'layers' must be a regular expression in quotes, such as '.*' or 'attention', got {_shown(raw['layers'])}")
     layers = raw.get("layers", ".*")
     try:
         compile_patterns([layers], "'layers'")
     except AutoqError as exc:
         raise AutoqError(f"{where}: {exc}") from None
-    acts = tuple(None if a is None or str(a) == NO_ACTIVATION else str(a) for a in _as_tuple(raw.get("activations", NO_ACTIVATION)))
+    acts = _names({"activations": NO_ACTIVATION, **raw}, "activations", at, "[none, a8-token]")
+    acts = tuple(None if a is None or str(a) == NO_ACTIVATION else str(a) for a in acts)
     return Rule(
         layers=layers,
         bits=tuple(bits),
-        granularity=tuple(str(g) for g in _as_tuple(raw["granularity"])),
+        granularity=tuple(str(g) for g in _names(raw, "granularity", at, "[channel, g128]")),
         symmetric=tuple(symmetric),
-        methods=tuple(str(m) for m in _as_tuple(raw["methods"])),
+        methods=tuple(str(m) for m in _names(raw, "methods", at, "[rtn-mse, gptq]")),
         half=raw.get("half", False),
         activations=acts,
         line=line,
@@ -230,6 +249,9 @@ def parse_preset(text: str, source: str) -> Preset:
         root, data = _compose(text, source)
     except yaml.YAMLError as exc:
         raise AutoqError(f"{source}: not valid YAML: {_one_line(exc)}") from None
+    except RecursionError:  # PyYAML's composer recurses a level a list: a few hundred '[' were a traceback
+        raise AutoqError(f"{source}: its lists or mappings nest too deeply to read (hundreds of levels); a search space nests "
+                         "three: rules, a rule, its lists") from None
     if not isinstance(data, dict) or "rules" not in data:
         unknown = sorted(map(str, set(data) - _PRESET_KEYS)) if isinstance(data, dict) else []
         has = f" (it has unknown key(s) {unknown}; allowed: {sorted(_PRESET_KEYS)})" if unknown else ""  # 'rule:' said only this

@@ -219,3 +219,33 @@ def test_a_space_file_that_is_not_text_is_refused(tmp_path):
     path.write_bytes(b"rules:\xff\xfe\x00")
     with pytest.raises(AutoqError, match="is not UTF-8 text; a search space is a YAML file"):
         load_preset(str(path))
+
+
+def test_a_space_nested_hundreds_of_levels_deep_is_one_line():
+    """PyYAML's composer recurses a level a list: 500 '[' were a RecursionError traceback."""
+    with pytest.raises(AutoqError, match=r"^space.yaml: its lists or mappings nest too deeply to read .* a search space nests three"):
+        preset("rules: " + "[" * 600 + "]" * 600)
+
+
+def _alias_bomb(levels: int) -> str:
+    """A flow list of ``levels`` anchors, each a list of ten aliases of the one before: 10**levels items, in a few hundred bytes."""
+    rungs = ["&a0 [x, x, x, x, x, x, x, x, x, x]"] + [f"&a{i} [{', '.join([f'*a{i - 1}'] * 10)}]" for i in range(1, levels)]
+    return "[" + ", ".join(rungs) + "]"
+
+
+@pytest.mark.parametrize(("key", "says"), [("methods", "'methods' lists names, such as"), ("granularity", "'granularity' lists names"),
+                                           ("activations", "'activations' lists names"), ("bits", "'bits' must be integers")])
+def test_a_list_where_a_name_goes_is_refused_in_a_short_line(key, says):
+    """A list in a rule's list of names was written out with str() in the error: 453 bytes of YAML aliases made a line of 58 MB."""
+    rule = {"layers": "'.*'", "bits": "[4]", "granularity": "[channel]", "methods": "[rtn-mse]", key: _alias_bomb(7)}
+    text = "rules:\n  - " + "\n    ".join(f"{k}: {v}" for k, v in rule.items()) + "\n"
+    assert len(text) < 600
+    with pytest.raises(AutoqError, match=says) as info:
+        preset(text)
+    assert len(str(info.value)) < 400, str(info.value)
+
+
+def test_a_bad_value_in_a_full_list_of_bit_widths_is_shown():
+    """Cut at 4 items, [2, 3, 4, 5, 6, 8, '16'] was shown as [2, 3, 4, 5, ...], every value shown an integer."""
+    with pytest.raises(AutoqError, match=r"'bits' must be integers such as \[2, 3, 4, 8\], got \[2, 3, 4, 5, 6, 8, '16'\]$"):
+        preset("rules:\n  - bits: [2, 3, 4, 5, 6, 8, '16']\n    granularity: [channel]\n    methods: [rtn-mse]\n")
