@@ -16,6 +16,9 @@ from autoq.errors import AutoqError
 
 WHOLE = {"n_trials": 1, "batch": 1, "workers": 1, "max_retries": 0, "n_fill_seeds": 0, "max_uniform_seeds": 0}  # least value
 OPTIONAL = {"max_uniform_seeds"}  # None: no limit
+# greatest value: a batch of 10**310 rows overflowed the roofline's float (a traceback after the model loaded); the
+# kernels index a launch's rows in 32 bits
+MOST = {"batch": 2**31 - 1}
 LABELS = {"batch": "batch (--batch: rows of activations per forward, for latency)"}
 ON_COMMAND_LINE = {"n_trials", "workers", "max_retries", "timeout", "seed", "cpus_per_trial", "gpus_per_trial"}
 FLAGS = ("progress", "resume", "sequential")
@@ -44,6 +47,9 @@ def whole(name: str, value: Any, least: int, optional: bool = False) -> int | No
         raise AutoqError(f"{named} must be a whole number (at least {least}), got {type(value).__name__} {value!r}")
     if value < least:
         raise AutoqError(f"{named} must be {'0 or more' if least == 0 else f'at least {least}'}, got {value}")
+    if name in MOST and value > MOST[name]:
+        shown = f"{value}" if value < 10**30 else f"a number of {len(str(value))} digits"
+        raise AutoqError(f"{named} must be at most {MOST[name]} (2**31 - 1), got {shown}")
     return int(value)
 
 
