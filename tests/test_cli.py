@@ -44,6 +44,9 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
         (["--model", "digits-cnn", "--storage", "optuna.db"], "Optuna storage 'optuna.db' is not a database URL; use one such as sqlite:///optuna.db"),
         (["--model", "digits-cnn", "--storage", "bogus://x"], "SQLAlchemy cannot open 'bogus' databases"),
         (["--batch", "0"], "batch (--batch: rows of activations per forward, for latency) must be at least 1, got 0"),
+        # 10**310 rows overflowed the roofline's float: a traceback after the model loaded
+        (["--budget", "1ms", "--device", "h100", "--batch", "1" + "0" * 310], "must be at most 2147483647 (2**31 - 1), got a number of 311 digits"),
+        (["--skip", "fc", "--skip", ""], "--skip is '': give REGEX, or leave the option out"),  # refused as skipping every layer, once loaded
         (["--model", "digits-cnn", "--experiment", " "], "--experiment is ' ': give EXPERIMENT, or leave the option out"),
         # an unset $NAME in a script: '--resume ""' started a new search, '--study-name ""' took the default name
         (["--resume", ""], "--resume is '': give NAME, or leave the option out"),

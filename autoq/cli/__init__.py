@@ -69,8 +69,12 @@ def refuse_blank(parser: argparse.ArgumentParser, args: argparse.Namespace) -> N
         level = sub.choices[getattr(args, sub.dest)]  # the command, then its action ('autoq kernels bench')
         actions += level._actions
     for action in actions:
-        value = getattr(args, action.dest, None)
-        if action.dest in args.given and isinstance(value, str) and not value.strip():
+        given = getattr(args, action.dest, None)
+        # each of an option given again and again (--skip A --skip "$B"): a list, which passed unread, and an empty --skip
+        # was refused only after the model loaded (as skipping every layer)
+        blank = [v for v in (given if isinstance(given, list) else [given]) if isinstance(v, str) and not v.strip()]
+        if action.dest in args.given and blank:
+            value = blank[0]
             what = action.metavar or (action.dest.upper() if action.option_strings else action.dest)
             if action.option_strings:
                 left_out = "" if action.required else ", or leave the option out"  # a required one is refused left out
