@@ -172,6 +172,17 @@ def test_tied_weight_between_quantizable_layers_is_not_subtracted_twice():
     assert cm.other_params == 0
 
 
+def test_buffers_count_as_the_export_stores_them_persistent_only():
+    """A buffer the model does not save (rotary inv_freq, a causal mask cache: persistent=False) is not in the export,
+    and a persistent one is: priced at what its dtype stores."""
+    model = mlp()
+    plain = CostModel.for_model(model, find_layers(model)).other_bytes
+    model.register_buffer("mask", torch.ones(256, 256), persistent=False)
+    assert CostModel.for_model(model, find_layers(model)).other_bytes == plain
+    model.register_buffer("steps", torch.zeros(10, dtype=torch.int64))
+    assert CostModel.for_model(model, find_layers(model)).other_bytes == plain + 80
+
+
 # ---------------------------------------------------------------- latency
 
 

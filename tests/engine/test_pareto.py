@@ -38,6 +38,7 @@ def brute_force(points: list[Point]) -> list[Point]:
 def check(points: list[Point]) -> None:
     front = pareto_front(points)
     assert front == brute_force(points)
+    assert not points or best_point(points) in front
     bits = [p.effective_bits for p in front]
     qualities = [p.quality for p in front]
     assert bits == sorted(bits)
@@ -131,4 +132,6 @@ def test_three_objective_front_matches_brute_force(values):
     points = [lpoint(i, q / 5, 2 + b, 10.0 * lat) for i, (q, b, lat) in enumerate(values)]
     front = pareto_front(points)
     assert sorted(front, key=lambda p: p.trial) == sorted(brute_force3(points), key=lambda p: p.trial)
+    # result.best: of equal quality and bits the fastest, a point of the front (the slowest, dominated, was a mutant's)
+    assert best_point(points) in front
     assert [p.effective_bits for p in front] == sorted(p.effective_bits for p in front)
