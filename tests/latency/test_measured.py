@@ -262,6 +262,25 @@ def test_committed_tables_are_measurements_of_their_preset(path):
     assert 1 in table.batches and all(r.median_us > 0 for r in table.rows)
 
 
+def test_a_w8a8_layer_on_a_table_of_a_device_without_a_preset_is_scaled_by_the_bytes():
+    """No roofline preset to take the W8A8 kernels' ratio from: the bytes both read and write, int8 activations in and
+    their scales too (a batch of 128: the activations weigh)."""
+    int8 = QuantSpec.from_name("int8-ch-sym")
+    table = TableLatency("Some GPU without a preset", [Measurement(1024, 1024, "int8-ch-sym", 128, 10.0)], batch=128)
+    ratio = gemm_bytes(1024, 1024, int8, 128, True) / gemm_bytes(1024, 1024, int8, 128)
+    assert ratio > 1.1 and table.layer_us(1024, 1024, int8, int8_activations=True) == pytest.approx(10.0 * ratio)
+    assert table.layer_us(1024, 1024, int8) == 10.0
+
+
+def test_an_unmeasured_format_borrows_the_nearest_group_size_before_the_same_symmetry():
+    """int4-g32-sym, with int4-g32-asym and int4-g128-sym measured: g32-asym's time (the same groups of scales to read)
+    scaled by the bytes, not g128-sym's (which priced it 4% low on the H200's table at 4096 x 4096)."""
+    rows = [Measurement(200, 200, "int4-g32-asym", 1, 30.0), Measurement(200, 200, "int4-g128-sym", 1, 20.0)]
+    table = TableLatency("Test GPU", rows, batch=1)
+    sym, asym = QuantSpec.from_name("int4-g32-sym"), QuantSpec.from_name("int4-g32-asym")
+    assert table.layer_us(200, 200, sym) == pytest.approx(30.0 * gemm_bytes(200, 200, sym, 1) / gemm_bytes(200, 200, asym, 1))
+
+
 def test_an_unmeasured_format_borrows_the_nearest_bit_width_before_the_same_granularity():
     """int3 per channel, with int4-g128 and int8 per channel measured: int4 (nearer in bits) is scaled by bytes, not
     int8 (the same granularity); swapping the order went unseen with tables of one integer format."""
