@@ -42,6 +42,15 @@ class AdaRoundConfig:
     beta_end: float = 2.0
     max_rows: int = 256
 
+    def schedule(self, it: int) -> tuple[float, float]:
+        """The regulariser's weight (before dividing by the variables' count) and its beta at step ``it``: none in the
+        warm-up, then ``lam`` with beta falling linearly from ``beta_start`` (a soft push) to ``beta_end`` (a hard one)."""
+        warm = int(self.warmup * self.iters)
+        if it < warm:
+            return 0.0, self.beta_start
+        frac = (it - warm) / max(1, self.iters - warm)
+        return self.lam, self.beta_end + (self.beta_start - self.beta_end) * (1 - frac)
+
 
 def rectified_sigmoid(v: torch.Tensor) -> torch.Tensor:
     """``h(V)``: the sigmoid stretched to ``(GAMMA, ZETA)`` and clipped to [0, 1], so it reaches 0 and 1 exactly."""
@@ -114,15 +123,11 @@ def _adaround(weight: torch.Tensor, spec: QuantSpec, stats: Any, config: AdaRoun
     step = _compiled_step() if n * config.iters > COMPILE_ABOVE else _step
     m, m2 = torch.zeros_like(v), torch.zeros_like(v)
     d_grouped = c0 + s_free * rectified_sigmoid(v)
-    warm = int(config.warmup * config.iters)
     with torch.no_grad():
         for it in range(config.iters):
             g_d = view.split(factor.half_grad(view.merge(d_grouped))) * (2.0 / norm)
-            if it < warm:
-                lam, beta = 0.0, config.beta_start
-            else:
-                frac = (it - warm) / max(1, config.iters - warm)
-                lam, beta = config.lam / n, config.beta_end + (config.beta_start - config.beta_end) * (1 - frac)
+            lam, beta = config.schedule(it)
+            lam /= n
             t = it + 1  # scalars as tensors: a compiled step must not specialise (and recompile) on them
             scalars = torch.tensor([lam, beta, config.lr / (1 - 0.9**t), 1 / (1 - 0.999**t)], dtype=torch.float32)
             try:

@@ -30,6 +30,25 @@ def test_gptq_error_feedback_beats_rtn_on_correlated_inputs(layer, spec, name):
     assert rel_error(name, w, stats, spec) < 0.9
 
 
+@pytest.mark.parametrize("spec", FORMATS, ids=lambda s: s.name)
+def test_gptq_act_order_beats_plain_gptq_and_halves_rtns_error(layer, spec):
+    """Quantizing the inputs with the largest Hessian diagonal first (act order) leaves their error to the columns after
+    them: in ascending order gptq-act was 0.83 of RTN's error here, worse than gptq. Here it is 0.30-0.36 of it (gptq
+    0.56-0.71); without dividing each column's error by its inverse Hessian's diagonal it was 0.52-0.55 (gptq 0.73-0.81)."""
+    w, stats = layer
+    plain, act = rel_error("gptq", w, stats, spec), rel_error("gptq-act", w, stats, spec)
+    assert act < min(plain, 0.45), (act, plain)
+
+
+def test_gptq_in_groups_takes_each_groups_range_from_all_its_columns():
+    """A group's range came from its first 31 columns of 32 (an off-by-one at the group's end): with the largest weight of
+    each group in its last column, clipped, GPTQ was 6.5x RTN's error."""
+    w, stats = layer_and_stats(n_in=128, n_out=32, seed=2)
+    w = w.clone()
+    w[:, 31::32] *= 8
+    assert rel_error("gptq", w, stats, QuantSpec(4, "group", 32)) < 0.8
+
+
 def test_gptq_handles_dead_inputs():
     w, stats = layer_and_stats(n_in=64, n_out=8, seed=1)
     xtx = stats.xtx.clone()
@@ -49,6 +68,15 @@ def test_adaround_variables_end_near_0_or_1_and_beat_rtn(layer, spec):
     # every code is the floor or the ceiling of w / scale: rounding changes, nothing else
     base = get_method("rtn-mse")(w, spec, stats)
     assert int((q.codes.int() - base.codes.int()).abs().max()) <= 1
+
+
+def test_adaround_anneals_beta_from_soft_to_hard_after_its_warm_up():
+    """Run backwards (2 up to 20) the rounding was pushed hard first and AdaRound kept 5-12% more output error."""
+    config = AdaRoundConfig(iters=100, warmup=0.2, lam=3.0, beta_start=20.0, beta_end=2.0)
+    steps = [config.schedule(it) for it in range(100)]
+    assert steps[:20] == [(0.0, 20.0)] * 20 and all(lam == 3.0 for lam, _ in steps[20:])
+    betas = [beta for _, beta in steps[20:]]
+    assert betas[0] == 20.0 and betas == sorted(betas, reverse=True) and betas[-1] == pytest.approx(2.0 + 18.0 / 80)
 
 
 def test_adaround_leaves_no_output_channel_worse_than_round_to_nearest():
@@ -160,8 +188,9 @@ def test_percentile_of_a_ragged_last_group_counts_its_real_weights_only():
 def test_lp_norm_range_at_most_minmax_lp_error():
     w = torch.randn(8, 256, generator=torch.Generator().manual_seed(0))
     spec = QuantSpec(3, "channel")
-    err = {m: float((get_method(m)(w, spec).dequantize() - w).abs().pow(2.4).sum()) for m in ("rtn-minmax", "rtn-lp")}
+    err = {m: float((get_method(m)(w, spec).dequantize() - w).abs().pow(2.4).sum()) for m in ("rtn-minmax", "rtn-lp", "rtn-mse")}
     assert err["rtn-lp"] <= err["rtn-minmax"]
+    assert err["rtn-lp"] < err["rtn-mse"]  # its own norm (p = 2.4): at p = 2 it is rtn-mse, an option twice in a space
 
 
 def test_gptq_refuses_a_block_that_splits_a_group():

@@ -71,6 +71,18 @@ def test_hutchinson_on_the_kl_to_full_precision_matches_exact():
         assert abs(t - truth) <= 3 * se
 
 
+@pytest.mark.parametrize(("min_iter", "iters"), [(7, 7), (1, 2)])
+def test_hutchinson_takes_at_least_min_iter_probes_and_two_for_a_standard_error(min_iter, iters):
+    """A tolerance any estimate meets stops at ``min_iter`` (two at least: one probe has no standard error), never
+    before: stopped at 3 probes, a few-probe trace can swap two layers' ranks."""
+    model = mlp(seed=3)
+    batches = labelled((6,), classes=model[-1].out_features)
+    params = [m.weight for m in model if isinstance(m, nn.Linear)]
+    loss = lambda model, batch, i: task_loss(model(batch[0]), batch)  # noqa: E731
+    _, ses, used = hutchinson(model, params, batches, loss, tol=1e9, max_iter=40, min_iter=min_iter, seed=0)
+    assert used == iters and all(0 < se < float("inf") for se in ses)
+
+
 class _Call(nn.Module):
     """A module that runs ``fn``: lets a loss written for modules run with substituted weights."""
 
