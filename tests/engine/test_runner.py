@@ -69,6 +69,8 @@ def test_mlflow_holds_parent_children_and_artifacts(result, tmp_path):
     children = child_runs(client, result.parent_run_id)
     assert len(children) == len(result.points) == 25
     assert all({"quality", "effective_bits", "size_bytes"} <= set(r.data.metrics) for r in children)
+    # MB as budgets read it ("20MB" is 20 * 10**6 bytes), not MiB
+    assert all(r.data.metrics["size_mb"] == pytest.approx(r.data.metrics["size_bytes"] / 1e6, rel=1e-12) for r in children)
     by_trial = {int(r.data.params["trial"]): r for r in children}
     for p in result.points:
         assert by_trial[p.trial].data.params["choices"] == p.assignment.summary()

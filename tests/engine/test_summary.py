@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import pytest
+
 import autoq
 from autoq.engine import format_summary
 
@@ -110,6 +112,9 @@ def test_a_best_uniform_of_only_some_baselines_says_so_and_logs_no_gain(mlflow_u
     assert result.n_uniform == within == autoq.SearchResult.from_mlflow(result.parent_run_id, mlflow_uri).n_uniform
     metrics = MlflowClient(mlflow_uri).get_run(result.parent_run_id).data.metrics
     assert metrics["n_uniform_evaluated"] == metrics["n_uniform_baselines"] == within and "gain_over_uniform" in metrics
+    # the gain is the search's best over the best uniform one: positive where mixed precision won (the UI sorts by it)
+    assert metrics["gain_over_uniform"] == pytest.approx(result.best.quality - result.best_uniform.quality)
+    assert metrics["best_uniform_quality"] == pytest.approx(result.best_uniform.quality)
     assert "Best uniform within budget: trial " in format_summary(result)
     ran = len(result.points)
     assert ran > within

@@ -369,3 +369,16 @@ def test_an_exception_whose_text_cannot_be_made_fails_its_trial_alone():
         result = autoq.search(model, _batches(), evaluate, budget="5bits", n_trials=4, max_retries=1, tracking_uri=None, storage=None,
                               progress=False)
     assert len(result.points) == 4 and result.n_failed == 0
+
+
+def test_an_assignment_that_costs_exactly_the_budget_is_within_it():
+    """A budget typed as a point's exact cost (a baseline's bits, or the cheapest, which the feasibility check allows)
+    takes that point: its trial is evaluated and on the frontier, not counted over the budget."""
+    model = tiny_mlp()
+    first = autoq.search(model, _batches(), FaultyMetric(model), budget="16bits", n_trials=4, seed=0, tracking_uri=None, storage=None,
+                         progress=False)
+    exact = sorted(p.effective_bits for p in first.points if p.uniform)[-2]  # a baseline below the dearest
+    result = autoq.search(model, _batches(), FaultyMetric(model), budget=f"{exact!r}bits", n_trials=4, seed=0, tracking_uri=None,
+                          storage=None, progress=False)
+    assert result.n_infeasible == 0 and result.best_uniform.effective_bits == exact
+    assert any(p.effective_bits == exact for p in result.frontier)
