@@ -164,9 +164,19 @@ def test_a_layer_the_data_never_reaches_is_refused_what_needs_its_inputs_in_plai
                                          r"calibration batches has none; pin a dynamic format \(a8-token\)"):
         SearchSpace.build(load_preset("w8a8"), layers, {"^1$": "int8-ch-sym:rtn-minmax+a8-tensor"})
     assert SearchSpace.build(load_preset("w8a8"), layers, {"^1$": "int8-ch-sym:rtn-minmax+a8-token"}).options[1][0].activation.name == "a8-token"
+    offered = SearchSpace.build(load_preset("w8a8"), layers).options  # a rule's static format: to the layers that see data only
+    static = [[c.activation.static for c in opts if c.activation is not None] for opts in offered]
+    assert any(static[0]) and static[1] and not any(static[1])  # every trial giving it one failed
     gptq_only = Preset("g", "", (Rule(".*", (4,), ("channel",), (False,), ("gptq",), False),))
     with pytest.raises(AutoqError, match=r"and a layer the model never calls on the calibration batches cannot take them; .*or skip the layer"):
         SearchSpace.build(gptq_only, layers)
+
+
+def test_a_group_exactly_as_wide_as_the_layer_is_per_channel():
+    """g128 on 128 inputs is one group a row: per channel, stored alike. Kept apart, each bit-width's two options were two
+    baselines of equal cost, and trials went to the duplicates."""
+    opts = SearchSpace.build(load_preset("default"), find_layers(nn.Sequential(nn.Linear(128, 8)))).options[0]
+    assert all(c.weight.granularity != "group" for c in opts) and len(opts) == 6 + 1
 
 
 def test_assignment_by_indices(space):

@@ -68,6 +68,11 @@ def test_cli_search_under_3ms_returns_only_points_within_the_table_latency(digit
         assert run.data.tags["latency_source"] == f"table:{DEVICE}"
         latencies.append(latency_ms)
     assert max(latencies) > 2.0  # the budget is used, not just the cheapest corner
+    from autoq.engine.result import best_rank
+
+    best = max(children, key=lambda r: best_rank(r.data.metrics["quality"], r.data.metrics["effective_bits"], r.data.metrics["latency_ms"],
+                                                 int(r.data.params["trial"])))
+    assert parent.data.metrics["best_latency_ms"] == pytest.approx(best.data.metrics["latency_ms"], rel=1e-12)  # in ms, as named
     png = imread(client.download_artifacts(parent.info.run_id, "frontier.png", str(tmp_path)))
     assert png.shape[:2] == (540, 1440)  # two panels: quality against bits, and against latency (tests/tracking has the rest)
     front = json.load(open(client.download_artifacts(parent.info.run_id, "frontier.json", str(tmp_path))))

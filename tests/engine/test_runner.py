@@ -74,6 +74,8 @@ def test_mlflow_holds_parent_children_and_artifacts(result, tmp_path):
     by_trial = {int(r.data.params["trial"]): r for r in children}
     for p in result.points:
         assert by_trial[p.trial].data.params["choices"] == p.assignment.summary()
+        assert by_trial[p.trial].data.tags["uniform"] == str(p.uniform).lower()  # the UI's filter for the baselines
+    assert {p.uniform for p in result.points} == {True, False}
     csv_path = client.download_artifacts(result.parent_run_id, "frontier.csv", str(tmp_path))
     assert len(open(csv_path).read().strip().splitlines()) == len(result.frontier) + 1
     front = json.load(open(client.download_artifacts(result.parent_run_id, "frontier.json", str(tmp_path))))

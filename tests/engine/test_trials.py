@@ -382,3 +382,15 @@ def test_an_assignment_that_costs_exactly_the_budget_is_within_it():
                           storage=None, progress=False)
     assert result.n_infeasible == 0 and result.best_uniform.effective_bits == exact
     assert any(p.effective_bits == exact for p in result.frontier)
+
+
+def test_over_budget_proposals_are_pruned_in_the_optuna_storage_not_failed(tmp_path):
+    """Told as FAIL, they read back on a resume as failed trials (28 of them here), and the resumed search stopped short
+    of its target; the Optuna dashboard showed them as errors."""
+    model = tiny_mlp()
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    result = autoq.search(model, _batches(), FaultyMetric(model), budget="3bits", n_trials=8, seed=0, tracking_uri=None, storage=storage,
+                          progress=False)
+    states = [t.state for t in optuna.load_study(study_name=result.study_name, storage=storage).trials]
+    assert result.n_infeasible > 0 and states.count(optuna.trial.TrialState.PRUNED) == result.n_infeasible
+    assert optuna.trial.TrialState.FAIL not in states and states.count(optuna.trial.TrialState.COMPLETE) == 8
