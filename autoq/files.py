@@ -1,6 +1,7 @@
 """Files: `write_text_atomic` (a file written whole or not at all), `make_folder` (an output folder, made up front),
 `check_not_folder` (an output file that is no folder), `folder_lock` (one process at a time, on this machine, in a step over a folder's databases),
-`file_crc32` (a file's checksum) and `parse_json` (a JSON file autoq reads, or one error that names it)."""
+`file_crc32` (a file's checksum), `first_missing` and `nearest_folder` (where making a path starts), and `parse_json` (a JSON
+file autoq reads, or one error that names it)."""
 
 from __future__ import annotations
 
@@ -88,6 +89,13 @@ def first_missing(path: str | Path) -> Path | None:
             break
         missing = folder
     return missing
+
+
+def nearest_folder(path: str | Path) -> Path:
+    """``path`` made absolute, or the nearest path above it that exists: where making it would start (the folder above
+    :func:`first_missing`)."""
+    missing = first_missing(path)
+    return Path(path).absolute() if missing is None else missing.parent
 
 
 @contextlib.contextmanager

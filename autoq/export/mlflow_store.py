@@ -80,8 +80,9 @@ def check_loggable(tracking_uri: str, run_id: str) -> None:
     that did not say so). A deleted run is refused before, as the point is read from it."""
     from mlflow.utils.file_utils import local_file_uri_to_path
 
+    from autoq.files import nearest_folder
     from autoq.tracking import absolute_uri, stored_run
-    from autoq.tracking.mlflow_logger import check_sqlite_writable, nearest_folder
+    from autoq.tracking.mlflow_logger import check_sqlite_writable
 
     client, run = stored_run(tracking_uri, run_id, "log the export to the run it was exported from")
     advice = "--log-to-run logs the export there: pass a store you can write to, or leave out --log-to-run"

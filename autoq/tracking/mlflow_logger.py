@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING
 from autoq.choice import Assignment
 from autoq.engine.result import Point
 from autoq.errors import AutoqError, database_reason
-from autoq.files import folder_lock
+from autoq.files import folder_lock, nearest_folder
 from autoq.interrupts import ForcedInterrupt, deferred_interrupts
 from autoq.messages import note
 from autoq.tracking.database_kind import check_database_kind
@@ -177,14 +177,6 @@ def check_sqlite_writable(uri: str, what: str, advice: str = "pass a URL in a fo
         raise AutoqError(f"{what} {uri}: {str(above)!r} is a file, not a folder; pass another URL")
     if not os.access(above, os.W_OK):
         raise AutoqError(f"{what} {uri}: the folder {str(above)!r} is not writable; {advice}")
-
-
-def nearest_folder(path: Path) -> Path:
-    """``path`` made absolute, or the nearest path above it that exists: where making it would start."""
-    above = path.absolute()
-    while not above.exists() and above != above.parent:
-        above = above.parent
-    return above
 
 
 # what a command that only reads a store advises: '--tracking-uri none' it refuses ("names no store")
