@@ -15,6 +15,7 @@ import pytest
 import torch
 from helpers import same_tensors
 from safetensors import safe_open
+from safetensors.torch import load_file
 
 import autoq
 from autoq.builtin import load_workload
@@ -178,3 +179,43 @@ def test_activation_formats_on_convolutions_are_refused(tmp_path):
     point = assignment({**W8A8, "2": "int8-ch-sym:rtn-minmax+a8-token"})
     with pytest.raises(AutoqError, match="linear layers only"):
         autoq.export("digits-cnn", point, tmp_path / "x")
+
+
+class _SmallCnn(torch.nn.Module):
+    """A convolution whose input channels differ 30x in range (AWQ scales them apart), then two linear layers."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv, self.fc, self.out = torch.nn.Conv2d(4, 8, 3), torch.nn.Linear(8 * 4 * 4, 64), torch.nn.Linear(64, 10)
+        self.register_buffer("spread", torch.tensor([0.2, 1.0, 3.0, 6.0]).view(1, 4, 1, 1))
+
+    def forward(self, x):
+        h = torch.relu(self.conv(x * self.spread)).flatten(1)
+        return self.out(torch.relu(self.fc(h)))
+
+
+def test_a_small_data_driven_point_round_trips_to_the_simulation(tmp_path):
+    """The fast twin of the digits round trips above: a convolution's AWQ scale folded into its weight at load, the fp32
+    input scales stored as computed, a static activation range stored as calibrated, a W8A8 layer's output in the input's
+    dtype. Each of these, broken, gave outputs 0.5% to 30% from the simulation (or an fp32 output) here."""
+    model = _SmallCnn().eval()
+    generator = torch.Generator().manual_seed(1)
+    batches = [torch.randn(16, 4, 6, 6, generator=generator) for _ in range(3)]
+    point = assignment({"conv": "int3-ch-asym:awq", "fc": "int8-ch-sym:smoothquant+a8-tensor", "out": "int4-g32-asym:awq"})
+    out = autoq.export(model, point, tmp_path / "small", calibration=batches, progress=False)
+    scale = load_file(str(out / WEIGHTS_NAME))["conv.input_scale"]
+    assert float(scale.max() / scale.min()) > 1.5  # the data mattered: AWQ scaled the convolution's input channels apart
+    loaded = autoq.load(out, model=_SmallCnn().eval())
+    assert loaded.conv.weight.dtype == torch.float32 and isinstance(loaded.fc, ActQuantLinear)
+    simulated_model = copy.deepcopy(model)
+    for name, p in simulated_model.named_parameters():  # the export stores the biases in fp16
+        if not name.endswith(".weight"):
+            p.data = p.data.half().float()
+    stats = CalibrationStats(model, find_layers(model), batches)
+    x = torch.randn(32, 4, 6, 6, generator=generator)
+    with torch.inference_mode(), QuantCache(simulated_model, stats).apply(point) as simulated:
+        expected = simulated(x)
+        assert rel_err(loaded(x), expected) < 1e-6  # measured: 0.0
+        h = torch.relu(loaded.conv(x * model.spread)).flatten(1)
+        assert loaded.fc(h.half()).dtype == torch.float16  # as an nn.Linear of a half model gives
