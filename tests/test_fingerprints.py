@@ -46,6 +46,11 @@ def test_model_hash_follows_every_stored_byte_name_and_dtype_but_not_a_non_persi
     assert model_hash(buffered) == base
     buffered.register_buffer("kept", torch.ones(3))
     assert model_hash(buffered) != base
+    # the same bytes in another dtype (a float32 buffer of zeros, an int32 one) are other weights
+    as_float, as_int = _mlp(), _mlp()
+    as_float.register_buffer("steps", torch.zeros(3, dtype=torch.float32))
+    as_int.register_buffer("steps", torch.zeros(3, dtype=torch.int32))
+    assert model_hash(as_float) != model_hash(as_int)
 
 
 def test_structure_digest_sees_what_the_weights_do_not() -> None:
@@ -54,6 +59,14 @@ def test_structure_digest_sees_what_the_weights_do_not() -> None:
     other[1] = torch.nn.GELU()
     assert structure_digest(other) != structure_digest(model)
     assert model_hash(other) == model_hash(model)
+    # a Hugging Face config's settings that no module's repr shows (a rope base, a dropout) are part of the structure
+    from transformers import PretrainedConfig
+
+    model.config, other = PretrainedConfig(rope_theta=10000.0), _mlp()
+    other.config = PretrainedConfig(rope_theta=500000.0)
+    assert structure_digest(other) != structure_digest(model)
+    other.config = PretrainedConfig(rope_theta=10000.0)
+    assert structure_digest(other) == structure_digest(model)
 
 
 def test_data_fingerprint_reads_bytes_keys_and_plain_values() -> None:
@@ -66,6 +79,8 @@ def test_data_fingerprint_reads_bytes_keys_and_plain_values() -> None:
     assert data_fingerprint([{"y": x, "temperature": 1.0}]) != base
     assert data_fingerprint([{"x": x, "temperature": 0.05}]) != base
     assert data_fingerprint([(x, None)]) != data_fingerprint([(x, 0)])
+    # a positional None is an argument: model(x, None, mask) is not model(x, mask)
+    assert data_fingerprint([(x, None, x)]) != data_fingerprint([(x, x)])
 
 
 def test_batch_shapes_digest_reads_shapes_and_dtypes_only() -> None:
