@@ -26,7 +26,7 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     b.add_argument("--model", default=None, type=user_path, help=f"a built-in ({', '.join(BUILTINS)}; default: {DEFAULT_MODEL}), a local Hugging Face "
                    "model directory, or 'none' to measure only --shapes")
     b.add_argument("--shapes", default=None, help="extra layer shapes NxK (out x in features), e.g. 4096x4096,4096x11008,11008x4096")
-    b.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)), help="batch sizes (rows of activations); default: 1,16,128")
+    b.add_argument("--batches", default=",".join(map(str, DEFAULT_BATCHES)), help="batch sizes (rows of activations); default: %(default)s")
     b.add_argument("--formats", default=None, help="weight formats, e.g. int4-g128-asym,int8-ch-sym (default: 2-8 bits per channel and g32/g64/g128, asymmetric, "
                    "plus int4-g128-sym, int4-ch-sym and int8-ch-sym)")
     b.add_argument("--kernels", default=",".join(DEFAULT_KERNELS), help=f"kernels to time (default: {','.join(DEFAULT_KERNELS)})")

@@ -42,7 +42,7 @@ def test_parse_shapes_batches_formats():
     assert parse_shapes("4096x4096, 4096X11008,11008x4096") == ((4096, 4096), (4096, 11008), (11008, 4096))
     assert parse_batches("1,16,128") == (1, 16, 128)
     assert [s.name for s in parse_formats("int4-g128-asym,fp16,int8-ch-sym")] == ["int4-g128-asym", "int8-ch-sym"]
-    for bad in ("4096", "4096x", "0x5", "", "4096x４096"):
+    for bad in ("4096", "4096x", "0x5", "4096x0", "", "4096x４096"):
         with pytest.raises(AutoqError, match="shape"):
             parse_shapes(bad)
     for bad in ("1,x", "0", ""):
@@ -79,6 +79,16 @@ def test_cases_put_every_baseline_first_then_go_format_by_format():
     cases = [(shape, spec.name if spec else "fp16") for shape, spec, _ in config.cases()]
     assert cases == [(shapes[0], "fp16"), (shapes[1], "fp16"), (shapes[0], "int4-g128-asym"), (shapes[1], "int4-g128-asym"),
                      (shapes[0], "int2-ch-asym"), (shapes[1], "int2-ch-asym")]
+
+
+def test_a_bench_measures_batch_1_16_and_128_by_default():
+    """Batch 1 (the GEMV), 16 and 128 (the GEMM's short and long tiles): the batch sizes a latency table holds unless
+    ``--batches`` names others, as the help says."""
+    assert BenchConfig(shapes=((8, 8),)).batches == (1, 16, 128)
+    from autoq.cli import build_parser
+
+    bench = build_parser().parse_args(["kernels", "bench"])
+    assert parse_batches(bench.batches) == (1, 16, 128)
 
 
 def test_an_unknown_timing_is_refused_with_the_two_there_are():

@@ -156,6 +156,8 @@ def test_int8_codes_out_of_range_or_not_integers_are_refused_not_wrapped():
         Int8Weight.from_codes(spec, torch.tensor([[0, 255, 256, 300]]), scales)
     with pytest.raises(AutoqError, match="codes must be integers in \\[0, 255\\], got dtype torch.float32"):
         Int8Weight.from_codes(spec, torch.tensor([[0.7, 1.9]]), scales)
+    with pytest.raises(AutoqError, match=r"got 1 to 256"):  # the first code past the range, alone
+        Int8Weight.from_codes(spec, torch.tensor([[256, 1]]), scales)
     assert Int8Weight.from_codes(spec, torch.tensor([[0, 128, 255]], dtype=torch.uint8), scales).qweight.tolist() == [[-128, 0, 127]]
 
 

@@ -31,6 +31,12 @@ def test_whole_word_formats_and_per_channel_step_by_block():
     assert step_columns(1024, 10, 0) == 1280  # 128 whole words
 
 
+def test_a_block_narrower_than_one_group_still_steps_a_whole_group():
+    """A K block of 64 columns holds 8 words, half of the 16 slots a 3-bit group of 128 needs: one group a step, never
+    none (a loop that stepped no columns)."""
+    assert group_tile(64, 10, 128) == (16, 1) and step_columns(64, 10, 128) == 128
+
+
 def test_even_k():
     assert even_k(4096, 1024) and even_k(4096, 1024, 4) and not even_k(4096, 1024, 8) and not even_k(4100, 1024)
 

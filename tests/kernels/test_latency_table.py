@@ -117,6 +117,8 @@ def test_rows_that_contradict_the_table_are_refused_naming_them(table: LatencyTa
         LatencyTable.from_dict({**data, "rows": [*data["rows"], w8a8_int2]}, "t.json")
     with pytest.raises(AutoqError, match=r"row 0 \(fp16 384x1536\) has median 10.0 us outside its 20th-80th percentiles 11.0-12.0 us"):
         LatencyTable.from_dict({**data, "rows": [dict(data["rows"][0], p20_us=11.0, p80_us=12.0), *data["rows"][1:]]}, "t.json")
+    with pytest.raises(AutoqError, match=r"row 0 \(fp16 384x1536\) has median 10.0 us outside its 20th-80th percentiles 8.0-9.0 us"):
+        LatencyTable.from_dict({**data, "rows": [dict(data["rows"][0], p20_us=8.0, p80_us=9.0), *data["rows"][1:]]}, "t.json")
     assert LatencyTable.from_dict(data, "t.json") == table
 
 

@@ -140,6 +140,25 @@ def test_weight_only_from_real_quantized_weights_and_leading_dims():
     assert_close_to_reference(torch_path.reshape(6, N), x.cpu().reshape(6, K), qt.dequantize().double(), torch.float16)
 
 
+def test_auto_runs_the_gemv_at_batch_1_and_the_tiled_gemm_above(monkeypatch):
+    """The issue's batch-1 path: a single row reads the weight once in the GEMV; two rows already take the GEMM (the
+    GEMV reads the weight once per row). Each kernel still runs, recorded on its way in."""
+    from autoq.kernels import triton_wq_gemm, triton_wq_gemv
+
+    ran: list[str] = []
+    for module, name in ((triton_wq_gemv, "gemv"), (triton_wq_gemm, "gemm")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *args, _real=real, _name=name, **kwargs: (ran.append(_name), _real(*args, **kwargs))[1])
+    gen = torch.Generator().manual_seed(12)
+    packed = random_packed(QuantSpec.from_name("int4-g32-asym"), N, K, gen)
+    for m, kernel in [(1, "gemv"), (2, "gemm"), (5, "gemm")]:
+        ran.clear()
+        x = torch.randn(m, K, generator=gen).half().to(DEVICE)
+        y = wq_linear(x, packed, backend="triton")
+        assert ran == [kernel]
+        assert_close_to_reference(y, x, packed.dequantize(torch.float64), torch.float16)
+
+
 def test_split_k_heuristic():
     assert split_k_for(4096, 4096, target_programs=264) == 1  # 512 programs of 8 rows fill the GPU
     assert split_k_for(384, 384, target_programs=264) == 1  # K too short to split
