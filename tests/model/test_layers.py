@@ -297,6 +297,31 @@ def test_check_finite_weights_names_the_layer(bad):
         check_finite_weights(model, find_layers(model))
 
 
+def test_weights_up_to_fp16s_largest_value_are_accepted_and_beyond_it_refused():
+    model = nn.Sequential(nn.Linear(4, 4))
+    with torch.no_grad():
+        model[0].weight[0, 0] = 65504.0  # fp16 holds it exactly
+    check_finite_weights(model, find_layers(model))
+    with torch.no_grad():
+        model[0].weight[0, 0] = 65520.0  # rounds to inf in fp16
+    with pytest.raises(AutoqError, match=r"layer '0' has weights up to 6.552e\+04, beyond fp16's 65504"):
+        check_finite_weights(model, find_layers(model))
+
+
+@pytest.mark.parametrize(("conv", "why"), [
+    (nn.Conv2d(4, 4, 3, groups=2), "a grouped convolution (groups=2)"),
+    (nn.Conv2d(2, 4, 3, padding=1, padding_mode="reflect"), "padding=(1, 1) and padding_mode='reflect'"),
+    (nn.Conv1d(2, 4, 3, padding=1, padding_mode="circular"), "padding=(1,) and padding_mode='circular'"),
+    (nn.Conv2d(2, 4, 3, padding=1), ""),
+    (nn.Conv2d(2, 4, 3, padding="valid"), ""),
+])
+def test_a_convolution_whose_input_is_not_rows_of_zero_padded_patches_is_marked(conv, why):
+    """Data-driven methods read a convolution's input as rows of zero-padded patches against its weight's columns: two
+    groups, or reflected or circular padding, are not that (their rows would have been the wrong inputs)."""
+    (layer,) = find_layers(nn.Sequential(conv))
+    assert why in layer.no_rows and bool(layer.no_rows) == bool(why)
+
+
 def test_check_finite_weights_ignores_layers_not_listed():
     model = net()
     with torch.no_grad():

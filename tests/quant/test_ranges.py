@@ -162,6 +162,20 @@ def test_the_range_search_picks_what_the_plain_formula_picks(name, p):
     assert torch.equal(lo, best_lo) and torch.equal(hi, best_hi)
 
 
+def test_of_shrinks_equally_good_the_search_keeps_the_widest():
+    """Candidates are tried from min-max inwards and a narrower one must do strictly better: of two equal errors the
+    wider range (its codes reach further) stays, the same on every run."""
+    w = torch.tensor([[-0.375, 0.75, -1.0, -0.5, 0.5]])
+    spec = QuantSpec.from_name("int2-ch-sym")
+    errors = {}
+    for alpha in torch.linspace(1.0, 0.4, 40).tolist():
+        errors[alpha] = sq_err(w, quantize(w, spec, torch.tensor([-1.0 * alpha]), torch.tensor([0.75 * alpha])))
+    tied = [alpha for alpha, err in errors.items() if err == min(errors.values())]
+    assert len(tied) == 2  # this weight has a tie
+    lo, hi = lp_search_range(w, spec)
+    assert torch.equal(hi, torch.tensor([0.75 * max(tied)])) and torch.equal(lo, torch.tensor([-1.0 * max(tied)]))
+
+
 @pytest.mark.parametrize("bad", [float("nan"), float("inf"), float("-inf")])
 @pytest.mark.parametrize("find_range", [minmax_range, lp_search_range], ids=lambda f: f.__name__)
 def test_the_range_functions_refuse_non_finite_weights_in_words(find_range, bad):

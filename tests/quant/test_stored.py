@@ -15,6 +15,8 @@ from autoq.quant.stored import stored_dtype, stored_nbytes
         (torch.randn(16, dtype=torch.bfloat16), torch.float16),
         (torch.randn(16).half(), torch.float16),
         (torch.full((4,), 1e6), torch.float32),  # beyond 65504
+        (torch.full((2,), 3e38), torch.float32),  # beyond 65504, and the float32 norm overflows too
+        (torch.tensor([1e300, 1.0], dtype=torch.float64), torch.float64),
         (torch.full((4,), 2e-8), torch.float32),  # read 0 in fp16
         (torch.full((4,), 1e-5), torch.float32),  # fp16 holds it (subnormal), 0.14% off: more than a normal fp16 value's 0.05% at worst
         (torch.full((4,), 1e-6), torch.float32),  # 1.3% off (a LayerScale gamma, a learned epsilon)
