@@ -12,6 +12,10 @@ def test_names_are_checked_where_the_decorator_is_written_and_taken_once():
     reg: Registry[int] = Registry("widget", reserved=("none",))
     with pytest.raises(ValueError, match="cannot register widget 'a b'"):
         reg.decorator("a b", len)  # before any function is given
+    for name in ("_x", "-x", ".x", ""):  # starting with a letter or a digit
+        with pytest.raises(ValueError, match=f"cannot register widget '{name}': a name is letters, digits"):
+            reg.add(name, 0)
+    Registry("widget").add("0.x_y-z", 0)  # a digit first, then the separators a name may hold
     with pytest.raises(ValueError, match="cannot register widget 'none': the name is reserved"):
         reg.add("none", 1)
     reg.decorator("abc", lambda fn: fn())(lambda: 3)

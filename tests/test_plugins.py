@@ -3,6 +3,8 @@ help texts, and a search that uses a plug-in's method, strategy and sampler by n
 
 from __future__ import annotations
 
+import os
+
 import pytest
 from helpers import plugin_space
 from test_cli import run_cli
@@ -38,14 +40,21 @@ SEARCH = ("search", "--model", "digits-cnn", "--space", "space.yaml", "--n-trial
           "--storage", "none", "--no-progress")
 
 
-@pytest.mark.parametrize("how", ["file", "module after the command", "environment"])
+@pytest.mark.parametrize("how", ["file", "module after the command", "environment", "entry point"])
 def test_a_plugin_extends_the_names_a_search_takes(folder, how, monkeypatch):
     if how == "file":  # a study kept: its resume needs the plug-in (the last --storage is the one taken)
         args = ["--plugin", "myplug.py", *SEARCH, "--strategy", "mine", "--storage", f"sqlite:///{folder / 'optuna.db'}"]
     elif how == "module after the command":
         args = [*SEARCH, "--strategy", "mine", "--plugin=myplug"]  # the working folder is searched, as by python -m
-    else:
+    elif how == "environment":
         monkeypatch.setenv("AUTOQ_PLUGINS", "myplug")
+        args = [*SEARCH, "--sampler", "my-random"]
+    else:  # an installed package's entry point, in the group docs/plugins.md names
+        info = folder / "myplug-1.0.dist-info"
+        info.mkdir()
+        (info / "METADATA").write_text("Metadata-Version: 2.1\nName: myplug\nVersion: 1.0\n")
+        (info / "entry_points.txt").write_text("[autoq.plugins]\nmyplug = myplug\n")
+        monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(folder), os.environ.get("PYTHONPATH")])))
         args = [*SEARCH, "--sampler", "my-random"]
     proc = run_cli(*args, cwd=folder)
     assert proc.returncode == 0, proc.stderr
