@@ -220,3 +220,18 @@ def test_latency_budget_fills_from_the_uniform_of_most_bits_not_the_slowest(tmp_
     for a in seeds:  # int4 with some layers raised to int8 or int5 (the two cheapest formats above the budget)
         bits = sorted(c.weight.bits for c in a.values())
         assert bits[0] == 4 and bits[-1] in (5, 8)
+
+
+def test_the_fill_base_is_the_last_of_uniforms_of_equal_bits():
+    """Of uniform assignments within the budget and of equal effective bits (one format, two range methods), the last
+    in the space's order: the base the fill seeds raise is rtn-mse's, not rtn-minmax's, as in the sampler's queue."""
+    from autoq.engine.seeds import best_uniform
+
+    model = nn.Sequential(*(nn.Linear(256, 256) for _ in range(4)))
+    layers = find_layers(model)
+    space = SearchSpace.build(load_preset("per-channel"), layers)
+    cm = CostModel.for_model(model, layers)
+    fitting = uniform_seeds(space, cm, parse_budget("4.5bits"))
+    assert [a["0"].name for a in fitting[-2:]] == ["int4-ch-asym:rtn-minmax", "int4-ch-asym:rtn-mse"]
+    assert cm.cost(fitting[-2]).effective_bits == cm.cost(fitting[-1]).effective_bits
+    assert best_uniform(fitting, cm) == fitting[-1]

@@ -82,7 +82,7 @@ def test_a_missing_store_is_refused_and_not_created(tmp_path):
     assert not db.exists()
 
 
-def test_covers_compares_frontiers(searched):
+def test_covers_compares_frontiers_and_of_equal_uniforms_the_fewer_bits_is_best(searched):
     from dataclasses import replace
 
     worse = replace(searched, frontier=tuple(replace(p, quality=p.quality - 0.1) for p in searched.frontier))
@@ -91,6 +91,12 @@ def test_covers_compares_frontiers(searched):
     fast = replace(searched, frontier=tuple(replace(p, latency_us=100.0) for p in searched.frontier))
     slow = replace(searched, frontier=tuple(replace(p, latency_us=200.0) for p in searched.frontier))
     assert fast.covers(slow) and not slow.covers(fast)
+    assert fast.covers(fast)  # equal latency matches, as equal quality and bits do
+    # of uniform baselines of equal quality, the best is the one of fewer bits
+    by_bits = {p.effective_bits: p for p in searched.points if p.uniform}
+    first, other = by_bits[max(by_bits)], by_bits[min(by_bits)]  # the dearer first
+    tied = replace(searched, points=(replace(first, quality=1.0), replace(other, quality=1.0)))
+    assert tied.best_uniform.effective_bits == min(first.effective_bits, other.effective_bits)
 
 
 def test_a_store_whose_artifacts_are_gone_is_one_line(searched, mlflow_uri, tmp_path, capsys):
