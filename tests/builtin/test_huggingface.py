@@ -119,8 +119,11 @@ def test_calibration_and_evaluation_sentences_are_disjoint():
     sentences = stdlib_sentences()
     assert len(sentences) > 2000 and len(set(sentences)) == len(sentences)
     workload = minilm_workload(n_calibration=16, n_eval=16)
-    held_out_ids = {tuple(row.tolist()) for b in workload.evaluate.batches for row in b["input_ids"]}
-    calib_ids = {tuple(row.tolist()) for b in workload.calibration for row in b["input_ids"]}
+
+    def tokens(batches) -> set[tuple[int, ...]]:  # each sentence's tokens without the padding (batches pad to their longest)
+        return {tuple(row[mask.bool()].tolist()) for b in batches for row, mask in zip(b["input_ids"], b["attention_mask"])}
+
+    held_out_ids, calib_ids = tokens(workload.evaluate.batches), tokens(workload.calibration)
     assert len(held_out_ids) == 16 and len(calib_ids) == 16
     assert not held_out_ids & calib_ids
 

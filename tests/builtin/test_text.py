@@ -47,3 +47,16 @@ def test_without_a_python_to_start_the_corpus_is_read_here_with_a_warning(monkey
     with pytest.warns(AutoqWarning, match=r"^the built-in text corpus is read in this process \(no Python executable to start\)"):
         here = text.stdlib_sentences()
     assert len(set(here) ^ set(expected)) < 10  # the same, up to what this process's imports patched (ray: one sentence)
+
+
+def test_the_corpus_is_prose_sentences_of_6_to_40_words():
+    """Each sentence starts with a capital and ends with '.', '!' or '?': code, signatures and list fragments ('$' Matches
+    the end of the string ...) stay out, and with them the splits every committed result was scored on stay as they are."""
+    sentences = text.stdlib_sentences()
+    assert all(s[0].isupper() and s[-1] in ".!?" and 6 <= len(s.split()) <= 40 for s in sentences)
+    in_examples, elsewhere = set(), set()  # a paragraph of >>> examples is code and its output, left out whole
+    for doc in docstrings.all_docstrings():
+        for paragraph in doc.split("\n\n"):
+            (in_examples if ">>>" in paragraph else elsewhere).update(text._SPLIT.split(" ".join(paragraph.split())))
+    assert in_examples - elsewhere and not set(sentences) & (in_examples - elsewhere)
+    assert text.stdlib_sentences(seed=1) != sentences and sorted(text.stdlib_sentences(seed=1)) == sorted(sentences)
