@@ -363,6 +363,37 @@ def test_a_parameter_changed_in_place_within_a_trial_is_said_once():
             raise RuntimeError("evaluate failed")
 
 
+def test_a_non_persistent_buffer_a_forward_updates_is_not_a_change_of_the_model():
+    """A cache the model keeps for itself (rotary tables, a step counter, rebuilt by its code and not in its state dict)
+    may change in every forward: no warning; a persistent buffer changed in place is the model's state, and is said."""
+    import warnings
+
+    class Counting(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.lin = nn.Linear(4, 4)
+            self.register_buffer("calls", torch.zeros(1), persistent=False)
+            self.register_buffer("seen", torch.zeros(1))
+            self.count_seen = False
+
+        def forward(self, x):
+            self.calls.add_(1)
+            if self.count_seen:
+                self.seen.add_(1)
+            return self.lin(x)
+
+    model = Counting()
+    int4 = {"lin": LayerChoice.from_name("int4-ch-asym:rtn-mse")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with QuantCache(model).apply(int4) as applied:
+            applied(torch.randn(2, 4))
+    model.count_seen = True
+    with pytest.warns(UserWarning, match=r"parameters or buffers \['seen'\] were changed in place"):
+        with QuantCache(model).apply(int4) as applied:
+            applied(torch.randn(2, 4))
+
+
 def test_a_layer_whose_weight_a_parametrization_computes_is_named_as_such():
     """weight_norm's layer, named in an assignment by hand, was refused as 'another autoq search in this process is
     quantizing the same nn.Module': its computed weight is a new tensor on every read."""

@@ -91,9 +91,45 @@ def test_bias_correction_changes_bias_inside_apply_only():
     with cache.apply(uniform(model, "int2-ch-asym:bias-correction")) as m:
         assert not torch.equal(m[0].bias, bias)
     assert torch.equal(model[0].bias, bias)
+    with cache.apply(uniform(model, "int2-ch-asym:bias-correction")) as m:
+        corrected_bias = m[0].bias.detach().clone()
+        with torch.no_grad():
+            m[0].bias.add_(100.0)  # an evaluate writing into the corrected bias, which apply puts back anyway
+    with cache.apply(uniform(model, "int2-ch-asym:bias-correction")) as m:
+        assert torch.equal(m[0].bias, corrected_bias)  # the next trial gets the cached correction, not the written one
     rtn = output_error(model, data, cache, uniform(model, "int2-ch-asym:rtn-mse"))
     corrected = output_error(model, data, cache, uniform(model, "int2-ch-asym:bias-correction"))
     assert corrected < rtn
+
+
+def _cnn_and_data() -> tuple[nn.Module, list[torch.Tensor]]:
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Flatten(), nn.Linear(4 * 6 * 6, 8))
+    return model, [torch.randn(8, 3, 8, 8, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+
+
+def test_an_input_scale_with_an_activation_format_on_a_convolution_is_refused():
+    """SmoothQuant's per-input-channel division before an activation format exists on linear layers only (the hook and the
+    exported layer are a linear layer's); the same weight format without the activation format is taken."""
+    model, data = _cnn_and_data()
+    cache = QuantCache(model, capture_stats(model, find_layers(model), data))
+    with pytest.raises(AutoqError, match="input scaling with activation quantization is supported on linear layers only"):
+        with cache.apply({"0": LayerChoice.from_name("int8-ch-sym:smoothquant+a8-token")}):
+            pass
+    with cache.apply({"0": LayerChoice.from_name("int8-ch-sym:smoothquant")}) as m:
+        assert m(data[0]).shape == (8, 8)
+
+
+def test_a_sequential_sweep_quantizes_a_convolution_weight_only_and_keeps_it_as_such():
+    """A sweep with a W8A8 choice gives the convolutions its weight format alone (as the search space does): the
+    convolution's entry is its weight-only choice, which a later trial then finds without a second sweep."""
+    model, data = _cnn_and_data()
+    cache = QuantCache(model, CalibrationStats(model, find_layers(model), data, sequential=True))
+    w8a8 = LayerChoice.from_name("int8-ch-sym:gptq+a8-token")
+    cache.layer("2", w8a8)
+    assert len(cache) == 2
+    cache.layer("0", LayerChoice(w8a8.weight, w8a8.method))
+    assert len(cache) == 2  # no second sweep
 
 
 def test_sequential_cache_quantizes_every_layer_in_one_sweep():

@@ -195,6 +195,18 @@ def test_one_value_per_example_is_scored_by_r_squared_not_cosine(flat):
     assert not OutputFidelity(mlp(), batches).scalar and "cosine" in OutputFidelity(mlp(), batches).description
 
 
+def test_a_reference_of_one_constant_value_is_scored_against_its_square():
+    """Every reference output 5.0: R^2's spread is zero, so the score is 1 - SSE / sum(ref^2), near 1 for an output
+    0.01 off (not 0, which ranked a nearly exact model with a broken one)."""
+    model, moved = nn.Linear(4, 1), nn.Linear(4, 1)
+    with torch.no_grad():
+        model.weight.zero_(), model.bias.fill_(5.0), moved.weight.zero_(), moved.bias.fill_(5.01)
+    batches = [torch.randn(8, 4, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    fid = OutputFidelity(model, batches)
+    assert fid.scalar and fid(model) == 1.0
+    assert 1 - fid(moved) == pytest.approx(0.01**2 / 5.0**2, rel=1e-2)  # the error over the sum of squares, not their mean
+
+
 def test_tuple_batches():
     model = TwoInputs()
     torch.manual_seed(5)

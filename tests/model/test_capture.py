@@ -227,6 +227,23 @@ def test_sequential_capture_follows_the_order_layers_run_in_not_the_order_they_a
     assert torch.allclose(seq["head"].xtx, 30 * torch.outer(constant, constant))
 
 
+def test_layers_no_pass_calls_come_last_in_the_order_they_are_defined():
+    from autoq.model.capture import execution_order
+
+    class Spare(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.unused, self.head, self.other, self.body = nn.Linear(6, 6), nn.Linear(8, 3), nn.Linear(6, 6), nn.Linear(6, 8)
+
+        def forward(self, x):
+            return self.head(torch.relu(self.body(x)))
+
+    model = Spare()
+    layers = find_layers(model)
+    order, again = execution_order(model, layers, [torch.randn(4, 6)])
+    assert [layers[i].name for i in order] == ["body", "head", "unused", "other"] and not again
+
+
 def test_calibration_stats_capture_lazily_once():
     model, data = mlp(), batches()
     calls = []
