@@ -11,6 +11,7 @@ import pytest
 from autoq.choice import ASSIGNMENT_VERSION, Assignment, LayerChoice
 from autoq.errors import AutoqError
 from autoq.quant import QuantSpec
+from autoq.quant.activation import ActSpec
 
 INT4 = LayerChoice(QuantSpec(4, "group", 128, symmetric=False), "rtn-mse")
 INT8 = LayerChoice(QuantSpec(8, "channel", None, symmetric=True), "rtn-minmax")
@@ -64,6 +65,8 @@ def test_fp16_normalises_method():
     assert choice == FP16
     assert hash(choice) == hash(FP16)
     assert choice.name == "fp16"
+    with_act = LayerChoice(QuantSpec.half(), "rtn-mse", ActSpec.from_name("a8-tensor"))  # one fp16: equal, one hash, one name
+    assert with_act.activation is None and with_act == FP16 and hash(with_act) == hash(FP16)
 
 
 def test_default_method_for_integer_formats():
@@ -82,7 +85,8 @@ def test_choices_differ_by_method():
     [("", "cannot parse layer choice ''"), ("int4-g128-asym", "layer choice 'int4-g128-asym'"), ("int4-g128-asym:", "layer choice 'int4-g128-asym:'"),
      (":rtn-mse", "quantization format ''"), ("int9-ch-asym:rtn-mse", "bit-width in 'int9-ch-asym': choose int2"),
      ("int4-g100-asym:rtn-mse", r"group size 100 is not supported; choose one of \(32, 64, 128\)"), ("fp32", "layer choice 'fp32'"),
-     ("garbage:rtn-mse", "quantization format 'garbage'"), ("FP16x", "layer choice 'FP16x'")],
+     ("garbage:rtn-mse", "quantization format 'garbage'"), ("FP16x", "layer choice 'FP16x'"),
+     ("int8-ch-sym:rtn-mse+", "cannot parse layer choice 'int8-ch-sym:rtn-mse\\+'")],  # a '+' names an activation format
 )
 def test_bad_names_raise(name, match):
     """Each error names the part that is wrong and says what would be right."""
@@ -236,6 +240,8 @@ def test_an_assignments_repr_names_each_layers_choice_where_few_and_counts_them_
     assert repr(few) == "Assignment({'a': 'int4-ch-asym:rtn-mse', 'b': 'fp16'})"
     many = Assignment(tuple((str(i), LayerChoice.from_name("fp16" if i % 3 == 0 else "int4-g128-asym:rtn-mse")) for i in range(37)))
     assert repr(many) == "Assignment(<37 layers: int4-g128-asym:rtn-mse x24, fp16 x13>)"
+    eight = Assignment(tuple((f"l{i}", LayerChoice.from_name("fp16")) for i in range(8)))  # up to 8 layers, each named
+    assert eval(repr(eight)) == eight and repr(Assignment((*eight.items(), ("l8", FP16)))) == "Assignment(<9 layers: fp16 x9>)"  # noqa: S307
 
 
 def test_an_assignment_is_built_from_a_mapping_of_names_and_refuses_what_is_not_one():

@@ -312,6 +312,7 @@ def test_commands_that_read_a_store_refuse_blank_and_missing_stores(args, needle
     (["search", "--n-trails", "5"], "autoq search: error: unrecognized arguments: --n-trails 5 (did you mean --n-trials for --n-trails?); "
                                     "'autoq search --help' lists the options"),
     (["search", "--trackin", "none"], "(did you mean --tracking-uri for --trackin?)"),  # no abbreviation taken for the option
+    (["search", "--n-trails=5"], "unrecognized arguments: --n-trails=5 (did you mean --n-trials for --n-trails?)"),
     (["search", "--n-trials", "abc"], "autoq search: error: argument --n-trials: invalid int value: 'abc'; 'autoq search --help'"),
     (["kernels", "bench", "--formatz", "x"], "autoq kernels bench: error: unrecognized arguments: --formatz x (did you mean --formats"),
     # another command's option is named as such: it was "did you mean --max-retries for --metric?", "--set for --budget?"
