@@ -38,6 +38,11 @@ class Clipper:
 
 def direct(weight, spec, stats=None):
     return _helper(weight) * CLIP
+
+
+def nested(weight, spec, stats=None):
+    clip = lambda w: w.clamp(-CLIP, CLIP)  # noqa: E731 - CLIP read only inside the lambda
+    return clip(weight)
 '''
 
 
@@ -65,6 +70,8 @@ def test_a_closure_value_a_constant_a_helper_and_an_attribute_change_the_digest(
         assert code_digest(edited.direct) != before, changed
         base = _module(tmp_path, "p_base")  # back to the first text
         assert code_digest(base.direct) == before
+    before = code_digest(base.nested)  # a global that only a nested function (a lambda) reads
+    assert code_digest(_module(tmp_path, "p_base", clip=0.2).nested) != before
 
 
 def test_a_plugin_file_digests_as_its_module_does_and_keeps_its_old_digest(tmp_path):
@@ -98,6 +105,20 @@ def test_the_digest_is_the_same_in_another_process(tmp_path):
     runs = [subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, check=True).stdout
             for _ in range(2)]
     assert runs[0] == runs[1] and len(runs[0].split()) == 3
+
+
+def test_a_tensor_a_module_holds_changes_the_digest(tmp_path):
+    """A module-level tensor a plug-in multiplies by (not in a dict, not in a closure) is the plug-in's data too."""
+    digests = []
+    for value in (0.9, 0.2):
+        linecache.clearcache()
+        (tmp_path / "ptensor.py").write_text(f"import torch\nSCALE = torch.full((3,), {value})\n\n\n"
+                                             "def method(weight, spec, stats=None):\n    return weight * SCALE\n")
+        spec = importlib.util.spec_from_file_location("ptensor", tmp_path / "ptensor.py")
+        module = importlib.util.module_from_spec(spec)
+        spec.loader.exec_module(module)
+        digests.append(code_digest(module.method))
+    assert digests[0] != digests[1]
 
 
 def test_a_dtype_constant_changes_the_digest():
@@ -238,3 +259,23 @@ def test_a_function_without_source_has_the_same_digest_under_any_string_hash_see
     digests = {subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": str(seed)}, capture_output=True,
                               text=True, check=True).stdout.strip() for seed in (1, 2, 3, 4)}
     assert len(digests) == 1 and len(next(iter(digests))) == 16, digests
+
+
+def test_a_set_a_module_holds_has_the_same_digest_under_any_string_hash_seed(tmp_path):
+    """A plug-in file reading a module-level set (its iteration order follows the hash seed) digests alike every run."""
+    (tmp_path / "psets.py").write_text("NAMES = {'relu', 'gelu', 'silu', 'tanh', 'elu', 'leaky'}\n\n\n"
+                                       "def method(weight, spec, stats=None):\n    return weight if 'relu' in NAMES else -weight\n")
+    script = "import psets; from autoq.code_digest import code_digest; print(code_digest(psets.method))"
+    digests = {subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "PYTHONHASHSEED": str(seed)},
+                              capture_output=True, text=True, check=True).stdout.strip() for seed in (1, 2, 3, 4)}
+    assert len(digests) == 1 and len(next(iter(digests))) == 16, digests
+
+
+def test_a_class_without_source_is_digested_by_its_methods_code():
+    """A callable plug-in class typed in a notebook (no file to read): an edit of its ``__call__`` is another digest."""
+    def made(scale: float) -> object:
+        scope = {"__name__": "notebook"}
+        exec(f"class Clip:\n    def __call__(self, weight, spec, stats=None):\n        return weight * {scale}\n", scope)  # noqa: S102
+        return scope["Clip"]()
+
+    assert code_digest(made(1.0)) == code_digest(made(1.0)) != code_digest(made(2.0))

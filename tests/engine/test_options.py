@@ -23,6 +23,8 @@ from autoq.errors import AutoqError
     ({"progress": "no"}, "progress must be True or False, got str 'no'"),  # read as true
     ({"max_uniform_seeds": -1}, "max_uniform_seeds must be 0 or more, got -1"),
     ({"cpus_per_trial": "2", "backend": "ray"}, "cpus_per_trial (--cpus-per-trial) must be a number of CPUs, got str '2'"),
+    ({"timeout": True}, "timeout (--timeout) must be a number of seconds (or None: no limit), got bool True"),  # was 1 s
+    ({"batch": 2**31}, "must be at most 2147483647 (2**31 - 1), got 2147483648"),
     ({"seed_from": 3}, "seed_from must be a str (or None), got int 3"),
     ({"device": 3}, "device must be a str (or None), got int 3"),
     # were read as left out: study_name='' started a new search where a resume was meant
@@ -53,6 +55,7 @@ def test_kinds_a_pipeline_passes_are_taken_and_normalised():
     assert config.pins == (("attn", "fp16"), ("fc", "int8-ch-asym:rtn-mse"))  # the command line's form, as --pin gives it
     assert SearchConfig(tracking_uri=None, storage=None, experiment=None).experiment == "autoq"  # None: the default (os.environ.get)
     assert SearchConfig(tracking_uri=None, storage=None, pins={"a": "fp16"}).pins == (("a", "fp16"),)
+    assert SearchConfig(tracking_uri=None, storage=None, device="h100", batch=2**31 - 1).batch == 2**31 - 1  # the largest batch a kernel takes
 
 
 def test_calibration_as_one_tensor_or_a_wrong_holdout_is_refused_and_apply_checks_its_arguments():
