@@ -956,7 +956,7 @@ def test_a_resume_in_another_mlflow_store_is_refused_and_one_asking_fewer_trials
     """A resume given another store opened a second parent run there, logged the kept trials again, and the next plain
     resume went back to the first store. One asking for fewer trials than were complete stored that count: a later
     resume that left --n-trials out evaluated nothing ('--n-trials 2 are all done'), the search's target lost."""
-    from autoq.engine.resume import read_settings
+    from autoq.engine.resume import read_settings, remember_counts
 
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     options = dict(budget="4.5bits", seed_from="none", storage=storage, study_name="one", progress=False)
@@ -970,6 +970,9 @@ def test_a_resume_in_another_mlflow_store_is_refused_and_one_asking_fewer_trials
     copy.write_bytes((tmp_path / "mlflow.db").read_bytes())
     assert autoq.search("digits-cnn", n_trials=2, resume=True, tracking_uri=f"sqlite:///{copy}", **options).parent_run_id == first.parent_run_id
     assert read_settings(storage, "one")["n_trials"] == 3  # 2 asked, 3 complete: nothing evaluated, the target kept
+    # asking for exactly as many as are done (a search stopped at 2 of 3, resumed with --n-trials 2) keeps it too
+    remember_counts(storage, "one", n_trials=2, max_retries=read_settings(storage, "one")["max_retries"], n_done=2)
+    assert read_settings(storage, "one")["n_trials"] == 3
     resumed = autoq.search("digits-cnn", n_trials=4, resume=True, tracking_uri=mlflow_uri, **options)
     assert len(resumed.points) == 4 and read_settings(storage, "one")["n_trials"] == 4
     assert len(autoq.search("digits-cnn", n_trials=5, resume=True, tracking_uri=None, **options).points) == 5  # no MLflow: nothing twice
