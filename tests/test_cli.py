@@ -56,6 +56,7 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
         (["--model", "digits-cnn", "--tracking-uri", "sqlite://"], "MLflow tracking URI 'sqlite://' names no database file"),
         (["--model", "digits-cnn", "--skip", "a{99999999999}"], "invalid skip pattern 'a{99999999999}': the repetition number is too large"),
         (["--resume", "nightly", "--storage", "none"], "--resume nightly reads the search from its Optuna storage, and --storage none keeps none"),
+        (["--resume", "nightly", "--storage", "NONE"], "--resume nightly reads the search from its Optuna storage, and --storage none keeps none"),
     ],
 )
 def test_bad_input_is_one_line_exit_2(args, needle, tmp_path, capsys):

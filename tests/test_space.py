@@ -204,6 +204,10 @@ def test_a_pinned_group_as_wide_as_the_layer_is_per_channel_as_a_rules_is(layers
     """A rule turns g128 per-channel on a 64-input layer; a pin kept the name int4-g128-asym for what is one group a row."""
     space = SearchSpace.build(load_preset("default"), layers, pins={".*": "int4-g128-asym:gptq"})
     assert [opts[0].name for opts in space.options] == ["int4-g128-asym:gptq", "int4-ch-asym:gptq", "int4-ch-asym:gptq"]
+    # generic even where every layer is narrower than the group: each per channel, as a rule's
+    narrow = find_layers(nn.Sequential(nn.Linear(64, 16), nn.ReLU(), nn.Linear(16, 4)))
+    assert [opts[0].name for opts in SearchSpace.build(load_preset("default"), narrow, pins={".*": "int4-g128-asym:gptq"}).options] == \
+        ["int4-ch-asym:gptq", "int4-ch-asym:gptq"]
 
 
 @pytest.mark.parametrize("pattern, group", [("^2$", "g128"), ("^[24]$", "g64"), ("^4$", "g64")])
@@ -385,6 +389,8 @@ def test_uniform_costs_lie_within_extremes(space, cost_model):
 def test_a_pin_that_matches_nothing_shows_what_names_look_like(layers):
     with pytest.raises(AutoqError, match=r"\['head'\] match no quantizable layer; the model's 3 quantizable layer\(s\) are named like '0'"):
         SearchSpace.build(load_preset("default"), layers, {"head": "fp16"})
+    with pytest.raises(AutoqError, match=r"\['head'\] match no quantizable layer"):  # a pinned group too (max() of no layer)
+        SearchSpace.build(load_preset("default"), layers, {"head": "int4-g32-asym:rtn-mse"})
 
 
 def test_invalid_pin_regex_is_a_clear_error():

@@ -41,6 +41,7 @@ def test_sensitivity_writes_table_heatmap_and_logs_to_mlflow(out, mlflow_uri, ca
     assert "(computed in " in printed
     # its convolutions take fewer options (a group as wide as the layer is per-channel): '4 layers x 13 options' was 40 entries
     assert "sqnr sensitivity of 4 layers x 7 to 13 options each" in printed
+    assert "Most sensitive at int3-ch-asym:rtn-mse: " in printed  # int3 where every layer has it (int2 comes first in the table)
     suggested = next(line for line in printed.splitlines() if line.startswith("Seed a search with it: "))
     command = shlex.split(suggested.split(": ", 1)[1])
     # with the store the table's run went to: pasted without it, the search logged to ./mlflow.db of wherever it ran

@@ -270,11 +270,16 @@ def test_a_search_that_ends_between_the_reads_of_runs_and_pareto_is_not_called_k
         monkeypatch.setattr(sessions, name, real)
 
 
-def test_runs_offers_no_resume_for_searches_that_kept_no_storage(mlflow_uri, capsys):
-    autoq.search("digits-cnn", budget="4.5bits", n_trials=2, tracking_uri=mlflow_uri, storage=None, progress=False, seed_from="none")
+def test_runs_offers_no_resume_for_searches_that_kept_no_storage(tmp_path, mlflow_uri, capsys):
+    options = dict(budget="4.5bits", n_trials=2, tracking_uri=mlflow_uri, progress=False, seed_from="none")
+    autoq.search("digits-cnn", storage=None, **options)
     assert main(["runs", "--tracking-uri", mlflow_uri]) == 0
     out = capsys.readouterr().out
     assert "autoq search --resume" not in out and "none can be resumed: they ran with --storage none" in out
+    autoq.search("digits-cnn", storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="kept", **options)  # one that can be
+    assert main(["runs", "--tracking-uri", mlflow_uri]) == 0
+    out = capsys.readouterr().out
+    assert "continues a search (not those run with --storage none: they kept no Optuna storage)." in out  # optuna.db beside the store
 
 
 def test_runs_counts_the_trials_of_a_search_killed_before_its_summary(mlflow_uri, capsys):

@@ -102,3 +102,15 @@ def test_a_python_search_with_a_sampler_instance_is_sent_back_to_python_to_resum
     err = capsys.readouterr().err
     assert "searched with sampler 'RandomSampler', which no --sampler names here: an Optuna sampler passed from Python" in err
     assert "sampler=..., resume=True, study_name='inst'" in err and "(--plugin MODULE)" in err and "loading" not in err
+
+
+def test_a_resume_given_a_built_in_for_a_folder_or_a_folder_for_a_built_in_is_refused_before_loading():
+    """Two folders are left to the full check (a moved folder holds the same model); a built-in against a folder is not."""
+    from autoq.cli.scale import _check_model
+    from autoq.errors import AutoqError
+
+    for stored, given in (("digits-cnn", "/data/my-bert"), ("/data/my-bert", "digits-cnn"), ("digits-cnn", "smollm2")):
+        with pytest.raises(AutoqError, match=rf"model '{given}' \(stored: '{stored}'\); resume with the stored one"):
+            _check_model("nightly", stored, given)
+    for stored, given in (("/data/my-bert", "/moved/my-bert"), ("digits-cnn", "digits-cnn"), ("minilm", None), (None, "smollm2")):  # None: the default model
+        _check_model("nightly", stored, given)

@@ -33,3 +33,9 @@ def test_the_space_help_names_every_preset():
     for command in ("search", "sensitivity"):
         shown = re.search(r"--space SPACE search-space preset \(([^)]*)\)", _search_help(command))
         assert shown is not None and shown.group(1).replace("- ", "-").split(", ") == preset_names(), command
+
+
+def test_seed_from_takes_auto_and_none_in_any_case_and_a_metric_as_given():
+    """'--seed-from NONE' was looked up as a metric named NONE ('unknown sensitivity metric'), where --storage NONE is none."""
+    parse = build_parser().parse_args
+    assert [parse(["search", "--seed-from", given]).seed_from for given in ("NONE", "None", "Auto", "fisher")] == ["none", "none", "auto", "fisher"]
