@@ -9,7 +9,7 @@ import threading
 import pytest
 
 from autoq.errors import AutoqError
-from autoq.files import parse_json, write_atomic, write_text_atomic
+from autoq.files import make_folder, nearest_folder, parse_json, write_atomic, write_text_atomic
 
 
 def test_writes_and_replaces(tmp_path):
@@ -79,3 +79,19 @@ def test_json_nested_too_deeply_is_one_error_in_every_file_autoq_reads(tmp_path)
         assert what in str(info.value)
     with pytest.raises(AutoqError, match=r"line 1 of the sensitivity table, '# metric: \.\.\.', does not hold a JSON value"):
         SensitivityTable.from_csv(f"# metric: {DEEP}\nlayer,option,score\n")
+
+
+def test_the_nearest_folder_is_the_path_or_the_first_one_above_it_that_exists(tmp_path):
+    assert nearest_folder(tmp_path / "new" / "sub" / "mlflow.db") == tmp_path  # two folders to make: it starts here
+    assert nearest_folder(tmp_path) == tmp_path
+    (tmp_path / "new").mkdir()
+    assert nearest_folder(tmp_path / "new" / "sub" / "mlflow.db") == tmp_path / "new"
+
+
+def test_a_folder_that_cannot_be_written_is_refused_before_the_work(tmp_path, monkeypatch):
+    """As root every folder is writable: the check is made to fail as it does for a user's read-only mount."""
+    assert make_folder(tmp_path / "out" / "x", "export") == tmp_path / "out" / "x"
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda path, mode: False if mode == os.W_OK else real_access(path, mode))
+    with pytest.raises(AutoqError, match=r"the export folder '.*ro' is not writable; pass a folder you can write to"):
+        make_folder(tmp_path / "ro", "export")

@@ -114,6 +114,9 @@ def test_stop_signals_at_their_default_raise_terminated_and_a_callers_own_or_ign
         with pytest.raises(Terminated), stops_as_interrupts(replace=True):  # the command line's: its own is taken too
             os.kill(os.getpid(), signal.SIGTERM)
         assert signal.getsignal(signal.SIGTERM) is own
+        with stops_as_interrupts(replace=True):  # but not an ignored one: 'nohup autoq search' goes on when its terminal closes
+            os.kill(os.getpid(), signal.SIGHUP)
+        assert signal.getsignal(signal.SIGHUP) is signal.SIG_IGN
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)

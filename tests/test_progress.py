@@ -51,3 +51,16 @@ def test_a_python_search_that_shows_progress_ends_saying_where_its_results_are(m
     assert "kept in this result only (tracking_uri=None, storage=None)" in capsys.readouterr().err
     autoq.search("digits-cnn", budget="4.5bits", n_trials=4, seed_from="none", tracking_uri=None, storage=None, progress=False)
     assert capsys.readouterr().err == ""  # progress=False: silent, as before
+
+
+def test_a_closed_or_replaced_stderr_is_not_a_terminal(monkeypatch):
+    """A bar on such a stream is drawn as in a log, seldom: a closed stream's isatty raises, a replacement may have none."""
+    import sys
+
+    from autoq.progress import to_terminal
+
+    closed = io.StringIO()
+    closed.close()
+    for stream in (closed, object()):
+        monkeypatch.setattr(sys, "stderr", stream)
+        assert to_terminal() is False

@@ -36,3 +36,19 @@ def test_a_search_with_its_bar_says_which_layer_it_quantizes(capsys, monkeypatch
     assert any(line.startswith("autoq search [quantizing layer 1/4]:") for line in lines)  # the first draw is never held back
     assert any(line.startswith("autoq search [scoring]:") for line in lines)  # a new phase is drawn at once
     assert [line for line in lines if line.strip()][-1].startswith("autoq search:")  # the bar ends under its own name
+
+
+def test_a_bar_in_a_log_is_drawn_no_more_often_for_its_phases():
+    """A bar redrawn at most every 30 s (in a log: `autoq.progress`) is not forced to redraw for each new phase: a
+    log had a line for every layer and every scoring pass."""
+    out = io.StringIO()
+    bar = tqdm(total=4, desc="autoq search", file=out, mininterval=30)
+    status = TrialStatus(bar, every=0.5)
+    assert status.every == 30 and not status.forced
+    status.layers(0, 3)  # the first draw
+    drawn = out.getvalue()
+    for _ in range(3):
+        status.scoring()
+        status.layers(1, 3)
+    assert out.getvalue() == drawn
+    bar.close()
