@@ -1058,3 +1058,20 @@ def test_a_resume_that_seeds_from_a_table_says_so_beside_the_first_sessions_seed
     assert run.data.params["seed_from"] == "none" and SEEDED_FROM_TAG not in run.data.tags
     autoq.search("digits-cnn", n_trials=6, max_uniform_seeds=4, resume=True, **options)
     assert MlflowClient(mlflow_uri).get_run(first.parent_run_id).data.tags[SEEDED_FROM_TAG] == "fisher"
+
+
+def test_an_assignment_a_sampler_trial_or_a_waiting_one_holds_is_stored(tmp_path):
+    """A resume enqueues only the baselines and seeds no trial holds: one the sampler proposed (its params) or one
+    waiting in the queue (its fixed params) is not evaluated again."""
+    from autoq.choice import Assignment
+    from autoq.engine.resume import not_stored
+
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    study = optuna.create_study(study_name="s", storage=storage)
+    proposed = study.ask()
+    proposed.suggest_categorical("x", ["int4-ch-asym:rtn-mse", "int8-ch-asym:rtn-mse"])
+    study.tell(proposed, 1.0)
+    study.enqueue_trial({"x": "int3-ch-asym:rtn-mse"})
+    held = [Assignment({"x": proposed.params["x"]}), Assignment({"x": "int3-ch-asym:rtn-mse"})]
+    new = Assignment({"x": "int2-ch-asym:rtn-mse"})
+    assert not_stored(storage, "s", [*held, new]) == [new]

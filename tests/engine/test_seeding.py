@@ -9,7 +9,7 @@ import autoq
 
 
 def test_auto_seeding_skips_the_table_when_every_trial_is_a_uniform_baseline(tmp_path, monkeypatch, capsys, mlflow_uri):
-    """digits-cnn at 4.5 bits has 6 uniform baselines: 3 trials never reach a seeded mix, so no table is computed
+    """digits-cnn at 4.5 bits has 6 uniform baselines: 3 (or 6) trials never reach a seeded mix, so no table is computed
     (on MiniLM the fisher table took 113 of a 3-trial search's 180 s); 8 trials do. The parent run's seed_from param
     says what seeded the search (it said fisher either way). The skip is a note, said without a progress bar too."""
     monkeypatch.setenv("AUTOQ_CACHE_DIR", str(tmp_path / "cache"))
@@ -19,6 +19,9 @@ def test_auto_seeding_skips_the_table_when_every_trial_is_a_uniform_baseline(tmp
     assert "seed_from='auto' (--seed-from auto) skips the sensitivity table: the 3 trial(s) asked for are all uniform baselines (of 6)" \
         in capsys.readouterr().err
     assert not (tmp_path / "cache" / "sensitivity").exists()
+    exact = autoq.search("digits-cnn", budget="4.5bits", n_trials=6, tracking_uri=None, storage=None, progress=False)  # as many
+    assert all(p.uniform for p in exact.points) and not (tmp_path / "cache" / "sensitivity").exists()
+    assert "the 6 trial(s) asked for are all uniform baselines (of 6)" in capsys.readouterr().err
     more = autoq.search("digits-cnn", budget="4.5bits", n_trials=8, tracking_uri=mlflow_uri, storage=None, progress=False)
     assert list((tmp_path / "cache" / "sensitivity").glob("fisher-*.json"))
     client = MlflowClient(mlflow_uri)

@@ -29,6 +29,7 @@ def test_a_best_point_that_is_the_uniform_one_or_ties_it_is_not_called_a_gain_an
     assert _gain(Point(1, a, 0.91234, 4.0, 1), Point(0, b, 0.91233, 8.0, 1)) == "the search's best ties it (+1.0e-05 better)"
     assert _gain(Point(1, a, 0.9, 4.0, 1), Point(0, b, 0.9, 8.0, 1)) == "the search's best ties it"
     assert _gain(Point(1, a, 0.95, 4.0, 1), Point(0, b, 0.9, 8.0, 1)) == "the search is +0.0500 better"
+    assert _gain(Point(1, a, 0.9003, 4.0, 1), Point(0, b, 0.9, 8.0, 1)) == "the search is +0.0003 better"  # 4 decimals tell them apart
     # a -loss of 1e-4: 3e-5 is a third of it, no tie, and shown in digits that tell the two apart ('-0.0001' both)
     assert _gain(Point(1, a, -5.4e-5, 4.0, 1), Point(0, b, -8.2e-5, 8.0, 1)) == "the search is +2.800e-05 better"
 
