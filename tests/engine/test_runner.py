@@ -636,3 +636,15 @@ def test_a_table_computed_through_the_search_is_cached_with_a_layer_the_model_ne
     autoq.search(with_uncalled_layer(64, 10), calibration, budget="4.5bits", space="full", n_trials=4, seed_from="kl", tracking_uri=None,
                  storage=None, progress=False)
     assert [p.name.split("-")[0] for p in (tmp_path / "cache" / "sensitivity").glob("*.json")] == ["kl"]
+
+
+def test_the_auto_storage_is_beside_a_sqlite_store_wherever_the_search_runs(tmp_path, monkeypatch):
+    """storage='auto' keeps optuna.db in the MLflow store's folder (a resume from any folder finds it), else in the
+    working folder; both as absolute URLs."""
+    from autoq.engine.runner import auto_storage
+
+    (tmp_path / "store").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert auto_storage(f"sqlite:///{tmp_path / 'store' / 'mlflow.db'}") == f"sqlite:///{tmp_path / 'store' / 'optuna.db'}"
+    assert auto_storage(None) == f"sqlite:///{tmp_path / 'elsewhere' / 'optuna.db'}"
