@@ -236,12 +236,17 @@ def _parse(raw: str) -> tuple[str, float]:
     number, unit = float(typed), written.lower()
     kind, scale = _UNITS[unit]
     examples = _LATENCY_EXAMPLES if kind == "latency_ms" else _EXAMPLES  # in the kind of budget typed
-    # '1e-400' is positive, and 0 as a float: too small a budget to be one; '5e-324us' too, 0 once in ms
-    if not number > 0 or not float(Decimal(typed) * Decimal(repr(scale))) > 0:
+    if not number > 0:  # '1e-400' is positive, and 0 as a float: too small a budget to be one
         why = "is too small to be a number" if Decimal(typed) > 0 else "must be positive"
         raise AutoqError(f"budget {raw!r} {why}, {examples}")
     if not math.isfinite(number * scale):  # '1e400' overflows to inf: a budget nothing can be measured against
         raise AutoqError(f"budget {raw!r} is too large to be a number; {examples}")
+    # in decimal, then rounded once: 0.015662 * 1e6 in floats is 15661.999..., which refused the 15,662-byte assignment
+    # that '0.015662MB' names as below the cheapest one. Only for a finite number: Decimal's context refuses exponents
+    # past 999999 (decimal.Overflow), which the float check above turns into words
+    value = float(Decimal(typed) * Decimal(repr(scale)))
+    if not value > 0:  # '5e-324us' is a positive float, and 0 once in ms
+        raise AutoqError(f"budget {raw!r} is too small to be a number, {examples}")
     # 'Mb', 'Kib' are megabits, kibibits by the SI convention, 8x less than read as bytes; a unit all in lower case
     # ('mb', 'kb', 'gib') is read as bytes, as typed in haste ('kb' alone was refused, as kilobits, while 'mb' was bytes).
     # After the number's own checks: '-1Mb' was offered '-1MB', itself refused
@@ -249,9 +254,7 @@ def _parse(raw: str) -> tuple[str, float]:
         prefix = {"K": "kilo", "M": "mega", "G": "giga"}[written[0]]
         bits = prefix[:2] + "bi" if "i" in written else prefix
         raise AutoqError(f"budget {raw!r} reads as {bits}bits; a size budget is in bytes: '{typed}{written[:-1].replace('k', 'K')}B'")
-    # in decimal, then rounded once: 0.015662 * 1e6 in floats is 15661.999..., which refused the 15,662-byte assignment
-    # that '0.015662MB' names as below the cheapest one
-    return kind, float(Decimal(typed) * Decimal(repr(scale)))
+    return kind, value
 
 
 def check_latency_config(budget: Budget, device: str | None) -> None:

@@ -103,9 +103,10 @@ def test_bad_budgets_show_an_example(text):
     assert "4.5bits" in str(info.value)
 
 
-@pytest.mark.parametrize("text", ["1e400", "1e400MB", "1e309ms", "1e300GB", "1e306s"])
+@pytest.mark.parametrize("text", ["1e400", "1e400MB", "1e309ms", "1e300GB", "1e306s", "1e999999999bits", "1e9999999999999999999s"])
 def test_a_number_too_large_to_be_finite_is_refused(text):
-    """It overflowed to inf and was accepted, though 'inf' itself is refused; every cost then measured as NaN."""
+    """It overflowed to inf and was accepted, though 'inf' itself is refused; every cost then measured as NaN. An exponent
+    past 999999 raised decimal.Overflow (or InvalidOperation) from the budget's decimal arithmetic, a traceback."""
     with pytest.raises(AutoqError, match="too large"):
         parse_budget(text)
 
