@@ -47,13 +47,23 @@ def nested(weight, spec, stats=None):
 
 
 def _module(tmp_path, name: str, clip: float = 0.9, scale: float = 1.0):
+    return _imported(tmp_path / f"{name}.py", PLUGIN.format(clip=clip, scale=scale))
+
+
+def _imported(path, text: str):
+    """``text`` written to ``path`` and imported as the module of the file's name."""
     linecache.clearcache()  # a rewrite within the same second and size would read the old source (a new process would not)
-    path = tmp_path / f"{name}.py"
-    path.write_text(PLUGIN.format(clip=clip, scale=scale))
-    spec = importlib.util.spec_from_file_location(name, path)
+    path.write_text(text)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _digests_under_hash_seeds(script: str, cwd=None) -> set[str]:
+    """What ``script`` prints in four processes of four string hash seeds."""
+    return {subprocess.run([sys.executable, "-c", script], cwd=cwd, env={**os.environ, "PYTHONHASHSEED": str(seed)}, capture_output=True,
+                           text=True, check=True).stdout.strip() for seed in (1, 2, 3, 4)}
 
 
 def test_a_closure_value_a_constant_a_helper_and_an_attribute_change_the_digest(tmp_path):
@@ -109,15 +119,9 @@ def test_the_digest_is_the_same_in_another_process(tmp_path):
 
 def test_a_tensor_a_module_holds_changes_the_digest(tmp_path):
     """A module-level tensor a plug-in multiplies by (not in a dict, not in a closure) is the plug-in's data too."""
-    digests = []
-    for value in (0.9, 0.2):
-        linecache.clearcache()
-        (tmp_path / "ptensor.py").write_text(f"import torch\nSCALE = torch.full((3,), {value})\n\n\n"
-                                             "def method(weight, spec, stats=None):\n    return weight * SCALE\n")
-        spec = importlib.util.spec_from_file_location("ptensor", tmp_path / "ptensor.py")
-        module = importlib.util.module_from_spec(spec)
-        spec.loader.exec_module(module)
-        digests.append(code_digest(module.method))
+    digests = [code_digest(_imported(tmp_path / "ptensor.py", f"import torch\nSCALE = torch.full((3,), {value})\n\n\n"
+                                                            "def method(weight, spec, stats=None):\n    return weight * SCALE\n").method)
+               for value in (0.9, 0.2)]
     assert digests[0] != digests[1]
 
 
@@ -256,8 +260,7 @@ def test_a_function_without_source_has_the_same_digest_under_any_string_hash_see
         exec("def act(x):\\n    return x in {'relu', 'leaky', 'elu', 'gelu', 'silu', 'tanh'}\\n", scope)
         print(code_digest(scope["act"]))
     ''')
-    digests = {subprocess.run([sys.executable, "-c", script], env={**os.environ, "PYTHONHASHSEED": str(seed)}, capture_output=True,
-                              text=True, check=True).stdout.strip() for seed in (1, 2, 3, 4)}
+    digests = _digests_under_hash_seeds(script)
     assert len(digests) == 1 and len(next(iter(digests))) == 16, digests
 
 
@@ -266,8 +269,7 @@ def test_a_set_a_module_holds_has_the_same_digest_under_any_string_hash_seed(tmp
     (tmp_path / "psets.py").write_text("NAMES = {'relu', 'gelu', 'silu', 'tanh', 'elu', 'leaky'}\n\n\n"
                                        "def method(weight, spec, stats=None):\n    return weight if 'relu' in NAMES else -weight\n")
     script = "import psets; from autoq.code_digest import code_digest; print(code_digest(psets.method))"
-    digests = {subprocess.run([sys.executable, "-c", script], cwd=tmp_path, env={**os.environ, "PYTHONHASHSEED": str(seed)},
-                              capture_output=True, text=True, check=True).stdout.strip() for seed in (1, 2, 3, 4)}
+    digests = _digests_under_hash_seeds(script, cwd=tmp_path)
     assert len(digests) == 1 and len(next(iter(digests))) == 16, digests
 
 

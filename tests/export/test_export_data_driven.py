@@ -35,14 +35,14 @@ def assignment(choices: dict[str, str]) -> Assignment:
     return Assignment(tuple((name, LayerChoice.from_name(c)) for name, c in choices.items()))
 
 
-def search_outputs(workload, point: Assignment, x: torch.Tensor, sequential: bool) -> torch.Tensor:
-    """What the search evaluated: its cache on the workload's calibration statistics (captured from the float
-    model), with every parameter but the quantized weights in fp16, as the export stores them."""
-    model = copy.deepcopy(workload.model)
+def search_outputs(float_model: torch.nn.Module, calibration, point: Assignment, x: torch.Tensor, sequential: bool) -> torch.Tensor:
+    """What the search evaluated: its cache on the calibration statistics (captured from the float model), with every
+    parameter but the quantized weights in fp16, as the export stores them."""
+    model = copy.deepcopy(float_model)
     for name, p in model.named_parameters():
         if not name.endswith(".weight"):
             p.data = p.data.half().float()
-    stats = CalibrationStats(workload.model, find_layers(workload.model), workload.calibration, sequential=sequential)
+    stats = CalibrationStats(float_model, find_layers(float_model), calibration, sequential=sequential)
     cache = QuantCache(model, stats)
     with torch.inference_mode(), cache.apply(point) as quantized:
         return quantized(x)
@@ -75,7 +75,7 @@ def test_data_driven_point_round_trips_to_the_search_outputs(digits, tmp_path, s
     x = digits.calibration[0]
     with torch.inference_mode():
         got = loaded(x)
-    expected = search_outputs(digits, point, x, sequential)
+    expected = search_outputs(digits.model, digits.calibration, point, x, sequential)
     assert rel_err(got, expected) < 1e-4  # measured: ~1e-6 (summation order, x / s before the matmul)
     # the data mattered: a plain round-to-nearest export of the same formats gives other outputs
     rtn = {k: v.split(":")[0] + ":rtn-minmax" for k, v in POINT.items()}
@@ -139,7 +139,7 @@ def test_w8a8_point_round_trips_to_the_search_outputs(digits, tmp_path, sequenti
     x = digits.calibration[0]
     with torch.inference_mode():
         got = loaded(x)
-    expected = search_outputs(digits, point, x, sequential)
+    expected = search_outputs(digits.model, digits.calibration, point, x, sequential)
     assert rel_err(got, expected) < 1e-4  # the same fake quantization of x / s, the same stored weights
     weight_only = {k: v.split("+")[0] for k, v in choices.items()}
     with torch.inference_mode():
@@ -208,14 +208,9 @@ def test_a_small_data_driven_point_round_trips_to_the_simulation(tmp_path):
     assert float(scale.max() / scale.min()) > 1.5  # the data mattered: AWQ scaled the convolution's input channels apart
     loaded = autoq.load(out, model=_SmallCnn().eval())
     assert loaded.conv.weight.dtype == torch.float32 and isinstance(loaded.fc, ActQuantLinear)
-    simulated_model = copy.deepcopy(model)
-    for name, p in simulated_model.named_parameters():  # the export stores the biases in fp16
-        if not name.endswith(".weight"):
-            p.data = p.data.half().float()
-    stats = CalibrationStats(model, find_layers(model), batches)
     x = torch.randn(32, 4, 6, 6, generator=generator)
-    with torch.inference_mode(), QuantCache(simulated_model, stats).apply(point) as simulated:
-        expected = simulated(x)
+    expected = search_outputs(model, batches, point, x, sequential=False)
+    with torch.inference_mode():
         assert rel_err(loaded(x), expected) < 1e-6  # measured: 0.0
         h = torch.relu(loaded.conv(x * model.spread)).flatten(1)
         assert loaded.fc(h.half()).dtype == torch.float16  # as an nn.Linear of a half model gives
