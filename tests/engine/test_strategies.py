@@ -138,11 +138,12 @@ def test_a_study_stored_before_latency_was_an_objective_resumes_with_its_two(dig
     assert strategy.study.metric_names == ["quality", "effective_bits"]
 
 
-def test_a_study_with_other_objectives_is_refused_on_resume(digits, tmp_path):
+@pytest.mark.parametrize("direction", ["minimize", "maximize"])  # a user's single-objective study maximizing its own metric too
+def test_a_study_with_other_objectives_is_refused_on_resume(digits, tmp_path, direction):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     space = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
-    optuna.create_study(study_name="foreign", storage=storage, directions=["minimize"])
-    with pytest.raises(AutoqError, match=r"optimises 1 objective\(s\) \['minimize'\], not quality \(maximize\), effective_bits \(minimize\)"):
+    optuna.create_study(study_name="foreign", storage=storage, directions=[direction])
+    with pytest.raises(AutoqError, match=rf"optimises 1 objective\(s\) \['{direction}'\], not quality \(maximize\), effective_bits \(minimize\)"):
         OptunaStrategy(space, optuna.samplers.RandomSampler(seed=0), "foreign", storage, resume=True)
 
 

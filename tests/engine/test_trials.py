@@ -394,3 +394,79 @@ def test_over_budget_proposals_are_pruned_in_the_optuna_storage_not_failed(tmp_p
     states = [t.state for t in optuna.load_study(study_name=result.study_name, storage=storage).trials]
     assert result.n_infeasible > 0 and states.count(optuna.trial.TrialState.PRUNED) == result.n_infeasible
     assert optuna.trial.TrialState.FAIL not in states and states.count(optuna.trial.TrialState.COMPLETE) == 8
+
+
+class _Proposals:
+    """A strategy proposing ``plan`` in order: True is an over-budget assignment, False one within it."""
+
+    exhausted = False
+
+    def __init__(self, plan: list[bool]) -> None:
+        self.plan, self.n = plan, 0
+
+    def ask(self):
+        from autoq.engine.strategy import Proposal
+
+        self.n += 1
+        return Proposal(None, self.n, ("over" if self.plan[self.n - 1] else "fits", self.n))
+
+    def tell(self, *args, **kwargs) -> None:
+        pass
+
+
+class _Bits:
+    """A cost model pricing ``_Proposals``' assignments: 8 bits over the budget, 4 within it."""
+
+    latency_source = None
+
+    def cost(self, assignment):
+        from autoq.cost import Cost
+
+        return Cost(8.0 if assignment[0] == "over" else 4.0, 1000)
+
+
+def _over_budget_book(plan: list[bool]):
+    from autoq.budget import parse_budget
+    from autoq.engine.trials import TrialBook
+
+    return TrialBook(_Proposals(plan), _Bits(), parse_budget("5bits"), (), n_trials=10**6, max_retries=0, tracker=None)
+
+
+def test_the_sampler_gets_2000_over_budget_proposals_in_a_row_and_no_more():
+    """The limit that turns a sampler stuck over the budget into an error is 2000 in a row: the 2000th is still told and
+    the next within-budget proposal evaluated, the 2001st is refused; a proposal within the budget starts the count again."""
+    from autoq.engine.trials import MAX_OVER_BUDGET_IN_A_ROW
+
+    assert MAX_OVER_BUDGET_IN_A_ROW == 2000
+    book = _over_budget_book(([True] * 2000 + [False]) * 2)  # two runs of 2000, not 4000 in a row
+    for k in (1, 2):
+        pending = book.next()
+        assert pending is not None and pending.proposal.assignment == ("fits", 2001 * k) and book.n_infeasible == 2000 * k
+    with pytest.raises(AutoqError, match=r"the sampler proposed 2001 over-budget assignments in a row; try a larger budget or another --sampler"):
+        _over_budget_book([True] * 2001 + [False]).next()
+
+
+def test_a_failed_evaluation_of_an_assignment_in_flight_twice_is_no_repeat(mlflow_uri):
+    """Two workers evaluating one assignment (proposed again while the first was in flight): the first finishes, the
+    second fails. The failed run is no repeat of the first (it has no quality of its own to repeat): no repeat_of tag."""
+    from autoq.builtin import load_workload
+    from autoq.engine.runner import SearchConfig, prepare
+    from autoq.engine.seeds import uniform_seeds
+    from autoq.engine.strategy import QueueStrategy
+    from autoq.engine.trials import TrialBook
+    from autoq.tracking.mlflow_logger import MlflowTracker
+
+    problem = prepare(load_workload("digits-cnn"), SearchConfig(budget="8bits", tracking_uri=None))
+    twice = uniform_seeds(problem.space, problem.cost_model, problem.budget)[-1]
+    tracker = MlflowTracker.open(mlflow_uri, "in-flight-twice")
+    parent = tracker.start("s", params={}, tags={})
+    book = TrialBook(QueueStrategy(problem.space, iter([twice, twice]), "s", None), problem.cost_model, problem.budget, set(),
+                     n_trials=5, max_retries=0, tracker=tracker)
+    first, second = book.next(), book.next()
+    assert first.proposal.assignment == second.proposal.assignment and len(book.in_flight) == 2
+    book.record(first.proposal.number, 0.97, None)
+    with pytest.warns(AutoqWarning, match="worker died"):
+        book.record(second.proposal.number, math.nan, "RuntimeError: worker died")
+    runs = {r.info.status: r for r in child_runs(MlflowClient(mlflow_uri), parent)}
+    assert sorted(runs) == ["FAILED", "FINISHED"]
+    assert "repeat_of" not in runs["FAILED"].data.tags and runs["FAILED"].data.tags["error"] == "RuntimeError: worker died"
