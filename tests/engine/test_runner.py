@@ -500,12 +500,44 @@ def test_a_layer_the_calibration_data_never_reaches_is_named_in_a_data_free_spac
 def test_a_data_free_search_takes_batches_only_its_evaluate_reads():
     """The reach check ran the model on the calibration batches in every space: (inputs, labels) pairs, which a
     data-free space with the user's own evaluate never feeds to the model, were refused."""
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval()
+    model = _linear_model()
     pairs = [(torch.randn(8, 16), torch.zeros(8, dtype=torch.long)) for _ in range(3)]
     result = autoq.search(model, pairs, lambda m: 1.0, budget="6bits", n_trials=2, seed_from="none", tracking_uri=None, storage=None,
                           progress=False)
     assert len(result.points) == 2
+    assert result.calibration_digest == ""  # nothing calibrates on them: not hashed, and no export checks them
+
+
+def _linear_model() -> torch.nn.Module:
+    torch.manual_seed(0)
+    return torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval()
+
+
+@pytest.mark.parametrize("reference", [float("nan"), float("inf")])
+def test_a_quality_metric_not_finite_on_the_unquantized_model_is_refused_before_any_trial(reference):
+    """Every trial is compared with the unquantized model's quality (the gain over it, the 'above reference' checks):
+    a NaN or infinite one would make each comparison meaningless, so the search stops before its first trial."""
+    calls = []
+
+    def evaluate(m: torch.nn.Module) -> float:
+        calls.append(1)
+        return reference if len(calls) == 1 else 0.5
+
+    with pytest.raises(AutoqError, match=rf"^the quality metric of the unquantized model is {reference}; check the evaluation data$"):
+        autoq.search(_linear_model(), [torch.randn(8, 16) for _ in range(3)], evaluate, budget="6bits", n_trials=2, seed_from="none",
+                     tracking_uri=None, storage=None, progress=False)
+    assert len(calls) == 1
+
+
+def test_a_search_that_evaluated_nothing_ends_its_mlflow_run_failed(mlflow_uri):
+    """A timeout before the first trial raises 'no trial was evaluated': the parent run said FINISHED in the MLflow UI,
+    a search with nothing to show taken for a finished one."""
+    with pytest.raises(AutoqError, match="no trial was evaluated"):
+        autoq.search(_linear_model(), [torch.randn(8, 16) for _ in range(3)], lambda m: 1.0, budget="6bits", n_trials=2, timeout=1e-6,
+                     seed_from="none", tracking_uri=mlflow_uri, experiment="nothing", storage=None, progress=False)
+    client = MlflowClient(mlflow_uri)
+    (run,) = client.search_runs([client.get_experiment_by_name("nothing").experiment_id])
+    assert run.data.tags["autoq.kind"] == "search" and run.info.status == "FAILED"
 
 
 def test_a_layer_inside_a_compiled_submodule_is_not_taken_for_never_called(capsys):
