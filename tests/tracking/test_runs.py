@@ -115,3 +115,22 @@ def test_a_store_whose_artifacts_are_gone_is_one_line(searched, mlflow_uri, tmp_
     assert main(["pareto", "reload-me", "--tracking-uri", mlflow_uri]) == 2
     err = capsys.readouterr().err
     assert "moved or deleted" in err and "Traceback" not in err
+
+
+def test_reconcile_keeps_the_first_log_of_a_trial_logged_twice(mlflow_uri):
+    """A trial logged twice (its run logged, then again by a session that did not see it): the first, oldest log is
+    kept, the run id the study recorded and the point's; the later one is deleted."""
+    import time
+
+    from autoq.choice import Assignment, LayerChoice
+    from autoq.tracking import MlflowTracker
+
+    one_layer = Assignment((("0", LayerChoice.from_name("int4-ch-asym:rtn-mse")),))
+    tracker = MlflowTracker.open(mlflow_uri, "autoq")
+    parent = tracker.start("s", {}, {"autoq.kind": "search"})
+    first = tracker.log_trial(0, {"quality": 1.0}, {}, one_layer)
+    time.sleep(0.01)  # a later start time
+    second = tracker.log_trial(0, {"quality": 0.5}, {}, one_layer)
+    client = MlflowClient(mlflow_uri)
+    assert reconcile_children(client, parent, [0]) == {0: first}
+    assert [r.info.run_id for r in trial_runs(client, parent)] == [first] and client.get_run(second).info.lifecycle_stage == "deleted"
