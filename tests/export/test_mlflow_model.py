@@ -202,6 +202,19 @@ def test_a_causal_lm_calibrated_on_ids_alone_takes_a_padded_requests_mask(tmp_pa
     _serves_a_left_padded_row_as_without_its_padding(served, out)
 
 
+def test_a_batchs_own_attention_mask_keeps_its_dtype():
+    """The mask made like the ids is for a batch of ids alone: a batch with its own mask (here bool, where the ids are
+    int64) records that mask as it is, or the signature asked requests for a mask of the ids' dtype."""
+
+    class LM(torch.nn.Module):
+        def forward(self, input_ids, attention_mask=None):
+            return input_ids
+
+    batch = {"input_ids": torch.ones(2, 5, dtype=torch.long), "attention_mask": torch.ones(2, 5, dtype=torch.bool)}
+    spec = input_spec(batch, LM())
+    assert spec == {k: {"dtype": str(v.dtype).removeprefix("torch."), "shape": list(v.shape)} for k, v in batch.items()}
+    assert spec["attention_mask"]["dtype"] != spec["input_ids"]["dtype"]
+
 
 def test_an_ids_and_mask_tuple_batch_is_served_by_the_forwards_parameter_names(tmp_path, mlflow_uri, monkeypatch):
     """A model calibrated on ``[ids, mask]`` batches (a DataLoader over a ``TensorDataset``, ``model(*batch)``) had no

@@ -173,6 +173,22 @@ def test_python_api_logs_to_the_run_it_exports_and_registers_versions(searched, 
     assert not any((tmp_path / d).exists() for d in "yzw")  # refused before quantizing
 
 
+def test_a_version_the_tracking_server_already_listed_is_not_listed_twice(mlflow_uri):
+    """A tracking server's handler adds the registered version to the logged model's ``mlflow.modelVersions`` tag
+    itself, with an int version: comparing it with the version's str added it a second time, and the MLflow UI showed
+    the model registered twice."""
+    from autoq.export.mlflow_store import _link_version
+
+    client = MlflowClient(mlflow_uri)
+    model_id = client.create_logged_model(client.create_experiment("linked")).model_id
+    server = [{"name": "digits-w4", "version": 1}]  # as the server's handler writes it
+    client.set_logged_model_tags(model_id, {"mlflow.modelVersions": json.dumps(server)})
+    _link_version(client, model_id, "digits-w4", "1")
+    assert json.loads(client.get_logged_model(model_id).tags["mlflow.modelVersions"]) == server
+    _link_version(client, model_id, "digits-w4", "2")  # a version not listed yet is added
+    assert json.loads(client.get_logged_model(model_id).tags["mlflow.modelVersions"]) == [*server, {"name": "digits-w4", "version": 2}]
+
+
 def test_cli_registers_a_version_and_refuses_a_bad_name_first(searched, tmp_path, capsys):
     trial = searched.points[1]
     base = ["export", "--run-id", trial.run_id, "--tracking-uri", searched.tracking_uri, "--no-progress"]
