@@ -165,6 +165,8 @@ def test_resume_refuses_other_settings_and_unknown_names(digits, tmp_path, capsy
     again = autoq.search("digits-cnn", budget="4.5", n_trials=3, tracking_uri=None, storage=storage, study_name="s", resume=True)
     assert len(again.points) == 3
     assert "resuming 's': 3 finished trial(s) kept, 0 interrupted one(s) to retry; --n-trials 3 are all done" in capsys.readouterr().err
+    autoq.search("digits-cnn", budget="4.5", n_trials=2, tracking_uri=None, storage=storage, study_name="s", resume=True, progress=False)
+    assert "--n-trials 2 are all done: nothing to evaluate" in capsys.readouterr().err  # fewer than are done: not '-1 more to evaluate'
     autoq.search("digits-cnn", budget="4.5", n_trials=3, tracking_uri=None, storage=storage, study_name="s", resume=True, progress=False)
     assert "resuming 's': 3 finished trial(s) kept" in capsys.readouterr().err  # without a bar too (a batch job's log said nothing)
 

@@ -317,6 +317,8 @@ def test_a_registered_strategy_says_whether_it_needs_scores_whatever_was_importe
         register_strategy("ilp")(strategy_factory("random"))
     with pytest.raises(ValueError, match="cannot register strategy 'a b'"):
         register_strategy("a b")(strategy_factory("random"))
+    with pytest.raises(ValueError, match="strategy 'blind': needs_scores=True with reads_scores=False"):  # contradictory
+        register_strategy("blind", needs_scores=True, reads_scores=False)
 
 
 def test_fewer_trials_than_baselines_evaluate_the_dearest_ones(digits):
@@ -390,3 +392,65 @@ def test_metric_names_are_set_without_an_experimental_warning_in_any_thread():
         set_metric_names(study, ["quality", "effective_bits"])
     assert study.metric_names == ["quality", "effective_bits"]
     assert not [w for w in seen if issubclass(w.category, optuna.exceptions.ExperimentalWarning)], [str(w.message) for w in seen]
+
+
+def test_table_seeds_are_a_third_raises_then_the_ilp_sweep_then_an_eighth_greedy(digits):
+    """Of 12 table seeds the first 4 only raise layers above the best uniform baseline (raise_seeds is asked for one
+    more than are kept, as a uniform baseline among them is left out), and the last eighth are greedy allocations the
+    ILP list does not hold (without the greedy share the ILP sweep took every place)."""
+    from autoq.engine.greedy import greedy_seeds
+    from autoq.engine.ilp import ilp_seeds
+    from autoq.engine.seeds import best_uniform
+    from autoq.engine.strategies import StrategyContext, _table_seeds
+
+    problem = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None))
+    scores = space_scores(seed_table(digits, problem.space, "kl", progress=False), problem.space)
+    ctx = StrategyContext(problem.space, problem.cost_model, problem.budget, "tpe", 0, "s", None, 40, 12, scores)
+    uniform = uniform_seeds(problem.space, problem.cost_model, problem.budget)
+    seeds = _table_seeds(ctx, uniform, 12)
+    assert len(set(seeds)) == 12 and not set(seeds) & set(uniform)
+    base, bits = best_uniform(uniform, problem.cost_model), problem.cost_model.layer_bits
+    assert all(bits(layer, a[layer.name]) >= bits(layer, base[layer.name]) for a in seeds[:4] for layer in problem.space.layers)
+    knapsack = ctx.knapsack()
+    assert seeds[-1] in greedy_seeds(knapsack, 12) and seeds[-1] not in ilp_seeds(knapsack, 12, 0)
+
+
+def test_a_retry_is_seeded_only_where_the_trial_it_retries_was(digits):
+    """A failed seed's retry is a seed too, and a sampler's own proposal retried is not one (it looked like a seed)."""
+    space = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
+    uniform = space.uniform_assignments()
+    strategy = OptunaStrategy(space, optuna.samplers.RandomSampler(seed=0), "retries", None)
+    strategy.seed([uniform[0]])
+    seeded = strategy.ask()
+    assert seeded.assignment == uniform[0] and seeded.handle.user_attrs.get("seeded")
+    strategy.tell(seeded, None, 0.0, error="RuntimeError: boom")
+    strategy.retry(seeded)
+    retry = strategy.ask()
+    assert retry.assignment == uniform[0] and retry.handle.user_attrs == {"autoq.retry_of": seeded.number, "seeded": True}
+    strategy.tell(retry, (0.9, 4.0), -1.0)
+    sampled = strategy.ask()  # the sampler's own
+    strategy.tell(sampled, None, 0.0, error="RuntimeError: boom")
+    strategy.retry(sampled)
+    assert strategy.ask().handle.user_attrs == {"autoq.retry_of": sampled.number}
+
+
+def test_a_queue_asked_after_it_ran_dry_repeats_its_first_proposal(digits):
+    """Asked again after its source ran dry, a queue proposes its first assignment again, as its docstring says: the
+    one surely evaluated by then, which the search loop records as a repeat without evaluating it."""
+    from autoq.engine.strategy import QueueStrategy
+
+    space = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
+    first, second = space.uniform_assignments()[:2]
+    queue = QueueStrategy(space, iter([first, second]), "dry", None)
+    assert [queue.ask().assignment for _ in range(2)] == [first, second]
+    assert queue.exhausted and queue.ask().assignment == first
+
+
+def test_a_new_search_seeds_its_sampler_with_the_seed_itself(digits):
+    """--seed is the sampler's seed, as Optuna's (TPESampler(seed=7)); only a resume mixes in the stored trial count."""
+    from autoq.engine.strategy import make_strategy
+
+    space = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
+    made = make_strategy("random", space, 7, "fresh", None)
+    plain = OptunaStrategy(space, optuna.samplers.RandomSampler(seed=7), "plain", None)
+    assert [made.ask().assignment for _ in range(3)] == [plain.ask().assignment for _ in range(3)]
