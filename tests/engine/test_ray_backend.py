@@ -478,3 +478,64 @@ def test_a_store_that_fails_once_while_a_result_is_recorded_stops_the_search_on_
     assert len(resumed.points) == 6
     runs = child_runs(MlflowClient(mlflow_uri), resumed.parent_run_id)
     assert sorted(int(r.data.tags["autoq.trial"]) for r in runs if r.info.status == "FINISHED") == sorted(p.trial for p in resumed.points)
+
+
+def test_a_workers_error_text_is_summed_up_by_its_last_exception_line():
+    """The trial's error (and the warning) is the exception that ended the worker: the last of a chained traceback, a
+    KeyboardInterrupt or SystemExit too; a report without a traceback gives its first line."""
+    from autoq.engine.ray_backend import _culprit, _error_summary
+
+    chained = ("Failure # 1 (occurred at 2026-12-07)\nray::ImplicitFunc.train()\nTraceback (most recent call last):\n  File \"x.py\", line 1\n"
+               "ValueError: first\n\nDuring handling of the above exception, another exception occurred:\n\nRuntimeError: last\n")
+    assert _error_summary(chained) == "RuntimeError: last"
+    for raised in ("KeyboardInterrupt", "SystemExit: 3"):
+        assert _error_summary(f"ray::ImplicitFunc.train()\nTraceback (most recent call last):\n  File \"x.py\", line 1\n{raised}\n") == raised
+    assert _error_summary("The actor died unexpectedly before finishing this task.\n") == "The actor died unexpectedly before finishing this task."
+    # a serialization report's first line, where it names no culprit, without the colon that introduced the rest
+    assert _culprit("Could not serialize the put value Workload(x):\nmore") == "Could not serialize the put value Workload(x)"
+
+
+def test_autoqs_own_modules_go_to_the_workers_by_name():
+    """An editable install's modules are the user's own code (pickled by value), but autoq's are imported by name on
+    the workers, whatever its install: the workers' autoq registries are then autoq's, not copies."""
+    from importlib.metadata import packages_distributions
+
+    import autoq.ptq.registry
+    from autoq.engine.ray_backend import _users_own
+
+    assert not _users_own(autoq.ptq.registry, packages_distributions()) and not _users_own(autoq, packages_distributions())
+
+
+def test_a_worker_that_cannot_import_the_workloads_code_stops_the_search(mlflow_uri):
+    """Tune's searcher, driven as Tune drives it (no Ray started): a worker failing with an ImportError (the workload's
+    module missing there) stops the search, since every trial would fail alike; the failed run's error tag keeps the
+    traceback's end (cut to 5000 characters from its start, the exception was lost), and a failure Tune gave no text for
+    keeps the summary as its tag."""
+    from ray.tune.search import Searcher
+
+    from autoq.engine.ray_backend import BookSearcher
+    from autoq.engine.runner import prepare
+    from autoq.engine.seeds import uniform_seeds
+    from autoq.engine.strategy import QueueStrategy
+    from autoq.engine.trials import TrialBook
+    from autoq.tracking import MlflowTracker
+
+    problem = prepare(load_workload("digits-cnn"), SearchConfig(budget="8bits", tracking_uri=None))
+    tracker = MlflowTracker.open(mlflow_uri, "import-error")
+    parent = tracker.start("s", params={}, tags={})
+    seeds = uniform_seeds(problem.space, problem.cost_model, problem.budget)[-3:]
+    book = TrialBook(QueueStrategy(problem.space, iter(seeds), "s", None), problem.cost_model, problem.budget, set(), n_trials=3,
+                     max_retries=0, tracker=tracker, backend="ray")
+    searcher = BookSearcher(book, None)
+    assert all(isinstance(searcher.suggest(t), dict) for t in ("a", "b"))
+    searcher.on_trial_complete("b", error=True)
+    with pytest.warns(AutoqWarning, match="the Ray worker failed: no error text"):
+        searcher.record_error("b", "")
+    searcher.on_trial_complete("a", error=True)
+    traceback = "Failure # 1\n" + "  File \"worker.py\", line 1, in <module>\n" * 300 + "ImportError: cannot import name 'net' from 'mine'\n"
+    searcher.record_error("a", traceback)
+    assert searcher.fatal == "ImportError: cannot import name 'net' from 'mine'"
+    assert searcher.suggest("c") == Searcher.FINISHED  # the third seed is never started
+    errors = {r.data.tags["autoq.trial"]: r.data.tags["error"] for r in child_runs(MlflowClient(mlflow_uri), parent)}
+    assert errors["1"] == "the Ray worker failed: no error text"
+    assert len(errors["0"]) == 5000 and errors["0"].endswith("ImportError: cannot import name 'net' from 'mine'\n")

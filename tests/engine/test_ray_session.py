@@ -341,6 +341,7 @@ def test_more_workers_than_cpus_is_said_as_the_local_ray_starts(monkeypatch, cap
     assert "claim 3 CPUs on a machine with 2" in oversubscribed(2, 1.5, 2) and "(--workers 1 fits" in oversubscribed(2, 1.5, 2)
     assert oversubscribed(20, 0.1, 2) is None and "(--workers 20 fits" in oversubscribed(21, 0.1, 2)  # 2 // 0.1 is 19.0 in floats
     assert oversubscribed(3, 0.1, 1) is None and "(--workers 10 fits" in oversubscribed(12, 0.1, 1)
+    assert oversubscribed(25, 0.28, 7) is None  # 25 x 0.28 is 7.000000000000001 in floats: 7 CPUs, not more
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
     cpus = os.cpu_count() or 1
     config = SimpleNamespace(backend="ray", address=None, workers=cpus + 1, cpus_per_trial=1.0, gpus_per_trial=0.0)
@@ -377,3 +378,15 @@ def test_while_tune_runs_a_stop_signal_the_caller_handles_or_ignores_stays_its_o
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+def test_a_blank_ray_address_in_the_environment_is_a_local_ray(monkeypatch):
+    """RAY_ADDRESS left blank (a job script's 'export RAY_ADDRESS=" "') names no cluster: a local Ray, as when unset."""
+    from types import SimpleNamespace
+
+    from autoq.engine.ray_session import cluster_address
+
+    monkeypatch.setenv("RAY_ADDRESS", " \t")
+    assert cluster_address(SimpleNamespace(address=None)) is None
+    monkeypatch.setenv("RAY_ADDRESS", " 10.0.0.5:6379 ")
+    assert cluster_address(SimpleNamespace(address=None)) == "10.0.0.5:6379"
