@@ -32,3 +32,16 @@ def test_a_workers_trial_runs_carry_the_parent_runs_user_and_source(mlflow_uri):
     tags = MlflowClient(mlflow_uri).get_run(child).data.tags
     assert {key: tags.get(key) for key in context} == context
     assert "autoq.kind" not in tags  # the parent's own tags are not a trial's
+
+
+def test_a_trials_choices_param_holds_a_long_summary_whole(mlflow_uri):
+    """A large model searched over a wide space mixes dozens of choices: the trial's ``choices`` param (its summary, the
+    UI's column) is kept whole up to MLflow's 6,000 characters a param."""
+    names = [f"int{bits}-{group}-{sym}:{method}" for bits in (2, 3, 4, 8) for group in ("ch", "g32", "g64", "g128")
+             for sym in ("sym", "asym") for method in ("rtn-mse", "rtn-minmax")]
+    mixed = Assignment(tuple((str(n), LayerChoice.from_name(name)) for n, name in enumerate(names)))
+    assert 600 < len(mixed.summary()) < 6000
+    tracker = MlflowTracker.open(mlflow_uri, "autoq")
+    tracker.start("s", {}, {"autoq.kind": "search"})
+    child = tracker.log_trial(0, {"quality": 1.0}, {}, mixed)
+    assert MlflowClient(mlflow_uri).get_run(child).data.params["choices"] == mixed.summary()

@@ -134,3 +134,12 @@ def test_reconcile_keeps_the_first_log_of_a_trial_logged_twice(mlflow_uri):
     client = MlflowClient(mlflow_uri)
     assert reconcile_children(client, parent, [0]) == {0: first}
     assert [r.info.run_id for r in trial_runs(client, parent)] == [first] and client.get_run(second).info.lifecycle_stage == "deleted"
+
+
+def test_a_reloaded_result_counts_the_proposals_over_the_budget(mlflow_uri):
+    """``n_infeasible`` is read back from the parent run's ``n_over_budget`` metric: a random sampler past one baseline
+    proposes assignments over 4.5 bits, and the reloaded result said none were."""
+    result = autoq.search("digits-cnn", budget="4.5bits", n_trials=3, n_fill_seeds=0, max_uniform_seeds=1, seed_from="none",
+                          sampler="random", tracking_uri=mlflow_uri, progress=False)
+    assert result.n_infeasible > 0
+    assert autoq.SearchResult.from_mlflow(result.parent_run_id, mlflow_uri).n_infeasible == result.n_infeasible
