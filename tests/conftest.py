@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,6 +50,19 @@ def _worker_threads() -> Iterator[None]:
         patch.setenv("OMP_NUM_THREADS", str(threads))
         yield
     torch.set_num_threads(saved)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _ctrl_c_pressable() -> Iterator[None]:
+    """The tests press Ctrl-C as a terminal does (``signal.raise_signal(SIGINT)``, or SIGINT sent to an ``autoq`` they
+    started). A shell's background job (``pytest -n 0 &``, nohup) starts with SIGINT ignored, which Python keeps and its
+    children inherit: each of those tests failed there, nothing pressed. Python's own handler, as in a terminal."""
+    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+        yield
+        return
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 @pytest.fixture(scope="session", autouse=True)
