@@ -71,6 +71,21 @@ def test_unmeasured_format_scales_from_the_nearest_by_bytes_without_a_preset():
     assert table.layer_us(200, 200, QuantSpec.half()) == 30.0  # fp16 is its own row, never a stand-in
 
 
+def test_an_unmeasured_format_borrows_the_measured_one_of_its_own_symmetry():
+    """int4-g64 unmeasured, int4-g128 measured both ways (symmetric 10 us, asymmetric 20 us): each int4-g64 borrows the
+    g128 of its own symmetry (zero points cost the kernel), not whichever sorts first by name."""
+    table = TableLatency("Test GPU", [Measurement(384, 1536, "int4-g128-sym", 1, 10.0), Measurement(384, 1536, "int4-g128-asym", 1, 20.0)], batch=1)
+    sym, asym = (table.layer_us(384, 1536, QuantSpec.from_name(f"int4-g64-{kind}")) for kind in ("sym", "asym"))
+    assert 10.0 < sym < 11.0 and 20.0 < asym < 22.0  # each scaled from its own by the bytes (g64 stores more scales)
+
+
+@pytest.mark.parametrize("median", [0.0, -1.0, float("nan")])
+def test_a_measurement_that_is_not_positive_is_refused(median):
+    """A kernel takes some time: a median of 0, below it or NaN (a failed timing) would price its format at nothing."""
+    with pytest.raises(AutoqError, match=rf"latency table 'Test GPU': median_us must be positive, got {median} for int4-g128-asym 384x1536"):
+        TableLatency("Test GPU", [Measurement(384, 1536, "int4-g128-asym", 1, median)], batch=1)
+
+
 def test_unmeasured_format_uses_the_roofline_ratio_of_a_known_device():
     table = TableLatency("NVIDIA H100 80GB HBM3", rows(), batch=1)
     int8 = QuantSpec.from_name("int8-ch-asym")
