@@ -225,3 +225,43 @@ def test_a_table_with_an_infinite_stderr_is_strict_json_and_csv(tmp_path):
     assert "Infinity" not in csv_text and "enc.0.q,fp16,1e-12,\n" in csv_text
     for path in (t.save(tmp_path / "t.json"), t.save(tmp_path / "t.csv")):
         assert SensitivityTable.load(path).entry("enc.0.q", "fp16").stderr is None
+
+
+def test_the_heat_maps_colour_range_is_not_empty_when_every_score_is_alike():
+    """The colour range is ``(low, high)`` of the log scores, widened to ``(low, low + 1)`` where they are all one value:
+    an empty range (vmin == vmax) has no colour for any score."""
+    t = SensitivityTable("kl", "h", "d", (Entry("a", "int4", 0.5), Entry("b", "int4", 0.5)), 1.0)
+    _, grid, (low, high) = t.heat_grid()
+    assert low < high and (low, high) == pytest.approx((math.log10(0.5), math.log10(0.5) + 1.0))
+    assert low <= grid[0, 0] <= high
+
+
+def test_a_json_table_of_another_version_is_refused_naming_both_versions(tmp_path):
+    """`_check_meta` refuses a table whose 'version' is not the one autoq writes, saying which it found and which it
+    expects: a later format read as this one would seed the search with misread scores."""
+    path = _edited_json(tmp_path, lambda d: d.update(version=2))
+    with pytest.raises(AutoqError, match=r"sensitivity table version 2 is not supported \(expected 1\)"):
+        SensitivityTable.load(path)
+
+
+def test_the_scores_digest_tells_tables_of_two_models_apart():
+    """`scores_digest` digests the metric, the model hash and every score: a resume checks its table is still the one it
+    was seeded from, and the same scores computed for other weights are not that table."""
+    assert table("abc123").scores_digest() == table("abc123").scores_digest()
+    assert table("abc123").scores_digest() != table("fff999").scores_digest()
+
+
+def test_save_chooses_csv_by_the_extension_whatever_its_case(tmp_path):
+    """`save` writes CSV for a '.csv' extension in any case (T.CSV too), as `load` reads it: JSON written to T.CSV was
+    refused by `load` as a CSV without its metadata."""
+    t = table()
+    path = t.save(tmp_path / "T.CSV")
+    assert path.read_text().startswith("# format: ")
+    assert SensitivityTable.load(path) == t
+
+
+def test_a_layer_named_with_a_leading_hash_round_trips_through_csv(tmp_path):
+    """Only '# key: value' lines are the CSV's metadata: a row of a layer whose name starts with '#' (an nn.ModuleDict key
+    may) is a row, not a comment."""
+    t = SensitivityTable("kl", "h", "d", (Entry("#head", "int4", 0.5), Entry("body", "int4", 0.25)), 1.0)
+    assert SensitivityTable.load(t.save(tmp_path / "t.csv")) == t
