@@ -336,6 +336,12 @@ def test_a_large_holdout_still_leaves_a_batch_to_calibrate_on():
     torch.manual_seed(0)
     workload = make_workload(nn.Sequential(nn.Linear(8, 4)), [torch.randn(4, 8) for _ in range(4)], None, holdout=0.9)
     assert len(workload.calibration) == 1 and len(workload.evaluate.batches) == 3  # 0.9 of 4 held out every batch
+    # holdout is the share held out, rounded up: 0.25 of 6 batches holds out 2, calibrates on 4
+    workload = make_workload(nn.Sequential(nn.Linear(8, 4)), [torch.randn(4, 8) for _ in range(6)], None, holdout=0.25)
+    assert len(workload.calibration) == 4 and len(workload.evaluate.batches) == 2
+    # a share strictly between 0 and 1: holdout=1 would hold out every batch (it is not "one batch")
+    with pytest.raises(AutoqError, match="^holdout must be between 0 and 1, got 1$"):
+        make_workload(nn.Sequential(nn.Linear(8, 4)), [torch.randn(4, 8) for _ in range(4)], None, holdout=1)
 
 
 def test_a_resume_with_another_holdout_is_refused_as_other_data(tmp_path):

@@ -100,6 +100,7 @@ def test_tables_of_other_settings_or_skips_keep_their_own_files(out, capsys):
     (["--metric", "hesian"], "unknown sensitivity metric 'hesian'; choose one of"),
     (["--metric", "kl", "--set", "n_sample=3"], "unknown setting(s) ['n_sample'] for sensitivity metric 'kl'"),
     (["--metric", "kl", "--set", "oops"], "cannot parse --set 'oops'"),
+    (["--metric", "kl", "--set", "=5"], "cannot parse --set '=5'"),  # a setting with no name: refused as such, not an unknown ''
     (["--metric", "kl", "--set", "n_samples=4", "--set", "n_samples=8"], "--set n_samples is given twice; set it once"),  # last won
     (["--metric", "kl", "--set", "n_samples=abc"], "setting n_samples='abc' of sensitivity metric 'kl' must be a whole number of at least 1"),
     (["--metric", "kl", "--set", "rows_per_batch=-4"], "must be a whole number of at least 1 (or none: all)"),
@@ -286,6 +287,26 @@ def test_settings_are_read_as_their_defaults_kind():
     assert parse_settings(["relative=0"], defaults) == {"relative": False}
     assert parse_settings(["relative=maybe"], defaults) == {"relative": "maybe"}  # refused by the metric's check, naming the kind
     assert parse_settings(["norm=2"]) == {"norm": 2}  # no defaults known: numbers as numbers
+    # none is None in any case, as the settings' help writes it or as Python does
+    assert parse_settings(["n_samples=None"], defaults) == parse_settings(["n_samples=NONE"], defaults) == {"n_samples": None}
+
+
+def test_a_tables_setting_is_logged_unquoted():
+    """A string setting is logged as a filter writes it, the table's repr unquoted: "''" is the empty string."""
+    from autoq.cli.sensitivity import _unquoted
+
+    assert (_unquoted("''"), _unquoted('""'), _unquoted("'auto'"), _unquoted("'"), _unquoted("64")) == ("", "", "auto", "'", "64")
+
+
+def test_the_summary_names_the_five_most_sensitive_layers():
+    """The summary line ranks five layers, most sensitive first, where the table has more."""
+    from autoq.cli.sensitivity import _summary
+    from autoq.sensitivity.table import Entry
+
+    option = "int3-ch-asym:rtn-mse"
+    table = SensitivityTable("kl", "hash", "data", tuple(Entry(f"layer{i}", option, float(i)) for i in range(7)), 1.0)
+    line = _summary(table, 1.0, [Path("/t/x.csv")], None, None, "autoq search ...").splitlines()[1]
+    assert line == f"Most sensitive at {option}: layer6 (6), layer5 (5), layer4 (4), layer3 (3), layer2 (2)", line
 
 
 def test_a_tables_run_whose_files_cannot_be_logged_is_ended_failed_in_words(out, tmp_path, mlflow_uri, capsys):
@@ -302,3 +323,16 @@ def test_a_tables_run_whose_files_cannot_be_logged_is_ended_failed_in_words(out,
     assert f"the table's files are in {out}" in err and (out / "digits-cnn-sqnr.json").is_file()
     [run] = client.search_runs([client.get_experiment_by_name("blocked").experiment_id])
     assert run.info.status == "FAILED"
+
+
+def test_a_tables_run_interrupted_as_its_files_go_up_is_ended_killed(out, mlflow_uri, monkeypatch, capsys):
+    """Ctrl-C while the table's files upload ends its run KILLED, as an interrupted search's is: not FAILED, nor RUNNING."""
+    def interrupted(self, *args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(MlflowClient, "log_artifact", interrupted)
+    code = main(["sensitivity", "--metric", "sqnr", "--model", "digits-cnn", "--out", str(out), "--tracking-uri", mlflow_uri, "--no-progress"])
+    assert code != 0 and "interrupted" in capsys.readouterr().err
+    client = MlflowClient(mlflow_uri)
+    [run] = client.search_runs([client.get_experiment_by_name("autoq").experiment_id], "tags.`autoq.kind` = 'sensitivity'")
+    assert run.info.status == "KILLED"

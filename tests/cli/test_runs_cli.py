@@ -416,3 +416,82 @@ def test_runs_and_pareto_of_deleted_runs_and_experiments_say_so_and_name_the_sto
         err = capsys.readouterr().err
         assert "experiment 'e' is deleted" in err
         assert f"MLFLOW_TRACKING_URI={shlex.quote(mlflow_uri)} mlflow experiments restore --experiment-id" in err
+
+
+def _search_run(client, experiment_id: str, name: str, *, status: str = "KILLED", metrics: dict | None = None) -> str:
+    """A search's parent run as a search logs it, with no trial yet (kill -9 before its first trial ended)."""
+    from autoq.tracking import STUDY_TAG
+
+    run = client.create_run(experiment_id, tags={"autoq.kind": "search", STUDY_TAG: name}).info.run_id
+    client.log_param(run, "budget", "4.5bits")  # what a search logs as it starts, before any trial
+    client.log_param(run, "study_name", name)
+    for key, value in (metrics or {}).items():
+        client.log_metric(run, key, value)
+    client.set_terminated(run, status=status)
+    return run
+
+
+def test_runs_right_aligns_the_trials_and_best_columns(mlflow_uri, capsys):
+    """The numbers' columns are right-aligned, the header over them too: a best of '-' sits under the 't' of 'best'."""
+    from mlflow.tracking import MlflowClient
+
+    from autoq.tracking import TRIAL_TAG
+
+    client = MlflowClient(mlflow_uri)
+    experiment = client.create_experiment("autoq")
+    parent = _search_run(client, experiment, "scored", status="RUNNING")
+    child = client.create_run(experiment, tags={"mlflow.parentRunId": parent, TRIAL_TAG: "0"}).info.run_id
+    client.log_metric(child, "quality", 0.75)
+    client.set_terminated(child)
+    client.set_terminated(parent, "KILLED")
+    _search_run(client, experiment, "unscored")
+    assert main(["runs", "--tracking-uri", mlflow_uri]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = next(line for line in lines if line.startswith("study name"))
+    scored, unscored = (next(line for line in lines if line.startswith(name)) for name in ("scored", "unscored"))
+    end = header.index("best") + len("best")
+    assert scored[end - len("0.7500"):end] == "0.7500" and unscored[end - 1] == "-", (header, scored, unscored)
+
+
+def test_pareto_of_a_killed_search_with_failed_trials_says_how_to_resume_it(mlflow_uri, capsys):
+    """'Every trial failed' is a FAILED search's, with failures counted: a KILLED one whose trials failed so far was not
+    run out (resume it), and a FAILED one with no n_failed failed for another reason, not '(0)' failed trials."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    experiment = client.create_experiment("autoq")
+    _search_run(client, experiment, "stopped", status="KILLED", metrics={"n_failed": 2})
+    _search_run(client, experiment, "broken", status="FAILED")
+    for name, status in (("stopped", "KILLED"), ("broken", "FAILED")):
+        assert main(["pareto", name, "--tracking-uri", mlflow_uri]) == 2
+        err = capsys.readouterr().err
+        assert f"search {name!r} has no finished trial yet (MLflow status {status})" in err and "every trial failed" not in err, err
+
+
+def test_pareto_of_a_search_whose_every_trial_failed_names_the_first_error(mlflow_uri, capsys):
+    """The first trial's error is named (the later ones often follow from it), not the last one's."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    experiment = client.create_experiment("autoq")
+    parent = _search_run(client, experiment, "failing", status="RUNNING", metrics={"n_failed": 2})
+    for trial, error in enumerate(("ValueError: first", "RuntimeError: second")):
+        child = client.create_run(experiment, start_time=1000 * (trial + 1), tags={"mlflow.parentRunId": parent, "error": error}).info.run_id
+        client.set_terminated(child, "FAILED")
+    client.set_terminated(parent, "FAILED")
+    assert main(["pareto", "failing", "--tracking-uri", mlflow_uri]) == 2
+    err = capsys.readouterr().err
+    assert "search 'failing' failed: every trial failed (2); the first error: ValueError: first;" in err, err
+
+
+def test_pareto_names_another_experiment_that_holds_two_searches_of_the_name(mlflow_uri, capsys):
+    """An experiment holding two searches of the name asked for holds it too: its hint is given, not left out."""
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(mlflow_uri)
+    client.create_experiment("autoq")
+    pipe = client.create_experiment("my pipe")
+    for _ in range(2):
+        _search_run(client, pipe, "twice")
+    assert main(["pareto", "twice", "--tracking-uri", mlflow_uri]) == 2
+    assert "it is in experiment 'my pipe': add --experiment 'my pipe'" in capsys.readouterr().err
