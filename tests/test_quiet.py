@@ -182,3 +182,22 @@ with quiet_logs():
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0 and proc.stdout.split() == ["False", "True", "False", "True", "True"], proc.stderr[-2000:]
+
+
+def test_a_users_own_mlflow_link_printing_setting_is_left_as_it_is(monkeypatch):
+    """autoq hides MLflow's 'View run at URL' lines only where the user set nothing: their own
+    MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT=false stays, during the call and after it (it was overwritten, then deleted)."""
+    import os
+
+    import mlflow  # noqa: F401 - quiet_logs quiets the libraries loaded
+
+    from autoq.quiet import quiet_logs
+
+    monkeypatch.setenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT", "false")
+    with quiet_logs():
+        assert os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "false"
+    assert os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "false"
+    monkeypatch.delenv("MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT")
+    with quiet_logs():
+        assert os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"  # unset: hidden for the call
+    assert "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT" not in os.environ

@@ -449,3 +449,27 @@ def test_a_solve_with_stdout_closed_works(tmp_path):
     done = subprocess.run(f'"{sys.executable}" -c "{script}" >&-', shell=True, cwd=tmp_path, timeout=120, capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
 
+
+
+def test_greedy_starts_each_layer_at_the_least_sensitive_of_its_cheapest_options():
+    """Two options of one cost: the greedy start takes the one of lower score (sensitivity), not the first listed."""
+    assert greedy_allocate(Knapsack(None, ((1.0, 1.0),), 1.0, ((5.0, 1.0),))) == [1]
+
+
+def test_the_sweep_steps_from_the_budget_towards_the_cheapest_cost_and_greedy_seeds_are_distinct():
+    """``sweep(n)``: n capacities a step of (budget - cheapest) / n apart from the budget down, the last a step above the
+    cheapest; greedy allocations over it are distinct (a repeat is no new seed)."""
+    assert Knapsack(None, ((1.0, 2.0), (1.0, 2.0)), 4.0, ((2.0, 1.0), (2.0, 1.0))).sweep(4) == [4.0, 3.5, 3.0, 2.5]
+    p = problem("4.5bits")
+    seeds = greedy_seeds(p, 16)
+    assert len(set(seeds)) == len(seeds) and 1 < len(seeds) < 16  # 16 capacities, some of them the same allocation
+
+
+def test_an_infeasible_binary_program_has_no_solution():
+    """HiGHS reports no feasible point for x in {0, 1} with 2 <= x <= 3: ``None``, not the vector it stopped at."""
+    from scipy.sparse import csr_array
+
+    from autoq.engine.highs_mip import solve_binary
+
+    assert solve_binary(np.array([1.0]), csr_array(np.array([[1.0]])), np.array([2.0]), np.array([3.0]), {}) is None
+    assert solve_binary(np.array([1.0]), csr_array(np.array([[1.0]])), np.array([1.0]), np.array([3.0]), {}).tolist() == [1.0]

@@ -37,3 +37,17 @@ def test_a_process_named_outside_ascii_is_read(tmp_path):
     script.chmod(0o755)
     done = subprocess.run([str(script)], capture_output=True, text=True, timeout=120)
     assert done.stdout.split() == ["True", "True"], done.stderr[-1500:]
+
+
+def test_a_session_of_this_process_stored_without_its_thread_is_not_taken_for_stopped():
+    """A session an autoq stored before sessions named their thread, naming this process: this process is alive, and
+    which of its threads ran it is unknown, so it is not known to be stopped (a stopped one is taken over)."""
+    import socket
+    from types import SimpleNamespace
+
+    from autoq.engine.sessions import SESSION_ATTR, dead_here
+
+    mine = SimpleNamespace(user_attrs={SESSION_ATTR: {"host": socket.gethostname(), "pid": os.getpid()}})
+    assert not dead_here(mine)
+    ended = SimpleNamespace(user_attrs={SESSION_ATTR: {"host": socket.gethostname(), "pid": os.getpid(), "ended": True}})
+    assert dead_here(ended)
