@@ -178,3 +178,19 @@ def test_the_active_run_is_read_while_another_thread_still_imports_mlflow(tmp_pa
     )
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0 and proc.stdout.strip() == "active run: None", proc.stderr[-2000:]
+
+
+def test_a_resume_inside_another_active_run_continues_its_own_search_run(fluent_store, mlflow_uri, tmp_path):
+    """A pipeline's later step resuming a search its first step started: the search's run stays nested in the first
+    step's run (the resume finds its stored parent); taking the active run as its parent refused the resume as other
+    settings ('mlflow_parent_run_id ... (stored: ...)')."""
+    mlflow = fluent_store
+    client = MlflowClient(mlflow_uri)
+    pipeline = client.create_experiment("pipeline", artifact_location=artifacts_beside(mlflow_uri))
+    kwargs = dict(budget="4.5bits", seed_from="none", storage=f"sqlite:///{tmp_path / 'optuna.db'}", study_name="s", progress=False)
+    with mlflow.start_run(run_name="first", experiment_id=pipeline) as first_step:
+        first = autoq.search("digits-cnn", n_trials=2, **kwargs)
+    with mlflow.start_run(run_name="later", experiment_id=pipeline):
+        resumed = autoq.search("digits-cnn", n_trials=3, resume=True, **kwargs)
+    assert resumed.parent_run_id == first.parent_run_id and len(resumed.points) == 3
+    assert client.get_run(resumed.parent_run_id).data.tags["mlflow.parentRunId"] == first_step.info.run_id
