@@ -1,4 +1,5 @@
-"""Reading back what a search left in MLflow, and what an export wrote, for assertions; a plug-in test's search space;
+"""Reading back what a search left in MLflow, and what an export wrote, for assertions; search and trial runs logged by
+hand, as a search stopped at some point left them; a plug-in test's search space;
 the ``autoq`` command run in the test's own process; a SQLite database whose disk is full."""
 
 from __future__ import annotations
@@ -17,6 +18,37 @@ def child_runs(client: MlflowClient, parent_id: str) -> list:
     return client.search_runs(
         [parent.info.experiment_id], filter_string=f"tags.mlflow.parentRunId = '{parent_id}'", max_results=5000
     )
+
+
+def logged_search(client: MlflowClient, experiment_id: str, name: str = "s", status: str = "FINISHED", params: dict | None = None,
+                  metrics: dict | None = None, texts: dict[str, str] | None = None) -> str:
+    """A search's parent run as autoq logs one (its kind and study tags), with ``params``, ``metrics`` and text
+    artifacts (``texts``: file name -> content), ended ``status``: a search stopped or edited at a chosen point, no
+    search run."""
+    from autoq.tracking import STUDY_TAG
+
+    run = client.create_run(experiment_id, tags={"autoq.kind": "search", STUDY_TAG: name}).info.run_id
+    for key, value in (params or {}).items():
+        client.log_param(run, key, value)
+    for key, value in (metrics or {}).items():
+        client.log_metric(run, key, value)
+    for path, text in (texts or {}).items():
+        client.log_text(run, text, path)
+    client.set_terminated(run, status=status)
+    return run
+
+
+def logged_trial(client: MlflowClient, parent_id: str, assignment, trial: int = 3, status: str = "FINISHED", tags: dict | None = None,
+                 experiment_id: str | None = None) -> str:
+    """A trial's child run of ``parent_id`` as a search logs one (its trial tag and assignment.json), ended ``status``;
+    in the parent's experiment, or ``experiment_id`` (a parent that is not there)."""
+    from autoq.tracking import TRIAL_TAG
+
+    experiment = experiment_id or client.get_run(parent_id).info.experiment_id
+    run = client.create_run(experiment, tags={TRIAL_TAG: str(trial), "mlflow.parentRunId": parent_id, **(tags or {})}).info.run_id
+    client.log_text(run, assignment.to_json(), "assignment.json")
+    client.set_terminated(run, status=status)
+    return run
 
 
 def same_tensors(a, b) -> bool:

@@ -10,6 +10,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
+from helpers import logged_search
 
 import autoq
 from autoq.cli import main
@@ -419,16 +420,9 @@ def test_runs_and_pareto_of_deleted_runs_and_experiments_say_so_and_name_the_sto
 
 
 def _search_run(client, experiment_id: str, name: str, *, status: str = "KILLED", metrics: dict | None = None) -> str:
-    """A search's parent run as a search logs it, with no trial yet (kill -9 before its first trial ended)."""
-    from autoq.tracking import STUDY_TAG
-
-    run = client.create_run(experiment_id, tags={"autoq.kind": "search", STUDY_TAG: name}).info.run_id
-    client.log_param(run, "budget", "4.5bits")  # what a search logs as it starts, before any trial
-    client.log_param(run, "study_name", name)
-    for key, value in (metrics or {}).items():
-        client.log_metric(run, key, value)
-    client.set_terminated(run, status=status)
-    return run
+    """A search's parent run as a search logs it, with no trial yet (kill -9 before its first trial ended): the params
+    it logs as it starts."""
+    return logged_search(client, experiment_id, name, status, params={"budget": "4.5bits", "study_name": name}, metrics=metrics)
 
 
 def test_runs_right_aligns_the_trials_and_best_columns(mlflow_uri, capsys):

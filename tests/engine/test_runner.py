@@ -566,8 +566,7 @@ def test_an_evaluate_that_writes_into_the_weights_on_the_reference_pass_is_warne
     change stayed unsaid, and the recorded weights' hash was the one before it, so result.apply refused the model."""
     from autoq.errors import AutoqWarning
 
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Linear(16, 32), torch.nn.ReLU(), torch.nn.Linear(32, 4)).eval()
+    model = _linear_model()
     batches = [torch.randn(8, 16) for _ in range(4)]
     calls = []
 

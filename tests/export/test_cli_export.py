@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from helpers import logged_trial
 
 import autoq
 from autoq.choice import Assignment
@@ -141,14 +142,10 @@ def test_export_of_a_sequential_gptq_search_reruns_it_the_same_way(tmp_path, _ml
     assert not same_tensors(out / WEIGHTS_NAME, flat / WEIGHTS_NAME)
 
 
-def _fake_trial(client, searched, tmp_path, assignment=None, parent=None, status="FINISHED", tags=None) -> str:
+def _fake_trial(client, searched, assignment=None, parent=None, status="FINISHED", tags=None) -> str:
     """A child run as a search logs one (assignment.json, trial tag), in the searched store."""
     experiment = client.get_run(searched.parent_run_id).info.experiment_id
-    run = client.create_run(experiment, tags={"autoq.trial": "99", "mlflow.parentRunId": parent or searched.parent_run_id, **(tags or {})}).info.run_id
-    (tmp_path / "assignment.json").write_text((assignment or searched.points[0].assignment).to_json())
-    client.log_artifact(run, str(tmp_path / "assignment.json"))
-    client.set_terminated(run, status=status)
-    return run
+    return logged_trial(client, parent or searched.parent_run_id, assignment or searched.points[0].assignment, 99, status, tags, experiment)
 
 
 def _export_error(run_id, searched, tmp_path, capsys, *extra) -> str:
@@ -164,16 +161,16 @@ def test_runs_that_hold_no_point_to_export_are_refused(searched, tmp_path, capsy
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(searched.tracking_uri)
-    failed = _fake_trial(client, searched, tmp_path, status="FAILED", tags={"error": "Traceback ...\nRuntimeError: boom"})
+    failed = _fake_trial(client, searched, status="FAILED", tags={"error": "Traceback ...\nRuntimeError: boom"})
     assert "trial 99 (run " in (err := _export_error(failed, searched, tmp_path, capsys)) and "did not finish (MLflow status FAILED): RuntimeError: boom" in err
-    deleted = _fake_trial(client, searched, tmp_path)
+    deleted = _fake_trial(client, searched)
     client.delete_run(deleted)
     assert (f"is deleted; restore it first (MLFLOW_TRACKING_URI={searched.tracking_uri} mlflow runs restore --run-id {deleted}"
             in _export_error(deleted, searched, tmp_path, capsys))
-    foreign = _fake_trial(client, searched, tmp_path)
+    foreign = _fake_trial(client, searched)
     client.delete_tag(foreign, "autoq.trial")
     assert "is not an autoq trial or search run" in _export_error(foreign, searched, tmp_path, capsys)
-    orphan = _fake_trial(client, searched, tmp_path, parent="f" * 32)
+    orphan = _fake_trial(client, searched, parent="f" * 32)
     assert f"belongs to search run {'f' * 32!r}, which is no longer in the store" in _export_error(orphan, searched, tmp_path, capsys)
 
 
@@ -296,7 +293,7 @@ def test_a_plugin_method_names_the_plugins_the_search_ran_with(searched, tmp_pat
     client.log_param(parent, "plugins", "/home/me/my\\ plug.py")
     layers = list(searched.points[0].assignment)
     mine = Assignment.from_dict({name: LayerChoice(QuantSpec(4, "channel"), "boom") for name in layers})
-    err = _export_error(_fake_trial(client, searched, tmp_path, mine, parent=parent), searched, tmp_path, capsys)
+    err = _export_error(_fake_trial(client, searched, mine, parent=parent), searched, tmp_path, capsys)
     assert "uses PTQ method(s) 'boom', which the search's plug-ins registered; add --plugin '/home/me/my plug.py'" in err
-    err = _export_error(_fake_trial(client, searched, tmp_path, mine), searched, tmp_path, capsys)
+    err = _export_error(_fake_trial(client, searched, mine), searched, tmp_path, capsys)
     assert "which no loaded plug-in registers; add --plugin MODULE_OR_FILE" in err
