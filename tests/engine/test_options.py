@@ -40,6 +40,15 @@ from autoq.errors import AutoqError
     ({"pins": ["6=fp16", "6=int8-ch-asym:rtn-mse"]}, "pattern '6' is pinned twice, to 'fp16' and to 'int8-ch-asym:rtn-mse'"),
     ({"pins": [("6", "fp16"), ("6", "int8-ch-asym:rtn-mse")]}, "pattern '6' is pinned twice"),
     ({"space": "does-not-exist.yaml"}, "search-space file 'does-not-exist.yaml' does not exist"),  # before any model loads
+    ({"n_trials": None}, "n_trials (--n-trials) must be a whole number (at least 1), got NoneType None"),  # only max_uniform_seeds' None is no limit
+    ({"cpus_per_trial": None, "backend": "ray"}, "cpus_per_trial (--cpus-per-trial) must be a number of CPUs, got NoneType None"),  # only timeout's None is none
+    ({"batch": 10**40}, "batch (--batch: rows of activations per forward, for latency) must be at most 2147483647 (2**31 - 1), "
+                        "got a number of 41 digits"),
+    # a pattern that is no regular expression, refused before the model loads (minutes for a Hugging Face model)
+    ({"skip": "*"}, "invalid skip pattern '*'"),
+    ({"pins": {"*": "fp16"}}, "invalid pin pattern '*'"),
+    ({"pins": "=fp16"}, "cannot parse pin '=fp16'; expected PATTERN=CHOICE"),  # no pattern
+    ({"plugins": ("",)}, "plugins must be module names or .py files (str), got ('',)"),
 ])
 def test_a_wrong_kind_is_one_clear_error(options, needle):
     with pytest.raises(AutoqError) as info:
@@ -56,6 +65,16 @@ def test_kinds_a_pipeline_passes_are_taken_and_normalised():
     assert SearchConfig(tracking_uri=None, storage=None, experiment=None).experiment == "autoq"  # None: the default (os.environ.get)
     assert SearchConfig(tracking_uri=None, storage=None, pins={"a": "fp16"}).pins == (("a", "fp16"),)
     assert SearchConfig(tracking_uri=None, storage=None, device="h100", batch=2**31 - 1).batch == 2**31 - 1  # the largest batch a kernel takes
+
+
+def test_least_values_one_pin_and_one_plug_in_are_taken_as_given():
+    """0 retries, fill seeds and uniform seeds are the least each option takes; one pin or plug-in may be one string,
+    as one skip pattern may; a study name holding both kinds of quote is refused only where MLflow filters runs by it."""
+    config = SearchConfig(tracking_uri=None, storage=None, max_retries=0, n_fill_seeds=0, max_uniform_seeds=0, pins="attn=fp16",
+                          plugins="autoq.builtin", study_name="""a'b"c""")
+    assert (config.max_retries, config.n_fill_seeds, config.max_uniform_seeds) == (0, 0, 0)
+    assert config.pins == (("attn", "fp16"),) and config.plugins == ("autoq.builtin",) and config.study_name == """a'b"c"""
+    assert SearchConfig(tracking_uri=None, storage=None, plugins=["autoq.builtin"]).plugins == ("autoq.builtin",)  # a tuple, as skip is
 
 
 def test_calibration_as_one_tensor_or_a_wrong_holdout_is_refused_and_apply_checks_its_arguments():
