@@ -51,6 +51,8 @@ def test_cache_hit_and_misses(cache):
     assert hit.seconds == 12345.0 and hit.from_cache  # hit: identical model, data, metric, settings and options
     # said by the table itself: the CLI guessed it from the time taken, and called a cache hit "computed" on a busy machine
     assert "from_cache" not in files[0].read_text() and not SensitivityTable.load(files[0]).from_cache
+    fresh = compute_table(model, data, space.layers, space.options, "kl", progress=False, refresh=True)
+    assert fresh.seconds != 12345.0 and not fresh.from_cache and run().seconds != 12345.0  # refresh: computed, and cached in its place
     assert run(settings={"n_samples": 8}).seconds != 12345.0  # other settings
     assert run(d=batches(seed=2)).seconds != 12345.0  # other data
     assert run(options=[opts[:3] for opts in space.options]).seconds != 12345.0  # other options
@@ -191,6 +193,18 @@ def test_data_driven_options_are_scored_with_the_searchs_weights(cache, metric):
     gptq = {e.layer: e.score for e in own.entries if e.option.endswith(":gptq")}
     rtn = {e.layer: e.score for e in own.entries if e.option.endswith(":rtn-mse")}
     assert gptq != rtn  # GPTQ's own weights were scored, not RTN's
+
+
+def test_statistics_sampled_with_another_seed_neither_read_nor_write_the_cache(cache):
+    """A table scored with a search's statistics of another seed is not the one its cache key names (seed 0's)."""
+    model, data = mlp(), batches()
+    layers, options = data_driven_options(model)
+    compute_table(model, data, layers, options, "mse", progress=False)
+    (path,) = cache.glob("mse-*.json")
+    mark(path)
+    seeded = QuantCache(model, CalibrationStats(model, layers, data, seed=3))
+    table = compute_table(model, data, layers, options, "mse", progress=False, weights=seeded)
+    assert table.seconds != 12345.0 and not table.from_cache and SensitivityTable.load(path).seconds == 12345.0
 
 
 def test_statistics_come_from_the_inputs_of_labelled_batches_in_eval_mode(cache):
@@ -381,9 +395,12 @@ def test_a_model_built_under_inference_mode_is_told_to_be_built_outside_it(cache
     """Its weights are inference tensors: kl failed with 'Inference tensors do not track version counter', fisher's seeding
     fell back to random mixes on a RuntimeError."""
     with torch.inference_mode():
-        model = mlp()
-    space = space_for(model)
-    for metric in ("kl", "fisher"):
+        built = mlp()
+    partly = mlp()
+    with torch.inference_mode():
+        partly[4].bias = torch.nn.Parameter(torch.zeros(4))  # one inference tensor is as much as all of them
+    space = space_for(built)
+    for model, metric in ((built, "kl"), (built, "fisher"), (partly, "kl")):
         with pytest.raises(AutoqError, match="the model's weights are inference tensors .* build or load it outside torch.inference_mode"):
             compute_table(model, batches(), space.layers, space.options, metric, use_cache=False, progress=False)
 

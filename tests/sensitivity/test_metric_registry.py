@@ -165,3 +165,40 @@ def test_a_plugin_metric_with_numpy_scores_writes_tables_that_read_back(fresh_re
         assert [(e.score, e.stderr) for e in back.entries] == [(e.score, e.stderr) for e in table.entries]
         assert all(type(e.score) is float and e.score % 1 == 0.25 for e in back.entries)
     assert SensitivityTable.load(tmp_path / "t.json").stats(space.names[0]) == {"norm": 2.5}
+
+
+def _every_pair(inputs) -> list[Entry]:
+    return [Entry(layer.name, choice.name, 1.0) for layer, opts in zip(inputs.layers, inputs.options) for choice in opts]
+
+
+@pytest.mark.parametrize("entries, notes, message", [
+    (lambda inputs: _every_pair(inputs) + _every_pair(inputs)[:1], (), r"returned two entries for \(\S+, \S+\); score each \(layer, option\) once"),
+    # four of the layer's options, and dots for the rest: not read as the whole list
+    (lambda inputs: [Entry(inputs.layers[0].name, "int4", 1.0)], (), r"returned an entry for option 'int4' .*, not one of its options "
+                                                                     r"\(([^,()]+, ){4}\.\.\.\): an Entry's option is the choice's name"),
+    (_every_pair, "one warning", "returned notes 'one warning'; notes are a tuple of strings, one warning each"),  # not one per letter
+])
+def test_a_plugin_metric_scoring_a_pair_twice_an_unknown_option_or_notes_of_one_string_is_named(entries, notes, message, fresh_registries):
+    model = mlp()
+    space = space_for(model)
+    assert all(len(opts) > 4 for opts in space.options)
+    register_metric("broken", "a plug-in's mistake")(lambda inputs, settings, progress: MetricOutput(tuple(entries(inputs)), notes=notes))
+    with pytest.raises(AutoqError, match=f"^sensitivity metric 'broken' {message}"):
+        compute_table(model, [torch.randn(8, 6)], space.layers, space.options, "broken", progress=False)
+
+
+def test_a_plugin_metrics_notes_are_shown_and_a_searchs_set_advice_says_where_to_run_it(fresh_registries, caplog):
+    """Notes are said as the table is computed; the advice to '--set' a setting is for 'autoq sensitivity' only where a
+    search seeds from the table, and says so."""
+    model = mlp()
+    space = space_for(model)
+    register_metric("noted", "notes a setting")(lambda inputs, settings, progress: MetricOutput(tuple(_every_pair(inputs)),
+                                                                                               notes=("pass --set n=2",)))
+    said = []
+    for seeding in (False, True):
+        caplog.clear()
+        with caplog.at_level("INFO", logger="autoq"):
+            compute_table(model, [torch.randn(8, 6)], space.layers, space.options, "noted", use_cache=False, progress=False, seeding=seeding)
+        said.append([r.getMessage() for r in caplog.records if "--set n=2" in r.getMessage()])
+    assert said[0] == ["pass --set n=2"]
+    assert len(said[1]) == 1 and said[1][0].startswith("pass --set n=2 (settings of 'autoq sensitivity --metric noted --set ...', run with")
