@@ -5,6 +5,7 @@ over; a default name taken meanwhile moves on to the next suffix; two resumes ar
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -215,6 +216,9 @@ def test_a_ctrl_c_while_the_study_is_made_deletes_it_and_the_same_call_runs_agai
     monkeypatch.setattr(optuna, "create_study", create)
     with new_study(storage, "nb", DIRECTIONS, numbered=False) as name:
         assert name == "nb"
+    with pytest.raises(KeyboardInterrupt), new_study(storage, "seeding", DIRECTIONS, numbered=False):
+        raise KeyboardInterrupt  # pressed while the seeds go in: a study never usable is not left behind
+    assert optuna.get_all_study_names(storage) == ["nb"]
 
 
 def test_a_study_killed_with_its_seeds_enqueued_but_no_settings_is_taken_over(tmp_path):
@@ -339,6 +343,8 @@ def test_a_default_name_writes_a_microsecond_budget_as_us(micro):
     from autoq.engine.study_names import default_study_name
 
     assert default_study_name("m", parse_budget(f"250{micro}s")).startswith("autoq-m-250us-")
+    # a budget's point is kept, other marks are one dash each; the time is to the second (two searches a minute apart)
+    assert re.fullmatch(r"autoq-my-model-4\.5bits-\d{8}-\d{6}", default_study_name("my/model", parse_budget("4.5bits")))
 
 
 def test_a_search_another_thread_of_this_process_runs_is_not_resumed_or_started_again(tmp_path):
