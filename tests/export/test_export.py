@@ -123,6 +123,21 @@ def test_exporting_a_point_and_loading_into_a_given_model(tmp_path):
     assert autoq.load(out, model=target) is target
 
 
+def test_a_model_config_value_json_has_no_type_for_is_written_as_its_text(tmp_path):
+    """A config whose to_dict() holds a value JSON has no type for (a Path) is written as its text, not refused by
+    the JSON writer after the weights were quantized."""
+    from pathlib import Path
+
+    class Config:
+        def to_dict(self) -> dict:
+            return {"name_or_path": Path("some/folder")}
+
+    model = torch.nn.Sequential(torch.nn.Linear(32, 32))
+    model.config = Config()
+    out = autoq.export(model, Assignment.from_dict({"0": "int8-ch-asym:rtn-mse"}), tmp_path / "x", progress=False)
+    assert json.loads((out / CONFIG_NAME).read_text())["base"]["hf_config"] == {"name_or_path": "some/folder"}
+
+
 def test_nan_weights_or_data_are_refused_naming_where(tmp_path):
     workload = load_workload("digits-cnn")
     model = copy.deepcopy(workload.model)

@@ -279,6 +279,8 @@ def test_a_rebuilt_half_checkpoint_has_the_dtypes_from_pretrained_gives_each_lay
     quantized = ("block.0.layer.0.SelfAttention.q", "block.0.layer.1.DenseReluDense.wo")  # block 1's wo stays float
     out = _folder_export(T5EncoderModel(config).half(), tmp_path / "t5",
                          lambda name: "int8-ch-asym:rtn-mse" if name.endswith(quantized) else "fp16")
+    # the checkpoint's dtype in the config transformers rebuilds from, not the fp32 the search loaded it in
+    assert json.loads((out / CONFIG_NAME).read_text())["base"]["hf_config"]["dtype"] == "float16"
     loaded, want = autoq.load(out), T5EncoderModel.from_pretrained(tmp_path / "t5")
     dtypes = {name: p.dtype for name, p in loaded.named_parameters()}
     assert dtypes == {name: p.dtype for name, p in want.named_parameters() if not name.removesuffix(".weight").endswith(quantized)}
@@ -434,6 +436,9 @@ def test_a_module_of_mixed_dtypes_comes_back_in_them(tmp_path):
                                                                  or "block.0." not in n}
     config_path = out / CONFIG_NAME
     written = json.loads(config_path.read_text())
+    # the dtype of most elements, and each parameter of another by its name: the fp32 wo layers T5 keeps
+    assert written["base"]["dtype"] == "float16" and set(written["base"]["parameter_dtypes"].values()) == {"float32"}
+    assert all(".DenseReluDense.wo." in name for name in written["base"]["parameter_dtypes"])
     for key in ("dtype", "parameter_dtypes"):  # as an export before them recorded such a model: rebuilt in fp32, as it was
         del written["base"][key]
     config_path.write_text(json.dumps(written))
@@ -478,7 +483,8 @@ def test_a_base_model_transformers_cannot_build_is_one_clear_error(tmp_path, edi
     (lambda c: c["layers"][next(iter(MLP))].update(weight_shape=[10**7, 10**7], shape=[10**7, 10**7]),
      r"declares a weight of \[10000000, 10000000\], which this machine cannot hold"),
     (lambda c: c["layers"][next(iter(MLP))].update(shape=["a", None]), r"whose product is its shape's \['a', None\]"),
-], ids=["base-list", "hf-config-list", "negative-weight-shape", "text-weight-shape", "huge-weight-shape", "text-shape"])
+    (lambda c: c["layers"][next(iter(MLP))].pop("shape"), r"lacks its 'layers' \(each with its choice, kind and shape\): the file is damaged"),
+], ids=["base-list", "hf-config-list", "negative-weight-shape", "text-weight-shape", "huge-weight-shape", "text-shape", "no-shape"])
 def test_a_damaged_config_is_refused_before_anything_is_built(tmp_path, edit, message):
     """Tracebacks from the rebuild: AttributeError and ValueError for a list where an object goes, torch.empty's own
     errors for a weight shape, an allocation of 400 TB refused in the allocator's words."""
