@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from tiny_models import cnn, labelled, mlp, space_for
+from tiny_models import cnn, labelled, mlp, space_for, task_loss
 from torch import nn
 from torch.func import functional_call
 
@@ -12,10 +12,6 @@ from autoq.errors import AutoqError
 from autoq.sensitivity import SensitivityTable, compute_table
 from autoq.sensitivity.gradient import divergence_loss, hutchinson
 from autoq.sensitivity.inputs import Inputs
-
-
-def task_loss(output, batch):
-    return nn.functional.cross_entropy(output, batch[1])
 
 
 def exact_traces(model: nn.Module, names: list[str], loss_of_model) -> list[float]:

@@ -8,7 +8,7 @@ import time
 
 import pytest
 import torch
-from tiny_models import mlp, space_for
+from tiny_models import ALL_ROWS, mlp, space_for
 from torch import nn
 from transformers.modeling_outputs import SequenceClassifierOutput
 
@@ -21,8 +21,6 @@ from autoq.search_spaces import load_preset
 from autoq.sensitivity import compute_table, get_metric, metric_names
 from autoq.sensitivity.registry import resolve_settings
 from autoq.space import SearchSpace
-
-ALL_ROWS = {"n_samples": None, "rows_per_batch": None}
 
 
 def linear_model() -> nn.Module:

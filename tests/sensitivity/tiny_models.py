@@ -9,6 +9,8 @@ from autoq.model import find_layers
 from autoq.search_spaces import load_preset
 from autoq.space import SearchSpace
 
+ALL_ROWS = {"n_samples": None, "rows_per_batch": None}  # a metric's settings that score every row of every batch
+
 
 def mlp(seed: int = 0) -> nn.Module:
     torch.manual_seed(seed)
@@ -27,3 +29,8 @@ def labelled(shape: tuple[int, ...], classes: int, n_batches: int = 2, rows: int
 
 def space_for(model: nn.Module) -> SearchSpace:
     return SearchSpace.build(load_preset("default"), find_layers(model))
+
+
+def task_loss(output: torch.Tensor, batch: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+    """Cross-entropy of ``labelled`` batches: the loss the gradient metrics take in place of their own."""
+    return nn.functional.cross_entropy(output, batch[1])
