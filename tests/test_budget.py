@@ -59,6 +59,7 @@ def test_text_keeps_raw_input():
 def test_number_means_bits():
     budget = parse_budget(3.25)
     assert (budget.kind, budget.value) == ("bits", 3.25)
+    assert budget.shown == "3.25 bits" and parse_budget("20MB").shown == "20MB"  # shown with the unit a bare number means
 
 
 def test_budget_passes_through():
@@ -184,6 +185,9 @@ def test_infeasible_latency_states_the_range_and_source():
     message = str(info.value)
     assert "below" in message and "is 150.000 us to 2500.000 us" in message and "estimate:roofline:h100" in message
     parse_budget("1ms").check_feasible(cheap, dear, "estimate:roofline:h100")
+    with pytest.raises(AutoqError) as info:  # a search with a latency source and a bits budget: the source says nothing of bits
+        parse_budget("0.5bits").check_feasible(cheap, dear, "estimate:roofline:h100")
+    assert str(info.value).endswith("is 2.000 bits to 16.000 bits")
 
 
 @pytest.mark.parametrize(("text", "low", "high"), [("5us", "13.384 us", "22.726 us"), ("5\u00b5s", "13.384 us", "22.726 us"),

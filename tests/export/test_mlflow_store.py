@@ -301,6 +301,15 @@ def test_log_to_run_of_a_model_no_export_can_rebuild_says_pyfunc_cannot_load_it(
     assert torch.equal(loaded(x), autoq.load(out, model=nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4)))(x))
 
 
+def test_a_hugging_face_config_with_a_class_transformers_lacks_is_said_not_rebuildable():
+    """A model of a Hugging Face folder's own code has a config, but pyfunc cannot rebuild its class from transformers."""
+    from autoq.export.config import unrebuildable
+
+    assert unrebuildable({"hf_config": {"model_type": "bert"}, "class": "MyBert"}) == "its class 'MyBert' is not one of transformers' models"
+    assert unrebuildable({"hf_config": {"model_type": "bert"}, "class": "BertModel"}) is None
+    assert unrebuildable({"builtin": "digits-cnn", "class": "DigitsCNN"}) is None
+
+
 def test_a_store_or_artifact_folder_that_cannot_be_written_is_refused_before_the_export(searched, tmp_path, capsys, monkeypatch):
     """``--log-to-run`` on a read-only store quantized and wrote the export, then failed with a traceback of 199 lines
     (MLflow's SQLAlchemy error) that did not say the export was written. As root, permissions stop no write: the
