@@ -37,6 +37,7 @@ def run_cli(*args: str, cwd) -> subprocess.CompletedProcess:
         (["--seed", "-1"], "seed (--seed) must be an integer from 0 to 2**32 - 1"),  # a numpy traceback after loading
         (["--budget", "-1bits"], "must be positive"),  # argparse's usage block ('expected one argument')
         (["--timeout", "-5"], "timeout (--timeout) must be a positive number of seconds"),
+        (["--timeout", "-1e3"], "timeout (--timeout) must be a positive number of seconds"),  # not a negative number to argparse
         (["--model", "digits-cnn", "--storage", "sqlite:///cli_test.py/x.db"], "cli_test.py' is a file, not a folder"),
         (["--model", "digits-cnn", "--storage", "postgresql://u@nohost/db"], "the 'postgresql' driver is not installed"),
         (["--model", "digits-cnn", "--budget", "1us", "--device", "h200", "--batch", "4"],
@@ -82,6 +83,7 @@ def test_timeout_takes_none_as_its_errors_offer_it(tmp_path, capsys):
 
     parser = build_parser()
     assert parser.parse_args(["search", "--timeout", "None"]).timeout is None
+    assert parser.parse_args(["search", "--timeout", " none "]).timeout is None  # spaced as a number may be (float(' 90 '))
     assert parser.parse_args(["search", "--timeout", "90"]).timeout == 90.0
     code, _, err = run_main("search", "--timeout", "abc", cwd=tmp_path, capsys=capsys)
     assert code == 2 and "argument --timeout: 'abc' is not a number of seconds (or none: no limit)" in err
@@ -312,9 +314,14 @@ def test_commands_that_read_a_store_refuse_blank_and_missing_stores(args, needle
 @pytest.mark.parametrize("args, line", [
     (["search", "--n-trails", "5"], "autoq search: error: unrecognized arguments: --n-trails 5 (did you mean --n-trials for --n-trails?); "
                                     "'autoq search --help' lists the options"),
-    (["search", "--trackin", "none"], "(did you mean --tracking-uri for --trackin?)"),  # no abbreviation taken for the option
+    # no abbreviation taken for the option (a budget below any option's bits: taken, it fails at once, not after a search)
+    (["search", "--trackin", "none", "--budget", "0.5bits"], "(did you mean --tracking-uri for --trackin?)"),
     (["search", "--n-trails=5"], "unrecognized arguments: --n-trails=5 (did you mean --n-trials for --n-trails?)"),
+    # no far-fetched guess: '--bits' is as close to --batch as argparse's cutoff (0.6) lets through
+    (["search", "--bits", "4"], "autoq search: error: unrecognized arguments: --bits 4; 'autoq search --help' lists the options"),
     (["search", "--n-trials", "abc"], "autoq search: error: argument --n-trials: invalid int value: 'abc'; 'autoq search --help'"),
+    # an option where --budget's value goes is no value: not the budget '--n-trials' and a stray '5'
+    (["search", "--budget", "--n-trials", "5"], "autoq search: error: argument --budget: expected one argument; 'autoq search --help'"),
     (["kernels", "bench", "--formatz", "x"], "autoq kernels bench: error: unrecognized arguments: --formatz x (did you mean --formats"),
     # another command's option is named as such: it was "did you mean --max-retries for --metric?", "--set for --budget?"
     (["search", "--metric", "kl"], "unrecognized arguments: --metric kl (--metric is an option of 'autoq sensitivity'); 'autoq search --help'"),
@@ -343,7 +350,18 @@ def test_a_path_option_expands_a_leading_tilde(argv, dest, monkeypatch, tmp_path
     assert build_parser().parse_args(["search", "--space", "per-channel"]).space == "per-channel"  # a preset's name as given
 
 
-def test_a_database_error_is_one_line_and_a_warning_raised_as_an_error_is_not_taken_for_one(capsys):
+def test_a_reader_that_left_ends_the_command_with_141_and_no_traceback(tmp_path):
+    """``autoq runs | head``: the reader closed the pipe; the command ends as Unix tools do there, 128 + SIGPIPE."""
+    script = ("import sys, autoq.cli.search as search\n"
+              "def run(args): raise BrokenPipeError\n"
+              "search.run = run\n"
+              "from autoq.cli import main\n"
+              "sys.exit(main(['search', '--tracking-uri', 'none']))\n")
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 141 and "Traceback" not in proc.stderr and "error" not in proc.stderr, proc.stderr
+
+
+def test_a_database_or_file_error_is_one_line_and_a_warning_raised_as_an_error_is_not_taken_for_one(capsys):
     """Under python -W error, MLflow's own SADeprecationWarning (a sqlalchemy class) was reported as 'a database could
     not be opened or written ... check --storage and --tracking-uri': the wrong advice, and the warning hidden."""
     import argparse
@@ -363,5 +381,9 @@ def test_a_database_error_is_one_line_and_a_warning_raised_as_an_error_is_not_ta
 
     assert _run(parser, failing(OperationalError("SELECT 1", {}, Exception("unable to open database file"))), ()) == 2
     assert "autoq: error: a database could not be opened or written (OperationalError: unable to open database file)" in capsys.readouterr().err
+    assert _run(parser, failing(OperationalError("INSERT", {}, Exception("database or disk is full"))), ()) == 2
+    assert capsys.readouterr().err.rstrip().endswith("check --storage and --tracking-uri, and that their folders are writable and have free space")
+    assert _run(parser, failing(PermissionError(13, "Permission denied", "/ro/out")), ()) == 2  # a folder's: its name said
+    assert capsys.readouterr().err == "autoq: error: Permission denied: /ro/out\n"
     with pytest.raises(SADeprecationWarning, match="noload"):
         _run(parser, failing(SADeprecationWarning("The noload loader strategy is deprecated")), ())

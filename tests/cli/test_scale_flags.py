@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from autoq.cli import main
+from autoq.engine import SearchConfig
 
 
 @pytest.mark.parametrize(
@@ -33,6 +34,11 @@ def test_resume_reads_stored_settings(tmp_path, capsys, mlflow_uri):
     assert main([*base, "--resume", "stored", "--n-trials", "6"]) == 0  # model, budget and seed come from the storage
     out = capsys.readouterr().out
     assert "within 3.5bits (" in out and "of 6 evaluated trials" in out
+    # a --tracking-uri given is the user's: refused as another store, not replaced by the stored one (which ran on in it)
+    storage = SearchConfig(tracking_uri=mlflow_uri, storage="auto").resolved_storage()
+    other = ["search", "--no-progress", "--tracking-uri", f"sqlite:///{tmp_path / 'other.db'}", "--storage", storage]
+    assert main([*other, "--resume", "stored", "--n-trials", "8"]) == 2
+    assert "cannot resume 'stored' in another MLflow store" in capsys.readouterr().err
     assert main([*base, "--resume", "stored", "--seed", "8"]) == 2
     assert "seed 8 (stored: 7)" in capsys.readouterr().err
     # an option given at its default value is given: it was taken for left out and replaced by the stored value

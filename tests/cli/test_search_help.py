@@ -39,3 +39,25 @@ def test_seed_from_takes_auto_and_none_in_any_case_and_a_metric_as_given():
     """'--seed-from NONE' was looked up as a metric named NONE ('unknown sensitivity metric'), where --storage NONE is none."""
     parse = build_parser().parse_args
     assert [parse(["search", "--seed-from", given]).seed_from for given in ("NONE", "None", "Auto", "fisher")] == ["none", "none", "auto", "fisher"]
+
+
+def test_each_default_the_help_states_is_the_one_an_option_left_out_takes():
+    """'(default: 100)', 'auto (default)': the help is where a user reads what leaving an option out does."""
+    from autoq.cli.parser import _commands
+
+    checked = set()
+    for command in _commands(build_parser()):
+        for action in command._actions:
+            text = " ".join((action.help or "").split())
+            if "%(default)" in text:  # argparse writes the default itself
+                continue
+            stated = (re.search(r"default: ([\w.,]+?)(?=[);]|, |$)", text)  # '(default: 100)'
+                      or re.search(r"(?:^|; )(\w+): [^;]*?\(default\)", text)  # 'flush: L2 flushed before each call (default)'
+                      or re.search(r"(\w+) \(default\)", text))  # 'auto (default): fisher'
+            if stated is None or (action.default is None and stated.group(1) != "none"):  # None resolved later (--model's minilm)
+                continue
+            word = stated.group(1)
+            assert action.default == (None if word == "none" else type(action.default)(word)), (command.prog, action.dest, word)
+            checked.add(f"{command.prog} {action.dest}")
+    assert {"autoq search n_trials", "autoq search seed", "autoq search seed_from", "autoq search max_retries", "autoq search timeout",
+            "autoq search strategy", "autoq search budget"} <= checked

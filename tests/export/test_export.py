@@ -402,6 +402,10 @@ def test_an_export_into_a_hugging_face_model_folder_is_refused(tmp_path, capsys)
     with pytest.raises(AutoqError, match="holds a model that autoq did not export .*export into another folder"):
         autoq.export(base, point, tmp_path / "model", progress=False)
     assert (tmp_path / "model" / "model.safetensors").read_bytes() == weights
+    (tmp_path / "model" / "model.safetensors").unlink()  # a sharded or .bin checkpoint: its config.json alone says whose it is
+    with pytest.raises(AutoqError, match="holds a model that autoq did not export"):
+        autoq.export(base, point, tmp_path / "model", progress=False)
+    assert not (tmp_path / "model" / "model.safetensors").exists()
     again = autoq.export(base, point, tmp_path / "q", progress=False)
     capsys.readouterr()
     assert autoq.export(base, point, again, progress=False) == again  # an autoq export folder is overwritten as before,
