@@ -227,6 +227,13 @@ def test_a_programmatic_dependent_launch_waits_for_the_previous_kernel_before_an
     assert proc.stdout.split() == ["True", "True", "2", "False", "False", "0"]
 
 
+def test_a_case_is_aligned_only_where_n_and_k_both_are_multiples_of_16():
+    from autoq.kernels.compile_check import CompileCase
+
+    assert CompileCase("x", "gemv", (), shape=(4096, 4096)).aligned
+    assert not CompileCase("x", "gemv", (), shape=(4096, 4100)).aligned and not CompileCase("x", "gemv", (), shape=(1001, 4096)).aligned
+
+
 def test_weights_per_thread_counts_a_k_step_of_the_tile():
     from autoq.kernels.compile_check import weights_per_thread
 
@@ -284,7 +291,7 @@ def test_bad_arguments_and_the_interpreter_are_one_line_errors_before_any_compil
     """--arch abc, TRITON_INTERPRET=1 and a --json file in a missing folder (found after every kernel compiled, losing
     the run) each ended in a traceback."""
 
-    for argv, says in ((["--arch", "abc"], "compute capabilities as numbers"),
+    for argv, says in ((["--arch", "abc"], "compute capabilities as numbers"), (["--arch", "x,90"], "compute capabilities as numbers"),
                        (["--sass", "--json", str(tmp_path / "missing" / "x.json")], "a file in a folder that exists"),
                        (["--sass", "--json", str(tmp_path)], "a file in a folder that exists")):
         proc = subprocess.run([sys.executable, "-m", "autoq.kernels.compile_check", *argv], capture_output=True, text=True, timeout=120,

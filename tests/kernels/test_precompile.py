@@ -11,10 +11,11 @@ import torch
 
 from autoq.errors import AutoqError
 from autoq.kernels.bench import BenchConfig
-from autoq.kernels.precompile import PrecompileCase, Target, cache_entries, precompile
+from autoq.kernels.precompile import PrecompileCase, PrecompileReport, Target, cache_entries, compiling_for, precompile
 from autoq.quant import QuantSpec
 
 HOPPER = Target("cuda", 90, 32)
+NOPE = PrecompileCase("nope", "int4-ch-asym", ((64, 64),), (1,))  # fails at once in its worker: nothing to compile
 
 
 @pytest.fixture
@@ -69,8 +70,28 @@ def test_a_failed_case_is_reported_not_raised(compiling):
                         HOPPER, workers=1, progress=False)
     assert report.compiled == 0 and len(report.failures) == 2
     assert any("does not read int4-g128-asym" in f for f in report.failures), report.failures
-    assert any("unknown kernel 'nope'" in f for f in report.failures), report.failures
+    assert any(f.startswith("nope int4-ch-asym: ") and "unknown kernel 'nope'" in f for f in report.failures), report.failures  # named
     assert "2 failed" in report.summary()
+    summary = PrecompileReport(cases=3, workers=2, seconds=4.2, compiled=7, failures=("a: one", "b: two")).summary()
+    assert summary == "precompiled 7 kernels for 3 cases in 4 s with 2 processes; 2 failed, first: a: one"
+
+
+def test_no_more_workers_than_cases_and_an_empty_list_is_an_empty_report(compiling):
+    assert precompile([NOPE], HOPPER, workers=4, progress=False).workers == 1
+    empty = precompile([], HOPPER, workers=2, progress=False)
+    assert (empty.cases, empty.workers, empty.compiled, empty.failures) == (0, 1, 0, ())
+
+
+def test_worker_processes_that_cannot_start_are_a_reported_failure(compiling, monkeypatch):
+    """No semaphores (a container without /dev/shm, say): said in the report, as a case's failure is."""
+    import multiprocessing
+
+    def refuse(method=None):
+        raise OSError("no /dev/shm here")
+
+    monkeypatch.setattr(multiprocessing, "get_context", refuse)
+    report = precompile([NOPE], HOPPER, workers=1, progress=False)
+    assert report.failures == ("could not start worker processes: no /dev/shm here",) and report.compiled == 0
 
 
 def test_its_bar_is_drawn_seldom_in_a_log(compiling, monkeypatch, capsys):
@@ -91,13 +112,19 @@ def test_refuses_to_precompile_for_the_interpreter(monkeypatch):
     with pytest.raises(AutoqError, match="TRITON_INTERPRET"):
         precompile([PrecompileCase("wq", "int4-ch-asym", ((64, 64),), (1,))], HOPPER)
     monkeypatch.setenv("TRITON_INTERPRET", "0")
-    with pytest.raises(AutoqError, match="at least 1"):
-        precompile([PrecompileCase("wq", "int4-ch-asym", ((64, 64),), (1,))], HOPPER, workers=-1)
+    for workers in (-1, 0):  # 0 is no count of processes, not 'one per core' (None is)
+        with pytest.raises(AutoqError, match=f"at least 1, got {workers}"):
+            precompile([PrecompileCase("wq", "int4-ch-asym", ((64, 64),), (1,))], HOPPER, workers=workers)
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the refusal without a GPU")
-def test_the_current_target_needs_a_gpu():
+def test_the_current_target_needs_a_gpu_and_compiling_for_one_gives_the_driver_back(monkeypatch):
     with pytest.raises(AutoqError, match="no GPU to compile for.*Target"):
+        Target.current()
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with compiling_for(HOPPER):
+        assert Target.current() == HOPPER
+    with pytest.raises(AutoqError, match="no GPU to compile for"):  # Triton's driver is this machine's again
         Target.current()
 
 
