@@ -51,6 +51,10 @@ def test_a_compiled_model_or_submodule_is_refused_naming_orig_mod(tmp_path):
         autoq.load(out, model=inner)
     with pytest.raises(AutoqError, match=r"the model is torch.compile'd"):
         autoq.load(out, model=torch.compile(Tiny()))
+    both = Tiny()
+    both.emb, both.fc = torch.compile(both.emb), torch.compile(both.fc)
+    with pytest.raises(AutoqError, match=r"^'emb', 'fc' are torch.compile'd"):
+        autoq.load(out, model=both)
     assert isinstance(autoq.load(out, model=torch.compile(Tiny())._orig_mod).fc, QuantLinear)
     # an earlier autoq exported a compiled model's wrapper by its '_orig_mod.' names, and said to pass "the causal LM"
     config = json.loads((out / CONFIG_NAME).read_text())
@@ -64,6 +68,27 @@ def test_a_parameter_of_another_shape_is_refused(tmp_path):
     out = export(Tiny(), {"fc": "int3-ch-asym:rtn-mse"}, tmp_path / "x")
     with pytest.raises(AutoqError, match=r"does not match the export \(size mismatch for emb.weight"):
         autoq.load(out, model=Tiny(vocab=120))
+
+
+@pytest.mark.parametrize("model, said", [
+    (lambda: nn.ModuleDict({"fc": nn.Linear(16, 16)}), r"the export holds tensors the model does not have: \['emb.weight'\]"),
+    (lambda: nn.ModuleDict({"emb": nn.Embedding(100, 16), "fc": nn.Linear(16, 16), "extra": nn.Linear(16, 4)}),
+     r"the export lacks parameters the model has: \['extra.weight', 'extra.bias'\]"),  # kept at random, silently
+], ids=["model-lacks-a-tensor", "export-lacks-a-parameter"])
+def test_a_model_that_holds_other_parameters_than_the_export_is_refused(tmp_path, model, said):
+    out = export(Tiny(), {"fc": "int4-ch-asym:rtn-mse"}, tmp_path / "x")
+    with pytest.raises(AutoqError, match=said):
+        autoq.load(out, model=model())
+
+
+def test_a_weights_file_of_the_size_written_but_unreadable_is_not_said_cut_short(tmp_path):
+    out = export(Tiny(), {"fc": "int4-ch-asym:rtn-mse"}, tmp_path / "x")
+    data = bytearray((out / WEIGHTS_NAME).read_bytes())
+    data[8] = ord("[")  # the header no longer a JSON object; the size kept
+    (out / WEIGHTS_NAME).write_bytes(bytes(data))
+    with pytest.raises(AutoqError, match=r"is not a readable safetensors file") as info:
+        autoq.load(out, model=Tiny())
+    assert "cut short" not in str(info.value) and "bytes where the export wrote" not in str(info.value)
 
 
 def test_weights_of_another_export_or_a_damaged_config_are_refused(tmp_path):
@@ -128,12 +153,16 @@ class Scaled(nn.Module):
     (lambda t, c: c["layers"]["a"].update(activation="a9-foo"), r"layer 'a' the activation format 'a9-foo', which autoq cannot read"),
     (lambda t, c: c["layers"].update(zz=c["layers"]["b"]), r"the model does not match the export: it has no layer 'zz', the export one of \[8, 40\]"),
     (lambda t, c: c.update(weights="../other/model.safetensors"), r"names its weights '../other/model.safetensors', not a file in the export's folder"),
+    (lambda t, c: c.update(weights=".."), r"names its weights '\.\.', not a file in the export's folder"),  # not 'the weights file is missing'
+    (lambda t, c: t["a.input_scale"].view(-1)[3].fill_(0.0), r"a.input_scale is torch.float32 \(50,\), where the format stores fp32 \(50,\) "
+                                                              r"of finite nonzero"),  # the input divided by 0
+    (lambda t, c: t.update({"a.input_scale": t["a.input_scale"].half()}), r"a.input_scale is torch.float16 \(50,\), where the format stores fp32"),
     (lambda t, c: t["b.scales"].view(-1)[0].fill_(float("nan")), r"tensor 'b.scales' holds NaN, which no export writes"),
     (lambda t, c: t["b.scales"].view(-1)[0].fill_(float("inf")), r"tensor 'b.scales' holds Inf, which no export writes"),
     (lambda t, c: t["b.bias"][:3].copy_(torch.tensor([float("inf"), float("-inf"), float("nan")])), r"tensor 'b.bias' holds NaN"),
 ], ids=["no-zeros", "sym-to-asym", "asym-to-sym", "qweight-transposed", "unknown-choice", "input-scale-length", "fp32-scales",
         "fractional-zeros", "zeros-out-of-range", "static-act-no-range", "unknown-activation", "layer-not-in-model", "weights-path",
-        "nan-scale", "inf-scale", "nan-bias"])
+        "weights-parent", "zero-input-scale", "fp16-input-scale", "nan-scale", "inf-scale", "nan-bias"])
 def test_a_damaged_or_edited_layer_is_refused_at_load_naming_it(tmp_path, edit, message):
     """Each loaded, then failed at the first forward in torch's words, or gave other outputs without a word, or named
     only the format ('int4-g32-asym: zeros must be given'); a config's weights path read a file of another folder."""
@@ -149,6 +178,22 @@ def test_a_damaged_or_edited_layer_is_refused_at_load_naming_it(tmp_path, edit, 
     (out / CONFIG_NAME).write_text(json.dumps(config))
     with pytest.raises(AutoqError, match=message):
         autoq.load(out, model=Scaled())
+
+
+def test_a_static_range_of_one_value_loads_and_an_activation_layer_computes_in_the_models_dtype(tmp_path):
+    """[lo, hi] with lo <= hi, as the refusal of another says; and a W8A8 layer loaded into a bf16 model came back fp32."""
+    calibration = [torch.randn(16, 50, generator=torch.Generator().manual_seed(i)) for i in range(2)]
+    out = autoq.export(Scaled(), Assignment.from_dict({"a": "int8-ch-sym:rtn-minmax+a8-tensor"}), tmp_path / "x", calibration=calibration,
+                       progress=False)
+    config = json.loads((out / CONFIG_NAME).read_text())
+    config["layers"]["a"]["act_range"] = [0.5, 0.5]
+    (out / CONFIG_NAME).write_text(json.dumps(config))
+    assert autoq.load(out, model=Scaled()).a.act_range.lo == 0.5
+    half = export(Scaled().to(torch.bfloat16), {"a": "int8-ch-sym:rtn-minmax+a8-token", "b": "int4-ch-sym:rtn-mse"}, tmp_path / "bf16")
+    loaded = autoq.load(half, model=Scaled().to(torch.bfloat16))
+    assert loaded.a.weight.dtype == loaded.b.weight.dtype == torch.bfloat16
+    with torch.no_grad():
+        assert loaded(torch.randn(3, 50, dtype=torch.bfloat16)).dtype == torch.bfloat16
 
 
 def test_inf_outside_the_scales_is_loaded_as_stored(tmp_path):
@@ -301,6 +346,12 @@ def test_loading_into_a_model_of_other_settings_warns_naming_them(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         autoq.load(out, model=_tiny_llama(use_cache=False))  # how it runs, not what it computes: no warning
+        autoq.load(out, model=_tiny_llama(dtype="bfloat16"))  # nor the dtype its config names
+    other = _tiny_llama(rms_norm_eps=1e-3, rope_theta=99.0, attention_dropout=0.1, initializer_range=0.5, pretraining_tp=2, bos_token_id=3)
+    with pytest.warns(UserWarning, match=r"differs from the exported model's in attention_dropout \(0.1 here, 0.0 in the export\), bos_token_id "
+                                         r"\(3 .*\), initializer_range \(0.5 .*\), pretraining_tp \(2 .*\) and 2 more: the weights load") as record:
+        autoq.load(out, model=other)  # four settings named, the others counted
+    assert [w.filename for w in record if "differs from" in str(w.message)] == [__file__]  # at the line that called autoq.load
 
 
 def test_a_composite_config_loaded_into_its_own_model_gives_no_warning(tmp_path):
@@ -310,14 +361,18 @@ def test_a_composite_config_loaded_into_its_own_model_gives_no_warning(tmp_path)
 
     from transformers import CLIPConfig, CLIPModel
 
-    torch.manual_seed(0)
-    small = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
-    model = CLIPModel(CLIPConfig(text_config={**small, "vocab_size": 50, "max_position_embeddings": 16},
-                                 vision_config={**small, "image_size": 8, "patch_size": 4}, projection_dim=8)).eval()
+    def clip(**text):
+        torch.manual_seed(0)
+        small = dict(hidden_size=16, intermediate_size=32, num_hidden_layers=1, num_attention_heads=2)
+        return CLIPModel(CLIPConfig(text_config={**small, "vocab_size": 50, "max_position_embeddings": 16, **text},
+                                    vision_config={**small, "image_size": 8, "patch_size": 4}, projection_dim=8)).eval()
+
+    model = clip()
     out = export(model, {"text_model.encoder.layers.0.mlp.fc1": "int8-ch-asym:rtn-mse"}, tmp_path / "clip")
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         autoq.load(out, model=model)
+        autoq.load(out, model=clip(output_hidden_states=True))  # a nested config's own how-it-runs settings are no difference
 
 
 def test_two_different_tensors_for_parameters_a_given_model_ties_are_refused(tmp_path):
