@@ -66,7 +66,7 @@ def test_workers_compile_every_tile_the_autotuner_keeps_and_real_tensors_find_th
 
 
 def test_a_failed_case_is_reported_not_raised(compiling):
-    report = precompile([PrecompileCase("w8a8", "int4-g128-asym", ((64, 64),), (1,)), PrecompileCase("nope", "int4-ch-asym", ((64, 64),), (1,))],
+    report = precompile([PrecompileCase("w8a8", "int4-g128-asym", ((64, 64),), (1,)), NOPE],
                         HOPPER, workers=1, progress=False)
     assert report.compiled == 0 and len(report.failures) == 2
     assert any("does not read int4-g128-asym" in f for f in report.failures), report.failures
@@ -102,7 +102,7 @@ def test_its_bar_is_drawn_seldom_in_a_log(compiling, monkeypatch, capsys):
     made = []
     real = autoq.progress.progress_bar
     monkeypatch.setattr(autoq.progress, "progress_bar", lambda **options: made.append(options) or real(**options))
-    precompile([PrecompileCase("nope", "int4-ch-asym", ((64, 64),), (1,))], HOPPER, workers=1, progress=True)
+    precompile([NOPE], HOPPER, workers=1, progress=True)
     assert [m["desc"] for m in made] == ["precompile"]
     assert capsys.readouterr().err.count("\r") <= 3  # stderr is no terminal here: drawn as it starts and ends
 

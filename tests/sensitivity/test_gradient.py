@@ -1,9 +1,7 @@
-"""The gradient metrics (fisher, hessian) beyond their values: the model's state left behind, Hutchinson's stopping rule,
-the standard errors, the weighting of batches, their refusals and their documented defaults."""
+"""The gradient metrics (fisher, hessian) beyond their values: the model's state left behind, Fisher's standard error,
+the weighting of batches, their refusals and their documented defaults (Hutchinson's own rules: test_hutchinson.py)."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
@@ -12,11 +10,6 @@ from torch import nn
 
 from autoq.errors import AutoqError
 from autoq.sensitivity import compute_table, get_metric
-from autoq.sensitivity.gradient import hutchinson
-
-
-def _mlp_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], i: int) -> torch.Tensor:
-    return task_loss(model(batch[0]), batch)
 
 
 @pytest.mark.parametrize("metric", ["hessian", "fisher"])
@@ -31,34 +24,6 @@ def test_gradient_metrics_leave_each_parameters_requires_grad_as_it_was(metric: 
     compute_table(model, batches, space.layers, space.options, metric, settings,
                   loss=task_loss if metric == "hessian" else None, use_cache=False, progress=False)
     assert {name: p.requires_grad for name, p in model.named_parameters()} == before
-
-
-def test_hutchinson_stops_at_exactly_max_iter_short_of_its_tolerance() -> None:
-    """A tolerance never met stops after max_iter probes, not one more."""
-    model = mlp(seed=3)
-    params = [m.weight for m in model if isinstance(m, nn.Linear)]
-    _, _, used = hutchinson(model, params, labelled((6,), 4), _mlp_loss, tol=1e-12, max_iter=3, min_iter=1, seed=0)
-    assert used == 3
-
-
-def test_hutchinson_needs_two_probes_even_under_an_infinite_tolerance() -> None:
-    """tol=inf (a positive number the settings accept) still takes two probes: one has no standard error."""
-    model = mlp(seed=3)
-    params = [m.weight for m in model if isinstance(m, nn.Linear)]
-    _, ses, used = hutchinson(model, params, labelled((6,), 4), _mlp_loss, tol=math.inf, max_iter=40, min_iter=1, seed=0)
-    assert used == 2 and all(se < math.inf for se in ses)
-
-
-def test_hutchinson_standard_error_of_two_probes_is_half_their_difference() -> None:
-    """The standard error is the sample deviation over sqrt(n): for two probes s1, s2 it is |s1 - s2| / 2."""
-    model = mlp(seed=3)
-    params = [m.weight for m in model if isinstance(m, nn.Linear)]
-    batches = labelled((6,), 4)
-    first, _, one = hutchinson(model, params, batches, _mlp_loss, tol=1e-12, max_iter=1, min_iter=1, seed=0)
-    mean, ses, two = hutchinson(model, params, batches, _mlp_loss, tol=1e-12, max_iter=2, min_iter=1, seed=0)
-    assert (one, two) == (1, 2)
-    for s1, m, se in zip(first, mean, ses):  # the same seed draws the same first probe: s2 = 2 * mean - s1
-        assert se == pytest.approx(abs(m - s1), rel=1e-9)
 
 
 def test_fisher_trace_stderr_of_two_passes_is_half_their_difference() -> None:

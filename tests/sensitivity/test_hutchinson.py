@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 from tiny_models import cnn, labelled, mlp, space_for, task_loss
@@ -67,16 +69,40 @@ def test_hutchinson_on_the_kl_to_full_precision_matches_exact():
         assert abs(t - truth) <= 3 * se
 
 
-@pytest.mark.parametrize(("min_iter", "iters"), [(7, 7), (1, 2)])
-def test_hutchinson_takes_at_least_min_iter_probes_and_two_for_a_standard_error(min_iter, iters):
+def _mlp_loss(model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], i: int) -> torch.Tensor:
+    return task_loss(model(batch[0]), batch)
+
+
+# tol=inf: a positive number the settings accept, met even by one probe's infinite standard error
+@pytest.mark.parametrize(("min_iter", "tol", "iters"), [(7, 1e9, 7), (1, 1e9, 2), (1, math.inf, 2)])
+def test_hutchinson_takes_at_least_min_iter_probes_and_two_for_a_standard_error(min_iter, tol, iters):
     """A tolerance any estimate meets stops at ``min_iter`` (two at least: one probe has no standard error), never
     before: stopped at 3 probes, a few-probe trace can swap two layers' ranks."""
     model = mlp(seed=3)
     batches = labelled((6,), classes=model[-1].out_features)
     params = [m.weight for m in model if isinstance(m, nn.Linear)]
-    loss = lambda model, batch, i: task_loss(model(batch[0]), batch)  # noqa: E731
-    _, ses, used = hutchinson(model, params, batches, loss, tol=1e9, max_iter=40, min_iter=min_iter, seed=0)
+    _, ses, used = hutchinson(model, params, batches, _mlp_loss, tol=tol, max_iter=40, min_iter=min_iter, seed=0)
     assert used == iters and all(0 < se < float("inf") for se in ses)
+
+
+def test_hutchinson_stops_at_exactly_max_iter_short_of_its_tolerance() -> None:
+    """A tolerance never met stops after max_iter probes, not one more."""
+    model = mlp(seed=3)
+    params = [m.weight for m in model if isinstance(m, nn.Linear)]
+    _, _, used = hutchinson(model, params, labelled((6,), 4), _mlp_loss, tol=1e-12, max_iter=3, min_iter=1, seed=0)
+    assert used == 3
+
+
+def test_hutchinson_standard_error_of_two_probes_is_half_their_difference() -> None:
+    """The standard error is the sample deviation over sqrt(n): for two probes s1, s2 it is |s1 - s2| / 2."""
+    model = mlp(seed=3)
+    params = [m.weight for m in model if isinstance(m, nn.Linear)]
+    batches = labelled((6,), 4)
+    first, _, one = hutchinson(model, params, batches, _mlp_loss, tol=1e-12, max_iter=1, min_iter=1, seed=0)
+    mean, ses, two = hutchinson(model, params, batches, _mlp_loss, tol=1e-12, max_iter=2, min_iter=1, seed=0)
+    assert (one, two) == (1, 2)
+    for s1, m, se in zip(first, mean, ses):  # the same seed draws the same first probe: s2 = 2 * mean - s1
+        assert se == pytest.approx(abs(m - s1), rel=1e-9)
 
 
 class _Call(nn.Module):
