@@ -28,6 +28,12 @@ def digits():
     return load_workload("digits-cnn")
 
 
+@pytest.fixture(scope="module")
+def problem(digits):
+    """digits-cnn at 3.5 bits, checked once: Prepared and everything in it are frozen, so the tests share it."""
+    return prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None))
+
+
 def search(workload, **options):
     return run_search(workload, SearchConfig(**{"budget": "3.5bits", "n_trials": 8, "tracking_uri": None, "storage": None, "progress": False, **options}))
 
@@ -127,9 +133,9 @@ def test_nsga2_breeds_from_the_seeds_too(digits, tmp_path):
     assert seeded and seeded <= population
 
 
-def test_a_study_stored_before_latency_was_an_objective_resumes_with_its_two(digits, tmp_path):
+def test_a_study_stored_before_latency_was_an_objective_resumes_with_its_two(problem, tmp_path):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    space = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
+    space = problem.space
     optuna.create_study(study_name="old", storage=storage, directions=["maximize", "minimize"])
     strategy = OptunaStrategy(space, optuna.samplers.RandomSampler(seed=0), "old", storage, resume=True, with_latency=True)
     proposal = strategy.ask()
@@ -139,9 +145,9 @@ def test_a_study_stored_before_latency_was_an_objective_resumes_with_its_two(dig
 
 
 @pytest.mark.parametrize("direction", ["minimize", "maximize"])  # a user's single-objective study maximizing its own metric too
-def test_a_study_with_other_objectives_is_refused_on_resume(digits, tmp_path, direction):
+def test_a_study_with_other_objectives_is_refused_on_resume(problem, tmp_path, direction):
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
-    space = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
+    space = problem.space
     optuna.create_study(study_name="foreign", storage=storage, directions=[direction])
     with pytest.raises(AutoqError, match=rf"optimises 1 objective\(s\) \['{direction}'\], not quality \(maximize\), effective_bits \(minimize\)"):
         OptunaStrategy(space, optuna.samplers.RandomSampler(seed=0), "foreign", storage, resume=True)
@@ -154,8 +160,7 @@ def test_ilp_seeds_from_fisher_by_default_and_refuses_none(digits):
             SearchConfig(strategy=strategy, seed_from=seed_from)
 
 
-def test_seeded_optuna_enqueues_uniform_then_raise_then_ilp_seeds(digits):
-    problem = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None))
+def test_seeded_optuna_enqueues_uniform_then_raise_then_ilp_seeds(digits, problem):
     uniform = uniform_seeds(problem.space, problem.cost_model, problem.budget)
     n_fill = 9
     result = search(digits, seed_from="kl", n_trials=len(uniform) + n_fill, n_fill_seeds=n_fill)
@@ -173,8 +178,7 @@ def test_seeded_optuna_enqueues_uniform_then_raise_then_ilp_seeds(digits):
     assert result.best.quality == max(p.quality for p in result.points)  # (>= the best uniform: so, whatever the search)
 
 
-def test_unseeded_search_keeps_the_random_fill_seeds(digits):
-    problem = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None))
+def test_unseeded_search_keeps_the_random_fill_seeds(digits, problem):
     uniform = uniform_seeds(problem.space, problem.cost_model, problem.budget)
     fills = fill_seeds(problem.space, problem.cost_model, problem.budget, 2, 0)
     for seed_from in ("none", None):
@@ -241,7 +245,7 @@ def test_bad_strategy_and_seed_from_fail_before_loading():
         SearchConfig(seed_from="hesse")
 
 
-def test_auto_skips_tables_that_would_run_data_driven_ptq_on_too_many_pairs(digits, tmp_path):
+def test_auto_skips_tables_that_would_run_data_driven_ptq_on_too_many_pairs(digits, problem, tmp_path):
     from autoq.engine.seeding import data_driven_pairs, seed_metric
 
     space_file = tmp_path / "gptq.yaml"
@@ -253,7 +257,7 @@ def test_auto_skips_tables_that_would_run_data_driven_ptq_on_too_many_pairs(digi
     assert seed_metric("auto", "optuna", space, limit=pairs - 1) is None
     assert seed_metric("fisher", "optuna", space, limit=0) == "fisher"  # a named metric is always computed
     assert seed_metric("auto", "ilp", space, limit=0) == "fisher"  # ilp cannot run without one
-    default = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
+    default = problem.space
     assert data_driven_pairs(default) == 0 and seed_metric("auto", "optuna", default) == "fisher"
 
 
@@ -321,9 +325,8 @@ def test_a_registered_strategy_says_whether_it_needs_scores_whatever_was_importe
         register_strategy("blind", needs_scores=True, reads_scores=False)
 
 
-def test_fewer_trials_than_baselines_evaluate_the_dearest_ones(digits):
+def test_fewer_trials_than_baselines_evaluate_the_dearest_ones(digits, problem):
     """Baselines are queued cheapest first: with 3 trials on digits-cnn at 3.5 bits the 3.29-bit one, the best, never ran."""
-    problem = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None))
     fitting = uniform_seeds(problem.space, problem.cost_model, problem.budget, 16)
     assert len(fitting) > 3
     result = search(digits, n_trials=3, seed_from=None)
@@ -345,7 +348,7 @@ def test_with_fewer_trials_than_baselines_a_latency_budget_keeps_those_of_the_mo
     assert sorted(p.effective_bits for p in result.points if p.uniform) == most_bits
 
 
-def test_options_a_strategy_would_ignore_are_refused_and_auto_computes_no_table_it_would_not_read(digits, tmp_path, monkeypatch):
+def test_options_a_strategy_would_ignore_are_refused_and_auto_computes_no_table_it_would_not_read(digits, problem, tmp_path, monkeypatch):
     """--strategy random computed the default (fisher) table by --seed-from auto, and took --seed-from kl and --sampler
     nsga2, logging them as if they had been used; ilp and greedy took any --sampler."""
     from autoq.engine.seeding import seed_metric
@@ -370,7 +373,7 @@ def test_options_a_strategy_would_ignore_are_refused_and_auto_computes_no_table_
     monkeypatch.setattr(strategies, "_STRATEGIES", strategies._STRATEGIES.copy())
     register_strategy("fills-then-ilp", needs_scores=True, uses_sampler=False)(strategy_factory("ilp"))
     assert SearchConfig(strategy="fills-then-ilp", n_fill_seeds=4).n_fill_seeds == 4
-    space = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
+    space = problem.space
     assert seed_metric("auto", "random", space) is None and seed_metric("auto", "optuna", space) is not None
     assert search(digits, strategy="random", n_trials=3).points  # the default sampler and --seed-from auto still run it
 
@@ -394,7 +397,7 @@ def test_metric_names_are_set_without_an_experimental_warning_in_any_thread():
     assert not [w for w in seen if issubclass(w.category, optuna.exceptions.ExperimentalWarning)], [str(w.message) for w in seen]
 
 
-def test_table_seeds_are_a_third_raises_then_the_ilp_sweep_then_an_eighth_greedy(digits):
+def test_table_seeds_are_a_third_raises_then_the_ilp_sweep_then_an_eighth_greedy(digits, problem):
     """Of 12 table seeds the first 4 only raise layers above the best uniform baseline (raise_seeds is asked for one
     more than are kept, as a uniform baseline among them is left out), and the last eighth are greedy allocations the
     ILP list does not hold (without the greedy share the ILP sweep took every place)."""
@@ -403,7 +406,6 @@ def test_table_seeds_are_a_third_raises_then_the_ilp_sweep_then_an_eighth_greedy
     from autoq.engine.seeds import best_uniform
     from autoq.engine.strategies import StrategyContext, _table_seeds
 
-    problem = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None))
     scores = space_scores(seed_table(digits, problem.space, "kl", progress=False), problem.space)
     ctx = StrategyContext(problem.space, problem.cost_model, problem.budget, "tpe", 0, "s", None, 40, 12, scores)
     uniform = uniform_seeds(problem.space, problem.cost_model, problem.budget)
@@ -415,9 +417,9 @@ def test_table_seeds_are_a_third_raises_then_the_ilp_sweep_then_an_eighth_greedy
     assert seeds[-1] in greedy_seeds(knapsack, 12) and seeds[-1] not in ilp_seeds(knapsack, 12, 0)
 
 
-def test_a_retry_is_seeded_only_where_the_trial_it_retries_was(digits):
+def test_a_retry_is_seeded_only_where_the_trial_it_retries_was(problem):
     """A failed seed's retry is a seed too, and a sampler's own proposal retried is not one (it looked like a seed)."""
-    space = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
+    space = problem.space
     uniform = space.uniform_assignments()
     strategy = OptunaStrategy(space, optuna.samplers.RandomSampler(seed=0), "retries", None)
     strategy.seed([uniform[0]])
@@ -434,23 +436,23 @@ def test_a_retry_is_seeded_only_where_the_trial_it_retries_was(digits):
     assert strategy.ask().handle.user_attrs == {"autoq.retry_of": sampled.number}
 
 
-def test_a_queue_asked_after_it_ran_dry_repeats_its_first_proposal(digits):
+def test_a_queue_asked_after_it_ran_dry_repeats_its_first_proposal(problem):
     """Asked again after its source ran dry, a queue proposes its first assignment again, as its docstring says: the
     one surely evaluated by then, which the search loop records as a repeat without evaluating it."""
     from autoq.engine.strategy import QueueStrategy
 
-    space = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
+    space = problem.space
     first, second = space.uniform_assignments()[:2]
     queue = QueueStrategy(space, iter([first, second]), "dry", None)
     assert [queue.ask().assignment for _ in range(2)] == [first, second]
     assert queue.exhausted and queue.ask().assignment == first
 
 
-def test_a_new_search_seeds_its_sampler_with_the_seed_itself(digits):
+def test_a_new_search_seeds_its_sampler_with_the_seed_itself(problem):
     """--seed is the sampler's seed, as Optuna's (TPESampler(seed=7)); only a resume mixes in the stored trial count."""
     from autoq.engine.strategy import make_strategy
 
-    space = prepare(digits, SearchConfig(budget="3.5bits", tracking_uri=None)).space
+    space = problem.space
     made = make_strategy("random", space, 7, "fresh", None)
     plain = OptunaStrategy(space, optuna.samplers.RandomSampler(seed=7), "plain", None)
     assert [made.ask().assignment for _ in range(3)] == [plain.ask().assignment for _ in range(3)]
