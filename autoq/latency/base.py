@@ -30,5 +30,6 @@ class LatencyModel(Protocol):
 
 
 def format_latency_us(us: float) -> str:
-    """``152.3 us`` below a millisecond, ``3.142 ms`` above: enough digits to tell formats apart."""
-    return f"{us:.3f} us" if us < 1e3 else f"{us / 1e3:.4f} ms"
+    """``152.300 us`` below a millisecond, ``3.1416 ms`` from one: enough digits to tell formats apart. The unit is
+    chosen on the rounded value, so 999.9996 us is ``1.0000 ms``, not ``1000.000 us``."""
+    return f"{us:.3f} us" if round(us, 3) < 1e3 else f"{us / 1e3:.4f} ms"

@@ -50,7 +50,7 @@ def test_a_folder_or_a_roofline_of_a_table_is_refused_as_such(tmp_path, monkeypa
     with pytest.raises(AutoqError, match=r"not 'cuda'; .*\(--device TABLE.json\)"):  # it offered '--device cuda', refused too
         latency_model("roofline:cuda")
     # 'cuda' asks where to run: said to be what it is not, or the error's presets ran on the CPU, priced as a GPU unsaid
-    for where in ("cuda", "CUDA:0", "gpu"):
+    for where in ("cuda", "CUDA:0", "gpu", " cuda "):
         with pytest.raises(AutoqError, match=r"--device names the GPU whose kernel latency the search prices, not where it runs"):
             latency_model(where)
     with pytest.raises(AutoqError, match=r"^unknown device 'tpu-v9'; use a preset"):
