@@ -97,6 +97,8 @@ def test_a_point_of_a_result_exports_as_its_search_quantized(digits, tmp_path):
     applied = result.apply(copy.deepcopy(digits.model), calibration=digits.calibration)  # sequential, as searched
     assert torch.allclose(loaded[-1].dequantized_weight(), applied[-1].weight, rtol=0, atol=1e-6)
     assert result.best == dataclasses.replace(result.best, searched=None)  # how it was searched is not part of a point's equality
+    unrecorded = dataclasses.replace(result, calibration_digest="", n_calibration=0)  # a search that recorded no digest
+    unrecorded.apply(copy.deepcopy(digits.model), calibration=fewer)  # takes any batches: there is nothing to compare them with
 
 
 def test_bias_correction_stores_the_shifted_bias(digits, tmp_path):

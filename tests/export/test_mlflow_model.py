@@ -20,7 +20,7 @@ from autoq.evaluate import call_model
 from autoq.export import CONFIG_NAME
 from autoq.export.mlflow_model import input_example, input_spec, requirements, signature
 from autoq.export.mlflow_store import log_export
-from autoq.export.pyfunc import as_tensors, device_for
+from autoq.export.pyfunc import as_tensors, device_for, output_array
 from autoq.model import find_layers
 
 
@@ -96,8 +96,21 @@ def test_a_dataframe_is_taken_a_column_per_input():
     frame = pd.DataFrame({"input_ids": [[1, 2, 3], [4, 5, 6]], "attention_mask": [[1, 1, 1], [1, 1, 0]]})
     tensors = as_tensors(frame)
     assert set(tensors) == {"input_ids", "attention_mask"} and tensors["input_ids"].tolist() == [[1, 2, 3], [4, 5, 6]]
-    recorded = {"input_ids": "int64", "attention_mask": "int64"}
+    recorded = {"input_ids": "int64", "attention_mask": "float32"}  # a mask recorded as float: given as ids, kept so
     assert as_tensors(frame, recorded)["attention_mask"].dtype == torch.int64  # integers are never cast to a float dtype
+    assert as_tensors(np.array([[1, 2]]), {"": "float32"}).dtype == torch.int64  # a bare tensor's neither
+
+
+def test_each_named_input_takes_the_dtype_recorded_for_its_name():
+    got = as_tensors({"x": [[0.5, 1.5]], "ids": [[1, 2]]}, {"x": "float32", "ids": "int64"})
+    assert got["x"].dtype == torch.float32 and got["ids"].dtype == torch.int64  # a list of floats was float64
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_a_half_models_output_is_answered_as_float32(dtype):
+    """A bf16 or fp16 model's logits come back as a float32 numpy array (numpy has no bf16)."""
+    out = output_array(torch.ones(2, 3, dtype=dtype))
+    assert out.dtype == np.float32 and out.shape == (2, 3)
 
 
 def test_a_bare_tensors_input_comes_as_that_tensor_in_the_recorded_dtype():

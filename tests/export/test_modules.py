@@ -16,6 +16,11 @@ def layer(name: str, n: int = 24, k: int = 70) -> tuple[QuantLinear, torch.Tenso
     return QuantLinear(PackedWeight.from_quantized(qt), torch.randn(n)), qt.dequantize()
 
 
+def packed(name: str, n: int = 8, k: int = 32, seed: int = 0) -> PackedWeight:
+    torch.manual_seed(seed)
+    return PackedWeight.from_quantized(quantize(torch.randn(n, k), QuantSpec.from_name(name)))
+
+
 def test_torch_path_is_the_simulation_exactly():
     module, w = layer("int3-g32-asym")
     x = torch.randn(5, 70)
@@ -126,6 +131,68 @@ def test_loading_another_layers_state_moves_its_range_and_its_int8_codes(act):
     assert a.act_range == b.act_range and ("act_lo_hi" in a.state_dict()) == spec.static
 
 
+def test_an_awq_layers_input_scale_is_held_in_fp32_and_its_weight_is_what_forward_multiplies_by():
+    """An fp16 AWQ scale is an fp32 buffer and state-dict entry; ``weight`` is in the layer's own input coordinates, so
+    ``linear(x, weight, bias)`` is its output."""
+    module = QuantLinear(packed("int4-g32-asym"), torch.randn(8), input_scale=(torch.rand(32) + 0.5).half(), backend="torch")
+    assert module.input_scale.dtype == torch.float32 and module.state_dict()["input_scale"].dtype == torch.float32
+    x = torch.randn(3, 32)
+    with torch.inference_mode():
+        assert torch.allclose(torch.nn.functional.linear(x, module.weight, module.bias), module(x), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("act", [None, "a8-token", "a4-token"])
+def test_an_fp32_layers_output_on_an_fp16_input_is_fp16(act):
+    """The bias is added in the input's dtype, weight-only or fake-quantized activations (which compute in fp32)."""
+    from autoq.export import ActQuantLinear
+    from autoq.quant.activation import ActSpec
+
+    torch.manual_seed(2)
+    weight = packed("int4-g32-asym" if act is None else "int8-ch-sym")
+    module = (QuantLinear(weight, torch.randn(8), backend="torch") if act is None
+              else ActQuantLinear(weight, ActSpec.from_name(act), None, torch.randn(8), backend="torch"))
+    with torch.inference_mode():
+        assert module(torch.randn(3, 32).half()).dtype == torch.float16
+
+
+def test_the_static_range_survives_a_state_dict_round_trip_exactly():
+    """The range is stored as float64: loading a layer's own state gives back exactly the floats exported."""
+    from autoq.export import ActQuantLinear
+    from autoq.quant.activation import ActRange, ActSpec
+
+    rng = ActRange(-0.1, 0.3)  # neither is a float32 value
+    module = ActQuantLinear(packed("int8-ch-sym"), ActSpec.from_name("a8-tensor"), rng, torch.zeros(8), backend="torch")
+    state = module.state_dict()
+    assert state["act_lo_hi"].dtype == torch.float64
+    module.load_state_dict(state)
+    assert module.act_range == rng
+
+
+def test_the_triton_backend_runs_the_int8_kernels_for_symmetric_activations_only(monkeypatch):
+    """backend="triton" runs autoq's W8A8 kernels (on Triton's interpreter here) for a symmetric a8 format, not the
+    fake-quantized fallback; an asymmetric one, which the symmetric int8 kernel cannot compute, keeps the simulated path."""
+    import autoq.kernels.ops as ops
+    from autoq.export import ActQuantLinear
+    from autoq.quant.activation import ActRange, ActSpec
+
+    calls = []
+    real = ops.int8_matmul
+    monkeypatch.setattr(ops, "int8_matmul", lambda *a, **k: calls.append(1) or real(*a, **k))
+    module = ActQuantLinear(packed("int8-ch-sym"), ActSpec.from_name("a8-token"), None, torch.zeros(8), backend="triton")
+    with torch.inference_mode():
+        module(torch.randn(3, 32).half())
+    assert calls
+    torch.manual_seed(4)
+    x = torch.rand(3, 32) * 3 + 1.0  # all positive: asymmetric and symmetric codes differ a lot
+    rng = ActRange(float(x.min()), float(x.max()))
+    module = ActQuantLinear(packed("int8-ch-sym"), ActSpec.from_name("a8-tensor-asym"), rng, torch.zeros(8), backend="torch")
+    with torch.inference_mode():
+        reference = module(x.half())
+        module.backend = "triton"
+        assert torch.equal(module(x.half()), reference)
+    assert len(calls) == 1
+
+
 @pytest.mark.filterwarnings("ignore:invalid value encountered:RuntimeWarning")  # the interpreter's numpy, at a NaN or inf row
 def test_a_static_w8a8_row_holding_nan_is_nan_on_the_kernel_path_and_inf_clamps_as_simulated():
     """The static path cast round(NaN) to int8 (undefined: 0 on x86), so a NaN row came out finite."""
@@ -202,6 +269,7 @@ def test_a_w8a8_layer_passes_the_straight_through_gradient_to_its_input(act):
     x = torch.randn(4, 70)
     x[0, :5] = 9.0  # outside the static range below: clipped, so no gradient there
     x[0, 5] = 3.01  # past the range's edge by less than half a step: code 127, not clipped
+    x[0, 6] = 3.03  # 3.03 / (3 / 127) = 128.3: code 128, past 127, so clipped
     module = ActQuantLinear(PackedWeight.from_quantized(qt), spec, ActRange(-3.0, 3.0) if spec.static else None, torch.zeros(24),
                             backend="torch")
     with torch.no_grad():
@@ -210,15 +278,16 @@ def test_a_w8a8_layer_passes_the_straight_through_gradient_to_its_input(act):
     assert torch.equal(module(x).detach(), before)  # the same values: only the gradient changed
     expected = (2 * before) @ w  # d/dx sum(y^2) with dy/dx = W, straight through the rounding
     if spec.static:
-        expected[0, :5] = 0.0
-        assert torch.equal(got[0, :5], torch.zeros(5))
+        expected[0, :5] = expected[0, 6] = 0.0
+        assert torch.equal(got[0, :5], torch.zeros(5)) and got[0, 6] == 0
         assert torch.allclose(got, expected, rtol=1e-4, atol=1e-4)
     else:  # per-token: the scale follows the row's range, which adds a small term of its own
         assert float(torch.nn.functional.cosine_similarity(got.flatten(), expected.flatten(), dim=0)) > 0.99
     if act == "a8-tensor":
         module.backend = "triton"  # the int8 kernels on Triton's interpreter: no backward of their own
         kernel = _input_gradient(module, x.half())
-        assert torch.equal(kernel[0, :5], torch.zeros(5)) and kernel[0, 5] != 0 != got[0, 5]  # clipped where the torch path clips
+        assert torch.equal(kernel[0, :5], torch.zeros(5)) and kernel[0, 6] == 0  # clipped where the torch path clips
+        assert kernel[0, 5] != 0 != got[0, 5]
         assert float((kernel - got).abs().max() / got.abs().max()) < 2e-2  # fp16 operands
 
 
