@@ -85,8 +85,20 @@ def test_autotuning_is_off_under_the_interpreter_and_with_autoq_autotune_0(monke
     assert not autotuning()
     monkeypatch.setenv("TRITON_INTERPRET", "0")
     assert autotuning()
-    monkeypatch.setenv("AUTOQ_AUTOTUNE", "0")
-    assert not autotuning()
+    for off in ("0", "false", " No", "OFF"):  # as the docs' AUTOQ_AUTOTUNE=0, in any of the usual spellings
+        monkeypatch.setenv("AUTOQ_AUTOTUNE", off)
+        assert not autotuning(), off
+    monkeypatch.setenv("AUTOQ_AUTOTUNE", "1")
+    assert autotuning()
+
+
+def test_triton_runs_on_cuda_tensors_and_on_cpu_ones_only_under_the_interpreter(monkeypatch):
+    """No other device is usable, interpreter or not (a meta or mps tensor would reach a Triton launch)."""
+    from autoq.kernels.capability import triton_usable
+
+    for interpret, usable in (("1", {"cpu", "cuda"}), ("0", {"cuda"})):
+        monkeypatch.setenv("TRITON_INTERPRET", interpret)
+        assert {d for d in ("cpu", "cuda", "meta", "mps") if triton_usable(torch.device(d))} == usable, interpret
 
 
 def test_the_interpreter_is_read_from_the_environment_as_triton_reads_it(monkeypatch):
