@@ -206,6 +206,8 @@ def test_no_device_no_latency():
     cm = CostModel.for_model(model, find_layers(model))
     assignment = Assignment.from_dict({"0": FP16, "2": FP16})
     assert cm.cost(assignment).latency_us is None and cm.latency_source is None
+    with pytest.raises(ValueError, match="no latency source"):  # not an AttributeError on None
+        cm.layer_amount(find_layers(model)[0], FP16, "latency_ms")
 
 
 def test_a_layer_no_kernel_runs_costs_the_fp16_matmul_whatever_its_format():
@@ -222,7 +224,9 @@ def test_a_layer_no_kernel_runs_costs_the_fp16_matmul_whatever_its_format():
     assert cm.layer_us(linear, int2) < cm.layer_us(linear, half)
     # an activation format runs a kernel only as W8A8 (symmetric int8 on an int8 weight the kernel reads); W4A8 or an
     # asymmetric a8 is dequantized and multiplied in torch, and was charged the weight-only kernel's time
-    for name in ("int4-g128-asym:rtn-mse+a8-token", "int8-ch-sym:rtn-minmax+a8-tensor-asym", "int4-ch-sym:rtn-minmax+a4-token"):
+    names = ("int4-g128-asym:rtn-mse+a8-token", "int8-ch-sym:rtn-minmax+a8-tensor-asym", "int4-ch-sym:rtn-minmax+a4-token",
+             "int8-ch-sym:rtn-minmax+a4-token")  # W8A4 too: only 8-bit activations run the int8 GEMM
+    for name in names:
         assert cm.layer_us(linear, LayerChoice.from_name(name)) == cm.layer_us(linear, half), name
     w8a8 = LayerChoice.from_name("int8-ch-sym:rtn-minmax+a8-token")  # the W8A8 kernels: two launches, at batch 1 over fp16's one
     assert cm.layer_us(linear, w8a8) == roofline_us(10, 128, w8a8.weight, 1, get_device("h100"), int8_activations=True) > cm.layer_us(linear, half)

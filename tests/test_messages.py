@@ -57,6 +57,29 @@ def test_a_logger_the_caller_set_up_before_importing_autoq_is_left_as_it_was():
     assert done.stdout.splitlines() == ["root: kept to the caller's logging", "0 True"] and "autoq: note" not in done.stderr
 
 
+def test_a_note_is_not_also_handed_to_the_root_loggers_handlers():
+    """autoq's logger does not propagate: a pipeline's ``logging.basicConfig()`` after the import does not print each
+    note a second time (as ``INFO:autoq:...``)."""
+    code = "import logging, autoq; logging.basicConfig(level=logging.INFO); from autoq.messages import note; note('once')"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=120)
+    assert done.stderr.count("once") == 1 and "autoq: note: once" in done.stderr, done.stderr
+
+
+def _library_function() -> None:
+    warn("from the library")
+
+
+def test_a_warning_points_at_the_line_that_called_the_function_that_warns():
+    """warn()'s default stacklevel names the user's line, not autoq's own: the filename and line a filter and the
+    once-per-location registry go by."""
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        line = sys._getframe().f_lineno + 1
+        _library_function()
+    [w] = seen
+    assert (w.filename, w.lineno) == (__file__, line)
+
+
 def test_a_warning_is_an_autoq_warning_that_a_filter_escalates():
     with pytest.warns(AutoqWarning, match="^careful$"):
         warn("careful")
@@ -75,6 +98,21 @@ def test_the_command_line_prints_autoq_warnings_as_lines_and_puts_the_display_ba
             warnings.warn("another library's", DeprecationWarning, stacklevel=1)
     assert capsys.readouterr().err == "autoq: warning: a fallback was taken\n" * 2
     assert warnings.showwarning is shown
+
+
+def test_the_command_lines_display_honours_a_file_and_leaves_other_warnings_to_the_display_that_was_there(capsys):
+    """An autoq warning shown with ``file=`` is written there; another library's goes to the display in place (here a
+    recorder), not printed as an autoq line."""
+    import io
+
+    buffer = io.StringIO()
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        with cli_warnings():
+            warnings.showwarning("to the file", AutoqWarning, "x.py", 1, file=buffer)
+            warnings.warn("plain", UserWarning, stacklevel=1)
+    assert buffer.getvalue() == "autoq: warning: to the file\n" and [str(w.message) for w in seen] == ["plain"]
+    assert capsys.readouterr().err == ""
 
 
 def test_a_search_command_prints_its_warning_as_a_line(tmp_path, capsys, monkeypatch):

@@ -69,14 +69,18 @@ def test_cli_logs_the_export_as_an_mlflow_model_of_its_run(searched, tmp_path, c
     printed = capsys.readouterr().out
     assert f"Logged as an MLflow model of run {trial.run_id} (models:/{logged.model_id})" in printed
     assert f"autoq.load({uri!r}, tracking_uri=" in printed and f"mlflow.pyfunc.load_model('models:/{logged.model_id}')" in printed
+    assert "Registered as" not in printed  # no --registered-model-name: nothing was registered
     spaced = tmp_path / "my runs"  # the store in a folder with a space: the printed variable is quoted as a shell needs it
     spaced.mkdir()
     from autoq.tracking.mlflow_logger import sqlite_path
 
     shutil.copy(sqlite_path(searched.tracking_uri), spaced / "mlflow.db")
-    assert main(["export", "--run-id", trial.run_id, "--tracking-uri", f"sqlite:///{spaced / 'mlflow.db'}", "--out", str(tmp_path / "again"),
+    monkeypatch.chdir(spaced)  # and named relative to this folder: printed in full, so that the lines work from any other
+    assert main(["export", "--run-id", trial.run_id, "--tracking-uri", "sqlite:///mlflow.db", "--out", str(tmp_path / "again"),
                  "--log-to-run", "--no-progress"]) == 0
-    assert f"# with MLFLOW_TRACKING_URI='sqlite:///{spaced / 'mlflow.db'}'" in capsys.readouterr().out
+    printed = capsys.readouterr().out
+    assert f"tracking_uri='sqlite:///{spaced / 'mlflow.db'}')" in printed
+    assert f"# with MLFLOW_TRACKING_URI='sqlite:///{spaced / 'mlflow.db'}'" in printed
     assert (logged.name, logged.status, logged.model_type) == (ARTIFACT_PATH, LoggedModelStatus.READY, MODEL_TYPE)
     run = client.get_run(trial.run_id)
     assert run.data.tags[EXPORTED_TAG] == ARTIFACT_PATH

@@ -62,6 +62,9 @@ def test_a_long_frontier_is_cut_to_what_an_mlflow_tag_holds():
     assert len(note) < 8000  # MLflow's limit on a tag's value
     assert note.count("`ffff") == MAX_ROWS and "25 more in `frontier.csv`" in note
     assert "| latency (table:X) |" in note and "| 3.000 us |" in note
+    assert "(quality up, effective bits down, latency down)" in note
+    table = [line for line in note.splitlines() if line.startswith("|")]
+    assert {line.count("|") for line in table} == {7}  # the separator row too has a cell per column: Markdown draws a table
     estimated = search_note([replace(p, latency_source="estimate:roofline:h100") for p in frontier[:2]], "sqlite:///mlflow.db")
     assert "| latency (ESTIMATE roofline:h100) |" in estimated  # an estimate says so, as every latency output does
     close = search_note([replace(frontier[0], latency_us=16.007), replace(frontier[1], latency_us=16.008), replace(frontier[2], latency_us=3141.6)],
