@@ -32,7 +32,11 @@ def test_an_unknown_name_lists_the_known_ones_in_registration_order():
         reg.get("beta")
     with pytest.raises(AutoqError, match="unknown --strategy 3"):
         reg.get(3)
-    assert reg.find("beta") is None and "zeta" in reg and 3 not in reg
+    with pytest.raises(AutoqError, match=r"unknown --strategy \['zeta'\]"):  # unhashable: the same error, no TypeError
+        reg.get(["zeta"])
+    assert reg.find("beta") is None and "zeta" in reg and 3 not in reg and ["zeta"] not in reg
+    with pytest.raises(AutoqError, match=r"^unknown widget 'x'; choose one of $"):  # asked as its kind, by default
+        Registry("widget").get("x")
 
 
 def test_a_copy_is_registered_into_alone_and_adopt_keeps_what_is_known():
@@ -50,7 +54,7 @@ def test_check_callable_refuses_what_autoq_cannot_call_as_it_will():
 
     check_callable("sampler", "ok", lambda seed, extra=1: None, ("seed",))
     check_callable("sampler", "any", lambda *args, **kw: None, ("seed",))
-    check_callable("sampler", "builtin", print, ("seed",))  # no signature to read
+    check_callable("sampler", "builtin", max, ("seed",))  # no signature to read (inspect raises ValueError): on trust
     with pytest.raises(ValueError, match=r"^sampler 'n': 42 is not callable; register a function called as n\(seed\)$"):
         check_callable("sampler", "n", 42, ("seed",))
     with pytest.raises(ValueError, match=r"^PTQ method 'one': autoq calls it as one\(weight, spec, stats\), which its signature \(w\) refuses"):

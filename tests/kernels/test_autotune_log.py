@@ -45,6 +45,7 @@ def test_persistent_tiles_are_named_by_their_programs_an_sm_and_are_half2_tiles_
 
     assert tile_name(gemv_tile(8, 2048, 8, prefetch=2, half2=True, persist=3)) == "8x2048 w8 s2 prefetch2 rows-in-thread half2 persist3"
     assert "PERSIST" not in gemv_tile(8, 2048, 8, half2=True).kwargs  # the other tiles' keywords are as they were
+    assert tile_name(triton.Config({"BLOCK_N": 8, "BLOCK_K": 256, "PERSIST": 0}, num_warps=1, num_stages=2)) == "8x256 w1 s2"  # none at 0
     for kwargs in ({"half2": False}, {"half2": True, "prefetch": 0}):
         with pytest.raises(ValueError, match="HALF2 tile's that loads ahead"):
             gemv_tile(8, 1024, 4, persist=4, **kwargs)
@@ -68,12 +69,15 @@ def test_recording_keeps_what_the_launches_inside_the_block_chose(monkeypatch):
         monkeypatch.setattr(tuner, "configs_timings", None, raising=False)
     stale = gemm.configs[0]
     gemm.best_config, gemm.configs_timings = stale, {stale: [1.0, 0.9, 1.1]}  # from a launch before the block
-    fast, slow, too_big = gemv.configs[0], gemv.configs[1], gemv.configs[2]
+    quantize = tuners["quantize_rows_kernel"]
+    quantize.configs_timings = {quantize.configs[0]: [0.002]}  # timed at a launch before the block
+    fast, slow, too_big, failed = gemv.configs[0], gemv.configs[1], gemv.configs[2], gemv.configs[3]
     with recording() as choices:
         gemv.best_config = fast
-        gemv.configs_timings = {slow: [0.0042, 0.004, 0.0045], fast: [0.0031, 0.003, 0.0033], too_big: [float("inf")] * 3}
-        tuners["quantize_rows_kernel"].best_config = tuners["quantize_rows_kernel"].configs[0]  # chosen earlier: no timings
+        gemv.configs_timings = {slow: [0.0042, 0.004, 0.0045], fast: (0.0031234, 0.003, 0.0033), too_big: [float("inf")] * 3,
+                                failed: [float("nan")] * 3}  # quantiles as a list or a tuple
+        quantize.best_config = quantize.configs[0]  # chosen earlier, from the cache: its old timings are not this choice's
     assert [c.kernel for c in choices] == ["wq_gemv_kernel", "quantize_rows_kernel"]
     assert choices[0].tile == tile_name(fast) == choices[0].timings_us[0][0]
-    assert choices[0].timings_us == ((tile_name(fast), 3.1), (tile_name(slow), 4.2))  # ms -> us, fastest first, no inf
+    assert choices[0].timings_us == ((tile_name(fast), 3.123), (tile_name(slow), 4.2))  # ms -> ns in us, fastest first, no inf or NaN
     assert choices[1].timings_us == ()

@@ -130,4 +130,18 @@ def test_a_kernel_whose_run_cannot_compile_only_is_refused_when_registered(monke
     assert "dense-deq" not in kernel_names()
     registry.register_kernel(info("dense-ok", lambda x, packed, backend="auto", compile_only=False: x))
     registry.register_kernel(info("dense-kw", lambda x, packed, backend="auto", **options: x))
-    assert {"dense-ok", "dense-kw"} <= set(kernel_names())
+    registry.register_kernel(info("builtin-run", max))  # no signature to read: trusted, not refused
+    assert {"dense-ok", "dense-kw", "builtin-run"} <= set(kernel_names())
+    assert kernel_names() == sorted(kernel_names())
+
+
+def test_the_weight_only_entries_name_their_kernel_and_pass_compile_only_on(monkeypatch):
+    """``wq`` dispatches by batch (kernel auto: the GEMV at batch 1), ``wq-gemv`` and ``wq-gemm`` name theirs, and each
+    passes ``compile_only`` to ``wq_linear`` (a precompile would launch the kernel)."""
+    from autoq.kernels import ops
+
+    calls = []
+    monkeypatch.setattr(ops, "wq_linear", lambda x, w, backend, kernel, compile_only: calls.append((kernel, compile_only)))
+    for name in ("wq", "wq-gemv", "wq-gemm"):
+        get_kernel(name).run(None, None, "triton", compile_only=True)
+    assert calls == [("auto", True), ("gemv", True), ("gemm", True)]

@@ -19,7 +19,7 @@ import triton  # noqa: E402  (after the skip)
 import triton.language as tl  # noqa: E402
 
 from autoq.kernels import triton_wq_gemm, triton_wq_gemv  # noqa: E402
-from autoq.kernels.splits import resolved_split, run_split, store_split  # noqa: E402
+from autoq.kernels.splits import resolved_split, run_split, store_split, with_split  # noqa: E402
 
 
 @triton.jit
@@ -93,6 +93,9 @@ def test_run_split_allocates_partial_sums_for_the_largest_split_and_counts_on_th
     assert seen["counters"] is not own and seen["counters"].shape == (200,) and not seen["counters"].any()
     run_split(launch, 2, 50, torch.float16, device, (4,), 1, None)
     assert seen["counters"].shape == (50,) and not seen["counters"].any()
+    elsewhere = torch.zeros(50, dtype=torch.int32, device="meta")  # a weight's counters on another device than the output
+    run_split(launch, 2, 50, torch.float16, device, (2,), 1, elsewhere)
+    assert seen["counters"].device == out.device and not seen["counters"].any()
     run_split(launch, 2, 50, torch.float16, device, (1,), 1, own)  # nothing splits: empty buffers, fp32 and int32 as always
     assert seen["part"].shape == (0, 2, 50) and seen["part"].dtype == torch.float32
     assert seen["counters"].numel() == 0 and seen["counters"].dtype == torch.int32
@@ -133,3 +136,9 @@ def test_a_split_that_is_not_a_positive_integer_is_refused(split_k):
     for rows in (1, 4):
         with pytest.raises(AutoqError, match=f"split_k must be a positive integer .*got {split_k!r}"):
             wq_linear(torch.randn(rows, 64, dtype=torch.float16, device=DEVICE), w, backend="triton", split_k=split_k)
+
+
+def test_a_split_candidate_keeps_its_tile_s_warps_and_stages():
+    """``with_split`` changes the split over K alone: a candidate fell back to 4 warps."""
+    split = with_split(triton.Config({"BLOCK_N": 8}, num_warps=2, num_stages=3), 4)
+    assert (split.kwargs, split.num_warps, split.num_stages) == ({"BLOCK_N": 8, "SPLIT_K": 4}, 2, 3)
