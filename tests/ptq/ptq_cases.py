@@ -17,6 +17,12 @@ def correlated_inputs(n_in: int, n_rows: int = 1024, seed: int = 0) -> torch.Ten
     return (torch.randn(n_rows, n_in, generator=gen) @ mix + 0.3 * torch.randn(n_in, generator=gen)) * scale
 
 
+def stats_of(x: torch.Tensor, max_samples: int = 512) -> LayerStats:
+    """A linear layer's statistics on the rows ``x`` (one batch), keeping up to ``max_samples`` of them."""
+    model = nn.Sequential(nn.Linear(x.shape[1], 1))
+    return capture_stats(model, find_layers(model), [x], max_samples)["0"]
+
+
 def layer_and_stats(n_in: int = 96, n_out: int = 24, seed: int = 0) -> tuple[torch.Tensor, LayerStats]:
     torch.manual_seed(seed)
     model = nn.Sequential(nn.Linear(n_in, n_out))

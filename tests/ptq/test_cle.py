@@ -66,6 +66,45 @@ def test_a_linear_and_batchnorm1d_fold_only_where_an_example_shows_2d_input(caps
         assert ("example_input" in err) is (example is None)
 
 
+@pytest.mark.parametrize("affine", [False, True])
+def test_fold_a_batch_norm_with_or_without_affine_parameters(affine):
+    """BatchNorm(affine=False) has no weight or bias: gamma 1 and beta 0, so the fold keeps the output too."""
+    conv, bn = nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3, affine=affine).eval()
+    with torch.no_grad():
+        bn.running_mean.uniform_(-1, 1)
+        bn.running_var.uniform_(0.5, 2)
+        inp = torch.randn(2, 2, 4, 4)
+        ref = bn(conv(inp))
+        fold_batch_norm(conv, bn)
+        assert torch.allclose(conv(inp), ref, atol=1e-5)
+
+
+class TwoCalls(nn.Module):
+    """One Linear -> BatchNorm1d called on (N, C) rows and on (N, T, C) tokens."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        torch.manual_seed(0)
+        self.seq = nn.Sequential(nn.Linear(6, 8), nn.BatchNorm1d(8))
+        with torch.no_grad():
+            self.seq[1].running_mean.uniform_(-1, 1)
+            self.seq[1].running_var.uniform_(0.5, 2)
+
+    def forward(self, rows: torch.Tensor, tokens: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.seq(rows), self.seq(tokens)
+
+
+def test_a_batch_norm1d_seen_on_3d_input_too_is_not_folded():
+    """Folding is exact only for (N, C) input: a BatchNorm called on (N, T, C) as well stays as it is."""
+    model = TwoCalls().eval()
+    rows, tokens = torch.randn(5, 6), torch.randn(2, 8, 6)
+    with torch.no_grad():
+        ref = model(rows, tokens)
+        assert fold_batch_norms(model, (rows, tokens)) == 0
+        out = model(rows, tokens)
+    assert torch.allclose(out[0], ref[0], atol=1e-5) and torch.allclose(out[1], ref[1], atol=1e-5)
+
+
 def test_fold_into_a_layer_without_bias():
     conv, bn = nn.Conv2d(2, 3, 1, bias=False), nn.BatchNorm2d(3).eval()
     bn.running_mean.fill_(0.5)
@@ -173,6 +212,47 @@ def test_layers_whose_channels_lie_on_other_axes_are_not_paired(layers):
         assert torch.equal(model(inputs), ref)
 
 
+@pytest.mark.parametrize("flatten", [nn.Flatten(1, 2), nn.Flatten(0, -1)])
+def test_a_conv_and_a_linear_after_a_partial_or_batch_flatten_are_not_paired(flatten):
+    """Only Flatten(1, -1) puts a convolution's channels on a Linear's features; any other is left unpaired."""
+    torch.manual_seed(0)
+    inputs = torch.randn(2, 1, 4, 8)
+    fan = {(1, 2): 8, (0, -1): 2 * 4 * 4 * 8}[(flatten.start_dim, flatten.end_dim)]
+    model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.ReLU(), flatten, nn.Linear(fan, 3)).eval()
+    with torch.no_grad():
+        model[0].weight.mul_(torch.logspace(-2, 1, 4)[:, None, None, None])
+        ref = model(inputs)
+        assert equalize(model) == 0
+        assert torch.equal(model(inputs), ref)
+
+
+def test_equalize_leaves_a_dead_channel_finite_and_converges_along_a_chain():
+    """An output channel of zero weights keeps s = 1 (dividing by its range of 0 filled the layer with NaN), and in a
+    chain of three Linears each pair ends with near-equal ranges (one sweep left the first pair 1.4x apart)."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
+    with torch.no_grad():
+        model[0].weight[2] = 0.0
+        model[0].bias[2] = 0.0
+        model[2].weight[:, 5] = 0.0  # and an input channel the next layer ignores
+        inputs = torch.randn(4, 6)
+        ref = model(inputs)
+        equalize(model)
+        assert torch.allclose(model(inputs), ref, atol=1e-5)
+    assert torch.isfinite(model[0].weight).all() and torch.equal(model[0].weight[2], torch.zeros(6))
+    chain = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 8), nn.ReLU(), nn.Linear(8, 3))
+    with torch.no_grad():
+        chain[0].weight.mul_(torch.logspace(-2, 1, 8)[:, None])
+        chain[2].weight.mul_(torch.logspace(1, -2, 8)[:, None])
+        equalize(chain)
+    ratio = chain[0].weight.detach().abs().amax(1) / chain[2].weight.detach().abs().amax(0)
+    assert float(ratio.max() / ratio.min()) < 1.01
+
+
 def test_fold_refuses_wrong_modules():
     with pytest.raises(AutoqError, match="takes a Linear, Conv1d or Conv2d layer and the BatchNorm1d/2d that follows it, got ReLU and BatchNorm2d"):
         fold_batch_norm(nn.ReLU(), nn.BatchNorm2d(2))
+    with pytest.raises(AutoqError, match=r"^cannot fold a BatchNorm without running statistics \(track_running_stats=False\)$"):
+        fold_batch_norm(nn.Conv2d(2, 3, 1), nn.BatchNorm2d(3, track_running_stats=False))
+    with pytest.raises(AutoqError, match=r"^cannot equalize: 8 output channels do not match the next layer's 5 inputs$"):
+        equalize(nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(5, 3)))

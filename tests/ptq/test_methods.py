@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from ptq_cases import correlated_inputs, layer_and_stats
+from ptq_cases import correlated_inputs, layer_and_stats, stats_of
 
 from autoq.errors import AutoqError
 from autoq.ptq import get_method
@@ -185,6 +185,17 @@ def test_percentile_of_a_ragged_last_group_counts_its_real_weights_only():
     assert torch.allclose(hi[:, 3], torch.quantile(w[:, 96:], 0.999, dim=1)) and torch.allclose(lo[:, 3], torch.quantile(w[:, 96:], 0.001, dim=1))
 
 
+def test_percentile_of_a_one_input_layer_is_its_one_weight_and_q_one_is_the_whole_range():
+    """A Linear(1, k) per channel has groups of one weight: both quantiles are that weight (kthvalue out of range
+    otherwise); q = 1 puts them on the order statistics at both ends, nothing interpolated."""
+    w = torch.tensor([[0.5], [-2.0], [3.0]])
+    lo, hi = percentile_range(w, QuantSpec(4, "channel"))
+    assert torch.equal(lo, w[:, 0]) and torch.equal(hi, w[:, 0])
+    w = torch.randn(3, 7, generator=torch.Generator().manual_seed(0))
+    lo, hi = percentile_range(w, QuantSpec(4, "channel"), q=1.0)
+    assert torch.equal(lo, w.amin(1)) and torch.equal(hi, w.amax(1))
+
+
 def test_lp_norm_range_at_most_minmax_lp_error():
     w = torch.randn(8, 256, generator=torch.Generator().manual_seed(0))
     spec = QuantSpec(3, "channel")
@@ -218,8 +229,11 @@ def test_awq_scales_the_salient_channels_and_beats_rtn(layer, spec):
     assert rel_error("awq", w, stats, spec) < 0.9
 
 
-def test_smoothquant_search_is_no_worse_than_any_alpha_of_its_grid():
-    w, stats = layer_and_stats(n_in=128, n_out=32, seed=2)
+@pytest.mark.parametrize(("n_in", "n_out", "seed"), [(128, 32, 2), (32, 8, 0), (32, 8, 4)])
+def test_smoothquant_search_is_no_worse_than_any_alpha_of_its_grid(n_in, n_out, seed):
+    """Each alpha is scored with the scaled input's own 8-bit range, as the W8A8 layer runs (the small layers picked
+    another alpha where the range was the unscaled input's, or 4-bit)."""
+    w, stats = layer_and_stats(n_in=n_in, n_out=n_out, seed=seed)
     spec, act = QuantSpec(8, "channel", None, True), ActSpec(8, "tensor")
     x = stats.samples.float()
     ref = x @ w.t()
@@ -230,7 +244,46 @@ def test_smoothquant_search_is_no_worse_than_any_alpha_of_its_grid():
 
     best = min(err(smoothquant(w, spec, stats, a)) for a in ALPHA_GRID)
     assert err(smoothquant_search(w, spec, stats)) <= best * (1 + 1e-9)
-    assert err(smoothquant(w, spec, stats, ALPHA_GRID[0])) > best or err(smoothquant(w, spec, stats, ALPHA_GRID[-1])) > best
+    if seed == 2:
+        assert err(smoothquant(w, spec, stats, ALPHA_GRID[0])) > best or err(smoothquant(w, spec, stats, ALPHA_GRID[-1])) > best
+
+
+@pytest.mark.parametrize("alpha", [None, 0.3, 0.8])
+def test_smoothing_scale_is_the_input_max_to_alpha_over_the_weight_max_to_one_minus_alpha(alpha):
+    """s_j = max|X_j|^alpha / max|W_:,j|^(1 - alpha), alpha 0.5 for plain SmoothQuant, on a channel of max 1e-4 too."""
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(8, 6, generator=gen)
+    stats = stats_of(torch.randn(64, 6, generator=gen) * torch.tensor([1.0, 4.0, 0.5, 1e-4, 2.0, 8.0]))
+    spec = QuantSpec(8, "channel", None, True)
+    q = get_method("smoothquant")(w, spec, stats) if alpha is None else smoothquant(w, spec, stats, alpha)
+    a = 0.5 if alpha is None else alpha
+    assert torch.allclose(q.input_scale, stats.absmax.pow(a) / w.abs().amax(0).pow(1 - a), rtol=1e-5)
+
+
+def test_smoothquant_keeps_a_unit_scale_on_dead_channels_and_searches_as_plain_without_samples():
+    """An input that never fires, or meets only zero weights, keeps s = 1; with no rows kept to compare alphas on, the
+    search is plain SmoothQuant (alpha 0.5), not the grid's first."""
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(8, 6, generator=gen)
+    w[:, 2] = 0.0
+    x = torch.randn(64, 6, generator=gen)
+    x[:, 4] = 0.0
+    spec = QuantSpec(8, "channel", None, True)
+    q = smoothquant(w, spec, stats_of(x))
+    assert q.input_scale[2] == 1.0 and q.input_scale[4] == 1.0 and not (q.input_scale[[0, 1, 3, 5]] == 1).any()
+    unsampled = stats_of(torch.randn(64, 6, generator=gen) * 3, max_samples=0)
+    assert unsampled.samples.shape[0] == 0
+    assert torch.equal(smoothquant_search(w, spec, unsampled).input_scale, smoothquant(w, spec, unsampled).input_scale)
+
+
+def test_smoothquant_search_picks_the_grids_lowest_alpha_for_weight_outliers():
+    """3-bit weights with two outlier columns and flat inputs: alpha 0.3 is best, and is picked."""
+    gen = torch.Generator().manual_seed(0)
+    w = torch.randn(16, 32, generator=gen)
+    w[:, :2] *= 10
+    stats, spec = stats_of(torch.randn(256, 32, generator=gen)), QuantSpec(3, "channel", None, True)
+    assert ALPHA_GRID[0] == 0.3
+    assert torch.equal(smoothquant_search(w, spec, stats).input_scale, smoothquant(w, spec, stats, 0.3).input_scale)
 
 
 def test_awq_passes_over_input_scales_that_stretch_weights_past_an_fp16_scale():

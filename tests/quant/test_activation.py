@@ -43,17 +43,32 @@ def test_bad_names(name):
         assert message.startswith(f"cannot parse activation format {name!r}; expected 'a8-tensor', 'a8-token'"), message
 
 
+def test_a_spec_built_in_python_is_checked_as_a_name_is():
+    with pytest.raises(AutoqError, match=r"^unknown activation mode 'row'; choose 'tensor' \(static\) or 'token' \(dynamic\)$"):
+        ActSpec(8, "row")
+    with pytest.raises(AutoqError, match=r"^unsupported activation bit-width 2; choose one of \(4, 8\)$"):
+        ActSpec(2, "token")
+
+
 def rows() -> torch.Tensor:
     gen = torch.Generator().manual_seed(0)
     return torch.randn(32, 64, generator=gen) * torch.linspace(0.1, 4, 32)[:, None]
 
 
 @pytest.mark.parametrize("bits", [8, 4])
-def test_per_token_error_is_bounded_by_half_a_step_per_row(bits):
-    x = rows()
+@pytest.mark.parametrize("size", [1.0, 1e-3])  # rows of max 1e-3 too: the scale's floor must not coarsen their step
+def test_per_token_error_is_bounded_by_half_a_step_per_row(bits, size):
+    x = rows() * size
     y = fake_quantize_activation(x, ActSpec(bits, "token"))
     step = x.abs().amax(dim=-1, keepdim=True) / ((1 << (bits - 1)) - 1)
-    assert bool(((y - x).abs() <= step / 2 + 1e-6).all())
+    assert bool(((y - x).abs() <= step / 2 + 1e-6 * size).all())
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float16, torch.bfloat16])
+def test_fake_quantize_keeps_the_input_dtype(dtype):
+    x = rows().to(dtype)
+    assert fake_quantize_activation(x, ActSpec(8, "token")).dtype == dtype
+    assert fake_quantize_activation(x, ActSpec(8, "tensor"), ActRange(-1.0, 1.0)).dtype == dtype
 
 
 def test_eight_bits_finer_than_four():
@@ -76,6 +91,7 @@ def test_static_range_of_scaled_input():
     lo, hi = torch.tensor([-2.0, -1.0]), torch.tensor([4.0, 1.0])
     assert static_range(lo, hi) == ActRange(-2.0, 4.0)
     assert static_range(lo, hi, torch.tensor([4.0, 0.5])) == ActRange(-2.0, 2.0)
+    assert static_range(torch.tensor([-3.0, -2.0]), torch.tensor([-1.0, -0.5])) == ActRange(-3.0, -0.5)  # all below zero
 
 
 @pytest.mark.parametrize("name", ["int8-ch-sym:smoothquant+a8-tensor", "int4-g128-asym:gptq+a8-token", "int4-g128-asym:rtn-mse", "fp16"])
