@@ -29,6 +29,21 @@ def scattered(ax) -> int:
     return sum(len(c.get_offsets()) for c in ax.collections)
 
 
+def line_of(latencies: list[float | None], source: str | None = "table:Test GPU") -> list[Point]:
+    """One point per latency (us, or None), at 3.0, 3.5, ... bits, quality rising with them."""
+    return [Point(i, Assignment(), 0.5 + 0.05 * i, 3.0 + 0.5 * i, 1000 + i, latency_us=lat, latency_source=source if lat is not None else None)
+            for i, lat in enumerate(latencies)]
+
+
+def dashed_at(ax) -> list[float]:
+    """Where the dashed (budget) lines of ``ax`` are drawn."""
+    return [line.get_xdata()[0] for line in ax.lines if line.get_linestyle() == "--" and len(line.get_xdata())]
+
+
+def legend(ax) -> list[str]:
+    return [t.get_text() for t in ax.get_legend().get_texts()]
+
+
 def test_without_latency_one_panel_of_quality_against_bits():
     pts = points()
     front = pareto_front(pts)
@@ -96,3 +111,62 @@ def test_latencies_in_a_narrow_band_are_labelled_whole_not_as_an_offset():
     fig.canvas.draw()
     ticks = [float(t.get_text().replace("\u2212", "-")) for t in lat_ax.get_xticklabels() if t.get_text()]
     assert ticks and all(16.0 < t < 16.02 for t in ticks) and lat_ax.xaxis.get_offset_text().get_text() == ""
+
+
+def test_points_only_some_with_a_latency_get_one_panel():
+    """The latency panel needs every point's latency: a run of mixed points plots quality against bits alone."""
+    pts = line_of([100.0, None, 120.0])
+    fig = frontier_figure(pts, pareto_front(pts))
+    assert len(fig.axes) == 1 and "effective bits" in fig.axes[0].get_xlabel()
+
+
+def test_the_frontier_staircase_is_drawn_only_without_latency():
+    """Bits against quality: the Pareto frontier is a post-step staircase; with latency (three objectives) it is not drawn."""
+    pts = line_of([None] * 5)
+    front = pareto_front(pts)
+    (ax,) = frontier_figure(pts, front).axes
+    [stair] = [line for line in ax.lines if line.get_linestyle() == "-"]
+    assert stair.get_drawstyle() == "steps-post"
+    assert list(stair.get_xdata()) == [p.effective_bits for p in front]
+    with_latency = line_of([100.0, 110.0, 120.0, 130.0, 140.0])
+    bits_ax, _ = frontier_figure(with_latency, pareto_front(with_latency)).axes
+    assert [line for line in bits_ax.lines if line.get_linestyle() == "-"] == []
+
+
+def test_a_latency_without_a_source_is_titled_unknown_source():
+    """Points whose latency names no source: the panel's title says 'unknown source' and calls it measured."""
+    pts = line_of([100.0, 120.0], source=None)
+    _, lat_ax = frontier_figure(pts, pareto_front(pts)).axes
+    assert lat_ax.get_title() == "latency source: unknown source\n(measured kernel table)"
+
+
+def test_only_an_estimate_colon_source_is_called_an_estimate():
+    """'estimate:' marks a roofline estimate; another source that merely begins with 'estimate' is not one."""
+    pts = line_of([100.0, 120.0], source="estimated-by-hand")
+    _, lat_ax = frontier_figure(pts, pareto_front(pts)).axes
+    assert "(measured kernel table)" in lat_ax.get_title() and "ESTIMATE" not in lat_ax.get_title()
+
+
+def test_latencies_reaching_a_millisecond_are_shown_in_ms():
+    """The unit follows the slowest point: points from 500 us to 2 ms are plotted in ms, not us."""
+    pts = line_of([500.0, 2000.0])
+    _, lat_ax = frontier_figure(pts, pareto_front(pts)).axes
+    assert "(ms)" in lat_ax.get_xlabel()
+    assert sorted(lat_ax.collections[0].get_offsets()[:, 0]) == pytest.approx([0.5, 2.0])
+
+
+def test_a_budget_up_to_one_span_beyond_the_points_is_drawn():
+    """Points at 3.0-4.0 bits (span 1): a budget at 4.5 or exactly 5.0 bits is a dashed line; beyond it, a legend entry."""
+    pts = line_of([None, None, None])
+    for budget, drawn in ((4.5, True), (5.0, True), (5.01, False)):
+        (ax,) = frontier_figure(pts, pareto_front(pts), budget_bits=budget).axes
+        assert dashed_at(ax) == ([budget] if drawn else []), budget
+        assert ("budget" in legend(ax)) is drawn
+
+
+def test_a_latency_budget_at_points_that_all_share_one_latency_is_drawn():
+    """All points at 4.1 us and a 0.0041 ms budget (4.1000000000000005 us once scaled): the line is drawn at the points,
+    not named as a budget 'every point meets' off the axis."""
+    pts = line_of([4.1, 4.1, 4.1])
+    _, lat_ax = frontier_figure(pts, pareto_front(pts), budget_latency_ms=0.0041).axes
+    assert dashed_at(lat_ax) == [pytest.approx(4.1)] and "latency budget" in legend(lat_ax)

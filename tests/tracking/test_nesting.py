@@ -194,3 +194,23 @@ def test_a_resume_inside_another_active_run_continues_its_own_search_run(fluent_
         resumed = autoq.search("digits-cnn", n_trials=3, resume=True, **kwargs)
     assert resumed.parent_run_id == first.parent_run_id and len(resumed.points) == 3
     assert client.get_run(resumed.parent_run_id).data.tags["mlflow.parentRunId"] == first_step.info.run_id
+
+
+def test_a_relative_uri_of_the_active_runs_store_nests_in_it(fluent_store, mlflow_uri, monkeypatch, capsys):
+    """'sqlite:///mlflow.db' named from the store's folder is the active run's store, set by its absolute path: nested."""
+    from autoq.tracking.active_run import active_parent
+
+    db = Path(mlflow_uri.removeprefix("sqlite:///"))
+    monkeypatch.chdir(db.parent)
+    with fluent_store.start_run() as run:
+        assert active_parent(f"sqlite:///{db.name}") == run.info.run_id
+    assert "is not nested" not in capsys.readouterr().err
+
+
+def test_a_search_without_mlflow_logging_nests_in_nothing_and_says_nothing(fluent_store, capsys):
+    """tracking_uri=None (MLflow logging off) inside mlflow.start_run: no parent, and no note about another store."""
+    from autoq.tracking.active_run import active_parent
+
+    with fluent_store.start_run():
+        assert active_parent(None) is None
+    assert "is active (mlflow.start_run)" not in capsys.readouterr().err

@@ -83,6 +83,33 @@ def test_a_store_deleted_and_made_again_in_one_process_is_built_anew(tmp_path):
     assert (tmp_path / "again" / "mlflow.db").is_file() and not list((tmp_path / "again").glob(".mlflow.db.building-*"))
 
 
+def test_a_store_made_meanwhile_is_not_replaced_by_the_build(tmp_path):
+    """A store another program made at the URI's file while this one was built is kept, not overwritten."""
+    from autoq.tracking.new_store import build_store
+
+    db = tmp_path / "mlflow.db"
+    db.write_bytes(b"another program's store")
+    build_store(db)  # the race is between two programs: here the other one's store is there before the link
+    assert db.read_bytes() == b"another program's store" and not list(tmp_path.glob(".mlflow.db.building-*"))
+
+
+def test_a_filesystem_without_hard_links_gets_the_store_by_a_rename(tmp_path, monkeypatch):
+    """Where os.link is refused (EPERM), the built store is renamed into place: the URI's file is a whole store."""
+    import errno
+    import os
+
+    from autoq.tracking.new_store import build_store
+
+    def no_links(src, dst):
+        raise OSError(errno.EPERM, "Operation not permitted")
+
+    monkeypatch.setattr(os, "link", no_links)
+    db = tmp_path / "mlflow.db"
+    build_store(db)
+    assert db.is_file() and not list(tmp_path.glob(".mlflow.db.building-*"))
+    assert MlflowClient(f"sqlite:///{db}").get_experiment("0") is not None
+
+
 def test_building_a_store_leaves_no_descriptor_open_on_its_building_file(tmp_path):
     """MLflow kept the build's own engine, used once, for the process: two descriptors on the (deleted) building file,
     the store's own through the hard link, for every store built; a service making one per job ran out of them."""
@@ -294,3 +321,14 @@ def test_an_experiment_another_search_creates_meanwhile_is_joined(mlflow_uri, mo
 
     monkeypatch.setattr(MlflowClient, "get_experiment_by_name", created_meanwhile)
     assert MlflowTracker.open(mlflow_uri, "shared").experiment_id == raced[0]
+
+
+def test_an_artifact_logged_under_a_path_goes_to_that_folder(mlflow_uri, tmp_path):
+    """The client's log_artifact keeps its artifact_path: the file is listed in that folder of the run."""
+    from helpers import artifacts_beside
+
+    client = tracking_client(mlflow_uri)
+    run_id = client.create_run(client.create_experiment("x", artifact_location=artifacts_beside(mlflow_uri))).info.run_id
+    (tmp_path / "table.csv").write_text("a,b\n")
+    client.log_artifact(run_id, str(tmp_path / "table.csv"), "tables")
+    assert [a.path for a in client.list_artifacts(run_id, "tables")] == ["tables/table.csv"]
