@@ -26,6 +26,9 @@ def test_a_ctrl_c_while_a_new_store_is_built_waits_until_it_is_whole(tmp_path, m
     """Building a new SQLite store runs MLflow's migrations for seconds: a Ctrl-C among them left it half built."""
     from mlflow.tracking import MlflowClient
 
+    import autoq.tracking.disk_client  # noqa: F401  before the patch: its DiskClient, first defined under it, inherited
+    # the Ctrl-C for the rest of the process (the kill test after this one was interrupted when run alone with it)
+
     built = []
 
     class Interrupted(MlflowClient):
