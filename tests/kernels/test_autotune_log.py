@@ -79,5 +79,5 @@ def test_recording_keeps_what_the_launches_inside_the_block_chose(monkeypatch):
         quantize.best_config = quantize.configs[0]  # chosen earlier, from the cache: its old timings are not this choice's
     assert [c.kernel for c in choices] == ["wq_gemv_kernel", "quantize_rows_kernel"]
     assert choices[0].tile == tile_name(fast) == choices[0].timings_us[0][0]
-    assert choices[0].timings_us == ((tile_name(fast), 3.123), (tile_name(slow), 4.2))  # ms -> ns in us, fastest first, no inf or NaN
+    assert choices[0].timings_us == ((tile_name(fast), 3.123), (tile_name(slow), 4.2))  # ms -> us (to the ns), fastest first, no inf or NaN
     assert choices[1].timings_us == ()
