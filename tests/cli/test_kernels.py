@@ -149,7 +149,7 @@ def test_an_output_that_cannot_be_written_or_an_empty_measurement_is_refused_wit
 
 
 def test_blank_entries_in_kernels_are_ignored_and_shapes_beside_a_model_are_measured_too(tmp_path, gpu, capsys):
-    """'--kernels "wq, ,w8a8,"' times wq and w8a8 (it was refused as "unknown kernel ''"), and --shapes adds to the
+    """'--kernels "wq, ,w8a8,"' times wq and w8a8 (not "unknown kernel ''"), and --shapes adds to the
     model's layer shapes."""
     assert main(["kernels", "bench", "--model", "none", "--shapes", "64x64", "--kernels", "wq, ,w8a8,", "--no-progress",
                  "--out", str(tmp_path / "t.json")]) == 0, capsys.readouterr().err

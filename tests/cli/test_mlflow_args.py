@@ -22,7 +22,7 @@ def test_any_other_tracking_uri_is_taken_as_given():
 
 def test_a_tracking_uri_none_in_capitals_looks_the_experiment_id_up_in_the_default_store(mlflow_uri, monkeypatch):
     """--tracking-uri NONE is no MLflow, as 'none' is: $MLFLOW_EXPERIMENT_ID is looked up in the default store, not in a
-    store named 'NONE' (where it was not found, and the experiment fell back to 'autoq')."""
+    store named 'NONE' (where it would not be found, and the experiment fall back to 'autoq')."""
     from mlflow.tracking import MlflowClient
 
     folder = Path(mlflow_uri[len("sqlite:///"):]).parent

@@ -103,7 +103,7 @@ def test_a_dataframe_is_taken_a_column_per_input():
 
 def test_each_named_input_takes_the_dtype_recorded_for_its_name():
     got = as_tensors({"x": [[0.5, 1.5]], "ids": [[1, 2]]}, {"x": "float32", "ids": "int64"})
-    assert got["x"].dtype == torch.float32 and got["ids"].dtype == torch.int64  # a list of floats was float64
+    assert got["x"].dtype == torch.float32 and got["ids"].dtype == torch.int64  # a list of floats is float64 as given
 
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])

@@ -227,8 +227,8 @@ def test_a_conv_and_a_linear_after_a_partial_or_batch_flatten_are_not_paired(fla
 
 
 def test_equalize_leaves_a_dead_channel_finite_and_converges_along_a_chain():
-    """An output channel of zero weights keeps s = 1 (dividing by its range of 0 filled the layer with NaN), and in a
-    chain of three Linears each pair ends with near-equal ranges (one sweep left the first pair 1.4x apart)."""
+    """An output channel of zero weights keeps s = 1 (dividing by its range of 0 would fill the layer with NaN), and in
+    a chain of three Linears each pair ends with near-equal ranges (one sweep leaves the first pair 1.4x apart)."""
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(6, 8), nn.ReLU(), nn.Linear(8, 3)).eval()
     with torch.no_grad():

@@ -231,8 +231,8 @@ def test_awq_scales_the_salient_channels_and_beats_rtn(layer, spec):
 
 @pytest.mark.parametrize(("n_in", "n_out", "seed"), [(128, 32, 2), (32, 8, 0), (32, 8, 4)])
 def test_smoothquant_search_is_no_worse_than_any_alpha_of_its_grid(n_in, n_out, seed):
-    """Each alpha is scored with the scaled input's own 8-bit range, as the W8A8 layer runs (the small layers picked
-    another alpha where the range was the unscaled input's, or 4-bit)."""
+    """Each alpha is scored with the scaled input's own 8-bit range, as the W8A8 layer runs (the small layers pick
+    another alpha where the range is the unscaled input's, or 4-bit)."""
     w, stats = layer_and_stats(n_in=n_in, n_out=n_out, seed=seed)
     spec, act = QuantSpec(8, "channel", None, True), ActSpec(8, "tensor")
     x = stats.samples.float()
