@@ -9,6 +9,17 @@ import sys
 import pytest
 
 
+class Kept(logging.Handler):
+    """A handler that keeps each record it is given as (logger name, message)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[tuple[str, str]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines.append((record.name, record.getMessage()))
+
+
 def test_an_exported_model_loads_where_neither_mlflow_nor_optuna_is_installed(tmp_path):
     """A deployment needs torch, safetensors and (for a Hugging Face model) transformers, not the search's tools."""
     import torch
@@ -79,14 +90,6 @@ def test_optuna_and_mlflow_lines_are_dropped_in_the_quiet_thread_only():
 
     from autoq.quiet import _LibraryFilter, quiet_logs
 
-    class Kept(logging.Handler):
-        def __init__(self) -> None:
-            super().__init__()
-            self.lines: list[tuple[str, str]] = []
-
-        def emit(self, record: logging.LogRecord) -> None:
-            self.lines.append((record.name, record.getMessage()))
-
     kept = Kept()
     optuna.logging.set_verbosity(optuna.logging.INFO)
     libraries = [logging.getLogger("optuna"), logging.getLogger("mlflow")]
@@ -99,11 +102,12 @@ def test_optuna_and_mlflow_lines_are_dropped_in_the_quiet_thread_only():
 
         def searching() -> None:
             with quiet_logs():
-                inside.set()
                 logging.getLogger("optuna.study.study").info("search's trial")
                 logging.getLogger("mlflow.store.db.utils").info("search's store")
                 logging.getLogger("mlflow.store.db.utils").error("SQLAlchemy database error")  # the search reports it itself
+                logging.getLogger("mlflow.store.db.utils").critical("search's critical")  # only the ERROR record is its
                 logging.getLogger("optuna.study.study").warning("search's warning")
+                inside.set()  # its lines told: the outer thread's come after them, while it is still inside
                 done.wait()
 
         thread = threading.Thread(target=searching)
@@ -115,7 +119,8 @@ def test_optuna_and_mlflow_lines_are_dropped_in_the_quiet_thread_only():
         done.set()
         thread.join()
         logging.getLogger("optuna.study.study").info("after")
-        assert kept.lines == [("optuna.study.study", "search's warning"), ("optuna.study.study", "outer trial"),
+        assert kept.lines == [("mlflow.store.db.utils", "search's critical"), ("optuna.study.study", "search's warning"),
+                              ("optuna.study.study", "outer trial"),
                               ("mlflow.tracking", "outer run"), ("mlflow.store.db.utils", "outer store error"),
                               ("optuna.study.study", "after")]
         assert not any(isinstance(f, _LibraryFilter) for logger in [*libraries, logging.getLogger()] for h in logger.handlers
@@ -179,9 +184,12 @@ with quiet_logs():
     with quiet_logs():  # overlapping: it quiets transformers, which the first block did not
         print(hf.get_verbosity() == hf.ERROR, hf.is_progress_bar_enabled())
     print(hf.get_verbosity() == before != hf.ERROR, hf.is_progress_bar_enabled())
+with quiet_logs():  # the first block, ended, holds nothing: the next one quiets transformers
+    print(hf.get_verbosity() == hf.ERROR)
+print(hf.get_verbosity() == before)
 """
     proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0 and proc.stdout.split() == ["False", "True", "False", "True", "True"], proc.stderr[-2000:]
+    assert proc.returncode == 0 and proc.stdout.split() == ["False", "True", "False", "True", "True", "True", "True"], proc.stderr[-2000:]
 
 
 def test_a_users_own_mlflow_link_printing_setting_is_left_as_it_is(monkeypatch):
@@ -201,3 +209,45 @@ def test_a_users_own_mlflow_link_printing_setting_is_left_as_it_is(monkeypatch):
     with quiet_logs():
         assert os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "true"  # unset: hidden for the call
     assert "MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT" not in os.environ
+    with quiet_logs():
+        os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "false"  # the user's own, set during the call: kept
+    assert os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] == "false"
+
+
+def test_a_libraries_info_lines_are_dropped_from_the_roots_handlers_too():
+    """Optuna's records reach the root logger's handlers where the user turned its propagation on: its INFO lines from
+    inside quiet_logs are dropped there as well, and those after it are kept."""
+    import optuna
+
+    from autoq.quiet import quiet_logs
+
+    root, kept = logging.getLogger(), Kept()
+    level = logging.getLogger("optuna").level
+    optuna.logging.set_verbosity(optuna.logging.INFO)
+    optuna.logging.enable_propagation()
+    root.addHandler(kept)
+    try:
+        with quiet_logs():
+            logging.getLogger("optuna.study.study").info("search's trial")
+        logging.getLogger("optuna.study.study").info("after")
+    finally:
+        root.removeHandler(kept)
+        optuna.logging.disable_propagation()
+        logging.getLogger("optuna").setLevel(level)
+    assert kept.lines == [("optuna.study.study", "after")]
+
+
+def test_transformers_progress_bars_the_user_turned_off_stay_off():
+    """quiet_logs turns transformers' progress bars back on after the call only where they were on before it."""
+    from transformers.utils import logging as hf
+
+    from autoq.quiet import quiet_logs
+
+    before = hf.is_progress_bar_enabled()
+    hf.disable_progress_bar()
+    try:
+        with quiet_logs():
+            assert not hf.is_progress_bar_enabled()
+        assert not hf.is_progress_bar_enabled()
+    finally:
+        (hf.enable_progress_bar if before else hf.disable_progress_bar)()
