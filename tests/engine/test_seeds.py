@@ -98,9 +98,12 @@ def test_fill_seeds_deterministic_per_seed(small):
 
 
 def test_fill_seeds_respect_count(small):
+    """As many seeds as asked for where that many mixes exist: an order of layers that gives a mix already found is
+    tried again with another (four orders a seed), not counted as a seed."""
     space, cm = small
     budget = parse_budget("4.5bits")
     assert len(fill_seeds(space, cm, budget, count=2)) == 2
+    assert len(set(fill_seeds(space, cm, budget, count=4))) == 4  # with one order a seed, two of the four repeated
     assert fill_seeds(space, cm, budget, count=0) == []
 
 
@@ -162,6 +165,8 @@ def test_a_limit_keeps_every_format_once_then_more_methods_of_the_dearest():
     assert uniform_seeds(space, cm, budget, 1) == [first[-1]] and uniform_seeds(space, cm, budget, 0) == []
     five = uniform_seeds(space, cm, budget, 5)
     assert len(five) == 5 and set(five) <= set(first) and five[0] == first[0] and five[-1] == first[-1]
+    by_bits = sorted(first, key=lambda a: cm.cost(a).effective_bits)
+    assert set(five) == {by_bits[i] for i in (0, 2, 5, 8, 10)}  # evenly spread over 11, to the nearest (7.5 -> 8)
     assert uniform_seeds(space, cm, budget, 43) == every == uniform_seeds(space, cm, budget, None)
 
 
@@ -175,17 +180,20 @@ def test_one_fill_seed_is_one_and_a_longer_list_starts_with_it(small):
     assert fill_seeds(space, cm, budget, 4, seed=0)[0] == one
 
 
-def test_fill_seeds_on_a_latency_budget_are_within_it_as_summed_layer_by_layer():
+@pytest.mark.parametrize("widths, name", [(((4096, 64), (64, 32), (200, 300)), "int3-ch-asym:rtn-mse"),
+                                         (((4096, 64), (200, 64), (512, 512)), "int6-ch-asym:rtn-mse")])
+def test_fill_seeds_on_a_latency_budget_are_within_it_as_summed_layer_by_layer(widths, name):
     """A mix's latency was kept as a running sum of per-layer changes, which came out an ulp below a budget set on a
-    uniform assignment's latency: that uniform assignment came back as a 'mix', over budget by 1.8e-18 ms."""
+    uniform assignment's latency: that uniform assignment came back as a 'mix', over budget by 1.8e-18 ms. A sum within
+    a relative 1e-9 of the limit is checked again as every check sums it (the second case's sum is an ulp below it)."""
     from autoq.budget import Budget
     from autoq.latency import latency_model
 
-    model = nn.Sequential(nn.Linear(4096, 64), nn.Linear(64, 32), nn.Linear(200, 300))  # shapes only; never run
+    model = nn.Sequential(*(nn.Linear(i, o) for i, o in widths))  # shapes only; never run
     layers = find_layers(model)
     space = SearchSpace.build(load_preset("default"), layers)
     cm = CostModel.for_model(model, layers, latency_model("h100", 1))
-    uniform = next(a for a in space.uniform_assignments() if {c.name for c in a.values()} == {"int3-ch-asym:rtn-mse"})
+    uniform = next(a for a in space.uniform_assignments() if {c.name for c in a.values()} == {name})
     budget = Budget("latency_ms", cm.cost(uniform).latency_us / 1e3)
     seeds = fill_seeds(space, cm, budget, count=16, seed=0)
     assert seeds and all(budget.violation(cm.cost(s)) <= 0 for s in seeds)
