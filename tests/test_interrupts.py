@@ -120,3 +120,39 @@ def test_stop_signals_at_their_default_raise_terminated_and_a_callers_own_or_ign
     finally:
         for sig, handler in before.items():
             signal.signal(sig, handler)
+
+
+def test_of_two_signals_held_in_a_block_the_first_is_delivered_after_it() -> None:
+    """A SIGTERM then a Ctrl-C inside a block that cannot be forced: the first (the scheduler's stop) is what the block
+    delivers when it ends, to the handler that was in place."""
+    seen: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: seen.append(signum)) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        with deferred_interrupts():
+            os.kill(os.getpid(), signal.SIGTERM)
+            os.kill(os.getpid(), signal.SIGINT)
+        assert seen == [signal.SIGTERM]
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+def test_both_blocks_run_in_a_worker_thread_without_touching_signals() -> None:
+    """Only the main thread may set signal handlers: in a worker thread (an outer study's n_jobs=2) both blocks just run
+    their body (setting a handler there raised ValueError)."""
+    import threading
+
+    before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    ran: list[str] = []
+
+    def work() -> None:
+        with stops_as_interrupts(replace=True):
+            ran.append("stops")
+        with deferred_interrupts(forceable=True):
+            ran.append("deferred")
+
+    worker = threading.Thread(target=work)
+    worker.start()
+    worker.join()
+    assert ran == ["stops", "deferred"]
+    assert {sig: signal.getsignal(sig) for sig in before} == before
