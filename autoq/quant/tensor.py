@@ -144,9 +144,12 @@ def finite_weight(w: torch.Tensor, caller: str) -> torch.Tensor:
 
 
 def quantize(w: torch.Tensor, spec: QuantSpec, lo: torch.Tensor | None = None, hi: torch.Tensor | None = None) -> QuantizedTensor:
-    """Quantize ``w`` (out, in) with per-group range ``[lo, hi]`` (min-max when omitted)."""
+    """Quantize ``w`` (out, in) with per-group range ``[lo, hi]`` (min-max when both are omitted)."""
     if spec.is_half:
         raise ValueError("fp16 is not an integer format; nothing to quantize")
+    if (lo is None) != (hi is None):  # one bound alone was dropped without a word, for min-max
+        given = "lo" if hi is None else "hi"
+        raise AutoqError(f"quantize takes a range per group as both lo and hi, or neither (min-max); got {given} alone")
     w = finite_weight(w, "quantize")
     view = GroupView(tuple(w.shape), spec)
     grouped = view.split(w)

@@ -277,3 +277,35 @@ def test_weights_too_wide_for_an_fp16_scale_are_refused_in_words_not_dequantized
     assert "returned scales" not in str(raised.value)  # the input's magnitude, not the method, is named
 
 
+
+
+@pytest.mark.parametrize("spec", [s for s in all_int_specs() if s.bits in (2, 8)], ids=lambda s: s.name)
+def test_an_all_zero_weight_keeps_a_positive_scale_and_dequantizes_to_zero(spec):
+    """A group of zeros gets fp16's smallest scale, not 0 (0 made the zero point 0/0 = NaN and the weights NaN)."""
+    w = torch.zeros(3, 70)
+    qt = quantize(w, spec)
+    assert bool((qt.scale.float() == 2.0**-24).all()) and bool(torch.isfinite(qt.zero.float()).all())
+    assert torch.equal(qt.dequantize(), w) and torch.equal(fake_quantize(w, spec), w)
+
+
+@pytest.mark.parametrize("symmetric", [False, True])
+def test_a_range_one_fp32_ulp_wider_than_a_stored_grid_keeps_that_scale(symmetric):
+    """fp32 noise above an fp16 scale's range (a relative 1e-6: a range computed from a stored scale) does not move
+    the scale up an fp16 step."""
+    spec = QuantSpec(4, "tensor", None, symmetric)
+    s = torch.tensor([0.01]).half().float()
+    hi = torch.nextafter(s * (7 if symmetric else 15), torch.tensor([1.0]))
+    lo = -hi if symmetric else torch.zeros(1)
+    w = torch.linspace(float(lo), float(hi), 16).reshape(1, 16)
+    assert quantize(w, spec, lo, hi).scale.float().item() == s.item()
+
+
+def test_one_bound_alone_is_refused_in_words():
+    """A range is both bounds or neither (min-max): lo without hi was dropped without a word, for min-max."""
+    from autoq.errors import AutoqError
+
+    w = weights((3, 8), 0)
+    with pytest.raises(AutoqError, match=r"^quantize takes a range per group as both lo and hi, or neither \(min-max\); got lo alone$"):
+        quantize(w, QuantSpec(4), lo=torch.full((3,), -0.1))
+    with pytest.raises(AutoqError, match=r"got hi alone$"):
+        quantize(w, QuantSpec(4), hi=torch.full((3,), 0.1))
