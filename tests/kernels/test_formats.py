@@ -92,6 +92,7 @@ def test_all_ones_fill_the_sign_bit():
     (lambda: pack_weight(torch.zeros(2, 3, dtype=torch.uint8), 7), r"no packed format for 7-bit codes; choose one of \(2, 3, 4, 5, 6, 8\)"),
     (lambda: pack_weight(torch.zeros(6, dtype=torch.uint8), 4), r"codes must be 2-D \(out_features, in_features\), got shape \(6,\)"),
     (lambda: pack_weight(torch.zeros(2, 3), 4), "codes must be an integer tensor, got torch.float32"),
+    (lambda: pack_weight(torch.ones(2, 3, dtype=torch.bool), 4), "codes must be an integer tensor, got torch.bool"),
     (lambda: unpack_weight(torch.zeros(2, 1, dtype=torch.int32), 4, 9), r"9 columns of 4-bit codes take 2 words a row \(8 codes a word\); got 1"),
     (lambda: unpack_weight(torch.zeros(2, 1, dtype=torch.int64), 4, 8), r"must be a 2-D int32 tensor, got torch.int64 of shape \(2, 1\)"),
 ])
@@ -135,6 +136,13 @@ def test_packed_weight_validates_its_parts():
         PackedWeight(p.spec, (4, 41), p.qweight, p.scales, p.zeros)
     with pytest.raises(AutoqError, match="zeros"):
         PackedWeight(p.spec, p.shape, p.qweight, p.scales, None)
+    with pytest.raises(AutoqError, match=r"qweight of int4-g32-asym for shape \(4, 40\) must be int32 \(4, 5\), got torch.int64 \(4, 5\)"):
+        PackedWeight(p.spec, p.shape, p.qweight.long(), p.scales, p.zeros)
+    with pytest.raises(AutoqError, match=r"scales/zeros of int4-g32-asym for shape \(4, 40\) must have shape \(4, 2\)"):
+        PackedWeight(p.spec, p.shape, p.qweight, p.scales, p.zeros[:, :1])  # the zeros' shape alone
+    sym = PackedWeight.from_quantized(quantize(torch.randn(4, 40), QuantSpec.from_name("int4-g32-sym")))
+    with pytest.raises(AutoqError, match="int4-g32-sym: zeros must be None"):
+        PackedWeight(sym.spec, sym.shape, sym.qweight, sym.scales, p.zeros)
     with pytest.raises(AutoqError, match=r"fp16 has no weight-only packed format; packed bits are \(2, 3, 4, 5, 6, 8\)"):
         PackedWeight(QuantSpec.half(), p.shape, p.qweight, p.scales, p.zeros)
 
@@ -156,6 +164,9 @@ def test_int8_codes_out_of_range_or_not_integers_are_refused_not_wrapped():
         Int8Weight.from_codes(spec, torch.tensor([[0, 255, 256, 300]]), scales)
     with pytest.raises(AutoqError, match="codes must be integers in \\[0, 255\\], got dtype torch.float32"):
         Int8Weight.from_codes(spec, torch.tensor([[0.7, 1.9]]), scales)
+    for dtype in (torch.bool, torch.complex64):  # True and 1+0j became -127
+        with pytest.raises(AutoqError, match=f"codes must be integers in \\[0, 255\\], got dtype {dtype}"):
+            Int8Weight.from_codes(spec, torch.ones(1, 2, dtype=dtype), scales)
     with pytest.raises(AutoqError, match=r"got 1 to 256"):  # the first code past the range, alone
         Int8Weight.from_codes(spec, torch.tensor([[256, 1]]), scales)
     assert Int8Weight.from_codes(spec, torch.tensor([[0, 128, 255]], dtype=torch.uint8), scales).qweight.tolist() == [[-128, 0, 127]]
@@ -201,3 +212,24 @@ def test_an_int8_weight_for_the_w8a8_kernel_validates_its_parts():
             Int8Weight(QuantSpec.from_name("int8-ch-sym"), bad, scales)
     with pytest.raises(AutoqError, match=r"scales must have shape \(1,\)"):
         Int8Weight(QuantSpec.from_name("int8-tensor-sym"), codes, scales)
+
+
+@pytest.mark.parametrize("name, scales", [("int8-tensor-sym", (1,)), ("int8-ch-sym", (4,))])
+def test_an_empty_int8_weight_has_a_scale_per_tensor_or_per_row(name, scales):
+    """The W8A8 layout without data (what compiling a kernel needs): one scale per tensor or one a row."""
+    w = Int8Weight.empty(QuantSpec.from_name(name), (4, 8))
+    assert tuple(w.scales.shape) == scales and tuple(w.qweight.shape) == (4, 8)
+
+
+def test_a_copy_to_a_device_is_new_memory_for_every_part_and_keeps_the_split_counters():
+    """``to(device, copy=True)`` copies every tensor, scales included, as ``Tensor.to`` does; the split launches'
+    counters travel with the weight (without them a split launch zeroes its own)."""
+    packed = PackedWeight.from_quantized(quantize(torch.randn(4, 40), QuantSpec.from_name("int4-g32-asym")))
+    copied = packed.to("cpu", copy=True)
+    for name in ("qweight", "scales", "zeros", "counters"):
+        a, b = getattr(packed, name), getattr(copied, name)
+        assert torch.equal(a, b) and a.data_ptr() != b.data_ptr(), name
+    int8 = Int8Weight.from_quantized(quantize(torch.randn(4, 40), QuantSpec.from_name("int8-ch-sym")))
+    again = int8.to("cpu", copy=True)
+    assert torch.equal(again.scales, int8.scales) and again.scales.data_ptr() != int8.scales.data_ptr()
+    assert again.qweight.data_ptr() != int8.qweight.data_ptr()
