@@ -195,7 +195,9 @@ def _gain(best: Point, uniform: Point) -> str:
     if best.assignment == uniform.assignment:
         return "the best point found is this uniform assignment"
     gain = best.quality - uniform.quality
-    if abs(gain) < 5e-5 * min(1.0, max(abs(best.quality), abs(uniform.quality))):  # relative below 1: a loss of 1e-4 gains 3e-5
+    if gain == 0 or abs(gain) < 5e-5 * min(1.0, max(abs(best.quality), abs(uniform.quality))):  # relative below 1: a loss of 1e-4 gains 3e-5
         return "the search's best ties it" + (f" ({gain:+.1e} better)" if gain else "")
     shown = f"{gain:+.4f}" if max(abs(best.quality), abs(uniform.quality)) >= 0.1 else format_quality(gain, sign=True)  # as they read
+    if float(shown) == 0:  # no tie, yet below the 4 decimals: a gain of 3e-5 at 0.58 read '+0.0000 better'
+        shown = f"{gain:+.1e}"
     return f"the search is {shown} better"

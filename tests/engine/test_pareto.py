@@ -135,3 +135,10 @@ def test_three_objective_front_matches_brute_force(values):
     # result.best: of equal quality and bits the fastest, a point of the front (the slowest, dominated, was a mutant's)
     assert best_point(points) in front
     assert [p.effective_bits for p in front] == sorted(p.effective_bits for p in front)
+
+
+def test_points_of_which_only_some_have_a_latency_get_the_two_objective_front():
+    """Latency joins the objectives only where every point has one: a front of some points with and some without (read
+    back from runs of two searches) is the quality-bits front, not a comparison of None with a latency (TypeError)."""
+    a, b, c = lpoint(0, 0.9, 4.0, 100.0), point(1, 0.8, 4.0), lpoint(2, 0.95, 8.0, 50.0)
+    assert pareto_front([a, b, c]) == [a, c]
