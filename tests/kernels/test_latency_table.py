@@ -27,7 +27,7 @@ def table() -> LatencyTable:
 def test_round_trip_through_json(table: LatencyTable, tmp_path):
     path = table.save(tmp_path / "sub" / "table.json")
     loaded = LatencyTable.load(path)
-    assert loaded == table
+    assert loaded == table and path.read_text().endswith("}\n")  # a text file: its last line ends
     data = json.loads(path.read_text())
     assert data["version"] == 1 and data["device"] == table.device and len(data["rows"]) == len(table.rows)
     assert set(data["rows"][0]) == {"n", "k", "format", "kernel", "batch", "median_us", "p20_us", "p80_us", "gbps", "activation"}
@@ -71,6 +71,9 @@ def test_merged_replaces_only_remeasured_rows(table: LatencyTable):
     assert merged.lookup(384, 1536, "int4-g128-asym", 1).median_us == 2.5
     assert merged.lookup(384, 1536, "int2-ch-asym", 1) is not None
     assert len(merged.rows) == len(table.rows) + 1
+    # the rows kept in their order, then the new ones (a committed table's diff shows what was measured again)
+    assert merged.rows == tuple(r for r in table.rows if (r.format, r.kernel, r.n, r.k, r.batch) != ("int4-g128-asym", "wq", 384, 1536, 1)) + (
+        row("int4-g128-asym", "wq", 2.5), row("int2-ch-asym", "wq", 1.0))
 
 
 def test_a_table_says_how_it_was_timed_and_older_ones_were_flushed(table: LatencyTable, tmp_path):
@@ -207,3 +210,17 @@ def test_the_benchmarks_results_file_passed_as_a_table_says_where_its_table_is(t
     table = tmp_path / "h200.json"  # what the message says to do works
     table.write_text(json.dumps(json.loads(results.read_text())["table"]))
     assert latency_model(str(table), 1).source.startswith("table:")
+
+
+def test_a_tie_between_kernels_is_won_by_the_first_measured():
+    """Two kernels at the same median: lookup and select keep the row listed first, not the last."""
+    tied = LatencyTable("GPU", (row("int4-g128-asym", "wq", 5.0), row("int4-g128-asym", "wq-gemv", 5.0)))
+    assert tied.lookup(384, 1536, "int4-g128-asym", 1).kernel == "wq"
+    assert [r.kernel for r in tied.select()] == ["wq"]
+
+
+def test_w8a8_rows_are_priced_by_the_w8a8_kernel_an_export_runs():
+    """deployed(int8-token) takes the w8a8 kernel's row even where another int8-token kernel measured faster."""
+    fast = LatencyTable("GPU", (row("int8-ch-sym", "w8a8", 9.0, activation=INT8_TOKENS),
+                                row("int8-ch-sym", "w8a8-fast", 3.0, activation=INT8_TOKENS)))
+    assert [r.kernel for r in fast.deployed(INT8_TOKENS)] == ["w8a8"]
