@@ -50,7 +50,7 @@ def test_unknown_activation_names_its_line():
         preset(text)
 
 
-@pytest.mark.parametrize("token", ["g100", "g0128", "g1２８"])  # g0128 and g1２８ were taken for g128, under a name QuantSpec refuses
+@pytest.mark.parametrize("token", ["g100", "g0128", "g1２８", "g128x"])  # g0128 and g1２８ were taken for g128, under a name QuantSpec refuses
 def test_unknown_granularity_names_its_line(token):
     text = f"rules:\n  - bits: 4\n    granularity: [{token}]\n    methods: rtn-mse\n"
     with pytest.raises(AutoqError, match=rf"line 3, rule 1: unknown granularity '{token}'; use tensor, channel, g32"):
@@ -249,3 +249,60 @@ def test_a_bad_value_in_a_full_list_of_bit_widths_is_shown():
     """Cut at 4 items, [2, 3, 4, 5, 6, 8, '16'] was shown as [2, 3, 4, 5, ...], every value shown an integer."""
     with pytest.raises(AutoqError, match=r"'bits' must be integers such as \[2, 3, 4, 8\], got \[2, 3, 4, 5, 6, 8, '16'\]$"):
         preset("rules:\n  - bits: [2, 3, 4, 5, 6, 8, '16']\n    granularity: [channel]\n    methods: [rtn-mse]\n")
+
+
+def test_a_mapping_where_a_name_goes_is_refused_as_no_name():
+    """A mapping in a rule's list of names ('methods: [{gptq: 1}]') is no name, said so (cut short, as a list is), not
+    looked up as a method."""
+    with pytest.raises(AutoqError, match=r"rule 1: 'methods' lists names, such as \[rtn-mse, gptq\], got \[\{\.\.\.\}\]$"):
+        preset("rules:\n  - bits: [4]\n    granularity: [channel]\n    methods: [{gptq: 1}]\n")
+
+
+def test_true_in_bits_is_no_integer():
+    """'bits: [true]' (a YAML boolean) is refused as no integer, not taken for bit-width 1."""
+    with pytest.raises(AutoqError, match=r"'bits' must be integers such as \[2, 3, 4, 8\], got \[True\]$"):
+        preset("rules:\n  - bits: [true]\n    granularity: [channel]\n    methods: [rtn-mse]\n")
+
+
+def test_a_rules_pattern_matches_anywhere_in_a_layer_name():
+    """A rule's 'layers' is searched for in the name, as re.search does: 'attn' governs 'h.0.attn.c_proj'."""
+    space = preset("rules:\n  - layers: attn\n    bits: [8]\n    granularity: [channel]\n    methods: [rtn-mse]\n"
+                   "  - bits: [4]\n    granularity: [channel]\n    methods: [rtn-mse]\n")
+    assert space.rule_for("h.0.attn.c_proj") == 0 and space.rule_for("h.0.mlp.c_fc") == 1
+
+
+def test_a_rule_made_in_python_is_placed_as_the_search_space():
+    """A rule not read from a file, with no line and no index, is placed as 'search space' in messages, not as ''."""
+    from autoq.search_spaces import Rule
+
+    assert Rule(".*", (4,), ("channel",), (False,), ("rtn-mse",), False).where() == "search space"
+
+
+def test_a_rule_whose_layers_are_all_skipped_says_so():
+    """A rule whose layers the skip patterns leave out names them as the reason it governs none."""
+    from autoq.search_spaces import check_against_layers
+
+    space = preset("rules:\n  - layers: '^0$'\n    bits: [8]\n    granularity: [channel]\n    methods: [rtn-mse]\n"
+                   "  - bits: [4]\n    granularity: [channel]\n    methods: [rtn-mse]\n")
+    kept = [layer for layer in layers() if layer.name != "0"]
+    with pytest.raises(AutoqError, match=r"rule 1: pattern '\^0\$' governs no layer \(the layers it matches, '0', are left out by the skip "
+                                         r"patterns\)"):
+        check_against_layers(space, kept, skipped=["0"])
+
+
+def test_a_yml_file_that_does_not_exist_is_named_as_a_missing_file(tmp_path):
+    """A '.yml' path, as a '.yaml' one, that does not exist is a missing file, not an unknown preset name."""
+    missing = tmp_path / "space.yml"
+    with pytest.raises(AutoqError, match=r"^search-space file '.*space\.yml' does not exist$"):
+        load_preset(str(missing))
+
+
+def test_a_space_name_that_is_no_preset_and_no_file_is_stored_as_given():
+    """portable_space keeps a name that is neither a preset nor a file as written (its load then says it is unknown):
+    only a YAML path, or one that exists, is made absolute."""
+    from pathlib import Path
+
+    from autoq.search_spaces import portable_space
+
+    assert portable_space("no-such-space") == "no-such-space" and portable_space("default") == "default"
+    assert portable_space("mine.yaml") == str(Path("mine.yaml").resolve())
