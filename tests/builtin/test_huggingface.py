@@ -340,3 +340,94 @@ def test_a_tokenizer_past_the_models_vocabulary_is_said_as_such(tmp_path):
                                          r"tokenizer is not the model's, or tokens were added to it .*resize_token_embeddings") as refused:
         load_workload(str(tmp_path))
     assert "Python API" not in str(refused.value)
+
+
+def test_stored_dtype_reads_float16_and_the_older_torch_dtype_key(tmp_path):
+    """A float16 checkpoint, and one whose config says torch_dtype (transformers 4's key), is exported in its own dtype."""
+    import json
+
+    from autoq.builtin.huggingface import stored_dtype
+
+    for dtype in ("float16", "bfloat16"):
+        (tmp_path / "config.json").write_text(json.dumps({"torch_dtype": dtype}))
+        assert stored_dtype(tmp_path) == dtype
+
+
+def test_nothing_missing_is_not_a_missing_pooler():
+    """Only a checkpoint that lacks its pooler's weights is loaded again without a pooler: a complete one keeps it."""
+    from autoq.builtin.huggingface import only_the_pooler
+
+    assert not only_the_pooler([]) and not only_the_pooler(None)
+    assert only_the_pooler(["pooler.dense.weight"])
+
+
+def test_a_head_checkpoint_loads_as_its_base_model(tmp_path):
+    """A folder whose architectures name GPT2LMHeadModel loads the base GPT2Model, as the search scores it."""
+    from transformers import GPT2Config, GPT2LMHeadModel
+
+    from autoq.builtin.huggingface import load_pretrained
+
+    torch.manual_seed(0)
+    GPT2LMHeadModel(GPT2Config(vocab_size=30522, n_positions=64, n_embd=16, n_layer=1, n_head=2)).save_pretrained(tmp_path)
+    _copy_tokenizer(tmp_path)
+    model, _ = load_pretrained(tmp_path)
+    assert type(model).__name__ == "GPT2Model"
+
+
+def test_a_roberta_padding_at_id_0_skips_one_position():
+    """RoBERTa numbers positions from padding_idx + 1, a padding id of 0 included: 66 rows embed 65 tokens."""
+    from transformers import RobertaConfig, RobertaModel
+
+    from autoq.builtin.huggingface import max_positions
+
+    model = RobertaModel(RobertaConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                       intermediate_size=32, max_position_embeddings=66, pad_token_id=0))
+    assert max_positions(model) == 65
+
+
+def test_sentences_are_batched_shortest_first(tiny_gpt2_dir):
+    """Sentences are sorted by length before batching, so a batch pads little."""
+    from transformers import AutoTokenizer
+
+    from autoq.builtin.huggingface import sentence_batches
+
+    tokenizer = AutoTokenizer.from_pretrained(str(tiny_gpt2_dir))
+    batches = sentence_batches(tokenizer, ["the cat sat on the mat today", "hi", "a dog ran"], 1, 128)
+    widths = [b["input_ids"].shape[1] for b in batches]
+    assert widths == sorted(widths) and len(set(widths)) == 3
+
+
+def test_a_max_length_below_the_models_positions_is_kept(tiny_gpt2_dir):
+    """max_length cuts the sentences where the model embeds more positions (128) than asked for."""
+    from autoq.builtin.huggingface import text_workload
+
+    work = text_workload(tiny_gpt2_dir, n_calibration=16, n_eval=16, max_length=8, with_metric=False)
+    assert max(b["input_ids"].shape[1] for b in work.calibration) == 8
+
+
+def test_the_whole_corpus_can_be_asked_for(tiny_gpt2_dir):
+    """As many calibration and held-out sentences as the corpus holds are taken; one more is refused."""
+    from autoq.builtin.huggingface import text_workload
+
+    n = len(stdlib_sentences())
+    work = text_workload(tiny_gpt2_dir, n_calibration=n - 16, n_eval=16, max_length=8, batch_size=512, with_metric=False)
+    assert sum(len(b["input_ids"]) for b in work.calibration) == n - 16
+    with pytest.raises(AutoqError, match=f"asked for {n + 1} sentences"):
+        text_workload(tiny_gpt2_dir, n_calibration=n - 15, n_eval=16, with_metric=False)
+
+
+def test_an_encoders_metric_says_mean_pooled_embeddings(tiny_gpt2_dir):
+    """A model whose output has last_hidden_state is scored on mean-pooled sentence embeddings, and its metric says so."""
+    from autoq.builtin.huggingface import text_workload
+
+    work = text_workload(tiny_gpt2_dir, n_calibration=8, n_eval=8)
+    assert work.metric.startswith("mean cosine similarity of mean-pooled sentence embeddings")
+
+
+def test_a_snapshots_folder_outside_a_hub_cache_keeps_its_name(tmp_path):
+    """Only models--org--name/snapshots/<hash> is named org/name; another .../snapshots/v1 is named v1."""
+    from autoq.builtin.huggingface import model_name
+
+    folder = tmp_path / "mine" / "snapshots" / "v1"
+    folder.mkdir(parents=True)
+    assert model_name(folder) == "v1"

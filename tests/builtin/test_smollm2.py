@@ -8,6 +8,7 @@ import math
 import pytest
 import torch
 
+from autoq.builtin import smollm2
 from autoq.builtin.smollm2 import perplexity, smollm2_workload, token_batches
 from autoq.errors import AutoqError
 
@@ -77,3 +78,54 @@ def test_sequences_too_short_to_predict_a_token_and_empty_batches_are_refused(op
     """A sequence of one token has no next token to score (the perplexity divided by zero); no batch size, no batches."""
     with pytest.raises(AutoqError, match=says):
         smollm2_workload(**options)
+
+
+class _Next(torch.nn.Module):
+    """A model that predicts token t + 1 after token t (mod ``vocab``), with certainty."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, input_ids: torch.Tensor):
+        logits = torch.full((*input_ids.shape, self.vocab), -1e4)
+        logits.scatter_(-1, ((input_ids + 1) % self.vocab).unsqueeze(-1), 1e4)
+        return type("Out", (), {"logits": logits})()
+
+
+def test_perplexity_scores_each_token_against_the_next():
+    """A model that always predicts the next token exactly has perplexity 1 (scored against the token itself, it overflows)."""
+    assert perplexity(_Next(50), token_batches(torch.arange(256) % 50, 32, 4)) == pytest.approx(1.0)
+
+
+class _Loaded(Exception):
+    """Raised by a stand-in loader: the workload got past its checks to loading the model."""
+
+
+def test_exactly_one_sequence_of_tokens_is_enough(monkeypatch):
+    """As many held-out (and calibration) tokens as one sequence is a whole sequence: taken, and the model loads."""
+    def loaded():
+        raise _Loaded
+    monkeypatch.setattr(smollm2, "load_smollm2", loaded)
+    with pytest.raises(_Loaded):
+        smollm2_workload(n_eval_tokens=128, n_calibration_tokens=128)
+
+
+def test_calibration_follows_the_held_out_tokens_and_the_fingerprint_covers_those_used(monkeypatch):
+    """Calibration tokens come after the held-out ones (disjoint); all the text's tokens can be asked for, one more is
+    refused; the data fingerprint changes with the tokens taken."""
+    monkeypatch.setattr(smollm2, "load_smollm2", lambda: (_Next(100), lambda text: {"input_ids": [i % 100 for i in range(512)]}))
+    work = smollm2_workload(n_calibration_tokens=256, n_eval_tokens=256, seq_len=64, batch_size=2, with_metric=False)
+    assert int(work.calibration[0]["input_ids"][0, 0]) == 256 % 100
+    other = smollm2_workload(n_calibration_tokens=128, n_eval_tokens=128, seq_len=64, batch_size=2, with_metric=False)
+    assert work.data_fingerprint != other.data_fingerprint
+    with pytest.raises(AutoqError, match="asked for 513 tokens"):
+        smollm2_workload(n_calibration_tokens=257, n_eval_tokens=256, seq_len=64, with_metric=False)
+
+
+def test_relative_perplexity_is_the_reference_over_the_models():
+    """Quality is reference perplexity / the model's: 1.0 for the reference, below 1 for a worse model (the inverse
+    ranked a worse model higher)."""
+    batches = token_batches(torch.arange(256) % 50, 32, 4)
+    relative = smollm2.RelativePerplexity(_Bigram(50), batches)  # a uniform reference: perplexity 50
+    assert relative(_Bigram(50)) == pytest.approx(1.0) and relative(_Next(50)) == pytest.approx(50.0)

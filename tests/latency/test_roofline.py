@@ -27,6 +27,14 @@ def test_compute_bound_at_large_batch():
     assert us == pytest.approx(roofline_us(4096, 4096, FP16, 4096, H100), rel=1e-9)  # same fp16 tensor-core roof
 
 
+def test_a_compute_bound_w8a8_layer_runs_at_the_int8_peak():
+    """W8A8's matmul is int8 x int8: compute-bound, it is timed at the int8 peak (1979 TOPS on an H100), not fp16's."""
+    n = k = 8192
+    us = roofline_us(n, k, QuantSpec(8, "channel", None, True), 65536, H100, int8_activations=True)
+    assert H100.int8_tops != H100.fp16_tflops
+    assert us == pytest.approx(2.0 * n * k * 65536 / (H100.int8_tops * 1e12) * 1e6 + 2 * H100.launch_us)  # two launches
+
+
 def test_int4_speedup_at_batch_1_is_below_the_ideal_3_88x():
     speedup = roofline_us(4096, 4096, FP16, 1, H100) / roofline_us(4096, 4096, INT4, 1, H100)
     assert 2.0 < speedup < 16 / 4.125
