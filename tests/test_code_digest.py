@@ -335,7 +335,8 @@ def test_an_objects_digest_does_not_depend_on_the_order_its_attributes_were_set(
 
 
 def test_helpers_that_call_each_other_are_read_once_each(tmp_path, monkeypatch):
-    """A web of helpers calling one another is described once each, never around a cycle (12 of them took 7 s)."""
+    """A web of helpers calling one another is described once each, never around a cycle (12 such helpers
+    would be described some 12**5 times)."""
     import inspect
 
     names = [f"g{i}" for i in range(4)]

@@ -62,7 +62,7 @@ def test_the_reason_of_a_chain_that_loops_back_is_found():
     a, b = RuntimeError("outer\nmore"), RuntimeError("inner")
     a.__context__, b.__context__ = b, a
     found: list[str] = []
-    worker = threading.Thread(target=lambda: found.append(database_reason(a)), daemon=True)  # it looped for ever
+    worker = threading.Thread(target=lambda: found.append(database_reason(a)), daemon=True)  # a loop without end fails the join
     worker.start()
     worker.join(10)
     assert found == ["outer"]

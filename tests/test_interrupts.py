@@ -139,7 +139,7 @@ def test_of_two_signals_held_in_a_block_the_first_is_delivered_after_it() -> Non
 
 def test_both_blocks_run_in_a_worker_thread_without_touching_signals() -> None:
     """Only the main thread may set signal handlers: in a worker thread (an outer study's n_jobs=2) both blocks just run
-    their body (setting a handler there raised ValueError)."""
+    their body (setting a handler there would raise ValueError)."""
     import threading
 
     before = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}

@@ -105,7 +105,7 @@ def test_optuna_and_mlflow_lines_are_dropped_in_the_quiet_thread_only():
                 logging.getLogger("optuna.study.study").info("search's trial")
                 logging.getLogger("mlflow.store.db.utils").info("search's store")
                 logging.getLogger("mlflow.store.db.utils").error("SQLAlchemy database error")  # the search reports it itself
-                logging.getLogger("mlflow.store.db.utils").critical("search's critical")  # only the ERROR record is its
+                logging.getLogger("mlflow.store.db.utils").critical("search's critical")  # kept: only ERROR is the search's to report
                 logging.getLogger("optuna.study.study").warning("search's warning")
                 inside.set()  # its lines told: the outer thread's come after them, while it is still inside
                 done.wait()

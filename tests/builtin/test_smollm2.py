@@ -94,7 +94,7 @@ class _Next(torch.nn.Module):
 
 
 def test_perplexity_scores_each_token_against_the_next():
-    """A model that always predicts the next token exactly has perplexity 1 (scored against the token itself, it overflows)."""
+    """A model that always predicts the next token exactly has perplexity 1 (scored against the token itself, it would overflow)."""
     assert perplexity(_Next(50), token_batches(torch.arange(256) % 50, 32, 4)) == pytest.approx(1.0)
 
 

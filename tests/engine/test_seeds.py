@@ -103,7 +103,7 @@ def test_fill_seeds_respect_count(small):
     space, cm = small
     budget = parse_budget("4.5bits")
     assert len(fill_seeds(space, cm, budget, count=2)) == 2
-    assert len(set(fill_seeds(space, cm, budget, count=4))) == 4  # with one order a seed, two of the four repeated
+    assert len(set(fill_seeds(space, cm, budget, count=4))) == 4  # with one order a seed, two of the four would repeat
     assert fill_seeds(space, cm, budget, count=0) == []
 
 

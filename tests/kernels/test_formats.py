@@ -164,7 +164,7 @@ def test_int8_codes_out_of_range_or_not_integers_are_refused_not_wrapped():
         Int8Weight.from_codes(spec, torch.tensor([[0, 255, 256, 300]]), scales)
     with pytest.raises(AutoqError, match="codes must be integers in \\[0, 255\\], got dtype torch.float32"):
         Int8Weight.from_codes(spec, torch.tensor([[0.7, 1.9]]), scales)
-    for dtype in (torch.bool, torch.complex64):  # True and 1+0j became -127
+    for dtype in (torch.bool, torch.complex64):  # True and 1+0j would be stored as code -127
         with pytest.raises(AutoqError, match=f"codes must be integers in \\[0, 255\\], got dtype {dtype}"):
             Int8Weight.from_codes(spec, torch.ones(1, 2, dtype=dtype), scales)
     with pytest.raises(AutoqError, match=r"got 1 to 256"):  # the first code past the range, alone

@@ -14,7 +14,6 @@ from autoq.quant import QuantizedTensor, QuantSpec, fake_quantize, quantize
 SHAPES = [(7, 45), (5, 70), (16, 128), (3, 200), (4, 300), (3, 129), (2, 33)]
 
 
-
 def weights(shape, seed: int) -> torch.Tensor:
     torch.manual_seed(seed)
     w = torch.randn(shape) * 0.05
@@ -277,11 +276,9 @@ def test_weights_too_wide_for_an_fp16_scale_are_refused_in_words_not_dequantized
     assert "returned scales" not in str(raised.value)  # the input's magnitude, not the method, is named
 
 
-
-
 @pytest.mark.parametrize("spec", [s for s in all_int_specs() if s.bits in (2, 8)], ids=lambda s: s.name)
 def test_an_all_zero_weight_keeps_a_positive_scale_and_dequantizes_to_zero(spec):
-    """A group of zeros gets fp16's smallest scale, not 0 (0 made the zero point 0/0 = NaN and the weights NaN)."""
+    """A group of zeros gets fp16's smallest scale, not 0 (0 would make the zero point 0/0 = NaN, and the weights NaN)."""
     w = torch.zeros(3, 70)
     qt = quantize(w, spec)
     assert bool((qt.scale.float() == 2.0**-24).all()) and bool(torch.isfinite(qt.zero.float()).all())
