@@ -57,6 +57,7 @@ def test_gptq_handles_dead_inputs():
     dead = stats.__class__(xtx, stats.absmax, stats.absmean, stats.mean, stats.min, stats.max, stats.n_tokens, stats.samples)
     q = gptq(w, QuantSpec(4, "channel"), dead)
     assert torch.isfinite(q.dequantize()).all()
+    assert torch.equal(q.dequantize()[:, 5], torch.zeros(8))  # a weight no input reaches is quantized as 0
 
 
 @pytest.mark.parametrize("spec", FORMATS[:2], ids=lambda s: s.name)
@@ -210,6 +211,8 @@ def test_gptq_refuses_a_block_that_splits_a_group():
     with pytest.raises(AutoqError, match=r"^gptq: block=48 must be a positive multiple of the group size 32 \(the default, 128, is a multiple"):
         gptq(w, QuantSpec(4, "group", 32), stats, block=48)
     gptq(w, QuantSpec(4, "channel"), stats, block=48)  # per channel any block is whole groups
+    with pytest.raises(AutoqError, match=r"^gptq: block=64\.0 must be a positive multiple"):  # a whole number, not a float
+        gptq(w, QuantSpec(4, "group", 32), stats, block=64.0)
 
 
 @pytest.mark.parametrize("spec", [QuantSpec(3, "group", 32), QuantSpec(4, "channel")], ids=lambda s: s.name)
@@ -300,3 +303,24 @@ def test_awq_passes_over_input_scales_that_stretch_weights_past_an_fp16_scale():
     accumulator.add(x)
     q = awq(w, QuantSpec(2, "channel", None, True), accumulator.finish())
     assert torch.isfinite(q.dequantize()).all() and torch.isfinite(q.input_scale).all()
+
+
+def test_gptq_in_act_order_fixes_each_groups_range_from_its_own_original_columns():
+    """Act order visits columns out of their groups' order, so each group's range is fixed up front ("static groups")
+    from that group's own columns of the original weight: the min-max parameters of plain rounding, group by group."""
+    from autoq.quant import quantize
+
+    w, stats = layer_and_stats(n_in=96, n_out=8, seed=3)
+    spec = QuantSpec(4, "group", 32)
+    act, minmax = gptq(w, spec, stats, act_order=True), quantize(w, spec)
+    assert torch.equal(act.scale, minmax.scale) and torch.equal(act.zero, minmax.zero)
+
+
+def test_a_hessian_short_of_positive_definite_gets_ever_stronger_dampening():
+    """Where the first dampening leaves a Hessian not positive definite (float error in a near-singular one), each retry
+    dampens ten times more, and the factor comes back (the same small step four times over would fall short)."""
+    from autoq.ptq.gptq import _inverse_cholesky
+
+    h = torch.diag(torch.tensor([1.0, 1.0, 1.0, -0.05], dtype=torch.float64))
+    factor = _inverse_cholesky(h, 0.01)
+    assert torch.isfinite(factor).all() and torch.equal(factor, factor.triu())
