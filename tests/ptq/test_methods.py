@@ -100,6 +100,36 @@ def test_adaround_leaves_no_output_channel_worse_than_round_to_nearest():
     assert torch.isclose(learnt.sum(), torch.tensor(factor.error(q.dequantize() - w)), rtol=1e-4)
 
 
+def test_adarounds_rectified_sigmoid_reaches_0_and_1_exactly():
+    """h(V) is the sigmoid stretched to (-0.1, 1.1) and clipped: far from 0 it is exactly 0 or 1, so a code can settle."""
+    from autoq.ptq.adaround import rectified_sigmoid
+
+    h = rectified_sigmoid(torch.tensor([-20.0, 0.0, 20.0]))
+    assert h.tolist() == [0.0, 0.5, 1.0]
+
+
+def test_adaround_starts_each_variable_at_its_weights_place_between_grid_points():
+    """Before any step h(V) is each weight's fractional place between its two grid points (V inverts h there)."""
+    from autoq.quant.tensor import GroupView
+
+    w, stats = layer_and_stats(n_in=64, n_out=8, seed=4)
+    spec = QuantSpec(4, "channel")
+    base = get_method("rtn-mse")(w, spec, stats)
+    grouped = GroupView(tuple(w.shape), spec).split(w) / base.scale.float()[:, None]
+    _, h = adaround(w, spec, stats, AdaRoundConfig(iters=0))
+    assert torch.allclose(h, grouped - grouped.floor(), atol=1e-5)
+
+
+def test_adaround_is_the_same_whatever_the_scale_of_its_inputs():
+    """The output error is taken relative to round-to-nearest's: inputs 4x larger (the error 16x) give the same codes,
+    the regulariser weighed against the same loss."""
+    w, _ = layer_and_stats(n_in=96, n_out=8, seed=5)
+    x = correlated_inputs(96, seed=5)
+    spec = QuantSpec(3, "channel")
+    small, large = (adaround(w, spec, stats_of(scale * x), AdaRoundConfig(iters=100))[0] for scale in (1.0, 4.0))
+    assert torch.equal(small.codes, large.codes)
+
+
 @pytest.mark.parametrize("before", [False, True])
 def test_adaround_puts_the_process_wide_denormal_setting_back_as_it_was(layer, before):
     def flushing() -> bool:
