@@ -1,5 +1,5 @@
 """Reading back what a search left in MLflow, and what an export wrote, for assertions; search and trial runs logged by
-hand, as a search stopped at some point left them; a plug-in test's search space;
+hand, as a search stopped at some point left them; a search's result made from points; a plug-in test's search space;
 the ``autoq`` command run in the test's own process; a SQLite database whose disk is full."""
 
 from __future__ import annotations
@@ -157,3 +157,13 @@ def page_count(db: Path) -> int:
     """How many pages the SQLite database ``db`` holds."""
     with sqlite3.connect(db) as connection:
         return connection.execute("PRAGMA page_count").fetchone()[0]
+
+
+def search_result(*points, **fields):
+    """A finished search's result of ``points`` (all on the frontier), made without a search; ``fields`` set the rest."""
+    from autoq.budget import parse_budget
+    from autoq.engine.result import SearchResult
+
+    made = dict(budget=parse_budget("4.5bits"), metric="accuracy", reference_quality=0.9, points=points, frontier=points, study_name="s",
+                storage=None, tracking_uri=None, parent_run_id=None, eval_seconds=1.0, wall_seconds=2.0)
+    return SearchResult(**{**made, **fields})

@@ -21,8 +21,8 @@ def test_listed_params_are_shell_words_cut_only_past_mlflows_6000_characters():
     assert len(cut) < 6000 and cut.endswith(" ...")
 
 
-INT4, INT8, MIXED = (Assignment({"a": a, "b": b}) for a, b in (("int4-ch-asym:rtn-mse",) * 2, ("int8-ch-asym:rtn-mse",) * 2,
-                                                               ("int4-ch-asym:rtn-mse", "int8-ch-asym:rtn-mse")))
+INT4 = Assignment({"a": "int4-ch-asym:rtn-mse", "b": "int4-ch-asym:rtn-mse"})
+MIXED = Assignment({"a": "int4-ch-asym:rtn-mse", "b": "int8-ch-asym:rtn-mse"})
 
 
 def test_the_summary_counts_every_trial_and_each_uniform_assignment_once():

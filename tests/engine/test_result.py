@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import optuna
 import pytest
+from helpers import search_result
 
 import autoq
-from autoq.budget import parse_budget
 from autoq.choice import Assignment
-from autoq.engine.result import Point, SearchResult
+from autoq.engine.result import Point
 from autoq.errors import AutoqError
 
 
@@ -37,12 +37,6 @@ def test_an_in_memory_study_is_a_clear_error():
         result.study()
 
 
-def _made(*points: Point, **kw) -> SearchResult:
-    """A result of ``points`` (all on the frontier), made without a search."""
-    return SearchResult(budget=parse_budget("4.5bits"), metric="accuracy", reference_quality=0.9, points=points, frontier=points,
-                        study_name="s", storage=None, tracking_uri=None, parent_run_id=None, eval_seconds=1.0, wall_seconds=2.0, **kw)
-
-
 INT4, INT8 = Assignment({"x": "int4-ch-asym:rtn-mse"}), Assignment({"x": "int8-ch-asym:rtn-mse"})
 
 
@@ -57,25 +51,25 @@ def test_a_points_latency_reads_in_ms_and_its_row_names_a_source_even_without_on
 def test_the_best_uniform_point_of_equal_qualities_is_the_one_of_fewer_bits():
     """Of uniform points of one quality the cheaper is the baseline (as result.best picks by bits after quality)."""
     cheap, dear = Point(0, INT4, 0.9, 4.0, 100, uniform=True), Point(1, INT8, 0.9, 8.0, 200, uniform=True)
-    assert _made(dear, cheap).best_uniform == cheap == _made(cheap, dear).best_uniform
+    assert search_result(dear, cheap).best_uniform == cheap == search_result(cheap, dear).best_uniform
 
 
 def test_a_repeated_uniform_assignment_counts_once_among_the_baselines_evaluated():
     """uniform_coverage counts distinct uniform assignments: a sampler's repeat of one is not a second baseline."""
     one, again = Point(0, INT4, 0.9, 4.0, 100, uniform=True), Point(3, INT4, 0.9, 4.0, 100, uniform=True)
-    assert _made(one, again, n_uniform=2).uniform_coverage == (1, 2)
+    assert search_result(one, again, n_uniform=2).uniform_coverage == (1, 2)
 
 
 def test_frontier_points_carry_how_the_search_ran_as_its_points_do():
     """autoq.export(model, result.frontier[i]) reads how the search calibrated from the point: frontier points carry it."""
-    result = _made(Point(0, INT4, 0.9, 4.0, 100), sequential=True, calibration_digest="abc", n_calibration=3)
+    result = search_result(Point(0, INT4, 0.9, 4.0, 100), sequential=True, calibration_digest="abc", n_calibration=3)
     assert result.frontier[0].searched == result.points[0].searched
     assert result.frontier[0].searched.sequential and result.frontier[0].searched.n_calibration == 3
 
 
 def test_a_result_with_latencies_covers_itself():
     """A frontier point matched in quality, bits and latency counts as covered (ties cover), with or without latency."""
-    timed = _made(Point(0, INT4, 0.9, 4.0, 100, latency_us=50.0), Point(1, INT8, 0.95, 8.0, 200, latency_us=80.0))
+    timed = search_result(Point(0, INT4, 0.9, 4.0, 100, latency_us=50.0), Point(1, INT8, 0.95, 8.0, 200, latency_us=80.0))
     assert timed.covers(timed)
-    slower = _made(Point(0, INT4, 0.9, 4.0, 100, latency_us=60.0))
+    slower = search_result(Point(0, INT4, 0.9, 4.0, 100, latency_us=60.0))
     assert timed.covers(slower) and not slower.covers(timed)

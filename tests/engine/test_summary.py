@@ -5,13 +5,20 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from helpers import search_result
 
 import autoq
-from autoq.budget import parse_budget
 from autoq.choice import Assignment
 from autoq.engine import format_summary
-from autoq.engine.result import Point, SearchResult
+from autoq.engine.result import Point
 from autoq.engine.summary import _gain, closing_note, export_command, open_command
+
+INT4, INT8 = Assignment({"x": "int4-ch-asym:rtn-mse"}), Assignment({"x": "int8-ch-asym:rtn-mse"})
+
+
+def gain(best: float, uniform: float) -> str:
+    """How the summary words a best point of quality ``best`` (int4) over the best uniform one of ``uniform`` (int8)."""
+    return _gain(Point(1, INT4, best, 4.0, 1), Point(0, INT8, uniform, 8.0, 1))
 
 
 def test_one_trial_is_one_trial():
@@ -27,13 +34,12 @@ def test_a_best_point_that_is_the_uniform_one_or_ties_it_is_not_called_a_gain_an
     summary = format_summary(result)
     assert "within 3.5 bits (" in summary
     assert result.best.uniform and "; the best point found is this uniform assignment." in summary and "+0.0000 better" not in summary
-    a, b = Assignment({"x": "int4-ch-asym:rtn-mse"}), Assignment({"x": "int8-ch-asym:rtn-mse"})
-    assert _gain(Point(1, a, 0.91234, 4.0, 1), Point(0, b, 0.91233, 8.0, 1)) == "the search's best ties it (+1.0e-05 better)"
-    assert _gain(Point(1, a, 0.9, 4.0, 1), Point(0, b, 0.9, 8.0, 1)) == "the search's best ties it"
-    assert _gain(Point(1, a, 0.95, 4.0, 1), Point(0, b, 0.9, 8.0, 1)) == "the search is +0.0500 better"
-    assert _gain(Point(1, a, 0.9003, 4.0, 1), Point(0, b, 0.9, 8.0, 1)) == "the search is +0.0003 better"  # 4 decimals tell them apart
+    assert gain(0.91234, 0.91233) == "the search's best ties it (+1.0e-05 better)"
+    assert gain(0.9, 0.9) == "the search's best ties it"
+    assert gain(0.95, 0.9) == "the search is +0.0500 better"
+    assert gain(0.9003, 0.9) == "the search is +0.0003 better"  # 4 decimals tell them apart
     # a -loss of 1e-4: 3e-5 is a third of it, no tie, and shown in digits that tell the two apart ('-0.0001' both)
-    assert _gain(Point(1, a, -5.4e-5, 4.0, 1), Point(0, b, -8.2e-5, 8.0, 1)) == "the search is +2.800e-05 better"
+    assert gain(-5.4e-5, -8.2e-5) == "the search is +2.800e-05 better"
 
 
 def test_small_qualities_are_shown_in_significant_digits():
@@ -43,8 +49,7 @@ def test_small_qualities_are_shown_in_significant_digits():
 
     assert [format_quality(q) for q in (-1.44e-4, -8.2e-5, -6.4e-5, -5.4e-5)] == ["-0.0001440", "-8.200e-05", "-6.400e-05", "-5.400e-05"]
     assert [format_quality(q) for q in (0.98123, 0.1, 0.0, -12.5)] == ["0.9812", "0.1000", "0.0000", "-12.5000"]
-    one = Assignment({"x": "int4-ch-asym:rtn-mse"})
-    note = search_note([Point(i, one, q, 4.0 + i, 100) for i, q in enumerate((-1.44e-4, -8.2e-5))], "sqlite:///mlflow.db")
+    note = search_note([Point(i, INT4, q, 4.0 + i, 100) for i, q in enumerate((-1.44e-4, -8.2e-5))], "sqlite:///mlflow.db")
     assert "| 0 | -0.0001440 |" in note and "| 1 | -8.200e-05 |" in note
 
 
@@ -136,15 +141,8 @@ def test_repeated_assignments_are_counted_in_the_summary():
     assert "5 trials in " in summary and "2 trials repeated an earlier one's assignment" in summary
 
 
-def _result(*points: Point, tracking_uri: str | None = None) -> SearchResult:
-    """A finished search's result of ``points`` (all on the frontier), made without a search."""
-    return SearchResult(budget=parse_budget("4.5bits"), metric="accuracy", reference_quality=0.9, points=points, frontier=points,
-                        study_name="s", storage=None, tracking_uri=tracking_uri, parent_run_id=None, eval_seconds=1.0,
-                        wall_seconds=2.0, n_uniform=None)
-
-
 def _uniform(trial: int = 0, quality: float = 0.9, **kw) -> Point:
-    return Point(trial, Assignment({"x": "int4-ch-asym:rtn-mse"}), quality, 4.0, 100, uniform=True, **kw)
+    return Point(trial, INT4, quality, 4.0, 100, uniform=True, **kw)
 
 
 def test_a_plugins_param_of_none_adds_no_plugin_option():
@@ -162,7 +160,7 @@ def test_a_servers_run_page_drops_its_trailing_slash_and_query():
 
 def test_points_with_run_ids_but_no_tracking_uri_show_no_run_id_column():
     """Without a tracking store there is no run to export: the frontier table has no 'MLflow run id' column."""
-    summary = format_summary(_result(_uniform(run_id="abc123")))
+    summary = format_summary(search_result(_uniform(run_id="abc123")))
     assert "MLflow run id" not in summary and "abc123" not in summary
 
 
@@ -170,25 +168,25 @@ def test_points_with_run_ids_but_no_tracking_uri_show_no_run_id_column():
                                           ("table:h100", "(from a measured kernel table)")])
 def test_an_estimated_latency_is_called_an_estimate(source, kind):
     """A roofline latency (source 'estimate:...') is said to be an estimate, a table's to be measured."""
-    assert f"source {source} {kind}" in format_summary(_result(_uniform(latency_us=12.0, latency_source=source)))
+    assert f"source {source} {kind}" in format_summary(search_result(_uniform(latency_us=12.0, latency_source=source)))
 
 
 def test_an_unrecorded_reference_reads_not_recorded_and_a_zero_one_reads_zero():
     """A NaN reference quality is 'not recorded'; a reference of 0.0 is a recorded value, shown as 0.0000."""
-    result = _result(_uniform())
+    result = search_result(_uniform())
     assert "unquantized = not recorded)" in format_summary(dataclasses.replace(result, reference_quality=float("nan")))
     assert "unquantized = 0.0000)" in format_summary(dataclasses.replace(result, reference_quality=0.0))
 
 
 def test_no_uniform_point_with_an_unrecorded_baseline_count_gives_the_general_reason():
     """Without a recorded count of baselines (n_uniform=None) no uniform point is not said to be 'none in the space'."""
-    summary = format_summary(_result(Point(0, Assignment({"x": "int4-ch-asym:rtn-mse"}), 0.9, 4.0, 100)))
+    summary = format_summary(search_result(Point(0, INT4, 0.9, 4.0, 100)))
     assert "No uniform assignment was evaluated (none fits this budget, the space has none, or the strategy proposed none)." in summary
 
 
 def test_over_budget_proposals_and_the_evaluation_pass_are_counted():
     """'1 over-budget proposal was skipped', '3 ... were skipped'; the evaluation pass in 2 decimals."""
-    result = dataclasses.replace(_result(_uniform()), eval_seconds=1.234)
+    result = search_result(_uniform(), eval_seconds=1.234)
     assert "1 over-budget proposal was skipped without evaluation" in format_summary(dataclasses.replace(result, n_infeasible=1))
     assert "3 over-budget proposals were skipped without evaluation" in format_summary(dataclasses.replace(result, n_infeasible=3))
     assert "(one evaluation pass: 1.23 s)" in format_summary(result)
@@ -196,7 +194,7 @@ def test_over_budget_proposals_and_the_evaluation_pass_are_counted():
 
 def test_a_finished_search_exports_the_best_points_own_run():
     """The export line names the best point's trial run where it has one, else the parent run."""
-    result = dataclasses.replace(_result(_uniform(run_id="trialrun"), tracking_uri="sqlite:///m.db"), parent_run_id="parentrun")
+    result = search_result(_uniform(run_id="trialrun"), tracking_uri="sqlite:///m.db", parent_run_id="parentrun")
     summary = format_summary(result)
     assert "autoq export --run-id trialrun " in summary and "(its trial's run; or a frontier point's" in summary
     assert "(frontier.csv, frontier.png, pareto=true tags)" in summary and "has not finished" not in summary
@@ -207,45 +205,43 @@ def test_a_finished_search_exports_the_best_points_own_run():
 
 def test_a_storage_with_stars_but_no_hidden_password_gets_no_password_note():
     """Only a ':***@' password, as MLflow hides it, is called hidden: '***' elsewhere in a path is not."""
-    summary = format_summary(dataclasses.replace(_result(_uniform()), storage="sqlite:///a***b.db"))
+    summary = format_summary(search_result(_uniform(), storage="sqlite:///a***b.db"))
     assert "Optuna study 's' in sqlite:///a***b.db." in summary and "password hidden" not in summary
 
 
 def test_a_best_point_that_is_a_later_repeat_of_the_uniform_one_is_not_called_a_tie():
     """Points come in the order trials finish (Ray): the best point (earliest trial) and the best uniform one (first
     listed) may be two trials of one assignment, and that is 'this uniform assignment', not a tie."""
-    summary = format_summary(_result(_uniform(trial=5), _uniform(trial=2)))
+    summary = format_summary(search_result(_uniform(trial=5), _uniform(trial=2)))
     assert "the best point found is this uniform assignment." in summary and "ties it" not in summary
 
 
 def test_a_gain_below_the_four_decimals_shown_is_told_in_digits_and_equal_zeros_tie():
     """A tie is a difference strictly below 5e-5 of the qualities' size (capped at 1): at 0.58, 3e-5 is no tie, and it
     read '+0.0000 better'; it is told in digits that show it. Two qualities of 0 tie ('+0.0000 better' too)."""
-    a, b = Assignment({"x": "int4-ch-asym:rtn-mse"}), Assignment({"x": "int8-ch-asym:rtn-mse"})
-    assert _gain(Point(1, a, 0.58003, 4.0, 1), Point(0, b, 0.58, 8.0, 1)) == "the search is +3.0e-05 better"
+    assert gain(0.58003, 0.58) == "the search is +3.0e-05 better"
     best, uniform = 0.579084906784652, 0.5791138624777759  # best - uniform == -5e-5 * uniform exactly: no tie
     assert abs(best - uniform) == 5e-5 * uniform
-    assert _gain(Point(1, a, best, 4.0, 1), Point(0, b, uniform, 8.0, 1)) == "the search is -2.9e-05 better"
-    assert _gain(Point(1, a, 0.0, 4.0, 1), Point(0, b, 0.0, 8.0, 1)) == "the search's best ties it"
-    assert _gain(Point(1, a, 0.9001, 4.0, 1), Point(0, b, 0.9, 8.0, 1)) == "the search is +0.0001 better"
+    assert gain(best, uniform) == "the search is -2.9e-05 better"
+    assert gain(0.0, 0.0) == "the search's best ties it"
+    assert gain(0.9001, 0.9) == "the search is +0.0001 better"
 
 
 def test_a_gain_at_qualities_of_0_1_reads_in_four_decimals():
     """Qualities of 0.1 and above (an accuracy) read in 4 decimals, the gain too; below 0.1 (a -loss) in 4 digits."""
-    a, b = Assignment({"x": "int4-ch-asym:rtn-mse"}), Assignment({"x": "int8-ch-asym:rtn-mse"})
-    assert _gain(Point(1, a, 0.1, 4.0, 1), Point(0, b, 0.09, 8.0, 1)) == "the search is +0.0100 better"
-    assert _gain(Point(1, a, 0.09, 4.0, 1), Point(0, b, 0.08, 8.0, 1)) == "the search is +0.01000 better"
+    assert gain(0.1, 0.09) == "the search is +0.0100 better"
+    assert gain(0.09, 0.08) == "the search is +0.01000 better"
 
 
 def test_one_deleted_trial_run_is_said_in_the_singular():
     """'1 of its trial runs is deleted in MLflow', where the runs left hold no uniform point."""
-    mixed = Point(0, Assignment({"x": "int4-ch-asym:rtn-mse"}), 0.9, 4.0, 100)
-    assert "(1 of its trial runs is deleted in MLflow)" in format_summary(_result(mixed), deleted=1)
-    assert "(2 of its trial runs are deleted in MLflow)" in format_summary(_result(mixed), deleted=2)
+    mixed = Point(0, INT4, 0.9, 4.0, 100)
+    assert "(1 of its trial runs is deleted in MLflow)" in format_summary(search_result(mixed), deleted=1)
+    assert "(2 of its trial runs are deleted in MLflow)" in format_summary(search_result(mixed), deleted=2)
 
 
 def test_the_closing_note_of_a_search_without_mlflow_names_its_optuna_study():
     """A search kept in an Optuna storage alone ends by naming that study; one kept nowhere says it is in the result only."""
-    result = _result(_uniform())
+    result = search_result(_uniform())
     assert "Optuna study 's' in sqlite:///o.db (no MLflow: tracking_uri=None)" in closing_note(dataclasses.replace(result, storage="sqlite:///o.db"))
     assert "kept in this result only (tracking_uri=None, storage=None)" in closing_note(result)
