@@ -34,9 +34,7 @@ def awq(weight: torch.Tensor, spec: QuantSpec, stats: Any, grid: int = GRID) -> 
     for step in range(grid):
         alpha = step / grid
         s = x_mag.pow(alpha)
-        s = s / (s.max() * s.min()).sqrt()
-        if alpha == 0:
-            s = torch.ones_like(s)
+        s = s / (s.max() * s.min()).sqrt()  # alpha = 0: s is 1 exactly, plain round-to-nearest
         try:
             q = rtn_minmax(w * s[None, :], spec)
         except AutoqError:  # scaled past what an fp16 scale covers (a dead input channel's s, near 0, stretches the rest)

@@ -9,6 +9,7 @@ from ptq_cases import correlated_inputs, layer_and_stats, stats_of
 from autoq.errors import AutoqError
 from autoq.ptq import get_method
 from autoq.ptq.adaround import AdaRoundConfig, adaround
+from autoq.ptq.awq import GRID, awq
 from autoq.ptq.gptq import gptq
 from autoq.ptq.rtn import percentile_range
 from autoq.ptq.smoothquant import ALPHA_GRID, smoothquant, smoothquant_search
@@ -322,7 +323,6 @@ def test_smoothquant_search_picks_the_grids_lowest_alpha_for_weight_outliers():
 def test_awq_passes_over_input_scales_that_stretch_weights_past_an_fp16_scale():
     """The refusal above must not end AWQ's search: alpha = 0 (the weights as they are) fits, larger alphas overflow."""
     from autoq.model.capture import _Accumulator
-    from autoq.ptq.awq import awq
 
     gen = torch.Generator().manual_seed(0)
     w = torch.randn(4, 8, generator=gen)
@@ -333,6 +333,58 @@ def test_awq_passes_over_input_scales_that_stretch_weights_past_an_fp16_scale():
     accumulator.add(x)
     q = awq(w, QuantSpec(2, "channel", None, True), accumulator.finish())
     assert torch.isfinite(q.dequantize()).all() and torch.isfinite(q.input_scale).all()
+
+
+def test_awq_searches_the_alphas_k_over_grid_and_scales_by_the_input_magnitude_to_alpha(layer):
+    """The input scale is mean|x|^alpha over sqrt(max * min) for an alpha of k / grid, k in 0..grid-1 (the reference AWQ's
+    grid, which stops short of alpha = 1)."""
+    w, stats = layer
+    q = awq(w, QuantSpec(4, "channel"), stats)
+    mag = stats.absmean.float().clamp_min(1e-6)
+
+    def scale(alpha: float) -> torch.Tensor:
+        s = mag.pow(alpha)
+        return s / (s.max() * s.min()).sqrt()
+
+    matches = [k for k in range(GRID) if torch.allclose(q.input_scale, scale(k / GRID), rtol=1e-5)]
+    assert matches and matches != [0], matches
+
+
+@pytest.mark.parametrize("factor", [1e-5, 1e6])
+def test_awq_does_not_depend_on_the_inputs_overall_scale(factor):
+    """Inputs 1e-5 or 1e6 times larger pick the same scale and codes: the scale is normalized by its geometric middle, so
+    the scaled weights keep their size (an fp16 scale neither underflows nor overflows), and no channel is clamped."""
+    w = torch.randn(24, 96, generator=torch.Generator().manual_seed(0))
+    x = correlated_inputs(96, 512, seed=0)
+    spec = QuantSpec(4, "channel")
+    base, scaled = awq(w, spec, stats_of(x)), awq(w, spec, stats_of(x * factor))
+    assert not torch.equal(base.input_scale, torch.ones_like(base.input_scale))
+    assert torch.allclose(scaled.input_scale, base.input_scale, rtol=1e-4)
+    assert torch.equal(scaled.codes, base.codes)
+
+
+def test_awq_refuses_weights_whose_own_range_an_fp16_scale_cannot_hold():
+    """Where even alpha = 0 (the weights as they are) is past an fp16 scale, the refusal names the layer's range, as
+    round-to-nearest's does, instead of AWQ returning some other alpha or failing on its own."""
+    w = torch.randn(4, 8, generator=torch.Generator().manual_seed(0))
+    w[:, 0] = 1e6
+    x = torch.rand(64, 8, generator=torch.Generator().manual_seed(1)) + 0.1
+    x[:, 0] = 1e-4  # a quiet input: a larger alpha shrinks column 0 back into range
+    spec = QuantSpec(2, "channel", None, True)
+    with pytest.raises(AutoqError) as rtn:
+        get_method("rtn-minmax")(w, spec, stats_of(x))
+    with pytest.raises(AutoqError) as caught:
+        awq(w, spec, stats_of(x))
+    assert str(caught.value) == str(rtn.value)
+
+
+def test_bias_correction_rounds_as_rtn_mse_and_moves_only_the_bias(layer):
+    """The weights are rounded over the MSE-searched range (rtn-mse's codes and scales); only the bias changes."""
+    w, stats = layer
+    spec = QuantSpec(3, "group", 32)
+    corrected, mse = get_method("bias-correction")(w, spec, stats), get_method("rtn-mse")(w, spec, stats)
+    assert torch.equal(corrected.codes, mse.codes) and torch.equal(corrected.scale, mse.scale)
+    assert not torch.equal(corrected.codes, get_method("rtn-minmax")(w, spec, stats).codes)
 
 
 def test_gptq_in_act_order_fixes_each_groups_range_from_its_own_original_columns():
