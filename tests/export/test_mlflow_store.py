@@ -12,6 +12,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import mlflow.pyfunc
@@ -22,11 +23,14 @@ import requests
 import torch
 from mlflow.entities import LoggedModelStatus
 from mlflow.tracking import MlflowClient
+from torch import nn
 
 import autoq
+from autoq.choice import Assignment, LayerChoice
 from autoq.cli import main
 from autoq.export.config import CONFIG_NAME, WEIGHTS_NAME
-from autoq.export.mlflow_store import ARTIFACT_PATH, EXPORTED_TAG, MODEL_TYPE, is_artifact_uri
+from autoq.export.mlflow_store import ARTIFACT_PATH, EXPORTED_TAG, MODEL_TYPE, check_registered_name, is_artifact_uri, log_export
+from autoq.model import find_layers
 
 
 @pytest.fixture(scope="module")
@@ -290,7 +294,6 @@ def test_log_to_run_of_a_model_no_export_can_rebuild_says_pyfunc_cannot_load_it(
     """mlflow.pyfunc.load_model rebuilds the model from the export alone: a module of the caller's was logged (and
     could be registered) without a word, and failed in every load ('this export does not say how to rebuild its
     model'). autoq.load with model= loads it from the run."""
-    from torch import nn
 
     torch.manual_seed(0)
     model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
@@ -361,3 +364,71 @@ def test_a_log_that_fails_after_the_export_says_where_the_export_is(searched, tm
     monkeypatch.setattr(MlflowClient, "create_logged_model", lambda *a, **k: (_ for _ in ()).throw(PermissionError(13, "Permission denied", "/x/models")))
     with pytest.raises(autoq.AutoqError, match=r"^the export is in .*again, but logging it to MLflow run \w+ failed \(Permission denied: /x/models\); "):
         autoq.export(None, trial.run_id, tmp_path / "again", tracking_uri=searched.tracking_uri, log_to_run=True, progress=False)
+
+
+def _small_export(tmp_path: Path) -> Path:
+    """A small model's export, on disk."""
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(16, 16), nn.ReLU(), nn.Linear(16, 4))
+    point = Assignment(tuple((layer.name, LayerChoice.from_name("int8-ch-asym:rtn-mse")) for layer in find_layers(model)))
+    return autoq.export(model, point, tmp_path / "q", calibration=[torch.randn(4, 16) for _ in range(2)], progress=False)
+
+
+def _log_quietly(*args, **kwargs):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # a Sequential: pyfunc cannot rebuild it, which is not these tests' point
+        return log_export(*args, **kwargs)
+
+
+def test_a_logged_model_is_the_runs_output_at_step_0(tmp_path: Path, mlflow_uri: str) -> None:
+    """The run page lists the logged model as its output at step 0."""
+    client = MlflowClient(mlflow_uri)
+    run_id = client.create_run(client.create_experiment("step")).info.run_id
+    logged = _log_quietly(mlflow_uri, run_id, _small_export(tmp_path))
+    assert [(o.model_id, o.step) for o in client.get_run(run_id).outputs.model_outputs] == [(logged.model_id, 0)]
+
+
+def test_a_search_runs_own_tags_win_over_its_points(tmp_path: Path, mlflow_uri: str) -> None:
+    """A search run's model carries the run's own latency_source where its point's trial run has another."""
+    client = MlflowClient(mlflow_uri)
+    experiment = client.create_experiment("search")
+    search, trial = (client.create_run(experiment).info.run_id for _ in range(2))
+    client.set_tag(search, "latency_source", "measured:cpu")
+    client.set_tag(trial, "latency_source", "estimate:roofline:h100")
+    logged = _log_quietly(mlflow_uri, search, _small_export(tmp_path), point_run_id=trial)
+    assert client.get_logged_model(logged.model_id).tags["latency_source"] == "measured:cpu"
+
+
+def test_a_log_that_fails_after_the_model_is_created_marks_it_failed(tmp_path: Path, mlflow_uri: str,
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    """A model whose artifacts could not be logged is FAILED in the Models tab, not READY."""
+    client = MlflowClient(mlflow_uri)
+    run_id = client.create_run(client.create_experiment("failed")).info.run_id
+    out = _small_export(tmp_path)
+
+    def failing(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", "/x/models")
+
+    monkeypatch.setattr(MlflowClient, "log_model_artifacts", failing)
+    with pytest.raises(autoq.AutoqError, match=r"failed \(Permission denied: /x/models\)"):
+        _log_quietly(mlflow_uri, run_id, out)
+    [model] = [m for m in client.search_logged_models(experiment_ids=[client.get_run(run_id).info.experiment_id])]
+    assert model.status == LoggedModelStatus.FAILED
+
+
+def test_a_deleted_run_is_refused_naming_the_export_once(tmp_path: Path, mlflow_uri: str) -> None:
+    """An error that already says where the export is is not suffixed with it a second time."""
+    client = MlflowClient(mlflow_uri)
+    run_id = client.create_run(client.create_experiment("deleted")).info.run_id
+    out = _small_export(tmp_path)
+    client.delete_run(run_id)
+    with pytest.raises(autoq.AutoqError, match=rf"is deleted and takes no more logs; the export is in {out}\. .*to log it there$") as info:
+        _log_quietly(mlflow_uri, run_id, out)
+    assert str(info.value).count(str(out)) == 1
+
+
+@pytest.mark.parametrize("name", ["", "   "])
+def test_an_empty_registered_name_is_refused_as_empty(name: str) -> None:
+    """An empty or blank registered model name is refused, saying it is empty."""
+    with pytest.raises(autoq.AutoqError, match=rf"^{name!r} cannot name a registered model \(it is empty\); pass a name such as"):
+        check_registered_name(name)

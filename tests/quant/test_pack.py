@@ -68,6 +68,24 @@ def test_a_step_that_is_not_whole_bytes_is_refused():
         pack_codes(torch.zeros(20, dtype=torch.uint8), 3, chunk=12)
     with pytest.raises(ValueError, match="multiple of 8"):
         unpack_codes(torch.zeros(20, dtype=torch.uint8), 3, 20, chunk=0)
+    with pytest.raises(ValueError, match="positive multiple of 8 codes, got 0"):
+        pack_codes(torch.zeros(20, dtype=torch.uint8), 3, chunk=0)
+
+
+def test_boolean_codes_are_refused_as_not_integers():
+    """A bool mask is not codes: it would pack as 0s and 1s whatever the bit width meant."""
+    with pytest.raises(ValueError, match="codes must be an integer tensor, got torch.bool"):
+        pack_codes(torch.tensor([True, False, True]), 1)
+
+
+@pytest.mark.parametrize(("bits", "count"), [(3, 3), (5, 1), (8, 2)])
+def test_a_stream_a_byte_short_is_refused_saying_how_many_bytes_it_needs(bits, count):
+    """``count`` codes take ceil(count * bits / 8) bytes, the last one partly padding: one byte fewer is refused."""
+    packed = pack_codes(torch.ones(count, dtype=torch.uint8), bits)
+    needed = math.ceil(count * bits / 8)
+    assert packed.numel() == needed
+    with pytest.raises(ValueError, match=rf"^{count} codes of {bits} bits need {needed} bytes, got {needed - 1}$"):
+        unpack_codes(packed[:-1], bits, count)
 
 
 @settings(max_examples=100, deadline=None, database=None)
