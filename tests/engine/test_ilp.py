@@ -14,7 +14,7 @@ from torch import nn
 from autoq.budget import Budget, parse_budget
 from autoq.cost import CostModel
 from autoq.engine.greedy import greedy_allocate, greedy_seeds
-from autoq.engine.ilp import SWEEP_STEPS, ilp_seeds, raise_seeds, solve_ilp
+from autoq.engine.ilp import SWEEP_STEPS, ilp_seeds, ilp_solutions, raise_seeds, solve_ilp
 from autoq.engine.knapsack import Knapsack, random_feasible
 from autoq.model import find_layers
 from autoq.search_spaces import load_preset
@@ -167,6 +167,23 @@ def test_ilp_seeds_are_distinct_within_budget_and_a_shorter_list_is_a_prefix():
     assert ilp_seeds(p, 4, seed=3) == seeds[:4]
     bits = [cost_model.cost(a).effective_bits for a in seeds]
     assert min(bits) < 3.5  # the sweep reaches well below the budget
+
+
+def test_ilp_seeds_try_several_noisy_solves_per_seed_to_fill_the_list():
+    """Past the sweep, a noisy solve often repeats one found before: up to six tries per seed fill a list of 16 here, where
+    one try per seed left it a seed short."""
+    p = problem("4.5bits")
+    assert len(set(ilp_seeds(p, 16, seed=3))) == 16
+
+
+def test_the_noisy_solves_stop_after_stale_solves_in_a_row_that_found_nothing_new():
+    """``stale`` counts the solves since the last new solution, not all of them: with ``stale=1`` the solves go on while
+    each finds a new seed."""
+    p = problem("4.5bits")
+    sweep = list(ilp_solutions(p, 3, tries=0))
+    solutions = list(ilp_solutions(p, 3, stale=1))
+    assert solutions[: len(sweep)] == sweep
+    assert len(solutions) > len(sweep) + 1
 
 
 @pytest.mark.parametrize("budget, seed", [("4.5bits", 0), ("5.2bits", 1), ("3.4bits", 2)])
