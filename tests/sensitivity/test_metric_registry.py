@@ -26,7 +26,7 @@ def fresh_registries(tmp_path, monkeypatch):
     monkeypatch.setattr(ptq_registry, "_METHODS", ptq_registry._METHODS.copy())
 
 
-@pytest.mark.parametrize("name", ["auto", "none", "w/abs", "my table.json", "scores.csv", "a:b", ""])
+@pytest.mark.parametrize("name", ["auto", "none", "w/abs", "my table.json", "scores.csv", "Scores.CSV", "a:b", ""])
 def test_names_seed_from_would_read_otherwise_are_refused(name, fresh_registries):
     """``--seed-from w/abs`` was read as a path to a table file, ``auto`` and ``none`` are its own words."""
     with pytest.raises(ValueError, match="cannot register sensitivity metric"):
@@ -50,6 +50,46 @@ def test_a_seed_torch_cannot_take_is_refused_before_the_model_loads(metric):
         resolve_settings(info, {"seed": 2**32})
     assert resolve_settings(info, {"seed": 2**32 - 1})["seed"] == 2**32 - 1
     torch.Generator().manual_seed(2**32 - 1)  # the largest kept is one torch takes
+
+
+def test_choices_need_a_default_among_them(fresh_registries):
+    """A setting with named choices and a default outside them (or none) could never be left at its default."""
+    for defaults in ({"mode": "z"}, {}):
+        with pytest.raises(ValueError, match=r"^sensitivity metric 'c': choices for 'mode' need a default among them \(mode='a', say\)$"):
+            register_metric("c", "d", choices={"mode": ("a", "b")}, **defaults)
+    assert "c" not in metric_registry._METRICS
+
+
+def test_the_bar_counts_the_callers_setting_of_its_steps():
+    """A metric whose bar counts iterations counts the run's own max_iter, not its default."""
+    info = get_metric("hessian")
+    assert info.steps == "max_iter" and info.n_steps(None, resolve_settings(info, {"max_iter": 5, "min_iter": 2})) == 5
+
+
+def test_a_plugin_metrics_flag_stays_a_bool_and_none_is_only_all_for_a_row_count(fresh_registries):
+    """True is kept as True (a cache key of 1 would mix it up with a count); None means "all" for n_samples and
+    rows_per_batch only: a None max_iter is refused like any other non-number."""
+    register_metric("flagged", "d", flag=False, n_samples=8)(lambda inputs, settings, progress: MetricOutput(()))
+    settings = resolve_settings(get_metric("flagged"), {"flag": True, "n_samples": None})
+    assert settings["flag"] is True and settings["n_samples"] is None
+    with pytest.raises(AutoqError, match=r"^setting max_iter=None of sensitivity metric 'hessian' must be a whole number of at least 1, like its default 40$"):
+        resolve_settings(get_metric("hessian"), {"max_iter": None})
+
+
+@pytest.mark.parametrize(("overrides", "message"), [
+    ({"max_iter": True}, r"max_iter=True of sensitivity metric 'hessian' must be a whole number of at least 1, like its default 40$"),
+    ({"tol": True}, r"tol=True of sensitivity metric 'hessian' must be a positive number, like its default 0.05$"),
+    ({"tol": 0}, r"tol=0 of sensitivity metric 'hessian' must be a positive number"),
+    ({"tol": float("nan")}, r"tol=nan of sensitivity metric 'hessian' must be a positive number"),
+    ({"n_samples": 0.0}, r"n_samples=0.0 of sensitivity metric 'hessian' must be a whole number of at least 1 \(or none: all\), like its default 32$"),
+    ({"min_iter": 3, "max_iter": 2}, r"min_iter=3 of sensitivity metric 'hessian' is above max_iter=2; raise max_iter \(--set max_iter=3\) or lower "
+                                     r"min_iter \(at least 2\)$"),
+])
+def test_a_bool_a_number_short_of_positive_and_a_min_iter_above_max_iter_are_refused(overrides, message):
+    """A bool is no count nor tolerance, a tolerance of 0 or nan is no tolerance, 0.0 rows gets no "write it as 0"
+    advice, and a max_iter of 2 can still take min_iter's least, 2."""
+    with pytest.raises(AutoqError, match="^setting " + message):
+        resolve_settings(get_metric("hessian"), overrides)
 
 
 NORM_METRIC = """
