@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import pytest
 import torch
 
@@ -113,6 +115,12 @@ def _shifted(q: QuantizedTensor, **changes) -> QuantizedTensor:
     # the export stores whole zero points: autoq.load refused such an export as damaged, after the search had scored it
     (lambda w, spec: _shifted(quantize(w, spec), zero=quantize(w, spec).zero + 0.25), r"zero points that are not whole numbers in \[0, 15\]"),
     (lambda w, spec: _shifted(quantize(w, spec), zero=torch.full_like(quantize(w, spec).zero, 99)), r"not whole numbers in \[0, 15\]"),
+    (lambda w, spec: _shifted(quantize(w, spec), zero=quantize(w, spec).zero[:-1]), "16 scales and 15 zero points, not 16"),
+    (lambda w, spec: _shifted(quantize(w, spec), codes=quantize(w, spec).codes.t()), r"codes of shape \(96, 16\)"),
+    (lambda w, spec: _shifted(quantize(w, spec), codes=quantize(w, spec).codes.long() - 20), r"codes from -20 to -5, outside \[0, 15\]"),
+    (lambda w, spec: _shifted(quantize(w, spec), codes=quantize(w, spec).codes > 7), "codes of dtype torch.bool"),
+    (lambda w, spec: _shifted(quantize(w, spec), codes=quantize(w, spec).codes.to(torch.complex64)), "codes of dtype torch.complex64"),
+    (lambda w, spec: _shifted(quantize(w, spec), zero=torch.full_like(quantize(w, spec).zero, float("nan"))), "zero points that are not finite"),
 ])
 def test_a_method_returning_something_else_than_asked_is_named(wrong, message, monkeypatch):
     """A plug-in that ignores ``spec`` was searched as int2 with int8's quality and exported at 3.4x its recorded size."""
@@ -137,6 +145,7 @@ def _transformed(w: torch.Tensor, spec: QuantSpec, **extras) -> TransformedTenso
     ({"input_scale": torch.ones(96)}, False, "registered without scales_input=True"),
     ({"bias_delta": torch.full((16,), float("nan"))}, False, "bias shift that is not finite"),
     ({"bias_delta": torch.zeros(17)}, False, r"bias shift of shape \(17,\), not \(16,\)"),
+    ({"bias_delta": torch.zeros(16, 1)}, False, r"bias shift of shape \(16, 1\), not \(16,\)"),
 ])
 def test_a_wrong_input_scale_or_bias_shift_is_named(extras, scales_input, message, monkeypatch):
     """A NaN input scale was scored at chance and exported; a misshapen one failed every trial naming no method."""
@@ -164,6 +173,38 @@ def test_a_method_that_raises_is_named_with_its_layer(monkeypatch):
                                                     r"weight: RuntimeError: boom from my plugin") as info:
         QuantCache(model).layer("2", choice)
     assert isinstance(info.value.__cause__.__cause__, RuntimeError)
+
+
+def test_a_methods_own_refusal_passes_through_as_it_was_worded(monkeypatch):
+    """An AutoqError a method raises already says what is wrong with the weight (AWQ's 'past an fp16 scale'): it is not
+    wrapped as the method's failure."""
+    monkeypatch.setattr(registry, "_METHODS", registry._METHODS.copy())
+
+    @register_method("test-refuses")
+    def refuses(weight, spec, stats=None):
+        raise AutoqError("the weights span 1e6, past what an fp16 scale holds")
+
+    with pytest.raises(AutoqError, match=r"^the weights span 1e6, past what an fp16 scale holds$") as info:
+        run_method("test-refuses", torch.randn(4, 8), QuantSpec(4, "channel"))
+    assert not isinstance(info.value, registry.MethodError)
+
+
+def test_a_plugin_files_method_records_its_code_and_its_older_digest_still_matches(tmp_path, monkeypatch):
+    """A method of a plug-in file (module ``autoq_plugin_<stem>``, which is not autoq's own) has its code recorded, and a
+    search that recorded what an older autoq took (its ``legacy`` digest) is not refused as edited."""
+    from autoq.plugins import import_plugin
+
+    monkeypatch.setattr(registry, "_METHODS", registry._METHODS.copy())
+    path = tmp_path / "preg_file.py"
+    path.write_text("from autoq.quant import quantize\n\n\ndef method(weight, spec, stats=None):\n    return quantize(weight, spec)\n")
+    monkeypatch.setitem(sys.modules, "autoq_plugin_preg_file", None)  # taken out again after the test
+    module = import_plugin(str(path))
+    assert module.__name__ == "autoq_plugin_preg_file" and sys.modules[module.__name__] is module
+    register_method("test-file-method")(module.method)
+    now, older = registry.plugin_code(["test-file-method"]), registry.plugin_code(["test-file-method"], legacy=True)
+    assert set(now) == {"test-file-method"} and now != older
+    assert registry.changed_code(older, ["test-file-method"]) == registry.changed_code(now, ["test-file-method"]) == []
+    assert registry.changed_code({"test-file-method": "edited"}, ["test-file-method"]) == ["test-file-method"]
 
 
 def test_a_symmetric_result_with_another_zero_point_is_named(monkeypatch):
