@@ -167,3 +167,13 @@ def search_result(*points, **fields):
     made = dict(budget=parse_budget("4.5bits"), metric="accuracy", reference_quality=0.9, points=points, frontier=points, study_name="s",
                 storage=None, tracking_uri=None, parent_run_id=None, eval_seconds=1.0, wall_seconds=2.0)
     return SearchResult(**{**made, **fields})
+
+
+def tracked_point(tracker, trial: int, quality: float, bits: float):
+    """A one-layer int4 point of ``trial`` whose run ``tracker`` logged (as a search's worker does), to hand to ``finish``."""
+    from autoq.choice import Assignment, LayerChoice
+    from autoq.engine.result import Point
+
+    assignment = Assignment((("0", LayerChoice.from_name("int4-ch-asym:rtn-mse")),))
+    run_id = tracker.log_trial(trial, {"quality": quality, "effective_bits": bits}, {}, assignment)
+    return Point(trial, assignment, quality, bits, int(bits * 100), run_id=run_id)

@@ -1,7 +1,14 @@
-"""The search's MLflow tracker on a real SQLite store: how a session's parent run ends, and what a worker's trial runs carry."""
+"""The search's MLflow tracker on a real SQLite store: how a session's parent run ends (and a resumed one counts itself),
+what a trial's run carries, and the frontier's files and descriptions."""
 
 from __future__ import annotations
 
+import csv
+import json
+import time
+from pathlib import Path
+
+from helpers import tracked_point
 from mlflow.tracking import MlflowClient
 
 from autoq.choice import Assignment, LayerChoice
@@ -45,3 +52,72 @@ def test_a_trials_choices_param_holds_a_long_summary_whole(mlflow_uri):
     tracker.start("s", {}, {"autoq.kind": "search"})
     child = tracker.log_trial(0, {"quality": 1.0}, {}, mixed)
     assert MlflowClient(mlflow_uri).get_run(child).data.params["choices"] == mixed.summary()
+
+
+def test_a_trial_run_keeps_its_status_start_time_step_and_trial_param(mlflow_uri):
+    """A failed trial's run ends FAILED and starts when its evaluation began; its metrics are at step 0 and its number is
+    its ``trial`` param, its ``autoq.trial`` tag and its run name."""
+    client = MlflowClient(mlflow_uri)
+    tracker = MlflowTracker.open(mlflow_uri, "autoq")
+    tracker.start("s", {}, {"autoq.kind": "search"})
+    began = int(time.time() * 1000) - 60_000
+    run_id = tracker.log_trial(7, {"quality": 0.5}, {}, _ONE_LAYER, "FAILED", start_ms=began)
+    run = client.get_run(run_id)
+    assert run.info.status == "FAILED" and run.info.start_time == began
+    assert run.data.params["trial"] == "7" and run.data.tags["autoq.trial"] == "7" and run.info.run_name == "trial-7"
+    assert [m.step for m in client.get_metric_history(run_id, "quality")] == [0]
+
+
+def test_a_resumed_session_counts_itself_and_logs_its_summary_at_the_next_step(mlflow_uri):
+    """A resume reopens the parent run RUNNING, tags it ``autoq.resumed=1`` and logs its summary metrics at step 1, so
+    each session adds a point to the parent's charts."""
+    client = MlflowClient(mlflow_uri)
+    first = MlflowTracker.open(mlflow_uri, "autoq")
+    parent = first.start("s", {"optuna_storage": "memory"}, {"autoq.kind": "search", "autoq.study": "s"})
+    a = tracked_point(first, 0, 0.9, 4.0)
+    first.finish([a], [a], {"wall_seconds": 1.0}, None)
+    assert client.get_run(parent).info.status == "FINISHED"
+    resumed = MlflowTracker.open(mlflow_uri, "autoq")
+    assert resumed.continue_search("s", None)
+    run = client.get_run(parent)
+    assert run.info.status == "RUNNING" and run.data.tags["autoq.resumed"] == "1"
+    resumed.finish([a], [a], {"wall_seconds": 2.0}, None)
+    assert [(m.step, m.value) for m in client.get_metric_history(parent, "wall_seconds")] == [(0, 1.0), (1, 2.0)]
+
+
+def test_finish_writes_the_three_frontier_files_and_ends_the_run_with_the_given_status(mlflow_uri, tmp_path: Path):
+    """finish logs frontier.csv, frontier.json (each point with its assignment) and frontier.png on the parent run, and
+    ends it with the status it is given (a search stopped by Ctrl-C ends KILLED)."""
+    client = MlflowClient(mlflow_uri)
+    tracker = MlflowTracker.open(mlflow_uri, "autoq")
+    parent = tracker.start("s", {}, {"autoq.kind": "search"})
+    a, b = tracked_point(tracker, 0, 0.9, 4.0), tracked_point(tracker, 1, 0.8, 4.5)
+    tracker.finish([a, b], [a], {}, None, status="KILLED")
+    assert client.get_run(parent).info.status == "KILLED"
+    assert {f.path for f in client.list_artifacts(parent)} >= {"frontier.csv", "frontier.json", "frontier.png"}
+    front = json.loads(Path(client.download_artifacts(parent, "frontier.json", str(tmp_path))).read_text())
+    assert [row["trial"] for row in front] == [0] and front[0]["assignment"] == _ONE_LAYER.to_dict()
+
+
+def test_only_the_frontiers_trial_runs_get_a_description_and_the_search_lists_the_frontier(mlflow_uri):
+    """The export description (``mlflow.note.content``) goes on the frontier's trial runs, not on a dominated one; the
+    search's description lists the frontier's run ids, not every trial's."""
+    client = MlflowClient(mlflow_uri)
+    tracker = MlflowTracker.open(mlflow_uri, "autoq")
+    parent = tracker.start("s", {}, {"autoq.kind": "search"})
+    a, b = tracked_point(tracker, 0, 0.9, 4.0), tracked_point(tracker, 1, 0.8, 4.5)  # b is dominated by a
+    tracker.finish([a, b], [a], {}, None)
+    assert "mlflow.note.content" in client.get_run(a.run_id).data.tags
+    assert "mlflow.note.content" not in client.get_run(b.run_id).data.tags
+    note = client.get_run(parent).data.tags["mlflow.note.content"]
+    assert a.run_id in note and b.run_id not in note
+
+
+def test_an_empty_frontier_is_a_csv_with_its_trial_header(mlflow_uri, tmp_path: Path):
+    """A search that found no feasible point still logs a frontier.csv a CSV reader reads: a header naming ``trial``."""
+    client = MlflowClient(mlflow_uri)
+    tracker = MlflowTracker.open(mlflow_uri, "autoq")
+    parent = tracker.start("s", {}, {"autoq.kind": "search"})
+    tracker.finish([], [], {}, None)
+    with open(client.download_artifacts(parent, "frontier.csv", str(tmp_path)), newline="", encoding="utf-8") as fh:
+        assert csv.DictReader(fh).fieldnames == ["trial"]
