@@ -8,11 +8,14 @@ import json
 import time
 from pathlib import Path
 
-from helpers import tracked_point
+import pytest
+from helpers import logged_search, tracked_point
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
 from autoq.choice import Assignment, LayerChoice
 from autoq.tracking import MlflowTracker
+from autoq.tracking.mlflow_logger import STORAGE_TAG
 
 _ONE_LAYER = Assignment((("0", LayerChoice.from_name("int4-ch-asym:rtn-mse")),))
 
@@ -121,3 +124,39 @@ def test_an_empty_frontier_is_a_csv_with_its_trial_header(mlflow_uri, tmp_path: 
     tracker.finish([], [], {}, None)
     with open(client.download_artifacts(parent, "frontier.csv", str(tmp_path)), newline="", encoding="utf-8") as fh:
         assert csv.DictReader(fh).fieldnames == ["trial"]
+
+
+def test_a_resume_whose_sqlite_storage_moved_to_a_database_tags_the_run_without_the_password(mlflow_uri, tmp_path: Path):
+    """The run id a study recorded reopens its run where the SQLite file it named is gone (moved), and the run is tagged
+    with where the trials are now: a database URL with its password hidden from the experiment's readers."""
+    client = MlflowClient(mlflow_uri)
+    tracker = MlflowTracker.open(mlflow_uri, "autoq")
+    run = logged_search(client, tracker.experiment_id, params={"optuna_storage": f"sqlite:///{tmp_path / 'gone.db'}"})
+    assert tracker.continue_search("s", "postgresql://ada:secret@db:5432/optuna", run) and tracker.parent_id == run
+    assert client.get_run(run).data.tags[STORAGE_TAG] == "postgresql://ada:***@db:5432/optuna"
+
+
+def test_a_recorded_run_id_reopens_nothing_for_a_search_in_memory_or_in_another_experiment(mlflow_uri, tmp_path: Path):
+    """A search kept in memory is not the one whose SQLite file moved, and a run of another experiment is not this
+    experiment's search: neither is reopened, nor its storage tag rewritten."""
+    client = MlflowClient(mlflow_uri)
+    tracker = MlflowTracker.open(mlflow_uri, "autoq")
+    moved = logged_search(client, tracker.experiment_id, params={"optuna_storage": f"sqlite:///{tmp_path / 'gone.db'}"})
+    assert not MlflowTracker.open(mlflow_uri, "autoq").continue_search("s", None, moved)
+    storage = f"sqlite:///{tmp_path / 'here.db'}"
+    kept = logged_search(client, tracker.experiment_id, params={"optuna_storage": storage})
+    assert not MlflowTracker.open(mlflow_uri, "elsewhere").continue_search("s", storage, kept)
+    assert tracker.continue_search("s", storage, kept) and tracker.parent_id == kept  # in its own experiment, it is the one
+    assert STORAGE_TAG not in client.get_run(moved).data.tags and client.get_run(moved).info.status == "FINISHED"
+
+
+def test_a_store_that_refuses_a_trials_run_is_the_trackers_failure(mlflow_uri):
+    """A store error while a trial is logged is kept as ``failure``, which stops the search and its writes (``finish``
+    waits through no more retries), and is raised as it is."""
+    tracker = MlflowTracker.open(mlflow_uri, "autoq")
+    tracker.start("s", {}, {"autoq.kind": "search"})
+    MlflowClient(mlflow_uri).delete_experiment(tracker.experiment_id)  # MLflow creates no run in a deleted experiment
+    assert tracker.failure is None
+    with pytest.raises(MlflowException) as info:
+        tracker.log_trial(0, {"quality": 0.5}, {}, _ONE_LAYER)
+    assert tracker.failure is info.value
