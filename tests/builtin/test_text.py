@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -44,8 +46,9 @@ def test_the_fresh_interpreter_reads_what_a_process_with_torch_read():
 def test_without_a_python_to_start_the_corpus_is_read_here_with_a_warning(monkeypatch):
     expected = text.stdlib_sentences()
     monkeypatch.setattr(sys, "executable", "")
-    with pytest.warns(AutoqWarning, match=r"^the built-in text corpus is read in this process \(no Python executable to start\)"):
+    with pytest.warns(AutoqWarning, match=r"^the built-in text corpus is read in this process \(no Python executable to start\)") as caught:
         here = text.stdlib_sentences()
+    assert caught[0].filename == __file__  # the warning names the line that asked for the corpus
     assert len(set(here) ^ set(expected)) < 10  # the same, up to what this process's imports patched (ray: one sentence)
 
 
@@ -54,9 +57,26 @@ def test_the_corpus_is_prose_sentences_of_6_to_40_words():
     the end of the string ...) stay out, and with them the splits every committed result was scored on stay as they are."""
     sentences = text.stdlib_sentences()
     assert all(s[0].isupper() and s[-1] in ".!?" and 6 <= len(s.split()) <= 40 for s in sentences)
-    in_examples, elsewhere = set(), set()  # a paragraph of >>> examples is code and its output, left out whole
+    assert not any(re.search(r"[.!?]\s", s) for s in sentences)  # split after each '.', '!' and '?'
+    in_examples, in_lists, elsewhere = set(), set(), set()  # a paragraph of >>> examples is code and its output, left out whole
+    beside_examples = set()  # prose paragraphs of a docstring with examples: kept, paragraph by paragraph
     for doc in docstrings.all_docstrings():
         for paragraph in doc.split("\n\n"):
-            (in_examples if ">>>" in paragraph else elsewhere).update(text._SPLIT.split(" ".join(paragraph.split())))
+            pieces = text._SPLIT.split(" ".join(paragraph.split()))
+            listed = paragraph.lstrip().startswith(("-", "*", ":"))  # a list item or a field (':param x: ...'), left out too
+            (in_examples if ">>>" in paragraph else in_lists if listed else elsewhere).update(pieces)
+            if ">>>" in doc and ">>>" not in paragraph and not listed:
+                beside_examples.update(pieces)
     assert in_examples - elsewhere and not set(sentences) & (in_examples - elsewhere)
+    assert in_lists - elsewhere and not set(sentences) & (in_lists - elsewhere)
+    assert len(set(sentences) & beside_examples) > 100
     assert text.stdlib_sentences(seed=1) != sentences and sorted(text.stdlib_sentences(seed=1)) == sorted(sentences)
+
+
+def test_the_corpus_is_in_the_same_order_whatever_the_hash_seed():
+    """The sentences are sorted before the seeded shuffle: a set's order, which changes with PYTHONHASHSEED, would give
+    each process other calibration and evaluation splits."""
+    script = "import hashlib; from autoq.builtin.text import stdlib_sentences; print(hashlib.sha256(repr(stdlib_sentences()).encode()).hexdigest())"
+    digests = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
+                              env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2)}
+    assert len(digests) == 1 and len(digests.pop()) == 65
