@@ -1,13 +1,20 @@
 """Plug-ins from outside the package reach every way in: ``--plugin`` (a file or a module), ``$AUTOQ_PLUGINS``, the
-help texts, and a search that uses a plug-in's method, strategy and sampler by name."""
+help texts, and a search that uses a plug-in's method, strategy and sampler by name; and the loader's own rules: how
+--plugin is split off, the order and dedup of what is loaded, the errors it says, and a failed file import leaving nothing."""
 
 from __future__ import annotations
 
 import os
+import sys
+from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 from helpers import plugin_space
 from test_cli import run_cli
+
+from autoq.errors import AutoqError
+from autoq.plugins import import_plugin, load_plugins, missing_plugins, plugin_note, split_plugins
 
 PLUGIN = '''
 import optuna
@@ -369,3 +376,121 @@ def test_a_resume_keeps_the_retries_the_search_ran_with(tmp_path):
     assert f"{failed} failed for good" in resumed.stderr and "2 more to evaluate" in resumed.stderr, resumed.stderr
     done = Counter(t.state.name for t in optuna.load_study(study_name="r", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials)
     assert done["COMPLETE"] + done["FAIL"] == 10
+
+
+LOGGED = "import plg_log\nplg_log.order.append(__name__)\nVALUE = {value!r}\n"
+
+
+@pytest.fixture
+def plugs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A folder on sys.path holding ``plg_log`` (the order plug-ins ran in); the ``plg_`` modules a test imports are forgotten after."""
+    (tmp_path / "plg_log.py").write_text("order = []\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    monkeypatch.delenv("AUTOQ_PLUGINS", raising=False)
+    yield tmp_path
+    for name in [n for n in sys.modules if n.startswith(("plg_", "autoq_plugin_plg_"))]:
+        del sys.modules[name]
+
+
+def test_only_the_plugin_option_is_taken_and_a_value_keeps_its_equal_signs() -> None:
+    """--plugin X / --plugin=X are taken (split at the first '='); an option that only starts with --plugin is left."""
+    plugins, rest = split_plugins(["--pluginx", "a", "--plugin=run=2/p.py", "search", "--plugin", "m"])
+    assert plugins == ["run=2/p.py", "m"]
+    assert rest == ["--pluginx", "a", "search"]
+
+
+def test_entry_points_then_the_environment_then_the_options_each_once(plugs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Entry points (by module), then $AUTOQ_PLUGINS (spaces trimmed), then --plugin, in order, each listed and run once."""
+    for name in ("plg_ep", "plg_env_a", "plg_env_b", "plg_mod"):
+        (plugs / f"{name}.py").write_text(LOGGED.format(value=name))
+    info = plugs / "plgdist-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: plgdist\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[autoq.plugins]\nmy-entry = plg_ep\n")
+    monkeypatch.setenv("AUTOQ_PLUGINS", "plg_env_a, plg_env_b ,")
+    loaded = load_plugins(["plg_mod", "plg_env_a"])
+    assert [p for p in loaded if p.startswith("plg_")] == ["plg_ep", "plg_env_a", "plg_env_b", "plg_mod"]
+    import plg_log
+
+    assert plg_log.order == ["plg_ep", "plg_env_a", "plg_env_b", "plg_mod"]
+
+
+def test_an_entry_point_that_fails_is_one_error_naming_it(plugs: Path) -> None:
+    """Whatever an entry point's module raises, the error names the entry point and the exception."""
+    (plugs / "plg_bad_ep.py").write_text("raise RuntimeError('boom')\n")
+    info = plugs / "plgbad-1.0.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: plgbad\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[autoq.plugins]\nbad = plg_bad_ep\n")
+    with pytest.raises(AutoqError, match=r"^the autoq plug-in 'bad' \(plg_bad_ep, an autoq.plugins entry point\) failed to load: "
+                                         r"RuntimeError: boom$"):
+        load_plugins()
+
+
+def test_a_module_is_found_in_the_working_folder_when_the_path_lacks_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The console script has no '' on sys.path: a module of the working folder is still found, as by python -m."""
+    (tmp_path / "plg_cwd.py").write_text("VALUE = 'cwd'\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
+    monkeypatch.delitem(sys.modules, "plg_cwd", raising=False)
+    try:
+        assert import_plugin("plg_cwd").VALUE == "cwd"
+    finally:
+        sys.modules.pop("plg_cwd", None)
+
+
+def test_a_file_then_the_same_module_by_name_runs_once(plugs: Path) -> None:
+    """A plug-in given as a file and then by its module name is the module already loaded, not a second run."""
+    (plugs / "plg_twice.py").write_text(LOGGED.format(value="twice"))
+    load_plugins([str(plugs / "plg_twice.py"), "plg_twice"])
+    import plg_log
+
+    assert plg_log.order == ["autoq_plugin_plg_twice"]
+
+
+def test_a_missing_package_of_a_dotted_name_is_said_not_found(plugs: Path) -> None:
+    """'pkg.sub' whose package does not exist is 'cannot find', not a failed import of the plug-in's own code."""
+    with pytest.raises(AutoqError, match=r"^cannot find plug-in module 'plg_nosuch\.sub'; give an importable module name"):
+        import_plugin("plg_nosuch.sub")
+
+
+def test_a_missing_file_is_said_by_its_absolute_path_once(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A .py path that does not exist: one sentence naming its absolute path, not wrapped in 'failed to import'."""
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(AutoqError, match=rf"^plug-in file '{tmp_path.resolve() / 'nothere.py'}' does not exist$"):
+        import_plugin("nothere.py")
+
+
+@pytest.mark.parametrize("failure", ["raise RuntimeError('boom')", "raise KeyboardInterrupt"])
+def test_a_file_that_failed_to_import_runs_again_once_fixed(plugs: Path, failure: str) -> None:
+    """A plug-in file whose import failed (or was interrupted) leaves no module behind: given again, its code runs."""
+    path = plugs / "plg_fixme.py"
+    path.write_text(failure + "\n")
+    with pytest.raises((AutoqError, KeyboardInterrupt)):
+        import_plugin(str(path))
+    assert "autoq_plugin_plg_fixme" not in sys.modules
+    path.write_text("VALUE = 'fixed'\n")
+    assert import_plugin(str(path)).VALUE == "fixed"
+
+
+def test_two_files_of_one_name_in_two_folders_are_two_plugins(plugs: Path) -> None:
+    """Only the same file is reused: another folder's file of the same name is imported, not taken for the first."""
+    for folder in ("a", "b"):
+        (plugs / folder).mkdir()
+        (plugs / folder / "plg_same.py").write_text(f"VALUE = {folder!r}\n")
+    assert import_plugin(str(plugs / "a" / "plg_same.py")).VALUE == "a"
+    assert import_plugin(str(plugs / "b" / "plg_same.py")).VALUE == "b"
+
+
+def test_no_plugins_is_no_note_and_a_path_is_quoted_for_the_shell(tmp_path: Path) -> None:
+    """plugin_note: nothing without plug-ins; a file by its absolute path, quoted as a shell needs it."""
+    assert plugin_note([]) == ""
+    path = tmp_path / "my plugs" / "p.py"
+    assert plugin_note([str(path), "mod"]) == (f"add --plugin '{path.resolve()}' --plugin mod to the autoq commands above "
+                                              "(export, search --resume): they use the names it registers")
+
+
+def test_a_stored_file_plugin_is_matched_by_its_name_wherever_it_moved() -> None:
+    """missing_plugins: a file stored by an absolute path is loaded when a file (or module) of its name is; a module by its name."""
+    assert missing_plugins(["/old/place/myplug.py", "othermod", "gone"], ["new/myplug.py", "othermod"]) == ["gone"]
+    assert missing_plugins(["/old/place/myplug.py"], ["myplug"]) == []
