@@ -170,8 +170,8 @@ def test_ilp_seeds_are_distinct_within_budget_and_a_shorter_list_is_a_prefix():
 
 
 def test_ilp_seeds_try_several_noisy_solves_per_seed_to_fill_the_list():
-    """Past the sweep, a noisy solve often repeats one found before: up to six tries per seed fill a list of 16 here, where
-    one try per seed left it a seed short."""
+    """Past the sweep, a noisy solve often repeats one found before: up to six tries per seed fill a list of 16 here (one try
+    per seed would leave it a seed short)."""
     p = problem("4.5bits")
     assert len(set(ilp_seeds(p, 16, seed=3))) == 16
 

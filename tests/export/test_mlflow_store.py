@@ -375,8 +375,9 @@ def _small_export(tmp_path: Path) -> Path:
 
 
 def _log_quietly(*args, **kwargs):
+    """`log_export`, without the warning that pyfunc cannot rebuild a Sequential."""
     with warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # a Sequential: pyfunc cannot rebuild it, which is not these tests' point
+        warnings.simplefilter("ignore", UserWarning)
         return log_export(*args, **kwargs)
 
 
@@ -412,7 +413,7 @@ def test_a_log_that_fails_after_the_model_is_created_marks_it_failed(tmp_path: P
     monkeypatch.setattr(MlflowClient, "log_model_artifacts", failing)
     with pytest.raises(autoq.AutoqError, match=r"failed \(Permission denied: /x/models\)"):
         _log_quietly(mlflow_uri, run_id, out)
-    [model] = [m for m in client.search_logged_models(experiment_ids=[client.get_run(run_id).info.experiment_id])]
+    [model] = client.search_logged_models(experiment_ids=[client.get_run(run_id).info.experiment_id])
     assert model.status == LoggedModelStatus.FAILED
 
 
@@ -422,7 +423,7 @@ def test_a_deleted_run_is_refused_naming_the_export_once(tmp_path: Path, mlflow_
     run_id = client.create_run(client.create_experiment("deleted")).info.run_id
     out = _small_export(tmp_path)
     client.delete_run(run_id)
-    with pytest.raises(autoq.AutoqError, match=rf"is deleted and takes no more logs; the export is in {out}\. .*to log it there$") as info:
+    with pytest.raises(autoq.AutoqError, match=rf"is deleted and takes no more logs; the export is in {re.escape(str(out))}\. .*to log it there$") as info:
         _log_quietly(mlflow_uri, run_id, out)
     assert str(info.value).count(str(out)) == 1
 
