@@ -18,6 +18,7 @@ from autoq.latency.roofline import gemm_bytes
 from autoq.quant import QuantSpec
 
 INT4 = QuantSpec.from_name("int4-g128-asym")
+INT5 = QuantSpec.from_name("int5-g128-asym")
 
 
 def rows(fmt: str = "int4-g128-asym", batch: int = 1) -> list[Measurement]:
@@ -164,6 +165,38 @@ def test_a_w8a8_layer_on_a_table_without_w8a8_rows_is_scaled_from_the_weight_onl
     measured = TableLatency(h100.name, [Measurement(4096, 4096, "int8-ch-sym", 1, 10.0),
                                         Measurement(4096, 4096, "int8-ch-sym", 1, 17.0, "int8-token")], batch=1)
     assert measured.layer_us(4096, 4096, int8, int8_activations=True) == 17.0 and measured.format_note([int8], w8a8=True) == ""
+
+
+def test_outside_every_range_the_nearest_range_is_judged_by_the_ratio_of_work_on_both_sides() -> None:
+    """A layer 4x below int4's only shape and 5x above int8's: int4's own floor (4x is nearer than 5x), not int8's
+    time stretched up and scaled by the bytes."""
+    table = TableLatency("Test GPU", [Measurement(1000, 1000, "int4-g128-asym", 1, 50.0), Measurement(250, 200, "int8-ch-asym", 1, 5.0)], batch=1)
+    assert table.layer_us(500, 500, INT4) == 50.0  # 250,000 weights: 1,000,000 / 4 below int4, 5 x 50,000 above int8
+
+
+def test_below_a_formats_range_its_measured_ratio_carries_down_as_is() -> None:
+    """int5 measured at 1.0x int4 (a launch-bound kernel) only at a larger shape: below it int5 takes int4's time times
+    that 1.0, not the bytes' larger ratio (only above a format's range is its ratio raised to the estimate's)."""
+    table = TableLatency("Test GPU", rows() + [Measurement(400, 400, "int5-g128-asym", 1, 110.0)], batch=1)
+    assert gemm_bytes(200, 200, INT5, 1) / gemm_bytes(200, 200, INT4, 1) > 1.1
+    assert table.layer_us(200, 200, INT5) == pytest.approx(30.0)
+    assert table.layer_us(100, 100, INT5) == pytest.approx(10.0)
+
+
+def test_below_a_formats_range_the_ratio_is_read_at_its_smallest_shape() -> None:
+    """int5 measured at 1.5x int4 at 200 x 200 and 2x at 400 x 400: a smaller layer takes the ratio nearest it (1.5x),
+    not the one at int5's far end."""
+    table = TableLatency("Test GPU", rows() + [Measurement(200, 200, "int5-g128-asym", 1, 45.0), Measurement(400, 400, "int5-g128-asym", 1, 220.0)],
+                         batch=1)
+    assert table.layer_us(100, 100, INT5) == pytest.approx(10.0 * 1.5)
+
+
+def test_a_ratio_is_measured_only_where_the_table_measured_both_formats() -> None:
+    """int5 measured only at 500 x 500, just above int4's largest shape: int5 below it is int4's time scaled by the
+    bytes, not by int5 over int4 stretched to a shape int4 was never measured at."""
+    table = TableLatency("Test GPU", rows() + [Measurement(500, 500, "int5-g128-asym", 1, 200.0)], batch=1)
+    ratio = gemm_bytes(400, 400, INT5, 1) / gemm_bytes(400, 400, INT4, 1)
+    assert table.layer_us(400, 400, INT5) == pytest.approx(110.0 * ratio)
 
 
 def test_missing_fp16_row_is_an_error():
