@@ -404,3 +404,87 @@ def test_a_token_holding_nan_or_inf_gives_nan_outputs_on_every_path(bad: float):
         y = w8a8_linear(x.to(device), w.to(device), backend=backend).cpu()
         assert y[1].isnan().all(), (backend, y[1])
         assert y[[0, 2]].isfinite().all() and torch.allclose(y[[0, 2]].float(), simulated[[0, 2]], rtol=2e-2, atol=1e-2), backend
+
+
+def int8_weight(gen: torch.Generator) -> Int8Weight:
+    """A random int8 per-channel symmetric weight of N x K, as the W8A8 kernel takes it."""
+    return Int8Weight.from_quantized(quantize(torch.randn(N, K, generator=gen), QuantSpec.from_name("int8-ch-sym")))
+
+
+def test_the_torch_backend_is_the_exact_fp32_reference():
+    """backend='torch' dequantizes and multiplies in fp32 (fp32 activations too), never a Triton kernel."""
+    gen = torch.Generator().manual_seed(31)
+    packed = random_packed(QuantSpec.from_name("int4-g32-asym"), N, K, gen).to("cpu")
+    for dtype in (torch.float16, torch.float32):
+        x = torch.randn(3, K, generator=gen).to(dtype)
+        assert torch.equal(wq_linear(x, packed, backend="torch"), (x.float() @ packed.dequantize().T).to(dtype)), dtype
+
+
+def test_backend_triton_on_cpu_without_the_interpreter_is_refused(monkeypatch):
+    """CPU tensors run Triton only under TRITON_INTERPRET=1: otherwise backend='triton' says so."""
+    from autoq.kernels import triton_w8a8, triton_wq_gemm, triton_wq_gemv  # noqa: F401  (defined interpreted, as the other tests need)
+
+    packed = random_packed(QuantSpec.from_name("int4-ch-asym"), 8, 16, torch.Generator().manual_seed(0)).to("cpu")
+    monkeypatch.setenv("TRITON_INTERPRET", "0")
+    with pytest.raises(AutoqError, match="Triton kernels need CUDA tensors .*got tensors on cpu"):
+        wq_linear(torch.randn(1, 16).half(), packed, backend="triton")
+
+
+def test_an_unknown_weight_only_kernel_is_refused():
+    packed = random_packed(QuantSpec.from_name("int4-ch-asym"), 8, 16, torch.Generator().manual_seed(0))
+    with pytest.raises(AutoqError, match="unknown weight-only kernel 'gemvv'; choose auto, gemv or gemm"):
+        wq_linear(torch.randn(1, 16).half().to(DEVICE), packed, backend="triton", kernel="gemvv")
+
+
+def test_an_explicit_kernel_runs_that_kernel_whatever_the_batch(monkeypatch):
+    """kernel='gemm' at batch 1 runs the GEMM, kernel='gemv' at batch 3 the GEMV (each recorded on its way in)."""
+    from autoq.kernels import triton_wq_gemm, triton_wq_gemv
+
+    ran: list[str] = []
+    for module, name in ((triton_wq_gemv, "gemv"), (triton_wq_gemm, "gemm")):
+        real = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *args, _real=real, _name=name, **kwargs: (ran.append(_name), _real(*args, **kwargs))[1])
+    packed = random_packed(QuantSpec.from_name("int4-g32-asym"), 16, 64, torch.Generator().manual_seed(2))
+    for m, kernel in [(1, "gemm"), (3, "gemv")]:
+        ran.clear()
+        wq_linear(torch.randn(m, 64).half().to(DEVICE), packed, backend="triton", kernel=kernel)
+        assert ran == [kernel], (m, kernel)
+
+
+def test_the_torch_path_keeps_the_leading_shape():
+    packed = random_packed(QuantSpec.from_name("int4-g32-asym"), N, K, torch.Generator().manual_seed(3)).to("cpu")
+    assert wq_linear(torch.randn(2, 3, K).half(), packed, backend="torch").shape == (2, 3, N)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_int8_matmul_refuses_q_that_is_not_two_dimensional_or_scales_that_are_not_float(backend: str):
+    """A 1-D q (K,) with K scales would come back as a (K, N) product, and integer scales would pass as scales: both are
+    refused, saying what was given."""
+    gen = torch.Generator().manual_seed(4)
+    w = int8_weight(gen).to(DEVICE)
+    q = torch.randint(-127, 128, (3, K), generator=gen).to(torch.int8).to(DEVICE)
+    with pytest.raises(AutoqError, match=r"int8_matmul takes q as \(M, K\) int8 rows .*, got a 1-D torch.int8 tensor"):
+        int8_matmul(q[0], torch.ones(K, device=DEVICE), w, torch.float16, backend=backend)
+    with pytest.raises(AutoqError, match=r"q_scale must be one float scale per row of q, shape \(3,\), got a torch.int32 tensor of shape \(3,\)"):
+        int8_matmul(q, torch.ones(3, dtype=torch.int32, device=DEVICE), w, torch.float16, backend=backend)
+
+
+@pytest.mark.parametrize("backend", ["torch", "triton"])
+def test_w8a8_outputs_come_in_the_requested_dtype(backend: str):
+    """int8_matmul answers in out_dtype and w8a8_linear in the activations' dtype (bf16 stays bf16) on every path."""
+    gen = torch.Generator().manual_seed(5)
+    device = DEVICE if backend == "triton" else torch.device("cpu")
+    w = int8_weight(gen).to(device)
+    q = torch.randint(-127, 128, (2, K), generator=gen).to(torch.int8).to(device)
+    for dtype in (torch.float16, torch.bfloat16):
+        assert int8_matmul(q, torch.ones(2, device=device), w, dtype, backend=backend).dtype == dtype
+        assert w8a8_linear(torch.randn(2, K, generator=gen).to(dtype).to(device), w, backend=backend).dtype == dtype
+
+
+def test_the_torch_quantize_tokens_gives_an_inf_row_a_nan_scale():
+    """The docstring's rule, as the Triton kernel does: a row holding inf gets a NaN scale, not an inf one."""
+    x = torch.ones(3, 20).half()
+    x[1, 4] = float("inf")
+    x[2, 5] = -float("inf")
+    _, scale = quantize_tokens(x, backend="torch")
+    assert scale.isnan().tolist() == [False, True, True]
