@@ -488,3 +488,16 @@ def test_the_torch_quantize_tokens_gives_an_inf_row_a_nan_scale():
     x[2, 5] = -float("inf")
     _, scale = quantize_tokens(x, backend="torch")
     assert scale.isnan().tolist() == [False, True, True]
+
+
+def test_a_compile_only_w8a8_layer_asks_for_both_of_its_kernels_compiled(monkeypatch):
+    """A W8A8 layer's precompile compiles the kernel that quantizes its tokens as well as the int8 GEMM (each launcher is
+    asked with compile_only set, on meta tensors: nothing runs); without it the first forward on the GPU would compile it."""
+    from autoq.kernels import triton_w8a8
+
+    asked: list[tuple[str, bool]] = []
+    monkeypatch.setattr(triton_w8a8, "launch_quantize_rows", lambda x, q, scale, compile_only, **kw: asked.append(("quantize", compile_only)))
+    monkeypatch.setattr(triton_w8a8, "launch_int8_gemm", lambda q, s, w, ws, out, compile_only: asked.append(("gemm", compile_only)))
+    x = torch.empty(2, 3, K, dtype=torch.float16, device="meta")
+    y = w8a8_linear(x, int8_weight(torch.Generator().manual_seed(6)).to("meta"), compile_only=True)
+    assert asked == [("quantize", True), ("gemm", True)] and y.shape == (2, 3, N) and y.device.type == "meta"
