@@ -1,11 +1,14 @@
 """Reading back what a search left in MLflow, and what an export wrote, for assertions; search and trial runs logged by
 hand, as a search stopped at some point left them; a search's result made from points; a plug-in test's search space;
-the ``autoq`` command run in the test's own process; a SQLite database whose disk is full."""
+the ``autoq`` command run in the test's own process; a SQLite database whose disk is full; a script run under several
+string hash seeds."""
 
 from __future__ import annotations
 
 import os
 import sqlite3
+import subprocess
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -177,3 +180,9 @@ def tracked_point(tracker, trial: int, quality: float, bits: float):
     assignment = Assignment((("0", LayerChoice.from_name("int4-ch-asym:rtn-mse")),))
     run_id = tracker.log_trial(trial, {"quality": quality, "effective_bits": bits}, {}, assignment)
     return Point(trial, assignment, quality, bits, int(bits * 100), run_id=run_id)
+
+
+def printed_under_hash_seeds(script: str, cwd=None) -> set[str]:
+    """What ``script`` prints in four processes of four string hash seeds (one answer: nothing hangs on a set's order)."""
+    return {subprocess.run([sys.executable, "-c", script], cwd=cwd, env={**os.environ, "PYTHONHASHSEED": str(seed)}, capture_output=True,
+                           text=True, check=True).stdout.strip() for seed in (1, 2, 3, 4)}

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import importlib.util
 import linecache
-import os
 import subprocess
 import sys
 import textwrap
 
 import torch
+from helpers import printed_under_hash_seeds
 
 from autoq.code_digest import code_digest
 
@@ -58,12 +58,6 @@ def _imported(path, text: str):
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _digests_under_hash_seeds(script: str, cwd=None) -> set[str]:
-    """What ``script`` prints in four processes of four string hash seeds."""
-    return {subprocess.run([sys.executable, "-c", script], cwd=cwd, env={**os.environ, "PYTHONHASHSEED": str(seed)}, capture_output=True,
-                           text=True, check=True).stdout.strip() for seed in (1, 2, 3, 4)}
 
 
 def test_a_closure_value_a_constant_a_helper_and_an_attribute_change_the_digest(tmp_path):
@@ -260,7 +254,7 @@ def test_a_function_without_source_has_the_same_digest_under_any_string_hash_see
         exec("def act(x):\\n    return x in {'relu', 'leaky', 'elu', 'gelu', 'silu', 'tanh'}\\n", scope)
         print(code_digest(scope["act"]))
     ''')
-    digests = _digests_under_hash_seeds(script)
+    digests = printed_under_hash_seeds(script)
     assert len(digests) == 1 and len(next(iter(digests))) == 16, digests
 
 
@@ -269,7 +263,7 @@ def test_a_set_a_module_holds_has_the_same_digest_under_any_string_hash_seed(tmp
     (tmp_path / "psets.py").write_text("NAMES = {'relu', 'gelu', 'silu', 'tanh', 'elu', 'leaky'}\n\n\n"
                                        "def method(weight, spec, stats=None):\n    return weight if 'relu' in NAMES else -weight\n")
     script = "import psets; from autoq.code_digest import code_digest; print(code_digest(psets.method))"
-    digests = _digests_under_hash_seeds(script, cwd=tmp_path)
+    digests = printed_under_hash_seeds(script, cwd=tmp_path)
     assert len(digests) == 1 and len(next(iter(digests))) == 16, digests
 
 

@@ -427,16 +427,12 @@ def test_an_entry_point_that_fails_is_one_error_naming_it(plugs: Path) -> None:
         load_plugins()
 
 
-def test_a_module_is_found_in_the_working_folder_when_the_path_lacks_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_module_is_found_in_the_working_folder_when_the_path_lacks_it(plugs: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The console script has no '' on sys.path: a module of the working folder is still found, as by python -m."""
-    (tmp_path / "plg_cwd.py").write_text("VALUE = 'cwd'\n")
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(tmp_path))])
-    monkeypatch.delitem(sys.modules, "plg_cwd", raising=False)
-    try:
-        assert import_plugin("plg_cwd").VALUE == "cwd"
-    finally:
-        sys.modules.pop("plg_cwd", None)
+    (plugs / "plg_cwd.py").write_text("VALUE = 'cwd'\n")
+    monkeypatch.chdir(plugs)
+    monkeypatch.setattr(sys, "path", [p for p in sys.path if p not in ("", str(plugs))])
+    assert import_plugin("plg_cwd").VALUE == "cwd"
 
 
 def test_a_file_then_the_same_module_by_name_runs_once(plugs: Path) -> None:

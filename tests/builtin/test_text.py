@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import inspect
 import json
-import os
 import re
 import subprocess
 import sys
 
 import pytest
 import torch  # noqa: F401 - imported, as in every autoq process: it patches inspect.getfile
+from helpers import printed_under_hash_seeds
 
 from autoq.builtin import docstrings, text
 from autoq.errors import AutoqWarning
@@ -77,6 +77,5 @@ def test_the_corpus_is_in_the_same_order_whatever_the_hash_seed():
     """The sentences are sorted before the seeded shuffle: a set's order, which changes with PYTHONHASHSEED, would give
     each process other calibration and evaluation splits."""
     script = "import hashlib; from autoq.builtin.text import stdlib_sentences; print(hashlib.sha256(repr(stdlib_sentences()).encode()).hexdigest())"
-    digests = {subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True,
-                              env={**os.environ, "PYTHONHASHSEED": str(seed)}).stdout for seed in (1, 2)}
-    assert len(digests) == 1 and len(digests.pop()) == 65
+    digests = printed_under_hash_seeds(script)
+    assert len(digests) == 1 and len(digests.pop()) == 64  # one sha256, in hex

@@ -370,11 +370,11 @@ def test_awq_refuses_weights_whose_own_range_an_fp16_scale_cannot_hold():
     w[:, 0] = 1e6
     x = torch.rand(64, 8, generator=torch.Generator().manual_seed(1)) + 0.1
     x[:, 0] = 1e-4  # a quiet input: a larger alpha shrinks column 0 back into range
-    spec = QuantSpec(2, "channel", None, True)
+    spec, stats = QuantSpec(2, "channel", None, True), stats_of(x)
     with pytest.raises(AutoqError) as rtn:
-        get_method("rtn-minmax")(w, spec, stats_of(x))
+        get_method("rtn-minmax")(w, spec, stats)
     with pytest.raises(AutoqError) as caught:
-        awq(w, spec, stats_of(x))
+        awq(w, spec, stats)
     assert str(caught.value) == str(rtn.value)
 
 
